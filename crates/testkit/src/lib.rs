@@ -1,0 +1,32 @@
+//! Test-only helpers shared by every crate's tests: a real `nats-server` per test on a free
+//! port with a temporary JetStream store (killed on drop), the path of the workspace's service
+//! binaries, and polling until a condition holds. The simulators themselves are in
+//! `peoplesync-sims` and start in-process on port 0.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod nats;
+mod process;
+
+pub use nats::NatsServer;
+pub use process::{ChildService, bin_path, workspace_root};
+
+use std::time::Duration;
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,102 @@
+//! Service binaries as child processes, for tests that must kill one for real (`kill -9`) or
+//! drive a CLI. The binaries are the workspace's own, built before the tests by
+//! `scripts/test` (`cargo build --bins`).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// The workspace root (where `Cargo.toml` with `[workspace]` is).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The path of a workspace binary in the same target profile as the running test.
+pub fn bin_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target profile dir");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo build --bins)",
+        path.display()
+    );
+    path
+}
+
+/// A running service binary, killed (SIGKILL) when dropped.
+pub struct ChildService {
+    child: Option<Child>,
+    name: String,
+}
+
+impl ChildService {
+    /// Starts `name` with `args` and `envs`, its output discarded unless `PEOPLESYNC_TEST_LOGS`
+    /// is set.
+    pub fn spawn(name: &str, args: &[&str], envs: &[(&str, &str)]) -> ChildService {
+        let show = std::env::var_os("PEOPLESYNC_TEST_LOGS").is_some();
+        let output = || {
+            if show {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            }
+        };
+        let child = Command::new(bin_path(name))
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdout(output())
+            .stderr(output())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        ChildService {
+            child: Some(child),
+            name: name.to_owned(),
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash or `kill -9` would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let status = child.wait().ok();
+        self.child = None;
+        status
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.wait().ok();
+        self.child = None;
+        status
+    }
+
+    /// The service name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for ChildService {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
