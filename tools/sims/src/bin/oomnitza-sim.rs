@@ -1,0 +1,157 @@
+//! `oomnitza-sim`: the Oomnitza simulator as a process, for scripts, demos and benchmarks.
+//!
+//! Prints exactly one stdout line, `listening on http://127.0.0.1:PORT`, then logs to stderr
+//! and serves until SIGTERM or Ctrl-C. Every flag has an environment fallback (`OOMNITZA_SIM_*`).
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::Parser;
+use peoplesync_sims::oomnitza::{CustomField, OomnitzaConfig, OomnitzaFaults, OomnitzaSim};
+use peoplesync_sims::process;
+
+/// Simulates the Oomnitza API: token auth, bulk portions, run logs, users.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "OOMNITZA_SIM_LISTEN", default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// API token accepted in `Authorization2`.
+    #[arg(
+        long,
+        env = "OOMNITZA_SIM_API_TOKEN",
+        default_value = "sim-oomnitza-token",
+        hide_env_values = true
+    )]
+    api_token: String,
+    /// Login accepted by /api/request_token.
+    #[arg(long, env = "OOMNITZA_SIM_LOGIN", default_value = "admin")]
+    login: String,
+    /// Password accepted by /api/request_token.
+    #[arg(
+        long,
+        env = "OOMNITZA_SIM_PASSWORD",
+        default_value = "admin-password",
+        hide_env_values = true
+    )]
+    password: String,
+    /// Role ids accepted in PERMISSIONS_ID (comma-separated).
+    #[arg(
+        long,
+        env = "OOMNITZA_SIM_ROLES",
+        value_delimiter = ',',
+        default_value = "25,10,1"
+    )]
+    roles: Vec<String>,
+    /// Custom user field `ID:Label` or `ID:Label:unique` (repeatable; replaces the defaults:
+    /// Sage User ID (unique), Department, City, Country).
+    #[arg(
+        long = "custom-field",
+        env = "OOMNITZA_SIM_CUSTOM_FIELDS",
+        value_delimiter = ','
+    )]
+    custom_fields: Vec<String>,
+    /// Fault: delay added to every request, in milliseconds.
+    #[arg(long, env = "OOMNITZA_SIM_LATENCY_MS", default_value_t = 0)]
+    latency_ms: u64,
+    /// Fault: share of API requests (0..1) answered 503.
+    #[arg(
+        long,
+        env = "OOMNITZA_SIM_TRANSIENT_FAILURE_RATE",
+        default_value_t = 0.0
+    )]
+    transient_failure_rate: f64,
+    /// Fault: API requests admitted per second; the rest get 429.
+    #[arg(long, env = "OOMNITZA_SIM_RATE_LIMIT_PER_SEC")]
+    rate_limit_per_sec: Option<u32>,
+    /// Fault: Retry-After seconds sent with 429 (default 1).
+    #[arg(long, env = "OOMNITZA_SIM_RETRY_AFTER_SECS")]
+    retry_after_secs: Option<u64>,
+    /// Fault: every API request answers 503 for this long after start, in milliseconds.
+    #[arg(long, env = "OOMNITZA_SIM_OUTAGE_FOR_MS")]
+    outage_for_ms: Option<u64>,
+    /// Fault: every authenticated request answers 403.
+    #[arg(long, env = "OOMNITZA_SIM_FORBIDDEN")]
+    forbidden: bool,
+    /// Fault: records with this e-mail make their batch 422 (repeatable or comma-separated).
+    #[arg(
+        long = "poison-email",
+        env = "OOMNITZA_SIM_POISON_EMAILS",
+        value_delimiter = ','
+    )]
+    poison_emails: Vec<String>,
+}
+
+/// `ID:Label[:unique]` → a custom field.
+fn custom_field(spec: &str) -> anyhow::Result<CustomField> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    match parts.as_slice() {
+        [id, label] => Ok(CustomField {
+            id: (*id).into(),
+            label: (*label).into(),
+            unique: false,
+        }),
+        [id, label, "unique"] => Ok(CustomField {
+            id: (*id).into(),
+            label: (*label).into(),
+            unique: true,
+        }),
+        _ => anyhow::bail!("--custom-field '{spec}' must be ID:Label or ID:Label:unique"),
+    }
+}
+
+impl Args {
+    fn config(&self) -> anyhow::Result<OomnitzaConfig> {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.transient_failure_rate),
+            "--transient-failure-rate must be between 0 and 1, not {}",
+            self.transient_failure_rate
+        );
+        let defaults = OomnitzaConfig::default();
+        let custom_fields = if self.custom_fields.is_empty() {
+            defaults.custom_fields
+        } else {
+            self.custom_fields
+                .iter()
+                .map(|s| custom_field(s))
+                .collect::<anyhow::Result<_>>()?
+        };
+        Ok(OomnitzaConfig {
+            api_token: self.api_token.clone(),
+            login: self.login.clone(),
+            password: self.password.clone(),
+            roles: self.roles.clone(),
+            custom_fields,
+            faults: OomnitzaFaults {
+                latency_ms: self.latency_ms,
+                transient_failure_rate: self.transient_failure_rate,
+                rate_limit_per_sec: self.rate_limit_per_sec,
+                retry_after_secs: self.retry_after_secs,
+                outage_for_ms: self.outage_for_ms,
+                forbidden: self.forbidden,
+                poison_emails: self.poison_emails.clone(),
+            },
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    process::init_tracing();
+    let config = args.config()?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let sim = OomnitzaSim::spawn_on(config, listener)
+        .await
+        .context("starting the Oomnitza simulator")?;
+    process::announce(&sim.url()).context("writing the listening line to stdout")?;
+    process::shutdown_signal()
+        .await
+        .context("waiting for SIGTERM or Ctrl-C")?;
+    tracing::info!("shutting down");
+    sim.shutdown().await.context("shutting the server down")?;
+    Ok(())
+}

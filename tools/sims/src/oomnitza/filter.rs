@@ -1,0 +1,375 @@
+//! The SQL-like `filter` of `GET /api/v3/users`: `field eq 'v'`, `field ne 'v'`,
+//! `field IN ['a', 'b']`, `field LIKE 'pat%'` (`%` any run, `_` one character),
+//! `field IS NULL`, `field IS NOT NULL`, joined with `and` / `or` and grouped with parentheses.
+//! Field names are the lower-case attribute names of the users listing.
+
+use serde_json::Value;
+
+use super::validate::scalar_text;
+
+/// A parsed filter.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Filter {
+    Or(Box<Filter>, Box<Filter>),
+    And(Box<Filter>, Box<Filter>),
+    Eq(String, Value),
+    Ne(String, Value),
+    In(String, Vec<Value>),
+    Like(String, String),
+    IsNull(String),
+    IsNotNull(String),
+}
+
+/// Longest accepted filter, in tokens, and deepest parenthesis nesting: filters are parsed
+/// and evaluated recursively, so request data must not be able to exhaust the stack.
+const MAX_TOKENS: usize = 400;
+const MAX_DEPTH: usize = 16;
+
+#[derive(Clone, Debug, PartialEq)]
+enum Token {
+    Word(String),
+    Str(String),
+    Open,
+    Close,
+    LBracket,
+    RBracket,
+    Comma,
+}
+
+fn tokenize(input: &str) -> Result<Vec<Token>, String> {
+    let mut tokens = Vec::new();
+    let mut chars = input.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        let single = match c {
+            '(' => Some(Token::Open),
+            ')' => Some(Token::Close),
+            '[' => Some(Token::LBracket),
+            ']' => Some(Token::RBracket),
+            ',' => Some(Token::Comma),
+            _ => None,
+        };
+        if let Some(t) = single {
+            chars.next();
+            tokens.push(t);
+        } else if c.is_whitespace() {
+            chars.next();
+        } else if c == '\'' || c == '"' {
+            chars.next();
+            let mut s = String::new();
+            loop {
+                match chars.next() {
+                    Some(q) if q == c && chars.peek() == Some(&c) => {
+                        chars.next();
+                        s.push(c);
+                    }
+                    Some(q) if q == c => break,
+                    Some('\\') => match chars.next() {
+                        Some(escaped) => s.push(escaped),
+                        None => return Err("unterminated string".into()),
+                    },
+                    Some(ch) => s.push(ch),
+                    None => return Err("unterminated string".into()),
+                }
+            }
+            tokens.push(Token::Str(s));
+        } else {
+            let mut word = String::new();
+            while let Some(&ch) = chars.peek() {
+                if ch.is_alphanumeric() || matches!(ch, '_' | '.' | '-' | '+') {
+                    word.push(ch);
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            if word.is_empty() {
+                return Err(format!("unexpected character '{c}'"));
+            }
+            tokens.push(Token::Word(word));
+        }
+    }
+    Ok(tokens)
+}
+
+/// Parses a filter over the given field names; the error says what is wrong.
+pub(crate) fn parse(input: &str, fields: &[String]) -> Result<Filter, String> {
+    let tokens = tokenize(input)?;
+    if tokens.is_empty() {
+        return Err("the filter is empty".into());
+    }
+    if tokens.len() > MAX_TOKENS {
+        return Err(format!(
+            "the filter is too long (more than {MAX_TOKENS} tokens)"
+        ));
+    }
+    let mut p = Parser {
+        tokens,
+        pos: 0,
+        depth: 0,
+        fields,
+    };
+    let filter = p.or()?;
+    match p.tokens.get(p.pos) {
+        None => Ok(filter),
+        Some(t) => Err(format!("unexpected {t:?} after a complete expression")),
+    }
+}
+
+struct Parser<'a> {
+    tokens: Vec<Token>,
+    pos: usize,
+    depth: usize,
+    fields: &'a [String],
+}
+
+impl Parser<'_> {
+    fn next(&mut self) -> Option<Token> {
+        let t = self.tokens.get(self.pos).cloned();
+        self.pos += 1;
+        t
+    }
+
+    fn keyword(&mut self, kw: &str) -> bool {
+        match self.tokens.get(self.pos) {
+            Some(Token::Word(w)) if w.eq_ignore_ascii_case(kw) => {
+                self.pos += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn or(&mut self) -> Result<Filter, String> {
+        let mut left = self.and()?;
+        while self.keyword("or") {
+            left = Filter::Or(Box::new(left), Box::new(self.and()?));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self) -> Result<Filter, String> {
+        let mut left = self.primary()?;
+        while self.keyword("and") {
+            left = Filter::And(Box::new(left), Box::new(self.primary()?));
+        }
+        Ok(left)
+    }
+
+    fn primary(&mut self) -> Result<Filter, String> {
+        let field = match self.next() {
+            Some(Token::Open) => {
+                self.depth += 1;
+                if self.depth > MAX_DEPTH {
+                    return Err(format!("parentheses nest deeper than {MAX_DEPTH}"));
+                }
+                let inner = self.or()?;
+                self.depth -= 1;
+                return match self.next() {
+                    Some(Token::Close) => Ok(inner),
+                    _ => Err("missing ')'".into()),
+                };
+            }
+            Some(Token::Word(w)) => w,
+            Some(t) => return Err(format!("expected a field name, found {t:?}")),
+            None => return Err("the filter ends too early".into()),
+        };
+        if !self.fields.contains(&field) {
+            return Err(format!("'{field}' is not a user attribute"));
+        }
+        let op = match self.next() {
+            Some(Token::Word(w)) => w.to_ascii_lowercase(),
+            _ => return Err(format!("an operator must follow '{field}'")),
+        };
+        match op.as_str() {
+            "eq" => Ok(Filter::Eq(field, self.literal()?)),
+            "ne" => Ok(Filter::Ne(field, self.literal()?)),
+            "like" => match self.next() {
+                Some(Token::Str(pattern)) => Ok(Filter::Like(field, pattern)),
+                _ => Err("LIKE needs a quoted pattern".into()),
+            },
+            "in" => {
+                if self.next() != Some(Token::LBracket) {
+                    return Err("IN needs a list in brackets: IN ['a', 'b']".into());
+                }
+                let mut values = vec![self.literal()?];
+                loop {
+                    match self.next() {
+                        Some(Token::Comma) => values.push(self.literal()?),
+                        Some(Token::RBracket) => break,
+                        _ => return Err("the IN list is not closed with ']'".into()),
+                    }
+                }
+                Ok(Filter::In(field, values))
+            }
+            "is" => {
+                let negated = self.keyword("not");
+                if !self.keyword("null") {
+                    return Err("IS must be followed by NULL or NOT NULL".into());
+                }
+                Ok(if negated {
+                    Filter::IsNotNull(field)
+                } else {
+                    Filter::IsNull(field)
+                })
+            }
+            other => Err(format!("'{other}' is not a supported operator")),
+        }
+    }
+
+    fn literal(&mut self) -> Result<Value, String> {
+        match self.next() {
+            Some(Token::Str(s)) => Ok(Value::String(s)),
+            Some(Token::Word(w)) => match w.to_ascii_lowercase().as_str() {
+                "true" => Ok(Value::Bool(true)),
+                "false" => Ok(Value::Bool(false)),
+                "null" => Ok(Value::Null),
+                _ => match w.parse::<f64>() {
+                    Ok(n) if n.is_finite() => Ok(Value::String(w)),
+                    _ => Err(format!("'{w}' is not a value (quote strings)")),
+                },
+            },
+            other => Err(format!("expected a value, found {other:?}")),
+        }
+    }
+}
+
+/// Values are compared by their text, so `role eq 25` and `role eq '25'` agree.
+fn same(field: &Value, wanted: &Value) -> bool {
+    match (field, wanted) {
+        (Value::Null, Value::Null) => true,
+        (Value::Null, _) | (_, Value::Null) => false,
+        _ => scalar_text(field).is_some() && scalar_text(field) == scalar_text(wanted),
+    }
+}
+
+/// SQL `LIKE`: `%` matches any run of characters, `_` exactly one.
+pub(crate) fn like(text: &str, pattern: &str) -> bool {
+    let t: Vec<char> = text.chars().collect();
+    let p: Vec<char> = pattern.chars().collect();
+    // matches[j] = pattern[..i] matches text[..j]
+    let mut matches = vec![false; t.len() + 1];
+    matches[0] = true;
+    for &pc in &p {
+        let mut next = vec![false; t.len() + 1];
+        match pc {
+            '%' => {
+                let mut seen = false;
+                for j in 0..=t.len() {
+                    seen |= matches[j];
+                    next[j] = seen;
+                }
+            }
+            _ => {
+                for j in 1..=t.len() {
+                    next[j] = matches[j - 1] && (pc == '_' || pc == t[j - 1]);
+                }
+            }
+        }
+        matches = next;
+    }
+    matches[t.len()]
+}
+
+impl Filter {
+    /// True if the user (lower-case attribute view) satisfies the filter.
+    pub(crate) fn matches(&self, user: &Value) -> bool {
+        let get = |f: &str| user.get(f).unwrap_or(&Value::Null);
+        match self {
+            Filter::Or(a, b) => a.matches(user) || b.matches(user),
+            Filter::And(a, b) => a.matches(user) && b.matches(user),
+            Filter::Eq(f, v) => same(get(f), v),
+            Filter::Ne(f, v) => !same(get(f), v),
+            Filter::In(f, vs) => vs.iter().any(|v| same(get(f), v)),
+            Filter::Like(f, pattern) => scalar_text(get(f)).is_some_and(|t| like(&t, pattern)),
+            Filter::IsNull(f) => get(f).is_null(),
+            Filter::IsNotNull(f) => !get(f).is_null(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields() -> Vec<String> {
+        ["email", "username", "role", "position", "first_name"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    fn check(filter: &str) -> bool {
+        let user =
+            json!({"email": "ada@example.com", "username": "ada", "role": "25", "position": null});
+        parse(filter, &fields())
+            .unwrap_or_else(|e| panic!("{filter}: {e}"))
+            .matches(&user)
+    }
+
+    #[test]
+    fn each_operator() {
+        assert!(check("email eq 'ada@example.com'"));
+        assert!(check("email eq \"ada@example.com\""));
+        assert!(!check("email eq 'bob@example.com'"));
+        assert!(check("email ne 'bob@example.com'"));
+        assert!(check("role eq 25"));
+        assert!(check("role IN ['10', '25']"));
+        assert!(!check("role in ['10']"));
+        assert!(check("email LIKE '%@example.com'"));
+        assert!(check("email like 'a_a@%'"));
+        assert!(!check("email LIKE 'bob%'"));
+        assert!(check("position IS NULL"));
+        assert!(check("first_name is null"));
+        assert!(check("email IS NOT NULL"));
+    }
+
+    #[test]
+    fn and_or_and_parentheses() {
+        assert!(check("email eq 'x' or role eq '25' and username eq 'ada'"));
+        assert!(!check(
+            "(email eq 'x' or role eq '25') and username eq 'bob'"
+        ));
+        assert!(check("email eq 'x' OR (role eq '25' AND position IS NULL)"));
+    }
+
+    #[test]
+    fn bad_filters_are_refused() {
+        for bad in [
+            "",
+            "email",
+            "email eq",
+            "email = 'x'",
+            "nope eq 'x'",
+            "email IN 'x'",
+            "email IN ['x'",
+            "email LIKE x",
+            "email IS 'x'",
+            "email eq 'x' and",
+            "(email eq 'x'",
+            "email eq 'x",
+            "email eq x",
+            "email eq 'x' role eq 'y'",
+        ] {
+            assert!(parse(bad, &fields()).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn like_wildcards() {
+        assert!(like("", "%"));
+        assert!(like("abc", "a%c"));
+        assert!(like("abc", "%b%"));
+        assert!(!like("abc", "a_"));
+        assert!(like("a%c", "a%c"));
+        assert!(!like("ab", "abc%"));
+    }
+
+    #[test]
+    fn absurdly_nested_or_long_filters_are_refused_without_crashing() {
+        let nested = format!("{}email eq 'x'{}", "(".repeat(10_000), ")".repeat(10_000));
+        assert!(parse(&nested, &fields()).is_err());
+        let long = vec!["email eq 'x'"; 5_000].join(" or ");
+        assert!(parse(&long, &fields()).is_err());
+    }
+}

@@ -1,0 +1,146 @@
+//! Authentication and the checks every `/api/v3` request passes before its handler runs:
+//! latency, outage (`503`), rate limit (`429` + `Retry-After`), transient failure (`503`),
+//! `Authorization2` (`401`), rights (`403`). Also `POST /api/request_token`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::state::Shared;
+use crate::rng::mix;
+use crate::sync::lock;
+
+/// An Oomnitza-style JSON error: `{"error": <kind>, "message": <text>}`.
+pub(crate) fn error(status: StatusCode, kind: &str, message: &str) -> Response {
+    (status, Json(json!({"error": kind, "message": message}))).into_response()
+}
+
+/// Axum middleware wrapped around the `/api/v3` routes.
+pub(crate) async fn api_gate(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let _flight = shared.flight.enter();
+    lock(&shared.requests).api_requests += 1;
+    let latency = lock(&shared.control).faults.latency_ms;
+    if latency > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+    }
+    let response = match refusal(&shared, request.headers()) {
+        None => next.run(request).await,
+        Some(refusal) => refusal,
+    };
+    let status = response.status();
+    let mut requests = lock(&shared.requests);
+    *requests.status_counts.entry(status.as_u16()).or_default() += 1;
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        requests.requests_429 += 1;
+    }
+    drop(requests);
+    tracing::debug!(status = status.as_u16(), "oomnitza api call");
+    response
+}
+
+/// The answer that refuses this request, or `None` to let it through.
+fn refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let mut control = lock(&shared.control);
+    if control.in_outage() {
+        return Some(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Oomnitza is unavailable",
+        ));
+    }
+    if !control.admit_rate() {
+        let secs = control.faults.retry_after_secs.unwrap_or(1);
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "Too many requests, slow down",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return Some(response);
+    }
+    let rate = control.faults.transient_failure_rate;
+    if control.rng.chance(rate) {
+        return Some(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Temporarily unavailable, try again",
+        ));
+    }
+    let token = headers
+        .get("authorization2")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    match token {
+        None | Some("") => {
+            return Some(error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "The Authorization2 header is missing",
+            ));
+        }
+        Some(t) if t != shared.config.api_token && !control.issued_tokens.contains(t) => {
+            return Some(error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "The API token is not valid",
+            ));
+        }
+        Some(_) => {}
+    }
+    if control.faults.forbidden {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "The API token has no rights for this request",
+        ));
+    }
+    None
+}
+
+/// `POST /api/request_token` with `login` and `password` (form-encoded) → `{"token": ...}`.
+pub(crate) async fn request_token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let latency = lock(&shared.control).faults.latency_ms;
+    if latency > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+    }
+    let mut login = None;
+    let mut password = None;
+    for (k, v) in url::form_urlencoded::parse(&body) {
+        match k.as_ref() {
+            "login" => login = Some(v.into_owned()),
+            "password" => password = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let config = &shared.config;
+    if login.as_deref() != Some(config.login.as_str())
+        || password.as_deref() != Some(config.password.as_str())
+    {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Invalid login or password",
+        );
+    }
+    let mut control = lock(&shared.control);
+    let n = control.issued_tokens.len() as u64 + 1;
+    let token = format!(
+        "{:016x}{:016x}",
+        mix(n),
+        mix(n ^ chrono::Utc::now().timestamp_micros() as u64)
+    );
+    control.issued_tokens.insert(token.clone());
+    Json(json!({"token": token})).into_response()
+}

@@ -1,0 +1,185 @@
+//! The state of one Oomnitza simulator: the store (users, portions) behind one lock, faults and
+//! issued tokens behind another, and the request counters.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value};
+use tokio::time::{Duration, Instant};
+
+use super::store::Store;
+use super::{OomnitzaConfig, OomnitzaFaults, OomnitzaStats, PortionState};
+use crate::rng::SplitMix;
+use crate::sync::{Flight, lock};
+
+/// Everything a request handler needs, shared behind an `Arc`.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: OomnitzaConfig,
+    pub(crate) store: Mutex<Store>,
+    pub(crate) control: Mutex<Control>,
+    pub(crate) requests: Mutex<RequestCounters>,
+    pub(crate) flight: Arc<Flight>,
+}
+
+/// Faults and tokens: what the API gate consults on every request.
+#[derive(Debug)]
+pub(crate) struct Control {
+    pub(crate) faults: OomnitzaFaults,
+    pub(crate) outage_until: Option<Instant>,
+    pub(crate) rng: SplitMix,
+    /// Admission times within the last second, for the rate limit.
+    pub(crate) recent: VecDeque<Instant>,
+    pub(crate) issued_tokens: HashSet<String>,
+    pub(crate) bulk_response: Option<Value>,
+}
+
+/// Counters of the request gate.
+#[derive(Debug, Default)]
+pub(crate) struct RequestCounters {
+    pub(crate) api_requests: u64,
+    pub(crate) status_counts: BTreeMap<u16, u64>,
+    pub(crate) requests_429: u64,
+}
+
+fn outage_until(faults: &OomnitzaFaults) -> Option<Instant> {
+    faults
+        .outage_for_ms
+        .map(|ms| Instant::now() + Duration::from_millis(ms))
+}
+
+impl Control {
+    /// True while an outage set by the faults lasts.
+    pub(crate) fn in_outage(&self) -> bool {
+        self.outage_until
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Admits one request under the rate limit, or says it must wait.
+    pub(crate) fn admit_rate(&mut self) -> bool {
+        let Some(limit) = self.faults.rate_limit_per_sec else {
+            return true;
+        };
+        let now = Instant::now();
+        while self
+            .recent
+            .front()
+            .is_some_and(|&t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.len() >= limit as usize {
+            return false;
+        }
+        self.recent.push_back(now);
+        true
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(config: OomnitzaConfig) -> Self {
+        let mut unique = vec!["USER".to_string()];
+        unique.extend(
+            config
+                .custom_fields
+                .iter()
+                .filter(|f| f.unique)
+                .map(|f| f.id.clone()),
+        );
+        let control = Control {
+            outage_until: outage_until(&config.faults),
+            faults: config.faults.clone(),
+            rng: SplitMix::new(0x0047_11A7),
+            recent: VecDeque::new(),
+            issued_tokens: HashSet::new(),
+            bulk_response: None,
+        };
+        Self {
+            config,
+            store: Mutex::new(Store::new(unique)),
+            control: Mutex::new(control),
+            requests: Mutex::new(RequestCounters::default()),
+            flight: Arc::new(Flight::default()),
+        }
+    }
+
+    pub(crate) fn users(&self) -> Vec<Map<String, Value>> {
+        lock(&self.store).users()
+    }
+
+    pub(crate) fn saas_users(&self) -> Vec<Value> {
+        lock(&self.store).saas_users()
+    }
+
+    pub(crate) fn stats(&self) -> OomnitzaStats {
+        let store = lock(&self.store);
+        let c = &store.counters;
+        let requests = lock(&self.requests);
+        OomnitzaStats {
+            api_requests: requests.api_requests,
+            bulk_requests: c.bulk_requests,
+            bulk_records: c.bulk_records,
+            records_created: c.created,
+            records_updated: c.updated,
+            records_unchanged: c.unchanged,
+            records_skipped: c.skipped,
+            records_failed: c.failed,
+            status_counts: requests.status_counts.clone(),
+            finalize_calls: c.finalize_calls.clone(),
+            requests_429: requests.requests_429,
+            max_in_flight: self.flight.max(),
+            user_writes: c.user_writes.clone(),
+            max_writes_per_user: c.user_writes.values().copied().max().unwrap_or(0),
+        }
+    }
+
+    pub(crate) fn portion(&self, id: &str) -> Option<PortionState> {
+        lock(&self.store).portions.get(id).cloned()
+    }
+
+    pub(crate) fn cancel_portion(&self, id: &str) -> PortionState {
+        let mut store = lock(&self.store);
+        let portion = store.portion_mut(id);
+        portion.canceled = true;
+        portion.clone()
+    }
+
+    pub(crate) fn faults(&self) -> OomnitzaFaults {
+        lock(&self.control).faults.clone()
+    }
+
+    pub(crate) fn set_faults(&self, faults: OomnitzaFaults) {
+        let mut control = lock(&self.control);
+        control.outage_until = outage_until(&faults);
+        control.recent.clear();
+        control.faults = faults;
+    }
+
+    pub(crate) fn insert_user(&self, fields: Map<String, Value>) -> String {
+        lock(&self.store).insert_user(fields)
+    }
+
+    pub(crate) fn set_bulk_response(&self, body: Option<Value>) {
+        lock(&self.control).bulk_response = body;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_admits_that_many_per_second() {
+        let faults = OomnitzaFaults {
+            rate_limit_per_sec: Some(3),
+            ..OomnitzaFaults::default()
+        };
+        let shared = Shared::new(OomnitzaConfig {
+            faults,
+            ..OomnitzaConfig::default()
+        });
+        let mut control = lock(&shared.control);
+        let admitted = (0..10).filter(|_| control.admit_rate()).count();
+        assert_eq!(admitted, 3);
+    }
+}

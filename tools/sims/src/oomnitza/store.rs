@@ -1,0 +1,517 @@
+//! The tenant's data and how a bulk batch changes it, pure and I/O-free: users with an index per
+//! field for matching and uniqueness, SaaS-user records, and portions with their run logs.
+//!
+//! Matching follows the sync fields in priority order: the first field for which the record has
+//! a value and some user holds that same value identifies the user.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Map, Value, json};
+
+use super::validate::Envelope;
+use super::{FailedRecord, PortionState};
+use crate::rng::mix;
+
+/// What happened to one record.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Outcome {
+    Added,
+    Updated,
+    Unchanged,
+    Skipped,
+    Failed(String),
+}
+
+#[derive(Clone, Debug)]
+struct User {
+    id: String,
+    fields: Map<String, Value>,
+}
+
+/// Users, SaaS users and portions.
+#[derive(Debug, Default)]
+pub(crate) struct Store {
+    users: Vec<User>,
+    by_id: HashMap<String, usize>,
+    /// field id → value key → users holding that value.
+    index: HashMap<String, HashMap<String, Vec<usize>>>,
+    saas: Vec<Map<String, Value>>,
+    saas_by_key: HashMap<(String, String), usize>,
+    pub(crate) portions: HashMap<String, PortionState>,
+    /// Fields whose values no two users may share: `USER` and unique custom fields.
+    unique: Vec<String>,
+    next_user: u64,
+    pub(crate) counters: Counters,
+}
+
+/// Record counters kept with the data, so they change in the same step as it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) bulk_requests: u64,
+    pub(crate) bulk_records: u64,
+    pub(crate) created: u64,
+    pub(crate) updated: u64,
+    pub(crate) unchanged: u64,
+    pub(crate) skipped: u64,
+    pub(crate) failed: u64,
+    pub(crate) finalize_calls: BTreeMap<String, u64>,
+    pub(crate) user_writes: BTreeMap<String, u64>,
+}
+
+/// The index key of a value; `None` for values that identify nothing (null, blank).
+fn key(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) if s.trim().is_empty() => None,
+        Value::String(s) => Some(format!("s:{s}")),
+        other => Some(format!("j:{other}")),
+    }
+}
+
+impl Store {
+    pub(crate) fn new(unique: Vec<String>) -> Self {
+        Self {
+            unique,
+            ..Self::default()
+        }
+    }
+
+    /// Every user as field id → value, plus `_id`.
+    pub(crate) fn users(&self) -> Vec<Map<String, Value>> {
+        self.users.iter().map(with_id).collect()
+    }
+
+    /// One user by id, as [`Store::users`] shows it.
+    pub(crate) fn user(&self, id: &str) -> Option<Map<String, Value>> {
+        self.by_id.get(id).map(|&i| with_id(&self.users[i]))
+    }
+
+    pub(crate) fn saas_users(&self) -> Vec<Value> {
+        self.saas.iter().cloned().map(Value::Object).collect()
+    }
+
+    /// The portion `id`, created (open) if new.
+    pub(crate) fn portion_mut(&mut self, id: &str) -> &mut PortionState {
+        self.portions
+            .entry(id.to_string())
+            .or_insert_with(|| PortionState {
+                portion: id.to_string(),
+                ..PortionState::default()
+            })
+    }
+
+    /// Adds a user as given (`_id` optional), bypassing validation; returns its id.
+    pub(crate) fn insert_user(&mut self, mut fields: Map<String, Value>) -> String {
+        let id = match fields.remove("_id") {
+            Some(Value::String(id)) if !id.is_empty() => id,
+            _ => self.new_id(),
+        };
+        fields.retain(|_, v| !v.is_null());
+        if let Some(&existing) = self.by_id.get(&id) {
+            let old = std::mem::take(&mut self.users[existing].fields);
+            self.unindex(existing, &old);
+            self.users[existing].fields = fields;
+            self.index_user(existing);
+        } else {
+            let slot = self.users.len();
+            self.users.push(User {
+                id: id.clone(),
+                fields,
+            });
+            self.by_id.insert(id.clone(), slot);
+            self.index_user(slot);
+        }
+        id
+    }
+
+    /// Applies a batch whose envelope and records are valid; updates the portion's run log and
+    /// the counters. The portion must exist and be open.
+    pub(crate) fn apply(&mut self, env: &Envelope) -> Vec<Outcome> {
+        let outcomes: Vec<Outcome> = match &env.error {
+            Some(reason) => {
+                let n = env.records.len().max(1);
+                vec![Outcome::Failed(reason.clone()); n]
+            }
+            None => env
+                .records
+                .iter()
+                .map(|record| match record {
+                    Value::Object(fields) => self.apply_record(env, fields),
+                    _ => Outcome::Failed("the record is not a JSON object".into()),
+                })
+                .collect(),
+        };
+        self.counters.bulk_records += env.records.len() as u64;
+        let portion = self.portion_mut(&env.portion);
+        for (i, outcome) in outcomes.iter().enumerate() {
+            match outcome {
+                Outcome::Added => portion.added += 1,
+                Outcome::Updated => portion.updated += 1,
+                Outcome::Unchanged => portion.unchanged += 1,
+                Outcome::Skipped => portion.skipped += 1,
+                Outcome::Failed(reason) => {
+                    portion.failed += 1;
+                    portion.failed_records.push(FailedRecord {
+                        record: env.records.get(i).cloned().unwrap_or(Value::Null),
+                        reason: reason.clone(),
+                    });
+                }
+            }
+        }
+        for outcome in &outcomes {
+            let c = &mut self.counters;
+            match outcome {
+                Outcome::Added => c.created += 1,
+                Outcome::Updated => c.updated += 1,
+                Outcome::Unchanged => c.unchanged += 1,
+                Outcome::Skipped => c.skipped += 1,
+                Outcome::Failed(_) => c.failed += 1,
+            }
+        }
+        outcomes
+    }
+
+    fn apply_record(&mut self, env: &Envelope, record: &Map<String, Value>) -> Outcome {
+        let (saas, fields): (Vec<_>, Vec<_>) = record.iter().partition(|(k, _)| *k == "SAAS");
+        let fields: Map<String, Value> = fields
+            .into_iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let saas = saas.into_iter().map(|(_, v)| v).find(|v| v.is_object());
+
+        let slot = match self.find(&env.sync_field, &fields) {
+            Some(_) if env.insert_only => return Outcome::Skipped,
+            Some(slot) => slot,
+            None if env.update_only => return Outcome::Skipped,
+            None => {
+                if let Some(conflict) = self.unique_conflict(&fields, None) {
+                    return Outcome::Failed(conflict);
+                }
+                let id = self.insert_user(fields);
+                self.count_write(&id);
+                if let Some(saas) = saas {
+                    self.upsert_saas(&id, saas);
+                }
+                return Outcome::Added;
+            }
+        };
+
+        let user = &self.users[slot];
+        let changes: Map<String, Value> = fields
+            .into_iter()
+            .filter(|(k, v)| user.fields.get(k).unwrap_or(&Value::Null) != v)
+            .collect();
+        if let Some(conflict) = self.unique_conflict(&changes, Some(slot)) {
+            return Outcome::Failed(conflict);
+        }
+        let id = self.users[slot].id.clone();
+        let saas_changed = saas.is_some_and(|s| self.upsert_saas(&id, s));
+        if changes.is_empty() && !saas_changed {
+            return Outcome::Unchanged;
+        }
+        if !changes.is_empty() {
+            let old = self.users[slot].fields.clone();
+            self.unindex(slot, &old);
+            for (k, v) in changes {
+                if v.is_null() {
+                    self.users[slot].fields.remove(&k);
+                } else {
+                    self.users[slot].fields.insert(k, v);
+                }
+            }
+            self.index_user(slot);
+        }
+        self.count_write(&id);
+        Outcome::Updated
+    }
+
+    /// The user identified by the first sync field the record has a value for.
+    fn find(&self, sync_field: &[String], fields: &Map<String, Value>) -> Option<usize> {
+        sync_field.iter().find_map(|field| {
+            let k = key(fields.get(field)?)?;
+            self.index.get(field)?.get(&k)?.first().copied()
+        })
+    }
+
+    /// Why giving these values to user `slot` (or a new user) would break a unique field.
+    fn unique_conflict(&self, fields: &Map<String, Value>, slot: Option<usize>) -> Option<String> {
+        self.unique.iter().find_map(|field| {
+            let value = fields.get(field)?;
+            let holders = self.index.get(field)?.get(&key(value)?)?;
+            let other = holders.iter().find(|&&h| Some(h) != slot)?;
+            Some(format!(
+                "unique field {field}: value {value} already belongs to user {}",
+                self.users[*other].id
+            ))
+        })
+    }
+
+    fn index_user(&mut self, slot: usize) {
+        for (field, value) in &self.users[slot].fields {
+            if let Some(k) = key(value) {
+                self.index
+                    .entry(field.clone())
+                    .or_default()
+                    .entry(k)
+                    .or_default()
+                    .push(slot);
+            }
+        }
+    }
+
+    fn unindex(&mut self, slot: usize, fields: &Map<String, Value>) {
+        for (field, value) in fields {
+            let Some(k) = key(value) else { continue };
+            if let Some(values) = self.index.get_mut(field)
+                && let Some(holders) = values.get_mut(&k)
+            {
+                holders.retain(|&h| h != slot);
+                if holders.is_empty() {
+                    values.remove(&k);
+                }
+            }
+        }
+    }
+
+    /// Creates or updates the SaaS-user record of `user_id`; true if anything changed.
+    fn upsert_saas(&mut self, user_id: &str, saas: &Value) -> bool {
+        let text = |k: &str| saas.get(k).and_then(Value::as_str).map(str::to_string);
+        let (Some(sync_key), app) = (
+            text("sync_key"),
+            text("selected_saas_id").or_else(|| text("name")),
+        ) else {
+            return false;
+        };
+        let Some(app) = app else { return false };
+        let wanted = json!({
+            "user_id": user_id,
+            "sync_key": sync_key,
+            "selected_saas_id": text("selected_saas_id"),
+            "name": text("name"),
+        });
+        let Value::Object(wanted) = wanted else {
+            return false;
+        };
+        match self.saas_by_key.get(&(app.clone(), sync_key.clone())) {
+            Some(&i) => {
+                let current = &mut self.saas[i];
+                let changed = wanted.iter().any(|(k, v)| current.get(k) != Some(v));
+                if changed {
+                    current.extend(wanted);
+                }
+                changed
+            }
+            None => {
+                let mut record = Map::new();
+                record.insert(
+                    "id".into(),
+                    Value::String(format!("saas-{}", self.saas.len() + 1)),
+                );
+                record.extend(wanted);
+                self.saas_by_key.insert((app, sync_key), self.saas.len());
+                self.saas.push(record);
+                true
+            }
+        }
+    }
+
+    fn count_write(&mut self, id: &str) {
+        *self.counters.user_writes.entry(id.to_string()).or_default() += 1;
+    }
+
+    /// A new user id: UUID-shaped, deterministic in creation order.
+    fn new_id(&mut self) -> String {
+        self.next_user += 1;
+        let n = self.next_user;
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&mix(n).to_be_bytes());
+        bytes[8..].copy_from_slice(&mix(n ^ 0x0077_0077).to_be_bytes());
+        uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .to_string()
+    }
+}
+
+fn with_id(user: &User) -> Map<String, Value> {
+    let mut fields = user.fields.clone();
+    fields.insert("_id".into(), Value::String(user.id.clone()));
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn env(sync: &[&str], records: Vec<Value>) -> Envelope {
+        Envelope {
+            portion: "p".into(),
+            sync_field: sync.iter().map(|s| s.to_string()).collect(),
+            insert_only: false,
+            update_only: false,
+            error: None,
+            records,
+        }
+    }
+
+    fn store() -> Store {
+        Store::new(vec!["USER".into(), "SAGE".into()])
+    }
+
+    fn ada(extra: Value) -> Value {
+        let mut r = json!({"USER": "ada@example.com", "EMAIL": "ada@example.com", "SAGE": "a1"});
+        if let (Some(r), Value::Object(extra)) = (r.as_object_mut(), extra) {
+            r.extend(extra);
+        }
+        r
+    }
+
+    #[test]
+    fn create_then_update_then_unchanged() {
+        let mut s = store();
+        assert_eq!(
+            s.apply(&env(&["EMAIL"], vec![ada(json!({}))])),
+            [Outcome::Added]
+        );
+        assert_eq!(
+            s.apply(&env(&["EMAIL"], vec![ada(json!({"POSITION": "CTO"}))])),
+            [Outcome::Updated]
+        );
+        assert_eq!(
+            s.apply(&env(&["EMAIL"], vec![ada(json!({"POSITION": "CTO"}))])),
+            [Outcome::Unchanged]
+        );
+        assert_eq!(s.users().len(), 1);
+        assert_eq!(s.users()[0]["POSITION"], "CTO");
+        let p = &s.portions["p"];
+        assert_eq!((p.added, p.updated, p.unchanged), (1, 1, 1));
+        let id = s.users()[0]["_id"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_default();
+        assert_eq!(s.counters.user_writes[&id], 2);
+    }
+
+    #[test]
+    fn the_same_record_twice_in_a_batch_is_harmless() {
+        let mut s = store();
+        let out = s.apply(&env(&["EMAIL"], vec![ada(json!({})), ada(json!({}))]));
+        assert_eq!(out, [Outcome::Added, Outcome::Unchanged]);
+        assert_eq!(s.users().len(), 1);
+    }
+
+    #[test]
+    fn matching_uses_the_first_sync_field_with_a_hit() {
+        let mut s = store();
+        s.apply(&env(&["EMAIL"], vec![ada(json!({}))]));
+        // The e-mail changed in the source; the Sage id still identifies her.
+        let moved = json!({"USER": "ada@example.com", "EMAIL": "ada.l@example.com", "SAGE": "a1"});
+        assert_eq!(
+            s.apply(&env(&["EMAIL", "SAGE"], vec![moved])),
+            [Outcome::Updated]
+        );
+        assert_eq!(s.users().len(), 1);
+        assert_eq!(s.users()[0]["EMAIL"], "ada.l@example.com");
+        // A record without an e-mail falls through to the next key.
+        let no_email =
+            json!({"USER": "ada@example.com", "EMAIL": null, "SAGE": "a1", "POSITION": "x"});
+        assert_eq!(
+            s.apply(&env(&["EMAIL", "SAGE"], vec![no_email])),
+            [Outcome::Updated]
+        );
+        assert!(s.users()[0].get("EMAIL").is_none());
+    }
+
+    #[test]
+    fn create_only_and_update_only_skip() {
+        let mut s = store();
+        let mut e = env(&["EMAIL"], vec![ada(json!({}))]);
+        e.update_only = true;
+        assert_eq!(s.apply(&e), [Outcome::Skipped]);
+        assert!(s.users().is_empty());
+        e.update_only = false;
+        s.apply(&e);
+        e.insert_only = true;
+        e.records = vec![ada(json!({"POSITION": "CTO"}))];
+        assert_eq!(s.apply(&e), [Outcome::Skipped]);
+        assert!(s.users()[0].get("POSITION").is_none());
+    }
+
+    #[test]
+    fn unique_fields_fail_the_record_not_the_batch() {
+        let mut s = store();
+        s.apply(&env(&["EMAIL"], vec![ada(json!({}))]));
+        let clash = json!({"USER": "bob@example.com", "EMAIL": "bob@example.com", "SAGE": "a1"});
+        let ok = json!({"USER": "cy@example.com", "EMAIL": "cy@example.com", "SAGE": "c1"});
+        let out = s.apply(&env(&["EMAIL"], vec![clash, ok]));
+        assert!(
+            matches!(&out[0], Outcome::Failed(r) if r.contains("SAGE")),
+            "{out:?}"
+        );
+        assert_eq!(out[1], Outcome::Added);
+        assert_eq!(s.users().len(), 2);
+        assert_eq!(s.portions["p"].failed_records.len(), 1);
+        // Updating Cy to Ada's Sage id fails too.
+        let steal = json!({"USER": "cy@example.com", "EMAIL": "cy@example.com", "SAGE": "a1"});
+        assert!(matches!(
+            &s.apply(&env(&["EMAIL"], vec![steal]))[0],
+            Outcome::Failed(_)
+        ));
+    }
+
+    #[test]
+    fn client_reported_failures_change_no_user() {
+        let mut s = store();
+        let mut e = env(
+            &["EMAIL"],
+            vec![json!({"emailAddress": "x"}), json!({"emailAddress": "y"})],
+        );
+        e.error = Some("no e-mail mapping".into());
+        let out = s.apply(&e);
+        assert_eq!(out.len(), 2);
+        assert!(s.users().is_empty());
+        assert_eq!(s.portions["p"].failed, 2);
+        assert_eq!(
+            s.portions["p"].failed_records[0].reason,
+            "no e-mail mapping"
+        );
+    }
+
+    #[test]
+    fn saas_records_are_created_and_updated_once() {
+        let mut s = store();
+        let saas = json!({"SAAS": {"sync_key": "ada@example.com", "name": "Sage People"}});
+        assert_eq!(
+            s.apply(&env(&["EMAIL"], vec![ada(saas.clone())])),
+            [Outcome::Added]
+        );
+        assert_eq!(
+            s.apply(&env(&["EMAIL"], vec![ada(saas)])),
+            [Outcome::Unchanged]
+        );
+        assert_eq!(s.saas_users().len(), 1);
+        let renamed = json!({"SAAS": {"sync_key": "ada@example.com", "name": "Sage People", "selected_saas_id": "s9"}});
+        // A different app key (selected id) is a different SaaS record.
+        assert_eq!(
+            s.apply(&env(&["EMAIL"], vec![ada(renamed)])),
+            [Outcome::Updated]
+        );
+        assert_eq!(s.saas_users().len(), 2);
+        assert_eq!(s.saas_users()[0]["user_id"], s.users()[0]["_id"]);
+    }
+
+    #[test]
+    fn inserted_users_are_matched_and_ids_are_uuid_shaped() {
+        let mut s = store();
+        let mut pre = Map::new();
+        pre.insert("USER".into(), json!("ada@example.com"));
+        pre.insert("EMAIL".into(), json!("ada@example.com"));
+        let id = s.insert_user(pre);
+        assert!(uuid::Uuid::parse_str(&id).is_ok());
+        assert_eq!(
+            s.apply(&env(&["EMAIL"], vec![ada(json!({}))])),
+            [Outcome::Updated]
+        );
+        assert_eq!(s.user(&id).map(|u| u["SAGE"].clone()), Some(json!("a1")));
+    }
+}

@@ -1,0 +1,130 @@
+//! `/_admin/...`: the in-process control methods of [`super::SageSim`] over HTTP, for tests and
+//! scripts that run the simulator as a process. No auth, and not counted as API calls.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::SageFaults;
+use super::state::Shared;
+
+/// The admin routes.
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/_admin/stats", get(stats))
+        .route("/_admin/faults", get(get_faults).put(put_faults))
+        .route("/_admin/workers", post(add_workers))
+        .route(
+            "/_admin/workers/{id}",
+            get(get_worker).delete(remove_worker).patch(patch_worker),
+        )
+        .route("/_admin/api_usage", put(set_api_usage))
+        .route("/_admin/tokens/revoke", post(revoke_tokens))
+}
+
+fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": message}))).into_response()
+}
+
+fn not_found(id: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": format!("no worker with id '{id}'")})),
+    )
+        .into_response()
+}
+
+async fn stats(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.stats()).into_response()
+}
+
+async fn get_faults(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.faults()).into_response()
+}
+
+async fn put_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let parsed = serde_json::from_slice::<Value>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|v| match v {
+            Value::Object(_) => serde_json::from_value::<SageFaults>(v).map_err(|e| e.to_string()),
+            _ => Err("not an object".to_string()),
+        });
+    match parsed {
+        Ok(faults) => {
+            shared.set_faults(faults.clone());
+            Json(faults).into_response()
+        }
+        Err(e) => bad_request(format!("faults must be a JSON object of SageFaults: {e}")),
+    }
+}
+
+async fn get_worker(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    match shared.worker(&id) {
+        Some(record) => Json(record).into_response(),
+        None => not_found(&id),
+    }
+}
+
+async fn remove_worker(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    if shared.remove_worker(&id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        not_found(&id)
+    }
+}
+
+async fn patch_worker(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let patch: Value = match serde_json::from_slice(&body) {
+        Ok(Value::Object(map)) => Value::Object(map),
+        Ok(_) => return bad_request("a merge-patch must be a JSON object".into()),
+        Err(e) => return bad_request(format!("the body is not JSON: {e}")),
+    };
+    match shared.patch_worker(&id, &patch) {
+        Some(record) => Json(record).into_response(),
+        None => not_found(&id),
+    }
+}
+
+#[derive(Deserialize)]
+struct AddWorkers {
+    count: u64,
+}
+
+async fn add_workers(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<AddWorkers>(&body) {
+        Ok(add) => Json(json!({"total": shared.add_workers(add.count)})).into_response(),
+        Err(e) => bad_request(format!("expected {{\"count\": n}}: {e}")),
+    }
+}
+
+#[derive(Deserialize)]
+struct ApiUsage {
+    used: u64,
+}
+
+async fn set_api_usage(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<ApiUsage>(&body) {
+        Ok(usage) => {
+            shared.set_api_usage(usage.used);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => bad_request(format!("expected {{\"used\": n}}: {e}")),
+    }
+}
+
+async fn revoke_tokens(State(shared): State<Arc<Shared>>) -> Response {
+    shared.revoke_tokens();
+    StatusCode::NO_CONTENT.into_response()
+}

@@ -1,0 +1,360 @@
+//! The `$filter` expressions the Employees API accepts (Microsoft REST guidelines syntax):
+//! `path op literal` with `eq`, `ne`, `gt`, `lt`, `ge`, `le`, joined with `and` / `or`, grouped
+//! with parentheses. Paths are the employee's fields, nested with dots
+//! (`workAddress.country eq 'France'`). Anything else is an `INVALID_FILTER` error.
+
+use serde_json::Value;
+
+/// A parsed filter.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Filter {
+    Or(Box<Filter>, Box<Filter>),
+    And(Box<Filter>, Box<Filter>),
+    Compare {
+        path: Vec<String>,
+        op: Op,
+        value: Value,
+    },
+}
+
+/// A comparison operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    Eq,
+    Ne,
+    Gt,
+    Lt,
+    Ge,
+    Le,
+}
+
+/// The fields a filter may name.
+const PATHS: &[&str] = &[
+    "id",
+    "fullName",
+    "firstName",
+    "lastName",
+    "emailAddress",
+    "hrDepartment",
+    "currentEmployment.name",
+    "currentEmployment.jobTitle",
+    "currentEmployment.startDate",
+    "currentEmployment.endDate",
+    "currentEmployment.active",
+    "workAddress.name",
+    "workAddress.line1",
+    "workAddress.line2",
+    "workAddress.line3",
+    "workAddress.city",
+    "workAddress.region",
+    "workAddress.postalCode",
+    "workAddress.country",
+];
+
+/// Longest accepted filter, in tokens, and deepest parenthesis nesting: filters are parsed
+/// and evaluated recursively, so request data must not be able to exhaust the stack.
+const MAX_TOKENS: usize = 400;
+const MAX_DEPTH: usize = 16;
+
+#[derive(Clone, Debug, PartialEq)]
+enum Token {
+    Word(String),
+    Str(String),
+    Open,
+    Close,
+}
+
+fn tokenize(input: &str) -> Result<Vec<Token>, String> {
+    let mut tokens = Vec::new();
+    let mut chars = input.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        match c {
+            c if c.is_whitespace() => {
+                chars.next();
+            }
+            '(' => {
+                chars.next();
+                tokens.push(Token::Open);
+            }
+            ')' => {
+                chars.next();
+                tokens.push(Token::Close);
+            }
+            '\'' => {
+                chars.next();
+                let mut s = String::new();
+                loop {
+                    match chars.next() {
+                        // '' is an escaped quote: 'O''Brien'.
+                        Some('\'') if chars.peek() == Some(&'\'') => {
+                            chars.next();
+                            s.push('\'');
+                        }
+                        Some('\'') => break,
+                        Some(ch) => s.push(ch),
+                        None => return Err("unterminated string literal".into()),
+                    }
+                }
+                tokens.push(Token::Str(s));
+            }
+            _ => {
+                let mut word = String::new();
+                while let Some(&ch) = chars.peek() {
+                    if ch.is_alphanumeric() || matches!(ch, '.' | '_' | '-' | '+') {
+                        word.push(ch);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                if word.is_empty() {
+                    return Err(format!("unexpected character '{c}'"));
+                }
+                tokens.push(Token::Word(word));
+            }
+        }
+    }
+    Ok(tokens)
+}
+
+/// Parses a `$filter` value; the error says what is wrong with it.
+pub(crate) fn parse(input: &str) -> Result<Filter, String> {
+    let tokens = tokenize(input)?;
+    if tokens.is_empty() {
+        return Err("the filter is empty".into());
+    }
+    if tokens.len() > MAX_TOKENS {
+        return Err(format!(
+            "the filter is too long (more than {MAX_TOKENS} tokens)"
+        ));
+    }
+    let mut parser = Parser {
+        tokens,
+        pos: 0,
+        depth: 0,
+    };
+    let filter = parser.or()?;
+    match parser.tokens.get(parser.pos) {
+        None => Ok(filter),
+        Some(t) => Err(format!("unexpected {t:?} after a complete expression")),
+    }
+}
+
+struct Parser {
+    tokens: Vec<Token>,
+    pos: usize,
+    depth: usize,
+}
+
+impl Parser {
+    fn next(&mut self) -> Option<Token> {
+        let t = self.tokens.get(self.pos).cloned();
+        self.pos += 1;
+        t
+    }
+
+    fn keyword(&mut self, kw: &str) -> bool {
+        match self.tokens.get(self.pos) {
+            Some(Token::Word(w)) if w.eq_ignore_ascii_case(kw) => {
+                self.pos += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn or(&mut self) -> Result<Filter, String> {
+        let mut left = self.and()?;
+        while self.keyword("or") {
+            left = Filter::Or(Box::new(left), Box::new(self.and()?));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self) -> Result<Filter, String> {
+        let mut left = self.primary()?;
+        while self.keyword("and") {
+            left = Filter::And(Box::new(left), Box::new(self.primary()?));
+        }
+        Ok(left)
+    }
+
+    fn primary(&mut self) -> Result<Filter, String> {
+        match self.next() {
+            Some(Token::Open) => {
+                self.depth += 1;
+                if self.depth > MAX_DEPTH {
+                    return Err(format!("parentheses nest deeper than {MAX_DEPTH}"));
+                }
+                let inner = self.or()?;
+                self.depth -= 1;
+                match self.next() {
+                    Some(Token::Close) => Ok(inner),
+                    _ => Err("missing ')'".into()),
+                }
+            }
+            Some(Token::Word(path)) => {
+                if !PATHS.contains(&path.as_str()) {
+                    return Err(format!("'{path}' is not a field of the employee"));
+                }
+                let op = match self.next() {
+                    Some(Token::Word(w)) => match w.to_ascii_lowercase().as_str() {
+                        "eq" => Op::Eq,
+                        "ne" => Op::Ne,
+                        "gt" => Op::Gt,
+                        "lt" => Op::Lt,
+                        "ge" => Op::Ge,
+                        "le" => Op::Le,
+                        _ => return Err(format!("'{w}' is not a supported operator")),
+                    },
+                    _ => return Err(format!("an operator must follow '{path}'")),
+                };
+                let value = match self.next() {
+                    Some(Token::Str(s)) => Value::String(s),
+                    Some(Token::Word(w)) => literal(&w)?,
+                    _ => return Err(format!("a value must follow the operator after '{path}'")),
+                };
+                Ok(Filter::Compare {
+                    path: path.split('.').map(str::to_string).collect(),
+                    op,
+                    value,
+                })
+            }
+            Some(t) => Err(format!("unexpected {t:?}")),
+            None => Err("the filter ends too early".into()),
+        }
+    }
+}
+
+fn literal(word: &str) -> Result<Value, String> {
+    match word {
+        "true" => Ok(Value::Bool(true)),
+        "false" => Ok(Value::Bool(false)),
+        "null" => Ok(Value::Null),
+        _ => match word.parse::<f64>() {
+            Ok(n) if n.is_finite() => Ok(serde_json::json!(n)),
+            _ => Err(format!(
+                "'{word}' is not a value (strings go in single quotes)"
+            )),
+        },
+    }
+}
+
+impl Filter {
+    /// True if the employee record satisfies the filter.
+    pub(crate) fn matches(&self, record: &Value) -> bool {
+        match self {
+            Filter::Or(a, b) => a.matches(record) || b.matches(record),
+            Filter::And(a, b) => a.matches(record) && b.matches(record),
+            Filter::Compare { path, op, value } => {
+                let field = path
+                    .iter()
+                    .try_fold(record, |v, key| v.get(key))
+                    .unwrap_or(&Value::Null);
+                compare(field, *op, value)
+            }
+        }
+    }
+}
+
+fn compare(field: &Value, op: Op, value: &Value) -> bool {
+    let equal = match (field, value) {
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        _ => field == value,
+    };
+    let order = match (field, value) {
+        (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
+        (Value::Number(a), Value::Number(b)) => a
+            .as_f64()
+            .zip(b.as_f64())
+            .and_then(|(a, b)| a.partial_cmp(&b)),
+        _ => None,
+    };
+    use std::cmp::Ordering::{Greater, Less};
+    match op {
+        Op::Eq => equal,
+        Op::Ne => !equal,
+        Op::Gt => order == Some(Greater),
+        Op::Lt => order == Some(Less),
+        Op::Ge => order.is_some_and(|o| o != Less),
+        Op::Le => order.is_some_and(|o| o != Greater),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn employee() -> Value {
+        json!({
+            "id": "a2G7E0000000000001", "lastName": "O'Brien", "hrDepartment": "R&D",
+            "currentEmployment": {"active": true, "startDate": "2019-02-04"},
+            "workAddress": {"country": "France", "city": "Paris"},
+        })
+    }
+
+    fn check(filter: &str) -> bool {
+        parse(filter)
+            .unwrap_or_else(|e| panic!("{filter}: {e}"))
+            .matches(&employee())
+    }
+
+    #[test]
+    fn equality_on_nested_fields_booleans_and_escaped_quotes() {
+        assert!(check("workAddress.country eq 'France'"));
+        assert!(!check("workAddress.country eq 'Germany'"));
+        assert!(check("currentEmployment.active eq true"));
+        assert!(!check("currentEmployment.active eq false"));
+        assert!(check("lastName eq 'O''Brien'"));
+        assert!(check("hrDepartment eq 'R&D'"));
+        assert!(check("firstName eq null"));
+        assert!(check("workAddress.region eq null"));
+    }
+
+    #[test]
+    fn and_binds_tighter_than_or_and_parentheses_group() {
+        assert!(check(
+            "workAddress.country eq 'Spain' or workAddress.city eq 'Paris' and currentEmployment.active eq true"
+        ));
+        assert!(!check(
+            "(workAddress.country eq 'Spain' or workAddress.city eq 'Paris') and currentEmployment.active eq false"
+        ));
+        assert!(check(
+            "workAddress.country ne 'Spain' AND currentEmployment.startDate gt '2019-01-01'"
+        ));
+        assert!(check("currentEmployment.startDate le '2019-02-04'"));
+        assert!(!check("currentEmployment.startDate lt '2019-02-04'"));
+    }
+
+    #[test]
+    fn malformed_filters_are_refused() {
+        for bad in [
+            "",
+            "   ",
+            "workAddress.country",
+            "workAddress.country eq",
+            "workAddress.country eq France",
+            "workAddress.country like 'F%'",
+            "nope eq 'x'",
+            "workAddress.country eq 'France",
+            "(workAddress.country eq 'France'",
+            "workAddress.country eq 'France' and",
+            "workAddress.country eq 'France' 'x'",
+            "id eq 'a' ; drop",
+            "workAddress.country eq 'F' xor id eq 'a'",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn absurdly_nested_or_long_filters_are_refused_without_crashing() {
+        let nested = format!("{}id eq 'x'{}", "(".repeat(10_000), ")".repeat(10_000));
+        assert!(parse(&nested).is_err());
+        let long = vec!["id eq 'x'"; 5_000].join(" and ");
+        assert!(parse(&long).is_err());
+        let fine = format!("{}id eq 'x'{}", "(".repeat(16), ")".repeat(16));
+        assert!(parse(&fine).is_ok());
+    }
+}

@@ -1,0 +1,254 @@
+//! A faithful HTTP simulator of the Sage People Employees API (v4) and its Salesforce OAuth.
+//!
+//! It follows `shared/reference/sage-people-api.md`: the three OAuth grants, marker paging with
+//! a server-chosen page size, `$filter`, the API quota header, and both error forms. Workers are
+//! generated on the fly from their index, so memory does not grow with the size of the org; only
+//! removals, patches and the number of added workers are kept. Faults can be injected at start
+//! or at any time, in process or through `/_admin/faults`.
+
+mod admin;
+mod employees;
+mod errors;
+mod filter;
+mod gate;
+mod state;
+mod token;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::server::Server;
+use state::Shared;
+
+/// How the simulated Sage People org behaves; see [`SageConfig::default`] for the defaults.
+#[derive(Clone, Debug)]
+pub struct SageConfig {
+    /// Number of workers in the org at start (indices `0..workers`).
+    pub workers: u64,
+    /// Seed of the generated records, page sizes and injected faults.
+    pub seed: u64,
+    /// How many records a page holds (the real API does not publish this).
+    pub page_size: PageSize,
+    /// How the end of the list is signalled.
+    pub end_style: EndStyle,
+    /// OAuth client id (consumer key) accepted by the token endpoint; also the JWT `iss`.
+    pub client_id: String,
+    /// OAuth client secret accepted by the client-credentials and password grants.
+    pub client_secret: String,
+    /// Username of the integration user (password grant, JWT `sub`).
+    pub username: String,
+    /// Password of the integration user (password grant).
+    pub password: String,
+    /// PEM public key (SPKI or PKCS#1) that verifies JWT bearer assertions; `None` refuses that grant.
+    pub jwt_public_key_pem: Option<String>,
+    /// The org's API request allowance shown in `Sforce-Limit-Info`; calls past it get 403.
+    pub api_quota: u64,
+    /// Faults active from start.
+    pub faults: SageFaults,
+}
+
+impl Default for SageConfig {
+    /// 1000 workers, seed 42, pages of 50..=400, end by `204`, the `sim-*` credentials.
+    fn default() -> Self {
+        Self {
+            workers: 1000,
+            seed: 42,
+            page_size: PageSize::Varying { min: 50, max: 400 },
+            end_style: EndStyle::NoContent,
+            client_id: "sim-client".into(),
+            client_secret: "sim-secret".into(),
+            username: "integration@example.com".into(),
+            password: "sim-password".into(),
+            jwt_public_key_pem: None,
+            api_quota: 1_000_000,
+            faults: SageFaults::default(),
+        }
+    }
+}
+
+/// Page size policy; the real server's page size is unpublished, so clients must handle any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PageSize {
+    /// Every page holds this many records (at least 1).
+    Fixed(usize),
+    /// Each page holds between `min` and `max` records, chosen from the seed and the marker,
+    /// so re-reading a page with the same marker gives the same page.
+    Varying {
+        /// Smallest page (at least 1).
+        min: usize,
+        /// Largest page.
+        max: usize,
+    },
+}
+
+/// How the end of the employee list is signalled (the API may use either).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndStyle {
+    /// `204 No Content`.
+    NoContent,
+    /// `200` with `{"version":"4.8","data":[]}`.
+    EmptyData,
+}
+
+/// Faults injected into the API; all off by default. `PUT /_admin/faults` takes this as JSON.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SageFaults {
+    /// Delay added to every request (token and API), in milliseconds.
+    pub latency_ms: u64,
+    /// Share of API calls (0..1) that fail with `503 SERVER_UNAVAILABLE`.
+    pub transient_failure_rate: f64,
+    /// A token stops working after this many API calls made with it (`401 INVALID_SESSION_ID`).
+    pub token_expiry_after: Option<u64>,
+    /// Every API call answers `503` for this long, counted from when the faults were set.
+    pub outage_for_ms: Option<u64>,
+    /// Every API call fails with this configuration error: `MISSING_API_PERMISSION`,
+    /// `INACCESSIBLE_FIELD`, `OBJECT_NOT_ACCESSIBLE` (403 `SAGE_PEOPLE_CONFIGURATION`), or
+    /// `INVALID_FILTER` (400 `REQUEST_ERROR`).
+    pub config_error: Option<String>,
+    /// Every marker is refused with `400 INVALID_MARKER`.
+    pub reject_markers: bool,
+    /// Share of `200` employee responses (0..1) whose body is cut in the middle.
+    pub truncate_rate: f64,
+}
+
+/// What the simulator has seen so far; `GET /_admin/stats` returns it as JSON.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SageStats {
+    /// Token requests by grant: `client_credentials`, `password`, `jwt_bearer`, `other`.
+    pub token_requests: BTreeMap<String, u64>,
+    /// Tokens issued.
+    pub tokens_issued: u64,
+    /// Token requests refused (400).
+    pub token_failures: u64,
+    /// Requests to the Employees API, whatever their outcome.
+    pub api_requests: u64,
+    /// Non-empty pages of employees served (listing and single-employee reads).
+    pub pages_served: u64,
+    /// Employee records served.
+    pub records_served: u64,
+    /// End-of-list responses (204 or empty `data`).
+    pub end_of_list: u64,
+    /// API responses by HTTP status.
+    pub status_counts: BTreeMap<u16, u64>,
+    /// API responses with status 401.
+    pub unauthorized: u64,
+    /// API calls counted against the quota (as in `Sforce-Limit-Info`).
+    pub api_usage: u64,
+    /// The quota (as in `Sforce-Limit-Info`).
+    pub api_quota: u64,
+    /// Workers in the org now (generated plus added, minus removed).
+    pub workers: u64,
+    /// Highest number of API requests served at the same time.
+    pub max_in_flight: u64,
+}
+
+/// A running Sage People simulator; dropping it shuts the server down.
+#[derive(Debug)]
+pub struct SageSim {
+    shared: Arc<Shared>,
+    server: Server,
+}
+
+impl SageSim {
+    /// Starts a simulator on `127.0.0.1` and a free port.
+    pub async fn spawn(config: SageConfig) -> std::io::Result<SageSim> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        Self::spawn_on(config, listener).await
+    }
+
+    /// Starts a simulator on `listener`. Fails if the JWT public key is not a valid PEM key.
+    pub async fn spawn_on(
+        config: SageConfig,
+        listener: tokio::net::TcpListener,
+    ) -> std::io::Result<SageSim> {
+        let addr = listener.local_addr()?;
+        let url = crate::server::url_of(addr);
+        let shared = Arc::new(Shared::new(config, url)?);
+        let server = Server::start(listener, router(Arc::clone(&shared)))?;
+        tracing::info!(url = %server.url(), "sage people simulator listening");
+        Ok(SageSim { shared, server })
+    }
+
+    /// `http://127.0.0.1:PORT`: both the login URL and the instance URL.
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> SageStats {
+        self.shared.stats()
+    }
+
+    /// Replaces the active faults; `outage_for_ms` counts from now.
+    pub fn set_faults(&self, faults: SageFaults) {
+        self.shared.set_faults(faults);
+    }
+
+    /// The active faults.
+    pub fn faults(&self) -> SageFaults {
+        self.shared.faults()
+    }
+
+    /// Removes a worker from the org (its id stays valid as a marker). Unknown ids are ignored.
+    pub fn remove_worker(&self, id: &str) {
+        self.shared.remove_worker(id);
+    }
+
+    /// Applies a JSON merge-patch (RFC 7386) to a worker's current record, except that `null`
+    /// sets a field to `null` rather than removing it (the API serves every field). The id
+    /// cannot change. Unknown ids and non-object patches are ignored.
+    pub fn patch_worker(&self, id: &str, patch: serde_json::Value) {
+        let _ = self.shared.patch_worker(id, &patch);
+    }
+
+    /// The current record of a worker, as the API would serve it, or `None` if there is none.
+    pub fn worker(&self, id: &str) -> Option<serde_json::Value> {
+        self.shared.worker(id)
+    }
+
+    /// Grows the org by `n` new workers after the existing ones.
+    pub fn add_workers(&self, n: u64) {
+        self.shared.add_workers(n);
+    }
+
+    /// Sets the number of API calls already used against the quota.
+    pub fn set_api_usage(&self, used: u64) {
+        self.shared.set_api_usage(used);
+    }
+
+    /// Revokes every issued token: later calls with them get `401 INVALID_SESSION_ID`.
+    pub fn revoke_tokens(&self) {
+        self.shared.revoke_tokens();
+    }
+
+    /// Shuts down gracefully and waits for in-flight requests to finish.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        self.server.stop().await
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    let api = Router::new()
+        .route(
+            "/services/apexrest/spapi/v4/employees",
+            get(employees::list),
+        )
+        .route(
+            "/services/apexrest/spapi/v4/employees/{id}",
+            get(employees::one),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            gate::api_gate,
+        ));
+    Router::new()
+        .route("/services/oauth2/token", post(token::token))
+        .merge(api)
+        .merge(admin::routes())
+        .with_state(shared)
+}
