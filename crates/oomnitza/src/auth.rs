@@ -1,0 +1,218 @@
+//! Authenticating to Oomnitza: a configured API token, or a token obtained from a login and
+//! password at `POST /api/request_token`, cached and shared by every clone of the client and
+//! requested again (once per call) when Oomnitza refuses it.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use reqwest::header::HeaderValue;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+use crate::config::OomnitzaAuth;
+use crate::error::{Error, ErrorKind, Operation};
+
+/// The header Oomnitza reads the token from.
+pub(crate) const AUTH_HEADER: &str = "Authorization2";
+
+/// An `Authorization2` header value, marked sensitive so that it is never logged.
+pub(crate) type Credential = Arc<HeaderValue>;
+
+/// Body of `POST /api/request_token`'s answer.
+#[derive(Deserialize)]
+struct TokenAnswer {
+    token: String,
+}
+
+/// Where the client's `Authorization2` value comes from.
+#[derive(Debug)]
+pub(crate) enum Authenticator {
+    /// A configured API token, used as it is.
+    Static(Credential),
+    /// A login and password, exchanged for a token on first use.
+    Password {
+        login: String,
+        password: SecretString,
+        url: Url,
+        current: RwLock<Option<Credential>>,
+        renewal: tokio::sync::Mutex<()>,
+    },
+}
+
+/// A header value that is never shown by reqwest's or our `Debug`.
+fn sensitive(token: &str, host: &str) -> Result<HeaderValue, Error> {
+    let mut value = HeaderValue::from_str(token.trim()).map_err(|_| {
+        Error::new(
+            ErrorKind::Unauthorized,
+            format!(
+                "the Oomnitza token for {host} contains characters that cannot go in an HTTP \
+                 header; configure the token exactly as Oomnitza shows it"
+            ),
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+impl Authenticator {
+    /// Prepares the credential; a malformed API token fails here, at start-up.
+    pub(crate) fn new(auth: &OomnitzaAuth, base: &Url, host: &str) -> Result<Self, Error> {
+        match auth {
+            OomnitzaAuth::ApiToken(token) => Ok(Authenticator::Static(Arc::new(sensitive(
+                token.expose_secret(),
+                host,
+            )?))),
+            OomnitzaAuth::Password { login, password } => {
+                let url = base.join("api/request_token").map_err(|error| {
+                    Error::new(
+                        ErrorKind::Rejected,
+                        format!("cannot build Oomnitza's token URL from {base}: {error}"),
+                    )
+                })?;
+                Ok(Authenticator::Password {
+                    login: login.clone(),
+                    password: password.clone(),
+                    url,
+                    current: RwLock::new(None),
+                    renewal: tokio::sync::Mutex::new(()),
+                })
+            }
+        }
+    }
+
+    /// Whether a refused credential can be replaced by asking for a new token.
+    pub(crate) fn renewable(&self) -> bool {
+        matches!(self, Authenticator::Password { .. })
+    }
+
+    /// The credential to send: the API token, or the cached (else a new) password token.
+    pub(crate) async fn credential(
+        &self,
+        http: &reqwest::Client,
+        host: &str,
+        timeout: Duration,
+    ) -> Result<Credential, Error> {
+        match self {
+            Authenticator::Static(credential) => Ok(credential.clone()),
+            Authenticator::Password {
+                current, renewal, ..
+            } => {
+                if let Some(credential) = read(current) {
+                    return Ok(credential);
+                }
+                let _renewal = renewal.lock().await;
+                if let Some(credential) = read(current) {
+                    return Ok(credential);
+                }
+                let credential = self.request_token(http, host, timeout).await?;
+                write(current, Some(credential.clone()));
+                Ok(credential)
+            }
+        }
+    }
+
+    /// A credential other than `refused`: one another caller already obtained, or a new one.
+    pub(crate) async fn renew(
+        &self,
+        http: &reqwest::Client,
+        host: &str,
+        timeout: Duration,
+        refused: &Credential,
+    ) -> Result<Credential, Error> {
+        match self {
+            Authenticator::Static(credential) => Ok(credential.clone()),
+            Authenticator::Password {
+                current, renewal, ..
+            } => {
+                let _renewal = renewal.lock().await;
+                if let Some(credential) = read(current)
+                    && !Arc::ptr_eq(&credential, refused)
+                {
+                    return Ok(credential);
+                }
+                write(current, None);
+                let credential = self.request_token(http, host, timeout).await?;
+                write(current, Some(credential.clone()));
+                Ok(credential)
+            }
+        }
+    }
+
+    /// `POST /api/request_token` with the login and password.
+    async fn request_token(
+        &self,
+        http: &reqwest::Client,
+        host: &str,
+        timeout: Duration,
+    ) -> Result<Credential, Error> {
+        let Authenticator::Password {
+            login,
+            password,
+            url,
+            ..
+        } = self
+        else {
+            return Err(Error::new(
+                ErrorKind::Unauthorized,
+                "an API token cannot be renewed; configure a valid one",
+            ));
+        };
+        let what = format!("requesting a token for {login}");
+        tracing::debug!(host, login, "requesting an Oomnitza token");
+        let response = http
+            .post(url.clone())
+            .form(&[
+                ("login", login.as_str()),
+                ("password", password.expose_secret()),
+            ])
+            .send()
+            .await
+            .map_err(|error| Error::transport(host, &what, timeout, error))?;
+        let status = response.status().as_u16();
+        let retry_after = crate::client::retry_after_of(response.headers());
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| Error::transport(host, &what, timeout, error))?;
+        if !(200..300).contains(&status) {
+            if crate::error::classify(status, Operation::Other) == ErrorKind::Transient {
+                return Err(Error::from_answer(
+                    host,
+                    &what,
+                    Operation::Other,
+                    status,
+                    retry_after,
+                    &body,
+                    "login",
+                ));
+            }
+            // Oomnitza answers a wrong login or password with 400 or 401: both mean bad
+            // credentials here, not a bad body.
+            return Err(Error::new(
+                ErrorKind::Unauthorized,
+                format!(
+                    "Oomnitza at {host} refused the login {login} ({status}); check the login and \
+                     password configured for peoplesync, or configure an API token instead, then \
+                     resume loading"
+                ),
+            )
+            .with_answer(status, retry_after, &body));
+        }
+        let answer: TokenAnswer = serde_json::from_slice(&body)
+            .map_err(|error| Error::invalid_response(host, &what, &body, error))?;
+        Ok(Arc::new(sensitive(&answer.token, host)?))
+    }
+}
+
+fn read(lock: &RwLock<Option<Credential>>) -> Option<Credential> {
+    lock.read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
+}
+
+fn write(lock: &RwLock<Option<Credential>>, value: Option<Credential>) {
+    *lock
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = value;
+}

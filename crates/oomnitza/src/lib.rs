@@ -1,0 +1,47 @@
+//! Client of the Oomnitza API, for peoplesync's loader: API-token or password authentication,
+//! bulk portions (post, status, finalize, run log) and reading users.
+//!
+//! [`OomnitzaClient::post_bulk`] makes exactly one attempt and classifies its outcome, so that
+//! the loader can own retries, rate limiting and batch splitting; the read and control calls
+//! retry transient failures a few times themselves. Every failure is an [`Error`] whose
+//! [`ErrorKind`] says what the caller should do.
+//!
+//! ```no_run
+//! # async fn run(records: Vec<serde_json::Map<String, serde_json::Value>>) -> Result<(), peoplesync_oomnitza::Error> {
+//! use peoplesync_oomnitza::{BulkRequest, OomnitzaAuth, OomnitzaClient, OomnitzaConfig};
+//!
+//! let client = OomnitzaClient::new(OomnitzaConfig::new(
+//!     "https://acme.oomnitza.com",
+//!     OomnitzaAuth::ApiToken("from-a-file".into()),
+//! ))?;
+//! let sync_field = vec!["EMAIL".to_owned()];
+//! client
+//!     .post_bulk(&BulkRequest {
+//!         portion: "29f56f78-03ca-4e64-9ee3-c01758addc42",
+//!         sync_field: &sync_field,
+//!         insert_only: false,
+//!         update_only: false,
+//!         records: &records,
+//!         error: None,
+//!     })
+//!     .await?;
+//! client.finalize("29f56f78-03ca-4e64-9ee3-c01758addc42").await?;
+//! # Ok(()) }
+//! ```
+
+mod auth;
+mod bulk;
+mod client;
+mod config;
+mod error;
+mod retry;
+mod run_log;
+mod users;
+
+pub use bulk::{BulkRequest, Finalize, PortionStatus};
+pub use client::OomnitzaClient;
+pub use config::{
+    DEFAULT_CONNECTOR_NAME, DEFAULT_REQUEST_TIMEOUT, OomnitzaAuth, OomnitzaConfig, RetryPolicy,
+};
+pub use error::{BODY_EXCERPT_CHARS, Error, ErrorKind};
+pub use run_log::{FailedRecord, RunLog};

@@ -1,0 +1,654 @@
+//! Integration tests of the Oomnitza client against the in-process Oomnitza simulator: bulk
+//! posts and how each refusal is classified, portions, finalize, run logs, reading users, both
+//! ways to authenticate, retries of read calls, timeouts and redaction.
+//!
+//! Each test spawns its own simulator on a free port; retry delays are a few milliseconds.
+
+use std::time::Duration;
+
+use peoplesync_oomnitza::{
+    BulkRequest, ErrorKind, Finalize, OomnitzaAuth, OomnitzaClient, OomnitzaConfig, PortionStatus,
+    RetryPolicy,
+};
+use peoplesync_sims::oomnitza::{
+    OomnitzaConfig as SimConfig, OomnitzaFaults, OomnitzaSim, SAGE_USER_ID_FIELD,
+};
+use secrecy::SecretString;
+use serde_json::{Map, Value, json};
+
+const PORTION: &str = "29f56f78-03ca-4e64-9ee3-c01758addc42";
+
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 10,
+        initial_delay: Duration::from_millis(2),
+        max_delay: Duration::from_millis(20),
+        max_elapsed: Duration::from_secs(20),
+    }
+}
+
+async fn spawn() -> OomnitzaSim {
+    OomnitzaSim::spawn(SimConfig::default())
+        .await
+        .expect("the simulator starts")
+}
+
+fn client_with(sim: &OomnitzaSim, auth: OomnitzaAuth) -> OomnitzaClient {
+    let mut config = OomnitzaConfig::new(sim.url(), auth);
+    config.retry = fast_retry();
+    config.request_timeout = Duration::from_secs(5);
+    OomnitzaClient::new(config).expect("a valid configuration")
+}
+
+fn client(sim: &OomnitzaSim) -> OomnitzaClient {
+    client_with(
+        sim,
+        OomnitzaAuth::ApiToken(SecretString::from(SimConfig::default().api_token)),
+    )
+}
+
+fn user(n: usize) -> Map<String, Value> {
+    let email = format!("worker.{n}@example.com");
+    let record = json!({
+        "USER": email,
+        "EMAIL": email,
+        "FIRST_NAME": format!("First{n}"),
+        "LAST_NAME": format!("Last{n}"),
+        "PERMISSIONS_ID": "25",
+        SAGE_USER_ID_FIELD: format!("a2G{n:015}"),
+    });
+    match record {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+fn users(range: std::ops::Range<usize>) -> Vec<Map<String, Value>> {
+    range.map(user).collect()
+}
+
+fn sync_field() -> Vec<String> {
+    vec![SAGE_USER_ID_FIELD.to_owned(), "EMAIL".to_owned()]
+}
+
+fn request<'a>(
+    portion: &'a str,
+    sync_field: &'a [String],
+    records: &'a [Map<String, Value>],
+) -> BulkRequest<'a> {
+    BulkRequest {
+        portion,
+        sync_field,
+        insert_only: false,
+        update_only: false,
+        records,
+        error: None,
+    }
+}
+
+mod bulk {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_accepted_batch_creates_the_users() {
+        let sim = spawn().await;
+        let client = client(&sim);
+        let records = users(0..3);
+        let sync_field = sync_field();
+        client
+            .post_bulk(&request(PORTION, &sync_field, &records))
+            .await
+            .unwrap();
+        let stored = sim.users();
+        assert_eq!(stored.len(), 3);
+        assert_eq!(stored[0]["EMAIL"], "worker.0@example.com");
+        assert_eq!(stored[2][SAGE_USER_ID_FIELD], "a2G000000000000002");
+        let stats = sim.stats();
+        assert_eq!(stats.bulk_requests, 1);
+        assert_eq!(stats.bulk_records, 3);
+        assert_eq!(stats.records_created, 3);
+    }
+
+    #[tokio::test]
+    async fn the_same_batch_twice_is_unchanged_the_second_time() {
+        let sim = spawn().await;
+        let client = client(&sim);
+        let records = users(0..5);
+        let sync_field = sync_field();
+        let batch = request(PORTION, &sync_field, &records);
+        client.post_bulk(&batch).await.unwrap();
+        client.post_bulk(&batch).await.unwrap();
+        assert_eq!(sim.users().len(), 5);
+        assert_eq!(sim.stats().records_unchanged, 5);
+    }
+
+    #[tokio::test]
+    async fn a_bad_envelope_is_rejected_with_a_body_excerpt() {
+        let sim = spawn().await;
+        let records = users(0..2);
+        let sync_field = sync_field();
+        let both = BulkRequest {
+            insert_only: true,
+            update_only: true,
+            ..request(PORTION, &sync_field, &records)
+        };
+        let error = client(&sim).post_bulk(&both).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Rejected, "{error}");
+        assert_eq!(error.status(), Some(400));
+        let excerpt = error.body_excerpt().expect("the body is kept");
+        assert!(excerpt.contains("insert_only"), "{excerpt}");
+        assert!(error.to_string().contains("insert_only"), "{error}");
+        assert!(sim.users().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_bad_record_makes_the_batch_unprocessable() {
+        let sim = spawn().await;
+        let mut records = users(0..3);
+        records[1].insert("PERMISSIONS_ID".into(), json!("999"));
+        let sync_field = sync_field();
+        let error = client(&sim)
+            .post_bulk(&request(PORTION, &sync_field, &records))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Rejected, "{error}");
+        assert_eq!(error.status(), Some(422));
+        assert!(
+            error
+                .body_excerpt()
+                .is_some_and(|b| b.contains("PERMISSIONS_ID"))
+        );
+        assert!(error.to_string().contains("isolate"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_poisoned_email_is_rejected() {
+        let sim = spawn().await;
+        sim.set_faults(OomnitzaFaults {
+            poison_emails: vec!["WORKER.1@example.com".into()],
+            ..OomnitzaFaults::default()
+        });
+        let records = users(0..3);
+        let sync_field = sync_field();
+        let error = client(&sim)
+            .post_bulk(&request(PORTION, &sync_field, &records))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Rejected, "{error}");
+        assert_eq!(error.status(), Some(422));
+    }
+
+    #[tokio::test]
+    async fn posting_after_finalize_is_closed() {
+        let sim = spawn().await;
+        let client = client(&sim);
+        let records = users(0..2);
+        let sync_field = sync_field();
+        client
+            .post_bulk(&request(PORTION, &sync_field, &records))
+            .await
+            .unwrap();
+        assert_eq!(client.finalize(PORTION).await.unwrap(), Finalize::Finalized);
+        let error = client
+            .post_bulk(&request(PORTION, &sync_field, &records))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Closed, "{error}");
+        assert_eq!(error.status(), Some(409));
+        assert!(error.to_string().contains("stop sending"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn posting_after_cancel_is_closed() {
+        let sim = spawn().await;
+        let client = client(&sim);
+        sim.cancel_portion(PORTION);
+        let records = users(0..2);
+        let sync_field = sync_field();
+        let error = client
+            .post_bulk(&request(PORTION, &sync_field, &records))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Closed, "{error}");
+        assert_eq!(
+            client.portion(PORTION).await.unwrap(),
+            Some(PortionStatus {
+                canceled: true,
+                finalized: false
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rate_limit_is_transient_with_retry_after() {
+        let sim = spawn().await;
+        sim.set_faults(OomnitzaFaults {
+            rate_limit_per_sec: Some(2),
+            retry_after_secs: Some(7),
+            ..OomnitzaFaults::default()
+        });
+        let client = client(&sim);
+        let records = users(0..1);
+        let sync_field = sync_field();
+        let batch = request(PORTION, &sync_field, &records);
+        let mut limited = None;
+        for _ in 0..10 {
+            if let Err(error) = client.post_bulk(&batch).await {
+                limited = Some(error);
+                break;
+            }
+        }
+        let error = limited.expect("the rate limit bites");
+        assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
+        assert_eq!(error.status(), Some(429));
+        assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
+    }
+
+    #[tokio::test]
+    async fn a_bulk_post_is_tried_once_only() {
+        let sim = spawn().await;
+        sim.set_faults(OomnitzaFaults {
+            outage_for_ms: Some(60_000),
+            ..OomnitzaFaults::default()
+        });
+        let records = users(0..1);
+        let sync_field = sync_field();
+        let error = client(&sim)
+            .post_bulk(&request(PORTION, &sync_field, &records))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
+        assert_eq!(error.status(), Some(503));
+        assert_eq!(sim.stats().api_requests, 1);
+    }
+
+    #[tokio::test]
+    async fn records_the_client_could_not_build_are_reported_as_failed() {
+        let sim = spawn().await;
+        let client = client(&sim);
+        let records = vec![
+            json!({"id": "a2G000000000000009", "emailAddress": null})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        ];
+        let sync_field = sync_field();
+        let report = BulkRequest {
+            error: Some("no e-mail address in Sage People"),
+            ..request(PORTION, &sync_field, &records)
+        };
+        client.post_bulk(&report).await.unwrap();
+        let log = client.run_log(PORTION).await.unwrap();
+        assert_eq!(log.failed, 1);
+        assert_eq!(
+            log.failed_records[0].reason.as_deref(),
+            Some("no e-mail address in Sage People")
+        );
+        assert!(sim.users().is_empty());
+    }
+}
+
+mod portions {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unknown_portion_is_none_and_a_used_one_is_open() {
+        let sim = spawn().await;
+        let client = client(&sim);
+        assert_eq!(client.portion(PORTION).await.unwrap(), None);
+        let records = users(0..1);
+        let sync_field = sync_field();
+        client
+            .post_bulk(&request(PORTION, &sync_field, &records))
+            .await
+            .unwrap();
+        assert_eq!(
+            client.portion(PORTION).await.unwrap(),
+            Some(PortionStatus::default())
+        );
+    }
+
+    #[tokio::test]
+    async fn finalizing_twice_is_harmless() {
+        let sim = spawn().await;
+        let client = client(&sim);
+        let records = users(0..1);
+        let sync_field = sync_field();
+        client
+            .post_bulk(&request(PORTION, &sync_field, &records))
+            .await
+            .unwrap();
+        assert_eq!(client.finalize(PORTION).await.unwrap(), Finalize::Finalized);
+        assert_eq!(
+            client.finalize(PORTION).await.unwrap(),
+            Finalize::AlreadyFinalized
+        );
+        assert_eq!(sim.stats().finalize_calls.get(PORTION), Some(&2));
+        assert_eq!(
+            client.portion(PORTION).await.unwrap(),
+            Some(PortionStatus {
+                canceled: false,
+                finalized: true
+            })
+        );
+        assert_eq!(sim.portion(PORTION).map(|p| p.finalized), Some(true));
+    }
+
+    #[tokio::test]
+    async fn the_run_log_counts_each_outcome() {
+        let sim = spawn().await;
+        let client = client(&sim);
+        let sync_field = sync_field();
+        client
+            .post_bulk(&request(PORTION, &sync_field, &users(0..4)))
+            .await
+            .unwrap();
+        let mut second = users(2..6);
+        second[0].insert("FIRST_NAME".into(), json!("Renamed"));
+        client
+            .post_bulk(&request(PORTION, &sync_field, &second))
+            .await
+            .unwrap();
+        let create_only = users(0..1);
+        client
+            .post_bulk(&BulkRequest {
+                insert_only: true,
+                ..request(PORTION, &sync_field, &create_only)
+            })
+            .await
+            .unwrap();
+        let log = client.run_log(PORTION).await.unwrap();
+        assert_eq!(log.added, 6, "{log:?}");
+        assert_eq!(log.updated, 1, "{log:?}");
+        assert_eq!(log.unchanged, 1, "{log:?}");
+        assert_eq!(log.skipped, 1, "{log:?}");
+        assert_eq!(log.failed, 0, "{log:?}");
+        assert_eq!(log.processing, 0, "{log:?}");
+        assert_eq!(
+            log.other.get("portion"),
+            Some(&json!(PORTION)),
+            "unknown fields are kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_run_log_of_an_unknown_portion_is_rejected() {
+        let sim = spawn().await;
+        let error = client(&sim).run_log("nope").await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Rejected, "{error}");
+        assert_eq!(error.status(), Some(404));
+    }
+}
+
+mod reading {
+    use super::*;
+
+    #[tokio::test]
+    async fn find_users_applies_the_filter_limit_and_skip() {
+        let sim = spawn().await;
+        let client = client(&sim);
+        let sync_field = sync_field();
+        client
+            .post_bulk(&request(PORTION, &sync_field, &users(0..10)))
+            .await
+            .unwrap();
+        let found = client
+            .find_users("email eq 'worker.3@example.com'", 10, 0)
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0]["email"], "worker.3@example.com");
+        assert_eq!(found[0]["first_name"], "First3");
+
+        let page = client.find_users("", 4, 8).await.unwrap();
+        assert_eq!(page.len(), 2);
+        let all = client.find_users("role eq '25'", 100, 0).await.unwrap();
+        assert_eq!(all.len(), 10);
+        let none = client
+            .find_users("email eq 'o''brien & co@example.com'", 10, 0)
+            .await
+            .unwrap();
+        assert!(none.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_bad_filter_is_rejected() {
+        let sim = spawn().await;
+        let error = client(&sim)
+            .find_users("no_such_attribute eq 1", 10, 0)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Rejected, "{error}");
+        assert_eq!(error.status(), Some(400));
+        assert!(error.body_excerpt().is_some());
+    }
+
+    #[tokio::test]
+    async fn reads_retry_transient_failures() {
+        let sim = spawn().await;
+        let client = client(&sim);
+        sim.set_faults(OomnitzaFaults {
+            transient_failure_rate: 0.5,
+            ..OomnitzaFaults::default()
+        });
+        for _ in 0..20 {
+            client.find_users("", 10, 0).await.unwrap();
+        }
+        assert!(sim.stats().status_counts.get(&503).copied().unwrap_or(0) > 0);
+    }
+
+    #[tokio::test]
+    async fn reads_give_up_after_the_policy_and_say_so() {
+        let sim = spawn().await;
+        sim.set_faults(OomnitzaFaults {
+            outage_for_ms: Some(60_000),
+            ..OomnitzaFaults::default()
+        });
+        let mut config = OomnitzaConfig::new(
+            sim.url(),
+            OomnitzaAuth::ApiToken(SecretString::from(SimConfig::default().api_token)),
+        );
+        config.retry = RetryPolicy {
+            max_attempts: 3,
+            ..fast_retry()
+        };
+        let error = OomnitzaClient::new(config)
+            .unwrap()
+            .portion(PORTION)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
+        assert!(error.to_string().contains("3 attempts"), "{error}");
+        assert_eq!(sim.stats().api_requests, 3);
+    }
+
+    #[tokio::test]
+    async fn a_slow_server_hits_the_request_timeout() {
+        let sim = spawn().await;
+        sim.set_faults(OomnitzaFaults {
+            latency_ms: 2_000,
+            ..OomnitzaFaults::default()
+        });
+        let mut config = OomnitzaConfig::new(
+            sim.url(),
+            OomnitzaAuth::ApiToken(SecretString::from(SimConfig::default().api_token)),
+        );
+        config.request_timeout = Duration::from_millis(100);
+        let records = users(0..1);
+        let sync_field = sync_field();
+        let error = OomnitzaClient::new(config)
+            .unwrap()
+            .post_bulk(&request(PORTION, &sync_field, &records))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
+        assert_eq!(error.status(), None);
+        assert!(error.to_string().contains("timeout"), "{error}");
+    }
+}
+
+mod auth {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wrong_api_token_is_unauthorized() {
+        let sim = spawn().await;
+        let client = client_with(&sim, OomnitzaAuth::ApiToken(SecretString::from("wrong")));
+        let error = client.check_auth().await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Unauthorized, "{error}");
+        assert_eq!(error.status(), Some(401));
+        assert!(error.to_string().contains("API token"), "{error}");
+        let records = users(0..1);
+        let sync_field = sync_field();
+        let error = client
+            .post_bulk(&request(PORTION, &sync_field, &records))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Unauthorized, "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_token_without_rights_is_unauthorized() {
+        let sim = spawn().await;
+        sim.set_faults(OomnitzaFaults {
+            forbidden: true,
+            ..OomnitzaFaults::default()
+        });
+        let client = client(&sim);
+        let error = client.check_auth().await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Unauthorized, "{error}");
+        assert_eq!(error.status(), Some(403));
+        assert!(error.to_string().contains("rights"), "{error}");
+        let records = users(0..1);
+        let sync_field = sync_field();
+        let error = client
+            .post_bulk(&request(PORTION, &sync_field, &records))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Unauthorized, "{error}");
+        assert_eq!(error.status(), Some(403));
+    }
+
+    #[tokio::test]
+    async fn a_good_api_token_passes_the_check() {
+        let sim = spawn().await;
+        client(&sim).check_auth().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_password_is_exchanged_for_a_token_once() {
+        let sim = spawn().await;
+        let defaults = SimConfig::default();
+        let client = client_with(
+            &sim,
+            OomnitzaAuth::Password {
+                login: defaults.login.clone(),
+                password: SecretString::from(defaults.password.clone()),
+            },
+        );
+        client.check_auth().await.unwrap();
+        let records = users(0..3);
+        let sync_field = sync_field();
+        let clone = client.clone();
+        let batch = request(PORTION, &sync_field, &records);
+        let (a, b) = tokio::join!(client.post_bulk(&batch), clone.post_bulk(&batch));
+        a.unwrap();
+        b.unwrap();
+        assert_eq!(sim.users().len(), 3);
+        // Token requests are not /api/v3 calls: the check and the two posts are.
+        assert_eq!(sim.stats().api_requests, 3);
+        assert_eq!(
+            sim.stats().status_counts.get(&401),
+            None,
+            "the token was reused"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wrong_password_is_unauthorized_naming_the_login() {
+        let sim = spawn().await;
+        let client = client_with(
+            &sim,
+            OomnitzaAuth::Password {
+                login: "admin".into(),
+                password: SecretString::from("wrong"),
+            },
+        );
+        let error = client.check_auth().await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Unauthorized, "{error}");
+        assert_eq!(error.status(), Some(401));
+        assert!(error.to_string().contains("admin"), "{error}");
+        assert_eq!(sim.stats().api_requests, 0);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_base_url_fails_at_construction() {
+        let config = OomnitzaConfig::new(
+            "acme.oomnitza.com",
+            OomnitzaAuth::ApiToken(SecretString::from("t")),
+        );
+        let error = OomnitzaClient::new(config).unwrap_err();
+        assert!(error.to_string().contains("base URL"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn secrets_never_show_in_debug_or_errors() {
+        let sim = spawn().await;
+        let secret_token = "hunter2-api-token";
+        let secret_password = "hunter2-password";
+        for auth in [
+            OomnitzaAuth::ApiToken(SecretString::from(secret_token)),
+            OomnitzaAuth::Password {
+                login: "admin".into(),
+                password: SecretString::from(secret_password),
+            },
+        ] {
+            let config = OomnitzaConfig::new(sim.url(), auth);
+            let client = OomnitzaClient::new(config.clone()).unwrap();
+            let error = client.check_auth().await.unwrap_err();
+            for text in [
+                format!("{config:?}"),
+                format!("{client:?}"),
+                format!("{error:?}"),
+                error.to_string(),
+            ] {
+                assert!(!text.contains(secret_token), "token leaked in {text}");
+                assert!(!text.contains(secret_password), "password leaked in {text}");
+            }
+        }
+        // The token obtained with a password stays hidden too.
+        let defaults = SimConfig::default();
+        let client = client_with(
+            &sim,
+            OomnitzaAuth::Password {
+                login: defaults.login,
+                password: SecretString::from(defaults.password.clone()),
+            },
+        );
+        client.check_auth().await.unwrap();
+        let debug = format!("{client:?}");
+        assert!(!debug.contains(&defaults.password), "{debug}");
+    }
+}
+
+mod throughput {
+    use super::*;
+
+    /// A loader replica must sustain 20,000 records/s; serialising the envelope must be a small
+    /// share of that. Debug builds are slow, so this only guards against gross regressions.
+    #[test]
+    fn serialising_a_batch_is_cheap() {
+        let records = users(0..100);
+        let sync_field = sync_field();
+        let batch = request(PORTION, &sync_field, &records);
+        let started = std::time::Instant::now();
+        let mut bytes = 0;
+        for _ in 0..200 {
+            bytes += batch.to_body("peoplesync", "0.1.0").len();
+        }
+        let elapsed = started.elapsed();
+        let rate = 20_000.0 / elapsed.as_secs_f64();
+        println!("serialised 20,000 records ({bytes} bytes) in {elapsed:?}: {rate:.0} records/s");
+        assert!(rate > 20_000.0, "{rate:.0} records/s");
+    }
+}

@@ -1,0 +1,119 @@
+//! Configuration of the Sage People client: the org's login URL, the OAuth grant and its
+//! credentials, the per-request timeout and the retry policy for transient failures.
+//!
+//! Secrets are `SecretString`s, so formatting a config with `{:?}` never shows them.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+/// The request timeout used when none is configured: every call, the token endpoint included.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything the client needs to reach one Sage People org.
+#[derive(Clone, Debug)]
+pub struct SageConfig {
+    /// The org's login host: its My Domain URL (`https://<domain>.my.salesforce.com`) or
+    /// `https://login.salesforce.com` / `https://test.salesforce.com`.
+    pub login_url: String,
+    /// Which OAuth grant to use, with its credentials.
+    pub credentials: Credentials,
+    /// Timeout of each HTTP request, connection and body included (default 30 s).
+    pub request_timeout: Duration,
+    /// How transient failures are retried.
+    pub retry: RetryPolicy,
+}
+
+impl SageConfig {
+    /// A configuration with the default timeout and retry policy.
+    pub fn new(login_url: impl Into<String>, credentials: Credentials) -> Self {
+        SageConfig {
+            login_url: login_url.into(),
+            credentials,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// The Salesforce OAuth 2.0 grant used to get an access token, with its credentials.
+#[derive(Clone, Debug)]
+pub enum Credentials {
+    /// Client credentials (recommended): the External Client App's consumer key and secret; the
+    /// app's run-as user is the API user.
+    ClientCredentials {
+        /// The External Client App's consumer key.
+        client_id: String,
+        /// The External Client App's consumer secret.
+        client_secret: SecretString,
+    },
+    /// JWT bearer: an RS256 assertion signed with the private key whose certificate is uploaded
+    /// to the External Client App. No secret travels.
+    JwtBearer {
+        /// The External Client App's consumer key (the assertion's `iss`).
+        client_id: String,
+        /// The Salesforce username of the API user (the assertion's `sub`).
+        username: String,
+        /// The assertion's `aud`; the login URL when `None`.
+        audience: Option<String>,
+        /// The PEM-encoded RSA private key (PKCS#1 or PKCS#8).
+        private_key_pem: SecretString,
+    },
+    /// Username-password (legacy).
+    Password {
+        /// The External Client App's consumer key.
+        client_id: String,
+        /// The External Client App's consumer secret.
+        client_secret: SecretString,
+        /// The Salesforce username of the API user.
+        username: String,
+        /// The password with the user's security token already appended.
+        password: SecretString,
+    },
+}
+
+impl Credentials {
+    /// The grant's name as operators know it, for messages:
+    /// `"client credentials"`, `"JWT bearer"` or `"username-password"`.
+    pub fn grant_name(&self) -> &'static str {
+        match self {
+            Credentials::ClientCredentials { .. } => "client credentials",
+            Credentials::JwtBearer { .. } => "JWT bearer",
+            Credentials::Password { .. } => "username-password",
+        }
+    }
+
+    /// The External Client App's consumer key (not a secret).
+    pub fn client_id(&self) -> &str {
+        match self {
+            Credentials::ClientCredentials { client_id, .. }
+            | Credentials::JwtBearer { client_id, .. }
+            | Credentials::Password { client_id, .. } => client_id,
+        }
+    }
+}
+
+/// How transient failures (5xx, 420, 429, connection errors, timeouts, cut-off bodies) are
+/// retried: exponential backoff with jitter, capped, bounded by attempts and by elapsed time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first one included (default 6). `0` is treated as `1`.
+    pub max_attempts: usize,
+    /// Delay before the first retry (default 200 ms); each later delay doubles.
+    pub initial_delay: Duration,
+    /// Cap on any single delay (default 10 s).
+    pub max_delay: Duration,
+    /// No retry starts once this much time has passed since the first attempt (default 2 min).
+    pub max_elapsed: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 6,
+            initial_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+            max_elapsed: Duration::from_secs(120),
+        }
+    }
+}

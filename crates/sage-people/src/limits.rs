@@ -1,0 +1,185 @@
+//! The org's Salesforce API quota as reported by `Sforce-Limit-Info`.
+//!
+//! Every Salesforce response carries `Sforce-Limit-Info: api-usage=<used>/<allowed>`; the client
+//! records the latest value so the extractor can stop a run before it starves the customer's
+//! other Salesforce users.
+
+use std::sync::Mutex;
+
+use reqwest::header::HeaderMap;
+
+/// The header Salesforce reports the org's API usage in.
+pub const LIMIT_INFO_HEADER: &str = "Sforce-Limit-Info";
+
+/// The org's rolling 24-hour API usage, from the latest `Sforce-Limit-Info` header seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApiUsage {
+    /// API requests used in the rolling 24-hour window.
+    pub used: u64,
+    /// API requests the org is allowed in that window.
+    pub allowed: u64,
+}
+
+impl ApiUsage {
+    /// The share of the daily quota already used, from 0.0 upwards (above 1.0 when the org is
+    /// over quota). An org that reports an allowance of 0 counts as fully used.
+    pub fn share(&self) -> f64 {
+        if self.allowed == 0 {
+            return 1.0;
+        }
+        self.used as f64 / self.allowed as f64
+    }
+
+    /// Parses a `Sforce-Limit-Info` header value such as
+    /// `api-usage=18/5000, per-app-api-usage=17/250(appName=sample-app)`.
+    ///
+    /// Only the org-wide `api-usage` entry is read; other entries (per-app usage) are ignored.
+    /// Returns `None` when the entry is missing or malformed.
+    pub fn parse(header: &str) -> Option<ApiUsage> {
+        header.split([',', ';']).find_map(|entry| {
+            let (name, value) = entry.trim().split_once('=')?;
+            if !name.trim().eq_ignore_ascii_case("api-usage") {
+                return None;
+            }
+            let (used, allowed) = value.trim().split_once('/')?;
+            Some(ApiUsage {
+                used: used.trim().parse().ok()?,
+                allowed: allowed.trim().parse().ok()?,
+            })
+        })
+    }
+}
+
+/// The latest usage seen on any response, shared by every clone of a client.
+#[derive(Debug, Default)]
+pub(crate) struct UsageRecorder {
+    latest: Mutex<Option<ApiUsage>>,
+}
+
+impl UsageRecorder {
+    /// Records the usage a response reports, if it reports one, and returns it.
+    pub(crate) fn record(&self, headers: &HeaderMap) -> Option<ApiUsage> {
+        let usage = headers
+            .get(LIMIT_INFO_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(ApiUsage::parse)?;
+        // A poisoned lock only means another thread panicked mid-assignment of a Copy value.
+        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(usage);
+        Some(usage)
+    }
+
+    /// The latest usage recorded.
+    pub(crate) fn latest(&self) -> Option<ApiUsage> {
+        *self.latest.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_plain_header() {
+        assert_eq!(
+            ApiUsage::parse("api-usage=25/15000"),
+            Some(ApiUsage {
+                used: 25,
+                allowed: 15000
+            })
+        );
+    }
+
+    #[test]
+    fn parses_the_org_entry_among_per_app_entries() {
+        let header = "per-app-api-usage=17/250(appName=sample-app), api-usage=18/5000";
+        assert_eq!(
+            ApiUsage::parse(header),
+            Some(ApiUsage {
+                used: 18,
+                allowed: 5000
+            })
+        );
+        let header = "api-usage=18/5000, per-app-api-usage=17/250(appName=sample-app)";
+        assert_eq!(
+            ApiUsage::parse(header),
+            Some(ApiUsage {
+                used: 18,
+                allowed: 5000
+            })
+        );
+    }
+
+    #[test]
+    fn tolerates_spaces_and_case() {
+        assert_eq!(
+            ApiUsage::parse(" API-Usage = 1 / 2 "),
+            Some(ApiUsage {
+                used: 1,
+                allowed: 2
+            })
+        );
+    }
+
+    #[test]
+    fn refuses_malformed_values() {
+        for header in [
+            "",
+            "api-usage",
+            "api-usage=",
+            "api-usage=12",
+            "api-usage=a/b",
+            "api-usage=-1/5",
+        ] {
+            assert_eq!(ApiUsage::parse(header), None, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn the_recorder_keeps_the_latest_value() {
+        let recorder = UsageRecorder::default();
+        assert_eq!(recorder.latest(), None);
+        let mut headers = HeaderMap::new();
+        assert_eq!(recorder.record(&headers), None);
+        headers.insert(LIMIT_INFO_HEADER, "api-usage=7/100".parse().unwrap());
+        assert_eq!(
+            recorder.record(&headers),
+            Some(ApiUsage {
+                used: 7,
+                allowed: 100
+            })
+        );
+        headers.insert(LIMIT_INFO_HEADER, "garbage".parse().unwrap());
+        assert_eq!(recorder.record(&headers), None);
+        assert_eq!(
+            recorder.latest(),
+            Some(ApiUsage {
+                used: 7,
+                allowed: 100
+            })
+        );
+    }
+
+    #[test]
+    fn share_is_used_over_allowed() {
+        assert!(
+            (ApiUsage {
+                used: 4000,
+                allowed: 5000
+            }
+            .share()
+                - 0.8)
+                .abs()
+                < 1e-9
+        );
+        assert!(
+            (ApiUsage {
+                used: 1,
+                allowed: 0
+            }
+            .share()
+                - 1.0)
+                .abs()
+                < 1e-9
+        );
+    }
+}

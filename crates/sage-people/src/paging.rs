@@ -1,0 +1,183 @@
+//! Listing employees page by page with the stateless `marker`: each page is decoded in one serde
+//! pass into raw JSON records, which the extractor normalises and publishes as they are.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::client::{Call, SageClient};
+use crate::error::{Error, ErrorKind};
+use crate::limits::ApiUsage;
+
+/// Path of the Employees API under the instance URL.
+pub(crate) const EMPLOYEES_PATH: [&str; 5] = ["services", "apexrest", "spapi", "v4", "employees"];
+
+/// One page of employees.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Page {
+    /// The employees as Sage People sent them, in ascending `id` order. Empty at the end of the
+    /// list (a `204 No Content` or an empty `data` array).
+    pub records: Vec<Value>,
+    /// The org's API usage reported with this page.
+    pub api_usage: Option<ApiUsage>,
+}
+
+impl Page {
+    /// Whether this page ends the list.
+    pub fn is_end(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The marker that continues the list after this page: the last employee's `id`.
+    /// `None` at the end of the list.
+    pub fn next_marker(&self) -> Option<&str> {
+        self.records.last()?.get("id")?.as_str()
+    }
+}
+
+/// The Employees API envelope; `version` and any other member are skipped without being built.
+#[derive(Deserialize)]
+pub(crate) struct Envelope {
+    pub data: Vec<Value>,
+}
+
+/// Maps a body that would not decode: a body that ends early was cut off in transit
+/// ([`ErrorKind::Transient`]); anything else is not the documented shape
+/// ([`ErrorKind::InvalidResponse`]). Both are retried.
+pub(crate) fn decode_error(error: serde_json::Error, host: &str, what: &str) -> Error {
+    let (kind, detail) = if error.is_eof() {
+        (ErrorKind::Transient, "was cut off")
+    } else {
+        (ErrorKind::InvalidResponse, "is not the documented shape")
+    };
+    Error::new(
+        kind,
+        format!(
+            "the answer of Sage People at {host} to {what} {detail} ({error}); if this persists, \
+             report it to the peoplesync maintainers with the Sage People version"
+        ),
+    )
+    .with_source(error)
+}
+
+/// Decodes one page's body: the records, checked so that the listing can go on.
+pub(crate) fn decode_page(
+    status: u16,
+    body: &[u8],
+    host: &str,
+    what: &str,
+) -> Result<Vec<Value>, Error> {
+    if status == 204 {
+        return Ok(Vec::new());
+    }
+    let envelope: Envelope =
+        serde_json::from_slice(body).map_err(|error| decode_error(error, host, what))?;
+    let records = envelope.data;
+    if let Some(last) = records.last()
+        && last.get("id").and_then(Value::as_str).is_none()
+    {
+        return Err(Error::new(
+            ErrorKind::InvalidResponse,
+            format!(
+                "the answer of Sage People at {host} to {what} ends with an employee without a \
+                 string `id`, so the listing cannot continue; report it to the peoplesync \
+                 maintainers with the Sage People version"
+            ),
+        ));
+    }
+    Ok(records)
+}
+
+impl SageClient {
+    /// Reads the page after `marker` (the first page when `None`), optionally filtered with a
+    /// `$filter` expression such as `workAddress.country eq 'France'`.
+    ///
+    /// Transient failures are retried within the configured policy; an expired token is renewed
+    /// once and the page re-read. An empty [`Page::records`] ends the list.
+    pub async fn list_page(
+        &self,
+        marker: Option<&str>,
+        filter: Option<&str>,
+    ) -> Result<Page, Error> {
+        let what = match marker {
+            Some(marker) => format!("listing employees after {marker}"),
+            None => "listing employees from the start".to_owned(),
+        };
+        let call = Call {
+            what: &what,
+            path: &EMPLOYEES_PATH,
+            marker,
+            filter,
+            answers: &[],
+        };
+        self.call(&call, |reply| {
+            Ok(Page {
+                records: decode_page(reply.status, &reply.body, &reply.host, &what)?,
+                api_usage: reply.usage,
+            })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn decodes_records_and_ignores_other_members() {
+        let body =
+            br#"{"version":"4.8","data":[{"id":"a1","fullName":null},{"id":"a2"}],"extra":{}}"#;
+        let records = decode_page(200, body, "h", "listing").unwrap();
+        assert_eq!(
+            records,
+            [json!({"id":"a1","fullName":null}), json!({"id":"a2"})]
+        );
+        let page = Page {
+            records,
+            api_usage: None,
+        };
+        assert_eq!(page.next_marker(), Some("a2"));
+        assert!(!page.is_end());
+    }
+
+    #[test]
+    fn both_endings_give_an_empty_page() {
+        assert!(decode_page(204, b"", "h", "listing").unwrap().is_empty());
+        assert!(
+            decode_page(200, br#"{"data":[]}"#, "h", "listing")
+                .unwrap()
+                .is_empty()
+        );
+        assert!(Page::default().is_end());
+        assert_eq!(Page::default().next_marker(), None);
+    }
+
+    #[test]
+    fn a_cut_off_body_is_transient() {
+        let error =
+            decode_page(200, br#"{"data":[{"id":"a1"},{"id":"#, "h", "listing").unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Transient);
+        let error = decode_page(200, b"", "h", "listing").unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Transient);
+    }
+
+    #[test]
+    fn a_wrong_shape_is_an_invalid_response() {
+        for body in [
+            &br#"{"records":[]}"#[..],
+            br#"{"data":{}}"#,
+            b"<html>",
+            br#"{"data":[{"name":"x"}]}"#,
+        ] {
+            let error = decode_page(200, body, "h", "listing").unwrap_err();
+            assert_eq!(
+                error.kind(),
+                ErrorKind::InvalidResponse,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+}
