@@ -1,0 +1,88 @@
+//! Cost of the per-event work in the loader: filter + map of one worker with the default
+//! 17-field mapping (target: under 5 µs), and variants. Run with
+//! `cargo bench -p peoplesync-core --bench mapping`; figures go in `docs/benchmarks.md`.
+
+// `criterion_group!` generates an undocumented public function.
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use peoplesync_core::{
+    FilterMode, Integration, IntegrationConfig, MappingSource, RecordInput, Tracking, Worker,
+    record_hash,
+};
+use serde_json::json;
+
+fn bench(c: &mut Criterion) {
+    let raw = json!({
+        "id": "a2G7E000000LlIDUA0", "fullName": "Ada Lovelace", "firstName": "Ada",
+        "lastName": "Lovelace", "emailAddress": "ada.lovelace@example.com",
+        "hrDepartment": "Engineering",
+        "currentEmployment": {"name": "2019.02 #35", "jobTitle": "Principal Engineer",
+            "startDate": "2019-02-04", "endDate": null, "active": true},
+        "workAddress": {"name": "London HQ", "line1": "1 Example Street", "line2": "Floor 2",
+            "line3": null, "city": "London", "region": "EMEA",
+            "postalCode": "EC1A 1AA", "country": "United Kingdom"},
+        "additionalFields": [{"name": "Cost Centre", "value": "CC-104", "source": "fHCM2__Cost_Centre__c"}]
+    });
+    let worker = Worker::from_raw(&raw).expect("bench record normalises");
+    let tracking = Tracking {
+        credentials: "default".into(),
+        hostname: "acme.my.salesforce.com".into(),
+    };
+    let input = RecordInput {
+        raw: &raw,
+        worker: &worker,
+        tracking: &tracking,
+    };
+    let compile =
+        |config: IntegrationConfig| Integration::compile(config).expect("bench config is valid");
+
+    let default = IntegrationConfig::default_for("bench");
+    let mut sources_only = default.clone();
+    sources_only
+        .mapping
+        .retain(|m| !matches!(m.source, MappingSource::Template(_)));
+    let mut region = default.clone();
+    region.filter.mode = FilterMode::IfConditions;
+    region.filter.condition = Some("worker.employment_active and worker.region == 'EMEA'".into());
+    let mut custom_api = default.clone();
+    for m in custom_api.mapping.iter_mut() {
+        if m.field == "POSITION" {
+            m.source = MappingSource::Template(
+                "{{ response.currentEmployment.jobTitle | default('Unknown') }}".into(),
+            );
+        }
+    }
+
+    let mut group = c.benchmark_group("filter_and_map");
+    for (name, config) in [
+        ("default_17_fields", default.clone()),
+        ("sources_only", sources_only),
+        ("default_with_region_condition", region),
+        ("default_with_response_template", custom_api),
+    ] {
+        let integration = compile(config);
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(integration.evaluate(black_box(&input))))
+        });
+    }
+    group.finish();
+
+    let integration = compile(default.clone());
+    let record = integration
+        .evaluate(&input)
+        .record()
+        .cloned()
+        .unwrap_or_default();
+    c.bench_function("record_hash/default_record", |b| {
+        b.iter(|| black_box(record_hash(black_box(&record))))
+    });
+    c.bench_function("compile/default_config", |b| {
+        b.iter(|| black_box(compile(default.clone())))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,613 @@
+//! Parsing and validation: every message, on TOML an operator could write.
+
+use serde_json::json;
+
+use super::*;
+
+/// The issue's example config, completed with the required fields.
+const EXAMPLE: &str = r#"
+id = "sage-people"
+type = "user"
+preference = "create_and_update"
+sync_keys = ["EMAIL"]
+default_role = "25"
+credentials = "default"
+
+[schedule]
+every = "24h"
+at = "02:00"
+
+[filter]
+mode = "always"
+restore_archived = false
+
+[[mapping]]
+field = "USER"
+source = "Email"
+
+[[mapping]]
+field = "EMAIL"
+source = "Email"
+
+[[mapping]]
+field = "6C1F0A2B9D3E4F5A8B7C6D5E4F3A2B1C"
+label = "Sage User ID"
+source = "ID"
+unique = true
+
+[[mapping]]
+field = "POSITION"
+template = "{{ response.currentEmployment.jobTitle | default('Unknown') }}"
+
+[[mapping]]
+field = "PERMISSIONS_ID"
+setting = "default_role"
+"#;
+
+/// `EXAMPLE` with `from` replaced by `to` (which must occur).
+fn edit(from: &str, to: &str) -> String {
+    assert!(EXAMPLE.contains(from), "{from}");
+    EXAMPLE.replacen(from, to, 1)
+}
+
+/// The errors of `text`, which must not be valid.
+fn errors(text: &str) -> ValidationErrors {
+    match IntegrationConfig::from_toml(text) {
+        Ok(_) => panic!("config was accepted:\n{text}"),
+        Err(e) => e,
+    }
+}
+
+/// Asserts `text` fails with a problem at `location` whose message contains `message`.
+fn assert_problem(text: &str, location: &str, message: &str) {
+    let errs = errors(text);
+    assert!(
+        errs.iter()
+            .any(|e| e.location == location && e.message.contains(message)),
+        "expected `{location}: …{message}…`, got:\n{errs}"
+    );
+}
+
+#[test]
+fn example_config_parses() {
+    let config = IntegrationConfig::from_toml(EXAMPLE).unwrap();
+    assert_eq!(config.id, "sage-people");
+    assert_eq!(config.integration_type, IntegrationType::User);
+    assert_eq!(config.preference, Preference::CreateAndUpdate);
+    assert_eq!(config.sync_keys, ["EMAIL"]);
+    assert_eq!(
+        config.schedule.every_duration(),
+        Some(std::time::Duration::from_secs(86_400))
+    );
+    assert_eq!(config.schedule.at_time(), Some((2, 0)));
+    assert_eq!(config.mapping.len(), 5);
+    assert!(config.mapping[2].unique);
+    assert_eq!(config.mapping[2].label.as_deref(), Some("Sage User ID"));
+    assert_eq!(
+        config.mapping[4].source,
+        MappingSource::Setting("default_role".into())
+    );
+}
+
+#[test]
+fn defaults_apply_to_keys_left_out() {
+    let text = r#"
+id = "minimal"
+default_role = "25"
+[[mapping]]
+field = "USER"
+source = "Email"
+[[mapping]]
+field = "EMAIL"
+source = "Email"
+unique = true
+[[mapping]]
+field = "PERMISSIONS_ID"
+setting = "default_role"
+"#;
+    let config = IntegrationConfig::from_toml(text).unwrap();
+    assert_eq!(config.integration_type, IntegrationType::User);
+    assert_eq!(config.preference, Preference::CreateAndUpdate);
+    assert_eq!(config.sync_keys, ["EMAIL"]);
+    assert_eq!(config.credentials, "default");
+    assert_eq!(config.filter.mode, FilterMode::Always);
+    assert!(config.schedule.is_empty());
+}
+
+#[test]
+fn to_toml_round_trips() {
+    for config in [
+        IntegrationConfig::from_toml(EXAMPLE).unwrap(),
+        IntegrationConfig::default_for("sage-people"),
+    ] {
+        let text = config.to_toml();
+        let again = IntegrationConfig::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(again, config);
+    }
+}
+
+#[test]
+fn round_trip_keeps_literal_values_saas_and_filters() {
+    let text = edit("type = \"user\"", "type = \"user_and_saas_user\"\nsource_filter = \"workAddress.country eq 'France'\"\nadditional_fields = [\"Cost Centre\"]")
+        .replace("mode = \"always\"", "mode = \"if_conditions\"\ncondition = \"worker.region == 'EMEA'\"")
+        .replace("restore_archived = false", "restore_archived = true\n[saas]\nname = \"Sage People\"")
+        + "\n[[mapping]]\nfield = \"PHONE\"\nvalue = 42\n[[mapping]]\nfield = \"ADDRESS\"\nsource = \"Cost Centre\"\n";
+    let config = IntegrationConfig::from_toml(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.entry("PHONE").map(|e| &e.source),
+        Some(&MappingSource::Value(json!(42)))
+    );
+    let again = IntegrationConfig::from_toml(&config.to_toml()).unwrap();
+    assert_eq!(again, config);
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let text = edit("id = \"sage-people\"", "id = \"\"\ncolour = \"blue\"")
+        .replace("source = \"ID\"", "source = \"Identifier\"")
+        .replace("every = \"24h\"", "every = \"daily\"");
+    let errs = errors(&text);
+    assert!(errs.len() >= 4, "{errs}");
+    assert!(errs.mentions("id: is missing or empty"));
+    assert!(errs.mentions("colour: unknown key"));
+    assert!(errs.mentions("unknown source \"Identifier\""));
+    assert!(errs.mentions("schedule.every"));
+}
+
+#[test]
+fn toml_syntax_errors_give_the_position() {
+    let errs = errors("id = \"x\"\nmapping = [\n");
+    let e = errs.iter().next().unwrap();
+    assert_eq!(e.kind, ValidationKind::Syntax);
+    assert!(e.message.starts_with("not valid TOML"), "{e}");
+    assert!(e.message.contains("line"), "{e}");
+}
+
+#[test]
+fn unknown_keys_are_refused_everywhere_with_suggestions() {
+    assert_problem(
+        &edit("credentials", "credential"),
+        "credential",
+        "unknown key; did you mean \"credentials\"?",
+    );
+    assert_problem(
+        &edit("every = ", "evry = "),
+        "schedule.evry",
+        "did you mean \"every\"?",
+    );
+    assert_problem(
+        &edit("mode = ", "mood = "),
+        "filter.mood",
+        "did you mean \"mode\"?",
+    );
+    assert_problem(
+        &edit("source = \"ID\"", "source = \"ID\"\nuniqe = true"),
+        "mapping #3 (6C1F0A2B9D3E4F5A8B7C6D5E4F3A2B1C)",
+        "unknown key `uniqe`; did you mean \"unique\"?",
+    );
+    assert_problem(
+        &(EXAMPLE.to_owned() + "[removals]\naction = \"archive\"\n"),
+        "removals",
+        "unknown key",
+    );
+    let saas = edit("type = \"user\"", "type = \"user_and_saas_user\"")
+        + "[saas]\nname = \"Sage People\"\nid = \"x\"\n";
+    assert_problem(&saas, "saas.id", "unknown key");
+}
+
+#[test]
+fn wrong_types_name_the_key_and_the_type() {
+    assert_problem(
+        &edit("sync_keys = [\"EMAIL\"]", "sync_keys = \"EMAIL\""),
+        "sync_keys",
+        "must be a list of strings, found string",
+    );
+    assert_problem(
+        &edit("restore_archived = false", "restore_archived = \"no\""),
+        "filter.restore_archived",
+        "must be true or false, found string",
+    );
+    assert_problem(
+        &edit("unique = true", "unique = \"yes\""),
+        "mapping #3 (6C1F0A2B9D3E4F5A8B7C6D5E4F3A2B1C)",
+        "`unique` must be true or false",
+    );
+    assert_problem(
+        &edit("id = \"sage-people\"", "id = 7"),
+        "id",
+        "must be a string, found integer",
+    );
+    assert_problem(
+        &edit("[schedule]", "schedule = 1\n[schedulex]"),
+        "schedule",
+        "must be a table",
+    );
+    assert_problem(
+        &edit("setting = \"default_role\"", "value = [1, 2]"),
+        "mapping #5 (PERMISSIONS_ID)",
+        "`value` must be a string, number or boolean",
+    );
+}
+
+#[test]
+fn choices_list_the_allowed_values() {
+    assert_problem(
+        &edit("type = \"user\"", "type = \"users\""),
+        "type",
+        "\"users\" is not one of \"user\", \"user_and_saas_user\"; did you mean \"user\"?",
+    );
+    assert_problem(
+        &edit(
+            "preference = \"create_and_update\"",
+            "preference = \"insert_only\"",
+        ),
+        "preference",
+        "is not one of \"create_and_update\", \"create_only\", \"update_only\"",
+    );
+    assert_problem(
+        &edit("mode = \"always\"", "mode = \"sometimes\""),
+        "filter.mode",
+        "is not one of \"always\", \"if_conditions\"",
+    );
+}
+
+#[test]
+fn both_create_only_and_update_only_cannot_be_expressed() {
+    // There is one key with three values; the envelope flags derive from it.
+    assert_problem(
+        &edit(
+            "preference = \"create_and_update\"",
+            "insert_only = true\nupdate_only = true",
+        ),
+        "insert_only",
+        "unknown key",
+    );
+    let config =
+        IntegrationConfig::from_toml(&edit("\"create_and_update\"", "\"update_only\"")).unwrap();
+    assert!(config.preference.update_only() && !config.preference.insert_only());
+}
+
+#[test]
+fn user_email_and_role_are_required() {
+    let no_user = edit("field = \"USER\"", "field = \"FIRST_NAME\"");
+    assert_problem(&no_user, "mapping", "USER (Username) must be mapped");
+    let no_email =
+        edit("field = \"EMAIL\"", "field = \"LAST_NAME\"").replace("[\"EMAIL\"]", "[\"USER\"]");
+    assert_problem(&no_email, "mapping", "EMAIL must be mapped");
+    let no_role = edit("field = \"PERMISSIONS_ID\"", "field = \"PHONE\"");
+    assert_problem(&no_role, "mapping", "PERMISSIONS_ID (Role) must be mapped");
+}
+
+#[test]
+fn role_setting_needs_a_default_role() {
+    let text = edit("default_role = \"25\"\n", "");
+    assert_problem(
+        &text,
+        "mapping #5 (PERMISSIONS_ID)",
+        "uses setting default_role, but `default_role` is not set",
+    );
+    assert_problem(
+        &edit("default_role = \"25\"", "default_role = \" \""),
+        "default_role",
+        "is empty",
+    );
+}
+
+#[test]
+fn a_role_given_as_a_literal_needs_no_default_role() {
+    let text =
+        edit("default_role = \"25\"\n", "").replace("setting = \"default_role\"", "value = \"25\"");
+    assert!(IntegrationConfig::from_toml(&text).is_ok());
+}
+
+#[test]
+fn every_sync_key_must_be_mapped_and_unique() {
+    assert_problem(
+        &edit("[\"EMAIL\"]", "[\"EMAIL\", \"EMPLOYEE_ID\"]"),
+        "sync_keys",
+        "sync key EMPLOYEE_ID is not mapped",
+    );
+    assert_problem(
+        &edit("[\"EMAIL\"]", "[\"EMAL\"]"),
+        "sync_keys",
+        "did you mean \"EMAIL\"?",
+    );
+    assert_problem(
+        &edit("[\"EMAIL\"]", "[\"POSITION\"]"),
+        "sync_keys",
+        "sync key POSITION is not a unique field",
+    );
+    assert_problem(&edit("[\"EMAIL\"]", "[]"), "sync_keys", "is empty");
+    assert_problem(
+        &edit("[\"EMAIL\"]", "[\"EMAIL\", \"EMAIL\"]"),
+        "sync_keys",
+        "lists EMAIL twice",
+    );
+    let custom = edit(
+        "[\"EMAIL\"]",
+        "[\"6C1F0A2B9D3E4F5A8B7C6D5E4F3A2B1C\", \"EMAIL\"]",
+    );
+    assert!(IntegrationConfig::from_toml(&custom).is_ok());
+}
+
+#[test]
+fn at_least_one_field_is_unique() {
+    assert_problem(
+        &edit("unique = true", "unique = false"),
+        "mapping",
+        "no entry is marked `unique = true`",
+    );
+}
+
+#[test]
+fn unknown_sources_suggest_a_name() {
+    assert_problem(
+        &edit("source = \"ID\"", "source = \"Job Titel\""),
+        "mapping #3 (6C1F0A2B9D3E4F5A8B7C6D5E4F3A2B1C)",
+        "unknown source \"Job Titel\"; did you mean \"Job Title\"?",
+    );
+    assert_problem(
+        &edit("source = \"ID\"", "source = \"Cost Centre\""),
+        "mapping #3 (6C1F0A2B9D3E4F5A8B7C6D5E4F3A2B1C)",
+        "names listed in `additional_fields`",
+    );
+    let declared = edit(
+        "credentials = \"default\"",
+        "credentials = \"default\"\nadditional_fields = [\"Cost Centre\"]",
+    )
+    .replace("source = \"ID\"", "source = \"Cost Centre\"");
+    assert!(IntegrationConfig::from_toml(&declared).is_ok());
+}
+
+#[test]
+fn tracking_fields_are_valid_sources() {
+    let text = EXAMPLE.to_owned()
+        + "[[mapping]]\nfield = \"AAAA0000AAAA0000AAAA0000AAAA0000\"\nsource = \"Connect: Credentials\"\n[[mapping]]\nfield = \"BBBB0000BBBB0000BBBB0000BBBB0000\"\nsource = \"Connect: Hostname\"\n";
+    assert!(IntegrationConfig::from_toml(&text).is_ok());
+}
+
+#[test]
+fn additional_fields_must_be_distinct_and_new() {
+    let text = edit(
+        "credentials = \"default\"",
+        "credentials = \"default\"\nadditional_fields = [\"Cost Centre\", \"cost centre\", \"Email\", \"\"]",
+    );
+    assert_problem(&text, "additional_fields", "lists \"cost centre\" twice");
+    assert_problem(
+        &text,
+        "additional_fields",
+        "\"Email\" is already an integration or tracking field",
+    );
+    assert_problem(&text, "additional_fields", "contains an empty name");
+}
+
+#[test]
+fn template_syntax_errors_give_entry_and_position() {
+    let text = edit("| default('Unknown') }}", "| default('Unknown') }");
+    assert_problem(
+        &text,
+        "mapping #4 (POSITION)",
+        "template syntax error at line 1, column",
+    );
+    let long = edit(
+        "jobTitle | default('Unknown')",
+        &format!("{} | default('Unknown')", "x".repeat(250)),
+    );
+    assert_problem(
+        &long,
+        "mapping #4 (POSITION)",
+        "Oomnitza refuses paths over 256",
+    );
+    let root = edit("response.currentEmployment", "respose.currentEmployment");
+    assert_problem(
+        &root,
+        "mapping #4 (POSITION)",
+        "unknown variable `respose`; did you mean \"response\"?",
+    );
+    let filter = edit("default('Unknown')", "defualt('Unknown')");
+    assert_problem(
+        &filter,
+        "mapping #4 (POSITION)",
+        "did you mean \"default\"?",
+    );
+}
+
+#[test]
+fn entries_need_exactly_one_value_source() {
+    assert_problem(
+        &edit("setting = \"default_role\"", "label = \"Role\""),
+        "mapping #5 (PERMISSIONS_ID)",
+        "needs one of `source`, `template`, `setting` or `value`",
+    );
+    assert_problem(
+        &edit("source = \"ID\"", "source = \"ID\"\nvalue = \"x\""),
+        "mapping #3 (6C1F0A2B9D3E4F5A8B7C6D5E4F3A2B1C)",
+        "has `source` and `value`; give exactly one",
+    );
+}
+
+#[test]
+fn field_ids_are_checked() {
+    assert_problem(
+        &edit("field = \"POSITION\"", "field = \"job.title\""),
+        "mapping #4 (job.title)",
+        "contains `.`",
+    );
+    assert_problem(
+        &edit("field = \"POSITION\"", "field = \"job title\""),
+        "mapping #4 (job title)",
+        "contains ` `",
+    );
+    assert_problem(
+        &edit("field = \"POSITION\"", "field = \"\""),
+        "mapping #4",
+        "`field` is missing or empty",
+    );
+    assert_problem(
+        &edit("field = \"POSITION\"", "field = \"SAAS\""),
+        "mapping #4 (SAAS)",
+        "is reserved",
+    );
+    assert_problem(
+        &edit("field = \"POSITION\"", "field = \"EMAIL\""),
+        "mapping #4 (EMAIL)",
+        "already mapped by mapping #2",
+    );
+    assert_problem(
+        &edit("label = \"Sage User ID\"", "label = \"\""),
+        "mapping #3 (6C1F0A2B9D3E4F5A8B7C6D5E4F3A2B1C)",
+        "`label` is empty",
+    );
+}
+
+#[test]
+fn settings_and_values_are_checked() {
+    assert_problem(
+        &edit("setting = \"default_role\"", "setting = \"default_rol\""),
+        "mapping #5 (PERMISSIONS_ID)",
+        "unknown setting \"default_rol\"; did you mean \"default_role\"?",
+    );
+    assert_problem(
+        &edit("setting = \"default_role\"", "value = \"\""),
+        "mapping #5 (PERMISSIONS_ID)",
+        "`value` is empty",
+    );
+}
+
+#[test]
+fn integration_id_and_credentials_are_checked() {
+    assert_problem(
+        &edit("id = \"sage-people\"", "id = \"sage.people\""),
+        "id",
+        "contains `.`",
+    );
+    assert_problem(
+        &edit(
+            "id = \"sage-people\"",
+            &format!("id = \"{}\"", "a".repeat(65)),
+        ),
+        "id",
+        "at most 64",
+    );
+    assert_problem(
+        &edit("id = \"sage-people\"\n", ""),
+        "id",
+        "is missing or empty",
+    );
+    assert_problem(
+        &edit("credentials = \"default\"", "credentials = \"\""),
+        "credentials",
+        "is empty",
+    );
+}
+
+#[test]
+fn filter_conditions_are_required_and_compiled() {
+    assert_problem(
+        &edit("mode = \"always\"", "mode = \"if_conditions\""),
+        "filter.condition",
+        "is required when filter.mode = \"if_conditions\"",
+    );
+    let bad = edit(
+        "mode = \"always\"",
+        "mode = \"if_conditions\"\ncondition = \"worker.region ==\"",
+    );
+    assert_problem(
+        &bad,
+        "filter.condition",
+        "condition syntax error at line 1, column",
+    );
+    let root = edit(
+        "mode = \"always\"",
+        "mode = \"if_conditions\"\ncondition = \"wroker.region == 'EMEA'\"",
+    );
+    assert_problem(&root, "filter.condition", "did you mean \"worker\"?");
+    // Kept while mode is "always", but still checked.
+    let kept = edit(
+        "mode = \"always\"",
+        "mode = \"always\"\ncondition = \"worker.region ==\"",
+    );
+    assert_problem(&kept, "filter.condition", "syntax error");
+}
+
+#[test]
+fn saas_table_matches_the_type() {
+    let saas_type = edit("type = \"user\"", "type = \"user_and_saas_user\"");
+    assert_problem(&saas_type, "saas", "needs a [saas] table");
+    assert_problem(&(saas_type.clone() + "[saas]\n"), "saas", "needs `name`");
+    assert!(
+        IntegrationConfig::from_toml(&(saas_type.clone() + "[saas]\nselected_saas_id = \"42\"\n"))
+            .is_ok()
+    );
+    assert_problem(
+        &(EXAMPLE.to_owned() + "[saas]\nname = \"Sage People\"\n"),
+        "saas",
+        "only used when type = \"user_and_saas_user\"",
+    );
+}
+
+#[test]
+fn schedule_formats_are_checked() {
+    assert_problem(
+        &edit("every = \"24h\"", "every = \"24 hours\""),
+        "schedule.every",
+        "is not an interval",
+    );
+    assert_problem(
+        &edit("at = \"02:00\"", "at = \"2am\""),
+        "schedule.at",
+        "is not a time of day",
+    );
+    assert_problem(
+        &edit("at = \"02:00\"", "at = \"02:00\"\ntimezone = \"\""),
+        "schedule.timezone",
+        "is empty",
+    );
+    assert_problem(
+        &edit("at = \"02:00\"", "at = \"02:00\"\ncron = \"0 2 * * *\""),
+        "schedule.cron",
+        "either cron or every/at",
+    );
+    let cron = edit(
+        "every = \"24h\"\nat = \"02:00\"",
+        "cron = \"0 2 * *\"\ntimezone = \"Europe/London\"",
+    );
+    assert_problem(&cron, "schedule.cron", "has 4 fields");
+    let ok = edit(
+        "every = \"24h\"\nat = \"02:00\"",
+        "cron = \"0 2 * * MON-FRI\"\ntimezone = \"Europe/London\"",
+    );
+    assert!(IntegrationConfig::from_toml(&ok).is_ok());
+}
+
+#[test]
+fn source_filter_is_passed_through_when_well_formed() {
+    let ok = edit(
+        "credentials = \"default\"",
+        "credentials = \"default\"\nsource_filter = \"workAddress.country eq 'France'\"",
+    );
+    let config = IntegrationConfig::from_toml(&ok).unwrap();
+    assert_eq!(
+        config.source_filter.as_deref(),
+        Some("workAddress.country eq 'France'")
+    );
+    let bad = edit(
+        "credentials = \"default\"",
+        "credentials = \"default\"\nsource_filter = \"workAddress.country eq 'France\"",
+    );
+    assert_problem(&bad, "source_filter", "unterminated");
+    let empty = edit(
+        "credentials = \"default\"",
+        "credentials = \"default\"\nsource_filter = \"\"",
+    );
+    assert_problem(&empty, "source_filter", "is empty");
+}
+
+#[test]
+fn validate_agrees_with_from_toml() {
+    let mut config = IntegrationConfig::from_toml(EXAMPLE).unwrap();
+    assert_eq!(config.validate(), Ok(()));
+    config.sync_keys = vec!["NOPE".into()];
+    let errs = config.validate().unwrap_err();
+    assert!(errs.mentions("sync key NOPE is not mapped"), "{errs}");
+}

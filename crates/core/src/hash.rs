@@ -1,0 +1,114 @@
+//! A stable content hash of a record, for change detection: the loader stores it per worker
+//! (KV `peoplesync_applied`) and skips records whose hash has not changed. The encoding is
+//! canonical JSON (object keys sorted at every level, no whitespace, UTF-8 unescaped), so
+//! key order never changes the hash.
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// Hex SHA-256 of `record`'s canonical encoding; independent of key order.
+pub fn record_hash(record: &Map<String, Value>) -> String {
+    let mut text = String::with_capacity(512);
+    write_object(record, &mut text);
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+fn write_object(map: &Map<String, Value>, out: &mut String) {
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort();
+    out.push('{');
+    for (i, key) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(key, out);
+        out.push(':');
+        if let Some(value) = map.get(key) {
+            write_value(value, out);
+        }
+    }
+    out.push('}');
+}
+
+fn write_value(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => write_object(map, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_value(item, out);
+            }
+            out.push(']');
+        }
+        Value::String(s) => write_string(s, out),
+        // Scalars have one JSON spelling each.
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+fn write_string(s: &str, out: &mut String) {
+    out.push_str(&Value::String(s.to_owned()).to_string());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    #[test]
+    fn hash_is_hex_sha256() {
+        let h = record_hash(&map(json!({"EMAIL": "a@b.c"})));
+        assert_eq!(h.len(), 64);
+        assert!(h.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn key_order_does_not_change_the_hash() {
+        let a: Map<String, Value> = [("A", json!(1)), ("B", json!({"y": 1, "x": 2}))]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        let b: Map<String, Value> = [("B", json!({"x": 2, "y": 1})), ("A", json!(1))]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        assert_eq!(record_hash(&a), record_hash(&b));
+    }
+
+    #[test]
+    fn any_value_change_changes_the_hash() {
+        let base = record_hash(&map(json!({"EMAIL": "a@b.c", "X": null})));
+        assert_ne!(base, record_hash(&map(json!({"EMAIL": "a@b.c", "X": ""}))));
+        assert_ne!(base, record_hash(&map(json!({"EMAIL": "a@b.c"}))));
+        assert_ne!(
+            base,
+            record_hash(&map(json!({"EMAIL": "A@b.c", "X": null})))
+        );
+        assert_ne!(
+            record_hash(&map(json!({"A": "1"}))),
+            record_hash(&map(json!({"A": 1})))
+        );
+    }
+
+    #[test]
+    fn hash_is_stable_across_releases() {
+        // Stored hashes must stay valid: this value may never change. It equals Python's
+        // sha256(json.dumps(r, sort_keys=True, separators=(",", ":"), ensure_ascii=False)).
+        assert_eq!(
+            record_hash(&map(
+                json!({"USER": "ada@example.com", "EMAIL": "ada@example.com", "Ü": "ß"})
+            )),
+            "03cfe037a11a078e83af32bcc8abe64cf82c93aff17556dc043d2e4afa191d61"
+        );
+    }
+}

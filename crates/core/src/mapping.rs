@@ -1,0 +1,356 @@
+//! The compiled integration the loader evaluates once per worker event: filter, then map
+//! every entry, then check the required fields and sync keys, then add the SaaS block.
+//! Compiling does all the expensive work once per config revision; `source` mappings read
+//! the normalised worker directly and never touch the template engine.
+
+use serde_json::{Map, Value};
+
+use crate::config::{IntegrationConfig, MappingSource};
+use crate::filter::CompiledFilter;
+use crate::saas::SaasBlock;
+use crate::source::SourceRef;
+use crate::template::{self, Compiled, Engine, Roots};
+use crate::validate::{self, ValidationError, ValidationErrors, ValidationKind, entry_location};
+use crate::worker::{Tracking, Worker};
+
+/// A config compiled for evaluation: templates and the filter condition are compiled, and
+/// sources resolved. Cheap to share between threads (`Send + Sync`).
+#[derive(Debug)]
+pub struct Integration {
+    config: IntegrationConfig,
+    engine: Engine,
+    fields: Vec<CompiledField>,
+    filter: Option<CompiledFilter>,
+    /// The roots any template or the condition reads; empty means no context is built.
+    roots: Roots,
+    sync_field: Vec<String>,
+    /// Indices into `fields` of the required fields, in `REQUIRED_FIELDS` order.
+    required: Vec<usize>,
+    /// Indices into `fields` of the sync keys, in priority order.
+    sync_indices: Vec<usize>,
+    saas: Option<SaasBlock>,
+}
+
+/// One record to evaluate: the raw Sage People employee, its normalised form, and where it
+/// was read from.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordInput<'a> {
+    /// The raw employee record (the `response` root of templates).
+    pub raw: &'a Value,
+    /// The normalised worker (the `worker` root, and every `source` mapping).
+    pub worker: &'a Worker,
+    /// Credential set and host (the `connect` root and the tracking sources).
+    pub tracking: &'a Tracking,
+}
+
+/// What happens to one worker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Evaluation {
+    /// Send this record: exactly one element of the bulk `records` array (field id → value;
+    /// the `SAAS` block for user plus SaaS user; `restore_archived: true` when the filter
+    /// asks for it). Absent values are JSON null, so Oomnitza clears them.
+    Load {
+        /// The record.
+        record: Map<String, Value>,
+    },
+    /// The filter condition is false: ack the event and count it as filtered.
+    Filtered {
+        /// Which condition filtered the worker out.
+        reason: String,
+    },
+    /// The record cannot be built (a required field is empty, a template failed):
+    /// dead-letter it with the reason.
+    Unloadable {
+        /// What is missing or what failed.
+        reason: String,
+    },
+}
+
+impl Evaluation {
+    /// The record, when the worker is to be loaded.
+    pub fn record(&self) -> Option<&Map<String, Value>> {
+        match self {
+            Evaluation::Load { record } => Some(record),
+            _ => None,
+        }
+    }
+
+    /// The reason, when the worker is filtered out or unloadable.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Evaluation::Load { .. } => None,
+            Evaluation::Filtered { reason } | Evaluation::Unloadable { reason } => Some(reason),
+        }
+    }
+}
+
+/// One mapping entry, ready to evaluate.
+#[derive(Debug)]
+pub(crate) struct CompiledField {
+    pub(crate) field: String,
+    /// Index of the entry in the config's mapping.
+    pub(crate) entry: usize,
+    value: FieldValue,
+    /// `source Email`, `template `…``, `setting default_role`, `value "25"`.
+    pub(crate) origin: String,
+}
+
+#[derive(Debug)]
+enum FieldValue {
+    Source(SourceRef),
+    Template(Compiled),
+    Constant(Value),
+}
+
+impl Integration {
+    /// Validates and compiles `config`; every problem is reported.
+    pub fn compile(config: IntegrationConfig) -> Result<Integration, ValidationErrors> {
+        let mut errors = validate::check(&config);
+        let mut engine = Engine::new();
+        let mut roots = Roots::default();
+        let mut fields = Vec::with_capacity(config.mapping.len());
+
+        for (i, entry) in config.mapping.iter().enumerate() {
+            let value = match &entry.source {
+                MappingSource::Source(name) => {
+                    match SourceRef::resolve(name, &config.additional_fields) {
+                        Ok(source) => FieldValue::Source(source),
+                        // Reported by `validate::check`.
+                        Err(_) => continue,
+                    }
+                }
+                MappingSource::Template(text) => {
+                    match engine.add_template(&format!("mapping{i}"), text) {
+                        Ok((compiled, used)) => {
+                            roots = roots.union(used);
+                            FieldValue::Template(compiled)
+                        }
+                        Err(problem) => {
+                            errors.push(ValidationError::new(
+                                ValidationKind::Template,
+                                entry_location(i, entry.field.trim()),
+                                problem,
+                            ));
+                            continue;
+                        }
+                    }
+                }
+                MappingSource::Setting(name) => {
+                    FieldValue::Constant(setting_value(&config, name.trim()))
+                }
+                MappingSource::Value(v) => {
+                    FieldValue::Constant(template::normalise_output(v.clone()))
+                }
+            };
+            fields.push(CompiledField {
+                field: entry.field.trim().to_owned(),
+                entry: i,
+                value,
+                origin: entry.source.describe(),
+            });
+        }
+
+        let mut filter = None;
+        if let Some(condition) = &config.filter.condition {
+            match CompiledFilter::compile(&mut engine, condition) {
+                Ok((compiled, used)) => {
+                    if config.filter.mode == crate::config::FilterMode::IfConditions {
+                        roots = roots.union(used);
+                        filter = Some(compiled);
+                    }
+                }
+                Err(problem) => errors.push(ValidationError::new(
+                    ValidationKind::Template,
+                    "filter.condition",
+                    problem,
+                )),
+            }
+        }
+
+        if !errors.is_empty() {
+            return Err(ValidationErrors::new(errors));
+        }
+        let index_of = |name: &str| fields.iter().position(|f: &CompiledField| f.field == name);
+        let required = validate::REQUIRED_FIELDS
+            .iter()
+            .filter_map(|f| index_of(f))
+            .collect();
+        let sync_field: Vec<String> = config
+            .sync_keys
+            .iter()
+            .map(|k| k.trim().to_owned())
+            .collect();
+        let sync_indices = sync_field.iter().filter_map(|k| index_of(k)).collect();
+        let saas = SaasBlock::new(&config);
+        Ok(Integration {
+            config,
+            engine,
+            fields,
+            filter,
+            roots,
+            sync_field,
+            required,
+            sync_indices,
+            saas,
+        })
+    }
+
+    /// The config this integration was compiled from.
+    pub fn config(&self) -> &IntegrationConfig {
+        &self.config
+    }
+
+    /// The bulk envelope's `sync_field`: the sync keys, in priority order.
+    pub fn sync_field(&self) -> &[String] {
+        &self.sync_field
+    }
+
+    /// Whether records carry `restore_archived: true` (`filter.restore_archived`).
+    pub fn restore_archived(&self) -> bool {
+        self.config.filter.restore_archived
+    }
+
+    /// Decides what happens to one worker: load this record, filtered out, or unloadable.
+    pub fn evaluate(&self, input: &RecordInput<'_>) -> Evaluation {
+        let mut ctx = None;
+        if let Some(filter) = &self.filter {
+            let ctx = ctx.get_or_insert_with(|| self.context(input));
+            if let Some(outcome) = filter.decide(&self.engine, ctx) {
+                return outcome;
+            }
+        }
+        let mut record = Map::new();
+        for field in &self.fields {
+            match self.value_of(field, input, &mut ctx) {
+                Ok(value) => {
+                    record.insert(field.field.clone(), value);
+                }
+                Err(problem) => {
+                    return Evaluation::Unloadable {
+                        reason: format!(
+                            "field {}: {} failed: {problem}",
+                            field.field, field.origin
+                        ),
+                    };
+                }
+            }
+        }
+        self.finish(record)
+    }
+
+    /// Required fields, sync keys, SaaS block and restore flag, on a mapped record.
+    fn finish(&self, mut record: Map<String, Value>) -> Evaluation {
+        for &i in &self.required {
+            let field = &self.fields[i];
+            if record.get(&field.field).is_none_or(is_empty) {
+                return Evaluation::Unloadable {
+                    reason: format!(
+                        "required field {} is empty (mapped from {})",
+                        field.field, field.origin
+                    ),
+                };
+            }
+        }
+        let sync_value = self
+            .sync_indices
+            .iter()
+            .find_map(|&i| record.get(&self.fields[i].field).and_then(as_key));
+        let Some(sync_value) = sync_value else {
+            let keys: Vec<String> = self
+                .sync_indices
+                .iter()
+                .map(|&i| {
+                    format!(
+                        "{} (mapped from {})",
+                        self.fields[i].field, self.fields[i].origin
+                    )
+                })
+                .collect();
+            return Evaluation::Unloadable {
+                reason: format!("every sync key is empty: {}", keys.join(", ")),
+            };
+        };
+        if let Some(saas) = &self.saas {
+            record.insert(validate::SAAS_KEY.to_owned(), saas.block(sync_value));
+        }
+        if self.config.filter.restore_archived {
+            record.insert(validate::RESTORE_ARCHIVED_KEY.to_owned(), Value::Bool(true));
+        }
+        Evaluation::Load { record }
+    }
+
+    /// One field's value for one record.
+    fn value_of(
+        &self,
+        field: &CompiledField,
+        input: &RecordInput<'_>,
+        ctx: &mut Option<minijinja::Value>,
+    ) -> Result<Value, String> {
+        match &field.value {
+            FieldValue::Source(source) => Ok(source.value(input.raw, input.worker, input.tracking)),
+            FieldValue::Constant(value) => Ok(value.clone()),
+            FieldValue::Template(compiled) => {
+                let ctx = ctx.get_or_insert_with(|| self.context(input));
+                self.engine.render(compiled, ctx)
+            }
+        }
+    }
+
+    fn context(&self, input: &RecordInput<'_>) -> minijinja::Value {
+        template::context(self.roots, input.raw, input.worker, input.tracking)
+    }
+
+    /// Every compiled field, for previews.
+    pub(crate) fn fields(&self) -> &[CompiledField] {
+        &self.fields
+    }
+
+    /// One field's value, for previews.
+    pub(crate) fn preview_value(
+        &self,
+        field: &CompiledField,
+        input: &RecordInput<'_>,
+        ctx: &mut Option<minijinja::Value>,
+    ) -> Result<Value, String> {
+        self.value_of(field, input, ctx)
+    }
+
+    /// Whether any template or the condition reads the context.
+    #[cfg(test)]
+    pub(crate) fn needs_context(&self) -> bool {
+        self.roots.any()
+    }
+}
+
+/// The value of `setting = name` (validation has checked the name).
+fn setting_value(config: &IntegrationConfig, name: &str) -> Value {
+    let text = match name {
+        "default_role" => config.default_role.clone().unwrap_or_default(),
+        "credentials" => config.credentials.clone(),
+        "id" => config.id.clone(),
+        _ => String::new(),
+    };
+    template::normalise_output(Value::String(text))
+}
+
+/// Null or a blank string.
+pub(crate) fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(s) => s.trim().is_empty(),
+        _ => false,
+    }
+}
+
+/// A sync key value as text, when present.
+fn as_key(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,510 @@
+//! Evaluation: filters, mapping, null handling, required fields, SaaS blocks, previews.
+
+use serde_json::{Map, Value, json};
+
+use super::*;
+use crate::config::{FilterMode, IntegrationType, MappingEntry, SaasConfig};
+use crate::defaults::SAGE_USER_ID_FIELD;
+use crate::preview::preview;
+
+fn ada() -> Value {
+    json!({
+        "id": "a2G7E000000LlIDUA0", "fullName": "Ada Lovelace", "firstName": "Ada",
+        "lastName": "Lovelace", "emailAddress": "Ada.Lovelace@Example.com",
+        "hrDepartment": "Engineering",
+        "currentEmployment": {"name": "2019.02 #35", "jobTitle": "Principal Engineer",
+            "startDate": "2019-02-04", "endDate": null, "active": true},
+        "workAddress": {"name": "London HQ", "line1": "1 Example Street", "line2": "Floor 2",
+            "line3": null, "city": "London", "region": "EMEA",
+            "postalCode": "EC1A 1AA", "country": "United Kingdom"},
+        "additionalFields": [{"name": "Cost Centre", "value": "CC-104", "source": "fHCM2__Cost_Centre__c"}]
+    })
+}
+
+fn tracking() -> Tracking {
+    Tracking {
+        credentials: "default".into(),
+        hostname: "acme.my.salesforce.com".into(),
+    }
+}
+
+fn evaluate(integration: &Integration, raw: &Value) -> Evaluation {
+    let worker = Worker::from_raw(raw).unwrap();
+    integration.evaluate(&RecordInput {
+        raw,
+        worker: &worker,
+        tracking: &tracking(),
+    })
+}
+
+fn compile(config: IntegrationConfig) -> Integration {
+    Integration::compile(config).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn default_integration() -> Integration {
+    compile(IntegrationConfig::default_for("sage-people"))
+}
+
+fn record(evaluation: Evaluation) -> Map<String, Value> {
+    match evaluation {
+        Evaluation::Load { record } => record,
+        other => panic!("not loaded: {other:?}"),
+    }
+}
+
+fn with_condition(condition: &str) -> Integration {
+    let mut config = IntegrationConfig::default_for("sage-people");
+    config.filter.mode = FilterMode::IfConditions;
+    config.filter.condition = Some(condition.to_owned());
+    compile(config)
+}
+
+#[test]
+fn default_mapping_produces_the_bulk_record() {
+    let r = record(evaluate(&default_integration(), &ada()));
+    assert_eq!(r["USER"], "ada.lovelace@example.com");
+    assert_eq!(r["EMAIL"], "ada.lovelace@example.com");
+    assert_eq!(r["FIRST_NAME"], "Ada");
+    assert_eq!(r["LAST_NAME"], "Lovelace");
+    assert_eq!(r["POSITION"], "Principal Engineer");
+    assert_eq!(r["ADDRESS"], "1 Example Street, Floor 2");
+    assert_eq!(r["PERMISSIONS_ID"], "25");
+    assert_eq!(r[SAGE_USER_ID_FIELD], "a2G7E000000LlIDUA0");
+    assert_eq!(
+        r["81B4B7565B7EAC89EDA804A0081232DD"],
+        json!(true),
+        "Employment Active keeps its type"
+    );
+    assert_eq!(
+        r["95231F6736CCE3D415F4640310AD5C14"],
+        Value::Null,
+        "End Date is null, not \"None\""
+    );
+    assert_eq!(r.len(), 19, "7 system fields and 12 custom fields");
+    assert!(!r.contains_key("SAAS"));
+    assert!(!r.contains_key("restore_archived"));
+}
+
+#[test]
+fn sync_field_is_the_sync_keys() {
+    assert_eq!(default_integration().sync_field(), ["EMAIL"]);
+}
+
+#[test]
+fn absent_values_are_null_in_the_record() {
+    let raw = json!({"id": "x1", "emailAddress": "x@example.com", "currentEmployment": null, "workAddress": null});
+    let r = record(evaluate(&default_integration(), &raw));
+    assert_eq!(r["POSITION"], Value::Null);
+    assert_eq!(r["ADDRESS"], Value::Null);
+    assert_eq!(r["FIRST_NAME"], Value::Null);
+    assert!(
+        r.values()
+            .all(|v| v != "None" && v != "none" && v != "undefined" && v != "")
+    );
+}
+
+#[test]
+fn non_ascii_values_are_kept() {
+    let raw = json!({"id": "x1", "firstName": "Zoë", "lastName": "Ångström", "emailAddress": "zoë@exämple.de",
+        "workAddress": {"city": "Zürich", "line1": "Bahnhofstraße 1", "line2": "東京"}});
+    let r = record(evaluate(&default_integration(), &raw));
+    assert_eq!(r["FIRST_NAME"], "Zoë");
+    assert_eq!(r["EMAIL"], "zoë@exämple.de");
+    assert_eq!(r["ADDRESS"], "Bahnhofstraße 1, 東京");
+    assert_eq!(r["0B2DBA0D0F0FB3DD061E3A9B052D8280"], "Zürich");
+}
+
+#[test]
+fn always_filter_loads_every_worker() {
+    assert!(matches!(
+        evaluate(&default_integration(), &ada()),
+        Evaluation::Load { .. }
+    ));
+}
+
+#[test]
+fn true_condition_loads_the_worker() {
+    let integration = with_condition("worker.employment_active and worker.region == 'EMEA'");
+    assert!(matches!(
+        evaluate(&integration, &ada()),
+        Evaluation::Load { .. }
+    ));
+}
+
+#[test]
+fn false_condition_filters_with_the_condition_in_the_reason() {
+    let integration = with_condition("worker.region == 'APAC'");
+    assert_eq!(
+        evaluate(&integration, &ada()),
+        Evaluation::Filtered {
+            reason: "condition `worker.region == 'APAC'` is false".into()
+        }
+    );
+}
+
+#[test]
+fn conditions_on_missing_values_are_false_not_errors() {
+    let raw = json!({"id": "x1", "emailAddress": "x@example.com", "workAddress": null});
+    let integration =
+        with_condition("worker.region == 'EMEA' or response.workAddress.country == 'France'");
+    assert!(matches!(
+        evaluate(&integration, &raw),
+        Evaluation::Filtered { .. }
+    ));
+}
+
+#[test]
+fn conditions_can_use_response_and_connect() {
+    let integration = with_condition(
+        "response.hrDepartment in ['Engineering', 'IT'] and connect.credentials == 'default'",
+    );
+    assert!(matches!(
+        evaluate(&integration, &ada()),
+        Evaluation::Load { .. }
+    ));
+    let integration = with_condition("'.example.com' in connect.hostname");
+    assert!(matches!(
+        evaluate(&integration, &ada()),
+        Evaluation::Filtered { .. }
+    ));
+}
+
+#[test]
+fn a_condition_that_fails_at_run_time_makes_the_record_unloadable() {
+    let integration = with_condition("worker.start_date | date_format('%H') == '00'");
+    let Evaluation::Unloadable { reason } = evaluate(&integration, &ada()) else {
+        panic!("expected unloadable");
+    };
+    assert!(
+        reason.starts_with("filter condition `worker.start_date"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_condition_kept_with_mode_always_does_not_filter() {
+    let mut config = IntegrationConfig::default_for("sage-people");
+    config.filter.condition = Some("false".into());
+    assert!(matches!(
+        evaluate(&compile(config), &ada()),
+        Evaluation::Load { .. }
+    ));
+}
+
+#[test]
+fn restore_archived_passes_through_to_the_record() {
+    let mut config = IntegrationConfig::default_for("sage-people");
+    config.filter.restore_archived = true;
+    let integration = compile(config);
+    assert!(integration.restore_archived());
+    assert_eq!(
+        record(evaluate(&integration, &ada()))["restore_archived"],
+        json!(true)
+    );
+}
+
+#[test]
+fn empty_required_fields_make_the_record_unloadable() {
+    let raw = json!({"id": "x1", "fullName": "No Mail"});
+    assert_eq!(
+        evaluate(&default_integration(), &raw),
+        Evaluation::Unloadable {
+            reason: "required field USER is empty (mapped from source Email)".into()
+        }
+    );
+    let mut config = IntegrationConfig::default_for("sage-people");
+    config.mapping[0].source = MappingSource::Source("ID".into());
+    assert_eq!(
+        evaluate(&compile(config), &raw),
+        Evaluation::Unloadable {
+            reason: "required field EMAIL is empty (mapped from source Email)".into()
+        }
+    );
+}
+
+#[test]
+fn a_role_template_that_renders_empty_makes_the_record_unloadable() {
+    let mut config = IntegrationConfig::default_for("sage-people");
+    let role = config
+        .mapping
+        .iter_mut()
+        .find(|m| m.field == "PERMISSIONS_ID")
+        .unwrap();
+    role.source = MappingSource::Template("{{ response.role }}".into());
+    let reason = evaluate(&compile(config), &ada())
+        .reason()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        reason,
+        "required field PERMISSIONS_ID is empty (mapped from template `{{ response.role }}`)"
+    );
+}
+
+#[test]
+fn when_every_sync_key_is_empty_the_record_is_unloadable() {
+    let mut config = IntegrationConfig::default_for("sage-people");
+    config.sync_keys = vec![SAGE_USER_ID_FIELD.into()];
+    let sage = config
+        .mapping
+        .iter_mut()
+        .find(|m| m.field == SAGE_USER_ID_FIELD)
+        .unwrap();
+    sage.source = MappingSource::Template("{{ response.nothing }}".into());
+    let reason = evaluate(&compile(config), &ada())
+        .reason()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        reason.starts_with("every sync key is empty: 6C1F"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn template_runtime_errors_make_the_record_unloadable() {
+    let mut config = IntegrationConfig::default_for("sage-people");
+    config.mapping.push(MappingEntry::new(
+        "AAAA0000AAAA0000AAAA0000AAAA0000",
+        MappingSource::Template("{{ response.fullName | date_format }}".into()),
+    ));
+    let reason = evaluate(&compile(config), &ada())
+        .reason()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        reason.starts_with("field AAAA0000AAAA0000AAAA0000AAAA0000: template `{{ response.fullName | date_format }}` failed:"),
+        "{reason}"
+    );
+    assert!(reason.contains("`Ada Lovelace` is not a date"), "{reason}");
+}
+
+#[test]
+fn custom_api_fields_read_the_raw_record() {
+    let mut config = IntegrationConfig::default_for("sage-people");
+    config.mapping.push(
+        MappingEntry::new(
+            "CCCC0000CCCC0000CCCC0000CCCC0000",
+            MappingSource::Template("{{ response.currentEmployment.name }}".into()),
+        )
+        .with_label("Employment Ref"),
+    );
+    let r = record(evaluate(&compile(config), &ada()));
+    assert_eq!(r["CCCC0000CCCC0000CCCC0000CCCC0000"], "2019.02 #35");
+}
+
+#[test]
+fn additional_and_tracking_sources_are_mapped() {
+    let mut config = IntegrationConfig::default_for("sage-people");
+    config.additional_fields = vec!["Cost Centre".into()];
+    for (field, source) in [
+        ("DDDD0000DDDD0000DDDD0000DDDD0001", "Cost Centre"),
+        ("DDDD0000DDDD0000DDDD0000DDDD0002", "Connect: Credentials"),
+        ("DDDD0000DDDD0000DDDD0000DDDD0003", "Connect: Hostname"),
+    ] {
+        config.mapping.push(MappingEntry::new(
+            field,
+            MappingSource::Source(source.into()),
+        ));
+    }
+    let r = record(evaluate(&compile(config), &ada()));
+    assert_eq!(r["DDDD0000DDDD0000DDDD0000DDDD0001"], "CC-104");
+    assert_eq!(r["DDDD0000DDDD0000DDDD0000DDDD0002"], "default");
+    assert_eq!(
+        r["DDDD0000DDDD0000DDDD0000DDDD0003"],
+        "acme.my.salesforce.com"
+    );
+}
+
+#[test]
+fn literal_values_and_settings_are_constant() {
+    let mut config = IntegrationConfig::default_for("sage-people");
+    config.mapping.push(MappingEntry::new(
+        "PHONE",
+        MappingSource::Value(json!("n/a")),
+    ));
+    config.mapping.push(MappingEntry::new(
+        "EEEE0000EEEE0000EEEE0000EEEE0000",
+        MappingSource::Setting("id".into()),
+    ));
+    let r = record(evaluate(&compile(config), &ada()));
+    assert_eq!(r["PHONE"], "n/a");
+    assert_eq!(r["EEEE0000EEEE0000EEEE0000EEEE0000"], "sage-people");
+}
+
+fn saas_config(saas: SaasConfig) -> IntegrationConfig {
+    let mut config = IntegrationConfig::default_for("sage-people");
+    config.integration_type = IntegrationType::UserAndSaasUser;
+    config.saas = Some(saas);
+    config
+}
+
+#[test]
+fn saas_users_get_a_saas_block_keyed_by_the_first_sync_key() {
+    let integration = compile(saas_config(SaasConfig {
+        name: Some("Sage People".into()),
+        selected_saas_id: None,
+    }));
+    let r = record(evaluate(&integration, &ada()));
+    assert_eq!(
+        r["SAAS"],
+        json!({"sync_key": "ada.lovelace@example.com", "name": "Sage People"})
+    );
+}
+
+#[test]
+fn saas_block_carries_the_selected_saas_id() {
+    let integration = compile(saas_config(SaasConfig {
+        name: None,
+        selected_saas_id: Some("4711".into()),
+    }));
+    let r = record(evaluate(&integration, &ada()));
+    assert_eq!(
+        r["SAAS"],
+        json!({"sync_key": "ada.lovelace@example.com", "selected_saas_id": "4711"})
+    );
+}
+
+#[test]
+fn saas_sync_key_falls_back_to_the_next_sync_key_with_a_value() {
+    let mut config = saas_config(SaasConfig {
+        name: Some("Sage People".into()),
+        selected_saas_id: None,
+    });
+    config.mapping.push(
+        MappingEntry::new(
+            "FFFF0000FFFF0000FFFF0000FFFF0000",
+            MappingSource::Template("{{ response.badge }}".into()),
+        )
+        .unique(),
+    );
+    config.sync_keys = vec![
+        "FFFF0000FFFF0000FFFF0000FFFF0000".into(),
+        SAGE_USER_ID_FIELD.into(),
+    ];
+    let r = record(evaluate(&compile(config), &ada()));
+    assert_eq!(r["SAAS"]["sync_key"], "a2G7E000000LlIDUA0");
+}
+
+#[test]
+fn preview_shows_the_record_and_where_each_value_came_from() {
+    let p = default_integration().preview_raw(&ada(), &tracking());
+    let r = p.evaluation.record().unwrap();
+    assert_eq!(r["EMAIL"], "ada.lovelace@example.com");
+    let email = p.fields.iter().find(|f| f.field == "EMAIL").unwrap();
+    assert_eq!(email.origin, "source Email");
+    assert!(email.required && email.sync_key && !email.unique);
+    let role = p
+        .fields
+        .iter()
+        .find(|f| f.field == "PERMISSIONS_ID")
+        .unwrap();
+    assert_eq!(role.origin, "setting default_role");
+    assert_eq!(role.value, Some(json!("25")));
+    let sage = p
+        .fields
+        .iter()
+        .find(|f| f.field == SAGE_USER_ID_FIELD)
+        .unwrap();
+    assert_eq!(sage.label.as_deref(), Some("Sage User ID"));
+    assert!(sage.unique);
+    let address = p.fields.iter().find(|f| f.field == "ADDRESS").unwrap();
+    assert!(
+        address
+            .origin
+            .starts_with("template `{{ worker.address_line1")
+    );
+    assert_eq!(p.fields.len(), 19);
+}
+
+#[test]
+fn preview_says_which_condition_filtered_the_worker() {
+    let mut config = IntegrationConfig::default_for("sage-people");
+    config.filter.mode = FilterMode::IfConditions;
+    config.filter.condition = Some("worker.region == 'APAC'".into());
+    let p = preview(&config, &ada(), &tracking()).unwrap();
+    assert_eq!(
+        p.evaluation.reason(),
+        Some("condition `worker.region == 'APAC'` is false")
+    );
+    assert!(matches!(p.evaluation, Evaluation::Filtered { .. }));
+    // The values are still shown.
+    assert_eq!(
+        p.fields
+            .iter()
+            .find(|f| f.field == "FIRST_NAME")
+            .unwrap()
+            .value,
+        Some(json!("Ada"))
+    );
+}
+
+#[test]
+fn preview_says_which_required_field_is_empty() {
+    let raw = json!({"id": "x1"});
+    let p = preview(&IntegrationConfig::default_for("x"), &raw, &tracking()).unwrap();
+    assert_eq!(
+        p.evaluation.reason(),
+        Some("required field USER is empty (mapped from source Email)")
+    );
+    assert_eq!(
+        p.fields.iter().find(|f| f.field == "USER").unwrap().value,
+        Some(Value::Null)
+    );
+}
+
+#[test]
+fn preview_reports_template_errors_per_field() {
+    let mut config = IntegrationConfig::default_for("x");
+    config.mapping.push(MappingEntry::new(
+        "AAAA0000AAAA0000AAAA0000AAAA0000",
+        MappingSource::Template("{{ response.fullName | date_format }}".into()),
+    ));
+    let p = preview(&config, &ada(), &tracking()).unwrap();
+    let field = p
+        .fields
+        .iter()
+        .find(|f| f.field == "AAAA0000AAAA0000AAAA0000AAAA0000")
+        .unwrap();
+    assert_eq!(field.value, None);
+    assert!(
+        field
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("is not a date"))
+    );
+    assert!(matches!(p.evaluation, Evaluation::Unloadable { .. }));
+}
+
+#[test]
+fn preview_of_a_record_without_id_says_it_cannot_be_normalised() {
+    let p = default_integration().preview_raw(&json!({"fullName": "X"}), &tracking());
+    assert_eq!(
+        p.evaluation.reason(),
+        Some("record cannot be normalised: employee record has no `id`")
+    );
+    assert!(p.fields.is_empty());
+}
+
+#[test]
+fn preview_of_an_invalid_config_returns_its_problems() {
+    let mut config = IntegrationConfig::default_for("x");
+    config.sync_keys.clear();
+    assert!(preview(&config, &ada(), &tracking()).is_err());
+}
+
+#[test]
+fn source_only_mappings_build_no_template_context() {
+    let mut config = IntegrationConfig::default_for("x");
+    config
+        .mapping
+        .retain(|m| !matches!(m.source, MappingSource::Template(_)));
+    assert!(!compile(config).needs_context());
+    assert!(default_integration().needs_context());
+}
+
+#[test]
+fn integrations_can_be_shared_between_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Integration>();
+}

@@ -1,0 +1,404 @@
+//! Reading config TOML into an [`IntegrationConfig`], key by key, so that every unknown key
+//! and every wrongly typed value is reported (serde would stop at the first). Values that
+//! cannot be read get a placeholder and the error; semantic checks follow in `validate`.
+
+use serde_json::Value;
+use toml::Table;
+
+use crate::config::{
+    FilterConfig, FilterMode, IntegrationConfig, IntegrationType, MappingEntry, MappingSource,
+    Preference, SaasConfig, ScheduleConfig,
+};
+use crate::names::did_you_mean;
+use crate::validate::{ValidationError, ValidationErrors, ValidationKind, entry_location};
+
+/// What the parser read, what it could not, and where it put placeholders.
+pub(crate) struct Parsed {
+    pub(crate) config: IntegrationConfig,
+    pub(crate) errors: Vec<ValidationError>,
+    /// Locations whose value is a placeholder, already reported.
+    pub(crate) placeholders: Vec<String>,
+}
+
+const TOP_KEYS: [&str; 12] = [
+    "id",
+    "type",
+    "preference",
+    "sync_keys",
+    "default_role",
+    "credentials",
+    "source_filter",
+    "additional_fields",
+    "schedule",
+    "filter",
+    "saas",
+    "mapping",
+];
+const SCHEDULE_KEYS: [&str; 4] = ["every", "at", "timezone", "cron"];
+const FILTER_KEYS: [&str; 3] = ["mode", "condition", "restore_archived"];
+const SAAS_KEYS: [&str; 2] = ["name", "selected_saas_id"];
+const MAPPING_KEYS: [&str; 7] = [
+    "field", "label", "unique", "source", "template", "setting", "value",
+];
+const SOURCE_KINDS: [&str; 4] = ["source", "template", "setting", "value"];
+
+/// Parses `text`; a TOML syntax error is the only thing that stops it early.
+pub(crate) fn parse(text: &str) -> Result<Parsed, ValidationErrors> {
+    let table: Table = text.parse().map_err(|err: toml::de::Error| {
+        ValidationErrors::new(vec![ValidationError::new(
+            ValidationKind::Syntax,
+            "",
+            format!("not valid TOML: {}", err.to_string().trim_end()),
+        )])
+    })?;
+    let mut r = Reader::default();
+    r.unknown_keys(&table, "", &TOP_KEYS);
+
+    let schedule_table = r.table(&table, "schedule");
+    let filter_table = r.table(&table, "filter");
+    let saas_table = r.table(&table, "saas");
+
+    let integration_type = match r.string(&table, "type", "type").as_deref() {
+        None | Some("user") => IntegrationType::User,
+        Some("user_and_saas_user") => IntegrationType::UserAndSaasUser,
+        Some(other) => {
+            r.bad_choice("type", other, &["user", "user_and_saas_user"]);
+            IntegrationType::User
+        }
+    };
+    let preference = match r.string(&table, "preference", "preference").as_deref() {
+        None | Some("create_and_update") => Preference::CreateAndUpdate,
+        Some("create_only") => Preference::CreateOnly,
+        Some("update_only") => Preference::UpdateOnly,
+        Some(other) => {
+            r.bad_choice(
+                "preference",
+                other,
+                &["create_and_update", "create_only", "update_only"],
+            );
+            Preference::CreateAndUpdate
+        }
+    };
+
+    let schedule = match schedule_table {
+        Some(t) => {
+            r.unknown_keys(t, "schedule.", &SCHEDULE_KEYS);
+            ScheduleConfig {
+                every: r.string(t, "every", "schedule.every"),
+                at: r.string(t, "at", "schedule.at"),
+                timezone: r.string(t, "timezone", "schedule.timezone"),
+                cron: r.string(t, "cron", "schedule.cron"),
+            }
+        }
+        None => ScheduleConfig::default(),
+    };
+
+    let filter = match filter_table {
+        Some(t) => {
+            r.unknown_keys(t, "filter.", &FILTER_KEYS);
+            let mode = match r.string(t, "mode", "filter.mode").as_deref() {
+                None | Some("always") => FilterMode::Always,
+                Some("if_conditions") => FilterMode::IfConditions,
+                Some(other) => {
+                    r.bad_choice("filter.mode", other, &["always", "if_conditions"]);
+                    FilterMode::Always
+                }
+            };
+            FilterConfig {
+                mode,
+                condition: r.string(t, "condition", "filter.condition"),
+                restore_archived: r
+                    .boolean(t, "restore_archived", "filter.restore_archived")
+                    .unwrap_or(false),
+            }
+        }
+        None => FilterConfig::default(),
+    };
+
+    let saas = saas_table.map(|t| {
+        r.unknown_keys(t, "saas.", &SAAS_KEYS);
+        SaasConfig {
+            name: r.string(t, "name", "saas.name"),
+            selected_saas_id: r.string(t, "selected_saas_id", "saas.selected_saas_id"),
+        }
+    });
+
+    let mapping = r.mapping(&table);
+
+    let config = IntegrationConfig {
+        id: r.string(&table, "id", "id").unwrap_or_default(),
+        integration_type,
+        preference,
+        sync_keys: r
+            .strings(&table, "sync_keys", "sync_keys")
+            .unwrap_or_else(|| vec!["EMAIL".to_owned()]),
+        default_role: r.string(&table, "default_role", "default_role"),
+        credentials: r
+            .string(&table, "credentials", "credentials")
+            .unwrap_or_else(|| "default".to_owned()),
+        source_filter: r.string(&table, "source_filter", "source_filter"),
+        additional_fields: r
+            .strings(&table, "additional_fields", "additional_fields")
+            .unwrap_or_default(),
+        schedule,
+        filter,
+        saas,
+        mapping,
+    };
+    Ok(Parsed {
+        config,
+        errors: r.errors,
+        placeholders: r.placeholders,
+    })
+}
+
+#[derive(Default)]
+struct Reader {
+    errors: Vec<ValidationError>,
+    placeholders: Vec<String>,
+}
+
+impl Reader {
+    fn error(&mut self, kind: ValidationKind, location: &str, message: String) {
+        self.errors
+            .push(ValidationError::new(kind, location, message));
+    }
+
+    fn unknown_keys(&mut self, table: &Table, prefix: &str, known: &[&str]) {
+        for key in table.keys() {
+            if !known.contains(&key.as_str()) {
+                let hint = did_you_mean(key, known.iter().copied());
+                self.error(
+                    ValidationKind::UnknownKey,
+                    &format!("{prefix}{key}"),
+                    format!("unknown key{hint}"),
+                );
+            }
+        }
+    }
+
+    fn wrong_type(&mut self, location: &str, expected: &str, found: &toml::Value) {
+        self.error(
+            ValidationKind::WrongType,
+            location,
+            format!("must be {expected}, found {}", found.type_str()),
+        );
+        self.placeholders.push(location.to_owned());
+    }
+
+    fn bad_choice(&mut self, location: &str, found: &str, choices: &[&str]) {
+        let hint = did_you_mean(found, choices.iter().copied());
+        let list = choices
+            .iter()
+            .map(|c| format!("\"{c}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.error(
+            ValidationKind::Invalid,
+            location,
+            format!("\"{found}\" is not one of {list}{hint}"),
+        );
+    }
+
+    fn string(&mut self, table: &Table, key: &str, location: &str) -> Option<String> {
+        match table.get(key)? {
+            toml::Value::String(s) => Some(s.clone()),
+            other => {
+                self.wrong_type(location, "a string", other);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, table: &Table, key: &str, location: &str) -> Option<bool> {
+        match table.get(key)? {
+            toml::Value::Boolean(b) => Some(*b),
+            other => {
+                self.wrong_type(location, "true or false", other);
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, table: &Table, key: &str, location: &str) -> Option<Vec<String>> {
+        match table.get(key)? {
+            toml::Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        toml::Value::String(s) => out.push(s.clone()),
+                        other => {
+                            self.wrong_type(location, "a list of strings", other);
+                            return Some(out);
+                        }
+                    }
+                }
+                Some(out)
+            }
+            other => {
+                self.wrong_type(location, "a list of strings", other);
+                None
+            }
+        }
+    }
+
+    fn table<'t>(&mut self, table: &'t Table, key: &str) -> Option<&'t Table> {
+        match table.get(key)? {
+            toml::Value::Table(t) => Some(t),
+            other => {
+                self.wrong_type(key, "a table", other);
+                None
+            }
+        }
+    }
+
+    fn mapping(&mut self, table: &Table) -> Vec<MappingEntry> {
+        let items = match table.get("mapping") {
+            None => return Vec::new(),
+            Some(toml::Value::Array(items)) => items,
+            Some(other) => {
+                self.wrong_type("mapping", "an array of tables ([[mapping]])", other);
+                return Vec::new();
+            }
+        };
+        let mut entries = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let toml::Value::Table(t) = item else {
+                let at = entry_location(i, "");
+                self.wrong_type(&at, "a table ([[mapping]])", item);
+                continue;
+            };
+            let field = match t.get("field") {
+                Some(toml::Value::String(s)) => s.clone(),
+                _ => String::new(),
+            };
+            let at = entry_location(i, field.trim());
+            for key in t.keys() {
+                if !MAPPING_KEYS.contains(&key.as_str()) {
+                    let hint = did_you_mean(key, MAPPING_KEYS);
+                    self.error(
+                        ValidationKind::UnknownKey,
+                        &at,
+                        format!("unknown key `{key}`{hint}"),
+                    );
+                }
+            }
+            if let Some(other) = t.get("field").filter(|v| !v.is_str()) {
+                self.error(
+                    ValidationKind::WrongType,
+                    &at,
+                    format!("`field` must be a string, found {}", other.type_str()),
+                );
+                self.placeholders.push(at.clone());
+            }
+            let label = match t.get("label") {
+                None => None,
+                Some(toml::Value::String(s)) => Some(s.clone()),
+                Some(other) => {
+                    self.error(
+                        ValidationKind::WrongType,
+                        &at,
+                        format!("`label` must be a string, found {}", other.type_str()),
+                    );
+                    None
+                }
+            };
+            let unique = match t.get("unique") {
+                None => false,
+                Some(toml::Value::Boolean(b)) => *b,
+                Some(other) => {
+                    self.error(
+                        ValidationKind::WrongType,
+                        &at,
+                        format!("`unique` must be true or false, found {}", other.type_str()),
+                    );
+                    false
+                }
+            };
+            let given: Vec<&str> = SOURCE_KINDS
+                .iter()
+                .copied()
+                .filter(|k| t.contains_key(*k))
+                .collect();
+            let source = match given.as_slice() {
+                [kind] => self.source(t, kind, &at),
+                [] => {
+                    self.error(
+                        ValidationKind::Missing,
+                        &at,
+                        "needs one of `source`, `template`, `setting` or `value`".into(),
+                    );
+                    None
+                }
+                several => {
+                    self.error(
+                        ValidationKind::Conflict,
+                        &at,
+                        format!(
+                            "has {}; give exactly one of `source`, `template`, `setting` or `value`",
+                            several.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" and ")
+                        ),
+                    );
+                    None
+                }
+            };
+            let source = source.unwrap_or_else(|| {
+                self.placeholders.push(at.clone());
+                MappingSource::Value(Value::Null)
+            });
+            entries.push(MappingEntry {
+                field,
+                label,
+                unique,
+                source,
+            });
+        }
+        entries
+    }
+
+    fn source(&mut self, t: &Table, kind: &str, at: &str) -> Option<MappingSource> {
+        let value = t.get(kind)?;
+        if kind == "value" {
+            return match toml_scalar(value) {
+                Some(v) => Some(MappingSource::Value(v)),
+                None => {
+                    self.error(
+                        ValidationKind::WrongType,
+                        at,
+                        format!(
+                            "`value` must be a string, number or boolean, found {}",
+                            value.type_str()
+                        ),
+                    );
+                    None
+                }
+            };
+        }
+        let Some(text) = value.as_str() else {
+            self.error(
+                ValidationKind::WrongType,
+                at,
+                format!("`{kind}` must be a string, found {}", value.type_str()),
+            );
+            return None;
+        };
+        let text = text.to_owned();
+        Some(match kind {
+            "source" => MappingSource::Source(text),
+            "template" => MappingSource::Template(text),
+            _ => MappingSource::Setting(text),
+        })
+    }
+}
+
+/// A TOML scalar as JSON; dates become their text. Arrays and tables are not scalars.
+fn toml_scalar(value: &toml::Value) -> Option<Value> {
+    Some(match value {
+        toml::Value::String(s) => Value::String(s.clone()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map(Value::Number)?,
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(_) | toml::Value::Table(_) => return None,
+    })
+}

@@ -1,0 +1,237 @@
+//! Property tests: whatever Sage People sends and whatever an operator types, the engine
+//! answers with a value or an error — it never panics.
+
+use peoplesync_core::{
+    Evaluation, FilterMode, IntegrationConfig, MappingEntry, MappingSource, RecordInput, Tracking,
+    Worker, record_hash,
+};
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+
+/// Arbitrary JSON, with object keys often drawn from the Sage People employee shape.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        ".{0,12}".prop_map(Value::String),
+        "[0-9]{4}-[0-9]{2}-[0-9]{2}".prop_map(Value::String),
+    ];
+    let key = prop_oneof![
+        prop::sample::select(vec![
+            "id",
+            "fullName",
+            "firstName",
+            "lastName",
+            "emailAddress",
+            "hrDepartment",
+            "currentEmployment",
+            "workAddress",
+            "jobTitle",
+            "name",
+            "active",
+            "startDate",
+            "endDate",
+            "line1",
+            "line2",
+            "city",
+            "region",
+            "additionalFields",
+            "value",
+        ])
+        .prop_map(str::to_owned),
+        ".{0,6}",
+    ];
+    leaf.prop_recursive(4, 48, 8, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map(key.clone(), inner, 0..8)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// An employee-shaped record with arbitrary values in every field.
+fn employee() -> impl Strategy<Value = Value> {
+    (
+        json_value(),
+        json_value(),
+        json_value(),
+        json_value(),
+        json_value(),
+        ".{1,10}",
+    )
+        .prop_map(|(email, employment, address, extra, name, id)| {
+            json!({"id": id, "emailAddress": email, "currentEmployment": employment,
+                   "workAddress": address, "additionalFields": extra, "fullName": name})
+        })
+}
+
+/// Template-ish text: Jinja punctuation, roots, filters and arbitrary characters.
+fn template_text() -> impl Strategy<Value = String> {
+    let token = prop_oneof![
+        prop::sample::select(vec![
+            "{{",
+            "}}",
+            "{%",
+            "%}",
+            "{#",
+            "#}",
+            "(",
+            ")",
+            "[",
+            "]",
+            "|",
+            ".",
+            ",",
+            "'",
+            "\"",
+            "=",
+            "==",
+            " ",
+            "response",
+            "worker",
+            "connect",
+            "emailAddress",
+            "email",
+            "lower",
+            "upper",
+            "trim",
+            "default",
+            "split_email",
+            "date_format",
+            "first_from_full",
+            "last_from_full",
+            "concat",
+            "sep=",
+            "if",
+            "for",
+            "in",
+            "endif",
+            "endfor",
+            "set",
+            "range",
+            "none",
+            "true",
+            "~",
+            "*",
+            "9999999",
+            "'%d/%m/%Y'",
+            "'%Q'",
+            "-",
+            "+",
+        ])
+        .prop_map(str::to_owned),
+        ".{0,3}",
+    ];
+    prop::collection::vec(token, 0..24).prop_map(|t| t.concat())
+}
+
+fn tracking() -> Tracking {
+    Tracking {
+        credentials: "default".into(),
+        hostname: "acme.my.salesforce.com".into(),
+    }
+}
+
+/// Evaluates and previews `raw` with `config`, when both are usable.
+fn exercise(config: &IntegrationConfig, raw: &Value) {
+    let Ok(integration) = peoplesync_core::Integration::compile(config.clone()) else {
+        return;
+    };
+    if let Ok(worker) = Worker::from_raw(raw) {
+        let input = RecordInput {
+            raw,
+            worker: &worker,
+            tracking: &tracking(),
+        };
+        let evaluation = integration.evaluate(&input);
+        let preview = integration.preview(&input);
+        assert_eq!(evaluation, preview.evaluation);
+        if let Evaluation::Load { record } = &evaluation {
+            for value in record.values() {
+                assert_ne!(value, "None");
+                assert_ne!(value, "none");
+                assert_ne!(value, "undefined");
+            }
+            let _ = record_hash(record);
+        }
+    }
+    let _ = integration.preview_raw(raw, &tracking());
+}
+
+fn templated_config() -> IntegrationConfig {
+    let mut config = IntegrationConfig::default_for("prop");
+    for (i, template) in [
+        "{{ response.emailAddress | lower | split_email }}",
+        "{{ response.currentEmployment.startDate | date_format('%d/%m/%Y') }}",
+        "{{ response.fullName | first_from_full }} {{ response.fullName | last_from_full }}",
+        "{{ response.workAddress | default('x') }}",
+        "{{ response.additionalFields[0].value | trim | upper }}",
+        "{{ worker.city | concat(worker.region, sep=' / ') }}",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        config.mapping.push(MappingEntry::new(
+            format!("{i:032X}"),
+            MappingSource::Template(template.to_owned()),
+        ));
+    }
+    config.filter.mode = FilterMode::IfConditions;
+    config.filter.condition =
+        Some("response.id and (worker.region != 'X' or response.currentEmployment.active)".into());
+    config
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn arbitrary_json_records_never_panic(raw in json_value()) {
+        exercise(&IntegrationConfig::default_for("prop"), &raw);
+        exercise(&templated_config(), &raw);
+    }
+
+    #[test]
+    fn arbitrary_employee_records_never_panic(raw in employee()) {
+        exercise(&IntegrationConfig::default_for("prop"), &raw);
+        exercise(&templated_config(), &raw);
+    }
+
+    #[test]
+    fn arbitrary_template_strings_never_panic(template in template_text(), raw in employee()) {
+        let mut config = IntegrationConfig::default_for("prop");
+        config.mapping.push(MappingEntry::new("PHONE", MappingSource::Template(template.clone())));
+        let _ = config.validate();
+        exercise(&config, &raw);
+        let mut config = IntegrationConfig::default_for("prop");
+        config.filter.mode = FilterMode::IfConditions;
+        config.filter.condition = Some(template);
+        exercise(&config, &raw);
+    }
+
+    #[test]
+    fn arbitrary_config_text_never_panics(text in "(\\PC|\n|\\[|\\]|=|\"){0,200}") {
+        let _ = IntegrationConfig::from_toml(&text);
+    }
+
+    #[test]
+    fn edited_default_config_text_never_panics(cut in 0usize..4000, insert in ".{0,8}") {
+        let text = IntegrationConfig::default_for("prop").to_toml();
+        let at = text.char_indices().map(|(i, _)| i).nth(cut).unwrap_or(text.len());
+        let edited = format!("{}{insert}{}", &text[..at], &text[at..]);
+        let _ = IntegrationConfig::from_toml(&edited);
+    }
+
+    #[test]
+    fn record_hash_ignores_key_order(pairs in prop::collection::vec((".{0,6}", json_value()), 0..10)) {
+        let forward: Map<String, Value> = pairs.iter().cloned().collect();
+        let mut reversed_pairs: Vec<(String, Value)> = forward.clone().into_iter().collect();
+        reversed_pairs.reverse();
+        let reversed: Map<String, Value> = reversed_pairs.into_iter().collect();
+        prop_assert_eq!(record_hash(&forward), record_hash(&reversed));
+    }
+}
