@@ -1,0 +1,123 @@
+//! Encoding and decoding the protobuf events carried on the bus, and time conversions.
+
+use bytes::Bytes;
+use peoplesync_proto::v1::{RunEvent, WorkerEvent};
+use peoplesync_proto::{Message, Timestamp};
+
+use crate::BusError;
+
+/// Encodes a worker event for publishing.
+pub fn encode_worker_event(event: &WorkerEvent) -> Bytes {
+    Bytes::from(event.encode_to_vec())
+}
+
+/// Decodes a worker event from a message payload.
+pub fn decode_worker_event(payload: &[u8]) -> Result<WorkerEvent, BusError> {
+    WorkerEvent::decode(payload).map_err(|e| BusError::Decode {
+        what: "WorkerEvent",
+        message: e.to_string(),
+    })
+}
+
+/// Encodes a run event for publishing.
+pub fn encode_run_event(event: &RunEvent) -> Bytes {
+    Bytes::from(event.encode_to_vec())
+}
+
+/// Decodes a run event from a message payload.
+pub fn decode_run_event(payload: &[u8]) -> Result<RunEvent, BusError> {
+    RunEvent::decode(payload).map_err(|e| BusError::Decode {
+        what: "RunEvent",
+        message: e.to_string(),
+    })
+}
+
+/// A protobuf timestamp for `time`.
+pub fn timestamp(time: chrono::DateTime<chrono::Utc>) -> Timestamp {
+    Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// The protobuf timestamp of now.
+pub fn now() -> Timestamp {
+    timestamp(chrono::Utc::now())
+}
+
+/// The wire form of a normalised worker.
+pub fn worker_to_proto(worker: &peoplesync_core::Worker) -> peoplesync_proto::v1::Worker {
+    peoplesync_proto::v1::Worker {
+        id: worker.id.clone(),
+        full_name: worker.full_name.clone(),
+        first_name: worker.first_name.clone(),
+        last_name: worker.last_name.clone(),
+        email: worker.email.clone(),
+        hr_department: worker.hr_department.clone(),
+        job_title: worker.job_title.clone(),
+        employment_name: worker.employment_name.clone(),
+        employment_active: worker.employment_active,
+        start_date: worker.start_date.clone(),
+        end_date: worker.end_date.clone(),
+        work_location: worker.work_location.clone(),
+        address_line1: worker.address_line1.clone(),
+        address_line2: worker.address_line2.clone(),
+        address_line3: worker.address_line3.clone(),
+        city: worker.city.clone(),
+        region: worker.region.clone(),
+        postal_code: worker.postal_code.clone(),
+        country: worker.country.clone(),
+    }
+}
+
+/// The normalised worker carried by an event.
+pub fn worker_from_proto(worker: peoplesync_proto::v1::Worker) -> peoplesync_core::Worker {
+    peoplesync_core::Worker {
+        id: worker.id,
+        full_name: worker.full_name,
+        first_name: worker.first_name,
+        last_name: worker.last_name,
+        email: worker.email,
+        hr_department: worker.hr_department,
+        job_title: worker.job_title,
+        employment_name: worker.employment_name,
+        employment_active: worker.employment_active,
+        start_date: worker.start_date,
+        end_date: worker.end_date,
+        work_location: worker.work_location,
+        address_line1: worker.address_line1,
+        address_line2: worker.address_line2,
+        address_line3: worker.address_line3,
+        city: worker.city,
+        region: worker.region,
+        postal_code: worker.postal_code,
+        country: worker.country,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_round_trips_through_the_wire_form() {
+        let worker = peoplesync_core::Worker {
+            id: "a2G1".into(),
+            first_name: Some("Zoë".into()),
+            employment_active: Some(false),
+            country: Some("日本".into()),
+            ..Default::default()
+        };
+        let event = WorkerEvent {
+            worker: Some(worker_to_proto(&worker)),
+            ..Default::default()
+        };
+        let back = decode_worker_event(&encode_worker_event(&event)).unwrap();
+        assert_eq!(worker_from_proto(back.worker.unwrap()), worker);
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error_not_a_panic() {
+        assert!(decode_worker_event(&[0xff, 0xff, 0xff]).is_err());
+    }
+}

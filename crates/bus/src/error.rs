@@ -1,0 +1,79 @@
+//! The bus error type: what went wrong talking to NATS, and with which stream, bucket or subject.
+
+/// An error from the bus. The message names the NATS object involved; most are transient
+/// (NATS unreachable or slow) and the caller retries or stops, as its context dictates.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// Connecting to the NATS server failed.
+    #[error(
+        "cannot connect to NATS at {url}: {source}; check NATS_URL and that nats-server is running with JetStream enabled (-js)"
+    )]
+    Connect {
+        /// The URL tried.
+        url: String,
+        /// The client's error.
+        source: async_nats::ConnectError,
+    },
+    /// Creating or verifying a stream, consumer or bucket failed.
+    #[error("setting up {what}: {message}")]
+    Setup {
+        /// The stream, consumer or bucket.
+        what: String,
+        /// What the server said.
+        message: String,
+    },
+    /// Publishing failed after its retries.
+    #[error("publishing {id} to {subject}: {message}")]
+    Publish {
+        /// Subject published to.
+        subject: String,
+        /// The dedup id of the message.
+        id: String,
+        /// What failed.
+        message: String,
+    },
+    /// A KV operation failed.
+    #[error("{op} key {key} in bucket {bucket}: {message}")]
+    Kv {
+        /// The operation (read, write, update).
+        op: &'static str,
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+        /// What failed.
+        message: String,
+    },
+    /// A message on the bus could not be decoded.
+    #[error("cannot decode {what}: {message}")]
+    Decode {
+        /// What was being decoded.
+        what: &'static str,
+        /// Why it failed.
+        message: String,
+    },
+    /// Another JetStream request failed.
+    #[error("{what}: {message}")]
+    Request {
+        /// What was asked.
+        what: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl BusError {
+    pub(crate) fn setup(what: impl Into<String>, err: impl std::fmt::Display) -> Self {
+        BusError::Setup {
+            what: what.into(),
+            message: err.to_string(),
+        }
+    }
+
+    pub(crate) fn request(what: impl Into<String>, err: impl std::fmt::Display) -> Self {
+        BusError::Request {
+            what: what.into(),
+            message: err.to_string(),
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! Everything peoplesync does with NATS JetStream: the names of its streams, consumer and KV
+//! buckets, creating them idempotently at start-up, publishing with dedup ids and pipelined
+//! acks, consuming with explicit acks, dead letters, per-run outcome counts and run records.
+//!
+//! Services hold one [`Bus`]; every other module takes what it needs from it.
+
+pub mod codec;
+pub mod consume;
+pub mod dlq;
+pub mod error;
+pub mod names;
+pub mod outcomes;
+pub mod publish;
+pub mod runs;
+pub mod setup;
+
+pub use consume::WorkStream;
+pub use dlq::{DeadLetter, DeadLetterRecord};
+pub use error::BusError;
+pub use outcomes::{Outcome, OutcomeCounts, OutcomeRecorder};
+pub use publish::Publisher;
+pub use runs::{FinalizeState, RunRecord, RunState, Runs};
+pub use setup::{Bus, BusSettings};

@@ -1,0 +1,88 @@
+//! The names of every stream, subject, consumer and bucket peoplesync uses, in one place so
+//! the extractor, the loaders and the control plane cannot disagree.
+
+/// Work-queue stream of `WorkerEvent`s, one per worker per run.
+pub const WORKERS_STREAM: &str = "PEOPLESYNC_WORKERS";
+/// Stream of `RunEvent`s (started, completed, failed), kept 30 days.
+pub const RUNS_STREAM: &str = "PEOPLESYNC_RUNS";
+/// Stream of events that could not be loaded, with the reason in headers, kept 30 days.
+pub const DLQ_STREAM: &str = "PEOPLESYNC_DLQ";
+/// Stream of per-event outcomes (written, unchanged, ...), deduplicated by event, from which
+/// run counts are read exactly even when events are redelivered.
+pub const OUTCOMES_STREAM: &str = "PEOPLESYNC_OUTCOMES";
+/// The durable pull consumer on [`WORKERS_STREAM`] shared by every loader replica.
+pub const LOADER_CONSUMER: &str = "loader";
+/// KV bucket of integration configs (TOML), revisioned.
+pub const CONFIG_BUCKET: &str = "peoplesync_config";
+/// KV bucket of extractor checkpoints, run records, leases and pause flags.
+pub const STATE_BUCKET: &str = "peoplesync_state";
+/// KV bucket of per-worker hashes of the record last written to Oomnitza.
+pub const APPLIED_BUCKET: &str = "peoplesync_applied";
+
+/// Subject of worker events of `integration`.
+pub fn workers_subject(integration: &str) -> String {
+    format!("peoplesync.{integration}.workers")
+}
+
+/// Subject of run events of `integration`.
+pub fn runs_subject(integration: &str) -> String {
+    format!("peoplesync.{integration}.runs")
+}
+
+/// Subject of dead letters of `integration`.
+pub fn dlq_subject(integration: &str) -> String {
+    format!("peoplesync.{integration}.dlq")
+}
+
+/// Subject of one outcome kind of one run.
+pub fn outcome_subject(integration: &str, run_id: &str, outcome: &str) -> String {
+    format!("peoplesync.{integration}.outcomes.{run_id}.{outcome}")
+}
+
+/// Filter matching every outcome subject of one run.
+pub fn outcomes_filter(integration: &str, run_id: &str) -> String {
+    format!("peoplesync.{integration}.outcomes.{run_id}.>")
+}
+
+/// Subject of an extractor command for `integration` (request/reply).
+pub fn control_subject(integration: &str, command: &str) -> String {
+    format!("peoplesync.control.extractor.{integration}.{command}")
+}
+
+/// The dedup id (`Nats-Msg-Id`) of a worker's event in a run.
+pub fn event_msg_id(run_id: &str, worker_id: &str) -> String {
+    format!("{run_id}.{worker_id}")
+}
+
+/// Checks that `id` can be an integration id: it becomes a subject token and a KV key part, so
+/// only letters, digits, `-` and `_` are allowed.
+pub fn validate_integration_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 64 {
+        return Err(format!(
+            "integration id {id:?} must be 1 to 64 characters long"
+        ));
+    }
+    match id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        Some(c) => Err(format!(
+            "integration id {id:?} contains {c:?}; use only letters, digits, '-' and '_'"
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integration_ids_that_would_break_subjects_are_refused() {
+        assert!(validate_integration_id("sage-people_2").is_ok());
+        assert!(validate_integration_id("").is_err());
+        assert!(validate_integration_id("a.b").is_err());
+        assert!(validate_integration_id("a b").is_err());
+        assert!(validate_integration_id("a*").is_err());
+    }
+}

@@ -1,0 +1,264 @@
+//! Run records in KV (`peoplesync_state`, key `run.<integration>.<run_id>`): what a run is
+//! doing, how many events it published, and who finalizes its Oomnitza portion. Every change
+//! is a compare-and-set on the record's revision, so replicas racing to claim a finalize or
+//! to mark a run complete cannot overwrite each other.
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::{BusError, OutcomeCounts, names};
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// The extractor is reading Sage People and publishing.
+    Running,
+    /// Every event is published; loaders are finishing.
+    Completed,
+    /// The run failed; see `error`.
+    Failed,
+    /// Sage People's API quota ran out; the next run resumes from the checkpoint.
+    QuotaExhausted,
+}
+
+/// Who finalizes the run's Oomnitza portion, and whether it happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum FinalizeState {
+    /// Not yet: the run is going or events are outstanding.
+    Pending,
+    /// A loader replica has claimed the finalize (RFC 3339 time of the claim).
+    Claimed {
+        /// The replica.
+        by: String,
+        /// When.
+        at: String,
+    },
+    /// The portion is finalized in Oomnitza.
+    Finalized {
+        /// The replica that did it.
+        by: String,
+        /// When.
+        at: String,
+    },
+    /// Nothing was posted for the run, so there is no portion to finalize.
+    NothingToFinalize,
+}
+
+/// One run, as recorded in KV.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The integration.
+    pub integration: String,
+    /// The run id (also the Oomnitza portion).
+    pub run_id: String,
+    /// A full listing (true) or a single-worker sync (false).
+    pub full: bool,
+    /// What started it: `schedule`, `manual`, `once`, `worker`.
+    pub trigger: String,
+    /// Where the run is.
+    pub state: RunState,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// When the extractor finished (RFC 3339).
+    pub finished_at: Option<String>,
+    /// Upsert events published.
+    pub published: u64,
+    /// Removed events published.
+    pub removed: u64,
+    /// Records Sage People returned that could not be normalised.
+    pub skipped: u64,
+    /// Why it failed or stopped.
+    pub error: Option<String>,
+    /// The portion's finalize.
+    pub finalize: FinalizeState,
+    /// Outcome counts, kept when the run is finalized.
+    pub counts: Option<OutcomeCounts>,
+}
+
+impl RunRecord {
+    /// A new running record.
+    pub fn start(integration: &str, run_id: &str, full: bool, trigger: &str) -> RunRecord {
+        RunRecord {
+            integration: integration.to_owned(),
+            run_id: run_id.to_owned(),
+            full,
+            trigger: trigger.to_owned(),
+            state: RunState::Running,
+            started_at: chrono::Utc::now().to_rfc3339(),
+            finished_at: None,
+            published: 0,
+            removed: 0,
+            skipped: 0,
+            error: None,
+            finalize: FinalizeState::Pending,
+            counts: None,
+        }
+    }
+
+    /// Events the loaders must account for (upserts and removals).
+    pub fn expected(&self) -> u64 {
+        self.published + self.removed
+    }
+}
+
+/// Run records in the state bucket.
+#[derive(Clone)]
+pub struct Runs {
+    kv: kv::Store,
+}
+
+impl std::fmt::Debug for Runs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runs").finish_non_exhaustive()
+    }
+}
+
+/// The KV key of a run record.
+pub fn key(integration: &str, run_id: &str) -> String {
+    format!("run.{integration}.{run_id}")
+}
+
+impl Runs {
+    /// Run records stored in `state` (the `peoplesync_state` bucket).
+    pub fn new(state: kv::Store) -> Runs {
+        Runs { kv: state }
+    }
+
+    /// Stores a new record; fails if one with that id exists.
+    pub async fn create(&self, record: &RunRecord) -> Result<(), BusError> {
+        let key = key(&record.integration, &record.run_id);
+        self.kv
+            .create(&key, encode(record)?)
+            .await
+            .map_err(|e| kv_error("create", &key, e))?;
+        Ok(())
+    }
+
+    /// Reads a record and its revision.
+    pub async fn get(
+        &self,
+        integration: &str,
+        run_id: &str,
+    ) -> Result<Option<(RunRecord, u64)>, BusError> {
+        let key = key(integration, run_id);
+        let entry = self
+            .kv
+            .entry(&key)
+            .await
+            .map_err(|e| kv_error("read", &key, e))?;
+        match entry {
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                Ok(Some((decode(&entry.value)?, entry.revision)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Applies `change` with compare-and-set, retrying on a concurrent write. `change` returns
+    /// false to leave the record as it is. Returns the record as stored afterwards, or `None`
+    /// when there is no such run.
+    pub async fn update<F>(
+        &self,
+        integration: &str,
+        run_id: &str,
+        mut change: F,
+    ) -> Result<Option<RunRecord>, BusError>
+    where
+        F: FnMut(&mut RunRecord) -> bool,
+    {
+        let key = key(integration, run_id);
+        loop {
+            let Some((mut record, revision)) = self.get(integration, run_id).await? else {
+                return Ok(None);
+            };
+            if !change(&mut record) {
+                return Ok(Some(record));
+            }
+            match self.kv.update(&key, encode(&record)?, revision).await {
+                Ok(_) => return Ok(Some(record)),
+                Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                Err(err) => return Err(kv_error("update", &key, err)),
+            }
+        }
+    }
+
+    /// Every run record, optionally of one integration, newest first.
+    pub async fn list(&self, integration: Option<&str>) -> Result<Vec<RunRecord>, BusError> {
+        let filter = match integration {
+            Some(id) => format!("run.{id}.>"),
+            None => "run.>".to_owned(),
+        };
+        let keys: Vec<String> = self
+            .kv
+            .keys()
+            .await
+            .map_err(|e| kv_error("list", &filter, e))?
+            .try_collect()
+            .await
+            .map_err(|e| kv_error("list", &filter, e))?;
+        let prefix = match integration {
+            Some(id) => format!("run.{id}."),
+            None => "run.".to_owned(),
+        };
+        let mut records = Vec::new();
+        for key in keys.into_iter().filter(|k| k.starts_with(&prefix)) {
+            let Some(entry) = self
+                .kv
+                .get(&key)
+                .await
+                .map_err(|e| kv_error("read", &key, e))?
+            else {
+                continue;
+            };
+            match decode(&entry) {
+                Ok(record) => records.push(record),
+                Err(err) => tracing::warn!(key, error = %err, "skipping unreadable run record"),
+            }
+        }
+        records.sort_by(|a: &RunRecord, b: &RunRecord| b.started_at.cmp(&a.started_at));
+        Ok(records)
+    }
+
+    /// Watches every run record change (new records and updates).
+    pub async fn watch(&self) -> Result<kv::Watch, BusError> {
+        self.kv
+            .watch("run.>")
+            .await
+            .map_err(|e| kv_error("watch", "run.>", e))
+    }
+
+    /// The bucket, for callers that keep other keys beside runs.
+    pub fn store(&self) -> &kv::Store {
+        &self.kv
+    }
+}
+
+fn encode(record: &RunRecord) -> Result<Bytes, BusError> {
+    serde_json::to_vec(record)
+        .map(Bytes::from)
+        .map_err(|e| BusError::Decode {
+            what: "run record",
+            message: e.to_string(),
+        })
+}
+
+/// Decodes a run record from its KV value.
+pub fn decode(value: &[u8]) -> Result<RunRecord, BusError> {
+    serde_json::from_slice(value).map_err(|e| BusError::Decode {
+        what: "run record",
+        message: e.to_string(),
+    })
+}
+
+fn kv_error(op: &'static str, key: &str, err: impl std::fmt::Display) -> BusError {
+    BusError::Kv {
+        op,
+        bucket: names::STATE_BUCKET.to_owned(),
+        key: key.to_owned(),
+        message: err.to_string(),
+    }
+}

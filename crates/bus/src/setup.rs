@@ -1,0 +1,270 @@
+//! Connecting to NATS and creating or verifying the streams, the loader consumer and the KV
+//! buckets of DESIGN.md. Every service runs this at start-up; it is idempotent, so replicas
+//! starting together, or an upgrade that changes a limit, converge on the same topology.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+
+use crate::{BusError, names};
+
+/// Tunables of the bus topology. The defaults suit one machine; operators change them through
+/// the services' configuration.
+#[derive(Debug, Clone)]
+pub struct BusSettings {
+    /// How long a delivered worker event may stay unacknowledged before redelivery.
+    pub ack_wait: Duration,
+    /// Deliveries of one event before it is given up on and dead-lettered.
+    pub max_deliver: i64,
+    /// Redelivery delays after a nak without delay or an ack timeout (last one repeats).
+    pub backoff: Vec<Duration>,
+    /// Unacknowledged events allowed across all loader replicas.
+    pub max_ack_pending: i64,
+    /// Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate.
+    pub duplicate_window: Duration,
+    /// How long run events and dead letters are kept.
+    pub history: Duration,
+}
+
+impl Default for BusSettings {
+    fn default() -> Self {
+        BusSettings {
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 8,
+            backoff: [1, 5, 15, 30, 60, 120, 300]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            max_ack_pending: 2_000,
+            duplicate_window: Duration::from_secs(20 * 60),
+            history: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// A connection to NATS with every peoplesync stream and bucket ready to use.
+#[derive(Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    config: kv::Store,
+    state: kv::Store,
+    applied: kv::Store,
+    settings: BusSettings,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus").finish_non_exhaustive()
+    }
+}
+
+impl Bus {
+    /// Connects to `url` (as client `name`) and sets the topology up.
+    pub async fn connect(url: &str, name: &str, settings: BusSettings) -> Result<Bus, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .name(name)
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .event_callback(|event| async move {
+                tracing::info!(%event, "NATS connection event");
+            })
+            .connect(url)
+            .await
+            .map_err(|source| BusError::Connect {
+                url: url.to_owned(),
+                source,
+            })?;
+        Bus::setup(client, settings).await
+    }
+
+    /// Sets the topology up on an existing client.
+    pub async fn setup(client: async_nats::Client, settings: BusSettings) -> Result<Bus, BusError> {
+        let js = jetstream::new(client.clone());
+        ensure_stream(
+            &js,
+            stream::Config {
+                name: names::WORKERS_STREAM.into(),
+                description: Some("peoplesync worker events, one per worker per run".into()),
+                subjects: vec!["peoplesync.*.workers".into()],
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: stream::StorageType::File,
+                duplicate_window: settings.duplicate_window,
+                ..Default::default()
+            },
+        )
+        .await?;
+        for (name, subject, description) in [
+            (
+                names::RUNS_STREAM,
+                "peoplesync.*.runs",
+                "peoplesync run events",
+            ),
+            (
+                names::DLQ_STREAM,
+                "peoplesync.*.dlq",
+                "peoplesync dead letters",
+            ),
+        ] {
+            ensure_stream(
+                &js,
+                stream::Config {
+                    name: name.into(),
+                    description: Some(description.into()),
+                    subjects: vec![subject.into()],
+                    retention: stream::RetentionPolicy::Limits,
+                    storage: stream::StorageType::File,
+                    max_age: settings.history,
+                    duplicate_window: settings.duplicate_window,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        }
+        // Outcomes are only needed until the run is finalized (its counts are then kept in the
+        // run record and the run's subjects are purged); a week bounds what a stuck run leaves.
+        ensure_stream(
+            &js,
+            stream::Config {
+                name: names::OUTCOMES_STREAM.into(),
+                description: Some("peoplesync per-event outcomes, deduplicated by event".into()),
+                subjects: vec!["peoplesync.*.outcomes.>".into()],
+                retention: stream::RetentionPolicy::Limits,
+                storage: stream::StorageType::File,
+                max_age: Duration::from_secs(7 * 24 * 3600),
+                duplicate_window: settings.duplicate_window,
+                ..Default::default()
+            },
+        )
+        .await?;
+        ensure_loader_consumer(&js, &settings).await?;
+        let config = ensure_bucket(&js, names::CONFIG_BUCKET, 16).await?;
+        let state = ensure_bucket(&js, names::STATE_BUCKET, 1).await?;
+        let applied = ensure_bucket(&js, names::APPLIED_BUCKET, 1).await?;
+        Ok(Bus {
+            client,
+            js,
+            config,
+            state,
+            applied,
+            settings,
+        })
+    }
+
+    /// The core NATS client (request/reply, plain subscriptions).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The JetStream context.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// The integration-config bucket.
+    pub fn config_kv(&self) -> &kv::Store {
+        &self.config
+    }
+
+    /// The state bucket: checkpoints, run records, leases, flags.
+    pub fn state_kv(&self) -> &kv::Store {
+        &self.state
+    }
+
+    /// The applied-record bucket: per worker, the hash of what was last written.
+    pub fn applied_kv(&self) -> &kv::Store {
+        &self.applied
+    }
+
+    /// The settings the topology was created with.
+    pub fn settings(&self) -> &BusSettings {
+        &self.settings
+    }
+
+    /// The loader's shared durable pull consumer.
+    pub async fn loader_consumer(&self) -> Result<consumer::PullConsumer, BusError> {
+        self.js
+            .get_consumer_from_stream(names::LOADER_CONSUMER, names::WORKERS_STREAM)
+            .await
+            .map_err(|e| {
+                BusError::request(format!("binding consumer {}", names::LOADER_CONSUMER), e)
+            })
+    }
+}
+
+async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> Result<(), BusError> {
+    let name = config.name.clone();
+    match js.get_stream(&name).await {
+        Ok(_) => {
+            // Bring limits in line with this version (retention policy cannot change).
+            js.update_stream(&config)
+                .await
+                .map_err(|e| BusError::setup(format!("stream {name}"), e))?;
+        }
+        Err(_) => {
+            if let Err(create) = js.create_stream(config.clone()).await {
+                // Another replica may have created it between our look-up and create.
+                js.get_stream(&name)
+                    .await
+                    .map_err(|_| BusError::setup(format!("stream {name}"), create))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn ensure_loader_consumer(
+    js: &jetstream::Context,
+    settings: &BusSettings,
+) -> Result<(), BusError> {
+    let config = consumer::pull::Config {
+        durable_name: Some(names::LOADER_CONSUMER.into()),
+        description: Some("peoplesync loaders (shared by every replica)".into()),
+        filter_subject: "peoplesync.*.workers".into(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: settings.ack_wait,
+        max_deliver: settings.max_deliver,
+        backoff: settings
+            .backoff
+            .iter()
+            .copied()
+            .take(usize::try_from(settings.max_deliver.max(1) - 1).unwrap_or(0))
+            .collect(),
+        max_ack_pending: settings.max_ack_pending,
+        ..Default::default()
+    };
+    let stream = js
+        .get_stream(names::WORKERS_STREAM)
+        .await
+        .map_err(|e| BusError::setup(format!("stream {}", names::WORKERS_STREAM), e))?;
+    stream
+        .create_consumer(config)
+        .await
+        .map_err(|e| BusError::setup(format!("consumer {}", names::LOADER_CONSUMER), e))?;
+    Ok(())
+}
+
+async fn ensure_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    history: i64,
+) -> Result<kv::Store, BusError> {
+    if let Ok(store) = js.get_key_value(bucket).await {
+        return Ok(store);
+    }
+    let created = js
+        .create_key_value(kv::Config {
+            bucket: bucket.into(),
+            history,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(store) => Ok(store),
+        Err(err) => js
+            .get_key_value(bucket)
+            .await
+            .map_err(|_| BusError::setup(format!("bucket {bucket}"), err)),
+    }
+}

@@ -1,0 +1,251 @@
+//! The bus against a real nats-server: idempotent setup, dedup, pipelined publishing, exact
+//! outcome counts under redelivery, compare-and-set run records, dead letters, and consumption
+//! that survives a server restart.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use peoplesync_bus::{
+    Bus, BusSettings, DeadLetter, FinalizeState, Outcome, OutcomeRecorder, Publisher, RunRecord,
+    RunState, Runs, WorkStream, dlq, names, outcomes,
+};
+use peoplesync_testkit::{NatsServer, wait_for};
+
+async fn bus(nats: &NatsServer) -> Bus {
+    Bus::connect(nats.url(), "bus-test", BusSettings::default())
+        .await
+        .expect("bus")
+}
+
+async fn workers_in_stream(bus: &Bus) -> u64 {
+    let mut stream = bus
+        .jetstream()
+        .get_stream(names::WORKERS_STREAM)
+        .await
+        .unwrap();
+    stream.info().await.unwrap().state.messages
+}
+
+#[tokio::test]
+async fn setup_is_idempotent_across_replicas() {
+    let nats = NatsServer::start();
+    let (a, b) = tokio::join!(bus(&nats), bus(&nats));
+    drop((a, b));
+    let again = bus(&nats).await;
+    assert!(again.loader_consumer().await.is_ok());
+}
+
+#[tokio::test]
+async fn repeated_message_ids_are_stored_once() {
+    let nats = NatsServer::start();
+    let bus = bus(&nats).await;
+    let mut publisher = Publisher::new(bus.jetstream().clone(), 16);
+    for round in 0..2 {
+        for i in 0..50 {
+            publisher
+                .publish(
+                    names::workers_subject("acme"),
+                    names::event_msg_id("run-1", &format!("w{i}")),
+                    Bytes::from(format!("round {round}")),
+                    None,
+                )
+                .await
+                .unwrap();
+        }
+    }
+    publisher.flush().await.unwrap();
+    assert_eq!(publisher.stored(), 50);
+    assert_eq!(publisher.duplicates(), 50);
+    assert_eq!(workers_in_stream(&bus).await, 50);
+}
+
+#[tokio::test]
+async fn outcome_counts_stay_exact_when_an_event_is_recorded_twice() {
+    let nats = NatsServer::start();
+    let bus = bus(&nats).await;
+    let mut recorder = OutcomeRecorder::new(bus.jetstream().clone(), 32);
+    for i in 0..10 {
+        let outcome = if i < 7 {
+            Outcome::Written
+        } else {
+            Outcome::Filtered
+        };
+        let id = names::event_msg_id("run-2", &format!("w{i}"));
+        recorder
+            .record("acme", "run-2", &id, "w", outcome)
+            .await
+            .unwrap();
+        // A redelivered event records its outcome again, possibly a different one.
+        recorder
+            .record("acme", "run-2", &id, "w", Outcome::Unchanged)
+            .await
+            .unwrap();
+    }
+    recorder.flush().await.unwrap();
+    let counts = outcomes::count(bus.jetstream(), "acme", "run-2")
+        .await
+        .unwrap();
+    assert_eq!(counts.written, 7);
+    assert_eq!(counts.filtered, 3);
+    assert_eq!(counts.unchanged, 0);
+    assert_eq!(counts.total(), 10);
+    let other = outcomes::count(bus.jetstream(), "acme", "run-3")
+        .await
+        .unwrap();
+    assert_eq!(other.total(), 0);
+    outcomes::purge(bus.jetstream(), "acme", "run-2")
+        .await
+        .unwrap();
+    let purged = outcomes::count(bus.jetstream(), "acme", "run-2")
+        .await
+        .unwrap();
+    assert_eq!(purged.total(), 0);
+}
+
+#[tokio::test]
+async fn concurrent_run_updates_are_never_lost() {
+    let nats = NatsServer::start();
+    let bus = bus(&nats).await;
+    let runs = Runs::new(bus.state_kv().clone());
+    runs.create(&RunRecord::start("acme", "run-4", true, "manual"))
+        .await
+        .unwrap();
+    assert!(
+        runs.create(&RunRecord::start("acme", "run-4", true, "manual"))
+            .await
+            .is_err(),
+        "a run id is created once"
+    );
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let runs = runs.clone();
+            tokio::spawn(async move {
+                runs.update("acme", "run-4", |r| {
+                    r.published += 1;
+                    true
+                })
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let (record, _) = runs.get("acme", "run-4").await.unwrap().unwrap();
+    assert_eq!(record.published, 20);
+    assert_eq!(record.state, RunState::Running);
+
+    // Exactly one of several claimants wins a finalize claim.
+    let claims: Vec<_> = (0..5)
+        .map(|i| {
+            let runs = runs.clone();
+            tokio::spawn(async move {
+                let mut won = false;
+                runs.update("acme", "run-4", |r| {
+                    won = r.finalize == FinalizeState::Pending;
+                    if won {
+                        r.finalize = FinalizeState::Claimed {
+                            by: format!("replica-{i}"),
+                            at: String::new(),
+                        };
+                    }
+                    won
+                })
+                .await
+                .unwrap();
+                won
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for claim in claims {
+        winners += usize::from(claim.await.unwrap());
+    }
+    assert_eq!(winners, 1);
+    assert_eq!(runs.list(Some("acme")).await.unwrap().len(), 1);
+    assert!(runs.list(Some("other")).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn dead_letters_keep_their_reason_and_payload() {
+    let nats = NatsServer::start();
+    let bus = bus(&nats).await;
+    let mut publisher = Publisher::new(bus.jetstream().clone(), 4);
+    let letter = DeadLetter {
+        integration: "acme".into(),
+        run_id: "run-5".into(),
+        worker_id: "w9".into(),
+        reason: "required field EMAIL is empty".into(),
+        stage: "pipeline".into(),
+        attempts: 1,
+        original_subject: names::workers_subject("acme"),
+        ..Default::default()
+    };
+    dlq::publish(&mut publisher, &letter, Bytes::from_static(b"event"))
+        .await
+        .unwrap();
+    dlq::publish(&mut publisher, &letter, Bytes::from_static(b"event"))
+        .await
+        .unwrap();
+    publisher.flush().await.unwrap();
+    let (first, last, count) = dlq::sequence_range(bus.jetstream()).await.unwrap();
+    assert_eq!(
+        (first, last, count),
+        (1, 1, 1),
+        "a dead letter is stored once"
+    );
+    let stored = dlq::get(bus.jetstream(), 1).await.unwrap().unwrap();
+    assert_eq!(stored.letter, letter);
+    assert_eq!(stored.payload, Bytes::from_static(b"event"));
+    assert!(dlq::get(bus.jetstream(), 2).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn consumption_survives_a_server_restart() {
+    let mut nats = NatsServer::start();
+    let bus = bus(&nats).await;
+    let mut publisher = Publisher::new(bus.jetstream().clone(), 8);
+    publisher
+        .publish(
+            names::workers_subject("acme"),
+            "r.a".into(),
+            Bytes::from_static(b"a"),
+            None,
+        )
+        .await
+        .unwrap();
+    publisher.flush().await.unwrap();
+    let mut work = WorkStream::new(bus.clone(), 10);
+    let first = tokio::time::timeout(Duration::from_secs(10), work.next())
+        .await
+        .unwrap();
+    assert_eq!(first.payload, Bytes::from_static(b"a"));
+    first.double_ack().await.unwrap();
+
+    nats.restart();
+    // The client reconnects by itself; publish once it has.
+    wait_for("publish after restart", Duration::from_secs(20), || {
+        let bus = bus.clone();
+        async move {
+            let mut publisher = Publisher::new(bus.jetstream().clone(), 1);
+            publisher
+                .publish(
+                    names::workers_subject("acme"),
+                    "r.b".into(),
+                    Bytes::from_static(b"b"),
+                    None,
+                )
+                .await
+                .ok()?;
+            publisher.flush().await.ok()
+        }
+    })
+    .await;
+    let second = tokio::time::timeout(Duration::from_secs(30), work.next())
+        .await
+        .expect("consumption resumed after the restart");
+    assert_eq!(second.payload, Bytes::from_static(b"b"));
+}
