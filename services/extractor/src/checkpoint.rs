@@ -1,0 +1,92 @@
+//! The extractor's checkpoint per integration (KV `peoplesync_state`, key
+//! `checkpoint.<integration>`): the run in progress and the marker after which the next page
+//! starts. It is written only after a page is fully published, so a restarted extractor
+//! resumes the same run and re-publishes at most one page, which the stream's dedup window
+//! drops.
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use peoplesync_bus::BusError;
+use serde::{Deserialize, Serialize};
+
+/// Where an unfinished run stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The run being extracted.
+    pub run_id: String,
+    /// Id of the last worker of the last fully published page; `None` before the first page.
+    pub marker: Option<String>,
+    /// Upsert events published so far.
+    pub published: u64,
+    /// Records skipped so far (not normalisable).
+    pub skipped: u64,
+    /// Pages read so far.
+    pub pages: u64,
+}
+
+/// Checkpoints in the state bucket.
+#[derive(Clone)]
+pub struct Checkpoints {
+    kv: kv::Store,
+}
+
+fn key(integration: &str) -> String {
+    format!("checkpoint.{integration}")
+}
+
+fn kv_error(op: &'static str, key: &str, err: impl std::fmt::Display) -> BusError {
+    BusError::Kv {
+        op,
+        bucket: peoplesync_bus::names::STATE_BUCKET.into(),
+        key: key.into(),
+        message: err.to_string(),
+    }
+}
+
+impl Checkpoints {
+    /// Checkpoints kept in `state`.
+    pub fn new(state: kv::Store) -> Checkpoints {
+        Checkpoints { kv: state }
+    }
+
+    /// The checkpoint of `integration`, if a run is unfinished.
+    pub async fn load(&self, integration: &str) -> Result<Option<Checkpoint>, BusError> {
+        let key = key(integration);
+        let Some(value) = self
+            .kv
+            .get(&key)
+            .await
+            .map_err(|e| kv_error("read", &key, e))?
+        else {
+            return Ok(None);
+        };
+        match serde_json::from_slice(&value) {
+            Ok(checkpoint) => Ok(Some(checkpoint)),
+            Err(err) => {
+                tracing::warn!(integration, error = %err, "ignoring an unreadable checkpoint; starting a new run");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Stores `checkpoint` for `integration`.
+    pub async fn save(&self, integration: &str, checkpoint: &Checkpoint) -> Result<(), BusError> {
+        let key = key(integration);
+        let value = serde_json::to_vec(checkpoint).map_err(|e| kv_error("encode", &key, e))?;
+        self.kv
+            .put(&key, Bytes::from(value))
+            .await
+            .map_err(|e| kv_error("write", &key, e))?;
+        Ok(())
+    }
+
+    /// Forgets the checkpoint of `integration` (the run ended).
+    pub async fn clear(&self, integration: &str) -> Result<(), BusError> {
+        let key = key(integration);
+        self.kv
+            .delete(&key)
+            .await
+            .map_err(|e| kv_error("delete", &key, e))?;
+        Ok(())
+    }
+}

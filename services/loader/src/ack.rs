@@ -1,0 +1,72 @@
+//! Settling events after delivery: record each event's outcome (and dead letter) on the bus,
+//! wait until those are stored, and only then ack the events. An event whose delivery must be
+//! tried again is nak'ed with a delay instead, so the stream hands it back later.
+
+use std::time::Duration;
+
+use async_nats::jetstream::AckKind;
+use futures::future::join_all;
+use peoplesync_bus::{Bus, BusError, DeadLetter, Outcome, OutcomeRecorder, Publisher, dlq};
+
+use crate::pipeline::Item;
+
+/// What to do with one delivered event.
+#[derive(Debug)]
+pub enum Settlement {
+    /// Done: record the outcome (and dead letter), then ack.
+    Done(Outcome, Option<Box<DeadLetter>>),
+    /// Try again later: nak with this delay.
+    Retry(Duration),
+}
+
+/// Settles `items`; returns the outcomes recorded.
+pub async fn settle(bus: &Bus, items: Vec<(Item, Settlement)>) -> Result<Vec<Outcome>, BusError> {
+    let mut outcomes = OutcomeRecorder::new(bus.jetstream().clone(), items.len().max(1));
+    let mut letters = Publisher::new(bus.jetstream().clone(), 64);
+    let mut recorded = Vec::new();
+    for (item, settlement) in &items {
+        if let Settlement::Done(outcome, letter) = settlement {
+            if let Some(letter) = letter {
+                dlq::publish(&mut letters, letter, item.message.payload.clone()).await?;
+            }
+            outcomes
+                .record(
+                    &item.key.integration,
+                    &item.key.run_id,
+                    &item.msg_id,
+                    &item.worker_id,
+                    *outcome,
+                )
+                .await?;
+            recorded.push(*outcome);
+        }
+    }
+    // Dead letters first: an outcome says the event is dealt with, so its letter must exist.
+    letters.flush().await?;
+    outcomes.flush().await?;
+    let acks = items.iter().map(|(item, settlement)| async move {
+        let kind = match settlement {
+            Settlement::Done(..) => AckKind::Ack,
+            Settlement::Retry(delay) => AckKind::Nak(Some(*delay)),
+        };
+        if let Err(err) = item.message.ack_with(kind).await {
+            // The event comes back after ack_wait; its outcome is deduplicated then.
+            tracing::warn!(msg_id = %item.msg_id, error = %err, "ack failed; the event will be redelivered");
+        }
+    });
+    join_all(acks).await;
+    Ok(recorded)
+}
+
+/// Tells the server the events are still being worked on, so they are not redelivered while a
+/// long retry is going on.
+pub async fn progress(items: &[&Item]) {
+    let ticks = items
+        .iter()
+        .map(|item| item.message.ack_with(AckKind::Progress));
+    for result in join_all(ticks).await {
+        if let Err(err) = result {
+            tracing::debug!(error = %err, "progress ack failed");
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Groups prepared events into batches per (integration, run, config revision): a batch goes
+//! out when it holds `size` events or its first event has waited `linger`, whichever comes
+//! first. On shutdown (the input closes) every partial batch is flushed, so nothing waits for
+//! a redelivery that a drain could have avoided.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use peoplesync_core::Integration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::pipeline::{BatchKey, Item};
+
+/// Events of one portion, ready for delivery.
+#[derive(Debug)]
+pub struct Batch {
+    /// Integration, run and config revision.
+    pub key: BatchKey,
+    /// The config the records were mapped with.
+    pub integration: Option<Arc<Integration>>,
+    /// The events.
+    pub items: Vec<Item>,
+}
+
+struct Open {
+    batch: Batch,
+    deadline: Instant,
+}
+
+/// Reads items from `input` and emits batches to `output` until `input` closes.
+pub async fn run(
+    mut input: mpsc::Receiver<Item>,
+    output: mpsc::Sender<Batch>,
+    size: usize,
+    linger: Duration,
+) {
+    let mut open: HashMap<BatchKey, Open> = HashMap::new();
+    loop {
+        let next_deadline = open.values().map(|o| o.deadline).min();
+        tokio::select! {
+            item = input.recv() => {
+                let Some(item) = item else { break };
+                let key = item.key.clone();
+                let entry = open.entry(key.clone()).or_insert_with(|| Open {
+                    batch: Batch { key: key.clone(), integration: item.integration.clone(), items: Vec::with_capacity(size) },
+                    deadline: Instant::now() + linger,
+                });
+                entry.batch.items.push(item);
+                if entry.batch.items.len() >= size
+                    && let Some(full) = open.remove(&key)
+                    && output.send(full.batch).await.is_err()
+                {
+                    return;
+                }
+            }
+            () = sleep_until(next_deadline) => {
+                let now = Instant::now();
+                let due: Vec<BatchKey> = open.iter().filter(|(_, o)| o.deadline <= now).map(|(k, _)| k.clone()).collect();
+                for key in due {
+                    if let Some(o) = open.remove(&key) && output.send(o.batch).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    for (_, o) in open.drain() {
+        if output.send(o.batch).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,227 @@
+//! The loader's configuration: a TOML file (`--config`) with environment overrides; the
+//! Oomnitza token from the environment or a file only. Every key is in `docs/configuration.md`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use peoplesync_oomnitza::{OomnitzaAuth, OomnitzaConfig};
+use serde::{Deserialize, Serialize};
+
+/// The loader's settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoaderConfig {
+    /// NATS server URL(s), comma separated (`NATS_URL`).
+    pub nats_url: String,
+    /// Integrations whose configs are seeded with the shipped default when absent from KV
+    /// (`PEOPLESYNC_INTEGRATION`, comma separated).
+    pub integrations: Vec<String>,
+    /// This replica's name in logs and finalize claims (`PEOPLESYNC_REPLICA`; default: host
+    /// name and process id).
+    pub replica: Option<String>,
+    /// Oomnitza connection.
+    pub oomnitza: OomnitzaSettings,
+    /// Batching and concurrency.
+    pub batch: BatchSettings,
+    /// Retries of bulk requests.
+    pub retry: RetrySettings,
+}
+
+/// Where and how to reach Oomnitza.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OomnitzaSettings {
+    /// The tenant URL, `https://<tenant>.oomnitza.com` (`OOMNITZA_URL`).
+    pub url: String,
+    /// Login for password authentication (`OOMNITZA_LOGIN`); the password comes from
+    /// `OOMNITZA_PASSWORD` / `OOMNITZA_PASSWORD_FILE`. Unused when an API token is set.
+    pub login: Option<String>,
+    /// Timeout of every Oomnitza request, in seconds.
+    pub request_timeout_secs: u64,
+}
+
+/// How events are grouped into bulk requests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSettings {
+    /// Records per bulk request at most.
+    pub size: usize,
+    /// How long a partial batch waits for more records, in milliseconds.
+    pub linger_ms: u64,
+    /// Bulk requests in flight per replica.
+    pub in_flight: usize,
+    /// Messages asked for per pull request (small values spread work across replicas).
+    pub pull_batch: usize,
+}
+
+/// How a failing bulk request is retried before its events are handed back to the stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    /// Attempts per bulk request, the first included.
+    pub max_attempts: usize,
+    /// First retry delay, in milliseconds (doubles, with jitter).
+    pub initial_delay_ms: u64,
+    /// Longest delay between attempts, in milliseconds.
+    pub max_delay_ms: u64,
+    /// Give up retrying in-process after this many seconds and let the stream redeliver.
+    pub max_elapsed_secs: u64,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        LoaderConfig {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            integrations: vec!["sage-people".into()],
+            replica: None,
+            oomnitza: OomnitzaSettings {
+                url: String::new(),
+                login: None,
+                request_timeout_secs: 30,
+            },
+            batch: BatchSettings {
+                size: 100,
+                linger_ms: 50,
+                in_flight: 4,
+                pull_batch: 100,
+            },
+            retry: RetrySettings {
+                max_attempts: 10,
+                initial_delay_ms: 200,
+                max_delay_ms: 10_000,
+                max_elapsed_secs: 60,
+            },
+        }
+    }
+}
+
+/// A configuration problem, named so the operator can fix it.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl LoaderConfig {
+    /// Loads defaults, then the TOML file (if any), then environment overrides.
+    pub fn load(file: Option<&Path>) -> Result<LoaderConfig, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(LoaderConfig::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(format!(
+                    "--config {}: no such file",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(
+            Env::raw()
+                .only(&[
+                    "NATS_URL",
+                    "OOMNITZA_URL",
+                    "OOMNITZA_LOGIN",
+                    "PEOPLESYNC_REPLICA",
+                ])
+                .map(|key| {
+                    match key.as_str() {
+                        "NATS_URL" => "nats_url",
+                        "OOMNITZA_URL" => "oomnitza.url",
+                        "OOMNITZA_LOGIN" => "oomnitza.login",
+                        _ => "replica",
+                    }
+                    .into()
+                }),
+        );
+        let mut config: LoaderConfig = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        if let Ok(list) = std::env::var("PEOPLESYNC_INTEGRATION") {
+            config.integrations = list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what can be checked without the network.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for id in &self.integrations {
+            peoplesync_bus::names::validate_integration_id(id).map_err(ConfigError)?;
+        }
+        if self.oomnitza.url.trim().is_empty() {
+            return Err(ConfigError(
+                "oomnitza.url is empty; set OOMNITZA_URL to https://<tenant>.oomnitza.com".into(),
+            ));
+        }
+        let b = &self.batch;
+        if b.size == 0 || b.in_flight == 0 || b.pull_batch == 0 {
+            return Err(ConfigError(
+                "batch.size, batch.in_flight and batch.pull_batch must be at least 1".into(),
+            ));
+        }
+        if b.size > 1000 {
+            return Err(ConfigError(format!(
+                "batch.size = {} is too large; Oomnitza bulk requests should carry at most 1000 records",
+                b.size
+            )));
+        }
+        if self.retry.max_attempts == 0 {
+            return Err(ConfigError("retry.max_attempts must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The Oomnitza client configuration, with the token or password read now.
+    pub fn oomnitza_config(&self) -> Result<OomnitzaConfig, ConfigError> {
+        let token = peoplesync_runtime::env_or_file("OOMNITZA_API_TOKEN")
+            .map_err(|e| ConfigError(e.to_string()))?;
+        let auth = match (token, &self.oomnitza.login) {
+            (Some(token), _) => OomnitzaAuth::ApiToken(token),
+            (None, Some(login)) => OomnitzaAuth::Password {
+                login: login.clone(),
+                password: peoplesync_runtime::require("OOMNITZA_PASSWORD")
+                    .map_err(|e| ConfigError(e.to_string()))?,
+            },
+            (None, None) => {
+                return Err(ConfigError(
+                    "no Oomnitza credentials: set OOMNITZA_API_TOKEN (or OOMNITZA_API_TOKEN_FILE), \
+                     or OOMNITZA_LOGIN with OOMNITZA_PASSWORD (or OOMNITZA_PASSWORD_FILE)"
+                        .into(),
+                ));
+            }
+        };
+        let mut config = OomnitzaConfig::new(self.oomnitza.url.trim_end_matches('/'), auth);
+        config.request_timeout = Duration::from_secs(self.oomnitza.request_timeout_secs.max(1));
+        Ok(config)
+    }
+
+    /// This replica's name.
+    pub fn replica_name(&self) -> String {
+        self.replica.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "loader".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_oomnitza_url_names_the_variable() {
+        let err = LoaderConfig::default().validate().unwrap_err().to_string();
+        assert!(err.contains("OOMNITZA_URL"), "{err}");
+    }
+
+    #[test]
+    fn zero_sized_batches_are_refused() {
+        let mut config = LoaderConfig::default();
+        config.oomnitza.url = "http://x".into();
+        config.batch.size = 0;
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,190 @@
+//! Finalizing a run's Oomnitza portion exactly once across replicas: when a run is completed
+//! and its outcomes account for every published event, one replica wins a compare-and-set
+//! claim on the run record, calls finalize, and records the final counts. A claim left by a
+//! replica that died is taken over after [`CLAIM_EXPIRY`].
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use peoplesync_bus::{Bus, BusError, FinalizeState, RunRecord, RunState, Runs, outcomes};
+use peoplesync_oomnitza::{ErrorKind, Finalize, OomnitzaClient};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How long a finalize claim holds before another replica may take it over.
+pub const CLAIM_EXPIRY: Duration = Duration::from_secs(120);
+/// How often every open run is checked, in case a poke or a watch event was missed.
+const SWEEP: Duration = Duration::from_secs(5);
+
+/// Finalizes portions for one replica.
+pub struct Finalizer {
+    bus: Bus,
+    runs: Runs,
+    client: OomnitzaClient,
+    replica: String,
+}
+
+/// A request to look at one run now: (integration, run id).
+pub type Poke = (String, String);
+
+impl Finalizer {
+    /// A finalizer acting as `replica`.
+    pub fn new(bus: Bus, client: OomnitzaClient, replica: String) -> Finalizer {
+        let runs = Runs::new(bus.state_kv().clone());
+        Finalizer {
+            bus,
+            runs,
+            client,
+            replica,
+        }
+    }
+
+    /// Checks runs when poked (after a batch settles), when a run record changes, and every
+    /// few seconds, until `shutdown`.
+    pub async fn run(self, mut pokes: mpsc::Receiver<Poke>, shutdown: CancellationToken) {
+        let mut watch = match self.runs.watch().await {
+            Ok(watch) => Some(watch),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot watch run records; relying on the periodic sweep");
+                None
+            }
+        };
+        let mut sweep = tokio::time::interval(SWEEP);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                poke = pokes.recv() => {
+                    let Some((integration, run_id)) = poke else { return };
+                    self.check(&integration, &run_id).await;
+                }
+                entry = next_entry(&mut watch) => {
+                    match entry {
+                        Some(Ok(entry)) => {
+                            if let Ok(record) = peoplesync_bus::runs::decode(&entry.value) {
+                                self.check(&record.integration, &record.run_id).await;
+                            }
+                        }
+                        Some(Err(err)) => tracing::debug!(error = %err, "run watch error"),
+                        None => watch = None,
+                    }
+                }
+                _ = sweep.tick() => self.sweep().await,
+            }
+        }
+    }
+
+    async fn sweep(&self) {
+        match self.runs.list(None).await {
+            Ok(records) => {
+                for record in records.into_iter().filter(needs_finalize) {
+                    self.check(&record.integration, &record.run_id).await;
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot list runs for finalizing"),
+        }
+    }
+
+    async fn check(&self, integration: &str, run_id: &str) {
+        if let Err(err) = self.try_finalize(integration, run_id).await {
+            tracing::warn!(integration, run_id, error = %err, "finalize check failed; will retry");
+        }
+    }
+
+    async fn try_finalize(&self, integration: &str, run_id: &str) -> Result<(), BusError> {
+        let Some((record, _)) = self.runs.get(integration, run_id).await? else {
+            return Ok(());
+        };
+        if !needs_finalize(&record) {
+            return Ok(());
+        }
+        let counts = outcomes::count(self.bus.jetstream(), integration, run_id).await?;
+        if counts.total() < record.expected() {
+            return Ok(());
+        }
+        let now = chrono::Utc::now().to_rfc3339();
+        let mut won = false;
+        self.runs
+            .update(integration, run_id, |r| {
+                won = needs_finalize(r);
+                if won {
+                    r.finalize = FinalizeState::Claimed {
+                        by: self.replica.clone(),
+                        at: now.clone(),
+                    };
+                }
+                won
+            })
+            .await?;
+        if !won {
+            return Ok(());
+        }
+        let finalize = match self.client.finalize(run_id).await {
+            Ok(Finalize::Finalized | Finalize::AlreadyFinalized) => FinalizeState::Finalized {
+                by: self.replica.clone(),
+                at: chrono::Utc::now().to_rfc3339(),
+            },
+            Err(err) if err.kind() == ErrorKind::Rejected && err.status() == Some(404) => {
+                FinalizeState::NothingToFinalize
+            }
+            Err(err) => {
+                tracing::warn!(integration, run_id, error = %err, "finalizing the portion failed; releasing the claim to retry");
+                self.runs
+                    .update(integration, run_id, |r| {
+                        r.finalize = FinalizeState::Pending;
+                        true
+                    })
+                    .await?;
+                return Ok(());
+            }
+        };
+        tracing::info!(
+            integration,
+            run_id,
+            written = counts.written,
+            unchanged = counts.unchanged,
+            filtered = counts.filtered,
+            dead_lettered = counts.dead_lettered,
+            canceled = counts.canceled,
+            ?finalize,
+            "run finalized"
+        );
+        self.runs
+            .update(integration, run_id, |r| {
+                r.finalize = finalize.clone();
+                r.counts = Some(counts);
+                true
+            })
+            .await?;
+        outcomes::purge(self.bus.jetstream(), integration, run_id).await?;
+        Ok(())
+    }
+}
+
+/// Whether `record` is complete and its portion not yet finalized (or its claim expired).
+fn needs_finalize(record: &RunRecord) -> bool {
+    if record.state != RunState::Completed {
+        return false;
+    }
+    match &record.finalize {
+        FinalizeState::Pending => true,
+        FinalizeState::Claimed { at, .. } => chrono::DateTime::parse_from_rfc3339(at)
+            .map(|at| {
+                chrono::Utc::now()
+                    .signed_duration_since(at)
+                    .to_std()
+                    .unwrap_or_default()
+                    > CLAIM_EXPIRY
+            })
+            .unwrap_or(true),
+        FinalizeState::Finalized { .. } | FinalizeState::NothingToFinalize => false,
+    }
+}
+
+async fn next_entry(
+    watch: &mut Option<async_nats::jetstream::kv::Watch>,
+) -> Option<Result<async_nats::jetstream::kv::Entry, async_nats::jetstream::kv::WatcherError>> {
+    match watch {
+        Some(watch) => watch.next().await,
+        None => std::future::pending().await,
+    }
+}

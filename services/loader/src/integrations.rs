@@ -1,0 +1,191 @@
+//! The compiled integration configs this replica maps with, kept in step with KV
+//! `peoplesync_config` (key = integration id, value = the TOML). A new revision applies to the
+//! next event without a restart; a revision that fails validation is refused with a log line
+//! naming every problem, and the previous config stays active.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use futures::StreamExt;
+use peoplesync_bus::{Bus, BusError, names};
+use peoplesync_core::{Integration, IntegrationConfig};
+
+/// The active config of every integration, shared by the replica's tasks.
+#[derive(Clone, Default)]
+pub struct Integrations {
+    active: Arc<RwLock<HashMap<String, Active>>>,
+}
+
+#[derive(Clone)]
+struct Active {
+    integration: Arc<Integration>,
+    revision: u64,
+}
+
+impl std::fmt::Debug for Integrations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Integrations").finish_non_exhaustive()
+    }
+}
+
+/// Why a config could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    /// The TOML is invalid; the message lists every problem.
+    #[error("integration config {id}: {message}")]
+    Invalid {
+        /// The integration.
+        id: String,
+        /// Every validation message.
+        message: String,
+    },
+    /// KV failed.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+fn kv_error(op: &'static str, key: &str, err: impl std::fmt::Display) -> BusError {
+    BusError::Kv {
+        op,
+        bucket: names::CONFIG_BUCKET.into(),
+        key: key.into(),
+        message: err.to_string(),
+    }
+}
+
+impl Integrations {
+    /// The active compiled config of `id`, if one is loaded.
+    pub fn get(&self, id: &str) -> Option<Arc<Integration>> {
+        self.active
+            .read()
+            .ok()
+            .and_then(|map| map.get(id).map(|a| a.integration.clone()))
+    }
+
+    /// The KV revision of the active config of `id`.
+    pub fn revision(&self, id: &str) -> Option<u64> {
+        self.active
+            .read()
+            .ok()
+            .and_then(|map| map.get(id).map(|a| a.revision))
+    }
+
+    /// Makes `config` (KV revision `revision`) active for its integration.
+    fn activate(&self, id: &str, integration: Integration, revision: u64) {
+        if let Ok(mut map) = self.active.write() {
+            let newer = map.get(id).is_none_or(|a| a.revision < revision);
+            if newer {
+                map.insert(
+                    id.to_owned(),
+                    Active {
+                        integration: Arc::new(integration),
+                        revision,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Parses and compiles a TOML config and, if valid, makes it active; otherwise logs why
+    /// and keeps the previous one.
+    fn apply(&self, id: &str, text: &[u8], revision: u64) {
+        let compiled = std::str::from_utf8(text)
+            .map_err(|e| format!("not UTF-8: {e}"))
+            .and_then(|text| IntegrationConfig::from_toml(text).map_err(|e| e.to_string()))
+            .and_then(|config| Integration::compile(config).map_err(|e| e.to_string()));
+        match compiled {
+            Ok(integration) if integration.config().id == id => {
+                tracing::info!(integration = id, revision, "integration config active");
+                self.activate(id, integration, revision);
+            }
+            Ok(integration) => tracing::error!(
+                integration = id,
+                revision,
+                config_id = %integration.config().id,
+                "refusing integration config: its id does not match its KV key; keeping the previous config"
+            ),
+            Err(message) => tracing::error!(
+                integration = id,
+                revision,
+                %message,
+                "refusing an invalid integration config; keeping the previous config"
+            ),
+        }
+    }
+
+    /// Loads the config of `id` from KV, seeding it first when absent: with `seed` (a TOML
+    /// file's text) if given, else with the shipped default.
+    pub async fn load_or_seed(
+        &self,
+        bus: &Bus,
+        id: &str,
+        seed: Option<&str>,
+    ) -> Result<(), SeedError> {
+        let store = bus.config_kv();
+        if let Some(entry) = store.entry(id).await.map_err(|e| kv_error("read", id, e))?
+            && entry.operation == kv::Operation::Put
+        {
+            self.apply(id, &entry.value, entry.revision);
+            if self.get(id).is_some() {
+                return Ok(());
+            }
+        }
+        let text = match seed {
+            Some(text) => text.to_owned(),
+            None => IntegrationConfig::default_for(id).to_toml(),
+        };
+        let config = IntegrationConfig::from_toml(&text).map_err(|e| SeedError::Invalid {
+            id: id.to_owned(),
+            message: e.to_string(),
+        })?;
+        if config.id != id {
+            return Err(SeedError::Invalid {
+                id: id.to_owned(),
+                message: format!("the file's id is {:?}; it must be {id:?}", config.id),
+            });
+        }
+        let integration = Integration::compile(config).map_err(|e| SeedError::Invalid {
+            id: id.to_owned(),
+            message: e.to_string(),
+        })?;
+        match store.create(id, Bytes::from(text)).await {
+            Ok(revision) => {
+                tracing::info!(
+                    integration = id,
+                    revision,
+                    "seeded the integration config in KV"
+                );
+                self.activate(id, integration, revision);
+            }
+            Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
+                // Another replica seeded it first; use theirs.
+                if let Some(entry) = store.entry(id).await.map_err(|e| kv_error("read", id, e))? {
+                    self.apply(id, &entry.value, entry.revision);
+                }
+            }
+            Err(err) => return Err(kv_error("create", id, err).into()),
+        }
+        Ok(())
+    }
+
+    /// Follows every change in the config bucket until the watch ends.
+    pub async fn watch(&self, bus: &Bus) -> Result<(), BusError> {
+        let mut watch = bus
+            .config_kv()
+            .watch_all()
+            .await
+            .map_err(|e| kv_error("watch", ">", e))?;
+        while let Some(entry) = watch.next().await {
+            match entry {
+                Ok(entry) if entry.operation == kv::Operation::Put => {
+                    self.apply(&entry.key, &entry.value, entry.revision);
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "integration config watch error"),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,19 @@
+//! `oomnitza-loader`: consumes worker events from the shared JetStream consumer, filters and
+//! maps them with the integration's config, batches them per portion, writes them to
+//! Oomnitza with retries, dead-letters what cannot be loaded, and finalizes each portion once.
+//!
+//! The parts, in the order an event meets them: [`consume`] → [`pipeline`] (filter, map) →
+//! [`batcher`] → [`deliver`] → [`ack`]; beside them [`integrations`] (configs from KV) and
+//! [`finalize`]. `main.rs` only wires them together through [`Loader`].
+
+pub mod ack;
+pub mod batcher;
+pub mod config;
+pub mod consume;
+pub mod deliver;
+pub mod finalize;
+pub mod integrations;
+pub mod pipeline;
+
+pub use config::LoaderConfig;
+pub use consume::Loader;

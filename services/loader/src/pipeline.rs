@@ -1,0 +1,172 @@
+//! Per event: decode, filter, map and validate — deciding, before any I/O, whether the event
+//! becomes a record to send or is already done (filtered, or dead-lettered because it cannot
+//! be built). Events that cannot even be decoded are dead-lettered too: nothing is dropped
+//! without a trace.
+
+use std::sync::Arc;
+
+use async_nats::jetstream;
+use peoplesync_bus::{DeadLetter, Outcome, codec};
+use peoplesync_core::{Evaluation, Integration, RecordInput, Tracking};
+use peoplesync_proto::v1::WorkerEventKind;
+use serde_json::{Map, Value};
+
+/// Which batch an event belongs to: its integration, its run (the portion) and the config
+/// revision it was mapped with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BatchKey {
+    /// The integration.
+    pub integration: String,
+    /// The run, also the Oomnitza portion.
+    pub run_id: String,
+    /// The config revision used to map it.
+    pub revision: u64,
+}
+
+/// What the pipeline decided for one event.
+#[derive(Debug)]
+pub enum Disposition {
+    /// Send this record to Oomnitza.
+    Send(Map<String, Value>),
+    /// Nothing to send; record this outcome (and dead letter, if any).
+    Done(Outcome, Option<Box<DeadLetter>>),
+}
+
+/// One event on its way through the loader.
+#[derive(Debug)]
+pub struct Item {
+    /// The JetStream message, acked once its outcome is recorded.
+    pub message: jetstream::Message,
+    /// Batch it belongs to.
+    pub key: BatchKey,
+    /// Its config, when one applied.
+    pub integration: Option<Arc<Integration>>,
+    /// Sage People worker id.
+    pub worker_id: String,
+    /// The event's dedup id (`<run>.<worker>`), reused for its outcome and dead letter.
+    pub msg_id: String,
+    /// What to do with it.
+    pub disposition: Disposition,
+    /// Deliveries of this message so far (1 the first time).
+    pub delivered: u64,
+}
+
+/// Builds the item for `message`. `lookup` returns the active config of an integration.
+pub fn prepare(
+    message: jetstream::Message,
+    lookup: impl Fn(&str) -> Option<(Arc<Integration>, u64)>,
+) -> Item {
+    let subject = message.subject.to_string();
+    let integration_id = subject.split('.').nth(1).unwrap_or("unknown").to_owned();
+    let msg_id = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default();
+    let delivered = message
+        .info()
+        .map(|i| u64::try_from(i.delivered).unwrap_or(1))
+        .unwrap_or(1);
+    let (run_from_id, worker_from_id) = msg_id.split_once('.').unwrap_or(("unknown", "unknown"));
+    let dead = |run_id: &str, worker_id: &str, reason: String| DeadLetter {
+        integration: integration_id.clone(),
+        run_id: run_id.to_owned(),
+        worker_id: worker_id.to_owned(),
+        reason,
+        stage: "pipeline".into(),
+        attempts: delivered,
+        original_subject: subject.clone(),
+        ..Default::default()
+    };
+
+    let event = match codec::decode_worker_event(&message.payload) {
+        Ok(event) => event,
+        Err(err) => {
+            let letter = dead(run_from_id, worker_from_id, err.to_string());
+            return Item {
+                key: BatchKey {
+                    integration: integration_id.clone(),
+                    run_id: run_from_id.to_owned(),
+                    revision: 0,
+                },
+                integration: None,
+                worker_id: worker_from_id.to_owned(),
+                msg_id,
+                disposition: Disposition::Done(Outcome::DeadLettered, Some(Box::new(letter))),
+                delivered,
+                message,
+            };
+        }
+    };
+    let kind = event.kind();
+    let worker = event
+        .worker
+        .map(codec::worker_from_proto)
+        .unwrap_or_default();
+    let worker_id = worker.id.clone();
+    let run_id = event.run_id.clone();
+    let config = lookup(&integration_id);
+    let revision = config.as_ref().map_or(0, |(_, r)| *r);
+    let key = BatchKey {
+        integration: integration_id.clone(),
+        run_id: run_id.clone(),
+        revision,
+    };
+    let disposition = match (&config, kind) {
+        (_, WorkerEventKind::Removed) => {
+            tracing::debug!(integration = %integration_id, worker = %worker_id,
+                "worker removed from Sage People; removals are not written to Oomnitza");
+            Disposition::Done(Outcome::Filtered, None)
+        }
+        (None, _) => Disposition::Done(
+            Outcome::DeadLettered,
+            Some(Box::new(dead(
+                &run_id,
+                &worker_id,
+                format!(
+                    "no valid integration config for {integration_id:?} in KV peoplesync_config"
+                ),
+            ))),
+        ),
+        (Some((integration, _)), _) => {
+            let raw: Value = serde_json::from_slice(&event.raw).unwrap_or(Value::Null);
+            let tracking = event
+                .tracking
+                .map(|t| Tracking {
+                    credentials: t.credentials,
+                    hostname: t.hostname,
+                })
+                .unwrap_or_default();
+            let input = RecordInput {
+                raw: &raw,
+                worker: &worker,
+                tracking: &tracking,
+            };
+            match integration.evaluate(&input) {
+                Evaluation::Load { record } => Disposition::Send(record),
+                Evaluation::Filtered { reason } => {
+                    tracing::debug!(integration = %integration_id, worker = %worker_id, %reason, "filtered");
+                    Disposition::Done(Outcome::Filtered, None)
+                }
+                Evaluation::Unloadable { reason } => {
+                    tracing::warn!(integration = %integration_id, run_id = %run_id, worker = %worker_id, %reason,
+                        "worker cannot be loaded; dead-lettered");
+                    Disposition::Done(
+                        Outcome::DeadLettered,
+                        Some(Box::new(dead(&run_id, &worker_id, reason))),
+                    )
+                }
+            }
+        }
+    };
+    Item {
+        message,
+        key,
+        integration: config.map(|(i, _)| i),
+        worker_id,
+        msg_id,
+        disposition,
+        delivered,
+    }
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests across processes: a real nats-server per test, both simulators in-process
+//! on port 0, and the `sage-extractor` and `oomnitza-loader` binaries as child processes
+//! (built beforehand by `scripts/test`). Assertions are on what the Oomnitza simulator stored.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+mod sync;
