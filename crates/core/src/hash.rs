@@ -8,49 +8,48 @@ use sha2::{Digest, Sha256};
 
 /// Hex SHA-256 of `record`'s canonical encoding; independent of key order.
 pub fn record_hash(record: &Map<String, Value>) -> String {
-    let mut text = String::with_capacity(512);
+    let mut text = Vec::with_capacity(1024);
     write_object(record, &mut text);
-    hex::encode(Sha256::digest(text.as_bytes()))
+    hex::encode(Sha256::digest(&text))
 }
 
-fn write_object(map: &Map<String, Value>, out: &mut String) {
-    let mut keys: Vec<&String> = map.keys().collect();
-    keys.sort();
-    out.push('{');
-    for (i, key) in keys.into_iter().enumerate() {
+fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (i, (key, value)) in entries.into_iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        write_string(key, out);
-        out.push(':');
-        if let Some(value) = map.get(key) {
-            write_value(value, out);
-        }
+        write_scalar(key, out);
+        out.push(b':');
+        write_value(value, out);
     }
-    out.push('}');
+    out.push(b'}');
 }
 
-fn write_value(value: &Value, out: &mut String) {
+fn write_value(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => write_object(map, out),
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_value(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        Value::String(s) => write_string(s, out),
         // Scalars have one JSON spelling each.
-        other => out.push_str(&other.to_string()),
+        other => write_scalar(other, out),
     }
 }
 
-fn write_string(s: &str, out: &mut String) {
-    out.push_str(&Value::String(s.to_owned()).to_string());
+/// serde_json's compact encoding of a string or scalar. Writing to a `Vec` cannot fail,
+/// and none of these values can fail to serialise.
+fn write_scalar<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
+    let _ = serde_json::to_writer(out, value);
 }
 
 #[cfg(test)]

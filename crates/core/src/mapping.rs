@@ -122,7 +122,7 @@ impl Integration {
                 MappingSource::Template(text) => {
                     match engine.add_template(&format!("mapping{i}"), text) {
                         Ok((compiled, used)) => {
-                            roots = roots.union(used);
+                            roots.union(&used);
                             FieldValue::Template(compiled)
                         }
                         Err(problem) => {
@@ -155,7 +155,7 @@ impl Integration {
             match CompiledFilter::compile(&mut engine, condition) {
                 Ok((compiled, used)) => {
                     if config.filter.mode == crate::config::FilterMode::IfConditions {
-                        roots = roots.union(used);
+                        roots.union(&used);
                         filter = Some(compiled);
                     }
                 }
@@ -297,7 +297,7 @@ impl Integration {
     }
 
     fn context(&self, input: &RecordInput<'_>) -> minijinja::Value {
-        template::context(self.roots, input.raw, input.worker, input.tracking)
+        template::context(&self.roots, input.raw, input.worker, input.tracking)
     }
 
     /// Every compiled field, for previews.

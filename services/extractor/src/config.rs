@@ -12,6 +12,28 @@ use peoplesync_sage_people::{Credentials, SageConfig};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+/// Every environment variable the extractor reads, besides the per-credential-set secrets
+/// `SAGE_PEOPLE_<NAME>_{CLIENT_SECRET,PRIVATE_KEY,PASSWORD}[_FILE]` (deployment manifests are
+/// checked against it).
+pub const ENV_VARS: &[&str] = &[
+    "NATS_URL",
+    "PEOPLESYNC_INTEGRATION",
+    "PEOPLESYNC_EXTRACTOR_CONFIG",
+    "SAGE_PEOPLE_LOGIN_URL",
+    "SAGE_PEOPLE_CLIENT_ID",
+    "SAGE_PEOPLE_GRANT",
+    "SAGE_PEOPLE_USERNAME",
+    "SAGE_PEOPLE_AUDIENCE",
+    "SAGE_PEOPLE_CLIENT_SECRET",
+    "SAGE_PEOPLE_CLIENT_SECRET_FILE",
+    "SAGE_PEOPLE_PRIVATE_KEY",
+    "SAGE_PEOPLE_PRIVATE_KEY_FILE",
+    "SAGE_PEOPLE_PASSWORD",
+    "SAGE_PEOPLE_PASSWORD_FILE",
+    "RUST_LOG",
+    "LOG_FORMAT",
+];
+
 /// The extractor's settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -9,6 +9,23 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use peoplesync_oomnitza::{OomnitzaAuth, OomnitzaConfig};
 use serde::{Deserialize, Serialize};
 
+/// Every environment variable the loader reads (deployment manifests are checked against it).
+pub const ENV_VARS: &[&str] = &[
+    "NATS_URL",
+    "PEOPLESYNC_INTEGRATION",
+    "PEOPLESYNC_REPLICA",
+    "PEOPLESYNC_LOADER_CONFIG",
+    "PEOPLESYNC_INTEGRATION_FILE",
+    "OOMNITZA_URL",
+    "OOMNITZA_LOGIN",
+    "OOMNITZA_API_TOKEN",
+    "OOMNITZA_API_TOKEN_FILE",
+    "OOMNITZA_PASSWORD",
+    "OOMNITZA_PASSWORD_FILE",
+    "RUST_LOG",
+    "LOG_FORMAT",
+];
+
 /// The loader's settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,14 +5,14 @@
 
 mod filters;
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use minijinja::value::Value as JinjaValue;
 use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
 use serde_json::Value;
 
 use crate::names::did_you_mean;
-use crate::worker::{Tracking, Worker};
+use crate::worker::{IntegrationField, Tracking, Worker};
 
 /// Longest template accepted, in characters (Oomnitza refuses longer paths).
 pub const MAX_TEMPLATE_CHARS: usize = 256;
@@ -23,26 +23,77 @@ const FUEL: u64 = 20_000;
 /// The roots templates see.
 pub const ROOTS: [&str; 3] = ["response", "worker", "connect"];
 
-/// Which roots a template reads, so a record's context only builds those.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How much of one root the templates read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum Need {
+    /// Not read at all.
+    #[default]
+    Nothing,
+    /// Only these top-level keys (`worker.city` needs `city`).
+    Keys(BTreeSet<String>),
+    /// The whole root (used as a value, subscripted, iterated…).
+    Everything,
+}
+
+impl Need {
+    fn add(&mut self, key: Option<&str>) {
+        match (key, &mut *self) {
+            (_, Need::Everything) => {}
+            (None, _) => *self = Need::Everything,
+            (Some(k), Need::Keys(keys)) => {
+                keys.insert(k.to_owned());
+            }
+            (Some(k), Need::Nothing) => *self = Need::Keys(BTreeSet::from([k.to_owned()])),
+        }
+    }
+
+    fn union(&mut self, other: &Need) {
+        match other {
+            Need::Nothing => {}
+            Need::Everything => *self = Need::Everything,
+            Need::Keys(keys) => keys.iter().for_each(|k| self.add(Some(k))),
+        }
+    }
+
+    fn wants(&self, key: &str) -> bool {
+        match self {
+            Need::Nothing => false,
+            Need::Keys(keys) => keys.contains(key),
+            Need::Everything => true,
+        }
+    }
+
+    fn any(&self) -> bool {
+        *self != Need::Nothing
+    }
+}
+
+/// Which parts of the roots the templates read, so a record's context builds only those.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Roots {
-    pub(crate) response: bool,
-    pub(crate) worker: bool,
+    pub(crate) response: Need,
+    pub(crate) worker: Need,
     pub(crate) connect: bool,
 }
 
 impl Roots {
-    pub(crate) fn union(self, other: Roots) -> Roots {
+    /// Everything, for the compile-time dry run.
+    fn all() -> Roots {
         Roots {
-            response: self.response || other.response,
-            worker: self.worker || other.worker,
-            connect: self.connect || other.connect,
+            response: Need::Everything,
+            worker: Need::Everything,
+            connect: true,
         }
     }
 
-    #[cfg(test)]
-    pub(crate) fn any(self) -> bool {
-        self.response || self.worker || self.connect
+    pub(crate) fn union(&mut self, other: &Roots) {
+        self.response.union(&other.response);
+        self.worker.union(&other.worker);
+        self.connect |= other.connect;
+    }
+
+    pub(crate) fn any(&self) -> bool {
+        self.response.any() || self.worker.any() || self.connect
     }
 }
 
@@ -179,13 +230,18 @@ impl Engine {
             .map_err(|e| e.to_string())?;
         let globals: HashSet<&str> = env.globals().map(|(name, _)| name).collect();
         let mut roots = Roots::default();
+        // Nested names ("worker.city") say which keys of a root are read; a bare name means
+        // the root is used whole.
         let mut undeclared: Vec<String> =
-            template.undeclared_variables(false).into_iter().collect();
+            template.undeclared_variables(true).into_iter().collect();
         undeclared.sort();
-        for name in undeclared {
-            match name.as_str() {
-                "response" => roots.response = true,
-                "worker" => roots.worker = true,
+        for path in undeclared {
+            let mut parts = path.splitn(3, '.');
+            let name = parts.next().unwrap_or_default();
+            let key = parts.next();
+            match name {
+                "response" => roots.response.add(key),
+                "worker" => roots.worker.add(key),
                 "connect" => roots.connect = true,
                 other if globals.contains(other) => {}
                 other => {
@@ -378,17 +434,29 @@ pub(crate) fn normalise_output(value: Value) -> Value {
 
 /// The template context of one record, with only the roots in `roots`.
 pub(crate) fn context(
-    roots: Roots,
+    roots: &Roots,
     raw: &Value,
     worker: &Worker,
     tracking: &Tracking,
 ) -> JinjaValue {
     let mut entries: Vec<(&str, JinjaValue)> = Vec::with_capacity(3);
-    if roots.response {
-        entries.push(("response", JinjaValue::from_serialize(raw)));
+    match &roots.response {
+        Need::Nothing => {}
+        Need::Everything => entries.push(("response", JinjaValue::from_serialize(raw))),
+        Need::Keys(keys) => {
+            let object = raw.as_object();
+            let present = keys
+                .iter()
+                .filter_map(|k| object.and_then(|o| o.get(k)).map(|v| (k.as_str(), JinjaValue::from_serialize(v))));
+            entries.push(("response", JinjaValue::from_iter(present)));
+        }
     }
-    if roots.worker {
-        entries.push(("worker", JinjaValue::from_serialize(worker)));
+    if roots.worker.any() {
+        let fields = IntegrationField::ALL
+            .into_iter()
+            .filter(|f| roots.worker.wants(f.key()))
+            .map(|f| (f.key(), worker_value(f, worker)));
+        entries.push(("worker", JinjaValue::from_iter(fields)));
     }
     if roots.connect {
         let text = |s: &str| {
@@ -410,6 +478,32 @@ pub(crate) fn context(
     JinjaValue::from_iter(entries)
 }
 
+/// One worker field as a template value, without going through JSON.
+fn worker_value(field: IntegrationField, worker: &Worker) -> JinjaValue {
+    let text = |v: &Option<String>| v.as_deref().map_or_else(|| JinjaValue::from(()), JinjaValue::from);
+    match field {
+        IntegrationField::Id => JinjaValue::from(worker.id.as_str()),
+        IntegrationField::FullName => text(&worker.full_name),
+        IntegrationField::FirstName => text(&worker.first_name),
+        IntegrationField::LastName => text(&worker.last_name),
+        IntegrationField::Email => text(&worker.email),
+        IntegrationField::HrDepartment => text(&worker.hr_department),
+        IntegrationField::JobTitle => text(&worker.job_title),
+        IntegrationField::EmploymentName => text(&worker.employment_name),
+        IntegrationField::EmploymentActive => worker.employment_active.map_or_else(|| JinjaValue::from(()), JinjaValue::from),
+        IntegrationField::StartDate => text(&worker.start_date),
+        IntegrationField::EndDate => text(&worker.end_date),
+        IntegrationField::WorkLocation => text(&worker.work_location),
+        IntegrationField::AddressLine1 => text(&worker.address_line1),
+        IntegrationField::AddressLine2 => text(&worker.address_line2),
+        IntegrationField::AddressLine3 => text(&worker.address_line3),
+        IntegrationField::City => text(&worker.city),
+        IntegrationField::Region => text(&worker.region),
+        IntegrationField::PostalCode => text(&worker.postal_code),
+        IntegrationField::Country => text(&worker.country),
+    }
+}
+
 /// A complete record, for the dry run that finds unknown filters at compile time.
 fn sample_context() -> JinjaValue {
     let raw = serde_json::json!({
@@ -428,12 +522,7 @@ fn sample_context() -> JinjaValue {
         credentials: "default".into(),
         hostname: "example.my.salesforce.com".into(),
     };
-    let all = Roots {
-        response: true,
-        worker: true,
-        connect: true,
-    };
-    context(all, &raw, &worker, &tracking)
+    context(&Roots::all(), &raw, &worker, &tracking)
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ fn render_with(source: &str, raw: &Value) -> Result<Value, String> {
     let mut engine = Engine::new();
     let (compiled, roots) = engine.add_template("t", source)?;
     let worker = Worker::from_raw(raw).unwrap_or_default();
-    let ctx = context(roots, raw, &worker, &tracking());
+    let ctx = context(&roots, raw, &worker, &tracking());
     engine.render(&compiled, &ctx)
 }
 
@@ -356,16 +356,46 @@ fn unknown_filters_are_refused_with_a_suggestion() {
 fn roots_are_detected_so_unused_ones_are_not_built() {
     let mut engine = Engine::new();
     let (_, roots) = engine.add_template("a", "{{ response.id }}").unwrap();
+    let keys = |k: &[&str]| Need::Keys(k.iter().map(|s| (*s).to_owned()).collect());
     assert_eq!(
         roots,
         Roots {
-            response: true,
-            worker: false,
+            response: keys(&["id"]),
+            worker: Need::Nothing,
             connect: false
         }
     );
     let (_, roots) = engine.add_template("b", "{{ 'x' }}").unwrap();
     assert!(!roots.any());
+    let (_, roots) = engine
+        .add_template("c", "{{ worker.city | concat(worker.region) }}{{ response.workAddress.city }}")
+        .unwrap();
+    assert_eq!(roots.worker, keys(&["city", "region"]));
+    assert_eq!(roots.response, keys(&["workAddress"]));
+    let (_, roots) = engine.add_template("d", "{{ response['workAddress'] }}{{ worker | length }}").unwrap();
+    assert_eq!(roots.response, Need::Everything);
+    assert_eq!(roots.worker, Need::Everything);
+}
+
+#[test]
+fn partial_contexts_give_the_same_values_as_full_ones() {
+    for source in [
+        "{{ response.workAddress.city }}",
+        "{{ response['workAddress']['city'] }}",
+        "{% set w = worker %}{{ w.city }}",
+        "{% for f in response.additionalFields %}{{ f.value }}{% endfor %}",
+        "{{ worker.employment_active }}",
+        "{{ worker.nonexistent }}",
+        "{{ worker | length }}",
+    ] {
+        let mut engine = Engine::new();
+        let (compiled, roots) = engine.add_template("t", source).unwrap();
+        let raw = ada();
+        let worker = Worker::from_raw(&raw).unwrap();
+        let partial = engine.render(&compiled, &context(&roots, &raw, &worker, &tracking()));
+        let full = engine.render(&compiled, &context(&Roots::all(), &raw, &worker, &tracking()));
+        assert_eq!(partial, full, "{source}");
+    }
 }
 
 #[test]
@@ -383,12 +413,7 @@ fn conditions_are_expressions_and_cannot_escape_their_wrapper() {
     let mut engine = Engine::new();
     let raw = ada();
     let worker = Worker::from_raw(&raw).unwrap();
-    let all = Roots {
-        response: true,
-        worker: true,
-        connect: true,
-    };
-    let ctx = context(all, &raw, &worker, &tracking());
+    let ctx = context(&Roots::all(), &raw, &worker, &tracking());
     let (c, _) = engine
         .add_condition("c1", "worker.employment_active and worker.region == 'EMEA'")
         .unwrap();
