@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod consume;
+pub mod control;
 pub mod dlq;
 pub mod error;
 pub mod names;

@@ -1,0 +1,157 @@
+//! The extractor's command protocol over NATS request/reply, shared by the extractor (which
+//! answers) and the control plane (which asks). Subject:
+//! `peoplesync.control.extractor.<integration>.<command>`; bodies are JSON. Every reply is
+//! either the command's reply type or a [`CommandError`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::names;
+
+/// Command: start a full run now. Reply: [`RunStarted`].
+pub const RUN: &str = "run";
+/// Command: read one worker from Sage People and publish it as a single-worker run.
+/// Request: [`WorkerRequest`]; reply: [`WorkerSynced`].
+pub const WORKER: &str = "worker";
+/// Command: read one worker from Sage People without publishing it (for previews).
+/// Request: [`WorkerRequest`]; reply: [`WorkerFetched`].
+pub const FETCH: &str = "fetch";
+/// Command: report the current run's progress. Reply: [`Progress`].
+pub const PROGRESS: &str = "progress";
+/// Command: release removals held for approval. Request: [`ApproveRemovals`]; reply:
+/// [`RemovalsReleased`].
+pub const APPROVE_REMOVALS: &str = "approve-removals";
+
+/// The subject of `command` for `integration`.
+pub fn subject(integration: &str, command: &str) -> String {
+    names::control_subject(integration, command)
+}
+
+/// Request of [`RUN`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRequest {
+    /// What asked for it (`manual`, `grpc`, ...), recorded on the run.
+    #[serde(default)]
+    pub trigger: String,
+}
+
+/// Reply of [`RUN`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunStarted {
+    /// The new run, or the run already going.
+    pub run_id: String,
+    /// True when a run was already going (no new run was started).
+    pub already_running: bool,
+}
+
+/// Request of [`WORKER`] and [`FETCH`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerRequest {
+    /// The Sage People employee id.
+    pub id: String,
+}
+
+/// Reply of [`WORKER`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerSynced {
+    /// Whether Sage People has the worker.
+    pub found: bool,
+    /// The single-worker run it was published in (when found).
+    pub run_id: Option<String>,
+}
+
+/// Reply of [`FETCH`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerFetched {
+    /// Whether Sage People has the worker.
+    pub found: bool,
+    /// The record as Sage People returned it.
+    pub raw: Option<serde_json::Value>,
+    /// The credential set used ("Connect: Credentials").
+    pub credentials: String,
+    /// The Sage People host ("Connect: Hostname").
+    pub hostname: String,
+}
+
+/// Reply of [`PROGRESS`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Whether a run is going in this extractor.
+    pub running: bool,
+    /// The run going, if any.
+    pub run_id: Option<String>,
+    /// Events published so far in it.
+    pub published: u64,
+    /// Pages read so far in it.
+    pub pages: u64,
+}
+
+/// Request of [`APPROVE_REMOVALS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApproveRemovals {
+    /// The run whose held removals to publish.
+    pub run_id: String,
+}
+
+/// Reply of [`APPROVE_REMOVALS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovalsReleased {
+    /// Removed events published.
+    pub released: u64,
+}
+
+/// A command that could not be carried out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct CommandError {
+    /// `invalid` (bad request), `not_found`, `unavailable` (e.g. not the scheduler),
+    /// `failed` (Sage People or NATS failed).
+    pub code: String,
+    /// For an operator.
+    pub message: String,
+}
+
+/// A reply on the wire: the command's result or its error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Reply<T> {
+    /// The command's error (tried first: it has the distinctive `code` and `message`).
+    Err {
+        /// The error.
+        error: CommandError,
+    },
+    /// The command's result.
+    Ok(T),
+}
+
+impl<T> Reply<T> {
+    /// As a `Result`.
+    pub fn into_result(self) -> Result<T, CommandError> {
+        match self {
+            Reply::Ok(value) => Ok(value),
+            Reply::Err { error } => Err(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_round_trip_as_result_or_error() {
+        let ok: Reply<RunStarted> = serde_json::from_str(
+            &serde_json::to_string(&Reply::Ok(RunStarted {
+                run_id: "r".into(),
+                already_running: true,
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(ok.into_result().unwrap().run_id, "r");
+        let err: Reply<RunStarted> = serde_json::from_str(
+            r#"{"error":{"code":"not_found","message":"no such worker"}}"#,
+        )
+        .unwrap();
+        assert_eq!(err.into_result().unwrap_err().code, "not_found");
+    }
+}
