@@ -8,6 +8,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use peoplesync_core::defaults::FULL_ADDRESS_TEMPLATE;
 use peoplesync_core::{
     FilterMode, Integration, IntegrationConfig, MappingSource, RecordInput, Tracking, Worker,
     record_hash,
@@ -40,27 +41,27 @@ fn bench(c: &mut Criterion) {
         |config: IntegrationConfig| Integration::compile(config).expect("bench config is valid");
 
     let default = IntegrationConfig::default_for("bench");
-    let mut sources_only = default.clone();
-    sources_only
-        .mapping
-        .retain(|m| !matches!(m.source, MappingSource::Template(_)));
+    let with_template = |field: &str, template: &str| {
+        let mut config = default.clone();
+        for m in config.mapping.iter_mut().filter(|m| m.field == field) {
+            m.source = MappingSource::Template(template.to_owned());
+        }
+        config
+    };
+    let full_address = with_template("ADDRESS", FULL_ADDRESS_TEMPLATE);
+    let custom_api = with_template(
+        "POSITION",
+        "{{ response.currentEmployment.jobTitle | default('Unknown') }}",
+    );
     let mut region = default.clone();
     region.filter.mode = FilterMode::IfConditions;
     region.filter.condition = Some("worker.employment_active and worker.region == 'EMEA'".into());
-    let mut custom_api = default.clone();
-    for m in custom_api.mapping.iter_mut() {
-        if m.field == "POSITION" {
-            m.source = MappingSource::Template(
-                "{{ response.currentEmployment.jobTitle | default('Unknown') }}".into(),
-            );
-        }
-    }
 
     let mut group = c.benchmark_group("filter_and_map");
     for (name, config) in [
         ("default_17_fields", default.clone()),
-        ("sources_only", sources_only),
         ("default_with_region_condition", region),
+        ("default_with_full_address_template", full_address),
         ("default_with_response_template", custom_api),
     ] {
         let integration = compile(config);

@@ -9,7 +9,7 @@ use serde_json::Value;
 pub use crate::validate::{ValidationError, ValidationErrors, ValidationKind};
 
 /// One integration: the Oomnitza side of a Sage People → Oomnitza user sync.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IntegrationConfig {
     /// Integration id, used in bus subjects (`peoplesync.<id>.workers`): letters, digits,
     /// `-` and `_`.
@@ -188,7 +188,7 @@ pub struct SaasConfig {
 }
 
 /// One Oomnitza field and where its value comes from.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(into = "MappingWire")]
 pub struct MappingEntry {
     /// Oomnitza field id: a system id such as `EMAIL`, or a custom field's 32-hex id.
@@ -203,7 +203,7 @@ pub struct MappingEntry {
 
 /// Where a mapped value comes from: exactly one of the TOML keys `source`, `template`,
 /// `setting`, `value`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MappingSource {
     /// One of the 17 integration fields by label ("Job Title"), a tracking field
     /// ("Connect: Credentials", "Connect: Hostname"), or a declared additional field.

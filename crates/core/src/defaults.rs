@@ -1,7 +1,8 @@
 //! The shipped default integration: all 17 Sage People fields mapped, to Oomnitza system
 //! fields where one fits and otherwise to custom fields with fixed ids and labels (which an
 //! Oomnitza tenant, or the simulator, declares once). Email → Username and Email, a role
-//! from `default_role`, and the seed's unique "Sage User ID" for ID.
+//! from `default_role`, and the seed's unique "Sage User ID" for ID. Only `source` and
+//! `setting` mappings, so the per-record cost stays at the template-free minimum.
 
 use crate::config::{
     FilterConfig, IntegrationConfig, IntegrationType, MappingEntry, MappingSource, Preference,
@@ -13,7 +14,7 @@ use crate::smart::TargetField;
 pub const SAGE_USER_ID_FIELD: &str = "6C1F0A2B9D3E4F5A8B7C6D5E4F3A2B1C";
 
 /// The default config's custom fields: (id, label, mapped from integration field).
-pub const DEFAULT_CUSTOM_FIELDS: [(&str, &str, &str); 12] = [
+pub const DEFAULT_CUSTOM_FIELDS: [(&str, &str, &str); 14] = [
     (SAGE_USER_ID_FIELD, "Sage User ID", "ID"),
     ("90F9ECE5CF35465D81C0B0EFEA36B9B9", "Full Name", "Full Name"),
     (
@@ -42,6 +43,16 @@ pub const DEFAULT_CUSTOM_FIELDS: [(&str, &str, &str); 12] = [
         "Work Location",
         "Work Location",
     ),
+    (
+        "C7CF509BC913A2B9CB68E294F7008542",
+        "Address Line 2",
+        "Address line 2",
+    ),
+    (
+        "3930E01B43E6EE3239F77ECE0679736E",
+        "Address Line 3",
+        "Address line 3",
+    ),
     ("0B2DBA0D0F0FB3DD061E3A9B052D8280", "City", "City"),
     ("AFB80BE5C9E8734CAD3A5B691E0FBBCE", "Region", "Region"),
     (
@@ -52,8 +63,9 @@ pub const DEFAULT_CUSTOM_FIELDS: [(&str, &str, &str); 12] = [
     ("E76904FECB7C27B3025753959C16C45F", "Country", "Country"),
 ];
 
-/// The default ADDRESS template: address lines 1–3, joined with ", ".
-pub const DEFAULT_ADDRESS_TEMPLATE: &str =
+/// A template for a one-line address from lines 1–3 (the default maps line 1 to ADDRESS and
+/// keeps the default free of templates, which cost about 1 µs per record each).
+pub const FULL_ADDRESS_TEMPLATE: &str =
     "{{ worker.address_line1 | concat(worker.address_line2, worker.address_line3, sep=', ') }}";
 
 /// The custom fields of the default config, as a smart-mapping catalog would list them.
@@ -80,10 +92,7 @@ pub(crate) fn default_config(id: &str) -> IntegrationConfig {
         MappingEntry::new("FIRST_NAME", source("First Name")),
         MappingEntry::new("LAST_NAME", source("Last Name")),
         MappingEntry::new("POSITION", source("Job Title")),
-        MappingEntry::new(
-            "ADDRESS",
-            MappingSource::Template(DEFAULT_ADDRESS_TEMPLATE.to_owned()),
-        ),
+        MappingEntry::new("ADDRESS", source("Address line 1")),
         MappingEntry::new(
             "PERMISSIONS_ID",
             MappingSource::Setting("default_role".to_owned()),

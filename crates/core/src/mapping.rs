@@ -9,7 +9,7 @@ use crate::config::{IntegrationConfig, MappingSource};
 use crate::filter::CompiledFilter;
 use crate::saas::SaasBlock;
 use crate::source::SourceRef;
-use crate::template::{self, Compiled, Engine, Roots};
+use crate::template::{self, Compiled, ContextPlan, Engine, Roots};
 use crate::validate::{self, ValidationError, ValidationErrors, ValidationKind, entry_location};
 use crate::worker::{Tracking, Worker};
 
@@ -21,8 +21,8 @@ pub struct Integration {
     engine: Engine,
     fields: Vec<CompiledField>,
     filter: Option<CompiledFilter>,
-    /// The roots any template or the condition reads; empty means no context is built.
-    roots: Roots,
+    /// What any template or the condition reads; empty means no context is built.
+    plan: ContextPlan,
     sync_field: Vec<String>,
     /// Indices into `fields` of the required fields, in `REQUIRED_FIELDS` order.
     required: Vec<usize>,
@@ -44,7 +44,7 @@ pub struct RecordInput<'a> {
 }
 
 /// What happens to one worker.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Evaluation {
     /// Send this record: exactly one element of the bulk `records` array (field id → value;
     /// the `SAAS` block for user plus SaaS user; `restore_archived: true` when the filter
@@ -187,7 +187,7 @@ impl Integration {
             engine,
             fields,
             filter,
-            roots,
+            plan: ContextPlan::new(&roots),
             sync_field,
             required,
             sync_indices,
@@ -219,12 +219,11 @@ impl Integration {
                 return outcome;
             }
         }
-        let mut record = Map::new();
+        // Collected, then built in one go: cheaper than inserting entry by entry.
+        let mut entries = Vec::with_capacity(self.fields.len());
         for field in &self.fields {
             match self.value_of(field, input, &mut ctx) {
-                Ok(value) => {
-                    record.insert(field.field.clone(), value);
-                }
+                Ok(value) => entries.push((field.field.clone(), value)),
                 Err(problem) => {
                     return Evaluation::Unloadable {
                         reason: format!(
@@ -235,7 +234,7 @@ impl Integration {
                 }
             }
         }
-        self.finish(record)
+        self.finish(entries.into_iter().collect())
     }
 
     /// Required fields, sync keys, SaaS block and restore flag, on a mapped record.
@@ -297,7 +296,7 @@ impl Integration {
     }
 
     fn context(&self, input: &RecordInput<'_>) -> minijinja::Value {
-        template::context(&self.roots, input.raw, input.worker, input.tracking)
+        template::context(&self.plan, input.raw, input.worker, input.tracking)
     }
 
     /// Every compiled field, for previews.
@@ -318,7 +317,7 @@ impl Integration {
     /// Whether any template or the condition reads the context.
     #[cfg(test)]
     pub(crate) fn needs_context(&self) -> bool {
-        self.roots.any()
+        !self.plan.is_empty()
     }
 }
 

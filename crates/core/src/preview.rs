@@ -10,7 +10,7 @@ use crate::validate::{REQUIRED_FIELDS, ValidationErrors};
 use crate::worker::{Tracking, Worker};
 
 /// The outcome of a dry run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Preview {
     /// What the loader would do with the worker.
     pub evaluation: Evaluation,
@@ -20,7 +20,7 @@ pub struct Preview {
 }
 
 /// One mapping entry in a preview.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldPreview {
     /// Oomnitza field id.
     pub field: String,

@@ -322,8 +322,14 @@ mod tests {
         for (source, field) in expected {
             assert_eq!(target_of(&s, source), [field], "{source}");
         }
-        // Lines 2 and 3 have no target of their own in this catalog.
-        assert!(target_of(&s, "Address line 2").is_empty());
+        assert_eq!(
+            target_of(&s, "Address line 2"),
+            ["C7CF509BC913A2B9CB68E294F7008542"]
+        );
+        assert_eq!(
+            target_of(&s, "Address line 3"),
+            ["3930E01B43E6EE3239F77ECE0679736E"]
+        );
         for suggestion in &s {
             assert!((0.0..=1.0).contains(&suggestion.confidence));
             assert!(!suggestion.reason.is_empty());

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::config::{FilterMode, IntegrationConfig, IntegrationType, MappingSource};
+use crate::config::{FilterMode, IntegrationConfig, IntegrationType, MappingEntry, MappingSource};
 use crate::names::did_you_mean;
 use crate::source::SourceRef;
 
@@ -151,258 +151,252 @@ pub(crate) fn entry_location(index: usize, field: &str) -> String {
     }
 }
 
+/// Problems found so far.
+struct Problems(Vec<ValidationError>);
+
+impl Problems {
+    fn add(
+        &mut self,
+        kind: ValidationKind,
+        location: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        self.0.push(ValidationError::new(kind, location, message));
+    }
+}
+
 /// Every problem that needs no template engine.
 pub(crate) fn check(config: &IntegrationConfig) -> Vec<ValidationError> {
-    let mut errors = Vec::new();
-    let mut push = |kind, location: &str, message: String| {
-        errors.push(ValidationError::new(kind, location, message));
-    };
-    use ValidationKind::*;
+    let mut p = Problems(Vec::new());
+    check_settings(config, &mut p);
+    check_additional_fields(config, &mut p);
+    crate::schedule::check(&config.schedule, &mut p.0);
+    check_filter_and_saas(config, &mut p);
+    for (i, entry) in config.mapping.iter().enumerate() {
+        check_entry(config, i, entry, &mut p);
+    }
+    check_required(config, &mut p);
+    check_sync_keys(config, &mut p);
+    p.0
+}
 
+fn check_settings(config: &IntegrationConfig, p: &mut Problems) {
+    use ValidationKind::*;
     let id = config.id.trim();
     if id.is_empty() {
-        push(
+        p.add(
             Missing,
             "id",
-            "is missing or empty; name the integration, e.g. \"sage-people\"".into(),
+            "is missing or empty; name the integration, e.g. \"sage-people\"",
         );
     } else if let Some(bad) = id
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
     {
-        push(
+        p.add(
             Invalid,
             "id",
-            format!(
-                "`{id}` contains `{bad}`; use letters, digits, `-` and `_` (the id is part of bus subject names)"
-            ),
+            format!("`{id}` contains `{bad}`; use letters, digits, `-` and `_` (the id is part of bus subject names)"),
         );
     } else if id.len() > 64 {
-        push(
+        p.add(
             Invalid,
             "id",
             format!("is {} characters long; use at most 64", id.len()),
         );
     }
     if config.credentials.trim().is_empty() {
-        push(
+        p.add(
             Missing,
             "credentials",
-            "is empty; name one of the extractor's credential sets, e.g. \"default\"".into(),
+            "is empty; name one of the extractor's credential sets, e.g. \"default\"",
         );
     }
-    if let Some(role) = &config.default_role
-        && role.trim().is_empty()
+    if config
+        .default_role
+        .as_deref()
+        .is_some_and(|r| r.trim().is_empty())
     {
-        push(
+        p.add(
             Invalid,
             "default_role",
-            "is empty; give the Oomnitza role id, e.g. \"25\"".into(),
+            "is empty; give the Oomnitza role id, e.g. \"25\"",
         );
     }
-    if let Some(filter) = &config.source_filter
-        && let Some(problem) = source_filter_problem(filter)
+    if let Some(problem) = config
+        .source_filter
+        .as_deref()
+        .and_then(source_filter_problem)
     {
-        push(Invalid, "source_filter", problem);
+        p.add(Invalid, "source_filter", problem);
     }
+}
 
-    let mut seen_additional: Vec<String> = Vec::new();
+fn check_additional_fields(config: &IntegrationConfig, p: &mut Problems) {
+    use ValidationKind::*;
+    let mut seen: Vec<&str> = Vec::new();
     for name in &config.additional_fields {
-        let trimmed = name.trim();
-        if trimmed.is_empty() {
-            push(
-                Invalid,
-                "additional_fields",
-                "contains an empty name".into(),
-            );
-        } else if seen_additional
-            .iter()
-            .any(|s| s.eq_ignore_ascii_case(trimmed))
-        {
-            push(
+        let name = name.trim();
+        if name.is_empty() {
+            p.add(Invalid, "additional_fields", "contains an empty name");
+        } else if seen.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+            p.add(
                 Duplicate,
                 "additional_fields",
-                format!("lists \"{trimmed}\" twice"),
+                format!("lists \"{name}\" twice"),
             );
-        } else if SourceRef::resolve(trimmed, &[]).is_ok() {
-            push(
+        } else if SourceRef::resolve(name, &[]).is_ok() {
+            p.add(
                 Conflict,
                 "additional_fields",
-                format!(
-                    "\"{trimmed}\" is already an integration or tracking field; remove it from the list"
-                ),
+                format!("\"{name}\" is already an integration or tracking field; remove it from the list"),
             );
         } else {
-            seen_additional.push(trimmed.to_owned());
+            seen.push(name);
         }
     }
+}
 
-    crate::schedule::check(&config.schedule, &mut errors);
-    let mut push = |kind, location: &str, message: String| {
-        errors.push(ValidationError::new(kind, location, message));
-    };
-
-    if config.filter.mode == FilterMode::IfConditions
-        && config
-            .filter
-            .condition
-            .as_deref()
-            .is_none_or(|c| c.trim().is_empty())
-    {
-        push(
+fn check_filter_and_saas(config: &IntegrationConfig, p: &mut Problems) {
+    use ValidationKind::*;
+    let condition_missing = config
+        .filter
+        .condition
+        .as_deref()
+        .is_none_or(|c| c.trim().is_empty());
+    if config.filter.mode == FilterMode::IfConditions && condition_missing {
+        p.add(
             Missing,
             "filter.condition",
-            "is required when filter.mode = \"if_conditions\"; e.g. condition = \"worker.region == 'EMEA'\"".into(),
+            "is required when filter.mode = \"if_conditions\"; e.g. condition = \"worker.region == 'EMEA'\"",
         );
     }
-
-    match (&config.integration_type, &config.saas) {
-        (IntegrationType::UserAndSaasUser, None) => push(
+    let blank = |v: &Option<String>| v.as_deref().is_none_or(|s| s.trim().is_empty());
+    match (config.integration_type, &config.saas) {
+        (IntegrationType::UserAndSaasUser, None) => p.add(
             Missing,
             "saas",
-            "type = \"user_and_saas_user\" needs a [saas] table with `name` or `selected_saas_id`"
-                .into(),
+            "type = \"user_and_saas_user\" needs a [saas] table with `name` or `selected_saas_id`",
         ),
-        (IntegrationType::UserAndSaasUser, Some(saas)) => {
-            let blank = |v: &Option<String>| v.as_deref().is_none_or(|s| s.trim().is_empty());
-            if blank(&saas.name) && blank(&saas.selected_saas_id) {
-                push(
+        (IntegrationType::UserAndSaasUser, Some(saas))
+            if blank(&saas.name) && blank(&saas.selected_saas_id) =>
+        {
+            p.add(
+                Missing,
+                "saas",
+                "needs `name` (e.g. \"Sage People\") or `selected_saas_id`",
+            )
+        }
+        (IntegrationType::User, Some(_)) => p.add(
+            Conflict,
+            "saas",
+            "is only used when type = \"user_and_saas_user\"; remove [saas] or change the type",
+        ),
+        _ => {}
+    }
+}
+
+fn check_entry(config: &IntegrationConfig, i: usize, entry: &MappingEntry, p: &mut Problems) {
+    use ValidationKind::*;
+    let field = entry.field.trim();
+    let at = entry_location(i, field);
+    if field.is_empty() {
+        p.add(
+            Missing,
+            &at,
+            "`field` is missing or empty; give the Oomnitza field id",
+        );
+    } else if let Some(bad) = field
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_'))
+    {
+        p.add(
+            Invalid,
+            &at,
+            format!("field id `{field}` contains `{bad}`; Oomnitza field ids are letters, digits and `_` (no `.`, `-` or spaces)"),
+        );
+    } else if field == SAAS_KEY || field == RESTORE_ARCHIVED_KEY {
+        p.add(
+            Invalid,
+            &at,
+            format!("`{field}` is reserved for peoplesync's own record key; map a different field"),
+        );
+    } else if let Some(first) = config.mapping[..i]
+        .iter()
+        .position(|m| m.field.trim() == field)
+    {
+        p.add(
+            Duplicate,
+            &at,
+            format!(
+                "field {field} is already mapped by mapping #{}; map each field once",
+                first + 1
+            ),
+        );
+    }
+    if entry.label.as_deref().is_some_and(|l| l.trim().is_empty()) {
+        p.add(
+            Invalid,
+            &at,
+            "`label` is empty; remove it or name the field",
+        );
+    }
+    match &entry.source {
+        MappingSource::Source(name) => {
+            if let Err(problem) = SourceRef::resolve(name, &config.additional_fields) {
+                p.add(UnknownSource, &at, problem);
+            }
+        }
+        MappingSource::Setting(name) => {
+            let name = name.trim();
+            if !SETTINGS.contains(&name) {
+                let hint = did_you_mean(name, SETTINGS);
+                let stop = if hint.is_empty() { "." } else { "" };
+                p.add(
+                    Invalid,
+                    &at,
+                    format!(
+                        "unknown setting \"{name}\"{hint}{stop} Settings are {}",
+                        SETTINGS.join(", ")
+                    ),
+                );
+            } else if name == "default_role"
+                && config
+                    .default_role
+                    .as_deref()
+                    .is_none_or(|r| r.trim().is_empty())
+            {
+                p.add(
                     Missing,
-                    "saas",
-                    "needs `name` (e.g. \"Sage People\") or `selected_saas_id`".into(),
+                    &at,
+                    "uses setting default_role, but `default_role` is not set; add e.g. default_role = \"25\"",
                 );
             }
         }
-        (IntegrationType::User, Some(_)) => push(
-            Conflict,
-            "saas",
-            "is only used when type = \"user_and_saas_user\"; remove [saas] or change the type"
-                .into(),
-        ),
-        (IntegrationType::User, None) => {}
+        MappingSource::Value(Value::Array(_) | Value::Object(_)) => {
+            p.add(
+                WrongType,
+                &at,
+                "`value` must be a string, number or boolean",
+            );
+        }
+        MappingSource::Value(value) if crate::mapping::is_empty(value) => {
+            p.add(Invalid, &at, "`value` is empty; give a literal");
+        }
+        // Templates are checked when compiled.
+        MappingSource::Value(_) | MappingSource::Template(_) => {}
     }
-
-    check_mapping(config, &mut errors);
-    errors
 }
 
-fn check_mapping(config: &IntegrationConfig, errors: &mut Vec<ValidationError>) {
+fn check_required(config: &IntegrationConfig, p: &mut Problems) {
     use ValidationKind::*;
-    let mut push = |kind, location: String, message: String| {
-        errors.push(ValidationError::new(kind, location, message));
-    };
     if config.mapping.is_empty() {
-        push(
+        p.add(
             Missing,
-            "mapping".into(),
-            "has no entries; map at least USER, EMAIL and PERMISSIONS_ID".into(),
+            "mapping",
+            "has no entries; map at least USER, EMAIL and PERMISSIONS_ID",
         );
     }
-    for (i, entry) in config.mapping.iter().enumerate() {
-        let at = entry_location(i, entry.field.trim());
-        let field = entry.field.trim();
-        if field.is_empty() {
-            push(
-                Missing,
-                at.clone(),
-                "`field` is missing or empty; give the Oomnitza field id".into(),
-            );
-        } else if let Some(bad) = field
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '_'))
-        {
-            push(
-                Invalid,
-                at.clone(),
-                format!(
-                    "field id `{field}` contains `{bad}`; Oomnitza field ids are letters, digits and `_` (no `.`, `-` or spaces)"
-                ),
-            );
-        } else if field == SAAS_KEY || field == RESTORE_ARCHIVED_KEY {
-            push(
-                Invalid,
-                at.clone(),
-                format!(
-                    "`{field}` is reserved for peoplesync's own record key; map a different field"
-                ),
-            );
-        }
-        if let Some(first) = config.mapping[..i]
-            .iter()
-            .position(|m| m.field.trim() == field)
-            && !field.is_empty()
-        {
-            push(
-                Duplicate,
-                at.clone(),
-                format!(
-                    "field {field} is already mapped by mapping #{}; map each field once",
-                    first + 1
-                ),
-            );
-        }
-        if let Some(label) = &entry.label
-            && label.trim().is_empty()
-        {
-            push(
-                Invalid,
-                at.clone(),
-                "`label` is empty; remove it or name the field".into(),
-            );
-        }
-        match &entry.source {
-            MappingSource::Source(name) => {
-                if let Err(problem) = SourceRef::resolve(name, &config.additional_fields) {
-                    push(UnknownSource, at.clone(), problem);
-                }
-            }
-            MappingSource::Setting(name) => {
-                if !SETTINGS.contains(&name.trim()) {
-                    push(Invalid, at.clone(), {
-                        let hint = did_you_mean(name.trim(), SETTINGS);
-                        let stop = if hint.is_empty() { "." } else { "" };
-                        format!(
-                            "unknown setting \"{}\"{hint}{stop} Settings are {}",
-                            name.trim(),
-                            SETTINGS.join(", ")
-                        )
-                    });
-                } else if name.trim() == "default_role"
-                    && config
-                        .default_role
-                        .as_deref()
-                        .is_none_or(|r| r.trim().is_empty())
-                {
-                    push(
-                        Missing,
-                        at.clone(),
-                        "uses setting default_role, but `default_role` is not set; add e.g. default_role = \"25\"".into(),
-                    );
-                }
-            }
-            MappingSource::Value(value) => match value {
-                Value::Null => push(
-                    Invalid,
-                    at.clone(),
-                    "`value` is empty; give a literal".into(),
-                ),
-                Value::String(s) if s.trim().is_empty() => push(
-                    Invalid,
-                    at.clone(),
-                    "`value` is empty; give a literal".into(),
-                ),
-                Value::Array(_) | Value::Object(_) => push(
-                    WrongType,
-                    at.clone(),
-                    "`value` must be a string, number or boolean".into(),
-                ),
-                _ => {}
-            },
-            // Checked when compiled.
-            MappingSource::Template(_) => {}
-        }
-    }
-
     let mapped = |f: &str| config.mapping.iter().any(|m| m.field.trim() == f);
     for (field, what) in [
         (
@@ -419,45 +413,45 @@ fn check_mapping(config: &IntegrationConfig, errors: &mut Vec<ValidationError>) 
         ),
     ] {
         if !mapped(field) {
-            push(Required, "mapping".into(), what.into());
+            p.add(Required, "mapping", what);
         }
     }
     if !config.mapping.iter().any(|m| m.unique) {
-        push(
+        p.add(
             Required,
-            "mapping".into(),
-            "no entry is marked `unique = true`; the seed recommends a unique custom field \"Sage User ID\" mapped from source ID".into(),
+            "mapping",
+            "no entry is marked `unique = true`; the seed recommends a unique custom field \"Sage User ID\" mapped from source ID",
         );
     }
+}
 
+fn check_sync_keys(config: &IntegrationConfig, p: &mut Problems) {
+    use ValidationKind::*;
     if config.sync_keys.is_empty() {
-        push(
+        p.add(
             Missing,
-            "sync_keys".into(),
-            "is empty; name the Oomnitza field(s) that identify a user, e.g. [\"EMAIL\"]".into(),
+            "sync_keys",
+            "is empty; name the Oomnitza field(s) that identify a user, e.g. [\"EMAIL\"]",
         );
     }
     for (i, key) in config.sync_keys.iter().enumerate() {
         let key = key.trim();
         if config.sync_keys[..i].iter().any(|k| k.trim() == key) {
-            push(Duplicate, "sync_keys".into(), format!("lists {key} twice"));
+            p.add(Duplicate, "sync_keys", format!("lists {key} twice"));
             continue;
         }
         match config.mapping.iter().find(|m| m.field.trim() == key) {
             None => {
-                let fields = config.mapping.iter().map(|m| m.field.as_str());
-                push(
+                let hint = did_you_mean(key, config.mapping.iter().map(|m| m.field.as_str()));
+                p.add(
                     Required,
-                    "sync_keys".into(),
-                    format!(
-                        "sync key {key} is not mapped{}; every sync key needs a mapping entry",
-                        did_you_mean(key, fields)
-                    ),
+                    "sync_keys",
+                    format!("sync key {key} is not mapped{hint}; every sync key needs a mapping entry"),
                 );
             }
-            Some(entry) if !entry.unique && !UNIQUE_SYSTEM_FIELDS.contains(&key) => push(
+            Some(entry) if !entry.unique && !UNIQUE_SYSTEM_FIELDS.contains(&key) => p.add(
                 Required,
-                "sync_keys".into(),
+                "sync_keys",
                 format!(
                     "sync key {} is not a unique field; use USER, EMAIL or an entry marked `unique = true`",
                     entry.display_name()

@@ -611,3 +611,56 @@ fn validate_agrees_with_from_toml() {
     let errs = config.validate().unwrap_err();
     assert!(errs.mentions("sync key NOPE is not mapped"), "{errs}");
 }
+
+#[test]
+fn an_empty_mapping_is_refused() {
+    let start = EXAMPLE.find("[[mapping]]").unwrap();
+    let text = &EXAMPLE[..start];
+    assert_problem(text, "mapping", "has no entries");
+    assert_problem(text, "mapping", "USER (Username) must be mapped");
+}
+
+#[test]
+fn mapping_keys_of_the_wrong_type_are_named() {
+    assert_problem(
+        &edit("field = \"POSITION\"", "field = 7"),
+        "mapping #4",
+        "`field` must be a string, found integer",
+    );
+    assert_problem(
+        &edit("label = \"Sage User ID\"", "label = 1"),
+        "mapping #3 (6C1F0A2B9D3E4F5A8B7C6D5E4F3A2B1C)",
+        "`label` must be a string, found integer",
+    );
+    assert_problem(
+        &edit("source = \"ID\"", "source = [\"ID\"]"),
+        "mapping #3 (6C1F0A2B9D3E4F5A8B7C6D5E4F3A2B1C)",
+        "`source` must be a string, found array",
+    );
+    assert_problem(
+        &("mapping = 3\n".to_owned() + EXAMPLE).replace("[[mapping]]", "[[mappingx]]"),
+        "mapping",
+        "must be an array of tables",
+    );
+}
+
+#[test]
+fn long_conditions_are_refused() {
+    let condition = format!("worker.region == '{}'", "x".repeat(4100));
+    let text = edit(
+        "mode = \"always\"",
+        &format!("mode = \"if_conditions\"\ncondition = \"{condition}\""),
+    );
+    assert_problem(&text, "filter.condition", "use at most 4096");
+}
+
+#[test]
+fn unknown_tests_and_functions_in_templates_are_refused() {
+    let test = edit("| default('Unknown') }}", "is frobbed }}");
+    assert_problem(&test, "mapping #4 (POSITION)", "unknown test");
+    let function = edit(
+        "response.currentEmployment.jobTitle | default('Unknown')",
+        "range(1) | frob",
+    );
+    assert_problem(&function, "mapping #4 (POSITION)", "unknown filter");
+}

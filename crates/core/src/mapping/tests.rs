@@ -67,7 +67,11 @@ fn default_mapping_produces_the_bulk_record() {
     assert_eq!(r["FIRST_NAME"], "Ada");
     assert_eq!(r["LAST_NAME"], "Lovelace");
     assert_eq!(r["POSITION"], "Principal Engineer");
-    assert_eq!(r["ADDRESS"], "1 Example Street, Floor 2");
+    assert_eq!(r["ADDRESS"], "1 Example Street");
+    assert_eq!(
+        r["C7CF509BC913A2B9CB68E294F7008542"], "Floor 2",
+        "Address line 2"
+    );
     assert_eq!(r["PERMISSIONS_ID"], "25");
     assert_eq!(r[SAGE_USER_ID_FIELD], "a2G7E000000LlIDUA0");
     assert_eq!(
@@ -80,7 +84,7 @@ fn default_mapping_produces_the_bulk_record() {
         Value::Null,
         "End Date is null, not \"None\""
     );
-    assert_eq!(r.len(), 19, "7 system fields and 12 custom fields");
+    assert_eq!(r.len(), 21, "7 system fields and 14 custom fields");
     assert!(!r.contains_key("SAAS"));
     assert!(!r.contains_key("restore_archived"));
 }
@@ -110,7 +114,8 @@ fn non_ascii_values_are_kept() {
     let r = record(evaluate(&default_integration(), &raw));
     assert_eq!(r["FIRST_NAME"], "Zoë");
     assert_eq!(r["EMAIL"], "zoë@exämple.de");
-    assert_eq!(r["ADDRESS"], "Bahnhofstraße 1, 東京");
+    assert_eq!(r["ADDRESS"], "Bahnhofstraße 1");
+    assert_eq!(r["C7CF509BC913A2B9CB68E294F7008542"], "東京");
     assert_eq!(r["0B2DBA0D0F0FB3DD061E3A9B052D8280"], "Zürich");
 }
 
@@ -409,12 +414,8 @@ fn preview_shows_the_record_and_where_each_value_came_from() {
     assert_eq!(sage.label.as_deref(), Some("Sage User ID"));
     assert!(sage.unique);
     let address = p.fields.iter().find(|f| f.field == "ADDRESS").unwrap();
-    assert!(
-        address
-            .origin
-            .starts_with("template `{{ worker.address_line1")
-    );
-    assert_eq!(p.fields.len(), 19);
+    assert_eq!(address.origin, "source Address line 1");
+    assert_eq!(p.fields.len(), 21);
 }
 
 #[test]
@@ -494,17 +495,85 @@ fn preview_of_an_invalid_config_returns_its_problems() {
 }
 
 #[test]
-fn source_only_mappings_build_no_template_context() {
+fn the_default_mapping_builds_no_template_context() {
+    assert!(!default_integration().needs_context());
     let mut config = IntegrationConfig::default_for("x");
     config
         .mapping
-        .retain(|m| !matches!(m.source, MappingSource::Template(_)));
-    assert!(!compile(config).needs_context());
-    assert!(default_integration().needs_context());
+        .iter_mut()
+        .find(|m| m.field == "ADDRESS")
+        .unwrap()
+        .source = MappingSource::Template(crate::defaults::FULL_ADDRESS_TEMPLATE.into());
+    assert!(compile(config).needs_context());
+}
+
+#[test]
+fn the_full_address_template_joins_the_lines_present() {
+    let mut config = IntegrationConfig::default_for("x");
+    config
+        .mapping
+        .iter_mut()
+        .find(|m| m.field == "ADDRESS")
+        .unwrap()
+        .source = MappingSource::Template(crate::defaults::FULL_ADDRESS_TEMPLATE.into());
+    let integration = compile(config);
+    assert_eq!(
+        record(evaluate(&integration, &ada()))["ADDRESS"],
+        "1 Example Street, Floor 2"
+    );
+    let raw = json!({"id": "x1", "emailAddress": "x@example.com", "workAddress": {"line2": "Unit 4", "line3": "Dock 7"}});
+    assert_eq!(
+        record(evaluate(&integration, &raw))["ADDRESS"],
+        "Unit 4, Dock 7"
+    );
+    let raw = json!({"id": "x1", "emailAddress": "x@example.com"});
+    assert_eq!(record(evaluate(&integration, &raw))["ADDRESS"], Value::Null);
 }
 
 #[test]
 fn integrations_can_be_shared_between_threads() {
     fn shareable<T: Send + Sync>() {}
     shareable::<Integration>();
+}
+
+#[test]
+fn documented_conditions_and_templates_work() {
+    for condition in [
+        "worker.employment_active and worker.region == 'EMEA'",
+        "worker.country in ['United Kingdom', 'Ireland']",
+        "response.hrDepartment == 'Engineering' or worker.job_title is defined",
+        "worker.end_date is none or worker.end_date >= '2025-01-01'",
+        "'.my.salesforce.com' in connect.hostname",
+    ] {
+        let integration = with_condition(condition);
+        let evaluation = evaluate(&integration, &ada());
+        assert!(
+            matches!(
+                evaluation,
+                Evaluation::Load { .. } | Evaluation::Filtered { .. }
+            ),
+            "{condition}: {evaluation:?}"
+        );
+    }
+    let mut config = IntegrationConfig::default_for("docs");
+    config.additional_fields = vec!["Cost Centre".into()];
+    let templates = [
+        "{{ response.currentEmployment.name }}",
+        "{{ worker.start_date | date_format('%d/%m/%Y') }}",
+        "{% for f in response.additionalFields %}{% if f.name == 'Cost Centre' %}{{ f.value }}{% endif %}{% endfor %}",
+        "{{ worker.email | split_email }}",
+        "{{ response.fullName | last_from_full }}",
+    ];
+    for (i, t) in templates.iter().enumerate() {
+        config.mapping.push(MappingEntry::new(
+            format!("{i:032X}"),
+            MappingSource::Template((*t).into()),
+        ));
+    }
+    let r = record(evaluate(&compile(config), &ada()));
+    assert_eq!(r[&format!("{:032X}", 0)], "2019.02 #35");
+    assert_eq!(r[&format!("{:032X}", 1)], "04/02/2019");
+    assert_eq!(r[&format!("{:032X}", 2)], "CC-104");
+    assert_eq!(r[&format!("{:032X}", 3)], "ada.lovelace");
+    assert_eq!(r[&format!("{:032X}", 4)], "Lovelace");
 }

@@ -201,15 +201,34 @@ fn concat(value: &Value, mut parts: Rest<Value>) -> Result<Value, Error> {
         sep = kwargs.get::<Option<String>>("sep")?.unwrap_or_default();
         kwargs.assert_all_used()?;
     }
-    let texts: Vec<String> = std::iter::once(value)
-        .chain(parts.iter())
-        .filter_map(text)
-        .filter(|s| !s.is_empty())
-        .collect();
-    if texts.iter().all(|s| s.trim().is_empty()) {
+    let mut out = String::new();
+    let mut first = true;
+    for part in std::iter::once(value).chain(parts.iter()) {
+        if part.is_undefined() || part.is_none() {
+            continue;
+        }
+        let start = out.len();
+        if !first {
+            out.push_str(&sep);
+        }
+        let sep_end = out.len();
+        match part.as_str() {
+            Some(s) => out.push_str(s),
+            None => {
+                let _ = write!(out, "{part}");
+            }
+        }
+        if out.len() == sep_end {
+            // An empty part adds nothing, not even a separator.
+            out.truncate(start);
+        } else {
+            first = false;
+        }
+    }
+    if out.trim().is_empty() {
         Ok(Value::from(()))
     } else {
-        Ok(Value::from(texts.join(&sep)))
+        Ok(Value::from(out))
     }
 }
 

@@ -20,6 +20,8 @@ pub const MAX_TEMPLATE_CHARS: usize = 256;
 pub const MAX_CONDITION_CHARS: usize = 4096;
 /// Instructions one template or condition may execute per record.
 const FUEL: u64 = 20_000;
+/// Starts a typed template's output when the value is a string (JSON never starts so).
+const STRING_MARKER: &str = "\u{1}";
 /// The roots templates see.
 pub const ROOTS: [&str; 3] = ["response", "worker", "connect"];
 
@@ -92,6 +94,7 @@ impl Roots {
         self.connect |= other.connect;
     }
 
+    #[cfg(test)]
     pub(crate) fn any(&self) -> bool {
         self.response.any() || self.worker.any() || self.connect
     }
@@ -130,6 +133,14 @@ impl Engine {
         let mut typed = base_environment();
         // Typed output: the emitted value, as JSON, parsed back by `render`.
         typed.set_formatter(|out, _state, value| {
+            // Strings, the common case, skip JSON: a marker no JSON text starts with, then
+            // the text as is.
+            if let Some(text) = value.as_str() {
+                return out
+                    .write_str(STRING_MARKER)
+                    .and_then(|()| out.write_str(text))
+                    .map_err(|_| Error::from(ErrorKind::WriteFailure));
+            }
             let json = serde_json::to_string(value).map_err(|err| {
                 Error::new(
                     ErrorKind::BadSerialization,
@@ -232,8 +243,7 @@ impl Engine {
         let mut roots = Roots::default();
         // Nested names ("worker.city") say which keys of a root are read; a bare name means
         // the root is used whole.
-        let mut undeclared: Vec<String> =
-            template.undeclared_variables(true).into_iter().collect();
+        let mut undeclared: Vec<String> = template.undeclared_variables(true).into_iter().collect();
         undeclared.sort();
         for path in undeclared {
             let mut parts = path.splitn(3, '.');
@@ -297,6 +307,9 @@ impl Engine {
             .map_err(|e| error_text(&e))?;
         let out = guard(|| template.render(ctx)).map_err(|e| error_text(&e))?;
         if compiled.typed {
+            if let Some(text) = out.trim().strip_prefix(STRING_MARKER) {
+                return Ok(normalise_output(Value::String(text.to_owned())));
+            }
             let value: Value = serde_json::from_str(&out)
                 .map_err(|e| format!("template value could not be read back: {e}"))?;
             Ok(normalise_output(value))
@@ -432,33 +445,64 @@ pub(crate) fn normalise_output(value: Value) -> Value {
     }
 }
 
-/// The template context of one record, with only the roots in `roots`.
+/// What a record's template context holds, decided once per config revision from the
+/// roots the templates read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ContextPlan {
+    response: Need,
+    /// The worker fields to include; `None` leaves the `worker` root out.
+    worker: Option<Vec<IntegrationField>>,
+    connect: bool,
+}
+
+impl ContextPlan {
+    pub(crate) fn new(roots: &Roots) -> ContextPlan {
+        let worker = roots.worker.any().then(|| {
+            IntegrationField::ALL
+                .into_iter()
+                .filter(|f| roots.worker.wants(f.key()))
+                .collect()
+        });
+        ContextPlan {
+            response: roots.response.clone(),
+            worker,
+            connect: roots.connect,
+        }
+    }
+
+    /// True when no template reads anything from the record.
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.response.any() && self.worker.is_none() && !self.connect
+    }
+}
+
+/// The template context of one record, as `plan` says.
 pub(crate) fn context(
-    roots: &Roots,
+    plan: &ContextPlan,
     raw: &Value,
     worker: &Worker,
     tracking: &Tracking,
 ) -> JinjaValue {
     let mut entries: Vec<(&str, JinjaValue)> = Vec::with_capacity(3);
-    match &roots.response {
+    match &plan.response {
         Need::Nothing => {}
         Need::Everything => entries.push(("response", JinjaValue::from_serialize(raw))),
         Need::Keys(keys) => {
             let object = raw.as_object();
-            let present = keys
-                .iter()
-                .filter_map(|k| object.and_then(|o| o.get(k)).map(|v| (k.as_str(), JinjaValue::from_serialize(v))));
+            let present = keys.iter().filter_map(|k| {
+                object
+                    .and_then(|o| o.get(k))
+                    .map(|v| (k.as_str(), JinjaValue::from_serialize(v)))
+            });
             entries.push(("response", JinjaValue::from_iter(present)));
         }
     }
-    if roots.worker.any() {
-        let fields = IntegrationField::ALL
-            .into_iter()
-            .filter(|f| roots.worker.wants(f.key()))
-            .map(|f| (f.key(), worker_value(f, worker)));
-        entries.push(("worker", JinjaValue::from_iter(fields)));
+    if let Some(fields) = &plan.worker {
+        let values = fields.iter().map(|f| (f.key(), worker_value(*f, worker)));
+        entries.push(("worker", JinjaValue::from_iter(values)));
     }
-    if roots.connect {
+    if plan.connect {
         let text = |s: &str| {
             let s = s.trim();
             if s.is_empty() {
@@ -480,7 +524,10 @@ pub(crate) fn context(
 
 /// One worker field as a template value, without going through JSON.
 fn worker_value(field: IntegrationField, worker: &Worker) -> JinjaValue {
-    let text = |v: &Option<String>| v.as_deref().map_or_else(|| JinjaValue::from(()), JinjaValue::from);
+    let text = |v: &Option<String>| {
+        v.as_deref()
+            .map_or_else(|| JinjaValue::from(()), JinjaValue::from)
+    };
     match field {
         IntegrationField::Id => JinjaValue::from(worker.id.as_str()),
         IntegrationField::FullName => text(&worker.full_name),
@@ -490,7 +537,9 @@ fn worker_value(field: IntegrationField, worker: &Worker) -> JinjaValue {
         IntegrationField::HrDepartment => text(&worker.hr_department),
         IntegrationField::JobTitle => text(&worker.job_title),
         IntegrationField::EmploymentName => text(&worker.employment_name),
-        IntegrationField::EmploymentActive => worker.employment_active.map_or_else(|| JinjaValue::from(()), JinjaValue::from),
+        IntegrationField::EmploymentActive => worker
+            .employment_active
+            .map_or_else(|| JinjaValue::from(()), JinjaValue::from),
         IntegrationField::StartDate => text(&worker.start_date),
         IntegrationField::EndDate => text(&worker.end_date),
         IntegrationField::WorkLocation => text(&worker.work_location),
@@ -522,7 +571,7 @@ fn sample_context() -> JinjaValue {
         credentials: "default".into(),
         hostname: "example.my.salesforce.com".into(),
     };
-    context(&Roots::all(), &raw, &worker, &tracking)
+    context(&ContextPlan::new(&Roots::all()), &raw, &worker, &tracking)
 }
 
 #[cfg(test)]

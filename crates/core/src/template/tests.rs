@@ -29,7 +29,7 @@ fn render_with(source: &str, raw: &Value) -> Result<Value, String> {
     let mut engine = Engine::new();
     let (compiled, roots) = engine.add_template("t", source)?;
     let worker = Worker::from_raw(raw).unwrap_or_default();
-    let ctx = context(&roots, raw, &worker, &tracking());
+    let ctx = context(&ContextPlan::new(&roots), raw, &worker, &tracking());
     engine.render(&compiled, &ctx)
 }
 
@@ -368,11 +368,16 @@ fn roots_are_detected_so_unused_ones_are_not_built() {
     let (_, roots) = engine.add_template("b", "{{ 'x' }}").unwrap();
     assert!(!roots.any());
     let (_, roots) = engine
-        .add_template("c", "{{ worker.city | concat(worker.region) }}{{ response.workAddress.city }}")
+        .add_template(
+            "c",
+            "{{ worker.city | concat(worker.region) }}{{ response.workAddress.city }}",
+        )
         .unwrap();
     assert_eq!(roots.worker, keys(&["city", "region"]));
     assert_eq!(roots.response, keys(&["workAddress"]));
-    let (_, roots) = engine.add_template("d", "{{ response['workAddress'] }}{{ worker | length }}").unwrap();
+    let (_, roots) = engine
+        .add_template("d", "{{ response['workAddress'] }}{{ worker | length }}")
+        .unwrap();
     assert_eq!(roots.response, Need::Everything);
     assert_eq!(roots.worker, Need::Everything);
 }
@@ -392,8 +397,14 @@ fn partial_contexts_give_the_same_values_as_full_ones() {
         let (compiled, roots) = engine.add_template("t", source).unwrap();
         let raw = ada();
         let worker = Worker::from_raw(&raw).unwrap();
-        let partial = engine.render(&compiled, &context(&roots, &raw, &worker, &tracking()));
-        let full = engine.render(&compiled, &context(&Roots::all(), &raw, &worker, &tracking()));
+        let partial = engine.render(
+            &compiled,
+            &context(&ContextPlan::new(&roots), &raw, &worker, &tracking()),
+        );
+        let full = engine.render(
+            &compiled,
+            &context(&ContextPlan::new(&Roots::all()), &raw, &worker, &tracking()),
+        );
         assert_eq!(partial, full, "{source}");
     }
 }
@@ -413,7 +424,7 @@ fn conditions_are_expressions_and_cannot_escape_their_wrapper() {
     let mut engine = Engine::new();
     let raw = ada();
     let worker = Worker::from_raw(&raw).unwrap();
-    let ctx = context(&Roots::all(), &raw, &worker, &tracking());
+    let ctx = context(&ContextPlan::new(&Roots::all()), &raw, &worker, &tracking());
     let (c, _) = engine
         .add_condition("c1", "worker.employment_active and worker.region == 'EMEA'")
         .unwrap();
