@@ -1,15 +1,18 @@
 //! A peoplesync deployment for one test: NATS, both simulators, and helpers to start the
 //! services against them.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use peoplesync_bus::{Bus, BusSettings, RunRecord, Runs};
+use peoplesync_bus::{Bus, BusSettings, RunRecord, Runs, dlq};
+use peoplesync_sims::generate;
 use peoplesync_sims::oomnitza::{CustomField, OomnitzaConfig, OomnitzaSim};
 use peoplesync_sims::sage::{SageConfig, SageSim};
 use peoplesync_testkit::{ChildService, NatsServer, wait_for};
 
 /// Everything a test's services talk to.
 pub struct Deployment {
+    pub dir: tempfile::TempDir,
     pub nats: NatsServer,
     pub sage: SageSim,
     pub oomnitza: OomnitzaSim,
@@ -41,6 +44,7 @@ impl Deployment {
             .await
             .expect("oomnitza sim");
         Deployment {
+            dir: tempfile::tempdir().expect("temp dir"),
             nats,
             sage,
             oomnitza,
@@ -61,6 +65,8 @@ impl Deployment {
                 "SAGE_PEOPLE_CLIENT_SECRET".into(),
                 self.sage_config.client_secret.clone(),
             ),
+            // Several services per test: never the fixed default port.
+            ("PEOPLESYNC_HTTP_LISTEN".into(), "127.0.0.1:0".into()),
             ("RUST_LOG".into(), "info".into()),
         ]
     }
@@ -73,6 +79,8 @@ impl Deployment {
                 "OOMNITZA_API_TOKEN".into(),
                 self.oomnitza_config.api_token.clone(),
             ),
+            // Several services per test: never the fixed default port.
+            ("PEOPLESYNC_HTTP_LISTEN".into(), "127.0.0.1:0".into()),
             ("RUST_LOG".into(), "info".into()),
         ]
     }
@@ -85,12 +93,129 @@ impl Deployment {
         ChildService::spawn("oomnitza-loader", args, &env)
     }
 
+    /// Starts a loader replica with `config` (TOML) as its `--config` file.
+    pub fn loader_with(&self, name: &str, config: &str) -> ChildService {
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, config).expect("loader config");
+        let path = path.to_string_lossy().into_owned();
+        self.loader(name, &["--config", &path])
+    }
+
     /// Runs `sage-extractor --once` to completion and returns its exit status.
     pub fn extract_once(&self) -> std::process::ExitStatus {
-        let env = self.sage_env();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let mut extractor = ChildService::spawn("sage-extractor", &["--once"], &env);
-        extractor.wait().expect("extractor exit status")
+        self.run_extractor().0
+    }
+
+    /// Runs `sage-extractor --once` and returns the run id it reports.
+    pub fn extract_run(&self) -> String {
+        let (status, stdout) = self.run_extractor();
+        assert!(status.success(), "sage-extractor --once failed: {status}");
+        stdout
+            .lines()
+            .find_map(|l| {
+                l.split(" run ")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| panic!("no run id in {stdout:?}"))
+    }
+
+    fn run_extractor(&self) -> (std::process::ExitStatus, String) {
+        let output = std::process::Command::new(peoplesync_testkit::bin_path("sage-extractor"))
+            .arg("--once")
+            .envs(self.sage_env())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .expect("run sage-extractor");
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    }
+
+    /// Waits until run `run_id` is finalized and returns its record.
+    pub async fn finalized(&self, integration: &str, run_id: &str, timeout: Duration) -> RunRecord {
+        let runs = Runs::new(self.bus().await.state_kv().clone());
+        wait_for(&format!("run {run_id} to be finalized"), timeout, || {
+            let runs = runs.clone();
+            async move {
+                let (record, _) = runs.get(integration, run_id).await.ok()??;
+                record.counts.is_some().then_some(record)
+            }
+        })
+        .await
+    }
+
+    /// The generated workers that have an e-mail, by lower-cased e-mail, and the ids of those
+    /// without one.
+    pub fn expected(&self) -> (HashMap<String, serde_json::Value>, Vec<String>) {
+        let mut with_email = HashMap::new();
+        let mut without = Vec::new();
+        for index in 0..self.sage_config.workers {
+            let raw = generate::worker(self.sage_config.seed, index);
+            let id = raw["id"].as_str().unwrap_or_default().to_owned();
+            match raw["emailAddress"]
+                .as_str()
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+            {
+                Some(email) => {
+                    with_email.insert(email.to_lowercase(), raw);
+                }
+                None => without.push(id),
+            }
+        }
+        (with_email, without)
+    }
+
+    /// Asserts every worker with an e-mail is stored in Oomnitza exactly once and nobody else is.
+    pub fn assert_each_user_stored_once(&self) {
+        let (expected, _) = self.expected();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for user in self.oomnitza.users() {
+            let email = user
+                .get("EMAIL")
+                .and_then(|e| e.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            *seen.entry(email).or_default() += 1;
+        }
+        let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "users stored more than once: {twice:?}");
+        let missing: Vec<_> = expected
+            .keys()
+            .filter(|e| !seen.contains_key(*e))
+            .take(5)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "workers missing in Oomnitza, e.g. {missing:?}"
+        );
+        assert_eq!(
+            seen.len(),
+            expected.len(),
+            "no user beyond the workers with e-mail"
+        );
+    }
+
+    /// The dead letters currently held.
+    pub async fn dead_letters(&self) -> Vec<peoplesync_bus::DeadLetterRecord> {
+        let bus = self.bus().await;
+        let (first, last, held) = dlq::sequence_range(bus.jetstream())
+            .await
+            .expect("dlq range");
+        let mut letters = Vec::new();
+        if held == 0 {
+            return letters;
+        }
+        for sequence in first..=last {
+            if let Some(letter) = dlq::get(bus.jetstream(), sequence).await.expect("dlq get") {
+                letters.push(letter);
+            }
+        }
+        letters
     }
 
     pub async fn bus(&self) -> Bus {

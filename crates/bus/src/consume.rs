@@ -1,8 +1,11 @@
-//! Consuming worker events from the loaders' shared durable pull consumer. The stream of
-//! messages never ends on its own: a missed heartbeat, a reconnect or a deleted-and-recreated
-//! consumer is logged and consumption goes on, because a loader that silently stops pulling
-//! looks healthy while nothing moves.
+//! Consuming worker events from an integration's durable pull consumer, shared by every loader
+//! replica. Events are fetched in small batches (so work spreads across replicas), and the
+//! stream of messages never ends on its own: a missed heartbeat, a reconnect or a
+//! deleted-and-recreated consumer is logged and consumption goes on, because a loader that
+//! silently stops pulling looks healthy while nothing moves. [`WorkStream::drain`] finishes the
+//! current fetch on shutdown so no delivered event waits for its ack timeout.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::PullConsumer, consumer::pull};
@@ -10,46 +13,64 @@ use futures::StreamExt;
 
 use crate::{Bus, BusError};
 
-/// An endless source of worker events for one loader replica.
+/// How long one fetch waits for messages before it is renewed.
+const FETCH_EXPIRES: Duration = Duration::from_secs(2);
+
+/// An endless source of one integration's worker events for one loader replica.
 pub struct WorkStream {
     bus: Bus,
+    integration: String,
     batch: usize,
     consumer: Option<PullConsumer>,
-    messages: Option<pull::Stream>,
+    fetch: Option<pull::Batch>,
+    ready: VecDeque<jetstream::Message>,
 }
 
 impl std::fmt::Debug for WorkStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkStream")
+            .field("integration", &self.integration)
             .field("batch", &self.batch)
             .finish_non_exhaustive()
     }
 }
 
 impl WorkStream {
-    /// Pulls at most `batch` messages per request, so work spreads across replicas.
-    pub fn new(bus: Bus, batch: usize) -> WorkStream {
+    /// Fetches at most `batch` messages per request from `integration`'s consumer.
+    pub fn new(bus: Bus, integration: &str, batch: usize) -> WorkStream {
         WorkStream {
             bus,
+            integration: integration.to_owned(),
             batch: batch.max(1),
             consumer: None,
-            messages: None,
+            fetch: None,
+            ready: VecDeque::new(),
         }
+    }
+
+    /// Binds the consumer now (creating it if needed), so readiness can be reported before the
+    /// first event arrives.
+    pub async fn bind(&mut self) -> Result<(), BusError> {
+        if self.consumer.is_none() {
+            self.consumer = Some(self.bus.loader_consumer(&self.integration).await?);
+        }
+        Ok(())
     }
 
     /// The next message. Waits as long as it takes; errors are logged and retried, so the
     /// caller stops consuming only through its own cancellation.
     pub async fn next(&mut self) -> jetstream::Message {
         loop {
+            if let Some(message) = self.ready.pop_front() {
+                return message;
+            }
             match self.try_next().await {
                 Ok(Some(message)) => return message,
-                Ok(None) => {
-                    tracing::warn!("worker event stream ended; pulling again");
-                    self.messages = None;
-                }
+                Ok(None) => self.fetch = None,
                 Err(err) => {
-                    tracing::warn!(error = %err, "pulling worker events failed; retrying in 1s");
-                    self.messages = None;
+                    tracing::warn!(integration = %self.integration, error = %err,
+                        "pulling worker events failed; retrying in 1s");
+                    self.fetch = None;
                     self.consumer = None;
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -57,45 +78,52 @@ impl WorkStream {
         }
     }
 
-    async fn try_next(&mut self) -> Result<Option<jetstream::Message>, BusError> {
-        if self.messages.is_none() {
-            if self.consumer.is_none() {
-                self.consumer = Some(self.bus.loader_consumer().await?);
+    /// Ends consumption: waits (at most the fetch's expiry) for the messages the current fetch
+    /// has been promised and returns them, so they can be handled instead of redelivered later.
+    pub async fn drain(&mut self) -> Vec<jetstream::Message> {
+        let mut messages: Vec<_> = self.ready.drain(..).collect();
+        if let Some(mut fetch) = self.fetch.take() {
+            let deadline = tokio::time::sleep(FETCH_EXPIRES + Duration::from_millis(500));
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    () = &mut deadline => break,
+                    next = fetch.next() => match next {
+                        Some(Ok(message)) => messages.push(message),
+                        Some(Err(_)) => continue,
+                        None => break,
+                    },
+                }
             }
+        }
+        messages
+    }
+
+    async fn try_next(&mut self) -> Result<Option<jetstream::Message>, BusError> {
+        if self.fetch.is_none() {
+            self.bind().await?;
             let Some(consumer) = self.consumer.as_ref() else {
                 return Ok(None);
             };
-            let messages = consumer
-                .stream()
-                .max_messages_per_batch(self.batch)
-                .heartbeat(Duration::from_secs(5))
-                .expires(Duration::from_secs(30))
+            let fetch = consumer
+                .fetch()
+                .max_messages(self.batch)
+                .expires(FETCH_EXPIRES)
                 .messages()
                 .await
-                .map_err(|e| BusError::request("starting to pull worker events", e))?;
-            self.messages = Some(messages);
+                .map_err(|e| BusError::request("pulling worker events", e))?;
+            self.fetch = Some(fetch);
         }
-        let Some(messages) = self.messages.as_mut() else {
+        let Some(fetch) = self.fetch.as_mut() else {
             return Ok(None);
         };
-        loop {
-            match messages.next().await {
-                None => return Ok(None),
-                Some(Ok(message)) => return Ok(Some(message)),
-                Some(Err(err)) => {
-                    use jetstream::consumer::pull::MessagesErrorKind as K;
-                    match err.kind() {
-                        // The library re-issues its pull; nothing is lost.
-                        K::MissingHeartbeat => {
-                            tracing::debug!("missed heartbeat while pulling; continuing")
-                        }
-                        K::ConsumerDeleted | K::NoResponders => {
-                            return Err(BusError::request("pulling worker events", err));
-                        }
-                        _ => tracing::warn!(error = %err, "pull error; continuing"),
-                    }
-                }
+        match fetch.next().await {
+            Some(Ok(message)) => Ok(Some(message)),
+            Some(Err(err)) => {
+                tracing::debug!(integration = %self.integration, error = %err, "fetch ended with an error; fetching again");
+                Ok(None)
             }
+            None => Ok(None),
         }
     }
 }

@@ -148,10 +148,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.into_result().unwrap().run_id, "r");
-        let err: Reply<RunStarted> = serde_json::from_str(
-            r#"{"error":{"code":"not_found","message":"no such worker"}}"#,
-        )
-        .unwrap();
+        let err: Reply<RunStarted> =
+            serde_json::from_str(r#"{"error":{"code":"not_found","message":"no such worker"}}"#)
+                .unwrap();
         assert_eq!(err.into_result().unwrap_err().code, "not_found");
     }
 }

@@ -2,7 +2,10 @@
 //! in headers so an operator can see why, fix the cause, and replay them.
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, stream::LastRawMessageErrorKind};
+use async_nats::jetstream::{
+    self,
+    stream::{DeleteMessageErrorKind, LastRawMessageErrorKind},
+};
 use bytes::Bytes;
 use serde::Serialize;
 
@@ -165,6 +168,58 @@ pub async fn sequence_range(js: &jetstream::Context) -> Result<(u64, u64, u64), 
         info.state.last_sequence,
         info.state.messages,
     ))
+}
+
+/// The first dead letter of `integration` at or after `sequence`, or `None` when there is none
+/// (one request per letter: callers scanning the queue bound how many they read).
+pub async fn next(
+    js: &jetstream::Context,
+    integration: &str,
+    sequence: u64,
+) -> Result<Option<DeadLetterRecord>, BusError> {
+    let stream = js
+        .get_stream_no_info(names::DLQ_STREAM)
+        .await
+        .map_err(|e| BusError::request("opening the DLQ stream", e))?;
+    let subject = names::dlq_subject(integration);
+    match stream
+        .get_first_raw_message_by_subject(&subject, sequence.max(1))
+        .await
+    {
+        Ok(raw) => Ok(Some(DeadLetterRecord {
+            sequence: raw.sequence,
+            letter: DeadLetter::from_headers(&raw.headers),
+            at: raw.time.to_string(),
+            payload: raw.payload,
+        })),
+        Err(err) if matches!(err.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok(None),
+        Err(err) => Err(BusError::request(
+            format!("reading dead letters of {integration} from sequence {sequence}"),
+            err,
+        )),
+    }
+}
+
+/// Deletes the dead letter at `sequence`; false when it was not there (already gone).
+pub async fn delete(js: &jetstream::Context, sequence: u64) -> Result<bool, BusError> {
+    let stream = js
+        .get_stream_no_info(names::DLQ_STREAM)
+        .await
+        .map_err(|e| BusError::request("opening the DLQ stream", e))?;
+    match stream.delete_message(sequence).await {
+        Ok(deleted) => Ok(deleted),
+        // The server answers "no message found" for a sequence already deleted or purged.
+        Err(err)
+            if matches!(err.kind(), DeleteMessageErrorKind::JetStream(e)
+                if e.error_code() == jetstream::ErrorCode::NO_MESSAGE_FOUND) =>
+        {
+            Ok(false)
+        }
+        Err(err) => Err(BusError::request(
+            format!("deleting dead letter {sequence}"),
+            err,
+        )),
+    }
 }
 
 /// Collapses `text` to one header-safe line of at most `max` characters.

@@ -70,7 +70,8 @@ impl BusError {
         }
     }
 
-    pub(crate) fn request(what: impl Into<String>, err: impl std::fmt::Display) -> Self {
+    /// A failed JetStream request about `what`.
+    pub fn request(what: impl Into<String>, err: impl std::fmt::Display) -> Self {
         BusError::Request {
             what: what.into(),
             message: err.to_string(),

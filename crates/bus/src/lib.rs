@@ -1,6 +1,7 @@
 //! Everything peoplesync does with NATS JetStream: the names of its streams, consumer and KV
 //! buckets, creating them idempotently at start-up, publishing with dedup ids and pipelined
-//! acks, consuming with explicit acks, dead letters, per-run outcome counts and run records.
+//! acks, consuming with explicit acks, dead letters, per-run outcome counts, run records and
+//! pause flags.
 //!
 //! Services hold one [`Bus`]; every other module takes what it needs from it.
 
@@ -11,6 +12,7 @@ pub mod dlq;
 pub mod error;
 pub mod names;
 pub mod outcomes;
+pub mod pause;
 pub mod publish;
 pub mod runs;
 pub mod setup;
@@ -19,6 +21,7 @@ pub use consume::WorkStream;
 pub use dlq::{DeadLetter, DeadLetterRecord};
 pub use error::BusError;
 pub use outcomes::{Outcome, OutcomeCounts, OutcomeRecorder};
+pub use pause::{PauseFlag, Pauses};
 pub use publish::Publisher;
 pub use runs::{FinalizeState, RunRecord, RunState, Runs};
 pub use setup::{Bus, BusSettings};

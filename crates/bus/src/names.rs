@@ -10,8 +10,24 @@ pub const DLQ_STREAM: &str = "PEOPLESYNC_DLQ";
 /// Stream of per-event outcomes (written, unchanged, ...), deduplicated by event, from which
 /// run counts are read exactly even when events are redelivered.
 pub const OUTCOMES_STREAM: &str = "PEOPLESYNC_OUTCOMES";
-/// The durable pull consumer on [`WORKERS_STREAM`] shared by every loader replica.
-pub const LOADER_CONSUMER: &str = "loader";
+/// Stream capturing the server's max-deliveries advisories for worker events, so events the
+/// server gives up on are dead-lettered durably (advisories themselves are at-most-once).
+pub const ADVISORIES_STREAM: &str = "PEOPLESYNC_ADVISORIES";
+/// The durable consumer on [`ADVISORIES_STREAM`] shared by every loader replica.
+pub const ADVISORY_CONSUMER: &str = "dead-letter-capture";
+/// Subjects of max-deliveries advisories of the loader consumers.
+pub const MAX_DELIVERIES_ADVISORIES: &str =
+    "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.PEOPLESYNC_WORKERS.*";
+
+/// The fleet-wide consumer of early versions, replaced by one consumer per integration.
+pub const LEGACY_LOADER_CONSUMER: &str = "loader";
+
+/// The durable pull consumer on [`WORKERS_STREAM`] of one integration, shared by every loader
+/// replica. One per integration, so one integration can be paused (and scaled on its own
+/// backlog) without holding up another.
+pub fn loader_consumer(integration: &str) -> String {
+    format!("loader-{integration}")
+}
 /// KV bucket of integration configs (TOML), revisioned.
 pub const CONFIG_BUCKET: &str = "peoplesync_config";
 /// KV bucket of extractor checkpoints, run records, leases and pause flags.

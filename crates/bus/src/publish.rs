@@ -29,6 +29,7 @@ pub struct Publisher {
     js: jetstream::Context,
     window: usize,
     in_flight: VecDeque<InFlight>,
+    sent: u64,
     stored: u64,
     duplicates: u64,
 }
@@ -49,6 +50,7 @@ impl Publisher {
             js,
             window: window.max(1),
             in_flight: VecDeque::new(),
+            sent: 0,
             stored: 0,
             duplicates: 0,
         }
@@ -73,6 +75,27 @@ impl Publisher {
             headers,
             ack,
         });
+        self.sent += 1;
+        Ok(())
+    }
+
+    /// Messages handed to [`Publisher::publish`] so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Messages acknowledged so far (stored or duplicate). Acks are settled in publishing
+    /// order, so these are always the first `acknowledged()` messages sent.
+    pub fn acknowledged(&self) -> u64 {
+        self.stored + self.duplicates
+    }
+
+    /// Waits until the first `count` messages sent are acknowledged, leaving later ones in
+    /// flight; lets a caller checkpoint one batch while the next is being published.
+    pub async fn settle_until(&mut self, count: u64) -> Result<(), BusError> {
+        while self.acknowledged() < count && !self.in_flight.is_empty() {
+            self.settle_oldest().await?;
+        }
         Ok(())
     }
 

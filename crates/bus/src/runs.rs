@@ -77,6 +77,15 @@ pub struct RunRecord {
     pub finalize: FinalizeState,
     /// Outcome counts, kept when the run is finalized.
     pub counts: Option<OutcomeCounts>,
+    /// Removals this full run found but held for an operator's approval (the accidental-deletion
+    /// guard); none of them is counted in `removed`. Approving publishes them in a run of their
+    /// own and sets this back to 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub removals_held: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl RunRecord {
@@ -96,6 +105,7 @@ impl RunRecord {
             error: None,
             finalize: FinalizeState::Pending,
             counts: None,
+            removals_held: 0,
         }
     }
 

@@ -137,7 +137,24 @@ impl Bus {
             },
         )
         .await?;
-        ensure_loader_consumer(&js, &settings).await?;
+        ensure_stream(
+            &js,
+            stream::Config {
+                name: names::ADVISORIES_STREAM.into(),
+                description: Some("max-deliveries advisories of peoplesync worker events".into()),
+                subjects: vec![names::MAX_DELIVERIES_ADVISORIES.into()],
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: stream::StorageType::File,
+                max_age: settings.history,
+                ..Default::default()
+            },
+        )
+        .await?;
+        // The obsolete fleet-wide consumer would overlap the per-integration ones, which a
+        // work-queue stream refuses; remove it if an early version created it.
+        if let Ok(stream) = js.get_stream(names::WORKERS_STREAM).await {
+            let _ = stream.delete_consumer(names::LEGACY_LOADER_CONSUMER).await;
+        }
         let config = ensure_bucket(&js, names::CONFIG_BUCKET, 16).await?;
         let state = ensure_bucket(&js, names::STATE_BUCKET, 1).await?;
         let applied = ensure_bucket(&js, names::APPLIED_BUCKET, 1).await?;
@@ -181,14 +198,31 @@ impl Bus {
         &self.settings
     }
 
-    /// The loader's shared durable pull consumer.
-    pub async fn loader_consumer(&self) -> Result<consumer::PullConsumer, BusError> {
-        self.js
-            .get_consumer_from_stream(names::LOADER_CONSUMER, names::WORKERS_STREAM)
+    /// The durable pull consumer of the max-deliveries advisories, shared by every replica.
+    pub async fn advisory_consumer(&self) -> Result<consumer::PullConsumer, BusError> {
+        let stream = self
+            .js
+            .get_stream(names::ADVISORIES_STREAM)
             .await
-            .map_err(|e| {
-                BusError::request(format!("binding consumer {}", names::LOADER_CONSUMER), e)
+            .map_err(|e| BusError::setup(format!("stream {}", names::ADVISORIES_STREAM), e))?;
+        stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(names::ADVISORY_CONSUMER.into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: self.settings.ack_wait,
+                ..Default::default()
             })
+            .await
+            .map_err(|e| BusError::setup(format!("consumer {}", names::ADVISORY_CONSUMER), e))
+    }
+
+    /// The durable pull consumer of `integration`'s worker events, shared by every loader
+    /// replica; created (or brought in line with the settings) on first use.
+    pub async fn loader_consumer(
+        &self,
+        integration: &str,
+    ) -> Result<consumer::PullConsumer, BusError> {
+        ensure_loader_consumer(&self.js, &self.settings, integration).await
     }
 }
 
@@ -216,11 +250,15 @@ async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> Resul
 async fn ensure_loader_consumer(
     js: &jetstream::Context,
     settings: &BusSettings,
-) -> Result<(), BusError> {
+    integration: &str,
+) -> Result<consumer::PullConsumer, BusError> {
+    let name = names::loader_consumer(integration);
     let config = consumer::pull::Config {
-        durable_name: Some(names::LOADER_CONSUMER.into()),
-        description: Some("peoplesync loaders (shared by every replica)".into()),
-        filter_subject: "peoplesync.*.workers".into(),
+        durable_name: Some(name.clone()),
+        description: Some(format!(
+            "peoplesync loaders of {integration} (shared by every replica)"
+        )),
+        filter_subject: names::workers_subject(integration),
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: settings.ack_wait,
         max_deliver: settings.max_deliver,
@@ -240,8 +278,7 @@ async fn ensure_loader_consumer(
     stream
         .create_consumer(config)
         .await
-        .map_err(|e| BusError::setup(format!("consumer {}", names::LOADER_CONSUMER), e))?;
-    Ok(())
+        .map_err(|e| BusError::setup(format!("consumer {name}"), e))
 }
 
 async fn ensure_bucket(

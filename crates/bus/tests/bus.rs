@@ -34,7 +34,11 @@ async fn setup_is_idempotent_across_replicas() {
     let (a, b) = tokio::join!(bus(&nats), bus(&nats));
     drop((a, b));
     let again = bus(&nats).await;
-    assert!(again.loader_consumer().await.is_ok());
+    assert!(again.loader_consumer("acme").await.is_ok());
+    assert!(
+        again.loader_consumer("acme").await.is_ok(),
+        "binding twice is fine"
+    );
 }
 
 #[tokio::test]
@@ -218,7 +222,7 @@ async fn consumption_survives_a_server_restart() {
         .await
         .unwrap();
     publisher.flush().await.unwrap();
-    let mut work = WorkStream::new(bus.clone(), 10);
+    let mut work = WorkStream::new(bus.clone(), "acme", 10);
     let first = tokio::time::timeout(Duration::from_secs(10), work.next())
         .await
         .unwrap();

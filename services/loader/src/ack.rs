@@ -1,6 +1,8 @@
 //! Settling events after delivery: record each event's outcome (and dead letter) on the bus,
 //! wait until those are stored, and only then ack the events. An event whose delivery must be
-//! tried again is nak'ed with a delay instead, so the stream hands it back later.
+//! tried again is nak'ed with a delay instead, so the stream hands it back later — unless this
+//! was its last allowed delivery, in which case it is dead-lettered with the last error rather
+//! than left for the server to give up on silently.
 
 use std::time::Duration;
 
@@ -15,12 +17,38 @@ use crate::pipeline::Item;
 pub enum Settlement {
     /// Done: record the outcome (and dead letter), then ack.
     Done(Outcome, Option<Box<DeadLetter>>),
-    /// Try again later: nak with this delay.
-    Retry(Duration),
+    /// Try again later: nak with this delay; the reason is kept if it was the last try.
+    Retry(Duration, String),
 }
 
-/// Settles `items`; returns the outcomes recorded.
-pub async fn settle(bus: &Bus, items: Vec<(Item, Settlement)>) -> Result<Vec<Outcome>, BusError> {
+/// Settles `items`; returns the outcomes recorded. `max_deliver` is the consumer's limit.
+pub async fn settle(
+    bus: &Bus,
+    items: Vec<(Item, Settlement)>,
+    max_deliver: u64,
+) -> Result<Vec<Outcome>, BusError> {
+    let items: Vec<(Item, Settlement)> = items
+        .into_iter()
+        .map(|(item, settlement)| match settlement {
+            Settlement::Retry(_, reason) if item.delivered >= max_deliver => {
+                let letter = DeadLetter {
+                    integration: item.key.integration.clone(),
+                    run_id: item.key.run_id.clone(),
+                    worker_id: item.worker_id.clone(),
+                    reason: format!("gave up after {} deliveries: {reason}", item.delivered),
+                    stage: "delivery".into(),
+                    attempts: item.delivered,
+                    original_subject: item.message.subject.to_string(),
+                    ..Default::default()
+                };
+                (
+                    item,
+                    Settlement::Done(Outcome::DeadLettered, Some(Box::new(letter))),
+                )
+            }
+            other => (item, other),
+        })
+        .collect();
     let mut outcomes = OutcomeRecorder::new(bus.jetstream().clone(), items.len().max(1));
     let mut letters = Publisher::new(bus.jetstream().clone(), 64);
     let mut recorded = Vec::new();
@@ -39,6 +67,9 @@ pub async fn settle(bus: &Bus, items: Vec<(Item, Settlement)>) -> Result<Vec<Out
                 )
                 .await?;
             recorded.push(*outcome);
+            metrics::counter!("peoplesync_loader_events_total",
+                "integration" => item.key.integration.clone(), "outcome" => outcome.as_str())
+            .increment(1);
         }
     }
     // Dead letters first: an outcome says the event is dealt with, so its letter must exist.
@@ -47,7 +78,7 @@ pub async fn settle(bus: &Bus, items: Vec<(Item, Settlement)>) -> Result<Vec<Out
     let acks = items.iter().map(|(item, settlement)| async move {
         let kind = match settlement {
             Settlement::Done(..) => AckKind::Ack,
-            Settlement::Retry(delay) => AckKind::Nak(Some(*delay)),
+            Settlement::Retry(delay, _) => AckKind::Nak(Some(*delay)),
         };
         if let Err(err) = item.message.ack_with(kind).await {
             // The event comes back after ack_wait; its outcome is deduplicated then.

@@ -14,6 +14,7 @@ pub const ENV_VARS: &[&str] = &[
     "NATS_URL",
     "PEOPLESYNC_INTEGRATION",
     "PEOPLESYNC_REPLICA",
+    "PEOPLESYNC_HTTP_LISTEN",
     "PEOPLESYNC_LOADER_CONFIG",
     "PEOPLESYNC_INTEGRATION_FILE",
     "OOMNITZA_URL",
@@ -24,6 +25,12 @@ pub const ENV_VARS: &[&str] = &[
     "OOMNITZA_PASSWORD_FILE",
     "RUST_LOG",
     "LOG_FORMAT",
+    "CONTROL_LISTEN",
+    "CONTROL_TOKEN",
+    "CONTROL_TOKEN_FILE",
+    "CONTROL_TLS_CERT_FILE",
+    "CONTROL_TLS_KEY_FILE",
+    "CONTROL_INSECURE_NO_AUTH",
 ];
 
 /// The loader's settings.
@@ -44,6 +51,35 @@ pub struct LoaderConfig {
     pub batch: BatchSettings,
     /// Retries of bulk requests.
     pub retry: RetrySettings,
+    /// The adaptive rate limit on bulk requests.
+    pub rate_limit: RateLimitSettings,
+    /// The shared consumers' delivery settings (every replica applies them; keep them equal).
+    pub consumer: ConsumerSettings,
+}
+
+/// Delivery settings of the integrations' shared consumers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerSettings {
+    /// Seconds an event may stay unacknowledged before it is delivered again (long retries
+    /// send progress acks, so this bounds how long a crashed replica's events wait).
+    pub ack_wait_secs: u64,
+    /// Deliveries of one event before it is dead-lettered.
+    pub max_deliver: i64,
+    /// Unacknowledged events allowed per integration across all replicas.
+    pub max_ack_pending: i64,
+}
+
+/// The adaptive (AIMD) rate limit on bulk requests of one replica.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Ceiling, in bulk requests per second (also the starting rate).
+    pub max_per_second: f64,
+    /// Floor the rate never drops below while Oomnitza answers 429.
+    pub min_per_second: f64,
+    /// Requests per second added back after each successful request.
+    pub recover_step: f64,
 }
 
 /// Where and how to reach Oomnitza.
@@ -85,6 +121,8 @@ pub struct RetrySettings {
     pub max_delay_ms: u64,
     /// Give up retrying in-process after this many seconds and let the stream redeliver.
     pub max_elapsed_secs: u64,
+    /// While Oomnitza refuses the credentials, how often they are checked again, in seconds.
+    pub credentials_retry_secs: u64,
 }
 
 impl Default for LoaderConfig {
@@ -109,6 +147,17 @@ impl Default for LoaderConfig {
                 initial_delay_ms: 200,
                 max_delay_ms: 10_000,
                 max_elapsed_secs: 60,
+                credentials_retry_secs: 60,
+            },
+            consumer: ConsumerSettings {
+                ack_wait_secs: 30,
+                max_deliver: 8,
+                max_ack_pending: 2_000,
+            },
+            rate_limit: RateLimitSettings {
+                max_per_second: 1000.0,
+                min_per_second: 0.5,
+                recover_step: 1.0,
             },
         }
     }
@@ -185,6 +234,22 @@ impl LoaderConfig {
                 b.size
             )));
         }
+        let r = &self.rate_limit;
+        if !(r.min_per_second > 0.0
+            && r.max_per_second >= r.min_per_second
+            && r.recover_step >= 0.0)
+        {
+            return Err(ConfigError(
+                "rate_limit: need 0 < min_per_second <= max_per_second and recover_step >= 0"
+                    .into(),
+            ));
+        }
+        let c = &self.consumer;
+        if c.ack_wait_secs == 0 || c.max_deliver < 1 || c.max_ack_pending < 1 {
+            return Err(ConfigError(
+                "consumer.ack_wait_secs, consumer.max_deliver and consumer.max_ack_pending must be at least 1".into(),
+            ));
+        }
         if self.retry.max_attempts == 0 {
             return Err(ConfigError("retry.max_attempts must be at least 1".into()));
         }
@@ -213,6 +278,16 @@ impl LoaderConfig {
         let mut config = OomnitzaConfig::new(self.oomnitza.url.trim_end_matches('/'), auth);
         config.request_timeout = Duration::from_secs(self.oomnitza.request_timeout_secs.max(1));
         Ok(config)
+    }
+
+    /// The bus settings these consumer settings give.
+    pub fn bus_settings(&self) -> peoplesync_bus::BusSettings {
+        peoplesync_bus::BusSettings {
+            ack_wait: Duration::from_secs(self.consumer.ack_wait_secs),
+            max_deliver: self.consumer.max_deliver,
+            max_ack_pending: self.consumer.max_ack_pending,
+            ..peoplesync_bus::BusSettings::default()
+        }
     }
 
     /// This replica's name.

@@ -1,13 +1,15 @@
-//! The loader's main loop: pull events from the shared consumer, prepare each one, and feed
-//! the batcher; deliveries run concurrently up to `batch.in_flight`. On shutdown the loop stops
-//! pulling, partial batches are flushed and in-flight deliveries finish (or their events are
-//! nak'ed) within the grace period.
+//! The loader's main loop. One intake per integration pulls from that integration's shared
+//! consumer while its gate is open (not paused, credentials working), prepares each event and
+//! feeds the batcher; deliveries run concurrently up to `batch.in_flight`. On shutdown the
+//! intakes stop pulling and hand in what their last fetch delivered, partial batches are
+//! flushed and in-flight deliveries finish (or their events are nak'ed) within the grace period.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use peoplesync_bus::{Bus, BusSettings, WorkStream};
+use peoplesync_bus::{Bus, WorkStream};
 use peoplesync_oomnitza::OomnitzaClient;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -16,11 +18,16 @@ use tokio_util::sync::CancellationToken;
 use crate::batcher::{self, Batch};
 use crate::deliver::Deliverer;
 use crate::finalize::{Finalizer, Poke};
+use crate::gates::Gates;
 use crate::integrations::Integrations;
-use crate::{LoaderConfig, ack, pipeline};
+use crate::limiter::AdaptiveLimiter;
+use crate::pipeline::Item;
+use crate::{LoaderConfig, ack, advisories, pipeline};
 
 /// How long in-flight deliveries may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+/// How often new integrations (configs appearing in KV) are picked up.
+const DISCOVERY: Duration = Duration::from_secs(2);
 
 /// A loader replica, connected and ready to run.
 pub struct Loader {
@@ -28,6 +35,7 @@ pub struct Loader {
     bus: Bus,
     client: OomnitzaClient,
     integrations: Integrations,
+    gates: Gates,
     replica: String,
 }
 
@@ -38,7 +46,7 @@ impl Loader {
     pub async fn build(config: LoaderConfig, seed: Option<String>) -> anyhow::Result<Loader> {
         let oomnitza = config.oomnitza_config()?;
         let client = OomnitzaClient::new(oomnitza).context("setting up the Oomnitza client")?;
-        let bus = Bus::connect(&config.nats_url, "oomnitza-loader", BusSettings::default())
+        let bus = Bus::connect(&config.nats_url, "oomnitza-loader", config.bus_settings())
             .await
             .context("connecting to NATS")?;
         let integrations = Integrations::default();
@@ -71,6 +79,7 @@ impl Loader {
             bus,
             client,
             integrations,
+            gates: Gates::default(),
             replica,
         })
     }
@@ -80,6 +89,21 @@ impl Loader {
         &self.bus
     }
 
+    /// The Oomnitza client (for the control plane).
+    pub fn client(&self) -> &OomnitzaClient {
+        &self.client
+    }
+
+    /// The active integration configs (for the control plane).
+    pub fn integrations(&self) -> &Integrations {
+        &self.integrations
+    }
+
+    /// Pause and credential state (for health reporting).
+    pub fn gates(&self) -> &Gates {
+        &self.gates
+    }
+
     /// Runs until `shutdown` is cancelled, then drains.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Loader {
@@ -87,93 +111,96 @@ impl Loader {
             bus,
             client,
             integrations,
+            gates,
             replica,
         } = self;
         tracing::info!(%replica, "loader running");
+        let background_stop = CancellationToken::new();
         let mut background = JoinSet::new();
         {
-            let integrations = integrations.clone();
-            let bus = bus.clone();
+            let (integrations, bus) = (integrations.clone(), bus.clone());
             background.spawn(async move {
                 if let Err(err) = integrations.watch(&bus).await {
                     tracing::error!(error = %err, "integration config watch stopped; configs no longer update");
                 }
             });
         }
+        {
+            let (gates, bus, stop) = (gates.clone(), bus.clone(), background_stop.clone());
+            background.spawn(async move { gates.watch_pauses(&bus, stop).await });
+        }
+        {
+            let (gates, client, stop) = (gates.clone(), client.clone(), background_stop.clone());
+            let interval = Duration::from_secs(config.retry.credentials_retry_secs.max(1));
+            background.spawn(async move { gates.probe_credentials(client, interval, stop).await });
+        }
+        {
+            let (bus, stop) = (bus.clone(), background_stop.clone());
+            background.spawn(async move { advisories::capture(bus, stop).await });
+        }
         let (poke_tx, poke_rx) = mpsc::channel::<Poke>(1024);
         let finalizer = Finalizer::new(bus.clone(), client.clone(), replica.clone());
-        let finalizer_stop = CancellationToken::new();
-        let finalizer_task = tokio::spawn(finalizer.run(poke_rx, finalizer_stop.clone()));
+        let finalizer_task = tokio::spawn(finalizer.run(poke_rx, background_stop.clone()));
 
         let batch = &config.batch;
-        let (item_tx, item_rx) = mpsc::channel(batch.pull_batch.max(batch.size) * 2);
-        let (batch_tx, mut batch_rx) = mpsc::channel::<Batch>(batch.in_flight);
+        let (item_tx, item_rx) = mpsc::channel::<Item>(batch.pull_batch.max(batch.size) * 2);
+        let (batch_tx, batch_rx) = mpsc::channel::<Batch>(batch.in_flight);
         let batcher_task = tokio::spawn(batcher::run(
             item_rx,
             batch_tx,
             batch.size,
             Duration::from_millis(batch.linger_ms),
         ));
+        let r = &config.rate_limit;
+        let limiter = AdaptiveLimiter::new(r.min_per_second, r.max_per_second, r.recover_step);
+        let deliverer = Deliverer::new(
+            bus.clone(),
+            client,
+            config.retry.clone(),
+            limiter,
+            gates.clone(),
+        );
+        let max_deliver = u64::try_from(bus.settings().max_deliver).unwrap_or(1);
+        let dispatcher = tokio::spawn(dispatch(
+            bus.clone(),
+            deliverer,
+            batch_rx,
+            batch.in_flight,
+            max_deliver,
+            poke_tx,
+        ));
 
-        let deliverer = Deliverer::new(client, config.retry.clone(), bus.settings().ack_wait);
-        let permits = Arc::new(Semaphore::new(batch.in_flight));
-        let dispatcher = {
-            let bus = bus.clone();
-            tokio::spawn(async move {
-                let mut deliveries = JoinSet::new();
-                while let Some(batch) = batch_rx.recv().await {
-                    let Ok(permit) = permits.clone().acquire_owned().await else {
-                        break;
-                    };
-                    let deliverer = deliverer.clone();
-                    let bus = bus.clone();
-                    let poke_tx = poke_tx.clone();
-                    deliveries.spawn(async move {
-                        let key = batch.key.clone();
-                        let settled = deliverer.deliver(batch).await;
-                        if let Err(err) = ack::settle(&bus, settled).await {
-                            tracing::warn!(error = %err, "recording outcomes failed; the batch's events will be redelivered");
-                        }
-                        let _ = poke_tx.try_send((key.integration, key.run_id));
-                        drop(permit);
-                    });
-                    while deliveries.try_join_next().is_some() {}
-                }
-                while deliveries.join_next().await.is_some() {}
-            })
-        };
-
-        let mut work = WorkStream::new(bus.clone(), batch.pull_batch);
+        // One intake per integration; new integrations are picked up as their configs appear.
+        let intake_stop = shutdown.clone();
+        let mut intakes: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+        let mut discovery = tokio::time::interval(DISCOVERY);
         loop {
-            let message = tokio::select! {
+            tokio::select! {
                 () = shutdown.cancelled() => break,
-                message = work.next() => message,
-            };
-            let subject_integration = message
-                .subject
-                .split('.')
-                .nth(1)
-                .unwrap_or_default()
-                .to_owned();
-            if integrations.get(&subject_integration).is_none()
-                && let Err(err) = integrations
-                    .load_or_seed(&bus, &subject_integration, None)
-                    .await
-            {
-                tracing::warn!(integration = %subject_integration, error = %err, "no usable config for the event's integration");
-            }
-            let item = pipeline::prepare(message, |id| {
-                integrations.get(id).zip(integrations.revision(id))
-            });
-            if item_tx.send(item).await.is_err() {
-                break;
+                _ = discovery.tick() => {
+                    for id in integrations.ids() {
+                        intakes.entry(id.clone()).or_insert_with(|| {
+                            tokio::spawn(intake(
+                                bus.clone(),
+                                id,
+                                batch.pull_batch,
+                                integrations.clone(),
+                                gates.clone(),
+                                item_tx.clone(),
+                                intake_stop.clone(),
+                            ))
+                        });
+                    }
+                }
             }
         }
 
         tracing::info!("stopped pulling; flushing batches and finishing deliveries");
         drop(item_tx);
-        drop(work);
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            for (_, task) in intakes.drain() {
+                let _ = task.await;
+            }
             let _ = batcher_task.await;
             let _ = dispatcher.await;
         })
@@ -183,9 +210,85 @@ impl Loader {
                 "deliveries did not finish within the grace period; their events will be redelivered"
             );
         }
-        finalizer_stop.cancel();
+        background_stop.cancel();
         let _ = finalizer_task.await;
         background.abort_all();
         Ok(())
     }
+}
+
+/// Pulls one integration's events while its gate is open, until `shutdown`.
+async fn intake(
+    bus: Bus,
+    integration: String,
+    pull_batch: usize,
+    integrations: Integrations,
+    gates: Gates,
+    items: mpsc::Sender<Item>,
+    shutdown: CancellationToken,
+) {
+    let mut work = WorkStream::new(bus, &integration, pull_batch);
+    if let Err(err) = work.bind().await {
+        tracing::warn!(%integration, error = %err, "cannot bind the consumer yet; will keep trying");
+    }
+    let lookup = |id: &str| integrations.get(id).zip(integrations.revision(id));
+    loop {
+        if !gates.is_open(&integration) {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = gates.wait_open(&integration) => continue,
+            }
+        }
+        let message = tokio::select! {
+            () = shutdown.cancelled() => break,
+            message = work.next() => message,
+        };
+        if items
+            .send(pipeline::prepare(message, lookup))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    // Hand in what the last fetch delivered, so it is loaded now rather than redelivered later.
+    for message in work.drain().await {
+        if items
+            .send(pipeline::prepare(message, lookup))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Runs deliveries of batches, at most `in_flight` at once, then settles each.
+async fn dispatch(
+    bus: Bus,
+    deliverer: Deliverer,
+    mut batches: mpsc::Receiver<Batch>,
+    in_flight: usize,
+    max_deliver: u64,
+    pokes: mpsc::Sender<Poke>,
+) {
+    let permits = Arc::new(Semaphore::new(in_flight));
+    let mut deliveries = JoinSet::new();
+    while let Some(batch) = batches.recv().await {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let (deliverer, bus, pokes) = (deliverer.clone(), bus.clone(), pokes.clone());
+        deliveries.spawn(async move {
+            let key = batch.key.clone();
+            let settled = deliverer.deliver(batch).await;
+            if let Err(err) = ack::settle(&bus, settled, max_deliver).await {
+                tracing::warn!(error = %err, "recording outcomes failed; the batch's events will be redelivered");
+            }
+            let _ = pokes.try_send((key.integration, key.run_id));
+            drop(permit);
+        });
+        while deliveries.try_join_next().is_some() {}
+    }
+    while deliveries.join_next().await.is_some() {}
 }

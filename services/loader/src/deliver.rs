@@ -1,30 +1,38 @@
-//! Delivering one batch to Oomnitza: post the records of a portion in one bulk request,
-//! retrying transient failures with exponential backoff and jitter (honouring `Retry-After`);
-//! when Oomnitza refuses the body (400/422), split the batch in halves until the refused
-//! records are isolated, dead-letter those and load the rest. While a request keeps being
-//! retried, the events get progress acks so the stream does not hand them to another replica.
+//! Delivering one batch to Oomnitza. Records identical to what was last written, or older
+//! than it, are settled without a request (see [`crate::applied`]). The rest are posted to
+//! their portion in one bulk request, paced by the adaptive rate limit and retried while
+//! Oomnitza answers transiently (exponential backoff with jitter, honouring `Retry-After`).
+//! When Oomnitza refuses the body (400/422) the batch is split in halves until the refused
+//! records stand alone; those are dead-lettered and the rest are loaded. While a request keeps
+//! being retried, the events get progress acks so the stream does not hand them to another
+//! replica.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use peoplesync_bus::{DeadLetter, Outcome};
+use peoplesync_bus::{Bus, DeadLetter, Outcome};
 use peoplesync_core::Integration;
 use peoplesync_oomnitza::{BulkRequest, Error, ErrorKind, OomnitzaClient};
 use serde_json::{Map, Value};
 
 use crate::ack::{self, Settlement};
+use crate::applied::{self, AppliedRecord, Verdict};
 use crate::batcher::Batch;
 use crate::config::RetrySettings;
+use crate::gates::Gates;
+use crate::limiter::AdaptiveLimiter;
 use crate::pipeline::{Disposition, Item};
 
 /// Posts batches for one replica.
 #[derive(Clone)]
 pub struct Deliverer {
+    bus: Bus,
     client: OomnitzaClient,
     retry: RetrySettings,
-    ack_wait: Duration,
+    limiter: AdaptiveLimiter,
+    gates: Gates,
     /// Portions Oomnitza reported canceled: nothing more is sent to them.
     canceled: Arc<Mutex<HashSet<String>>>,
 }
@@ -44,16 +52,25 @@ enum Delivered {
     Refused(Refusal),
     Canceled,
     Finalized,
-    Retry(Duration),
+    Retry(Duration, String),
 }
 
 impl Deliverer {
-    /// A deliverer posting with `client`.
-    pub fn new(client: OomnitzaClient, retry: RetrySettings, ack_wait: Duration) -> Deliverer {
+    /// A deliverer posting with `client`, paced by `limiter`, reporting credential failures to
+    /// `gates`.
+    pub fn new(
+        bus: Bus,
+        client: OomnitzaClient,
+        retry: RetrySettings,
+        limiter: AdaptiveLimiter,
+        gates: Gates,
+    ) -> Deliverer {
         Deliverer {
+            bus,
             client,
             retry,
-            ack_wait,
+            limiter,
+            gates,
             canceled: Arc::default(),
         }
     }
@@ -63,33 +80,64 @@ impl Deliverer {
         let mut settled = Vec::with_capacity(batch.items.len());
         let mut to_send: Vec<Item> = Vec::new();
         for item in batch.items {
-            match item.disposition {
+            match &item.disposition {
                 Disposition::Send(_) => to_send.push(item),
-                Disposition::Done(outcome, ref letter) => {
-                    let settlement = Settlement::Done(outcome, letter.clone());
+                Disposition::Done(outcome, letter) => {
+                    let settlement = Settlement::Done(*outcome, letter.clone());
                     settled.push((item, settlement));
                 }
             }
         }
-        if to_send.is_empty() {
-            return settled;
-        }
         let Some(integration) = batch.integration else {
-            // Unreachable in practice: Send items always carry their config.
             for item in to_send {
-                settled.push((item, Settlement::Retry(Duration::from_secs(5))));
+                let reason =
+                    "no integration config was active when the event was mapped".to_owned();
+                settled.push((item, Settlement::Retry(Duration::from_secs(5), reason)));
             }
             return settled;
         };
+        if to_send.is_empty() {
+            return settled;
+        }
         let portion = batch.key.run_id.clone();
-        let records: Vec<Map<String, Value>> = to_send
+
+        // Change detection: only new or changed records are sent.
+        let sync_field = integration.sync_field().first().cloned();
+        let fingerprints: Vec<(Option<String>, String, String)> = to_send
             .iter()
-            .map(|item| match &item.disposition {
-                Disposition::Send(record) => record.clone(),
-                Disposition::Done(..) => Map::new(),
+            .map(|item| {
+                let record = record_of(item);
+                let key = sync_field
+                    .as_ref()
+                    .and_then(|f| record.get(f))
+                    .and_then(Value::as_str)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| applied::key(&batch.key.integration, v));
+                (key, peoplesync_core::record_hash(record), portion.clone())
             })
             .collect();
-        let refs: Vec<&Item> = to_send.iter().collect();
+        let verdicts = applied::check(&self.bus, &fingerprints).await;
+        let mut sending = Vec::new();
+        let mut sending_prints = Vec::new();
+        for ((item, verdict), print) in to_send.into_iter().zip(verdicts).zip(fingerprints) {
+            match verdict {
+                Verdict::Send => {
+                    sending.push(item);
+                    sending_prints.push(print);
+                }
+                Verdict::Unchanged => {
+                    settled.push((item, Settlement::Done(Outcome::Unchanged, None)))
+                }
+                Verdict::Stale => settled.push((item, Settlement::Done(Outcome::Stale, None))),
+            }
+        }
+        if sending.is_empty() {
+            return settled;
+        }
+
+        let records: Vec<Map<String, Value>> =
+            sending.iter().map(|i| record_of(i).clone()).collect();
+        let refs: Vec<&Item> = sending.iter().collect();
         let mut results: Vec<Option<Delivered>> = (0..records.len()).map(|_| None).collect();
         if self.is_canceled(&portion) {
             results
@@ -99,14 +147,26 @@ impl Deliverer {
             self.post_isolating(&integration, &portion, &records, &refs, 0, &mut results)
                 .await;
         }
-        for (item, result) in to_send.into_iter().zip(results) {
-            let settlement = match result.unwrap_or(Delivered::Retry(Duration::from_secs(5))) {
-                Delivered::Written => Settlement::Done(Outcome::Written, None),
-                Delivered::Canceled => Settlement::Done(Outcome::Canceled, None),
-                Delivered::Refused(refusal) => {
-                    let letter = letter(&item, refusal);
-                    Settlement::Done(Outcome::DeadLettered, Some(Box::new(letter)))
+
+        let mut written = Vec::new();
+        for ((item, result), (key, hash, run_id)) in
+            sending.into_iter().zip(results).zip(sending_prints)
+        {
+            let result = result.unwrap_or_else(|| {
+                Delivered::Retry(Duration::from_secs(5), "not attempted".into())
+            });
+            let settlement = match result {
+                Delivered::Written => {
+                    if let Some(key) = key {
+                        written.push((key, AppliedRecord { hash, run_id }));
+                    }
+                    Settlement::Done(Outcome::Written, None)
                 }
+                Delivered::Canceled => Settlement::Done(Outcome::Canceled, None),
+                Delivered::Refused(refusal) => Settlement::Done(
+                    Outcome::DeadLettered,
+                    Some(Box::new(letter(&item, refusal))),
+                ),
                 Delivered::Finalized => {
                     let refusal = Refusal {
                         message: format!(
@@ -120,10 +180,11 @@ impl Deliverer {
                         Some(Box::new(letter(&item, refusal))),
                     )
                 }
-                Delivered::Retry(delay) => Settlement::Retry(delay),
+                Delivered::Retry(delay, reason) => Settlement::Retry(delay, reason),
             };
             settled.push((item, settlement));
         }
+        applied::remember(&self.bus, &written).await;
         settled
     }
 
@@ -168,10 +229,7 @@ impl Deliverer {
                 ))
                 .await;
             }
-            Err(err)
-                if err.kind() == ErrorKind::Rejected
-                    || err.kind() == ErrorKind::InvalidResponse =>
-            {
+            Err(err) if matches!(err.kind(), ErrorKind::Rejected | ErrorKind::InvalidResponse) => {
                 tracing::warn!(portion, error = %err, "Oomnitza refused a record; dead-lettering it");
                 let refusal = Refusal {
                     message: format!("Oomnitza refused the record: {err}"),
@@ -183,10 +241,7 @@ impl Deliverer {
                 });
             }
             Err(err) if err.kind() == ErrorKind::Closed => {
-                let canceled = match self.client.portion(portion).await {
-                    Ok(Some(status)) => status.canceled,
-                    _ => false,
-                };
+                let canceled = matches!(self.client.portion(portion).await, Ok(Some(status)) if status.canceled);
                 if canceled {
                     tracing::warn!(
                         portion,
@@ -201,15 +256,21 @@ impl Deliverer {
                 }
             }
             Err(err) if err.kind() == ErrorKind::Unauthorized => {
-                tracing::error!(error = %err, "Oomnitza refused the loader's credentials; events go back to the stream and are retried in 60s");
+                // The gate stops pulling until the credentials work again, so the events can
+                // come back soon: they are not delivered while the gate is closed.
+                self.gates.set_credentials_failure(Some(err.to_string()));
+                let reason = err.to_string();
                 fill(results, offset, records.len(), || {
-                    Delivered::Retry(Duration::from_secs(60))
+                    Delivered::Retry(Duration::from_secs(2), reason.clone())
                 });
             }
             Err(err) => {
                 let delay = redelivery_delay(items.first().map_or(1, |i| i.delivered));
                 tracing::warn!(portion, error = %err, ?delay, "bulk request kept failing; events go back to the stream");
-                fill(results, offset, records.len(), || Delivered::Retry(delay));
+                let reason = err.to_string();
+                fill(results, offset, records.len(), || {
+                    Delivered::Retry(delay, reason.clone())
+                });
             }
         }
     }
@@ -238,13 +299,35 @@ impl Deliverer {
             .with_total_delay(Some(Duration::from_secs(self.retry.max_elapsed_secs)))
             .with_jitter()
             .build();
+        let ack_wait = self.bus.settings().ack_wait;
         let mut last_progress = tokio::time::Instant::now();
         loop {
-            let err = match self.client.post_bulk(&request).await {
-                Ok(()) => return Ok(()),
+            self.limiter.acquire().await;
+            let started = Instant::now();
+            metrics::gauge!("peoplesync_loader_in_flight_requests").increment(1.0);
+            let result = self.client.post_bulk(&request).await;
+            metrics::gauge!("peoplesync_loader_in_flight_requests").decrement(1.0);
+            metrics::histogram!("peoplesync_loader_bulk_request_seconds")
+                .record(started.elapsed().as_secs_f64());
+            let status = match &result {
+                Ok(()) => "200".to_owned(),
+                Err(err) => err
+                    .status()
+                    .map_or_else(|| err.kind().to_string(), |s| s.to_string()),
+            };
+            metrics::counter!("peoplesync_loader_bulk_requests_total", "status" => status)
+                .increment(1);
+            let err = match result {
+                Ok(()) => {
+                    self.limiter.on_success();
+                    return Ok(());
+                }
                 Err(err) if err.kind() == ErrorKind::Transient => err,
                 Err(err) => return Err(err),
             };
+            if err.status() == Some(429) {
+                self.limiter.on_throttled();
+            }
             let Some(backoff) = delays.next() else {
                 return Err(err);
             };
@@ -252,12 +335,20 @@ impl Deliverer {
                 .retry_after()
                 .map_or(backoff, |after| after.max(backoff));
             tracing::debug!(portion, error = %err, ?delay, "bulk request failed transiently; retrying");
-            if last_progress.elapsed() + delay >= self.ack_wait / 2 {
+            if last_progress.elapsed() + delay >= ack_wait / 2 {
                 ack::progress(items).await;
                 last_progress = tokio::time::Instant::now();
             }
             tokio::time::sleep(delay).await;
         }
+    }
+}
+
+fn record_of(item: &Item) -> &Map<String, Value> {
+    static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+    match &item.disposition {
+        Disposition::Send(record) => record,
+        Disposition::Done(..) => EMPTY.get_or_init(Map::new),
     }
 }
 

@@ -64,6 +64,14 @@ impl Integrations {
             .and_then(|map| map.get(id).map(|a| a.integration.clone()))
     }
 
+    /// The ids of every integration with an active config.
+    pub fn ids(&self) -> Vec<String> {
+        self.active
+            .read()
+            .map(|map| map.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The KV revision of the active config of `id`.
     pub fn revision(&self, id: &str) -> Option<u64> {
         self.active

@@ -4,15 +4,20 @@
 //!
 //! The parts, in the order an event meets them: [`consume`] → [`pipeline`] (filter, map) →
 //! [`batcher`] → [`deliver`] → [`ack`]; beside them [`integrations`] (configs from KV) and
-//! [`finalize`]. `main.rs` only wires them together through [`Loader`].
+//! [`finalize`], [`gates`] (pause and credential state), [`applied`] (change detection),
+//! [`limiter`] (adaptive rate limit) and [`advisories`] (events the server gave up on). `main.rs` only wires them together through [`Loader`].
 
 pub mod ack;
+pub mod advisories;
+pub mod applied;
 pub mod batcher;
 pub mod config;
 pub mod consume;
 pub mod deliver;
 pub mod finalize;
+pub mod gates;
 pub mod integrations;
+pub mod limiter;
 pub mod pipeline;
 
 pub use config::LoaderConfig;

@@ -1,0 +1,143 @@
+//! Pause flags in KV (`peoplesync_state`, key `pause.<integration>`): the control plane's
+//! Pause and Resume write them; every loader replica watches them and stops pulling an
+//! integration's events while it is paused. A flag is kept after Resume (with `paused: false`)
+//! so operators can see who resumed and when.
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::{BusError, names};
+
+/// The prefix of every pause key.
+pub const PREFIX: &str = "pause.";
+
+/// The KV key of `integration`'s pause flag.
+pub fn key(integration: &str) -> String {
+    format!("{PREFIX}{integration}")
+}
+
+/// The integration a pause key belongs to, if `key` is one.
+pub fn integration_of(key: &str) -> Option<&str> {
+    key.strip_prefix(PREFIX).filter(|id| !id.is_empty())
+}
+
+/// Whether an integration is paused, who set it and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseFlag {
+    /// True while the loaders must not pull the integration's events.
+    pub paused: bool,
+    /// Who set this state (an operator name or the caller's address).
+    pub by: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Why, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl PauseFlag {
+    /// A flag set now by `by`.
+    pub fn now(paused: bool, by: &str, reason: Option<String>) -> PauseFlag {
+        PauseFlag {
+            paused,
+            by: by.to_owned(),
+            at: chrono::Utc::now().to_rfc3339(),
+            reason,
+        }
+    }
+}
+
+/// Pause flags in the state bucket.
+#[derive(Clone)]
+pub struct Pauses {
+    kv: kv::Store,
+}
+
+impl std::fmt::Debug for Pauses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pauses").finish_non_exhaustive()
+    }
+}
+
+impl Pauses {
+    /// Pause flags stored in `state` (the `peoplesync_state` bucket).
+    pub fn new(state: kv::Store) -> Pauses {
+        Pauses { kv: state }
+    }
+
+    /// Stores `flag` for `integration`; returns the KV revision.
+    pub async fn set(&self, integration: &str, flag: &PauseFlag) -> Result<u64, BusError> {
+        let key = key(integration);
+        let value = serde_json::to_vec(flag).map_err(|e| BusError::Decode {
+            what: "pause flag",
+            message: e.to_string(),
+        })?;
+        self.kv
+            .put(&key, Bytes::from(value))
+            .await
+            .map_err(|e| kv_error("write", &key, e))
+    }
+
+    /// The flag of `integration`; `None` when it was never paused.
+    pub async fn get(&self, integration: &str) -> Result<Option<PauseFlag>, BusError> {
+        let key = key(integration);
+        let entry = self
+            .kv
+            .entry(&key)
+            .await
+            .map_err(|e| kv_error("read", &key, e))?;
+        match entry {
+            Some(entry) if entry.operation == kv::Operation::Put => Ok(Some(decode(&entry.value)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether `integration` is paused now.
+    pub async fn is_paused(&self, integration: &str) -> Result<bool, BusError> {
+        Ok(self.get(integration).await?.is_some_and(|f| f.paused))
+    }
+
+    /// Watches every pause flag, starting with the current ones (decode entries with
+    /// [`decode`] and [`integration_of`] their key).
+    pub async fn watch(&self) -> Result<kv::Watch, BusError> {
+        let filter = format!("{PREFIX}>");
+        self.kv
+            .watch_with_history(&filter)
+            .await
+            .map_err(|e| kv_error("watch", &filter, e))
+    }
+}
+
+/// Decodes a pause flag from its KV value.
+pub fn decode(value: &[u8]) -> Result<PauseFlag, BusError> {
+    serde_json::from_slice(value).map_err(|e| BusError::Decode {
+        what: "pause flag",
+        message: e.to_string(),
+    })
+}
+
+fn kv_error(op: &'static str, key: &str, err: impl std::fmt::Display) -> BusError {
+    BusError::Kv {
+        op,
+        bucket: names::STATE_BUCKET.to_owned(),
+        key: key.to_owned(),
+        message: err.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_round_trip_and_keys_name_their_integration() {
+        let flag = PauseFlag::now(true, "ops@host", Some("Oomnitza maintenance".into()));
+        let back = decode(&serde_json::to_vec(&flag).unwrap()).unwrap();
+        assert_eq!(back, flag);
+        let minimal = decode(br#"{"paused":false,"by":"x","at":"2025-01-01T00:00:00Z"}"#).unwrap();
+        assert_eq!(minimal.reason, None);
+        assert_eq!(integration_of(&key("acme")), Some("acme"));
+        assert_eq!(integration_of("run.acme.r1"), None);
+    }
+}

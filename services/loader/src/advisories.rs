@@ -1,0 +1,120 @@
+//! Events the server gave up on. When an event reaches the consumer's `max_deliver` without
+//! being acked (a loader crashed on its last try, or kept timing out), JetStream stops
+//! delivering it and emits a max-deliveries advisory — a core message, at most once. The bus
+//! captures those advisories in a stream; here every replica consumes that stream (shared
+//! consumer), moves each abandoned event to the DLQ with the reason, records its outcome so the
+//! run can still be finalized, and removes it from the work queue.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use peoplesync_bus::{
+    Bus, BusError, DeadLetter, Outcome, OutcomeRecorder, Publisher, codec, dlq, names,
+};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Deserialize)]
+struct MaxDeliveries {
+    stream_seq: u64,
+    #[serde(default)]
+    deliveries: u64,
+}
+
+/// Captures abandoned events until `shutdown`.
+pub async fn capture(bus: Bus, shutdown: CancellationToken) {
+    loop {
+        let result = tokio::select! {
+            () = shutdown.cancelled() => return,
+            result = capture_batch(&bus) => result,
+        };
+        if let Err(err) = result {
+            tracing::warn!(error = %err, "capturing abandoned events failed; retrying in 5s");
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        }
+    }
+}
+
+async fn capture_batch(bus: &Bus) -> Result<(), BusError> {
+    let consumer = bus.advisory_consumer().await?;
+    let mut batch = consumer
+        .fetch()
+        .max_messages(20)
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await
+        .map_err(|e| BusError::request("fetching max-deliveries advisories", e))?;
+    while let Some(advisory) = batch.next().await {
+        let Ok(advisory) = advisory else { continue };
+        match serde_json::from_slice::<MaxDeliveries>(&advisory.payload) {
+            Ok(info) => dead_letter(bus, info).await?,
+            Err(err) => {
+                tracing::warn!(error = %err, "ignoring an unreadable max-deliveries advisory")
+            }
+        }
+        if let Err(err) = advisory.ack().await {
+            tracing::debug!(error = %err, "advisory ack failed; it will be handled again (idempotently)");
+        }
+    }
+    Ok(())
+}
+
+async fn dead_letter(bus: &Bus, info: MaxDeliveries) -> Result<(), BusError> {
+    let stream = bus
+        .jetstream()
+        .get_stream(names::WORKERS_STREAM)
+        .await
+        .map_err(|e| BusError::request("opening the worker stream", e))?;
+    let Ok(message) = stream.get_raw_message(info.stream_seq).await else {
+        // Already acked or removed: nothing was abandoned after all.
+        return Ok(());
+    };
+    let subject = message.subject.to_string();
+    let integration = subject.split('.').nth(1).unwrap_or("unknown").to_owned();
+    let (run_id, worker_id) = match codec::decode_worker_event(&message.payload) {
+        Ok(event) => (event.run_id, event.worker.map(|w| w.id).unwrap_or_default()),
+        Err(_) => (
+            "unknown".to_owned(),
+            format!("stream-seq-{}", info.stream_seq),
+        ),
+    };
+    let letter = DeadLetter {
+        integration: integration.clone(),
+        run_id: run_id.clone(),
+        worker_id: worker_id.clone(),
+        reason: format!(
+            "JetStream gave up after {} deliveries without an ack (a loader crashed or timed out on it each time)",
+            info.deliveries
+        ),
+        stage: "delivery".into(),
+        attempts: info.deliveries,
+        original_subject: subject,
+        ..Default::default()
+    };
+    let mut letters = Publisher::new(bus.jetstream().clone(), 1);
+    dlq::publish(&mut letters, &letter, message.payload.clone()).await?;
+    letters.flush().await?;
+    let mut outcomes = OutcomeRecorder::new(bus.jetstream().clone(), 1);
+    let msg_id = names::event_msg_id(&run_id, &worker_id);
+    outcomes
+        .record(
+            &integration,
+            &run_id,
+            &msg_id,
+            &worker_id,
+            Outcome::DeadLettered,
+        )
+        .await?;
+    outcomes.flush().await?;
+    stream.delete_message(info.stream_seq).await.map_err(|e| {
+        BusError::request(format!("removing abandoned event {}", info.stream_seq), e)
+    })?;
+    tracing::warn!(%integration, %run_id, %worker_id, deliveries = info.deliveries,
+        "an event the server gave up on was dead-lettered");
+    metrics::counter!("peoplesync_loader_events_total", "integration" => integration, "outcome" => "dead_lettered")
+        .increment(1);
+    Ok(())
+}

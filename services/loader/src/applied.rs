@@ -1,0 +1,91 @@
+//! Change detection and stale-event protection, in KV `peoplesync_applied`: per integration
+//! and worker (identified by the record's first sync key value), the hash of the record last
+//! written and the run that wrote it. A record identical to what was last written is not sent
+//! again ("unchanged"), so a sync with no changes in Sage People posts nothing; an event from a
+//! run older than the one last applied is skipped ("stale"), so a late redelivery cannot undo
+//! a newer write. Run ids are UUID v7, so their text order is their time order.
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use futures::future::join_all;
+use peoplesync_bus::Bus;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What was last written for one worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedRecord {
+    /// `peoplesync_core::record_hash` of the record.
+    pub hash: String,
+    /// The run that wrote it.
+    pub run_id: String,
+}
+
+/// The verdict for one record about to be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// New or changed: send it.
+    Send,
+    /// Identical to what was last written.
+    Unchanged,
+    /// A newer run already wrote this worker.
+    Stale,
+}
+
+/// The KV key of a worker: the integration and a digest of its sync key value (values such as
+/// e-mail addresses contain characters KV keys cannot hold).
+pub fn key(integration: &str, sync_value: &str) -> String {
+    let digest = Sha256::digest(sync_value.as_bytes());
+    format!("{integration}.{}", hex::encode(&digest[..20]))
+}
+
+/// Decides, for each `(key, hash, run_id)`, whether to send; unreadable entries mean "send".
+pub async fn check(bus: &Bus, records: &[(Option<String>, String, String)]) -> Vec<Verdict> {
+    let store = bus.applied_kv();
+    let lookups = records.iter().map(|(key, hash, run_id)| async move {
+        let Some(key) = key else { return Verdict::Send };
+        match read(store, key).await {
+            Some(applied) if applied.run_id.as_str() > run_id.as_str() => Verdict::Stale,
+            Some(applied) if &applied.hash == hash => Verdict::Unchanged,
+            _ => Verdict::Send,
+        }
+    });
+    join_all(lookups).await
+}
+
+/// Remembers what was just written. Failures are logged: the next run then sends the record
+/// again, which Oomnitza treats as an update with no change.
+pub async fn remember(bus: &Bus, records: &[(String, AppliedRecord)]) {
+    let store = bus.applied_kv();
+    let writes = records.iter().map(|(key, record)| async move {
+        let value = match serde_json::to_vec(record) {
+            Ok(value) => Bytes::from(value),
+            Err(_) => return,
+        };
+        if let Err(err) = store.put(key, value).await {
+            tracing::warn!(key, error = %err, "cannot record the applied hash; the record will be sent again next run");
+        }
+    });
+    join_all(writes).await;
+}
+
+async fn read(store: &kv::Store, key: &str) -> Option<AppliedRecord> {
+    let value = store.get(key).await.ok()??;
+    serde_json::from_slice(&value).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_valid_kv_keys_whatever_the_value() {
+        let k = key("acme", "Zoë.O'Brien+test@example.com");
+        assert!(k.starts_with("acme."));
+        assert!(
+            k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+        );
+        assert_ne!(k, key("acme", "zoe@example.com"));
+    }
+}

@@ -1,0 +1,355 @@
+//! The loader under failure, with exact final state checked against what the Oomnitza
+//! simulator stored: replicas sharing work, a replica killed mid-run, an outage, throttling,
+//! poisoned records, unchanged re-runs, a canceled portion, bad credentials, pause/resume and
+//! a SIGTERM drain. Every test also checks the run invariant: published = sum of outcomes.
+
+use std::time::{Duration, Instant};
+
+use peoplesync_bus::pause::{PauseFlag, Pauses};
+use peoplesync_bus::{FinalizeState, RunRecord};
+use peoplesync_sims::oomnitza::OomnitzaFaults;
+use peoplesync_sims::sage::SageConfig;
+use peoplesync_testkit::wait_for;
+
+use crate::harness::{Deployment, oomnitza_config};
+
+/// Fast redelivery and retries, so failure tests take seconds.
+const QUICK: &str = r#"
+[consumer]
+ack_wait_secs = 4
+[retry]
+initial_delay_ms = 50
+max_delay_ms = 1000
+credentials_retry_secs = 1
+"#;
+
+async fn deployment(workers: u64) -> Deployment {
+    let sage = SageConfig {
+        workers,
+        ..SageConfig::default()
+    };
+    Deployment::start(sage, oomnitza_config()).await
+}
+
+fn assert_accounted(run: &RunRecord) {
+    let counts = run.counts.expect("final counts");
+    assert_eq!(
+        counts.total(),
+        run.expected(),
+        "published = written + unchanged + filtered + dead-lettered + canceled + stale: {counts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_share_twenty_thousand_events_and_write_each_user_once() {
+    let d = deployment(20_000).await;
+    let _replicas: Vec<_> = (1..=3)
+        .map(|i| d.loader_with(&format!("loader-{i}"), QUICK))
+        .collect();
+    let run_id = d.extract_run();
+    let run = d
+        .finalized("sage-people", &run_id, Duration::from_secs(180))
+        .await;
+    assert_accounted(&run);
+    d.assert_each_user_stored_once();
+    assert_eq!(d.oomnitza.stats().finalize_calls.get(&run_id), Some(&1));
+    match &run.finalize {
+        FinalizeState::Finalized { by, .. } => assert!(by.starts_with("loader-"), "{by}"),
+        other => panic!("not finalized: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_run_loses_nothing_and_creates_no_user_twice() {
+    let d = deployment(6_000).await;
+    d.oomnitza.set_faults(OomnitzaFaults {
+        latency_ms: 30,
+        ..Default::default()
+    });
+    let mut victim = d.loader_with("loader-1", QUICK);
+    let _survivors = [
+        d.loader_with("loader-2", QUICK),
+        d.loader_with("loader-3", QUICK),
+    ];
+    let run_id = d.extract_run();
+    wait_for("the first writes", Duration::from_secs(60), || async {
+        (d.oomnitza.stats().bulk_records >= 1_000).then_some(())
+    })
+    .await;
+    victim.kill();
+    let run = d
+        .finalized("sage-people", &run_id, Duration::from_secs(180))
+        .await;
+    assert_accounted(&run);
+    d.assert_each_user_stored_once();
+    assert_eq!(d.oomnitza.stats().finalize_calls.get(&run_id), Some(&1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_second_outage_delays_the_run_without_dead_letters() {
+    let d = deployment(2_000).await;
+    d.oomnitza.set_faults(OomnitzaFaults {
+        outage_for_ms: Some(10_000),
+        ..Default::default()
+    });
+    let started = Instant::now();
+    let _loader = d.loader_with("loader-1", QUICK);
+    let run_id = d.extract_run();
+    let run = d
+        .finalized("sage-people", &run_id, Duration::from_secs(120))
+        .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(10),
+        "the outage was real"
+    );
+    assert_accounted(&run);
+    d.assert_each_user_stored_once();
+    let (_, without_email) = d.expected();
+    let letters = d.dead_letters().await;
+    assert_eq!(
+        letters.len(),
+        without_email.len(),
+        "only unloadable workers are dead-lettered"
+    );
+    assert!(letters.iter().all(|l| l.letter.stage == "pipeline"));
+    assert!(
+        d.oomnitza
+            .stats()
+            .status_counts
+            .get(&503)
+            .copied()
+            .unwrap_or(0)
+            > 0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttling_oomnitza_slows_the_loader_down_and_the_run_completes() {
+    let d = deployment(3_000).await;
+    d.oomnitza.set_faults(OomnitzaFaults {
+        rate_limit_per_sec: Some(5),
+        retry_after_secs: Some(1),
+        ..Default::default()
+    });
+    let config = format!(
+        "{QUICK}\n[batch]\nsize = 50\n[rate_limit]\nmax_per_second = 100.0\nrecover_step = 0.5\n"
+    );
+    let _loader = d.loader_with("loader-1", &config);
+    let run_id = d.extract_run();
+    let run = d
+        .finalized("sage-people", &run_id, Duration::from_secs(180))
+        .await;
+    assert_accounted(&run);
+    d.assert_each_user_stored_once();
+    let stats = d.oomnitza.stats();
+    let throttled = stats.requests_429;
+    let accepted = stats.status_counts.get(&200).copied().unwrap_or(0);
+    assert!(throttled > 0, "the limit was hit");
+    assert!(
+        throttled < accepted,
+        "the limiter settled under the limit: {throttled} throttled vs {accepted} accepted"
+    );
+    assert!(
+        run.counts
+            .is_some_and(|c| c.dead_lettered as usize == d.expected().1.len())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poisoned_records_inside_good_batches_alone_reach_the_dead_letter_queue() {
+    let d = deployment(1_000).await;
+    let (expected, without_email) = d.expected();
+    let poisoned: Vec<String> = expected.keys().take(5).cloned().collect();
+    d.oomnitza.set_faults(OomnitzaFaults {
+        poison_emails: poisoned.clone(),
+        ..Default::default()
+    });
+    let _loader = d.loader_with("loader-1", QUICK);
+    let run_id = d.extract_run();
+    let run = d
+        .finalized("sage-people", &run_id, Duration::from_secs(60))
+        .await;
+    assert_accounted(&run);
+    let stored = d.oomnitza.users();
+    assert_eq!(stored.len(), expected.len() - poisoned.len());
+    let letters = d.dead_letters().await;
+    assert_eq!(letters.len(), without_email.len() + poisoned.len());
+    let refused: Vec<_> = letters
+        .iter()
+        .filter(|l| l.letter.stage == "oomnitza")
+        .collect();
+    assert_eq!(refused.len(), poisoned.len());
+    for letter in refused {
+        assert_eq!(letter.letter.http_status, Some(422));
+        assert!(
+            letter.letter.body_excerpt.is_some(),
+            "Oomnitza's answer is kept"
+        );
+        assert!(!letter.letter.reason.is_empty());
+        assert_eq!(letter.letter.run_id, run_id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_with_no_changes_posts_nothing_and_a_change_posts_one_record() {
+    let d = deployment(1_000).await;
+    let _loader = d.loader_with("loader-1", QUICK);
+    let first = d.extract_run();
+    let first = d
+        .finalized("sage-people", &first, Duration::from_secs(60))
+        .await;
+    let written = first.counts.expect("counts").written;
+    let posted = d.oomnitza.stats().bulk_records;
+
+    let second = d.extract_run();
+    let second = d
+        .finalized("sage-people", &second, Duration::from_secs(60))
+        .await;
+    assert_accounted(&second);
+    assert_eq!(d.oomnitza.stats().bulk_records, posted, "nothing posted");
+    let counts = second.counts.expect("counts");
+    assert_eq!(counts.unchanged, written);
+    assert_eq!(counts.written, 0);
+
+    let (expected, _) = d.expected();
+    let (_, raw) = expected.iter().next().expect("a worker");
+    let id = raw["id"].as_str().expect("id");
+    d.sage.patch_worker(
+        id,
+        serde_json::json!({"currentEmployment": {"jobTitle": "Chief Tester"}}),
+    );
+    let third = d.extract_run();
+    let third = d
+        .finalized("sage-people", &third, Duration::from_secs(60))
+        .await;
+    assert_accounted(&third);
+    assert_eq!(
+        d.oomnitza.stats().bulk_records,
+        posted + 1,
+        "only the changed worker"
+    );
+    assert_eq!(third.counts.expect("counts").written, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canceled_portion_stops_sends_and_counts_the_rest_canceled() {
+    let d = deployment(3_000).await;
+    d.oomnitza.set_faults(OomnitzaFaults {
+        latency_ms: 100,
+        ..Default::default()
+    });
+    let config = format!("{QUICK}\n[batch]\nsize = 50\nin_flight = 1\n");
+    let _loader = d.loader_with("loader-1", &config);
+    let run_id = d.extract_run();
+    wait_for("the first write", Duration::from_secs(30), || async {
+        (d.oomnitza.stats().bulk_requests >= 2).then_some(())
+    })
+    .await;
+    d.oomnitza.cancel_portion(&run_id);
+    let run = d
+        .finalized("sage-people", &run_id, Duration::from_secs(120))
+        .await;
+    assert_accounted(&run);
+    let counts = run.counts.expect("counts");
+    assert!(
+        counts.canceled > 1_000,
+        "most of the run was canceled: {counts:?}"
+    );
+    assert_eq!(
+        d.oomnitza.users().len() as u64,
+        counts.written,
+        "nothing beyond what was written"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_stop_loading_without_dead_letters_until_they_work() {
+    let d = deployment(1_000).await;
+    d.oomnitza.set_faults(OomnitzaFaults {
+        forbidden: true,
+        ..Default::default()
+    });
+    let _loader = d.loader_with("loader-1", QUICK);
+    let run_id = d.extract_run();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(d.oomnitza.users().is_empty());
+    let refused = d
+        .oomnitza
+        .stats()
+        .status_counts
+        .get(&403)
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        refused <= 12,
+        "no retry storm: {refused} refused requests in 4s"
+    );
+    assert!(
+        d.dead_letters()
+            .await
+            .iter()
+            .all(|l| l.letter.stage == "pipeline"),
+        "good records are not dead-lettered"
+    );
+    d.oomnitza.set_faults(OomnitzaFaults::default());
+    let run = d
+        .finalized("sage-people", &run_id, Duration::from_secs(120))
+        .await;
+    assert_accounted(&run);
+    d.assert_each_user_stored_once();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_integration_is_not_loaded_until_resumed() {
+    let d = deployment(500).await;
+    let pauses = Pauses::new(d.bus().await.state_kv().clone());
+    pauses
+        .set("sage-people", &PauseFlag::now(true, "test", None))
+        .await
+        .unwrap();
+    let _loader = d.loader_with("loader-1", QUICK);
+    let run_id = d.extract_run();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        d.oomnitza.stats().bulk_requests,
+        0,
+        "nothing sent while paused"
+    );
+    pauses
+        .set("sage-people", &PauseFlag::now(false, "test", None))
+        .await
+        .unwrap();
+    let run = d
+        .finalized("sage-people", &run_id, Duration::from_secs(60))
+        .await;
+    assert_accounted(&run);
+    d.assert_each_user_stored_once();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_batches_and_exits_within_the_grace_period() {
+    let d = deployment(3_000).await;
+    d.oomnitza.set_faults(OomnitzaFaults {
+        latency_ms: 200,
+        ..Default::default()
+    });
+    let mut first = d.loader_with("loader-1", QUICK);
+    let run_id = d.extract_run();
+    wait_for("the first write", Duration::from_secs(30), || async {
+        (d.oomnitza.stats().bulk_requests >= 1).then_some(())
+    })
+    .await;
+    let asked = Instant::now();
+    let status = first.terminate().expect("exit status");
+    assert!(status.success(), "clean exit after SIGTERM: {status}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(30),
+        "exited within the grace period"
+    );
+    let _second = d.loader_with("loader-2", QUICK);
+    let run = d
+        .finalized("sage-people", &run_id, Duration::from_secs(120))
+        .await;
+    assert_accounted(&run);
+    d.assert_each_user_stored_once();
+}
