@@ -1,0 +1,290 @@
+//! Runs as the control plane shows them: the run record from KV plus the loaders' live
+//! outcome counts until the run is finalized (then the counts kept in the record), and
+//! `pending` = expected − accounted. WatchRun re-reads both whenever the record changes (KV
+//! watch) and every 250 ms for the counts, and sends an update only when something changed.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use peoplesync_bus::{Bus, FinalizeState, OutcomeCounts, RunRecord, RunState, Runs, outcomes};
+use peoplesync_proto::v1 as pb;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::status;
+
+/// How often WatchRun polls the outcome counts.
+pub(crate) const POLL: Duration = Duration::from_millis(250);
+/// How long WatchRun waits for a run record that does not exist yet (a trigger's reply can
+/// arrive before the record is visible).
+const APPEAR_WITHIN: Duration = Duration::from_secs(10);
+/// Runs ListRuns returns by default, and at most.
+pub(crate) const DEFAULT_LIST: usize = 20;
+/// The largest ListRuns page.
+pub(crate) const MAX_LIST: usize = 500;
+
+/// Run records and counts.
+#[derive(Clone)]
+pub(crate) struct RunViews {
+    bus: Bus,
+    runs: Runs,
+}
+
+impl RunViews {
+    pub(crate) fn new(bus: Bus) -> RunViews {
+        let runs = Runs::new(bus.state_kv().clone());
+        RunViews { bus, runs }
+    }
+
+    /// One run, or NOT_FOUND.
+    pub(crate) async fn get(&self, integration: &str, run_id: &str) -> Result<pb::Run, Status> {
+        self.find(integration, run_id).await?.ok_or_else(|| {
+            Status::not_found(format!(
+                "integration {integration} has no run {run_id}; list runs with ListRuns (syncctl runs)"
+            ))
+        })
+    }
+
+    /// One run, if it exists. Counts are read before the record: the finalizer stores the
+    /// final counts before it purges the live ones, so this order never shows a run with its
+    /// counts dropped to zero.
+    async fn find(&self, integration: &str, run_id: &str) -> Result<Option<pb::Run>, Status> {
+        let live = outcomes::count(self.bus.jetstream(), integration, run_id)
+            .await
+            .map_err(|e| status::bus(&format!("counting outcomes of run {run_id}"), e))?;
+        let record = self
+            .runs
+            .get(integration, run_id)
+            .await
+            .map_err(|e| status::bus(&format!("reading run {run_id}"), e))?;
+        Ok(record.map(|(record, _)| view(&record, live)))
+    }
+
+    /// The newest `limit` runs, of one integration or of all.
+    pub(crate) async fn list(
+        &self,
+        integration: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<pb::Run>, Status> {
+        let records = self
+            .runs
+            .list(integration)
+            .await
+            .map_err(|e| status::bus("listing runs", e))?;
+        let mut runs = Vec::with_capacity(limit.min(records.len()));
+        for record in records.into_iter().take(limit) {
+            let live = if record.counts.is_some() {
+                OutcomeCounts::default()
+            } else {
+                outcomes::count(self.bus.jetstream(), &record.integration, &record.run_id)
+                    .await
+                    .map_err(|e| {
+                        status::bus(&format!("counting outcomes of run {}", record.run_id), e)
+                    })?
+            };
+            runs.push(view(&record, live));
+        }
+        Ok(runs)
+    }
+
+    /// Streams the run's progress into `tx` until it is done, the client goes away, or
+    /// `shutdown` (this replica is stopping).
+    pub(crate) async fn watch(
+        &self,
+        integration: String,
+        run_id: String,
+        tx: mpsc::Sender<Result<pb::Run, Status>>,
+        shutdown: CancellationToken,
+    ) {
+        let key = peoplesync_bus::runs::key(&integration, &run_id);
+        let mut changes = match self.runs.store().watch(&key).await {
+            Ok(watch) => Some(watch),
+            Err(err) => {
+                tracing::debug!(%key, error = %err, "cannot watch the run record; polling only");
+                None
+            }
+        };
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let appear_by = tokio::time::Instant::now() + APPEAR_WITHIN;
+        let mut last: Option<pb::Run> = None;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    let _ = tx.send(Err(Status::unavailable(
+                        "this loader replica is shutting down; watch the run again (another replica answers)",
+                    ))).await;
+                    return;
+                }
+                () = tx.closed() => return,
+                change = next_change(&mut changes) => {
+                    if change.is_none() {
+                        changes = None;
+                    }
+                }
+                _ = tick.tick() => {}
+            }
+            let run = match self.find(&integration, &run_id).await {
+                Ok(Some(run)) => run,
+                Ok(None) if tokio::time::Instant::now() < appear_by => continue,
+                Ok(None) => {
+                    let _ = tx
+                        .send(Err(Status::not_found(format!(
+                            "integration {integration} has no run {run_id}; list runs with ListRuns (syncctl runs)"
+                        ))))
+                        .await;
+                    return;
+                }
+                Err(status) => {
+                    // NATS hiccups are retried on the next tick; the watcher sees no update.
+                    tracing::debug!(%status, "reading run progress failed; retrying");
+                    continue;
+                }
+            };
+            if last.as_ref() != Some(&run) {
+                let done = run.done;
+                if tx.send(Ok(run.clone())).await.is_err() {
+                    return;
+                }
+                last = Some(run);
+                if done {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn next_change(
+    watch: &mut Option<async_nats::jetstream::kv::Watch>,
+) -> Option<Result<async_nats::jetstream::kv::Entry, async_nats::jetstream::kv::WatcherError>> {
+    match watch {
+        Some(watch) => watch.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The API view of a run: the record, with `live` counts unless final counts are kept.
+pub(crate) fn view(record: &RunRecord, live: OutcomeCounts) -> pb::Run {
+    let counts_final = record.counts.is_some();
+    let counts = record.counts.unwrap_or(live);
+    let finalized = matches!(
+        record.finalize,
+        FinalizeState::Finalized { .. } | FinalizeState::NothingToFinalize
+    );
+    let state = match record.state {
+        RunState::Running => pb::RunState::Running,
+        RunState::Completed => pb::RunState::Completed,
+        RunState::Failed => pb::RunState::Failed,
+        RunState::QuotaExhausted => pb::RunState::QuotaExhausted,
+    };
+    let outcome = match record.state {
+        RunState::Failed => pb::RunOutcome::Failed,
+        RunState::QuotaExhausted => pb::RunOutcome::Interrupted,
+        RunState::Running => pb::RunOutcome::Running,
+        RunState::Completed if !finalized => pb::RunOutcome::Loading,
+        RunState::Completed if counts.dead_lettered > 0 => pb::RunOutcome::SucceededWithDeadLetters,
+        RunState::Completed => pb::RunOutcome::Succeeded,
+    };
+    let finalize = match &record.finalize {
+        FinalizeState::Pending => pb::FinalizeStatus {
+            state: pb::FinalizeState::Pending.into(),
+            ..Default::default()
+        },
+        FinalizeState::Claimed { by, at } => pb::FinalizeStatus {
+            state: pb::FinalizeState::Claimed.into(),
+            by: by.clone(),
+            at: timestamp(at),
+        },
+        FinalizeState::Finalized { by, at } => pb::FinalizeStatus {
+            state: pb::FinalizeState::Finalized.into(),
+            by: by.clone(),
+            at: timestamp(at),
+        },
+        FinalizeState::NothingToFinalize => pb::FinalizeStatus {
+            state: pb::FinalizeState::NothingToFinalize.into(),
+            ..Default::default()
+        },
+    };
+    pb::Run {
+        integration_id: record.integration.clone(),
+        run_id: record.run_id.clone(),
+        full: record.full,
+        trigger: record.trigger.clone(),
+        state: state.into(),
+        outcome: outcome.into(),
+        started_at: timestamp(&record.started_at),
+        finished_at: record.finished_at.as_deref().and_then(timestamp),
+        published: record.published,
+        removed: record.removed,
+        skipped: record.skipped,
+        counts: Some(pb::RunCounts {
+            written: counts.written,
+            unchanged: counts.unchanged,
+            filtered: counts.filtered,
+            dead_lettered: counts.dead_lettered,
+            canceled: counts.canceled,
+            stale: counts.stale,
+        }),
+        pending: record.expected().saturating_sub(counts.total()),
+        counts_final,
+        finalize: Some(finalize),
+        error: record.error.clone().unwrap_or_default(),
+        done: finalized || matches!(record.state, RunState::Failed | RunState::QuotaExhausted),
+    }
+}
+
+/// An RFC 3339 time as a protobuf timestamp (`None` if it does not parse).
+pub(crate) fn timestamp(text: &str) -> Option<peoplesync_proto::Timestamp> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| peoplesync_bus::codec::timestamp(t.with_timezone(&chrono::Utc)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_is_what_the_loaders_have_not_accounted_for() {
+        let mut record = RunRecord::start("acme", "r1", true, "grpc");
+        record.published = 10;
+        record.removed = 2;
+        let live = OutcomeCounts {
+            written: 5,
+            dead_lettered: 1,
+            ..Default::default()
+        };
+        let run = view(&record, live);
+        assert_eq!(run.pending, 6);
+        assert_eq!(run.outcome(), pb::RunOutcome::Running);
+        assert!(!run.done && !run.counts_final);
+    }
+
+    #[test]
+    fn a_finalized_run_shows_its_kept_counts_and_whether_letters_were_left() {
+        let mut record = RunRecord::start("acme", "r1", true, "grpc");
+        record.state = RunState::Completed;
+        record.published = 3;
+        record.finalize = FinalizeState::Finalized {
+            by: "loader-1".into(),
+            at: "2025-05-01T10:00:00Z".into(),
+        };
+        record.counts = Some(OutcomeCounts {
+            written: 2,
+            dead_lettered: 1,
+            ..Default::default()
+        });
+        let run = view(&record, OutcomeCounts::default());
+        assert_eq!(run.pending, 0);
+        assert!(run.done && run.counts_final);
+        assert_eq!(run.outcome(), pb::RunOutcome::SucceededWithDeadLetters);
+        assert_eq!(run.finalize.unwrap().by, "loader-1");
+        record.state = RunState::Failed;
+        assert_eq!(
+            view(&record, OutcomeCounts::default()).outcome(),
+            pb::RunOutcome::Failed
+        );
+    }
+}

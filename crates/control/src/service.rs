@@ -1,0 +1,324 @@
+//! The `SyncControl` service: each RPC checks its input, then hands off to the module that
+//! owns the concern (runs, integrations, preview, pause, dead letters) or to the extractor.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use peoplesync_bus::Bus;
+use peoplesync_bus::control::{
+    self, ApproveRemovals, RemovalsReleased, RunRequest, RunStarted, WorkerRequest, WorkerSynced,
+};
+use peoplesync_oomnitza::OomnitzaClient;
+use peoplesync_proto::v1 as pb;
+use peoplesync_proto::v1::sync_control_server::SyncControl;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::extractor::{self, Extractor};
+use crate::integrations::{self, Configs};
+use crate::preview::Previewer;
+use crate::runs::{self, RunViews};
+use crate::{dead_letters, pause, status};
+
+/// WatchRun streams served at once by one replica.
+const MAX_WATCHES: usize = 256;
+/// Updates buffered per WatchRun stream before the server waits for the client.
+const WATCH_BUFFER: usize = 16;
+
+/// The control plane of one loader replica.
+#[derive(Clone)]
+pub struct ControlService {
+    bus: Bus,
+    oomnitza: OomnitzaClient,
+    extractor: Extractor,
+    configs: Configs,
+    runs: RunViews,
+    watches: Arc<Semaphore>,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for ControlService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlService").finish_non_exhaustive()
+    }
+}
+
+impl ControlService {
+    /// A control plane over `bus` (the loader's connection) and `oomnitza` (for previews);
+    /// its WatchRun streams end when `shutdown` is cancelled.
+    pub fn new(bus: Bus, oomnitza: OomnitzaClient, shutdown: CancellationToken) -> ControlService {
+        ControlService {
+            extractor: Extractor::new(bus.client().clone()),
+            configs: Configs::new(bus.clone()),
+            runs: RunViews::new(bus.clone()),
+            bus,
+            oomnitza,
+            watches: Arc::new(Semaphore::new(MAX_WATCHES)),
+            shutdown,
+        }
+    }
+}
+
+/// Who is calling, for pause flags: the `by` the caller gave, else its address.
+fn caller<T>(request: &Request<T>, by: &str) -> String {
+    if !by.trim().is_empty() {
+        return by.trim().to_owned();
+    }
+    request
+        .remote_addr()
+        .map_or_else(|| "grpc".to_owned(), |addr| format!("grpc {addr}"))
+}
+
+type RunStream = Pin<Box<dyn Stream<Item = Result<pb::Run, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl SyncControl for ControlService {
+    async fn trigger_sync(
+        &self,
+        request: Request<pb::TriggerSyncRequest>,
+    ) -> Result<Response<pb::TriggerSyncResponse>, Status> {
+        let request = request.into_inner();
+        let integration = status::integration_id(&request.integration_id)?;
+        let started: RunStarted = self
+            .extractor
+            .request(
+                integration,
+                control::RUN,
+                &RunRequest {
+                    trigger: "grpc".to_owned(),
+                },
+                extractor::RUN_TIMEOUT,
+            )
+            .await?;
+        tracing::info!(integration, run_id = %started.run_id, already_running = started.already_running, "run triggered through the control plane");
+        Ok(Response::new(pb::TriggerSyncResponse {
+            run_id: started.run_id,
+            already_running: started.already_running,
+        }))
+    }
+
+    async fn get_run(
+        &self,
+        request: Request<pb::GetRunRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        let request = request.into_inner();
+        let integration = status::integration_id(&request.integration_id)?;
+        let run_id = status::required("run_id", &request.run_id)?;
+        Ok(Response::new(self.runs.get(integration, run_id).await?))
+    }
+
+    async fn list_runs(
+        &self,
+        request: Request<pb::ListRunsRequest>,
+    ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        let request = request.into_inner();
+        let integration = if request.integration_id.trim().is_empty() {
+            None
+        } else {
+            Some(status::integration_id(&request.integration_id)?)
+        };
+        let limit = match request.limit {
+            0 => runs::DEFAULT_LIST,
+            n => usize::try_from(n)
+                .unwrap_or(runs::MAX_LIST)
+                .min(runs::MAX_LIST),
+        };
+        Ok(Response::new(pb::ListRunsResponse {
+            runs: self.runs.list(integration, limit).await?,
+        }))
+    }
+
+    type WatchRunStream = RunStream;
+
+    async fn watch_run(
+        &self,
+        request: Request<pb::WatchRunRequest>,
+    ) -> Result<Response<Self::WatchRunStream>, Status> {
+        let request = request.into_inner();
+        let integration = status::integration_id(&request.integration_id)?.to_owned();
+        let run_id = status::required("run_id", &request.run_id)?.to_owned();
+        let permit = self.watches.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "this loader replica already serves {MAX_WATCHES} run watches; retry later or poll GetRun"
+            ))
+        })?;
+        let (tx, mut rx) = mpsc::channel(WATCH_BUFFER);
+        let views = self.runs.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            views.watch(integration, run_id, tx, shutdown).await;
+            drop(permit);
+        });
+        let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_integration(
+        &self,
+        request: Request<pb::GetIntegrationRequest>,
+    ) -> Result<Response<pb::Integration>, Status> {
+        let request = request.into_inner();
+        let integration = status::integration_id(&request.integration_id)?;
+        Ok(Response::new(self.configs.get(integration).await?))
+    }
+
+    async fn put_integration(
+        &self,
+        request: Request<pb::PutIntegrationRequest>,
+    ) -> Result<Response<pb::PutIntegrationResponse>, Status> {
+        let request = request.into_inner();
+        let integration = status::integration_id(&request.integration_id)?;
+        let revision = self
+            .configs
+            .put(integration, &request.toml, request.revision)
+            .await?;
+        Ok(Response::new(pb::PutIntegrationResponse { revision }))
+    }
+
+    async fn validate_integration(
+        &self,
+        request: Request<pb::ValidateIntegrationRequest>,
+    ) -> Result<Response<pb::ValidateIntegrationResponse>, Status> {
+        Ok(Response::new(integrations::validate(
+            &request.into_inner().toml,
+        )))
+    }
+
+    async fn suggest_mapping(
+        &self,
+        request: Request<pb::SuggestMappingRequest>,
+    ) -> Result<Response<pb::SuggestMappingResponse>, Status> {
+        Ok(Response::new(
+            self.configs.suggest(request.into_inner()).await?,
+        ))
+    }
+
+    async fn preview_worker(
+        &self,
+        request: Request<pb::PreviewWorkerRequest>,
+    ) -> Result<Response<pb::PreviewWorkerResponse>, Status> {
+        let request = request.into_inner();
+        let integration = status::integration_id(&request.integration_id)?;
+        let worker_id = status::required("worker_id", &request.worker_id)?;
+        let previewer = Previewer {
+            configs: &self.configs,
+            extractor: &self.extractor,
+            oomnitza: &self.oomnitza,
+        };
+        Ok(Response::new(
+            previewer.preview(integration, worker_id).await?,
+        ))
+    }
+
+    async fn sync_worker(
+        &self,
+        request: Request<pb::SyncWorkerRequest>,
+    ) -> Result<Response<pb::SyncWorkerResponse>, Status> {
+        let request = request.into_inner();
+        let integration = status::integration_id(&request.integration_id)?;
+        let worker_id = status::required("worker_id", &request.worker_id)?;
+        let synced: WorkerSynced = self
+            .extractor
+            .request(
+                integration,
+                control::WORKER,
+                &WorkerRequest {
+                    id: worker_id.to_owned(),
+                },
+                extractor::WORKER_TIMEOUT,
+            )
+            .await?;
+        match (synced.found, synced.run_id) {
+            (true, Some(run_id)) => Ok(Response::new(pb::SyncWorkerResponse { run_id })),
+            (true, None) => Err(Status::internal(format!(
+                "the extractor of {integration} found worker {worker_id} but named no run; check the extractor's log"
+            ))),
+            (false, _) => Err(Status::not_found(format!(
+                "Sage People has no worker {worker_id} (integration {integration}); check the id"
+            ))),
+        }
+    }
+
+    async fn pause(
+        &self,
+        request: Request<pb::PauseRequest>,
+    ) -> Result<Response<pb::PauseState>, Status> {
+        let by = caller(&request, &request.get_ref().by);
+        let request = request.into_inner();
+        let integration = status::integration_id(&request.integration_id)?;
+        let reason = Some(request.reason);
+        Ok(Response::new(
+            pause::set(&self.bus, integration, true, by, reason).await?,
+        ))
+    }
+
+    async fn resume(
+        &self,
+        request: Request<pb::ResumeRequest>,
+    ) -> Result<Response<pb::PauseState>, Status> {
+        let by = caller(&request, &request.get_ref().by);
+        let request = request.into_inner();
+        let integration = status::integration_id(&request.integration_id)?;
+        Ok(Response::new(
+            pause::set(&self.bus, integration, false, by, None).await?,
+        ))
+    }
+
+    async fn approve_removals(
+        &self,
+        request: Request<pb::ApproveRemovalsRequest>,
+    ) -> Result<Response<pb::ApproveRemovalsResponse>, Status> {
+        let request = request.into_inner();
+        let integration = status::integration_id(&request.integration_id)?;
+        let run_id = status::required("run_id", &request.run_id)?;
+        let released: RemovalsReleased = self
+            .extractor
+            .request(
+                integration,
+                control::APPROVE_REMOVALS,
+                &ApproveRemovals {
+                    run_id: run_id.to_owned(),
+                },
+                extractor::APPROVE_TIMEOUT,
+            )
+            .await?;
+        tracing::info!(
+            integration,
+            run_id,
+            released = released.released,
+            "removals approved through the control plane"
+        );
+        Ok(Response::new(pb::ApproveRemovalsResponse {
+            released: released.released,
+        }))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<pb::ListDeadLettersRequest>,
+    ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
+        Ok(Response::new(
+            dead_letters::list(&self.bus, request.into_inner()).await?,
+        ))
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        request: Request<pb::ReplayDeadLettersRequest>,
+    ) -> Result<Response<pb::ReplayDeadLettersResponse>, Status> {
+        Ok(Response::new(
+            dead_letters::replay(&self.bus, request.into_inner()).await?,
+        ))
+    }
+
+    async fn purge_dead_letters(
+        &self,
+        request: Request<pb::PurgeDeadLettersRequest>,
+    ) -> Result<Response<pb::PurgeDeadLettersResponse>, Status> {
+        Ok(Response::new(
+            dead_letters::purge(&self.bus, request.into_inner()).await?,
+        ))
+    }
+}

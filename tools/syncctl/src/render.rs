@@ -1,0 +1,407 @@
+//! What syncctl prints: each reply as JSON (`--output json`, stable field names for scripts)
+//! or as text for people (tables and summaries).
+
+use peoplesync_proto::Timestamp;
+use peoplesync_proto::v1 as pb;
+use serde_json::{Value, json};
+
+/// An enum value's name without its type prefix, lower-cased: `RUN_OUTCOME_SUCCEEDED` →
+/// `succeeded`.
+pub fn enum_name(name: &str, prefix: &str) -> String {
+    name.strip_prefix(prefix).unwrap_or(name).to_lowercase()
+}
+
+/// A timestamp as RFC 3339 (null when unset).
+pub fn time(ts: Option<&Timestamp>) -> Value {
+    ts.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
+        .map_or(Value::Null, |t| Value::String(t.to_rfc3339()))
+}
+
+/// A JSON text field as JSON (null when empty, the text itself when it is not JSON).
+fn embedded(text: &str) -> Value {
+    if text.is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+/// A run.
+pub fn run(run: &pb::Run) -> Value {
+    let counts = run.counts.unwrap_or_default();
+    let finalize = run.finalize.clone().unwrap_or_default();
+    json!({
+        "integration_id": run.integration_id,
+        "run_id": run.run_id,
+        "full": run.full,
+        "trigger": run.trigger,
+        "state": enum_name(run.state().as_str_name(), "RUN_STATE_"),
+        "outcome": enum_name(run.outcome().as_str_name(), "RUN_OUTCOME_"),
+        "started_at": time(run.started_at.as_ref()),
+        "finished_at": time(run.finished_at.as_ref()),
+        "published": run.published,
+        "removed": run.removed,
+        "skipped": run.skipped,
+        "counts": {
+            "written": counts.written,
+            "unchanged": counts.unchanged,
+            "filtered": counts.filtered,
+            "dead_lettered": counts.dead_lettered,
+            "canceled": counts.canceled,
+            "stale": counts.stale,
+        },
+        "pending": run.pending,
+        "counts_final": run.counts_final,
+        "finalize": {
+            "state": enum_name(finalize.state().as_str_name(), "FINALIZE_STATE_"),
+            "by": finalize.by,
+            "at": time(finalize.at.as_ref()),
+        },
+        "error": run.error,
+        "done": run.done,
+    })
+}
+
+/// A run as a summary table.
+pub fn run_text(run: &pb::Run) -> String {
+    let counts = run.counts.unwrap_or_default();
+    let finalize = run.finalize.clone().unwrap_or_default();
+    let mut out = format!(
+        "run {}  ({}, {}, trigger {})\n",
+        run.run_id,
+        run.integration_id,
+        if run.full { "full" } else { "partial" },
+        run.trigger
+    );
+    let rows: [(&str, String); 13] = [
+        (
+            "outcome",
+            enum_name(run.outcome().as_str_name(), "RUN_OUTCOME_"),
+        ),
+        ("state", enum_name(run.state().as_str_name(), "RUN_STATE_")),
+        ("published", run.published.to_string()),
+        ("removed", run.removed.to_string()),
+        ("skipped", run.skipped.to_string()),
+        ("written", counts.written.to_string()),
+        ("unchanged", counts.unchanged.to_string()),
+        ("filtered", counts.filtered.to_string()),
+        ("dead-lettered", counts.dead_lettered.to_string()),
+        ("canceled", counts.canceled.to_string()),
+        ("stale", counts.stale.to_string()),
+        ("pending", run.pending.to_string()),
+        ("finalize", {
+            let state = enum_name(finalize.state().as_str_name(), "FINALIZE_STATE_");
+            if finalize.by.is_empty() {
+                state
+            } else {
+                format!("{state} by {}", finalize.by)
+            }
+        }),
+    ];
+    for (name, value) in rows {
+        out.push_str(&format!("  {name:<14} {value:>12}\n"));
+    }
+    let started = time(run.started_at.as_ref());
+    if let Some(started) = started.as_str() {
+        out.push_str(&format!("  {:<14} {started}\n", "started"));
+    }
+    if let Some(finished) = time(run.finished_at.as_ref()).as_str() {
+        out.push_str(&format!("  {:<14} {finished}\n", "finished"));
+    }
+    if !run.error.is_empty() {
+        out.push_str(&format!("  {:<14} {}\n", "error", run.error));
+    }
+    out
+}
+
+/// Runs as one line each.
+pub fn runs_text(runs: &[pb::Run]) -> String {
+    let mut out = format!(
+        "{:<38} {:<14} {:<28} {:>8} {:>8} {:>9} {:>8} {:>7} {:>7}  {}\n",
+        "RUN",
+        "INTEGRATION",
+        "OUTCOME",
+        "PUBLISH",
+        "WRITTEN",
+        "UNCHANGED",
+        "FILTER",
+        "DEAD",
+        "PENDING",
+        "STARTED"
+    );
+    for run in runs {
+        let c = run.counts.unwrap_or_default();
+        out.push_str(&format!(
+            "{:<38} {:<14} {:<28} {:>8} {:>8} {:>9} {:>8} {:>7} {:>7}  {}\n",
+            run.run_id,
+            run.integration_id,
+            enum_name(run.outcome().as_str_name(), "RUN_OUTCOME_"),
+            run.published + run.removed,
+            c.written,
+            c.unchanged,
+            c.filtered,
+            c.dead_lettered,
+            run.pending,
+            time(run.started_at.as_ref()).as_str().unwrap_or("-"),
+        ));
+    }
+    out
+}
+
+/// A pause state.
+pub fn pause(state: &pb::PauseState) -> Value {
+    json!({
+        "integration_id": state.integration_id,
+        "paused": state.paused,
+        "by": state.by,
+        "at": time(state.at.as_ref()),
+        "reason": state.reason,
+    })
+}
+
+/// A pause state for people.
+pub fn pause_text(state: &pb::PauseState) -> String {
+    let what = if state.paused { "paused" } else { "running" };
+    let mut out = format!("{}: {what}", state.integration_id);
+    if !state.by.is_empty() {
+        out.push_str(&format!(" (set by {}", state.by));
+        if let Some(at) = time(state.at.as_ref()).as_str() {
+            out.push_str(&format!(" at {at}"));
+        }
+        out.push(')');
+    }
+    if !state.reason.is_empty() {
+        out.push_str(&format!(": {}", state.reason));
+    }
+    out
+}
+
+/// A stored integration config.
+pub fn integration(config: &pb::Integration) -> Value {
+    json!({
+        "integration_id": config.integration_id,
+        "revision": config.revision,
+        "toml": config.toml,
+        "pause": config.pause.as_ref().map(pause),
+    })
+}
+
+/// Validation problems.
+pub fn validation(reply: &pb::ValidateIntegrationResponse) -> Value {
+    json!({
+        "valid": reply.valid,
+        "problems": reply.problems.iter().map(|p| json!({
+            "kind": p.kind, "location": p.location, "message": p.message,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Mapping suggestions.
+pub fn suggestions(reply: &pb::SuggestMappingResponse) -> Value {
+    json!({
+        "suggestions": reply.suggestions.iter().map(|s| json!({
+            "field": s.field, "label": s.label, "unique": s.unique,
+            "source_kind": s.source_kind, "source": s.source,
+            "confidence": s.confidence, "reason": s.reason, "creates_field": s.creates_field,
+        })).collect::<Vec<_>>(),
+        "toml": reply.toml,
+    })
+}
+
+/// Mapping suggestions for people.
+pub fn suggestions_text(reply: &pb::SuggestMappingResponse) -> String {
+    let mut out = format!(
+        "{:<34} {:<22} {:<30} {:>5}  {}\n",
+        "FIELD", "LABEL", "FROM", "CONF", "WHY"
+    );
+    for s in &reply.suggestions {
+        let field = if s.creates_field {
+            "(create this field)".to_owned()
+        } else {
+            s.field.clone()
+        };
+        out.push_str(&format!(
+            "{:<34} {:<22} {:<30} {:>4.0}%  {}\n",
+            field,
+            s.label,
+            format!("{} {}", s.source_kind, s.source),
+            s.confidence * 100.0,
+            s.reason
+        ));
+    }
+    out.push_str("\n# as config:\n");
+    out.push_str(&reply.toml);
+    out
+}
+
+/// A worker preview.
+pub fn preview(reply: &pb::PreviewWorkerResponse) -> Value {
+    json!({
+        "verdict": enum_name(reply.verdict().as_str_name(), "VERDICT_"),
+        "reason": reply.reason,
+        "record": embedded(&reply.record_json),
+        "fields": reply.fields.iter().map(|f| json!({
+            "field": f.field, "label": f.label, "origin": f.origin,
+            "value": embedded(&f.value_json), "error": f.error,
+            "required": f.required, "sync_key": f.sync_key, "unique": f.unique,
+        })).collect::<Vec<_>>(),
+        "sync_key": reply.sync_key,
+        "sync_key_value": reply.sync_key_value,
+        "user_exists": reply.user_exists,
+        "current_user": embedded(&reply.current_user_json),
+        "diff": reply.diff.iter().map(|d| json!({
+            "field": d.field, "attribute": d.attribute, "label": d.label,
+            "current": embedded(&d.current_json), "proposed": embedded(&d.proposed_json),
+            "change": enum_name(d.change().as_str_name(), "CHANGE_"),
+        })).collect::<Vec<_>>(),
+        "oomnitza_error": reply.oomnitza_error,
+        "raw": embedded(&reply.raw_json),
+        "config_revision": reply.config_revision,
+    })
+}
+
+/// A worker preview for people.
+pub fn preview_text(reply: &pb::PreviewWorkerResponse) -> String {
+    let verdict = enum_name(reply.verdict().as_str_name(), "VERDICT_");
+    let mut out = format!("verdict: {verdict}");
+    if !reply.reason.is_empty() {
+        out.push_str(&format!(" ({})", reply.reason));
+    }
+    out.push('\n');
+    out.push_str(&format!("config revision: {}\n", reply.config_revision));
+    if !reply.sync_key.is_empty() {
+        out.push_str(&format!(
+            "Oomnitza user with {} = {}: {}\n",
+            reply.sync_key,
+            reply.sync_key_value,
+            if reply.user_exists {
+                "exists"
+            } else {
+                "none (would be created)"
+            }
+        ));
+    }
+    if !reply.oomnitza_error.is_empty() {
+        out.push_str(&format!("warning: {}\n", reply.oomnitza_error));
+    }
+    out.push_str(&format!(
+        "\n{:<34} {:<10} {:<30} {}\n",
+        "FIELD", "CHANGE", "NOW", "WOULD SEND"
+    ));
+    for d in &reply.diff {
+        let name = if d.label.is_empty() {
+            d.field.clone()
+        } else {
+            format!("{} ({})", d.label, &d.field[..d.field.len().min(8)])
+        };
+        out.push_str(&format!(
+            "{:<34} {:<10} {:<30} {}\n",
+            name,
+            enum_name(d.change().as_str_name(), "CHANGE_"),
+            d.current_json,
+            d.proposed_json
+        ));
+    }
+    for f in reply.fields.iter().filter(|f| !f.error.is_empty()) {
+        out.push_str(&format!(
+            "error in {} ({}): {}\n",
+            f.field, f.origin, f.error
+        ));
+    }
+    out
+}
+
+/// Dead letters.
+pub fn dead_letters(reply: &pb::ListDeadLettersResponse) -> Value {
+    json!({
+        "letters": reply.letters.iter().map(dead_letter).collect::<Vec<_>>(),
+        "next_after_sequence": reply.next_after_sequence,
+        "held": reply.held,
+    })
+}
+
+fn dead_letter(letter: &pb::DeadLetter) -> Value {
+    json!({
+        "sequence": letter.sequence,
+        "integration_id": letter.integration_id,
+        "run_id": letter.run_id,
+        "worker_id": letter.worker_id,
+        "reason": letter.reason,
+        "stage": letter.stage,
+        "http_status": (letter.http_status != 0).then_some(letter.http_status),
+        "body_excerpt": letter.body_excerpt,
+        "attempts": letter.attempts,
+        "at": time(letter.at.as_ref()),
+    })
+}
+
+/// Dead letters for people.
+pub fn dead_letters_text(reply: &pb::ListDeadLettersResponse) -> String {
+    let mut out = format!(
+        "{:>8} {:<20} {:<38} {:<9} {}\n",
+        "SEQ", "WORKER", "RUN", "STAGE", "REASON"
+    );
+    for l in &reply.letters {
+        out.push_str(&format!(
+            "{:>8} {:<20} {:<38} {:<9} {}\n",
+            l.sequence, l.worker_id, l.run_id, l.stage, l.reason
+        ));
+    }
+    out.push_str(&format!(
+        "{} shown; {} held in the queue",
+        reply.letters.len(),
+        reply.held
+    ));
+    if reply.next_after_sequence != 0 {
+        out.push_str(&format!(
+            "; more after sequence {} (--after {})",
+            reply.next_after_sequence, reply.next_after_sequence
+        ));
+    }
+    out.push('\n');
+    out
+}
+
+/// A replay.
+pub fn replay(reply: &pb::ReplayDeadLettersResponse) -> Value {
+    json!({
+        "run_id": reply.run_id,
+        "replayed": reply.replayed,
+        "failures": reply.failures.iter().map(|f| json!({"sequence": f.sequence, "error": f.error})).collect::<Vec<_>>(),
+        "more": reply.more,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enum_names_lose_their_prefix() {
+        assert_eq!(
+            enum_name("RUN_OUTCOME_SUCCEEDED_WITH_DEAD_LETTERS", "RUN_OUTCOME_"),
+            "succeeded_with_dead_letters"
+        );
+    }
+
+    #[test]
+    fn a_run_renders_with_its_counts_and_times() {
+        let run = pb::Run {
+            run_id: "r1".into(),
+            outcome: pb::RunOutcome::Succeeded.into(),
+            started_at: Some(Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            counts: Some(pb::RunCounts {
+                written: 7,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let value = super::run(&run);
+        assert_eq!(value["outcome"], "succeeded");
+        assert_eq!(value["counts"]["written"], 7);
+        assert_eq!(value["started_at"], "2023-11-14T22:13:20+00:00");
+        assert!(run_text(&run).contains("written"));
+    }
+}

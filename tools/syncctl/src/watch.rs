@@ -1,0 +1,127 @@
+//! Following a run with WatchRun: two progress bars on stderr (events published by the
+//! extractor, and events the loaders have accounted for, with the counts so far), hidden when
+//! stderr is not a terminal; the last update is returned for the summary.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use peoplesync_proto::v1 as pb;
+use tonic::Request;
+
+use crate::client::{Client, Failure, exit};
+
+/// Watches `run_id` until it is done; returns its last state.
+pub async fn watch(
+    client: &mut Client,
+    integration: &str,
+    run_id: &str,
+    bars: bool,
+) -> Result<pb::Run, Failure> {
+    let mut stream = client
+        .watch_run(Request::new(pb::WatchRunRequest {
+            integration_id: integration.to_owned(),
+            run_id: run_id.to_owned(),
+        }))
+        .await?
+        .into_inner();
+    let progress = Progress::new(bars);
+    let mut last: Option<pb::Run> = None;
+    while let Some(update) = stream.next().await {
+        let run = match update {
+            Ok(run) => run,
+            Err(status) => {
+                progress.clear();
+                return Err(status.into());
+            }
+        };
+        progress.show(&run);
+        let done = run.done;
+        last = Some(run);
+        if done {
+            progress.finish();
+            break;
+        }
+    }
+    match last.filter(|r| r.done) {
+        Some(run) => Ok(run),
+        None => {
+            progress.clear();
+            Err(Failure::new(
+                exit::UNAVAILABLE,
+                format!(
+                    "the watch of run {run_id} ended before the run was done (the loader replica stopped?); \
+                     run `syncctl watch {run_id}` to go on"
+                ),
+            ))
+        }
+    }
+}
+
+struct Progress {
+    multi: MultiProgress,
+    published: ProgressBar,
+    loaded: ProgressBar,
+}
+
+impl Progress {
+    fn new(visible: bool) -> Progress {
+        let target = if visible {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let multi = MultiProgress::with_draw_target(target);
+        let published = multi.add(
+            ProgressBar::new_spinner().with_style(
+                ProgressStyle::with_template("{spinner:.green} extract  {pos:>7} published  {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            ),
+        );
+        published.enable_steady_tick(Duration::from_millis(120));
+        let loaded = multi.add(
+            ProgressBar::new(0).with_style(
+                ProgressStyle::with_template(
+                    "{bar:40.cyan/blue} load     {pos:>7}/{len:7} {percent:>3}%  {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("█▉▊▋▌▍▎▏ "),
+            ),
+        );
+        Progress {
+            multi,
+            published,
+            loaded,
+        }
+    }
+
+    fn show(&self, run: &pb::Run) {
+        let expected = run.published + run.removed;
+        let accounted = expected.saturating_sub(run.pending);
+        self.published.set_position(expected);
+        let state = crate::render::enum_name(run.state().as_str_name(), "RUN_STATE_");
+        self.published.set_message(state);
+        if run.state() != pb::RunState::Running {
+            self.published.disable_steady_tick();
+        }
+        self.loaded.set_length(expected.max(1));
+        self.loaded.set_position(accounted);
+        let c = run.counts.unwrap_or_default();
+        self.loaded.set_message(format!(
+            "written {} · unchanged {} · filtered {} · dead-lettered {} · pending {}",
+            c.written, c.unchanged, c.filtered, c.dead_lettered, run.pending
+        ));
+    }
+
+    /// Leaves the final bars on screen above the summary.
+    fn finish(&self) {
+        self.published.finish();
+        self.loaded.finish();
+    }
+
+    fn clear(&self) {
+        self.published.finish_and_clear();
+        self.loaded.finish_and_clear();
+        let _ = self.multi.clear();
+    }
+}
