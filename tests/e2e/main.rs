@@ -4,5 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod deploy;
 mod harness;
+mod loader;
 mod sync;

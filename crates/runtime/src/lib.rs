@@ -1,13 +1,18 @@
 //! What every peoplesync service process shares and nothing else needs: reading secrets from
 //! the environment or from files (`<NAME>_FILE`), setting up logs (`RUST_LOG`,
-//! `LOG_FORMAT=json`), and turning SIGTERM/Ctrl-C into a cancellation token for a drain.
+//! `LOG_FORMAT=json`), turning SIGTERM/Ctrl-C into a cancellation token for a drain, and the
+//! operations endpoint (`/metrics`, `/healthz`, `/readyz`) with its readiness conditions.
 //!
 //! Kept apart from `peoplesync-core`, which stays free of I/O.
 
+pub mod http;
+pub mod metrics;
+pub mod readiness;
 pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;
 
+pub use readiness::{Readiness, ReadinessStatus};
 pub use secrets::{SecretError, env_or_file, require};
 pub use shutdown::shutdown_token;
 pub use telemetry::init_logging;

@@ -176,6 +176,27 @@ mod sage {
     }
 
     #[tokio::test]
+    async fn a_public_url_is_announced_as_the_instance_url_for_clients_in_other_containers() {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind");
+        let sim = SageSim::spawn_advertising(
+            config(1),
+            listener,
+            Some("http://sage-people-sim:8080/".into()),
+        )
+        .await
+        .expect("sim starts");
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", "sim-client"),
+            ("client_secret", "sim-secret"),
+        ];
+        let body = json(token_response(&Client::new(), &sim.url(), &form).await).await;
+        assert_eq!(body["instance_url"], "http://sage-people-sim:8080");
+    }
+
+    #[tokio::test]
     async fn wrong_client_credentials_give_invalid_client() {
         let (sim, client) = spawn(config(5)).await;
         for (id, secret) in [

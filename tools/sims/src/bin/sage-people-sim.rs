@@ -18,6 +18,10 @@ struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "SAGE_SIM_LISTEN", default_value = "127.0.0.1:0")]
     listen: SocketAddr,
+    /// Instance URL announced in token responses, when clients reach the simulator by another
+    /// address than the one it binds (a container name: http://sage-people-sim:8080).
+    #[arg(long, env = "SAGE_SIM_PUBLIC_URL")]
+    public_url: Option<String>,
     /// Workers in the generated org.
     #[arg(long, env = "SAGE_SIM_WORKERS", default_value_t = 1000)]
     workers: u64,
@@ -162,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    let sim = SageSim::spawn_on(config, listener)
+    let sim = SageSim::spawn_advertising(config, listener, args.public_url.clone())
         .await
         .context("starting the Sage People simulator")?;
     sim.set_api_usage(args.api_usage);

@@ -166,8 +166,21 @@ impl SageSim {
         config: SageConfig,
         listener: tokio::net::TcpListener,
     ) -> std::io::Result<SageSim> {
+        Self::spawn_advertising(config, listener, None).await
+    }
+
+    /// Starts a simulator on `listener` that names `public_url` (default: the bound address)
+    /// as the instance URL in its token responses: in a container, the address other
+    /// containers reach it by (`http://sage-people-sim:8080`), not its own loopback.
+    pub async fn spawn_advertising(
+        config: SageConfig,
+        listener: tokio::net::TcpListener,
+        public_url: Option<String>,
+    ) -> std::io::Result<SageSim> {
         let addr = listener.local_addr()?;
-        let url = crate::server::url_of(addr);
+        let url = public_url
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| crate::server::url_of(addr));
         let shared = Arc::new(Shared::new(config, url)?);
         let server = Server::start(listener, router(Arc::clone(&shared)))?;
         tracing::info!(url = %server.url(), "sage people simulator listening");

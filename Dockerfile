@@ -1,0 +1,57 @@
+# syntax=docker/dockerfile:1
+#
+# The peoplesync image: sage-extractor, oomnitza-loader and syncctl, plus the two simulators
+# (sage-people-sim, oomnitza-sim) for demos, in one small image that runs as a non-root user.
+# Pick the program with the container's command; the default is the loader.
+#
+#   docker build -t peoplesync:0.1.0 .
+#   docker run --rm peoplesync:0.1.0 oomnitza-loader --help
+#
+# Stages: `planner` reduces the workspace to a dependency recipe (cargo-chef); `builder` builds
+# the dependencies from that recipe first — a layer reused until Cargo.toml or Cargo.lock
+# change — then the workspace itself. Protobuf code is generated with protox, so no protoc.
+
+ARG RUST_VERSION=1.95
+ARG DEBIAN_RELEASE=bookworm
+
+FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS chef
+RUN cargo install cargo-chef --locked --version 0.1.78
+WORKDIR /src
+
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
+
+FROM chef AS builder
+ARG BINS="--bin sage-extractor --bin oomnitza-loader --bin syncctl --bin sage-people-sim --bin oomnitza-sim"
+COPY --from=planner /src/recipe.json recipe.json
+# Dependencies only: cached until the manifests or the lock file change.
+# hadolint ignore=SC2086
+RUN cargo chef cook --release --locked --recipe-path recipe.json ${BINS}
+COPY . .
+# hadolint ignore=SC2086
+RUN cargo build --release --locked ${BINS} \
+ && mkdir -p /out \
+ && for bin in sage-extractor oomnitza-loader syncctl sage-people-sim oomnitza-sim; do \
+      cp "target/release/${bin}" /out/; \
+    done
+
+# glibc, as the builder; slim rather than distroless so the health check below has a shell.
+FROM debian:${DEBIAN_RELEASE}-slim AS runtime
+RUN groupadd --system --gid 10001 peoplesync \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin peoplesync
+COPY --from=builder /out/ /usr/local/bin/
+# The operations endpoint must be reachable from outside the container for probes and
+# Prometheus; logs are JSON for log shippers. Both can be overridden per container.
+ENV PEOPLESYNC_HTTP_LISTEN=0.0.0.0:9090 \
+    LOG_FORMAT=json \
+    RUST_LOG=info
+USER 10001:10001
+# 9090: /metrics, /healthz, /readyz (both services). 50051: the loader's gRPC control plane.
+EXPOSE 9090 50051
+# /healthz over bash's /dev/tcp: no curl or wget in the image (fewer packages to patch).
+# Containers that serve no /healthz (syncctl, the simulators) override or disable it.
+HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
+  CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9090 && printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' >&3 && head -n1 <&3 | grep -q ' 200 '"]
+CMD ["oomnitza-loader"]

@@ -1,0 +1,139 @@
+//! Prometheus metrics for the services: one process-wide recorder (the `metrics` facade with
+//! `metrics-exporter-prometheus`), installed once, rendered by `/metrics` (see [`crate::http`]).
+//!
+//! The metric names every dashboard and alert relies on are constants in [`names`], and
+//! [`describe_loader`] / [`describe_extractor`] give them their `# HELP` text. Code records with
+//! the `metrics` macros (`metrics::counter!(names::LOADER_EVENTS, ...)`) as usual.
+
+use std::sync::OnceLock;
+
+use metrics::Unit;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Histogram buckets for every metric whose name ends in `_seconds`: from 5 ms (a local bulk
+/// request) to a minute (the retry budget of one request). Buckets, not the exporter's default
+/// summaries, so latencies can be aggregated across replicas with `histogram_quantile`.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// The recorder could not be installed (another global recorder was installed first).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot install the Prometheus metrics recorder: {0}")]
+pub struct MetricsError(String);
+
+static HANDLE: OnceLock<Result<PrometheusHandle, MetricsError>> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder, once; later calls return the same handle.
+/// Metrics recorded before this call are lost, so services call it first thing.
+pub fn install() -> Result<PrometheusHandle, MetricsError> {
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+                .map_err(|e| MetricsError(e.to_string()))?
+                .install_recorder()
+                .map_err(|e| MetricsError(e.to_string()))
+        })
+        .clone()
+}
+
+/// The installed recorder's handle, if [`install`] succeeded.
+pub fn handle() -> Option<PrometheusHandle> {
+    HANDLE
+        .get()
+        .and_then(|result| result.as_ref().ok())
+        .cloned()
+}
+
+/// The metric names dashboards and alerts rely on (see `docs/operations.md`). Renaming one is
+/// a breaking change for every operator's dashboards.
+pub mod names {
+    /// Counter, labels `integration`, `outcome` (written, unchanged, filtered, dead_lettered,
+    /// canceled, stale): events the loader handled.
+    pub const LOADER_EVENTS: &str = "peoplesync_loader_events_total";
+    /// Counter, label `status` (the HTTP status, or the kind of failure when no answer came):
+    /// bulk requests sent.
+    pub const LOADER_BULK_REQUESTS: &str = "peoplesync_loader_bulk_requests_total";
+    /// Histogram: duration of one bulk request attempt, in seconds.
+    pub const LOADER_BULK_REQUEST_SECONDS: &str = "peoplesync_loader_bulk_request_seconds";
+    /// Gauge: bulk requests in flight in this replica.
+    pub const LOADER_IN_FLIGHT: &str = "peoplesync_loader_in_flight_requests";
+    /// Gauge: the bulk request rate this replica allows itself now (lowered after 429s).
+    pub const LOADER_RATE_LIMIT: &str = "peoplesync_loader_rate_limit_per_second";
+    /// Gauge 0/1, label `integration`: the integration is paused.
+    pub const LOADER_PAUSED: &str = "peoplesync_loader_paused";
+    /// Gauge 0/1: Oomnitza refuses this replica's credentials (401/403).
+    pub const LOADER_CREDENTIALS_FAILING: &str = "peoplesync_loader_credentials_failing";
+    /// Counter, label `integration`: worker events published.
+    pub const EXTRACTOR_WORKERS_PUBLISHED: &str = "peoplesync_extractor_workers_published_total";
+    /// Counter, label `integration`: Sage People pages read.
+    pub const EXTRACTOR_PAGES: &str = "peoplesync_extractor_pages_total";
+    /// Counter, labels `integration`, `outcome` (completed, failed, quota_exhausted,
+    /// removals_held): runs ended.
+    pub const EXTRACTOR_RUNS: &str = "peoplesync_extractor_runs_total";
+    /// Gauge, label `integration`: share (0..1) of the Sage People API quota used.
+    pub const EXTRACTOR_API_USAGE_RATIO: &str = "peoplesync_extractor_api_usage_ratio";
+    /// Gauge 0/1, label `integration`: a run is in progress.
+    pub const EXTRACTOR_RUN_IN_PROGRESS: &str = "peoplesync_extractor_run_in_progress";
+    /// Gauge 0/1, label `integration`: this replica holds the scheduler lease.
+    pub const EXTRACTOR_SCHEDULER_LEADER: &str = "peoplesync_extractor_scheduler_leader";
+}
+
+/// Gives the loader's metrics their `# HELP` text and units (installing the recorder first if
+/// need be).
+pub fn describe_loader() {
+    use names::*;
+    // Descriptions given before a recorder exists are dropped, so make sure there is one.
+    if let Err(err) = install() {
+        tracing::warn!(error = %err, "metric descriptions are not recorded");
+    }
+    metrics::describe_counter!(
+        LOADER_EVENTS,
+        "Worker events handled, by integration and outcome"
+    );
+    metrics::describe_counter!(
+        LOADER_BULK_REQUESTS,
+        "Bulk requests sent to Oomnitza, by HTTP status"
+    );
+    metrics::describe_histogram!(
+        LOADER_BULK_REQUEST_SECONDS,
+        Unit::Seconds,
+        "Duration of one bulk request attempt"
+    );
+    metrics::describe_gauge!(LOADER_IN_FLIGHT, "Bulk requests in flight in this replica");
+    metrics::describe_gauge!(
+        LOADER_RATE_LIMIT,
+        "Bulk requests per second this replica allows itself (lowered after 429s)"
+    );
+    metrics::describe_gauge!(LOADER_PAUSED, "1 while the integration is paused");
+    metrics::describe_gauge!(
+        LOADER_CREDENTIALS_FAILING,
+        "1 while Oomnitza refuses this replica's credentials"
+    );
+}
+
+/// Gives the extractor's metrics their `# HELP` text and units (installing the recorder first if
+/// need be).
+pub fn describe_extractor() {
+    use names::*;
+    // Descriptions given before a recorder exists are dropped, so make sure there is one.
+    if let Err(err) = install() {
+        tracing::warn!(error = %err, "metric descriptions are not recorded");
+    }
+    metrics::describe_counter!(
+        EXTRACTOR_WORKERS_PUBLISHED,
+        "Worker events published, by integration"
+    );
+    metrics::describe_counter!(EXTRACTOR_PAGES, "Sage People pages read, by integration");
+    metrics::describe_counter!(EXTRACTOR_RUNS, "Runs ended, by integration and outcome");
+    metrics::describe_gauge!(
+        EXTRACTOR_API_USAGE_RATIO,
+        "Share of the Sage People API quota used (0..1)"
+    );
+    metrics::describe_gauge!(EXTRACTOR_RUN_IN_PROGRESS, "1 while a run is in progress");
+    metrics::describe_gauge!(
+        EXTRACTOR_SCHEDULER_LEADER,
+        "1 while this replica holds the scheduler lease"
+    );
+}
