@@ -56,8 +56,101 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         None => None,
     };
     let shutdown = peoplesync_runtime::shutdown_token();
+    let (readiness, http_stop, http) = start_http().await?;
+    let integrations = config.integrations.clone();
+    let control = control_plane(&config)?;
     let loader = Loader::build(config, seed).await?;
+    mark_ready(&readiness, &loader, &integrations).await?;
+    let control = serve_control(control, &loader, &shutdown).await?;
     loader.run_until_stopped(shutdown).await?;
     tracing::info!("loader stopped");
+    if let Some(control) = control {
+        control.await.context("the control plane task failed")??;
+    }
+    http_stop.cancel();
+    http.stopped()
+        .await
+        .context("the /metrics endpoint failed")?;
     Ok(())
+}
+
+/// Starts `/metrics`, `/healthz` and `/readyz` before connecting, so probes get an answer (and
+/// `/readyz` says what is missing) while NATS is still out of reach. The endpoint stops only
+/// after the drain, so probes keep answering meanwhile.
+async fn start_http() -> anyhow::Result<(
+    peoplesync_runtime::Readiness,
+    tokio_util::sync::CancellationToken,
+    peoplesync_runtime::http::HttpServer,
+)> {
+    peoplesync_runtime::metrics::install()?;
+    peoplesync_runtime::metrics::describe_loader();
+    let readiness = peoplesync_runtime::Readiness::new();
+    readiness.register("nats");
+    readiness.register("consumer");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let http = peoplesync_runtime::http::serve_from_env(readiness.clone(), stop.clone()).await?;
+    Ok((readiness, stop, http))
+}
+
+/// Ready = the NATS connection is up (checked at every probe) and the integrations' consumers
+/// are bound.
+async fn mark_ready(
+    readiness: &peoplesync_runtime::Readiness,
+    loader: &Loader,
+    integrations: &[String],
+) -> anyhow::Result<()> {
+    let client = loader.bus().client().clone();
+    readiness.set_check("nats", move || {
+        client.connection_state() == async_nats::connection::State::Connected
+    });
+    for integration in integrations {
+        loader
+            .bus()
+            .loader_consumer(integration)
+            .await
+            .with_context(|| format!("binding the worker consumer of {integration}"))?;
+    }
+    readiness.set("consumer", true);
+    Ok(())
+}
+
+/// The control plane's settings and its Oomnitza client (for previews).
+type ControlPlane = (
+    peoplesync_control::ControlConfig,
+    peoplesync_oomnitza::OomnitzaClient,
+);
+
+/// The gRPC control plane's settings and Oomnitza client (docs/control-plane.md), read before
+/// connecting so a wrong setting stops the start-up; `None` (logged) when no token is set.
+fn control_plane(config: &LoaderConfig) -> anyhow::Result<Option<ControlPlane>> {
+    let Some(control) = peoplesync_control::ControlConfig::from_env()? else {
+        tracing::error!(
+            "control plane off: CONTROL_TOKEN is not set; set CONTROL_TOKEN or CONTROL_TOKEN_FILE \
+             (or CONTROL_INSECURE_NO_AUTH=true on a trusted network) to serve gRPC on CONTROL_LISTEN"
+        );
+        return Ok(None);
+    };
+    let oomnitza = peoplesync_oomnitza::OomnitzaClient::new(config.oomnitza_config()?)
+        .context("setting up the control plane's Oomnitza client")?;
+    Ok(Some((control, oomnitza)))
+}
+
+/// Binds the control plane (a taken port fails the start-up) and serves it beside the loader
+/// until the same shutdown token.
+async fn serve_control(
+    control: Option<ControlPlane>,
+    loader: &Loader,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<Result<(), peoplesync_control::ControlError>>>> {
+    let Some((config, oomnitza)) = control else {
+        return Ok(None);
+    };
+    let server = peoplesync_control::ControlServer::bind(
+        config,
+        loader.bus().clone(),
+        oomnitza,
+        shutdown.clone(),
+    )
+    .await?;
+    Ok(Some(tokio::spawn(server.serve(shutdown.clone()))))
 }
