@@ -7,4 +7,5 @@
 mod deploy;
 mod harness;
 mod loader;
+mod mapping;
 mod sync;

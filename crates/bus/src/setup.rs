@@ -24,6 +24,9 @@ pub struct BusSettings {
     pub duplicate_window: Duration,
     /// How long run events and dead letters are kept.
     pub history: Duration,
+    /// Copies of every stream and bucket in a NATS cluster (1 on a single server, 3 for
+    /// production). Never lowered on an existing stream, so a manual increase survives.
+    pub replicas: usize,
 }
 
 impl Default for BusSettings {
@@ -38,6 +41,7 @@ impl Default for BusSettings {
             max_ack_pending: 2_000,
             duplicate_window: Duration::from_secs(20 * 60),
             history: Duration::from_secs(30 * 24 * 3600),
+            replicas: 1,
         }
     }
 }
@@ -89,6 +93,7 @@ impl Bus {
                 subjects: vec!["peoplesync.*.workers".into()],
                 retention: stream::RetentionPolicy::WorkQueue,
                 storage: stream::StorageType::File,
+                num_replicas: settings.replicas.max(1),
                 duplicate_window: settings.duplicate_window,
                 ..Default::default()
             },
@@ -114,6 +119,7 @@ impl Bus {
                     subjects: vec![subject.into()],
                     retention: stream::RetentionPolicy::Limits,
                     storage: stream::StorageType::File,
+                    num_replicas: settings.replicas.max(1),
                     max_age: settings.history,
                     duplicate_window: settings.duplicate_window,
                     ..Default::default()
@@ -131,6 +137,7 @@ impl Bus {
                 subjects: vec!["peoplesync.*.outcomes.>".into()],
                 retention: stream::RetentionPolicy::Limits,
                 storage: stream::StorageType::File,
+                num_replicas: settings.replicas.max(1),
                 max_age: Duration::from_secs(7 * 24 * 3600),
                 duplicate_window: settings.duplicate_window,
                 ..Default::default()
@@ -145,6 +152,7 @@ impl Bus {
                 subjects: vec![names::MAX_DELIVERIES_ADVISORIES.into()],
                 retention: stream::RetentionPolicy::WorkQueue,
                 storage: stream::StorageType::File,
+                num_replicas: settings.replicas.max(1),
                 max_age: settings.history,
                 ..Default::default()
             },
@@ -155,9 +163,9 @@ impl Bus {
         if let Ok(stream) = js.get_stream(names::WORKERS_STREAM).await {
             let _ = stream.delete_consumer(names::LEGACY_LOADER_CONSUMER).await;
         }
-        let config = ensure_bucket(&js, names::CONFIG_BUCKET, 16).await?;
-        let state = ensure_bucket(&js, names::STATE_BUCKET, 1).await?;
-        let applied = ensure_bucket(&js, names::APPLIED_BUCKET, 1).await?;
+        let config = ensure_bucket(&js, names::CONFIG_BUCKET, 16, settings.replicas).await?;
+        let state = ensure_bucket(&js, names::STATE_BUCKET, 1, settings.replicas).await?;
+        let applied = ensure_bucket(&js, names::APPLIED_BUCKET, 1, settings.replicas).await?;
         Ok(Bus {
             client,
             js,
@@ -226,10 +234,16 @@ impl Bus {
     }
 }
 
-async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> Result<(), BusError> {
+async fn ensure_stream(
+    js: &jetstream::Context,
+    mut config: stream::Config,
+) -> Result<(), BusError> {
     let name = config.name.clone();
     match js.get_stream(&name).await {
-        Ok(_) => {
+        Ok(mut existing) => {
+            if let Ok(info) = existing.info().await {
+                config.num_replicas = config.num_replicas.max(info.config.num_replicas);
+            }
             // Bring limits in line with this version (retention policy cannot change).
             js.update_stream(&config)
                 .await
@@ -285,6 +299,7 @@ async fn ensure_bucket(
     js: &jetstream::Context,
     bucket: &str,
     history: i64,
+    replicas: usize,
 ) -> Result<kv::Store, BusError> {
     if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
@@ -294,6 +309,7 @@ async fn ensure_bucket(
             bucket: bucket.into(),
             history,
             storage: stream::StorageType::File,
+            num_replicas: replicas.max(1),
             ..Default::default()
         })
         .await;

@@ -67,7 +67,7 @@ pub async fn settle(
                 )
                 .await?;
             recorded.push(*outcome);
-            metrics::counter!("peoplesync_loader_events_total",
+            metrics::counter!(peoplesync_runtime::metrics::names::LOADER_EVENTS,
                 "integration" => item.key.integration.clone(), "outcome" => outcome.as_str())
             .increment(1);
         }

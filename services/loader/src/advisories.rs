@@ -114,7 +114,7 @@ async fn dead_letter(bus: &Bus, info: MaxDeliveries) -> Result<(), BusError> {
     })?;
     tracing::warn!(%integration, %run_id, %worker_id, deliveries = info.deliveries,
         "an event the server gave up on was dead-lettered");
-    metrics::counter!("peoplesync_loader_events_total", "integration" => integration, "outcome" => "dead_lettered")
+    metrics::counter!(peoplesync_runtime::metrics::names::LOADER_EVENTS, "integration" => integration, "outcome" => "dead_lettered")
         .increment(1);
     Ok(())
 }

@@ -14,6 +14,7 @@ pub const ENV_VARS: &[&str] = &[
     "NATS_URL",
     "PEOPLESYNC_INTEGRATION",
     "PEOPLESYNC_REPLICA",
+    "PEOPLESYNC_STREAM_REPLICAS",
     "PEOPLESYNC_HTTP_LISTEN",
     "PEOPLESYNC_LOADER_CONFIG",
     "PEOPLESYNC_INTEGRATION_FILE",
@@ -55,6 +56,9 @@ pub struct LoaderConfig {
     pub rate_limit: RateLimitSettings,
     /// The shared consumers' delivery settings (every replica applies them; keep them equal).
     pub consumer: ConsumerSettings,
+    /// Copies of each stream and KV bucket in a NATS cluster (`PEOPLESYNC_STREAM_REPLICAS`):
+    /// 1 on a single server, 3 in production. Never lowered on an existing stream.
+    pub stream_replicas: usize,
 }
 
 /// Delivery settings of the integrations' shared consumers.
@@ -149,6 +153,7 @@ impl Default for LoaderConfig {
                 max_elapsed_secs: 60,
                 credentials_retry_secs: 60,
             },
+            stream_replicas: 1,
             consumer: ConsumerSettings {
                 ack_wait_secs: 30,
                 max_deliver: 8,
@@ -188,12 +193,14 @@ impl LoaderConfig {
                     "OOMNITZA_URL",
                     "OOMNITZA_LOGIN",
                     "PEOPLESYNC_REPLICA",
+                    "PEOPLESYNC_STREAM_REPLICAS",
                 ])
                 .map(|key| {
                     match key.as_str() {
                         "NATS_URL" => "nats_url",
                         "OOMNITZA_URL" => "oomnitza.url",
                         "OOMNITZA_LOGIN" => "oomnitza.login",
+                        "PEOPLESYNC_STREAM_REPLICAS" => "stream_replicas",
                         _ => "replica",
                     }
                     .into()
@@ -244,6 +251,12 @@ impl LoaderConfig {
                     .into(),
             ));
         }
+        if !(1..=5).contains(&self.stream_replicas) {
+            return Err(ConfigError(format!(
+                "stream_replicas = {} (PEOPLESYNC_STREAM_REPLICAS): JetStream allows 1 to 5 replicas",
+                self.stream_replicas
+            )));
+        }
         let c = &self.consumer;
         if c.ack_wait_secs == 0 || c.max_deliver < 1 || c.max_ack_pending < 1 {
             return Err(ConfigError(
@@ -286,6 +299,7 @@ impl LoaderConfig {
             ack_wait: Duration::from_secs(self.consumer.ack_wait_secs),
             max_deliver: self.consumer.max_deliver,
             max_ack_pending: self.consumer.max_ack_pending,
+            replicas: self.stream_replicas,
             ..peoplesync_bus::BusSettings::default()
         }
     }
@@ -307,6 +321,18 @@ mod tests {
     fn missing_oomnitza_url_names_the_variable() {
         let err = LoaderConfig::default().validate().unwrap_err().to_string();
         assert!(err.contains("OOMNITZA_URL"), "{err}");
+    }
+
+    #[test]
+    fn stream_replicas_come_from_the_environment_name_and_are_bounded() {
+        let mut config = LoaderConfig::default();
+        config.oomnitza.url = "http://x".into();
+        assert_eq!(config.bus_settings().replicas, 1);
+        config.stream_replicas = 3;
+        assert_eq!(config.bus_settings().replicas, 3);
+        config.stream_replicas = 7;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("PEOPLESYNC_STREAM_REPLICAS"), "{err}");
     }
 
     #[test]

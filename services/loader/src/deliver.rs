@@ -304,10 +304,10 @@ impl Deliverer {
         loop {
             self.limiter.acquire().await;
             let started = Instant::now();
-            metrics::gauge!("peoplesync_loader_in_flight_requests").increment(1.0);
+            metrics::gauge!(peoplesync_runtime::metrics::names::LOADER_IN_FLIGHT).increment(1.0);
             let result = self.client.post_bulk(&request).await;
-            metrics::gauge!("peoplesync_loader_in_flight_requests").decrement(1.0);
-            metrics::histogram!("peoplesync_loader_bulk_request_seconds")
+            metrics::gauge!(peoplesync_runtime::metrics::names::LOADER_IN_FLIGHT).decrement(1.0);
+            metrics::histogram!(peoplesync_runtime::metrics::names::LOADER_BULK_REQUEST_SECONDS)
                 .record(started.elapsed().as_secs_f64());
             let status = match &result {
                 Ok(()) => "200".to_owned(),
@@ -315,7 +315,7 @@ impl Deliverer {
                     .status()
                     .map_or_else(|| err.kind().to_string(), |s| s.to_string()),
             };
-            metrics::counter!("peoplesync_loader_bulk_requests_total", "status" => status)
+            metrics::counter!(peoplesync_runtime::metrics::names::LOADER_BULK_REQUESTS, "status" => status)
                 .increment(1);
             let err = match result {
                 Ok(()) => {

@@ -11,13 +11,10 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use futures::StreamExt;
 use peoplesync_bus::Bus;
+use peoplesync_bus::pause::{self, PauseFlag};
 use peoplesync_oomnitza::OomnitzaClient;
-use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-
-/// Prefix of pause flags in the state bucket.
-pub const PAUSE_PREFIX: &str = "pause.";
 
 /// The open/closed state of every integration's intake, shared by the replica's tasks.
 #[derive(Clone)]
@@ -41,12 +38,6 @@ impl std::fmt::Debug for Gates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gates").finish_non_exhaustive()
     }
-}
-
-#[derive(Deserialize)]
-struct PauseFlag {
-    #[serde(default)]
-    paused: bool,
 }
 
 impl Gates {
@@ -92,7 +83,7 @@ impl Gates {
                     "integration {}",
                     if paused { "paused" } else { "resumed" }
                 );
-                metrics::gauge!("peoplesync_loader_paused", "integration" => integration.to_owned())
+                metrics::gauge!(peoplesync_runtime::metrics::names::LOADER_PAUSED, "integration" => integration.to_owned())
                     .set(if paused { 1.0 } else { 0.0 });
             }
         }
@@ -111,7 +102,7 @@ impl Gates {
                         "Oomnitza accepts the loader's credentials again; pulling resumes"
                     ),
                 }
-                metrics::gauge!("peoplesync_loader_credentials_failing")
+                metrics::gauge!(peoplesync_runtime::metrics::names::LOADER_CREDENTIALS_FAILING)
                     .set(if failure.is_some() { 1.0 } else { 0.0 });
             }
             *slot = failure;
@@ -122,7 +113,10 @@ impl Gates {
     /// Follows the pause flags in KV until the watch ends or `shutdown`.
     pub async fn watch_pauses(&self, bus: &Bus, shutdown: CancellationToken) {
         let state = bus.state_kv();
-        let mut watch = match state.watch_with_history(format!("{PAUSE_PREFIX}*")).await {
+        let mut watch = match state
+            .watch_with_history(format!("{}*", pause::PREFIX))
+            .await
+        {
             Ok(watch) => watch,
             Err(err) => {
                 tracing::error!(error = %err, "cannot watch pause flags; Pause/Resume will not reach this replica");
@@ -137,7 +131,9 @@ impl Gates {
             let Some(entry) = entry else { return };
             match entry {
                 Ok(entry) => {
-                    let integration = entry.key.trim_start_matches(PAUSE_PREFIX);
+                    let Some(integration) = pause::integration_of(&entry.key) else {
+                        continue;
+                    };
                     let paused = entry.operation == kv::Operation::Put
                         && serde_json::from_slice::<PauseFlag>(&entry.value)
                             .is_ok_and(|f| f.paused);

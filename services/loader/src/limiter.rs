@@ -44,7 +44,7 @@ impl AdaptiveLimiter {
     /// successful request.
     pub fn new(min: f64, max: f64, step: f64) -> AdaptiveLimiter {
         let max = max.max(min);
-        metrics::gauge!("peoplesync_loader_rate_limit_per_second").set(max);
+        metrics::gauge!(peoplesync_runtime::metrics::names::LOADER_RATE_LIMIT).set(max);
         AdaptiveLimiter {
             inner: Arc::new(Mutex::new(State {
                 rate: max,
@@ -87,7 +87,7 @@ impl AdaptiveLimiter {
             if (rate - state.rate).abs() >= f64::EPSILON.max(state.rate * 0.01) {
                 state.rate = rate;
                 state.limiter = limiter(rate);
-                metrics::gauge!("peoplesync_loader_rate_limit_per_second").set(rate);
+                metrics::gauge!(peoplesync_runtime::metrics::names::LOADER_RATE_LIMIT).set(rate);
             }
         }
     }

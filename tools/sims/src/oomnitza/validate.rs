@@ -45,9 +45,13 @@ pub(crate) struct Refusal {
     pub(crate) reason: String,
 }
 
+/// The record-level flag of the seed integration's "restore archived records" option; not a
+/// field id, so it is accepted beside them.
+pub(crate) const RESTORE_ARCHIVED: &str = "restore_archived";
+
 /// The field ids the tenant knows: system ids and configured custom ids.
 pub(crate) fn is_known_field(id: &str, custom: &[CustomField]) -> bool {
-    SYSTEM_FIELDS.contains(&id) || custom.iter().any(|f| f.id == id)
+    id == RESTORE_ARCHIVED || SYSTEM_FIELDS.contains(&id) || custom.iter().any(|f| f.id == id)
 }
 
 fn check_field_id(id: &str, custom: &[CustomField]) -> Result<(), String> {
@@ -240,6 +244,13 @@ pub(crate) fn is_email(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn restore_archived_is_accepted_beside_field_ids() {
+        assert!(is_known_field(RESTORE_ARCHIVED, &[]));
+        assert!(!is_known_field("RESTORE_ARCHIVED_X", &[]));
+    }
+
     use super::*;
     use serde_json::json;
 
