@@ -40,6 +40,15 @@ pub fn workers_subject(integration: &str) -> String {
     format!("peoplesync.{integration}.workers")
 }
 
+/// The integration a `peoplesync.<integration>.…` subject belongs to.
+pub fn integration_of_subject(subject: &str) -> Option<&str> {
+    let mut tokens = subject.split('.');
+    (tokens.next() == Some("peoplesync"))
+        .then(|| tokens.next())
+        .flatten()
+        .filter(|t| !t.is_empty())
+}
+
 /// Subject of run events of `integration`.
 pub fn runs_subject(integration: &str) -> String {
     format!("peoplesync.{integration}.runs")
@@ -92,6 +101,16 @@ pub fn validate_integration_id(id: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_integration_is_read_back_from_its_subjects() {
+        assert_eq!(
+            integration_of_subject(&workers_subject("acme")),
+            Some("acme")
+        );
+        assert_eq!(integration_of_subject("other.acme.workers"), None);
+        assert_eq!(integration_of_subject("peoplesync"), None);
+    }
 
     #[test]
     fn integration_ids_that_would_break_subjects_are_refused() {

@@ -16,8 +16,6 @@ pub struct BusSettings {
     pub ack_wait: Duration,
     /// Deliveries of one event before it is given up on and dead-lettered.
     pub max_deliver: i64,
-    /// Redelivery delays after a nak without delay or an ack timeout (last one repeats).
-    pub backoff: Vec<Duration>,
     /// Unacknowledged events allowed across all loader replicas.
     pub max_ack_pending: i64,
     /// Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate.
@@ -34,10 +32,6 @@ impl Default for BusSettings {
         BusSettings {
             ack_wait: Duration::from_secs(30),
             max_deliver: 8,
-            backoff: [1, 5, 15, 30, 60, 120, 300]
-                .into_iter()
-                .map(Duration::from_secs)
-                .collect(),
             max_ack_pending: 2_000,
             duplicate_window: Duration::from_secs(20 * 60),
             history: Duration::from_secs(30 * 24 * 3600),
@@ -276,12 +270,7 @@ async fn ensure_loader_consumer(
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: settings.ack_wait,
         max_deliver: settings.max_deliver,
-        backoff: settings
-            .backoff
-            .iter()
-            .copied()
-            .take(usize::try_from(settings.max_deliver.max(1) - 1).unwrap_or(0))
-            .collect(),
+        backoff: redelivery_backoff(settings.ack_wait, settings.max_deliver),
         max_ack_pending: settings.max_ack_pending,
         ..Default::default()
     };
@@ -293,6 +282,17 @@ async fn ensure_loader_consumer(
         .create_consumer(config)
         .await
         .map_err(|e| BusError::setup(format!("consumer {name}"), e))
+}
+
+/// The consumer's redelivery schedule after ack timeouts: the ack wait first (JetStream uses
+/// the first backoff step *as* the ack wait when a schedule is set, so anything shorter would
+/// silently shrink it), then doubling, capped at five minutes or the ack wait if longer.
+pub fn redelivery_backoff(ack_wait: Duration, max_deliver: i64) -> Vec<Duration> {
+    let steps = usize::try_from(max_deliver.max(1) - 1).unwrap_or(0);
+    let cap = ack_wait.max(Duration::from_secs(300));
+    (0..steps)
+        .map(|i| ack_wait.saturating_mul(1 << i.min(16)).min(cap))
+        .collect()
 }
 
 async fn ensure_bucket(
@@ -319,5 +319,24 @@ async fn ensure_bucket(
             .get_key_value(bucket)
             .await
             .map_err(|_| BusError::setup(format!("bucket {bucket}"), err)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redelivery_starts_at_the_ack_wait_and_doubles_to_a_cap() {
+        let steps = redelivery_backoff(Duration::from_secs(30), 8);
+        assert_eq!(steps.len(), 7);
+        assert_eq!(steps[0], Duration::from_secs(30));
+        assert_eq!(steps[1], Duration::from_secs(60));
+        assert_eq!(steps[6], Duration::from_secs(300));
+        assert!(redelivery_backoff(Duration::from_secs(30), 1).is_empty());
+        assert_eq!(
+            redelivery_backoff(Duration::from_secs(600), 3)[1],
+            Duration::from_secs(600)
+        );
     }
 }

@@ -97,6 +97,9 @@ impl OomnitzaClient {
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout.min(CONNECT_TIMEOUT))
             .user_agent(concat!("peoplesync/", env!("CARGO_PKG_VERSION")))
+            // A redirect would turn a bulk POST into a GET without its body (and could carry the
+            // Authorization2 token to another host): answer it as it is instead.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|error| {
                 Error::new(

@@ -1,8 +1,10 @@
 //! Settling events after delivery: record each event's outcome (and dead letter) on the bus,
 //! wait until those are stored, and only then ack the events. An event whose delivery must be
-//! tried again is nak'ed with a delay instead, so the stream hands it back later — unless this
-//! was its last allowed delivery, in which case it is dead-lettered with the last error rather
-//! than left for the server to give up on silently.
+//! tried again is nak'ed with a delay, so the stream hands it back later. On its last allowed
+//! delivery, an event that kept failing transiently is dead-lettered with its last error; one
+//! held back only by the loader's own configuration (credentials refused, wrong URL) is
+//! requeued as a fresh message instead, because nothing is wrong with the record. Outcomes and
+//! dead letters keep the event's own id, so a requeued copy is still counted once.
 
 use std::time::Duration;
 
@@ -17,8 +19,19 @@ use crate::pipeline::Item;
 pub enum Settlement {
     /// Done: record the outcome (and dead letter), then ack.
     Done(Outcome, Option<Box<DeadLetter>>),
-    /// Try again later: nak with this delay; the reason is kept if it was the last try.
-    Retry(Duration, String),
+    /// Try again later: nak with this delay, for this reason and cause.
+    Retry(Duration, String, RetryCause),
+    /// A fresh copy was published: ack the original without an outcome.
+    Requeued,
+}
+
+/// Why an event must be tried again, which decides what happens at its last delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryCause {
+    /// Oomnitza (or NATS) kept failing: dead-letter it at the limit.
+    Transient,
+    /// The loader cannot send anything (credentials, URL): requeue it at the limit.
+    Configuration,
 }
 
 /// Settles `items`; returns the outcomes recorded. `max_deliver` is the consumer's limit.
@@ -27,10 +40,35 @@ pub async fn settle(
     items: Vec<(Item, Settlement)>,
     max_deliver: u64,
 ) -> Result<Vec<Outcome>, BusError> {
+    let mut requeue = Publisher::new(bus.jetstream().clone(), 64);
+    for (item, settlement) in &items {
+        if let Settlement::Retry(_, reason, RetryCause::Configuration) = settlement
+            && item.delivered >= max_deliver
+        {
+            let sequence = item.message.info().map_or(0, |i| i.stream_sequence);
+            tracing::warn!(msg_id = %item.msg_id, deliveries = item.delivered, %reason,
+                "the loader could not send the event on its last delivery (credentials or URL); requeuing it as a fresh message");
+            requeue
+                .publish(
+                    item.message.subject.to_string(),
+                    format!("{}.requeue.{sequence}", item.msg_id),
+                    item.message.payload.clone(),
+                    None,
+                )
+                .await?;
+        }
+    }
+    requeue.flush().await?;
     let items: Vec<(Item, Settlement)> = items
         .into_iter()
         .map(|(item, settlement)| match settlement {
-            Settlement::Retry(_, reason) if item.delivered >= max_deliver => {
+            // The copy is stored; the original is done.
+            Settlement::Retry(_, _, RetryCause::Configuration) if item.delivered >= max_deliver => {
+                (item, Settlement::Requeued)
+            }
+            Settlement::Retry(_, reason, RetryCause::Transient)
+                if item.delivered >= max_deliver =>
+            {
                 let letter = DeadLetter {
                     integration: item.key.integration.clone(),
                     run_id: item.key.run_id.clone(),
@@ -77,8 +115,8 @@ pub async fn settle(
     outcomes.flush().await?;
     let acks = items.iter().map(|(item, settlement)| async move {
         let kind = match settlement {
-            Settlement::Done(..) => AckKind::Ack,
-            Settlement::Retry(delay, _) => AckKind::Nak(Some(*delay)),
+            Settlement::Done(..) | Settlement::Requeued => AckKind::Ack,
+            Settlement::Retry(delay, ..) => AckKind::Nak(Some(*delay)),
         };
         if let Err(err) = item.message.ack_with(kind).await {
             // The event comes back after ack_wait; its outcome is deduplicated then.

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use futures::StreamExt;
 use peoplesync_bus::{
     Bus, BusError, DeadLetter, Outcome, OutcomeRecorder, Publisher, codec, dlq, names,
@@ -68,12 +69,22 @@ async fn dead_letter(bus: &Bus, info: MaxDeliveries) -> Result<(), BusError> {
         .get_stream(names::WORKERS_STREAM)
         .await
         .map_err(|e| BusError::request("opening the worker stream", e))?;
-    let Ok(message) = stream.get_raw_message(info.stream_seq).await else {
+    let message = match stream.get_raw_message(info.stream_seq).await {
+        Ok(message) => message,
         // Already acked or removed: nothing was abandoned after all.
-        return Ok(());
+        Err(err) if matches!(err.kind(), LastRawMessageErrorKind::NoMessageFound) => return Ok(()),
+        // Anything else is retried: acking the advisory now would strand the event.
+        Err(err) => {
+            return Err(BusError::request(
+                format!("reading abandoned event {}", info.stream_seq),
+                err,
+            ));
+        }
     };
     let subject = message.subject.to_string();
-    let integration = subject.split('.').nth(1).unwrap_or("unknown").to_owned();
+    let integration = names::integration_of_subject(&subject)
+        .unwrap_or("unknown")
+        .to_owned();
     let (run_id, worker_id) = match codec::decode_worker_event(&message.payload) {
         Ok(event) => (event.run_id, event.worker.map(|w| w.id).unwrap_or_default()),
         Err(_) => (

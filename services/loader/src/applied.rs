@@ -19,6 +19,22 @@ pub struct AppliedRecord {
     pub hash: String,
     /// The run that wrote it.
     pub run_id: String,
+    /// When the extractor read the worker in that run (ms since the epoch).
+    #[serde(default)]
+    pub observed_at_ms: i64,
+}
+
+/// What identifies one record about to be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// Its KV key, when the record has a sync key value.
+    pub key: Option<String>,
+    /// `peoplesync_core::record_hash` of the record.
+    pub hash: String,
+    /// Its run.
+    pub run_id: String,
+    /// When the extractor read the worker (ms since the epoch).
+    pub observed_at_ms: i64,
 }
 
 /// The verdict for one record about to be sent.
@@ -39,18 +55,25 @@ pub fn key(integration: &str, sync_value: &str) -> String {
     format!("{integration}.{}", hex::encode(&digest[..20]))
 }
 
-/// Decides, for each `(key, hash, run_id)`, whether to send; unreadable entries mean "send".
-pub async fn check(bus: &Bus, records: &[(Option<String>, String, String)]) -> Vec<Verdict> {
+/// Decides, for each record, whether to send it; a missing or unreadable entry means "send".
+pub async fn check(bus: &Bus, records: &[Fingerprint]) -> Vec<Verdict> {
     let store = bus.applied_kv();
-    let lookups = records.iter().map(|(key, hash, run_id)| async move {
-        let Some(key) = key else { return Verdict::Send };
-        match read(store, key).await {
-            Some(applied) if applied.run_id.as_str() > run_id.as_str() => Verdict::Stale,
-            Some(applied) if &applied.hash == hash => Verdict::Unchanged,
-            _ => Verdict::Send,
-        }
+    let lookups = records.iter().map(|print| async move {
+        let Some(key) = &print.key else {
+            return Verdict::Send;
+        };
+        verdict(read(store, key).await.as_ref(), print)
     });
     join_all(lookups).await
+}
+
+/// The verdict for `print` given what was last applied.
+pub fn verdict(applied: Option<&AppliedRecord>, print: &Fingerprint) -> Verdict {
+    match applied {
+        Some(applied) if applied.observed_at_ms > print.observed_at_ms => Verdict::Stale,
+        Some(applied) if applied.hash == print.hash => Verdict::Unchanged,
+        _ => Verdict::Send,
+    }
 }
 
 /// Remembers what was just written. Failures are logged: the next run then sends the record
@@ -77,6 +100,41 @@ async fn read(store: &kv::Store, key: &str) -> Option<AppliedRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn print(hash: &str, observed_at_ms: i64) -> Fingerprint {
+        Fingerprint {
+            key: Some("k".into()),
+            hash: hash.into(),
+            run_id: "r2".into(),
+            observed_at_ms,
+        }
+    }
+
+    fn applied(hash: &str, observed_at_ms: i64) -> AppliedRecord {
+        AppliedRecord {
+            hash: hash.into(),
+            run_id: "r1".into(),
+            observed_at_ms,
+        }
+    }
+
+    #[test]
+    fn new_changed_unchanged_and_stale_records_are_told_apart() {
+        assert_eq!(verdict(None, &print("h", 10)), Verdict::Send);
+        assert_eq!(
+            verdict(Some(&applied("old", 5)), &print("h", 10)),
+            Verdict::Send
+        );
+        assert_eq!(
+            verdict(Some(&applied("h", 5)), &print("h", 10)),
+            Verdict::Unchanged
+        );
+        assert_eq!(
+            verdict(Some(&applied("newer", 20)), &print("h", 10)),
+            Verdict::Stale,
+            "a replayed or late event read before the applied version is not sent"
+        );
+    }
 
     #[test]
     fn keys_are_valid_kv_keys_whatever_the_value() {

@@ -132,7 +132,7 @@ impl Loader {
         {
             let (gates, client, stop) = (gates.clone(), client.clone(), background_stop.clone());
             let interval = Duration::from_secs(config.retry.credentials_retry_secs.max(1));
-            background.spawn(async move { gates.probe_credentials(client, interval, stop).await });
+            background.spawn(async move { gates.probe_oomnitza(client, interval, stop).await });
         }
         {
             let (bus, stop) = (bus.clone(), background_stop.clone());

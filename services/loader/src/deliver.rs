@@ -17,11 +17,11 @@ use peoplesync_core::Integration;
 use peoplesync_oomnitza::{BulkRequest, Error, ErrorKind, OomnitzaClient};
 use serde_json::{Map, Value};
 
-use crate::ack::{self, Settlement};
-use crate::applied::{self, AppliedRecord, Verdict};
+use crate::ack::{self, RetryCause, Settlement};
+use crate::applied::{self, AppliedRecord, Fingerprint, Verdict};
 use crate::batcher::Batch;
 use crate::config::RetrySettings;
-use crate::gates::Gates;
+use crate::gates::{Failure, Gates};
 use crate::limiter::AdaptiveLimiter;
 use crate::pipeline::{Disposition, Item};
 
@@ -52,7 +52,7 @@ enum Delivered {
     Refused(Refusal),
     Canceled,
     Finalized,
-    Retry(Duration, String),
+    Retry(Duration, String, RetryCause),
 }
 
 impl Deliverer {
@@ -92,7 +92,10 @@ impl Deliverer {
             for item in to_send {
                 let reason =
                     "no integration config was active when the event was mapped".to_owned();
-                settled.push((item, Settlement::Retry(Duration::from_secs(5), reason)));
+                settled.push((
+                    item,
+                    Settlement::Retry(Duration::from_secs(5), reason, RetryCause::Configuration),
+                ));
             }
             return settled;
         };
@@ -103,17 +106,21 @@ impl Deliverer {
 
         // Change detection: only new or changed records are sent.
         let sync_field = integration.sync_field().first().cloned();
-        let fingerprints: Vec<(Option<String>, String, String)> = to_send
+        let fingerprints: Vec<Fingerprint> = to_send
             .iter()
             .map(|item| {
                 let record = record_of(item);
-                let key = sync_field
-                    .as_ref()
-                    .and_then(|f| record.get(f))
-                    .and_then(Value::as_str)
-                    .filter(|v| !v.is_empty())
-                    .map(|v| applied::key(&batch.key.integration, v));
-                (key, peoplesync_core::record_hash(record), portion.clone())
+                Fingerprint {
+                    key: sync_field
+                        .as_ref()
+                        .and_then(|f| record.get(f))
+                        .and_then(Value::as_str)
+                        .filter(|v| !v.is_empty())
+                        .map(|v| applied::key(&batch.key.integration, v)),
+                    hash: peoplesync_core::record_hash(record),
+                    run_id: portion.clone(),
+                    observed_at_ms: item.observed_at_ms,
+                }
             })
             .collect();
         let verdicts = applied::check(&self.bus, &fingerprints).await;
@@ -149,16 +156,23 @@ impl Deliverer {
         }
 
         let mut written = Vec::new();
-        for ((item, result), (key, hash, run_id)) in
-            sending.into_iter().zip(results).zip(sending_prints)
-        {
+        for ((item, result), print) in sending.into_iter().zip(results).zip(sending_prints) {
             let result = result.unwrap_or_else(|| {
-                Delivered::Retry(Duration::from_secs(5), "not attempted".into())
+                Delivered::Retry(
+                    Duration::from_secs(5),
+                    "not attempted".into(),
+                    RetryCause::Transient,
+                )
             });
             let settlement = match result {
                 Delivered::Written => {
-                    if let Some(key) = key {
-                        written.push((key, AppliedRecord { hash, run_id }));
+                    if let Some(key) = print.key {
+                        let record = AppliedRecord {
+                            hash: print.hash,
+                            run_id: print.run_id,
+                            observed_at_ms: print.observed_at_ms,
+                        };
+                        written.push((key, record));
                     }
                     Settlement::Done(Outcome::Written, None)
                 }
@@ -180,7 +194,7 @@ impl Deliverer {
                         Some(Box::new(letter(&item, refusal))),
                     )
                 }
-                Delivered::Retry(delay, reason) => Settlement::Retry(delay, reason),
+                Delivered::Retry(delay, reason, cause) => Settlement::Retry(delay, reason, cause),
             };
             settled.push((item, settlement));
         }
@@ -208,6 +222,27 @@ impl Deliverer {
             .await;
         match outcome {
             Ok(()) => fill(results, offset, records.len(), || Delivered::Written),
+            // A 404 for the bulk endpoint itself, or a redirect, means OOMNITZA_URL points at the
+            // wrong place: no record is to blame, so nothing is split or dead-lettered.
+            Err(err)
+                if err.status() == Some(404)
+                    || err.status().is_some_and(|s| (300..400).contains(&s)) =>
+            {
+                self.gates.set_failure(
+                    Failure::Misconfigured,
+                    Some(format!(
+                        "{err}; check OOMNITZA_URL (it must be the tenant's base URL)"
+                    )),
+                );
+                let reason = err.to_string();
+                fill(results, offset, records.len(), || {
+                    Delivered::Retry(
+                        Duration::from_secs(5),
+                        reason.clone(),
+                        RetryCause::Configuration,
+                    )
+                });
+            }
             Err(err) if err.kind() == ErrorKind::Rejected && records.len() > 1 => {
                 let mid = records.len() / 2;
                 Box::pin(self.post_isolating(
@@ -229,10 +264,10 @@ impl Deliverer {
                 ))
                 .await;
             }
-            Err(err) if matches!(err.kind(), ErrorKind::Rejected | ErrorKind::InvalidResponse) => {
+            Err(err) if err.kind() == ErrorKind::Rejected => {
                 tracing::warn!(portion, error = %err, "Oomnitza refused a record; dead-lettering it");
                 let refusal = Refusal {
-                    message: format!("Oomnitza refused the record: {err}"),
+                    message: format!("Oomnitza refused the record ({})", refusal_summary(&err)),
                     status: err.status(),
                     excerpt: err.body_excerpt().map(str::to_owned),
                 };
@@ -240,9 +275,9 @@ impl Deliverer {
                     Delivered::Refused(refusal.clone())
                 });
             }
-            Err(err) if err.kind() == ErrorKind::Closed => {
-                let canceled = matches!(self.client.portion(portion).await, Ok(Some(status)) if status.canceled);
-                if canceled {
+            Err(err) if err.kind() == ErrorKind::Closed => match self.client.portion(portion).await
+            {
+                Ok(Some(status)) if status.canceled => {
                     tracing::warn!(
                         portion,
                         "the portion was canceled in Oomnitza; not sending more of this run"
@@ -251,25 +286,52 @@ impl Deliverer {
                         set.insert(portion.to_owned());
                     }
                     fill(results, offset, records.len(), || Delivered::Canceled);
-                } else {
-                    fill(results, offset, records.len(), || Delivered::Finalized);
                 }
-            }
+                Ok(Some(status)) if status.finalized => {
+                    fill(results, offset, records.len(), || Delivered::Finalized)
+                }
+                other => {
+                    // Closed but neither canceled nor finalized, or unreadable: try again later.
+                    let reason = match other {
+                        Err(lookup) => format!("{err}; reading the portion failed: {lookup}"),
+                        _ => err.to_string(),
+                    };
+                    fill(results, offset, records.len(), || {
+                        Delivered::Retry(
+                            Duration::from_secs(30),
+                            reason.clone(),
+                            RetryCause::Transient,
+                        )
+                    });
+                }
+            },
             Err(err) if err.kind() == ErrorKind::Unauthorized => {
                 // The gate stops pulling until the credentials work again, so the events can
                 // come back soon: they are not delivered while the gate is closed.
-                self.gates.set_credentials_failure(Some(err.to_string()));
+                self.gates
+                    .set_failure(Failure::Credentials, Some(err.to_string()));
                 let reason = err.to_string();
                 fill(results, offset, records.len(), || {
-                    Delivered::Retry(Duration::from_secs(2), reason.clone())
+                    Delivered::Retry(
+                        Duration::from_secs(2),
+                        reason.clone(),
+                        RetryCause::Configuration,
+                    )
                 });
             }
             Err(err) => {
-                let delay = redelivery_delay(items.first().map_or(1, |i| i.delivered));
+                // Transient answers outlasted the retries (or Oomnitza asked to wait longer than
+                // a retry may): stop pulling until Oomnitza answers again, and hand the events
+                // back with the delay Oomnitza asked for, or a growing one.
+                let delay = err
+                    .retry_after()
+                    .unwrap_or_else(|| redelivery_delay(items.first().map_or(1, |i| i.delivered)));
                 tracing::warn!(portion, error = %err, ?delay, "bulk request kept failing; events go back to the stream");
+                self.gates
+                    .set_failure(Failure::Unavailable, Some(err.to_string()));
                 let reason = err.to_string();
                 fill(results, offset, records.len(), || {
-                    Delivered::Retry(delay, reason.clone())
+                    Delivered::Retry(delay, reason.clone(), RetryCause::Transient)
                 });
             }
         }
@@ -349,6 +411,19 @@ fn record_of(item: &Item) -> &Map<String, Value> {
     match &item.disposition {
         Disposition::Send(record) => record,
         Disposition::Done(..) => EMPTY.get_or_init(Map::new),
+    }
+}
+
+/// Oomnitza's answer in a few words for a dead letter's reason (the full body is kept in the
+/// body-excerpt header).
+fn refusal_summary(err: &Error) -> String {
+    match (err.status(), err.body_excerpt()) {
+        (Some(status), Some(body)) => format!(
+            "HTTP {status}: {}",
+            body.chars().take(300).collect::<String>()
+        ),
+        (Some(status), None) => format!("HTTP {status}"),
+        _ => err.to_string(),
     }
 }
 

@@ -1,8 +1,9 @@
 //! Whether this replica may pull an integration's events now: not while an operator has
 //! paused the integration (KV `peoplesync_state`, key `pause.<integration>`, watched by every
-//! replica), and not while Oomnitza refuses the loader's credentials — then pulling stops, the
-//! state is reported, and the credentials are re-checked only at a slow interval, so a revoked
-//! token causes neither a retry storm nor dead-lettered good data.
+//! replica), and not while Oomnitza cannot take records — it refuses the credentials, its URL
+//! is wrong, or it kept failing past the retries. Then pulling stops, the state is reported,
+//! and Oomnitza is re-checked only at a slow interval, so an outage or a revoked token causes
+//! neither a retry storm nor dead-lettered good data.
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -16,11 +17,22 @@ use peoplesync_oomnitza::OomnitzaClient;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+/// Why Oomnitza cannot take records now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// 401/403: bad credentials or missing rights.
+    Credentials,
+    /// 404 for the bulk endpoint: `OOMNITZA_URL` is wrong.
+    Misconfigured,
+    /// Transient failures outlasted the retries.
+    Unavailable,
+}
+
 /// The open/closed state of every integration's intake, shared by the replica's tasks.
 #[derive(Clone)]
 pub struct Gates {
     paused: Arc<RwLock<HashSet<String>>>,
-    credentials_failing: Arc<RwLock<Option<String>>>,
+    failure: Arc<RwLock<Option<(Failure, String)>>>,
     changed: Arc<watch::Sender<u64>>,
 }
 
@@ -28,7 +40,7 @@ impl Default for Gates {
     fn default() -> Self {
         Gates {
             paused: Arc::default(),
-            credentials_failing: Arc::default(),
+            failure: Arc::default(),
             changed: Arc::new(watch::channel(0).0),
         }
     }
@@ -43,7 +55,7 @@ impl std::fmt::Debug for Gates {
 impl Gates {
     /// Whether `integration`'s events may be pulled now.
     pub fn is_open(&self, integration: &str) -> bool {
-        !self.is_paused(integration) && self.credentials_failure().is_none()
+        !self.is_paused(integration) && self.failure().is_none()
     }
 
     /// Whether an operator paused `integration`.
@@ -53,9 +65,9 @@ impl Gates {
             .is_ok_and(|set| set.contains(integration))
     }
 
-    /// Why Oomnitza refuses the credentials, while it does.
-    pub fn credentials_failure(&self) -> Option<String> {
-        self.credentials_failing.read().ok().and_then(|f| f.clone())
+    /// Why Oomnitza cannot take records, while it cannot.
+    pub fn failure(&self) -> Option<(Failure, String)> {
+        self.failure.read().ok().and_then(|f| f.clone())
     }
 
     /// Waits until `integration`'s gate is open.
@@ -90,22 +102,19 @@ impl Gates {
         self.changed.send_modify(|v| *v += 1);
     }
 
-    /// Records that Oomnitza refused the credentials (`Some(reason)`) or accepts them (`None`).
-    pub fn set_credentials_failure(&self, failure: Option<String>) {
-        if let Ok(mut slot) = self.credentials_failing.write() {
-            if slot.is_some() != failure.is_some() {
-                match &failure {
-                    Some(reason) => {
-                        tracing::error!(%reason, "Oomnitza refuses the loader's credentials; stopped pulling until they work again")
-                    }
-                    None => tracing::info!(
-                        "Oomnitza accepts the loader's credentials again; pulling resumes"
-                    ),
-                }
-                metrics::gauge!(peoplesync_runtime::metrics::names::LOADER_CREDENTIALS_FAILING)
-                    .set(if failure.is_some() { 1.0 } else { 0.0 });
+    /// Records that Oomnitza cannot take records (`Some(reason)`) or can again (`None`).
+    pub fn set_failure(&self, kind: Failure, reason: Option<String>) {
+        if let Ok(mut slot) = self.failure.write() {
+            match (&reason, slot.is_some()) {
+                (Some(reason), false) => tracing::error!(?kind, %reason,
+                    "Oomnitza cannot take records; stopped pulling until it answers again"),
+                (None, true) => tracing::info!("Oomnitza answers again; pulling resumes"),
+                _ => {}
             }
-            *slot = failure;
+            let credentials = reason.is_some() && kind == Failure::Credentials;
+            metrics::gauge!(peoplesync_runtime::metrics::names::LOADER_CREDENTIALS_FAILING)
+                .set(if credentials { 1.0 } else { 0.0 });
+            *slot = reason.map(|r| (kind, r));
         }
         self.changed.send_modify(|v| *v += 1);
     }
@@ -144,8 +153,8 @@ impl Gates {
         }
     }
 
-    /// While the credentials are failing, re-checks them every `interval` until they work.
-    pub async fn probe_credentials(
+    /// While Oomnitza cannot take records, re-checks it every `interval` until it answers.
+    pub async fn probe_oomnitza(
         &self,
         client: OomnitzaClient,
         interval: Duration,
@@ -153,24 +162,24 @@ impl Gates {
     ) {
         let mut changes = self.changed.subscribe();
         loop {
-            if self.credentials_failure().is_none() {
+            let Some((kind, _)) = self.failure() else {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     changed = changes.changed() => if changed.is_err() { return },
                 }
                 continue;
-            }
+            };
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}
             }
             match client.check_auth().await {
-                Ok(()) => self.set_credentials_failure(None),
+                Ok(()) => self.set_failure(kind, None),
                 Err(err) if err.kind() == peoplesync_oomnitza::ErrorKind::Unauthorized => {
-                    self.set_credentials_failure(Some(err.to_string()));
+                    self.set_failure(Failure::Credentials, Some(err.to_string()));
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, "checking Oomnitza credentials failed; will check again")
+                    tracing::warn!(error = %err, "Oomnitza still cannot be reached; will check again")
                 }
             }
         }

@@ -178,11 +178,13 @@ impl Integrations {
         Ok(())
     }
 
-    /// Follows every change in the config bucket until the watch ends.
+    /// Loads every config in the bucket, then follows every change until the watch ends. Starting
+    /// from the stored values (not only new ones) means integrations created through the control
+    /// plane are served after a restart, and no change between start-up and the watch is missed.
     pub async fn watch(&self, bus: &Bus) -> Result<(), BusError> {
         let mut watch = bus
             .config_kv()
-            .watch_all()
+            .watch_with_history(">")
             .await
             .map_err(|e| kv_error("watch", ">", e))?;
         while let Some(entry) = watch.next().await {

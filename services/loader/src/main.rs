@@ -58,7 +58,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let shutdown = peoplesync_runtime::shutdown_token();
     let (readiness, http_stop, http) = start_http().await?;
     let integrations = config.integrations.clone();
-    let control = control_plane(&config)?;
+    let control = control_plane()?;
     let loader = Loader::build(config, seed).await?;
     mark_ready(&readiness, &loader, &integrations).await?;
     let control = serve_control(control, &loader, &shutdown).await?;
@@ -114,25 +114,20 @@ async fn mark_ready(
     Ok(())
 }
 
-/// The control plane's settings and its Oomnitza client (for previews).
-type ControlPlane = (
-    peoplesync_control::ControlConfig,
-    peoplesync_oomnitza::OomnitzaClient,
-);
+/// The control plane's settings.
+type ControlPlane = peoplesync_control::ControlConfig;
 
-/// The gRPC control plane's settings and Oomnitza client (docs/control-plane.md), read before
-/// connecting so a wrong setting stops the start-up; `None` (logged) when no token is set.
-fn control_plane(config: &LoaderConfig) -> anyhow::Result<Option<ControlPlane>> {
+/// The gRPC control plane's settings (docs/control-plane.md), read before connecting so a wrong
+/// setting stops the start-up; `None` (logged) when no token is set.
+fn control_plane() -> anyhow::Result<Option<ControlPlane>> {
     let Some(control) = peoplesync_control::ControlConfig::from_env()? else {
-        tracing::error!(
+        tracing::warn!(
             "control plane off: CONTROL_TOKEN is not set; set CONTROL_TOKEN or CONTROL_TOKEN_FILE \
              (or CONTROL_INSECURE_NO_AUTH=true on a trusted network) to serve gRPC on CONTROL_LISTEN"
         );
         return Ok(None);
     };
-    let oomnitza = peoplesync_oomnitza::OomnitzaClient::new(config.oomnitza_config()?)
-        .context("setting up the control plane's Oomnitza client")?;
-    Ok(Some((control, oomnitza)))
+    Ok(Some(control))
 }
 
 /// Binds the control plane (a taken port fails the start-up) and serves it beside the loader
@@ -142,13 +137,14 @@ async fn serve_control(
     loader: &Loader,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<Result<(), peoplesync_control::ControlError>>>> {
-    let Some((config, oomnitza)) = control else {
+    let Some(config) = control else {
         return Ok(None);
     };
+    // The loader's own client: one connection pool and one password-token session.
     let server = peoplesync_control::ControlServer::bind(
         config,
         loader.bus().clone(),
-        oomnitza,
+        loader.client().clone(),
         shutdown.clone(),
     )
     .await?;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use async_nats::jetstream;
-use peoplesync_bus::{DeadLetter, Outcome, codec};
+use peoplesync_bus::{DeadLetter, Outcome, codec, names};
 use peoplesync_core::{Evaluation, Integration, RecordInput, Tracking};
 use peoplesync_proto::v1::WorkerEventKind;
 use serde_json::{Map, Value};
@@ -43,8 +43,11 @@ pub struct Item {
     pub integration: Option<Arc<Integration>>,
     /// Sage People worker id.
     pub worker_id: String,
-    /// The event's dedup id (`<run>.<worker>`), reused for its outcome and dead letter.
+    /// The event's id (`<run>.<worker>`), used as the dedup id of its outcome and dead letter
+    /// — also for a requeued copy, whose own `Nats-Msg-Id` differs.
     pub msg_id: String,
+    /// When the extractor read the worker (ms since the epoch; 0 if unknown), for the stale check.
+    pub observed_at_ms: i64,
     /// What to do with it.
     pub disposition: Disposition,
     /// Deliveries of this message so far (1 the first time).
@@ -57,7 +60,9 @@ pub fn prepare(
     lookup: impl Fn(&str) -> Option<(Arc<Integration>, u64)>,
 ) -> Item {
     let subject = message.subject.to_string();
-    let integration_id = subject.split('.').nth(1).unwrap_or("unknown").to_owned();
+    let integration_id = names::integration_of_subject(&subject)
+        .unwrap_or("unknown")
+        .to_owned();
     let msg_id = message
         .headers
         .as_ref()
@@ -93,6 +98,7 @@ pub fn prepare(
                 integration: None,
                 worker_id: worker_from_id.to_owned(),
                 msg_id,
+                observed_at_ms: 0,
                 disposition: Disposition::Done(Outcome::DeadLettered, Some(Box::new(letter))),
                 delivered,
                 message,
@@ -106,6 +112,10 @@ pub fn prepare(
         .unwrap_or_default();
     let worker_id = worker.id.clone();
     let run_id = event.run_id.clone();
+    let msg_id = names::event_msg_id(&run_id, &worker_id);
+    let observed_at_ms = event.observed_at.map_or(0, |t| {
+        t.seconds.saturating_mul(1000) + i64::from(t.nanos / 1_000_000)
+    });
     let config = lookup(&integration_id);
     let revision = config.as_ref().map_or(0, |(_, r)| *r);
     let key = BatchKey {
@@ -166,6 +176,7 @@ pub fn prepare(
         integration: config.map(|(i, _)| i),
         worker_id,
         msg_id,
+        observed_at_ms,
         disposition,
         delivered,
     }
