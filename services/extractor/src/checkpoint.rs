@@ -1,8 +1,9 @@
 //! The extractor's checkpoint per integration (KV `peoplesync_state`, key
 //! `checkpoint.<integration>`): the run in progress and the marker after which the next page
 //! starts. It is written only after a page is fully published, so a restarted extractor
-//! resumes the same run and re-publishes at most one page, which the stream's dedup window
-//! drops.
+//! resumes the same run and re-publishes at most a page or two, which the stream's dedup
+//! window drops. Once the listing has ended it also keeps the run's removal decision, so a run
+//! interrupted while publishing removals finishes them the same way.
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
@@ -22,6 +23,41 @@ pub struct Checkpoint {
     pub skipped: u64,
     /// Pages read so far.
     pub pages: u64,
+    /// Every worker id up to and including this one is published (and listed in the run's
+    /// seen list). Equal to `marker` except after Sage People refused a marker and the listing
+    /// restarted from the beginning: records up to here are then read again but not published.
+    #[serde(default)]
+    pub done_through: Option<String>,
+    /// The `$filter` the run lists with; a run is not resumed under another filter.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// Times the run was resumed (part of the seen-list chunk ids).
+    #[serde(default)]
+    pub resumes: u64,
+    /// Times the listing restarted after a refused marker.
+    #[serde(default)]
+    pub restarts: u64,
+    /// Set once the listing ended: what happens to removals.
+    #[serde(default)]
+    pub ending: Option<crate::removals::Decision>,
+}
+
+impl Checkpoint {
+    /// The checkpoint of a new run listing with `filter`.
+    pub fn start(run_id: &str, filter: Option<String>) -> Checkpoint {
+        Checkpoint {
+            run_id: run_id.to_owned(),
+            marker: None,
+            published: 0,
+            skipped: 0,
+            pages: 0,
+            done_through: None,
+            filter,
+            resumes: 0,
+            restarts: 0,
+            ending: None,
+        }
+    }
 }
 
 /// Checkpoints in the state bucket.

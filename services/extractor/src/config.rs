@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use peoplesync_runtime::SecretError;
 use peoplesync_sage_people::{Credentials, SageConfig};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,8 @@ pub const ENV_VARS: &[&str] = &[
     "SAGE_PEOPLE_PRIVATE_KEY_FILE",
     "SAGE_PEOPLE_PASSWORD",
     "SAGE_PEOPLE_PASSWORD_FILE",
+    "PEOPLESYNC_REPLICA",
+    "PEOPLESYNC_HTTP_LISTEN",
     "RUST_LOG",
     "LOG_FORMAT",
 ];
@@ -46,8 +49,49 @@ pub struct ExtractorConfig {
     pub publish_window: usize,
     /// Timeout of every Sage People request, in seconds.
     pub request_timeout_secs: u64,
+    /// Share of the org's daily API quota (0 < share <= 1) past which a run stops, resumable,
+    /// so the integration never starves the customer's other Salesforce users.
+    pub quota_share: f64,
+    /// Time to live of the scheduler lease, in seconds: a standby replica takes over this long
+    /// after the scheduling replica stopped renewing it.
+    pub lease_ttl_secs: u64,
+    /// This replica's name in leases and logs (`PEOPLESYNC_REPLICA`; default: host name + pid).
+    pub replica: Option<String>,
+    /// Address of the `/metrics`, `/healthz` and `/readyz` endpoint (`PEOPLESYNC_HTTP_LISTEN`).
+    pub http_listen: String,
+    /// When removals are held for approval instead of published.
+    pub removals: RemovalPolicy,
     /// Named Sage People credential sets; `default` comes from the `SAGE_PEOPLE_*` variables.
     pub credentials: BTreeMap<String, CredentialSet>,
+}
+
+/// The accidental-deletion guard: a full run whose removals exceed either limit publishes
+/// none of them and holds them until an operator approves.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemovalPolicy {
+    /// Hold when more than this many workers disappeared (default 50).
+    pub hold_above_count: u64,
+    /// Hold when more than this share (0..1) of the previously listed workers disappeared
+    /// (default 0.05).
+    pub hold_above_share: f64,
+}
+
+impl Default for RemovalPolicy {
+    fn default() -> Self {
+        RemovalPolicy {
+            hold_above_count: 50,
+            hold_above_share: 0.05,
+        }
+    }
+}
+
+impl RemovalPolicy {
+    /// Whether `removed` out of `previously_listed` workers must wait for approval.
+    pub fn holds(&self, removed: u64, previously_listed: u64) -> bool {
+        removed > self.hold_above_count
+            || removed as f64 > self.hold_above_share * previously_listed as f64
+    }
 }
 
 /// One named set of Sage People credentials (the "Local installation" of the seed). Secrets
@@ -91,6 +135,11 @@ impl Default for ExtractorConfig {
             integrations: vec!["sage-people".into()],
             publish_window: 512,
             request_timeout_secs: 30,
+            quota_share: 0.8,
+            lease_ttl_secs: 15,
+            replica: None,
+            http_listen: "127.0.0.1:9090".into(),
+            removals: RemovalPolicy::default(),
             credentials: BTreeMap::new(),
         }
     }
@@ -118,6 +167,8 @@ impl ExtractorConfig {
             Env::raw()
                 .only(&[
                     "NATS_URL",
+                    "PEOPLESYNC_REPLICA",
+                    "PEOPLESYNC_HTTP_LISTEN",
                     "SAGE_PEOPLE_LOGIN_URL",
                     "SAGE_PEOPLE_CLIENT_ID",
                     "SAGE_PEOPLE_GRANT",
@@ -127,6 +178,8 @@ impl ExtractorConfig {
                 .map(|key| {
                     match key.as_str() {
                         "NATS_URL" => "nats_url",
+                        "PEOPLESYNC_REPLICA" => "replica",
+                        "PEOPLESYNC_HTTP_LISTEN" => "http_listen",
                         "SAGE_PEOPLE_LOGIN_URL" => "credentials.default.login_url",
                         "SAGE_PEOPLE_CLIENT_ID" => "credentials.default.client_id",
                         "SAGE_PEOPLE_GRANT" => "credentials.default.grant",
@@ -160,8 +213,33 @@ impl ExtractorConfig {
         for id in &self.integrations {
             peoplesync_bus::names::validate_integration_id(id).map_err(ConfigError)?;
         }
-        if self.publish_window == 0 {
-            return Err(ConfigError("publish_window must be at least 1".into()));
+        if self.publish_window == 0 || self.publish_window > 65_536 {
+            return Err(ConfigError(
+                "publish_window must be between 1 and 65536".into(),
+            ));
+        }
+        if !(self.quota_share > 0.0 && self.quota_share <= 1.0) {
+            return Err(ConfigError(format!(
+                "quota_share is {}; it must be above 0 and at most 1 (0.8 stops runs at 80% of the org's daily API quota)",
+                self.quota_share
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.removals.hold_above_share) {
+            return Err(ConfigError(format!(
+                "removals.hold_above_share is {}; it must be between 0 and 1 (0.05 holds removals of more than 5% of the workers)",
+                self.removals.hold_above_share
+            )));
+        }
+        if self.lease_ttl_secs == 0 || self.lease_ttl_secs > 3600 {
+            return Err(ConfigError(
+                "lease_ttl_secs must be between 1 and 3600".into(),
+            ));
+        }
+        if self.http_listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError(format!(
+                "http_listen {:?} is not an address such as 127.0.0.1:9090 (PEOPLESYNC_HTTP_LISTEN)",
+                self.http_listen
+            )));
         }
         for (name, set) in &self.credentials {
             if set.login_url.trim().is_empty() {
@@ -184,8 +262,33 @@ impl ExtractorConfig {
         Ok(())
     }
 
-    /// The Sage People client configuration of credential set `name`, secrets included.
+    /// This replica's name: `replica`, else host name and process id.
+    pub fn replica_name(&self) -> String {
+        match &self.replica {
+            Some(name) if !name.trim().is_empty() => name.trim().to_owned(),
+            _ => {
+                let host = std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| "sage-extractor".to_owned());
+                format!("{host}-{}", std::process::id())
+            }
+        }
+    }
+
+    /// The Sage People client configuration of credential set `name`, secrets from the
+    /// environment.
     pub fn sage_config(&self, name: &str) -> Result<SageConfig, ConfigError> {
+        self.sage_config_with(name, &SecretSource::Environment)
+    }
+
+    /// The Sage People client configuration of credential set `name`, secrets from `secrets`.
+    pub fn sage_config_with(
+        &self,
+        name: &str,
+        secrets: &SecretSource,
+    ) -> Result<SageConfig, ConfigError> {
         let set = self.credentials.get(name).ok_or_else(|| {
             ConfigError(format!(
                 "credential set {name:?} is not configured; define [credentials.{name}] \
@@ -194,8 +297,9 @@ impl ExtractorConfig {
         })?;
         let prefix = secret_prefix(name);
         let secret = |what: &str| -> Result<SecretString, ConfigError> {
-            peoplesync_runtime::require(&format!("{prefix}_{what}"))
-                .map_err(|e| ConfigError(e.to_string()))
+            secrets
+                .require(&format!("{prefix}_{what}"))
+                .map_err(|e| ConfigError(format!("credential set {name:?}: {e}")))
         };
         let credentials = match set.grant {
             Grant::ClientCredentials => Credentials::ClientCredentials {
@@ -218,6 +322,53 @@ impl ExtractorConfig {
         let mut config = SageConfig::new(set.login_url.trim_end_matches('/'), credentials);
         config.request_timeout = Duration::from_secs(self.request_timeout_secs.max(1));
         Ok(config)
+    }
+}
+
+/// Where the secrets of credential sets come from: the environment (`NAME` or `NAME_FILE`),
+/// or, for tests and embedding, a fixed map keyed by the same variable names.
+#[derive(Clone, Default)]
+pub enum SecretSource {
+    /// `NAME` or the file named by `NAME_FILE`.
+    #[default]
+    Environment,
+    /// A fixed map from variable name to secret.
+    Fixed(BTreeMap<String, SecretString>),
+}
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::Environment => f.write_str("SecretSource::Environment"),
+            SecretSource::Fixed(map) => f
+                .debug_struct("SecretSource::Fixed")
+                .field("names", &map.keys().collect::<Vec<_>>())
+                .finish(),
+        }
+    }
+}
+
+impl SecretSource {
+    /// A fixed source from `(variable, secret)` pairs.
+    pub fn fixed<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> SecretSource {
+        SecretSource::Fixed(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), SecretString::from(v.to_owned())))
+                .collect(),
+        )
+    }
+
+    /// Secret `name`, or an error naming the variables to set.
+    pub fn require(&self, name: &str) -> Result<SecretString, SecretError> {
+        match self {
+            SecretSource::Environment => peoplesync_runtime::require(name),
+            SecretSource::Fixed(map) => {
+                map.get(name).cloned().ok_or_else(|| SecretError::Missing {
+                    name: name.to_owned(),
+                })
+            }
+        }
     }
 }
 
@@ -255,6 +406,53 @@ mod tests {
         );
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("credentials.default.login_url"), "{err}");
+    }
+
+    #[test]
+    fn removals_are_held_above_either_limit() {
+        let policy = RemovalPolicy::default();
+        assert!(!policy.holds(3, 1000));
+        assert!(!policy.holds(50, 10_000));
+        assert!(policy.holds(51, 10_000));
+        assert!(policy.holds(6, 100));
+        assert!(!policy.holds(5, 100));
+    }
+
+    #[test]
+    fn a_quota_share_outside_zero_to_one_is_refused() {
+        for share in [0.0, -0.1, 1.5, f64::NAN] {
+            let config = ExtractorConfig {
+                quota_share: share,
+                ..Default::default()
+            };
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("quota_share"), "{err}");
+        }
+    }
+
+    #[test]
+    fn secrets_come_from_the_chosen_source() {
+        let mut config = ExtractorConfig::default();
+        config.credentials.insert(
+            "emea".into(),
+            CredentialSet {
+                login_url: "https://emea.my.salesforce.com".into(),
+                client_id: "id".into(),
+                ..Default::default()
+            },
+        );
+        let missing = config
+            .sage_config_with("emea", &SecretSource::fixed([]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains("SAGE_PEOPLE_EMEA_CLIENT_SECRET"),
+            "{missing}"
+        );
+        let secrets = SecretSource::fixed([("SAGE_PEOPLE_EMEA_CLIENT_SECRET", "hunter2")]);
+        let sage = config.sage_config_with("emea", &secrets).unwrap();
+        assert!(!format!("{secrets:?}").contains("hunter2"));
+        assert!(!format!("{sage:?}").contains("hunter2"));
     }
 
     #[test]

@@ -1,13 +1,35 @@
 //! `sage-extractor`: reads workers from Sage People and publishes them to NATS JetStream as
-//! normalised `WorkerEvent`s, one run at a time per integration, with checkpoints so a crash
-//! or an exhausted API quota resumes the run instead of restarting it.
+//! normalised `WorkerEvent`s, one full run at a time per integration, with checkpoints so a
+//! crash, a shutdown or an exhausted API quota resumes the run instead of restarting it.
 //!
-//! `main.rs` only wires these parts together: [`config`] (settings and secrets), [`run`]
-//! (one extraction run) and [`checkpoint`] (where an unfinished run stands).
+//! `main.rs` only wires these parts together:
+//! - [`config`]: settings and secrets; [`settings`]: each integration's credentials, filter and
+//!   schedule from KV, and the Sage People clients.
+//! - [`run`]: one full run (paging, publishing, checkpoints) built from [`event`] (records to
+//!   events), [`filter`] (`$filter` checks), [`quota`] (the API quota guard),
+//!   [`checkpoint`], [`seen`] (the ids each run listed) and [`removals`].
+//! - [`service`]: the long-running service: [`lease`] (one scheduling replica), [`schedule`],
+//!   [`runner`] (one run at a time), [`commands`] (request/reply) and [`single`] (one-worker
+//!   commands, progress, approvals).
 
 pub mod checkpoint;
+pub mod commands;
 pub mod config;
+pub mod error;
+pub mod event;
+pub mod filter;
+pub mod lease;
+pub mod quota;
+pub mod removals;
 pub mod run;
+pub mod runner;
+pub mod schedule;
+pub mod seen;
+pub mod service;
+pub mod settings;
+pub mod single;
 
-pub use config::ExtractorConfig;
-pub use run::{Extraction, RunError, RunSummary};
+pub use config::{ExtractorConfig, SecretSource};
+pub use error::RunError;
+pub use run::{Extraction, RunOptions, RunSummary};
+pub use service::{Service, ServiceError};

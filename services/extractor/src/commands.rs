@@ -1,0 +1,189 @@
+//! The extractor's side of the command protocol (`peoplesync_bus::control`): request/reply on
+//! `peoplesync.control.extractor.<integration>.<command>`, JSON in, `Reply<T>` out.
+//!
+//! `fetch`, `worker` and `progress` are answered by any replica (one queue group, so each
+//! request gets one answer); `run` and `approve-removals` only by the replica holding the
+//! integration's scheduler lease, which subscribes to them while it holds it. Requests are
+//! handled concurrently, at most [`IN_FLIGHT`] at a time per replica and integration.
+
+use std::sync::Arc;
+
+use async_nats::Subject;
+use bytes::Bytes;
+use futures::StreamExt;
+use peoplesync_bus::BusError;
+use peoplesync_bus::control::{
+    self, ApproveRemovals, CommandError, Reply, RunRequest, WorkerRequest,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::runner::Runner;
+use crate::single;
+
+/// Queue group of the commands any replica answers.
+pub const ANY_REPLICA_GROUP: &str = "sage-extractor";
+/// Queue group of the commands the lease holder answers.
+pub const LEADER_GROUP: &str = "sage-extractor-leader";
+/// Requests handled at once per replica and integration.
+pub const IN_FLIGHT: usize = 16;
+
+fn subscribe_error(subject: &str, err: impl std::fmt::Display) -> BusError {
+    BusError::Request {
+        what: format!("subscribing to {subject}"),
+        message: err.to_string(),
+    }
+}
+
+fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CommandError> {
+    serde_json::from_slice(payload).map_err(|err| CommandError {
+        code: "invalid".into(),
+        message: format!("the request body is not the expected JSON: {err}"),
+    })
+}
+
+async fn respond<T: Serialize>(
+    client: &async_nats::Client,
+    reply: Option<Subject>,
+    result: Result<T, CommandError>,
+) {
+    let Some(reply) = reply else { return };
+    let body = match result {
+        Ok(value) => serde_json::to_vec(&Reply::Ok(value)),
+        Err(error) => serde_json::to_vec(&Reply::<T>::Err { error }),
+    };
+    let body = body.unwrap_or_else(|err| {
+        format!(r#"{{"error":{{"code":"failed","message":"cannot encode the reply: {err}"}}}}"#)
+            .into_bytes()
+    });
+    if let Err(err) = client.publish(reply, Bytes::from(body)).await {
+        tracing::warn!(error = %err, "cannot send a command reply");
+    }
+}
+
+/// Answers `fetch`, `worker` and `progress` for the runner's integration until `stop`.
+pub async fn serve_any(
+    client: async_nats::Client,
+    runner: Arc<Runner>,
+    stop: CancellationToken,
+) -> Result<(), BusError> {
+    let integration = runner.extraction().integration().to_owned();
+    let mut subscriptions = Vec::new();
+    for command in [control::FETCH, control::WORKER, control::PROGRESS] {
+        let subject = control::subject(&integration, command);
+        let subscription = client
+            .queue_subscribe(subject.clone(), ANY_REPLICA_GROUP.to_owned())
+            .await
+            .map_err(|e| subscribe_error(&subject, e))?;
+        subscriptions.push(subscription.map(move |message| (command, message)));
+    }
+    let mut requests = futures::stream::select_all(subscriptions);
+    let limit = Arc::new(Semaphore::new(IN_FLIGHT));
+    loop {
+        let (command, message) = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            next = requests.next() => match next {
+                Some(next) => next,
+                None => return Ok(()),
+            },
+        };
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return Ok(());
+        };
+        let client = client.clone();
+        let runner = runner.clone();
+        tokio::spawn(async move {
+            let extraction = runner.extraction();
+            match command {
+                control::FETCH => {
+                    let result = match parse::<WorkerRequest>(&message.payload) {
+                        Ok(request) => single::fetch(extraction, request.id.trim()).await,
+                        Err(err) => Err(err),
+                    };
+                    respond(&client, message.reply, result).await;
+                }
+                control::WORKER => {
+                    let result = match parse::<WorkerRequest>(&message.payload) {
+                        Ok(request) => single::sync(extraction, request.id.trim()).await,
+                        Err(err) => Err(err),
+                    };
+                    respond(&client, message.reply, result).await;
+                }
+                _ => {
+                    respond(&client, message.reply, single::progress(extraction).await).await;
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Answers `run` and `approve-removals` while `leader` says this replica holds the lease, until
+/// `stop`.
+pub async fn serve_leader(
+    client: async_nats::Client,
+    runner: Arc<Runner>,
+    leader: watch::Receiver<bool>,
+    stop: CancellationToken,
+) -> Result<(), BusError> {
+    let integration = runner.extraction().integration().to_owned();
+    let mut subscriptions = Vec::new();
+    for command in [control::RUN, control::APPROVE_REMOVALS] {
+        let subject = control::subject(&integration, command);
+        let subscription = client
+            .queue_subscribe(subject.clone(), LEADER_GROUP.to_owned())
+            .await
+            .map_err(|e| subscribe_error(&subject, e))?;
+        subscriptions.push(subscription.map(move |message| (command, message)));
+    }
+    let mut requests = futures::stream::select_all(subscriptions);
+    loop {
+        let (command, message) = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            next = requests.next() => match next {
+                Some(next) => next,
+                None => return Ok(()),
+            },
+        };
+        if !*leader.borrow() {
+            let error = CommandError {
+                code: "unavailable".into(),
+                message: format!(
+                    "this extractor replica just stopped scheduling {integration}; send the command again"
+                ),
+            };
+            respond::<()>(&client, message.reply, Err(error)).await;
+            continue;
+        }
+        match command {
+            control::RUN => {
+                let result = match parse::<RunRequest>(&message.payload) {
+                    Ok(request) => {
+                        let trigger = match request.trigger.trim() {
+                            "" => "manual".to_owned(),
+                            trigger => trigger.to_owned(),
+                        };
+                        runner.start(&trigger).await.map_err(|err| CommandError {
+                            code: "failed".into(),
+                            message: err.to_string(),
+                        })
+                    }
+                    Err(err) => Err(err),
+                };
+                respond(&client, message.reply, result).await;
+            }
+            _ => {
+                // Approvals are rare and move the removal baseline: one at a time, in order.
+                let result = match parse::<ApproveRemovals>(&message.payload) {
+                    Ok(request) => {
+                        single::approve_removals(runner.extraction(), request.run_id.trim()).await
+                    }
+                    Err(err) => Err(err),
+                };
+                respond(&client, message.reply, result).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Turning Sage People records into the bus's `WorkerEvent`s: normalise, keep the raw record
+//! (with its `additionalFields`, so templates can reach them), attach tracking, encode. Pure:
+//! no I/O, so the hot path of a run is cheap to test and to profile.
+
+use bytes::Bytes;
+use peoplesync_bus::codec;
+use peoplesync_bus::names;
+use peoplesync_core::{NormaliseError, Worker};
+use peoplesync_proto::Timestamp;
+use peoplesync_proto::v1::{self as proto, WorkerEvent, WorkerEventKind};
+use serde_json::Value;
+
+/// One event ready to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded {
+    /// The worker's Sage People id.
+    pub worker_id: String,
+    /// Its dedup id (`Nats-Msg-Id`): `<run_id>.<worker_id>`.
+    pub msg_id: String,
+    /// The protobuf `WorkerEvent`.
+    pub payload: Bytes,
+}
+
+/// Builds the events of one run.
+#[derive(Debug, Clone)]
+pub struct EventBuilder {
+    integration: String,
+    run_id: String,
+    tracking: proto::Tracking,
+    ids: u128,
+}
+
+impl EventBuilder {
+    /// Events of `run_id` of `integration`, read through credential set `credentials` from
+    /// Sage People host `hostname` (Oomnitza's "Connect:" tracking fields).
+    pub fn new(integration: &str, run_id: &str, credentials: &str, hostname: &str) -> Self {
+        EventBuilder {
+            integration: integration.to_owned(),
+            run_id: run_id.to_owned(),
+            tracking: proto::Tracking {
+                credentials: credentials.to_owned(),
+                hostname: hostname.to_owned(),
+            },
+            ids: uuid::Uuid::now_v7().as_u128(),
+        }
+    }
+
+    /// A UUID v7 for the event at `sequence`: the builder's own, with the sequence added to
+    /// its random bits. Unique per builder and sortable like any v7, at a fraction of the cost
+    /// of reading the clock and the random generator for every event.
+    fn event_id(&self, sequence: u64) -> String {
+        // The low 62 bits are random in v7; adding a sequence leaves the version and variant
+        // bits alone unless it carries past them, which the mask prevents.
+        const RANDOM_B: u128 = (1 << 62) - 1;
+        let random = (self.ids & RANDOM_B).wrapping_add(u128::from(sequence)) & RANDOM_B;
+        uuid::Uuid::from_u128((self.ids & !RANDOM_B) | random).to_string()
+    }
+
+    /// The upsert event of one listed record, `sequence` being its 1-based position in the run.
+    pub fn upsert(
+        &self,
+        raw: &Value,
+        sequence: u64,
+        observed_at: Timestamp,
+    ) -> Result<Encoded, NormaliseError> {
+        let worker = Worker::from_raw(raw)?;
+        // The client hands records over parsed, not as the bytes of the HTTP body, so the raw
+        // record is serialised again; sized once, since records are about a kilobyte.
+        let mut bytes = Vec::with_capacity(1536);
+        if serde_json::to_writer(&mut bytes, raw).is_err() {
+            bytes = b"{}".to_vec();
+        }
+        let raw = bytes;
+        Ok(self.encode(worker_into_proto(worker), raw, sequence, observed_at, true))
+    }
+
+    /// The event saying worker `id` is no longer listed.
+    pub fn removed(&self, id: &str, sequence: u64, observed_at: Timestamp) -> Encoded {
+        let raw = serde_json::to_vec(&serde_json::json!({ "id": id })).unwrap_or_default();
+        let worker = proto::Worker {
+            id: id.to_owned(),
+            ..Default::default()
+        };
+        self.encode(worker, raw, sequence, observed_at, false)
+    }
+
+    fn encode(
+        &self,
+        worker: proto::Worker,
+        raw: Vec<u8>,
+        sequence: u64,
+        observed_at: Timestamp,
+        upsert: bool,
+    ) -> Encoded {
+        let worker_id = worker.id.clone();
+        let kind = if upsert {
+            WorkerEventKind::Upsert
+        } else {
+            WorkerEventKind::Removed
+        };
+        let event = WorkerEvent {
+            event_id: self.event_id(sequence),
+            integration_id: self.integration.clone(),
+            run_id: self.run_id.clone(),
+            kind: kind.into(),
+            observed_at: Some(observed_at),
+            worker: Some(worker),
+            raw,
+            tracking: Some(self.tracking.clone()),
+            sequence,
+        };
+        Encoded {
+            msg_id: names::event_msg_id(&self.run_id, &worker_id),
+            worker_id,
+            payload: codec::encode_worker_event(&event),
+        }
+    }
+}
+
+/// The wire form of a normalised worker, moving its fields instead of cloning them.
+fn worker_into_proto(worker: Worker) -> proto::Worker {
+    proto::Worker {
+        id: worker.id,
+        full_name: worker.full_name,
+        first_name: worker.first_name,
+        last_name: worker.last_name,
+        email: worker.email,
+        hr_department: worker.hr_department,
+        job_title: worker.job_title,
+        employment_name: worker.employment_name,
+        employment_active: worker.employment_active,
+        start_date: worker.start_date,
+        end_date: worker.end_date,
+        work_location: worker.work_location,
+        address_line1: worker.address_line1,
+        address_line2: worker.address_line2,
+        address_line3: worker.address_line3,
+        city: worker.city,
+        region: worker.region,
+        postal_code: worker.postal_code,
+        country: worker.country,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn builder() -> EventBuilder {
+        EventBuilder::new("acme", "run-1", "emea", "acme.my.salesforce.com")
+    }
+
+    #[test]
+    fn an_upsert_carries_the_normalised_worker_the_raw_record_and_tracking() {
+        let raw = json!({
+            "id": "a2G1", "emailAddress": " Ada@Example.com ",
+            "additionalFields": [{"name": "Cost Centre", "value": "CC-1"}]
+        });
+        let encoded = builder().upsert(&raw, 7, codec::now()).unwrap();
+        assert_eq!(encoded.msg_id, "run-1.a2G1");
+        let event = codec::decode_worker_event(&encoded.payload).unwrap();
+        assert_eq!(event.kind(), WorkerEventKind::Upsert);
+        assert_eq!(event.sequence, 7);
+        let worker = event.worker.unwrap();
+        assert_eq!(worker.email.as_deref(), Some("ada@example.com"));
+        let back: Value = serde_json::from_slice(&event.raw).unwrap();
+        assert_eq!(back["additionalFields"][0]["value"], "CC-1");
+        let tracking = event.tracking.unwrap();
+        assert_eq!(
+            (tracking.credentials.as_str(), tracking.hostname.as_str()),
+            ("emea", "acme.my.salesforce.com")
+        );
+    }
+
+    #[test]
+    fn event_ids_are_distinct_version_7_uuids() {
+        let builder = builder();
+        let ids: std::collections::HashSet<String> =
+            (1..=1000).map(|n| builder.event_id(n)).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in ids {
+            let uuid = uuid::Uuid::parse_str(&id).unwrap();
+            assert_eq!(uuid.get_version_num(), 7);
+            assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122);
+        }
+    }
+
+    #[test]
+    fn a_record_without_id_is_refused() {
+        assert!(
+            builder()
+                .upsert(&json!({"fullName": "x"}), 1, codec::now())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_removal_names_only_the_worker() {
+        let encoded = builder().removed("a2G9", 3, codec::now());
+        let event = codec::decode_worker_event(&encoded.payload).unwrap();
+        assert_eq!(event.kind(), WorkerEventKind::Removed);
+        assert_eq!(event.worker.unwrap().id, "a2G9");
+        assert_eq!(encoded.msg_id, "run-1.a2G9");
+    }
+}

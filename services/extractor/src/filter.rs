@@ -1,0 +1,281 @@
+//! Checking an integration's `source_filter` before it is sent to Sage People as `$filter`.
+//!
+//! The Employees API takes Microsoft REST-guidelines filters: comparisons of a (dotted) field
+//! path with a literal, joined by `and` / `or`, negated with `not`, grouped with parentheses.
+//! A typo found here fails the run at once with the position of the problem, instead of
+//! spending an API call on a `400 INVALID_FILTER`. Sage People still has the last word: a
+//! filter that passes here but names a field the org does not have is refused by the API,
+//! and that refusal is reported as a configuration error too.
+
+/// Longest filter accepted; the filter travels in the URL of every page request.
+pub const MAX_FILTER_CHARS: usize = 2_000;
+
+const OPERATORS: [&str; 6] = ["eq", "ne", "gt", "ge", "lt", "le"];
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Ident(String),
+    Literal,
+    Open,
+    Close,
+}
+
+/// Checks the syntax of `filter`; the error says what is wrong and where.
+pub fn validate(filter: &str) -> Result<(), String> {
+    if filter.trim().is_empty() {
+        return Err(
+            "the source filter is empty; remove `source_filter` to read every worker".into(),
+        );
+    }
+    if filter.chars().count() > MAX_FILTER_CHARS {
+        return Err(format!(
+            "the source filter is longer than {MAX_FILTER_CHARS} characters"
+        ));
+    }
+    let tokens = tokenize(filter)?;
+    let mut parser = Parser { tokens, pos: 0 };
+    parser.expression(0)?;
+    match parser.tokens.get(parser.pos) {
+        None => Ok(()),
+        Some((token, at)) => Err(format!(
+            "unexpected {} at character {at}; join conditions with `and` or `or`",
+            describe(token)
+        )),
+    }
+}
+
+fn describe(token: &Token) -> String {
+    match token {
+        Token::Ident(word) => format!("`{word}`"),
+        Token::Literal => "a value".into(),
+        Token::Open => "`(`".into(),
+        Token::Close => "`)`".into(),
+    }
+}
+
+fn tokenize(text: &str) -> Result<Vec<(Token, usize)>, String> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let at = i + 1;
+        if c.is_whitespace() {
+            i += 1;
+        } else if c == '(' {
+            tokens.push((Token::Open, at));
+            i += 1;
+        } else if c == ')' {
+            tokens.push((Token::Close, at));
+            i += 1;
+        } else if c == '\'' {
+            // A quoted string; a quote inside is written twice ('O''Brien').
+            i += 1;
+            loop {
+                match chars.get(i) {
+                    None => {
+                        return Err(format!(
+                            "the string starting at character {at} is not closed with `'`"
+                        ));
+                    }
+                    Some('\'') if chars.get(i + 1) == Some(&'\'') => i += 2,
+                    Some('\'') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(_) => i += 1,
+                }
+            }
+            tokens.push((Token::Literal, at));
+        } else if c.is_ascii_digit() || c == '-' {
+            let start = i;
+            i += 1;
+            while i < chars.len()
+                && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '.' | '-' | ':'))
+            {
+                i += 1;
+            }
+            let number: String = chars[start..i].iter().collect();
+            // Numbers, and dates or times written bare (2024-01-31).
+            if !number.chars().skip(1).any(|c| c.is_ascii_digit()) && number.starts_with('-') {
+                return Err(format!("`{number}` at character {at} is not a number"));
+            }
+            tokens.push((Token::Literal, at));
+        } else if c.is_alphabetic() || c == '_' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_alphanumeric() || matches!(chars[i], '_' | '.')) {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            if word.ends_with('.') || word.contains("..") {
+                return Err(format!(
+                    "the field path `{word}` at character {at} is malformed; write nested fields as workAddress.country"
+                ));
+            }
+            match word.as_str() {
+                "true" | "false" | "null" => tokens.push((Token::Literal, at)),
+                _ => tokens.push((Token::Ident(word), at)),
+            }
+        } else {
+            return Err(format!(
+                "unexpected `{c}` at character {at}; quote text values with single quotes ('France')"
+            ));
+        }
+    }
+    Ok(tokens)
+}
+
+struct Parser {
+    tokens: Vec<(Token, usize)>,
+    pos: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&(Token, usize)> {
+        self.tokens.get(self.pos)
+    }
+
+    fn keyword(&self, word: &str) -> bool {
+        matches!(self.peek(), Some((Token::Ident(w), _)) if w.eq_ignore_ascii_case(word))
+    }
+
+    fn end_position(&self) -> usize {
+        self.tokens.last().map_or(1, |(_, at)| at + 1)
+    }
+
+    /// `or`-joined `and`-joined terms; `depth` bounds nesting.
+    fn expression(&mut self, depth: usize) -> Result<(), String> {
+        if depth > 32 {
+            return Err("the source filter nests parentheses more than 32 deep".into());
+        }
+        loop {
+            self.term(depth)?;
+            if self.keyword("and") || self.keyword("or") {
+                self.pos += 1;
+            } else {
+                return Ok(());
+            }
+        }
+    }
+
+    fn term(&mut self, depth: usize) -> Result<(), String> {
+        if self.keyword("not") {
+            self.pos += 1;
+            return self.term(depth);
+        }
+        match self.peek().cloned() {
+            None => Err(format!(
+                "the source filter ends where a condition was expected (character {})",
+                self.end_position()
+            )),
+            Some((Token::Open, at)) => {
+                self.pos += 1;
+                self.expression(depth + 1)?;
+                match self.peek() {
+                    Some((Token::Close, _)) => {
+                        self.pos += 1;
+                        Ok(())
+                    }
+                    _ => Err(format!("the `(` at character {at} is not closed")),
+                }
+            }
+            Some((Token::Ident(field), at)) => {
+                if OPERATORS.contains(&field.to_ascii_lowercase().as_str())
+                    || ["and", "or"].contains(&field.to_ascii_lowercase().as_str())
+                {
+                    return Err(format!(
+                        "`{field}` at character {at} needs a field before it, e.g. workAddress.country eq 'France'"
+                    ));
+                }
+                self.pos += 1;
+                let op = match self.peek().cloned() {
+                    Some((Token::Ident(op), _))
+                        if OPERATORS.contains(&op.to_ascii_lowercase().as_str()) =>
+                    {
+                        op
+                    }
+                    Some((token, op_at)) => {
+                        return Err(format!(
+                            "expected a comparison (eq, ne, gt, ge, lt, le) after `{field}` at character {op_at}, found {}",
+                            describe(&token)
+                        ));
+                    }
+                    None => {
+                        return Err(format!(
+                            "`{field}` at character {at} needs a comparison, e.g. {field} eq 'value'"
+                        ));
+                    }
+                };
+                self.pos += 1;
+                match self.peek() {
+                    Some((Token::Literal, _)) => {
+                        self.pos += 1;
+                        Ok(())
+                    }
+                    Some((token, value_at)) => Err(format!(
+                        "`{field} {op}` must be followed by a value ('text', a number, true, false or null) at character {value_at}, found {}",
+                        describe(token)
+                    )),
+                    None => Err(format!("`{field} {op}` needs a value after it")),
+                }
+            }
+            Some((token, at)) => Err(format!(
+                "unexpected {} at character {at}; a condition starts with a field name",
+                describe(&token)
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_filters_are_accepted() {
+        for filter in [
+            "workAddress.country eq 'France'",
+            "hrDepartment eq 'Engineering' and currentEmployment.active eq true",
+            "(workAddress.country eq 'France' or workAddress.country eq 'Côte d''Ivoire') and not hrDepartment eq null",
+            "currentEmployment.startDate ge 2024-01-01",
+            "id gt 'a2G7E0000000000' and id lt 'a2G7EZZZZZZZZZZ'",
+        ] {
+            assert_eq!(validate(filter), Ok(()), "{filter}");
+        }
+    }
+
+    #[test]
+    fn mistakes_are_refused_with_where_they_are() {
+        let cases = [
+            ("", "empty"),
+            (
+                "workAddress.country = 'France'",
+                "unexpected `=` at character 21",
+            ),
+            ("workAddress.country eq 'France", "not closed with `'`"),
+            (
+                "workAddress.country equals 'France'",
+                "expected a comparison",
+            ),
+            ("workAddress.country eq", "needs a value"),
+            ("(hrDepartment eq 'x'", "not closed"),
+            ("hrDepartment eq 'x' hrDepartment eq 'y'", "join conditions"),
+            ("eq 'x'", "needs a field"),
+            ("workAddress..country eq 'x'", "malformed"),
+            (
+                "hrDepartment eq 'x' and",
+                "ends where a condition was expected",
+            ),
+        ];
+        for (filter, expected) in cases {
+            let err = validate(filter).expect_err(filter);
+            assert!(err.contains(expected), "{filter}: {err}");
+        }
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let filter = format!("{}a eq 1{}", "(".repeat(40), ")".repeat(40));
+        assert!(validate(&filter).unwrap_err().contains("32 deep"));
+    }
+}

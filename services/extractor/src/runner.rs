@@ -1,0 +1,124 @@
+//! One full run at a time per integration: a trigger (schedule, command, start-up resume)
+//! during a run gets "already running" with the run's id instead of a second run.
+
+use peoplesync_bus::control::RunStarted;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::RunError;
+use crate::run::{Extraction, RunSummary};
+
+struct Current {
+    run_id: String,
+    cancel: CancellationToken,
+    handle: Option<JoinHandle<Result<RunSummary, RunError>>>,
+}
+
+/// Starts full runs of one integration, never two at once.
+pub struct Runner {
+    extraction: Extraction,
+    current: Mutex<Option<Current>>,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("integration", &self.extraction.integration())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runner {
+    /// Runs of `extraction`; every run stops between pages when `stop` fires.
+    pub fn new(extraction: Extraction, stop: CancellationToken) -> Runner {
+        Runner {
+            extraction,
+            current: Mutex::new(None),
+            stop,
+        }
+    }
+
+    /// The integration's runs.
+    pub fn extraction(&self) -> &Extraction {
+        &self.extraction
+    }
+
+    /// Starts a full run (resuming an interrupted one), or reports the one going.
+    pub async fn start(&self, trigger: &str) -> Result<RunStarted, RunError> {
+        let mut current = self.current.lock().await;
+        if let Some(run) = current.as_ref()
+            && run.handle.as_ref().is_some_and(|h| !h.is_finished())
+        {
+            tracing::info!(integration = %self.extraction.integration(), run_id = %run.run_id, trigger,
+                "a run is already going; not starting another");
+            return Ok(RunStarted {
+                run_id: run.run_id.clone(),
+                already_running: true,
+            });
+        }
+        let prepared = self.extraction.prepare(trigger).await?;
+        let run_id = prepared.run_id().to_owned();
+        let cancel = self.stop.child_token();
+        let token = cancel.clone();
+        let integration = self.extraction.integration().to_owned();
+        let handle = tokio::spawn(async move {
+            let result = prepared.execute(token).await;
+            match &result {
+                Ok(summary) => tracing::info!(%integration, run_id = %summary.run_id,
+                    published = summary.published, removed = summary.removed,
+                    removals_held = summary.removals_held,
+                    elapsed_ms = u64::try_from(summary.elapsed.as_millis()).unwrap_or(u64::MAX),
+                    "run ended"),
+                Err(err @ RunError::Interrupted { .. }) => tracing::info!(%integration, "{err}"),
+                Err(err) => tracing::error!(%integration, "{err}"),
+            }
+            result
+        });
+        *current = Some(Current {
+            run_id: run_id.clone(),
+            cancel,
+            handle: Some(handle),
+        });
+        Ok(RunStarted {
+            run_id,
+            already_running: false,
+        })
+    }
+
+    /// Waits for the run started last to end, and returns how it ended (`None` when no run
+    /// was started or its end was already taken).
+    pub async fn wait(&self) -> Option<Result<RunSummary, RunError>> {
+        let handle = self.current.lock().await.as_mut()?.handle.take()?;
+        match handle.await {
+            Ok(result) => Some(result),
+            Err(err) => {
+                tracing::error!(integration = %self.extraction.integration(), error = %err, "the run task ended abnormally");
+                None
+            }
+        }
+    }
+
+    /// The run going, if any.
+    pub async fn running(&self) -> Option<String> {
+        let current = self.current.lock().await;
+        current
+            .as_ref()
+            .filter(|run| run.handle.as_ref().is_some_and(|h| !h.is_finished()))
+            .map(|run| run.run_id.clone())
+    }
+
+    /// Stops the run going (between pages, keeping its checkpoint) and waits for it.
+    pub async fn interrupt(&self) {
+        let handle = {
+            let mut current = self.current.lock().await;
+            let Some(run) = current.as_mut() else { return };
+            run.cancel.cancel();
+            run.handle.take()
+        };
+        if let Some(handle) = handle {
+            let _ = handle.await;
+        }
+    }
+}

@@ -1,0 +1,433 @@
+//! The long-running extractor: for every integration it serves, a claim on the scheduler lease,
+//! the command responders, and — while it holds the lease — the scheduler and the full runs.
+//! Several replicas may run side by side; exactly one schedules each integration, and a standby
+//! takes over within about one lease TTL when it dies, resuming its interrupted run.
+//!
+//! `--once` ([`Service::run_once`]) takes the same lease, runs one full sync of each integration
+//! and gives the lease back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use peoplesync_bus::{Bus, BusError, RunState, Runs};
+use peoplesync_runtime::metrics::names as metric;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::Checkpoints;
+use crate::commands;
+use crate::config::{ExtractorConfig, SecretSource};
+use crate::error::RunError;
+use crate::lease::{self, Lease, LeaseValue};
+use crate::run::{Extraction, RunOptions, RunSummary};
+use crate::runner::Runner;
+use crate::schedule::{self, Clock, Plan, SystemClock};
+use crate::settings::{self, Sources};
+
+/// Why the service, or a `--once` sync, could not do its work.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Another extractor holds the integration's scheduler lease.
+    #[error(
+        "another extractor ({holder}) schedules {integration} and holds its lease; trigger a run through it (syncctl) or stop it first"
+    )]
+    LeaseBusy {
+        /// The integration.
+        integration: String,
+        /// Who holds the lease.
+        holder: String,
+    },
+    /// The run failed or stopped early.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// NATS failed.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// The extractor service: every integration it serves, ready to run.
+pub struct Service {
+    config: Arc<ExtractorConfig>,
+    bus: Bus,
+    replica: String,
+    runners: Vec<Arc<Runner>>,
+    clock: Arc<dyn Clock>,
+    runs_stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("replica", &self.replica)
+            .field("integrations", &self.config.integrations)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// The service for `config`'s integrations on `bus`, with credential secrets from `secrets`.
+    pub async fn build(
+        config: ExtractorConfig,
+        bus: Bus,
+        secrets: SecretSource,
+    ) -> Result<Service, ServiceError> {
+        crate::seen::ensure(bus.jetstream()).await?;
+        let config = Arc::new(config);
+        let sources = Arc::new(Sources::new(config.clone(), secrets));
+        let options = RunOptions {
+            publish_window: config.publish_window,
+            quota_share: config.quota_share,
+            removals: config.removals,
+        };
+        let runs_stop = CancellationToken::new();
+        let runners = config
+            .integrations
+            .iter()
+            .map(|integration| {
+                let extraction =
+                    Extraction::new(bus.clone(), integration, sources.clone(), options.clone());
+                Arc::new(Runner::new(extraction, runs_stop.clone()))
+            })
+            .collect();
+        Ok(Service {
+            replica: config.replica_name(),
+            config,
+            bus,
+            runners,
+            clock: Arc::new(SystemClock),
+            runs_stop,
+        })
+    }
+
+    /// Uses `clock` for schedules (tests pass one that follows tokio's paused clock).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Service {
+        self.clock = clock;
+        self
+    }
+
+    /// This replica's name.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// The runner of `integration`, if this service serves it.
+    pub fn runner(&self, integration: &str) -> Option<&Arc<Runner>> {
+        self.runners
+            .iter()
+            .find(|r| r.extraction().integration() == integration)
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::from_secs(self.config.lease_ttl_secs)
+    }
+
+    /// One full sync of every integration, one after the other, each under its scheduler lease.
+    pub async fn run_once(&self) -> Vec<(String, Result<RunSummary, ServiceError>)> {
+        let mut outcomes = Vec::new();
+        for runner in &self.runners {
+            let integration = runner.extraction().integration().to_owned();
+            let outcome = self.once(runner).await;
+            outcomes.push((integration, outcome));
+        }
+        outcomes
+    }
+
+    async fn once(&self, runner: &Arc<Runner>) -> Result<RunSummary, ServiceError> {
+        let integration = runner.extraction().integration().to_owned();
+        let (leader_tx, mut leader) = watch::channel(false);
+        let lease_stop = CancellationToken::new();
+        let lease = Lease::new(
+            self.bus.state_kv().clone(),
+            &integration,
+            &self.replica,
+            self.ttl(),
+        );
+        let lease_task = tokio::spawn(lease.run(leader_tx, lease_stop.clone()));
+        // A lease left by a crashed extractor expires after its TTL; one renewed by a live one
+        // does not, and then this sync must not run beside it.
+        let wait = self.ttl() * 2 + Duration::from_secs(2);
+        let elected = matches!(
+            tokio::time::timeout(wait, leader.wait_for(|held| *held))
+                .await
+                .map(|held| held.is_ok()),
+            Ok(true)
+        );
+        let outcome = match elected {
+            true => {
+                match runner.start("once").await {
+                    Ok(_) => {}
+                    Err(err) => {
+                        lease_stop.cancel();
+                        let _ = lease_task.await;
+                        return Err(err.into());
+                    }
+                }
+                tokio::select! {
+                    result = runner.wait() => result,
+                    _ = leader.wait_for(|held| !*held) => {
+                        runner.interrupt().await;
+                        runner.wait().await
+                    }
+                }
+                .map(|result| result.map_err(ServiceError::from))
+                .unwrap_or_else(|| {
+                    Err(ServiceError::Run(RunError::Interrupted {
+                        integration: integration.clone(),
+                        run_id: String::new(),
+                    }))
+                })
+            }
+            false => Err(ServiceError::LeaseBusy {
+                holder: self.lease_holder(&integration).await,
+                integration: integration.clone(),
+            }),
+        };
+        lease_stop.cancel();
+        let _ = lease_task.await;
+        outcome
+    }
+
+    async fn lease_holder(&self, integration: &str) -> String {
+        match self.bus.state_kv().get(lease::key(integration)).await {
+            Ok(Some(value)) => serde_json::from_slice::<LeaseValue>(&value)
+                .map(|v| v.holder)
+                .unwrap_or_else(|_| "unknown".into()),
+            _ => "unknown".into(),
+        }
+    }
+
+    /// Serves every integration until `shutdown`; then stops runs between pages (keeping their
+    /// checkpoints), gives the leases back and returns.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
+        let mut tasks = Vec::new();
+        for runner in &self.runners {
+            tasks.push(tokio::spawn(serve_integration(
+                runner.clone(),
+                self.bus.clone(),
+                self.replica.clone(),
+                self.ttl(),
+                self.clock.clone(),
+                shutdown.clone(),
+            )));
+        }
+        tracing::info!(replica = %self.replica, integrations = ?self.config.integrations, "sage-extractor serving");
+        shutdown.cancelled().await;
+        self.runs_stop.cancel();
+        for task in tasks {
+            let _ = task.await;
+        }
+        tracing::info!(replica = %self.replica, "sage-extractor stopped");
+        Ok(())
+    }
+}
+
+/// Everything this replica does for one integration, until `stop`.
+async fn serve_integration(
+    runner: Arc<Runner>,
+    bus: Bus,
+    replica: String,
+    ttl: Duration,
+    clock: Arc<dyn Clock>,
+    stop: CancellationToken,
+) {
+    let integration = runner.extraction().integration().to_owned();
+    let (leader_tx, mut leader) = watch::channel(false);
+    let lease_stop = CancellationToken::new();
+    let lease = Lease::new(bus.state_kv().clone(), &integration, &replica, ttl);
+    let lease_task = tokio::spawn(lease.run(leader_tx, lease_stop.clone()));
+    let any = tokio::spawn(commands::serve_any(
+        bus.client().clone(),
+        runner.clone(),
+        stop.clone(),
+    ));
+    let plans = watch_plans(bus.clone(), &integration, stop.clone()).await;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            elected = leader.wait_for(|held| *held) => if elected.is_err() { break },
+        }
+        tracing::info!(%integration, %replica, "scheduling this integration");
+        metrics::gauge!(metric::EXTRACTOR_SCHEDULER_LEADER, "integration" => integration.clone())
+            .set(1.0);
+        lead(
+            &runner,
+            &bus,
+            plans.clone(),
+            clock.clone(),
+            leader.clone(),
+            stop.child_token(),
+        )
+        .await;
+        metrics::gauge!(metric::EXTRACTOR_SCHEDULER_LEADER, "integration" => integration.clone())
+            .set(0.0);
+        runner.interrupt().await;
+        if stop.is_cancelled() {
+            break;
+        }
+        tracing::warn!(%integration, %replica, "lost the scheduler lease; standing by");
+    }
+    runner.interrupt().await;
+    lease_stop.cancel();
+    let _ = lease_task.await;
+    match any.await {
+        Ok(Err(err)) => tracing::error!(%integration, error = %err, "command responder stopped"),
+        Err(err) => tracing::error!(%integration, error = %err, "command responder failed"),
+        Ok(Ok(())) => {}
+    }
+}
+
+/// The lease holder's duties, until it loses the lease or `term`.
+async fn lead(
+    runner: &Arc<Runner>,
+    bus: &Bus,
+    plans: watch::Receiver<Plan>,
+    clock: Arc<dyn Clock>,
+    mut leader: watch::Receiver<bool>,
+    term: CancellationToken,
+) {
+    let integration = runner.extraction().integration().to_owned();
+    if interrupted_run(bus, &integration).await {
+        match runner.start("resume").await {
+            Ok(started) => {
+                tracing::info!(%integration, run_id = %started.run_id, "resuming the interrupted run")
+            }
+            Err(err) => tracing::error!(%integration, "{err}"),
+        }
+    }
+    let (ticks_tx, mut ticks) = mpsc::channel(1);
+    let scheduler = tokio::spawn(schedule::run_scheduler(
+        plans,
+        clock,
+        ticks_tx,
+        term.clone(),
+    ));
+    let commands = tokio::spawn(commands::serve_leader(
+        bus.client().clone(),
+        runner.clone(),
+        leader.clone(),
+        term.clone(),
+    ));
+    loop {
+        tokio::select! {
+            () = term.cancelled() => break,
+            changed = leader.changed() => {
+                if changed.is_err() || !*leader.borrow_and_update() {
+                    break;
+                }
+            }
+            tick = ticks.recv() => {
+                let Some(at) = tick else { break };
+                match runner.start("schedule").await {
+                    Ok(started) if started.already_running => tracing::info!(%integration, %at,
+                        run_id = %started.run_id, "scheduled run skipped: the previous run is still going"),
+                    Ok(started) => tracing::info!(%integration, %at, run_id = %started.run_id, "scheduled run started"),
+                    Err(err) => tracing::error!(%integration, "{err}"),
+                }
+            }
+        }
+    }
+    term.cancel();
+    let _ = scheduler.await;
+    if let Ok(Err(err)) = commands.await {
+        tracing::error!(%integration, error = %err, "leader command responder stopped");
+    }
+}
+
+/// Whether the integration has a run that was interrupted mid-listing (not one stopped by the
+/// quota, which waits for the next scheduled or manual run).
+async fn interrupted_run(bus: &Bus, integration: &str) -> bool {
+    let Ok(Some(checkpoint)) = Checkpoints::new(bus.state_kv().clone())
+        .load(integration)
+        .await
+    else {
+        return false;
+    };
+    matches!(
+        Runs::new(bus.state_kv().clone()).get(integration, &checkpoint.run_id).await,
+        Ok(Some((record, _))) if record.state == RunState::Running
+    )
+}
+
+/// The integration's schedule, kept current from its config in KV.
+async fn watch_plans(
+    bus: Bus,
+    integration: &str,
+    stop: CancellationToken,
+) -> watch::Receiver<Plan> {
+    let plan_of =
+        |settings: &settings::IntegrationSettings| match Plan::from_config(&settings.schedule) {
+            Ok(plan) => Some(plan),
+            Err(err) => {
+                tracing::error!(
+                    integration,
+                    "the integration's schedule cannot be used ({err}); keeping the previous one"
+                );
+                None
+            }
+        };
+    let initial = match settings::load(&bus, integration).await {
+        Ok(settings) => plan_of(&settings).unwrap_or_default(),
+        Err(err) => {
+            tracing::error!(
+                integration,
+                "{err}; scheduling daily at 02:00 UTC until it is fixed"
+            );
+            Plan::default()
+        }
+    };
+    tracing::info!(integration, plan = %initial.describe(), "schedule");
+    let (tx, rx) = watch::channel(initial);
+    let integration = integration.to_owned();
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        loop {
+            let watch = tokio::select! {
+                () = stop.cancelled() => return,
+                watch = bus.config_kv().watch(&integration) => watch,
+            };
+            let mut watch = match watch {
+                Ok(watch) => watch,
+                Err(err) => {
+                    tracing::warn!(%integration, error = %err, "cannot watch the integration config; retrying in 5 s");
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                    }
+                }
+            };
+            loop {
+                let entry = tokio::select! {
+                    () = stop.cancelled() => return,
+                    entry = watch.next() => entry,
+                };
+                let Some(Ok(entry)) = entry else { break };
+                let plan = match entry.operation {
+                    async_nats::jetstream::kv::Operation::Put => {
+                        match settings::parse(&integration, &entry.value) {
+                            Ok(settings) => match Plan::from_config(&settings.schedule) {
+                                Ok(plan) => Some(plan),
+                                Err(err) => {
+                                    tracing::error!(%integration, "the new schedule cannot be used ({err}); keeping the previous one");
+                                    None
+                                }
+                            },
+                            Err(err) => {
+                                tracing::error!(%integration, "{err}; keeping the previous schedule");
+                                None
+                            }
+                        }
+                    }
+                    _ => Some(Plan::default()),
+                };
+                if let Some(plan) = plan {
+                    let _ = tx.send(plan);
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    });
+    rx
+}

@@ -1,0 +1,272 @@
+//! Commands about one worker and about run state: read one worker from Sage People (for
+//! previews), publish one worker as a single-worker run (the loader finalizes it like any run),
+//! report the current run's progress, and release held removals in a run of their own.
+
+use peoplesync_bus::codec;
+use peoplesync_bus::control::{
+    CommandError, Progress, RemovalsReleased, WorkerFetched, WorkerSynced,
+};
+use peoplesync_bus::{Publisher, RunRecord, RunState, Runs, names};
+use peoplesync_proto::v1::RunEventKind;
+use peoplesync_sage_people::SageClient;
+
+use crate::checkpoint::{Checkpoint, Checkpoints};
+use crate::event::EventBuilder;
+use crate::removals::{self, RemovalError};
+use crate::run::{Extraction, publish_run_event};
+use crate::settings;
+
+fn error(code: &str, message: impl Into<String>) -> CommandError {
+    CommandError {
+        code: code.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn failed(err: impl std::fmt::Display) -> CommandError {
+    error("failed", err.to_string())
+}
+
+/// The client and credential set the integration reads with now.
+async fn client(extraction: &Extraction) -> Result<(SageClient, String), CommandError> {
+    let settings = settings::load(extraction.bus(), extraction.integration())
+        .await
+        .map_err(failed)?;
+    let client = extraction
+        .sources()
+        .client(&settings.credentials)
+        .map_err(|problem| {
+            error(
+                "failed",
+                format!(
+                    "integration {} reads with credential set {:?}, which cannot be used: {problem}",
+                    extraction.integration(),
+                    settings.credentials
+                ),
+            )
+        })?;
+    Ok((client, settings.credentials))
+}
+
+fn check_id(id: &str) -> Result<(), CommandError> {
+    let valid = !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric());
+    if valid {
+        Ok(())
+    } else {
+        Err(error(
+            "invalid",
+            format!(
+                "{id:?} is not a Sage People employee id (letters and digits, e.g. a2G7E000000LlIDUA0)"
+            ),
+        ))
+    }
+}
+
+/// Reads worker `id` without publishing it.
+pub async fn fetch(extraction: &Extraction, id: &str) -> Result<WorkerFetched, CommandError> {
+    check_id(id)?;
+    let (client, credentials) = client(extraction).await?;
+    let raw = client.get_employee(id).await.map_err(failed)?;
+    Ok(WorkerFetched {
+        found: raw.is_some(),
+        raw,
+        credentials,
+        hostname: client.hostname(),
+    })
+}
+
+/// Reads worker `id` and publishes it as a single-worker run.
+pub async fn sync(extraction: &Extraction, id: &str) -> Result<WorkerSynced, CommandError> {
+    check_id(id)?;
+    let integration = extraction.integration();
+    let (client, credentials) = client(extraction).await?;
+    let Some(raw) = client.get_employee(id).await.map_err(failed)? else {
+        return Ok(WorkerSynced {
+            found: false,
+            run_id: None,
+        });
+    };
+    let bus = extraction.bus();
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let events = EventBuilder::new(integration, &run_id, &credentials, &client.hostname());
+    let event = events.upsert(&raw, 1, codec::now()).map_err(|err| {
+        error(
+            "failed",
+            format!("Sage People's record of worker {id} cannot be used: {err}"),
+        )
+    })?;
+    let runs = Runs::new(bus.state_kv().clone());
+    runs.create(&RunRecord::start(integration, &run_id, false, "worker"))
+        .await
+        .map_err(failed)?;
+    let mut checkpoint = Checkpoint::start(&run_id, None);
+    let mut publisher = Publisher::new(bus.jetstream().clone(), 4);
+    publish_run_event(
+        &mut publisher,
+        integration,
+        &checkpoint,
+        RunEventKind::Started,
+        0,
+        None,
+        false,
+    )
+    .await
+    .map_err(failed)?;
+    publisher
+        .publish(
+            names::workers_subject(integration),
+            event.msg_id,
+            event.payload,
+            None,
+        )
+        .await
+        .map_err(failed)?;
+    publisher.flush().await.map_err(failed)?;
+    checkpoint.published = 1;
+    let now = chrono::Utc::now().to_rfc3339();
+    runs.update(integration, &run_id, |r| {
+        r.state = RunState::Completed;
+        r.published = 1;
+        r.finished_at = Some(now.clone());
+        true
+    })
+    .await
+    .map_err(failed)?;
+    publish_run_event(
+        &mut publisher,
+        integration,
+        &checkpoint,
+        RunEventKind::Completed,
+        0,
+        None,
+        false,
+    )
+    .await
+    .map_err(failed)?;
+    tracing::info!(integration, %run_id, worker = id, "published a single-worker run");
+    Ok(WorkerSynced {
+        found: true,
+        run_id: Some(run_id),
+    })
+}
+
+/// The progress of the integration's unfinished full run, as its checkpoint has it.
+pub async fn progress(extraction: &Extraction) -> Result<Progress, CommandError> {
+    let bus = extraction.bus();
+    let integration = extraction.integration();
+    let Some(checkpoint) = Checkpoints::new(bus.state_kv().clone())
+        .load(integration)
+        .await
+        .map_err(failed)?
+    else {
+        return Ok(Progress::default());
+    };
+    let record = Runs::new(bus.state_kv().clone())
+        .get(integration, &checkpoint.run_id)
+        .await
+        .map_err(failed)?;
+    let running = record.is_some_and(|(r, _)| r.state == RunState::Running);
+    Ok(Progress {
+        running,
+        run_id: Some(checkpoint.run_id),
+        published: checkpoint.published,
+        pages: checkpoint.pages,
+    })
+}
+
+/// Publishes the removals held by run `run_id` in a run of their own.
+pub async fn approve_removals(
+    extraction: &Extraction,
+    run_id: &str,
+) -> Result<RemovalsReleased, CommandError> {
+    let integration = extraction.integration();
+    let bus = extraction.bus();
+    let _settling = extraction.removal_lock().lock().await;
+    let release = removals::begin_release(bus, integration, run_id)
+        .await
+        .map_err(|err| match err {
+            RemovalError::NotHeld(message) => error("not_found", message),
+            RemovalError::Bus(err) => failed(err),
+        })?;
+    let (client, credentials) = client(extraction).await?;
+    let runs = Runs::new(bus.state_kv().clone());
+    let mut checkpoint = Checkpoint::start(&release.release_run, None);
+    let mut publisher =
+        Publisher::new(bus.jetstream().clone(), extraction.options().publish_window);
+    if runs
+        .get(integration, &release.release_run)
+        .await
+        .map_err(failed)?
+        .is_none()
+    {
+        runs.create(&RunRecord::start(
+            integration,
+            &release.release_run,
+            false,
+            "approve-removals",
+        ))
+        .await
+        .map_err(failed)?;
+    }
+    publish_run_event(
+        &mut publisher,
+        integration,
+        &checkpoint,
+        RunEventKind::Started,
+        0,
+        None,
+        false,
+    )
+    .await
+    .map_err(failed)?;
+    let events = EventBuilder::new(
+        integration,
+        &release.release_run,
+        &credentials,
+        &client.hostname(),
+    );
+    let released = removals::publish(
+        bus,
+        &mut publisher,
+        &events,
+        integration,
+        &release.baseline,
+        &release.held_run,
+        0,
+    )
+    .await
+    .map_err(failed)?;
+    let now = chrono::Utc::now().to_rfc3339();
+    runs.update(integration, &release.release_run, |r| {
+        r.state = RunState::Completed;
+        r.removed = released;
+        r.finished_at = Some(now.clone());
+        true
+    })
+    .await
+    .map_err(failed)?;
+    runs.update(integration, &release.held_run, |r| {
+        r.removals_held = 0;
+        true
+    })
+    .await
+    .map_err(failed)?;
+    checkpoint.published = 0;
+    publish_run_event(
+        &mut publisher,
+        integration,
+        &checkpoint,
+        RunEventKind::Completed,
+        released,
+        None,
+        false,
+    )
+    .await
+    .map_err(failed)?;
+    removals::finish_release(bus, integration, &release)
+        .await
+        .map_err(failed)?;
+    tracing::info!(integration, held_run = %release.held_run, release_run = %release.release_run,
+        released, held = release.count, "released removals held for approval");
+    Ok(RemovalsReleased { released })
+}

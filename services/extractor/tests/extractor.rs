@@ -1,0 +1,23 @@
+//! The extractor against a real nats-server and the Sage People simulator: runs driven
+//! in-process through the library (the kill -9 and lease takeover tests run the binary), one
+//! test binary for the whole service.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "extractor/harness.rs"]
+mod harness;
+
+#[path = "extractor/commands.rs"]
+mod commands;
+#[path = "extractor/failures.rs"]
+mod failures;
+#[path = "extractor/lease.rs"]
+mod lease;
+#[path = "extractor/listing.rs"]
+mod listing;
+#[path = "extractor/removals.rs"]
+mod removals;
+#[path = "extractor/resume.rs"]
+mod resume;
+#[path = "extractor/scheduler.rs"]
+mod scheduler;

@@ -1,0 +1,111 @@
+//! The command protocol over NATS request/reply, answered by a running service.
+
+use peoplesync_bus::control::{Progress, RunStarted, WorkerFetched, WorkerSynced};
+use peoplesync_bus::{RunState, control};
+use peoplesync_proto::v1::WorkerEventKind;
+use peoplesync_sims::generate;
+use peoplesync_sims::sage::{SageConfig, SageFaults};
+use serde_json::json;
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_during_a_run_answers_already_running_with_its_id() {
+    let s = setup(SageConfig {
+        faults: SageFaults {
+            latency_ms: 20,
+            ..SageFaults::default()
+        },
+        ..org(2000, 50, 50)
+    })
+    .await;
+    let (config, secrets) = config(&s.sim, &[ID]);
+    let service = serve(&s.bus, config, secrets, true).await;
+
+    let first: RunStarted = command(&s.bus, ID, control::RUN, json!({"trigger": "grpc"}))
+        .await
+        .unwrap();
+    assert!(!first.already_running);
+    let second: RunStarted = command(&s.bus, ID, control::RUN, json!({})).await.unwrap();
+    assert!(second.already_running);
+    assert_eq!(second.run_id, first.run_id);
+    wait_for_pages(&s.bus, ID, 2).await;
+    let progress: Progress = command(&s.bus, ID, control::PROGRESS, json!({}))
+        .await
+        .unwrap();
+    assert!(progress.running);
+    assert_eq!(progress.run_id.as_deref(), Some(first.run_id.as_str()));
+    assert!(
+        progress.published >= 100 && progress.pages >= 2,
+        "{progress:?}"
+    );
+
+    let record = completed(&s.bus, ID, &first.run_id).await;
+    assert_eq!((record.published, record.trigger.as_str()), (2000, "grpc"));
+    let idle: Progress = command(&s.bus, ID, control::PROGRESS, json!({}))
+        .await
+        .unwrap();
+    assert!(!idle.running);
+    let third: RunStarted = command(&s.bus, ID, control::RUN, json!({})).await.unwrap();
+    assert!(!third.already_running);
+    assert_ne!(third.run_id, first.run_id);
+    completed(&s.bus, ID, &third.run_id).await;
+    service.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_worker_command_publishes_a_single_worker_run_and_fetch_only_reads() {
+    let s = setup(org(50, 10, 10)).await;
+    let (config, secrets) = config(&s.sim, &[ID]);
+    let service = serve(&s.bus, config, secrets, true).await;
+    let id = generate::worker_id(7);
+
+    let fetched: WorkerFetched = command(&s.bus, ID, control::FETCH, json!({"id": id}))
+        .await
+        .unwrap();
+    assert!(fetched.found);
+    assert_eq!(fetched.raw.unwrap()["id"], id.as_str());
+    assert_eq!(
+        (fetched.credentials.as_str(), fetched.hostname.as_str()),
+        ("default", "127.0.0.1")
+    );
+    assert!(
+        drain_workers(&s.bus, ID).await.is_empty(),
+        "fetch publishes nothing"
+    );
+
+    let synced: WorkerSynced = command(&s.bus, ID, control::WORKER, json!({"id": id}))
+        .await
+        .unwrap();
+    let run_id = synced.run_id.expect("a run");
+    let record = s.run_record(ID, &run_id).await;
+    assert_eq!(record.state, RunState::Completed);
+    assert_eq!(
+        (record.full, record.trigger.as_str(), record.published),
+        (false, "worker", 1)
+    );
+    let events = drain_workers(&s.bus, ID).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind(), WorkerEventKind::Upsert);
+    assert_eq!(events[0].worker.as_ref().unwrap().id, id);
+    assert_eq!(events[0].run_id, run_id);
+
+    let missing: WorkerSynced = command(
+        &s.bus,
+        ID,
+        control::WORKER,
+        json!({"id": generate::worker_id(999)}),
+    )
+    .await
+    .unwrap();
+    assert!(!missing.found && missing.run_id.is_none());
+    let invalid = command::<WorkerSynced>(&s.bus, ID, control::WORKER, json!({"id": "../x"}))
+        .await
+        .unwrap_err();
+    assert_eq!(invalid.code, "invalid");
+    let malformed = command::<WorkerSynced>(&s.bus, ID, control::WORKER, json!({"name": 1}))
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.code, "invalid");
+    service.shutdown().await;
+}

@@ -1,0 +1,218 @@
+//! Runs that cannot go on: configuration errors stop at once with what to fix; the quota stops
+//! a run resumably.
+
+use peoplesync_bus::RunState;
+use peoplesync_core::IntegrationConfig;
+use peoplesync_extractor::{ExtractorConfig, RunError};
+use peoplesync_proto::v1::RunEventKind;
+use peoplesync_sims::sage::{SageConfig, SageFaults};
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::*;
+
+async fn failed_run(sim: SageConfig, filter: Option<&str>, secret: &str) -> (Setup, RunError) {
+    let s = setup(sim).await;
+    if let Some(filter) = filter {
+        let mut integration = IntegrationConfig::default_for(ID);
+        integration.source_filter = Some(filter.into());
+        put_integration(&s.bus, &integration).await;
+    }
+    let (config, _) = config(&s.sim, &[ID]);
+    let secrets = secrets(&[("SAGE_PEOPLE_CLIENT_SECRET".into(), secret)]);
+    let err = extraction(&s.bus, config, secrets, ID)
+        .run_full("test", CancellationToken::new())
+        .await
+        .expect_err("the run must fail");
+    (s, err)
+}
+
+#[tokio::test]
+async fn each_configuration_error_fails_the_run_at_once_saying_what_to_fix() {
+    let cases = [
+        ("MISSING_API_PERMISSION", "\"Employees API\" permission set"),
+        ("INACCESSIBLE_FIELD", "field-level security"),
+        ("OBJECT_NOT_ACCESSIBLE", "View All"),
+        (
+            "INVALID_FILTER",
+            "refused the filter `hrDepartment eq 'People'`",
+        ),
+    ];
+    for (code, advice) in cases {
+        let sim = SageConfig {
+            faults: SageFaults {
+                config_error: Some(code.into()),
+                ..SageFaults::default()
+            },
+            ..org(100, 50, 50)
+        };
+        let (s, err) = failed_run(sim, Some("hrDepartment eq 'People'"), "sim-secret").await;
+        let message = err.to_string();
+        assert!(message.contains(advice), "{code}: {message}");
+        assert!(!err.resumable(), "{code}");
+        let record = s.run_record(ID, err.run_id().unwrap()).await;
+        assert_eq!(record.state, RunState::Failed, "{code}");
+        assert!(record.error.unwrap().contains(advice), "{code}");
+        assert!(
+            s.checkpoint(ID).await.is_none(),
+            "{code}: checkpoint cleared"
+        );
+        assert_eq!(s.sim.stats().api_requests, 1, "{code}: no retry");
+        let kinds: Vec<_> = run_events(&s.bus, ID)
+            .await
+            .iter()
+            .map(|e| e.kind())
+            .collect();
+        assert_eq!(
+            kinds,
+            [RunEventKind::Started, RunEventKind::Failed],
+            "{code}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn refused_credentials_fail_the_run_naming_the_app_and_host() {
+    let (s, err) = failed_run(org(100, 50, 50), None, "wrong-secret").await;
+    let message = err.to_string();
+    assert!(
+        message.contains("refused the External Client App's credentials"),
+        "{message}"
+    );
+    assert!(message.contains("127.0.0.1"), "{message}");
+    assert_eq!(s.sim.stats().api_requests, 0);
+}
+
+#[tokio::test]
+async fn a_token_refused_twice_in_a_row_fails_the_run_naming_grant_and_host() {
+    let sim = SageConfig {
+        faults: SageFaults {
+            token_expiry_after: Some(0),
+            ..SageFaults::default()
+        },
+        ..org(100, 50, 50)
+    };
+    let (s, err) = failed_run(sim, None, "sim-secret").await;
+    let message = err.to_string();
+    assert!(message.contains("client credentials grant"), "{message}");
+    assert!(message.contains("127.0.0.1"), "{message}");
+    let stats = s.sim.stats();
+    assert_eq!(
+        (stats.tokens_issued, stats.unauthorized),
+        (2, 2),
+        "{stats:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_source_filter_is_refused_before_any_call() {
+    let (s, err) = failed_run(
+        org(100, 50, 50),
+        Some("hrDepartment = 'People'"),
+        "sim-secret",
+    )
+    .await;
+    let message = err.to_string();
+    assert!(message.contains("source_filter"), "{message}");
+    assert!(message.contains("character 14"), "{message}");
+    assert_eq!(s.sim.stats().api_requests, 0);
+    assert_eq!(
+        s.run_record(ID, err.run_id().unwrap()).await.state,
+        RunState::Failed
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_credential_set_says_how_to_define_it() {
+    let s = setup(org(100, 50, 50)).await;
+    let mut integration = IntegrationConfig::default_for(ID);
+    integration.credentials = "apac".into();
+    put_integration(&s.bus, &integration).await;
+    let err = s
+        .extraction(ID)
+        .run_full("test", CancellationToken::new())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[credentials.apac]"), "{err}");
+}
+
+#[tokio::test]
+async fn quota_exhaustion_stops_the_run_and_the_next_run_resumes_it() {
+    let s = setup(SageConfig {
+        api_quota: 10_000,
+        faults: SageFaults {
+            latency_ms: 15,
+            ..SageFaults::default()
+        },
+        ..org(1000, 40, 60)
+    })
+    .await;
+    let extraction = s.extraction(ID);
+    let running = tokio::spawn({
+        let extraction = extraction.clone();
+        async move { extraction.run_full("test", CancellationToken::new()).await }
+    });
+    wait_for_pages(&s.bus, ID, 4).await;
+    s.sim.set_api_usage(10_000);
+    let err = running.await.unwrap().expect_err("quota exhausted");
+    assert_eq!(err.state(), RunState::QuotaExhausted, "{err}");
+    assert!(err.to_string().contains("API request limit"), "{err}");
+    let run_id = err.run_id().unwrap().to_owned();
+    let record = s.run_record(ID, &run_id).await;
+    assert_eq!(record.state, RunState::QuotaExhausted);
+    let checkpoint = s.checkpoint(ID).await.expect("checkpoint kept");
+    assert!(checkpoint.published >= 4 * 40 && checkpoint.published < 1000);
+
+    s.sim.set_api_usage(0);
+    let summary = extraction
+        .run_full("manual", CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(summary.resumed);
+    assert_eq!(
+        (summary.run_id.as_str(), summary.published),
+        (run_id.as_str(), 1000)
+    );
+    assert_each_worker_once(&drain_workers(&s.bus, ID).await, 1000, &run_id);
+    assert_eq!(s.run_record(ID, &run_id).await.state, RunState::Completed);
+}
+
+#[tokio::test]
+async fn the_quota_guard_stops_before_the_share_is_passed_and_the_run_resumes_later() {
+    let s = setup(SageConfig {
+        api_quota: 100,
+        ..org(1000, 50, 50)
+    })
+    .await;
+    s.sim.set_api_usage(70);
+    let (config, secrets) = config(&s.sim, &[ID]);
+    let extraction = extraction(
+        &s.bus,
+        ExtractorConfig {
+            quota_share: 0.8,
+            ..config
+        },
+        secrets,
+        ID,
+    );
+    let err = extraction
+        .run_full("test", CancellationToken::new())
+        .await
+        .expect_err("stopped by the guard");
+    assert_eq!(err.state(), RunState::QuotaExhausted);
+    assert!(err.to_string().contains("80%"), "{err}");
+    assert!(err.resumable());
+    let stats = s.sim.stats();
+    assert_eq!(stats.api_usage, 80, "the org's usage never passes 80%");
+    assert!(!stats.status_counts.contains_key(&403), "{stats:?}");
+    let checkpoint = s.checkpoint(ID).await.expect("checkpoint kept");
+    assert_eq!(checkpoint.published, 500);
+
+    s.sim.set_api_usage(0);
+    let summary = extraction
+        .run_full("schedule", CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(summary.resumed);
+    assert_each_worker_once(&drain_workers(&s.bus, ID).await, 1000, &summary.run_id);
+}

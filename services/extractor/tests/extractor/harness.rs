@@ -1,0 +1,358 @@
+//! What the extractor tests share: a NATS server, simulators, configs and readers of what the
+//! extractor left on the bus.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, pull};
+use futures::StreamExt;
+use peoplesync_bus::{Bus, BusSettings, RunRecord, Runs, codec, names};
+use peoplesync_core::IntegrationConfig;
+use peoplesync_extractor::checkpoint::{Checkpoint, Checkpoints};
+use peoplesync_extractor::config::{CredentialSet, ExtractorConfig, Grant};
+use peoplesync_extractor::settings::Sources;
+use peoplesync_extractor::{Extraction, RunOptions, SecretSource};
+use peoplesync_proto::v1::{RunEvent, WorkerEvent};
+use peoplesync_sims::sage::{SageConfig, SageSim};
+use peoplesync_testkit::{NatsServer, wait_for};
+
+/// The default integration of these tests.
+pub const ID: &str = "sage-people";
+
+/// A NATS server, a connection to it, and one simulated org.
+pub struct Setup {
+    pub nats: NatsServer,
+    pub bus: Bus,
+    pub sim: SageSim,
+}
+
+pub async fn setup(sim: SageConfig) -> Setup {
+    let nats = NatsServer::start();
+    let bus = Bus::connect(nats.url(), "extractor-test", BusSettings::default())
+        .await
+        .unwrap();
+    let sim = SageSim::spawn(sim).await.unwrap();
+    Setup { nats, bus, sim }
+}
+
+/// An org of `workers` with pages of `min..=max` records.
+pub fn org(workers: u64, min: usize, max: usize) -> SageConfig {
+    SageConfig {
+        workers,
+        page_size: peoplesync_sims::sage::PageSize::Varying { min, max },
+        ..SageConfig::default()
+    }
+}
+
+/// The client-credentials set `name` for `sim`.
+pub fn credential_set(sim: &SageSim) -> CredentialSet {
+    CredentialSet {
+        login_url: sim.url(),
+        grant: Grant::ClientCredentials,
+        client_id: "sim-client".into(),
+        username: None,
+        audience: None,
+    }
+}
+
+/// The secret variable of set `name`.
+pub fn secret_var(name: &str, what: &str) -> String {
+    format!(
+        "{}_{what}",
+        peoplesync_extractor::config::secret_prefix(name)
+    )
+}
+
+/// An extractor config serving `integrations` with the `default` set reading `sim`.
+pub fn config(sim: &SageSim, integrations: &[&str]) -> (ExtractorConfig, SecretSource) {
+    let mut config = ExtractorConfig {
+        integrations: integrations.iter().map(|s| (*s).to_owned()).collect(),
+        lease_ttl_secs: 2,
+        http_listen: "127.0.0.1:0".into(),
+        ..ExtractorConfig::default()
+    };
+    config
+        .credentials
+        .insert("default".into(), credential_set(sim));
+    let secrets = SecretSource::fixed([("SAGE_PEOPLE_CLIENT_SECRET", "sim-secret")]);
+    (config, secrets)
+}
+
+impl Setup {
+    /// Full runs of `integration` reading `self.sim` with the default set.
+    pub fn extraction(&self, integration: &str) -> Extraction {
+        let (config, secrets) = config(&self.sim, &[integration]);
+        extraction(&self.bus, config, secrets, integration)
+    }
+
+    pub async fn run_record(&self, integration: &str, run_id: &str) -> RunRecord {
+        Runs::new(self.bus.state_kv().clone())
+            .get(integration, run_id)
+            .await
+            .unwrap()
+            .expect("run record")
+            .0
+    }
+
+    pub async fn checkpoint(&self, integration: &str) -> Option<Checkpoint> {
+        Checkpoints::new(self.bus.state_kv().clone())
+            .load(integration)
+            .await
+            .unwrap()
+    }
+}
+
+pub fn extraction(
+    bus: &Bus,
+    config: ExtractorConfig,
+    secrets: SecretSource,
+    integration: &str,
+) -> Extraction {
+    let options = RunOptions {
+        publish_window: config.publish_window,
+        quota_share: config.quota_share,
+        removals: config.removals,
+    };
+    let sources = Arc::new(Sources::new(Arc::new(config), secrets));
+    Extraction::new(bus.clone(), integration, sources, options)
+}
+
+/// Stores `config` as the integration config of its id.
+pub async fn put_integration(bus: &Bus, config: &IntegrationConfig) {
+    bus.config_kv()
+        .put(&config.id, config.to_toml().into_bytes().into())
+        .await
+        .unwrap();
+}
+
+/// Every worker event of `integration` published so far (consumed: a second call returns only
+/// newer ones).
+pub async fn drain_workers(bus: &Bus, integration: &str) -> Vec<WorkerEvent> {
+    let stream = bus
+        .jetstream()
+        .get_stream(names::WORKERS_STREAM)
+        .await
+        .unwrap();
+    let name = format!("test-{integration}");
+    let consumer = stream
+        .get_or_create_consumer(
+            &name,
+            pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subject: names::workers_subject(integration),
+                ack_policy: AckPolicy::Explicit,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    loop {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1000)
+            .expires(Duration::from_millis(300))
+            .messages()
+            .await
+            .unwrap();
+        let mut got = 0;
+        while let Some(message) = batch.next().await {
+            let message = message.unwrap();
+            events.push(codec::decode_worker_event(&message.payload).unwrap());
+            message.ack().await.unwrap();
+            got += 1;
+        }
+        if got == 0 {
+            return events;
+        }
+    }
+}
+
+/// Every run event of `integration` so far.
+pub async fn run_events(bus: &Bus, integration: &str) -> Vec<RunEvent> {
+    let stream = bus
+        .jetstream()
+        .get_stream(names::RUNS_STREAM)
+        .await
+        .unwrap();
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: names::runs_subject(integration),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let pending = consumer.cached_info().num_pending;
+    let mut messages = consumer.messages().await.unwrap();
+    let mut events = Vec::new();
+    while (events.len() as u64) < pending {
+        let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        events.push(codec::decode_run_event(&message.payload).unwrap());
+    }
+    events
+}
+
+/// Checks that `events` hold each of the org's first `workers` workers exactly once, as upserts
+/// of `run_id`.
+pub fn assert_each_worker_once(events: &[WorkerEvent], workers: u64, run_id: &str) {
+    let ids: Vec<&str> = events
+        .iter()
+        .map(|e| e.worker.as_ref().map(|w| w.id.as_str()).unwrap_or_default())
+        .collect();
+    let unique: HashSet<&str> = ids.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "duplicate worker events on the stream"
+    );
+    assert_eq!(ids.len() as u64, workers, "workers on the stream");
+    for index in 0..workers {
+        let id = peoplesync_sims::generate::worker_id(index);
+        assert!(unique.contains(id.as_str()), "worker {id} is missing");
+    }
+    assert!(
+        events.iter().all(|e| e.run_id == run_id),
+        "events of another run"
+    );
+}
+
+/// Waits until the checkpoint of `integration` has at least `pages` pages.
+pub async fn wait_for_pages(bus: &Bus, integration: &str, pages: u64) -> Checkpoint {
+    let checkpoints = Checkpoints::new(bus.state_kv().clone());
+    wait_for(
+        "the run to checkpoint pages",
+        Duration::from_secs(30),
+        || {
+            let checkpoints = checkpoints.clone();
+            async move {
+                checkpoints
+                    .load(integration)
+                    .await
+                    .ok()
+                    .flatten()
+                    .filter(|c| c.pages >= pages)
+            }
+        },
+    )
+    .await
+}
+
+/// Secrets of several sets.
+pub fn secrets(pairs: &[(String, &str)]) -> SecretSource {
+    SecretSource::Fixed(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.clone(), secrecy::SecretString::from((*v).to_owned())))
+            .collect::<BTreeMap<_, _>>(),
+    )
+}
+
+/// A running extractor service (in-process) for `config`, and what stops it.
+pub struct Running {
+    pub stop: tokio_util::sync::CancellationToken,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.task.await.unwrap();
+    }
+}
+
+/// Starts the service of `config` and waits until it schedules `integration` when `leader`.
+pub async fn serve(
+    bus: &Bus,
+    config: ExtractorConfig,
+    secrets: SecretSource,
+    leader: bool,
+) -> Running {
+    let replica = config.replica_name();
+    let integration = config.integrations[0].clone();
+    let service = peoplesync_extractor::Service::build(config, bus.clone(), secrets)
+        .await
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move { service.run(stop).await.unwrap() }
+    });
+    if leader {
+        wait_for_holder(bus, &integration, &replica, Duration::from_secs(10)).await;
+    }
+    Running { stop, task }
+}
+
+/// The replica holding the scheduler lease of `integration`.
+pub async fn lease_holder(bus: &Bus, integration: &str) -> Option<String> {
+    let value = bus
+        .state_kv()
+        .get(peoplesync_extractor::lease::key(integration))
+        .await
+        .ok()??;
+    serde_json::from_slice::<peoplesync_extractor::lease::LeaseValue>(&value)
+        .ok()
+        .map(|v| v.holder)
+}
+
+pub async fn wait_for_holder(bus: &Bus, integration: &str, replica: &str, timeout: Duration) {
+    wait_for("the scheduler lease", timeout, || async {
+        (lease_holder(bus, integration).await.as_deref() == Some(replica)).then_some(())
+    })
+    .await;
+}
+
+/// Sends `command` for `integration` and decodes the reply.
+pub async fn command<T: serde::de::DeserializeOwned>(
+    bus: &Bus,
+    integration: &str,
+    name: &str,
+    body: serde_json::Value,
+) -> Result<T, peoplesync_bus::control::CommandError> {
+    let subject = peoplesync_bus::control::subject(integration, name);
+    // A replica that just took the lease subscribes a moment later: retry "no responders".
+    let mut attempts = 0;
+    let reply = loop {
+        let sent = tokio::time::timeout(
+            Duration::from_secs(10),
+            bus.client()
+                .request(subject.clone(), body.to_string().into()),
+        )
+        .await
+        .expect("reply within 10 s");
+        match sent {
+            Ok(reply) => break reply,
+            Err(err) if attempts < 50 => {
+                attempts += 1;
+                let _ = err;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => panic!("no reply to {subject}: {err}"),
+        }
+    };
+    serde_json::from_slice::<peoplesync_bus::control::Reply<T>>(&reply.payload)
+        .unwrap()
+        .into_result()
+}
+
+/// Waits until run `run_id` of `integration` is completed and returns its record.
+pub async fn completed(bus: &Bus, integration: &str, run_id: &str) -> RunRecord {
+    let runs = Runs::new(bus.state_kv().clone());
+    wait_for("the run to complete", Duration::from_secs(30), || {
+        let runs = runs.clone();
+        async move {
+            runs.get(integration, run_id)
+                .await
+                .ok()
+                .flatten()
+                .map(|(r, _)| r)
+                .filter(|r| r.state == peoplesync_bus::RunState::Completed)
+        }
+    })
+    .await
+}

@@ -1,0 +1,141 @@
+//! Workers no longer listed become `removed` events, unless there are too many: then they wait
+//! for an operator's approval.
+
+use peoplesync_bus::RunState;
+use peoplesync_bus::control::{self, RemovalsReleased, RunStarted};
+use peoplesync_proto::v1::{RunEventKind, WorkerEventKind};
+use peoplesync_sims::generate;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn workers_no_longer_listed_are_published_as_removed_after_a_full_run() {
+    let s = setup(org(1000, 50, 120)).await;
+    let extraction = s.extraction(ID);
+    let first = extraction
+        .run_full("test", CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(first.removed, 0, "nothing to compare the first run with");
+    drain_workers(&s.bus, ID).await;
+
+    let gone: Vec<String> = [3, 500, 999]
+        .iter()
+        .map(|i| generate::worker_id(*i))
+        .collect();
+    for id in &gone {
+        s.sim.remove_worker(id);
+    }
+    s.sim.add_workers(2);
+    let second = extraction
+        .run_full("test", CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!((second.published, second.removed), (999, 3));
+    let events = drain_workers(&s.bus, ID).await;
+    let mut removed: Vec<String> = events
+        .iter()
+        .filter(|e| e.kind() == WorkerEventKind::Removed)
+        .map(|e| e.worker.as_ref().unwrap().id.clone())
+        .collect();
+    removed.sort();
+    assert_eq!(removed, gone);
+    assert!(events.iter().all(|e| e.run_id == second.run_id));
+    let record = s.run_record(ID, &second.run_id).await;
+    assert_eq!(
+        (record.published, record.removed, record.removals_held),
+        (999, 3, 0)
+    );
+    let completed = run_events(&s.bus, ID)
+        .await
+        .into_iter()
+        .rfind(|e| e.kind() == RunEventKind::Completed)
+        .unwrap();
+    assert_eq!((completed.published, completed.removed), (999, 3));
+
+    let third = extraction
+        .run_full("test", CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(third.removed, 0, "removals are published once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_removals_are_held_until_an_operator_approves_them() {
+    let s = setup(org(1000, 50, 120)).await;
+    let (config, secrets) = config(&s.sim, &[ID]);
+    let service = serve(&s.bus, config, secrets, true).await;
+    let run = |trigger: &'static str| {
+        let bus = s.bus.clone();
+        async move {
+            let started: RunStarted = command(&bus, ID, control::RUN, json!({"trigger": trigger}))
+                .await
+                .unwrap();
+            completed(&bus, ID, &started.run_id).await
+        }
+    };
+    run("first").await;
+    drain_workers(&s.bus, ID).await;
+    for index in 100..160 {
+        s.sim.remove_worker(&generate::worker_id(index));
+    }
+
+    let held = run("second").await;
+    assert_eq!(held.state, RunState::Completed, "upserts are not held back");
+    assert_eq!(
+        (held.published, held.removed, held.removals_held),
+        (940, 0, 60)
+    );
+    let events = drain_workers(&s.bus, ID).await;
+    assert!(events.iter().all(|e| e.kind() == WorkerEventKind::Upsert));
+    // Still held on the next run: the baseline has not moved.
+    let again = run("third").await;
+    assert_eq!((again.removed, again.removals_held), (0, 60));
+    drain_workers(&s.bus, ID).await;
+
+    let wrong = command::<RemovalsReleased>(
+        &s.bus,
+        ID,
+        control::APPROVE_REMOVALS,
+        json!({"run_id": held.run_id}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        wrong.code, "not_found",
+        "only the latest held run can be approved"
+    );
+    assert!(wrong.message.contains(&again.run_id), "{}", wrong.message);
+
+    let released: RemovalsReleased = command(
+        &s.bus,
+        ID,
+        control::APPROVE_REMOVALS,
+        json!({"run_id": again.run_id}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(released.released, 60);
+    let events = drain_workers(&s.bus, ID).await;
+    assert_eq!(events.len(), 60);
+    assert!(events.iter().all(|e| e.kind() == WorkerEventKind::Removed));
+    let release_run = events[0].run_id.clone();
+    let record = s.run_record(ID, &release_run).await;
+    assert_eq!(record.state, RunState::Completed);
+    assert_eq!(
+        (
+            record.trigger.as_str(),
+            record.full,
+            record.removed,
+            record.published
+        ),
+        ("approve-removals", false, 60, 0)
+    );
+    assert_eq!(s.run_record(ID, &again.run_id).await.removals_held, 0);
+
+    let after = run("fourth").await;
+    assert_eq!((after.removed, after.removals_held), (0, 0));
+    service.shutdown().await;
+}

@@ -1,0 +1,110 @@
+//! Interrupted runs resume from their checkpoint: after kill -9, after a refused marker.
+
+use std::time::Duration;
+
+use peoplesync_bus::RunState;
+use peoplesync_extractor::checkpoint::Checkpoints;
+use peoplesync_sims::sage::{SageConfig, SageFaults};
+use peoplesync_testkit::{ChildService, wait_for};
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_extractor_resumes_its_run_without_losing_or_duplicating_workers() {
+    let workers = 4000;
+    let s = setup(SageConfig {
+        faults: SageFaults {
+            latency_ms: 20,
+            ..SageFaults::default()
+        },
+        ..org(workers, 40, 80)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("extractor.toml");
+    std::fs::write(&config, "lease_ttl_secs = 2\n").unwrap();
+    let url = s.sim.url();
+    let env = [
+        ("NATS_URL", s.nats.url()),
+        ("SAGE_PEOPLE_LOGIN_URL", url.as_str()),
+        ("SAGE_PEOPLE_CLIENT_ID", "sim-client"),
+        ("SAGE_PEOPLE_CLIENT_SECRET", "sim-secret"),
+        ("PEOPLESYNC_EXTRACTOR_CONFIG", config.to_str().unwrap()),
+    ];
+    let mut first = ChildService::spawn("sage-extractor", &["--once"], &env);
+    let before = wait_for_pages(&s.bus, ID, 8).await;
+    first.kill();
+    // What the dead extractor published after its last checkpoint is on the stream too.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let at_kill = Checkpoints::new(s.bus.state_kv().clone())
+        .load(ID)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(at_kill.run_id, before.run_id);
+    assert!(at_kill.published < workers, "killed too late: {at_kill:?}");
+
+    let mut second = ChildService::spawn("sage-extractor", &["--once"], &env);
+    let status = tokio::task::spawn_blocking(move || second.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "the restarted extractor failed: {status}");
+    let record = s.run_record(ID, &before.run_id).await;
+    assert_eq!(record.state, RunState::Completed);
+    assert_eq!(record.published, workers);
+    assert_each_worker_once(&drain_workers(&s.bus, ID).await, workers, &before.run_id);
+}
+
+#[tokio::test]
+async fn a_refused_checkpoint_marker_restarts_the_listing_and_publishes_nothing_twice() {
+    let s = setup(SageConfig {
+        faults: SageFaults {
+            latency_ms: 10,
+            ..SageFaults::default()
+        },
+        ..org(1000, 40, 60)
+    })
+    .await;
+    let extraction = s.extraction(ID);
+    let cancel = CancellationToken::new();
+    let running = tokio::spawn({
+        let extraction = extraction.clone();
+        let cancel = cancel.clone();
+        async move { extraction.run_full("test", cancel).await }
+    });
+    wait_for_pages(&s.bus, ID, 5).await;
+    cancel.cancel();
+    let err = running.await.unwrap().expect_err("interrupted");
+    assert_eq!(err.state(), RunState::Running, "{err}");
+    let run_id = err.run_id().unwrap().to_owned();
+    let published_before = s.checkpoint(ID).await.unwrap().published;
+
+    // Sage People no longer accepts the stored marker (its worker is gone, say).
+    let checkpoints = Checkpoints::new(s.bus.state_kv().clone());
+    let mut checkpoint = checkpoints.load(ID).await.unwrap().unwrap();
+    checkpoint.marker = Some("a2G7E00000000ZZZZZ".into());
+    checkpoints.save(ID, &checkpoint).await.unwrap();
+
+    let summary = extraction
+        .run_full("test", CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(summary.resumed);
+    assert_eq!(summary.published, 1000);
+    assert!(published_before > 0);
+    let events = drain_workers(&s.bus, ID).await;
+    assert_each_worker_once(&events, 1000, &run_id);
+    let stats = s.sim.stats();
+    assert_eq!(stats.status_counts.get(&400), Some(&1), "{stats:?}");
+    // The first pages were read twice, not published twice.
+    assert!(
+        stats.records_served > 1000 + published_before / 2,
+        "{stats:?}"
+    );
+    wait_for("the run record", Duration::from_secs(5), || async {
+        (s.run_record(ID, &run_id).await.published == 1000).then_some(())
+    })
+    .await;
+}

@@ -1,0 +1,251 @@
+//! `peoplesync-bench load`: how fast loader replicas write a run to Oomnitza. N synthetic worker
+//! events (the simulator's generated org) and a completed run record are put on the bus first;
+//! then K `oomnitza-loader` replicas start against an Oomnitza simulator answering after L ms,
+//! and the clock runs until the run is finalized (its record has counts).
+//!
+//! `--one-at-a-time` is the baseline: the same records posted one per bulk request, one request
+//! after the other, as Oomnitza's own connector loads users.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use peoplesync_bus::{Bus, BusSettings, Publisher, RunRecord, RunState, Runs, codec, names};
+use peoplesync_core::{Evaluation, Integration, IntegrationConfig, RecordInput, Tracking, Worker};
+use peoplesync_oomnitza::{BulkRequest, OomnitzaAuth, OomnitzaClient, OomnitzaConfig};
+use peoplesync_proto::v1::{WorkerEvent, WorkerEventKind};
+use peoplesync_sims::generate;
+
+use crate::procs::{Binaries, Nats, Proc};
+
+const INTEGRATION: &str = "sage-people";
+const SEED: u64 = 42;
+const TOKEN: &str = "sim-oomnitza-token";
+
+/// Options of `load`.
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// Worker events in the run.
+    #[arg(long, default_value_t = 20_000)]
+    workers: u64,
+    /// Loader replicas.
+    #[arg(long, default_value_t = 1)]
+    replicas: u32,
+    /// Latency the Oomnitza simulator adds to every request, in ms.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Baseline: one record per request, sequentially, without NATS or loaders.
+    #[arg(long)]
+    one_at_a_time: bool,
+}
+
+fn custom_fields() -> String {
+    peoplesync_core::default_custom_fields()
+        .into_iter()
+        .map(|f| {
+            let mut spec = format!("{}:{}", f.id, f.label);
+            if f.unique {
+                spec.push_str(":unique");
+            }
+            spec
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn oomnitza_sim(
+    bins: &Binaries,
+    dir: &std::path::Path,
+    latency_ms: u64,
+) -> anyhow::Result<(Proc, String)> {
+    let latency = latency_ms.to_string();
+    let fields = custom_fields();
+    let mut sim = Proc::spawn(
+        "oomnitza-sim",
+        &bins.path("oomnitza-sim")?,
+        &["--latency-ms", &latency, "--custom-field", &fields],
+        &[("RUST_LOG", "warn")],
+        &dir.join("oomnitza-sim.log"),
+    )?;
+    let url = sim.listening_url()?;
+    Ok((sim, url))
+}
+
+/// Runs the benchmark and prints a report.
+pub async fn run(bins: &Binaries, options: &Options) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("temporary folder")?;
+    let (_sim, url) = oomnitza_sim(bins, dir.path(), options.latency_ms)?;
+    let (elapsed, mode) = if options.one_at_a_time {
+        (
+            one_at_a_time(&url, options.workers).await?,
+            "one record per request".to_owned(),
+        )
+    } else {
+        (
+            loaders(bins, dir.path(), &url, options).await?,
+            format!("{} loader replica(s)", options.replicas),
+        )
+    };
+    let rate = options.workers as f64 / elapsed.as_secs_f64();
+    println!(
+        "{} workers, Oomnitza latency {} ms, {mode}: {:.2} s ({rate:.0} workers/s)",
+        options.workers,
+        options.latency_ms,
+        elapsed.as_secs_f64()
+    );
+    println!();
+    println!("| workers | latency | mode | time | workers/s |");
+    println!("|---:|---:|---|---:|---:|");
+    println!(
+        "| {} | {} ms | {mode} | {:.2} s | {rate:.0} |",
+        options.workers,
+        options.latency_ms,
+        elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The generated org's worker `index` as the loader sees it.
+fn worker(index: u64) -> anyhow::Result<(serde_json::Value, Worker)> {
+    let raw = generate::worker(SEED, index);
+    let worker = Worker::from_raw(&raw).context("a generated worker without id")?;
+    Ok((raw, worker))
+}
+
+async fn loaders(
+    bins: &Binaries,
+    dir: &std::path::Path,
+    url: &str,
+    options: &Options,
+) -> anyhow::Result<Duration> {
+    let nats = Nats::start(bins, dir)?;
+    let bus = Bus::connect(nats.url(), "peoplesync-bench", BusSettings::default())
+        .await
+        .context("connecting to NATS")?;
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let runs = Runs::new(bus.state_kv().clone());
+    runs.create(&RunRecord::start(INTEGRATION, &run_id, true, "bench"))
+        .await
+        .context("creating the run record")?;
+    let mut publisher = Publisher::new(bus.jetstream().clone(), 1024);
+    let subject = names::workers_subject(INTEGRATION);
+    let tracking = peoplesync_proto::v1::Tracking {
+        credentials: "default".into(),
+        hostname: "bench.my.salesforce.com".into(),
+    };
+    for index in 0..options.workers {
+        let (raw, worker) = worker(index)?;
+        let event = WorkerEvent {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            integration_id: INTEGRATION.into(),
+            run_id: run_id.clone(),
+            kind: WorkerEventKind::Upsert.into(),
+            observed_at: Some(codec::now()),
+            worker: Some(codec::worker_to_proto(&worker)),
+            raw: serde_json::to_vec(&raw)?,
+            tracking: Some(tracking.clone()),
+            sequence: index + 1,
+        };
+        publisher
+            .publish(
+                subject.clone(),
+                names::event_msg_id(&run_id, &worker.id),
+                codec::encode_worker_event(&event),
+                None,
+            )
+            .await?;
+    }
+    publisher.flush().await?;
+    let workers = options.workers;
+    runs.update(INTEGRATION, &run_id, |r| {
+        r.state = RunState::Completed;
+        r.published = workers;
+        r.finished_at = Some(chrono::Utc::now().to_rfc3339());
+        true
+    })
+    .await?;
+
+    let started = Instant::now();
+    let program = bins.path("oomnitza-loader")?;
+    let mut replicas = Vec::new();
+    for n in 1..=options.replicas.max(1) {
+        let name = format!("bench-loader-{n}");
+        let mut replica = Proc::spawn(
+            &name,
+            &program,
+            &[],
+            &[
+                ("NATS_URL", nats.url()),
+                ("OOMNITZA_URL", url),
+                ("OOMNITZA_API_TOKEN", TOKEN),
+                ("PEOPLESYNC_REPLICA", &name),
+                ("PEOPLESYNC_HTTP_LISTEN", "127.0.0.1:0"),
+                ("RUST_LOG", "warn"),
+            ],
+            &dir.join(format!("{name}.log")),
+        )?;
+        replica.discard_stdout();
+        replicas.push(replica);
+    }
+    let deadline = started + Duration::from_secs(3600);
+    loop {
+        if let Some((record, _)) = runs.get(INTEGRATION, &run_id).await?
+            && let Some(counts) = record.counts
+        {
+            let elapsed = started.elapsed();
+            println!("finalized: {counts:?}");
+            return Ok(elapsed);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the run was not finalized within an hour; see the loader logs in {}",
+                dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn one_at_a_time(url: &str, workers: u64) -> anyhow::Result<Duration> {
+    let client = OomnitzaClient::new(OomnitzaConfig::new(
+        url,
+        OomnitzaAuth::ApiToken(TOKEN.to_owned().into()),
+    ))?;
+    let config = IntegrationConfig::default_for(INTEGRATION);
+    let sync_field = config.sync_keys.clone();
+    let integration = Integration::compile(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let tracking = Tracking {
+        credentials: "default".into(),
+        hostname: "bench.my.salesforce.com".into(),
+    };
+    let portion = uuid::Uuid::now_v7().to_string();
+    let started = Instant::now();
+    let mut posted = 0;
+    for index in 0..workers {
+        let (raw, worker) = worker(index)?;
+        let input = RecordInput {
+            raw: &raw,
+            worker: &worker,
+            tracking: &tracking,
+        };
+        let Evaluation::Load { record } = integration.evaluate(&input) else {
+            continue;
+        };
+        let request = BulkRequest {
+            portion: &portion,
+            sync_field: &sync_field,
+            insert_only: false,
+            update_only: false,
+            records: std::slice::from_ref(&record),
+            error: None,
+        };
+        if let Err(err) = client.post_bulk(&request).await {
+            // A record Oomnitza refuses is a result, not a reason to stop the baseline.
+            eprintln!("worker {}: {err}", worker.id);
+        }
+        posted += 1;
+    }
+    client.finalize(&portion).await?;
+    let elapsed = started.elapsed();
+    println!("posted {posted} records one at a time");
+    Ok(elapsed)
+}
