@@ -210,6 +210,17 @@ impl Integration {
         self.config.filter.restore_archived
     }
 
+    /// Whether evaluating reads the raw Sage People record: a template or the condition uses
+    /// `response`, or a mapping's source is an additional field. When it does not, callers may
+    /// skip decoding the raw record and pass `Value::Null` — the loader does, per event.
+    pub fn reads_raw(&self) -> bool {
+        self.plan.reads_response()
+            || self
+                .fields
+                .iter()
+                .any(|f| matches!(&f.value, FieldValue::Source(SourceRef::Additional(_))))
+    }
+
     /// Decides what happens to one worker: load this record, filtered out, or unloadable.
     pub fn evaluate(&self, input: &RecordInput<'_>) -> Evaluation {
         let mut ctx = None;

@@ -126,9 +126,14 @@ impl Deliverer {
         let verdicts = applied::check(&self.bus, &fingerprints).await;
         let mut sending = Vec::new();
         let mut sending_prints = Vec::new();
-        for ((item, verdict), print) in to_send.into_iter().zip(verdicts).zip(fingerprints) {
+        let mut records: Vec<Map<String, Value>> = Vec::new();
+        for ((mut item, verdict), print) in to_send.into_iter().zip(verdicts).zip(fingerprints) {
             match verdict {
                 Verdict::Send => {
+                    // The record moves into the request; the item keeps only what settling needs.
+                    if let Disposition::Send(record) = &mut item.disposition {
+                        records.push(std::mem::take(record));
+                    }
                     sending.push(item);
                     sending_prints.push(print);
                 }
@@ -142,8 +147,6 @@ impl Deliverer {
             return settled;
         }
 
-        let records: Vec<Map<String, Value>> =
-            sending.iter().map(|i| record_of(i).clone()).collect();
         let refs: Vec<&Item> = sending.iter().collect();
         let mut results: Vec<Option<Delivered>> = (0..records.len()).map(|_| None).collect();
         if self.is_canceled(&portion) {

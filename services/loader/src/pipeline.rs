@@ -140,7 +140,13 @@ pub fn prepare(
             ))),
         ),
         (Some((integration, _)), _) => {
-            let raw: Value = serde_json::from_slice(&event.raw).unwrap_or(Value::Null);
+            // Decoding the raw record costs more than mapping with the default config; only
+            // configs whose templates or sources read it pay for it.
+            let raw: Value = if integration.reads_raw() {
+                serde_json::from_slice(&event.raw).unwrap_or(Value::Null)
+            } else {
+                Value::Null
+            };
             let tracking = event
                 .tracking
                 .map(|t| Tracking {

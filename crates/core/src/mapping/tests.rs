@@ -577,3 +577,26 @@ fn documented_conditions_and_templates_work() {
     assert_eq!(r[&format!("{:032X}", 3)], "ada.lovelace");
     assert_eq!(r[&format!("{:032X}", 4)], "Lovelace");
 }
+
+#[test]
+fn only_configs_that_read_the_raw_record_ask_for_it() {
+    assert!(
+        !default_integration().reads_raw(),
+        "the default maps normalised fields only"
+    );
+    assert!(!with_condition("worker.region == 'EMEA'").reads_raw());
+    assert!(with_condition("response.hrDepartment == 'Engineering'").reads_raw());
+    let mut config = IntegrationConfig::default_for("sage-people");
+    config.additional_fields = vec!["Cost Centre".into()];
+    config.mapping.push(MappingEntry::new(
+        "POSITION",
+        MappingSource::Source("Cost Centre".into()),
+    ));
+    config.mapping.retain(|m| {
+        m.field != "POSITION" || matches!(&m.source, MappingSource::Source(s) if s == "Cost Centre")
+    });
+    assert!(
+        compile(config).reads_raw(),
+        "additional fields live in the raw record"
+    );
+}

@@ -470,6 +470,11 @@ impl ContextPlan {
         }
     }
 
+    /// Whether the context needs anything of the raw record (`response`).
+    pub(crate) fn reads_response(&self) -> bool {
+        self.response.any()
+    }
+
     /// True when no template reads anything from the record.
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
