@@ -8,6 +8,12 @@ use anyhow::Context;
 use clap::Parser;
 use peoplesync_loader::{Loader, LoaderConfig};
 
+// Every event allocates and frees small maps and strings (decode, map, hash, serialise);
+// mimalloc does that at a fraction of glibc malloc's cost, which profiling showed as a quarter
+// of the loader's CPU time. `no_thp` keeps its memory from ballooning on transparent huge pages.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Consumes worker events and writes them to Oomnitza in bulk portions.
 #[derive(Debug, Parser)]
 #[command(name = "oomnitza-loader", version)]
