@@ -196,6 +196,27 @@ impl Runs {
         }
     }
 
+    /// The KV keys of every run record (`run.<integration>.<run_id>`).
+    pub async fn keys(&self) -> Result<Vec<String>, BusError> {
+        let keys: Vec<String> = self
+            .kv
+            .keys()
+            .await
+            .map_err(|e| kv_error("list", "run.>", e))?
+            .try_collect()
+            .await
+            .map_err(|e| kv_error("list", "run.>", e))?;
+        Ok(keys.into_iter().filter(|k| k.starts_with("run.")).collect())
+    }
+
+    /// Reads the record stored under `key` (as listed by [`Runs::keys`]).
+    pub async fn get_by_key(&self, key: &str) -> Result<Option<RunRecord>, BusError> {
+        match self.kv.get(key).await.map_err(|e| kv_error("read", key, e))? {
+            Some(value) => decode(&value).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Every run record, optionally of one integration, newest first.
     pub async fn list(&self, integration: Option<&str>) -> Result<Vec<RunRecord>, BusError> {
         let filter = match integration {

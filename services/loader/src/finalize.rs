@@ -3,6 +3,7 @@
 //! claim on the run record, calls finalize, and records the final counts. A claim left by a
 //! replica that died is taken over after [`CLAIM_EXPIRY`].
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -50,6 +51,7 @@ impl Finalizer {
             }
         };
         let mut sweep = tokio::time::interval(SWEEP);
+        let mut settled = HashSet::new();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -68,19 +70,41 @@ impl Finalizer {
                         None => watch = None,
                     }
                 }
-                _ = sweep.tick() => self.sweep().await,
+                _ = sweep.tick() => self.sweep(&mut settled).await,
             }
         }
     }
 
-    async fn sweep(&self) {
-        match self.runs.list(None).await {
-            Ok(records) => {
-                for record in records.into_iter().filter(needs_finalize) {
+    /// Checks every run not yet known to be settled. A finalized run's record never changes
+    /// again, so it is read once per replica and then skipped: the sweep stays cheap however
+    /// many runs history holds.
+    async fn sweep(&self, settled: &mut HashSet<String>) {
+        let keys = match self.runs.keys().await {
+            Ok(keys) => keys,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot list runs for finalizing");
+                return;
+            }
+        };
+        for key in keys {
+            if settled.contains(&key) {
+                continue;
+            }
+            match self.runs.get_by_key(&key).await {
+                Ok(Some(record)) if needs_finalize(&record) => {
                     self.check(&record.integration, &record.run_id).await;
                 }
+                Ok(Some(record))
+                    if matches!(
+                        record.finalize,
+                        FinalizeState::Finalized { .. } | FinalizeState::NothingToFinalize
+                    ) =>
+                {
+                    settled.insert(key);
+                }
+                Ok(_) => {}
+                Err(err) => tracing::debug!(key, error = %err, "skipping an unreadable run record"),
             }
-            Err(err) => tracing::warn!(error = %err, "cannot list runs for finalizing"),
         }
     }
 
