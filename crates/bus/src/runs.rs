@@ -211,7 +211,12 @@ impl Runs {
 
     /// Reads the record stored under `key` (as listed by [`Runs::keys`]).
     pub async fn get_by_key(&self, key: &str) -> Result<Option<RunRecord>, BusError> {
-        match self.kv.get(key).await.map_err(|e| kv_error("read", key, e))? {
+        match self
+            .kv
+            .get(key)
+            .await
+            .map_err(|e| kv_error("read", key, e))?
+        {
             Some(value) => decode(&value).map(Some),
             None => Ok(None),
         }
