@@ -71,7 +71,7 @@ impl EventBuilder {
             bytes = b"{}".to_vec();
         }
         let raw = bytes;
-        Ok(self.encode(worker_into_proto(worker), raw, sequence, observed_at, true))
+        Ok(self.encode(codec::worker_into_proto(worker), raw, sequence, observed_at, true))
     }
 
     /// The event saying worker `id` is no longer listed.
@@ -114,31 +114,6 @@ impl EventBuilder {
             worker_id,
             payload: codec::encode_worker_event(&event),
         }
-    }
-}
-
-/// The wire form of a normalised worker, moving its fields instead of cloning them.
-fn worker_into_proto(worker: Worker) -> proto::Worker {
-    proto::Worker {
-        id: worker.id,
-        full_name: worker.full_name,
-        first_name: worker.first_name,
-        last_name: worker.last_name,
-        email: worker.email,
-        hr_department: worker.hr_department,
-        job_title: worker.job_title,
-        employment_name: worker.employment_name,
-        employment_active: worker.employment_active,
-        start_date: worker.start_date,
-        end_date: worker.end_date,
-        work_location: worker.work_location,
-        address_line1: worker.address_line1,
-        address_line2: worker.address_line2,
-        address_line3: worker.address_line3,
-        city: worker.city,
-        region: worker.region,
-        postal_code: worker.postal_code,
-        country: worker.country,
     }
 }
 
