@@ -71,7 +71,13 @@ impl EventBuilder {
             bytes = b"{}".to_vec();
         }
         let raw = bytes;
-        Ok(self.encode(codec::worker_into_proto(worker), raw, sequence, observed_at, true))
+        Ok(self.encode(
+            codec::worker_into_proto(worker),
+            raw,
+            sequence,
+            observed_at,
+            true,
+        ))
     }
 
     /// The event saying worker `id` is no longer listed.
