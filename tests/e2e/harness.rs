@@ -122,12 +122,21 @@ impl Deployment {
             .unwrap_or_else(|| panic!("no run id in {stdout:?}"))
     }
 
-    fn run_extractor(&self) -> (std::process::ExitStatus, String) {
-        let output = std::process::Command::new(peoplesync_testkit::bin_path("sage-extractor"))
+    /// `sage-extractor --once` with this deployment's environment, not started yet.
+    pub fn extractor_command(&self) -> std::io::Result<std::process::Command> {
+        let mut command =
+            std::process::Command::new(peoplesync_testkit::bin_path("sage-extractor"));
+        command
             .arg("--once")
             .envs(self.sage_env())
-            .stderr(std::process::Stdio::null())
-            .output()
+            .stderr(std::process::Stdio::null());
+        Ok(command)
+    }
+
+    fn run_extractor(&self) -> (std::process::ExitStatus, String) {
+        let output = self
+            .extractor_command()
+            .and_then(|mut c| c.output())
             .expect("run sage-extractor");
         (
             output.status,

@@ -353,3 +353,53 @@ async fn sigterm_drains_in_flight_batches_and_exits_within_the_grace_period() {
     assert_accounted(&run);
     d.assert_each_user_stored_once();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_fails_for_good_is_finalized_with_what_it_loaded() {
+    let sage = SageConfig {
+        workers: 5_000,
+        page_size: peoplesync_sims::sage::PageSize::Fixed(200),
+        faults: peoplesync_sims::sage::SageFaults {
+            latency_ms: 50,
+            ..Default::default()
+        },
+        ..SageConfig::default()
+    };
+    let d = Deployment::start(sage, oomnitza_config()).await;
+    let _loader = d.loader_with("loader-1", QUICK);
+    let extraction = tokio::task::spawn_blocking({
+        let extract = d.extractor_command();
+        move || extract.and_then(|mut c| c.output())
+    });
+    wait_for("a few pages", Duration::from_secs(30), || async {
+        (d.sage.stats().pages_served >= 3).then_some(())
+    })
+    .await;
+    // The API user loses its permission set mid-run: a configuration error, final for the run.
+    d.sage.set_faults(peoplesync_sims::sage::SageFaults {
+        config_error: Some("MISSING_API_PERMISSION".into()),
+        ..Default::default()
+    });
+    let output = extraction.await.unwrap().unwrap();
+    assert!(!output.status.success(), "the run failed");
+    let runs = peoplesync_bus::Runs::new(d.bus().await.state_kv().clone());
+    let (failed, _) = runs
+        .list(Some("sage-people"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.run_id.clone(), r))
+        .next()
+        .expect("a run record");
+    let run = d
+        .finalized("sage-people", &failed, Duration::from_secs(60))
+        .await;
+    assert_eq!(run.state, peoplesync_bus::RunState::Failed);
+    assert!(
+        run.published > 0 && run.published < 5_000,
+        "part of the org: {}",
+        run.published
+    );
+    assert_accounted(&run);
+    assert_eq!(d.oomnitza.stats().finalize_calls.get(&failed), Some(&1));
+}

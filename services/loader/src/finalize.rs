@@ -1,5 +1,5 @@
 //! Finalizing a run's Oomnitza portion exactly once across replicas: when a run is completed
-//! and its outcomes account for every published event, one replica wins a compare-and-set
+//! (or failed for good) and its outcomes account for every published event, one replica wins a compare-and-set
 //! claim on the run record, calls finalize, and records the final counts. A claim left by a
 //! replica that died is taken over after [`CLAIM_EXPIRY`].
 
@@ -114,11 +114,32 @@ impl Finalizer {
         }
     }
 
+    /// Whether a failed run will be resumed: the extractor keeps a run's checkpoint
+    /// (`checkpoint.<integration>` in the state bucket) exactly while it means to resume it
+    /// (quota, transient failures) and clears it when the failure is final (configuration), so
+    /// a failed run without its checkpoint is over and its portion can be closed with what it
+    /// loaded.
+    async fn resumes(&self, integration: &str, run_id: &str) -> Result<bool, BusError> {
+        let key = format!("checkpoint.{integration}");
+        let value = self
+            .bus
+            .state_kv()
+            .get(&key)
+            .await
+            .map_err(|e| BusError::request(format!("reading {key}"), e))?;
+        Ok(value
+            .and_then(|v| serde_json::from_slice::<serde_json::Value>(&v).ok())
+            .is_some_and(|c| c.get("run_id").and_then(|r| r.as_str()) == Some(run_id)))
+    }
+
     async fn try_finalize(&self, integration: &str, run_id: &str) -> Result<(), BusError> {
         let Some((record, _)) = self.runs.get(integration, run_id).await? else {
             return Ok(());
         };
         if !needs_finalize(&record) {
+            return Ok(());
+        }
+        if record.state == RunState::Failed && self.resumes(integration, run_id).await? {
             return Ok(());
         }
         let counts = outcomes::count(self.bus.jetstream(), integration, run_id).await?;
@@ -184,9 +205,10 @@ impl Finalizer {
     }
 }
 
-/// Whether `record` is complete and its portion not yet finalized (or its claim expired).
+/// Whether `record` has ended — completed, or failed (see [`Finalizer::resumes`]) — and its
+/// portion is not yet finalized (or its claim expired).
 fn needs_finalize(record: &RunRecord) -> bool {
-    if record.state != RunState::Completed {
+    if !matches!(record.state, RunState::Completed | RunState::Failed) {
         return false;
     }
     match &record.finalize {
