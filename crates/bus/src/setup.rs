@@ -200,6 +200,14 @@ impl Bus {
         &self.settings
     }
 
+    /// Creates `config`'s stream, or brings an existing one in line with it, with this bus's
+    /// replica count (never lowering an existing stream's). For streams outside the shared
+    /// topology, such as the extractor's own.
+    pub async fn ensure_stream(&self, mut config: stream::Config) -> Result<(), BusError> {
+        config.num_replicas = self.settings.replicas.max(1);
+        ensure_stream(&self.js, config).await
+    }
+
     /// The durable pull consumer of the max-deliveries advisories, shared by every replica.
     pub async fn advisory_consumer(&self) -> Result<consumer::PullConsumer, BusError> {
         let stream = self

@@ -33,9 +33,14 @@ pub const ENV_VARS: &[&str] = &[
     "SAGE_PEOPLE_PASSWORD_FILE",
     "PEOPLESYNC_REPLICA",
     "PEOPLESYNC_HTTP_LISTEN",
+    "PEOPLESYNC_STREAM_REPLICAS",
     "RUST_LOG",
     "LOG_FORMAT",
 ];
+
+fn one() -> usize {
+    1
+}
 
 /// The extractor's settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,6 +48,10 @@ pub const ENV_VARS: &[&str] = &[
 pub struct ExtractorConfig {
     /// NATS server URL(s), comma separated (`NATS_URL`).
     pub nats_url: String,
+    /// Copies of each stream and KV bucket in a NATS cluster (`PEOPLESYNC_STREAM_REPLICAS`;
+    /// 1 on a single server, 3 in production). Never lowered on an existing stream.
+    #[serde(default = "one")]
+    pub stream_replicas: usize,
     /// Integrations this extractor serves (`PEOPLESYNC_INTEGRATION`, comma separated).
     pub integrations: Vec<String>,
     /// Publish acks awaited at once (pipelining window).
@@ -132,6 +141,7 @@ impl Default for ExtractorConfig {
     fn default() -> Self {
         ExtractorConfig {
             nats_url: "nats://127.0.0.1:4222".into(),
+            stream_replicas: 1,
             integrations: vec!["sage-people".into()],
             publish_window: 512,
             request_timeout_secs: 30,
@@ -169,6 +179,7 @@ impl ExtractorConfig {
                     "NATS_URL",
                     "PEOPLESYNC_REPLICA",
                     "PEOPLESYNC_HTTP_LISTEN",
+                    "PEOPLESYNC_STREAM_REPLICAS",
                     "SAGE_PEOPLE_LOGIN_URL",
                     "SAGE_PEOPLE_CLIENT_ID",
                     "SAGE_PEOPLE_GRANT",
@@ -180,6 +191,7 @@ impl ExtractorConfig {
                         "NATS_URL" => "nats_url",
                         "PEOPLESYNC_REPLICA" => "replica",
                         "PEOPLESYNC_HTTP_LISTEN" => "http_listen",
+                        "PEOPLESYNC_STREAM_REPLICAS" => "stream_replicas",
                         "SAGE_PEOPLE_LOGIN_URL" => "credentials.default.login_url",
                         "SAGE_PEOPLE_CLIENT_ID" => "credentials.default.client_id",
                         "SAGE_PEOPLE_GRANT" => "credentials.default.grant",
@@ -205,6 +217,12 @@ impl ExtractorConfig {
 
     /// Checks what can be checked without the network.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=5).contains(&self.stream_replicas) {
+            return Err(ConfigError(format!(
+                "stream_replicas = {} (PEOPLESYNC_STREAM_REPLICAS): JetStream allows 1 to 5 replicas",
+                self.stream_replicas
+            )));
+        }
         if self.integrations.is_empty() {
             return Err(ConfigError(
                 "no integration configured; set PEOPLESYNC_INTEGRATION or `integrations`".into(),
@@ -274,6 +292,14 @@ impl ExtractorConfig {
                     .unwrap_or_else(|| "sage-extractor".to_owned());
                 format!("{host}-{}", std::process::id())
             }
+        }
+    }
+
+    /// The bus settings for this extractor (stream replicas).
+    pub fn bus_settings(&self) -> peoplesync_bus::BusSettings {
+        peoplesync_bus::BusSettings {
+            replicas: self.stream_replicas,
+            ..peoplesync_bus::BusSettings::default()
         }
     }
 

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use peoplesync_bus::{Bus, BusSettings};
+use peoplesync_bus::Bus;
 use peoplesync_extractor::{ExtractorConfig, SecretSource, Service};
 
 // Runs allocate and free millions of small JSON values; mimalloc does that at a fraction of
@@ -44,7 +44,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = ExtractorConfig::load(cli.config.as_deref())?;
-    let bus = Bus::connect(&config.nats_url, "sage-extractor", BusSettings::default())
+    let bus = Bus::connect(&config.nats_url, "sage-extractor", config.bus_settings())
         .await
         .context("connecting to NATS")?;
     let service = Service::build(config.clone(), bus.clone(), SecretSource::Environment)

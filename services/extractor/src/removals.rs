@@ -75,6 +75,9 @@ pub struct HeldRemovals {
     /// approval reuses it.
     #[serde(default)]
     pub release_run: Option<String>,
+    /// The source filter the holding run listed with (`""` for none).
+    #[serde(default)]
+    pub filter: String,
 }
 
 /// Per integration: the baseline list and any held removals.
@@ -84,6 +87,11 @@ pub struct RemovalState {
     pub baseline: Option<String>,
     /// Removals held for approval, if any.
     pub held: Option<HeldRemovals>,
+    /// The source filter the baseline listed with (`""` for none; `None` when not recorded).
+    /// A run listing with another filter sees workers "disappear" that merely fall outside
+    /// the new filter, so its removals are always held for approval.
+    #[serde(default)]
+    pub baseline_filter: Option<String>,
 }
 
 /// Why removals could not be settled or released.
@@ -200,17 +208,32 @@ pub async fn decide(
     bus: &Bus,
     integration: &str,
     run_id: &str,
+    filter: Option<&str>,
     policy: &RemovalPolicy,
 ) -> Result<Decision, BusError> {
     let state = load_state(bus.state_kv(), integration).await?;
+    let filter_changed = state
+        .baseline_filter
+        .as_deref()
+        .is_some_and(|f| f != filter.unwrap_or_default());
     let Some(baseline) = state.baseline.filter(|b| b != run_id) else {
         return Ok(Decision::FirstRun);
     };
     match count(bus, integration, &baseline, run_id).await {
-        Ok((count, listed)) if policy.holds(count, listed) => Ok(Decision::Held {
-            count,
-            baseline: listed,
-        }),
+        Ok((count, listed)) if policy.holds(count, listed) || (filter_changed && count > 0) => {
+            if filter_changed {
+                tracing::warn!(
+                    integration,
+                    run_id,
+                    count,
+                    "the source filter changed since the baseline run; holding its removals for approval"
+                );
+            }
+            Ok(Decision::Held {
+                count,
+                baseline: listed,
+            })
+        }
         Ok((count, _)) => Ok(Decision::Publish { count }),
         Err(ReadError::Bus(err)) => Err(err),
         Err(err @ ReadError::Unordered { .. }) => Ok(Decision::Skipped {
@@ -274,6 +297,7 @@ pub async fn settle(
     events: &EventBuilder,
     integration: &str,
     run_id: &str,
+    filter: Option<&str>,
     decision: &Decision,
     first_sequence: u64,
 ) -> Result<(), BusError> {
@@ -291,6 +315,7 @@ pub async fn settle(
                 run_id: run_id.to_owned(),
                 count: *count,
                 release_run: None,
+                filter: filter.unwrap_or_default().to_owned(),
             });
         }
         _ => {
@@ -320,6 +345,7 @@ pub async fn settle(
                 seen::purge_run(js, integration, &old).await?;
             }
             state.baseline = Some(run_id.to_owned());
+            state.baseline_filter = Some(filter.unwrap_or_default().to_owned());
         }
     }
     save_state(bus.state_kv(), integration, &state).await
@@ -336,6 +362,8 @@ pub struct Release {
     pub release_run: String,
     /// How many were held.
     pub count: u64,
+    /// The source filter the held run listed with.
+    pub filter: String,
 }
 
 /// Starts releasing `run_id`'s held removals: checks they are held and fixes the id of the run
@@ -374,6 +402,7 @@ pub async fn begin_release(
         baseline,
         release_run,
         count: held.count,
+        filter: held.filter,
     })
 }
 
@@ -387,6 +416,7 @@ pub async fn finish_release(
     let state = RemovalState {
         baseline: Some(release.held_run.clone()),
         held: None,
+        baseline_filter: Some(release.filter.clone()),
     };
     save_state(bus.state_kv(), integration, &state).await
 }

@@ -28,7 +28,7 @@ use crate::config::RemovalPolicy;
 use crate::error::RunError;
 use crate::event::EventBuilder;
 use crate::removals::{self, Decision};
-use crate::settings::{self, Sources};
+use crate::settings::{self, SettingsError, Sources};
 use crate::{filter, quota, seen};
 
 /// Pages fetched ahead of the one being published.
@@ -167,12 +167,22 @@ impl Extraction {
         let integration = inner.integration.as_str();
         inner
             .seen_ready
-            .get_or_try_init(|| seen::ensure(inner.bus.jetstream()))
+            .get_or_try_init(|| seen::ensure(&inner.bus))
             .await
             .map_err(|e| self.bus_error(e))?;
         let checkpoints = Checkpoints::new(inner.bus.state_kv().clone());
         let runs = Runs::new(inner.bus.state_kv().clone());
         let settings = settings::load(&inner.bus, integration).await;
+        // NATS not answering is no reason to give up an interrupted run: stop here, before any
+        // run state changes, and let the next trigger resume it.
+        if let Err(err) = &settings
+            && matches!(err, SettingsError::Unreadable { .. })
+        {
+            return Err(self.bus_error(BusError::request(
+                format!("starting a run of {integration}"),
+                err,
+            )));
+        }
         let filter = settings.as_ref().ok().and_then(|s| s.source_filter.clone());
 
         let mut existing = checkpoints
@@ -489,6 +499,7 @@ impl PreparedRun {
                         &inner.bus,
                         integration,
                         &checkpoint.run_id,
+                        checkpoint.filter.as_deref(),
                         &inner.options.removals,
                     )
                     .await
@@ -507,6 +518,7 @@ impl PreparedRun {
                 &events,
                 integration,
                 &checkpoint.run_id,
+                checkpoint.filter.as_deref(),
                 &decision,
                 checkpoint.published,
             )
@@ -687,6 +699,7 @@ impl Listing<'_> {
             self.checkpoint.filter.clone(),
             self.checkpoint.marker.clone(),
             self.extraction.options().quota_share,
+            self.checkpoint.restarts,
             tx,
             fetch_stop.clone(),
         ));
@@ -892,10 +905,11 @@ async fn fetch(
     filter: Option<String>,
     mut marker: Option<String>,
     quota_share: f64,
+    // Restarts the run already made before it was resumed: the limit is per run.
+    mut restarts: u64,
     pages: mpsc::Sender<Fetched>,
     stop: CancellationToken,
 ) {
-    let mut restarts = 0;
     // Only usage reported during this run counts: the client's last reading may be hours old.
     let mut usage: Option<ApiUsage> = None;
     loop {

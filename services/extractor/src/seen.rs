@@ -54,8 +54,8 @@ fn request_error(what: impl Into<String>, err: impl std::fmt::Display) -> BusErr
 }
 
 /// Creates the stream, or brings its limits in line; idempotent.
-pub async fn ensure(js: &jetstream::Context) -> Result<(), BusError> {
-    let config = stream::Config {
+pub async fn ensure(bus: &peoplesync_bus::Bus) -> Result<(), BusError> {
+    bus.ensure_stream(stream::Config {
         name: SEEN_STREAM.into(),
         description: Some("worker ids listed by each full extractor run, for removals".into()),
         subjects: vec!["peoplesync.*.seen.>".into()],
@@ -64,25 +64,8 @@ pub async fn ensure(js: &jetstream::Context) -> Result<(), BusError> {
         max_age: MAX_AGE,
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
-    };
-    let setup = |err: &dyn std::fmt::Display| BusError::Setup {
-        what: format!("stream {SEEN_STREAM}"),
-        message: err.to_string(),
-    };
-    match js.get_stream(SEEN_STREAM).await {
-        Ok(_) => {
-            js.update_stream(&config).await.map_err(|e| setup(&e))?;
-        }
-        Err(_) => {
-            if let Err(create) = js.create_stream(config).await {
-                // Another replica may have created it between the look-up and the create.
-                js.get_stream(SEEN_STREAM)
-                    .await
-                    .map_err(|_| setup(&create))?;
-            }
-        }
-    }
-    Ok(())
+    })
+    .await
 }
 
 /// Deletes the chunks of `run` whose subjects match `filter` (a run's whole list, or pages

@@ -71,7 +71,7 @@ impl Service {
         bus: Bus,
         secrets: SecretSource,
     ) -> Result<Service, ServiceError> {
-        crate::seen::ensure(bus.jetstream()).await?;
+        crate::seen::ensure(&bus).await?;
         let config = Arc::new(config);
         let sources = Arc::new(Sources::new(config.clone(), secrets));
         let options = RunOptions {
@@ -383,7 +383,9 @@ async fn watch_plans(
         loop {
             let watch = tokio::select! {
                 () = stop.cancelled() => return,
-                watch = bus.config_kv().watch(&integration) => watch,
+                // With history: the current config first, so nothing changed since the initial
+                // load (or during a re-watch) is missed.
+                watch = bus.config_kv().watch_with_history(&integration) => watch,
             };
             let mut watch = match watch {
                 Ok(watch) => watch,

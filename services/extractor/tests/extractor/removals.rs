@@ -139,3 +139,36 @@ async fn too_many_removals_are_held_until_an_operator_approves_them() {
     assert_eq!((after.removed, after.removals_held), (0, 0));
     service.shutdown().await;
 }
+
+#[tokio::test]
+async fn removals_after_a_source_filter_change_are_held_however_few() {
+    let s = setup(org(1000, 50, 120)).await;
+    let extraction = s.extraction(ID);
+    let first = extraction
+        .run_full("test", CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(first.removed, 0);
+    drain_workers(&s.bus, ID).await;
+
+    // One worker now falls outside the filter: it did not leave the company.
+    let mut config = peoplesync_core::IntegrationConfig::default_for(ID);
+    config.source_filter = Some(format!("id ne '{}'", generate::worker_id(3)));
+    put_integration(&s.bus, &config).await;
+    let second = extraction
+        .run_full("test", CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(second.removed, 0, "nothing is published on a filter change");
+    let record = s.run_record(ID, &second.run_id).await;
+    assert_eq!(
+        record.removals_held, 1,
+        "the one 'removal' waits for an operator"
+    );
+    assert!(
+        drain_workers(&s.bus, ID)
+            .await
+            .iter()
+            .all(|e| e.kind() != WorkerEventKind::Removed)
+    );
+}
