@@ -39,7 +39,7 @@ pub enum Decision {
         /// Workers the baseline listed.
         baseline: u64,
     },
-    /// The lists could not be compared (ids out of order); publish none, start afresh.
+    /// The lists could not be compared (ids out of order); publish none, keep the baseline.
     Skipped {
         /// Why.
         reason: String,
@@ -317,6 +317,18 @@ pub async fn settle(
                 release_run: None,
                 filter: filter.unwrap_or_default().to_owned(),
             });
+        }
+        Decision::Skipped { reason } => {
+            // The lists could not be compared: keep the baseline and any held removals (the
+            // next run compares again) and drop only this run's list, which nobody needs.
+            tracing::warn!(integration, run_id, %reason,
+                "removals could not be computed for this run; the baseline and any held removals are kept for the next run");
+            if state.baseline.as_deref() != Some(run_id)
+                && state.held.as_ref().is_none_or(|h| h.run_id != run_id)
+            {
+                seen::purge_run(js, integration, run_id).await?;
+            }
+            return Ok(());
         }
         _ => {
             if let (Decision::Publish { count }, Some(baseline)) =
