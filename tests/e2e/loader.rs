@@ -409,14 +409,17 @@ async fn a_fresh_replica_knows_what_others_wrote_and_posts_nothing_unchanged() {
     let d = deployment(1_000).await;
     let mut first_loader = d.loader_with("loader-1", QUICK);
     let first = d.extract_run();
-    d.finalized("sage-people", &first, Duration::from_secs(60)).await;
+    d.finalized("sage-people", &first, Duration::from_secs(60))
+        .await;
     first_loader.kill();
     let posted = d.oomnitza.stats().bulk_records;
 
     // A new replica learns the applied hashes from the bucket, not from its own writes.
     let _second_loader = d.loader_with("loader-2", QUICK);
     let second = d.extract_run();
-    let second = d.finalized("sage-people", &second, Duration::from_secs(60)).await;
+    let second = d
+        .finalized("sage-people", &second, Duration::from_secs(60))
+        .await;
     assert_accounted(&second);
     assert_eq!(d.oomnitza.stats().bulk_records, posted, "nothing posted");
     assert_eq!(second.counts.expect("counts").written, 0);
