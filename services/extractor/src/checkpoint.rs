@@ -5,6 +5,8 @@
 //! window drops. Once the listing has ended it also keeps the run's removal decision, so a run
 //! interrupted while publishing removals finishes them the same way.
 
+use std::sync::{Arc, Mutex};
+
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use peoplesync_bus::BusError;
@@ -60,10 +62,22 @@ impl Checkpoint {
     }
 }
 
-/// Checkpoints in the state bucket.
+/// Checkpoints in the state bucket. One value (and its clones) is one writer: once it has read
+/// or written the checkpoint, it writes only over the revision it knows, so a replica that lost
+/// the scheduler lease mid-page cannot move a run back after the new leader resumed it — its
+/// write fails and its run stops.
 #[derive(Clone)]
 pub struct Checkpoints {
     kv: kv::Store,
+    revision: Arc<Mutex<Option<u64>>>,
+}
+
+impl std::fmt::Debug for Checkpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoints")
+            .field("revision", &self.known_revision())
+            .finish_non_exhaustive()
+    }
 }
 
 fn key(integration: &str) -> String {
@@ -82,21 +96,39 @@ fn kv_error(op: &'static str, key: &str, err: impl std::fmt::Display) -> BusErro
 impl Checkpoints {
     /// Checkpoints kept in `state`.
     pub fn new(state: kv::Store) -> Checkpoints {
-        Checkpoints { kv: state }
+        Checkpoints {
+            kv: state,
+            revision: Arc::default(),
+        }
+    }
+
+    fn known_revision(&self) -> Option<u64> {
+        self.revision.lock().ok().and_then(|r| *r)
+    }
+
+    fn set_revision(&self, revision: Option<u64>) {
+        if let Ok(mut slot) = self.revision.lock() {
+            *slot = revision;
+        }
     }
 
     /// The checkpoint of `integration`, if a run is unfinished.
     pub async fn load(&self, integration: &str) -> Result<Option<Checkpoint>, BusError> {
         let key = key(integration);
-        let Some(value) = self
+        let entry = self
             .kv
-            .get(&key)
+            .entry(&key)
             .await
-            .map_err(|e| kv_error("read", &key, e))?
-        else {
+            .map_err(|e| kv_error("read", &key, e))?;
+        let Some(entry) = entry else {
+            self.set_revision(None);
             return Ok(None);
         };
-        match serde_json::from_slice(&value) {
+        self.set_revision(Some(entry.revision));
+        if entry.operation != kv::Operation::Put {
+            return Ok(None);
+        }
+        match serde_json::from_slice(&entry.value) {
             Ok(checkpoint) => Ok(Some(checkpoint)),
             Err(err) => {
                 tracing::warn!(integration, error = %err, "ignoring an unreadable checkpoint; starting a new run");
@@ -108,11 +140,28 @@ impl Checkpoints {
     /// Stores `checkpoint` for `integration`.
     pub async fn save(&self, integration: &str, checkpoint: &Checkpoint) -> Result<(), BusError> {
         let key = key(integration);
-        let value = serde_json::to_vec(checkpoint).map_err(|e| kv_error("encode", &key, e))?;
-        self.kv
-            .put(&key, Bytes::from(value))
-            .await
-            .map_err(|e| kv_error("write", &key, e))?;
+        let value =
+            Bytes::from(serde_json::to_vec(checkpoint).map_err(|e| kv_error("encode", &key, e))?);
+        let revision = match self.known_revision() {
+            Some(known) => self.kv.update(&key, value, known).await.map_err(|e| {
+                if e.kind() == kv::UpdateErrorKind::WrongLastRevision {
+                    kv_error(
+                        "write",
+                        &key,
+                        "another extractor replica moved this run's checkpoint (it took over the \
+                         scheduler lease); this replica stops the run",
+                    )
+                } else {
+                    kv_error("write", &key, e)
+                }
+            })?,
+            None => self
+                .kv
+                .put(&key, value)
+                .await
+                .map_err(|e| kv_error("write", &key, e))?,
+        };
+        self.set_revision(Some(revision));
         Ok(())
     }
 
@@ -123,6 +172,7 @@ impl Checkpoints {
             .delete(&key)
             .await
             .map_err(|e| kv_error("delete", &key, e))?;
+        self.set_revision(None);
         Ok(())
     }
 }

@@ -314,6 +314,7 @@ impl Extraction {
         Ok(PreparedRun {
             extraction: self.clone(),
             checkpoint,
+            checkpoints,
             resumed,
             client,
             credentials: settings.credentials,
@@ -390,6 +391,8 @@ impl Extraction {
 pub struct PreparedRun {
     extraction: Extraction,
     checkpoint: Checkpoint,
+    /// The writer that read (or first wrote) the checkpoint: its later writes are fenced.
+    checkpoints: Checkpoints,
     resumed: bool,
     client: SageClient,
     credentials: String,
@@ -442,6 +445,7 @@ impl PreparedRun {
         let PreparedRun {
             extraction,
             mut checkpoint,
+            checkpoints,
             resumed,
             client,
             credentials,
@@ -450,7 +454,6 @@ impl PreparedRun {
         let inner = &*extraction.inner;
         let integration = inner.integration.as_str();
         let bus_err = |e| extraction.bus_error(e);
-        let checkpoints = Checkpoints::new(inner.bus.state_kv().clone());
         let runs = Runs::new(inner.bus.state_kv().clone());
         let mut publisher =
             Publisher::new(inner.bus.jetstream().clone(), inner.options.publish_window);

@@ -108,3 +108,36 @@ async fn a_refused_checkpoint_marker_restarts_the_listing_and_publishes_nothing_
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_replica_that_lost_the_run_cannot_move_its_checkpoint_back() {
+    let s = setup(org(10, 5, 5)).await;
+    let old_leader = Checkpoints::new(s.bus.state_kv().clone());
+    let mut checkpoint = peoplesync_extractor::checkpoint::Checkpoint::start("run-1", None);
+    assert!(old_leader.load(ID).await.unwrap().is_none());
+    old_leader.save(ID, &checkpoint).await.unwrap();
+
+    // The standby takes over: it reads the checkpoint and moves the run on.
+    let new_leader = Checkpoints::new(s.bus.state_kv().clone());
+    let mut resumed = new_leader.load(ID).await.unwrap().expect("a checkpoint");
+    resumed.pages = 5;
+    new_leader.save(ID, &resumed).await.unwrap();
+
+    // The old leader's late write is refused instead of setting the run back.
+    checkpoint.pages = 1;
+    let refused = old_leader
+        .save(ID, &checkpoint)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("another extractor replica"), "{refused}");
+    let stored = Checkpoints::new(s.bus.state_kv().clone())
+        .load(ID)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.pages, 5);
+    // The new leader keeps writing.
+    resumed.pages = 6;
+    new_leader.save(ID, &resumed).await.unwrap();
+}
