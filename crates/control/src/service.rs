@@ -308,9 +308,16 @@ impl SyncControl for ControlService {
         &self,
         request: Request<pb::ReplayDeadLettersRequest>,
     ) -> Result<Response<pb::ReplayDeadLettersResponse>, Status> {
-        Ok(Response::new(
-            dead_letters::replay(&self.bus, request.into_inner()).await?,
-        ))
+        // A replay creates a run, republishes events and then completes the run; a client that
+        // hangs up (or hits its deadline) must not stop it half-way and leave the run
+        // `running`, so it runs in its own task and the handler only waits for it.
+        let bus = self.bus.clone();
+        let request = request.into_inner();
+        let replay = tokio::spawn(async move { dead_letters::replay(&bus, request).await });
+        let response = replay
+            .await
+            .map_err(|e| Status::internal(format!("the replay task failed: {e}")))??;
+        Ok(Response::new(response))
     }
 
     async fn purge_dead_letters(
