@@ -70,6 +70,16 @@ impl BusError {
         }
     }
 
+    /// A failed KV operation `op` on `key` in `bucket`.
+    pub fn kv(bucket: &str, op: &'static str, key: &str, err: impl std::fmt::Display) -> Self {
+        BusError::Kv {
+            op,
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            message: err.to_string(),
+        }
+    }
+
     /// A failed JetStream request about `what`.
     pub fn request(what: impl Into<String>, err: impl std::fmt::Display) -> Self {
         BusError::Request {

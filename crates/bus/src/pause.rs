@@ -76,7 +76,7 @@ impl Pauses {
         self.kv
             .put(&key, Bytes::from(value))
             .await
-            .map_err(|e| kv_error("write", &key, e))
+            .map_err(|e| BusError::kv(names::STATE_BUCKET, "write", &key, e))
     }
 
     /// The flag of `integration`; `None` when it was never paused.
@@ -86,7 +86,7 @@ impl Pauses {
             .kv
             .entry(&key)
             .await
-            .map_err(|e| kv_error("read", &key, e))?;
+            .map_err(|e| BusError::kv(names::STATE_BUCKET, "read", &key, e))?;
         match entry {
             Some(entry) if entry.operation == kv::Operation::Put => Ok(Some(decode(&entry.value)?)),
             _ => Ok(None),
@@ -105,7 +105,7 @@ impl Pauses {
         self.kv
             .watch_with_history(&filter)
             .await
-            .map_err(|e| kv_error("watch", &filter, e))
+            .map_err(|e| BusError::kv(names::STATE_BUCKET, "watch", &filter, e))
     }
 }
 
@@ -115,15 +115,6 @@ pub fn decode(value: &[u8]) -> Result<PauseFlag, BusError> {
         what: "pause flag",
         message: e.to_string(),
     })
-}
-
-fn kv_error(op: &'static str, key: &str, err: impl std::fmt::Display) -> BusError {
-    BusError::Kv {
-        op,
-        bucket: names::STATE_BUCKET.to_owned(),
-        key: key.to_owned(),
-        message: err.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -144,7 +144,7 @@ impl Runs {
         self.kv
             .create(&key, encode(record)?)
             .await
-            .map_err(|e| kv_error("create", &key, e))?;
+            .map_err(|e| BusError::kv(names::STATE_BUCKET, "create", &key, e))?;
         Ok(())
     }
 
@@ -159,7 +159,7 @@ impl Runs {
             .kv
             .entry(&key)
             .await
-            .map_err(|e| kv_error("read", &key, e))?;
+            .map_err(|e| BusError::kv(names::STATE_BUCKET, "read", &key, e))?;
         match entry {
             Some(entry) if entry.operation == kv::Operation::Put => {
                 Ok(Some((decode(&entry.value)?, entry.revision)))
@@ -191,7 +191,7 @@ impl Runs {
             match self.kv.update(&key, encode(&record)?, revision).await {
                 Ok(_) => return Ok(Some(record)),
                 Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-                Err(err) => return Err(kv_error("update", &key, err)),
+                Err(err) => return Err(BusError::kv(names::STATE_BUCKET, "update", &key, err)),
             }
         }
     }
@@ -202,10 +202,10 @@ impl Runs {
             .kv
             .keys()
             .await
-            .map_err(|e| kv_error("list", "run.>", e))?
+            .map_err(|e| BusError::kv(names::STATE_BUCKET, "list", "run.>", e))?
             .try_collect()
             .await
-            .map_err(|e| kv_error("list", "run.>", e))?;
+            .map_err(|e| BusError::kv(names::STATE_BUCKET, "list", "run.>", e))?;
         Ok(keys.into_iter().filter(|k| k.starts_with("run.")).collect())
     }
 
@@ -215,7 +215,7 @@ impl Runs {
             .kv
             .get(key)
             .await
-            .map_err(|e| kv_error("read", key, e))?
+            .map_err(|e| BusError::kv(names::STATE_BUCKET, "read", key, e))?
         {
             Some(value) => decode(&value).map(Some),
             None => Ok(None),
@@ -232,10 +232,10 @@ impl Runs {
             .kv
             .keys()
             .await
-            .map_err(|e| kv_error("list", &filter, e))?
+            .map_err(|e| BusError::kv(names::STATE_BUCKET, "list", &filter, e))?
             .try_collect()
             .await
-            .map_err(|e| kv_error("list", &filter, e))?;
+            .map_err(|e| BusError::kv(names::STATE_BUCKET, "list", &filter, e))?;
         let prefix = match integration {
             Some(id) => format!("run.{id}."),
             None => "run.".to_owned(),
@@ -246,7 +246,7 @@ impl Runs {
                 .kv
                 .get(&key)
                 .await
-                .map_err(|e| kv_error("read", &key, e))?
+                .map_err(|e| BusError::kv(names::STATE_BUCKET, "read", &key, e))?
             else {
                 continue;
             };
@@ -264,7 +264,7 @@ impl Runs {
         self.kv
             .watch("run.>")
             .await
-            .map_err(|e| kv_error("watch", "run.>", e))
+            .map_err(|e| BusError::kv(names::STATE_BUCKET, "watch", "run.>", e))
     }
 
     /// The bucket, for callers that keep other keys beside runs.
@@ -288,13 +288,4 @@ pub fn decode(value: &[u8]) -> Result<RunRecord, BusError> {
         what: "run record",
         message: e.to_string(),
     })
-}
-
-fn kv_error(op: &'static str, key: &str, err: impl std::fmt::Display) -> BusError {
-    BusError::Kv {
-        op,
-        bucket: names::STATE_BUCKET.to_owned(),
-        key: key.to_owned(),
-        message: err.to_string(),
-    }
 }

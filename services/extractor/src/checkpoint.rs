@@ -84,15 +84,6 @@ fn key(integration: &str) -> String {
     format!("checkpoint.{integration}")
 }
 
-fn kv_error(op: &'static str, key: &str, err: impl std::fmt::Display) -> BusError {
-    BusError::Kv {
-        op,
-        bucket: peoplesync_bus::names::STATE_BUCKET.into(),
-        key: key.into(),
-        message: err.to_string(),
-    }
-}
-
 impl Checkpoints {
     /// Checkpoints kept in `state`.
     pub fn new(state: kv::Store) -> Checkpoints {
@@ -119,7 +110,7 @@ impl Checkpoints {
             .kv
             .entry(&key)
             .await
-            .map_err(|e| kv_error("read", &key, e))?;
+            .map_err(|e| BusError::kv(peoplesync_bus::names::STATE_BUCKET, "read", &key, e))?;
         let Some(entry) = entry else {
             self.set_revision(None);
             return Ok(None);
@@ -141,25 +132,28 @@ impl Checkpoints {
     pub async fn save(&self, integration: &str, checkpoint: &Checkpoint) -> Result<(), BusError> {
         let key = key(integration);
         let value =
-            Bytes::from(serde_json::to_vec(checkpoint).map_err(|e| kv_error("encode", &key, e))?);
+            Bytes::from(serde_json::to_vec(checkpoint).map_err(|e| {
+                BusError::kv(peoplesync_bus::names::STATE_BUCKET, "encode", &key, e)
+            })?);
         let revision = match self.known_revision() {
             Some(known) => self.kv.update(&key, value, known).await.map_err(|e| {
                 if e.kind() == kv::UpdateErrorKind::WrongLastRevision {
-                    kv_error(
+                    BusError::kv(
+                        peoplesync_bus::names::STATE_BUCKET,
                         "write",
                         &key,
                         "another extractor replica moved this run's checkpoint (it took over the \
                          scheduler lease); this replica stops the run",
                     )
                 } else {
-                    kv_error("write", &key, e)
+                    BusError::kv(peoplesync_bus::names::STATE_BUCKET, "write", &key, e)
                 }
             })?,
-            None => self
-                .kv
-                .put(&key, value)
-                .await
-                .map_err(|e| kv_error("write", &key, e))?,
+            None => {
+                self.kv.put(&key, value).await.map_err(|e| {
+                    BusError::kv(peoplesync_bus::names::STATE_BUCKET, "write", &key, e)
+                })?
+            }
         };
         self.set_revision(Some(revision));
         Ok(())
@@ -171,7 +165,7 @@ impl Checkpoints {
         self.kv
             .delete(&key)
             .await
-            .map_err(|e| kv_error("delete", &key, e))?;
+            .map_err(|e| BusError::kv(peoplesync_bus::names::STATE_BUCKET, "delete", &key, e))?;
         self.set_revision(None);
         Ok(())
     }

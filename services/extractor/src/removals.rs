@@ -109,22 +109,13 @@ fn state_key(integration: &str) -> String {
     format!("removals.{integration}")
 }
 
-fn kv_error(op: &'static str, key: &str, err: impl std::fmt::Display) -> BusError {
-    BusError::Kv {
-        op,
-        bucket: names::STATE_BUCKET.into(),
-        key: key.into(),
-        message: err.to_string(),
-    }
-}
-
 /// The removal state of `integration`.
 pub async fn load_state(state: &kv::Store, integration: &str) -> Result<RemovalState, BusError> {
     let key = state_key(integration);
     match state
         .get(&key)
         .await
-        .map_err(|e| kv_error("read", &key, e))?
+        .map_err(|e| BusError::kv(names::STATE_BUCKET, "read", &key, e))?
     {
         None => Ok(RemovalState::default()),
         Some(value) => serde_json::from_slice(&value).map_err(|e| BusError::Decode {
@@ -140,11 +131,12 @@ async fn save_state(
     value: &RemovalState,
 ) -> Result<(), BusError> {
     let key = state_key(integration);
-    let bytes = serde_json::to_vec(value).map_err(|e| kv_error("encode", &key, e))?;
+    let bytes = serde_json::to_vec(value)
+        .map_err(|e| BusError::kv(names::STATE_BUCKET, "encode", &key, e))?;
     state
         .put(&key, Bytes::from(bytes))
         .await
-        .map_err(|e| kv_error("write", &key, e))?;
+        .map_err(|e| BusError::kv(names::STATE_BUCKET, "write", &key, e))?;
     Ok(())
 }
 

@@ -94,16 +94,6 @@ impl Loader {
         &self.client
     }
 
-    /// The active integration configs (for the control plane).
-    pub fn integrations(&self) -> &Integrations {
-        &self.integrations
-    }
-
-    /// Pause and credential state (for health reporting).
-    pub fn gates(&self) -> &Gates {
-        &self.gates
-    }
-
     /// Runs until `shutdown` is cancelled, then drains.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Loader {

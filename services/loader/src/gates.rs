@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use futures::StreamExt;
 use peoplesync_bus::Bus;
-use peoplesync_bus::pause::{self, PauseFlag};
+use peoplesync_bus::pause::{self, Pauses};
 use peoplesync_oomnitza::OomnitzaClient;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -121,11 +121,7 @@ impl Gates {
 
     /// Follows the pause flags in KV until the watch ends or `shutdown`.
     pub async fn watch_pauses(&self, bus: &Bus, shutdown: CancellationToken) {
-        let state = bus.state_kv();
-        let mut watch = match state
-            .watch_with_history(format!("{}*", pause::PREFIX))
-            .await
-        {
+        let mut watch = match Pauses::new(bus.state_kv().clone()).watch().await {
             Ok(watch) => watch,
             Err(err) => {
                 tracing::error!(error = %err, "cannot watch pause flags; Pause/Resume will not reach this replica");
@@ -144,8 +140,7 @@ impl Gates {
                         continue;
                     };
                     let paused = entry.operation == kv::Operation::Put
-                        && serde_json::from_slice::<PauseFlag>(&entry.value)
-                            .is_ok_and(|f| f.paused);
+                        && pause::decode(&entry.value).is_ok_and(|f| f.paused);
                     self.set_paused(integration, paused);
                 }
                 Err(err) => tracing::warn!(error = %err, "pause flag watch error"),

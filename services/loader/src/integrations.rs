@@ -46,15 +46,6 @@ pub enum SeedError {
     Bus(#[from] BusError),
 }
 
-fn kv_error(op: &'static str, key: &str, err: impl std::fmt::Display) -> BusError {
-    BusError::Kv {
-        op,
-        bucket: names::CONFIG_BUCKET.into(),
-        key: key.into(),
-        message: err.to_string(),
-    }
-}
-
 impl Integrations {
     /// The active compiled config of `id`, if one is loaded.
     pub fn get(&self, id: &str) -> Option<Arc<Integration>> {
@@ -132,7 +123,10 @@ impl Integrations {
         seed: Option<&str>,
     ) -> Result<(), SeedError> {
         let store = bus.config_kv();
-        if let Some(entry) = store.entry(id).await.map_err(|e| kv_error("read", id, e))?
+        if let Some(entry) = store
+            .entry(id)
+            .await
+            .map_err(|e| BusError::kv(names::CONFIG_BUCKET, "read", id, e))?
             && entry.operation == kv::Operation::Put
         {
             self.apply(id, &entry.value, entry.revision);
@@ -169,11 +163,15 @@ impl Integrations {
             }
             Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
                 // Another replica seeded it first; use theirs.
-                if let Some(entry) = store.entry(id).await.map_err(|e| kv_error("read", id, e))? {
+                if let Some(entry) = store
+                    .entry(id)
+                    .await
+                    .map_err(|e| BusError::kv(names::CONFIG_BUCKET, "read", id, e))?
+                {
                     self.apply(id, &entry.value, entry.revision);
                 }
             }
-            Err(err) => return Err(kv_error("create", id, err).into()),
+            Err(err) => return Err(BusError::kv(names::CONFIG_BUCKET, "create", id, err).into()),
         }
         Ok(())
     }
@@ -186,7 +184,7 @@ impl Integrations {
             .config_kv()
             .watch_with_history(">")
             .await
-            .map_err(|e| kv_error("watch", ">", e))?;
+            .map_err(|e| BusError::kv(names::CONFIG_BUCKET, "watch", ">", e))?;
         while let Some(entry) = watch.next().await {
             match entry {
                 Ok(entry) if entry.operation == kv::Operation::Put => {
