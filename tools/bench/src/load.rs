@@ -73,7 +73,7 @@ fn oomnitza_sim(
 /// Runs the benchmark and prints a report.
 pub async fn run(bins: &Binaries, options: &Options) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("temporary folder")?;
-    let (_sim, url) = oomnitza_sim(bins, dir.path(), options.latency_ms)?;
+    let (sim, url) = oomnitza_sim(bins, dir.path(), options.latency_ms)?;
     let (elapsed, mode) = if options.one_at_a_time {
         (
             one_at_a_time(&url, options.workers).await?,
@@ -81,7 +81,7 @@ pub async fn run(bins: &Binaries, options: &Options) -> anyhow::Result<()> {
         )
     } else {
         (
-            loaders(bins, dir.path(), &url, options).await?,
+            loaders(bins, dir.path(), &sim, &url, options).await?,
             format!("{} loader replica(s)", options.replicas),
         )
     };
@@ -114,6 +114,7 @@ fn worker(index: u64) -> anyhow::Result<(serde_json::Value, Worker)> {
 async fn loaders(
     bins: &Binaries,
     dir: &std::path::Path,
+    sim: &Proc,
     url: &str,
     options: &Options,
 ) -> anyhow::Result<Duration> {
@@ -164,6 +165,7 @@ async fn loaders(
     })
     .await?;
 
+    let cpu_before = (nats.cpu(), sim.cpu());
     let started = Instant::now();
     let program = bins.path("oomnitza-loader")?;
     let mut replicas = Vec::new();
@@ -193,6 +195,14 @@ async fn loaders(
         {
             let elapsed = started.elapsed();
             println!("finalized: {counts:?}");
+            let per_event = |cpu: Duration| cpu.as_secs_f64() * 1e6 / workers as f64;
+            let loaders: Duration = replicas.iter().map(Proc::cpu).sum();
+            println!(
+                "CPU per event: nats-server {:.1} µs, loaders {:.1} µs, oomnitza-sim {:.1} µs",
+                per_event(nats.cpu().saturating_sub(cpu_before.0)),
+                per_event(loaders),
+                per_event(sim.cpu().saturating_sub(cpu_before.1)),
+            );
             return Ok(elapsed);
         }
         if Instant::now() > deadline {

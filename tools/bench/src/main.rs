@@ -11,6 +11,7 @@
 
 mod extract;
 mod load;
+mod natscost;
 mod procs;
 
 use std::path::PathBuf;
@@ -34,6 +35,8 @@ enum Command {
     Extract(extract::Options),
     /// Loader throughput.
     Load(load::Options),
+    /// CPU cost of each kind of NATS operation the loader makes.
+    NatsCost(natscost::Options),
 }
 
 #[tokio::main]
@@ -43,5 +46,6 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Extract(options) => extract::run(&bins, &options).await,
         Command::Load(options) => load::run(&bins, &options).await,
+        Command::NatsCost(options) => natscost::run(&bins, &options).await,
     }
 }

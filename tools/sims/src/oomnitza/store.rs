@@ -1,5 +1,7 @@
 //! The tenant's data and how a bulk batch changes it, pure and I/O-free: users with an index per
-//! field for matching and uniqueness, SaaS-user records, and portions with their run logs.
+//! field for matching and uniqueness, SaaS-user records, and portions with their run logs. Only
+//! the unique fields and the fields some batch has matched on are indexed; a field is indexed
+//! the first time a batch names it as a sync field.
 //!
 //! Matching follows the sync fields in priority order: the first field for which the record has
 //! a value and some user holds that same value identifies the user.
@@ -33,7 +35,7 @@ struct User {
 pub(crate) struct Store {
     users: Vec<User>,
     by_id: HashMap<String, usize>,
-    /// field id → value key → users holding that value.
+    /// Indexed field id → value key → users holding that value.
     index: HashMap<String, HashMap<String, Vec<usize>>>,
     saas: Vec<Map<String, Value>>,
     saas_by_key: HashMap<(String, String), usize>,
@@ -70,10 +72,29 @@ fn key(v: &Value) -> Option<String> {
 
 impl Store {
     pub(crate) fn new(unique: Vec<String>) -> Self {
+        let index = unique
+            .iter()
+            .map(|field| (field.clone(), HashMap::new()))
+            .collect();
         Self {
             unique,
+            index,
             ..Self::default()
         }
+    }
+
+    /// Indexes `field` (from the users already stored) if it is not yet.
+    fn ensure_indexed(&mut self, field: &str) {
+        if self.index.contains_key(field) {
+            return;
+        }
+        let mut values: HashMap<String, Vec<usize>> = HashMap::new();
+        for (slot, user) in self.users.iter().enumerate() {
+            if let Some(k) = user.fields.get(field).and_then(key) {
+                values.entry(k).or_default().push(slot);
+            }
+        }
+        self.index.insert(field.to_owned(), values);
     }
 
     /// Every user as field id → value, plus `_id`.
@@ -179,6 +200,9 @@ impl Store {
             .collect();
         let saas = saas.into_iter().map(|(_, v)| v).find(|v| v.is_object());
 
+        for field in &env.sync_field {
+            self.ensure_indexed(field);
+        }
         let slot = match self.find(&env.sync_field, &fields) {
             Some(_) if env.insert_only => return Outcome::Skipped,
             Some(slot) => slot,
@@ -247,24 +271,20 @@ impl Store {
     }
 
     fn index_user(&mut self, slot: usize) {
-        for (field, value) in &self.users[slot].fields {
-            if let Some(k) = key(value) {
-                self.index
-                    .entry(field.clone())
-                    .or_default()
-                    .entry(k)
-                    .or_default()
-                    .push(slot);
+        let fields = &self.users[slot].fields;
+        for (field, values) in &mut self.index {
+            if let Some(k) = fields.get(field).and_then(key) {
+                values.entry(k).or_default().push(slot);
             }
         }
     }
 
     fn unindex(&mut self, slot: usize, fields: &Map<String, Value>) {
-        for (field, value) in fields {
-            let Some(k) = key(value) else { continue };
-            if let Some(values) = self.index.get_mut(field)
-                && let Some(holders) = values.get_mut(&k)
-            {
+        for (field, values) in &mut self.index {
+            let Some(k) = fields.get(field).and_then(key) else {
+                continue;
+            };
+            if let Some(holders) = values.get_mut(&k) {
                 holders.retain(|&h| h != slot);
                 if holders.is_empty() {
                     values.remove(&k);
@@ -390,6 +410,36 @@ mod tests {
             .map(str::to_string)
             .unwrap_or_default();
         assert_eq!(s.counters.user_writes[&id], 2);
+    }
+
+    #[test]
+    fn a_field_first_used_for_matching_finds_users_stored_before() {
+        let mut s = store();
+        s.insert_user(
+            json!({"USER": "ada", "EMPLOYEE_ID": "E1"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        );
+        s.apply(&env(&["EMAIL"], vec![ada(json!({}))]));
+        let out = s.apply(&env(
+            &["EMPLOYEE_ID"],
+            vec![json!({"EMPLOYEE_ID": "E1", "POSITION": "CTO"})],
+        ));
+        assert_eq!(
+            out,
+            [Outcome::Updated],
+            "matched through an index built on first use"
+        );
+        assert_eq!(s.users().len(), 2);
+        let out = s.apply(&env(
+            &["EMPLOYEE_ID"],
+            vec![json!({"EMPLOYEE_ID": "E2", "USER": "ada"})],
+        ));
+        assert!(
+            matches!(&out[0], Outcome::Failed(reason) if reason.contains("unique field USER")),
+            "unique fields stay indexed: {out:?}"
+        );
     }
 
     #[test]

@@ -1,0 +1,240 @@
+//! `peoplesync-bench nats-cost`: what each kind of NATS operation the loader makes per event
+//! costs, in nats-server CPU and client CPU, on this machine. It guides where the loader saves
+//! round trips: each operation is run N times, pipelined, against a fresh nats-server, and the
+//! server's CPU time (from `/proc`) is divided by N.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_nats::jetstream::{self, AckKind, consumer, kv, stream};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt, stream as fstream};
+
+use crate::procs::{Binaries, Nats};
+
+/// Options of `nats-cost`.
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// Operations of each kind.
+    #[arg(long, default_value_t = 50_000)]
+    ops: usize,
+}
+
+const CONCURRENCY: usize = 256;
+
+/// Runs the measurement and prints a table.
+pub async fn run(bins: &Binaries, options: &Options) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("temporary folder")?;
+    let nats = Nats::start(bins, dir.path())?;
+    let client = async_nats::connect(nats.url()).await?;
+    let js = jetstream::new(client.clone());
+    let n = options.ops;
+    js.create_stream(stream::Config {
+        name: "COST_DEDUP".into(),
+        subjects: vec!["cost.dedup.>".into()],
+        duplicate_window: Duration::from_secs(1200),
+        ..Default::default()
+    })
+    .await?;
+    js.create_stream(stream::Config {
+        name: "COST_WORK".into(),
+        subjects: vec!["cost.work.>".into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        ..Default::default()
+    })
+    .await?;
+    let store = js
+        .create_key_value(kv::Config {
+            bucket: "cost".into(),
+            history: 1,
+            ..Default::default()
+        })
+        .await?;
+    let payload = Bytes::from(vec![b'x'; 200]);
+    println!("| operation | server CPU µs/op | client CPU µs/op | wall µs/op |");
+    println!("|---|---:|---:|---:|");
+
+    measure(
+        &nats,
+        n,
+        "JetStream publish with dedup id, ack awaited",
+        async {
+            fstream::iter(0..n)
+                .map(|i| {
+                    let js = js.clone();
+                    let payload = payload.clone();
+                    async move {
+                        js.send_publish(
+                            format!("cost.dedup.{}", i % 6),
+                            jetstream::message::PublishMessage::build()
+                                .payload(payload)
+                                .message_id(format!("id-{i}")),
+                        )
+                        .await?
+                        .await?;
+                        anyhow::Ok(())
+                    }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .try_collect::<()>()
+                .await
+        },
+    )
+    .await?;
+
+    measure(&nats, n, "JetStream publish to a work queue", async {
+        fstream::iter(0..n)
+            .map(|i| {
+                let js = js.clone();
+                let payload = payload.clone();
+                async move {
+                    js.publish(format!("cost.work.{i}"), payload).await?.await?;
+                    anyhow::Ok(())
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<()>()
+            .await
+    })
+    .await?;
+
+    measure(&nats, n, "KV put", async {
+        fstream::iter(0..n)
+            .map(|i| {
+                let store = store.clone();
+                let payload = payload.clone();
+                async move {
+                    store.put(format!("k{i}"), payload).await?;
+                    anyhow::Ok(())
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<()>()
+            .await
+    })
+    .await?;
+
+    measure(&nats, n, "KV get (direct get)", async {
+        fstream::iter(0..n)
+            .map(|i| {
+                let store = store.clone();
+                async move {
+                    store.get(format!("k{i}")).await?;
+                    anyhow::Ok(())
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<()>()
+            .await
+    })
+    .await?;
+
+    measure(&nats, n, "KV get, 100 keys per batched direct get", async {
+        let per = 100;
+        fstream::iter((0..n).step_by(per))
+            .map(|start| {
+                let client = client.clone();
+                async move {
+                    let keys: Vec<String> = (start..(start + per).min(n))
+                        .map(|i| format!("$KV.cost.k{i}"))
+                        .collect();
+                    let got = batch_get(&client, "KV_cost", &keys).await?;
+                    anyhow::ensure!(got == keys.len(), "batched get returned {got}");
+                    anyhow::Ok(())
+                }
+            })
+            .buffer_unordered(CONCURRENCY / 100 + 1)
+            .try_collect::<()>()
+            .await
+    })
+    .await?;
+
+    let consumer = js
+        .get_stream("COST_WORK")
+        .await?
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("cost".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            max_ack_pending: 2000,
+            ..Default::default()
+        })
+        .await?;
+    measure(&nats, n, "fetch (100 per pull) and ack", async {
+        let mut done = 0;
+        while done < n {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(100)
+                .expires(Duration::from_secs(1))
+                .messages()
+                .await?;
+            let mut acks = Vec::new();
+            while let Some(message) = batch.next().await {
+                let message = message.map_err(|e| anyhow::anyhow!(e))?;
+                acks.push(async move { message.ack_with(AckKind::Ack).await });
+                done += 1;
+            }
+            for result in futures::future::join_all(acks).await {
+                result.map_err(|e| anyhow::anyhow!(e))?;
+            }
+        }
+        anyhow::Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+/// One batched direct get of the last message on each of `subjects`; returns how many came.
+async fn batch_get(
+    client: &async_nats::Client,
+    stream: &str,
+    subjects: &[String],
+) -> anyhow::Result<usize> {
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await?;
+    let body = serde_json::json!({"multi_last": subjects, "batch": subjects.len()});
+    client
+        .publish_with_reply(
+            format!("$JS.API.DIRECT.GET.{stream}"),
+            inbox,
+            serde_json::to_vec(&body)?.into(),
+        )
+        .await?;
+    let mut got = 0;
+    while let Some(message) = replies.next().await {
+        let status = message.status.map(|s| s.as_u16());
+        if status == Some(204) {
+            break;
+        }
+        anyhow::ensure!(status.is_none(), "batched get answered {status:?}");
+        got += 1;
+    }
+    Ok(got)
+}
+
+async fn measure(
+    nats: &Nats,
+    n: usize,
+    what: &str,
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let server = nats.cpu();
+    let own = own_cpu();
+    let started = Instant::now();
+    work.await.with_context(|| what.to_owned())?;
+    let wall = started.elapsed();
+    let server = nats.cpu().saturating_sub(server);
+    let own = own_cpu().saturating_sub(own);
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    println!(
+        "| {what} | {:.1} | {:.1} | {:.1} |",
+        per(server),
+        per(own),
+        per(wall)
+    );
+    Ok(())
+}
+
+fn own_cpu() -> Duration {
+    crate::procs::cpu_time(std::process::id()).unwrap_or_default()
+}
