@@ -10,6 +10,7 @@ pub mod consume;
 pub mod control;
 pub mod dlq;
 pub mod error;
+pub mod lookup;
 pub mod names;
 pub mod outcomes;
 pub mod pause;

@@ -59,9 +59,9 @@ pub fn dlq_subject(integration: &str) -> String {
     format!("peoplesync.{integration}.dlq")
 }
 
-/// Subject of one outcome kind of one run.
-pub fn outcome_subject(integration: &str, run_id: &str, outcome: &str) -> String {
-    format!("peoplesync.{integration}.outcomes.{run_id}.{outcome}")
+/// Subject of a message holding `events` outcomes of one kind of one run.
+pub fn outcome_subject(integration: &str, run_id: &str, outcome: &str, events: usize) -> String {
+    format!("peoplesync.{integration}.outcomes.{run_id}.{outcome}.{events}")
 }
 
 /// Filter matching every outcome subject of one run.

@@ -1,12 +1,18 @@
-//! Per-event outcomes, the source of a run's counts. Each handled event publishes one outcome
-//! message (subject `peoplesync.<integration>.outcomes.<run>.<outcome>`, dedup id = the event's)
-//! before it is acked. A loader killed between the two leaves the event to be redelivered, and
-//! its second outcome is dropped as a duplicate, so the counts stay exact under redelivery —
-//! which a counter bumped before or after the ack cannot promise.
+//! Per-event outcomes, the source of a run's counts. Each settled batch publishes, before its
+//! events are acked, one message per outcome it holds: subject
+//! `peoplesync.<integration>.outcomes.<run>.<outcome>.<n>` with the `n` event ids (and worker
+//! ids) as payload. The stream's per-subject totals give live counts in one request (the sum of
+//! `n` × messages over a run's subjects). A loader killed between publishing and acking leaves
+//! its events to be redelivered, and they are recorded again: so the live counts are an upper
+//! bound, and [`exact_count`] — which reads the run's outcome messages and counts each event
+//! once, by its first outcome — gives the counts a run is finalized with. One message per batch
+//! and outcome, instead of one per event, takes a JetStream publish off every event.
+use std::collections::{HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
 
-use async_nats::jetstream;
+use async_nats::jetstream::{self, consumer};
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::{BusError, Publisher, names};
@@ -52,7 +58,8 @@ impl Outcome {
         }
     }
 
-    fn from_str(name: &str) -> Option<Outcome> {
+    /// The outcome named `name` (see [`Outcome::as_str`]).
+    pub fn from_name(name: &str) -> Option<Outcome> {
         Outcome::ALL.into_iter().find(|o| o.as_str() == name)
     }
 }
@@ -99,26 +106,46 @@ impl OutcomeCounts {
     }
 }
 
-/// Records outcomes through a pipelined publisher; flush before acking the events.
+/// Events per outcome message at most (keeps a message far below NATS's payload limit).
+const EVENTS_PER_MESSAGE: usize = 1_000;
+
+/// One recorded event: its dedup id and its worker.
+#[derive(Debug, Clone)]
+struct Recorded {
+    msg_id: String,
+    worker_id: String,
+}
+
+/// Collects outcomes and publishes them, grouped per run and outcome, on [`flush`]; flush
+/// before acking the events.
+///
+/// [`flush`]: OutcomeRecorder::flush
 pub struct OutcomeRecorder {
     publisher: Publisher,
+    pending: HashMap<(String, String, Outcome), Vec<Recorded>>,
+    seen: HashSet<String>,
 }
 
 impl std::fmt::Debug for OutcomeRecorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OutcomeRecorder").finish_non_exhaustive()
+        f.debug_struct("OutcomeRecorder")
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
     }
 }
 
 impl OutcomeRecorder {
-    /// A recorder with up to `window` outcome publishes in flight.
+    /// A recorder with up to `window` outcome messages in flight.
     pub fn new(js: jetstream::Context, window: usize) -> OutcomeRecorder {
         OutcomeRecorder {
             publisher: Publisher::new(js, window),
+            pending: HashMap::new(),
+            seen: HashSet::new(),
         }
     }
 
-    /// Queues the outcome of event `msg_id` (its `Nats-Msg-Id`) with the worker id as payload.
+    /// Queues the outcome of event `msg_id` (its `Nats-Msg-Id`) of `worker_id`. An event
+    /// queued twice before a flush keeps its first outcome.
     pub async fn record(
         &mut self,
         integration: &str,
@@ -127,23 +154,56 @@ impl OutcomeRecorder {
         worker_id: &str,
         outcome: Outcome,
     ) -> Result<(), BusError> {
-        self.publisher
-            .publish(
-                names::outcome_subject(integration, run_id, outcome.as_str()),
-                msg_id.to_owned(),
-                Bytes::copy_from_slice(worker_id.as_bytes()),
-                None,
-            )
-            .await
+        if !self.seen.insert(msg_id.to_owned()) {
+            return Ok(());
+        }
+        self.pending
+            .entry((integration.to_owned(), run_id.to_owned(), outcome))
+            .or_default()
+            .push(Recorded {
+                msg_id: msg_id.to_owned(),
+                worker_id: worker_id.to_owned(),
+            });
+        Ok(())
     }
 
-    /// Waits until every queued outcome is stored.
+    /// Publishes what was queued and waits until it is stored.
     pub async fn flush(&mut self) -> Result<(), BusError> {
+        for ((integration, run_id, outcome), events) in std::mem::take(&mut self.pending) {
+            for chunk in events.chunks(EVENTS_PER_MESSAGE) {
+                let subject =
+                    names::outcome_subject(&integration, &run_id, outcome.as_str(), chunk.len());
+                let mut payload = Vec::with_capacity(chunk.len() * 80);
+                for event in chunk {
+                    payload.extend_from_slice(event.msg_id.as_bytes());
+                    payload.push(b'\t');
+                    payload.extend_from_slice(event.worker_id.as_bytes());
+                    payload.push(b'\n');
+                }
+                let id = uuid::Uuid::now_v7().to_string();
+                self.publisher
+                    .publish(subject, id, Bytes::from(payload), None)
+                    .await?;
+            }
+        }
+        self.seen.clear();
         self.publisher.flush().await
     }
 }
 
-/// Reads the counts of one run's outcomes from the stream's per-subject totals.
+/// The outcome and event count a subject of the outcomes stream stands for. Subjects written
+/// before outcomes were grouped (`...<run>.<outcome>`, one event each) still count.
+fn parse_subject(subject: &str) -> Option<(Outcome, u64)> {
+    let mut tokens = subject.rsplit('.');
+    let last = tokens.next()?;
+    match last.parse::<u64>() {
+        Ok(n) => Some((Outcome::from_name(tokens.next()?)?, n)),
+        Err(_) => Some((Outcome::from_name(last)?, 1)),
+    }
+}
+
+/// Live counts of one run's outcomes, from the stream's per-subject totals. An event recorded
+/// twice (redelivered after its outcome was stored) counts twice here; see [`exact_count`].
 pub async fn count(
     js: &jetstream::Context,
     integration: &str,
@@ -159,16 +219,95 @@ pub async fn count(
         .await
         .map_err(|e| BusError::request(format!("counting outcomes {filter}"), e))?;
     let mut counts = OutcomeCounts::default();
-    while let Some((subject, n)) = subjects
+    while let Some((subject, messages)) = subjects
         .try_next()
         .await
         .map_err(|e| BusError::request(format!("counting outcomes {filter}"), e))?
     {
-        if let Some(outcome) = subject.rsplit('.').next().and_then(Outcome::from_str) {
-            counts.add(outcome, u64::try_from(n).unwrap_or(0));
+        if let Some((outcome, n)) = parse_subject(&subject) {
+            counts.add(outcome, n * u64::try_from(messages).unwrap_or(0));
         }
     }
     Ok(counts)
+}
+
+/// Exact counts of one run's outcomes: every outcome message of the run is read and each event
+/// counted once, with the first outcome stored for it. Events are told apart by a 64-bit hash
+/// of their id, so a run of a million events needs about 16 MiB here, once, at finalize.
+pub async fn exact_count(
+    js: &jetstream::Context,
+    integration: &str,
+    run_id: &str,
+) -> Result<OutcomeCounts, BusError> {
+    let what = || format!("reading the outcomes of run {run_id} of {integration}");
+    let stream = js
+        .get_stream(names::OUTCOMES_STREAM)
+        .await
+        .map_err(|e| BusError::request(what(), e))?;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: names::outcomes_filter(integration, run_id),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| BusError::request(what(), e))?;
+    let mut remaining = consumer.cached_info().num_pending;
+    let mut counts = OutcomeCounts::default();
+    if remaining == 0 {
+        return Ok(counts);
+    }
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| BusError::request(what(), e))?;
+    let mut seen: HashSet<u64> = HashSet::new();
+    while remaining > 0 {
+        let message = match messages.next().await {
+            Some(Ok(message)) => message,
+            Some(Err(err)) => return Err(BusError::request(what(), err)),
+            None => return Err(BusError::request(what(), "the consumer ended early")),
+        };
+        remaining -= 1;
+        let Some((outcome, n)) = parse_subject(message.subject.as_str()) else {
+            continue;
+        };
+        let ids: Vec<&[u8]> = if n == 1 && !message.payload.contains(&b'\t') {
+            // An ungrouped outcome: the event id is the message's dedup id.
+            let id = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                .map(|v| v.as_str().as_bytes().to_vec());
+            match id {
+                Some(id) => {
+                    if seen.insert(hash(&id)) {
+                        counts.add(outcome, 1);
+                    }
+                    continue;
+                }
+                None => vec![message.payload.as_ref()],
+            }
+        } else {
+            message
+                .payload
+                .split(|b| *b == b'\n')
+                .filter(|line| !line.is_empty())
+                .map(|line| line.split(|b| *b == b'\t').next().unwrap_or(line))
+                .collect()
+        };
+        for id in ids {
+            if seen.insert(hash(id)) {
+                counts.add(outcome, 1);
+            }
+        }
+    }
+    Ok(counts)
+}
+
+fn hash(id: &[u8]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    id.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Removes one run's outcome messages once its counts are kept elsewhere.
@@ -187,4 +326,23 @@ pub async fn purge(
         .await
         .map_err(|e| BusError::request(format!("purging outcomes of run {run_id}"), e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_name_their_outcome_and_count() {
+        assert_eq!(
+            parse_subject("peoplesync.acme.outcomes.r1.written.100"),
+            Some((Outcome::Written, 100))
+        );
+        assert_eq!(
+            parse_subject("peoplesync.acme.outcomes.r1.dead_lettered"),
+            Some((Outcome::DeadLettered, 1)),
+            "an ungrouped outcome from before grouping counts one event"
+        );
+        assert_eq!(parse_subject("peoplesync.acme.outcomes.r1.bogus.3"), None);
+    }
 }

@@ -70,32 +70,39 @@ async fn outcome_counts_stay_exact_when_an_event_is_recorded_twice() {
     let nats = NatsServer::start();
     let bus = bus(&nats).await;
     let mut recorder = OutcomeRecorder::new(bus.jetstream().clone(), 32);
+    let id = |i: usize| names::event_msg_id("run-2", &format!("w{i}"));
     for i in 0..10 {
         let outcome = if i < 7 {
             Outcome::Written
         } else {
             Outcome::Filtered
         };
-        let id = names::event_msg_id("run-2", &format!("w{i}"));
         recorder
-            .record("acme", "run-2", &id, "w", outcome)
-            .await
-            .unwrap();
-        // A redelivered event records its outcome again, possibly a different one.
-        recorder
-            .record("acme", "run-2", &id, "w", Outcome::Unchanged)
+            .record("acme", "run-2", &id(i), "w", outcome)
             .await
             .unwrap();
     }
     recorder.flush().await.unwrap();
-    let counts = outcomes::count(bus.jetstream(), "acme", "run-2")
+    // Three events are redelivered (their acks were lost) and settle again, one differently.
+    for i in [0, 1, 8] {
+        recorder
+            .record("acme", "run-2", &id(i), "w", Outcome::Unchanged)
+            .await
+            .unwrap();
+    }
+    recorder.flush().await.unwrap();
+    let live = outcomes::count(bus.jetstream(), "acme", "run-2")
+        .await
+        .unwrap();
+    assert_eq!(live.total(), 13, "live counts include the second recording");
+    let counts = outcomes::exact_count(bus.jetstream(), "acme", "run-2")
         .await
         .unwrap();
     assert_eq!(counts.written, 7);
     assert_eq!(counts.filtered, 3);
-    assert_eq!(counts.unchanged, 0);
+    assert_eq!(counts.unchanged, 0, "each event keeps its first outcome");
     assert_eq!(counts.total(), 10);
-    let other = outcomes::count(bus.jetstream(), "acme", "run-3")
+    let other = outcomes::exact_count(bus.jetstream(), "acme", "run-3")
         .await
         .unwrap();
     assert_eq!(other.total(), 0);
@@ -106,6 +113,55 @@ async fn outcome_counts_stay_exact_when_an_event_is_recorded_twice() {
         .await
         .unwrap();
     assert_eq!(purged.total(), 0);
+}
+
+#[tokio::test]
+async fn outcomes_are_grouped_per_run_and_kind() {
+    let nats = NatsServer::start();
+    let bus = bus(&nats).await;
+    let mut recorder = OutcomeRecorder::new(bus.jetstream().clone(), 4);
+    // 2,500 events of one run: 2,000 written ones in two messages of 1,000 ids, 500 dead
+    // letters in one; and one event of another run.
+    for i in 0..2_500 {
+        let outcome = if i % 5 == 0 {
+            Outcome::DeadLettered
+        } else {
+            Outcome::Written
+        };
+        let id = names::event_msg_id("run-4", &format!("w{i}"));
+        recorder
+            .record("acme", "run-4", &id, &format!("w{i}"), outcome)
+            .await
+            .unwrap();
+    }
+    recorder
+        .record("acme", "run-5", "run-5.w1", "w1", Outcome::Filtered)
+        .await
+        .unwrap();
+    recorder.flush().await.unwrap();
+    let mut stream = bus
+        .jetstream()
+        .get_stream(names::OUTCOMES_STREAM)
+        .await
+        .unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 2 + 1 + 1);
+    for counts in [
+        outcomes::count(bus.jetstream(), "acme", "run-4")
+            .await
+            .unwrap(),
+        outcomes::exact_count(bus.jetstream(), "acme", "run-4")
+            .await
+            .unwrap(),
+    ] {
+        assert_eq!(counts.written, 2_000);
+        assert_eq!(counts.dead_lettered, 500);
+        assert_eq!(counts.total(), 2_500);
+    }
+    let other = outcomes::exact_count(bus.jetstream(), "acme", "run-5")
+        .await
+        .unwrap();
+    assert_eq!(other.filtered, 1);
+    assert_eq!(other.total(), 1);
 }
 
 #[tokio::test]
@@ -252,4 +308,42 @@ async fn consumption_survives_a_server_restart() {
         .await
         .expect("consumption resumed after the restart");
     assert_eq!(second.payload, Bytes::from_static(b"b"));
+}
+
+#[tokio::test]
+async fn many_keys_are_read_at_once_in_order() {
+    let nats = NatsServer::start();
+    let bus = bus(&nats).await;
+    let store = bus.applied_kv();
+    // More keys than one batched request holds, with absent, deleted and purged ones among them.
+    let keys: Vec<String> = (0..600).map(|i| format!("acme.k{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        if i % 3 != 0 {
+            store.put(key, Bytes::from(format!("v{i}"))).await.unwrap();
+        }
+    }
+    store.put("acme.k1", Bytes::from("newer")).await.unwrap();
+    store.delete("acme.k2").await.unwrap();
+    store.purge("acme.k4").await.unwrap();
+
+    let values = peoplesync_bus::lookup::values(bus.client(), store, &keys)
+        .await
+        .unwrap();
+    assert_eq!(values.len(), keys.len());
+    for (i, value) in values.iter().enumerate() {
+        let expected = match i {
+            1 => Some("newer".to_owned()),
+            2 | 4 => None,
+            i if i % 3 == 0 => None,
+            i => Some(format!("v{i}")),
+        };
+        let got = value
+            .as_ref()
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        assert_eq!(got, expected, "key {}", keys[i]);
+    }
+    let none = peoplesync_bus::lookup::values(bus.client(), store, &["acme.absent".into()])
+        .await
+        .unwrap();
+    assert_eq!(none, vec![None], "a batch with no key present");
 }

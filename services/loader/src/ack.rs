@@ -105,9 +105,6 @@ pub async fn settle(
                 )
                 .await?;
             recorded.push(*outcome);
-            metrics::counter!(peoplesync_runtime::metrics::names::LOADER_EVENTS,
-                "integration" => item.key.integration.clone(), "outcome" => outcome.as_str())
-            .increment(1);
         }
     }
     // Dead letters first: an outcome says the event is dealt with, so its letter must exist.
@@ -124,6 +121,16 @@ pub async fn settle(
         }
     });
     join_all(acks).await;
+    if let Some((item, _)) = items.first() {
+        for outcome in Outcome::ALL {
+            let n = recorded.iter().filter(|o| **o == outcome).count();
+            if n > 0 {
+                metrics::counter!(peoplesync_runtime::metrics::names::LOADER_EVENTS,
+                    "integration" => item.key.integration.clone(), "outcome" => outcome.as_str())
+                .increment(n as u64);
+            }
+        }
+    }
     Ok(recorded)
 }
 

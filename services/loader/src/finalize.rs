@@ -3,8 +3,9 @@
 //! claim on the run record, calls finalize, and records the final counts. A claim left by a
 //! replica that died is taken over after [`CLAIM_EXPIRY`].
 
-use std::collections::HashSet;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use peoplesync_bus::{Bus, BusError, FinalizeState, RunRecord, RunState, Runs, outcomes};
@@ -16,6 +17,10 @@ use tokio_util::sync::CancellationToken;
 pub const CLAIM_EXPIRY: Duration = Duration::from_secs(120);
 /// How often every open run is checked, in case a poke or a watch event was missed.
 const SWEEP: Duration = Duration::from_secs(5);
+/// How often poked runs are checked at most.
+const POKE_INTERVAL: Duration = Duration::from_millis(200);
+/// How often a run's outcomes may be read in full while its live counts overstate it.
+const EXACT_READ_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Finalizes portions for one replica.
 pub struct Finalizer {
@@ -23,6 +28,8 @@ pub struct Finalizer {
     runs: Runs,
     client: OomnitzaClient,
     replica: String,
+    /// When each run's outcomes were last read in full.
+    exact_reads: Mutex<HashMap<String, Instant>>,
 }
 
 /// A request to look at one run now: (integration, run id).
@@ -37,11 +44,28 @@ impl Finalizer {
             runs,
             client,
             replica,
+            exact_reads: Mutex::default(),
         }
     }
 
-    /// Checks runs when poked (after a batch settles), when a run record changes, and every
-    /// few seconds, until `shutdown`.
+    /// Whether `run_id`'s outcomes may be read in full now: once, and then again only after
+    /// [`EXACT_READ_INTERVAL`], so a run whose live counts overstate it (an event recorded
+    /// twice) is not read in full after every batch.
+    fn exact_read_due(&self, run_id: &str) -> bool {
+        let Ok(mut reads) = self.exact_reads.lock() else {
+            return true;
+        };
+        let now = Instant::now();
+        reads.retain(|_, at| now.duration_since(*at) < EXACT_READ_INTERVAL);
+        if reads.contains_key(run_id) {
+            return false;
+        }
+        reads.insert(run_id.to_owned(), now);
+        true
+    }
+
+    /// Checks runs when poked (after a batch settles; at most every [`POKE_INTERVAL`]), when a
+    /// run record changes, and every few seconds, until `shutdown`.
     pub async fn run(self, mut pokes: mpsc::Receiver<Poke>, shutdown: CancellationToken) {
         let mut watch = match self.runs.watch().await {
             Ok(watch) => Some(watch),
@@ -52,12 +76,22 @@ impl Finalizer {
         };
         let mut sweep = tokio::time::interval(SWEEP);
         let mut settled = HashSet::new();
+        // Runs poked since the last check: a run's batches settle many times a second, and one
+        // check per POKE_INTERVAL sees the same as one per batch.
+        let mut poked: HashSet<Poke> = HashSet::new();
+        let mut poke_timer = tokio::time::interval(POKE_INTERVAL);
+        poke_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 poke = pokes.recv() => {
-                    let Some((integration, run_id)) = poke else { return };
-                    self.check(&integration, &run_id).await;
+                    let Some(poke) = poke else { return };
+                    poked.insert(poke);
+                }
+                _ = poke_timer.tick(), if !poked.is_empty() => {
+                    for (integration, run_id) in std::mem::take(&mut poked) {
+                        self.check(&integration, &run_id).await;
+                    }
                 }
                 entry = next_entry(&mut watch) => {
                     match entry {
@@ -142,8 +176,21 @@ impl Finalizer {
         if record.state == RunState::Failed && self.resumes(integration, run_id).await? {
             return Ok(());
         }
-        let counts = outcomes::count(self.bus.jetstream(), integration, run_id).await?;
+        // The live counts are cheap and never too low; only when they cover every event are
+        // the run's outcomes read and each event counted once.
+        let live = outcomes::count(self.bus.jetstream(), integration, run_id).await?;
+        if live.total() < record.expected() || !self.exact_read_due(run_id) {
+            return Ok(());
+        }
+        let counts = outcomes::exact_count(self.bus.jetstream(), integration, run_id).await?;
         if counts.total() < record.expected() {
+            tracing::debug!(
+                integration,
+                run_id,
+                live = live.total(),
+                exact = counts.total(),
+                "some events were recorded twice and others are still outstanding"
+            );
             return Ok(());
         }
         let now = chrono::Utc::now().to_rfc3339();

@@ -114,6 +114,35 @@ pub async fn run(bins: &Binaries, options: &Options) -> anyhow::Result<()> {
     })
     .await?;
 
+    measure(
+        &nats,
+        n,
+        "KV put without ack, 100 per group closed by one acked put",
+        async {
+            for start in (0..n).step_by(100) {
+                let end = (start + 100).min(n);
+                for i in start..end.saturating_sub(1) {
+                    client
+                        .publish(format!("$KV.cost.g{i}"), payload.clone())
+                        .await?;
+                }
+                store.put(format!("g{}", end - 1), payload.clone()).await?;
+            }
+            anyhow::Ok(())
+        },
+    )
+    .await?;
+
+    measure(&nats, n / 10, "subscribe and unsubscribe an inbox", async {
+        for _ in 0..n / 10 {
+            let mut sub = client.subscribe(client.new_inbox()).await?;
+            sub.unsubscribe().await?;
+        }
+        client.flush().await?;
+        anyhow::Ok(())
+    })
+    .await?;
+
     measure(&nats, n, "KV get (direct get)", async {
         fstream::iter(0..n)
             .map(|i| {

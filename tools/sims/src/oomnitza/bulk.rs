@@ -42,7 +42,11 @@ pub(crate) async fn post(State(shared): State<Arc<Shared>>, body: Bytes) -> Resp
 
     let mut store = lock(&shared.store);
     store.counters.bulk_requests += 1;
-    let env = match validate::envelope(&body, &shared.config.custom_fields) {
+    store
+        .counters
+        .first_bulk_at_ms
+        .get_or_insert_with(|| chrono::Utc::now().timestamp_millis());
+    let env = match validate::envelope(body, &shared.config.custom_fields) {
         Ok(env) => env,
         Err(problem) => return error(StatusCode::BAD_REQUEST, "bad_request", &problem),
     };
@@ -63,12 +67,12 @@ pub(crate) async fn post(State(shared): State<Arc<Shared>>, body: Bytes) -> Resp
             return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
         }
     }
-    store.apply(&env);
+    let (portion, received) = (env.portion.clone(), env.records.len());
+    store.apply(env);
     drop(store);
 
-    let body = custom_response.unwrap_or_else(
-        || json!({"portion": env.portion, "received": env.records.len(), "status": "accepted"}),
-    );
+    let body = custom_response
+        .unwrap_or_else(|| json!({"portion": portion, "received": received, "status": "accepted"}));
     (StatusCode::OK, Json(body)).into_response()
 }
 

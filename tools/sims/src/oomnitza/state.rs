@@ -119,6 +119,7 @@ impl Shared {
             api_requests: requests.api_requests,
             bulk_requests: c.bulk_requests,
             bulk_records: c.bulk_records,
+            first_bulk_at_ms: c.first_bulk_at_ms,
             records_created: c.created,
             records_updated: c.updated,
             records_unchanged: c.unchanged,
@@ -128,7 +129,11 @@ impl Shared {
             finalize_calls: c.finalize_calls.clone(),
             requests_429: requests.requests_429,
             max_in_flight: self.flight.max(),
-            user_writes: c.user_writes.clone(),
+            user_writes: c
+                .user_writes
+                .iter()
+                .map(|(id, n)| (id.clone(), *n))
+                .collect(),
             max_writes_per_user: c.user_writes.values().copied().max().unwrap_or(0),
         }
     }

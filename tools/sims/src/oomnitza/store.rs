@@ -50,6 +50,7 @@ pub(crate) struct Store {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) bulk_requests: u64,
+    pub(crate) first_bulk_at_ms: Option<i64>,
     pub(crate) bulk_records: u64,
     pub(crate) created: u64,
     pub(crate) updated: u64,
@@ -57,7 +58,7 @@ pub(crate) struct Counters {
     pub(crate) skipped: u64,
     pub(crate) failed: u64,
     pub(crate) finalize_calls: BTreeMap<String, u64>,
-    pub(crate) user_writes: BTreeMap<String, u64>,
+    pub(crate) user_writes: HashMap<String, u64>,
 }
 
 /// The index key of a value; `None` for values that identify nothing (null, blank).
@@ -147,38 +148,54 @@ impl Store {
 
     /// Applies a batch whose envelope and records are valid; updates the portion's run log and
     /// the counters. The portion must exist and be open.
-    pub(crate) fn apply(&mut self, env: &Envelope) -> Vec<Outcome> {
+    pub(crate) fn apply(&mut self, mut env: Envelope) -> Vec<Outcome> {
+        let records = std::mem::take(&mut env.records);
+        self.counters.bulk_records += records.len() as u64;
+        let mut failed = Vec::new();
         let outcomes: Vec<Outcome> = match &env.error {
             Some(reason) => {
-                let n = env.records.len().max(1);
+                let n = records.len().max(1);
+                let mut records = records.into_iter();
+                for _ in 0..n {
+                    failed.push(FailedRecord {
+                        record: records.next().unwrap_or(Value::Null),
+                        reason: reason.clone(),
+                    });
+                }
                 vec![Outcome::Failed(reason.clone()); n]
             }
-            None => env
-                .records
-                .iter()
-                .map(|record| match record {
-                    Value::Object(fields) => self.apply_record(env, fields),
-                    _ => Outcome::Failed("the record is not a JSON object".into()),
-                })
-                .collect(),
+            None => {
+                let mut outcomes = Vec::with_capacity(records.len());
+                for record in records {
+                    let result = match record {
+                        Value::Object(fields) => self.apply_record(&env, fields),
+                        other => Err(("the record is not a JSON object".into(), other)),
+                    };
+                    outcomes.push(match result {
+                        Ok(outcome) => outcome,
+                        Err((reason, record)) => {
+                            failed.push(FailedRecord {
+                                record,
+                                reason: reason.clone(),
+                            });
+                            Outcome::Failed(reason)
+                        }
+                    });
+                }
+                outcomes
+            }
         };
-        self.counters.bulk_records += env.records.len() as u64;
         let portion = self.portion_mut(&env.portion);
-        for (i, outcome) in outcomes.iter().enumerate() {
+        for outcome in &outcomes {
             match outcome {
                 Outcome::Added => portion.added += 1,
                 Outcome::Updated => portion.updated += 1,
                 Outcome::Unchanged => portion.unchanged += 1,
                 Outcome::Skipped => portion.skipped += 1,
-                Outcome::Failed(reason) => {
-                    portion.failed += 1;
-                    portion.failed_records.push(FailedRecord {
-                        record: env.records.get(i).cloned().unwrap_or(Value::Null),
-                        reason: reason.clone(),
-                    });
-                }
+                Outcome::Failed(_) => portion.failed += 1,
             }
         }
+        portion.failed_records.extend(failed);
         for outcome in &outcomes {
             let c = &mut self.counters;
             match outcome {
@@ -192,46 +209,55 @@ impl Store {
         outcomes
     }
 
-    fn apply_record(&mut self, env: &Envelope, record: &Map<String, Value>) -> Outcome {
-        let (saas, fields): (Vec<_>, Vec<_>) = record.iter().partition(|(k, _)| *k == "SAAS");
-        let fields: Map<String, Value> = fields
-            .into_iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let saas = saas.into_iter().map(|(_, v)| v).find(|v| v.is_object());
-
+    /// Applies one record; a failure gives back the reason and the record as received.
+    fn apply_record(
+        &mut self,
+        env: &Envelope,
+        mut fields: Map<String, Value>,
+    ) -> Result<Outcome, (String, Value)> {
+        let saas = fields.remove("SAAS");
+        let as_received = |mut fields: Map<String, Value>, saas: Option<Value>| {
+            if let Some(saas) = saas {
+                fields.insert("SAAS".into(), saas);
+            }
+            Value::Object(fields)
+        };
         for field in &env.sync_field {
             self.ensure_indexed(field);
         }
         let slot = match self.find(&env.sync_field, &fields) {
-            Some(_) if env.insert_only => return Outcome::Skipped,
+            Some(_) if env.insert_only => return Ok(Outcome::Skipped),
             Some(slot) => slot,
-            None if env.update_only => return Outcome::Skipped,
+            None if env.update_only => return Ok(Outcome::Skipped),
             None => {
                 if let Some(conflict) = self.unique_conflict(&fields, None) {
-                    return Outcome::Failed(conflict);
+                    return Err((conflict, as_received(fields, saas)));
                 }
                 let id = self.insert_user(fields);
                 self.count_write(&id);
-                if let Some(saas) = saas {
+                if let Some(saas) = saas.as_ref().filter(|v| v.is_object()) {
                     self.upsert_saas(&id, saas);
                 }
-                return Outcome::Added;
+                return Ok(Outcome::Added);
             }
         };
 
         let user = &self.users[slot];
         let changes: Map<String, Value> = fields
-            .into_iter()
-            .filter(|(k, v)| user.fields.get(k).unwrap_or(&Value::Null) != v)
+            .iter()
+            .filter(|(k, v)| user.fields.get(*k).unwrap_or(&Value::Null) != *v)
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         if let Some(conflict) = self.unique_conflict(&changes, Some(slot)) {
-            return Outcome::Failed(conflict);
+            return Err((conflict, as_received(fields, saas)));
         }
         let id = self.users[slot].id.clone();
-        let saas_changed = saas.is_some_and(|s| self.upsert_saas(&id, s));
+        let saas_changed = saas
+            .as_ref()
+            .filter(|v| v.is_object())
+            .is_some_and(|s| self.upsert_saas(&id, s));
         if changes.is_empty() && !saas_changed {
-            return Outcome::Unchanged;
+            return Ok(Outcome::Unchanged);
         }
         if !changes.is_empty() {
             let old = self.users[slot].fields.clone();
@@ -246,7 +272,7 @@ impl Store {
             self.index_user(slot);
         }
         self.count_write(&id);
-        Outcome::Updated
+        Ok(Outcome::Updated)
     }
 
     /// The user identified by the first sync field the record has a value for.
@@ -390,15 +416,15 @@ mod tests {
     fn create_then_update_then_unchanged() {
         let mut s = store();
         assert_eq!(
-            s.apply(&env(&["EMAIL"], vec![ada(json!({}))])),
+            s.apply(env(&["EMAIL"], vec![ada(json!({}))])),
             [Outcome::Added]
         );
         assert_eq!(
-            s.apply(&env(&["EMAIL"], vec![ada(json!({"POSITION": "CTO"}))])),
+            s.apply(env(&["EMAIL"], vec![ada(json!({"POSITION": "CTO"}))])),
             [Outcome::Updated]
         );
         assert_eq!(
-            s.apply(&env(&["EMAIL"], vec![ada(json!({"POSITION": "CTO"}))])),
+            s.apply(env(&["EMAIL"], vec![ada(json!({"POSITION": "CTO"}))])),
             [Outcome::Unchanged]
         );
         assert_eq!(s.users().len(), 1);
@@ -421,8 +447,8 @@ mod tests {
                 .cloned()
                 .unwrap(),
         );
-        s.apply(&env(&["EMAIL"], vec![ada(json!({}))]));
-        let out = s.apply(&env(
+        s.apply(env(&["EMAIL"], vec![ada(json!({}))]));
+        let out = s.apply(env(
             &["EMPLOYEE_ID"],
             vec![json!({"EMPLOYEE_ID": "E1", "POSITION": "CTO"})],
         ));
@@ -432,7 +458,7 @@ mod tests {
             "matched through an index built on first use"
         );
         assert_eq!(s.users().len(), 2);
-        let out = s.apply(&env(
+        let out = s.apply(env(
             &["EMPLOYEE_ID"],
             vec![json!({"EMPLOYEE_ID": "E2", "USER": "ada"})],
         ));
@@ -445,7 +471,7 @@ mod tests {
     #[test]
     fn the_same_record_twice_in_a_batch_is_harmless() {
         let mut s = store();
-        let out = s.apply(&env(&["EMAIL"], vec![ada(json!({})), ada(json!({}))]));
+        let out = s.apply(env(&["EMAIL"], vec![ada(json!({})), ada(json!({}))]));
         assert_eq!(out, [Outcome::Added, Outcome::Unchanged]);
         assert_eq!(s.users().len(), 1);
     }
@@ -453,11 +479,11 @@ mod tests {
     #[test]
     fn matching_uses_the_first_sync_field_with_a_hit() {
         let mut s = store();
-        s.apply(&env(&["EMAIL"], vec![ada(json!({}))]));
+        s.apply(env(&["EMAIL"], vec![ada(json!({}))]));
         // The e-mail changed in the source; the Sage id still identifies her.
         let moved = json!({"USER": "ada@example.com", "EMAIL": "ada.l@example.com", "SAGE": "a1"});
         assert_eq!(
-            s.apply(&env(&["EMAIL", "SAGE"], vec![moved])),
+            s.apply(env(&["EMAIL", "SAGE"], vec![moved])),
             [Outcome::Updated]
         );
         assert_eq!(s.users().len(), 1);
@@ -466,7 +492,7 @@ mod tests {
         let no_email =
             json!({"USER": "ada@example.com", "EMAIL": null, "SAGE": "a1", "POSITION": "x"});
         assert_eq!(
-            s.apply(&env(&["EMAIL", "SAGE"], vec![no_email])),
+            s.apply(env(&["EMAIL", "SAGE"], vec![no_email])),
             [Outcome::Updated]
         );
         assert!(s.users()[0].get("EMAIL").is_none());
@@ -477,23 +503,23 @@ mod tests {
         let mut s = store();
         let mut e = env(&["EMAIL"], vec![ada(json!({}))]);
         e.update_only = true;
-        assert_eq!(s.apply(&e), [Outcome::Skipped]);
+        assert_eq!(s.apply(e.clone()), [Outcome::Skipped]);
         assert!(s.users().is_empty());
         e.update_only = false;
-        s.apply(&e);
+        s.apply(e.clone());
         e.insert_only = true;
         e.records = vec![ada(json!({"POSITION": "CTO"}))];
-        assert_eq!(s.apply(&e), [Outcome::Skipped]);
+        assert_eq!(s.apply(e.clone()), [Outcome::Skipped]);
         assert!(s.users()[0].get("POSITION").is_none());
     }
 
     #[test]
     fn unique_fields_fail_the_record_not_the_batch() {
         let mut s = store();
-        s.apply(&env(&["EMAIL"], vec![ada(json!({}))]));
+        s.apply(env(&["EMAIL"], vec![ada(json!({}))]));
         let clash = json!({"USER": "bob@example.com", "EMAIL": "bob@example.com", "SAGE": "a1"});
         let ok = json!({"USER": "cy@example.com", "EMAIL": "cy@example.com", "SAGE": "c1"});
-        let out = s.apply(&env(&["EMAIL"], vec![clash, ok]));
+        let out = s.apply(env(&["EMAIL"], vec![clash, ok]));
         assert!(
             matches!(&out[0], Outcome::Failed(r) if r.contains("SAGE")),
             "{out:?}"
@@ -504,7 +530,7 @@ mod tests {
         // Updating Cy to Ada's Sage id fails too.
         let steal = json!({"USER": "cy@example.com", "EMAIL": "cy@example.com", "SAGE": "a1"});
         assert!(matches!(
-            &s.apply(&env(&["EMAIL"], vec![steal]))[0],
+            &s.apply(env(&["EMAIL"], vec![steal]))[0],
             Outcome::Failed(_)
         ));
     }
@@ -517,7 +543,7 @@ mod tests {
             vec![json!({"emailAddress": "x"}), json!({"emailAddress": "y"})],
         );
         e.error = Some("no e-mail mapping".into());
-        let out = s.apply(&e);
+        let out = s.apply(e.clone());
         assert_eq!(out.len(), 2);
         assert!(s.users().is_empty());
         assert_eq!(s.portions["p"].failed, 2);
@@ -532,18 +558,18 @@ mod tests {
         let mut s = store();
         let saas = json!({"SAAS": {"sync_key": "ada@example.com", "name": "Sage People"}});
         assert_eq!(
-            s.apply(&env(&["EMAIL"], vec![ada(saas.clone())])),
+            s.apply(env(&["EMAIL"], vec![ada(saas.clone())])),
             [Outcome::Added]
         );
         assert_eq!(
-            s.apply(&env(&["EMAIL"], vec![ada(saas)])),
+            s.apply(env(&["EMAIL"], vec![ada(saas)])),
             [Outcome::Unchanged]
         );
         assert_eq!(s.saas_users().len(), 1);
         let renamed = json!({"SAAS": {"sync_key": "ada@example.com", "name": "Sage People", "selected_saas_id": "s9"}});
         // A different app key (selected id) is a different SaaS record.
         assert_eq!(
-            s.apply(&env(&["EMAIL"], vec![ada(renamed)])),
+            s.apply(env(&["EMAIL"], vec![ada(renamed)])),
             [Outcome::Updated]
         );
         assert_eq!(s.saas_users().len(), 2);
@@ -559,7 +585,7 @@ mod tests {
         let id = s.insert_user(pre);
         assert!(uuid::Uuid::parse_str(&id).is_ok());
         assert_eq!(
-            s.apply(&env(&["EMAIL"], vec![ada(json!({}))])),
+            s.apply(env(&["EMAIL"], vec![ada(json!({}))])),
             [Outcome::Updated]
         );
         assert_eq!(s.user(&id).map(|u| u["SAGE"].clone()), Some(json!("a1")));

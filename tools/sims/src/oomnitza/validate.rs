@@ -75,8 +75,8 @@ fn flag(body: &Map<String, Value>, name: &str) -> Result<bool, String> {
 }
 
 /// Checks the envelope of a bulk body; the error is the message of the `400`.
-pub(crate) fn envelope(body: &Value, custom: &[CustomField]) -> Result<Envelope, String> {
-    let Value::Object(body) = body else {
+pub(crate) fn envelope(body: Value, custom: &[CustomField]) -> Result<Envelope, String> {
+    let Value::Object(mut body) = body else {
         return Err("the body must be a JSON object".into());
     };
     let portion = match body.get("portion") {
@@ -93,13 +93,13 @@ pub(crate) fn envelope(body: &Value, custom: &[CustomField]) -> Result<Envelope,
             ));
         }
     }
-    let insert_only = flag(body, "insert_only")?;
-    let update_only = flag(body, "update_only")?;
+    let insert_only = flag(&body, "insert_only")?;
+    let update_only = flag(&body, "update_only")?;
     if insert_only && update_only {
         return Err("insert_only and update_only cannot both be true".into());
     }
-    let records = match body.get("records") {
-        Some(Value::Array(records)) => records.clone(),
+    let records = match body.remove("records") {
+        Some(Value::Array(records)) => records,
         None => return Err("records is missing".into()),
         Some(_) => return Err("records must be a list".into()),
     };
@@ -280,7 +280,7 @@ mod tests {
 
     #[test]
     fn a_valid_envelope_parses() {
-        let env = envelope(&body(), &config().custom_fields).expect("valid");
+        let env = envelope(body(), &config().custom_fields).expect("valid");
         assert_eq!(env.portion, "p1");
         assert_eq!(env.sync_field, ["EMAIL"]);
         assert_eq!(env.records.len(), 1);
@@ -321,7 +321,7 @@ mod tests {
             (json!([1]), "JSON object"),
         ];
         for (body, expected) in cases {
-            let err = envelope(&body, &custom).expect_err(expected);
+            let err = envelope(body, &custom).expect_err(expected);
             assert!(
                 err.contains(expected),
                 "{err:?} should mention {expected:?}"
@@ -330,7 +330,7 @@ mod tests {
         let mut both = body();
         both["insert_only"] = json!(true);
         both["update_only"] = json!(true);
-        assert!(envelope(&both, &custom).is_err());
+        assert!(envelope(both, &custom).is_err());
     }
 
     #[test]
@@ -340,7 +340,7 @@ mod tests {
             json!([{"emailAddress": "x", "workAddress.city": "y"}]),
         );
         b["error"] = json!("could not map the record");
-        let env = envelope(&b, &config().custom_fields).expect("accepted");
+        let env = envelope(b, &config().custom_fields).expect("accepted");
         assert_eq!(env.error.as_deref(), Some("could not map the record"));
     }
 
