@@ -121,6 +121,7 @@ impl WorkStream {
             Some(Ok(message)) => Ok(Some(message)),
             Some(Err(err)) => {
                 tracing::debug!(integration = %self.integration, error = %err, "fetch ended with an error; fetching again");
+
                 Ok(None)
             }
             None => Ok(None),

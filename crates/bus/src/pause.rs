@@ -79,6 +79,28 @@ impl Pauses {
             .map_err(|e| BusError::kv(names::STATE_BUCKET, "write", &key, e))
     }
 
+    /// The flag of `integration` (`None` when it was never paused or its flag was deleted) and
+    /// the KV revision it was read at (0 when the key never existed), so a reader can tell it
+    /// from newer watch updates.
+    pub async fn get_with_revision(
+        &self,
+        integration: &str,
+    ) -> Result<(Option<PauseFlag>, u64), BusError> {
+        let key = key(integration);
+        let entry = self
+            .kv
+            .entry(&key)
+            .await
+            .map_err(|e| BusError::kv(names::STATE_BUCKET, "read", &key, e))?;
+        match entry {
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                Ok((Some(decode(&entry.value)?), entry.revision))
+            }
+            Some(entry) => Ok((None, entry.revision)),
+            None => Ok((None, 0)),
+        }
+    }
+
     /// The flag of `integration`; `None` when it was never paused.
     pub async fn get(&self, integration: &str) -> Result<Option<PauseFlag>, BusError> {
         let key = key(integration);

@@ -37,22 +37,37 @@ pub async fn run(
     linger: Duration,
 ) {
     let mut open: HashMap<BatchKey, Open> = HashMap::new();
+    // Items are taken in chunks of whatever is queued, so a burst from one fetch costs one
+    // pass of this loop (and one timer) rather than one per item.
+    let mut received: Vec<Item> = Vec::with_capacity(size);
     loop {
         let next_deadline = open.values().map(|o| o.deadline).min();
         tokio::select! {
-            item = input.recv() => {
-                let Some(item) = item else { break };
-                let key = item.key.clone();
-                let entry = open.entry(key.clone()).or_insert_with(|| Open {
-                    batch: Batch { key: key.clone(), integration: item.integration.clone(), items: Vec::with_capacity(size) },
-                    deadline: Instant::now() + linger,
-                });
-                entry.batch.items.push(item);
-                if entry.batch.items.len() >= size
-                    && let Some(full) = open.remove(&key)
-                    && output.send(full.batch).await.is_err()
-                {
-                    return;
+            n = input.recv_many(&mut received, size.max(1)) => {
+                if n == 0 {
+                    break;
+                }
+                for item in received.drain(..) {
+                    let entry = match open.get_mut(&item.key) {
+                        Some(entry) => entry,
+                        None => open.entry(item.key.clone()).or_insert_with(|| Open {
+                            batch: Batch {
+                                key: item.key.clone(),
+                                integration: item.integration.clone(),
+                                items: Vec::with_capacity(size),
+                            },
+                            deadline: Instant::now() + linger,
+                        }),
+                    };
+                    entry.batch.items.push(item);
+                    if entry.batch.items.len() >= size {
+                        let key = entry.batch.key.clone();
+                        if let Some(full) = open.remove(&key)
+                            && output.send(full.batch).await.is_err()
+                        {
+                            return;
+                        }
+                    }
                 }
             }
             () = sleep_until(next_deadline) => {

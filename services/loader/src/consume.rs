@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use peoplesync_bus::{Bus, WorkStream};
+use peoplesync_bus::{Bus, Pauses, WorkStream};
 use peoplesync_oomnitza::OomnitzaClient;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -217,6 +217,19 @@ async fn intake(
     items: mpsc::Sender<Item>,
     shutdown: CancellationToken,
 ) {
+    // The pause watch may not have delivered this integration's flag yet: read it before the
+    // first pull, so a paused integration is not loaded for a moment after a start.
+    match Pauses::new(bus.state_kv().clone())
+        .get_with_revision(&integration)
+        .await
+    {
+        Ok((flag, revision)) => {
+            gates.set_paused(&integration, flag.is_some_and(|f| f.paused), revision);
+        }
+        Err(err) => {
+            tracing::warn!(%integration, error = %err, "cannot read the pause flag; relying on the pause watch");
+        }
+    }
     let mut work = WorkStream::new(bus, &integration, pull_batch);
     if let Err(err) = work.bind().await {
         tracing::warn!(%integration, error = %err, "cannot bind the consumer yet; will keep trying");

@@ -5,7 +5,7 @@
 //! and Oomnitza is re-checked only at a slow interval, so an outage or a revoked token causes
 //! neither a retry storm nor dead-lettered good data.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -31,7 +31,8 @@ pub enum Failure {
 /// The open/closed state of every integration's intake, shared by the replica's tasks.
 #[derive(Clone)]
 pub struct Gates {
-    paused: Arc<RwLock<HashSet<String>>>,
+    /// Integration → (paused, KV revision of the flag it was read from).
+    paused: Arc<RwLock<HashMap<String, (bool, u64)>>>,
     failure: Arc<RwLock<Option<(Failure, String)>>>,
     changed: Arc<watch::Sender<u64>>,
 }
@@ -62,7 +63,7 @@ impl Gates {
     pub fn is_paused(&self, integration: &str) -> bool {
         self.paused
             .read()
-            .is_ok_and(|set| set.contains(integration))
+            .is_ok_and(|flags| flags.get(integration).is_some_and(|(paused, _)| *paused))
     }
 
     /// Why Oomnitza cannot take records, while it cannot.
@@ -80,15 +81,17 @@ impl Gates {
         }
     }
 
-    /// Records whether `integration` is paused.
-    pub fn set_paused(&self, integration: &str, paused: bool) {
-        if let Ok(mut set) = self.paused.write() {
-            let changed = if paused {
-                set.insert(integration.to_owned())
-            } else {
-                set.remove(integration)
-            };
-            if changed {
+    /// Records whether `integration` is paused, as read at KV `revision`; a read older than
+    /// the one already recorded (the watch and the start-up read race) is ignored.
+    pub fn set_paused(&self, integration: &str, paused: bool, revision: u64) {
+        if let Ok(mut flags) = self.paused.write() {
+            let previous = flags.get(integration).copied();
+            if previous.is_some_and(|(_, seen)| seen > revision) {
+                // An older read than what the watch already delivered.
+                return;
+            }
+            flags.insert(integration.to_owned(), (paused, revision));
+            if previous.map(|(was, _)| was) != Some(paused) && (paused || previous.is_some()) {
                 tracing::info!(
                     integration,
                     paused,
@@ -141,7 +144,7 @@ impl Gates {
                     };
                     let paused = entry.operation == kv::Operation::Put
                         && pause::decode(&entry.value).is_ok_and(|f| f.paused);
-                    self.set_paused(integration, paused);
+                    self.set_paused(integration, paused, entry.revision);
                 }
                 Err(err) => tracing::warn!(error = %err, "pause flag watch error"),
             }
@@ -178,5 +181,27 @@ impl Gates {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_read_of_a_pause_flag_never_undoes_a_newer_one() {
+        let gates = Gates::default();
+        assert!(gates.is_open("acme"), "open until a flag says otherwise");
+        gates.set_paused("acme", true, 7);
+        gates.set_paused("acme", false, 0);
+        assert!(
+            gates.is_paused("acme"),
+            "the start-up read found no flag, but the watch had one"
+        );
+        gates.set_paused("acme", false, 9);
+        assert!(gates.is_open("acme"));
+        gates.set_paused("acme", true, 8);
+        assert!(gates.is_open("acme"), "a stale read does not pause again");
+        assert!(gates.is_open("other"));
     }
 }

@@ -39,6 +39,15 @@ pub struct Options {
     /// A loader config file (TOML) for the replicas, instead of the defaults.
     #[arg(long)]
     loader_config: Option<std::path::PathBuf>,
+    /// Worker threads of each replica's runtime (`TOKIO_WORKER_THREADS`; default: one per core).
+    #[arg(long)]
+    loader_threads: Option<usize>,
+    /// The replicas' log filter (`RUST_LOG` syntax).
+    #[arg(long, default_value = "warn")]
+    loader_log: String,
+    /// Keep the processes' logs in this folder (default: a temporary folder, removed at the end).
+    #[arg(long)]
+    log_dir: Option<std::path::PathBuf>,
 }
 
 fn custom_fields() -> String {
@@ -84,8 +93,16 @@ struct Timing {
 
 /// Runs the benchmark and prints a report.
 pub async fn run(bins: &Binaries, options: &Options) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir().context("temporary folder")?;
-    let (sim, url) = oomnitza_sim(bins, dir.path(), options.latency_ms)?;
+    let temp = tempfile::tempdir().context("temporary folder")?;
+    let dir = match &options.log_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            dir.clone()
+        }
+        None => temp.path().to_path_buf(),
+    };
+    let dir = dir.as_path();
+    let (sim, url) = oomnitza_sim(bins, dir, options.latency_ms)?;
     let (timing, mode) = if options.one_at_a_time {
         let elapsed = one_at_a_time(&url, options.workers).await?;
         let timing = Timing {
@@ -95,7 +112,7 @@ pub async fn run(bins: &Binaries, options: &Options) -> anyhow::Result<()> {
         (timing, "one record per request".to_owned())
     } else {
         (
-            loaders(bins, dir.path(), &sim, &url, options).await?,
+            loaders(bins, dir, &sim, &url, options).await?,
             format!("{} loader replica(s)", options.replicas),
         )
     };
@@ -140,7 +157,9 @@ async fn loaders(
     url: &str,
     options: &Options,
 ) -> anyhow::Result<Timing> {
-    let nats = Nats::start(bins, dir)?;
+    // A fresh store every time, even when the logs go to a kept folder.
+    let store = tempfile::tempdir().context("temporary folder")?;
+    let nats = Nats::start(bins, store.path())?;
     let bus = Bus::connect(nats.url(), "peoplesync-bench", BusSettings::default())
         .await
         .context("connecting to NATS")?;
@@ -214,18 +233,23 @@ async fn loaders(
             .as_deref()
             .map(|path| vec!["--config", path])
             .unwrap_or_default();
+        let threads = options.loader_threads.map(|n| n.to_string());
+        let mut env = vec![
+            ("NATS_URL", nats.url()),
+            ("OOMNITZA_URL", url),
+            ("OOMNITZA_API_TOKEN", TOKEN),
+            ("PEOPLESYNC_REPLICA", name.as_str()),
+            ("PEOPLESYNC_HTTP_LISTEN", "127.0.0.1:0"),
+            ("RUST_LOG", options.loader_log.as_str()),
+        ];
+        if let Some(threads) = &threads {
+            env.push(("TOKIO_WORKER_THREADS", threads.as_str()));
+        }
         let mut replica = Proc::spawn(
             &name,
             &program,
             &args,
-            &[
-                ("NATS_URL", nats.url()),
-                ("OOMNITZA_URL", url),
-                ("OOMNITZA_API_TOKEN", TOKEN),
-                ("PEOPLESYNC_REPLICA", &name),
-                ("PEOPLESYNC_HTTP_LISTEN", "127.0.0.1:0"),
-                ("RUST_LOG", "warn"),
-            ],
+            &env,
             &dir.join(format!("{name}.log")),
         )?;
         replica.discard_stdout();
