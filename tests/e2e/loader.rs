@@ -232,6 +232,29 @@ async fn a_second_run_with_no_changes_posts_nothing_and_a_change_posts_one_recor
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_keeps_at_most_in_flight_requests_at_oomnitza() {
+    let d = deployment(2_000).await;
+    d.oomnitza.set_faults(OomnitzaFaults {
+        latency_ms: 100,
+        ..Default::default()
+    });
+    let config = format!("{QUICK}\n[batch]\nin_flight = 2\n");
+    let _loader = d.loader_with("loader-1", &config);
+    let run_id = d.extract_run();
+    let run = d
+        .finalized("sage-people", &run_id, Duration::from_secs(120))
+        .await;
+    assert_accounted(&run);
+    let stats = d.oomnitza.stats();
+    assert!(
+        stats.max_in_flight <= 2,
+        "batches are prepared and settled beside the requests, but requests stay at batch.in_flight: {} at once",
+        stats.max_in_flight
+    );
+    d.assert_each_user_stored_once();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canceled_portion_stops_sends_and_counts_the_rest_canceled() {
     let d = deployment(3_000).await;
     d.oomnitza.set_faults(OomnitzaFaults {

@@ -67,11 +67,15 @@ async fn batched(
             store.name
         )
     };
-    let mut slots: HashMap<String, usize> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, key)| (format!("{}{key}", store.prefix), i))
-        .collect();
+    // A key may appear more than once (two events of one worker in a batch): it is asked for
+    // once and its value given to each place it holds.
+    let mut slots: HashMap<String, Vec<usize>> = HashMap::with_capacity(keys.len());
+    for (i, key) in keys.iter().enumerate() {
+        slots
+            .entry(format!("{}{key}", store.prefix))
+            .or_default()
+            .push(i);
+    }
     let request = serde_json::json!({
         "multi_last": slots.keys().collect::<Vec<_>>(),
         "batch": keys.len(),
@@ -107,14 +111,16 @@ async fn batched(
             }
             let headers = message.headers.as_ref();
             let subject = headers.and_then(|h| h.get("Nats-Subject"));
-            let Some(slot) = subject.and_then(|s| slots.remove(s.as_str())) else {
+            let Some(places) = subject.and_then(|s| slots.remove(s.as_str())) else {
                 continue;
             };
             let deleted = headers
                 .and_then(|h| h.get("KV-Operation"))
                 .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
             if !deleted {
-                values[slot] = Some(message.payload);
+                for place in places {
+                    values[place] = Some(message.payload.clone());
+                }
             }
         }
         Err(BusError::request(what(), "the reply subscription ended"))

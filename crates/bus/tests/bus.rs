@@ -342,6 +342,18 @@ async fn many_keys_are_read_at_once_in_order() {
             .map(|v| String::from_utf8_lossy(v).into_owned());
         assert_eq!(got, expected, "key {}", keys[i]);
     }
+    let twice = peoplesync_bus::lookup::values(
+        bus.client(),
+        store,
+        &["acme.k1".into(), "acme.k3".into(), "acme.k1".into()],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        twice,
+        vec![Some(Bytes::from("newer")), None, Some(Bytes::from("newer"))],
+        "a key asked for twice is answered in both places"
+    );
     let none = peoplesync_bus::lookup::values(bus.client(), store, &["acme.absent".into()])
         .await
         .unwrap();

@@ -15,6 +15,7 @@ pub const ENV_VARS: &[&str] = &[
     "PEOPLESYNC_INTEGRATION",
     "PEOPLESYNC_REPLICA",
     "PEOPLESYNC_STREAM_REPLICAS",
+    "PEOPLESYNC_WORKER_THREADS",
     "PEOPLESYNC_HTTP_LISTEN",
     "PEOPLESYNC_LOADER_CONFIG",
     "PEOPLESYNC_INTEGRATION_FILE",
@@ -59,6 +60,10 @@ pub struct LoaderConfig {
     /// Copies of each stream and KV bucket in a NATS cluster (`PEOPLESYNC_STREAM_REPLICAS`):
     /// 1 on a single server, 3 in production. Never lowered on an existing stream.
     pub stream_replicas: usize,
+    /// Threads running the replica (`PEOPLESYNC_WORKER_THREADS`). One is the default: a
+    /// replica is the unit of scale, and on one thread it spends about a seventh less CPU per
+    /// event than on two (no wake-ups and frees across threads); add replicas, not threads.
+    pub worker_threads: usize,
 }
 
 /// Delivery settings of the integrations' shared consumers.
@@ -154,6 +159,7 @@ impl Default for LoaderConfig {
                 credentials_retry_secs: 60,
             },
             stream_replicas: 1,
+            worker_threads: 1,
             consumer: ConsumerSettings {
                 ack_wait_secs: 30,
                 max_deliver: 8,
@@ -194,6 +200,7 @@ impl LoaderConfig {
                     "OOMNITZA_LOGIN",
                     "PEOPLESYNC_REPLICA",
                     "PEOPLESYNC_STREAM_REPLICAS",
+                    "PEOPLESYNC_WORKER_THREADS",
                 ])
                 .map(|key| {
                     match key.as_str() {
@@ -201,6 +208,7 @@ impl LoaderConfig {
                         "OOMNITZA_URL" => "oomnitza.url",
                         "OOMNITZA_LOGIN" => "oomnitza.login",
                         "PEOPLESYNC_STREAM_REPLICAS" => "stream_replicas",
+                        "PEOPLESYNC_WORKER_THREADS" => "worker_threads",
                         _ => "replica",
                     }
                     .into()
@@ -250,6 +258,12 @@ impl LoaderConfig {
                 "rate_limit: need 0 < min_per_second <= max_per_second and recover_step >= 0"
                     .into(),
             ));
+        }
+        if !(1..=256).contains(&self.worker_threads) {
+            return Err(ConfigError(format!(
+                "worker_threads = {} (PEOPLESYNC_WORKER_THREADS): between 1 and 256",
+                self.worker_threads
+            )));
         }
         if !(1..=5).contains(&self.stream_replicas) {
             return Err(ConfigError(format!(

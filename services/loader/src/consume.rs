@@ -1,6 +1,8 @@
 //! The loader's main loop. One intake per integration pulls from that integration's shared
 //! consumer while its gate is open (not paused, credentials working), prepares each event and
-//! feeds the batcher; deliveries run concurrently up to `batch.in_flight`. On shutdown the
+//! feeds the batcher; batches are delivered concurrently — at most `batch.in_flight` bulk requests at
+//! Oomnitza at once, and twice that many batches between intake and ack, so checking applied
+//! hashes and settling one batch overlap with another's request. On shutdown the
 //! intakes stop pulling and hand in what their last fetch delivered, partial batches are
 //! flushed and in-flight deliveries finish (or their events are nak'ed) within the grace period.
 
@@ -149,6 +151,7 @@ impl Loader {
             config.retry.clone(),
             limiter,
             gates.clone(),
+            batch.in_flight,
         );
         let max_deliver = u64::try_from(bus.settings().max_deliver).unwrap_or(1);
         let dispatcher = tokio::spawn(dispatch(
@@ -266,7 +269,8 @@ async fn intake(
     }
 }
 
-/// Runs deliveries of batches, at most `in_flight` at once, then settles each.
+/// Runs deliveries of batches — at most `2 × in_flight` batches at once (the deliverer itself
+/// keeps bulk requests to `in_flight`) — then settles each.
 async fn dispatch(
     bus: Bus,
     deliverer: Deliverer,
@@ -275,7 +279,7 @@ async fn dispatch(
     max_deliver: u64,
     pokes: mpsc::Sender<Poke>,
 ) {
-    let permits = Arc::new(Semaphore::new(in_flight));
+    let permits = Arc::new(Semaphore::new(in_flight.saturating_mul(2)));
     let mut deliveries = JoinSet::new();
     while let Some(batch) = batches.recv().await {
         let Ok(permit) = permits.clone().acquire_owned().await else {

@@ -9,7 +9,9 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use peoplesync_bus::{Bus, DeadLetter, Outcome};
@@ -33,6 +35,8 @@ pub struct Deliverer {
     retry: RetrySettings,
     limiter: AdaptiveLimiter,
     gates: Gates,
+    /// Bulk requests in flight at Oomnitza (`batch.in_flight`).
+    requests: Arc<Semaphore>,
     /// Portions Oomnitza reported canceled: nothing more is sent to them.
     canceled: Arc<Mutex<HashSet<String>>>,
 }
@@ -56,14 +60,15 @@ enum Delivered {
 }
 
 impl Deliverer {
-    /// A deliverer posting with `client`, paced by `limiter`, reporting credential failures to
-    /// `gates`.
+    /// A deliverer posting with `client`, at most `in_flight` requests at once, paced by
+    /// `limiter`, reporting credential failures to `gates`.
     pub fn new(
         bus: Bus,
         client: OomnitzaClient,
         retry: RetrySettings,
         limiter: AdaptiveLimiter,
         gates: Gates,
+        in_flight: usize,
     ) -> Deliverer {
         Deliverer {
             bus,
@@ -71,6 +76,7 @@ impl Deliverer {
             retry,
             limiter,
             gates,
+            requests: Arc::new(Semaphore::new(in_flight.max(1))),
             canceled: Arc::default(),
         }
     }
@@ -367,11 +373,15 @@ impl Deliverer {
         let ack_wait = self.bus.settings().ack_wait;
         let mut last_progress = tokio::time::Instant::now();
         loop {
+            // A slot among the replica's `in_flight` requests, held for this attempt only: the
+            // backoff below waits without one.
+            let slot = self.requests.acquire().await.ok();
             self.limiter.acquire().await;
             let started = Instant::now();
             metrics::gauge!(peoplesync_runtime::metrics::names::LOADER_IN_FLIGHT).increment(1.0);
             let result = self.client.post_bulk(&request).await;
             metrics::gauge!(peoplesync_runtime::metrics::names::LOADER_IN_FLIGHT).decrement(1.0);
+            drop(slot);
             metrics::histogram!(peoplesync_runtime::metrics::names::LOADER_BULK_REQUEST_SECONDS)
                 .record(started.elapsed().as_secs_f64());
             let status = match &result {

@@ -30,11 +30,23 @@ struct Cli {
     print_default_integration: Option<String>,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     peoplesync_runtime::init_logging();
     let cli = Cli::parse();
-    match run(cli).await {
+    let result = match &cli.print_default_integration {
+        Some(id) => print_default_integration(id),
+        None => LoaderConfig::load(cli.config.as_deref())
+            .map_err(anyhow::Error::from)
+            .and_then(|config| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(config.worker_threads)
+                    .enable_all()
+                    .build()
+                    .context("starting the async runtime")?
+                    .block_on(run(cli, config))
+            }),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
@@ -44,16 +56,16 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(id) = &cli.print_default_integration {
-        peoplesync_bus::names::validate_integration_id(id).map_err(anyhow::Error::msg)?;
-        print!(
-            "{}",
-            peoplesync_core::IntegrationConfig::default_for(id).to_toml()
-        );
-        return Ok(());
-    }
-    let config = LoaderConfig::load(cli.config.as_deref())?;
+fn print_default_integration(id: &str) -> anyhow::Result<()> {
+    peoplesync_bus::names::validate_integration_id(id).map_err(anyhow::Error::msg)?;
+    print!(
+        "{}",
+        peoplesync_core::IntegrationConfig::default_for(id).to_toml()
+    );
+    Ok(())
+}
+
+async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
     let seed = match &cli.integration {
         Some(path) => Some(
             std::fs::read_to_string(path)
