@@ -1,7 +1,8 @@
 //! The loader under failure, with exact final state checked against what the Oomnitza
 //! simulator stored: replicas sharing work, a replica killed mid-run, an outage, throttling,
 //! poisoned records, unchanged re-runs, a canceled portion, bad credentials, pause/resume and
-//! a SIGTERM drain. Every test also checks the run invariant: published = sum of outcomes.
+//! a SIGTERM drain, the in-flight bound and run-record retention. Every test of a run also
+//! checks the run invariant: published = sum of outcomes.
 
 use std::time::{Duration, Instant};
 
@@ -446,4 +447,47 @@ async fn a_fresh_replica_knows_what_others_wrote_and_posts_nothing_unchanged() {
     assert_accounted(&second);
     assert_eq!(d.oomnitza.stats().bulk_records, posted, "nothing posted");
     assert_eq!(second.counts.expect("counts").written, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_records_past_their_retention_are_removed() {
+    let d = deployment(10).await;
+    let runs = peoplesync_bus::Runs::new(d.bus().await.state_kv().clone());
+    let finalized = FinalizeState::Finalized {
+        by: "loader-0".into(),
+        at: "2026-01-01T00:00:00Z".into(),
+    };
+    let days_ago = |days: i64| (chrono::Utc::now() - chrono::Duration::days(days)).to_rfc3339();
+    for (run, finished, held) in [
+        ("old", days_ago(3), 0),
+        ("held", days_ago(3), 5),
+        ("recent", days_ago(0), 0),
+    ] {
+        let mut record = RunRecord::start("sage-people", run, true, "test");
+        record.state = peoplesync_bus::RunState::Completed;
+        record.started_at = finished.clone();
+        record.finished_at = Some(finished);
+        record.finalize = finalized.clone();
+        record.removals_held = held;
+        runs.create(&record).await.unwrap();
+    }
+    let config = format!("run_retention_days = 1\n{QUICK}");
+    let _loader = d.loader_with("loader-1", &config);
+    wait_for(
+        "the old run record to go",
+        Duration::from_secs(30),
+        || async {
+            runs.get("sage-people", "old")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        runs.get("sage-people", "held").await.unwrap().is_some(),
+        "a run holding removals for approval is kept"
+    );
+    assert!(runs.get("sage-people", "recent").await.unwrap().is_some());
 }

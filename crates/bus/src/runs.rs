@@ -267,6 +267,19 @@ impl Runs {
             .map_err(|e| BusError::kv(names::STATE_BUCKET, "watch", "run.>", e))
     }
 
+    /// Removes the record stored under `key` (as listed by [`Runs::keys`]) with its history,
+    /// leaving no delete marker behind: for records past their retention.
+    pub async fn remove(&self, key: &str) -> Result<(), BusError> {
+        let subject = format!("{}{key}", self.kv.prefix);
+        self.kv
+            .stream
+            .purge()
+            .filter(subject)
+            .await
+            .map_err(|e| BusError::kv(names::STATE_BUCKET, "remove", key, e))?;
+        Ok(())
+    }
+
     /// The bucket, for callers that keep other keys beside runs.
     pub fn store(&self) -> &kv::Store {
         &self.kv

@@ -359,3 +359,39 @@ async fn many_keys_are_read_at_once_in_order() {
         .unwrap();
     assert_eq!(none, vec![None], "a batch with no key present");
 }
+
+#[tokio::test]
+async fn a_removed_run_record_is_gone_with_its_history() {
+    let nats = NatsServer::start();
+    let bus = bus(&nats).await;
+    let runs = Runs::new(bus.state_kv().clone());
+    for run in ["old", "kept"] {
+        runs.create(&RunRecord::start("acme", run, true, "test"))
+            .await
+            .unwrap();
+    }
+    runs.update("acme", "old", |r| {
+        r.state = RunState::Completed;
+        true
+    })
+    .await
+    .unwrap();
+    runs.remove(&peoplesync_bus::runs::key("acme", "old"))
+        .await
+        .unwrap();
+    assert!(runs.get("acme", "old").await.unwrap().is_none());
+    assert_eq!(
+        runs.keys().await.unwrap(),
+        vec![peoplesync_bus::runs::key("acme", "kept")]
+    );
+    let mut stream = bus
+        .jetstream()
+        .get_stream(format!("KV_{}", names::STATE_BUCKET))
+        .await
+        .unwrap();
+    assert_eq!(
+        stream.info().await.unwrap().state.messages,
+        1,
+        "no revision or delete marker of the removed record is left"
+    );
+}

@@ -64,6 +64,9 @@ pub struct LoaderConfig {
     /// replica is the unit of scale, and on one thread it spends about a seventh less CPU per
     /// event than on two (no wake-ups and frees across threads); add replicas, not threads.
     pub worker_threads: usize,
+    /// Days a finalized run's record (state, counts) is kept after the run finished; 0 keeps
+    /// records forever. Runs still holding removals for approval are always kept.
+    pub run_retention_days: u64,
 }
 
 /// Delivery settings of the integrations' shared consumers.
@@ -160,6 +163,7 @@ impl Default for LoaderConfig {
             },
             stream_replicas: 1,
             worker_threads: 1,
+            run_retention_days: 90,
             consumer: ConsumerSettings {
                 ack_wait_secs: 30,
                 max_deliver: 8,
@@ -225,6 +229,12 @@ impl LoaderConfig {
         }
         config.validate()?;
         Ok(config)
+    }
+
+    /// How long finalized run records are kept (`None`: forever).
+    pub fn run_retention(&self) -> Option<std::time::Duration> {
+        (self.run_retention_days > 0)
+            .then(|| std::time::Duration::from_secs(self.run_retention_days.saturating_mul(86_400)))
     }
 
     /// Checks what can be checked without the network.

@@ -131,7 +131,12 @@ impl Loader {
             background.spawn(async move { advisories::capture(bus, stop).await });
         }
         let (poke_tx, poke_rx) = mpsc::channel::<Poke>(1024);
-        let finalizer = Finalizer::new(bus.clone(), client.clone(), replica.clone());
+        let finalizer = Finalizer::new(
+            bus.clone(),
+            client.clone(),
+            replica.clone(),
+            config.run_retention(),
+        );
         let finalizer_task = tokio::spawn(finalizer.run(poke_rx, background_stop.clone()));
 
         let batch = &config.batch;

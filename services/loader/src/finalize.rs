@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 pub const CLAIM_EXPIRY: Duration = Duration::from_secs(120);
 /// How often every open run is checked, in case a poke or a watch event was missed.
 const SWEEP: Duration = Duration::from_secs(5);
+/// How often run records past their retention are looked for.
+const RETENTION_CHECK: Duration = Duration::from_secs(3600);
 /// How often poked runs are checked at most.
 const POKE_INTERVAL: Duration = Duration::from_millis(200);
 /// How often a run's outcomes may be read in full while its live counts overstate it.
@@ -28,6 +30,8 @@ pub struct Finalizer {
     runs: Runs,
     client: OomnitzaClient,
     replica: String,
+    /// How long a settled run's record is kept after it finished (`None`: forever).
+    retention: Option<Duration>,
     /// When each run's outcomes were last read in full.
     exact_reads: Mutex<HashMap<String, Instant>>,
 }
@@ -36,14 +40,21 @@ pub struct Finalizer {
 pub type Poke = (String, String);
 
 impl Finalizer {
-    /// A finalizer acting as `replica`.
-    pub fn new(bus: Bus, client: OomnitzaClient, replica: String) -> Finalizer {
+    /// A finalizer acting as `replica`, removing settled run records `retention` after they
+    /// finished (never with `None`).
+    pub fn new(
+        bus: Bus,
+        client: OomnitzaClient,
+        replica: String,
+        retention: Option<Duration>,
+    ) -> Finalizer {
         let runs = Runs::new(bus.state_kv().clone());
         Finalizer {
             bus,
             runs,
             client,
             replica,
+            retention,
             exact_reads: Mutex::default(),
         }
     }
@@ -75,7 +86,7 @@ impl Finalizer {
             }
         };
         let mut sweep = tokio::time::interval(SWEEP);
-        let mut settled = HashSet::new();
+        let mut settled = Settled::default();
         // Runs poked since the last check: a run's batches settle many times a second, and one
         // check per POKE_INTERVAL sees the same as one per batch.
         let mut poked: HashSet<Poke> = HashSet::new();
@@ -109,10 +120,11 @@ impl Finalizer {
         }
     }
 
-    /// Checks every run not yet known to be settled. A finalized run's record never changes
-    /// again, so it is read once per replica and then skipped: the sweep stays cheap however
-    /// many runs history holds.
-    async fn sweep(&self, settled: &mut HashSet<String>) {
+    /// Checks every run not yet known to be settled. A settled run's record changes at most
+    /// once more (approving its held removals), so it is read once per replica and then
+    /// skipped: the sweep stays cheap however many runs history holds. Once an hour, settled
+    /// runs past the retention are removed.
+    async fn sweep(&self, settled: &mut Settled) {
         let keys = match self.runs.keys().await {
             Ok(keys) => keys,
             Err(err) => {
@@ -121,22 +133,59 @@ impl Finalizer {
             }
         };
         for key in keys {
-            if settled.contains(&key) {
+            if settled.finished.contains_key(&key) {
                 continue;
             }
             match self.runs.get_by_key(&key).await {
                 Ok(Some(record)) if needs_finalize(&record) => {
                     self.check(&record.integration, &record.run_id).await;
                 }
-                Ok(Some(record))
-                    if matches!(
-                        record.finalize,
-                        FinalizeState::Finalized { .. } | FinalizeState::NothingToFinalize
-                    ) =>
-                {
-                    settled.insert(key);
+                Ok(Some(record)) if is_settled(&record) => {
+                    settled.finished.insert(key, finished_at(&record));
                 }
                 Ok(_) => {}
+                Err(err) => tracing::debug!(key, error = %err, "skipping an unreadable run record"),
+            }
+        }
+        let Some(retention) = self.retention else {
+            return;
+        };
+        if settled
+            .retention_checked
+            .is_some_and(|at| at.elapsed() < RETENTION_CHECK)
+        {
+            return;
+        }
+        settled.retention_checked = Some(Instant::now());
+        let now = chrono::Utc::now();
+        let due: Vec<String> = settled
+            .finished
+            .iter()
+            .filter(|(_, finished)| past_retention(**finished, now, retention))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in due {
+            // Read again: the record may have changed (held removals approved) or gone.
+            match self.runs.get_by_key(&key).await {
+                Ok(Some(record))
+                    if is_settled(&record)
+                        && record.removals_held == 0
+                        && past_retention(finished_at(&record), now, retention) =>
+                {
+                    match self.runs.remove(&key).await {
+                        Ok(()) => {
+                            tracing::info!(key, "removed a run record past its retention");
+                            settled.finished.remove(&key);
+                        }
+                        Err(err) => {
+                            tracing::warn!(key, error = %err, "cannot remove an old run record")
+                        }
+                    }
+                }
+                Ok(None) => {
+                    settled.finished.remove(&key);
+                }
+                Ok(Some(_)) => {}
                 Err(err) => tracing::debug!(key, error = %err, "skipping an unreadable run record"),
             }
         }
@@ -252,6 +301,47 @@ impl Finalizer {
     }
 }
 
+/// What the sweep knows of settled runs.
+#[derive(Default)]
+struct Settled {
+    /// Run record key → when the run finished.
+    finished: HashMap<String, Option<chrono::DateTime<chrono::Utc>>>,
+    /// When runs past the retention were last looked for.
+    retention_checked: Option<Instant>,
+}
+
+/// Whether `record`'s portion is finalized (or had nothing to finalize).
+fn is_settled(record: &RunRecord) -> bool {
+    matches!(
+        record.finalize,
+        FinalizeState::Finalized { .. } | FinalizeState::NothingToFinalize
+    )
+}
+
+/// When the run finished: its `finished_at`, else when it started.
+fn finished_at(record: &RunRecord) -> Option<chrono::DateTime<chrono::Utc>> {
+    record
+        .finished_at
+        .as_deref()
+        .or(Some(record.started_at.as_str()))
+        .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+        .map(|at| at.with_timezone(&chrono::Utc))
+}
+
+/// Whether a run that finished at `finished` is older than `retention` at `now`. A run with
+/// no readable time is kept.
+fn past_retention(
+    finished: Option<chrono::DateTime<chrono::Utc>>,
+    now: chrono::DateTime<chrono::Utc>,
+    retention: Duration,
+) -> bool {
+    finished.is_some_and(|at| {
+        now.signed_duration_since(at)
+            .to_std()
+            .is_ok_and(|age| age > retention)
+    })
+}
+
 /// Whether `record` has ended — completed, or failed (see [`Finalizer::resumes`]) — and its
 /// portion is not yet finalized (or its claim expired).
 fn needs_finalize(record: &RunRecord) -> bool {
@@ -279,5 +369,41 @@ async fn next_entry(
     match watch {
         Some(watch) => watch.next().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(started: &str, finished: Option<&str>) -> RunRecord {
+        let mut record = RunRecord::start("acme", "r1", true, "test");
+        record.started_at = started.to_owned();
+        record.finished_at = finished.map(str::to_owned);
+        record
+    }
+
+    #[test]
+    fn runs_are_kept_for_the_retention_after_they_finished() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-27T12:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let days = |n: u64| Duration::from_secs(n * 86_400);
+        let old = record("2026-08-01T00:00:00Z", Some("2026-08-01T01:00:00Z"));
+        assert!(past_retention(finished_at(&old), now, days(90)));
+        assert!(!past_retention(finished_at(&old), now, days(200)));
+        let recent = record("2026-11-26T00:00:00Z", Some("2026-11-26T00:10:00Z"));
+        assert!(!past_retention(finished_at(&recent), now, days(2)));
+        assert!(past_retention(finished_at(&recent), now, days(1)));
+        let unfinished = record("2026-08-01T00:00:00Z", None);
+        assert!(
+            past_retention(finished_at(&unfinished), now, days(90)),
+            "no finish time: the start time counts"
+        );
+        let unreadable = record("yesterday", None);
+        assert!(
+            !past_retention(finished_at(&unreadable), now, days(1)),
+            "a record with no readable time is kept"
+        );
     }
 }
