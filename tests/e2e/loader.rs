@@ -491,3 +491,28 @@ async fn run_records_past_their_retention_are_removed() {
     );
     assert!(runs.get("sage-people", "recent").await.unwrap().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_queued_behind_slow_requests_are_not_redelivered() {
+    // Requests take 3 s, one at a time, while the ack wait is 4 s: the later batches wait far
+    // longer than the ack wait, and only progress acks keep them from being delivered again.
+    let d = deployment(250).await;
+    d.oomnitza.set_faults(OomnitzaFaults {
+        latency_ms: 3_000,
+        ..Default::default()
+    });
+    let config = format!("{QUICK}\n[batch]\nsize = 50\nin_flight = 1\n");
+    let _loader = d.loader_with("loader-1", &config);
+    let run_id = d.extract_run();
+    let run = d
+        .finalized("sage-people", &run_id, Duration::from_secs(120))
+        .await;
+    assert_accounted(&run);
+    let counts = run.counts.expect("counts");
+    assert_eq!(
+        d.oomnitza.stats().bulk_records,
+        counts.written,
+        "every record posted once: no event was redelivered while it waited"
+    );
+    d.assert_each_user_stored_once();
+}

@@ -9,6 +9,7 @@
 //! and outcome, instead of one per event, takes a JetStream publish off every event.
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use bytes::Bytes;
@@ -105,6 +106,11 @@ impl OutcomeCounts {
         *slot += n;
     }
 }
+
+/// How long [`exact_count`] waits for the next outcome message before giving up.
+const READ_IDLE: Duration = Duration::from_secs(5);
+/// How long [`exact_count`] may take in all.
+const READ_LIMIT: Duration = Duration::from_secs(300);
 
 /// Events per outcome message at most (keeps a message far below NATS's payload limit).
 const EVENTS_PER_MESSAGE: usize = 1_000;
@@ -261,13 +267,28 @@ pub async fn exact_count(
         .await
         .map_err(|e| BusError::request(what(), e))?;
     let mut seen: HashSet<u64> = HashSet::new();
+    let started = tokio::time::Instant::now();
     while remaining > 0 {
-        let message = match messages.next().await {
-            Some(Ok(message)) => message,
-            Some(Err(err)) => return Err(BusError::request(what(), err)),
-            None => return Err(BusError::request(what(), "the consumer ended early")),
+        // The outcomes can vanish while they are read (another replica finalized the run and
+        // purged them, or they aged out): an ordered consumer would then wait forever.
+        if started.elapsed() > READ_LIMIT {
+            return Err(BusError::request(what(), "reading took too long"));
+        }
+        let message = match tokio::time::timeout(READ_IDLE, messages.next()).await {
+            Ok(Some(Ok(message))) => message,
+            Ok(Some(Err(err))) => return Err(BusError::request(what(), err)),
+            Ok(None) => return Err(BusError::request(what(), "the consumer ended early")),
+            Err(_) => {
+                return Err(BusError::request(
+                    what(),
+                    "no message within 5 s; the outcomes changed while they were read",
+                ));
+            }
         };
         remaining -= 1;
+        if message.info().is_ok_and(|info| info.pending == 0) {
+            remaining = 0;
+        }
         let Some((outcome, n)) = parse_subject(message.subject.as_str()) else {
             continue;
         };

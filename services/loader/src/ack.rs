@@ -133,16 +133,3 @@ pub async fn settle(
     }
     Ok(recorded)
 }
-
-/// Tells the server the events are still being worked on, so they are not redelivered while a
-/// long retry is going on.
-pub async fn progress(items: &[&Item]) {
-    let ticks = items
-        .iter()
-        .map(|item| item.message.ack_with(AckKind::Progress));
-    for result in join_all(ticks).await {
-        if let Err(err) = result {
-            tracing::debug!(error = %err, "progress ack failed");
-        }
-    }
-}

@@ -24,6 +24,7 @@ use crate::gates::Gates;
 use crate::integrations::Integrations;
 use crate::limiter::AdaptiveLimiter;
 use crate::pipeline::Item;
+use crate::progress::InProgress;
 use crate::{LoaderConfig, ack, advisories, pipeline};
 
 /// How long in-flight deliveries may take to finish after SIGTERM.
@@ -130,6 +131,13 @@ impl Loader {
             let (bus, stop) = (bus.clone(), background_stop.clone());
             background.spawn(async move { advisories::capture(bus, stop).await });
         }
+        let held = InProgress::default();
+        {
+            let (held, client, stop) =
+                (held.clone(), bus.client().clone(), background_stop.clone());
+            let ack_wait = bus.settings().ack_wait;
+            background.spawn(async move { held.keep_alive(client, ack_wait, stop).await });
+        }
         let (poke_tx, poke_rx) = mpsc::channel::<Poke>(1024);
         let finalizer = Finalizer::new(
             bus.clone(),
@@ -178,15 +186,15 @@ impl Loader {
                 _ = discovery.tick() => {
                     for id in integrations.ids() {
                         intakes.entry(id.clone()).or_insert_with(|| {
-                            tokio::spawn(intake(
-                                bus.clone(),
-                                id,
-                                batch.pull_batch,
-                                integrations.clone(),
-                                gates.clone(),
-                                item_tx.clone(),
-                                intake_stop.clone(),
-                            ))
+                            let shared = IntakeShared {
+                                bus: bus.clone(),
+                                pull_batch: batch.pull_batch,
+                                integrations: integrations.clone(),
+                                gates: gates.clone(),
+                                held: held.clone(),
+                                items: item_tx.clone(),
+                            };
+                            tokio::spawn(intake(shared, id, intake_stop.clone()))
                         });
                     }
                 }
@@ -215,16 +223,28 @@ impl Loader {
     }
 }
 
-/// Pulls one integration's events while its gate is open, until `shutdown`.
-async fn intake(
+/// What every intake of a replica works with.
+struct IntakeShared {
     bus: Bus,
-    integration: String,
     pull_batch: usize,
     integrations: Integrations,
     gates: Gates,
+    /// Events held by this replica, kept alive with progress acks.
+    held: InProgress,
+    /// Where prepared events go (the batcher).
     items: mpsc::Sender<Item>,
-    shutdown: CancellationToken,
-) {
+}
+
+/// Pulls one integration's events while its gate is open, until `shutdown`.
+async fn intake(shared: IntakeShared, integration: String, shutdown: CancellationToken) {
+    let IntakeShared {
+        bus,
+        pull_batch,
+        integrations,
+        gates,
+        held,
+        items,
+    } = shared;
     // The pause watch may not have delivered this integration's flag yet: read it before the
     // first pull, so a paused integration is not loaded for a moment after a start.
     match Pauses::new(bus.state_kv().clone())
@@ -243,6 +263,11 @@ async fn intake(
         tracing::warn!(%integration, error = %err, "cannot bind the consumer yet; will keep trying");
     }
     let lookup = |id: &str| integrations.get(id).zip(integrations.revision(id));
+    let prepare = |message: async_nats::jetstream::Message| {
+        let mut item = pipeline::prepare(message, lookup);
+        item.tracked = held.track(item.message.reply.as_ref());
+        item
+    };
     loop {
         if !gates.is_open(&integration) {
             tokio::select! {
@@ -254,21 +279,13 @@ async fn intake(
             () = shutdown.cancelled() => break,
             message = work.next() => message,
         };
-        if items
-            .send(pipeline::prepare(message, lookup))
-            .await
-            .is_err()
-        {
+        if items.send(prepare(message)).await.is_err() {
             return;
         }
     }
     // Hand in what the last fetch delivered, so it is loaded now rather than redelivered later.
     for message in work.drain().await {
-        if items
-            .send(pipeline::prepare(message, lookup))
-            .await
-            .is_err()
-        {
+        if items.send(prepare(message)).await.is_err() {
             return;
         }
     }

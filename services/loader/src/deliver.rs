@@ -4,8 +4,8 @@
 //! Oomnitza answers transiently (exponential backoff with jitter, honouring `Retry-After`).
 //! When Oomnitza refuses the body (400/422) the batch is split in halves until the refused
 //! records stand alone; those are dead-lettered and the rest are loaded. While a request keeps
-//! being retried, the events get progress acks so the stream does not hand them to another
-//! replica.
+//! being retried, the events get progress acks ([`crate::progress`]) so the stream does not
+//! hand them to another replica.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -19,7 +19,7 @@ use peoplesync_core::Integration;
 use peoplesync_oomnitza::{BulkRequest, Error, ErrorKind, OomnitzaClient};
 use serde_json::{Map, Value};
 
-use crate::ack::{self, RetryCause, Settlement};
+use crate::ack::{RetryCause, Settlement};
 use crate::applied::{self, AppliedRecord, Fingerprint, Verdict};
 use crate::batcher::Batch;
 use crate::config::RetrySettings;
@@ -226,9 +226,7 @@ impl Deliverer {
         offset: usize,
         results: &mut [Option<Delivered>],
     ) {
-        let outcome = self
-            .post_with_retry(integration, portion, records, items)
-            .await;
+        let outcome = self.post_with_retry(integration, portion, records).await;
         match outcome {
             Ok(()) => fill(results, offset, records.len(), || Delivered::Written),
             // A 404 for the bulk endpoint itself, or a redirect, means OOMNITZA_URL points at the
@@ -352,7 +350,6 @@ impl Deliverer {
         integration: &Integration,
         portion: &str,
         records: &[Map<String, Value>],
-        items: &[&Item],
     ) -> Result<(), Error> {
         let config = integration.config();
         let request = BulkRequest {
@@ -370,8 +367,6 @@ impl Deliverer {
             .with_total_delay(Some(Duration::from_secs(self.retry.max_elapsed_secs)))
             .with_jitter()
             .build();
-        let ack_wait = self.bus.settings().ack_wait;
-        let mut last_progress = tokio::time::Instant::now();
         loop {
             // A slot among the replica's `in_flight` requests, held for this attempt only: the
             // backoff below waits without one.
@@ -410,10 +405,6 @@ impl Deliverer {
                 .retry_after()
                 .map_or(backoff, |after| after.max(backoff));
             tracing::debug!(portion, error = %err, ?delay, "bulk request failed transiently; retrying");
-            if last_progress.elapsed() + delay >= ack_wait / 2 {
-                ack::progress(items).await;
-                last_progress = tokio::time::Instant::now();
-            }
             tokio::time::sleep(delay).await;
         }
     }

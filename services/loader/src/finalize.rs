@@ -21,8 +21,11 @@ const SWEEP: Duration = Duration::from_secs(5);
 const RETENTION_CHECK: Duration = Duration::from_secs(3600);
 /// How often poked runs are checked at most.
 const POKE_INTERVAL: Duration = Duration::from_millis(200);
-/// How often a run's outcomes may be read in full while its live counts overstate it.
+/// How soon a run's outcomes may be read in full again while its live counts overstate it;
+/// the wait doubles with each read that falls short, up to [`EXACT_READ_MAX_INTERVAL`].
 const EXACT_READ_INTERVAL: Duration = Duration::from_secs(2);
+/// The longest wait between two full reads of a run's outcomes.
+const EXACT_READ_MAX_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Finalizes portions for one replica.
 pub struct Finalizer {
@@ -32,8 +35,8 @@ pub struct Finalizer {
     replica: String,
     /// How long a settled run's record is kept after it finished (`None`: forever).
     retention: Option<Duration>,
-    /// When each run's outcomes were last read in full.
-    exact_reads: Mutex<HashMap<String, Instant>>,
+    /// When each run's outcomes were last read in full, and how long until the next read.
+    exact_reads: Mutex<ExactReads>,
 }
 
 /// A request to look at one run now: (integration, run id).
@@ -59,20 +62,11 @@ impl Finalizer {
         }
     }
 
-    /// Whether `run_id`'s outcomes may be read in full now: once, and then again only after
-    /// [`EXACT_READ_INTERVAL`], so a run whose live counts overstate it (an event recorded
-    /// twice) is not read in full after every batch.
+    /// Whether `run_id`'s outcomes may be read in full now (see [`ExactReads`]).
     fn exact_read_due(&self, run_id: &str) -> bool {
-        let Ok(mut reads) = self.exact_reads.lock() else {
-            return true;
-        };
-        let now = Instant::now();
-        reads.retain(|_, at| now.duration_since(*at) < EXACT_READ_INTERVAL);
-        if reads.contains_key(run_id) {
-            return false;
-        }
-        reads.insert(run_id.to_owned(), now);
-        true
+        self.exact_reads
+            .lock()
+            .map_or(true, |mut reads| reads.due(run_id, Instant::now()))
     }
 
     /// Checks runs when poked (after a batch settles; at most every [`POKE_INTERVAL`]), when a
@@ -301,6 +295,39 @@ impl Finalizer {
     }
 }
 
+/// When each run's outcomes may next be read in full. The first read is due at once; while
+/// reads fall short (events counted twice in the live counts while others are outstanding,
+/// which can last as long as redeliveries back off), each next read waits twice as long as the
+/// last, from [`EXACT_READ_INTERVAL`] up to [`EXACT_READ_MAX_INTERVAL`]: a run stuck that way
+/// is not read in full on every poke and sweep by every replica.
+#[derive(Debug, Default)]
+struct ExactReads {
+    /// Run id → (last read, wait before the next).
+    runs: HashMap<String, (Instant, Duration)>,
+}
+
+impl ExactReads {
+    fn due(&mut self, run_id: &str, now: Instant) -> bool {
+        // Forget runs not read for a long while (finalized, or gone).
+        self.runs.retain(|_, (last, _)| {
+            now.saturating_duration_since(*last) < EXACT_READ_MAX_INTERVAL * 4
+        });
+        match self.runs.get_mut(run_id) {
+            None => {
+                self.runs
+                    .insert(run_id.to_owned(), (now, EXACT_READ_INTERVAL));
+                true
+            }
+            Some((last, wait)) if now.saturating_duration_since(*last) >= *wait => {
+                *last = now;
+                *wait = (*wait * 2).min(EXACT_READ_MAX_INTERVAL);
+                true
+            }
+            Some(_) => false,
+        }
+    }
+}
+
 /// What the sweep knows of settled runs.
 #[derive(Default)]
 struct Settled {
@@ -381,6 +408,31 @@ mod tests {
         record.started_at = started.to_owned();
         record.finished_at = finished.map(str::to_owned);
         record
+    }
+
+    #[test]
+    fn full_reads_of_a_run_that_falls_short_back_off() {
+        let mut reads = ExactReads::default();
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        assert!(reads.due("r1", at(0)), "the first read is at once");
+        assert!(!reads.due("r1", at(1)));
+        assert!(reads.due("r1", at(2)));
+        assert!(!reads.due("r1", at(5)), "then after 4 s");
+        assert!(reads.due("r1", at(6)));
+        assert!(reads.due("r2", at(6)), "each run on its own");
+        let mut now = 6;
+        for _ in 0..10 {
+            while !reads.due("r1", at(now)) {
+                now += 1;
+            }
+        }
+        let before = now;
+        now += 1;
+        while !reads.due("r1", at(now)) {
+            now += 1;
+        }
+        assert_eq!(now - before, 60, "at most a minute apart");
     }
 
     #[test]

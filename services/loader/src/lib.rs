@@ -5,7 +5,9 @@
 //! The parts, in the order an event meets them: [`consume`] → [`pipeline`] (filter, map) →
 //! [`batcher`] → [`deliver`] → [`ack`]; beside them [`integrations`] (configs from KV) and
 //! [`finalize`], [`gates`] (pause and credential state), [`applied`] (change detection),
-//! [`limiter`] (adaptive rate limit) and [`advisories`] (events the server gave up on). `main.rs` only wires them together through [`Loader`].
+//! [`limiter`] (adaptive rate limit), [`progress`] (progress acks for events held long) and
+//! [`advisories`] (events the server gave up on). `main.rs` only wires them together through
+//! [`Loader`].
 
 pub mod ack;
 pub mod advisories;
@@ -19,6 +21,7 @@ pub mod gates;
 pub mod integrations;
 pub mod limiter;
 pub mod pipeline;
+pub mod progress;
 
 pub use config::LoaderConfig;
 pub use consume::Loader;

@@ -11,6 +11,8 @@ use peoplesync_core::{Evaluation, Integration, RecordInput, Tracking};
 use peoplesync_proto::v1::WorkerEventKind;
 use serde_json::{Map, Value};
 
+use crate::progress::Tracked;
+
 /// Which batch an event belongs to: its integration, its run (the portion) and the config
 /// revision it was mapped with.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -52,6 +54,8 @@ pub struct Item {
     pub disposition: Disposition,
     /// Deliveries of this message so far (1 the first time).
     pub delivered: u64,
+    /// Keeps the event from being redelivered while this replica holds it.
+    pub tracked: Option<Tracked>,
 }
 
 /// Builds the item for `message`. `lookup` returns the active config of an integration.
@@ -68,7 +72,11 @@ pub fn prepare(
         .as_ref()
         .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
         .map(|v| v.as_str().to_owned())
-        .unwrap_or_default();
+        // Without a dedup id the stream sequence still tells the event apart from others.
+        .unwrap_or_else(|| {
+            let sequence = message.info().map_or(0, |i| i.stream_sequence);
+            format!("unknown.seq-{sequence}")
+        });
     let delivered = message
         .info()
         .map(|i| u64::try_from(i.delivered).unwrap_or(1))
@@ -101,6 +109,7 @@ pub fn prepare(
                 observed_at_ms: 0,
                 disposition: Disposition::Done(Outcome::DeadLettered, Some(Box::new(letter))),
                 delivered,
+                tracked: None,
                 message,
             };
         }
@@ -185,5 +194,6 @@ pub fn prepare(
         observed_at_ms,
         disposition,
         delivered,
+        tracked: None,
     }
 }
