@@ -41,6 +41,26 @@ fn assert_accounted(run: &RunRecord) {
     );
 }
 
+/// One full run of `workers` through a single replica with the `[batch]` settings `batch`,
+/// against an Oomnitza answering every request after `latency_ms`; returns the deployment and
+/// the finalized run, whose counts are checked to account for every event.
+async fn one_replica_run(workers: u64, latency_ms: u64, batch: &str) -> (Deployment, RunRecord) {
+    let d = deployment(workers).await;
+    d.oomnitza.set_faults(OomnitzaFaults {
+        latency_ms,
+        ..Default::default()
+    });
+    let config = format!("{QUICK}\n[batch]\n{batch}\n");
+    let loader = d.loader_with("loader-1", &config);
+    let run_id = d.extract_run();
+    let run = d
+        .finalized("sage-people", &run_id, Duration::from_secs(120))
+        .await;
+    assert_accounted(&run);
+    drop(loader);
+    (d, run)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_share_twenty_thousand_events_and_write_each_user_once() {
     let d = deployment(20_000).await;
@@ -234,18 +254,7 @@ async fn a_second_run_with_no_changes_posts_nothing_and_a_change_posts_one_recor
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_keeps_at_most_in_flight_requests_at_oomnitza() {
-    let d = deployment(2_000).await;
-    d.oomnitza.set_faults(OomnitzaFaults {
-        latency_ms: 100,
-        ..Default::default()
-    });
-    let config = format!("{QUICK}\n[batch]\nin_flight = 2\n");
-    let _loader = d.loader_with("loader-1", &config);
-    let run_id = d.extract_run();
-    let run = d
-        .finalized("sage-people", &run_id, Duration::from_secs(120))
-        .await;
-    assert_accounted(&run);
+    let (d, _) = one_replica_run(2_000, 100, "in_flight = 2").await;
     let stats = d.oomnitza.stats();
     assert!(
         stats.max_in_flight <= 2,
@@ -496,18 +505,7 @@ async fn run_records_past_their_retention_are_removed() {
 async fn events_queued_behind_slow_requests_are_not_redelivered() {
     // Requests take 3 s, one at a time, while the ack wait is 4 s: the later batches wait far
     // longer than the ack wait, and only progress acks keep them from being delivered again.
-    let d = deployment(250).await;
-    d.oomnitza.set_faults(OomnitzaFaults {
-        latency_ms: 3_000,
-        ..Default::default()
-    });
-    let config = format!("{QUICK}\n[batch]\nsize = 50\nin_flight = 1\n");
-    let _loader = d.loader_with("loader-1", &config);
-    let run_id = d.extract_run();
-    let run = d
-        .finalized("sage-people", &run_id, Duration::from_secs(120))
-        .await;
-    assert_accounted(&run);
+    let (d, run) = one_replica_run(250, 3_000, "size = 50\nin_flight = 1").await;
     let counts = run.counts.expect("counts");
     assert_eq!(
         d.oomnitza.stats().bulk_records,
