@@ -103,16 +103,7 @@ impl Pauses {
 
     /// The flag of `integration`; `None` when it was never paused.
     pub async fn get(&self, integration: &str) -> Result<Option<PauseFlag>, BusError> {
-        let key = key(integration);
-        let entry = self
-            .kv
-            .entry(&key)
-            .await
-            .map_err(|e| BusError::kv(names::STATE_BUCKET, "read", &key, e))?;
-        match entry {
-            Some(entry) if entry.operation == kv::Operation::Put => Ok(Some(decode(&entry.value)?)),
-            _ => Ok(None),
-        }
+        Ok(self.get_with_revision(integration).await?.0)
     }
 
     /// Whether `integration` is paused now.

@@ -87,10 +87,12 @@ pub fn verdict(applied: Option<&AppliedRecord>, print: &Fingerprint) -> Verdict 
 }
 
 /// Remembers what was just written. The entries are published as one pipelined group closed
-/// by a single acknowledged write: a server handles the messages of one connection to one
-/// stream in order, so that write's ack means the group was handled, at about half the cost of
-/// an ack per entry. Failures are logged: the next run then sends those records again, which
-/// Oomnitza treats as an update with no change.
+/// by a single acknowledged write, at about half the CPU of an ack per entry: the server
+/// handles one connection's messages to one stream in order, so an error on that last write
+/// (stream limits, no JetStream) is seen. An entry lost without an error — the connection or
+/// the stream leader changing mid-group — goes unnoticed; it costs that record being sent
+/// again next run (Oomnitza treats it as an update with no change) and, until then, the
+/// worker's protection against older replayed events. Failures seen are logged.
 pub async fn remember(bus: &Bus, records: &[(String, AppliedRecord)]) {
     let store = bus.applied_kv();
     let prefix = store.put_prefix.as_deref().unwrap_or(&store.prefix);

@@ -162,12 +162,14 @@ pub async fn run(bins: &Binaries, options: &Options) -> anyhow::Result<()> {
         let per = 100;
         fstream::iter((0..n).step_by(per))
             .map(|start| {
-                let client = client.clone();
+                let (client, store) = (client.clone(), store.clone());
                 async move {
                     let keys: Vec<String> = (start..(start + per).min(n))
-                        .map(|i| format!("$KV.cost.k{i}"))
+                        .map(|i| format!("k{i}"))
                         .collect();
-                    let got = batch_get(&client, "KV_cost", &keys).await?;
+                    // The loader's own batched read (one request on nats-server >= 2.11).
+                    let values = peoplesync_bus::lookup::values(&client, &store, &keys).await?;
+                    let got = values.iter().flatten().count();
                     anyhow::ensure!(got == keys.len(), "batched get returned {got}");
                     anyhow::Ok(())
                 }
@@ -211,34 +213,6 @@ pub async fn run(bins: &Binaries, options: &Options) -> anyhow::Result<()> {
     })
     .await?;
     Ok(())
-}
-
-/// One batched direct get of the last message on each of `subjects`; returns how many came.
-async fn batch_get(
-    client: &async_nats::Client,
-    stream: &str,
-    subjects: &[String],
-) -> anyhow::Result<usize> {
-    let inbox = client.new_inbox();
-    let mut replies = client.subscribe(inbox.clone()).await?;
-    let body = serde_json::json!({"multi_last": subjects, "batch": subjects.len()});
-    client
-        .publish_with_reply(
-            format!("$JS.API.DIRECT.GET.{stream}"),
-            inbox,
-            serde_json::to_vec(&body)?.into(),
-        )
-        .await?;
-    let mut got = 0;
-    while let Some(message) = replies.next().await {
-        let status = message.status.map(|s| s.as_u16());
-        if status == Some(204) {
-            break;
-        }
-        anyhow::ensure!(status.is_none(), "batched get answered {status:?}");
-        got += 1;
-    }
-    Ok(got)
 }
 
 async fn measure(
