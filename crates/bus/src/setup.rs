@@ -16,7 +16,9 @@ pub struct BusSettings {
     pub ack_wait: Duration,
     /// Deliveries of one event before it is given up on and dead-lettered.
     pub max_deliver: i64,
-    /// Unacknowledged events allowed across all loader replicas.
+    /// Unacknowledged events allowed across all loader replicas. A replica holds up to about
+    /// 1,800 with the default batch settings, so the default (20,000) lets ten replicas run
+    /// with full pipelines; fewer than that starves the replicas that ask last.
     pub max_ack_pending: i64,
     /// Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate.
     pub duplicate_window: Duration,
@@ -32,7 +34,7 @@ impl Default for BusSettings {
         BusSettings {
             ack_wait: Duration::from_secs(30),
             max_deliver: 8,
-            max_ack_pending: 2_000,
+            max_ack_pending: 20_000,
             duplicate_window: Duration::from_secs(20 * 60),
             history: Duration::from_secs(30 * 24 * 3600),
             replicas: 1,

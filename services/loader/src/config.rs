@@ -78,7 +78,9 @@ pub struct ConsumerSettings {
     pub ack_wait_secs: u64,
     /// Deliveries of one event before it is dead-lettered.
     pub max_deliver: i64,
-    /// Unacknowledged events allowed per integration across all replicas.
+    /// Unacknowledged events allowed per integration across all replicas: at least the
+    /// replicas times what one holds (about `(3 × in_flight + 3) × size + 3 × pull_batch`,
+    /// 1,800 by default), or the replicas that ask last wait for acks instead of loading.
     pub max_ack_pending: i64,
 }
 
@@ -167,7 +169,7 @@ impl Default for LoaderConfig {
             consumer: ConsumerSettings {
                 ack_wait_secs: 30,
                 max_deliver: 8,
-                max_ack_pending: 2_000,
+                max_ack_pending: 20_000,
             },
             rate_limit: RateLimitSettings {
                 max_per_second: 1000.0,

@@ -20,7 +20,7 @@ const SWEEP: Duration = Duration::from_secs(5);
 /// How often run records past their retention are looked for.
 const RETENTION_CHECK: Duration = Duration::from_secs(3600);
 /// How often poked runs are checked at most.
-const POKE_INTERVAL: Duration = Duration::from_millis(200);
+const POKE_INTERVAL: Duration = Duration::from_millis(100);
 /// How soon a run's outcomes may be read in full again while its live counts overstate it;
 /// the wait doubles with each read that falls short, up to [`EXACT_READ_MAX_INTERVAL`].
 const EXACT_READ_INTERVAL: Duration = Duration::from_secs(2);
