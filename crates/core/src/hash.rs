@@ -13,6 +13,41 @@ pub fn record_hash(record: &Map<String, Value>) -> String {
     hex::encode(Sha256::digest(&text))
 }
 
+/// The record as JSON text (serde_json's compact encoding, to send as it is) together with its
+/// [`record_hash`], from one serialisation: when every object's keys are in order, as
+/// serde_json's sorted maps keep them, that text is the canonical encoding itself. (Were maps
+/// ever to keep insertion order, the hash falls back to [`record_hash`].)
+pub fn record_json(
+    record: &Map<String, Value>,
+) -> Result<(Box<serde_json::value::RawValue>, String), serde_json::Error> {
+    let json = serde_json::value::to_raw_value(record)?;
+    let hash = if keys_in_order(record) {
+        hex::encode(Sha256::digest(json.get().as_bytes()))
+    } else {
+        record_hash(record)
+    };
+    Ok((json, hash))
+}
+
+fn keys_in_order(map: &Map<String, Value>) -> bool {
+    let mut previous: Option<&String> = None;
+    for (key, value) in map {
+        if previous.is_some_and(|p| p >= key) || !value_in_order(value) {
+            return false;
+        }
+        previous = Some(key);
+    }
+    true
+}
+
+fn value_in_order(value: &Value) -> bool {
+    match value {
+        Value::Object(map) => keys_in_order(map),
+        Value::Array(items) => items.iter().all(value_in_order),
+        _ => true,
+    }
+}
+
 fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
     let mut entries: Vec<(&String, &Value)> = map.iter().collect();
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -69,6 +104,25 @@ mod tests {
         let h = record_hash(&map(json!({"EMAIL": "a@b.c"})));
         assert_eq!(h.len(), 64);
         assert!(h.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn the_sent_json_hashes_like_the_record() {
+        let records = [
+            json!({}),
+            json!({"EMAIL": "a@b.c", "USER": "a", "X": null, "N": 1.5, "B": true}),
+            json!({"Z": "quote \" backslash \\ tab \t é 日本", "A": [3, {"y": 1, "b": [null]}]}),
+            json!({"SAAS": {"sync_key": "k", "name": "App", "selected_saas_id": 7}, "EMAIL": "x@y.z"}),
+        ];
+        for record in records {
+            let record = map(record);
+            let (json, hash) = record_json(&record).unwrap();
+            assert_eq!(hash, record_hash(&record), "{}", json.get());
+            assert_eq!(
+                serde_json::from_str::<Value>(json.get()).unwrap(),
+                Value::Object(record)
+            );
+        }
     }
 
     #[test]

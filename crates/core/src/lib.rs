@@ -26,7 +26,7 @@ pub use config::{
     Preference, SaasConfig, ScheduleConfig, ValidationError, ValidationErrors, ValidationKind,
 };
 pub use defaults::{DEFAULT_CUSTOM_FIELDS, SAGE_USER_ID_FIELD, default_custom_fields};
-pub use hash::record_hash;
+pub use hash::{record_hash, record_json};
 pub use mapping::{Evaluation, Integration, RecordInput};
 pub use preview::{FieldPreview, Preview, preview};
 pub use smart::{Suggestion, TargetField, suggest_mapping};

@@ -3,7 +3,7 @@
 
 use peoplesync_core::{
     Evaluation, FilterMode, IntegrationConfig, MappingEntry, MappingSource, RecordInput, Tracking,
-    Worker, record_hash,
+    Worker, record_hash, record_json,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
@@ -233,5 +233,12 @@ proptest! {
         reversed_pairs.reverse();
         let reversed: Map<String, Value> = reversed_pairs.into_iter().collect();
         prop_assert_eq!(record_hash(&forward), record_hash(&reversed));
+    }
+
+    #[test]
+    fn the_json_sent_hashes_like_the_record(pairs in prop::collection::vec((".{0,6}", json_value()), 0..10)) {
+        let record: Map<String, Value> = pairs.into_iter().collect();
+        let (_, hash) = record_json(&record).unwrap();
+        prop_assert_eq!(hash, record_hash(&record));
     }
 }

@@ -11,9 +11,10 @@ use serde_json::{Map, Value};
 use crate::client::OomnitzaClient;
 use crate::error::{Error, Operation};
 
-/// One batch of user records for a portion.
-#[derive(Clone, Copy, Debug)]
-pub struct BulkRequest<'a> {
+/// One batch of user records for a portion. A record is any serialisable JSON object: a map
+/// of field id → value, or the same already serialised (`&RawValue`), which is written as it is.
+#[derive(Debug)]
+pub struct BulkRequest<'a, R = Map<String, Value>> {
     /// The portion (integration run) id, a UUID chosen by the client.
     pub portion: &'a str,
     /// Field ids that identify a user, in priority order (for example `["EMAIL"]`).
@@ -23,14 +24,23 @@ pub struct BulkRequest<'a> {
     /// Update only: unknown users are not created.
     pub update_only: bool,
     /// The records, field id → value.
-    pub records: &'a [Map<String, Value>],
+    pub records: &'a [R],
     /// Set to report `records` as failed with this reason (records the client could not build).
     pub error: Option<&'a str>,
 }
 
+// Not derived: a derive would ask `R: Clone`/`R: Copy`, though only a reference is copied.
+impl<R> Clone for BulkRequest<'_, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R> Copy for BulkRequest<'_, R> {}
+
 /// The documented envelope, borrowing everything.
 #[derive(Serialize)]
-struct Envelope<'a> {
+struct Envelope<'a, R> {
     connector_version: &'a str,
     connector_name: &'a str,
     portion: &'a str,
@@ -40,10 +50,10 @@ struct Envelope<'a> {
     update_only: bool,
     test_run: bool,
     error: Option<&'a str>,
-    records: &'a [Map<String, Value>],
+    records: &'a [R],
 }
 
-impl BulkRequest<'_> {
+impl<R: Serialize> BulkRequest<'_, R> {
     /// The JSON body of this request, as sent by [`OomnitzaClient::post_bulk`].
     pub fn to_body(&self, connector_name: &str, connector_version: &str) -> Vec<u8> {
         let envelope = Envelope {
@@ -61,8 +71,7 @@ impl BulkRequest<'_> {
         // A user record is a few hundred bytes; starting near the final size avoids most
         // reallocations.
         let mut body = Vec::with_capacity(256 + self.records.len() * 384);
-        // Serialising maps of JSON values into a Vec cannot fail: keys are strings and there is
-        // no I/O.
+        // Serialising JSON objects into a Vec cannot fail: keys are strings and there is no I/O.
         if let Err(error) = serde_json::to_writer(&mut body, &envelope) {
             tracing::error!(%error, "serialising a bulk envelope failed");
         }
@@ -96,7 +105,7 @@ impl OomnitzaClient {
     /// [`Rejected`](crate::ErrorKind::Rejected) (split the batch to isolate bad records),
     /// [`Closed`](crate::ErrorKind::Closed) (the portion is finalized or canceled),
     /// [`Unauthorized`](crate::ErrorKind::Unauthorized) (stop loading).
-    pub async fn post_bulk(&self, request: &BulkRequest<'_>) -> Result<(), Error> {
+    pub async fn post_bulk<R: Serialize>(&self, request: &BulkRequest<'_, R>) -> Result<(), Error> {
         let inner = self.inner();
         let body =
             bytes::Bytes::from(request.to_body(&inner.connector_name, &inner.connector_version));

@@ -17,7 +17,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use peoplesync_bus::{Bus, DeadLetter, Outcome};
 use peoplesync_core::Integration;
 use peoplesync_oomnitza::{BulkRequest, Error, ErrorKind, OomnitzaClient};
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 
 use crate::ack::{RetryCause, Settlement};
 use crate::applied::{self, AppliedRecord, Fingerprint, Verdict};
@@ -111,35 +111,24 @@ impl Deliverer {
         let portion = batch.key.run_id.clone();
 
         // Change detection: only new or changed records are sent.
-        let sync_field = integration.sync_field().first().cloned();
         let fingerprints: Vec<Fingerprint> = to_send
             .iter()
-            .map(|item| {
-                let record = record_of(item);
-                Fingerprint {
-                    key: sync_field
-                        .as_ref()
-                        .and_then(|f| record.get(f))
-                        .and_then(Value::as_str)
-                        .filter(|v| !v.is_empty())
-                        .map(|v| applied::key(&batch.key.integration, v)),
-                    hash: peoplesync_core::record_hash(record),
+            .filter_map(|item| match &item.disposition {
+                Disposition::Send(outgoing) => Some(Fingerprint {
+                    key: outgoing.applied_key.clone(),
+                    hash: outgoing.hash.clone(),
                     run_id: portion.clone(),
                     observed_at_ms: item.observed_at_ms,
-                }
+                }),
+                Disposition::Done(..) => None,
             })
             .collect();
         let verdicts = applied::check(&self.bus, &fingerprints).await;
         let mut sending = Vec::new();
         let mut sending_prints = Vec::new();
-        let mut records: Vec<Map<String, Value>> = Vec::new();
-        for ((mut item, verdict), print) in to_send.into_iter().zip(verdicts).zip(fingerprints) {
+        for ((item, verdict), print) in to_send.into_iter().zip(verdicts).zip(fingerprints) {
             match verdict {
                 Verdict::Send => {
-                    // The record moves into the request; the item keeps only what settling needs.
-                    if let Disposition::Send(record) = &mut item.disposition {
-                        records.push(std::mem::take(record));
-                    }
                     sending.push(item);
                     sending_prints.push(print);
                 }
@@ -153,13 +142,14 @@ impl Deliverer {
             return settled;
         }
 
-        let refs: Vec<&Item> = sending.iter().collect();
-        let mut results: Vec<Option<Delivered>> = (0..records.len()).map(|_| None).collect();
+        let mut results: Vec<Option<Delivered>> = (0..sending.len()).map(|_| None).collect();
         if self.is_canceled(&portion) {
             results
                 .iter_mut()
                 .for_each(|r| *r = Some(Delivered::Canceled));
         } else {
+            let refs: Vec<&Item> = sending.iter().collect();
+            let records: Vec<&RawValue> = refs.iter().map(|item| record_of(item)).collect();
             self.post_isolating(&integration, &portion, &records, &refs, 0, &mut results)
                 .await;
         }
@@ -221,7 +211,7 @@ impl Deliverer {
         &self,
         integration: &Integration,
         portion: &str,
-        records: &[Map<String, Value>],
+        records: &[&RawValue],
         items: &[&Item],
         offset: usize,
         results: &mut [Option<Delivered>],
@@ -349,7 +339,7 @@ impl Deliverer {
         &self,
         integration: &Integration,
         portion: &str,
-        records: &[Map<String, Value>],
+        records: &[&RawValue],
     ) -> Result<(), Error> {
         let config = integration.config();
         let request = BulkRequest {
@@ -410,11 +400,14 @@ impl Deliverer {
     }
 }
 
-fn record_of(item: &Item) -> &Map<String, Value> {
-    static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+/// The JSON of an item that is being sent (only items with [`Disposition::Send`] are).
+fn record_of(item: &Item) -> &RawValue {
     match &item.disposition {
-        Disposition::Send(record) => record,
-        Disposition::Done(..) => EMPTY.get_or_init(Map::new),
+        Disposition::Send(outgoing) => &outgoing.json,
+        Disposition::Done(..) => {
+            static NULL: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
+            NULL.get_or_init(Box::default)
+        }
     }
 }
 

@@ -9,8 +9,10 @@ use async_nats::jetstream;
 use peoplesync_bus::{DeadLetter, Outcome, codec, names};
 use peoplesync_core::{Evaluation, Integration, RecordInput, Tracking};
 use peoplesync_proto::v1::WorkerEventKind;
-use serde_json::{Map, Value};
+use serde_json::Value;
+use serde_json::value::RawValue;
 
+use crate::applied;
 use crate::progress::Tracked;
 
 /// Which batch an event belongs to: its integration, its run (the portion) and the config
@@ -25,11 +27,50 @@ pub struct BatchKey {
     pub revision: u64,
 }
 
+/// A mapped record ready to send, reduced to what delivery needs. It is serialised, hashed
+/// and keyed as soon as it is mapped, while the map is still in cache, and then kept as one
+/// buffer: an event waits in the pipeline for a request slot for a while, and a held map of
+/// a few dozen small allocations costs more to keep, send and drop than its JSON text.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The record as sent, in the bulk request's `records`.
+    pub json: Box<RawValue>,
+    /// Its key in KV `peoplesync_applied` (see [`applied::key`]); `None` when the record has
+    /// no value for its first sync field, so it cannot be tracked.
+    pub applied_key: Option<String>,
+    /// `peoplesync_core::record_hash` of the record, for change detection.
+    pub hash: String,
+}
+
+impl Outgoing {
+    /// Prepares `record` of `integration`, or says why it cannot be sent.
+    pub fn new(
+        integration_id: &str,
+        integration: &Integration,
+        record: &serde_json::Map<String, Value>,
+    ) -> Result<Outgoing, String> {
+        let (json, hash) = peoplesync_core::record_json(record)
+            .map_err(|e| format!("the mapped record cannot be written as JSON: {e}"))?;
+        let applied_key = integration
+            .sync_field()
+            .first()
+            .and_then(|field| record.get(field))
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+            .map(|v| applied::key(integration_id, v));
+        Ok(Outgoing {
+            json,
+            applied_key,
+            hash,
+        })
+    }
+}
+
 /// What the pipeline decided for one event.
 #[derive(Debug)]
 pub enum Disposition {
     /// Send this record to Oomnitza.
-    Send(Map<String, Value>),
+    Send(Outgoing),
     /// Nothing to send; record this outcome (and dead letter, if any).
     Done(Outcome, Option<Box<DeadLetter>>),
 }
@@ -169,7 +210,15 @@ pub fn prepare(
                 tracking: &tracking,
             };
             match integration.evaluate(&input) {
-                Evaluation::Load { record } => Disposition::Send(record),
+                Evaluation::Load { record } => {
+                    match Outgoing::new(&integration_id, integration, &record) {
+                        Ok(outgoing) => Disposition::Send(outgoing),
+                        Err(reason) => Disposition::Done(
+                            Outcome::DeadLettered,
+                            Some(Box::new(dead(&run_id, &worker_id, reason))),
+                        ),
+                    }
+                }
                 Evaluation::Filtered { reason } => {
                     tracing::debug!(integration = %integration_id, worker = %worker_id, %reason, "filtered");
                     Disposition::Done(Outcome::Filtered, None)
