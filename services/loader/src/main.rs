@@ -38,8 +38,16 @@ fn main() -> ExitCode {
         None => LoaderConfig::load(cli.config.as_deref())
             .map_err(anyhow::Error::from)
             .and_then(|config| {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(config.worker_threads)
+                // One thread is a current-thread runtime: every task runs on the main thread,
+                // with no handing over to a worker thread and no work-stealing bookkeeping.
+                let mut runtime = if config.worker_threads <= 1 {
+                    tokio::runtime::Builder::new_current_thread()
+                } else {
+                    let mut builder = tokio::runtime::Builder::new_multi_thread();
+                    builder.worker_threads(config.worker_threads);
+                    builder
+                };
+                runtime
                     .enable_all()
                     .build()
                     .context("starting the async runtime")?
