@@ -293,6 +293,16 @@ async fn loaders(
                 .and_then(serde_json::Value::as_i64)
                 .context("Oomnitza received no bulk request")?;
             let load_ms = u64::try_from(finalized_at_ms - first_request_ms).unwrap_or(0);
+            if let Some(last_request_ms) = stats
+                .get("last_bulk_at_ms")
+                .and_then(serde_json::Value::as_i64)
+            {
+                println!(
+                    "from the first to the last bulk request: {} ms; from the last to finalized: {} ms",
+                    last_request_ms - first_request_ms,
+                    finalized_at_ms - last_request_ms
+                );
+            }
             return Ok(Timing {
                 total: elapsed,
                 load: Duration::from_millis(load_ms),

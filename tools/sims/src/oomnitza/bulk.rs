@@ -3,7 +3,9 @@
 //! `GET /api/v3/connector_run_logs/connectors/{portion}`.
 //!
 //! Order of checks on a post: JSON and envelope (`400`), portion state (`409`), records (`422`,
-//! nothing applied), then the batch is applied under the store lock and answered `200`.
+//! nothing applied), then the batch is applied under the store lock and answered `200`. The
+//! envelope and the records are checked before the lock is taken; only the portion check and
+//! applying need it.
 
 use std::sync::Arc;
 
@@ -40,13 +42,21 @@ pub(crate) async fn post(State(shared): State<Arc<Shared>>, body: Bytes) -> Resp
         )
     };
 
+    // The checks that need no stored data run before the store is locked, so concurrent
+    // posts only queue for the part that does; their answers keep the documented order.
+    let checked = validate::envelope(body, &shared.config.custom_fields);
+    let refusals = match &checked {
+        Ok(env) if env.error.is_none() => validate::records(&env.records, &shared.config, &poison),
+        _ => Vec::new(),
+    };
+
     let mut store = lock(&shared.store);
     store.counters.bulk_requests += 1;
     store
         .counters
         .first_bulk_at_ms
         .get_or_insert_with(|| chrono::Utc::now().timestamp_millis());
-    let env = match validate::envelope(body, &shared.config.custom_fields) {
+    let env = match checked {
         Ok(env) => env,
         Err(problem) => return error(StatusCode::BAD_REQUEST, "bad_request", &problem),
     };
@@ -55,20 +65,18 @@ pub(crate) async fn post(State(shared): State<Arc<Shared>>, body: Bytes) -> Resp
     if let Some(refusal) = closed(portion) {
         return refusal;
     }
-    if env.error.is_none() {
-        let refusals = validate::records(&env.records, &shared.config, &poison);
-        if !refusals.is_empty() {
-            let message = format!(
-                "{} of {} records refused; nothing was applied",
-                refusals.len(),
-                env.records.len()
-            );
-            let body = json!({"error": "unprocessable", "message": message, "records": refusals});
-            return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
-        }
+    if !refusals.is_empty() {
+        let message = format!(
+            "{} of {} records refused; nothing was applied",
+            refusals.len(),
+            env.records.len()
+        );
+        let body = json!({"error": "unprocessable", "message": message, "records": refusals});
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
     }
     let (portion, received) = (env.portion.clone(), env.records.len());
     store.apply(env);
+    store.counters.last_bulk_at_ms = Some(chrono::Utc::now().timestamp_millis());
     drop(store);
 
     let body = custom_response

@@ -120,6 +120,8 @@ pub struct OomnitzaStats {
     pub bulk_records: u64,
     /// When the first bulk post got past auth and faults (ms since the epoch).
     pub first_bulk_at_ms: Option<i64>,
+    /// When the latest accepted bulk post was applied (ms since the epoch).
+    pub last_bulk_at_ms: Option<i64>,
     /// Users created.
     pub records_created: u64,
     /// Users updated.

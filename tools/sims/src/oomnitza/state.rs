@@ -120,6 +120,7 @@ impl Shared {
             bulk_requests: c.bulk_requests,
             bulk_records: c.bulk_records,
             first_bulk_at_ms: c.first_bulk_at_ms,
+            last_bulk_at_ms: c.last_bulk_at_ms,
             records_created: c.created,
             records_updated: c.updated,
             records_unchanged: c.unchanged,

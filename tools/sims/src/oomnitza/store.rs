@@ -6,7 +6,11 @@
 //! Matching follows the sync fields in priority order: the first field for which the record has
 //! a value and some user holds that same value identifies the user.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+/// The store's maps are looked up several times per record; foldhash is several times cheaper
+/// than the default SipHash, and a simulator needs no protection from crafted keys.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use serde_json::{Map, Value, json};
 
@@ -51,6 +55,7 @@ pub(crate) struct Store {
 pub(crate) struct Counters {
     pub(crate) bulk_requests: u64,
     pub(crate) first_bulk_at_ms: Option<i64>,
+    pub(crate) last_bulk_at_ms: Option<i64>,
     pub(crate) bulk_records: u64,
     pub(crate) created: u64,
     pub(crate) updated: u64,
@@ -75,7 +80,7 @@ impl Store {
     pub(crate) fn new(unique: Vec<String>) -> Self {
         let index = unique
             .iter()
-            .map(|field| (field.clone(), HashMap::new()))
+            .map(|field| (field.clone(), HashMap::default()))
             .collect();
         Self {
             unique,
@@ -89,7 +94,7 @@ impl Store {
         if self.index.contains_key(field) {
             return;
         }
-        let mut values: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut values: HashMap<String, Vec<usize>> = HashMap::default();
         for (slot, user) in self.users.iter().enumerate() {
             if let Some(k) = user.fields.get(field).and_then(key) {
                 values.entry(k).or_default().push(slot);
