@@ -11,7 +11,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use peoplesync_core::defaults::FULL_ADDRESS_TEMPLATE;
 use peoplesync_core::{
     FilterMode, Integration, IntegrationConfig, MappingSource, RecordInput, Tracking, Worker,
-    record_hash,
+    record_hash, record_json,
 };
 use serde_json::json;
 
@@ -79,6 +79,9 @@ fn bench(c: &mut Criterion) {
         .unwrap_or_default();
     c.bench_function("record_hash/default_record", |b| {
         b.iter(|| black_box(record_hash(black_box(&record))))
+    });
+    c.bench_function("record_json/default_record", |b| {
+        b.iter(|| black_box(record_json(black_box(&record))))
     });
     c.bench_function("compile/default_config", |b| {
         b.iter(|| black_box(compile(default.clone())))

@@ -662,14 +662,14 @@ mod secrets {
     }
 }
 
-mod throughput {
+mod large_pages {
     use super::*;
 
-    /// The extractor needs at least 30,000 workers/s; the client's share (HTTP plus one serde
-    /// pass per page) must leave most of that budget. Debug builds are slow, so this only
-    /// guards against gross regressions; run with `--release` for a real measurement.
+    /// Pages of 2,000 records (Salesforce's largest batch) are read whole and in order: nothing
+    /// is lost or repeated across page boundaries. (Speed is measured by the extractor
+    /// benchmark, not here.)
     #[tokio::test]
-    async fn pages_decode_fast() {
+    async fn twenty_thousand_workers_in_pages_of_2000_arrive_complete() {
         let sim = spawn(SimConfig {
             workers: 20_000,
             page_size: PageSize::Fixed(2_000),
@@ -677,13 +677,8 @@ mod throughput {
         })
         .await;
         let client = client(&sim);
-        let started = Instant::now();
         let records = list_all(&client, None).await.unwrap();
-        let elapsed = started.elapsed();
-        assert_eq!(records.len(), 20_000);
-        let rate = 20_000.0 / elapsed.as_secs_f64();
-        println!("listed 20,000 workers in {elapsed:?}: {rate:.0} workers/s");
-        assert!(rate > 2_000.0, "{rate:.0} workers/s");
+        assert_complete(&records, 20_000);
         let _: Option<ApiUsage> = client.last_api_usage();
     }
 }
