@@ -12,8 +12,9 @@ pub fn encode_worker_event(event: &WorkerEvent) -> Bytes {
 }
 
 /// Decodes a worker event from a message payload.
-pub fn decode_worker_event(payload: &[u8]) -> Result<WorkerEvent, BusError> {
-    WorkerEvent::decode(payload).map_err(|e| BusError::Decode {
+pub fn decode_worker_event(payload: &Bytes) -> Result<WorkerEvent, BusError> {
+    // Decoding from the shared buffer lets `raw` point into the payload instead of a copy.
+    WorkerEvent::decode(payload.clone()).map_err(|e| BusError::Decode {
         what: "WorkerEvent",
         message: e.to_string(),
     })
@@ -124,6 +125,6 @@ mod tests {
 
     #[test]
     fn garbage_is_a_decode_error_not_a_panic() {
-        assert!(decode_worker_event(&[0xff, 0xff, 0xff]).is_err());
+        assert!(decode_worker_event(&Bytes::from_static(&[0xff, 0xff, 0xff])).is_err());
     }
 }

@@ -111,7 +111,7 @@ impl EventBuilder {
             kind: kind.into(),
             observed_at: Some(observed_at),
             worker: Some(worker),
-            raw,
+            raw: raw.into(),
             tracking: Some(self.tracking.clone()),
             sequence,
         };

@@ -183,7 +183,7 @@ async fn loaders(
             kind: WorkerEventKind::Upsert.into(),
             observed_at: Some(codec::now()),
             worker: Some(codec::worker_to_proto(&worker)),
-            raw: serde_json::to_vec(&raw)?,
+            raw: serde_json::to_vec(&raw)?.into(),
             tracking: Some(tracking.clone()),
             sequence: index + 1,
         };
