@@ -79,8 +79,8 @@ pub struct ConsumerSettings {
     /// Deliveries of one event before it is dead-lettered.
     pub max_deliver: i64,
     /// Unacknowledged events allowed per integration across all replicas: at least the
-    /// replicas times what one holds (about `(3 × in_flight + 3) × size + 3 × pull_batch`,
-    /// 1,800 by default), or the replicas that ask last wait for acks instead of loading.
+    /// replicas times what one holds (about `(in_flight + 6) × size + 2 × pull_batch`, 1,200 by
+    /// default), or the replicas that ask last wait for acks instead of loading.
     pub max_ack_pending: i64,
 }
 

@@ -1,8 +1,11 @@
 //! The loader's main loop. One intake per integration pulls from that integration's shared
 //! consumer while its gate is open (not paused, credentials working), prepares each event and
 //! feeds the batcher; batches are delivered concurrently — at most `batch.in_flight` bulk requests at
-//! Oomnitza at once, and twice that many batches between intake and ack, so checking applied
-//! hashes and settling one batch overlap with another's request. On shutdown the
+//! Oomnitza at once, and two more batches between intake and ack, so checking applied hashes
+//! and settling one batch overlap with another's request. The queues in front hold one batch
+//! each: an event waits in a replica no longer than keeping the requests busy needs (a replica
+//! holds at most about `(in_flight + 6) × size + 2 × pull_batch` events), so fewer events are
+//! held where they go cold, and more are left for other replicas. On shutdown the
 //! intakes stop pulling and hand in what their last fetch delivered, partial batches are
 //! flushed and in-flight deliveries finish (or their events are nak'ed) within the grace period.
 
@@ -148,8 +151,9 @@ impl Loader {
         let finalizer_task = tokio::spawn(finalizer.run(poke_rx, background_stop.clone()));
 
         let batch = &config.batch;
-        let (item_tx, item_rx) = mpsc::channel::<Item>(batch.pull_batch.max(batch.size) * 2);
-        let (batch_tx, batch_rx) = mpsc::channel::<Batch>(batch.in_flight);
+        // Room for one fetch, and one finished batch waiting for the dispatcher.
+        let (item_tx, item_rx) = mpsc::channel::<Item>(batch.pull_batch.max(batch.size));
+        let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
         let batcher_task = tokio::spawn(batcher::run(
             item_rx,
             batch_tx,
@@ -291,7 +295,7 @@ async fn intake(shared: IntakeShared, integration: String, shutdown: Cancellatio
     }
 }
 
-/// Runs deliveries of batches — at most `2 × in_flight` batches at once (the deliverer itself
+/// Runs deliveries of batches — at most `in_flight + 2` batches at once (the deliverer itself
 /// keeps bulk requests to `in_flight`) — then settles each.
 async fn dispatch(
     bus: Bus,
@@ -301,7 +305,7 @@ async fn dispatch(
     max_deliver: u64,
     pokes: mpsc::Sender<Poke>,
 ) {
-    let permits = Arc::new(Semaphore::new(in_flight.saturating_mul(2)));
+    let permits = Arc::new(Semaphore::new(in_flight.saturating_add(2)));
     let mut deliveries = JoinSet::new();
     while let Some(batch) = batches.recv().await {
         let Ok(permit) = permits.clone().acquire_owned().await else {
