@@ -130,12 +130,11 @@ impl Shared {
             finalize_calls: c.finalize_calls.clone(),
             requests_429: requests.requests_429,
             max_in_flight: self.flight.max(),
-            user_writes: c
-                .user_writes
-                .iter()
-                .map(|(id, n)| (id.clone(), *n))
+            user_writes: store
+                .user_writes()
+                .map(|(id, n)| (id.to_owned(), n))
                 .collect(),
-            max_writes_per_user: c.user_writes.values().copied().max().unwrap_or(0),
+            max_writes_per_user: store.user_writes().map(|(_, n)| n).max().unwrap_or(0),
         }
     }
 

@@ -32,6 +32,8 @@ pub(crate) enum Outcome {
 struct User {
     id: String,
     fields: Map<String, Value>,
+    /// Bulk writes that created or changed this user.
+    writes: u64,
 }
 
 /// Users, SaaS users and portions.
@@ -63,7 +65,6 @@ pub(crate) struct Counters {
     pub(crate) skipped: u64,
     pub(crate) failed: u64,
     pub(crate) finalize_calls: BTreeMap<String, u64>,
-    pub(crate) user_writes: HashMap<String, u64>,
 }
 
 /// The index key of a value; `None` for values that identify nothing (null, blank).
@@ -144,6 +145,7 @@ impl Store {
             self.users.push(User {
                 id: id.clone(),
                 fields,
+                writes: 0,
             });
             self.by_id.insert(id.clone(), slot);
             self.index_user(slot);
@@ -367,7 +369,17 @@ impl Store {
     }
 
     fn count_write(&mut self, id: &str) {
-        *self.counters.user_writes.entry(id.to_string()).or_default() += 1;
+        if let Some(&slot) = self.by_id.get(id) {
+            self.users[slot].writes += 1;
+        }
+    }
+
+    /// Users written by bulk posts, with how many times each was.
+    pub(crate) fn user_writes(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.users
+            .iter()
+            .filter(|u| u.writes > 0)
+            .map(|u| (u.id.as_str(), u.writes))
     }
 
     /// A new user id: UUID-shaped, deterministic in creation order.
@@ -440,7 +452,7 @@ mod tests {
             .as_str()
             .map(str::to_string)
             .unwrap_or_default();
-        assert_eq!(s.counters.user_writes[&id], 2);
+        assert_eq!(s.user_writes().collect::<Vec<_>>(), [(id.as_str(), 2)]);
     }
 
     #[test]

@@ -132,10 +132,19 @@ pub(crate) fn envelope(body: Value, custom: &[CustomField]) -> Result<Envelope, 
     // A client-reported failure carries the record as it came from the source, so its keys
     // are not Oomnitza field ids.
     if error.is_none() {
+        // The ids check_field_id accepts, looked up once per key instead of searched.
+        let accepted: foldhash::HashSet<&str> = [RESTORE_ARCHIVED]
+            .into_iter()
+            .chain(SYSTEM_FIELDS.iter().copied())
+            .chain(custom.iter().map(|f| f.id.as_str()))
+            .filter(|id| check_field_id(id, custom).is_ok())
+            .collect();
         for (i, record) in records.iter().enumerate() {
             if let Value::Object(fields) = record {
                 for id in fields.keys() {
-                    check_field_id(id, custom).map_err(|e| format!("records[{i}]: {e}"))?;
+                    if !accepted.contains(id.as_str()) {
+                        check_field_id(id, custom).map_err(|e| format!("records[{i}]: {e}"))?;
+                    }
                 }
             }
         }
