@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
-use futures::future::join_all;
 use peoplesync_bus::{Bus, BusError, DeadLetter, Outcome, OutcomeRecorder, Publisher, dlq};
 
 use crate::pipeline::Item;
@@ -110,7 +109,8 @@ pub async fn settle(
     // Dead letters first: an outcome says the event is dealt with, so its letter must exist.
     letters.flush().await?;
     outcomes.flush().await?;
-    let acks = items.iter().map(|(item, settlement)| async move {
+    // One after another: an ack is handed to the connection's queue, not awaited at the server.
+    for (item, settlement) in &items {
         let kind = match settlement {
             Settlement::Done(..) | Settlement::Requeued => AckKind::Ack,
             Settlement::Retry(delay, ..) => AckKind::Nak(Some(*delay)),
@@ -119,8 +119,7 @@ pub async fn settle(
             // The event comes back after ack_wait; its outcome is deduplicated then.
             tracing::warn!(msg_id = %item.msg_id, error = %err, "ack failed; the event will be redelivered");
         }
-    });
-    join_all(acks).await;
+    }
     if let Some((item, _)) = items.first() {
         for outcome in Outcome::ALL {
             let n = recorded.iter().filter(|o| **o == outcome).count();

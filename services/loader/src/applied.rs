@@ -57,16 +57,15 @@ pub fn key(integration: &str, sync_value: &str) -> String {
 /// (Oomnitza takes a record it already has as an update with no change). The entries are read
 /// in one batched request per batch where the server supports it.
 pub async fn check(bus: &Bus, records: &[Fingerprint]) -> Vec<Verdict> {
-    let keyed: Vec<(usize, String)> = records
+    let (keyed, keys): (Vec<usize>, Vec<String>) = records
         .iter()
         .enumerate()
         .filter_map(|(i, print)| Some((i, print.key.clone()?)))
-        .collect();
-    let keys: Vec<String> = keyed.iter().map(|(_, key)| key.clone()).collect();
+        .unzip();
     let mut verdicts = vec![Verdict::Send; records.len()];
     match lookup::values(bus.client(), bus.applied_kv(), &keys).await {
         Ok(values) => {
-            for ((i, _), value) in keyed.iter().zip(values) {
+            for (i, value) in keyed.iter().zip(values) {
                 let applied = value.and_then(|v| serde_json::from_slice::<AppliedRecord>(&v).ok());
                 verdicts[*i] = verdict(applied.as_ref(), &records[*i]);
             }

@@ -5,7 +5,6 @@
 //! requests, or retries, stays with this replica instead of being handed to another one and
 //! posted twice — whatever stage it is waiting in.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,10 +13,14 @@ use async_nats::Subject;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
+/// Held events by ticket: an entry is added and removed for every event, and tickets need no
+/// protection from crafted keys, so the cheaper hasher.
+type Held = Arc<Mutex<foldhash::HashMap<u64, (Subject, Instant)>>>;
+
 /// The events this replica holds, by ticket.
 #[derive(Clone, Default)]
 pub struct InProgress {
-    held: Arc<Mutex<HashMap<u64, (Subject, Instant)>>>,
+    held: Held,
     next: Arc<AtomicU64>,
 }
 
@@ -32,7 +35,7 @@ impl std::fmt::Debug for InProgress {
 /// An event being held; dropping it stops its progress acks.
 pub struct Tracked {
     id: u64,
-    held: Arc<Mutex<HashMap<u64, (Subject, Instant)>>>,
+    held: Held,
 }
 
 impl std::fmt::Debug for Tracked {
