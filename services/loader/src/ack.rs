@@ -44,7 +44,7 @@ pub async fn settle(
         if let Settlement::Retry(_, reason, RetryCause::Configuration) = settlement
             && item.delivered >= max_deliver
         {
-            let sequence = item.message.info().map_or(0, |i| i.stream_sequence);
+            let sequence = item.message.stream_sequence;
             tracing::warn!(msg_id = %item.msg_id, deliveries = item.delivered, %reason,
                 "the loader could not send the event on its last delivery (credentials or URL); requeuing it as a fresh message");
             requeue
@@ -115,7 +115,7 @@ pub async fn settle(
             Settlement::Done(..) | Settlement::Requeued => AckKind::Ack,
             Settlement::Retry(delay, ..) => AckKind::Nak(Some(*delay)),
         };
-        if let Err(err) = item.message.ack_with(kind).await {
+        if let Err(err) = item.message.ack_with(bus.client(), kind).await {
             // The event comes back after ack_wait; its outcome is deduplicated then.
             tracing::warn!(msg_id = %item.msg_id, error = %err, "ack failed; the event will be redelivered");
         }

@@ -49,8 +49,17 @@ pub enum Verdict {
 /// The KV key of a worker: the integration and a digest of its sync key value (values such as
 /// e-mail addresses contain characters KV keys cannot hold).
 pub fn key(integration: &str, sync_value: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(sync_value.as_bytes());
-    format!("{integration}.{}", hex::encode(&digest[..20]))
+    // Built for every record; written directly rather than through `format!` and `hex`.
+    let mut key = String::with_capacity(integration.len() + 41);
+    key.push_str(integration);
+    key.push('.');
+    for byte in &digest[..20] {
+        key.push(char::from(HEX[usize::from(byte >> 4)]));
+        key.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    key
 }
 
 /// Decides, for each record, whether to send it; a missing or unreadable entry means "send"
@@ -107,7 +116,7 @@ pub async fn remember(bus: &Bus, records: &[(String, AppliedRecord)]) {
     for (key, value) in group {
         if let Err(err) = bus
             .client()
-            .publish(format!("{prefix}{key}"), value.clone())
+            .publish([prefix, key].concat(), value.clone())
             .await
         {
             tracing::warn!(key, error = %err, "cannot record the applied hash; the record will be sent again next run");
@@ -167,5 +176,13 @@ mod tests {
                 .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
         );
         assert_ne!(k, key("acme", "zoe@example.com"));
+        // Keys already stored must still be found: the spelling never changes.
+        assert_eq!(
+            key("acme", "zoe@example.com"),
+            format!(
+                "acme.{}",
+                hex::encode(&Sha256::digest(b"zoe@example.com")[..20])
+            )
+        );
     }
 }

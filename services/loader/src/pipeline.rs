@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use async_nats::jetstream;
+use async_nats::Subject;
+use async_nats::jetstream::{self, AckKind};
+use bytes::Bytes;
 use peoplesync_bus::{DeadLetter, Outcome, codec, names};
 use peoplesync_core::{Evaluation, Integration, RecordInput, Tracking};
 use peoplesync_proto::v1::WorkerEventKind;
@@ -75,11 +77,40 @@ pub enum Disposition {
     Done(Outcome, Option<Box<DeadLetter>>),
 }
 
+/// What settling an event needs of the JetStream message it came in: where to ack it, and
+/// its subject and payload for a dead letter or a requeued copy. The message itself carries
+/// its JetStream context and is several times larger, and items move from stage to stage.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The event's subject in the WORKERS stream.
+    pub subject: Subject,
+    /// The ack subject (`None` only for a message that did not come from a consumer).
+    pub reply: Option<Subject>,
+    /// The encoded event.
+    pub payload: Bytes,
+    /// Its sequence in the stream (0 if unknown).
+    pub stream_sequence: u64,
+}
+
+impl Delivery {
+    /// Acks, or naks, the message: hands the ack to the connection, as the JetStream client
+    /// does; it is not confirmed by the server.
+    pub async fn ack_with(&self, client: &async_nats::Client, kind: AckKind) -> Result<(), String> {
+        let Some(reply) = &self.reply else {
+            return Err("the message has no ack subject".into());
+        };
+        client
+            .publish(reply.clone(), Bytes::from(kind))
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// One event on its way through the loader.
 #[derive(Debug)]
 pub struct Item {
-    /// The JetStream message, acked once its outcome is recorded.
-    pub message: jetstream::Message,
+    /// The message it came in, acked once its outcome is recorded.
+    pub message: Delivery,
     /// Batch it belongs to.
     pub key: BatchKey,
     /// Its config, when one applied.
@@ -104,8 +135,10 @@ pub fn prepare(
     message: jetstream::Message,
     lookup: impl Fn(&str) -> Option<(Arc<Integration>, u64)>,
 ) -> Item {
-    let subject = message.subject.to_string();
-    let integration_id = names::integration_of_subject(&subject)
+    let (stream_sequence, delivered) = message.info().map_or((0, 1), |i| {
+        (i.stream_sequence, u64::try_from(i.delivered).unwrap_or(1))
+    });
+    let integration_id = names::integration_of_subject(message.subject.as_str())
         .unwrap_or("unknown")
         .to_owned();
     let msg_id = message
@@ -114,14 +147,13 @@ pub fn prepare(
         .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
         .map(|v| v.as_str().to_owned())
         // Without a dedup id the stream sequence still tells the event apart from others.
-        .unwrap_or_else(|| {
-            let sequence = message.info().map_or(0, |i| i.stream_sequence);
-            format!("unknown.seq-{sequence}")
-        });
-    let delivered = message
-        .info()
-        .map(|i| u64::try_from(i.delivered).unwrap_or(1))
-        .unwrap_or(1);
+        .unwrap_or_else(|| format!("unknown.seq-{stream_sequence}"));
+    let message = Delivery {
+        subject: message.subject.clone(),
+        reply: message.reply.clone(),
+        payload: message.payload.clone(),
+        stream_sequence,
+    };
     let (run_from_id, worker_from_id) = msg_id.split_once('.').unwrap_or(("unknown", "unknown"));
     let dead = |run_id: &str, worker_id: &str, reason: String| DeadLetter {
         integration: integration_id.clone(),
@@ -130,7 +162,7 @@ pub fn prepare(
         reason,
         stage: "pipeline".into(),
         attempts: delivered,
-        original_subject: subject.clone(),
+        original_subject: message.subject.to_string(),
         ..Default::default()
     };
 
