@@ -61,8 +61,9 @@ pub struct LoaderConfig {
     /// 1 on a single server, 3 in production. Never lowered on an existing stream.
     pub stream_replicas: usize,
     /// Threads running the replica (`PEOPLESYNC_WORKER_THREADS`). One is the default: a
-    /// replica is the unit of scale, and on one thread it spends about a seventh less CPU per
-    /// event than on two (no wake-ups and frees across threads); add replicas, not threads.
+    /// replica is the unit of scale, and on one thread (a current-thread runtime) it spends
+    /// less CPU per event than on two (no wake-ups and frees across threads); add replicas,
+    /// not threads.
     pub worker_threads: usize,
     /// Days a finalized run's record (state, counts) is kept after the run finished; 0 keeps
     /// records forever. Runs still holding removals for approval are always kept.

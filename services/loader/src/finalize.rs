@@ -21,6 +21,10 @@ const SWEEP: Duration = Duration::from_secs(5);
 const RETENTION_CHECK: Duration = Duration::from_secs(3600);
 /// How often poked runs are checked at most.
 const POKE_INTERVAL: Duration = Duration::from_millis(100);
+/// A run this close to done (events not yet counted) is checked on every poke instead of at
+/// the next [`POKE_INTERVAL`], so it is finalized as soon as its last batch settles. Each
+/// replica settles at most this many events' batches in that mode per run.
+const NEAR_END_EVENTS: u64 = 5_000;
 /// How soon a run's outcomes may be read in full again while its live counts overstate it;
 /// the wait doubles with each read that falls short, up to [`EXACT_READ_MAX_INTERVAL`].
 const EXACT_READ_INTERVAL: Duration = Duration::from_secs(2);
@@ -86,16 +90,28 @@ impl Finalizer {
         let mut poked: HashSet<Poke> = HashSet::new();
         let mut poke_timer = tokio::time::interval(POKE_INTERVAL);
         poke_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Runs whose last check found them within NEAR_END_EVENTS of done.
+        let mut near_end: HashSet<Poke> = HashSet::new();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 poke = pokes.recv() => {
                     let Some(poke) = poke else { return };
-                    poked.insert(poke);
+                    if near_end.contains(&poke) {
+                        let remaining = self.check(&poke.0, &poke.1).await;
+                        if remaining.is_none_or(|n| n > NEAR_END_EVENTS) {
+                            near_end.remove(&poke);
+                        }
+                    } else {
+                        poked.insert(poke);
+                    }
                 }
                 _ = poke_timer.tick(), if !poked.is_empty() => {
-                    for (integration, run_id) in std::mem::take(&mut poked) {
-                        self.check(&integration, &run_id).await;
+                    for poke in std::mem::take(&mut poked) {
+                        let remaining = self.check(&poke.0, &poke.1).await;
+                        if remaining.is_some_and(|n| n <= NEAR_END_EVENTS) {
+                            near_end.insert(poke);
+                        }
                     }
                 }
                 entry = next_entry(&mut watch) => {
@@ -185,9 +201,15 @@ impl Finalizer {
         }
     }
 
-    async fn check(&self, integration: &str, run_id: &str) {
-        if let Err(err) = self.try_finalize(integration, run_id).await {
-            tracing::warn!(integration, run_id, error = %err, "finalize check failed; will retry");
+    /// Checks one run; returns how many of its events are not yet counted, when that was read
+    /// and the run is not finalized.
+    async fn check(&self, integration: &str, run_id: &str) -> Option<u64> {
+        match self.try_finalize(integration, run_id).await {
+            Ok(remaining) => remaining,
+            Err(err) => {
+                tracing::warn!(integration, run_id, error = %err, "finalize check failed; will retry");
+                None
+            }
         }
     }
 
@@ -209,21 +231,24 @@ impl Finalizer {
             .is_some_and(|c| c.get("run_id").and_then(|r| r.as_str()) == Some(run_id)))
     }
 
-    async fn try_finalize(&self, integration: &str, run_id: &str) -> Result<(), BusError> {
+    /// Finalizes the run if every event is accounted for; returns the events not yet counted
+    /// (by the live counts) when the run still waits for them.
+    async fn try_finalize(&self, integration: &str, run_id: &str) -> Result<Option<u64>, BusError> {
         let Some((record, _)) = self.runs.get(integration, run_id).await? else {
-            return Ok(());
+            return Ok(None);
         };
         if !needs_finalize(&record) {
-            return Ok(());
+            return Ok(None);
         }
         if record.state == RunState::Failed && self.resumes(integration, run_id).await? {
-            return Ok(());
+            return Ok(None);
         }
         // The live counts are cheap and never too low; only when they cover every event are
         // the run's outcomes read and each event counted once.
         let live = outcomes::count(self.bus.jetstream(), integration, run_id).await?;
-        if live.total() < record.expected() || !self.exact_read_due(run_id) {
-            return Ok(());
+        let remaining = record.expected().saturating_sub(live.total());
+        if remaining > 0 || !self.exact_read_due(run_id) {
+            return Ok(Some(remaining));
         }
         let counts = outcomes::exact_count(self.bus.jetstream(), integration, run_id).await?;
         if counts.total() < record.expected() {
@@ -234,7 +259,7 @@ impl Finalizer {
                 exact = counts.total(),
                 "some events were recorded twice and others are still outstanding"
             );
-            return Ok(());
+            return Ok(Some(record.expected().saturating_sub(counts.total())));
         }
         let now = chrono::Utc::now().to_rfc3339();
         let mut won = false;
@@ -251,7 +276,7 @@ impl Finalizer {
             })
             .await?;
         if !won {
-            return Ok(());
+            return Ok(None);
         }
         let finalize = match self.client.finalize(run_id).await {
             Ok(Finalize::Finalized | Finalize::AlreadyFinalized) => FinalizeState::Finalized {
@@ -269,7 +294,7 @@ impl Finalizer {
                         true
                     })
                     .await?;
-                return Ok(());
+                return Ok(None);
             }
         };
         tracing::info!(
@@ -291,7 +316,7 @@ impl Finalizer {
             })
             .await?;
         outcomes::purge(self.bus.jetstream(), integration, run_id).await?;
-        Ok(())
+        Ok(None)
     }
 }
 
