@@ -125,7 +125,12 @@ impl Finalizer {
                         None => watch = None,
                     }
                 }
-                _ = sweep.tick() => self.sweep(&mut settled).await,
+                _ = sweep.tick() => {
+                    // Forget finalized runs (no more pokes come for them); runs still near
+                    // their end are found again by their next coalesced check.
+                    near_end.clear();
+                    self.sweep(&mut settled).await;
+                }
             }
         }
     }
