@@ -17,8 +17,9 @@ pub struct BusSettings {
     /// Deliveries of one event before it is given up on and dead-lettered.
     pub max_deliver: i64,
     /// Unacknowledged events allowed across all loader replicas. A replica holds up to about
-    /// 1,200 with the default batch settings, so the default (20,000) lets more than ten
-    /// replicas run with full pipelines; too low a limit starves the replicas that ask last.
+    /// 1,100 with the default batch settings, so the default (20,000) lets about fifteen
+    /// replicas run with full pipelines, with room for delayed retries; too low a limit
+    /// starves the replicas that ask last.
     pub max_ack_pending: i64,
     /// Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate.
     pub duplicate_window: Duration,

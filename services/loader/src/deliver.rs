@@ -111,16 +111,23 @@ impl Deliverer {
         let portion = batch.key.run_id.clone();
 
         // Change detection: only new or changed records are sent.
+        // One fingerprint per item, in order: the verdicts are zipped back onto `to_send`.
         let fingerprints: Vec<Fingerprint> = to_send
             .iter()
-            .filter_map(|item| match &item.disposition {
-                Disposition::Send(outgoing) => Some(Fingerprint {
-                    key: outgoing.applied_key.clone(),
-                    hash: outgoing.hash.clone(),
+            .map(|item| {
+                let (key, hash) = match &item.disposition {
+                    Disposition::Send(outgoing) => {
+                        (outgoing.applied_key.clone(), outgoing.hash.clone())
+                    }
+                    // Not in `to_send` (only records to send are); without a key it is sent.
+                    Disposition::Done(..) => (None, String::new()),
+                };
+                Fingerprint {
+                    key,
+                    hash,
                     run_id: portion.clone(),
                     observed_at_ms: item.observed_at_ms,
-                }),
-                Disposition::Done(..) => None,
+                }
             })
             .collect();
         let verdicts = applied::check(&self.bus, &fingerprints).await;
