@@ -514,3 +514,28 @@ async fn events_queued_behind_slow_requests_are_not_redelivered() {
     );
     d.assert_each_user_stored_once();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_fetched_behind_a_full_queue_are_not_redelivered() {
+    // One 1 s request at a time, batches of 20: the replica's queues fill within a second, and
+    // the rest of a fetch of 100 would wait in the client's buffer — where no progress ack
+    // reaches it — for about 5 s, longer than the 4 s ack wait.
+    let workers = 600;
+    let (d, run) = one_replica_run(workers, 1_000, "size = 20\nin_flight = 1").await;
+    let counts = run.counts.expect("counts");
+    assert_eq!(d.oomnitza.stats().bulk_records, counts.written);
+    let bus = d.bus().await;
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = bus
+        .jetstream()
+        .get_stream(peoplesync_bus::names::WORKERS_STREAM)
+        .await
+        .expect("stream")
+        .get_consumer(&peoplesync_bus::names::loader_consumer("sage-people"))
+        .await
+        .expect("consumer");
+    let info = consumer.info().await.expect("consumer info");
+    assert_eq!(
+        info.delivered.consumer_sequence, workers,
+        "every event delivered once: none waited unacknowledged past the ack wait"
+    );
+}

@@ -61,19 +61,35 @@ impl WorkStream {
     /// caller stops consuming only through its own cancellation.
     pub async fn next(&mut self) -> jetstream::Message {
         loop {
-            if let Some(message) = self.ready.pop_front() {
+            if let Some(message) = self.next_of_fetch().await {
                 return message;
             }
-            match self.try_next().await {
-                Ok(Some(message)) => return message,
-                Ok(None) => self.fetch = None,
-                Err(err) => {
-                    tracing::warn!(integration = %self.integration, error = %err,
-                        "pulling worker events failed; retrying in 1s");
-                    self.fetch = None;
-                    self.consumer = None;
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+        }
+    }
+
+    /// The next message of the current fetch, asking for one (of up to `batch` messages) if
+    /// none is under way; `None` once that fetch has ended (all its messages taken, or it
+    /// expired), so the caller decides when the next one is asked for. A caller that asks
+    /// only when it can take a whole fetch at once never leaves delivered messages waiting in
+    /// the client's buffer, where nothing keeps their ack timers from running out. Errors are
+    /// logged and end the fetch after a 1 s pause.
+    pub async fn next_of_fetch(&mut self) -> Option<jetstream::Message> {
+        if let Some(message) = self.ready.pop_front() {
+            return Some(message);
+        }
+        match self.try_next().await {
+            Ok(Some(message)) => Some(message),
+            Ok(None) => {
+                self.fetch = None;
+                None
+            }
+            Err(err) => {
+                tracing::warn!(integration = %self.integration, error = %err,
+                    "pulling worker events failed; retrying in 1s");
+                self.fetch = None;
+                self.consumer = None;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                None
             }
         }
     }

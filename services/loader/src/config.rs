@@ -80,9 +80,9 @@ pub struct ConsumerSettings {
     /// Deliveries of one event before it is dead-lettered.
     pub max_deliver: i64,
     /// Unacknowledged events allowed per integration across all replicas: at least the
-    /// replicas times what one holds (about `(in_flight + 5) × size + pull_batch +
-    /// max(pull_batch, size)`, 1,100 by default) plus events nak'ed for a delayed retry, or the
-    /// replicas that ask last wait for acks instead of loading.
+    /// replicas times what one holds (about `(in_flight + 5) × size + 2 × max(pull_batch,
+    /// size)`, 1,100 by default) plus events nak'ed for a delayed retry, or the replicas that
+    /// ask last wait for acks instead of loading.
     pub max_ack_pending: i64,
 }
 

@@ -2,10 +2,13 @@
 //! consumer while its gate is open (not paused, credentials working), prepares each event and
 //! feeds the batcher; batches are delivered concurrently — at most `batch.in_flight` bulk requests at
 //! Oomnitza at once, and two more batches between intake and ack, so checking applied hashes
-//! and settling one batch overlap with another's request. The queues in front hold one batch
-//! each: an event waits in a replica no longer than keeping the requests busy needs (a replica
-//! holds at most about `(in_flight + 6) × size + 2 × pull_batch` events), so fewer events are
-//! held where they go cold, and more are left for other replicas. On shutdown the
+//! and settling one batch overlap with another's request. The queue of prepared events holds two
+//! fetches and the queue of batches one: an event waits in a replica no longer than keeping the
+//! requests busy needs (a replica holds at most about
+//! `(in_flight + 5) × size + 2 × max(pull_batch, size)` events), so fewer events are held where
+//! they go cold, and more are left for other replicas. A fetch is asked for only when the
+//! prepared-event queue has a place for all it can bring, so every event the server hands over
+//! is tracked for progress acks at once. On shutdown the
 //! intakes stop pulling and hand in what their last fetch delivered, partial batches are
 //! flushed and in-flight deliveries finish (or their events are nak'ed) within the grace period.
 
@@ -151,8 +154,9 @@ impl Loader {
         let finalizer_task = tokio::spawn(finalizer.run(poke_rx, background_stop.clone()));
 
         let batch = &config.batch;
-        // Room for one fetch, and one finished batch waiting for the dispatcher.
-        let (item_tx, item_rx) = mpsc::channel::<Item>(batch.pull_batch.max(batch.size));
+        // Room for two fetches (the next is asked for once one has been taken), and one
+        // finished batch waiting for the dispatcher.
+        let (item_tx, item_rx) = mpsc::channel::<Item>(batch.pull_batch.max(batch.size) * 2);
         let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
         let batcher_task = tokio::spawn(batcher::run(
             item_rx,
@@ -272,19 +276,41 @@ async fn intake(shared: IntakeShared, integration: String, shutdown: Cancellatio
         item.tracked = held.track(item.message.reply.as_ref());
         item
     };
-    loop {
+    'fetches: loop {
         if !gates.is_open(&integration) {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = gates.wait_open(&integration) => continue,
             }
         }
-        let message = tokio::select! {
+        // A fetch is asked for only once the queue has a place for every event it can bring:
+        // an event the server has handed over is then prepared and kept alive at once, never
+        // left in the client's buffer behind a full queue while its ack timer runs out.
+        let mut places = tokio::select! {
             () = shutdown.cancelled() => break,
-            message = work.next() => message,
+            places = items.reserve_many(pull_batch) => match places {
+                Ok(places) => places,
+                Err(_) => return,
+            },
         };
-        if items.send(prepare(message)).await.is_err() {
-            return;
+        loop {
+            let message = tokio::select! {
+                () = shutdown.cancelled() => break 'fetches,
+                message = work.next_of_fetch() => message,
+            };
+            let Some(message) = message else {
+                break;
+            };
+            let item = prepare(message);
+            match places.next() {
+                Some(place) => place.send(item),
+                // Not expected (a fetch brings at most `pull_batch`), but never dropped.
+                None => {
+                    if items.send(item).await.is_err() {
+                        return;
+                    }
+                }
+            }
         }
     }
     // Hand in what the last fetch delivered, so it is loaded now rather than redelivered later.

@@ -1,5 +1,7 @@
 //! Keeping events this replica holds from being redelivered while they wait. An event is
-//! tracked from the moment it is pulled until it is acked or nak'ed (its [`Tracked`] handle is
+//! tracked from the moment it is pulled (the intake asks for a fetch only when it can take all
+//! of it at once, so no delivered event waits untracked in the client's buffer) until it is
+//! acked or nak'ed (its [`Tracked`] handle is
 //! dropped with it); every third of the ack wait, events held longer than that get a progress
 //! ack (`+WPI`), which restarts the server's ack timer. So a batch that queues behind slow
 //! requests, or retries, stays with this replica instead of being handed to another one and
