@@ -14,14 +14,14 @@ pub fn record_hash(record: &Map<String, Value>) -> String {
 }
 
 /// The record as JSON text (serde_json's compact encoding, to send as it is) together with its
-/// [`record_hash`], from one serialisation: when every object's keys are in order, as
-/// serde_json's sorted maps keep them, that text is the canonical encoding itself. (Were maps
-/// ever to keep insertion order, the hash falls back to [`record_hash`].)
+/// [`record_hash`], from one serialisation: serde_json's maps keep their keys sorted, so that
+/// text is the canonical encoding itself. (Were maps ever built to keep insertion order — a
+/// cargo feature of serde_json, checked once — the hash falls back to [`record_hash`].)
 pub fn record_json(
     record: &Map<String, Value>,
 ) -> Result<(Box<serde_json::value::RawValue>, String), serde_json::Error> {
     let json = serde_json::value::to_raw_value(record)?;
-    let hash = if keys_in_order(record) {
+    let hash = if maps_are_sorted() {
         hex::encode(Sha256::digest(json.get().as_bytes()))
     } else {
         record_hash(record)
@@ -29,23 +29,16 @@ pub fn record_json(
     Ok((json, hash))
 }
 
-fn keys_in_order(map: &Map<String, Value>) -> bool {
-    let mut previous: Option<&String> = None;
-    for (key, value) in map {
-        if previous.is_some_and(|p| p >= key) || !value_in_order(value) {
-            return false;
-        }
-        previous = Some(key);
-    }
-    true
-}
-
-fn value_in_order(value: &Value) -> bool {
-    match value {
-        Value::Object(map) => keys_in_order(map),
-        Value::Array(items) => items.iter().all(value_in_order),
-        _ => true,
-    }
+/// Whether `serde_json::Map` iterates in key order (it does unless its `preserve_order`
+/// feature is on somewhere in the build); the same for every map, so checked once.
+fn maps_are_sorted() -> bool {
+    static SORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SORTED.get_or_init(|| {
+        let mut map = Map::new();
+        map.insert("b".into(), Value::Null);
+        map.insert("a".into(), Value::Null);
+        map.keys().map(String::as_str).eq(["a", "b"])
+    })
 }
 
 fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {

@@ -112,13 +112,15 @@ impl Deliverer {
 
         // Change detection: only new or changed records are sent.
         // One fingerprint per item, in order: the verdicts are zipped back onto `to_send`.
+        // The key and hash move into the fingerprint: the item keeps only the JSON it sends.
         let fingerprints: Vec<Fingerprint> = to_send
-            .iter()
+            .iter_mut()
             .map(|item| {
-                let (key, hash) = match &item.disposition {
-                    Disposition::Send(outgoing) => {
-                        (outgoing.applied_key.clone(), outgoing.hash.clone())
-                    }
+                let (key, hash) = match &mut item.disposition {
+                    Disposition::Send(outgoing) => (
+                        outgoing.applied_key.take(),
+                        std::mem::take(&mut outgoing.hash),
+                    ),
                     // Not in `to_send` (only records to send are); without a key it is sent.
                     Disposition::Done(..) => (None, String::new()),
                 };

@@ -32,7 +32,8 @@ pub struct BatchKey {
 /// A mapped record ready to send, reduced to what delivery needs. It is serialised, hashed
 /// and keyed as soon as it is mapped, while the map is still in cache, and then kept as one
 /// buffer: an event waits in the pipeline for a request slot for a while, and a held map of
-/// a few dozen small allocations costs more to keep, send and drop than its JSON text.
+/// a few dozen small allocations costs more to keep, send and drop than its JSON text. The key
+/// and hash move out into the batch's change-detection fingerprints when it is delivered.
 #[derive(Debug)]
 pub struct Outgoing {
     /// The record as sent, in the bulk request's `records`.
