@@ -5,7 +5,6 @@
 //! silently stops pulling looks healthy while nothing moves. [`WorkStream::drain`] finishes the
 //! current fetch on shutdown so no delivered event waits for its ack timeout.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::PullConsumer, consumer::pull};
@@ -23,7 +22,6 @@ pub struct WorkStream {
     batch: usize,
     consumer: Option<PullConsumer>,
     fetch: Option<pull::Batch>,
-    ready: VecDeque<jetstream::Message>,
 }
 
 impl std::fmt::Debug for WorkStream {
@@ -44,7 +42,6 @@ impl WorkStream {
             batch: batch.max(1),
             consumer: None,
             fetch: None,
-            ready: VecDeque::new(),
         }
     }
 
@@ -74,9 +71,6 @@ impl WorkStream {
     /// the client's buffer, where nothing keeps their ack timers from running out. Errors are
     /// logged and end the fetch after a 1 s pause.
     pub async fn next_of_fetch(&mut self) -> Option<jetstream::Message> {
-        if let Some(message) = self.ready.pop_front() {
-            return Some(message);
-        }
         match self.try_next().await {
             Ok(Some(message)) => Some(message),
             Ok(None) => {
@@ -97,7 +91,7 @@ impl WorkStream {
     /// Ends consumption: waits (at most the fetch's expiry) for the messages the current fetch
     /// has been promised and returns them, so they can be handled instead of redelivered later.
     pub async fn drain(&mut self) -> Vec<jetstream::Message> {
-        let mut messages: Vec<_> = self.ready.drain(..).collect();
+        let mut messages = Vec::new();
         if let Some(mut fetch) = self.fetch.take() {
             let deadline = tokio::time::sleep(FETCH_EXPIRES + Duration::from_millis(500));
             tokio::pin!(deadline);
@@ -137,7 +131,6 @@ impl WorkStream {
             Some(Ok(message)) => Ok(Some(message)),
             Some(Err(err)) => {
                 tracing::debug!(integration = %self.integration, error = %err, "fetch ended with an error; fetching again");
-
                 Ok(None)
             }
             None => Ok(None),
