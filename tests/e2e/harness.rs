@@ -144,14 +144,15 @@ impl Deployment {
         )
     }
 
-    /// Waits until run `run_id` is finalized and returns its record.
+    /// Waits until run `run_id` is finalized and checked against Oomnitza (or closed as
+    /// canceled) and returns its record.
     pub async fn finalized(&self, integration: &str, run_id: &str, timeout: Duration) -> RunRecord {
         let runs = Runs::new(self.bus().await.state_kv().clone());
         wait_for(&format!("run {run_id} to be finalized"), timeout, || {
             let runs = runs.clone();
             async move {
                 let (record, _) = runs.get(integration, run_id).await.ok()??;
-                record.counts.is_some().then_some(record)
+                (record.counts.is_some() && record.is_settled()).then_some(record)
             }
         })
         .await
@@ -240,7 +241,9 @@ impl Deployment {
             let runs = runs.clone();
             async move {
                 let records = runs.list(Some(integration)).await.ok()?;
-                records.into_iter().find(|r| r.counts.is_some())
+                records
+                    .into_iter()
+                    .find(|r| r.counts.is_some() && r.is_settled())
             }
         })
         .await

@@ -227,10 +227,15 @@ async fn a_second_run_with_no_changes_posts_nothing_and_a_change_posts_one_recor
         .finalized("sage-people", &second, Duration::from_secs(60))
         .await;
     assert_accounted(&second);
-    assert_eq!(d.oomnitza.stats().bulk_records, posted, "nothing posted");
     let counts = second.counts.expect("counts");
+    assert_eq!(
+        d.oomnitza.stats().bulk_records,
+        posted + counts.dead_lettered,
+        "nothing posted but the reports of records the mapping refused"
+    );
     assert_eq!(counts.unchanged, written);
     assert_eq!(counts.written, 0);
+    let posted = d.oomnitza.stats().bulk_records;
 
     let (expected, _) = d.expected();
     let (_, raw) = expected.iter().next().expect("a worker");
@@ -244,12 +249,13 @@ async fn a_second_run_with_no_changes_posts_nothing_and_a_change_posts_one_recor
         .finalized("sage-people", &third, Duration::from_secs(60))
         .await;
     assert_accounted(&third);
+    let counts = third.counts.expect("counts");
     assert_eq!(
         d.oomnitza.stats().bulk_records,
-        posted + 1,
-        "only the changed worker"
+        posted + 1 + counts.dead_lettered,
+        "only the changed worker (and the reports of refused records)"
     );
-    assert_eq!(third.counts.expect("counts").written, 1);
+    assert_eq!(counts.written, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,10 +295,33 @@ async fn a_canceled_portion_stops_sends_and_counts_the_rest_canceled() {
         "most of the run was canceled: {counts:?}"
     );
     assert_eq!(
-        d.oomnitza.users().len() as u64,
-        counts.written,
-        "nothing beyond what was written"
+        counts.written, 0,
+        "nothing posted to a canceled portion counts as written"
     );
+    assert!(
+        matches!(run.finalize, FinalizeState::Canceled { .. }),
+        "{:?}",
+        run.finalize
+    );
+    assert!(run.canceled.is_some(), "the cancel is noted on the run");
+    assert_eq!(
+        d.oomnitza.stats().finalize_calls.get(&run_id),
+        None,
+        "a canceled portion is not finalized"
+    );
+    // The next run loads every worker, including those the canceled run had posted.
+    d.oomnitza.set_faults(OomnitzaFaults::default());
+    let next = d.extract_run();
+    let next = d
+        .finalized("sage-people", &next, Duration::from_secs(120))
+        .await;
+    assert_accounted(&next);
+    let counts = next.counts.expect("counts");
+    assert_eq!(
+        counts.unchanged, 0,
+        "no record is skipped because the canceled run posted it"
+    );
+    assert_eq!(d.oomnitza.users().len() as u64, counts.written);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,8 +483,13 @@ async fn a_fresh_replica_knows_what_others_wrote_and_posts_nothing_unchanged() {
         .finalized("sage-people", &second, Duration::from_secs(60))
         .await;
     assert_accounted(&second);
-    assert_eq!(d.oomnitza.stats().bulk_records, posted, "nothing posted");
-    assert_eq!(second.counts.expect("counts").written, 0);
+    let counts = second.counts.expect("counts");
+    assert_eq!(
+        d.oomnitza.stats().bulk_records,
+        posted + counts.dead_lettered,
+        "nothing posted but the reports of records the mapping refused"
+    );
+    assert_eq!(counts.written, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -509,8 +543,9 @@ async fn events_queued_behind_slow_requests_are_not_redelivered() {
     let counts = run.counts.expect("counts");
     assert_eq!(
         d.oomnitza.stats().bulk_records,
-        counts.written,
-        "every record posted once: no event was redelivered while it waited"
+        counts.written + counts.dead_lettered,
+        "every record posted once (those the mapping refused as reports): no event was \
+         redelivered while it waited"
     );
     d.assert_each_user_stored_once();
 }
@@ -523,7 +558,10 @@ async fn events_fetched_behind_a_full_queue_are_not_redelivered() {
     let workers = 600;
     let (d, run) = one_replica_run(workers, 1_000, "size = 20\nin_flight = 1").await;
     let counts = run.counts.expect("counts");
-    assert_eq!(d.oomnitza.stats().bulk_records, counts.written);
+    assert_eq!(
+        d.oomnitza.stats().bulk_records,
+        counts.written + counts.dead_lettered
+    );
     let bus = d.bus().await;
     let mut consumer: async_nats::jetstream::consumer::PullConsumer = bus
         .jetstream()

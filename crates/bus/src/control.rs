@@ -32,6 +32,9 @@ pub struct RunRequest {
     /// What asked for it (`manual`, `grpc`, ...), recorded on the run.
     #[serde(default)]
     pub trigger: String,
+    /// Send every record even when identical to what was last written (drift repair).
+    #[serde(default)]
+    pub resend_all: bool,
 }
 
 /// Reply of [`RUN`].

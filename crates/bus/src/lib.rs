@@ -21,8 +21,10 @@ pub mod setup;
 pub use consume::WorkStream;
 pub use dlq::{DeadLetter, DeadLetterRecord};
 pub use error::BusError;
-pub use outcomes::{Outcome, OutcomeCounts, OutcomeRecorder};
+pub use outcomes::{Outcome, OutcomeCounts, OutcomeRecorder, WrittenEvent, WrittenEvents};
 pub use pause::{PauseFlag, Pauses};
 pub use publish::Publisher;
-pub use runs::{FinalizeState, RunRecord, RunState, Runs};
+pub use runs::{
+    CancelNote, FinalizeState, RunLogCounts, RunRecord, RunState, Runs, Verification, VerifyState,
+};
 pub use setup::{Bus, BusSettings};

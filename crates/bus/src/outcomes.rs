@@ -114,12 +114,41 @@ const READ_LIMIT: Duration = Duration::from_secs(300);
 
 /// Events per outcome message at most (keeps a message far below NATS's payload limit).
 const EVENTS_PER_MESSAGE: usize = 1_000;
+/// Payload bytes per outcome message at most (NATS's default payload limit is 1 MiB).
+const BYTES_PER_MESSAGE: usize = 512 * 1024;
+/// A written record larger than this is recorded without its JSON: its check can then only
+/// confirm that the user exists.
+pub const MAX_RECORDED_RECORD: usize = 128 * 1024;
 
-/// One recorded event: its dedup id and its worker.
+/// One recorded event: its dedup id, its worker, and for a written event `applied key \t
+/// record JSON`.
 #[derive(Debug, Clone)]
 struct Recorded {
     msg_id: String,
     worker_id: String,
+    detail: Option<String>,
+}
+
+impl Recorded {
+    fn line_len(&self) -> usize {
+        self.msg_id.len()
+            + self.worker_id.len()
+            + 2
+            + self.detail.as_ref().map_or(0, |d| d.len() + 1)
+    }
+}
+
+/// A written event of a run, as recorded: what the check of what Oomnitza applied reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenEvent {
+    /// The event's dedup id.
+    pub msg_id: String,
+    /// The Sage People worker.
+    pub worker_id: String,
+    /// Its key in the applied-hash bucket (empty when the record had no sync value).
+    pub applied_key: String,
+    /// The record as sent (empty when it was too large to record).
+    pub record_json: String,
 }
 
 /// Collects outcomes and publishes them, grouped per run and outcome, on [`flush`]; flush
@@ -160,8 +189,48 @@ impl OutcomeRecorder {
         worker_id: &str,
         outcome: Outcome,
     ) -> Result<(), BusError> {
+        self.push(integration, run_id, outcome, msg_id, worker_id, None);
+        Ok(())
+    }
+
+    /// Queues a written event with what [`WrittenEvents`] gives back: its applied-hash
+    /// key (empty for none) and the record as sent (dropped beyond [`MAX_RECORDED_RECORD`]).
+    pub fn record_written(
+        &mut self,
+        integration: &str,
+        run_id: &str,
+        msg_id: &str,
+        worker_id: &str,
+        applied_key: &str,
+        record_json: &str,
+    ) {
+        let json = if record_json.len() > MAX_RECORDED_RECORD {
+            ""
+        } else {
+            record_json
+        };
+        let detail = [applied_key, "\t", json].concat();
+        self.push(
+            integration,
+            run_id,
+            Outcome::Written,
+            msg_id,
+            worker_id,
+            Some(detail),
+        );
+    }
+
+    fn push(
+        &mut self,
+        integration: &str,
+        run_id: &str,
+        outcome: Outcome,
+        msg_id: &str,
+        worker_id: &str,
+        detail: Option<String>,
+    ) {
         if !self.seen.insert(msg_id.to_owned()) {
-            return Ok(());
+            return;
         }
         self.pending
             .entry((integration.to_owned(), run_id.to_owned(), outcome))
@@ -169,21 +238,26 @@ impl OutcomeRecorder {
             .push(Recorded {
                 msg_id: msg_id.to_owned(),
                 worker_id: worker_id.to_owned(),
+                detail,
             });
-        Ok(())
     }
 
     /// Publishes what was queued and waits until it is stored.
     pub async fn flush(&mut self) -> Result<(), BusError> {
         for ((integration, run_id, outcome), events) in std::mem::take(&mut self.pending) {
-            for chunk in events.chunks(EVENTS_PER_MESSAGE) {
+            for chunk in chunks(&events) {
                 let subject =
                     names::outcome_subject(&integration, &run_id, outcome.as_str(), chunk.len());
-                let mut payload = Vec::with_capacity(chunk.len() * 80);
+                let mut payload =
+                    Vec::with_capacity(chunk.iter().map(Recorded::line_len).sum::<usize>());
                 for event in chunk {
                     payload.extend_from_slice(event.msg_id.as_bytes());
                     payload.push(b'\t');
                     payload.extend_from_slice(event.worker_id.as_bytes());
+                    if let Some(detail) = &event.detail {
+                        payload.push(b'\t');
+                        payload.extend_from_slice(detail.as_bytes());
+                    }
                     payload.push(b'\n');
                 }
                 let id = uuid::Uuid::now_v7().to_string();
@@ -195,6 +269,25 @@ impl OutcomeRecorder {
         self.seen.clear();
         self.publisher.flush().await
     }
+}
+
+/// `events` cut into runs of at most [`EVENTS_PER_MESSAGE`] events and [`BYTES_PER_MESSAGE`]
+/// bytes (a single larger event stands alone).
+fn chunks(events: &[Recorded]) -> Vec<&[Recorded]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, event) in events.iter().enumerate() {
+        let len = event.line_len();
+        if i > start && (i - start >= EVENTS_PER_MESSAGE || bytes + len > BYTES_PER_MESSAGE) {
+            out.push(&events[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+    }
+    if start < events.len() {
+        out.push(&events[start..]);
+    }
+    out
 }
 
 /// The outcome and event count a subject of the outcomes stream stands for. Subjects written
@@ -247,84 +340,191 @@ pub async fn exact_count(
     integration: &str,
     run_id: &str,
 ) -> Result<OutcomeCounts, BusError> {
-    let what = || format!("reading the outcomes of run {run_id} of {integration}");
-    let stream = js
-        .get_stream_no_info(names::OUTCOMES_STREAM)
-        .await
-        .map_err(|e| BusError::request(what(), e))?;
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: names::outcomes_filter(integration, run_id),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| BusError::request(what(), e))?;
-    let mut remaining = consumer.cached_info().num_pending;
     let mut counts = OutcomeCounts::default();
-    if remaining == 0 {
-        return Ok(counts);
-    }
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| BusError::request(what(), e))?;
-    let mut seen: HashSet<u64> = HashSet::new();
-    let started = tokio::time::Instant::now();
-    while remaining > 0 {
-        // The outcomes can vanish while they are read (another replica finalized the run and
-        // purged them, or they aged out): an ordered consumer would then wait forever.
-        if started.elapsed() > READ_LIMIT {
-            return Err(BusError::request(what(), "reading took too long"));
-        }
-        let message = match tokio::time::timeout(READ_IDLE, messages.next()).await {
-            Ok(Some(Ok(message))) => message,
-            Ok(Some(Err(err))) => return Err(BusError::request(what(), err)),
-            Ok(None) => return Err(BusError::request(what(), "the consumer ended early")),
-            Err(_) => {
-                return Err(BusError::request(
-                    what(),
-                    "no message within 5 s; the outcomes changed while they were read",
-                ));
-            }
-        };
-        remaining -= 1;
-        if message.info().is_ok_and(|info| info.pending == 0) {
-            remaining = 0;
-        }
-        let Some((outcome, n)) = parse_subject(message.subject.as_str()) else {
-            continue;
-        };
-        let ids: Vec<&[u8]> = if n == 1 && !message.payload.contains(&b'\t') {
-            // An ungrouped outcome: the event id is the message's dedup id.
-            let id = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-                .map(|v| v.as_str().as_bytes().to_vec());
-            match id {
-                Some(id) => {
-                    if seen.insert(hash(&id)) {
-                        counts.add(outcome, 1);
-                    }
-                    continue;
-                }
-                None => vec![message.payload.as_ref()],
-            }
-        } else {
-            message
-                .payload
-                .split(|b| *b == b'\n')
-                .filter(|line| !line.is_empty())
-                .map(|line| line.split(|b| *b == b'\t').next().unwrap_or(line))
-                .collect()
-        };
-        for id in ids {
-            if seen.insert(hash(id)) {
-                counts.add(outcome, 1);
-            }
+    let mut reader = FirstOutcomes::open(js, integration, run_id).await?;
+    while let Some(events) = reader.next_message().await? {
+        for (outcome, _) in events {
+            counts.add(outcome, 1);
         }
     }
     Ok(counts)
+}
+
+/// The events of a run whose first recorded outcome is `written`, in groups, in the order they
+/// were recorded (see [`WrittenEvents::next_group`]).
+pub struct WrittenEvents {
+    reader: FirstOutcomes,
+    group: usize,
+    batch: Vec<WrittenEvent>,
+}
+
+impl std::fmt::Debug for WrittenEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WrittenEvents")
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WrittenEvents {
+    /// Starts reading the written events of a run, `group` at a time.
+    pub async fn open(
+        js: &jetstream::Context,
+        integration: &str,
+        run_id: &str,
+        group: usize,
+    ) -> Result<WrittenEvents, BusError> {
+        Ok(WrittenEvents {
+            reader: FirstOutcomes::open(js, integration, run_id).await?,
+            group: group.max(1),
+            batch: Vec::new(),
+        })
+    }
+
+    /// The next group of at most `group` written events; `None` once all are read. An event
+    /// recorded by a loader that did not keep what it sent comes without a key and record.
+    pub async fn next_group(&mut self) -> Result<Option<Vec<WrittenEvent>>, BusError> {
+        while self.batch.len() < self.group {
+            let Some(events) = self.reader.next_message().await? else {
+                break;
+            };
+            self.batch.extend(
+                events
+                    .into_iter()
+                    .filter(|(outcome, _)| *outcome == Outcome::Written)
+                    .map(|(_, line)| written_event(&line)),
+            );
+        }
+        if self.batch.is_empty() {
+            return Ok(None);
+        }
+        let rest = self.batch.split_off(self.batch.len().min(self.group));
+        Ok(Some(std::mem::replace(&mut self.batch, rest)))
+    }
+}
+
+/// A written event from its line (`msg id \t worker id [\t applied key \t record]`).
+fn written_event(line: &[u8]) -> WrittenEvent {
+    let text = String::from_utf8_lossy(line);
+    let mut fields = text.splitn(4, '\t');
+    let mut next = || fields.next().unwrap_or_default().to_owned();
+    WrittenEvent {
+        msg_id: next(),
+        worker_id: next(),
+        applied_key: next(),
+        record_json: next(),
+    }
+}
+
+/// Reads every outcome message of a run and gives, message by message, the outcome and line of
+/// each event the first time its id is seen (for an ungrouped outcome from before grouping, the
+/// line is the event id alone).
+struct FirstOutcomes {
+    what: String,
+    messages: Option<consumer::pull::Ordered>,
+    remaining: u64,
+    seen: HashSet<u64>,
+    started: tokio::time::Instant,
+}
+
+impl FirstOutcomes {
+    async fn open(
+        js: &jetstream::Context,
+        integration: &str,
+        run_id: &str,
+    ) -> Result<FirstOutcomes, BusError> {
+        let what = format!("reading the outcomes of run {run_id} of {integration}");
+        let stream = js
+            .get_stream_no_info(names::OUTCOMES_STREAM)
+            .await
+            .map_err(|e| BusError::request(what.clone(), e))?;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: names::outcomes_filter(integration, run_id),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| BusError::request(what.clone(), e))?;
+        let remaining = consumer.cached_info().num_pending;
+        let messages = if remaining == 0 {
+            None
+        } else {
+            Some(
+                consumer
+                    .messages()
+                    .await
+                    .map_err(|e| BusError::request(what.clone(), e))?,
+            )
+        };
+        Ok(FirstOutcomes {
+            what,
+            messages,
+            remaining,
+            seen: HashSet::new(),
+            started: tokio::time::Instant::now(),
+        })
+    }
+
+    /// The first-seen events of the next outcome message; `None` after the last.
+    async fn next_message(&mut self) -> Result<Option<Vec<(Outcome, Vec<u8>)>>, BusError> {
+        let what = || self.what.clone();
+        let Some(messages) = self.messages.as_mut() else {
+            return Ok(None);
+        };
+        loop {
+            if self.remaining == 0 {
+                return Ok(None);
+            }
+            // The outcomes can vanish while they are read (another replica finalized the run
+            // and purged them, or they aged out): an ordered consumer would then wait forever.
+            if self.started.elapsed() > READ_LIMIT {
+                return Err(BusError::request(what(), "reading took too long"));
+            }
+            let message = match tokio::time::timeout(READ_IDLE, messages.next()).await {
+                Ok(Some(Ok(message))) => message,
+                Ok(Some(Err(err))) => return Err(BusError::request(what(), err)),
+                Ok(None) => return Err(BusError::request(what(), "the consumer ended early")),
+                Err(_) => {
+                    return Err(BusError::request(
+                        what(),
+                        "no message within 5 s; the outcomes changed while they were read",
+                    ));
+                }
+            };
+            self.remaining -= 1;
+            if message.info().is_ok_and(|info| info.pending == 0) {
+                self.remaining = 0;
+            }
+            let Some((outcome, n)) = parse_subject(message.subject.as_str()) else {
+                continue;
+            };
+            let mut events = Vec::new();
+            if n == 1 && !message.payload.contains(&b'\t') {
+                // An ungrouped outcome: the event id is the message's dedup id.
+                let id = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                    .map(|v| v.as_str().as_bytes().to_vec())
+                    .unwrap_or_else(|| message.payload.to_vec());
+                if self.seen.insert(hash(&id)) {
+                    events.push((outcome, id));
+                }
+            } else {
+                for line in message
+                    .payload
+                    .split(|b| *b == b'\n')
+                    .filter(|line| !line.is_empty())
+                {
+                    let id = line.split(|b| *b == b'\t').next().unwrap_or(line);
+                    if self.seen.insert(hash(id)) {
+                        events.push((outcome, line.to_vec()));
+                    }
+                }
+            }
+            return Ok(Some(events));
+        }
+    }
 }
 
 fn hash(id: &[u8]) -> u64 {
@@ -354,6 +554,44 @@ pub async fn purge(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn recorded(len: usize) -> Recorded {
+        Recorded {
+            msg_id: "m".repeat(len),
+            worker_id: String::new(),
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn messages_stay_under_the_event_and_byte_limits() {
+        let small: Vec<Recorded> = (0..2_500).map(|_| recorded(10)).collect();
+        let sizes: Vec<usize> = chunks(&small).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [1_000, 1_000, 500]);
+        let big: Vec<Recorded> = (0..5).map(|_| recorded(200_000)).collect();
+        let sizes: Vec<usize> = chunks(&big).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [2, 2, 1], "at most 512 KiB a message");
+        let huge = vec![recorded(900_000), recorded(10)];
+        assert_eq!(
+            chunks(&huge).len(),
+            2,
+            "an event larger than the limit stands alone"
+        );
+    }
+
+    #[test]
+    fn written_lines_give_back_key_and_record() {
+        let event = written_event(b"r1.w1\tw1\tacme.abc\t{\"EMAIL\":\"a\\tb\"}");
+        assert_eq!(event.msg_id, "r1.w1");
+        assert_eq!(event.worker_id, "w1");
+        assert_eq!(event.applied_key, "acme.abc");
+        assert_eq!(event.record_json, "{\"EMAIL\":\"a\\tb\"}");
+        let old = written_event(b"r1.w2\tw2");
+        assert_eq!(
+            (old.applied_key.as_str(), old.record_json.as_str()),
+            ("", "")
+        );
+    }
 
     #[test]
     fn subjects_name_their_outcome_and_count() {

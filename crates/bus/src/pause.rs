@@ -34,6 +34,11 @@ pub struct PauseFlag {
     /// Why, if given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Set when a loader paused the integration itself because Oomnitza refused the records of
+    /// this config revision as a whole (a configuration refusal, such as an unknown field id):
+    /// the loaders resume it on their own once a newer config revision is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_config_revision: Option<u64>,
 }
 
 impl PauseFlag {
@@ -44,6 +49,20 @@ impl PauseFlag {
             by: by.to_owned(),
             at: chrono::Utc::now().to_rfc3339(),
             reason,
+            refused_config_revision: None,
+        }
+    }
+
+    /// A pause set by a loader because Oomnitza refused the records of config revision
+    /// `revision` as a whole, for `reason`.
+    pub fn refused(revision: u64, reason: String) -> PauseFlag {
+        PauseFlag {
+            refused_config_revision: Some(revision),
+            ..PauseFlag::now(
+                true,
+                "oomnitza-loader (configuration refused)",
+                Some(reason),
+            )
         }
     }
 }

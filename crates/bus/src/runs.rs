@@ -46,6 +46,110 @@ pub enum FinalizeState {
     },
     /// Nothing was posted for the run, so there is no portion to finalize.
     NothingToFinalize,
+    /// An administrator canceled the portion in Oomnitza: it is not finalized, and nothing
+    /// posted to it counts as written.
+    Canceled {
+        /// The replica that closed the run.
+        by: String,
+        /// When (RFC 3339).
+        at: String,
+    },
+}
+
+/// How an administrator's cancel of the run's portion in Oomnitza was noticed. Oomnitza tells
+/// only that the portion is canceled, not who canceled it or when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelNote {
+    /// The loader replica that saw the portion canceled.
+    pub noticed_by: String,
+    /// When it saw it (RFC 3339).
+    pub at: String,
+}
+
+/// Where checking a finalized run against what Oomnitza holds is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum VerifyState {
+    /// Waiting for a replica to check it.
+    Pending,
+    /// A replica is checking it (RFC 3339 time of the claim, renewed while it works).
+    Claimed {
+        /// The replica.
+        by: String,
+        /// When the claim was taken or last renewed.
+        at: String,
+    },
+    /// Checked: `counts.written` holds only records Oomnitza was seen to hold.
+    Verified {
+        /// The replica that checked it.
+        by: String,
+        /// When.
+        at: String,
+    },
+    /// The check could not be completed (Oomnitza kept processing, or could not be read);
+    /// `counts.written` holds records accepted, not confirmed.
+    Unverified {
+        /// The replica that gave up.
+        by: String,
+        /// When.
+        at: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The result of checking a run against what Oomnitza holds (see [`VerifyState`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verification {
+    /// Where the check is.
+    #[serde(flatten)]
+    pub state: VerifyState,
+    /// Records Oomnitza accepted (`200` to their bulk post).
+    pub accepted: u64,
+    /// Records read back holding the values sent.
+    #[serde(default)]
+    pub confirmed: u64,
+    /// Records accepted but not applied (failed inside Oomnitza, or not holding what was
+    /// sent); each is dead-lettered and sent again next run.
+    #[serde(default)]
+    pub not_applied: u64,
+    /// Fields that were sent but that a user read does not show, so they could not be compared.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unverifiable_fields: Vec<String>,
+    /// Oomnitza's own run-log counts, as read at the end of processing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_log: Option<RunLogCounts>,
+}
+
+/// Counts from a portion's run log in Oomnitza.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunLogCounts {
+    /// Users created.
+    pub added: u64,
+    /// Users updated.
+    pub updated: u64,
+    /// Records that changed nothing.
+    pub unchanged: u64,
+    /// Records skipped (create only / update only).
+    pub skipped: u64,
+    /// Records that failed.
+    pub failed: u64,
+    /// Records discarded because the portion was canceled.
+    pub canceled: u64,
+}
+
+impl Verification {
+    /// A check waiting to start, for a run whose portion took `accepted` records.
+    pub fn pending(accepted: u64) -> Verification {
+        Verification {
+            state: VerifyState::Pending,
+            accepted,
+            confirmed: 0,
+            not_applied: 0,
+            unverifiable_fields: Vec::new(),
+            run_log: None,
+        }
+    }
 }
 
 /// One run, as recorded in KV.
@@ -82,6 +186,15 @@ pub struct RunRecord {
     /// own and sets this back to 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub removals_held: u64,
+    /// Every record is sent, even one identical to what was last written (`syncctl run --full`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resend_all: bool,
+    /// Set when the run's portion was seen canceled in Oomnitza.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canceled: Option<CancelNote>,
+    /// The check of a finalized run against what Oomnitza holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -106,12 +219,36 @@ impl RunRecord {
             finalize: FinalizeState::Pending,
             counts: None,
             removals_held: 0,
+            resend_all: false,
+            canceled: None,
+            verification: None,
         }
     }
 
     /// Events the loaders must account for (upserts and removals).
     pub fn expected(&self) -> u64 {
         self.published + self.removed
+    }
+
+    /// Whether the check against what Oomnitza holds has ended, or the run has none (nothing
+    /// was accepted, checks are off, or the run was recorded before checks existed).
+    pub fn is_checked(&self) -> bool {
+        self.verification.as_ref().is_none_or(|v| {
+            matches!(
+                v.state,
+                VerifyState::Verified { .. } | VerifyState::Unverified { .. }
+            )
+        })
+    }
+
+    /// Whether nothing more happens to the run's portion: finalized (or nothing to finalize)
+    /// and checked, or closed as canceled.
+    pub fn is_settled(&self) -> bool {
+        match self.finalize {
+            FinalizeState::Finalized { .. } | FinalizeState::NothingToFinalize => self.is_checked(),
+            FinalizeState::Canceled { .. } => true,
+            FinalizeState::Pending | FinalizeState::Claimed { .. } => false,
+        }
     }
 }
 

@@ -6,7 +6,10 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use peoplesync_bus::{Bus, FinalizeState, OutcomeCounts, RunRecord, RunState, Runs, outcomes};
+use peoplesync_bus::{
+    Bus, FinalizeState, OutcomeCounts, RunRecord, RunState, Runs, Verification, VerifyState,
+    outcomes,
+};
 use peoplesync_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -167,12 +170,14 @@ async fn next_change(
 
 /// The API view of a run: the record, with `live` counts unless final counts are kept.
 pub(crate) fn view(record: &RunRecord, live: OutcomeCounts) -> pb::Run {
-    let counts_final = record.counts.is_some();
     let counts = record.counts.unwrap_or(live);
     let finalized = matches!(
         record.finalize,
         FinalizeState::Finalized { .. } | FinalizeState::NothingToFinalize
     );
+    let canceled = matches!(record.finalize, FinalizeState::Canceled { .. });
+    // A finalized portion is over only once the check of what Oomnitza applied has ended.
+    let checked = record.is_checked();
     let state = match record.state {
         RunState::Running => pb::RunState::Running,
         RunState::Completed => pb::RunState::Completed,
@@ -180,32 +185,26 @@ pub(crate) fn view(record: &RunRecord, live: OutcomeCounts) -> pb::Run {
         RunState::QuotaExhausted => pb::RunState::QuotaExhausted,
     };
     let outcome = match record.state {
+        _ if canceled => pb::RunOutcome::Canceled,
         RunState::Failed => pb::RunOutcome::Failed,
         RunState::QuotaExhausted => pb::RunOutcome::Interrupted,
         RunState::Running => pb::RunOutcome::Running,
         RunState::Completed if !finalized => pb::RunOutcome::Loading,
+        RunState::Completed if !checked => pb::RunOutcome::Verifying,
         RunState::Completed if counts.dead_lettered > 0 => pb::RunOutcome::SucceededWithDeadLetters,
         RunState::Completed => pb::RunOutcome::Succeeded,
     };
+    let status = |state: pb::FinalizeState, by: &str, at: Option<&str>| pb::FinalizeStatus {
+        state: state.into(),
+        by: by.to_owned(),
+        at: at.and_then(timestamp),
+    };
     let finalize = match &record.finalize {
-        FinalizeState::Pending => pb::FinalizeStatus {
-            state: pb::FinalizeState::Pending.into(),
-            ..Default::default()
-        },
-        FinalizeState::Claimed { by, at } => pb::FinalizeStatus {
-            state: pb::FinalizeState::Claimed.into(),
-            by: by.clone(),
-            at: timestamp(at),
-        },
-        FinalizeState::Finalized { by, at } => pb::FinalizeStatus {
-            state: pb::FinalizeState::Finalized.into(),
-            by: by.clone(),
-            at: timestamp(at),
-        },
-        FinalizeState::NothingToFinalize => pb::FinalizeStatus {
-            state: pb::FinalizeState::NothingToFinalize.into(),
-            ..Default::default()
-        },
+        FinalizeState::Pending => status(pb::FinalizeState::Pending, "", None),
+        FinalizeState::Claimed { by, at } => status(pb::FinalizeState::Claimed, by, Some(at)),
+        FinalizeState::Finalized { by, at } => status(pb::FinalizeState::Finalized, by, Some(at)),
+        FinalizeState::NothingToFinalize => status(pb::FinalizeState::NothingToFinalize, "", None),
+        FinalizeState::Canceled { by, at } => status(pb::FinalizeState::Canceled, by, Some(at)),
     };
     pb::Run {
         integration_id: record.integration.clone(),
@@ -228,10 +227,49 @@ pub(crate) fn view(record: &RunRecord, live: OutcomeCounts) -> pb::Run {
             stale: counts.stale,
         }),
         pending: record.expected().saturating_sub(counts.total()),
-        counts_final,
+        counts_final: record.counts.is_some() && checked,
         finalize: Some(finalize),
         error: record.error.clone().unwrap_or_default(),
-        done: finalized || matches!(record.state, RunState::Failed | RunState::QuotaExhausted),
+        done: (finalized && checked)
+            || canceled
+            || matches!(record.state, RunState::Failed | RunState::QuotaExhausted),
+        verification: record.verification.as_ref().map(verification),
+        canceled_noticed_by: record
+            .canceled
+            .as_ref()
+            .map(|c| c.noticed_by.clone())
+            .unwrap_or_default(),
+        canceled_at: record.canceled.as_ref().and_then(|c| timestamp(&c.at)),
+        resend_all: record.resend_all,
+    }
+}
+
+/// The API view of a run's check against Oomnitza.
+fn verification(v: &Verification) -> pb::RunVerification {
+    let (state, by, at, reason) = match &v.state {
+        VerifyState::Pending => (pb::VerificationState::Pending, "", None, ""),
+        VerifyState::Claimed { by, at } => {
+            (pb::VerificationState::Checking, by.as_str(), Some(at), "")
+        }
+        VerifyState::Verified { by, at } => {
+            (pb::VerificationState::Verified, by.as_str(), Some(at), "")
+        }
+        VerifyState::Unverified { by, at, reason } => (
+            pb::VerificationState::Unverified,
+            by.as_str(),
+            Some(at),
+            reason.as_str(),
+        ),
+    };
+    pb::RunVerification {
+        state: state.into(),
+        accepted: v.accepted,
+        confirmed: v.confirmed,
+        not_applied: v.not_applied,
+        unverifiable_fields: v.unverifiable_fields.clone(),
+        reason: reason.to_owned(),
+        by: by.to_owned(),
+        at: at.and_then(|at| timestamp(at)),
     }
 }
 

@@ -88,6 +88,7 @@ impl SyncControl for ControlService {
                 control::RUN,
                 &RunRequest {
                     trigger: "grpc".to_owned(),
+                    resend_all: request.resend_all,
                 },
                 extractor::RUN_TIMEOUT,
             )

@@ -247,6 +247,7 @@ async fn trigger(client: &mut Client) -> pb::TriggerSyncResponse {
         match client
             .trigger_sync(pb::TriggerSyncRequest {
                 integration_id: INTEGRATION.into(),
+                resend_all: false,
             })
             .await
         {
@@ -419,6 +420,7 @@ async fn calls_without_the_right_token_are_unauthenticated_while_health_and_refl
     let status = client
         .trigger_sync(pb::TriggerSyncRequest {
             integration_id: INTEGRATION.into(),
+            resend_all: false,
         })
         .await
         .unwrap_err();
@@ -433,6 +435,7 @@ async fn calls_without_the_right_token_are_unauthenticated_while_health_and_refl
     let status = client
         .trigger_sync(pb::TriggerSyncRequest {
             integration_id: "bad.id".into(),
+            resend_all: false,
         })
         .await
         .unwrap_err();

@@ -72,6 +72,25 @@ fn failures<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<FailedReco
     Ok(Option::<Vec<FailedRecord>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
+impl RunLog {
+    /// Records accepted but not applied yet.
+    pub fn processing(&self) -> u64 {
+        self.processing
+    }
+
+    /// Records discarded because the portion was canceled.
+    pub fn canceled(&self) -> u64 {
+        0
+    }
+
+    /// Oomnitza's messages about records that failed.
+    pub fn failure_messages(&self) -> impl Iterator<Item = &str> {
+        self.failed_records
+            .iter()
+            .filter_map(|failed| failed.reason.as_deref())
+    }
+}
+
 impl OomnitzaClient {
     /// Reads a portion's run log.
     pub async fn run_log(&self, portion: &str) -> Result<RunLog, Error> {

@@ -65,6 +65,15 @@ pub mod names {
     pub const LOADER_PAUSED: &str = "peoplesync_loader_paused";
     /// Gauge 0/1: Oomnitza refuses this replica's credentials (401/403).
     pub const LOADER_CREDENTIALS_FAILING: &str = "peoplesync_loader_credentials_failing";
+    /// Gauge 0/1, label `integration`: the loaders paused the integration because Oomnitza
+    /// refused its records as a whole (a configuration error such as an unknown field id).
+    pub const LOADER_CONFIGURATION_REFUSED: &str = "peoplesync_loader_configuration_refused";
+    /// Counter, labels `integration` and `result` (`confirmed`, `not_applied`): records of
+    /// finalized runs checked against what Oomnitza holds.
+    pub const LOADER_RECORDS_VERIFIED: &str = "peoplesync_loader_records_verified_total";
+    /// Counter, labels `integration` and `state` (`verified`, `unverified`, `canceled`): runs
+    /// whose verification ended, or that an administrator canceled in Oomnitza.
+    pub const LOADER_RUNS_CHECKED: &str = "peoplesync_loader_runs_checked_total";
     /// Counter, label `integration`: worker events published.
     pub const EXTRACTOR_WORKERS_PUBLISHED: &str = "peoplesync_extractor_workers_published_total";
     /// Counter, label `integration`: Sage People pages read.
@@ -110,6 +119,18 @@ pub fn describe_loader() {
     metrics::describe_gauge!(
         LOADER_CREDENTIALS_FAILING,
         "1 while Oomnitza refuses this replica's credentials"
+    );
+    metrics::describe_gauge!(
+        LOADER_CONFIGURATION_REFUSED,
+        "1 while the integration is paused because Oomnitza refused its records as a whole"
+    );
+    metrics::describe_counter!(
+        LOADER_RECORDS_VERIFIED,
+        "Records of finalized runs read back from Oomnitza, by result (confirmed, not_applied)"
+    );
+    metrics::describe_counter!(
+        LOADER_RUNS_CHECKED,
+        "Runs whose check ended, by state (verified, unverified, canceled)"
     );
 }
 

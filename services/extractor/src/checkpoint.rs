@@ -42,6 +42,9 @@ pub struct Checkpoint {
     /// Set once the listing ended: what happens to removals.
     #[serde(default)]
     pub ending: Option<crate::removals::Decision>,
+    /// Every record is sent, even one identical to what was last written (drift repair).
+    #[serde(default)]
+    pub resend_all: bool,
 }
 
 impl Checkpoint {
@@ -58,6 +61,7 @@ impl Checkpoint {
             resumes: 0,
             restarts: 0,
             ending: None,
+            resend_all: false,
         }
     }
 }

@@ -165,10 +165,13 @@ pub async fn serve_leader(
                             "" => "manual".to_owned(),
                             trigger => trigger.to_owned(),
                         };
-                        runner.start(&trigger).await.map_err(|err| CommandError {
-                            code: "failed".into(),
-                            message: err.to_string(),
-                        })
+                        runner
+                            .start_resending(&trigger, request.resend_all)
+                            .await
+                            .map_err(|err| CommandError {
+                                code: "failed".into(),
+                                message: err.to_string(),
+                            })
                     }
                     Err(err) => Err(err),
                 };

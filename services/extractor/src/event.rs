@@ -28,6 +28,8 @@ pub struct EventBuilder {
     run_id: String,
     tracking: proto::Tracking,
     ids: u128,
+    /// Events are to be sent even when unchanged.
+    resend: bool,
 }
 
 impl EventBuilder {
@@ -42,7 +44,14 @@ impl EventBuilder {
                 hostname: hostname.to_owned(),
             },
             ids: uuid::Uuid::now_v7().as_u128(),
+            resend: false,
         }
+    }
+
+    /// Marks every event built as one to send even when unchanged (drift repair).
+    pub fn resending(mut self, resend: bool) -> Self {
+        self.resend = resend;
+        self
     }
 
     /// A UUID v7 for the event at `sequence`: the builder's own, with the sequence added to
@@ -114,6 +123,7 @@ impl EventBuilder {
             raw: raw.into(),
             tracking: Some(self.tracking.clone()),
             sequence,
+            resend: self.resend,
         };
         Encoded {
             msg_id: names::event_msg_id(&self.run_id, &worker_id),

@@ -162,6 +162,16 @@ impl Extraction {
     /// Starts a run (or takes up the interrupted one) up to the point where it has an id:
     /// the run record exists, the checkpoint is stored, the settings are checked.
     pub async fn prepare(&self, trigger: &str) -> Result<PreparedRun, RunError> {
+        self.prepare_resending(trigger, false).await
+    }
+
+    /// [`Extraction::prepare`], sending every record of the run even when unchanged when
+    /// `resend_all` (drift repair; an interrupted run taken up keeps resending if it did).
+    pub async fn prepare_resending(
+        &self,
+        trigger: &str,
+        resend_all: bool,
+    ) -> Result<PreparedRun, RunError> {
         let started = Instant::now();
         let inner = &*self.inner;
         let integration = inner.integration.as_str();
@@ -229,6 +239,7 @@ impl Extraction {
         let (checkpoint, resumed) = match existing {
             Some(mut checkpoint) => {
                 checkpoint.resumes += 1;
+                checkpoint.resend_all |= resend_all;
                 seen::purge_pages(
                     inner.bus.jetstream(),
                     integration,
@@ -256,10 +267,15 @@ impl Extraction {
             }
             None => {
                 let run_id = uuid::Uuid::now_v7().to_string();
-                let checkpoint = Checkpoint::start(&run_id, filter.clone());
-                runs.create(&RunRecord::start(integration, &run_id, true, trigger))
-                    .await
-                    .map_err(|e| self.bus_error(e))?;
+                let checkpoint = Checkpoint {
+                    resend_all,
+                    ..Checkpoint::start(&run_id, filter.clone())
+                };
+                let record = RunRecord {
+                    resend_all,
+                    ..RunRecord::start(integration, &run_id, true, trigger)
+                };
+                runs.create(&record).await.map_err(|e| self.bus_error(e))?;
                 checkpoints
                     .save(integration, &checkpoint)
                     .await
@@ -492,7 +508,8 @@ impl PreparedRun {
             &checkpoint.run_id,
             &credentials,
             &client.hostname(),
-        );
+        )
+        .resending(checkpoint.resend_all);
         let decision = {
             let _settling = extraction.removal_lock().lock().await;
             let decision = match checkpoint.ending.clone() {
@@ -767,6 +784,7 @@ impl Listing<'_> {
                 self.credentials,
                 &self.client.hostname(),
             )
+            .resending(self.checkpoint.resend_all)
         });
         let subject = names::workers_subject(integration);
         let observed = codec::now();

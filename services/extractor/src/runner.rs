@@ -47,6 +47,16 @@ impl Runner {
 
     /// Starts a full run (resuming an interrupted one), or reports the one going.
     pub async fn start(&self, trigger: &str) -> Result<RunStarted, RunError> {
+        self.start_resending(trigger, false).await
+    }
+
+    /// [`Runner::start`]; with `resend_all` the new run sends every record even when unchanged
+    /// (a run already going is not changed).
+    pub async fn start_resending(
+        &self,
+        trigger: &str,
+        resend_all: bool,
+    ) -> Result<RunStarted, RunError> {
         let mut current = self.current.lock().await;
         if let Some(run) = current.as_ref()
             && run.handle.as_ref().is_some_and(|h| !h.is_finished())
@@ -58,7 +68,10 @@ impl Runner {
                 already_running: true,
             });
         }
-        let prepared = self.extraction.prepare(trigger).await?;
+        let prepared = self
+            .extraction
+            .prepare_resending(trigger, resend_all)
+            .await?;
         let run_id = prepared.run_id().to_owned();
         let cancel = self.stop.child_token();
         let token = cancel.clone();

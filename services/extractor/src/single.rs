@@ -88,7 +88,9 @@ pub async fn sync(extraction: &Extraction, id: &str) -> Result<WorkerSynced, Com
     };
     let bus = extraction.bus();
     let run_id = uuid::Uuid::now_v7().to_string();
-    let events = EventBuilder::new(integration, &run_id, &credentials, &client.hostname());
+    // A single-worker sync always writes: it is how an operator puts one user right.
+    let events =
+        EventBuilder::new(integration, &run_id, &credentials, &client.hostname()).resending(true);
     let event = events.upsert(&raw, 1, codec::now()).map_err(|err| {
         error(
             "failed",

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_nats::jetstream::AckKind;
 use peoplesync_bus::{Bus, BusError, DeadLetter, Outcome, OutcomeRecorder, Publisher, dlq};
 
-use crate::pipeline::Item;
+use crate::pipeline::{Disposition, Item};
 
 /// What to do with one delivered event.
 #[derive(Debug)]
@@ -94,15 +94,28 @@ pub async fn settle(
             if let Some(letter) = letter {
                 dlq::publish(&mut letters, letter, item.message.payload.clone()).await?;
             }
-            outcomes
-                .record(
+            match (&item.disposition, outcome) {
+                // What was sent is kept with the outcome, for the check after finalize.
+                (Disposition::Send(sent), Outcome::Written) => outcomes.record_written(
                     &item.key.integration,
                     &item.key.run_id,
                     &item.msg_id,
                     &item.worker_id,
-                    *outcome,
-                )
-                .await?;
+                    sent.applied_key.as_deref().unwrap_or_default(),
+                    sent.json.get(),
+                ),
+                _ => {
+                    outcomes
+                        .record(
+                            &item.key.integration,
+                            &item.key.run_id,
+                            &item.msg_id,
+                            &item.worker_id,
+                            *outcome,
+                        )
+                        .await?
+                }
+            }
             recorded.push(*outcome);
         }
     }

@@ -68,6 +68,22 @@ pub struct LoaderConfig {
     /// Days a finalized run's record (state, counts) is kept after the run finished; 0 keeps
     /// records forever. Runs still holding removals for approval are always kept.
     pub run_retention_days: u64,
+    /// Checking finalized runs against what Oomnitza holds.
+    pub verify: VerifySettings,
+}
+
+/// How finalized runs are checked against what Oomnitza holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifySettings {
+    /// Read each finalized run's log and users back, and count as written only what Oomnitza
+    /// holds. Off: `written` counts records Oomnitza accepted.
+    pub enabled: bool,
+    /// How long to wait for Oomnitza to finish processing a finalized portion, in seconds,
+    /// before the run is marked unverified.
+    pub processing_timeout_secs: u64,
+    /// Records checked per group: their users are read back a few hundred per request.
+    pub read_batch: usize,
 }
 
 /// Delivery settings of the integrations' shared consumers.
@@ -168,6 +184,11 @@ impl Default for LoaderConfig {
             stream_replicas: 1,
             worker_threads: 1,
             run_retention_days: 90,
+            verify: VerifySettings {
+                enabled: true,
+                processing_timeout_secs: 600,
+                read_batch: 1_000,
+            },
             consumer: ConsumerSettings {
                 ack_wait_secs: 30,
                 max_deliver: 8,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use peoplesync_bus::{Bus, Pauses, WorkStream};
+use peoplesync_bus::{Bus, PauseFlag, Pauses, WorkStream};
 use peoplesync_oomnitza::OomnitzaClient;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -31,6 +31,7 @@ use crate::integrations::Integrations;
 use crate::limiter::AdaptiveLimiter;
 use crate::pipeline::Item;
 use crate::progress::InProgress;
+use crate::verify::Verifier;
 use crate::{LoaderConfig, ack, advisories, pipeline};
 
 /// How long in-flight deliveries may take to finish after SIGTERM.
@@ -145,11 +146,19 @@ impl Loader {
             background.spawn(async move { held.keep_alive(client, ack_wait, stop).await });
         }
         let (poke_tx, poke_rx) = mpsc::channel::<Poke>(1024);
+        let verifier = Verifier::new(
+            bus.clone(),
+            client.clone(),
+            integrations.clone(),
+            replica.clone(),
+            config.verify.clone(),
+        );
         let finalizer = Finalizer::new(
             bus.clone(),
             client.clone(),
             replica.clone(),
             config.run_retention(),
+            verifier,
         );
         let finalizer_task = tokio::spawn(finalizer.run(poke_rx, background_stop.clone()));
 
@@ -173,6 +182,7 @@ impl Loader {
             limiter,
             gates.clone(),
             batch.in_flight,
+            replica.clone(),
         );
         let max_deliver = u64::try_from(bus.settings().max_deliver).unwrap_or(1);
         let dispatcher = tokio::spawn(dispatch(
@@ -192,6 +202,7 @@ impl Loader {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 _ = discovery.tick() => {
+                    resume_refused(&bus, &integrations, &gates).await;
                     for id in integrations.ids() {
                         intakes.entry(id.clone()).or_insert_with(|| {
                             let shared = IntakeShared {
@@ -231,6 +242,43 @@ impl Loader {
     }
 }
 
+/// Resumes each integration that a loader paused because Oomnitza refused its records as a
+/// whole, once a newer config revision than the refused one is active: storing a fixed config
+/// (`syncctl integration put`) is how an operator answers a refusal.
+async fn resume_refused(bus: &Bus, integrations: &Integrations, gates: &Gates) {
+    for (id, refused) in gates.refusals() {
+        let Some(active) = integrations.revision(&id) else {
+            continue;
+        };
+        if active <= refused {
+            continue;
+        }
+        let pauses = Pauses::new(bus.state_kv().clone());
+        // Only the refusal's own pause is lifted: an operator's pause set since then stays.
+        match pauses.get(&id).await {
+            Ok(Some(flag)) if flag.paused && flag.refused_config_revision == Some(refused) => {
+                let reason = format!(
+                    "config revision {active} was stored after Oomnitza refused revision {refused}"
+                );
+                let flag = PauseFlag::now(false, "oomnitza-loader (config updated)", Some(reason));
+                match pauses.set(&id, &flag).await {
+                    Ok(revision) => {
+                        tracing::info!(integration = %id, refused, active, "a new config was stored after a configuration refusal; resuming");
+                        gates.set_flag(&id, Some(&flag), revision);
+                    }
+                    Err(err) => {
+                        tracing::warn!(integration = %id, error = %err, "cannot resume after the config was fixed; will retry")
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(integration = %id, error = %err, "cannot read the pause flag")
+            }
+        }
+    }
+}
+
 /// What every intake of a replica works with.
 struct IntakeShared {
     bus: Bus,
@@ -260,7 +308,7 @@ async fn intake(shared: IntakeShared, integration: String, shutdown: Cancellatio
         .await
     {
         Ok((flag, revision)) => {
-            gates.set_paused(&integration, flag.is_some_and(|f| f.paused), revision);
+            gates.set_flag(&integration, flag.as_ref(), revision);
         }
         Err(err) => {
             tracing::warn!(%integration, error = %err, "cannot read the pause flag; relying on the pause watch");

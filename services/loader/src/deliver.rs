@@ -2,19 +2,23 @@
 //! than it, are settled without a request (see [`crate::applied`]). The rest are posted to
 //! their portion in one bulk request, paced by the adaptive rate limit and retried while
 //! Oomnitza answers transiently (exponential backoff with jitter, honouring `Retry-After`).
-//! When Oomnitza refuses the body (400/422) the batch is split in halves until the refused
-//! records stand alone; those are dead-lettered and the rest are loaded. While a request keeps
-//! being retried, the events get progress acks ([`crate::progress`]) so the stream does not
-//! hand them to another replica.
+//! When Oomnitza refuses a record (422, 413, …) the batch is split in halves until the refused
+//! records stand alone; those are dead-lettered and the rest are loaded. A `400` is Oomnitza's
+//! answer to the envelope as a whole (an unknown field id, for one): once one record posted
+//! alone confirms it, the integration is paused with the reason ([`Deliverer::refuse`]) and its
+//! events stay on the stream — every batch of the run would be refused the same way. Before a
+//! batch, a portion whose cancel state is older than [`CANCEL_CHECK`] is read again; a portion an
+//! administrator canceled gets no more posts. While a request keeps being retried, the events
+//! get progress acks ([`crate::progress`]) so the stream does not hand them to another replica.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use peoplesync_bus::{Bus, DeadLetter, Outcome};
+use peoplesync_bus::{Bus, CancelNote, DeadLetter, Outcome, PauseFlag, Pauses, Runs};
 use peoplesync_core::Integration;
 use peoplesync_oomnitza::{BulkRequest, Error, ErrorKind, OomnitzaClient};
 use serde_json::value::RawValue;
@@ -37,8 +41,26 @@ pub struct Deliverer {
     gates: Gates,
     /// Bulk requests in flight at Oomnitza (`batch.in_flight`).
     requests: Arc<Semaphore>,
-    /// Portions Oomnitza reported canceled: nothing more is sent to them.
-    canceled: Arc<Mutex<HashSet<String>>>,
+    /// What this replica knows of each portion's cancel state.
+    portions: Arc<Mutex<HashMap<String, PortionWatch>>>,
+    /// This replica's name, for the run record's cancel note.
+    replica: String,
+}
+
+/// How often a loading portion's state is read from Oomnitza at most (per replica): an
+/// administrator's cancel stops the posts within about this long.
+pub const CANCEL_CHECK: Duration = Duration::from_secs(2);
+/// How long events wait on the stream after a configuration refusal paused their integration.
+const REFUSED_RETRY: Duration = Duration::from_secs(30);
+/// Portions not posted to for this long are forgotten.
+const PORTION_IDLE: Duration = Duration::from_secs(600);
+
+/// One portion's cancel state as this replica last read it.
+#[derive(Debug, Clone, Copy)]
+struct PortionWatch {
+    /// When it was last read (or a read started).
+    checked: Instant,
+    canceled: bool,
 }
 
 /// Oomnitza's answer to a refused record, as kept in its dead letter.
@@ -69,6 +91,7 @@ impl Deliverer {
         limiter: AdaptiveLimiter,
         gates: Gates,
         in_flight: usize,
+        replica: String,
     ) -> Deliverer {
         Deliverer {
             bus,
@@ -77,7 +100,8 @@ impl Deliverer {
             limiter,
             gates,
             requests: Arc::new(Semaphore::new(in_flight.max(1))),
-            canceled: Arc::default(),
+            portions: Arc::default(),
+            replica,
         }
     }
 
@@ -85,9 +109,11 @@ impl Deliverer {
     pub async fn deliver(&self, batch: Batch) -> Vec<(Item, Settlement)> {
         let mut settled = Vec::with_capacity(batch.items.len());
         let mut to_send: Vec<Item> = Vec::new();
+        let mut refused: Vec<Item> = Vec::new();
         for item in batch.items {
             match &item.disposition {
                 Disposition::Send(_) => to_send.push(item),
+                Disposition::Refused(_) => refused.push(item),
                 Disposition::Done(outcome, letter) => {
                     let settlement = Settlement::Done(*outcome, letter.clone());
                     settled.push((item, settlement));
@@ -95,6 +121,7 @@ impl Deliverer {
             }
         }
         let Some(integration) = batch.integration else {
+            settled.extend(refused.into_iter().map(dead_lettered));
             for item in to_send {
                 let reason =
                     "no integration config was active when the event was mapped".to_owned();
@@ -105,10 +132,29 @@ impl Deliverer {
             }
             return settled;
         };
+        let portion = batch.key.run_id.clone();
+        if !refused.is_empty() {
+            let target = Target {
+                integration: &integration,
+                portion: &portion,
+                revision: batch.key.revision,
+            };
+            self.report_refused(&target, &refused).await;
+            settled.extend(refused.into_iter().map(dead_lettered));
+        }
         if to_send.is_empty() {
             return settled;
         }
-        let portion = batch.key.run_id.clone();
+        // Paused because Oomnitza refused this integration's records as a whole: batches
+        // already on their way are not posted either; their events wait on the stream.
+        if let Some((_, reason)) = self.gates.refusal(&batch.key.integration) {
+            for item in to_send {
+                let settlement =
+                    Settlement::Retry(REFUSED_RETRY, reason.clone(), RetryCause::Configuration);
+                settled.push((item, settlement));
+            }
+            return settled;
+        }
 
         // Change detection: only new or changed records are sent.
         // One fingerprint per item, in order: the verdicts are zipped back onto `to_send`.
@@ -122,7 +168,7 @@ impl Deliverer {
                         std::mem::take(&mut outgoing.hash),
                     ),
                     // Not in `to_send` (only records to send are); without a key it is sent.
-                    Disposition::Done(..) => (None, String::new()),
+                    Disposition::Done(..) | Disposition::Refused(_) => (None, String::new()),
                 };
                 Fingerprint {
                     key,
@@ -137,6 +183,11 @@ impl Deliverer {
         let mut sending_prints = Vec::new();
         for ((item, verdict), print) in to_send.into_iter().zip(verdicts).zip(fingerprints) {
             match verdict {
+                // Drift repair: sent whatever was last written.
+                Verdict::Send | Verdict::Unchanged if item.resend => {
+                    sending.push(item);
+                    sending_prints.push(print);
+                }
                 Verdict::Send => {
                     sending.push(item);
                     sending_prints.push(print);
@@ -152,19 +203,24 @@ impl Deliverer {
         }
 
         let mut results: Vec<Option<Delivered>> = (0..sending.len()).map(|_| None).collect();
-        if self.is_canceled(&portion) {
+        if self.is_canceled(&batch.key.integration, &portion).await {
             results
                 .iter_mut()
                 .for_each(|r| *r = Some(Delivered::Canceled));
         } else {
             let refs: Vec<&Item> = sending.iter().collect();
             let records: Vec<&RawValue> = refs.iter().map(|item| record_of(item)).collect();
-            self.post_isolating(&integration, &portion, &records, &refs, 0, &mut results)
+            let target = Target {
+                integration: &integration,
+                portion: &portion,
+                revision: batch.key.revision,
+            };
+            self.post_isolating(&target, &records, &refs, 0, &mut results)
                 .await;
         }
 
         let mut written = Vec::new();
-        for ((item, result), print) in sending.into_iter().zip(results).zip(sending_prints) {
+        for ((mut item, result), print) in sending.into_iter().zip(results).zip(sending_prints) {
             let result = result.unwrap_or_else(|| {
                 Delivered::Retry(
                     Duration::from_secs(5),
@@ -175,6 +231,11 @@ impl Deliverer {
             let settlement = match result {
                 Delivered::Written => {
                     if let Some(key) = print.key {
+                        // The outcome keeps the key: a record Oomnitza does not apply, or
+                        // one posted to a portion canceled later, has its hash dropped again.
+                        if let Disposition::Send(outgoing) = &mut item.disposition {
+                            outgoing.applied_key = Some(key.clone());
+                        }
                         let record = AppliedRecord {
                             hash: print.hash,
                             run_id: print.run_id,
@@ -210,22 +271,185 @@ impl Deliverer {
         settled
     }
 
-    fn is_canceled(&self, portion: &str) -> bool {
-        self.canceled.lock().is_ok_and(|set| set.contains(portion))
+    /// Whether `portion` was canceled in Oomnitza: what this replica knows, read again from
+    /// Oomnitza when that is older than [`CANCEL_CHECK`] (one read at a time per portion; the
+    /// other batches go on with what is known). A read that fails leaves the state as it was;
+    /// none is made while Oomnitza cannot take records. The read takes one of the replica's
+    /// `in_flight` request slots, like a bulk post.
+    async fn is_canceled(&self, integration: &str, portion: &str) -> bool {
+        if self.gates.failure().is_some() {
+            return self
+                .portions
+                .lock()
+                .is_ok_and(|p| p.get(portion).is_some_and(|w| w.canceled));
+        }
+        let now = Instant::now();
+        let due = {
+            let Ok(mut portions) = self.portions.lock() else {
+                return false;
+            };
+            if portions.len() > 64 {
+                portions.retain(|_, watch| now.duration_since(watch.checked) < PORTION_IDLE);
+            }
+            match portions.get_mut(portion) {
+                Some(watch) if watch.canceled => return true,
+                Some(watch) if now.duration_since(watch.checked) < CANCEL_CHECK => return false,
+                Some(watch) => {
+                    watch.checked = now;
+                    true
+                }
+                None => {
+                    portions.insert(
+                        portion.to_owned(),
+                        PortionWatch {
+                            checked: now,
+                            canceled: false,
+                        },
+                    );
+                    true
+                }
+            }
+        };
+        if !due {
+            return false;
+        }
+        let slot = self.requests.acquire().await.ok();
+        let read = self.client.portion(portion).await;
+        drop(slot);
+        match read {
+            Ok(Some(status)) if status.canceled => {
+                self.mark_canceled(integration, portion).await;
+                true
+            }
+            Ok(_) => false,
+            Err(err) if err.kind() == ErrorKind::Unauthorized => {
+                self.gates
+                    .set_failure(Failure::Credentials, Some(err.to_string()));
+                false
+            }
+            Err(err) => {
+                tracing::debug!(portion, error = %err, "cannot read the portion's state; going on");
+                false
+            }
+        }
+    }
+
+    /// Remembers that `portion` was canceled, and notes it on the run record (once).
+    async fn mark_canceled(&self, integration: &str, portion: &str) {
+        let first = self.portions.lock().is_ok_and(|mut portions| {
+            let watch = portions.entry(portion.to_owned()).or_insert(PortionWatch {
+                checked: Instant::now(),
+                canceled: false,
+            });
+            !std::mem::replace(&mut watch.canceled, true)
+        });
+        if !first {
+            return;
+        }
+        tracing::warn!(
+            integration,
+            portion,
+            "the portion was canceled in Oomnitza; not sending more of this run"
+        );
+        let note = CancelNote {
+            noticed_by: self.replica.clone(),
+            at: chrono::Utc::now().to_rfc3339(),
+        };
+        let runs = Runs::new(self.bus.state_kv().clone());
+        let noted = runs
+            .update(integration, portion, |record| {
+                let new = record.canceled.is_none();
+                if new {
+                    record.canceled = Some(note.clone());
+                }
+                new
+            })
+            .await;
+        if let Err(err) = noted {
+            tracing::warn!(integration, portion, error = %err, "cannot note the cancel on the run record");
+        }
+    }
+
+    /// Reports records the mapping refused to Oomnitza as failed — as they came from Sage
+    /// People, with the bulk envelope's `error` set to the reason (one request per reason) —
+    /// so they show in the run's log in Oomnitza, as its own connector's do. Best effort: the
+    /// dead letter is what peoplesync keeps; a report that fails is logged. Nothing is reported
+    /// to a canceled portion or while a configuration refusal holds the integration.
+    async fn report_refused(&self, target: &Target<'_>, items: &[Item]) {
+        let integration = &target.integration.config().id;
+        if self.gates.refusal(integration).is_some()
+            || self.is_canceled(integration, target.portion).await
+        {
+            return;
+        }
+        let mut by_reason: std::collections::BTreeMap<&str, Vec<Box<RawValue>>> =
+            std::collections::BTreeMap::new();
+        for item in items {
+            let Disposition::Refused(letter) = &item.disposition else {
+                continue;
+            };
+            let raw = peoplesync_bus::codec::decode_worker_event(&item.message.payload)
+                .ok()
+                .and_then(|event| String::from_utf8(event.raw.to_vec()).ok())
+                .and_then(|raw| RawValue::from_string(raw).ok());
+            if let Some(raw) = raw {
+                by_reason.entry(&letter.reason).or_default().push(raw);
+            }
+        }
+        for (reason, records) in by_reason {
+            let records: Vec<&RawValue> = records.iter().map(|r| &**r).collect();
+            if let Err(err) = self.post_with_retry(target, &records, Some(reason)).await {
+                tracing::warn!(integration, portion = target.portion, error = %err,
+                    "cannot report records the mapping refused to Oomnitza; they are dead-lettered");
+            }
+        }
+    }
+
+    /// Pauses `target`'s integration because Oomnitza refused its records as a whole with
+    /// `err` (a `400`: the envelope, such as a field id the tenant does not have), and returns
+    /// the reason given to operators. Every replica stops loading it (the pause flag in KV) until
+    /// a newer config is stored or an operator resumes it.
+    async fn refuse(&self, target: &Target<'_>, err: &Error) -> String {
+        let integration = &target.integration.config().id;
+        let reason = format!(
+            "Oomnitza refused the records of integration {integration} as a whole ({}): this is a \
+             configuration error, not a bad record. Fix the integration config (for example a \
+             mapped field id that the tenant does not have) and store it with `syncctl \
+             integration put`, which resumes loading; or fix it in Oomnitza and run `syncctl \
+             resume {integration}`",
+            refusal_summary(err)
+        );
+        if self.gates.refusal(integration).is_some() {
+            return reason;
+        }
+        tracing::error!(integration, portion = target.portion, config_revision = target.revision, %reason,
+            "pausing the integration: Oomnitza refused its records as a whole");
+        let flag = PauseFlag::refused(target.revision, reason.clone());
+        match Pauses::new(self.bus.state_kv().clone())
+            .set(integration, &flag)
+            .await
+        {
+            Ok(revision) => self.gates.set_flag(integration, Some(&flag), revision),
+            Err(bus) => {
+                tracing::error!(integration, error = %bus, "cannot store the pause flag; pausing this replica only");
+                self.gates.set_flag(integration, Some(&flag), u64::MAX);
+            }
+        }
+        reason
     }
 
     /// Posts `records` (at `offset` in the batch); on a refusal, halves and recurses until the
     /// refused records stand alone.
     async fn post_isolating(
         &self,
-        integration: &Integration,
-        portion: &str,
+        target: &Target<'_>,
         records: &[&RawValue],
         items: &[&Item],
         offset: usize,
         results: &mut [Option<Delivered>],
     ) {
-        let outcome = self.post_with_retry(integration, portion, records).await;
+        let portion = target.portion;
+        let outcome = self.post_with_retry(target, records, None).await;
         match outcome {
             Ok(()) => fill(results, offset, records.len(), || Delivered::Written),
             // A 404 for the bulk endpoint itself, or a redirect, means OOMNITZA_URL points at the
@@ -249,11 +473,41 @@ impl Deliverer {
                     )
                 });
             }
+            Err(err) if is_envelope_refusal(&err) => {
+                // Confirmed when one record alone is refused the same way: then no record is to
+                // blame. If it is taken, the refusal was about a record after all: isolate.
+                let confirmed = if records.len() > 1 {
+                    match self.post_with_retry(target, &records[..1], None).await {
+                        Ok(()) => {
+                            fill(results, offset, 1, || Delivered::Written);
+                            Box::pin(self.post_isolating(
+                                target,
+                                &records[1..],
+                                &items[1..],
+                                offset + 1,
+                                results,
+                            ))
+                            .await;
+                            return;
+                        }
+                        Err(again) => is_envelope_refusal(&again),
+                    }
+                } else {
+                    true
+                };
+                let (reason, cause) = if confirmed {
+                    (self.refuse(target, &err).await, RetryCause::Configuration)
+                } else {
+                    (err.to_string(), RetryCause::Transient)
+                };
+                fill(results, offset, records.len(), || {
+                    Delivered::Retry(REFUSED_RETRY, reason.clone(), cause)
+                });
+            }
             Err(err) if err.kind() == ErrorKind::Rejected && records.len() > 1 => {
                 let mid = records.len() / 2;
                 Box::pin(self.post_isolating(
-                    integration,
-                    portion,
+                    target,
                     &records[..mid],
                     &items[..mid],
                     offset,
@@ -261,8 +515,7 @@ impl Deliverer {
                 ))
                 .await;
                 Box::pin(self.post_isolating(
-                    integration,
-                    portion,
+                    target,
                     &records[mid..],
                     &items[mid..],
                     offset + mid,
@@ -284,13 +537,8 @@ impl Deliverer {
             Err(err) if err.kind() == ErrorKind::Closed => match self.client.portion(portion).await
             {
                 Ok(Some(status)) if status.canceled => {
-                    tracing::warn!(
-                        portion,
-                        "the portion was canceled in Oomnitza; not sending more of this run"
-                    );
-                    if let Ok(mut set) = self.canceled.lock() {
-                        set.insert(portion.to_owned());
-                    }
+                    self.mark_canceled(&target.integration.config().id, portion)
+                        .await;
                     fill(results, offset, records.len(), || Delivered::Canceled);
                 }
                 Ok(Some(status)) if status.finalized => {
@@ -346,10 +594,11 @@ impl Deliverer {
     /// One bulk request, retried while Oomnitza answers transiently.
     async fn post_with_retry(
         &self,
-        integration: &Integration,
-        portion: &str,
+        target: &Target<'_>,
         records: &[&RawValue],
+        error: Option<&str>,
     ) -> Result<(), Error> {
+        let (integration, portion) = (target.integration, target.portion);
         let config = integration.config();
         let request = BulkRequest {
             portion,
@@ -357,7 +606,7 @@ impl Deliverer {
             insert_only: config.preference.insert_only(),
             update_only: config.preference.update_only(),
             records,
-            error: None,
+            error,
         };
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(self.retry.initial_delay_ms))
@@ -409,11 +658,24 @@ impl Deliverer {
     }
 }
 
+/// Where a batch goes: its integration's config (and that config's KV revision) and portion.
+struct Target<'a> {
+    integration: &'a Integration,
+    portion: &'a str,
+    revision: u64,
+}
+
+/// Whether Oomnitza refused the request as a whole: a `400` is its answer to the envelope
+/// (reference: missing portion, unknown data type, an unknown field id), not to one record.
+fn is_envelope_refusal(err: &Error) -> bool {
+    err.kind() == ErrorKind::Rejected && err.status() == Some(400)
+}
+
 /// The JSON of an item that is being sent (only items with [`Disposition::Send`] are).
 fn record_of(item: &Item) -> &RawValue {
     match &item.disposition {
         Disposition::Send(outgoing) => &outgoing.json,
-        Disposition::Done(..) => {
+        Disposition::Done(..) | Disposition::Refused(_) => {
             static NULL: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
             NULL.get_or_init(Box::default)
         }
@@ -431,6 +693,15 @@ fn refusal_summary(err: &Error) -> String {
         (Some(status), None) => format!("HTTP {status}"),
         _ => err.to_string(),
     }
+}
+
+/// The settlement of an item the mapping refused: dead-lettered with its reason.
+fn dead_lettered(item: Item) -> (Item, Settlement) {
+    let letter = match &item.disposition {
+        Disposition::Refused(letter) => Some(letter.clone()),
+        _ => None,
+    };
+    (item, Settlement::Done(Outcome::DeadLettered, letter))
 }
 
 fn letter(item: &Item, refusal: Refusal) -> DeadLetter {

@@ -1,15 +1,24 @@
 //! Finalizing a run's Oomnitza portion exactly once across replicas: when a run is completed
 //! (or failed for good) and its outcomes account for every published event, one replica wins a compare-and-set
 //! claim on the run record, calls finalize, and records the final counts. A claim left by a
-//! replica that died is taken over after [`CLAIM_EXPIRY`].
+//! replica that died is taken over after [`CLAIM_EXPIRY`]. A finalized run is then checked
+//! against what Oomnitza holds ([`crate::verify`]). A run whose portion an administrator
+//! canceled in Oomnitza is not finalized: it is closed as canceled, whatever it had posted
+//! counts as canceled, and the applied hashes it wrote are dropped so the next run sends those
+//! records again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use peoplesync_bus::{Bus, BusError, FinalizeState, RunRecord, RunState, Runs, outcomes};
+use peoplesync_bus::{
+    Bus, BusError, CancelNote, FinalizeState, OutcomeCounts, RunRecord, RunState, Runs,
+    Verification, WrittenEvents, outcomes,
+};
 use peoplesync_oomnitza::{ErrorKind, Finalize, OomnitzaClient};
+
+use crate::verify::{self, Verifier, needs_verify};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -41,6 +50,8 @@ pub struct Finalizer {
     retention: Option<Duration>,
     /// When each run's outcomes were last read in full, and how long until the next read.
     exact_reads: Mutex<ExactReads>,
+    /// Checks finalized runs against what Oomnitza holds.
+    verifier: Verifier,
 }
 
 /// A request to look at one run now: (integration, run id).
@@ -54,6 +65,7 @@ impl Finalizer {
         client: OomnitzaClient,
         replica: String,
         retention: Option<Duration>,
+        verifier: Verifier,
     ) -> Finalizer {
         let runs = Runs::new(bus.state_kv().clone());
         Finalizer {
@@ -63,7 +75,20 @@ impl Finalizer {
             replica,
             retention,
             exact_reads: Mutex::default(),
+            verifier,
         }
+    }
+
+    /// Checks the finalized run `run_id` against Oomnitza in a task of its own (it waits for
+    /// Oomnitza to finish processing); the claim on the run record keeps it to one replica.
+    fn spawn_verify(&self, integration: &str, run_id: &str) {
+        let verifier = self.verifier.clone();
+        let (integration, run_id) = (integration.to_owned(), run_id.to_owned());
+        tokio::spawn(async move {
+            if let Err(err) = verifier.verify(&integration, &run_id).await {
+                tracing::warn!(integration, run_id, error = %err, "checking the run against Oomnitza failed; another sweep retries after the claim expires");
+            }
+        });
     }
 
     /// Whether `run_id`'s outcomes may be read in full now (see [`ExactReads`]).
@@ -155,6 +180,9 @@ impl Finalizer {
                 Ok(Some(record)) if needs_finalize(&record) => {
                     self.check(&record.integration, &record.run_id).await;
                 }
+                Ok(Some(record)) if needs_verify(&record) => {
+                    self.spawn_verify(&record.integration, &record.run_id);
+                }
                 Ok(Some(record)) if is_settled(&record) => {
                     settled.finished.insert(key, finished_at(&record));
                 }
@@ -242,6 +270,10 @@ impl Finalizer {
         let Some((record, _)) = self.runs.get(integration, run_id).await? else {
             return Ok(None);
         };
+        if needs_verify(&record) {
+            self.spawn_verify(integration, run_id);
+            return Ok(None);
+        }
         if !needs_finalize(&record) {
             return Ok(None);
         }
@@ -283,6 +315,14 @@ impl Finalizer {
         if !won {
             return Ok(None);
         }
+        // An administrator's cancel: noticed while loading, or read now (it can come after the
+        // last batch). A portion that cannot be read is finalized as usual.
+        let canceled = record.canceled.is_some()
+            || matches!(self.client.portion(run_id).await, Ok(Some(status)) if status.canceled);
+        if canceled {
+            self.close_canceled(integration, run_id, counts).await?;
+            return Ok(None);
+        }
         let finalize = match self.client.finalize(run_id).await {
             Ok(Finalize::Finalized | Finalize::AlreadyFinalized) => FinalizeState::Finalized {
                 by: self.replica.clone(),
@@ -302,6 +342,11 @@ impl Finalizer {
                 return Ok(None);
             }
         };
+        // Records Oomnitza accepted are checked against what it holds; the outcomes (which
+        // keep what was sent) stay until then.
+        let verify = self.verifier.enabled()
+            && counts.written > 0
+            && matches!(finalize, FinalizeState::Finalized { .. });
         tracing::info!(
             integration,
             run_id,
@@ -311,17 +356,67 @@ impl Finalizer {
             dead_lettered = counts.dead_lettered,
             canceled = counts.canceled,
             ?finalize,
+            verify,
             "run finalized"
         );
         self.runs
             .update(integration, run_id, |r| {
                 r.finalize = finalize.clone();
                 r.counts = Some(counts);
+                r.verification = verify.then(|| Verification::pending(counts.written));
                 true
             })
             .await?;
-        outcomes::purge(self.bus.jetstream(), integration, run_id).await?;
+        if verify {
+            self.spawn_verify(integration, run_id);
+        } else {
+            outcomes::purge(self.bus.jetstream(), integration, run_id).await?;
+        }
         Ok(None)
+    }
+
+    /// Closes a run whose portion was canceled in Oomnitza, without finalizing it: every
+    /// record it posted counts as canceled, and the applied hashes it wrote are dropped so the
+    /// next run sends those records again.
+    async fn close_canceled(
+        &self,
+        integration: &str,
+        run_id: &str,
+        mut counts: OutcomeCounts,
+    ) -> Result<(), BusError> {
+        let bus = &self.bus;
+        let mut written = WrittenEvents::open(bus.jetstream(), integration, run_id, 1_000).await?;
+        while let Some(events) = written.next_group().await? {
+            for event in events {
+                verify::forget_applied(bus, &event.applied_key, run_id).await;
+            }
+        }
+        counts.canceled += std::mem::take(&mut counts.written);
+        let at = chrono::Utc::now().to_rfc3339();
+        tracing::warn!(
+            integration,
+            run_id,
+            canceled = counts.canceled,
+            "the run's portion was canceled in Oomnitza; closed without finalizing"
+        );
+        self.runs
+            .update(integration, run_id, |r| {
+                r.finalize = FinalizeState::Canceled {
+                    by: self.replica.clone(),
+                    at: at.clone(),
+                };
+                r.counts = Some(counts);
+                r.canceled.get_or_insert_with(|| CancelNote {
+                    noticed_by: self.replica.clone(),
+                    at: at.clone(),
+                });
+                true
+            })
+            .await?;
+        metrics::counter!(peoplesync_runtime::metrics::names::LOADER_RUNS_CHECKED,
+            "integration" => integration.to_owned(), "state" => "canceled")
+        .increment(1);
+        outcomes::purge(bus.jetstream(), integration, run_id).await
     }
 }
 
@@ -367,12 +462,9 @@ struct Settled {
     retention_checked: Option<Instant>,
 }
 
-/// Whether `record`'s portion is finalized (or had nothing to finalize).
+/// Whether nothing more happens to `record`'s portion (see [`RunRecord::is_settled`]).
 fn is_settled(record: &RunRecord) -> bool {
-    matches!(
-        record.finalize,
-        FinalizeState::Finalized { .. } | FinalizeState::NothingToFinalize
-    )
+    record.is_settled()
 }
 
 /// When the run finished: its `finished_at`, else when it started.
@@ -407,16 +499,10 @@ fn needs_finalize(record: &RunRecord) -> bool {
     }
     match &record.finalize {
         FinalizeState::Pending => true,
-        FinalizeState::Claimed { at, .. } => chrono::DateTime::parse_from_rfc3339(at)
-            .map(|at| {
-                chrono::Utc::now()
-                    .signed_duration_since(at)
-                    .to_std()
-                    .unwrap_or_default()
-                    > CLAIM_EXPIRY
-            })
-            .unwrap_or(true),
-        FinalizeState::Finalized { .. } | FinalizeState::NothingToFinalize => false,
+        FinalizeState::Claimed { at, .. } => verify::expired(at, CLAIM_EXPIRY),
+        FinalizeState::Finalized { .. }
+        | FinalizeState::NothingToFinalize
+        | FinalizeState::Canceled { .. } => false,
     }
 }
 

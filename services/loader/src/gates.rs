@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use futures::StreamExt;
 use peoplesync_bus::Bus;
-use peoplesync_bus::pause::{self, Pauses};
+use peoplesync_bus::pause::{self, PauseFlag, Pauses};
 use peoplesync_oomnitza::OomnitzaClient;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -28,11 +28,23 @@ pub enum Failure {
     Unavailable,
 }
 
+/// One integration's pause flag as this replica last read it.
+#[derive(Debug, Clone, Default)]
+struct PauseState {
+    paused: bool,
+    /// KV revision of the flag it was read from.
+    revision: u64,
+    /// The config revision whose records Oomnitza refused, for a loader's own pause.
+    refused_config_revision: Option<u64>,
+    /// Why it is paused.
+    reason: Option<String>,
+}
+
 /// The open/closed state of every integration's intake, shared by the replica's tasks.
 #[derive(Clone)]
 pub struct Gates {
-    /// Integration → (paused, KV revision of the flag it was read from).
-    paused: Arc<RwLock<HashMap<String, (bool, u64)>>>,
+    /// Integration → its pause flag as last read.
+    paused: Arc<RwLock<HashMap<String, PauseState>>>,
     failure: Arc<RwLock<Option<(Failure, String)>>>,
     changed: Arc<watch::Sender<u64>>,
 }
@@ -63,7 +75,33 @@ impl Gates {
     pub fn is_paused(&self, integration: &str) -> bool {
         self.paused
             .read()
-            .is_ok_and(|flags| flags.get(integration).is_some_and(|(paused, _)| *paused))
+            .is_ok_and(|flags| flags.get(integration).is_some_and(|state| state.paused))
+    }
+
+    /// When a loader paused `integration` because Oomnitza refused its records as a whole: the
+    /// config revision refused, and why.
+    pub fn refusal(&self, integration: &str) -> Option<(u64, String)> {
+        let flags = self.paused.read().ok()?;
+        let state = flags.get(integration).filter(|state| state.paused)?;
+        Some((
+            state.refused_config_revision?,
+            state.reason.clone().unwrap_or_default(),
+        ))
+    }
+
+    /// Every integration paused because Oomnitza refused its records as a whole, with the
+    /// config revision refused.
+    pub fn refusals(&self) -> Vec<(String, u64)> {
+        self.paused
+            .read()
+            .map(|flags| {
+                flags
+                    .iter()
+                    .filter(|(_, state)| state.paused)
+                    .filter_map(|(id, state)| Some((id.clone(), state.refused_config_revision?)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Why Oomnitza cannot take records, while it cannot.
@@ -84,23 +122,47 @@ impl Gates {
     /// Records whether `integration` is paused, as read at KV `revision`; a read older than
     /// the one already recorded (the watch and the start-up read race) is ignored.
     pub fn set_paused(&self, integration: &str, paused: bool, revision: u64) {
+        let flag = paused.then(|| PauseFlag::now(true, "", None));
+        self.set_flag(integration, flag.as_ref(), revision);
+    }
+
+    /// Records `integration`'s pause flag (`None`: never paused, or deleted), as read at KV
+    /// `revision`; a read older than the one already recorded is ignored.
+    pub fn set_flag(&self, integration: &str, flag: Option<&PauseFlag>, revision: u64) {
+        let paused = flag.is_some_and(|f| f.paused);
         if let Ok(mut flags) = self.paused.write() {
-            let previous = flags.get(integration).copied();
-            if previous.is_some_and(|(_, seen)| seen > revision) {
+            let previous = flags.get(integration).cloned();
+            if previous
+                .as_ref()
+                .is_some_and(|seen| seen.revision > revision)
+            {
                 // An older read than what the watch already delivered.
                 return;
             }
-            flags.insert(integration.to_owned(), (paused, revision));
-            if previous.map(|(was, _)| was) != Some(paused) && (paused || previous.is_some()) {
+            let state = PauseState {
+                paused,
+                revision,
+                refused_config_revision: flag
+                    .filter(|f| f.paused)
+                    .and_then(|f| f.refused_config_revision),
+                reason: flag.and_then(|f| f.reason.clone()),
+            };
+            let refused = state.refused_config_revision.is_some();
+            flags.insert(integration.to_owned(), state);
+            let was = previous.as_ref().map(|p| p.paused);
+            if was != Some(paused) && (paused || previous.is_some()) {
                 tracing::info!(
                     integration,
                     paused,
+                    reason = flag.and_then(|f| f.reason.as_deref()).unwrap_or(""),
                     "integration {}",
                     if paused { "paused" } else { "resumed" }
                 );
-                metrics::gauge!(peoplesync_runtime::metrics::names::LOADER_PAUSED, "integration" => integration.to_owned())
-                    .set(if paused { 1.0 } else { 0.0 });
             }
+            metrics::gauge!(peoplesync_runtime::metrics::names::LOADER_PAUSED, "integration" => integration.to_owned())
+                .set(if paused { 1.0 } else { 0.0 });
+            metrics::gauge!(peoplesync_runtime::metrics::names::LOADER_CONFIGURATION_REFUSED, "integration" => integration.to_owned())
+                .set(if refused { 1.0 } else { 0.0 });
         }
         self.changed.send_modify(|v| *v += 1);
     }
@@ -142,9 +204,10 @@ impl Gates {
                     let Some(integration) = pause::integration_of(&entry.key) else {
                         continue;
                     };
-                    let paused = entry.operation == kv::Operation::Put
-                        && pause::decode(&entry.value).is_ok_and(|f| f.paused);
-                    self.set_paused(integration, paused, entry.revision);
+                    let flag = (entry.operation == kv::Operation::Put)
+                        .then(|| pause::decode(&entry.value).ok())
+                        .flatten();
+                    self.set_flag(integration, flag.as_ref(), entry.revision);
                 }
                 Err(err) => tracing::warn!(error = %err, "pause flag watch error"),
             }

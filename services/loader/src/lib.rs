@@ -4,7 +4,7 @@
 //!
 //! The parts, in the order an event meets them: [`consume`] → [`pipeline`] (filter, map) →
 //! [`batcher`] → [`deliver`] → [`ack`]; beside them [`integrations`] (configs from KV) and
-//! [`finalize`], [`gates`] (pause and credential state), [`applied`] (change detection),
+//! [`finalize`] and [`verify`] (what Oomnitza applied), [`gates`] (pause and credential state), [`applied`] (change detection),
 //! [`limiter`] (adaptive rate limit), [`progress`] (progress acks for events held long) and
 //! [`advisories`] (events the server gave up on). `main.rs` only wires them together through
 //! [`Loader`].
@@ -22,6 +22,7 @@ pub mod integrations;
 pub mod limiter;
 pub mod pipeline;
 pub mod progress;
+pub mod verify;
 
 pub use config::LoaderConfig;
 pub use consume::Loader;

@@ -76,6 +76,10 @@ pub enum Disposition {
     Send(Outgoing),
     /// Nothing to send; record this outcome (and dead letter, if any).
     Done(Outcome, Option<Box<DeadLetter>>),
+    /// The mapping refused the record (a required field is empty, a template failed): it is
+    /// reported to Oomnitza as failed (bulk `error`, as Oomnitza's own connector does), so it
+    /// shows in the run's log there, and dead-lettered.
+    Refused(Box<DeadLetter>),
 }
 
 /// What settling an event needs of the JetStream message it came in: where to ack it, and
@@ -123,6 +127,8 @@ pub struct Item {
     pub msg_id: String,
     /// When the extractor read the worker (ms since the epoch; 0 if unknown), for the stale check.
     pub observed_at_ms: i64,
+    /// Send the record even when it is identical to what was last written (drift repair).
+    pub resend: bool,
     /// What to do with it.
     pub disposition: Disposition,
     /// Deliveries of this message so far (1 the first time).
@@ -181,6 +187,7 @@ pub fn prepare(
                 worker_id: worker_from_id.to_owned(),
                 msg_id,
                 observed_at_ms: 0,
+                resend: false,
                 disposition: Disposition::Done(Outcome::DeadLettered, Some(Box::new(letter))),
                 delivered,
                 tracked: None,
@@ -189,6 +196,7 @@ pub fn prepare(
         }
     };
     let kind = event.kind();
+    let resend = event.resend;
     let worker = event
         .worker
         .map(codec::worker_from_proto)
@@ -246,10 +254,9 @@ pub fn prepare(
                 Evaluation::Load { record } => {
                     match Outgoing::new(&integration_id, integration, &record) {
                         Ok(outgoing) => Disposition::Send(outgoing),
-                        Err(reason) => Disposition::Done(
-                            Outcome::DeadLettered,
-                            Some(Box::new(dead(&run_id, &worker_id, reason))),
-                        ),
+                        Err(reason) => {
+                            Disposition::Refused(Box::new(dead(&run_id, &worker_id, reason)))
+                        }
                     }
                 }
                 Evaluation::Filtered { reason } => {
@@ -259,10 +266,7 @@ pub fn prepare(
                 Evaluation::Unloadable { reason } => {
                     tracing::warn!(integration = %integration_id, run_id = %run_id, worker = %worker_id, %reason,
                         "worker cannot be loaded; dead-lettered");
-                    Disposition::Done(
-                        Outcome::DeadLettered,
-                        Some(Box::new(dead(&run_id, &worker_id, reason))),
-                    )
+                    Disposition::Refused(Box::new(dead(&run_id, &worker_id, reason)))
                 }
             }
         }
@@ -274,6 +278,7 @@ pub fn prepare(
         worker_id,
         msg_id,
         observed_at_ms,
+        resend,
         disposition,
         delivered,
         tracked: None,

@@ -186,6 +186,7 @@ async fn loaders(
             raw: serde_json::to_vec(&raw)?.into(),
             tracking: Some(tracking.clone()),
             sequence: index + 1,
+            resend: false,
         };
         publisher
             .publish(

@@ -136,6 +136,10 @@ struct RunArgs {
     /// With --watch: exit 1 when events were dead-lettered.
     #[arg(long, requires = "watch")]
     fail_on_dead_letters: bool,
+    /// Send every record, even one identical to what was last written: puts right hand edits
+    /// made in Oomnitza (drift repair). Takes longer than a normal run.
+    #[arg(long)]
+    full: bool,
 }
 
 #[derive(Debug, Args)]
@@ -363,6 +367,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let started = client
                 .trigger_sync(request(pb::TriggerSyncRequest {
                     integration_id: id.to_owned(),
+                    resend_all: args.full,
                 }))
                 .await?
                 .into_inner();

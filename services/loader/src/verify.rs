@@ -1,0 +1,786 @@
+//! Checking a finalized run against what Oomnitza holds. A `200` from the bulk endpoint means
+//! Oomnitza *accepted* a batch; it applies the records afterwards, and a record can still fail
+//! then (a duplicate unique value, a role that does not exist, a tenant validation rule). So
+//! once a portion is finalized, one replica claims its check (a compare-and-set on the run
+//! record, taken over by another replica after [`CLAIM_EXPIRY`] if it dies), reads the run log
+//! until nothing is `processing`, then reads back the users the run wrote — by their first
+//! sync value, a few hundred per request — and compares every field a read can show.
+//!
+//! A record counts as written only when Oomnitza holds the values sent. One that does not is
+//! dead-lettered with Oomnitza's message where one names it (else "not applied by Oomnitza"),
+//! counted as dead-lettered, and its applied hash is dropped so the next run sends it again.
+//! Fields a read cannot show (the `SAAS` block, custom fields missing from the read) are
+//! listed on the run instead of guessed. Letters reuse the event's id, so a check redone after
+//! a crash adds none twice; the counts are set once, with the claim's end.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use peoplesync_bus::{
+    Bus, BusError, DeadLetter, FinalizeState, OutcomeCounts, RunLogCounts, RunRecord, Runs,
+    VerifyState, WrittenEvent, WrittenEvents, dlq, names, outcomes,
+};
+use peoplesync_core::Integration;
+use peoplesync_oomnitza::{OomnitzaClient, RunLog};
+use serde_json::{Map, Value};
+
+use crate::config::VerifySettings;
+use crate::integrations::Integrations;
+
+/// How long a verification claim holds without being renewed before another replica may take
+/// it over.
+pub const CLAIM_EXPIRY: Duration = Duration::from_secs(120);
+/// How often a replica renews its claim while it checks.
+const RENEW: Duration = Duration::from_secs(30);
+/// Longest wait between two reads of a run log that is still processing.
+const LOG_POLL_MAX: Duration = Duration::from_secs(5);
+/// The longest filter value list in one user read, in characters (keeps URLs short).
+const FILTER_CHARS: usize = 6_000;
+
+/// Bulk field id → the attribute a user read shows it as (documented system fields).
+const READ_NAMES: &[(&str, &str)] = &[
+    ("USER", "username"),
+    ("EMAIL", "email"),
+    ("FIRST_NAME", "first_name"),
+    ("LAST_NAME", "last_name"),
+    ("POSITION", "position"),
+    ("PERMISSIONS_ID", "role"),
+    ("PHONE", "phone_number"),
+    ("ADDRESS", "address"),
+];
+/// Attributes whose values Oomnitza matches without regard to case.
+const CASELESS: &[&str] = &["username", "email"];
+
+/// Checks finalized runs for one replica.
+#[derive(Clone)]
+pub struct Verifier {
+    bus: Bus,
+    runs: Runs,
+    client: OomnitzaClient,
+    integrations: Integrations,
+    replica: String,
+    settings: VerifySettings,
+}
+
+/// What the check of one record found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// Oomnitza holds every value sent that a read can show.
+    Confirmed,
+    /// Oomnitza does not hold what was sent: why, in words.
+    NotApplied(String),
+    /// Not applied by design: the integration creates only (the user existed) or updates only
+    /// (there was no user).
+    SkippedByPreference,
+}
+
+/// The comparison of one sent record with the user read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comparison {
+    /// The verdict.
+    pub check: Check,
+    /// Fields sent that the read does not show.
+    pub unverifiable: Vec<String>,
+}
+
+/// One written record of a group being checked.
+struct Sent<'a> {
+    event: &'a WrittenEvent,
+    /// The record as sent, when it was kept.
+    record: Option<Map<String, Value>>,
+    /// The attribute and value it is looked for by.
+    lookup: Option<(String, String)>,
+}
+
+/// A record Oomnitza did not apply: its dead letter, applied-hash key and the record as sent.
+struct NotApplied {
+    letter: DeadLetter,
+    applied_key: String,
+    record: String,
+}
+
+/// Running totals of one check.
+#[derive(Debug, Default)]
+struct Tally {
+    confirmed: u64,
+    not_applied: u64,
+    skipped: u64,
+    unverifiable: BTreeSet<String>,
+}
+
+impl Verifier {
+    /// A verifier acting as `replica`.
+    pub fn new(
+        bus: Bus,
+        client: OomnitzaClient,
+        integrations: Integrations,
+        replica: String,
+        settings: VerifySettings,
+    ) -> Verifier {
+        let runs = Runs::new(bus.state_kv().clone());
+        Verifier {
+            bus,
+            runs,
+            client,
+            integrations,
+            replica,
+            settings,
+        }
+    }
+
+    /// Whether checks are on (`verify.enabled`).
+    pub fn enabled(&self) -> bool {
+        self.settings.enabled
+    }
+
+    /// Checks the run if it waits for a check (or its checker's claim expired) and this
+    /// replica wins the claim; otherwise does nothing.
+    pub async fn verify(&self, integration: &str, run_id: &str) -> Result<(), BusError> {
+        let now = chrono::Utc::now().to_rfc3339();
+        let mut won = false;
+        self.runs
+            .update(integration, run_id, |record| {
+                won = needs_verify(record);
+                if won && let Some(v) = record.verification.as_mut() {
+                    v.state = VerifyState::Claimed {
+                        by: self.replica.clone(),
+                        at: now.clone(),
+                    };
+                }
+                won
+            })
+            .await?;
+        if !won {
+            return Ok(());
+        }
+        let started = Instant::now();
+        tracing::info!(integration, run_id, "checking what Oomnitza applied");
+        let mut claim = Claim {
+            verifier: self,
+            integration,
+            run_id,
+            renewed: Instant::now(),
+        };
+        let log = match self.wait_processed(&mut claim).await {
+            Ok(log) => log,
+            Err(reason) => return self.give_up(integration, run_id, reason).await,
+        };
+        let failures: Vec<String> = log.failure_messages().map(str::to_lowercase).collect();
+        let config = self.integrations.get(integration);
+        let mut tally = Tally::default();
+        let group = self.settings.read_batch.max(1);
+        let mut written =
+            WrittenEvents::open(self.bus.jetstream(), integration, run_id, group).await?;
+        while let Some(events) = written.next_group().await? {
+            claim.renew().await;
+            match self
+                .check_group(config.as_deref(), &events, &failures, &mut tally)
+                .await
+            {
+                Ok(letters) => {
+                    self.settle_not_applied(integration, run_id, letters)
+                        .await?
+                }
+                Err(reason) => return self.give_up(integration, run_id, reason).await,
+            }
+        }
+        let at = chrono::Utc::now().to_rfc3339();
+        let unverifiable: Vec<String> = tally.unverifiable.iter().cloned().collect();
+        let run_log = Some(run_log_counts(&log));
+        self.runs
+            .update(integration, run_id, |record| {
+                let Some(v) = record.verification.as_mut() else {
+                    return false;
+                };
+                if !matches!(&v.state, VerifyState::Claimed { by, .. } if *by == self.replica) {
+                    return false;
+                }
+                v.state = VerifyState::Verified {
+                    by: self.replica.clone(),
+                    at: at.clone(),
+                };
+                v.confirmed = tally.confirmed;
+                v.not_applied = tally.not_applied;
+                v.unverifiable_fields = unverifiable.clone();
+                v.run_log = run_log;
+                let counts = record.counts.get_or_insert_with(OutcomeCounts::default);
+                move_written(counts, tally.not_applied, tally.skipped);
+                true
+            })
+            .await?;
+        outcomes::purge(self.bus.jetstream(), integration, run_id).await?;
+        let label = |result: &'static str, n: u64| {
+            metrics::counter!(peoplesync_runtime::metrics::names::LOADER_RECORDS_VERIFIED,
+                "integration" => integration.to_owned(), "result" => result)
+            .increment(n);
+        };
+        label("confirmed", tally.confirmed);
+        label("not_applied", tally.not_applied);
+        metrics::counter!(peoplesync_runtime::metrics::names::LOADER_RUNS_CHECKED,
+            "integration" => integration.to_owned(), "state" => "verified")
+        .increment(1);
+        tracing::info!(
+            integration,
+            run_id,
+            confirmed = tally.confirmed,
+            not_applied = tally.not_applied,
+            skipped_by_preference = tally.skipped,
+            unverifiable = ?tally.unverifiable,
+            took_ms = started.elapsed().as_millis() as u64,
+            "run verified against Oomnitza"
+        );
+        Ok(())
+    }
+
+    /// Reads the run log until nothing is processing, renewing the claim, for at most
+    /// `verify.processing_timeout_secs`.
+    async fn wait_processed(&self, claim: &mut Claim<'_>) -> Result<RunLog, String> {
+        let limit = Duration::from_secs(self.settings.processing_timeout_secs);
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(20);
+        loop {
+            let last = match self.client.run_log(claim.run_id).await {
+                Ok(log) if log.processing() == 0 => return Ok(log),
+                Ok(log) => format!("{} record(s) still processing", log.processing()),
+                Err(err) => format!("cannot read the run log: {err}"),
+            };
+            if started.elapsed() >= limit {
+                return Err(format!(
+                    "Oomnitza did not finish processing the portion within {} s ({last}); the \
+                     run's written count holds records accepted, not confirmed",
+                    limit.as_secs()
+                ));
+            }
+            claim.renew().await;
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(LOG_POLL_MAX);
+        }
+    }
+
+    /// Reads back the users of `events` and compares them with what was sent; returns the dead
+    /// letters of the records not applied (with their applied keys), or why the users could
+    /// not be read.
+    async fn check_group(
+        &self,
+        config: Option<&Integration>,
+        events: &[WrittenEvent],
+        failures: &[String],
+        tally: &mut Tally,
+    ) -> Result<Vec<NotApplied>, String> {
+        let sync_fields: Vec<String> =
+            config.map_or_else(|| vec!["EMAIL".to_owned()], |c| c.sync_field().to_vec());
+        let (insert_only, update_only) = config.map_or((false, false), |c| {
+            let preference = &c.config().preference;
+            (preference.insert_only(), preference.update_only())
+        });
+        // Each record, with the attribute and value it is found by.
+        let mut sent: Vec<Sent<'_>> = Vec::with_capacity(events.len());
+        let mut wanted: HashMap<String, Vec<String>> = HashMap::new();
+        for event in events {
+            let record = serde_json::from_str::<Map<String, Value>>(&event.record_json).ok();
+            let lookup = record.as_ref().and_then(|r| lookup_of(&sync_fields, r));
+            if let Some((attribute, value)) = &lookup {
+                wanted
+                    .entry(attribute.clone())
+                    .or_default()
+                    .push(value.clone());
+            }
+            sent.push(Sent {
+                event,
+                record,
+                lookup,
+            });
+        }
+        let mut found: HashMap<(String, String), Map<String, Value>> = HashMap::new();
+        for (attribute, values) in &wanted {
+            for user in self.read_users(attribute, values).await? {
+                if let Some(value) = user.get(attribute).and_then(text) {
+                    found
+                        .entry((attribute.clone(), value.to_lowercase()))
+                        .or_insert(user);
+                }
+            }
+        }
+        let mut letters = Vec::new();
+        for Sent {
+            event,
+            record,
+            lookup,
+        } in sent
+        {
+            let Some(record) = record else {
+                // Recorded without its JSON (too large, or by an older loader): nothing to
+                // compare, and no sync value to look for.
+                tally.confirmed += 1;
+                tally
+                    .unverifiable
+                    .insert("(record too large to keep)".to_owned());
+                continue;
+            };
+            let user = lookup
+                .as_ref()
+                .and_then(|(a, v)| found.get(&(a.clone(), v.to_lowercase())));
+            let comparison = compare(&record, user, insert_only, update_only);
+            tally.unverifiable.extend(comparison.unverifiable);
+            match comparison.check {
+                Check::Confirmed => tally.confirmed += 1,
+                Check::SkippedByPreference => tally.skipped += 1,
+                Check::NotApplied(difference) => {
+                    tally.not_applied += 1;
+                    let needle = lookup.as_ref().map(|(_, v)| v.to_lowercase());
+                    let message = needle
+                        .and_then(|needle| failures.iter().find(|m| m.contains(&needle)).cloned());
+                    let reason = match &message {
+                        Some(message) => format!("Oomnitza did not apply the record: {message}"),
+                        None => format!("not applied by Oomnitza: {difference}"),
+                    };
+                    let integration = config.map_or_else(String::new, |c| c.config().id.clone());
+                    letters.push(NotApplied {
+                        letter: DeadLetter {
+                            integration,
+                            run_id: String::new(),
+                            worker_id: event.worker_id.clone(),
+                            reason,
+                            stage: "verification".into(),
+                            http_status: None,
+                            body_excerpt: Some(difference),
+                            attempts: 1,
+                            original_subject: String::new(),
+                        },
+                        applied_key: event.applied_key.clone(),
+                        record: event.record_json.clone(),
+                    });
+                }
+            }
+        }
+        Ok(letters)
+    }
+
+    /// Users whose `attribute` is one of `values`, a few hundred per request.
+    async fn read_users(
+        &self,
+        attribute: &str,
+        values: &[String],
+    ) -> Result<Vec<Map<String, Value>>, String> {
+        let mut users = Vec::new();
+        for filter in in_filters(attribute, values) {
+            let mut skip = 0u32;
+            loop {
+                let page = self
+                    .client
+                    .find_users(&filter, 1_000, skip)
+                    .await
+                    .map_err(|err| format!("cannot read the users back: {err}"))?;
+                let n = page.len();
+                users.extend(page.into_iter().filter_map(|user| match user {
+                    Value::Object(map) => Some(map),
+                    _ => None,
+                }));
+                if n < 1_000 {
+                    break;
+                }
+                skip += 1_000;
+            }
+        }
+        Ok(users)
+    }
+
+    /// Dead-letters the records Oomnitza did not apply and drops their applied hashes (where
+    /// this run still wrote the latest), so the next run sends them again.
+    async fn settle_not_applied(
+        &self,
+        integration: &str,
+        run_id: &str,
+        letters: Vec<NotApplied>,
+    ) -> Result<(), BusError> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let mut publisher = peoplesync_bus::Publisher::new(self.bus.jetstream().clone(), 64);
+        for NotApplied {
+            mut letter,
+            applied_key,
+            record,
+        } in letters
+        {
+            letter.integration = integration.to_owned();
+            letter.run_id = run_id.to_owned();
+            letter.original_subject = names::workers_subject(integration);
+            tracing::warn!(integration, run_id, worker = %letter.worker_id, reason = %letter.reason,
+                "Oomnitza accepted a record but did not apply it; dead-lettering it");
+            dlq::publish(&mut publisher, &letter, record.into()).await?;
+            forget_applied(&self.bus, &applied_key, run_id).await;
+        }
+        publisher.flush().await
+    }
+
+    /// Ends a check that cannot be completed: the run keeps its accepted counts, marked
+    /// unverified with `reason`.
+    async fn give_up(
+        &self,
+        integration: &str,
+        run_id: &str,
+        reason: String,
+    ) -> Result<(), BusError> {
+        tracing::error!(integration, run_id, %reason, "cannot verify the run against Oomnitza");
+        let at = chrono::Utc::now().to_rfc3339();
+        self.runs
+            .update(integration, run_id, |record| {
+                let Some(v) = record.verification.as_mut() else {
+                    return false;
+                };
+                v.state = VerifyState::Unverified {
+                    by: self.replica.clone(),
+                    at: at.clone(),
+                    reason: reason.clone(),
+                };
+                true
+            })
+            .await?;
+        metrics::counter!(peoplesync_runtime::metrics::names::LOADER_RUNS_CHECKED,
+            "integration" => integration.to_owned(), "state" => "unverified")
+        .increment(1);
+        outcomes::purge(self.bus.jetstream(), integration, run_id).await
+    }
+}
+
+/// A check's claim on the run record, renewed while it works.
+struct Claim<'a> {
+    verifier: &'a Verifier,
+    integration: &'a str,
+    run_id: &'a str,
+    renewed: Instant,
+}
+
+impl Claim<'_> {
+    /// Renews the claim if [`RENEW`] has passed since the last renewal.
+    async fn renew(&mut self) {
+        if self.renewed.elapsed() < RENEW {
+            return;
+        }
+        self.renewed = Instant::now();
+        let at = chrono::Utc::now().to_rfc3339();
+        let replica = &self.verifier.replica;
+        let renewed = self
+            .verifier
+            .runs
+            .update(self.integration, self.run_id, |record| {
+                match record.verification.as_mut() {
+                    Some(v) if matches!(&v.state, VerifyState::Claimed { by, .. } if by == replica) =>
+                    {
+                        v.state = VerifyState::Claimed {
+                            by: replica.clone(),
+                            at: at.clone(),
+                        };
+                        true
+                    }
+                    _ => false,
+                }
+            })
+            .await;
+        if let Err(err) = renewed {
+            tracing::warn!(run_id = self.run_id, error = %err, "cannot renew the verification claim");
+        }
+    }
+}
+
+/// Whether `record`'s portion is finalized and its check waits for a replica (or its checker's
+/// claim expired).
+pub fn needs_verify(record: &RunRecord) -> bool {
+    if !matches!(record.finalize, FinalizeState::Finalized { .. }) {
+        return false;
+    }
+    match record.verification.as_ref().map(|v| &v.state) {
+        Some(VerifyState::Pending) => true,
+        Some(VerifyState::Claimed { at, .. }) => expired(at, CLAIM_EXPIRY),
+        _ => false,
+    }
+}
+
+/// Whether the RFC 3339 time `at` is more than `expiry` ago (an unreadable time is).
+pub fn expired(at: &str, expiry: Duration) -> bool {
+    chrono::DateTime::parse_from_rfc3339(at)
+        .map(|at| {
+            chrono::Utc::now()
+                .signed_duration_since(at)
+                .to_std()
+                .unwrap_or_default()
+                > expiry
+        })
+        .unwrap_or(true)
+}
+
+/// Moves `not_applied` written records to dead-lettered and `skipped` to filtered.
+fn move_written(counts: &mut OutcomeCounts, not_applied: u64, skipped: u64) {
+    let not_applied = not_applied.min(counts.written);
+    counts.written -= not_applied;
+    counts.dead_lettered += not_applied;
+    let skipped = skipped.min(counts.written);
+    counts.written -= skipped;
+    counts.filtered += skipped;
+}
+
+/// Drops the applied hash under `key` if `run_id` wrote it last, so the next run sends the
+/// record again. Failures are logged: the record then waits for a change in Sage People.
+pub async fn forget_applied(bus: &Bus, key: &str, run_id: &str) {
+    if key.is_empty() {
+        return;
+    }
+    let store = bus.applied_kv();
+    let entry = match store.entry(key).await {
+        Ok(Some(entry)) if entry.operation == async_nats::jetstream::kv::Operation::Put => entry,
+        Ok(_) => return,
+        Err(err) => {
+            tracing::warn!(key, error = %err, "cannot read an applied hash to drop it");
+            return;
+        }
+    };
+    let ours = serde_json::from_slice::<crate::applied::AppliedRecord>(&entry.value)
+        .is_ok_and(|applied| applied.run_id == run_id);
+    if !ours {
+        return;
+    }
+    if let Err(err) = store
+        .delete_expect_revision(key, Some(entry.revision))
+        .await
+    {
+        tracing::warn!(key, error = %err, "cannot drop an applied hash; the record is sent again only once it changes");
+    }
+}
+
+fn run_log_counts(log: &RunLog) -> RunLogCounts {
+    RunLogCounts {
+        added: log.added,
+        updated: log.updated,
+        unchanged: log.unchanged,
+        skipped: log.skipped,
+        failed: log.failed,
+        canceled: log.canceled(),
+    }
+}
+
+/// The attribute a user read shows bulk field `field` as, when it is known: the documented
+/// system fields, and custom fields (32 hexadecimal digits) under their id in lower case.
+pub fn read_name(field: &str) -> Option<String> {
+    if let Some((_, name)) = READ_NAMES.iter().find(|(id, _)| *id == field) {
+        return Some((*name).to_owned());
+    }
+    let custom = field.len() == 32 && field.chars().all(|c| c.is_ascii_hexdigit());
+    custom.then(|| field.to_lowercase())
+}
+
+/// The attribute and value a record is looked for by: the first sync field with a value.
+fn lookup_of(sync_fields: &[String], record: &Map<String, Value>) -> Option<(String, String)> {
+    sync_fields.iter().find_map(|field| {
+        let value = record.get(field).and_then(text)?;
+        Some((read_name(field)?, value))
+    })
+}
+
+/// `attribute IN ['a','b']` filters covering `values`, each at most [`FILTER_CHARS`] long.
+pub fn in_filters(attribute: &str, values: &[String]) -> Vec<String> {
+    let mut filters = Vec::new();
+    let mut current: Vec<String> = Vec::new();
+    let mut length = 0;
+    for value in values {
+        let quoted = format!("'{}'", value.replace('\'', "''"));
+        if !current.is_empty() && length + quoted.len() + 1 > FILTER_CHARS {
+            filters.push(format!("{attribute} IN [{}]", current.join(",")));
+            current.clear();
+            length = 0;
+        }
+        length += quoted.len() + 1;
+        current.push(quoted);
+    }
+    if !current.is_empty() {
+        filters.push(format!("{attribute} IN [{}]", current.join(",")));
+    }
+    filters
+}
+
+/// Compares a sent record with the user read back (`None`: no user holds its sync value).
+pub fn compare(
+    sent: &Map<String, Value>,
+    user: Option<&Map<String, Value>>,
+    insert_only: bool,
+    update_only: bool,
+) -> Comparison {
+    let mut unverifiable = Vec::new();
+    let Some(user) = user else {
+        let check = if update_only {
+            Check::SkippedByPreference
+        } else {
+            Check::NotApplied("no user holds the record's sync value".to_owned())
+        };
+        return Comparison {
+            check,
+            unverifiable,
+        };
+    };
+    let mut differences = Vec::new();
+    for (field, value) in sent {
+        let shown = read_name(field).filter(|name| user.contains_key(name));
+        let Some(name) = shown else {
+            unverifiable.push(field.clone());
+            continue;
+        };
+        let held = user.get(&name).unwrap_or(&Value::Null);
+        if !same(value, held, CASELESS.contains(&name.as_str())) {
+            differences.push(format!(
+                "{field} holds {}, sent {}",
+                shown_value(held),
+                shown_value(value)
+            ));
+        }
+    }
+    let check = if differences.is_empty() {
+        Check::Confirmed
+    } else if insert_only {
+        Check::SkippedByPreference
+    } else {
+        Check::NotApplied(differences.join("; "))
+    };
+    Comparison {
+        check,
+        unverifiable,
+    }
+}
+
+/// A value as text for comparing: strings as they are, numbers and booleans spelled out, an
+/// object by its `id` (a role read as an object); `None` for null and empty text.
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(s) if s.is_empty() => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Object(map) => map.get("id").and_then(text),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Whether Oomnitza holding `held` means it applied `sent`.
+fn same(sent: &Value, held: &Value, caseless: bool) -> bool {
+    match (text(sent), text(held)) {
+        (None, None) => true,
+        (Some(a), Some(b)) if caseless => a.to_lowercase() == b.to_lowercase(),
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn shown_value(value: &Value) -> String {
+    match text(value) {
+        None => "nothing".to_owned(),
+        Some(text) => format!("{:?}", text.chars().take(80).collect::<String>()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        }
+    }
+
+    #[test]
+    fn a_user_holding_what_was_sent_is_confirmed_and_unreadable_fields_are_listed() {
+        let sent = map(json!({
+            "USER": "Ada@Example.com", "EMAIL": "Ada@Example.com", "PERMISSIONS_ID": "25",
+            "FIRST_NAME": "Ada", "POSITION": null,
+            "6C1F0A2B9D3E4F5A8B7C6D5E4F3A2B1C": "a2G1",
+            "SAAS": {"sync_key": "email", "name": "Sage People"}
+        }));
+        let user = map(json!({
+            "username": "ada@example.com", "email": "ada@example.com", "role": 25,
+            "first_name": "Ada", "position": "", "6c1f0a2b9d3e4f5a8b7c6d5e4f3a2b1c": "a2G1"
+        }));
+        let result = compare(&sent, Some(&user), false, false);
+        assert_eq!(result.check, Check::Confirmed);
+        assert_eq!(result.unverifiable, ["SAAS"]);
+    }
+
+    #[test]
+    fn a_different_value_or_no_user_is_not_applied_unless_the_preference_explains_it() {
+        let sent = map(json!({"EMAIL": "ada@example.com", "POSITION": "CTO"}));
+        let user = map(json!({"email": "ada@example.com", "position": "Engineer"}));
+        let Check::NotApplied(why) = compare(&sent, Some(&user), false, false).check else {
+            panic!("a different value is not applied");
+        };
+        assert_eq!(why, r#"POSITION holds "Engineer", sent "CTO""#);
+        assert_eq!(
+            compare(&sent, Some(&user), true, false).check,
+            Check::SkippedByPreference,
+            "create only leaves existing users alone"
+        );
+        assert!(matches!(
+            compare(&sent, None, false, false).check,
+            Check::NotApplied(_)
+        ));
+        assert_eq!(
+            compare(&sent, None, false, true).check,
+            Check::SkippedByPreference,
+            "update only creates nobody"
+        );
+    }
+
+    #[test]
+    fn a_custom_field_the_read_does_not_show_is_unverifiable_not_wrong() {
+        let sent = map(json!({"EMAIL": "a@x", "0F9E8D7C6B5A49382716A5B4C3D2E1F0": "UK", "odd": 1}));
+        let user = map(json!({"email": "a@x"}));
+        let result = compare(&sent, Some(&user), false, false);
+        assert_eq!(result.check, Check::Confirmed);
+        assert_eq!(
+            result.unverifiable,
+            ["0F9E8D7C6B5A49382716A5B4C3D2E1F0", "odd"]
+        );
+    }
+
+    #[test]
+    fn filters_quote_values_and_stay_short() {
+        let values: Vec<String> = (0..1_000)
+            .map(|i| format!("o'neil{i}@example.com"))
+            .collect();
+        let filters = in_filters("email", &values);
+        assert!(filters.len() > 1);
+        assert!(filters.iter().all(|f| f.len() <= FILTER_CHARS + 20));
+        assert!(filters[0].starts_with("email IN ['o''neil0@example.com',"));
+        let listed: usize = filters
+            .iter()
+            .map(|f| f.matches("@example.com").count())
+            .sum();
+        assert_eq!(listed, 1_000);
+        assert!(in_filters("email", &[]).is_empty());
+    }
+
+    #[test]
+    fn records_are_looked_up_by_their_first_sync_value() {
+        let record = map(json!({"EMAIL": null, "6C1F0A2B9D3E4F5A8B7C6D5E4F3A2B1C": "a2G1"}));
+        let fields = [
+            "EMAIL".to_owned(),
+            "6C1F0A2B9D3E4F5A8B7C6D5E4F3A2B1C".to_owned(),
+        ];
+        assert_eq!(
+            lookup_of(&fields, &record),
+            Some(("6c1f0a2b9d3e4f5a8b7c6d5e4f3a2b1c".into(), "a2G1".into()))
+        );
+    }
+
+    #[test]
+    fn counts_move_from_written_to_dead_lettered_and_filtered() {
+        let mut counts = OutcomeCounts {
+            written: 10,
+            ..Default::default()
+        };
+        move_written(&mut counts, 3, 2);
+        assert_eq!(
+            (counts.written, counts.dead_lettered, counts.filtered),
+            (5, 3, 2)
+        );
+        assert_eq!(counts.total(), 10);
+    }
+}
