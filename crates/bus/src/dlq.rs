@@ -1,13 +1,25 @@
 //! Dead letters: worker events that cannot be loaded, kept in the DLQ stream with the reason
 //! in headers so an operator can see why, fix the cause, and replay them.
+//!
+//! A worker refused for the same reason run after run is one letter, not one per run: each
+//! letter has its own subject (`peoplesync.<integration>.dlq.<key>`, the key hashed from
+//! worker, stage and reason), and a new run's letter replaces the previous one atomically
+//! (a subject roll-up, guarded by the subject's last sequence) carrying the count of runs
+//! it was seen in and the first run and time. Several loader replicas and crashes are safe:
+//! the guard makes concurrent writers re-read, and a run already counted is not counted again.
+
+use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{
     self,
+    context::PublishErrorKind,
+    message::PublishMessage,
     stream::{DeleteMessageErrorKind, LastRawMessageErrorKind},
 };
 use bytes::Bytes;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::{BusError, Publisher, names};
 
@@ -29,6 +41,21 @@ pub const RUN_ID: &str = "Peoplesync-Run-Id";
 pub const WORKER_ID: &str = "Peoplesync-Worker-Id";
 /// Header: the integration.
 pub const INTEGRATION: &str = "Peoplesync-Integration";
+/// Header: in how many runs the worker was refused for this reason (absent means 1).
+pub const RUNS_SEEN: &str = "Peoplesync-Runs-Seen";
+/// Header: the first run the worker was refused in for this reason (absent: [`RUN_ID`]).
+pub const FIRST_RUN_ID: &str = "Peoplesync-First-Run-Id";
+/// Header: when the worker was first refused for this reason (absent: the letter's time).
+pub const FIRST_SEEN: &str = "Peoplesync-First-Seen";
+/// Header: the latest runs counted, oldest first, separated by spaces, so a redelivered event
+/// of a run already counted is not counted again.
+pub const RECENT_RUNS: &str = "Peoplesync-Recent-Runs";
+
+/// How many of the latest runs a letter remembers ([`RECENT_RUNS`]). An event is redelivered
+/// within its own run's lifetime, long before this many later runs have refused the worker.
+pub const RECENT_RUNS_KEPT: usize = 16;
+/// Attempts to record one letter when other writers keep changing it between read and write.
+const RECORD_ATTEMPTS: u32 = 8;
 
 /// Why and where an event was given up on.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -58,13 +85,130 @@ pub struct DeadLetter {
 pub struct DeadLetterRecord {
     /// Sequence in the DLQ stream (the handle for replay and purge).
     pub sequence: u64,
-    /// What was recorded.
+    /// What was recorded, for the latest run it was seen in.
     pub letter: DeadLetter,
-    /// When it was dead-lettered (RFC 3339).
+    /// When it was last dead-lettered (the stream's time of the message).
     pub at: String,
-    /// The original event payload.
+    /// Across how many runs the worker has been refused for this reason.
+    pub seen: Seen,
+    /// The original event payload (of the latest run).
     #[serde(skip)]
     pub payload: Bytes,
+}
+
+impl DeadLetterRecord {
+    fn from_raw(raw: jetstream::message::StreamMessage) -> DeadLetterRecord {
+        let letter = DeadLetter::from_headers(&raw.headers);
+        let at = raw.time.to_string();
+        let seen = Seen::from_headers(&raw.headers, &letter.run_id, &at);
+        DeadLetterRecord {
+            sequence: raw.sequence,
+            letter,
+            at,
+            seen,
+            payload: raw.payload,
+        }
+    }
+}
+
+/// The runs a letter has been seen in. Letters written before letters were kept across runs
+/// read as seen once, in their own run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Seen {
+    /// How many runs refused the worker for this reason (at least 1).
+    pub runs: u64,
+    /// The first of those runs.
+    pub first_run_id: String,
+    /// When the first refusal was dead-lettered (the stream's time of that message).
+    pub first_at: String,
+    /// The latest runs counted, oldest first, at most [`RECENT_RUNS_KEPT`].
+    pub recent_runs: Vec<String>,
+}
+
+impl Seen {
+    /// Reads the counts of a stored letter of run `run_id` stored at `at`.
+    pub fn from_headers(headers: &HeaderMap, run_id: &str, at: &str) -> Seen {
+        let get = |name: &str| {
+            headers
+                .get(name)
+                .map(|v| v.as_str().trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let mut recent_runs: Vec<String> = get(RECENT_RUNS)
+            .map(|v| v.split(' ').map(str::to_owned).collect())
+            .unwrap_or_default();
+        if recent_runs.is_empty() && !run_id.is_empty() {
+            recent_runs.push(run_id.to_owned());
+        }
+        Seen {
+            runs: get(RUNS_SEEN)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1)
+                .max(1),
+            first_run_id: get(FIRST_RUN_ID).unwrap_or_else(|| run_id.to_owned()),
+            first_at: get(FIRST_SEEN).unwrap_or_else(|| at.to_owned()),
+            recent_runs,
+        }
+    }
+
+    /// Whether run `run_id` has already been counted.
+    pub fn includes(&self, run_id: &str) -> bool {
+        self.recent_runs.iter().any(|r| r == run_id)
+    }
+
+    /// The counts after one more run, `run_id`, refused the worker.
+    fn next(&self, run_id: &str) -> Seen {
+        let mut recent_runs = self.recent_runs.clone();
+        recent_runs.push(run_id.to_owned());
+        let excess = recent_runs.len().saturating_sub(RECENT_RUNS_KEPT);
+        recent_runs.drain(..excess);
+        Seen {
+            runs: self.runs.saturating_add(1),
+            first_run_id: self.first_run_id.clone(),
+            first_at: self.first_at.clone(),
+            recent_runs,
+        }
+    }
+
+    fn write(&self, headers: &mut HeaderMap) {
+        headers.insert(RUNS_SEEN, self.runs.to_string().as_str());
+        headers.insert(FIRST_RUN_ID, one_line(&self.first_run_id, 200).as_str());
+        if !self.first_at.is_empty() {
+            headers.insert(FIRST_SEEN, one_line(&self.first_at, 100).as_str());
+        }
+        // Run ids are UUIDs or `dlq-…`/`unknown`; spaces would split them, so they go too.
+        let recent: Vec<String> = self
+            .recent_runs
+            .iter()
+            .map(|r| one_line(r, 200).replace(' ', "_"))
+            .collect();
+        headers.insert(RECENT_RUNS, recent.join(" ").as_str());
+    }
+}
+
+/// What [`record`] did with a letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Stored: a new letter, or the letter of an earlier run replaced by one counting this run.
+    Stored {
+        /// Its sequence in the DLQ stream.
+        sequence: u64,
+        /// Runs it has now been seen in (1 for a new letter).
+        runs: u64,
+    },
+    /// This run was already counted on the letter (the event was redelivered): nothing written.
+    AlreadyCounted {
+        /// The letter's sequence.
+        sequence: u64,
+        /// Runs it has been seen in.
+        runs: u64,
+    },
+    /// NATS dropped it as a repeat of this event's earlier letter (same run and worker, within
+    /// the stream's duplicate window), possibly filed under another reason.
+    Duplicate {
+        /// The sequence of the earlier letter.
+        sequence: u64,
+    },
 }
 
 impl DeadLetter {
@@ -112,21 +256,133 @@ impl DeadLetter {
     }
 }
 
-/// Queues a dead letter on `publisher` (dedup id: the event's, so a redelivered event is
-/// dead-lettered once). Flush the publisher before acking the original event.
+/// Records a dead letter through `publisher`'s connection with [`record`]: one letter per
+/// worker and reason across runs. Kept for the callers that settle letters and outcomes
+/// together; the letter is stored when this returns, so flushing the publisher before acking
+/// the original event (as callers do) stays correct. Use [`record`] to learn the count.
 pub async fn publish(
     publisher: &mut Publisher,
     letter: &DeadLetter,
     payload: Bytes,
 ) -> Result<(), BusError> {
-    publisher
-        .publish(
-            names::dlq_subject(&letter.integration),
-            names::event_msg_id(&letter.run_id, &letter.worker_id),
-            payload,
-            Some(letter.headers()),
-        )
+    record(publisher.jetstream(), letter, payload)
         .await
+        .map(drop)
+}
+
+/// The key of `letter` across runs: the same worker refused at the same stage for the same
+/// reason has the same key in every run. A hash, so any worker id or reason text makes a
+/// valid subject token.
+pub fn letter_key(letter: &DeadLetter) -> String {
+    let mut hash = Sha256::new();
+    for part in [&letter.worker_id, &letter.stage, &letter.reason] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    hex::encode(&hash.finalize()[..16])
+}
+
+/// Stores a dead letter, one per worker and reason across runs: the first refusal creates the
+/// letter; a later run's refusal replaces it with one counting that run too (its payload and
+/// headers are the latest run's); a redelivered event of a run already counted changes
+/// nothing. The dedup id is the event's, as before, so one event files at most one letter.
+pub async fn record(
+    js: &jetstream::Context,
+    letter: &DeadLetter,
+    payload: Bytes,
+) -> Result<Recorded, BusError> {
+    let subject = names::dlq_letter_subject(&letter.integration, &letter_key(letter));
+    let id = names::event_msg_id(&letter.run_id, &letter.worker_id);
+    let stream = js
+        .get_stream_no_info(names::DLQ_STREAM)
+        .await
+        .map_err(|e| BusError::request("opening the DLQ stream", e))?;
+    let mut last_error = String::new();
+    for attempt in 1..=RECORD_ATTEMPTS {
+        let previous = match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(raw) => Some(DeadLetterRecord::from_raw(raw)),
+            Err(err) if matches!(err.kind(), LastRawMessageErrorKind::NoMessageFound) => None,
+            Err(err) => {
+                return Err(BusError::request(
+                    format!("reading the dead letter on {subject}"),
+                    err,
+                ));
+            }
+        };
+        let (seen, expected) = match &previous {
+            Some(p) if p.seen.includes(&letter.run_id) => {
+                return Ok(Recorded::AlreadyCounted {
+                    sequence: p.sequence,
+                    runs: p.seen.runs,
+                });
+            }
+            Some(p) => (p.seen.next(&letter.run_id), p.sequence),
+            // The first time: first run and time are the letter's own.
+            None => (
+                Seen {
+                    runs: 1,
+                    first_run_id: letter.run_id.clone(),
+                    first_at: String::new(),
+                    recent_runs: vec![letter.run_id.clone()],
+                },
+                0,
+            ),
+        };
+        let mut headers = letter.headers();
+        seen.write(&mut headers);
+        // Replace the previous letter of this subject in the same write.
+        headers.insert(async_nats::header::NATS_ROLLUP, "sub");
+        let message = PublishMessage::build()
+            .payload(payload.clone())
+            .headers(headers)
+            .message_id(&id)
+            // 0: only if the subject has no letter; otherwise only if it is still the one read.
+            .expected_last_subject_sequence(expected);
+        let ack = match js.send_publish(subject.clone(), message).await {
+            Ok(ack) => ack.await,
+            Err(err) => Err(err),
+        };
+        match ack {
+            Ok(ack) if ack.duplicate => {
+                return Ok(Recorded::Duplicate {
+                    sequence: ack.sequence,
+                });
+            }
+            Ok(ack) => {
+                return Ok(Recorded::Stored {
+                    sequence: ack.sequence,
+                    runs: seen.runs,
+                });
+            }
+            // Another replica wrote this letter since it was read, or the ack was lost: read
+            // again and decide afresh (a letter stored by a lost ack is then already counted).
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    PublishErrorKind::WrongLastSequence
+                        | PublishErrorKind::TimedOut
+                        | PublishErrorKind::BrokenPipe
+                ) =>
+            {
+                last_error = err.to_string();
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+            }
+            Err(err) => {
+                return Err(BusError::Publish {
+                    subject,
+                    id,
+                    message: err.to_string(),
+                });
+            }
+        }
+    }
+    Err(BusError::Publish {
+        subject,
+        id,
+        message: format!(
+            "the letter kept changing or the server kept failing over {RECORD_ATTEMPTS} attempts: {last_error}"
+        ),
+    })
 }
 
 /// Reads the dead letter at `sequence`, or `None` if there is none (purged or never there).
@@ -139,12 +395,7 @@ pub async fn get(
         .await
         .map_err(|e| BusError::request("opening the DLQ stream", e))?;
     match stream.get_raw_message(sequence).await {
-        Ok(raw) => Ok(Some(DeadLetterRecord {
-            sequence,
-            letter: DeadLetter::from_headers(&raw.headers),
-            at: raw.time.to_string(),
-            payload: raw.payload,
-        })),
+        Ok(raw) => Ok(Some(DeadLetterRecord::from_raw(raw))),
         Err(err) if matches!(err.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok(None),
         Err(err) => Err(BusError::request(
             format!("reading dead letter {sequence}"),
@@ -181,17 +432,12 @@ pub async fn next(
         .get_stream_no_info(names::DLQ_STREAM)
         .await
         .map_err(|e| BusError::request("opening the DLQ stream", e))?;
-    let subject = names::dlq_subject(integration);
+    let subject = names::dlq_filter(integration);
     match stream
         .get_first_raw_message_by_subject(&subject, sequence.max(1))
         .await
     {
-        Ok(raw) => Ok(Some(DeadLetterRecord {
-            sequence: raw.sequence,
-            letter: DeadLetter::from_headers(&raw.headers),
-            at: raw.time.to_string(),
-            payload: raw.payload,
-        })),
+        Ok(raw) => Ok(Some(DeadLetterRecord::from_raw(raw))),
         Err(err) if matches!(err.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok(None),
         Err(err) => Err(BusError::request(
             format!("reading dead letters of {integration} from sequence {sequence}"),
@@ -253,5 +499,67 @@ mod tests {
         assert_eq!(back.body_excerpt.as_deref(), Some("{\"errors\":  [1]}"));
         assert_eq!(back.attempts, 2);
         assert_eq!(back.worker_id, "w1");
+    }
+
+    #[test]
+    fn letters_of_earlier_versions_read_as_seen_once_in_their_own_run() {
+        let letter = DeadLetter {
+            run_id: "r1".into(),
+            ..Default::default()
+        };
+        let seen = Seen::from_headers(&letter.headers(), "r1", "2025-05-01T02:00:00Z");
+        assert_eq!(seen.runs, 1);
+        assert_eq!(seen.first_run_id, "r1");
+        assert_eq!(seen.first_at, "2025-05-01T02:00:00Z");
+        assert!(seen.includes("r1") && !seen.includes("r2"));
+    }
+
+    #[test]
+    fn counts_round_trip_and_remember_only_the_latest_runs() {
+        let mut seen = Seen {
+            runs: 1,
+            first_run_id: "r0".into(),
+            first_at: "2025-05-01T02:00:00Z".into(),
+            recent_runs: vec!["r0".into()],
+        };
+        for run in 1..=RECENT_RUNS_KEPT + 3 {
+            seen = seen.next(&format!("r{run}"));
+        }
+        assert_eq!(seen.runs, RECENT_RUNS_KEPT as u64 + 4);
+        assert_eq!(seen.recent_runs.len(), RECENT_RUNS_KEPT);
+        assert_eq!(seen.recent_runs.first().map(String::as_str), Some("r4"));
+        assert!(seen.includes(&format!("r{}", RECENT_RUNS_KEPT + 3)));
+        let mut headers = HeaderMap::new();
+        seen.write(&mut headers);
+        assert_eq!(Seen::from_headers(&headers, "ignored", "ignored"), seen);
+    }
+
+    #[test]
+    fn the_key_is_the_same_in_every_run_and_differs_by_worker_stage_and_reason() {
+        let letter = |run: &str, worker: &str, stage: &str, reason: &str| DeadLetter {
+            integration: "acme".into(),
+            run_id: run.into(),
+            worker_id: worker.into(),
+            stage: stage.into(),
+            reason: reason.into(),
+            attempts: 1,
+            ..Default::default()
+        };
+        let key = letter_key(&letter("r1", "w1", "pipeline", "EMAIL is empty"));
+        assert_eq!(key.len(), 32);
+        assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(
+            key,
+            letter_key(&letter("r2", "w1", "pipeline", "EMAIL is empty"))
+        );
+        for other in [
+            letter("r1", "w2", "pipeline", "EMAIL is empty"),
+            letter("r1", "w1", "oomnitza", "EMAIL is empty"),
+            letter("r1", "w1", "pipeline", "USER is empty"),
+            // The separator keeps parts from running into each other.
+            letter("r1", "w1p", "ipeline", "EMAIL is empty"),
+        ] {
+            assert_ne!(key, letter_key(&other));
+        }
     }
 }

@@ -54,9 +54,23 @@ pub fn runs_subject(integration: &str) -> String {
     format!("peoplesync.{integration}.runs")
 }
 
-/// Subject of dead letters of `integration`.
+/// Subject of the dead letters of `integration` written before letters were kept across
+/// runs (one subject for all of them). Still read, listed, replayed and purged; no longer
+/// written.
 pub fn dlq_subject(integration: &str) -> String {
     format!("peoplesync.{integration}.dlq")
+}
+
+/// Subject of one dead letter of `integration` across runs; `key` is
+/// [`crate::dlq::letter_key`] (worker, stage and reason).
+pub fn dlq_letter_subject(integration: &str, key: &str) -> String {
+    format!("peoplesync.{integration}.dlq.{key}")
+}
+
+/// Filter matching every dead letter of `integration` in [`DLQ_STREAM`], keyed or not. Only
+/// meaningful on that stream, which holds nothing but dead-letter subjects.
+pub fn dlq_filter(integration: &str) -> String {
+    format!("peoplesync.{integration}.>")
 }
 
 /// Subject of a message holding `events` outcomes of one kind of one run.

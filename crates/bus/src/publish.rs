@@ -79,6 +79,11 @@ impl Publisher {
         Ok(())
     }
 
+    /// The JetStream context this publisher writes through.
+    pub(crate) fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
     /// Messages handed to [`Publisher::publish`] so far.
     pub fn sent(&self) -> u64 {
         self.sent

@@ -96,34 +96,31 @@ impl Bus {
             },
         )
         .await?;
-        for (name, subject, description) in [
-            (
+        ensure_stream(
+            &js,
+            history_stream(
                 names::RUNS_STREAM,
-                "peoplesync.*.runs",
                 "peoplesync run events",
+                &["peoplesync.*.runs"],
+                &settings,
             ),
-            (
-                names::DLQ_STREAM,
-                "peoplesync.*.dlq",
-                "peoplesync dead letters",
-            ),
-        ] {
-            ensure_stream(
-                &js,
-                stream::Config {
-                    name: name.into(),
-                    description: Some(description.into()),
-                    subjects: vec![subject.into()],
-                    retention: stream::RetentionPolicy::Limits,
-                    storage: stream::StorageType::File,
-                    num_replicas: settings.replicas.max(1),
-                    max_age: settings.history,
-                    duplicate_window: settings.duplicate_window,
-                    ..Default::default()
-                },
-            )
-            .await?;
-        }
+        )
+        .await?;
+        // One subject per letter across runs (`….dlq.<key>`), replaced by a roll-up when a
+        // later run refuses the worker again; `….dlq` holds letters of earlier versions.
+        ensure_stream(
+            &js,
+            stream::Config {
+                allow_rollup: true,
+                ..history_stream(
+                    names::DLQ_STREAM,
+                    "peoplesync dead letters",
+                    &["peoplesync.*.dlq", "peoplesync.*.dlq.*"],
+                    &settings,
+                )
+            },
+        )
+        .await?;
         // Outcomes are only needed until the run is finalized (its counts are then kept in the
         // run record and the run's subjects are purged); a week bounds what a stuck run leaves.
         ensure_stream(
@@ -236,6 +233,26 @@ impl Bus {
         integration: &str,
     ) -> Result<consumer::PullConsumer, BusError> {
         ensure_loader_consumer(&self.js, &self.settings, integration).await
+    }
+}
+
+/// A stream kept for `settings.history`, with dedup ids, on `subjects`.
+fn history_stream(
+    name: &str,
+    description: &str,
+    subjects: &[&str],
+    settings: &BusSettings,
+) -> stream::Config {
+    stream::Config {
+        name: name.into(),
+        description: Some(description.into()),
+        subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        num_replicas: settings.replicas.max(1),
+        max_age: settings.history,
+        duplicate_window: settings.duplicate_window,
+        ..Default::default()
     }
 }
 

@@ -263,6 +263,216 @@ async fn dead_letters_keep_their_reason_and_payload() {
     assert!(dlq::get(bus.jetstream(), 2).await.unwrap().is_none());
 }
 
+/// A letter of `worker` refused in `run` for `reason` at the pipeline stage.
+fn refusal(run: &str, worker: &str, reason: &str) -> DeadLetter {
+    DeadLetter {
+        integration: "acme".into(),
+        run_id: run.into(),
+        worker_id: worker.into(),
+        reason: reason.into(),
+        stage: "pipeline".into(),
+        attempts: 1,
+        original_subject: names::workers_subject("acme"),
+        ..Default::default()
+    }
+}
+
+/// Every dead letter of integration acme, oldest first.
+async fn letters(bus: &Bus) -> Vec<peoplesync_bus::DeadLetterRecord> {
+    let mut found = Vec::new();
+    let mut next = 1;
+    while let Some(record) = dlq::next(bus.jetstream(), "acme", next).await.unwrap() {
+        next = record.sequence + 1;
+        found.push(record);
+    }
+    found
+}
+
+const EMPTY_EMAIL: &str = "required field EMAIL is empty (mapped from source Email)";
+
+#[tokio::test]
+async fn a_worker_refused_for_the_same_reason_run_after_run_is_one_letter_counting_the_runs() {
+    let nats = NatsServer::start();
+    let bus = bus(&nats).await;
+    let js = bus.jetstream();
+    let first = dlq::record(js, &refusal("run-1", "w1", EMPTY_EMAIL), "e1".into())
+        .await
+        .unwrap();
+    assert!(
+        matches!(first, dlq::Recorded::Stored { runs: 1, .. }),
+        "{first:?}"
+    );
+    let first_at = letters(&bus).await[0].at.clone();
+    // The same event again (redelivered after a crash): the run is already counted.
+    let again = dlq::record(js, &refusal("run-1", "w1", EMPTY_EMAIL), "e1".into())
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, dlq::Recorded::AlreadyCounted { runs: 1, .. }),
+        "{again:?}"
+    );
+    for (run, payload) in [("run-2", "e2"), ("run-3", "e3")] {
+        dlq::record(
+            js,
+            &refusal(run, "w1", EMPTY_EMAIL),
+            payload.to_owned().into(),
+        )
+        .await
+        .unwrap();
+    }
+
+    let held = letters(&bus).await;
+    assert_eq!(held.len(), 1, "one letter, not one per run: {held:?}");
+    let letter = &held[0];
+    assert_eq!(letter.seen.runs, 3);
+    assert_eq!(letter.seen.first_run_id, "run-1");
+    assert_eq!(letter.seen.first_at, first_at);
+    assert_eq!(letter.seen.recent_runs, ["run-1", "run-2", "run-3"]);
+    assert_eq!(
+        letter.letter.run_id, "run-3",
+        "details are the latest run's"
+    );
+    assert_eq!(letter.payload, Bytes::from_static(b"e3"));
+    assert_ne!(letter.at, first_at);
+    let (_, _, count) = dlq::sequence_range(js).await.unwrap();
+    assert_eq!(
+        count, 1,
+        "the earlier runs' letters are gone from the stream"
+    );
+    let by_sequence = dlq::get(js, letter.sequence).await.unwrap().unwrap();
+    assert_eq!(by_sequence.seen, letter.seen);
+}
+
+#[tokio::test]
+async fn another_reason_or_another_worker_is_another_letter() {
+    let nats = NatsServer::start();
+    let bus = bus(&nats).await;
+    let js = bus.jetstream();
+    for letter in [
+        refusal("run-1", "w1", EMPTY_EMAIL),
+        refusal("run-1", "w2", EMPTY_EMAIL),
+        refusal("run-2", "w1", EMPTY_EMAIL),
+        refusal("run-2", "w2", EMPTY_EMAIL),
+        refusal(
+            "run-3",
+            "w1",
+            "field POSITION: template `{{ x }}` failed: boom",
+        ),
+    ] {
+        dlq::record(js, &letter, "e".into()).await.unwrap();
+    }
+    let held = letters(&bus).await;
+    let summary: Vec<(&str, &str, u64)> = held
+        .iter()
+        .map(|l| {
+            (
+                l.letter.worker_id.as_str(),
+                &l.letter.reason[..5],
+                l.seen.runs,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [("w1", "requi", 2), ("w2", "requi", 2), ("w1", "field", 1)]
+    );
+}
+
+#[tokio::test]
+async fn replicas_recording_the_same_letter_at_once_count_every_run_once() {
+    let nats = NatsServer::start();
+    let (a, b) = tokio::join!(bus(&nats), bus(&nats));
+    let mut tasks = Vec::new();
+    // Twelve runs refuse the worker; each run's event reaches both replicas (a redelivery
+    // racing the first delivery), all at the same time.
+    for run in 0..12 {
+        for replica in [a.clone(), b.clone()] {
+            tasks.push(tokio::spawn(async move {
+                let letter = refusal(&format!("run-{run:02}"), "w1", EMPTY_EMAIL);
+                dlq::record(replica.jetstream(), &letter, "e".into()).await
+            }));
+        }
+    }
+    let mut stored = 0;
+    for task in tasks {
+        if let dlq::Recorded::Stored { .. } = task.await.unwrap().unwrap() {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 12, "each run is written once");
+    let held = letters(&a).await;
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].seen.runs, 12);
+    let (_, _, count) = dlq::sequence_range(a.jetstream()).await.unwrap();
+    assert_eq!(count, 1);
+}
+
+#[tokio::test]
+async fn a_removed_letter_starts_again_at_one_run() {
+    let nats = NatsServer::start();
+    let bus = bus(&nats).await;
+    let js = bus.jetstream();
+    for run in ["run-1", "run-2"] {
+        dlq::record(js, &refusal(run, "w1", EMPTY_EMAIL), "e".into())
+            .await
+            .unwrap();
+    }
+    let held = letters(&bus).await;
+    assert!(dlq::delete(js, held[0].sequence).await.unwrap());
+    dlq::record(js, &refusal("run-3", "w1", EMPTY_EMAIL), "e".into())
+        .await
+        .unwrap();
+    let held = letters(&bus).await;
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].seen.runs, 1);
+    assert_eq!(held[0].seen.first_run_id, "run-3");
+}
+
+#[tokio::test]
+async fn letters_of_earlier_versions_are_still_listed_after_the_stream_is_upgraded() {
+    let nats = NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    // The DLQ stream as earlier versions created it, with one letter in the old form.
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: names::DLQ_STREAM.into(),
+        subjects: vec!["peoplesync.*.dlq".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let old = refusal("run-0", "w1", EMPTY_EMAIL);
+    js.publish_with_headers(names::dlq_subject("acme"), old.headers(), "e0".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let bus = bus(&nats).await;
+    dlq::record(
+        bus.jetstream(),
+        &refusal("run-1", "w1", EMPTY_EMAIL),
+        "e1".into(),
+    )
+    .await
+    .unwrap();
+    let held = letters(&bus).await;
+    assert_eq!(
+        held.len(),
+        2,
+        "the old letter is not merged, but still listed"
+    );
+    assert_eq!(
+        (held[0].letter.run_id.as_str(), held[0].seen.runs),
+        ("run-0", 1)
+    );
+    assert_eq!(held[0].seen.first_run_id, "run-0");
+    assert_eq!(
+        (held[1].letter.run_id.as_str(), held[1].seen.runs),
+        ("run-1", 1)
+    );
+}
+
 #[tokio::test]
 async fn consumption_survives_a_server_restart() {
     let mut nats = NatsServer::start();

@@ -1,5 +1,8 @@
 //! Dead letters over gRPC: list them (scanning the DLQ stream by subject and sequence,
 //! filtered by run, reason and worker, paged), replay them after a fix, and purge them.
+//! A letter stands for one worker refused for one reason across runs (see
+//! `peoplesync_bus::dlq`); replaying or purging it ends that history, and a later refusal
+//! starts a new letter.
 //!
 //! A replay publishes the letters' events again in a new run (trigger `replay`) rather than
 //! under their original run: the original run's Oomnitza portion is usually finalized by
@@ -89,7 +92,10 @@ impl Selection {
         let letter = &record.letter;
         letter.integration == self.integration
             && (self.sequences.is_empty() || self.sequences.binary_search(&record.sequence).is_ok())
-            && self.run_id.as_ref().is_none_or(|r| &letter.run_id == r)
+            && self
+                .run_id
+                .as_ref()
+                .is_none_or(|r| &letter.run_id == r || record.seen.includes(r))
             && self
                 .worker_id
                 .as_ref()
@@ -183,6 +189,9 @@ fn view(record: &DeadLetterRecord) -> pb::DeadLetter {
         body_excerpt: letter.body_excerpt.clone().unwrap_or_default(),
         attempts: letter.attempts,
         at: at(&record.at),
+        runs_seen: record.seen.runs,
+        first_run_id: record.seen.first_run_id.clone(),
+        first_seen: at(&record.seen.first_at),
     }
 }
 
@@ -365,7 +374,7 @@ pub(crate) async fn purge(
     let selection = Selection::from_request(request.selector, true)?;
     let js = bus.jetstream();
     if selection.all && !selection.filtered() {
-        let subject = names::dlq_subject(&selection.integration);
+        let subject = names::dlq_filter(&selection.integration);
         let stream = js
             .get_stream_no_info(names::DLQ_STREAM)
             .await
@@ -398,6 +407,7 @@ pub(crate) async fn purge(
 mod tests {
     use super::*;
     use peoplesync_bus::DeadLetter;
+    use peoplesync_bus::dlq::Seen;
 
     fn record(sequence: u64, run: &str, worker: &str, reason: &str) -> DeadLetterRecord {
         DeadLetterRecord {
@@ -410,6 +420,12 @@ mod tests {
                 ..Default::default()
             },
             at: String::new(),
+            seen: Seen {
+                runs: 1,
+                first_run_id: run.into(),
+                first_at: String::new(),
+                recent_runs: vec![run.into()],
+            },
             payload: Default::default(),
         }
     }
@@ -450,6 +466,35 @@ mod tests {
             Selection::from_request(selector(|s| s.sequences = vec![7, 3, 7]), true).unwrap();
         assert!(by_seq.matches(&record(3, "r", "w", "x")));
         assert!(!by_seq.matches(&record(4, "r", "w", "x")));
+    }
+
+    #[test]
+    fn a_run_filter_matches_every_run_a_letter_was_seen_in() {
+        let s = Selection::from_request(selector(|s| s.run_id = "r1".into()), false).unwrap();
+        let mut letter = record(5, "r3", "w1", "required field EMAIL is empty");
+        assert!(!s.matches(&letter));
+        letter.seen.recent_runs = vec!["r1".into(), "r2".into(), "r3".into()];
+        letter.seen.runs = 3;
+        assert!(s.matches(&letter));
+    }
+
+    #[test]
+    fn the_view_shows_the_runs_a_letter_was_seen_in() {
+        let mut letter = record(9, "r3", "w1", "required field EMAIL is empty");
+        letter.at = "2025-05-03T02:00:00Z".into();
+        letter.seen = Seen {
+            runs: 3,
+            first_run_id: "r1".into(),
+            first_at: "2025-05-01 02:00:00.5 +00:00:00".into(),
+            recent_runs: vec!["r1".into(), "r2".into(), "r3".into()],
+        };
+        let v = view(&letter);
+        assert_eq!(v.runs_seen, 3);
+        assert_eq!(v.first_run_id, "r1");
+        assert_eq!(v.run_id, "r3");
+        let first = v.first_seen.unwrap();
+        let last = v.at.unwrap();
+        assert_eq!(last.seconds - first.seconds, 2 * 86_400);
     }
 
     #[test]

@@ -98,7 +98,10 @@ impl Configs {
                 config.id
             )));
         }
-        Integration::compile(config).map_err(|e| invalid(&e))?;
+        let integration = Integration::compile(config).map_err(|e| invalid(&e))?;
+        for deprecation in integration.config().deprecations() {
+            tracing::warn!(integration = id, %deprecation, "the config being stored uses a deprecated key");
+        }
         let store = self.bus.config_kv();
         let value = Bytes::from(text.to_owned());
         let stored = if revision == 0 {
@@ -276,6 +279,7 @@ fn kind_name(kind: ValidationKind) -> &'static str {
         ValidationKind::UnknownSource => "unknown_source",
         ValidationKind::Template => "template",
         ValidationKind::Required => "required",
+        ValidationKind::Deprecated => "deprecated",
     }
 }
 

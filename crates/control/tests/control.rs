@@ -1028,7 +1028,35 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
         assert_eq!(letter.run_id, run.run_id);
         assert_eq!(letter.stage, "pipeline");
         assert!(letter.at.is_some());
+        assert_eq!(letter.runs_seen, 1);
+        assert_eq!(letter.first_run_id, run.run_id);
+        assert_eq!(letter.first_seen, letter.at);
     }
+
+    // A second run refuses the same workers for the same reasons: still one letter each,
+    // now seen in two runs, with the second run's details.
+    let second = trigger(&mut client).await;
+    watch_to_end(&mut client, &second.run_id).await;
+    let again = list(selector(&|_| {}), 0, 0).await;
+    assert_eq!(
+        again.letters.len(),
+        without_email.len(),
+        "one letter per worker"
+    );
+    assert_eq!(again.held, without_email.len() as u64);
+    for letter in &again.letters {
+        assert_eq!(letter.runs_seen, 2, "{letter:?}");
+        assert_eq!(letter.run_id, second.run_id);
+        assert_eq!(letter.first_run_id, run.run_id);
+        let before = all
+            .letters
+            .iter()
+            .find(|l| l.worker_id == letter.worker_id)
+            .unwrap();
+        assert_eq!(letter.first_seen, before.at);
+        assert!(letter.sequence > before.sequence);
+    }
+    let all = again;
     let by_run = list(selector(&|s| s.run_id = run.run_id.clone()), 0, 0).await;
     assert_eq!(by_run.letters.len(), without_email.len());
     let by_reason = list(selector(&|s| s.reason_contains = "is EMPTY".into()), 0, 0).await;
@@ -1293,9 +1321,19 @@ async fn syncctl_triggers_and_watches_a_run_then_lists_and_replays_its_dead_lett
         letters["letters"].as_array().unwrap().len(),
         without_email.len()
     );
+    for letter in letters["letters"].as_array().unwrap() {
+        assert_eq!(letter["runs_seen"], json!(1));
+        assert_eq!(letter["first_run_id"], json!(run_id));
+        assert_eq!(letter["first_seen"], letter["at"]);
+    }
     let text = syncctl(&stack, &["dlq", "list"]);
     assert_eq!(text.code, 0);
     assert!(text.stdout.contains("is empty"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("RUNS") && text.stdout.contains("FIRST SEEN"),
+        "{}",
+        text.stdout
+    );
     let current = syncctl(&stack, &["integration", "get", "-o", "json"]).json();
     let revision = current["revision"].as_u64().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();

@@ -150,7 +150,10 @@ pub struct FilterConfig {
     /// when it is true. Used when `mode = "if_conditions"`; kept (and checked) otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
-    /// Ask Oomnitza to restore matching archived users (passed through in each record).
+    /// Deprecated, no effect: earlier versions sent `"restore_archived": true` in every record,
+    /// a key neither Oomnitza's API description nor its own connector documents. Still read
+    /// (and written back) so existing configs stay valid; see
+    /// [`IntegrationConfig::deprecations`].
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub restore_archived: bool,
 }
@@ -176,9 +179,16 @@ impl FilterMode {
     }
 }
 
-/// The SaaS application that `user_and_saas_user` integrations write SaaS users for.
+/// The SaaS application that `user_and_saas_user` integrations write SaaS users for: the
+/// integration's SaaS settings, sent unchanged as the `SAAS` object of every record, as
+/// Oomnitza's own connector does.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SaasConfig {
+    /// The integration's SaaS sync key, as configured for the integration in Oomnitza
+    /// (required). It is a setting of the integration, the same on every record, not a
+    /// per-person value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_key: Option<String>,
     /// SaaS name in Oomnitza, e.g. "Sage People".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -342,6 +352,23 @@ impl IntegrationConfig {
     /// Checks the config, including template syntax, reporting every problem found.
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         crate::Integration::compile(self.clone()).map(drop)
+    }
+
+    /// Keys that are still accepted but no longer do anything, with what to do about them.
+    /// Not errors: a config using them loads. Callers log them when a config is applied and
+    /// show them when one is validated.
+    pub fn deprecations(&self) -> Vec<ValidationError> {
+        let mut found = Vec::new();
+        if self.filter.restore_archived {
+            found.push(ValidationError::new(
+                ValidationKind::Deprecated,
+                "filter.restore_archived",
+                "is deprecated and has no effect: Oomnitza documents no `restore_archived` record \
+                 key (neither its API description nor its own connector sends one), so peoplesync \
+                 no longer sends it; restore archived users in Oomnitza, then remove the key",
+            ));
+        }
+        found
     }
 
     /// The mapping entry for Oomnitza field `field`, if any.

@@ -30,5 +30,5 @@ pub use hash::{record_hash, record_json};
 pub use mapping::{Evaluation, Integration, RecordInput};
 pub use preview::{FieldPreview, Preview, preview};
 pub use smart::{Suggestion, TargetField, suggest_mapping};
-pub use validate::{RESTORE_ARCHIVED_KEY, SAAS_KEY};
+pub use validate::SAAS_KEY;
 pub use worker::{IntegrationField, NormaliseError, Tracking, Worker};

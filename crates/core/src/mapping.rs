@@ -46,9 +46,9 @@ pub struct RecordInput<'a> {
 /// What happens to one worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Evaluation {
-    /// Send this record: exactly one element of the bulk `records` array (field id → value;
-    /// the `SAAS` block for user plus SaaS user; `restore_archived: true` when the filter
-    /// asks for it). Absent values are JSON null, so Oomnitza clears them.
+    /// Send this record: exactly one element of the bulk `records` array (field id → value,
+    /// plus the `SAAS` object for user plus SaaS user). Absent values are JSON null, so
+    /// Oomnitza clears them.
     Load {
         /// The record.
         record: Map<String, Value>,
@@ -205,11 +205,6 @@ impl Integration {
         &self.sync_field
     }
 
-    /// Whether records carry `restore_archived: true` (`filter.restore_archived`).
-    pub fn restore_archived(&self) -> bool {
-        self.config.filter.restore_archived
-    }
-
     /// Whether evaluating reads the raw Sage People record: a template or the condition uses
     /// `response`, or a mapping's source is an additional field. When it does not, callers may
     /// skip decoding the raw record and pass `Value::Null` — the loader does, per event.
@@ -248,7 +243,7 @@ impl Integration {
         self.finish(entries.into_iter().collect())
     }
 
-    /// Required fields, sync keys, SaaS block and restore flag, on a mapped record.
+    /// Required fields, sync keys and the SaaS object, on a mapped record.
     fn finish(&self, mut record: Map<String, Value>) -> Evaluation {
         for &i in &self.required {
             let field = &self.fields[i];
@@ -261,11 +256,11 @@ impl Integration {
                 };
             }
         }
-        let sync_value = self
+        let has_sync_value = self
             .sync_indices
             .iter()
-            .find_map(|&i| record.get(&self.fields[i].field).and_then(as_key));
-        let Some(sync_value) = sync_value else {
+            .any(|&i| record.get(&self.fields[i].field).is_some_and(is_key));
+        if !has_sync_value {
             let keys: Vec<String> = self
                 .sync_indices
                 .iter()
@@ -279,12 +274,9 @@ impl Integration {
             return Evaluation::Unloadable {
                 reason: format!("every sync key is empty: {}", keys.join(", ")),
             };
-        };
-        if let Some(saas) = &self.saas {
-            record.insert(validate::SAAS_KEY.to_owned(), saas.block(sync_value));
         }
-        if self.config.filter.restore_archived {
-            record.insert(validate::RESTORE_ARCHIVED_KEY.to_owned(), Value::Bool(true));
+        if let Some(saas) = &self.saas {
+            record.insert(validate::SAAS_KEY.to_owned(), saas.object().clone());
         }
         Evaluation::Load { record }
     }
@@ -352,13 +344,12 @@ pub(crate) fn is_empty(value: &Value) -> bool {
     }
 }
 
-/// A sync key value as text, when present.
-fn as_key(value: &Value) -> Option<String> {
+/// Whether a sync key's value can identify a user: a non-blank string, a number or a boolean.
+fn is_key(value: &Value) -> bool {
     match value {
-        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
+        Value::String(s) => !s.trim().is_empty(),
+        Value::Number(_) | Value::Bool(_) => true,
+        _ => false,
     }
 }
 

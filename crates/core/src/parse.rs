@@ -36,7 +36,7 @@ const TOP_KEYS: [&str; 12] = [
 ];
 const SCHEDULE_KEYS: [&str; 4] = ["every", "at", "timezone", "cron"];
 const FILTER_KEYS: [&str; 3] = ["mode", "condition", "restore_archived"];
-const SAAS_KEYS: [&str; 2] = ["name", "selected_saas_id"];
+const SAAS_KEYS: [&str; 3] = ["sync_key", "name", "selected_saas_id"];
 const MAPPING_KEYS: [&str; 7] = [
     "field", "label", "unique", "source", "template", "setting", "value",
 ];
@@ -118,6 +118,7 @@ pub(crate) fn parse(text: &str) -> Result<Parsed, ValidationErrors> {
     let saas = saas_table.map(|t| {
         r.unknown_keys(t, "saas.", &SAAS_KEYS);
         SaasConfig {
+            sync_key: r.string(t, "sync_key", "saas.sync_key"),
             name: r.string(t, "name", "saas.name"),
             selected_saas_id: r.string(t, "selected_saas_id", "saas.selected_saas_id"),
         }

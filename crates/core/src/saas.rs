@@ -1,20 +1,22 @@
-//! User plus SaaS user: the `SAAS` block added to every record, so Oomnitza also creates or
-//! updates the person's SaaS-user record for Sage People. Its `sync_key` is the user's first
-//! sync key that has a value; `name` and `selected_saas_id` come from `[saas]`.
+//! User plus SaaS user: the `SAAS` object added to every record, so Oomnitza also creates or
+//! updates the person's SaaS-user record for Sage People. Like Oomnitza's own connector, it is
+//! built once from the integration's `[saas]` settings (`sync_key`, `selected_saas_id`,
+//! `name`) and is the same on every record; nothing in it depends on the person.
 
 use serde_json::{Map, Value};
 
 use crate::config::{IntegrationConfig, IntegrationType};
 
-/// The constant part of the `SAAS` block.
+/// The `SAAS` object of an integration, built once per compiled config.
 #[derive(Debug, Clone)]
 pub(crate) struct SaasBlock {
-    name: Option<String>,
-    selected_saas_id: Option<String>,
+    object: Value,
 }
 
 impl SaasBlock {
-    /// The block for `config`, when its type is user plus SaaS user.
+    /// The object for `config`, when its type is user plus SaaS user and `[saas]` names a
+    /// sync key (validation refuses the config otherwise). Blank settings are left out, as
+    /// the connector leaves out settings that are not set.
     pub(crate) fn new(config: &IntegrationConfig) -> Option<SaasBlock> {
         if config.integration_type != IntegrationType::UserAndSaasUser {
             return None;
@@ -24,24 +26,23 @@ impl SaasBlock {
             v.as_deref()
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .map(str::to_owned)
+                .map(|s| Value::String(s.to_owned()))
         };
+        let mut object = Map::new();
+        object.insert("sync_key".to_owned(), clean(&saas.sync_key)?);
+        if let Some(id) = clean(&saas.selected_saas_id) {
+            object.insert("selected_saas_id".to_owned(), id);
+        }
+        if let Some(name) = clean(&saas.name) {
+            object.insert("name".to_owned(), name);
+        }
         Some(SaasBlock {
-            name: clean(&saas.name),
-            selected_saas_id: clean(&saas.selected_saas_id),
+            object: Value::Object(object),
         })
     }
 
-    /// `{"sync_key": …, "name": …, "selected_saas_id": …}`, leaving out what is not set.
-    pub(crate) fn block(&self, sync_key: String) -> Value {
-        let mut block = Map::new();
-        block.insert("sync_key".to_owned(), Value::String(sync_key));
-        if let Some(name) = &self.name {
-            block.insert("name".to_owned(), Value::String(name.clone()));
-        }
-        if let Some(id) = &self.selected_saas_id {
-            block.insert("selected_saas_id".to_owned(), Value::String(id.clone()));
-        }
-        Value::Object(block)
+    /// `{"sync_key": …, "selected_saas_id": …, "name": …}`, leaving out what is not set.
+    pub(crate) fn object(&self) -> &Value {
+        &self.object
     }
 }

@@ -19,8 +19,6 @@ pub const EMAIL_FIELD: &str = "EMAIL";
 pub const ROLE_FIELD: &str = "PERMISSIONS_ID";
 /// The record key of the SaaS-user block.
 pub const SAAS_KEY: &str = "SAAS";
-/// The record key carrying `filter.restore_archived` when it is true.
-pub const RESTORE_ARCHIVED_KEY: &str = "restore_archived";
 /// The fields every record must have a value for.
 pub const REQUIRED_FIELDS: [&str; 3] = [USER_FIELD, EMAIL_FIELD, ROLE_FIELD];
 /// Settings a `setting = "..."` mapping may name.
@@ -52,6 +50,9 @@ pub enum ValidationKind {
     Template,
     /// One of the seed integration's requirements is not met.
     Required,
+    /// A key still accepted that no longer has an effect; never makes a config invalid
+    /// (reported by [`crate::IntegrationConfig::deprecations`], not by validation).
+    Deprecated,
 }
 
 /// One problem in a config, located by key or mapping entry.
@@ -276,23 +277,30 @@ fn check_filter_and_saas(config: &IntegrationConfig, p: &mut Problems) {
         (IntegrationType::UserAndSaasUser, None) => p.add(
             Missing,
             "saas",
-            "type = \"user_and_saas_user\" needs a [saas] table with `name` or `selected_saas_id`",
+            "type = \"user_and_saas_user\" needs a [saas] table with `sync_key` and `name` or `selected_saas_id`",
         ),
-        (IntegrationType::UserAndSaasUser, Some(saas))
-            if blank(&saas.name) && blank(&saas.selected_saas_id) =>
-        {
-            p.add(
-                Missing,
-                "saas",
-                "needs `name` (e.g. \"Sage People\") or `selected_saas_id`",
-            )
+        (IntegrationType::UserAndSaasUser, Some(saas)) => {
+            if blank(&saas.sync_key) {
+                p.add(
+                    Missing,
+                    "saas.sync_key",
+                    "is missing or empty; set it to the SaaS sync key configured for this integration in Oomnitza. It is the same on every record (earlier versions sent each person's first sync key value instead)",
+                );
+            }
+            if blank(&saas.name) && blank(&saas.selected_saas_id) {
+                p.add(
+                    Missing,
+                    "saas",
+                    "needs `name` (e.g. \"Sage People\") or `selected_saas_id`",
+                );
+            }
         }
         (IntegrationType::User, Some(_)) => p.add(
             Conflict,
             "saas",
             "is only used when type = \"user_and_saas_user\"; remove [saas] or change the type",
         ),
-        _ => {}
+        (IntegrationType::User, None) => {}
     }
 }
 
@@ -315,7 +323,7 @@ fn check_entry(config: &IntegrationConfig, i: usize, entry: &MappingEntry, p: &m
             &at,
             format!("field id `{field}` contains `{bad}`; Oomnitza field ids are letters, digits and `_` (no `.`, `-` or spaces)"),
         );
-    } else if field == SAAS_KEY || field == RESTORE_ARCHIVED_KEY {
+    } else if field == SAAS_KEY {
         p.add(
             Invalid,
             &at,

@@ -2,8 +2,8 @@
 //! answers with a value or an error — it never panics.
 
 use peoplesync_core::{
-    Evaluation, FilterMode, IntegrationConfig, MappingEntry, MappingSource, RecordInput, Tracking,
-    Worker, record_hash, record_json,
+    Evaluation, FilterMode, IntegrationConfig, IntegrationType, MappingEntry, MappingSource,
+    RecordInput, SaasConfig, Tracking, Worker, record_hash, record_json,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
@@ -211,6 +211,29 @@ proptest! {
         config.filter.mode = FilterMode::IfConditions;
         config.filter.condition = Some(template);
         exercise(&config, &raw);
+    }
+
+    #[test]
+    fn records_carry_only_mapped_fields_and_the_same_saas_object(raw in employee(), restore in any::<bool>()) {
+        let mut config = IntegrationConfig::default_for("prop");
+        config.integration_type = IntegrationType::UserAndSaasUser;
+        config.saas = Some(SaasConfig {
+            sync_key: Some("EMAIL".into()),
+            name: Some("Sage People".into()),
+            selected_saas_id: None,
+        });
+        // Deprecated: accepted, but never adds a key to the record.
+        config.filter.restore_archived = restore;
+        let integration = peoplesync_core::Integration::compile(config.clone())
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let Ok(worker) = Worker::from_raw(&raw) else { return Ok(()) };
+        let evaluation = integration.evaluate(&RecordInput { raw: &raw, worker: &worker, tracking: &tracking() });
+        if let Evaluation::Load { record } = evaluation {
+            for key in record.keys() {
+                prop_assert!(key == "SAAS" || config.entry(key).is_some(), "unexpected record key {}", key);
+            }
+            prop_assert_eq!(&record["SAAS"], &json!({"sync_key": "EMAIL", "name": "Sage People"}));
+        }
     }
 
     #[test]

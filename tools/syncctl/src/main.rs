@@ -249,7 +249,7 @@ impl Selector {
 
 #[derive(Debug, Subcommand)]
 enum DlqCommand {
-    /// List dead letters, oldest first.
+    /// List dead letters, least recently seen first, with the runs each was seen in.
     List {
         #[command(flatten)]
         selector: Selector,

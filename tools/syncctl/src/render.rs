@@ -331,19 +331,33 @@ fn dead_letter(letter: &pb::DeadLetter) -> Value {
         "body_excerpt": letter.body_excerpt,
         "attempts": letter.attempts,
         "at": time(letter.at.as_ref()),
+        "runs_seen": letter.runs_seen,
+        "first_run_id": letter.first_run_id,
+        "first_seen": time(letter.first_seen.as_ref()),
     })
 }
 
 /// Dead letters for people.
 pub fn dead_letters_text(reply: &pb::ListDeadLettersResponse) -> String {
     let mut out = format!(
-        "{:>8} {:<20} {:<38} {:<9} {}\n",
-        "SEQ", "WORKER", "RUN", "STAGE", "REASON"
+        "{:>8} {:<20} {:>4} {:<25} {:<25} {:<38} {:<9} {}\n",
+        "SEQ", "WORKER", "RUNS", "FIRST SEEN", "LAST SEEN", "LAST RUN", "STAGE", "REASON"
     );
     for l in &reply.letters {
+        let when = |t: Option<&Timestamp>| match time(t) {
+            Value::String(text) => text,
+            _ => "-".to_owned(),
+        };
         out.push_str(&format!(
-            "{:>8} {:<20} {:<38} {:<9} {}\n",
-            l.sequence, l.worker_id, l.run_id, l.stage, l.reason
+            "{:>8} {:<20} {:>4} {:<25} {:<25} {:<38} {:<9} {}\n",
+            l.sequence,
+            l.worker_id,
+            l.runs_seen.max(1),
+            when(l.first_seen.as_ref()),
+            when(l.at.as_ref()),
+            l.run_id,
+            l.stage,
+            l.reason
         ));
     }
     out.push_str(&format!(
@@ -381,6 +395,44 @@ mod tests {
             enum_name("RUN_OUTCOME_SUCCEEDED_WITH_DEAD_LETTERS", "RUN_OUTCOME_"),
             "succeeded_with_dead_letters"
         );
+    }
+
+    #[test]
+    fn dead_letters_show_how_many_runs_they_were_seen_in() {
+        let reply = pb::ListDeadLettersResponse {
+            letters: vec![pb::DeadLetter {
+                sequence: 42,
+                worker_id: "a2G7E000000LlIDUA0".into(),
+                run_id: "run-3".into(),
+                stage: "pipeline".into(),
+                reason: "required field EMAIL is empty (mapped from source Email)".into(),
+                at: Some(Timestamp {
+                    seconds: 1_700_172_800,
+                    nanos: 0,
+                }),
+                runs_seen: 3,
+                first_run_id: "run-1".into(),
+                first_seen: Some(Timestamp {
+                    seconds: 1_700_000_000,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }],
+            held: 1,
+            ..Default::default()
+        };
+        let value = dead_letters(&reply);
+        assert_eq!(value["letters"][0]["runs_seen"], 3);
+        assert_eq!(value["letters"][0]["first_run_id"], "run-1");
+        assert_eq!(
+            value["letters"][0]["first_seen"],
+            "2023-11-14T22:13:20+00:00"
+        );
+        let text = dead_letters_text(&reply);
+        let row = text.lines().nth(1).unwrap_or_default();
+        assert!(row.contains("   3 2023-11-14T22:13:20+00:00"), "{text}");
+        assert!(row.contains("2023-11-16T22:13:20+00:00"), "{text}");
+        assert!(row.contains("run-3"), "{text}");
     }
 
     #[test]

@@ -130,7 +130,7 @@ fn to_toml_round_trips() {
 fn round_trip_keeps_literal_values_saas_and_filters() {
     let text = edit("type = \"user\"", "type = \"user_and_saas_user\"\nsource_filter = \"workAddress.country eq 'France'\"\nadditional_fields = [\"Cost Centre\"]")
         .replace("mode = \"always\"", "mode = \"if_conditions\"\ncondition = \"worker.region == 'EMEA'\"")
-        .replace("restore_archived = false", "restore_archived = true\n[saas]\nname = \"Sage People\"")
+        .replace("restore_archived = false", "restore_archived = true\n[saas]\nsync_key = \"EMAIL\"\nname = \"Sage People\"")
         + "\n[[mapping]]\nfield = \"PHONE\"\nvalue = 42\n[[mapping]]\nfield = \"ADDRESS\"\nsource = \"Cost Centre\"\n";
     let config = IntegrationConfig::from_toml(&text).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
@@ -191,7 +191,7 @@ fn unknown_keys_are_refused_everywhere_with_suggestions() {
         "unknown key",
     );
     let saas = edit("type = \"user\"", "type = \"user_and_saas_user\"")
-        + "[saas]\nname = \"Sage People\"\nid = \"x\"\n";
+        + "[saas]\nsync_key = \"EMAIL\"\nname = \"Sage People\"\nid = \"x\"\n";
     assert_problem(&saas, "saas.id", "unknown key");
 }
 
@@ -533,16 +533,60 @@ fn filter_conditions_are_required_and_compiled() {
 #[test]
 fn saas_table_matches_the_type() {
     let saas_type = edit("type = \"user\"", "type = \"user_and_saas_user\"");
-    assert_problem(&saas_type, "saas", "needs a [saas] table");
+    assert_problem(&saas_type, "saas", "needs a [saas] table with `sync_key`");
     assert_problem(&(saas_type.clone() + "[saas]\n"), "saas", "needs `name`");
-    assert!(
-        IntegrationConfig::from_toml(&(saas_type.clone() + "[saas]\nselected_saas_id = \"42\"\n"))
-            .is_ok()
-    );
+    let config = IntegrationConfig::from_toml(
+        &(saas_type.clone() + "[saas]\nsync_key = \"EMAIL\"\nselected_saas_id = \"42\"\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let saas = config.saas.unwrap_or_default();
+    assert_eq!(saas.sync_key.as_deref(), Some("EMAIL"));
+    assert_eq!(saas.selected_saas_id.as_deref(), Some("42"));
     assert_problem(
-        &(EXAMPLE.to_owned() + "[saas]\nname = \"Sage People\"\n"),
+        &(EXAMPLE.to_owned() + "[saas]\nsync_key = \"EMAIL\"\nname = \"Sage People\"\n"),
         "saas",
         "only used when type = \"user_and_saas_user\"",
+    );
+}
+
+#[test]
+fn saas_sync_key_is_a_required_setting() {
+    let saas_type = edit("type = \"user\"", "type = \"user_and_saas_user\"");
+    // A config written before `sync_key` existed is refused with a message saying what to set.
+    let before = saas_type.clone() + "[saas]\nname = \"Sage People\"\n";
+    assert_problem(
+        &before,
+        "saas.sync_key",
+        "is missing or empty; set it to the SaaS sync key configured for this integration in Oomnitza",
+    );
+    assert_eq!(errors(&before).len(), 1, "{}", errors(&before));
+    assert_problem(
+        &(saas_type.clone() + "[saas]\nsync_key = \" \"\nname = \"Sage People\"\n"),
+        "saas.sync_key",
+        "is missing or empty",
+    );
+    assert_problem(
+        &(saas_type + "[saas]\nsync_key = 1\nname = \"Sage People\"\n"),
+        "saas.sync_key",
+        "must be a string, found integer",
+    );
+}
+
+#[test]
+fn restore_archived_is_accepted_but_deprecated() {
+    let config = IntegrationConfig::from_toml(EXAMPLE).unwrap();
+    assert!(config.deprecations().is_empty(), "false is the default");
+    let config =
+        IntegrationConfig::from_toml(&edit("restore_archived = false", "restore_archived = true"))
+            .unwrap_or_else(|e| panic!("an existing config must stay valid: {e}"));
+    let deprecations = config.deprecations();
+    assert_eq!(deprecations.len(), 1);
+    assert_eq!(deprecations[0].kind, ValidationKind::Deprecated);
+    assert_eq!(deprecations[0].location, "filter.restore_archived");
+    assert!(
+        deprecations[0].message.contains("no effect"),
+        "{}",
+        deprecations[0]
     );
 }
 

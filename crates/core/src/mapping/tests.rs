@@ -197,15 +197,13 @@ fn a_condition_kept_with_mode_always_does_not_filter() {
 }
 
 #[test]
-fn restore_archived_passes_through_to_the_record() {
+fn deprecated_restore_archived_adds_nothing_to_the_record() {
     let mut config = IntegrationConfig::default_for("sage-people");
     config.filter.restore_archived = true;
-    let integration = compile(config);
-    assert!(integration.restore_archived());
-    assert_eq!(
-        record(evaluate(&integration, &ada()))["restore_archived"],
-        json!(true)
-    );
+    let with_flag = record(evaluate(&compile(config), &ada()));
+    let without = record(evaluate(&default_integration(), &ada()));
+    assert!(!with_flag.contains_key("restore_archived"));
+    assert_eq!(with_flag, without, "the key changes nothing that is sent");
 }
 
 #[test]
@@ -345,50 +343,47 @@ fn saas_config(saas: SaasConfig) -> IntegrationConfig {
 }
 
 #[test]
-fn saas_users_get_a_saas_block_keyed_by_the_first_sync_key() {
+fn saas_object_is_built_from_the_settings() {
     let integration = compile(saas_config(SaasConfig {
+        sync_key: Some("EMAIL".into()),
         name: Some("Sage People".into()),
-        selected_saas_id: None,
+        selected_saas_id: Some("4711".into()),
     }));
     let r = record(evaluate(&integration, &ada()));
     assert_eq!(
         r["SAAS"],
-        json!({"sync_key": "ada.lovelace@example.com", "name": "Sage People"})
+        json!({"sync_key": "EMAIL", "selected_saas_id": "4711", "name": "Sage People"})
     );
 }
 
 #[test]
-fn saas_block_carries_the_selected_saas_id() {
+fn saas_object_leaves_out_settings_that_are_not_set() {
     let integration = compile(saas_config(SaasConfig {
+        sync_key: Some(" EMAIL ".into()),
         name: None,
         selected_saas_id: Some("4711".into()),
     }));
     let r = record(evaluate(&integration, &ada()));
     assert_eq!(
         r["SAAS"],
-        json!({"sync_key": "ada.lovelace@example.com", "selected_saas_id": "4711"})
+        json!({"sync_key": "EMAIL", "selected_saas_id": "4711"})
     );
 }
 
 #[test]
-fn saas_sync_key_falls_back_to_the_next_sync_key_with_a_value() {
-    let mut config = saas_config(SaasConfig {
+fn saas_object_is_the_same_on_every_record() {
+    let integration = compile(saas_config(SaasConfig {
+        sync_key: Some("Sage People user".into()),
         name: Some("Sage People".into()),
         selected_saas_id: None,
-    });
-    config.mapping.push(
-        MappingEntry::new(
-            "FFFF0000FFFF0000FFFF0000FFFF0000",
-            MappingSource::Template("{{ response.badge }}".into()),
-        )
-        .unique(),
-    );
-    config.sync_keys = vec![
-        "FFFF0000FFFF0000FFFF0000FFFF0000".into(),
-        SAGE_USER_ID_FIELD.into(),
-    ];
-    let r = record(evaluate(&compile(config), &ada()));
-    assert_eq!(r["SAAS"]["sync_key"], "a2G7E000000LlIDUA0");
+    }));
+    let other = json!({"id": "a2G7E000000ZZZZUA0", "emailAddress": "grace.hopper@example.com",
+        "firstName": "Grace", "lastName": "Hopper"});
+    let first = record(evaluate(&integration, &ada()));
+    let second = record(evaluate(&integration, &other));
+    assert_ne!(first["EMAIL"], second["EMAIL"]);
+    assert_eq!(first["SAAS"], second["SAAS"]);
+    assert_eq!(first["SAAS"]["sync_key"], "Sage People user");
 }
 
 #[test]
