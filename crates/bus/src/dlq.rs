@@ -25,8 +25,12 @@ use crate::{BusError, Publisher, names};
 
 /// Header: why the event was dead-lettered.
 pub const REASON: &str = "Peoplesync-Reason";
-/// Header: where it failed: `pipeline` (filter/map), `oomnitza` (refused), `delivery` (retries exhausted).
+/// Header: where it failed: `pipeline` (filter/map), `oomnitza` (refused), `delivery` (retries
+/// exhausted), [`STAGE_VERIFICATION`] (accepted but not applied).
 pub const STAGE: &str = "Peoplesync-Stage";
+/// The stage of a record Oomnitza accepted but did not apply, found by the check of a
+/// finalized run; its payload is the record as sent, not the worker event.
+pub const STAGE_VERIFICATION: &str = "verification";
 /// Header: the HTTP status Oomnitza answered, when it did.
 pub const HTTP_STATUS: &str = "Peoplesync-Http-Status";
 /// Header: the start of Oomnitza's response body, on one line.

@@ -334,6 +334,16 @@ async fn republish(
     } else {
         record.letter.worker_id.clone()
     };
+    // A record Oomnitza accepted but did not apply keeps the record as sent, not the event:
+    // there is nothing to publish again, and nothing needs to be — its applied hash was
+    // dropped, so the next run sends it.
+    if record.letter.stage == dlq::STAGE_VERIFICATION {
+        return Err(format!(
+            "Oomnitza accepted but did not apply this record; once the cause is fixed in \
+             Oomnitza, the next run sends it again (or `syncctl sync-worker {worker_id}` now); \
+             then purge this letter"
+        ));
+    }
     // An event that cannot be decoded goes back as it was: the loader dead-letters it again
     // (under the replay run, which it reads from the message id), with the reason.
     let (payload, kind) = match codec::decode_worker_event(&record.payload) {

@@ -97,6 +97,9 @@ impl Integrations {
         match compiled {
             Ok(integration) if integration.config().id == id => {
                 tracing::info!(integration = id, revision, "integration config active");
+                for deprecated in integration.config().deprecations() {
+                    tracing::warn!(integration = id, revision, "{deprecated}");
+                }
                 self.activate(id, integration, revision);
             }
             Ok(integration) => tracing::error!(

@@ -341,7 +341,7 @@ impl Verifier {
                             run_id: String::new(),
                             worker_id: event.worker_id.clone(),
                             reason,
-                            stage: "verification".into(),
+                            stage: dlq::STAGE_VERIFICATION.into(),
                             http_status: None,
                             body_excerpt: Some(difference),
                             attempts: 1,
