@@ -33,6 +33,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/_admin/bulk_response", put(bulk_response))
         .route("/_admin/behavior", get(get_behavior).put(put_behavior))
         .route("/_admin/wait_idle", get(wait_idle))
+        .route("/_admin/sessions/revoke", post(revoke_sessions))
 }
 
 fn bad_request(message: String) -> Response {
@@ -115,6 +116,12 @@ async fn bulk_response(State(shared): State<Arc<Shared>>, body: Bytes) -> Respon
         }
         Err(e) => bad_request(format!("the body is not JSON: {e}")),
     }
+}
+
+/// Ends every password session; see [`super::OomnitzaSim::revoke_sessions`].
+async fn revoke_sessions(State(shared): State<Arc<Shared>>) -> Response {
+    shared.revoke_sessions();
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn get_behavior(State(shared): State<Arc<Shared>>) -> Response {

@@ -431,6 +431,11 @@ impl OomnitzaSim {
         self.shared.faults()
     }
 
+    /// Ends every password session, as an expiry would: their tokens get `401` from now on.
+    pub fn revoke_sessions(&self) {
+        self.shared.revoke_sessions();
+    }
+
     /// Adds a pre-existing user (field id → value; `"_id"` optional). Nothing is validated.
     pub fn insert_user(&self, fields: Map<String, Value>) {
         let _ = self.shared.insert_user(fields);

@@ -215,6 +215,10 @@ impl Shared {
         portion
     }
 
+    pub(crate) fn revoke_sessions(&self) {
+        lock(&self.control).sessions.clear();
+    }
+
     pub(crate) fn faults(&self) -> OomnitzaFaults {
         lock(&self.control).faults.clone()
     }
