@@ -2181,7 +2181,16 @@ mod binaries {
     #[tokio::test]
     async fn oomnitza_sim_serves_with_flags_and_stops_on_sigterm() {
         let mut command = Command::new(env!("CARGO_BIN_EXE_oomnitza-sim"));
-        command.args(["--api-token", "flag-token", "--forbidden"]);
+        command
+            .args(["--api-token", "flag-token", "--forbidden"])
+            .args([
+                "--processing-delay-ms",
+                "0",
+                "--refuse",
+                "EMAIL=@blocked\\.example$",
+            ])
+            .env("OOMNITZA_SIM_REQUIRE", "FIRST_NAME=^[A-Z]\nLAST_NAME=.")
+            .env("OOMNITZA_SIM_CUSTOM_FIELD_NAMES", "id");
         let (child, stdout, url) = start(command).await;
         let client = reqwest::Client::new();
         let forbidden = client
@@ -2200,6 +2209,36 @@ mod binaries {
             .await
             .expect("json");
         assert_eq!(faults["forbidden"], true);
+        let behavior: Value = client
+            .get(format!("{url}/_admin/behavior"))
+            .send()
+            .await
+            .expect("behavior")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(behavior["processing_delay_ms"], 0);
+        assert_eq!(behavior["custom_field_names"], "id");
+        let rules: Vec<(&str, &str, bool)> = behavior["validation_rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .map(|r| {
+                (
+                    r["field"].as_str().unwrap_or_default(),
+                    r["pattern"].as_str().unwrap_or_default(),
+                    r["must_match"].as_bool().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                ("EMAIL", "@blocked\\.example$", false),
+                ("FIRST_NAME", "^[A-Z]", true),
+                ("LAST_NAME", ".", true)
+            ]
+        );
         terminate(child, stdout).await;
     }
 }

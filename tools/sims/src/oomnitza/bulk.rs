@@ -20,7 +20,7 @@ use tokio::time::{Duration, Instant};
 
 use super::gate::error;
 use super::state::Shared;
-use super::{PortionState, validate};
+use super::{MAX_PROCESSING_DELAY_MS, PortionState, validate};
 use crate::sync::lock;
 
 /// Accepts one batch of user records for a portion; they are processed later.
@@ -82,7 +82,7 @@ pub(crate) async fn post(
         return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
     }
     let portion_id = env.portion.clone();
-    let due = Instant::now() + Duration::from_millis(delay_ms);
+    let due = Instant::now() + Duration::from_millis(delay_ms.min(MAX_PROCESSING_DELAY_MS));
     let received = store.accept(env, due, &peer.ip().to_string());
     shared.publish_pending(&store);
     drop(store);

@@ -100,14 +100,17 @@ impl Default for OomnitzaConfig {
 /// which reads the users back right after a `200` finds them not yet applied.
 pub const DEFAULT_PROCESSING_DELAY_MS: u64 = 5;
 
+/// Longest processing delay honoured (one hour); a longer one is shortened to it.
+pub const MAX_PROCESSING_DELAY_MS: u64 = 3_600_000;
+
 /// The tenant's behaviour where Oomnitza publishes nothing, and its validation rules;
 /// `PUT /_admin/behavior` takes this as JSON (every member optional).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct OomnitzaBehavior {
     /// How long after a bulk post is accepted its records start being processed, in
-    /// milliseconds (0: as soon as the worker gets to them, for benchmarks). Oomnitza processes
-    /// asynchronously but publishes no delay.
+    /// milliseconds (0: as soon as the worker gets to them, for benchmarks; at most
+    /// [`MAX_PROCESSING_DELAY_MS`]). Oomnitza processes asynchronously but publishes no delay.
     pub processing_delay_ms: u64,
     /// Tenant validation rules checked when a record is processed; a refused record fails.
     pub validation_rules: Vec<ValidationRule>,
