@@ -1,6 +1,8 @@
 //! Authenticating to Oomnitza: a configured API token, or a token obtained from a login and
 //! password at `POST /api/request_token`, cached and shared by every clone of the client and
-//! requested again (once per call) when Oomnitza refuses it.
+//! requested again (once per call) when Oomnitza refuses it. A password session may come with
+//! an `X-CSRF-Token` header; like Oomnitza's own connector, the client echoes it on every
+//! later request of that session, and a renewed session brings its own.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -16,8 +18,20 @@ use crate::error::{Error, ErrorKind, Operation};
 /// The header Oomnitza reads the token from.
 pub(crate) const AUTH_HEADER: &str = "Authorization2";
 
-/// An `Authorization2` header value, marked sensitive so that it is never logged.
-pub(crate) type Credential = Arc<HeaderValue>;
+/// The header of a session's anti-CSRF token, in `request_token`'s answer and in later
+/// requests.
+pub(crate) const CSRF_HEADER: &str = "X-CSRF-Token";
+
+/// What authenticates a request: the `Authorization2` value and, for a password session that
+/// got one, the `X-CSRF-Token` to echo; both marked sensitive so that they are never logged.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) token: HeaderValue,
+    pub(crate) csrf: Option<HeaderValue>,
+}
+
+/// The current session, shared; compared by pointer to tell a renewed one from a refused one.
+pub(crate) type Credential = Arc<Session>;
 
 /// Body of `POST /api/request_token`'s answer.
 #[derive(Deserialize)]
@@ -59,10 +73,10 @@ impl Authenticator {
     /// Prepares the credential; a malformed API token fails here, at start-up.
     pub(crate) fn new(auth: &OomnitzaAuth, base: &Url, host: &str) -> Result<Self, Error> {
         match auth {
-            OomnitzaAuth::ApiToken(token) => Ok(Authenticator::Static(Arc::new(sensitive(
-                token.expose_secret(),
-                host,
-            )?))),
+            OomnitzaAuth::ApiToken(token) => Ok(Authenticator::Static(Arc::new(Session {
+                token: sensitive(token.expose_secret(), host)?,
+                csrf: None,
+            }))),
             OomnitzaAuth::Password { login, password } => {
                 let url = base.join("api/request_token").map_err(|error| {
                     Error::new(
@@ -171,6 +185,14 @@ impl Authenticator {
             .map_err(|error| Error::transport(host, &what, timeout, error))?;
         let status = response.status().as_u16();
         let retry_after = crate::client::retry_after_of(response.headers());
+        let csrf = response
+            .headers()
+            .get(CSRF_HEADER)
+            .cloned()
+            .map(|mut value| {
+                value.set_sensitive(true);
+                value
+            });
         let body = response
             .bytes()
             .await
@@ -201,7 +223,10 @@ impl Authenticator {
         }
         let answer: TokenAnswer = serde_json::from_slice(&body)
             .map_err(|error| Error::invalid_response(host, &what, &body, error))?;
-        Ok(Arc::new(sensitive(&answer.token, host)?))
+        Ok(Arc::new(Session {
+            token: sensitive(&answer.token, host)?,
+            csrf,
+        }))
     }
 }
 

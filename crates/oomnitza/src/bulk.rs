@@ -100,10 +100,14 @@ pub enum Finalize {
 impl OomnitzaClient {
     /// Posts one batch of user records to its portion: one attempt, no retry.
     ///
-    /// `Ok` means Oomnitza accepted the batch; per-record outcomes are in the run log. Errors:
+    /// `Ok` means Oomnitza *accepted* the batch, not that its records were applied: Oomnitza
+    /// processes them afterwards, and a record can still fail then. Per-record outcomes are in
+    /// the run log ([`OomnitzaClient::run_log`]); what landed is what reading the users back
+    /// shows. A canceled portion may still answer `Ok` (Oomnitza publishes nothing about it):
+    /// poll [`OomnitzaClient::portion`] for `canceled`. Errors:
     /// [`Transient`](crate::ErrorKind::Transient) (send again later, after `retry_after`),
     /// [`Rejected`](crate::ErrorKind::Rejected) (split the batch to isolate bad records),
-    /// [`Closed`](crate::ErrorKind::Closed) (the portion is finalized or canceled),
+    /// [`Closed`](crate::ErrorKind::Closed) (the portion is finalized),
     /// [`Unauthorized`](crate::ErrorKind::Unauthorized) (stop loading).
     pub async fn post_bulk<R: Serialize>(&self, request: &BulkRequest<'_, R>) -> Result<(), Error> {
         let inner = self.inner();

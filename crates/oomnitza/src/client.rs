@@ -10,7 +10,7 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use crate::auth::{AUTH_HEADER, Authenticator, Credential};
+use crate::auth::{AUTH_HEADER, Authenticator, CSRF_HEADER, Credential};
 use crate::config::{OomnitzaConfig, RetryPolicy};
 use crate::error::{Error, ErrorKind, Operation, parse_retry_after};
 use crate::retry::retry;
@@ -186,11 +186,11 @@ impl OomnitzaClient {
     ) -> Result<(u16, Option<Duration>, Bytes), Error> {
         let inner = &*self.inner;
         let transport = |error| Error::transport(&inner.host, what, inner.timeout, error);
-        let response = build(&inner.http)
-            .header(AUTH_HEADER, credential.as_ref().clone())
-            .send()
-            .await
-            .map_err(transport)?;
+        let mut request = build(&inner.http).header(AUTH_HEADER, credential.token.clone());
+        if let Some(csrf) = &credential.csrf {
+            request = request.header(CSRF_HEADER, csrf.clone());
+        }
+        let response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
         let retry_after = retry_after_of(response.headers());
         let body = response.bytes().await.map_err(transport)?;
@@ -236,12 +236,25 @@ fn join(base: &Url, segments: &[&str], query: &[(&str, &str)]) -> Url {
     url
 }
 
+/// RFC 3986's unreserved characters, the only ones sent as they are.
+fn unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
+}
+
+/// The length of `value` once [`encode_component`] has encoded it.
+pub(crate) fn encoded_len(value: &str) -> usize {
+    value
+        .bytes()
+        .map(|byte| if unreserved(byte) { 1 } else { 3 })
+        .sum()
+}
+
 /// Percent-encodes everything but RFC 3986's unreserved characters, so spaces become `%20` and
 /// quotes, `&`, `=`, `[` and `#` in filter values cannot break the query.
 fn encode_component(value: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &byte in value.as_bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+        if unreserved(byte) {
             out.push(char::from(byte));
         } else {
             out.push('%');

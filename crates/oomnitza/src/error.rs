@@ -19,7 +19,9 @@ pub enum ErrorKind {
     /// Oomnitza will never accept this body (400, 404, 422 and other 4xx): for a bulk post,
     /// split the batch to isolate the bad records and dead-letter them.
     Rejected,
-    /// The portion is finalized or canceled (409 on a bulk post): stop sending to it.
+    /// The portion is closed (409 on a bulk post: it is finalized): stop sending to it. A
+    /// canceled portion is not published to refuse posts; poll
+    /// [`OomnitzaClient::portion`](crate::OomnitzaClient::portion) to learn of a cancel.
     Closed,
     /// Bad credentials (401) or missing rights (403): stop loading, report it, retry slowly.
     Unauthorized,
@@ -165,8 +167,8 @@ impl Error {
                 )
             }
             (ErrorKind::Closed, _) => format!(
-                "Oomnitza at {host} refused {what} because the portion is finalized or canceled \
-                 ({said}); stop sending to this portion"
+                "Oomnitza at {host} refused {what} because the portion is closed ({said}); \
+                 stop sending to this portion"
             ),
             (ErrorKind::Unauthorized, 403) => format!(
                 "Oomnitza at {host} forbade {what} to the user of the configured {auth} ({said}); \

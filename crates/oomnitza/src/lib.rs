@@ -1,6 +1,11 @@
 //! Client of the Oomnitza API, for peoplesync's loader: API-token or password authentication,
 //! bulk portions (post, status, finalize, run log) and reading users.
 //!
+//! Oomnitza applies bulk records asynchronously: a successful [`OomnitzaClient::post_bulk`]
+//! means the batch was *accepted*. What landed is known from the run log once nothing is
+//! processing ([`RunLog::processing`]) and, record by record, from reading the users back
+//! ([`OomnitzaClient::find_users_in`], [`OomnitzaClient::find_all_users`]).
+//!
 //! [`OomnitzaClient::post_bulk`] makes exactly one attempt and classifies its outcome, so that
 //! the loader can own retries, rate limiting and batch splitting; the read and control calls
 //! retry transient failures a few times themselves. Every failure is an [`Error`] whose
@@ -44,4 +49,5 @@ pub use config::{
     DEFAULT_CONNECTOR_NAME, DEFAULT_REQUEST_TIMEOUT, OomnitzaAuth, OomnitzaConfig, RetryPolicy,
 };
 pub use error::{BODY_EXCERPT_CHARS, Error, ErrorKind};
-pub use run_log::{FailedRecord, RunLog};
+pub use run_log::{FATAL_ERROR, RunCounts, RunLog};
+pub use users::{MAX_URL_CHARS, filter_literal};

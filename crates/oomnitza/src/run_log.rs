@@ -1,75 +1,170 @@
-//! A portion's run log (`GET /api/v3/connector_run_logs/connectors/{portion}`): how many records
-//! were added, updated, unchanged, skipped, failed or still processing, and the failed records.
+//! A portion's run log (`GET /api/v3/connector_run_logs/connectors/{portion}`), in the shape
+//! of the published schema "Connector run logs portion details": record counts per outcome
+//! under `objects` (`processing` counts records accepted but not applied yet) and free-text
+//! messages per outcome under `logs` (`"Fatal Error"`, `failed`, ...).
 //!
-//! Oomnitza does not publish this shape, so decoding is lenient: missing counts read as zero,
-//! and every member peoplesync does not know is kept in `other`.
+//! Oomnitza processes bulk records asynchronously, so a run log with `processing > 0` is not
+//! final; and the text of a message is not specified: show it to an operator as Oomnitza's
+//! reason, but find out which records landed by reading the users back. Decoding is lenient:
+//! missing counts read as zero, missing lists as empty, and every member peoplesync does not
+//! know is kept. A log in the older flat shape (counts at the top level) is read too.
 
-use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::client::OomnitzaClient;
 use crate::error::Error;
 
-/// The counts and failures of one portion (integration run).
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
-pub struct RunLog {
+/// The `logs` key of messages about failures that stopped a run.
+pub const FATAL_ERROR: &str = "Fatal Error";
+
+/// The record counts of a run (`objects`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Map<String, Value>")]
+pub struct RunCounts {
     /// Users created.
-    #[serde(default, deserialize_with = "count")]
     pub added: u64,
     /// Users updated.
-    #[serde(default, deserialize_with = "count")]
     pub updated: u64,
     /// Records that changed nothing.
-    #[serde(default, deserialize_with = "count")]
     pub unchanged: u64,
     /// Records skipped (create-only on an existing user, update-only on an unknown one).
-    #[serde(default, deserialize_with = "count")]
     pub skipped: u64,
     /// Records that failed.
-    #[serde(default, deserialize_with = "count")]
     pub failed: u64,
-    /// Records still being processed.
-    #[serde(default, deserialize_with = "count")]
+    /// Records discarded because the run was canceled.
+    pub canceled: u64,
+    /// Records accepted and not applied yet.
     pub processing: u64,
-    /// The failed records with their reasons.
-    #[serde(
-        default,
-        alias = "failures",
-        alias = "errors",
-        deserialize_with = "failures"
-    )]
-    pub failed_records: Vec<FailedRecord>,
-    /// Every other member of the answer, as sent.
-    #[serde(flatten)]
+    /// Every other count, as sent.
     pub other: Map<String, Value>,
 }
 
-/// A record of the run log that failed.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
-pub struct FailedRecord {
-    /// The record as posted (`null` when Oomnitza did not echo it).
-    #[serde(default)]
-    pub record: Value,
-    /// Why it failed.
-    #[serde(default, alias = "error", alias = "message")]
-    pub reason: Option<String>,
-    /// Every other member, as sent.
-    #[serde(flatten)]
+/// One portion's run log.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "Value")]
+pub struct RunLog {
+    /// The run's status as Oomnitza words it (empty when absent).
+    pub status: String,
+    /// The run was a test run: the counts say what would have happened; nothing was applied.
+    pub test_run: bool,
+    /// Record counts per outcome.
+    pub counts: RunCounts,
+    /// Messages per outcome (`"Fatal Error"`, `failed`, `added`, ...), as sent.
+    pub logs: BTreeMap<String, Vec<String>>,
+    /// Every other member of the answer (`connector`, `start_time`, `test_run_payload`, ...).
     pub other: Map<String, Value>,
+}
+
+impl RunLog {
+    /// Records accepted and not applied yet: the counts are final once this is zero.
+    pub fn processing(&self) -> u64 {
+        self.counts.processing
+    }
+
+    /// The messages about failed records (free text naming the record and the reason).
+    pub fn failed_messages(&self) -> &[String] {
+        self.messages("failed")
+    }
+
+    /// The messages about failures that stopped the run.
+    pub fn fatal_errors(&self) -> &[String] {
+        self.messages(FATAL_ERROR)
+    }
+
+    /// The messages logged under `outcome`, empty if none.
+    pub fn messages(&self, outcome: &str) -> &[String] {
+        self.logs.get(outcome).map_or(&[], Vec::as_slice)
+    }
 }
 
 /// A count that may be missing, `null`, a number or a numeric string.
-fn count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
-    Ok(match Value::deserialize(deserializer)? {
-        Value::Number(number) => number.as_u64().unwrap_or(0),
-        Value::String(text) => text.trim().parse().unwrap_or(0),
+fn count(value: Option<Value>) -> u64 {
+    match value {
+        Some(Value::Number(number)) => number.as_u64().unwrap_or(0),
+        Some(Value::String(text)) => text.trim().parse().unwrap_or(0),
         _ => 0,
-    })
+    }
 }
 
-/// A failure list that may be missing or `null`.
-fn failures<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<FailedRecord>, D::Error> {
-    Ok(Option::<Vec<FailedRecord>>::deserialize(deserializer)?.unwrap_or_default())
+/// A message list that may be missing, `null`, one string, or hold non-strings (shown as JSON).
+fn messages(value: Value) -> Vec<String> {
+    let text = |v: Value| match v {
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    match value {
+        Value::Null => Vec::new(),
+        Value::Array(items) => items.into_iter().map(text).collect(),
+        other => vec![text(other)],
+    }
+}
+
+impl From<Map<String, Value>> for RunCounts {
+    fn from(mut objects: Map<String, Value>) -> Self {
+        let mut take = |name: &str| count(objects.remove(name));
+        RunCounts {
+            added: take("added"),
+            updated: take("updated"),
+            unchanged: take("unchanged"),
+            skipped: take("skipped"),
+            failed: take("failed"),
+            canceled: take("canceled"),
+            processing: take("processing"),
+            other: objects,
+        }
+    }
+}
+
+impl TryFrom<Value> for RunLog {
+    type Error = String;
+
+    fn try_from(value: Value) -> Result<Self, Self::Error> {
+        let Value::Object(mut body) = value else {
+            return Err("a run log is a JSON object".into());
+        };
+        let counts = match body.remove("objects") {
+            Some(Value::Object(objects)) => RunCounts::from(objects),
+            // The older flat shape: the counts are members of the log itself.
+            _ => {
+                let flat: Map<String, Value> = [
+                    "added",
+                    "updated",
+                    "unchanged",
+                    "skipped",
+                    "failed",
+                    "canceled",
+                    "processing",
+                ]
+                .into_iter()
+                .filter_map(|name| Some((name.to_owned(), body.remove(name)?)))
+                .collect();
+                RunCounts::from(flat)
+            }
+        };
+        let logs = match body.remove("logs") {
+            Some(Value::Object(logs)) => logs
+                .into_iter()
+                .map(|(outcome, list)| (outcome, messages(list)))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+        let status = match body.remove("status") {
+            Some(Value::String(status)) => status,
+            Some(Value::Null) | None => String::new(),
+            Some(other) => other.to_string(),
+        };
+        let test_run = matches!(body.remove("test_run"), Some(Value::Bool(true)));
+        Ok(RunLog {
+            status,
+            test_run,
+            counts,
+            logs,
+            other: body,
+        })
+    }
 }
 
 impl RunLog {
@@ -92,7 +187,8 @@ impl RunLog {
 }
 
 impl OomnitzaClient {
-    /// Reads a portion's run log.
+    /// Reads a portion's run log. Records are processed after their batch is accepted, so
+    /// read it again until [`RunLog::processing`] is zero before taking the counts as final.
     pub async fn run_log(&self, portion: &str) -> Result<RunLog, Error> {
         let what = format!("reading the run log of portion {portion}");
         let url = self.url(
@@ -113,36 +209,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_counts_failures_and_keeps_the_rest() {
+    fn reads_the_published_shape_and_keeps_the_rest() {
         let log: RunLog = serde_json::from_value(json!({
-            "portion": "p",
-            "added": 3, "updated": "2", "unchanged": null, "failed": 1,
-            "failed_records": [{"record": {"EMAIL": "x"}, "reason": "bad role", "row": 4}],
-            "finished_at": "2025-01-01T00:00:00Z"
+            "connector": "sage-people", "deployment": "", "status": "in_progress",
+            "start_time": 1_700_000_000, "end_time": 0, "ipv4_address": "10.0.0.1",
+            "test_run": false, "test_run_payload": [], "file_attachment": null,
+            "objects": {"added": 3, "updated": "2", "failed": 1, "skipped": null,
+                        "canceled": 4, "processing": 5, "archived": 6},
+            "logs": {"Fatal Error": [], "failed": ["EMAIL 'x': bad role"], "added": null,
+                     "skipped": "one message", "updated": [7]}
         }))
         .unwrap();
+        let c = &log.counts;
         assert_eq!(
             (
-                log.added,
-                log.updated,
-                log.unchanged,
-                log.skipped,
-                log.failed,
-                log.processing
+                c.added,
+                c.updated,
+                c.unchanged,
+                c.skipped,
+                c.failed,
+                c.canceled,
+                c.processing
             ),
-            (3, 2, 0, 0, 1, 0)
+            (3, 2, 0, 0, 1, 4, 5)
         );
-        assert_eq!(log.failed_records.len(), 1);
-        assert_eq!(log.failed_records[0].reason.as_deref(), Some("bad role"));
-        assert_eq!(log.failed_records[0].record, json!({"EMAIL": "x"}));
-        assert_eq!(log.failed_records[0].other["row"], 4);
-        assert_eq!(log.other["portion"], "p");
-        assert_eq!(log.other["finished_at"], "2025-01-01T00:00:00Z");
+        assert_eq!(c.other["archived"], 6);
+        assert_eq!(log.processing(), 5);
+        assert_eq!(log.status, "in_progress");
+        assert!(!log.test_run);
+        assert_eq!(log.failed_messages(), ["EMAIL 'x': bad role"]);
+        assert!(log.fatal_errors().is_empty());
+        assert!(log.messages("added").is_empty());
+        assert_eq!(log.messages("skipped"), ["one message"]);
+        assert_eq!(log.messages("updated"), ["7"]);
+        assert_eq!(log.other["connector"], "sage-people");
+        assert_eq!(log.other["start_time"], 1_700_000_000);
     }
 
     #[test]
-    fn an_empty_object_is_an_empty_log() {
-        let log: RunLog = serde_json::from_value(json!({"failed_records": null})).unwrap();
+    fn reads_the_older_flat_shape() {
+        let log: RunLog =
+            serde_json::from_value(json!({"added": 2, "failed": "1", "portion": "p"})).unwrap();
+        assert_eq!((log.counts.added, log.counts.failed), (2, 1));
+        assert_eq!(log.other["portion"], "p");
+    }
+
+    #[test]
+    fn an_empty_object_is_an_empty_log_and_a_list_is_refused() {
+        let log: RunLog = serde_json::from_value(json!({})).unwrap();
         assert_eq!(log, RunLog::default());
+        assert!(serde_json::from_value::<RunLog>(json!([1])).is_err());
     }
 }

@@ -1,10 +1,28 @@
-//! Reading users (`GET /api/v3/users`) with Oomnitza's SQL-like filters, and checking that the
-//! configured credentials work.
+//! Reading users (`GET /api/v3/users`) with Oomnitza's SQL-like filters — one page, every page,
+//! or every user holding one of many values of an attribute — and checking that the configured
+//! credentials work, as Oomnitza's own connector does (`GET /api/v2/mappings?name=AuthTest`).
+//!
+//! Reading back what a run wrote is how a client learns what landed (a bulk `200` only means
+//! accepted), so the bulk reads page with `limit`/`skip` and split long `IN [...]` lists into
+//! requests whose URL stays short enough for proxies and servers.
 
 use serde_json::Value;
 
-use crate::client::OomnitzaClient;
-use crate::error::Error;
+use crate::client::{OomnitzaClient, encoded_len};
+use crate::error::{Error, ErrorKind};
+
+/// Longest URL the bulk reads send, in characters: a few hundred e-mail addresses per request,
+/// and well under the 8 KiB many servers and proxies accept.
+pub const MAX_URL_CHARS: usize = 6_000;
+
+/// Most pages one read follows before giving up: ten million users at 1,000 a page, so that a
+/// server which ignores `skip` cannot keep a client reading forever.
+const MAX_PAGES: usize = 10_000;
+
+/// `value` as a quoted filter literal: `'o''brien@example.com'`.
+pub fn filter_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
 
 impl OomnitzaClient {
     /// Users matching `filter` (for example `email eq 'ada@example.com'`; empty for all), at most
@@ -16,9 +34,12 @@ impl OomnitzaClient {
         skip: u32,
     ) -> Result<Vec<Value>, Error> {
         let what = if filter.is_empty() {
-            "reading users".to_owned()
+            format!("reading users (limit {limit}, skip {skip})")
         } else {
-            format!("reading users matching `{filter}`")
+            format!(
+                "reading users matching `{}` (limit {limit}, skip {skip})",
+                abbreviate(filter)
+            )
         };
         let limit = limit.to_string();
         let skip = skip.to_string();
@@ -35,15 +56,148 @@ impl OomnitzaClient {
         self.decode(&what, &reply.body)
     }
 
-    /// Checks the credentials with a cheap authenticated read (one user). A bad token gives
-    /// [`Unauthorized`](crate::ErrorKind::Unauthorized), with status 401 for bad credentials and
-    /// 403 for a token without rights.
+    /// Every user matching `filter` (empty for all), read `page_size` at a time (at least 1)
+    /// with `limit` and `skip` until a short page. Users created or removed while the pages are
+    /// read may be missed or seen twice, as with any offset paging.
+    pub async fn find_all_users(&self, filter: &str, page_size: u32) -> Result<Vec<Value>, Error> {
+        let page_size = page_size.max(1);
+        let mut users = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let skip = u32::try_from(users.len()).unwrap_or(u32::MAX);
+            let page = self.find_users(filter, page_size, skip).await?;
+            let short = page.len() < page_size as usize;
+            users.extend(page);
+            if short {
+                return Ok(users);
+            }
+        }
+        Err(Error::new(
+            ErrorKind::InvalidResponse,
+            format!(
+                "Oomnitza at {} kept returning full pages of users after {MAX_PAGES} pages of \
+                 {page_size}; it may be ignoring `skip`: read with a narrower filter",
+                self.host()
+            ),
+        ))
+    }
+
+    /// Every user whose `attribute` (a lower-case attribute name such as `email`, or a custom
+    /// field's) has one of `values`: `attribute IN ['a', 'b', ...]`, with the values quoted,
+    /// duplicates dropped, split so that each request's URL stays under [`MAX_URL_CHARS`], and
+    /// each part paged `page_size` at a time. A value too long to fit in a request is
+    /// [`Rejected`](ErrorKind::Rejected).
+    pub async fn find_users_in<S: AsRef<str>>(
+        &self,
+        attribute: &str,
+        values: &[S],
+        page_size: u32,
+    ) -> Result<Vec<Value>, Error> {
+        let mut seen = std::collections::HashSet::new();
+        let literals: Vec<String> = values
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|v| seen.insert(*v))
+            .map(filter_literal)
+            .collect();
+        // The URL without any value: base, path, the empty list, and the widest paging.
+        let empty = self
+            .url(
+                &["api", "v3", "users"],
+                &[
+                    ("filter", &format!("{attribute} IN []")),
+                    ("limit", &page_size.max(1).to_string()),
+                    ("skip", &u32::MAX.to_string()),
+                ],
+            )
+            .as_str()
+            .len();
+        let separator = encoded_len(", ");
+        let mut users = Vec::new();
+        let mut chunk: Vec<&str> = Vec::new();
+        let mut length = empty;
+        for literal in &literals {
+            let size = encoded_len(literal);
+            if empty + size > MAX_URL_CHARS {
+                return Err(Error::new(
+                    ErrorKind::Rejected,
+                    format!(
+                        "cannot read users by {attribute}: the value {} is too long for one \
+                         request to Oomnitza at {}",
+                        abbreviate(literal),
+                        self.host()
+                    ),
+                ));
+            }
+            if !chunk.is_empty() && length + separator + size > MAX_URL_CHARS {
+                users.extend(self.find_chunk(attribute, &chunk, page_size).await?);
+                chunk.clear();
+                length = empty;
+            }
+            length += if chunk.is_empty() {
+                size
+            } else {
+                separator + size
+            };
+            chunk.push(literal);
+        }
+        if !chunk.is_empty() {
+            users.extend(self.find_chunk(attribute, &chunk, page_size).await?);
+        }
+        Ok(users)
+    }
+
+    /// Every user whose `attribute` is one of these quoted literals.
+    async fn find_chunk(
+        &self,
+        attribute: &str,
+        literals: &[&str],
+        page_size: u32,
+    ) -> Result<Vec<Value>, Error> {
+        let filter = format!("{attribute} IN [{}]", literals.join(", "));
+        self.find_all_users(&filter, page_size).await
+    }
+
+    /// Checks the credentials the way Oomnitza's own connector does, with
+    /// `GET /api/v2/mappings?name=AuthTest`, which needs no right to read users. A bad token
+    /// gives [`Unauthorized`](crate::ErrorKind::Unauthorized), with status 401 for bad
+    /// credentials and 403 for a token without rights.
     pub async fn check_auth(&self) -> Result<(), Error> {
-        let url = self.url(&["api", "v3", "users"], &[("limit", "1")]);
+        let url = self.url(&["api", "v2", "mappings"], &[("name", "AuthTest")]);
         self.send_retrying("checking the credentials", &[], |http| {
             http.get(url.clone())
         })
         .await?;
         Ok(())
+    }
+}
+
+/// The start of a long text, for messages.
+fn abbreviate(text: &str) -> String {
+    const SHOWN: usize = 120;
+    match text.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_double_their_quotes() {
+        assert_eq!(
+            filter_literal("o'brien@example.com"),
+            "'o''brien@example.com'"
+        );
+        assert_eq!(filter_literal(""), "''");
+    }
+
+    #[test]
+    fn long_texts_are_abbreviated_on_a_character_boundary() {
+        let long = "é".repeat(200);
+        let short = abbreviate(&long);
+        assert_eq!(short.chars().count(), 121);
+        assert_eq!(abbreviate("short"), "short");
     }
 }

@@ -1,8 +1,11 @@
 //! Integration tests of the Oomnitza client against the in-process Oomnitza simulator: bulk
-//! posts and how each refusal is classified, portions, finalize, run logs, reading users, both
-//! ways to authenticate, retries of read calls, timeouts and redaction.
+//! posts and how each refusal is classified, portions, finalize, run logs, reading users (one
+//! page, every page, many keys), both ways to authenticate (with the session's CSRF token),
+//! retries of read calls, timeouts and redaction.
 //!
-//! Each test spawns its own simulator on a free port; retry delays are a few milliseconds.
+//! Each test spawns its own simulator on a free port; retry delays are a few milliseconds. The
+//! simulator processes accepted records afterwards, as Oomnitza does: tests wait for it
+//! (`wait_idle`) before they look at what landed.
 
 use std::time::Duration;
 
@@ -11,7 +14,7 @@ use peoplesync_oomnitza::{
     RetryPolicy,
 };
 use peoplesync_sims::oomnitza::{
-    OomnitzaConfig as SimConfig, OomnitzaFaults, OomnitzaSim, SAGE_USER_ID_FIELD,
+    OomnitzaBehavior, OomnitzaConfig as SimConfig, OomnitzaFaults, OomnitzaSim, SAGE_USER_ID_FIELD,
 };
 use secrecy::SecretString;
 use serde_json::{Map, Value, json};
@@ -31,6 +34,27 @@ async fn spawn() -> OomnitzaSim {
     OomnitzaSim::spawn(SimConfig::default())
         .await
         .expect("the simulator starts")
+}
+
+async fn spawn_with(behavior: OomnitzaBehavior) -> OomnitzaSim {
+    OomnitzaSim::spawn(SimConfig {
+        behavior,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("the simulator starts")
+}
+
+/// A client that logs in with the simulator's login and password.
+fn password_client(sim: &OomnitzaSim) -> OomnitzaClient {
+    let defaults = SimConfig::default();
+    client_with(
+        sim,
+        OomnitzaAuth::Password {
+            login: defaults.login,
+            password: SecretString::from(defaults.password),
+        },
+    )
 }
 
 fn client_with(sim: &OomnitzaSim, auth: OomnitzaAuth) -> OomnitzaClient {
@@ -99,6 +123,7 @@ mod bulk {
             .post_bulk(&request(PORTION, &sync_field, &records))
             .await
             .unwrap();
+        sim.wait_idle().await;
         let stored = sim.users();
         assert_eq!(stored.len(), 3);
         assert_eq!(stored[0]["EMAIL"], "worker.0@example.com");
@@ -118,6 +143,7 @@ mod bulk {
         let batch = request(PORTION, &sync_field, &records);
         client.post_bulk(&batch).await.unwrap();
         client.post_bulk(&batch).await.unwrap();
+        sim.wait_idle().await;
         assert_eq!(sim.users().len(), 5);
         assert_eq!(sim.stats().records_unchanged, 5);
     }
@@ -142,23 +168,26 @@ mod bulk {
     }
 
     #[tokio::test]
-    async fn a_bad_record_makes_the_batch_unprocessable() {
+    async fn a_bad_record_is_accepted_and_fails_alone_in_the_run_log() {
         let sim = spawn().await;
+        let client = client(&sim);
         let mut records = users(0..3);
         records[1].insert("PERMISSIONS_ID".into(), json!("999"));
         let sync_field = sync_field();
-        let error = client(&sim)
+        client
             .post_bulk(&request(PORTION, &sync_field, &records))
             .await
-            .unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::Rejected, "{error}");
-        assert_eq!(error.status(), Some(422));
+            .unwrap();
+        sim.wait_portion_idle(PORTION).await;
+        let log = client.run_log(PORTION).await.unwrap();
+        assert_eq!((log.counts.added, log.counts.failed), (2, 1), "{log:?}");
+        let failed = log.failed_messages();
+        assert_eq!(failed.len(), 1, "{log:?}");
         assert!(
-            error
-                .body_excerpt()
-                .is_some_and(|b| b.contains("PERMISSIONS_ID"))
+            failed[0].contains("worker.1@example.com") && failed[0].contains("PERMISSIONS_ID"),
+            "{failed:?}"
         );
-        assert!(error.to_string().contains("isolate"), "{error}");
+        assert_eq!(sim.users().len(), 2);
     }
 
     #[tokio::test]
@@ -199,17 +228,16 @@ mod bulk {
     }
 
     #[tokio::test]
-    async fn posting_after_cancel_is_closed() {
+    async fn posting_to_a_canceled_portion_is_accepted_and_discarded() {
         let sim = spawn().await;
         let client = client(&sim);
         sim.cancel_portion(PORTION);
         let records = users(0..2);
         let sync_field = sync_field();
-        let error = client
+        client
             .post_bulk(&request(PORTION, &sync_field, &records))
             .await
-            .unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::Closed, "{error}");
+            .unwrap();
         assert_eq!(
             client.portion(PORTION).await.unwrap(),
             Some(PortionStatus {
@@ -217,6 +245,11 @@ mod bulk {
                 finalized: false
             })
         );
+        let log = client.run_log(PORTION).await.unwrap();
+        assert_eq!((log.counts.canceled, log.processing()), (2, 0), "{log:?}");
+        assert_eq!(log.status, "canceled");
+        sim.wait_idle().await;
+        assert!(sim.users().is_empty());
     }
 
     #[tokio::test]
@@ -278,11 +311,12 @@ mod bulk {
             ..request(PORTION, &sync_field, &records)
         };
         client.post_bulk(&report).await.unwrap();
+        sim.wait_portion_idle(PORTION).await;
         let log = client.run_log(PORTION).await.unwrap();
-        assert_eq!(log.failed, 1);
-        assert_eq!(
-            log.failed_records[0].reason.as_deref(),
-            Some("no e-mail address in Sage People")
+        assert_eq!(log.counts.failed, 1);
+        assert!(
+            log.failed_messages()[0].ends_with("no e-mail address in Sage People"),
+            "{log:?}"
         );
         assert!(sim.users().is_empty());
     }
@@ -357,18 +391,48 @@ mod portions {
             })
             .await
             .unwrap();
+        sim.wait_portion_idle(PORTION).await;
         let log = client.run_log(PORTION).await.unwrap();
-        assert_eq!(log.added, 6, "{log:?}");
-        assert_eq!(log.updated, 1, "{log:?}");
-        assert_eq!(log.unchanged, 1, "{log:?}");
-        assert_eq!(log.skipped, 1, "{log:?}");
-        assert_eq!(log.failed, 0, "{log:?}");
-        assert_eq!(log.processing, 0, "{log:?}");
+        let c = &log.counts;
         assert_eq!(
-            log.other.get("portion"),
-            Some(&json!(PORTION)),
+            (
+                c.added,
+                c.updated,
+                c.unchanged,
+                c.skipped,
+                c.failed,
+                c.canceled,
+                c.processing
+            ),
+            (6, 1, 1, 1, 0, 0, 0),
+            "{log:?}"
+        );
+        assert!(log.failed_messages().is_empty() && log.fatal_errors().is_empty());
+        assert_eq!(
+            log.other.get("connector"),
+            Some(&json!(peoplesync_oomnitza::DEFAULT_CONNECTOR_NAME)),
             "unknown fields are kept"
         );
+    }
+
+    #[tokio::test]
+    async fn the_run_log_counts_records_still_processing() {
+        let sim = spawn_with(OomnitzaBehavior {
+            processing_delay_ms: 1_500,
+            ..OomnitzaBehavior::default()
+        })
+        .await;
+        let client = client(&sim);
+        let sync_field = sync_field();
+        client
+            .post_bulk(&request(PORTION, &sync_field, &users(0..3)))
+            .await
+            .unwrap();
+        let log = client.run_log(PORTION).await.unwrap();
+        assert_eq!((log.processing(), log.counts.added), (3, 0), "{log:?}");
+        sim.wait_idle().await;
+        let log = client.run_log(PORTION).await.unwrap();
+        assert_eq!((log.processing(), log.counts.added), (0, 3), "{log:?}");
     }
 
     #[tokio::test]
@@ -383,15 +447,23 @@ mod portions {
 mod reading {
     use super::*;
 
-    #[tokio::test]
-    async fn find_users_applies_the_filter_limit_and_skip() {
+    /// A simulator holding `records`, all processed, and a client of it.
+    async fn seeded(records: &[Map<String, Value>]) -> (OomnitzaSim, OomnitzaClient) {
         let sim = spawn().await;
         let client = client(&sim);
         let sync_field = sync_field();
         client
-            .post_bulk(&request(PORTION, &sync_field, &users(0..10)))
+            .post_bulk(&request(PORTION, &sync_field, records))
             .await
-            .unwrap();
+            .expect("the batch is accepted");
+        sim.wait_idle().await;
+        (sim, client)
+    }
+
+    #[tokio::test]
+    async fn find_users_applies_the_filter_limit_and_skip() {
+        // The simulator must outlive the reads.
+        let (_sim, client) = seeded(&users(0..10)).await;
         let found = client
             .find_users("email eq 'worker.3@example.com'", 10, 0)
             .await
@@ -409,6 +481,73 @@ mod reading {
             .await
             .unwrap();
         assert!(none.is_empty());
+    }
+
+    #[tokio::test]
+    async fn every_page_of_users_is_read() {
+        let (sim, client) = seeded(&users(0..50)).await;
+        let all = client.find_all_users("", 7).await.unwrap();
+        let emails: Vec<&str> = all.iter().filter_map(|u| u["email"].as_str()).collect();
+        let expected: Vec<String> = (0..50).map(|n| format!("worker.{n}@example.com")).collect();
+        assert_eq!(emails, expected);
+        assert_eq!(sim.stats().user_reads, 8, "7 full pages and a short one");
+        let some = client
+            .find_all_users("email LIKE 'worker.1%'", 4)
+            .await
+            .unwrap();
+        assert_eq!(some.len(), 11);
+        let exact = client.find_all_users("", 50).await.unwrap();
+        assert_eq!(
+            exact.len(),
+            50,
+            "a full last page is followed by an empty one"
+        );
+    }
+
+    #[tokio::test]
+    async fn users_are_read_by_many_keys_in_short_requests() {
+        let mut records = users(0..700);
+        let quoted = "o'brien.7@example.com";
+        records[7].insert("EMAIL".into(), json!(quoted));
+        records[7].insert("USER".into(), json!(quoted));
+        let (sim, client) = seeded(&records).await;
+        let mut wanted: Vec<String> = records
+            .iter()
+            .filter_map(|r| r["EMAIL"].as_str().map(str::to_owned))
+            .collect();
+        wanted.push("nobody@example.com".into());
+        wanted.push(quoted.into());
+        let found = client.find_users_in("email", &wanted, 1_000).await.unwrap();
+        assert_eq!(found.len(), 700, "every user once");
+        assert!(found.iter().any(|u| u["email"] == quoted));
+        let reads = sim.stats().user_reads;
+        let chars: usize = wanted.iter().map(|w| w.len() + 4).sum();
+        assert!(
+            reads > (chars / peoplesync_oomnitza::MAX_URL_CHARS) as u64,
+            "{reads} requests for {chars} characters of keys"
+        );
+        let ids: Vec<String> = (0..3).map(|n| format!("a2G{n:015}")).collect();
+        let by_custom = client
+            .find_users_in(&SAGE_USER_ID_FIELD.to_lowercase(), &ids, 2)
+            .await
+            .unwrap();
+        assert_eq!(by_custom.len(), 3, "paged two at a time");
+        let none: [&str; 0] = [];
+        let before = sim.stats().user_reads;
+        assert!(
+            client
+                .find_users_in("email", &none, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(sim.stats().user_reads, before, "nothing to ask, no request");
+        let huge = "x".repeat(peoplesync_oomnitza::MAX_URL_CHARS);
+        let error = client
+            .find_users_in("email", &[huge], 10)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Rejected, "{error}");
     }
 
     #[tokio::test]
@@ -530,22 +669,17 @@ mod auth {
     }
 
     #[tokio::test]
-    async fn a_good_api_token_passes_the_check() {
+    async fn a_good_api_token_passes_the_check_without_reading_users() {
         let sim = spawn().await;
         client(&sim).check_auth().await.unwrap();
+        let stats = sim.stats();
+        assert_eq!((stats.api_requests, stats.user_reads), (1, 0));
     }
 
     #[tokio::test]
     async fn a_password_is_exchanged_for_a_token_once() {
         let sim = spawn().await;
-        let defaults = SimConfig::default();
-        let client = client_with(
-            &sim,
-            OomnitzaAuth::Password {
-                login: defaults.login.clone(),
-                password: SecretString::from(defaults.password.clone()),
-            },
-        );
+        let client = password_client(&sim);
         client.check_auth().await.unwrap();
         let records = users(0..3);
         let sync_field = sync_field();
@@ -554,6 +688,7 @@ mod auth {
         let (a, b) = tokio::join!(client.post_bulk(&batch), clone.post_bulk(&batch));
         a.unwrap();
         b.unwrap();
+        sim.wait_idle().await;
         assert_eq!(sim.users().len(), 3);
         // Token requests are not /api/v3 calls: the check and the two posts are.
         assert_eq!(sim.stats().api_requests, 3);
@@ -562,6 +697,33 @@ mod auth {
             None,
             "the token was reused"
         );
+    }
+
+    #[tokio::test]
+    async fn a_password_session_echoes_its_csrf_token_on_every_request() {
+        let sim = spawn_with(OomnitzaBehavior {
+            require_csrf_echo: true,
+            ..OomnitzaBehavior::default()
+        })
+        .await;
+        let client = password_client(&sim);
+        client.check_auth().await.unwrap();
+        let records = users(0..2);
+        let sync_field = sync_field();
+        client
+            .post_bulk(&request(PORTION, &sync_field, &records))
+            .await
+            .unwrap();
+        client.find_users("", 10, 0).await.unwrap();
+        let stats = sim.stats();
+        assert_eq!((stats.csrf_echoed, stats.csrf_missing), (3, 0));
+
+        // An expired session is renewed once, and the new session's token is echoed.
+        sim.revoke_sessions();
+        client.find_users("", 10, 0).await.unwrap();
+        let stats = sim.stats();
+        assert_eq!(stats.status_counts.get(&401), Some(&1));
+        assert_eq!((stats.csrf_echoed, stats.csrf_missing), (4, 0));
     }
 
     #[tokio::test]

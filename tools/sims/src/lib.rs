@@ -1,9 +1,10 @@
 //! Faithful HTTP simulators of Sage People (HR, on Salesforce) and Oomnitza (IT asset
 //! management), for peoplesync's tests, demos and benchmarks.
 //!
-//! Each simulator follows the API contract in `shared/reference/*-api.md`, including its error
-//! bodies and failure modes, and can inject faults (latency, outages, transient errors, rate
-//! limits...) in process or through its `/_admin` endpoints.
+//! Each simulator follows its service's published API contract, including its error bodies and
+//! failure modes (Oomnitza's asynchronous bulk processing among them; see `docs/oomnitza-sim.md`),
+//! and can inject faults (latency, outages, transient errors, rate limits...) in process or
+//! through its `/_admin` endpoints.
 
 pub mod generate;
 pub mod oomnitza;

@@ -25,12 +25,16 @@ impl Server {
         let addr = listener.local_addr()?;
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    // An error only means the handle was dropped: shut down either way.
-                    let _ = rx.await;
-                })
-                .await
+            // The peer address is available to handlers (Oomnitza's run log shows it).
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                // An error only means the handle was dropped: shut down either way.
+                let _ = rx.await;
+            })
+            .await
         });
         Ok(Self {
             addr,

@@ -1035,6 +1035,9 @@ mod sage {
     }
 }
 
+/// Oomnitza: bulk posts are accepted, then processed; tests wait for processing
+/// (`wait_idle`) before they look at users or run logs. Tests of the asynchronous contract
+/// itself are in `sims/oomnitza_async.rs`.
 mod oomnitza {
     use std::time::{Duration, Instant};
 
@@ -1044,20 +1047,20 @@ mod oomnitza {
     use reqwest::{Client, StatusCode};
     use serde_json::{Map, Value, json};
 
-    const TOKEN: &str = "sim-oomnitza-token";
+    pub(super) const TOKEN: &str = "sim-oomnitza-token";
 
-    async fn spawn(config: OomnitzaConfig) -> (OomnitzaSim, Client) {
+    pub(super) async fn spawn(config: OomnitzaConfig) -> (OomnitzaSim, Client) {
         (
             OomnitzaSim::spawn(config).await.expect("sim starts"),
             Client::new(),
         )
     }
 
-    async fn spawn_default() -> (OomnitzaSim, Client) {
+    pub(super) async fn spawn_default() -> (OomnitzaSim, Client) {
         spawn(OomnitzaConfig::default()).await
     }
 
-    fn record(n: u32) -> Value {
+    pub(super) fn record(n: u32) -> Value {
         let email = format!("user{n}@example.com");
         json!({
             "USER": email, "EMAIL": email, "FIRST_NAME": format!("First{n}"), "LAST_NAME": "Last",
@@ -1065,7 +1068,7 @@ mod oomnitza {
         })
     }
 
-    fn batch(portion: &str, records: Vec<Value>) -> Value {
+    pub(super) fn batch(portion: &str, records: Vec<Value>) -> Value {
         json!({
             "connector_version": "0.1.0", "connector_name": "sage-people", "portion": portion,
             "data_type": "users", "sync_field": ["EMAIL"], "insert_only": false, "update_only": false,
@@ -1073,7 +1076,7 @@ mod oomnitza {
         })
     }
 
-    async fn post(client: &Client, url: &str, body: &Value) -> reqwest::Response {
+    pub(super) async fn post(client: &Client, url: &str, body: &Value) -> reqwest::Response {
         client
             .post(format!("{url}/api/v3/bulk"))
             .header("Authorization2", TOKEN)
@@ -1083,7 +1086,7 @@ mod oomnitza {
             .expect("bulk request")
     }
 
-    async fn api_get(client: &Client, url: &str, path: &str) -> reqwest::Response {
+    pub(super) async fn api_get(client: &Client, url: &str, path: &str) -> reqwest::Response {
         client
             .get(format!("{url}{path}"))
             .header("Authorization2", TOKEN)
@@ -1092,12 +1095,12 @@ mod oomnitza {
             .expect("request")
     }
 
-    async fn json(response: reqwest::Response) -> Value {
+    pub(super) async fn json(response: reqwest::Response) -> Value {
         let text = response.text().await.expect("body");
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
     }
 
-    async fn run_log(client: &Client, url: &str, portion: &str) -> Value {
+    pub(super) async fn run_log(client: &Client, url: &str, portion: &str) -> Value {
         json(
             api_get(
                 client,
@@ -1107,6 +1110,12 @@ mod oomnitza {
             .await,
         )
         .await
+    }
+
+    /// The run log's counts, after waiting until nothing of the portion is processing.
+    pub(super) async fn counts(sim: &OomnitzaSim, client: &Client, portion: &str) -> Value {
+        sim.wait_portion_idle(portion).await;
+        run_log(client, &sim.url(), portion).await["objects"].clone()
     }
 
     // ---- auth ----
@@ -1204,6 +1213,7 @@ mod oomnitza {
         .await;
         assert_eq!(response.status(), StatusCode::OK);
         assert!(json(response).await.is_object());
+        sim.wait_idle().await;
         let users = sim.users();
         assert_eq!(users.len(), 3);
         assert_eq!(users[0]["EMAIL"], "user1@example.com");
@@ -1212,24 +1222,17 @@ mod oomnitza {
 
         let log = run_log(&client, &sim.url(), "p1").await;
         assert_eq!(
-            (
-                &log["added"],
-                &log["updated"],
-                &log["unchanged"],
-                &log["skipped"],
-                &log["failed"],
-                &log["processing"]
-            ),
-            (
-                &json!(3),
-                &json!(0),
-                &json!(0),
-                &json!(0),
-                &json!(0),
-                &json!(0)
-            )
+            log["objects"],
+            json!({"added": 3, "updated": 0, "failed": 0, "skipped": 0, "unchanged": 0,
+                   "canceled": 0, "processing": 0})
         );
-        assert_eq!(log["failed_records"], json!([]));
+        assert_eq!(log["logs"]["failed"], json!([]));
+        assert_eq!(log["logs"]["Fatal Error"], json!([]));
+        assert_eq!(
+            (&log["connector"], &log["test_run"], &log["status"]),
+            (&json!("sage-people"), &json!(false), &json!("in_progress"))
+        );
+        assert!(log["start_time"].as_i64().is_some_and(|t| t > 0));
         let portion = json(api_get(&client, &sim.url(), "/api/v3/bulk/p1").await).await;
         assert_eq!(
             portion,
@@ -1258,8 +1261,8 @@ mod oomnitza {
             post(&client, &sim.url(), &body).await.status(),
             StatusCode::OK
         );
+        let log = counts(&sim, &client, "p1").await;
         assert_eq!(sim.users().len(), 2);
-        let log = run_log(&client, &sim.url(), "p1").await;
         assert_eq!((&log["added"], &log["unchanged"]), (&json!(2), &json!(4)));
         assert_eq!(sim.stats().max_writes_per_user, 1);
     }
@@ -1280,11 +1283,11 @@ mod oomnitza {
             post(&client, &sim.url(), &body).await.status(),
             StatusCode::OK
         );
+        assert_eq!(counts(&sim, &client, "p").await["updated"], 1);
         let users = sim.users();
         assert_eq!(users.len(), 1);
         assert_eq!(users[0]["EMAIL"], "user1@example.com");
         assert_eq!(users[0]["FIRST_NAME"], "First1");
-        assert_eq!(run_log(&client, &sim.url(), "p").await["updated"], 1);
         assert_eq!(sim.stats().records_updated, 1);
     }
 
@@ -1292,6 +1295,7 @@ mod oomnitza {
     async fn create_only_skips_existing_users_and_update_only_skips_unknown_ones() {
         let (sim, client) = spawn_default().await;
         post(&client, &sim.url(), &batch("p0", vec![record(1)])).await;
+        sim.wait_idle().await;
         let mut changed = record(1);
         changed["LAST_NAME"] = json!("Changed");
         let mut create_only = batch("p1", vec![changed.clone(), record(2)]);
@@ -1300,7 +1304,7 @@ mod oomnitza {
             post(&client, &sim.url(), &create_only).await.status(),
             StatusCode::OK
         );
-        let log = run_log(&client, &sim.url(), "p1").await;
+        let log = counts(&sim, &client, "p1").await;
         assert_eq!((&log["skipped"], &log["added"]), (&json!(1), &json!(1)));
         assert_eq!(sim.users()[0]["LAST_NAME"], "Last");
 
@@ -1310,7 +1314,7 @@ mod oomnitza {
             post(&client, &sim.url(), &update_only).await.status(),
             StatusCode::OK
         );
-        let log = run_log(&client, &sim.url(), "p2").await;
+        let log = counts(&sim, &client, "p2").await;
         assert_eq!((&log["skipped"], &log["updated"]), (&json!(1), &json!(1)));
         assert_eq!(sim.users().len(), 2);
         assert_eq!(sim.users()[0]["LAST_NAME"], "Changed");
@@ -1378,7 +1382,7 @@ mod oomnitza {
     }
 
     #[tokio::test]
-    async fn invalid_records_refuse_the_whole_batch_with_422() {
+    async fn invalid_records_are_accepted_and_fail_alone_when_processed() {
         let (sim, client) = spawn_default().await;
         let mut no_user = record(2);
         no_user.as_object_mut().map(|o| o.remove("USER"));
@@ -1388,30 +1392,36 @@ mod oomnitza {
         bad_role["PERMISSIONS_ID"] = json!("999");
         let body = batch("p", vec![record(1), no_user, bad_email, bad_role]);
         let response = post(&client, &sim.url(), &body).await;
-        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
-        let body = json(response).await;
-        let refused: Vec<(u64, String)> = body["records"]
-            .as_array()
-            .expect("records")
-            .iter()
-            .map(|r| {
-                (
-                    r["index"].as_u64().unwrap_or(99),
-                    r["field"].as_str().unwrap_or("").to_string(),
-                )
-            })
-            .collect();
+        assert_eq!(response.status(), StatusCode::OK, "a 200 means accepted");
+        let objects = counts(&sim, &client, "p").await;
         assert_eq!(
-            refused,
-            [
-                (1, "USER".to_string()),
-                (2, "EMAIL".to_string()),
-                (3, "PERMISSIONS_ID".to_string())
-            ]
+            (&objects["added"], &objects["failed"]),
+            (&json!(1), &json!(3))
         );
-        assert!(body["records"][0]["reason"].is_string());
-        assert!(sim.users().is_empty(), "nothing is applied");
-        assert_eq!(run_log(&client, &sim.url(), "p").await["added"], 0);
+        assert_eq!(sim.users().len(), 1);
+        let log = run_log(&client, &sim.url(), "p").await;
+        let failed: Vec<&str> = log["logs"]["failed"]
+            .as_array()
+            .expect("failed messages")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(failed.len(), 3);
+        assert!(
+            failed[0].contains("user2@example.com") && failed[0].contains("USER"),
+            "{failed:?}"
+        );
+        assert!(
+            failed[1].contains("USER 'user3@example.com'") && failed[1].contains("not an e-mail"),
+            "{failed:?}"
+        );
+        assert!(
+            failed[2].contains("user4@example.com") && failed[2].contains("PERMISSIONS_ID"),
+            "{failed:?}"
+        );
+        let portion = sim.portion("p").expect("portion");
+        assert_eq!(portion.failed_records[2].record["PERMISSIONS_ID"], "999");
+        assert_eq!(sim.stats().records_failed, 3);
     }
 
     #[tokio::test]
@@ -1431,6 +1441,7 @@ mod oomnitza {
         assert!(sim.users().is_empty());
         let ok = post(&client, &sim.url(), &batch("p", vec![record(1)])).await;
         assert_eq!(ok.status(), StatusCode::OK);
+        sim.wait_idle().await;
         assert_eq!(sim.users().len(), 1);
     }
 
@@ -1444,17 +1455,18 @@ mod oomnitza {
         body["error"] = json!("no e-mail: cannot build USER");
         let response = post(&client, &sim.url(), &body).await;
         assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(counts(&sim, &client, "p").await["failed"], 1);
         assert!(sim.users().is_empty());
         let log = run_log(&client, &sim.url(), "p").await;
-        assert_eq!(log["failed"], 1);
-        assert_eq!(
-            log["failed_records"][0]["reason"],
-            "no e-mail: cannot build USER"
+        assert!(
+            log["logs"]["failed"][0]
+                .as_str()
+                .is_some_and(|m| m.ends_with("no e-mail: cannot build USER")),
+            "{log}"
         );
-        assert_eq!(
-            log["failed_records"][0]["record"]["workAddress.city"],
-            "Paris"
-        );
+        let failed = &sim.portion("p").expect("portion").failed_records[0];
+        assert_eq!(failed.reason, "no e-mail: cannot build USER");
+        assert_eq!(failed.record["workAddress.city"], "Paris");
         assert_eq!(sim.stats().records_failed, 1);
     }
 
@@ -1470,13 +1482,16 @@ mod oomnitza {
         )
         .await;
         assert_eq!(response.status(), StatusCode::OK);
+        let objects = counts(&sim, &client, "p").await;
+        assert_eq!(
+            (&objects["added"], &objects["failed"]),
+            (&json!(2), &json!(1))
+        );
         assert_eq!(sim.users().len(), 2);
         let log = run_log(&client, &sim.url(), "p").await;
-        assert_eq!((&log["added"], &log["failed"]), (&json!(2), &json!(1)));
-        let reason = log["failed_records"][0]["reason"]
-            .as_str()
-            .unwrap_or_default();
-        assert!(reason.contains(SAGE_USER_ID_FIELD), "{reason}");
+        let message = log["logs"]["failed"][0].as_str().unwrap_or_default();
+        assert!(message.contains(SAGE_USER_ID_FIELD), "{message}");
+        assert!(message.starts_with("USER 'user2@example.com'"), "{message}");
     }
 
     #[tokio::test]
@@ -1496,6 +1511,7 @@ mod oomnitza {
                 .status(),
             StatusCode::OK
         );
+        sim.wait_idle().await;
         let saas = sim.saas_users();
         assert_eq!(saas.len(), 1);
         assert_eq!(saas[0]["sync_key"], "user1@example.com");
@@ -1504,7 +1520,9 @@ mod oomnitza {
         let mut bad = record(2);
         bad["SAAS"] = json!({"name": "Sage People"});
         let response = post(&client, &sim.url(), &batch("p", vec![bad])).await;
-        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(counts(&sim, &client, "p").await["failed"], 1);
+        assert_eq!(sim.users().len(), 1);
     }
 
     #[tokio::test]
@@ -1529,31 +1547,43 @@ mod oomnitza {
                 .as_str()
                 .is_some_and(|m| m.contains("finalized"))
         );
+        sim.wait_idle().await;
         assert_eq!(sim.users().len(), 1);
         let portion = json(api_get(&client, &url, "/api/v3/bulk/p").await).await;
         assert_eq!(portion["finalized"], true);
-        assert_eq!(run_log(&client, &url, "p").await["status"], "finished");
+        let log = run_log(&client, &url, "p").await;
+        assert_eq!(log["status"], "finished");
+        assert!(log["end_time"].as_i64() >= log["start_time"].as_i64());
         assert_eq!(sim.stats().finalize_calls["p"], 2);
         assert!(sim.portion("p").is_some_and(|p| p.finalized && !p.canceled));
     }
 
     #[tokio::test]
-    async fn a_canceled_portion_refuses_posts_with_409_saying_canceled() {
+    async fn a_canceled_portion_takes_posts_and_discards_them() {
         let (sim, client) = spawn_default().await;
         let url = sim.url();
         post(&client, &url, &batch("p", vec![record(1)])).await;
+        sim.wait_idle().await;
         sim.cancel_portion("p");
         let portion = json(api_get(&client, &url, "/api/v3/bulk/p").await).await;
         assert_eq!(portion["canceled"], true);
-        let response = post(&client, &url, &batch("p", vec![record(2)])).await;
-        assert_eq!(response.status(), StatusCode::CONFLICT);
-        let body = json(response).await;
-        assert_eq!(body["canceled"], true);
-        assert!(
-            body["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("canceled"))
+        let response = post(&client, &url, &batch("p", vec![record(2), record(3)])).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "nothing tells the client but the poll"
         );
+        let log = run_log(&client, &url, "p").await;
+        assert_eq!(
+            (
+                &log["objects"]["added"],
+                &log["objects"]["canceled"],
+                &log["objects"]["processing"]
+            ),
+            (&json!(1), &json!(2), &json!(0))
+        );
+        assert_eq!(log["status"], "canceled");
+        assert!(log["logs"]["canceled"][0].is_string());
         let finalize = client
             .post(format!("{url}/api/v3/bulk/p/finalize"))
             .header("Authorization2", TOKEN)
@@ -1562,7 +1592,9 @@ mod oomnitza {
             .await
             .expect("request");
         assert_eq!(finalize.status(), StatusCode::CONFLICT);
+        sim.wait_idle().await;
         assert_eq!(sim.users().len(), 1);
+        assert_eq!(sim.stats().records_canceled, 2);
 
         let cancel = client
             .post(format!("{url}/_admin/portions/q/cancel"))
@@ -1574,8 +1606,10 @@ mod oomnitza {
             post(&client, &url, &batch("q", vec![record(3)]))
                 .await
                 .status(),
-            StatusCode::CONFLICT
+            StatusCode::OK
         );
+        assert_eq!(counts(&sim, &client, "q").await["canceled"], 1);
+        assert_eq!(sim.users().len(), 1);
     }
 
     #[tokio::test]
@@ -1609,6 +1643,7 @@ mod oomnitza {
         for handle in posts.collect::<Vec<_>>() {
             assert_eq!(handle.await.expect("task"), StatusCode::OK);
         }
+        sim.wait_idle().await;
         assert_eq!(sim.users().len(), 2);
         let stats = sim.stats();
         assert_eq!((stats.records_created, stats.records_unchanged), (2, 30));
@@ -1627,6 +1662,7 @@ mod oomnitza {
             .collect();
         let response = post(&client, &sim.url(), &batch("big", records)).await;
         assert_eq!(response.status(), StatusCode::OK);
+        sim.wait_idle().await;
         assert_eq!(sim.users().len(), 3_000);
     }
 
@@ -1638,6 +1674,7 @@ mod oomnitza {
         records[1]["POSITION"] = json!("Engineer");
         records[2]["PERMISSIONS_ID"] = json!("10");
         post(&client, &sim.url(), &batch("p", records)).await;
+        sim.wait_idle().await;
         (sim, client)
     }
 
@@ -1959,6 +1996,13 @@ mod oomnitza {
         assert_eq!(custom.status(), StatusCode::NO_CONTENT);
         let accepted = post(&client, &url, &batch("p", vec![record(2)])).await;
         assert_eq!(json(accepted).await, json!({"ok": true}));
+        let idle = client
+            .get(format!("{url}/_admin/wait_idle?portion=p&timeout_ms=10000"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(idle.status(), StatusCode::OK);
+        assert_eq!(json(idle).await, json!({"idle": true, "processing": 0}));
 
         let portion = json(
             client
@@ -2018,6 +2062,9 @@ mod oomnitza {
         );
     }
 }
+
+#[path = "sims/oomnitza_async.rs"]
+mod oomnitza_async;
 
 mod binaries {
     use std::process::Stdio;
@@ -2134,7 +2181,16 @@ mod binaries {
     #[tokio::test]
     async fn oomnitza_sim_serves_with_flags_and_stops_on_sigterm() {
         let mut command = Command::new(env!("CARGO_BIN_EXE_oomnitza-sim"));
-        command.args(["--api-token", "flag-token", "--forbidden"]);
+        command
+            .args(["--api-token", "flag-token", "--forbidden"])
+            .args([
+                "--processing-delay-ms",
+                "0",
+                "--refuse",
+                "EMAIL=@blocked\\.example$",
+            ])
+            .env("OOMNITZA_SIM_REQUIRE", "FIRST_NAME=^[A-Z]\nLAST_NAME=.")
+            .env("OOMNITZA_SIM_CUSTOM_FIELD_NAMES", "id");
         let (child, stdout, url) = start(command).await;
         let client = reqwest::Client::new();
         let forbidden = client
@@ -2153,6 +2209,36 @@ mod binaries {
             .await
             .expect("json");
         assert_eq!(faults["forbidden"], true);
+        let behavior: Value = client
+            .get(format!("{url}/_admin/behavior"))
+            .send()
+            .await
+            .expect("behavior")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(behavior["processing_delay_ms"], 0);
+        assert_eq!(behavior["custom_field_names"], "id");
+        let rules: Vec<(&str, &str, bool)> = behavior["validation_rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .map(|r| {
+                (
+                    r["field"].as_str().unwrap_or_default(),
+                    r["pattern"].as_str().unwrap_or_default(),
+                    r["must_match"].as_bool().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                ("EMAIL", "@blocked\\.example$", false),
+                ("FIRST_NAME", "^[A-Z]", true),
+                ("LAST_NAME", ".", true)
+            ]
+        );
         terminate(child, stdout).await;
     }
 }

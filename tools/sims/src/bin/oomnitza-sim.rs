@@ -7,7 +7,10 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::Parser;
-use peoplesync_sims::oomnitza::{CustomField, OomnitzaConfig, OomnitzaFaults, OomnitzaSim};
+use peoplesync_sims::oomnitza::{
+    CustomField, CustomFieldNames, DEFAULT_PROCESSING_DELAY_MS, OomnitzaBehavior, OomnitzaConfig,
+    OomnitzaFaults, OomnitzaSim, ValidationRule,
+};
 use peoplesync_sims::process;
 
 // The simulators allocate a JSON tree per record they receive or serve; mimalloc keeps that
@@ -15,7 +18,8 @@ use peoplesync_sims::process;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Simulates the Oomnitza API: token auth, bulk portions, run logs, users.
+/// Simulates the Oomnitza API: token auth, bulk portions processed asynchronously, run logs,
+/// users.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -57,6 +61,26 @@ struct Args {
         value_delimiter = ','
     )]
     custom_fields: Vec<String>,
+    /// Milliseconds between accepting a bulk post and processing its records (0: at once).
+    #[arg(long, env = "OOMNITZA_SIM_PROCESSING_DELAY_MS", default_value_t = DEFAULT_PROCESSING_DELAY_MS)]
+    processing_delay_ms: u64,
+    /// Tenant rule `FIELD=REGEX`: a record whose FIELD matches REGEX fails when processed
+    /// (repeatable; newline-separated in the environment).
+    #[arg(long = "refuse", env = "OOMNITZA_SIM_REFUSE", value_delimiter = '\n')]
+    refuse: Vec<String>,
+    /// Tenant rule `FIELD=REGEX`: a record whose FIELD does not match REGEX fails when
+    /// processed (repeatable; newline-separated in the environment).
+    #[arg(long = "require", env = "OOMNITZA_SIM_REQUIRE", value_delimiter = '\n')]
+    require: Vec<String>,
+    /// Refuse (403) password-session requests that do not echo the session's X-CSRF-Token.
+    #[arg(long, env = "OOMNITZA_SIM_REQUIRE_CSRF_ECHO")]
+    require_csrf_echo: bool,
+    /// Answer 200 (not 409) when a canceled portion is finalized.
+    #[arg(long, env = "OOMNITZA_SIM_ALLOW_FINALIZE_AFTER_CANCEL")]
+    allow_finalize_after_cancel: bool,
+    /// How custom fields are named in user reads: `lower-case-id` or `id`.
+    #[arg(long, env = "OOMNITZA_SIM_CUSTOM_FIELD_NAMES", default_value = "lower-case-id", value_parser = custom_field_names)]
+    custom_field_names: CustomFieldNames,
     /// Fault: delay added to every request, in milliseconds.
     #[arg(long, env = "OOMNITZA_SIM_LATENCY_MS", default_value_t = 0)]
     latency_ms: u64,
@@ -106,6 +130,30 @@ fn custom_field(spec: &str) -> anyhow::Result<CustomField> {
     }
 }
 
+/// `lower-case-id` or `id`.
+fn custom_field_names(value: &str) -> Result<CustomFieldNames, String> {
+    match value {
+        "lower-case-id" => Ok(CustomFieldNames::LowerCaseId),
+        "id" => Ok(CustomFieldNames::Id),
+        other => Err(format!("'{other}' is not lower-case-id or id")),
+    }
+}
+
+/// `FIELD=REGEX` → a rule; `must_match` for `--require`.
+fn rule(spec: &str, must_match: bool) -> anyhow::Result<ValidationRule> {
+    let flag = if must_match { "--require" } else { "--refuse" };
+    let (field, pattern) = spec
+        .split_once('=')
+        .filter(|(field, _)| !field.trim().is_empty())
+        .ok_or_else(|| anyhow::anyhow!("{flag} '{spec}' must be FIELD=REGEX"))?;
+    Ok(ValidationRule {
+        field: field.trim().to_owned(),
+        pattern: pattern.to_owned(),
+        must_match,
+        message: None,
+    })
+}
+
 impl Args {
     fn config(&self) -> anyhow::Result<OomnitzaConfig> {
         anyhow::ensure!(
@@ -136,6 +184,18 @@ impl Args {
                 outage_for_ms: self.outage_for_ms,
                 forbidden: self.forbidden,
                 poison_emails: self.poison_emails.clone(),
+            },
+            behavior: OomnitzaBehavior {
+                processing_delay_ms: self.processing_delay_ms,
+                validation_rules: self
+                    .refuse
+                    .iter()
+                    .map(|s| rule(s, false))
+                    .chain(self.require.iter().map(|s| rule(s, true)))
+                    .collect::<anyhow::Result<_>>()?,
+                require_csrf_echo: self.require_csrf_echo,
+                refuse_finalize_after_cancel: !self.allow_finalize_after_cancel,
+                custom_field_names: self.custom_field_names,
             },
         })
     }

@@ -2,18 +2,24 @@
 //! and scripts that run the simulator as a process. No auth, and not counted as API requests.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 
-use super::OomnitzaFaults;
 use super::state::Shared;
+use super::{OomnitzaBehavior, OomnitzaFaults};
+use crate::sync::lock;
+
+/// Longest `GET /_admin/wait_idle` wait, and the default one.
+const MAX_WAIT: Duration = Duration::from_secs(120);
+const DEFAULT_WAIT: Duration = Duration::from_secs(10);
 
 /// The admin routes.
 pub(crate) fn routes() -> Router<Arc<Shared>> {
@@ -25,6 +31,9 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/_admin/portions/{id}", get(portion))
         .route("/_admin/portions/{id}/cancel", post(cancel))
         .route("/_admin/bulk_response", put(bulk_response))
+        .route("/_admin/behavior", get(get_behavior).put(put_behavior))
+        .route("/_admin/wait_idle", get(wait_idle))
+        .route("/_admin/sessions/revoke", post(revoke_sessions))
 }
 
 fn bad_request(message: String) -> Response {
@@ -107,4 +116,71 @@ async fn bulk_response(State(shared): State<Arc<Shared>>, body: Bytes) -> Respon
         }
         Err(e) => bad_request(format!("the body is not JSON: {e}")),
     }
+}
+
+/// Ends every password session; see [`super::OomnitzaSim::revoke_sessions`].
+async fn revoke_sessions(State(shared): State<Arc<Shared>>) -> Response {
+    shared.revoke_sessions();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn get_behavior(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.behavior()).into_response()
+}
+
+/// Merges the given members of [`OomnitzaBehavior`] into the current ones (others are kept).
+async fn put_behavior(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let changes = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(changes)) => changes,
+        Ok(_) => return bad_request("behavior must be a JSON object of OomnitzaBehavior".into()),
+        Err(e) => return bad_request(format!("the body is not JSON: {e}")),
+    };
+    let mut merged = match serde_json::to_value(shared.behavior()) {
+        Ok(Value::Object(current)) => current,
+        _ => serde_json::Map::new(),
+    };
+    merged.extend(changes);
+    let behavior = match serde_json::from_value::<OomnitzaBehavior>(Value::Object(merged)) {
+        Ok(behavior) => behavior,
+        Err(e) => return bad_request(format!("behavior is not an OomnitzaBehavior: {e}")),
+    };
+    match shared.set_behavior(behavior.clone()) {
+        Ok(()) => Json(behavior).into_response(),
+        Err(e) => bad_request(e.0),
+    }
+}
+
+/// Waits until nothing is processing (in `portion`, if given), at most `timeout_ms`: `200`
+/// `{"idle": true}`, or `504` `{"idle": false, "processing": n}` when the time is up.
+async fn wait_idle(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
+    let mut portion = None;
+    let mut timeout = DEFAULT_WAIT;
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "portion" => portion = Some(v.into_owned()),
+            "timeout_ms" => match v.trim().parse::<u64>() {
+                Ok(ms) => timeout = Duration::from_millis(ms).min(MAX_WAIT),
+                Err(_) => return bad_request("timeout_ms must be a number of milliseconds".into()),
+            },
+            _ => {}
+        }
+    }
+    let waited = tokio::time::timeout(timeout, shared.wait_idle(portion.as_deref())).await;
+    let processing = {
+        let store = lock(&shared.store);
+        match &portion {
+            Some(id) => store.portions.get(id).map_or(0, |p| p.processing),
+            None => store.queue.len(),
+        }
+    };
+    let status = if waited.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::GATEWAY_TIMEOUT
+    };
+    (
+        status,
+        Json(json!({"idle": waited.is_ok(), "processing": processing})),
+    )
+        .into_response()
 }

@@ -1,7 +1,10 @@
 //! The SQL-like `filter` of `GET /api/v3/users`: `field eq 'v'`, `field ne 'v'`,
 //! `field IN ['a', 'b']`, `field LIKE 'pat%'` (`%` any run, `_` one character),
 //! `field IS NULL`, `field IS NOT NULL`, joined with `and` / `or` and grouped with parentheses.
-//! Field names are the lower-case attribute names of the users listing.
+//! Field names are the lower-case attribute names of the users listing. An `IN` list may hold
+//! hundreds of values (a client reading users back by key); it is matched through a set.
+
+use std::collections::HashSet;
 
 use serde_json::Value;
 
@@ -14,15 +17,44 @@ pub(crate) enum Filter {
     And(Box<Filter>, Box<Filter>),
     Eq(String, Value),
     Ne(String, Value),
-    In(String, Vec<Value>),
+    In(String, InList),
     Like(String, String),
     IsNull(String),
     IsNotNull(String),
 }
 
-/// Longest accepted filter, in tokens, and deepest parenthesis nesting: filters are parsed
+/// The values of an `IN` list, with their texts in a set for matching.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct InList {
+    values: Vec<Value>,
+    texts: HashSet<String>,
+    null: bool,
+}
+
+impl InList {
+    fn new(values: Vec<Value>) -> Self {
+        let texts = values.iter().filter_map(scalar_text).collect();
+        let null = values.iter().any(Value::is_null);
+        Self {
+            values,
+            texts,
+            null,
+        }
+    }
+
+    fn contains(&self, field: &Value) -> bool {
+        match field {
+            Value::Null => self.null,
+            other => scalar_text(other).is_some_and(|t| self.texts.contains(&t)),
+        }
+    }
+}
+
+/// Longest accepted filter in tokens (an `IN` list of a few hundred e-mails fits), most
+/// conditions, and deepest parenthesis nesting: `and`/`or` chains and parentheses are parsed
 /// and evaluated recursively, so request data must not be able to exhaust the stack.
-const MAX_TOKENS: usize = 400;
+const MAX_TOKENS: usize = 20_000;
+const MAX_CONDITIONS: usize = 200;
 const MAX_DEPTH: usize = 16;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -106,6 +138,7 @@ pub(crate) fn parse(input: &str, fields: &[String]) -> Result<Filter, String> {
         tokens,
         pos: 0,
         depth: 0,
+        conditions: 0,
         fields,
     };
     let filter = p.or()?;
@@ -119,6 +152,7 @@ struct Parser<'a> {
     tokens: Vec<Token>,
     pos: usize,
     depth: usize,
+    conditions: usize,
     fields: &'a [String],
 }
 
@@ -173,6 +207,12 @@ impl Parser<'_> {
             Some(t) => return Err(format!("expected a field name, found {t:?}")),
             None => return Err("the filter ends too early".into()),
         };
+        self.conditions += 1;
+        if self.conditions > MAX_CONDITIONS {
+            return Err(format!(
+                "the filter has more than {MAX_CONDITIONS} conditions; use IN [...] for many values"
+            ));
+        }
         if !self.fields.contains(&field) {
             return Err(format!("'{field}' is not a user attribute"));
         }
@@ -199,7 +239,7 @@ impl Parser<'_> {
                         _ => return Err("the IN list is not closed with ']'".into()),
                     }
                 }
-                Ok(Filter::In(field, values))
+                Ok(Filter::In(field, InList::new(values)))
             }
             "is" => {
                 let negated = self.keyword("not");
@@ -272,17 +312,47 @@ pub(crate) fn like(text: &str, pattern: &str) -> bool {
 
 impl Filter {
     /// True if the user (lower-case attribute view) satisfies the filter.
+    #[cfg(test)]
     pub(crate) fn matches(&self, user: &Value) -> bool {
-        let get = |f: &str| user.get(f).unwrap_or(&Value::Null);
+        self.matches_by(&|f: &str| user.get(f))
+    }
+
+    /// True if the user whose attribute values `attribute` gives satisfies the filter.
+    pub(crate) fn matches_by<'v, F>(&self, attribute: &F) -> bool
+    where
+        F: Fn(&str) -> Option<&'v Value>,
+    {
+        let get = |f: &str| attribute(f).unwrap_or(&Value::Null);
         match self {
-            Filter::Or(a, b) => a.matches(user) || b.matches(user),
-            Filter::And(a, b) => a.matches(user) && b.matches(user),
+            Filter::Or(a, b) => a.matches_by(attribute) || b.matches_by(attribute),
+            Filter::And(a, b) => a.matches_by(attribute) && b.matches_by(attribute),
             Filter::Eq(f, v) => same(get(f), v),
             Filter::Ne(f, v) => !same(get(f), v),
-            Filter::In(f, vs) => vs.iter().any(|v| same(get(f), v)),
+            Filter::In(f, list) => list.contains(get(f)),
             Filter::Like(f, pattern) => scalar_text(get(f)).is_some_and(|t| like(&t, pattern)),
             Filter::IsNull(f) => get(f).is_null(),
             Filter::IsNotNull(f) => !get(f).is_null(),
+        }
+    }
+}
+
+impl Filter {
+    /// An attribute and the texts it must have one of for any user to match, when the filter
+    /// says so (an `eq` or `IN` condition, alone or joined with `and`), so that a read can look
+    /// the candidates up instead of scanning every user. `None` when it cannot tell (including
+    /// null or blank values, which are not looked up).
+    pub(crate) fn narrowing(&self) -> Option<(&str, Vec<String>)> {
+        let texts = |values: &[Value]| -> Option<Vec<String>> {
+            values
+                .iter()
+                .map(|v| scalar_text(v).filter(|t| !t.trim().is_empty()))
+                .collect()
+        };
+        match self {
+            Filter::Eq(f, v) => Some((f, texts(std::slice::from_ref(v))?)),
+            Filter::In(f, list) => Some((f, texts(&list.values)?)),
+            Filter::And(a, b) => a.narrowing().or_else(|| b.narrowing()),
+            _ => None,
         }
     }
 }
@@ -371,5 +441,30 @@ mod tests {
         assert!(parse(&nested, &fields()).is_err());
         let long = vec!["email eq 'x'"; 5_000].join(" or ");
         assert!(parse(&long, &fields()).is_err());
+        let flat = vec!["email eq 'x'"; 300].join(" or ");
+        assert!(parse(&flat, &fields()).is_err(), "too many conditions");
+        let huge = format!("email IN [{}]", vec!["'x'"; 20_000].join(", "));
+        assert!(parse(&huge, &fields()).is_err(), "too many tokens");
+    }
+
+    #[test]
+    fn a_long_in_list_is_one_condition_and_narrows_the_read() {
+        let values: Vec<String> = (0..500).map(|n| format!("'u{n}@example.com'")).collect();
+        let filter = parse(&format!("email IN [{}]", values.join(", ")), &fields())
+            .expect("500 values are accepted");
+        assert!(filter.matches(&json!({"email": "u499@example.com"})));
+        assert!(!filter.matches(&json!({"email": "u500@example.com"})));
+        let (field, texts) = filter.narrowing().expect("narrows");
+        assert_eq!((field, texts.len()), ("email", 500));
+        let and = parse("position IS NULL and role eq 25", &fields()).expect("valid");
+        assert_eq!(and.narrowing(), Some(("role", vec!["25".to_string()])));
+        for wide in [
+            "email eq 'a' or role eq '1'",
+            "email IN ['a', null]",
+            "email eq ''",
+        ] {
+            let f = parse(wide, &fields()).expect("valid");
+            assert_eq!(f.narrowing(), None, "{wide}");
+        }
     }
 }

@@ -1,12 +1,16 @@
-//! Authentication and the checks every `/api/v3` request passes before its handler runs:
-//! latency, outage (`503`), rate limit (`429` + `Retry-After`), transient failure (`503`),
-//! `Authorization2` (`401`), rights (`403`). Also `POST /api/request_token`.
+//! Authentication and the checks every `/api/v2` and `/api/v3` request passes before its
+//! handler runs: latency, outage (`503`), rate limit (`429` + `Retry-After`), transient failure
+//! (`503`), `Authorization2` (`401`), the session's `X-CSRF-Token` (counted; `403` only if
+//! [`super::OomnitzaBehavior::require_csrf_echo`]), rights (`403`). Also
+//! `POST /api/request_token` (a password session, answered with an `X-CSRF-Token` header, as
+//! Oomnitza's connector expects) and the connector's token check
+//! `GET /api/v2/mappings?name=AuthTest`.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -15,6 +19,9 @@ use serde_json::json;
 use super::state::Shared;
 use crate::rng::mix;
 use crate::sync::lock;
+
+/// The header a password session's anti-CSRF token travels in, both ways.
+pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 
 /// An Oomnitza-style JSON error: `{"error": <kind>, "message": <text>}`.
 pub(crate) fn error(status: StatusCode, kind: &str, message: &str) -> Response {
@@ -33,12 +40,18 @@ pub(crate) async fn api_gate(
     if latency > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
     }
-    let response = match refusal(&shared, request.headers()) {
+    let mut csrf = None;
+    let response = match refusal(&shared, request.headers(), &mut csrf) {
         None => next.run(request).await,
         Some(refusal) => refusal,
     };
     let status = response.status();
     let mut requests = lock(&shared.requests);
+    match csrf {
+        Some(true) => requests.csrf_echoed += 1,
+        Some(false) => requests.csrf_missing += 1,
+        None => {}
+    }
     *requests.status_counts.entry(status.as_u16()).or_default() += 1;
     if status == StatusCode::TOO_MANY_REQUESTS {
         requests.requests_429 += 1;
@@ -48,8 +61,9 @@ pub(crate) async fn api_gate(
     response
 }
 
-/// The answer that refuses this request, or `None` to let it through.
-fn refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+/// The answer that refuses this request, or `None` to let it through. `csrf` is set for a
+/// password-session token: whether the request echoed the session's `X-CSRF-Token`.
+fn refusal(shared: &Shared, headers: &HeaderMap, csrf: &mut Option<bool>) -> Option<Response> {
     let mut control = lock(&shared.control);
     if control.in_outage() {
         return Some(error(
@@ -90,14 +104,30 @@ fn refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
                 "The Authorization2 header is missing",
             ));
         }
-        Some(t) if t != shared.config.api_token && !control.issued_tokens.contains(t) => {
-            return Some(error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "The API token is not valid",
-            ));
-        }
-        Some(_) => {}
+        Some(t) if t == shared.config.api_token => {}
+        Some(t) => match control.sessions.get(t) {
+            None => {
+                return Some(error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "The API token is not valid",
+                ));
+            }
+            Some(expected) => {
+                let echoed = headers
+                    .get(CSRF_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v == expected);
+                *csrf = Some(echoed);
+                if !echoed && control.behavior.require_csrf_echo {
+                    return Some(error(
+                        StatusCode::FORBIDDEN,
+                        "csrf",
+                        "The X-CSRF-Token header is missing or does not match the session's",
+                    ));
+                }
+            }
+        },
     }
     if control.faults.forbidden {
         return Some(error(
@@ -135,12 +165,35 @@ pub(crate) async fn request_token(State(shared): State<Arc<Shared>>, body: Bytes
         );
     }
     let mut control = lock(&shared.control);
-    let n = control.issued_tokens.len() as u64 + 1;
-    let token = format!(
+    let n = control.sessions.len() as u64 + 1;
+    let salt = chrono::Utc::now().timestamp_micros() as u64;
+    let token = format!("{:016x}{:016x}", mix(n), mix(n ^ salt));
+    let csrf = format!(
         "{:016x}{:016x}",
-        mix(n),
-        mix(n ^ chrono::Utc::now().timestamp_micros() as u64)
+        mix(!n ^ salt),
+        mix(n.rotate_left(17) ^ salt)
     );
-    control.issued_tokens.insert(token.clone());
-    Json(json!({"token": token})).into_response()
+    control.sessions.insert(token.clone(), csrf.clone());
+    drop(control);
+    let mut response = Json(json!({"token": token})).into_response();
+    if let Ok(value) = HeaderValue::from_str(&csrf) {
+        response.headers_mut().insert(CSRF_HEADER, value);
+    }
+    response
+}
+
+/// `GET /api/v2/mappings?name=...`: the integration field mappings stored under that name.
+/// Oomnitza's connector reads `name=AuthTest` to check a token (the gate has answered `401` or
+/// `403` by then); this tenant stores no mappings, so every name answers an empty object.
+pub(crate) async fn mappings(RawQuery(query): RawQuery) -> Response {
+    let named = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .any(|(k, v)| k == "name" || (k == "connector_id" && !v.is_empty()));
+    if !named {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "name (or connector_id) is required",
+        );
+    }
+    Json(json!({})).into_response()
 }

@@ -1,22 +1,37 @@
-//! A faithful HTTP simulator of the Oomnitza API as peoplesync uses it: token auth, bulk
-//! portions (post, finalize, cancel, run logs), SaaS users, and reading users with filters.
+//! A faithful HTTP simulator of the Oomnitza API as peoplesync uses it: token auth (API token,
+//! or a password session with its `X-CSRF-Token`), the connector's token check
+//! (`GET /api/v2/mappings?name=AuthTest`), bulk portions (post, finalize, cancel, run logs),
+//! SaaS users, and reading users with filters and paging.
 //!
-//! It follows `shared/reference/oomnitza-api.md`. Where Oomnitza publishes nothing (bulk response
-//! body, run-log shape, posts after finalize, rate limits) it implements the contract written
-//! there. Bulk posts are applied synchronously under one lock, so concurrent posts can never
-//! create the same user twice.
+//! It models the published contract (Oomnitza's OpenAPI "External API 3.0.3" and its
+//! open-source connector) first. As in Oomnitza, `POST /api/v3/bulk` only *accepts* a batch:
+//! its records are applied afterwards by a background worker, after
+//! [`OomnitzaBehavior::processing_delay_ms`], in the order they were accepted; a record Oomnitza
+//! would refuse (no username, an unknown role, a duplicate unique value, a tenant validation
+//! rule...) fails then, and shows only in the run log
+//! (`GET /api/v3/connector_run_logs/connectors/{portion}`, the published shape with `objects`
+//! counts, `processing` included, and `logs` messages). Records are applied under one lock, so
+//! concurrent posts never create the same user twice.
+//!
+//! What Oomnitza does not publish is a configurable guess in [`OomnitzaBehavior`] (processing
+//! delay, whether a session must echo its CSRF token, finalize after cancel, how custom fields
+//! are named in reads); faults ([`OomnitzaFaults`]) come on top.
 
 mod admin;
 mod bulk;
 mod filter;
 mod gate;
+mod portion;
+mod queue;
 mod state;
 mod store;
 mod users;
 mod validate;
+mod worker;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -51,6 +66,8 @@ pub struct OomnitzaConfig {
     pub custom_fields: Vec<CustomField>,
     /// Faults active from start.
     pub faults: OomnitzaFaults,
+    /// How the tenant behaves where Oomnitza publishes nothing; see [`OomnitzaBehavior`].
+    pub behavior: OomnitzaBehavior,
 }
 
 impl Default for OomnitzaConfig {
@@ -74,9 +91,94 @@ impl Default for OomnitzaConfig {
                 field(COUNTRY_FIELD, "Country", false),
             ],
             faults: OomnitzaFaults::default(),
+            behavior: OomnitzaBehavior::default(),
         }
     }
 }
+
+/// Default of [`OomnitzaBehavior::processing_delay_ms`]: short, but long enough that a client
+/// which reads the users back right after a `200` finds them not yet applied.
+pub const DEFAULT_PROCESSING_DELAY_MS: u64 = 5;
+
+/// Longest processing delay honoured (one hour); a longer one is shortened to it.
+pub const MAX_PROCESSING_DELAY_MS: u64 = 3_600_000;
+
+/// The tenant's behaviour where Oomnitza publishes nothing, and its validation rules;
+/// `PUT /_admin/behavior` takes this as JSON (every member optional).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OomnitzaBehavior {
+    /// How long after a bulk post is accepted its records start being processed, in
+    /// milliseconds (0: as soon as the worker gets to them, for benchmarks; at most
+    /// [`MAX_PROCESSING_DELAY_MS`]). Oomnitza processes asynchronously but publishes no delay.
+    pub processing_delay_ms: u64,
+    /// Tenant validation rules checked when a record is processed; a refused record fails.
+    pub validation_rules: Vec<ValidationRule>,
+    /// Refuse (`403`) a request made with a password-session token that does not echo the
+    /// session's `X-CSRF-Token`. Oomnitza's connector always echoes it, but no source says a
+    /// request without it is refused, so this is off by default.
+    pub require_csrf_echo: bool,
+    /// Answer `409` to finalizing a canceled portion (unpublished; `false` answers `200` and
+    /// leaves the portion canceled).
+    pub refuse_finalize_after_cancel: bool,
+    /// How custom fields are named in `GET /api/v3/users` (unpublished: the OpenAPI user schema
+    /// lists system attributes only).
+    pub custom_field_names: CustomFieldNames,
+}
+
+impl Default for OomnitzaBehavior {
+    /// A processing delay of [`DEFAULT_PROCESSING_DELAY_MS`], no rules, no CSRF enforcement,
+    /// `409` on finalize after cancel, custom fields read as their lower-case ids.
+    fn default() -> Self {
+        Self {
+            processing_delay_ms: DEFAULT_PROCESSING_DELAY_MS,
+            validation_rules: Vec::new(),
+            require_csrf_echo: false,
+            refuse_finalize_after_cancel: true,
+            custom_field_names: CustomFieldNames::default(),
+        }
+    }
+}
+
+/// How a custom field is named in users read through the API.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CustomFieldNames {
+    /// The field id in lower case (`6c1f0a2b...`), like the system attributes.
+    #[default]
+    LowerCaseId,
+    /// The field id exactly as in bulk records (`6C1F0A2B...`).
+    Id,
+}
+
+/// A tenant validation rule: a record whose `field` has a value (as text) that matches
+/// `pattern` (or, with `must_match`, does not match it) fails when processed. Records without
+/// a value for the field are not checked. Patterns use the `regex` crate's syntax.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidationRule {
+    /// The field id the rule checks, such as `EMAIL`.
+    pub field: String,
+    /// The regular expression.
+    pub pattern: String,
+    /// `false`: a matching value is refused; `true`: a value that does not match is refused.
+    #[serde(default)]
+    pub must_match: bool,
+    /// The failure reason shown in the run log (default: one naming the field, value and rule).
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// A validation rule whose pattern does not compile, or that names no field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidRule(pub String);
+
+impl std::fmt::Display for InvalidRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidRule {}
 
 /// A custom user field: a 32-hex id, a label, and whether values must be unique across users.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,7 +207,8 @@ pub struct OomnitzaFaults {
     pub outage_for_ms: Option<u64>,
     /// Every authenticated request answers `403` (a token without rights).
     pub forbidden: bool,
-    /// Records with one of these e-mails (any case) make their whole batch `422`.
+    /// Records with one of these e-mails (any case) make their whole batch `422` when posted
+    /// (a refusal at post time, unlike Oomnitza's own, which come when records are processed).
     pub poison_emails: Vec<String>,
 }
 
@@ -120,8 +223,22 @@ pub struct OomnitzaStats {
     pub bulk_records: u64,
     /// When the first bulk post got past auth and faults (ms since the epoch).
     pub first_bulk_at_ms: Option<i64>,
-    /// When the latest accepted bulk post was applied (ms since the epoch).
+    /// When accepted records were last processed (ms since the epoch).
     pub last_bulk_at_ms: Option<i64>,
+    /// Records accepted and not processed yet, over all portions.
+    pub records_processing: u64,
+    /// Records discarded because their portion was canceled.
+    pub records_canceled: u64,
+    /// Records of test runs (checked, not applied).
+    pub test_run_records: u64,
+    /// `GET /api/v3/users` and `GET /api/v3/users/{id}` requests answered `200`.
+    pub user_reads: u64,
+    /// Users returned by those reads.
+    pub users_returned: u64,
+    /// Requests made with a password-session token that echoed its `X-CSRF-Token`.
+    pub csrf_echoed: u64,
+    /// Requests made with a password-session token without (or with a wrong) `X-CSRF-Token`.
+    pub csrf_missing: u64,
     /// Users created.
     pub records_created: u64,
     /// Users updated.
@@ -130,7 +247,7 @@ pub struct OomnitzaStats {
     pub records_unchanged: u64,
     /// Records skipped (create-only on an existing user, update-only on an unknown one).
     pub records_skipped: u64,
-    /// Records that failed (run log), including client-reported failures.
+    /// Records that failed (run log), including client-reported failures; not test runs.
     pub records_failed: u64,
     /// API responses by HTTP status.
     pub status_counts: BTreeMap<u16, u64>,
@@ -146,17 +263,26 @@ pub struct OomnitzaStats {
     pub max_writes_per_user: u64,
 }
 
-/// One portion (integration run) and its run log.
+/// One portion (integration run) and its run log. In a test run the counts say what
+/// processing would have done; nothing was applied.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PortionState {
     /// The portion id chosen by the client.
     pub portion: String,
+    /// The envelope's `connector_name` (or `connector_id`) of the first accepted batch.
+    pub connector: String,
+    /// The address the latest accepted batch came from.
+    pub ipv4_address: String,
     /// An administrator canceled the run.
     pub canceled: bool,
     /// The client finalized the portion.
     pub finalized: bool,
+    /// Some batch of the portion was a test run.
+    pub test_run: bool,
     /// Bulk posts that reached this portion (accepted or not).
     pub bulk_requests: u64,
+    /// Records accepted and not processed yet.
+    pub processing: u64,
     /// Users created.
     pub added: u64,
     /// Users updated.
@@ -167,8 +293,21 @@ pub struct PortionState {
     pub skipped: u64,
     /// Records that failed.
     pub failed: u64,
+    /// Records discarded because the run was canceled (queued when it was, or posted after).
+    pub canceled_records: u64,
     /// The failed records with their reasons.
     pub failed_records: Vec<FailedRecord>,
+    /// Run-log messages of client-reported fatal errors (`error_type: "Fatal Error"`).
+    pub fatal_errors: Vec<String>,
+    /// Run-log messages about discarded records.
+    pub canceled_messages: Vec<String>,
+    /// A test run's verdict per record: `{"result", "record", "reason"?}`.
+    pub test_run_payload: Vec<Value>,
+    /// When the first batch was accepted (or the portion was canceled or finalized), ms since
+    /// the epoch.
+    pub started_at_ms: Option<i64>,
+    /// When the run ended: canceled, or finalized with nothing left processing.
+    pub ended_at_ms: Option<i64>,
 }
 
 /// A record of the run log that failed, as posted, with the reason.
@@ -178,13 +317,16 @@ pub struct FailedRecord {
     pub record: Value,
     /// Why it failed.
     pub reason: String,
+    /// The run log's message: who the record is (USER, EMAIL, sync values) and the reason.
+    pub message: String,
 }
 
-/// A running Oomnitza simulator; dropping it shuts the server down.
+/// A running Oomnitza simulator; dropping it shuts the server and its worker down.
 #[derive(Debug)]
 pub struct OomnitzaSim {
     shared: Arc<Shared>,
     server: Server,
+    _worker: worker::WorkerHandle,
 }
 
 impl OomnitzaSim {
@@ -194,15 +336,24 @@ impl OomnitzaSim {
         Self::spawn_on(config, listener).await
     }
 
-    /// Starts a simulator on `listener`.
+    /// Starts a simulator on `listener`; fails with `InvalidInput` on an invalid validation
+    /// rule.
     pub async fn spawn_on(
         config: OomnitzaConfig,
         listener: tokio::net::TcpListener,
     ) -> std::io::Result<OomnitzaSim> {
-        let shared = Arc::new(Shared::new(config));
+        let shared = Arc::new(
+            Shared::new(config)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+        );
         let server = Server::start(listener, router(Arc::clone(&shared)))?;
+        let worker = worker::start(Arc::clone(&shared));
         tracing::info!(url = %server.url(), "oomnitza simulator listening");
-        Ok(OomnitzaSim { shared, server })
+        Ok(OomnitzaSim {
+            shared,
+            server,
+            _worker: worker,
+        })
     }
 
     /// `http://127.0.0.1:PORT`, the tenant's base URL.
@@ -230,9 +381,47 @@ impl OomnitzaSim {
         self.shared.portion(id)
     }
 
-    /// Cancels a portion as an administrator would (creating it if unknown): later posts get `409`.
+    /// Cancels a portion as an administrator would (creating it if unknown): its records still
+    /// processing and those posted later (still answered `200`) are discarded and counted as
+    /// canceled; `GET /api/v3/bulk/{portion}` says `canceled: true`.
     pub fn cancel_portion(&self, id: &str) {
         self.shared.cancel_portion(id);
+    }
+
+    /// Waits until no accepted record is left to process, in any portion.
+    pub async fn wait_idle(&self) {
+        self.shared.wait_idle(None).await;
+    }
+
+    /// Waits until portion `id` has nothing processing (at once if it is unknown).
+    pub async fn wait_portion_idle(&self, id: &str) {
+        self.shared.wait_idle(Some(id)).await;
+    }
+
+    /// The tenant's current behaviour settings.
+    pub fn behavior(&self) -> OomnitzaBehavior {
+        self.shared.behavior()
+    }
+
+    /// Replaces the behaviour settings; the processing delay applies to batches accepted from
+    /// now on, the rules to records processed from now on.
+    pub fn set_behavior(&self, behavior: OomnitzaBehavior) -> Result<(), InvalidRule> {
+        self.shared.set_behavior(behavior)
+    }
+
+    /// Sets the processing delay of batches accepted from now on.
+    pub fn set_processing_delay(&self, delay: Duration) {
+        let mut behavior = self.shared.behavior();
+        behavior.processing_delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        // Only the delay changes, and the current rules compiled already.
+        let _ = self.shared.set_behavior(behavior);
+    }
+
+    /// Replaces the tenant validation rules checked when records are processed.
+    pub fn set_validation_rules(&self, rules: Vec<ValidationRule>) -> Result<(), InvalidRule> {
+        let mut behavior = self.shared.behavior();
+        behavior.validation_rules = rules;
+        self.shared.set_behavior(behavior)
     }
 
     /// Replaces the active faults; `outage_for_ms` counts from now.
@@ -243,6 +432,11 @@ impl OomnitzaSim {
     /// The active faults.
     pub fn faults(&self) -> OomnitzaFaults {
         self.shared.faults()
+    }
+
+    /// Ends every password session, as an expiry would: their tokens get `401` from now on.
+    pub fn revoke_sessions(&self) {
+        self.shared.revoke_sessions();
     }
 
     /// Adds a pre-existing user (field id → value; `"_id"` optional). Nothing is validated.
@@ -276,6 +470,7 @@ fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/api/v3/users", get(users::list))
         .route("/api/v3/users/{id}", get(users::one))
+        .route("/api/v2/mappings", get(gate::mappings))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&shared),
             gate::api_gate,

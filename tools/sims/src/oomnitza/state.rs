@@ -1,14 +1,19 @@
-//! The state of one Oomnitza simulator: the store (users, portions) behind one lock, faults and
-//! issued tokens behind another, and the request counters.
+//! The state of one Oomnitza simulator: the store (users, portions, the queue of accepted
+//! records) behind one lock, faults, behaviour and issued sessions behind another, the request
+//! counters, and the signals between bulk posts and the processing worker.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
+use tokio::sync::{Notify, watch};
 use tokio::time::{Duration, Instant};
 
 use super::store::Store;
-use super::{OomnitzaConfig, OomnitzaFaults, OomnitzaStats, PortionState};
+use super::validate::{self, Rule};
+use super::{
+    InvalidRule, OomnitzaBehavior, OomnitzaConfig, OomnitzaFaults, OomnitzaStats, PortionState,
+};
 use crate::rng::SplitMix;
 use crate::sync::{Flight, lock};
 
@@ -20,9 +25,13 @@ pub(crate) struct Shared {
     pub(crate) control: Mutex<Control>,
     pub(crate) requests: Mutex<RequestCounters>,
     pub(crate) flight: Arc<Flight>,
+    /// Wakes the processing worker when a batch is queued.
+    pub(crate) wake: Notify,
+    /// Records accepted and not processed yet, published after every change for waiters.
+    pub(crate) pending: watch::Sender<u64>,
 }
 
-/// Faults and tokens: what the API gate consults on every request.
+/// Faults, behaviour and sessions: what the API gate and the worker consult.
 #[derive(Debug)]
 pub(crate) struct Control {
     pub(crate) faults: OomnitzaFaults,
@@ -30,16 +39,24 @@ pub(crate) struct Control {
     pub(crate) rng: SplitMix,
     /// Admission times within the last second, for the rate limit.
     pub(crate) recent: VecDeque<Instant>,
-    pub(crate) issued_tokens: HashSet<String>,
+    /// Password-session token → the `X-CSRF-Token` issued with it.
+    pub(crate) sessions: HashMap<String, String>,
     pub(crate) bulk_response: Option<Value>,
+    pub(crate) behavior: OomnitzaBehavior,
+    /// `behavior.validation_rules`, compiled.
+    pub(crate) rules: Arc<Vec<Rule>>,
 }
 
-/// Counters of the request gate.
+/// Counters of the request gate and of user reads.
 #[derive(Debug, Default)]
 pub(crate) struct RequestCounters {
     pub(crate) api_requests: u64,
     pub(crate) status_counts: BTreeMap<u16, u64>,
     pub(crate) requests_429: u64,
+    pub(crate) csrf_echoed: u64,
+    pub(crate) csrf_missing: u64,
+    pub(crate) user_reads: u64,
+    pub(crate) users_returned: u64,
 }
 
 fn outage_until(faults: &OomnitzaFaults) -> Option<Instant> {
@@ -77,7 +94,8 @@ impl Control {
 }
 
 impl Shared {
-    pub(crate) fn new(config: OomnitzaConfig) -> Self {
+    pub(crate) fn new(config: OomnitzaConfig) -> Result<Self, InvalidRule> {
+        let rules = validate::compile(&config.behavior.validation_rules).map_err(InvalidRule)?;
         let mut unique = vec!["USER".to_string()];
         unique.extend(
             config
@@ -91,16 +109,57 @@ impl Shared {
             faults: config.faults.clone(),
             rng: SplitMix::new(0x0047_11A7),
             recent: VecDeque::new(),
-            issued_tokens: HashSet::new(),
+            sessions: HashMap::new(),
             bulk_response: None,
+            behavior: config.behavior.clone(),
+            rules: Arc::new(rules),
         };
-        Self {
+        Ok(Self {
             config,
             store: Mutex::new(Store::new(unique)),
             control: Mutex::new(control),
             requests: Mutex::new(RequestCounters::default()),
             flight: Arc::new(Flight::default()),
+            wake: Notify::new(),
+            pending: watch::Sender::new(0),
+        })
+    }
+
+    /// Publishes how many records wait in `store`'s queue; call with the store locked, after
+    /// changing the queue.
+    pub(crate) fn publish_pending(&self, store: &Store) {
+        self.pending.send_replace(store.queue.len());
+    }
+
+    /// Waits until nothing is processing, in portion `id` or (`None`) anywhere.
+    pub(crate) async fn wait_idle(&self, id: Option<&str>) {
+        let mut changes = self.pending.subscribe();
+        loop {
+            // Marked seen before looking, so a change made after the look wakes the wait.
+            changes.borrow_and_update();
+            let idle = {
+                let store = lock(&self.store);
+                match id {
+                    None => store.queue.len() == 0,
+                    Some(id) => store.portions.get(id).is_none_or(|p| p.processing == 0),
+                }
+            };
+            if idle || changes.changed().await.is_err() {
+                return;
+            }
         }
+    }
+
+    pub(crate) fn behavior(&self) -> OomnitzaBehavior {
+        lock(&self.control).behavior.clone()
+    }
+
+    pub(crate) fn set_behavior(&self, behavior: OomnitzaBehavior) -> Result<(), InvalidRule> {
+        let rules = validate::compile(&behavior.validation_rules).map_err(InvalidRule)?;
+        let mut control = lock(&self.control);
+        control.rules = Arc::new(rules);
+        control.behavior = behavior;
+        Ok(())
     }
 
     pub(crate) fn users(&self) -> Vec<Map<String, Value>> {
@@ -121,6 +180,13 @@ impl Shared {
             bulk_records: c.bulk_records,
             first_bulk_at_ms: c.first_bulk_at_ms,
             last_bulk_at_ms: c.last_bulk_at_ms,
+            records_processing: store.queue.len(),
+            records_canceled: c.canceled,
+            test_run_records: c.test_run_records,
+            user_reads: requests.user_reads,
+            users_returned: requests.users_returned,
+            csrf_echoed: requests.csrf_echoed,
+            csrf_missing: requests.csrf_missing,
             records_created: c.created,
             records_updated: c.updated,
             records_unchanged: c.unchanged,
@@ -144,9 +210,13 @@ impl Shared {
 
     pub(crate) fn cancel_portion(&self, id: &str) -> PortionState {
         let mut store = lock(&self.store);
-        let portion = store.portion_mut(id);
-        portion.canceled = true;
-        portion.clone()
+        let portion = store.cancel(id);
+        self.publish_pending(&store);
+        portion
+    }
+
+    pub(crate) fn revoke_sessions(&self) {
+        lock(&self.control).sessions.clear();
     }
 
     pub(crate) fn faults(&self) -> OomnitzaFaults {
@@ -182,7 +252,8 @@ mod tests {
         let shared = Shared::new(OomnitzaConfig {
             faults,
             ..OomnitzaConfig::default()
-        });
+        })
+        .expect("no rules");
         let mut control = lock(&shared.control);
         let admitted = (0..10).filter(|_| control.admit_rate()).count();
         assert_eq!(admitted, 3);

@@ -1,10 +1,13 @@
-//! The tenant's data and how a bulk batch changes it, pure and I/O-free: users with an index per
-//! field for matching and uniqueness, SaaS-user records, and portions with their run logs. Only
-//! the unique fields and the fields some batch has matched on are indexed; a field is indexed
-//! the first time a batch names it as a sync field.
+//! The tenant's data and how one record changes it, pure and I/O-free: users with an index per
+//! field for matching, uniqueness and filtered reads, SaaS-user records, the portions and the
+//! queue of accepted records (processed by [`super::portion`]). Only the unique fields and the
+//! fields some batch has matched on or some read has filtered on are indexed; a field is
+//! indexed the first time it is needed.
 //!
 //! Matching follows the sync fields in priority order: the first field for which the record has
-//! a value and some user holds that same value identifies the user.
+//! a value and some user holds that same value identifies the user. A record is first planned
+//! (what it would do, nothing changed), then committed, so that a test run can report exactly
+//! what processing would do.
 
 use std::collections::BTreeMap;
 
@@ -14,8 +17,9 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 
 use serde_json::{Map, Value, json};
 
+use super::PortionState;
+use super::queue::Queue;
 use super::validate::Envelope;
-use super::{FailedRecord, PortionState};
 use crate::rng::mix;
 
 /// What happened to one record.
@@ -26,6 +30,54 @@ pub(crate) enum Outcome {
     Unchanged,
     Skipped,
     Failed(String),
+    /// Discarded because an administrator canceled the run.
+    Canceled,
+}
+
+impl Outcome {
+    /// The run log's name of this outcome.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Outcome::Added => "added",
+            Outcome::Updated => "updated",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Skipped => "skipped",
+            Outcome::Failed(_) => "failed",
+            Outcome::Canceled => "canceled",
+        }
+    }
+}
+
+/// What applying one valid record would do, worked out without changing anything.
+#[derive(Debug)]
+pub(crate) enum Plan {
+    /// Create-only on an existing user, or update-only on an unknown one.
+    Skip,
+    /// The user already holds every value.
+    Unchanged,
+    /// A new user.
+    Create {
+        fields: Map<String, Value>,
+        saas: Option<Value>,
+    },
+    /// New values (and/or a new SaaS-user record) for the user in `slot`.
+    Update {
+        slot: usize,
+        changes: Map<String, Value>,
+        saas: Option<Value>,
+    },
+}
+
+impl Plan {
+    /// The outcome the plan has once committed.
+    pub(crate) fn outcome(&self) -> Outcome {
+        match self {
+            Plan::Skip => Outcome::Skipped,
+            Plan::Unchanged => Outcome::Unchanged,
+            Plan::Create { .. } => Outcome::Added,
+            Plan::Update { .. } => Outcome::Updated,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -46,6 +98,8 @@ pub(crate) struct Store {
     saas: Vec<Map<String, Value>>,
     saas_by_key: HashMap<(String, String), usize>,
     pub(crate) portions: HashMap<String, PortionState>,
+    /// Records accepted and not processed yet.
+    pub(crate) queue: Queue,
     /// Fields whose values no two users may share: `USER` and unique custom fields.
     unique: Vec<String>,
     next_user: u64,
@@ -64,6 +118,8 @@ pub(crate) struct Counters {
     pub(crate) unchanged: u64,
     pub(crate) skipped: u64,
     pub(crate) failed: u64,
+    pub(crate) canceled: u64,
+    pub(crate) test_run_records: u64,
     pub(crate) finalize_calls: BTreeMap<String, u64>,
 }
 
@@ -114,6 +170,36 @@ impl Store {
         self.by_id.get(id).map(|&i| with_id(&self.users[i]))
     }
 
+    /// How many users there are; slots run from 0 to this, in creation order.
+    pub(crate) fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    /// The id and fields of the user in `slot` (`None` past the end).
+    pub(crate) fn user_at(&self, slot: usize) -> Option<(&str, &Map<String, Value>)> {
+        self.users.get(slot).map(|u| (u.id.as_str(), &u.fields))
+    }
+
+    /// The slots of the users whose `field` has one of these texts (as a string, or as a
+    /// number or boolean shown as that text), in creation order; the field is indexed on first
+    /// use. Blank texts match nothing here, as blank values are not indexed.
+    pub(crate) fn slots_holding(&mut self, field: &str, texts: &[String]) -> Vec<usize> {
+        self.ensure_indexed(field);
+        let Some(values) = self.index.get(field) else {
+            return Vec::new();
+        };
+        let mut slots: Vec<usize> = texts
+            .iter()
+            .flat_map(|t| [format!("s:{t}"), format!("j:{t}")])
+            .filter_map(|k| values.get(&k))
+            .flatten()
+            .copied()
+            .collect();
+        slots.sort_unstable();
+        slots.dedup();
+        slots
+    }
+
     pub(crate) fn saas_users(&self) -> Vec<Value> {
         self.saas.iter().cloned().map(Value::Object).collect()
     }
@@ -153,102 +239,34 @@ impl Store {
         id
     }
 
-    /// Applies a batch whose envelope and records are valid; updates the portion's run log and
-    /// the counters. The portion must exist and be open.
-    pub(crate) fn apply(&mut self, mut env: Envelope) -> Vec<Outcome> {
-        let records = std::mem::take(&mut env.records);
-        self.counters.bulk_records += records.len() as u64;
-        let mut failed = Vec::new();
-        let outcomes: Vec<Outcome> = match &env.error {
-            Some(reason) => {
-                let n = records.len().max(1);
-                let mut records = records.into_iter();
-                for _ in 0..n {
-                    failed.push(FailedRecord {
-                        record: records.next().unwrap_or(Value::Null),
-                        reason: reason.clone(),
-                    });
-                }
-                vec![Outcome::Failed(reason.clone()); n]
-            }
-            None => {
-                let mut outcomes = Vec::with_capacity(records.len());
-                for record in records {
-                    let result = match record {
-                        Value::Object(fields) => self.apply_record(&env, fields),
-                        other => Err(("the record is not a JSON object".into(), other)),
-                    };
-                    outcomes.push(match result {
-                        Ok(outcome) => outcome,
-                        Err((reason, record)) => {
-                            failed.push(FailedRecord {
-                                record,
-                                reason: reason.clone(),
-                            });
-                            Outcome::Failed(reason)
-                        }
-                    });
-                }
-                outcomes
-            }
-        };
-        let portion = self.portion_mut(&env.portion);
-        for outcome in &outcomes {
-            match outcome {
-                Outcome::Added => portion.added += 1,
-                Outcome::Updated => portion.updated += 1,
-                Outcome::Unchanged => portion.unchanged += 1,
-                Outcome::Skipped => portion.skipped += 1,
-                Outcome::Failed(_) => portion.failed += 1,
-            }
-        }
-        portion.failed_records.extend(failed);
-        for outcome in &outcomes {
-            let c = &mut self.counters;
-            match outcome {
-                Outcome::Added => c.created += 1,
-                Outcome::Updated => c.updated += 1,
-                Outcome::Unchanged => c.unchanged += 1,
-                Outcome::Skipped => c.skipped += 1,
-                Outcome::Failed(_) => c.failed += 1,
-            }
-        }
-        outcomes
-    }
-
-    /// Applies one record; a failure gives back the reason and the record as received.
-    fn apply_record(
+    /// What the valid record `fields` would do in a batch with this envelope; the error is the
+    /// reason it would fail (a unique value another user holds), with the record given back.
+    pub(crate) fn plan(
         &mut self,
         env: &Envelope,
         mut fields: Map<String, Value>,
-    ) -> Result<Outcome, (String, Value)> {
-        let saas = fields.remove("SAAS");
-        let as_received = |mut fields: Map<String, Value>, saas: Option<Value>| {
+    ) -> Result<Plan, (String, Map<String, Value>)> {
+        let saas = fields.remove("SAAS").filter(Value::is_object);
+        let refuse = |reason: String, mut fields: Map<String, Value>, saas: Option<Value>| {
             if let Some(saas) = saas {
                 fields.insert("SAAS".into(), saas);
             }
-            Value::Object(fields)
+            Err((reason, fields))
         };
         for field in &env.sync_field {
             self.ensure_indexed(field);
         }
         let slot = match self.find(&env.sync_field, &fields) {
-            Some(_) if env.insert_only => return Ok(Outcome::Skipped),
+            Some(_) if env.insert_only => return Ok(Plan::Skip),
             Some(slot) => slot,
-            None if env.update_only => return Ok(Outcome::Skipped),
+            None if env.update_only => return Ok(Plan::Skip),
             None => {
                 if let Some(conflict) = self.unique_conflict(&fields, None) {
-                    return Err((conflict, as_received(fields, saas)));
+                    return refuse(conflict, fields, saas);
                 }
-                let id = self.insert_user(fields);
-                self.count_write(&id);
-                if let Some(saas) = saas.as_ref().filter(|v| v.is_object()) {
-                    self.upsert_saas(&id, saas);
-                }
-                return Ok(Outcome::Added);
+                return Ok(Plan::Create { fields, saas });
             }
         };
-
         let user = &self.users[slot];
         let changes: Map<String, Value> = fields
             .iter()
@@ -256,30 +274,58 @@ impl Store {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         if let Some(conflict) = self.unique_conflict(&changes, Some(slot)) {
-            return Err((conflict, as_received(fields, saas)));
+            return refuse(conflict, fields, saas);
         }
-        let id = self.users[slot].id.clone();
-        let saas_changed = saas
+        let saas_changes = saas
             .as_ref()
-            .filter(|v| v.is_object())
-            .is_some_and(|s| self.upsert_saas(&id, s));
-        if changes.is_empty() && !saas_changed {
-            return Ok(Outcome::Unchanged);
+            .is_some_and(|s| self.saas_would_change(&user.id, s));
+        if changes.is_empty() && !saas_changes {
+            return Ok(Plan::Unchanged);
         }
-        if !changes.is_empty() {
-            let old = self.users[slot].fields.clone();
-            self.unindex(slot, &old);
-            for (k, v) in changes {
-                if v.is_null() {
-                    self.users[slot].fields.remove(&k);
-                } else {
-                    self.users[slot].fields.insert(k, v);
+        Ok(Plan::Update {
+            slot,
+            changes,
+            saas,
+        })
+    }
+
+    /// Applies a plan made against the current data.
+    pub(crate) fn commit(&mut self, plan: Plan) -> Outcome {
+        let outcome = plan.outcome();
+        match plan {
+            Plan::Skip | Plan::Unchanged => {}
+            Plan::Create { fields, saas } => {
+                let id = self.insert_user(fields);
+                self.count_write(&id);
+                if let Some(saas) = &saas {
+                    self.upsert_saas(&id, saas);
                 }
             }
-            self.index_user(slot);
+            Plan::Update {
+                slot,
+                changes,
+                saas,
+            } => {
+                let id = self.users[slot].id.clone();
+                if let Some(saas) = &saas {
+                    self.upsert_saas(&id, saas);
+                }
+                if !changes.is_empty() {
+                    let old = self.users[slot].fields.clone();
+                    self.unindex(slot, &old);
+                    for (k, v) in changes {
+                        if v.is_null() {
+                            self.users[slot].fields.remove(&k);
+                        } else {
+                            self.users[slot].fields.insert(k, v);
+                        }
+                    }
+                    self.index_user(slot);
+                }
+                self.count_write(&id);
+            }
         }
-        self.count_write(&id);
-        Ok(Outcome::Updated)
+        outcome
     }
 
     /// The user identified by the first sync field the record has a value for.
@@ -326,23 +372,20 @@ impl Store {
         }
     }
 
-    /// Creates or updates the SaaS-user record of `user_id`; true if anything changed.
-    fn upsert_saas(&mut self, user_id: &str, saas: &Value) -> bool {
-        let text = |k: &str| saas.get(k).and_then(Value::as_str).map(str::to_string);
-        let (Some(sync_key), app) = (
-            text("sync_key"),
-            text("selected_saas_id").or_else(|| text("name")),
-        ) else {
+    /// Whether [`Store::upsert_saas`] would create or change a SaaS-user record.
+    fn saas_would_change(&self, user_id: &str, saas: &Value) -> bool {
+        let Some((app, sync_key, wanted)) = saas_record(user_id, saas) else {
             return false;
         };
-        let Some(app) = app else { return false };
-        let wanted = json!({
-            "user_id": user_id,
-            "sync_key": sync_key,
-            "selected_saas_id": text("selected_saas_id"),
-            "name": text("name"),
-        });
-        let Value::Object(wanted) = wanted else {
+        match self.saas_by_key.get(&(app, sync_key)) {
+            Some(&i) => wanted.iter().any(|(k, v)| self.saas[i].get(k) != Some(v)),
+            None => true,
+        }
+    }
+
+    /// Creates or updates the SaaS-user record of `user_id`; true if anything changed.
+    fn upsert_saas(&mut self, user_id: &str, saas: &Value) -> bool {
+        let Some((app, sync_key, wanted)) = saas_record(user_id, saas) else {
             return false;
         };
         match self.saas_by_key.get(&(app.clone(), sync_key.clone())) {
@@ -395,6 +438,23 @@ impl Store {
     }
 }
 
+/// The SaaS application key, the sync key and the wanted SaaS-user record of `user_id` for a
+/// record's `SAAS` block; `None` if the block names no sync key or application.
+fn saas_record(user_id: &str, saas: &Value) -> Option<(String, String, Map<String, Value>)> {
+    let text = |k: &str| saas.get(k).and_then(Value::as_str).map(str::to_string);
+    let sync_key = text("sync_key")?;
+    let app = text("selected_saas_id").or_else(|| text("name"))?;
+    let Value::Object(wanted) = json!({
+        "user_id": user_id,
+        "sync_key": sync_key,
+        "selected_saas_id": text("selected_saas_id"),
+        "name": text("name"),
+    }) else {
+        return None;
+    };
+    Some((app, sync_key, wanted))
+}
+
 fn with_id(user: &User) -> Map<String, Value> {
     let mut fields = user.fields.clone();
     fields.insert("_id".into(), Value::String(user.id.clone()));
@@ -410,10 +470,8 @@ mod tests {
         Envelope {
             portion: "p".into(),
             sync_field: sync.iter().map(|s| s.to_string()).collect(),
-            insert_only: false,
-            update_only: false,
-            error: None,
             records,
+            ..Envelope::default()
         }
     }
 
@@ -467,7 +525,7 @@ mod tests {
         s.apply(env(&["EMAIL"], vec![ada(json!({}))]));
         let out = s.apply(env(
             &["EMPLOYEE_ID"],
-            vec![json!({"EMPLOYEE_ID": "E1", "POSITION": "CTO"})],
+            vec![json!({"EMPLOYEE_ID": "E1", "USER": "ada", "POSITION": "CTO"})],
         ));
         assert_eq!(
             out,

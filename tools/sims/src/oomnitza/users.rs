@@ -1,7 +1,14 @@
 //! `GET /api/v3/users` (filter, limit, skip, sortby) and `GET /api/v3/users/{id}`.
 //!
 //! Users are shown with lower-case attribute names (`USER` → `username`, `PERMISSIONS_ID` →
-//! `role`, custom ids lower-cased) and their `id`; every attribute is present, `null` if unset.
+//! `role`, as the published user schema names them) and their `id`; every attribute is present,
+//! `null` if unset. The published schema lists no custom fields, so how they are named is
+//! [`super::OomnitzaBehavior::custom_field_names`] (lower-case id by default).
+//!
+//! A read must stay fast on a large tenant (a verifier pages through 100,000 users, or asks for
+//! a few hundred keys at a time with `IN [...]`): an `eq`/`IN` condition is looked up in the
+//! store's index, only the users of the page are rendered, and nothing is copied while
+//! filtering.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +22,7 @@ use serde_json::{Map, Value};
 use super::filter;
 use super::gate::error;
 use super::state::Shared;
-use super::{CustomField, validate::scalar_text};
+use super::{CustomField, CustomFieldNames, validate::scalar_text};
 use crate::sync::lock;
 
 /// System field id → attribute name.
@@ -30,39 +37,64 @@ const SYSTEM_ATTRIBUTES: &[(&str, &str)] = &[
     ("ADDRESS", "address"),
 ];
 
-/// The attribute name of a field id.
-fn attribute(field_id: &str) -> String {
-    SYSTEM_ATTRIBUTES
-        .iter()
-        .find(|(id, _)| *id == field_id)
-        .map_or_else(|| field_id.to_lowercase(), |(_, name)| (*name).to_string())
+/// The attribute of the user's id.
+const ID: &str = "id";
+
+/// How field ids and attribute names correspond in this tenant.
+struct Naming {
+    /// Every attribute name, in the order users are shown with.
+    names: Vec<String>,
+    /// Field id → attribute name.
+    attribute: HashMap<String, String>,
+    /// Attribute name → field id.
+    field: HashMap<String, String>,
 }
 
-/// Every attribute name a filter or sort may use.
-fn attributes(custom: &[CustomField]) -> Vec<String> {
-    let mut names: Vec<String> = SYSTEM_ATTRIBUTES
-        .iter()
-        .map(|(_, n)| (*n).to_string())
-        .collect();
-    names.extend(custom.iter().map(|f| f.id.to_lowercase()));
-    names.push("id".into());
-    names
-}
-
-/// A stored user (field id → value, `_id`) as the API shows it.
-fn view(user: &Map<String, Value>, custom: &[CustomField]) -> Value {
-    let mut out = Map::new();
-    for name in attributes(custom) {
-        out.insert(name, Value::Null);
-    }
-    for (field, value) in user {
-        if field == "_id" {
-            out.insert("id".into(), value.clone());
-        } else {
-            out.insert(attribute(field), value.clone());
+impl Naming {
+    fn new(custom: &[CustomField], style: CustomFieldNames) -> Self {
+        let mut pairs: Vec<(String, String)> = SYSTEM_ATTRIBUTES
+            .iter()
+            .map(|(id, name)| ((*id).to_string(), (*name).to_string()))
+            .collect();
+        pairs.extend(custom.iter().map(|f| {
+            let name = match style {
+                CustomFieldNames::LowerCaseId => f.id.to_lowercase(),
+                CustomFieldNames::Id => f.id.clone(),
+            };
+            (f.id.clone(), name)
+        }));
+        let mut names: Vec<String> = pairs.iter().map(|(_, name)| name.clone()).collect();
+        names.push(ID.into());
+        Self {
+            names,
+            field: pairs
+                .iter()
+                .map(|(id, n)| (n.clone(), id.clone()))
+                .collect(),
+            attribute: pairs.into_iter().collect(),
         }
     }
-    Value::Object(out)
+
+    /// The attribute name of a field id not in the data model (kept, lower-cased).
+    fn attribute_of(&self, field_id: &str) -> String {
+        self.attribute
+            .get(field_id)
+            .cloned()
+            .unwrap_or_else(|| field_id.to_lowercase())
+    }
+
+    /// A stored user as the API shows it.
+    fn view(&self, id: &str, fields: &Map<String, Value>) -> Value {
+        let mut out = Map::new();
+        for name in &self.names {
+            out.insert(name.clone(), Value::Null);
+        }
+        for (field, value) in fields {
+            out.insert(self.attribute_of(field), value.clone());
+        }
+        out.insert(ID.into(), Value::String(id.to_owned()));
+        Value::Object(out)
+    }
 }
 
 fn bad_request(message: &str) -> Response {
@@ -75,12 +107,12 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>, RawQuery(query): Raw
         url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
             .into_owned()
             .collect();
-    let custom = &shared.config.custom_fields;
-    let names = attributes(custom);
+    let style = lock(&shared.control).behavior.custom_field_names;
+    let naming = Naming::new(&shared.config.custom_fields, style);
 
     let filter = match params.get("filter") {
         None => None,
-        Some(f) => match filter::parse(f, &names) {
+        Some(f) => match filter::parse(f, &naming.names) {
             Ok(f) => Some(f),
             Err(problem) => return bad_request(&format!("invalid filter: {problem}")),
         },
@@ -96,48 +128,91 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>, RawQuery(query): Raw
         }
     };
     let (limit, skip) = match (number("limit"), number("skip")) {
-        (Ok(limit), Ok(skip)) => (limit, skip.unwrap_or(0)),
+        (Ok(limit), Ok(skip)) => (limit.unwrap_or(usize::MAX), skip.unwrap_or(0)),
         (Err(problem), _) | (_, Err(problem)) => return bad_request(&problem),
     };
-    let sort = match params.get("sortby").map(|s| parse_sort(s, &names)) {
+    let sort = match params.get("sortby").map(|s| parse_sort(s, &naming.names)) {
         None => None,
         Some(Ok(sort)) => Some(sort),
         Some(Err(problem)) => return bad_request(&problem),
     };
 
-    let stored = lock(&shared.store).users();
-    let mut users: Vec<Value> = stored
-        .iter()
-        .map(|u| view(u, custom))
-        .filter(|u| filter.as_ref().is_none_or(|f| f.matches(u)))
-        .collect();
-    if let Some((field, descending)) = sort {
-        // Nulls sort last either way.
-        users.sort_by(|a, b| {
-            let (ka, kb) = (
-                a.get(&field).and_then(scalar_text),
-                b.get(&field).and_then(scalar_text),
-            );
-            match (ka, kb) {
-                (Some(x), Some(y)) if descending => y.cmp(&x),
-                (Some(x), Some(y)) => x.cmp(&y),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (None, None) => std::cmp::Ordering::Equal,
+    let (page, total) = {
+        let mut store = lock(&shared.store);
+        let narrowed = filter
+            .as_ref()
+            .and_then(filter::Filter::narrowing)
+            .and_then(|(attr, texts)| Some((naming.field.get(attr)?.clone(), texts)));
+        let candidates: Vec<usize> = match narrowed {
+            Some((field, texts)) => store.slots_holding(&field, &texts),
+            None => (0..store.user_count()).collect(),
+        };
+        let store = &*store;
+        let value = |slot: usize, attr: &str| -> Option<Value> {
+            let (id, fields) = store.user_at(slot)?;
+            if attr == ID {
+                return Some(Value::String(id.to_owned()));
             }
-        });
-    }
-    let total = users.len();
-    let page: Vec<Value> = users
-        .into_iter()
-        .skip(skip)
-        .take(limit.unwrap_or(usize::MAX))
-        .collect();
+            fields.get(naming.field.get(attr)?).cloned()
+        };
+        let mut matched: Vec<usize> = match &filter {
+            None => candidates,
+            Some(f) => candidates
+                .into_iter()
+                .filter(|&slot| {
+                    let Some((id, fields)) = store.user_at(slot) else {
+                        return false;
+                    };
+                    let id = Value::String(id.to_owned());
+                    f.matches_by(&|attr: &str| {
+                        if attr == ID {
+                            return Some(&id);
+                        }
+                        fields.get(naming.field.get(attr)?)
+                    })
+                })
+                .collect(),
+        };
+        if let Some((attr, descending)) = sort {
+            let mut keyed: Vec<(Option<String>, usize)> = matched
+                .iter()
+                .map(|&slot| (value(slot, &attr).as_ref().and_then(scalar_text), slot))
+                .collect();
+            // Nulls sort last either way; ties keep creation order.
+            keyed.sort_by(|(a, sa), (b, sb)| {
+                let order = match (a, b) {
+                    (Some(x), Some(y)) if descending => y.cmp(x),
+                    (Some(x), Some(y)) => x.cmp(y),
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (None, None) => std::cmp::Ordering::Equal,
+                };
+                order.then(sa.cmp(sb))
+            });
+            matched = keyed.into_iter().map(|(_, slot)| slot).collect();
+        }
+        let total = matched.len();
+        let page: Vec<Value> = matched
+            .into_iter()
+            .skip(skip)
+            .take(limit)
+            .filter_map(|slot| store.user_at(slot))
+            .map(|(id, fields)| naming.view(id, fields))
+            .collect();
+        (page, total)
+    };
+    count_read(&shared, page.len());
     let mut response = Json(page).into_response();
     response
         .headers_mut()
         .insert("x-total-count", HeaderValue::from(total));
     response
+}
+
+fn count_read(shared: &Shared, users: usize) {
+    let mut requests = lock(&shared.requests);
+    requests.user_reads += 1;
+    requests.users_returned += users as u64;
 }
 
 /// `field`, `field asc` or `field desc` → (field, descending).
@@ -160,9 +235,17 @@ fn parse_sort(sortby: &str, names: &[String]) -> Result<(String, bool), String> 
 
 /// One user by id, or `404`.
 pub(crate) async fn one(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    let user = lock(&shared.store).user(&id);
+    let style = lock(&shared.control).behavior.custom_field_names;
+    let naming = Naming::new(&shared.config.custom_fields, style);
+    let user = lock(&shared.store).user(&id).map(|mut fields| {
+        fields.remove("_id");
+        naming.view(&id, &fields)
+    });
     match user {
-        Some(u) => Json(view(&u, &shared.config.custom_fields)).into_response(),
+        Some(user) => {
+            count_read(&shared, 1);
+            Json(user).into_response()
+        }
         None => error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -184,17 +267,18 @@ mod tests {
             unique: true,
         }];
         let mut stored = Map::new();
-        stored.insert("_id".into(), json!("u1"));
         stored.insert("USER".into(), json!("ada"));
         stored.insert("PERMISSIONS_ID".into(), json!("25"));
         stored.insert("ABCDEF".into(), json!("a2G"));
-        let v = view(&stored, &custom);
+        let v = Naming::new(&custom, CustomFieldNames::LowerCaseId).view("u1", &stored);
         assert_eq!(v["id"], "u1");
         assert_eq!(v["username"], "ada");
         assert_eq!(v["role"], "25");
         assert_eq!(v["abcdef"], "a2G");
         assert!(v["email"].is_null() && v.get("phone_number").is_some());
         assert!(v.get("USER").is_none());
+        let v = Naming::new(&custom, CustomFieldNames::Id).view("u1", &stored);
+        assert_eq!((&v["ABCDEF"], v.get("abcdef")), (&json!("a2G"), None));
     }
 
     #[test]

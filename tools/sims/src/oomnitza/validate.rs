@@ -1,14 +1,17 @@
-//! Validation of `POST /api/v3/bulk` bodies, pure and I/O-free.
+//! Validation of `POST /api/v3/bulk` bodies and of the records in them, pure and I/O-free.
 //!
-//! Two levels, as Oomnitza answers them: a bad envelope (missing portion, wrong data type, both
-//! flags, unknown field ids...) is a `400` naming the problem; bad records (no username, an
-//! e-mail that is not one, an unknown role, a poisoned e-mail) refuse the whole batch with a
-//! `422` listing each refused record, and nothing is applied.
+//! Two moments, as Oomnitza has them: a bad envelope (missing portion, wrong data type, both
+//! flags, unknown field ids...) is a `400` naming the problem when the batch is posted; a bad
+//! record (no username, an e-mail that is not one, an unknown role, a value a tenant rule
+//! refuses) is accepted with the batch and fails later, when the record is processed, with its
+//! reason in the run log. The only record-level refusal at post time is the `poison_emails`
+//! fault (a `422` for the whole batch), kept for tests of clients that isolate bad records.
 
+use regex::{Regex, RegexBuilder};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{CustomField, OomnitzaConfig};
+use super::{CustomField, ValidationRule};
 
 /// The system user fields a bulk record may carry.
 pub(crate) const SYSTEM_FIELDS: &[&str] = &[
@@ -23,19 +26,29 @@ pub(crate) const SYSTEM_FIELDS: &[&str] = &[
     "SAAS",
 ];
 
+/// The `error_type` with which Oomnitza's connector marks a failure that stopped its run;
+/// such a failure is logged under this name in the run log.
+pub(crate) const FATAL_ERROR: &str = "Fatal Error";
+
 /// A bulk body whose envelope is valid.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Envelope {
     pub(crate) portion: String,
+    /// `connector_name` (or `connector_id`), shown as the run log's `connector`.
+    pub(crate) connector: String,
     pub(crate) sync_field: Vec<String>,
     pub(crate) insert_only: bool,
     pub(crate) update_only: bool,
+    /// Check the records as processing would and apply nothing.
+    pub(crate) test_run: bool,
     /// A client-reported failure: the records are logged as failed with this reason.
     pub(crate) error: Option<String>,
+    /// `error_type` was `"Fatal Error"`: the failure is also logged as fatal.
+    pub(crate) fatal: bool,
     pub(crate) records: Vec<Value>,
 }
 
-/// One refused record of a `422` answer.
+/// One refused record of a `422` answer (the `poison_emails` fault).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub(crate) struct Refusal {
     /// Position of the record in `records`.
@@ -95,6 +108,7 @@ pub(crate) fn envelope(body: Value, custom: &[CustomField]) -> Result<Envelope, 
     }
     let insert_only = flag(&body, "insert_only")?;
     let update_only = flag(&body, "update_only")?;
+    let test_run = flag(&body, "test_run")?;
     if insert_only && update_only {
         return Err("insert_only and update_only cannot both be true".into());
     }
@@ -108,6 +122,11 @@ pub(crate) fn envelope(body: Value, custom: &[CustomField]) -> Result<Envelope, 
         Some(Value::String(e)) => Some(e.clone()),
         Some(_) => return Err("error must be a string or null".into()),
     };
+    let fatal = body.get("error_type").and_then(Value::as_str) == Some(FATAL_ERROR);
+    let connector = ["connector_name", "connector_id"]
+        .iter()
+        .find_map(|k| body.get(*k).and_then(scalar_text))
+        .unwrap_or_default();
     let sync_field = match body.get("sync_field") {
         None | Some(Value::Null) => return Err("sync_field is missing".into()),
         Some(Value::Array(ids)) => ids
@@ -151,71 +170,137 @@ pub(crate) fn envelope(body: Value, custom: &[CustomField]) -> Result<Envelope, 
     }
     Ok(Envelope {
         portion,
+        connector,
         sync_field,
         insert_only,
         update_only,
+        test_run,
         error,
+        fatal,
         records,
     })
 }
 
-/// Checks every record; an empty list means the batch may be applied.
-pub(crate) fn records(
-    records: &[Value],
-    config: &OomnitzaConfig,
-    poison: &[String],
-) -> Vec<Refusal> {
-    let mut refusals = Vec::new();
-    for (index, record) in records.iter().enumerate() {
-        let mut refuse = |field: Option<&str>, reason: String| {
-            refusals.push(Refusal {
-                index,
-                field: field.map(str::to_string),
-                reason,
-            });
-        };
-        let Value::Object(fields) = record else {
-            refuse(None, "the record is not a JSON object".into());
-            continue;
-        };
-        match fields.get("USER") {
-            Some(Value::String(u)) if !u.trim().is_empty() => {}
-            _ => refuse(Some("USER"), "USER (the username) is required".into()),
-        }
-        match fields.get("EMAIL") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(e)) if is_email(e) => {
-                if poison.iter().any(|p| p.eq_ignore_ascii_case(e)) {
-                    refuse(Some("EMAIL"), format!("EMAIL '{e}' is refused by Oomnitza"));
-                }
+/// The records whose e-mail is one of the `poison` fault's; an empty list lets the batch in.
+pub(crate) fn poisoned(records: &[Value], poison: &[String]) -> Vec<Refusal> {
+    if poison.is_empty() {
+        return Vec::new();
+    }
+    records
+        .iter()
+        .enumerate()
+        .filter_map(|(index, record)| {
+            let email = record.get("EMAIL")?.as_str()?;
+            poison
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(email))
+                .then(|| Refusal {
+                    index,
+                    field: Some("EMAIL".into()),
+                    reason: format!("EMAIL '{email}' is refused by Oomnitza"),
+                })
+        })
+        .collect()
+}
+
+/// A tenant validation rule, compiled.
+#[derive(Clone, Debug)]
+pub(crate) struct Rule {
+    field: String,
+    regex: Regex,
+    must_match: bool,
+    message: Option<String>,
+}
+
+/// Longest compiled rule: patterns come from tests and operators, but stay bounded.
+const RULE_SIZE_LIMIT: usize = 1 << 20;
+
+/// Compiles validation rules; the error names the rule that is wrong.
+pub(crate) fn compile(rules: &[ValidationRule]) -> Result<Vec<Rule>, String> {
+    rules
+        .iter()
+        .map(|rule| {
+            if rule.field.trim().is_empty() {
+                return Err(format!("validation rule /{}/ names no field", rule.pattern));
             }
-            Some(other) => refuse(
-                Some("EMAIL"),
-                format!("EMAIL {other} is not an e-mail address"),
-            ),
-        }
-        match fields.get("PERMISSIONS_ID") {
-            None | Some(Value::Null) => {}
-            Some(role) => {
-                let known = scalar_text(role).is_some_and(|r| config.roles.contains(&r));
-                if !known {
-                    refuse(
-                        Some("PERMISSIONS_ID"),
-                        format!("PERMISSIONS_ID {role} is not a role of this Oomnitza"),
-                    );
-                }
+            let regex = RegexBuilder::new(&rule.pattern)
+                .size_limit(RULE_SIZE_LIMIT)
+                .build()
+                .map_err(|e| {
+                    format!(
+                        "validation rule for {}: /{}/ is not a valid pattern: {e}",
+                        rule.field, rule.pattern
+                    )
+                })?;
+            Ok(Rule {
+                field: rule.field.clone(),
+                regex,
+                must_match: rule.must_match,
+                message: rule.message.clone(),
+            })
+        })
+        .collect()
+}
+
+/// What a tenant knows when it processes a record: its roles and its validation rules.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Checks<'a> {
+    pub(crate) roles: &'a [String],
+    pub(crate) rules: &'a [Rule],
+}
+
+/// Why Oomnitza would refuse this record when processing it, all reasons joined; `Ok` if none.
+pub(crate) fn record(fields: &Map<String, Value>, checks: Checks<'_>) -> Result<(), String> {
+    let mut reasons = Vec::new();
+    match fields.get("USER") {
+        Some(Value::String(u)) if !u.trim().is_empty() => {}
+        _ => reasons.push("USER (the username) is required".to_string()),
+    }
+    match fields.get("EMAIL") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(e)) if is_email(e) => {}
+        Some(other) => reasons.push(format!("EMAIL {other} is not an e-mail address")),
+    }
+    match fields.get("PERMISSIONS_ID") {
+        None | Some(Value::Null) => {}
+        Some(role) => {
+            if !scalar_text(role).is_some_and(|r| checks.roles.contains(&r)) {
+                reasons.push(format!(
+                    "PERMISSIONS_ID {role} is not a role of this Oomnitza"
+                ));
             }
-        }
-        match fields.get("SAAS") {
-            None | Some(Value::Null) => {}
-            Some(saas) if saas_is_valid(saas) => {}
-            Some(_) => refuse(
-                Some("SAAS"),
-                "SAAS must be an object with a sync_key and a selected_saas_id or name".into(),
-            ),
         }
     }
-    refusals
+    match fields.get("SAAS") {
+        None | Some(Value::Null) => {}
+        Some(saas) if saas_is_valid(saas) => {}
+        Some(_) => reasons
+            .push("SAAS must be an object with a sync_key and a selected_saas_id or name".into()),
+    }
+    for rule in checks.rules {
+        let Some(text) = fields.get(&rule.field).and_then(scalar_text) else {
+            continue;
+        };
+        if rule.regex.is_match(&text) != rule.must_match {
+            reasons.push(rule.message.clone().unwrap_or_else(|| {
+                let verb = if rule.must_match {
+                    "does not match"
+                } else {
+                    "matches"
+                };
+                format!(
+                    "{} '{text}' {verb} the tenant's rule /{}/",
+                    rule.field,
+                    rule.regex.as_str()
+                )
+            }));
+        }
+    }
+    if reasons.is_empty() {
+        Ok(())
+    } else {
+        Err(reasons.join("; "))
+    }
 }
 
 fn saas_is_valid(saas: &Value) -> bool {
@@ -261,6 +346,7 @@ mod tests {
     }
 
     use super::*;
+    use crate::oomnitza::OomnitzaConfig;
     use serde_json::json;
 
     fn config() -> OomnitzaConfig {
@@ -353,24 +439,108 @@ mod tests {
         assert_eq!(env.error.as_deref(), Some("could not map the record"));
     }
 
+    fn checks_with<'a>(roles: &'a [String], rules: &'a [Rule]) -> Checks<'a> {
+        Checks { roles, rules }
+    }
+
     #[test]
-    fn record_problems_are_listed_per_index() {
+    fn record_problems_are_named_with_every_reason() {
+        let roles = config().roles;
+        let checks = checks_with(&roles, &[]);
+        let check = |v: Value| record(v.as_object().expect("object"), checks);
+        assert_eq!(
+            check(
+                json!({"USER": "ok@example.com", "EMAIL": "ok@example.com", "PERMISSIONS_ID": "25"})
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check(
+                json!({"USER": "u", "PERMISSIONS_ID": 10, "SAAS": {"sync_key": "k", "name": "Sage People"}})
+            ),
+            Ok(())
+        );
+        let cases = [
+            (json!({"EMAIL": "x@example.com"}), "USER"),
+            (json!({"USER": "u", "EMAIL": "not-an-email"}), "EMAIL"),
+            (
+                json!({"USER": "u", "PERMISSIONS_ID": "999"}),
+                "PERMISSIONS_ID \"999\"",
+            ),
+            (
+                json!({"USER": "u", "SAAS": {"name": "Sage People"}}),
+                "SAAS",
+            ),
+        ];
+        for (r, needle) in cases {
+            let reason = check(r.clone()).expect_err(needle);
+            assert!(reason.contains(needle), "{r}: {reason}");
+        }
+        let both = check(json!({"EMAIL": "bad", "PERMISSIONS_ID": "0"})).expect_err("refused");
+        assert_eq!(both.matches("; ").count(), 2, "{both}");
+    }
+
+    #[test]
+    fn tenant_rules_refuse_matching_or_unmatching_values() {
+        let roles = config().roles;
+        let rules = compile(&[
+            ValidationRule {
+                field: "EMAIL".into(),
+                pattern: "(?i)@blocked\\.example$".into(),
+                must_match: false,
+                message: None,
+            },
+            ValidationRule {
+                field: "FIRST_NAME".into(),
+                pattern: "^[A-Z]".into(),
+                must_match: true,
+                message: Some("FIRST_NAME must start with a capital".into()),
+            },
+        ])
+        .expect("valid rules");
+        let checks = checks_with(&roles, &rules);
+        let check = |v: Value| record(v.as_object().expect("object"), checks);
+        assert_eq!(
+            check(json!({"USER": "u", "EMAIL": "a@ok.example", "FIRST_NAME": "Ada"})),
+            Ok(())
+        );
+        let reason = check(json!({"USER": "u", "EMAIL": "a@Blocked.example"})).expect_err("rule");
+        assert!(
+            reason.contains("EMAIL 'a@Blocked.example' matches"),
+            "{reason}"
+        );
+        assert_eq!(
+            check(json!({"USER": "u", "FIRST_NAME": "ada"})),
+            Err("FIRST_NAME must start with a capital".into())
+        );
+        assert_eq!(
+            check(json!({"USER": "u"})),
+            Ok(()),
+            "absent fields are not checked"
+        );
+        let bad = ValidationRule {
+            field: "EMAIL".into(),
+            pattern: "(".into(),
+            must_match: false,
+            message: None,
+        };
+        assert!(compile(&[bad]).expect_err("bad pattern").contains("EMAIL"));
+    }
+
+    #[test]
+    fn poisoned_records_are_listed_per_index() {
         let records = vec![
-            json!({"USER": "ok@example.com", "EMAIL": "ok@example.com", "PERMISSIONS_ID": "25"}),
-            json!({"EMAIL": "x@example.com"}),
-            json!({"USER": "u", "EMAIL": "not-an-email"}),
-            json!({"USER": "u", "PERMISSIONS_ID": "999"}),
+            json!({"USER": "u", "EMAIL": "ok@example.com"}),
             json!({"USER": "u", "EMAIL": "Bad@Example.com"}),
             json!("text"),
-            json!({"USER": "u", "SAAS": {"name": "Sage People"}}),
-            json!({"USER": "u", "PERMISSIONS_ID": 10, "SAAS": {"sync_key": "k", "name": "Sage People"}}),
         ];
-        let refusals = self::records(&records, &config(), &["bad@example.com".into()]);
-        let indices: Vec<usize> = refusals.iter().map(|r| r.index).collect();
-        assert_eq!(indices, [1, 2, 3, 4, 5, 6]);
-        assert_eq!(refusals[0].field.as_deref(), Some("USER"));
-        assert_eq!(refusals[2].field.as_deref(), Some("PERMISSIONS_ID"));
-        assert!(refusals[3].reason.contains("refused"));
+        let refusals = poisoned(&records, &["bad@example.com".into()]);
+        assert_eq!(refusals.len(), 1);
+        assert_eq!(
+            (refusals[0].index, refusals[0].field.as_deref()),
+            (1, Some("EMAIL"))
+        );
+        assert!(poisoned(&records, &[]).is_empty());
     }
 
     #[test]
