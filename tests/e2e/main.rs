@@ -9,3 +9,4 @@ mod harness;
 mod loader;
 mod mapping;
 mod sync;
+mod verify;

@@ -242,12 +242,18 @@ impl Stack {
 
 /// Triggers a run, retrying while the extractor is still starting (no responder yet).
 async fn trigger(client: &mut Client) -> pb::TriggerSyncResponse {
+    trigger_resending(client, false).await
+}
+
+/// Triggers a run (sending every record when `resend_all`), retrying while the extractor is
+/// still starting.
+async fn trigger_resending(client: &mut Client, resend_all: bool) -> pb::TriggerSyncResponse {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         match client
             .trigger_sync(pb::TriggerSyncRequest {
                 integration_id: INTEGRATION.into(),
-                resend_all: false,
+                resend_all,
             })
             .await
         {
@@ -1373,4 +1379,74 @@ async fn syncctl_triggers_and_watches_a_run_then_lists_and_replays_its_dead_lett
     let completions = syncctl_with(&stack, None, &["completions", "bash"]);
     assert_eq!(completions.code, 0);
     assert!(completions.stdout.contains("syncctl"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_edits_in_oomnitza_are_put_right_by_a_full_run_and_by_sync_worker() {
+    let workers = 30;
+    let stack = Stack::start(Options {
+        workers,
+        ..Options::default()
+    })
+    .await;
+    let mut client = stack.client().await;
+    let first = trigger(&mut client).await;
+    let first = watch_to_end(&mut client, &first.run_id).await;
+    let written = counts(first.last().unwrap()).written;
+    assert!(written > 0);
+
+    // Someone edits two users by hand in Oomnitza.
+    let edit = |n: usize| {
+        let mut user = stack.oomnitza.users()[n].clone();
+        user.insert("POSITION".into(), Value::from("Edited by hand"));
+        stack.oomnitza.insert_user(user);
+    };
+    let edited = |n: usize| {
+        stack.oomnitza.users()[n].get("POSITION") == Some(&Value::from("Edited by hand"))
+    };
+    edit(0);
+    edit(1);
+
+    // A normal run sends nothing unchanged, so the edits stay.
+    let normal = trigger(&mut client).await;
+    let normal = watch_to_end(&mut client, &normal.run_id).await;
+    assert_eq!(counts(normal.last().unwrap()).written, 0);
+    assert!(edited(0) && edited(1));
+
+    // A full run sends every record and puts them right.
+    let full = trigger_resending(&mut client, true).await;
+    let full = watch_to_end(&mut client, &full.run_id).await;
+    let last = full.last().unwrap();
+    assert!(last.resend_all);
+    assert_eq!(counts(last).written, written, "every record sent and confirmed");
+    assert_eq!(counts(last).unchanged, 0);
+    let verification = last.verification.clone().unwrap();
+    assert_eq!(
+        verification.state(),
+        pb::VerificationState::Verified,
+        "{verification:?}"
+    );
+    assert!(!edited(0) && !edited(1), "the hand edits are undone");
+
+    // sync-worker always writes the worker, unchanged or not.
+    edit(0);
+    let email = stack.oomnitza.users()[0]["EMAIL"].as_str().unwrap().to_owned();
+    let index = (0..workers)
+        .find(|i| {
+            stack.worker(*i)["emailAddress"]
+                .as_str()
+                .is_some_and(|e| e.trim().eq_ignore_ascii_case(&email))
+        })
+        .expect("the edited user's worker");
+    let synced = client
+        .sync_worker(pb::SyncWorkerRequest {
+            integration_id: INTEGRATION.into(),
+            worker_id: generate::worker_id(index),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let run = watch_to_end(&mut client, &synced.run_id).await;
+    assert_eq!(counts(run.last().unwrap()).written, 1);
+    assert!(!edited(0), "sync-worker put the user right");
 }

@@ -167,25 +167,6 @@ impl TryFrom<Value> for RunLog {
     }
 }
 
-impl RunLog {
-    /// Records accepted but not applied yet.
-    pub fn processing(&self) -> u64 {
-        self.processing
-    }
-
-    /// Records discarded because the portion was canceled.
-    pub fn canceled(&self) -> u64 {
-        0
-    }
-
-    /// Oomnitza's messages about records that failed.
-    pub fn failure_messages(&self) -> impl Iterator<Item = &str> {
-        self.failed_records
-            .iter()
-            .filter_map(|failed| failed.reason.as_deref())
-    }
-}
-
 impl OomnitzaClient {
     /// Reads a portion's run log. Records are processed after their batch is accepted, so
     /// read it again until [`RunLog::processing`] is zero before taking the counts as final.

@@ -34,8 +34,8 @@ pub const CLAIM_EXPIRY: Duration = Duration::from_secs(120);
 const RENEW: Duration = Duration::from_secs(30);
 /// Longest wait between two reads of a run log that is still processing.
 const LOG_POLL_MAX: Duration = Duration::from_secs(5);
-/// The longest filter value list in one user read, in characters (keeps URLs short).
-const FILTER_CHARS: usize = 6_000;
+/// Users read per page.
+const READ_PAGE: u32 = 1_000;
 
 /// Bulk field id → the attribute a user read shows it as (documented system fields).
 const READ_NAMES: &[(&str, &str)] = &[
@@ -165,7 +165,7 @@ impl Verifier {
             Ok(log) => log,
             Err(reason) => return self.give_up(integration, run_id, reason).await,
         };
-        let failures: Vec<String> = log.failure_messages().map(str::to_lowercase).collect();
+        let failures: Vec<String> = log.failed_messages().iter().map(|m| m.to_lowercase()).collect();
         let config = self.integrations.get(integration);
         let mut tally = Tally::default();
         let group = self.settings.read_batch.max(1);
@@ -362,27 +362,18 @@ impl Verifier {
         attribute: &str,
         values: &[String],
     ) -> Result<Vec<Map<String, Value>>, String> {
-        let mut users = Vec::new();
-        for filter in in_filters(attribute, values) {
-            let mut skip = 0u32;
-            loop {
-                let page = self
-                    .client
-                    .find_users(&filter, 1_000, skip)
-                    .await
-                    .map_err(|err| format!("cannot read the users back: {err}"))?;
-                let n = page.len();
-                users.extend(page.into_iter().filter_map(|user| match user {
-                    Value::Object(map) => Some(map),
-                    _ => None,
-                }));
-                if n < 1_000 {
-                    break;
-                }
-                skip += 1_000;
-            }
-        }
-        Ok(users)
+        let users = self
+            .client
+            .find_users_in(attribute, values, READ_PAGE)
+            .await
+            .map_err(|err| format!("cannot read the users back: {err}"))?;
+        Ok(users
+            .into_iter()
+            .filter_map(|user| match user {
+                Value::Object(map) => Some(map),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Dead-letters the records Oomnitza did not apply and drops their applied hashes (where
@@ -549,13 +540,14 @@ pub async fn forget_applied(bus: &Bus, key: &str, run_id: &str) {
 }
 
 fn run_log_counts(log: &RunLog) -> RunLogCounts {
+    let counts = &log.counts;
     RunLogCounts {
-        added: log.added,
-        updated: log.updated,
-        unchanged: log.unchanged,
-        skipped: log.skipped,
-        failed: log.failed,
-        canceled: log.canceled(),
+        added: counts.added,
+        updated: counts.updated,
+        unchanged: counts.unchanged,
+        skipped: counts.skipped,
+        failed: counts.failed,
+        canceled: counts.canceled,
     }
 }
 
@@ -575,27 +567,6 @@ fn lookup_of(sync_fields: &[String], record: &Map<String, Value>) -> Option<(Str
         let value = record.get(field).and_then(text)?;
         Some((read_name(field)?, value))
     })
-}
-
-/// `attribute IN ['a','b']` filters covering `values`, each at most [`FILTER_CHARS`] long.
-pub fn in_filters(attribute: &str, values: &[String]) -> Vec<String> {
-    let mut filters = Vec::new();
-    let mut current: Vec<String> = Vec::new();
-    let mut length = 0;
-    for value in values {
-        let quoted = format!("'{}'", value.replace('\'', "''"));
-        if !current.is_empty() && length + quoted.len() + 1 > FILTER_CHARS {
-            filters.push(format!("{attribute} IN [{}]", current.join(",")));
-            current.clear();
-            length = 0;
-        }
-        length += quoted.len() + 1;
-        current.push(quoted);
-    }
-    if !current.is_empty() {
-        filters.push(format!("{attribute} IN [{}]", current.join(",")));
-    }
-    filters
 }
 
 /// Compares a sent record with the user read back (`None`: no user holds its sync value).
@@ -738,23 +709,6 @@ mod tests {
             result.unverifiable,
             ["0F9E8D7C6B5A49382716A5B4C3D2E1F0", "odd"]
         );
-    }
-
-    #[test]
-    fn filters_quote_values_and_stay_short() {
-        let values: Vec<String> = (0..1_000)
-            .map(|i| format!("o'neil{i}@example.com"))
-            .collect();
-        let filters = in_filters("email", &values);
-        assert!(filters.len() > 1);
-        assert!(filters.iter().all(|f| f.len() <= FILTER_CHARS + 20));
-        assert!(filters[0].starts_with("email IN ['o''neil0@example.com',"));
-        let listed: usize = filters
-            .iter()
-            .map(|f| f.matches("@example.com").count())
-            .sum();
-        assert_eq!(listed, 1_000);
-        assert!(in_filters("email", &[]).is_empty());
     }
 
     #[test]

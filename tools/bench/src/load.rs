@@ -74,7 +74,15 @@ fn oomnitza_sim(
     let mut sim = Proc::spawn(
         "oomnitza-sim",
         &bins.path("oomnitza-sim")?,
-        &["--latency-ms", &latency, "--custom-field", &fields],
+        // Records are applied as soon as the simulator's worker gets to them.
+        &[
+            "--latency-ms",
+            &latency,
+            "--custom-field",
+            &fields,
+            "--processing-delay-ms",
+            "0",
+        ],
         &[("RUST_LOG", "warn")],
         &dir.join("oomnitza-sim.log"),
     )?;
@@ -85,10 +93,13 @@ fn oomnitza_sim(
 /// How long a load took.
 #[derive(Debug, Clone, Copy)]
 struct Timing {
-    /// From starting the replicas until the run was finalized (start-up included).
+    /// From starting the replicas until the run was finalized and checked (start-up included).
     total: Duration,
-    /// From Oomnitza receiving the first bulk request until the run was finalized.
+    /// From Oomnitza receiving the first bulk request until the run was finalized and checked.
     load: Duration,
+    /// Of `load`, the time from the finalized record to the end of its check against what
+    /// Oomnitza holds (zero when the loaders do not check runs).
+    check: Duration,
 }
 
 /// Runs the benchmark and prints a report.
@@ -108,6 +119,7 @@ pub async fn run(bins: &Binaries, options: &Options) -> anyhow::Result<()> {
         let timing = Timing {
             total: elapsed,
             load: elapsed,
+            check: Duration::ZERO,
         };
         (timing, "one record per request".to_owned())
     } else {
@@ -126,19 +138,27 @@ pub async fn run(bins: &Binaries, options: &Options) -> anyhow::Result<()> {
         timing.load.as_secs_f64(),
         rate(timing.load),
     );
+    let loaded = timing.load.saturating_sub(timing.check);
+    println!(
+        "checking the run against Oomnitza took {:.2} s after finalize: {:.1}% of the {:.2} s to finalize",
+        timing.check.as_secs_f64(),
+        100.0 * timing.check.as_secs_f64() / loaded.as_secs_f64().max(f64::EPSILON),
+        loaded.as_secs_f64(),
+    );
     println!();
     println!(
-        "| workers | latency | mode | from start | workers/s | from first request | workers/s |"
+        "| workers | latency | mode | from start | workers/s | from first request | workers/s | check after finalize |"
     );
-    println!("|---:|---:|---|---:|---:|---:|---:|");
+    println!("|---:|---:|---|---:|---:|---:|---:|---:|");
     println!(
-        "| {} | {} ms | {mode} | {:.2} s | {:.0} | {:.2} s | {:.0} |",
+        "| {} | {} ms | {mode} | {:.2} s | {:.0} | {:.2} s | {:.0} | {:.2} s |",
         options.workers,
         options.latency_ms,
         timing.total.as_secs_f64(),
         rate(timing.total),
         timing.load.as_secs_f64(),
         rate(timing.load),
+        timing.check.as_secs_f64(),
     );
     Ok(())
 }
@@ -257,13 +277,29 @@ async fn loaders(
         replicas.push(replica);
     }
     let deadline = started + Duration::from_secs(3600);
+    let mut finalized_at: Option<(Instant, i64)> = None;
     loop {
-        if let Some((record, _)) = runs.get(INTEGRATION, &run_id).await?
+        let record = runs.get(INTEGRATION, &run_id).await?.map(|(r, _)| r);
+        if finalized_at.is_none() && record.as_ref().is_some_and(|r| r.counts.is_some()) {
+            finalized_at = Some((Instant::now(), chrono::Utc::now().timestamp_millis()));
+        }
+        if let Some(record) = record.filter(|r| r.is_settled())
             && let Some(counts) = record.counts
+            && let Some((finalized, finalized_at_ms)) = finalized_at
         {
             let elapsed = started.elapsed();
-            let finalized_at_ms = chrono::Utc::now().timestamp_millis();
-            println!("finalized: {counts:?}");
+            let check = finalized.elapsed();
+            let checked_at_ms = chrono::Utc::now().timestamp_millis();
+            println!("finalized and checked: {counts:?}");
+            if let Some(verification) = &record.verification {
+                println!(
+                    "verification: accepted {}, confirmed {}, not applied {}, unverifiable fields {:?}",
+                    verification.accepted,
+                    verification.confirmed,
+                    verification.not_applied,
+                    verification.unverifiable_fields
+                );
+            }
             let per_event = |cpu: Duration| cpu.as_secs_f64() * 1e6 / workers as f64;
             let loaders: Duration = replicas.iter().map(Proc::cpu).sum();
             println!(
@@ -293,7 +329,7 @@ async fn loaders(
                 .get("first_bulk_at_ms")
                 .and_then(serde_json::Value::as_i64)
                 .context("Oomnitza received no bulk request")?;
-            let load_ms = u64::try_from(finalized_at_ms - first_request_ms).unwrap_or(0);
+            let load_ms = u64::try_from(checked_at_ms - first_request_ms).unwrap_or(0);
             if let Some(last_request_ms) = stats
                 .get("last_bulk_at_ms")
                 .and_then(serde_json::Value::as_i64)
@@ -307,6 +343,7 @@ async fn loaders(
             return Ok(Timing {
                 total: elapsed,
                 load: Duration::from_millis(load_ms),
+                check,
             });
         }
         if Instant::now() > deadline {

@@ -1,0 +1,228 @@
+//! What landed in Oomnitza, against a simulator that applies bulk records asynchronously as
+//! the published contract says: records accepted and then failed inside Oomnitza are
+//! dead-lettered with Oomnitza's reason and sent again once the cause is gone; an
+//! administrator's cancel stops the posts and the next run loads everything; a mapped field id
+//! the tenant does not have pauses the integration instead of flooding Oomnitza. Every run
+//! checks the invariant published = written (confirmed) + unchanged + filtered + dead-lettered
+//! + canceled (+ stale).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use peoplesync_bus::pause::Pauses;
+use peoplesync_bus::{FinalizeState, RunRecord, VerifyState, dlq};
+use peoplesync_sims::oomnitza::{OomnitzaFaults, ValidationRule};
+use peoplesync_sims::sage::SageConfig;
+use peoplesync_testkit::wait_for;
+
+use crate::harness::{Deployment, oomnitza_config};
+
+/// Fast redelivery and retries, so failure tests take seconds.
+const QUICK: &str = r#"
+[consumer]
+ack_wait_secs = 4
+[retry]
+initial_delay_ms = 50
+max_delay_ms = 1000
+credentials_retry_secs = 1
+"#;
+
+async fn deployment(workers: u64) -> Deployment {
+    let sage = SageConfig {
+        workers,
+        ..SageConfig::default()
+    };
+    Deployment::start(sage, oomnitza_config()).await
+}
+
+fn assert_accounted(run: &RunRecord) {
+    let counts = run.counts.expect("final counts");
+    assert_eq!(
+        counts.total(),
+        run.expected(),
+        "published = written + unchanged + filtered + dead-lettered + canceled + stale: {counts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_failed_inside_oomnitza_are_dead_lettered_and_sent_again_once_fixed() {
+    let d = deployment(400).await;
+    // A tenant rule Oomnitza applies after accepting the batch: about a tenth of the e-mails.
+    d.oomnitza
+        .set_validation_rules(vec![ValidationRule {
+            field: "EMAIL".into(),
+            pattern: "^[a-c]".into(),
+            must_match: false,
+            message: Some("e-mails starting with a, b or c are refused by a tenant rule".into()),
+        }])
+        .expect("rule");
+    let _loader = d.loader_with("loader-1", QUICK);
+    let first = d.extract_run();
+    let first = d
+        .finalized("sage-people", &first, Duration::from_secs(120))
+        .await;
+    assert_accounted(&first);
+    let verification = first.verification.clone().expect("the run was checked");
+    assert!(
+        matches!(verification.state, VerifyState::Verified { .. }),
+        "{verification:?}"
+    );
+    let refused = verification.not_applied;
+    assert!(refused > 0, "some records failed inside Oomnitza");
+    let counts = first.counts.expect("counts");
+    assert_eq!(verification.accepted, counts.written + refused);
+    assert_eq!(
+        counts.written,
+        d.oomnitza.users().len() as u64,
+        "written counts exactly the users Oomnitza holds"
+    );
+    let letters = d.dead_letters().await;
+    let not_applied: Vec<_> = letters
+        .iter()
+        .filter(|l| l.letter.stage == dlq::STAGE_VERIFICATION)
+        .collect();
+    assert_eq!(not_applied.len() as u64, refused);
+    assert!(
+        not_applied
+            .iter()
+            .all(|l| l.letter.reason.contains("refused by a tenant rule")),
+        "Oomnitza's own message is the reason: {:?}",
+        not_applied.first().map(|l| &l.letter.reason)
+    );
+
+    // The cause is removed in Oomnitza; nothing changed in Sage People. The next run sends
+    // exactly the records that did not land (and reports the mapping's refusals again).
+    d.oomnitza.set_validation_rules(Vec::new()).expect("rules");
+    let posted = d.oomnitza.stats().bulk_records;
+    let second = d.extract_run();
+    let second = d
+        .finalized("sage-people", &second, Duration::from_secs(120))
+        .await;
+    assert_accounted(&second);
+    let counts2 = second.counts.expect("counts");
+    assert_eq!(counts2.written, refused, "exactly the records that failed");
+    let mapping_refusals = counts2.dead_lettered;
+    assert_eq!(
+        d.oomnitza.stats().bulk_records - posted,
+        refused + mapping_refusals,
+        "nothing else was sent"
+    );
+    assert_eq!(
+        d.oomnitza.users().len() as u64,
+        counts.written + refused,
+        "every loadable worker is in Oomnitza now"
+    );
+    d.assert_each_user_stored_once();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_administrator_cancel_stops_the_posts_and_the_next_run_loads_everyone() {
+    let d = deployment(20_000).await;
+    d.oomnitza.set_faults(OomnitzaFaults {
+        latency_ms: 50,
+        ..Default::default()
+    });
+    let _loader = d.loader_with("loader-1", QUICK);
+    let run_id = d.extract_run();
+    wait_for("the first writes", Duration::from_secs(60), || async {
+        (d.oomnitza.stats().bulk_records >= 1_000).then_some(())
+    })
+    .await;
+    d.oomnitza.cancel_portion(&run_id);
+    let at_cancel = d.oomnitza.stats().bulk_records;
+    let run = d
+        .finalized("sage-people", &run_id, Duration::from_secs(180))
+        .await;
+    let after = d.oomnitza.stats().bulk_records - at_cancel;
+    assert!(
+        after < 1_000,
+        "records posted after the cancel: {after} (the portion is read every 2 s)"
+    );
+    assert_accounted(&run);
+    assert!(matches!(run.finalize, FinalizeState::Canceled { .. }));
+    assert!(run.canceled.is_some());
+    let counts = run.counts.expect("counts");
+    assert_eq!(counts.written, 0);
+    assert!(counts.canceled > 15_000, "{counts:?}");
+    assert_eq!(d.oomnitza.stats().finalize_calls.get(&run_id), None);
+
+    d.oomnitza.set_faults(OomnitzaFaults::default());
+    let next = d.extract_run();
+    let next = d
+        .finalized("sage-people", &next, Duration::from_secs(180))
+        .await;
+    assert_accounted(&next);
+    let counts = next.counts.expect("counts");
+    assert_eq!(counts.unchanged, 0, "nothing is skipped as posted before");
+    assert_eq!(counts.written, d.oomnitza.users().len() as u64);
+    let (expected, _) = d.expected();
+    assert_eq!(
+        counts.written + counts.dead_lettered,
+        next.expected(),
+        "every worker loaded ({} with an e-mail)",
+        expected.len()
+    );
+    d.assert_each_user_stored_once();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_field_id_pauses_the_integration_until_the_config_is_fixed() {
+    let d = deployment(2_000).await;
+    let _loader = d.loader_with("loader-1", QUICK);
+    let bus = d.bus().await;
+    // Wait for the loader to seed the default config, then map a field id the tenant lacks.
+    let store = bus.config_kv();
+    let current = wait_for("the seeded config", Duration::from_secs(30), || async {
+        store.entry("sage-people").await.ok().flatten()
+    })
+    .await;
+    let text = String::from_utf8(current.value.to_vec()).unwrap();
+    let unknown = "ABCDEF0123456789ABCDEF0123456789";
+    let broken = format!("{text}\n[[mapping]]\nfield = \"{unknown}\"\nsource = \"City\"\n");
+    let revision = store
+        .update("sage-people", Bytes::from(broken), current.revision)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let run_id = d.extract_run();
+
+    let pauses = Pauses::new(bus.state_kv().clone());
+    let flag = wait_for("the refusal pause", Duration::from_secs(60), || async {
+        pauses
+            .get("sage-people")
+            .await
+            .ok()
+            .flatten()
+            .filter(|f| f.paused)
+    })
+    .await;
+    let reason = flag.reason.clone().unwrap_or_default();
+    assert!(reason.contains(unknown), "the reason names the field: {reason}");
+    assert_eq!(flag.refused_config_revision, Some(revision));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let requests = d.oomnitza.stats().bulk_requests;
+    assert!(requests <= 50, "no flood of requests: {requests}");
+    assert!(
+        d.dead_letters()
+            .await
+            .iter()
+            .all(|l| l.letter.stage == "pipeline"),
+        "no record is dead-lettered for the configuration"
+    );
+    assert!(d.oomnitza.users().is_empty());
+
+    // The operator fixes the config: loading resumes and the run completes.
+    store
+        .update("sage-people", Bytes::from(text), revision)
+        .await
+        .unwrap();
+    let run = d
+        .finalized("sage-people", &run_id, Duration::from_secs(180))
+        .await;
+    assert_accounted(&run);
+    let counts = run.counts.expect("counts");
+    assert_eq!(counts.written, d.oomnitza.users().len() as u64);
+    assert!(counts.written > 1_500, "{counts:?}");
+    let flag = pauses.get("sage-people").await.unwrap().expect("flag");
+    assert!(!flag.paused, "resumed by the new config: {flag:?}");
+}
