@@ -124,6 +124,10 @@ pub struct OomnitzaBehavior {
     /// How custom fields are named in `GET /api/v3/users` (unpublished: the OpenAPI user schema
     /// lists system attributes only).
     pub custom_field_names: CustomFieldNames,
+    /// Show `role` in user reads as a number (`25`) when the stored `PERMISSIONS_ID` is a
+    /// numeric string, as the published user schema types it (integer). Off by default: the
+    /// value reads back as it was sent (`"25"`), which peoplesync's readers compare as text.
+    pub role_as_number: bool,
 }
 
 impl Default for OomnitzaBehavior {
@@ -136,6 +140,7 @@ impl Default for OomnitzaBehavior {
             require_csrf_echo: false,
             refuse_finalize_after_cancel: true,
             custom_field_names: CustomFieldNames::default(),
+            role_as_number: false,
         }
     }
 }
