@@ -188,6 +188,7 @@ impl Args {
                 outage_for_ms: self.outage_for_ms,
                 forbidden: self.forbidden,
                 poison_emails: self.poison_emails.clone(),
+                processing_paused: false,
             },
             behavior: OomnitzaBehavior {
                 processing_delay_ms: self.processing_delay_ms,

@@ -212,6 +212,9 @@ pub struct OomnitzaFaults {
     pub outage_for_ms: Option<u64>,
     /// Every authenticated request answers `403` (a token without rights).
     pub forbidden: bool,
+    /// Processing stalls: accepted records stay `processing` until this is turned off again
+    /// (Oomnitza under load; also lets a test look at a portion before anything is applied).
+    pub processing_paused: bool,
     /// Records with one of these e-mails (any case) make their whole batch `422` when posted
     /// (a refusal at post time, unlike Oomnitza's own, which come when records are processed).
     pub poison_emails: Vec<String>,
