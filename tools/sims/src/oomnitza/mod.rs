@@ -15,7 +15,7 @@
 //!
 //! What Oomnitza does not publish is a configurable guess in [`OomnitzaBehavior`] (processing
 //! delay, whether a session must echo its CSRF token, finalize after cancel, how custom fields
-//! are named in reads); faults ([`OomnitzaFaults`]) come on top.
+//! are named in reads, `role` as text or number); faults ([`OomnitzaFaults`]) come on top.
 
 mod admin;
 mod bulk;
@@ -132,7 +132,7 @@ pub struct OomnitzaBehavior {
 
 impl Default for OomnitzaBehavior {
     /// A processing delay of [`DEFAULT_PROCESSING_DELAY_MS`], no rules, no CSRF enforcement,
-    /// `409` on finalize after cancel, custom fields read as their lower-case ids.
+    /// `409` on finalize after cancel, custom fields read as their lower-case ids, `role` as sent.
     fn default() -> Self {
         Self {
             processing_delay_ms: DEFAULT_PROCESSING_DELAY_MS,
@@ -145,7 +145,8 @@ impl Default for OomnitzaBehavior {
     }
 }
 
-/// How a custom field is named in users read through the API.
+/// How a custom field is named in users read through the API (`"lower_case_id"` or `"id"` in
+/// JSON).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CustomFieldNames {
