@@ -417,11 +417,11 @@ mod portions {
 
     #[tokio::test]
     async fn the_run_log_counts_records_still_processing() {
-        let sim = spawn_with(OomnitzaBehavior {
-            processing_delay_ms: 1_500,
-            ..OomnitzaBehavior::default()
-        })
-        .await;
+        let sim = spawn().await;
+        sim.set_faults(OomnitzaFaults {
+            processing_paused: true,
+            ..OomnitzaFaults::default()
+        });
         let client = client(&sim);
         let sync_field = sync_field();
         client
@@ -430,6 +430,7 @@ mod portions {
             .unwrap();
         let log = client.run_log(PORTION).await.unwrap();
         assert_eq!((log.processing(), log.counts.added), (3, 0), "{log:?}");
+        sim.set_faults(OomnitzaFaults::default());
         sim.wait_idle().await;
         let log = client.run_log(PORTION).await.unwrap();
         assert_eq!((log.processing(), log.counts.added), (0, 3), "{log:?}");

@@ -81,6 +81,10 @@ struct Args {
     /// How custom fields are named in user reads: `lower-case-id` or `id`.
     #[arg(long, env = "OOMNITZA_SIM_CUSTOM_FIELD_NAMES", default_value = "lower-case-id", value_parser = custom_field_names)]
     custom_field_names: CustomFieldNames,
+    /// Show `role` in user reads as a number when PERMISSIONS_ID is numeric (the published
+    /// schema's type).
+    #[arg(long, env = "OOMNITZA_SIM_ROLE_AS_NUMBER")]
+    role_as_number: bool,
     /// Fault: delay added to every request, in milliseconds.
     #[arg(long, env = "OOMNITZA_SIM_LATENCY_MS", default_value_t = 0)]
     latency_ms: u64,
@@ -184,6 +188,7 @@ impl Args {
                 outage_for_ms: self.outage_for_ms,
                 forbidden: self.forbidden,
                 poison_emails: self.poison_emails.clone(),
+                processing_paused: false,
             },
             behavior: OomnitzaBehavior {
                 processing_delay_ms: self.processing_delay_ms,
@@ -196,6 +201,7 @@ impl Args {
                 require_csrf_echo: self.require_csrf_echo,
                 refuse_finalize_after_cancel: !self.allow_finalize_after_cancel,
                 custom_field_names: self.custom_field_names,
+                role_as_number: self.role_as_number,
             },
         })
     }

@@ -15,7 +15,7 @@
 //!
 //! What Oomnitza does not publish is a configurable guess in [`OomnitzaBehavior`] (processing
 //! delay, whether a session must echo its CSRF token, finalize after cancel, how custom fields
-//! are named in reads); faults ([`OomnitzaFaults`]) come on top.
+//! are named in reads, `role` as text or number); faults ([`OomnitzaFaults`]) come on top.
 
 mod admin;
 mod bulk;
@@ -124,11 +124,15 @@ pub struct OomnitzaBehavior {
     /// How custom fields are named in `GET /api/v3/users` (unpublished: the OpenAPI user schema
     /// lists system attributes only).
     pub custom_field_names: CustomFieldNames,
+    /// Show `role` in user reads as a number (`25`) when the stored `PERMISSIONS_ID` is a
+    /// numeric string, as the published user schema types it (integer). Off by default: the
+    /// value reads back as it was sent (`"25"`), which peoplesync's readers compare as text.
+    pub role_as_number: bool,
 }
 
 impl Default for OomnitzaBehavior {
     /// A processing delay of [`DEFAULT_PROCESSING_DELAY_MS`], no rules, no CSRF enforcement,
-    /// `409` on finalize after cancel, custom fields read as their lower-case ids.
+    /// `409` on finalize after cancel, custom fields read as their lower-case ids, `role` as sent.
     fn default() -> Self {
         Self {
             processing_delay_ms: DEFAULT_PROCESSING_DELAY_MS,
@@ -136,11 +140,13 @@ impl Default for OomnitzaBehavior {
             require_csrf_echo: false,
             refuse_finalize_after_cancel: true,
             custom_field_names: CustomFieldNames::default(),
+            role_as_number: false,
         }
     }
 }
 
-/// How a custom field is named in users read through the API.
+/// How a custom field is named in users read through the API (`"lower_case_id"` or `"id"` in
+/// JSON).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CustomFieldNames {
@@ -207,6 +213,9 @@ pub struct OomnitzaFaults {
     pub outage_for_ms: Option<u64>,
     /// Every authenticated request answers `403` (a token without rights).
     pub forbidden: bool,
+    /// Processing stalls: accepted records stay `processing` until this is turned off again
+    /// (Oomnitza under load; also lets a test look at a portion before anything is applied).
+    pub processing_paused: bool,
     /// Records with one of these e-mails (any case) make their whole batch `422` when posted
     /// (a refusal at post time, unlike Oomnitza's own, which come when records are processed).
     pub poison_emails: Vec<String>,

@@ -228,6 +228,9 @@ impl Shared {
         control.outage_until = outage_until(&faults);
         control.recent.clear();
         control.faults = faults;
+        drop(control);
+        // A worker paused by the old faults looks again.
+        self.wake.notify_one();
     }
 
     pub(crate) fn insert_user(&self, fields: Map<String, Value>) -> String {

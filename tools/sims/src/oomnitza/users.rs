@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use super::filter;
 use super::gate::error;
 use super::state::Shared;
-use super::{CustomField, CustomFieldNames, validate::scalar_text};
+use super::{CustomField, CustomFieldNames, OomnitzaBehavior, validate::scalar_text};
 use crate::sync::lock;
 
 /// System field id → attribute name.
@@ -48,10 +48,13 @@ struct Naming {
     attribute: HashMap<String, String>,
     /// Attribute name → field id.
     field: HashMap<String, String>,
+    /// Show a numeric `PERMISSIONS_ID` as a number.
+    role_as_number: bool,
 }
 
 impl Naming {
-    fn new(custom: &[CustomField], style: CustomFieldNames) -> Self {
+    fn new(custom: &[CustomField], behavior: &OomnitzaBehavior) -> Self {
+        let style = behavior.custom_field_names;
         let mut pairs: Vec<(String, String)> = SYSTEM_ATTRIBUTES
             .iter()
             .map(|(id, name)| ((*id).to_string(), (*name).to_string()))
@@ -72,6 +75,7 @@ impl Naming {
                 .map(|(id, n)| (n.clone(), id.clone()))
                 .collect(),
             attribute: pairs.into_iter().collect(),
+            role_as_number: behavior.role_as_number,
         }
     }
 
@@ -90,7 +94,14 @@ impl Naming {
             out.insert(name.clone(), Value::Null);
         }
         for (field, value) in fields {
-            out.insert(self.attribute_of(field), value.clone());
+            let value = match value {
+                Value::String(text) if self.role_as_number && field == "PERMISSIONS_ID" => text
+                    .trim()
+                    .parse::<u64>()
+                    .map_or_else(|_| value.clone(), Value::from),
+                _ => value.clone(),
+            };
+            out.insert(self.attribute_of(field), value);
         }
         out.insert(ID.into(), Value::String(id.to_owned()));
         Value::Object(out)
@@ -107,8 +118,7 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>, RawQuery(query): Raw
         url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
             .into_owned()
             .collect();
-    let style = lock(&shared.control).behavior.custom_field_names;
-    let naming = Naming::new(&shared.config.custom_fields, style);
+    let naming = Naming::new(&shared.config.custom_fields, &shared.behavior());
 
     let filter = match params.get("filter") {
         None => None,
@@ -139,6 +149,18 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>, RawQuery(query): Raw
 
     let (page, total) = {
         let mut store = lock(&shared.store);
+        if filter.is_none() && sort.is_none() {
+            // Plain paging, the common read-back: the page is a range of slots.
+            let total = store.user_count();
+            let page: Vec<Value> = (skip.min(total)..total)
+                .take(limit)
+                .filter_map(|slot| store.user_at(slot))
+                .map(|(id, fields)| naming.view(id, fields))
+                .collect();
+            drop(store);
+            count_read(&shared, page.len());
+            return page_response(page, total);
+        }
         let narrowed = filter
             .as_ref()
             .and_then(filter::Filter::narrowing)
@@ -202,6 +224,11 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>, RawQuery(query): Raw
         (page, total)
     };
     count_read(&shared, page.len());
+    page_response(page, total)
+}
+
+/// A page of users, with the number of matching users in `X-Total-Count`.
+fn page_response(page: Vec<Value>, total: usize) -> Response {
     let mut response = Json(page).into_response();
     response
         .headers_mut()
@@ -235,8 +262,7 @@ fn parse_sort(sortby: &str, names: &[String]) -> Result<(String, bool), String> 
 
 /// One user by id, or `404`.
 pub(crate) async fn one(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    let style = lock(&shared.control).behavior.custom_field_names;
-    let naming = Naming::new(&shared.config.custom_fields, style);
+    let naming = Naming::new(&shared.config.custom_fields, &shared.behavior());
     let user = lock(&shared.store).user(&id).map(|mut fields| {
         fields.remove("_id");
         naming.view(&id, &fields)
@@ -270,15 +296,21 @@ mod tests {
         stored.insert("USER".into(), json!("ada"));
         stored.insert("PERMISSIONS_ID".into(), json!("25"));
         stored.insert("ABCDEF".into(), json!("a2G"));
-        let v = Naming::new(&custom, CustomFieldNames::LowerCaseId).view("u1", &stored);
+        let v = Naming::new(&custom, &OomnitzaBehavior::default()).view("u1", &stored);
         assert_eq!(v["id"], "u1");
         assert_eq!(v["username"], "ada");
         assert_eq!(v["role"], "25");
         assert_eq!(v["abcdef"], "a2G");
         assert!(v["email"].is_null() && v.get("phone_number").is_some());
         assert!(v.get("USER").is_none());
-        let v = Naming::new(&custom, CustomFieldNames::Id).view("u1", &stored);
+        let behavior = OomnitzaBehavior {
+            custom_field_names: CustomFieldNames::Id,
+            role_as_number: true,
+            ..OomnitzaBehavior::default()
+        };
+        let v = Naming::new(&custom, &behavior).view("u1", &stored);
         assert_eq!((&v["ABCDEF"], v.get("abcdef")), (&json!("a2G"), None));
+        assert_eq!(v["role"], json!(25));
     }
 
     #[test]

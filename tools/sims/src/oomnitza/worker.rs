@@ -1,7 +1,8 @@
 //! The background worker that processes accepted records, as Oomnitza does after answering a
 //! bulk post: one task per simulator, woken when a batch is queued, sleeping until the oldest
 //! batch is due, then taking [`CHUNK`] records at a time under the store lock, so reads and
-//! posts interleave with a large backlog and no task is spawned per record.
+//! posts interleave with a large backlog and no task is spawned per record. While the
+//! `processing_paused` fault is on it waits for the faults to change.
 
 use std::sync::Arc;
 
@@ -40,6 +41,9 @@ async fn run(shared: Arc<Shared>) {
                     () = tokio::time::sleep_until(due) => {}
                     () = shared.wake.notified() => {}
                 }
+            }
+            Some(_) if lock(&shared.control).faults.processing_paused => {
+                shared.wake.notified().await;
             }
             Some(_) => {
                 let rules = Arc::clone(&lock(&shared.control).rules);

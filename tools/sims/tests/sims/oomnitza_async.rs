@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use peoplesync_sims::oomnitza::{
-    CustomFieldNames, OomnitzaBehavior, OomnitzaConfig, OomnitzaFaults, SAGE_USER_ID_FIELD,
-    ValidationRule,
+    CustomFieldNames, OomnitzaBehavior, OomnitzaConfig, OomnitzaFaults, OomnitzaSim,
+    SAGE_USER_ID_FIELD, ValidationRule,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -26,6 +26,18 @@ fn config(delay: Duration) -> OomnitzaConfig {
         },
         ..OomnitzaConfig::default()
     }
+}
+
+/// Stops processing, so that what was accepted stays `processing` until [`resume`].
+fn pause(sim: &OomnitzaSim) {
+    sim.set_faults(OomnitzaFaults {
+        processing_paused: true,
+        ..OomnitzaFaults::default()
+    });
+}
+
+fn resume(sim: &OomnitzaSim) {
+    sim.set_faults(OomnitzaFaults::default());
 }
 
 fn messages(log: &Value, outcome: &str) -> Vec<String> {
@@ -170,16 +182,19 @@ async fn tenant_validation_rules_fail_records_when_processed() {
 
 #[tokio::test]
 async fn canceling_discards_records_still_processing() {
-    let (sim, client) = spawn(config(SLOW)).await;
+    let (sim, client) = spawn(config(Duration::ZERO)).await;
     let url = sim.url();
+    pause(&sim);
     post(&client, &url, &batch("p", vec![record(1), record(2)])).await;
     post(&client, &url, &batch("q", vec![record(3)])).await;
+    assert_eq!(sim.portion("p").map(|p| p.processing), Some(2));
     sim.cancel_portion("p");
     let log = run_log(&client, &url, "p").await;
     assert_eq!(
         (&log["objects"]["processing"], &log["objects"]["canceled"]),
         (&json!(0), &json!(2))
     );
+    resume(&sim);
     sim.wait_idle().await;
     let emails: Vec<Value> = sim.users().iter().map(|u| u["EMAIL"].clone()).collect();
     assert_eq!(emails, [json!("user3@example.com")]);
@@ -189,8 +204,9 @@ async fn canceling_discards_records_still_processing() {
 
 #[tokio::test]
 async fn finalize_lets_processing_finish_before_the_run_is_finished() {
-    let (sim, client) = spawn(config(SLOW)).await;
+    let (sim, client) = spawn(config(Duration::ZERO)).await;
     let url = sim.url();
+    pause(&sim);
     post(&client, &url, &batch("p", vec![record(1)])).await;
     let finalize = client
         .post(format!("{url}/api/v3/bulk/p/finalize"))
@@ -207,6 +223,7 @@ async fn finalize_lets_processing_finish_before_the_run_is_finished() {
     );
     let late = post(&client, &url, &batch("p", vec![record(2)])).await;
     assert_eq!(late.status(), StatusCode::CONFLICT);
+    resume(&sim);
     sim.wait_idle().await;
     let log = run_log(&client, &url, "p").await;
     assert_eq!(
