@@ -10,6 +10,35 @@ use peoplesync_sims::oomnitza::{CustomField, OomnitzaConfig, OomnitzaSim};
 use peoplesync_sims::sage::{SageConfig, SageSim};
 use peoplesync_testkit::{ChildService, NatsServer, wait_for};
 
+/// Loader settings for fast redelivery and retries, so failure tests take seconds.
+pub const QUICK: &str = r#"
+[consumer]
+ack_wait_secs = 4
+[retry]
+initial_delay_ms = 50
+max_delay_ms = 1000
+credentials_retry_secs = 1
+"#;
+
+/// A deployment with a generated org of `workers` and the default Oomnitza tenant.
+pub async fn deployment(workers: u64) -> Deployment {
+    let sage = SageConfig {
+        workers,
+        ..SageConfig::default()
+    };
+    Deployment::start(sage, oomnitza_config()).await
+}
+
+/// Checks the run invariant: every published event has exactly one outcome.
+pub fn assert_accounted(run: &RunRecord) {
+    let counts = run.counts.expect("final counts");
+    assert_eq!(
+        counts.total(),
+        run.expected(),
+        "published = written + unchanged + filtered + dead-lettered + canceled + stale: {counts:?}"
+    );
+}
+
 /// Everything a test's services talk to.
 pub struct Deployment {
     pub dir: tempfile::TempDir,

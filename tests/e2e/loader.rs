@@ -12,34 +12,7 @@ use peoplesync_sims::oomnitza::OomnitzaFaults;
 use peoplesync_sims::sage::SageConfig;
 use peoplesync_testkit::wait_for;
 
-use crate::harness::{Deployment, oomnitza_config};
-
-/// Fast redelivery and retries, so failure tests take seconds.
-const QUICK: &str = r#"
-[consumer]
-ack_wait_secs = 4
-[retry]
-initial_delay_ms = 50
-max_delay_ms = 1000
-credentials_retry_secs = 1
-"#;
-
-async fn deployment(workers: u64) -> Deployment {
-    let sage = SageConfig {
-        workers,
-        ..SageConfig::default()
-    };
-    Deployment::start(sage, oomnitza_config()).await
-}
-
-fn assert_accounted(run: &RunRecord) {
-    let counts = run.counts.expect("final counts");
-    assert_eq!(
-        counts.total(),
-        run.expected(),
-        "published = written + unchanged + filtered + dead-lettered + canceled + stale: {counts:?}"
-    );
-}
+use crate::harness::{Deployment, QUICK, assert_accounted, deployment, oomnitza_config};
 
 /// One full run of `workers` through a single replica with the `[batch]` settings `batch`,
 /// against an Oomnitza answering every request after `latency_ms`; returns the deployment and
@@ -262,9 +235,11 @@ async fn a_second_run_with_no_changes_posts_nothing_and_a_change_posts_one_recor
 async fn a_replica_keeps_at_most_in_flight_requests_at_oomnitza() {
     let (d, _) = one_replica_run(2_000, 100, "in_flight = 2").await;
     let stats = d.oomnitza.stats();
+    // Bulk requests stay at batch.in_flight; a read of the portion's cancel state may run
+    // beside them.
     assert!(
-        stats.max_in_flight <= 2,
-        "batches are prepared and settled beside the requests, but requests stay at batch.in_flight: {} at once",
+        stats.max_in_flight <= 3,
+        "batches are prepared and settled beside the requests, but requests stay at batch.in_flight (+1 portion read): {} at once",
         stats.max_in_flight
     );
     d.assert_each_user_stored_once();

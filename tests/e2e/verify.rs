@@ -10,39 +10,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use peoplesync_bus::pause::Pauses;
-use peoplesync_bus::{FinalizeState, RunRecord, VerifyState, dlq};
+use peoplesync_bus::{FinalizeState, VerifyState, dlq};
 use peoplesync_sims::oomnitza::{OomnitzaFaults, ValidationRule};
-use peoplesync_sims::sage::SageConfig;
 use peoplesync_testkit::wait_for;
 
-use crate::harness::{Deployment, oomnitza_config};
-
-/// Fast redelivery and retries, so failure tests take seconds.
-const QUICK: &str = r#"
-[consumer]
-ack_wait_secs = 4
-[retry]
-initial_delay_ms = 50
-max_delay_ms = 1000
-credentials_retry_secs = 1
-"#;
-
-async fn deployment(workers: u64) -> Deployment {
-    let sage = SageConfig {
-        workers,
-        ..SageConfig::default()
-    };
-    Deployment::start(sage, oomnitza_config()).await
-}
-
-fn assert_accounted(run: &RunRecord) {
-    let counts = run.counts.expect("final counts");
-    assert_eq!(
-        counts.total(),
-        run.expected(),
-        "published = written + unchanged + filtered + dead-lettered + canceled + stale: {counts:?}"
-    );
-}
+use crate::harness::{QUICK, assert_accounted, deployment};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_failed_inside_oomnitza_are_dead_lettered_and_sent_again_once_fixed() {
@@ -197,7 +169,10 @@ async fn an_unknown_field_id_pauses_the_integration_until_the_config_is_fixed() 
     })
     .await;
     let reason = flag.reason.clone().unwrap_or_default();
-    assert!(reason.contains(unknown), "the reason names the field: {reason}");
+    assert!(
+        reason.contains(unknown),
+        "the reason names the field: {reason}"
+    );
     assert_eq!(flag.refused_config_revision, Some(revision));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let requests = d.oomnitza.stats().bulk_requests;

@@ -13,19 +13,6 @@ use tonic::Status;
 use crate::extractor::{self, Extractor};
 use crate::integrations::Configs;
 
-/// Oomnitza system field id → attribute name in `GET /api/v3/users` (custom field ids are
-/// lower-cased).
-const ATTRIBUTES: &[(&str, &str)] = &[
-    ("USER", "username"),
-    ("EMAIL", "email"),
-    ("FIRST_NAME", "first_name"),
-    ("LAST_NAME", "last_name"),
-    ("POSITION", "position"),
-    ("PERMISSIONS_ID", "role"),
-    ("PHONE", "phone_number"),
-    ("ADDRESS", "address"),
-];
-
 /// What a preview needs.
 pub(crate) struct Previewer<'a> {
     pub(crate) configs: &'a Configs,
@@ -112,7 +99,11 @@ impl Previewer<'_> {
         if let Some((key, value)) = &sync {
             response.sync_key = key.clone();
             response.sync_key_value = value.clone();
-            let filter = format!("{} eq '{}'", attribute(key), value.replace('\'', "''"));
+            let filter = format!(
+                "{} eq {}",
+                attribute(key),
+                peoplesync_oomnitza::filter_literal(value)
+            );
             match self.oomnitza.find_users(&filter, 2, 0).await {
                 Ok(users) => current = users.into_iter().next(),
                 Err(err) => {
@@ -151,10 +142,7 @@ impl Previewer<'_> {
 
 /// The attribute name of an Oomnitza field id in `GET /api/v3/users`.
 pub(crate) fn attribute(field: &str) -> String {
-    ATTRIBUTES
-        .iter()
-        .find(|(id, _)| *id == field)
-        .map_or_else(|| field.to_lowercase(), |(_, name)| (*name).to_owned())
+    peoplesync_oomnitza::read_attribute(field)
 }
 
 /// A sync key value as text, when it has one.

@@ -1418,7 +1418,11 @@ async fn hand_edits_in_oomnitza_are_put_right_by_a_full_run_and_by_sync_worker()
     let full = watch_to_end(&mut client, &full.run_id).await;
     let last = full.last().unwrap();
     assert!(last.resend_all);
-    assert_eq!(counts(last).written, written, "every record sent and confirmed");
+    assert_eq!(
+        counts(last).written,
+        written,
+        "every record sent and confirmed"
+    );
     assert_eq!(counts(last).unchanged, 0);
     let verification = last.verification.clone().unwrap();
     assert_eq!(
@@ -1430,7 +1434,10 @@ async fn hand_edits_in_oomnitza_are_put_right_by_a_full_run_and_by_sync_worker()
 
     // sync-worker always writes the worker, unchanged or not.
     edit(0);
-    let email = stack.oomnitza.users()[0]["EMAIL"].as_str().unwrap().to_owned();
+    let email = stack.oomnitza.users()[0]["EMAIL"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let index = (0..workers)
         .find(|i| {
             stack.worker(*i)["emailAddress"]

@@ -50,4 +50,6 @@ pub use config::{
 };
 pub use error::{BODY_EXCERPT_CHARS, Error, ErrorKind};
 pub use run_log::{FATAL_ERROR, RunCounts, RunLog};
-pub use users::{MAX_URL_CHARS, filter_literal};
+pub use users::{
+    MAX_URL_CHARS, SYSTEM_ATTRIBUTES, filter_literal, is_system_field, read_attribute,
+};

@@ -19,6 +19,32 @@ pub const MAX_URL_CHARS: usize = 6_000;
 /// server which ignores `skip` cannot keep a client reading forever.
 const MAX_PAGES: usize = 10_000;
 
+/// Bulk field id → the attribute `GET /api/v3/users` shows it as: the documented system fields.
+pub const SYSTEM_ATTRIBUTES: &[(&str, &str)] = &[
+    ("USER", "username"),
+    ("EMAIL", "email"),
+    ("FIRST_NAME", "first_name"),
+    ("LAST_NAME", "last_name"),
+    ("POSITION", "position"),
+    ("PERMISSIONS_ID", "role"),
+    ("PHONE", "phone_number"),
+    ("ADDRESS", "address"),
+];
+
+/// The attribute a user read shows bulk field `field` as: a system field's documented name,
+/// otherwise the id in lower case (how custom fields are read; not published).
+pub fn read_attribute(field: &str) -> String {
+    SYSTEM_ATTRIBUTES
+        .iter()
+        .find(|(id, _)| *id == field)
+        .map_or_else(|| field.to_lowercase(), |(_, name)| (*name).to_owned())
+}
+
+/// Whether `field` is a documented system field (see [`SYSTEM_ATTRIBUTES`]).
+pub fn is_system_field(field: &str) -> bool {
+    SYSTEM_ATTRIBUTES.iter().any(|(id, _)| *id == field)
+}
+
 /// `value` as a quoted filter literal: `'o''brien@example.com'`.
 pub fn filter_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))

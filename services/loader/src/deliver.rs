@@ -5,14 +5,13 @@
 //! When Oomnitza refuses a record (422, 413, …) the batch is split in halves until the refused
 //! records stand alone; those are dead-lettered and the rest are loaded. A `400` is Oomnitza's
 //! answer to the envelope as a whole (an unknown field id, for one): once one record posted
-//! alone confirms it, the integration is paused with the reason ([`Deliverer::refuse`]) and its
+//! alone confirms it, the integration is paused with the reason (`Deliverer::refuse`) and its
 //! events stay on the stream — every batch of the run would be refused the same way. Before a
-//! batch, a portion whose cancel state is older than [`CANCEL_CHECK`] is read again; a portion an
+//! batch, the portion's state is read when [`crate::cancel`] says it is due; a portion an
 //! administrator canceled gets no more posts. While a request keeps being retried, the events
 //! get progress acks ([`crate::progress`]) so the stream does not hand them to another replica.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -26,6 +25,7 @@ use serde_json::value::RawValue;
 use crate::ack::{RetryCause, Settlement};
 use crate::applied::{self, AppliedRecord, Fingerprint, Verdict};
 use crate::batcher::Batch;
+use crate::cancel::{PortionWatches, Step};
 use crate::config::RetrySettings;
 use crate::gates::{Failure, Gates};
 use crate::limiter::AdaptiveLimiter;
@@ -42,26 +42,13 @@ pub struct Deliverer {
     /// Bulk requests in flight at Oomnitza (`batch.in_flight`).
     requests: Arc<Semaphore>,
     /// What this replica knows of each portion's cancel state.
-    portions: Arc<Mutex<HashMap<String, PortionWatch>>>,
+    portions: Arc<PortionWatches>,
     /// This replica's name, for the run record's cancel note.
     replica: String,
 }
 
-/// How often a loading portion's state is read from Oomnitza at most (per replica): an
-/// administrator's cancel stops the posts within about this long.
-pub const CANCEL_CHECK: Duration = Duration::from_secs(2);
 /// How long events wait on the stream after a configuration refusal paused their integration.
 const REFUSED_RETRY: Duration = Duration::from_secs(30);
-/// Portions not posted to for this long are forgotten.
-const PORTION_IDLE: Duration = Duration::from_secs(600);
-
-/// One portion's cancel state as this replica last read it.
-#[derive(Debug, Clone, Copy)]
-struct PortionWatch {
-    /// When it was last read (or a read started).
-    checked: Instant,
-    canceled: bool,
-}
 
 /// Oomnitza's answer to a refused record, as kept in its dead letter.
 #[derive(Debug, Clone)]
@@ -203,7 +190,10 @@ impl Deliverer {
         }
 
         let mut results: Vec<Option<Delivered>> = (0..sending.len()).map(|_| None).collect();
-        if self.is_canceled(&batch.key.integration, &portion).await {
+        if self
+            .admit(&batch.key.integration, &portion, sending.len())
+            .await
+        {
             results
                 .iter_mut()
                 .for_each(|r| *r = Some(Delivered::Canceled));
@@ -271,81 +261,55 @@ impl Deliverer {
         settled
     }
 
-    /// Whether `portion` was canceled in Oomnitza: what this replica knows, read again from
-    /// Oomnitza when that is older than [`CANCEL_CHECK`] (one read at a time per portion; the
-    /// other batches go on with what is known). A read that fails leaves the state as it was;
-    /// none is made while Oomnitza cannot take records. The read takes one of the replica's
-    /// `in_flight` request slots, like a bulk post.
-    async fn is_canceled(&self, integration: &str, portion: &str) -> bool {
+    /// Whether `portion` was canceled in Oomnitza, before posting `records` records to it:
+    /// reads the portion's state when [`crate::cancel`] says it is due (waiting for a read in
+    /// flight only when too many records were posted past the last one). No read is made while
+    /// Oomnitza cannot take records.
+    async fn admit(&self, integration: &str, portion: &str, records: usize) -> bool {
         if self.gates.failure().is_some() {
-            return self
-                .portions
-                .lock()
-                .is_ok_and(|p| p.get(portion).is_some_and(|w| w.canceled));
+            return self.portions.is_canceled(portion);
         }
-        let now = Instant::now();
-        let due = {
-            let Ok(mut portions) = self.portions.lock() else {
-                return false;
-            };
-            if portions.len() > 64 {
-                portions.retain(|_, watch| now.duration_since(watch.checked) < PORTION_IDLE);
-            }
-            match portions.get_mut(portion) {
-                Some(watch) if watch.canceled => return true,
-                Some(watch) if now.duration_since(watch.checked) < CANCEL_CHECK => return false,
-                Some(watch) => {
-                    watch.checked = now;
-                    true
+        let records = u64::try_from(records).unwrap_or(u64::MAX);
+        loop {
+            match self.portions.step(portion, records, Instant::now()) {
+                Step::Post => return false,
+                Step::Canceled => return true,
+                Step::Wait(mut reads) => {
+                    // Bounded: a read in flight ends (its request has a timeout).
+                    let _ = reads.changed().await;
                 }
-                None => {
-                    portions.insert(
-                        portion.to_owned(),
-                        PortionWatch {
-                            checked: now,
-                            canceled: false,
-                        },
-                    );
-                    true
+                Step::Read { issued } => {
+                    let canceled = match self.client.portion(portion).await {
+                        Ok(status) => Some(status.is_some_and(|s| s.canceled)),
+                        Err(err) if err.kind() == ErrorKind::Unauthorized => {
+                            self.gates
+                                .set_failure(Failure::Credentials, Some(err.to_string()));
+                            None
+                        }
+                        Err(err) => {
+                            tracing::debug!(portion, error = %err, "cannot read the portion's state; going on");
+                            None
+                        }
+                    };
+                    self.portions.read_done(portion, issued, canceled);
+                    if canceled == Some(true) {
+                        self.note_canceled(integration, portion).await;
+                        return true;
+                    }
                 }
-            }
-        };
-        if !due {
-            return false;
-        }
-        let slot = self.requests.acquire().await.ok();
-        let read = self.client.portion(portion).await;
-        drop(slot);
-        match read {
-            Ok(Some(status)) if status.canceled => {
-                self.mark_canceled(integration, portion).await;
-                true
-            }
-            Ok(_) => false,
-            Err(err) if err.kind() == ErrorKind::Unauthorized => {
-                self.gates
-                    .set_failure(Failure::Credentials, Some(err.to_string()));
-                false
-            }
-            Err(err) => {
-                tracing::debug!(portion, error = %err, "cannot read the portion's state; going on");
-                false
             }
         }
     }
 
-    /// Remembers that `portion` was canceled, and notes it on the run record (once).
+    /// Remembers that `portion` was canceled, and notes it on the run record (once per replica).
     async fn mark_canceled(&self, integration: &str, portion: &str) {
-        let first = self.portions.lock().is_ok_and(|mut portions| {
-            let watch = portions.entry(portion.to_owned()).or_insert(PortionWatch {
-                checked: Instant::now(),
-                canceled: false,
-            });
-            !std::mem::replace(&mut watch.canceled, true)
-        });
-        if !first {
-            return;
+        if self.portions.mark_canceled(portion, Instant::now()) {
+            self.note_canceled(integration, portion).await;
         }
+    }
+
+    /// Notes on the run record that `portion` was seen canceled (the first replica's note stays).
+    async fn note_canceled(&self, integration: &str, portion: &str) {
         tracing::warn!(
             integration,
             portion,
@@ -378,7 +342,7 @@ impl Deliverer {
     async fn report_refused(&self, target: &Target<'_>, items: &[Item]) {
         let integration = &target.integration.config().id;
         if self.gates.refusal(integration).is_some()
-            || self.is_canceled(integration, target.portion).await
+            || self.admit(integration, target.portion, items.len()).await
         {
             return;
         }

@@ -13,6 +13,7 @@ pub mod ack;
 pub mod advisories;
 pub mod applied;
 pub mod batcher;
+pub mod cancel;
 pub mod config;
 pub mod consume;
 pub mod deliver;

@@ -37,17 +37,6 @@ const LOG_POLL_MAX: Duration = Duration::from_secs(5);
 /// Users read per page.
 const READ_PAGE: u32 = 1_000;
 
-/// Bulk field id → the attribute a user read shows it as (documented system fields).
-const READ_NAMES: &[(&str, &str)] = &[
-    ("USER", "username"),
-    ("EMAIL", "email"),
-    ("FIRST_NAME", "first_name"),
-    ("LAST_NAME", "last_name"),
-    ("POSITION", "position"),
-    ("PERMISSIONS_ID", "role"),
-    ("PHONE", "phone_number"),
-    ("ADDRESS", "address"),
-];
 /// Attributes whose values Oomnitza matches without regard to case.
 const CASELESS: &[&str] = &["username", "email"];
 
@@ -165,7 +154,11 @@ impl Verifier {
             Ok(log) => log,
             Err(reason) => return self.give_up(integration, run_id, reason).await,
         };
-        let failures: Vec<String> = log.failed_messages().iter().map(|m| m.to_lowercase()).collect();
+        let failures: Vec<String> = log
+            .failed_messages()
+            .iter()
+            .map(|m| m.to_lowercase())
+            .collect();
         let config = self.integrations.get(integration);
         let mut tally = Tally::default();
         let group = self.settings.read_batch.max(1);
@@ -554,11 +547,9 @@ fn run_log_counts(log: &RunLog) -> RunLogCounts {
 /// The attribute a user read shows bulk field `field` as, when it is known: the documented
 /// system fields, and custom fields (32 hexadecimal digits) under their id in lower case.
 pub fn read_name(field: &str) -> Option<String> {
-    if let Some((_, name)) = READ_NAMES.iter().find(|(id, _)| *id == field) {
-        return Some((*name).to_owned());
-    }
     let custom = field.len() == 32 && field.chars().all(|c| c.is_ascii_hexdigit());
-    custom.then(|| field.to_lowercase())
+    (custom || peoplesync_oomnitza::is_system_field(field))
+        .then(|| peoplesync_oomnitza::read_attribute(field))
 }
 
 /// The attribute and value a record is looked for by: the first sync field with a value.
