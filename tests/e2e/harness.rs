@@ -130,6 +130,23 @@ impl Deployment {
         self.loader(name, &["--config", &path])
     }
 
+    /// Starts a loader replica with `config` (TOML) serving `/metrics`, `/healthz` and `/readyz`
+    /// on `http_port`.
+    pub fn loader_listening(&self, name: &str, config: &str, http_port: u16) -> ChildService {
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, config).expect("loader config");
+        let path = path.to_string_lossy().into_owned();
+        let mut env = self.oomnitza_env();
+        env.push(("PEOPLESYNC_REPLICA".into(), name.into()));
+        // Later entries win: replaces the port-0 default.
+        env.push((
+            "PEOPLESYNC_HTTP_LISTEN".into(),
+            format!("127.0.0.1:{http_port}"),
+        ));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        ChildService::spawn("oomnitza-loader", &["--config", &path], &env)
+    }
+
     /// Runs `sage-extractor --once` to completion and returns its exit status.
     pub fn extract_once(&self) -> std::process::ExitStatus {
         self.run_extractor().0

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use peoplesync_bus::pause::Pauses;
-use peoplesync_bus::{FinalizeState, VerifyState, dlq};
+use peoplesync_bus::{FinalizeState, Runs, VerifyState, dlq};
 use peoplesync_sims::oomnitza::{OomnitzaFaults, ValidationRule};
 use peoplesync_testkit::wait_for;
 
@@ -29,9 +29,9 @@ async fn records_failed_inside_oomnitza_are_dead_lettered_and_sent_again_once_fi
         }])
         .expect("rule");
     let _loader = d.loader_with("loader-1", QUICK);
-    let first = d.extract_run();
+    let first_id = d.extract_run();
     let first = d
-        .finalized("sage-people", &first, Duration::from_secs(120))
+        .finalized("sage-people", &first_id, Duration::from_secs(120))
         .await;
     assert_accounted(&first);
     let verification = first.verification.clone().expect("the run was checked");
@@ -61,6 +61,15 @@ async fn records_failed_inside_oomnitza_are_dead_lettered_and_sent_again_once_fi
         "Oomnitza's own message is the reason: {:?}",
         not_applied.first().map(|l| &l.letter.reason)
     );
+    // Records the mapping refused were reported to the portion as failed, as Oomnitza's own
+    // connector does, besides the ones Oomnitza refused itself.
+    let portion = d.oomnitza.portion(&first_id).expect("the portion");
+    let mapping_refusals = counts.dead_lettered - refused;
+    assert!(
+        mapping_refusals > 0,
+        "the generated org has workers without e-mail"
+    );
+    assert_eq!(portion.failed, refused + mapping_refusals, "{portion:?}");
 
     // The cause is removed in Oomnitza; nothing changed in Sage People. The next run sends
     // exactly the records that did not land (and reports the mapping's refusals again).
@@ -140,7 +149,8 @@ async fn an_administrator_cancel_stops_the_posts_and_the_next_run_loads_everyone
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_field_id_pauses_the_integration_until_the_config_is_fixed() {
     let d = deployment(2_000).await;
-    let _loader = d.loader_with("loader-1", QUICK);
+    let http_port = peoplesync_testkit::free_port();
+    let _loader = d.loader_listening("loader-1", QUICK, http_port);
     let bus = d.bus().await;
     // Wait for the loader to seed the default config, then map a field id the tenant lacks.
     let store = bus.config_kv();
@@ -185,6 +195,21 @@ async fn an_unknown_field_id_pauses_the_integration_until_the_config_is_fixed() 
         "no record is dead-lettered for the configuration"
     );
     assert!(d.oomnitza.users().is_empty());
+    // The replica stays ready (its control plane must answer) and says why it is not loading.
+    let readyz: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{http_port}/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(readyz["ready"], true, "{readyz}");
+    let note = readyz["notes"]["integration sage-people"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        note.contains(unknown),
+        "/readyz names the refused field: {readyz}"
+    );
 
     // The operator fixes the config: loading resumes and the run completes.
     store
@@ -200,4 +225,77 @@ async fn an_unknown_field_id_pauses_the_integration_until_the_config_is_fixed() 
     assert!(counts.written > 1_500, "{counts:?}");
     let flag = pauses.get("sage-people").await.unwrap().expect("flag");
     assert!(!flag.paused, "resumed by the new config: {flag:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_left_by_a_killed_replica_is_finished_by_another_once() {
+    let d = deployment(300).await;
+    d.oomnitza
+        .set_validation_rules(vec![ValidationRule {
+            field: "EMAIL".into(),
+            pattern: "^[a-c]".into(),
+            must_match: false,
+            message: None,
+        }])
+        .expect("rule");
+    // Oomnitza holds the records unprocessed: the run is finalized and its check waits.
+    d.oomnitza.set_faults(OomnitzaFaults {
+        processing_paused: true,
+        ..Default::default()
+    });
+    let mut first = d.loader_with("loader-1", QUICK);
+    let run_id = d.extract_run();
+    let bus = d.bus().await;
+    let runs = Runs::new(bus.state_kv().clone());
+    wait_for(
+        "loader-1 to claim the check",
+        Duration::from_secs(60),
+        || async {
+            let (record, _) = runs.get("sage-people", &run_id).await.ok()??;
+            matches!(
+                record.verification?.state,
+                VerifyState::Claimed { by, .. } if by == "loader-1"
+            )
+            .then_some(())
+        },
+    )
+    .await;
+    first.kill();
+    // As if the claim had run out: another replica takes the check over.
+    let long_ago = (chrono::Utc::now() - chrono::Duration::minutes(3)).to_rfc3339();
+    runs.update("sage-people", &run_id, |record| {
+        if let Some(v) = record.verification.as_mut() {
+            v.state = VerifyState::Claimed {
+                by: "loader-1".into(),
+                at: long_ago.clone(),
+            };
+        }
+        true
+    })
+    .await
+    .unwrap();
+    d.oomnitza.set_faults(OomnitzaFaults::default());
+    let _second = d.loader_with("loader-2", QUICK);
+    let run = d
+        .finalized("sage-people", &run_id, Duration::from_secs(120))
+        .await;
+    assert_accounted(&run);
+    let verification = run.verification.clone().expect("checked");
+    assert!(
+        matches!(&verification.state, VerifyState::Verified { by, .. } if by == "loader-2"),
+        "{verification:?}"
+    );
+    let counts = run.counts.expect("counts");
+    assert_eq!(counts.written, d.oomnitza.users().len() as u64);
+    assert!(verification.not_applied > 0);
+    let letters = d.dead_letters().await;
+    let not_applied = letters
+        .iter()
+        .filter(|l| l.letter.stage == dlq::STAGE_VERIFICATION)
+        .count() as u64;
+    assert_eq!(
+        not_applied, verification.not_applied,
+        "one letter per record"
+    );
+    assert_eq!(d.oomnitza.stats().finalize_calls.get(&run_id), Some(&1));
 }

@@ -41,14 +41,6 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn tls_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls")
 }
@@ -107,7 +99,9 @@ impl Stack {
             ..OomnitzaConfig::default()
         };
         let oomnitza = OomnitzaSim::spawn(oomnitza_config.clone()).await.unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", peoplesync_testkit::free_port())
+            .parse()
+            .unwrap();
         let listen = addr.to_string();
         let oomnitza_url = oomnitza.url();
         let cert = tls_dir().join("server.pem").display().to_string();
@@ -1292,7 +1286,7 @@ async fn syncctl_triggers_and_watches_a_run_then_lists_and_replays_its_dead_lett
     let unreachable = std::process::Command::new(bin_path("syncctl"))
         .args([
             "--url",
-            &format!("http://127.0.0.1:{}", free_port()),
+            &format!("http://127.0.0.1:{}", peoplesync_testkit::free_port()),
             "runs",
         ])
         .env("PEOPLESYNC_CONTROL_TOKEN", TOKEN)

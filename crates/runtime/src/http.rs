@@ -149,6 +149,7 @@ async fn readyz(readiness: Readiness) -> Response {
         "ready": ready,
         "not_ready": status.not_ready(),
         "checks": status.conditions,
+        "notes": status.notes,
     });
     let code = if ready {
         StatusCode::OK

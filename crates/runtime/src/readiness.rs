@@ -5,6 +5,10 @@
 //!
 //! A condition is either a flag the service flips (`set`) or a check evaluated at each probe
 //! (`set_check`), for state that can change under the service's feet, such as a NATS connection.
+//!
+//! Notes (`note`) say why a ready service is not making progress on something — an integration
+//! paused because Oomnitza refused its configuration, credentials refused — without taking the
+//! service out of rotation (its control plane must stay reachable to fix it).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -30,6 +34,7 @@ impl Condition {
 #[derive(Clone, Default)]
 pub struct Readiness {
     conditions: Arc<RwLock<BTreeMap<String, Condition>>>,
+    notes: Arc<RwLock<BTreeMap<String, String>>>,
 }
 
 impl std::fmt::Debug for Readiness {
@@ -45,6 +50,8 @@ impl std::fmt::Debug for Readiness {
 pub struct ReadinessStatus {
     /// Every registered condition and whether it holds, by name.
     pub conditions: BTreeMap<String, bool>,
+    /// Notes on work the service cannot make progress with, by subject.
+    pub notes: BTreeMap<String, String>,
 }
 
 impl ReadinessStatus {
@@ -109,7 +116,22 @@ impl Readiness {
                 .into_iter()
                 .map(|(name, condition)| (name, condition.holds()))
                 .collect(),
+            notes: self
+                .notes
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
         }
+    }
+
+    /// Sets the note on `subject` (`Some`: why it cannot make progress) or clears it (`None`).
+    /// Notes are shown by `/readyz` and do not change readiness.
+    pub fn note(&self, subject: &str, note: Option<String>) {
+        let mut notes = self.notes.write().unwrap_or_else(PoisonError::into_inner);
+        match note {
+            Some(note) => notes.insert(subject.to_owned(), note),
+            None => notes.remove(subject),
+        };
     }
 
     /// True when every registered condition holds now.

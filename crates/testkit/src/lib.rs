@@ -13,6 +13,14 @@ pub use process::{ChildService, bin_path, workspace_root};
 
 use std::time::Duration;
 
+/// A TCP port free on 127.0.0.1 now (for a child service that must listen on a known port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port on 127.0.0.1")
+}
+
 /// Polls `check` every 50 ms until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

@@ -94,6 +94,13 @@ impl Loader {
         })
     }
 
+    /// Notes pauses and Oomnitza failures on `readiness`, so `/readyz` says why this replica
+    /// is not loading an integration.
+    pub fn note_on(mut self, readiness: peoplesync_runtime::Readiness) -> Loader {
+        self.gates = Gates::noting_on(readiness);
+        self
+    }
+
     /// The bus connection (for the control plane and tests).
     pub fn bus(&self) -> &Bus {
         &self.bus

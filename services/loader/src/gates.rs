@@ -47,6 +47,8 @@ pub struct Gates {
     paused: Arc<RwLock<HashMap<String, PauseState>>>,
     failure: Arc<RwLock<Option<(Failure, String)>>>,
     changed: Arc<watch::Sender<u64>>,
+    /// Where pauses and failures are noted for `/readyz`.
+    readiness: peoplesync_runtime::Readiness,
 }
 
 impl Default for Gates {
@@ -55,6 +57,7 @@ impl Default for Gates {
             paused: Arc::default(),
             failure: Arc::default(),
             changed: Arc::new(watch::channel(0).0),
+            readiness: peoplesync_runtime::Readiness::new(),
         }
     }
 }
@@ -66,6 +69,14 @@ impl std::fmt::Debug for Gates {
 }
 
 impl Gates {
+    /// Gates that note pauses and failures on `readiness` (shown by `/readyz`).
+    pub fn noting_on(readiness: peoplesync_runtime::Readiness) -> Gates {
+        Gates {
+            readiness,
+            ..Gates::default()
+        }
+    }
+
     /// Whether `integration`'s events may be pulled now.
     pub fn is_open(&self, integration: &str) -> bool {
         !self.is_paused(integration) && self.failure().is_none()
@@ -148,6 +159,15 @@ impl Gates {
                 reason: flag.and_then(|f| f.reason.clone()),
             };
             let refused = state.refused_config_revision.is_some();
+            let note = paused.then(|| {
+                let by = flag.map_or("", |f| f.by.as_str());
+                let reason = flag
+                    .and_then(|f| f.reason.as_deref())
+                    .unwrap_or("no reason given");
+                format!("paused by {by}: {reason}")
+            });
+            self.readiness
+                .note(&format!("integration {integration}"), note);
             flags.insert(integration.to_owned(), state);
             let was = previous.as_ref().map(|p| p.paused);
             if was != Some(paused) && (paused || previous.is_some()) {
@@ -177,6 +197,12 @@ impl Gates {
                 _ => {}
             }
             let credentials = reason.is_some() && kind == Failure::Credentials;
+            self.readiness.note(
+                "oomnitza",
+                reason
+                    .as_ref()
+                    .map(|r| format!("{kind:?}: {r}; pulling stopped until Oomnitza answers")),
+            );
             metrics::gauge!(peoplesync_runtime::metrics::names::LOADER_CREDENTIALS_FAILING)
                 .set(if credentials { 1.0 } else { 0.0 });
             *slot = reason.map(|r| (kind, r));

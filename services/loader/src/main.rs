@@ -85,7 +85,9 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
     let (readiness, http_stop, http) = start_http().await?;
     let integrations = config.integrations.clone();
     let control = control_plane()?;
-    let loader = Loader::build(config, seed).await?;
+    let loader = Loader::build(config, seed)
+        .await?
+        .note_on(readiness.clone());
     mark_ready(&readiness, &loader, &integrations).await?;
     let control = serve_control(control, &loader, &shutdown).await?;
     loader.run_until_stopped(shutdown).await?;
