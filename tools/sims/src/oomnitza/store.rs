@@ -96,6 +96,9 @@ pub(crate) struct Store {
     /// Indexed field id → value key → users holding that value.
     index: HashMap<String, HashMap<String, Vec<usize>>>,
     saas: Vec<Map<String, Value>>,
+    /// (SaaS application, user id) → SaaS-user record. The `SAAS` block's `sync_key` is the
+    /// integration's setting, the same on every record (Oomnitza's connector sends it so), so
+    /// a person's SaaS user is found by the application and the user it belongs to.
     saas_by_key: HashMap<(String, String), usize>,
     pub(crate) portions: HashMap<String, PortionState>,
     /// Records accepted and not processed yet.
@@ -374,10 +377,10 @@ impl Store {
 
     /// Whether [`Store::upsert_saas`] would create or change a SaaS-user record.
     fn saas_would_change(&self, user_id: &str, saas: &Value) -> bool {
-        let Some((app, sync_key, wanted)) = saas_record(user_id, saas) else {
+        let Some((app, wanted)) = saas_record(user_id, saas) else {
             return false;
         };
-        match self.saas_by_key.get(&(app, sync_key)) {
+        match self.saas_by_key.get(&(app, user_id.to_owned())) {
             Some(&i) => wanted.iter().any(|(k, v)| self.saas[i].get(k) != Some(v)),
             None => true,
         }
@@ -385,10 +388,11 @@ impl Store {
 
     /// Creates or updates the SaaS-user record of `user_id`; true if anything changed.
     fn upsert_saas(&mut self, user_id: &str, saas: &Value) -> bool {
-        let Some((app, sync_key, wanted)) = saas_record(user_id, saas) else {
+        let Some((app, wanted)) = saas_record(user_id, saas) else {
             return false;
         };
-        match self.saas_by_key.get(&(app.clone(), sync_key.clone())) {
+        let key = (app, user_id.to_owned());
+        match self.saas_by_key.get(&key) {
             Some(&i) => {
                 let current = &mut self.saas[i];
                 let changed = wanted.iter().any(|(k, v)| current.get(k) != Some(v));
@@ -404,7 +408,7 @@ impl Store {
                     Value::String(format!("saas-{}", self.saas.len() + 1)),
                 );
                 record.extend(wanted);
-                self.saas_by_key.insert((app, sync_key), self.saas.len());
+                self.saas_by_key.insert(key, self.saas.len());
                 self.saas.push(record);
                 true
             }
@@ -440,7 +444,7 @@ impl Store {
 
 /// The SaaS application key, the sync key and the wanted SaaS-user record of `user_id` for a
 /// record's `SAAS` block; `None` if the block names no sync key or application.
-fn saas_record(user_id: &str, saas: &Value) -> Option<(String, String, Map<String, Value>)> {
+fn saas_record(user_id: &str, saas: &Value) -> Option<(String, Map<String, Value>)> {
     let text = |k: &str| saas.get(k).and_then(Value::as_str).map(str::to_string);
     let sync_key = text("sync_key")?;
     let app = text("selected_saas_id").or_else(|| text("name"))?;
@@ -452,7 +456,7 @@ fn saas_record(user_id: &str, saas: &Value) -> Option<(String, String, Map<Strin
     }) else {
         return None;
     };
-    Some((app, sync_key, wanted))
+    Some((app, wanted))
 }
 
 fn with_id(user: &User) -> Map<String, Value> {
@@ -631,7 +635,7 @@ mod tests {
     #[test]
     fn saas_records_are_created_and_updated_once() {
         let mut s = store();
-        let saas = json!({"SAAS": {"sync_key": "ada@example.com", "name": "Sage People"}});
+        let saas = json!({"SAAS": {"sync_key": "EMAIL", "name": "Sage People"}});
         assert_eq!(
             s.apply(env(&["EMAIL"], vec![ada(saas.clone())])),
             [Outcome::Added]
@@ -641,7 +645,8 @@ mod tests {
             [Outcome::Unchanged]
         );
         assert_eq!(s.saas_users().len(), 1);
-        let renamed = json!({"SAAS": {"sync_key": "ada@example.com", "name": "Sage People", "selected_saas_id": "s9"}});
+        let renamed =
+            json!({"SAAS": {"sync_key": "EMAIL", "name": "Sage People", "selected_saas_id": "s9"}});
         // A different app key (selected id) is a different SaaS record.
         assert_eq!(
             s.apply(env(&["EMAIL"], vec![ada(renamed)])),
@@ -649,6 +654,11 @@ mod tests {
         );
         assert_eq!(s.saas_users().len(), 2);
         assert_eq!(s.saas_users()[0]["user_id"], s.users()[0]["_id"]);
+        // The same block on another person's record is that person's own SaaS user.
+        let bob = json!({"USER": "bob@example.com", "EMAIL": "bob@example.com", "SAGE": "b1",
+            "SAAS": {"sync_key": "EMAIL", "name": "Sage People"}});
+        assert_eq!(s.apply(env(&["EMAIL"], vec![bob])), [Outcome::Added]);
+        assert_eq!(s.saas_users().len(), 3);
     }
 
     #[test]
