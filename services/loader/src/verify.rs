@@ -36,6 +36,13 @@ const RENEW: Duration = Duration::from_secs(30);
 const LOG_POLL_MAX: Duration = Duration::from_secs(5);
 /// Users read per page.
 const READ_PAGE: u32 = 1_000;
+/// Runs that wrote at least this many records (and at most [`PAGE_ALL_UP_TO`]) are checked
+/// against every user, read page by page, instead of by key: fewer, larger requests. Between
+/// the two, what was sent is held in memory (about half a kilobyte a record).
+const PAGE_ALL_FROM: u64 = 5_000;
+/// The most records checked against every user at once; larger runs are read by key, a group
+/// at a time, in bounded memory.
+const PAGE_ALL_UP_TO: u64 = 250_000;
 
 /// Attributes whose values Oomnitza matches without regard to case.
 const CASELESS: &[&str] = &["username", "email"];
@@ -72,13 +79,108 @@ pub struct Comparison {
     pub unverifiable: Vec<String>,
 }
 
-/// One written record of a group being checked.
-struct Sent<'a> {
-    event: &'a WrittenEvent,
-    /// The record as sent, when it was kept.
-    record: Option<Map<String, Value>>,
-    /// The attribute and value it is looked for by.
+/// Why a check stopped early.
+enum Stop {
+    /// NATS failed: the check is retried.
+    Bus(BusError),
+    /// Oomnitza's users could not be read: the run is marked unverified with this reason.
+    Unreadable(String),
+}
+
+/// A written record waiting to be judged, with the attribute and value its user is found by.
+#[derive(Clone)]
+struct Pending {
+    event: WrittenEvent,
     lookup: Option<(String, String)>,
+}
+
+/// Judges written records against the users read back, for one run.
+struct Judge {
+    integration: String,
+    sync_fields: Vec<String>,
+    insert_only: bool,
+    update_only: bool,
+    /// Oomnitza's failure messages, lower-cased, to find one naming a record.
+    failures: Vec<String>,
+}
+
+impl Judge {
+    fn new(config: Option<&Integration>, failures: Vec<String>) -> Judge {
+        let (insert_only, update_only) = config.map_or((false, false), |c| {
+            let preference = &c.config().preference;
+            (preference.insert_only(), preference.update_only())
+        });
+        Judge {
+            integration: config.map_or_else(String::new, |c| c.config().id.clone()),
+            sync_fields: config.map_or_else(|| vec!["EMAIL".to_owned()], |c| c.sync_field().to_vec()),
+            insert_only,
+            update_only,
+            failures,
+        }
+    }
+
+    /// `event` with the attribute and value its user is found by.
+    fn pending(&self, event: WrittenEvent) -> Pending {
+        let lookup = serde_json::from_str::<Map<String, Value>>(&event.record_json)
+            .ok()
+            .and_then(|record| lookup_of(&self.sync_fields, &record));
+        Pending { event, lookup }
+    }
+
+    /// Judges one record against its user (`None`: none found); returns its dead letter when
+    /// Oomnitza did not apply it.
+    fn judge(
+        &self,
+        pending: Pending,
+        user: Option<&Map<String, Value>>,
+        tally: &mut Tally,
+    ) -> Option<NotApplied> {
+        let Pending { event, lookup } = pending;
+        let Ok(record) = serde_json::from_str::<Map<String, Value>>(&event.record_json) else {
+            // Recorded without its JSON (too large, or by an older loader): nothing to compare.
+            tally.confirmed += 1;
+            tally
+                .unverifiable
+                .insert("(record too large to keep)".to_owned());
+            return None;
+        };
+        let comparison = compare(&record, user, self.insert_only, self.update_only);
+        tally.unverifiable.extend(comparison.unverifiable);
+        let difference = match comparison.check {
+            Check::Confirmed => {
+                tally.confirmed += 1;
+                return None;
+            }
+            Check::SkippedByPreference => {
+                tally.skipped += 1;
+                return None;
+            }
+            Check::NotApplied(difference) => difference,
+        };
+        tally.not_applied += 1;
+        let needle = lookup.as_ref().map(|(_, v)| v.to_lowercase());
+        let message =
+            needle.and_then(|needle| self.failures.iter().find(|m| m.contains(&needle)).cloned());
+        let reason = match &message {
+            Some(message) => format!("Oomnitza did not apply the record: {message}"),
+            None => format!("not applied by Oomnitza: {difference}"),
+        };
+        Some(NotApplied {
+            letter: DeadLetter {
+                integration: self.integration.clone(),
+                run_id: String::new(),
+                worker_id: event.worker_id,
+                reason,
+                stage: dlq::STAGE_VERIFICATION.into(),
+                http_status: None,
+                body_excerpt: Some(difference),
+                attempts: 1,
+                original_subject: String::new(),
+            },
+            applied_key: event.applied_key,
+            record: event.record_json,
+        })
+    }
 }
 
 /// A record Oomnitza did not apply: its dead letter, applied-hash key and the record as sent.
@@ -160,22 +262,25 @@ impl Verifier {
             .map(|m| m.to_lowercase())
             .collect();
         let config = self.integrations.get(integration);
+        let judge = Judge::new(config.as_deref(), failures);
         let mut tally = Tally::default();
         let group = self.settings.read_batch.max(1);
+        let accepted = self.runs.get(integration, run_id).await?.map_or(0, |(r, _)| {
+            r.verification.map_or(0, |v| v.accepted)
+        });
         let mut written =
             WrittenEvents::open(self.bus.jetstream(), integration, run_id, group).await?;
-        while let Some(events) = written.next_group().await? {
-            claim.renew().await;
-            match self
-                .check_group(config.as_deref(), &events, &failures, &mut tally)
+        let checked = if (PAGE_ALL_FROM..=PAGE_ALL_UP_TO).contains(&accepted) {
+            self.check_by_pages(&judge, &mut written, &mut claim, &mut tally)
                 .await
-            {
-                Ok(letters) => {
-                    self.settle_not_applied(integration, run_id, letters)
-                        .await?
-                }
-                Err(reason) => return self.give_up(integration, run_id, reason).await,
-            }
+        } else {
+            self.check_by_keys(&judge, &mut written, &mut claim, &mut tally)
+                .await
+        };
+        match checked {
+            Ok(()) => {}
+            Err(Stop::Bus(err)) => return Err(err),
+            Err(Stop::Unreadable(reason)) => return self.give_up(integration, run_id, reason).await,
         }
         let at = chrono::Utc::now().to_rfc3339();
         let unverifiable: Vec<String> = tally.unverifiable.iter().cloned().collect();
@@ -250,101 +355,117 @@ impl Verifier {
         }
     }
 
-    /// Reads back the users of `events` and compares them with what was sent; returns the dead
-    /// letters of the records not applied (with their applied keys), or why the users could
-    /// not be read.
-    async fn check_group(
+    /// Checks the written records group by group, reading their users back by sync value.
+    async fn check_by_keys(
         &self,
-        config: Option<&Integration>,
-        events: &[WrittenEvent],
-        failures: &[String],
+        judge: &Judge,
+        written: &mut WrittenEvents,
+        claim: &mut Claim<'_>,
         tally: &mut Tally,
-    ) -> Result<Vec<NotApplied>, String> {
-        let sync_fields: Vec<String> =
-            config.map_or_else(|| vec!["EMAIL".to_owned()], |c| c.sync_field().to_vec());
-        let (insert_only, update_only) = config.map_or((false, false), |c| {
-            let preference = &c.config().preference;
-            (preference.insert_only(), preference.update_only())
-        });
-        // Each record, with the attribute and value it is found by.
-        let mut sent: Vec<Sent<'_>> = Vec::with_capacity(events.len());
-        let mut wanted: HashMap<String, Vec<String>> = HashMap::new();
-        for event in events {
-            let record = serde_json::from_str::<Map<String, Value>>(&event.record_json).ok();
-            let lookup = record.as_ref().and_then(|r| lookup_of(&sync_fields, r));
-            if let Some((attribute, value)) = &lookup {
-                wanted
-                    .entry(attribute.clone())
-                    .or_default()
-                    .push(value.clone());
+    ) -> Result<(), Stop> {
+        while let Some(events) = written.next_group().await.map_err(Stop::Bus)? {
+            claim.renew().await;
+            let pending: Vec<Pending> = events.into_iter().map(|e| judge.pending(e)).collect();
+            let letters = self.check_pending(judge, pending, tally).await?;
+            self.settle_not_applied(claim, letters).await?;
+        }
+        Ok(())
+    }
+
+    /// Checks the written records against every user, read page by page (two pages at a time):
+    /// for a run that wrote many users, far fewer requests than reading them by key. Records
+    /// not met on any page (a user created while the pages were read could shift them) are
+    /// read by key before they count as not applied.
+    async fn check_by_pages(
+        &self,
+        judge: &Judge,
+        written: &mut WrittenEvents,
+        claim: &mut Claim<'_>,
+        tally: &mut Tally,
+    ) -> Result<(), Stop> {
+        let mut letters = Vec::new();
+        let mut waiting: HashMap<String, HashMap<String, Pending>> = HashMap::new();
+        while let Some(events) = written.next_group().await.map_err(Stop::Bus)? {
+            for pending in events.into_iter().map(|e| judge.pending(e)) {
+                match pending.lookup.clone() {
+                    Some((attribute, value)) => {
+                        waiting
+                            .entry(attribute)
+                            .or_default()
+                            .insert(value.to_lowercase(), pending);
+                    }
+                    None => letters.extend(judge.judge(pending, None, tally)),
+                }
             }
-            sent.push(Sent {
-                event,
-                record,
-                lookup,
-            });
+        }
+        let mut skip = 0u32;
+        loop {
+            claim.renew().await;
+            let (first, second) = futures::future::join(
+                self.client.find_users("", READ_PAGE, skip),
+                self.client.find_users("", READ_PAGE, skip.saturating_add(READ_PAGE)),
+            )
+            .await;
+            let mut last = false;
+            for page in [first, second] {
+                let page =
+                    page.map_err(|e| Stop::Unreadable(format!("cannot read the users: {e}")))?;
+                last |= page.len() < READ_PAGE as usize;
+                for user in page {
+                    let Value::Object(user) = user else { continue };
+                    for (attribute, records) in &mut waiting {
+                        let Some(value) = user.get(attribute).and_then(text) else {
+                            continue;
+                        };
+                        if let Some(pending) = records.remove(&value.to_lowercase()) {
+                            letters.extend(judge.judge(pending, Some(&user), tally));
+                        }
+                    }
+                }
+            }
+            self.settle_not_applied(claim, std::mem::take(&mut letters))
+                .await?;
+            if last || waiting.values().all(HashMap::is_empty) {
+                break;
+            }
+            skip = skip.saturating_add(2 * READ_PAGE);
+        }
+        let rest: Vec<Pending> = waiting.into_values().flat_map(HashMap::into_values).collect();
+        for chunk in rest.chunks(self.settings.read_batch.max(1)) {
+            let letters = self.check_pending(judge, chunk.to_vec(), tally).await?;
+            self.settle_not_applied(claim, letters).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads back the users of `pending` by sync value and judges each record.
+    async fn check_pending(
+        &self,
+        judge: &Judge,
+        pending: Vec<Pending>,
+        tally: &mut Tally,
+    ) -> Result<Vec<NotApplied>, Stop> {
+        let mut wanted: HashMap<&str, Vec<String>> = HashMap::new();
+        for (attribute, value) in pending.iter().filter_map(|p| p.lookup.as_ref()) {
+            wanted.entry(attribute).or_default().push(value.clone());
         }
         let mut found: HashMap<(String, String), Map<String, Value>> = HashMap::new();
         for (attribute, values) in &wanted {
             for user in self.read_users(attribute, values).await? {
-                if let Some(value) = user.get(attribute).and_then(text) {
+                if let Some(value) = user.get(*attribute).and_then(text) {
                     found
-                        .entry((attribute.clone(), value.to_lowercase()))
+                        .entry(((*attribute).to_owned(), value.to_lowercase()))
                         .or_insert(user);
                 }
             }
         }
         let mut letters = Vec::new();
-        for Sent {
-            event,
-            record,
-            lookup,
-        } in sent
-        {
-            let Some(record) = record else {
-                // Recorded without its JSON (too large, or by an older loader): nothing to
-                // compare, and no sync value to look for.
-                tally.confirmed += 1;
-                tally
-                    .unverifiable
-                    .insert("(record too large to keep)".to_owned());
-                continue;
-            };
-            let user = lookup
+        for pending in pending {
+            let user = pending
+                .lookup
                 .as_ref()
                 .and_then(|(a, v)| found.get(&(a.clone(), v.to_lowercase())));
-            let comparison = compare(&record, user, insert_only, update_only);
-            tally.unverifiable.extend(comparison.unverifiable);
-            match comparison.check {
-                Check::Confirmed => tally.confirmed += 1,
-                Check::SkippedByPreference => tally.skipped += 1,
-                Check::NotApplied(difference) => {
-                    tally.not_applied += 1;
-                    let needle = lookup.as_ref().map(|(_, v)| v.to_lowercase());
-                    let message = needle
-                        .and_then(|needle| failures.iter().find(|m| m.contains(&needle)).cloned());
-                    let reason = match &message {
-                        Some(message) => format!("Oomnitza did not apply the record: {message}"),
-                        None => format!("not applied by Oomnitza: {difference}"),
-                    };
-                    let integration = config.map_or_else(String::new, |c| c.config().id.clone());
-                    letters.push(NotApplied {
-                        letter: DeadLetter {
-                            integration,
-                            run_id: String::new(),
-                            worker_id: event.worker_id.clone(),
-                            reason,
-                            stage: dlq::STAGE_VERIFICATION.into(),
-                            http_status: None,
-                            body_excerpt: Some(difference),
-                            attempts: 1,
-                            original_subject: String::new(),
-                        },
-                        applied_key: event.applied_key.clone(),
-                        record: event.record_json.clone(),
-                    });
-                }
-            }
+            letters.extend(judge.judge(pending, user, tally));
         }
         Ok(letters)
     }
@@ -354,12 +475,12 @@ impl Verifier {
         &self,
         attribute: &str,
         values: &[String],
-    ) -> Result<Vec<Map<String, Value>>, String> {
+    ) -> Result<Vec<Map<String, Value>>, Stop> {
         let users = self
             .client
             .find_users_in(attribute, values, READ_PAGE)
             .await
-            .map_err(|err| format!("cannot read the users back: {err}"))?;
+            .map_err(|err| Stop::Unreadable(format!("cannot read the users back: {err}")))?;
         Ok(users
             .into_iter()
             .filter_map(|user| match user {
@@ -373,13 +494,13 @@ impl Verifier {
     /// this run still wrote the latest), so the next run sends them again.
     async fn settle_not_applied(
         &self,
-        integration: &str,
-        run_id: &str,
+        claim: &Claim<'_>,
         letters: Vec<NotApplied>,
-    ) -> Result<(), BusError> {
+    ) -> Result<(), Stop> {
         if letters.is_empty() {
             return Ok(());
         }
+        let (integration, run_id) = (claim.integration, claim.run_id);
         let mut publisher = peoplesync_bus::Publisher::new(self.bus.jetstream().clone(), 64);
         for NotApplied {
             mut letter,
@@ -392,10 +513,12 @@ impl Verifier {
             letter.original_subject = names::workers_subject(integration);
             tracing::warn!(integration, run_id, worker = %letter.worker_id, reason = %letter.reason,
                 "Oomnitza accepted a record but did not apply it; dead-lettering it");
-            dlq::publish(&mut publisher, &letter, record.into()).await?;
+            dlq::publish(&mut publisher, &letter, record.into())
+                .await
+                .map_err(Stop::Bus)?;
             forget_applied(&self.bus, &applied_key, run_id).await;
         }
-        publisher.flush().await
+        publisher.flush().await.map_err(Stop::Bus)
     }
 
     /// Ends a check that cannot be completed: the run keeps its accepted counts, marked

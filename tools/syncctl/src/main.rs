@@ -335,7 +335,9 @@ fn who(by: Option<String>) -> String {
 fn run_exit(run: &pb::Run, fail_on_dead_letters: bool) -> u8 {
     let dead = run.counts.as_ref().map_or(0, |c| c.dead_lettered);
     match run.outcome() {
-        pb::RunOutcome::Failed | pb::RunOutcome::Interrupted => exit::FAILED,
+        pb::RunOutcome::Failed | pb::RunOutcome::Interrupted | pb::RunOutcome::Canceled => {
+            exit::FAILED
+        }
         _ if fail_on_dead_letters && dead > 0 => exit::FAILED,
         _ => exit::OK,
     }

@@ -58,6 +58,26 @@ pub fn run(run: &pb::Run) -> Value {
         },
         "error": run.error,
         "done": run.done,
+        "resend_all": run.resend_all,
+        "verification": run.verification.as_ref().map(verification),
+        "canceled": (!run.canceled_noticed_by.is_empty()).then(|| json!({
+            "noticed_by": run.canceled_noticed_by,
+            "at": time(run.canceled_at.as_ref()),
+        })),
+    })
+}
+
+/// The check of a finalized run against what Oomnitza holds.
+fn verification(v: &pb::RunVerification) -> Value {
+    json!({
+        "state": enum_name(v.state().as_str_name(), "VERIFICATION_STATE_"),
+        "accepted": v.accepted,
+        "confirmed": v.confirmed,
+        "not_applied": v.not_applied,
+        "unverifiable_fields": v.unverifiable_fields,
+        "reason": v.reason,
+        "by": v.by,
+        "at": time(v.at.as_ref()),
     })
 }
 
@@ -106,6 +126,38 @@ pub fn run_text(run: &pb::Run) -> String {
     }
     if let Some(finished) = time(run.finished_at.as_ref()).as_str() {
         out.push_str(&format!("  {:<14} {finished}\n", "finished"));
+    }
+    if let Some(v) = &run.verification {
+        let state = enum_name(v.state().as_str_name(), "VERIFICATION_STATE_");
+        out.push_str(&format!(
+            "  {:<14} {state}: {} accepted, {} confirmed, {} not applied\n",
+            "verification", v.accepted, v.confirmed, v.not_applied
+        ));
+        if !v.unverifiable_fields.is_empty() {
+            out.push_str(&format!(
+                "  {:<14} {}\n",
+                "not readable",
+                v.unverifiable_fields.join(", ")
+            ));
+        }
+        if !v.reason.is_empty() {
+            out.push_str(&format!("  {:<14} {}\n", "unverified", v.reason));
+        }
+    }
+    if !run.canceled_noticed_by.is_empty() {
+        let at = time(run.canceled_at.as_ref());
+        out.push_str(&format!(
+            "  {:<14} in Oomnitza; noticed by {} at {}\n",
+            "canceled",
+            run.canceled_noticed_by,
+            at.as_str().unwrap_or("?")
+        ));
+    }
+    if run.resend_all {
+        out.push_str(&format!(
+            "  {:<14} every record sent (--full)\n",
+            "resend"
+        ));
     }
     if !run.error.is_empty() {
         out.push_str(&format!("  {:<14} {}\n", "error", run.error));
