@@ -59,6 +59,29 @@ impl OomnitzaClient {
         limit: u32,
         skip: u32,
     ) -> Result<Vec<Value>, Error> {
+        let (what, body) = self.users_page(filter, limit, skip).await?;
+        self.decode(&what, &body)
+    }
+
+    /// [`OomnitzaClient::find_users`] as the JSON text of the page, not decoded: for a caller
+    /// that reads many pages and borrows from them instead of building a `Value` per attribute
+    /// (it must treat text that does not decode as an invalid answer).
+    pub async fn find_users_json(
+        &self,
+        filter: &str,
+        limit: u32,
+        skip: u32,
+    ) -> Result<bytes::Bytes, Error> {
+        Ok(self.users_page(filter, limit, skip).await?.1)
+    }
+
+    /// One page of users: what was asked (for errors) and the body.
+    async fn users_page(
+        &self,
+        filter: &str,
+        limit: u32,
+        skip: u32,
+    ) -> Result<(String, bytes::Bytes), Error> {
         let what = if filter.is_empty() {
             format!("reading users (limit {limit}, skip {skip})")
         } else {
@@ -79,7 +102,7 @@ impl OomnitzaClient {
         let reply = self
             .send_retrying(&what, &[], |http| http.get(url.clone()))
             .await?;
-        self.decode(&what, &reply.body)
+        Ok((what, reply.body))
     }
 
     /// Every user matching `filter` (empty for all), read `page_size` at a time (at least 1)

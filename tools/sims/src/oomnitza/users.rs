@@ -87,6 +87,53 @@ impl Naming {
             .unwrap_or_else(|| field_id.to_lowercase())
     }
 
+    /// A stored user as the API shows it, written as JSON straight into `out` (a page of
+    /// thousands of users is read under the store lock: no `Value` is built per attribute).
+    fn write_view(&self, out: &mut Vec<u8>, id: &str, fields: &Map<String, Value>) {
+        let member = |out: &mut Vec<u8>, first: &mut bool, name: &str, value: &Value| {
+            if !std::mem::take(first) {
+                out.push(b',');
+            }
+            // Writing a string or a `Value` into a `Vec` cannot fail.
+            let _ = serde_json::to_writer(&mut *out, name);
+            out.push(b':');
+            match value {
+                Value::String(text) if self.role_as_number && name == "role" => {
+                    match text.trim().parse::<u64>() {
+                        Ok(number) => out.extend_from_slice(number.to_string().as_bytes()),
+                        Err(_) => {
+                            let _ = serde_json::to_writer(&mut *out, value);
+                        }
+                    }
+                }
+                _ => {
+                    let _ = serde_json::to_writer(&mut *out, value);
+                }
+            }
+        };
+        let (null, id) = (Value::Null, Value::String(id.to_owned()));
+        let mut first = true;
+        out.push(b'{');
+        for name in &self.names {
+            let value = if name == ID {
+                &id
+            } else {
+                self.field
+                    .get(name)
+                    .and_then(|field| fields.get(field))
+                    .unwrap_or(&null)
+            };
+            member(out, &mut first, name, value);
+        }
+        // Fields outside the data model are kept under their lower-cased id.
+        for (field, value) in fields {
+            if !self.attribute.contains_key(field) {
+                member(out, &mut first, &field.to_lowercase(), value);
+            }
+        }
+        out.push(b'}');
+    }
+
     /// A stored user as the API shows it.
     fn view(&self, id: &str, fields: &Map<String, Value>) -> Value {
         let mut out = Map::new();
@@ -152,13 +199,10 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>, RawQuery(query): Raw
         if filter.is_none() && sort.is_none() {
             // Plain paging, the common read-back: the page is a range of slots.
             let total = store.user_count();
-            let page: Vec<Value> = (skip.min(total)..total)
-                .take(limit)
-                .filter_map(|slot| store.user_at(slot))
-                .map(|(id, fields)| naming.view(id, fields))
-                .collect();
+            let slots = skip.min(total)..total;
+            let (page, shown) = write_page(&naming, slots.take(limit).filter_map(|slot| store.user_at(slot)));
             drop(store);
-            count_read(&shared, page.len());
+            count_read(&shared, shown);
             return page_response(page, total);
         }
         let narrowed = filter
@@ -214,22 +258,44 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>, RawQuery(query): Raw
             matched = keyed.into_iter().map(|(_, slot)| slot).collect();
         }
         let total = matched.len();
-        let page: Vec<Value> = matched
+        let users = matched
             .into_iter()
             .skip(skip)
             .take(limit)
-            .filter_map(|slot| store.user_at(slot))
-            .map(|(id, fields)| naming.view(id, fields))
-            .collect();
-        (page, total)
+            .filter_map(|slot| store.user_at(slot));
+        (write_page(&naming, users), total)
     };
-    count_read(&shared, page.len());
+    let ((page, shown), total) = (page, total);
+    count_read(&shared, shown);
     page_response(page, total)
 }
 
-/// A page of users, with the number of matching users in `X-Total-Count`.
-fn page_response(page: Vec<Value>, total: usize) -> Response {
-    let mut response = Json(page).into_response();
+/// Users as a JSON array; returns it and how many users it holds.
+fn write_page<'a>(
+    naming: &Naming,
+    users: impl Iterator<Item = (&'a str, &'a Map<String, Value>)>,
+) -> (Vec<u8>, usize) {
+    let mut page = Vec::with_capacity(64 * 1024);
+    let mut shown = 0;
+    page.push(b'[');
+    for (id, fields) in users {
+        if shown > 0 {
+            page.push(b',');
+        }
+        naming.write_view(&mut page, id, fields);
+        shown += 1;
+    }
+    page.push(b']');
+    (page, shown)
+}
+
+/// A page of users (a JSON array), with the number of matching users in `X-Total-Count`.
+fn page_response(page: Vec<u8>, total: usize) -> Response {
+    let mut response = (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        page,
+    )
+        .into_response();
     response
         .headers_mut()
         .insert("x-total-count", HeaderValue::from(total));
