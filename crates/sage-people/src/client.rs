@@ -117,6 +117,11 @@ impl SageClient {
         self.inner.usage.latest()
     }
 
+    /// Records an API usage read from the `limits` resource as the latest one.
+    pub(crate) fn record_usage(&self, usage: ApiUsage) {
+        self.inner.usage.set(usage);
+    }
+
     /// Sends `call` with retries, then decodes the reply; a reply that fails to decode with a
     /// retryable error is fetched again.
     pub(crate) async fn call<T>(

@@ -24,6 +24,52 @@ const ASSERTION_LIFETIME: Duration = Duration::from_secs(170);
 
 const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
+/// The JWT `aud` of production orgs, whatever host the token request goes to.
+pub const PRODUCTION_AUDIENCE: &str = "https://login.salesforce.com";
+/// The JWT `aud` of sandboxes.
+pub const SANDBOX_AUDIENCE: &str = "https://test.salesforce.com";
+
+/// The generic login hosts, which the client credentials flow does not support.
+const GENERIC_LOGIN_HOSTS: [&str; 2] = ["login.salesforce.com", "test.salesforce.com"];
+
+/// The JWT bearer `aud` for a login host when none is configured: Salesforce wants
+/// `https://test.salesforce.com` for sandboxes (`test.salesforce.com`,
+/// `<domain>--<sandbox>.sandbox.my.salesforce.com`) and `https://login.salesforce.com`
+/// otherwise — never the My Domain host, even when the token request goes there.
+pub fn default_audience(login_host: &str) -> &'static str {
+    let host = login_host.trim_end_matches('.').to_ascii_lowercase();
+    if host == "test.salesforce.com" || host.ends_with(".sandbox.my.salesforce.com") {
+        SANDBOX_AUDIENCE
+    } else {
+        PRODUCTION_AUDIENCE
+    }
+}
+
+/// Refuses the client credentials grant on `login.salesforce.com` / `test.salesforce.com`:
+/// Salesforce answers it only on the org's My Domain host, and elsewhere fails with an
+/// `invalid_grant` that does not say why.
+pub(crate) fn check_grant_host(credentials: &Credentials, login_host: &str) -> Result<(), Error> {
+    let host = login_host.trim_end_matches('.').to_ascii_lowercase();
+    if matches!(credentials, Credentials::ClientCredentials { .. })
+        && GENERIC_LOGIN_HOSTS.contains(&host.as_str())
+    {
+        let example = if host.starts_with("test.") {
+            "https://<your-domain>--<sandbox>.sandbox.my.salesforce.com"
+        } else {
+            "https://<your-domain>.my.salesforce.com"
+        };
+        return Err(Error::new(
+            ErrorKind::Configuration,
+            format!(
+                "the client credentials grant cannot be sent to {host}: Salesforce supports it \
+                 only on the org's My Domain host; set the login URL to the org's My Domain URL \
+                 ({example}, shown in Salesforce Setup > My Domain), or use the JWT bearer grant"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// An access token and where to use it.
 pub(crate) struct Token {
     /// The bearer token.
@@ -102,6 +148,7 @@ impl TokenSource {
                 )
             })?;
         let login_host = token_url.host_str().unwrap_or_default().to_owned();
+        check_grant_host(&config.credentials, &login_host)?;
         let (audience, signing_key) = match &config.credentials {
             Credentials::JwtBearer {
                 audience,
@@ -120,7 +167,14 @@ impl TokenSource {
                             ),
                         )
                     })?;
-                let audience = audience.clone().unwrap_or_else(|| login_url.to_owned());
+                let audience = audience
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|aud| !aud.is_empty())
+                    .map_or_else(
+                        || default_audience(&login_host).to_owned(),
+                        |aud| aud.trim_end_matches('/').to_owned(),
+                    );
                 (audience, Some(SigningKey(key)))
             }
             _ => (login_url.to_owned(), None),
@@ -317,5 +371,53 @@ impl TokenSource {
                     ),
                 )
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::SecretString;
+
+    use super::*;
+
+    #[test]
+    fn the_default_audience_is_the_login_host_of_the_org_kind_never_my_domain() {
+        for (host, audience) in [
+            ("acme.my.salesforce.com", PRODUCTION_AUDIENCE),
+            ("login.salesforce.com", PRODUCTION_AUDIENCE),
+            ("127.0.0.1", PRODUCTION_AUDIENCE),
+            ("test.salesforce.com", SANDBOX_AUDIENCE),
+            ("acme--uat.sandbox.my.salesforce.com", SANDBOX_AUDIENCE),
+            ("ACME--UAT.Sandbox.My.Salesforce.com", SANDBOX_AUDIENCE),
+        ] {
+            assert_eq!(default_audience(host), audience, "{host}");
+        }
+    }
+
+    #[test]
+    fn client_credentials_on_a_generic_login_host_name_the_my_domain_host() {
+        let credentials = Credentials::ClientCredentials {
+            client_id: "id".into(),
+            client_secret: SecretString::from("secret"),
+        };
+        for host in [
+            "login.salesforce.com",
+            "test.salesforce.com",
+            "LOGIN.salesforce.com",
+        ] {
+            let error = check_grant_host(&credentials, host).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::Configuration);
+            let message = error.to_string();
+            assert!(message.contains("my.salesforce.com"), "{message}");
+            assert!(message.contains("My Domain"), "{message}");
+        }
+        assert!(check_grant_host(&credentials, "acme.my.salesforce.com").is_ok());
+        let password = Credentials::Password {
+            client_id: "id".into(),
+            client_secret: SecretString::from("secret"),
+            username: "u".into(),
+            password: SecretString::from("p"),
+        };
+        assert!(check_grant_host(&password, "login.salesforce.com").is_ok());
     }
 }

@@ -119,7 +119,8 @@ pub struct CredentialSet {
     /// The API user's username (JWT bearer and password grants).
     #[serde(default)]
     pub username: Option<String>,
-    /// The JWT audience (default: the login URL).
+    /// The JWT bearer audience (default: `https://login.salesforce.com`, or
+    /// `https://test.salesforce.com` for sandbox login hosts; never the My Domain host).
     #[serde(default)]
     pub audience: Option<String>,
 }

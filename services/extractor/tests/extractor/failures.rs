@@ -32,10 +32,7 @@ async fn each_configuration_error_fails_the_run_at_once_saying_what_to_fix() {
         ("MISSING_API_PERMISSION", "\"Employees API\" permission set"),
         ("INACCESSIBLE_FIELD", "field-level security"),
         ("OBJECT_NOT_ACCESSIBLE", "View All"),
-        (
-            "INVALID_FILTER",
-            "refused the filter `hrDepartment eq 'People'`",
-        ),
+        ("INVALID_FILTER", "source_filter `hrDepartment eq 'People'`"),
     ];
     for (code, advice) in cases {
         let sim = SageConfig {
