@@ -12,7 +12,7 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 
 use crate::client::{Call, SageClient};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::paging::decode_error;
 
 /// The REST API version whose `limits` resource is read (available since Spring '24 in every
@@ -134,7 +134,26 @@ impl SageClient {
                     .map_err(|error| decode_error(error, &reply.host, what))?;
                 Ok(limits.usage())
             })
-            .await?;
+            .await
+            .map_err(|error| match error.kind() {
+                ErrorKind::Configuration => {
+                    let host = self.hostname();
+                    let said = match (error.status(), error.code()) {
+                        (Some(status), Some(code)) => format!("{status} {code}"),
+                        (Some(status), None) => status.to_string(),
+                        _ => "no answer".to_owned(),
+                    };
+                    let message = format!(
+                        "Salesforce at {host} refused reading the org's API usage from \
+                         /services/data/{LIMITS_API_VERSION}/limits ({said}); peoplesync's quota \
+                         guard needs it when Employees API answers carry no Sforce-Limit-Info \
+                         header: let the integration user use the REST API (\"API Enabled\" in \
+                         its profile or a permission set), then run again"
+                    );
+                    error.with_message(message)
+                }
+                _ => error,
+            })?;
         self.record_usage(usage);
         Ok(usage)
     }
