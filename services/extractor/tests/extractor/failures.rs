@@ -182,16 +182,7 @@ async fn the_quota_guard_stops_before_the_share_is_passed_and_the_run_resumes_la
     })
     .await;
     s.sim.set_api_usage(70);
-    let (config, secrets) = config(&s.sim, &[ID]);
-    let extraction = extraction(
-        &s.bus,
-        ExtractorConfig {
-            quota_share: 0.8,
-            ..config
-        },
-        secrets,
-        ID,
-    );
+    let extraction = guarded(&s);
     let err = extraction
         .run_full("test", CancellationToken::new())
         .await
