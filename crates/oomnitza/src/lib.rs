@@ -34,6 +34,7 @@ mod bulk;
 mod client;
 mod config;
 mod error;
+mod inspect;
 mod retry;
 mod run_log;
 mod users;
@@ -44,4 +45,5 @@ pub use config::{
     DEFAULT_CONNECTOR_NAME, DEFAULT_REQUEST_TIMEOUT, OomnitzaAuth, OomnitzaConfig, RetryPolicy,
 };
 pub use error::{BODY_EXCERPT_CHARS, Error, ErrorKind};
+pub use inspect::FieldProbe;
 pub use run_log::{FailedRecord, RunLog};

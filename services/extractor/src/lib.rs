@@ -9,10 +9,13 @@
 //!   events), [`filter`] (`$filter` checks, shared with config validation), [`quota`] (the
 //!   API quota guard),
 //!   [`checkpoint`], [`seen`] (the ids each run listed) and [`removals`].
+//! - [`check`]: the Sage People side of `syncctl check`, also run at start and on config
+//!   changes for `/readyz`.
 //! - [`service`]: the long-running service: [`lease`] (one scheduling replica), [`schedule`],
 //!   [`runner`] (one run at a time), [`commands`] (request/reply) and [`single`] (one-worker
 //!   commands, progress, approvals).
 
+pub mod check;
 pub mod checkpoint;
 pub mod commands;
 pub mod config;

@@ -6,7 +6,8 @@
 //! [`batcher`] → [`deliver`] → [`ack`]; beside them [`integrations`] (configs from KV) and
 //! [`finalize`], [`gates`] (pause and credential state), [`applied`] (change detection),
 //! [`limiter`] (adaptive rate limit), [`progress`] (progress acks for events held long) and
-//! [`advisories`] (events the server gave up on). `main.rs` only wires them together through
+//! [`advisories`] (events the server gave up on); [`startup`] checks the Oomnitza credentials
+//! before the first event. `main.rs` only wires them together through
 //! [`Loader`].
 
 pub mod ack;
@@ -22,6 +23,7 @@ pub mod integrations;
 pub mod limiter;
 pub mod pipeline;
 pub mod progress;
+pub mod startup;
 
 pub use config::LoaderConfig;
 pub use consume::Loader;
