@@ -1135,3 +1135,80 @@ async fn extractor_serves_health_readiness_and_metrics_while_it_waits_for_its_sc
     assert_eq!(status, 200);
     assert!(content_type.starts_with("text/plain"), "{content_type}");
 }
+
+/// Waits until `/readyz` answers 503 naming exactly `conditions` (NATS and the consumer come
+/// up first; the credential check follows).
+async fn wait_for_not_ready(service: &Running, conditions: &[&str]) {
+    let url = service.url("/readyz");
+    let expected = serde_json::json!(conditions);
+    peoplesync_testkit::wait_for(
+        &format!("/readyz to name only {conditions:?}"),
+        Duration::from_secs(30),
+        || {
+            let url = url.clone();
+            let expected = expected.clone();
+            async move {
+                let (code, _, body) = get(&url).await?;
+                let body: serde_json::Value = serde_json::from_str(&body).ok()?;
+                (code == 503 && body["not_ready"] == expected).then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_refused_oomnitza_token_shows_on_readyz_and_as_credentials_failing_from_the_start() {
+    let nats = peoplesync_testkit::NatsServer::start();
+    let oomnitza = peoplesync_sims::oomnitza::OomnitzaSim::spawn(
+        peoplesync_sims::oomnitza::OomnitzaConfig::default(),
+    )
+    .await
+    .expect("oomnitza sim");
+    let oomnitza_url = oomnitza.url();
+    let loader = Running::start(
+        "oomnitza-loader",
+        &[
+            ("NATS_URL", nats.url()),
+            ("OOMNITZA_URL", &oomnitza_url),
+            ("OOMNITZA_API_TOKEN", "not-the-token"),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    wait_for_not_ready(&loader, &["oomnitza_credentials"]).await;
+    let (_, _, metrics) = get(&loader.url("/metrics"))
+        .await
+        .expect("/metrics answers");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("peoplesync_loader_credentials_failing") && l.ends_with(" 1")),
+        "credentials_failing is set before any run: {metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_sage_people_secret_shows_on_the_extractors_readyz_from_the_start() {
+    let nats = peoplesync_testkit::NatsServer::start();
+    let sage_config = peoplesync_sims::sage::SageConfig::default();
+    let sage = peoplesync_sims::sage::SageSim::spawn(sage_config.clone())
+        .await
+        .expect("sage sim");
+    let sage_url = sage.url();
+    let extractor = Running::start(
+        "sage-extractor",
+        &[
+            ("NATS_URL", nats.url()),
+            ("SAGE_PEOPLE_LOGIN_URL", &sage_url),
+            ("SAGE_PEOPLE_CLIENT_ID", &sage_config.client_id),
+            ("SAGE_PEOPLE_CLIENT_SECRET", "not-the-secret"),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    wait_for_not_ready(&extractor, &["sage_people_credentials.sage-people"]).await;
+    assert_eq!(
+        sage.stats().token_failures,
+        1,
+        "one check, not a retry loop"
+    );
+}
