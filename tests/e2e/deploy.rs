@@ -1104,8 +1104,15 @@ async fn loader_serves_health_readiness_and_metrics_and_readiness_follows_nats()
     .await;
 }
 
-#[tokio::test]
-async fn extractor_serves_health_readiness_and_metrics_while_it_waits_for_its_schedule() {
+/// NATS, a Sage People simulator and an extractor reading it with the simulator's client
+/// secret, or with `secret`.
+async fn extractor_reading_a_sim(
+    secret: Option<&str>,
+) -> (
+    peoplesync_testkit::NatsServer,
+    peoplesync_sims::sage::SageSim,
+    Running,
+) {
     let nats = peoplesync_testkit::NatsServer::start();
     let sage_config = peoplesync_sims::sage::SageConfig::default();
     let sage = peoplesync_sims::sage::SageSim::spawn(sage_config.clone())
@@ -1118,10 +1125,19 @@ async fn extractor_serves_health_readiness_and_metrics_while_it_waits_for_its_sc
             ("NATS_URL", nats.url()),
             ("SAGE_PEOPLE_LOGIN_URL", &sage_url),
             ("SAGE_PEOPLE_CLIENT_ID", &sage_config.client_id),
-            ("SAGE_PEOPLE_CLIENT_SECRET", &sage_config.client_secret),
+            (
+                "SAGE_PEOPLE_CLIENT_SECRET",
+                secret.unwrap_or(&sage_config.client_secret),
+            ),
             ("RUST_LOG", "info"),
         ],
     );
+    (nats, sage, extractor)
+}
+
+#[tokio::test]
+async fn extractor_serves_health_readiness_and_metrics_while_it_waits_for_its_schedule() {
+    let (_nats, _sage, extractor) = extractor_reading_a_sim(None).await;
 
     let ready = wait_for_readyz(&extractor, 200, "the extractor to be ready").await;
     assert_eq!(ready["checks"]["nats"], true, "{ready}");
@@ -1189,22 +1205,7 @@ async fn a_refused_oomnitza_token_shows_on_readyz_and_as_credentials_failing_fro
 
 #[tokio::test]
 async fn a_refused_sage_people_secret_shows_on_the_extractors_readyz_from_the_start() {
-    let nats = peoplesync_testkit::NatsServer::start();
-    let sage_config = peoplesync_sims::sage::SageConfig::default();
-    let sage = peoplesync_sims::sage::SageSim::spawn(sage_config.clone())
-        .await
-        .expect("sage sim");
-    let sage_url = sage.url();
-    let extractor = Running::start(
-        "sage-extractor",
-        &[
-            ("NATS_URL", nats.url()),
-            ("SAGE_PEOPLE_LOGIN_URL", &sage_url),
-            ("SAGE_PEOPLE_CLIENT_ID", &sage_config.client_id),
-            ("SAGE_PEOPLE_CLIENT_SECRET", "not-the-secret"),
-            ("RUST_LOG", "info"),
-        ],
-    );
+    let (_nats, sage, extractor) = extractor_reading_a_sim(Some("not-the-secret")).await;
     wait_for_not_ready(&extractor, &["sage_people_credentials.sage-people"]).await;
     assert_eq!(
         sage.stats().token_failures,
