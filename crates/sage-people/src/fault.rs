@@ -457,7 +457,10 @@ fn invalid_grant(credentials: &Credentials, audience: &str, host: &str, said: &s
              that the certificate uploaded to the External Client App matches peoplesync's \
              private key, that {username} is an active user pre-authorised for the app (admin \
              approved users, with their profile or permission set added to the app's policies), \
-             and that the audience `{audience}` is this org's login URL, then run again"
+             and that the audience `{audience}` is what Salesforce expects: \
+             https://login.salesforce.com (https://test.salesforce.com for a sandbox) or an \
+             Experience Cloud site URL, never the My Domain host (leave `audience` unset for the \
+             default), then run again"
         ),
         Credentials::Password { username, .. } => format!(
             "Salesforce at {host} refused the username-password grant for {username} ({said}); \
