@@ -1191,21 +1191,36 @@ async fn a_refused_oomnitza_token_shows_on_readyz_and_as_credentials_failing_fro
             ("RUST_LOG", "info"),
         ],
     );
+    let metrics = loader.url("/metrics");
+    peoplesync_testkit::wait_for(
+        "credentials_failing to be set before any run",
+        Duration::from_secs(30),
+        || {
+            let metrics = metrics.clone();
+            async move {
+                let (_, _, text) = get(&metrics).await?;
+                text.lines()
+                    .any(|l| {
+                        l.starts_with("peoplesync_loader_credentials_failing") && l.ends_with(" 1")
+                    })
+                    .then_some(())
+            }
+        },
+    )
+    .await;
     wait_for_not_ready(&loader, &["oomnitza_credentials"]).await;
-    let (_, _, metrics) = get(&loader.url("/metrics"))
-        .await
-        .expect("/metrics answers");
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("peoplesync_loader_credentials_failing") && l.ends_with(" 1")),
-        "credentials_failing is set before any run: {metrics}"
-    );
 }
 
 #[tokio::test]
 async fn a_refused_sage_people_secret_shows_on_the_extractors_readyz_from_the_start() {
     let (_nats, sage, extractor) = extractor_reading_a_sim(Some("not-the-secret")).await;
+    // The condition is registered (not ready) before the check runs: wait for the check.
+    peoplesync_testkit::wait_for(
+        "the start-up check to ask for a token",
+        Duration::from_secs(30),
+        || async { (sage.stats().token_failures > 0).then_some(()) },
+    )
+    .await;
     wait_for_not_ready(&extractor, &["sage_people_credentials.sage-people"]).await;
     assert_eq!(
         sage.stats().token_failures,
