@@ -41,4 +41,6 @@ pub use error::{Error, ErrorKind};
 pub use fault::PUBLISHED_INNER_CODES;
 pub use limits::{ApiUsage, LIMIT_INFO_HEADER, LIMITS_API_VERSION};
 pub use paging::Page;
-pub use token::{PRODUCTION_AUDIENCE, SANDBOX_AUDIENCE, default_audience};
+pub use token::{
+    PRODUCTION_AUDIENCE, SANDBOX_AUDIENCE, client_credentials_host_problem, default_audience,
+};

@@ -45,29 +45,44 @@ pub fn default_audience(login_host: &str) -> &'static str {
     }
 }
 
-/// Refuses the client credentials grant on `login.salesforce.com` / `test.salesforce.com`:
-/// Salesforce answers it only on the org's My Domain host, and elsewhere fails with an
-/// `invalid_grant` that does not say why.
-pub(crate) fn check_grant_host(credentials: &Credentials, login_host: &str) -> Result<(), Error> {
-    let host = login_host.trim_end_matches('.').to_ascii_lowercase();
-    if matches!(credentials, Credentials::ClientCredentials { .. })
-        && GENERIC_LOGIN_HOSTS.contains(&host.as_str())
-    {
-        let example = if host.starts_with("test.") {
-            "https://<your-domain>--<sandbox>.sandbox.my.salesforce.com"
-        } else {
-            "https://<your-domain>.my.salesforce.com"
-        };
-        return Err(Error::new(
-            ErrorKind::Configuration,
-            format!(
-                "the client credentials grant cannot be sent to {host}: Salesforce supports it \
-                 only on the org's My Domain host; set the login URL to the org's My Domain URL \
-                 ({example}, shown in Salesforce Setup > My Domain), or use the JWT bearer grant"
-            ),
-        ));
+/// Why the client credentials grant cannot be sent to `login_url` (a URL or a bare host), or
+/// `None` when it can: Salesforce answers that grant only on the org's My Domain host, and on
+/// `login.salesforce.com` / `test.salesforce.com` fails with an `invalid_grant` that does not
+/// say why. The message names the My Domain host to use instead.
+pub fn client_credentials_host_problem(login_url: &str) -> Option<String> {
+    let trimmed = login_url.trim();
+    let host = Url::parse(trimmed)
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_owned))
+        .unwrap_or_else(|| trimmed.to_owned());
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if !GENERIC_LOGIN_HOSTS.contains(&host.as_str()) {
+        return None;
     }
-    Ok(())
+    let example = if host.starts_with("test.") {
+        "https://<your-domain>--<sandbox>.sandbox.my.salesforce.com"
+    } else {
+        "https://<your-domain>.my.salesforce.com"
+    };
+    Some(format!(
+        "the client credentials grant cannot be sent to {host}: Salesforce supports it only on \
+         the org's My Domain host; set the login URL to the org's My Domain URL ({example}, \
+         shown in Salesforce Setup > My Domain), or use the JWT bearer grant"
+    ))
+}
+
+/// Refuses the client credentials grant on the generic login hosts
+/// ([`client_credentials_host_problem`]).
+pub(crate) fn check_grant_host(credentials: &Credentials, login_host: &str) -> Result<(), Error> {
+    match credentials {
+        Credentials::ClientCredentials { .. } => {
+            match client_credentials_host_problem(login_host) {
+                Some(problem) => Err(Error::new(ErrorKind::Configuration, problem)),
+                None => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    }
 }
 
 /// An access token and where to use it.
