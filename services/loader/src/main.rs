@@ -87,7 +87,7 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
     let control = control_plane()?;
     let loader = Loader::build(config, seed).await?;
     mark_ready(&readiness, &loader, &integrations).await?;
-    peoplesync_loader::startup::check_credentials(&loader, &readiness).await;
+    peoplesync_loader::startup::check_credentials(&loader).await;
     let control = serve_control(control, &loader, &shutdown).await?;
     loader.run_until_stopped(shutdown).await?;
     tracing::info!("loader stopped");
@@ -114,7 +114,6 @@ async fn start_http() -> anyhow::Result<(
     let readiness = peoplesync_runtime::Readiness::new();
     readiness.register("nats");
     readiness.register("consumer");
-    readiness.register(peoplesync_loader::startup::CREDENTIALS_READINESS);
     let stop = tokio_util::sync::CancellationToken::new();
     let http = peoplesync_runtime::http::serve_from_env(readiness.clone(), stop.clone()).await?;
     Ok((readiness, stop, http))
