@@ -2135,7 +2135,7 @@ mod binaries {
     use std::process::Stdio;
     use std::time::Duration;
 
-    use serde_json::Value;
+    use serde_json::{Value, json};
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
     use tokio::process::{Child, Command};
 
@@ -2186,6 +2186,64 @@ mod binaries {
         assert!(rest.is_empty(), "extra stdout: {rest:?}");
     }
 
+    /// A client-credentials token from the simulator at `url`, and the first page read with it.
+    async fn first_page(
+        client: &reqwest::Client,
+        url: &str,
+        secret: &str,
+    ) -> (String, reqwest::Response) {
+        let token: Value = client
+            .post(format!("{url}/services/oauth2/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "sim-client"),
+                ("client_secret", secret),
+            ])
+            .send()
+            .await
+            .expect("token")
+            .json()
+            .await
+            .expect("json");
+        let t = token["access_token"].as_str().expect("token").to_owned();
+        let page = client
+            .get(format!("{url}/services/apexrest/spapi/v4/employees"))
+            .bearer_auth(&t)
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .expect("page");
+        (t, page)
+    }
+
+    #[tokio::test]
+    async fn sage_people_sim_can_leave_the_limit_header_off_and_serve_the_limits() {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sage-people-sim"));
+        command
+            .args(["--listen", "127.0.0.1:0", "--api-quota", "50"])
+            .env("SAGE_SIM_NO_LIMIT_INFO_HEADER", "true")
+            .env("SAGE_SIM_WORKERS", "3");
+        let (child, stdout, url) = start(command).await;
+        let client = reqwest::Client::new();
+        let (token, page) = first_page(&client, &url, "sim-secret").await;
+        assert_eq!(page.status(), reqwest::StatusCode::OK);
+        assert!(page.headers().get("sforce-limit-info").is_none());
+        let limits: Value = client
+            .get(format!("{url}/services/data/v60.0/limits"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("limits")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(
+            limits["DailyApiRequests"],
+            json!({"Max": 50, "Remaining": 49})
+        );
+        terminate(child, stdout).await;
+    }
+
     #[tokio::test]
     async fn sage_people_sim_serves_with_flags_and_env_and_stops_on_sigterm() {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sage-people-sim"));
@@ -2202,27 +2260,7 @@ mod binaries {
             .env("SAGE_SIM_WORKERS", "3");
         let (child, stdout, url) = start(command).await;
         let client = reqwest::Client::new();
-        let token: Value = client
-            .post(format!("{url}/services/oauth2/token"))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", "sim-client"),
-                ("client_secret", "flag-secret"),
-            ])
-            .send()
-            .await
-            .expect("token")
-            .json()
-            .await
-            .expect("json");
-        let t = token["access_token"].as_str().expect("token");
-        let page = client
-            .get(format!("{url}/services/apexrest/spapi/v4/employees"))
-            .bearer_auth(t)
-            .header("Accept", "application/json")
-            .send()
-            .await
-            .expect("page");
+        let (_, page) = first_page(&client, &url, "flag-secret").await;
         assert_eq!(
             page.headers()
                 .get("sforce-limit-info")
