@@ -196,7 +196,7 @@ fn fields(config: &IntegrationConfig, records: &[Value]) -> CheckLine {
 }
 
 /// How often a failing credential is checked again while it fails.
-const RECHECK_EVERY: Duration = Duration::from_secs(60);
+pub const RECHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// Readiness condition of an integration's Sage People credentials.
 pub fn readiness_name(integration: &str) -> String {
