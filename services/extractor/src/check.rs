@@ -204,8 +204,10 @@ pub fn readiness_name(integration: &str) -> String {
 }
 
 /// Checks the integration's Sage People side now, again whenever its config is stored, and
-/// every [`RECHECK_EVERY`] while a check finds it misconfigured; `/readyz` names the
-/// integration's credentials while they fail. The readiness condition is registered (not
+/// every [`RECHECK_EVERY`] while a check finds it misconfigured (each such finding is logged
+/// with what to fix); `/readyz` names the integration's credentials while its credential set
+/// gets no token. Other findings (access, filter, fields) are logged only: they are not
+/// about credentials, and `syncctl check` shows them. The readiness condition is registered (not
 /// ready) at once, before the returned future first runs; the future runs until `stop`.
 pub fn keep_checking(
     extraction: Extraction,
@@ -246,7 +248,8 @@ async fn check_until_stopped(
         for check in &failing {
             tracing::error!(%integration, check = %check.name, "{}", check.detail);
         }
-        readiness.set(&name, failing.is_empty());
+        let credentials_fail = failing.iter().any(|c| c.name == TOKEN_CHECK);
+        readiness.set(&name, !credentials_fail);
         let recheck = async {
             if failing.is_empty() {
                 std::future::pending::<()>().await;

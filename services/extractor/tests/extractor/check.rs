@@ -98,3 +98,38 @@ async fn the_client_credentials_grant_on_login_salesforce_com_names_the_my_domai
     assert_eq!(token.state, CheckState::Misconfigured, "{report:?}");
     assert!(token.detail.contains("My Domain"), "{}", token.detail);
 }
+
+#[tokio::test]
+async fn a_missing_field_permission_is_reported_but_is_not_a_credential_failure() {
+    let s = setup(SageConfig {
+        faults: peoplesync_sims::sage::SageFaults {
+            config_error: Some("INACCESSIBLE_FIELD".into()),
+            ..Default::default()
+        },
+        ..org(30, 10, 10)
+    })
+    .await;
+    let extraction = s.extraction(ID);
+    let report = check::sage(&extraction).await;
+    assert_eq!(state(&report, check::TOKEN_CHECK), CheckState::Passed);
+    assert_eq!(state(&report, check::PAGE_CHECK), CheckState::Misconfigured);
+    assert_eq!(
+        state(&report, check::FIELDS_CHECK),
+        CheckState::Misconfigured
+    );
+
+    let readiness = Readiness::new();
+    let stop = CancellationToken::new();
+    let name = check::readiness_name(ID);
+    let task = tokio::spawn(check::keep_checking(
+        extraction,
+        readiness.clone(),
+        stop.clone(),
+    ));
+    wait_for("the first check", Duration::from_secs(10), || async {
+        (!readiness.status().not_ready().contains(&name.as_str())).then_some(())
+    })
+    .await;
+    stop.cancel();
+    task.await.unwrap();
+}
