@@ -20,8 +20,7 @@ pub struct Worker {
     /// `lastName`.
     pub last_name: Option<String>,
     /// `emailAddress`, trimmed, in the case Sage People holds it: rewriting it would rename
-    /// users created earlier with mixed case. Oomnitza matches users on it (as a sync key)
-    /// ignoring case.
+    /// users created earlier with mixed case. Compare addresses ignoring case when matching.
     pub email: Option<String>,
     /// `hrDepartment`.
     pub hr_department: Option<String>,
