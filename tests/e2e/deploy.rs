@@ -1104,8 +1104,15 @@ async fn loader_serves_health_readiness_and_metrics_and_readiness_follows_nats()
     .await;
 }
 
-#[tokio::test]
-async fn extractor_serves_health_readiness_and_metrics_while_it_waits_for_its_schedule() {
+/// NATS, a Sage People simulator and an extractor reading it with the simulator's client
+/// secret, or with `secret`.
+async fn extractor_reading_a_sim(
+    secret: Option<&str>,
+) -> (
+    peoplesync_testkit::NatsServer,
+    peoplesync_sims::sage::SageSim,
+    Running,
+) {
     let nats = peoplesync_testkit::NatsServer::start();
     let sage_config = peoplesync_sims::sage::SageConfig::default();
     let sage = peoplesync_sims::sage::SageSim::spawn(sage_config.clone())
@@ -1118,10 +1125,19 @@ async fn extractor_serves_health_readiness_and_metrics_while_it_waits_for_its_sc
             ("NATS_URL", nats.url()),
             ("SAGE_PEOPLE_LOGIN_URL", &sage_url),
             ("SAGE_PEOPLE_CLIENT_ID", &sage_config.client_id),
-            ("SAGE_PEOPLE_CLIENT_SECRET", &sage_config.client_secret),
+            (
+                "SAGE_PEOPLE_CLIENT_SECRET",
+                secret.unwrap_or(&sage_config.client_secret),
+            ),
             ("RUST_LOG", "info"),
         ],
     );
+    (nats, sage, extractor)
+}
+
+#[tokio::test]
+async fn extractor_serves_health_readiness_and_metrics_while_it_waits_for_its_schedule() {
+    let (_nats, _sage, extractor) = extractor_reading_a_sim(None).await;
 
     let ready = wait_for_readyz(&extractor, 200, "the extractor to be ready").await;
     assert_eq!(ready["checks"]["nats"], true, "{ready}");
@@ -1134,4 +1150,83 @@ async fn extractor_serves_health_readiness_and_metrics_while_it_waits_for_its_sc
         .expect("/metrics answers");
     assert_eq!(status, 200);
     assert!(content_type.starts_with("text/plain"), "{content_type}");
+}
+
+/// Waits until `/readyz` answers 503 naming exactly `conditions` (NATS and the consumer come
+/// up first; the credential check follows).
+async fn wait_for_not_ready(service: &Running, conditions: &[&str]) {
+    let url = service.url("/readyz");
+    let expected = serde_json::json!(conditions);
+    peoplesync_testkit::wait_for(
+        &format!("/readyz to name only {conditions:?}"),
+        Duration::from_secs(30),
+        || {
+            let url = url.clone();
+            let expected = expected.clone();
+            async move {
+                let (code, _, body) = get(&url).await?;
+                let body: serde_json::Value = serde_json::from_str(&body).ok()?;
+                (code == 503 && body["not_ready"] == expected).then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_refused_oomnitza_token_sets_credentials_failing_from_the_start_and_the_loader_stays_ready()
+ {
+    let nats = peoplesync_testkit::NatsServer::start();
+    let oomnitza = peoplesync_sims::oomnitza::OomnitzaSim::spawn(
+        peoplesync_sims::oomnitza::OomnitzaConfig::default(),
+    )
+    .await
+    .expect("oomnitza sim");
+    let oomnitza_url = oomnitza.url();
+    let loader = Running::start(
+        "oomnitza-loader",
+        &[
+            ("NATS_URL", nats.url()),
+            ("OOMNITZA_URL", &oomnitza_url),
+            ("OOMNITZA_API_TOKEN", "not-the-token"),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    let metrics = loader.url("/metrics");
+    peoplesync_testkit::wait_for(
+        "credentials_failing to be set before any run",
+        Duration::from_secs(30),
+        || {
+            let metrics = metrics.clone();
+            async move {
+                let (_, _, text) = get(&metrics).await?;
+                text.lines()
+                    .any(|l| {
+                        l.starts_with("peoplesync_loader_credentials_failing") && l.ends_with(" 1")
+                    })
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    // Still ready: its control plane must stay reachable to find out what is wrong.
+    wait_for_readyz(&loader, 200, "the loader to stay ready").await;
+}
+
+#[tokio::test]
+async fn a_refused_sage_people_secret_shows_on_the_extractors_readyz_from_the_start() {
+    let (_nats, sage, extractor) = extractor_reading_a_sim(Some("not-the-secret")).await;
+    // The condition is registered (not ready) before the check runs: wait for the check.
+    peoplesync_testkit::wait_for(
+        "the start-up check to ask for a token",
+        Duration::from_secs(30),
+        || async { (sage.stats().token_failures > 0).then_some(()) },
+    )
+    .await;
+    wait_for_not_ready(&extractor, &["sage_people_credentials.sage-people"]).await;
+    assert_eq!(
+        sage.stats().token_failures,
+        1,
+        "one check, not a retry loop"
+    );
 }

@@ -204,8 +204,8 @@ impl Deployment {
         .await
     }
 
-    /// The generated workers that have an e-mail, by lower-cased e-mail, and the ids of those
-    /// without one.
+    /// The generated workers that have an e-mail, by e-mail as Sage People holds it (trimmed,
+    /// case kept: that is what reaches Oomnitza), and the ids of those without one.
     pub fn expected(&self) -> (HashMap<String, serde_json::Value>, Vec<String>) {
         let mut with_email = HashMap::new();
         let mut without = Vec::new();
@@ -218,7 +218,7 @@ impl Deployment {
                 .filter(|e| !e.is_empty())
             {
                 Some(email) => {
-                    with_email.insert(email.to_lowercase(), raw);
+                    with_email.insert(email.to_owned(), raw);
                 }
                 None => without.push(id),
             }

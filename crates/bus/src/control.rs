@@ -21,6 +21,10 @@ pub const PROGRESS: &str = "progress";
 /// [`RemovalsReleased`].
 pub const APPROVE_REMOVALS: &str = "approve-removals";
 
+/// Command: check the integration's Sage People side (token, one page, field access) and
+/// report one line per check. Reply: [`SageChecked`].
+pub const CHECK: &str = "check";
+
 /// The subject of `command` for `integration`.
 pub fn subject(integration: &str, command: &str) -> String {
     names::control_subject(integration, command)
@@ -100,6 +104,38 @@ pub struct ApproveRemovals {
 pub struct RemovalsReleased {
     /// Removed events published.
     pub released: u64,
+}
+
+/// How one check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckState {
+    /// All is well.
+    Passed,
+    /// A setting or credential is wrong: the operator must fix it.
+    Misconfigured,
+    /// A service did not answer, or failed in a way that may pass.
+    Unreachable,
+    /// The check cannot be made; the detail says why.
+    NotCheckable,
+}
+
+/// One line of a check report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckLine {
+    /// What was checked (`sage_people.token`, ...).
+    pub name: String,
+    /// How it ended.
+    pub state: CheckState,
+    /// What was found; on failure, what is wrong and how to fix it.
+    pub detail: String,
+}
+
+/// Reply of [`CHECK`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SageChecked {
+    /// One line per check, in the order they ran.
+    pub checks: Vec<CheckLine>,
 }
 
 /// A command that could not be carried out.

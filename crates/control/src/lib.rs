@@ -2,13 +2,15 @@
 //! control.proto) that every oomnitza-loader replica serves, so any replica can answer. It
 //! triggers runs and reads single workers through the extractor's NATS command protocol,
 //! reads run progress from run records and outcome counts, stores integration configs with
-//! revisions, previews a worker against Oomnitza, sets pause flags, and lists, replays and
+//! revisions, checks an integration before its first run, previews a worker against Oomnitza,
+//! sets pause flags, and lists, replays and
 //! purges dead letters.
 //!
 //! Every call needs `authorization: Bearer <CONTROL_TOKEN>`; the standard health and
 //! reflection services answer without it. `docs/control-plane.md` is the operator's guide.
 
 mod auth;
+mod check;
 pub mod config;
 mod dead_letters;
 mod extractor;

@@ -1,5 +1,6 @@
 //! The `SyncControl` service: each RPC checks its input, then hands off to the module that
-//! owns the concern (runs, integrations, preview, pause, dead letters) or to the extractor.
+//! owns the concern (runs, integrations, checks, preview, pause, dead letters) or to the
+//! extractor.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::check::Checker;
 use crate::extractor::{self, Extractor};
 use crate::integrations::{self, Configs};
 use crate::preview::Previewer;
@@ -194,6 +196,23 @@ impl SyncControl for ControlService {
         Ok(Response::new(
             self.configs.suggest(request.into_inner()).await?,
         ))
+    }
+
+    async fn check_integration(
+        &self,
+        request: Request<pb::CheckIntegrationRequest>,
+    ) -> Result<Response<pb::CheckIntegrationResponse>, Status> {
+        let request = request.into_inner();
+        let integration = status::integration_id(&request.integration_id)?;
+        let checker = Checker {
+            bus: &self.bus,
+            configs: &self.configs,
+            extractor: &self.extractor,
+            oomnitza: &self.oomnitza,
+        };
+        let report = checker.check(integration).await;
+        tracing::info!(integration, verdict = ?report.verdict(), "integration checked");
+        Ok(Response::new(report))
     }
 
     async fn preview_worker(

@@ -1,5 +1,7 @@
 //! The peoplesync domain, pure and I/O-free: the normalised [`Worker`], the integration config,
-//! mapping, templates, filters, validation and smart-mapping suggestions.
+//! mapping, templates, filters, validation, the schedule [`plan`] and the Sage People
+//! [`source_filter`] parser (shared by the extractor and validation), and smart-mapping
+//! suggestions.
 //!
 //! The loader and the control plane call into this crate for every decision about a record;
 //! nothing here touches the network, the bus or the clock, so it is tested exhaustively in
@@ -12,11 +14,13 @@ pub mod hash;
 pub mod mapping;
 mod names;
 mod parse;
+pub mod plan;
 pub mod preview;
 mod saas;
 pub mod schedule;
 pub mod smart;
 pub mod source;
+pub mod source_filter;
 pub mod template;
 pub mod validate;
 pub mod worker;

@@ -92,8 +92,25 @@ pub fn cron_shape_problem(text: &str) -> Option<String> {
     None
 }
 
-/// Every problem in `schedule`, located at `schedule.<key>`.
+/// Every problem in `schedule`, located at `schedule.<key>`: the shape checks above, then the
+/// extractor's own reading of the schedule ([`crate::plan::Plan::from_config`]: time zone
+/// names, cron values, intervals under a minute), so what passes here the extractor runs.
 pub(crate) fn check(schedule: &ScheduleConfig, errors: &mut Vec<ValidationError>) {
+    let before = errors.len();
+    check_shapes(schedule, errors);
+    if let Err(problem) = crate::plan::Plan::from_config(schedule) {
+        let location = format!("schedule.{}", problem.key);
+        if !errors[before..].iter().any(|e| e.location == location) {
+            errors.push(ValidationError::new(
+                ValidationKind::Invalid,
+                location,
+                problem.message,
+            ));
+        }
+    }
+}
+
+fn check_shapes(schedule: &ScheduleConfig, errors: &mut Vec<ValidationError>) {
     let mut invalid = |key: &str, message: String| {
         errors.push(ValidationError::new(
             ValidationKind::Invalid,

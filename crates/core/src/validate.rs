@@ -470,34 +470,10 @@ fn check_sync_keys(config: &IntegrationConfig, p: &mut Problems) {
     }
 }
 
-/// Why a Sage People `$filter` is malformed: empty, unbalanced quotes or parentheses.
+/// Why a Sage People `$filter` would be refused by the extractor: the extractor's own parser
+/// ([`crate::source_filter::validate`]) decides, so a config it would refuse is never stored.
 fn source_filter_problem(filter: &str) -> Option<String> {
-    if filter.trim().is_empty() {
-        return Some("is empty; remove it or write a Sage People $filter, e.g. \"workAddress.country eq 'France'\"".into());
-    }
-    // OData escapes a quote inside a string by doubling it, so quotes always pair up.
-    let mut in_string = false;
-    let mut depth: i64 = 0;
-    for c in filter.chars() {
-        match c {
-            '\'' => in_string = !in_string,
-            '(' if !in_string => depth += 1,
-            ')' if !in_string => {
-                depth -= 1;
-                if depth < 0 {
-                    return Some(format!("`{filter}` closes a parenthesis it never opened"));
-                }
-            }
-            _ => {}
-        }
-    }
-    if in_string {
-        Some(format!("`{filter}` has an unterminated 'quoted string'"))
-    } else if depth > 0 {
-        Some(format!("`{filter}` leaves {depth} parenthesis(es) open"))
-    } else {
-        None
-    }
+    crate::source_filter::validate(filter).err()
 }
 
 #[cfg(test)]
@@ -505,7 +481,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn source_filters_need_balanced_quotes_and_parentheses() {
+    fn source_filters_are_checked_by_the_extractors_parser() {
         assert_eq!(
             source_filter_problem("workAddress.country eq 'France'"),
             None
@@ -515,9 +491,11 @@ mod tests {
             None
         );
         assert!(source_filter_problem(" ").is_some_and(|m| m.contains("is empty")));
-        assert!(source_filter_problem("a eq 'France").is_some_and(|m| m.contains("unterminated")));
-        assert!(source_filter_problem("(a eq 'x'").is_some_and(|m| m.contains("open")));
-        assert!(source_filter_problem("a eq 'x')").is_some_and(|m| m.contains("never opened")));
+        assert!(source_filter_problem("a eq 'France").is_some_and(|m| m.contains("not closed")));
+        assert!(source_filter_problem("(a eq 'x'").is_some());
+        assert!(source_filter_problem("a eq 'x')").is_some());
+        // Balanced but not a filter: only a real parser sees it.
+        assert!(source_filter_problem("workAddress.country equals 'France'").is_some());
     }
 
     #[test]

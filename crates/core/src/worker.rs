@@ -19,7 +19,8 @@ pub struct Worker {
     pub first_name: Option<String>,
     /// `lastName`.
     pub last_name: Option<String>,
-    /// `emailAddress`, trimmed and lower-cased (e-mail addresses are matched case-insensitively).
+    /// `emailAddress`, trimmed, in the case Sage People holds it: rewriting it would rename
+    /// users created earlier with mixed case. Compare addresses ignoring case when matching.
     pub email: Option<String>,
     /// `hrDepartment`.
     pub hr_department: Option<String>,
@@ -239,7 +240,7 @@ impl Worker {
             full_name: text_at(raw, &["fullName"]),
             first_name: text_at(raw, &["firstName"]),
             last_name: text_at(raw, &["lastName"]),
-            email: text_at(raw, &["emailAddress"]).map(|e| e.to_lowercase()),
+            email: text_at(raw, &["emailAddress"]),
             hr_department: text_at(raw, &["hrDepartment"]),
             job_title: nested(&employment, "jobTitle"),
             employment_name: nested(&employment, "name"),
@@ -305,7 +306,7 @@ mod tests {
         });
         let w = Worker::from_raw(&raw).unwrap();
         assert_eq!(w.id, "a2G7E000000LlIDUA0");
-        assert_eq!(w.email.as_deref(), Some("ada.lovelace@example.com"));
+        assert_eq!(w.email.as_deref(), Some("Ada.Lovelace@Example.com"));
         assert_eq!(w.job_title.as_deref(), Some("Principal Engineer"));
         assert_eq!(w.employment_active, Some(true));
         assert_eq!(w.end_date, None);

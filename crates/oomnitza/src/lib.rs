@@ -39,6 +39,7 @@ mod bulk;
 mod client;
 mod config;
 mod error;
+mod inspect;
 mod retry;
 mod run_log;
 mod users;
@@ -49,6 +50,7 @@ pub use config::{
     DEFAULT_CONNECTOR_NAME, DEFAULT_REQUEST_TIMEOUT, OomnitzaAuth, OomnitzaConfig, RetryPolicy,
 };
 pub use error::{BODY_EXCERPT_CHARS, Error, ErrorKind};
+pub use inspect::FieldProbe;
 pub use run_log::{FATAL_ERROR, RunCounts, RunLog};
 pub use users::{
     MAX_URL_CHARS, SYSTEM_ATTRIBUTES, filter_literal, is_system_field, read_attribute,

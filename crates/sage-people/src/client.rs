@@ -117,6 +117,26 @@ impl SageClient {
         self.inner.usage.latest()
     }
 
+    /// Gets an access token (the cached one, or a new one with the configured grant, retrying
+    /// transient failures) and returns the API host it is for: checks the credentials without
+    /// reading any data.
+    pub async fn authenticate(&self) -> Result<String, Error> {
+        let inner = &*self.inner;
+        let token = retry(&inner.retry, || inner.tokens.get(&inner.http, &inner.usage)).await?;
+        Ok(token.host.clone())
+    }
+
+    /// The OAuth grant in use, for messages: `client credentials`, `JWT bearer` or
+    /// `username-password`.
+    pub fn grant_name(&self) -> &'static str {
+        self.inner.tokens.grant_name()
+    }
+
+    /// Records an API usage read from the `limits` resource as the latest one.
+    pub(crate) fn record_usage(&self, usage: ApiUsage) {
+        self.inner.usage.set(usage);
+    }
+
     /// Sends `call` with retries, then decodes the reply; a reply that fails to decode with a
     /// retryable error is fetched again.
     pub(crate) async fn call<T>(

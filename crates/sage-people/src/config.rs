@@ -40,7 +40,8 @@ impl SageConfig {
 #[derive(Clone, Debug)]
 pub enum Credentials {
     /// Client credentials (recommended): the External Client App's consumer key and secret; the
-    /// app's run-as user is the API user.
+    /// app's run-as user is the API user. Only the org's My Domain host takes this grant, so a
+    /// `login.salesforce.com` / `test.salesforce.com` login URL is refused by [`crate::SageClient::new`].
     ClientCredentials {
         /// The External Client App's consumer key.
         client_id: String,
@@ -54,12 +55,14 @@ pub enum Credentials {
         client_id: String,
         /// The Salesforce username of the API user (the assertion's `sub`).
         username: String,
-        /// The assertion's `aud`; the login URL when `None`.
+        /// The assertion's `aud`. When `None`: `https://test.salesforce.com` for sandbox login
+        /// hosts, else `https://login.salesforce.com` — never the My Domain host, even when the
+        /// token request goes there ([`crate::default_audience`]).
         audience: Option<String>,
         /// The PEM-encoded RSA private key (PKCS#1 or PKCS#8).
         private_key_pem: SecretString,
     },
-    /// Username-password (legacy).
+    /// Username-password (legacy; Salesforce is retiring it — prefer the other two).
     Password {
         /// The External Client App's consumer key.
         client_id: String,

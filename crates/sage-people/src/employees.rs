@@ -1,11 +1,19 @@
-//! Reading one employee by id, for syncing a single worker on demand.
+//! Reading one employee by id, for syncing a single worker on demand. The answer is the
+//! OpenAPI's `EmployeeResponse`: `data` holds one employee object, not a list.
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::client::{Call, SageClient};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::fault::Fault;
-use crate::paging::decode_page;
+use crate::paging::decode_error;
+
+/// The single-employee envelope; `version` and other members are skipped.
+#[derive(Deserialize)]
+struct Envelope {
+    data: Value,
+}
 
 impl SageClient {
     /// Reads the employee with this Sage People id; `Ok(None)` when Sage People does not know it.
@@ -25,12 +33,39 @@ impl SageClient {
             if reply.status == 404 {
                 return missing_or_misrouted(&reply.body, &reply.host, &what);
             }
-            Ok(decode_page(reply.status, &reply.body, &reply.host, &what)?
-                .into_iter()
-                .next())
+            decode_employee(reply.status, &reply.body, &reply.host, &what)
         })
         .await
     }
+}
+
+/// Decodes `{"data": {...}}`: the employee, checked to carry a string `id`.
+fn decode_employee(
+    status: u16,
+    body: &[u8],
+    host: &str,
+    what: &str,
+) -> Result<Option<Value>, Error> {
+    if status == 204 {
+        return Ok(None);
+    }
+    let envelope: Envelope =
+        serde_json::from_slice(body).map_err(|error| decode_error(error, host, what))?;
+    let shape = match &envelope.data {
+        Value::Object(_) if envelope.data.get("id").and_then(Value::as_str).is_some() => {
+            return Ok(Some(envelope.data));
+        }
+        Value::Object(_) => "an employee without a string `id`",
+        Value::Array(_) => "a list where the Employees API 4.8 answers one employee object",
+        _ => "no employee object in `data`",
+    };
+    Err(Error::new(
+        ErrorKind::InvalidResponse,
+        format!(
+            "the answer of Sage People at {host} to {what} holds {shape}; report it to the \
+             peoplesync maintainers with the Sage People version"
+        ),
+    ))
 }
 
 /// A `404` means "no such employee", unless Salesforce says the URL itself matches no Apex REST
@@ -60,7 +95,28 @@ fn missing_or_misrouted(body: &[u8], host: &str, what: &str) -> Result<Option<Va
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorKind;
+
+    #[test]
+    fn one_employee_is_decoded_from_an_object_in_data() {
+        let body = br#"{"version":"4.8","data":{"id":"a2G1","fullName":"Ada"}}"#;
+        let employee = decode_employee(200, body, "h", "reading").unwrap();
+        assert_eq!(
+            employee,
+            Some(serde_json::json!({"id":"a2G1","fullName":"Ada"}))
+        );
+    }
+
+    #[test]
+    fn a_list_or_an_employee_without_id_is_an_invalid_response() {
+        for body in [
+            &br#"{"data":[{"id":"a2G1"}]}"#[..],
+            br#"{"data":{"fullName":"Ada"}}"#,
+            br#"{"data":null}"#,
+        ] {
+            let error = decode_employee(200, body, "h", "reading").unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::InvalidResponse);
+        }
+    }
 
     #[test]
     fn a_plain_404_is_no_such_employee() {

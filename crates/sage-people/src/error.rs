@@ -112,6 +112,12 @@ impl Error {
         self.code.as_deref()
     }
 
+    /// Replaces the operator-facing message, keeping kind, status and code.
+    pub(crate) fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+
     /// Rewrites a retryable error once retries are spent, so the message tells how hard the
     /// client tried.
     pub(crate) fn exhausted(mut self, attempts: usize, elapsed: Duration) -> Self {

@@ -14,6 +14,66 @@ use crate::error::{Error, ErrorKind};
 /// Longest body excerpt quoted in a message when the body is not a known error shape.
 const EXCERPT_CHARS: usize = 200;
 
+/// How deep an `innererror` chain is followed; deeper levels are ignored.
+const MAX_INNER_DEPTH: usize = 16;
+
+/// The limit named in a `REQUEST_LIMIT_EXCEEDED` that asks to back off for seconds rather than
+/// to stop the run: too many long-running requests at once in the org.
+const CONCURRENT_LIMIT: &str = "ConcurrentPerOrgLongTxn";
+
+/// Every inner error code of the Sage People API 4.8 (the OpenAPI's `InnerError.code`).
+/// All but `UNKNOWN_EXCEPTION` say that the request or the org's set-up is wrong: no retry helps.
+pub const PUBLISHED_INNER_CODES: [&str; 27] = [
+    "MISSING_API_PERMISSION",
+    "FIELD_ERROR",
+    "INACCESSIBLE_FIELD",
+    "INVALID_RELATIONSHIP",
+    "INVALID_HEADER",
+    "INVALID_ACCEPT_HEADER",
+    "INVALID_QUERY_STRING",
+    "INVALID_MARKER",
+    "INVALID_FILTER",
+    "SYNTAX_ERROR",
+    "UNEXPECTED_TOKEN",
+    "UNTERMINATED_LITERAL",
+    "GROUPING_TOO_DEEP",
+    "DATA_TYPE_MISMATCH",
+    "UNKNOWN_IDENTIFIER",
+    "INVALID_OPERATION",
+    "INVALID_PARAMETER",
+    "MISSING_NAMED_CREDENTIAL",
+    "ABSENCE_BALANCE_CALCULATION_NOT_ENABLED",
+    "OBJECT_NOT_ACCESSIBLE",
+    "CANNOT_DETERMINE_OPERATOR_PRECEDENCE",
+    "UNKNOWN_EXCEPTION",
+    "INVALID_REQUEST_BODY",
+    "DEPENDENCY_NOT_INSTALLED",
+    "CONTENT_TOO_LARGE",
+    "UNSUPPORTED_MEDIA_TYPE",
+    "INVALID_PAYDETAILS_DOCUMENT",
+];
+
+/// The code of the deepest `innererror` that has one: the hierarchy goes from general to
+/// specific, so the last code is the one that says most.
+fn deepest_inner_code(mut inner: Option<&Value>) -> Option<String> {
+    let mut deepest = None;
+    for _ in 0..MAX_INNER_DEPTH {
+        let Some(level) = inner.filter(|v| v.is_object()) else {
+            break;
+        };
+        if let Some(code) = level
+            .get("code")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+        {
+            deepest = Some(code.to_owned());
+        }
+        inner = level.get("innererror");
+    }
+    deepest
+}
+
 /// What an error answer said, whatever its shape.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Fault {
@@ -66,7 +126,7 @@ impl Fault {
                 // Sage People: {"error": {"code", "message", "target", "innererror": {"code"}}}
                 Value::Object(error) => {
                     let outer = text(error.get("code"));
-                    let inner = text(error.get("innererror").and_then(|inner| inner.get("code")));
+                    let inner = deepest_inner_code(error.get("innererror"));
                     Some(Fault {
                         code: inner.or_else(|| outer.clone()),
                         outer_code: outer,
@@ -85,6 +145,14 @@ impl Fault {
             },
             _ => None,
         }
+    }
+
+    /// Whether Salesforce's message says the concurrent long-running request limit, not the
+    /// daily quota, was hit.
+    fn is_concurrent_limit(&self) -> bool {
+        self.message
+            .as_deref()
+            .is_some_and(|m| m.contains(CONCURRENT_LIMIT))
     }
 
     fn excerpt(body: &[u8]) -> Fault {
@@ -141,7 +209,7 @@ pub(crate) fn classify_api(status: u16, fault: Fault, request: &Request<'_>) -> 
         marker,
     } = *request;
     let said = fault.describe(status);
-    let field = match fault.target.as_deref() {
+    let field = match fault.target.as_deref().filter(|t| !t.is_empty()) {
         Some(target) => format!("the field {target}"),
         None => "a field the Employees API reads".to_owned(),
     };
@@ -151,10 +219,22 @@ pub(crate) fn classify_api(status: u16, fault: Fault, request: &Request<'_>) -> 
             "the Sage People objects the Employees API reads (team members, employments)".to_owned()
         }
     };
+    let fix = fault
+        .code
+        .as_deref()
+        .and_then(|code| configuration_fix(code, &field, &object, filter));
     let (kind, message) = match (status, fault.code.as_deref()) {
         (401, _) => (
             ErrorKind::Authentication,
             format!("Salesforce at {host} refused the access token while {what} ({said})"),
+        ),
+        (_, Some("REQUEST_LIMIT_EXCEEDED")) if fault.is_concurrent_limit() => (
+            ErrorKind::Transient,
+            format!(
+                "the Salesforce org at {host} has too many long-running requests at once while \
+                 {what} ({said}); backing off and trying again (if this persists, other \
+                 integrations of the org are holding long requests)"
+            ),
         ),
         (_, Some("REQUEST_LIMIT_EXCEEDED")) => (
             ErrorKind::QuotaExhausted,
@@ -173,63 +253,11 @@ pub(crate) fn classify_api(status: u16, fault: Fault, request: &Request<'_>) -> 
                 marker.unwrap_or("(none)")
             ),
         ),
-        (_, Some("MISSING_API_PERMISSION")) => (
+        (_, Some(_)) if fix.is_some() => (
             ErrorKind::Configuration,
             format!(
-                "Sage People at {host} refused {what}: the API user may not use the Employees \
-                 API ({said}); in Salesforce Setup, assign the Sage People \"Employees API\" \
-                 permission set to the integration user (the External Client App's run-as user), \
-                 then run again"
-            ),
-        ),
-        (_, Some("INACCESSIBLE_FIELD")) => (
-            ErrorKind::Configuration,
-            format!(
-                "Sage People at {host} refused {what}: the API user cannot read {field} \
-                 ({said}); give the integration user's permission set Read access to it \
-                 (field-level security), or take it out of the \"Employee API Additional \
-                 Fields\" field set, then run again"
-            ),
-        ),
-        (_, Some("OBJECT_NOT_ACCESSIBLE")) => (
-            ErrorKind::Configuration,
-            format!(
-                "Sage People at {host} refused {what}: the API user cannot read an object \
-                 ({said}); give the integration user's permission set Read and View All on \
-                 {object}, then run again"
-            ),
-        ),
-        (_, Some(code @ ("INVALID_FILTER" | "MALFORMED_QUERY" | "INVALID_FIELD"))) => (
-            ErrorKind::Configuration,
-            match filter {
-                Some(filter) => format!(
-                    "Sage People at {host} refused the filter `{filter}` while {what} ({said}); \
-                     fix the integration's filter (operators eq, ne, gt, lt, and, or; nested \
-                     fields with dots, e.g. workAddress.country eq 'France'), then run again"
-                ),
-                None => format!(
-                    "Sage People at {host} refused {what} as malformed ({said}) although \
-                     peoplesync sent no filter; check the integration's filter setting, that \
-                     nothing between peoplesync and {host} rewrites requests, and that the login \
-                     URL points at a Sage People org; if all is right, report it ({code}) to the \
-                     peoplesync maintainers"
-                ),
-            },
-        ),
-        (_, Some("INVALID_ACCEPT_HEADER")) => (
-            ErrorKind::Configuration,
-            format!(
-                "Sage People at {host} refused the Accept header while {what} ({said}); \
-                 peoplesync sends `Accept: application/json`, so a proxy between peoplesync and \
-                 {host} is rewriting it: fix the proxy"
-            ),
-        ),
-        (_, Some("CONTENT_TOO_LARGE")) => (
-            ErrorKind::Configuration,
-            format!(
-                "Sage People at {host} could not answer {what} because the page is too large \
-                 ({said}); take fields out of the \"Employee API Additional Fields\" field set, \
-                 then run again"
+                "Sage People at {host} refused {what} ({said}): {}",
+                fix.as_deref().unwrap_or_default()
             ),
         ),
         (_, Some("SERVER_UNAVAILABLE")) => (
@@ -271,6 +299,91 @@ pub(crate) fn classify_api(status: u16, fault: Fault, request: &Request<'_>) -> 
     Error::new(kind, message)
         .with_status(status)
         .with_code(fault.code)
+}
+
+/// What to fix for a code that means the request or the org's set-up is wrong, whatever the
+/// HTTP status; `None` for codes a retry may cure (`UNKNOWN_EXCEPTION`, unknown codes).
+fn configuration_fix(
+    code: &str,
+    field: &str,
+    object: &str,
+    filter: Option<&str>,
+) -> Option<String> {
+    let filter_fix = || match filter {
+        Some(filter) => format!(
+            "fix the integration's source_filter `{filter}` (operators eq, ne, gt, lt, and, or; \
+             nested fields with dots; text in single quotes, e.g. workAddress.country eq \
+             'France'), then run again"
+        ),
+        None => "peoplesync sent no filter, so something between peoplesync and Sage People \
+                 rewrites requests, or the login URL is not a Sage People org; check both, then \
+                 report it to the peoplesync maintainers"
+            .to_owned(),
+    };
+    Some(match code {
+        "MISSING_API_PERMISSION" => "the API user may not use the Employees API; in Salesforce \
+             Setup, assign the Sage People \"Employees API\" permission set to the integration \
+             user (the External Client App's run-as user), then run again"
+            .to_owned(),
+        "INACCESSIBLE_FIELD" | "FIELD_ERROR" => format!(
+            "the API user cannot read {field}; give the integration user's permission set Read \
+             access to it (field-level security), or take it out of the \"Employee API \
+             Additional Fields\" field set, then run again"
+        ),
+        "INVALID_RELATIONSHIP" => format!(
+            "a field of the \"Employee API Additional Fields\" field set follows a relationship \
+             the API cannot read ({field}); fix or remove it in the field set, then run again"
+        ),
+        "OBJECT_NOT_ACCESSIBLE" => format!(
+            "the API user cannot read an object; give the integration user's permission set \
+             Read and View All on {object}, then run again"
+        ),
+        "INVALID_FILTER"
+        | "SYNTAX_ERROR"
+        | "UNEXPECTED_TOKEN"
+        | "UNTERMINATED_LITERAL"
+        | "GROUPING_TOO_DEEP"
+        | "DATA_TYPE_MISMATCH"
+        | "UNKNOWN_IDENTIFIER"
+        | "INVALID_OPERATION"
+        | "CANNOT_DETERMINE_OPERATOR_PRECEDENCE"
+        | "MALFORMED_QUERY"
+        | "INVALID_FIELD" => filter_fix(),
+        "INVALID_QUERY_STRING" | "INVALID_PARAMETER" => match filter {
+            Some(_) => filter_fix(),
+            None => "a query parameter was refused although peoplesync sends only `marker` and \
+                     `$filter`; check that nothing between peoplesync and Sage People rewrites \
+                     requests, then report it to the peoplesync maintainers"
+                .to_owned(),
+        },
+        "INVALID_ACCEPT_HEADER" | "INVALID_HEADER" => {
+            "peoplesync sends `Accept: application/json`, \
+             so a proxy between peoplesync and Sage People is rewriting headers: fix the proxy"
+                .to_owned()
+        }
+        "MISSING_NAMED_CREDENTIAL" => "the Sage People org lacks a named credential the API \
+             needs; ask the Sage People administrator to set up the named credentials of the \
+             Sage People API package, then run again"
+            .to_owned(),
+        "DEPENDENCY_NOT_INSTALLED" => "a package the Sage People API depends on is not \
+             installed in the org; ask the Sage People administrator to install it (see the Sage \
+             People API set-up guide), then run again"
+            .to_owned(),
+        "ABSENCE_BALANCE_CALCULATION_NOT_ENABLED" => "absence balance calculation is not \
+             enabled in the org; peoplesync does not read absences, so check that the login URL \
+             and the API path are not rewritten, then report it to the peoplesync maintainers"
+            .to_owned(),
+        "CONTENT_TOO_LARGE" => "the page is too large; take fields out of the \"Employee API \
+             Additional Fields\" field set, then run again"
+            .to_owned(),
+        "INVALID_REQUEST_BODY" | "UNSUPPORTED_MEDIA_TYPE" | "INVALID_PAYDETAILS_DOCUMENT" => {
+            "peoplesync only reads and sends no body, so the request was changed on its way; \
+             check that nothing between peoplesync and Sage People rewrites requests, then \
+             report it to the peoplesync maintainers"
+                .to_owned()
+        }
+        _ => return None,
+    })
 }
 
 /// Classifies a non-2xx answer of the OAuth token endpoint.
@@ -344,7 +457,10 @@ fn invalid_grant(credentials: &Credentials, audience: &str, host: &str, said: &s
              that the certificate uploaded to the External Client App matches peoplesync's \
              private key, that {username} is an active user pre-authorised for the app (admin \
              approved users, with their profile or permission set added to the app's policies), \
-             and that the audience `{audience}` is this org's login URL, then run again"
+             and that the audience `{audience}` is what Salesforce expects: \
+             https://login.salesforce.com (https://test.salesforce.com for a sandbox) or an \
+             Experience Cloud site URL, never the My Domain host (leave `audience` unset for the \
+             default), then run again"
         ),
         Credentials::Password { username, .. } => format!(
             "Salesforce at {host} refused the username-password grant for {username} ({said}); \
@@ -453,7 +569,7 @@ mod tests {
                 "read the field fHCM2__Team_Member__c.Secret__c",
             ),
             (403, "OBJECT_NOT_ACCESSIBLE", "Read and View All"),
-            (400, "INVALID_FILTER", "fix the integration's filter"),
+            (400, "INVALID_FILTER", "fix the integration's source_filter"),
             (400, "INVALID_ACCEPT_HEADER", "proxy"),
             (413, "CONTENT_TOO_LARGE", "Employee API Additional Fields"),
         ];
@@ -478,6 +594,92 @@ mod tests {
                     .contains("workAddress.country eq 'France'")
             );
         }
+    }
+
+    /// Every published inner code, whatever the HTTP status it comes with: the fatal ones are
+    /// configuration errors (never retried), `UNKNOWN_EXCEPTION` goes by the status.
+    #[test]
+    fn every_published_inner_code_is_classified_whatever_the_status() {
+        use ErrorKind::*;
+        let table: [(&str, ErrorKind); 27] = [
+            ("MISSING_API_PERMISSION", Configuration),
+            ("FIELD_ERROR", Configuration),
+            ("INACCESSIBLE_FIELD", Configuration),
+            ("INVALID_RELATIONSHIP", Configuration),
+            ("INVALID_HEADER", Configuration),
+            ("INVALID_ACCEPT_HEADER", Configuration),
+            ("INVALID_QUERY_STRING", Configuration),
+            ("INVALID_MARKER", InvalidMarker),
+            ("INVALID_FILTER", Configuration),
+            ("SYNTAX_ERROR", Configuration),
+            ("UNEXPECTED_TOKEN", Configuration),
+            ("UNTERMINATED_LITERAL", Configuration),
+            ("GROUPING_TOO_DEEP", Configuration),
+            ("DATA_TYPE_MISMATCH", Configuration),
+            ("UNKNOWN_IDENTIFIER", Configuration),
+            ("INVALID_OPERATION", Configuration),
+            ("INVALID_PARAMETER", Configuration),
+            ("MISSING_NAMED_CREDENTIAL", Configuration),
+            ("ABSENCE_BALANCE_CALCULATION_NOT_ENABLED", Configuration),
+            ("OBJECT_NOT_ACCESSIBLE", Configuration),
+            ("CANNOT_DETERMINE_OPERATOR_PRECEDENCE", Configuration),
+            ("UNKNOWN_EXCEPTION", Transient),
+            ("INVALID_REQUEST_BODY", Configuration),
+            ("DEPENDENCY_NOT_INSTALLED", Configuration),
+            ("CONTENT_TOO_LARGE", Configuration),
+            ("UNSUPPORTED_MEDIA_TYPE", Configuration),
+            ("INVALID_PAYDETAILS_DOCUMENT", Configuration),
+        ];
+        let listed: Vec<&str> = table.iter().map(|(code, _)| *code).collect();
+        assert_eq!(
+            listed, PUBLISHED_INNER_CODES,
+            "the table covers the published list"
+        );
+        for (code, kind) in table {
+            for status in [400, 403, 406, 413, 415, 500, 503] {
+                let error = sage(status, code);
+                let expected = match kind {
+                    // UNKNOWN_EXCEPTION says nothing: the status decides.
+                    Transient if status < 500 => Configuration,
+                    other => other,
+                };
+                assert_eq!(error.kind(), expected, "{code} with {status}");
+                assert_eq!(error.code(), Some(code));
+                if expected == Configuration {
+                    assert!(!error.kind().is_retryable(), "{code} with {status}");
+                    assert!(
+                        error.to_string().contains("then run again")
+                            || error.to_string().contains("report it")
+                            || error.to_string().contains("fix the proxy"),
+                        "{code}: says what to do: {error}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_deepest_inner_error_gives_the_code() {
+        let body = br#"{"error":{"code":"REQUEST_ERROR","message":"Bad filter","target":"$filter",
+            "innererror":{"code":"INVALID_FILTER","innererror":{"code":"UNTERMINATED_LITERAL",
+            "innererror":{"message":"no code at this level"}}}}}"#;
+        let fault = Fault::parse(body);
+        assert_eq!(fault.code.as_deref(), Some("UNTERMINATED_LITERAL"));
+        assert_eq!(fault.outer_code.as_deref(), Some("REQUEST_ERROR"));
+        let error = classify_api(500, fault, &request());
+        assert_eq!(error.kind(), ErrorKind::Configuration);
+        assert!(error.to_string().contains("source_filter"), "{error}");
+    }
+
+    #[test]
+    fn the_concurrent_request_limit_is_transient_and_the_daily_quota_is_not() {
+        let body = br#"[{"message":"ConcurrentPerOrgLongTxn Limit exceeded.","errorCode":"REQUEST_LIMIT_EXCEEDED"}]"#;
+        let concurrent = classify_api(403, Fault::parse(body), &request());
+        assert_eq!(concurrent.kind(), ErrorKind::Transient);
+        assert!(concurrent.to_string().contains("backing off"));
+        let body = br#"[{"message":"TotalRequests Limit exceeded.","errorCode":"REQUEST_LIMIT_EXCEEDED"}]"#;
+        let daily = classify_api(403, Fault::parse(body), &request());
+        assert_eq!(daily.kind(), ErrorKind::QuotaExhausted);
     }
 
     #[test]

@@ -38,5 +38,9 @@ mod token;
 pub use client::SageClient;
 pub use config::{Credentials, DEFAULT_REQUEST_TIMEOUT, RetryPolicy, SageConfig};
 pub use error::{Error, ErrorKind};
-pub use limits::{ApiUsage, LIMIT_INFO_HEADER};
+pub use fault::PUBLISHED_INNER_CODES;
+pub use limits::{ApiUsage, LIMIT_INFO_HEADER, LIMITS_API_VERSION};
 pub use paging::Page;
+pub use token::{
+    PRODUCTION_AUDIENCE, SANDBOX_AUDIENCE, client_credentials_host_problem, default_audience,
+};

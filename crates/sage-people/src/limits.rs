@@ -1,12 +1,23 @@
-//! The org's Salesforce API quota as reported by `Sforce-Limit-Info`.
+//! The org's Salesforce API quota: from `Sforce-Limit-Info` when a response carries it, else
+//! from the REST API's `limits` resource.
 //!
-//! Every Salesforce response carries `Sforce-Limit-Info: api-usage=<used>/<allowed>`; the client
-//! records the latest value so the extractor can stop a run before it starves the customer's
-//! other Salesforce users.
+//! Salesforce documents `Sforce-Limit-Info: api-usage=<used>/<allowed>` for `/services/data`;
+//! whether Apex REST answers (the Employees API) carry it is not published. The client records
+//! the latest value it sees, and [`SageClient::read_limits`] reads `DailyApiRequests` when no
+//! header came, so the extractor's quota guard is never silently off.
 
 use std::sync::Mutex;
 
 use reqwest::header::HeaderMap;
+use serde::Deserialize;
+
+use crate::client::{Call, SageClient};
+use crate::error::{Error, ErrorKind};
+use crate::paging::decode_error;
+
+/// The REST API version whose `limits` resource is read (available since Spring '24 in every
+/// org; the `DailyApiRequests` shape has not changed since v29.0).
+pub const LIMITS_API_VERSION: &str = "v60.0";
 
 /// The header Salesforce reports the org's API usage in.
 pub const LIMIT_INFO_HEADER: &str = "Sforce-Limit-Info";
@@ -68,9 +79,83 @@ impl UsageRecorder {
         Some(usage)
     }
 
+    /// Records a usage read some other way (the `limits` resource).
+    pub(crate) fn set(&self, usage: ApiUsage) {
+        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(usage);
+    }
+
     /// The latest usage recorded.
     pub(crate) fn latest(&self) -> Option<ApiUsage> {
         *self.latest.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The part of `GET /services/data/vXX.X/limits` the quota guard reads.
+#[derive(Deserialize)]
+struct Limits {
+    #[serde(rename = "DailyApiRequests")]
+    daily: DailyApiRequests,
+}
+
+#[derive(Deserialize)]
+struct DailyApiRequests {
+    #[serde(rename = "Max")]
+    max: u64,
+    #[serde(rename = "Remaining")]
+    remaining: u64,
+}
+
+impl Limits {
+    fn usage(&self) -> ApiUsage {
+        ApiUsage {
+            used: self.daily.max.saturating_sub(self.daily.remaining),
+            allowed: self.daily.max,
+        }
+    }
+}
+
+impl SageClient {
+    /// Reads the org's daily API usage from `GET /services/data/vXX.X/limits`
+    /// (`DailyApiRequests`), and records it as the latest usage. For when answers carry no
+    /// `Sforce-Limit-Info`: before a run, and every few hundred requests during one.
+    pub async fn read_limits(&self) -> Result<ApiUsage, Error> {
+        let what = "reading the org's API limits";
+        let path = ["services", "data", LIMITS_API_VERSION, "limits"];
+        let call = Call {
+            what,
+            path: &path,
+            marker: None,
+            filter: None,
+            answers: &[],
+        };
+        let usage = self
+            .call(&call, |reply| {
+                let limits: Limits = serde_json::from_slice(&reply.body)
+                    .map_err(|error| decode_error(error, &reply.host, what))?;
+                Ok(limits.usage())
+            })
+            .await
+            .map_err(|error| match error.kind() {
+                ErrorKind::Configuration => {
+                    let host = self.hostname();
+                    let said = match (error.status(), error.code()) {
+                        (Some(status), Some(code)) => format!("{status} {code}"),
+                        (Some(status), None) => status.to_string(),
+                        _ => "no answer".to_owned(),
+                    };
+                    let message = format!(
+                        "Salesforce at {host} refused reading the org's API usage from \
+                         /services/data/{LIMITS_API_VERSION}/limits ({said}); peoplesync's quota \
+                         guard needs it when Employees API answers carry no Sforce-Limit-Info \
+                         header: let the integration user use the REST API (\"API Enabled\" in \
+                         its profile or a permission set), then run again"
+                    );
+                    error.with_message(message)
+                }
+                _ => error,
+            })?;
+        self.record_usage(usage);
+        Ok(usage)
     }
 }
 

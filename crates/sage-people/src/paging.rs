@@ -36,7 +36,7 @@ impl Page {
 
 /// The Employees API envelope; `version` and any other member are skipped without being built.
 #[derive(Deserialize)]
-pub(crate) struct Envelope {
+struct Envelope {
     pub data: Vec<Value>,
 }
 
@@ -60,12 +60,7 @@ pub(crate) fn decode_error(error: serde_json::Error, host: &str, what: &str) -> 
 }
 
 /// Decodes one page's body: the records, checked so that the listing can go on.
-pub(crate) fn decode_page(
-    status: u16,
-    body: &[u8],
-    host: &str,
-    what: &str,
-) -> Result<Vec<Value>, Error> {
+fn decode_page(status: u16, body: &[u8], host: &str, what: &str) -> Result<Vec<Value>, Error> {
     if status == 204 {
         return Ok(Vec::new());
     }

@@ -24,6 +24,67 @@ const ASSERTION_LIFETIME: Duration = Duration::from_secs(170);
 
 const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
+/// The JWT `aud` of production orgs, whatever host the token request goes to.
+pub const PRODUCTION_AUDIENCE: &str = "https://login.salesforce.com";
+/// The JWT `aud` of sandboxes.
+pub const SANDBOX_AUDIENCE: &str = "https://test.salesforce.com";
+
+/// The generic login hosts, which the client credentials flow does not support.
+const GENERIC_LOGIN_HOSTS: [&str; 2] = ["login.salesforce.com", "test.salesforce.com"];
+
+/// The JWT bearer `aud` for a login host when none is configured: Salesforce wants
+/// `https://test.salesforce.com` for sandboxes (`test.salesforce.com`,
+/// `<domain>--<sandbox>.sandbox.my.salesforce.com`) and `https://login.salesforce.com`
+/// otherwise — never the My Domain host, even when the token request goes there.
+pub fn default_audience(login_host: &str) -> &'static str {
+    let host = login_host.trim_end_matches('.').to_ascii_lowercase();
+    if host == "test.salesforce.com" || host.ends_with(".sandbox.my.salesforce.com") {
+        SANDBOX_AUDIENCE
+    } else {
+        PRODUCTION_AUDIENCE
+    }
+}
+
+/// Why the client credentials grant cannot be sent to `login_url` (a URL or a bare host), or
+/// `None` when it can: Salesforce answers that grant only on the org's My Domain host, and on
+/// `login.salesforce.com` / `test.salesforce.com` fails with an `invalid_grant` that does not
+/// say why. The message names the My Domain host to use instead.
+pub fn client_credentials_host_problem(login_url: &str) -> Option<String> {
+    let trimmed = login_url.trim();
+    let host = Url::parse(trimmed)
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_owned))
+        .unwrap_or_else(|| trimmed.to_owned());
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if !GENERIC_LOGIN_HOSTS.contains(&host.as_str()) {
+        return None;
+    }
+    let example = if host.starts_with("test.") {
+        "https://<your-domain>--<sandbox>.sandbox.my.salesforce.com"
+    } else {
+        "https://<your-domain>.my.salesforce.com"
+    };
+    Some(format!(
+        "the client credentials grant cannot be sent to {host}: Salesforce supports it only on \
+         the org's My Domain host; set the login URL to the org's My Domain URL ({example}, \
+         shown in Salesforce Setup > My Domain), or use the JWT bearer grant"
+    ))
+}
+
+/// Refuses the client credentials grant on the generic login hosts
+/// ([`client_credentials_host_problem`]).
+pub(crate) fn check_grant_host(credentials: &Credentials, login_host: &str) -> Result<(), Error> {
+    match credentials {
+        Credentials::ClientCredentials { .. } => {
+            match client_credentials_host_problem(login_host) {
+                Some(problem) => Err(Error::new(ErrorKind::Configuration, problem)),
+                None => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
 /// An access token and where to use it.
 pub(crate) struct Token {
     /// The bearer token.
@@ -102,6 +163,7 @@ impl TokenSource {
                 )
             })?;
         let login_host = token_url.host_str().unwrap_or_default().to_owned();
+        check_grant_host(&config.credentials, &login_host)?;
         let (audience, signing_key) = match &config.credentials {
             Credentials::JwtBearer {
                 audience,
@@ -120,7 +182,14 @@ impl TokenSource {
                             ),
                         )
                     })?;
-                let audience = audience.clone().unwrap_or_else(|| login_url.to_owned());
+                let audience = audience
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|aud| !aud.is_empty())
+                    .map_or_else(
+                        || default_audience(&login_host).to_owned(),
+                        |aud| aud.trim_end_matches('/').to_owned(),
+                    );
                 (audience, Some(SigningKey(key)))
             }
             _ => (login_url.to_owned(), None),
@@ -317,5 +386,53 @@ impl TokenSource {
                     ),
                 )
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::SecretString;
+
+    use super::*;
+
+    #[test]
+    fn the_default_audience_is_the_login_host_of_the_org_kind_never_my_domain() {
+        for (host, audience) in [
+            ("acme.my.salesforce.com", PRODUCTION_AUDIENCE),
+            ("login.salesforce.com", PRODUCTION_AUDIENCE),
+            ("127.0.0.1", PRODUCTION_AUDIENCE),
+            ("test.salesforce.com", SANDBOX_AUDIENCE),
+            ("acme--uat.sandbox.my.salesforce.com", SANDBOX_AUDIENCE),
+            ("ACME--UAT.Sandbox.My.Salesforce.com", SANDBOX_AUDIENCE),
+        ] {
+            assert_eq!(default_audience(host), audience, "{host}");
+        }
+    }
+
+    #[test]
+    fn client_credentials_on_a_generic_login_host_name_the_my_domain_host() {
+        let credentials = Credentials::ClientCredentials {
+            client_id: "id".into(),
+            client_secret: SecretString::from("secret"),
+        };
+        for host in [
+            "login.salesforce.com",
+            "test.salesforce.com",
+            "LOGIN.salesforce.com",
+        ] {
+            let error = check_grant_host(&credentials, host).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::Configuration);
+            let message = error.to_string();
+            assert!(message.contains("my.salesforce.com"), "{message}");
+            assert!(message.contains("My Domain"), "{message}");
+        }
+        assert!(check_grant_host(&credentials, "acme.my.salesforce.com").is_ok());
+        let password = Credentials::Password {
+            client_id: "id".into(),
+            client_secret: SecretString::from("secret"),
+            username: "u".into(),
+            password: SecretString::from("p"),
+        };
+        assert!(check_grant_host(&password, "login.salesforce.com").is_ok());
     }
 }

@@ -172,6 +172,32 @@ mod paging {
     }
 
     #[tokio::test]
+    async fn without_the_header_the_usage_is_read_from_the_limits_resource() {
+        let sim = spawn(SimConfig {
+            workers: 10,
+            api_quota: 5_000,
+            limit_info_header: false,
+            ..SimConfig::default()
+        })
+        .await;
+        sim.set_api_usage(1_200);
+        let client = client(&sim);
+        let page = client.list_page(None, None).await.unwrap();
+        assert_eq!(page.api_usage, None, "no header, no usage on the page");
+        assert_eq!(client.last_api_usage(), None);
+        let usage = client.read_limits().await.unwrap();
+        assert_eq!(
+            usage,
+            ApiUsage {
+                used: 1_201,
+                allowed: 5_000
+            }
+        );
+        assert_eq!(client.last_api_usage(), Some(usage));
+        assert_eq!(sim.stats().limits_requests, 1);
+    }
+
+    #[tokio::test]
     async fn get_employee_finds_a_worker_and_returns_none_when_unknown() {
         let sim = spawn(SimConfig {
             workers: 50,
@@ -305,6 +331,12 @@ mod tokens {
             120,
         );
         assert_eq!(sim.stats().token_requests.get("jwt_bearer"), Some(&1));
+        // The token request goes to the org's own host (the simulator), yet the audience is
+        // the production login host.
+        assert_eq!(
+            sim.stats().jwt_audiences.keys().collect::<Vec<_>>(),
+            ["https://login.salesforce.com"]
+        );
 
         let error = client_with(&sim, jwt(OTHER_KEY))
             .list_page(None, None)
@@ -314,6 +346,46 @@ mod tokens {
         assert_eq!(error.code(), Some("invalid_grant"));
         assert!(error.to_string().contains("certificate"), "{error}");
         assert!(error.to_string().contains("JWT bearer"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_configured_jwt_audience_is_sent_instead_of_the_default() {
+        let site = "https://acme.my.site.com";
+        let sim = spawn(SimConfig {
+            workers: 3,
+            jwt_public_key_pem: Some(TEST_PUBLIC_KEY.to_owned()),
+            jwt_extra_audiences: vec![site.to_owned()],
+            ..SimConfig::default()
+        })
+        .await;
+        let defaults = SimConfig::default();
+        let client = client_with(
+            &sim,
+            Credentials::JwtBearer {
+                client_id: defaults.client_id.clone(),
+                username: defaults.username.clone(),
+                audience: Some(format!("{site}/")),
+                private_key_pem: SecretString::from(TEST_KEY.to_owned()),
+            },
+        );
+        assert_complete(&list_all(&client, None).await.unwrap(), 3);
+        assert_eq!(sim.stats().jwt_audiences.keys().collect::<Vec<_>>(), [site]);
+    }
+
+    #[tokio::test]
+    async fn client_credentials_on_the_generic_login_hosts_are_refused_naming_my_domain() {
+        for login_url in [
+            "https://login.salesforce.com",
+            "https://test.salesforce.com/",
+        ] {
+            let config = SageConfig::new(login_url, client_credentials(&SimConfig::default()));
+            let error = SageClient::new(config).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::Configuration, "{login_url}");
+            let message = error.to_string();
+            assert!(message.contains("My Domain"), "{message}");
+            assert!(message.contains(".my.salesforce.com"), "{message}");
+            assert!(message.contains("client credentials"), "{message}");
+        }
     }
 
     #[tokio::test]
@@ -425,6 +497,46 @@ mod errors {
             assert!(message.contains("127.0.0.1"), "{code}: {message}");
             assert_eq!(sim.stats().api_requests, 1, "{code} is not retried");
         }
+    }
+
+    #[tokio::test]
+    async fn a_nested_inner_error_under_a_server_status_is_fatal_and_not_retried() {
+        let sim = spawn(SimConfig {
+            faults: SageFaults {
+                config_error: Some("INVALID_FILTER/UNEXPECTED_TOKEN".to_owned()),
+                config_error_status: Some(500),
+                ..SageFaults::default()
+            },
+            ..SimConfig::default()
+        })
+        .await;
+        let error = client(&sim)
+            .list_page(None, Some("workAddress.country eq 'France'"))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Configuration, "{error}");
+        assert_eq!(error.code(), Some("UNEXPECTED_TOKEN"));
+        assert_eq!(error.status(), Some(500));
+        assert!(error.to_string().contains("source_filter"), "{error}");
+        assert_eq!(sim.stats().api_requests, 1, "not retried");
+    }
+
+    #[tokio::test]
+    async fn the_concurrent_request_limit_backs_off_and_the_page_arrives() {
+        let sim = spawn(SimConfig {
+            workers: 5,
+            faults: SageFaults {
+                concurrent_limit_calls: 3,
+                ..SageFaults::default()
+            },
+            ..SimConfig::default()
+        })
+        .await;
+        let page = client(&sim).list_page(None, None).await.unwrap();
+        assert!(!page.records.is_empty());
+        let stats = sim.stats();
+        assert_eq!(stats.status_counts.get(&403), Some(&3));
+        assert_eq!(stats.api_requests, 4);
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! The extractor's side of the command protocol (`peoplesync_bus::control`): request/reply on
 //! `peoplesync.control.extractor.<integration>.<command>`, JSON in, `Reply<T>` out.
 //!
-//! `fetch`, `worker` and `progress` are answered by any replica (one queue group, so each
+//! `fetch`, `worker`, `progress` and `check` are answered by any replica (one queue group, so each
 //! request gets one answer); `run` and `approve-removals` only by the replica holding the
 //! integration's scheduler lease, which subscribes to them while it holds it. Requests are
 //! handled concurrently, at most [`IN_FLIGHT`] at a time per replica and integration.
@@ -63,7 +63,7 @@ async fn respond<T: Serialize>(
     }
 }
 
-/// Answers `fetch`, `worker` and `progress` for the runner's integration until `stop`.
+/// Answers `fetch`, `worker`, `progress` and `check` for the runner's integration until `stop`.
 pub async fn serve_any(
     client: async_nats::Client,
     runner: Arc<Runner>,
@@ -71,7 +71,12 @@ pub async fn serve_any(
 ) -> Result<(), BusError> {
     let integration = runner.extraction().integration().to_owned();
     let mut subscriptions = Vec::new();
-    for command in [control::FETCH, control::WORKER, control::PROGRESS] {
+    for command in [
+        control::FETCH,
+        control::WORKER,
+        control::PROGRESS,
+        control::CHECK,
+    ] {
         let subject = control::subject(&integration, command);
         let subscription = client
             .queue_subscribe(subject.clone(), ANY_REPLICA_GROUP.to_owned())
@@ -110,6 +115,10 @@ pub async fn serve_any(
                         Err(err) => Err(err),
                     };
                     respond(&client, message.reply, result).await;
+                }
+                control::CHECK => {
+                    let report: Result<_, CommandError> = Ok(crate::check::sage(extraction).await);
+                    respond(&client, message.reply, report).await;
                 }
                 _ => {
                     respond(&client, message.reply, single::progress(extraction).await).await;

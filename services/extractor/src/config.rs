@@ -119,7 +119,8 @@ pub struct CredentialSet {
     /// The API user's username (JWT bearer and password grants).
     #[serde(default)]
     pub username: Option<String>,
-    /// The JWT audience (default: the login URL).
+    /// The JWT bearer audience (default: `https://login.salesforce.com`, or
+    /// `https://test.salesforce.com` for sandbox login hosts; never the My Domain host).
     #[serde(default)]
     pub audience: Option<String>,
 }
@@ -268,6 +269,14 @@ impl ExtractorConfig {
             if set.client_id.trim().is_empty() {
                 return Err(ConfigError(format!(
                     "credentials.{name}.client_id is empty (SAGE_PEOPLE_CLIENT_ID for the default set)"
+                )));
+            }
+            if set.grant == Grant::ClientCredentials
+                && let Some(problem) =
+                    peoplesync_sage_people::client_credentials_host_problem(&set.login_url)
+            {
+                return Err(ConfigError(format!(
+                    "credentials.{name}.login_url (SAGE_PEOPLE_LOGIN_URL for the default set): {problem}"
                 )));
             }
             if set.grant != Grant::ClientCredentials && set.username.is_none() {
@@ -442,6 +451,30 @@ mod tests {
         assert!(policy.holds(51, 10_000));
         assert!(policy.holds(6, 100));
         assert!(!policy.holds(5, 100));
+    }
+
+    #[test]
+    fn client_credentials_on_login_salesforce_com_are_refused_at_start_naming_my_domain() {
+        let mut config = ExtractorConfig::default();
+        config.credentials.insert(
+            "default".into(),
+            CredentialSet {
+                login_url: "https://login.salesforce.com".into(),
+                client_id: "3MVG9".into(),
+                ..CredentialSet::default()
+            },
+        );
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("credentials.default.login_url"), "{err}");
+        assert!(err.contains("my.salesforce.com"), "{err}");
+        if let Some(set) = config.credentials.get_mut("default") {
+            set.grant = Grant::JwtBearer;
+            set.username = Some("api@acme.com".into());
+        }
+        assert!(
+            config.validate().is_ok(),
+            "JWT bearer may use login.salesforce.com"
+        );
     }
 
     #[test]

@@ -154,7 +154,11 @@ mod tests {
         assert_eq!(event.kind(), WorkerEventKind::Upsert);
         assert_eq!(event.sequence, 7);
         let worker = event.worker.unwrap();
-        assert_eq!(worker.email.as_deref(), Some("ada@example.com"));
+        assert_eq!(
+            worker.email.as_deref(),
+            Some("Ada@Example.com"),
+            "kept as Sage People holds it"
+        );
         let back: Value = serde_json::from_slice(&event.raw).unwrap();
         assert_eq!(back["additionalFields"][0]["value"], "CC-1");
         let tracking = event.tracking.unwrap();

@@ -6,20 +6,24 @@
 //! - [`config`]: settings and secrets; [`settings`]: each integration's credentials, filter and
 //!   schedule from KV, and the Sage People clients.
 //! - [`run`]: one full run (paging, publishing, checkpoints) built from [`event`] (records to
-//!   events), [`filter`] (`$filter` checks), [`quota`] (the API quota guard),
+//!   events), [`filter`] (`$filter` checks, shared with config validation), [`quota`] (the
+//!   API quota guard),
 //!   [`checkpoint`], [`seen`] (the ids each run listed) and [`removals`].
+//! - [`check`]: the Sage People side of `syncctl check`, also run at start and on config
+//!   changes for `/readyz`.
 //! - [`service`]: the long-running service: [`lease`] (one scheduling replica), [`schedule`],
 //!   [`runner`] (one run at a time), [`commands`] (request/reply) and [`single`] (one-worker
 //!   commands, progress, approvals).
 
+pub mod check;
 pub mod checkpoint;
 pub mod commands;
 pub mod config;
 pub mod error;
 pub mod event;
-pub mod filter;
 pub mod lease;
 pub mod quota;
+pub use peoplesync_core::source_filter as filter;
 pub mod removals;
 pub mod run;
 pub mod runner;

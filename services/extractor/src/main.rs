@@ -65,11 +65,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .http_listen
         .parse()
         .context("PEOPLESYNC_HTTP_LISTEN")?;
+    let shutdown = peoplesync_runtime::shutdown_token();
+    for integration in &config.integrations {
+        if let Some(runner) = service.runner(integration) {
+            tokio::spawn(peoplesync_extractor::check::keep_checking(
+                runner.extraction().clone(),
+                readiness.clone(),
+                shutdown.clone(),
+            ));
+        }
+    }
     let http = peoplesync_runtime::http::serve(listen, readiness, http_stop.clone())
         .await
         .context("starting the /metrics, /healthz and /readyz endpoint")?;
 
-    let shutdown = peoplesync_runtime::shutdown_token();
     let served = service.run(shutdown).await;
     http_stop.cancel();
     if let Err(err) = http.stopped().await {

@@ -931,13 +931,33 @@ async fn fetch(
     pages: mpsc::Sender<Fetched>,
     stop: CancellationToken,
 ) {
-    // Only usage reported during this run counts: the client's last reading may be hours old.
-    let mut usage: Option<ApiUsage> = None;
+    // Only usage read during this run counts: the client's last reading may be hours old.
+    let mut watch = quota::UsageWatch::new(quota::LIMITS_EVERY);
+    // Some orgs may not let the API user read the `limits` resource although their answers
+    // carry the header: a refused first reading waits for the first page's header.
+    let mut first_reading_refused = false;
     loop {
         if stop.is_cancelled() {
             return;
         }
-        if let Some(usage) = usage
+        if watch.needs_reading() {
+            let reading = tokio::select! {
+                () = stop.cancelled() => return,
+                reading = client.read_limits() => reading,
+            };
+            match reading {
+                Ok(usage) => watch.record_reading(usage),
+                Err(err) if !first_reading_refused && err.kind() != ErrorKind::QuotaExhausted => {
+                    tracing::warn!(error = %err, "cannot read the org's API limits; relying on the Sforce-Limit-Info header of the first page");
+                    first_reading_refused = true;
+                }
+                Err(err) => {
+                    let _ = pages.send(Fetched::Failed(err)).await;
+                    return;
+                }
+            }
+        }
+        if let Some(usage) = watch.usage()
             && !quota::allows(usage, quota_share)
         {
             let _ = pages.send(Fetched::Quota(usage)).await;
@@ -947,10 +967,8 @@ async fn fetch(
             () = stop.cancelled() => return,
             page = client.list_page(marker.as_deref(), filter.as_deref()) => page,
         };
-        if let Ok(page) = &page
-            && page.api_usage.is_some()
-        {
-            usage = page.api_usage;
+        if let Ok(page) = &page {
+            watch.page_read(page.api_usage);
         }
         let fetched = match page {
             Ok(page) => match page.next_marker() {

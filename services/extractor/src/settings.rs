@@ -69,6 +69,14 @@ pub enum SettingsError {
 
 /// Reads the settings of `integration` from KV, or the shipped default's when it has none.
 pub async fn load(bus: &Bus, integration: &str) -> Result<IntegrationSettings, SettingsError> {
+    load_config(bus, integration)
+        .await
+        .map(|config| IntegrationSettings::of(&config))
+}
+
+/// Reads the whole integration config of `integration` from KV, or the shipped default when
+/// it has none.
+pub async fn load_config(bus: &Bus, integration: &str) -> Result<IntegrationConfig, SettingsError> {
     let value = bus
         .config_kv()
         .get(integration)
@@ -78,24 +86,25 @@ pub async fn load(bus: &Bus, integration: &str) -> Result<IntegrationSettings, S
             bucket: names::CONFIG_BUCKET,
             message: e.to_string(),
         })?;
-    let Some(value) = value else {
-        return Ok(IntegrationSettings::of(&IntegrationConfig::default_for(
-            integration,
-        )));
-    };
-    parse(integration, &value)
+    match value {
+        Some(value) => parse_config(integration, &value),
+        None => Ok(IntegrationConfig::default_for(integration)),
+    }
 }
 
 /// Parses a stored integration config.
 pub fn parse(integration: &str, value: &[u8]) -> Result<IntegrationSettings, SettingsError> {
+    parse_config(integration, value).map(|config| IntegrationSettings::of(&config))
+}
+
+fn parse_config(integration: &str, value: &[u8]) -> Result<IntegrationConfig, SettingsError> {
     let invalid = |message: String| SettingsError::Invalid {
         integration: integration.to_owned(),
         bucket: names::CONFIG_BUCKET,
         message,
     };
     let text = std::str::from_utf8(value).map_err(|_| invalid("it is not UTF-8 text".into()))?;
-    let config = IntegrationConfig::from_toml(text).map_err(|e| invalid(e.to_string()))?;
-    Ok(IntegrationSettings::of(&config))
+    IntegrationConfig::from_toml(text).map_err(|e| invalid(e.to_string()))
 }
 
 /// The Sage People clients, one per credential set, built on first use.

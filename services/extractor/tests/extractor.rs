@@ -7,6 +7,8 @@
 #[path = "extractor/harness.rs"]
 mod harness;
 
+#[path = "extractor/check.rs"]
+mod check;
 #[path = "extractor/commands.rs"]
 mod commands;
 #[path = "extractor/failures.rs"]

@@ -111,6 +111,11 @@ impl Loader {
         &self.client
     }
 
+    /// The pause and credential gates (for the start-up checks).
+    pub fn gates(&self) -> &Gates {
+        &self.gates
+    }
+
     /// Runs until `shutdown` is cancelled, then drains.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Loader {

@@ -4,10 +4,11 @@
 //!
 //! The parts, in the order an event meets them: [`consume`] → [`pipeline`] (filter, map) →
 //! [`batcher`] → [`deliver`] → [`ack`]; beside them [`integrations`] (configs from KV) and
-//! [`finalize`] and [`verify`] (what Oomnitza applied), [`gates`] (pause and credential state), [`applied`] (change detection),
-//! [`limiter`] (adaptive rate limit), [`progress`] (progress acks for events held long) and
-//! [`advisories`] (events the server gave up on). `main.rs` only wires them together through
-//! [`Loader`].
+//! [`finalize`] and [`verify`] (what Oomnitza applied), [`cancel`] (an administrator's cancel),
+//! [`gates`] (pause and credential state), [`applied`] (change detection), [`limiter`]
+//! (adaptive rate limit), [`progress`] (progress acks for events held long) and
+//! [`advisories`] (events the server gave up on); [`startup`] checks the Oomnitza credentials
+//! before the first event. `main.rs` only wires them together through [`Loader`].
 
 pub mod ack;
 pub mod advisories;
@@ -23,6 +24,7 @@ pub mod integrations;
 pub mod limiter;
 pub mod pipeline;
 pub mod progress;
+pub mod startup;
 pub mod verify;
 
 pub use config::LoaderConfig;

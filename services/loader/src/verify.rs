@@ -108,7 +108,9 @@ impl PageState {
         let mut last = false;
         for body in pages {
             let page: Vec<Fields<'_>> = serde_json::from_slice(body).map_err(|e| {
-                Stop::Unreadable(format!("Oomnitza's users page is not a list of objects: {e}"))
+                Stop::Unreadable(format!(
+                    "Oomnitza's users page is not a list of objects: {e}"
+                ))
             })?;
             last |= page.len() < READ_PAGE as usize;
             for user in &page {
@@ -155,7 +157,8 @@ impl Judge {
         });
         Judge {
             integration: config.map_or_else(String::new, |c| c.config().id.clone()),
-            sync_fields: config.map_or_else(|| vec!["EMAIL".to_owned()], |c| c.sync_field().to_vec()),
+            sync_fields: config
+                .map_or_else(|| vec!["EMAIL".to_owned()], |c| c.sync_field().to_vec()),
             insert_only,
             update_only,
             failures,
@@ -173,7 +176,8 @@ impl Judge {
 
     /// `event` with the attribute and value its user is found by.
     fn pending(&self, event: WrittenEvent) -> Pending {
-        let lookup = fields(&event.record_json).and_then(|record| lookup_of(&self.sync_fields, &record));
+        let lookup =
+            fields(&event.record_json).and_then(|record| lookup_of(&self.sync_fields, &record));
         Pending { event, lookup }
     }
 
@@ -342,9 +346,11 @@ impl Verifier {
         let judge = Arc::new(Judge::new(config.as_deref(), failures));
         let mut tally = Tally::default();
         let group = self.settings.read_batch.max(1);
-        let accepted = self.runs.get(integration, run_id).await?.map_or(0, |(r, _)| {
-            r.verification.map_or(0, |v| v.accepted)
-        });
+        let accepted = self
+            .runs
+            .get(integration, run_id)
+            .await?
+            .map_or(0, |(r, _)| r.verification.map_or(0, |v| v.accepted));
         let mut written =
             WrittenEvents::open(self.bus.jetstream(), integration, run_id, group).await?;
         let checked = if (PAGE_ALL_FROM..=PAGE_ALL_UP_TO).contains(&accepted) {
@@ -357,7 +363,9 @@ impl Verifier {
         match checked {
             Ok(()) => {}
             Err(Stop::Bus(err)) => return Err(err),
-            Err(Stop::Unreadable(reason)) => return self.give_up(integration, run_id, reason).await,
+            Err(Stop::Unreadable(reason)) => {
+                return self.give_up(integration, run_id, reason).await;
+            }
         }
         let at = chrono::Utc::now().to_rfc3339();
         let unverifiable: Vec<String> = tally.unverifiable.iter().cloned().collect();
@@ -501,11 +509,9 @@ impl Verifier {
                 let last = state.judge_pages(&pages);
                 (state, last)
             });
-            let (next, judged) =
-                futures::future::join(self.read_two_pages(skip), judging).await;
-            let (judged, last) = judged.map_err(|e| {
-                Stop::Unreadable(format!("judging a page of users failed: {e}"))
-            })?;
+            let (next, judged) = futures::future::join(self.read_two_pages(skip), judging).await;
+            let (judged, last) = judged
+                .map_err(|e| Stop::Unreadable(format!("judging a page of users failed: {e}")))?;
             state = judged;
             let last = last?;
             self.settle_not_applied(claim, std::mem::take(&mut state.letters))
@@ -516,12 +522,17 @@ impl Verifier {
             bodies = next;
         }
         let PageState {
-            waiting, tally: judged, ..
+            waiting,
+            tally: judged,
+            ..
         } = state;
         tally.add(judged);
         // Reading and judging the pages overlap: this is the time of both.
         tally.reading_users += paging.elapsed();
-        let rest: Vec<Pending> = waiting.into_values().flat_map(HashMap::into_values).collect();
+        let rest: Vec<Pending> = waiting
+            .into_values()
+            .flat_map(HashMap::into_values)
+            .collect();
         for chunk in rest.chunks(self.settings.read_batch.max(1)) {
             let letters = self.check_pending(judge, chunk.to_vec(), tally).await?;
             self.settle_not_applied(claim, letters).await?;
@@ -558,10 +569,15 @@ impl Verifier {
                 let Ok(json) = serde_json::to_string(&user) else {
                     continue;
                 };
-                let value = fields(&json)
-                    .and_then(|user| user.get(*attribute).and_then(|v| text(v)).map(|t| t.to_lowercase()));
+                let value = fields(&json).and_then(|user| {
+                    user.get(*attribute)
+                        .and_then(|v| text(v))
+                        .map(|t| t.to_lowercase())
+                });
                 if let Some(value) = value {
-                    found.entry(((*attribute).to_owned(), value)).or_insert(json);
+                    found
+                        .entry(((*attribute).to_owned(), value))
+                        .or_insert(json);
                 }
             }
         }
@@ -876,7 +892,10 @@ fn text(value: &RawValue) -> Option<Cow<'_, str>> {
         },
         b'{' => {
             let object: Fields<'_> = serde_json::from_str(raw).ok()?;
-            return object.get("id").and_then(|id| text(id)).map(|t| Cow::Owned(t.into_owned()));
+            return object
+                .get("id")
+                .and_then(|id| text(id))
+                .map(|t| Cow::Owned(t.into_owned()));
         }
         _ => Cow::Borrowed(raw),
     };
@@ -967,7 +986,8 @@ mod tests {
 
     #[test]
     fn a_custom_field_the_read_does_not_show_is_unverifiable_not_wrong() {
-        let sent = json(json!({"EMAIL": "a@x", "0F9E8D7C6B5A49382716A5B4C3D2E1F0": "UK", "odd": 1}));
+        let sent =
+            json(json!({"EMAIL": "a@x", "0F9E8D7C6B5A49382716A5B4C3D2E1F0": "UK", "odd": 1}));
         let user = json(json!({"email": "a@x"}));
         let (sent, user) = (fields(&sent).unwrap(), fields(&user).unwrap());
         let result = compare(&sent, Some(&user), false, false);

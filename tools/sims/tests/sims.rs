@@ -293,15 +293,19 @@ mod sage {
     }
 
     #[tokio::test]
-    async fn jwt_bearer_grant_accepts_a_valid_assertion_for_any_login_audience() {
-        let (sim, client) = spawn(jwt_config()).await;
+    async fn jwt_bearer_grant_accepts_the_login_and_test_audiences_only() {
+        let (sim, client) = spawn(SageConfig {
+            jwt_extra_audiences: vec!["https://acme.my.site.com".into()],
+            ..jwt_config()
+        })
+        .await;
         let user = "integration@example.com";
         for aud in [
-            sim.url(),
-            "https://login.salesforce.com".into(),
-            "https://test.salesforce.com".into(),
+            "https://login.salesforce.com",
+            "https://test.salesforce.com",
+            "https://acme.my.site.com",
         ] {
-            let a = assertion(TEST_PRIVATE_KEY, "sim-client", user, &aud, 120);
+            let a = assertion(TEST_PRIVATE_KEY, "sim-client", user, aud, 120);
             let response = jwt_grant(&client, &sim.url(), &a).await;
             assert_eq!(response.status(), StatusCode::OK, "aud {aud}");
             let token = json(response).await["access_token"]
@@ -313,26 +317,35 @@ mod sage {
                 StatusCode::OK
             );
         }
-        assert_eq!(sim.stats().token_requests["jwt_bearer"], 3);
+        // The host the token request goes to (the org's My Domain) is not an audience.
+        let my_domain = assertion(TEST_PRIVATE_KEY, "sim-client", user, &sim.url(), 120);
+        let response = jwt_grant(&client, &sim.url(), &my_domain).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(json(response).await["error"], "invalid_grant");
+        let stats = sim.stats();
+        assert_eq!(stats.token_requests["jwt_bearer"], 4);
+        assert_eq!(stats.jwt_audiences["https://login.salesforce.com"], 1);
+        assert_eq!(stats.jwt_audiences[&sim.url()], 1);
     }
 
     #[tokio::test]
     async fn jwt_bearer_grant_refuses_bad_assertions_with_invalid_grant() {
         let (sim, client) = spawn(jwt_config()).await;
         let url = sim.url();
+        let login = "https://login.salesforce.com";
         let user = "integration@example.com";
         let cases = [
             (
                 "signed with another key",
-                assertion(OTHER_PRIVATE_KEY, "sim-client", user, &url, 120),
+                assertion(OTHER_PRIVATE_KEY, "sim-client", user, login, 120),
             ),
             (
                 "wrong issuer",
-                assertion(TEST_PRIVATE_KEY, "other-client", user, &url, 120),
+                assertion(TEST_PRIVATE_KEY, "other-client", user, login, 120),
             ),
             (
                 "wrong subject",
-                assertion(TEST_PRIVATE_KEY, "sim-client", "x@example.com", &url, 120),
+                assertion(TEST_PRIVATE_KEY, "sim-client", "x@example.com", login, 120),
             ),
             (
                 "wrong audience",
@@ -346,11 +359,11 @@ mod sage {
             ),
             (
                 "expired",
-                assertion(TEST_PRIVATE_KEY, "sim-client", user, &url, -30),
+                assertion(TEST_PRIVATE_KEY, "sim-client", user, login, -30),
             ),
             (
                 "more than 3 minutes ahead",
-                assertion(TEST_PRIVATE_KEY, "sim-client", user, &url, 600),
+                assertion(TEST_PRIVATE_KEY, "sim-client", user, login, 600),
             ),
             ("not a JWT", "garbage".to_string()),
             ("empty", String::new()),
@@ -536,7 +549,7 @@ mod sage {
     }
 
     #[tokio::test]
-    async fn one_employee_is_served_in_the_list_envelope_or_404() {
+    async fn one_employee_is_served_as_one_object_in_data_or_404() {
         let (sim, client) = spawn(config(10)).await;
         let t = token(&client, &sim.url()).await;
         let read = |id: String| {
@@ -557,7 +570,11 @@ mod sage {
         assert_eq!(ok.status(), StatusCode::OK);
         let body = json(ok).await;
         assert_eq!(body["version"], "4.8");
-        assert_eq!(body["data"], json!([generate::worker(42, 4)]));
+        assert_eq!(body["data"], generate::worker(42, 4));
+        assert!(
+            body["data"].is_object(),
+            "EmployeeResponse: data is one object"
+        );
         for missing in [worker_id(10), "not-an-id".to_string()] {
             let response = read(missing).await;
             assert_eq!(response.status(), StatusCode::NOT_FOUND);
@@ -828,7 +845,7 @@ mod sage {
     }
 
     #[tokio::test]
-    async fn configuration_errors_use_the_sage_people_envelope() {
+    async fn configuration_errors_use_the_sage_people_envelope_with_nested_codes() {
         let (sim, client) = spawn(config(5)).await;
         let t = token(&client, &sim.url()).await;
         for code in [
@@ -856,6 +873,101 @@ mod sage {
             json(response).await["error"]["innererror"]["code"],
             "INVALID_FILTER"
         );
+        sim.set_faults(SageFaults {
+            config_error: Some("INVALID_FILTER/UNEXPECTED_TOKEN".into()),
+            config_error_status: Some(500),
+            config_error_target: Some("$filter".into()),
+            ..SageFaults::default()
+        });
+        let response = get(&client, &sim.url(), &t, &[]).await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let error = &json(response).await["error"];
+        assert_eq!(error["target"], "$filter");
+        assert_eq!(error["innererror"]["code"], "INVALID_FILTER");
+        assert_eq!(
+            error["innererror"]["innererror"]["code"],
+            "UNEXPECTED_TOKEN"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_filter_the_parser_refuses_names_the_specific_code_under_invalid_filter() {
+        let (sim, client) = spawn(config(5)).await;
+        let t = token(&client, &sim.url()).await;
+        let response = get(&client, &sim.url(), &t, &[("$filter", "city eq 'Paris")]).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let inner = &json(response).await["error"]["innererror"];
+        assert_eq!(inner["code"], "INVALID_FILTER");
+        assert_eq!(inner["innererror"]["code"], "UNTERMINATED_LITERAL");
+    }
+
+    #[tokio::test]
+    async fn the_concurrent_limit_refuses_the_set_number_of_calls_then_lets_them_through() {
+        let (sim, client) = spawn(config(5)).await;
+        let t = token(&client, &sim.url()).await;
+        sim.set_faults(SageFaults {
+            concurrent_limit_calls: 2,
+            ..SageFaults::default()
+        });
+        for _ in 0..2 {
+            let response = get(&client, &sim.url(), &t, &[]).await;
+            assert_eq!(response.status(), StatusCode::FORBIDDEN);
+            let body = json(response).await;
+            assert_eq!(body[0]["errorCode"], "REQUEST_LIMIT_EXCEEDED");
+            assert!(
+                body[0]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("ConcurrentPerOrgLongTxn"))
+            );
+        }
+        assert_eq!(
+            get(&client, &sim.url(), &t, &[]).await.status(),
+            StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn limits_report_daily_api_requests_and_the_header_can_be_left_off() {
+        let (sim, client) = spawn(SageConfig {
+            api_quota: 1_000,
+            limit_info_header: false,
+            ..config(5)
+        })
+        .await;
+        sim.set_api_usage(250);
+        let t = token(&client, &sim.url()).await;
+        let page = get(&client, &sim.url(), &t, &[]).await;
+        assert_eq!(page.status(), StatusCode::OK);
+        assert!(page.headers().get("sforce-limit-info").is_none());
+        let limits = |version: &'static str| {
+            let client = client.clone();
+            let url = format!("{}/services/data/{version}/limits", sim.url());
+            let t = t.clone();
+            async move {
+                client
+                    .get(url)
+                    .bearer_auth(t)
+                    .send()
+                    .await
+                    .expect("request")
+            }
+        };
+        let response = limits("v64.0").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers().get("sforce-limit-info").is_some());
+        let body = json(response).await;
+        assert_eq!(
+            body["DailyApiRequests"],
+            json!({"Max": 1_000, "Remaining": 749})
+        );
+        assert_eq!(limits("latest").await.status(), StatusCode::NOT_FOUND);
+        let anonymous = client
+            .get(format!("{}/services/data/v64.0/limits", sim.url()))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(sim.stats().limits_requests, 2);
     }
 
     #[tokio::test]
@@ -2070,7 +2182,7 @@ mod binaries {
     use std::process::Stdio;
     use std::time::Duration;
 
-    use serde_json::Value;
+    use serde_json::{Value, json};
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
     use tokio::process::{Child, Command};
 
@@ -2121,6 +2233,64 @@ mod binaries {
         assert!(rest.is_empty(), "extra stdout: {rest:?}");
     }
 
+    /// A client-credentials token from the simulator at `url`, and the first page read with it.
+    async fn first_page(
+        client: &reqwest::Client,
+        url: &str,
+        secret: &str,
+    ) -> (String, reqwest::Response) {
+        let token: Value = client
+            .post(format!("{url}/services/oauth2/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "sim-client"),
+                ("client_secret", secret),
+            ])
+            .send()
+            .await
+            .expect("token")
+            .json()
+            .await
+            .expect("json");
+        let t = token["access_token"].as_str().expect("token").to_owned();
+        let page = client
+            .get(format!("{url}/services/apexrest/spapi/v4/employees"))
+            .bearer_auth(&t)
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .expect("page");
+        (t, page)
+    }
+
+    #[tokio::test]
+    async fn sage_people_sim_can_leave_the_limit_header_off_and_serve_the_limits() {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sage-people-sim"));
+        command
+            .args(["--listen", "127.0.0.1:0", "--api-quota", "50"])
+            .env("SAGE_SIM_NO_LIMIT_INFO_HEADER", "true")
+            .env("SAGE_SIM_WORKERS", "3");
+        let (child, stdout, url) = start(command).await;
+        let client = reqwest::Client::new();
+        let (token, page) = first_page(&client, &url, "sim-secret").await;
+        assert_eq!(page.status(), reqwest::StatusCode::OK);
+        assert!(page.headers().get("sforce-limit-info").is_none());
+        let limits: Value = client
+            .get(format!("{url}/services/data/v60.0/limits"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("limits")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(
+            limits["DailyApiRequests"],
+            json!({"Max": 50, "Remaining": 49})
+        );
+        terminate(child, stdout).await;
+    }
+
     #[tokio::test]
     async fn sage_people_sim_serves_with_flags_and_env_and_stops_on_sigterm() {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sage-people-sim"));
@@ -2137,27 +2307,7 @@ mod binaries {
             .env("SAGE_SIM_WORKERS", "3");
         let (child, stdout, url) = start(command).await;
         let client = reqwest::Client::new();
-        let token: Value = client
-            .post(format!("{url}/services/oauth2/token"))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", "sim-client"),
-                ("client_secret", "flag-secret"),
-            ])
-            .send()
-            .await
-            .expect("token")
-            .json()
-            .await
-            .expect("json");
-        let t = token["access_token"].as_str().expect("token");
-        let page = client
-            .get(format!("{url}/services/apexrest/spapi/v4/employees"))
-            .bearer_auth(t)
-            .header("Accept", "application/json")
-            .send()
-            .await
-            .expect("page");
+        let (_, page) = first_page(&client, &url, "flag-secret").await;
         assert_eq!(
             page.headers()
                 .get("sforce-limit-info")

@@ -35,6 +35,9 @@ pub mod exit {
     pub const UNAVAILABLE: u8 = 5;
     /// The state does not allow it (a stale config revision, an invalid stored config).
     pub const FAILED_PRECONDITION: u8 = 6;
+    /// `check`: a setting or credential is wrong and must be fixed (unreachable services give
+    /// [`UNAVAILABLE`]).
+    pub const MISCONFIGURED: u8 = 7;
 }
 
 /// A failure, with the exit code it gives.

@@ -60,6 +60,9 @@ enum Output {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Check the integration before its first run (CheckIntegration): NATS, config, Sage People
+    /// and Oomnitza credentials and fields. Exit 0 ready, 7 misconfigured, 5 unreachable.
+    Check,
     /// Start a full run now (TriggerSync), or name the run already going.
     Run(RunArgs),
     /// Run history (ListRuns), or one run (`runs get RUN`).
@@ -479,6 +482,22 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 render::suggestions_text(&reply)
             });
             Ok(exit::OK)
+        }
+        Command::Check => {
+            let reply = client
+                .check_integration(request(pb::CheckIntegrationRequest {
+                    integration_id: id.to_owned(),
+                }))
+                .await?
+                .into_inner();
+            print(output, &render::check(&reply), || {
+                render::check_text(&reply)
+            });
+            Ok(match reply.verdict() {
+                pb::CheckVerdict::Ready => exit::OK,
+                pb::CheckVerdict::Misconfigured => exit::MISCONFIGURED,
+                pb::CheckVerdict::Unreachable | pb::CheckVerdict::Unspecified => exit::UNAVAILABLE,
+            })
         }
         Command::Preview { worker_id } => {
             let reply = client

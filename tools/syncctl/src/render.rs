@@ -154,10 +154,7 @@ pub fn run_text(run: &pb::Run) -> String {
         ));
     }
     if run.resend_all {
-        out.push_str(&format!(
-            "  {:<14} every record sent (--full)\n",
-            "resend"
-        ));
+        out.push_str(&format!("  {:<14} every record sent (--full)\n", "resend"));
     }
     if !run.error.is_empty() {
         out.push_str(&format!("  {:<14} {}\n", "error", run.error));
@@ -437,6 +434,45 @@ pub fn replay(reply: &pb::ReplayDeadLettersResponse) -> Value {
     })
 }
 
+/// An integration check.
+pub fn check(reply: &pb::CheckIntegrationResponse) -> Value {
+    json!({
+        "integration_id": reply.integration_id,
+        "verdict": enum_name(reply.verdict().as_str_name(), "CHECK_VERDICT_"),
+        "checks": reply.checks.iter().map(|c| json!({
+            "name": c.name,
+            "outcome": enum_name(c.outcome().as_str_name(), "CHECK_OUTCOME_"),
+            "detail": c.detail,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// An integration check for people: a line per check, then the verdict.
+pub fn check_text(reply: &pb::CheckIntegrationResponse) -> String {
+    let mut out = String::new();
+    for c in &reply.checks {
+        let mark = match c.outcome() {
+            pb::CheckOutcome::Passed => "ok  ",
+            pb::CheckOutcome::Misconfigured => "FIX ",
+            pb::CheckOutcome::Unreachable => "DOWN",
+            pb::CheckOutcome::NotCheckable | pb::CheckOutcome::Unspecified => "--  ",
+        };
+        out.push_str(&format!("{mark} {:<20} {}\n", c.name, c.detail));
+    }
+    let verdict = match reply.verdict() {
+        pb::CheckVerdict::Ready => "ready: the integration can run".to_owned(),
+        pb::CheckVerdict::Misconfigured => {
+            "misconfigured: fix the lines marked FIX, then check again".to_owned()
+        }
+        pb::CheckVerdict::Unreachable | pb::CheckVerdict::Unspecified => {
+            "unreachable: a service marked DOWN did not answer; check it, then check again"
+                .to_owned()
+        }
+    };
+    out.push_str(&format!("{}: {verdict}\n", reply.integration_id));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,5 +543,35 @@ mod tests {
         assert_eq!(value["counts"]["written"], 7);
         assert_eq!(value["started_at"], "2023-11-14T22:13:20+00:00");
         assert!(run_text(&run).contains("written"));
+    }
+
+    #[test]
+    fn a_check_prints_a_line_per_check_and_the_verdict() {
+        let reply = pb::CheckIntegrationResponse {
+            integration_id: "acme".into(),
+            checks: vec![
+                pb::IntegrationCheck {
+                    name: "nats".into(),
+                    outcome: pb::CheckOutcome::Passed.into(),
+                    detail: "connected".into(),
+                },
+                pb::IntegrationCheck {
+                    name: "oomnitza.token".into(),
+                    outcome: pb::CheckOutcome::Misconfigured.into(),
+                    detail: "refused; set OOMNITZA_API_TOKEN".into(),
+                },
+            ],
+            verdict: pb::CheckVerdict::Misconfigured.into(),
+        };
+        let text = check_text(&reply);
+        assert!(text.contains("ok   nats"), "{text}");
+        assert!(text.contains("FIX  oomnitza.token"), "{text}");
+        assert!(
+            text.ends_with("acme: misconfigured: fix the lines marked FIX, then check again\n"),
+            "{text}"
+        );
+        let json = check(&reply);
+        assert_eq!(json["verdict"], "misconfigured");
+        assert_eq!(json["checks"][1]["outcome"], "misconfigured");
     }
 }

@@ -624,6 +624,42 @@ fn schedule_formats_are_checked() {
     assert!(IntegrationConfig::from_toml(&ok).is_ok());
 }
 
+/// What only the extractor's own parsers see: these used to pass validation and fail at 02:00.
+#[test]
+fn schedules_and_filters_the_extractor_would_refuse_are_refused_naming_the_key() {
+    let cases = [
+        (
+            edit(
+                "at = \"02:00\"",
+                "at = \"02:00\"\ntimezone = \"Mars/Olympus\"",
+            ),
+            "schedule.timezone",
+            "IANA time zone",
+        ),
+        (
+            edit("every = \"24h\"\nat = \"02:00\"", "cron = \"61 2 * * *\""),
+            "schedule.cron",
+            "is not a cron expression",
+        ),
+        (
+            edit("every = \"24h\"", "every = \"10s\""),
+            "schedule.every",
+            "once a minute",
+        ),
+        (
+            edit(
+                "credentials = \"default\"",
+                "credentials = \"default\"\nsource_filter = \"workAddress.country is 'France'\"",
+            ),
+            "source_filter",
+            "character",
+        ),
+    ];
+    for (text, key, hint) in cases {
+        assert_problem(&text, key, hint);
+    }
+}
+
 #[test]
 fn source_filter_is_passed_through_when_well_formed() {
     let ok = edit(
@@ -639,7 +675,7 @@ fn source_filter_is_passed_through_when_well_formed() {
         "credentials = \"default\"",
         "credentials = \"default\"\nsource_filter = \"workAddress.country eq 'France\"",
     );
-    assert_problem(&bad, "source_filter", "unterminated");
+    assert_problem(&bad, "source_filter", "is not closed");
     let empty = edit(
         "credentials = \"default\"",
         "credentials = \"default\"\nsource_filter = \"\"",

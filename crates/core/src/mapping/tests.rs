@@ -62,8 +62,8 @@ fn with_condition(condition: &str) -> Integration {
 #[test]
 fn default_mapping_produces_the_bulk_record() {
     let r = record(evaluate(&default_integration(), &ada()));
-    assert_eq!(r["USER"], "ada.lovelace@example.com");
-    assert_eq!(r["EMAIL"], "ada.lovelace@example.com");
+    assert_eq!(r["USER"], "Ada.Lovelace@Example.com");
+    assert_eq!(r["EMAIL"], "Ada.Lovelace@Example.com");
     assert_eq!(r["FIRST_NAME"], "Ada");
     assert_eq!(r["LAST_NAME"], "Lovelace");
     assert_eq!(r["POSITION"], "Principal Engineer");
@@ -390,7 +390,7 @@ fn saas_object_is_the_same_on_every_record() {
 fn preview_shows_the_record_and_where_each_value_came_from() {
     let p = default_integration().preview_raw(&ada(), &tracking());
     let r = p.evaluation.record().unwrap();
-    assert_eq!(r["EMAIL"], "ada.lovelace@example.com");
+    assert_eq!(r["EMAIL"], "Ada.Lovelace@Example.com");
     let email = p.fields.iter().find(|f| f.field == "EMAIL").unwrap();
     assert_eq!(email.origin, "source Email");
     assert!(email.required && email.sync_key && !email.unique);
@@ -569,7 +569,7 @@ fn documented_conditions_and_templates_work() {
     assert_eq!(r[&format!("{:032X}", 0)], "2019.02 #35");
     assert_eq!(r[&format!("{:032X}", 1)], "04/02/2019");
     assert_eq!(r[&format!("{:032X}", 2)], "CC-104");
-    assert_eq!(r[&format!("{:032X}", 3)], "ada.lovelace");
+    assert_eq!(r[&format!("{:032X}", 3)], "Ada.Lovelace");
     assert_eq!(r[&format!("{:032X}", 4)], "Lovelace");
 }
 

@@ -81,7 +81,7 @@ fn oomnitza_literal_form_is_the_literal() {
 fn worker_and_connect_roots_are_available() {
     assert_eq!(
         render("{{ worker.email }}"),
-        json!("ada.lovelace@example.com")
+        json!("Ada.Lovelace@Example.com")
     );
     assert_eq!(render("{{ worker.employment_active }}"), json!(true));
     assert_eq!(render("{{ connect.credentials }}"), json!("default"));
@@ -177,7 +177,7 @@ fn case_and_trim_filters_work_on_text() {
 fn split_email_gives_the_local_part() {
     assert_eq!(
         render("{{ worker.email | split_email }}"),
-        json!("ada.lovelace")
+        json!("Ada.Lovelace")
     );
     assert_eq!(
         render("{{ 'no-at-sign' | split_email }}"),
@@ -257,7 +257,7 @@ fn non_ascii_data_passes_through_and_case_maps() {
     );
     assert_eq!(
         render_with("{{ worker.email }}", &raw),
-        Ok(json!("zoë@example.de"))
+        Ok(json!("ZOË@EXAMPLE.DE"))
     );
     assert_eq!(
         render_with("{{ worker.city }} / {{ worker.region }}", &raw),

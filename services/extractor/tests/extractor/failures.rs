@@ -32,10 +32,7 @@ async fn each_configuration_error_fails_the_run_at_once_saying_what_to_fix() {
         ("MISSING_API_PERMISSION", "\"Employees API\" permission set"),
         ("INACCESSIBLE_FIELD", "field-level security"),
         ("OBJECT_NOT_ACCESSIBLE", "View All"),
-        (
-            "INVALID_FILTER",
-            "refused the filter `hrDepartment eq 'People'`",
-        ),
+        ("INVALID_FILTER", "source_filter `hrDepartment eq 'People'`"),
     ];
     for (code, advice) in cases {
         let sim = SageConfig {
@@ -185,16 +182,7 @@ async fn the_quota_guard_stops_before_the_share_is_passed_and_the_run_resumes_la
     })
     .await;
     s.sim.set_api_usage(70);
-    let (config, secrets) = config(&s.sim, &[ID]);
-    let extraction = extraction(
-        &s.bus,
-        ExtractorConfig {
-            quota_share: 0.8,
-            ..config
-        },
-        secrets,
-        ID,
-    );
+    let extraction = guarded(&s);
     let err = extraction
         .run_full("test", CancellationToken::new())
         .await
@@ -215,4 +203,84 @@ async fn the_quota_guard_stops_before_the_share_is_passed_and_the_run_resumes_la
         .unwrap();
     assert!(summary.resumed);
     assert_each_worker_once(&drain_workers(&s.bus, ID).await, 1000, &summary.run_id);
+}
+
+/// An extraction of `s.sim` that stops at 80% of the org's quota.
+fn guarded(s: &Setup) -> peoplesync_extractor::Extraction {
+    let (config, secrets) = config(&s.sim, &[ID]);
+    extraction(
+        &s.bus,
+        ExtractorConfig {
+            quota_share: 0.8,
+            ..config
+        },
+        secrets,
+        ID,
+    )
+}
+
+#[tokio::test]
+async fn without_the_limit_header_the_guard_reads_the_limits_before_the_run_and_stops_it() {
+    let s = setup(SageConfig {
+        api_quota: 1_000,
+        limit_info_header: false,
+        ..org(100, 10, 10)
+    })
+    .await;
+    s.sim.set_api_usage(850);
+    let err = guarded(&s)
+        .run_full("test", CancellationToken::new())
+        .await
+        .expect_err("stopped by the guard");
+    assert_eq!(err.state(), RunState::QuotaExhausted, "{err}");
+    assert!(err.to_string().contains("850 of 1000"), "{err}");
+    let stats = s.sim.stats();
+    assert_eq!(stats.limits_requests, 1);
+    assert_eq!(stats.records_served, 0, "no page before the guard said no");
+}
+
+#[tokio::test]
+async fn without_the_limit_header_the_guard_reads_the_limits_again_every_few_hundred_pages() {
+    let pages = peoplesync_extractor::quota::LIMITS_EVERY;
+    let s = setup(SageConfig {
+        api_quota: 1_000,
+        limit_info_header: false,
+        ..org(pages + 100, 1, 1)
+    })
+    .await;
+    // 650 before the run: allowed; after LIMITS_EVERY one-record pages: 850, past 80%.
+    s.sim.set_api_usage(650);
+    let err = guarded(&s)
+        .run_full("test", CancellationToken::new())
+        .await
+        .expect_err("stopped by the guard");
+    assert_eq!(err.state(), RunState::QuotaExhausted, "{err}");
+    let stats = s.sim.stats();
+    assert_eq!(
+        stats.limits_requests, 2,
+        "before the run, then after the pages"
+    );
+    assert_eq!(stats.records_served, pages);
+    assert_eq!(stats.api_usage, 650 + pages);
+    assert!(s.checkpoint(ID).await.is_some(), "checkpoint kept");
+}
+
+#[tokio::test]
+async fn the_concurrent_request_limit_backs_off_and_the_run_completes() {
+    let s = setup(SageConfig {
+        faults: SageFaults {
+            concurrent_limit_calls: 3,
+            ..SageFaults::default()
+        },
+        ..org(200, 50, 50)
+    })
+    .await;
+    let summary = s
+        .extraction(ID)
+        .run_full("test", CancellationToken::new())
+        .await
+        .expect("the run goes on after backing off");
+    assert_eq!(summary.published, 200);
+    assert_eq!(s.sim.stats().status_counts.get(&403), Some(&3));
+    assert_each_worker_once(&drain_workers(&s.bus, ID).await, 200, &summary.run_id);
 }

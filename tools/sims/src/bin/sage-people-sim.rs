@@ -77,6 +77,13 @@ struct Args {
     /// The org's API request quota.
     #[arg(long, env = "SAGE_SIM_API_QUOTA", default_value_t = 1_000_000)]
     api_quota: u64,
+    /// Leave `Sforce-Limit-Info` off Employees API responses (whether Apex REST sends it is
+    /// not published); clients then read `/services/data/vXX.X/limits`.
+    #[arg(long, env = "SAGE_SIM_NO_LIMIT_INFO_HEADER")]
+    no_limit_info_header: bool,
+    /// Extra accepted JWT audiences (comma separated) besides login/test.salesforce.com.
+    #[arg(long, env = "SAGE_SIM_JWT_EXTRA_AUDIENCES", value_delimiter = ',')]
+    jwt_extra_audiences: Vec<String>,
     /// API calls already used against the quota at start.
     #[arg(long, env = "SAGE_SIM_API_USAGE", default_value_t = 0)]
     api_usage: u64,
@@ -150,6 +157,8 @@ impl Args {
             password: self.password.clone(),
             jwt_public_key_pem,
             api_quota: self.api_quota,
+            limit_info_header: !self.no_limit_info_header,
+            jwt_extra_audiences: self.jwt_extra_audiences.clone(),
             faults: SageFaults {
                 latency_ms: self.latency_ms,
                 transient_failure_rate: self.transient_failure_rate,
@@ -158,6 +167,7 @@ impl Args {
                 config_error: self.config_error.clone(),
                 reject_markers: self.reject_markers,
                 truncate_rate: self.truncate_rate,
+                ..SageFaults::default()
             },
         })
     }

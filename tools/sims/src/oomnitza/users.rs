@@ -200,7 +200,10 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>, RawQuery(query): Raw
             // Plain paging, the common read-back: the page is a range of slots.
             let total = store.user_count();
             let slots = skip.min(total)..total;
-            let (page, shown) = write_page(&naming, slots.take(limit).filter_map(|slot| store.user_at(slot)));
+            let (page, shown) = write_page(
+                &naming,
+                slots.take(limit).filter_map(|slot| store.user_at(slot)),
+            );
             drop(store);
             count_read(&shared, shown);
             return page_response(page, total);

@@ -33,7 +33,8 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>, RawQuery(query): Raw
         None => None,
         Some(Ok(f)) => Some(f),
         Some(Err(problem)) => {
-            return errors::invalid_filter(&format!("Invalid $filter: {problem}."));
+            let specific = filter::inner_code(&problem);
+            return errors::invalid_filter(&format!("Invalid $filter: {problem}."), specific);
         }
     };
 
@@ -62,13 +63,14 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>, RawQuery(query): Raw
     json_ok(&shared, &json!({"version": VERSION, "data": data}))
 }
 
-/// Reads one employee by id: the same envelope with one element, or `404`.
+/// Reads one employee by id: `{"version", "data": {...}}` with `data` one employee object (the
+/// OpenAPI's `EmployeeResponse`, where the list answers `EmployeesResponse`), or `404`.
 pub(crate) async fn one(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
     let record = generate::index_of(&id).and_then(|i| read(&shared.org).record(i));
     match record {
         Some(record) => {
             count_page(&shared, 1);
-            json_ok(&shared, &json!({"version": VERSION, "data": [record]}))
+            json_ok(&shared, &json!({"version": VERSION, "data": record}))
         }
         None => errors::envelope(
             StatusCode::NOT_FOUND,

@@ -42,7 +42,7 @@ pub(crate) fn unavailable() -> Response {
     )
 }
 
-/// The Sage People error envelope.
+/// The Sage People error envelope with one inner code.
 pub(crate) fn envelope(
     status: StatusCode,
     code: &str,
@@ -50,24 +50,42 @@ pub(crate) fn envelope(
     target: &str,
     inner: &str,
 ) -> Response {
-    let body = json!({"error": {
-        "code": code,
-        "message": message,
-        "target": target,
-        "innererror": {"code": inner},
-        "details": [],
-    }});
-    (status, Json(body)).into_response()
+    envelope_chain(status, code, message, target, &[inner])
 }
 
-/// `400 REQUEST_ERROR / INVALID_FILTER`.
-pub(crate) fn invalid_filter(message: &str) -> Response {
-    envelope(
+/// The Sage People error envelope whose `innererror` nests `inner` from the most general code
+/// to the most specific (the OpenAPI's `InnerError` is hierarchical).
+pub(crate) fn envelope_chain(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    target: &str,
+    inner: &[&str],
+) -> Response {
+    let innererror = inner.iter().rev().fold(None, |nested, code| {
+        let mut error = serde_json::Map::new();
+        error.insert("code".into(), json!(code));
+        if let Some(nested) = nested {
+            error.insert("innererror".into(), nested);
+        }
+        Some(serde_json::Value::Object(error))
+    });
+    let mut error = json!({"code": code, "message": message, "target": target, "details": []});
+    if let (Some(inner), Some(map)) = (innererror, error.as_object_mut()) {
+        map.insert("innererror".into(), inner);
+    }
+    (status, Json(json!({"error": error}))).into_response()
+}
+
+/// `400 REQUEST_ERROR / INVALID_FILTER`, with the parser's more specific code nested in it
+/// (`SYNTAX_ERROR`, `UNEXPECTED_TOKEN`, ...).
+pub(crate) fn invalid_filter(message: &str, specific: &str) -> Response {
+    envelope_chain(
         StatusCode::BAD_REQUEST,
         "REQUEST_ERROR",
         message,
         "$filter",
-        "INVALID_FILTER",
+        &["INVALID_FILTER", specific],
     )
 }
 

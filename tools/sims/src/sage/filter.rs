@@ -118,6 +118,23 @@ fn tokenize(input: &str) -> Result<Vec<Token>, String> {
 }
 
 /// Parses a `$filter` value; the error says what is wrong with it.
+/// The published inner code, nested under `INVALID_FILTER`, that best names a parse problem.
+pub(crate) fn inner_code(problem: &str) -> &'static str {
+    if problem.contains("unterminated") {
+        "UNTERMINATED_LITERAL"
+    } else if problem.contains("nest deeper") {
+        "GROUPING_TOO_DEEP"
+    } else if problem.contains("is not a field") {
+        "UNKNOWN_IDENTIFIER"
+    } else if problem.contains("operator") {
+        "INVALID_OPERATION"
+    } else if problem.contains("unexpected") {
+        "UNEXPECTED_TOKEN"
+    } else {
+        "SYNTAX_ERROR"
+    }
+}
+
 pub(crate) fn parse(input: &str) -> Result<Filter, String> {
     let tokens = tokenize(input)?;
     if tokens.is_empty() {

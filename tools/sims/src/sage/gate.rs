@@ -1,6 +1,8 @@
 //! The checks every Employees API call passes before its handler runs, in the platform's
 //! order: latency, outage, session, quota (then the call counts), transient failure, `Accept`,
-//! configuration errors. Every API response leaves with `Sforce-Limit-Info` and is counted.
+//! configuration errors. Every API response is counted, and leaves with `Sforce-Limit-Info`
+//! unless the simulator is set to omit it. [`session_gate`] guards the REST API
+//! (`/services/data`) routes with the session check alone.
 
 use std::sync::Arc;
 
@@ -30,13 +32,8 @@ pub(crate) async fn api_gate(
         Some(refusal) => refusal,
     };
 
-    let usage = format!(
-        "api-usage={}/{}",
-        lock(&shared.control).api_usage,
-        shared.config.api_quota
-    );
-    if let Ok(value) = HeaderValue::from_str(&usage) {
-        response.headers_mut().insert("sforce-limit-info", value);
+    if shared.config.limit_info_header {
+        add_limit_info(&shared, &mut response);
     }
     let status = response.status();
     let mut stats = lock(&shared.stats);
@@ -47,6 +44,39 @@ pub(crate) async fn api_gate(
     drop(stats);
     tracing::debug!(status = status.as_u16(), "sage api call");
     response
+}
+
+/// Middleware of the REST API routes: a valid session is all they need; their responses always
+/// carry `Sforce-Limit-Info`, as Salesforce documents for `/services/data`. They do not count
+/// against the quota (whether `/limits` itself counts is not published).
+pub(crate) async fn session_gate(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let valid = {
+        let control = lock(&shared.control);
+        bearer(request.headers()).is_some_and(|t| control.tokens.contains_key(t))
+    };
+    let mut response = if valid {
+        next.run(request).await
+    } else {
+        errors::invalid_session()
+    };
+    add_limit_info(&shared, &mut response);
+    response
+}
+
+/// `Sforce-Limit-Info: api-usage=<used>/<allowed>`.
+fn add_limit_info(shared: &Shared, response: &mut Response) {
+    let usage = format!(
+        "api-usage={}/{}",
+        lock(&shared.control).api_usage,
+        shared.config.api_quota
+    );
+    if let Ok(value) = HeaderValue::from_str(&usage) {
+        response.headers_mut().insert("sforce-limit-info", value);
+    }
 }
 
 /// The answer that refuses this call, or `None` to let it through (and count it).
@@ -65,6 +95,14 @@ fn refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
         return Some(errors::invalid_session());
     }
 
+    if control.faults.concurrent_limit_calls > 0 {
+        control.faults.concurrent_limit_calls -= 1;
+        return Some(errors::salesforce(
+            StatusCode::FORBIDDEN,
+            "REQUEST_LIMIT_EXCEEDED",
+            "ConcurrentPerOrgLongTxn Limit exceeded.",
+        ));
+    }
     if control.api_usage >= shared.config.api_quota {
         return Some(errors::salesforce(
             StatusCode::FORBIDDEN,
@@ -89,17 +127,34 @@ fn refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
         ));
     }
     if let Some(code) = &control.faults.config_error {
-        return Some(config_error(code));
+        return Some(config_error(code, &control.faults));
     }
     None
 }
 
 /// The answer of an org whose API user lacks access (or whose configured filter is invalid).
-fn config_error(code: &str) -> Response {
-    if code == "INVALID_FILTER" {
-        return errors::invalid_filter("The configured filter is not valid for this org.");
-    }
+fn config_error(chain: &str, faults: &super::SageFaults) -> Response {
+    let codes: Vec<&str> = chain
+        .split('/')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    let code = codes.first().copied().unwrap_or("UNKNOWN_EXCEPTION");
+    let (default_status, category, default_target) = if code == "INVALID_FILTER" {
+        (StatusCode::BAD_REQUEST, "REQUEST_ERROR", "$filter")
+    } else {
+        (StatusCode::FORBIDDEN, "SAGE_PEOPLE_CONFIGURATION", "")
+    };
+    let status = faults
+        .config_error_status
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(default_status);
+    let target = faults
+        .config_error_target
+        .as_deref()
+        .unwrap_or(default_target);
     let message = match code {
+        "INVALID_FILTER" => "The configured filter is not valid for this org.".to_string(),
         "MISSING_API_PERMISSION" => {
             "The API user is missing the Sage People Employees API permission set.".to_string()
         }
@@ -109,13 +164,7 @@ fn config_error(code: &str) -> Response {
         "OBJECT_NOT_ACCESSIBLE" => "The API user cannot read fHCM2__Team_Member__c.".to_string(),
         other => format!("Sage People configuration error {other}."),
     };
-    errors::envelope(
-        StatusCode::FORBIDDEN,
-        "SAGE_PEOPLE_CONFIGURATION",
-        &message,
-        "",
-        code,
-    )
+    errors::envelope_chain(status, category, &message, target, &codes)
 }
 
 /// The token of `Authorization: Bearer <token>` (Salesforce also accepts the `OAuth` scheme).

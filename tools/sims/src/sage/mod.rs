@@ -1,7 +1,8 @@
 //! A faithful HTTP simulator of the Sage People Employees API (v4) and its Salesforce OAuth.
 //!
 //! It follows `shared/reference/sage-people-api.md`: the three OAuth grants, marker paging with
-//! a server-chosen page size, `$filter`, the API quota header, and both error forms. Workers are
+//! a server-chosen page size, `$filter`, the API quota header and `/services/data/vXX.X/limits`,
+//! and both error forms. Workers are
 //! generated on the fly from their index, so memory does not grow with the size of the org; only
 //! removals, patches and the number of added workers are kept. Faults can be injected at start
 //! or at any time, in process or through `/_admin/faults`.
@@ -11,6 +12,7 @@ mod employees;
 mod errors;
 mod filter;
 mod gate;
+mod limits;
 mod state;
 mod token;
 
@@ -47,6 +49,13 @@ pub struct SageConfig {
     pub jwt_public_key_pem: Option<String>,
     /// The org's API request allowance shown in `Sforce-Limit-Info`; calls past it get 403.
     pub api_quota: u64,
+    /// Whether Employees API responses carry `Sforce-Limit-Info`. Salesforce documents the
+    /// header for `/services/data`; for Apex REST it is not published, so both are possible.
+    pub limit_info_header: bool,
+    /// JWT `aud` values accepted besides `https://login.salesforce.com` and
+    /// `https://test.salesforce.com` (an Experience Cloud site URL, say). The simulator's own
+    /// URL stands for the org's My Domain host, which Salesforce does not accept as audience.
+    pub jwt_extra_audiences: Vec<String>,
     /// Faults active from start.
     pub faults: SageFaults,
 }
@@ -65,6 +74,8 @@ impl Default for SageConfig {
             password: "sim-password".into(),
             jwt_public_key_pem: None,
             api_quota: 1_000_000,
+            limit_info_header: true,
+            jwt_extra_audiences: Vec::new(),
             faults: SageFaults::default(),
         }
     }
@@ -108,8 +119,17 @@ pub struct SageFaults {
     pub outage_for_ms: Option<u64>,
     /// Every API call fails with this configuration error: `MISSING_API_PERMISSION`,
     /// `INACCESSIBLE_FIELD`, `OBJECT_NOT_ACCESSIBLE` (403 `SAGE_PEOPLE_CONFIGURATION`), or
-    /// `INVALID_FILTER` (400 `REQUEST_ERROR`).
+    /// `INVALID_FILTER` (400 `REQUEST_ERROR`), or any other published inner code. A chain such
+    /// as `INVALID_FILTER/UNEXPECTED_TOKEN` nests each code in the previous one's `innererror`.
     pub config_error: Option<String>,
+    /// The HTTP status of `config_error` instead of its usual one (e.g. 500): the inner code,
+    /// not the status, says what is wrong.
+    pub config_error_status: Option<u16>,
+    /// The envelope's `target` of `config_error` (e.g. the field an `INACCESSIBLE_FIELD` names).
+    pub config_error_target: Option<String>,
+    /// The next this-many API calls answer `403 REQUEST_LIMIT_EXCEEDED` with
+    /// `ConcurrentPerOrgLongTxn Limit exceeded` (too many long requests at once); counts down.
+    pub concurrent_limit_calls: u64,
     /// Every marker is refused with `400 INVALID_MARKER`.
     pub reject_markers: bool,
     /// Share of `200` employee responses (0..1) whose body is cut in the middle.
@@ -145,6 +165,10 @@ pub struct SageStats {
     pub workers: u64,
     /// Highest number of API requests served at the same time.
     pub max_in_flight: u64,
+    /// Reads of `/services/data/vXX.X/limits`.
+    pub limits_requests: u64,
+    /// The `aud` of every JWT bearer assertion received, with how often it came.
+    pub jwt_audiences: BTreeMap<String, u64>,
 }
 
 /// A running Sage People simulator; dropping it shuts the server down.
@@ -260,6 +284,13 @@ fn router(shared: Arc<Shared>) -> Router {
             gate::api_gate,
         ));
     Router::new()
+        .route(
+            "/services/data/{version}/limits",
+            get(limits::limits).layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&shared),
+                gate::session_gate,
+            )),
+        )
         .route("/services/oauth2/token", post(token::token))
         .merge(api)
         .merge(admin::routes())

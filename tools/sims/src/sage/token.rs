@@ -105,13 +105,14 @@ fn check_assertion(shared: &Shared, form: &HashMap<String, String>) -> Result<()
     if assertion.is_empty() {
         return Err(("invalid_grant", "assertion is missing".into()));
     }
-    let base = shared.url.trim_end_matches('/');
-    let audiences = [
-        base.to_string(),
-        format!("{base}/"),
-        "https://login.salesforce.com".into(),
-        "https://test.salesforce.com".into(),
+    // Salesforce wants the login host (or an Experience Cloud site), never the My Domain host
+    // the token request may go to; the simulator's own URL plays the My Domain host.
+    let mut audiences = vec![
+        "https://login.salesforce.com".to_string(),
+        "https://test.salesforce.com".to_string(),
     ];
+    audiences.extend(shared.config.jwt_extra_audiences.iter().cloned());
+    record_audience(shared, assertion);
     let mut validation = Validation::new(Algorithm::RS256);
     validation.leeway = 0;
     validation.set_issuer(&[&shared.config.client_id]);
@@ -130,6 +131,29 @@ fn check_assertion(shared: &Shared, form: &HashMap<String, String>) -> Result<()
         ));
     }
     Ok(())
+}
+
+/// Counts the `aud` an assertion names, read without verifying it, so tests can see what a
+/// client sent even when it is refused.
+fn record_audience(shared: &Shared, assertion: &str) {
+    #[derive(Deserialize)]
+    struct Audience {
+        aud: serde_json::Value,
+    }
+    let mut unverified = Validation::new(Algorithm::RS256);
+    unverified.insecure_disable_signature_validation();
+    unverified.validate_exp = false;
+    unverified.validate_aud = false;
+    unverified.set_required_spec_claims::<&str>(&[]);
+    let key = jsonwebtoken::DecodingKey::from_secret(&[]);
+    let Ok(data) = jsonwebtoken::decode::<Audience>(assertion, &key, &unverified) else {
+        return;
+    };
+    let aud = match data.claims.aud.as_str() {
+        Some(text) => text.to_owned(),
+        None => data.claims.aud.to_string(),
+    };
+    *lock(&shared.stats).jwt_audiences.entry(aud).or_default() += 1;
 }
 
 fn describe_jwt_error(e: &jsonwebtoken::errors::Error) -> String {

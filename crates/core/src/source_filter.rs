@@ -2,7 +2,8 @@
 //!
 //! The Employees API takes Microsoft REST-guidelines filters: comparisons of a (dotted) field
 //! path with a literal, joined by `and` / `or`, negated with `not`, grouped with parentheses.
-//! A typo found here fails the run at once with the position of the problem, instead of
+//! A typo found here is refused when the integration config is stored (naming
+//! `source_filter`) and fails a run at once with the position of the problem, instead of
 //! spending an API call on a `400 INVALID_FILTER`. Sage People still has the last word: a
 //! filter that passes here but names a field the org does not have is refused by the API,
 //! and that refusal is reported as a configuration error too.

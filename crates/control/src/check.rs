@@ -1,0 +1,308 @@
+//! `CheckIntegration`: one integration checked in seconds before its first run, one line per
+//! check and a verdict. NATS and its streams, the stored config through the same parsers the
+//! services use, the Sage People side through the extractor's `check` command (token, one page,
+//! field access), and the Oomnitza side with the loader's client (token, field ids). Nothing is
+//! written: the Oomnitza field probe is a `test_run`.
+
+use std::time::Duration;
+
+use peoplesync_bus::control::{self, CheckLine, CheckState, SageChecked};
+use peoplesync_bus::{Bus, names};
+use peoplesync_core::{Integration, IntegrationConfig};
+use peoplesync_oomnitza::{FieldProbe, OomnitzaClient};
+use peoplesync_proto::v1 as pb;
+
+use crate::extractor::Extractor;
+use crate::integrations::Configs;
+
+/// How long the extractor may take for its Sage People checks (token, one page, retries).
+const SAGE_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// The streams every integration needs.
+const STREAMS: [&str; 4] = [
+    names::WORKERS_STREAM,
+    names::RUNS_STREAM,
+    names::DLQ_STREAM,
+    names::OUTCOMES_STREAM,
+];
+
+fn line(name: &str, state: CheckState, detail: impl Into<String>) -> CheckLine {
+    CheckLine {
+        name: name.to_owned(),
+        state,
+        detail: detail.into(),
+    }
+}
+
+/// Runs every check of one integration.
+pub(crate) struct Checker<'a> {
+    pub(crate) bus: &'a Bus,
+    pub(crate) configs: &'a Configs,
+    pub(crate) extractor: &'a Extractor,
+    pub(crate) oomnitza: &'a OomnitzaClient,
+}
+
+impl Checker<'_> {
+    /// The report of `integration`.
+    pub(crate) async fn check(&self, integration: &str) -> pb::CheckIntegrationResponse {
+        let mut checks = vec![self.nats().await];
+        let (config_line, config) = self.config(integration).await;
+        checks.push(config_line);
+        checks.extend(self.sage(integration).await);
+        let token = self.oomnitza_token().await;
+        let token_ok = token.state == CheckState::Passed;
+        checks.push(token);
+        checks.push(role(config.as_ref()));
+        checks.push(self.oomnitza_fields(config.as_ref(), token_ok).await);
+        report(integration, checks)
+    }
+
+    async fn nats(&self) -> CheckLine {
+        let state = self.bus.client().connection_state();
+        if state != async_nats::connection::State::Connected {
+            return line(
+                "nats",
+                CheckState::Unreachable,
+                format!(
+                    "the loader's NATS connection is {state:?}; check NATS_URL and that nats-server is up"
+                ),
+            );
+        }
+        let mut missing = Vec::new();
+        for stream in STREAMS {
+            if let Err(err) = self.bus.jetstream().get_stream(stream).await {
+                missing.push(format!("{stream} ({err})"));
+            }
+        }
+        if missing.is_empty() {
+            line(
+                "nats",
+                CheckState::Passed,
+                format!("connected; streams {} present", STREAMS.join(", ")),
+            )
+        } else {
+            line(
+                "nats",
+                CheckState::Unreachable,
+                format!(
+                    "connected, but cannot read stream(s) {}; restart a loader (it creates them) \
+                     and check the NATS account's JetStream limits",
+                    missing.join(", ")
+                ),
+            )
+        }
+    }
+
+    /// The stored config parsed and compiled as the services do; `None` when it cannot be used.
+    async fn config(&self, integration: &str) -> (CheckLine, Option<IntegrationConfig>) {
+        let stored = match self.configs.stored(integration).await {
+            Ok(stored) => stored,
+            Err(status) => {
+                return (
+                    line("config", CheckState::Unreachable, status.message()),
+                    None,
+                );
+            }
+        };
+        let (text, origin) = match stored {
+            Some((text, revision)) => (text, format!("revision {revision}")),
+            None => (
+                IntegrationConfig::default_for(integration).to_toml(),
+                "none stored: the shipped default".to_owned(),
+            ),
+        };
+        let parsed = IntegrationConfig::from_toml(&text);
+        match parsed.clone().and_then(Integration::compile) {
+            Ok(_) => (
+                line(
+                    "config",
+                    CheckState::Passed,
+                    format!(
+                        "integration config ({origin}) is valid: schedule, source_filter, mapping and templates"
+                    ),
+                ),
+                parsed.ok(),
+            ),
+            Err(errors) => {
+                let problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                (
+                    line(
+                        "config",
+                        CheckState::Misconfigured,
+                        format!(
+                            "integration config ({origin}) would be refused by the services: {}; \
+                             fix it and store it with `syncctl integration put`",
+                            problems.join("; ")
+                        ),
+                    ),
+                    None,
+                )
+            }
+        }
+    }
+
+    async fn sage(&self, integration: &str) -> Vec<CheckLine> {
+        let reply: Result<SageChecked, tonic::Status> = self
+            .extractor
+            .request(integration, control::CHECK, &(), SAGE_TIMEOUT)
+            .await;
+        match reply {
+            Ok(report) => report.checks,
+            Err(status) => vec![line(
+                "sage_people",
+                CheckState::Unreachable,
+                status.message(),
+            )],
+        }
+    }
+
+    async fn oomnitza_token(&self) -> CheckLine {
+        let host = self.oomnitza.host().to_owned();
+        match self.oomnitza.check_auth().await {
+            Ok(()) => line(
+                "oomnitza.token",
+                CheckState::Passed,
+                format!("Oomnitza at {host} accepted the loader's credentials"),
+            ),
+            Err(err) if err.kind() == peoplesync_oomnitza::ErrorKind::Unauthorized => line(
+                "oomnitza.token",
+                CheckState::Misconfigured,
+                format!(
+                    "{err}; set OOMNITZA_API_TOKEN (or OOMNITZA_API_TOKEN_FILE) to a token of an \
+                     Oomnitza user allowed to read and write users, then restart the loaders"
+                ),
+            ),
+            Err(err) => line("oomnitza.token", CheckState::Unreachable, err.to_string()),
+        }
+    }
+
+    async fn oomnitza_fields(
+        &self,
+        config: Option<&IntegrationConfig>,
+        token_ok: bool,
+    ) -> CheckLine {
+        const NAME: &str = "oomnitza.fields";
+        let Some(config) = config else {
+            return line(
+                NAME,
+                CheckState::NotCheckable,
+                "the integration config cannot be used",
+            );
+        };
+        if !token_ok {
+            return line(
+                NAME,
+                CheckState::NotCheckable,
+                "Oomnitza refused the credentials",
+            );
+        }
+        let fields: Vec<String> = config
+            .mapping
+            .iter()
+            .map(|entry| entry.field.trim().to_owned())
+            .collect();
+        match self
+            .oomnitza
+            .probe_field_ids(&config.sync_keys, &fields)
+            .await
+        {
+            Ok(FieldProbe::Known { status }) => line(
+                NAME,
+                CheckState::Passed,
+                format!(
+                    "Oomnitza knows the {} mapped field id(s) (a one-record test run, nothing \
+                     applied, answered {status})",
+                    fields.len()
+                ),
+            ),
+            Ok(FieldProbe::Refused { unknown, message }) if !unknown.is_empty() => line(
+                NAME,
+                CheckState::Misconfigured,
+                format!(
+                    "Oomnitza does not know field id(s) {} ({message}); create the custom \
+                     field(s) in Oomnitza (Configuration > Users > Fields) or correct `field` in \
+                     the mapping, then store the config again",
+                    unknown.join(", ")
+                ),
+            ),
+            Ok(FieldProbe::Refused { message, .. }) => line(
+                NAME,
+                CheckState::Misconfigured,
+                format!(
+                    "Oomnitza refused a test run of the mapping's fields ({message}); check \
+                     sync_keys and the mapped field ids"
+                ),
+            ),
+            Err(err) => line(NAME, CheckState::Unreachable, err.to_string()),
+        }
+    }
+}
+
+/// The role id cannot be read back: the published API has no user-roles read.
+fn role(config: Option<&IntegrationConfig>) -> CheckLine {
+    let role = config.and_then(|c| c.default_role.as_deref());
+    let detail = match role {
+        Some(role) => format!(
+            "default_role {role} cannot be checked: Oomnitza's External API publishes no read of \
+             user roles; an unknown role refuses the first batch, which names it (check it in \
+             Oomnitza under Configuration > Roles)"
+        ),
+        None => "no default_role is set".to_owned(),
+    };
+    line("oomnitza.role", CheckState::NotCheckable, detail)
+}
+
+/// The lines as the RPC answers them, with the verdict: misconfigured wins over unreachable.
+pub(crate) fn report(integration: &str, checks: Vec<CheckLine>) -> pb::CheckIntegrationResponse {
+    let any = |state| checks.iter().any(|c| c.state == state);
+    let verdict = if any(CheckState::Misconfigured) {
+        pb::CheckVerdict::Misconfigured
+    } else if any(CheckState::Unreachable) {
+        pb::CheckVerdict::Unreachable
+    } else {
+        pb::CheckVerdict::Ready
+    };
+    pb::CheckIntegrationResponse {
+        integration_id: integration.to_owned(),
+        checks: checks
+            .into_iter()
+            .map(|c| pb::IntegrationCheck {
+                name: c.name,
+                outcome: outcome(c.state).into(),
+                detail: c.detail,
+            })
+            .collect(),
+        verdict: verdict.into(),
+    }
+}
+
+fn outcome(state: CheckState) -> pb::CheckOutcome {
+    match state {
+        CheckState::Passed => pb::CheckOutcome::Passed,
+        CheckState::Misconfigured => pb::CheckOutcome::Misconfigured,
+        CheckState::Unreachable => pb::CheckOutcome::Unreachable,
+        CheckState::NotCheckable => pb::CheckOutcome::NotCheckable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn misconfigured_wins_over_unreachable_and_not_checkable_is_not_a_failure() {
+        let lines =
+            |states: &[CheckState]| states.iter().map(|s| line("x", *s, "")).collect::<Vec<_>>();
+        use CheckState::*;
+        let verdict = |states: &[CheckState]| report("i", lines(states)).verdict();
+        assert_eq!(verdict(&[Passed, NotCheckable]), pb::CheckVerdict::Ready);
+        assert_eq!(
+            verdict(&[Passed, Unreachable]),
+            pb::CheckVerdict::Unreachable
+        );
+        assert_eq!(
+            verdict(&[Unreachable, Misconfigured, Passed]),
+            pb::CheckVerdict::Misconfigured
+        );
+    }
+}

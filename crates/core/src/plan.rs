@@ -1,0 +1,360 @@
+//! When full runs start: an integration's `[schedule]` (`every`, `at`, `timezone` or `cron`)
+//! turned into a [`Plan`] that computes the next start after any instant. Pure: the
+//! extractor's scheduler loop asks it for the next start, and config validation uses the same
+//! parsing, so a schedule the extractor would refuse is refused when the config is stored.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Days, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds};
+
+use crate::config::ScheduleConfig;
+
+/// A schedule that cannot be used; the message names the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("schedule.{key}: {message}")]
+pub struct ScheduleError {
+    /// `every`, `at`, `timezone` or `cron`.
+    pub key: &'static str,
+    /// What is wrong and what to write instead.
+    pub message: String,
+}
+
+/// When runs start.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// At `at` (local time in `tz`) and every `every` after it. Intervals of a day or less
+    /// start again at `at` each day; longer ones count from 1 January 1970 at `at`.
+    Interval {
+        /// Time between runs.
+        every: Duration,
+        /// Time of day of the first run, (hour, minute).
+        at: (u8, u8),
+        /// Time zone of `at`.
+        tz: Tz,
+    },
+    /// The times a cron expression matches, in `tz`.
+    Cron {
+        /// The expression, parsed.
+        cron: Box<Cron>,
+        /// As written.
+        text: String,
+        /// Its time zone.
+        tz: Tz,
+    },
+}
+
+impl Default for Plan {
+    /// Once a day at 02:00 UTC.
+    fn default() -> Self {
+        Plan::Interval {
+            every: Duration::from_secs(86_400),
+            at: (2, 0),
+            tz: Tz::UTC,
+        }
+    }
+}
+
+impl Plan {
+    /// The plan of an integration's `[schedule]`; all keys unset means the default.
+    pub fn from_config(config: &ScheduleConfig) -> Result<Plan, ScheduleError> {
+        let tz = match config.timezone.as_deref().map(str::trim) {
+            None | Some("") => Tz::UTC,
+            Some(name) => name.parse::<Tz>().map_err(|_| ScheduleError {
+                key: "timezone",
+                message: format!(
+                    "`{name}` is not an IANA time zone; write one such as \"Europe/London\" or \"America/New_York\""
+                ),
+            })?,
+        };
+        if let Some(text) = &config.cron {
+            if config.every.is_some() || config.at.is_some() {
+                return Err(ScheduleError {
+                    key: "cron",
+                    message: "cannot be combined with `every` or `at`; use either".into(),
+                });
+            }
+            let cron = CronParser::builder()
+                .seconds(Seconds::Optional)
+                .build()
+                .parse(text.trim())
+                .map_err(|err| ScheduleError {
+                    key: "cron",
+                    message: format!(
+                        "`{text}` is not a cron expression ({err}); write 5 fields (minute hour day month weekday), e.g. \"0 2 * * *\""
+                    ),
+                })?;
+            return Ok(Plan::Cron {
+                cron: Box::new(cron),
+                text: text.trim().to_owned(),
+                tz,
+            });
+        }
+        let every = match &config.every {
+            None => Duration::from_secs(86_400),
+            Some(text) => crate::schedule::parse_duration(text).ok_or_else(|| ScheduleError {
+                key: "every",
+                message: format!(
+                    "`{text}` is not an interval; write a number and a unit (s, m, h, d, w), e.g. \"6h\""
+                ),
+            })?,
+        };
+        if every < Duration::from_secs(60) {
+            return Err(ScheduleError {
+                key: "every",
+                message: "runs cannot start more often than once a minute".into(),
+            });
+        }
+        let at = match &config.at {
+            None if config.every.is_some() => (0, 0),
+            None => (2, 0),
+            Some(text) => {
+                crate::schedule::parse_time_of_day(text).ok_or_else(|| ScheduleError {
+                    key: "at",
+                    message: format!("`{text}` is not a time of day; write HH:MM, e.g. \"02:00\""),
+                })?
+            }
+        };
+        Ok(Plan::Interval { every, at, tz })
+    }
+
+    /// The first start strictly after `now`; `None` when the plan has no later start.
+    pub fn next_after(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            Plan::Cron { cron, tz, .. } => cron
+                .find_next_occurrence(&now.with_timezone(tz), false)
+                .ok()
+                .map(|next| next.with_timezone(&Utc)),
+            Plan::Interval { every, at, tz } => {
+                let every = chrono::Duration::from_std(*every).ok()?;
+                let local = now.with_timezone(tz).date_naive();
+                if every > chrono::Duration::days(1) {
+                    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)?;
+                    let origin = local_instant(tz, epoch, *at)?;
+                    let elapsed = now.signed_duration_since(origin);
+                    let periods = elapsed.num_seconds().div_euclid(every.num_seconds()) + 1;
+                    return origin.checked_add_signed(every * i32::try_from(periods).ok()?);
+                }
+                // The day's sequence starts at `at` and runs until the next day's `at`; the
+                // previous day's sequence may reach past midnight.
+                let yesterday = local.checked_sub_days(Days::new(1))?;
+                for day in [yesterday, local, local.checked_add_days(Days::new(1))?] {
+                    let start = local_instant(tz, day, *at)?;
+                    let next_day = day.checked_add_days(Days::new(1))?;
+                    let end = local_instant(tz, next_day, *at)?;
+                    let mut candidate = start;
+                    while candidate < end {
+                        if candidate > now {
+                            return Some(candidate);
+                        }
+                        candidate = candidate.checked_add_signed(every)?;
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// The plan in words, for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Plan::Interval { every, at, tz } => format!(
+                "every {} from {:02}:{:02} {tz}",
+                humanize(*every),
+                at.0,
+                at.1
+            ),
+            Plan::Cron { text, tz, .. } => format!("cron `{text}` {tz}"),
+        }
+    }
+}
+
+fn humanize(every: Duration) -> String {
+    let secs = every.as_secs();
+    if secs.is_multiple_of(86_400) {
+        format!("{}d", secs / 86_400)
+    } else if secs.is_multiple_of(3600) {
+        format!("{}h", secs / 3600)
+    } else if secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// `day` at `at` in `tz`, as an instant: the earlier one when the clock goes back, the first
+/// minute after the gap when it jumps forward.
+fn local_instant(tz: &Tz, day: NaiveDate, at: (u8, u8)) -> Option<DateTime<Utc>> {
+    let time = NaiveTime::from_hms_opt(u32::from(at.0), u32::from(at.1), 0)?;
+    let naive = NaiveDateTime::new(day, time);
+    match tz.from_local_datetime(&naive) {
+        LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Some(t.with_timezone(&Utc)),
+        LocalResult::None => (1..=4)
+            .map(|hours| naive + chrono::Duration::minutes(30 * hours))
+            .find_map(|later| tz.from_local_datetime(&later).earliest())
+            .map(|t| t.with_timezone(&Utc)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn plan(every: Option<&str>, at_: Option<&str>, tz: Option<&str>, cron: Option<&str>) -> Plan {
+        Plan::from_config(&ScheduleConfig {
+            every: every.map(Into::into),
+            at: at_.map(Into::into),
+            timezone: tz.map(Into::into),
+            cron: cron.map(Into::into),
+        })
+        .unwrap()
+    }
+
+    fn starts(plan: &Plan, from: &str, n: usize) -> Vec<String> {
+        let mut now = at(from);
+        (0..n)
+            .map(|_| {
+                now = plan.next_after(now).unwrap();
+                now.to_rfc3339()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_default_is_daily_at_two_utc() {
+        let plan = plan(None, None, None, None);
+        assert_eq!(
+            starts(&plan, "2025-03-01T01:00:00Z", 2),
+            ["2025-03-01T02:00:00+00:00", "2025-03-02T02:00:00+00:00"]
+        );
+        assert_eq!(
+            starts(&plan, "2025-03-01T02:00:00Z", 1),
+            ["2025-03-02T02:00:00+00:00"]
+        );
+    }
+
+    #[test]
+    fn every_six_hours_from_a_time_of_day() {
+        let plan = plan(Some("6h"), Some("02:00"), None, None);
+        assert_eq!(
+            starts(&plan, "2025-03-01T00:30:00Z", 5),
+            [
+                "2025-03-01T02:00:00+00:00",
+                "2025-03-01T08:00:00+00:00",
+                "2025-03-01T14:00:00+00:00",
+                "2025-03-01T20:00:00+00:00",
+                "2025-03-02T02:00:00+00:00"
+            ]
+        );
+        // Without `at`, intervals count from midnight.
+        let plan = Plan::from_config(&ScheduleConfig {
+            every: Some("7h".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            starts(&plan, "2025-03-01T22:00:00Z", 2),
+            ["2025-03-02T00:00:00+00:00", "2025-03-02T07:00:00+00:00"]
+        );
+    }
+
+    #[test]
+    fn a_time_of_day_follows_the_time_zone_across_daylight_saving() {
+        let plan = plan(None, Some("02:30"), Some("Europe/London"), None);
+        // 30 March 2025: clocks go from 01:00 to 02:00 GMT, so 02:30 BST is 01:30 UTC.
+        assert_eq!(
+            starts(&plan, "2025-03-29T12:00:00Z", 2),
+            ["2025-03-30T01:30:00+00:00", "2025-03-31T01:30:00+00:00"]
+        );
+        assert_eq!(
+            starts(&plan, "2025-01-10T12:00:00Z", 1),
+            ["2025-01-11T02:30:00+00:00"]
+        );
+    }
+
+    #[test]
+    fn cron_expressions_run_in_their_time_zone() {
+        let plan = plan(
+            None,
+            None,
+            Some("America/New_York"),
+            Some("0 6 * * MON-FRI"),
+        );
+        // Friday 7 March 2025, 12:00 UTC = 07:00 in New York: next is Monday 06:00 EDT.
+        assert_eq!(
+            starts(&plan, "2025-03-07T12:00:00Z", 1),
+            ["2025-03-10T10:00:00+00:00"]
+        );
+    }
+
+    #[test]
+    fn long_intervals_count_from_the_epoch() {
+        let plan = plan(Some("2d"), Some("03:00"), None, None);
+        let got = starts(&plan, "2025-03-01T00:00:00Z", 2);
+        assert_eq!(got.len(), 2);
+        assert!(got[0].ends_with("T03:00:00+00:00"));
+        let gap = at(&got[1]) - at(&got[0]);
+        assert_eq!(gap, chrono::Duration::days(2));
+    }
+
+    #[test]
+    fn bad_schedules_name_their_key() {
+        let bad = [
+            (
+                ScheduleConfig {
+                    timezone: Some("Mars/Olympus".into()),
+                    ..Default::default()
+                },
+                "timezone",
+            ),
+            (
+                ScheduleConfig {
+                    cron: Some("61 * * * *".into()),
+                    ..Default::default()
+                },
+                "cron",
+            ),
+            (
+                ScheduleConfig {
+                    every: Some("soon".into()),
+                    ..Default::default()
+                },
+                "every",
+            ),
+            (
+                ScheduleConfig {
+                    every: Some("10s".into()),
+                    ..Default::default()
+                },
+                "every",
+            ),
+            (
+                ScheduleConfig {
+                    at: Some("25:00".into()),
+                    ..Default::default()
+                },
+                "at",
+            ),
+            (
+                ScheduleConfig {
+                    cron: Some("0 2 * * *".into()),
+                    every: Some("1h".into()),
+                    ..Default::default()
+                },
+                "cron",
+            ),
+        ];
+        for (config, key) in bad {
+            let err = Plan::from_config(&config).unwrap_err();
+            assert_eq!(err.key, key, "{err}");
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Inspecting a tenant before the first run, for `syncctl check`: whether the field ids a
+//! mapping writes are known to Oomnitza, asked with a one-record `test_run` bulk post to a
+//! throwaway portion. A test run validates and applies nothing; Oomnitza refuses an envelope
+//! that names an unknown field id with a `400` naming it, before any record is looked at.
+//!
+//! The published External API has no read of user roles (only SaaS roles), so a role id
+//! cannot be checked here; an unknown role shows when the first batch is refused.
+
+use rand::Rng;
+use serde_json::{Map, Value, json};
+
+use crate::client::OomnitzaClient;
+use crate::error::{Error, excerpt};
+
+/// What a field-id probe found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FieldProbe {
+    /// Oomnitza took the envelope: every field id is known. `status` is the HTTP status
+    /// (`2xx`, or `422` when only the placeholder record itself was refused).
+    Known {
+        /// The answer's status.
+        status: u16,
+    },
+    /// Oomnitza refused the envelope (`400`).
+    Refused {
+        /// The mapped field ids the answer names.
+        unknown: Vec<String>,
+        /// What Oomnitza said.
+        message: String,
+    },
+}
+
+impl OomnitzaClient {
+    /// Posts one record holding every id of `field_ids` (each `null`) as a `test_run` to a new
+    /// throwaway portion, and reports whether Oomnitza knows the ids. `sync_field` is sent as
+    /// the integration sends it (its ids are checked too).
+    pub async fn probe_field_ids(
+        &self,
+        sync_field: &[String],
+        field_ids: &[String],
+    ) -> Result<FieldProbe, Error> {
+        let inner = self.inner();
+        let portion = throwaway_portion();
+        let record: Map<String, Value> = field_ids
+            .iter()
+            .map(|id| (id.clone(), Value::Null))
+            .collect();
+        let body = json!({
+            "connector_version": inner.connector_version,
+            "connector_name": inner.connector_name,
+            "portion": portion,
+            "data_type": "users",
+            "sync_field": sync_field,
+            "insert_only": false,
+            "update_only": false,
+            "test_run": true,
+            "error": null,
+            "records": [record],
+        })
+        .to_string();
+        let what = format!("a test run naming {} field id(s)", field_ids.len());
+        let reply = self
+            .send_retrying(&what, &[400, 422], |http| {
+                http.post(inner.bulk_url.clone())
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone())
+            })
+            .await?;
+        if reply.status != 400 {
+            return Ok(FieldProbe::Known {
+                status: reply.status,
+            });
+        }
+        let message = excerpt(&reply.body).unwrap_or_else(|| "400 without a body".to_owned());
+        let unknown = field_ids
+            .iter()
+            .chain(sync_field)
+            .filter(|id| names(&message, id))
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        Ok(FieldProbe::Refused { unknown, message })
+    }
+}
+
+/// Whether `message` names field `id` as a whole word (so `EMAIL` is not found in
+/// `EMAIL_2`).
+fn names(message: &str, id: &str) -> bool {
+    let is_id_char = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    message.match_indices(id).any(|(at, _)| {
+        let before = message[..at].chars().next_back();
+        let after = message[at + id.len()..].chars().next();
+        !before.is_some_and(is_id_char) && !after.is_some_and(is_id_char)
+    })
+}
+
+/// A random version-4 UUID for a portion that is never finalized.
+fn throwaway_portion() -> String {
+    let mut rng = rand::rng();
+    let a: u32 = rng.random();
+    let b: u16 = rng.random();
+    let c: u16 = rng.random::<u16>() & 0x0fff;
+    let d: u16 = (rng.random::<u16>() & 0x3fff) | 0x8000;
+    let e: u64 = rng.random::<u64>() & 0xffff_ffff_ffff;
+    format!("{a:08x}-{b:04x}-4{c:03x}-{d:04x}-{e:012x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_field_id_is_found_as_a_whole_word_only() {
+        let message = "records[0]: field id 'EMAIL_2' is not known to Oomnitza";
+        assert!(names(message, "EMAIL_2"));
+        assert!(!names(message, "EMAIL"));
+        assert!(!names(message, "MAIL_2"));
+    }
+
+    #[test]
+    fn throwaway_portions_are_version_4_uuids() {
+        let portion = throwaway_portion();
+        let parts: Vec<&str> = portion.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(parts[2].starts_with('4'));
+        assert_ne!(portion, throwaway_portion());
+    }
+}

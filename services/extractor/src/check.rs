@@ -1,0 +1,276 @@
+//! The Sage People side of `syncctl check`: the integration's credential set gets a token,
+//! reads one page (with the integration's `source_filter`), and the page shows every
+//! additional field the config declares. Answered on the `check` command, run for every
+//! integration when the extractor starts and again whenever its config is stored, so a failing
+//! credential shows on `/readyz` at once instead of at the first run.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use peoplesync_bus::control::{CheckLine, CheckState, SageChecked};
+use peoplesync_core::IntegrationConfig;
+use peoplesync_runtime::Readiness;
+use peoplesync_sage_people::ErrorKind;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::run::Extraction;
+use crate::settings;
+
+/// Check names, as `syncctl check` prints them.
+pub const TOKEN_CHECK: &str = "sage_people.token";
+/// The one-page read.
+pub const PAGE_CHECK: &str = "sage_people.page";
+/// The fields the config reads.
+pub const FIELDS_CHECK: &str = "sage_people.fields";
+
+/// Codes of a page refusal that are about field or object access.
+const ACCESS_CODES: [&str; 4] = [
+    "INACCESSIBLE_FIELD",
+    "FIELD_ERROR",
+    "OBJECT_NOT_ACCESSIBLE",
+    "INVALID_RELATIONSHIP",
+];
+
+fn line(name: &str, state: CheckState, detail: impl Into<String>) -> CheckLine {
+    CheckLine {
+        name: name.to_owned(),
+        state,
+        detail: detail.into(),
+    }
+}
+
+/// What a failed Sage People call means for a check.
+fn state_of(error: &peoplesync_sage_people::Error) -> CheckState {
+    match error.kind() {
+        ErrorKind::Configuration | ErrorKind::Authentication | ErrorKind::InvalidMarker => {
+            CheckState::Misconfigured
+        }
+        ErrorKind::QuotaExhausted | ErrorKind::Transient | ErrorKind::InvalidResponse => {
+            CheckState::Unreachable
+        }
+    }
+}
+
+/// Runs the Sage People checks of the extraction's integration.
+pub async fn sage(extraction: &Extraction) -> SageChecked {
+    let integration = extraction.integration();
+    let mut checks = Vec::new();
+    let skipped = |why: &str| {
+        [PAGE_CHECK, FIELDS_CHECK].map(|name| line(name, CheckState::NotCheckable, why))
+    };
+    let config = match settings::load_config(extraction.bus(), integration).await {
+        Ok(config) => config,
+        Err(err) => {
+            let state = match err {
+                settings::SettingsError::Unreadable { .. } => CheckState::Unreachable,
+                settings::SettingsError::Invalid { .. } => CheckState::NotCheckable,
+            };
+            checks.push(line(TOKEN_CHECK, state, err.to_string()));
+            checks.extend(skipped("the integration config cannot be read"));
+            return SageChecked { checks };
+        }
+    };
+    let set = config.credentials.as_str();
+    let client = match extraction.sources().client(set) {
+        Ok(client) => client,
+        Err(problem) => {
+            checks.push(line(
+                TOKEN_CHECK,
+                CheckState::Misconfigured,
+                format!("integration {integration} reads with credential set {set:?}, which cannot be used: {problem}"),
+            ));
+            checks.extend(skipped("the credential set cannot be used"));
+            return SageChecked { checks };
+        }
+    };
+    match client.authenticate().await {
+        Ok(host) => checks.push(line(
+            TOKEN_CHECK,
+            CheckState::Passed,
+            format!(
+                "credential set {set:?} got an access token ({} grant); the API host is {host}",
+                client.grant_name()
+            ),
+        )),
+        Err(err) => {
+            checks.push(line(TOKEN_CHECK, state_of(&err), err.to_string()));
+            checks.extend(skipped("no access token"));
+            return SageChecked { checks };
+        }
+    }
+    let filter = config
+        .source_filter
+        .as_deref()
+        .filter(|f| !f.trim().is_empty());
+    match client.list_page(None, filter).await {
+        Ok(page) => {
+            let described = match filter {
+                Some(filter) => format!(" with source_filter `{filter}`"),
+                None => String::new(),
+            };
+            checks.push(line(
+                PAGE_CHECK,
+                CheckState::Passed,
+                format!(
+                    "read the first page of employees{described}: {} employee(s)",
+                    page.records.len()
+                ),
+            ));
+            checks.push(fields(&config, &page.records));
+        }
+        Err(err) => {
+            let state = state_of(&err);
+            let about_access = err.code().is_some_and(|code| ACCESS_CODES.contains(&code));
+            checks.push(line(PAGE_CHECK, state, err.to_string()));
+            checks.push(if about_access {
+                line(FIELDS_CHECK, state, err.to_string())
+            } else {
+                line(FIELDS_CHECK, CheckState::NotCheckable, "no page was read")
+            });
+        }
+    }
+    SageChecked { checks }
+}
+
+/// Whether the page shows every additional field the config declares. The Employees API
+/// serves its standard fields on every employee (access problems refuse the whole page, as
+/// the page check shows); additional fields appear only when the Team Member field set
+/// "Employee API Additional Fields" holds them and the API user may read them.
+fn fields(config: &IntegrationConfig, records: &[Value]) -> CheckLine {
+    if records.is_empty() {
+        return line(
+            FIELDS_CHECK,
+            CheckState::NotCheckable,
+            "the first page holds no employee, so the fields cannot be seen; the standard fields \
+             are readable (the page was not refused)",
+        );
+    }
+    let present = |name: &str| {
+        records.iter().any(|record| {
+            record
+                .get("additionalFields")
+                .and_then(Value::as_array)
+                .is_some_and(|fields| {
+                    fields.iter().any(|field| {
+                        field
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .is_some_and(|n| n.trim().eq_ignore_ascii_case(name.trim()))
+                    })
+                })
+        })
+    };
+    let missing: Vec<&str> = config
+        .additional_fields
+        .iter()
+        .map(String::as_str)
+        .filter(|name| !present(name))
+        .collect();
+    if missing.is_empty() {
+        let extra = if config.additional_fields.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " and the additional field(s) {}",
+                config.additional_fields.join(", ")
+            )
+        };
+        return line(
+            FIELDS_CHECK,
+            CheckState::Passed,
+            format!("the API user reads the standard fields{extra}"),
+        );
+    }
+    line(
+        FIELDS_CHECK,
+        CheckState::Misconfigured,
+        format!(
+            "no employee of the first page carries the additional field(s) {} that \
+             additional_fields declares: in Salesforce Setup, add each one's field to the Team \
+             Member field set \"Employee API Additional Fields\" and give the integration user's \
+             permission set Read access to it (or remove it from additional_fields)",
+            missing.join(", ")
+        ),
+    )
+}
+
+/// How often a failing credential is checked again while it fails.
+pub const RECHECK_EVERY: Duration = Duration::from_secs(60);
+
+/// Readiness condition of an integration's Sage People credentials.
+pub fn readiness_name(integration: &str) -> String {
+    format!("sage_people_credentials.{integration}")
+}
+
+/// Checks the integration's Sage People side now, again whenever its config is stored, and
+/// every [`RECHECK_EVERY`] while a check finds it misconfigured (each such finding is logged
+/// with what to fix); `/readyz` names the integration's credentials while its credential set
+/// gets no token. Other findings (access, filter, fields) are logged only: they are not
+/// about credentials, and `syncctl check` shows them. The readiness condition is registered (not
+/// ready) at once, before the returned future first runs; the future runs until `stop`.
+pub fn keep_checking(
+    extraction: Extraction,
+    readiness: Readiness,
+    stop: CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let name = readiness_name(extraction.integration());
+    readiness.register(&name);
+    check_until_stopped(extraction, readiness, name, stop)
+}
+
+async fn check_until_stopped(
+    extraction: Extraction,
+    readiness: Readiness,
+    name: String,
+    stop: CancellationToken,
+) {
+    let integration = extraction.integration().to_owned();
+    let mut changes = match extraction
+        .bus()
+        .config_kv()
+        .watch(integration.as_str())
+        .await
+    {
+        Ok(watch) => Some(watch),
+        Err(err) => {
+            tracing::warn!(%integration, error = %err, "cannot watch the integration config; credentials are checked at start and every minute while failing");
+            None
+        }
+    };
+    loop {
+        let report = sage(&extraction).await;
+        let failing: Vec<&CheckLine> = report
+            .checks
+            .iter()
+            .filter(|c| c.state == CheckState::Misconfigured)
+            .collect();
+        for check in &failing {
+            tracing::error!(%integration, check = %check.name, "{}", check.detail);
+        }
+        let credentials_fail = failing.iter().any(|c| c.name == TOKEN_CHECK);
+        readiness.set(&name, !credentials_fail);
+        let recheck = async {
+            if failing.is_empty() {
+                std::future::pending::<()>().await;
+            } else {
+                tokio::time::sleep(RECHECK_EVERY).await;
+            }
+        };
+        let changed = async {
+            match changes.as_mut() {
+                Some(watch) => watch.next().await.map(|_| ()),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = recheck => {}
+            change = changed => {
+                if change.is_none() {
+                    changes = None;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The Sage People checks: what the `check` command reports, and the readiness condition the
+//! extractor keeps from them at start and whenever the integration config is stored.
+
+use std::time::Duration;
+
+use peoplesync_bus::control::{CheckState, SageChecked};
+use peoplesync_core::IntegrationConfig;
+use peoplesync_extractor::check;
+use peoplesync_runtime::Readiness;
+use peoplesync_sims::sage::SageConfig;
+use peoplesync_testkit::wait_for;
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::*;
+
+fn state(report: &SageChecked, name: &str) -> CheckState {
+    report
+        .checks
+        .iter()
+        .find(|c| c.name == name)
+        .map(|c| c.state)
+        .unwrap_or_else(|| panic!("no {name} in {report:?}"))
+}
+
+#[tokio::test]
+async fn a_healthy_org_passes_every_sage_people_check() {
+    let s = setup(org(30, 10, 10)).await;
+    let report = check::sage(&s.extraction(ID)).await;
+    for name in [check::TOKEN_CHECK, check::PAGE_CHECK, check::FIELDS_CHECK] {
+        assert_eq!(state(&report, name), CheckState::Passed, "{report:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_secret_makes_the_credentials_not_ready_until_a_stored_config_points_at_a_good_set()
+{
+    let s = setup(org(30, 10, 10)).await;
+    let (mut config, _) = config(&s.sim, &[ID]);
+    config
+        .credentials
+        .insert("good".into(), credential_set(&s.sim));
+    let secrets = secrets(&[
+        (secret_var("default", "CLIENT_SECRET"), "wrong"),
+        (secret_var("good", "CLIENT_SECRET"), "sim-secret"),
+    ]);
+    let extraction = extraction(&s.bus, config, secrets, ID);
+    let report = check::sage(&extraction).await;
+    assert_eq!(
+        state(&report, check::TOKEN_CHECK),
+        CheckState::Misconfigured
+    );
+    assert_eq!(state(&report, check::PAGE_CHECK), CheckState::NotCheckable);
+
+    let readiness = Readiness::new();
+    let stop = CancellationToken::new();
+    let name = check::readiness_name(ID);
+    let checking = check::keep_checking(extraction, readiness.clone(), stop.clone());
+    assert!(
+        readiness.status().not_ready().contains(&name.as_str()),
+        "not ready before the first check"
+    );
+    let task = tokio::spawn(checking);
+    let not_ready = || {
+        let readiness = readiness.clone();
+        let name = name.clone();
+        move || readiness.status().not_ready().contains(&name.as_str())
+    };
+    let is_not_ready = not_ready();
+    wait_for("the first check", Duration::from_secs(10), || async {
+        is_not_ready().then_some(())
+    })
+    .await;
+    // Give the watch time to start, then store a config that reads with the good set.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut fixed = IntegrationConfig::default_for(ID);
+    fixed.credentials = "good".into();
+    put_integration(&s.bus, &fixed).await;
+    let is_not_ready = not_ready();
+    wait_for(
+        "the re-check after the config was stored",
+        Duration::from_secs(10),
+        || async { (!is_not_ready()).then_some(()) },
+    )
+    .await;
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_client_credentials_grant_on_login_salesforce_com_names_the_my_domain_host() {
+    let s = setup(SageConfig::default()).await;
+    let (mut config, secrets) = config(&s.sim, &[ID]);
+    if let Some(set) = config.credentials.get_mut("default") {
+        set.login_url = "https://login.salesforce.com".into();
+    }
+    let report = check::sage(&extraction(&s.bus, config, secrets, ID)).await;
+    let token = &report.checks[0];
+    assert_eq!(token.state, CheckState::Misconfigured, "{report:?}");
+    assert!(token.detail.contains("My Domain"), "{}", token.detail);
+}
+
+#[tokio::test]
+async fn a_missing_field_permission_is_reported_but_is_not_a_credential_failure() {
+    let s = setup(SageConfig {
+        faults: peoplesync_sims::sage::SageFaults {
+            config_error: Some("INACCESSIBLE_FIELD".into()),
+            ..Default::default()
+        },
+        ..org(30, 10, 10)
+    })
+    .await;
+    let extraction = s.extraction(ID);
+    let report = check::sage(&extraction).await;
+    assert_eq!(state(&report, check::TOKEN_CHECK), CheckState::Passed);
+    assert_eq!(state(&report, check::PAGE_CHECK), CheckState::Misconfigured);
+    assert_eq!(
+        state(&report, check::FIELDS_CHECK),
+        CheckState::Misconfigured
+    );
+
+    let readiness = Readiness::new();
+    let stop = CancellationToken::new();
+    let name = check::readiness_name(ID);
+    let task = tokio::spawn(check::keep_checking(
+        extraction,
+        readiness.clone(),
+        stop.clone(),
+    ));
+    wait_for("the first check", Duration::from_secs(10), || async {
+        (!readiness.status().not_ready().contains(&name.as_str())).then_some(())
+    })
+    .await;
+    stop.cancel();
+    task.await.unwrap();
+}
