@@ -58,8 +58,9 @@ pub const RECENT_RUNS: &str = "Peoplesync-Recent-Runs";
 /// How many of the latest runs a letter remembers ([`RECENT_RUNS`]). An event is redelivered
 /// within its own run's lifetime, long before this many later runs have refused the worker.
 pub const RECENT_RUNS_KEPT: usize = 16;
-/// Attempts to record one letter when other writers keep changing it between read and write.
-const RECORD_ATTEMPTS: u32 = 8;
+/// Attempts to record one letter when other writers keep changing it between read and write
+/// (each waits a random share of a growing delay, so racing replicas fall out of step).
+const RECORD_ATTEMPTS: u32 = 32;
 
 /// Why and where an event was given up on.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -369,7 +370,9 @@ pub async fn record(
                 ) =>
             {
                 last_error = err.to_string();
-                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                let ceiling = 10 * u64::from(attempt.min(10));
+                let jitter = (uuid::Uuid::new_v4().as_u128() % u128::from(ceiling)) as u64;
+                tokio::time::sleep(Duration::from_millis(1 + jitter)).await;
             }
             Err(err) => {
                 return Err(BusError::Publish {

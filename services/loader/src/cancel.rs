@@ -2,9 +2,10 @@
 //! `GET /api/v3/bulk/{portion}`, and posts to a canceled portion are still answered `200`, so
 //! each replica reads the portion's state before a batch when what it knows is older than
 //! [`CHECK_EVERY`] or more than [`CHECK_AFTER_RECORDS`] records were posted since the last read
-//! was issued — never once per record. Reads do not hold up posting, except that a replica never
-//! has more than [`MAX_UNCHECKED_RECORDS`] records posted past the last read that found the
-//! portion open: so after a cancel it posts fewer than that many records to the portion.
+//! was issued — never once per record. Reads run beside the posts and do not hold them up,
+//! except that a replica never has more than [`MAX_UNCHECKED_RECORDS`] records posted past the
+//! last read that found the portion open: so after a cancel it posts fewer than that many
+//! records to the portion.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -38,6 +39,8 @@ struct Watch {
     reading: bool,
     /// A read was issued at least once.
     ever_read: bool,
+    /// The cancel was reported by [`Step::Canceled`] with `first: true` already.
+    noticed: bool,
 }
 
 impl Watch {
@@ -50,6 +53,7 @@ impl Watch {
             confirmed: 0,
             reading: false,
             ever_read: false,
+            noticed: false,
         }
     }
 }
@@ -59,10 +63,13 @@ impl Watch {
 pub enum Step {
     /// Post it.
     Post,
-    /// The portion was canceled: do not post.
-    Canceled,
-    /// Read the portion's state first, then ask again; pass `issued` to
-    /// [`PortionWatches::read_done`].
+    /// The portion was canceled: do not post. `first` is true for the first batch told so.
+    Canceled {
+        /// This replica learns of the cancel now.
+        first: bool,
+    },
+    /// Start a read of the portion's state (it runs beside the posts), then ask again; pass
+    /// `issued` to [`PortionWatches::read_done`] when it ends.
     Read {
         /// The count of records admitted when the read was issued.
         issued: u64,
@@ -100,7 +107,9 @@ impl PortionWatches {
             .entry(portion.to_owned())
             .or_insert_with(|| Watch::new(now));
         if watch.canceled {
-            return Step::Canceled;
+            return Step::Canceled {
+                first: !std::mem::replace(&mut watch.noticed, true),
+            };
         }
         let due = !watch.reading
             && (!watch.ever_read
@@ -153,7 +162,8 @@ impl PortionWatches {
             let watch = portions
                 .entry(portion.to_owned())
                 .or_insert_with(|| Watch::new(now));
-            !std::mem::replace(&mut watch.canceled, true)
+            watch.canceled = true;
+            !std::mem::replace(&mut watch.noticed, true)
         });
         self.reads.send_modify(|n| *n += 1);
         first
@@ -210,7 +220,10 @@ mod tests {
         }
         assert_eq!(posted, MAX_UNCHECKED_RECORDS);
         watches.read_done("p", slow, Some(true));
-        assert!(matches!(watches.step("p", 100, t0), Step::Canceled));
+        assert!(matches!(
+            watches.step("p", 100, t0),
+            Step::Canceled { first: true }
+        ));
         assert!(watches.is_canceled("p"));
     }
 
@@ -244,7 +257,7 @@ mod tests {
         assert!(!watches.mark_canceled("p", Instant::now()));
         assert!(matches!(
             watches.step("p", 1, Instant::now()),
-            Step::Canceled
+            Step::Canceled { first: false }
         ));
     }
 }

@@ -262,9 +262,9 @@ impl Deliverer {
     }
 
     /// Whether `portion` was canceled in Oomnitza, before posting `records` records to it:
-    /// reads the portion's state when [`crate::cancel`] says it is due (waiting for a read in
-    /// flight only when too many records were posted past the last one). No read is made while
-    /// Oomnitza cannot take records.
+    /// starts a read of the portion's state when [`crate::cancel`] says it is due (waiting for
+    /// a read in flight only when too many records were posted past the last one). No read is
+    /// made while Oomnitza cannot take records.
     async fn admit(&self, integration: &str, portion: &str, records: usize) -> bool {
         if self.gates.failure().is_some() {
             return self.portions.is_canceled(portion);
@@ -273,29 +273,37 @@ impl Deliverer {
         loop {
             match self.portions.step(portion, records, Instant::now()) {
                 Step::Post => return false,
-                Step::Canceled => return true,
+                Step::Canceled { first } => {
+                    if first {
+                        self.note_canceled(integration, portion).await;
+                    }
+                    return true;
+                }
                 Step::Wait(mut reads) => {
                     // Bounded: a read in flight ends (its request has a timeout).
                     let _ = reads.changed().await;
                 }
                 Step::Read { issued } => {
-                    let canceled = match self.client.portion(portion).await {
-                        Ok(status) => Some(status.is_some_and(|s| s.canceled)),
-                        Err(err) if err.kind() == ErrorKind::Unauthorized => {
-                            self.gates
-                                .set_failure(Failure::Credentials, Some(err.to_string()));
-                            None
-                        }
-                        Err(err) => {
-                            tracing::debug!(portion, error = %err, "cannot read the portion's state; going on");
-                            None
-                        }
-                    };
-                    self.portions.read_done(portion, issued, canceled);
-                    if canceled == Some(true) {
-                        self.note_canceled(integration, portion).await;
-                        return true;
-                    }
+                    let (client, portions, gates) = (
+                        self.client.clone(),
+                        Arc::clone(&self.portions),
+                        self.gates.clone(),
+                    );
+                    let portion = portion.to_owned();
+                    tokio::spawn(async move {
+                        let canceled = match client.portion(&portion).await {
+                            Ok(status) => Some(status.is_some_and(|s| s.canceled)),
+                            Err(err) if err.kind() == ErrorKind::Unauthorized => {
+                                gates.set_failure(Failure::Credentials, Some(err.to_string()));
+                                None
+                            }
+                            Err(err) => {
+                                tracing::debug!(portion, error = %err, "cannot read the portion's state; going on");
+                                None
+                            }
+                        };
+                        portions.read_done(&portion, issued, canceled);
+                    });
                 }
             }
         }
