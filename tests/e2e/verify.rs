@@ -299,3 +299,35 @@ async fn a_check_left_by_a_killed_replica_is_finished_by_another_once() {
     );
     assert_eq!(d.oomnitza.stats().finalize_calls.get(&run_id), Some(&1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loader_starting_with_an_unknown_field_id_pauses_the_integration_before_loading() {
+    let d = deployment(50).await;
+    let unknown = "0123456789ABCDEF0123456789ABCDEF";
+    let text = format!(
+        "{}\n[[mapping]]\nfield = \"{unknown}\"\nsource = \"City\"\n",
+        peoplesync_core::IntegrationConfig::default_for("sage-people").to_toml()
+    );
+    let path = d.dir.path().join("sage-people.toml");
+    std::fs::write(&path, text).unwrap();
+    let path = path.to_string_lossy().into_owned();
+    let _loader = d.loader("loader-1", &["--integration", &path]);
+    let bus = d.bus().await;
+    let pauses = Pauses::new(bus.state_kv().clone());
+    let flag = wait_for("the pause at start", Duration::from_secs(60), || async {
+        pauses
+            .get("sage-people")
+            .await
+            .ok()
+            .flatten()
+            .filter(|f| f.paused)
+    })
+    .await;
+    let reason = flag.reason.unwrap_or_default();
+    assert!(reason.contains(unknown), "{reason}");
+    assert!(flag.refused_config_revision.is_some());
+    let stats = d.oomnitza.stats();
+    assert_eq!(stats.bulk_records, 0, "nothing loaded, only checked");
+    assert!(stats.bulk_requests <= 1, "one refused test run: {stats:?}");
+    assert!(d.oomnitza.users().is_empty());
+}

@@ -11,6 +11,7 @@ use peoplesync_bus::{Bus, names};
 use peoplesync_core::{Integration, IntegrationConfig};
 use peoplesync_oomnitza::{FieldProbe, OomnitzaClient};
 use peoplesync_proto::v1 as pb;
+use tonic::Status;
 
 use crate::extractor::Extractor;
 use crate::integrations::Configs;
@@ -234,6 +235,40 @@ impl Checker<'_> {
                 ),
             ),
             Err(err) => line(NAME, CheckState::Unreachable, err.to_string()),
+        }
+    }
+}
+
+/// Refuses to store `toml` when Oomnitza says one of its mapped field ids does not exist (a
+/// one-record test run, nothing applied): every batch would be refused the same way. A config
+/// that does not parse is left to the validation that follows; when Oomnitza cannot be asked,
+/// the config is stored and the reason logged (`syncctl check` tells it later).
+pub(crate) async fn refuse_unknown_fields(
+    oomnitza: &OomnitzaClient,
+    integration: &str,
+    toml: &str,
+) -> Result<(), Status> {
+    let Ok(config) = IntegrationConfig::from_toml(toml) else {
+        return Ok(());
+    };
+    let fields: Vec<String> = config
+        .mapping
+        .iter()
+        .map(|entry| entry.field.trim().to_owned())
+        .collect();
+    match oomnitza.probe_field_ids(&config.sync_keys, &fields).await {
+        Ok(FieldProbe::Refused { unknown, message }) if !unknown.is_empty() => {
+            Err(Status::failed_precondition(format!(
+                "Oomnitza does not know field id(s) {} ({message}); create the custom field(s) in \
+                 Oomnitza (Configuration > Users > Fields) or correct `field` in the mapping; \
+                 the config was not stored",
+                unknown.join(", ")
+            )))
+        }
+        Ok(_) => Ok(()),
+        Err(err) => {
+            tracing::warn!(integration, error = %err, "storing the config without checking its field ids with Oomnitza");
+            Ok(())
         }
     }
 }

@@ -173,6 +173,7 @@ impl SyncControl for ControlService {
     ) -> Result<Response<pb::PutIntegrationResponse>, Status> {
         let request = request.into_inner();
         let integration = status::integration_id(&request.integration_id)?;
+        crate::check::refuse_unknown_fields(&self.oomnitza, integration, &request.toml).await?;
         let revision = self
             .configs
             .put(integration, &request.toml, request.revision)

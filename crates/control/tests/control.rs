@@ -1638,6 +1638,20 @@ async fn check_names_what_is_wrong_in_the_stored_config_and_how_to_fix_it() {
     let stored = syncctl_stdin(&stack, &["integration", "put", "-", "--force"], &bad_cron);
     assert_ne!(stored.code, 0, "{}", stored.stdout);
     assert!(stored.stderr.contains("schedule.cron"), "{}", stored.stderr);
+    // A field id Oomnitza does not know is refused when stored, naming it.
+    let unknown_field =
+        format!("{base}\n[[mapping]]\nfield = \"CUSTOM_BADGE_NUMBER\"\nsource = \"ID\"\n");
+    let stored = syncctl_stdin(
+        &stack,
+        &["integration", "put", "-", "--force"],
+        &unknown_field,
+    );
+    assert_ne!(stored.code, 0, "{}", stored.stdout);
+    assert!(
+        stored.stderr.contains("CUSTOM_BADGE_NUMBER") && stored.stderr.contains("not stored"),
+        "{}",
+        stored.stderr
+    );
 }
 
 /// syncctl with `args`, `text` on its stdin.

@@ -111,6 +111,11 @@ impl Loader {
         &self.client
     }
 
+    /// The integration configs this replica loads with.
+    pub fn integrations(&self) -> &Integrations {
+        &self.integrations
+    }
+
     /// The pause and credential gates (for the start-up checks).
     pub fn gates(&self) -> &Gates {
         &self.gates

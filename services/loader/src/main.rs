@@ -90,6 +90,7 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
         .note_on(readiness.clone());
     mark_ready(&readiness, &loader, &integrations).await?;
     peoplesync_loader::startup::check_credentials(&loader).await;
+    peoplesync_loader::startup::check_fields(&loader).await;
     let control = serve_control(control, &loader, &shutdown).await?;
     loader.run_until_stopped(shutdown).await?;
     tracing::info!("loader stopped");

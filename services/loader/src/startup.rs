@@ -1,12 +1,15 @@
 //! Start-up checks: the Oomnitza credentials are tried once before the first event is pulled,
 //! so that a refused token stops pulling and sets `credentials_failing` at once rather than
 //! after the first run's first batch. The gates' own probe clears the failure once Oomnitza
-//! accepts the credentials again.
+//! accepts the credentials again. Then each integration's mapped field ids are tried with a
+//! one-record test run (nothing applied): an id Oomnitza does not know pauses the integration
+//! with the reason, as a refused batch would, before any event is loaded.
 //!
 //! A refused credential does not take the loader out of rotation: its control plane must stay
 //! reachable, so that `syncctl check` can say what is wrong.
 
-use peoplesync_oomnitza::ErrorKind;
+use peoplesync_bus::{PauseFlag, Pauses};
+use peoplesync_oomnitza::{ErrorKind, FieldProbe};
 
 use crate::consume::Loader;
 use crate::gates::Failure;
@@ -27,5 +30,59 @@ pub async fn check_credentials(loader: &Loader) {
         }
         Err(err) => tracing::warn!(error = %err,
             "cannot check the Oomnitza credentials at start; Oomnitza may be unreachable"),
+    }
+}
+
+/// Tries every integration's mapped field ids with Oomnitza; pauses an integration whose ids
+/// Oomnitza does not know (resumed, as after any configuration refusal, by storing a newer
+/// config revision or `syncctl resume`). Skipped while the credentials fail.
+pub async fn check_fields(loader: &Loader) {
+    if loader.gates().failure().is_some() {
+        return;
+    }
+    for id in loader.integrations().ids() {
+        let (Some(integration), Some(revision)) = (
+            loader.integrations().get(&id),
+            loader.integrations().revision(&id),
+        ) else {
+            continue;
+        };
+        if loader.gates().is_paused(&id) {
+            continue;
+        }
+        let config = integration.config();
+        let fields: Vec<String> = config
+            .mapping
+            .iter()
+            .map(|entry| entry.field.trim().to_owned())
+            .collect();
+        match loader
+            .client()
+            .probe_field_ids(&config.sync_keys, &fields)
+            .await
+        {
+            Ok(FieldProbe::Refused { unknown, message }) if !unknown.is_empty() => {
+                let reason = format!(
+                    "Oomnitza does not know the field id(s) {} mapped by integration {id} \
+                     ({message}): create them in Oomnitza or correct `field` in the mapping, then \
+                     store the config with `syncctl integration put` (which resumes loading)",
+                    unknown.join(", ")
+                );
+                tracing::error!(integration = %id, %reason, "pausing the integration at start");
+                let flag = PauseFlag::refused(revision, reason);
+                match Pauses::new(loader.bus().state_kv().clone())
+                    .set(&id, &flag)
+                    .await
+                {
+                    Ok(kv_revision) => loader.gates().set_flag(&id, Some(&flag), kv_revision),
+                    Err(err) => {
+                        tracing::error!(integration = %id, error = %err, "cannot store the pause flag")
+                    }
+                }
+            }
+            Ok(_) => tracing::info!(integration = %id, "Oomnitza knows the mapped field ids"),
+            Err(err) => tracing::warn!(integration = %id, error = %err,
+                "cannot check the mapped field ids at start; Oomnitza may be unreachable"),
+        }
     }
 }

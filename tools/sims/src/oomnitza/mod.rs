@@ -226,9 +226,10 @@ pub struct OomnitzaFaults {
 pub struct OomnitzaStats {
     /// Requests to `/api/...` (including refused ones, excluding `/_admin`).
     pub api_requests: u64,
-    /// `POST /api/v3/bulk` requests that got past auth and faults, whatever their answer.
+    /// `POST /api/v3/bulk` requests that got past auth and faults, whatever their answer
+    /// (test runs excluded: see `test_run_records`).
     pub bulk_requests: u64,
-    /// Records in accepted (`200`) bulk posts.
+    /// Records in accepted (`200`) bulk posts (test runs excluded).
     pub bulk_records: u64,
     /// When the first bulk post got past auth and faults (ms since the epoch).
     pub first_bulk_at_ms: Option<i64>,
