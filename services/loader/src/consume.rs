@@ -56,7 +56,7 @@ impl Loader {
     pub async fn build(config: LoaderConfig, seed: Option<String>) -> anyhow::Result<Loader> {
         let oomnitza = config.oomnitza_config()?;
         let client = OomnitzaClient::new(oomnitza).context("setting up the Oomnitza client")?;
-        let bus = Bus::connect(&config.nats_url, "oomnitza-loader", config.bus_settings())
+        let bus = Bus::connect_from_env(&config.nats_url, "oomnitza-loader", config.bus_settings())
             .await
             .context("connecting to NATS")?;
         let integrations = Integrations::default();
