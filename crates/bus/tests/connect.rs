@@ -71,6 +71,23 @@ async fn user_and_password_right_connects_wrong_is_refused() {
 }
 
 #[tokio::test]
+async fn a_user_of_an_account_with_jetstream_sets_the_topology_up() {
+    // The account configuration docs/operations.md shows.
+    let nats = NatsServer::start_with_config(
+        "accounts { PEOPLESYNC { jetstream: enabled\n users = [ { user: peoplesync, password: \"acct-pw\" } ] } }\n",
+    );
+    let bus = connect(nats.url(), &user("peoplesync", "acct-pw"))
+        .await
+        .unwrap();
+    assert!(bus.loader_consumer("acme").await.is_ok());
+    assert_refused(
+        connect(nats.url(), &user("peoplesync", "nope")).await,
+        "NATS_USER/NATS_PASSWORD",
+        "nope",
+    );
+}
+
+#[tokio::test]
 async fn token_right_connects_wrong_is_refused() {
     let nats = NatsServer::start_with_config(TOKEN_CONFIG);
     let bus = connect(nats.url(), &token("t0ken-value")).await.unwrap();
