@@ -70,7 +70,8 @@ impl std::fmt::Debug for Bus {
 }
 
 impl Bus {
-    /// Connects to `url` (as client `name`) without credentials and sets the topology up.
+    /// Connects to `url` (as client `name`) with no credentials besides any in `url`, and sets
+    /// the topology up.
     pub async fn connect(url: &str, name: &str, settings: BusSettings) -> Result<Bus, BusError> {
         Bus::connect_with(url, name, settings, &ConnectSettings::default()).await
     }
