@@ -14,6 +14,23 @@ pub enum BusError {
         /// The client's error.
         source: async_nats::ConnectError,
     },
+    /// A NATS connection setting (`NATS_URL`, `NATS_USER`, `NATS_TLS_*`, …) is wrong.
+    #[error(transparent)]
+    Config(#[from] crate::connect::ConnectConfigError),
+    /// The server refused the credentials; retrying with the same ones cannot succeed.
+    #[error(
+        "NATS at {url} refused the {method} given in {variables}: {message}; check the credentials and the server's authorization block or account"
+    )]
+    Auth {
+        /// The seed URLs, without credentials.
+        url: String,
+        /// The method used, in words.
+        method: &'static str,
+        /// Where it is configured.
+        variables: &'static str,
+        /// What the client reported.
+        message: String,
+    },
     /// Creating or verifying a stream, consumer or bucket failed.
     #[error("setting up {what}: {message}")]
     Setup {

@@ -6,6 +6,7 @@
 //! Services hold one [`Bus`]; every other module takes what it needs from it.
 
 pub mod codec;
+pub mod connect;
 pub mod consume;
 pub mod control;
 pub mod dlq;
@@ -18,6 +19,7 @@ pub mod publish;
 pub mod runs;
 pub mod setup;
 
+pub use connect::{ConnectConfigError, ConnectSettings, NatsAuth, NatsServers, NatsTls};
 pub use consume::WorkStream;
 pub use dlq::{DeadLetter, DeadLetterRecord};
 pub use error::BusError;

@@ -6,7 +6,16 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv, stream};
 
+use crate::connect::{ConnectSettings, NatsServers};
 use crate::{BusError, names};
+
+/// Whether a client error reported while connecting means the server refused the credentials
+/// (`authorization violation`) or they could not be used (`failed signing nonce`: a bad NKey
+/// seed or creds file): retrying with them cannot succeed.
+fn is_refusal(message: &str) -> bool {
+    message == async_nats::ConnectErrorKind::AuthorizationViolation.to_string()
+        || message == async_nats::ConnectErrorKind::Authentication.to_string()
+}
 
 /// Tunables of the bus topology. The defaults suit one machine; operators change them through
 /// the services' configuration.
@@ -61,22 +70,78 @@ impl std::fmt::Debug for Bus {
 }
 
 impl Bus {
-    /// Connects to `url` (as client `name`) and sets the topology up.
+    /// Connects to `url` (as client `name`) with no credentials besides any in `url`, and sets
+    /// the topology up.
     pub async fn connect(url: &str, name: &str, settings: BusSettings) -> Result<Bus, BusError> {
-        let client = async_nats::ConnectOptions::new()
+        Bus::connect_with(url, name, settings, &ConnectSettings::default()).await
+    }
+
+    /// [`Bus::connect_with`] the authentication and TLS settings of the environment
+    /// ([`ConnectSettings::from_env`]): what the services use.
+    pub async fn connect_from_env(
+        url: &str,
+        name: &str,
+        settings: BusSettings,
+    ) -> Result<Bus, BusError> {
+        Bus::connect_with(url, name, settings, &ConnectSettings::from_env()?).await
+    }
+
+    /// Connects to the seed servers of `url` (`NATS_URL`: one or more, comma separated) as
+    /// client `name`, authenticating and using TLS as `connect` says, and sets the topology
+    /// up. A server refusing the credentials ends this with [`BusError::Auth`] instead of
+    /// retrying for ever; an unreachable server is retried.
+    pub async fn connect_with(
+        url: &str,
+        name: &str,
+        settings: BusSettings,
+        connect: &ConnectSettings,
+    ) -> Result<Bus, BusError> {
+        let servers = NatsServers::parse(url)?;
+        let auth = connect.effective_auth(&servers)?;
+        let shown = servers.shown();
+        tracing::info!(
+            servers = %shown,
+            auth = auth.method(),
+            tls_required = connect.tls.required,
+            "connecting to NATS"
+        );
+        let (refused_tx, mut refused_rx) = tokio::sync::watch::channel(None::<String>);
+        let options = async_nats::ConnectOptions::new()
             .name(name)
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
-            .event_callback(|event| async move {
-                tracing::info!(%event, "NATS connection event");
-            })
-            .connect(url)
+            .event_callback(move |event| {
+                let refused_tx = refused_tx.clone();
+                async move {
+                    if let async_nats::Event::ClientError(async_nats::ClientError::Other(message)) =
+                        &event
+                        && is_refusal(message)
+                    {
+                        tracing::error!(%event, "NATS refused the credentials");
+                        refused_tx.send_replace(Some(message.clone()));
+                    } else {
+                        tracing::info!(%event, "NATS connection event");
+                    }
+                }
+            });
+        let client = connect
+            .apply(&auth, options)
+            .await?
+            .connect(servers.addrs.clone())
             .await
             .map_err(|source| BusError::Connect {
-                url: url.to_owned(),
+                url: shown.clone(),
                 source,
             })?;
-        Bus::setup(client, settings).await
+        tokio::select! {
+            bus = Bus::setup(client, settings) => bus,
+            Ok(()) = refused_rx.changed() => Err(BusError::Auth {
+                url: shown,
+                method: auth.method(),
+                variables: auth.variables(),
+                message: refused_rx.borrow().clone().unwrap_or_default(),
+            }),
+        }
     }
 
     /// Sets the topology up on an existing client.

@@ -13,6 +13,6 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use readiness::{Readiness, ReadinessStatus};
-pub use secrets::{SecretError, env_or_file, require};
+pub use secrets::{SecretError, env_or_file, env_or_file_with, require};
 pub use shutdown::shutdown_token;
 pub use telemetry::init_logging;

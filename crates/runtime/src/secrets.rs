@@ -44,6 +44,15 @@ pub fn require(name: &str) -> Result<SecretString, SecretError> {
     })
 }
 
+/// Like [`env_or_file`], but reading variables through `var` instead of the process
+/// environment, so a caller can validate a whole set of variables from a map in tests.
+pub fn env_or_file_with(
+    name: &str,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Option<SecretString>, SecretError> {
+    lookup(name, var)
+}
+
 fn lookup(
     name: &str,
     var: impl Fn(&str) -> Option<String>,

@@ -14,18 +14,36 @@ pub struct NatsServer {
     dir: tempfile::TempDir,
     port: u16,
     url: String,
+    config: Option<PathBuf>,
 }
 
 impl NatsServer {
     /// Starts a server on a random free port and waits until it accepts connections.
     pub fn start() -> NatsServer {
+        NatsServer::start_inner(None)
+    }
+
+    /// Like [`NatsServer::start`], with `config` (nats-server configuration syntax, e.g. an
+    /// `authorization { user: a, password: b }` block) given as its configuration file. The
+    /// port, JetStream and store still come from the command line.
+    pub fn start_with_config(config: &str) -> NatsServer {
+        NatsServer::start_inner(Some(config))
+    }
+
+    fn start_inner(config: Option<&str>) -> NatsServer {
         let dir = tempfile::tempdir().expect("temp dir for nats-server");
-        let (child, port) = spawn(&dir, None);
+        let config = config.map(|text| {
+            let path = dir.path().join("nats-server.conf");
+            std::fs::write(&path, text).expect("writing the nats-server configuration");
+            path
+        });
+        let (child, port) = spawn(&dir, None, config.as_deref());
         NatsServer {
             child: Some(child),
             url: format!("nats://127.0.0.1:{port}"),
             dir,
             port,
+            config,
         }
     }
 
@@ -45,7 +63,7 @@ impl NatsServer {
     /// Starts the server again on the same port with the same store.
     pub fn restart(&mut self) {
         self.kill();
-        let (child, _) = spawn(&self.dir, Some(self.port));
+        let (child, _) = spawn(&self.dir, Some(self.port), self.config.as_deref());
         self.child = Some(child);
     }
 }
@@ -69,12 +87,20 @@ fn binary() -> PathBuf {
 
 // The child is handed to `NatsServer`, which kills and waits for it on drop.
 #[allow(clippy::zombie_processes)]
-fn spawn(dir: &tempfile::TempDir, port: Option<u16>) -> (Child, u16) {
+fn spawn(
+    dir: &tempfile::TempDir,
+    port: Option<u16>,
+    config: Option<&std::path::Path>,
+) -> (Child, u16) {
     let ports_dir = dir.path().join(format!("ports-{}", port.unwrap_or(0)));
     let _ = std::fs::remove_dir_all(&ports_dir);
     std::fs::create_dir_all(&ports_dir).expect("ports dir");
     let port_arg = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
-    let mut child = Command::new(binary())
+    let mut command = Command::new(binary());
+    if let Some(config) = config {
+        command.arg("-c").arg(config);
+    }
+    let mut child = command
         .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
         .arg(dir.path().join("store"))
         .arg("--ports_file_dir")

@@ -16,7 +16,12 @@ use serde::{Deserialize, Serialize};
 /// Every environment variable the extractor reads, besides the per-credential-set secrets
 /// `SAGE_PEOPLE_<NAME>_{CLIENT_SECRET,PRIVATE_KEY,PASSWORD}[_FILE]` (deployment manifests are
 /// checked against it).
-pub const ENV_VARS: &[&str] = &[
+pub const ENV_VARS: &[&str] = &peoplesync_bus::connect::with_env_vars::<
+    { OWN_ENV_VARS.len() + peoplesync_bus::connect::ENV_VARS.len() },
+>(OWN_ENV_VARS);
+
+/// The variables of this service itself; [`ENV_VARS`] adds the NATS connection ones.
+const OWN_ENV_VARS: &[&str] = &[
     "NATS_URL",
     "PEOPLESYNC_INTEGRATION",
     "PEOPLESYNC_EXTRACTOR_CONFIG",
@@ -218,6 +223,8 @@ impl ExtractorConfig {
 
     /// Checks what can be checked without the network.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        peoplesync_bus::NatsServers::parse(&self.nats_url)
+            .map_err(|e| ConfigError(e.to_string()))?;
         if !(1..=5).contains(&self.stream_replicas) {
             return Err(ConfigError(format!(
                 "stream_replicas = {} (PEOPLESYNC_STREAM_REPLICAS): JetStream allows 1 to 5 replicas",

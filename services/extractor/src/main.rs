@@ -44,7 +44,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = ExtractorConfig::load(cli.config.as_deref())?;
-    let bus = Bus::connect(&config.nats_url, "sage-extractor", config.bus_settings())
+    let bus = Bus::connect_from_env(&config.nats_url, "sage-extractor", config.bus_settings())
         .await
         .context("connecting to NATS")?;
     let service = Service::build(config.clone(), bus.clone(), SecretSource::Environment)

@@ -10,7 +10,12 @@ use peoplesync_oomnitza::{OomnitzaAuth, OomnitzaConfig};
 use serde::{Deserialize, Serialize};
 
 /// Every environment variable the loader reads (deployment manifests are checked against it).
-pub const ENV_VARS: &[&str] = &[
+pub const ENV_VARS: &[&str] = &peoplesync_bus::connect::with_env_vars::<
+    { OWN_ENV_VARS.len() + peoplesync_bus::connect::ENV_VARS.len() },
+>(OWN_ENV_VARS);
+
+/// The variables of this service itself; [`ENV_VARS`] adds the NATS connection ones.
+const OWN_ENV_VARS: &[&str] = &[
     "NATS_URL",
     "PEOPLESYNC_INTEGRATION",
     "PEOPLESYNC_REPLICA",
@@ -264,6 +269,8 @@ impl LoaderConfig {
 
     /// Checks what can be checked without the network.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        peoplesync_bus::NatsServers::parse(&self.nats_url)
+            .map_err(|e| ConfigError(e.to_string()))?;
         for id in &self.integrations {
             peoplesync_bus::names::validate_integration_id(id).map_err(ConfigError)?;
         }
@@ -365,6 +372,25 @@ impl LoaderConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_seed_in_nats_url_is_refused_at_load_and_a_list_is_not() {
+        let bad = LoaderConfig {
+            nats_url: "nats://n1:4222,nats://n2:port".into(),
+            ..LoaderConfig::default()
+        };
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("NATS_URL") && err.contains("nats://n2:port"),
+            "{err}"
+        );
+        let list = LoaderConfig {
+            nats_url: "nats://n1:4222, nats://n2:4222".into(),
+            ..LoaderConfig::default()
+        };
+        let err = list.validate().unwrap_err().to_string();
+        assert!(err.contains("OOMNITZA_URL"), "the list passed; {err}");
+    }
 
     #[test]
     fn missing_oomnitza_url_names_the_variable() {

@@ -31,6 +31,7 @@ use crate::integrations::Integrations;
 use crate::limiter::AdaptiveLimiter;
 use crate::pipeline::Item;
 use crate::progress::InProgress;
+use crate::rewatch;
 use crate::verify::Verifier;
 use crate::{LoaderConfig, ack, advisories, pipeline};
 
@@ -56,7 +57,7 @@ impl Loader {
     pub async fn build(config: LoaderConfig, seed: Option<String>) -> anyhow::Result<Loader> {
         let oomnitza = config.oomnitza_config()?;
         let client = OomnitzaClient::new(oomnitza).context("setting up the Oomnitza client")?;
-        let bus = Bus::connect(&config.nats_url, "oomnitza-loader", config.bus_settings())
+        let bus = Bus::connect_from_env(&config.nats_url, "oomnitza-loader", config.bus_settings())
             .await
             .context("connecting to NATS")?;
         let integrations = Integrations::default();
@@ -135,16 +136,32 @@ impl Loader {
         let background_stop = CancellationToken::new();
         let mut background = JoinSet::new();
         {
-            let (integrations, bus) = (integrations.clone(), bus.clone());
-            background.spawn(async move {
-                if let Err(err) = integrations.watch(&bus).await {
-                    tracing::error!(error = %err, "integration config watch stopped; configs no longer update");
-                }
-            });
+            let (integrations, bus, stop) =
+                (integrations.clone(), bus.clone(), background_stop.clone());
+            background.spawn(rewatch::keep_watching(
+                "integration config",
+                stop,
+                rewatch::Backoff::default(),
+                move || {
+                    let (integrations, bus) = (integrations.clone(), bus.clone());
+                    async move { integrations.watch(&bus).await.map_err(|e| e.to_string()) }
+                },
+            ));
         }
         {
             let (gates, bus, stop) = (gates.clone(), bus.clone(), background_stop.clone());
-            background.spawn(async move { gates.watch_pauses(&bus, stop).await });
+            background.spawn(rewatch::keep_watching(
+                "pause flag",
+                stop.clone(),
+                rewatch::Backoff::default(),
+                move || {
+                    let (gates, bus, stop) = (gates.clone(), bus.clone(), stop.clone());
+                    async move {
+                        gates.watch_pauses(&bus, stop).await;
+                        Ok(())
+                    }
+                },
+            ));
         }
         {
             let (gates, client, stop) = (gates.clone(), client.clone(), background_stop.clone());

@@ -215,7 +215,7 @@ impl Gates {
         let mut watch = match Pauses::new(bus.state_kv().clone()).watch().await {
             Ok(watch) => watch,
             Err(err) => {
-                tracing::error!(error = %err, "cannot watch pause flags; Pause/Resume will not reach this replica");
+                tracing::error!(error = %err, "cannot watch pause flags; Pause/Resume will not reach this replica until the watch is re-created");
                 return;
             }
         };

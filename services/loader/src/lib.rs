@@ -7,7 +7,8 @@
 //! [`finalize`] and [`verify`] (what Oomnitza applied), [`cancel`] (an administrator's cancel),
 //! [`gates`] (pause and credential state), [`applied`] (change detection), [`limiter`]
 //! (adaptive rate limit), [`progress`] (progress acks for events held long) and
-//! [`advisories`] (events the server gave up on); [`startup`] checks the Oomnitza credentials
+//! [`advisories`] (events the server gave up on), [`rewatch`] (KV watches re-created when
+//! they end); [`startup`] checks the Oomnitza credentials
 //! before the first event. `main.rs` only wires them together through [`Loader`].
 
 pub mod ack;
@@ -24,6 +25,7 @@ pub mod integrations;
 pub mod limiter;
 pub mod pipeline;
 pub mod progress;
+pub mod rewatch;
 pub mod startup;
 pub mod verify;
 

@@ -1,0 +1,147 @@
+//! Connecting to a real nats-server: user/password and token authorization (right ones work,
+//! wrong ones end with a clear error instead of retrying for ever), credentials embedded in
+//! `NATS_URL`, and several seed URLs of which the first is dead.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use peoplesync_bus::{Bus, BusError, BusSettings, ConnectSettings, NatsAuth};
+use peoplesync_testkit::NatsServer;
+use secrecy::SecretString;
+
+const USER_CONFIG: &str = "authorization { user: bob, password: \"s3cret-pw\" }\n";
+const TOKEN_CONFIG: &str = "authorization { token: \"t0ken-value\" }\n";
+
+fn with_auth(auth: NatsAuth) -> ConnectSettings {
+    ConnectSettings {
+        auth,
+        ..ConnectSettings::default()
+    }
+}
+
+fn user(user: &str, password: &str) -> ConnectSettings {
+    with_auth(NatsAuth::UserPassword {
+        user: user.to_owned(),
+        password: SecretString::from(password.to_owned()),
+    })
+}
+
+fn token(token: &str) -> ConnectSettings {
+    with_auth(NatsAuth::Token(SecretString::from(token.to_owned())))
+}
+
+async fn connect(url: &str, settings: &ConnectSettings) -> Result<Bus, BusError> {
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        Bus::connect_with(url, "connect-test", BusSettings::default(), settings),
+    )
+    .await
+    .expect("connecting neither succeeded nor failed within 30 s")
+}
+
+/// Asserts `result` is the refusal error naming `variables`, without leaking `secret`.
+fn assert_refused(result: Result<Bus, BusError>, variables: &str, secret: &str) {
+    let err = result.expect_err("wrong credentials must not connect");
+    assert!(matches!(err, BusError::Auth { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("refused"), "{text}");
+    assert!(text.contains(variables), "{text}");
+    assert!(!text.contains(secret), "{text}");
+}
+
+#[tokio::test]
+async fn user_and_password_right_connects_wrong_is_refused() {
+    let nats = NatsServer::start_with_config(USER_CONFIG);
+    let bus = connect(nats.url(), &user("bob", "s3cret-pw"))
+        .await
+        .unwrap();
+    assert!(bus.loader_consumer("acme").await.is_ok());
+
+    assert_refused(
+        connect(nats.url(), &user("bob", "wrong-pw")).await,
+        "NATS_USER/NATS_PASSWORD",
+        "wrong-pw",
+    );
+    assert_refused(
+        connect(nats.url(), &ConnectSettings::default()).await,
+        "no NATS_* credential variable",
+        "s3cret-pw",
+    );
+}
+
+#[tokio::test]
+async fn a_user_of_an_account_with_jetstream_sets_the_topology_up() {
+    // The account configuration docs/operations.md shows.
+    let nats = NatsServer::start_with_config(
+        "accounts { PEOPLESYNC { jetstream: enabled\n users = [ { user: peoplesync, password: \"acct-pw\" } ] } }\n",
+    );
+    let bus = connect(nats.url(), &user("peoplesync", "acct-pw"))
+        .await
+        .unwrap();
+    assert!(bus.loader_consumer("acme").await.is_ok());
+    assert_refused(
+        connect(nats.url(), &user("peoplesync", "nope")).await,
+        "NATS_USER/NATS_PASSWORD",
+        "nope",
+    );
+}
+
+#[tokio::test]
+async fn token_right_connects_wrong_is_refused() {
+    let nats = NatsServer::start_with_config(TOKEN_CONFIG);
+    let bus = connect(nats.url(), &token("t0ken-value")).await.unwrap();
+    assert!(bus.loader_consumer("acme").await.is_ok());
+    assert_refused(
+        connect(nats.url(), &token("not-the-token")).await,
+        "NATS_TOKEN",
+        "not-the-token",
+    );
+}
+
+#[tokio::test]
+async fn credentials_in_the_url_are_honoured() {
+    let nats = NatsServer::start_with_config(USER_CONFIG);
+    let with_credentials = nats.url().replace("nats://", "nats://bob:s3cret-pw@");
+    let bus = connect(&with_credentials, &ConnectSettings::default())
+        .await
+        .unwrap();
+    assert!(bus.loader_consumer("acme").await.is_ok());
+
+    let wrong = nats.url().replace("nats://", "nats://bob:bad-pw@");
+    assert_refused(
+        connect(&wrong, &ConnectSettings::default()).await,
+        "NATS_URL",
+        "bad-pw",
+    );
+}
+
+#[tokio::test]
+async fn a_dead_first_seed_url_falls_through_to_the_next() {
+    let nats = NatsServer::start_with_config(TOKEN_CONFIG);
+    // A port nothing listens on: bound, then released.
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let seeds = format!("nats://127.0.0.1:{dead_port} , {}", nats.url());
+    let bus = connect(&seeds, &token("t0ken-value")).await.unwrap();
+    assert!(bus.loader_consumer("acme").await.is_ok());
+}
+
+#[tokio::test]
+async fn a_bad_url_or_two_methods_are_refused_before_connecting() {
+    let err = connect("nats://127.0.0.1:4222,nats://host:notaport", &token("t"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("NATS_URL"), "{err}");
+    assert!(err.contains("nats://host:notaport"), "{err}");
+
+    let err = connect("nats://bob:pw@127.0.0.1:4222", &token("t"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("credentials in NATS_URL, NATS_TOKEN"), "{err}");
+}
