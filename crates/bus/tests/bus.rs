@@ -4,6 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// Connecting: seed URLs, credentials and their refusals (one test binary for the crate).
+#[path = "bus/connect.rs"]
+mod connect;
+
 use std::time::Duration;
 
 use bytes::Bytes;

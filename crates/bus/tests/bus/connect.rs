@@ -2,8 +2,6 @@
 //! wrong ones end with a clear error instead of retrying for ever), credentials embedded in
 //! `NATS_URL`, and several seed URLs of which the first is dead.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::Duration;
 
 use peoplesync_bus::{Bus, BusError, BusSettings, ConnectSettings, NatsAuth};
