@@ -76,6 +76,12 @@ async fn a_replica_killed_mid_run_loses_nothing_and_creates_no_user_twice() {
         .await;
     assert_accounted(&run);
     d.assert_each_user_stored_once();
+    // Records the killed replica wrote but did not ack come back to the others, which count
+    // them written (this run wrote them), not unchanged: written = what Oomnitza holds.
+    assert_eq!(
+        run.counts.expect("counts").written,
+        d.oomnitza.users().len() as u64
+    );
     assert_eq!(d.oomnitza.stats().finalize_calls.get(&run_id), Some(&1));
 }
 

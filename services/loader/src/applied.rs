@@ -42,6 +42,9 @@ pub enum Verdict {
     Send,
     /// Identical to what was last written.
     Unchanged,
+    /// This very run already wrote it: a redelivery after a replica wrote the record but died
+    /// before acking the event. Counted as written, not sent again.
+    WrittenByThisRun,
     /// A newer run already wrote this worker.
     Stale,
 }
@@ -89,6 +92,9 @@ pub async fn check(bus: &Bus, records: &[Fingerprint]) -> Vec<Verdict> {
 pub fn verdict(applied: Option<&AppliedRecord>, print: &Fingerprint) -> Verdict {
     match applied {
         Some(applied) if applied.observed_at_ms > print.observed_at_ms => Verdict::Stale,
+        Some(applied) if applied.hash == print.hash && applied.run_id == print.run_id => {
+            Verdict::WrittenByThisRun
+        }
         Some(applied) if applied.hash == print.hash => Verdict::Unchanged,
         _ => Verdict::Send,
     }
@@ -159,6 +165,15 @@ mod tests {
         assert_eq!(
             verdict(Some(&applied("h", 5)), &print("h", 10)),
             Verdict::Unchanged
+        );
+        let by_this_run = AppliedRecord {
+            run_id: "r2".into(),
+            ..applied("h", 10)
+        };
+        assert_eq!(
+            verdict(Some(&by_this_run), &print("h", 10)),
+            Verdict::WrittenByThisRun,
+            "a redelivery of what this run wrote counts as written, not unchanged"
         );
         assert_eq!(
             verdict(Some(&applied("newer", 20)), &print("h", 10)),

@@ -182,6 +182,14 @@ impl Deliverer {
                 Verdict::Unchanged => {
                     settled.push((item, Settlement::Done(Outcome::Unchanged, None)))
                 }
+                Verdict::WrittenByThisRun => {
+                    // Its outcome keeps the key and record, as for a write, for the check.
+                    let mut item = item;
+                    if let Disposition::Send(outgoing) = &mut item.disposition {
+                        outgoing.applied_key = print.key;
+                    }
+                    settled.push((item, Settlement::Done(Outcome::Written, None)))
+                }
                 Verdict::Stale => settled.push((item, Settlement::Done(Outcome::Stale, None))),
             }
         }
