@@ -558,3 +558,100 @@ async fn events_fetched_behind_a_full_queue_are_not_redelivered() {
         "every event delivered once: none waited unacknowledged past the ack wait"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_worker_subject_is_dead_lettered_once_each_and_never_loops() {
+    use peoplesync_proto::v1::{Worker, WorkerEvent, WorkerEventKind};
+    let d = deployment(10).await;
+    let _loader = d.loader_with("loader-1", QUICK);
+    let bus = d.bus().await;
+    let subject = peoplesync_bus::names::workers_subject("sage-people");
+    let js = bus.jetstream();
+    let publish = |payload: bytes::Bytes, id: Option<&str>| {
+        let mut message = async_nats::jetstream::message::PublishMessage::build().payload(payload);
+        if let Some(id) = id {
+            message = message.message_id(id);
+        }
+        let (js, subject) = (js.clone(), subject.clone());
+        async move {
+            js.send_publish(subject, message)
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    // Two undecodable payloads: one without a dedup id, one whose dedup id has no dot (both
+    // used to fall back to the same identity, and one of them was lost).
+    publish(
+        bytes::Bytes::from_static(b"\xff\xff\xff not protobuf"),
+        None,
+    )
+    .await;
+    publish(
+        bytes::Bytes::from_static(b"\xff\xfe also not"),
+        Some("garbage"),
+    )
+    .await;
+    // Decodable events whose run id cannot be a subject token: empty, and with a space.
+    let event = |run: &str| WorkerEvent {
+        run_id: run.to_owned(),
+        integration_id: "sage-people".into(),
+        kind: WorkerEventKind::Upsert.into(),
+        worker: Some(Worker {
+            id: "a2G7E000000Garbage".into(),
+            email: Some("garbage@example.com".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    for run in ["", "run with a space"] {
+        publish(
+            peoplesync_bus::codec::encode_worker_event(&event(run)),
+            None,
+        )
+        .await;
+    }
+    let letters = wait_for("four dead letters", Duration::from_secs(60), || async {
+        let letters = d.dead_letters().await;
+        (letters.len() >= 4).then_some(letters)
+    })
+    .await;
+    assert_eq!(letters.len(), 4, "one letter each: {letters:?}");
+    let mut workers: Vec<&str> = letters
+        .iter()
+        .map(|l| l.letter.worker_id.as_str())
+        .collect();
+    workers.dedup();
+    assert_eq!(workers.len(), 4, "each under an identity of its own");
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.letter.run_id == peoplesync_bus::names::INVALID_RUN)
+    );
+    let decoded = letters
+        .iter()
+        .filter(|l| l.letter.reason.contains("cannot be decoded"))
+        .count();
+    let bad_ids = letters
+        .iter()
+        .filter(|l| l.letter.reason.contains("run id"))
+        .count();
+    assert_eq!((decoded, bad_ids), (2, 2), "{letters:?}");
+    // Nothing loops: every event is acknowledged, and nothing reached Oomnitza.
+    let stream = js
+        .get_stream(peoplesync_bus::names::WORKERS_STREAM)
+        .await
+        .unwrap();
+    let consumer_name = peoplesync_bus::names::loader_consumer("sage-people");
+    wait_for("every event settled", Duration::from_secs(30), || {
+        let (stream, name) = (stream.clone(), consumer_name.clone());
+        async move {
+            let info = stream.consumer_info(&name).await.ok()?;
+            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(d.oomnitza.stats().bulk_records, 0);
+    assert!(d.oomnitza.users().is_empty());
+}

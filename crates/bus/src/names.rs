@@ -94,6 +94,28 @@ pub fn event_msg_id(run_id: &str, worker_id: &str) -> String {
     [run_id, ".", worker_id].concat()
 }
 
+/// The run id under which events that cannot be attributed to a run are dead-lettered (an
+/// undecodable payload, or a run or worker id that cannot be a subject token or KV key).
+pub const INVALID_RUN: &str = "invalid";
+
+/// Checks that `id` (a run or worker id from an event) can be a subject token and a KV key
+/// part: 1 to 128 letters, digits, `-` or `_`. `what` names it in the message.
+pub fn validate_event_id(what: &str, id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 128 {
+        return Err(format!("{what} {id:?} must be 1 to 128 characters long"));
+    }
+    match id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        Some(c) => Err(format!(
+            "{what} {id:?} contains {c:?}; only letters, digits, '-' and '_' can be used in \
+             subjects and keys"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Checks that `id` can be an integration id: it becomes a subject token and a KV key part, so
 /// only letters, digits, `-` and `_` are allowed.
 pub fn validate_integration_id(id: &str) -> Result<(), String> {

@@ -137,6 +137,33 @@ pub struct Item {
     pub tracked: Option<Tracked>,
 }
 
+/// The item of an event that cannot be attributed to a run: dead-lettered under run
+/// [`names::INVALID_RUN`] and its own worker id.
+fn invalid_item(
+    integration: String,
+    worker_id: String,
+    letter: Box<DeadLetter>,
+    delivered: u64,
+    message: Delivery,
+) -> Item {
+    Item {
+        key: BatchKey {
+            integration,
+            run_id: names::INVALID_RUN.to_owned(),
+            revision: 0,
+        },
+        integration: None,
+        msg_id: names::event_msg_id(names::INVALID_RUN, &worker_id),
+        worker_id,
+        observed_at_ms: 0,
+        resend: false,
+        disposition: Disposition::Done(Outcome::DeadLettered, Some(letter)),
+        delivered,
+        tracked: None,
+        message,
+    }
+}
+
 /// Builds the item for `message`. `lookup` returns the active config of an integration.
 pub fn prepare(
     message: jetstream::Message,
@@ -161,7 +188,6 @@ pub fn prepare(
         payload: message.payload.clone(),
         stream_sequence,
     };
-    let (run_from_id, worker_from_id) = msg_id.split_once('.').unwrap_or(("unknown", "unknown"));
     let dead = |run_id: &str, worker_id: &str, reason: String| DeadLetter {
         integration: integration_id.clone(),
         run_id: run_id.to_owned(),
@@ -173,28 +199,30 @@ pub fn prepare(
         ..Default::default()
     };
 
+    // An event that cannot be attributed to a run and worker is dead-lettered once, under an
+    // identity of its own (its stream sequence), so two bad events never share a letter or a
+    // dedup id, and no bad id becomes a subject token or key.
+    let invalid = |reason: String| {
+        let worker_id = format!("seq-{stream_sequence}");
+        let letter = dead(names::INVALID_RUN, &worker_id, reason);
+        (worker_id, Box::new(letter))
+    };
     let event = match codec::decode_worker_event(&message.payload) {
         Ok(event) => event,
         Err(err) => {
-            let letter = dead(run_from_id, worker_from_id, err.to_string());
-            return Item {
-                key: BatchKey {
-                    integration: integration_id.clone(),
-                    run_id: run_from_id.to_owned(),
-                    revision: 0,
-                },
-                integration: None,
-                worker_id: worker_from_id.to_owned(),
-                msg_id,
-                observed_at_ms: 0,
-                resend: false,
-                disposition: Disposition::Done(Outcome::DeadLettered, Some(Box::new(letter))),
-                delivered,
-                tracked: None,
-                message,
-            };
+            let (worker_id, letter) = invalid(format!(
+                "the event cannot be decoded (dedup id {msg_id:?}): {err}"
+            ));
+            return invalid_item(integration_id, worker_id, letter, delivered, message);
         }
     };
+    if let Err(problem) = names::validate_event_id("run id", &event.run_id).and_then(|()| {
+        let worker = event.worker.as_ref().map_or("", |w| w.id.as_str());
+        names::validate_event_id("worker id", worker)
+    }) {
+        let (worker_id, letter) = invalid(format!("the event cannot be loaded: {problem}"));
+        return invalid_item(integration_id, worker_id, letter, delivered, message);
+    }
     let kind = event.kind();
     let resend = event.resend;
     let worker = event
