@@ -229,7 +229,7 @@ impl Integration {
         let mut entries = Vec::with_capacity(self.fields.len());
         for field in &self.fields {
             match self.value_of(field, input, &mut ctx) {
-                Ok(value) => entries.push((field.field.clone(), value)),
+                Ok(value) => entries.push((field.field.clone(), without_hidden_controls(value))),
                 Err(problem) => {
                     return Evaluation::Unloadable {
                         reason: format!(
@@ -350,6 +350,24 @@ fn is_key(value: &Value) -> bool {
         Value::String(s) => !s.trim().is_empty(),
         Value::Number(_) | Value::Bool(_) => true,
         _ => false,
+    }
+}
+
+/// `value` without the characters that are invisible or reorder text and that no field of a
+/// person needs: control characters other than tab and line breaks (NUL, BEL, ESC, …) and the
+/// Unicode bidirectional overrides and isolates (U+202A–U+202E, U+2066–U+2069), which can make
+/// a name or e-mail shown in Oomnitza read differently from what it holds. Other values pass
+/// unchanged (and without a copy when there is nothing to remove).
+pub fn without_hidden_controls(value: Value) -> Value {
+    fn hidden(c: char) -> bool {
+        (c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+            || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    }
+    match value {
+        Value::String(text) if text.chars().any(hidden) => {
+            Value::String(text.chars().filter(|c| !hidden(*c)).collect())
+        }
+        other => other,
     }
 }
 

@@ -595,3 +595,22 @@ fn only_configs_that_read_the_raw_record_ask_for_it() {
         "additional fields live in the raw record"
     );
 }
+
+#[test]
+fn hidden_control_characters_never_reach_a_record() {
+    use crate::mapping::without_hidden_controls;
+    assert_eq!(
+        without_hidden_controls(json!("Ada\u{0}\u{7} Love\u{202E}lace\u{2066}")),
+        json!("Ada Lovelace")
+    );
+    assert_eq!(
+        without_hidden_controls(json!("1 Example St\nFloor 2\tEast")),
+        json!("1 Example St\nFloor 2\tEast"),
+        "tabs and line breaks stay"
+    );
+    assert_eq!(without_hidden_controls(json!(25)), json!(25));
+    assert_eq!(
+        without_hidden_controls(json!("Zoë O'Brien")),
+        json!("Zoë O'Brien")
+    );
+}
