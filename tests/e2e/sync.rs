@@ -125,3 +125,43 @@ async fn five_thousand_workers_arrive_in_oomnitza_and_the_portion_is_finalized_o
         "finalized exactly once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_too_large_for_nats_is_skipped_with_a_dead_letter_and_the_run_goes_on() {
+    let d = crate::harness::deployment(40).await;
+    let (expected, _) = d.expected();
+    let (_, raw) = expected.iter().next().expect("a worker");
+    let id = raw["id"].as_str().expect("id").to_owned();
+    // A 1.2 MB field: the event exceeds NATS's default 1 MiB payload.
+    d.sage.patch_worker(
+        &id,
+        serde_json::json!({"hrDepartment": "x".repeat(1_200_000)}),
+    );
+    let _loader = d.loader_with("loader-1", crate::harness::QUICK);
+    let run_id = d.extract_run();
+    let run = d
+        .finalized("sage-people", &run_id, std::time::Duration::from_secs(120))
+        .await;
+    assert_eq!(run.state, peoplesync_bus::RunState::Completed);
+    assert_eq!(
+        run.skipped, 1,
+        "the large worker is skipped, the run goes on"
+    );
+    crate::harness::assert_accounted(&run);
+    let letters = d.dead_letters().await;
+    let letter = letters
+        .iter()
+        .find(|l| l.letter.stage == "extractor")
+        .expect("a dead letter for the large worker");
+    assert_eq!(letter.letter.worker_id, id);
+    assert!(
+        letter.letter.reason.contains("bytes") && letter.letter.reason.contains(&id),
+        "{}",
+        letter.letter.reason
+    );
+    assert_eq!(
+        d.oomnitza.users().len() as u64,
+        run.counts.expect("counts").written,
+        "every other worker loaded"
+    );
+}

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use peoplesync_bus::codec;
-use peoplesync_bus::{Bus, BusError, Publisher, RunRecord, RunState, Runs, names};
+use peoplesync_bus::{Bus, BusError, DeadLetter, Publisher, RunRecord, RunState, Runs, dlq, names};
 use peoplesync_proto::v1::{RunEvent, RunEventKind};
 use peoplesync_runtime::metrics::names as metric;
 use peoplesync_sage_people::{ApiUsage, ErrorKind, SageClient};
@@ -690,6 +690,38 @@ impl Extraction {
 }
 
 /// The listing part of a run: pages in, events out, checkpoints behind.
+/// Headroom left below NATS's payload limit for an event's headers.
+const HEADER_ROOM: usize = 4 * 1024;
+
+/// The largest event payload the connected NATS server accepts (its `max_payload`, less room
+/// for headers).
+fn max_event_bytes(bus: &Bus) -> usize {
+    match bus.client().server_info().max_payload {
+        // Not known (no server info yet): publish, and let NATS answer.
+        0 => usize::MAX,
+        max => max.saturating_sub(HEADER_ROOM),
+    }
+}
+
+/// The dead letter of a worker whose event is too large to publish.
+fn too_large(integration: &str, run_id: &str, worker: &str, size: usize, max: usize) -> DeadLetter {
+    DeadLetter {
+        integration: integration.to_owned(),
+        run_id: run_id.to_owned(),
+        worker_id: worker.to_owned(),
+        reason: format!(
+            "worker {worker}'s event is {size} bytes, more than NATS accepts in one message \
+             ({max} bytes): the worker was skipped. Shorten its largest field in Sage People (or \
+             raise max_payload on the NATS servers), then run again; the letter holds the start \
+             of the record, not an event to replay"
+        ),
+        stage: "extractor".into(),
+        attempts: 1,
+        original_subject: names::workers_subject(integration),
+        ..DeadLetter::default()
+    }
+}
+
 struct Listing<'a> {
     extraction: &'a Extraction,
     checkpoints: &'a Checkpoints,
@@ -788,6 +820,7 @@ impl Listing<'_> {
         });
         let subject = names::workers_subject(integration);
         let observed = codec::now();
+        let max_payload = max_event_bytes(self.extraction.bus());
         let mut ids: Vec<&str> = Vec::with_capacity(records.len());
         let mut published = 0;
         for raw in records {
@@ -798,6 +831,27 @@ impl Listing<'_> {
                 continue;
             }
             match events.upsert(raw, self.checkpoint.published + published + 1, observed) {
+                Ok(event) if event.payload.len() > max_payload => {
+                    // NATS refuses a message this large, and retrying it would stop the run
+                    // for good: the worker is skipped with a dead letter that says so. It
+                    // stays in the seen list, so it is not taken for a removal.
+                    self.checkpoint.skipped += 1;
+                    let worker = id.unwrap_or("(no id)");
+                    let letter = too_large(
+                        integration,
+                        &run_id,
+                        worker,
+                        event.payload.len(),
+                        max_payload,
+                    );
+                    tracing::error!(integration, run_id = %run_id, worker, size = event.payload.len(),
+                        max_payload, "skipping a worker whose event is larger than NATS accepts");
+                    let excerpt: String = raw.to_string().chars().take(64 * 1024).collect();
+                    dlq::record(self.extraction.bus().jetstream(), &letter, excerpt.into()).await?;
+                    if let Some(id) = id {
+                        ids.push(id);
+                    }
+                }
                 Ok(event) => {
                     // With the window full, wait for half of it at once rather than for one ack
                     // per message: far fewer wake-ups, the same bound.
