@@ -100,7 +100,8 @@ impl Credentials {
 /// retried: exponential backoff with jitter, capped, bounded by attempts and by elapsed time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Attempts in all, the first one included (default 6). `0` is treated as `1`.
+    /// Attempts in all, the first one included (default 30: enough that `max_elapsed`, not
+    /// the count, ends the retries). `0` is treated as `1`.
     pub max_attempts: usize,
     /// Delay before the first retry (default 200 ms); each later delay doubles.
     pub initial_delay: Duration,
@@ -112,8 +113,10 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
+        // Six attempts took 3–6 s, so a Sage People outage of a few seconds failed the run
+        // although the documented budget is two minutes: the elapsed time bounds it now.
         RetryPolicy {
-            max_attempts: 6,
+            max_attempts: 30,
             initial_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(10),
             max_elapsed: Duration::from_secs(120),

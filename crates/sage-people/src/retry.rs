@@ -137,6 +137,22 @@ mod tests {
     }
 
     #[test]
+    fn the_default_policy_keeps_retrying_for_its_two_minutes() {
+        let policy = RetryPolicy::default();
+        for unit in [0.0, 0.5, 0.999] {
+            let mut backoff = Backoff::new(&policy);
+            let mut elapsed = Duration::ZERO;
+            while let Some(delay) = backoff.next_delay(elapsed, unit) {
+                elapsed += delay;
+            }
+            assert!(
+                elapsed > Duration::from_secs(100) && elapsed <= policy.max_elapsed,
+                "retries span {elapsed:?} with jitter {unit}: the elapsed budget, not the count, ends them"
+            );
+        }
+    }
+
+    #[test]
     fn one_attempt_means_no_retry() {
         for max_attempts in [0, 1] {
             let mut backoff = Backoff::new(&RetryPolicy {
