@@ -16,6 +16,19 @@ use peoplesync_testkit::wait_for;
 
 use crate::harness::{QUICK, assert_accounted, deployment};
 
+/// Waits (up to a minute) for the integration's pause flag to say paused; returns it.
+async fn paused(pauses: &Pauses, what: &str) -> peoplesync_bus::PauseFlag {
+    wait_for(what, Duration::from_secs(60), || async {
+        pauses
+            .get("sage-people")
+            .await
+            .ok()
+            .flatten()
+            .filter(|f| f.paused)
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_failed_inside_oomnitza_are_dead_lettered_and_sent_again_once_fixed() {
     let d = deployment(400).await;
@@ -169,15 +182,7 @@ async fn an_unknown_field_id_pauses_the_integration_until_the_config_is_fixed() 
     let run_id = d.extract_run();
 
     let pauses = Pauses::new(bus.state_kv().clone());
-    let flag = wait_for("the refusal pause", Duration::from_secs(60), || async {
-        pauses
-            .get("sage-people")
-            .await
-            .ok()
-            .flatten()
-            .filter(|f| f.paused)
-    })
-    .await;
+    let flag = paused(&pauses, "the refusal pause").await;
     let reason = flag.reason.clone().unwrap_or_default();
     assert!(
         reason.contains(unknown),
@@ -314,15 +319,7 @@ async fn a_loader_starting_with_an_unknown_field_id_pauses_the_integration_befor
     let _loader = d.loader("loader-1", &["--integration", &path]);
     let bus = d.bus().await;
     let pauses = Pauses::new(bus.state_kv().clone());
-    let flag = wait_for("the pause at start", Duration::from_secs(60), || async {
-        pauses
-            .get("sage-people")
-            .await
-            .ok()
-            .flatten()
-            .filter(|f| f.paused)
-    })
-    .await;
+    let flag = paused(&pauses, "the pause at start").await;
     let reason = flag.reason.unwrap_or_default();
     assert!(reason.contains(unknown), "{reason}");
     assert!(flag.refused_config_revision.is_some());
