@@ -147,13 +147,26 @@ impl Finalizer {
                             }
                         }
                         Some(Err(err)) => tracing::debug!(error = %err, "run watch error"),
-                        None => watch = None,
+                        None => {
+                            tracing::warn!("the run record watch ended (NATS connection or node lost); watching again at the next sweep");
+                            watch = None;
+                        }
                     }
                 }
                 _ = sweep.tick() => {
                     // Forget finalized runs (no more pokes come for them); runs still near
                     // their end are found again by their next coalesced check.
                     near_end.clear();
+                    if watch.is_none() {
+                        // The sweep finds every run meanwhile; the watch only makes it faster.
+                        match self.runs.watch().await {
+                            Ok(again) => {
+                                tracing::info!("watching run records again");
+                                watch = Some(again);
+                            }
+                            Err(err) => tracing::debug!(error = %err, "cannot watch run records yet"),
+                        }
+                    }
                     self.sweep(&mut settled).await;
                 }
             }
