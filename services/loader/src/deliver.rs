@@ -411,8 +411,10 @@ impl Deliverer {
         {
             Ok(revision) => self.gates.set_flag(integration, Some(&flag), revision),
             Err(bus) => {
+                // The next flag the watch delivers (an operator's resume, say) still applies;
+                // a batch refused again pauses this replica again.
                 tracing::error!(integration, error = %bus, "cannot store the pause flag; pausing this replica only");
-                self.gates.set_flag(integration, Some(&flag), u64::MAX);
+                self.gates.set_flag_locally(integration, &flag);
             }
         }
         reason

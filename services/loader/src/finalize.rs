@@ -196,7 +196,7 @@ impl Finalizer {
                 Ok(Some(record)) if needs_verify(&record) => {
                     self.spawn_verify(&record.integration, &record.run_id);
                 }
-                Ok(Some(record)) if is_settled(&record) => {
+                Ok(Some(record)) if record.is_settled() => {
                     settled.finished.insert(key, finished_at(&record));
                 }
                 Ok(_) => {}
@@ -224,7 +224,7 @@ impl Finalizer {
             // Read again: the record may have changed (held removals approved) or gone.
             match self.runs.get_by_key(&key).await {
                 Ok(Some(record))
-                    if is_settled(&record)
+                    if record.is_settled()
                         && record.removals_held == 0
                         && past_retention(finished_at(&record), now, retention) =>
                 {
@@ -473,11 +473,6 @@ struct Settled {
     finished: HashMap<String, Option<chrono::DateTime<chrono::Utc>>>,
     /// When runs past the retention were last looked for.
     retention_checked: Option<Instant>,
-}
-
-/// Whether nothing more happens to `record`'s portion (see [`RunRecord::is_settled`]).
-fn is_settled(record: &RunRecord) -> bool {
-    record.is_settled()
 }
 
 /// When the run finished: its `finished_at`, else when it started.

@@ -137,6 +137,18 @@ impl Gates {
         self.set_flag(integration, flag.as_ref(), revision);
     }
 
+    /// Applies `flag` on this replica only (it could not be stored in KV), at the revision
+    /// already recorded: the next flag the watch delivers still replaces it.
+    pub fn set_flag_locally(&self, integration: &str, flag: &PauseFlag) {
+        let revision = self
+            .paused
+            .read()
+            .ok()
+            .and_then(|flags| flags.get(integration).map(|state| state.revision))
+            .unwrap_or(0);
+        self.set_flag(integration, Some(flag), revision);
+    }
+
     /// Records `integration`'s pause flag (`None`: never paused, or deleted), as read at KV
     /// `revision`; a read older than the one already recorded is ignored.
     pub fn set_flag(&self, integration: &str, flag: Option<&PauseFlag>, revision: u64) {

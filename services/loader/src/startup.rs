@@ -76,7 +76,8 @@ pub async fn check_fields(loader: &Loader) {
                 {
                     Ok(kv_revision) => loader.gates().set_flag(&id, Some(&flag), kv_revision),
                     Err(err) => {
-                        tracing::error!(integration = %id, error = %err, "cannot store the pause flag")
+                        tracing::error!(integration = %id, error = %err, "cannot store the pause flag; pausing this replica only");
+                        loader.gates().set_flag_locally(&id, &flag);
                     }
                 }
             }

@@ -37,6 +37,8 @@ use crate::integrations::Integrations;
 pub const CLAIM_EXPIRY: Duration = Duration::from_secs(120);
 /// How often a replica renews its claim while it checks.
 const RENEW: Duration = Duration::from_secs(30);
+/// How often a check still waiting for Oomnitza says so.
+const PROGRESS_EVERY: Duration = Duration::from_secs(60);
 /// Longest wait between two reads of a run log that is still processing.
 const LOG_POLL_MAX: Duration = Duration::from_secs(5);
 /// Users read per page.
@@ -310,7 +312,8 @@ impl Verifier {
     pub async fn verify(&self, integration: &str, run_id: &str) -> Result<(), BusError> {
         let now = chrono::Utc::now().to_rfc3339();
         let mut won = false;
-        self.runs
+        let claimed = self
+            .runs
             .update(integration, run_id, |record| {
                 won = needs_verify(record);
                 if won && let Some(v) = record.verification.as_mut() {
@@ -322,6 +325,9 @@ impl Verifier {
                 won
             })
             .await?;
+        let accepted = claimed
+            .and_then(|record| record.verification)
+            .map_or(0, |v| v.accepted);
         if !won {
             return Ok(());
         }
@@ -346,11 +352,6 @@ impl Verifier {
         let judge = Arc::new(Judge::new(config.as_deref(), failures));
         let mut tally = Tally::default();
         let group = self.settings.read_batch.max(1);
-        let accepted = self
-            .runs
-            .get(integration, run_id)
-            .await?
-            .map_or(0, |(r, _)| r.verification.map_or(0, |v| v.accepted));
         let mut written =
             WrittenEvents::open(self.bus.jetstream(), integration, run_id, group).await?;
         let checked = if (PAGE_ALL_FROM..=PAGE_ALL_UP_TO).contains(&accepted) {
@@ -423,6 +424,7 @@ impl Verifier {
     async fn wait_processed(&self, claim: &mut Claim<'_>) -> Result<RunLog, String> {
         let limit = Duration::from_secs(self.settings.processing_timeout_secs);
         let started = Instant::now();
+        let mut said = started;
         let mut wait = Duration::from_millis(20);
         loop {
             let last = match self.client.run_log(claim.run_id).await {
@@ -430,6 +432,13 @@ impl Verifier {
                 Ok(log) => format!("{} record(s) still processing", log.processing()),
                 Err(err) => format!("cannot read the run log: {err}"),
             };
+            // Waiting is said, at most once a minute, never in silence.
+            if said.elapsed() >= PROGRESS_EVERY {
+                said = Instant::now();
+                tracing::warn!(integration = claim.integration, run_id = claim.run_id,
+                    waited_s = started.elapsed().as_secs(), limit_s = limit.as_secs(), %last,
+                    "still waiting for Oomnitza to finish processing the run before checking it");
+            }
             if started.elapsed() >= limit {
                 return Err(format!(
                     "Oomnitza did not finish processing the portion within {} s ({last}); the \
