@@ -1,7 +1,14 @@
 //! Publishing to JetStream with a dedup id per message and acks awaited in a bounded window:
-//! up to `window` messages are in flight at once (pipelined), the oldest ack is awaited before
-//! another is sent, and a publish whose ack timed out is sent again with the same id, so the
-//! server's dedup window turns a retry that raced a late ack into a no-op.
+//! up to `window` messages are in flight at once (pipelined), and the oldest ack is awaited
+//! before another is sent.
+//!
+//! When an ack is lost (NATS restarted, a cluster node went away, the connection dropped), every
+//! ack still outstanding was very likely lost with it, and async-nats starts an ack's timeout only
+//! when it is awaited; waiting for them one by one would cost one timeout per message. So the
+//! whole window is sent again at once, with the same ids (the server's dedup window turns a
+//! message that had been stored into a no-op), and sending again goes on with a growing pause
+//! until the acks come back or one deadline (two minutes unless set) has passed since the first
+//! lost ack.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -9,18 +16,24 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
 use bytes::Bytes;
+use tokio::time::Instant;
 
 use crate::BusError;
 
-/// Attempts per message when acks time out or the connection drops.
-const MAX_ATTEMPTS: u32 = 5;
+/// How long acks may stay lost before publishing fails, unless set with
+/// [`Publisher::with_deadline`].
+pub const DEFAULT_ACK_DEADLINE: Duration = Duration::from_secs(120);
+
+/// The longest pause between two re-sends of the window.
+const MAX_PAUSE: Duration = Duration::from_secs(5);
 
 struct InFlight {
     subject: String,
     id: String,
     payload: Bytes,
     headers: Option<HeaderMap>,
-    ack: PublishAckFuture,
+    /// `None` once awaited without an answer, until the window is sent again.
+    ack: Option<PublishAckFuture>,
 }
 
 /// A pipelined JetStream publisher. Call [`Publisher::flush`] before relying on everything
@@ -32,6 +45,10 @@ pub struct Publisher {
     sent: u64,
     stored: u64,
     duplicates: u64,
+    deadline: Duration,
+    /// When the first ack of the current streak of lost ones was found lost.
+    failing_since: Option<Instant>,
+    resends: u64,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -53,7 +70,21 @@ impl Publisher {
             sent: 0,
             stored: 0,
             duplicates: 0,
+            deadline: DEFAULT_ACK_DEADLINE,
+            failing_since: None,
+            resends: 0,
         }
+    }
+
+    /// Fails a publish only once acks have stayed lost for `deadline` (at least one second).
+    pub fn with_deadline(mut self, deadline: Duration) -> Publisher {
+        self.deadline = deadline.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Times the window in flight was sent again after a lost ack.
+    pub fn resends(&self) -> u64 {
+        self.resends
     }
 
     /// Publishes `payload` to `subject` with dedup id `id`; waits only when the window is full.
@@ -73,7 +104,7 @@ impl Publisher {
             id,
             payload,
             headers,
-            ack,
+            ack: Some(ack),
         });
         self.sent += 1;
         Ok(())
@@ -123,50 +154,113 @@ impl Publisher {
     }
 
     async fn settle_oldest(&mut self) -> Result<(), BusError> {
-        let Some(first) = self.in_flight.pop_front() else {
-            return Ok(());
-        };
-        let mut attempt = 1;
-        let mut pending = first.ack;
         loop {
-            match pending.await {
+            let Some(first) = self.in_flight.front_mut() else {
+                return Ok(());
+            };
+            let Some(ack) = first.ack.take() else {
+                self.resend_window().await?;
+                continue;
+            };
+            match ack.await {
                 Ok(ack) => {
                     if ack.duplicate {
                         self.duplicates += 1;
                     } else {
                         self.stored += 1;
                     }
+                    self.in_flight.pop_front();
+                    if self.failing_since.take().is_some() {
+                        tracing::info!(resends = self.resends, "NATS acknowledges publishes again");
+                    }
                     return Ok(());
                 }
-                Err(err) if attempt < MAX_ATTEMPTS && is_retryable(&err) => {
-                    tracing::warn!(subject = %first.subject, id = %first.id, attempt, error = %err,
-                        "publish not acknowledged; sending again with the same id");
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-                    attempt += 1;
-                    pending = send(
-                        &self.js,
-                        &first.subject,
-                        &first.id,
-                        &first.payload,
-                        first.headers.as_ref(),
-                    )
-                    .await?;
+                Err(err) if is_retryable(&err) => {
+                    let since = *self.failing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.deadline {
+                        return Err(self.gave_up(err.to_string()));
+                    }
+                    tracing::warn!(in_flight = self.in_flight.len(), error = %err,
+                        round = self.resends + 1,
+                        "a publish was not acknowledged; sending the whole window again with the same ids");
+                    // Every later ack is lost too: send them all again now.
+                    self.resend_window().await?;
                 }
                 Err(err) => {
+                    let first = self.in_flight.pop_front();
                     return Err(BusError::Publish {
-                        subject: first.subject,
-                        id: first.id,
+                        subject: first
+                            .as_ref()
+                            .map(|f| f.subject.clone())
+                            .unwrap_or_default(),
+                        id: first.map(|f| f.id).unwrap_or_default(),
                         message: err.to_string(),
                     });
                 }
             }
         }
     }
+
+    /// Sends every message in flight again, after a pause that grows with each round; a send
+    /// refused while the connection is down is tried again in the next round.
+    async fn resend_window(&mut self) -> Result<(), BusError> {
+        let round = u32::try_from(self.resends.min(8)).unwrap_or(8);
+        let pause = (Duration::from_millis(250) * 2u32.pow(round)).min(MAX_PAUSE);
+        tokio::time::sleep(pause).await;
+        self.resends += 1;
+        for index in 0..self.in_flight.len() {
+            let message = &self.in_flight[index];
+            match send(
+                &self.js,
+                &message.subject,
+                &message.id,
+                &message.payload,
+                message.headers.as_ref(),
+            )
+            .await
+            {
+                Ok(ack) => self.in_flight[index].ack = Some(ack),
+                Err(err) => {
+                    let since = *self.failing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.deadline {
+                        return Err(self.gave_up(err.to_string()));
+                    }
+                    tracing::warn!(error = %err, "cannot send to NATS; trying the window again");
+                    // The rest keep no ack and are sent in the next round.
+                    for rest in self.in_flight.iter_mut().skip(index) {
+                        rest.ack = None;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn gave_up(&self, error: String) -> BusError {
+        let first = self.in_flight.front();
+        BusError::Publish {
+            subject: first.map(|f| f.subject.clone()).unwrap_or_default(),
+            id: first.map(|f| f.id.clone()).unwrap_or_default(),
+            message: format!(
+                "NATS has not acknowledged publishes for {} s ({error}; {} messages in flight, sent again {} times)",
+                self.deadline.as_secs(),
+                self.in_flight.len(),
+                self.resends
+            ),
+        }
+    }
 }
 
+/// Whether sending again may help: a lost or refused ack, or JetStream answering "no
+/// responders" or an error while it recovers after a restart. A message that can never be
+/// stored (too large, a failed expectation) is not retried.
 fn is_retryable(err: &jetstream::context::PublishError) -> bool {
     use jetstream::context::PublishErrorKind as K;
-    matches!(err.kind(), K::TimedOut | K::BrokenPipe | K::MaxAckPending)
+    !matches!(
+        err.kind(),
+        K::WrongLastMessageId | K::WrongLastSequence | K::MaxPayloadExceeded
+    )
 }
 
 async fn send(

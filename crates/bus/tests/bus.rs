@@ -8,6 +8,10 @@
 #[path = "bus/connect.rs"]
 mod connect;
 
+/// Publishing through a server restart.
+#[path = "bus/publish.rs"]
+mod publish;
+
 use std::time::Duration;
 
 use bytes::Bytes;

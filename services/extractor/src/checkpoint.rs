@@ -6,11 +6,15 @@
 //! interrupted while publishing removals finishes them the same way.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use peoplesync_bus::BusError;
 use serde::{Deserialize, Serialize};
+
+/// How long a checkpoint write is tried again while NATS does not answer.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Where an unfinished run stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,28 +143,71 @@ impl Checkpoints {
             Bytes::from(serde_json::to_vec(checkpoint).map_err(|e| {
                 BusError::kv(peoplesync_bus::names::STATE_BUCKET, "encode", &key, e)
             })?);
-        let revision = match self.known_revision() {
-            Some(known) => self.kv.update(&key, value, known).await.map_err(|e| {
-                if e.kind() == kv::UpdateErrorKind::WrongLastRevision {
-                    BusError::kv(
-                        peoplesync_bus::names::STATE_BUCKET,
-                        "write",
-                        &key,
-                        "another extractor replica moved this run's checkpoint (it took over the \
-                         scheduler lease); this replica stops the run",
-                    )
-                } else {
+        let revision =
+            match self.known_revision() {
+                Some(known) => match self.kv.update(&key, value.clone(), known).await {
+                    Ok(revision) => revision,
+                    Err(err) => self.recover_write(&key, &value, known, err).await?,
+                },
+                None => self.kv.put(&key, value).await.map_err(|e| {
                     BusError::kv(peoplesync_bus::names::STATE_BUCKET, "write", &key, e)
-                }
-            })?,
-            None => {
-                self.kv.put(&key, value).await.map_err(|e| {
-                    BusError::kv(peoplesync_bus::names::STATE_BUCKET, "write", &key, e)
-                })?
-            }
-        };
+                })?,
+            };
         self.set_revision(Some(revision));
         Ok(())
+    }
+
+    /// After a compare-and-set write failed: a write whose answer was lost (NATS restarted, a
+    /// node went away) may have landed, and then the stored value is ours; a write that did not
+    /// land is tried again while NATS recovers (up to [`WRITE_DEADLINE`]). Only a value written
+    /// by someone else fences this writer off.
+    async fn recover_write(
+        &self,
+        key: &str,
+        value: &Bytes,
+        known: u64,
+        first: kv::UpdateError,
+    ) -> Result<u64, BusError> {
+        let fenced = || {
+            BusError::kv(
+                peoplesync_bus::names::STATE_BUCKET,
+                "write",
+                key,
+                "another extractor replica moved this run's checkpoint (it took over the \
+                 scheduler lease); this replica stops the run",
+            )
+        };
+        let started = tokio::time::Instant::now();
+        tracing::warn!(key, error = %first, "a checkpoint write failed; checking whether it landed");
+        let mut last_error;
+        let mut pause = Duration::from_millis(200);
+        loop {
+            match self.kv.entry(key).await {
+                Ok(Some(entry)) if entry.value == *value => return Ok(entry.revision),
+                Ok(Some(entry)) if entry.revision == known => {
+                    match self.kv.update(key, value.clone(), known).await {
+                        Ok(revision) => return Ok(revision),
+                        Err(err) => last_error = err.to_string(),
+                    }
+                }
+                Ok(_) => return Err(fenced()),
+                Err(err) => last_error = err.to_string(),
+            }
+            if started.elapsed() >= WRITE_DEADLINE {
+                return Err(BusError::kv(
+                    peoplesync_bus::names::STATE_BUCKET,
+                    "write",
+                    key,
+                    format!(
+                        "not stored within {} s: {last_error}",
+                        WRITE_DEADLINE.as_secs()
+                    ),
+                ));
+            }
+            tracing::warn!(key, error = %last_error, "cannot store the checkpoint yet; trying again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
     }
 
     /// Forgets the checkpoint of `integration` (the run ended).

@@ -47,6 +47,10 @@ fn one() -> usize {
     1
 }
 
+fn sage_retry_secs() -> u64 {
+    120
+}
+
 /// The extractor's settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,6 +67,11 @@ pub struct ExtractorConfig {
     pub publish_window: usize,
     /// Timeout of every Sage People request, in seconds.
     pub request_timeout_secs: u64,
+    /// How long a Sage People request failing transiently (5xx, timeouts, connection errors) is
+    /// retried before the run stops, resumable, in seconds (default 120). The run is then
+    /// resumed under `run_retry`.
+    #[serde(default = "sage_retry_secs")]
+    pub sage_retry_secs: u64,
     /// Share of the org's daily API quota (0 < share <= 1) past which a run stops, resumable,
     /// so the integration never starves the customer's other Salesforce users.
     pub quota_share: f64,
@@ -75,6 +84,9 @@ pub struct ExtractorConfig {
     pub http_listen: String,
     /// When removals are held for approval instead of published.
     pub removals: RemovalPolicy,
+    /// How a run stopped by a NATS or transient Sage People failure is started again.
+    #[serde(default)]
+    pub run_retry: RunRetry,
     /// Named Sage People credential sets; `default` comes from the `SAGE_PEOPLE_*` variables.
     pub credentials: BTreeMap<String, CredentialSet>,
 }
@@ -105,6 +117,48 @@ impl RemovalPolicy {
     pub fn holds(&self, removed: u64, previously_listed: u64) -> bool {
         removed > self.hold_above_count
             || removed as f64 > self.hold_above_share * previously_listed as f64
+    }
+}
+
+/// Retrying runs that stopped part-way but can resume from their checkpoint (NATS
+/// unreachable, Sage People failing for longer than its two-minute retry budget): the scheduling
+/// replica resumes them after `first_delay_secs`, doubling the pause after each further failure
+/// up to `max_delay_secs`, at most `max_attempts` times. A run stopped by a configuration
+/// problem or by the API quota is not retried (the first needs a fix, the second the next
+/// scheduled run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunRetry {
+    /// Retry at all (default true).
+    pub enabled: bool,
+    /// Pause before the first retry, in seconds (default 10).
+    pub first_delay_secs: u64,
+    /// Longest pause between retries, in seconds (default 900).
+    pub max_delay_secs: u64,
+    /// Retries of one run before waiting for the next scheduled or manual run (default 10).
+    pub max_attempts: u32,
+}
+
+impl Default for RunRetry {
+    fn default() -> Self {
+        RunRetry {
+            enabled: true,
+            first_delay_secs: 10,
+            max_delay_secs: 900,
+            max_attempts: 10,
+        }
+    }
+}
+
+impl RunRetry {
+    /// The pause before retry number `attempt` (0 for the first).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 2u64.saturating_pow(attempt.min(32));
+        Duration::from_secs(
+            self.first_delay_secs
+                .saturating_mul(factor)
+                .min(self.max_delay_secs),
+        )
     }
 }
 
@@ -151,11 +205,13 @@ impl Default for ExtractorConfig {
             integrations: vec!["sage-people".into()],
             publish_window: 512,
             request_timeout_secs: 30,
+            sage_retry_secs: sage_retry_secs(),
             quota_share: 0.8,
             lease_ttl_secs: 15,
             replica: None,
             http_listen: "127.0.0.1:9090".into(),
             removals: RemovalPolicy::default(),
+            run_retry: RunRetry::default(),
             credentials: BTreeMap::new(),
         }
     }
@@ -261,6 +317,23 @@ impl ExtractorConfig {
                 "lease_ttl_secs must be between 1 and 3600".into(),
             ));
         }
+        if self.sage_retry_secs == 0 || self.sage_retry_secs > 3600 {
+            return Err(ConfigError(format!(
+                "sage_retry_secs = {}: it must be between 1 and 3600 (default 120)",
+                self.sage_retry_secs
+            )));
+        }
+        if self.run_retry.first_delay_secs == 0
+            || self.run_retry.max_delay_secs < self.run_retry.first_delay_secs
+            || self.run_retry.max_attempts == 0
+        {
+            return Err(ConfigError(format!(
+                "run_retry: first_delay_secs ({}) must be at least 1 and at most max_delay_secs ({}), and max_attempts ({}) at least 1 (set enabled = false to turn retries off)",
+                self.run_retry.first_delay_secs,
+                self.run_retry.max_delay_secs,
+                self.run_retry.max_attempts
+            )));
+        }
         if self.http_listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError(format!(
                 "http_listen {:?} is not an address such as 127.0.0.1:9090 (PEOPLESYNC_HTTP_LISTEN)",
@@ -363,6 +436,7 @@ impl ExtractorConfig {
         };
         let mut config = SageConfig::new(set.login_url.trim_end_matches('/'), credentials);
         config.request_timeout = Duration::from_secs(self.request_timeout_secs.max(1));
+        config.retry.max_elapsed = Duration::from_secs(self.sage_retry_secs);
         Ok(config)
     }
 }

@@ -12,7 +12,7 @@
 //! - [`check`]: the Sage People side of `syncctl check`, also run at start and on config
 //!   changes for `/readyz`.
 //! - [`service`]: the long-running service: [`lease`] (one scheduling replica), [`schedule`],
-//!   [`runner`] (one run at a time), [`commands`] (request/reply) and [`single`] (one-worker
+//!   [`runner`] (one run at a time), [`retry`] (resuming a stopped run on a timer), [`commands`] (request/reply) and [`single`] (one-worker
 //!   commands, progress, approvals).
 
 pub mod check;
@@ -25,6 +25,7 @@ pub mod lease;
 pub mod quota;
 pub use peoplesync_core::source_filter as filter;
 pub mod removals;
+pub mod retry;
 pub mod run;
 pub mod runner;
 pub mod schedule;

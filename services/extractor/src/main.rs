@@ -56,6 +56,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     peoplesync_runtime::metrics::describe_extractor();
     let readiness = peoplesync_runtime::Readiness::new();
+    let service = service.with_readiness(readiness.clone());
     let client = bus.client().clone();
     readiness.set_check("nats", move || {
         client.connection_state() == async_nats::connection::State::Connected

@@ -1,6 +1,8 @@
 //! One full run at a time per integration: a trigger (schedule, command, start-up resume)
 //! during a run gets "already running" with the run's id instead of a second run.
 
+use std::sync::Arc;
+
 use peoplesync_bus::control::RunStarted;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -20,6 +22,8 @@ pub struct Runner {
     extraction: Extraction,
     current: Mutex<Option<Current>>,
     stop: CancellationToken,
+    /// The run that last stopped with an error, and the error.
+    last_failure: Arc<std::sync::Mutex<Option<(String, String)>>>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -37,6 +41,7 @@ impl Runner {
             extraction,
             current: Mutex::new(None),
             stop,
+            last_failure: Arc::default(),
         }
     }
 
@@ -76,8 +81,16 @@ impl Runner {
         let cancel = self.stop.child_token();
         let token = cancel.clone();
         let integration = self.extraction.integration().to_owned();
+        let last_failure = self.last_failure.clone();
+        let failed_run = run_id.clone();
         let handle = tokio::spawn(async move {
             let result = prepared.execute(token).await;
+            if let Ok(mut slot) = last_failure.lock() {
+                *slot = match &result {
+                    Err(RunError::Interrupted { .. }) | Ok(_) => None,
+                    Err(err) => Some((failed_run, err.to_string())),
+                };
+            }
             match &result {
                 Ok(summary) => tracing::info!(%integration, run_id = %summary.run_id,
                     published = summary.published, removed = summary.removed,
@@ -111,6 +124,14 @@ impl Runner {
                 None
             }
         }
+    }
+
+    /// Why run `run_id` last stopped with an error, if this replica ran it.
+    pub fn last_failure(&self, run_id: &str) -> Option<String> {
+        let slot = self.last_failure.lock().ok()?;
+        slot.as_ref()
+            .filter(|(id, _)| id == run_id)
+            .map(|(_, why)| why.clone())
     }
 
     /// The run going, if any.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use peoplesync_bus::{Bus, BusError, RunState, Runs};
+use peoplesync_runtime::Readiness;
 use peoplesync_runtime::metrics::names as metric;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -19,6 +20,7 @@ use crate::commands;
 use crate::config::{ExtractorConfig, SecretSource};
 use crate::error::RunError;
 use crate::lease::{self, Lease, LeaseValue};
+use crate::retry::Retrier;
 use crate::run::{Extraction, RunOptions, RunSummary};
 use crate::runner::Runner;
 use crate::schedule::{self, Clock, Plan, SystemClock};
@@ -53,6 +55,7 @@ pub struct Service {
     runners: Vec<Arc<Runner>>,
     clock: Arc<dyn Clock>,
     runs_stop: CancellationToken,
+    readiness: Option<Readiness>,
 }
 
 impl std::fmt::Debug for Service {
@@ -96,12 +99,19 @@ impl Service {
             runners,
             clock: Arc::new(SystemClock),
             runs_stop,
+            readiness: None,
         })
     }
 
     /// Uses `clock` for schedules (tests pass one that follows tokio's paused clock).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Service {
         self.clock = clock;
+        self
+    }
+
+    /// Notes what keeps a run from going (a stopped run waiting for its retry) on `readiness`.
+    pub fn with_readiness(mut self, readiness: Readiness) -> Service {
+        self.readiness = Some(readiness);
         self
     }
 
@@ -207,6 +217,11 @@ impl Service {
                 self.replica.clone(),
                 self.ttl(),
                 self.clock.clone(),
+                Retrier::new(
+                    self.config.run_retry,
+                    runner.extraction().integration(),
+                    self.readiness.clone(),
+                ),
                 shutdown.clone(),
             )));
         }
@@ -228,6 +243,7 @@ async fn serve_integration(
     replica: String,
     ttl: Duration,
     clock: Arc<dyn Clock>,
+    mut retrier: Retrier,
     stop: CancellationToken,
 ) {
     let integration = runner.extraction().integration().to_owned();
@@ -255,6 +271,7 @@ async fn serve_integration(
             plans.clone(),
             clock.clone(),
             leader.clone(),
+            &mut retrier,
             stop.child_token(),
         )
         .await;
@@ -283,6 +300,7 @@ async fn lead(
     plans: watch::Receiver<Plan>,
     clock: Arc<dyn Clock>,
     mut leader: watch::Receiver<bool>,
+    retrier: &mut Retrier,
     term: CancellationToken,
 ) {
     let integration = runner.extraction().integration().to_owned();
@@ -307,9 +325,12 @@ async fn lead(
         leader.clone(),
         term.clone(),
     ));
+    let mut retry_poll = tokio::time::interval(crate::retry::POLL);
+    retry_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = term.cancelled() => break,
+            _ = retry_poll.tick() => retrier.step(runner, bus).await,
             changed = leader.changed() => {
                 if changed.is_err() || !*leader.borrow_and_update() {
                     break;

@@ -21,5 +21,7 @@ mod listing;
 mod removals;
 #[path = "extractor/resume.rs"]
 mod resume;
+#[path = "extractor/retry.rs"]
+mod retry;
 #[path = "extractor/scheduler.rs"]
 mod scheduler;

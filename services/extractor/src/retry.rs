@@ -1,0 +1,160 @@
+//! Resuming a run that stopped part-way, on a timer, by the replica that holds the scheduler
+//! lease: a run stopped by NATS (its record still `running`) or by a Sage People failure that
+//! outlasted the client's retry budget (`failed`, its checkpoint kept) is resumed from its
+//! checkpoint after a growing pause ([`RunRetry`]), so nobody has to type `syncctl run` after an
+//! outage. Every wait and every attempt is logged, and shown on `/readyz` as a note
+//! `run_retry.<integration>`.
+
+use std::time::Duration;
+
+use peoplesync_bus::{Bus, RunState, Runs};
+use peoplesync_runtime::Readiness;
+use tokio::time::Instant;
+
+use crate::checkpoint::Checkpoints;
+use crate::config::RunRetry;
+use crate::runner::Runner;
+
+/// How often the lease holder looks for a run to resume.
+pub const POLL: Duration = Duration::from_secs(5);
+
+/// A run that stopped part-way and can resume from its checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resumable {
+    /// The run.
+    pub run_id: String,
+    /// Its recorded state (`running` after a NATS failure, `failed` after a Sage People one).
+    pub state: RunState,
+    /// The recorded error, if any.
+    pub error: Option<String>,
+}
+
+/// The run of `integration` that stopped part-way, if any. `None` too when NATS cannot be read
+/// (the next look tries again).
+pub async fn resumable_run(bus: &Bus, integration: &str) -> Option<Resumable> {
+    let checkpoint = Checkpoints::new(bus.state_kv().clone())
+        .load(integration)
+        .await
+        .ok()??;
+    let (record, _) = Runs::new(bus.state_kv().clone())
+        .get(integration, &checkpoint.run_id)
+        .await
+        .ok()??;
+    matches!(record.state, RunState::Running | RunState::Failed).then(|| Resumable {
+        run_id: checkpoint.run_id,
+        state: record.state,
+        error: record.error,
+    })
+}
+
+/// The retry bookkeeping of one integration on the lease holder.
+#[derive(Debug)]
+pub struct Retrier {
+    policy: RunRetry,
+    integration: String,
+    readiness: Option<Readiness>,
+    current: Option<Pending>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    run_id: String,
+    attempts: u32,
+    next_at: Instant,
+    gave_up: bool,
+}
+
+impl Retrier {
+    /// Retries of `integration`'s runs under `policy`, noted on `readiness` when given.
+    pub fn new(policy: RunRetry, integration: &str, readiness: Option<Readiness>) -> Retrier {
+        Retrier {
+            policy,
+            integration: integration.to_owned(),
+            readiness,
+            current: None,
+        }
+    }
+
+    fn note_key(&self) -> String {
+        format!("run_retry.{}", self.integration)
+    }
+
+    fn note(&self, text: Option<String>) {
+        if let Some(readiness) = &self.readiness {
+            readiness.note(&self.note_key(), text);
+        }
+    }
+
+    /// One look: resumes the stopped run when its pause is over.
+    pub async fn step(&mut self, runner: &Runner, bus: &Bus) {
+        if !self.policy.enabled || runner.running().await.is_some() {
+            return;
+        }
+        let integration = self.integration.clone();
+        let Some(stopped) = resumable_run(bus, &integration).await else {
+            if self.current.take().is_some() {
+                self.note(None);
+            }
+            return;
+        };
+        let why = runner
+            .last_failure(&stopped.run_id)
+            .or(stopped.error.clone())
+            .unwrap_or_else(|| "it stopped part-way".into());
+        let pending = match &mut self.current {
+            Some(pending) if pending.run_id == stopped.run_id => pending,
+            _ => {
+                let delay = self.policy.delay(0);
+                tracing::warn!(%integration, run_id = %stopped.run_id, reason = %why,
+                    delay_secs = delay.as_secs(), "the run stopped part-way; resuming it from its checkpoint after a pause");
+                self.current.insert(Pending {
+                    run_id: stopped.run_id.clone(),
+                    attempts: 0,
+                    next_at: Instant::now() + delay,
+                    gave_up: false,
+                })
+            }
+        };
+        if pending.attempts >= self.policy.max_attempts {
+            if !pending.gave_up {
+                pending.gave_up = true;
+                let text = format!(
+                    "run {} stopped ({why}) and failed {} retries; the next scheduled or manual run resumes it",
+                    stopped.run_id, pending.attempts
+                );
+                tracing::error!(%integration, "{text}");
+                self.note(Some(text));
+            }
+            return;
+        }
+        let now = Instant::now();
+        if now < pending.next_at {
+            let text = format!(
+                "run {} stopped ({why}); resuming it in {} s (retry {} of {})",
+                stopped.run_id,
+                (pending.next_at - now).as_secs(),
+                pending.attempts + 1,
+                self.policy.max_attempts
+            );
+            self.note(Some(text));
+            return;
+        }
+        pending.attempts += 1;
+        pending.next_at = now + self.policy.delay(pending.attempts);
+        let attempt = pending.attempts;
+        let run_id = stopped.run_id.clone();
+        match runner.start("retry").await {
+            Ok(started) => {
+                tracing::info!(%integration, run_id = %started.run_id, attempt,
+                    max_attempts = self.policy.max_attempts, "resuming the stopped run");
+                self.note(Some(format!(
+                    "run {run_id} stopped ({why}); resumed it (retry {attempt} of {})",
+                    self.policy.max_attempts
+                )));
+            }
+            Err(err) => {
+                tracing::warn!(%integration, %run_id, attempt, "the retry could not start: {err}")
+            }
+        }
+    }
+}
