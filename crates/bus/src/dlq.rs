@@ -26,11 +26,16 @@ use crate::{BusError, Publisher, names};
 /// Header: why the event was dead-lettered.
 pub const REASON: &str = "Peoplesync-Reason";
 /// Header: where it failed: `pipeline` (filter/map), `oomnitza` (refused), `delivery` (retries
-/// exhausted), [`STAGE_VERIFICATION`] (accepted but not applied).
+/// exhausted), [`STAGE_VERIFICATION`] (accepted but not applied), [`STAGE_EXTRACTOR`] (not
+/// published).
 pub const STAGE: &str = "Peoplesync-Stage";
 /// The stage of a record Oomnitza accepted but did not apply, found by the check of a
 /// finalized run; its payload is the record as sent, not the worker event.
 pub const STAGE_VERIFICATION: &str = "verification";
+/// The stage of a worker the extractor did not publish (its event is larger than NATS accepts,
+/// or it shares a sync key with another worker); the payload is the start of the Sage People
+/// record, nothing to replay.
+pub const STAGE_EXTRACTOR: &str = "extractor";
 /// Header: the HTTP status Oomnitza answered, when it did.
 pub const HTTP_STATUS: &str = "Peoplesync-Http-Status";
 /// Header: the start of Oomnitza's response body, on one line.

@@ -337,6 +337,16 @@ async fn republish(
     // A record Oomnitza accepted but did not apply keeps the record as sent, not the event:
     // there is nothing to publish again, and nothing needs to be — its applied hash was
     // dropped, so the next run sends it.
+    // A worker the extractor did not publish has no event: what it needs is a fix in Sage
+    // People, after which the next run publishes it.
+    if record.letter.stage == dlq::STAGE_EXTRACTOR {
+        return Err(format!(
+            "the extractor did not publish worker {worker_id} ({}); fix it in Sage People and \
+             the next run sends it (or `syncctl sync-worker {worker_id}` after the fix); then \
+             purge this letter",
+            record.letter.reason
+        ));
+    }
     if record.letter.stage == dlq::STAGE_VERIFICATION {
         return Err(format!(
             "Oomnitza accepted but did not apply this record; once the cause is fixed in \

@@ -243,6 +243,36 @@ impl Integration {
         self.finish(entries.into_iter().collect())
     }
 
+    /// The values that identify this worker's Oomnitza user — each sync key with a value, as
+    /// Oomnitza compares them (trimmed, case-insensitive: lower-cased) — or `None` when the
+    /// worker is not loaded at all (filtered out, or a sync key's template fails). Evaluates
+    /// only the filter and the sync key fields, so it is cheap enough to run on every worker
+    /// of a listing (the extractor uses it to find workers that would land on one user).
+    pub fn sync_keys(&self, input: &RecordInput<'_>) -> Option<Vec<(&str, String)>> {
+        let mut ctx = None;
+        if let Some(filter) = &self.filter {
+            let ctx = ctx.get_or_insert_with(|| self.context(input));
+            if filter.decide(&self.engine, ctx).is_some() {
+                return None;
+            }
+        }
+        let mut keys = Vec::with_capacity(self.sync_indices.len());
+        for &i in &self.sync_indices {
+            let field = &self.fields[i];
+            let value = without_hidden_controls(self.value_of(field, input, &mut ctx).ok()?);
+            let text = match &value {
+                Value::String(text) => text.trim().to_lowercase(),
+                Value::Number(number) => number.to_string(),
+                Value::Bool(flag) => flag.to_string(),
+                _ => continue,
+            };
+            if !text.is_empty() {
+                keys.push((field.field.as_str(), text));
+            }
+        }
+        Some(keys)
+    }
+
     /// Required fields, sync keys and the SaaS object, on a mapped record.
     fn finish(&self, mut record: Map<String, Value>) -> Evaluation {
         for &i in &self.required {

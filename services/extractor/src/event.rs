@@ -73,6 +73,17 @@ impl EventBuilder {
         observed_at: Timestamp,
     ) -> Result<Encoded, NormaliseError> {
         let worker = Worker::from_raw(raw)?;
+        Ok(self.upsert_worker(raw, worker, sequence, observed_at))
+    }
+
+    /// [`EventBuilder::upsert`] of a record already normalised into `worker`.
+    pub fn upsert_worker(
+        &self,
+        raw: &Value,
+        worker: Worker,
+        sequence: u64,
+        observed_at: Timestamp,
+    ) -> Encoded {
         // The client hands records over parsed, not as the bytes of the HTTP body, so the raw
         // record is serialised again; sized once, since records are about a kilobyte.
         let mut bytes = Vec::with_capacity(1536);
@@ -80,13 +91,13 @@ impl EventBuilder {
             bytes = b"{}".to_vec();
         }
         let raw = bytes;
-        Ok(self.encode(
+        self.encode(
             codec::worker_into_proto(worker),
             raw,
             sequence,
             observed_at,
             true,
-        ))
+        )
     }
 
     /// The event saying worker `id` is no longer listed.

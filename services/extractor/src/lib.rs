@@ -8,7 +8,8 @@
 //! - [`run`]: one full run (paging, publishing, checkpoints) built from [`event`] (records to
 //!   events), [`filter`] (`$filter` checks, shared with config validation), [`quota`] (the
 //!   API quota guard),
-//!   [`checkpoint`], [`seen`] (the ids each run listed) and [`removals`].
+//!   [`checkpoint`], [`seen`] (the ids each run listed), [`collisions`] (workers sharing a sync
+//!   key are held back) and [`removals`].
 //! - [`check`]: the Sage People side of `syncctl check`, also run at start and on config
 //!   changes for `/readyz`.
 //! - [`service`]: the long-running service: [`lease`] (one scheduling replica), [`schedule`],
@@ -17,6 +18,7 @@
 
 pub mod check;
 pub mod checkpoint;
+pub mod collisions;
 pub mod commands;
 pub mod config;
 pub mod error;

@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{Checkpoint, Checkpoints};
+use crate::collisions::SyncKeyGuard;
 use crate::config::RemovalPolicy;
 use crate::error::RunError;
 use crate::event::EventBuilder;
@@ -327,6 +328,7 @@ impl Extraction {
                     .await);
             }
         };
+        let keys = self.sync_key_guard(&client, &settings.credentials).await?;
         Ok(PreparedRun {
             extraction: self.clone(),
             checkpoint,
@@ -335,7 +337,43 @@ impl Extraction {
             client,
             credentials: settings.credentials,
             started,
+            keys,
         })
+    }
+
+    /// The run's sync-key guard, from the integration's mapping and the keys shared in the
+    /// previous full run.
+    async fn sync_key_guard(
+        &self,
+        client: &SageClient,
+        credentials: &str,
+    ) -> Result<Option<SyncKeyGuard>, RunError> {
+        let integration = self.inner.integration.as_str();
+        let config = match settings::load_config(&self.inner.bus, integration).await {
+            Ok(config) => config,
+            Err(err) => {
+                return Err(self.bus_error(BusError::request(
+                    format!("reading the mapping of {integration}"),
+                    err,
+                )));
+            }
+        };
+        let mapping = match peoplesync_core::Integration::compile(config) {
+            Ok(mapping) => mapping,
+            Err(err) => {
+                tracing::warn!(integration, error = %err,
+                    "the mapping does not compile, so workers sharing a sync key cannot be found this run");
+                return Ok(None);
+            }
+        };
+        let tracking = peoplesync_core::Tracking {
+            credentials: credentials.to_owned(),
+            hostname: client.hostname(),
+        };
+        SyncKeyGuard::load(&self.inner.bus, integration, mapping, tracking)
+            .await
+            .map(Some)
+            .map_err(|e| self.bus_error(e))
     }
 
     async fn fail_settings(
@@ -413,6 +451,9 @@ pub struct PreparedRun {
     client: SageClient,
     credentials: String,
     started: Instant,
+    /// Holds back workers that share a sync key (`None` when the mapping cannot be compiled;
+    /// the loaders then refuse every record anyway).
+    keys: Option<SyncKeyGuard>,
 }
 
 /// What the fetch task hands over.
@@ -466,6 +507,7 @@ impl PreparedRun {
             client,
             credentials,
             started,
+            mut keys,
         } = self;
         let inner = &*extraction.inner;
         let integration = inner.integration.as_str();
@@ -490,11 +532,18 @@ impl PreparedRun {
                 pending: None,
                 recorded_at: Instant::now(),
                 pages: &mut pages,
+                keys: keys.as_mut(),
             };
             let stop = listing.list(&cancel).await;
             let finished = listing.finish().await;
             match (stop, finished) {
-                (Ok(()), Ok(())) => {}
+                (Ok(()), Ok(())) => {
+                    if let Some(keys) = &keys {
+                        keys.save(&inner.bus, integration, &checkpoint.run_id, resumed)
+                            .await
+                            .map_err(bus_err)?;
+                    }
+                }
                 (Err(stop), _) | (Ok(()), Err(stop)) => {
                     return Err(extraction
                         .stop(&runs, &checkpoints, &mut publisher, &checkpoint, stop)
@@ -715,7 +764,7 @@ fn too_large(integration: &str, run_id: &str, worker: &str, size: usize, max: us
              raise max_payload on the NATS servers), then run again; the letter holds the start \
              of the record, not an event to replay"
         ),
-        stage: "extractor".into(),
+        stage: dlq::STAGE_EXTRACTOR.into(),
         attempts: 1,
         original_subject: names::workers_subject(integration),
         ..DeadLetter::default()
@@ -739,6 +788,7 @@ struct Listing<'a> {
     pending: Option<JoinHandle<Result<(), BusError>>>,
     recorded_at: Instant,
     pages: &'a mut u64,
+    keys: Option<&'a mut SyncKeyGuard>,
 }
 
 impl Listing<'_> {
@@ -823,14 +873,53 @@ impl Listing<'_> {
         let max_payload = max_event_bytes(self.extraction.bus());
         let mut ids: Vec<&str> = Vec::with_capacity(records.len());
         let mut published = 0;
-        for raw in records {
+        let already = |raw: &Value| {
             let id = raw.get("id").and_then(Value::as_str);
-            if let (Some(limit), Some(id)) = (skip_through.as_deref(), id)
-                && id <= limit
-            {
+            matches!((skip_through.as_deref(), id), (Some(limit), Some(id)) if id <= limit)
+        };
+        let mut verdict = match self.keys.as_deref_mut() {
+            Some(guard) => {
+                let skip: Vec<bool> = records.iter().map(already).collect();
+                let mut verdict = guard.check_page(self.checkpoint.pages, records, &skip);
+                if SyncKeyGuard::needs_names(&verdict) {
+                    // The other worker's id is read back from the seen list.
+                    self.publisher.flush().await?;
+                    guard
+                        .name_earlier(self.extraction.bus(), integration, &run_id, &mut verdict)
+                        .await;
+                }
+                Some(verdict)
+            }
+            None => None,
+        };
+        for (index, raw) in records.iter().enumerate() {
+            let id = raw.get("id").and_then(Value::as_str);
+            if already(raw) {
                 continue;
             }
-            match events.upsert(raw, self.checkpoint.published + published + 1, observed) {
+            let worker = verdict
+                .as_mut()
+                .and_then(|v| v.workers.get_mut(index))
+                .and_then(Option::take);
+            if let Some(hold) = verdict.as_ref().and_then(|v| v.held.get(&index)) {
+                self.checkpoint.skipped += 1;
+                let worker = id.unwrap_or("(no id)");
+                let letter = hold.letter(integration, &run_id, worker);
+                tracing::warn!(integration, run_id = %run_id, worker, field = %hold.field,
+                    others = ?hold.others, "holding back a worker whose sync key another worker shares");
+                let excerpt: String = raw.to_string().chars().take(64 * 1024).collect();
+                dlq::record(self.extraction.bus().jetstream(), &letter, excerpt.into()).await?;
+                if let Some(id) = id {
+                    ids.push(id);
+                }
+                continue;
+            }
+            let sequence = self.checkpoint.published + published + 1;
+            let built = match worker {
+                Some(worker) => Ok(events.upsert_worker(raw, worker, sequence, observed)),
+                None => events.upsert(raw, sequence, observed),
+            };
+            match built {
                 Ok(event) if event.payload.len() > max_payload => {
                     // NATS refuses a message this large, and retrying it would stop the run
                     // for good: the worker is skipped with a dead letter that says so. It

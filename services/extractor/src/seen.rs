@@ -107,6 +107,33 @@ pub async fn purge_pages(
     Ok(())
 }
 
+/// The ids of page `page` of `run`'s list, in order (empty when the page has none).
+pub async fn read_chunk(
+    js: &jetstream::Context,
+    integration: &str,
+    run_id: &str,
+    page: u64,
+) -> Result<Vec<String>, BusError> {
+    let subject = chunk_subject(integration, run_id, page);
+    let what = format!("reading {subject}");
+    let stream = js
+        .get_stream(SEEN_STREAM)
+        .await
+        .map_err(|e| request_error(&what, e))?;
+    let message = match stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(message) => message,
+        Err(err) if err.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+            return Ok(Vec::new());
+        }
+        Err(err) => return Err(request_error(&what, err)),
+    };
+    Ok(String::from_utf8_lossy(&message.payload)
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
 /// Why a list could not be read as a sorted list.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {

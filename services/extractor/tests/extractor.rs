@@ -9,6 +9,8 @@ mod harness;
 
 #[path = "extractor/check.rs"]
 mod check;
+#[path = "extractor/collisions.rs"]
+mod collisions;
 #[path = "extractor/commands.rs"]
 mod commands;
 #[path = "extractor/failures.rs"]
