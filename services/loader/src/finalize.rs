@@ -330,13 +330,21 @@ impl Finalizer {
         }
         // An administrator's cancel: noticed while loading, or read now (it can come after the
         // last batch). A portion that cannot be read is finalized as usual.
-        let canceled = record.canceled.is_some()
-            || matches!(self.client.portion(run_id).await, Ok(Some(status)) if status.canceled);
+        let status = self.client.portion(run_id).await.ok().flatten();
+        let canceled = record.canceled.is_some() || status.as_ref().is_some_and(|s| s.canceled);
         if canceled {
             self.close_canceled(integration, run_id, counts).await?;
             return Ok(None);
         }
-        let finalize = match self.client.finalize(run_id).await {
+        // A replica killed between Oomnitza's finalize and recording it leaves the claim to
+        // expire; whoever takes it over finds the portion finalized and only records it (a
+        // second call would be answered 409, harmless, but is not made).
+        let already = status.as_ref().is_some_and(|s| s.finalized);
+        let called = match already {
+            true => Ok(Finalize::AlreadyFinalized),
+            false => self.client.finalize(run_id).await,
+        };
+        let finalize = match called {
             Ok(Finalize::Finalized | Finalize::AlreadyFinalized) => FinalizeState::Finalized {
                 by: self.replica.clone(),
                 at: chrono::Utc::now().to_rfc3339(),
