@@ -13,15 +13,22 @@
 //! Each held worker is counted as skipped and gets a dead letter (stage `extractor`) naming the
 //! key field and the other worker(s); it stays in the run's seen list, so it is not taken for a
 //! removal. Only digests of key values are kept (KV `peoplesync_state`, key
-//! `synckeys.<integration>`), never the values. Memory: about 17 bytes per listed worker (a
-//! million workers: ~17 MB); a run resumed after a crash starts its table afresh, so a pair
-//! split across the resume is found by the next full run.
+//! `synckeys.<integration>`), never the values.
+//!
+//! Memory: one 8-byte slot per listed worker (40 bits of the key's digest and the worker's
+//! position in the listing), sized from the previous run's count: about 10 MB for a million
+//! workers. Two keys can share 40 bits by chance (about once in two runs of a million
+//! workers), so a match with a worker of an earlier page is confirmed before anything is held:
+//! that worker's id is read back from the run's seen list and its record from Sage People, and
+//! its keys computed again. A run resumed after a crash starts its table afresh, so a pair split
+//! across the resume is found by the next full run.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use bytes::Bytes;
 use peoplesync_bus::{Bus, BusError, DeadLetter, names};
 use peoplesync_core::{Integration, RecordInput, Tracking, Worker};
+use peoplesync_sage_people::SageClient;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -42,8 +49,7 @@ fn digest(field: &str, value: &str) -> u64 {
     let bytes = hasher.finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&bytes[..8]);
-    // 0 marks an empty slot of the table.
-    u64::from_le_bytes(first).max(1)
+    u64::from_le_bytes(first)
 }
 
 /// What the state bucket keeps between runs: the keys shared in the last full run.
@@ -51,6 +57,9 @@ fn digest(field: &str, value: &str) -> u64 {
 pub struct SharedKeys {
     /// The run that found them.
     pub run_id: String,
+    /// Workers that run listed (sizes the next run's table).
+    #[serde(default)]
+    pub listed: u64,
     /// Each shared key.
     pub shared: Vec<SharedKey>,
 }
@@ -66,68 +75,67 @@ pub struct SharedKey {
     pub workers: Vec<String>,
 }
 
-/// An open-addressing table from key digest to the position of the first worker listed with
-/// it: 12 bytes a slot, kept between 57% and 85% full (a standard hash map of the same content
-/// takes about twice that).
+/// Positions a slot can hold (24 bits); past that many workers the check stops for the run.
+const MAX_POSITIONS: u32 = 1 << 24;
+
+/// An open-addressing table of 8-byte slots, each 40 bits of a key's digest (never all zero)
+/// and the position of the first worker listed with it, kept at most 85% full.
 #[derive(Debug, Default)]
 struct KeyTable {
-    keys: Vec<u64>,
-    positions: Vec<u32>,
+    slots: Vec<u64>,
     len: usize,
 }
 
 impl KeyTable {
-    fn slot(&self, key: u64) -> usize {
-        let capacity = self.keys.len() as u128;
-        ((u128::from(key).wrapping_mul(0x9E37_79B9_7F4A_7C15) as u64 as u128 * capacity) >> 64)
-            as usize
-    }
-
-    fn find(&self, key: u64) -> Result<u32, usize> {
-        let mut slot = self.slot(key);
-        loop {
-            match self.keys[slot] {
-                0 => return Err(slot),
-                k if k == key => return Ok(self.positions[slot]),
-                _ => slot = (slot + 1) % self.keys.len(),
-            }
+    /// A table for about `expected` keys without growing.
+    fn with_capacity(expected: usize) -> KeyTable {
+        KeyTable {
+            slots: vec![0; (expected * 100).div_ceil(85).max(1024)],
+            len: 0,
         }
     }
 
-    /// The position stored for `key`, or stores `position` and returns `None`.
+    fn tag(key: u64) -> u64 {
+        (key >> 24).max(1)
+    }
+
+    /// The slot a tag's probe starts at (from the tag alone, so growing can re-place slots).
+    fn start(&self, tag: u64) -> usize {
+        ((u128::from(tag << 24) * self.slots.len() as u128) >> 64) as usize
+    }
+
+    /// The position stored under `key`'s tag (possibly another key with the same 40 bits), or
+    /// stores `position` and returns `None`.
     fn get_or_insert(&mut self, key: u64, position: u32) -> Option<u32> {
-        if (self.len + 1) * 100 > self.keys.len() * 85 {
+        if (self.len + 1) * 100 > self.slots.len() * 85 {
             self.grow();
         }
-        match self.find(key) {
-            Ok(found) => Some(found),
-            Err(slot) => {
-                self.keys[slot] = key;
-                self.positions[slot] = position;
-                self.len += 1;
-                None
+        let tag = KeyTable::tag(key);
+        let mut slot = self.start(tag);
+        loop {
+            match self.slots[slot] {
+                0 => {
+                    self.slots[slot] = (tag << 24) | u64::from(position);
+                    self.len += 1;
+                    return None;
+                }
+                value if value >> 24 == tag => return Some((value & 0xFF_FFFF) as u32),
+                _ => slot = (slot + 1) % self.slots.len(),
             }
         }
     }
 
     fn grow(&mut self) {
-        let capacity = (self.keys.len() * 3 / 2).max(1024);
-        let old = std::mem::replace(
-            self,
-            KeyTable {
-                keys: vec![0; capacity],
-                positions: vec![0; capacity],
-                len: 0,
-            },
-        );
-        for (key, position) in old.keys.into_iter().zip(old.positions) {
-            if key != 0
-                && let Err(slot) = self.find(key)
-            {
-                self.keys[slot] = key;
-                self.positions[slot] = position;
-                self.len += 1;
+        let old = std::mem::take(&mut self.slots);
+        self.slots = vec![0; (old.len() * 3 / 2).max(1024)];
+        self.len = 0;
+        for value in old.into_iter().filter(|v| *v != 0) {
+            let mut slot = self.start(value >> 24);
+            while self.slots[slot] != 0 {
+                slot = (slot + 1) % self.slots.len();
             }
+            self.slots[slot] = value;
+            self.len += 1;
         }
     }
 }
@@ -143,9 +151,6 @@ pub struct Hold {
     pub other_sent: bool,
     /// Whether the key was shared in the previous full run.
     pub known: bool,
-    /// The key's digest, and the position of the worker listed first with it when that one is
-    /// on an earlier page and still to be named.
-    first: Option<(u64, u32)>,
 }
 
 impl Hold {
@@ -181,28 +186,15 @@ impl Hold {
     }
 }
 
-/// One run's sync-key guard.
-#[derive(Debug)]
-pub struct SyncKeyGuard {
-    mapping: Integration,
-    tracking: Tracking,
-    known: HashMap<u64, SharedKey>,
-    /// Known keys met in this listing.
-    met: std::collections::HashSet<u64>,
-    table: KeyTable,
-    /// Workers listed so far in this listing (the position of the next one).
-    listed: u32,
-    /// The first position of every page listed (for finding a worker's id by position).
-    page_starts: Vec<(u64, u32)>,
-    /// Keys shared in this run: digest → field and workers (positions resolved at the end).
-    found: BTreeMap<u64, Found>,
-}
-
-#[derive(Debug)]
-struct Found {
+/// A worker of this page whose key matched (by 40 bits) a worker of an earlier page: to be
+/// confirmed before it is held.
+#[derive(Debug, Clone)]
+struct Suspect {
+    index: usize,
     field: String,
-    first_id: Option<String>,
-    later: Vec<String>,
+    value: String,
+    digest: u64,
+    position: u32,
 }
 
 /// What the guard makes of one page.
@@ -212,6 +204,39 @@ pub struct PageVerdict {
     pub workers: Vec<Option<Worker>>,
     /// Records held back, by index in the page.
     pub held: BTreeMap<usize, Hold>,
+    suspects: Vec<Suspect>,
+}
+
+#[derive(Debug)]
+struct Found {
+    field: String,
+    workers: BTreeSet<String>,
+}
+
+/// The entry of shared key `digest` (of `field`) in `found`.
+fn found_entry<'a>(found: &'a mut BTreeMap<u64, Found>, digest: u64, field: &str) -> &'a mut Found {
+    found.entry(digest).or_insert_with(|| Found {
+        field: field.to_owned(),
+        workers: BTreeSet::new(),
+    })
+}
+
+/// One run's sync-key guard.
+#[derive(Debug)]
+pub struct SyncKeyGuard {
+    mapping: Integration,
+    tracking: Tracking,
+    /// Keys shared in the previous full run.
+    known: HashMap<u64, SharedKey>,
+    /// Known keys met in this listing.
+    met: HashSet<u64>,
+    table: KeyTable,
+    /// Workers listed so far in this listing (the position of the next one).
+    listed: u32,
+    /// The first position of every page listed (for finding a worker's id by position).
+    page_starts: Vec<(u64, u32)>,
+    /// Keys found shared in this run.
+    found: BTreeMap<u64, Found>,
 }
 
 impl SyncKeyGuard {
@@ -232,6 +257,8 @@ impl SyncKeyGuard {
         let shared: SharedKeys = stored
             .and_then(|value| serde_json::from_slice(&value).ok())
             .unwrap_or_default();
+        // Room for the previous run's workers and a fifth more, so the table seldom grows.
+        let expected = usize::try_from(shared.listed).unwrap_or(0) / 4 * 5;
         let known = shared
             .shared
             .into_iter()
@@ -241,8 +268,8 @@ impl SyncKeyGuard {
             mapping,
             tracking,
             known,
-            met: Default::default(),
-            table: KeyTable::default(),
+            met: HashSet::new(),
+            table: KeyTable::with_capacity(expected),
             listed: 0,
             page_starts: Vec::new(),
             found: BTreeMap::new(),
@@ -250,7 +277,8 @@ impl SyncKeyGuard {
     }
 
     /// Normalises one page (`skip[i]` marks records to leave alone) and decides which
-    /// records are held back. `page` is the page's number in the run.
+    /// records are held back; matches with earlier pages are only suspected until
+    /// [`SyncKeyGuard::confirm`]. `page` is the page's number in the run.
     pub fn check_page(
         &mut self,
         page: u64,
@@ -258,95 +286,82 @@ impl SyncKeyGuard {
         skip: &[bool],
     ) -> PageVerdict {
         self.page_starts.push((page, self.listed));
+        let page_start = self.listed;
         let mut verdict = PageVerdict::default();
-        // Keys first seen on this page: digest → index in the page.
-        let mut on_page: HashMap<u64, usize> = HashMap::new();
+        // Keys of this page, exactly: (field, value) → index in the page.
+        let mut on_page: HashMap<(&str, String), usize> = HashMap::new();
         for (index, raw) in records.iter().enumerate() {
             let worker = match skip.get(index) {
                 Some(true) => None,
                 _ => Worker::from_raw(raw).ok(),
             };
-            if let Some(worker) = &worker {
-                let position = self.listed;
-                self.listed += 1;
-                let input = RecordInput {
-                    raw,
-                    worker,
-                    tracking: &self.tracking,
-                };
-                for (field, value) in self.mapping.sync_keys(&input).unwrap_or_default() {
-                    let key = digest(field, &value);
-                    if let Some(known) = self.known.get(&key) {
-                        self.met.insert(key);
-                        let others: Vec<String> = known
-                            .workers
-                            .iter()
-                            .filter(|w| **w != worker.id)
-                            .cloned()
-                            .collect();
-                        verdict.held.entry(index).or_insert(Hold {
+            let Some(worker) = worker else {
+                verdict.workers.push(None);
+                continue;
+            };
+            let position = self.listed;
+            self.listed = self.listed.saturating_add(1);
+            let input = RecordInput {
+                raw,
+                worker: &worker,
+                tracking: &self.tracking,
+            };
+            let keys = self.mapping.sync_keys(&input).unwrap_or_default();
+            for (field, value) in keys {
+                let digest = digest(field, &value);
+                if let Some(known) = self.known.get(&digest) {
+                    self.met.insert(digest);
+                    let others = known
+                        .workers
+                        .iter()
+                        .filter(|w| **w != worker.id)
+                        .cloned()
+                        .collect();
+                    verdict.held.entry(index).or_insert(Hold {
+                        field: field.to_owned(),
+                        others,
+                        other_sent: false,
+                        known: true,
+                    });
+                }
+                if let Some(&first) = on_page.get(&(field, value.clone())) {
+                    // Both on this page: hold both, send neither.
+                    let first_id = verdict.workers[first]
+                        .as_ref()
+                        .map(|w| w.id.clone())
+                        .unwrap_or_default();
+                    let found = found_entry(&mut self.found, digest, field);
+                    found.workers.insert(first_id.clone());
+                    found.workers.insert(worker.id.clone());
+                    for (at, other) in [(first, worker.id.clone()), (index, first_id)] {
+                        verdict.held.entry(at).or_insert(Hold {
                             field: field.to_owned(),
-                            others,
+                            others: vec![other],
                             other_sent: false,
-                            known: true,
-                            first: None,
+                            known: false,
                         });
                     }
-                    match self.table.get_or_insert(key, position) {
-                        None => {
-                            on_page.insert(key, index);
-                        }
-                        Some(first) => {
-                            let found = self.found.entry(key).or_insert_with(|| Found {
-                                field: field.to_owned(),
-                                first_id: None,
-                                later: Vec::new(),
-                            });
-                            found.later.push(worker.id.clone());
-                            match on_page.get(&key) {
-                                Some(&first_index) => {
-                                    // Both on this page: hold the first one too.
-                                    let first_id = verdict.workers[first_index]
-                                        .as_ref()
-                                        .map(|w| w.id.clone())
-                                        .unwrap_or_default();
-                                    found.first_id = Some(first_id.clone());
-                                    verdict.held.entry(first_index).or_insert(Hold {
-                                        field: field.to_owned(),
-                                        others: vec![worker.id.clone()],
-                                        other_sent: false,
-                                        known: false,
-                                        first: None,
-                                    });
-                                    verdict.held.entry(index).or_insert(Hold {
-                                        field: field.to_owned(),
-                                        others: vec![first_id],
-                                        other_sent: false,
-                                        known: false,
-                                        first: None,
-                                    });
-                                }
-                                None => {
-                                    let hold = verdict.held.entry(index).or_insert(Hold {
-                                        field: field.to_owned(),
-                                        others: Vec::new(),
-                                        other_sent: true,
-                                        known: false,
-                                        first: None,
-                                    });
-                                    if hold.others.is_empty() {
-                                        match &found.first_id {
-                                            Some(id) => hold.others.push(id.clone()),
-                                            None => hold.first = Some((key, first)),
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
+                    continue;
                 }
+                let earlier = if position < MAX_POSITIONS {
+                    self.table.get_or_insert(digest, position)
+                } else {
+                    None
+                };
+                match earlier {
+                    Some(first) if first < page_start => verdict.suspects.push(Suspect {
+                        index,
+                        field: field.to_owned(),
+                        value: value.clone(),
+                        digest,
+                        position: first,
+                    }),
+                    // 40 bits alike but not the same key on this page: no conflict.
+                    _ => {}
+                }
+                on_page.insert((field, value), index);
             }
-            verdict.workers.push(worker);
+            verdict.workers.push(Some(worker));
         }
         verdict
     }
@@ -361,46 +376,80 @@ impl SyncKeyGuard {
         Some((page, (position - start) as usize))
     }
 
-    /// Whether some held worker shares its key with a worker of an earlier page not yet named
-    /// (its id is read back from the run's seen list: publish everything before that).
-    pub fn needs_names(verdict: &PageVerdict) -> bool {
-        verdict.held.values().any(|hold| hold.first.is_some())
+    /// Whether the page has workers matching one of an earlier page, to confirm (the earlier
+    /// worker's id is read back from the run's seen list: publish everything before that).
+    pub fn has_suspects(verdict: &PageVerdict) -> bool {
+        !verdict.suspects.is_empty()
     }
 
-    /// Names the workers of earlier pages that held workers share a key with, from the run's
-    /// seen list; one that cannot be read stays "another worker".
-    pub async fn name_earlier(
+    /// Confirms each suspected match: reads the earlier worker's id from the seen list and its
+    /// record from Sage People, and holds the worker only if the earlier one really has the same
+    /// key. When either cannot be read, the worker is held (better than a merged user) and the
+    /// letter says the other worker is unknown.
+    pub async fn confirm(
         &mut self,
         bus: &Bus,
+        client: &SageClient,
         integration: &str,
         run_id: &str,
         verdict: &mut PageVerdict,
     ) {
-        for hold in verdict.held.values_mut() {
-            let Some((key, position)) = hold.first.take() else {
-                continue;
-            };
-            let Some((page, offset)) = self.locate(position) else {
-                continue;
-            };
-            match crate::seen::read_chunk(bus.jetstream(), integration, run_id, page).await {
-                Ok(ids) => {
-                    if let Some(id) = ids.get(offset) {
-                        hold.others.push(id.clone());
-                        if let Some(found) = self.found.get_mut(&key) {
-                            found.first_id = Some(id.clone());
+        for suspect in std::mem::take(&mut verdict.suspects) {
+            let earlier = match self.locate(suspect.position) {
+                Some((page, offset)) => {
+                    match crate::seen::read_chunk(bus.jetstream(), integration, run_id, page).await
+                    {
+                        Ok(ids) => ids.get(offset).cloned(),
+                        Err(err) => {
+                            tracing::warn!(integration, run_id, page, error = %err,
+                                "cannot read back the seen list to confirm a shared sync key");
+                            None
                         }
                     }
                 }
-                Err(err) => tracing::warn!(integration, run_id, page, error = %err,
-                    "cannot read back the seen list to name a worker sharing a sync key"),
+                None => None,
+            };
+            let confirmed = match &earlier {
+                Some(id) => match client.get_employee(id).await {
+                    Ok(Some(raw)) => Worker::from_raw(&raw).ok().is_some_and(|worker| {
+                        let input = RecordInput {
+                            raw: &raw,
+                            worker: &worker,
+                            tracking: &self.tracking,
+                        };
+                        self.mapping
+                            .sync_keys(&input)
+                            .unwrap_or_default()
+                            .iter()
+                            .any(|(f, v)| *f == suspect.field && *v == suspect.value)
+                    }),
+                    // Gone from Sage People since it was listed: nothing to share with.
+                    Ok(None) => false,
+                    Err(err) => {
+                        tracing::warn!(integration, run_id, worker = %id, error = %err,
+                            "cannot read a worker back to confirm a shared sync key; holding the later one");
+                        true
+                    }
+                },
+                None => true,
+            };
+            if !confirmed {
+                continue;
             }
+            let this = verdict.workers[suspect.index]
+                .as_ref()
+                .map(|w| w.id.clone())
+                .unwrap_or_default();
+            let found = found_entry(&mut self.found, suspect.digest, &suspect.field);
+            found.workers.insert(this);
+            found.workers.extend(earlier.clone());
+            verdict.held.entry(suspect.index).or_insert(Hold {
+                field: suspect.field,
+                others: earlier.into_iter().collect(),
+                other_sent: true,
+                known: false,
+            });
         }
-    }
-
-    /// Keys found shared in this run so far.
-    pub fn shared_count(&self) -> usize {
-        self.found.len()
     }
 
     /// Stores the keys shared in this run for the next one (an empty list clears it). A
@@ -416,14 +465,10 @@ impl SyncKeyGuard {
         let mut shared: Vec<SharedKey> = self
             .found
             .iter()
-            .map(|(key, found)| {
-                let mut workers: BTreeSet<String> = found.later.iter().cloned().collect();
-                workers.extend(found.first_id.clone());
-                SharedKey {
-                    key: format!("{key:016x}"),
-                    field: found.field.clone(),
-                    workers: workers.into_iter().collect(),
-                }
+            .map(|(key, found)| SharedKey {
+                key: format!("{key:016x}"),
+                field: found.field.clone(),
+                workers: found.workers.iter().cloned().collect(),
             })
             .collect();
         if resumed {
@@ -444,6 +489,7 @@ impl SyncKeyGuard {
         }
         let shared = SharedKeys {
             run_id: run_id.to_owned(),
+            listed: u64::from(self.listed),
             shared,
         };
         let key = kv_key(integration);
@@ -462,22 +508,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_table_keeps_the_first_position_of_each_key_through_growth() {
+    fn the_table_finds_the_first_position_of_each_key_through_growth() {
         let mut table = KeyTable::default();
-        for i in 1..=100_000u64 {
-            assert_eq!(table.get_or_insert(i * 7919, i as u32), None);
+        let keys: Vec<u64> = (1..=100_000u64)
+            .map(|i| digest("EMAIL", &format!("w{i}@x.io")))
+            .collect();
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(table.get_or_insert(*key, i as u32), None);
         }
-        for i in 1..=100_000u64 {
-            assert_eq!(table.get_or_insert(i * 7919, 0), Some(i as u32));
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(table.get_or_insert(*key, 0), Some(i as u32));
         }
         assert_eq!(table.len, 100_000);
-        assert!(table.keys.len() * 85 >= table.len * 100);
+        assert!(table.slots.len() * 85 >= table.len * 100);
     }
 
     #[test]
-    fn digests_differ_by_field_and_value_and_never_mark_an_empty_slot() {
+    fn a_table_sized_up_front_does_not_grow() {
+        let mut table = KeyTable::with_capacity(10_000);
+        let size = table.slots.len();
+        for i in 0..10_000u64 {
+            table.get_or_insert(digest("EMAIL", &i.to_string()), i as u32);
+        }
+        assert_eq!(table.slots.len(), size);
+    }
+
+    #[test]
+    fn digests_differ_by_field_and_value() {
         assert_ne!(digest("EMAIL", "a@x.io"), digest("USER", "a@x.io"));
         assert_ne!(digest("EMAIL", "a@x.io"), digest("EMAIL", "b@x.io"));
-        assert_ne!(digest("EMAIL", ""), 0);
     }
 }

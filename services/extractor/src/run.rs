@@ -881,11 +881,17 @@ impl Listing<'_> {
             Some(guard) => {
                 let skip: Vec<bool> = records.iter().map(already).collect();
                 let mut verdict = guard.check_page(self.checkpoint.pages, records, &skip);
-                if SyncKeyGuard::needs_names(&verdict) {
+                if SyncKeyGuard::has_suspects(&verdict) {
                     // The other worker's id is read back from the seen list.
                     self.publisher.flush().await?;
                     guard
-                        .name_earlier(self.extraction.bus(), integration, &run_id, &mut verdict)
+                        .confirm(
+                            self.extraction.bus(),
+                            self.client,
+                            integration,
+                            &run_id,
+                            &mut verdict,
+                        )
                         .await;
                 }
                 Some(verdict)
