@@ -1,6 +1,6 @@
 //! Connecting to a real nats-server: user/password and token authorization (right ones work,
 //! wrong ones end with a clear error instead of retrying for ever), credentials embedded in
-//! `NATS_URL`, and several seed URLs of which the first is dead.
+//! `NATS_URL`, an NKey user, and several seed URLs of which the first is dead.
 
 use std::time::Duration;
 
@@ -46,6 +46,27 @@ fn assert_refused(result: Result<Bus, BusError>, variables: &str, secret: &str) 
     assert!(text.contains("refused"), "{text}");
     assert!(text.contains(variables), "{text}");
     assert!(!text.contains(secret), "{text}");
+}
+
+#[tokio::test]
+async fn an_nkey_user_connects_with_its_seed_and_another_seed_is_refused() {
+    let user = nkeys::KeyPair::new_user();
+    let seed = user.seed().unwrap();
+    let config = format!(
+        "authorization {{ users = [ {{ nkey: {} }} ] }}\n",
+        user.public_key()
+    );
+    let nats = NatsServer::start_with_config(&config);
+    let nkey = |seed: String| with_auth(NatsAuth::NKey(SecretString::from(seed)));
+    let bus = connect(nats.url(), &nkey(seed)).await.unwrap();
+    assert!(bus.loader_consumer("acme").await.is_ok());
+
+    let stranger = nkeys::KeyPair::new_user().seed().unwrap();
+    assert_refused(
+        connect(nats.url(), &nkey(stranger.clone())).await,
+        "NATS_NKEY_SEED",
+        &stranger,
+    );
 }
 
 #[tokio::test]
