@@ -6,6 +6,7 @@
 //! and can inject faults (latency, outages, transient errors, rate limits...) in process or
 //! through its `/_admin` endpoints.
 
+mod expr;
 pub mod generate;
 pub mod oomnitza;
 pub mod process;

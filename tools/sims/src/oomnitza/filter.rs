@@ -9,12 +9,14 @@ use std::collections::HashSet;
 use serde_json::Value;
 
 use super::validate::scalar_text;
+use crate::expr::{self, Cursor, Expr, Lexicon, Limits, Token};
 
 /// A parsed filter.
+pub(crate) type Filter = Expr<Condition>;
+
+/// One condition on one attribute.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Filter {
-    Or(Box<Filter>, Box<Filter>),
-    And(Box<Filter>, Box<Filter>),
+pub(crate) enum Condition {
     Eq(String, Value),
     Ne(String, Value),
     In(String, InList),
@@ -53,223 +55,80 @@ impl InList {
 /// Longest accepted filter in tokens (an `IN` list of a few hundred e-mails fits), most
 /// conditions, and deepest parenthesis nesting: `and`/`or` chains and parentheses are parsed
 /// and evaluated recursively, so request data must not be able to exhaust the stack.
-const MAX_TOKENS: usize = 20_000;
-const MAX_CONDITIONS: usize = 200;
-const MAX_DEPTH: usize = 16;
-
-#[derive(Clone, Debug, PartialEq)]
-enum Token {
-    Word(String),
-    Str(String),
-    Open,
-    Close,
-    LBracket,
-    RBracket,
-    Comma,
-}
-
-fn tokenize(input: &str) -> Result<Vec<Token>, String> {
-    let mut tokens = Vec::new();
-    let mut chars = input.chars().peekable();
-    while let Some(&c) = chars.peek() {
-        let single = match c {
-            '(' => Some(Token::Open),
-            ')' => Some(Token::Close),
-            '[' => Some(Token::LBracket),
-            ']' => Some(Token::RBracket),
-            ',' => Some(Token::Comma),
-            _ => None,
-        };
-        if let Some(t) = single {
-            chars.next();
-            tokens.push(t);
-        } else if c.is_whitespace() {
-            chars.next();
-        } else if c == '\'' || c == '"' {
-            chars.next();
-            let mut s = String::new();
-            loop {
-                match chars.next() {
-                    Some(q) if q == c && chars.peek() == Some(&c) => {
-                        chars.next();
-                        s.push(c);
-                    }
-                    Some(q) if q == c => break,
-                    Some('\\') => match chars.next() {
-                        Some(escaped) => s.push(escaped),
-                        None => return Err("unterminated string".into()),
-                    },
-                    Some(ch) => s.push(ch),
-                    None => return Err("unterminated string".into()),
-                }
-            }
-            tokens.push(Token::Str(s));
-        } else {
-            let mut word = String::new();
-            while let Some(&ch) = chars.peek() {
-                if ch.is_alphanumeric() || matches!(ch, '_' | '.' | '-' | '+') {
-                    word.push(ch);
-                    chars.next();
-                } else {
-                    break;
-                }
-            }
-            if word.is_empty() {
-                return Err(format!("unexpected character '{c}'"));
-            }
-            tokens.push(Token::Word(word));
-        }
-    }
-    Ok(tokens)
-}
+const LIMITS: Limits = Limits {
+    max_tokens: 20_000,
+    max_conditions: 200,
+    max_depth: 16,
+};
 
 /// Parses a filter over the given field names; the error says what is wrong.
 pub(crate) fn parse(input: &str, fields: &[String]) -> Result<Filter, String> {
-    let tokens = tokenize(input)?;
-    if tokens.is_empty() {
-        return Err("the filter is empty".into());
-    }
-    if tokens.len() > MAX_TOKENS {
-        return Err(format!(
-            "the filter is too long (more than {MAX_TOKENS} tokens)"
-        ));
-    }
-    let mut p = Parser {
-        tokens,
-        pos: 0,
-        depth: 0,
-        conditions: 0,
-        fields,
+    expr::parse(input, Lexicon::WITH_LISTS, LIMITS, |cursor| {
+        condition(cursor, fields)
+    })
+}
+
+/// `field op ...`.
+fn condition(cursor: &mut Cursor, fields: &[String]) -> Result<Condition, String> {
+    let Some(Token::Word(field)) = cursor.next() else {
+        return Err("expected a field name".into());
     };
-    let filter = p.or()?;
-    match p.tokens.get(p.pos) {
-        None => Ok(filter),
-        Some(t) => Err(format!("unexpected {t:?} after a complete expression")),
+    if !fields.contains(&field) {
+        return Err(format!("'{field}' is not a user attribute"));
+    }
+    let op = match cursor.next() {
+        Some(Token::Word(w)) => w.to_ascii_lowercase(),
+        _ => return Err(format!("an operator must follow '{field}'")),
+    };
+    match op.as_str() {
+        "eq" => Ok(Condition::Eq(field, literal(cursor)?)),
+        "ne" => Ok(Condition::Ne(field, literal(cursor)?)),
+        "like" => match cursor.next() {
+            Some(Token::Str(pattern)) => Ok(Condition::Like(field, pattern)),
+            _ => Err("LIKE needs a quoted pattern".into()),
+        },
+        "in" => {
+            if cursor.next() != Some(Token::LBracket) {
+                return Err("IN needs a list in brackets: IN ['a', 'b']".into());
+            }
+            let mut values = vec![literal(cursor)?];
+            loop {
+                match cursor.next() {
+                    Some(Token::Comma) => values.push(literal(cursor)?),
+                    Some(Token::RBracket) => break,
+                    _ => return Err("the IN list is not closed with ']'".into()),
+                }
+            }
+            Ok(Condition::In(field, InList::new(values)))
+        }
+        "is" => {
+            let negated = cursor.keyword("not");
+            if !cursor.keyword("null") {
+                return Err("IS must be followed by NULL or NOT NULL".into());
+            }
+            Ok(if negated {
+                Condition::IsNotNull(field)
+            } else {
+                Condition::IsNull(field)
+            })
+        }
+        other => Err(format!("'{other}' is not a supported operator")),
     }
 }
 
-struct Parser<'a> {
-    tokens: Vec<Token>,
-    pos: usize,
-    depth: usize,
-    conditions: usize,
-    fields: &'a [String],
-}
-
-impl Parser<'_> {
-    fn next(&mut self) -> Option<Token> {
-        let t = self.tokens.get(self.pos).cloned();
-        self.pos += 1;
-        t
-    }
-
-    fn keyword(&mut self, kw: &str) -> bool {
-        match self.tokens.get(self.pos) {
-            Some(Token::Word(w)) if w.eq_ignore_ascii_case(kw) => {
-                self.pos += 1;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    fn or(&mut self) -> Result<Filter, String> {
-        let mut left = self.and()?;
-        while self.keyword("or") {
-            left = Filter::Or(Box::new(left), Box::new(self.and()?));
-        }
-        Ok(left)
-    }
-
-    fn and(&mut self) -> Result<Filter, String> {
-        let mut left = self.primary()?;
-        while self.keyword("and") {
-            left = Filter::And(Box::new(left), Box::new(self.primary()?));
-        }
-        Ok(left)
-    }
-
-    fn primary(&mut self) -> Result<Filter, String> {
-        let field = match self.next() {
-            Some(Token::Open) => {
-                self.depth += 1;
-                if self.depth > MAX_DEPTH {
-                    return Err(format!("parentheses nest deeper than {MAX_DEPTH}"));
-                }
-                let inner = self.or()?;
-                self.depth -= 1;
-                return match self.next() {
-                    Some(Token::Close) => Ok(inner),
-                    _ => Err("missing ')'".into()),
-                };
-            }
-            Some(Token::Word(w)) => w,
-            Some(t) => return Err(format!("expected a field name, found {t:?}")),
-            None => return Err("the filter ends too early".into()),
-        };
-        self.conditions += 1;
-        if self.conditions > MAX_CONDITIONS {
-            return Err(format!(
-                "the filter has more than {MAX_CONDITIONS} conditions; use IN [...] for many values"
-            ));
-        }
-        if !self.fields.contains(&field) {
-            return Err(format!("'{field}' is not a user attribute"));
-        }
-        let op = match self.next() {
-            Some(Token::Word(w)) => w.to_ascii_lowercase(),
-            _ => return Err(format!("an operator must follow '{field}'")),
-        };
-        match op.as_str() {
-            "eq" => Ok(Filter::Eq(field, self.literal()?)),
-            "ne" => Ok(Filter::Ne(field, self.literal()?)),
-            "like" => match self.next() {
-                Some(Token::Str(pattern)) => Ok(Filter::Like(field, pattern)),
-                _ => Err("LIKE needs a quoted pattern".into()),
+fn literal(cursor: &mut Cursor) -> Result<Value, String> {
+    match cursor.next() {
+        Some(Token::Str(s)) => Ok(Value::String(s)),
+        Some(Token::Word(w)) => match w.to_ascii_lowercase().as_str() {
+            "true" => Ok(Value::Bool(true)),
+            "false" => Ok(Value::Bool(false)),
+            "null" => Ok(Value::Null),
+            _ => match w.parse::<f64>() {
+                Ok(n) if n.is_finite() => Ok(Value::String(w)),
+                _ => Err(format!("'{w}' is not a value (quote strings)")),
             },
-            "in" => {
-                if self.next() != Some(Token::LBracket) {
-                    return Err("IN needs a list in brackets: IN ['a', 'b']".into());
-                }
-                let mut values = vec![self.literal()?];
-                loop {
-                    match self.next() {
-                        Some(Token::Comma) => values.push(self.literal()?),
-                        Some(Token::RBracket) => break,
-                        _ => return Err("the IN list is not closed with ']'".into()),
-                    }
-                }
-                Ok(Filter::In(field, InList::new(values)))
-            }
-            "is" => {
-                let negated = self.keyword("not");
-                if !self.keyword("null") {
-                    return Err("IS must be followed by NULL or NOT NULL".into());
-                }
-                Ok(if negated {
-                    Filter::IsNotNull(field)
-                } else {
-                    Filter::IsNull(field)
-                })
-            }
-            other => Err(format!("'{other}' is not a supported operator")),
-        }
-    }
-
-    fn literal(&mut self) -> Result<Value, String> {
-        match self.next() {
-            Some(Token::Str(s)) => Ok(Value::String(s)),
-            Some(Token::Word(w)) => match w.to_ascii_lowercase().as_str() {
-                "true" => Ok(Value::Bool(true)),
-                "false" => Ok(Value::Bool(false)),
-                "null" => Ok(Value::Null),
-                _ => match w.parse::<f64>() {
-                    Ok(n) if n.is_finite() => Ok(Value::String(w)),
-                    _ => Err(format!("'{w}' is not a value (quote strings)")),
-                },
-            },
-            other => Err(format!("expected a value, found {other:?}")),
-        }
+        },
+        other => Err(format!("expected a value, found {other:?}")),
     }
 }
 
@@ -310,50 +169,50 @@ pub(crate) fn like(text: &str, pattern: &str) -> bool {
     matches[t.len()]
 }
 
-impl Filter {
-    /// True if the user (lower-case attribute view) satisfies the filter.
-    #[cfg(test)]
-    pub(crate) fn matches(&self, user: &Value) -> bool {
-        self.matches_by(&|f: &str| user.get(f))
-    }
-
-    /// True if the user whose attribute values `attribute` gives satisfies the filter.
-    pub(crate) fn matches_by<'v, F>(&self, attribute: &F) -> bool
-    where
-        F: Fn(&str) -> Option<&'v Value>,
-    {
+impl Condition {
+    fn holds<'v>(&self, attribute: &impl Fn(&str) -> Option<&'v Value>) -> bool {
         let get = |f: &str| attribute(f).unwrap_or(&Value::Null);
         match self {
-            Filter::Or(a, b) => a.matches_by(attribute) || b.matches_by(attribute),
-            Filter::And(a, b) => a.matches_by(attribute) && b.matches_by(attribute),
-            Filter::Eq(f, v) => same(get(f), v),
-            Filter::Ne(f, v) => !same(get(f), v),
-            Filter::In(f, list) => list.contains(get(f)),
-            Filter::Like(f, pattern) => scalar_text(get(f)).is_some_and(|t| like(&t, pattern)),
-            Filter::IsNull(f) => get(f).is_null(),
-            Filter::IsNotNull(f) => !get(f).is_null(),
+            Condition::Eq(f, v) => same(get(f), v),
+            Condition::Ne(f, v) => !same(get(f), v),
+            Condition::In(f, list) => list.contains(get(f)),
+            Condition::Like(f, pattern) => scalar_text(get(f)).is_some_and(|t| like(&t, pattern)),
+            Condition::IsNull(f) => get(f).is_null(),
+            Condition::IsNotNull(f) => !get(f).is_null(),
         }
     }
 }
 
-impl Filter {
-    /// An attribute and the texts it must have one of for any user to match, when the filter
-    /// says so (an `eq` or `IN` condition, alone or joined with `and`), so that a read can look
-    /// the candidates up instead of scanning every user. `None` when it cannot tell (including
-    /// null or blank values, which are not looked up).
-    pub(crate) fn narrowing(&self) -> Option<(&str, Vec<String>)> {
-        let texts = |values: &[Value]| -> Option<Vec<String>> {
-            values
-                .iter()
-                .map(|v| scalar_text(v).filter(|t| !t.trim().is_empty()))
-                .collect()
-        };
-        match self {
-            Filter::Eq(f, v) => Some((f, texts(std::slice::from_ref(v))?)),
-            Filter::In(f, list) => Some((f, texts(&list.values)?)),
-            Filter::And(a, b) => a.narrowing().or_else(|| b.narrowing()),
-            _ => None,
-        }
+/// True if the user (lower-case attribute view) satisfies `filter`.
+#[cfg(test)]
+pub(crate) fn matches(filter: &Filter, user: &Value) -> bool {
+    matches_by(filter, &|f: &str| user.get(f))
+}
+
+/// True if the user whose attribute values `attribute` gives satisfies `filter`.
+pub(crate) fn matches_by<'v, F>(filter: &Filter, attribute: &F) -> bool
+where
+    F: Fn(&str) -> Option<&'v Value>,
+{
+    filter.eval(&|condition: &Condition| condition.holds(attribute))
+}
+
+/// An attribute and the texts it must have one of for any user to match `filter`, when the
+/// filter says so (an `eq` or `IN` condition, alone or joined with `and`), so that a read can
+/// look the candidates up instead of scanning every user. `None` when it cannot tell (including
+/// null or blank values, which are not looked up).
+pub(crate) fn narrowing(filter: &Filter) -> Option<(&str, Vec<String>)> {
+    let texts = |values: &[Value]| -> Option<Vec<String>> {
+        values
+            .iter()
+            .map(|v| scalar_text(v).filter(|t| !t.trim().is_empty()))
+            .collect()
+    };
+    match filter {
+        Expr::Leaf(Condition::Eq(f, v)) => Some((f, texts(std::slice::from_ref(v))?)),
+        Expr::Leaf(Condition::In(f, list)) => Some((f, texts(&list.values)?)),
+        Expr::And(a, b) => narrowing(a).or_else(|| narrowing(b)),
+        _ => None,
     }
 }
 
@@ -373,8 +232,8 @@ mod tests {
         let user =
             json!({"email": "ada@example.com", "username": "ada", "role": "25", "position": null});
         parse(filter, &fields())
+            .map(|f| matches(&f, &user))
             .unwrap_or_else(|e| panic!("{filter}: {e}"))
-            .matches(&user)
     }
 
     #[test]
@@ -452,19 +311,19 @@ mod tests {
         let values: Vec<String> = (0..500).map(|n| format!("'u{n}@example.com'")).collect();
         let filter = parse(&format!("email IN [{}]", values.join(", ")), &fields())
             .expect("500 values are accepted");
-        assert!(filter.matches(&json!({"email": "u499@example.com"})));
-        assert!(!filter.matches(&json!({"email": "u500@example.com"})));
-        let (field, texts) = filter.narrowing().expect("narrows");
+        assert!(matches(&filter, &json!({"email": "u499@example.com"})));
+        assert!(!matches(&filter, &json!({"email": "u500@example.com"})));
+        let (field, texts) = narrowing(&filter).expect("narrows");
         assert_eq!((field, texts.len()), ("email", 500));
         let and = parse("position IS NULL and role eq 25", &fields()).expect("valid");
-        assert_eq!(and.narrowing(), Some(("role", vec!["25".to_string()])));
+        assert_eq!(narrowing(&and), Some(("role", vec!["25".to_string()])));
         for wide in [
             "email eq 'a' or role eq '1'",
             "email IN ['a', null]",
             "email eq ''",
         ] {
             let f = parse(wide, &fields()).expect("valid");
-            assert_eq!(f.narrowing(), None, "{wide}");
+            assert_eq!(narrowing(&f), None, "{wide}");
         }
     }
 }

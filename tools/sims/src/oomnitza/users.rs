@@ -210,7 +210,7 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>, RawQuery(query): Raw
         }
         let narrowed = filter
             .as_ref()
-            .and_then(filter::Filter::narrowing)
+            .and_then(filter::narrowing)
             .and_then(|(attr, texts)| Some((naming.field.get(attr)?.clone(), texts)));
         let candidates: Vec<usize> = match narrowed {
             Some((field, texts)) => store.slots_holding(&field, &texts),
@@ -233,7 +233,7 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>, RawQuery(query): Raw
                         return false;
                     };
                     let id = Value::String(id.to_owned());
-                    f.matches_by(&|attr: &str| {
+                    filter::matches_by(f, &|attr: &str| {
                         if attr == ID {
                             return Some(&id);
                         }

@@ -93,7 +93,7 @@ fn collect_page(
     let mut index = start;
     while data.len() < size && index < org.total {
         if let Some(record) = org.record(index)
-            && filter.is_none_or(|f| f.matches(&record))
+            && filter.is_none_or(|f| filter::matches(f, &record))
         {
             data.push(record);
         }

@@ -5,16 +5,17 @@
 
 use serde_json::Value;
 
+use crate::expr::{self, Cursor, Expr, Lexicon, Limits, Token};
+
 /// A parsed filter.
+pub(crate) type Filter = Expr<Compare>;
+
+/// One condition: `path op value`.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Filter {
-    Or(Box<Filter>, Box<Filter>),
-    And(Box<Filter>, Box<Filter>),
-    Compare {
-        path: Vec<String>,
-        op: Op,
-        value: Value,
-    },
+pub(crate) struct Compare {
+    path: Vec<String>,
+    op: Op,
+    value: Value,
 }
 
 /// A comparison operator.
@@ -53,71 +54,12 @@ const PATHS: &[&str] = &[
 
 /// Longest accepted filter, in tokens, and deepest parenthesis nesting: filters are parsed
 /// and evaluated recursively, so request data must not be able to exhaust the stack.
-const MAX_TOKENS: usize = 400;
-const MAX_DEPTH: usize = 16;
+const LIMITS: Limits = Limits {
+    max_tokens: 400,
+    max_conditions: 400,
+    max_depth: 16,
+};
 
-#[derive(Clone, Debug, PartialEq)]
-enum Token {
-    Word(String),
-    Str(String),
-    Open,
-    Close,
-}
-
-fn tokenize(input: &str) -> Result<Vec<Token>, String> {
-    let mut tokens = Vec::new();
-    let mut chars = input.chars().peekable();
-    while let Some(&c) = chars.peek() {
-        match c {
-            c if c.is_whitespace() => {
-                chars.next();
-            }
-            '(' => {
-                chars.next();
-                tokens.push(Token::Open);
-            }
-            ')' => {
-                chars.next();
-                tokens.push(Token::Close);
-            }
-            '\'' => {
-                chars.next();
-                let mut s = String::new();
-                loop {
-                    match chars.next() {
-                        // '' is an escaped quote: 'O''Brien'.
-                        Some('\'') if chars.peek() == Some(&'\'') => {
-                            chars.next();
-                            s.push('\'');
-                        }
-                        Some('\'') => break,
-                        Some(ch) => s.push(ch),
-                        None => return Err("unterminated string literal".into()),
-                    }
-                }
-                tokens.push(Token::Str(s));
-            }
-            _ => {
-                let mut word = String::new();
-                while let Some(&ch) = chars.peek() {
-                    if ch.is_alphanumeric() || matches!(ch, '.' | '_' | '-' | '+') {
-                        word.push(ch);
-                        chars.next();
-                    } else {
-                        break;
-                    }
-                }
-                if word.is_empty() {
-                    return Err(format!("unexpected character '{c}'"));
-                }
-                tokens.push(Token::Word(word));
-            }
-        }
-    }
-    Ok(tokens)
-}
-
-/// Parses a `$filter` value; the error says what is wrong with it.
 /// The published inner code, nested under `INVALID_FILTER`, that best names a parse problem.
 pub(crate) fn inner_code(problem: &str) -> &'static str {
     if problem.contains("unterminated") {
@@ -135,112 +77,41 @@ pub(crate) fn inner_code(problem: &str) -> &'static str {
     }
 }
 
+/// Parses a `$filter` value; the error says what is wrong with it.
 pub(crate) fn parse(input: &str) -> Result<Filter, String> {
-    let tokens = tokenize(input)?;
-    if tokens.is_empty() {
-        return Err("the filter is empty".into());
-    }
-    if tokens.len() > MAX_TOKENS {
-        return Err(format!(
-            "the filter is too long (more than {MAX_TOKENS} tokens)"
-        ));
-    }
-    let mut parser = Parser {
-        tokens,
-        pos: 0,
-        depth: 0,
+    expr::parse(input, Lexicon::PLAIN, LIMITS, comparison)
+}
+
+/// `path op literal`.
+fn comparison(cursor: &mut Cursor) -> Result<Compare, String> {
+    let Some(Token::Word(path)) = cursor.next() else {
+        return Err("a condition must start with a field".into());
     };
-    let filter = parser.or()?;
-    match parser.tokens.get(parser.pos) {
-        None => Ok(filter),
-        Some(t) => Err(format!("unexpected {t:?} after a complete expression")),
+    if !PATHS.contains(&path.as_str()) {
+        return Err(format!("'{path}' is not a field of the employee"));
     }
-}
-
-struct Parser {
-    tokens: Vec<Token>,
-    pos: usize,
-    depth: usize,
-}
-
-impl Parser {
-    fn next(&mut self) -> Option<Token> {
-        let t = self.tokens.get(self.pos).cloned();
-        self.pos += 1;
-        t
-    }
-
-    fn keyword(&mut self, kw: &str) -> bool {
-        match self.tokens.get(self.pos) {
-            Some(Token::Word(w)) if w.eq_ignore_ascii_case(kw) => {
-                self.pos += 1;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    fn or(&mut self) -> Result<Filter, String> {
-        let mut left = self.and()?;
-        while self.keyword("or") {
-            left = Filter::Or(Box::new(left), Box::new(self.and()?));
-        }
-        Ok(left)
-    }
-
-    fn and(&mut self) -> Result<Filter, String> {
-        let mut left = self.primary()?;
-        while self.keyword("and") {
-            left = Filter::And(Box::new(left), Box::new(self.primary()?));
-        }
-        Ok(left)
-    }
-
-    fn primary(&mut self) -> Result<Filter, String> {
-        match self.next() {
-            Some(Token::Open) => {
-                self.depth += 1;
-                if self.depth > MAX_DEPTH {
-                    return Err(format!("parentheses nest deeper than {MAX_DEPTH}"));
-                }
-                let inner = self.or()?;
-                self.depth -= 1;
-                match self.next() {
-                    Some(Token::Close) => Ok(inner),
-                    _ => Err("missing ')'".into()),
-                }
-            }
-            Some(Token::Word(path)) => {
-                if !PATHS.contains(&path.as_str()) {
-                    return Err(format!("'{path}' is not a field of the employee"));
-                }
-                let op = match self.next() {
-                    Some(Token::Word(w)) => match w.to_ascii_lowercase().as_str() {
-                        "eq" => Op::Eq,
-                        "ne" => Op::Ne,
-                        "gt" => Op::Gt,
-                        "lt" => Op::Lt,
-                        "ge" => Op::Ge,
-                        "le" => Op::Le,
-                        _ => return Err(format!("'{w}' is not a supported operator")),
-                    },
-                    _ => return Err(format!("an operator must follow '{path}'")),
-                };
-                let value = match self.next() {
-                    Some(Token::Str(s)) => Value::String(s),
-                    Some(Token::Word(w)) => literal(&w)?,
-                    _ => return Err(format!("a value must follow the operator after '{path}'")),
-                };
-                Ok(Filter::Compare {
-                    path: path.split('.').map(str::to_string).collect(),
-                    op,
-                    value,
-                })
-            }
-            Some(t) => Err(format!("unexpected {t:?}")),
-            None => Err("the filter ends too early".into()),
-        }
-    }
+    let op = match cursor.next() {
+        Some(Token::Word(w)) => match w.to_ascii_lowercase().as_str() {
+            "eq" => Op::Eq,
+            "ne" => Op::Ne,
+            "gt" => Op::Gt,
+            "lt" => Op::Lt,
+            "ge" => Op::Ge,
+            "le" => Op::Le,
+            _ => return Err(format!("'{w}' is not a supported operator")),
+        },
+        _ => return Err(format!("an operator must follow '{path}'")),
+    };
+    let value = match cursor.next() {
+        Some(Token::Str(s)) => Value::String(s),
+        Some(Token::Word(w)) => literal(&w)?,
+        _ => return Err(format!("a value must follow the operator after '{path}'")),
+    };
+    Ok(Compare {
+        path: path.split('.').map(str::to_string).collect(),
+        op,
+        value,
+    })
 }
 
 fn literal(word: &str) -> Result<Value, String> {
@@ -257,21 +128,21 @@ fn literal(word: &str) -> Result<Value, String> {
     }
 }
 
-impl Filter {
-    /// True if the employee record satisfies the filter.
-    pub(crate) fn matches(&self, record: &Value) -> bool {
-        match self {
-            Filter::Or(a, b) => a.matches(record) || b.matches(record),
-            Filter::And(a, b) => a.matches(record) && b.matches(record),
-            Filter::Compare { path, op, value } => {
-                let field = path
-                    .iter()
-                    .try_fold(record, |v, key| v.get(key))
-                    .unwrap_or(&Value::Null);
-                compare(field, *op, value)
-            }
-        }
+impl Compare {
+    /// True if the employee record satisfies the condition.
+    fn holds(&self, record: &Value) -> bool {
+        let field = self
+            .path
+            .iter()
+            .try_fold(record, |v, key| v.get(key))
+            .unwrap_or(&Value::Null);
+        compare(field, self.op, &self.value)
     }
+}
+
+/// True if the employee record satisfies `filter`.
+pub(crate) fn matches(filter: &Filter, record: &Value) -> bool {
+    filter.eval(&|condition: &Compare| condition.holds(record))
 }
 
 fn compare(field: &Value, op: Op, value: &Value) -> bool {
@@ -313,8 +184,8 @@ mod tests {
 
     fn check(filter: &str) -> bool {
         parse(filter)
+            .map(|f| matches(&f, &employee()))
             .unwrap_or_else(|e| panic!("{filter}: {e}"))
-            .matches(&employee())
     }
 
     #[test]
