@@ -1,0 +1,230 @@
+//! Faults.
+
+use super::*;
+
+#[tokio::test]
+async fn transient_failures_are_server_unavailable_at_the_configured_rate() {
+    let faults = SageFaults {
+        transient_failure_rate: 1.0,
+        ..SageFaults::default()
+    };
+    let (sim, client) = spawn(SageConfig {
+        faults,
+        ..config(5)
+    })
+    .await;
+    let t = token(&client, &sim.url()).await;
+    let response = get(&client, &sim.url(), &t, &[]).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = json(response).await;
+    assert_eq!(body[0]["errorCode"], "SERVER_UNAVAILABLE");
+    assert!(body[0]["message"].is_string());
+
+    sim.set_faults(SageFaults {
+        transient_failure_rate: 0.5,
+        ..SageFaults::default()
+    });
+    let mut failures = 0;
+    for _ in 0..200 {
+        if get(&client, &sim.url(), &t, &[]).await.status() == StatusCode::SERVICE_UNAVAILABLE {
+            failures += 1;
+        }
+    }
+    assert!((60..140).contains(&failures), "{failures} of 200");
+}
+
+#[tokio::test]
+async fn outage_answers_503_until_it_ends() {
+    let (sim, client) = spawn(config(5)).await;
+    let t = token(&client, &sim.url()).await;
+    sim.set_faults(SageFaults {
+        outage_for_ms: Some(300),
+        ..SageFaults::default()
+    });
+    let during = get(&client, &sim.url(), &t, &[]).await;
+    assert_eq!(during.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json(during).await[0]["errorCode"], "SERVER_UNAVAILABLE");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        get(&client, &sim.url(), &t, &[]).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn configuration_errors_use_the_sage_people_envelope_with_nested_codes() {
+    let (sim, client) = spawn(config(5)).await;
+    let t = token(&client, &sim.url()).await;
+    for code in [
+        "MISSING_API_PERMISSION",
+        "INACCESSIBLE_FIELD",
+        "OBJECT_NOT_ACCESSIBLE",
+    ] {
+        sim.set_faults(SageFaults {
+            config_error: Some(code.into()),
+            ..SageFaults::default()
+        });
+        let response = get(&client, &sim.url(), &t, &[]).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{code}");
+        let body = json(response).await;
+        assert_eq!(body["error"]["code"], "SAGE_PEOPLE_CONFIGURATION");
+        assert_eq!(body["error"]["innererror"]["code"], code);
+    }
+    sim.set_faults(SageFaults {
+        config_error: Some("INVALID_FILTER".into()),
+        ..SageFaults::default()
+    });
+    let response = get(&client, &sim.url(), &t, &[]).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        json(response).await["error"]["innererror"]["code"],
+        "INVALID_FILTER"
+    );
+    sim.set_faults(SageFaults {
+        config_error: Some("INVALID_FILTER/UNEXPECTED_TOKEN".into()),
+        config_error_status: Some(500),
+        config_error_target: Some("$filter".into()),
+        ..SageFaults::default()
+    });
+    let response = get(&client, &sim.url(), &t, &[]).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let error = &json(response).await["error"];
+    assert_eq!(error["target"], "$filter");
+    assert_eq!(error["innererror"]["code"], "INVALID_FILTER");
+    assert_eq!(
+        error["innererror"]["innererror"]["code"],
+        "UNEXPECTED_TOKEN"
+    );
+}
+
+#[tokio::test]
+async fn a_filter_the_parser_refuses_names_the_specific_code_under_invalid_filter() {
+    let (sim, client) = spawn(config(5)).await;
+    let t = token(&client, &sim.url()).await;
+    let response = get(&client, &sim.url(), &t, &[("$filter", "city eq 'Paris")]).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let inner = &json(response).await["error"]["innererror"];
+    assert_eq!(inner["code"], "INVALID_FILTER");
+    assert_eq!(inner["innererror"]["code"], "UNTERMINATED_LITERAL");
+}
+
+#[tokio::test]
+async fn the_concurrent_limit_refuses_the_set_number_of_calls_then_lets_them_through() {
+    let (sim, client) = spawn(config(5)).await;
+    let t = token(&client, &sim.url()).await;
+    sim.set_faults(SageFaults {
+        concurrent_limit_calls: 2,
+        ..SageFaults::default()
+    });
+    for _ in 0..2 {
+        let response = get(&client, &sim.url(), &t, &[]).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        let body = json(response).await;
+        assert_eq!(body[0]["errorCode"], "REQUEST_LIMIT_EXCEEDED");
+        assert!(
+            body[0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("ConcurrentPerOrgLongTxn"))
+        );
+    }
+    assert_eq!(
+        get(&client, &sim.url(), &t, &[]).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn limits_report_daily_api_requests_and_the_header_can_be_left_off() {
+    let (sim, client) = spawn(SageConfig {
+        api_quota: 1_000,
+        limit_info_header: false,
+        ..config(5)
+    })
+    .await;
+    sim.set_api_usage(250);
+    let t = token(&client, &sim.url()).await;
+    let page = get(&client, &sim.url(), &t, &[]).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.headers().get("sforce-limit-info").is_none());
+    let limits = |version: &'static str| {
+        let client = client.clone();
+        let url = format!("{}/services/data/{version}/limits", sim.url());
+        let t = t.clone();
+        async move {
+            client
+                .get(url)
+                .bearer_auth(t)
+                .send()
+                .await
+                .expect("request")
+        }
+    };
+    let response = limits("v64.0").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().get("sforce-limit-info").is_some());
+    let body = json(response).await;
+    assert_eq!(
+        body["DailyApiRequests"],
+        json!({"Max": 1_000, "Remaining": 749})
+    );
+    assert_eq!(limits("latest").await.status(), StatusCode::NOT_FOUND);
+    let anonymous = client
+        .get(format!("{}/services/data/v64.0/limits", sim.url()))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(sim.stats().limits_requests, 2);
+}
+
+#[tokio::test]
+async fn truncated_bodies_are_cut_in_the_middle() {
+    let faults = SageFaults {
+        truncate_rate: 1.0,
+        ..SageFaults::default()
+    };
+    let (sim, client) = spawn(SageConfig {
+        faults,
+        ..config(50)
+    })
+    .await;
+    let t = token(&client, &sim.url()).await;
+    let response = get(&client, &sim.url(), &t, &[]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.expect("body");
+    assert!(
+        text.starts_with("{\"data\":["),
+        "{}",
+        &text[..40.min(text.len())]
+    );
+    assert!(serde_json::from_str::<Value>(&text).is_err());
+    sim.set_faults(SageFaults::default());
+    let whole = get(&client, &sim.url(), &t, &[])
+        .await
+        .text()
+        .await
+        .expect("body");
+    assert!(serde_json::from_str::<Value>(&whole).is_ok());
+    assert_eq!(text.len(), whole.len() / 2);
+}
+
+#[tokio::test]
+async fn latency_delays_every_request() {
+    let faults = SageFaults {
+        latency_ms: 150,
+        ..SageFaults::default()
+    };
+    let (sim, client) = spawn(SageConfig {
+        faults,
+        ..config(5)
+    })
+    .await;
+    let started = Instant::now();
+    let t = token(&client, &sim.url()).await;
+    let _ = get(&client, &sim.url(), &t, &[]).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+}
