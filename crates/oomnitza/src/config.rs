@@ -39,7 +39,7 @@ impl OomnitzaConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connector_name: DEFAULT_CONNECTOR_NAME.to_owned(),
             connector_version: env!("CARGO_PKG_VERSION").to_owned(),
-            retry: RetryPolicy::default(),
+            retry: default_retry_policy(),
         }
     }
 }
@@ -70,28 +70,16 @@ impl OomnitzaAuth {
 }
 
 /// How the read and control calls (`portion`, `finalize`, `run_log`, `find_users`,
-/// `check_auth`) retry transient failures: exponential backoff with jitter, capped, honouring
-/// `Retry-After`, bounded by attempts and elapsed time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts in all, the first one included (default 4). `0` is treated as `1`.
-    pub max_attempts: usize,
-    /// Delay before the first retry (default 200 ms); each later delay doubles.
-    pub initial_delay: Duration,
-    /// Cap on a backoff delay (default 5 s); a longer `Retry-After` is still honoured while it
-    /// fits in `max_elapsed`.
-    pub max_delay: Duration,
-    /// No retry starts once it would end this long after the first attempt (default 30 s).
-    pub max_elapsed: Duration,
-}
+/// `check_auth`) retry transient failures: the shared policy of every outbound call.
+pub use peoplesync_retry::RetryPolicy;
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 4,
-            initial_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(5),
-            max_elapsed: Duration::from_secs(30),
-        }
+/// The Oomnitza default: 4 attempts, 200 ms doubling to at most 5 s apart (a longer
+/// `Retry-After` is honoured), for up to 30 s.
+pub fn default_retry_policy() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 4,
+        initial_delay: Duration::from_millis(200),
+        max_delay: Duration::from_secs(5),
+        max_elapsed: Duration::from_secs(30),
     }
 }

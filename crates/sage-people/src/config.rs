@@ -31,7 +31,7 @@ impl SageConfig {
             login_url: login_url.into(),
             credentials,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            retry: RetryPolicy::default(),
+            retry: default_retry_policy(),
         }
     }
 }
@@ -97,29 +97,18 @@ impl Credentials {
 }
 
 /// How transient failures (5xx, 420, 429, connection errors, timeouts, cut-off bodies) are
-/// retried: exponential backoff with jitter, capped, bounded by attempts and by elapsed time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts in all, the first one included (default 30: enough that `max_elapsed`, not
-    /// the count, ends the retries). `0` is treated as `1`.
-    pub max_attempts: usize,
-    /// Delay before the first retry (default 200 ms); each later delay doubles.
-    pub initial_delay: Duration,
-    /// Cap on any single delay (default 10 s).
-    pub max_delay: Duration,
-    /// No retry starts once this much time has passed since the first attempt (default 2 min).
-    pub max_elapsed: Duration,
-}
+/// retried: the shared policy of every outbound call.
+pub use peoplesync_retry::RetryPolicy;
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        // Six attempts took 3–6 s, so a Sage People outage of a few seconds failed the run
-        // although the documented budget is two minutes: the elapsed time bounds it now.
-        RetryPolicy {
-            max_attempts: 30,
-            initial_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(10),
-            max_elapsed: Duration::from_secs(120),
-        }
+/// The Sage People default: 30 attempts (enough that the time, not the count, ends them),
+/// 200 ms doubling to at most 10 s apart, for up to two minutes. Six attempts took 3–6 s, so a
+/// Sage People outage of a few seconds failed the run although the documented budget is two
+/// minutes: the elapsed time bounds it now.
+pub fn default_retry_policy() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 30,
+        initial_delay: Duration::from_millis(200),
+        max_delay: Duration::from_secs(10),
+        max_elapsed: Duration::from_secs(120),
     }
 }

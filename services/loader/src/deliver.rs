@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use peoplesync_bus::{Bus, CancelNote, DeadLetter, Outcome, PauseFlag, Pauses, Runs};
 use peoplesync_core::Integration;
 use peoplesync_oomnitza::{BulkRequest, Error, ErrorKind, OomnitzaClient};
@@ -590,21 +589,21 @@ impl Deliverer {
             records,
             error,
         };
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(self.retry.initial_delay_ms))
-            .with_max_delay(Duration::from_millis(self.retry.max_delay_ms))
-            .with_max_times(self.retry.max_attempts.saturating_sub(1))
-            .with_total_delay(Some(Duration::from_secs(self.retry.max_elapsed_secs)))
-            .with_jitter()
-            .build();
-        loop {
+        let policy = peoplesync_retry::RetryPolicy {
+            max_attempts: self.retry.max_attempts,
+            initial_delay: Duration::from_millis(self.retry.initial_delay_ms),
+            max_delay: Duration::from_millis(self.retry.max_delay_ms),
+            max_elapsed: Duration::from_secs(self.retry.max_elapsed_secs),
+        };
+        let request = &request;
+        peoplesync_retry::retry(&policy, "Oomnitza bulk", || async move {
             // A slot among the replica's `in_flight` requests, held for this attempt only: the
-            // backoff below waits without one.
+            // backoff between attempts waits without one.
             let slot = self.requests.acquire().await.ok();
             self.limiter.acquire().await;
             let started = Instant::now();
             metrics::gauge!(peoplesync_runtime::metrics::names::LOADER_IN_FLIGHT).increment(1.0);
-            let result = self.client.post_bulk(&request).await;
+            let result = self.client.post_bulk(request).await;
             metrics::gauge!(peoplesync_runtime::metrics::names::LOADER_IN_FLIGHT).decrement(1.0);
             drop(slot);
             metrics::histogram!(peoplesync_runtime::metrics::names::LOADER_BULK_REQUEST_SECONDS)
@@ -617,26 +616,18 @@ impl Deliverer {
             };
             metrics::counter!(peoplesync_runtime::metrics::names::LOADER_BULK_REQUESTS, "status" => status)
                 .increment(1);
-            let err = match result {
-                Ok(()) => {
-                    self.limiter.on_success();
-                    return Ok(());
+            match &result {
+                Ok(()) => self.limiter.on_success(),
+                Err(err) if err.status() == Some(429) => self.limiter.on_throttled(),
+                Err(err) if err.kind() == ErrorKind::Transient => {
+                    tracing::debug!(portion, error = %err, "bulk request failed transiently");
                 }
-                Err(err) if err.kind() == ErrorKind::Transient => err,
-                Err(err) => return Err(err),
-            };
-            if err.status() == Some(429) {
-                self.limiter.on_throttled();
+                Err(_) => {}
             }
-            let Some(backoff) = delays.next() else {
-                return Err(err);
-            };
-            let delay = err
-                .retry_after()
-                .map_or(backoff, |after| after.max(backoff));
-            tracing::debug!(portion, error = %err, ?delay, "bulk request failed transiently; retrying");
-            tokio::time::sleep(delay).await;
-        }
+            result
+        })
+        .await
+        .map_err(|gave_up| gave_up.error)
     }
 }
 

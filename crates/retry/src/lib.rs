@@ -1,0 +1,337 @@
+//! One retry policy for every outbound call peoplesync makes (Sage People, Oomnitza reads and
+//! control calls, the loader's bulk posts): exponential backoff on backon's schedule, each delay
+//! spread over its upper half ("equal jitter", so clients that failed together do not retry
+//! together while the cap still holds), a server's `Retry-After` honoured as a floor, and the
+//! whole bounded by a number of attempts and by the time elapsed since the first one.
+//!
+//! The schedule is pure ([`Backoff`]); [`retry`] drives an async operation with it on tokio's
+//! clock, so tests can run it under `tokio::time::pause`. Callers say which of their errors are
+//! worth another attempt by implementing [`Transient`].
+
+use std::fmt::Display;
+use std::future::Future;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use rand::Rng;
+use tokio::time::Instant;
+
+/// How one call is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first one included. `0` is treated as `1`.
+    pub max_attempts: usize,
+    /// Delay before the first retry; each later delay doubles.
+    pub initial_delay: Duration,
+    /// Cap on a backoff delay; a longer `Retry-After` is still honoured while it fits in
+    /// `max_elapsed`.
+    pub max_delay: Duration,
+    /// No retry starts once it would end this long after the first attempt.
+    pub max_elapsed: Duration,
+}
+
+/// The delays between attempts of one call.
+#[derive(Debug)]
+pub struct Backoff {
+    schedule: ExponentialBackoff,
+    max_delay: Duration,
+    max_elapsed: Duration,
+}
+
+impl Backoff {
+    /// A fresh schedule for one call.
+    pub fn new(policy: &RetryPolicy) -> Backoff {
+        Backoff {
+            schedule: ExponentialBuilder::default()
+                .with_min_delay(policy.initial_delay)
+                .with_max_delay(policy.max_delay)
+                .with_factor(2.0)
+                .with_max_times(policy.max_attempts.saturating_sub(1))
+                .build(),
+            max_delay: policy.max_delay,
+            max_elapsed: policy.max_elapsed,
+        }
+    }
+
+    /// The delay before the next attempt, or `None` once attempts or time are used up.
+    ///
+    /// `elapsed` is the time since the first attempt started; the backoff delay `d` is spread
+    /// over `[d/2, d)` by `unit` (random in `[0, 1)`); the server's `retry_after` is a floor.
+    pub fn next_delay(
+        &mut self,
+        elapsed: Duration,
+        retry_after: Option<Duration>,
+        unit: f64,
+    ) -> Option<Duration> {
+        let base = self.schedule.next()?.min(self.max_delay);
+        let jittered = base.mul_f64(0.5 + unit.clamp(0.0, 1.0) / 2.0);
+        let delay = jittered.max(retry_after.unwrap_or(Duration::ZERO));
+        (elapsed + delay <= self.max_elapsed).then_some(delay)
+    }
+}
+
+/// An error that may go away if the call is made again.
+pub trait Transient {
+    /// Whether another attempt may succeed (a timeout, a 5xx, a 429, a cut-off body).
+    fn is_transient(&self) -> bool;
+
+    /// How long the server asked to wait (`Retry-After`), if it did.
+    fn retry_after(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// Why [`retry`] stopped.
+#[derive(Debug)]
+pub struct GaveUp<E> {
+    /// The last error.
+    pub error: E,
+    /// Attempts made.
+    pub attempts: usize,
+    /// Time since the first attempt started.
+    pub elapsed: Duration,
+    /// The error was transient and the attempts or the time ran out (otherwise it was not
+    /// worth retrying and was returned at once).
+    pub budget_spent: bool,
+}
+
+impl<E> GaveUp<E> {
+    /// The error to report: when the budget was spent, `exhausted` adds how many attempts were
+    /// made over how long; otherwise the error as it came.
+    pub fn into_error(self, exhausted: impl FnOnce(E, usize, Duration) -> E) -> E {
+        match self.budget_spent {
+            true => exhausted(self.error, self.attempts, self.elapsed),
+            false => self.error,
+        }
+    }
+}
+
+/// Runs `operation` until it succeeds, fails with an error that is not [`Transient`], or the
+/// policy's attempts or time are spent. `service` names the other side in the debug log.
+pub async fn retry<T, E, F, Fut>(
+    policy: &RetryPolicy,
+    service: &str,
+    mut operation: F,
+) -> Result<T, GaveUp<E>>
+where
+    E: Transient + Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let started = Instant::now();
+    let mut backoff = Backoff::new(policy);
+    let mut attempts = 0usize;
+    loop {
+        attempts += 1;
+        let error = match operation().await {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        let gave_up = |error, budget_spent| GaveUp {
+            error,
+            attempts,
+            elapsed: started.elapsed(),
+            budget_spent,
+        };
+        if !error.is_transient() {
+            return Err(gave_up(error, false));
+        }
+        let unit = rand::rng().random::<f64>();
+        match backoff.next_delay(started.elapsed(), error.retry_after(), unit) {
+            Some(delay) => {
+                tracing::debug!(attempt = attempts, ?delay, error = %error, "retrying {service} call");
+                tokio::time::sleep(delay).await;
+            }
+            None => return Err(gave_up(error, true)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 6,
+            initial_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(1),
+            max_elapsed: Duration::from_secs(120),
+        }
+    }
+
+    /// A test error: transient or not, with an optional `Retry-After`.
+    #[derive(Debug)]
+    struct Failure {
+        transient: bool,
+        after: Option<Duration>,
+    }
+
+    impl Display for Failure {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "failure")
+        }
+    }
+
+    impl Transient for Failure {
+        fn is_transient(&self) -> bool {
+            self.transient
+        }
+        fn retry_after(&self) -> Option<Duration> {
+            self.after
+        }
+    }
+
+    const DOWN: Failure = Failure {
+        transient: true,
+        after: None,
+    };
+
+    #[test]
+    fn delays_double_up_to_the_cap_and_stop_with_the_attempts() {
+        let mut backoff = Backoff::new(&policy());
+        let delays: Vec<_> = std::iter::from_fn(|| backoff.next_delay(Duration::ZERO, None, 1.0))
+            .map(|d| d.as_millis())
+            .collect();
+        assert_eq!(delays, [200, 400, 800, 1000, 1000]);
+    }
+
+    #[test]
+    fn jitter_spreads_over_the_upper_half() {
+        for (unit, millis) in [(0.0, 100), (0.5, 150)] {
+            let mut backoff = Backoff::new(&policy());
+            assert_eq!(
+                backoff.next_delay(Duration::ZERO, None, unit),
+                Some(Duration::from_millis(millis))
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_is_a_floor_within_the_budget() {
+        let mut backoff = Backoff::new(&RetryPolicy {
+            max_elapsed: Duration::from_secs(30),
+            ..policy()
+        });
+        assert_eq!(
+            backoff.next_delay(Duration::ZERO, Some(Duration::from_secs(2)), 0.0),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            backoff.next_delay(Duration::from_secs(10), Some(Duration::from_secs(25)), 0.0),
+            None
+        );
+    }
+
+    #[test]
+    fn stops_when_the_elapsed_budget_would_be_crossed() {
+        let mut backoff = Backoff::new(&RetryPolicy {
+            max_elapsed: Duration::from_secs(5),
+            ..policy()
+        });
+        let at = Duration::from_millis(4_700);
+        assert!(backoff.next_delay(at, None, 1.0).is_some());
+        assert!(backoff.next_delay(at, None, 1.0).is_none());
+    }
+
+    #[test]
+    fn one_attempt_means_no_retry() {
+        for max_attempts in [0, 1] {
+            let mut backoff = Backoff::new(&RetryPolicy {
+                max_attempts,
+                ..policy()
+            });
+            assert_eq!(backoff.next_delay(Duration::ZERO, None, 0.5), None);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_errors_are_retried_until_the_attempts_run_out() {
+        let calls = AtomicUsize::new(0);
+        let started = Instant::now();
+        let result: Result<(), _> = retry(&policy(), "test", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(DOWN)
+        })
+        .await;
+        let gave_up = result.expect_err("always failing");
+        assert_eq!((calls.load(Ordering::SeqCst), gave_up.attempts), (6, 6));
+        assert!(gave_up.budget_spent);
+        // Five delays of at least half of 200, 400, 800, 1000, 1000 ms, and at most their sum.
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(1_700), "{waited:?}");
+        assert!(waited <= Duration::from_millis(3_400), "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured_between_attempts() {
+        let started = Instant::now();
+        let busy = RetryPolicy {
+            max_attempts: 4,
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(300),
+            max_elapsed: Duration::from_secs(30),
+        };
+        let result: Result<(), _> = retry(&busy, "test", || async {
+            Err(Failure {
+                transient: true,
+                after: Some(Duration::from_secs(1)),
+            })
+        })
+        .await;
+        assert_eq!(result.expect_err("busy").attempts, 4);
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn success_after_failures_is_returned() {
+        let calls = AtomicUsize::new(0);
+        let value = retry(&policy(), "test", || async {
+            if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                Err(DOWN)
+            } else {
+                Ok(7)
+            }
+        })
+        .await;
+        assert_eq!(value.ok(), Some(7));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_errors_are_returned_at_once() {
+        let calls = AtomicUsize::new(0);
+        let result: Result<(), _> = retry(&policy(), "test", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(Failure {
+                transient: false,
+                after: None,
+            })
+        })
+        .await;
+        let gave_up = result.expect_err("refused");
+        assert!(!gave_up.budget_spent);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_elapsed_budget_bounds_slow_attempts() {
+        let calls = AtomicUsize::new(0);
+        let policy = RetryPolicy {
+            max_attempts: 100,
+            max_elapsed: Duration::from_secs(10),
+            ..policy()
+        };
+        let result: Result<(), _> = retry(&policy, "test", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Err(DOWN)
+        })
+        .await;
+        assert!(result.is_err());
+        let calls = calls.load(Ordering::SeqCst);
+        assert!((3..=4).contains(&calls), "{calls}");
+    }
+}
