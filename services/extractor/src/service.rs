@@ -103,12 +103,6 @@ impl Service {
         })
     }
 
-    /// Uses `clock` for schedules (tests pass one that follows tokio's paused clock).
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Service {
-        self.clock = clock;
-        self
-    }
-
     /// Notes what keeps a run from going (a stopped run waiting for its retry) on `readiness`.
     pub fn with_readiness(mut self, readiness: Readiness) -> Service {
         self.readiness = Some(readiness);
