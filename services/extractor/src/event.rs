@@ -19,6 +19,9 @@ pub struct Encoded {
     pub msg_id: String,
     /// The protobuf `WorkerEvent`.
     pub payload: Bytes,
+    /// The worker has left (see [`EventBuilder::judging_end_dates`]): the event is kept for
+    /// the end of the run instead of being published as an upsert.
+    pub ended: bool,
 }
 
 /// Builds the events of one run.
@@ -30,6 +33,8 @@ pub struct EventBuilder {
     ids: u128,
     /// Events are to be sent even when unchanged.
     resend: bool,
+    /// The date end dates are judged against; `None` judges nobody as having left.
+    today: Option<chrono::NaiveDate>,
 }
 
 impl EventBuilder {
@@ -45,7 +50,15 @@ impl EventBuilder {
             },
             ids: uuid::Uuid::now_v7().as_u128(),
             resend: false,
+            today: None,
         }
+    }
+
+    /// Marks the upserts of workers who have left by `today` (in the integration's time zone)
+    /// as [`Encoded::ended`].
+    pub fn judging_end_dates(mut self, today: chrono::NaiveDate) -> Self {
+        self.today = Some(today);
+        self
     }
 
     /// Marks every event built as one to send even when unchanged (drift repair).
@@ -73,6 +86,9 @@ impl EventBuilder {
         observed_at: Timestamp,
     ) -> Result<Encoded, NormaliseError> {
         let worker = Worker::from_raw(raw)?;
+        let ended = self
+            .today
+            .is_some_and(|today| peoplesync_core::leavers::ended(&worker, today).is_some());
         // The client hands records over parsed, not as the bytes of the HTTP body, so the raw
         // record is serialised again; sized once, since records are about a kilobyte.
         let mut bytes = Vec::with_capacity(1536);
@@ -80,12 +96,33 @@ impl EventBuilder {
             bytes = b"{}".to_vec();
         }
         let raw = bytes;
-        Ok(self.encode(
+        let mut encoded = self.encode(
             codec::worker_into_proto(worker),
             raw,
             sequence,
             observed_at,
-            true,
+            WorkerEventKind::Upsert,
+        );
+        encoded.ended = ended;
+        Ok(encoded)
+    }
+
+    /// The event saying that a worker has left, from the upsert kept for them when their run
+    /// listed them (see [`crate::ended`]): the worker as last listed, in this builder's run.
+    pub fn ended(
+        &self,
+        kept: &Bytes,
+        sequence: u64,
+        observed_at: Timestamp,
+    ) -> Result<Encoded, peoplesync_bus::BusError> {
+        let event = codec::decode_worker_event(kept)?;
+        let worker = event.worker.unwrap_or_default();
+        Ok(self.encode(
+            worker,
+            event.raw.to_vec(),
+            sequence,
+            observed_at,
+            WorkerEventKind::Ended,
         ))
     }
 
@@ -96,7 +133,7 @@ impl EventBuilder {
             id: id.to_owned(),
             ..Default::default()
         };
-        self.encode(worker, raw, sequence, observed_at, false)
+        self.encode(worker, raw, sequence, observed_at, WorkerEventKind::Removed)
     }
 
     fn encode(
@@ -105,14 +142,9 @@ impl EventBuilder {
         raw: Vec<u8>,
         sequence: u64,
         observed_at: Timestamp,
-        upsert: bool,
+        kind: WorkerEventKind,
     ) -> Encoded {
         let worker_id = worker.id.clone();
-        let kind = if upsert {
-            WorkerEventKind::Upsert
-        } else {
-            WorkerEventKind::Removed
-        };
         let event = WorkerEvent {
             event_id: self.event_id(sequence),
             integration_id: self.integration.clone(),
@@ -129,6 +161,7 @@ impl EventBuilder {
             msg_id: names::event_msg_id(&self.run_id, &worker_id),
             worker_id,
             payload: codec::encode_worker_event(&event),
+            ended: false,
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod check;
 pub mod checkpoint;
 pub mod commands;
 pub mod config;
+pub mod ended;
 pub mod error;
 pub mod event;
 pub mod lease;

@@ -7,6 +7,9 @@
 //! `peoplesync_state` under `removals.<integration>`. Counting and publishing are streaming
 //! merges of two sorted id lists ([`crate::seen`]), so they take constant memory.
 //!
+//! Workers still listed who have left (see [`crate::ended`]) are left out of a run's list, so
+//! they count as removals here too, and are published as `ended` events carrying the worker.
+//!
 //! The decision is taken once and kept in the run's checkpoint before anything is published:
 //! a run interrupted while publishing its removals publishes the same ones again when it is
 //! resumed (dedup ids drop the repeats) instead of deciding anew against a moved baseline.
@@ -271,7 +274,12 @@ pub async fn publish(
             }
         };
         published += 1;
-        let event = events.removed(&id, first_sequence + published, observed);
+        // A worker still listed but gone has their upsert kept with the list: offboard them
+        // with what was last known of them.
+        let event = match crate::ended::kept(bus.jetstream(), integration, run_id, &id).await? {
+            Some(kept) => events.ended(&kept, first_sequence + published, observed)?,
+            None => events.removed(&id, first_sequence + published, observed),
+        };
         publisher
             .publish(subject.clone(), event.msg_id, event.payload, None)
             .await?;

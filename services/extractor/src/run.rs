@@ -335,6 +335,7 @@ impl Extraction {
             client,
             credentials: settings.credentials,
             started,
+            today: crate::ended::today(integration, settings.time_zone),
         })
     }
 
@@ -413,6 +414,8 @@ pub struct PreparedRun {
     client: SageClient,
     credentials: String,
     started: Instant,
+    /// The date end dates are judged against (see [`crate::ended`]).
+    today: chrono::NaiveDate,
 }
 
 /// What the fetch task hands over.
@@ -466,6 +469,7 @@ impl PreparedRun {
             client,
             credentials,
             started,
+            today,
         } = self;
         let inner = &*extraction.inner;
         let integration = inner.integration.as_str();
@@ -490,6 +494,7 @@ impl PreparedRun {
                 pending: None,
                 recorded_at: Instant::now(),
                 pages: &mut pages,
+                today,
             };
             let stop = listing.list(&cancel).await;
             let finished = listing.finish().await;
@@ -739,6 +744,7 @@ struct Listing<'a> {
     pending: Option<JoinHandle<Result<(), BusError>>>,
     recorded_at: Instant,
     pages: &'a mut u64,
+    today: chrono::NaiveDate,
 }
 
 impl Listing<'_> {
@@ -817,6 +823,7 @@ impl Listing<'_> {
                 &self.client.hostname(),
             )
             .resending(self.checkpoint.resend_all)
+            .judging_end_dates(self.today)
         });
         let subject = names::workers_subject(integration);
         let observed = codec::now();
@@ -851,6 +858,18 @@ impl Listing<'_> {
                     if let Some(id) = id {
                         ids.push(id);
                     }
+                }
+                Ok(event) if event.ended => {
+                    // Left out of the list (and so a removal next time it is settled); the
+                    // upsert is kept for the `ended` event (see `crate::ended`).
+                    crate::ended::keep(
+                        self.publisher,
+                        integration,
+                        &run_id,
+                        &event.worker_id,
+                        event.payload,
+                    )
+                    .await?;
                 }
                 Ok(event) => {
                     // With the window full, wait for half of it at once rather than for one ack

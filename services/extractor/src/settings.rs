@@ -22,6 +22,8 @@ pub struct IntegrationSettings {
     pub source_filter: Option<String>,
     /// When full runs start.
     pub schedule: ScheduleConfig,
+    /// The time zone end dates are judged in (see `peoplesync_core::leavers::time_zone`).
+    pub time_zone: chrono_tz::Tz,
 }
 
 impl IntegrationSettings {
@@ -34,6 +36,7 @@ impl IntegrationSettings {
                 .clone()
                 .filter(|f| !f.trim().is_empty()),
             schedule: config.schedule.clone(),
+            time_zone: peoplesync_core::leavers::time_zone(config),
         }
     }
 }
