@@ -225,6 +225,7 @@ pub(crate) fn view(record: &RunRecord, live: OutcomeCounts) -> pb::Run {
             dead_lettered: counts.dead_lettered,
             canceled: counts.canceled,
             stale: counts.stale,
+            leavers: counts.leavers,
         }),
         pending: record.expected().saturating_sub(counts.total()),
         counts_final: record.counts.is_some() && checked,

@@ -287,6 +287,16 @@ impl SyncControl for ControlService {
         ))
     }
 
+    async fn list_leavers(
+        &self,
+        request: Request<pb::ListLeaversRequest>,
+    ) -> Result<Response<pb::ListLeaversResponse>, Status> {
+        let request = request.into_inner();
+        let integration = status::integration_id(&request.integration_id)?;
+        let list = crate::leavers::list(&self.bus, &self.runs, integration, &request.run_id);
+        Ok(Response::new(list.await?))
+    }
+
     async fn approve_removals(
         &self,
         request: Request<pb::ApproveRemovalsRequest>,

@@ -60,6 +60,9 @@ impl Loader {
         let bus = Bus::connect_from_env(&config.nats_url, "oomnitza-loader", config.bus_settings())
             .await
             .context("connecting to NATS")?;
+        peoplesync_bus::leavers::ensure(&bus)
+            .await
+            .context("creating the leavers report stream")?;
         let integrations = Integrations::default();
         let seed_id = match &seed {
             Some(text) => Some(

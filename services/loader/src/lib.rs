@@ -22,6 +22,7 @@ pub mod deliver;
 pub mod finalize;
 pub mod gates;
 pub mod integrations;
+pub mod leavers;
 pub mod limiter;
 pub mod pipeline;
 pub mod progress;

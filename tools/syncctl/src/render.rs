@@ -48,6 +48,7 @@ pub fn run(run: &pb::Run) -> Value {
             "dead_lettered": counts.dead_lettered,
             "canceled": counts.canceled,
             "stale": counts.stale,
+            "leavers": counts.leavers,
         },
         "pending": run.pending,
         "counts_final": run.counts_final,
@@ -107,6 +108,7 @@ pub fn run_text(run: &pb::Run) -> String {
         ("dead-lettered", counts.dead_lettered.to_string()),
         ("canceled", counts.canceled.to_string()),
         ("stale", counts.stale.to_string()),
+        ("leavers", counts.leavers.to_string()),
         ("pending", run.pending.to_string()),
         ("finalize", {
             let state = enum_name(finalize.state().as_str_name(), "FINALIZE_STATE_");

@@ -1,0 +1,66 @@
+//! ListLeavers: a run's leavers report (who left, the action taken in Oomnitza, the assets
+//! each still held), read from the stream the loaders record it in. Without a run, the latest
+//! run of the integration that handled leavers.
+
+use peoplesync_bus::Bus;
+use peoplesync_bus::leavers::{self, LeaverEntry};
+use peoplesync_proto::v1 as pb;
+use tonic::Status;
+
+use crate::runs::{MAX_LIST, RunViews};
+use crate::status;
+
+/// A report entry as the API shows it.
+pub(crate) fn to_proto(entry: LeaverEntry) -> pb::Leaver {
+    pb::Leaver {
+        worker_id: entry.worker_id,
+        name: entry.name.unwrap_or_default(),
+        email: entry.email.unwrap_or_default(),
+        reason: entry.reason,
+        end_date: entry.end_date.unwrap_or_default(),
+        action: entry.action,
+        oomnitza_user: entry.oomnitza_user.unwrap_or_default(),
+        assets: entry
+            .assets
+            .into_iter()
+            .map(|a| pb::LeaverAsset {
+                id: a.id,
+                name: a.name.unwrap_or_default(),
+                serial: a.serial.unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
+/// The leavers of `run_id` of `integration` (the latest run with leavers when empty).
+pub(crate) async fn list(
+    bus: &Bus,
+    runs: &RunViews,
+    integration: &str,
+    run_id: &str,
+) -> Result<pb::ListLeaversResponse, Status> {
+    let run_id = if run_id.trim().is_empty() {
+        let recent = runs.list(Some(integration), MAX_LIST).await?;
+        match recent
+            .into_iter()
+            .find(|r| r.removed > 0 || r.counts.as_ref().is_some_and(|c| c.leavers > 0))
+        {
+            Some(run) => run.run_id,
+            None => {
+                return Ok(pb::ListLeaversResponse::default());
+            }
+        }
+    } else {
+        run_id.trim().to_owned()
+    };
+    let entries = leavers::read(bus.jetstream(), integration, &run_id)
+        .await
+        .map_err(|e| status::bus(&format!("reading the leavers of run {run_id}"), e))?;
+    let leavers: Vec<pb::Leaver> = entries.into_iter().map(to_proto).collect();
+    let with_assets = leavers.iter().filter(|l| !l.assets.is_empty()).count() as u64;
+    Ok(pb::ListLeaversResponse {
+        run_id,
+        leavers,
+        with_assets,
+    })
+}

@@ -1,0 +1,227 @@
+//! Handling one leaver: an `ended` event (still listed, but inactive or past their end date)
+//! or a `removed` one (no longer listed). The user is found in Oomnitza by the field mapped
+//! from the Sage People id; the assets they hold are read; then the integration's policy is
+//! applied — nothing, a `PATCH` of the `[[leavers.set]]` fields, or a `DELETE` (never of a
+//! user holding assets unless `delete_with_assets`). The result goes to the run's leavers
+//! report (`peoplesync_bus::leavers`), and the user's applied hash is dropped so that a rehire
+//! is written again in full. Every step is idempotent, so a redelivered event is harmless.
+
+use peoplesync_bus::leavers::{self, HeldAsset, LeaverEntry};
+use peoplesync_bus::{Bus, DeadLetter, Outcome};
+use peoplesync_core::{Integration, LeaverAction, RecordInput, Tracking, Worker};
+use peoplesync_oomnitza::{Error, ErrorKind, OomnitzaClient, read_attribute, user_ident};
+use peoplesync_runtime::metrics::names as metric;
+use serde_json::Value;
+
+use crate::ack::{RetryCause, Settlement};
+use crate::pipeline::Item;
+
+/// What the pipeline knows of a leaver.
+#[derive(Debug)]
+pub struct LeaverTask {
+    /// The worker as last listed (only the id for one no longer listed).
+    pub worker: Worker,
+    /// The raw record as last listed (`null` when not listed).
+    pub raw: Value,
+    /// Where it was read from.
+    pub tracking: Tracking,
+    /// Still listed (an `ended` event) rather than gone from the listing.
+    pub listed: bool,
+}
+
+impl LeaverTask {
+    /// Why they are a leaver: `removed`, `inactive` or `end_date`.
+    fn reason(&self) -> &'static str {
+        if !self.listed {
+            "removed"
+        } else if self.worker.employment_active == Some(false) {
+            "inactive"
+        } else {
+            "end_date"
+        }
+    }
+}
+
+/// Why a leaver could not be handled now.
+enum Failed {
+    /// Try again later.
+    Retry(String),
+    /// Dead-letter it with this reason.
+    Dead(String, Option<u16>),
+}
+
+fn from_oomnitza(err: &Error) -> Failed {
+    match err.kind() {
+        ErrorKind::Transient | ErrorKind::Unauthorized => Failed::Retry(err.to_string()),
+        _ => Failed::Dead(err.to_string(), err.status()),
+    }
+}
+
+/// Handles `item`'s leaver with `integration`'s policy and says how to settle the event.
+pub async fn handle(
+    bus: &Bus,
+    client: &OomnitzaClient,
+    integration: &Integration,
+    item: &Item,
+    task: &LeaverTask,
+) -> Settlement {
+    let name = &item.key.integration;
+    match act(bus, client, integration, item, task).await {
+        Ok(entry) => {
+            metrics::counter!(metric::LOADER_LEAVERS, "integration" => name.clone(), "action" => entry.action.clone())
+                .increment(1);
+            if !entry.assets.is_empty() {
+                metrics::counter!(metric::LOADER_LEAVERS_WITH_ASSETS, "integration" => name.clone())
+                    .increment(1);
+            }
+            tracing::info!(integration = %name, run_id = %item.key.run_id, worker = %item.worker_id,
+                action = %entry.action, assets = entry.assets.len(), "leaver handled");
+            Settlement::Done(Outcome::Leaver, None)
+        }
+        Err(Failed::Retry(reason)) => Settlement::Retry(
+            std::time::Duration::from_secs(10),
+            reason,
+            RetryCause::Transient,
+        ),
+        Err(Failed::Dead(reason, status)) => {
+            tracing::warn!(integration = %name, run_id = %item.key.run_id, worker = %item.worker_id,
+                %reason, "leaver cannot be handled; dead-lettered");
+            Settlement::Done(
+                Outcome::DeadLettered,
+                Some(Box::new(DeadLetter {
+                    integration: name.clone(),
+                    run_id: item.key.run_id.clone(),
+                    worker_id: item.worker_id.clone(),
+                    reason,
+                    stage: "leavers".into(),
+                    http_status: status,
+                    attempts: item.delivered,
+                    original_subject: item.message.subject.to_string(),
+                    ..Default::default()
+                })),
+            )
+        }
+    }
+}
+
+async fn act(
+    bus: &Bus,
+    client: &OomnitzaClient,
+    integration: &Integration,
+    item: &Item,
+    task: &LeaverTask,
+) -> Result<LeaverEntry, Failed> {
+    let policy = &integration.config().leavers;
+    let mut entry = LeaverEntry {
+        worker_id: task.worker.id.clone(),
+        name: task.worker.full_name.clone(),
+        email: task.worker.email.clone(),
+        reason: task.reason().to_owned(),
+        end_date: task.worker.end_date.clone(),
+        action: "none".into(),
+        at: chrono::Utc::now().to_rfc3339(),
+        ..LeaverEntry::default()
+    };
+    if policy.action != LeaverAction::None {
+        let Some(field) = integration.leaver_lookup_field() else {
+            return Err(Failed::Dead(
+                "the leaver policy needs a mapping from source \"ID\" to find the user".into(),
+                None,
+            ));
+        };
+        let attribute = read_attribute(field);
+        let users = client
+            .find_user_by(&attribute, &task.worker.id)
+            .await
+            .map_err(|e| from_oomnitza(&e))?;
+        match users.as_slice() {
+            [] => entry.action = "not_found".into(),
+            [user] => apply(bus, client, integration, item, task, user, &mut entry).await?,
+            _ => {
+                return Err(Failed::Dead(
+                    format!(
+                        "more than one Oomnitza user has {attribute} = {:?}; the leaver policy acts on one user only",
+                        task.worker.id
+                    ),
+                    None,
+                ));
+            }
+        }
+    }
+    leavers::record(bus.jetstream(), &item.key.integration, &item.key.run_id, &entry)
+        .await
+        .map_err(|e| Failed::Retry(format!("recording the leaver: {e}")))?;
+    Ok(entry)
+}
+
+async fn apply(
+    bus: &Bus,
+    client: &OomnitzaClient,
+    integration: &Integration,
+    item: &Item,
+    task: &LeaverTask,
+    user: &Value,
+    entry: &mut LeaverEntry,
+) -> Result<(), Failed> {
+    let policy = &integration.config().leavers;
+    let Some(ident) = user_ident(user) else {
+        return Err(Failed::Dead(
+            "Oomnitza showed the leaver's user without an id".into(),
+            None,
+        ));
+    };
+    entry.oomnitza_user = Some(ident.clone());
+    entry.assets = client
+        .user_assets(&ident)
+        .await
+        .map_err(|e| from_oomnitza(&e))?
+        .into_iter()
+        .map(|a| HeldAsset {
+            id: a.id,
+            name: a.name,
+            serial: a.serial,
+        })
+        .collect();
+    match policy.action {
+        LeaverAction::None => {}
+        LeaverAction::Update => {
+            let input = RecordInput {
+                raw: &task.raw,
+                worker: &task.worker,
+                tracking: &task.tracking,
+            };
+            let fields = integration
+                .leaver_fields(&input)
+                .map_err(|reason| Failed::Dead(reason, None))?;
+            client
+                .patch_user(&ident, &fields)
+                .await
+                .map_err(|e| from_oomnitza(&e))?;
+            entry.action = "updated".into();
+        }
+        LeaverAction::Delete if !entry.assets.is_empty() && !policy.delete_with_assets => {
+            entry.action = "kept_holding_assets".into();
+        }
+        LeaverAction::Delete => {
+            client
+                .delete_user(&ident)
+                .await
+                .map_err(|e| from_oomnitza(&e))?;
+            entry.action = "deleted".into();
+        }
+    }
+    // A rehire maps to the record last written: without its hash it is sent again in full.
+    if let Some(value) = integration
+        .sync_field()
+        .first()
+        .and_then(|f| user.get(read_attribute(f)))
+        .and_then(Value::as_str)
+        .filter(|v| !v.is_empty())
+    {
+        let key = crate::applied::key(&item.key.integration, value);
+        if let Err(err) = bus.applied_kv().purge(&key).await {
+            tracing::warn!(key, error = %err, "cannot drop the applied hash of a leaver; a rehire is written once their record changes");
+        }
+    }
+    Ok(())
+}
