@@ -137,7 +137,10 @@ pub async fn read(
             Ok(Some(Ok(message))) => message,
             Ok(Some(Err(err))) => return Err(BusError::request(what, err)),
             Ok(None) | Err(_) => {
-                return Err(BusError::request(what, "the report changed while it was read"));
+                return Err(BusError::request(
+                    what,
+                    "the report changed while it was read",
+                ));
             }
         };
         remaining -= 1;
@@ -169,7 +172,10 @@ mod tests {
             ..Default::default()
         };
         let text = serde_json::to_string(&entry).unwrap();
-        assert!(!text.contains("assets") && !text.contains("end_date"), "{text}");
+        assert!(
+            !text.contains("assets") && !text.contains("end_date"),
+            "{text}"
+        );
         assert_eq!(serde_json::from_str::<LeaverEntry>(&text).unwrap(), entry);
     }
 }

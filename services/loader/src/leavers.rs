@@ -148,9 +148,14 @@ async fn act(
             }
         }
     }
-    leavers::record(bus.jetstream(), &item.key.integration, &item.key.run_id, &entry)
-        .await
-        .map_err(|e| Failed::Retry(format!("recording the leaver: {e}")))?;
+    leavers::record(
+        bus.jetstream(),
+        &item.key.integration,
+        &item.key.run_id,
+        &entry,
+    )
+    .await
+    .map_err(|e| Failed::Retry(format!("recording the leaver: {e}")))?;
     Ok(entry)
 }
 
