@@ -12,6 +12,7 @@
 //! intakes stop pulling and hand in what their last fetch delivered, partial batches are
 //! flushed and in-flight deliveries finish (or their events are nak'ed) within the grace period.
 
+use crate::webhook::LeaversWebhook;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -196,7 +197,8 @@ impl Loader {
             replica.clone(),
             config.run_retention(),
             verifier,
-        );
+        )
+        .with_leavers_webhook(LeaversWebhook::from_env()?);
         let finalizer_task = tokio::spawn(finalizer.run(poke_rx, background_stop.clone()));
 
         let batch = &config.batch;

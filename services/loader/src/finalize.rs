@@ -19,6 +19,7 @@ use peoplesync_bus::{
 use peoplesync_oomnitza::{ErrorKind, Finalize, OomnitzaClient};
 
 use crate::verify::{self, Verifier, needs_verify};
+use crate::webhook::LeaversWebhook;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -52,6 +53,8 @@ pub struct Finalizer {
     exact_reads: Mutex<ExactReads>,
     /// Checks finalized runs against what Oomnitza holds.
     verifier: Verifier,
+    /// Where the leavers report of each finalized run is posted.
+    webhook: Option<LeaversWebhook>,
 }
 
 /// A request to look at one run now: (integration, run id).
@@ -76,7 +79,14 @@ impl Finalizer {
             retention,
             exact_reads: Mutex::default(),
             verifier,
+            webhook: None,
         }
+    }
+
+    /// Posts the leavers report of every run this replica finalizes to `webhook`.
+    pub fn with_leavers_webhook(mut self, webhook: Option<LeaversWebhook>) -> Finalizer {
+        self.webhook = webhook;
+        self
     }
 
     /// Checks the finalized run `run_id` against Oomnitza in a task of its own (it waits for
@@ -384,6 +394,13 @@ impl Finalizer {
             self.spawn_verify(integration, run_id);
         } else {
             outcomes::purge(self.bus.jetstream(), integration, run_id).await?;
+        }
+        if let Some(webhook) = self.webhook.clone()
+            && counts.leavers > 0
+        {
+            let (bus, integration, run_id) =
+                (self.bus.clone(), integration.to_owned(), run_id.to_owned());
+            tokio::spawn(async move { webhook.post_run(&bus, &integration, &run_id).await });
         }
         Ok(None)
     }

@@ -136,7 +136,13 @@ async fn act(
             .map_err(|e| from_oomnitza(&e))?;
         match users.as_slice() {
             [] => entry.action = "not_found".into(),
-            [user] => apply(bus, client, integration, item, task, user, &mut entry).await?,
+            [user] => {
+                let found = Found {
+                    attribute: &attribute,
+                    user,
+                };
+                apply(bus, client, integration, item, task, &found, &mut entry).await?;
+            }
             _ => {
                 return Err(Failed::Dead(
                     format!(
@@ -159,15 +165,22 @@ async fn act(
     Ok(entry)
 }
 
+/// The leaver's user as found, and the attribute it was found by.
+struct Found<'a> {
+    attribute: &'a str,
+    user: &'a Value,
+}
+
 async fn apply(
     bus: &Bus,
     client: &OomnitzaClient,
     integration: &Integration,
     item: &Item,
     task: &LeaverTask,
-    user: &Value,
+    found: &Found<'_>,
     entry: &mut LeaverEntry,
 ) -> Result<(), Failed> {
+    let user = found.user;
     let policy = &integration.config().leavers;
     let Some(ident) = user_ident(user) else {
         return Err(Failed::Dead(
@@ -202,6 +215,18 @@ async fn apply(
                 .patch_user(&ident, &fields)
                 .await
                 .map_err(|e| from_oomnitza(&e))?;
+            // What landed is what a read shows: the update counts once the user shows it.
+            let back = client
+                .find_user_by(found.attribute, &task.worker.id)
+                .await
+                .map_err(|e| from_oomnitza(&e))?;
+            let missing = not_shown(&fields, back.first());
+            if !missing.is_empty() {
+                return Err(Failed::Retry(format!(
+                    "Oomnitza took the leaver update of user {ident}, but reading the user back does not show {}",
+                    missing.join(", ")
+                )));
+            }
             entry.action = "updated".into();
         }
         LeaverAction::Delete if !entry.assets.is_empty() && !policy.delete_with_assets => {
@@ -229,4 +254,40 @@ async fn apply(
         }
     }
     Ok(())
+}
+
+/// The fields of `sent` that `user` (as read back) does not show with the value sent,
+/// compared as text.
+fn not_shown(sent: &serde_json::Map<String, Value>, user: Option<&Value>) -> Vec<String> {
+    let text = |v: &Value| match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.trim().to_owned(),
+        other => other.to_string(),
+    };
+    sent.iter()
+        .filter(|(field, value)| {
+            let shown = user.and_then(|u| u.get(read_attribute(field)));
+            shown.map(text) != Some(text(value))
+        })
+        .map(|(field, _)| field.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_update_counts_once_the_user_shows_it() {
+        let sent = json!({"STATUS_ID": "Terminated", "PERMISSIONS_ID": 3})
+            .as_object()
+            .unwrap()
+            .clone();
+        let shown = json!({"status_id": "Terminated", "role": "3"});
+        assert!(not_shown(&sent, Some(&shown)).is_empty());
+        let stale = json!({"status_id": "Active", "role": "3"});
+        assert_eq!(not_shown(&sent, Some(&stale)), vec!["STATUS_ID".to_owned()]);
+        assert_eq!(not_shown(&sent, None).len(), 2);
+    }
 }

@@ -29,6 +29,7 @@ pub mod progress;
 pub mod rewatch;
 pub mod startup;
 pub mod verify;
+pub mod webhook;
 
 pub use config::LoaderConfig;
 pub use consume::Loader;
