@@ -2,11 +2,15 @@
 //! each still held), read from the stream the loaders record it in. Without a run, the latest
 //! run of the integration that handled leavers.
 
+use std::time::Duration;
+
 use peoplesync_bus::Bus;
+use peoplesync_bus::control::{self, HeldLeavers};
 use peoplesync_bus::leavers::{self, LeaverEntry};
 use peoplesync_proto::v1 as pb;
 use tonic::Status;
 
+use crate::extractor::Extractor;
 use crate::runs::{MAX_LIST, RunViews};
 use crate::status;
 
@@ -30,6 +34,25 @@ pub(crate) fn to_proto(entry: LeaverEntry) -> pb::Leaver {
             })
             .collect(),
     }
+}
+
+/// How long listing the held leavers may take (the extractor compares two run lists).
+const HELD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The leavers `integration` holds for approval, as the extractor lists them.
+pub(crate) async fn held(
+    extractor: &Extractor,
+    integration: &str,
+) -> Result<pb::ListLeaversResponse, Status> {
+    let held: HeldLeavers = extractor
+        .request(integration, control::HELD_LEAVERS, &(), HELD_TIMEOUT)
+        .await?;
+    Ok(pb::ListLeaversResponse {
+        run_id: held.run_id.unwrap_or_default(),
+        leavers: held.leavers.into_iter().map(to_proto).collect(),
+        with_assets: 0,
+        held_count: held.count,
+    })
 }
 
 /// The leavers of `run_id` of `integration` (the latest run with leavers when empty).
@@ -62,5 +85,6 @@ pub(crate) async fn list(
         run_id,
         leavers,
         with_assets,
+        held_count: 0,
     })
 }

@@ -293,8 +293,12 @@ impl SyncControl for ControlService {
     ) -> Result<Response<pb::ListLeaversResponse>, Status> {
         let request = request.into_inner();
         let integration = status::integration_id(&request.integration_id)?;
-        let list = crate::leavers::list(&self.bus, &self.runs, integration, &request.run_id);
-        Ok(Response::new(list.await?))
+        let list = if request.held {
+            crate::leavers::held(&self.extractor, integration).await?
+        } else {
+            crate::leavers::list(&self.bus, &self.runs, integration, &request.run_id).await?
+        };
+        Ok(Response::new(list))
     }
 
     async fn approve_removals(

@@ -363,6 +363,67 @@ pub async fn settle(
     save_state(bus.state_kv(), integration, &state).await
 }
 
+/// The leavers `integration` holds for approval, at most `limit` of them listed: each held
+/// removal, with the worker as last listed when they are still listed but have left.
+pub async fn held_leavers(
+    bus: &Bus,
+    integration: &str,
+    limit: usize,
+) -> Result<peoplesync_bus::control::HeldLeavers, BusError> {
+    use peoplesync_bus::leavers::LeaverEntry;
+    let state = load_state(bus.state_kv(), integration).await?;
+    let (Some(held), Some(baseline)) = (state.held, state.baseline) else {
+        return Ok(peoplesync_bus::control::HeldLeavers::default());
+    };
+    let unreadable = |err: ReadError| match err {
+        ReadError::Bus(err) => err,
+        err => BusError::Decode {
+            what: "seen list",
+            message: err.to_string(),
+        },
+    };
+    let mut diff = diff(bus, integration, &baseline, &held.run_id)
+        .await
+        .map_err(unreadable)?;
+    let mut leavers = Vec::new();
+    while leavers.len() < limit {
+        let Some(id) = diff.next_removed().await.map_err(unreadable)? else {
+            break;
+        };
+        let kept = crate::ended::kept(bus.jetstream(), integration, &held.run_id, &id).await?;
+        let worker = kept
+            .and_then(|payload| codec::decode_worker_event(&payload).ok())
+            .and_then(|event| event.worker);
+        let entry = match worker {
+            Some(worker) => LeaverEntry {
+                reason: if worker.employment_active == Some(false) {
+                    "inactive".into()
+                } else {
+                    "end_date".into()
+                },
+                name: worker.full_name,
+                email: worker.email,
+                end_date: worker.end_date,
+                ..LeaverEntry::default()
+            },
+            None => LeaverEntry {
+                reason: "removed".into(),
+                ..LeaverEntry::default()
+            },
+        };
+        leavers.push(LeaverEntry {
+            worker_id: id,
+            action: "held".into(),
+            ..entry
+        });
+    }
+    Ok(peoplesync_bus::control::HeldLeavers {
+        run_id: Some(held.run_id),
+        count: held.count,
+        leavers,
+    })
+}
+
 /// What releasing held removals needs to know about them.
 #[derive(Debug, Clone)]
 pub struct Release {

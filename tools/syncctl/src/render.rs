@@ -93,7 +93,7 @@ pub fn run_text(run: &pb::Run) -> String {
         if run.full { "full" } else { "partial" },
         run.trigger
     );
-    let rows: [(&str, String); 13] = [
+    let rows: [(&str, String); 14] = [
         (
             "outcome",
             enum_name(run.outcome().as_str_name(), "RUN_OUTCOME_"),
