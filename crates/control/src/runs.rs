@@ -228,6 +228,7 @@ pub(crate) fn view(record: &RunRecord, live: OutcomeCounts) -> pb::Run {
             leavers: counts.leavers,
         }),
         pending: record.expected().saturating_sub(counts.total()),
+        leavers_with_assets: record.leavers_with_assets,
         counts_final: record.counts.is_some() && checked,
         finalize: Some(finalize),
         error: record.error.clone().unwrap_or_default(),

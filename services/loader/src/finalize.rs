@@ -378,14 +378,27 @@ impl Finalizer {
             filtered = counts.filtered,
             dead_lettered = counts.dead_lettered,
             canceled = counts.canceled,
+            leavers = counts.leavers,
             ?finalize,
             verify,
             "run finalized"
         );
+        let with_assets = if counts.leavers > 0 {
+            match peoplesync_bus::leavers::read(self.bus.jetstream(), integration, run_id).await {
+                Ok(entries) => entries.iter().filter(|e| !e.assets.is_empty()).count() as u64,
+                Err(err) => {
+                    tracing::warn!(integration, run_id, error = %err, "cannot read the leavers report; the run's count of leavers holding assets stays 0");
+                    0
+                }
+            }
+        } else {
+            0
+        };
         self.runs
             .update(integration, run_id, |r| {
                 r.finalize = finalize.clone();
                 r.counts = Some(counts);
+                r.leavers_with_assets = with_assets;
                 r.verification = verify.then(|| Verification::pending(counts.written));
                 true
             })

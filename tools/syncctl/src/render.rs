@@ -50,6 +50,7 @@ pub fn run(run: &pb::Run) -> Value {
             "stale": counts.stale,
             "leavers": counts.leavers,
         },
+        "leavers_with_assets": run.leavers_with_assets,
         "pending": run.pending,
         "counts_final": run.counts_final,
         "finalize": {
@@ -93,7 +94,7 @@ pub fn run_text(run: &pb::Run) -> String {
         if run.full { "full" } else { "partial" },
         run.trigger
     );
-    let rows: [(&str, String); 14] = [
+    let rows: [(&str, String); 15] = [
         (
             "outcome",
             enum_name(run.outcome().as_str_name(), "RUN_OUTCOME_"),
@@ -109,6 +110,10 @@ pub fn run_text(run: &pb::Run) -> String {
         ("canceled", counts.canceled.to_string()),
         ("stale", counts.stale.to_string()),
         ("leavers", counts.leavers.to_string()),
+        (
+            "leavers holding assets",
+            run.leavers_with_assets.to_string(),
+        ),
         ("pending", run.pending.to_string()),
         ("finalize", {
             let state = enum_name(finalize.state().as_str_name(), "FINALIZE_STATE_");
