@@ -2178,6 +2178,9 @@ mod oomnitza {
 #[path = "sims/oomnitza_async.rs"]
 mod oomnitza_async;
 
+#[path = "sims/oomnitza_offboard.rs"]
+mod oomnitza_offboard;
+
 mod binaries {
     use std::process::Stdio;
     use std::time::Duration;
