@@ -1,5 +1,6 @@
 //! Workers who are still listed but have left (employment inactive, or end date passed in the
-//! integration's time zone). Their upsert is not published: it is kept in the run's seen list
+//! integration's time zone). Their upsert is published only with leaver action `none` (an
+//! upsert would otherwise undo the update or recreate the deleted user); it is kept in the run's seen list
 //! under `peoplesync.<integration>.seen.<run>.ended.<worker>`, and their id is left out of the
 //! list of workers the run saw. So the removal diff of the next settled run finds them like
 //! any worker who disappeared — counted by the same accidental-deletion threshold, held and
@@ -19,6 +20,26 @@ use chrono_tz::Tz;
 use peoplesync_bus::{BusError, Publisher};
 
 use crate::seen::SEEN_STREAM;
+
+/// How a run judges end dates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndDates {
+    /// The date end dates are compared with.
+    pub today: NaiveDate,
+    /// Publish leavers' upserts as well (leaver action `none`: their last data is written as
+    /// before leavers existed; with `update` or `delete` an upsert would undo the action).
+    pub upsert_leavers: bool,
+}
+
+impl EndDates {
+    /// How a run of an integration with `settings` judges end dates now.
+    pub fn of(integration: &str, settings: &crate::settings::IntegrationSettings) -> EndDates {
+        EndDates {
+            today: today(integration, settings.time_zone),
+            upsert_leavers: settings.leaver_action == peoplesync_core::LeaverAction::None,
+        }
+    }
+}
 
 /// The test-only override of today's date (a file holding `YYYY-MM-DD`).
 pub const TODAY_FILE_ENV: &str = "PEOPLESYNC_TEST_TODAY_FILE";

@@ -20,7 +20,7 @@ pub struct Encoded {
     /// The protobuf `WorkerEvent`.
     pub payload: Bytes,
     /// The worker has left (see [`EventBuilder::judging_end_dates`]): the event is kept for
-    /// the end of the run instead of being published as an upsert.
+    /// the end of the run (and published as an upsert only with leaver action `none`).
     pub ended: bool,
 }
 
@@ -33,8 +33,8 @@ pub struct EventBuilder {
     ids: u128,
     /// Events are to be sent even when unchanged.
     resend: bool,
-    /// The date end dates are judged against; `None` judges nobody as having left.
-    today: Option<chrono::NaiveDate>,
+    /// How end dates are judged; `None` judges nobody as having left.
+    end_dates: Option<crate::ended::EndDates>,
 }
 
 impl EventBuilder {
@@ -50,14 +50,14 @@ impl EventBuilder {
             },
             ids: uuid::Uuid::now_v7().as_u128(),
             resend: false,
-            today: None,
+            end_dates: None,
         }
     }
 
-    /// Marks the upserts of workers who have left by `today` (in the integration's time zone)
-    /// as [`Encoded::ended`].
-    pub fn judging_end_dates(mut self, today: chrono::NaiveDate) -> Self {
-        self.today = Some(today);
+    /// Marks the upserts of workers who have left by `end_dates.today` (in the integration's
+    /// time zone) as [`Encoded::ended`].
+    pub fn judging_end_dates(mut self, end_dates: crate::ended::EndDates) -> Self {
+        self.end_dates = Some(end_dates);
         self
     }
 
@@ -87,8 +87,8 @@ impl EventBuilder {
     ) -> Result<Encoded, NormaliseError> {
         let worker = Worker::from_raw(raw)?;
         let ended = self
-            .today
-            .is_some_and(|today| peoplesync_core::leavers::ended(&worker, today).is_some());
+            .end_dates
+            .is_some_and(|d| peoplesync_core::leavers::ended(&worker, d.today).is_some());
         // The client hands records over parsed, not as the bytes of the HTTP body, so the raw
         // record is serialised again; sized once, since records are about a kilobyte.
         let mut bytes = Vec::with_capacity(1536);
@@ -158,7 +158,7 @@ impl EventBuilder {
             resend: self.resend,
         };
         Encoded {
-            msg_id: names::event_msg_id(&self.run_id, &worker_id),
+            msg_id: names::msg_id_of(&self.run_id, &worker_id, kind == WorkerEventKind::Ended),
             worker_id,
             payload: codec::encode_worker_event(&event),
             ended: false,

@@ -95,6 +95,11 @@ pub struct RemovalState {
     /// the new filter, so its removals are always held for approval.
     #[serde(default)]
     pub baseline_filter: Option<String>,
+    /// The baseline left out workers who had left (see [`crate::ended`]). A baseline recorded
+    /// before leavers existed lists them: compared with a newer list, every worker who left
+    /// long ago would look removed, so workers the newer run kept as leavers are skipped.
+    #[serde(default)]
+    pub leavers_judged: bool,
 }
 
 /// Why removals could not be settled or released.
@@ -164,19 +169,51 @@ struct Diff {
     current: IdReader,
     head: Option<String>,
     started: bool,
+    /// With a baseline that listed leavers: skip the workers `current` kept as leavers.
+    legacy: Option<Legacy>,
+}
+
+/// What skipping leavers listed by a legacy baseline needs.
+struct Legacy {
+    js: async_nats::jetstream::Context,
+    integration: String,
+    run: String,
 }
 
 async fn diff(bus: &Bus, integration: &str, baseline: &str, run: &str) -> Result<Diff, ReadError> {
+    let state = load_state(bus.state_kv(), integration).await?;
+    let legacy = (!state.leavers_judged).then(|| Legacy {
+        js: bus.jetstream().clone(),
+        integration: integration.to_owned(),
+        run: run.to_owned(),
+    });
     Ok(Diff {
         baseline: IdReader::open(bus.jetstream(), integration, baseline).await?,
         current: IdReader::open(bus.jetstream(), integration, run).await?,
         head: None,
         started: false,
+        legacy,
     })
 }
 
 impl Diff {
+    /// The next worker removed since the baseline.
     async fn next_removed(&mut self) -> Result<Option<String>, ReadError> {
+        loop {
+            let Some(id) = self.next_missing().await? else {
+                return Ok(None);
+            };
+            match &self.legacy {
+                Some(l)
+                    if crate::ended::kept(&l.js, &l.integration, &l.run, &id)
+                        .await?
+                        .is_some() => {}
+                _ => return Ok(Some(id)),
+            }
+        }
+    }
+
+    async fn next_missing(&mut self) -> Result<Option<String>, ReadError> {
         if !self.started {
             self.head = self.current.next().await?;
             self.started = true;
@@ -358,6 +395,7 @@ pub async fn settle(
             }
             state.baseline = Some(run_id.to_owned());
             state.baseline_filter = Some(filter.unwrap_or_default().to_owned());
+            state.leavers_judged = true;
         }
     }
     save_state(bus.state_kv(), integration, &state).await
@@ -490,6 +528,7 @@ pub async fn finish_release(
         baseline: Some(release.held_run.clone()),
         held: None,
         baseline_filter: Some(release.filter.clone()),
+        leavers_judged: true,
     };
     save_state(bus.state_kv(), integration, &state).await
 }

@@ -327,6 +327,7 @@ impl Extraction {
                     .await);
             }
         };
+        let end_dates = crate::ended::EndDates::of(integration, &settings);
         Ok(PreparedRun {
             extraction: self.clone(),
             checkpoint,
@@ -335,7 +336,7 @@ impl Extraction {
             client,
             credentials: settings.credentials,
             started,
-            today: crate::ended::today(integration, settings.time_zone),
+            end_dates,
         })
     }
 
@@ -414,8 +415,8 @@ pub struct PreparedRun {
     client: SageClient,
     credentials: String,
     started: Instant,
-    /// The date end dates are judged against (see [`crate::ended`]).
-    today: chrono::NaiveDate,
+    /// How end dates are judged (see [`crate::ended`]).
+    end_dates: crate::ended::EndDates,
 }
 
 /// What the fetch task hands over.
@@ -469,7 +470,7 @@ impl PreparedRun {
             client,
             credentials,
             started,
-            today,
+            end_dates,
         } = self;
         let inner = &*extraction.inner;
         let integration = inner.integration.as_str();
@@ -494,7 +495,7 @@ impl PreparedRun {
                 pending: None,
                 recorded_at: Instant::now(),
                 pages: &mut pages,
-                today,
+                end_dates,
             };
             let stop = listing.list(&cancel).await;
             let finished = listing.finish().await;
@@ -744,7 +745,7 @@ struct Listing<'a> {
     pending: Option<JoinHandle<Result<(), BusError>>>,
     recorded_at: Instant,
     pages: &'a mut u64,
-    today: chrono::NaiveDate,
+    end_dates: crate::ended::EndDates,
 }
 
 impl Listing<'_> {
@@ -823,7 +824,7 @@ impl Listing<'_> {
                 &self.client.hostname(),
             )
             .resending(self.checkpoint.resend_all)
-            .judging_end_dates(self.today)
+            .judging_end_dates(self.end_dates)
         });
         let subject = names::workers_subject(integration);
         let observed = codec::now();
@@ -859,18 +860,6 @@ impl Listing<'_> {
                         ids.push(id);
                     }
                 }
-                Ok(event) if event.ended => {
-                    // Left out of the list (and so a removal next time it is settled); the
-                    // upsert is kept for the `ended` event (see `crate::ended`).
-                    crate::ended::keep(
-                        self.publisher,
-                        integration,
-                        &run_id,
-                        &event.worker_id,
-                        event.payload,
-                    )
-                    .await?;
-                }
                 Ok(event) => {
                     // With the window full, wait for half of it at once rather than for one ack
                     // per message: far fewer wake-ups, the same bound.
@@ -880,11 +869,29 @@ impl Listing<'_> {
                             .settle_until(self.publisher.sent() - self.window / 2)
                             .await?;
                     }
+                    // A leaver is left out of the list (so a removal when it is next settled)
+                    // and their upsert kept for the `ended` event (see `crate::ended`).
+                    let ended = event.ended;
+                    if ended {
+                        crate::ended::keep(
+                            self.publisher,
+                            integration,
+                            &run_id,
+                            &event.worker_id,
+                            event.payload.clone(),
+                        )
+                        .await?;
+                        if !self.end_dates.upsert_leavers {
+                            continue;
+                        }
+                    }
                     self.publisher
                         .publish(subject.clone(), event.msg_id, event.payload, None)
                         .await?;
                     published += 1;
-                    if let Some(id) = id {
+                    if let Some(id) = id
+                        && !ended
+                    {
                         ids.push(id);
                     }
                 }

@@ -15,6 +15,8 @@ mod commands;
 mod failures;
 #[path = "extractor/lease.rs"]
 mod lease;
+#[path = "extractor/leavers.rs"]
+mod leavers;
 #[path = "extractor/listing.rs"]
 mod listing;
 #[path = "extractor/removals.rs"]

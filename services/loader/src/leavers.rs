@@ -1,7 +1,8 @@
 //! Handling one leaver: an `ended` event (still listed, but inactive or past their end date)
 //! or a `removed` one (no longer listed). The user is found in Oomnitza by the field mapped
 //! from the Sage People id; the assets they hold are read; then the integration's policy is
-//! applied — nothing, a `PATCH` of the `[[leavers.set]]` fields, or a `DELETE` (never of a
+//! applied — nothing (the assets are still read for the report), a `PATCH` of the
+//! `[[leavers.set]]` fields, or a `DELETE` (never of a
 //! user holding assets unless `delete_with_assets`). The result goes to the run's leavers
 //! report (`peoplesync_bus::leavers`), and the user's applied hash is dropped so that a rehire
 //! is written again in full. Every step is idempotent, so a redelivered event is harmless.
@@ -122,13 +123,16 @@ async fn act(
         at: chrono::Utc::now().to_rfc3339(),
         ..LeaverEntry::default()
     };
-    if policy.action != LeaverAction::None {
-        let Some(field) = integration.leaver_lookup_field() else {
-            return Err(Failed::Dead(
-                "the leaver policy needs a mapping from source \"ID\" to find the user".into(),
-                None,
-            ));
-        };
+    // With action `none` nothing is written, but the user is still looked up (when the config
+    // maps the Sage People id) so the report says which assets IT should recover.
+    let field = integration.leaver_lookup_field();
+    if policy.action != LeaverAction::None && field.is_none() {
+        return Err(Failed::Dead(
+            "the leaver policy needs a mapping from source \"ID\" to find the user".into(),
+            None,
+        ));
+    }
+    if let Some(field) = field {
         let attribute = read_attribute(field);
         let users = client
             .find_user_by(&attribute, &task.worker.id)
@@ -241,12 +245,13 @@ async fn apply(
         }
     }
     // A rehire maps to the record last written: without its hash it is sent again in full.
-    if let Some(value) = integration
-        .sync_field()
-        .first()
-        .and_then(|f| user.get(read_attribute(f)))
-        .and_then(Value::as_str)
-        .filter(|v| !v.is_empty())
+    if policy.action != LeaverAction::None
+        && let Some(value) = integration
+            .sync_field()
+            .first()
+            .and_then(|f| user.get(read_attribute(f)))
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
     {
         let key = crate::applied::key(&item.key.integration, value);
         if let Err(err) = bus.applied_kv().purge(&key).await {

@@ -234,7 +234,7 @@ pub fn prepare(
         .unwrap_or_default();
     let worker_id = worker.id.clone();
     let run_id = event.run_id.clone();
-    let msg_id = names::event_msg_id(&run_id, &worker_id);
+    let msg_id = names::msg_id_of(&run_id, &worker_id, kind == WorkerEventKind::Ended);
     let observed_at_ms = event.observed_at.map_or(0, |t| {
         t.seconds.saturating_mul(1000) + i64::from(t.nanos / 1_000_000)
     });
