@@ -8,14 +8,22 @@ use serde_json::{Value, json};
 
 use super::oomnitza::{TOKEN, api_get, json, spawn, spawn_default};
 
+/// A user as `insert_user` takes it: field id → value, with `_id`.
+fn user(pairs: &[(&str, &str)]) -> serde_json::Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+        .collect()
+}
+
 fn ada() -> serde_json::Map<String, Value> {
-    json!({
-        "_id": "u-ada", "USER": "ada@example.com", "EMAIL": "ada@example.com",
-        "PERMISSIONS_ID": "25", SAGE_USER_ID_FIELD: "a2G1",
-    })
-    .as_object()
-    .cloned()
-    .unwrap()
+    user(&[
+        ("_id", "u-ada"),
+        ("USER", "ada@example.com"),
+        ("EMAIL", "ada@example.com"),
+        ("PERMISSIONS_ID", "25"),
+        (SAGE_USER_ID_FIELD, "a2G1"),
+    ])
 }
 
 async fn assign(client: &Client, url: &str, asset: Value) -> reqwest::Response {
@@ -129,12 +137,12 @@ async fn patch_sets_fields_and_the_user_reads_back_with_them() {
 async fn delete_removes_the_user_and_frees_their_assets_and_unique_values() {
     let (sim, client) = spawn_default().await;
     sim.insert_user(ada());
-    sim.insert_user(
-        json!({"_id": "u-bob", "USER": "bob@example.com", "EMAIL": "bob@example.com", SAGE_USER_ID_FIELD: "a2G2"})
-            .as_object()
-            .cloned()
-            .unwrap(),
-    );
+    sim.insert_user(user(&[
+        ("_id", "u-bob"),
+        ("USER", "bob@example.com"),
+        ("EMAIL", "bob@example.com"),
+        (SAGE_USER_ID_FIELD, "a2G2"),
+    ]));
     assign(
         &client,
         &sim.url(),
