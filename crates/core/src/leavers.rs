@@ -13,6 +13,27 @@ use crate::config::{IntegrationConfig, MappingEntry, MappingSource};
 use crate::validate::{ValidationError, ValidationKind};
 use crate::worker::Worker;
 
+/// The commented `[leavers]` example shipped after the default config (which uses the default
+/// action, `none`): uncommented, it gives leavers a disabled role and records their end date.
+pub const LEAVERS_EXAMPLE: &str = r#"
+# Leavers (docs/mapping.md, "Leavers"): what happens in Oomnitza to a worker who is no longer
+# listed by Sage People, whose employment is inactive, or whose end date has passed. The
+# default, "none", writes nothing but counts leavers and reports the assets they still hold
+# (syncctl leavers). For example, to give leavers a disabled role and record their end date:
+#
+# [leavers]
+# action = "update"            # "none", "update", or "delete" (with allow_delete = true)
+# timezone = "Europe/London"   # end dates are judged here (default: the schedule's, else UTC)
+#
+# [[leavers.set]]
+# field = "PERMISSIONS_ID"
+# value = "3"                  # a role for disabled users in your tenant
+#
+# [[leavers.set]]
+# field = "95231F6736CCE3D415F4640310AD5C14"   # End Date
+# template = "{{ worker.end_date }}"
+"#;
+
 /// What happens to a leaver's Oomnitza user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -318,5 +339,23 @@ mod tests {
         let fields = integration.leaver_fields(&input).unwrap();
         assert_eq!(fields["STATUS"], "Terminated");
         assert_eq!(fields["NOTE"], "left 2026-12-05");
+    }
+
+    #[test]
+    fn the_shipped_example_is_a_valid_policy_once_uncommented() {
+        let example: String = LEAVERS_EXAMPLE
+            .lines()
+            .skip_while(|l| !l.starts_with("# [leavers]"))
+            .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config = with_leavers(&example).unwrap();
+        assert_eq!(config.leavers.action, LeaverAction::Update);
+        assert_eq!(config.leavers.set.len(), 2);
+        let default = IntegrationConfig::default_for("acme").to_toml() + LEAVERS_EXAMPLE;
+        assert_eq!(
+            IntegrationConfig::from_toml(&default).unwrap().leavers.action,
+            LeaverAction::None
+        );
     }
 }
