@@ -25,7 +25,7 @@ use crate::harness::{Deployment, QUICK, assert_accounted, oomnitza_config};
 const ID: &str = "sage-people";
 const FINALIZED: Duration = Duration::from_secs(120);
 /// The role the `update` policy gives leavers.
-const DISABLED_ROLE: &str = "3";
+const DISABLED_ROLE: &str = "10";
 /// The default config's "End Date" custom field.
 const END_DATE_FIELD: &str = "95231F6736CCE3D415F4640310AD5C14";
 

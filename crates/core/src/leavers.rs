@@ -354,7 +354,10 @@ mod tests {
         assert_eq!(config.leavers.set.len(), 2);
         let default = IntegrationConfig::default_for("acme").to_toml() + LEAVERS_EXAMPLE;
         assert_eq!(
-            IntegrationConfig::from_toml(&default).unwrap().leavers.action,
+            IntegrationConfig::from_toml(&default)
+                .unwrap()
+                .leavers
+                .action,
             LeaverAction::None
         );
     }

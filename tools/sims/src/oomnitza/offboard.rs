@@ -1,5 +1,7 @@
 //! Offboarding calls of the published OpenAPI: `PATCH /api/v3/users/{ident}` (set fields, as
-//! field id → value like a bulk record), `DELETE /api/v3/users/{ident}`, and
+//! field id → value like a bulk record; an unknown field id is `400`, a user the tenant's
+//! checks would refuse — an unknown role, a tenant rule — is `422`),
+//! `DELETE /api/v3/users/{ident}`, and
 //! `GET /api/v3/users/{ident}/assets` (the assets assigned to the user). `{ident}` is the
 //! user's id or username. Assets exist only through the admin API (`POST /_admin/assets`,
 //! `GET /_admin/assets`): the simulator models users, not the asset catalogue.
@@ -22,6 +24,7 @@ use serde_json::{Value, json};
 
 use super::gate::error;
 use super::state::Shared;
+use super::validate::{self, Checks};
 use crate::sync::lock;
 
 /// One asset in the tenant, shown as Oomnitza's asset attributes.
@@ -69,10 +72,32 @@ pub(crate) async fn patch(
             );
         }
     };
+    if let Some(unknown) = fields
+        .keys()
+        .find(|f| !validate::is_known_field(f, &shared.config.custom_fields))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            &format!("unknown field {unknown}"),
+        );
+    }
+    let rules = Arc::clone(&lock(&shared.control).rules);
     let mut store = lock(&shared.store);
     let Some(id) = store.resolve(&ident) else {
         return not_found(&ident);
     };
+    // The user as it would be: refused as a bulk record would be when processed.
+    let mut merged = store.user(&id).unwrap_or_default();
+    merged.remove("_id");
+    merged.extend(fields.clone());
+    let checks = Checks {
+        roles: &shared.config.roles,
+        rules: &rules,
+    };
+    if let Err(reason) = validate::record(&merged, checks) {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", &reason);
+    }
     store.patch_user(&id, fields);
     let user = store.user(&id);
     Json(user.map(Value::Object).unwrap_or(Value::Null)).into_response()

@@ -93,20 +93,20 @@ async fn patch_sets_fields_and_the_user_reads_back_with_them() {
         &client,
         reqwest::Method::PATCH,
         format!("{}/api/v3/users/u-ada", sim.url()),
-        Some(json!({"PERMISSIONS_ID": "3", "POSITION": "Left"})),
+        Some(json!({"PERMISSIONS_ID": "10", "POSITION": "Left"})),
     )
     .await;
     assert_eq!(response.status(), StatusCode::OK);
     let user = json(api_get(&client, &sim.url(), "/api/v3/users/u-ada").await).await;
     assert_eq!(
         (user["role"].as_str(), user["position"].as_str()),
-        (Some("3"), Some("Left"))
+        (Some("10"), Some("Left"))
     );
     let found = json(
         api_get(
             &client,
             &sim.url(),
-            "/api/v3/users?filter=role%20eq%20%273%27",
+            "/api/v3/users?filter=role%20eq%20%2710%27",
         )
         .await,
     )
@@ -124,6 +124,24 @@ async fn patch_sets_fields_and_the_user_reads_back_with_them() {
     )
     .await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let unknown_field = send(
+        &client,
+        reqwest::Method::PATCH,
+        format!("{}/api/v3/users/u-ada", sim.url()),
+        Some(json!({"NO_SUCH_FIELD": "x"})),
+    )
+    .await;
+    assert_eq!(unknown_field.status(), StatusCode::BAD_REQUEST);
+    let unknown_role = send(
+        &client,
+        reqwest::Method::PATCH,
+        format!("{}/api/v3/users/u-ada", sim.url()),
+        Some(json!({"PERMISSIONS_ID": "999"})),
+    )
+    .await;
+    assert_eq!(unknown_role.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let user = json(api_get(&client, &sim.url(), "/api/v3/users/u-ada").await).await;
+    assert_eq!(user["role"], "10", "a refused patch changes nothing");
     let unauthenticated = client
         .patch(format!("{}/api/v3/users/u-ada", sim.url()))
         .json(&json!({"POSITION": "x"}))
