@@ -11,7 +11,7 @@ use peoplesync_proto::v1 as pb;
 use tonic::Status;
 
 use crate::extractor::Extractor;
-use crate::runs::{MAX_LIST, RunViews};
+use crate::runs::RunViews;
 use crate::status;
 
 /// A report entry as the API shows it.
@@ -36,6 +36,9 @@ pub(crate) fn to_proto(entry: LeaverEntry) -> pb::Leaver {
     }
 }
 
+/// How many recent runs are searched for the latest one with leavers.
+const RECENT_RUNS: usize = 50;
+
 /// How long listing the held leavers may take (the extractor compares two run lists).
 const HELD_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -55,7 +58,8 @@ pub(crate) async fn held(
     })
 }
 
-/// The leavers of `run_id` of `integration` (the latest run with leavers when empty).
+/// The leavers of `run_id` of `integration` (when empty, the latest of the last
+/// [`RECENT_RUNS`] runs that had leavers).
 pub(crate) async fn list(
     bus: &Bus,
     runs: &RunViews,
@@ -63,7 +67,7 @@ pub(crate) async fn list(
     run_id: &str,
 ) -> Result<pb::ListLeaversResponse, Status> {
     let run_id = if run_id.trim().is_empty() {
-        let recent = runs.list(Some(integration), MAX_LIST).await?;
+        let recent = runs.list(Some(integration), RECENT_RUNS).await?;
         match recent
             .into_iter()
             .find(|r| r.removed > 0 || r.counts.as_ref().is_some_and(|c| c.leavers > 0))

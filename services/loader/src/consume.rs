@@ -197,8 +197,8 @@ impl Loader {
             replica.clone(),
             config.run_retention(),
             verifier,
-        )
-        .with_leavers_webhook(LeaversWebhook::from_env()?);
+            LeaversWebhook::from_env()?,
+        );
         let finalizer_task = tokio::spawn(finalizer.run(poke_rx, background_stop.clone()));
 
         let batch = &config.batch;

@@ -62,13 +62,14 @@ pub type Poke = (String, String);
 
 impl Finalizer {
     /// A finalizer acting as `replica`, removing settled run records `retention` after they
-    /// finished (never with `None`).
+    /// finished (never with `None`), posting leavers reports to `webhook`.
     pub fn new(
         bus: Bus,
         client: OomnitzaClient,
         replica: String,
         retention: Option<Duration>,
         verifier: Verifier,
+        webhook: Option<LeaversWebhook>,
     ) -> Finalizer {
         let runs = Runs::new(bus.state_kv().clone());
         Finalizer {
@@ -79,14 +80,8 @@ impl Finalizer {
             retention,
             exact_reads: Mutex::default(),
             verifier,
-            webhook: None,
+            webhook,
         }
-    }
-
-    /// Posts the leavers report of every run this replica finalizes to `webhook`.
-    pub fn with_leavers_webhook(mut self, webhook: Option<LeaversWebhook>) -> Finalizer {
-        self.webhook = webhook;
-        self
     }
 
     /// Checks the finalized run `run_id` against Oomnitza in a task of its own (it waits for
@@ -378,22 +373,17 @@ impl Finalizer {
             filtered = counts.filtered,
             dead_lettered = counts.dead_lettered,
             canceled = counts.canceled,
-            leavers = counts.leavers,
             ?finalize,
             verify,
             "run finalized"
         );
-        let with_assets = if counts.leavers > 0 {
-            match peoplesync_bus::leavers::read(self.bus.jetstream(), integration, run_id).await {
-                Ok(entries) => entries.iter().filter(|e| !e.assets.is_empty()).count() as u64,
-                Err(err) => {
-                    tracing::warn!(integration, run_id, error = %err, "cannot read the leavers report; the run's count of leavers holding assets stays 0");
-                    0
-                }
-            }
-        } else {
-            0
-        };
+        let with_assets = crate::leavers::finalized(
+            &self.bus,
+            self.webhook.as_ref(),
+            (integration, run_id),
+            counts.leavers,
+        )
+        .await;
         self.runs
             .update(integration, run_id, |r| {
                 r.finalize = finalize.clone();
@@ -407,13 +397,6 @@ impl Finalizer {
             self.spawn_verify(integration, run_id);
         } else {
             outcomes::purge(self.bus.jetstream(), integration, run_id).await?;
-        }
-        if let Some(webhook) = self.webhook.clone()
-            && counts.leavers > 0
-        {
-            let (bus, integration, run_id) =
-                (self.bus.clone(), integration.to_owned(), run_id.to_owned());
-            tokio::spawn(async move { webhook.post_run(&bus, &integration, &run_id).await });
         }
         Ok(None)
     }

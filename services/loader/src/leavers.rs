@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::ack::{RetryCause, Settlement};
 use crate::pipeline::Item;
+use crate::webhook::LeaversWebhook;
 
 /// What the pipeline knows of a leaver.
 #[derive(Debug)]
@@ -167,6 +168,33 @@ async fn act(
     .await
     .map_err(|e| Failed::Retry(format!("recording the leaver: {e}")))?;
     Ok(entry)
+}
+
+/// At finalize of a run with `leavers`: posts its report to `webhook` (in a task of its own) and
+/// says how many of them still held assets (0 when the report cannot be read; a warning says so).
+pub async fn finalized(
+    bus: &Bus,
+    webhook: Option<&LeaversWebhook>,
+    (integration, run_id): (&str, &str),
+    leavers: u64,
+) -> u64 {
+    if leavers == 0 {
+        return 0;
+    }
+    match leavers::read(bus.jetstream(), integration, run_id).await {
+        Ok(entries) => {
+            let holding = entries.iter().filter(|e| !e.assets.is_empty()).count() as u64;
+            if let Some(webhook) = webhook {
+                webhook.spawn_post(integration, run_id, entries);
+            }
+            holding
+        }
+        Err(err) => {
+            tracing::warn!(integration, run_id, error = %err,
+                "cannot read the leavers report; not posted, and the run's count of leavers holding assets stays 0");
+            0
+        }
+    }
 }
 
 /// The leaver's user as found, and the attribute it was found by.

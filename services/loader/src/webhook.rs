@@ -1,5 +1,5 @@
 //! The leavers webhook: after a run that handled leavers is finalized, the replica that
-//! finalized it posts the run's leavers report (the same list `syncctl leavers` shows) as
+//! finalized it ([`crate::leavers::finalized`]) posts the run's leavers report (the same list `syncctl leavers` shows) as
 //! JSON to `PEOPLESYNC_LEAVERS_WEBHOOK_URL`, so a ticketing or chat tool can open a recovery
 //! task per leaver. With `PEOPLESYNC_LEAVERS_WEBHOOK_SECRET` (or `_FILE`) the body is signed:
 //! header `X-Peoplesync-Signature: sha256=<hex HMAC-SHA256 of the body>`. Failures are
@@ -9,8 +9,7 @@
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use peoplesync_bus::Bus;
-use peoplesync_bus::leavers::{self, LeaverEntry};
+use peoplesync_bus::leavers::LeaverEntry;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -86,15 +85,15 @@ impl LeaversWebhook {
         self.url.host_str().unwrap_or("?").to_owned()
     }
 
-    /// Reads `run_id`'s report and posts it; logs what happened (never fails the run).
-    pub async fn post_run(&self, bus: &Bus, integration: &str, run_id: &str) {
-        let entries = match leavers::read(bus.jetstream(), integration, run_id).await {
-            Ok(entries) => entries,
-            Err(err) => {
-                tracing::warn!(integration, run_id, error = %err, "cannot read the leavers report; the webhook is not posted");
-                return;
-            }
-        };
+    /// Posts `run_id`'s report `entries` in a task of its own.
+    pub fn spawn_post(&self, integration: &str, run_id: &str, entries: Vec<LeaverEntry>) {
+        let webhook = self.clone();
+        let (integration, run_id) = (integration.to_owned(), run_id.to_owned());
+        tokio::spawn(async move { webhook.post_run(&integration, &run_id, &entries).await });
+    }
+
+    /// Posts `run_id`'s report `entries`; logs what happened (never fails the run).
+    pub async fn post_run(&self, integration: &str, run_id: &str, entries: &[LeaverEntry]) {
         if entries.is_empty() {
             return;
         }
@@ -104,7 +103,7 @@ impl LeaversWebhook {
             run_id,
             count: entries.len(),
             with_assets: entries.iter().filter(|e| !e.assets.is_empty()).count(),
-            leavers: &entries,
+            leavers: entries,
         };
         match self.post(&report).await {
             Ok(status) => tracing::info!(integration, run_id, host = %self.host(), status,

@@ -132,6 +132,12 @@ async fn with_an_update_or_delete_policy_leavers_are_not_upserted() {
     assert_eq!((second.published, second.removed), (first.published - 1, 1));
     let events = drain_workers(&s.bus, ID).await;
     assert_eq!(kinds(&events, &leaving), [WorkerEventKind::Ended]);
+    // Syncing the leaver alone would undo the update: refused, saying why.
+    let refused = peoplesync_extractor::single::sync(&extraction, &leaving)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, "invalid");
+    assert!(refused.message.contains("has left"), "{}", refused.message);
 
     // Rehired: listed as employed again, so upserted again.
     s.sim.patch_worker(
