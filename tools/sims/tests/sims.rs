@@ -2181,6 +2181,9 @@ mod oomnitza_async;
 #[path = "sims/oomnitza_offboard.rs"]
 mod oomnitza_offboard;
 
+#[path = "sims/sage_leavers.rs"]
+mod sage_leavers;
+
 mod binaries {
     use std::process::Stdio;
     use std::time::Duration;
