@@ -1003,6 +1003,12 @@ async fn one_worker_is_synced_now_and_pause_flags_and_held_removals_are_handled(
             .iter()
             .all(|l| l.reason == "removed" && l.action == "held")
     );
+    let cli = syncctl(&stack, &["leavers", "--held", "-o", "json"]).json();
+    assert_eq!(cli["held"], leaving.len());
+    assert_eq!(cli["run_id"], second.run_id.as_str());
+    let text = syncctl(&stack, &["leavers", "--held"]).stdout;
+    let heading = format!("{} leavers of run {} held", leaving.len(), second.run_id);
+    assert!(text.starts_with(&heading), "{text}");
     let released = client
         .approve_removals(pb::ApproveRemovalsRequest {
             integration_id: INTEGRATION.into(),
@@ -1038,6 +1044,9 @@ async fn one_worker_is_synced_now_and_pause_flags_and_held_removals_are_handled(
         report.run_id, second.run_id,
         "reported under the release run"
     );
+    let cli = syncctl(&stack, &["leavers", "-o", "json"]).json();
+    assert_eq!(cli["run_id"], report.run_id.as_str());
+    assert_eq!(cli["count"], leaving.len());
     assert!(
         report
             .leavers
