@@ -26,7 +26,7 @@ pub enum Outcome {
     Written,
     /// Identical to what was last written; not sent.
     Unchanged,
-    /// Excluded by the integration's filter (or a removal with no action).
+    /// Excluded by the integration's filter.
     Filtered,
     /// Could not be loaded; kept in the DLQ with the reason.
     DeadLettered,
