@@ -121,14 +121,9 @@ impl Deliverer {
             }
             return settled;
         };
-        for item in leavers {
-            if let Disposition::Leaver(task) = &item.disposition {
-                let settlement =
-                    crate::leavers::handle(&self.bus, &self.client, &integration, &item, task)
-                        .await;
-                settled.push((item, settlement));
-            }
-        }
+        settled.extend(
+            crate::leavers::handle_all(&self.bus, &self.client, &integration, leavers).await,
+        );
         let portion = batch.key.run_id.clone();
         if !refused.is_empty() {
             let target = Target {

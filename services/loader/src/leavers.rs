@@ -7,6 +7,7 @@
 //! report (`peoplesync_bus::leavers`), and the user's applied hash is dropped so that a rehire
 //! is written again in full. Every step is idempotent, so a redelivered event is harmless.
 
+use futures::StreamExt;
 use peoplesync_bus::leavers::{self, HeldAsset, LeaverEntry};
 use peoplesync_bus::{Bus, DeadLetter, Outcome};
 use peoplesync_core::{Integration, LeaverAction, RecordInput, Tracking, Worker};
@@ -15,7 +16,7 @@ use peoplesync_runtime::metrics::names as metric;
 use serde_json::Value;
 
 use crate::ack::{RetryCause, Settlement};
-use crate::pipeline::Item;
+use crate::pipeline::{Disposition, Item};
 use crate::webhook::LeaversWebhook;
 
 /// What the pipeline knows of a leaver.
@@ -57,6 +58,34 @@ fn from_oomnitza(err: &Error) -> Failed {
         ErrorKind::Transient | ErrorKind::Unauthorized => Failed::Retry(err.to_string()),
         _ => Failed::Dead(err.to_string(), err.status()),
     }
+}
+
+/// Leavers handled at once per batch: each takes a few sequential Oomnitza calls.
+const CONCURRENT_LEAVERS: usize = 4;
+
+/// Handles the leavers of a batch, a few at a time, and says how to settle each event.
+pub async fn handle_all(
+    bus: &Bus,
+    client: &OomnitzaClient,
+    integration: &Integration,
+    items: Vec<Item>,
+) -> Vec<(Item, Settlement)> {
+    futures::stream::iter(items)
+        .map(|item| async move {
+            let settlement = match &item.disposition {
+                Disposition::Leaver(task) => handle(bus, client, integration, &item, task).await,
+                // Only leavers are handed over; anything else goes back to the stream.
+                _ => Settlement::Retry(
+                    std::time::Duration::from_secs(5),
+                    "not a leaver".into(),
+                    RetryCause::Transient,
+                ),
+            };
+            (item, settlement)
+        })
+        .buffer_unordered(CONCURRENT_LEAVERS)
+        .collect()
+        .await
 }
 
 /// Handles `item`'s leaver with `integration`'s policy and says how to settle the event.
