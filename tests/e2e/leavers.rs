@@ -322,12 +322,26 @@ async fn leavers_are_updated_once_with_their_assets_reported_and_a_rehire_is_res
     assert_eq!(role_of(&d, inactive).as_deref(), Some("25"), "restored");
 }
 
+/// Makes the four kinds of leaver of `ids`: ending `yesterday`, ending `tomorrow`, set
+/// inactive, and removed from the listing.
+fn make_leavers(d: &Deployment, ids: &[String], (yesterday, tomorrow): (&str, &str)) {
+    d.sage.patch_worker(
+        &ids[0],
+        json!({"currentEmployment": {"endDate": yesterday}}),
+    );
+    d.sage
+        .patch_worker(&ids[1], json!({"currentEmployment": {"endDate": tomorrow}}));
+    d.sage
+        .patch_worker(&ids[2], json!({"currentEmployment": {"active": false}}));
+    d.sage.remove_worker(&ids[3]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_spares_a_user_holding_assets_and_none_writes_nothing_but_counts_leavers() {
     let d = Deployment::start(
         SageConfig {
-            // Enough that 2 leavers stay under the default threshold (5% of those listed).
-            workers: 80,
+            // Enough that 3 leavers stay under the default threshold (5% of those listed).
+            workers: 100,
             ..SageConfig::default()
         },
         oomnitza_config(),
@@ -336,49 +350,88 @@ async fn delete_spares_a_user_holding_assets_and_none_writes_nothing_but_counts_
     put_config(&d, &policy(LeaverAction::None)).await;
     let _loader = d.loader("loader-1", &[]);
     let clock = Clock::new(&d, "2026-06-15");
-    let ids = employed(&d, date("2026-06-15"), 5);
+    let ids = employed(&d, date("2026-06-15"), 8);
+    let (quiet_ids, deleted_ids) = ids.split_at(4);
     run(&d, &clock).await;
-    let holder = user_of(&d, &ids[0]).unwrap()["_id"]
+    let holder = user_of(&d, &deleted_ids[3]).unwrap()["_id"]
         .as_str()
         .unwrap()
         .to_owned();
     assign_asset(&d, &holder, "EQ-7", "SN-7").await;
 
-    // Action none (the shipped default): counted and reported as leavers, nothing written.
-    d.sage
-        .patch_worker(&ids[2], json!({"currentEmployment": {"active": false}}));
-    d.sage.remove_worker(&ids[3]);
+    // Action none (the shipped default): counted and reported as leavers, nothing written
+    // beyond the listed leavers' records, which load as before.
+    make_leavers(&d, quiet_ids, ("2026-06-14", "2026-06-16"));
     let users_before = d.oomnitza.users().len();
     let quiet = run(&d, &clock).await;
     let counts = quiet.counts.unwrap();
-    assert_eq!((counts.leavers, counts.filtered), (2, 0), "{counts:?}");
+    assert_eq!((counts.leavers, counts.filtered), (3, 0), "{counts:?}");
     assert_eq!(d.oomnitza.users().len(), users_before);
-    assert_eq!(role_of(&d, &ids[3]).as_deref(), Some("25"));
+    assert!(
+        quiet_ids
+            .iter()
+            .all(|id| role_of(&d, id).as_deref() == Some("25"))
+    );
+    let inactive = user_of(&d, &quiet_ids[2]).unwrap();
+    assert_eq!(
+        inactive["81B4B7565B7EAC89EDA804A0081232DD"], false,
+        "its Employment Active field is written as before"
+    );
     let listed = report(&d, &quiet.run_id).await;
     assert!(listed.iter().all(|e| e.action == "none"), "{listed:?}");
+    clock.set("2026-06-17");
+    let tomorrow = run(&d, &clock).await;
+    assert_eq!(
+        tomorrow.counts.unwrap().leavers,
+        1,
+        "ending tomorrow, now passed"
+    );
+    assert_eq!(
+        report(&d, &tomorrow.run_id).await[0].worker_id,
+        quiet_ids[1]
+    );
 
-    // Action delete: the leaver without assets is deleted, the one holding a laptop is kept
+    // Action delete: leavers without assets are deleted; the one holding a laptop is kept
     // (and listed with it) until IT has it back.
     put_config(&d, &policy(LeaverAction::Delete)).await;
-    d.sage.remove_worker(&ids[0]);
-    d.sage.patch_worker(
-        &ids[1],
-        json!({"currentEmployment": {"endDate": "2026-06-14"}}),
-    );
+    make_leavers(&d, deleted_ids, ("2026-06-16", "2026-06-18"));
     let deleting = run(&d, &clock).await;
-    assert_eq!(deleting.counts.unwrap().leavers, 2);
-    assert!(user_of(&d, &ids[1]).is_none(), "deleted");
-    assert!(user_of(&d, &ids[0]).is_some(), "kept: still holds an asset");
+    assert_eq!(deleting.counts.unwrap().leavers, 3);
+    for id in &deleted_ids[..3] {
+        if id != &deleted_ids[1] {
+            assert!(user_of(&d, id).is_none(), "{id} deleted");
+        }
+    }
+    assert!(
+        user_of(&d, &deleted_ids[1]).is_some(),
+        "ends tomorrow: not yet"
+    );
+    assert!(
+        user_of(&d, &deleted_ids[3]).is_some(),
+        "kept: still holds an asset"
+    );
     let listed = report(&d, &deleting.run_id).await;
-    assert_eq!(entry(&listed, &ids[1]).action, "deleted");
-    let kept = entry(&listed, &ids[0]);
+    assert_eq!(entry(&listed, &deleted_ids[0]).action, "deleted");
+    let kept = entry(&listed, &deleted_ids[3]);
     assert_eq!(kept.action, "kept_holding_assets");
     assert_eq!(kept.assets.len(), 1);
 
-    // A rerun sends nothing for them: the deleted user is not recreated.
+    // The clock passes the last end date: that user goes; the rest are not sent again (the
+    // deleted users are not recreated).
+    clock.set("2026-06-19");
+    let later = run(&d, &clock).await;
+    assert_eq!(later.counts.unwrap().leavers, 1);
+    assert!(
+        user_of(&d, &deleted_ids[1]).is_none(),
+        "deleted once its end date passed"
+    );
     let rerun = run(&d, &clock).await;
     assert_eq!(rerun.counts.unwrap().leavers, 0);
-    assert!(user_of(&d, &ids[1]).is_none(), "not recreated");
+    assert!(
+        deleted_ids[..3].iter().all(|id| user_of(&d, id).is_none()),
+        "not recreated"
+    );
+    assert!(user_of(&d, &deleted_ids[3]).is_some());
 }
 
 /// Sends extractor command `command` until the extractor (starting up, taking its lease)
