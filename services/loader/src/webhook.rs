@@ -187,6 +187,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn neither_the_secret_nor_the_urls_path_is_shown() {
+        let webhook = LeaversWebhook {
+            url: url::Url::parse("https://hooks.example.com/services/T0/B0/PATHTOKEN?key=QUERYKEY")
+                .unwrap(),
+            secret: Some(SecretString::from("s3cret-value")),
+            http: reqwest::Client::new(),
+        };
+        let shown = format!("{webhook:?}");
+        assert!(shown.contains("hooks.example.com"), "{shown}");
+        for hidden in ["PATHTOKEN", "QUERYKEY", "s3cret-value"] {
+            assert!(!shown.contains(hidden), "{shown}");
+        }
+    }
+
+    #[test]
     fn hmac_matches_rfc_4231() {
         // Test case 2.
         assert_eq!(
