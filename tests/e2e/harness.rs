@@ -116,10 +116,27 @@ impl Deployment {
 
     /// Starts a loader replica named `name`.
     pub fn loader(&self, name: &str, args: &[&str]) -> ChildService {
+        self.loader_env(name, args, &[])
+    }
+
+    /// Starts a loader replica named `name` with `extra` environment variables.
+    pub fn loader_env(&self, name: &str, args: &[&str], extra: &[(&str, &str)]) -> ChildService {
         let mut env = self.oomnitza_env();
         env.push(("PEOPLESYNC_REPLICA".into(), name.into()));
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut env: Vec<(&str, &str)> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.extend_from_slice(extra);
         ChildService::spawn("oomnitza-loader", args, &env)
+    }
+
+    /// Starts `sage-extractor` as a service (scheduler and commands) with `extra` environment
+    /// variables.
+    pub fn extractor(&self, extra: &[(&str, &str)]) -> ChildService {
+        let env = self.sage_env();
+        let mut env: Vec<(&str, &str)> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.extend_from_slice(extra);
+        ChildService::spawn("sage-extractor", &[], &env)
     }
 
     /// Starts a loader replica with `config` (TOML) as its `--config` file.
@@ -149,12 +166,17 @@ impl Deployment {
 
     /// Runs `sage-extractor --once` to completion and returns its exit status.
     pub fn extract_once(&self) -> std::process::ExitStatus {
-        self.run_extractor().0
+        self.run_extractor(&[]).0
     }
 
     /// Runs `sage-extractor --once` and returns the run id it reports.
     pub fn extract_run(&self) -> String {
-        let (status, stdout) = self.run_extractor();
+        self.extract_run_with(&[])
+    }
+
+    /// [`Deployment::extract_run`] with `extra` environment variables.
+    pub fn extract_run_with(&self, extra: &[(&str, &str)]) -> String {
+        let (status, stdout) = self.run_extractor(extra);
         assert!(status.success(), "sage-extractor --once failed: {status}");
         stdout
             .lines()
@@ -179,10 +201,10 @@ impl Deployment {
         Ok(command)
     }
 
-    fn run_extractor(&self) -> (std::process::ExitStatus, String) {
+    fn run_extractor(&self, extra: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
         let output = self
             .extractor_command()
-            .and_then(|mut c| c.output())
+            .and_then(|mut c| c.envs(extra.iter().copied()).output())
             .expect("run sage-extractor");
         (
             output.status,

@@ -6,6 +6,7 @@
 
 mod deploy;
 mod harness;
+mod leavers;
 mod loader;
 mod mapping;
 mod sync;

@@ -21,6 +21,24 @@ pub const PROGRESS: &str = "progress";
 /// [`RemovalsReleased`].
 pub const APPROVE_REMOVALS: &str = "approve-removals";
 
+/// Command: list the leavers held for approval (removed and ended workers of the held run).
+/// Reply: [`HeldLeavers`].
+pub const HELD_LEAVERS: &str = "held-leavers";
+
+/// Most leavers a [`HELD_LEAVERS`] reply lists (the count is always complete).
+pub const MAX_HELD_LISTED: usize = 2_000;
+
+/// Reply of [`HELD_LEAVERS`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldLeavers {
+    /// The run whose leavers are held (none when nothing is held).
+    pub run_id: Option<String>,
+    /// How many are held.
+    pub count: u64,
+    /// The held leavers (action `held`), at most [`MAX_HELD_LISTED`].
+    pub leavers: Vec<crate::leavers::LeaverEntry>,
+}
+
 /// Command: check the integration's Sage People side (token, one page, field access) and
 /// report one line per check. Reply: [`SageChecked`].
 pub const CHECK: &str = "check";

@@ -11,6 +11,7 @@ pub mod consume;
 pub mod control;
 pub mod dlq;
 pub mod error;
+pub mod leavers;
 pub mod lookup;
 pub mod names;
 pub mod outcomes;

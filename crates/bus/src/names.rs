@@ -94,6 +94,21 @@ pub fn event_msg_id(run_id: &str, worker_id: &str) -> String {
     [run_id, ".", worker_id].concat()
 }
 
+/// The dedup id of a worker's `ended` event in a run: apart from [`event_msg_id`], since with
+/// leaver action `none` the same run also publishes the worker's upsert.
+pub fn ended_msg_id(run_id: &str, worker_id: &str) -> String {
+    [run_id, ".", worker_id, ".ended"].concat()
+}
+
+/// The dedup id of an event of `kind` (see [`event_msg_id`] and [`ended_msg_id`]).
+pub fn msg_id_of(run_id: &str, worker_id: &str, ended: bool) -> String {
+    if ended {
+        ended_msg_id(run_id, worker_id)
+    } else {
+        event_msg_id(run_id, worker_id)
+    }
+}
+
 /// The run id under which events that cannot be attributed to a run are dead-lettered (an
 /// undecodable payload, or a run or worker id that cannot be a subject token or KV key).
 pub const INVALID_RUN: &str = "invalid";

@@ -26,7 +26,7 @@ pub enum Outcome {
     Written,
     /// Identical to what was last written; not sent.
     Unchanged,
-    /// Excluded by the integration's filter (or a removal with no action).
+    /// Excluded by the integration's filter.
     Filtered,
     /// Could not be loaded; kept in the DLQ with the reason.
     DeadLettered,
@@ -34,17 +34,20 @@ pub enum Outcome {
     Canceled,
     /// Older than the run last applied for the same worker; not sent.
     Stale,
+    /// A leaver, handled by the integration's leaver policy (see `crate::leavers`).
+    Leaver,
 }
 
 impl Outcome {
     /// Every outcome.
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Written,
         Outcome::Unchanged,
         Outcome::Filtered,
         Outcome::DeadLettered,
         Outcome::Canceled,
         Outcome::Stale,
+        Outcome::Leaver,
     ];
 
     /// The outcome's name, as used in subjects, metrics and the API.
@@ -56,6 +59,7 @@ impl Outcome {
             Outcome::DeadLettered => "dead_lettered",
             Outcome::Canceled => "canceled",
             Outcome::Stale => "stale",
+            Outcome::Leaver => "leaver",
         }
     }
 
@@ -80,6 +84,9 @@ pub struct OutcomeCounts {
     pub canceled: u64,
     /// Skipped as stale.
     pub stale: u64,
+    /// Leavers handled.
+    #[serde(default)]
+    pub leavers: u64,
 }
 
 impl OutcomeCounts {
@@ -91,6 +98,7 @@ impl OutcomeCounts {
             + self.dead_lettered
             + self.canceled
             + self.stale
+            + self.leavers
     }
 
     /// Adds `n` to `outcome`'s count.
@@ -102,6 +110,7 @@ impl OutcomeCounts {
             Outcome::DeadLettered => &mut self.dead_lettered,
             Outcome::Canceled => &mut self.canceled,
             Outcome::Stale => &mut self.stale,
+            Outcome::Leaver => &mut self.leavers,
         };
         *slot += n;
     }

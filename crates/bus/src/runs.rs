@@ -195,6 +195,10 @@ pub struct RunRecord {
     /// The check of a finalized run against what Oomnitza holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
+    /// Leavers of the run still holding assets in Oomnitza (kept at finalize, from the run's
+    /// leavers report).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub leavers_with_assets: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -222,6 +226,7 @@ impl RunRecord {
             resend_all: false,
             canceled: None,
             verification: None,
+            leavers_with_assets: 0,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod config;
 mod dead_letters;
 mod extractor;
 mod integrations;
+mod leavers;
 mod pause;
 mod preview;
 mod runs;

@@ -287,6 +287,20 @@ impl SyncControl for ControlService {
         ))
     }
 
+    async fn list_leavers(
+        &self,
+        request: Request<pb::ListLeaversRequest>,
+    ) -> Result<Response<pb::ListLeaversResponse>, Status> {
+        let request = request.into_inner();
+        let integration = status::integration_id(&request.integration_id)?;
+        let list = if request.held {
+            crate::leavers::held(&self.extractor, integration).await?
+        } else {
+            crate::leavers::list(&self.bus, &self.runs, integration, &request.run_id).await?
+        };
+        Ok(Response::new(list))
+    }
+
     async fn approve_removals(
         &self,
         request: Request<pb::ApproveRemovalsRequest>,

@@ -963,13 +963,52 @@ async fn one_worker_is_synced_now_and_pause_flags_and_held_removals_are_handled(
     // than the extractor removes without approval, so the second run holds the removals.
     let first = trigger(&mut client).await;
     watch_to_end(&mut client, &first.run_id).await;
-    let leaving: Vec<String> = (0..workers / 10).map(generate::worker_id).collect();
+    // Only workers employed at the first run can leave (those who had left already are not in
+    // its list).
+    let today = chrono::Utc::now().date_naive();
+    let leaving: Vec<String> = (0..workers)
+        .map(generate::worker_id)
+        .filter(|id| {
+            let raw = stack.sage.worker(id).unwrap();
+            let worker = peoplesync_core::Worker::from_raw(&raw).unwrap();
+            peoplesync_core::leavers::ended(&worker, today).is_none()
+        })
+        .take((workers / 10) as usize)
+        .collect();
     for id in &leaving {
         stack.sage.remove_worker(id);
     }
     let second = trigger(&mut client).await;
     let held = watch_to_end(&mut client, &second.run_id).await;
     assert_eq!(held.last().unwrap().removed, 0, "removals are held");
+    let listed = client
+        .list_leavers(pb::ListLeaversRequest {
+            integration_id: INTEGRATION.into(),
+            run_id: String::new(),
+            held: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.run_id, second.run_id);
+    assert_eq!(listed.held_count, leaving.len() as u64);
+    let mut held_ids: Vec<String> = listed.leavers.iter().map(|l| l.worker_id.clone()).collect();
+    held_ids.sort();
+    let mut expected = leaving.clone();
+    expected.sort();
+    assert_eq!(held_ids, expected);
+    assert!(
+        listed
+            .leavers
+            .iter()
+            .all(|l| l.reason == "removed" && l.action == "held")
+    );
+    let cli = syncctl(&stack, &["leavers", "--held", "-o", "json"]).json();
+    assert_eq!(cli["held"], leaving.len());
+    assert_eq!(cli["run_id"], second.run_id.as_str());
+    let text = syncctl(&stack, &["leavers", "--held"]).stdout;
+    let heading = format!("{} leavers of run {} held", leaving.len(), second.run_id);
+    assert!(text.starts_with(&heading), "{text}");
     let released = client
         .approve_removals(pb::ApproveRemovalsRequest {
             integration_id: INTEGRATION.into(),
@@ -979,6 +1018,41 @@ async fn one_worker_is_synced_now_and_pause_flags_and_held_removals_are_handled(
         .unwrap()
         .into_inner();
     assert_eq!(released.released, leaving.len() as u64);
+    // The loaders handle them as leavers (action none by default: counted and reported).
+    let report = wait_for(
+        "the released leavers' report",
+        Duration::from_secs(60),
+        || {
+            let mut client = client.clone();
+            let count = leaving.len();
+            async move {
+                let reply = client
+                    .list_leavers(pb::ListLeaversRequest {
+                        integration_id: INTEGRATION.into(),
+                        run_id: String::new(),
+                        held: false,
+                    })
+                    .await
+                    .ok()?
+                    .into_inner();
+                (reply.leavers.len() == count).then_some(reply)
+            }
+        },
+    )
+    .await;
+    assert_ne!(
+        report.run_id, second.run_id,
+        "reported under the release run"
+    );
+    let cli = syncctl(&stack, &["leavers", "-o", "json"]).json();
+    assert_eq!(cli["run_id"], report.run_id.as_str());
+    assert_eq!(cli["count"], leaving.len());
+    assert!(
+        report
+            .leavers
+            .iter()
+            .all(|l| l.action == "none" || l.action == "not_found")
+    );
     let status = client
         .approve_removals(pb::ApproveRemovalsRequest {
             integration_id: INTEGRATION.into(),

@@ -3,6 +3,7 @@
 //! bucket `peoplesync_config`); [`IntegrationConfig::from_toml`] parses and validates it and
 //! [`crate::Integration::compile`] turns it into something the loader evaluates per record.
 
+use crate::leavers::LeaverConfig;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -41,6 +42,9 @@ pub struct IntegrationConfig {
     /// The SaaS application, for `type = "user_and_saas_user"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub saas: Option<SaasConfig>,
+    /// What happens to leavers in Oomnitza (`[leavers]`).
+    #[serde(skip_serializing_if = "LeaverConfig::is_default")]
+    pub leavers: LeaverConfig,
     /// Oomnitza field id ← where its value comes from.
     pub mapping: Vec<MappingEntry>,
 }

@@ -123,6 +123,7 @@ pub(crate) fn default_config(id: &str) -> IntegrationConfig {
         },
         filter: FilterConfig::default(),
         saas: None,
+        leavers: crate::leavers::LeaverConfig::default(),
         mapping,
     }
 }

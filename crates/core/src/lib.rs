@@ -11,6 +11,7 @@ pub mod config;
 pub mod defaults;
 mod filter;
 pub mod hash;
+pub mod leavers;
 pub mod mapping;
 mod names;
 mod parse;
@@ -31,6 +32,7 @@ pub use config::{
 };
 pub use defaults::{DEFAULT_CUSTOM_FIELDS, SAGE_USER_ID_FIELD, default_custom_fields};
 pub use hash::{record_hash, record_json};
+pub use leavers::{LeaverAction, LeaverConfig};
 pub use mapping::{Evaluation, Integration, RecordInput};
 pub use preview::{FieldPreview, Preview, preview};
 pub use smart::{Suggestion, TargetField, suggest_mapping};

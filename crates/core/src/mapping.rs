@@ -20,6 +20,8 @@ pub struct Integration {
     config: IntegrationConfig,
     engine: Engine,
     fields: Vec<CompiledField>,
+    /// The entries of `[[leavers.set]]`: what a leaver's user is updated with.
+    leaver_fields: Vec<CompiledField>,
     filter: Option<CompiledFilter>,
     /// What any template or the condition reads; empty means no context is built.
     plan: ContextPlan,
@@ -111,43 +113,45 @@ impl Integration {
         let mut fields = Vec::with_capacity(config.mapping.len());
 
         for (i, entry) in config.mapping.iter().enumerate() {
-            let value = match &entry.source {
-                MappingSource::Source(name) => {
-                    match SourceRef::resolve(name, &config.additional_fields) {
-                        Ok(source) => FieldValue::Source(source),
-                        // Reported by `validate::check`.
-                        Err(_) => continue,
-                    }
-                }
-                MappingSource::Template(text) => {
-                    match engine.add_template(&format!("mapping{i}"), text) {
-                        Ok((compiled, used)) => {
-                            roots.union(&used);
-                            FieldValue::Template(compiled)
-                        }
-                        Err(problem) => {
-                            errors.push(ValidationError::new(
-                                ValidationKind::Template,
-                                entry_location(i, entry.field.trim()),
-                                problem,
-                            ));
-                            continue;
-                        }
-                    }
-                }
-                MappingSource::Setting(name) => {
-                    FieldValue::Constant(setting_value(&config, name.trim()))
-                }
-                MappingSource::Value(v) => {
-                    FieldValue::Constant(template::normalise_output(v.clone()))
-                }
-            };
-            fields.push(CompiledField {
-                field: entry.field.trim().to_owned(),
-                entry: i,
-                value,
-                origin: entry.source.describe(),
-            });
+            let location = entry_location(i, entry.field.trim());
+            let name = format!("mapping{i}");
+            if let Some(value) = compile_value(
+                &config,
+                &mut engine,
+                &mut roots,
+                &name,
+                entry,
+                &location,
+                &mut errors,
+            ) {
+                fields.push(CompiledField {
+                    field: entry.field.trim().to_owned(),
+                    entry: i,
+                    value,
+                    origin: entry.source.describe(),
+                });
+            }
+        }
+        let mut leaver_fields = Vec::with_capacity(config.leavers.set.len());
+        for (i, entry) in config.leavers.set.iter().enumerate() {
+            let location = crate::leavers::set_location(i, entry.field.trim());
+            let name = format!("leavers{i}");
+            if let Some(value) = compile_value(
+                &config,
+                &mut engine,
+                &mut roots,
+                &name,
+                entry,
+                &location,
+                &mut errors,
+            ) {
+                leaver_fields.push(CompiledField {
+                    field: entry.field.trim().to_owned(),
+                    entry: i,
+                    value,
+                    origin: entry.source.describe(),
+                });
+            }
         }
 
         let mut filter = None;
@@ -186,6 +190,7 @@ impl Integration {
             config,
             engine,
             fields,
+            leaver_fields,
             filter,
             plan: ContextPlan::new(&roots),
             sync_field,
@@ -214,6 +219,29 @@ impl Integration {
                 .fields
                 .iter()
                 .any(|f| matches!(&f.value, FieldValue::Source(SourceRef::Additional(_))))
+    }
+
+    /// The fields a leaver's user is updated with (`[[leavers.set]]`), evaluated like the
+    /// mapping over what is known of the worker (only the id for one no longer listed); the
+    /// error names the entry that failed.
+    pub fn leaver_fields(&self, input: &RecordInput<'_>) -> Result<Map<String, Value>, String> {
+        let mut ctx = None;
+        let mut record = Map::new();
+        for field in &self.leaver_fields {
+            let value = self.value_of(field, input, &mut ctx).map_err(|problem| {
+                format!(
+                    "leavers.set field {}: {} failed: {problem}",
+                    field.field, field.origin
+                )
+            })?;
+            record.insert(field.field.clone(), without_hidden_controls(value));
+        }
+        Ok(record)
+    }
+
+    /// The Oomnitza field leavers are found by: the one mapped from the Sage People id.
+    pub fn leaver_lookup_field(&self) -> Option<&str> {
+        crate::leavers::id_entry(&self.config).map(|e| e.field.trim())
     }
 
     /// Decides what happens to one worker: load this record, filtered out, or unloadable.
@@ -403,3 +431,37 @@ pub fn without_hidden_controls(value: Value) -> Value {
 
 #[cfg(test)]
 mod tests;
+
+/// Compiles one entry's value (mapping or `leavers.set`), or records why it cannot be.
+fn compile_value(
+    config: &IntegrationConfig,
+    engine: &mut Engine,
+    roots: &mut Roots,
+    name: &str,
+    entry: &crate::config::MappingEntry,
+    location: &str,
+    errors: &mut Vec<ValidationError>,
+) -> Option<FieldValue> {
+    Some(match &entry.source {
+        MappingSource::Source(name) => {
+            // An unknown source is reported by validation.
+            FieldValue::Source(SourceRef::resolve(name, &config.additional_fields).ok()?)
+        }
+        MappingSource::Template(text) => match engine.add_template(name, text) {
+            Ok((compiled, used)) => {
+                roots.union(&used);
+                FieldValue::Template(compiled)
+            }
+            Err(problem) => {
+                errors.push(ValidationError::new(
+                    ValidationKind::Template,
+                    location,
+                    problem,
+                ));
+                return None;
+            }
+        },
+        MappingSource::Setting(name) => FieldValue::Constant(setting_value(config, name.trim())),
+        MappingSource::Value(v) => FieldValue::Constant(template::normalise_output(v.clone())),
+    })
+}

@@ -9,6 +9,7 @@ use crate::config::{
     FilterConfig, FilterMode, IntegrationConfig, IntegrationType, MappingEntry, MappingSource,
     Preference, SaasConfig, ScheduleConfig,
 };
+use crate::leavers::{LeaverAction, LeaverConfig};
 use crate::names::did_you_mean;
 use crate::validate::{ValidationError, ValidationErrors, ValidationKind, entry_location};
 
@@ -20,7 +21,7 @@ pub(crate) struct Parsed {
     pub(crate) placeholders: Vec<String>,
 }
 
-const TOP_KEYS: [&str; 12] = [
+const TOP_KEYS: [&str; 13] = [
     "id",
     "type",
     "preference",
@@ -32,7 +33,15 @@ const TOP_KEYS: [&str; 12] = [
     "schedule",
     "filter",
     "saas",
+    "leavers",
     "mapping",
+];
+const LEAVER_KEYS: [&str; 5] = [
+    "action",
+    "allow_delete",
+    "delete_with_assets",
+    "timezone",
+    "set",
 ];
 const SCHEDULE_KEYS: [&str; 4] = ["every", "at", "timezone", "cron"];
 const FILTER_KEYS: [&str; 3] = ["mode", "condition", "restore_archived"];
@@ -57,6 +66,7 @@ pub(crate) fn parse(text: &str) -> Result<Parsed, ValidationErrors> {
     let schedule_table = r.table(&table, "schedule");
     let filter_table = r.table(&table, "filter");
     let saas_table = r.table(&table, "saas");
+    let leavers_table = r.table(&table, "leavers");
 
     let integration_type = match r.string(&table, "type", "type").as_deref() {
         None | Some("user") => IntegrationType::User,
@@ -124,7 +134,34 @@ pub(crate) fn parse(text: &str) -> Result<Parsed, ValidationErrors> {
         }
     });
 
-    let mapping = r.mapping(&table);
+    let leavers = match leavers_table {
+        Some(t) => {
+            r.unknown_keys(t, "leavers.", &LEAVER_KEYS);
+            let action = match r.string(t, "action", "leavers.action").as_deref() {
+                None | Some("none") => LeaverAction::None,
+                Some("update") => LeaverAction::Update,
+                Some("delete") => LeaverAction::Delete,
+                Some(other) => {
+                    r.bad_choice("leavers.action", other, &["none", "update", "delete"]);
+                    LeaverAction::None
+                }
+            };
+            LeaverConfig {
+                action,
+                allow_delete: r
+                    .boolean(t, "allow_delete", "leavers.allow_delete")
+                    .unwrap_or(false),
+                delete_with_assets: r
+                    .boolean(t, "delete_with_assets", "leavers.delete_with_assets")
+                    .unwrap_or(false),
+                timezone: r.string(t, "timezone", "leavers.timezone"),
+                set: r.entries(t, "set", "leavers.set", crate::leavers::set_location),
+            }
+        }
+        None => LeaverConfig::default(),
+    };
+
+    let mapping = r.entries(&table, "mapping", "mapping", entry_location);
 
     let config = IntegrationConfig {
         id: r.string(&table, "id", "id").unwrap_or_default(),
@@ -144,6 +181,7 @@ pub(crate) fn parse(text: &str) -> Result<Parsed, ValidationErrors> {
         schedule,
         filter,
         saas,
+        leavers,
         mapping,
     };
     Ok(Parsed {
@@ -253,27 +291,35 @@ impl Reader {
         }
     }
 
-    fn mapping(&mut self, table: &Table) -> Vec<MappingEntry> {
-        let items = match table.get("mapping") {
+    /// The entries of the array of tables `key` (`[[mapping]]`, `[[leavers.set]]`), each
+    /// located by `locate(index, field)`.
+    fn entries(
+        &mut self,
+        table: &Table,
+        key: &str,
+        name: &str,
+        locate: fn(usize, &str) -> String,
+    ) -> Vec<MappingEntry> {
+        let items = match table.get(key) {
             None => return Vec::new(),
             Some(toml::Value::Array(items)) => items,
             Some(other) => {
-                self.wrong_type("mapping", "an array of tables ([[mapping]])", other);
+                self.wrong_type(name, &format!("an array of tables ([[{name}]])"), other);
                 return Vec::new();
             }
         };
         let mut entries = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let toml::Value::Table(t) = item else {
-                let at = entry_location(i, "");
-                self.wrong_type(&at, "a table ([[mapping]])", item);
+                let at = locate(i, "");
+                self.wrong_type(&at, &format!("a table ([[{name}]])"), item);
                 continue;
             };
             let field = match t.get("field") {
                 Some(toml::Value::String(s)) => s.clone(),
                 _ => String::new(),
             };
-            let at = entry_location(i, field.trim());
+            let at = locate(i, field.trim());
             for key in t.keys() {
                 if !MAPPING_KEYS.contains(&key.as_str()) {
                     let hint = did_you_mean(key, MAPPING_KEYS);

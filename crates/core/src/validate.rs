@@ -178,6 +178,7 @@ pub(crate) fn check(config: &IntegrationConfig) -> Vec<ValidationError> {
     }
     check_required(config, &mut p);
     check_sync_keys(config, &mut p);
+    crate::leavers::check(config, &mut p.0);
     p.0
 }
 

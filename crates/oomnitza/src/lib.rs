@@ -40,6 +40,7 @@ mod client;
 mod config;
 mod error;
 mod inspect;
+mod offboard;
 mod retry;
 mod run_log;
 mod users;
@@ -51,6 +52,7 @@ pub use config::{
 };
 pub use error::{BODY_EXCERPT_CHARS, Error, ErrorKind};
 pub use inspect::FieldProbe;
+pub use offboard::{Asset, user_ident};
 pub use run_log::{FATAL_ERROR, RunCounts, RunLog};
 pub use users::{
     MAX_URL_CHARS, SYSTEM_ATTRIBUTES, filter_literal, is_system_field, read_attribute,

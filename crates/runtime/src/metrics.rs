@@ -74,6 +74,11 @@ pub mod names {
     /// Counter, labels `integration` and `state` (`verified`, `unverified`, `canceled`): runs
     /// whose verification ended, or that an administrator canceled in Oomnitza.
     pub const LOADER_RUNS_CHECKED: &str = "peoplesync_loader_runs_checked_total";
+    /// Counter, labels `integration`, `action` (none, updated, deleted, kept_holding_assets,
+    /// not_found): leavers handled.
+    pub const LOADER_LEAVERS: &str = "peoplesync_loader_leavers_total";
+    /// Counter, label `integration`: leavers handled who still held assets in Oomnitza.
+    pub const LOADER_LEAVERS_WITH_ASSETS: &str = "peoplesync_loader_leavers_with_assets_total";
     /// Counter, label `integration`: worker events published.
     pub const EXTRACTOR_WORKERS_PUBLISHED: &str = "peoplesync_extractor_workers_published_total";
     /// Counter, label `integration`: Sage People pages read.
@@ -131,6 +136,14 @@ pub fn describe_loader() {
     metrics::describe_counter!(
         LOADER_RUNS_CHECKED,
         "Runs whose check ended, by state (verified, unverified, canceled)"
+    );
+    metrics::describe_counter!(
+        LOADER_LEAVERS,
+        "Leavers handled, by action (none, updated, deleted, kept_holding_assets, not_found)"
+    );
+    metrics::describe_counter!(
+        LOADER_LEAVERS_WITH_ASSETS,
+        "Leavers handled who still held assets in Oomnitza"
     );
 }
 

@@ -278,12 +278,15 @@ impl SyncKeyGuard {
 
     /// Normalises one page (`skip[i]` marks records to leave alone) and decides which
     /// records are held back; matches with earlier pages are only suspected until
-    /// [`SyncKeyGuard::confirm`]. `page` is the page's number in the run.
+    /// [`SyncKeyGuard::confirm`]. `page` is the page's number in the run. Workers who have left
+    /// (`has_left`) take no part: they are not in the run's list, and a rehire's new record
+    /// shares the e-mail of the old one by design.
     pub fn check_page(
         &mut self,
         page: u64,
         records: &[serde_json::Value],
         skip: &[bool],
+        has_left: impl Fn(&Worker) -> bool,
     ) -> PageVerdict {
         self.page_starts.push((page, self.listed));
         let page_start = self.listed;
@@ -299,6 +302,10 @@ impl SyncKeyGuard {
                 verdict.workers.push(None);
                 continue;
             };
+            if has_left(&worker) {
+                verdict.workers.push(Some(worker));
+                continue;
+            }
             let position = self.listed;
             self.listed = self.listed.saturating_add(1);
             let input = RecordInput {

@@ -63,7 +63,7 @@ async fn respond<T: Serialize>(
     }
 }
 
-/// Answers `fetch`, `worker`, `progress` and `check` for the runner's integration until `stop`.
+/// Answers `fetch`, `worker`, `progress`, `check` and `held-leavers` for the runner's integration until `stop`.
 pub async fn serve_any(
     client: async_nats::Client,
     runner: Arc<Runner>,
@@ -76,6 +76,7 @@ pub async fn serve_any(
         control::WORKER,
         control::PROGRESS,
         control::CHECK,
+        control::HELD_LEAVERS,
     ] {
         let subject = control::subject(&integration, command);
         let subscription = client
@@ -119,6 +120,19 @@ pub async fn serve_any(
                 control::CHECK => {
                     let report: Result<_, CommandError> = Ok(crate::check::sage(extraction).await);
                     respond(&client, message.reply, report).await;
+                }
+                control::HELD_LEAVERS => {
+                    let held = crate::removals::held_leavers(
+                        extraction.bus(),
+                        extraction.integration(),
+                        control::MAX_HELD_LISTED,
+                    )
+                    .await
+                    .map_err(|err| CommandError {
+                        code: "failed".into(),
+                        message: err.to_string(),
+                    });
+                    respond(&client, message.reply, held).await;
                 }
                 _ => {
                     respond(&client, message.reply, single::progress(extraction).await).await;

@@ -41,6 +41,7 @@ const OWN_ENV_VARS: &[&str] = &[
     "PEOPLESYNC_STREAM_REPLICAS",
     "RUST_LOG",
     "LOG_FORMAT",
+    "PEOPLESYNC_TEST_TODAY_FILE",
 ];
 
 fn one() -> usize {

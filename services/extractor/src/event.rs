@@ -19,6 +19,9 @@ pub struct Encoded {
     pub msg_id: String,
     /// The protobuf `WorkerEvent`.
     pub payload: Bytes,
+    /// The worker has left (see [`EventBuilder::judging_end_dates`]): the event is kept for
+    /// the end of the run (and published as an upsert only with leaver action `none`).
+    pub ended: bool,
 }
 
 /// Builds the events of one run.
@@ -30,6 +33,8 @@ pub struct EventBuilder {
     ids: u128,
     /// Events are to be sent even when unchanged.
     resend: bool,
+    /// How end dates are judged; `None` judges nobody as having left.
+    end_dates: Option<crate::ended::EndDates>,
 }
 
 impl EventBuilder {
@@ -45,7 +50,15 @@ impl EventBuilder {
             },
             ids: uuid::Uuid::now_v7().as_u128(),
             resend: false,
+            end_dates: None,
         }
+    }
+
+    /// Marks the upserts of workers who have left by `end_dates.today` (in the integration's
+    /// time zone) as [`Encoded::ended`].
+    pub fn judging_end_dates(mut self, end_dates: crate::ended::EndDates) -> Self {
+        self.end_dates = Some(end_dates);
+        self
     }
 
     /// Marks every event built as one to send even when unchanged (drift repair).
@@ -84,6 +97,7 @@ impl EventBuilder {
         sequence: u64,
         observed_at: Timestamp,
     ) -> Encoded {
+        let ended = self.has_left(&worker);
         // The client hands records over parsed, not as the bytes of the HTTP body, so the raw
         // record is serialised again; sized once, since records are about a kilobyte.
         let mut bytes = Vec::with_capacity(1536);
@@ -91,13 +105,41 @@ impl EventBuilder {
             bytes = b"{}".to_vec();
         }
         let raw = bytes;
-        self.encode(
+        let mut encoded = self.encode(
             codec::worker_into_proto(worker),
             raw,
             sequence,
             observed_at,
-            true,
-        )
+            WorkerEventKind::Upsert,
+        );
+        encoded.ended = ended;
+        encoded
+    }
+
+    /// Whether `worker` has left (inactive, or end date passed) by the end dates this builder
+    /// judges with.
+    pub fn has_left(&self, worker: &Worker) -> bool {
+        self.end_dates
+            .is_some_and(|d| peoplesync_core::leavers::ended(worker, d.today).is_some())
+    }
+
+    /// The event saying that a worker has left, from the upsert kept for them when their run
+    /// listed them (see [`crate::ended`]): the worker as last listed, in this builder's run.
+    pub fn ended(
+        &self,
+        kept: &Bytes,
+        sequence: u64,
+        observed_at: Timestamp,
+    ) -> Result<Encoded, peoplesync_bus::BusError> {
+        let event = codec::decode_worker_event(kept)?;
+        let worker = event.worker.unwrap_or_default();
+        Ok(self.encode(
+            worker,
+            event.raw.to_vec(),
+            sequence,
+            observed_at,
+            WorkerEventKind::Ended,
+        ))
     }
 
     /// The event saying worker `id` is no longer listed.
@@ -107,7 +149,7 @@ impl EventBuilder {
             id: id.to_owned(),
             ..Default::default()
         };
-        self.encode(worker, raw, sequence, observed_at, false)
+        self.encode(worker, raw, sequence, observed_at, WorkerEventKind::Removed)
     }
 
     fn encode(
@@ -116,14 +158,9 @@ impl EventBuilder {
         raw: Vec<u8>,
         sequence: u64,
         observed_at: Timestamp,
-        upsert: bool,
+        kind: WorkerEventKind,
     ) -> Encoded {
         let worker_id = worker.id.clone();
-        let kind = if upsert {
-            WorkerEventKind::Upsert
-        } else {
-            WorkerEventKind::Removed
-        };
         let event = WorkerEvent {
             event_id: self.event_id(sequence),
             integration_id: self.integration.clone(),
@@ -137,9 +174,10 @@ impl EventBuilder {
             resend: self.resend,
         };
         Encoded {
-            msg_id: names::event_msg_id(&self.run_id, &worker_id),
+            msg_id: names::msg_id_of(&self.run_id, &worker_id, kind == WorkerEventKind::Ended),
             worker_id,
             payload: codec::encode_worker_event(&event),
+            ended: false,
         }
     }
 }

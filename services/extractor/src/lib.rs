@@ -21,6 +21,7 @@ pub mod checkpoint;
 pub mod collisions;
 pub mod commands;
 pub mod config;
+pub mod ended;
 pub mod error;
 pub mod event;
 pub mod lease;

@@ -7,6 +7,9 @@
 //! `peoplesync_state` under `removals.<integration>`. Counting and publishing are streaming
 //! merges of two sorted id lists ([`crate::seen`]), so they take constant memory.
 //!
+//! Workers still listed who have left (see [`crate::ended`]) are left out of a run's list, so
+//! they count as removals here too, and are published as `ended` events carrying the worker.
+//!
 //! The decision is taken once and kept in the run's checkpoint before anything is published:
 //! a run interrupted while publishing its removals publishes the same ones again when it is
 //! resumed (dedup ids drop the repeats) instead of deciding anew against a moved baseline.
@@ -92,6 +95,11 @@ pub struct RemovalState {
     /// the new filter, so its removals are always held for approval.
     #[serde(default)]
     pub baseline_filter: Option<String>,
+    /// The baseline left out workers who had left (see [`crate::ended`]). A baseline recorded
+    /// before leavers existed lists them: compared with a newer list, every worker who left
+    /// long ago would look removed, so workers the newer run kept as leavers are skipped.
+    #[serde(default)]
+    pub leavers_judged: bool,
 }
 
 /// Why removals could not be settled or released.
@@ -161,19 +169,51 @@ struct Diff {
     current: IdReader,
     head: Option<String>,
     started: bool,
+    /// With a baseline that listed leavers: skip the workers `current` kept as leavers.
+    legacy: Option<Legacy>,
+}
+
+/// What skipping leavers listed by a legacy baseline needs.
+struct Legacy {
+    js: async_nats::jetstream::Context,
+    integration: String,
+    run: String,
 }
 
 async fn diff(bus: &Bus, integration: &str, baseline: &str, run: &str) -> Result<Diff, ReadError> {
+    let state = load_state(bus.state_kv(), integration).await?;
+    let legacy = (!state.leavers_judged).then(|| Legacy {
+        js: bus.jetstream().clone(),
+        integration: integration.to_owned(),
+        run: run.to_owned(),
+    });
     Ok(Diff {
         baseline: IdReader::open(bus.jetstream(), integration, baseline).await?,
         current: IdReader::open(bus.jetstream(), integration, run).await?,
         head: None,
         started: false,
+        legacy,
     })
 }
 
 impl Diff {
+    /// The next worker removed since the baseline.
     async fn next_removed(&mut self) -> Result<Option<String>, ReadError> {
+        loop {
+            let Some(id) = self.next_missing().await? else {
+                return Ok(None);
+            };
+            match &self.legacy {
+                Some(l)
+                    if crate::ended::kept(&l.js, &l.integration, &l.run, &id)
+                        .await?
+                        .is_some() => {}
+                _ => return Ok(Some(id)),
+            }
+        }
+    }
+
+    async fn next_missing(&mut self) -> Result<Option<String>, ReadError> {
         if !self.started {
             self.head = self.current.next().await?;
             self.started = true;
@@ -271,7 +311,12 @@ pub async fn publish(
             }
         };
         published += 1;
-        let event = events.removed(&id, first_sequence + published, observed);
+        // A worker still listed but gone has their upsert kept with the list: offboard them
+        // with what was last known of them.
+        let event = match crate::ended::kept(bus.jetstream(), integration, run_id, &id).await? {
+            Some(kept) => events.ended(&kept, first_sequence + published, observed)?,
+            None => events.removed(&id, first_sequence + published, observed),
+        };
         publisher
             .publish(subject.clone(), event.msg_id, event.payload, None)
             .await?;
@@ -350,9 +395,71 @@ pub async fn settle(
             }
             state.baseline = Some(run_id.to_owned());
             state.baseline_filter = Some(filter.unwrap_or_default().to_owned());
+            state.leavers_judged = true;
         }
     }
     save_state(bus.state_kv(), integration, &state).await
+}
+
+/// The leavers `integration` holds for approval, at most `limit` of them listed: each held
+/// removal, with the worker as last listed when they are still listed but have left.
+pub async fn held_leavers(
+    bus: &Bus,
+    integration: &str,
+    limit: usize,
+) -> Result<peoplesync_bus::control::HeldLeavers, BusError> {
+    use peoplesync_bus::leavers::LeaverEntry;
+    let state = load_state(bus.state_kv(), integration).await?;
+    let (Some(held), Some(baseline)) = (state.held, state.baseline) else {
+        return Ok(peoplesync_bus::control::HeldLeavers::default());
+    };
+    let unreadable = |err: ReadError| match err {
+        ReadError::Bus(err) => err,
+        err => BusError::Decode {
+            what: "seen list",
+            message: err.to_string(),
+        },
+    };
+    let mut diff = diff(bus, integration, &baseline, &held.run_id)
+        .await
+        .map_err(unreadable)?;
+    let mut leavers = Vec::new();
+    while leavers.len() < limit {
+        let Some(id) = diff.next_removed().await.map_err(unreadable)? else {
+            break;
+        };
+        let kept = crate::ended::kept(bus.jetstream(), integration, &held.run_id, &id).await?;
+        let worker = kept
+            .and_then(|payload| codec::decode_worker_event(&payload).ok())
+            .and_then(|event| event.worker);
+        let entry = match worker {
+            Some(worker) => LeaverEntry {
+                reason: if worker.employment_active == Some(false) {
+                    "inactive".into()
+                } else {
+                    "end_date".into()
+                },
+                name: worker.full_name,
+                email: worker.email,
+                end_date: worker.end_date,
+                ..LeaverEntry::default()
+            },
+            None => LeaverEntry {
+                reason: "removed".into(),
+                ..LeaverEntry::default()
+            },
+        };
+        leavers.push(LeaverEntry {
+            worker_id: id,
+            action: "held".into(),
+            ..entry
+        });
+    }
+    Ok(peoplesync_bus::control::HeldLeavers {
+        run_id: Some(held.run_id),
+        count: held.count,
+        leavers,
+    })
 }
 
 /// What releasing held removals needs to know about them.
@@ -421,6 +528,7 @@ pub async fn finish_release(
         baseline: Some(release.held_run.clone()),
         held: None,
         baseline_filter: Some(release.filter.clone()),
+        leavers_judged: true,
     };
     save_state(bus.state_kv(), integration, &state).await
 }

@@ -329,6 +329,7 @@ impl Extraction {
             }
         };
         let keys = self.sync_key_guard(&client, &settings.credentials).await?;
+        let end_dates = crate::ended::EndDates::of(integration, &settings);
         Ok(PreparedRun {
             extraction: self.clone(),
             checkpoint,
@@ -338,6 +339,7 @@ impl Extraction {
             credentials: settings.credentials,
             started,
             keys,
+            end_dates,
         })
     }
 
@@ -454,6 +456,8 @@ pub struct PreparedRun {
     /// Holds back workers that share a sync key (`None` when the mapping cannot be compiled;
     /// the loaders then refuse every record anyway).
     keys: Option<SyncKeyGuard>,
+    /// How end dates are judged (see [`crate::ended`]).
+    end_dates: crate::ended::EndDates,
 }
 
 /// What the fetch task hands over.
@@ -508,6 +512,7 @@ impl PreparedRun {
             credentials,
             started,
             mut keys,
+            end_dates,
         } = self;
         let inner = &*extraction.inner;
         let integration = inner.integration.as_str();
@@ -533,6 +538,7 @@ impl PreparedRun {
                 recorded_at: Instant::now(),
                 pages: &mut pages,
                 keys: keys.as_mut(),
+                end_dates,
             };
             let stop = listing.list(&cancel).await;
             let finished = listing.finish().await;
@@ -789,6 +795,7 @@ struct Listing<'a> {
     recorded_at: Instant,
     pages: &'a mut u64,
     keys: Option<&'a mut SyncKeyGuard>,
+    end_dates: crate::ended::EndDates,
 }
 
 impl Listing<'_> {
@@ -867,6 +874,7 @@ impl Listing<'_> {
                 &self.client.hostname(),
             )
             .resending(self.checkpoint.resend_all)
+            .judging_end_dates(self.end_dates)
         });
         let subject = names::workers_subject(integration);
         let observed = codec::now();
@@ -880,7 +888,10 @@ impl Listing<'_> {
         let mut verdict = match self.keys.as_deref_mut() {
             Some(guard) => {
                 let skip: Vec<bool> = records.iter().map(already).collect();
-                let mut verdict = guard.check_page(self.checkpoint.pages, records, &skip);
+                let mut verdict =
+                    guard.check_page(self.checkpoint.pages, records, &skip, |worker| {
+                        events.has_left(worker)
+                    });
                 if SyncKeyGuard::has_suspects(&verdict) {
                     // The other worker's id is read back from the seen list.
                     self.publisher.flush().await?;
@@ -956,11 +967,29 @@ impl Listing<'_> {
                             .settle_until(self.publisher.sent() - self.window / 2)
                             .await?;
                     }
+                    // A leaver is left out of the list (so a removal when it is next settled)
+                    // and their upsert kept for the `ended` event (see `crate::ended`).
+                    let ended = event.ended;
+                    if ended {
+                        crate::ended::keep(
+                            self.publisher,
+                            integration,
+                            &run_id,
+                            &event.worker_id,
+                            event.payload.clone(),
+                        )
+                        .await?;
+                        if !self.end_dates.upsert_leavers {
+                            continue;
+                        }
+                    }
                     self.publisher
                         .publish(subject.clone(), event.msg_id, event.payload, None)
                         .await?;
                     published += 1;
-                    if let Some(id) = id {
+                    if let Some(id) = id
+                        && !ended
+                    {
                         ids.push(id);
                     }
                 }

@@ -89,7 +89,8 @@ pub async fn purge_run(
     integration: &str,
     run_id: &str,
 ) -> Result<(), BusError> {
-    purge(js, run_filter(integration, run_id)).await
+    purge(js, run_filter(integration, run_id)).await?;
+    purge(js, crate::ended::run_filter(integration, run_id)).await
 }
 
 /// Deletes pages `from..from + count` of `run`'s list: those a crashed extractor may have

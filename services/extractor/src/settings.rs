@@ -22,6 +22,10 @@ pub struct IntegrationSettings {
     pub source_filter: Option<String>,
     /// When full runs start.
     pub schedule: ScheduleConfig,
+    /// The time zone end dates are judged in (see `peoplesync_core::leavers::time_zone`).
+    pub time_zone: chrono_tz::Tz,
+    /// What the loaders do with leavers (decides whether their upserts are published).
+    pub leaver_action: peoplesync_core::LeaverAction,
 }
 
 impl IntegrationSettings {
@@ -34,6 +38,8 @@ impl IntegrationSettings {
                 .clone()
                 .filter(|f| !f.trim().is_empty()),
             schedule: config.schedule.clone(),
+            time_zone: peoplesync_core::leavers::time_zone(config),
+            leaver_action: config.leavers.action,
         }
     }
 }

@@ -89,14 +89,27 @@ pub async fn sync(extraction: &Extraction, id: &str) -> Result<WorkerSynced, Com
     let bus = extraction.bus();
     let run_id = uuid::Uuid::now_v7().to_string();
     // A single-worker sync always writes: it is how an operator puts one user right.
-    let events =
-        EventBuilder::new(integration, &run_id, &credentials, &client.hostname()).resending(true);
+    let settings = settings::load(bus, integration).await.map_err(failed)?;
+    let end_dates = crate::ended::EndDates::of(integration, &settings);
+    let events = EventBuilder::new(integration, &run_id, &credentials, &client.hostname())
+        .resending(true)
+        .judging_end_dates(end_dates);
     let event = events.upsert(&raw, 1, codec::now()).map_err(|err| {
         error(
             "failed",
             format!("Sage People's record of worker {id} cannot be used: {err}"),
         )
     })?;
+    // Writing a leaver's record would undo the leaver action (or recreate a deleted user).
+    if event.ended && !end_dates.upsert_leavers {
+        return Err(error(
+            "invalid",
+            format!(
+                "worker {id} has left (employment inactive, or end date passed); with leaver action \"{}\" their user is handled by the leaver policy, not written by a sync",
+                settings.leaver_action.as_str()
+            ),
+        ));
+    }
     let runs = Runs::new(bus.state_kv().clone());
     runs.create(&RunRecord::start(integration, &run_id, false, "worker"))
         .await

@@ -17,6 +17,8 @@ mod commands;
 mod failures;
 #[path = "extractor/lease.rs"]
 mod lease;
+#[path = "extractor/leavers.rs"]
+mod leavers;
 #[path = "extractor/listing.rs"]
 mod listing;
 #[path = "extractor/removals.rs"]

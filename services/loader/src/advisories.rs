@@ -85,11 +85,19 @@ async fn dead_letter(bus: &Bus, info: MaxDeliveries) -> Result<(), BusError> {
     let integration = names::integration_of_subject(&subject)
         .unwrap_or("unknown")
         .to_owned();
-    let (run_id, worker_id) = match codec::decode_worker_event(&message.payload) {
-        Ok(event) => (event.run_id, event.worker.map(|w| w.id).unwrap_or_default()),
+    let (run_id, worker_id, ended) = match codec::decode_worker_event(&message.payload) {
+        Ok(event) => {
+            let ended = event.kind() == peoplesync_proto::v1::WorkerEventKind::Ended;
+            (
+                event.run_id,
+                event.worker.map(|w| w.id).unwrap_or_default(),
+                ended,
+            )
+        }
         Err(_) => (
             "unknown".to_owned(),
             format!("stream-seq-{}", info.stream_seq),
+            false,
         ),
     };
     let letter = DeadLetter {
@@ -109,7 +117,7 @@ async fn dead_letter(bus: &Bus, info: MaxDeliveries) -> Result<(), BusError> {
     dlq::publish(&mut letters, &letter, message.payload.clone()).await?;
     letters.flush().await?;
     let mut outcomes = OutcomeRecorder::new(bus.jetstream().clone(), 1);
-    let msg_id = names::event_msg_id(&run_id, &worker_id);
+    let msg_id = names::msg_id_of(&run_id, &worker_id, ended);
     outcomes
         .record(
             &integration,

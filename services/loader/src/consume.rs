@@ -12,6 +12,7 @@
 //! intakes stop pulling and hand in what their last fetch delivered, partial batches are
 //! flushed and in-flight deliveries finish (or their events are nak'ed) within the grace period.
 
+use crate::webhook::LeaversWebhook;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +61,9 @@ impl Loader {
         let bus = Bus::connect_from_env(&config.nats_url, "oomnitza-loader", config.bus_settings())
             .await
             .context("connecting to NATS")?;
+        peoplesync_bus::leavers::ensure(&bus)
+            .await
+            .context("creating the leavers report stream")?;
         let integrations = Integrations::default();
         let seed_id = match &seed {
             Some(text) => Some(
@@ -193,6 +197,7 @@ impl Loader {
             replica.clone(),
             config.run_retention(),
             verifier,
+            LeaversWebhook::from_env()?,
         );
         let finalizer_task = tokio::spawn(finalizer.run(poke_rx, background_stop.clone()));
 

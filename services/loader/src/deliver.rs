@@ -96,10 +96,12 @@ impl Deliverer {
         let mut settled = Vec::with_capacity(batch.items.len());
         let mut to_send: Vec<Item> = Vec::new();
         let mut refused: Vec<Item> = Vec::new();
+        let mut leavers: Vec<Item> = Vec::new();
         for item in batch.items {
             match &item.disposition {
                 Disposition::Send(_) => to_send.push(item),
                 Disposition::Refused(_) => refused.push(item),
+                Disposition::Leaver(_) => leavers.push(item),
                 Disposition::Done(outcome, letter) => {
                     let settlement = Settlement::Done(*outcome, letter.clone());
                     settled.push((item, settlement));
@@ -108,7 +110,7 @@ impl Deliverer {
         }
         let Some(integration) = batch.integration else {
             settled.extend(refused.into_iter().map(dead_lettered));
-            for item in to_send {
+            for item in to_send.into_iter().chain(leavers) {
                 let reason =
                     "no integration config was active when the event was mapped".to_owned();
                 settled.push((
@@ -118,6 +120,9 @@ impl Deliverer {
             }
             return settled;
         };
+        settled.extend(
+            crate::leavers::handle_all(&self.bus, &self.client, &integration, leavers).await,
+        );
         let portion = batch.key.run_id.clone();
         if !refused.is_empty() {
             let target = Target {
@@ -154,7 +159,9 @@ impl Deliverer {
                         std::mem::take(&mut outgoing.hash),
                     ),
                     // Not in `to_send` (only records to send are); without a key it is sent.
-                    Disposition::Done(..) | Disposition::Refused(_) => (None, String::new()),
+                    Disposition::Done(..) | Disposition::Refused(_) | Disposition::Leaver(_) => {
+                        (None, String::new())
+                    }
                 };
                 Fingerprint {
                     key,
@@ -648,7 +655,7 @@ fn is_envelope_refusal(err: &Error) -> bool {
 fn record_of(item: &Item) -> &RawValue {
     match &item.disposition {
         Disposition::Send(outgoing) => &outgoing.json,
-        Disposition::Done(..) | Disposition::Refused(_) => {
+        Disposition::Done(..) | Disposition::Refused(_) | Disposition::Leaver(_) => {
             static NULL: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
             NULL.get_or_init(Box::default)
         }

@@ -19,6 +19,7 @@ use peoplesync_bus::{
 use peoplesync_oomnitza::{ErrorKind, Finalize, OomnitzaClient};
 
 use crate::verify::{self, Verifier, needs_verify};
+use crate::webhook::LeaversWebhook;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -52,6 +53,8 @@ pub struct Finalizer {
     exact_reads: Mutex<ExactReads>,
     /// Checks finalized runs against what Oomnitza holds.
     verifier: Verifier,
+    /// Where the leavers report of each finalized run is posted.
+    webhook: Option<LeaversWebhook>,
 }
 
 /// A request to look at one run now: (integration, run id).
@@ -59,13 +62,14 @@ pub type Poke = (String, String);
 
 impl Finalizer {
     /// A finalizer acting as `replica`, removing settled run records `retention` after they
-    /// finished (never with `None`).
+    /// finished (never with `None`), posting leavers reports to `webhook`.
     pub fn new(
         bus: Bus,
         client: OomnitzaClient,
         replica: String,
         retention: Option<Duration>,
         verifier: Verifier,
+        webhook: Option<LeaversWebhook>,
     ) -> Finalizer {
         let runs = Runs::new(bus.state_kv().clone());
         Finalizer {
@@ -76,6 +80,7 @@ impl Finalizer {
             retention,
             exact_reads: Mutex::default(),
             verifier,
+            webhook,
         }
     }
 
@@ -380,10 +385,18 @@ impl Finalizer {
             verify,
             "run finalized"
         );
+        let with_assets = crate::leavers::finalized(
+            &self.bus,
+            self.webhook.as_ref(),
+            (integration, run_id),
+            counts.leavers,
+        )
+        .await;
         self.runs
             .update(integration, run_id, |r| {
                 r.finalize = finalize.clone();
                 r.counts = Some(counts);
+                r.leavers_with_assets = with_assets;
                 r.verification = verify.then(|| Verification::pending(counts.written));
                 true
             })

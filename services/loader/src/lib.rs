@@ -22,12 +22,14 @@ pub mod deliver;
 pub mod finalize;
 pub mod gates;
 pub mod integrations;
+pub mod leavers;
 pub mod limiter;
 pub mod pipeline;
 pub mod progress;
 pub mod rewatch;
 pub mod startup;
 pub mod verify;
+pub mod webhook;
 
 pub use config::LoaderConfig;
 pub use consume::Loader;

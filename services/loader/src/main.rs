@@ -67,8 +67,9 @@ fn main() -> ExitCode {
 fn print_default_integration(id: &str) -> anyhow::Result<()> {
     peoplesync_bus::names::validate_integration_id(id).map_err(anyhow::Error::msg)?;
     print!(
-        "{}",
-        peoplesync_core::IntegrationConfig::default_for(id).to_toml()
+        "{}{}",
+        peoplesync_core::IntegrationConfig::default_for(id).to_toml(),
+        peoplesync_core::leavers::LEAVERS_EXAMPLE
     );
     Ok(())
 }

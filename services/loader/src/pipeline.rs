@@ -15,6 +15,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::applied;
+use crate::leavers::LeaverTask;
 use crate::progress::Tracked;
 
 /// Which batch an event belongs to: its integration, its run (the portion) and the config
@@ -80,6 +81,8 @@ pub enum Disposition {
     /// reported to Oomnitza as failed (bulk `error`, as Oomnitza's own connector does), so it
     /// shows in the run's log there, and dead-lettered.
     Refused(Box<DeadLetter>),
+    /// A leaver: handled by the integration's leaver policy ([`crate::leavers`]).
+    Leaver(Box<LeaverTask>),
 }
 
 /// What settling an event needs of the JetStream message it came in: where to ack it, and
@@ -231,7 +234,7 @@ pub fn prepare(
         .unwrap_or_default();
     let worker_id = worker.id.clone();
     let run_id = event.run_id.clone();
-    let msg_id = names::event_msg_id(&run_id, &worker_id);
+    let msg_id = names::msg_id_of(&run_id, &worker_id, kind == WorkerEventKind::Ended);
     let observed_at_ms = event.observed_at.map_or(0, |t| {
         t.seconds.saturating_mul(1000) + i64::from(t.nanos / 1_000_000)
     });
@@ -243,11 +246,6 @@ pub fn prepare(
         revision,
     };
     let disposition = match (&config, kind) {
-        (_, WorkerEventKind::Removed) => {
-            tracing::debug!(integration = %integration_id, worker = %worker_id,
-                "worker removed from Sage People; removals are not written to Oomnitza");
-            Disposition::Done(Outcome::Filtered, None)
-        }
         (None, _) => Disposition::Done(
             Outcome::DeadLettered,
             Some(Box::new(dead(
@@ -258,6 +256,27 @@ pub fn prepare(
                 ),
             ))),
         ),
+        (Some(_), WorkerEventKind::Removed | WorkerEventKind::Ended) => {
+            let listed = kind == WorkerEventKind::Ended;
+            let raw = if listed {
+                serde_json::from_slice(&event.raw).unwrap_or(Value::Null)
+            } else {
+                Value::Null
+            };
+            let tracking = event
+                .tracking
+                .map(|t| Tracking {
+                    credentials: t.credentials,
+                    hostname: t.hostname,
+                })
+                .unwrap_or_default();
+            Disposition::Leaver(Box::new(LeaverTask {
+                worker: worker.clone(),
+                raw,
+                tracking,
+                listed,
+            }))
+        }
         (Some((integration, _)), _) => {
             // Decoding the raw record costs more than mapping with the default config; only
             // configs whose templates or sources read it pay for it.

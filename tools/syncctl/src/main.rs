@@ -4,6 +4,7 @@
 //! the exit code says what happened (see `exit` in client.rs and docs/control-plane.md).
 
 mod client;
+mod leavers;
 mod render;
 mod watch;
 
@@ -119,6 +120,9 @@ enum Command {
         /// The run whose removals to release.
         run_id: String,
     },
+    /// The leavers of a run with their end date, the action taken and the assets they still
+    /// hold, or those held for approval (ListLeavers).
+    Leavers(leavers::LeaversArgs),
     /// List, replay or purge dead letters.
     Dlq {
         #[command(subcommand)]
@@ -573,6 +577,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(exit::OK)
         }
         Command::Dlq { command } => dlq_command(&mut client, output, id, bars, command).await,
+        Command::Leavers(args) => leavers::command(&mut client, output, id, &args).await,
     }
 }
 

@@ -48,7 +48,9 @@ pub fn run(run: &pb::Run) -> Value {
             "dead_lettered": counts.dead_lettered,
             "canceled": counts.canceled,
             "stale": counts.stale,
+            "leavers": counts.leavers,
         },
+        "leavers_with_assets": run.leavers_with_assets,
         "pending": run.pending,
         "counts_final": run.counts_final,
         "finalize": {
@@ -92,7 +94,7 @@ pub fn run_text(run: &pb::Run) -> String {
         if run.full { "full" } else { "partial" },
         run.trigger
     );
-    let rows: [(&str, String); 13] = [
+    let rows: [(&str, String); 15] = [
         (
             "outcome",
             enum_name(run.outcome().as_str_name(), "RUN_OUTCOME_"),
@@ -107,6 +109,11 @@ pub fn run_text(run: &pb::Run) -> String {
         ("dead-lettered", counts.dead_lettered.to_string()),
         ("canceled", counts.canceled.to_string()),
         ("stale", counts.stale.to_string()),
+        ("leavers", counts.leavers.to_string()),
+        (
+            "leavers holding assets",
+            run.leavers_with_assets.to_string(),
+        ),
         ("pending", run.pending.to_string()),
         ("finalize", {
             let state = enum_name(finalize.state().as_str_name(), "FINALIZE_STATE_");

@@ -10,6 +10,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::harness::*;
 
+/// Whether the simulator lists `id` as still employed today.
+pub fn employed(sim: &peoplesync_sims::sage::SageSim, id: &str) -> bool {
+    let Some(raw) = sim.worker(id) else {
+        return false;
+    };
+    let worker = peoplesync_core::Worker::from_raw(&raw).unwrap();
+    let today = peoplesync_core::leavers::today_in(chrono_tz::Tz::UTC, chrono::Utc::now());
+    peoplesync_core::leavers::ended(&worker, today).is_none()
+}
+
 #[tokio::test]
 async fn workers_no_longer_listed_are_published_as_removed_after_a_full_run() {
     let s = setup(org(1000, 50, 120)).await;
@@ -78,8 +88,15 @@ async fn too_many_removals_are_held_until_an_operator_approves_them() {
     };
     run("first").await;
     drain_workers(&s.bus, ID).await;
-    for index in 100..160 {
-        s.sim.remove_worker(&generate::worker_id(index));
+    // Workers who had already left are not in the baseline (see `ended`): only employed ones
+    // can disappear.
+    let leaving: Vec<String> = (100..)
+        .map(generate::worker_id)
+        .filter(|id| employed(&s.sim, id))
+        .take(60)
+        .collect();
+    for id in &leaving {
+        s.sim.remove_worker(id);
     }
 
     let held = run("second").await;
@@ -88,6 +105,7 @@ async fn too_many_removals_are_held_until_an_operator_approves_them() {
         (held.published, held.removed, held.removals_held),
         (940, 0, 60)
     );
+    assert_eq!(leaving.len(), 60);
     let events = drain_workers(&s.bus, ID).await;
     assert!(events.iter().all(|e| e.kind() == WorkerEventKind::Upsert));
     // Still held on the next run: the baseline has not moved.

@@ -85,6 +85,9 @@ struct Args {
     /// schema's type).
     #[arg(long, env = "OOMNITZA_SIM_ROLE_AS_NUMBER")]
     role_as_number: bool,
+    /// Answer 409 to deleting a user who still holds assets (unpublished behaviour).
+    #[arg(long, env = "OOMNITZA_SIM_REFUSE_DELETE_WITH_ASSETS")]
+    refuse_delete_with_assets: bool,
     /// Fault: delay added to every request, in milliseconds.
     #[arg(long, env = "OOMNITZA_SIM_LATENCY_MS", default_value_t = 0)]
     latency_ms: u64,
@@ -202,6 +205,7 @@ impl Args {
                 refuse_finalize_after_cancel: !self.allow_finalize_after_cancel,
                 custom_field_names: self.custom_field_names,
                 role_as_number: self.role_as_number,
+                refuse_delete_with_assets: self.refuse_delete_with_assets,
             },
         })
     }

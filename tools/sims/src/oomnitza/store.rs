@@ -107,6 +107,8 @@ pub(crate) struct Store {
     unique: Vec<String>,
     next_user: u64,
     pub(crate) counters: Counters,
+    /// Assets and the user each is assigned to (see `super::offboard`).
+    pub(crate) assets: Vec<super::offboard::SimAsset>,
 }
 
 /// Record counters kept with the data, so they change in the same step as it.
@@ -215,6 +217,56 @@ impl Store {
                 portion: id.to_string(),
                 ..PortionState::default()
             })
+    }
+
+    /// The id of the user `ident` names: its id, or its username (`USER`).
+    pub(crate) fn resolve(&self, ident: &str) -> Option<String> {
+        if self.by_id.contains_key(ident) {
+            return Some(ident.to_owned());
+        }
+        self.users
+            .iter()
+            .find(|u| u.fields.get("USER").and_then(Value::as_str) == Some(ident))
+            .map(|u| u.id.clone())
+    }
+
+    /// Sets `fields` on user `id`; false when there is no such user.
+    pub(crate) fn patch_user(&mut self, id: &str, fields: Map<String, Value>) -> bool {
+        let Some(&slot) = self.by_id.get(id) else {
+            return false;
+        };
+        let old = self.users[slot].fields.clone();
+        self.unindex(slot, &old);
+        for (k, v) in fields {
+            if v.is_null() {
+                self.users[slot].fields.remove(&k);
+            } else {
+                self.users[slot].fields.insert(k, v);
+            }
+        }
+        self.index_user(slot);
+        true
+    }
+
+    /// Deletes user `id` (slots after it move down, so the indexes are rebuilt: deletes are
+    /// rare); false when there is no such user.
+    pub(crate) fn delete_user(&mut self, id: &str) -> bool {
+        let Some(slot) = self.by_id.remove(id) else {
+            return false;
+        };
+        self.users.remove(slot);
+        self.by_id = self
+            .users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.id.clone(), i))
+            .collect();
+        let fields: Vec<String> = self.index.keys().cloned().collect();
+        self.index.clear();
+        for field in fields {
+            self.ensure_indexed(&field);
+        }
+        true
     }
 
     /// Adds a user as given (`_id` optional), bypassing validation; returns its id.

@@ -5,6 +5,7 @@ mod admin;
 mod auth;
 mod bulk;
 mod faults;
+mod offboard;
 mod users;
 
 use std::time::{Duration, Instant};

@@ -4,6 +4,7 @@
 mod admin;
 mod api;
 mod faults;
+mod leavers;
 mod oauth;
 mod paging;
 

@@ -1,0 +1,181 @@
+//! The leavers report: one JSON entry per leaver a loader handled, on stream
+//! `PEOPLESYNC_LEAVERS`, subject `peoplesync.<integration>.leavers.<run>`, deduplicated by
+//! `<run>.<worker>.leaver`. It says who left, when, what was done in Oomnitza, and which assets
+//! they still held — what `syncctl leavers` lists and the leavers webhook posts. Kept 90 days.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::{BusError, Publisher};
+
+/// The stream of leaver reports.
+pub const LEAVERS_STREAM: &str = "PEOPLESYNC_LEAVERS";
+
+/// How long reports are kept.
+pub const LEAVERS_MAX_AGE: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// How long reading a run's report waits for the next entry.
+const READ_IDLE: Duration = Duration::from_secs(5);
+
+/// Subject of `run_id`'s report.
+pub fn subject(integration: &str, run_id: &str) -> String {
+    format!("peoplesync.{integration}.leavers.{run_id}")
+}
+
+/// One asset a leaver still held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldAsset {
+    /// The asset's id in Oomnitza.
+    pub id: String,
+    /// Its name or model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its serial number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+}
+
+/// One leaver as handled.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaverEntry {
+    /// The Sage People worker id.
+    pub worker_id: String,
+    /// Full name, when Sage People still listed them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// E-mail, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Why they are a leaver: `removed` (no longer listed), `inactive`, `end_date`.
+    pub reason: String,
+    /// Their end date (`YYYY-MM-DD`), when Sage People gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_date: Option<String>,
+    /// What was done: `none`, `updated`, `deleted`, `kept_holding_assets`, `not_found`.
+    pub action: String,
+    /// The Oomnitza user, when found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oomnitza_user: Option<String>,
+    /// The assets they held when handled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assets: Vec<HeldAsset>,
+    /// When the loader handled them (RFC 3339).
+    pub at: String,
+}
+
+/// Creates the stream, or brings its limits in line; idempotent.
+pub async fn ensure(bus: &crate::Bus) -> Result<(), BusError> {
+    bus.ensure_stream(stream::Config {
+        name: LEAVERS_STREAM.into(),
+        description: Some("peoplesync leavers handled per run, with the assets they held".into()),
+        subjects: vec!["peoplesync.*.leavers.*".into()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: LEAVERS_MAX_AGE,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+}
+
+/// Records `entry` in `run_id`'s report and waits for the server to store it.
+pub async fn record(
+    js: &jetstream::Context,
+    integration: &str,
+    run_id: &str,
+    entry: &LeaverEntry,
+) -> Result<(), BusError> {
+    let payload = serde_json::to_vec(entry).map_err(|e| BusError::Decode {
+        what: "leaver entry",
+        message: e.to_string(),
+    })?;
+    let mut publisher = Publisher::new(js.clone(), 1);
+    publisher
+        .publish(
+            subject(integration, run_id),
+            format!("{run_id}.{}.leaver", entry.worker_id),
+            payload.into(),
+            None,
+        )
+        .await?;
+    publisher.flush().await
+}
+
+/// The leavers of `run_id`, one entry per worker (the last recorded), by worker id.
+pub async fn read(
+    js: &jetstream::Context,
+    integration: &str,
+    run_id: &str,
+) -> Result<Vec<LeaverEntry>, BusError> {
+    let what = format!("reading the leavers of run {run_id} of {integration}");
+    let stream = js
+        .get_stream_no_info(LEAVERS_STREAM)
+        .await
+        .map_err(|e| BusError::request(what.clone(), e))?;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: subject(integration, run_id),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| BusError::request(what.clone(), e))?;
+    let mut remaining = consumer.cached_info().num_pending;
+    let mut entries = BTreeMap::new();
+    if remaining == 0 {
+        return Ok(Vec::new());
+    }
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| BusError::request(what.clone(), e))?;
+    while remaining > 0 {
+        let message = match tokio::time::timeout(READ_IDLE, messages.next()).await {
+            Ok(Some(Ok(message))) => message,
+            Ok(Some(Err(err))) => return Err(BusError::request(what, err)),
+            Ok(None) | Err(_) => {
+                return Err(BusError::request(
+                    what,
+                    "the report changed while it was read",
+                ));
+            }
+        };
+        remaining -= 1;
+        if message.info().is_ok_and(|info| info.pending == 0) {
+            remaining = 0;
+        }
+        match serde_json::from_slice::<LeaverEntry>(&message.payload) {
+            Ok(entry) => {
+                entries.insert(entry.worker_id.clone(), entry);
+            }
+            Err(err) => tracing::warn!(integration, run_id, error = %err,
+                "skipping a leaver entry that cannot be read"),
+        }
+    }
+    Ok(entries.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_reads_back_and_leaves_out_what_is_unknown() {
+        let entry = LeaverEntry {
+            worker_id: "a1".into(),
+            reason: "removed".into(),
+            action: "none".into(),
+            at: "2026-12-06T00:00:00Z".into(),
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&entry).unwrap();
+        assert!(
+            !text.contains("assets") && !text.contains("end_date"),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<LeaverEntry>(&text).unwrap(), entry);
+    }
+}

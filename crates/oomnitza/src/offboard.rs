@@ -1,0 +1,119 @@
+//! Offboarding one user: find them by an attribute, read the assets they hold
+//! (`GET /api/v3/users/{ident}/assets`), set fields (`PATCH /api/v3/users/{ident}`) or delete
+//! them (`DELETE /api/v3/users/{ident}`). The published OpenAPI describes these three calls;
+//! `{ident}` is sent as the user's `id` as a user read shows it.
+//!
+//! Each call is idempotent, so transient failures are retried like any read.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::client::OomnitzaClient;
+use crate::error::Error;
+use crate::users::filter_literal;
+
+/// One asset a user holds, reduced to what IT needs to recover it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Asset {
+    /// The asset's id (`equipment_id`, or `id`).
+    pub id: String,
+    /// Its name or model, when shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its serial number, when shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+}
+
+impl Asset {
+    /// The asset an entry of the assets list describes; `None` when it names no id.
+    pub fn from_json(value: &Value) -> Option<Asset> {
+        let text = |keys: &[&str]| {
+            keys.iter().find_map(|k| match value.get(*k)? {
+                Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+        };
+        Some(Asset {
+            id: text(&["equipment_id", "id"])?,
+            name: text(&["name", "model"]),
+            serial: text(&["serial_number", "serial"]),
+        })
+    }
+}
+
+/// The `id` of a user as a user read shows it.
+pub fn user_ident(user: &Value) -> Option<String> {
+    match user.get("id")? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+impl OomnitzaClient {
+    /// The users whose `attribute` equals `value` (at most two read: more than one means the
+    /// value does not identify a user).
+    pub async fn find_user_by(&self, attribute: &str, value: &str) -> Result<Vec<Value>, Error> {
+        let filter = format!("{attribute} eq {}", filter_literal(value));
+        self.find_users(&filter, 2, 0).await
+    }
+
+    /// The assets user `ident` holds. Entries without an id are skipped.
+    pub async fn user_assets(&self, ident: &str) -> Result<Vec<Asset>, Error> {
+        let what = format!("reading the assets of user {ident}");
+        let url = self.url(&["api", "v3", "users", ident, "assets"], &[]);
+        let reply = self
+            .send_retrying(&what, &[], |http| http.get(url.clone()))
+            .await?;
+        let list: Vec<Value> = self.decode(&what, &reply.body)?;
+        Ok(list.iter().filter_map(Asset::from_json).collect())
+    }
+
+    /// Sets `fields` (field id → value, as in a bulk record) on user `ident`.
+    pub async fn patch_user(&self, ident: &str, fields: &Map<String, Value>) -> Result<(), Error> {
+        let what = format!("updating user {ident}");
+        let url = self.url(&["api", "v3", "users", ident], &[]);
+        self.send_retrying(&what, &[], |http| http.patch(url.clone()).json(fields))
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes user `ident`; `false` when Oomnitza no longer has it (`404`), so a repeated
+    /// delete is not an error.
+    pub async fn delete_user(&self, ident: &str) -> Result<bool, Error> {
+        let what = format!("deleting user {ident}");
+        let url = self.url(&["api", "v3", "users", ident], &[]);
+        let reply = self
+            .send_retrying(&what, &[404], |http| http.delete(url.clone()))
+            .await?;
+        Ok(reply.status != 404)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn assets_are_read_from_the_fields_oomnitza_shows() {
+        let asset = Asset::from_json(&json!({
+            "equipment_id": "EQ-1", "model": "MacBook Pro", "serial_number": "C02X"
+        }));
+        assert_eq!(
+            asset,
+            Some(Asset {
+                id: "EQ-1".into(),
+                name: Some("MacBook Pro".into()),
+                serial: Some("C02X".into())
+            })
+        );
+        assert_eq!(
+            Asset::from_json(&json!({"id": 7})).map(|a| a.id),
+            Some("7".into())
+        );
+        assert_eq!(Asset::from_json(&json!({"model": "no id"})), None);
+    }
+}

@@ -1,0 +1,355 @@
+//! Handling one leaver: an `ended` event (still listed, but inactive or past their end date)
+//! or a `removed` one (no longer listed). The user is found in Oomnitza by the field mapped
+//! from the Sage People id; the assets they hold are read; then the integration's policy is
+//! applied — nothing (the assets are still read for the report), a `PATCH` of the
+//! `[[leavers.set]]` fields, or a `DELETE` (never of a
+//! user holding assets unless `delete_with_assets`). The result goes to the run's leavers
+//! report (`peoplesync_bus::leavers`), and the user's applied hash is dropped so that a rehire
+//! is written again in full. Every step is idempotent, so a redelivered event is harmless.
+
+use futures::StreamExt;
+use peoplesync_bus::leavers::{self, HeldAsset, LeaverEntry};
+use peoplesync_bus::{Bus, DeadLetter, Outcome};
+use peoplesync_core::{Integration, LeaverAction, RecordInput, Tracking, Worker};
+use peoplesync_oomnitza::{Error, ErrorKind, OomnitzaClient, read_attribute, user_ident};
+use peoplesync_runtime::metrics::names as metric;
+use serde_json::Value;
+
+use crate::ack::{RetryCause, Settlement};
+use crate::pipeline::{Disposition, Item};
+use crate::webhook::LeaversWebhook;
+
+/// What the pipeline knows of a leaver.
+#[derive(Debug)]
+pub struct LeaverTask {
+    /// The worker as last listed (only the id for one no longer listed).
+    pub worker: Worker,
+    /// The raw record as last listed (`null` when not listed).
+    pub raw: Value,
+    /// Where it was read from.
+    pub tracking: Tracking,
+    /// Still listed (an `ended` event) rather than gone from the listing.
+    pub listed: bool,
+}
+
+impl LeaverTask {
+    /// Why they are a leaver: `removed`, `inactive` or `end_date`.
+    fn reason(&self) -> &'static str {
+        if !self.listed {
+            "removed"
+        } else if self.worker.employment_active == Some(false) {
+            "inactive"
+        } else {
+            "end_date"
+        }
+    }
+}
+
+/// Why a leaver could not be handled now.
+enum Failed {
+    /// Try again later.
+    Retry(String),
+    /// Dead-letter it with this reason.
+    Dead(String, Option<u16>),
+}
+
+fn from_oomnitza(err: &Error) -> Failed {
+    match err.kind() {
+        ErrorKind::Transient | ErrorKind::Unauthorized => Failed::Retry(err.to_string()),
+        _ => Failed::Dead(err.to_string(), err.status()),
+    }
+}
+
+/// Leavers handled at once per batch: each takes a few sequential Oomnitza calls.
+const CONCURRENT_LEAVERS: usize = 4;
+
+/// Handles the leavers of a batch, a few at a time, and says how to settle each event.
+pub async fn handle_all(
+    bus: &Bus,
+    client: &OomnitzaClient,
+    integration: &Integration,
+    items: Vec<Item>,
+) -> Vec<(Item, Settlement)> {
+    futures::stream::iter(items)
+        .map(|item| async move {
+            let settlement = match &item.disposition {
+                Disposition::Leaver(task) => handle(bus, client, integration, &item, task).await,
+                // Only leavers are handed over; anything else goes back to the stream.
+                _ => Settlement::Retry(
+                    std::time::Duration::from_secs(5),
+                    "not a leaver".into(),
+                    RetryCause::Transient,
+                ),
+            };
+            (item, settlement)
+        })
+        .buffer_unordered(CONCURRENT_LEAVERS)
+        .collect()
+        .await
+}
+
+/// Handles `item`'s leaver with `integration`'s policy and says how to settle the event.
+pub async fn handle(
+    bus: &Bus,
+    client: &OomnitzaClient,
+    integration: &Integration,
+    item: &Item,
+    task: &LeaverTask,
+) -> Settlement {
+    let name = &item.key.integration;
+    match act(bus, client, integration, item, task).await {
+        Ok(entry) => {
+            metrics::counter!(metric::LOADER_LEAVERS, "integration" => name.clone(), "action" => entry.action.clone())
+                .increment(1);
+            if !entry.assets.is_empty() {
+                metrics::counter!(metric::LOADER_LEAVERS_WITH_ASSETS, "integration" => name.clone())
+                    .increment(1);
+            }
+            tracing::info!(integration = %name, run_id = %item.key.run_id, worker = %item.worker_id,
+                action = %entry.action, assets = entry.assets.len(), "leaver handled");
+            Settlement::Done(Outcome::Leaver, None)
+        }
+        Err(Failed::Retry(reason)) => Settlement::Retry(
+            std::time::Duration::from_secs(10),
+            reason,
+            RetryCause::Transient,
+        ),
+        Err(Failed::Dead(reason, status)) => {
+            tracing::warn!(integration = %name, run_id = %item.key.run_id, worker = %item.worker_id,
+                %reason, "leaver cannot be handled; dead-lettered");
+            Settlement::Done(
+                Outcome::DeadLettered,
+                Some(Box::new(DeadLetter {
+                    integration: name.clone(),
+                    run_id: item.key.run_id.clone(),
+                    worker_id: item.worker_id.clone(),
+                    reason,
+                    stage: "leavers".into(),
+                    http_status: status,
+                    attempts: item.delivered,
+                    original_subject: item.message.subject.to_string(),
+                    ..Default::default()
+                })),
+            )
+        }
+    }
+}
+
+async fn act(
+    bus: &Bus,
+    client: &OomnitzaClient,
+    integration: &Integration,
+    item: &Item,
+    task: &LeaverTask,
+) -> Result<LeaverEntry, Failed> {
+    let policy = &integration.config().leavers;
+    let mut entry = LeaverEntry {
+        worker_id: task.worker.id.clone(),
+        name: task.worker.full_name.clone(),
+        email: task.worker.email.clone(),
+        reason: task.reason().to_owned(),
+        end_date: task.worker.end_date.clone(),
+        action: "none".into(),
+        at: chrono::Utc::now().to_rfc3339(),
+        ..LeaverEntry::default()
+    };
+    // With action `none` nothing is written, but the user is still looked up (when the config
+    // maps the Sage People id) so the report says which assets IT should recover.
+    let field = integration.leaver_lookup_field();
+    if policy.action != LeaverAction::None && field.is_none() {
+        return Err(Failed::Dead(
+            "the leaver policy needs a mapping from source \"ID\" to find the user".into(),
+            None,
+        ));
+    }
+    if let Some(field) = field {
+        let attribute = read_attribute(field);
+        let users = client
+            .find_user_by(&attribute, &task.worker.id)
+            .await
+            .map_err(|e| from_oomnitza(&e))?;
+        match users.as_slice() {
+            [] => entry.action = "not_found".into(),
+            [user] => {
+                let found = Found {
+                    attribute: &attribute,
+                    user,
+                };
+                apply(bus, client, integration, item, task, &found, &mut entry).await?;
+            }
+            _ => {
+                return Err(Failed::Dead(
+                    format!(
+                        "more than one Oomnitza user has {attribute} = {:?}; the leaver policy acts on one user only",
+                        task.worker.id
+                    ),
+                    None,
+                ));
+            }
+        }
+    }
+    leavers::record(
+        bus.jetstream(),
+        &item.key.integration,
+        &item.key.run_id,
+        &entry,
+    )
+    .await
+    .map_err(|e| Failed::Retry(format!("recording the leaver: {e}")))?;
+    Ok(entry)
+}
+
+/// At finalize of a run with `leavers`: posts its report to `webhook` (in a task of its own) and
+/// says how many of them still held assets (0 when the report cannot be read; a warning says so).
+pub async fn finalized(
+    bus: &Bus,
+    webhook: Option<&LeaversWebhook>,
+    (integration, run_id): (&str, &str),
+    leavers: u64,
+) -> u64 {
+    if leavers == 0 {
+        return 0;
+    }
+    match leavers::read(bus.jetstream(), integration, run_id).await {
+        Ok(entries) => {
+            let holding = entries.iter().filter(|e| !e.assets.is_empty()).count() as u64;
+            if let Some(webhook) = webhook {
+                webhook.spawn_post(integration, run_id, entries);
+            }
+            holding
+        }
+        Err(err) => {
+            tracing::warn!(integration, run_id, error = %err,
+                "cannot read the leavers report; not posted, and the run's count of leavers holding assets stays 0");
+            0
+        }
+    }
+}
+
+/// The leaver's user as found, and the attribute it was found by.
+struct Found<'a> {
+    attribute: &'a str,
+    user: &'a Value,
+}
+
+async fn apply(
+    bus: &Bus,
+    client: &OomnitzaClient,
+    integration: &Integration,
+    item: &Item,
+    task: &LeaverTask,
+    found: &Found<'_>,
+    entry: &mut LeaverEntry,
+) -> Result<(), Failed> {
+    let user = found.user;
+    let policy = &integration.config().leavers;
+    let Some(ident) = user_ident(user) else {
+        return Err(Failed::Dead(
+            "Oomnitza showed the leaver's user without an id".into(),
+            None,
+        ));
+    };
+    entry.oomnitza_user = Some(ident.clone());
+    entry.assets = client
+        .user_assets(&ident)
+        .await
+        .map_err(|e| from_oomnitza(&e))?
+        .into_iter()
+        .map(|a| HeldAsset {
+            id: a.id,
+            name: a.name,
+            serial: a.serial,
+        })
+        .collect();
+    match policy.action {
+        LeaverAction::None => {}
+        LeaverAction::Update => {
+            let input = RecordInput {
+                raw: &task.raw,
+                worker: &task.worker,
+                tracking: &task.tracking,
+            };
+            let fields = integration
+                .leaver_fields(&input)
+                .map_err(|reason| Failed::Dead(reason, None))?;
+            client
+                .patch_user(&ident, &fields)
+                .await
+                .map_err(|e| from_oomnitza(&e))?;
+            // What landed is what a read shows: the update counts once the user shows it.
+            let back = client
+                .find_user_by(found.attribute, &task.worker.id)
+                .await
+                .map_err(|e| from_oomnitza(&e))?;
+            let missing = not_shown(&fields, back.first());
+            if !missing.is_empty() {
+                return Err(Failed::Retry(format!(
+                    "Oomnitza took the leaver update of user {ident}, but reading the user back does not show {}",
+                    missing.join(", ")
+                )));
+            }
+            entry.action = "updated".into();
+        }
+        LeaverAction::Delete if !entry.assets.is_empty() && !policy.delete_with_assets => {
+            entry.action = "kept_holding_assets".into();
+        }
+        LeaverAction::Delete => {
+            client
+                .delete_user(&ident)
+                .await
+                .map_err(|e| from_oomnitza(&e))?;
+            entry.action = "deleted".into();
+        }
+    }
+    // A rehire maps to the record last written: without its hash it is sent again in full.
+    if policy.action != LeaverAction::None
+        && let Some(value) = integration
+            .sync_field()
+            .first()
+            .and_then(|f| user.get(read_attribute(f)))
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    {
+        let key = crate::applied::key(&item.key.integration, value);
+        if let Err(err) = bus.applied_kv().purge(&key).await {
+            tracing::warn!(key, error = %err, "cannot drop the applied hash of a leaver; a rehire is written once their record changes");
+        }
+    }
+    Ok(())
+}
+
+/// The fields of `sent` that `user` (as read back) does not show with the value sent,
+/// compared as text.
+fn not_shown(sent: &serde_json::Map<String, Value>, user: Option<&Value>) -> Vec<String> {
+    let text = |v: &Value| match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.trim().to_owned(),
+        other => other.to_string(),
+    };
+    sent.iter()
+        .filter(|(field, value)| {
+            let shown = user.and_then(|u| u.get(read_attribute(field)));
+            shown.map(text) != Some(text(value))
+        })
+        .map(|(field, _)| field.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_update_counts_once_the_user_shows_it() {
+        let sent = json!({"STATUS_ID": "Terminated", "PERMISSIONS_ID": 3})
+            .as_object()
+            .unwrap()
+            .clone();
+        let shown = json!({"status_id": "Terminated", "role": "3"});
+        assert!(not_shown(&sent, Some(&shown)).is_empty());
+        let stale = json!({"status_id": "Active", "role": "3"});
+        assert_eq!(not_shown(&sent, Some(&stale)), vec!["STATUS_ID".to_owned()]);
+        assert_eq!(not_shown(&sent, None).len(), 2);
+    }
+}

@@ -1,0 +1,547 @@
+//! Leavers end to end: workers ending yesterday, ending tomorrow (acted on once the clock
+//! passes their end date), set inactive, and removed from the listing reach Oomnitza under each
+//! leaver action; a leaver's assets are reported; a rehire is restored; a rerun sends nothing
+//! for leavers already handled; and a mass of leavers is held until an operator approves.
+//!
+//! "Today" comes from the extractor's test-only `PEOPLESYNC_TEST_TODAY_FILE`, so the clock is
+//! moved by rewriting a file between runs.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use peoplesync_bus::leavers::{self, LeaverEntry};
+use peoplesync_bus::{RunRecord, control};
+use peoplesync_core::{
+    IntegrationConfig, LeaverAction, MappingEntry, MappingSource, SAGE_USER_ID_FIELD, Worker,
+};
+use peoplesync_sims::generate;
+use peoplesync_sims::sage::SageConfig;
+use peoplesync_testkit::wait_for;
+use serde_json::{Map, Value, json};
+
+use crate::harness::{Deployment, QUICK, assert_accounted, oomnitza_config};
+
+const ID: &str = "sage-people";
+const FINALIZED: Duration = Duration::from_secs(120);
+/// The role the `update` policy gives leavers.
+const DISABLED_ROLE: &str = "10";
+/// The default config's "End Date" custom field.
+const END_DATE_FIELD: &str = "95231F6736CCE3D415F4640310AD5C14";
+
+fn date(text: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
+}
+
+/// The deployment's clock for end dates.
+struct Clock {
+    path: std::path::PathBuf,
+}
+
+impl Clock {
+    fn new(d: &Deployment, today: &str) -> Clock {
+        let clock = Clock {
+            path: d.dir.path().join("today"),
+        };
+        clock.set(today);
+        clock
+    }
+
+    fn set(&self, today: &str) {
+        std::fs::write(&self.path, today).unwrap();
+    }
+
+    fn env(&self) -> [(&'static str, String); 1] {
+        [(
+            "PEOPLESYNC_TEST_TODAY_FILE",
+            self.path.to_string_lossy().into_owned(),
+        )]
+    }
+}
+
+/// Runs `sage-extractor --once` on `clock`'s date and waits for the run to be finalized.
+async fn run(d: &Deployment, clock: &Clock) -> RunRecord {
+    let env = clock.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run_id = d.extract_run_with(&env);
+    let record = d.finalized(ID, &run_id, FINALIZED).await;
+    assert_accounted(&record);
+    record
+}
+
+/// `n` workers with an e-mail who are employed on `today`.
+fn employed(d: &Deployment, today: NaiveDate, n: usize) -> Vec<String> {
+    (0..d.sage_config.workers)
+        .filter_map(|index| {
+            let raw = generate::worker(d.sage_config.seed, index);
+            let worker = Worker::from_raw(&raw).ok()?;
+            let email = worker
+                .email
+                .as_deref()
+                .is_some_and(|e| !e.trim().is_empty());
+            (email && peoplesync_core::leavers::ended(&worker, today).is_none())
+                .then_some(worker.id)
+        })
+        .take(n)
+        .collect()
+}
+
+fn user_of(d: &Deployment, worker: &str) -> Option<Map<String, Value>> {
+    d.oomnitza
+        .users()
+        .into_iter()
+        .find(|u| u.get(SAGE_USER_ID_FIELD).and_then(Value::as_str) == Some(worker))
+}
+
+fn role_of(d: &Deployment, worker: &str) -> Option<String> {
+    user_of(d, worker)?
+        .get("PERMISSIONS_ID")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+async fn put_config(d: &Deployment, config: &IntegrationConfig) {
+    let bus = d.bus().await;
+    bus.config_kv()
+        .put(ID, config.to_toml().into_bytes().into())
+        .await
+        .unwrap();
+}
+
+fn policy(action: LeaverAction) -> IntegrationConfig {
+    let mut config = IntegrationConfig::default_for(ID);
+    config.leavers.action = action;
+    match action {
+        LeaverAction::Update => {
+            config.leavers.set = vec![
+                MappingEntry::new("PERMISSIONS_ID", MappingSource::Value(json!(DISABLED_ROLE))),
+                MappingEntry::new(
+                    END_DATE_FIELD,
+                    MappingSource::Template("{{ worker.end_date }}".into()),
+                ),
+            ];
+        }
+        LeaverAction::Delete => config.leavers.allow_delete = true,
+        LeaverAction::None => {}
+    }
+    config
+}
+
+async fn assign_asset(d: &Deployment, user: &str, id: &str, serial: &str) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/_admin/assets", d.oomnitza.url()))
+        .json(&json!({"equipment_id": id, "model": "MacBook Pro", "serial_number": serial, "assigned_to": user}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+async fn report(d: &Deployment, run_id: &str) -> Vec<LeaverEntry> {
+    leavers::read(d.bus().await.jetstream(), ID, run_id)
+        .await
+        .unwrap()
+}
+
+fn entry<'a>(report: &'a [LeaverEntry], worker: &str) -> &'a LeaverEntry {
+    report
+        .iter()
+        .find(|e| e.worker_id == worker)
+        .unwrap_or_else(|| panic!("{worker} is not in the report: {report:?}"))
+}
+
+/// Bodies posted to the webhook receiver, with their signature header.
+type Posts = Arc<Mutex<Vec<(Option<String>, axum::body::Bytes)>>>;
+
+/// A receiver for the leavers webhook.
+async fn webhook_receiver() -> (String, Posts) {
+    let posts: Posts = Arc::default();
+    let kept = posts.clone();
+    let app = axum::Router::new().route(
+        "/hooks/leavers",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let kept = kept.clone();
+                async move {
+                    let signature = headers
+                        .get("x-peoplesync-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    kept.lock().unwrap().push((signature, body));
+                    axum::http::StatusCode::OK
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/leavers", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, posts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leavers_are_updated_once_with_their_assets_reported_and_a_rehire_is_restored() {
+    let d = Deployment::start(
+        SageConfig {
+            // Enough that 3 leavers stay under the default threshold (5% of those listed).
+            workers: 100,
+            ..SageConfig::default()
+        },
+        oomnitza_config(),
+    )
+    .await;
+    put_config(&d, &policy(LeaverAction::Update)).await;
+    let (hook, posts) = webhook_receiver().await;
+    let _loader = d.loader_env(
+        "loader-1",
+        &[],
+        &[
+            ("PEOPLESYNC_LEAVERS_WEBHOOK_URL", &hook),
+            ("PEOPLESYNC_LEAVERS_WEBHOOK_SECRET", "hook-secret"),
+        ],
+    );
+    let clock = Clock::new(&d, "2026-06-15");
+    let ids = employed(&d, date("2026-06-15"), 4);
+    let (ending_yesterday, ending_tomorrow, inactive, removed) =
+        (&ids[0], &ids[1], &ids[2], &ids[3]);
+
+    run(&d, &clock).await;
+    for id in &ids {
+        assert_eq!(role_of(&d, id).as_deref(), Some("25"), "{id} is loaded");
+    }
+    let holder = user_of(&d, ending_yesterday).unwrap()["_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assign_asset(&d, &holder, "EQ-1001", "C02XL0ABJGH5").await;
+    assign_asset(&d, &holder, "EQ-1002", "F9K7Q2").await;
+
+    d.sage.patch_worker(
+        ending_yesterday,
+        json!({"currentEmployment": {"endDate": "2026-06-14"}}),
+    );
+    d.sage.patch_worker(
+        ending_tomorrow,
+        json!({"currentEmployment": {"endDate": "2026-06-16"}}),
+    );
+    d.sage
+        .patch_worker(inactive, json!({"currentEmployment": {"active": false}}));
+    d.sage.remove_worker(removed);
+    let second = run(&d, &clock).await;
+    let counts = second.counts.unwrap();
+    assert_eq!(counts.leavers, 3, "{counts:?}");
+    assert_eq!(second.leavers_with_assets, 1);
+    for id in [ending_yesterday, inactive, removed] {
+        assert_eq!(
+            role_of(&d, id).as_deref(),
+            Some(DISABLED_ROLE),
+            "{id} is marked"
+        );
+    }
+    assert_eq!(
+        role_of(&d, ending_tomorrow).as_deref(),
+        Some("25"),
+        "not yet"
+    );
+    let ended = user_of(&d, ending_yesterday).unwrap();
+    assert_eq!(ended[END_DATE_FIELD], "2026-06-14");
+    let listed = report(&d, &second.run_id).await;
+    assert_eq!(listed.len(), 3);
+    let holding = entry(&listed, ending_yesterday);
+    assert_eq!(
+        (
+            holding.reason.as_str(),
+            holding.action.as_str(),
+            holding.end_date.as_deref()
+        ),
+        ("end_date", "updated", Some("2026-06-14"))
+    );
+    let assets: Vec<(&str, Option<&str>)> = holding
+        .assets
+        .iter()
+        .map(|a| (a.id.as_str(), a.serial.as_deref()))
+        .collect();
+    assert_eq!(
+        assets,
+        [
+            ("EQ-1001", Some("C02XL0ABJGH5")),
+            ("EQ-1002", Some("F9K7Q2"))
+        ]
+    );
+    assert_eq!(entry(&listed, inactive).reason, "inactive");
+    assert_eq!(entry(&listed, removed).reason, "removed");
+
+    // The webhook gets the same list, signed.
+    let (signature, raw) = wait_for("the leavers webhook", Duration::from_secs(30), || async {
+        posts.lock().unwrap().first().cloned()
+    })
+    .await;
+    let body: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(body["run_id"], second.run_id.as_str());
+    assert_eq!(
+        (body["count"].as_u64(), body["with_assets"].as_u64()),
+        (Some(3), Some(1))
+    );
+    assert_eq!(body["leavers"].as_array().map(Vec::len), Some(3));
+    let mac = peoplesync_loader::webhook::hmac_sha256(b"hook-secret", &raw);
+    let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(signature, Some(format!("sha256={hex}")));
+
+    // The clock passes the second end date: only that worker is acted on; the others are not
+    // sent again.
+    clock.set("2026-06-17");
+    d.oomnitza.insert_user({
+        let mut user = user_of(&d, inactive).unwrap();
+        user.insert("PERMISSIONS_ID".into(), json!("99"));
+        user
+    });
+    let third = run(&d, &clock).await;
+    assert_eq!(third.counts.unwrap().leavers, 1);
+    assert_eq!(role_of(&d, ending_tomorrow).as_deref(), Some(DISABLED_ROLE));
+    let listed = report(&d, &third.run_id).await;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|e| e.worker_id.as_str())
+            .collect::<Vec<_>>(),
+        [ending_tomorrow.as_str()]
+    );
+    assert_eq!(
+        role_of(&d, inactive).as_deref(),
+        Some("99"),
+        "a leaver already handled is left alone"
+    );
+
+    // Rehired: employed again, so the normal mapping writes the user in full again.
+    d.sage.patch_worker(
+        inactive,
+        json!({"currentEmployment": {"active": true, "endDate": null}}),
+    );
+    let fourth = run(&d, &clock).await;
+    assert_eq!(fourth.counts.unwrap().leavers, 0);
+    assert_eq!(role_of(&d, inactive).as_deref(), Some("25"), "restored");
+}
+
+/// Makes the four kinds of leaver of `ids`: ending `yesterday`, ending `tomorrow`, set
+/// inactive, and removed from the listing.
+fn make_leavers(d: &Deployment, ids: &[String], (yesterday, tomorrow): (&str, &str)) {
+    d.sage.patch_worker(
+        &ids[0],
+        json!({"currentEmployment": {"endDate": yesterday}}),
+    );
+    d.sage
+        .patch_worker(&ids[1], json!({"currentEmployment": {"endDate": tomorrow}}));
+    d.sage
+        .patch_worker(&ids[2], json!({"currentEmployment": {"active": false}}));
+    d.sage.remove_worker(&ids[3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_spares_a_user_holding_assets_and_none_writes_nothing_but_counts_leavers() {
+    let d = Deployment::start(
+        SageConfig {
+            // Enough that 3 leavers stay under the default threshold (5% of those listed).
+            workers: 100,
+            ..SageConfig::default()
+        },
+        oomnitza_config(),
+    )
+    .await;
+    put_config(&d, &policy(LeaverAction::None)).await;
+    let _loader = d.loader("loader-1", &[]);
+    let clock = Clock::new(&d, "2026-06-15");
+    let ids = employed(&d, date("2026-06-15"), 8);
+    let (quiet_ids, deleted_ids) = ids.split_at(4);
+    run(&d, &clock).await;
+    let holder = user_of(&d, &deleted_ids[3]).unwrap()["_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assign_asset(&d, &holder, "EQ-7", "SN-7").await;
+
+    // Action none (the shipped default): counted and reported as leavers, nothing written
+    // beyond the listed leavers' records, which load as before.
+    make_leavers(&d, quiet_ids, ("2026-06-14", "2026-06-16"));
+    let users_before = d.oomnitza.users().len();
+    let quiet = run(&d, &clock).await;
+    let counts = quiet.counts.unwrap();
+    assert_eq!((counts.leavers, counts.filtered), (3, 0), "{counts:?}");
+    assert_eq!(d.oomnitza.users().len(), users_before);
+    assert!(
+        quiet_ids
+            .iter()
+            .all(|id| role_of(&d, id).as_deref() == Some("25"))
+    );
+    let inactive = user_of(&d, &quiet_ids[2]).unwrap();
+    assert_eq!(
+        inactive["81B4B7565B7EAC89EDA804A0081232DD"], false,
+        "its Employment Active field is written as before"
+    );
+    let listed = report(&d, &quiet.run_id).await;
+    assert!(listed.iter().all(|e| e.action == "none"), "{listed:?}");
+    clock.set("2026-06-17");
+    let tomorrow = run(&d, &clock).await;
+    assert_eq!(
+        tomorrow.counts.unwrap().leavers,
+        1,
+        "ending tomorrow, now passed"
+    );
+    assert_eq!(
+        report(&d, &tomorrow.run_id).await[0].worker_id,
+        quiet_ids[1]
+    );
+
+    // Action delete: leavers without assets are deleted; the one holding a laptop is kept
+    // (and listed with it) until IT has it back.
+    put_config(&d, &policy(LeaverAction::Delete)).await;
+    make_leavers(&d, deleted_ids, ("2026-06-16", "2026-06-18"));
+    let deleting = run(&d, &clock).await;
+    assert_eq!(deleting.counts.unwrap().leavers, 3);
+    for id in &deleted_ids[..3] {
+        if id != &deleted_ids[1] {
+            assert!(user_of(&d, id).is_none(), "{id} deleted");
+        }
+    }
+    assert!(
+        user_of(&d, &deleted_ids[1]).is_some(),
+        "ends tomorrow: not yet"
+    );
+    assert!(
+        user_of(&d, &deleted_ids[3]).is_some(),
+        "kept: still holds an asset"
+    );
+    let listed = report(&d, &deleting.run_id).await;
+    assert_eq!(entry(&listed, &deleted_ids[0]).action, "deleted");
+    let kept = entry(&listed, &deleted_ids[3]);
+    assert_eq!(kept.action, "kept_holding_assets");
+    assert_eq!(kept.assets.len(), 1);
+
+    // The clock passes the last end date: that user goes; the rest are not sent again (the
+    // deleted users are not recreated).
+    clock.set("2026-06-19");
+    let later = run(&d, &clock).await;
+    assert_eq!(later.counts.unwrap().leavers, 1);
+    assert!(
+        user_of(&d, &deleted_ids[1]).is_none(),
+        "deleted once its end date passed"
+    );
+    let rerun = run(&d, &clock).await;
+    assert_eq!(rerun.counts.unwrap().leavers, 0);
+    assert!(
+        deleted_ids[..3].iter().all(|id| user_of(&d, id).is_none()),
+        "not recreated"
+    );
+    assert!(user_of(&d, &deleted_ids[3]).is_some());
+}
+
+/// Sends extractor command `command` until the extractor (starting up, taking its lease)
+/// answers.
+async fn command<T: serde::de::DeserializeOwned>(d: &Deployment, command: &str, body: Value) -> T {
+    let bus = d.bus().await;
+    let subject = control::subject(ID, command);
+    let payload = serde_json::to_vec(&body).unwrap();
+    wait_for(
+        &format!("the extractor to answer {command}"),
+        Duration::from_secs(60),
+        || {
+            let (client, subject, payload) =
+                (bus.client().clone(), subject.clone(), payload.clone());
+            async move {
+                let reply = client.request(subject, payload.into()).await.ok()?;
+                let reply: control::Reply<T> = serde_json::from_slice(&reply.payload).ok()?;
+                reply.into_result().ok()
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_leavers_are_held_until_approved_then_handled_once() {
+    let d = Deployment::start(
+        SageConfig {
+            workers: 400,
+            ..SageConfig::default()
+        },
+        oomnitza_config(),
+    )
+    .await;
+    put_config(&d, &policy(LeaverAction::Update)).await;
+    let _loader = d.loader_with("loader-1", QUICK);
+    let clock = Clock::new(&d, "2026-06-15");
+    let clock_env = clock.env();
+    let env: Vec<(&str, &str)> = clock_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _extractor = d.extractor(&env);
+    let full_run = |trigger: &'static str| {
+        let d = &d;
+        async move {
+            let started: control::RunStarted =
+                command(d, control::RUN, json!({"trigger": trigger})).await;
+            let record = d.finalized(ID, &started.run_id, FINALIZED).await;
+            assert_accounted(&record);
+            record
+        }
+    };
+    full_run("first").await;
+
+    // 30 disappear and 30 pass their end date: 60 leavers, above the threshold of 50.
+    let ids = employed(&d, date("2026-06-15"), 60);
+    for id in &ids[..30] {
+        d.sage.remove_worker(id);
+    }
+    for id in &ids[30..] {
+        d.sage
+            .patch_worker(id, json!({"currentEmployment": {"endDate": "2026-06-10"}}));
+    }
+    let held = full_run("second").await;
+    assert_eq!((held.removed, held.removals_held), (0, 60));
+    assert!(
+        ids.iter()
+            .all(|id| role_of(&d, id).as_deref() == Some("25")),
+        "nothing acted on"
+    );
+
+    let listed: control::HeldLeavers = command(&d, control::HELD_LEAVERS, Value::Null).await;
+    assert_eq!(listed.run_id.as_deref(), Some(held.run_id.as_str()));
+    assert_eq!(listed.count, 60);
+    let mut held_ids: Vec<&str> = listed
+        .leavers
+        .iter()
+        .map(|l| l.worker_id.as_str())
+        .collect();
+    held_ids.sort_unstable();
+    let mut expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(held_ids, expected);
+    let ended = listed
+        .leavers
+        .iter()
+        .find(|l| l.worker_id == ids[45])
+        .unwrap();
+    assert_eq!(
+        (ended.reason.as_str(), ended.end_date.as_deref()),
+        ("end_date", Some("2026-06-10"))
+    );
+
+    let released: control::RemovalsReleased = command(
+        &d,
+        control::APPROVE_REMOVALS,
+        json!({"run_id": held.run_id}),
+    )
+    .await;
+    assert_eq!(released.released, 60);
+    wait_for("the released leavers to be marked", FINALIZED, || async {
+        ids.iter()
+            .all(|id| role_of(&d, id).as_deref() == Some(DISABLED_ROLE))
+            .then_some(())
+    })
+    .await;
+
+    let after = full_run("third").await;
+    assert_eq!((after.removed, after.removals_held), (0, 0));
+    assert_eq!(
+        after.counts.unwrap().leavers,
+        0,
+        "a rerun sends nothing for them"
+    );
+}
