@@ -247,6 +247,16 @@ async fn leavers_are_updated_once_with_their_assets_reported_and_a_rehire_is_res
     assert_eq!(ended[END_DATE_FIELD], "2026-06-14");
     let listed = report(&d, &second.run_id).await;
     assert_eq!(listed.len(), 3);
+    // The updates went as update-only bulk records of the run: its log in Oomnitza counts them.
+    let portion = d
+        .oomnitza
+        .portion(&second.run_id)
+        .expect("the run's portion");
+    assert!(portion.updated >= 3, "{portion:?}");
+    assert_eq!(
+        portion.added, 0,
+        "an update-only record never creates a user"
+    );
     let holding = entry(&listed, ending_yesterday);
     assert_eq!(
         (

@@ -1,9 +1,10 @@
 //! Handling one leaver: an `ended` event (still listed, but inactive or past their end date)
 //! or a `removed` one (no longer listed). The user is found in Oomnitza by the field mapped
 //! from the Sage People id; the assets they hold are read; then the integration's policy is
-//! applied — nothing (the assets are still read for the report), a `PATCH` of the
-//! `[[leavers.set]]` fields, or a `DELETE` (never of a
-//! user holding assets unless `delete_with_assets`). The result goes to the run's leavers
+//! applied — nothing (the assets are still read for the report), the `[[leavers.set]]` fields
+//! sent as an update-only bulk record into the run's portion (keyed by that same id field, so it
+//! can only change the user found, and shows in the run's log in Oomnitza), or a `DELETE` (never
+//! of a user holding assets unless `delete_with_assets`). The result goes to the run's leavers
 //! report (`peoplesync_bus::leavers`), and the user's applied hash is dropped so that a rehire
 //! is written again in full. Every step is idempotent, so a redelivered event is harmless.
 
@@ -11,7 +12,9 @@ use futures::StreamExt;
 use peoplesync_bus::leavers::{self, HeldAsset, LeaverEntry};
 use peoplesync_bus::{Bus, DeadLetter, Outcome};
 use peoplesync_core::{Integration, LeaverAction, RecordInput, Tracking, Worker};
-use peoplesync_oomnitza::{Error, ErrorKind, OomnitzaClient, read_attribute, user_ident};
+use peoplesync_oomnitza::{
+    BulkRequest, Error, ErrorKind, OomnitzaClient, read_attribute, user_ident,
+};
 use peoplesync_runtime::metrics::names as metric;
 use serde_json::Value;
 
@@ -59,6 +62,15 @@ fn from_oomnitza(err: &Error) -> Failed {
         _ => Failed::Dead(err.to_string(), err.status()),
     }
 }
+
+/// Pauses before each read of a leaver's user after its update was posted (Oomnitza applies bulk
+/// records asynchronously, usually within a second).
+const READ_BACK_WAITS: [std::time::Duration; 4] = [
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_millis(300),
+    std::time::Duration::from_millis(600),
+    std::time::Duration::from_millis(1000),
+];
 
 /// Leavers handled at once per batch: each takes a few sequential Oomnitza calls.
 const CONCURRENT_LEAVERS: usize = 4;
@@ -172,6 +184,7 @@ async fn act(
             [] => entry.action = "not_found".into(),
             [user] => {
                 let found = Found {
+                    field,
                     attribute: &attribute,
                     user,
                 };
@@ -226,8 +239,9 @@ pub async fn finalized(
     }
 }
 
-/// The leaver's user as found, and the attribute it was found by.
+/// The leaver's user as found, and the field (and its read attribute) it was found by.
 struct Found<'a> {
+    field: &'a str,
     attribute: &'a str,
     user: &'a Value,
 }
@@ -272,19 +286,50 @@ async fn apply(
             let fields = integration
                 .leaver_fields(&input)
                 .map_err(|reason| Failed::Dead(reason, None))?;
+            // An update-only record keyed by the id field: Oomnitza can only change the user
+            // found by it, never create one.
+            let mut record = fields.clone();
+            record.insert(
+                found.field.to_owned(),
+                Value::String(task.worker.id.clone()),
+            );
+            // The username as Oomnitza holds it: a bulk record names its user, whether it
+            // creates or updates one.
+            if let Some(username) = user.get(read_attribute("USER")).filter(|u| !u.is_null()) {
+                record
+                    .entry("USER".to_owned())
+                    .or_insert_with(|| username.clone());
+            }
+            let sync_field = [found.field.to_owned()];
             client
-                .patch_user(&ident, &fields)
+                .post_bulk(&BulkRequest {
+                    portion: &item.key.run_id,
+                    sync_field: &sync_field,
+                    insert_only: false,
+                    update_only: true,
+                    records: std::slice::from_ref(&record),
+                    error: None,
+                })
                 .await
                 .map_err(|e| from_oomnitza(&e))?;
-            // What landed is what a read shows: the update counts once the user shows it.
-            let back = client
-                .find_user_by(found.attribute, &task.worker.id)
-                .await
-                .map_err(|e| from_oomnitza(&e))?;
-            let missing = not_shown(&fields, back.first());
+            // Oomnitza applies bulk records afterwards: the update counts once a read of the
+            // user shows it. Until then the event comes back and the same record is posted
+            // again, which is harmless.
+            let mut missing = Vec::new();
+            for wait in READ_BACK_WAITS {
+                tokio::time::sleep(wait).await;
+                let back = client
+                    .find_user_by(found.attribute, &task.worker.id)
+                    .await
+                    .map_err(|e| from_oomnitza(&e))?;
+                missing = not_shown(&fields, back.first());
+                if missing.is_empty() {
+                    break;
+                }
+            }
             if !missing.is_empty() {
                 return Err(Failed::Retry(format!(
-                    "Oomnitza took the leaver update of user {ident}, but reading the user back does not show {}",
+                    "Oomnitza accepted the leaver update of user {ident}, but reading the user back does not show {} yet",
                     missing.join(", ")
                 )));
             }
