@@ -54,7 +54,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return once(&service).await;
     }
 
-    peoplesync_runtime::metrics::describe_extractor();
+    peoplesync_runtime::metrics::register(
+        peoplesync_runtime::metrics::Service::Extractor,
+        &config.integrations,
+    );
     let readiness = peoplesync_runtime::Readiness::new();
     let client = bus.client().clone();
     readiness.set_check("nats", move || {

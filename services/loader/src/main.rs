@@ -82,8 +82,8 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
         None => None,
     };
     let shutdown = peoplesync_runtime::shutdown_token();
-    let (readiness, http_stop, http) = start_http().await?;
     let integrations = config.integrations.clone();
+    let (readiness, http_stop, http) = start_http(&integrations).await?;
     let control = control_plane()?;
     let loader = Loader::build(config, seed)
         .await?
@@ -107,13 +107,15 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
 /// Starts `/metrics`, `/healthz` and `/readyz` before connecting, so probes get an answer (and
 /// `/readyz` says what is missing) while NATS is still out of reach. The endpoint stops only
 /// after the drain, so probes keep answering meanwhile.
-async fn start_http() -> anyhow::Result<(
+async fn start_http(
+    integrations: &[String],
+) -> anyhow::Result<(
     peoplesync_runtime::Readiness,
     tokio_util::sync::CancellationToken,
     peoplesync_runtime::http::HttpServer,
 )> {
     peoplesync_runtime::metrics::install()?;
-    peoplesync_runtime::metrics::describe_loader();
+    peoplesync_runtime::metrics::register(peoplesync_runtime::metrics::Service::Loader, integrations);
     let readiness = peoplesync_runtime::Readiness::new();
     readiness.register("nats");
     readiness.register("consumer");
