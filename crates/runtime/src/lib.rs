@@ -5,6 +5,7 @@
 //!
 //! Kept apart from `peoplesync-core`, which stays free of I/O.
 
+pub mod env_config;
 pub mod http;
 pub mod metrics;
 pub mod readiness;

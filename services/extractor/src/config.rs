@@ -47,6 +47,13 @@ fn one() -> usize {
     1
 }
 
+/// The shipped configuration file: every key, its default and what it does
+/// (`sage-extractor --print-default-config`).
+pub const DEFAULT_TOML: &str = include_str!("../default-config.toml");
+
+/// The service name in its environment prefix: `PEOPLESYNC_EXTRACTOR__<KEY>`.
+pub const ENV_SERVICE: &str = "extractor";
+
 /// The extractor's settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +83,7 @@ pub struct ExtractorConfig {
     /// When removals are held for approval instead of published.
     pub removals: RemovalPolicy,
     /// Named Sage People credential sets; `default` comes from the `SAGE_PEOPLE_*` variables.
+    #[serde(default)]
     pub credentials: BTreeMap<String, CredentialSet>,
 }
 
@@ -167,7 +175,9 @@ impl Default for ExtractorConfig {
 pub struct ConfigError(pub String);
 
 impl ExtractorConfig {
-    /// Loads defaults, then the TOML file (if any), then environment overrides.
+    /// Loads defaults, then the TOML file (if any), then environment overrides: any key as
+    /// `PEOPLESYNC_EXTRACTOR__<KEY>` (sections joined by `__`), then the short names
+    /// (`NATS_URL`, `SAGE_PEOPLE_LOGIN_URL`, …).
     pub fn load(file: Option<&Path>) -> Result<ExtractorConfig, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(ExtractorConfig::default()));
         if let Some(path) = file {
@@ -179,6 +189,7 @@ impl ExtractorConfig {
             }
             figment = figment.merge(Toml::file(path));
         }
+        figment = figment.merge(peoplesync_runtime::env_config::provider(ENV_SERVICE));
         figment = figment.merge(
             Env::raw()
                 .only(&[
@@ -429,6 +440,35 @@ pub fn secret_prefix(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shipped_file_states_the_defaults() {
+        let shipped: ExtractorConfig =
+            toml::from_str(DEFAULT_TOML).expect("the shipped file parses");
+        assert_eq!(
+            serde_json::to_value(shipped).expect("json"),
+            serde_json::to_value(ExtractorConfig::default()).expect("json"),
+            "default-config.toml and ExtractorConfig::default() disagree"
+        );
+    }
+
+    #[test]
+    fn every_key_reaches_its_nested_setting_by_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("PEOPLESYNC_EXTRACTOR__REMOVALS__HOLD_ABOVE_COUNT", "7");
+            jail.set_env("PEOPLESYNC_EXTRACTOR__PUBLISH_WINDOW", "64");
+            jail.set_env(
+                "PEOPLESYNC_EXTRACTOR__CREDENTIALS__EU__LOGIN_URL",
+                "https://eu.my.salesforce.com",
+            );
+            jail.set_env("PEOPLESYNC_EXTRACTOR__CREDENTIALS__EU__CLIENT_ID", "eu-client");
+            let config = ExtractorConfig::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.removals.hold_above_count, 7);
+            assert_eq!(config.publish_window, 64);
+            assert_eq!(config.credentials["eu"].client_id, "eu-client");
+            Ok(())
+        });
+    }
 
     #[test]
     fn secret_variables_are_named_after_the_set() {

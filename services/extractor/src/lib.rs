@@ -21,6 +21,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod held;
 pub mod lease;
 pub mod quota;
 pub use peoplesync_core::source_filter as filter;

@@ -33,12 +33,21 @@ const OWN_ENV_VARS: &[&str] = &[
     "RUST_LOG",
     "LOG_FORMAT",
     "CONTROL_LISTEN",
+    "PEOPLESYNC_CONTROL_TOKEN",
+    "PEOPLESYNC_CONTROL_TOKEN_FILE",
     "CONTROL_TOKEN",
     "CONTROL_TOKEN_FILE",
     "CONTROL_TLS_CERT_FILE",
     "CONTROL_TLS_KEY_FILE",
     "CONTROL_INSECURE_NO_AUTH",
 ];
+
+/// The shipped configuration file: every key, its default and what it does
+/// (`oomnitza-loader --print-default-config`).
+pub const DEFAULT_TOML: &str = include_str!("../default-config.toml");
+
+/// The service name in its environment prefix: `PEOPLESYNC_LOADER__<KEY>`.
+pub const ENV_SERVICE: &str = "loader";
 
 /// The loader's settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -214,7 +223,9 @@ impl Default for LoaderConfig {
 pub struct ConfigError(pub String);
 
 impl LoaderConfig {
-    /// Loads defaults, then the TOML file (if any), then environment overrides.
+    /// Loads defaults, then the TOML file (if any), then environment overrides: any key as
+    /// `PEOPLESYNC_LOADER__<KEY>` (sections joined by `__`), then the short names
+    /// (`NATS_URL`, `OOMNITZA_URL`, …).
     pub fn load(file: Option<&Path>) -> Result<LoaderConfig, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(LoaderConfig::default()));
         if let Some(path) = file {
@@ -226,6 +237,7 @@ impl LoaderConfig {
             }
             figment = figment.merge(Toml::file(path));
         }
+        figment = figment.merge(peoplesync_runtime::env_config::provider(ENV_SERVICE));
         figment = figment.merge(
             Env::raw()
                 .only(&[
@@ -408,6 +420,38 @@ mod tests {
         config.stream_replicas = 7;
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("PEOPLESYNC_STREAM_REPLICAS"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_file_states_the_defaults() {
+        let shipped: LoaderConfig = toml::from_str(DEFAULT_TOML).expect("the shipped file parses");
+        assert_eq!(
+            serde_json::to_value(shipped).expect("json"),
+            serde_json::to_value(LoaderConfig::default()).expect("json"),
+            "default-config.toml and LoaderConfig::default() disagree"
+        );
+    }
+
+    #[test]
+    fn every_key_reaches_its_nested_setting_by_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("OOMNITZA_URL", "http://oomnitza.test");
+            jail.set_env("PEOPLESYNC_LOADER__BATCH__SIZE", "250");
+            jail.set_env("PEOPLESYNC_LOADER__RETRY__MAX_ATTEMPTS", "3");
+            jail.set_env("PEOPLESYNC_LOADER__VERIFY__ENABLED", "false");
+            jail.set_env("PEOPLESYNC_LOADER__OOMNITZA__REQUEST_TIMEOUT_SECS", "5");
+            jail.set_env("PEOPLESYNC_LOADER__RATE_LIMIT__MAX_PER_SECOND", "20.5");
+            let config = LoaderConfig::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.batch.size, 250);
+            assert_eq!(config.retry.max_attempts, 3);
+            assert!(!config.verify.enabled);
+            assert_eq!(config.oomnitza.request_timeout_secs, 5);
+            assert!((config.rate_limit.max_per_second - 20.5).abs() < f64::EPSILON);
+            jail.set_env("PEOPLESYNC_LOADER__BATCH__SIZES", "1");
+            let err = LoaderConfig::load(None).expect_err("an unknown key is refused");
+            assert!(err.to_string().contains("sizes"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

@@ -28,11 +28,18 @@ struct Cli {
     /// starting point for your own `--integration` file.
     #[arg(long, value_name = "ID")]
     print_default_integration: Option<String>,
+    /// Print the full configuration file with every key, its default and a comment, and exit.
+    #[arg(long)]
+    print_default_config: bool,
 }
 
 fn main() -> ExitCode {
     peoplesync_runtime::init_logging();
     let cli = Cli::parse();
+    if cli.print_default_config {
+        print!("{}", peoplesync_loader::config::DEFAULT_TOML);
+        return ExitCode::SUCCESS;
+    }
     let result = match &cli.print_default_integration {
         Some(id) => print_default_integration(id),
         None => LoaderConfig::load(cli.config.as_deref())
@@ -154,7 +161,7 @@ type ControlPlane = peoplesync_control::ControlConfig;
 fn control_plane() -> anyhow::Result<Option<ControlPlane>> {
     let Some(control) = peoplesync_control::ControlConfig::from_env()? else {
         tracing::warn!(
-            "control plane off: CONTROL_TOKEN is not set; set CONTROL_TOKEN or CONTROL_TOKEN_FILE \
+            "control plane off: PEOPLESYNC_CONTROL_TOKEN is not set; set PEOPLESYNC_CONTROL_TOKEN or PEOPLESYNC_CONTROL_TOKEN_FILE \
              (or CONTROL_INSECURE_NO_AUTH=true on a trusted network) to serve gRPC on CONTROL_LISTEN"
         );
         return Ok(None);

@@ -149,7 +149,7 @@ pub async fn connect(url: &str, ca_file: Option<&Path>) -> Result<Client, Failur
             exit::UNAVAILABLE,
             format!(
                 "cannot reach the control plane at {url} ({detail}); is an oomnitza-loader running with \
-                 CONTROL_TOKEN set, and does PEOPLESYNC_CONTROL_URL point at its CONTROL_LISTEN?"
+                 PEOPLESYNC_CONTROL_TOKEN set, and does PEOPLESYNC_CONTROL_URL point at its CONTROL_LISTEN?"
             ),
         )
     })?;
