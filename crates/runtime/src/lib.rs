@@ -12,6 +12,7 @@ pub mod readiness;
 pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use readiness::{Readiness, ReadinessStatus};
 pub use secrets::{SecretError, env_or_file, env_or_file_with, require};

@@ -30,6 +30,10 @@ const OWN_ENV_VARS: &[&str] = &[
     "SAGE_PEOPLE_GRANT",
     "SAGE_PEOPLE_USERNAME",
     "SAGE_PEOPLE_AUDIENCE",
+    "SAGE_PEOPLE_CA_FILE",
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "NO_PROXY",
     "SAGE_PEOPLE_CLIENT_SECRET",
     "SAGE_PEOPLE_CLIENT_SECRET_FILE",
     "SAGE_PEOPLE_PRIVATE_KEY",
@@ -80,6 +84,10 @@ pub struct ExtractorConfig {
     pub replica: Option<String>,
     /// Address of the `/metrics`, `/healthz` and `/readyz` endpoint (`PEOPLESYNC_HTTP_LISTEN`).
     pub http_listen: String,
+    /// A PEM file of certificate authorities to trust for Sage People besides the OS store
+    /// and the public roots, e.g. a TLS-inspecting proxy's CA (`SAGE_PEOPLE_CA_FILE`).
+    #[serde(default)]
+    pub ca_file: Option<String>,
     /// When removals are held for approval instead of published.
     pub removals: RemovalPolicy,
     /// Named Sage People credential sets; `default` comes from the `SAGE_PEOPLE_*` variables.
@@ -163,6 +171,7 @@ impl Default for ExtractorConfig {
             lease_ttl_secs: 15,
             replica: None,
             http_listen: "127.0.0.1:9090".into(),
+            ca_file: None,
             removals: RemovalPolicy::default(),
             credentials: BTreeMap::new(),
         }
@@ -202,6 +211,7 @@ impl ExtractorConfig {
                     "SAGE_PEOPLE_GRANT",
                     "SAGE_PEOPLE_USERNAME",
                     "SAGE_PEOPLE_AUDIENCE",
+                    "SAGE_PEOPLE_CA_FILE",
                 ])
                 .map(|key| {
                     match key.as_str() {
@@ -213,6 +223,7 @@ impl ExtractorConfig {
                         "SAGE_PEOPLE_CLIENT_ID" => "credentials.default.client_id",
                         "SAGE_PEOPLE_GRANT" => "credentials.default.grant",
                         "SAGE_PEOPLE_USERNAME" => "credentials.default.username",
+                        "SAGE_PEOPLE_CA_FILE" => "ca_file",
                         _ => "credentials.default.audience",
                     }
                     .into()
@@ -374,6 +385,11 @@ impl ExtractorConfig {
         };
         let mut config = SageConfig::new(set.login_url.trim_end_matches('/'), credentials);
         config.request_timeout = Duration::from_secs(self.request_timeout_secs.max(1));
+        if let Some(path) = &self.ca_file {
+            config.extra_roots =
+                peoplesync_runtime::tls::load_ca_file("SAGE_PEOPLE_CA_FILE", Path::new(path))
+                    .map_err(|e| ConfigError(e.to_string()))?;
+        }
         Ok(config)
     }
 }

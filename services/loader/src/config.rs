@@ -26,6 +26,10 @@ const OWN_ENV_VARS: &[&str] = &[
     "PEOPLESYNC_INTEGRATION_FILE",
     "OOMNITZA_URL",
     "OOMNITZA_LOGIN",
+    "OOMNITZA_CA_FILE",
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "NO_PROXY",
     "OOMNITZA_API_TOKEN",
     "OOMNITZA_API_TOKEN_FILE",
     "OOMNITZA_PASSWORD",
@@ -139,6 +143,10 @@ pub struct OomnitzaSettings {
     pub login: Option<String>,
     /// Timeout of every Oomnitza request, in seconds.
     pub request_timeout_secs: u64,
+    /// A PEM file of certificate authorities to trust for Oomnitza besides the OS store and
+    /// the public roots, e.g. a TLS-inspecting proxy's CA (`OOMNITZA_CA_FILE`).
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 /// How events are grouped into bulk requests.
@@ -181,6 +189,7 @@ impl Default for LoaderConfig {
                 url: String::new(),
                 login: None,
                 request_timeout_secs: 30,
+                ca_file: None,
             },
             batch: BatchSettings {
                 size: 100,
@@ -244,6 +253,7 @@ impl LoaderConfig {
                     "NATS_URL",
                     "OOMNITZA_URL",
                     "OOMNITZA_LOGIN",
+                    "OOMNITZA_CA_FILE",
                     "PEOPLESYNC_REPLICA",
                     "PEOPLESYNC_STREAM_REPLICAS",
                     "PEOPLESYNC_WORKER_THREADS",
@@ -253,6 +263,7 @@ impl LoaderConfig {
                         "NATS_URL" => "nats_url",
                         "OOMNITZA_URL" => "oomnitza.url",
                         "OOMNITZA_LOGIN" => "oomnitza.login",
+                        "OOMNITZA_CA_FILE" => "oomnitza.ca_file",
                         "PEOPLESYNC_STREAM_REPLICAS" => "stream_replicas",
                         "PEOPLESYNC_WORKER_THREADS" => "worker_threads",
                         _ => "replica",
@@ -358,6 +369,13 @@ impl LoaderConfig {
         };
         let mut config = OomnitzaConfig::new(self.oomnitza.url.trim_end_matches('/'), auth);
         config.request_timeout = Duration::from_secs(self.oomnitza.request_timeout_secs.max(1));
+        if let Some(path) = &self.oomnitza.ca_file {
+            config.extra_roots = peoplesync_runtime::tls::load_ca_file(
+                "OOMNITZA_CA_FILE",
+                std::path::Path::new(path),
+            )
+            .map_err(|e| ConfigError(e.to_string()))?;
+        }
         Ok(config)
     }
 
