@@ -92,14 +92,24 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
     let integrations = config.integrations.clone();
     let (readiness, http_stop, http) = start_http(&integrations).await?;
     let control = control_plane()?;
+    let replica = config.replica_name();
     let loader = Loader::build(config, seed)
         .await?
         .note_on(readiness.clone());
     mark_ready(&readiness, &loader, &integrations).await?;
+    // Announced for the control plane's status (loader replicas seen).
+    let announced = tokio::spawn(peoplesync_bus::presence::announce(
+        loader.bus().state_kv().clone(),
+        replica,
+        env!("CARGO_PKG_VERSION").to_owned(),
+        shutdown.clone(),
+    ));
     peoplesync_loader::startup::check_credentials(&loader).await;
     peoplesync_loader::startup::check_fields(&loader).await;
     let control = serve_control(control, &loader, &shutdown).await?;
     loader.run_until_stopped(shutdown).await?;
+    // Removes this replica's announcement (the shutdown token is cancelled by now).
+    let _ = announced.await;
     tracing::info!("loader stopped");
     if let Some(control) = control {
         control.await.context("the control plane task failed")??;

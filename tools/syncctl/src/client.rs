@@ -73,6 +73,14 @@ impl From<Status> for Failure {
             Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted => {
                 exit::UNAVAILABLE
             }
+            Code::FailedPrecondition
+                if status
+                    .metadata()
+                    .get(peoplesync_proto::error_kind::KEY)
+                    .is_some_and(|v| v == peoplesync_proto::error_kind::MISCONFIGURED) =>
+            {
+                exit::MISCONFIGURED
+            }
             Code::FailedPrecondition | Code::AlreadyExists | Code::Aborted => {
                 exit::FAILED_PRECONDITION
             }

@@ -5,6 +5,8 @@
 
 mod client;
 mod render;
+mod status;
+mod table;
 mod watch;
 
 use std::io::{IsTerminal, Read};
@@ -60,6 +62,9 @@ enum Output {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The integration at a glance (GetStatus): paused and why, scheduler and next run, last
+    /// run, events waiting, loaders seen, removals held, dead letters by reason.
+    Status,
     /// Check the integration before its first run (CheckIntegration): NATS, config, Sage People
     /// and Oomnitza credentials and fields. Exit 0 ready, 7 misconfigured, 5 unreachable.
     Check,
@@ -274,13 +279,24 @@ enum DlqCommand {
         #[arg(long)]
         watch: bool,
     },
-    /// Delete the selected dead letters.
+    /// Count the selected dead letters by reason (SummarizeDeadLetters).
+    Summary {
+        #[command(flatten)]
+        selector: Selector,
+    },
+    /// Delete the selected dead letters (asks first on a terminal).
     Purge {
         #[command(flatten)]
         selector: Selector,
         /// Purge every dead letter of the integration.
         #[arg(long)]
         all: bool,
+        /// Only count what would be purged.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
     },
 }
 
@@ -328,6 +344,18 @@ fn read_input(path: &PathBuf) -> Result<String, Failure> {
         .map_err(|e| Failure::usage(format!("reading {}: {e}", path.display())))
 }
 
+/// Asks `question` on the terminal; true on `y` or `yes`.
+fn confirm(question: &str) -> bool {
+    use std::io::Write;
+    eprint!("{question}");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    if std::io::stdin().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim().to_lowercase().as_str(), "y" | "yes")
+}
+
 fn who(by: Option<String>) -> String {
     by.or_else(|| std::env::var("USER").ok())
         .map(|user| format!("{user} (syncctl)"))
@@ -368,6 +396,18 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
     let id = integration.as_str();
     match command {
         Command::Completions { .. } => Ok(exit::OK),
+        Command::Status => {
+            let reply = client
+                .get_status(request(pb::GetStatusRequest {
+                    integration_id: id.to_owned(),
+                }))
+                .await?
+                .into_inner();
+            print(output, &status::json(&reply), || {
+                status::text(&reply, table::width())
+            });
+            Ok(exit::OK)
+        }
         Command::Run(args) => {
             let started = client
                 .trigger_sync(request(pb::TriggerSyncRequest {
@@ -423,7 +463,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                     .into_inner()
                     .runs;
                 let value = Value::Array(runs.iter().map(render::run).collect());
-                print(output, &value, || render::runs_text(&runs));
+                print(output, &value, || {
+                    render::runs_text(&runs, table::width(), args.all_integrations)
+                });
                 Ok(exit::OK)
             }
         },
@@ -778,16 +820,54 @@ async fn dlq_command(
             });
             Ok(if failed { exit::FAILED } else { exit::OK })
         }
-        DlqCommand::Purge { selector, all } => {
+        DlqCommand::Summary { selector } => {
             let reply = client
-                .purge_dead_letters(request(pb::PurgeDeadLettersRequest {
-                    selector: Some(selector.to_proto(integration, all)),
+                .summarize_dead_letters(request(pb::SummarizeDeadLettersRequest {
+                    selector: Some(selector.to_proto(integration, false)),
                 }))
                 .await?
                 .into_inner();
-            let value = serde_json::json!({"purged": reply.purged});
+            print(output, &status::summary_json(&reply), || {
+                status::summary_text(&reply, table::width())
+            });
+            Ok(exit::OK)
+        }
+        DlqCommand::Purge {
+            selector,
+            all,
+            dry_run,
+            yes,
+        } => {
+            let selector = selector.to_proto(integration, all);
+            let purge = |dry_run| {
+                request(pb::PurgeDeadLettersRequest {
+                    selector: Some(selector.clone()),
+                    dry_run,
+                })
+            };
+            let ask = !dry_run && !yes && std::io::stdin().is_terminal();
+            if ask {
+                let count = client.purge_dead_letters(purge(true)).await?.into_inner();
+                if count.purged == 0 {
+                    println!("no dead letter matches; nothing purged");
+                    return Ok(exit::OK);
+                }
+                if !confirm(&format!(
+                    "purge {} dead letter(s) of {integration}? they cannot be replayed afterwards [y/N] ",
+                    count.purged
+                )) {
+                    eprintln!("nothing purged");
+                    return Ok(exit::FAILED);
+                }
+            }
+            let reply = client.purge_dead_letters(purge(dry_run)).await?.into_inner();
+            let value = serde_json::json!({"purged": reply.purged, "dry_run": dry_run});
             print(output, &value, || {
-                format!("{} dead letters purged\n", reply.purged)
+                if dry_run {
+                    format!("{} dead letters would be purged\n", reply.purged)
+                } else {
+                    format!("{} dead letters purged\n", reply.purged)
+                }
             });
             Ok(exit::OK)
         }
