@@ -1074,11 +1074,15 @@ async fn loader_serves_health_readiness_and_metrics_and_readiness_follows_nats()
         .await
         .expect("/healthz answers");
     assert_eq!(status, 200);
-    let (status, content_type, _) = get(&loader.url("/metrics"))
+    let (status, content_type, text) = get(&loader.url("/metrics"))
         .await
         .expect("/metrics answers");
     assert_eq!(status, 200);
     assert!(content_type.starts_with("text/plain"), "{content_type}");
+    crate::operator::assert_zero_initialised(
+        peoplesync_runtime::metrics::Service::Loader,
+        &text,
+    );
 
     nats.kill();
     let not_ready = wait_for_readyz(&loader, 503, "the loader to report NATS as not ready").await;
@@ -1145,11 +1149,15 @@ async fn extractor_serves_health_readiness_and_metrics_while_it_waits_for_its_sc
         .await
         .expect("/healthz answers");
     assert_eq!(status, 200);
-    let (status, content_type, _) = get(&extractor.url("/metrics"))
+    let (status, content_type, text) = get(&extractor.url("/metrics"))
         .await
         .expect("/metrics answers");
     assert_eq!(status, 200);
     assert!(content_type.starts_with("text/plain"), "{content_type}");
+    crate::operator::assert_zero_initialised(
+        peoplesync_runtime::metrics::Service::Extractor,
+        &text,
+    );
 }
 
 /// Waits until `/readyz` answers 503 naming exactly `conditions` (NATS and the consumer come

@@ -8,5 +8,6 @@ mod deploy;
 mod harness;
 mod loader;
 mod mapping;
+mod operator;
 mod sync;
 mod verify;
