@@ -27,6 +27,29 @@ pub fn variable(service: &str, key: &str) -> String {
     )
 }
 
+/// Every key path (`batch.size`) of a configuration serialised as JSON: the leaves, with maps
+/// and sections joined by dots. An empty map (named credential sets) has no key to list.
+pub fn keys(config: &serde_json::Value) -> Vec<String> {
+    fn walk(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    let path = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    walk(&path, value, out);
+                }
+            }
+            _ => out.push(prefix.to_owned()),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", config, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

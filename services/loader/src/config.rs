@@ -451,6 +451,19 @@ mod tests {
     }
 
     #[test]
+    fn the_configuration_page_names_the_environment_variable_of_every_key() {
+        let page = include_str!("../../../docs/configuration.md");
+        let defaults = serde_json::to_value(LoaderConfig::default()).expect("json");
+        for key in peoplesync_runtime::env_config::keys(&defaults) {
+            let variable = peoplesync_runtime::env_config::variable(ENV_SERVICE, &key);
+            assert!(
+                page.contains(&variable),
+                "docs/configuration.md does not name {variable} (key {key})"
+            );
+        }
+    }
+
+    #[test]
     fn every_key_reaches_its_nested_setting_by_environment() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("OOMNITZA_URL", "http://oomnitza.test");
