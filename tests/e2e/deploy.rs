@@ -1079,10 +1079,7 @@ async fn loader_serves_health_readiness_and_metrics_and_readiness_follows_nats()
         .expect("/metrics answers");
     assert_eq!(status, 200);
     assert!(content_type.starts_with("text/plain"), "{content_type}");
-    crate::operator::assert_zero_initialised(
-        peoplesync_runtime::metrics::Service::Loader,
-        &text,
-    );
+    crate::operator::assert_zero_initialised(peoplesync_runtime::metrics::Service::Loader, &text);
 
     nats.kill();
     let not_ready = wait_for_readyz(&loader, 503, "the loader to report NATS as not ready").await;

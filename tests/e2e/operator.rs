@@ -65,6 +65,12 @@ fn logs_written_to_a_file_carry_no_colour_codes() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("OOMNITZA_URL"), "{stderr}");
-    assert!(stderr.contains("ERROR"), "a log line, not only the exit message: {stderr}");
-    assert!(!stderr.contains('\u{1b}'), "ANSI escape codes in {stderr:?}");
+    assert!(
+        stderr.contains("ERROR"),
+        "a log line, not only the exit message: {stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "ANSI escape codes in {stderr:?}"
+    );
 }

@@ -64,7 +64,11 @@ pub(crate) async fn get(
         )),
     }
 
-    match bus.state_kv().get(peoplesync_bus::lease::key(integration)).await {
+    match bus
+        .state_kv()
+        .get(peoplesync_bus::lease::key(integration))
+        .await
+    {
         Ok(Some(value)) => match serde_json::from_slice::<LeaseValue>(&value) {
             Ok(lease) => {
                 out.scheduler_leader = lease.holder;

@@ -1127,7 +1127,12 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
         summary.reasons.iter().map(|r| r.count).sum::<u64>(),
         summary.total
     );
-    assert!(summary.reasons.iter().all(|r| r.stage == "pipeline" && !r.reason.is_empty()));
+    assert!(
+        summary
+            .reasons
+            .iter()
+            .all(|r| r.stage == "pipeline" && !r.reason.is_empty())
+    );
     let dry = client
         .purge_dead_letters(pb::PurgeDeadLettersRequest {
             selector: selector(&|s| s.all = true),
@@ -1156,12 +1161,18 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
     };
     let now = status(client.clone()).await;
     assert_eq!(now.last_run.as_ref().unwrap().run_id, second.run_id);
-    assert_eq!(now.dead_letters.as_ref().unwrap().total, without_email.len() as u64);
+    assert_eq!(
+        now.dead_letters.as_ref().unwrap().total,
+        without_email.len() as u64
+    );
     assert!(now.loaders.iter().any(|l| l.name == "loader-1"), "{now:?}");
     assert!(!now.scheduler_leader.is_empty(), "{now:?}");
     assert!(now.config_revision > 0 && !now.schedule.is_empty() && now.next_run_at.is_some());
     assert_eq!((now.events_waiting, now.removals_held), (0, 0));
-    assert!(!now.pause.as_ref().unwrap().paused && now.problems.is_empty(), "{now:?}");
+    assert!(
+        !now.pause.as_ref().unwrap().paused && now.problems.is_empty(),
+        "{now:?}"
+    );
     client
         .pause(pb::PauseRequest {
             integration_id: INTEGRATION.into(),

@@ -100,4 +100,3 @@ pub mod names {
     /// Gauge, always 1, labels `service` and `version`: which build is running.
     pub const BUILD_INFO: &str = "peoplesync_build_info";
 }
-

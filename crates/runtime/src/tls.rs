@@ -45,8 +45,8 @@ mod tests {
         std::fs::write(&path, "not a certificate\n").expect("write");
         let err = load_ca_file("OOMNITZA_CA_FILE", &path).expect_err("refused");
         assert!(err.to_string().starts_with("OOMNITZA_CA_FILE="), "{err}");
-        let missing = load_ca_file("OOMNITZA_CA_FILE", &dir.path().join("none.pem"))
-            .expect_err("refused");
+        let missing =
+            load_ca_file("OOMNITZA_CA_FILE", &dir.path().join("none.pem")).expect_err("refused");
         assert!(missing.to_string().contains("cannot read"), "{missing}");
     }
 }

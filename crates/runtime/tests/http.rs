@@ -86,11 +86,19 @@ async fn metrics_serves_recorded_values_as_prometheus_text_with_help_and_buckets
     );
     // Registered at 0 before anything happened, and the build and process are described.
     assert!(
-        text.contains(r#"peoplesync_loader_events_total{integration="acme",outcome="dead_lettered"} 0"#),
+        text.contains(
+            r#"peoplesync_loader_events_total{integration="acme",outcome="dead_lettered"} 0"#
+        ),
         "{text}"
     );
-    assert!(text.contains(r#"peoplesync_loader_paused{integration="acme"} 0"#), "{text}");
-    assert!(text.contains(r#"peoplesync_build_info{service="oomnitza-loader""#), "{text}");
+    assert!(
+        text.contains(r#"peoplesync_loader_paused{integration="acme"} 0"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"peoplesync_build_info{service="oomnitza-loader""#),
+        "{text}"
+    );
     assert!(text.contains("process_resident_memory_bytes"), "{text}");
 
     stop.cancel();

@@ -11,6 +11,8 @@ mod harness;
 mod check;
 #[path = "extractor/commands.rs"]
 mod commands;
+#[path = "extractor/config_env.rs"]
+mod config_env;
 #[path = "extractor/failures.rs"]
 mod failures;
 #[path = "extractor/lease.rs"]

@@ -464,6 +464,8 @@ mod tests {
     }
 
     #[test]
+    // figment::Jail's closure returns figment's own (large) error type.
+    #[allow(clippy::result_large_err)]
     fn every_key_reaches_its_nested_setting_by_environment() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("OOMNITZA_URL", "http://oomnitza.test");

@@ -132,7 +132,10 @@ async fn start_http(
     peoplesync_runtime::http::HttpServer,
 )> {
     peoplesync_runtime::metrics::install()?;
-    peoplesync_runtime::metrics::register(peoplesync_runtime::metrics::Service::Loader, integrations);
+    peoplesync_runtime::metrics::register(
+        peoplesync_runtime::metrics::Service::Loader,
+        integrations,
+    );
     let readiness = peoplesync_runtime::Readiness::new();
     readiness.register("nats");
     readiness.register("consumer");
