@@ -7,6 +7,7 @@ mod client;
 mod dlq;
 mod integration;
 mod render;
+mod run_id;
 mod status;
 mod table;
 mod watch;
@@ -170,7 +171,7 @@ enum RunsCommand {
     List,
     /// One run with its counts.
     Get {
-        /// The run id.
+        /// The run id, or its last characters as `syncctl runs` shows them.
         run_id: String,
         /// Exit 1 when the run has dead-lettered events.
         #[arg(long)]
@@ -327,7 +328,10 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             Some(RunsCommand::Get {
                 run_id,
                 fail_on_dead_letters,
-            }) => get_run(&mut client, output, id, &run_id, fail_on_dead_letters).await,
+            }) => {
+                let run_id = run_id::resolve(&mut client, id, &run_id).await?;
+                get_run(&mut client, output, id, &run_id, fail_on_dead_letters).await
+            }
             Some(RunsCommand::List) | None => {
                 let runs = client
                     .list_runs(request(pb::ListRunsRequest {
@@ -351,9 +355,13 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::RunStatus {
             run_id,
             fail_on_dead_letters,
-        } => get_run(&mut client, output, id, &run_id, fail_on_dead_letters).await,
+        } => {
+            let run_id = run_id::resolve(&mut client, id, &run_id).await?;
+            get_run(&mut client, output, id, &run_id, fail_on_dead_letters).await
+        }
         Command::Watch(args) => {
-            let done = watch::watch(&mut client, id, &args.run_id, bars).await?;
+            let run_id = run_id::resolve(&mut client, id, &args.run_id).await?;
+            let done = watch::watch(&mut client, id, &run_id, bars).await?;
             print(output, &render::run(&done), || render::run_text(&done));
             Ok(run_exit(&done, args.fail_on_dead_letters))
         }

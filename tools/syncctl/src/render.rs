@@ -165,7 +165,8 @@ pub fn run_text(run: &pb::Run) -> String {
 }
 
 /// The run history for people: one line per run, fitted to `width` columns (wrapping the
-/// widest cells), with short UTC times, the duration and what started each run.
+/// widest cells), with the random tail of each run id (`syncctl runs get` takes it), short UTC
+/// times, the duration and what started each run.
 pub fn runs_text(runs: &[pb::Run], width: u16, all_integrations: bool) -> String {
     let mut header = vec!["RUN", "STARTED", "TOOK", "TRIGGER", "OUTCOME"];
     if all_integrations {
@@ -178,11 +179,12 @@ pub fn runs_text(runs: &[pb::Run], width: u16, all_integrations: bool) -> String
     for run in runs {
         let c = run.counts.unwrap_or_default();
         let mut row = vec![
-            run.run_id.clone(),
+            crate::run_id::short(&run.run_id),
             crate::table::short_time(run.started_at.as_ref()),
             crate::table::took(run.started_at.as_ref(), run.finished_at.as_ref(), now),
             run.trigger.clone(),
-            enum_name(run.outcome().as_str_name(), "RUN_OUTCOME_"),
+            // Words, so a narrow column wraps between them.
+            enum_name(run.outcome().as_str_name(), "RUN_OUTCOME_").replace('_', " "),
         ];
         if all_integrations {
             row.insert(1, run.integration_id.clone());
@@ -196,7 +198,9 @@ pub fn runs_text(runs: &[pb::Run], width: u16, all_integrations: bool) -> String
         ]);
         table.add_row(row);
     }
-    crate::table::right_align_from(&mut table, if all_integrations { 6 } else { 5 });
+    let outcome = if all_integrations { 5 } else { 4 };
+    crate::table::right_align_from(&mut table, outcome + 1);
+    crate::table::only_wrap(&mut table, outcome);
     format!("{table}\n")
 }
 

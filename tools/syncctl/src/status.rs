@@ -76,7 +76,7 @@ pub fn text(status: &pb::IntegrationStatus, width: u16) -> String {
         out.push_str(&format!("  {name:<16} {value}\n"));
     };
     let loading = if !pause.paused {
-        "loading".to_owned()
+        "not paused: loaders take events as they come".to_owned()
     } else if status.refused_config_revision > 0 {
         format!(
             "PAUSED: Oomnitza refused config revision {} as a whole — {} (store a corrected config to resume)",

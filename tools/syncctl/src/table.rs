@@ -2,7 +2,7 @@
 //! [`DEFAULT_WIDTH`] columns when output is not a terminal), borderless, with short UTC times
 //! and durations.
 
-use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
+use comfy_table::{CellAlignment, ColumnConstraint, ContentArrangement, Table, presets};
 use peoplesync_proto::Timestamp;
 
 /// The width tables fit when stdout is not a terminal.
@@ -36,6 +36,20 @@ pub fn right_align_from(table: &mut Table, first: usize) {
     for index in first..columns {
         if let Some(column) = table.column_mut(index) {
             column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+}
+
+/// Keeps every column but `wrapping` at its content's width (ids, times and counts stay on one
+/// line), with one space between columns; `wrapping` takes what is left and wraps.
+pub fn only_wrap(table: &mut Table, wrapping: usize) {
+    let columns = table.column_count();
+    for index in 0..columns {
+        if let Some(column) = table.column_mut(index) {
+            column.set_padding((0, 1));
+            if index != wrapping {
+                column.set_constraint(ColumnConstraint::ContentWidth);
+            }
         }
     }
 }
@@ -128,6 +142,10 @@ mod tests {
                 );
             }
             assert!(text.contains("12m34s"), "{text}");
+            assert!(
+                text.contains("…0123456789ab"),
+                "the run id's tail, unwrapped: {text}"
+            );
             assert!(text.contains("schedule"), "{text}");
         }
     }
