@@ -46,6 +46,13 @@ RUN cargo build --release --locked ${BINS} \
 
 # glibc, as the builder; slim rather than distroless so the health check below has a shell.
 FROM debian:${DEBIAN_RELEASE}-slim AS base
+# The OS certificate store, trusted beside the built-in roots: a derived image adds a private CA
+# with update-ca-certificates (or use OOMNITZA_CA_FILE / SAGE_PEOPLE_CA_FILE). Unpinned on
+# purpose: the distribution's current bundle is the one to have.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 peoplesync \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin peoplesync
