@@ -74,3 +74,34 @@ fn logs_written_to_a_file_carry_no_colour_codes() {
         "ANSI escape codes in {stderr:?}"
     );
 }
+
+#[test]
+fn each_service_prints_its_full_configuration_file_and_it_loads() {
+    for (program, prefix) in [
+        ("oomnitza-loader", "PEOPLESYNC_LOADER__"),
+        ("sage-extractor", "PEOPLESYNC_EXTRACTOR__"),
+    ] {
+        let output = Command::new(peoplesync_testkit::bin_path(program))
+            .arg("--print-default-config")
+            .output()
+            .expect("the service runs");
+        assert!(output.status.success(), "{program}");
+        let text = String::from_utf8(output.stdout).expect("UTF-8");
+        assert!(
+            text.contains(prefix),
+            "{program} explains the environment form"
+        );
+        let parsed: Result<serde_json::Value, _> = match program {
+            "oomnitza-loader" => toml_to_json::<peoplesync_loader::LoaderConfig>(&text),
+            _ => toml_to_json::<peoplesync_extractor::ExtractorConfig>(&text),
+        };
+        parsed.unwrap_or_else(|e| panic!("{program}'s printed file does not load: {e}"));
+    }
+}
+
+fn toml_to_json<T: serde::de::DeserializeOwned + serde::Serialize>(
+    text: &str,
+) -> Result<serde_json::Value, String> {
+    let config: T = toml::from_str(text).map_err(|e| e.to_string())?;
+    serde_json::to_value(config).map_err(|e| e.to_string())
+}
