@@ -970,6 +970,16 @@ async fn one_worker_is_synced_now_and_pause_flags_and_held_removals_are_handled(
     let second = trigger(&mut client).await;
     let held = watch_to_end(&mut client, &second.run_id).await;
     assert_eq!(held.last().unwrap().removed, 0, "removals are held");
+    assert_eq!(held.last().unwrap().removals_held, leaving.len() as u64);
+    let status = client
+        .get_status(pb::GetStatusRequest {
+            integration_id: INTEGRATION.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.removals_held, leaving.len() as u64);
+    assert_eq!(status.runs_holding_removals, vec![second.run_id.clone()]);
     let released = client
         .approve_removals(pb::ApproveRemovalsRequest {
             integration_id: INTEGRATION.into(),
@@ -979,6 +989,17 @@ async fn one_worker_is_synced_now_and_pause_flags_and_held_removals_are_handled(
         .unwrap()
         .into_inner();
     assert_eq!(released.released, leaving.len() as u64);
+    let after = client
+        .get_status(pb::GetStatusRequest {
+            integration_id: INTEGRATION.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        after.removals_held, 0,
+        "approved removals are no longer held"
+    );
     let status = client
         .approve_removals(pb::ApproveRemovalsRequest {
             integration_id: INTEGRATION.into(),
