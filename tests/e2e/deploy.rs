@@ -960,13 +960,13 @@ fn help_parsing_finds_clap_flags_and_env_and_nats_server_flags() {
 
 /// A service binary whose stderr (JSON logs) is read for its `http listening on ADDR` line;
 /// killed on drop.
-struct Running {
+pub(crate) struct Running {
     child: std::process::Child,
     http: std::net::SocketAddr,
 }
 
 impl Running {
-    fn start(program: &str, envs: &[(&str, &str)]) -> Running {
+    pub(crate) fn start(program: &str, envs: &[(&str, &str)]) -> Running {
         let mut child = Command::new(peoplesync_testkit::bin_path(program))
             .envs(envs.iter().copied())
             .env("PEOPLESYNC_HTTP_LISTEN", "127.0.0.1:0")
@@ -1008,7 +1008,7 @@ impl Running {
         Running { child, http }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
     }
 }
@@ -1020,7 +1020,7 @@ impl Drop for Running {
     }
 }
 
-async fn get(url: &str) -> Option<(u16, String, String)> {
+pub(crate) async fn get(url: &str) -> Option<(u16, String, String)> {
     let response = reqwest::get(url).await.ok()?;
     let status = response.status().as_u16();
     let content_type = response

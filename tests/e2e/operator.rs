@@ -1,5 +1,7 @@
 //! What an operator sees of a freshly started process: every metric it exports is there at 0
-//! before anything happened, and logs redirected to a file carry no colour codes.
+//! before anything happened, logs redirected to a file carry no colour codes, the full
+//! configuration file can be printed, and outbound calls go through the proxy the
+//! environment names.
 
 use std::process::Command;
 
@@ -104,4 +106,60 @@ fn toml_to_json<T: serde::de::DeserializeOwned + serde::Serialize>(
 ) -> Result<serde_json::Value, String> {
     let config: T = toml::from_str(text).map_err(|e| e.to_string())?;
     serde_json::to_value(config).map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn the_loader_reaches_oomnitza_through_the_proxy_the_environment_names() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let nats = peoplesync_testkit::NatsServer::start();
+    let sim_config = peoplesync_sims::oomnitza::OomnitzaConfig::default();
+    let oomnitza = peoplesync_sims::oomnitza::OomnitzaSim::spawn(sim_config.clone())
+        .await
+        .expect("oomnitza sim");
+    // The proxy: every connection is relayed to the simulator, which serves the proxy's
+    // absolute-form requests by their path.
+    let backend = oomnitza
+        .url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let proxy = format!("http://{}", listener.local_addr().expect("addr"));
+    let relayed = Arc::new(AtomicU64::new(0));
+    let count = relayed.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let backend = backend.clone();
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(&backend).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+
+    // A host name that resolves nowhere: only the proxy can reach it.
+    let _loader = crate::deploy::Running::start(
+        "oomnitza-loader",
+        &[
+            ("NATS_URL", nats.url()),
+            ("OOMNITZA_URL", "http://oomnitza.proxied.invalid"),
+            ("OOMNITZA_API_TOKEN", &sim_config.api_token),
+            ("HTTP_PROXY", &proxy),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    peoplesync_testkit::wait_for(
+        "the loader's start-up calls to reach Oomnitza through the proxy",
+        std::time::Duration::from_secs(30),
+        || async {
+            (relayed.load(Ordering::SeqCst) > 0 && oomnitza.stats().api_requests > 0).then_some(())
+        },
+    )
+    .await;
 }
