@@ -163,3 +163,74 @@ async fn the_loader_reaches_oomnitza_through_the_proxy_the_environment_names() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_removals_held_gauge_follows_the_run_records() {
+    use peoplesync_bus::runs::{RunRecord, RunState, Runs};
+
+    let nats = peoplesync_testkit::NatsServer::start();
+    let bus = peoplesync_bus::Bus::connect(
+        nats.url(),
+        "operator-test",
+        peoplesync_bus::BusSettings::default(),
+    )
+    .await
+    .expect("bus");
+    let runs = Runs::new(bus.state_kv().clone());
+    let mut record = RunRecord::start("sage-people", "run-holding-removals", true, "schedule");
+    record.state = RunState::Completed;
+    record.removals_held = 7;
+    runs.create(&record).await.expect("run record");
+
+    let sage_config = peoplesync_sims::sage::SageConfig::default();
+    let sage = peoplesync_sims::sage::SageSim::spawn(sage_config.clone())
+        .await
+        .expect("sage sim");
+    let sage_url = sage.url();
+    let extractor = crate::deploy::Running::start(
+        "sage-extractor",
+        &[
+            ("NATS_URL", nats.url()),
+            ("SAGE_PEOPLE_LOGIN_URL", &sage_url),
+            ("SAGE_PEOPLE_CLIENT_ID", &sage_config.client_id),
+            ("SAGE_PEOPLE_CLIENT_SECRET", &sage_config.client_secret),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    let metrics = extractor.url("/metrics");
+    let gauge_reads = |value: &'static str| {
+        let metrics = metrics.clone();
+        move || {
+            let metrics = metrics.clone();
+            async move {
+                let (_, _, text) = crate::deploy::get(&metrics).await?;
+                text.lines()
+                    .any(|l| {
+                        l == format!(
+                            "peoplesync_extractor_removals_held{{integration=\"sage-people\"}} {value}"
+                        )
+                    })
+                    .then_some(())
+            }
+        }
+    };
+    peoplesync_testkit::wait_for(
+        "the gauge to count the held removals",
+        std::time::Duration::from_secs(30),
+        gauge_reads("7"),
+    )
+    .await;
+    // An approval sets the run's count back to 0: the gauge follows the record.
+    runs.update("sage-people", "run-holding-removals", |r| {
+        r.removals_held = 0;
+        true
+    })
+    .await
+    .expect("update");
+    peoplesync_testkit::wait_for(
+        "the gauge to drop after the approval",
+        std::time::Duration::from_secs(30),
+        gauge_reads("0"),
+    )
+    .await;
+}
