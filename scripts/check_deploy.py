@@ -11,9 +11,14 @@ which installs the pinned tools first. Nothing here needs a Docker engine or a c
    loader's integrations. Rendering uses `kubectl kustomize` when kubectl is installed, and a
    small renderer of the kustomize features we use otherwise; when both are available their
    outputs must agree, which keeps the small renderer honest.
-3. The Dockerfile with hadolint.
-4. The Grafana dashboard and Prometheus files: they parse, and every peoplesync metric they
-   name is one the services export (crates/runtime/src/metrics.rs).
+3. The Helm chart (deploy/helm/peoplesync): linted strictly and rendered by Helm's own Go
+   library (PyPI helm-python-sdk, no helm binary needed), with its defaults and with every
+   option on; each rendering goes through the same checks as the kustomize renderings above.
+4. The Dockerfile with hadolint.
+5. The Grafana dashboard and Prometheus files: they parse, every peoplesync metric they name
+   is one the services export (crates/runtime/src/metrics.rs), the alert rules pass
+   `promtool check rules` and their unit tests (`promtool test rules`), and every
+   PrometheusRule shipped (kustomize example, Helm chart) holds exactly those rules.
 
 Exits non-zero with every problem listed.
 """
@@ -398,24 +403,37 @@ def check_references(docs: list[dict], context: str, secret_keys: set[str]) -> N
                 problem(f"{context}: {doc['kind']} {doc['metadata']['name']} selects no pods")
 
 
+# CRDs kubernetes-validate has no schema for; each is checked by shape here instead.
+CRD_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
+
+
 def check_kubernetes() -> None:
     print("Kubernetes manifests")
-    import kubernetes_validate
-
-    rendered = render_all()
+    rendered = {rel(directory): docs for directory, docs in render_all().items()}
     secret_template = KUBE / "secret.example.yaml"
     secret_docs = load_yaml_docs(secret_template)
+    validate_renderings(rendered, [(rel(secret_template), d) for d in secret_docs])
+
+
+def validate_renderings(rendered: dict[str, list[dict]], extra: list[tuple[str, dict]]) -> None:
+    """The one schema check of every rendering (kustomize or Helm): strict kubernetes-validate
+    for built-in kinds, by shape for the CRDs, and the references a pod would trip over."""
+    import kubernetes_validate
+
+    secret_docs = load_yaml_docs(KUBE / "secret.example.yaml")
     secret_keys = set(secret_docs[0].get("stringData", {})) | set(secret_docs[0].get("data", {}))
-    to_validate = [(rel(secret_template), d) for d in secret_docs]
-    for directory, docs in rendered.items():
-        to_validate += [(rel(directory), d) for d in docs]
-        check_references(docs, rel(directory), secret_keys)
+    to_validate = list(extra)
+    for context, docs in rendered.items():
+        to_validate += [(context, d) for d in docs]
+        check_references(docs, context, secret_keys)
         for doc in docs:
             if doc.get("kind") == "ScaledObject":
-                check_scaled_object(doc, rel(directory), docs)
+                check_scaled_object(doc, context, docs)
+            if doc.get("kind") in ("PodMonitor", "PrometheusRule"):
+                check_monitoring(doc, context, docs)
     counted = 0
     for context, doc in to_validate:
-        if doc.get("apiVersion", "").startswith("keda.sh/"):
+        if doc.get("apiVersion", "").startswith(CRD_GROUPS):
             continue
         for version in KUBE_VERSIONS:
             try:
@@ -427,11 +445,81 @@ def check_kubernetes() -> None:
                 problem(f"{context}: {doc.get('kind')} {doc['metadata'].get('name')}: no schema: {err}")
         counted += 1
     ok(f"{counted} documents validated strictly against Kubernetes {' and '.join(KUBE_VERSIONS)}")
-    scaled = sum(1 for docs in rendered.values() for d in docs if d.get("kind") == "ScaledObject")
-    ok(f"{scaled} KEDA ScaledObject(s) checked by shape (kubernetes-validate has no CRD schemas)")
+    crds = sum(1 for docs in rendered.values() for d in docs if d.get("apiVersion", "").startswith(CRD_GROUPS))
+    ok(f"{crds} ScaledObject/PodMonitor/PrometheusRule document(s) checked by shape (kubernetes-validate has no CRD schemas)")
 
 
-# --- 3. Dockerfile -----------------------------------------------------------------------
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
+
+
+def check_monitoring(doc: dict, context: str, docs: list[dict]) -> None:
+    """Prometheus Operator resources: a PodMonitor selects the peoplesync pods on their `http`
+    port; a PrometheusRule holds exactly the rules of deploy/prometheus/alerts.yml."""
+    name = f"{context}: {doc['kind']} {doc['metadata'].get('name')}"
+    if doc.get("apiVersion") != "monitoring.coreos.com/v1":
+        problem(f"{name}: apiVersion must be monitoring.coreos.com/v1")
+    spec = doc.get("spec", {})
+    if doc["kind"] == "PodMonitor":
+        selector = spec.get("selector", {}).get("matchLabels", {})
+        pods = [d["spec"]["template"]["metadata"].get("labels", {}) for d in docs if d.get("kind") == "Deployment"]
+        selected = [p for p in pods if all(p.get(k) == v for k, v in selector.items())]
+        if len(selected) != len(pods) or not pods:
+            problem(f"{name}: selects {len(selected)} of the {len(pods)} peoplesync Deployments' pods")
+        endpoints = spec.get("podMetricsEndpoints") or []
+        if not any(e.get("port") == "http" and e.get("path", "/metrics") == "/metrics" for e in endpoints):
+            problem(f"{name}: needs a podMetricsEndpoint on port http, path /metrics")
+    else:
+        expected = load_yaml_docs(ALERTS)[0]["groups"]
+        if spec.get("groups") != expected:
+            problem(f"{name}: spec.groups differ from {rel(ALERTS)} (copy its groups verbatim)")
+
+
+def check_helm() -> None:
+    print("Helm chart")
+    import helm_python as helm
+
+    chart = ROOT / "deploy" / "helm" / "peoplesync"
+    everything = {
+        "keda": {"enabled": True},
+        "podMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True},
+        "integrationToml": (ROOT / "deploy" / "kubernetes" / "base" / "config" / "sage-people.toml").read_text(),
+        "env": {"PEOPLESYNC_LOADER__BATCH__SIZE": "200", "HTTPS_PROXY": "http://proxy:3128"},
+    }
+    renderings: dict[str, list[dict]] = {}
+    for label, values in (("defaults", None), ("every option on", everything)):
+        for version in KUBE_VERSIONS:
+            report = helm.lint(str(chart), values, strict=True, kube_version=f"v{version}")
+            for message in report.get("messages", []):
+                if message.get("severity", 0) >= 2:
+                    problem(f"helm lint ({label}, Kubernetes {version}): {message.get('path')}: {message.get('error')}")
+            for error in report.get("errors", []):
+                problem(f"helm lint ({label}): {error}")
+        with helm.Chart.load(str(chart)) as loaded:
+            manifests = loaded.render(values, name="peoplesync", namespace="peoplesync", is_install=True)
+        docs = []
+        for text in manifests.values():
+            docs += [d for d in yaml.safe_load_all(text) if d]
+        renderings[f"{rel(chart)} ({label})"] = docs
+    ok(f"helm lint --strict passes for Kubernetes {' and '.join(KUBE_VERSIONS)}, with defaults and every option on")
+    validate_renderings(renderings, [])
+
+
+def check_alert_rules() -> None:
+    print("Alert rules (promtool)")
+    promtool = shutil.which("promtool")
+    if not promtool:
+        problem("promtool is not installed (scripts/check-deploy installs Debian's prometheus package)")
+        return
+    for args in (["check", "rules", str(ALERTS)], ["test", "rules", str(ALERTS.with_name("alerts.test.yml"))]):
+        result = subprocess.run([promtool, *args], capture_output=True, text=True, cwd=ALERTS.parent)
+        if result.returncode == 0:
+            ok(f"promtool {' '.join(args[:2])} {Path(args[2]).name}")
+        else:
+            problem(f"promtool {' '.join(args[:2])}:\n{result.stdout}{result.stderr}")
+
+
+# --- 4. Dockerfile -----------------------------------------------------------------------
 
 
 def check_dockerfile(hadolint: str) -> None:
@@ -443,7 +531,7 @@ def check_dockerfile(hadolint: str) -> None:
         problem("hadolint:\n" + result.stdout + result.stderr)
 
 
-# --- 4. dashboards and alerts ------------------------------------------------------------
+# --- 5. dashboards and alerts ------------------------------------------------------------
 
 
 def exported_metrics() -> set[str]:
@@ -483,8 +571,10 @@ def main() -> int:
     hadolint = os.environ.get("HADOLINT", "hadolint")
     check_compose(tools_python)
     check_kubernetes()
+    check_helm()
     check_dockerfile(hadolint)
     check_observability()
+    check_alert_rules()
     if problems:
         print(f"\ncheck-deploy: {len(problems)} problem(s)")
         return 1

@@ -960,13 +960,13 @@ fn help_parsing_finds_clap_flags_and_env_and_nats_server_flags() {
 
 /// A service binary whose stderr (JSON logs) is read for its `http listening on ADDR` line;
 /// killed on drop.
-struct Running {
+pub(crate) struct Running {
     child: std::process::Child,
     http: std::net::SocketAddr,
 }
 
 impl Running {
-    fn start(program: &str, envs: &[(&str, &str)]) -> Running {
+    pub(crate) fn start(program: &str, envs: &[(&str, &str)]) -> Running {
         let mut child = Command::new(peoplesync_testkit::bin_path(program))
             .envs(envs.iter().copied())
             .env("PEOPLESYNC_HTTP_LISTEN", "127.0.0.1:0")
@@ -1008,7 +1008,7 @@ impl Running {
         Running { child, http }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
     }
 }
@@ -1020,7 +1020,7 @@ impl Drop for Running {
     }
 }
 
-async fn get(url: &str) -> Option<(u16, String, String)> {
+pub(crate) async fn get(url: &str) -> Option<(u16, String, String)> {
     let response = reqwest::get(url).await.ok()?;
     let status = response.status().as_u16();
     let content_type = response
@@ -1074,11 +1074,12 @@ async fn loader_serves_health_readiness_and_metrics_and_readiness_follows_nats()
         .await
         .expect("/healthz answers");
     assert_eq!(status, 200);
-    let (status, content_type, _) = get(&loader.url("/metrics"))
+    let (status, content_type, text) = get(&loader.url("/metrics"))
         .await
         .expect("/metrics answers");
     assert_eq!(status, 200);
     assert!(content_type.starts_with("text/plain"), "{content_type}");
+    crate::operator::assert_zero_initialised(peoplesync_runtime::metrics::Service::Loader, &text);
 
     nats.kill();
     let not_ready = wait_for_readyz(&loader, 503, "the loader to report NATS as not ready").await;
@@ -1145,11 +1146,15 @@ async fn extractor_serves_health_readiness_and_metrics_while_it_waits_for_its_sc
         .await
         .expect("/healthz answers");
     assert_eq!(status, 200);
-    let (status, content_type, _) = get(&extractor.url("/metrics"))
+    let (status, content_type, text) = get(&extractor.url("/metrics"))
         .await
         .expect("/metrics answers");
     assert_eq!(status, 200);
     assert!(content_type.starts_with("text/plain"), "{content_type}");
+    crate::operator::assert_zero_initialised(
+        peoplesync_runtime::metrics::Service::Extractor,
+        &text,
+    );
 }
 
 /// Waits until `/readyz` answers 503 naming exactly `conditions` (NATS and the consumer come

@@ -9,5 +9,6 @@ mod harness;
 mod leavers;
 mod loader;
 mod mapping;
+mod operator;
 mod sync;
 mod verify;

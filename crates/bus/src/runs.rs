@@ -401,6 +401,17 @@ impl Runs {
         Ok(records)
     }
 
+    /// Removals held for an operator's approval, summed over the runs of `integration` whose
+    /// removals have not been approved.
+    pub async fn removals_held(&self, integration: &str) -> Result<u64, BusError> {
+        Ok(self
+            .list(Some(integration))
+            .await?
+            .iter()
+            .map(|r| r.removals_held)
+            .sum())
+    }
+
     /// Watches every run record change (new records and updates).
     pub async fn watch(&self) -> Result<kv::Watch, BusError> {
         self.kv

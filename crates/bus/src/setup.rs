@@ -106,21 +106,25 @@ impl Bus {
             "connecting to NATS"
         );
         let (refused_tx, mut refused_rx) = tokio::sync::watch::channel(None::<String>);
+        // Every connection event names the servers (without credentials), so a "disconnected"
+        // or "connection refused" line says which NATS it is about.
+        let servers_shown = shown.clone();
         let options = async_nats::ConnectOptions::new()
             .name(name)
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
             .event_callback(move |event| {
                 let refused_tx = refused_tx.clone();
+                let servers = servers_shown.clone();
                 async move {
                     if let async_nats::Event::ClientError(async_nats::ClientError::Other(message)) =
                         &event
                         && is_refusal(message)
                     {
-                        tracing::error!(%event, "NATS refused the credentials");
+                        tracing::error!(%event, %servers, "NATS at {servers} refused the credentials");
                         refused_tx.send_replace(Some(message.clone()));
                     } else {
-                        tracing::info!(%event, "NATS connection event");
+                        tracing::info!(%event, %servers, "NATS connection event ({servers}): {event}");
                     }
                 }
             });

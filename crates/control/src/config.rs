@@ -1,5 +1,7 @@
 //! The control plane's settings, from the loader's environment: where to listen
-//! (`CONTROL_LISTEN`), the bearer token (`CONTROL_TOKEN` / `CONTROL_TOKEN_FILE`), and optional
+//! (`CONTROL_LISTEN`), the bearer token (`PEOPLESYNC_CONTROL_TOKEN` /
+//! `PEOPLESYNC_CONTROL_TOKEN_FILE`, the names `syncctl` reads too; the older `CONTROL_TOKEN`
+//! is accepted for one release, with a warning), and optional
 //! TLS (`CONTROL_TLS_CERT_FILE`, `CONTROL_TLS_KEY_FILE`). Without a token the control plane
 //! does not start, unless `CONTROL_INSECURE_NO_AUTH=true` says the network is trusted.
 
@@ -16,12 +18,19 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 /// Every environment variable the control plane reads.
 pub const ENV_VARS: &[&str] = &[
     "CONTROL_LISTEN",
+    "PEOPLESYNC_CONTROL_TOKEN",
+    "PEOPLESYNC_CONTROL_TOKEN_FILE",
     "CONTROL_TOKEN",
     "CONTROL_TOKEN_FILE",
     "CONTROL_TLS_CERT_FILE",
     "CONTROL_TLS_KEY_FILE",
     "CONTROL_INSECURE_NO_AUTH",
 ];
+
+/// The control token's variable, shared with `syncctl` (also as `_FILE`).
+pub const TOKEN_VAR: &str = "PEOPLESYNC_CONTROL_TOKEN";
+/// The token's former name on the loader, accepted for one release with a warning.
+pub const OLD_TOKEN_VAR: &str = "CONTROL_TOKEN";
 
 /// How callers are authenticated.
 #[derive(Debug, Clone)]
@@ -99,18 +108,30 @@ fn from_vars(
             )));
         }
     };
-    let token = secret("CONTROL_TOKEN")?;
+    let token = match secret(TOKEN_VAR)? {
+        Some(token) => Some(token),
+        None => {
+            let old = secret(OLD_TOKEN_VAR)?;
+            if old.is_some() {
+                tracing::warn!(
+                    "{OLD_TOKEN_VAR} is deprecated and will be ignored from the next release; \
+                     name the variable {TOKEN_VAR} (or {TOKEN_VAR}_FILE), as syncctl does"
+                );
+            }
+            old
+        }
+    };
     let auth = match (token, insecure) {
         (Some(_), true) => {
             return Err(ControlError::Config(
-                "both CONTROL_TOKEN and CONTROL_INSECURE_NO_AUTH=true are set; unset one".into(),
+                "both PEOPLESYNC_CONTROL_TOKEN and CONTROL_INSECURE_NO_AUTH=true are set; unset one".into(),
             ));
         }
         (Some(token), false) => {
             use secrecy::ExposeSecret;
             if token.expose_secret().trim().len() < 16 {
                 return Err(ControlError::Config(
-                    "CONTROL_TOKEN is shorter than 16 characters; use a long random token (e.g. `openssl rand -hex 32`)".into(),
+                    "PEOPLESYNC_CONTROL_TOKEN is shorter than 16 characters; use a long random token (e.g. `openssl rand -hex 32`)".into(),
                 ));
             }
             Auth::Token(token)
@@ -167,9 +188,28 @@ mod tests {
     }
 
     #[test]
+    fn the_shared_token_name_wins_and_the_old_name_still_works() {
+        let both = load(&[
+            ("PEOPLESYNC_CONTROL_TOKEN", "new-token-0123456789"),
+            ("CONTROL_TOKEN", "old-token-0123456789"),
+        ])
+        .unwrap()
+        .unwrap();
+        let Auth::Token(token) = both.auth else {
+            panic!("a token")
+        };
+        use secrecy::ExposeSecret;
+        assert_eq!(token.expose_secret(), "new-token-0123456789");
+        let old = load(&[("CONTROL_TOKEN", "old-token-0123456789")])
+            .unwrap()
+            .unwrap();
+        assert!(matches!(old.auth, Auth::Token(_)));
+    }
+
+    #[test]
     fn a_token_with_tls_and_an_address_is_read() {
         let config = load(&[
-            ("CONTROL_TOKEN", "0123456789abcdef0123"),
+            ("PEOPLESYNC_CONTROL_TOKEN", "0123456789abcdef0123"),
             ("CONTROL_LISTEN", "0.0.0.0:6000"),
             ("CONTROL_TLS_CERT_FILE", "/tls/cert.pem"),
             ("CONTROL_TLS_KEY_FILE", "/tls/key.pem"),

@@ -393,6 +393,12 @@ pub(crate) async fn purge(
 ) -> Result<pb::PurgeDeadLettersResponse, Status> {
     let selection = Selection::from_request(request.selector, true)?;
     let js = bus.jetstream();
+    if request.dry_run {
+        let (letters, _) = scan(js, &selection, 0, MAX_SCAN, MAX_SCAN).await?;
+        return Ok(pb::PurgeDeadLettersResponse {
+            purged: letters.len() as u64,
+        });
+    }
     if selection.all && !selection.filtered() {
         let subject = names::dlq_filter(&selection.integration);
         let stream = js
@@ -421,6 +427,47 @@ pub(crate) async fn purge(
     }
     tracing::info!(integration = %selection.integration, purged, "dead letters purged through the control plane");
     Ok(pb::PurgeDeadLettersResponse { purged })
+}
+
+/// SummarizeDeadLetters: the selected letters counted by reason and stage, most frequent
+/// first, reading at most [`MAX_SCAN`] letters.
+pub(crate) async fn summarize(
+    bus: &Bus,
+    selector: Option<pb::DeadLetterSelector>,
+) -> Result<pb::DeadLetterSummary, Status> {
+    let selection = Selection::from_request(selector, false)?;
+    let (letters, more) = scan(bus.jetstream(), &selection, 0, MAX_SCAN, MAX_SCAN).await?;
+    Ok(count_reasons(
+        letters.iter().map(|r| (&r.letter.reason, &r.letter.stage)),
+        more.is_some(),
+    ))
+}
+
+/// Counts `(reason, stage)` pairs, most frequent first (then by reason).
+fn count_reasons<'a>(
+    letters: impl Iterator<Item = (&'a String, &'a String)>,
+    truncated: bool,
+) -> pb::DeadLetterSummary {
+    let mut counts: std::collections::BTreeMap<(&str, &str), u64> = Default::default();
+    let mut total = 0;
+    for (reason, stage) in letters {
+        *counts.entry((reason.as_str(), stage.as_str())).or_default() += 1;
+        total += 1;
+    }
+    let mut reasons: Vec<pb::ReasonCount> = counts
+        .into_iter()
+        .map(|((reason, stage), count)| pb::ReasonCount {
+            reason: reason.to_owned(),
+            stage: stage.to_owned(),
+            count,
+        })
+        .collect();
+    reasons.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+    pb::DeadLetterSummary {
+        reasons,
+        total,
+        truncated,
+    }
 }
 
 #[cfg(test)]
@@ -457,6 +504,21 @@ mod tests {
         };
         f(&mut s);
         Some(s)
+    }
+
+    #[test]
+    fn reasons_are_counted_most_frequent_first() {
+        let letters = [
+            ("EMAIL is not an email", "pipeline"),
+            ("unknown field", "oomnitza"),
+            ("EMAIL is not an email", "pipeline"),
+        ]
+        .map(|(r, s)| (r.to_owned(), s.to_owned()));
+        let summary = count_reasons(letters.iter().map(|(r, s)| (r, s)), false);
+        assert_eq!(summary.total, 3);
+        assert_eq!(summary.reasons[0].reason, "EMAIL is not an email");
+        assert_eq!(summary.reasons[0].count, 2);
+        assert_eq!(summary.reasons[1].count, 1);
     }
 
     #[test]

@@ -76,7 +76,7 @@ impl Configs {
         let integration = IntegrationConfig::from_toml(&text)
             .and_then(Integration::compile)
             .map_err(|e| {
-                Status::failed_precondition(format!(
+                status::misconfigured(format!(
                     "the stored config of {id} (revision {revision}) is invalid — {e}\nstore a valid one with PutIntegration"
                 ))
             })?;

@@ -3,8 +3,8 @@
 //! triggers runs and reads single workers through the extractor's NATS command protocol,
 //! reads run progress from run records and outcome counts, stores integration configs with
 //! revisions, checks an integration before its first run, previews a worker against Oomnitza,
-//! sets pause flags, and lists, replays and
-//! purges dead letters.
+//! sets pause flags, lists, replays, summarises and purges dead letters, and reports an
+//! integration's status at a glance.
 //!
 //! Every call needs `authorization: Bearer <CONTROL_TOKEN>`; the standard health and
 //! reflection services answer without it. `docs/control-plane.md` is the operator's guide.
@@ -16,6 +16,7 @@ mod dead_letters;
 mod extractor;
 mod integrations;
 mod leavers;
+mod overview;
 mod pause;
 mod preview;
 mod runs;

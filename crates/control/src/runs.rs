@@ -243,6 +243,7 @@ pub(crate) fn view(record: &RunRecord, live: OutcomeCounts) -> pb::Run {
             .unwrap_or_default(),
         canceled_at: record.canceled.as_ref().and_then(|c| timestamp(&c.at)),
         resend_all: record.resend_all,
+        removals_held: record.removals_held,
     }
 }
 

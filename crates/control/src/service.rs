@@ -22,7 +22,7 @@ use crate::extractor::{self, Extractor};
 use crate::integrations::{self, Configs};
 use crate::preview::Previewer;
 use crate::runs::{self, RunViews};
-use crate::{dead_letters, pause, status};
+use crate::{dead_letters, overview, pause, status};
 
 /// WatchRun streams served at once by one replica.
 const MAX_WATCHES: usize = 256;
@@ -361,6 +361,26 @@ impl SyncControl for ControlService {
     ) -> Result<Response<pb::PurgeDeadLettersResponse>, Status> {
         Ok(Response::new(
             dead_letters::purge(&self.bus, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_status(
+        &self,
+        request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::IntegrationStatus>, Status> {
+        let request = request.into_inner();
+        let integration = status::integration_id(&request.integration_id)?;
+        Ok(Response::new(
+            overview::get(&self.bus, &self.configs, &self.runs, integration).await?,
+        ))
+    }
+
+    async fn summarize_dead_letters(
+        &self,
+        request: Request<pb::SummarizeDeadLettersRequest>,
+    ) -> Result<Response<pb::DeadLetterSummary>, Status> {
+        Ok(Response::new(
+            dead_letters::summarize(&self.bus, request.into_inner().selector).await?,
         ))
     }
 }

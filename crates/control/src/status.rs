@@ -56,10 +56,25 @@ pub(crate) fn command(integration: &str, command: &str, err: CommandError) -> St
     match err.code.as_str() {
         "invalid" => Status::invalid_argument(message),
         "not_found" => Status::not_found(message),
+        "misconfigured" => misconfigured(format!(
+            "{message}; fix the setting, then check with CheckIntegration (syncctl check)"
+        )),
         "unavailable" => Status::unavailable(message),
         "failed" => Status::unavailable(format!(
             "{message}; see the extractor's log for Sage People or NATS errors, fix them and retry"
         )),
         _ => Status::unknown(message),
     }
+}
+
+/// A configuration problem: FAILED_PRECONDITION, marked with `peoplesync-error: misconfigured`
+/// (see `peoplesync_proto::error_kind`).
+pub(crate) fn misconfigured(message: String) -> Status {
+    use peoplesync_proto::error_kind;
+    let mut status = Status::failed_precondition(message);
+    status.metadata_mut().insert(
+        error_kind::KEY,
+        tonic::metadata::MetadataValue::from_static(error_kind::MISCONFIGURED),
+    );
+    status
 }

@@ -125,7 +125,7 @@ impl Stack {
             ("PEOPLESYNC_REPLICA", "loader-1"),
             ("PEOPLESYNC_HTTP_LISTEN", "127.0.0.1:0"),
             ("CONTROL_LISTEN", listen.as_str()),
-            ("CONTROL_TOKEN", TOKEN),
+            ("PEOPLESYNC_CONTROL_TOKEN", TOKEN),
             ("RUST_LOG", "info"),
         ];
         if options.tls {
@@ -981,6 +981,16 @@ async fn one_worker_is_synced_now_and_pause_flags_and_held_removals_are_handled(
     let second = trigger(&mut client).await;
     let held = watch_to_end(&mut client, &second.run_id).await;
     assert_eq!(held.last().unwrap().removed, 0, "removals are held");
+    assert_eq!(held.last().unwrap().removals_held, leaving.len() as u64);
+    let status = client
+        .get_status(pb::GetStatusRequest {
+            integration_id: INTEGRATION.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.removals_held, leaving.len() as u64);
+    assert_eq!(status.runs_holding_removals, vec![second.run_id.clone()]);
     let listed = client
         .list_leavers(pb::ListLeaversRequest {
             integration_id: INTEGRATION.into(),
@@ -1018,6 +1028,17 @@ async fn one_worker_is_synced_now_and_pause_flags_and_held_removals_are_handled(
         .unwrap()
         .into_inner();
     assert_eq!(released.released, leaving.len() as u64);
+    let after = client
+        .get_status(pb::GetStatusRequest {
+            integration_id: INTEGRATION.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        after.removals_held, 0,
+        "approved removals are no longer held"
+    );
     // The loaders handle them as leavers (action none by default: counted and reported).
     let report = wait_for(
         "the released leavers' report",
@@ -1187,11 +1208,92 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("`all`"), "{}", status.message());
 
+    // Counted by reason; a dry run counts what a purge would take and takes nothing.
+    let summary = client
+        .summarize_dead_letters(pb::SummarizeDeadLettersRequest {
+            selector: selector(&|_| {}),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.total, without_email.len() as u64);
+    assert!(!summary.truncated);
+    assert_eq!(
+        summary.reasons.iter().map(|r| r.count).sum::<u64>(),
+        summary.total
+    );
+    assert!(
+        summary
+            .reasons
+            .iter()
+            .all(|r| r.stage == "pipeline" && !r.reason.is_empty())
+    );
+    let dry = client
+        .purge_dead_letters(pb::PurgeDeadLettersRequest {
+            selector: selector(&|s| s.all = true),
+            dry_run: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(dry.purged, without_email.len() as u64);
+    assert_eq!(
+        list(selector(&|_| {}), 0, 0).await.letters.len(),
+        without_email.len(),
+        "a dry run purges nothing"
+    );
+
+    // The status shows the integration at a glance: the last run, the letters by reason, the
+    // loader replica, the scheduler, and a pause with its reason.
+    let status = |mut client: Client| async move {
+        client
+            .get_status(pb::GetStatusRequest {
+                integration_id: INTEGRATION.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let now = status(client.clone()).await;
+    assert_eq!(now.last_run.as_ref().unwrap().run_id, second.run_id);
+    assert_eq!(
+        now.dead_letters.as_ref().unwrap().total,
+        without_email.len() as u64
+    );
+    assert!(now.loaders.iter().any(|l| l.name == "loader-1"), "{now:?}");
+    assert!(!now.scheduler_leader.is_empty(), "{now:?}");
+    assert!(now.config_revision > 0 && !now.schedule.is_empty() && now.next_run_at.is_some());
+    assert_eq!((now.events_waiting, now.removals_held), (0, 0));
+    assert!(
+        !now.pause.as_ref().unwrap().paused && now.problems.is_empty(),
+        "{now:?}"
+    );
+    client
+        .pause(pb::PauseRequest {
+            integration_id: INTEGRATION.into(),
+            by: "ops".into(),
+            reason: "maintenance window".into(),
+        })
+        .await
+        .unwrap();
+    let paused = status(client.clone()).await;
+    let pause = paused.pause.unwrap();
+    assert!(pause.paused && pause.reason == "maintenance window" && pause.by == "ops");
+    assert_eq!(paused.refused_config_revision, 0);
+    client
+        .resume(pb::ResumeRequest {
+            integration_id: INTEGRATION.into(),
+            by: "ops".into(),
+        })
+        .await
+        .unwrap();
+
     // Purge one letter by sequence.
     let purged_letter = all.letters[0].clone();
     let purged = client
         .purge_dead_letters(pb::PurgeDeadLettersRequest {
             selector: selector(&|s| s.sequences = vec![purged_letter.sequence]),
+            dry_run: false,
         })
         .await
         .unwrap()
@@ -1249,6 +1351,7 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
     let purged = client
         .purge_dead_letters(pb::PurgeDeadLettersRequest {
             selector: selector(&|s| s.all = true),
+            dry_run: false,
         })
         .await
         .unwrap()
@@ -1697,6 +1800,12 @@ async fn check_names_what_is_wrong_in_the_stored_config_and_how_to_fix_it() {
         assert_eq!(report["verdict"], "misconfigured", "{case}");
         assert_check(&report, name, "misconfigured", &hints);
     }
+
+    // A run refused for a configuration error exits 7 (misconfigured), not 5 (unavailable).
+    store_raw_config(&stack, &bad_cron).await;
+    let ran = syncctl(&stack, &["run"]);
+    assert_eq!(ran.code, 7, "{}\n{}", ran.stdout, ran.stderr);
+    assert!(ran.stderr.contains("schedule"), "{}", ran.stderr);
     // Such configs are refused when validated or stored through the control plane.
     let validated = syncctl_stdin(&stack, &["integration", "validate", "-"], &bad_cron);
     assert_eq!(

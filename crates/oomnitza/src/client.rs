@@ -93,7 +93,13 @@ impl OomnitzaClient {
         base.set_query(None);
         let host = base.host_str().unwrap_or_default().to_owned();
         let auth = Authenticator::new(&config.auth, &base, &host)?;
-        let http = reqwest::Client::builder()
+        // Proxies come from HTTPS_PROXY / HTTP_PROXY / NO_PROXY (reqwest's default); roots are
+        // the OS store, the built-in public roots and any private CA configured.
+        let mut http = reqwest::Client::builder();
+        for root in &config.extra_roots {
+            http = http.add_root_certificate(root.clone());
+        }
+        let http = http
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout.min(CONNECT_TIMEOUT))
             .user_agent(concat!("peoplesync/", env!("CARGO_PKG_VERSION")))

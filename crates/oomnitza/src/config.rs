@@ -28,6 +28,9 @@ pub struct OomnitzaConfig {
     pub connector_version: String,
     /// How the read and control calls retry transient failures (`post_bulk` never retries).
     pub retry: RetryPolicy,
+    /// Certificate authorities trusted besides the operating system's store and the built-in
+    /// public roots: a private CA, such as that of a TLS-inspecting proxy (`OOMNITZA_CA_FILE`).
+    pub extra_roots: Vec<reqwest::Certificate>,
 }
 
 impl OomnitzaConfig {
@@ -40,6 +43,7 @@ impl OomnitzaConfig {
             connector_name: DEFAULT_CONNECTOR_NAME.to_owned(),
             connector_version: env!("CARGO_PKG_VERSION").to_owned(),
             retry: default_retry_policy(),
+            extra_roots: Vec::new(),
         }
     }
 }

@@ -823,3 +823,94 @@ mod body {
         );
     }
 }
+
+/// The simulator behind a TLS endpoint whose certificate a private CA signed (as a
+/// TLS-inspecting proxy presents one): trusted only when the CA is configured.
+mod private_ca {
+    use std::sync::Arc;
+
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_rustls::TlsAcceptor;
+    use tokio_rustls::rustls::ServerConfig;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    use super::*;
+
+    /// Starts a TLS endpoint for `localhost` forwarding to `sim`; returns its URL and the CA's
+    /// PEM.
+    async fn tls_front(sim: &OomnitzaSim) -> (String, String) {
+        let ca_key = KeyPair::generate().expect("ca key");
+        let mut ca_params = CertificateParams::new(Vec::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).expect("ca");
+        let leaf_key = KeyPair::generate().expect("leaf key");
+        let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("leaf params")
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .expect("leaf");
+        let config = ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(leaf.der().to_vec())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+            )
+            .expect("server config");
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let backend = sim
+            .url()
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let backend = backend.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(socket).await else {
+                        return;
+                    };
+                    let Ok(mut plain) = TcpStream::connect(&backend).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+        (format!("https://localhost:{port}"), ca.pem())
+    }
+
+    fn tls_client(url: &str, roots: Vec<reqwest::Certificate>) -> OomnitzaClient {
+        let mut config = OomnitzaConfig::new(
+            url,
+            OomnitzaAuth::ApiToken(SecretString::from(SimConfig::default().api_token)),
+        );
+        config.retry = RetryPolicy {
+            max_attempts: 1,
+            ..fast_retry()
+        };
+        config.request_timeout = Duration::from_secs(5);
+        config.extra_roots = roots;
+        OomnitzaClient::new(config).expect("a valid configuration")
+    }
+
+    #[tokio::test]
+    async fn a_private_ca_is_trusted_only_when_configured() {
+        let sim = spawn().await;
+        let (url, ca_pem) = tls_front(&sim).await;
+
+        let untrusted = tls_client(&url, Vec::new()).check_auth().await;
+        assert!(
+            untrusted.is_err(),
+            "a certificate of an unknown CA must be refused"
+        );
+
+        let roots = reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes()).expect("pem");
+        tls_client(&url, roots)
+            .check_auth()
+            .await
+            .expect("the private CA makes the endpoint trusted");
+    }
+}

@@ -15,3 +15,12 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("peop
 
 pub use prost::Message;
 pub use prost_types::Timestamp;
+
+/// gRPC response metadata the control plane adds to some errors, so clients can tell them apart
+/// beyond the status code.
+pub mod error_kind {
+    /// The metadata key.
+    pub const KEY: &str = "peoplesync-error";
+    /// A FAILED_PRECONDITION caused by a setting or credential to fix (`syncctl` exits 7).
+    pub const MISCONFIGURED: &str = "misconfigured";
+}

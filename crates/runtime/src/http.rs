@@ -167,6 +167,7 @@ async fn readyz(readiness: Readiness) -> Response {
 async fn metrics() -> Response {
     match crate::metrics::handle() {
         Some(handle) => {
+            crate::metrics::collect_process();
             handle.run_upkeep();
             (
                 [(

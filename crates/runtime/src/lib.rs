@@ -5,12 +5,14 @@
 //!
 //! Kept apart from `peoplesync-core`, which stays free of I/O.
 
+pub mod env_config;
 pub mod http;
 pub mod metrics;
 pub mod readiness;
 pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use readiness::{Readiness, ReadinessStatus};
 pub use secrets::{SecretError, env_or_file, env_or_file_with, require};

@@ -1,13 +1,20 @@
 //! Prometheus metrics for the services: one process-wide recorder (the `metrics` facade with
 //! `metrics-exporter-prometheus`), installed once, rendered by `/metrics` (see [`crate::http`]).
 //!
-//! The metric names every dashboard and alert relies on are constants in [`names`], and
-//! [`describe_loader`] / [`describe_extractor`] give them their `# HELP` text. Code records with
-//! the `metrics` macros (`metrics::counter!(names::LOADER_EVENTS, ...)`) as usual.
+//! The metric names every dashboard and alert relies on are constants in [`names`]; the
+//! [`catalog`] lists each one a service exports with its help text and labels, and
+//! [`catalog::register`] describes them and creates every series at 0 when the service starts,
+//! so `increase()` sees the first event after a restart. Code records with the `metrics` macros
+//! (`metrics::counter!(names::LOADER_EVENTS, ...)`) as usual.
+
+pub mod catalog;
+mod process;
+
+pub use catalog::{Service, register};
+pub use process::collect_process;
 
 use std::sync::OnceLock;
 
-use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Histogram buckets for every metric whose name ends in `_seconds`: from 5 ms (a local bulk
@@ -92,82 +99,9 @@ pub mod names {
     pub const EXTRACTOR_RUN_IN_PROGRESS: &str = "peoplesync_extractor_run_in_progress";
     /// Gauge 0/1, label `integration`: this replica holds the scheduler lease.
     pub const EXTRACTOR_SCHEDULER_LEADER: &str = "peoplesync_extractor_scheduler_leader";
-}
-
-/// Gives the loader's metrics their `# HELP` text and units (installing the recorder first if
-/// need be).
-pub fn describe_loader() {
-    use names::*;
-    // Descriptions given before a recorder exists are dropped, so make sure there is one.
-    if let Err(err) = install() {
-        tracing::warn!(error = %err, "metric descriptions are not recorded");
-    }
-    metrics::describe_counter!(
-        LOADER_EVENTS,
-        "Worker events handled, by integration and outcome"
-    );
-    metrics::describe_counter!(
-        LOADER_BULK_REQUESTS,
-        "Bulk requests sent to Oomnitza, by HTTP status"
-    );
-    metrics::describe_histogram!(
-        LOADER_BULK_REQUEST_SECONDS,
-        Unit::Seconds,
-        "Duration of one bulk request attempt"
-    );
-    metrics::describe_gauge!(LOADER_IN_FLIGHT, "Bulk requests in flight in this replica");
-    metrics::describe_gauge!(
-        LOADER_RATE_LIMIT,
-        "Bulk requests per second this replica allows itself (lowered after 429s)"
-    );
-    metrics::describe_gauge!(LOADER_PAUSED, "1 while the integration is paused");
-    metrics::describe_gauge!(
-        LOADER_CREDENTIALS_FAILING,
-        "1 while Oomnitza refuses this replica's credentials"
-    );
-    metrics::describe_gauge!(
-        LOADER_CONFIGURATION_REFUSED,
-        "1 while the integration is paused because Oomnitza refused its records as a whole"
-    );
-    metrics::describe_counter!(
-        LOADER_RECORDS_VERIFIED,
-        "Records of finalized runs read back from Oomnitza, by result (confirmed, not_applied)"
-    );
-    metrics::describe_counter!(
-        LOADER_RUNS_CHECKED,
-        "Runs whose check ended, by state (verified, unverified, canceled)"
-    );
-    metrics::describe_counter!(
-        LOADER_LEAVERS,
-        "Leavers handled, by action (none, updated, deleted, kept_holding_assets, not_found)"
-    );
-    metrics::describe_counter!(
-        LOADER_LEAVERS_WITH_ASSETS,
-        "Leavers handled who still held assets in Oomnitza"
-    );
-}
-
-/// Gives the extractor's metrics their `# HELP` text and units (installing the recorder first if
-/// need be).
-pub fn describe_extractor() {
-    use names::*;
-    // Descriptions given before a recorder exists are dropped, so make sure there is one.
-    if let Err(err) = install() {
-        tracing::warn!(error = %err, "metric descriptions are not recorded");
-    }
-    metrics::describe_counter!(
-        EXTRACTOR_WORKERS_PUBLISHED,
-        "Worker events published, by integration"
-    );
-    metrics::describe_counter!(EXTRACTOR_PAGES, "Sage People pages read, by integration");
-    metrics::describe_counter!(EXTRACTOR_RUNS, "Runs ended, by integration and outcome");
-    metrics::describe_gauge!(
-        EXTRACTOR_API_USAGE_RATIO,
-        "Share of the Sage People API quota used (0..1)"
-    );
-    metrics::describe_gauge!(EXTRACTOR_RUN_IN_PROGRESS, "1 while a run is in progress");
-    metrics::describe_gauge!(
-        EXTRACTOR_SCHEDULER_LEADER,
-        "1 while this replica holds the scheduler lease"
-    );
+    /// Gauge, label `integration`: removals found by full runs and held for an operator's
+    /// approval (`syncctl approve-removals`), over every run not yet approved.
+    pub const EXTRACTOR_REMOVALS_HELD: &str = "peoplesync_extractor_removals_held";
+    /// Gauge, always 1, labels `service` and `version`: which build is running.
+    pub const BUILD_INFO: &str = "peoplesync_build_info";
 }

@@ -59,7 +59,7 @@ async fn readyz_is_503_naming_what_is_missing_until_every_condition_holds() {
 #[tokio::test]
 async fn metrics_serves_recorded_values_as_prometheus_text_with_help_and_buckets() {
     let (base, server, stop) = start(Readiness::new()).await;
-    metrics::describe_loader();
+    metrics::register(metrics::Service::Loader, &["acme".to_owned()]);
     ::metrics::counter!(metrics::names::LOADER_EVENTS, "integration" => "acme", "outcome" => "written")
         .increment(3);
     ::metrics::histogram!(metrics::names::LOADER_BULK_REQUEST_SECONDS).record(0.2);
@@ -84,6 +84,22 @@ async fn metrics_serves_recorded_values_as_prometheus_text_with_help_and_buckets
         text.contains(r#"peoplesync_loader_bulk_request_seconds_bucket{le="0.25"} 1"#),
         "latencies are histograms with buckets, not summaries: {text}"
     );
+    // Registered at 0 before anything happened, and the build and process are described.
+    assert!(
+        text.contains(
+            r#"peoplesync_loader_events_total{integration="acme",outcome="dead_lettered"} 0"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"peoplesync_loader_paused{integration="acme"} 0"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"peoplesync_build_info{service="oomnitza-loader""#),
+        "{text}"
+    );
+    assert!(text.contains("process_resident_memory_bytes"), "{text}");
 
     stop.cancel();
     server.stopped().await.unwrap();

@@ -79,7 +79,13 @@ impl SageClient {
     /// [`ErrorKind::Configuration`] on a malformed login URL or JWT private key.
     pub fn new(config: SageConfig) -> Result<SageClient, Error> {
         let tokens = TokenSource::new(&config)?;
-        let http = reqwest::Client::builder()
+        // Proxies come from HTTPS_PROXY / HTTP_PROXY / NO_PROXY (reqwest's default); roots are
+        // the OS store, the built-in public roots and any private CA configured.
+        let mut http = reqwest::Client::builder();
+        for root in &config.extra_roots {
+            http = http.add_root_certificate(root.clone());
+        }
+        let http = http
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout.min(CONNECT_TIMEOUT))
             .user_agent(concat!("peoplesync/", env!("CARGO_PKG_VERSION")))

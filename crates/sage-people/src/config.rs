@@ -22,6 +22,9 @@ pub struct SageConfig {
     pub request_timeout: Duration,
     /// How transient failures are retried.
     pub retry: RetryPolicy,
+    /// Certificate authorities trusted besides the operating system's store and the built-in
+    /// public roots: a private CA, such as that of a TLS-inspecting proxy (`SAGE_PEOPLE_CA_FILE`).
+    pub extra_roots: Vec<reqwest::Certificate>,
 }
 
 impl SageConfig {
@@ -32,6 +35,7 @@ impl SageConfig {
             credentials,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             retry: default_retry_policy(),
+            extra_roots: Vec::new(),
         }
     }
 }

@@ -192,7 +192,7 @@ pub async fn serve_leader(
                             .start_resending(&trigger, request.resend_all)
                             .await
                             .map_err(|err| CommandError {
-                                code: "failed".into(),
+                                code: run_error_code(&err).into(),
                                 message: err.to_string(),
                             })
                     }
@@ -211,5 +211,25 @@ pub async fn serve_leader(
                 respond(&client, message.reply, result).await;
             }
         }
+    }
+}
+
+/// The command error code of a run that could not start: `misconfigured` when a setting or
+/// credential must be fixed first (the control plane answers FAILED_PRECONDITION marked so, and
+/// `syncctl run` exits 7), `failed` otherwise.
+fn run_error_code(err: &crate::error::RunError) -> &'static str {
+    use crate::error::RunError;
+    use peoplesync_sage_people::ErrorKind;
+    match err {
+        RunError::Settings { .. } => "misconfigured",
+        RunError::Source { source, .. }
+            if matches!(
+                source.kind(),
+                ErrorKind::Configuration | ErrorKind::Authentication
+            ) =>
+        {
+            "misconfigured"
+        }
+        _ => "failed",
     }
 }

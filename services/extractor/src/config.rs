@@ -30,6 +30,10 @@ const OWN_ENV_VARS: &[&str] = &[
     "SAGE_PEOPLE_GRANT",
     "SAGE_PEOPLE_USERNAME",
     "SAGE_PEOPLE_AUDIENCE",
+    "SAGE_PEOPLE_CA_FILE",
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "NO_PROXY",
     "SAGE_PEOPLE_CLIENT_SECRET",
     "SAGE_PEOPLE_CLIENT_SECRET_FILE",
     "SAGE_PEOPLE_PRIVATE_KEY",
@@ -51,6 +55,13 @@ fn one() -> usize {
 fn sage_retry_secs() -> u64 {
     120
 }
+
+/// The shipped configuration file: every key, its default and what it does
+/// (`sage-extractor --print-default-config`).
+pub const DEFAULT_TOML: &str = include_str!("../default-config.toml");
+
+/// The service name in its environment prefix: `PEOPLESYNC_EXTRACTOR__<KEY>`.
+pub const ENV_SERVICE: &str = "extractor";
 
 /// The extractor's settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,12 +94,17 @@ pub struct ExtractorConfig {
     pub replica: Option<String>,
     /// Address of the `/metrics`, `/healthz` and `/readyz` endpoint (`PEOPLESYNC_HTTP_LISTEN`).
     pub http_listen: String,
+    /// A PEM file of certificate authorities to trust for Sage People besides the OS store
+    /// and the public roots, e.g. a TLS-inspecting proxy's CA (`SAGE_PEOPLE_CA_FILE`).
+    #[serde(default)]
+    pub ca_file: Option<String>,
     /// When removals are held for approval instead of published.
     pub removals: RemovalPolicy,
     /// How a run stopped by a NATS or transient Sage People failure is started again.
     #[serde(default)]
     pub run_retry: RunRetry,
     /// Named Sage People credential sets; `default` comes from the `SAGE_PEOPLE_*` variables.
+    #[serde(default)]
     pub credentials: BTreeMap<String, CredentialSet>,
 }
 
@@ -211,6 +227,7 @@ impl Default for ExtractorConfig {
             lease_ttl_secs: 15,
             replica: None,
             http_listen: "127.0.0.1:9090".into(),
+            ca_file: None,
             removals: RemovalPolicy::default(),
             run_retry: RunRetry::default(),
             credentials: BTreeMap::new(),
@@ -224,7 +241,9 @@ impl Default for ExtractorConfig {
 pub struct ConfigError(pub String);
 
 impl ExtractorConfig {
-    /// Loads defaults, then the TOML file (if any), then environment overrides.
+    /// Loads defaults, then the TOML file (if any), then environment overrides: any key as
+    /// `PEOPLESYNC_EXTRACTOR__<KEY>` (sections joined by `__`), then the short names
+    /// (`NATS_URL`, `SAGE_PEOPLE_LOGIN_URL`, …).
     pub fn load(file: Option<&Path>) -> Result<ExtractorConfig, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(ExtractorConfig::default()));
         if let Some(path) = file {
@@ -236,6 +255,7 @@ impl ExtractorConfig {
             }
             figment = figment.merge(Toml::file(path));
         }
+        figment = figment.merge(peoplesync_runtime::env_config::provider(ENV_SERVICE));
         figment = figment.merge(
             Env::raw()
                 .only(&[
@@ -248,6 +268,7 @@ impl ExtractorConfig {
                     "SAGE_PEOPLE_GRANT",
                     "SAGE_PEOPLE_USERNAME",
                     "SAGE_PEOPLE_AUDIENCE",
+                    "SAGE_PEOPLE_CA_FILE",
                 ])
                 .map(|key| {
                     match key.as_str() {
@@ -259,6 +280,7 @@ impl ExtractorConfig {
                         "SAGE_PEOPLE_CLIENT_ID" => "credentials.default.client_id",
                         "SAGE_PEOPLE_GRANT" => "credentials.default.grant",
                         "SAGE_PEOPLE_USERNAME" => "credentials.default.username",
+                        "SAGE_PEOPLE_CA_FILE" => "ca_file",
                         _ => "credentials.default.audience",
                     }
                     .into()
@@ -438,6 +460,11 @@ impl ExtractorConfig {
         let mut config = SageConfig::new(set.login_url.trim_end_matches('/'), credentials);
         config.request_timeout = Duration::from_secs(self.request_timeout_secs.max(1));
         config.retry.max_elapsed = Duration::from_secs(self.sage_retry_secs);
+        if let Some(path) = &self.ca_file {
+            config.extra_roots =
+                peoplesync_runtime::tls::load_ca_file("SAGE_PEOPLE_CA_FILE", Path::new(path))
+                    .map_err(|e| ConfigError(e.to_string()))?;
+        }
         Ok(config)
     }
 }

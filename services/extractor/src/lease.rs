@@ -15,24 +15,11 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// The KV key of an integration's lease.
-pub fn key(integration: &str) -> String {
-    format!("lease.extractor.{integration}")
-}
-
-/// What the key holds (for operators reading the bucket; only the revision decides).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaseValue {
-    /// The replica holding the lease.
-    pub holder: String,
-    /// When it last renewed (RFC 3339), informative only.
-    pub renewed_at: String,
-}
+pub use peoplesync_bus::lease::{LeaseValue, key};
 
 /// One replica's claim on one integration's lease.
 pub struct Lease {

@@ -24,6 +24,7 @@ pub mod config;
 pub mod ended;
 pub mod error;
 pub mod event;
+pub mod held;
 pub mod lease;
 pub mod quota;
 pub use peoplesync_core::source_filter as filter;

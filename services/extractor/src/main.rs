@@ -26,12 +26,19 @@ struct Cli {
     /// Run one full sync of every configured integration, then exit.
     #[arg(long)]
     once: bool,
+    /// Print the full configuration file with every key, its default and a comment, and exit.
+    #[arg(long)]
+    print_default_config: bool,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     peoplesync_runtime::init_logging();
     let cli = Cli::parse();
+    if cli.print_default_config {
+        print!("{}", peoplesync_extractor::config::DEFAULT_TOML);
+        return ExitCode::SUCCESS;
+    }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -54,7 +61,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return once(&service).await;
     }
 
-    peoplesync_runtime::metrics::describe_extractor();
+    peoplesync_runtime::metrics::register(
+        peoplesync_runtime::metrics::Service::Extractor,
+        &config.integrations,
+    );
     let readiness = peoplesync_runtime::Readiness::new();
     let service = service.with_readiness(readiness.clone());
     let client = bus.client().clone();
@@ -76,6 +86,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ));
         }
     }
+    tokio::spawn(peoplesync_extractor::held::keep_gauge(
+        bus.clone(),
+        config.integrations.clone(),
+        shutdown.clone(),
+    ));
     let http = peoplesync_runtime::http::serve(listen, readiness, http_stop.clone())
         .await
         .context("starting the /metrics, /healthz and /readyz endpoint")?;

@@ -13,6 +13,8 @@ mod check;
 mod collisions;
 #[path = "extractor/commands.rs"]
 mod commands;
+#[path = "extractor/config_env.rs"]
+mod config_env;
 #[path = "extractor/failures.rs"]
 mod failures;
 #[path = "extractor/lease.rs"]

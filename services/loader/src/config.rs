@@ -26,6 +26,10 @@ const OWN_ENV_VARS: &[&str] = &[
     "PEOPLESYNC_INTEGRATION_FILE",
     "OOMNITZA_URL",
     "OOMNITZA_LOGIN",
+    "OOMNITZA_CA_FILE",
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "NO_PROXY",
     "OOMNITZA_API_TOKEN",
     "OOMNITZA_API_TOKEN_FILE",
     "OOMNITZA_PASSWORD",
@@ -33,6 +37,8 @@ const OWN_ENV_VARS: &[&str] = &[
     "RUST_LOG",
     "LOG_FORMAT",
     "CONTROL_LISTEN",
+    "PEOPLESYNC_CONTROL_TOKEN",
+    "PEOPLESYNC_CONTROL_TOKEN_FILE",
     "CONTROL_TOKEN",
     "CONTROL_TOKEN_FILE",
     "CONTROL_TLS_CERT_FILE",
@@ -42,6 +48,13 @@ const OWN_ENV_VARS: &[&str] = &[
     "PEOPLESYNC_LEAVERS_WEBHOOK_SECRET",
     "PEOPLESYNC_LEAVERS_WEBHOOK_SECRET_FILE",
 ];
+
+/// The shipped configuration file: every key, its default and what it does
+/// (`oomnitza-loader --print-default-config`).
+pub const DEFAULT_TOML: &str = include_str!("../default-config.toml");
+
+/// The service name in its environment prefix: `PEOPLESYNC_LOADER__<KEY>`.
+pub const ENV_SERVICE: &str = "loader";
 
 /// The loader's settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,6 +146,10 @@ pub struct OomnitzaSettings {
     pub login: Option<String>,
     /// Timeout of every Oomnitza request, in seconds.
     pub request_timeout_secs: u64,
+    /// A PEM file of certificate authorities to trust for Oomnitza besides the OS store and
+    /// the public roots, e.g. a TLS-inspecting proxy's CA (`OOMNITZA_CA_FILE`).
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 /// How events are grouped into bulk requests.
@@ -175,6 +192,7 @@ impl Default for LoaderConfig {
                 url: String::new(),
                 login: None,
                 request_timeout_secs: 30,
+                ca_file: None,
             },
             batch: BatchSettings {
                 size: 100,
@@ -217,7 +235,9 @@ impl Default for LoaderConfig {
 pub struct ConfigError(pub String);
 
 impl LoaderConfig {
-    /// Loads defaults, then the TOML file (if any), then environment overrides.
+    /// Loads defaults, then the TOML file (if any), then environment overrides: any key as
+    /// `PEOPLESYNC_LOADER__<KEY>` (sections joined by `__`), then the short names
+    /// (`NATS_URL`, `OOMNITZA_URL`, …).
     pub fn load(file: Option<&Path>) -> Result<LoaderConfig, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(LoaderConfig::default()));
         if let Some(path) = file {
@@ -229,12 +249,14 @@ impl LoaderConfig {
             }
             figment = figment.merge(Toml::file(path));
         }
+        figment = figment.merge(peoplesync_runtime::env_config::provider(ENV_SERVICE));
         figment = figment.merge(
             Env::raw()
                 .only(&[
                     "NATS_URL",
                     "OOMNITZA_URL",
                     "OOMNITZA_LOGIN",
+                    "OOMNITZA_CA_FILE",
                     "PEOPLESYNC_REPLICA",
                     "PEOPLESYNC_STREAM_REPLICAS",
                     "PEOPLESYNC_WORKER_THREADS",
@@ -244,6 +266,7 @@ impl LoaderConfig {
                         "NATS_URL" => "nats_url",
                         "OOMNITZA_URL" => "oomnitza.url",
                         "OOMNITZA_LOGIN" => "oomnitza.login",
+                        "OOMNITZA_CA_FILE" => "oomnitza.ca_file",
                         "PEOPLESYNC_STREAM_REPLICAS" => "stream_replicas",
                         "PEOPLESYNC_WORKER_THREADS" => "worker_threads",
                         _ => "replica",
@@ -349,6 +372,13 @@ impl LoaderConfig {
         };
         let mut config = OomnitzaConfig::new(self.oomnitza.url.trim_end_matches('/'), auth);
         config.request_timeout = Duration::from_secs(self.oomnitza.request_timeout_secs.max(1));
+        if let Some(path) = &self.oomnitza.ca_file {
+            config.extra_roots = peoplesync_runtime::tls::load_ca_file(
+                "OOMNITZA_CA_FILE",
+                std::path::Path::new(path),
+            )
+            .map_err(|e| ConfigError(e.to_string()))?;
+        }
         Ok(config)
     }
 
@@ -411,6 +441,53 @@ mod tests {
         config.stream_replicas = 7;
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("PEOPLESYNC_STREAM_REPLICAS"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_file_states_the_defaults() {
+        let shipped: LoaderConfig = toml::from_str(DEFAULT_TOML).expect("the shipped file parses");
+        assert_eq!(
+            serde_json::to_value(shipped).expect("json"),
+            serde_json::to_value(LoaderConfig::default()).expect("json"),
+            "default-config.toml and LoaderConfig::default() disagree"
+        );
+    }
+
+    #[test]
+    fn the_configuration_page_names_the_environment_variable_of_every_key() {
+        let page = include_str!("../../../docs/configuration.md");
+        let defaults = serde_json::to_value(LoaderConfig::default()).expect("json");
+        for key in peoplesync_runtime::env_config::keys(&defaults) {
+            let variable = peoplesync_runtime::env_config::variable(ENV_SERVICE, &key);
+            assert!(
+                page.contains(&variable),
+                "docs/configuration.md does not name {variable} (key {key})"
+            );
+        }
+    }
+
+    #[test]
+    // figment::Jail's closure returns figment's own (large) error type.
+    #[allow(clippy::result_large_err)]
+    fn every_key_reaches_its_nested_setting_by_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("OOMNITZA_URL", "http://oomnitza.test");
+            jail.set_env("PEOPLESYNC_LOADER__BATCH__SIZE", "250");
+            jail.set_env("PEOPLESYNC_LOADER__RETRY__MAX_ATTEMPTS", "3");
+            jail.set_env("PEOPLESYNC_LOADER__VERIFY__ENABLED", "false");
+            jail.set_env("PEOPLESYNC_LOADER__OOMNITZA__REQUEST_TIMEOUT_SECS", "5");
+            jail.set_env("PEOPLESYNC_LOADER__RATE_LIMIT__MAX_PER_SECOND", "20.5");
+            let config = LoaderConfig::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.batch.size, 250);
+            assert_eq!(config.retry.max_attempts, 3);
+            assert!(!config.verify.enabled);
+            assert_eq!(config.oomnitza.request_timeout_secs, 5);
+            assert!((config.rate_limit.max_per_second - 20.5).abs() < f64::EPSILON);
+            jail.set_env("PEOPLESYNC_LOADER__BATCH__SIZES", "1");
+            let err = LoaderConfig::load(None).expect_err("an unknown key is refused");
+            assert!(err.to_string().contains("sizes"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

@@ -28,11 +28,18 @@ struct Cli {
     /// starting point for your own `--integration` file.
     #[arg(long, value_name = "ID")]
     print_default_integration: Option<String>,
+    /// Print the full configuration file with every key, its default and a comment, and exit.
+    #[arg(long)]
+    print_default_config: bool,
 }
 
 fn main() -> ExitCode {
     peoplesync_runtime::init_logging();
     let cli = Cli::parse();
+    if cli.print_default_config {
+        print!("{}", peoplesync_loader::config::DEFAULT_TOML);
+        return ExitCode::SUCCESS;
+    }
     let result = match &cli.print_default_integration {
         Some(id) => print_default_integration(id),
         None => LoaderConfig::load(cli.config.as_deref())
@@ -83,17 +90,27 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
         None => None,
     };
     let shutdown = peoplesync_runtime::shutdown_token();
-    let (readiness, http_stop, http) = start_http().await?;
     let integrations = config.integrations.clone();
+    let (readiness, http_stop, http) = start_http(&integrations).await?;
     let control = control_plane()?;
+    let replica = config.replica_name();
     let loader = Loader::build(config, seed)
         .await?
         .note_on(readiness.clone());
     mark_ready(&readiness, &loader, &integrations).await?;
+    // Announced for the control plane's status (loader replicas seen).
+    let announced = tokio::spawn(peoplesync_bus::presence::announce(
+        loader.bus().state_kv().clone(),
+        replica,
+        env!("CARGO_PKG_VERSION").to_owned(),
+        shutdown.clone(),
+    ));
     peoplesync_loader::startup::check_credentials(&loader).await;
     peoplesync_loader::startup::check_fields(&loader).await;
     let control = serve_control(control, &loader, &shutdown).await?;
     loader.run_until_stopped(shutdown).await?;
+    // Removes this replica's announcement (the shutdown token is cancelled by now).
+    let _ = announced.await;
     tracing::info!("loader stopped");
     if let Some(control) = control {
         control.await.context("the control plane task failed")??;
@@ -108,13 +125,18 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
 /// Starts `/metrics`, `/healthz` and `/readyz` before connecting, so probes get an answer (and
 /// `/readyz` says what is missing) while NATS is still out of reach. The endpoint stops only
 /// after the drain, so probes keep answering meanwhile.
-async fn start_http() -> anyhow::Result<(
+async fn start_http(
+    integrations: &[String],
+) -> anyhow::Result<(
     peoplesync_runtime::Readiness,
     tokio_util::sync::CancellationToken,
     peoplesync_runtime::http::HttpServer,
 )> {
     peoplesync_runtime::metrics::install()?;
-    peoplesync_runtime::metrics::describe_loader();
+    peoplesync_runtime::metrics::register(
+        peoplesync_runtime::metrics::Service::Loader,
+        integrations,
+    );
     let readiness = peoplesync_runtime::Readiness::new();
     readiness.register("nats");
     readiness.register("consumer");
@@ -153,7 +175,7 @@ type ControlPlane = peoplesync_control::ControlConfig;
 fn control_plane() -> anyhow::Result<Option<ControlPlane>> {
     let Some(control) = peoplesync_control::ControlConfig::from_env()? else {
         tracing::warn!(
-            "control plane off: CONTROL_TOKEN is not set; set CONTROL_TOKEN or CONTROL_TOKEN_FILE \
+            "control plane off: PEOPLESYNC_CONTROL_TOKEN is not set; set PEOPLESYNC_CONTROL_TOKEN or PEOPLESYNC_CONTROL_TOKEN_FILE \
              (or CONTROL_INSECURE_NO_AUTH=true on a trusted network) to serve gRPC on CONTROL_LISTEN"
         );
         return Ok(None);

@@ -73,6 +73,14 @@ impl From<Status> for Failure {
             Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted => {
                 exit::UNAVAILABLE
             }
+            Code::FailedPrecondition
+                if status
+                    .metadata()
+                    .get(peoplesync_proto::error_kind::KEY)
+                    .is_some_and(|v| v == peoplesync_proto::error_kind::MISCONFIGURED) =>
+            {
+                exit::MISCONFIGURED
+            }
             Code::FailedPrecondition | Code::AlreadyExists | Code::Aborted => {
                 exit::FAILED_PRECONDITION
             }
@@ -149,7 +157,7 @@ pub async fn connect(url: &str, ca_file: Option<&Path>) -> Result<Client, Failur
             exit::UNAVAILABLE,
             format!(
                 "cannot reach the control plane at {url} ({detail}); is an oomnitza-loader running with \
-                 CONTROL_TOKEN set, and does PEOPLESYNC_CONTROL_URL point at its CONTROL_LISTEN?"
+                 PEOPLESYNC_CONTROL_TOKEN set, and does PEOPLESYNC_CONTROL_URL point at its CONTROL_LISTEN?"
             ),
         )
     })?;

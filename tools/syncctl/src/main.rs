@@ -4,11 +4,16 @@
 //! the exit code says what happened (see `exit` in client.rs and docs/control-plane.md).
 
 mod client;
+mod dlq;
+mod integration;
 mod leavers;
 mod render;
+mod run_id;
+mod status;
+mod table;
 mod watch;
 
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -52,7 +57,7 @@ struct Cli {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Output {
+pub(crate) enum Output {
     /// For people.
     Text,
     /// For scripts: one JSON document per command.
@@ -61,6 +66,9 @@ enum Output {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The integration at a glance (GetStatus): paused and why, scheduler and next run, last
+    /// run, events waiting, loaders seen, removals held, dead letters by reason.
+    Status,
     /// Check the integration before its first run (CheckIntegration): NATS, config, Sage People
     /// and Oomnitza credentials and fields. Exit 0 ready, 7 misconfigured, 5 unreachable.
     Check,
@@ -82,7 +90,7 @@ enum Command {
     /// Read, store or check the integration config.
     Integration {
         #[command(subcommand)]
-        command: IntegrationCommand,
+        command: integration::IntegrationCommand,
     },
     /// Propose a mapping from Sage People fields to Oomnitza user fields (SuggestMapping).
     SuggestMapping(SuggestArgs),
@@ -126,7 +134,7 @@ enum Command {
     /// List, replay or purge dead letters.
     Dlq {
         #[command(subcommand)]
-        command: DlqCommand,
+        command: dlq::DlqCommand,
     },
     /// Print a shell completion script.
     Completions {
@@ -167,7 +175,7 @@ enum RunsCommand {
     List,
     /// One run with its counts.
     Get {
-        /// The run id.
+        /// The run id, or its last characters as `syncctl runs` shows them.
         run_id: String,
         /// Exit 1 when the run has dead-lettered events.
         #[arg(long)]
@@ -184,31 +192,6 @@ struct WatchArgs {
     fail_on_dead_letters: bool,
 }
 
-#[derive(Debug, Subcommand)]
-enum IntegrationCommand {
-    /// Print the stored config (TOML on stdout, its revision on stderr).
-    Get,
-    /// Store a config from a file (`-` for stdin) if it is valid and the revision matches.
-    Put {
-        /// The TOML file.
-        file: PathBuf,
-        /// The revision you read (`syncctl integration get`); a newer one fails with exit 6.
-        #[arg(long, conflicts_with_all = ["create", "force"])]
-        revision: Option<u64>,
-        /// Create the config of an integration that has none.
-        #[arg(long, conflicts_with = "force")]
-        create: bool,
-        /// Replace whatever is stored (reads the current revision first).
-        #[arg(long)]
-        force: bool,
-    },
-    /// Check a config file (`-` for stdin) and print every problem; nothing is stored.
-    Validate {
-        /// The TOML file.
-        file: PathBuf,
-    },
-}
-
 #[derive(Debug, Args)]
 struct SuggestArgs {
     /// A Sage People additional field to consider (repeatable).
@@ -223,69 +206,6 @@ struct SuggestArgs {
     /// Do not read the additional fields of the stored integration config.
     #[arg(long)]
     ignore_integration: bool,
-}
-
-#[derive(Debug, Args)]
-struct Selector {
-    /// Exactly these DLQ sequences (repeatable).
-    #[arg(long = "seq", value_name = "SEQUENCE")]
-    sequences: Vec<u64>,
-    /// Only letters of this run.
-    #[arg(long)]
-    run: Option<String>,
-    /// Only letters whose reason contains this text (case-insensitive).
-    #[arg(long)]
-    reason: Option<String>,
-    /// Only letters of this worker.
-    #[arg(long)]
-    worker: Option<String>,
-}
-
-impl Selector {
-    fn to_proto(&self, integration: &str, all: bool) -> pb::DeadLetterSelector {
-        pb::DeadLetterSelector {
-            integration_id: integration.to_owned(),
-            sequences: self.sequences.clone(),
-            run_id: self.run.clone().unwrap_or_default(),
-            reason_contains: self.reason.clone().unwrap_or_default(),
-            worker_id: self.worker.clone().unwrap_or_default(),
-            all,
-        }
-    }
-}
-
-#[derive(Debug, Subcommand)]
-enum DlqCommand {
-    /// List dead letters, least recently seen first, with the runs each was seen in.
-    List {
-        #[command(flatten)]
-        selector: Selector,
-        /// At most this many (up to 1000).
-        #[arg(long, default_value_t = 100)]
-        limit: u32,
-        /// Start after this sequence (a previous page's last).
-        #[arg(long, default_value_t = 0)]
-        after: u64,
-    },
-    /// Load the selected dead letters again (after a fix), in a new replay run.
-    Replay {
-        #[command(flatten)]
-        selector: Selector,
-        /// Replay every dead letter of the integration.
-        #[arg(long)]
-        all: bool,
-        /// Follow the replay run until it is done.
-        #[arg(long)]
-        watch: bool,
-    },
-    /// Delete the selected dead letters.
-    Purge {
-        #[command(flatten)]
-        selector: Selector,
-        /// Purge every dead letter of the integration.
-        #[arg(long)]
-        all: bool,
-    },
 }
 
 fn main() -> ExitCode {
@@ -310,7 +230,7 @@ fn main() -> ExitCode {
 }
 
 /// Prints `value` as JSON or `text` for people.
-fn print(output: Output, value: &Value, text: impl FnOnce() -> String) {
+pub(crate) fn print(output: Output, value: &Value, text: impl FnOnce() -> String) {
     match output {
         Output::Json => println!(
             "{}",
@@ -320,18 +240,6 @@ fn print(output: Output, value: &Value, text: impl FnOnce() -> String) {
     }
 }
 
-fn read_input(path: &PathBuf) -> Result<String, Failure> {
-    if path.as_os_str() == "-" {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| Failure::usage(format!("reading the config from stdin: {e}")))?;
-        return Ok(text);
-    }
-    std::fs::read_to_string(path)
-        .map_err(|e| Failure::usage(format!("reading {}: {e}", path.display())))
-}
-
 fn who(by: Option<String>) -> String {
     by.or_else(|| std::env::var("USER").ok())
         .map(|user| format!("{user} (syncctl)"))
@@ -339,7 +247,7 @@ fn who(by: Option<String>) -> String {
 }
 
 /// The exit code a finished run gives.
-fn run_exit(run: &pb::Run, fail_on_dead_letters: bool) -> u8 {
+pub(crate) fn run_exit(run: &pb::Run, fail_on_dead_letters: bool) -> u8 {
     let dead = run.counts.as_ref().map_or(0, |c| c.dead_lettered);
     match run.outcome() {
         pb::RunOutcome::Failed | pb::RunOutcome::Interrupted | pb::RunOutcome::Canceled => {
@@ -372,6 +280,18 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
     let id = integration.as_str();
     match command {
         Command::Completions { .. } => Ok(exit::OK),
+        Command::Status => {
+            let reply = client
+                .get_status(request(pb::GetStatusRequest {
+                    integration_id: id.to_owned(),
+                }))
+                .await?
+                .into_inner();
+            print(output, &status::json(&reply), || {
+                status::text(&reply, table::width())
+            });
+            Ok(exit::OK)
+        }
         Command::Run(args) => {
             let started = client
                 .trigger_sync(request(pb::TriggerSyncRequest {
@@ -412,7 +332,10 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             Some(RunsCommand::Get {
                 run_id,
                 fail_on_dead_letters,
-            }) => get_run(&mut client, output, id, &run_id, fail_on_dead_letters).await,
+            }) => {
+                let run_id = run_id::resolve(&mut client, id, &run_id).await?;
+                get_run(&mut client, output, id, &run_id, fail_on_dead_letters).await
+            }
             Some(RunsCommand::List) | None => {
                 let runs = client
                     .list_runs(request(pb::ListRunsRequest {
@@ -427,21 +350,27 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                     .into_inner()
                     .runs;
                 let value = Value::Array(runs.iter().map(render::run).collect());
-                print(output, &value, || render::runs_text(&runs));
+                print(output, &value, || {
+                    render::runs_text(&runs, table::width(), args.all_integrations)
+                });
                 Ok(exit::OK)
             }
         },
         Command::RunStatus {
             run_id,
             fail_on_dead_letters,
-        } => get_run(&mut client, output, id, &run_id, fail_on_dead_letters).await,
+        } => {
+            let run_id = run_id::resolve(&mut client, id, &run_id).await?;
+            get_run(&mut client, output, id, &run_id, fail_on_dead_letters).await
+        }
         Command::Watch(args) => {
-            let done = watch::watch(&mut client, id, &args.run_id, bars).await?;
+            let run_id = run_id::resolve(&mut client, id, &args.run_id).await?;
+            let done = watch::watch(&mut client, id, &run_id, bars).await?;
             print(output, &render::run(&done), || render::run_text(&done));
             Ok(run_exit(&done, args.fail_on_dead_letters))
         }
         Command::Integration { command } => {
-            integration_command(&mut client, output, id, command).await
+            integration::integration_command(&mut client, output, id, command).await
         }
         Command::SuggestMapping(args) => {
             let mut custom_fields = Vec::new();
@@ -576,7 +505,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             });
             Ok(exit::OK)
         }
-        Command::Dlq { command } => dlq_command(&mut client, output, id, bars, command).await,
+        Command::Dlq { command } => dlq::dlq_command(&mut client, output, id, bars, command).await,
         Command::Leavers(args) => leavers::command(&mut client, output, id, &args).await,
     }
 }
@@ -601,202 +530,6 @@ async fn get_run(
     } else {
         exit::OK
     })
-}
-
-async fn integration_command(
-    client: &mut Client,
-    output: Output,
-    integration: &str,
-    command: IntegrationCommand,
-) -> Result<u8, Failure> {
-    match command {
-        IntegrationCommand::Get => {
-            let config = client
-                .get_integration(request(pb::GetIntegrationRequest {
-                    integration_id: integration.to_owned(),
-                }))
-                .await?
-                .into_inner();
-            if output == Output::Text {
-                eprintln!(
-                    "# integration {} at revision {}{}",
-                    config.integration_id,
-                    config.revision,
-                    if config.pause.as_ref().is_some_and(|p| p.paused) {
-                        " (paused)"
-                    } else {
-                        ""
-                    }
-                );
-            }
-            print(output, &render::integration(&config), || {
-                config.toml.clone()
-            });
-            Ok(exit::OK)
-        }
-        IntegrationCommand::Put {
-            file,
-            revision,
-            create,
-            force,
-        } => {
-            let toml = read_input(&file)?;
-            let revision = match (revision, create, force) {
-                (Some(revision), _, _) => revision,
-                (None, true, _) => 0,
-                (None, false, true) => {
-                    match client
-                        .get_integration(request(pb::GetIntegrationRequest {
-                            integration_id: integration.to_owned(),
-                        }))
-                        .await
-                    {
-                        Ok(current) => current.into_inner().revision,
-                        Err(status) if status.code() == tonic::Code::NotFound => 0,
-                        Err(status) => return Err(status.into()),
-                    }
-                }
-                (None, false, false) => {
-                    return Err(Failure::usage(
-                        "say which revision you are replacing: --revision N (from `syncctl integration get`), \
-                         --create for a new integration, or --force to replace whatever is stored",
-                    ));
-                }
-            };
-            let reply = client
-                .put_integration(request(pb::PutIntegrationRequest {
-                    integration_id: integration.to_owned(),
-                    toml,
-                    revision,
-                }))
-                .await?
-                .into_inner();
-            let value =
-                serde_json::json!({"integration_id": integration, "revision": reply.revision});
-            print(output, &value, || {
-                format!(
-                    "integration {integration} stored at revision {}; the loaders apply it to their next batch\n",
-                    reply.revision
-                )
-            });
-            Ok(exit::OK)
-        }
-        IntegrationCommand::Validate { file } => {
-            let toml = read_input(&file)?;
-            let reply = client
-                .validate_integration(request(pb::ValidateIntegrationRequest { toml }))
-                .await?
-                .into_inner();
-            print(output, &render::validation(&reply), || {
-                if reply.valid {
-                    "valid\n".to_owned()
-                } else {
-                    let mut text = format!("{} problem(s):\n", reply.problems.len());
-                    for p in &reply.problems {
-                        if p.location.is_empty() {
-                            text.push_str(&format!("- [{}] {}\n", p.kind, p.message));
-                        } else {
-                            text.push_str(&format!(
-                                "- [{}] {}: {}\n",
-                                p.kind, p.location, p.message
-                            ));
-                        }
-                    }
-                    text
-                }
-            });
-            Ok(if reply.valid { exit::OK } else { exit::USAGE })
-        }
-    }
-}
-
-async fn dlq_command(
-    client: &mut Client,
-    output: Output,
-    integration: &str,
-    bars: bool,
-    command: DlqCommand,
-) -> Result<u8, Failure> {
-    match command {
-        DlqCommand::List {
-            selector,
-            limit,
-            after,
-        } => {
-            let reply = client
-                .list_dead_letters(request(pb::ListDeadLettersRequest {
-                    selector: Some(selector.to_proto(integration, false)),
-                    limit,
-                    after_sequence: after,
-                }))
-                .await?
-                .into_inner();
-            print(output, &render::dead_letters(&reply), || {
-                render::dead_letters_text(&reply)
-            });
-            Ok(exit::OK)
-        }
-        DlqCommand::Replay {
-            selector,
-            all,
-            watch,
-        } => {
-            let reply = client
-                .replay_dead_letters(request(pb::ReplayDeadLettersRequest {
-                    selector: Some(selector.to_proto(integration, all)),
-                    limit: 0,
-                }))
-                .await?
-                .into_inner();
-            let failed = !reply.failures.is_empty();
-            if watch && !reply.run_id.is_empty() {
-                if output == Output::Text {
-                    eprintln!(
-                        "{} dead letters replayed in run {}",
-                        reply.replayed, reply.run_id
-                    );
-                }
-                let done = watch::watch(client, integration, &reply.run_id, bars).await?;
-                print(output, &render::run(&done), || render::run_text(&done));
-                return Ok(if failed {
-                    exit::FAILED
-                } else {
-                    run_exit(&done, true)
-                });
-            }
-            print(output, &render::replay(&reply), || {
-                let mut text = if reply.run_id.is_empty() {
-                    "no dead letter matched\n".to_owned()
-                } else {
-                    format!(
-                        "{} dead letters replayed in run {} (follow it: syncctl watch {})\n",
-                        reply.replayed, reply.run_id, reply.run_id
-                    )
-                };
-                for f in &reply.failures {
-                    text.push_str(&format!("not replayed: {}: {}\n", f.sequence, f.error));
-                }
-                if reply.more {
-                    text.push_str("more dead letters match; run the replay again\n");
-                }
-                text
-            });
-            Ok(if failed { exit::FAILED } else { exit::OK })
-        }
-        DlqCommand::Purge { selector, all } => {
-            let reply = client
-                .purge_dead_letters(request(pb::PurgeDeadLettersRequest {
-                    selector: Some(selector.to_proto(integration, all)),
-                }))
-                .await?
-                .into_inner();
-            let value = serde_json::json!({"purged": reply.purged});
-            print(output, &value, || {
-                format!("{} dead letters purged\n", reply.purged)
-            });
-            Ok(exit::OK)
-        }
-    }
 }
 
 #[cfg(test)]

@@ -40,6 +40,7 @@ pub fn run(run: &pb::Run) -> Value {
         "finished_at": time(run.finished_at.as_ref()),
         "published": run.published,
         "removed": run.removed,
+        "removals_held": run.removals_held,
         "skipped": run.skipped,
         "counts": {
             "written": counts.written,
@@ -94,7 +95,7 @@ pub fn run_text(run: &pb::Run) -> String {
         if run.full { "full" } else { "partial" },
         run.trigger
     );
-    let rows: [(&str, String); 15] = [
+    let rows: [(&str, String); 16] = [
         (
             "outcome",
             enum_name(run.outcome().as_str_name(), "RUN_OUTCOME_"),
@@ -102,6 +103,7 @@ pub fn run_text(run: &pb::Run) -> String {
         ("state", enum_name(run.state().as_str_name(), "RUN_STATE_")),
         ("published", run.published.to_string()),
         ("removed", run.removed.to_string()),
+        ("removals held", run.removals_held.to_string()),
         ("skipped", run.skipped.to_string()),
         ("written", counts.written.to_string()),
         ("unchanged", counts.unchanged.to_string()),
@@ -169,38 +171,44 @@ pub fn run_text(run: &pb::Run) -> String {
     out
 }
 
-/// Runs as one line each.
-pub fn runs_text(runs: &[pb::Run]) -> String {
-    let mut out = format!(
-        "{:<38} {:<14} {:<28} {:>8} {:>8} {:>9} {:>8} {:>7} {:>7}  {}\n",
-        "RUN",
-        "INTEGRATION",
-        "OUTCOME",
-        "PUBLISH",
-        "WRITTEN",
-        "UNCHANGED",
-        "FILTER",
-        "DEAD",
-        "PENDING",
-        "STARTED"
-    );
+/// The run history for people: one line per run, fitted to `width` columns (wrapping the
+/// widest cells), with the random tail of each run id (`syncctl runs get` takes it), short UTC
+/// times, the duration and what started each run.
+pub fn runs_text(runs: &[pb::Run], width: u16, all_integrations: bool) -> String {
+    let mut header = vec!["RUN", "STARTED", "TOOK", "TRIGGER", "OUTCOME"];
+    if all_integrations {
+        header.insert(1, "INTEGRATION");
+    }
+    header.extend(["READ", "WRITTEN", "DEAD", "HELD", "PENDING"]);
+    let mut table = crate::table::new(width);
+    table.set_header(header);
+    let now = chrono::Utc::now();
     for run in runs {
         let c = run.counts.unwrap_or_default();
-        out.push_str(&format!(
-            "{:<38} {:<14} {:<28} {:>8} {:>8} {:>9} {:>8} {:>7} {:>7}  {}\n",
-            run.run_id,
-            run.integration_id,
-            enum_name(run.outcome().as_str_name(), "RUN_OUTCOME_"),
-            run.published + run.removed,
-            c.written,
-            c.unchanged,
-            c.filtered,
-            c.dead_lettered,
-            run.pending,
-            time(run.started_at.as_ref()).as_str().unwrap_or("-"),
-        ));
+        let mut row = vec![
+            crate::run_id::short(&run.run_id),
+            crate::table::short_time(run.started_at.as_ref()),
+            crate::table::took(run.started_at.as_ref(), run.finished_at.as_ref(), now),
+            run.trigger.clone(),
+            // Words, so a narrow column wraps between them.
+            enum_name(run.outcome().as_str_name(), "RUN_OUTCOME_").replace('_', " "),
+        ];
+        if all_integrations {
+            row.insert(1, run.integration_id.clone());
+        }
+        row.extend([
+            (run.published + run.removed).to_string(),
+            c.written.to_string(),
+            c.dead_lettered.to_string(),
+            run.removals_held.to_string(),
+            run.pending.to_string(),
+        ]);
+        table.add_row(row);
     }
-    out
+    let outcome = if all_integrations { 5 } else { 4 };
+    crate::table::right_align_from(&mut table, outcome + 1);
+    crate::table::only_wrap(&mut table, outcome);
+    format!("{table}\n")
 }
 
 /// A pause state.

@@ -58,6 +58,20 @@ pub async fn watch(
     }
 }
 
+/// The load bar's position and length. While the extractor still publishes, the total is not
+/// known yet (and the published count the run record shows lags what the loaders already
+/// counted), so the bar stays short of its end: it reaches 100% only once publishing ended and
+/// every event is accounted for.
+pub(crate) fn load_progress(run: &pb::Run) -> (u64, u64) {
+    let expected = run.published + run.removed;
+    let accounted = expected.saturating_sub(run.pending);
+    if run.state() == pb::RunState::Running {
+        (accounted, expected + 1)
+    } else {
+        (accounted, expected.max(1))
+    }
+}
+
 struct Progress {
     multi: MultiProgress,
     published: ProgressBar,
@@ -97,19 +111,28 @@ impl Progress {
 
     fn show(&self, run: &pb::Run) {
         let expected = run.published + run.removed;
-        let accounted = expected.saturating_sub(run.pending);
+        let (accounted, length) = load_progress(run);
         self.published.set_position(expected);
         let state = crate::render::enum_name(run.state().as_str_name(), "RUN_STATE_");
         self.published.set_message(state);
         if run.state() != pb::RunState::Running {
             self.published.disable_steady_tick();
         }
-        self.loaded.set_length(expected.max(1));
+        self.loaded.set_length(length);
         self.loaded.set_position(accounted);
         let c = run.counts.unwrap_or_default();
         self.loaded.set_message(format!(
-            "written {} · unchanged {} · filtered {} · dead-lettered {} · pending {}",
-            c.written, c.unchanged, c.filtered, c.dead_lettered, run.pending
+            "written {} · unchanged {} · filtered {} · dead-lettered {} · pending {}{}",
+            c.written,
+            c.unchanged,
+            c.filtered,
+            c.dead_lettered,
+            run.pending,
+            if run.state() == pb::RunState::Running {
+                " · still publishing"
+            } else {
+                ""
+            }
         ));
     }
 
@@ -123,5 +146,28 @@ impl Progress {
         self.published.finish_and_clear();
         self.loaded.finish_and_clear();
         let _ = self.multi.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bar_is_never_full_while_the_run_is_still_publishing() {
+        let mut run = pb::Run {
+            state: pb::RunState::Running.into(),
+            published: 500,
+            pending: 0,
+            ..Default::default()
+        };
+        let (position, length) = load_progress(&run);
+        assert!(position < length, "{position}/{length} while publishing");
+        run.state = pb::RunState::Completed.into();
+        let (position, length) = load_progress(&run);
+        assert_eq!(position, length);
+        run.pending = 10;
+        let (position, length) = load_progress(&run);
+        assert_eq!((position, length), (490, 500));
     }
 }
