@@ -31,6 +31,15 @@ pub enum BusError {
         /// What the client reported.
         message: String,
     },
+    /// The TLS handshake with the servers failed: their certificate is not trusted, or they
+    /// verify clients and this one has no (acceptable) certificate. Retrying cannot help.
+    #[error(
+        "the TLS handshake with NATS at {url} failed: trust the CA that signed the servers' certificates with NATS_TLS_CA_FILE, and give a client certificate (NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE) if the servers verify clients"
+    )]
+    Tls {
+        /// The seed URLs, without credentials.
+        url: String,
+    },
     /// Creating or verifying a stream, consumer or bucket failed.
     #[error("setting up {what}: {message}")]
     Setup {

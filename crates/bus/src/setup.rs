@@ -17,6 +17,12 @@ fn is_refusal(message: &str) -> bool {
         || message == async_nats::ConnectErrorKind::Authentication.to_string()
 }
 
+/// Whether a client error reported while connecting is a failed TLS handshake (an untrusted
+/// server certificate, a missing client certificate): retrying cannot succeed either.
+fn is_tls_failure(message: &str) -> bool {
+    message == async_nats::ConnectErrorKind::Tls.to_string()
+}
+
 /// Tunables of the bus topology. The defaults suit one machine; operators change them through
 /// the services' configuration.
 #[derive(Debug, Clone)]
@@ -88,8 +94,9 @@ impl Bus {
 
     /// Connects to the seed servers of `url` (`NATS_URL`: one or more, comma separated) as
     /// client `name`, authenticating and using TLS as `connect` says, and sets the topology
-    /// up. A server refusing the credentials ends this with [`BusError::Auth`] instead of
-    /// retrying for ever; an unreachable server is retried.
+    /// up. A server refusing the credentials ends this with [`BusError::Auth`], and a failed
+    /// TLS handshake with [`BusError::Tls`], instead of retrying for ever; an unreachable server
+    /// is retried.
     pub async fn connect_with(
         url: &str,
         name: &str,
@@ -109,6 +116,10 @@ impl Bus {
         // Every connection event names the servers (without credentials), so a "disconnected"
         // or "connection refused" line says which NATS it is about.
         let servers_shown = shown.clone();
+        let tls_in_use = connect.tls.required
+            || connect.tls.ca_file.is_some()
+            || connect.tls.client_cert.is_some()
+            || url.contains("tls://");
         let options = async_nats::ConnectOptions::new()
             .name(name)
             .retry_on_initial_connect()
@@ -119,10 +130,15 @@ impl Bus {
                 async move {
                     if let async_nats::Event::ClientError(async_nats::ClientError::Other(message)) =
                         &event
-                        && is_refusal(message)
+                        && (is_refusal(message) || is_tls_failure(message))
                     {
-                        tracing::error!(%event, %servers, "NATS at {servers} refused the credentials");
+                        tracing::error!(%event, %servers, "NATS at {servers} refused the connection: {event}");
                         refused_tx.send_replace(Some(message.clone()));
+                    } else if tls_in_use
+                        && matches!(&event, async_nats::Event::ClientError(async_nats::ClientError::Other(message))
+                            if *message == async_nats::ConnectErrorKind::Io.to_string())
+                    {
+                        tracing::warn!(%event, %servers, "cannot connect to NATS at {servers} ({event}); with TLS this is also how an untrusted server certificate or a refused client certificate shows: check NATS_TLS_CA_FILE, NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE");
                     } else {
                         tracing::info!(%event, %servers, "NATS connection event ({servers}): {event}");
                     }
@@ -139,12 +155,18 @@ impl Bus {
             })?;
         tokio::select! {
             bus = Bus::setup(client, settings) => bus,
-            Ok(()) = refused_rx.changed() => Err(BusError::Auth {
-                url: shown,
-                method: auth.method(),
-                variables: auth.variables(),
-                message: refused_rx.borrow().clone().unwrap_or_default(),
-            }),
+            Ok(()) = refused_rx.changed() => {
+                let message = refused_rx.borrow().clone().unwrap_or_default();
+                Err(match is_tls_failure(&message) {
+                    true => BusError::Tls { url: shown },
+                    false => BusError::Auth {
+                        url: shown,
+                        method: auth.method(),
+                        variables: auth.variables(),
+                        message,
+                    },
+                })
+            }
         }
     }
 

@@ -8,6 +8,10 @@
 #[path = "bus/connect.rs"]
 mod connect;
 
+/// TLS with a private CA and client certificates.
+#[path = "bus/tls.rs"]
+mod tls;
+
 /// Publishing through a server restart.
 #[path = "bus/publish.rs"]
 mod publish;
