@@ -96,9 +96,43 @@ pub enum ConnectConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A file named by a TLS variable holds no PEM block of the kind it should.
+    #[error("{var}={path}: the file holds no PEM {what}; give a PEM file (-----BEGIN {what}-----)")]
+    NotPem {
+        /// The variable.
+        var: &'static str,
+        /// The path given.
+        path: String,
+        /// What it should hold (`CERTIFICATE`, `PRIVATE KEY`).
+        what: &'static str,
+    },
     /// `NATS_TLS_REQUIRED` is not a boolean.
     #[error("NATS_TLS_REQUIRED={0}: expected true or false")]
     BadBool(String),
+}
+
+/// Checks that `path` (named by `var`) is readable and holds a PEM block of `what` (a key's
+/// label may be prefixed, as in `RSA PRIVATE KEY`), so a wrong file stops start-up with its
+/// name instead of every connection attempt failing.
+fn pem_file(var: &'static str, path: &Path, what: &'static str) -> Result<(), ConnectConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConnectConfigError::File {
+        var,
+        path: path.display().to_string(),
+        source,
+    })?;
+    let holds = text.lines().any(|line| {
+        line.trim()
+            .strip_prefix("-----BEGIN ")
+            .is_some_and(|rest| rest.trim_end_matches('-').ends_with(what))
+    });
+    match holds {
+        true => Ok(()),
+        false => Err(ConnectConfigError::NotPem {
+            var,
+            path: path.display().to_string(),
+            what,
+        }),
+    }
 }
 
 /// How the client proves who it is to NATS. Only one method at a time.
@@ -288,9 +322,12 @@ impl ConnectSettings {
             }
         };
         if let Some(ca) = &self.tls.ca_file {
+            pem_file("NATS_TLS_CA_FILE", ca, "CERTIFICATE")?;
             options = options.add_root_certificates(ca.clone());
         }
         if let Some((cert, key)) = &self.tls.client_cert {
+            pem_file("NATS_TLS_CERT_FILE", cert, "CERTIFICATE")?;
+            pem_file("NATS_TLS_KEY_FILE", key, "PRIVATE KEY")?;
             options = options.add_client_certificate(cert.clone(), key.clone());
         }
         if self.tls.required {

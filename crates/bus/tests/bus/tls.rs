@@ -108,3 +108,18 @@ async fn a_private_ca_is_trusted_once_named_and_a_verifying_server_takes_the_cli
         }
     }
 }
+
+#[tokio::test]
+async fn a_file_that_is_not_a_pem_certificate_stops_start_up_naming_the_variable() {
+    let pki = Pki::new();
+    let nats = NatsServer::start_with_config(&pki.server_config(false));
+    let garbage = pki.path("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    let err = match try_connect(nats.url(), &tls(Some(&garbage), None)).await {
+        Some(Err(err)) => err,
+        Some(Ok(_)) => panic!("a CA file without a certificate must not connect"),
+        None => panic!("still retrying after 10 s"),
+    };
+    let text = err.to_string();
+    assert!(text.contains("NATS_TLS_CA_FILE"), "{text}");
+}
