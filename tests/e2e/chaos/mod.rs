@@ -273,6 +273,35 @@ impl Stack {
         }
     }
 
+    /// Waits (up to a minute: a service that cannot make progress must say so by then) until
+    /// one of `services` shows a `/readyz` note `key`, and returns it.
+    pub async fn readyz_note(&self, services: &[Service], key: &str) -> String {
+        let urls: Vec<String> = services
+            .iter()
+            .map(|s| format!("http://127.0.0.1:{}/readyz", s.http))
+            .collect();
+        wait_for(
+            &format!("a /readyz note {key}"),
+            Duration::from_secs(60),
+            || {
+                let urls = urls.clone();
+                async move {
+                    for url in urls {
+                        let Ok(response) = reqwest::get(&url).await else {
+                            continue;
+                        };
+                        let body: serde_json::Value = response.json().await.ok()?;
+                        if let Some(note) = body["notes"][key].as_str() {
+                            return Some(note.to_owned());
+                        }
+                    }
+                    None
+                }
+            },
+        )
+        .await
+    }
+
     /// Whether run `run_id` is finalized and checked now.
     pub async fn is_settled(&self, run_id: &str) -> bool {
         let runs = Runs::new(self.bus.state_kv().clone());

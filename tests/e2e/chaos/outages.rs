@@ -29,6 +29,9 @@ async fn an_oomnitza_outage_longer_than_the_retry_budget_dead_letters_nothing_an
         outage_for_ms: Some(outage_secs * 1_000),
         ..Default::default()
     });
+    // The loaders say why they are not loading.
+    let note = stack.readyz_note(&stack.loaders, "oomnitza").await;
+    assert!(note.contains("503"), "{note}");
     tokio::time::sleep(Duration::from_secs(outage_secs / 2)).await;
     stack.observe("Oomnitza down").await;
     let run = stack.settled(&run_id, Duration::from_secs(600)).await;
@@ -76,6 +79,12 @@ async fn a_sage_outage_longer_than_the_retry_budget_fails_the_run_and_it_resumes
     })
     .await;
     eprintln!("[chaos] the run failed: {:?}", failed.error);
+    // The lease holder says it will resume the run.
+    let note = stack
+        .readyz_note(&stack.extractors, "run_retry.sage-people")
+        .await;
+    eprintln!("[chaos] extractor /readyz note run_retry.sage-people: {note}");
+    assert!(note.contains(&run_id), "{note}");
     stack.observe("Sage People down").await;
     let run = stack.settled(&run_id, Duration::from_secs(600)).await;
     stack.assert_exact(&run).await;
