@@ -372,6 +372,16 @@ impl Finalizer {
             verify,
             "run finalized"
         );
+        match peoplesync_bus::consume::trim_acknowledged(self.bus.jetstream(), integration).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(
+                integration,
+                removed,
+                "removed acknowledged events the work stream still held (left by a NATS server crash)"
+            ),
+            Err(err) => tracing::warn!(integration, error = %err,
+                "cannot remove acknowledged events from the work stream; they only take space"),
+        }
         self.runs
             .update(integration, run_id, |r| {
                 r.finalize = finalize.clone();
