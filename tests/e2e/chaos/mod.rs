@@ -44,7 +44,9 @@ impl Scale {
 /// Loader settings of the suite: the tests' quick redelivery and retries, and five seconds of
 /// retries per bulk request, so faults play out in seconds and outages outlast the budget.
 pub fn loader_config() -> String {
-    crate::harness::QUICK.replace("[retry]\n", "[retry]\nmax_elapsed_secs = 5\n")
+    let config = crate::harness::QUICK.replace("[retry]\n", "[retry]\nmax_elapsed_secs = 5\n");
+    assert!(config.contains("max_elapsed_secs = 5"), "{config}");
+    config
 }
 
 /// Extractor settings of the suite: a short lease, so a standby takes over in seconds, and
