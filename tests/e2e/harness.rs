@@ -8,7 +8,7 @@ use peoplesync_bus::{Bus, BusSettings, RunRecord, Runs, dlq};
 use peoplesync_sims::generate;
 use peoplesync_sims::oomnitza::{CustomField, OomnitzaConfig, OomnitzaSim};
 use peoplesync_sims::sage::{SageConfig, SageSim};
-use peoplesync_testkit::{ChildService, NatsServer, wait_for};
+use peoplesync_testkit::{ChildService, NatsCluster, NatsServer, wait_for};
 
 /// Loader settings for fast redelivery and retries, so failure tests take seconds.
 pub const QUICK: &str = r#"
@@ -19,6 +19,9 @@ initial_delay_ms = 50
 max_delay_ms = 1000
 credentials_retry_secs = 1
 "#;
+
+/// The control plane's bearer token where a test serves it.
+pub const CONTROL_TOKEN: &str = "e2e-control-token-0123456789abcdef";
 
 /// A deployment with a generated org of `workers` and the default Oomnitza tenant.
 pub async fn deployment(workers: u64) -> Deployment {
@@ -39,10 +42,61 @@ pub fn assert_accounted(run: &RunRecord) {
     );
 }
 
+/// The NATS a deployment's services use: one server, or a JetStream cluster reached through
+/// its seed URLs (comma separated, as `NATS_URL` takes them).
+pub enum Nats {
+    Single(NatsServer),
+    Cluster(NatsCluster),
+}
+
+impl Nats {
+    /// What the services get as `NATS_URL`.
+    pub fn url(&self) -> &str {
+        match self {
+            Nats::Single(server) => server.url(),
+            Nats::Cluster(cluster) => cluster.urls(),
+        }
+    }
+
+    /// The single server (panics for a cluster).
+    pub fn server(&mut self) -> &mut NatsServer {
+        match self {
+            Nats::Single(server) => server,
+            Nats::Cluster(_) => panic!("this deployment runs a NATS cluster"),
+        }
+    }
+
+    /// The cluster (panics for a single server).
+    pub fn cluster(&mut self) -> &mut NatsCluster {
+        match self {
+            Nats::Cluster(cluster) => cluster,
+            Nats::Single(_) => panic!("this deployment runs a single NATS server"),
+        }
+    }
+
+    /// Copies of each stream and bucket: 3 on a cluster.
+    fn replicas(&self) -> usize {
+        match self {
+            Nats::Single(_) => 1,
+            Nats::Cluster(_) => 3,
+        }
+    }
+}
+
+/// The trimmed, non-empty text at `path` in a raw Sage People record.
+pub fn text(raw: &serde_json::Value, path: &[&str]) -> Option<String> {
+    let mut node = raw;
+    for key in path {
+        node = node.get(key)?;
+    }
+    let s = node.as_str()?.trim();
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
 /// Everything a test's services talk to.
 pub struct Deployment {
     pub dir: tempfile::TempDir,
-    pub nats: NatsServer,
+    pub nats: Nats,
     pub sage: SageSim,
     pub oomnitza: OomnitzaSim,
     pub sage_config: SageConfig,
@@ -67,7 +121,20 @@ pub fn oomnitza_config() -> OomnitzaConfig {
 
 impl Deployment {
     pub async fn start(sage_config: SageConfig, oomnitza_config: OomnitzaConfig) -> Deployment {
-        let nats = NatsServer::start();
+        Deployment::start_on(
+            Nats::Single(NatsServer::start()),
+            sage_config,
+            oomnitza_config,
+        )
+        .await
+    }
+
+    /// A deployment on `nats`; on a cluster, every stream and bucket has three replicas.
+    pub async fn start_on(
+        nats: Nats,
+        sage_config: SageConfig,
+        oomnitza_config: OomnitzaConfig,
+    ) -> Deployment {
         let sage = SageSim::spawn(sage_config.clone()).await.expect("sage sim");
         let oomnitza = OomnitzaSim::spawn(oomnitza_config.clone())
             .await
@@ -85,6 +152,10 @@ impl Deployment {
     fn sage_env(&self) -> Vec<(String, String)> {
         vec![
             ("NATS_URL".into(), self.nats.url().into()),
+            (
+                "PEOPLESYNC_STREAM_REPLICAS".into(),
+                self.nats.replicas().to_string(),
+            ),
             ("SAGE_PEOPLE_LOGIN_URL".into(), self.sage.url()),
             (
                 "SAGE_PEOPLE_CLIENT_ID".into(),
@@ -103,6 +174,10 @@ impl Deployment {
     fn oomnitza_env(&self) -> Vec<(String, String)> {
         vec![
             ("NATS_URL".into(), self.nats.url().into()),
+            (
+                "PEOPLESYNC_STREAM_REPLICAS".into(),
+                self.nats.replicas().to_string(),
+            ),
             ("OOMNITZA_URL".into(), self.oomnitza.url()),
             (
                 "OOMNITZA_API_TOKEN".into(),
@@ -150,6 +225,18 @@ impl Deployment {
     /// Starts a loader replica with `config` (TOML) serving `/metrics`, `/healthz` and `/readyz`
     /// on `http_port`.
     pub fn loader_listening(&self, name: &str, config: &str, http_port: u16) -> ChildService {
+        self.loader_serving(name, config, http_port, None)
+    }
+
+    /// [`Deployment::loader_listening`], also serving the control plane on `control_port` with
+    /// bearer token [`CONTROL_TOKEN`] when one is given.
+    pub fn loader_serving(
+        &self,
+        name: &str,
+        config: &str,
+        http_port: u16,
+        control_port: Option<u16>,
+    ) -> ChildService {
         let path = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(&path, config).expect("loader config");
         let path = path.to_string_lossy().into_owned();
@@ -160,8 +247,32 @@ impl Deployment {
             "PEOPLESYNC_HTTP_LISTEN".into(),
             format!("127.0.0.1:{http_port}"),
         ));
+        if let Some(port) = control_port {
+            env.push(("CONTROL_LISTEN".into(), format!("127.0.0.1:{port}")));
+            env.push(("CONTROL_TOKEN".into(), CONTROL_TOKEN.into()));
+        }
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         ChildService::spawn("oomnitza-loader", &["--config", &path], &env)
+    }
+
+    /// Starts `sage-extractor` as a service (not `--once`): replica `name` with `config`
+    /// (TOML) as its configuration file, serving `/metrics` and `/readyz` on `http_port`.
+    pub fn extractor_service(&self, name: &str, config: &str, http_port: u16) -> ChildService {
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, config).expect("extractor config");
+        let mut env = self.sage_env();
+        env.push(("PEOPLESYNC_REPLICA".into(), name.into()));
+        env.push((
+            "PEOPLESYNC_EXTRACTOR_CONFIG".into(),
+            path.to_string_lossy().into_owned(),
+        ));
+        // Later entries win: replaces the port-0 default.
+        env.push((
+            "PEOPLESYNC_HTTP_LISTEN".into(),
+            format!("127.0.0.1:{http_port}"),
+        ));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        ChildService::spawn("sage-extractor", &[], &env)
     }
 
     /// Runs `sage-extractor --once` to completion and returns its exit status.
@@ -248,34 +359,86 @@ impl Deployment {
         (with_email, without)
     }
 
-    /// Asserts every worker with an e-mail is stored in Oomnitza exactly once and nobody else is.
-    pub fn assert_each_user_stored_once(&self) {
-        let (expected, _) = self.expected();
-        let mut seen: HashMap<String, usize> = HashMap::new();
+    /// Asserts every worker of the Sage People org with an e-mail is stored in Oomnitza exactly
+    /// once with the fields the default mapping gives it (as Sage People holds the record now),
+    /// and nobody else is; returns the ids of the workers without e-mail, which cannot be
+    /// loaded.
+    pub fn assert_users_match_sage(&self) -> Vec<String> {
+        self.check_users(true)
+    }
+
+    /// [`Deployment::assert_users_match_sage`] without the fields, for tests that change the
+    /// mapping.
+    pub fn assert_each_user_stored_once(&self) -> Vec<String> {
+        self.check_users(false)
+    }
+
+    fn check_users(&self, fields: bool) -> Vec<String> {
+        let mut stored: HashMap<String, serde_json::Map<String, serde_json::Value>> =
+            HashMap::new();
         for user in self.oomnitza.users() {
             let email = user
                 .get("EMAIL")
                 .and_then(|e| e.as_str())
                 .unwrap_or_default()
                 .to_owned();
-            *seen.entry(email).or_default() += 1;
+            assert!(
+                stored.insert(email.clone(), user).is_none(),
+                "user {email} stored more than once"
+            );
         }
-        let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-        assert!(twice.is_empty(), "users stored more than once: {twice:?}");
-        let missing: Vec<_> = expected
-            .keys()
-            .filter(|e| !seen.contains_key(*e))
-            .take(5)
-            .collect();
-        assert!(
-            missing.is_empty(),
-            "workers missing in Oomnitza, e.g. {missing:?}"
-        );
+        let mut without_email = Vec::new();
+        let mut checked = 0;
+        for index in 0..self.sage_config.workers {
+            let Some(raw) = self.sage.worker(&generate::worker_id(index)) else {
+                continue;
+            };
+            let id = text(&raw, &["id"]).expect("generated workers have ids");
+            // Kept in the case Sage People holds it.
+            let Some(email) = text(&raw, &["emailAddress"]) else {
+                without_email.push(id);
+                continue;
+            };
+            let user = stored
+                .get(&email)
+                .unwrap_or_else(|| panic!("worker {id} ({email}) is not in Oomnitza"));
+            checked += 1;
+            if !fields {
+                continue;
+            }
+            let field = |name: &str| {
+                user.get(name)
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+            };
+            assert_eq!(field("USER"), Some(email.clone()), "USER of {id}");
+            assert_eq!(
+                field("FIRST_NAME"),
+                text(&raw, &["firstName"]),
+                "FIRST_NAME of {id}"
+            );
+            assert_eq!(
+                field("LAST_NAME"),
+                text(&raw, &["lastName"]),
+                "LAST_NAME of {id}"
+            );
+            assert_eq!(
+                field("POSITION"),
+                text(&raw, &["currentEmployment", "jobTitle"]),
+                "POSITION of {id}"
+            );
+            assert_eq!(
+                field("PERMISSIONS_ID").as_deref(),
+                Some("25"),
+                "role of {id}"
+            );
+        }
         assert_eq!(
-            seen.len(),
-            expected.len(),
+            stored.len(),
+            checked,
             "no user beyond the workers with e-mail"
         );
+        without_email
     }
 
     /// The dead letters currently held.
@@ -297,9 +460,21 @@ impl Deployment {
     }
 
     pub async fn bus(&self) -> Bus {
-        Bus::connect(self.nats.url(), "e2e", BusSettings::default())
-            .await
-            .expect("bus")
+        let settings = BusSettings {
+            replicas: self.nats.replicas(),
+            ..BusSettings::default()
+        };
+        // A cluster that has just formed may time out the first stream creations.
+        wait_for("the test's bus", Duration::from_secs(60), || {
+            let settings = settings.clone();
+            async move {
+                Bus::connect(self.nats.url(), "e2e", settings)
+                    .await
+                    .inspect_err(|e| eprintln!("connecting the test's bus: {e}"))
+                    .ok()
+            }
+        })
+        .await
     }
 
     /// Waits until the run of `integration` is finalized and returns its record.

@@ -45,7 +45,7 @@ async fn three_replicas_share_twenty_thousand_events_and_write_each_user_once() 
         .finalized("sage-people", &run_id, Duration::from_secs(180))
         .await;
     assert_accounted(&run);
-    d.assert_each_user_stored_once();
+    d.assert_users_match_sage();
     assert_eq!(d.oomnitza.stats().finalize_calls.get(&run_id), Some(&1));
     match &run.finalize {
         FinalizeState::Finalized { by, .. } => assert!(by.starts_with("loader-"), "{by}"),
@@ -75,7 +75,7 @@ async fn a_replica_killed_mid_run_loses_nothing_and_creates_no_user_twice() {
         .finalized("sage-people", &run_id, Duration::from_secs(180))
         .await;
     assert_accounted(&run);
-    d.assert_each_user_stored_once();
+    d.assert_users_match_sage();
     // Records the killed replica wrote but did not ack come back to the others, which count
     // them written (this run wrote them), not unchanged: written = what Oomnitza holds.
     assert_eq!(
@@ -103,7 +103,7 @@ async fn a_ten_second_outage_delays_the_run_without_dead_letters() {
         "the outage was real"
     );
     assert_accounted(&run);
-    d.assert_each_user_stored_once();
+    d.assert_users_match_sage();
     let (_, without_email) = d.expected();
     let letters = d.dead_letters().await;
     assert_eq!(
@@ -140,7 +140,7 @@ async fn a_throttling_oomnitza_slows_the_loader_down_and_the_run_completes() {
         .finalized("sage-people", &run_id, Duration::from_secs(180))
         .await;
     assert_accounted(&run);
-    d.assert_each_user_stored_once();
+    d.assert_users_match_sage();
     let stats = d.oomnitza.stats();
     let throttled = stats.requests_429;
     let accepted = stats.status_counts.get(&200).copied().unwrap_or(0);
@@ -248,7 +248,7 @@ async fn a_replica_keeps_at_most_in_flight_requests_at_oomnitza() {
         "batches are prepared and settled beside the requests, but requests stay at batch.in_flight (+1 portion read): {} at once",
         stats.max_in_flight
     );
-    d.assert_each_user_stored_once();
+    d.assert_users_match_sage();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,7 +339,7 @@ async fn bad_credentials_stop_loading_without_dead_letters_until_they_work() {
         .finalized("sage-people", &run_id, Duration::from_secs(120))
         .await;
     assert_accounted(&run);
-    d.assert_each_user_stored_once();
+    d.assert_users_match_sage();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,7 +366,7 @@ async fn a_paused_integration_is_not_loaded_until_resumed() {
         .finalized("sage-people", &run_id, Duration::from_secs(60))
         .await;
     assert_accounted(&run);
-    d.assert_each_user_stored_once();
+    d.assert_users_match_sage();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,7 +394,7 @@ async fn sigterm_drains_in_flight_batches_and_exits_within_the_grace_period() {
         .finalized("sage-people", &run_id, Duration::from_secs(120))
         .await;
     assert_accounted(&run);
-    d.assert_each_user_stored_once();
+    d.assert_users_match_sage();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -528,7 +528,7 @@ async fn events_queued_behind_slow_requests_are_not_redelivered() {
         "every record posted once (those the mapping refused as reports): no event was \
          redelivered while it waited"
     );
-    d.assert_each_user_stored_once();
+    d.assert_users_match_sage();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

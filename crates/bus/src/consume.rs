@@ -10,7 +10,40 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::PullConsumer, consumer::pull};
 use futures::StreamExt;
 
-use crate::{Bus, BusError};
+use crate::{Bus, BusError, names};
+
+/// Removes the events of `integration` that its loaders' consumer has acknowledged but the
+/// work stream still holds, and returns how many. A work-queue stream deletes an event when it
+/// is acknowledged, but after a NATS server is killed (`kill -9`, a node crash) some
+/// acknowledged events can stay stored below the consumer's ack floor for good: they are never
+/// delivered again and only take space (found by the chaos suite: 846 of 100,000 after four
+/// restarts). Everything at or below the ack floor is acknowledged, so removing it is safe.
+pub async fn trim_acknowledged(
+    js: &jetstream::Context,
+    integration: &str,
+) -> Result<u64, BusError> {
+    let stream = js
+        .get_stream_no_info(names::WORKERS_STREAM)
+        .await
+        .map_err(|e| BusError::request("opening the work stream", e))?;
+    let consumer = names::loader_consumer(integration);
+    let floor = stream
+        .consumer_info(&consumer)
+        .await
+        .map_err(|e| BusError::request(format!("reading consumer {consumer}"), e))?
+        .ack_floor
+        .stream_sequence;
+    if floor == 0 {
+        return Ok(0);
+    }
+    let purged = stream
+        .purge()
+        .filter(names::workers_subject(integration))
+        .sequence(floor + 1)
+        .await
+        .map_err(|e| BusError::request("removing acknowledged events from the work stream", e))?;
+    Ok(purged.purged)
+}
 
 /// How long one fetch waits for messages before it is renewed.
 const FETCH_EXPIRES: Duration = Duration::from_secs(2);

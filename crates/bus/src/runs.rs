@@ -340,15 +340,33 @@ impl Runs {
 
     /// The KV keys of every run record (`run.<integration>.<run_id>`).
     pub async fn keys(&self) -> Result<Vec<String>, BusError> {
-        let keys: Vec<String> = self
+        self.keys_under("run.").await
+    }
+
+    /// The keys under `prefix`, read from the subjects of the bucket's stream: one request the
+    /// stream leader answers, no consumer. Listing through an ordered consumer (`kv.keys()`)
+    /// timed out on every try on loaders that had lived through the loss of a cluster node,
+    /// so runs were never finalized. A deleted key may still be listed; reading it gives
+    /// nothing.
+    async fn keys_under(&self, prefix: &str) -> Result<Vec<String>, BusError> {
+        let filter = format!("{}{prefix}>", self.kv.prefix);
+        let fail = |e: &dyn std::fmt::Display| {
+            BusError::kv(names::STATE_BUCKET, "list", &format!("{prefix}>"), e)
+        };
+        let mut subjects = self
             .kv
-            .keys()
+            .stream
+            .clone()
+            .info_with_subjects(&filter)
             .await
-            .map_err(|e| BusError::kv(names::STATE_BUCKET, "list", "run.>", e))?
-            .try_collect()
-            .await
-            .map_err(|e| BusError::kv(names::STATE_BUCKET, "list", "run.>", e))?;
-        Ok(keys.into_iter().filter(|k| k.starts_with("run.")).collect())
+            .map_err(|e| fail(&e))?;
+        let mut keys = Vec::new();
+        while let Some((subject, _)) = subjects.try_next().await.map_err(|e| fail(&e))? {
+            if let Some(key) = subject.strip_prefix(self.kv.prefix.as_str()) {
+                keys.push(key.to_owned());
+            }
+        }
+        Ok(keys)
     }
 
     /// Reads the record stored under `key` (as listed by [`Runs::keys`]).
@@ -366,24 +384,13 @@ impl Runs {
 
     /// Every run record, optionally of one integration, newest first.
     pub async fn list(&self, integration: Option<&str>) -> Result<Vec<RunRecord>, BusError> {
-        let filter = match integration {
-            Some(id) => format!("run.{id}.>"),
-            None => "run.>".to_owned(),
-        };
-        let keys: Vec<String> = self
-            .kv
-            .keys()
-            .await
-            .map_err(|e| BusError::kv(names::STATE_BUCKET, "list", &filter, e))?
-            .try_collect()
-            .await
-            .map_err(|e| BusError::kv(names::STATE_BUCKET, "list", &filter, e))?;
         let prefix = match integration {
             Some(id) => format!("run.{id}."),
             None => "run.".to_owned(),
         };
+        let keys = self.keys_under(&prefix).await?;
         let mut records = Vec::new();
-        for key in keys.into_iter().filter(|k| k.starts_with(&prefix)) {
+        for key in keys {
             let Some(entry) = self
                 .kv
                 .get(&key)

@@ -16,6 +16,10 @@ mod tls;
 #[path = "bus/publish.rs"]
 mod publish;
 
+/// Removing acknowledged events a work-queue stream kept.
+#[path = "bus/trim.rs"]
+mod trim;
+
 use std::time::Duration;
 
 use bytes::Bytes;

@@ -71,6 +71,9 @@ pub enum NormaliseError {
     /// The record has no usable `id`.
     #[error("employee record has no `id`")]
     MissingId,
+    /// The record's `id` cannot name the worker on the bus (the reason says why).
+    #[error("employee record's id cannot be used: {0}")]
+    UnusableId(String),
 }
 
 /// The 17 fields of the integration, in the order of Oomnitza's field list.

@@ -1,13 +1,15 @@
 //! Test-only helpers shared by every crate's tests: a real `nats-server` per test on a free
-//! port with a temporary JetStream store (killed on drop), the path of the workspace's service
-//! binaries, and polling until a condition holds. The simulators themselves are in
-//! `peoplesync-sims` and start in-process on port 0.
+//! port with a temporary JetStream store (killed on drop), a three-node JetStream cluster of
+//! them, the path of the workspace's service binaries, and polling until a condition holds.
+//! The simulators themselves are in `peoplesync-sims` and start in-process on port 0.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cluster;
 mod nats;
 mod process;
 
+pub use cluster::NatsCluster;
 pub use nats::NatsServer;
 pub use process::{ChildService, bin_path, workspace_root};
 

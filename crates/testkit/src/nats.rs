@@ -74,7 +74,8 @@ impl Drop for NatsServer {
     }
 }
 
-fn binary() -> PathBuf {
+/// The nats-server binary: `$NATS_SERVER_BIN`, else the installed one, else `PATH`'s.
+pub(crate) fn binary() -> PathBuf {
     if let Some(path) = std::env::var_os("NATS_SERVER_BIN") {
         return PathBuf::from(path);
     }
@@ -108,11 +109,7 @@ fn spawn(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot start nats-server ({e}); run scripts/install-nats or set NATS_SERVER_BIN"
-            )
-        });
+        .unwrap_or_else(|e| cannot_start(&e));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(port) = read_port(&ports_dir)
@@ -127,6 +124,11 @@ fn spawn(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Stops a test that cannot start nats-server, saying how to get one.
+pub(crate) fn cannot_start(error: &std::io::Error) -> ! {
+    panic!("cannot start nats-server ({error}); run scripts/install-nats or set NATS_SERVER_BIN")
 }
 
 fn read_port(dir: &std::path::Path) -> Option<u16> {

@@ -296,7 +296,10 @@ impl SyncKeyGuard {
         for (index, raw) in records.iter().enumerate() {
             let worker = match skip.get(index) {
                 Some(true) => None,
-                _ => Worker::from_raw(raw).ok(),
+                // A record the run skips (no usable id) is not in its list either.
+                _ => Worker::from_raw(raw)
+                    .ok()
+                    .filter(|w| names::validate_event_id("worker id", &w.id).is_ok()),
             };
             let Some(worker) = worker else {
                 verdict.workers.push(None);

@@ -86,7 +86,7 @@ impl EventBuilder {
         observed_at: Timestamp,
     ) -> Result<Encoded, NormaliseError> {
         let worker = Worker::from_raw(raw)?;
-        Ok(self.upsert_worker(raw, worker, sequence, observed_at))
+        self.upsert_worker(raw, worker, sequence, observed_at)
     }
 
     /// [`EventBuilder::upsert`] of a record already normalised into `worker`.
@@ -96,7 +96,10 @@ impl EventBuilder {
         worker: Worker,
         sequence: u64,
         observed_at: Timestamp,
-    ) -> Encoded {
+    ) -> Result<Encoded, NormaliseError> {
+        // The id becomes a dedup id, a key and a subject token downstream: a loader would
+        // dead-letter the event outside its run, which then never completes its count.
+        names::validate_event_id("worker id", &worker.id).map_err(NormaliseError::UnusableId)?;
         let ended = self.has_left(&worker);
         // The client hands records over parsed, not as the bytes of the HTTP body, so the raw
         // record is serialised again; sized once, since records are about a kilobyte.
@@ -113,7 +116,7 @@ impl EventBuilder {
             WorkerEventKind::Upsert,
         );
         encoded.ended = ended;
-        encoded
+        Ok(encoded)
     }
 
     /// Whether `worker` has left (inactive, or end date passed) by the end dates this builder
@@ -237,6 +240,19 @@ mod tests {
                 .upsert(&json!({"fullName": "x"}), 1, codec::now())
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_record_whose_id_cannot_name_it_on_the_bus_is_refused_saying_why() {
+        for id in ["a2G bad", "a2G.dot", "a2G>", "*", &"a".repeat(200)] {
+            let err = builder()
+                .upsert(&json!({"id": id, "emailAddress": "x@y.z"}), 1, codec::now())
+                .expect_err(id);
+            assert!(
+                matches!(&err, NormaliseError::UnusableId(why) if why.contains("worker id")),
+                "{id}: {err}"
+            );
+        }
     }
 
     #[test]

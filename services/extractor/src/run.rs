@@ -933,7 +933,7 @@ impl Listing<'_> {
             }
             let sequence = self.checkpoint.published + published + 1;
             let built = match worker {
-                Some(worker) => Ok(events.upsert_worker(raw, worker, sequence, observed)),
+                Some(worker) => events.upsert_worker(raw, worker, sequence, observed),
                 None => events.upsert(raw, sequence, observed),
             };
             match built {

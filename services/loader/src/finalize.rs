@@ -385,6 +385,16 @@ impl Finalizer {
             verify,
             "run finalized"
         );
+        match peoplesync_bus::consume::trim_acknowledged(self.bus.jetstream(), integration).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(
+                integration,
+                removed,
+                "removed acknowledged events the work stream still held (left by a NATS server crash)"
+            ),
+            Err(err) => tracing::warn!(integration, error = %err,
+                "cannot remove acknowledged events from the work stream; they only take space"),
+        }
         let with_assets = crate::leavers::finalized(
             &self.bus,
             self.webhook.as_ref(),

@@ -227,6 +227,8 @@ pub fn prepare(
         return invalid_item(integration_id, worker_id, letter, delivered, message);
     }
     let kind = event.kind();
+    // prost reads an unknown kind as Unspecified: keep the number for the letter.
+    let kind_number = event.kind;
     let resend = event.resend;
     let worker = event
         .worker
@@ -246,6 +248,19 @@ pub fn prepare(
         revision,
     };
     let disposition = match (&config, kind) {
+        // Neither an upsert, an end nor a removal (a newer or a forged producer): loading it as
+        // an upsert could write what the event never meant.
+        (_, WorkerEventKind::Unspecified) => Disposition::Done(
+            Outcome::DeadLettered,
+            Some(Box::new(dead(
+                &run_id,
+                &worker_id,
+                format!(
+                    "the event's kind ({kind_number}) is neither upsert, ended nor removed; is \
+                     the extractor a newer version than this loader?"
+                ),
+            ))),
+        ),
         (None, _) => Disposition::Done(
             Outcome::DeadLettered,
             Some(Box::new(dead(

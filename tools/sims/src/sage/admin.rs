@@ -24,7 +24,10 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/_admin/workers", post(add_workers))
         .route(
             "/_admin/workers/{id}",
-            get(get_worker).delete(remove_worker).patch(patch_worker),
+            get(get_worker)
+                .put(replace_worker)
+                .delete(remove_worker)
+                .patch(patch_worker),
         )
         .route("/_admin/api_usage", put(set_api_usage))
         .route("/_admin/tokens/revoke", post(revoke_tokens))
@@ -94,6 +97,22 @@ async fn patch_worker(
     match shared.patch_worker(&id, &patch) {
         Some(record) => Json(record).into_response(),
         None => not_found(&id),
+    }
+}
+
+async fn replace_worker(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let raw: Value = match serde_json::from_slice(&body) {
+        Ok(raw) => raw,
+        Err(e) => return bad_request(format!("the body is not JSON: {e}")),
+    };
+    if shared.replace_worker(&id, raw) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        not_found(&id)
     }
 }
 

@@ -42,7 +42,7 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>, RawQuery(query): Raw
     let org = read(&shared.org);
     let start = match params.get("marker") {
         None => 0,
-        Some(marker) => match generate::index_of(marker) {
+        Some(marker) => match org.index_of_marker(marker) {
             Some(i) if !reject_markers && org.ever_existed(i) => i + 1,
             _ => return errors::invalid_marker(marker),
         },

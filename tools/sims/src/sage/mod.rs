@@ -243,6 +243,14 @@ impl SageSim {
         let _ = self.shared.patch_worker(id, &patch);
     }
 
+    /// Serves `raw` verbatim in place of worker `id`'s record, whatever its shape (another or
+    /// no `id`, wrong types, not an object): hostile input for tests. The record keeps its
+    /// place in the listing; a string `id` in it works as a paging marker. Unknown ids are
+    /// ignored.
+    pub fn replace_worker(&self, id: &str, raw: serde_json::Value) {
+        let _ = self.shared.replace_worker(id, raw);
+    }
+
     /// The current record of a worker, as the API would serve it, or `None` if there is none.
     pub fn worker(&self, id: &str) -> Option<serde_json::Value> {
         self.shared.worker(id)

@@ -46,12 +46,20 @@ pub(crate) struct Org {
     pub(crate) total: u64,
     pub(crate) removed: BTreeSet<u64>,
     pub(crate) patched: BTreeMap<u64, Value>,
+    /// Ids served by records replaced with arbitrary ones, and their index: markers too.
+    pub(crate) replaced_ids: HashMap<String, u64>,
 }
 
 impl Org {
     /// True for an index that was ever part of the org (removed or not): a valid marker.
     pub(crate) fn ever_existed(&self, index: u64) -> bool {
         index < self.total
+    }
+
+    /// The index a paging marker continues after: a generated id, or the id a replaced
+    /// record serves.
+    pub(crate) fn index_of_marker(&self, marker: &str) -> Option<u64> {
+        generate::index_of(marker).or_else(|| self.replaced_ids.get(marker).copied())
     }
 
     /// The current record at `index`, or `None` if it was removed or never existed.
@@ -115,6 +123,7 @@ impl Shared {
             total: config.workers,
             removed: BTreeSet::new(),
             patched: BTreeMap::new(),
+            replaced_ids: HashMap::new(),
         };
         let control = Control {
             outage_until: outage_until(&config.faults),
@@ -184,6 +193,24 @@ impl Shared {
         }
         org.patched.insert(index, record.clone());
         Some(record)
+    }
+
+    /// Serves `raw` verbatim in place of worker `id`'s record, whatever its shape: another id,
+    /// no id, wrong types, not an object. It keeps its place in the listing, and a string `id`
+    /// it carries works as a paging marker. False if there is no such worker.
+    pub(crate) fn replace_worker(&self, id: &str, raw: Value) -> bool {
+        let Some(index) = generate::index_of(id) else {
+            return false;
+        };
+        let mut org = write(&self.org);
+        if org.record(index).is_none() {
+            return false;
+        }
+        if let Some(served) = raw.get("id").and_then(Value::as_str) {
+            org.replaced_ids.insert(served.to_owned(), index);
+        }
+        org.patched.insert(index, raw);
+        true
     }
 
     pub(crate) fn worker(&self, id: &str) -> Option<Value> {
@@ -287,6 +314,23 @@ mod tests {
                 .is_none()
         );
         assert!(s.patch_worker(&id, &json!([1])).is_none());
+    }
+
+    #[test]
+    fn a_replaced_record_is_served_verbatim_and_its_id_is_a_marker() {
+        let s = shared(10);
+        let id = generate::worker_id(2);
+        assert!(s.replace_worker(&id, json!({"id": "not a salesforce id", "x": [1]})));
+        assert_eq!(
+            s.worker(&id),
+            Some(json!({"id": "not a salesforce id", "x": [1]}))
+        );
+        let org = read(&s.org);
+        assert_eq!(org.index_of_marker("not a salesforce id"), Some(2));
+        assert_eq!(org.index_of_marker(&id), Some(2));
+        drop(org);
+        assert!(s.replace_worker(&generate::worker_id(3), json!("just a string")));
+        assert!(!s.replace_worker(&generate::worker_id(99), json!({})));
     }
 
     #[test]
