@@ -18,6 +18,7 @@ use peoplesync_bus::{
 };
 use peoplesync_oomnitza::{ErrorKind, Finalize, OomnitzaClient};
 
+use crate::retention;
 use crate::verify::{self, Verifier, needs_verify};
 use crate::webhook::LeaversWebhook;
 use tokio::sync::mpsc;
@@ -202,7 +203,9 @@ impl Finalizer {
                     self.spawn_verify(&record.integration, &record.run_id);
                 }
                 Ok(Some(record)) if record.is_settled() => {
-                    settled.finished.insert(key, finished_at(&record));
+                    settled
+                        .finished
+                        .insert(key, retention::finished_at(&record));
                 }
                 Ok(_) => {}
                 Err(err) => tracing::debug!(key, error = %err, "skipping an unreadable run record"),
@@ -222,7 +225,7 @@ impl Finalizer {
         let due: Vec<String> = settled
             .finished
             .iter()
-            .filter(|(_, finished)| past_retention(**finished, now, retention))
+            .filter(|(_, finished)| retention::past_retention(**finished, now, retention))
             .map(|(key, _)| key.clone())
             .collect();
         for key in due {
@@ -231,7 +234,11 @@ impl Finalizer {
                 Ok(Some(record))
                     if record.is_settled()
                         && record.removals_held == 0
-                        && past_retention(finished_at(&record), now, retention) =>
+                        && retention::past_retention(
+                            retention::finished_at(&record),
+                            now,
+                            retention,
+                        ) =>
                 {
                     match self.runs.remove(&key).await {
                         Ok(()) => {
@@ -506,30 +513,6 @@ struct Settled {
     retention_checked: Option<Instant>,
 }
 
-/// When the run finished: its `finished_at`, else when it started.
-fn finished_at(record: &RunRecord) -> Option<chrono::DateTime<chrono::Utc>> {
-    record
-        .finished_at
-        .as_deref()
-        .or(Some(record.started_at.as_str()))
-        .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
-        .map(|at| at.with_timezone(&chrono::Utc))
-}
-
-/// Whether a run that finished at `finished` is older than `retention` at `now`. A run with
-/// no readable time is kept.
-fn past_retention(
-    finished: Option<chrono::DateTime<chrono::Utc>>,
-    now: chrono::DateTime<chrono::Utc>,
-    retention: Duration,
-) -> bool {
-    finished.is_some_and(|at| {
-        now.signed_duration_since(at)
-            .to_std()
-            .is_ok_and(|age| age > retention)
-    })
-}
-
 /// Whether `record` has ended — completed, or failed (see [`Finalizer::resumes`]) — and its
 /// portion is not yet finalized (or its claim expired).
 fn needs_finalize(record: &RunRecord) -> bool {
@@ -558,13 +541,6 @@ async fn next_entry(
 mod tests {
     use super::*;
 
-    fn record(started: &str, finished: Option<&str>) -> RunRecord {
-        let mut record = RunRecord::start("acme", "r1", true, "test");
-        record.started_at = started.to_owned();
-        record.finished_at = finished.map(str::to_owned);
-        record
-    }
-
     #[test]
     fn full_reads_of_a_run_that_falls_short_back_off() {
         let mut reads = ExactReads::default();
@@ -588,29 +564,5 @@ mod tests {
             now += 1;
         }
         assert_eq!(now - before, 60, "at most a minute apart");
-    }
-
-    #[test]
-    fn runs_are_kept_for_the_retention_after_they_finished() {
-        let now = chrono::DateTime::parse_from_rfc3339("2026-11-27T12:00:00Z")
-            .unwrap()
-            .with_timezone(&chrono::Utc);
-        let days = |n: u64| Duration::from_secs(n * 86_400);
-        let old = record("2026-08-01T00:00:00Z", Some("2026-08-01T01:00:00Z"));
-        assert!(past_retention(finished_at(&old), now, days(90)));
-        assert!(!past_retention(finished_at(&old), now, days(200)));
-        let recent = record("2026-11-26T00:00:00Z", Some("2026-11-26T00:10:00Z"));
-        assert!(!past_retention(finished_at(&recent), now, days(2)));
-        assert!(past_retention(finished_at(&recent), now, days(1)));
-        let unfinished = record("2026-08-01T00:00:00Z", None);
-        assert!(
-            past_retention(finished_at(&unfinished), now, days(90)),
-            "no finish time: the start time counts"
-        );
-        let unreadable = record("yesterday", None);
-        assert!(
-            !past_retention(finished_at(&unreadable), now, days(1)),
-            "a record with no readable time is kept"
-        );
     }
 }

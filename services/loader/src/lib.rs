@@ -4,7 +4,8 @@
 //!
 //! The parts, in the order an event meets them: [`consume`] → [`pipeline`] (filter, map) →
 //! [`batcher`] → [`deliver`] → [`ack`]; beside them [`integrations`] (configs from KV) and
-//! [`finalize`] and [`verify`] (what Oomnitza applied), [`cancel`] (an administrator's cancel),
+//! [`finalize`] (with [`retention`] of run records) and [`verify`] (what Oomnitza applied),
+//! [`leavers`] and [`webhook`] (offboarding and its report), [`cancel`] (an administrator's cancel),
 //! [`gates`] (pause and credential state), [`applied`] (change detection), [`limiter`]
 //! (adaptive rate limit), [`progress`] (progress acks for events held long) and
 //! [`advisories`] (events the server gave up on), [`rewatch`] (KV watches re-created when
@@ -26,6 +27,7 @@ pub mod leavers;
 pub mod limiter;
 pub mod pipeline;
 pub mod progress;
+pub mod retention;
 pub mod rewatch;
 pub mod startup;
 pub mod verify;
