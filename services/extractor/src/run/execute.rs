@@ -1,0 +1,261 @@
+//! Executing a prepared run: the listing, then removals, the run record and its events; or,
+//! when the listing stopped early, the state it leaves and whether its checkpoint stays.
+
+use super::listing::Listing;
+use super::*;
+
+impl PreparedRun {
+    /// The run's id.
+    pub fn run_id(&self) -> &str {
+        &self.checkpoint.run_id
+    }
+
+    /// Whether it resumes an interrupted run.
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// Lists, publishes and completes the run; stops between pages when `cancel` fires.
+    pub async fn execute(self, cancel: CancellationToken) -> Result<RunSummary, RunError> {
+        let integration = self.extraction.integration().to_owned();
+        metrics::gauge!(metric::EXTRACTOR_RUN_IN_PROGRESS, "integration" => integration.clone())
+            .set(1.0);
+        let result = self.execute_inner(cancel).await;
+        metrics::gauge!(metric::EXTRACTOR_RUN_IN_PROGRESS, "integration" => integration.clone())
+            .set(0.0);
+        let outcome = match &result {
+            Ok(summary) if summary.removals_held > 0 => "removals_held",
+            Ok(_) => "completed",
+            Err(err) => err.outcome(),
+        };
+        metrics::counter!(metric::EXTRACTOR_RUNS, "integration" => integration, "outcome" => outcome).increment(1);
+        result
+    }
+
+    async fn execute_inner(self, cancel: CancellationToken) -> Result<RunSummary, RunError> {
+        let PreparedRun {
+            extraction,
+            mut checkpoint,
+            checkpoints,
+            resumed,
+            client,
+            credentials,
+            started,
+            mut keys,
+            end_dates,
+        } = self;
+        let inner = &*extraction.inner;
+        let integration = inner.integration.as_str();
+        let bus_err = |e| extraction.bus_error(e);
+        let runs = Runs::new(inner.bus.state_kv().clone());
+        let mut publisher =
+            Publisher::new(inner.bus.jetstream().clone(), inner.options.publish_window);
+        let mut pages = 0;
+
+        if checkpoint.ending.is_none() {
+            let mut listing = Listing {
+                extraction: &extraction,
+                checkpoints: &checkpoints,
+                runs: &runs,
+                publisher: &mut publisher,
+                checkpoint: &mut checkpoint,
+                events: None,
+                credentials: &credentials,
+                client: &client,
+                acked: VecDeque::new(),
+                window: inner.options.publish_window as u64,
+                pending: None,
+                recorded_at: Instant::now(),
+                pages: &mut pages,
+                keys: keys.as_mut(),
+                end_dates,
+            };
+            let stop = listing.list(&cancel).await;
+            let finished = listing.finish().await;
+            match (stop, finished) {
+                (Ok(()), Ok(())) => {
+                    if let Some(keys) = &keys {
+                        keys.save(&inner.bus, integration, &checkpoint.run_id, resumed)
+                            .await
+                            .map_err(bus_err)?;
+                    }
+                }
+                (Err(stop), _) | (Ok(()), Err(stop)) => {
+                    return Err(extraction
+                        .stop(&runs, &checkpoints, &mut publisher, &checkpoint, stop)
+                        .await);
+                }
+            }
+        }
+
+        let events = EventBuilder::new(
+            integration,
+            &checkpoint.run_id,
+            &credentials,
+            &client.hostname(),
+        )
+        .resending(checkpoint.resend_all);
+        let decision = {
+            let _settling = extraction.removal_lock().lock().await;
+            let decision = match checkpoint.ending.clone() {
+                Some(decision) => decision,
+                None => {
+                    let decision = removals::decide(
+                        &inner.bus,
+                        integration,
+                        &checkpoint.run_id,
+                        checkpoint.filter.as_deref(),
+                        &inner.options.removals,
+                    )
+                    .await
+                    .map_err(bus_err)?;
+                    checkpoint.ending = Some(decision.clone());
+                    checkpoints
+                        .save(integration, &checkpoint)
+                        .await
+                        .map_err(bus_err)?;
+                    decision
+                }
+            };
+            removals::settle(
+                &inner.bus,
+                &mut publisher,
+                &events,
+                integration,
+                &checkpoint.run_id,
+                checkpoint.filter.as_deref(),
+                &decision,
+                checkpoint.published,
+            )
+            .await
+            .map_err(bus_err)?;
+            decision
+        };
+        match &decision {
+            Decision::Held { count, baseline } => {
+                tracing::warn!(integration, run_id = %checkpoint.run_id,
+                held = count, baseline,
+                "removals held for approval: more workers disappeared than the removal policy allows; approve them with the approve-removals command (syncctl) if they are real")
+            }
+            Decision::Skipped { reason } => {
+                tracing::warn!(integration, run_id = %checkpoint.run_id,
+                reason, "removals not computed this run; this run's list is the new baseline")
+            }
+            Decision::Publish { count } if *count > 0 => {
+                tracing::info!(integration, run_id = %checkpoint.run_id,
+                removed = count, "published removals")
+            }
+            _ => {}
+        }
+        let removed = decision.published();
+        let held = decision.held();
+        let now = chrono::Utc::now().to_rfc3339();
+        runs.update(integration, &checkpoint.run_id, |r| {
+            r.state = RunState::Completed;
+            r.published = checkpoint.published;
+            r.skipped = checkpoint.skipped;
+            r.removed = removed;
+            r.removals_held = held;
+            r.error = None;
+            r.finished_at = Some(now.clone());
+            true
+        })
+        .await
+        .map_err(bus_err)?;
+        publish_run_event(
+            &mut publisher,
+            integration,
+            &checkpoint,
+            RunEventKind::Completed,
+            removed,
+            None,
+            true,
+        )
+        .await
+        .map_err(bus_err)?;
+        checkpoints.clear(integration).await.map_err(bus_err)?;
+        tracing::info!(integration, run_id = %checkpoint.run_id, published = checkpoint.published,
+            removed, removals_held = held, skipped = checkpoint.skipped, pages, "run completed");
+        Ok(RunSummary {
+            run_id: checkpoint.run_id.clone(),
+            published: checkpoint.published,
+            removed,
+            removals_held: held,
+            skipped: checkpoint.skipped,
+            pages,
+            resumed,
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
+impl Extraction {
+    /// Ends a listing that stopped early: records the state, and keeps or drops the checkpoint.
+    async fn stop(
+        &self,
+        runs: &Runs,
+        checkpoints: &Checkpoints,
+        publisher: &mut Publisher,
+        checkpoint: &Checkpoint,
+        stop: Stop,
+    ) -> RunError {
+        let integration = self.inner.integration.clone();
+        let run_id = checkpoint.run_id.clone();
+        let error = match stop {
+            Stop::Bus(source) => {
+                return RunError::Bus {
+                    integration,
+                    source,
+                };
+            }
+            Stop::Interrupted => {
+                // Keep the counts current for whoever resumes it; the state stays running.
+                let _ = publisher.flush().await;
+                let _ = runs
+                    .update(&integration, &run_id, |r| {
+                        r.published = checkpoint.published;
+                        r.skipped = checkpoint.skipped;
+                        true
+                    })
+                    .await;
+                tracing::info!(%integration, %run_id, published = checkpoint.published,
+                    "run interrupted between pages; its checkpoint is kept");
+                return RunError::Interrupted {
+                    integration,
+                    run_id,
+                };
+            }
+            Stop::Source(source) => RunError::Source {
+                integration,
+                run_id,
+                source,
+            },
+            Stop::Quota(usage, message) => RunError::QuotaGuard {
+                integration,
+                run_id,
+                usage,
+                message,
+            },
+        };
+        let message = match &error {
+            RunError::Source { source, .. } => source.to_string(),
+            RunError::QuotaGuard { message, .. } => message.clone(),
+            _ => error.to_string(),
+        };
+        let state = error.state();
+        if state == RunState::QuotaExhausted {
+            tracing::warn!(integration = %self.inner.integration, run_id = %checkpoint.run_id, "{message}");
+        } else {
+            tracing::error!(integration = %self.inner.integration, run_id = %checkpoint.run_id, "{message}");
+        }
+        if let Err(err) = self.record_failure(runs, checkpoint, state, &message).await {
+            return err;
+        }
+        if !error.resumable()
+            && let Err(err) = checkpoints.clear(&self.inner.integration).await
+        {
+            return self.bus_error(err);
+        }
+        error
+    }
+}

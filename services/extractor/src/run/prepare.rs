@@ -1,0 +1,287 @@
+//! Preparing a run: its record and checkpoint (or the interrupted one taken up), the
+//! integration's settings checked, the Sage People client and the sync-key guard.
+
+use super::*;
+
+impl Extraction {
+    /// Starts a run (or takes up the interrupted one) up to the point where it has an id:
+    /// the run record exists, the checkpoint is stored, the settings are checked.
+    pub async fn prepare(&self, trigger: &str) -> Result<PreparedRun, RunError> {
+        self.prepare_resending(trigger, false).await
+    }
+
+    /// [`Extraction::prepare`], sending every record of the run even when unchanged when
+    /// `resend_all` (drift repair; an interrupted run taken up keeps resending if it did).
+    pub async fn prepare_resending(
+        &self,
+        trigger: &str,
+        resend_all: bool,
+    ) -> Result<PreparedRun, RunError> {
+        let started = Instant::now();
+        let inner = &*self.inner;
+        let integration = inner.integration.as_str();
+        inner
+            .seen_ready
+            .get_or_try_init(|| seen::ensure(&inner.bus))
+            .await
+            .map_err(|e| self.bus_error(e))?;
+        let checkpoints = Checkpoints::new(inner.bus.state_kv().clone());
+        let runs = Runs::new(inner.bus.state_kv().clone());
+        let settings = settings::load(&inner.bus, integration).await;
+        // NATS not answering is no reason to give up an interrupted run: stop here, before any
+        // run state changes, and let the next trigger resume it.
+        if let Err(err) = &settings
+            && matches!(err, SettingsError::Unreadable { .. })
+        {
+            return Err(self.bus_error(BusError::request(
+                format!("starting a run of {integration}"),
+                err,
+            )));
+        }
+        let filter = settings.as_ref().ok().and_then(|s| s.source_filter.clone());
+
+        let mut existing = checkpoints
+            .load(integration)
+            .await
+            .map_err(|e| self.bus_error(e))?;
+        if let Some(checkpoint) = &existing {
+            let record = runs
+                .get(integration, &checkpoint.run_id)
+                .await
+                .map_err(|e| self.bus_error(e))?;
+            let stale = match &record {
+                None => true,
+                Some((record, _)) => record.state == RunState::Completed,
+            };
+            if stale {
+                tracing::info!(integration, run_id = %checkpoint.run_id, "dropping the checkpoint of a run that has ended");
+                checkpoints
+                    .clear(integration)
+                    .await
+                    .map_err(|e| self.bus_error(e))?;
+                existing = None;
+            }
+        }
+        if let Some(checkpoint) = &existing
+            && settings.is_ok()
+            && checkpoint.ending.is_none()
+            && checkpoint.filter != filter
+        {
+            let message = format!(
+                "superseded: the integration's source_filter changed from {:?} to {:?}, so the listing starts again in a new run",
+                checkpoint.filter, filter
+            );
+            tracing::warn!(integration, run_id = %checkpoint.run_id, "{message}");
+            self.record_failure(&runs, checkpoint, RunState::Failed, &message)
+                .await?;
+            checkpoints
+                .clear(integration)
+                .await
+                .map_err(|e| self.bus_error(e))?;
+            existing = None;
+        }
+
+        let (checkpoint, resumed) = match existing {
+            Some(mut checkpoint) => {
+                checkpoint.resumes += 1;
+                checkpoint.resend_all |= resend_all;
+                seen::purge_pages(
+                    inner.bus.jetstream(),
+                    integration,
+                    &checkpoint.run_id,
+                    checkpoint.pages,
+                    UNCOMMITTED_PAGES,
+                )
+                .await
+                .map_err(|e| self.bus_error(e))?;
+                runs.update(integration, &checkpoint.run_id, |r| {
+                    r.state = RunState::Running;
+                    r.error = None;
+                    true
+                })
+                .await
+                .map_err(|e| self.bus_error(e))?;
+                checkpoints
+                    .save(integration, &checkpoint)
+                    .await
+                    .map_err(|e| self.bus_error(e))?;
+                tracing::info!(integration, run_id = %checkpoint.run_id, marker = ?checkpoint.marker,
+                    published = checkpoint.published, trigger,
+                    "resuming an interrupted run from its checkpoint");
+                (checkpoint, true)
+            }
+            None => {
+                let run_id = uuid::Uuid::now_v7().to_string();
+                let checkpoint = Checkpoint {
+                    resend_all,
+                    ..Checkpoint::start(&run_id, filter.clone())
+                };
+                let record = RunRecord {
+                    resend_all,
+                    ..RunRecord::start(integration, &run_id, true, trigger)
+                };
+                runs.create(&record).await.map_err(|e| self.bus_error(e))?;
+                checkpoints
+                    .save(integration, &checkpoint)
+                    .await
+                    .map_err(|e| self.bus_error(e))?;
+                let mut publisher = Publisher::new(inner.bus.jetstream().clone(), 1);
+                publish_run_event(
+                    &mut publisher,
+                    integration,
+                    &checkpoint,
+                    RunEventKind::Started,
+                    0,
+                    None,
+                    true,
+                )
+                .await
+                .map_err(|e| self.bus_error(e))?;
+                tracing::info!(integration, %run_id, trigger, "run started");
+                (checkpoint, false)
+            }
+        };
+
+        let settings = match settings {
+            Ok(settings) => settings,
+            Err(err) => {
+                return Err(self
+                    .fail_settings(&runs, &checkpoints, &checkpoint, err.to_string())
+                    .await);
+            }
+        };
+        if let Some(source_filter) = &settings.source_filter
+            && let Err(problem) = filter::validate(source_filter)
+        {
+            let message = format!(
+                "the source_filter of integration {integration} (`{source_filter}`) is not a valid Sage People $filter: {problem}; fix it in the integration config and run again"
+            );
+            return Err(self
+                .fail_settings(&runs, &checkpoints, &checkpoint, message)
+                .await);
+        }
+        let client = match inner.sources.client(&settings.credentials) {
+            Ok(client) => client,
+            Err(problem) => {
+                let message = format!(
+                    "integration {integration} reads with credential set {:?}, which cannot be used: {problem}",
+                    settings.credentials
+                );
+                return Err(self
+                    .fail_settings(&runs, &checkpoints, &checkpoint, message)
+                    .await);
+            }
+        };
+        let keys = self.sync_key_guard(&client, &settings.credentials).await?;
+        let end_dates = crate::ended::EndDates::of(integration, &settings);
+        Ok(PreparedRun {
+            extraction: self.clone(),
+            checkpoint,
+            checkpoints,
+            resumed,
+            client,
+            credentials: settings.credentials,
+            started,
+            keys,
+            end_dates,
+        })
+    }
+
+    /// The run's sync-key guard, from the integration's mapping and the keys shared in the
+    /// previous full run.
+    async fn sync_key_guard(
+        &self,
+        client: &SageClient,
+        credentials: &str,
+    ) -> Result<Option<SyncKeyGuard>, RunError> {
+        let integration = self.inner.integration.as_str();
+        let config = match settings::load_config(&self.inner.bus, integration).await {
+            Ok(config) => config,
+            Err(err) => {
+                return Err(self.bus_error(BusError::request(
+                    format!("reading the mapping of {integration}"),
+                    err,
+                )));
+            }
+        };
+        let mapping = match peoplesync_core::Integration::compile(config) {
+            Ok(mapping) => mapping,
+            Err(err) => {
+                tracing::warn!(integration, error = %err,
+                    "the mapping does not compile, so workers sharing a sync key cannot be found this run");
+                return Ok(None);
+            }
+        };
+        let tracking = peoplesync_core::Tracking {
+            credentials: credentials.to_owned(),
+            hostname: client.hostname(),
+        };
+        SyncKeyGuard::load(&self.inner.bus, integration, mapping, tracking)
+            .await
+            .map(Some)
+            .map_err(|e| self.bus_error(e))
+    }
+
+    async fn fail_settings(
+        &self,
+        runs: &Runs,
+        checkpoints: &Checkpoints,
+        checkpoint: &Checkpoint,
+        message: String,
+    ) -> RunError {
+        let integration = &self.inner.integration;
+        tracing::error!(integration, run_id = %checkpoint.run_id, "{message}");
+        let error = RunError::Settings {
+            integration: integration.clone(),
+            run_id: checkpoint.run_id.clone(),
+            message: message.clone(),
+        };
+        if let Err(err) = self
+            .record_failure(runs, checkpoint, RunState::Failed, &message)
+            .await
+        {
+            return err;
+        }
+        if let Err(err) = checkpoints.clear(integration).await {
+            return self.bus_error(err);
+        }
+        metrics::counter!(metric::EXTRACTOR_RUNS, "integration" => integration.clone(), "outcome" => "failed")
+            .increment(1);
+        error
+    }
+
+    /// Marks the run of `checkpoint` as stopped in `state` with `message`, and says so on the
+    /// runs subject.
+    pub(super) async fn record_failure(
+        &self,
+        runs: &Runs,
+        checkpoint: &Checkpoint,
+        state: RunState,
+        message: &str,
+    ) -> Result<(), RunError> {
+        let integration = self.inner.integration.as_str();
+        let now = chrono::Utc::now().to_rfc3339();
+        runs.update(integration, &checkpoint.run_id, |r| {
+            r.state = state;
+            r.published = checkpoint.published;
+            r.skipped = checkpoint.skipped;
+            r.error = Some(message.to_owned());
+            r.finished_at = Some(now.clone());
+            true
+        })
+        .await
+        .map_err(|e| self.bus_error(e))?;
+        let mut publisher = Publisher::new(self.inner.bus.jetstream().clone(), 1);
+        publish_run_event(
+            &mut publisher,
+            integration,
+            checkpoint,
+            RunEventKind::Failed,
+            0,
+            Some(message),
+            true,
+        )
+        .await
+        .map_err(|e| self.bus_error(e))
+    }
+}
