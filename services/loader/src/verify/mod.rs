@@ -1,0 +1,405 @@
+//! Checking a finalized run against what Oomnitza holds. A `200` from the bulk endpoint means
+//! Oomnitza *accepted* a batch; it applies the records afterwards, and a record can still fail
+//! then (a duplicate unique value, a role that does not exist, a tenant validation rule). So
+//! once a portion is finalized, one replica claims its check (a compare-and-set on the run
+//! record, taken over by another replica after [`CLAIM_EXPIRY`] if it dies), reads the run log
+//! until nothing is `processing`, then reads back the users the run wrote — by their first
+//! sync value, a few hundred per request — and compares every field a read can show.
+//!
+//! A record counts as written only when Oomnitza holds the values sent. One that does not is
+//! dead-lettered with Oomnitza's message where one names it (else "not applied by Oomnitza"),
+//! counted as dead-lettered, and its applied hash is dropped so the next run sends it again.
+//! Fields a read cannot show (the `SAAS` block, custom fields missing from the read) are
+//! listed on the run instead of guessed. Letters reuse the event's id, so a check redone after
+//! a crash adds none twice; the counts are set once, with the claim's end.
+
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use std::time::{Duration, Instant};
+
+use peoplesync_bus::{
+    Bus, BusError, DeadLetter, FinalizeState, OutcomeCounts, RunLogCounts, RunRecord, Runs,
+    VerifyState, WrittenEvent, WrittenEvents, dlq, names, outcomes,
+};
+use peoplesync_core::Integration;
+use peoplesync_oomnitza::{OomnitzaClient, RunLog};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::config::VerifySettings;
+use crate::integrations::Integrations;
+
+mod check;
+mod compare;
+
+pub use compare::{Fields, compare, fields, read_name};
+use compare::{compare_named, lookup_of, lower, text};
+
+/// How long a verification claim holds without being renewed before another replica may take
+/// it over.
+pub const CLAIM_EXPIRY: Duration = Duration::from_secs(120);
+/// How often a replica renews its claim while it checks.
+const RENEW: Duration = Duration::from_secs(30);
+/// How often a check still waiting for Oomnitza says so.
+const PROGRESS_EVERY: Duration = Duration::from_secs(60);
+/// Longest wait between two reads of a run log that is still processing.
+const LOG_POLL_MAX: Duration = Duration::from_secs(5);
+/// Users read per page.
+const READ_PAGE: u32 = 1_000;
+/// Runs that wrote at least this many records (and at most [`PAGE_ALL_UP_TO`]) are checked
+/// against every user, read page by page, instead of by key: fewer, larger requests. Between
+/// the two, what was sent is held in memory (about half a kilobyte a record).
+const PAGE_ALL_FROM: u64 = 5_000;
+/// The most records checked against every user at once; larger runs are read by key, a group
+/// at a time, in bounded memory.
+const PAGE_ALL_UP_TO: u64 = 250_000;
+
+/// Attributes whose values Oomnitza matches without regard to case.
+const CASELESS: &[&str] = &["username", "email"];
+
+/// Checks finalized runs for one replica.
+#[derive(Clone)]
+pub struct Verifier {
+    bus: Bus,
+    runs: Runs,
+    client: OomnitzaClient,
+    integrations: Integrations,
+    replica: String,
+    settings: VerifySettings,
+}
+
+/// What the check of one record found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// Oomnitza holds every value sent that a read can show.
+    Confirmed,
+    /// Oomnitza does not hold what was sent: why, in words.
+    NotApplied(String),
+    /// Not applied by design: the integration creates only (the user existed) or updates only
+    /// (there was no user).
+    SkippedByPreference,
+}
+
+/// The comparison of one sent record with the user read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comparison {
+    /// The verdict.
+    pub check: Check,
+    /// Fields sent that the read does not show.
+    pub unverifiable: Vec<String>,
+}
+
+/// Why a check stopped early.
+enum Stop {
+    /// NATS failed: the check is retried.
+    Bus(BusError),
+    /// Oomnitza's users could not be read: the run is marked unverified with this reason.
+    Unreadable(String),
+}
+
+/// What judging pages of users carries from page to page (moved to a blocking thread and back).
+struct PageState {
+    judge: Arc<Judge>,
+    /// Records not met yet: attribute → lower-cased value → record.
+    waiting: HashMap<String, HashMap<String, Pending>>,
+    tally: Tally,
+    letters: Vec<NotApplied>,
+}
+
+impl PageState {
+    /// Judges the records whose users are on `pages`; true when a page was the last.
+    fn judge_pages(&mut self, pages: &[Bytes]) -> Result<bool, Stop> {
+        let started = Instant::now();
+        let mut last = false;
+        for body in pages {
+            let page: Vec<Fields<'_>> = serde_json::from_slice(body).map_err(|e| {
+                Stop::Unreadable(format!(
+                    "Oomnitza's users page is not a list of objects: {e}"
+                ))
+            })?;
+            last |= page.len() < READ_PAGE as usize;
+            for user in &page {
+                for (attribute, records) in &mut self.waiting {
+                    let Some(value) = user.get(attribute.as_str()).and_then(|v| text(v)) else {
+                        continue;
+                    };
+                    if let Some(pending) = records.remove(lower(&value).as_ref()) {
+                        self.letters
+                            .extend(self.judge.judge(pending, Some(user), &mut self.tally));
+                    }
+                }
+            }
+        }
+        self.tally.judging += started.elapsed();
+        Ok(last)
+    }
+}
+
+/// A written record waiting to be judged, with the attribute and value its user is found by.
+#[derive(Clone)]
+struct Pending {
+    event: WrittenEvent,
+    lookup: Option<(String, String)>,
+}
+
+/// Judges written records against the users read back, for one run.
+struct Judge {
+    integration: String,
+    sync_fields: Vec<String>,
+    insert_only: bool,
+    update_only: bool,
+    /// Oomnitza's failure messages, lower-cased, to find one naming a record.
+    failures: Vec<String>,
+    /// The read attribute of each field the config maps (others are worked out per record).
+    read_names: HashMap<String, Option<String>>,
+}
+
+impl Judge {
+    fn new(config: Option<&Integration>, failures: Vec<String>) -> Judge {
+        let (insert_only, update_only) = config.map_or((false, false), |c| {
+            let preference = &c.config().preference;
+            (preference.insert_only(), preference.update_only())
+        });
+        Judge {
+            integration: config.map_or_else(String::new, |c| c.config().id.clone()),
+            sync_fields: config
+                .map_or_else(|| vec!["EMAIL".to_owned()], |c| c.sync_field().to_vec()),
+            insert_only,
+            update_only,
+            failures,
+            read_names: config
+                .map(|c| {
+                    c.config()
+                        .mapping
+                        .iter()
+                        .map(|entry| (entry.field.clone(), read_name(&entry.field)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// `event` with the attribute and value its user is found by.
+    fn pending(&self, event: WrittenEvent) -> Pending {
+        let lookup =
+            fields(&event.record_json).and_then(|record| lookup_of(&self.sync_fields, &record));
+        Pending { event, lookup }
+    }
+
+    /// Judges one record against its user (`None`: none found); returns its dead letter when
+    /// Oomnitza did not apply it.
+    fn judge(
+        &self,
+        pending: Pending,
+        user: Option<&Fields<'_>>,
+        tally: &mut Tally,
+    ) -> Option<NotApplied> {
+        let Pending { event, lookup } = pending;
+        let Some(record) = fields(&event.record_json) else {
+            // Recorded without its JSON (too large, or by an older loader): nothing to compare.
+            tally.confirmed += 1;
+            tally
+                .unverifiable
+                .insert("(record too large to keep)".to_owned());
+            return None;
+        };
+        let comparison = compare_named(
+            &record,
+            user,
+            self.insert_only,
+            self.update_only,
+            |field| match self.read_names.get(field) {
+                Some(name) => name.as_deref().map(Cow::Borrowed),
+                None => read_name(field).map(Cow::Owned),
+            },
+        );
+        drop(record);
+        tally.unverifiable.extend(comparison.unverifiable);
+        let difference = match comparison.check {
+            Check::Confirmed => {
+                tally.confirmed += 1;
+                return None;
+            }
+            Check::SkippedByPreference => {
+                tally.skipped += 1;
+                return None;
+            }
+            Check::NotApplied(difference) => difference,
+        };
+        tally.not_applied += 1;
+        let needle = lookup.as_ref().map(|(_, v)| v.to_lowercase());
+        let message =
+            needle.and_then(|needle| self.failures.iter().find(|m| m.contains(&needle)).cloned());
+        let reason = match &message {
+            Some(message) => format!("Oomnitza did not apply the record: {message}"),
+            None => format!("not applied by Oomnitza: {difference}"),
+        };
+        Some(NotApplied {
+            letter: DeadLetter {
+                integration: self.integration.clone(),
+                run_id: String::new(),
+                worker_id: event.worker_id,
+                reason,
+                stage: dlq::STAGE_VERIFICATION.into(),
+                http_status: None,
+                body_excerpt: Some(difference),
+                attempts: 1,
+                original_subject: String::new(),
+            },
+            applied_key: event.applied_key,
+            record: event.record_json,
+        })
+    }
+}
+
+/// A record Oomnitza did not apply: its dead letter, applied-hash key and the record as sent.
+struct NotApplied {
+    letter: DeadLetter,
+    applied_key: String,
+    record: String,
+}
+
+/// Running totals of one check.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Time spent reading what was sent, reading users, and comparing.
+    reading_sent: Duration,
+    reading_users: Duration,
+    judging: Duration,
+    confirmed: u64,
+    not_applied: u64,
+    skipped: u64,
+    unverifiable: BTreeSet<String>,
+}
+
+impl Tally {
+    /// Adds what `other` counted.
+    fn add(&mut self, other: Tally) {
+        self.reading_sent += other.reading_sent;
+        self.reading_users += other.reading_users;
+        self.judging += other.judging;
+        self.confirmed += other.confirmed;
+        self.not_applied += other.not_applied;
+        self.skipped += other.skipped;
+        self.unverifiable.extend(other.unverifiable);
+    }
+}
+
+/// A check's claim on the run record, renewed while it works.
+struct Claim<'a> {
+    verifier: &'a Verifier,
+    integration: &'a str,
+    run_id: &'a str,
+    renewed: Instant,
+}
+
+impl Claim<'_> {
+    /// Renews the claim if [`RENEW`] has passed since the last renewal.
+    async fn renew(&mut self) {
+        if self.renewed.elapsed() < RENEW {
+            return;
+        }
+        self.renewed = Instant::now();
+        let at = chrono::Utc::now().to_rfc3339();
+        let replica = &self.verifier.replica;
+        let renewed = self
+            .verifier
+            .runs
+            .update(self.integration, self.run_id, |record| {
+                match record.verification.as_mut() {
+                    Some(v) if matches!(&v.state, VerifyState::Claimed { by, .. } if by == replica) =>
+                    {
+                        v.state = VerifyState::Claimed {
+                            by: replica.clone(),
+                            at: at.clone(),
+                        };
+                        true
+                    }
+                    _ => false,
+                }
+            })
+            .await;
+        if let Err(err) = renewed {
+            tracing::warn!(run_id = self.run_id, error = %err, "cannot renew the verification claim");
+        }
+    }
+}
+
+/// Whether `record`'s portion is finalized and its check waits for a replica (or its checker's
+/// claim expired).
+pub fn needs_verify(record: &RunRecord) -> bool {
+    if !matches!(record.finalize, FinalizeState::Finalized { .. }) {
+        return false;
+    }
+    match record.verification.as_ref().map(|v| &v.state) {
+        Some(VerifyState::Pending) => true,
+        Some(VerifyState::Claimed { at, .. }) => expired(at, CLAIM_EXPIRY),
+        _ => false,
+    }
+}
+
+/// Whether the RFC 3339 time `at` is more than `expiry` ago (an unreadable time is).
+pub fn expired(at: &str, expiry: Duration) -> bool {
+    chrono::DateTime::parse_from_rfc3339(at)
+        .map(|at| {
+            chrono::Utc::now()
+                .signed_duration_since(at)
+                .to_std()
+                .unwrap_or_default()
+                > expiry
+        })
+        .unwrap_or(true)
+}
+
+/// Moves `not_applied` written records to dead-lettered and `skipped` to filtered.
+fn move_written(counts: &mut OutcomeCounts, not_applied: u64, skipped: u64) {
+    let not_applied = not_applied.min(counts.written);
+    counts.written -= not_applied;
+    counts.dead_lettered += not_applied;
+    let skipped = skipped.min(counts.written);
+    counts.written -= skipped;
+    counts.filtered += skipped;
+}
+
+/// Drops the applied hash under `key` if `run_id` wrote it last, so the next run sends the
+/// record again. Failures are logged: the record then waits for a change in Sage People.
+pub async fn forget_applied(bus: &Bus, key: &str, run_id: &str) {
+    if key.is_empty() {
+        return;
+    }
+    let store = bus.applied_kv();
+    let entry = match store.entry(key).await {
+        Ok(Some(entry)) if entry.operation == async_nats::jetstream::kv::Operation::Put => entry,
+        Ok(_) => return,
+        Err(err) => {
+            tracing::warn!(key, error = %err, "cannot read an applied hash to drop it");
+            return;
+        }
+    };
+    let ours = serde_json::from_slice::<crate::applied::AppliedRecord>(&entry.value)
+        .is_ok_and(|applied| applied.run_id == run_id);
+    if !ours {
+        return;
+    }
+    if let Err(err) = store
+        .delete_expect_revision(key, Some(entry.revision))
+        .await
+    {
+        tracing::warn!(key, error = %err, "cannot drop an applied hash; the record is sent again only once it changes");
+    }
+}
+
+fn run_log_counts(log: &RunLog) -> RunLogCounts {
+    let counts = &log.counts;
+    RunLogCounts {
+        added: counts.added,
+        updated: counts.updated,
+        unchanged: counts.unchanged,
+        skipped: counts.skipped,
+        failed: counts.failed,
+        canceled: counts.canceled,
+    }
+}
