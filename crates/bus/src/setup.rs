@@ -1,6 +1,7 @@
-//! Connecting to NATS and creating or verifying the streams, the loader consumer and the KV
-//! buckets of DESIGN.md. Every service runs this at start-up; it is idempotent, so replicas
-//! starting together, or an upgrade that changes a limit, converge on the same topology.
+//! Connecting to NATS and creating or verifying the streams, the loader consumers and the KV
+//! buckets (see `docs/architecture.md`, "The bus"). Every service runs this at start-up; it is
+//! idempotent, so replicas starting together, or an upgrade that changes a limit, converge on
+//! the same topology.
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! Integration tests of both simulators through real HTTP: every documented behaviour, error
-//! body and fault of `shared/reference/*-api.md`, the `/_admin` endpoints, and the binaries as
+//! body and fault of the two published API contracts, the `/_admin` endpoints, and the binaries as
 //! processes. Each test spawns its own simulator on a free port.
 
 #[path = "sims/sage/mod.rs"]

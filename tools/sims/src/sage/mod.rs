@@ -1,6 +1,6 @@
 //! A faithful HTTP simulator of the Sage People Employees API (v4) and its Salesforce OAuth.
 //!
-//! It follows `shared/reference/sage-people-api.md`: the three OAuth grants, marker paging with
+//! It follows the published Sage People Employees API contract: the three OAuth grants, marker paging with
 //! a server-chosen page size, `$filter`, the API quota header and `/services/data/vXX.X/limits`,
 //! and both error forms. Workers are
 //! generated on the fly from their index, so memory does not grow with the size of the org; only
