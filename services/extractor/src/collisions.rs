@@ -291,8 +291,8 @@ impl SyncKeyGuard {
         self.page_starts.push((page, self.listed));
         let page_start = self.listed;
         let mut verdict = PageVerdict::default();
-        // Keys of this page, exactly: (field, value) → index in the page.
-        let mut on_page: HashMap<(&str, String), usize> = HashMap::new();
+        // Keys of this page: digest (of field and value, 64 bits) → index in the page.
+        let mut on_page: HashMap<u64, usize> = HashMap::new();
         for (index, raw) in records.iter().enumerate() {
             let worker = match skip.get(index) {
                 Some(true) => None,
@@ -334,7 +334,7 @@ impl SyncKeyGuard {
                         known: true,
                     });
                 }
-                if let Some(&first) = on_page.get(&(field, value.clone())) {
+                if let Some(&first) = on_page.get(&digest) {
                     // Both on this page: hold both, send neither.
                     let first_id = verdict.workers[first]
                         .as_ref()
@@ -362,14 +362,14 @@ impl SyncKeyGuard {
                     Some(first) if first < page_start => verdict.suspects.push(Suspect {
                         index,
                         field: field.to_owned(),
-                        value: value.clone(),
+                        value,
                         digest,
                         position: first,
                     }),
                     // 40 bits alike but not the same key on this page: no conflict.
                     _ => {}
                 }
-                on_page.insert((field, value), index);
+                on_page.insert(digest, index);
             }
             verdict.workers.push(Some(worker));
         }

@@ -9,13 +9,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use peoplesync_bus::{Bus, BusError, RunState, Runs};
+use peoplesync_bus::{Bus, BusError, RunState};
 use peoplesync_runtime::Readiness;
 use peoplesync_runtime::metrics::names as metric;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::Checkpoints;
 use crate::commands;
 use crate::config::{ExtractorConfig, SecretSource};
 use crate::error::RunError;
@@ -351,16 +350,9 @@ async fn lead(
 /// Whether the integration has a run that was interrupted mid-listing (not one stopped by the
 /// quota, which waits for the next scheduled or manual run).
 async fn interrupted_run(bus: &Bus, integration: &str) -> bool {
-    let Ok(Some(checkpoint)) = Checkpoints::new(bus.state_kv().clone())
-        .load(integration)
+    crate::retry::resumable_run(bus, integration)
         .await
-    else {
-        return false;
-    };
-    matches!(
-        Runs::new(bus.state_kv().clone()).get(integration, &checkpoint.run_id).await,
-        Ok(Some((record, _))) if record.state == RunState::Running
-    )
+        .is_some_and(|run| run.state == RunState::Running)
 }
 
 /// The integration's schedule, kept current from its config in KV.

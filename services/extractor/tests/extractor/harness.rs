@@ -342,8 +342,27 @@ pub async fn command<T: serde::de::DeserializeOwned>(
 
 /// Waits until run `run_id` of `integration` is completed and returns its record.
 pub async fn completed(bus: &Bus, integration: &str, run_id: &str) -> RunRecord {
+    in_state(
+        bus,
+        integration,
+        run_id,
+        peoplesync_bus::RunState::Completed,
+        Duration::from_secs(30),
+    )
+    .await
+}
+
+/// Waits up to `timeout` until run `run_id` of `integration` is in `state` and returns its
+/// record.
+pub async fn in_state(
+    bus: &Bus,
+    integration: &str,
+    run_id: &str,
+    state: peoplesync_bus::RunState,
+    timeout: Duration,
+) -> RunRecord {
     let runs = Runs::new(bus.state_kv().clone());
-    wait_for("the run to complete", Duration::from_secs(30), || {
+    wait_for(&format!("the run to be {state:?}"), timeout, || {
         let runs = runs.clone();
         async move {
             runs.get(integration, run_id)
@@ -351,7 +370,7 @@ pub async fn completed(bus: &Bus, integration: &str, run_id: &str) -> RunRecord 
                 .ok()
                 .flatten()
                 .map(|(r, _)| r)
-                .filter(|r| r.state == peoplesync_bus::RunState::Completed)
+                .filter(|r| r.state == state)
         }
     })
     .await

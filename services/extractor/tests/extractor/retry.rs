@@ -4,10 +4,9 @@
 use std::time::Duration;
 
 use peoplesync_bus::control::RunStarted;
-use peoplesync_bus::{RunState, Runs, control};
+use peoplesync_bus::{RunState, control};
 use peoplesync_extractor::config::RunRetry;
 use peoplesync_sims::sage::SageFaults;
-use peoplesync_testkit::wait_for;
 use serde_json::json;
 
 use crate::harness::*;
@@ -35,19 +34,13 @@ async fn a_run_failed_by_a_sage_outage_longer_than_the_budget_is_resumed_after_a
         ..SageFaults::default()
     });
     let started: RunStarted = command(&s.bus, ID, control::RUN, json!({})).await.unwrap();
-    let runs = Runs::new(s.bus.state_kv().clone());
-    let failed = wait_for("the run to fail", Duration::from_secs(30), || {
-        let runs = runs.clone();
-        let run_id = started.run_id.clone();
-        async move {
-            runs.get(ID, &run_id)
-                .await
-                .ok()
-                .flatten()
-                .map(|(r, _)| r)
-                .filter(|r| r.state == RunState::Failed)
-        }
-    })
+    let failed = in_state(
+        &s.bus,
+        ID,
+        &started.run_id,
+        RunState::Failed,
+        Duration::from_secs(30),
+    )
     .await;
     assert!(
         failed.error.as_deref().unwrap_or_default().contains("503")
@@ -93,19 +86,13 @@ async fn nats_restarts_mid_run_and_the_same_run_completes_without_a_trigger() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     s.nats.restart();
 
-    let runs = Runs::new(s.bus.state_kv().clone());
-    let record = wait_for("the run to complete", Duration::from_secs(120), || {
-        let runs = runs.clone();
-        let run_id = started.run_id.clone();
-        async move {
-            runs.get(ID, &run_id)
-                .await
-                .ok()
-                .flatten()
-                .map(|(r, _)| r)
-                .filter(|r| r.state == RunState::Completed)
-        }
-    })
+    let record = in_state(
+        &s.bus,
+        ID,
+        &started.run_id,
+        RunState::Completed,
+        Duration::from_secs(120),
+    )
     .await;
     assert_eq!(record.published, 20_000);
     let events = drain_workers(&s.bus, ID).await;
