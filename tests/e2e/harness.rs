@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use peoplesync_bus::{Bus, BusSettings, RunRecord, Runs, dlq};
+use peoplesync_bus::{Bus, BusSettings, RunRecord, dlq};
 use peoplesync_sims::generate;
 use peoplesync_sims::oomnitza::{CustomField, OomnitzaConfig, OomnitzaSim};
 use peoplesync_sims::sage::{SageConfig, SageSim};
@@ -326,7 +326,7 @@ impl Deployment {
     /// Waits until run `run_id` is finalized and checked against Oomnitza (or closed as
     /// canceled) and returns its record.
     pub async fn finalized(&self, integration: &str, run_id: &str, timeout: Duration) -> RunRecord {
-        let runs = Runs::new(self.bus().await.state_kv().clone());
+        let runs = self.bus().await.runs();
         wait_for(&format!("run {run_id} to be finalized"), timeout, || {
             let runs = runs.clone();
             async move {
@@ -444,15 +444,13 @@ impl Deployment {
     /// The dead letters currently held.
     pub async fn dead_letters(&self) -> Vec<peoplesync_bus::DeadLetterRecord> {
         let bus = self.bus().await;
-        let (first, last, held) = dlq::sequence_range(bus.jetstream())
-            .await
-            .expect("dlq range");
+        let (first, last, held) = dlq::sequence_range(&bus).await.expect("dlq range");
         let mut letters = Vec::new();
         if held == 0 {
             return letters;
         }
         for sequence in first..=last {
-            if let Some(letter) = dlq::get(bus.jetstream(), sequence).await.expect("dlq get") {
+            if let Some(letter) = dlq::get(&bus, sequence).await.expect("dlq get") {
                 letters.push(letter);
             }
         }
@@ -479,7 +477,7 @@ impl Deployment {
 
     /// Waits until the run of `integration` is finalized and returns its record.
     pub async fn finalized_run(&self, integration: &str, timeout: Duration) -> RunRecord {
-        let runs = Runs::new(self.bus().await.state_kv().clone());
+        let runs = self.bus().await.runs();
         wait_for("the run to be finalized", timeout, || {
             let runs = runs.clone();
             async move {

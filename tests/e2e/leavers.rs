@@ -138,9 +138,7 @@ async fn assign_asset(d: &Deployment, user: &str, id: &str, serial: &str) {
 }
 
 async fn report(d: &Deployment, run_id: &str) -> Vec<LeaverEntry> {
-    leavers::read(d.bus().await.jetstream(), ID, run_id)
-        .await
-        .unwrap()
+    leavers::read(&d.bus().await, ID, run_id).await.unwrap()
 }
 
 fn entry<'a>(report: &'a [LeaverEntry], worker: &str) -> &'a LeaverEntry {

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use peoplesync_bus::pause::{PauseFlag, Pauses};
+use peoplesync_bus::pause::PauseFlag;
 use peoplesync_bus::{FinalizeState, RunRecord};
 use peoplesync_sims::oomnitza::OomnitzaFaults;
 use peoplesync_sims::sage::SageConfig;
@@ -345,7 +345,7 @@ async fn bad_credentials_stop_loading_without_dead_letters_until_they_work() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_integration_is_not_loaded_until_resumed() {
     let d = deployment(500).await;
-    let pauses = Pauses::new(d.bus().await.state_kv().clone());
+    let pauses = d.bus().await.pauses();
     pauses
         .set("sage-people", &PauseFlag::now(true, "test", None))
         .await
@@ -425,7 +425,7 @@ async fn a_run_that_fails_for_good_is_finalized_with_what_it_loaded() {
     });
     let output = extraction.await.unwrap().unwrap();
     assert!(!output.status.success(), "the run failed");
-    let runs = peoplesync_bus::Runs::new(d.bus().await.state_kv().clone());
+    let runs = d.bus().await.runs();
     let (failed, _) = runs
         .list(Some("sage-people"))
         .await
@@ -476,7 +476,7 @@ async fn a_fresh_replica_knows_what_others_wrote_and_posts_nothing_unchanged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_records_past_their_retention_are_removed() {
     let d = deployment(10).await;
-    let runs = peoplesync_bus::Runs::new(d.bus().await.state_kv().clone());
+    let runs = d.bus().await.runs();
     let finalized = FinalizeState::Finalized {
         by: "loader-0".into(),
         at: "2026-01-01T00:00:00Z".into(),

@@ -166,7 +166,7 @@ async fn the_loader_reaches_oomnitza_through_the_proxy_the_environment_names() {
 
 #[tokio::test]
 async fn the_removals_held_gauge_follows_the_run_records() {
-    use peoplesync_bus::runs::{RunRecord, RunState, Runs};
+    use peoplesync_bus::runs::{RunRecord, RunState};
 
     let nats = peoplesync_testkit::NatsServer::start();
     let bus = peoplesync_bus::Bus::connect(
@@ -176,7 +176,7 @@ async fn the_removals_held_gauge_follows_the_run_records() {
     )
     .await
     .expect("bus");
-    let runs = Runs::new(bus.state_kv().clone());
+    let runs = bus.runs();
     let mut record = RunRecord::start("sage-people", "run-holding-removals", true, "schedule");
     record.state = RunState::Completed;
     record.removals_held = 7;

@@ -37,11 +37,11 @@ async fn five_thousand_workers_arrive_in_oomnitza_and_the_portion_is_finalized_o
     assert_eq!(counts.written, checked as u64);
     assert_eq!(counts.dead_lettered, without_email.len() as u64);
     let bus = deployment.bus().await;
-    let (first, last, held) = dlq::sequence_range(bus.jetstream()).await.unwrap();
+    let (first, last, held) = dlq::sequence_range(&bus).await.unwrap();
     assert_eq!(held, without_email.len() as u64);
     let mut lettered = Vec::new();
     for sequence in first..=last {
-        if let Some(letter) = dlq::get(bus.jetstream(), sequence).await.unwrap() {
+        if let Some(letter) = dlq::get(&bus, sequence).await.unwrap() {
             assert!(
                 letter.letter.reason.contains("EMAIL") || letter.letter.reason.contains("USER"),
                 "reason names the missing field: {}",

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use peoplesync_bus::pause::Pauses;
-use peoplesync_bus::{FinalizeState, Runs, VerifyState, dlq};
+use peoplesync_bus::{FinalizeState, VerifyState, dlq};
 use peoplesync_sims::oomnitza::{OomnitzaFaults, ValidationRule};
 use peoplesync_testkit::wait_for;
 
@@ -181,7 +181,7 @@ async fn an_unknown_field_id_pauses_the_integration_until_the_config_is_fixed() 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let run_id = d.extract_run();
 
-    let pauses = Pauses::new(bus.state_kv().clone());
+    let pauses = bus.pauses();
     let flag = paused(&pauses, "the refusal pause").await;
     let reason = flag.reason.clone().unwrap_or_default();
     assert!(
@@ -251,7 +251,7 @@ async fn a_check_left_by_a_killed_replica_is_finished_by_another_once() {
     let mut first = d.loader_with("loader-1", QUICK);
     let run_id = d.extract_run();
     let bus = d.bus().await;
-    let runs = Runs::new(bus.state_kv().clone());
+    let runs = bus.runs();
     wait_for(
         "loader-1 to claim the check",
         Duration::from_secs(60),
@@ -318,7 +318,7 @@ async fn a_loader_starting_with_an_unknown_field_id_pauses_the_integration_befor
     let path = path.to_string_lossy().into_owned();
     let _loader = d.loader("loader-1", &["--integration", &path]);
     let bus = d.bus().await;
-    let pauses = Pauses::new(bus.state_kv().clone());
+    let pauses = bus.pauses();
     let flag = paused(&pauses, "the pause at start").await;
     let reason = flag.reason.unwrap_or_default();
     assert!(reason.contains(unknown), "{reason}");

@@ -16,7 +16,7 @@ pub fn decode_worker_event(payload: &Bytes) -> Result<WorkerEvent, BusError> {
     // Decoding from the shared buffer lets `raw` point into the payload instead of a copy.
     WorkerEvent::decode(payload.clone()).map_err(|e| BusError::Decode {
         what: "WorkerEvent",
-        message: e.to_string(),
+        source: e.into(),
     })
 }
 
@@ -29,7 +29,7 @@ pub fn encode_run_event(event: &RunEvent) -> Bytes {
 pub fn decode_run_event(payload: &[u8]) -> Result<RunEvent, BusError> {
     RunEvent::decode(payload).map_err(|e| BusError::Decode {
         what: "RunEvent",
-        message: e.to_string(),
+        source: e.into(),
     })
 }
 

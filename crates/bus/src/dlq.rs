@@ -21,7 +21,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::{BusError, Publisher, names};
+use crate::{BusError, names};
 
 /// Header: why the event was dead-lettered.
 pub const REASON: &str = "Peoplesync-Reason";
@@ -266,20 +266,6 @@ impl DeadLetter {
     }
 }
 
-/// Records a dead letter through `publisher`'s connection with [`record`]: one letter per
-/// worker and reason across runs. Kept for the callers that settle letters and outcomes
-/// together; the letter is stored when this returns, so flushing the publisher before acking
-/// the original event (as callers do) stays correct. Use [`record`] to learn the count.
-pub async fn publish(
-    publisher: &mut Publisher,
-    letter: &DeadLetter,
-    payload: Bytes,
-) -> Result<(), BusError> {
-    record(publisher.jetstream(), letter, payload)
-        .await
-        .map(drop)
-}
-
 /// The key of `letter` across runs: the same worker refused at the same stage for the same
 /// reason has the same key in every run. A hash, so any worker id or reason text makes a
 /// valid subject token.
@@ -297,10 +283,11 @@ pub fn letter_key(letter: &DeadLetter) -> String {
 /// headers are the latest run's); a redelivered event of a run already counted changes
 /// nothing. The dedup id is the event's, as before, so one event files at most one letter.
 pub async fn record(
-    js: &jetstream::Context,
+    bus: &crate::Bus,
     letter: &DeadLetter,
     payload: Bytes,
 ) -> Result<Recorded, BusError> {
+    let js = &bus.js;
     let subject = names::dlq_letter_subject(&letter.integration, &letter_key(letter));
     let id = names::event_msg_id(&letter.run_id, &letter.worker_id);
     let stream = js
@@ -383,7 +370,7 @@ pub async fn record(
                 return Err(BusError::Publish {
                     subject,
                     id,
-                    message: err.to_string(),
+                    source: err.into(),
                 });
             }
         }
@@ -391,17 +378,16 @@ pub async fn record(
     Err(BusError::Publish {
         subject,
         id,
-        message: format!(
+        source: format!(
             "the letter kept changing or the server kept failing over {RECORD_ATTEMPTS} attempts: {last_error}"
-        ),
+        )
+        .into(),
     })
 }
 
 /// Reads the dead letter at `sequence`, or `None` if there is none (purged or never there).
-pub async fn get(
-    js: &jetstream::Context,
-    sequence: u64,
-) -> Result<Option<DeadLetterRecord>, BusError> {
+pub async fn get(bus: &crate::Bus, sequence: u64) -> Result<Option<DeadLetterRecord>, BusError> {
+    let js = &bus.js;
     let stream = js
         .get_stream(names::DLQ_STREAM)
         .await
@@ -417,7 +403,8 @@ pub async fn get(
 }
 
 /// Sequence numbers currently held in the DLQ stream (first..=last, some may be deleted).
-pub async fn sequence_range(js: &jetstream::Context) -> Result<(u64, u64, u64), BusError> {
+pub async fn sequence_range(bus: &crate::Bus) -> Result<(u64, u64, u64), BusError> {
+    let js = &bus.js;
     let mut stream = js
         .get_stream(names::DLQ_STREAM)
         .await
@@ -436,10 +423,11 @@ pub async fn sequence_range(js: &jetstream::Context) -> Result<(u64, u64, u64), 
 /// The first dead letter of `integration` at or after `sequence`, or `None` when there is none
 /// (one request per letter: callers scanning the queue bound how many they read).
 pub async fn next(
-    js: &jetstream::Context,
+    bus: &crate::Bus,
     integration: &str,
     sequence: u64,
 ) -> Result<Option<DeadLetterRecord>, BusError> {
+    let js = &bus.js;
     let stream = js
         .get_stream_no_info(names::DLQ_STREAM)
         .await
@@ -459,7 +447,8 @@ pub async fn next(
 }
 
 /// Deletes the dead letter at `sequence`; false when it was not there (already gone).
-pub async fn delete(js: &jetstream::Context, sequence: u64) -> Result<bool, BusError> {
+pub async fn delete(bus: &crate::Bus, sequence: u64) -> Result<bool, BusError> {
+    let js = &bus.js;
     let stream = js
         .get_stream_no_info(names::DLQ_STREAM)
         .await
@@ -486,6 +475,45 @@ fn one_line(text: &str, max: usize) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .take(max)
         .collect()
+}
+
+/// Removes every dead letter of `integration`; returns how many.
+pub async fn purge_all(bus: &crate::Bus, integration: &str) -> Result<u64, BusError> {
+    let subject = names::dlq_filter(integration);
+    let stream = bus
+        .js
+        .get_stream_no_info(names::DLQ_STREAM)
+        .await
+        .map_err(|e| BusError::request("opening the DLQ stream", e))?;
+    let purged = stream
+        .purge()
+        .filter(&subject)
+        .await
+        .map_err(|e| BusError::request(format!("purging {subject}"), e))?;
+    Ok(purged.purged)
+}
+
+/// Publishes a dead-lettered worker event again, as worker `worker_id`'s event of run
+/// `run_id`, and waits for NATS to store it. Returns `false` when NATS dropped it as a
+/// duplicate of an event already published under that id.
+pub async fn republish(
+    bus: &crate::Bus,
+    integration: &str,
+    run_id: &str,
+    worker_id: &str,
+    payload: Bytes,
+) -> Result<bool, BusError> {
+    let id = names::event_msg_id(run_id, worker_id);
+    let subject = names::workers_subject(integration);
+    let message = PublishMessage::build().payload(payload).message_id(&id);
+    let ack = bus
+        .js
+        .send_publish(subject.clone(), message)
+        .await
+        .map_err(|e| BusError::publish(&subject, &id, e))?
+        .await
+        .map_err(|e| BusError::publish(&subject, &id, e))?;
+    Ok(!ack.duplicate)
 }
 
 #[cfg(test)]

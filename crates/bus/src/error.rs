@@ -1,4 +1,10 @@
 //! The bus error type: what went wrong talking to NATS, and with which stream, bucket or subject.
+//! Each variant names what it was doing and keeps the underlying error as its `source`, so a
+//! caller can log the whole chain or look at the client's own error kind.
+
+/// The underlying error a [`BusError`] keeps: the client's error, or a description where the
+/// failure is ours (a reply that does not decode, a count that does not add up).
+pub type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// An error from the bus. The message names the NATS object involved; most are transient
 /// (NATS unreachable or slow) and the caller retries or stops, as its context dictates.
@@ -41,25 +47,25 @@ pub enum BusError {
         url: String,
     },
     /// Creating or verifying a stream, consumer or bucket failed.
-    #[error("setting up {what}: {message}")]
+    #[error("setting up {what}: {source}")]
     Setup {
         /// The stream, consumer or bucket.
         what: String,
         /// What the server said.
-        message: String,
+        source: Source,
     },
     /// Publishing failed after its retries.
-    #[error("publishing {id} to {subject}: {message}")]
+    #[error("publishing {id} to {subject}: {source}")]
     Publish {
         /// Subject published to.
         subject: String,
         /// The dedup id of the message.
         id: String,
         /// What failed.
-        message: String,
+        source: Source,
     },
     /// A KV operation failed.
-    #[error("{op} key {key} in bucket {bucket}: {message}")]
+    #[error("{op} key {key} in bucket {bucket}: {source}")]
     Kv {
         /// The operation (read, write, update).
         op: &'static str,
@@ -68,49 +74,70 @@ pub enum BusError {
         /// The key.
         key: String,
         /// What failed.
-        message: String,
+        source: Source,
     },
     /// A message on the bus could not be decoded.
-    #[error("cannot decode {what}: {message}")]
+    #[error("cannot decode {what}: {source}")]
     Decode {
         /// What was being decoded.
         what: &'static str,
         /// Why it failed.
-        message: String,
+        source: Source,
     },
     /// Another JetStream request failed.
-    #[error("{what}: {message}")]
+    #[error("{what}: {source}")]
     Request {
         /// What was asked.
         what: String,
         /// What failed.
-        message: String,
+        source: Source,
     },
 }
 
 impl BusError {
-    pub(crate) fn setup(what: impl Into<String>, err: impl std::fmt::Display) -> Self {
+    pub(crate) fn setup(what: impl Into<String>, err: impl Into<Source>) -> Self {
         BusError::Setup {
             what: what.into(),
-            message: err.to_string(),
+            source: err.into(),
         }
     }
 
     /// A failed KV operation `op` on `key` in `bucket`.
-    pub fn kv(bucket: &str, op: &'static str, key: &str, err: impl std::fmt::Display) -> Self {
+    pub fn kv(bucket: &str, op: &'static str, key: &str, err: impl Into<Source>) -> Self {
         BusError::Kv {
             op,
             bucket: bucket.to_owned(),
             key: key.to_owned(),
-            message: err.to_string(),
+            source: err.into(),
         }
     }
 
     /// A failed JetStream request about `what`.
-    pub fn request(what: impl Into<String>, err: impl std::fmt::Display) -> Self {
+    pub fn request(what: impl Into<String>, err: impl Into<Source>) -> Self {
         BusError::Request {
             what: what.into(),
-            message: err.to_string(),
+            source: err.into(),
+        }
+    }
+
+    /// A value of kind `what` that does not decode.
+    pub fn decode(what: &'static str, err: impl Into<Source>) -> Self {
+        BusError::Decode {
+            what,
+            source: err.into(),
+        }
+    }
+
+    /// A publish of message `id` to `subject` that failed.
+    pub fn publish(
+        subject: impl Into<String>,
+        id: impl Into<String>,
+        err: impl Into<Source>,
+    ) -> Self {
+        BusError::Publish {
+            subject: subject.into(),
+            id: id.into(),
+            source: err.into(),
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{consumer, stream};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -84,14 +84,15 @@ pub async fn ensure(bus: &crate::Bus) -> Result<(), BusError> {
 
 /// Records `entry` in `run_id`'s report and waits for the server to store it.
 pub async fn record(
-    js: &jetstream::Context,
+    bus: &crate::Bus,
     integration: &str,
     run_id: &str,
     entry: &LeaverEntry,
 ) -> Result<(), BusError> {
+    let js = &bus.js;
     let payload = serde_json::to_vec(entry).map_err(|e| BusError::Decode {
         what: "leaver entry",
-        message: e.to_string(),
+        source: e.into(),
     })?;
     let mut publisher = Publisher::new(js.clone(), 1);
     publisher
@@ -107,10 +108,11 @@ pub async fn record(
 
 /// The leavers of `run_id`, one entry per worker (the last recorded), by worker id.
 pub async fn read(
-    js: &jetstream::Context,
+    bus: &crate::Bus,
     integration: &str,
     run_id: &str,
 ) -> Result<Vec<LeaverEntry>, BusError> {
+    let js = &bus.js;
     let what = format!("reading the leavers of run {run_id} of {integration}");
     let stream = js
         .get_stream_no_info(LEAVERS_STREAM)

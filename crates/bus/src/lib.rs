@@ -21,6 +21,7 @@ pub mod presence;
 pub mod publish;
 pub mod runs;
 pub mod setup;
+mod stores;
 
 pub use connect::{ConnectConfigError, ConnectSettings, NatsAuth, NatsServers, NatsTls};
 pub use consume::WorkStream;

@@ -180,7 +180,7 @@ impl std::fmt::Debug for OutcomeRecorder {
 
 impl OutcomeRecorder {
     /// A recorder with up to `window` outcome messages in flight.
-    pub fn new(js: jetstream::Context, window: usize) -> OutcomeRecorder {
+    pub(crate) fn new(js: jetstream::Context, window: usize) -> OutcomeRecorder {
         OutcomeRecorder {
             publisher: Publisher::new(js, window),
             pending: HashMap::new(),
@@ -313,10 +313,11 @@ fn parse_subject(subject: &str) -> Option<(Outcome, u64)> {
 /// Live counts of one run's outcomes, from the stream's per-subject totals. An event recorded
 /// twice (redelivered after its outcome was stored) counts twice here; see [`exact_count`].
 pub async fn count(
-    js: &jetstream::Context,
+    bus: &crate::Bus,
     integration: &str,
     run_id: &str,
 ) -> Result<OutcomeCounts, BusError> {
+    let js = &bus.js;
     // A handle without the stream-info request `get_stream` makes: every replica counts its
     // busy runs several times a second, and the request below is all the count needs.
     let stream = js
@@ -345,10 +346,11 @@ pub async fn count(
 /// counted once, with the first outcome stored for it. Events are told apart by a 64-bit hash
 /// of their id, so a run of a million events needs about 16 MiB here, once, at finalize.
 pub async fn exact_count(
-    js: &jetstream::Context,
+    bus: &crate::Bus,
     integration: &str,
     run_id: &str,
 ) -> Result<OutcomeCounts, BusError> {
+    let js = &bus.js;
     let mut counts = OutcomeCounts::default();
     let mut reader = FirstOutcomes::open(js, integration, run_id).await?;
     while let Some(events) = reader.next_message().await? {
@@ -378,11 +380,12 @@ impl std::fmt::Debug for WrittenEvents {
 impl WrittenEvents {
     /// Starts reading the written events of a run, `group` at a time.
     pub async fn open(
-        js: &jetstream::Context,
+        bus: &crate::Bus,
         integration: &str,
         run_id: &str,
         group: usize,
     ) -> Result<WrittenEvents, BusError> {
+        let js = &bus.js;
         Ok(WrittenEvents {
             reader: FirstOutcomes::open(js, integration, run_id).await?,
             group: group.max(1),
@@ -543,11 +546,8 @@ fn hash(id: &[u8]) -> u64 {
 }
 
 /// Removes one run's outcome messages once its counts are kept elsewhere.
-pub async fn purge(
-    js: &jetstream::Context,
-    integration: &str,
-    run_id: &str,
-) -> Result<(), BusError> {
+pub async fn purge(bus: &crate::Bus, integration: &str, run_id: &str) -> Result<(), BusError> {
+    let js = &bus.js;
     let stream = js
         .get_stream_no_info(names::OUTCOMES_STREAM)
         .await

@@ -81,7 +81,7 @@ impl std::fmt::Debug for Pauses {
 
 impl Pauses {
     /// Pause flags stored in `state` (the `peoplesync_state` bucket).
-    pub fn new(state: kv::Store) -> Pauses {
+    pub(crate) fn new(state: kv::Store) -> Pauses {
         Pauses { kv: state }
     }
 
@@ -90,7 +90,7 @@ impl Pauses {
         let key = key(integration);
         let value = serde_json::to_vec(flag).map_err(|e| BusError::Decode {
             what: "pause flag",
-            message: e.to_string(),
+            source: e.into(),
         })?;
         self.kv
             .put(&key, Bytes::from(value))
@@ -145,7 +145,7 @@ impl Pauses {
 pub fn decode(value: &[u8]) -> Result<PauseFlag, BusError> {
     serde_json::from_slice(value).map_err(|e| BusError::Decode {
         what: "pause flag",
-        message: e.to_string(),
+        source: e.into(),
     })
 }
 

@@ -48,7 +48,12 @@ pub fn key(replica: &str) -> String {
 }
 
 /// Writes `replica`'s key every [`BEAT`] until `stop` is cancelled, then removes it.
-pub async fn announce(state: kv::Store, replica: String, version: String, stop: CancellationToken) {
+pub(crate) async fn announce(
+    state: kv::Store,
+    replica: String,
+    version: String,
+    stop: CancellationToken,
+) {
     let key = key(&replica);
     loop {
         let value = Announcement {
@@ -69,7 +74,7 @@ pub async fn announce(state: kv::Store, replica: String, version: String, stop: 
 }
 
 /// The replicas seen within [`SEEN_WITHIN`] of `now`, by name.
-pub async fn seen(
+pub(crate) async fn seen(
     state: &kv::Store,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<Announcement>, BusError> {

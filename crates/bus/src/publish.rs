@@ -62,7 +62,7 @@ impl std::fmt::Debug for Publisher {
 
 impl Publisher {
     /// A publisher keeping at most `window` (at least 1) acks outstanding.
-    pub fn new(js: jetstream::Context, window: usize) -> Publisher {
+    pub(crate) fn new(js: jetstream::Context, window: usize) -> Publisher {
         Publisher {
             js,
             window: window.max(1),
@@ -108,11 +108,6 @@ impl Publisher {
         });
         self.sent += 1;
         Ok(())
-    }
-
-    /// The JetStream context this publisher writes through.
-    pub(crate) fn jetstream(&self) -> &jetstream::Context {
-        &self.js
     }
 
     /// Messages handed to [`Publisher::publish`] so far.
@@ -194,7 +189,7 @@ impl Publisher {
                             .map(|f| f.subject.clone())
                             .unwrap_or_default(),
                         id: first.map(|f| f.id).unwrap_or_default(),
-                        message: err.to_string(),
+                        source: err.into(),
                     });
                 }
             }
@@ -242,12 +237,13 @@ impl Publisher {
         BusError::Publish {
             subject: first.map(|f| f.subject.clone()).unwrap_or_default(),
             id: first.map(|f| f.id.clone()).unwrap_or_default(),
-            message: format!(
+            source: format!(
                 "NATS has not acknowledged publishes for {} s ({error}; {} messages in flight, sent again {} times)",
                 self.deadline.as_secs(),
                 self.in_flight.len(),
                 self.resends
-            ),
+            )
+            .into(),
         }
     }
 }
@@ -280,6 +276,6 @@ async fn send(
         .map_err(|err| BusError::Publish {
             subject: subject.to_owned(),
             id: id.to_owned(),
-            message: err.to_string(),
+            source: err.into(),
         })
 }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
+use crate::error::Source;
 use crate::{BusError, OutcomeCounts, names};
 
 /// Where a run is in its life.
@@ -276,7 +277,7 @@ pub fn key(integration: &str, run_id: &str) -> String {
 
 impl Runs {
     /// Run records stored in `state` (the `peoplesync_state` bucket).
-    pub fn new(state: kv::Store) -> Runs {
+    pub(crate) fn new(state: kv::Store) -> Runs {
         Runs { kv: state }
     }
 
@@ -350,18 +351,16 @@ impl Runs {
     /// nothing.
     async fn keys_under(&self, prefix: &str) -> Result<Vec<String>, BusError> {
         let filter = format!("{}{prefix}>", self.kv.prefix);
-        let fail = |e: &dyn std::fmt::Display| {
-            BusError::kv(names::STATE_BUCKET, "list", &format!("{prefix}>"), e)
-        };
+        let fail = |e: Source| BusError::kv(names::STATE_BUCKET, "list", &format!("{prefix}>"), e);
         let mut subjects = self
             .kv
             .stream
             .clone()
             .info_with_subjects(&filter)
             .await
-            .map_err(|e| fail(&e))?;
+            .map_err(|e| fail(e.into()))?;
         let mut keys = Vec::new();
-        while let Some((subject, _)) = subjects.try_next().await.map_err(|e| fail(&e))? {
+        while let Some((subject, _)) = subjects.try_next().await.map_err(|e| fail(e.into()))? {
             if let Some(key) = subject.strip_prefix(self.kv.prefix.as_str()) {
                 keys.push(key.to_owned());
             }
@@ -451,7 +450,7 @@ fn encode(record: &RunRecord) -> Result<Bytes, BusError> {
         .map(Bytes::from)
         .map_err(|e| BusError::Decode {
             what: "run record",
-            message: e.to_string(),
+            source: e.into(),
         })
 }
 
@@ -459,6 +458,6 @@ fn encode(record: &RunRecord) -> Result<Bytes, BusError> {
 pub fn decode(value: &[u8]) -> Result<RunRecord, BusError> {
     serde_json::from_slice(value).map_err(|e| BusError::Decode {
         what: "run record",
-        message: e.to_string(),
+        source: e.into(),
     })
 }

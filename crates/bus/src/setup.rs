@@ -62,11 +62,11 @@ impl Default for BusSettings {
 /// A connection to NATS with every peoplesync stream and bucket ready to use.
 #[derive(Clone)]
 pub struct Bus {
-    client: async_nats::Client,
-    js: jetstream::Context,
-    config: kv::Store,
-    state: kv::Store,
-    applied: kv::Store,
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) config: kv::Store,
+    pub(crate) state: kv::Store,
+    pub(crate) applied: kv::Store,
     settings: BusSettings,
 }
 

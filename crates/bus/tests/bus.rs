@@ -17,15 +17,12 @@ mod tls;
 mod publish;
 
 /// Removing acknowledged events a work-queue stream kept.
-#[path = "bus/trim.rs"]
-mod trim;
-
 use std::time::Duration;
 
 use bytes::Bytes;
 use peoplesync_bus::{
-    Bus, BusSettings, DeadLetter, FinalizeState, Outcome, OutcomeRecorder, Publisher, RunRecord,
-    RunState, Runs, WorkStream, dlq, names, outcomes,
+    Bus, BusSettings, DeadLetter, FinalizeState, Outcome, RunRecord, RunState, WorkStream, dlq,
+    names, outcomes,
 };
 use peoplesync_testkit::{NatsServer, wait_for};
 
@@ -61,7 +58,7 @@ async fn setup_is_idempotent_across_replicas() {
 async fn repeated_message_ids_are_stored_once() {
     let nats = NatsServer::start();
     let bus = bus(&nats).await;
-    let mut publisher = Publisher::new(bus.jetstream().clone(), 16);
+    let mut publisher = bus.publisher(16);
     for round in 0..2 {
         for i in 0..50 {
             publisher
@@ -85,7 +82,7 @@ async fn repeated_message_ids_are_stored_once() {
 async fn outcome_counts_stay_exact_when_an_event_is_recorded_twice() {
     let nats = NatsServer::start();
     let bus = bus(&nats).await;
-    let mut recorder = OutcomeRecorder::new(bus.jetstream().clone(), 32);
+    let mut recorder = bus.outcome_recorder(32);
     let id = |i: usize| names::event_msg_id("run-2", &format!("w{i}"));
     for i in 0..10 {
         let outcome = if i < 7 {
@@ -107,27 +104,17 @@ async fn outcome_counts_stay_exact_when_an_event_is_recorded_twice() {
             .unwrap();
     }
     recorder.flush().await.unwrap();
-    let live = outcomes::count(bus.jetstream(), "acme", "run-2")
-        .await
-        .unwrap();
+    let live = outcomes::count(&bus, "acme", "run-2").await.unwrap();
     assert_eq!(live.total(), 13, "live counts include the second recording");
-    let counts = outcomes::exact_count(bus.jetstream(), "acme", "run-2")
-        .await
-        .unwrap();
+    let counts = outcomes::exact_count(&bus, "acme", "run-2").await.unwrap();
     assert_eq!(counts.written, 7);
     assert_eq!(counts.filtered, 3);
     assert_eq!(counts.unchanged, 0, "each event keeps its first outcome");
     assert_eq!(counts.total(), 10);
-    let other = outcomes::exact_count(bus.jetstream(), "acme", "run-3")
-        .await
-        .unwrap();
+    let other = outcomes::exact_count(&bus, "acme", "run-3").await.unwrap();
     assert_eq!(other.total(), 0);
-    outcomes::purge(bus.jetstream(), "acme", "run-2")
-        .await
-        .unwrap();
-    let purged = outcomes::count(bus.jetstream(), "acme", "run-2")
-        .await
-        .unwrap();
+    outcomes::purge(&bus, "acme", "run-2").await.unwrap();
+    let purged = outcomes::count(&bus, "acme", "run-2").await.unwrap();
     assert_eq!(purged.total(), 0);
 }
 
@@ -135,7 +122,7 @@ async fn outcome_counts_stay_exact_when_an_event_is_recorded_twice() {
 async fn outcomes_are_grouped_per_run_and_kind() {
     let nats = NatsServer::start();
     let bus = bus(&nats).await;
-    let mut recorder = OutcomeRecorder::new(bus.jetstream().clone(), 4);
+    let mut recorder = bus.outcome_recorder(4);
     // 2,500 events of one run: 2,000 written ones in two messages of 1,000 ids, 500 dead
     // letters in one; and one event of another run.
     for i in 0..2_500 {
@@ -162,20 +149,14 @@ async fn outcomes_are_grouped_per_run_and_kind() {
         .unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages, 2 + 1 + 1);
     for counts in [
-        outcomes::count(bus.jetstream(), "acme", "run-4")
-            .await
-            .unwrap(),
-        outcomes::exact_count(bus.jetstream(), "acme", "run-4")
-            .await
-            .unwrap(),
+        outcomes::count(&bus, "acme", "run-4").await.unwrap(),
+        outcomes::exact_count(&bus, "acme", "run-4").await.unwrap(),
     ] {
         assert_eq!(counts.written, 2_000);
         assert_eq!(counts.dead_lettered, 500);
         assert_eq!(counts.total(), 2_500);
     }
-    let other = outcomes::exact_count(bus.jetstream(), "acme", "run-5")
-        .await
-        .unwrap();
+    let other = outcomes::exact_count(&bus, "acme", "run-5").await.unwrap();
     assert_eq!(other.filtered, 1);
     assert_eq!(other.total(), 1);
 }
@@ -184,7 +165,7 @@ async fn outcomes_are_grouped_per_run_and_kind() {
 async fn concurrent_run_updates_are_never_lost() {
     let nats = NatsServer::start();
     let bus = bus(&nats).await;
-    let runs = Runs::new(bus.state_kv().clone());
+    let runs = bus.runs();
     runs.create(&RunRecord::start("acme", "run-4", true, "manual"))
         .await
         .unwrap();
@@ -249,7 +230,7 @@ async fn concurrent_run_updates_are_never_lost() {
 async fn dead_letters_keep_their_reason_and_payload() {
     let nats = NatsServer::start();
     let bus = bus(&nats).await;
-    let mut publisher = Publisher::new(bus.jetstream().clone(), 4);
+    let mut publisher = bus.publisher(4);
     let letter = DeadLetter {
         integration: "acme".into(),
         run_id: "run-5".into(),
@@ -260,23 +241,23 @@ async fn dead_letters_keep_their_reason_and_payload() {
         original_subject: names::workers_subject("acme"),
         ..Default::default()
     };
-    dlq::publish(&mut publisher, &letter, Bytes::from_static(b"event"))
+    dlq::record(&bus, &letter, Bytes::from_static(b"event"))
         .await
         .unwrap();
-    dlq::publish(&mut publisher, &letter, Bytes::from_static(b"event"))
+    dlq::record(&bus, &letter, Bytes::from_static(b"event"))
         .await
         .unwrap();
     publisher.flush().await.unwrap();
-    let (first, last, count) = dlq::sequence_range(bus.jetstream()).await.unwrap();
+    let (first, last, count) = dlq::sequence_range(&bus).await.unwrap();
     assert_eq!(
         (first, last, count),
         (1, 1, 1),
         "a dead letter is stored once"
     );
-    let stored = dlq::get(bus.jetstream(), 1).await.unwrap().unwrap();
+    let stored = dlq::get(&bus, 1).await.unwrap().unwrap();
     assert_eq!(stored.letter, letter);
     assert_eq!(stored.payload, Bytes::from_static(b"event"));
-    assert!(dlq::get(bus.jetstream(), 2).await.unwrap().is_none());
+    assert!(dlq::get(&bus, 2).await.unwrap().is_none());
 }
 
 /// A letter of `worker` refused in `run` for `reason` at the pipeline stage.
@@ -297,7 +278,7 @@ fn refusal(run: &str, worker: &str, reason: &str) -> DeadLetter {
 async fn letters(bus: &Bus) -> Vec<peoplesync_bus::DeadLetterRecord> {
     let mut found = Vec::new();
     let mut next = 1;
-    while let Some(record) = dlq::next(bus.jetstream(), "acme", next).await.unwrap() {
+    while let Some(record) = dlq::next(bus, "acme", next).await.unwrap() {
         next = record.sequence + 1;
         found.push(record);
     }
@@ -310,7 +291,7 @@ const EMPTY_EMAIL: &str = "required field EMAIL is empty (mapped from source Ema
 async fn a_worker_refused_for_the_same_reason_run_after_run_is_one_letter_counting_the_runs() {
     let nats = NatsServer::start();
     let bus = bus(&nats).await;
-    let js = bus.jetstream();
+    let js = &bus;
     let first = dlq::record(js, &refusal("run-1", "w1", EMPTY_EMAIL), "e1".into())
         .await
         .unwrap();
@@ -363,7 +344,7 @@ async fn a_worker_refused_for_the_same_reason_run_after_run_is_one_letter_counti
 async fn another_reason_or_another_worker_is_another_letter() {
     let nats = NatsServer::start();
     let bus = bus(&nats).await;
-    let js = bus.jetstream();
+    let js = &bus;
     for letter in [
         refusal("run-1", "w1", EMPTY_EMAIL),
         refusal("run-1", "w2", EMPTY_EMAIL),
@@ -405,7 +386,7 @@ async fn replicas_recording_the_same_letter_at_once_count_every_run_once() {
         for replica in [a.clone(), b.clone()] {
             tasks.push(tokio::spawn(async move {
                 let letter = refusal(&format!("run-{run:02}"), "w1", EMPTY_EMAIL);
-                dlq::record(replica.jetstream(), &letter, "e".into()).await
+                dlq::record(&replica, &letter, "e".into()).await
             }));
         }
     }
@@ -419,7 +400,7 @@ async fn replicas_recording_the_same_letter_at_once_count_every_run_once() {
     let held = letters(&a).await;
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].seen.runs, 12);
-    let (_, _, count) = dlq::sequence_range(a.jetstream()).await.unwrap();
+    let (_, _, count) = dlq::sequence_range(&a).await.unwrap();
     assert_eq!(count, 1);
 }
 
@@ -427,7 +408,7 @@ async fn replicas_recording_the_same_letter_at_once_count_every_run_once() {
 async fn a_removed_letter_starts_again_at_one_run() {
     let nats = NatsServer::start();
     let bus = bus(&nats).await;
-    let js = bus.jetstream();
+    let js = &bus;
     for run in ["run-1", "run-2"] {
         dlq::record(js, &refusal(run, "w1", EMPTY_EMAIL), "e".into())
             .await
@@ -465,13 +446,9 @@ async fn letters_of_earlier_versions_are_still_listed_after_the_stream_is_upgrad
         .unwrap();
 
     let bus = bus(&nats).await;
-    dlq::record(
-        bus.jetstream(),
-        &refusal("run-1", "w1", EMPTY_EMAIL),
-        "e1".into(),
-    )
-    .await
-    .unwrap();
+    dlq::record(&bus, &refusal("run-1", "w1", EMPTY_EMAIL), "e1".into())
+        .await
+        .unwrap();
     let held = letters(&bus).await;
     assert_eq!(
         held.len(),
@@ -493,7 +470,7 @@ async fn letters_of_earlier_versions_are_still_listed_after_the_stream_is_upgrad
 async fn consumption_survives_a_server_restart() {
     let mut nats = NatsServer::start();
     let bus = bus(&nats).await;
-    let mut publisher = Publisher::new(bus.jetstream().clone(), 8);
+    let mut publisher = bus.publisher(8);
     publisher
         .publish(
             names::workers_subject("acme"),
@@ -516,7 +493,7 @@ async fn consumption_survives_a_server_restart() {
     wait_for("publish after restart", Duration::from_secs(20), || {
         let bus = bus.clone();
         async move {
-            let mut publisher = Publisher::new(bus.jetstream().clone(), 1);
+            let mut publisher = bus.publisher(1);
             publisher
                 .publish(
                     names::workers_subject("acme"),
@@ -590,7 +567,7 @@ async fn many_keys_are_read_at_once_in_order() {
 async fn a_removed_run_record_is_gone_with_its_history() {
     let nats = NatsServer::start();
     let bus = bus(&nats).await;
-    let runs = Runs::new(bus.state_kv().clone());
+    let runs = bus.runs();
     for run in ["old", "kept"] {
         runs.create(&RunRecord::start("acme", run, true, "test"))
             .await

@@ -11,9 +11,8 @@
 
 use std::collections::BTreeMap;
 
-use async_nats::jetstream::{self, message::PublishMessage};
 use peoplesync_bus::dlq::{self, DeadLetterRecord};
-use peoplesync_bus::{Bus, RunRecord, RunState, Runs, codec, names};
+use peoplesync_bus::{Bus, RunRecord, RunState, codec};
 use peoplesync_proto::v1 as pb;
 use peoplesync_proto::v1::WorkerEventKind;
 use tonic::Status;
@@ -110,7 +109,7 @@ impl Selection {
 /// Matching letters after `after`, at most `limit`, reading at most `max_scan`; with the
 /// sequence to continue after when the scan stopped early (`None`: nothing more).
 async fn scan(
-    js: &jetstream::Context,
+    bus: &Bus,
     selection: &Selection,
     after: u64,
     limit: usize,
@@ -122,7 +121,7 @@ async fn scan(
             if found.len() == limit {
                 return Ok((found, Some(sequence - 1)));
             }
-            let record = dlq::get(js, sequence)
+            let record = dlq::get(bus, sequence)
                 .await
                 .map_err(|e| status::bus(&format!("reading dead letter {sequence}"), e))?;
             if let Some(record) = record.filter(|r| selection.matches(r)) {
@@ -134,7 +133,7 @@ async fn scan(
     let mut next = after.saturating_add(1);
     let mut scanned = 0;
     loop {
-        let Some(record) = dlq::next(js, &selection.integration, next)
+        let Some(record) = dlq::next(bus, &selection.integration, next)
             .await
             .map_err(|e| status::bus("reading dead letters", e))?
         else {
@@ -162,10 +161,15 @@ pub(crate) async fn list(
         0 => DEFAULT_LIST,
         n => usize::try_from(n).unwrap_or(MAX_BATCH).min(MAX_BATCH),
     };
-    let js = bus.jetstream();
-    let (letters, next) =
-        scan(js, &selection, request.after_sequence, limit, MAX_LIST_SCAN).await?;
-    let (_, _, held) = dlq::sequence_range(js)
+    let (letters, next) = scan(
+        bus,
+        &selection,
+        request.after_sequence,
+        limit,
+        MAX_LIST_SCAN,
+    )
+    .await?;
+    let (_, _, held) = dlq::sequence_range(bus)
         .await
         .map_err(|e| status::bus("reading the DLQ stream", e))?;
     Ok(pb::ListDeadLettersResponse {
@@ -230,8 +234,7 @@ pub(crate) async fn replay(
         0 => MAX_BATCH,
         n => usize::try_from(n).unwrap_or(MAX_BATCH).min(MAX_BATCH),
     };
-    let js = bus.jetstream();
-    let (letters, next) = scan(js, &selection, 0, limit, MAX_SCAN).await?;
+    let (letters, next) = scan(bus, &selection, 0, limit, MAX_SCAN).await?;
     if letters.is_empty() {
         return Ok(pb::ReplayDeadLettersResponse {
             more: next.is_some(),
@@ -259,7 +262,7 @@ pub(crate) async fn replay(
     }
     let integration = selection.integration.as_str();
     let run_id = uuid::Uuid::now_v7().to_string();
-    let runs = Runs::new(bus.state_kv().clone());
+    let runs = bus.runs();
     runs.create(&RunRecord::start(integration, &run_id, false, "replay"))
         .await
         .map_err(|e| status::bus("creating the replay run", e))?;
@@ -270,7 +273,7 @@ pub(crate) async fn replay(
     let mut replayed_workers = Vec::new();
     let mut failures = Vec::new();
     for record in &chosen {
-        match republish(js, integration, &run_id, record).await {
+        match republish(bus, integration, &run_id, record).await {
             Ok(kind) => {
                 if kind == WorkerEventKind::Removed {
                     removals += 1;
@@ -278,7 +281,7 @@ pub(crate) async fn replay(
                     upserts += 1;
                 }
                 replayed_workers.push(record.letter.worker_id.clone());
-                forget(js, record.sequence).await;
+                forget(bus, record.sequence).await;
             }
             Err(error) => failures.push(pb::ReplayFailure {
                 sequence: record.sequence,
@@ -288,7 +291,7 @@ pub(crate) async fn replay(
     }
     for (worker, sequence) in superseded {
         if replayed_workers.contains(&worker) {
-            forget(js, sequence).await;
+            forget(bus, sequence).await;
         }
     }
     let replayed = upserts + removals;
@@ -324,7 +327,7 @@ pub(crate) async fn replay(
 
 /// Publishes a letter's event in replay run `run_id`; returns its kind.
 async fn republish(
-    js: &jetstream::Context,
+    bus: &Bus,
     integration: &str,
     run_id: &str,
     record: &DeadLetterRecord,
@@ -364,24 +367,18 @@ async fn republish(
         }
         Err(_) => (record.payload.clone(), WorkerEventKind::Upsert),
     };
-    let message = PublishMessage::build()
-        .payload(payload)
-        .message_id(names::event_msg_id(run_id, &worker_id));
-    let ack = js
-        .send_publish(names::workers_subject(integration), message)
+    let stored = dlq::republish(bus, integration, run_id, &worker_id, payload)
         .await
-        .map_err(|e| format!("publishing: {e}"))?
-        .await
-        .map_err(|e| format!("publish not acknowledged: {e}"))?;
-    if ack.duplicate {
+        .map_err(|e| e.to_string())?;
+    if !stored {
         return Err("NATS dropped the event as a duplicate; replay it again".to_owned());
     }
     Ok(kind)
 }
 
 /// Removes a replayed letter from the queue; a failure only leaves it listed.
-async fn forget(js: &jetstream::Context, sequence: u64) {
-    if let Err(err) = dlq::delete(js, sequence).await {
+async fn forget(bus: &Bus, sequence: u64) {
+    if let Err(err) = dlq::delete(bus, sequence).await {
         tracing::warn!(sequence, error = %err, "a replayed dead letter could not be removed from the queue; purge it");
     }
 }
@@ -392,33 +389,23 @@ pub(crate) async fn purge(
     request: pb::PurgeDeadLettersRequest,
 ) -> Result<pb::PurgeDeadLettersResponse, Status> {
     let selection = Selection::from_request(request.selector, true)?;
-    let js = bus.jetstream();
     if request.dry_run {
-        let (letters, _) = scan(js, &selection, 0, MAX_SCAN, MAX_SCAN).await?;
+        let (letters, _) = scan(bus, &selection, 0, MAX_SCAN, MAX_SCAN).await?;
         return Ok(pb::PurgeDeadLettersResponse {
             purged: letters.len() as u64,
         });
     }
     if selection.all && !selection.filtered() {
-        let subject = names::dlq_filter(&selection.integration);
-        let stream = js
-            .get_stream_no_info(names::DLQ_STREAM)
+        let purged = dlq::purge_all(bus, &selection.integration)
             .await
-            .map_err(|e| status::nats("opening the DLQ stream", e))?;
-        let purged = stream
-            .purge()
-            .filter(&subject)
-            .await
-            .map_err(|e| status::nats(&format!("purging {subject}"), e))?;
-        tracing::info!(integration = %selection.integration, purged = purged.purged, "dead letters purged through the control plane");
-        return Ok(pb::PurgeDeadLettersResponse {
-            purged: purged.purged,
-        });
+            .map_err(|e| status::bus("purging the dead letters", e))?;
+        tracing::info!(integration = %selection.integration, purged, "dead letters purged through the control plane");
+        return Ok(pb::PurgeDeadLettersResponse { purged });
     }
-    let (letters, _) = scan(js, &selection, 0, MAX_SCAN, MAX_SCAN).await?;
+    let (letters, _) = scan(bus, &selection, 0, MAX_SCAN, MAX_SCAN).await?;
     let mut purged = 0;
     for record in letters {
-        if dlq::delete(js, record.sequence)
+        if dlq::delete(bus, record.sequence)
             .await
             .map_err(|e| status::bus(&format!("deleting dead letter {}", record.sequence), e))?
         {
@@ -436,7 +423,7 @@ pub(crate) async fn summarize(
     selector: Option<pb::DeadLetterSelector>,
 ) -> Result<pb::DeadLetterSummary, Status> {
     let selection = Selection::from_request(selector, false)?;
-    let (letters, more) = scan(bus.jetstream(), &selection, 0, MAX_SCAN, MAX_SCAN).await?;
+    let (letters, more) = scan(bus, &selection, 0, MAX_SCAN, MAX_SCAN).await?;
     Ok(count_reasons(
         letters.iter().map(|r| (&r.letter.reason, &r.letter.stage)),
         more.is_some(),

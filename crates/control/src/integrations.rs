@@ -6,7 +6,7 @@
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
-use peoplesync_bus::{Bus, Pauses, names};
+use peoplesync_bus::{Bus, names};
 use peoplesync_core::{
     Integration, IntegrationConfig, MappingEntry, MappingSource, TargetField, ValidationErrors,
     ValidationKind, default_custom_fields, suggest_mapping,
@@ -58,7 +58,9 @@ impl Configs {
     /// The stored config of `id`, or NOT_FOUND.
     pub(crate) async fn get(&self, id: &str) -> Result<pb::Integration, Status> {
         let (toml, revision) = self.stored(id).await?.ok_or_else(|| not_found(id))?;
-        let pause = Pauses::new(self.bus.state_kv().clone())
+        let pause = self
+            .bus
+            .pauses()
             .get(id)
             .await
             .map_err(|e| status::bus(&format!("reading the pause flag of {id}"), e))?;

@@ -80,7 +80,7 @@ pub(crate) async fn list(
     } else {
         run_id.trim().to_owned()
     };
-    let entries = leavers::read(bus.jetstream(), integration, &run_id)
+    let entries = leavers::read(bus, integration, &run_id)
         .await
         .map_err(|e| status::bus(&format!("reading the leavers of run {run_id}"), e))?;
     let leavers: Vec<pb::Leaver> = entries.into_iter().map(to_proto).collect();

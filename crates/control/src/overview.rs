@@ -6,8 +6,7 @@
 
 use chrono::Utc;
 use peoplesync_bus::lease::LeaseValue;
-use peoplesync_bus::runs::Runs;
-use peoplesync_bus::{Bus, Pauses, names, presence};
+use peoplesync_bus::{Bus, names};
 use peoplesync_core::IntegrationConfig;
 use peoplesync_core::plan::Plan;
 use peoplesync_proto::v1 as pb;
@@ -30,7 +29,8 @@ pub(crate) async fn get(
     };
     let mut problems = Vec::new();
 
-    let flag = Pauses::new(bus.state_kv().clone())
+    let flag = bus
+        .pauses()
         .get(integration)
         .await
         .map_err(|e| status::bus("reading the pause flag", e))?;
@@ -80,7 +80,8 @@ pub(crate) async fn get(
         Err(err) => problems.push(format!("reading the scheduler lease: {err}")),
     }
 
-    let records = Runs::new(bus.state_kv().clone())
+    let records = bus
+        .runs()
         .list(Some(integration))
         .await
         .map_err(|e| status::bus("listing runs", e))?;
@@ -100,7 +101,7 @@ pub(crate) async fn get(
         Err(err) => problems.push(err),
     }
 
-    match presence::seen(bus.state_kv(), Utc::now()).await {
+    match bus.replicas_seen(Utc::now()).await {
         Ok(seen) => {
             out.loaders = seen
                 .into_iter()

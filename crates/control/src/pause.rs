@@ -1,7 +1,7 @@
 //! Pause and Resume: write the integration's pause flag (`peoplesync_bus::pause`), which every
 //! loader replica watches; a paused integration's events stay in the stream until Resume.
 
-use peoplesync_bus::{Bus, PauseFlag, Pauses};
+use peoplesync_bus::{Bus, PauseFlag};
 use peoplesync_proto::v1 as pb;
 use tonic::Status;
 
@@ -23,7 +23,7 @@ pub(crate) async fn set(
         &clip(&by),
         reason.map(|r| clip(&r)).filter(|r| !r.is_empty()),
     );
-    Pauses::new(bus.state_kv().clone())
+    bus.pauses()
         .set(integration, &flag)
         .await
         .map_err(|e| status::bus(&format!("writing the pause flag of {integration}"), e))?;

@@ -36,7 +36,7 @@ pub(crate) struct RunViews {
 
 impl RunViews {
     pub(crate) fn new(bus: Bus) -> RunViews {
-        let runs = Runs::new(bus.state_kv().clone());
+        let runs = bus.runs();
         RunViews { bus, runs }
     }
 
@@ -53,7 +53,7 @@ impl RunViews {
     /// final counts before it purges the live ones, so this order never shows a run with its
     /// counts dropped to zero.
     async fn find(&self, integration: &str, run_id: &str) -> Result<Option<pb::Run>, Status> {
-        let live = outcomes::count(self.bus.jetstream(), integration, run_id)
+        let live = outcomes::count(&self.bus, integration, run_id)
             .await
             .map_err(|e| status::bus(&format!("counting outcomes of run {run_id}"), e))?;
         let record = self
@@ -80,7 +80,7 @@ impl RunViews {
             let live = if record.counts.is_some() {
                 OutcomeCounts::default()
             } else {
-                outcomes::count(self.bus.jetstream(), &record.integration, &record.run_id)
+                outcomes::count(&self.bus, &record.integration, &record.run_id)
                     .await
                     .map_err(|e| {
                         status::bus(&format!("counting outcomes of run {}", record.run_id), e)

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::StreamExt;
-use peoplesync_bus::{Bus, BusSettings, Pauses};
+use peoplesync_bus::{Bus, BusSettings};
 use peoplesync_proto::v1 as pb;
 use peoplesync_proto::v1::sync_control_client::SyncControlClient;
 use peoplesync_sims::generate;
@@ -935,7 +935,7 @@ async fn one_worker_is_synced_now_and_pause_flags_and_held_removals_are_handled(
         .into_inner();
     assert!(paused.paused);
     assert_eq!(paused.by, "ops");
-    let pauses = Pauses::new(stack.bus().await.state_kv().clone());
+    let pauses = stack.bus().await.pauses();
     let flag = pauses.get(INTEGRATION).await.unwrap().unwrap();
     assert!(flag.paused);
     assert_eq!(flag.reason.as_deref(), Some("Oomnitza maintenance"));

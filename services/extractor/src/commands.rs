@@ -30,10 +30,10 @@ pub const LEADER_GROUP: &str = "sage-extractor-leader";
 /// Requests handled at once per replica and integration.
 pub const IN_FLIGHT: usize = 16;
 
-fn subscribe_error(subject: &str, err: impl std::fmt::Display) -> BusError {
+fn subscribe_error(subject: &str, err: impl Into<peoplesync_bus::error::Source>) -> BusError {
     BusError::Request {
         what: format!("subscribing to {subject}"),
-        message: err.to_string(),
+        source: err.into(),
     }
 }
 

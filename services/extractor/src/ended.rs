@@ -122,14 +122,14 @@ pub async fn kept(
         .await
         .map_err(|e| BusError::Request {
             what: format!("opening stream {SEEN_STREAM}"),
-            message: e.to_string(),
+            source: e.into(),
         })?;
     match stream.get_last_raw_message_by_subject(&subject).await {
         Ok(message) => Ok(Some(message.payload)),
         Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
         Err(err) => Err(BusError::Request {
             what: format!("reading {subject} from {SEEN_STREAM}"),
-            message: err.to_string(),
+            source: err.into(),
         }),
     }
 }

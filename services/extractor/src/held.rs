@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use peoplesync_bus::Bus;
-use peoplesync_bus::runs::Runs;
 use peoplesync_runtime::metrics::names;
 use tokio_util::sync::CancellationToken;
 
@@ -18,7 +17,7 @@ const DEBOUNCE: Duration = Duration::from_secs(5);
 
 /// Updates the gauge of each of `integrations` until `stop` is cancelled.
 pub async fn keep_gauge(bus: Bus, integrations: Vec<String>, stop: CancellationToken) {
-    let runs = Runs::new(bus.state_kv().clone());
+    let runs = bus.runs();
     let mut watch = None;
     loop {
         if watch.is_none() {

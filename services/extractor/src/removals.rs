@@ -128,7 +128,7 @@ pub async fn load_state(state: &kv::Store, integration: &str) -> Result<RemovalS
         None => Ok(RemovalState::default()),
         Some(value) => serde_json::from_slice(&value).map_err(|e| BusError::Decode {
             what: "removal state",
-            message: e.to_string(),
+            source: e.into(),
         }),
     }
 }
@@ -293,7 +293,7 @@ pub async fn publish(
         Err(err) => {
             return Err(BusError::Decode {
                 what: "seen list",
-                message: err.to_string(),
+                source: err.into(),
             });
         }
     };
@@ -306,7 +306,7 @@ pub async fn publish(
             Err(err) => {
                 return Err(BusError::Decode {
                     what: "seen list",
-                    message: err.to_string(),
+                    source: err.into(),
                 });
             }
         };
@@ -417,7 +417,7 @@ pub async fn held_leavers(
         ReadError::Bus(err) => err,
         err => BusError::Decode {
             what: "seen list",
-            message: err.to_string(),
+            source: err.into(),
         },
     };
     let mut diff = diff(bus, integration, &baseline, &held.run_id)

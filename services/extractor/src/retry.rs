@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use peoplesync_bus::{Bus, RunState, Runs};
+use peoplesync_bus::{Bus, RunState};
 use peoplesync_runtime::Readiness;
 use tokio::time::Instant;
 
@@ -36,7 +36,8 @@ pub async fn resumable_run(bus: &Bus, integration: &str) -> Option<Resumable> {
         .load(integration)
         .await
         .ok()??;
-    let (record, _) = Runs::new(bus.state_kv().clone())
+    let (record, _) = bus
+        .runs()
         .get(integration, &checkpoint.run_id)
         .await
         .ok()??;

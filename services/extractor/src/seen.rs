@@ -46,10 +46,13 @@ pub fn encode_chunk<'a>(ids: impl IntoIterator<Item = &'a str>) -> Bytes {
     Bytes::from(out)
 }
 
-fn request_error(what: impl Into<String>, err: impl std::fmt::Display) -> BusError {
+fn request_error(
+    what: impl Into<String>,
+    err: impl Into<peoplesync_bus::error::Source>,
+) -> BusError {
     BusError::Request {
         what: what.into(),
-        message: err.to_string(),
+        source: err.into(),
     }
 }
 

@@ -6,7 +6,7 @@ use peoplesync_bus::codec;
 use peoplesync_bus::control::{
     CommandError, Progress, RemovalsReleased, WorkerFetched, WorkerSynced,
 };
-use peoplesync_bus::{Publisher, RunRecord, RunState, Runs, names};
+use peoplesync_bus::{RunRecord, RunState, names};
 use peoplesync_proto::v1::RunEventKind;
 use peoplesync_sage_people::SageClient;
 
@@ -110,12 +110,12 @@ pub async fn sync(extraction: &Extraction, id: &str) -> Result<WorkerSynced, Com
             ),
         ));
     }
-    let runs = Runs::new(bus.state_kv().clone());
+    let runs = bus.runs();
     runs.create(&RunRecord::start(integration, &run_id, false, "worker"))
         .await
         .map_err(failed)?;
     let mut checkpoint = Checkpoint::start(&run_id, None);
-    let mut publisher = Publisher::new(bus.jetstream().clone(), 4);
+    let mut publisher = bus.publisher(4);
     publish_run_event(
         &mut publisher,
         integration,
@@ -176,7 +176,8 @@ pub async fn progress(extraction: &Extraction) -> Result<Progress, CommandError>
     else {
         return Ok(Progress::default());
     };
-    let record = Runs::new(bus.state_kv().clone())
+    let record = bus
+        .runs()
         .get(integration, &checkpoint.run_id)
         .await
         .map_err(failed)?;
@@ -204,10 +205,9 @@ pub async fn approve_removals(
             RemovalError::Bus(err) => failed(err),
         })?;
     let (client, credentials) = client(extraction).await?;
-    let runs = Runs::new(bus.state_kv().clone());
+    let runs = bus.runs();
     let mut checkpoint = Checkpoint::start(&release.release_run, None);
-    let mut publisher =
-        Publisher::new(bus.jetstream().clone(), extraction.options().publish_window);
+    let mut publisher = bus.publisher(extraction.options().publish_window);
     if runs
         .get(integration, &release.release_run)
         .await

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
-use peoplesync_bus::{Bus, BusError, DeadLetter, Outcome, OutcomeRecorder, Publisher, dlq};
+use peoplesync_bus::{Bus, BusError, DeadLetter, Outcome, dlq};
 
 use crate::pipeline::{Disposition, Item};
 
@@ -39,7 +39,7 @@ pub async fn settle(
     items: Vec<(Item, Settlement)>,
     max_deliver: u64,
 ) -> Result<Vec<Outcome>, BusError> {
-    let mut requeue = Publisher::new(bus.jetstream().clone(), 64);
+    let mut requeue = bus.publisher(64);
     for (item, settlement) in &items {
         if let Settlement::Retry(_, reason, RetryCause::Configuration) = settlement
             && item.delivered >= max_deliver
@@ -86,13 +86,12 @@ pub async fn settle(
             other => (item, other),
         })
         .collect();
-    let mut outcomes = OutcomeRecorder::new(bus.jetstream().clone(), items.len().max(1));
-    let mut letters = Publisher::new(bus.jetstream().clone(), 64);
+    let mut outcomes = bus.outcome_recorder(items.len().max(1));
     let mut recorded = Vec::new();
     for (item, settlement) in &items {
         if let Settlement::Done(outcome, letter) = settlement {
             if let Some(letter) = letter {
-                dlq::publish(&mut letters, letter, item.message.payload.clone()).await?;
+                dlq::record(bus, letter, item.message.payload.clone()).await?;
             }
             match (&item.disposition, outcome) {
                 // What was sent is kept with the outcome, for the check after finalize.
@@ -119,8 +118,8 @@ pub async fn settle(
             recorded.push(*outcome);
         }
     }
-    // Dead letters first: an outcome says the event is dealt with, so its letter must exist.
-    letters.flush().await?;
+    // Dead letters first (each is stored when `dlq::record` returns): an outcome says the
+    // event is dealt with, so its letter must exist.
     outcomes.flush().await?;
     // One after another: an ack is handed to the connection's queue, not awaited at the server.
     for (item, settlement) in &items {

@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use futures::StreamExt;
-use peoplesync_bus::{
-    Bus, BusError, DeadLetter, Outcome, OutcomeRecorder, Publisher, codec, dlq, names,
-};
+use peoplesync_bus::{Bus, BusError, DeadLetter, Outcome, codec, dlq, names};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -113,10 +111,8 @@ async fn dead_letter(bus: &Bus, info: MaxDeliveries) -> Result<(), BusError> {
         original_subject: subject,
         ..Default::default()
     };
-    let mut letters = Publisher::new(bus.jetstream().clone(), 1);
-    dlq::publish(&mut letters, &letter, message.payload.clone()).await?;
-    letters.flush().await?;
-    let mut outcomes = OutcomeRecorder::new(bus.jetstream().clone(), 1);
+    dlq::record(bus, &letter, message.payload.clone()).await?;
+    let mut outcomes = bus.outcome_recorder(1);
     let msg_id = names::msg_id_of(&run_id, &worker_id, ended);
     outcomes
         .record(

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use peoplesync_bus::{Bus, PauseFlag, Pauses, WorkStream};
+use peoplesync_bus::{Bus, PauseFlag, WorkStream};
 use peoplesync_oomnitza::OomnitzaClient;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -292,7 +292,7 @@ async fn resume_refused(bus: &Bus, integrations: &Integrations, gates: &Gates) {
         if active <= refused {
             continue;
         }
-        let pauses = Pauses::new(bus.state_kv().clone());
+        let pauses = bus.pauses();
         // Only the refusal's own pause is lifted: an operator's pause set since then stays.
         match pauses.get(&id).await {
             Ok(Some(flag)) if flag.paused && flag.refused_config_revision == Some(refused) => {
@@ -342,10 +342,7 @@ async fn intake(shared: IntakeShared, integration: String, shutdown: Cancellatio
     } = shared;
     // The pause watch may not have delivered this integration's flag yet: read it before the
     // first pull, so a paused integration is not loaded for a moment after a start.
-    match Pauses::new(bus.state_kv().clone())
-        .get_with_revision(&integration)
-        .await
-    {
+    match bus.pauses().get_with_revision(&integration).await {
         Ok((flag, revision)) => {
             gates.set_flag(&integration, flag.as_ref(), revision);
         }

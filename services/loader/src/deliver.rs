@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
-use peoplesync_bus::{Bus, CancelNote, DeadLetter, Outcome, PauseFlag, Pauses, Runs};
+use peoplesync_bus::{Bus, CancelNote, DeadLetter, Outcome, PauseFlag};
 use peoplesync_core::Integration;
 use peoplesync_oomnitza::{BulkRequest, Error, ErrorKind, OomnitzaClient};
 use serde_json::value::RawValue;
@@ -341,7 +341,7 @@ impl Deliverer {
             noticed_by: self.replica.clone(),
             at: chrono::Utc::now().to_rfc3339(),
         };
-        let runs = Runs::new(self.bus.state_kv().clone());
+        let runs = self.bus.runs();
         let noted = runs
             .update(integration, portion, |record| {
                 let new = record.canceled.is_none();
@@ -411,10 +411,7 @@ impl Deliverer {
         tracing::error!(integration, portion = target.portion, config_revision = target.revision, %reason,
             "pausing the integration: Oomnitza refused its records as a whole");
         let flag = PauseFlag::refused(target.revision, reason.clone());
-        match Pauses::new(self.bus.state_kv().clone())
-            .set(integration, &flag)
-            .await
-        {
+        match self.bus.pauses().set(integration, &flag).await {
             Ok(revision) => self.gates.set_flag(integration, Some(&flag), revision),
             Err(bus) => {
                 // The next flag the watch delivers (an operator's resume, say) still applies;

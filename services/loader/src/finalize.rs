@@ -72,7 +72,7 @@ impl Finalizer {
         verifier: Verifier,
         webhook: Option<LeaversWebhook>,
     ) -> Finalizer {
-        let runs = Runs::new(bus.state_kv().clone());
+        let runs = bus.runs();
         Finalizer {
             bus,
             runs,
@@ -307,12 +307,12 @@ impl Finalizer {
         }
         // The live counts are cheap and never too low; only when they cover every event are
         // the run's outcomes read and each event counted once.
-        let live = outcomes::count(self.bus.jetstream(), integration, run_id).await?;
+        let live = outcomes::count(&self.bus, integration, run_id).await?;
         let remaining = record.expected().saturating_sub(live.total());
         if remaining > 0 || !self.exact_read_due(run_id) {
             return Ok(Some(remaining));
         }
-        let counts = outcomes::exact_count(self.bus.jetstream(), integration, run_id).await?;
+        let counts = outcomes::exact_count(&self.bus, integration, run_id).await?;
         if counts.total() < record.expected() {
             tracing::debug!(
                 integration,
@@ -392,7 +392,7 @@ impl Finalizer {
             verify,
             "run finalized"
         );
-        match peoplesync_bus::consume::trim_acknowledged(self.bus.jetstream(), integration).await {
+        match peoplesync_bus::consume::trim_acknowledged(&self.bus, integration).await {
             Ok(0) => {}
             Ok(removed) => tracing::info!(
                 integration,
@@ -421,7 +421,7 @@ impl Finalizer {
         if verify {
             self.spawn_verify(integration, run_id);
         } else {
-            outcomes::purge(self.bus.jetstream(), integration, run_id).await?;
+            outcomes::purge(&self.bus, integration, run_id).await?;
         }
         Ok(None)
     }
@@ -436,7 +436,7 @@ impl Finalizer {
         mut counts: OutcomeCounts,
     ) -> Result<(), BusError> {
         let bus = &self.bus;
-        let mut written = WrittenEvents::open(bus.jetstream(), integration, run_id, 1_000).await?;
+        let mut written = WrittenEvents::open(bus, integration, run_id, 1_000).await?;
         while let Some(events) = written.next_group().await? {
             for event in events {
                 verify::forget_applied(bus, &event.applied_key, run_id).await;
@@ -467,7 +467,7 @@ impl Finalizer {
         metrics::counter!(peoplesync_runtime::metrics::names::LOADER_RUNS_CHECKED,
             "integration" => integration.to_owned(), "state" => "canceled")
         .increment(1);
-        outcomes::purge(bus.jetstream(), integration, run_id).await
+        outcomes::purge(bus, integration, run_id).await
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use futures::StreamExt;
 use peoplesync_bus::Bus;
-use peoplesync_bus::pause::{self, PauseFlag, Pauses};
+use peoplesync_bus::pause::{self, PauseFlag};
 use peoplesync_oomnitza::OomnitzaClient;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -224,7 +224,7 @@ impl Gates {
 
     /// Follows the pause flags in KV until the watch ends or `shutdown`.
     pub async fn watch_pauses(&self, bus: &Bus, shutdown: CancellationToken) {
-        let mut watch = match Pauses::new(bus.state_kv().clone()).watch().await {
+        let mut watch = match bus.pauses().watch().await {
             Ok(watch) => watch,
             Err(err) => {
                 tracing::error!(error = %err, "cannot watch pause flags; Pause/Resume will not reach this replica until the watch is re-created");

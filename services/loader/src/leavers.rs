@@ -201,14 +201,9 @@ async fn act(
             }
         }
     }
-    leavers::record(
-        bus.jetstream(),
-        &item.key.integration,
-        &item.key.run_id,
-        &entry,
-    )
-    .await
-    .map_err(|e| Failed::Retry(format!("recording the leaver: {e}")))?;
+    leavers::record(bus, &item.key.integration, &item.key.run_id, &entry)
+        .await
+        .map_err(|e| Failed::Retry(format!("recording the leaver: {e}")))?;
     Ok(entry)
 }
 
@@ -223,7 +218,7 @@ pub async fn finalized(
     if leavers == 0 {
         return 0;
     }
-    match leavers::read(bus.jetstream(), integration, run_id).await {
+    match leavers::read(bus, integration, run_id).await {
         Ok(entries) => {
             let holding = entries.iter().filter(|e| !e.assets.is_empty()).count() as u64;
             if let Some(webhook) = webhook {

@@ -99,12 +99,12 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
         .note_on(readiness.clone());
     mark_ready(&readiness, &loader, &integrations).await?;
     // Announced for the control plane's status (loader replicas seen).
-    let announced = tokio::spawn(peoplesync_bus::presence::announce(
-        loader.bus().state_kv().clone(),
-        replica,
-        env!("CARGO_PKG_VERSION").to_owned(),
-        shutdown.clone(),
-    ));
+    let bus = loader.bus().clone();
+    let stop = shutdown.clone();
+    let announced = tokio::spawn(async move {
+        bus.announce(replica, env!("CARGO_PKG_VERSION").to_owned(), stop)
+            .await;
+    });
     peoplesync_loader::startup::check_credentials(&loader).await;
     peoplesync_loader::startup::check_fields(&loader).await;
     let control = serve_control(control, &loader, &shutdown).await?;

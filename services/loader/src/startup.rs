@@ -8,7 +8,7 @@
 //! A refused credential does not take the loader out of rotation: its control plane must stay
 //! reachable, so that `syncctl check` can say what is wrong.
 
-use peoplesync_bus::{PauseFlag, Pauses};
+use peoplesync_bus::PauseFlag;
 use peoplesync_oomnitza::{ErrorKind, FieldProbe};
 
 use crate::consume::Loader;
@@ -70,10 +70,7 @@ pub async fn check_fields(loader: &Loader) {
                 );
                 tracing::error!(integration = %id, %reason, "pausing the integration at start");
                 let flag = PauseFlag::refused(revision, reason);
-                match Pauses::new(loader.bus().state_kv().clone())
-                    .set(&id, &flag)
-                    .await
-                {
+                match loader.bus().pauses().set(&id, &flag).await {
                     Ok(kv_revision) => loader.gates().set_flag(&id, Some(&flag), kv_revision),
                     Err(err) => {
                         tracing::error!(integration = %id, error = %err, "cannot store the pause flag; pausing this replica only");

@@ -17,7 +17,7 @@ mod outages;
 
 use std::time::Duration;
 
-use peoplesync_bus::{Bus, FinalizeState, RunRecord, RunState, Runs, control, names};
+use peoplesync_bus::{Bus, FinalizeState, RunRecord, RunState, control, names};
 use peoplesync_testkit::{ChildService, free_port, wait_for};
 
 use crate::harness::Deployment;
@@ -306,7 +306,7 @@ impl Stack {
 
     /// Whether run `run_id` is finalized and checked now.
     pub async fn is_settled(&self, run_id: &str) -> bool {
-        let runs = Runs::new(self.bus.state_kv().clone());
+        let runs = self.bus.runs();
         matches!(runs.get("sage-people", run_id).await,
             Ok(Some((r, _))) if r.counts.is_some() && r.is_settled())
     }

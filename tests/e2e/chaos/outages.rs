@@ -67,7 +67,7 @@ async fn a_sage_outage_longer_than_the_retry_budget_fails_the_run_and_it_resumes
         outage_for_ms: Some(outage_secs * 1_000),
         ..Default::default()
     });
-    let runs = peoplesync_bus::Runs::new(stack.bus.state_kv().clone());
+    let runs = stack.bus.runs();
     let failed = wait_for("the run to fail", Duration::from_secs(60), || {
         let (runs, run_id) = (runs.clone(), run_id.clone());
         async move {

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use peoplesync_bus::{Bus, BusSettings, Publisher, RunRecord, RunState, Runs, codec, names};
+use peoplesync_bus::{Bus, BusSettings, RunRecord, RunState, codec, names};
 use peoplesync_core::{Evaluation, Integration, IntegrationConfig, RecordInput, Tracking, Worker};
 use peoplesync_oomnitza::{BulkRequest, OomnitzaAuth, OomnitzaClient, OomnitzaConfig};
 use peoplesync_proto::v1::{WorkerEvent, WorkerEventKind};
@@ -184,11 +184,11 @@ async fn loaders(
         .await
         .context("connecting to NATS")?;
     let run_id = uuid::Uuid::now_v7().to_string();
-    let runs = Runs::new(bus.state_kv().clone());
+    let runs = bus.runs();
     runs.create(&RunRecord::start(INTEGRATION, &run_id, true, "bench"))
         .await
         .context("creating the run record")?;
-    let mut publisher = Publisher::new(bus.jetstream().clone(), 1024);
+    let mut publisher = bus.publisher(1024);
     let subject = names::workers_subject(INTEGRATION);
     let tracking = peoplesync_proto::v1::Tracking {
         credentials: "default".into(),

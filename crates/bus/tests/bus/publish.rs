@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use peoplesync_bus::{Bus, BusSettings, Publisher, names};
+use peoplesync_bus::{Bus, BusSettings, names};
 use peoplesync_testkit::NatsServer;
 
 async fn stored_ids(bus: &Bus) -> std::collections::BTreeSet<String> {
@@ -35,7 +35,7 @@ async fn a_restart_mid_window_resends_the_window_once_and_loses_nothing() {
     let bus = Bus::connect(nats.url(), "publish-test", BusSettings::default())
         .await
         .expect("bus");
-    let mut publisher = Publisher::new(bus.jetstream().clone(), 512);
+    let mut publisher = bus.publisher(512);
     let subject = names::workers_subject("acme");
     let total = 1500u32;
     for i in 0..total {

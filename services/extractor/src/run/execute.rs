@@ -47,9 +47,8 @@ impl PreparedRun {
         let inner = &*extraction.inner;
         let integration = inner.integration.as_str();
         let bus_err = |e| extraction.bus_error(e);
-        let runs = Runs::new(inner.bus.state_kv().clone());
-        let mut publisher =
-            Publisher::new(inner.bus.jetstream().clone(), inner.options.publish_window);
+        let runs = inner.bus.runs();
+        let mut publisher = inner.bus.publisher(inner.options.publish_window);
         let mut pages = 0;
 
         if checkpoint.ending.is_none() {

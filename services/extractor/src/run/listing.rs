@@ -183,7 +183,7 @@ impl Listing<'_> {
                 tracing::warn!(integration, run_id = %run_id, worker, field = %hold.field,
                     others = ?hold.others, "holding back a worker whose sync key another worker shares");
                 let excerpt: String = raw.to_string().chars().take(64 * 1024).collect();
-                dlq::record(self.extraction.bus().jetstream(), &letter, excerpt.into()).await?;
+                dlq::record(self.extraction.bus(), &letter, excerpt.into()).await?;
                 if let Some(id) = id {
                     ids.push(id);
                 }
@@ -211,7 +211,7 @@ impl Listing<'_> {
                     tracing::error!(integration, run_id = %run_id, worker, size = event.payload.len(),
                         max_payload, "skipping a worker whose event is larger than NATS accepts");
                     let excerpt: String = raw.to_string().chars().take(64 * 1024).collect();
-                    dlq::record(self.extraction.bus().jetstream(), &letter, excerpt.into()).await?;
+                    dlq::record(self.extraction.bus(), &letter, excerpt.into()).await?;
                     if let Some(id) = id {
                         ids.push(id);
                     }
@@ -346,7 +346,7 @@ impl Listing<'_> {
                 Err(err) => {
                     return Err(Stop::Bus(BusError::Request {
                         what: "storing the checkpoint".into(),
-                        message: err.to_string(),
+                        source: err.into(),
                     }));
                 }
             }

@@ -26,7 +26,7 @@ impl Extraction {
             .await
             .map_err(|e| self.bus_error(e))?;
         let checkpoints = Checkpoints::new(inner.bus.state_kv().clone());
-        let runs = Runs::new(inner.bus.state_kv().clone());
+        let runs = inner.bus.runs();
         let settings = settings::load(&inner.bus, integration).await;
         // NATS not answering is no reason to give up an interrupted run: stop here, before any
         // run state changes, and let the next trigger resume it.
@@ -35,7 +35,7 @@ impl Extraction {
         {
             return Err(self.bus_error(BusError::request(
                 format!("starting a run of {integration}"),
-                err,
+                err.to_string(),
             )));
         }
         let filter = settings.as_ref().ok().and_then(|s| s.source_filter.clone());
@@ -125,7 +125,7 @@ impl Extraction {
                     .save(integration, &checkpoint)
                     .await
                     .map_err(|e| self.bus_error(e))?;
-                let mut publisher = Publisher::new(inner.bus.jetstream().clone(), 1);
+                let mut publisher = inner.bus.publisher(1);
                 publish_run_event(
                     &mut publisher,
                     integration,
@@ -271,7 +271,7 @@ impl Extraction {
         })
         .await
         .map_err(|e| self.bus_error(e))?;
-        let mut publisher = Publisher::new(self.inner.bus.jetstream().clone(), 1);
+        let mut publisher = self.inner.bus.publisher(1);
         publish_run_event(
             &mut publisher,
             integration,

@@ -14,7 +14,7 @@ use crate::harness::*;
 async fn letters(bus: &peoplesync_bus::Bus) -> BTreeMap<String, DeadLetterRecord> {
     let mut letters = BTreeMap::new();
     let mut sequence = 1;
-    while let Some(record) = dlq::next(bus.jetstream(), ID, sequence).await.unwrap() {
+    while let Some(record) = dlq::next(bus, ID, sequence).await.unwrap() {
         sequence = record.sequence + 1;
         letters.insert(record.letter.worker_id.clone(), record);
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use futures::StreamExt;
-use peoplesync_bus::{Bus, BusSettings, RunRecord, Runs, codec, names};
+use peoplesync_bus::{Bus, BusSettings, RunRecord, codec, names};
 use peoplesync_core::IntegrationConfig;
 use peoplesync_extractor::checkpoint::{Checkpoint, Checkpoints};
 use peoplesync_extractor::config::{CredentialSet, ExtractorConfig, Grant};
@@ -87,7 +87,8 @@ impl Setup {
     }
 
     pub async fn run_record(&self, integration: &str, run_id: &str) -> RunRecord {
-        Runs::new(self.bus.state_kv().clone())
+        self.bus
+            .runs()
             .get(integration, run_id)
             .await
             .unwrap()
@@ -361,7 +362,7 @@ pub async fn in_state(
     state: peoplesync_bus::RunState,
     timeout: Duration,
 ) -> RunRecord {
-    let runs = Runs::new(bus.state_kv().clone());
+    let runs = bus.runs();
     wait_for(&format!("the run to be {state:?}"), timeout, || {
         let runs = runs.clone();
         async move {

@@ -12,7 +12,7 @@ impl Verifier {
         replica: String,
         settings: VerifySettings,
     ) -> Verifier {
-        let runs = Runs::new(bus.state_kv().clone());
+        let runs = bus.runs();
         Verifier {
             bus,
             runs,
@@ -73,8 +73,7 @@ impl Verifier {
         let judge = Arc::new(Judge::new(config.as_deref(), failures));
         let mut tally = Tally::default();
         let group = self.settings.read_batch.max(1);
-        let mut written =
-            WrittenEvents::open(self.bus.jetstream(), integration, run_id, group).await?;
+        let mut written = WrittenEvents::open(&self.bus, integration, run_id, group).await?;
         let checked = if (PAGE_ALL_FROM..=PAGE_ALL_UP_TO).contains(&accepted) {
             self.check_by_pages(&judge, &mut written, &mut claim, &mut tally)
                 .await
@@ -113,7 +112,7 @@ impl Verifier {
                 true
             })
             .await?;
-        outcomes::purge(self.bus.jetstream(), integration, run_id).await?;
+        outcomes::purge(&self.bus, integration, run_id).await?;
         let label = |result: &'static str, n: u64| {
             metrics::counter!(peoplesync_runtime::metrics::names::LOADER_RECORDS_VERIFIED,
                 "integration" => integration.to_owned(), "result" => result)
@@ -354,7 +353,6 @@ impl Verifier {
             return Ok(());
         }
         let (integration, run_id) = (claim.integration, claim.run_id);
-        let mut publisher = peoplesync_bus::Publisher::new(self.bus.jetstream().clone(), 64);
         for NotApplied {
             mut letter,
             applied_key,
@@ -366,12 +364,12 @@ impl Verifier {
             letter.original_subject = names::workers_subject(integration);
             tracing::warn!(integration, run_id, worker = %letter.worker_id, reason = %letter.reason,
                 "Oomnitza accepted a record but did not apply it; dead-lettering it");
-            dlq::publish(&mut publisher, &letter, record.into())
+            dlq::record(&self.bus, &letter, record.into())
                 .await
                 .map_err(Stop::Bus)?;
             forget_applied(&self.bus, &applied_key, run_id).await;
         }
-        publisher.flush().await.map_err(Stop::Bus)
+        Ok(())
     }
 
     /// Ends a check that cannot be completed: the run keeps its accepted counts, marked
@@ -400,6 +398,6 @@ impl Verifier {
         metrics::counter!(peoplesync_runtime::metrics::names::LOADER_RUNS_CHECKED,
             "integration" => integration.to_owned(), "state" => "unverified")
         .increment(1);
-        outcomes::purge(self.bus.jetstream(), integration, run_id).await
+        outcomes::purge(&self.bus, integration, run_id).await
     }
 }
