@@ -6,6 +6,7 @@
 //! Services hold one [`Bus`]; every other module takes what it needs from it.
 
 pub mod codec;
+pub mod configs;
 pub mod connect;
 pub mod consume;
 pub mod control;
@@ -23,6 +24,7 @@ pub mod runs;
 pub mod setup;
 mod stores;
 
+pub use configs::{ConfigChange, ConfigWatch, Configs, StoredConfig, Written};
 pub use connect::{ConnectConfigError, ConnectSettings, NatsAuth, NatsServers, NatsTls};
 pub use consume::WorkStream;
 pub use dlq::{DeadLetter, DeadLetterRecord};

@@ -439,9 +439,13 @@ impl Runs {
         Ok(())
     }
 
-    /// The bucket, for callers that keep other keys beside runs.
-    pub fn store(&self) -> &kv::Store {
-        &self.kv
+    /// Watches the record of one run (its changes from now on).
+    pub async fn watch_run(&self, integration: &str, run_id: &str) -> Result<kv::Watch, BusError> {
+        let key = key(integration, run_id);
+        self.kv
+            .watch(&key)
+            .await
+            .map_err(|e| BusError::kv(names::STATE_BUCKET, "watch", &key, e))
     }
 }
 

@@ -3,9 +3,19 @@
 
 use tokio_util::sync::CancellationToken;
 
+use crate::lease::{self, LeaseValue};
 use crate::outcomes::OutcomeRecorder;
 use crate::presence::{self, Announcement};
-use crate::{Bus, BusError, Pauses, Publisher, Runs};
+use crate::{Bus, BusError, Pauses, Publisher, Runs, names};
+
+/// The streams every peoplesync deployment has (the extractor's and the leavers' own streams
+/// are created by their services).
+const TOPOLOGY_STREAMS: [&str; 4] = [
+    names::WORKERS_STREAM,
+    names::RUNS_STREAM,
+    names::DLQ_STREAM,
+    names::OUTCOMES_STREAM,
+];
 
 impl Bus {
     /// The run records.
@@ -40,5 +50,67 @@ impl Bus {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<Announcement>, BusError> {
         presence::seen(&self.state, now).await
+    }
+
+    /// Who holds the extractor's scheduler lease of `integration`, if anyone has taken it.
+    pub async fn lease_holder(&self, integration: &str) -> Result<Option<LeaseValue>, BusError> {
+        let key = lease::key(integration);
+        let value = self
+            .state
+            .get(&key)
+            .await
+            .map_err(|e| BusError::kv(names::STATE_BUCKET, "read", &key, e))?;
+        value
+            .map(|v| serde_json::from_slice(&v).map_err(|e| BusError::decode("lease", e)))
+            .transpose()
+    }
+
+    /// The worker events of `integration` waiting for a loader, and those delivered but not yet
+    /// acknowledged, from its loaders' consumer.
+    pub async fn backlog(&self, integration: &str) -> Result<(u64, u64), BusError> {
+        let consumer = names::loader_consumer(integration);
+        let stream = self
+            .js
+            .get_stream_no_info(names::WORKERS_STREAM)
+            .await
+            .map_err(|e| {
+                BusError::request(format!("opening stream {}", names::WORKERS_STREAM), e)
+            })?;
+        let info = stream
+            .consumer_info(&consumer)
+            .await
+            .map_err(|e| BusError::request(format!("reading consumer {consumer}"), e))?;
+        Ok((info.num_pending, info.num_ack_pending as u64))
+    }
+
+    /// The shared streams that cannot be opened, each with the reason.
+    pub async fn missing_streams(&self) -> Vec<String> {
+        let mut missing = Vec::new();
+        for stream in TOPOLOGY_STREAMS {
+            if let Err(err) = self.js.get_stream(stream).await {
+                missing.push(format!("{stream} ({err})"));
+            }
+        }
+        missing
+    }
+
+    /// The names of the shared streams [`Bus::missing_streams`] checks.
+    pub fn topology_streams(&self) -> &'static [&'static str] {
+        &TOPOLOGY_STREAMS
+    }
+
+    /// How many worker events the work stream holds, and their total size in bytes.
+    pub async fn work_stream_size(&self) -> Result<(u64, u64), BusError> {
+        let mut stream = self
+            .js
+            .get_stream(names::WORKERS_STREAM)
+            .await
+            .map_err(|e| {
+                BusError::request(format!("opening stream {}", names::WORKERS_STREAM), e)
+            })?;
+        let info = stream.info().await.map_err(|e| {
+            BusError::request(format!("reading stream {}", names::WORKERS_STREAM), e)
+        })?;
+        Ok((info.state.messages, info.state.bytes))
     }
 }

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
+use peoplesync_bus::Bus;
 use peoplesync_bus::control::{self, CheckLine, CheckState, SageChecked};
-use peoplesync_bus::{Bus, names};
 use peoplesync_core::{Integration, IntegrationConfig};
 use peoplesync_oomnitza::{FieldProbe, OomnitzaClient};
 use peoplesync_proto::v1 as pb;
@@ -20,13 +20,6 @@ use crate::integrations::Configs;
 const SAGE_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// The streams every integration needs.
-const STREAMS: [&str; 4] = [
-    names::WORKERS_STREAM,
-    names::RUNS_STREAM,
-    names::DLQ_STREAM,
-    names::OUTCOMES_STREAM,
-];
-
 fn line(name: &str, state: CheckState, detail: impl Into<String>) -> CheckLine {
     CheckLine {
         name: name.to_owned(),
@@ -69,17 +62,15 @@ impl Checker<'_> {
                 ),
             );
         }
-        let mut missing = Vec::new();
-        for stream in STREAMS {
-            if let Err(err) = self.bus.jetstream().get_stream(stream).await {
-                missing.push(format!("{stream} ({err})"));
-            }
-        }
+        let missing = self.bus.missing_streams().await;
         if missing.is_empty() {
             line(
                 "nats",
                 CheckState::Passed,
-                format!("connected; streams {} present", STREAMS.join(", ")),
+                format!(
+                    "connected; streams {} present",
+                    self.bus.topology_streams().join(", ")
+                ),
             )
         } else {
             line(

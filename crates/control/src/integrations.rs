@@ -4,9 +4,8 @@
 //! watch the bucket and apply a new revision to their next batch. Smart mapping lives here
 //! too, since it produces config.
 
-use async_nats::jetstream::kv;
 use bytes::Bytes;
-use peoplesync_bus::{Bus, names};
+use peoplesync_bus::{Bus, Written, names};
 use peoplesync_core::{
     Integration, IntegrationConfig, MappingEntry, MappingSource, TargetField, ValidationErrors,
     ValidationKind, default_custom_fields, suggest_mapping,
@@ -35,23 +34,23 @@ impl Configs {
 
     /// The stored TOML of `id` and its revision, if any.
     pub(crate) async fn stored(&self, id: &str) -> Result<Option<(String, u64)>, Status> {
-        let entry = self
+        let stored = self
             .bus
-            .config_kv()
-            .entry(id)
+            .configs()
+            .get(id)
             .await
-            .map_err(|e| status::nats(&format!("reading the config of {id}"), e))?;
-        match entry {
-            Some(entry) if entry.operation == kv::Operation::Put => {
-                let text = String::from_utf8(entry.value.to_vec()).map_err(|_| {
+            .map_err(|e| status::bus(&format!("reading the config of {id}"), e))?;
+        match stored {
+            Some(stored) => {
+                let text = String::from_utf8(stored.text.to_vec()).map_err(|_| {
                     Status::data_loss(format!(
                         "the stored config of {id} (revision {}) is not UTF-8 text; store a valid one with PutIntegration",
-                        entry.revision
+                        stored.revision
                     ))
                 })?;
-                Ok(Some((text, entry.revision)))
+                Ok(Some((text, stored.revision)))
             }
-            _ => Ok(None),
+            None => Ok(None),
         }
     }
 
@@ -104,40 +103,36 @@ impl Configs {
         for deprecation in integration.config().deprecations() {
             tracing::warn!(integration = id, %deprecation, "the config being stored uses a deprecated key");
         }
-        let store = self.bus.config_kv();
-        let value = Bytes::from(text.to_owned());
-        let stored = if revision == 0 {
-            match store.create(id, value).await {
-                Ok(revision) => Ok(revision),
-                Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
-                    let current = self.current_revision(id).await?;
-                    return Err(Status::failed_precondition(format!(
-                        "integration {id} already has a config (revision {current}); read it with \
-                         GetIntegration and pass revision {current} to replace it"
-                    )));
-                }
-                Err(err) => Err(status::nats(&format!("creating the config of {id}"), err)),
+        let written = self
+            .bus
+            .configs()
+            .put(id, Bytes::from(text.to_owned()), revision)
+            .await
+            .map_err(|e| status::bus(&format!("storing the config of {id}"), e))?;
+        let stored = match written {
+            Written::Stored(stored) => stored,
+            Written::Stale if revision == 0 => {
+                let current = self.current_revision(id).await?;
+                return Err(Status::failed_precondition(format!(
+                    "integration {id} already has a config (revision {current}); read it with \
+                     GetIntegration and pass revision {current} to replace it"
+                )));
             }
-        } else {
-            match store.update(id, value, revision).await {
-                Ok(revision) => Ok(revision),
-                Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    let message = match self.stored(id).await? {
-                        Some((_, current)) => format!(
-                            "revision {revision} of integration {id} is stale: the config is at revision \
-                             {current} now (someone changed it since you read it); read it again, \
-                             re-apply your change and pass revision {current}"
-                        ),
-                        None => format!(
-                            "integration {id} has no config, so revision {revision} cannot be replaced; \
-                             pass revision 0 to create it"
-                        ),
-                    };
-                    return Err(Status::failed_precondition(message));
-                }
-                Err(err) => Err(status::nats(&format!("updating the config of {id}"), err)),
+            Written::Stale => {
+                let message = match self.stored(id).await? {
+                    Some((_, current)) => format!(
+                        "revision {revision} of integration {id} is stale: the config is at revision \
+                         {current} now (someone changed it since you read it); read it again, \
+                         re-apply your change and pass revision {current}"
+                    ),
+                    None => format!(
+                        "integration {id} has no config, so revision {revision} cannot be replaced; \
+                         pass revision 0 to create it"
+                    ),
+                };
+                return Err(Status::failed_precondition(message));
             }
-        }?;
+        };
         tracing::info!(
             integration = id,
             revision = stored,

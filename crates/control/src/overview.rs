@@ -5,8 +5,7 @@
 //! read is named in `problems` and the rest is still answered.
 
 use chrono::Utc;
-use peoplesync_bus::lease::LeaseValue;
-use peoplesync_bus::{Bus, names};
+use peoplesync_bus::Bus;
 use peoplesync_core::IntegrationConfig;
 use peoplesync_core::plan::Plan;
 use peoplesync_proto::v1 as pb;
@@ -64,18 +63,11 @@ pub(crate) async fn get(
         )),
     }
 
-    match bus
-        .state_kv()
-        .get(peoplesync_bus::lease::key(integration))
-        .await
-    {
-        Ok(Some(value)) => match serde_json::from_slice::<LeaseValue>(&value) {
-            Ok(lease) => {
-                out.scheduler_leader = lease.holder;
-                out.leader_renewed_at = runs::timestamp(&lease.renewed_at);
-            }
-            Err(err) => problems.push(format!("the scheduler lease cannot be read: {err}")),
-        },
+    match bus.lease_holder(integration).await {
+        Ok(Some(lease)) => {
+            out.scheduler_leader = lease.holder;
+            out.leader_renewed_at = runs::timestamp(&lease.renewed_at);
+        }
         Ok(None) => {}
         Err(err) => problems.push(format!("reading the scheduler lease: {err}")),
     }
@@ -131,16 +123,7 @@ pub(crate) async fn get(
 
 /// Events of the integration's consumer not yet delivered, and delivered but not acknowledged.
 async fn consumer_backlog(bus: &Bus, integration: &str) -> Result<(u64, u64), String> {
-    let consumer = names::loader_consumer(integration);
-    let stream = bus
-        .jetstream()
-        .get_stream(names::WORKERS_STREAM)
+    bus.backlog(integration)
         .await
-        .map_err(|e| format!("opening stream {}: {e}", names::WORKERS_STREAM))?;
-    match stream.consumer_info(&consumer).await {
-        Ok(info) => Ok((info.num_pending, info.num_ack_pending as u64)),
-        Err(err) => Err(format!(
-            "reading consumer {consumer} (has a loader of {integration} started?): {err}"
-        )),
-    }
+        .map_err(|e| format!("{e} (has a loader of {integration} started?)"))
 }

@@ -100,11 +100,10 @@ impl RunViews {
         tx: mpsc::Sender<Result<pb::Run, Status>>,
         shutdown: CancellationToken,
     ) {
-        let key = peoplesync_bus::runs::key(&integration, &run_id);
-        let mut changes = match self.runs.store().watch(&key).await {
+        let mut changes = match self.runs.watch_run(&integration, &run_id).await {
             Ok(watch) => Some(watch),
             Err(err) => {
-                tracing::debug!(%key, error = %err, "cannot watch the run record; polling only");
+                tracing::debug!(error = %err, "cannot watch the run record; polling only");
                 None
             }
         };

@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use peoplesync_bus::control::{CheckLine, CheckState, SageChecked};
 use peoplesync_core::IntegrationConfig;
 use peoplesync_runtime::Readiness;
@@ -226,12 +225,7 @@ async fn check_until_stopped(
     stop: CancellationToken,
 ) {
     let integration = extraction.integration().to_owned();
-    let mut changes = match extraction
-        .bus()
-        .config_kv()
-        .watch(integration.as_str())
-        .await
-    {
+    let mut changes = match extraction.bus().configs().changes(&integration).await {
         Ok(watch) => Some(watch),
         Err(err) => {
             tracing::warn!(%integration, error = %err, "cannot watch the integration config; credentials are checked at start and every minute while failing");

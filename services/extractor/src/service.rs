@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use peoplesync_bus::{Bus, BusError, RunState};
+use peoplesync_bus::{Bus, BusError, ConfigChange, RunState};
 use peoplesync_runtime::Readiness;
 use peoplesync_runtime::metrics::names as metric;
 use tokio::sync::{mpsc, watch};
@@ -385,14 +385,14 @@ async fn watch_plans(
     tracing::info!(integration, plan = %initial.describe(), "schedule");
     let (tx, rx) = watch::channel(initial);
     let integration = integration.to_owned();
+    let configs = bus.configs();
     tokio::spawn(async move {
-        use futures::StreamExt;
         loop {
             let watch = tokio::select! {
                 () = stop.cancelled() => return,
                 // With history: the current config first, so nothing changed since the initial
                 // load (or during a re-watch) is missed.
-                watch = bus.config_kv().watch_with_history(&integration) => watch,
+                watch = configs.watch(Some(&integration)) => watch,
             };
             let mut watch = match watch {
                 Ok(watch) => watch,
@@ -409,10 +409,10 @@ async fn watch_plans(
                     () = stop.cancelled() => return,
                     entry = watch.next() => entry,
                 };
-                let Some(Ok(entry)) = entry else { break };
-                let plan = match entry.operation {
-                    async_nats::jetstream::kv::Operation::Put => {
-                        match settings::parse(&integration, &entry.value) {
+                let Some(Ok(change)) = entry else { break };
+                let plan = match change {
+                    ConfigChange::Stored(stored) => {
+                        match settings::parse(&integration, &stored.text) {
                             Ok(settings) => match Plan::from_config(&settings.schedule) {
                                 Ok(plan) => Some(plan),
                                 Err(err) => {
@@ -426,7 +426,7 @@ async fn watch_plans(
                             }
                         }
                     }
-                    _ => Some(Plan::default()),
+                    ConfigChange::Removed { .. } => Some(Plan::default()),
                 };
                 if let Some(plan) = plan {
                     let _ = tx.send(plan);

@@ -83,8 +83,8 @@ pub async fn load(bus: &Bus, integration: &str) -> Result<IntegrationSettings, S
 /// Reads the whole integration config of `integration` from KV, or the shipped default when
 /// it has none.
 pub async fn load_config(bus: &Bus, integration: &str) -> Result<IntegrationConfig, SettingsError> {
-    let value = bus
-        .config_kv()
+    let stored = bus
+        .configs()
         .get(integration)
         .await
         .map_err(|e| SettingsError::Unreadable {
@@ -92,8 +92,8 @@ pub async fn load_config(bus: &Bus, integration: &str) -> Result<IntegrationConf
             bucket: names::CONFIG_BUCKET,
             message: e.to_string(),
         })?;
-    match value {
-        Some(value) => parse_config(integration, &value),
+    match stored {
+        Some(stored) => parse_config(integration, &stored.text),
         None => Ok(IntegrationConfig::default_for(integration)),
     }
 }

@@ -6,10 +6,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use async_nats::jetstream::kv;
 use bytes::Bytes;
-use futures::StreamExt;
-use peoplesync_bus::{Bus, BusError, names};
+use peoplesync_bus::{Bus, BusError, ConfigChange, Written};
 use peoplesync_core::{Integration, IntegrationConfig};
 
 /// The active config of every integration, shared by the replica's tasks.
@@ -125,14 +123,9 @@ impl Integrations {
         id: &str,
         seed: Option<&str>,
     ) -> Result<(), SeedError> {
-        let store = bus.config_kv();
-        if let Some(entry) = store
-            .entry(id)
-            .await
-            .map_err(|e| BusError::kv(names::CONFIG_BUCKET, "read", id, e))?
-            && entry.operation == kv::Operation::Put
-        {
-            self.apply(id, &entry.value, entry.revision);
+        let configs = bus.configs();
+        if let Some(stored) = configs.get(id).await? {
+            self.apply(id, &stored.text, stored.revision);
             if self.get(id).is_some() {
                 return Ok(());
             }
@@ -155,8 +148,8 @@ impl Integrations {
             id: id.to_owned(),
             message: e.to_string(),
         })?;
-        match store.create(id, Bytes::from(text)).await {
-            Ok(revision) => {
+        match configs.put(id, Bytes::from(text), 0).await? {
+            Written::Stored(revision) => {
                 tracing::info!(
                     integration = id,
                     revision,
@@ -164,17 +157,12 @@ impl Integrations {
                 );
                 self.activate(id, integration, revision);
             }
-            Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
+            Written::Stale => {
                 // Another replica seeded it first; use theirs.
-                if let Some(entry) = store
-                    .entry(id)
-                    .await
-                    .map_err(|e| BusError::kv(names::CONFIG_BUCKET, "read", id, e))?
-                {
-                    self.apply(id, &entry.value, entry.revision);
+                if let Some(stored) = configs.get(id).await? {
+                    self.apply(id, &stored.text, stored.revision);
                 }
             }
-            Err(err) => return Err(BusError::kv(names::CONFIG_BUCKET, "create", id, err).into()),
         }
         Ok(())
     }
@@ -183,17 +171,13 @@ impl Integrations {
     /// from the stored values (not only new ones) means integrations created through the control
     /// plane are served after a restart, and no change between start-up and the watch is missed.
     pub async fn watch(&self, bus: &Bus) -> Result<(), BusError> {
-        let mut watch = bus
-            .config_kv()
-            .watch_with_history(">")
-            .await
-            .map_err(|e| BusError::kv(names::CONFIG_BUCKET, "watch", ">", e))?;
-        while let Some(entry) = watch.next().await {
-            match entry {
-                Ok(entry) if entry.operation == kv::Operation::Put => {
-                    self.apply(&entry.key, &entry.value, entry.revision);
+        let mut watch = bus.configs().watch(None).await?;
+        while let Some(change) = watch.next().await {
+            match change {
+                Ok(ConfigChange::Stored(stored)) => {
+                    self.apply(&stored.id, &stored.text, stored.revision);
                 }
-                Ok(_) => {}
+                Ok(ConfigChange::Removed { .. }) => {}
                 Err(err) => tracing::warn!(error = %err, "integration config watch error"),
             }
         }

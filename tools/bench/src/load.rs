@@ -227,18 +227,10 @@ async fn loaders(
     })
     .await?;
 
-    let state = bus
-        .jetstream()
-        .get_stream(names::WORKERS_STREAM)
-        .await?
-        .info()
-        .await?
-        .state
-        .clone();
+    let (messages, bytes) = bus.work_stream_size().await?;
     println!(
-        "on the bus: {} events, {} bytes each on average",
-        state.messages,
-        state.bytes / state.messages.max(1)
+        "on the bus: {messages} events, {} bytes each on average",
+        bytes / messages.max(1)
     );
     let cpu_before = (nats.cpu(), sim.cpu());
     let started = Instant::now();
