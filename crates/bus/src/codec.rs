@@ -51,56 +51,44 @@ pub fn worker_to_proto(worker: &peoplesync_core::Worker) -> peoplesync_proto::v1
     worker_into_proto(worker.clone())
 }
 
-/// The wire form of a normalised worker, moving its fields instead of cloning them (the
-/// extractor's hot path).
-pub fn worker_into_proto(worker: peoplesync_core::Worker) -> peoplesync_proto::v1::Worker {
-    peoplesync_proto::v1::Worker {
-        id: worker.id,
-        full_name: worker.full_name,
-        first_name: worker.first_name,
-        last_name: worker.last_name,
-        email: worker.email,
-        hr_department: worker.hr_department,
-        job_title: worker.job_title,
-        employment_name: worker.employment_name,
-        employment_active: worker.employment_active,
-        start_date: worker.start_date,
-        end_date: worker.end_date,
-        work_location: worker.work_location,
-        address_line1: worker.address_line1,
-        address_line2: worker.address_line2,
-        address_line3: worker.address_line3,
-        city: worker.city,
-        region: worker.region,
-        postal_code: worker.postal_code,
-        country: worker.country,
-    }
+/// Both conversions between a normalised worker and its wire form, from one list of the fields
+/// they share (all of them): a field added to one type and not here fails to compile.
+macro_rules! worker_conversions {
+    ($($field:ident),* $(,)?) => {
+        /// The wire form of a normalised worker, moving its fields instead of cloning them (the
+        /// extractor's hot path).
+        pub fn worker_into_proto(worker: peoplesync_core::Worker) -> peoplesync_proto::v1::Worker {
+            peoplesync_proto::v1::Worker { $($field: worker.$field),* }
+        }
+
+        /// The normalised worker carried by an event.
+        pub fn worker_from_proto(worker: peoplesync_proto::v1::Worker) -> peoplesync_core::Worker {
+            peoplesync_core::Worker { $($field: worker.$field),* }
+        }
+    };
 }
 
-/// The normalised worker carried by an event.
-pub fn worker_from_proto(worker: peoplesync_proto::v1::Worker) -> peoplesync_core::Worker {
-    peoplesync_core::Worker {
-        id: worker.id,
-        full_name: worker.full_name,
-        first_name: worker.first_name,
-        last_name: worker.last_name,
-        email: worker.email,
-        hr_department: worker.hr_department,
-        job_title: worker.job_title,
-        employment_name: worker.employment_name,
-        employment_active: worker.employment_active,
-        start_date: worker.start_date,
-        end_date: worker.end_date,
-        work_location: worker.work_location,
-        address_line1: worker.address_line1,
-        address_line2: worker.address_line2,
-        address_line3: worker.address_line3,
-        city: worker.city,
-        region: worker.region,
-        postal_code: worker.postal_code,
-        country: worker.country,
-    }
-}
+worker_conversions!(
+    id,
+    full_name,
+    first_name,
+    last_name,
+    email,
+    hr_department,
+    job_title,
+    employment_name,
+    employment_active,
+    start_date,
+    end_date,
+    work_location,
+    address_line1,
+    address_line2,
+    address_line3,
+    city,
+    region,
+    postal_code,
+    country,
+);
 
 #[cfg(test)]
 mod tests {

@@ -56,15 +56,9 @@ pub enum Written {
 }
 
 /// The integration configs (see the module docs).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Configs {
     kv: kv::Store,
-}
-
-impl std::fmt::Debug for Configs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Configs").finish_non_exhaustive()
-    }
 }
 
 impl Bus {

@@ -19,9 +19,6 @@ pub const ADVISORY_CONSUMER: &str = "dead-letter-capture";
 pub const MAX_DELIVERIES_ADVISORIES: &str =
     "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.PEOPLESYNC_WORKERS.*";
 
-/// The fleet-wide consumer of early versions, replaced by one consumer per integration.
-pub const LEGACY_LOADER_CONSUMER: &str = "loader";
-
 /// The durable pull consumer on [`WORKERS_STREAM`] of one integration, shared by every loader
 /// replica. One per integration, so one integration can be paused (and scaled on its own
 /// backlog) without holding up another.
@@ -54,20 +51,13 @@ pub fn runs_subject(integration: &str) -> String {
     format!("peoplesync.{integration}.runs")
 }
 
-/// Subject of the dead letters of `integration` written before letters were kept across
-/// runs (one subject for all of them). Still read, listed, replayed and purged; no longer
-/// written.
-pub fn dlq_subject(integration: &str) -> String {
-    format!("peoplesync.{integration}.dlq")
-}
-
 /// Subject of one dead letter of `integration` across runs; `key` is
 /// [`crate::dlq::letter_key`] (worker, stage and reason).
 pub fn dlq_letter_subject(integration: &str, key: &str) -> String {
     format!("peoplesync.{integration}.dlq.{key}")
 }
 
-/// Filter matching every dead letter of `integration` in [`DLQ_STREAM`], keyed or not. Only
+/// Filter matching every dead letter of `integration` in [`DLQ_STREAM`]. Only
 /// meaningful on that stream, which holds nothing but dead-letter subjects.
 pub fn dlq_filter(integration: &str) -> String {
     format!("peoplesync.{integration}.>")

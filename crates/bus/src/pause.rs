@@ -68,15 +68,9 @@ impl PauseFlag {
 }
 
 /// Pause flags in the state bucket.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Pauses {
     kv: kv::Store,
-}
-
-impl std::fmt::Debug for Pauses {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pauses").finish_non_exhaustive()
-    }
 }
 
 impl Pauses {

@@ -259,15 +259,9 @@ impl RunRecord {
 }
 
 /// Run records in the state bucket.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Runs {
     kv: kv::Store,
-}
-
-impl std::fmt::Debug for Runs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runs").finish_non_exhaustive()
-    }
 }
 
 /// The KV key of a run record.

@@ -199,7 +199,7 @@ impl Bus {
         )
         .await?;
         // One subject per letter across runs (`….dlq.<key>`), replaced by a roll-up when a
-        // later run refuses the worker again; `….dlq` holds letters of earlier versions.
+        // later run refuses the worker again.
         ensure_stream(
             &js,
             stream::Config {
@@ -207,7 +207,7 @@ impl Bus {
                 ..history_stream(
                     names::DLQ_STREAM,
                     "peoplesync dead letters",
-                    &["peoplesync.*.dlq", "peoplesync.*.dlq.*"],
+                    &["peoplesync.*.dlq.*"],
                     &settings,
                 )
             },
@@ -244,11 +244,6 @@ impl Bus {
             },
         )
         .await?;
-        // The obsolete fleet-wide consumer would overlap the per-integration ones, which a
-        // work-queue stream refuses; remove it if an early version created it.
-        if let Ok(stream) = js.get_stream(names::WORKERS_STREAM).await {
-            let _ = stream.delete_consumer(names::LEGACY_LOADER_CONSUMER).await;
-        }
         let config = ensure_bucket(&js, names::CONFIG_BUCKET, 16, settings.replicas).await?;
         let state = ensure_bucket(&js, names::STATE_BUCKET, 1, settings.replicas).await?;
         let applied = ensure_bucket(&js, names::APPLIED_BUCKET, 1, settings.replicas).await?;

@@ -426,47 +426,6 @@ async fn a_removed_letter_starts_again_at_one_run() {
 }
 
 #[tokio::test]
-async fn letters_of_earlier_versions_are_still_listed_after_the_stream_is_upgraded() {
-    let nats = NatsServer::start();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    // The DLQ stream as earlier versions created it, with one letter in the old form.
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: names::DLQ_STREAM.into(),
-        subjects: vec!["peoplesync.*.dlq".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let old = refusal("run-0", "w1", EMPTY_EMAIL);
-    js.publish_with_headers(names::dlq_subject("acme"), old.headers(), "e0".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-
-    let bus = bus(&nats).await;
-    dlq::record(&bus, &refusal("run-1", "w1", EMPTY_EMAIL), "e1".into())
-        .await
-        .unwrap();
-    let held = letters(&bus).await;
-    assert_eq!(
-        held.len(),
-        2,
-        "the old letter is not merged, but still listed"
-    );
-    assert_eq!(
-        (held[0].letter.run_id.as_str(), held[0].seen.runs),
-        ("run-0", 1)
-    );
-    assert_eq!(held[0].seen.first_run_id, "run-0");
-    assert_eq!(
-        (held[1].letter.run_id.as_str(), held[1].seen.runs),
-        ("run-1", 1)
-    );
-}
-
-#[tokio::test]
 async fn consumption_survives_a_server_restart() {
     let mut nats = NatsServer::start();
     let bus = bus(&nats).await;

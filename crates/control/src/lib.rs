@@ -26,7 +26,7 @@ mod status;
 
 pub use auth::Authenticator;
 pub use config::{Auth, ControlConfig, TlsFiles};
-pub use server::{ControlServer, serve};
+pub use server::ControlServer;
 pub use service::ControlService;
 
 /// Why the control plane could not start or stopped.

@@ -146,16 +146,3 @@ impl ControlServer {
         Ok(())
     }
 }
-
-/// Binds and serves the control plane until `shutdown`.
-pub async fn serve(
-    config: ControlConfig,
-    bus: Bus,
-    oomnitza: OomnitzaClient,
-    shutdown: CancellationToken,
-) -> Result<(), ControlError> {
-    ControlServer::bind(config, bus, oomnitza, shutdown.clone())
-        .await?
-        .serve(shutdown)
-        .await
-}
