@@ -110,49 +110,22 @@ impl Integration {
         let mut errors = validate::check(&config);
         let mut engine = Engine::new();
         let mut roots = Roots::default();
-        let mut fields = Vec::with_capacity(config.mapping.len());
-
-        for (i, entry) in config.mapping.iter().enumerate() {
-            let location = entry_location(i, entry.field.trim());
-            let name = format!("mapping{i}");
-            if let Some(value) = compile_value(
-                &config,
-                &mut engine,
-                &mut roots,
-                &name,
-                entry,
-                &location,
-                &mut errors,
-            ) {
-                fields.push(CompiledField {
-                    field: entry.field.trim().to_owned(),
-                    entry: i,
-                    value,
-                    origin: entry.source.describe(),
-                });
-            }
-        }
-        let mut leaver_fields = Vec::with_capacity(config.leavers.set.len());
-        for (i, entry) in config.leavers.set.iter().enumerate() {
-            let location = crate::leavers::set_location(i, entry.field.trim());
-            let name = format!("leavers{i}");
-            if let Some(value) = compile_value(
-                &config,
-                &mut engine,
-                &mut roots,
-                &name,
-                entry,
-                &location,
-                &mut errors,
-            ) {
-                leaver_fields.push(CompiledField {
-                    field: entry.field.trim().to_owned(),
-                    entry: i,
-                    value,
-                    origin: entry.source.describe(),
-                });
-            }
-        }
+        let fields = compile_fields(
+            &config,
+            &mut engine,
+            &mut roots,
+            (&config.mapping, "mapping"),
+            entry_location,
+            &mut errors,
+        );
+        let leaver_fields = compile_fields(
+            &config,
+            &mut engine,
+            &mut roots,
+            (&config.leavers.set, "leavers"),
+            crate::leavers::set_location,
+            &mut errors,
+        );
 
         let mut filter = None;
         if let Some(condition) = &config.filter.condition {
@@ -431,6 +404,32 @@ pub fn without_hidden_controls(value: Value) -> Value {
 
 #[cfg(test)]
 mod tests;
+
+/// Compiles each of `entries` (their templates named `<prefix><index>`), reporting a problem
+/// at the place `location` names (from the entry's index and target field).
+fn compile_fields(
+    config: &IntegrationConfig,
+    engine: &mut Engine,
+    roots: &mut Roots,
+    (entries, prefix): (&[crate::config::MappingEntry], &str),
+    location: fn(usize, &str) -> String,
+    errors: &mut Vec<ValidationError>,
+) -> Vec<CompiledField> {
+    let mut fields = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let at = location(i, entry.field.trim());
+        let name = format!("{prefix}{i}");
+        if let Some(value) = compile_value(config, engine, roots, &name, entry, &at, errors) {
+            fields.push(CompiledField {
+                field: entry.field.trim().to_owned(),
+                entry: i,
+                value,
+                origin: entry.source.describe(),
+            });
+        }
+    }
+    fields
+}
 
 /// Compiles one entry's value (mapping or `leavers.set`), or records why it cannot be.
 fn compile_value(
