@@ -4,49 +4,50 @@
 use std::path::Path;
 use std::time::Duration;
 
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
 use peoplesync_oomnitza::{OomnitzaAuth, OomnitzaConfig};
+use peoplesync_runtime::service_config::{self, SHARED_ENV_VARS, ShortName};
 use serde::{Deserialize, Serialize};
+
+pub use peoplesync_runtime::ConfigError;
 
 /// Every environment variable the loader reads (deployment manifests are checked against it).
 pub const ENV_VARS: &[&str] = &peoplesync_bus::connect::with_env_vars::<
     { OWN_ENV_VARS.len() + peoplesync_bus::connect::ENV_VARS.len() },
->(OWN_ENV_VARS);
+>(&OWN_ENV_VARS);
 
-/// The variables of this service itself; [`ENV_VARS`] adds the NATS connection ones.
-const OWN_ENV_VARS: &[&str] = &[
-    "NATS_URL",
-    "PEOPLESYNC_INTEGRATION",
-    "PEOPLESYNC_REPLICA",
-    "PEOPLESYNC_STREAM_REPLICAS",
+/// The variables of this service itself, its control plane's included; [`ENV_VARS`] adds the
+/// NATS connection ones.
+const OWN_ENV_VARS: [&str;
+    SHARED_ENV_VARS.len() + LOADER_ENV_VARS.len() + peoplesync_control::config::ENV_VARS.len()] =
+    service_config::concat(&[
+        SHARED_ENV_VARS,
+        LOADER_ENV_VARS,
+        peoplesync_control::config::ENV_VARS,
+    ]);
+
+/// The variables only the loader reads, besides its control plane's.
+const LOADER_ENV_VARS: &[&str] = &[
     "PEOPLESYNC_WORKER_THREADS",
-    "PEOPLESYNC_HTTP_LISTEN",
     "PEOPLESYNC_LOADER_CONFIG",
     "PEOPLESYNC_INTEGRATION_FILE",
     "OOMNITZA_URL",
     "OOMNITZA_LOGIN",
     "OOMNITZA_CA_FILE",
-    "HTTPS_PROXY",
-    "HTTP_PROXY",
-    "NO_PROXY",
     "OOMNITZA_API_TOKEN",
     "OOMNITZA_API_TOKEN_FILE",
     "OOMNITZA_PASSWORD",
     "OOMNITZA_PASSWORD_FILE",
-    "RUST_LOG",
-    "LOG_FORMAT",
-    "CONTROL_LISTEN",
-    "PEOPLESYNC_CONTROL_TOKEN",
-    "PEOPLESYNC_CONTROL_TOKEN_FILE",
-    "CONTROL_TOKEN",
-    "CONTROL_TOKEN_FILE",
-    "CONTROL_TLS_CERT_FILE",
-    "CONTROL_TLS_KEY_FILE",
-    "CONTROL_INSECURE_NO_AUTH",
     "PEOPLESYNC_LEAVERS_WEBHOOK_URL",
     "PEOPLESYNC_LEAVERS_WEBHOOK_SECRET",
     "PEOPLESYNC_LEAVERS_WEBHOOK_SECRET_FILE",
+];
+
+/// The loader's short environment names besides the shared ones, and the key each sets.
+const SHORT_NAMES: &[ShortName] = &[
+    ("OOMNITZA_URL", "oomnitza.url"),
+    ("OOMNITZA_LOGIN", "oomnitza.login"),
+    ("OOMNITZA_CA_FILE", "oomnitza.ca_file"),
+    ("PEOPLESYNC_WORKER_THREADS", "worker_threads"),
 ];
 
 /// The shipped configuration file: every key, its default and what it does
@@ -229,60 +230,14 @@ impl Default for LoaderConfig {
     }
 }
 
-/// A configuration problem, named so the operator can fix it.
-#[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct ConfigError(pub String);
-
 impl LoaderConfig {
     /// Loads defaults, then the TOML file (if any), then environment overrides: any key as
     /// `PEOPLESYNC_LOADER__<KEY>` (sections joined by `__`), then the short names
     /// (`NATS_URL`, `OOMNITZA_URL`, …).
     pub fn load(file: Option<&Path>) -> Result<LoaderConfig, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(LoaderConfig::default()));
-        if let Some(path) = file {
-            if !path.exists() {
-                return Err(ConfigError(format!(
-                    "--config {}: no such file",
-                    path.display()
-                )));
-            }
-            figment = figment.merge(Toml::file(path));
-        }
-        figment = figment.merge(peoplesync_runtime::env_config::provider(ENV_SERVICE));
-        figment = figment.merge(
-            Env::raw()
-                .only(&[
-                    "NATS_URL",
-                    "OOMNITZA_URL",
-                    "OOMNITZA_LOGIN",
-                    "OOMNITZA_CA_FILE",
-                    "PEOPLESYNC_REPLICA",
-                    "PEOPLESYNC_STREAM_REPLICAS",
-                    "PEOPLESYNC_WORKER_THREADS",
-                ])
-                .map(|key| {
-                    match key.as_str() {
-                        "NATS_URL" => "nats_url",
-                        "OOMNITZA_URL" => "oomnitza.url",
-                        "OOMNITZA_LOGIN" => "oomnitza.login",
-                        "OOMNITZA_CA_FILE" => "oomnitza.ca_file",
-                        "PEOPLESYNC_STREAM_REPLICAS" => "stream_replicas",
-                        "PEOPLESYNC_WORKER_THREADS" => "worker_threads",
-                        _ => "replica",
-                    }
-                    .into()
-                }),
-        );
-        let mut config: LoaderConfig = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
-        if let Ok(list) = std::env::var("PEOPLESYNC_INTEGRATION") {
-            config.integrations = list
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect();
-        }
+        let config = service_config::load(ENV_SERVICE, file, SHORT_NAMES, |c: &mut Self| {
+            &mut c.integrations
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -333,12 +288,7 @@ impl LoaderConfig {
                 self.worker_threads
             )));
         }
-        if !(1..=5).contains(&self.stream_replicas) {
-            return Err(ConfigError(format!(
-                "stream_replicas = {} (PEOPLESYNC_STREAM_REPLICAS): JetStream allows 1 to 5 replicas",
-                self.stream_replicas
-            )));
-        }
+        service_config::check_stream_replicas(self.stream_replicas)?;
         let c = &self.consumer;
         if c.ack_wait_secs == 0 || c.max_deliver < 1 || c.max_ack_pending < 1 {
             return Err(ConfigError(
@@ -353,14 +303,12 @@ impl LoaderConfig {
 
     /// The Oomnitza client configuration, with the token or password read now.
     pub fn oomnitza_config(&self) -> Result<OomnitzaConfig, ConfigError> {
-        let token = peoplesync_runtime::env_or_file("OOMNITZA_API_TOKEN")
-            .map_err(|e| ConfigError(e.to_string()))?;
+        let token = peoplesync_runtime::env_or_file("OOMNITZA_API_TOKEN")?;
         let auth = match (token, &self.oomnitza.login) {
             (Some(token), _) => OomnitzaAuth::ApiToken(token),
             (None, Some(login)) => OomnitzaAuth::Password {
                 login: login.clone(),
-                password: peoplesync_runtime::require("OOMNITZA_PASSWORD")
-                    .map_err(|e| ConfigError(e.to_string()))?,
+                password: peoplesync_runtime::require("OOMNITZA_PASSWORD")?,
             },
             (None, None) => {
                 return Err(ConfigError(
@@ -373,11 +321,8 @@ impl LoaderConfig {
         let mut config = OomnitzaConfig::new(self.oomnitza.url.trim_end_matches('/'), auth);
         config.request_timeout = Duration::from_secs(self.oomnitza.request_timeout_secs.max(1));
         if let Some(path) = &self.oomnitza.ca_file {
-            config.extra_roots = peoplesync_runtime::tls::load_ca_file(
-                "OOMNITZA_CA_FILE",
-                std::path::Path::new(path),
-            )
-            .map_err(|e| ConfigError(e.to_string()))?;
+            config.extra_roots =
+                peoplesync_runtime::tls::load_ca_file("OOMNITZA_CA_FILE", Path::new(path))?;
         }
         Ok(config)
     }
@@ -445,25 +390,23 @@ mod tests {
 
     #[test]
     fn the_shipped_file_states_the_defaults() {
-        let shipped: LoaderConfig = toml::from_str(DEFAULT_TOML).expect("the shipped file parses");
-        assert_eq!(
-            serde_json::to_value(shipped).expect("json"),
-            serde_json::to_value(LoaderConfig::default()).expect("json"),
-            "default-config.toml and LoaderConfig::default() disagree"
-        );
+        let checked = service_config::check_shipped_file::<LoaderConfig>(DEFAULT_TOML);
+        assert_eq!(checked, Ok(()));
     }
 
     #[test]
     fn the_configuration_page_names_the_environment_variable_of_every_key() {
         let page = include_str!("../../../docs/configuration.md");
-        let defaults = serde_json::to_value(LoaderConfig::default()).expect("json");
-        for key in peoplesync_runtime::env_config::keys(&defaults) {
-            let variable = peoplesync_runtime::env_config::variable(ENV_SERVICE, &key);
-            assert!(
-                page.contains(&variable),
-                "docs/configuration.md does not name {variable} (key {key})"
-            );
-        }
+        let unnamed = peoplesync_runtime::env_config::unnamed_variables(
+            page,
+            ENV_SERVICE,
+            &LoaderConfig::default(),
+        );
+        assert_eq!(
+            unnamed.expect("json"),
+            Vec::<String>::new(),
+            "docs/configuration.md"
+        );
     }
 
     #[test]
