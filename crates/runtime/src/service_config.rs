@@ -151,6 +151,26 @@ where
     }
 }
 
+/// What a service's documentation lacks: `shipped` (its `default-config.toml`) must state
+/// exactly `T::default()` ([`check_shipped_file`]) and `page` (`docs/configuration.md`) must
+/// name the variable of every key ([`crate::env_config::unnamed_variables`]). Each service
+/// has a test asserting this is empty.
+pub fn documentation_gaps<T>(service: &str, shipped: &str, page: &str) -> Vec<String>
+where
+    T: Serialize + DeserializeOwned + Default,
+{
+    let mut gaps: Vec<String> = check_shipped_file::<T>(shipped).err().into_iter().collect();
+    match crate::env_config::unnamed_variables(page, service, &T::default()) {
+        Ok(unnamed) => gaps.extend(
+            unnamed
+                .into_iter()
+                .map(|variable| format!("docs/configuration.md does not name {variable}")),
+        ),
+        Err(e) => gaps.push(format!("the defaults cannot be listed: {e}")),
+    }
+    gaps
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,5 +262,23 @@ mod tests {
         let err = check_shipped_file::<Settings>(other).unwrap_err();
         assert!(err.contains("disagree"), "{err}");
         assert!(check_shipped_file::<Settings>("nats_url = 1").is_err());
+    }
+
+    #[test]
+    fn documentation_gaps_name_the_file_and_each_unnamed_variable() {
+        let shipped = "nats_url = \"\"\nstream_replicas = 0\nintegrations = []\n";
+        let page = "PEOPLESYNC_EXAMPLE__NATS_URL PEOPLESYNC_EXAMPLE__STREAM_REPLICAS \
+                    PEOPLESYNC_EXAMPLE__INTEGRATIONS PEOPLESYNC_EXAMPLE__CA_FILE";
+        assert!(documentation_gaps::<Settings>("example", shipped, page).is_empty());
+        let gaps = documentation_gaps::<Settings>("example", "stream_replicas = 1", "");
+        assert_eq!(gaps.len(), 5, "{gaps:#?}");
+        assert!(gaps[0].contains("does not parse"), "{gaps:#?}");
+        assert!(
+            gaps[1..]
+                .iter()
+                .all(|gap| gap
+                    .starts_with("docs/configuration.md does not name PEOPLESYNC_EXAMPLE__")),
+            "{gaps:#?}"
+        );
     }
 }

@@ -350,6 +350,7 @@ impl LoaderConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use peoplesync_runtime::service_config::documentation_gaps;
 
     #[test]
     fn a_bad_seed_in_nats_url_is_refused_at_load_and_a_list_is_not() {
@@ -389,44 +390,30 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_file_states_the_defaults() {
-        let checked = service_config::check_shipped_file::<LoaderConfig>(DEFAULT_TOML);
-        assert_eq!(checked, Ok(()));
-    }
-
-    #[test]
-    fn the_configuration_page_names_the_environment_variable_of_every_key() {
-        let page = include_str!("../../../docs/configuration.md");
-        let unnamed = peoplesync_runtime::env_config::unnamed_variables(
-            page,
-            ENV_SERVICE,
-            &LoaderConfig::default(),
-        );
-        assert_eq!(
-            unnamed.expect("json"),
-            Vec::<String>::new(),
-            "docs/configuration.md"
-        );
-    }
-
-    #[test]
     // figment::Jail's closure returns figment's own (large) error type.
     #[allow(clippy::result_large_err)]
     fn every_key_reaches_its_nested_setting_by_environment() {
+        use peoplesync_runtime::env_config::variable;
+        use serde_json::json;
+        let settings = [
+            ("batch.size", json!(250)),
+            ("retry.max_attempts", json!(3)),
+            ("verify.enabled", json!(false)),
+            ("oomnitza.request_timeout_secs", json!(5)),
+            ("rate_limit.max_per_second", json!(20.5)),
+        ];
         figment::Jail::expect_with(|jail| {
             jail.set_env("OOMNITZA_URL", "http://oomnitza.test");
-            jail.set_env("PEOPLESYNC_LOADER__BATCH__SIZE", "250");
-            jail.set_env("PEOPLESYNC_LOADER__RETRY__MAX_ATTEMPTS", "3");
-            jail.set_env("PEOPLESYNC_LOADER__VERIFY__ENABLED", "false");
-            jail.set_env("PEOPLESYNC_LOADER__OOMNITZA__REQUEST_TIMEOUT_SECS", "5");
-            jail.set_env("PEOPLESYNC_LOADER__RATE_LIMIT__MAX_PER_SECOND", "20.5");
+            for (key, value) in &settings {
+                jail.set_env(variable(ENV_SERVICE, key), value);
+            }
             let config = LoaderConfig::load(None).map_err(|e| e.to_string())?;
-            assert_eq!(config.batch.size, 250);
-            assert_eq!(config.retry.max_attempts, 3);
-            assert!(!config.verify.enabled);
-            assert_eq!(config.oomnitza.request_timeout_secs, 5);
-            assert!((config.rate_limit.max_per_second - 20.5).abs() < f64::EPSILON);
-            jail.set_env("PEOPLESYNC_LOADER__BATCH__SIZES", "1");
+            let loaded = serde_json::to_value(config).map_err(|e| e.to_string())?;
+            for (key, value) in &settings {
+                let pointer = format!("/{}", key.replace('.', "/"));
+                assert_eq!(loaded.pointer(&pointer), Some(value), "{key}");
+            }
+            jail.set_env(variable(ENV_SERVICE, "batch.sizes"), "1");
             let err = LoaderConfig::load(None).expect_err("an unknown key is refused");
             assert!(err.to_string().contains("sizes"), "{err}");
             Ok(())
@@ -439,5 +426,12 @@ mod tests {
         config.oomnitza.url = "http://x".into();
         config.batch.size = 0;
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn the_shipped_file_and_the_configuration_page_state_every_key() {
+        let page = include_str!("../../../docs/configuration.md");
+        let gaps = documentation_gaps::<LoaderConfig>(ENV_SERVICE, DEFAULT_TOML, page);
+        assert!(gaps.is_empty(), "{gaps:#?}");
     }
 }

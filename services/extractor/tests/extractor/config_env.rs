@@ -4,23 +4,13 @@
 
 use peoplesync_extractor::ExtractorConfig;
 use peoplesync_extractor::config::{DEFAULT_TOML, ENV_SERVICE};
-use peoplesync_runtime::{env_config, service_config};
+use peoplesync_runtime::service_config::documentation_gaps;
 
 #[test]
-fn the_shipped_file_states_the_defaults() {
-    let checked = service_config::check_shipped_file::<ExtractorConfig>(DEFAULT_TOML);
-    assert_eq!(checked, Ok(()));
-}
-
-#[test]
-fn the_configuration_page_names_the_environment_variable_of_every_key() {
+fn the_shipped_file_and_the_configuration_page_state_every_key() {
     let page = include_str!("../../../../docs/configuration.md");
-    let unnamed = env_config::unnamed_variables(page, ENV_SERVICE, &ExtractorConfig::default());
-    assert_eq!(
-        unnamed.expect("json"),
-        Vec::<String>::new(),
-        "docs/configuration.md"
-    );
+    let gaps = documentation_gaps::<ExtractorConfig>(ENV_SERVICE, DEFAULT_TOML, page);
+    assert!(gaps.is_empty(), "{gaps:#?}");
 }
 
 #[test]
