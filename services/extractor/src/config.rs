@@ -16,6 +16,13 @@ pub use credentials::{CredentialSet, Grant, secret_prefix};
 pub use peoplesync_runtime::{ConfigError, SecretSource};
 pub use runs::{RemovalPolicy, RunRetry};
 
+/// The shipped configuration file: every key, its default and what it does
+/// (`sage-extractor --print-default-config`).
+pub const DEFAULT_TOML: &str = include_str!("../default-config.toml");
+
+/// The service name in its environment prefix: `PEOPLESYNC_EXTRACTOR__<KEY>`.
+pub const ENV_SERVICE: &str = "extractor";
+
 /// Every environment variable the extractor reads, besides the per-credential-set secrets
 /// `SAGE_PEOPLE_<NAME>_{CLIENT_SECRET,PRIVATE_KEY,PASSWORD}[_FILE]` (deployment manifests are
 /// checked against it).
@@ -63,13 +70,6 @@ fn one() -> usize {
 fn sage_retry_secs() -> u64 {
     120
 }
-
-/// The shipped configuration file: every key, its default and what it does
-/// (`sage-extractor --print-default-config`).
-pub const DEFAULT_TOML: &str = include_str!("../default-config.toml");
-
-/// The service name in its environment prefix: `PEOPLESYNC_EXTRACTOR__<KEY>`.
-pub const ENV_SERVICE: &str = "extractor";
 
 /// The extractor's settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]

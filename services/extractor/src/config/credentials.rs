@@ -154,6 +154,14 @@ mod tests {
         config
     }
 
+    /// Why `config` is refused (it must be).
+    fn refusal(config: &ExtractorConfig) -> String {
+        match config.validate() {
+            Ok(()) => panic!("accepted: {config:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
     #[test]
     fn secret_variables_are_named_after_the_set() {
         assert_eq!(secret_prefix("default"), "SAGE_PEOPLE");
@@ -169,7 +177,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        let err = config.validate().unwrap_err().to_string();
+        let err = refusal(&config);
         assert!(err.contains("credentials.default.login_url"), "{err}");
     }
 
@@ -183,7 +191,7 @@ mod tests {
                 ..CredentialSet::default()
             },
         );
-        let err = config.validate().unwrap_err().to_string();
+        let err = refusal(&config);
         assert!(err.contains("credentials.default.login_url"), "{err}");
         assert!(err.contains("my.salesforce.com"), "{err}");
         if let Some(set) = config.credentials.get_mut("default") {
