@@ -62,15 +62,6 @@ pub struct ControlConfig {
 }
 
 impl ControlConfig {
-    /// A config listening on `listen` with bearer token `token` and no TLS.
-    pub fn with_token(listen: SocketAddr, token: &str) -> ControlConfig {
-        ControlConfig {
-            listen,
-            auth: Auth::Token(SecretString::from(token.to_owned())),
-            tls: None,
-        }
-    }
-
     /// Reads the settings from the environment. `Ok(None)` when no token is configured and
     /// insecure mode is not asked for: the control plane must then not start (the caller logs
     /// why). A setting that is present but wrong is an error.

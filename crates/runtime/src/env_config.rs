@@ -50,9 +50,34 @@ pub fn keys(config: &serde_json::Value) -> Vec<String> {
     out
 }
 
+/// The variables of `service`'s keys (see [`keys`]) that `page` does not name, `defaults`
+/// being the service's default configuration: the configuration page must name the variable
+/// of every key.
+pub fn unnamed_variables(
+    page: &str,
+    service: &str,
+    defaults: &impl serde::Serialize,
+) -> Result<Vec<String>, serde_json::Error> {
+    Ok(keys(&serde_json::to_value(defaults)?)
+        .iter()
+        .map(|key| variable(service, key))
+        .filter(|variable| !page.contains(variable.as_str()))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_must_name_the_variable_of_every_key() {
+        let defaults = serde_json::json!({"batch": {"size": 1, "linger_ms": 2}, "credentials": {}});
+        let page = "`PEOPLESYNC_LOADER__BATCH__SIZE` sets the size.";
+        assert_eq!(
+            unnamed_variables(page, "loader", &defaults).unwrap(),
+            ["PEOPLESYNC_LOADER__BATCH__LINGER_MS"]
+        );
+    }
 
     #[test]
     fn a_dotted_key_becomes_one_variable() {

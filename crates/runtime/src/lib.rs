@@ -1,4 +1,5 @@
-//! What every peoplesync service process shares and nothing else needs: reading secrets from
+//! What every peoplesync service process shares and nothing else needs: loading its
+//! configuration (defaults, TOML file, environment), reading secrets from
 //! the environment or from files (`<NAME>_FILE`), setting up logs (`RUST_LOG`,
 //! `LOG_FORMAT=json`), turning SIGTERM/Ctrl-C into a cancellation token for a drain, and the
 //! operations endpoint (`/metrics`, `/healthz`, `/readyz`) with its readiness conditions.
@@ -10,11 +11,13 @@ pub mod http;
 pub mod metrics;
 pub mod readiness;
 pub mod secrets;
+pub mod service_config;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
 
 pub use readiness::{Readiness, ReadinessStatus};
-pub use secrets::{SecretError, env_or_file, env_or_file_with, require};
+pub use secrets::{SecretError, SecretSource, env_or_file, env_or_file_with, require};
+pub use service_config::ConfigError;
 pub use shutdown::shutdown_token;
 pub use telemetry::init_logging;

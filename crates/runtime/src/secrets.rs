@@ -1,6 +1,9 @@
 //! Secrets come from the environment only: `NAME` holds the value, or `NAME_FILE` holds the
 //! path of a file with it (Docker and Kubernetes secrets are mounted as files). They are
-//! returned as [`SecretString`] so they never reach a log line or a `Debug` print.
+//! returned as [`SecretString`] so they never reach a log line or a `Debug` print. A
+//! [`SecretSource`] lets tests and embedders hand a service fixed secrets instead.
+
+use std::collections::BTreeMap;
 
 use secrecy::SecretString;
 
@@ -51,6 +54,53 @@ pub fn env_or_file_with(
     var: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<SecretString>, SecretError> {
     lookup(name, var)
+}
+
+/// Where a service's secrets come from: the environment (`NAME` or `NAME_FILE`), or, for
+/// tests and embedding, a fixed map keyed by the same variable names.
+#[derive(Clone, Default)]
+pub enum SecretSource {
+    /// `NAME` or the file named by `NAME_FILE`.
+    #[default]
+    Environment,
+    /// A fixed map from variable name to secret.
+    Fixed(BTreeMap<String, SecretString>),
+}
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::Environment => f.write_str("SecretSource::Environment"),
+            SecretSource::Fixed(map) => f
+                .debug_struct("SecretSource::Fixed")
+                .field("names", &map.keys().collect::<Vec<_>>())
+                .finish(),
+        }
+    }
+}
+
+impl SecretSource {
+    /// A fixed source from `(variable, secret)` pairs.
+    pub fn fixed<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> SecretSource {
+        SecretSource::Fixed(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), SecretString::from(v.to_owned())))
+                .collect(),
+        )
+    }
+
+    /// Secret `name`, or an error naming the variables to set.
+    pub fn require(&self, name: &str) -> Result<SecretString, SecretError> {
+        match self {
+            SecretSource::Environment => require(name),
+            SecretSource::Fixed(map) => {
+                map.get(name).cloned().ok_or_else(|| SecretError::Missing {
+                    name: name.to_owned(),
+                })
+            }
+        }
+    }
 }
 
 fn lookup(
@@ -125,6 +175,15 @@ mod tests {
         let err = lookup("TOKEN", vars(&[("TOKEN_FILE", "/nonexistent/token")])).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("TOKEN_FILE=/nonexistent/token"), "{text}");
+    }
+
+    #[test]
+    fn a_fixed_source_names_the_missing_variable_and_hides_its_values() {
+        let source = SecretSource::fixed([("TOKEN", "hunter2")]);
+        assert_eq!(source.require("TOKEN").unwrap().expose_secret(), "hunter2");
+        let missing = source.require("OTHER").unwrap_err().to_string();
+        assert!(missing.contains("OTHER_FILE"), "{missing}");
+        assert!(!format!("{source:?}").contains("hunter2"));
     }
 
     #[test]

@@ -4,49 +4,50 @@
 use std::path::Path;
 use std::time::Duration;
 
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
 use peoplesync_oomnitza::{OomnitzaAuth, OomnitzaConfig};
+use peoplesync_runtime::service_config::{self, SHARED_ENV_VARS, ShortName};
 use serde::{Deserialize, Serialize};
+
+pub use peoplesync_runtime::ConfigError;
 
 /// Every environment variable the loader reads (deployment manifests are checked against it).
 pub const ENV_VARS: &[&str] = &peoplesync_bus::connect::with_env_vars::<
     { OWN_ENV_VARS.len() + peoplesync_bus::connect::ENV_VARS.len() },
->(OWN_ENV_VARS);
+>(&OWN_ENV_VARS);
 
-/// The variables of this service itself; [`ENV_VARS`] adds the NATS connection ones.
-const OWN_ENV_VARS: &[&str] = &[
-    "NATS_URL",
-    "PEOPLESYNC_INTEGRATION",
-    "PEOPLESYNC_REPLICA",
-    "PEOPLESYNC_STREAM_REPLICAS",
+/// The variables of this service itself, its control plane's included; [`ENV_VARS`] adds the
+/// NATS connection ones.
+const OWN_ENV_VARS: [&str;
+    SHARED_ENV_VARS.len() + LOADER_ENV_VARS.len() + peoplesync_control::config::ENV_VARS.len()] =
+    service_config::concat(&[
+        SHARED_ENV_VARS,
+        LOADER_ENV_VARS,
+        peoplesync_control::config::ENV_VARS,
+    ]);
+
+/// The variables only the loader reads, besides its control plane's.
+const LOADER_ENV_VARS: &[&str] = &[
     "PEOPLESYNC_WORKER_THREADS",
-    "PEOPLESYNC_HTTP_LISTEN",
     "PEOPLESYNC_LOADER_CONFIG",
     "PEOPLESYNC_INTEGRATION_FILE",
     "OOMNITZA_URL",
     "OOMNITZA_LOGIN",
     "OOMNITZA_CA_FILE",
-    "HTTPS_PROXY",
-    "HTTP_PROXY",
-    "NO_PROXY",
     "OOMNITZA_API_TOKEN",
     "OOMNITZA_API_TOKEN_FILE",
     "OOMNITZA_PASSWORD",
     "OOMNITZA_PASSWORD_FILE",
-    "RUST_LOG",
-    "LOG_FORMAT",
-    "CONTROL_LISTEN",
-    "PEOPLESYNC_CONTROL_TOKEN",
-    "PEOPLESYNC_CONTROL_TOKEN_FILE",
-    "CONTROL_TOKEN",
-    "CONTROL_TOKEN_FILE",
-    "CONTROL_TLS_CERT_FILE",
-    "CONTROL_TLS_KEY_FILE",
-    "CONTROL_INSECURE_NO_AUTH",
     "PEOPLESYNC_LEAVERS_WEBHOOK_URL",
     "PEOPLESYNC_LEAVERS_WEBHOOK_SECRET",
     "PEOPLESYNC_LEAVERS_WEBHOOK_SECRET_FILE",
+];
+
+/// The loader's short environment names besides the shared ones, and the key each sets.
+const SHORT_NAMES: &[ShortName] = &[
+    ("OOMNITZA_URL", "oomnitza.url"),
+    ("OOMNITZA_LOGIN", "oomnitza.login"),
+    ("OOMNITZA_CA_FILE", "oomnitza.ca_file"),
+    ("PEOPLESYNC_WORKER_THREADS", "worker_threads"),
 ];
 
 /// The shipped configuration file: every key, its default and what it does
@@ -229,60 +230,14 @@ impl Default for LoaderConfig {
     }
 }
 
-/// A configuration problem, named so the operator can fix it.
-#[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct ConfigError(pub String);
-
 impl LoaderConfig {
     /// Loads defaults, then the TOML file (if any), then environment overrides: any key as
     /// `PEOPLESYNC_LOADER__<KEY>` (sections joined by `__`), then the short names
     /// (`NATS_URL`, `OOMNITZA_URL`, …).
     pub fn load(file: Option<&Path>) -> Result<LoaderConfig, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(LoaderConfig::default()));
-        if let Some(path) = file {
-            if !path.exists() {
-                return Err(ConfigError(format!(
-                    "--config {}: no such file",
-                    path.display()
-                )));
-            }
-            figment = figment.merge(Toml::file(path));
-        }
-        figment = figment.merge(peoplesync_runtime::env_config::provider(ENV_SERVICE));
-        figment = figment.merge(
-            Env::raw()
-                .only(&[
-                    "NATS_URL",
-                    "OOMNITZA_URL",
-                    "OOMNITZA_LOGIN",
-                    "OOMNITZA_CA_FILE",
-                    "PEOPLESYNC_REPLICA",
-                    "PEOPLESYNC_STREAM_REPLICAS",
-                    "PEOPLESYNC_WORKER_THREADS",
-                ])
-                .map(|key| {
-                    match key.as_str() {
-                        "NATS_URL" => "nats_url",
-                        "OOMNITZA_URL" => "oomnitza.url",
-                        "OOMNITZA_LOGIN" => "oomnitza.login",
-                        "OOMNITZA_CA_FILE" => "oomnitza.ca_file",
-                        "PEOPLESYNC_STREAM_REPLICAS" => "stream_replicas",
-                        "PEOPLESYNC_WORKER_THREADS" => "worker_threads",
-                        _ => "replica",
-                    }
-                    .into()
-                }),
-        );
-        let mut config: LoaderConfig = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
-        if let Ok(list) = std::env::var("PEOPLESYNC_INTEGRATION") {
-            config.integrations = list
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect();
-        }
+        let config = service_config::load(ENV_SERVICE, file, SHORT_NAMES, |c: &mut Self| {
+            &mut c.integrations
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -333,12 +288,7 @@ impl LoaderConfig {
                 self.worker_threads
             )));
         }
-        if !(1..=5).contains(&self.stream_replicas) {
-            return Err(ConfigError(format!(
-                "stream_replicas = {} (PEOPLESYNC_STREAM_REPLICAS): JetStream allows 1 to 5 replicas",
-                self.stream_replicas
-            )));
-        }
+        service_config::check_stream_replicas(self.stream_replicas)?;
         let c = &self.consumer;
         if c.ack_wait_secs == 0 || c.max_deliver < 1 || c.max_ack_pending < 1 {
             return Err(ConfigError(
@@ -353,14 +303,12 @@ impl LoaderConfig {
 
     /// The Oomnitza client configuration, with the token or password read now.
     pub fn oomnitza_config(&self) -> Result<OomnitzaConfig, ConfigError> {
-        let token = peoplesync_runtime::env_or_file("OOMNITZA_API_TOKEN")
-            .map_err(|e| ConfigError(e.to_string()))?;
+        let token = peoplesync_runtime::env_or_file("OOMNITZA_API_TOKEN")?;
         let auth = match (token, &self.oomnitza.login) {
             (Some(token), _) => OomnitzaAuth::ApiToken(token),
             (None, Some(login)) => OomnitzaAuth::Password {
                 login: login.clone(),
-                password: peoplesync_runtime::require("OOMNITZA_PASSWORD")
-                    .map_err(|e| ConfigError(e.to_string()))?,
+                password: peoplesync_runtime::require("OOMNITZA_PASSWORD")?,
             },
             (None, None) => {
                 return Err(ConfigError(
@@ -373,11 +321,8 @@ impl LoaderConfig {
         let mut config = OomnitzaConfig::new(self.oomnitza.url.trim_end_matches('/'), auth);
         config.request_timeout = Duration::from_secs(self.oomnitza.request_timeout_secs.max(1));
         if let Some(path) = &self.oomnitza.ca_file {
-            config.extra_roots = peoplesync_runtime::tls::load_ca_file(
-                "OOMNITZA_CA_FILE",
-                std::path::Path::new(path),
-            )
-            .map_err(|e| ConfigError(e.to_string()))?;
+            config.extra_roots =
+                peoplesync_runtime::tls::load_ca_file("OOMNITZA_CA_FILE", Path::new(path))?;
         }
         Ok(config)
     }
@@ -405,6 +350,7 @@ impl LoaderConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use peoplesync_runtime::service_config::documentation_gaps;
 
     #[test]
     fn a_bad_seed_in_nats_url_is_refused_at_load_and_a_list_is_not() {
@@ -444,46 +390,30 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_file_states_the_defaults() {
-        let shipped: LoaderConfig = toml::from_str(DEFAULT_TOML).expect("the shipped file parses");
-        assert_eq!(
-            serde_json::to_value(shipped).expect("json"),
-            serde_json::to_value(LoaderConfig::default()).expect("json"),
-            "default-config.toml and LoaderConfig::default() disagree"
-        );
-    }
-
-    #[test]
-    fn the_configuration_page_names_the_environment_variable_of_every_key() {
-        let page = include_str!("../../../docs/configuration.md");
-        let defaults = serde_json::to_value(LoaderConfig::default()).expect("json");
-        for key in peoplesync_runtime::env_config::keys(&defaults) {
-            let variable = peoplesync_runtime::env_config::variable(ENV_SERVICE, &key);
-            assert!(
-                page.contains(&variable),
-                "docs/configuration.md does not name {variable} (key {key})"
-            );
-        }
-    }
-
-    #[test]
     // figment::Jail's closure returns figment's own (large) error type.
     #[allow(clippy::result_large_err)]
     fn every_key_reaches_its_nested_setting_by_environment() {
+        use peoplesync_runtime::env_config::variable;
+        use serde_json::json;
+        let settings = [
+            ("batch.size", json!(250)),
+            ("retry.max_attempts", json!(3)),
+            ("verify.enabled", json!(false)),
+            ("oomnitza.request_timeout_secs", json!(5)),
+            ("rate_limit.max_per_second", json!(20.5)),
+        ];
         figment::Jail::expect_with(|jail| {
             jail.set_env("OOMNITZA_URL", "http://oomnitza.test");
-            jail.set_env("PEOPLESYNC_LOADER__BATCH__SIZE", "250");
-            jail.set_env("PEOPLESYNC_LOADER__RETRY__MAX_ATTEMPTS", "3");
-            jail.set_env("PEOPLESYNC_LOADER__VERIFY__ENABLED", "false");
-            jail.set_env("PEOPLESYNC_LOADER__OOMNITZA__REQUEST_TIMEOUT_SECS", "5");
-            jail.set_env("PEOPLESYNC_LOADER__RATE_LIMIT__MAX_PER_SECOND", "20.5");
+            for (key, value) in &settings {
+                jail.set_env(variable(ENV_SERVICE, key), value);
+            }
             let config = LoaderConfig::load(None).map_err(|e| e.to_string())?;
-            assert_eq!(config.batch.size, 250);
-            assert_eq!(config.retry.max_attempts, 3);
-            assert!(!config.verify.enabled);
-            assert_eq!(config.oomnitza.request_timeout_secs, 5);
-            assert!((config.rate_limit.max_per_second - 20.5).abs() < f64::EPSILON);
-            jail.set_env("PEOPLESYNC_LOADER__BATCH__SIZES", "1");
+            let loaded = serde_json::to_value(config).map_err(|e| e.to_string())?;
+            for (key, value) in &settings {
+                let pointer = format!("/{}", key.replace('.', "/"));
+                assert_eq!(loaded.pointer(&pointer), Some(value), "{key}");
+            }
+            jail.set_env(variable(ENV_SERVICE, "batch.sizes"), "1");
             let err = LoaderConfig::load(None).expect_err("an unknown key is refused");
             assert!(err.to_string().contains("sizes"), "{err}");
             Ok(())
@@ -496,5 +426,12 @@ mod tests {
         config.oomnitza.url = "http://x".into();
         config.batch.size = 0;
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn the_shipped_file_and_the_configuration_page_state_every_key() {
+        let page = include_str!("../../../docs/configuration.md");
+        let gaps = documentation_gaps::<LoaderConfig>(ENV_SERVICE, DEFAULT_TOML, page);
+        assert!(gaps.is_empty(), "{gaps:#?}");
     }
 }

@@ -4,28 +4,13 @@
 
 use peoplesync_extractor::ExtractorConfig;
 use peoplesync_extractor::config::{DEFAULT_TOML, ENV_SERVICE};
+use peoplesync_runtime::service_config::documentation_gaps;
 
 #[test]
-fn the_shipped_file_states_the_defaults() {
-    let shipped: ExtractorConfig = toml::from_str(DEFAULT_TOML).expect("the shipped file parses");
-    assert_eq!(
-        serde_json::to_value(shipped).expect("json"),
-        serde_json::to_value(ExtractorConfig::default()).expect("json"),
-        "default-config.toml and ExtractorConfig::default() disagree"
-    );
-}
-
-#[test]
-fn the_configuration_page_names_the_environment_variable_of_every_key() {
+fn the_shipped_file_and_the_configuration_page_state_every_key() {
     let page = include_str!("../../../../docs/configuration.md");
-    let defaults = serde_json::to_value(ExtractorConfig::default()).expect("json");
-    for key in peoplesync_runtime::env_config::keys(&defaults) {
-        let variable = peoplesync_runtime::env_config::variable(ENV_SERVICE, &key);
-        assert!(
-            page.contains(&variable),
-            "docs/configuration.md does not name {variable} (key {key})"
-        );
-    }
+    let gaps = documentation_gaps::<ExtractorConfig>(ENV_SERVICE, DEFAULT_TOML, page);
+    assert!(gaps.is_empty(), "{gaps:#?}");
 }
 
 #[test]
