@@ -7,7 +7,7 @@ use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::{Bus, BusError, names};
+use crate::{Bus, BusError, document, names};
 
 /// One integration's stored config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,14 +73,11 @@ impl Bus {
 impl Configs {
     /// The stored config of `id`, if it has one.
     pub async fn get(&self, id: &str) -> Result<Option<StoredConfig>, BusError> {
-        let entry = self
-            .kv
-            .entry(id)
-            .await
-            .map_err(|e| BusError::kv(names::CONFIG_BUCKET, "read", id, e))?;
-        Ok(entry.and_then(|entry| match ConfigChange::of(entry) {
-            ConfigChange::Stored(stored) => Some(stored),
-            ConfigChange::Removed { .. } => None,
+        let (text, revision) = document::read(&self.kv, names::CONFIG_BUCKET, id).await?;
+        Ok(text.map(|text| StoredConfig {
+            id: id.to_owned(),
+            text,
+            revision,
         }))
     }
 

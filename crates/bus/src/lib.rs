@@ -11,6 +11,7 @@ pub mod connect;
 pub mod consume;
 pub mod control;
 pub mod dlq;
+mod document;
 pub mod error;
 pub mod lease;
 pub mod leavers;

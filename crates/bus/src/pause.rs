@@ -4,10 +4,9 @@
 //! so operators can see who resumed and when.
 
 use async_nats::jetstream::kv;
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::{BusError, names};
+use crate::{BusError, document, names};
 
 /// The prefix of every pause key.
 pub const PREFIX: &str = "pause.";
@@ -82,12 +81,9 @@ impl Pauses {
     /// Stores `flag` for `integration`; returns the KV revision.
     pub async fn set(&self, integration: &str, flag: &PauseFlag) -> Result<u64, BusError> {
         let key = key(integration);
-        let value = serde_json::to_vec(flag).map_err(|e| BusError::Decode {
-            what: "pause flag",
-            source: e.into(),
-        })?;
+        let value = document::encode("pause flag", flag)?;
         self.kv
-            .put(&key, Bytes::from(value))
+            .put(&key, value)
             .await
             .map_err(|e| BusError::kv(names::STATE_BUCKET, "write", &key, e))
     }
@@ -99,19 +95,9 @@ impl Pauses {
         &self,
         integration: &str,
     ) -> Result<(Option<PauseFlag>, u64), BusError> {
-        let key = key(integration);
-        let entry = self
-            .kv
-            .entry(&key)
-            .await
-            .map_err(|e| BusError::kv(names::STATE_BUCKET, "read", &key, e))?;
-        match entry {
-            Some(entry) if entry.operation == kv::Operation::Put => {
-                Ok((Some(decode(&entry.value)?), entry.revision))
-            }
-            Some(entry) => Ok((None, entry.revision)),
-            None => Ok((None, 0)),
-        }
+        let (value, revision) =
+            document::read(&self.kv, names::STATE_BUCKET, &key(integration)).await?;
+        Ok((value.map(|v| decode(&v)).transpose()?, revision))
     }
 
     /// The flag of `integration`; `None` when it was never paused.
@@ -137,10 +123,7 @@ impl Pauses {
 
 /// Decodes a pause flag from its KV value.
 pub fn decode(value: &[u8]) -> Result<PauseFlag, BusError> {
-    serde_json::from_slice(value).map_err(|e| BusError::Decode {
-        what: "pause flag",
-        source: e.into(),
-    })
+    document::decode("pause flag", value)
 }
 
 #[cfg(test)]

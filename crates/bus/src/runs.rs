@@ -9,7 +9,7 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Source;
-use crate::{BusError, OutcomeCounts, names};
+use crate::{BusError, OutcomeCounts, document, names};
 
 /// Where a run is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -291,18 +291,9 @@ impl Runs {
         integration: &str,
         run_id: &str,
     ) -> Result<Option<(RunRecord, u64)>, BusError> {
-        let key = key(integration, run_id);
-        let entry = self
-            .kv
-            .entry(&key)
-            .await
-            .map_err(|e| BusError::kv(names::STATE_BUCKET, "read", &key, e))?;
-        match entry {
-            Some(entry) if entry.operation == kv::Operation::Put => {
-                Ok(Some((decode(&entry.value)?, entry.revision)))
-            }
-            _ => Ok(None),
-        }
+        let (value, revision) =
+            document::read(&self.kv, names::STATE_BUCKET, &key(integration, run_id)).await?;
+        value.map(|v| Ok((decode(&v)?, revision))).transpose()
     }
 
     /// Applies `change` with compare-and-set, retrying on a concurrent write. `change` returns
@@ -444,18 +435,10 @@ impl Runs {
 }
 
 fn encode(record: &RunRecord) -> Result<Bytes, BusError> {
-    serde_json::to_vec(record)
-        .map(Bytes::from)
-        .map_err(|e| BusError::Decode {
-            what: "run record",
-            source: e.into(),
-        })
+    document::encode("run record", record)
 }
 
 /// Decodes a run record from its KV value.
 pub fn decode(value: &[u8]) -> Result<RunRecord, BusError> {
-    serde_json::from_slice(value).map_err(|e| BusError::Decode {
-        what: "run record",
-        source: e.into(),
-    })
+    document::decode("run record", value)
 }

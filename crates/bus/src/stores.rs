@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 use crate::lease::{self, LeaseValue};
 use crate::outcomes::OutcomeRecorder;
 use crate::presence::{self, Announcement};
-use crate::{Bus, BusError, Pauses, Publisher, Runs, names};
+use crate::{Bus, BusError, Pauses, Publisher, Runs, document, names};
 
 /// The streams every peoplesync deployment has (the extractor's and the leavers' own streams
 /// are created by their services).
@@ -61,7 +61,7 @@ impl Bus {
             .await
             .map_err(|e| BusError::kv(names::STATE_BUCKET, "read", &key, e))?;
         value
-            .map(|v| serde_json::from_slice(&v).map_err(|e| BusError::decode("lease", e)))
+            .map(|v| document::decode("scheduler lease", &v))
             .transpose()
     }
 
