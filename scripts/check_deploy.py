@@ -19,6 +19,12 @@ which installs the pinned tools first. Nothing here needs a Docker engine or a c
    is one the services export (crates/runtime/src/metrics.rs), the alert rules pass
    `promtool check rules` and their unit tests (`promtool test rules`), and every
    PrometheusRule shipped (kustomize example, Helm chart) holds exactly those rules.
+6. The settings given to the programs (scripts/deploy_settings.py): every environment variable
+   and flag that docker-compose.yml, its env files, the Dockerfile and every Kubernetes rendering
+   of 2 and 3 give a peoplesync program is one the program reads, as the built programs say
+   (their `--help`, and the services' variable lists through the `deploy_facts` example); the
+   shipped configuration files load as the services load them. That check is first run on bad
+   samples (scripts/deploy_selftest.py): a checker that misses them fails here.
 
 Exits non-zero with every problem listed.
 """
@@ -36,6 +42,9 @@ import tomllib
 from pathlib import Path
 
 import yaml
+
+import deploy_selftest
+import deploy_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBE = ROOT / "deploy" / "kubernetes"
@@ -375,10 +384,7 @@ def check_references(docs: list[dict], context: str, secret_keys: set[str]) -> N
                     if item["key"] not in secret_keys:
                         problem(f"{name}: secret key {item['key']} is not in deploy/kubernetes/secret.example.yaml")
         for container in spec["containers"]:
-            for source in container.get("envFrom", []):
-                ref = source.get("configMapRef", {}).get("name")
-                if ref and ref not in config_maps:
-                    problem(f"{name}: envFrom ConfigMap {ref} is not in this rendering")
+            # envFrom ConfigMaps are resolved by the settings check (6).
             ports = {p.get("name") for p in container.get("ports", [])} | {p["containerPort"] for p in container.get("ports", [])}
             for probe_name in ("startupProbe", "livenessProbe", "readinessProbe"):
                 probe = container.get(probe_name)
@@ -407,12 +413,14 @@ def check_references(docs: list[dict], context: str, secret_keys: set[str]) -> N
 CRD_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
 
 
-def check_kubernetes() -> None:
+def check_kubernetes() -> dict[str, list[dict]]:
+    """Validates every kustomize rendering, and returns them."""
     print("Kubernetes manifests")
     rendered = {rel(directory): docs for directory, docs in render_all().items()}
     secret_template = KUBE / "secret.example.yaml"
     secret_docs = load_yaml_docs(secret_template)
     validate_renderings(rendered, [(rel(secret_template), d) for d in secret_docs])
+    return rendered
 
 
 def validate_renderings(rendered: dict[str, list[dict]], extra: list[tuple[str, dict]]) -> None:
@@ -474,7 +482,8 @@ def check_monitoring(doc: dict, context: str, docs: list[dict]) -> None:
             problem(f"{name}: spec.groups differ from {rel(ALERTS)} (copy its groups verbatim)")
 
 
-def check_helm() -> None:
+def check_helm() -> dict[str, list[dict]]:
+    """Lints and validates the Helm chart's renderings, and returns them."""
     print("Helm chart")
     import helm_python as helm
 
@@ -503,6 +512,7 @@ def check_helm() -> None:
         renderings[f"{rel(chart)} ({label})"] = docs
     ok(f"helm lint --strict passes for Kubernetes {' and '.join(KUBE_VERSIONS)}, with defaults and every option on")
     validate_renderings(renderings, [])
+    return renderings
 
 
 def check_alert_rules() -> None:
@@ -569,12 +579,16 @@ def check_observability() -> None:
 def main() -> int:
     tools_python = [sys.executable]
     hadolint = os.environ.get("HADOLINT", "hadolint")
+    print("The checker of settings, on bad samples")
+    deploy_selftest.run(problem, ok, render)
     check_compose(tools_python)
-    check_kubernetes()
-    check_helm()
+    renderings = check_kubernetes()
+    renderings |= check_helm()
     check_dockerfile(hadolint)
     check_observability()
     check_alert_rules()
+    print("Settings given to the programs")
+    deploy_settings.check_settings(renderings, problem, ok)
     if problems:
         print(f"\ncheck-deploy: {len(problems)} problem(s)")
         return 1
