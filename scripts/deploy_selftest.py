@@ -292,6 +292,7 @@ def test_credential_set_secrets_are_recognised_by_shape_only() -> None:
 
 def run(problem, ok, render) -> None:
     """Runs every test; `render` is check_deploy's kustomize renderer."""
+    print("The checker of settings, on bad samples")
     tests = [(name, f) for name, f in globals().items() if name.startswith("test_")]
     passed = 0
     for name, test in tests:

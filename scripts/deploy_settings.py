@@ -424,10 +424,14 @@ def check_configs(facts: dict, problem, ok) -> None:
 def check_settings(renderings: dict[str, list[dict]], problem, ok) -> None:
     """Section 6 of scripts/check_deploy.py on the real files; `renderings` are the Kubernetes
     renderings (kustomize and Helm) the earlier sections made."""
+    print("Settings given to the programs")
     try:
         accepts, facts = accepted_by_the_programs()
     except (OSError, RuntimeError, ValueError, KeyError, subprocess.TimeoutExpired) as err:
-        problem(f"cannot read what the programs accept (build them: cargo build --workspace --bins --examples): {err}")
+        problem(
+            "cannot read what the programs accept; build them (scripts/check-deploy without --no-build does): "
+            f"{err}"
+        )
         return
     problems: list[str] = []
     env, cmd = dockerfile_env_and_cmd((ROOT / "Dockerfile").read_text())
