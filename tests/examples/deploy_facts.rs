@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 /// credential set (docs/configuration.md), which the extractor reads by name only once a
 /// configuration names the set.
 const CREDENTIAL_SET_SECRET: &str =
-    "^SAGE_PEOPLE_[A-Z0-9_]*[A-Z0-9]_(CLIENT_SECRET|PRIVATE_KEY|PASSWORD)(_FILE)?$";
+    "^SAGE_PEOPLE_[A-Z0-9_]+_(CLIENT_SECRET|PRIVATE_KEY|PASSWORD)(_FILE)?$";
 
 /// `ENV_VARS` plus the variable of every key of the configuration whose defaults are `defaults`.
 fn service(
