@@ -19,6 +19,10 @@ which installs the pinned tools first. Nothing here needs a Docker engine or a c
    is one the services export (crates/runtime/src/metrics.rs), the alert rules pass
    `promtool check rules` and their unit tests (`promtool test rules`), and every
    PrometheusRule shipped (kustomize example, Helm chart) holds exactly those rules.
+6. Every environment variable and flag that docker-compose.yml, the Dockerfile and every
+   rendering of 2 and 3 give a peoplesync program is one the built program reads, and the
+   shipped configuration files load (scripts/deploy_settings.py; first on bad samples,
+   scripts/deploy_selftest.py).
 
 Exits non-zero with every problem listed.
 """
@@ -37,8 +41,12 @@ from pathlib import Path
 
 import yaml
 
+import deploy_selftest
+import deploy_settings
+
 ROOT = Path(__file__).resolve().parent.parent
 KUBE = ROOT / "deploy" / "kubernetes"
+COMPOSE = ROOT / "docker-compose.yml"
 # Oldest and newest Kubernetes versions the manifests must be valid for.
 KUBE_VERSIONS = ["1.30.0", "1.37.0"]
 # Kinds without a namespace (the ones kustomize's namespace transformer leaves alone).
@@ -78,20 +86,21 @@ def load_yaml_docs(path: Path) -> list[dict]:
 # --- 1. compose --------------------------------------------------------------------------
 
 
-def check_compose(tools_python: list[str]) -> None:
+def start_compose_schema_check(tools_python: list[str]) -> subprocess.Popen:
+    """check-jsonschema on docker-compose.yml, started early: it runs while the other checks do."""
+    args = [*tools_python, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(COMPOSE)]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def check_compose(schema_check: subprocess.Popen) -> None:
     print("docker-compose.yml")
     before = len(problems)
-    compose_file = ROOT / "docker-compose.yml"
-    result = subprocess.run(
-        [*tools_python, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(compose_file)],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode == 0:
+    output, _ = schema_check.communicate()
+    if schema_check.returncode == 0:
         ok("valid against the compose specification")
     else:
-        problem("docker-compose.yml does not match the compose specification:\n" + result.stdout + result.stderr)
-    compose = load_yaml_docs(compose_file)[0]
+        problem("docker-compose.yml does not match the compose specification:\n" + output)
+    compose = load_yaml_docs(COMPOSE)[0]
     services = compose.get("services", {})
     secrets = compose.get("secrets", {})
     volumes = compose.get("volumes", {}) or {}
@@ -257,19 +266,22 @@ def render_all() -> dict[Path, list[dict]]:
     # CHECK_DEPLOY_RENDERER=fallback renders without kubectl even where it is installed.
     kubectl = None if os.environ.get("CHECK_DEPLOY_RENDERER") == "fallback" else shutil.which("kubectl")
     rendered: dict[Path, list[dict]] = {}
+    # Every kubectl at once: the renderings are independent.
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    kubectls = {d: subprocess.Popen([kubectl, "kustomize", str(d)], **pipes) for d in kustomization_dirs() if kubectl}
     for directory in kustomization_dirs():
         name = rel(directory)
+        stdout, stderr = kubectls[directory].communicate() if kubectl else ("", "")
         try:
             ours = render(directory)
         except (ValueError, OSError, KeyError) as err:
             problem(f"{name}: cannot render: {err}")
             continue
         if kubectl:
-            result = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True)
-            if result.returncode != 0:
-                problem(f"{name}: kubectl kustomize failed:\n{result.stderr}")
+            if kubectls[directory].returncode != 0:
+                problem(f"{name}: kubectl kustomize failed:\n{stderr}")
                 continue
-            theirs = [d for d in yaml.safe_load_all(result.stdout) if d is not None]
+            theirs = [d for d in yaml.safe_load_all(stdout) if d is not None]
             if {doc_key(d): d for d in theirs} != {doc_key(d): d for d in ours}:
                 problem(f"{name}: the fallback renderer and kubectl kustomize disagree; fix scripts/check_deploy.py")
             rendered[directory] = theirs
@@ -375,10 +387,7 @@ def check_references(docs: list[dict], context: str, secret_keys: set[str]) -> N
                     if item["key"] not in secret_keys:
                         problem(f"{name}: secret key {item['key']} is not in deploy/kubernetes/secret.example.yaml")
         for container in spec["containers"]:
-            for source in container.get("envFrom", []):
-                ref = source.get("configMapRef", {}).get("name")
-                if ref and ref not in config_maps:
-                    problem(f"{name}: envFrom ConfigMap {ref} is not in this rendering")
+            # envFrom ConfigMaps are resolved by the settings check (6).
             ports = {p.get("name") for p in container.get("ports", [])} | {p["containerPort"] for p in container.get("ports", [])}
             for probe_name in ("startupProbe", "livenessProbe", "readinessProbe"):
                 probe = container.get(probe_name)
@@ -407,12 +416,14 @@ def check_references(docs: list[dict], context: str, secret_keys: set[str]) -> N
 CRD_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
 
 
-def check_kubernetes() -> None:
+def check_kubernetes() -> dict[str, list[dict]]:
+    """Validates every kustomize rendering, and returns them."""
     print("Kubernetes manifests")
     rendered = {rel(directory): docs for directory, docs in render_all().items()}
     secret_template = KUBE / "secret.example.yaml"
     secret_docs = load_yaml_docs(secret_template)
     validate_renderings(rendered, [(rel(secret_template), d) for d in secret_docs])
+    return rendered
 
 
 def validate_renderings(rendered: dict[str, list[dict]], extra: list[tuple[str, dict]]) -> None:
@@ -474,7 +485,8 @@ def check_monitoring(doc: dict, context: str, docs: list[dict]) -> None:
             problem(f"{name}: spec.groups differ from {rel(ALERTS)} (copy its groups verbatim)")
 
 
-def check_helm() -> None:
+def check_helm() -> dict[str, list[dict]]:
+    """Lints and validates the Helm chart's renderings, and returns them."""
     print("Helm chart")
     import helm_python as helm
 
@@ -503,6 +515,7 @@ def check_helm() -> None:
         renderings[f"{rel(chart)} ({label})"] = docs
     ok(f"helm lint --strict passes for Kubernetes {' and '.join(KUBE_VERSIONS)}, with defaults and every option on")
     validate_renderings(renderings, [])
+    return renderings
 
 
 def check_alert_rules() -> None:
@@ -567,14 +580,15 @@ def check_observability() -> None:
 
 
 def main() -> int:
-    tools_python = [sys.executable]
-    hadolint = os.environ.get("HADOLINT", "hadolint")
-    check_compose(tools_python)
-    check_kubernetes()
-    check_helm()
-    check_dockerfile(hadolint)
+    schema_check = start_compose_schema_check([sys.executable])
+    deploy_selftest.run(problem, ok, render)
+    check_compose(schema_check)
+    renderings = check_kubernetes()
+    renderings |= check_helm()
+    check_dockerfile(os.environ.get("HADOLINT", "hadolint"))
     check_observability()
     check_alert_rules()
+    deploy_settings.check_settings(renderings, problem, ok)
     if problems:
         print(f"\ncheck-deploy: {len(problems)} problem(s)")
         return 1
