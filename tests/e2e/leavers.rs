@@ -20,7 +20,7 @@ use peoplesync_sims::sage::SageConfig;
 use peoplesync_testkit::wait_for;
 use serde_json::{Map, Value, json};
 
-use crate::harness::{Deployment, QUICK, assert_accounted, oomnitza_config};
+use peoplesync_testkit::stack::{Deployment, QUICK, assert_accounted, oomnitza_config};
 
 const ID: &str = "sage-people";
 const FINALIZED: Duration = Duration::from_secs(120);
@@ -192,14 +192,11 @@ async fn leavers_are_updated_once_with_their_assets_reported_and_a_rehire_is_res
     .await;
     put_config(&d, &policy(LeaverAction::Update)).await;
     let (hook, posts) = webhook_receiver().await;
-    let _loader = d.loader_env(
-        "loader-1",
-        &[],
-        &[
-            ("PEOPLESYNC_LEAVERS_WEBHOOK_URL", &hook),
-            ("PEOPLESYNC_LEAVERS_WEBHOOK_SECRET", "hook-secret"),
-        ],
-    );
+    let _loader = d
+        .loader("loader-1")
+        .env("PEOPLESYNC_LEAVERS_WEBHOOK_URL", &hook)
+        .env("PEOPLESYNC_LEAVERS_WEBHOOK_SECRET", "hook-secret")
+        .spawn();
     let clock = Clock::new(&d, "2026-06-15");
     let ids = employed(&d, date("2026-06-15"), 4);
     let (ending_yesterday, ending_tomorrow, inactive, removed) =
@@ -358,7 +355,7 @@ async fn delete_spares_a_user_holding_assets_and_none_writes_nothing_but_counts_
     )
     .await;
     put_config(&d, &policy(LeaverAction::None)).await;
-    let _loader = d.loader("loader-1", &[]);
+    let _loader = d.loader("loader-1").spawn();
     let clock = Clock::new(&d, "2026-06-15");
     let ids = employed(&d, date("2026-06-15"), 8);
     let (quiet_ids, deleted_ids) = ids.split_at(4);
@@ -481,7 +478,7 @@ async fn sixty_leavers_are_held_until_approved_then_handled_once() {
     let clock = Clock::new(&d, "2026-06-15");
     let clock_env = clock.env();
     let env: Vec<(&str, &str)> = clock_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let _extractor = d.extractor(&env);
+    let _extractor = d.extractor().envs(&env).spawn();
     let full_run = |trigger: &'static str| {
         let d = &d;
         async move {

@@ -12,7 +12,7 @@ use peoplesync_sims::oomnitza::OomnitzaFaults;
 use peoplesync_sims::sage::SageConfig;
 use peoplesync_testkit::wait_for;
 
-use crate::harness::{Deployment, QUICK, assert_accounted, deployment, oomnitza_config};
+use peoplesync_testkit::stack::{Deployment, QUICK, assert_accounted, deployment, oomnitza_config};
 
 /// One full run of `workers` through a single replica with the `[batch]` settings `batch`,
 /// against an Oomnitza answering every request after `latency_ms`; returns the deployment and

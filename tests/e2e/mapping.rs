@@ -8,7 +8,7 @@ use peoplesync_sims::oomnitza::OomnitzaFaults;
 use peoplesync_sims::sage::SageConfig;
 use peoplesync_testkit::wait_for;
 
-use crate::harness::{Deployment, oomnitza_config};
+use peoplesync_testkit::stack::{Deployment, oomnitza_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mapping_changed_in_kv_mid_run_applies_to_later_records_and_a_bad_one_is_refused() {

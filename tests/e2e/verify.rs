@@ -14,7 +14,7 @@ use peoplesync_bus::{FinalizeState, Runs, VerifyState, dlq};
 use peoplesync_sims::oomnitza::{OomnitzaFaults, ValidationRule};
 use peoplesync_testkit::wait_for;
 
-use crate::harness::{QUICK, assert_accounted, deployment};
+use peoplesync_testkit::stack::{QUICK, assert_accounted, deployment};
 
 /// Waits (up to a minute) for the integration's pause flag to say paused; returns it.
 async fn paused(pauses: &Pauses, what: &str) -> peoplesync_bus::PauseFlag {
@@ -163,7 +163,7 @@ async fn an_administrator_cancel_stops_the_posts_and_the_next_run_loads_everyone
 async fn an_unknown_field_id_pauses_the_integration_until_the_config_is_fixed() {
     let d = deployment(2_000).await;
     let http_port = peoplesync_testkit::free_port();
-    let _loader = d.loader_listening("loader-1", QUICK, http_port);
+    let _loader = d.loader("loader-1").config(QUICK).http(http_port).spawn();
     let bus = d.bus().await;
     // Wait for the loader to seed the default config, then map a field id the tenant lacks.
     let store = bus.config_kv();
@@ -316,7 +316,7 @@ async fn a_loader_starting_with_an_unknown_field_id_pauses_the_integration_befor
     let path = d.dir.path().join("sage-people.toml");
     std::fs::write(&path, text).unwrap();
     let path = path.to_string_lossy().into_owned();
-    let _loader = d.loader("loader-1", &["--integration", &path]);
+    let _loader = d.loader("loader-1").args(&["--integration", &path]).spawn();
     let bus = d.bus().await;
     let pauses = Pauses::new(bus.state_kv().clone());
     let flag = paused(&pauses, "the pause at start").await;

@@ -15,7 +15,7 @@ use peoplesync_sims::sage::{PageSize, SageConfig};
 use serde_json::{Map, Value, json};
 
 use super::{EXTRACTOR, Stack, loader_config};
-use crate::harness::{Deployment, oomnitza_config};
+use peoplesync_testkit::stack::{Deployment, oomnitza_config};
 
 /// What became of one kind of bad input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

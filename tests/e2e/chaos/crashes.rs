@@ -7,13 +7,13 @@ use peoplesync_sims::oomnitza::OomnitzaFaults;
 use peoplesync_sims::sage::{PageSize, SageConfig, SageFaults};
 
 use super::{EXTRACTOR, Scale, Stack, loader_config};
-use crate::harness::{Deployment, oomnitza_config};
+use peoplesync_testkit::stack::{Deployment, oomnitza_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loaders_killed_again_and_again_during_a_run_lose_nothing_and_write_nothing_twice() {
     let scale = Scale::from_env();
     let (workers, replicas, kills) = scale.pick((4_000, 3, 8), (50_000, 4, 60));
-    let d = crate::harness::deployment(workers).await;
+    let d = peoplesync_testkit::stack::deployment(workers).await;
     // Slow enough that the run lasts through the kills.
     d.oomnitza.set_faults(OomnitzaFaults {
         latency_ms: scale.pick(40, 20),

@@ -9,7 +9,7 @@ use peoplesync_sims::sage::{PageSize, SageConfig};
 use peoplesync_testkit::NatsCluster;
 
 use super::{EXTRACTOR, Scale, Stack, loader_config};
-use crate::harness::{Deployment, Nats, oomnitza_config};
+use peoplesync_testkit::stack::{Deployment, Nats, oomnitza_config};
 
 fn org(workers: u64) -> SageConfig {
     // Pages of 500 without latency: publishing dominates, so a restart finds acks in flight.

@@ -11,13 +11,13 @@ use peoplesync_sims::sage::{PageSize, SageConfig, SageFaults};
 use peoplesync_testkit::wait_for;
 
 use super::{EXTRACTOR, Scale, Stack, loader_config};
-use crate::harness::{Deployment, oomnitza_config};
+use peoplesync_testkit::stack::{Deployment, oomnitza_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oomnitza_outage_longer_than_the_retry_budget_dead_letters_nothing_and_loads_everyone() {
     let scale = Scale::from_env();
     let (workers, outage_secs) = scale.pick((3_000, 30), (20_000, 180));
-    let d = crate::harness::deployment(workers).await;
+    let d = peoplesync_testkit::stack::deployment(workers).await;
     let stack = Stack::start(d, 1, EXTRACTOR, 2, &loader_config()).await;
     let run_id = stack.trigger().await;
     wait_for("the first writes", Duration::from_secs(60), || async {
