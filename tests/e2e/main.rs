@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod chaos;
+mod control;
 mod deploy;
 mod leavers;
 mod loader;
