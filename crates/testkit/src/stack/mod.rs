@@ -16,7 +16,7 @@ mod syncctl;
 
 pub use checks::{assert_accounted, text};
 pub use launch::Launch;
-pub use replicas::{Replica, Stack};
+pub use replicas::{Replica, Stack, lease_holder};
 pub use syncctl::{Ran, Syncctl};
 
 use std::path::PathBuf;

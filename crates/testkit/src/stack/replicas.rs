@@ -106,17 +106,10 @@ impl Stack {
     /// The extractor replica holding the scheduler lease once it is not `old`, waiting up to
     /// `timeout`.
     pub async fn lease_holder_other_than(&self, old: &str, timeout: Duration) -> String {
-        let bus = &self.bus;
-        let key = peoplesync_extractor::lease::key("sage-people");
-        wait_for("an extractor to hold the lease", timeout, || {
-            let kv = bus.state_kv().clone();
-            let key = key.clone();
-            async move {
-                let value = kv.get(key).await.ok()??;
-                let lease: peoplesync_extractor::lease::LeaseValue =
-                    serde_json::from_slice(&value).ok()?;
-                (lease.holder != old).then_some(lease.holder)
-            }
+        wait_for("an extractor to hold the lease", timeout, || async {
+            lease_holder(&self.bus, "sage-people")
+                .await
+                .filter(|holder| holder != old)
         })
         .await
     }
@@ -347,4 +340,16 @@ impl Stack {
             .messages;
         assert_eq!(held, 0, "events left on the work stream: {info:?}");
     }
+}
+
+/// The extractor replica holding the scheduler lease of `integration` now, if any.
+pub async fn lease_holder(bus: &Bus, integration: &str) -> Option<String> {
+    let value = bus
+        .state_kv()
+        .get(peoplesync_extractor::lease::key(integration))
+        .await
+        .ok()??;
+    serde_json::from_slice::<peoplesync_extractor::lease::LeaseValue>(&value)
+        .ok()
+        .map(|v| v.holder)
 }

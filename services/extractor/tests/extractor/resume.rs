@@ -5,7 +5,7 @@ use std::time::Duration;
 use peoplesync_bus::RunState;
 use peoplesync_extractor::checkpoint::Checkpoints;
 use peoplesync_sims::sage::{SageConfig, SageFaults};
-use peoplesync_testkit::{ChildService, wait_for};
+use peoplesync_testkit::wait_for;
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::*;
@@ -21,18 +21,7 @@ async fn a_killed_extractor_resumes_its_run_without_losing_or_duplicating_worker
         ..org(workers, 40, 80)
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("extractor.toml");
-    std::fs::write(&config, "lease_ttl_secs = 2\n").unwrap();
-    let url = s.sim.url();
-    let env = [
-        ("NATS_URL", s.nats.url()),
-        ("SAGE_PEOPLE_LOGIN_URL", url.as_str()),
-        ("SAGE_PEOPLE_CLIENT_ID", "sim-client"),
-        ("SAGE_PEOPLE_CLIENT_SECRET", "sim-secret"),
-        ("PEOPLESYNC_EXTRACTOR_CONFIG", config.to_str().unwrap()),
-    ];
-    let mut first = ChildService::spawn("sage-extractor", &["--once"], &env);
+    let mut first = s.spawn_binary(&["--once"], None);
     let before = wait_for_pages(&s.bus, ID, 8).await;
     first.kill();
     // What the dead extractor published after its last checkpoint is on the stream too.
@@ -45,7 +34,7 @@ async fn a_killed_extractor_resumes_its_run_without_losing_or_duplicating_worker
     assert_eq!(at_kill.run_id, before.run_id);
     assert!(at_kill.published < workers, "killed too late: {at_kill:?}");
 
-    let mut second = ChildService::spawn("sage-extractor", &["--once"], &env);
+    let mut second = s.spawn_binary(&["--once"], None);
     let status = tokio::task::spawn_blocking(move || second.wait())
         .await
         .unwrap()
