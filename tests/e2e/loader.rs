@@ -25,10 +25,7 @@ async fn one_replica_run(workers: u64, latency_ms: u64, batch: &str) -> (Deploym
     });
     let config = format!("{QUICK}\n[batch]\n{batch}\n");
     let loader = d.loader_with("loader-1", &config);
-    let run_id = d.extract_run();
-    let run = d
-        .finalized("sage-people", &run_id, Duration::from_secs(120))
-        .await;
+    let run = d.run_to_end(Duration::from_secs(120)).await;
     assert_accounted(&run);
     drop(loader);
     (d, run)
@@ -40,10 +37,8 @@ async fn three_replicas_share_twenty_thousand_events_and_write_each_user_once() 
     let _replicas: Vec<_> = (1..=3)
         .map(|i| d.loader_with(&format!("loader-{i}"), QUICK))
         .collect();
-    let run_id = d.extract_run();
-    let run = d
-        .finalized("sage-people", &run_id, Duration::from_secs(180))
-        .await;
+    let run = d.run_to_end(Duration::from_secs(180)).await;
+    let run_id = run.run_id.clone();
     assert_accounted(&run);
     d.assert_users_match_sage();
     assert_eq!(d.oomnitza.stats().finalize_calls.get(&run_id), Some(&1));
@@ -94,10 +89,7 @@ async fn a_ten_second_outage_delays_the_run_without_dead_letters() {
     });
     let started = Instant::now();
     let _loader = d.loader_with("loader-1", QUICK);
-    let run_id = d.extract_run();
-    let run = d
-        .finalized("sage-people", &run_id, Duration::from_secs(120))
-        .await;
+    let run = d.run_to_end(Duration::from_secs(120)).await;
     assert!(
         started.elapsed() >= Duration::from_secs(10),
         "the outage was real"
@@ -135,10 +127,7 @@ async fn a_throttling_oomnitza_slows_the_loader_down_and_the_run_completes() {
         "{QUICK}\n[batch]\nsize = 50\n[rate_limit]\nmax_per_second = 100.0\nrecover_step = 0.5\n"
     );
     let _loader = d.loader_with("loader-1", &config);
-    let run_id = d.extract_run();
-    let run = d
-        .finalized("sage-people", &run_id, Duration::from_secs(180))
-        .await;
+    let run = d.run_to_end(Duration::from_secs(180)).await;
     assert_accounted(&run);
     d.assert_users_match_sage();
     let stats = d.oomnitza.stats();
@@ -165,10 +154,8 @@ async fn poisoned_records_inside_good_batches_alone_reach_the_dead_letter_queue(
         ..Default::default()
     });
     let _loader = d.loader_with("loader-1", QUICK);
-    let run_id = d.extract_run();
-    let run = d
-        .finalized("sage-people", &run_id, Duration::from_secs(60))
-        .await;
+    let run = d.run_to_end(Duration::from_secs(60)).await;
+    let run_id = run.run_id.clone();
     assert_accounted(&run);
     let stored = d.oomnitza.users();
     assert_eq!(stored.len(), expected.len() - poisoned.len());
@@ -194,17 +181,11 @@ async fn poisoned_records_inside_good_batches_alone_reach_the_dead_letter_queue(
 async fn a_second_run_with_no_changes_posts_nothing_and_a_change_posts_one_record() {
     let d = deployment(1_000).await;
     let _loader = d.loader_with("loader-1", QUICK);
-    let first = d.extract_run();
-    let first = d
-        .finalized("sage-people", &first, Duration::from_secs(60))
-        .await;
+    let first = d.run_to_end(Duration::from_secs(60)).await;
     let written = first.counts.expect("counts").written;
     let posted = d.oomnitza.stats().bulk_records;
 
-    let second = d.extract_run();
-    let second = d
-        .finalized("sage-people", &second, Duration::from_secs(60))
-        .await;
+    let second = d.run_to_end(Duration::from_secs(60)).await;
     assert_accounted(&second);
     let counts = second.counts.expect("counts");
     assert_eq!(
@@ -223,10 +204,7 @@ async fn a_second_run_with_no_changes_posts_nothing_and_a_change_posts_one_recor
         id,
         serde_json::json!({"currentEmployment": {"jobTitle": "Chief Tester"}}),
     );
-    let third = d.extract_run();
-    let third = d
-        .finalized("sage-people", &third, Duration::from_secs(60))
-        .await;
+    let third = d.run_to_end(Duration::from_secs(60)).await;
     assert_accounted(&third);
     let counts = third.counts.expect("counts");
     assert_eq!(
@@ -292,10 +270,7 @@ async fn a_canceled_portion_stops_sends_and_counts_the_rest_canceled() {
     );
     // The next run loads every worker, including those the canceled run had posted.
     d.oomnitza.set_faults(OomnitzaFaults::default());
-    let next = d.extract_run();
-    let next = d
-        .finalized("sage-people", &next, Duration::from_secs(120))
-        .await;
+    let next = d.run_to_end(Duration::from_secs(120)).await;
     assert_accounted(&next);
     let counts = next.counts.expect("counts");
     assert_eq!(
@@ -459,10 +434,7 @@ async fn a_fresh_replica_knows_what_others_wrote_and_posts_nothing_unchanged() {
 
     // A new replica learns the applied hashes from the bucket, not from its own writes.
     let _second_loader = d.loader_with("loader-2", QUICK);
-    let second = d.extract_run();
-    let second = d
-        .finalized("sage-people", &second, Duration::from_secs(60))
-        .await;
+    let second = d.run_to_end(Duration::from_secs(60)).await;
     assert_accounted(&second);
     let counts = second.counts.expect("counts");
     assert_eq!(

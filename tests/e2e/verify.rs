@@ -42,10 +42,8 @@ async fn records_failed_inside_oomnitza_are_dead_lettered_and_sent_again_once_fi
         }])
         .expect("rule");
     let _loader = d.loader_with("loader-1", QUICK);
-    let first_id = d.extract_run();
-    let first = d
-        .finalized("sage-people", &first_id, Duration::from_secs(120))
-        .await;
+    let first = d.run_to_end(Duration::from_secs(120)).await;
+    let first_id = first.run_id.clone();
     assert_accounted(&first);
     let verification = first.verification.clone().expect("the run was checked");
     assert!(
@@ -88,10 +86,7 @@ async fn records_failed_inside_oomnitza_are_dead_lettered_and_sent_again_once_fi
     // exactly the records that did not land (and reports the mapping's refusals again).
     d.oomnitza.set_validation_rules(Vec::new()).expect("rules");
     let posted = d.oomnitza.stats().bulk_records;
-    let second = d.extract_run();
-    let second = d
-        .finalized("sage-people", &second, Duration::from_secs(120))
-        .await;
+    let second = d.run_to_end(Duration::from_secs(120)).await;
     assert_accounted(&second);
     let counts2 = second.counts.expect("counts");
     assert_eq!(counts2.written, refused, "exactly the records that failed");
@@ -141,10 +136,7 @@ async fn an_administrator_cancel_stops_the_posts_and_the_next_run_loads_everyone
     assert_eq!(d.oomnitza.stats().finalize_calls.get(&run_id), None);
 
     d.oomnitza.set_faults(OomnitzaFaults::default());
-    let next = d.extract_run();
-    let next = d
-        .finalized("sage-people", &next, Duration::from_secs(180))
-        .await;
+    let next = d.run_to_end(Duration::from_secs(180)).await;
     assert_accounted(&next);
     let counts = next.counts.expect("counts");
     assert_eq!(counts.unchanged, 0, "nothing is skipped as posted before");

@@ -7,11 +7,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_without_the_right_token_are_unauthenticated_while_health_and_reflection_answer() {
-    let stack = Stack::start(Options {
-        extractor: false,
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::without_extractor().await;
 
     let attempts = [
         (None, "missing `authorization: Bearer <token>`"),
@@ -121,13 +117,7 @@ async fn tls_serves_clients_that_trust_the_certificate() {
     })
     .await;
     let mut client = stack.client().await;
-    let config = client
-        .get_integration(pb::GetIntegrationRequest {
-            integration_id: INTEGRATION.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let config = get_config(&mut client).await;
     assert!(config.revision > 0);
 
     // Plain HTTP/2 against the TLS port does not get an answer.

@@ -41,6 +41,15 @@ fn assert_check(report: &Value, name: &str, outcome: &str, hints: &[&str]) {
     }
 }
 
+/// Starts a stack with `options` and runs `syncctl check`, which must exit 7
+/// (misconfigured); returns its report.
+async fn misconfigured(options: Options) -> Value {
+    let stack = Stack::start(options).await;
+    let (ran, report) = check(&stack).await;
+    assert_eq!(ran.code, 7, "{report:#}");
+    report
+}
+
 /// Stores `text` as the integration config without validation, as an older peoplesync (or a
 /// hand edit in KV) could have.
 async fn store_raw_config(stack: &Stack, text: &str) {
@@ -191,13 +200,11 @@ async fn check_names_what_is_wrong_in_the_stored_config_and_how_to_fix_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_names_a_wrong_sage_people_secret() {
-    let stack = Stack::start(Options {
+    let report = misconfigured(Options {
         sage_secret: Some("not-the-secret".into()),
         ..Options::default()
     })
     .await;
-    let (ran, report) = check(&stack).await;
-    assert_eq!(ran.code, 7, "{report:#}");
     assert_check(
         &report,
         "sage_people.token",
@@ -210,7 +217,7 @@ async fn check_names_a_wrong_sage_people_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_names_a_missing_field_permission() {
-    let stack = Stack::start(Options {
+    let report = misconfigured(Options {
         sage_faults: SageFaults {
             config_error: Some("INACCESSIBLE_FIELD".into()),
             config_error_target: Some("fHCM2__Team_Member__c.fHCM2__Department__c".into()),
@@ -219,8 +226,6 @@ async fn check_names_a_missing_field_permission() {
         ..Options::default()
     })
     .await;
-    let (ran, report) = check(&stack).await;
-    assert_eq!(ran.code, 7, "{report:#}");
     assert_check(&report, "sage_people.token", "passed", &[]);
     for name in ["sage_people.page", "sage_people.fields"] {
         assert_check(
@@ -237,13 +242,11 @@ async fn check_names_a_missing_field_permission() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_names_a_wrong_oomnitza_token() {
-    let stack = Stack::start(Options {
+    let report = misconfigured(Options {
         oomnitza_token: Some("not-the-token".into()),
         ..Options::default()
     })
     .await;
-    let (ran, report) = check(&stack).await;
-    assert_eq!(ran.code, 7, "{report:#}");
     assert_check(
         &report,
         "oomnitza.token",
@@ -256,11 +259,7 @@ async fn check_names_a_wrong_oomnitza_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_without_an_extractor_is_unreachable_not_misconfigured() {
-    let stack = Stack::start(Options {
-        extractor: false,
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::without_extractor().await;
     let ran = syncctl(&stack, &["check", "--output", "json"]);
     let report = ran.json();
     assert_eq!(ran.code, 5, "{report:#}");

@@ -6,11 +6,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
     let workers = workers_with_missing_emails(3);
-    let stack = Stack::start(Options {
-        workers,
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::with_workers(workers).await;
     let mut client = stack.client().await;
     let (with_email, without_email) = stack.workers_by_email(workers);
     assert_eq!(without_email.len(), 3);
@@ -164,16 +160,7 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
 
     // The status shows the integration at a glance: the last run, the letters by reason, the
     // loader replica, the scheduler, and a pause with its reason.
-    let status = |mut client: Client| async move {
-        client
-            .get_status(pb::GetStatusRequest {
-                integration_id: INTEGRATION.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-    };
-    let now = status(client.clone()).await;
+    let now = status_of(&mut client).await;
     assert_eq!(now.last_run.as_ref().unwrap().run_id, second.run_id);
     assert_eq!(
         now.dead_letters.as_ref().unwrap().total,
@@ -195,7 +182,7 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
         })
         .await
         .unwrap();
-    let paused = status(client.clone()).await;
+    let paused = status_of(&mut client).await;
     let pause = paused.pause.unwrap();
     assert!(pause.paused && pause.reason == "maintenance window" && pause.by == "ops");
     assert_eq!(paused.refused_config_revision, 0);
@@ -224,13 +211,7 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
     );
 
     // Fix the config, then replay the rest of the run's letters: they load in a replay run.
-    let stored = client
-        .get_integration(pb::GetIntegrationRequest {
-            integration_id: INTEGRATION.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let stored = get_config(&mut client).await;
     client
         .put_integration(pb::PutIntegrationRequest {
             integration_id: INTEGRATION.into(),

@@ -5,21 +5,11 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configs_are_validated_and_written_only_over_the_revision_read() {
-    let stack = Stack::start(Options {
-        extractor: false,
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::without_extractor().await;
     let mut client = stack.client().await;
 
     // The loader seeded the default config.
-    let stored = client
-        .get_integration(pb::GetIntegrationRequest {
-            integration_id: INTEGRATION.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let stored = get_config(&mut client).await;
     assert!(stored.revision > 0);
     assert!(stored.toml.contains("sync_keys = [\"EMAIL\"]"));
     assert!(!stored.pause.unwrap().paused);
@@ -135,13 +125,7 @@ async fn configs_are_validated_and_written_only_over_the_revision_read() {
         "{}",
         status.message()
     );
-    let now = client
-        .get_integration(pb::GetIntegrationRequest {
-            integration_id: INTEGRATION.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let now = get_config(&mut client).await;
     assert_eq!(now.revision, written.revision);
     assert_eq!(now.toml, fixed_toml());
 

@@ -129,6 +129,24 @@ impl Stack {
         stack
     }
 
+    /// The default deployment with an org of `workers`.
+    pub async fn with_workers(workers: u64) -> Stack {
+        Stack::start(Options {
+            workers,
+            ..Options::default()
+        })
+        .await
+    }
+
+    /// The default deployment without an extractor.
+    pub async fn without_extractor() -> Stack {
+        Stack::start(Options {
+            extractor: false,
+            ..Options::default()
+        })
+        .await
+    }
+
     pub fn url(&self) -> String {
         if self.tls {
             format!("https://localhost:{}", self.addr.port())
@@ -201,6 +219,28 @@ impl Stack {
             .filter_map(|u| u.get("EMAIL")?.as_str().map(str::to_owned))
             .collect()
     }
+}
+
+/// The stored config of the integration.
+pub async fn get_config(client: &mut Client) -> pb::Integration {
+    client
+        .get_integration(pb::GetIntegrationRequest {
+            integration_id: INTEGRATION.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The integration's status.
+pub async fn status_of(client: &mut Client) -> pb::IntegrationStatus {
+    client
+        .get_status(pb::GetStatusRequest {
+            integration_id: INTEGRATION.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 /// Triggers a run, retrying while the extractor is still starting (no responder yet).

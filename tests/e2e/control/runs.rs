@@ -98,11 +98,7 @@ async fn a_triggered_run_is_watched_to_its_end_and_listed_with_its_counts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hand_edits_in_oomnitza_are_put_right_by_a_full_run_and_by_sync_worker() {
     let workers = 30;
-    let stack = Stack::start(Options {
-        workers,
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::with_workers(workers).await;
     let mut client = stack.client().await;
     let first = trigger(&mut client).await;
     let first = watch_to_end(&mut client, &first.run_id).await;

@@ -8,11 +8,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn syncctl_triggers_and_watches_a_run_then_lists_and_replays_its_dead_letters() {
     let workers = workers_with_missing_emails(2);
-    let stack = Stack::start(Options {
-        workers,
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::with_workers(workers).await;
     let (with_email, without_email) = stack.workers_by_email(workers);
 
     // Scripts can tell failures apart by exit code.

@@ -10,11 +10,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preview_shows_the_verdict_the_record_and_how_it_differs_from_oomnitza() {
     let workers = 20;
-    let stack = Stack::start(Options {
-        workers,
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::with_workers(workers).await;
     let mut client = stack.client().await;
     let (with_email, without_email) = stack.workers_by_email(workers);
     let index = with_email[0];
@@ -99,13 +95,7 @@ async fn preview_shows_the_verdict_the_record_and_how_it_differs_from_oomnitza()
     }
 
     // A filter that excludes the worker is shown with its reason.
-    let stored = client
-        .get_integration(pb::GetIntegrationRequest {
-            integration_id: INTEGRATION.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let stored = get_config(&mut client).await;
     let filtered = stored.toml.replace(
         "[filter]\nmode = \"always\"",
         "[filter]\nmode = \"if_conditions\"\ncondition = \"worker.region == 'Atlantis'\"",
@@ -131,11 +121,7 @@ async fn preview_shows_the_verdict_the_record_and_how_it_differs_from_oomnitza()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_worker_is_synced_now_and_pause_flags_and_held_removals_are_handled() {
     let workers = 40;
-    let stack = Stack::start(Options {
-        workers,
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::with_workers(workers).await;
     let mut client = stack.client().await;
     let (with_email, _) = stack.workers_by_email(workers);
 
@@ -197,13 +183,7 @@ async fn one_worker_is_synced_now_and_pause_flags_and_held_removals_are_handled(
     let flag = pauses.get(INTEGRATION).await.unwrap().unwrap();
     assert!(flag.paused);
     assert_eq!(flag.reason.as_deref(), Some("Oomnitza maintenance"));
-    let config = client
-        .get_integration(pb::GetIntegrationRequest {
-            integration_id: INTEGRATION.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let config = get_config(&mut client).await;
     assert!(config.pause.unwrap().paused);
     let resumed = client
         .resume(pb::ResumeRequest {
@@ -240,13 +220,7 @@ async fn one_worker_is_synced_now_and_pause_flags_and_held_removals_are_handled(
     let held = watch_to_end(&mut client, &second.run_id).await;
     assert_eq!(held.last().unwrap().removed, 0, "removals are held");
     assert_eq!(held.last().unwrap().removals_held, leaving.len() as u64);
-    let status = client
-        .get_status(pb::GetStatusRequest {
-            integration_id: INTEGRATION.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let status = status_of(&mut client).await;
     assert_eq!(status.removals_held, leaving.len() as u64);
     assert_eq!(status.runs_holding_removals, vec![second.run_id.clone()]);
     let listed = client
@@ -286,13 +260,7 @@ async fn one_worker_is_synced_now_and_pause_flags_and_held_removals_are_handled(
         .unwrap()
         .into_inner();
     assert_eq!(released.released, leaving.len() as u64);
-    let after = client
-        .get_status(pb::GetStatusRequest {
-            integration_id: INTEGRATION.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let after = status_of(&mut client).await;
     assert_eq!(
         after.removals_held, 0,
         "approved removals are no longer held"

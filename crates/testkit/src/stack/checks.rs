@@ -32,6 +32,13 @@ pub fn text(raw: &serde_json::Value, path: &[&str]) -> Option<String> {
 }
 
 impl Deployment {
+    /// Runs `sage-extractor --once` of integration `sage-people` and waits (up to `timeout`)
+    /// until its run is finalized and checked; returns the run's record.
+    pub async fn run_to_end(&self, timeout: Duration) -> RunRecord {
+        let run_id = self.extract_run();
+        self.finalized("sage-people", &run_id, timeout).await
+    }
+
     /// Waits until run `run_id` is finalized and checked against Oomnitza (or closed as
     /// canceled) and returns its record.
     pub async fn finalized(&self, integration: &str, run_id: &str, timeout: Duration) -> RunRecord {
