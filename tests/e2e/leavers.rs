@@ -16,11 +16,10 @@ use peoplesync_core::{
     IntegrationConfig, LeaverAction, MappingEntry, MappingSource, SAGE_USER_ID_FIELD, Worker,
 };
 use peoplesync_sims::generate;
-use peoplesync_sims::sage::SageConfig;
 use peoplesync_testkit::wait_for;
 use serde_json::{Map, Value, json};
 
-use peoplesync_testkit::stack::{Deployment, QUICK, assert_accounted, oomnitza_config};
+use peoplesync_testkit::stack::{Deployment, QUICK, assert_accounted, deployment};
 
 const ID: &str = "sage-people";
 const FINALIZED: Duration = Duration::from_secs(120);
@@ -181,15 +180,8 @@ async fn webhook_receiver() -> (String, Posts) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leavers_are_updated_once_with_their_assets_reported_and_a_rehire_is_restored() {
-    let d = Deployment::start(
-        SageConfig {
-            // Enough that 3 leavers stay under the default threshold (5% of those listed).
-            workers: 100,
-            ..SageConfig::default()
-        },
-        oomnitza_config(),
-    )
-    .await;
+    // Enough that 3 leavers stay under the default threshold (5% of those listed).
+    let d = deployment(100).await;
     put_config(&d, &policy(LeaverAction::Update)).await;
     let (hook, posts) = webhook_receiver().await;
     let _loader = d
@@ -345,15 +337,8 @@ fn make_leavers(d: &Deployment, ids: &[String], (yesterday, tomorrow): (&str, &s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_spares_a_user_holding_assets_and_none_writes_nothing_but_counts_leavers() {
-    let d = Deployment::start(
-        SageConfig {
-            // Enough that 3 leavers stay under the default threshold (5% of those listed).
-            workers: 100,
-            ..SageConfig::default()
-        },
-        oomnitza_config(),
-    )
-    .await;
+    // Enough that 3 leavers stay under the default threshold (5% of those listed).
+    let d = deployment(100).await;
     put_config(&d, &policy(LeaverAction::None)).await;
     let _loader = d.loader("loader-1").spawn();
     let clock = Clock::new(&d, "2026-06-15");
@@ -465,14 +450,7 @@ async fn command<T: serde::de::DeserializeOwned>(d: &Deployment, command: &str, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_leavers_are_held_until_approved_then_handled_once() {
-    let d = Deployment::start(
-        SageConfig {
-            workers: 400,
-            ..SageConfig::default()
-        },
-        oomnitza_config(),
-    )
-    .await;
+    let d = deployment(400).await;
     put_config(&d, &policy(LeaverAction::Update)).await;
     let _loader = d.loader_with("loader-1", QUICK);
     let clock = Clock::new(&d, "2026-06-15");

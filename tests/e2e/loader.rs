@@ -19,10 +19,7 @@ use peoplesync_testkit::stack::{Deployment, QUICK, assert_accounted, deployment,
 /// the finalized run, whose counts are checked to account for every event.
 async fn one_replica_run(workers: u64, latency_ms: u64, batch: &str) -> (Deployment, RunRecord) {
     let d = deployment(workers).await;
-    d.oomnitza.set_faults(OomnitzaFaults {
-        latency_ms,
-        ..Default::default()
-    });
+    d.oomnitza_latency(latency_ms);
     let config = format!("{QUICK}\n[batch]\n{batch}\n");
     let loader = d.loader_with("loader-1", &config);
     let run = d.run_to_end(Duration::from_secs(120)).await;
@@ -51,10 +48,7 @@ async fn three_replicas_share_twenty_thousand_events_and_write_each_user_once() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_mid_run_loses_nothing_and_creates_no_user_twice() {
     let d = deployment(6_000).await;
-    d.oomnitza.set_faults(OomnitzaFaults {
-        latency_ms: 30,
-        ..Default::default()
-    });
+    d.oomnitza_latency(30);
     let mut victim = d.loader_with("loader-1", QUICK);
     let _survivors = [
         d.loader_with("loader-2", QUICK),
@@ -66,11 +60,7 @@ async fn a_replica_killed_mid_run_loses_nothing_and_creates_no_user_twice() {
     })
     .await;
     victim.kill();
-    let run = d
-        .finalized("sage-people", &run_id, Duration::from_secs(180))
-        .await;
-    assert_accounted(&run);
-    d.assert_users_match_sage();
+    let run = d.assert_loaded(&run_id, Duration::from_secs(180)).await;
     // Records the killed replica wrote but did not ack come back to the others, which count
     // them written (this run wrote them), not unchanged: written = what Oomnitza holds.
     assert_eq!(
@@ -127,9 +117,9 @@ async fn a_throttling_oomnitza_slows_the_loader_down_and_the_run_completes() {
         "{QUICK}\n[batch]\nsize = 50\n[rate_limit]\nmax_per_second = 100.0\nrecover_step = 0.5\n"
     );
     let _loader = d.loader_with("loader-1", &config);
-    let run = d.run_to_end(Duration::from_secs(180)).await;
-    assert_accounted(&run);
-    d.assert_users_match_sage();
+    let run = d
+        .assert_loaded(&d.extract_run(), Duration::from_secs(180))
+        .await;
     let stats = d.oomnitza.stats();
     let throttled = stats.requests_429;
     let accepted = stats.status_counts.get(&200).copied().unwrap_or(0);
@@ -232,10 +222,7 @@ async fn a_replica_keeps_at_most_in_flight_requests_at_oomnitza() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canceled_portion_stops_sends_and_counts_the_rest_canceled() {
     let d = deployment(3_000).await;
-    d.oomnitza.set_faults(OomnitzaFaults {
-        latency_ms: 100,
-        ..Default::default()
-    });
+    d.oomnitza_latency(100);
     let config = format!("{QUICK}\n[batch]\nsize = 50\nin_flight = 1\n");
     let _loader = d.loader_with("loader-1", &config);
     let run_id = d.extract_run();
@@ -310,11 +297,7 @@ async fn bad_credentials_stop_loading_without_dead_letters_until_they_work() {
         "good records are not dead-lettered"
     );
     d.oomnitza.set_faults(OomnitzaFaults::default());
-    let run = d
-        .finalized("sage-people", &run_id, Duration::from_secs(120))
-        .await;
-    assert_accounted(&run);
-    d.assert_users_match_sage();
+    d.assert_loaded(&run_id, Duration::from_secs(120)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,20 +320,13 @@ async fn a_paused_integration_is_not_loaded_until_resumed() {
         .set("sage-people", &PauseFlag::now(false, "test", None))
         .await
         .unwrap();
-    let run = d
-        .finalized("sage-people", &run_id, Duration::from_secs(60))
-        .await;
-    assert_accounted(&run);
-    d.assert_users_match_sage();
+    d.assert_loaded(&run_id, Duration::from_secs(60)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_batches_and_exits_within_the_grace_period() {
     let d = deployment(3_000).await;
-    d.oomnitza.set_faults(OomnitzaFaults {
-        latency_ms: 200,
-        ..Default::default()
-    });
+    d.oomnitza_latency(200);
     let mut first = d.loader_with("loader-1", QUICK);
     let run_id = d.extract_run();
     wait_for("the first write", Duration::from_secs(30), || async {
@@ -365,11 +341,7 @@ async fn sigterm_drains_in_flight_batches_and_exits_within_the_grace_period() {
         "exited within the grace period"
     );
     let _second = d.loader_with("loader-2", QUICK);
-    let run = d
-        .finalized("sage-people", &run_id, Duration::from_secs(120))
-        .await;
-    assert_accounted(&run);
-    d.assert_users_match_sage();
+    d.assert_loaded(&run_id, Duration::from_secs(120)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

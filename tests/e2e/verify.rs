@@ -107,10 +107,7 @@ async fn records_failed_inside_oomnitza_are_dead_lettered_and_sent_again_once_fi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_administrator_cancel_stops_the_posts_and_the_next_run_loads_everyone() {
     let d = deployment(20_000).await;
-    d.oomnitza.set_faults(OomnitzaFaults {
-        latency_ms: 50,
-        ..Default::default()
-    });
+    d.oomnitza_latency(50);
     let _loader = d.loader_with("loader-1", QUICK);
     let run_id = d.extract_run();
     wait_for("the first writes", Duration::from_secs(60), || async {

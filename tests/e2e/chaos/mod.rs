@@ -16,7 +16,21 @@ mod crashes;
 mod nats;
 mod outages;
 
+use peoplesync_sims::sage::{PageSize, SageConfig, SageFaults};
 pub use peoplesync_testkit::stack::Stack;
+
+/// An org of `workers` served in pages of `page` records, each answered `latency_ms` late.
+pub fn org(workers: u64, page: usize, latency_ms: u64) -> SageConfig {
+    SageConfig {
+        workers,
+        page_size: PageSize::Fixed(page),
+        faults: SageFaults {
+            latency_ms,
+            ..SageFaults::default()
+        },
+        ..SageConfig::default()
+    }
+}
 
 /// How hard the suite pushes: bounded (CI) unless `PEOPLESYNC_CHAOS=long`.
 #[derive(Clone, Copy, Debug)]

@@ -212,12 +212,7 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
 
     // Fix the config, then replay the rest of the run's letters: they load in a replay run.
     let stored = get_config(&mut client).await;
-    client
-        .put_integration(pb::PutIntegrationRequest {
-            integration_id: INTEGRATION.into(),
-            toml: fixed_toml(),
-            revision: stored.revision,
-        })
+    put_config(&mut client, fixed_toml(), stored.revision)
         .await
         .unwrap();
     let replay = client

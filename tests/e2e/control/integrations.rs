@@ -46,12 +46,7 @@ async fn configs_are_validated_and_written_only_over_the_revision_read() {
     );
 
     // An invalid config is refused with every message, and nothing changes.
-    let status = client
-        .put_integration(pb::PutIntegrationRequest {
-            integration_id: INTEGRATION.into(),
-            toml: broken,
-            revision: stored.revision,
-        })
+    let status = put_config(&mut client, broken, stored.revision)
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -82,22 +77,11 @@ async fn configs_are_validated_and_written_only_over_the_revision_read() {
     );
 
     // The revision read wins once; the same revision again is stale.
-    let written = client
-        .put_integration(pb::PutIntegrationRequest {
-            integration_id: INTEGRATION.into(),
-            toml: fixed_toml(),
-            revision: stored.revision,
-        })
+    let written = put_config(&mut client, fixed_toml(), stored.revision)
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert!(written.revision > stored.revision);
-    let status = client
-        .put_integration(pb::PutIntegrationRequest {
-            integration_id: INTEGRATION.into(),
-            toml: default_toml(),
-            revision: stored.revision,
-        })
+    let status = put_config(&mut client, default_toml(), stored.revision)
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
@@ -111,12 +95,7 @@ async fn configs_are_validated_and_written_only_over_the_revision_read() {
         "{}",
         status.message()
     );
-    let status = client
-        .put_integration(pb::PutIntegrationRequest {
-            integration_id: INTEGRATION.into(),
-            toml: default_toml(),
-            revision: 0,
-        })
+    let status = put_config(&mut client, default_toml(), 0)
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);

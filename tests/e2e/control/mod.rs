@@ -232,6 +232,22 @@ pub async fn get_config(client: &mut Client) -> pb::Integration {
         .into_inner()
 }
 
+/// Stores `toml` as the integration's config over `revision`.
+pub async fn put_config(
+    client: &mut Client,
+    toml: String,
+    revision: u64,
+) -> Result<pb::PutIntegrationResponse, Status> {
+    client
+        .put_integration(pb::PutIntegrationRequest {
+            integration_id: INTEGRATION.into(),
+            toml,
+            revision,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 /// The integration's status.
 pub async fn status_of(client: &mut Client) -> pb::IntegrationStatus {
     client

@@ -101,12 +101,7 @@ async fn preview_shows_the_verdict_the_record_and_how_it_differs_from_oomnitza()
         "[filter]\nmode = \"if_conditions\"\ncondition = \"worker.region == 'Atlantis'\"",
     );
     assert_ne!(filtered, stored.toml);
-    client
-        .put_integration(pb::PutIntegrationRequest {
-            integration_id: INTEGRATION.into(),
-            toml: filtered,
-            revision: stored.revision,
-        })
+    put_config(&mut client, filtered, stored.revision)
         .await
         .unwrap();
     let shown = preview(id).await.unwrap();

@@ -39,6 +39,16 @@ impl Deployment {
         self.finalized("sage-people", &run_id, timeout).await
     }
 
+    /// Waits (up to `timeout`) until run `run_id` of `sage-people` is finalized, then asserts
+    /// every event is accounted for and Oomnitza holds exactly the org's workers with e-mail
+    /// ([`Deployment::assert_users_match_sage`]); returns the run's record.
+    pub async fn assert_loaded(&self, run_id: &str, timeout: Duration) -> RunRecord {
+        let run = self.finalized("sage-people", run_id, timeout).await;
+        assert_accounted(&run);
+        self.assert_users_match_sage();
+        run
+    }
+
     /// Waits until run `run_id` is finalized and checked against Oomnitza (or closed as
     /// canceled) and returns its record.
     pub async fn finalized(&self, integration: &str, run_id: &str, timeout: Duration) -> RunRecord {

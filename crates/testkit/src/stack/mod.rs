@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use peoplesync_bus::{Bus, BusSettings};
-use peoplesync_sims::oomnitza::{CustomField, OomnitzaConfig, OomnitzaSim};
+use peoplesync_sims::oomnitza::{CustomField, OomnitzaConfig, OomnitzaFaults, OomnitzaSim};
 use peoplesync_sims::sage::{SageConfig, SageSim};
 
 use crate::{NatsCluster, NatsServer, wait_for};
@@ -179,6 +179,14 @@ impl Deployment {
             sage_config,
             oomnitza_config,
         }
+    }
+
+    /// Has the Oomnitza simulator answer every request `latency_ms` late (and fail none).
+    pub fn oomnitza_latency(&self, latency_ms: u64) {
+        self.oomnitza.set_faults(OomnitzaFaults {
+            latency_ms,
+            ..OomnitzaFaults::default()
+        });
     }
 
     /// The test's own connection to the deployment's NATS.
