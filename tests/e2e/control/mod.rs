@@ -28,8 +28,10 @@ use tonic::{Code, Request, Status};
 
 pub use peoplesync_testkit::stack::CONTROL_TOKEN as TOKEN;
 
+/// The integration every control-plane test drives.
 pub const INTEGRATION: &str = "sage-people";
 
+/// A control-plane client adding a bearer token to each call.
 pub type Client = SyncControlClient<InterceptedService<Channel, Bearer>>;
 
 /// Adds a bearer token (or none) to every call.
@@ -49,9 +51,13 @@ impl tonic::service::Interceptor for Bearer {
 
 /// What a test's deployment looks like.
 pub struct Options {
+    /// Workers of the generated org (pages of 10).
     pub workers: u64,
+    /// Whether an extractor runs (else commands find no responder).
     pub extractor: bool,
+    /// Whether the control plane serves TLS.
     pub tls: bool,
+    /// Faults of the Sage People simulator.
     pub sage_faults: SageFaults,
     /// The client secret the extractor is given (default: the simulator's).
     pub sage_secret: Option<String>,
@@ -91,6 +97,7 @@ impl std::ops::Deref for Stack {
 }
 
 impl Stack {
+    /// Starts the deployment of `options` and waits until the control plane serves.
     pub async fn start(options: Options) -> Stack {
         let sage_config = SageConfig {
             workers: options.workers,
@@ -147,6 +154,7 @@ impl Stack {
         .await
     }
 
+    /// The control plane's URL (`https://localhost:…` under TLS).
     pub fn url(&self) -> String {
         if self.tls {
             format!("https://localhost:{}", self.addr.port())
@@ -155,6 +163,7 @@ impl Stack {
         }
     }
 
+    /// A channel to the control plane, trusting the test CA under TLS.
     pub async fn channel(&self) -> Result<Channel, tonic::transport::Error> {
         let mut endpoint = Channel::from_shared(self.url()).unwrap();
         if self.tls {
@@ -165,6 +174,7 @@ impl Stack {
         }
         endpoint.connect().await
     }
+
     /// Waits until the loader's health service says SERVING (no token needed).
     async fn wait_until_serving(&self) {
         wait_for(
@@ -185,6 +195,7 @@ impl Stack {
         .await;
     }
 
+    /// A client sending `token` as the `authorization` header (or none).
     pub async fn client_with(&self, token: Option<&str>) -> Client {
         SyncControlClient::with_interceptor(
             self.channel().await.unwrap(),
@@ -192,6 +203,7 @@ impl Stack {
         )
     }
 
+    /// A client with the control plane's bearer token.
     pub async fn client(&self) -> Client {
         self.client_with(Some(&format!("Bearer {TOKEN}"))).await
     }
