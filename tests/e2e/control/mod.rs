@@ -260,6 +260,17 @@ pub async fn put_config(
         .map(tonic::Response::into_inner)
 }
 
+/// Run `run_id` of the integration.
+pub async fn get_run(client: &mut Client, run_id: String) -> Result<pb::Run, Status> {
+    client
+        .get_run(pb::GetRunRequest {
+            integration_id: INTEGRATION.into(),
+            run_id,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 /// The integration's status.
 pub async fn status_of(client: &mut Client) -> pb::IntegrationStatus {
     client

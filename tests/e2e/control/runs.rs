@@ -56,14 +56,7 @@ async fn a_triggered_run_is_watched_to_its_end_and_listed_with_its_counts() {
     );
     assert_eq!(last.finalize.clone().unwrap().by, "loader-1");
 
-    let got = client
-        .get_run(pb::GetRunRequest {
-            integration_id: INTEGRATION.into(),
-            run_id: started.run_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = get_run(&mut client, started.run_id.clone()).await.unwrap();
     assert_eq!(&got, last);
     let history = client
         .list_runs(pb::ListRunsRequest {
@@ -80,11 +73,7 @@ async fn a_triggered_run_is_watched_to_its_end_and_listed_with_its_counts() {
     assert_eq!(history.runs[0].outcome(), expected_outcome);
     assert_eq!(counts(&history.runs[0]), c);
 
-    let status = client
-        .get_run(pb::GetRunRequest {
-            integration_id: INTEGRATION.into(),
-            run_id: "no-such-run".into(),
-        })
+    let status = get_run(&mut client, "no-such-run".into())
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);

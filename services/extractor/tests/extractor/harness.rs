@@ -53,6 +53,17 @@ pub fn org(workers: u64, min: usize, max: usize) -> SageConfig {
     }
 }
 
+/// [`org`] with every page answered `latency_ms` late.
+pub fn slow_org(workers: u64, min: usize, max: usize, latency_ms: u64) -> SageConfig {
+    SageConfig {
+        faults: peoplesync_sims::sage::SageFaults {
+            latency_ms,
+            ..Default::default()
+        },
+        ..org(workers, min, max)
+    }
+}
+
 /// The client-credentials set `name` for `sim`.
 pub fn credential_set(sim: &SageSim) -> CredentialSet {
     CredentialSet {

@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use peoplesync_bus::control::{self, RunStarted};
 use peoplesync_extractor::ExtractorConfig;
-use peoplesync_sims::sage::{SageConfig, SageFaults};
 use serde_json::json;
 
 use crate::harness::*;
@@ -13,14 +12,7 @@ use crate::harness::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_extractor_takes_over_within_the_lease_ttl_and_resumes_the_run() {
     let workers = 3000;
-    let s = setup(SageConfig {
-        faults: SageFaults {
-            latency_ms: 20,
-            ..SageFaults::default()
-        },
-        ..org(workers, 40, 60)
-    })
-    .await;
+    let s = setup(slow_org(workers, 40, 60, 20)).await;
     let mut a = s.spawn_binary(&[], Some("replica-a"));
     wait_for_holder(&s.bus, ID, "replica-a", Duration::from_secs(15)).await;
 

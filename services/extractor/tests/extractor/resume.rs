@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use peoplesync_bus::RunState;
 use peoplesync_extractor::checkpoint::Checkpoints;
-use peoplesync_sims::sage::{SageConfig, SageFaults};
 use peoplesync_testkit::wait_for;
 use tokio_util::sync::CancellationToken;
 
@@ -13,14 +12,7 @@ use crate::harness::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_extractor_resumes_its_run_without_losing_or_duplicating_workers() {
     let workers = 4000;
-    let s = setup(SageConfig {
-        faults: SageFaults {
-            latency_ms: 20,
-            ..SageFaults::default()
-        },
-        ..org(workers, 40, 80)
-    })
-    .await;
+    let s = setup(slow_org(workers, 40, 80, 20)).await;
     let mut first = s.spawn_binary(&["--once"], None);
     let before = wait_for_pages(&s.bus, ID, 8).await;
     first.kill();
@@ -48,14 +40,7 @@ async fn a_killed_extractor_resumes_its_run_without_losing_or_duplicating_worker
 
 #[tokio::test]
 async fn a_refused_checkpoint_marker_restarts_the_listing_and_publishes_nothing_twice() {
-    let s = setup(SageConfig {
-        faults: SageFaults {
-            latency_ms: 10,
-            ..SageFaults::default()
-        },
-        ..org(1000, 40, 60)
-    })
-    .await;
+    let s = setup(slow_org(1000, 40, 60, 10)).await;
     let extraction = s.extraction(ID);
     let cancel = CancellationToken::new();
     let running = tokio::spawn({
