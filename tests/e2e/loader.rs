@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use peoplesync_bus::pause::{PauseFlag, Pauses};
-use peoplesync_bus::{FinalizeState, RunRecord};
+use peoplesync_bus::{FinalizeState, OutcomeCounts, RunRecord};
 use peoplesync_sims::oomnitza::OomnitzaFaults;
 use peoplesync_sims::sage::SageConfig;
 use peoplesync_testkit::wait_for;
@@ -167,6 +167,20 @@ async fn poisoned_records_inside_good_batches_alone_reach_the_dead_letter_queue(
     }
 }
 
+/// Runs again (Oomnitza has had `posted` records so far) and asserts the run posted nothing but
+/// the reports of records the mapping refused; returns its counts.
+async fn rerun_posting_nothing_new(d: &Deployment, posted: u64) -> OutcomeCounts {
+    let run = d.run_to_end(Duration::from_secs(60)).await;
+    assert_accounted(&run);
+    let counts = run.counts.expect("counts");
+    assert_eq!(
+        d.oomnitza.stats().bulk_records,
+        posted + counts.dead_lettered,
+        "nothing posted but the reports of records the mapping refused"
+    );
+    counts
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_run_with_no_changes_posts_nothing_and_a_change_posts_one_record() {
     let d = deployment(1_000).await;
@@ -175,14 +189,7 @@ async fn a_second_run_with_no_changes_posts_nothing_and_a_change_posts_one_recor
     let written = first.counts.expect("counts").written;
     let posted = d.oomnitza.stats().bulk_records;
 
-    let second = d.run_to_end(Duration::from_secs(60)).await;
-    assert_accounted(&second);
-    let counts = second.counts.expect("counts");
-    assert_eq!(
-        d.oomnitza.stats().bulk_records,
-        posted + counts.dead_lettered,
-        "nothing posted but the reports of records the mapping refused"
-    );
+    let counts = rerun_posting_nothing_new(&d, posted).await;
     assert_eq!(counts.unchanged, written);
     assert_eq!(counts.written, 0);
     let posted = d.oomnitza.stats().bulk_records;
@@ -406,14 +413,7 @@ async fn a_fresh_replica_knows_what_others_wrote_and_posts_nothing_unchanged() {
 
     // A new replica learns the applied hashes from the bucket, not from its own writes.
     let _second_loader = d.loader_with("loader-2", QUICK);
-    let second = d.run_to_end(Duration::from_secs(60)).await;
-    assert_accounted(&second);
-    let counts = second.counts.expect("counts");
-    assert_eq!(
-        d.oomnitza.stats().bulk_records,
-        posted + counts.dead_lettered,
-        "nothing posted but the reports of records the mapping refused"
-    );
+    let counts = rerun_posting_nothing_new(&d, posted).await;
     assert_eq!(counts.written, 0);
 }
 
