@@ -16,11 +16,10 @@ use peoplesync_core::{
     IntegrationConfig, LeaverAction, MappingEntry, MappingSource, SAGE_USER_ID_FIELD, Worker,
 };
 use peoplesync_sims::generate;
-use peoplesync_sims::sage::SageConfig;
 use peoplesync_testkit::wait_for;
 use serde_json::{Map, Value, json};
 
-use crate::harness::{Deployment, QUICK, assert_accounted, oomnitza_config};
+use peoplesync_testkit::stack::{Deployment, QUICK, assert_accounted, deployment};
 
 const ID: &str = "sage-people";
 const FINALIZED: Duration = Duration::from_secs(120);
@@ -179,25 +178,15 @@ async fn webhook_receiver() -> (String, Posts) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leavers_are_updated_once_with_their_assets_reported_and_a_rehire_is_restored() {
-    let d = Deployment::start(
-        SageConfig {
-            // Enough that 3 leavers stay under the default threshold (5% of those listed).
-            workers: 100,
-            ..SageConfig::default()
-        },
-        oomnitza_config(),
-    )
-    .await;
+    // Enough that 3 leavers stay under the default threshold (5% of those listed).
+    let d = deployment(100).await;
     put_config(&d, &policy(LeaverAction::Update)).await;
     let (hook, posts) = webhook_receiver().await;
-    let _loader = d.loader_env(
-        "loader-1",
-        &[],
-        &[
-            ("PEOPLESYNC_LEAVERS_WEBHOOK_URL", &hook),
-            ("PEOPLESYNC_LEAVERS_WEBHOOK_SECRET", "hook-secret"),
-        ],
-    );
+    let _loader = d
+        .loader("loader-1")
+        .env("PEOPLESYNC_LEAVERS_WEBHOOK_URL", &hook)
+        .env("PEOPLESYNC_LEAVERS_WEBHOOK_SECRET", "hook-secret")
+        .spawn();
     let clock = Clock::new(&d, "2026-06-15");
     let ids = employed(&d, date("2026-06-15"), 4);
     let (ending_yesterday, ending_tomorrow, inactive, removed) =
@@ -346,17 +335,10 @@ fn make_leavers(d: &Deployment, ids: &[String], (yesterday, tomorrow): (&str, &s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_spares_a_user_holding_assets_and_none_writes_nothing_but_counts_leavers() {
-    let d = Deployment::start(
-        SageConfig {
-            // Enough that 3 leavers stay under the default threshold (5% of those listed).
-            workers: 100,
-            ..SageConfig::default()
-        },
-        oomnitza_config(),
-    )
-    .await;
+    // Enough that 3 leavers stay under the default threshold (5% of those listed).
+    let d = deployment(100).await;
     put_config(&d, &policy(LeaverAction::None)).await;
-    let _loader = d.loader("loader-1", &[]);
+    let _loader = d.loader("loader-1").spawn();
     let clock = Clock::new(&d, "2026-06-15");
     let ids = employed(&d, date("2026-06-15"), 8);
     let (quiet_ids, deleted_ids) = ids.split_at(4);
@@ -466,20 +448,13 @@ async fn command<T: serde::de::DeserializeOwned>(d: &Deployment, command: &str, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_leavers_are_held_until_approved_then_handled_once() {
-    let d = Deployment::start(
-        SageConfig {
-            workers: 400,
-            ..SageConfig::default()
-        },
-        oomnitza_config(),
-    )
-    .await;
+    let d = deployment(400).await;
     put_config(&d, &policy(LeaverAction::Update)).await;
     let _loader = d.loader_with("loader-1", QUICK);
     let clock = Clock::new(&d, "2026-06-15");
     let clock_env = clock.env();
     let env: Vec<(&str, &str)> = clock_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let _extractor = d.extractor(&env);
+    let _extractor = d.extractor().envs(&env).spawn();
     let full_run = |trigger: &'static str| {
         let d = &d;
         async move {

@@ -7,28 +7,22 @@
 use std::time::{Duration, Instant};
 
 use peoplesync_bus::pause::PauseFlag;
-use peoplesync_bus::{FinalizeState, RunRecord};
+use peoplesync_bus::{FinalizeState, OutcomeCounts, RunRecord};
 use peoplesync_sims::oomnitza::OomnitzaFaults;
 use peoplesync_sims::sage::SageConfig;
 use peoplesync_testkit::wait_for;
 
-use crate::harness::{Deployment, QUICK, assert_accounted, deployment, oomnitza_config};
+use peoplesync_testkit::stack::{Deployment, QUICK, assert_accounted, deployment, oomnitza_config};
 
 /// One full run of `workers` through a single replica with the `[batch]` settings `batch`,
 /// against an Oomnitza answering every request after `latency_ms`; returns the deployment and
 /// the finalized run, whose counts are checked to account for every event.
 async fn one_replica_run(workers: u64, latency_ms: u64, batch: &str) -> (Deployment, RunRecord) {
     let d = deployment(workers).await;
-    d.oomnitza.set_faults(OomnitzaFaults {
-        latency_ms,
-        ..Default::default()
-    });
+    d.oomnitza_latency(latency_ms);
     let config = format!("{QUICK}\n[batch]\n{batch}\n");
     let loader = d.loader_with("loader-1", &config);
-    let run_id = d.extract_run();
-    let run = d
-        .finalized("sage-people", &run_id, Duration::from_secs(120))
-        .await;
+    let run = d.run_to_end(Duration::from_secs(120)).await;
     assert_accounted(&run);
     drop(loader);
     (d, run)
@@ -40,10 +34,8 @@ async fn three_replicas_share_twenty_thousand_events_and_write_each_user_once() 
     let _replicas: Vec<_> = (1..=3)
         .map(|i| d.loader_with(&format!("loader-{i}"), QUICK))
         .collect();
-    let run_id = d.extract_run();
-    let run = d
-        .finalized("sage-people", &run_id, Duration::from_secs(180))
-        .await;
+    let run = d.run_to_end(Duration::from_secs(180)).await;
+    let run_id = run.run_id.clone();
     assert_accounted(&run);
     d.assert_users_match_sage();
     assert_eq!(d.oomnitza.stats().finalize_calls.get(&run_id), Some(&1));
@@ -56,10 +48,7 @@ async fn three_replicas_share_twenty_thousand_events_and_write_each_user_once() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_mid_run_loses_nothing_and_creates_no_user_twice() {
     let d = deployment(6_000).await;
-    d.oomnitza.set_faults(OomnitzaFaults {
-        latency_ms: 30,
-        ..Default::default()
-    });
+    d.oomnitza_latency(30);
     let mut victim = d.loader_with("loader-1", QUICK);
     let _survivors = [
         d.loader_with("loader-2", QUICK),
@@ -71,11 +60,7 @@ async fn a_replica_killed_mid_run_loses_nothing_and_creates_no_user_twice() {
     })
     .await;
     victim.kill();
-    let run = d
-        .finalized("sage-people", &run_id, Duration::from_secs(180))
-        .await;
-    assert_accounted(&run);
-    d.assert_users_match_sage();
+    let run = d.assert_loaded(&run_id, Duration::from_secs(180)).await;
     // Records the killed replica wrote but did not ack come back to the others, which count
     // them written (this run wrote them), not unchanged: written = what Oomnitza holds.
     assert_eq!(
@@ -94,10 +79,7 @@ async fn a_ten_second_outage_delays_the_run_without_dead_letters() {
     });
     let started = Instant::now();
     let _loader = d.loader_with("loader-1", QUICK);
-    let run_id = d.extract_run();
-    let run = d
-        .finalized("sage-people", &run_id, Duration::from_secs(120))
-        .await;
+    let run = d.run_to_end(Duration::from_secs(120)).await;
     assert!(
         started.elapsed() >= Duration::from_secs(10),
         "the outage was real"
@@ -135,12 +117,9 @@ async fn a_throttling_oomnitza_slows_the_loader_down_and_the_run_completes() {
         "{QUICK}\n[batch]\nsize = 50\n[rate_limit]\nmax_per_second = 100.0\nrecover_step = 0.5\n"
     );
     let _loader = d.loader_with("loader-1", &config);
-    let run_id = d.extract_run();
     let run = d
-        .finalized("sage-people", &run_id, Duration::from_secs(180))
+        .assert_loaded(&d.extract_run(), Duration::from_secs(180))
         .await;
-    assert_accounted(&run);
-    d.assert_users_match_sage();
     let stats = d.oomnitza.stats();
     let throttled = stats.requests_429;
     let accepted = stats.status_counts.get(&200).copied().unwrap_or(0);
@@ -165,10 +144,8 @@ async fn poisoned_records_inside_good_batches_alone_reach_the_dead_letter_queue(
         ..Default::default()
     });
     let _loader = d.loader_with("loader-1", QUICK);
-    let run_id = d.extract_run();
-    let run = d
-        .finalized("sage-people", &run_id, Duration::from_secs(60))
-        .await;
+    let run = d.run_to_end(Duration::from_secs(60)).await;
+    let run_id = run.run_id.clone();
     assert_accounted(&run);
     let stored = d.oomnitza.users();
     assert_eq!(stored.len(), expected.len() - poisoned.len());
@@ -190,28 +167,29 @@ async fn poisoned_records_inside_good_batches_alone_reach_the_dead_letter_queue(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_run_with_no_changes_posts_nothing_and_a_change_posts_one_record() {
-    let d = deployment(1_000).await;
-    let _loader = d.loader_with("loader-1", QUICK);
-    let first = d.extract_run();
-    let first = d
-        .finalized("sage-people", &first, Duration::from_secs(60))
-        .await;
-    let written = first.counts.expect("counts").written;
-    let posted = d.oomnitza.stats().bulk_records;
-
-    let second = d.extract_run();
-    let second = d
-        .finalized("sage-people", &second, Duration::from_secs(60))
-        .await;
-    assert_accounted(&second);
-    let counts = second.counts.expect("counts");
+/// Runs again (Oomnitza has had `posted` records so far) and asserts the run posted nothing but
+/// the reports of records the mapping refused; returns its counts.
+async fn rerun_posting_nothing_new(d: &Deployment, posted: u64) -> OutcomeCounts {
+    let run = d.run_to_end(Duration::from_secs(60)).await;
+    assert_accounted(&run);
+    let counts = run.counts.expect("counts");
     assert_eq!(
         d.oomnitza.stats().bulk_records,
         posted + counts.dead_lettered,
         "nothing posted but the reports of records the mapping refused"
     );
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_with_no_changes_posts_nothing_and_a_change_posts_one_record() {
+    let d = deployment(1_000).await;
+    let _loader = d.loader_with("loader-1", QUICK);
+    let first = d.run_to_end(Duration::from_secs(60)).await;
+    let written = first.counts.expect("counts").written;
+    let posted = d.oomnitza.stats().bulk_records;
+
+    let counts = rerun_posting_nothing_new(&d, posted).await;
     assert_eq!(counts.unchanged, written);
     assert_eq!(counts.written, 0);
     let posted = d.oomnitza.stats().bulk_records;
@@ -223,10 +201,7 @@ async fn a_second_run_with_no_changes_posts_nothing_and_a_change_posts_one_recor
         id,
         serde_json::json!({"currentEmployment": {"jobTitle": "Chief Tester"}}),
     );
-    let third = d.extract_run();
-    let third = d
-        .finalized("sage-people", &third, Duration::from_secs(60))
-        .await;
+    let third = d.run_to_end(Duration::from_secs(60)).await;
     assert_accounted(&third);
     let counts = third.counts.expect("counts");
     assert_eq!(
@@ -254,10 +229,7 @@ async fn a_replica_keeps_at_most_in_flight_requests_at_oomnitza() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canceled_portion_stops_sends_and_counts_the_rest_canceled() {
     let d = deployment(3_000).await;
-    d.oomnitza.set_faults(OomnitzaFaults {
-        latency_ms: 100,
-        ..Default::default()
-    });
+    d.oomnitza_latency(100);
     let config = format!("{QUICK}\n[batch]\nsize = 50\nin_flight = 1\n");
     let _loader = d.loader_with("loader-1", &config);
     let run_id = d.extract_run();
@@ -292,10 +264,7 @@ async fn a_canceled_portion_stops_sends_and_counts_the_rest_canceled() {
     );
     // The next run loads every worker, including those the canceled run had posted.
     d.oomnitza.set_faults(OomnitzaFaults::default());
-    let next = d.extract_run();
-    let next = d
-        .finalized("sage-people", &next, Duration::from_secs(120))
-        .await;
+    let next = d.run_to_end(Duration::from_secs(120)).await;
     assert_accounted(&next);
     let counts = next.counts.expect("counts");
     assert_eq!(
@@ -335,11 +304,7 @@ async fn bad_credentials_stop_loading_without_dead_letters_until_they_work() {
         "good records are not dead-lettered"
     );
     d.oomnitza.set_faults(OomnitzaFaults::default());
-    let run = d
-        .finalized("sage-people", &run_id, Duration::from_secs(120))
-        .await;
-    assert_accounted(&run);
-    d.assert_users_match_sage();
+    d.assert_loaded(&run_id, Duration::from_secs(120)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,20 +327,13 @@ async fn a_paused_integration_is_not_loaded_until_resumed() {
         .set("sage-people", &PauseFlag::now(false, "test", None))
         .await
         .unwrap();
-    let run = d
-        .finalized("sage-people", &run_id, Duration::from_secs(60))
-        .await;
-    assert_accounted(&run);
-    d.assert_users_match_sage();
+    d.assert_loaded(&run_id, Duration::from_secs(60)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_batches_and_exits_within_the_grace_period() {
     let d = deployment(3_000).await;
-    d.oomnitza.set_faults(OomnitzaFaults {
-        latency_ms: 200,
-        ..Default::default()
-    });
+    d.oomnitza_latency(200);
     let mut first = d.loader_with("loader-1", QUICK);
     let run_id = d.extract_run();
     wait_for("the first write", Duration::from_secs(30), || async {
@@ -390,11 +348,7 @@ async fn sigterm_drains_in_flight_batches_and_exits_within_the_grace_period() {
         "exited within the grace period"
     );
     let _second = d.loader_with("loader-2", QUICK);
-    let run = d
-        .finalized("sage-people", &run_id, Duration::from_secs(120))
-        .await;
-    assert_accounted(&run);
-    d.assert_users_match_sage();
+    d.assert_loaded(&run_id, Duration::from_secs(120)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -459,17 +413,7 @@ async fn a_fresh_replica_knows_what_others_wrote_and_posts_nothing_unchanged() {
 
     // A new replica learns the applied hashes from the bucket, not from its own writes.
     let _second_loader = d.loader_with("loader-2", QUICK);
-    let second = d.extract_run();
-    let second = d
-        .finalized("sage-people", &second, Duration::from_secs(60))
-        .await;
-    assert_accounted(&second);
-    let counts = second.counts.expect("counts");
-    assert_eq!(
-        d.oomnitza.stats().bulk_records,
-        posted + counts.dead_lettered,
-        "nothing posted but the reports of records the mapping refused"
-    );
+    let counts = rerun_posting_nothing_new(&d, posted).await;
     assert_eq!(counts.written, 0);
 }
 

@@ -1,17 +1,17 @@
 //! End-to-end tests across processes: a real nats-server per test, both simulators in-process
-//! on port 0, and the `sage-extractor` and `oomnitza-loader` binaries as child processes
-//! (built beforehand by `scripts/test`). Assertions are on what the Oomnitza simulator stored.
+//! on port 0, and the `sage-extractor`, `oomnitza-loader` and `syncctl` binaries as child
+//! processes (built beforehand by `scripts/test`), all from the one stack harness,
+//! `peoplesync_testkit::stack`. Every test that starts a service binary lives here, the
+//! control plane's too (`control/`). Assertions are on what the simulators stored.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod chaos;
-mod harness;
+mod control;
 mod leavers;
 mod loader;
 mod mapping;
 mod operations;
-// operator.rs reaches the running-service helpers of operations.rs by their former module name.
-use operations as deploy;
 mod operator;
 mod sync;
 mod verify;

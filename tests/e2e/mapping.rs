@@ -4,11 +4,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use peoplesync_sims::oomnitza::OomnitzaFaults;
 use peoplesync_sims::sage::SageConfig;
 use peoplesync_testkit::wait_for;
 
-use crate::harness::{Deployment, oomnitza_config};
+use peoplesync_testkit::stack::{Deployment, oomnitza_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mapping_changed_in_kv_mid_run_applies_to_later_records_and_a_bad_one_is_refused() {
@@ -17,10 +16,7 @@ async fn a_mapping_changed_in_kv_mid_run_applies_to_later_records_and_a_bad_one_
         ..SageConfig::default()
     };
     let d = Deployment::start(sage, oomnitza_config()).await;
-    d.oomnitza.set_faults(OomnitzaFaults {
-        latency_ms: 100,
-        ..Default::default()
-    });
+    d.oomnitza_latency(100);
     let _loader = d.loader_with("loader-1", "[batch]\nsize = 50\nin_flight = 1\n");
     let run_id = d.extract_run();
     wait_for("the first writes", Duration::from_secs(30), || async {

@@ -144,7 +144,7 @@ async fn the_loader_reaches_oomnitza_through_the_proxy_the_environment_names() {
     });
 
     // A host name that resolves nowhere: only the proxy can reach it.
-    let _loader = crate::deploy::Running::start(
+    let _loader = crate::operations::Running::start(
         "oomnitza-loader",
         &[
             ("NATS_URL", nats.url()),
@@ -187,7 +187,7 @@ async fn the_removals_held_gauge_follows_the_run_records() {
         .await
         .expect("sage sim");
     let sage_url = sage.url();
-    let extractor = crate::deploy::Running::start(
+    let extractor = crate::operations::Running::start(
         "sage-extractor",
         &[
             ("NATS_URL", nats.url()),
@@ -203,7 +203,7 @@ async fn the_removals_held_gauge_follows_the_run_records() {
         move || {
             let metrics = metrics.clone();
             async move {
-                let (_, _, text) = crate::deploy::get(&metrics).await?;
+                let (_, _, text) = crate::operations::get(&metrics).await?;
                 text.lines()
                     .any(|l| {
                         l == format!(

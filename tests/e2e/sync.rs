@@ -5,7 +5,7 @@ use std::time::Duration;
 use peoplesync_bus::{FinalizeState, dlq};
 use peoplesync_sims::sage::SageConfig;
 
-use crate::harness::{Deployment, oomnitza_config};
+use peoplesync_testkit::stack::{Deployment, oomnitza_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_thousand_workers_arrive_in_oomnitza_and_the_portion_is_finalized_once() {
@@ -15,7 +15,7 @@ async fn five_thousand_workers_arrive_in_oomnitza_and_the_portion_is_finalized_o
         ..SageConfig::default()
     };
     let deployment = Deployment::start(sage_config, oomnitza_config()).await;
-    let _loader = deployment.loader("loader-1", &[]);
+    let _loader = deployment.loader("loader-1").spawn();
 
     let status = deployment.extract_once();
     assert!(status.success(), "sage-extractor --once failed: {status}");
@@ -65,7 +65,7 @@ async fn five_thousand_workers_arrive_in_oomnitza_and_the_portion_is_finalized_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_too_large_for_nats_is_skipped_with_a_dead_letter_and_the_run_goes_on() {
-    let d = crate::harness::deployment(40).await;
+    let d = peoplesync_testkit::stack::deployment(40).await;
     let (expected, _) = d.expected();
     let (_, raw) = expected.iter().next().expect("a worker");
     let id = raw["id"].as_str().expect("id").to_owned();
@@ -74,7 +74,7 @@ async fn a_worker_too_large_for_nats_is_skipped_with_a_dead_letter_and_the_run_g
         &id,
         serde_json::json!({"hrDepartment": "x".repeat(1_200_000)}),
     );
-    let _loader = d.loader_with("loader-1", crate::harness::QUICK);
+    let _loader = d.loader_with("loader-1", peoplesync_testkit::stack::QUICK);
     let run_id = d.extract_run();
     let run = d
         .finalized("sage-people", &run_id, std::time::Duration::from_secs(120))
@@ -84,7 +84,7 @@ async fn a_worker_too_large_for_nats_is_skipped_with_a_dead_letter_and_the_run_g
         run.skipped, 1,
         "the large worker is skipped, the run goes on"
     );
-    crate::harness::assert_accounted(&run);
+    peoplesync_testkit::stack::assert_accounted(&run);
     let letters = d.dead_letters().await;
     let letter = letters
         .iter()

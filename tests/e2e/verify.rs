@@ -14,7 +14,7 @@ use peoplesync_bus::{FinalizeState, VerifyState, dlq};
 use peoplesync_sims::oomnitza::{OomnitzaFaults, ValidationRule};
 use peoplesync_testkit::wait_for;
 
-use crate::harness::{QUICK, assert_accounted, deployment};
+use peoplesync_testkit::stack::{QUICK, assert_accounted, deployment};
 
 /// Waits (up to a minute) for the integration's pause flag to say paused; returns it.
 async fn paused(pauses: &Pauses, what: &str) -> peoplesync_bus::PauseFlag {
@@ -42,10 +42,8 @@ async fn records_failed_inside_oomnitza_are_dead_lettered_and_sent_again_once_fi
         }])
         .expect("rule");
     let _loader = d.loader_with("loader-1", QUICK);
-    let first_id = d.extract_run();
-    let first = d
-        .finalized("sage-people", &first_id, Duration::from_secs(120))
-        .await;
+    let first = d.run_to_end(Duration::from_secs(120)).await;
+    let first_id = first.run_id.clone();
     assert_accounted(&first);
     let verification = first.verification.clone().expect("the run was checked");
     assert!(
@@ -88,10 +86,7 @@ async fn records_failed_inside_oomnitza_are_dead_lettered_and_sent_again_once_fi
     // exactly the records that did not land (and reports the mapping's refusals again).
     d.oomnitza.set_validation_rules(Vec::new()).expect("rules");
     let posted = d.oomnitza.stats().bulk_records;
-    let second = d.extract_run();
-    let second = d
-        .finalized("sage-people", &second, Duration::from_secs(120))
-        .await;
+    let second = d.run_to_end(Duration::from_secs(120)).await;
     assert_accounted(&second);
     let counts2 = second.counts.expect("counts");
     assert_eq!(counts2.written, refused, "exactly the records that failed");
@@ -112,10 +107,7 @@ async fn records_failed_inside_oomnitza_are_dead_lettered_and_sent_again_once_fi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_administrator_cancel_stops_the_posts_and_the_next_run_loads_everyone() {
     let d = deployment(20_000).await;
-    d.oomnitza.set_faults(OomnitzaFaults {
-        latency_ms: 50,
-        ..Default::default()
-    });
+    d.oomnitza_latency(50);
     let _loader = d.loader_with("loader-1", QUICK);
     let run_id = d.extract_run();
     wait_for("the first writes", Duration::from_secs(60), || async {
@@ -141,10 +133,7 @@ async fn an_administrator_cancel_stops_the_posts_and_the_next_run_loads_everyone
     assert_eq!(d.oomnitza.stats().finalize_calls.get(&run_id), None);
 
     d.oomnitza.set_faults(OomnitzaFaults::default());
-    let next = d.extract_run();
-    let next = d
-        .finalized("sage-people", &next, Duration::from_secs(180))
-        .await;
+    let next = d.run_to_end(Duration::from_secs(180)).await;
     assert_accounted(&next);
     let counts = next.counts.expect("counts");
     assert_eq!(counts.unchanged, 0, "nothing is skipped as posted before");
@@ -163,7 +152,7 @@ async fn an_administrator_cancel_stops_the_posts_and_the_next_run_loads_everyone
 async fn an_unknown_field_id_pauses_the_integration_until_the_config_is_fixed() {
     let d = deployment(2_000).await;
     let http_port = peoplesync_testkit::free_port();
-    let _loader = d.loader_listening("loader-1", QUICK, http_port);
+    let _loader = d.loader("loader-1").config(QUICK).http(http_port).spawn();
     let bus = d.bus().await;
     // Wait for the loader to seed the default config, then map a field id the tenant lacks.
     let store = bus.config_kv();
@@ -316,7 +305,7 @@ async fn a_loader_starting_with_an_unknown_field_id_pauses_the_integration_befor
     let path = d.dir.path().join("sage-people.toml");
     std::fs::write(&path, text).unwrap();
     let path = path.to_string_lossy().into_owned();
-    let _loader = d.loader("loader-1", &["--integration", &path]);
+    let _loader = d.loader("loader-1").args(&["--integration", &path]).spawn();
     let bus = d.bus().await;
     let pauses = bus.pauses();
     let flag = paused(&pauses, "the pause at start").await;

@@ -1,13 +1,16 @@
 //! Test-only helpers shared by every crate's tests: a real `nats-server` per test on a free
 //! port with a temporary JetStream store (killed on drop), a three-node JetStream cluster of
 //! them, the path of the workspace's service binaries, and polling until a condition holds.
-//! The simulators themselves are in `peoplesync-sims` and start in-process on port 0.
+//! With feature `stack`, [`stack`] is the one harness of the end-to-end tests: NATS, both
+//! simulators (from `peoplesync-sims`, in-process on port 0) and the service binaries.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cluster;
 mod nats;
 mod process;
+#[cfg(feature = "stack")]
+pub mod stack;
 
 pub use cluster::NatsCluster;
 pub use nats::NatsServer;

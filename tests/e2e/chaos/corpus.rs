@@ -11,11 +11,10 @@ use bytes::Bytes;
 use peoplesync_bus::{DeadLetterRecord, RunRecord, codec, names};
 use peoplesync_proto::v1::{Worker, WorkerEvent, WorkerEventKind};
 use peoplesync_sims::generate;
-use peoplesync_sims::sage::{PageSize, SageConfig};
 use serde_json::{Map, Value, json};
 
-use super::{EXTRACTOR, Stack, loader_config};
-use crate::harness::{Deployment, oomnitza_config};
+use super::{EXTRACTOR, Stack, loader_config, org};
+use peoplesync_testkit::stack::{Deployment, oomnitza_config};
 
 /// What became of one kind of bad input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -632,12 +631,7 @@ async fn every_kind_of_bad_input_is_loaded_skipped_or_dead_lettered_and_nothing_
         "{} kinds",
         corpus.len() + messages.len()
     );
-    let sage = SageConfig {
-        workers: ORG,
-        page_size: PageSize::Fixed(10),
-        ..SageConfig::default()
-    };
-    let d = Deployment::start(sage, oomnitza_config()).await;
+    let d = Deployment::start(org(ORG, 10, 0), oomnitza_config()).await;
     let mut ids: Vec<String> = Vec::new();
     for (record, index) in corpus.iter().zip(corpus_indices()) {
         let id = generate::worker_id(index);

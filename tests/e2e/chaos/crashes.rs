@@ -3,22 +3,16 @@
 
 use std::time::Duration;
 
-use peoplesync_sims::oomnitza::OomnitzaFaults;
-use peoplesync_sims::sage::{PageSize, SageConfig, SageFaults};
-
-use super::{EXTRACTOR, Scale, Stack, loader_config};
-use crate::harness::{Deployment, oomnitza_config};
+use super::{EXTRACTOR, Scale, Stack, loader_config, org};
+use peoplesync_testkit::stack::{Deployment, oomnitza_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loaders_killed_again_and_again_during_a_run_lose_nothing_and_write_nothing_twice() {
     let scale = Scale::from_env();
     let (workers, replicas, kills) = scale.pick((4_000, 3, 8), (50_000, 4, 60));
-    let d = crate::harness::deployment(workers).await;
+    let d = peoplesync_testkit::stack::deployment(workers).await;
     // Slow enough that the run lasts through the kills.
-    d.oomnitza.set_faults(OomnitzaFaults {
-        latency_ms: scale.pick(40, 20),
-        ..Default::default()
-    });
+    d.oomnitza_latency(scale.pick(40, 20));
     let mut stack = Stack::start(d, 1, EXTRACTOR, replicas, &loader_config()).await;
     let run_id = stack.trigger().await;
     let mut killed = 0;
@@ -44,16 +38,7 @@ async fn loaders_killed_again_and_again_during_a_run_lose_nothing_and_write_noth
 async fn an_extractor_killed_mid_run_is_replaced_by_its_standby_and_the_run_completes_once() {
     let scale = Scale::from_env();
     let (workers, kills) = scale.pick((6_000, 1), (40_000, 4));
-    let sage = SageConfig {
-        workers,
-        page_size: PageSize::Fixed(200),
-        faults: SageFaults {
-            latency_ms: 40,
-            ..Default::default()
-        },
-        ..SageConfig::default()
-    };
-    let d = Deployment::start(sage, oomnitza_config()).await;
+    let d = Deployment::start(org(workers, 200, 40), oomnitza_config()).await;
     let mut stack = Stack::start(d, 2, EXTRACTOR, 2, &loader_config()).await;
     let run_id = stack.trigger().await;
     let pages = workers / 200;

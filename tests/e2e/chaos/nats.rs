@@ -4,28 +4,18 @@
 
 use std::time::Duration;
 
-use peoplesync_sims::oomnitza::OomnitzaFaults;
-use peoplesync_sims::sage::{PageSize, SageConfig};
 use peoplesync_testkit::NatsCluster;
 
-use super::{EXTRACTOR, Scale, Stack, loader_config};
-use crate::harness::{Deployment, Nats, oomnitza_config};
-
-fn org(workers: u64) -> SageConfig {
-    // Pages of 500 without latency: publishing dominates, so a restart finds acks in flight.
-    SageConfig {
-        workers,
-        page_size: PageSize::Fixed(500),
-        ..SageConfig::default()
-    }
-}
+use super::{EXTRACTOR, Scale, Stack, loader_config, org};
+use peoplesync_testkit::stack::{Deployment, Nats, oomnitza_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restarted_for_one_and_for_fifteen_seconds_mid_publish_loses_and_repeats_nothing() {
     let scale = Scale::from_env();
     let workers = scale.pick(15_000, 100_000);
+    // Pages of 500 without latency: publishing dominates, so a restart finds acks in flight.
     let outages: &[u64] = scale.pick(&[1, 15], &[1, 15, 1, 30]);
-    let d = Deployment::start(org(workers), oomnitza_config()).await;
+    let d = Deployment::start(org(workers, 500, 0), oomnitza_config()).await;
     let mut stack = Stack::start(d, 1, EXTRACTOR, 2, &loader_config()).await;
     let run_id = stack.trigger().await;
     let pages = workers / 500;
@@ -50,11 +40,13 @@ async fn a_cluster_losing_the_node_the_services_use_completes_the_run_exactly() 
     let scale = Scale::from_env();
     let workers = scale.pick(8_000, 60_000);
     let cluster = NatsCluster::start(3);
-    let d = Deployment::start_on(Nats::Cluster(cluster), org(workers), oomnitza_config()).await;
-    d.oomnitza.set_faults(OomnitzaFaults {
-        latency_ms: 20,
-        ..Default::default()
-    });
+    let d = Deployment::start_on(
+        Nats::Cluster(cluster),
+        org(workers, 500, 0),
+        oomnitza_config(),
+    )
+    .await;
+    d.oomnitza_latency(20);
     let mut stack = Stack::start(d, 1, EXTRACTOR, 2, &loader_config()).await;
     let run_id = stack.trigger().await;
     stack.pages_published(&run_id, workers / 500 / 3).await;

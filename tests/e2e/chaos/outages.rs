@@ -7,17 +7,17 @@ use std::time::Duration;
 
 use peoplesync_bus::RunState;
 use peoplesync_sims::oomnitza::OomnitzaFaults;
-use peoplesync_sims::sage::{PageSize, SageConfig, SageFaults};
+use peoplesync_sims::sage::SageFaults;
 use peoplesync_testkit::wait_for;
 
-use super::{EXTRACTOR, Scale, Stack, loader_config};
-use crate::harness::{Deployment, oomnitza_config};
+use super::{EXTRACTOR, Scale, Stack, loader_config, org};
+use peoplesync_testkit::stack::{Deployment, oomnitza_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oomnitza_outage_longer_than_the_retry_budget_dead_letters_nothing_and_loads_everyone() {
     let scale = Scale::from_env();
     let (workers, outage_secs) = scale.pick((3_000, 30), (20_000, 180));
-    let d = crate::harness::deployment(workers).await;
+    let d = peoplesync_testkit::stack::deployment(workers).await;
     let stack = Stack::start(d, 1, EXTRACTOR, 2, &loader_config()).await;
     let run_id = stack.trigger().await;
     wait_for("the first writes", Duration::from_secs(60), || async {
@@ -47,16 +47,7 @@ async fn an_oomnitza_outage_longer_than_the_retry_budget_dead_letters_nothing_an
 async fn a_sage_outage_longer_than_the_retry_budget_fails_the_run_and_it_resumes_by_itself() {
     let scale = Scale::from_env();
     let (workers, outage_secs) = scale.pick((3_000, 12), (20_000, 90));
-    let sage = SageConfig {
-        workers,
-        page_size: PageSize::Fixed(100),
-        faults: SageFaults {
-            latency_ms: 20,
-            ..Default::default()
-        },
-        ..SageConfig::default()
-    };
-    let d = Deployment::start(sage, oomnitza_config()).await;
+    let d = Deployment::start(org(workers, 100, 20), oomnitza_config()).await;
     // Two seconds of retries per Sage People request: the outage outlasts them.
     let config = format!("sage_retry_secs = 2\n{EXTRACTOR}");
     let stack = Stack::start(d, 1, &config, 2, &loader_config()).await;

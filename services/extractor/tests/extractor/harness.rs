@@ -7,33 +7,41 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use futures::StreamExt;
-use peoplesync_bus::{Bus, BusSettings, RunRecord, codec, names};
+use peoplesync_bus::{Bus, RunRecord, codec, names};
 use peoplesync_core::IntegrationConfig;
 use peoplesync_extractor::checkpoint::{Checkpoint, Checkpoints};
 use peoplesync_extractor::config::{CredentialSet, ExtractorConfig, Grant};
 use peoplesync_extractor::settings::Sources;
-use peoplesync_extractor::{Extraction, RunOptions, SecretSource};
+use peoplesync_extractor::{Extraction, RunOptions, RunSummary, SecretSource};
 use peoplesync_proto::v1::{RunEvent, WorkerEvent};
 use peoplesync_sims::sage::{SageConfig, SageSim};
-use peoplesync_testkit::{NatsServer, wait_for};
+use peoplesync_testkit::stack::Nats;
+pub use peoplesync_testkit::stack::lease_holder;
+use peoplesync_testkit::{ChildService, wait_for};
 
 /// The default integration of these tests.
 pub const ID: &str = "sage-people";
 
-/// A NATS server, a connection to it, and one simulated org.
+/// A NATS server, a connection to it, and one simulated org (the stack harness's NATS; the
+/// extractor itself runs in-process).
 pub struct Setup {
-    pub nats: NatsServer,
+    pub nats: Nats,
     pub bus: Bus,
     pub sim: SageSim,
+    dir: tempfile::TempDir,
 }
 
 pub async fn setup(sim: SageConfig) -> Setup {
-    let nats = NatsServer::start();
-    let bus = Bus::connect(nats.url(), "extractor-test", BusSettings::default())
-        .await
-        .unwrap();
+    let nats = Nats::single();
+    let bus = nats.bus("extractor-test").await;
     let sim = SageSim::spawn(sim).await.unwrap();
-    Setup { nats, bus, sim }
+    let dir = tempfile::tempdir().unwrap();
+    Setup {
+        nats,
+        bus,
+        sim,
+        dir,
+    }
 }
 
 /// An org of `workers` with pages of `min..=max` records.
@@ -42,6 +50,17 @@ pub fn org(workers: u64, min: usize, max: usize) -> SageConfig {
         workers,
         page_size: peoplesync_sims::sage::PageSize::Varying { min, max },
         ..SageConfig::default()
+    }
+}
+
+/// [`org`] with every page answered `latency_ms` late.
+pub fn slow_org(workers: u64, min: usize, max: usize, latency_ms: u64) -> SageConfig {
+    SageConfig {
+        faults: peoplesync_sims::sage::SageFaults {
+            latency_ms,
+            ..Default::default()
+        },
+        ..org(workers, min, max)
     }
 }
 
@@ -80,10 +99,38 @@ pub fn config(sim: &SageSim, integrations: &[&str]) -> (ExtractorConfig, SecretS
 }
 
 impl Setup {
+    /// Starts the `sage-extractor` binary with `args` against this setup, with a lease TTL of
+    /// 2 s and as replica `replica` when one is given; killed (SIGKILL) when dropped.
+    pub fn spawn_binary(&self, args: &[&str], replica: Option<&str>) -> ChildService {
+        let file = self.dir.path().join("extractor.toml");
+        std::fs::write(&file, "lease_ttl_secs = 2\n").unwrap();
+        let url = self.sim.url();
+        let mut env = vec![
+            ("NATS_URL", self.nats.url()),
+            ("SAGE_PEOPLE_LOGIN_URL", url.as_str()),
+            ("SAGE_PEOPLE_CLIENT_ID", "sim-client"),
+            ("SAGE_PEOPLE_CLIENT_SECRET", "sim-secret"),
+            ("PEOPLESYNC_EXTRACTOR_CONFIG", file.to_str().unwrap()),
+            ("PEOPLESYNC_HTTP_LISTEN", "127.0.0.1:0"),
+        ];
+        if let Some(replica) = replica {
+            env.push(("PEOPLESYNC_REPLICA", replica));
+        }
+        ChildService::spawn("sage-extractor", args, &env)
+    }
+
     /// Full runs of `integration` reading `self.sim` with the default set.
     pub fn extraction(&self, integration: &str) -> Extraction {
         let (config, secrets) = config(&self.sim, &[integration]);
         extraction(&self.bus, config, secrets, integration)
+    }
+
+    /// A full run of [`ID`] that must complete: its summary.
+    pub async fn full_run(&self) -> RunSummary {
+        self.extraction(ID)
+            .run_full("test", tokio_util::sync::CancellationToken::new())
+            .await
+            .unwrap()
     }
 
     pub async fn run_record(&self, integration: &str, run_id: &str) -> RunRecord {
@@ -287,18 +334,6 @@ pub async fn serve(
         wait_for_holder(bus, &integration, &replica, Duration::from_secs(10)).await;
     }
     Running { stop, task }
-}
-
-/// The replica holding the scheduler lease of `integration`.
-pub async fn lease_holder(bus: &Bus, integration: &str) -> Option<String> {
-    let value = bus
-        .state_kv()
-        .get(peoplesync_extractor::lease::key(integration))
-        .await
-        .ok()??;
-    serde_json::from_slice::<peoplesync_extractor::lease::LeaseValue>(&value)
-        .ok()
-        .map(|v| v.holder)
 }
 
 pub async fn wait_for_holder(bus: &Bus, integration: &str, replica: &str, timeout: Duration) {

@@ -6,18 +6,13 @@ use peoplesync_extractor::Service;
 use peoplesync_extractor::config::{CredentialSet, Grant};
 use peoplesync_proto::v1::{RunEventKind, WorkerEventKind};
 use peoplesync_sims::sage::{EndStyle, PageSize, SageConfig, SageFaults, SageSim};
-use tokio_util::sync::CancellationToken;
 
 use crate::harness::*;
 
 #[tokio::test]
 async fn a_full_run_publishes_every_worker_once_across_variable_page_sizes() {
     let s = setup(org(1000, 1, 97)).await;
-    let summary = s
-        .extraction(ID)
-        .run_full("test", CancellationToken::new())
-        .await
-        .unwrap();
+    let summary = s.full_run().await;
     assert_eq!(summary.published, 1000);
     assert!(
         summary.pages > 15,
@@ -65,11 +60,7 @@ async fn an_empty_data_array_ends_the_listing_like_no_content() {
         ..SageConfig::default()
     })
     .await;
-    let summary = s
-        .extraction(ID)
-        .run_full("test", CancellationToken::new())
-        .await
-        .unwrap();
+    let summary = s.full_run().await;
     assert_eq!((summary.published, summary.pages), (450, 5));
     assert_each_worker_once(&drain_workers(&s.bus, ID).await, 450, &summary.run_id);
     assert_eq!(s.sim.stats().end_of_list, 1);
@@ -85,11 +76,7 @@ async fn an_expired_token_is_renewed_once_and_the_page_is_reread() {
         ..org(1000, 40, 60)
     })
     .await;
-    let summary = s
-        .extraction(ID)
-        .run_full("test", CancellationToken::new())
-        .await
-        .unwrap();
+    let summary = s.full_run().await;
     assert_each_worker_once(&drain_workers(&s.bus, ID).await, 1000, &summary.run_id);
     let stats = s.sim.stats();
     // Every third call is refused, then re-sent once with a new token.
@@ -109,11 +96,7 @@ async fn bursts_of_503_and_cut_off_bodies_are_retried_until_the_run_completes() 
         ..org(1000, 50, 150)
     })
     .await;
-    let summary = s
-        .extraction(ID)
-        .run_full("test", CancellationToken::new())
-        .await
-        .unwrap();
+    let summary = s.full_run().await;
     assert_each_worker_once(&drain_workers(&s.bus, ID).await, 1000, &summary.run_id);
     let stats = s.sim.stats();
     assert!(
@@ -263,11 +246,7 @@ async fn a_source_filter_is_passed_to_sage_people() {
     let mut integration = IntegrationConfig::default_for(ID);
     integration.source_filter = Some("hrDepartment eq 'Engineering'".into());
     put_integration(&s.bus, &integration).await;
-    let summary = s
-        .extraction(ID)
-        .run_full("test", CancellationToken::new())
-        .await
-        .unwrap();
+    let summary = s.full_run().await;
     let events = drain_workers(&s.bus, ID).await;
     assert!(!events.is_empty() && events.len() < 600, "{}", events.len());
     assert_eq!(summary.published as usize, events.len());

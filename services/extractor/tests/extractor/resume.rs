@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use peoplesync_bus::RunState;
 use peoplesync_extractor::checkpoint::Checkpoints;
-use peoplesync_sims::sage::{SageConfig, SageFaults};
-use peoplesync_testkit::{ChildService, wait_for};
+use peoplesync_testkit::wait_for;
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::*;
@@ -13,26 +12,8 @@ use crate::harness::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_extractor_resumes_its_run_without_losing_or_duplicating_workers() {
     let workers = 4000;
-    let s = setup(SageConfig {
-        faults: SageFaults {
-            latency_ms: 20,
-            ..SageFaults::default()
-        },
-        ..org(workers, 40, 80)
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("extractor.toml");
-    std::fs::write(&config, "lease_ttl_secs = 2\n").unwrap();
-    let url = s.sim.url();
-    let env = [
-        ("NATS_URL", s.nats.url()),
-        ("SAGE_PEOPLE_LOGIN_URL", url.as_str()),
-        ("SAGE_PEOPLE_CLIENT_ID", "sim-client"),
-        ("SAGE_PEOPLE_CLIENT_SECRET", "sim-secret"),
-        ("PEOPLESYNC_EXTRACTOR_CONFIG", config.to_str().unwrap()),
-    ];
-    let mut first = ChildService::spawn("sage-extractor", &["--once"], &env);
+    let s = setup(slow_org(workers, 40, 80, 20)).await;
+    let mut first = s.spawn_binary(&["--once"], None);
     let before = wait_for_pages(&s.bus, ID, 8).await;
     first.kill();
     // What the dead extractor published after its last checkpoint is on the stream too.
@@ -45,7 +26,7 @@ async fn a_killed_extractor_resumes_its_run_without_losing_or_duplicating_worker
     assert_eq!(at_kill.run_id, before.run_id);
     assert!(at_kill.published < workers, "killed too late: {at_kill:?}");
 
-    let mut second = ChildService::spawn("sage-extractor", &["--once"], &env);
+    let mut second = s.spawn_binary(&["--once"], None);
     let status = tokio::task::spawn_blocking(move || second.wait())
         .await
         .unwrap()
@@ -59,14 +40,7 @@ async fn a_killed_extractor_resumes_its_run_without_losing_or_duplicating_worker
 
 #[tokio::test]
 async fn a_refused_checkpoint_marker_restarts_the_listing_and_publishes_nothing_twice() {
-    let s = setup(SageConfig {
-        faults: SageFaults {
-            latency_ms: 10,
-            ..SageFaults::default()
-        },
-        ..org(1000, 40, 60)
-    })
-    .await;
+    let s = setup(slow_org(1000, 40, 60, 10)).await;
     let extraction = s.extraction(ID);
     let cancel = CancellationToken::new();
     let running = tokio::spawn({

@@ -78,13 +78,13 @@ async fn nats_restarts_mid_run_and_the_same_run_completes_without_a_trigger() {
     wait_for_pages(&s.bus, ID, 3).await;
 
     // One short restart and one longer than the lease TTL, mid-publish.
-    s.nats.kill();
+    s.nats.server().kill();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    s.nats.restart();
+    s.nats.server().restart();
     wait_for_pages(&s.bus, ID, 6).await;
-    s.nats.kill();
+    s.nats.server().kill();
     tokio::time::sleep(Duration::from_secs(6)).await;
-    s.nats.restart();
+    s.nats.server().restart();
 
     let record = in_state(
         &s.bus,

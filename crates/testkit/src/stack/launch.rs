@@ -1,0 +1,269 @@
+//! Starting the service binaries against a [`Deployment`]: one builder for both programs, so
+//! that the environment a service gets (NATS, the simulator's URL and credentials, a port-0
+//! HTTP listener, the replica name, the configuration file, the control plane) is written once.
+
+use std::process::{Command, ExitStatus, Stdio};
+
+use super::{CONTROL_TOKEN, Deployment, tls_dir};
+use crate::{ChildService, bin_path};
+
+/// Which service binary a [`Launch`] starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Program {
+    Loader,
+    Extractor,
+}
+
+impl Program {
+    fn binary(self) -> &'static str {
+        match self {
+            Program::Loader => "oomnitza-loader",
+            Program::Extractor => "sage-extractor",
+        }
+    }
+}
+
+/// How a service is started: kept by a [`super::Replica`] to start it again the same way.
+#[derive(Clone, Debug)]
+pub(crate) struct Spec {
+    program: Program,
+    name: Option<String>,
+    args: Vec<String>,
+    config: Option<String>,
+    http: Option<u16>,
+    control: Option<u16>,
+    tls: bool,
+    env: Vec<(String, String)>,
+}
+
+/// A service binary about to be started against a deployment; see [`Deployment::loader`] and
+/// [`Deployment::extractor`].
+pub struct Launch<'a> {
+    d: &'a Deployment,
+    spec: Spec,
+}
+
+impl Deployment {
+    /// `oomnitza-loader` as replica `name` (`PEOPLESYNC_REPLICA`), not started yet.
+    pub fn loader(&self, name: &str) -> Launch<'_> {
+        Launch::new(self, Program::Loader).named(name)
+    }
+
+    /// `sage-extractor` (as a service unless [`Launch::once`] runs it), not started yet.
+    pub fn extractor(&self) -> Launch<'_> {
+        Launch::new(self, Program::Extractor)
+    }
+
+    /// Starts a loader replica with `config` (TOML) as its `--config` file.
+    pub fn loader_with(&self, name: &str, config: &str) -> ChildService {
+        self.loader(name).config(config).spawn()
+    }
+
+    /// Runs `sage-extractor --once` to completion and returns its exit status.
+    pub fn extract_once(&self) -> ExitStatus {
+        self.extractor().once().0
+    }
+
+    /// Runs `sage-extractor --once` and returns the run id it reports.
+    pub fn extract_run(&self) -> String {
+        self.extract_run_with(&[])
+    }
+
+    /// [`Deployment::extract_run`] with `extra` environment variables.
+    pub fn extract_run_with(&self, extra: &[(&str, &str)]) -> String {
+        let (status, stdout) = self.extractor().envs(extra).once();
+        assert!(status.success(), "sage-extractor --once failed: {status}");
+        stdout
+            .lines()
+            .find_map(|l| {
+                l.split(" run ")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| panic!("no run id in {stdout:?}"))
+    }
+
+    /// `sage-extractor --once` with this deployment's environment, not started yet.
+    pub fn extractor_command(&self) -> std::io::Result<Command> {
+        let mut command = self.extractor().args(&["--once"]).command();
+        command.stderr(Stdio::null());
+        Ok(command)
+    }
+}
+
+impl<'a> Launch<'a> {
+    fn new(d: &'a Deployment, program: Program) -> Launch<'a> {
+        Launch {
+            d,
+            spec: Spec {
+                program,
+                name: None,
+                args: Vec::new(),
+                config: None,
+                http: None,
+                control: None,
+                tls: false,
+                env: Vec::new(),
+            },
+        }
+    }
+
+    pub(crate) fn again(d: &'a Deployment, spec: Spec) -> Launch<'a> {
+        Launch { d, spec }
+    }
+
+    /// The replica name (`PEOPLESYNC_REPLICA`); also names its configuration file.
+    pub fn named(mut self, name: &str) -> Self {
+        self.spec.name = Some(name.to_owned());
+        self
+    }
+
+    /// Command-line arguments.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.spec.args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    /// `config` (TOML) as the service's configuration file: the loader's `--config`, the
+    /// extractor's `PEOPLESYNC_EXTRACTOR_CONFIG`.
+    pub fn config(mut self, config: &str) -> Self {
+        self.spec.config = Some(config.to_owned());
+        self
+    }
+
+    /// Serves `/metrics`, `/healthz` and `/readyz` on `port` (else on a port of its own choosing).
+    pub fn http(mut self, port: u16) -> Self {
+        self.spec.http = Some(port);
+        self
+    }
+
+    /// Serves the control plane on `port` with bearer token [`CONTROL_TOKEN`] (the loader).
+    pub fn control(mut self, port: u16) -> Self {
+        self.spec.control = Some(port);
+        self
+    }
+
+    /// Serves the control plane over TLS with the certificate in [`tls_dir`].
+    pub fn tls(mut self) -> Self {
+        self.spec.tls = true;
+        self
+    }
+
+    /// One more environment variable; it wins over the deployment's value of the same name.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.spec.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// More environment variables, as [`Launch::env`].
+    pub fn envs(self, pairs: &[(&str, &str)]) -> Self {
+        pairs.iter().fold(self, |launch, (k, v)| launch.env(k, v))
+    }
+
+    /// Starts the service; it is killed when the handle is dropped.
+    pub fn spawn(self) -> ChildService {
+        let (args, env) = self.prepare();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        ChildService::spawn(self.spec.program.binary(), &args, &env)
+    }
+
+    /// Starts the service as a [`super::Replica`] that can be started again the same way.
+    pub(crate) fn spawn_replica(self) -> (ChildService, Spec) {
+        let spec = self.spec.clone();
+        (self.spawn(), spec)
+    }
+
+    /// The command that would start the service, for a test that runs it itself.
+    pub fn command(&self) -> Command {
+        let (args, env) = self.prepare();
+        let mut command = Command::new(bin_path(self.spec.program.binary()));
+        command.args(args).envs(env);
+        command
+    }
+
+    /// Runs the service with `--once` to completion (its stderr discarded): the exit status and
+    /// what it printed.
+    pub fn once(self) -> (ExitStatus, String) {
+        let output = self
+            .args(&["--once"])
+            .command()
+            .stderr(Stdio::null())
+            .output()
+            .expect("run the service once");
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    }
+
+    /// The arguments and environment of the service; writes its configuration file.
+    fn prepare(&self) -> (Vec<String>, Vec<(String, String)>) {
+        let d = self.d;
+        let spec = &self.spec;
+        let mut args = spec.args.clone();
+        let mut env: Vec<(String, String)> = vec![
+            ("NATS_URL".into(), d.nats.url().into()),
+            (
+                "PEOPLESYNC_STREAM_REPLICAS".into(),
+                d.nats.replicas().to_string(),
+            ),
+        ];
+        match spec.program {
+            Program::Loader => env.extend([
+                ("OOMNITZA_URL".into(), d.oomnitza.url()),
+                (
+                    "OOMNITZA_API_TOKEN".into(),
+                    d.oomnitza_config.api_token.clone(),
+                ),
+            ]),
+            Program::Extractor => env.extend([
+                ("SAGE_PEOPLE_LOGIN_URL".into(), d.sage.url()),
+                (
+                    "SAGE_PEOPLE_CLIENT_ID".into(),
+                    d.sage_config.client_id.clone(),
+                ),
+                (
+                    "SAGE_PEOPLE_CLIENT_SECRET".into(),
+                    d.sage_config.client_secret.clone(),
+                ),
+            ]),
+        }
+        // Several services per test: never the fixed default port.
+        let http = spec
+            .http
+            .map_or_else(|| "127.0.0.1:0".to_owned(), |p| format!("127.0.0.1:{p}"));
+        env.push(("PEOPLESYNC_HTTP_LISTEN".into(), http));
+        env.push(("RUST_LOG".into(), "info".into()));
+        if let Some(name) = &spec.name {
+            env.push(("PEOPLESYNC_REPLICA".into(), name.clone()));
+        }
+        if let Some(config) = &spec.config {
+            let file = spec.name.as_deref().unwrap_or(spec.program.binary());
+            let path = d.dir.path().join(format!("{file}.toml"));
+            std::fs::write(&path, config).expect("the service's configuration file");
+            let path = path.to_string_lossy().into_owned();
+            match spec.program {
+                Program::Loader => args.extend(["--config".to_owned(), path]),
+                Program::Extractor => env.push(("PEOPLESYNC_EXTRACTOR_CONFIG".into(), path)),
+            }
+        }
+        if let Some(port) = spec.control {
+            env.push(("CONTROL_LISTEN".into(), format!("127.0.0.1:{port}")));
+            env.push(("PEOPLESYNC_CONTROL_TOKEN".into(), CONTROL_TOKEN.into()));
+        }
+        if spec.tls {
+            for (key, file) in [
+                ("CONTROL_TLS_CERT_FILE", "server.pem"),
+                ("CONTROL_TLS_KEY_FILE", "server.key"),
+            ] {
+                let path = tls_dir().join(file).display().to_string();
+                env.push((key.into(), path));
+            }
+        }
+        env.extend(spec.env.iter().cloned());
+        (args, env)
+    }
+}

@@ -1,0 +1,273 @@
+//! `syncctl check`: a healthy stack passes line by line; each misconfiguration is named with
+//! how to fix it; no extractor is unreachable, not misconfigured.
+
+use super::*;
+
+/// `syncctl check --output json`, once the extractor answers commands (until then the Sage
+/// People side is reported unreachable as a whole).
+async fn check(stack: &Stack) -> (Ran, Value) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ran = syncctl(stack, &["check", "--output", "json"]);
+        let report = ran.json();
+        let extractor_missing = report["checks"]
+            .as_array()
+            .is_some_and(|checks| checks.iter().any(|c| c["name"] == "sage_people"));
+        if !extractor_missing || tokio::time::Instant::now() >= deadline {
+            return (ran, report);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The check line `name` of a report.
+fn check_line<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("no check {name} in {report:#}"))
+}
+
+/// Asserts that check `name` failed as `outcome`, naming every one of `hints`.
+fn assert_check(report: &Value, name: &str, outcome: &str, hints: &[&str]) {
+    let line = check_line(report, name);
+    assert_eq!(line["outcome"], outcome, "{name}: {report:#}");
+    let detail = line["detail"].as_str().unwrap_or_default();
+    for hint in hints {
+        assert!(
+            detail.contains(hint),
+            "{name} should mention {hint:?}: {detail}"
+        );
+    }
+}
+
+/// Starts a stack with `options` and runs `syncctl check`, which must exit 7
+/// (misconfigured); returns its report.
+async fn misconfigured(options: Options) -> Value {
+    let stack = Stack::start(options).await;
+    let (ran, report) = check(&stack).await;
+    assert_eq!(ran.code, 7, "{report:#}");
+    report
+}
+
+/// Stores `text` as the integration config without validation, as an older peoplesync (or a
+/// hand edit in KV) could have.
+async fn store_raw_config(stack: &Stack, text: &str) {
+    stack
+        .bus()
+        .await
+        .config_kv()
+        .put(INTEGRATION, text.to_owned().into_bytes().into())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_passes_a_healthy_stack_line_by_line_and_exits_zero() {
+    let stack = Stack::start(Options::default()).await;
+    let (ran, report) = check(&stack).await;
+    assert_eq!(ran.code, 0, "{report:#}\n{}", ran.stderr);
+    assert_eq!(report["verdict"], "ready");
+    for name in [
+        "nats",
+        "config",
+        "sage_people.token",
+        "sage_people.page",
+        "sage_people.fields",
+        "oomnitza.token",
+        "oomnitza.fields",
+    ] {
+        assert_check(&report, name, "passed", &[]);
+    }
+    assert_check(
+        &report,
+        "oomnitza.role",
+        "not_checkable",
+        &["publishes no read of user roles"],
+    );
+    assert_eq!(
+        stack.oomnitza.users().len(),
+        0,
+        "the field probe is a test run and creates no user"
+    );
+    let text = syncctl(&stack, &["check"]);
+    assert_eq!(text.code, 0);
+    assert!(
+        text.stdout.contains("ok   sage_people.token"),
+        "{}",
+        text.stdout
+    );
+    assert!(text.stdout.contains("ready"), "{}", text.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_what_is_wrong_in_the_stored_config_and_how_to_fix_it() {
+    let stack = Stack::start(Options::default()).await;
+    let base = default_toml();
+    let schedule = |text: &str| {
+        let replaced = base.replacen("every = \"24h\"\nat = \"02:00\"", text, 1);
+        assert_ne!(replaced, base, "the default schedule is every/at");
+        replaced
+    };
+    let bad_cron = schedule("cron = \"0 25 * * *\"");
+    let cases = [
+        (
+            "bad cron",
+            bad_cron.clone(),
+            "config",
+            vec![
+                "schedule.cron",
+                "is not a cron expression",
+                "syncctl integration put",
+            ],
+        ),
+        (
+            "bad time zone",
+            schedule("at = \"02:00\"\ntimezone = \"Europe/Londres\""),
+            "config",
+            vec!["schedule.timezone", "IANA time zone"],
+        ),
+        (
+            "bad filter",
+            base.replacen(
+                "credentials = ",
+                "source_filter = \"workAddress.country equals 'France'\"\ncredentials = ",
+                1,
+            ),
+            "config",
+            vec!["source_filter", "character"],
+        ),
+        (
+            "unknown custom field id",
+            format!("{base}\n[[mapping]]\nfield = \"CUSTOM_BADGE_NUMBER\"\nsource = \"ID\"\n"),
+            "oomnitza.fields",
+            vec!["CUSTOM_BADGE_NUMBER", "create the custom field"],
+        ),
+        (
+            "additional field not in the field set",
+            base.replacen(
+                "credentials = ",
+                "additional_fields = [\"Badge Number\"]\ncredentials = ",
+                1,
+            ),
+            "sage_people.fields",
+            vec!["Badge Number", "Employee API Additional Fields"],
+        ),
+    ];
+    for (case, text, name, hints) in cases {
+        store_raw_config(&stack, &text).await;
+        let (ran, report) = check(&stack).await;
+        assert_eq!(ran.code, 7, "{case}: exit 7 (misconfigured): {report:#}");
+        assert_eq!(report["verdict"], "misconfigured", "{case}");
+        assert_check(&report, name, "misconfigured", &hints);
+    }
+
+    // A run refused for a configuration error exits 7 (misconfigured), not 5 (unavailable).
+    store_raw_config(&stack, &bad_cron).await;
+    let ran = syncctl(&stack, &["run"]);
+    assert_eq!(ran.code, 7, "{}\n{}", ran.stdout, ran.stderr);
+    assert!(ran.stderr.contains("schedule"), "{}", ran.stderr);
+    // Such configs are refused when validated or stored through the control plane.
+    let validated = syncctl_stdin(&stack, &["integration", "validate", "-"], &bad_cron);
+    assert_eq!(
+        validated.code, 2,
+        "{}{}",
+        validated.stdout, validated.stderr
+    );
+    assert!(
+        validated.stdout.contains("schedule.cron"),
+        "{}",
+        validated.stdout
+    );
+    let stored = syncctl_stdin(&stack, &["integration", "put", "-", "--force"], &bad_cron);
+    assert_ne!(stored.code, 0, "{}", stored.stdout);
+    assert!(stored.stderr.contains("schedule.cron"), "{}", stored.stderr);
+    // A field id Oomnitza does not know is refused when stored, naming it.
+    let unknown_field =
+        format!("{base}\n[[mapping]]\nfield = \"CUSTOM_BADGE_NUMBER\"\nsource = \"ID\"\n");
+    let stored = syncctl_stdin(
+        &stack,
+        &["integration", "put", "-", "--force"],
+        &unknown_field,
+    );
+    assert_ne!(stored.code, 0, "{}", stored.stdout);
+    assert!(
+        stored.stderr.contains("CUSTOM_BADGE_NUMBER") && stored.stderr.contains("not stored"),
+        "{}",
+        stored.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_a_wrong_sage_people_secret() {
+    let report = misconfigured(Options {
+        sage_secret: Some("not-the-secret".into()),
+        ..Options::default()
+    })
+    .await;
+    assert_check(
+        &report,
+        "sage_people.token",
+        "misconfigured",
+        &["consumer secret", "External Client App"],
+    );
+    assert_check(&report, "sage_people.page", "not_checkable", &[]);
+    assert_check(&report, "oomnitza.token", "passed", &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_a_missing_field_permission() {
+    let report = misconfigured(Options {
+        sage_faults: SageFaults {
+            config_error: Some("INACCESSIBLE_FIELD".into()),
+            config_error_target: Some("fHCM2__Team_Member__c.fHCM2__Department__c".into()),
+            ..SageFaults::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    assert_check(&report, "sage_people.token", "passed", &[]);
+    for name in ["sage_people.page", "sage_people.fields"] {
+        assert_check(
+            &report,
+            name,
+            "misconfigured",
+            &[
+                "fHCM2__Team_Member__c.fHCM2__Department__c",
+                "field-level security",
+            ],
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_a_wrong_oomnitza_token() {
+    let report = misconfigured(Options {
+        oomnitza_token: Some("not-the-token".into()),
+        ..Options::default()
+    })
+    .await;
+    assert_check(
+        &report,
+        "oomnitza.token",
+        "misconfigured",
+        &["OOMNITZA_API_TOKEN"],
+    );
+    assert_check(&report, "oomnitza.fields", "not_checkable", &[]);
+    assert_check(&report, "sage_people.page", "passed", &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_without_an_extractor_is_unreachable_not_misconfigured() {
+    let stack = Stack::without_extractor().await;
+    let ran = syncctl(&stack, &["check", "--output", "json"]);
+    let report = ran.json();
+    assert_eq!(ran.code, 5, "{report:#}");
+    assert_eq!(report["verdict"], "unreachable");
+    assert_check(
+        &report,
+        "sage_people",
+        "unreachable",
+        &["no extractor is answering"],
+    );
+}

@@ -1,0 +1,255 @@
+//! Dead letters over the control plane: listed and filtered, summarized, purged, and replayed
+//! after a fix; the integration's status at a glance.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
+    let workers = workers_with_missing_emails(3);
+    let stack = Stack::with_workers(workers).await;
+    let mut client = stack.client().await;
+    let (with_email, without_email) = stack.workers_by_email(workers);
+    assert_eq!(without_email.len(), 3);
+
+    let run = trigger(&mut client).await;
+    watch_to_end(&mut client, &run.run_id).await;
+    let selector = |f: &dyn Fn(&mut pb::DeadLetterSelector)| {
+        let mut s = pb::DeadLetterSelector {
+            integration_id: INTEGRATION.into(),
+            ..Default::default()
+        };
+        f(&mut s);
+        Some(s)
+    };
+    let base = client.clone();
+    let list = move |selector: Option<pb::DeadLetterSelector>, limit: u32, after: u64| {
+        let mut client = base.clone();
+        async move {
+            client
+                .list_dead_letters(pb::ListDeadLettersRequest {
+                    selector,
+                    limit,
+                    after_sequence: after,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+
+    let all = list(selector(&|_| {}), 0, 0).await;
+    assert_eq!(all.letters.len(), without_email.len());
+    assert_eq!(all.held, without_email.len() as u64);
+    assert_eq!(all.next_after_sequence, 0);
+    let mut lettered: Vec<String> = all.letters.iter().map(|l| l.worker_id.clone()).collect();
+    lettered.sort();
+    let mut expected: Vec<String> = without_email
+        .iter()
+        .map(|i| generate::worker_id(*i))
+        .collect();
+    expected.sort();
+    assert_eq!(lettered, expected);
+    for letter in &all.letters {
+        assert_eq!(letter.run_id, run.run_id);
+        assert_eq!(letter.stage, "pipeline");
+        assert!(letter.at.is_some());
+        assert_eq!(letter.runs_seen, 1);
+        assert_eq!(letter.first_run_id, run.run_id);
+        assert_eq!(letter.first_seen, letter.at);
+    }
+
+    // A second run refuses the same workers for the same reasons: still one letter each,
+    // now seen in two runs, with the second run's details.
+    let second = trigger(&mut client).await;
+    watch_to_end(&mut client, &second.run_id).await;
+    let again = list(selector(&|_| {}), 0, 0).await;
+    assert_eq!(
+        again.letters.len(),
+        without_email.len(),
+        "one letter per worker"
+    );
+    assert_eq!(again.held, without_email.len() as u64);
+    for letter in &again.letters {
+        assert_eq!(letter.runs_seen, 2, "{letter:?}");
+        assert_eq!(letter.run_id, second.run_id);
+        assert_eq!(letter.first_run_id, run.run_id);
+        let before = all
+            .letters
+            .iter()
+            .find(|l| l.worker_id == letter.worker_id)
+            .unwrap();
+        assert_eq!(letter.first_seen, before.at);
+        assert!(letter.sequence > before.sequence);
+    }
+    let all = again;
+    let by_run = list(selector(&|s| s.run_id = run.run_id.clone()), 0, 0).await;
+    assert_eq!(by_run.letters.len(), without_email.len());
+    let by_reason = list(selector(&|s| s.reason_contains = "is EMPTY".into()), 0, 0).await;
+    assert_eq!(
+        by_reason.letters.len(),
+        without_email.len(),
+        "reasons match case-insensitively"
+    );
+    assert!(
+        list(
+            selector(&|s| s.reason_contains = "no such reason".into()),
+            0,
+            0
+        )
+        .await
+        .letters
+        .is_empty()
+    );
+    assert!(
+        list(selector(&|s| s.run_id = "other-run".into()), 0, 0)
+            .await
+            .letters
+            .is_empty()
+    );
+    let page = list(selector(&|_| {}), 1, 0).await;
+    assert_eq!(page.letters.len(), 1);
+    assert_eq!(page.next_after_sequence, page.letters[0].sequence);
+    let next = list(selector(&|_| {}), 1, page.next_after_sequence).await;
+    assert_eq!(next.letters[0].sequence, all.letters[1].sequence);
+
+    // Destructive calls need a selection.
+    let status = client
+        .replay_dead_letters(pb::ReplayDeadLettersRequest {
+            selector: selector(&|_| {}),
+            limit: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("`all`"), "{}", status.message());
+
+    // Counted by reason; a dry run counts what a purge would take and takes nothing.
+    let summary = client
+        .summarize_dead_letters(pb::SummarizeDeadLettersRequest {
+            selector: selector(&|_| {}),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.total, without_email.len() as u64);
+    assert!(!summary.truncated);
+    assert_eq!(
+        summary.reasons.iter().map(|r| r.count).sum::<u64>(),
+        summary.total
+    );
+    assert!(
+        summary
+            .reasons
+            .iter()
+            .all(|r| r.stage == "pipeline" && !r.reason.is_empty())
+    );
+    let dry = client
+        .purge_dead_letters(pb::PurgeDeadLettersRequest {
+            selector: selector(&|s| s.all = true),
+            dry_run: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(dry.purged, without_email.len() as u64);
+    assert_eq!(
+        list(selector(&|_| {}), 0, 0).await.letters.len(),
+        without_email.len(),
+        "a dry run purges nothing"
+    );
+
+    // The status shows the integration at a glance: the last run, the letters by reason, the
+    // loader replica, the scheduler, and a pause with its reason.
+    let now = status_of(&mut client).await;
+    assert_eq!(now.last_run.as_ref().unwrap().run_id, second.run_id);
+    assert_eq!(
+        now.dead_letters.as_ref().unwrap().total,
+        without_email.len() as u64
+    );
+    assert!(now.loaders.iter().any(|l| l.name == "loader-1"), "{now:?}");
+    assert!(!now.scheduler_leader.is_empty(), "{now:?}");
+    assert!(now.config_revision > 0 && !now.schedule.is_empty() && now.next_run_at.is_some());
+    assert_eq!((now.events_waiting, now.removals_held), (0, 0));
+    assert!(
+        !now.pause.as_ref().unwrap().paused && now.problems.is_empty(),
+        "{now:?}"
+    );
+    client
+        .pause(pb::PauseRequest {
+            integration_id: INTEGRATION.into(),
+            by: "ops".into(),
+            reason: "maintenance window".into(),
+        })
+        .await
+        .unwrap();
+    let paused = status_of(&mut client).await;
+    let pause = paused.pause.unwrap();
+    assert!(pause.paused && pause.reason == "maintenance window" && pause.by == "ops");
+    assert_eq!(paused.refused_config_revision, 0);
+    client
+        .resume(pb::ResumeRequest {
+            integration_id: INTEGRATION.into(),
+            by: "ops".into(),
+        })
+        .await
+        .unwrap();
+
+    // Purge one letter by sequence.
+    let purged_letter = all.letters[0].clone();
+    let purged = client
+        .purge_dead_letters(pb::PurgeDeadLettersRequest {
+            selector: selector(&|s| s.sequences = vec![purged_letter.sequence]),
+            dry_run: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(purged.purged, 1);
+    assert_eq!(
+        list(selector(&|_| {}), 0, 0).await.letters.len(),
+        without_email.len() - 1
+    );
+
+    // Fix the config, then replay the rest of the run's letters: they load in a replay run.
+    let stored = get_config(&mut client).await;
+    put_config(&mut client, fixed_toml(), stored.revision)
+        .await
+        .unwrap();
+    let replay = client
+        .replay_dead_letters(pb::ReplayDeadLettersRequest {
+            selector: selector(&|s| s.run_id = run.run_id.clone()),
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replay.replayed, without_email.len() as u64 - 1);
+    assert!(replay.failures.is_empty() && !replay.more);
+    assert_ne!(replay.run_id, run.run_id);
+    let replayed = watch_to_end(&mut client, &replay.run_id).await;
+    let last = replayed.last().unwrap();
+    assert_eq!(last.trigger, "replay");
+    assert_eq!(last.published, replay.replayed);
+    assert_eq!(counts(last).written, replay.replayed);
+    assert_eq!(last.outcome(), pb::RunOutcome::Succeeded);
+    assert!(list(selector(&|_| {}), 0, 0).await.letters.is_empty());
+    let stored = stack.stored_emails();
+    assert_eq!(stored.len(), with_email.len() + without_email.len() - 1);
+    assert!(
+        !stored
+            .iter()
+            .any(|e| e.starts_with(&purged_letter.worker_id.to_lowercase())),
+        "the purged letter was not replayed"
+    );
+
+    // Purge everything that is left: nothing.
+    let purged = client
+        .purge_dead_letters(pb::PurgeDeadLettersRequest {
+            selector: selector(&|s| s.all = true),
+            dry_run: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(purged.purged, 0);
+}

@@ -1,0 +1,158 @@
+//! Runs over the control plane: trigger, watch to the end, get and list with counts, and a
+//! full run (resend all) that puts hand edits in Oomnitza right.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_triggered_run_is_watched_to_its_end_and_listed_with_its_counts() {
+    let workers = 60;
+    let stack = Stack::start(Options {
+        workers,
+        // Slow pages, so that the run is still going when it is triggered again.
+        sage_faults: SageFaults {
+            latency_ms: 150,
+            ..SageFaults::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let mut client = stack.client().await;
+
+    let started = trigger(&mut client).await;
+    let again = trigger(&mut client).await;
+    assert_eq!(again.run_id, started.run_id);
+    assert!(again.already_running);
+
+    let updates = watch_to_end(&mut client, &started.run_id).await;
+    assert!(updates.len() >= 2, "progress was streamed: {updates:?}");
+    for pair in updates.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        assert!(b.published >= a.published, "published never goes back");
+        let done = |r: &pb::Run| r.published + r.removed - r.pending;
+        assert!(done(b) >= done(a), "accounted events never go back");
+    }
+    let last = updates.last().unwrap();
+    assert!(last.done && last.counts_final);
+    assert_eq!(last.published, workers);
+    assert_eq!(last.pending, 0);
+    let c = counts(last);
+    assert_eq!(
+        c.written + c.unchanged + c.filtered + c.dead_lettered,
+        workers,
+        "published = written + unchanged + filtered + dead-lettered"
+    );
+    let (with_email, without_email) = stack.workers_by_email(workers);
+    assert_eq!(c.written, with_email.len() as u64);
+    assert_eq!(c.dead_lettered, without_email.len() as u64);
+    let expected_outcome = if without_email.is_empty() {
+        pb::RunOutcome::Succeeded
+    } else {
+        pb::RunOutcome::SucceededWithDeadLetters
+    };
+    assert_eq!(last.outcome(), expected_outcome);
+    assert_eq!(
+        last.finalize.clone().unwrap().state(),
+        pb::FinalizeState::Finalized
+    );
+    assert_eq!(last.finalize.clone().unwrap().by, "loader-1");
+
+    let got = get_run(&mut client, started.run_id.clone()).await.unwrap();
+    assert_eq!(&got, last);
+    let history = client
+        .list_runs(pb::ListRunsRequest {
+            integration_id: INTEGRATION.into(),
+            limit: 5,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        history.runs.first().map(|r| &r.run_id),
+        Some(&started.run_id)
+    );
+    assert_eq!(history.runs[0].outcome(), expected_outcome);
+    assert_eq!(counts(&history.runs[0]), c);
+
+    let status = get_run(&mut client, "no-such-run".into())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(
+        status.message().contains("no-such-run"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_edits_in_oomnitza_are_put_right_by_a_full_run_and_by_sync_worker() {
+    let workers = 30;
+    let stack = Stack::with_workers(workers).await;
+    let mut client = stack.client().await;
+    let first = trigger(&mut client).await;
+    let first = watch_to_end(&mut client, &first.run_id).await;
+    let written = counts(first.last().unwrap()).written;
+    assert!(written > 0);
+
+    // Someone edits two users by hand in Oomnitza.
+    let edit = |n: usize| {
+        let mut user = stack.oomnitza.users()[n].clone();
+        user.insert("POSITION".into(), Value::from("Edited by hand"));
+        stack.oomnitza.insert_user(user);
+    };
+    let edited = |n: usize| {
+        stack.oomnitza.users()[n].get("POSITION") == Some(&Value::from("Edited by hand"))
+    };
+    edit(0);
+    edit(1);
+
+    // A normal run sends nothing unchanged, so the edits stay.
+    let normal = trigger(&mut client).await;
+    let normal = watch_to_end(&mut client, &normal.run_id).await;
+    assert_eq!(counts(normal.last().unwrap()).written, 0);
+    assert!(edited(0) && edited(1));
+
+    // A full run sends every record and puts them right.
+    let full = trigger_resending(&mut client, true).await;
+    let full = watch_to_end(&mut client, &full.run_id).await;
+    let last = full.last().unwrap();
+    assert!(last.resend_all);
+    assert_eq!(
+        counts(last).written,
+        written,
+        "every record sent and confirmed"
+    );
+    assert_eq!(counts(last).unchanged, 0);
+    let verification = last.verification.clone().unwrap();
+    assert_eq!(
+        verification.state(),
+        pb::VerificationState::Verified,
+        "{verification:?}"
+    );
+    assert!(!edited(0) && !edited(1), "the hand edits are undone");
+
+    // sync-worker always writes the worker, unchanged or not.
+    edit(0);
+    let email = stack.oomnitza.users()[0]["EMAIL"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let index = (0..workers)
+        .find(|i| {
+            stack.worker(*i)["emailAddress"]
+                .as_str()
+                .is_some_and(|e| e.trim().eq_ignore_ascii_case(&email))
+        })
+        .expect("the edited user's worker");
+    let synced = client
+        .sync_worker(pb::SyncWorkerRequest {
+            integration_id: INTEGRATION.into(),
+            worker_id: generate::worker_id(index),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let run = watch_to_end(&mut client, &synced.run_id).await;
+    assert_eq!(counts(run.last().unwrap()).written, 1);
+    assert!(!edited(0), "sync-worker put the user right");
+}
