@@ -208,18 +208,7 @@ impl Error {
         timeout: Duration,
         error: reqwest::Error,
     ) -> Self {
-        let detail = if error.is_timeout() {
-            format!(
-                "no complete answer within the {} s request timeout",
-                timeout.as_secs_f64()
-            )
-        } else if error.is_connect() {
-            "could not connect".to_owned()
-        } else if error.is_body() || error.is_decode() {
-            "the answer's body was cut off".to_owned()
-        } else {
-            "the connection failed".to_owned()
-        };
+        let detail = peoplesync_retry::transport::failure(&error, timeout);
         Error::new(
             ErrorKind::Transient,
             format!(
@@ -249,14 +238,9 @@ impl Error {
         this
     }
 
-    /// Rewrites a transient error once the read call's retries are spent.
-    pub(crate) fn exhausted(mut self, attempts: usize, elapsed: Duration) -> Self {
-        let noun = if attempts == 1 { "attempt" } else { "attempts" };
-        self.message = format!(
-            "{} (gave up after {attempts} {noun} over {:.1} s)",
-            self.message,
-            elapsed.as_secs_f64()
-        );
+    /// Replaces the operator-facing message, keeping the kind and the answer's details.
+    pub(crate) fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
         self
     }
 

@@ -118,18 +118,6 @@ impl Error {
         self
     }
 
-    /// Rewrites a retryable error once retries are spent, so the message tells how hard the
-    /// client tried.
-    pub(crate) fn exhausted(mut self, attempts: usize, elapsed: Duration) -> Self {
-        let noun = if attempts == 1 { "attempt" } else { "attempts" };
-        self.message = format!(
-            "{} (gave up after {attempts} {noun} over {:.1} s; retry the run later, its checkpoint is kept)",
-            self.message,
-            elapsed.as_secs_f64()
-        );
-        self
-    }
-
     /// A transport-level failure (connection refused or reset, timeout, body cut off) while
     /// `what` was sent to `host`.
     pub(crate) fn transport(
@@ -138,18 +126,7 @@ impl Error {
         timeout: Duration,
         error: reqwest::Error,
     ) -> Self {
-        let detail = if error.is_timeout() {
-            format!(
-                "no complete answer within the {} s request timeout",
-                timeout.as_secs_f64()
-            )
-        } else if error.is_connect() {
-            "could not connect".to_owned()
-        } else if error.is_body() || error.is_decode() {
-            "the answer's body was cut off".to_owned()
-        } else {
-            "the connection failed".to_owned()
-        };
+        let detail = peoplesync_retry::transport::failure(&error, timeout);
         Error::new(
             ErrorKind::Transient,
             format!("{what} at {host} failed: {detail}"),
@@ -163,21 +140,6 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exhausted_keeps_the_kind_and_says_how_hard_it_tried() {
-        let error = Error::new(ErrorKind::Transient, "listing employees at h failed")
-            .with_status(503)
-            .exhausted(6, Duration::from_millis(12_340));
-        assert_eq!(error.kind(), ErrorKind::Transient);
-        assert_eq!(error.status(), Some(503));
-        let message = error.to_string();
-        assert!(message.contains("6 attempts over 12.3 s"), "{message}");
-        assert!(
-            message.starts_with("listing employees at h failed"),
-            "{message}"
-        );
-    }
 
     #[test]
     fn only_transient_and_invalid_response_are_retried() {
