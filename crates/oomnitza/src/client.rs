@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use peoplesync_retry::retry_call;
+use peoplesync_retry::transport::{self, NoAnswer};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::de::DeserializeOwned;
@@ -24,9 +25,6 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
-
-/// Connection set-up gets at most this long, within the request timeout.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A client of one Oomnitza tenant.
 ///
@@ -103,16 +101,7 @@ impl OomnitzaClient {
         base.set_query(None);
         let host = base.host_str().unwrap_or_default().to_owned();
         let auth = Authenticator::new(&config.auth, &base, &host)?;
-        // Proxies come from HTTPS_PROXY / HTTP_PROXY / NO_PROXY (reqwest's default); roots are
-        // the OS store, the built-in public roots and any private CA configured.
-        let mut http = reqwest::Client::builder();
-        for root in &config.extra_roots {
-            http = http.add_root_certificate(root.clone());
-        }
-        let http = http
-            .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout.min(CONNECT_TIMEOUT))
-            .user_agent(concat!("peoplesync/", env!("CARGO_PKG_VERSION")))
+        let http = transport::client_builder(&config.extra_roots, config.request_timeout)
             // A redirect would turn a bulk POST into a GET without its body (and could carry the
             // Authorization2 token to another host): answer it as it is instead.
             .redirect(reqwest::redirect::Policy::none())
@@ -201,7 +190,8 @@ impl OomnitzaClient {
         build: &impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<(u16, Option<Duration>, Bytes), Error> {
         let inner = &*self.inner;
-        let transport = |error| Error::transport(&inner.host, what, inner.timeout, error);
+        let transport =
+            |error| Error::transport(&inner.host, what, NoAnswer::new(error, inner.timeout));
         let mut request = build(&inner.http).header(AUTH_HEADER, credential.token.clone());
         if let Some(csrf) = &credential.csrf {
             request = request.header(CSRF_HEADER, csrf.clone());

@@ -7,6 +7,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use peoplesync_retry::transport::NoAnswer;
+
 /// Longest body excerpt kept on an error, in characters.
 pub const BODY_EXCERPT_CHARS: usize = 500;
 
@@ -202,21 +204,11 @@ impl Error {
     }
 
     /// A transport-level failure (connection refused or reset, timeout, body cut off).
-    pub(crate) fn transport(
-        host: &str,
-        what: &str,
-        timeout: Duration,
-        error: reqwest::Error,
-    ) -> Self {
-        let detail = peoplesync_retry::transport::failure(&error, timeout);
-        Error::new(
-            ErrorKind::Transient,
-            format!(
-                "{what} at Oomnitza {host} failed: {detail}; the request can be sent again later"
-            ),
-        )
-        // Query strings carry user filters; keep URLs out of errors and logs.
-        .with_source(error.without_url())
+    pub(crate) fn transport(host: &str, what: &str, failure: NoAnswer) -> Self {
+        let message = format!(
+            "{what} at Oomnitza {host} failed: {failure}; the request can be sent again later"
+        );
+        Error::new(ErrorKind::Transient, message).with_source(failure.source)
     }
 
     /// A 2xx answer whose body is not the expected shape.

@@ -1,20 +1,65 @@
-//! What went wrong when a request got no complete answer (connection refused or reset, timeout,
-//! body cut off), in words an operator can act on. Every such failure is transient: both API
-//! clients word their messages with [`failure`] and retry them under the one policy.
+//! The HTTP plumbing both API clients share: how their connection pool is set up
+//! ([`client_builder`]), and what went wrong when a request got no complete answer (connection
+//! refused or reset, timeout, body cut off), in words an operator can act on ([`NoAnswer`]).
+//! Every such failure is transient: both clients retry it under the one policy.
 
+use std::fmt;
 use std::time::Duration;
 
-/// What happened to a request that got no complete answer within `timeout`, as a phrase for a
-/// message: `could not connect`, `the answer's body was cut off`, ...
-pub fn failure(error: &reqwest::Error, timeout: Duration) -> String {
-    describe(
-        Failed {
-            timeout: error.is_timeout(),
-            connect: error.is_connect(),
-            body: error.is_body() || error.is_decode(),
-        },
-        timeout,
-    )
+/// Connection set-up gets at most this long, within the request timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An HTTP client set up as every API client is: proxies from `HTTPS_PROXY` / `HTTP_PROXY` /
+/// `NO_PROXY` (reqwest's default); roots from the OS store, the built-in public roots and
+/// `extra_roots` (a private CA); each request bounded by `timeout`, connecting by at most 10 s
+/// of it; peoplesync's user agent. The caller adds what only it needs, then builds.
+pub fn client_builder(
+    extra_roots: &[reqwest::Certificate],
+    timeout: Duration,
+) -> reqwest::ClientBuilder {
+    let mut http = reqwest::Client::builder();
+    for root in extra_roots {
+        http = http.add_root_certificate(root.clone());
+    }
+    http.timeout(timeout)
+        .connect_timeout(timeout.min(CONNECT_TIMEOUT))
+        .user_agent(concat!("peoplesync/", env!("CARGO_PKG_VERSION")))
+}
+
+/// A request that got no complete answer within its timeout: what happened, as a phrase for a
+/// message (`could not connect`, `the answer's body was cut off`, ...), and reqwest's error as
+/// the source, without the URL: query strings carry filters and markers, and URLs stay out of
+/// errors and logs.
+#[derive(Debug)]
+pub struct NoAnswer {
+    /// What happened, as a phrase.
+    pub detail: String,
+    /// The lower-level cause, its URL removed.
+    pub source: reqwest::Error,
+}
+
+impl NoAnswer {
+    /// Reads reqwest's `error` for a request sent with `timeout`.
+    pub fn new(error: reqwest::Error, timeout: Duration) -> NoAnswer {
+        let detail = describe(
+            Failed {
+                timeout: error.is_timeout(),
+                connect: error.is_connect(),
+                body: error.is_body() || error.is_decode(),
+            },
+            timeout,
+        );
+        NoAnswer {
+            detail,
+            source: error.without_url(),
+        }
+    }
+}
+
+impl fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.detail)
+    }
 }
 
 /// Which stage of the request failed, as reqwest reports it.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use peoplesync_retry::retry_call;
+use peoplesync_retry::transport::{self, NoAnswer};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::ACCEPT;
 use secrecy::ExposeSecret;
@@ -29,9 +30,6 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 
 /// The other side, as the retry log names it.
 const SERVICE: &str = "Sage People";
-
-/// Connection set-up gets at most this long, within the request timeout.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A client of one org's Sage People Employees API.
 ///
@@ -92,16 +90,7 @@ impl SageClient {
     /// [`ErrorKind::Configuration`] on a malformed login URL or JWT private key.
     pub fn new(config: SageConfig) -> Result<SageClient, Error> {
         let tokens = TokenSource::new(&config)?;
-        // Proxies come from HTTPS_PROXY / HTTP_PROXY / NO_PROXY (reqwest's default); roots are
-        // the OS store, the built-in public roots and any private CA configured.
-        let mut http = reqwest::Client::builder();
-        for root in &config.extra_roots {
-            http = http.add_root_certificate(root.clone());
-        }
-        let http = http
-            .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout.min(CONNECT_TIMEOUT))
-            .user_agent(concat!("peoplesync/", env!("CARGO_PKG_VERSION")))
+        let http = transport::client_builder(&config.extra_roots, config.request_timeout)
             .build()
             .map_err(|error| {
                 Error::new(
@@ -229,7 +218,8 @@ impl SageClient {
                 ),
             )
         })?;
-        let transport = |error| Error::transport(host, call.what, inner.timeout, error);
+        let transport =
+            |error| Error::transport(host, call.what, NoAnswer::new(error, inner.timeout));
         let response = inner
             .http
             .get(url)

@@ -5,7 +5,8 @@
 //! Modelled on nats.rs's `Error<Kind>`: one struct, a `kind()` to match on, a source to chain.
 
 use std::fmt;
-use std::time::Duration;
+
+use peoplesync_retry::transport::NoAnswer;
 
 /// What the caller should do about a failed call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -120,20 +121,9 @@ impl Error {
 
     /// A transport-level failure (connection refused or reset, timeout, body cut off) while
     /// `what` was sent to `host`.
-    pub(crate) fn transport(
-        host: &str,
-        what: &str,
-        timeout: Duration,
-        error: reqwest::Error,
-    ) -> Self {
-        let detail = peoplesync_retry::transport::failure(&error, timeout);
-        Error::new(
-            ErrorKind::Transient,
-            format!("{what} at {host} failed: {detail}"),
-        )
-        // The URL carries only the marker and filter today; dropping it keeps any future
-        // query parameter out of logs.
-        .with_source(error.without_url())
+    pub(crate) fn transport(host: &str, what: &str, failure: NoAnswer) -> Self {
+        let message = format!("{what} at {host} failed: {failure}");
+        Error::new(ErrorKind::Transient, message).with_source(failure.source)
     }
 }
 
