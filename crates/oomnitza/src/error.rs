@@ -93,6 +93,9 @@ pub(crate) fn excerpt(body: &[u8]) -> Option<String> {
     (!text.is_empty()).then(|| text.chars().take(BODY_EXCERPT_CHARS).collect())
 }
 
+/// The lower-level cause an error chains as its source.
+type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A failed Oomnitza call. Its `Display` is the operator-facing message; it never contains a
 /// token or password.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +107,7 @@ pub struct Error {
     retry_after: Option<Duration>,
     body_excerpt: Option<String>,
     #[source]
-    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    source: Option<Cause>,
 }
 
 impl Error {
@@ -121,10 +124,7 @@ impl Error {
     }
 
     /// Chains the lower-level cause.
-    pub(crate) fn with_source(
-        mut self,
-        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
-    ) -> Self {
+    pub(crate) fn with_source(mut self, source: impl Into<Cause>) -> Self {
         self.source = Some(source.into());
         self
     }

@@ -21,15 +21,6 @@ use serde_json::{Map, Value, json};
 
 const PORTION: &str = "29f56f78-03ca-4e64-9ee3-c01758addc42";
 
-fn fast_retry() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 10,
-        initial_delay: Duration::from_millis(2),
-        max_delay: Duration::from_millis(20),
-        max_elapsed: Duration::from_secs(20),
-    }
-}
-
 async fn spawn() -> OomnitzaSim {
     OomnitzaSim::spawn(SimConfig::default())
         .await
@@ -59,7 +50,7 @@ fn password_client(sim: &OomnitzaSim) -> OomnitzaClient {
 
 fn client_with(sim: &OomnitzaSim, auth: OomnitzaAuth) -> OomnitzaClient {
     let mut config = OomnitzaConfig::new(sim.url(), auth);
-    config.retry = fast_retry();
+    config.retry = RetryPolicy::QUICK;
     config.request_timeout = Duration::from_secs(5);
     OomnitzaClient::new(config).expect("a valid configuration")
 }
@@ -590,7 +581,7 @@ mod reading {
         );
         config.retry = RetryPolicy {
             max_attempts: 3,
-            ..fast_retry()
+            ..RetryPolicy::QUICK
         };
         let error = OomnitzaClient::new(config)
             .unwrap()
@@ -889,7 +880,7 @@ mod private_ca {
         );
         config.retry = RetryPolicy {
             max_attempts: 1,
-            ..fast_retry()
+            ..RetryPolicy::QUICK
         };
         config.request_timeout = Duration::from_secs(5);
         config.extra_roots = roots;

@@ -34,6 +34,17 @@ pub struct RetryPolicy {
     pub max_elapsed: Duration,
 }
 
+impl RetryPolicy {
+    /// Ten attempts, 2 ms doubling to at most 20 ms apart, within 20 s: for tests against the
+    /// simulators, which should see a client retry without waiting for it.
+    pub const QUICK: RetryPolicy = RetryPolicy {
+        max_attempts: 10,
+        initial_delay: Duration::from_millis(2),
+        max_delay: Duration::from_millis(20),
+        max_elapsed: Duration::from_secs(20),
+    };
+}
+
 /// The delays between attempts of one call.
 #[derive(Debug)]
 pub struct Backoff {

@@ -51,6 +51,9 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// The lower-level cause an error chains as its source.
+type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A failed Sage People call. Its `Display` is the operator-facing message; it never contains
 /// a secret or a token.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +64,7 @@ pub struct Error {
     status: Option<u16>,
     code: Option<String>,
     #[source]
-    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    source: Option<Cause>,
 }
 
 impl Error {
@@ -89,10 +92,7 @@ impl Error {
     }
 
     /// Chains the lower-level cause.
-    pub(crate) fn with_source(
-        mut self,
-        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
-    ) -> Self {
+    pub(crate) fn with_source(mut self, source: impl Into<Cause>) -> Self {
         self.source = Some(source.into());
         self
     }

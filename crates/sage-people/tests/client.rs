@@ -17,15 +17,6 @@ const TEST_KEY: &str = include_str!("../../../tools/sims/testdata/jwt-test-key.p
 const TEST_PUBLIC_KEY: &str = include_str!("../../../tools/sims/testdata/jwt-test-key.pub.pem");
 const OTHER_KEY: &str = include_str!("../../../tools/sims/testdata/jwt-other-key.pem");
 
-fn fast_retry() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 10,
-        initial_delay: Duration::from_millis(2),
-        max_delay: Duration::from_millis(20),
-        max_elapsed: Duration::from_secs(20),
-    }
-}
-
 async fn spawn(config: SimConfig) -> SageSim {
     SageSim::spawn(config).await.expect("the simulator starts")
 }
@@ -39,7 +30,7 @@ fn client_credentials(sim_config: &SimConfig) -> Credentials {
 
 fn client_with(sim: &SageSim, credentials: Credentials) -> SageClient {
     let mut config = SageConfig::new(sim.url(), credentials);
-    config.retry = fast_retry();
+    config.retry = RetryPolicy::QUICK;
     config.request_timeout = Duration::from_secs(5);
     SageClient::new(config).expect("a valid configuration")
 }
@@ -636,7 +627,7 @@ mod errors {
         let mut config = SageConfig::new(sim.url(), client_credentials(&SimConfig::default()));
         config.retry = RetryPolicy {
             max_attempts: 3,
-            ..fast_retry()
+            ..RetryPolicy::QUICK
         };
         let error = SageClient::new(config)
             .unwrap()
@@ -663,7 +654,7 @@ mod errors {
         config.request_timeout = Duration::from_millis(100);
         config.retry = RetryPolicy {
             max_attempts: 2,
-            ..fast_retry()
+            ..RetryPolicy::QUICK
         };
         let started = Instant::now();
         let error = SageClient::new(config)
@@ -687,7 +678,7 @@ mod errors {
         let mut config = SageConfig::new(url, client_credentials(&SimConfig::default()));
         config.retry = RetryPolicy {
             max_attempts: 2,
-            ..fast_retry()
+            ..RetryPolicy::QUICK
         };
         let error = SageClient::new(config)
             .unwrap()
@@ -753,7 +744,7 @@ mod secrets {
         ];
         for credentials in all {
             let mut config = SageConfig::new(sim.url(), credentials);
-            config.retry = fast_retry();
+            config.retry = RetryPolicy::QUICK;
             assert_clean(&format!("{config:?}"));
             let client = SageClient::new(config).unwrap();
             assert_clean(&format!("{client:?}"));
