@@ -6,31 +6,21 @@ use super::*;
 async fn admin_endpoints_drive_the_sim_and_are_not_api_calls() {
     let (sim, client) = spawn_default().await;
     let url = sim.url();
-    let inserted = client
-        .post(format!("{url}/_admin/users"))
-        .json(&json!({"USER": "pre@example.com", "EMAIL": "pre@example.com"}))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(inserted.status(), StatusCode::CREATED);
-    let users = json(
-        client
-            .get(format!("{url}/_admin/users"))
-            .send()
-            .await
-            .expect("request"),
+    let inserted = admin(
+        &client,
+        Method::POST,
+        &url,
+        "users",
+        Some(&json!({"USER": "pre@example.com", "EMAIL": "pre@example.com"})),
     )
     .await;
+    assert_eq!(inserted.status(), StatusCode::CREATED);
+    let users = admin_get(&client, &url, "users").await;
     assert_eq!(users[0]["EMAIL"], "pre@example.com");
     assert!(users[0]["_id"].is_string());
 
     let faults = json!({"poison_emails": ["user1@example.com"]});
-    let put = client
-        .put(format!("{url}/_admin/faults"))
-        .json(&faults)
-        .send()
-        .await
-        .expect("request");
+    let put = admin(&client, Method::PUT, &url, "faults", Some(&faults)).await;
     assert_eq!(put.status(), StatusCode::OK);
     assert_eq!(sim.faults().poison_emails, ["user1@example.com"]);
     assert_eq!(
@@ -48,56 +38,39 @@ async fn admin_endpoints_drive_the_sim_and_are_not_api_calls() {
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     sim.set_faults(OomnitzaFaults::default());
 
-    let custom = client
-        .put(format!("{url}/_admin/bulk_response"))
-        .json(&json!({"ok": true}))
-        .send()
-        .await
-        .expect("request");
+    let custom = admin(
+        &client,
+        Method::PUT,
+        &url,
+        "bulk_response",
+        Some(&json!({"ok": true})),
+    )
+    .await;
     assert_eq!(custom.status(), StatusCode::NO_CONTENT);
     let accepted = post(&client, &url, &batch("p", vec![record(2)])).await;
     assert_eq!(json(accepted).await, json!({"ok": true}));
-    let idle = client
-        .get(format!("{url}/_admin/wait_idle?portion=p&timeout_ms=10000"))
-        .send()
-        .await
-        .expect("request");
+    let idle = admin(
+        &client,
+        Method::GET,
+        &url,
+        "wait_idle?portion=p&timeout_ms=10000",
+        None,
+    )
+    .await;
     assert_eq!(idle.status(), StatusCode::OK);
     assert_eq!(json(idle).await, json!({"idle": true, "processing": 0}));
 
-    let portion = json(
-        client
-            .get(format!("{url}/_admin/portions/p"))
-            .send()
-            .await
-            .expect("request"),
-    )
-    .await;
+    let portion = admin_get(&client, &url, "portions/p").await;
     assert_eq!(
         (&portion["added"], &portion["bulk_requests"]),
         (&json!(1), &json!(2))
     );
-    let saas = client
-        .get(format!("{url}/_admin/saas_users"))
-        .send()
-        .await
-        .expect("request");
+    let saas = admin(&client, Method::GET, &url, "saas_users", None).await;
     assert_eq!(json(saas).await, json!([]));
-    client
-        .post(format!("{url}/_admin/portions/p/cancel"))
-        .send()
-        .await
-        .expect("request");
+    admin(&client, Method::POST, &url, "portions/p/cancel", None).await;
     assert!(sim.portion("p").is_some_and(|p| p.canceled));
 
-    let stats = json(
-        client
-            .get(format!("{url}/_admin/stats"))
-            .send()
-            .await
-            .expect("request"),
-    )
-    .await;
+    let stats = admin_get(&client, &url, "stats").await;
     assert_eq!(
         stats["api_requests"], 2,
         "admin calls are not API calls: {stats}"
@@ -113,12 +86,5 @@ async fn dropping_the_sim_shuts_the_server_down() {
         .expect("sim starts");
     let url = sim.url();
     drop(sim);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        Client::new()
-            .get(format!("{url}/_admin/stats"))
-            .send()
-            .await
-            .is_err()
-    );
+    assert_stopped(&url).await;
 }

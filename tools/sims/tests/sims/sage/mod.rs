@@ -11,9 +11,11 @@ mod paging;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use crate::http::{admin, admin_get, assert_stopped, json};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use peoplesync_sims::generate::{self, worker_id};
 use peoplesync_sims::sage::{EndStyle, PageSize, SageConfig, SageFaults, SageSim};
+use reqwest::Method;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
@@ -69,11 +71,6 @@ async fn get(client: &Client, url: &str, token: &str, query: &[(&str, &str)]) ->
         .send()
         .await
         .expect("employees request")
-}
-
-async fn json(response: reqwest::Response) -> Value {
-    let text = response.text().await.expect("body");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
 /// Walks the whole list; returns the ids and the size of each page.
