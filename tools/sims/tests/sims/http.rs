@@ -6,25 +6,36 @@ use std::time::Duration;
 use reqwest::{Client, Method, Response};
 use serde_json::Value;
 
-/// `method` on `{url}/_admin/{path}` (the admin API takes no credentials), with `body` as JSON
-/// when given.
-pub async fn admin(
-    client: &Client,
-    method: Method,
-    url: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> Response {
-    let mut request = client.request(method, format!("{url}/_admin/{path}"));
-    if let Some(body) = body {
-        request = request.json(body);
-    }
-    request.send().await.expect("admin request")
+/// A simulator's `/_admin` API (it takes no credentials).
+pub struct Admin {
+    client: Client,
+    url: String,
 }
 
-/// `GET {url}/_admin/{path}`, as JSON.
-pub async fn admin_get(client: &Client, url: &str, path: &str) -> Value {
-    json(admin(client, Method::GET, url, path, None).await).await
+impl Admin {
+    /// The admin API of the simulator at `url`.
+    pub fn new(client: &Client, url: &str) -> Admin {
+        Admin {
+            client: client.clone(),
+            url: url.to_owned(),
+        }
+    }
+
+    /// `method` on `/_admin/{path}`, with `body` as JSON when given.
+    pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Response {
+        let mut request = self
+            .client
+            .request(method, format!("{}/_admin/{path}", self.url));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect("admin request")
+    }
+
+    /// `GET /_admin/{path}`, as JSON.
+    pub async fn get(&self, path: &str) -> Value {
+        json(self.send(Method::GET, path, None).await).await
+    }
 }
 
 /// The body as JSON.

@@ -13,7 +13,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::oomnitza::{TOKEN, api_get, batch, counts, finalize, post, record, run_log, spawn};
-use crate::http::{admin, json};
+use crate::http::{Admin, json};
 
 /// Long enough that a client's next request comes before processing starts, even on a busy
 /// machine; the tests that use it wait for processing, they do not measure it.
@@ -124,10 +124,11 @@ async fn a_duplicate_unique_value_across_posts_fails_only_that_record() {
 async fn tenant_validation_rules_fail_records_when_processed() {
     let (sim, client) = spawn(config(Duration::ZERO)).await;
     let url = sim.url();
+    let admin = Admin::new(&client, &url);
     let rules = json!({"validation_rules": [
         {"field": "EMAIL", "pattern": "^user2@", "message": "EMAIL is on the tenant's block list"}
     ]});
-    let put = admin(&client, Method::PUT, &url, "behavior", Some(&rules)).await;
+    let put = admin.send(Method::PUT, "behavior", Some(&rules)).await;
     assert_eq!(put.status(), StatusCode::OK);
     let behavior = json(put).await;
     assert_eq!(
@@ -167,14 +168,13 @@ async fn tenant_validation_rules_fail_records_when_processed() {
         }])
         .is_err()
     );
-    let bad = admin(
-        &client,
-        Method::PUT,
-        &url,
-        "behavior",
-        Some(&json!({"validation_rules": [{"field": "EMAIL", "pattern": "("}]})),
-    )
-    .await;
+    let bad = admin
+        .send(
+            Method::PUT,
+            "behavior",
+            Some(&json!({"validation_rules": [{"field": "EMAIL", "pattern": "("}]})),
+        )
+        .await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 }
 

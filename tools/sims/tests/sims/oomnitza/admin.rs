@@ -6,21 +6,21 @@ use super::*;
 async fn admin_endpoints_drive_the_sim_and_are_not_api_calls() {
     let (sim, client) = spawn_default().await;
     let url = sim.url();
-    let inserted = admin(
-        &client,
-        Method::POST,
-        &url,
-        "users",
-        Some(&json!({"USER": "pre@example.com", "EMAIL": "pre@example.com"})),
-    )
-    .await;
+    let admin = Admin::new(&client, &url);
+    let inserted = admin
+        .send(
+            Method::POST,
+            "users",
+            Some(&json!({"USER": "pre@example.com", "EMAIL": "pre@example.com"})),
+        )
+        .await;
     assert_eq!(inserted.status(), StatusCode::CREATED);
-    let users = admin_get(&client, &url, "users").await;
+    let users = admin.get("users").await;
     assert_eq!(users[0]["EMAIL"], "pre@example.com");
     assert!(users[0]["_id"].is_string());
 
     let faults = json!({"poison_emails": ["user1@example.com"]});
-    let put = admin(&client, Method::PUT, &url, "faults", Some(&faults)).await;
+    let put = admin.send(Method::PUT, "faults", Some(&faults)).await;
     assert_eq!(put.status(), StatusCode::OK);
     assert_eq!(sim.faults().poison_emails, ["user1@example.com"]);
     assert_eq!(
@@ -38,39 +38,29 @@ async fn admin_endpoints_drive_the_sim_and_are_not_api_calls() {
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     sim.set_faults(OomnitzaFaults::default());
 
-    let custom = admin(
-        &client,
-        Method::PUT,
-        &url,
-        "bulk_response",
-        Some(&json!({"ok": true})),
-    )
-    .await;
+    let custom = admin
+        .send(Method::PUT, "bulk_response", Some(&json!({"ok": true})))
+        .await;
     assert_eq!(custom.status(), StatusCode::NO_CONTENT);
     let accepted = post(&client, &url, &batch("p", vec![record(2)])).await;
     assert_eq!(json(accepted).await, json!({"ok": true}));
-    let idle = admin(
-        &client,
-        Method::GET,
-        &url,
-        "wait_idle?portion=p&timeout_ms=10000",
-        None,
-    )
-    .await;
+    let idle = admin
+        .send(Method::GET, "wait_idle?portion=p&timeout_ms=10000", None)
+        .await;
     assert_eq!(idle.status(), StatusCode::OK);
     assert_eq!(json(idle).await, json!({"idle": true, "processing": 0}));
 
-    let portion = admin_get(&client, &url, "portions/p").await;
+    let portion = admin.get("portions/p").await;
     assert_eq!(
         (&portion["added"], &portion["bulk_requests"]),
         (&json!(1), &json!(2))
     );
-    let saas = admin(&client, Method::GET, &url, "saas_users", None).await;
+    let saas = admin.send(Method::GET, "saas_users", None).await;
     assert_eq!(json(saas).await, json!([]));
-    admin(&client, Method::POST, &url, "portions/p/cancel", None).await;
+    admin.send(Method::POST, "portions/p/cancel", None).await;
     assert!(sim.portion("p").is_some_and(|p| p.canceled));
 
-    let stats = admin_get(&client, &url, "stats").await;
+    let stats = admin.get("stats").await;
     assert_eq!(
         stats["api_requests"], 2,
         "admin calls are not API calls: {stats}"

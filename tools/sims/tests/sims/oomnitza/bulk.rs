@@ -355,6 +355,7 @@ async fn finalize_closes_the_portion_once_and_later_posts_get_409() {
 async fn a_canceled_portion_takes_posts_and_discards_them() {
     let (sim, client) = spawn_default().await;
     let url = sim.url();
+    let admin = Admin::new(&client, &url);
     post(&client, &url, &batch("p", vec![record(1)])).await;
     sim.wait_idle().await;
     sim.cancel_portion("p");
@@ -383,7 +384,7 @@ async fn a_canceled_portion_takes_posts_and_discards_them() {
     assert_eq!(sim.users().len(), 1);
     assert_eq!(sim.stats().records_canceled, 2);
 
-    let cancel = admin(&client, Method::POST, &url, "portions/q/cancel", None).await;
+    let cancel = admin.send(Method::POST, "portions/q/cancel", None).await;
     assert_eq!(cancel.status(), StatusCode::OK);
     assert_eq!(
         post(&client, &url, &batch("q", vec![record(3)]))

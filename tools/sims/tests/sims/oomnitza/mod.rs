@@ -10,7 +10,7 @@ mod users;
 
 use std::time::{Duration, Instant};
 
-use crate::http::{admin, admin_get, assert_stopped, json};
+use crate::http::{Admin, assert_stopped, json};
 use peoplesync_sims::oomnitza::{OomnitzaConfig, OomnitzaFaults, OomnitzaSim, SAGE_USER_ID_FIELD};
 use reqwest::Method;
 use reqwest::{Client, StatusCode};

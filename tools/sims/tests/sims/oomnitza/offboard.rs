@@ -8,7 +8,7 @@ use peoplesync_sims::oomnitza::{
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 
-use super::{Method, TOKEN, admin, api_get, json, spawn, spawn_default};
+use super::{Admin, Method, TOKEN, api_get, json, spawn, spawn_default};
 
 /// A user as `insert_user` takes it: field id → value, with `_id`.
 fn user(pairs: &[(&str, &str)]) -> serde_json::Map<String, Value> {
@@ -29,7 +29,9 @@ fn ada() -> serde_json::Map<String, Value> {
 }
 
 async fn assign(client: &Client, url: &str, asset: Value) -> reqwest::Response {
-    admin(client, Method::POST, url, "assets", Some(&asset)).await
+    Admin::new(client, url)
+        .send(Method::POST, "assets", Some(&asset))
+        .await
 }
 
 /// Ada, holding the asset `EQ-1`.

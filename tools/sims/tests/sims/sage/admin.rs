@@ -10,11 +10,12 @@ async fn admin_endpoints_drive_the_sim_and_are_not_api_calls() {
     })
     .await;
     let url = sim.url();
+    let admin = Admin::new(&client, &url);
     let t = token(&client, &url).await;
     let id2 = worker_id(2);
 
     let faults = json!({"latency_ms": 1, "token_expiry_after": 100, "reject_markers": false});
-    let put = admin(&client, Method::PUT, &url, "faults", Some(&faults)).await;
+    let put = admin.send(Method::PUT, "faults", Some(&faults)).await;
     assert_eq!(put.status(), StatusCode::OK);
     assert_eq!(sim.faults().token_expiry_after, Some(100));
     let bad = client
@@ -26,46 +27,30 @@ async fn admin_endpoints_drive_the_sim_and_are_not_api_calls() {
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     sim.set_faults(SageFaults::default());
 
-    let patch = admin(
-        &client,
-        Method::PATCH,
-        &url,
-        &format!("workers/{id2}"),
-        Some(&json!({"lastName": "Patched"})),
-    )
-    .await;
+    let patch = admin
+        .send(
+            Method::PATCH,
+            &format!("workers/{id2}"),
+            Some(&json!({"lastName": "Patched"})),
+        )
+        .await;
     assert_eq!(patch.status(), StatusCode::OK);
     assert_eq!(json(patch).await["lastName"], "Patched");
     // Removing a worker twice: the second time there is none.
     let id3 = worker_id(3);
     for expected in [StatusCode::NO_CONTENT, StatusCode::NOT_FOUND] {
-        let deleted = admin(
-            &client,
-            Method::DELETE,
-            &url,
-            &format!("workers/{id3}"),
-            None,
-        )
-        .await;
+        let deleted = admin
+            .send(Method::DELETE, &format!("workers/{id3}"), None)
+            .await;
         assert_eq!(deleted.status(), expected);
     }
-    let added = admin(
-        &client,
-        Method::POST,
-        &url,
-        "workers",
-        Some(&json!({"count": 2})),
-    )
-    .await;
+    let added = admin
+        .send(Method::POST, "workers", Some(&json!({"count": 2})))
+        .await;
     assert_eq!(json(added).await["total"], 12);
-    let usage = admin(
-        &client,
-        Method::PUT,
-        &url,
-        "api_usage",
-        Some(&json!({"used": 40})),
-    )
-    .await;
+    let usage = admin
+        .send(Method::PUT, "api_usage", Some(&json!({"used": 40})))
+        .await;
     assert_eq!(usage.status(), StatusCode::NO_CONTENT);
 
     let body = json(get(&client, &url, &t, &[]).await).await;
@@ -73,16 +58,16 @@ async fn admin_endpoints_drive_the_sim_and_are_not_api_calls() {
     assert_eq!(data.len(), 11);
     assert_eq!(data[2]["lastName"], "Patched");
 
-    let worker = admin_get(&client, &url, &format!("workers/{id2}")).await;
+    let worker = admin.get(&format!("workers/{id2}")).await;
     assert_eq!(worker["lastName"], "Patched");
-    let revoke = admin(&client, Method::POST, &url, "tokens/revoke", None).await;
+    let revoke = admin.send(Method::POST, "tokens/revoke", None).await;
     assert_eq!(revoke.status(), StatusCode::NO_CONTENT);
     assert_eq!(
         get(&client, &url, &t, &[]).await.status(),
         StatusCode::UNAUTHORIZED
     );
 
-    let stats = admin_get(&client, &url, "stats").await;
+    let stats = admin.get("stats").await;
     assert_eq!(
         stats["api_requests"], 2,
         "admin calls are not API calls: {stats}"

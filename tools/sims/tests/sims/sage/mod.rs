@@ -11,7 +11,7 @@ mod paging;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use crate::http::{admin, admin_get, assert_stopped, json};
+use crate::http::{Admin, assert_stopped, json};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use peoplesync_sims::generate::{self, worker_id};
 use peoplesync_sims::sage::{EndStyle, PageSize, SageConfig, SageFaults, SageSim};
