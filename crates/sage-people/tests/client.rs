@@ -21,6 +21,14 @@ async fn spawn(config: SimConfig) -> SageSim {
     SageSim::spawn(config).await.expect("the simulator starts")
 }
 
+/// The default org with `faults` on from the start.
+fn faulty(faults: SageFaults) -> SimConfig {
+    SimConfig {
+        faults,
+        ..SimConfig::default()
+    }
+}
+
 fn client_credentials(sim_config: &SimConfig) -> Credentials {
     Credentials::ClientCredentials {
         client_id: sim_config.client_id.clone(),
@@ -245,11 +253,10 @@ mod tokens {
         let sim = spawn(SimConfig {
             workers: 1_000,
             page_size: PageSize::Fixed(100),
-            faults: SageFaults {
+            ..faulty(SageFaults {
                 token_expiry_after: Some(3),
                 ..SageFaults::default()
-            },
-            ..SimConfig::default()
+            })
         })
         .await;
         let records = list_all(&client(&sim), None).await.unwrap();
@@ -282,13 +289,10 @@ mod tokens {
 
     #[tokio::test]
     async fn a_fresh_token_refused_again_fails_naming_the_grant_and_host() {
-        let sim = spawn(SimConfig {
-            faults: SageFaults {
-                token_expiry_after: Some(0),
-                ..SageFaults::default()
-            },
-            ..SimConfig::default()
-        })
+        let sim = spawn(faulty(SageFaults {
+            token_expiry_after: Some(0),
+            ..SageFaults::default()
+        }))
         .await;
         let error = client(&sim).list_page(None, None).await.unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Authentication, "{error}");
@@ -456,13 +460,10 @@ mod errors {
     use super::*;
 
     async fn with_config_error(code: &str) -> (SageSim, Error) {
-        let sim = spawn(SimConfig {
-            faults: SageFaults {
-                config_error: Some(code.to_owned()),
-                ..SageFaults::default()
-            },
-            ..SimConfig::default()
-        })
+        let sim = spawn(faulty(SageFaults {
+            config_error: Some(code.to_owned()),
+            ..SageFaults::default()
+        }))
         .await;
         let error = client(&sim)
             .list_page(None, None)
@@ -492,14 +493,11 @@ mod errors {
 
     #[tokio::test]
     async fn a_nested_inner_error_under_a_server_status_is_fatal_and_not_retried() {
-        let sim = spawn(SimConfig {
-            faults: SageFaults {
-                config_error: Some("INVALID_FILTER/UNEXPECTED_TOKEN".to_owned()),
-                config_error_status: Some(500),
-                ..SageFaults::default()
-            },
-            ..SimConfig::default()
-        })
+        let sim = spawn(faulty(SageFaults {
+            config_error: Some("INVALID_FILTER/UNEXPECTED_TOKEN".to_owned()),
+            config_error_status: Some(500),
+            ..SageFaults::default()
+        }))
         .await;
         let error = client(&sim)
             .list_page(None, Some("workAddress.country eq 'France'"))
@@ -516,11 +514,10 @@ mod errors {
     async fn the_concurrent_request_limit_backs_off_and_the_page_arrives() {
         let sim = spawn(SimConfig {
             workers: 5,
-            faults: SageFaults {
+            ..faulty(SageFaults {
                 concurrent_limit_calls: 3,
                 ..SageFaults::default()
-            },
-            ..SimConfig::default()
+            })
         })
         .await;
         let page = client(&sim).list_page(None, None).await.unwrap();
@@ -565,13 +562,10 @@ mod errors {
 
     #[tokio::test]
     async fn a_refused_marker_asks_to_restart_the_listing() {
-        let sim = spawn(SimConfig {
-            faults: SageFaults {
-                reject_markers: true,
-                ..SageFaults::default()
-            },
-            ..SimConfig::default()
-        })
+        let sim = spawn(faulty(SageFaults {
+            reject_markers: true,
+            ..SageFaults::default()
+        }))
         .await;
         let client = client(&sim);
         let first = client.list_page(None, None).await.unwrap();
@@ -587,11 +581,10 @@ mod errors {
     async fn bursts_of_503_are_retried() {
         let sim = spawn(SimConfig {
             workers: 2_000,
-            faults: SageFaults {
+            ..faulty(SageFaults {
                 transient_failure_rate: 0.3,
                 ..SageFaults::default()
-            },
-            ..SimConfig::default()
+            })
         })
         .await;
         let records = list_all(&client(&sim), None).await.unwrap();
@@ -603,11 +596,10 @@ mod errors {
     async fn truncated_bodies_are_retried() {
         let sim = spawn(SimConfig {
             workers: 2_000,
-            faults: SageFaults {
+            ..faulty(SageFaults {
                 truncate_rate: 0.3,
                 ..SageFaults::default()
-            },
-            ..SimConfig::default()
+            })
         })
         .await;
         let records = list_all(&client(&sim), None).await.unwrap();
@@ -616,13 +608,10 @@ mod errors {
 
     #[tokio::test]
     async fn an_outage_longer_than_the_budget_is_transient_and_says_how_hard_it_tried() {
-        let sim = spawn(SimConfig {
-            faults: SageFaults {
-                outage_for_ms: Some(60_000),
-                ..SageFaults::default()
-            },
-            ..SimConfig::default()
-        })
+        let sim = spawn(faulty(SageFaults {
+            outage_for_ms: Some(60_000),
+            ..SageFaults::default()
+        }))
         .await;
         let mut config = SageConfig::new(sim.url(), client_credentials(&SimConfig::default()));
         config.retry = RetryPolicy {
@@ -642,13 +631,10 @@ mod errors {
 
     #[tokio::test]
     async fn a_slow_server_hits_the_request_timeout() {
-        let sim = spawn(SimConfig {
-            faults: SageFaults {
-                latency_ms: 2_000,
-                ..SageFaults::default()
-            },
-            ..SimConfig::default()
-        })
+        let sim = spawn(faulty(SageFaults {
+            latency_ms: 2_000,
+            ..SageFaults::default()
+        }))
         .await;
         let mut config = SageConfig::new(sim.url(), client_credentials(&SimConfig::default()));
         config.request_timeout = Duration::from_millis(100);
