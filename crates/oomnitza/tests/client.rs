@@ -86,6 +86,16 @@ fn sync_field() -> Vec<String> {
     vec![SAGE_USER_ID_FIELD.to_owned(), "EMAIL".to_owned()]
 }
 
+/// Posts `records` to [`PORTION`] with the default sync fields.
+async fn post(
+    client: &OomnitzaClient,
+    records: &[Map<String, Value>],
+) -> Result<(), peoplesync_oomnitza::Error> {
+    client
+        .post_bulk(&request(PORTION, &sync_field(), records))
+        .await
+}
+
 fn request<'a>(
     portion: &'a str,
     sync_field: &'a [String],
@@ -109,11 +119,7 @@ mod bulk {
         let sim = spawn().await;
         let client = client(&sim);
         let records = users(0..3);
-        let sync_field = sync_field();
-        client
-            .post_bulk(&request(PORTION, &sync_field, &records))
-            .await
-            .unwrap();
+        post(&client, &records).await.unwrap();
         sim.wait_idle().await;
         let stored = sim.users();
         assert_eq!(stored.len(), 3);
@@ -164,11 +170,7 @@ mod bulk {
         let client = client(&sim);
         let mut records = users(0..3);
         records[1].insert("PERMISSIONS_ID".into(), json!("999"));
-        let sync_field = sync_field();
-        client
-            .post_bulk(&request(PORTION, &sync_field, &records))
-            .await
-            .unwrap();
+        post(&client, &records).await.unwrap();
         sim.wait_portion_idle(PORTION).await;
         let log = client.run_log(PORTION).await.unwrap();
         assert_eq!((log.counts.added, log.counts.failed), (2, 1), "{log:?}");
@@ -203,16 +205,9 @@ mod bulk {
         let sim = spawn().await;
         let client = client(&sim);
         let records = users(0..2);
-        let sync_field = sync_field();
-        client
-            .post_bulk(&request(PORTION, &sync_field, &records))
-            .await
-            .unwrap();
+        post(&client, &records).await.unwrap();
         assert_eq!(client.finalize(PORTION).await.unwrap(), Finalize::Finalized);
-        let error = client
-            .post_bulk(&request(PORTION, &sync_field, &records))
-            .await
-            .unwrap_err();
+        let error = post(&client, &records).await.unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Closed, "{error}");
         assert_eq!(error.status(), Some(409));
         assert!(error.to_string().contains("stop sending"), "{error}");
@@ -224,11 +219,7 @@ mod bulk {
         let client = client(&sim);
         sim.cancel_portion(PORTION);
         let records = users(0..2);
-        let sync_field = sync_field();
-        client
-            .post_bulk(&request(PORTION, &sync_field, &records))
-            .await
-            .unwrap();
+        post(&client, &records).await.unwrap();
         assert_eq!(
             client.portion(PORTION).await.unwrap(),
             Some(PortionStatus {
@@ -322,11 +313,7 @@ mod portions {
         let client = client(&sim);
         assert_eq!(client.portion(PORTION).await.unwrap(), None);
         let records = users(0..1);
-        let sync_field = sync_field();
-        client
-            .post_bulk(&request(PORTION, &sync_field, &records))
-            .await
-            .unwrap();
+        post(&client, &records).await.unwrap();
         assert_eq!(
             client.portion(PORTION).await.unwrap(),
             Some(PortionStatus::default())
@@ -338,11 +325,7 @@ mod portions {
         let sim = spawn().await;
         let client = client(&sim);
         let records = users(0..1);
-        let sync_field = sync_field();
-        client
-            .post_bulk(&request(PORTION, &sync_field, &records))
-            .await
-            .unwrap();
+        post(&client, &records).await.unwrap();
         assert_eq!(client.finalize(PORTION).await.unwrap(), Finalize::Finalized);
         assert_eq!(
             client.finalize(PORTION).await.unwrap(),
@@ -630,11 +613,7 @@ mod auth {
         assert_eq!(error.status(), Some(401));
         assert!(error.to_string().contains("API token"), "{error}");
         let records = users(0..1);
-        let sync_field = sync_field();
-        let error = client
-            .post_bulk(&request(PORTION, &sync_field, &records))
-            .await
-            .unwrap_err();
+        let error = post(&client, &records).await.unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Unauthorized, "{error}");
     }
 
@@ -651,11 +630,7 @@ mod auth {
         assert_eq!(error.status(), Some(403));
         assert!(error.to_string().contains("rights"), "{error}");
         let records = users(0..1);
-        let sync_field = sync_field();
-        let error = client
-            .post_bulk(&request(PORTION, &sync_field, &records))
-            .await
-            .unwrap_err();
+        let error = post(&client, &records).await.unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Unauthorized, "{error}");
         assert_eq!(error.status(), Some(403));
     }
@@ -701,11 +676,7 @@ mod auth {
         let client = password_client(&sim);
         client.check_auth().await.unwrap();
         let records = users(0..2);
-        let sync_field = sync_field();
-        client
-            .post_bulk(&request(PORTION, &sync_field, &records))
-            .await
-            .unwrap();
+        post(&client, &records).await.unwrap();
         client.find_users("", 10, 0).await.unwrap();
         let stats = sim.stats();
         assert_eq!((stats.csrf_echoed, stats.csrf_missing), (3, 0));
