@@ -36,6 +36,15 @@ async fn spawn(config: SageConfig) -> (SageSim, Client) {
     (sim, Client::new())
 }
 
+/// A simulator of `workers` workers with `faults` on from the start, and a client.
+async fn spawn_faulty(workers: u64, faults: SageFaults) -> (SageSim, Client) {
+    spawn(SageConfig {
+        faults,
+        ..config(workers)
+    })
+    .await
+}
+
 async fn token_response(client: &Client, url: &str, form: &[(&str, &str)]) -> reqwest::Response {
     client
         .post(format!("{url}/services/oauth2/token"))
