@@ -7,6 +7,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use peoplesync_retry::transport::NoAnswer;
 use reqwest::header::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -182,7 +183,7 @@ impl Authenticator {
             ])
             .send()
             .await
-            .map_err(|error| Error::transport(host, &what, timeout, error))?;
+            .map_err(|error| Error::transport(host, &what, NoAnswer::new(error, timeout)))?;
         let status = response.status().as_u16();
         let retry_after = crate::client::retry_after_of(response.headers());
         let csrf = response
@@ -196,7 +197,7 @@ impl Authenticator {
         let body = response
             .bytes()
             .await
-            .map_err(|error| Error::transport(host, &what, timeout, error))?;
+            .map_err(|error| Error::transport(host, &what, NoAnswer::new(error, timeout)))?;
         if !(200..300).contains(&status) {
             if crate::error::classify(status, Operation::Other) == ErrorKind::Transient {
                 return Err(Error::from_answer(

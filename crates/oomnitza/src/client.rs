@@ -6,6 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use peoplesync_retry::retry_call;
+use peoplesync_retry::transport::{self, NoAnswer};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::de::DeserializeOwned;
 use url::Url;
@@ -13,10 +16,15 @@ use url::Url;
 use crate::auth::{AUTH_HEADER, Authenticator, CSRF_HEADER, Credential};
 use crate::config::{OomnitzaConfig, RetryPolicy};
 use crate::error::{Error, ErrorKind, Operation, parse_retry_after};
-use crate::retry::retry;
 
-/// Connection set-up gets at most this long, within the request timeout.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a path segment or query component keeps as it is: RFC 3986's unreserved characters.
+/// Everything else is percent-encoded, so spaces become `%20` and quotes, `&`, `=`, `[` and `#`
+/// in filter values cannot break the query.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// A client of one Oomnitza tenant.
 ///
@@ -93,16 +101,7 @@ impl OomnitzaClient {
         base.set_query(None);
         let host = base.host_str().unwrap_or_default().to_owned();
         let auth = Authenticator::new(&config.auth, &base, &host)?;
-        // Proxies come from HTTPS_PROXY / HTTP_PROXY / NO_PROXY (reqwest's default); roots are
-        // the OS store, the built-in public roots and any private CA configured.
-        let mut http = reqwest::Client::builder();
-        for root in &config.extra_roots {
-            http = http.add_root_certificate(root.clone());
-        }
-        let http = http
-            .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout.min(CONNECT_TIMEOUT))
-            .user_agent(concat!("peoplesync/", env!("CARGO_PKG_VERSION")))
+        let http = transport::client_builder(&config.extra_roots, config.request_timeout)
             // A redirect would turn a bulk POST into a GET without its body (and could carry the
             // Authorization2 token to another host): answer it as it is instead.
             .redirect(reqwest::redirect::Policy::none())
@@ -191,7 +190,8 @@ impl OomnitzaClient {
         build: &impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<(u16, Option<Duration>, Bytes), Error> {
         let inner = &*self.inner;
-        let transport = |error| Error::transport(&inner.host, what, inner.timeout, error);
+        let transport =
+            |error| Error::transport(&inner.host, what, NoAnswer::new(error, inner.timeout));
         let mut request = build(&inner.http).header(AUTH_HEADER, credential.token.clone());
         if let Some(csrf) = &credential.csrf {
             request = request.header(CSRF_HEADER, csrf.clone());
@@ -211,7 +211,7 @@ impl OomnitzaClient {
         answers: &[u16],
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<Reply, Error> {
-        retry(&self.inner.retry, || {
+        retry_call(&self.inner.retry, "Oomnitza", || {
             self.send(what, Operation::Other, answers, &build)
         })
         .await
@@ -234,40 +234,17 @@ fn join(base: &Url, segments: &[&str], query: &[(&str, &str)]) -> Url {
         if !encoded.is_empty() {
             encoded.push('&');
         }
-        encode_component(name, &mut encoded);
+        encoded.extend(utf8_percent_encode(name, COMPONENT));
         encoded.push('=');
-        encode_component(value, &mut encoded);
+        encoded.extend(utf8_percent_encode(value, COMPONENT));
     }
     url.set_query((!encoded.is_empty()).then_some(encoded.as_str()));
     url
 }
 
-/// RFC 3986's unreserved characters, the only ones sent as they are.
-fn unreserved(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
-}
-
-/// The length of `value` once [`encode_component`] has encoded it.
+/// The length of `value` once percent-encoded for a URL.
 pub(crate) fn encoded_len(value: &str) -> usize {
-    value
-        .bytes()
-        .map(|byte| if unreserved(byte) { 1 } else { 3 })
-        .sum()
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters, so spaces become `%20` and
-/// quotes, `&`, `=`, `[` and `#` in filter values cannot break the query.
-fn encode_component(value: &str, out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &byte in value.as_bytes() {
-        if unreserved(byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0xF)]));
-        }
-    }
+    utf8_percent_encode(value, COMPONENT).map(str::len).sum()
 }
 
 #[cfg(test)]

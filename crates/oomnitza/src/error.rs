@@ -7,6 +7,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use peoplesync_retry::transport::NoAnswer;
+
 /// Longest body excerpt kept on an error, in characters.
 pub const BODY_EXCERPT_CHARS: usize = 500;
 
@@ -91,6 +93,9 @@ pub(crate) fn excerpt(body: &[u8]) -> Option<String> {
     (!text.is_empty()).then(|| text.chars().take(BODY_EXCERPT_CHARS).collect())
 }
 
+/// The lower-level cause an error chains as its source.
+type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A failed Oomnitza call. Its `Display` is the operator-facing message; it never contains a
 /// token or password.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +107,7 @@ pub struct Error {
     retry_after: Option<Duration>,
     body_excerpt: Option<String>,
     #[source]
-    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    source: Option<Cause>,
 }
 
 impl Error {
@@ -119,10 +124,7 @@ impl Error {
     }
 
     /// Chains the lower-level cause.
-    pub(crate) fn with_source(
-        mut self,
-        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
-    ) -> Self {
+    pub(crate) fn with_source(mut self, source: impl Into<Cause>) -> Self {
         self.source = Some(source.into());
         self
     }
@@ -202,32 +204,11 @@ impl Error {
     }
 
     /// A transport-level failure (connection refused or reset, timeout, body cut off).
-    pub(crate) fn transport(
-        host: &str,
-        what: &str,
-        timeout: Duration,
-        error: reqwest::Error,
-    ) -> Self {
-        let detail = if error.is_timeout() {
-            format!(
-                "no complete answer within the {} s request timeout",
-                timeout.as_secs_f64()
-            )
-        } else if error.is_connect() {
-            "could not connect".to_owned()
-        } else if error.is_body() || error.is_decode() {
-            "the answer's body was cut off".to_owned()
-        } else {
-            "the connection failed".to_owned()
-        };
-        Error::new(
-            ErrorKind::Transient,
-            format!(
-                "{what} at Oomnitza {host} failed: {detail}; the request can be sent again later"
-            ),
-        )
-        // Query strings carry user filters; keep URLs out of errors and logs.
-        .with_source(error.without_url())
+    pub(crate) fn transport(host: &str, what: &str, failure: NoAnswer) -> Self {
+        let message = format!(
+            "{what} at Oomnitza {host} failed: {failure}; the request can be sent again later"
+        );
+        Error::new(ErrorKind::Transient, message).with_source(failure.source)
     }
 
     /// A 2xx answer whose body is not the expected shape.
@@ -249,14 +230,9 @@ impl Error {
         this
     }
 
-    /// Rewrites a transient error once the read call's retries are spent.
-    pub(crate) fn exhausted(mut self, attempts: usize, elapsed: Duration) -> Self {
-        let noun = if attempts == 1 { "attempt" } else { "attempts" };
-        self.message = format!(
-            "{} (gave up after {attempts} {noun} over {:.1} s)",
-            self.message,
-            elapsed.as_secs_f64()
-        );
+    /// Replaces the operator-facing message, keeping the kind and the answer's details.
+    pub(crate) fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
         self
     }
 

@@ -1,11 +1,11 @@
-//! Bounded retries for Oomnitza's read and control calls with the shared policy of every
-//! outbound call (`peoplesync_retry`), honouring `Retry-After`. `post_bulk` never comes through
-//! here: the loader owns its retries (with the same policy).
+//! Which Oomnitza failures are retried under the shared policy of every outbound call
+//! (`peoplesync_retry`), honouring `Retry-After`, and how an error that outlasts it reads. The
+//! read and control calls retry here; `post_bulk` does not: the loader owns its retries (with
+//! the same policy and this classification).
 
-use std::future::Future;
 use std::time::Duration;
 
-use peoplesync_retry::{RetryPolicy, Transient};
+use peoplesync_retry::{Spent, Transient};
 
 use crate::error::{Error, ErrorKind};
 
@@ -17,23 +17,18 @@ impl Transient for Error {
     fn retry_after(&self) -> Option<Duration> {
         Error::retry_after(self)
     }
-}
 
-/// Runs `operation` until it succeeds, fails with a non-transient error, or the policy's budget
-/// is spent; the last error then says how many attempts were made over how long.
-pub(crate) async fn retry<T, F, Fut>(policy: &RetryPolicy, operation: F) -> Result<T, Error>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Error>>,
-{
-    peoplesync_retry::retry(policy, "Oomnitza", operation)
-        .await
-        .map_err(|gave_up| gave_up.into_error(Error::exhausted))
+    fn exhausted(self, spent: Spent) -> Self {
+        let message = format!("{self} ({spent})");
+        self.with_message(message)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use peoplesync_retry::{RetryPolicy, retry_call};
 
     use super::*;
     use crate::error::Operation;
@@ -63,7 +58,7 @@ mod tests {
     async fn transient_failures_are_retried_honouring_retry_after() {
         let calls = AtomicUsize::new(0);
         let started = tokio::time::Instant::now();
-        let result: Result<(), Error> = retry(&policy(), || async {
+        let result: Result<(), Error> = retry_call(&policy(), "Oomnitza", || async {
             calls.fetch_add(1, Ordering::SeqCst);
             Err(answer(503, Some(Duration::from_secs(1))))
         })
@@ -78,7 +73,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn other_failures_are_returned_at_once() {
         let calls = AtomicUsize::new(0);
-        let result: Result<(), Error> = retry(&policy(), || async {
+        let result: Result<(), Error> = retry_call(&policy(), "Oomnitza", || async {
             calls.fetch_add(1, Ordering::SeqCst);
             Err(answer(404, None))
         })

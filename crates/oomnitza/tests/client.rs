@@ -21,15 +21,6 @@ use serde_json::{Map, Value, json};
 
 const PORTION: &str = "29f56f78-03ca-4e64-9ee3-c01758addc42";
 
-fn fast_retry() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 10,
-        initial_delay: Duration::from_millis(2),
-        max_delay: Duration::from_millis(20),
-        max_elapsed: Duration::from_secs(20),
-    }
-}
-
 async fn spawn() -> OomnitzaSim {
     OomnitzaSim::spawn(SimConfig::default())
         .await
@@ -59,7 +50,7 @@ fn password_client(sim: &OomnitzaSim) -> OomnitzaClient {
 
 fn client_with(sim: &OomnitzaSim, auth: OomnitzaAuth) -> OomnitzaClient {
     let mut config = OomnitzaConfig::new(sim.url(), auth);
-    config.retry = fast_retry();
+    config.retry = RetryPolicy::QUICK;
     config.request_timeout = Duration::from_secs(5);
     OomnitzaClient::new(config).expect("a valid configuration")
 }
@@ -95,6 +86,16 @@ fn sync_field() -> Vec<String> {
     vec![SAGE_USER_ID_FIELD.to_owned(), "EMAIL".to_owned()]
 }
 
+/// Posts `records` to [`PORTION`] with the default sync fields.
+async fn post(
+    client: &OomnitzaClient,
+    records: &[Map<String, Value>],
+) -> Result<(), peoplesync_oomnitza::Error> {
+    client
+        .post_bulk(&request(PORTION, &sync_field(), records))
+        .await
+}
+
 fn request<'a>(
     portion: &'a str,
     sync_field: &'a [String],
@@ -118,11 +119,7 @@ mod bulk {
         let sim = spawn().await;
         let client = client(&sim);
         let records = users(0..3);
-        let sync_field = sync_field();
-        client
-            .post_bulk(&request(PORTION, &sync_field, &records))
-            .await
-            .unwrap();
+        post(&client, &records).await.unwrap();
         sim.wait_idle().await;
         let stored = sim.users();
         assert_eq!(stored.len(), 3);
@@ -173,11 +170,7 @@ mod bulk {
         let client = client(&sim);
         let mut records = users(0..3);
         records[1].insert("PERMISSIONS_ID".into(), json!("999"));
-        let sync_field = sync_field();
-        client
-            .post_bulk(&request(PORTION, &sync_field, &records))
-            .await
-            .unwrap();
+        post(&client, &records).await.unwrap();
         sim.wait_portion_idle(PORTION).await;
         let log = client.run_log(PORTION).await.unwrap();
         assert_eq!((log.counts.added, log.counts.failed), (2, 1), "{log:?}");
@@ -212,16 +205,9 @@ mod bulk {
         let sim = spawn().await;
         let client = client(&sim);
         let records = users(0..2);
-        let sync_field = sync_field();
-        client
-            .post_bulk(&request(PORTION, &sync_field, &records))
-            .await
-            .unwrap();
+        post(&client, &records).await.unwrap();
         assert_eq!(client.finalize(PORTION).await.unwrap(), Finalize::Finalized);
-        let error = client
-            .post_bulk(&request(PORTION, &sync_field, &records))
-            .await
-            .unwrap_err();
+        let error = post(&client, &records).await.unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Closed, "{error}");
         assert_eq!(error.status(), Some(409));
         assert!(error.to_string().contains("stop sending"), "{error}");
@@ -233,11 +219,7 @@ mod bulk {
         let client = client(&sim);
         sim.cancel_portion(PORTION);
         let records = users(0..2);
-        let sync_field = sync_field();
-        client
-            .post_bulk(&request(PORTION, &sync_field, &records))
-            .await
-            .unwrap();
+        post(&client, &records).await.unwrap();
         assert_eq!(
             client.portion(PORTION).await.unwrap(),
             Some(PortionStatus {
@@ -331,11 +313,7 @@ mod portions {
         let client = client(&sim);
         assert_eq!(client.portion(PORTION).await.unwrap(), None);
         let records = users(0..1);
-        let sync_field = sync_field();
-        client
-            .post_bulk(&request(PORTION, &sync_field, &records))
-            .await
-            .unwrap();
+        post(&client, &records).await.unwrap();
         assert_eq!(
             client.portion(PORTION).await.unwrap(),
             Some(PortionStatus::default())
@@ -347,11 +325,7 @@ mod portions {
         let sim = spawn().await;
         let client = client(&sim);
         let records = users(0..1);
-        let sync_field = sync_field();
-        client
-            .post_bulk(&request(PORTION, &sync_field, &records))
-            .await
-            .unwrap();
+        post(&client, &records).await.unwrap();
         assert_eq!(client.finalize(PORTION).await.unwrap(), Finalize::Finalized);
         assert_eq!(
             client.finalize(PORTION).await.unwrap(),
@@ -590,7 +564,7 @@ mod reading {
         );
         config.retry = RetryPolicy {
             max_attempts: 3,
-            ..fast_retry()
+            ..RetryPolicy::QUICK
         };
         let error = OomnitzaClient::new(config)
             .unwrap()
@@ -639,11 +613,7 @@ mod auth {
         assert_eq!(error.status(), Some(401));
         assert!(error.to_string().contains("API token"), "{error}");
         let records = users(0..1);
-        let sync_field = sync_field();
-        let error = client
-            .post_bulk(&request(PORTION, &sync_field, &records))
-            .await
-            .unwrap_err();
+        let error = post(&client, &records).await.unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Unauthorized, "{error}");
     }
 
@@ -660,11 +630,7 @@ mod auth {
         assert_eq!(error.status(), Some(403));
         assert!(error.to_string().contains("rights"), "{error}");
         let records = users(0..1);
-        let sync_field = sync_field();
-        let error = client
-            .post_bulk(&request(PORTION, &sync_field, &records))
-            .await
-            .unwrap_err();
+        let error = post(&client, &records).await.unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Unauthorized, "{error}");
         assert_eq!(error.status(), Some(403));
     }
@@ -710,11 +676,7 @@ mod auth {
         let client = password_client(&sim);
         client.check_auth().await.unwrap();
         let records = users(0..2);
-        let sync_field = sync_field();
-        client
-            .post_bulk(&request(PORTION, &sync_field, &records))
-            .await
-            .unwrap();
+        post(&client, &records).await.unwrap();
         client.find_users("", 10, 0).await.unwrap();
         let stats = sim.stats();
         assert_eq!((stats.csrf_echoed, stats.csrf_missing), (3, 0));
@@ -889,7 +851,7 @@ mod private_ca {
         );
         config.retry = RetryPolicy {
             max_attempts: 1,
-            ..fast_retry()
+            ..RetryPolicy::QUICK
         };
         config.request_timeout = Duration::from_secs(5);
         config.extra_roots = roots;

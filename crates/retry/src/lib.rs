@@ -6,9 +6,13 @@
 //!
 //! The schedule is pure ([`Backoff`]); [`retry`] drives an async operation with it on tokio's
 //! clock, so tests can run it under `tokio::time::pause`. Callers say which of their errors are
-//! worth another attempt by implementing [`Transient`].
+//! worth another attempt, and how an error reads once the retries are spent, by implementing
+//! [`Transient`]; the API clients call [`retry_call`], which hands back their own error type.
+//! [`transport`] says in words what went wrong when a request got no answer, for both clients.
 
-use std::fmt::Display;
+pub mod transport;
+
+use std::fmt::{self, Display};
 use std::future::Future;
 use std::time::Duration;
 
@@ -28,6 +32,17 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// No retry starts once it would end this long after the first attempt.
     pub max_elapsed: Duration,
+}
+
+impl RetryPolicy {
+    /// Ten attempts, 2 ms doubling to at most 20 ms apart, within 20 s: for tests against the
+    /// simulators, which should see a client retry without waiting for it.
+    pub const QUICK: RetryPolicy = RetryPolicy {
+        max_attempts: 10,
+        initial_delay: Duration::from_millis(2),
+        max_delay: Duration::from_millis(20),
+        max_elapsed: Duration::from_secs(20),
+    };
 }
 
 /// The delays between attempts of one call.
@@ -79,6 +94,41 @@ pub trait Transient {
     fn retry_after(&self) -> Option<Duration> {
         None
     }
+
+    /// The error to report once a transient error outlasted the retries: by default the error
+    /// as it came; an API client adds how hard it tried (`spent`) and what to do next.
+    fn exhausted(self, spent: Spent) -> Self
+    where
+        Self: Sized,
+    {
+        let _ = spent;
+        self
+    }
+}
+
+/// How hard a call tried before it gave up; shown as `gave up after 6 attempts over 12.3 s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spent {
+    /// Attempts made.
+    pub attempts: usize,
+    /// Time since the first attempt started.
+    pub elapsed: Duration,
+}
+
+impl Display for Spent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let noun = if self.attempts == 1 {
+            "attempt"
+        } else {
+            "attempts"
+        };
+        write!(
+            f,
+            "gave up after {} {noun} over {:.1} s",
+            self.attempts,
+            self.elapsed.as_secs_f64()
+        )
+    }
 }
 
 /// Why [`retry`] stopped.
@@ -95,12 +145,15 @@ pub struct GaveUp<E> {
     pub budget_spent: bool,
 }
 
-impl<E> GaveUp<E> {
-    /// The error to report: when the budget was spent, `exhausted` adds how many attempts were
-    /// made over how long; otherwise the error as it came.
-    pub fn into_error(self, exhausted: impl FnOnce(E, usize, Duration) -> E) -> E {
+impl<E: Transient> GaveUp<E> {
+    /// The error to report: when the budget was spent, [`Transient::exhausted`] says how many
+    /// attempts were made over how long; otherwise the error as it came.
+    pub fn into_error(self) -> E {
         match self.budget_spent {
-            true => exhausted(self.error, self.attempts, self.elapsed),
+            true => self.error.exhausted(Spent {
+                attempts: self.attempts,
+                elapsed: self.elapsed,
+            }),
             false => self.error,
         }
     }
@@ -145,6 +198,24 @@ where
             None => return Err(gave_up(error, true)),
         }
     }
+}
+
+/// Runs `operation` as [`retry`] does and returns the caller's own error: rewritten by
+/// [`Transient::exhausted`] when the attempts or the time ran out, as it came otherwise. This is
+/// the form the API clients use; `service` names the other side in the debug log.
+pub async fn retry_call<T, E, F, Fut>(
+    policy: &RetryPolicy,
+    service: &str,
+    operation: F,
+) -> Result<T, E>
+where
+    E: Transient + Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    retry(policy, service, operation)
+        .await
+        .map_err(GaveUp::into_error)
 }
 
 #[cfg(test)]
@@ -283,6 +354,75 @@ mod tests {
         .await;
         assert_eq!(result.expect_err("busy").attempts, 4);
         assert_eq!(started.elapsed(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn spent_says_how_hard_the_call_tried() {
+        let spent = |attempts, millis| Spent {
+            attempts,
+            elapsed: Duration::from_millis(millis),
+        };
+        assert_eq!(
+            spent(6, 12_340).to_string(),
+            "gave up after 6 attempts over 12.3 s"
+        );
+        assert_eq!(
+            spent(1, 0).to_string(),
+            "gave up after 1 attempt over 0.0 s"
+        );
+    }
+
+    /// A client's error: says how hard the call tried once the retries are spent.
+    #[derive(Debug, PartialEq)]
+    struct Reported {
+        text: String,
+        transient: bool,
+    }
+
+    impl Display for Reported {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.text)
+        }
+    }
+
+    impl Transient for Reported {
+        fn is_transient(&self) -> bool {
+            self.transient
+        }
+        fn exhausted(self, spent: Spent) -> Self {
+            Reported {
+                text: format!("{} ({spent})", self.text),
+                ..self
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_call_reports_a_spent_budget_through_the_callers_error() {
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            ..policy()
+        };
+        let fail = |transient| {
+            retry_call(&policy, "test", move || async move {
+                Err::<(), _>(Reported {
+                    text: "down".to_owned(),
+                    transient,
+                })
+            })
+        };
+        let spent = fail(true).await.expect_err("always failing");
+        assert!(
+            spent
+                .text
+                .starts_with("down (gave up after 3 attempts over "),
+            "{spent}"
+        );
+        let refused = fail(false).await.expect_err("refused");
+        assert_eq!(
+            refused.text, "down",
+            "an error not worth retrying comes as it is"
+        );
     }
 
     #[tokio::test(start_paused = true)]

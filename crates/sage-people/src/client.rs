@@ -6,6 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use peoplesync_retry::retry_call;
+use peoplesync_retry::transport::{self, NoAnswer};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::ACCEPT;
 use secrecy::ExposeSecret;
 use url::Url;
@@ -14,11 +17,19 @@ use crate::config::{RetryPolicy, SageConfig};
 use crate::error::{Error, ErrorKind};
 use crate::fault::{self, Fault, Request};
 use crate::limits::{ApiUsage, UsageRecorder};
-use crate::retry::retry;
 use crate::token::{Token, TokenSource};
 
-/// Connection set-up gets at most this long, within the request timeout.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a query value keeps as it is: RFC 3986's unreserved characters. Everything else is
+/// percent-encoded, so spaces become `%20` (not `+`, which some servers read literally) and
+/// quotes, `&`, `=` and `#` cannot break the query.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The other side, as the retry log names it.
+const SERVICE: &str = "Sage People";
 
 /// A client of one org's Sage People Employees API.
 ///
@@ -79,16 +90,7 @@ impl SageClient {
     /// [`ErrorKind::Configuration`] on a malformed login URL or JWT private key.
     pub fn new(config: SageConfig) -> Result<SageClient, Error> {
         let tokens = TokenSource::new(&config)?;
-        // Proxies come from HTTPS_PROXY / HTTP_PROXY / NO_PROXY (reqwest's default); roots are
-        // the OS store, the built-in public roots and any private CA configured.
-        let mut http = reqwest::Client::builder();
-        for root in &config.extra_roots {
-            http = http.add_root_certificate(root.clone());
-        }
-        let http = http
-            .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout.min(CONNECT_TIMEOUT))
-            .user_agent(concat!("peoplesync/", env!("CARGO_PKG_VERSION")))
+        let http = transport::client_builder(&config.extra_roots, config.request_timeout)
             .build()
             .map_err(|error| {
                 Error::new(
@@ -128,7 +130,10 @@ impl SageClient {
     /// reading any data.
     pub async fn authenticate(&self) -> Result<String, Error> {
         let inner = &*self.inner;
-        let token = retry(&inner.retry, || inner.tokens.get(&inner.http, &inner.usage)).await?;
+        let token = retry_call(&inner.retry, SERVICE, || {
+            inner.tokens.get(&inner.http, &inner.usage)
+        })
+        .await?;
         Ok(token.host.clone())
     }
 
@@ -150,7 +155,7 @@ impl SageClient {
         call: &Call<'_>,
         decode: impl Fn(Reply) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        retry(&self.inner.retry, || async {
+        retry_call(&self.inner.retry, SERVICE, || async {
             decode(self.attempt(call).await?)
         })
         .await
@@ -213,7 +218,8 @@ impl SageClient {
                 ),
             )
         })?;
-        let transport = |error| Error::transport(host, call.what, inner.timeout, error);
+        let transport =
+            |error| Error::transport(host, call.what, NoAnswer::new(error, inner.timeout));
         let response = inner
             .http
             .get(url)
@@ -261,27 +267,11 @@ fn api_url(instance_url: &Url, call: &Call<'_>) -> Option<Url> {
             }
             query.push_str(name);
             query.push('=');
-            encode_component(value, &mut query);
+            query.extend(utf8_percent_encode(value, QUERY_VALUE));
         }
     }
     url.set_query((!query.is_empty()).then_some(query.as_str()));
     Some(url)
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters, so spaces become `%20`
-/// (not `+`, which some servers read literally) and quotes, `&`, `=` and `#` cannot break the
-/// query.
-fn encode_component(value: &str, out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &byte in value.as_bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0xF)]));
-        }
-    }
 }
 
 #[cfg(test)]
@@ -300,10 +290,9 @@ mod tests {
 
     #[test]
     fn encodes_query_values_strictly() {
-        let mut out = String::new();
-        encode_component("workAddress.country eq 'Côte d'Ivoire' & x=1#", &mut out);
+        let out = utf8_percent_encode("workAddress.country eq 'Côte d'Ivoire' & x=1#", QUERY_VALUE);
         assert_eq!(
-            out,
+            out.to_string(),
             "workAddress.country%20eq%20%27C%C3%B4te%20d%27Ivoire%27%20%26%20x%3D1%23"
         );
     }

@@ -5,7 +5,8 @@
 //! Modelled on nats.rs's `Error<Kind>`: one struct, a `kind()` to match on, a source to chain.
 
 use std::fmt;
-use std::time::Duration;
+
+use peoplesync_retry::transport::NoAnswer;
 
 /// What the caller should do about a failed call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -50,6 +51,9 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// The lower-level cause an error chains as its source.
+type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A failed Sage People call. Its `Display` is the operator-facing message; it never contains
 /// a secret or a token.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +64,7 @@ pub struct Error {
     status: Option<u16>,
     code: Option<String>,
     #[source]
-    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    source: Option<Cause>,
 }
 
 impl Error {
@@ -88,10 +92,7 @@ impl Error {
     }
 
     /// Chains the lower-level cause.
-    pub(crate) fn with_source(
-        mut self,
-        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
-    ) -> Self {
+    pub(crate) fn with_source(mut self, source: impl Into<Cause>) -> Self {
         self.source = Some(source.into());
         self
     }
@@ -118,66 +119,17 @@ impl Error {
         self
     }
 
-    /// Rewrites a retryable error once retries are spent, so the message tells how hard the
-    /// client tried.
-    pub(crate) fn exhausted(mut self, attempts: usize, elapsed: Duration) -> Self {
-        let noun = if attempts == 1 { "attempt" } else { "attempts" };
-        self.message = format!(
-            "{} (gave up after {attempts} {noun} over {:.1} s; retry the run later, its checkpoint is kept)",
-            self.message,
-            elapsed.as_secs_f64()
-        );
-        self
-    }
-
     /// A transport-level failure (connection refused or reset, timeout, body cut off) while
     /// `what` was sent to `host`.
-    pub(crate) fn transport(
-        host: &str,
-        what: &str,
-        timeout: Duration,
-        error: reqwest::Error,
-    ) -> Self {
-        let detail = if error.is_timeout() {
-            format!(
-                "no complete answer within the {} s request timeout",
-                timeout.as_secs_f64()
-            )
-        } else if error.is_connect() {
-            "could not connect".to_owned()
-        } else if error.is_body() || error.is_decode() {
-            "the answer's body was cut off".to_owned()
-        } else {
-            "the connection failed".to_owned()
-        };
-        Error::new(
-            ErrorKind::Transient,
-            format!("{what} at {host} failed: {detail}"),
-        )
-        // The URL carries only the marker and filter today; dropping it keeps any future
-        // query parameter out of logs.
-        .with_source(error.without_url())
+    pub(crate) fn transport(host: &str, what: &str, failure: NoAnswer) -> Self {
+        let message = format!("{what} at {host} failed: {failure}");
+        Error::new(ErrorKind::Transient, message).with_source(failure.source)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exhausted_keeps_the_kind_and_says_how_hard_it_tried() {
-        let error = Error::new(ErrorKind::Transient, "listing employees at h failed")
-            .with_status(503)
-            .exhausted(6, Duration::from_millis(12_340));
-        assert_eq!(error.kind(), ErrorKind::Transient);
-        assert_eq!(error.status(), Some(503));
-        let message = error.to_string();
-        assert!(message.contains("6 attempts over 12.3 s"), "{message}");
-        assert!(
-            message.starts_with("listing employees at h failed"),
-            "{message}"
-        );
-    }
 
     #[test]
     fn only_transient_and_invalid_response_are_retried() {

@@ -176,22 +176,19 @@ mod tests {
 
     #[test]
     fn parses_the_org_entry_among_per_app_entries() {
-        let header = "per-app-api-usage=17/250(appName=sample-app), api-usage=18/5000";
-        assert_eq!(
-            ApiUsage::parse(header),
-            Some(ApiUsage {
-                used: 18,
-                allowed: 5000
-            })
-        );
-        let header = "api-usage=18/5000, per-app-api-usage=17/250(appName=sample-app)";
-        assert_eq!(
-            ApiUsage::parse(header),
-            Some(ApiUsage {
-                used: 18,
-                allowed: 5000
-            })
-        );
+        for header in [
+            "per-app-api-usage=17/250(appName=sample-app), api-usage=18/5000",
+            "api-usage=18/5000, per-app-api-usage=17/250(appName=sample-app)",
+        ] {
+            assert_eq!(
+                ApiUsage::parse(header),
+                Some(ApiUsage {
+                    used: 18,
+                    allowed: 5000
+                }),
+                "{header}"
+            );
+        }
     }
 
     #[test]

@@ -1,10 +1,8 @@
-//! Retrying transient Sage People failures with the shared policy of every outbound call
-//! (`peoplesync_retry`); an error that outlasts it says how many attempts were made over how
-//! long.
+//! Which Sage People failures are retried under the shared policy of every outbound call
+//! (`peoplesync_retry`), and how an error that outlasts it reads: it says how many attempts
+//! were made over how long, and that the run can be retried later.
 
-use std::future::Future;
-
-use peoplesync_retry::{RetryPolicy, Transient};
+use peoplesync_retry::{Spent, Transient};
 
 use crate::error::Error;
 
@@ -12,25 +10,18 @@ impl Transient for Error {
     fn is_transient(&self) -> bool {
         self.kind().is_retryable()
     }
-}
 
-/// Runs `operation` until it succeeds, fails with a non-retryable error, or the policy's budget
-/// is spent; the last error then says how many attempts were made over how long.
-pub(crate) async fn retry<T, F, Fut>(policy: &RetryPolicy, operation: F) -> Result<T, Error>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Error>>,
-{
-    peoplesync_retry::retry(policy, "Sage People", operation)
-        .await
-        .map_err(|gave_up| gave_up.into_error(Error::exhausted))
+    fn exhausted(self, spent: Spent) -> Self {
+        let message = format!("{self} ({spent}; retry the run later, its checkpoint is kept)");
+        self.with_message(message)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use peoplesync_retry::Backoff;
+    use peoplesync_retry::{Backoff, RetryPolicy, retry_call};
 
     use super::*;
     use crate::config::default_retry_policy;
@@ -52,13 +43,31 @@ mod tests {
         }
     }
 
+    #[test]
+    fn exhausted_keeps_the_kind_and_says_how_hard_it_tried() {
+        let error = Error::new(ErrorKind::Transient, "listing employees at h failed")
+            .with_status(503)
+            .exhausted(Spent {
+                attempts: 6,
+                elapsed: Duration::from_millis(12_340),
+            });
+        assert_eq!(error.kind(), ErrorKind::Transient);
+        assert_eq!(error.status(), Some(503));
+        let message = error.to_string();
+        assert!(message.contains("6 attempts over 12.3 s"), "{message}");
+        assert!(
+            message.starts_with("listing employees at h failed"),
+            "{message}"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_error_that_outlasts_the_budget_says_so_and_others_come_back_as_they_are() {
         let policy = RetryPolicy {
             max_attempts: 6,
             ..default_retry_policy()
         };
-        let down: Result<(), Error> = retry(&policy, || async {
+        let down: Result<(), Error> = retry_call(&policy, "Sage People", || async {
             Err(Error::new(ErrorKind::Transient, "down"))
         })
         .await;
@@ -66,7 +75,7 @@ mod tests {
         assert_eq!(error.kind(), ErrorKind::Transient);
         assert!(error.to_string().contains("6 attempts"), "{error}");
 
-        let quota: Result<(), Error> = retry(&policy, || async {
+        let quota: Result<(), Error> = retry_call(&policy, "Sage People", || async {
             Err(Error::new(ErrorKind::QuotaExhausted, "quota"))
         })
         .await;

@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use peoplesync_retry::transport::NoAnswer;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -317,13 +318,13 @@ impl TokenSource {
             .form(&form)
             .send()
             .await
-            .map_err(|error| Error::transport(host, &what, timeout, error))?;
+            .map_err(|error| Error::transport(host, &what, NoAnswer::new(error, timeout)))?;
         let status = response.status().as_u16();
         usage.record(response.headers());
         let body = response
             .bytes()
             .await
-            .map_err(|error| Error::transport(host, &what, timeout, error))?;
+            .map_err(|error| Error::transport(host, &what, NoAnswer::new(error, timeout)))?;
         if !(200..300).contains(&status) {
             return Err(fault::classify_token(
                 status,

@@ -17,17 +17,16 @@ const TEST_KEY: &str = include_str!("../../../tools/sims/testdata/jwt-test-key.p
 const TEST_PUBLIC_KEY: &str = include_str!("../../../tools/sims/testdata/jwt-test-key.pub.pem");
 const OTHER_KEY: &str = include_str!("../../../tools/sims/testdata/jwt-other-key.pem");
 
-fn fast_retry() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 10,
-        initial_delay: Duration::from_millis(2),
-        max_delay: Duration::from_millis(20),
-        max_elapsed: Duration::from_secs(20),
-    }
-}
-
 async fn spawn(config: SimConfig) -> SageSim {
     SageSim::spawn(config).await.expect("the simulator starts")
+}
+
+/// The default org with `faults` on from the start.
+fn faulty(faults: SageFaults) -> SimConfig {
+    SimConfig {
+        faults,
+        ..SimConfig::default()
+    }
 }
 
 fn client_credentials(sim_config: &SimConfig) -> Credentials {
@@ -39,7 +38,7 @@ fn client_credentials(sim_config: &SimConfig) -> Credentials {
 
 fn client_with(sim: &SageSim, credentials: Credentials) -> SageClient {
     let mut config = SageConfig::new(sim.url(), credentials);
-    config.retry = fast_retry();
+    config.retry = RetryPolicy::QUICK;
     config.request_timeout = Duration::from_secs(5);
     SageClient::new(config).expect("a valid configuration")
 }
@@ -254,11 +253,10 @@ mod tokens {
         let sim = spawn(SimConfig {
             workers: 1_000,
             page_size: PageSize::Fixed(100),
-            faults: SageFaults {
+            ..faulty(SageFaults {
                 token_expiry_after: Some(3),
                 ..SageFaults::default()
-            },
-            ..SimConfig::default()
+            })
         })
         .await;
         let records = list_all(&client(&sim), None).await.unwrap();
@@ -291,13 +289,10 @@ mod tokens {
 
     #[tokio::test]
     async fn a_fresh_token_refused_again_fails_naming_the_grant_and_host() {
-        let sim = spawn(SimConfig {
-            faults: SageFaults {
-                token_expiry_after: Some(0),
-                ..SageFaults::default()
-            },
-            ..SimConfig::default()
-        })
+        let sim = spawn(faulty(SageFaults {
+            token_expiry_after: Some(0),
+            ..SageFaults::default()
+        }))
         .await;
         let error = client(&sim).list_page(None, None).await.unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Authentication, "{error}");
@@ -465,13 +460,10 @@ mod errors {
     use super::*;
 
     async fn with_config_error(code: &str) -> (SageSim, Error) {
-        let sim = spawn(SimConfig {
-            faults: SageFaults {
-                config_error: Some(code.to_owned()),
-                ..SageFaults::default()
-            },
-            ..SimConfig::default()
-        })
+        let sim = spawn(faulty(SageFaults {
+            config_error: Some(code.to_owned()),
+            ..SageFaults::default()
+        }))
         .await;
         let error = client(&sim)
             .list_page(None, None)
@@ -501,14 +493,11 @@ mod errors {
 
     #[tokio::test]
     async fn a_nested_inner_error_under_a_server_status_is_fatal_and_not_retried() {
-        let sim = spawn(SimConfig {
-            faults: SageFaults {
-                config_error: Some("INVALID_FILTER/UNEXPECTED_TOKEN".to_owned()),
-                config_error_status: Some(500),
-                ..SageFaults::default()
-            },
-            ..SimConfig::default()
-        })
+        let sim = spawn(faulty(SageFaults {
+            config_error: Some("INVALID_FILTER/UNEXPECTED_TOKEN".to_owned()),
+            config_error_status: Some(500),
+            ..SageFaults::default()
+        }))
         .await;
         let error = client(&sim)
             .list_page(None, Some("workAddress.country eq 'France'"))
@@ -525,11 +514,10 @@ mod errors {
     async fn the_concurrent_request_limit_backs_off_and_the_page_arrives() {
         let sim = spawn(SimConfig {
             workers: 5,
-            faults: SageFaults {
+            ..faulty(SageFaults {
                 concurrent_limit_calls: 3,
                 ..SageFaults::default()
-            },
-            ..SimConfig::default()
+            })
         })
         .await;
         let page = client(&sim).list_page(None, None).await.unwrap();
@@ -574,13 +562,10 @@ mod errors {
 
     #[tokio::test]
     async fn a_refused_marker_asks_to_restart_the_listing() {
-        let sim = spawn(SimConfig {
-            faults: SageFaults {
-                reject_markers: true,
-                ..SageFaults::default()
-            },
-            ..SimConfig::default()
-        })
+        let sim = spawn(faulty(SageFaults {
+            reject_markers: true,
+            ..SageFaults::default()
+        }))
         .await;
         let client = client(&sim);
         let first = client.list_page(None, None).await.unwrap();
@@ -596,11 +581,10 @@ mod errors {
     async fn bursts_of_503_are_retried() {
         let sim = spawn(SimConfig {
             workers: 2_000,
-            faults: SageFaults {
+            ..faulty(SageFaults {
                 transient_failure_rate: 0.3,
                 ..SageFaults::default()
-            },
-            ..SimConfig::default()
+            })
         })
         .await;
         let records = list_all(&client(&sim), None).await.unwrap();
@@ -612,11 +596,10 @@ mod errors {
     async fn truncated_bodies_are_retried() {
         let sim = spawn(SimConfig {
             workers: 2_000,
-            faults: SageFaults {
+            ..faulty(SageFaults {
                 truncate_rate: 0.3,
                 ..SageFaults::default()
-            },
-            ..SimConfig::default()
+            })
         })
         .await;
         let records = list_all(&client(&sim), None).await.unwrap();
@@ -625,18 +608,15 @@ mod errors {
 
     #[tokio::test]
     async fn an_outage_longer_than_the_budget_is_transient_and_says_how_hard_it_tried() {
-        let sim = spawn(SimConfig {
-            faults: SageFaults {
-                outage_for_ms: Some(60_000),
-                ..SageFaults::default()
-            },
-            ..SimConfig::default()
-        })
+        let sim = spawn(faulty(SageFaults {
+            outage_for_ms: Some(60_000),
+            ..SageFaults::default()
+        }))
         .await;
         let mut config = SageConfig::new(sim.url(), client_credentials(&SimConfig::default()));
         config.retry = RetryPolicy {
             max_attempts: 3,
-            ..fast_retry()
+            ..RetryPolicy::QUICK
         };
         let error = SageClient::new(config)
             .unwrap()
@@ -651,19 +631,16 @@ mod errors {
 
     #[tokio::test]
     async fn a_slow_server_hits_the_request_timeout() {
-        let sim = spawn(SimConfig {
-            faults: SageFaults {
-                latency_ms: 2_000,
-                ..SageFaults::default()
-            },
-            ..SimConfig::default()
-        })
+        let sim = spawn(faulty(SageFaults {
+            latency_ms: 2_000,
+            ..SageFaults::default()
+        }))
         .await;
         let mut config = SageConfig::new(sim.url(), client_credentials(&SimConfig::default()));
         config.request_timeout = Duration::from_millis(100);
         config.retry = RetryPolicy {
             max_attempts: 2,
-            ..fast_retry()
+            ..RetryPolicy::QUICK
         };
         let started = Instant::now();
         let error = SageClient::new(config)
@@ -687,7 +664,7 @@ mod errors {
         let mut config = SageConfig::new(url, client_credentials(&SimConfig::default()));
         config.retry = RetryPolicy {
             max_attempts: 2,
-            ..fast_retry()
+            ..RetryPolicy::QUICK
         };
         let error = SageClient::new(config)
             .unwrap()
@@ -753,7 +730,7 @@ mod secrets {
         ];
         for credentials in all {
             let mut config = SageConfig::new(sim.url(), credentials);
-            config.retry = fast_retry();
+            config.retry = RetryPolicy::QUICK;
             assert_clean(&format!("{config:?}"));
             let client = SageClient::new(config).unwrap();
             assert_clean(&format!("{client:?}"));

@@ -6,7 +6,9 @@
 //! and can inject faults (latency, outages, transient errors, rate limits...) in process or
 //! through its `/_admin` endpoints.
 
+mod admin;
 mod expr;
+mod faults;
 pub mod generate;
 pub mod oomnitza;
 pub mod process;

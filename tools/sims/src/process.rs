@@ -1,7 +1,12 @@
-//! What the two simulator binaries share: logging to stderr, announcing the URL on stdout, and
-//! waiting for SIGTERM or Ctrl-C. Scripts parse the one stdout line, so nothing else goes there.
+//! What the two simulator binaries share: logging to stderr, binding the listen address,
+//! announcing the URL on stdout, and waiting for SIGTERM or Ctrl-C. Scripts parse the one stdout
+//! line, so nothing else goes there.
 
 use std::io::Write;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
 
 /// Logs with `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing() {
@@ -14,14 +19,14 @@ pub fn init_tracing() {
 }
 
 /// Prints `listening on <url>` as the only stdout line, and flushes it.
-pub fn announce(url: &str) -> std::io::Result<()> {
+fn announce(url: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening on {url}")?;
     out.flush()
 }
 
 /// Completes on SIGTERM or Ctrl-C (SIGINT).
-pub async fn shutdown_signal() -> std::io::Result<()> {
+async fn shutdown_signal() -> std::io::Result<()> {
     #[cfg(unix)]
     {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -34,4 +39,22 @@ pub async fn shutdown_signal() -> std::io::Result<()> {
     {
         tokio::signal::ctrl_c().await
     }
+}
+
+/// Binds the address a simulator listens on (port 0 picks a free port).
+pub async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))
+}
+
+/// Announces `url` as the only stdout line, then waits for SIGTERM or Ctrl-C: once this returns,
+/// the simulator should shut down.
+pub async fn serve_until_stopped(url: &str) -> anyhow::Result<()> {
+    announce(url).context("writing the listening line to stdout")?;
+    shutdown_signal()
+        .await
+        .context("waiting for SIGTERM or Ctrl-C")?;
+    tracing::info!("shutting down");
+    Ok(())
 }

@@ -2,6 +2,9 @@
 //! body and fault of the two published API contracts, the `/_admin` endpoints, and the binaries as
 //! processes. Each test spawns its own simulator on a free port.
 
+#[path = "sims/http.rs"]
+mod http;
+
 #[path = "sims/sage/mod.rs"]
 mod sage;
 

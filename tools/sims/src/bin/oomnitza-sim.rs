@@ -216,17 +216,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     process::init_tracing();
     let config = args.config()?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
+    let listener = process::bind(args.listen).await?;
     let sim = OomnitzaSim::spawn_on(config, listener)
         .await
         .context("starting the Oomnitza simulator")?;
-    process::announce(&sim.url()).context("writing the listening line to stdout")?;
-    process::shutdown_signal()
-        .await
-        .context("waiting for SIGTERM or Ctrl-C")?;
-    tracing::info!("shutting down");
-    sim.shutdown().await.context("shutting the server down")?;
-    Ok(())
+    process::serve_until_stopped(&sim.url()).await?;
+    sim.shutdown().await.context("shutting the server down")
 }

@@ -178,18 +178,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     process::init_tracing();
     let config = args.config()?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
+    let listener = process::bind(args.listen).await?;
     let sim = SageSim::spawn_advertising(config, listener, args.public_url.clone())
         .await
         .context("starting the Sage People simulator")?;
     sim.set_api_usage(args.api_usage);
-    process::announce(&sim.url()).context("writing the listening line to stdout")?;
-    process::shutdown_signal()
-        .await
-        .context("waiting for SIGTERM or Ctrl-C")?;
-    tracing::info!("shutting down");
-    sim.shutdown().await.context("shutting the server down")?;
-    Ok(())
+    process::serve_until_stopped(&sim.url()).await?;
+    sim.shutdown().await.context("shutting the server down")
 }

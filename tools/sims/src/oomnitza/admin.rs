@@ -13,8 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 
+use super::OomnitzaBehavior;
 use super::state::Shared;
-use super::{OomnitzaBehavior, OomnitzaFaults};
+use crate::admin::bad_request;
 use crate::sync::lock;
 
 /// Longest `GET /_admin/wait_idle` wait, and the default one.
@@ -23,9 +24,7 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(10);
 
 /// The admin routes.
 pub(crate) fn routes() -> Router<Arc<Shared>> {
-    Router::new()
-        .route("/_admin/stats", get(stats))
-        .route("/_admin/faults", get(get_faults).put(put_faults))
+    crate::admin::routes::<Shared>()
         .route("/_admin/users", get(users).post(insert_user))
         .route("/_admin/saas_users", get(saas_users))
         .route("/_admin/portions/{id}", get(portion))
@@ -34,38 +33,6 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/_admin/behavior", get(get_behavior).put(put_behavior))
         .route("/_admin/wait_idle", get(wait_idle))
         .route("/_admin/sessions/revoke", post(revoke_sessions))
-}
-
-fn bad_request(message: String) -> Response {
-    (StatusCode::BAD_REQUEST, Json(json!({"error": message}))).into_response()
-}
-
-async fn stats(State(shared): State<Arc<Shared>>) -> Response {
-    Json(shared.stats()).into_response()
-}
-
-async fn get_faults(State(shared): State<Arc<Shared>>) -> Response {
-    Json(shared.faults()).into_response()
-}
-
-async fn put_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    let parsed = serde_json::from_slice::<Value>(&body)
-        .map_err(|e| e.to_string())
-        .and_then(|v| match v {
-            Value::Object(_) => {
-                serde_json::from_value::<OomnitzaFaults>(v).map_err(|e| e.to_string())
-            }
-            _ => Err("not an object".to_string()),
-        });
-    match parsed {
-        Ok(faults) => {
-            shared.set_faults(faults.clone());
-            Json(faults).into_response()
-        }
-        Err(e) => bad_request(format!(
-            "faults must be a JSON object of OomnitzaFaults: {e}"
-        )),
-    }
 }
 
 async fn users(State(shared): State<Arc<Shared>>) -> Response {

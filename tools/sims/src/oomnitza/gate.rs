@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::state::Shared;
+use crate::faults::wait_latency;
 use crate::rng::mix;
 use crate::sync::lock;
 
@@ -37,9 +38,7 @@ pub(crate) async fn api_gate(
     let _flight = shared.flight.enter();
     lock(&shared.requests).api_requests += 1;
     let latency = lock(&shared.control).faults.latency_ms;
-    if latency > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
-    }
+    wait_latency(latency).await;
     let mut csrf = None;
     let response = match refusal(&shared, request.headers(), &mut csrf) {
         None => next.run(request).await,
@@ -142,9 +141,7 @@ fn refusal(shared: &Shared, headers: &HeaderMap, csrf: &mut Option<bool>) -> Opt
 /// `POST /api/request_token` with `login` and `password` (form-encoded) → `{"token": ...}`.
 pub(crate) async fn request_token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let latency = lock(&shared.control).faults.latency_ms;
-    if latency > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
-    }
+    wait_latency(latency).await;
     let mut login = None;
     let mut password = None;
     for (k, v) in url::form_urlencoded::parse(&body) {

@@ -40,6 +40,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::admin::Controlled;
 use crate::server::Server;
 use state::Shared;
 

@@ -14,6 +14,8 @@ use super::validate::{self, Rule};
 use super::{
     InvalidRule, OomnitzaBehavior, OomnitzaConfig, OomnitzaFaults, OomnitzaStats, PortionState,
 };
+use crate::admin::Controlled;
+use crate::faults::outage_until;
 use crate::rng::SplitMix;
 use crate::sync::{Flight, lock};
 
@@ -59,12 +61,6 @@ pub(crate) struct RequestCounters {
     pub(crate) users_returned: u64,
 }
 
-fn outage_until(faults: &OomnitzaFaults) -> Option<Instant> {
-    faults
-        .outage_for_ms
-        .map(|ms| Instant::now() + Duration::from_millis(ms))
-}
-
 impl Control {
     /// True while an outage set by the faults lasts.
     pub(crate) fn in_outage(&self) -> bool {
@@ -93,6 +89,60 @@ impl Control {
     }
 }
 
+impl Controlled for Shared {
+    type Stats = OomnitzaStats;
+    type Faults = OomnitzaFaults;
+    const FAULTS: &'static str = "OomnitzaFaults";
+
+    fn stats(&self) -> OomnitzaStats {
+        let store = lock(&self.store);
+        let c = &store.counters;
+        let requests = lock(&self.requests);
+        OomnitzaStats {
+            api_requests: requests.api_requests,
+            bulk_requests: c.bulk_requests,
+            bulk_records: c.bulk_records,
+            first_bulk_at_ms: c.first_bulk_at_ms,
+            last_bulk_at_ms: c.last_bulk_at_ms,
+            records_processing: store.queue.len(),
+            records_canceled: c.canceled,
+            test_run_records: c.test_run_records,
+            user_reads: requests.user_reads,
+            users_returned: requests.users_returned,
+            csrf_echoed: requests.csrf_echoed,
+            csrf_missing: requests.csrf_missing,
+            records_created: c.created,
+            records_updated: c.updated,
+            records_unchanged: c.unchanged,
+            records_skipped: c.skipped,
+            records_failed: c.failed,
+            status_counts: requests.status_counts.clone(),
+            finalize_calls: c.finalize_calls.clone(),
+            requests_429: requests.requests_429,
+            max_in_flight: self.flight.max(),
+            user_writes: store
+                .user_writes()
+                .map(|(id, n)| (id.to_owned(), n))
+                .collect(),
+            max_writes_per_user: store.user_writes().map(|(_, n)| n).max().unwrap_or(0),
+        }
+    }
+
+    fn faults(&self) -> OomnitzaFaults {
+        lock(&self.control).faults.clone()
+    }
+
+    fn set_faults(&self, faults: OomnitzaFaults) {
+        let mut control = lock(&self.control);
+        control.outage_until = outage_until(faults.outage_for_ms);
+        control.recent.clear();
+        control.faults = faults;
+        drop(control);
+        // A worker paused by the old faults looks again.
+        self.wake.notify_one();
+    }
+}
+
 impl Shared {
     pub(crate) fn new(config: OomnitzaConfig) -> Result<Self, InvalidRule> {
         let rules = validate::compile(&config.behavior.validation_rules).map_err(InvalidRule)?;
@@ -105,7 +155,7 @@ impl Shared {
                 .map(|f| f.id.clone()),
         );
         let control = Control {
-            outage_until: outage_until(&config.faults),
+            outage_until: outage_until(config.faults.outage_for_ms),
             faults: config.faults.clone(),
             rng: SplitMix::new(0x0047_11A7),
             recent: VecDeque::new(),
@@ -170,40 +220,6 @@ impl Shared {
         lock(&self.store).saas_users()
     }
 
-    pub(crate) fn stats(&self) -> OomnitzaStats {
-        let store = lock(&self.store);
-        let c = &store.counters;
-        let requests = lock(&self.requests);
-        OomnitzaStats {
-            api_requests: requests.api_requests,
-            bulk_requests: c.bulk_requests,
-            bulk_records: c.bulk_records,
-            first_bulk_at_ms: c.first_bulk_at_ms,
-            last_bulk_at_ms: c.last_bulk_at_ms,
-            records_processing: store.queue.len(),
-            records_canceled: c.canceled,
-            test_run_records: c.test_run_records,
-            user_reads: requests.user_reads,
-            users_returned: requests.users_returned,
-            csrf_echoed: requests.csrf_echoed,
-            csrf_missing: requests.csrf_missing,
-            records_created: c.created,
-            records_updated: c.updated,
-            records_unchanged: c.unchanged,
-            records_skipped: c.skipped,
-            records_failed: c.failed,
-            status_counts: requests.status_counts.clone(),
-            finalize_calls: c.finalize_calls.clone(),
-            requests_429: requests.requests_429,
-            max_in_flight: self.flight.max(),
-            user_writes: store
-                .user_writes()
-                .map(|(id, n)| (id.to_owned(), n))
-                .collect(),
-            max_writes_per_user: store.user_writes().map(|(_, n)| n).max().unwrap_or(0),
-        }
-    }
-
     pub(crate) fn portion(&self, id: &str) -> Option<PortionState> {
         lock(&self.store).portions.get(id).cloned()
     }
@@ -217,20 +233,6 @@ impl Shared {
 
     pub(crate) fn revoke_sessions(&self) {
         lock(&self.control).sessions.clear();
-    }
-
-    pub(crate) fn faults(&self) -> OomnitzaFaults {
-        lock(&self.control).faults.clone()
-    }
-
-    pub(crate) fn set_faults(&self, faults: OomnitzaFaults) {
-        let mut control = lock(&self.control);
-        control.outage_until = outage_until(&faults);
-        control.recent.clear();
-        control.faults = faults;
-        drop(control);
-        // A worker paused by the old faults looks again.
-        self.wake.notify_one();
     }
 
     pub(crate) fn insert_user(&self, fields: Map<String, Value>) -> String {

@@ -13,14 +13,12 @@ use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::SageFaults;
 use super::state::Shared;
+use crate::admin::bad_request;
 
 /// The admin routes.
 pub(crate) fn routes() -> Router<Arc<Shared>> {
-    Router::new()
-        .route("/_admin/stats", get(stats))
-        .route("/_admin/faults", get(get_faults).put(put_faults))
+    crate::admin::routes::<Shared>()
         .route("/_admin/workers", post(add_workers))
         .route(
             "/_admin/workers/{id}",
@@ -33,40 +31,12 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/_admin/tokens/revoke", post(revoke_tokens))
 }
 
-fn bad_request(message: String) -> Response {
-    (StatusCode::BAD_REQUEST, Json(json!({"error": message}))).into_response()
-}
-
 fn not_found(id: &str) -> Response {
     (
         StatusCode::NOT_FOUND,
         Json(json!({"error": format!("no worker with id '{id}'")})),
     )
         .into_response()
-}
-
-async fn stats(State(shared): State<Arc<Shared>>) -> Response {
-    Json(shared.stats()).into_response()
-}
-
-async fn get_faults(State(shared): State<Arc<Shared>>) -> Response {
-    Json(shared.faults()).into_response()
-}
-
-async fn put_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    let parsed = serde_json::from_slice::<Value>(&body)
-        .map_err(|e| e.to_string())
-        .and_then(|v| match v {
-            Value::Object(_) => serde_json::from_value::<SageFaults>(v).map_err(|e| e.to_string()),
-            _ => Err("not an object".to_string()),
-        });
-    match parsed {
-        Ok(faults) => {
-            shared.set_faults(faults.clone());
-            Json(faults).into_response()
-        }
-        Err(e) => bad_request(format!("faults must be a JSON object of SageFaults: {e}")),
-    }
 }
 
 async fn get_worker(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {

@@ -13,6 +13,7 @@ use axum::response::Response;
 
 use super::errors;
 use super::state::Shared;
+use crate::faults::wait_latency;
 use crate::sync::lock;
 
 /// Axum middleware wrapped around the Employees API routes.
@@ -24,9 +25,7 @@ pub(crate) async fn api_gate(
     let _flight = shared.flight.enter();
     lock(&shared.stats).api_requests += 1;
     let latency = lock(&shared.control).faults.latency_ms;
-    if latency > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
-    }
+    wait_latency(latency).await;
     let mut response = match refusal(&shared, request.headers()) {
         None => next.run(request).await,
         Some(refusal) => refusal,

@@ -23,6 +23,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+use crate::admin::Controlled;
 use crate::server::Server;
 use state::Shared;
 

@@ -9,9 +9,11 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use jsonwebtoken::DecodingKey;
 use serde_json::Value;
-use tokio::time::{Duration, Instant};
+use tokio::time::Instant;
 
 use super::{SageConfig, SageFaults, SageStats};
+use crate::admin::Controlled;
+use crate::faults::outage_until;
 use crate::generate;
 use crate::rng::SplitMix;
 use crate::sync::{Flight, lock, read, write};
@@ -99,10 +101,30 @@ impl Control {
     }
 }
 
-fn outage_until(faults: &SageFaults) -> Option<Instant> {
-    faults
-        .outage_for_ms
-        .map(|ms| Instant::now() + Duration::from_millis(ms))
+impl Controlled for Shared {
+    type Stats = SageStats;
+    type Faults = SageFaults;
+    const FAULTS: &'static str = "SageFaults";
+
+    fn stats(&self) -> SageStats {
+        let mut stats = lock(&self.stats).clone();
+        stats.api_usage = lock(&self.control).api_usage;
+        stats.api_quota = self.config.api_quota;
+        let org = read(&self.org);
+        stats.workers = org.total.saturating_sub(org.removed.len() as u64);
+        stats.max_in_flight = self.flight.max();
+        stats
+    }
+
+    fn faults(&self) -> SageFaults {
+        lock(&self.control).faults.clone()
+    }
+
+    fn set_faults(&self, faults: SageFaults) {
+        let mut control = lock(&self.control);
+        control.outage_until = outage_until(faults.outage_for_ms);
+        control.faults = faults;
+    }
 }
 
 impl Shared {
@@ -126,7 +148,7 @@ impl Shared {
             replaced_ids: HashMap::new(),
         };
         let control = Control {
-            outage_until: outage_until(&config.faults),
+            outage_until: outage_until(config.faults.outage_for_ms),
             faults: config.faults.clone(),
             rng: SplitMix::new(config.seed ^ 0xFA17),
             tokens: HashMap::new(),
@@ -142,26 +164,6 @@ impl Shared {
             stats: Mutex::new(SageStats::default()),
             flight: Arc::new(Flight::default()),
         })
-    }
-
-    pub(crate) fn stats(&self) -> SageStats {
-        let mut stats = lock(&self.stats).clone();
-        stats.api_usage = lock(&self.control).api_usage;
-        stats.api_quota = self.config.api_quota;
-        let org = read(&self.org);
-        stats.workers = org.total.saturating_sub(org.removed.len() as u64);
-        stats.max_in_flight = self.flight.max();
-        stats
-    }
-
-    pub(crate) fn faults(&self) -> SageFaults {
-        lock(&self.control).faults.clone()
-    }
-
-    pub(crate) fn set_faults(&self, faults: SageFaults) {
-        let mut control = lock(&self.control);
-        control.outage_until = outage_until(&faults);
-        control.faults = faults;
     }
 
     /// Removes a worker; false if there was no such worker.

@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::errors;
 use super::state::{JwtKey, Shared, TokenUse};
+use crate::faults::wait_latency;
 use crate::rng::mix;
 use crate::sync::lock;
 
@@ -26,9 +27,7 @@ const MAX_ASSERTION_LIFETIME_SECS: u64 = 180 + 2;
 /// Issues an access token, or explains in the OAuth error form why not.
 pub(crate) async fn token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let latency = lock(&shared.control).faults.latency_ms;
-    if latency > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
-    }
+    wait_latency(latency).await;
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let grant = form.get("grant_type").map(String::as_str).unwrap_or("");
     let label = match grant {

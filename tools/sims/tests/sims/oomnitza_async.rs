@@ -9,10 +9,11 @@ use peoplesync_sims::oomnitza::{
     CustomFieldNames, OomnitzaBehavior, OomnitzaConfig, OomnitzaFaults, OomnitzaSim,
     SAGE_USER_ID_FIELD, ValidationRule,
 };
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::oomnitza::{TOKEN, api_get, batch, counts, json, post, record, run_log, spawn};
+use super::oomnitza::{TOKEN, api_get, batch, counts, finalize, post, record, run_log, spawn};
+use crate::http::{Admin, json};
 
 /// Long enough that a client's next request comes before processing starts, even on a busy
 /// machine; the tests that use it wait for processing, they do not measure it.
@@ -123,15 +124,11 @@ async fn a_duplicate_unique_value_across_posts_fails_only_that_record() {
 async fn tenant_validation_rules_fail_records_when_processed() {
     let (sim, client) = spawn(config(Duration::ZERO)).await;
     let url = sim.url();
+    let admin = Admin::new(&client, &url);
     let rules = json!({"validation_rules": [
         {"field": "EMAIL", "pattern": "^user2@", "message": "EMAIL is on the tenant's block list"}
     ]});
-    let put = client
-        .put(format!("{url}/_admin/behavior"))
-        .json(&rules)
-        .send()
-        .await
-        .expect("request");
+    let put = admin.send(Method::PUT, "behavior", Some(&rules)).await;
     assert_eq!(put.status(), StatusCode::OK);
     let behavior = json(put).await;
     assert_eq!(
@@ -171,12 +168,13 @@ async fn tenant_validation_rules_fail_records_when_processed() {
         }])
         .is_err()
     );
-    let bad = client
-        .put(format!("{url}/_admin/behavior"))
-        .json(&json!({"validation_rules": [{"field": "EMAIL", "pattern": "("}]}))
-        .send()
-        .await
-        .expect("request");
+    let bad = admin
+        .send(
+            Method::PUT,
+            "behavior",
+            Some(&json!({"validation_rules": [{"field": "EMAIL", "pattern": "("}]})),
+        )
+        .await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 }
 
@@ -208,14 +206,8 @@ async fn finalize_lets_processing_finish_before_the_run_is_finished() {
     let url = sim.url();
     pause(&sim);
     post(&client, &url, &batch("p", vec![record(1)])).await;
-    let finalize = client
-        .post(format!("{url}/api/v3/bulk/p/finalize"))
-        .header("Authorization2", TOKEN)
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(finalize.status(), StatusCode::OK);
+    let finalized = finalize(&client, &url, "p").await;
+    assert_eq!(finalized.status(), StatusCode::OK);
     let log = run_log(&client, &url, "p").await;
     assert_eq!(
         (&log["status"], &log["objects"]["processing"]),

@@ -330,15 +330,8 @@ async fn finalize_closes_the_portion_once_and_later_posts_get_409() {
     let (sim, client) = spawn_default().await;
     let url = sim.url();
     post(&client, &url, &batch("p", vec![record(1)])).await;
-    let finalize = || {
-        client
-            .post(format!("{url}/api/v3/bulk/p/finalize"))
-            .header("Authorization2", TOKEN)
-            .json(&json!({}))
-            .send()
-    };
-    assert_eq!(finalize().await.expect("request").status(), StatusCode::OK);
-    let again = finalize().await.expect("request");
+    assert_eq!(finalize(&client, &url, "p").await.status(), StatusCode::OK);
+    let again = finalize(&client, &url, "p").await;
     assert_eq!(again.status(), StatusCode::CONFLICT);
     let late = post(&client, &url, &batch("p", vec![record(2)])).await;
     assert_eq!(late.status(), StatusCode::CONFLICT);
@@ -362,6 +355,7 @@ async fn finalize_closes_the_portion_once_and_later_posts_get_409() {
 async fn a_canceled_portion_takes_posts_and_discards_them() {
     let (sim, client) = spawn_default().await;
     let url = sim.url();
+    let admin = Admin::new(&client, &url);
     post(&client, &url, &batch("p", vec![record(1)])).await;
     sim.wait_idle().await;
     sim.cancel_portion("p");
@@ -384,23 +378,13 @@ async fn a_canceled_portion_takes_posts_and_discards_them() {
     );
     assert_eq!(log["status"], "canceled");
     assert!(log["logs"]["canceled"][0].is_string());
-    let finalize = client
-        .post(format!("{url}/api/v3/bulk/p/finalize"))
-        .header("Authorization2", TOKEN)
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(finalize.status(), StatusCode::CONFLICT);
+    let finalized = finalize(&client, &url, "p").await;
+    assert_eq!(finalized.status(), StatusCode::CONFLICT);
     sim.wait_idle().await;
     assert_eq!(sim.users().len(), 1);
     assert_eq!(sim.stats().records_canceled, 2);
 
-    let cancel = client
-        .post(format!("{url}/_admin/portions/q/cancel"))
-        .send()
-        .await
-        .expect("request");
+    let cancel = admin.send(Method::POST, "portions/q/cancel", None).await;
     assert_eq!(cancel.status(), StatusCode::OK);
     assert_eq!(
         post(&client, &url, &batch("q", vec![record(3)]))

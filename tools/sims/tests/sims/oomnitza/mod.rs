@@ -10,7 +10,9 @@ mod users;
 
 use std::time::{Duration, Instant};
 
+use crate::http::{Admin, assert_stopped, json};
 use peoplesync_sims::oomnitza::{OomnitzaConfig, OomnitzaFaults, OomnitzaSim, SAGE_USER_ID_FIELD};
+use reqwest::Method;
 use reqwest::{Client, StatusCode};
 use serde_json::{Map, Value, json};
 
@@ -53,6 +55,17 @@ pub(super) async fn post(client: &Client, url: &str, body: &Value) -> reqwest::R
         .expect("bulk request")
 }
 
+/// `POST /api/v3/bulk/{portion}/finalize`.
+pub(super) async fn finalize(client: &Client, url: &str, portion: &str) -> reqwest::Response {
+    client
+        .post(format!("{url}/api/v3/bulk/{portion}/finalize"))
+        .header("Authorization2", TOKEN)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("finalize request")
+}
+
 pub(super) async fn api_get(client: &Client, url: &str, path: &str) -> reqwest::Response {
     client
         .get(format!("{url}{path}"))
@@ -60,11 +73,6 @@ pub(super) async fn api_get(client: &Client, url: &str, path: &str) -> reqwest::
         .send()
         .await
         .expect("request")
-}
-
-pub(super) async fn json(response: reqwest::Response) -> Value {
-    let text = response.text().await.expect("body");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
 pub(super) async fn run_log(client: &Client, url: &str, portion: &str) -> Value {

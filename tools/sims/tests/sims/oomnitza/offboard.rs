@@ -2,11 +2,13 @@
 //! by id or username, assets assigned through the admin API, and the configurable refusal to
 //! delete a user who still holds assets.
 
-use peoplesync_sims::oomnitza::{OomnitzaBehavior, OomnitzaConfig, SAGE_USER_ID_FIELD};
+use peoplesync_sims::oomnitza::{
+    OomnitzaBehavior, OomnitzaConfig, OomnitzaSim, SAGE_USER_ID_FIELD,
+};
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 
-use super::{TOKEN, api_get, json, spawn, spawn_default};
+use super::{Admin, Method, TOKEN, api_get, json, spawn, spawn_default};
 
 /// A user as `insert_user` takes it: field id → value, with `_id`.
 fn user(pairs: &[(&str, &str)]) -> serde_json::Map<String, Value> {
@@ -27,12 +29,16 @@ fn ada() -> serde_json::Map<String, Value> {
 }
 
 async fn assign(client: &Client, url: &str, asset: Value) -> reqwest::Response {
-    client
-        .post(format!("{url}/_admin/assets"))
-        .json(&asset)
-        .send()
+    Admin::new(client, url)
+        .send(Method::POST, "assets", Some(&asset))
         .await
-        .expect("admin request")
+}
+
+/// Ada, holding the asset `EQ-1`.
+async fn ada_holding_an_asset(sim: &OomnitzaSim, client: &Client) {
+    sim.insert_user(ada());
+    let asset = json!({"equipment_id": "EQ-1", "assigned_to": "u-ada"});
+    assign(client, &sim.url(), asset).await;
 }
 
 async fn send(
@@ -116,30 +122,24 @@ async fn patch_sets_fields_and_the_user_reads_back_with_them() {
         Some(1),
         "the index follows the patch"
     );
-    let bad = send(
-        &client,
-        reqwest::Method::PATCH,
-        format!("{}/api/v3/users/u-ada", sim.url()),
-        Some(json!(["not", "an", "object"])),
-    )
-    .await;
-    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
-    let unknown_field = send(
-        &client,
-        reqwest::Method::PATCH,
-        format!("{}/api/v3/users/u-ada", sim.url()),
-        Some(json!({"NO_SUCH_FIELD": "x"})),
-    )
-    .await;
-    assert_eq!(unknown_field.status(), StatusCode::BAD_REQUEST);
-    let unknown_role = send(
-        &client,
-        reqwest::Method::PATCH,
-        format!("{}/api/v3/users/u-ada", sim.url()),
-        Some(json!({"PERMISSIONS_ID": "999"})),
-    )
-    .await;
-    assert_eq!(unknown_role.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // Not an object, an unknown field id, an unknown role.
+    for (patch, status) in [
+        (json!(["not", "an", "object"]), StatusCode::BAD_REQUEST),
+        (json!({"NO_SUCH_FIELD": "x"}), StatusCode::BAD_REQUEST),
+        (
+            json!({"PERMISSIONS_ID": "999"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let refused = send(
+            &client,
+            reqwest::Method::PATCH,
+            format!("{}/api/v3/users/u-ada", sim.url()),
+            Some(patch.clone()),
+        )
+        .await;
+        assert_eq!(refused.status(), status, "{patch}");
+    }
     let user = json(api_get(&client, &sim.url(), "/api/v3/users/u-ada").await).await;
     assert_eq!(user["role"], "10", "a refused patch changes nothing");
     let unauthenticated = client
@@ -154,19 +154,13 @@ async fn patch_sets_fields_and_the_user_reads_back_with_them() {
 #[tokio::test]
 async fn delete_removes_the_user_and_frees_their_assets_and_unique_values() {
     let (sim, client) = spawn_default().await;
-    sim.insert_user(ada());
+    ada_holding_an_asset(&sim, &client).await;
     sim.insert_user(user(&[
         ("_id", "u-bob"),
         ("USER", "bob@example.com"),
         ("EMAIL", "bob@example.com"),
         (SAGE_USER_ID_FIELD, "a2G2"),
     ]));
-    assign(
-        &client,
-        &sim.url(),
-        json!({"equipment_id": "EQ-1", "assigned_to": "u-ada"}),
-    )
-    .await;
     let url = format!("{}/api/v3/users/u-ada", sim.url());
     let deleted = send(&client, reqwest::Method::DELETE, url.clone(), None).await;
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
@@ -209,13 +203,7 @@ async fn deleting_a_user_holding_assets_can_be_refused() {
         ..OomnitzaConfig::default()
     })
     .await;
-    sim.insert_user(ada());
-    assign(
-        &client,
-        &sim.url(),
-        json!({"equipment_id": "EQ-1", "assigned_to": "u-ada"}),
-    )
-    .await;
+    ada_holding_an_asset(&sim, &client).await;
     let url = format!("{}/api/v3/users/u-ada", sim.url());
     let refused = send(&client, reqwest::Method::DELETE, url, None).await;
     assert_eq!(refused.status(), StatusCode::CONFLICT);

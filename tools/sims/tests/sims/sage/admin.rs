@@ -10,16 +10,12 @@ async fn admin_endpoints_drive_the_sim_and_are_not_api_calls() {
     })
     .await;
     let url = sim.url();
+    let admin = Admin::new(&client, &url);
     let t = token(&client, &url).await;
     let id2 = worker_id(2);
 
     let faults = json!({"latency_ms": 1, "token_expiry_after": 100, "reject_markers": false});
-    let put = client
-        .put(format!("{url}/_admin/faults"))
-        .json(&faults)
-        .send()
-        .await
-        .expect("put");
+    let put = admin.send(Method::PUT, "faults", Some(&faults)).await;
     assert_eq!(put.status(), StatusCode::OK);
     assert_eq!(sim.faults().token_expiry_after, Some(100));
     let bad = client
@@ -31,39 +27,30 @@ async fn admin_endpoints_drive_the_sim_and_are_not_api_calls() {
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     sim.set_faults(SageFaults::default());
 
-    let patch = client
-        .patch(format!("{url}/_admin/workers/{id2}"))
-        .json(&json!({"lastName": "Patched"}))
-        .send()
-        .await
-        .expect("patch");
+    let patch = admin
+        .send(
+            Method::PATCH,
+            &format!("workers/{id2}"),
+            Some(&json!({"lastName": "Patched"})),
+        )
+        .await;
     assert_eq!(patch.status(), StatusCode::OK);
     assert_eq!(json(patch).await["lastName"], "Patched");
-    let deleted = client
-        .delete(format!("{url}/_admin/workers/{}", worker_id(3)))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
-    let again = client
-        .delete(format!("{url}/_admin/workers/{}", worker_id(3)))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(again.status(), StatusCode::NOT_FOUND);
-    let added = client
-        .post(format!("{url}/_admin/workers"))
-        .json(&json!({"count": 2}))
-        .send()
-        .await
-        .expect("post");
+    // Removing a worker twice: the second time there is none.
+    let id3 = worker_id(3);
+    for expected in [StatusCode::NO_CONTENT, StatusCode::NOT_FOUND] {
+        let deleted = admin
+            .send(Method::DELETE, &format!("workers/{id3}"), None)
+            .await;
+        assert_eq!(deleted.status(), expected);
+    }
+    let added = admin
+        .send(Method::POST, "workers", Some(&json!({"count": 2})))
+        .await;
     assert_eq!(json(added).await["total"], 12);
-    let usage = client
-        .put(format!("{url}/_admin/api_usage"))
-        .json(&json!({"used": 40}))
-        .send()
-        .await
-        .expect("put");
+    let usage = admin
+        .send(Method::PUT, "api_usage", Some(&json!({"used": 40})))
+        .await;
     assert_eq!(usage.status(), StatusCode::NO_CONTENT);
 
     let body = json(get(&client, &url, &t, &[]).await).await;
@@ -71,34 +58,16 @@ async fn admin_endpoints_drive_the_sim_and_are_not_api_calls() {
     assert_eq!(data.len(), 11);
     assert_eq!(data[2]["lastName"], "Patched");
 
-    let worker = json(
-        client
-            .get(format!("{url}/_admin/workers/{id2}"))
-            .send()
-            .await
-            .expect("get"),
-    )
-    .await;
+    let worker = admin.get(&format!("workers/{id2}")).await;
     assert_eq!(worker["lastName"], "Patched");
-    let revoke = client
-        .post(format!("{url}/_admin/tokens/revoke"))
-        .send()
-        .await
-        .expect("post");
+    let revoke = admin.send(Method::POST, "tokens/revoke", None).await;
     assert_eq!(revoke.status(), StatusCode::NO_CONTENT);
     assert_eq!(
         get(&client, &url, &t, &[]).await.status(),
         StatusCode::UNAUTHORIZED
     );
 
-    let stats = json(
-        client
-            .get(format!("{url}/_admin/stats"))
-            .send()
-            .await
-            .expect("stats"),
-    )
-    .await;
+    let stats = admin.get("stats").await;
     assert_eq!(
         stats["api_requests"], 2,
         "admin calls are not API calls: {stats}"
@@ -114,12 +83,5 @@ async fn dropping_the_sim_shuts_the_server_down() {
     let url = sim.url();
     assert!(reqwest::get(format!("{url}/_admin/stats")).await.is_ok());
     drop(sim);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        Client::new()
-            .get(format!("{url}/_admin/stats"))
-            .send()
-            .await
-            .is_err()
-    );
+    assert_stopped(&url).await;
 }

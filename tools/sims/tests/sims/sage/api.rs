@@ -35,14 +35,13 @@ async fn missing_unknown_or_revoked_token_gives_invalid_session_id() {
 
 #[tokio::test]
 async fn expired_token_gives_invalid_session_id_and_a_new_token_works() {
-    let faults = SageFaults {
-        token_expiry_after: Some(2),
-        ..SageFaults::default()
-    };
-    let (sim, client) = spawn(SageConfig {
-        faults,
-        ..config(5)
-    })
+    let (sim, client) = spawn_faulty(
+        5,
+        SageFaults {
+            token_expiry_after: Some(2),
+            ..SageFaults::default()
+        },
+    )
     .await;
     let t = token(&client, &sim.url()).await;
     assert_eq!(

@@ -4,14 +4,13 @@ use super::*;
 
 #[tokio::test]
 async fn transient_failures_are_server_unavailable_at_the_configured_rate() {
-    let faults = SageFaults {
-        transient_failure_rate: 1.0,
-        ..SageFaults::default()
-    };
-    let (sim, client) = spawn(SageConfig {
-        faults,
-        ..config(5)
-    })
+    let (sim, client) = spawn_faulty(
+        5,
+        SageFaults {
+            transient_failure_rate: 1.0,
+            ..SageFaults::default()
+        },
+    )
     .await;
     let t = token(&client, &sim.url()).await;
     let response = get(&client, &sim.url(), &t, &[]).await;
@@ -179,14 +178,13 @@ async fn limits_report_daily_api_requests_and_the_header_can_be_left_off() {
 
 #[tokio::test]
 async fn truncated_bodies_are_cut_in_the_middle() {
-    let faults = SageFaults {
-        truncate_rate: 1.0,
-        ..SageFaults::default()
-    };
-    let (sim, client) = spawn(SageConfig {
-        faults,
-        ..config(50)
-    })
+    let (sim, client) = spawn_faulty(
+        50,
+        SageFaults {
+            truncate_rate: 1.0,
+            ..SageFaults::default()
+        },
+    )
     .await;
     let t = token(&client, &sim.url()).await;
     let response = get(&client, &sim.url(), &t, &[]).await;
@@ -210,14 +208,13 @@ async fn truncated_bodies_are_cut_in_the_middle() {
 
 #[tokio::test]
 async fn latency_delays_every_request() {
-    let faults = SageFaults {
-        latency_ms: 150,
-        ..SageFaults::default()
-    };
-    let (sim, client) = spawn(SageConfig {
-        faults,
-        ..config(5)
-    })
+    let (sim, client) = spawn_faulty(
+        5,
+        SageFaults {
+            latency_ms: 150,
+            ..SageFaults::default()
+        },
+    )
     .await;
     let started = Instant::now();
     let t = token(&client, &sim.url()).await;

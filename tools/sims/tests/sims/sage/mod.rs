@@ -11,9 +11,11 @@ mod paging;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use crate::http::{Admin, assert_stopped, json};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use peoplesync_sims::generate::{self, worker_id};
 use peoplesync_sims::sage::{EndStyle, PageSize, SageConfig, SageFaults, SageSim};
+use reqwest::Method;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
@@ -32,6 +34,15 @@ fn config(workers: u64) -> SageConfig {
 async fn spawn(config: SageConfig) -> (SageSim, Client) {
     let sim = SageSim::spawn(config).await.expect("sim starts");
     (sim, Client::new())
+}
+
+/// A simulator of `workers` workers with `faults` on from the start, and a client.
+async fn spawn_faulty(workers: u64, faults: SageFaults) -> (SageSim, Client) {
+    spawn(SageConfig {
+        faults,
+        ..config(workers)
+    })
+    .await
 }
 
 async fn token_response(client: &Client, url: &str, form: &[(&str, &str)]) -> reqwest::Response {
@@ -69,11 +80,6 @@ async fn get(client: &Client, url: &str, token: &str, query: &[(&str, &str)]) ->
         .send()
         .await
         .expect("employees request")
-}
-
-async fn json(response: reqwest::Response) -> Value {
-    let text = response.text().await.expect("body");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
 /// Walks the whole list; returns the ids and the size of each page.

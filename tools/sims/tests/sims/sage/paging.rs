@@ -105,14 +105,13 @@ async fn garbled_or_unknown_marker_gives_invalid_marker() {
 
 #[tokio::test]
 async fn reject_markers_fault_refuses_every_marker_but_not_the_first_page() {
-    let faults = SageFaults {
-        reject_markers: true,
-        ..SageFaults::default()
-    };
-    let (sim, client) = spawn(SageConfig {
-        faults,
-        ..config(10)
-    })
+    let (sim, client) = spawn_faulty(
+        10,
+        SageFaults {
+            reject_markers: true,
+            ..SageFaults::default()
+        },
+    )
     .await;
     let t = token(&client, &sim.url()).await;
     assert_eq!(
