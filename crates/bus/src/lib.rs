@@ -5,12 +5,14 @@
 //!
 //! Services hold one [`Bus`]; every other module takes what it needs from it.
 
+pub mod checkpoint;
 pub mod codec;
 pub mod connect;
 pub mod consume;
 pub mod control;
 pub mod dlq;
 pub mod error;
+mod kv_json;
 pub mod lease;
 pub mod leavers;
 pub mod lookup;
@@ -19,9 +21,12 @@ pub mod outcomes;
 pub mod pause;
 pub mod presence;
 pub mod publish;
+pub mod removals;
 pub mod runs;
+pub mod seen;
 pub mod setup;
 mod stores;
+pub mod sync_keys;
 
 pub use connect::{ConnectConfigError, ConnectSettings, NatsAuth, NatsServers, NatsTls};
 pub use consume::WorkStream;
