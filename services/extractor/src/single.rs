@@ -6,14 +6,13 @@ use peoplesync_bus::codec;
 use peoplesync_bus::control::{
     CommandError, Progress, RemovalsReleased, WorkerFetched, WorkerSynced,
 };
-use peoplesync_bus::{RunRecord, RunState, names};
-use peoplesync_proto::v1::RunEventKind;
+use peoplesync_bus::{RunState, names};
 use peoplesync_sage_people::SageClient;
 
-use crate::checkpoint::{Checkpoint, Checkpoints};
 use crate::event::EventBuilder;
+use crate::journal::{Counts, Journal};
 use crate::removals::{self, RemovalError};
-use crate::run::{Extraction, publish_run_event};
+use crate::run::Extraction;
 use crate::settings;
 
 fn error(code: &str, message: impl Into<String>) -> CommandError {
@@ -110,23 +109,12 @@ pub async fn sync(extraction: &Extraction, id: &str) -> Result<WorkerSynced, Com
             ),
         ));
     }
-    let runs = bus.runs();
-    runs.create(&RunRecord::start(integration, &run_id, false, "worker"))
+    let journal = Journal::new(bus, integration, false);
+    journal
+        .start(&run_id, "worker", false)
         .await
         .map_err(failed)?;
-    let mut checkpoint = Checkpoint::start(&run_id, None);
     let mut publisher = bus.publisher(4);
-    publish_run_event(
-        &mut publisher,
-        integration,
-        &checkpoint,
-        RunEventKind::Started,
-        0,
-        None,
-        false,
-    )
-    .await
-    .map_err(failed)?;
     publisher
         .publish(
             names::workers_subject(integration),
@@ -137,27 +125,11 @@ pub async fn sync(extraction: &Extraction, id: &str) -> Result<WorkerSynced, Com
         .await
         .map_err(failed)?;
     publisher.flush().await.map_err(failed)?;
-    checkpoint.published = 1;
-    let now = chrono::Utc::now().to_rfc3339();
-    runs.update(integration, &run_id, |r| {
-        r.state = RunState::Completed;
-        r.published = 1;
-        r.finished_at = Some(now.clone());
-        true
-    })
-    .await
-    .map_err(failed)?;
-    publish_run_event(
-        &mut publisher,
-        integration,
-        &checkpoint,
-        RunEventKind::Completed,
-        0,
-        None,
-        false,
-    )
-    .await
-    .map_err(failed)?;
+    let counts = Counts {
+        published: 1,
+        ..Counts::default()
+    };
+    journal.complete(&run_id, counts).await.map_err(failed)?;
     tracing::info!(integration, %run_id, worker = id, "published a single-worker run");
     Ok(WorkerSynced {
         found: true,
@@ -169,19 +141,15 @@ pub async fn sync(extraction: &Extraction, id: &str) -> Result<WorkerSynced, Com
 pub async fn progress(extraction: &Extraction) -> Result<Progress, CommandError> {
     let bus = extraction.bus();
     let integration = extraction.integration();
-    let Some(checkpoint) = Checkpoints::new(bus.state_kv().clone())
-        .load(integration)
-        .await
-        .map_err(failed)?
-    else {
+    let Some(checkpoint) = bus.checkpoints().load(integration).await.map_err(failed)? else {
         return Ok(Progress::default());
     };
-    let record = bus
-        .runs()
-        .get(integration, &checkpoint.run_id)
+    let record = extraction
+        .journal()
+        .record(&checkpoint.run_id)
         .await
         .map_err(failed)?;
-    let running = record.is_some_and(|(r, _)| r.state == RunState::Running);
+    let running = record.is_some_and(|r| r.state == RunState::Running);
     Ok(Progress {
         running,
         run_id: Some(checkpoint.run_id),
@@ -205,35 +173,12 @@ pub async fn approve_removals(
             RemovalError::Bus(err) => failed(err),
         })?;
     let (client, credentials) = client(extraction).await?;
-    let runs = bus.runs();
-    let mut checkpoint = Checkpoint::start(&release.release_run, None);
+    let journal = Journal::new(bus, integration, false);
     let mut publisher = bus.publisher(extraction.options().publish_window);
-    if runs
-        .get(integration, &release.release_run)
-        .await
-        .map_err(failed)?
-        .is_none()
-    {
-        runs.create(&RunRecord::start(
-            integration,
-            &release.release_run,
-            false,
-            "approve-removals",
-        ))
+    journal
+        .start_or_reuse(&release.release_run, "approve-removals")
         .await
         .map_err(failed)?;
-    }
-    publish_run_event(
-        &mut publisher,
-        integration,
-        &checkpoint,
-        RunEventKind::Started,
-        0,
-        None,
-        false,
-    )
-    .await
-    .map_err(failed)?;
     let events = EventBuilder::new(
         integration,
         &release.release_run,
@@ -251,33 +196,18 @@ pub async fn approve_removals(
     )
     .await
     .map_err(failed)?;
-    let now = chrono::Utc::now().to_rfc3339();
-    runs.update(integration, &release.release_run, |r| {
-        r.state = RunState::Completed;
-        r.removed = released;
-        r.finished_at = Some(now.clone());
-        true
-    })
-    .await
-    .map_err(failed)?;
-    runs.update(integration, &release.held_run, |r| {
-        r.removals_held = 0;
-        true
-    })
-    .await
-    .map_err(failed)?;
-    checkpoint.published = 0;
-    publish_run_event(
-        &mut publisher,
-        integration,
-        &checkpoint,
-        RunEventKind::Completed,
-        released,
-        None,
-        false,
-    )
-    .await
-    .map_err(failed)?;
+    let counts = Counts {
+        removed: released,
+        ..Counts::default()
+    };
+    journal
+        .complete(&release.release_run, counts)
+        .await
+        .map_err(failed)?;
+    journal
+        .removals_released(&release.held_run)
+        .await
+        .map_err(failed)?;
     removals::finish_release(bus, integration, &release)
         .await
         .map_err(failed)?;

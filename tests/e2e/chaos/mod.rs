@@ -135,16 +135,9 @@ impl Stack {
     /// `timeout`.
     pub async fn lease_holder_other_than(&self, old: &str, timeout: Duration) -> String {
         let bus = &self.bus;
-        let key = peoplesync_extractor::lease::key("sage-people");
-        wait_for("an extractor to hold the lease", timeout, || {
-            let kv = bus.state_kv().clone();
-            let key = key.clone();
-            async move {
-                let value = kv.get(key).await.ok()??;
-                let lease: peoplesync_extractor::lease::LeaseValue =
-                    serde_json::from_slice(&value).ok()?;
-                (lease.holder != old).then_some(lease.holder)
-            }
+        wait_for("an extractor to hold the lease", timeout, || async move {
+            let lease = bus.lease_holder("sage-people").await.ok()??;
+            (lease.holder != old).then_some(lease.holder)
         })
         .await
     }
@@ -204,8 +197,7 @@ impl Stack {
     /// Waits until at least `pages` pages of run `run_id` are published (its checkpoint).
     pub async fn pages_published(&self, run_id: &str, pages: u64) {
         let bus = &self.bus;
-        let checkpoints =
-            peoplesync_extractor::checkpoint::Checkpoints::new(bus.state_kv().clone());
+        let checkpoints = bus.checkpoints();
         wait_for(
             &format!("{pages} pages of run {run_id}"),
             Duration::from_secs(120),

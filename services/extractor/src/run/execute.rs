@@ -47,7 +47,6 @@ impl PreparedRun {
         let inner = &*extraction.inner;
         let integration = inner.integration.as_str();
         let bus_err = |e| extraction.bus_error(e);
-        let runs = inner.bus.runs();
         let mut publisher = inner.bus.publisher(inner.options.publish_window);
         let mut pages = 0;
 
@@ -55,7 +54,7 @@ impl PreparedRun {
             let mut listing = Listing {
                 extraction: &extraction,
                 checkpoints: &checkpoints,
-                runs: &runs,
+                journal: &inner.journal,
                 publisher: &mut publisher,
                 checkpoint: &mut checkpoint,
                 events: None,
@@ -81,7 +80,7 @@ impl PreparedRun {
                 }
                 (Err(stop), _) | (Ok(()), Err(stop)) => {
                     return Err(extraction
-                        .stop(&runs, &checkpoints, &mut publisher, &checkpoint, stop)
+                        .stop(&checkpoints, &mut publisher, &checkpoint, stop)
                         .await);
                 }
             }
@@ -148,30 +147,16 @@ impl PreparedRun {
         }
         let removed = decision.published();
         let held = decision.held();
-        let now = chrono::Utc::now().to_rfc3339();
-        runs.update(integration, &checkpoint.run_id, |r| {
-            r.state = RunState::Completed;
-            r.published = checkpoint.published;
-            r.skipped = checkpoint.skipped;
-            r.removed = removed;
-            r.removals_held = held;
-            r.error = None;
-            r.finished_at = Some(now.clone());
-            true
-        })
-        .await
-        .map_err(bus_err)?;
-        publish_run_event(
-            &mut publisher,
-            integration,
-            &checkpoint,
-            RunEventKind::Completed,
+        let counts = Counts {
             removed,
-            None,
-            true,
-        )
-        .await
-        .map_err(bus_err)?;
+            removals_held: held,
+            ..counts(&checkpoint)
+        };
+        inner
+            .journal
+            .complete(&checkpoint.run_id, counts)
+            .await
+            .map_err(bus_err)?;
         checkpoints.clear(integration).await.map_err(bus_err)?;
         tracing::info!(integration, run_id = %checkpoint.run_id, published = checkpoint.published,
             removed, removals_held = held, skipped = checkpoint.skipped, pages, "run completed");
@@ -192,7 +177,6 @@ impl Extraction {
     /// Ends a listing that stopped early: records the state, and keeps or drops the checkpoint.
     async fn stop(
         &self,
-        runs: &Runs,
         checkpoints: &Checkpoints,
         publisher: &mut Publisher,
         checkpoint: &Checkpoint,
@@ -210,12 +194,10 @@ impl Extraction {
             Stop::Interrupted => {
                 // Keep the counts current for whoever resumes it; the state stays running.
                 let _ = publisher.flush().await;
-                let _ = runs
-                    .update(&integration, &run_id, |r| {
-                        r.published = checkpoint.published;
-                        r.skipped = checkpoint.skipped;
-                        true
-                    })
+                let _ = self
+                    .inner
+                    .journal
+                    .progress(&run_id, counts(checkpoint))
                     .await;
                 tracing::info!(%integration, %run_id, published = checkpoint.published,
                     "run interrupted between pages; its checkpoint is kept");
@@ -247,7 +229,7 @@ impl Extraction {
         } else {
             tracing::error!(integration = %self.inner.integration, run_id = %checkpoint.run_id, "{message}");
         }
-        if let Err(err) = self.record_failure(runs, checkpoint, state, &message).await {
+        if let Err(err) = self.record_failure(checkpoint, state, &message).await {
             return err;
         }
         if !error.resumable()

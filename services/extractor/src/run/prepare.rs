@@ -22,11 +22,11 @@ impl Extraction {
         let integration = inner.integration.as_str();
         inner
             .seen_ready
-            .get_or_try_init(|| seen::ensure(&inner.bus))
+            .get_or_try_init(|| async { inner.bus.seen().ensure().await })
             .await
             .map_err(|e| self.bus_error(e))?;
-        let checkpoints = Checkpoints::new(inner.bus.state_kv().clone());
-        let runs = inner.bus.runs();
+        let checkpoints = inner.bus.checkpoints();
+        let journal = &inner.journal;
         let settings = settings::load(&inner.bus, integration).await;
         // NATS not answering is no reason to give up an interrupted run: stop here, before any
         // run state changes, and let the next trigger resume it.
@@ -45,13 +45,13 @@ impl Extraction {
             .await
             .map_err(|e| self.bus_error(e))?;
         if let Some(checkpoint) = &existing {
-            let record = runs
-                .get(integration, &checkpoint.run_id)
+            let record = journal
+                .record(&checkpoint.run_id)
                 .await
                 .map_err(|e| self.bus_error(e))?;
             let stale = match &record {
                 None => true,
-                Some((record, _)) => record.state == RunState::Completed,
+                Some(record) => record.state == RunState::Completed,
             };
             if stale {
                 tracing::info!(integration, run_id = %checkpoint.run_id, "dropping the checkpoint of a run that has ended");
@@ -72,7 +72,7 @@ impl Extraction {
                 checkpoint.filter, filter
             );
             tracing::warn!(integration, run_id = %checkpoint.run_id, "{message}");
-            self.record_failure(&runs, checkpoint, RunState::Failed, &message)
+            self.record_failure(checkpoint, RunState::Failed, &message)
                 .await?;
             checkpoints
                 .clear(integration)
@@ -85,22 +85,21 @@ impl Extraction {
             Some(mut checkpoint) => {
                 checkpoint.resumes += 1;
                 checkpoint.resend_all |= resend_all;
-                seen::purge_pages(
-                    inner.bus.jetstream(),
-                    integration,
-                    &checkpoint.run_id,
-                    checkpoint.pages,
-                    UNCOMMITTED_PAGES,
-                )
-                .await
-                .map_err(|e| self.bus_error(e))?;
-                runs.update(integration, &checkpoint.run_id, |r| {
-                    r.state = RunState::Running;
-                    r.error = None;
-                    true
-                })
-                .await
-                .map_err(|e| self.bus_error(e))?;
+                inner
+                    .bus
+                    .seen()
+                    .purge_pages(
+                        integration,
+                        &checkpoint.run_id,
+                        checkpoint.pages,
+                        UNCOMMITTED_PAGES,
+                    )
+                    .await
+                    .map_err(|e| self.bus_error(e))?;
+                journal
+                    .resume(&checkpoint.run_id)
+                    .await
+                    .map_err(|e| self.bus_error(e))?;
                 checkpoints
                     .save(integration, &checkpoint)
                     .await
@@ -116,27 +115,16 @@ impl Extraction {
                     resend_all,
                     ..Checkpoint::start(&run_id, filter.clone())
                 };
-                let record = RunRecord {
-                    resend_all,
-                    ..RunRecord::start(integration, &run_id, true, trigger)
-                };
-                runs.create(&record).await.map_err(|e| self.bus_error(e))?;
+                // The checkpoint first: one without a record is dropped as stale by the next
+                // run, while a record without a checkpoint would be left running.
                 checkpoints
                     .save(integration, &checkpoint)
                     .await
                     .map_err(|e| self.bus_error(e))?;
-                let mut publisher = inner.bus.publisher(1);
-                publish_run_event(
-                    &mut publisher,
-                    integration,
-                    &checkpoint,
-                    RunEventKind::Started,
-                    0,
-                    None,
-                    true,
-                )
-                .await
-                .map_err(|e| self.bus_error(e))?;
+                journal
+                    .start(&run_id, trigger, resend_all)
+                    .await
+                    .map_err(|e| self.bus_error(e))?;
                 tracing::info!(integration, %run_id, trigger, "run started");
                 (checkpoint, false)
             }
@@ -146,7 +134,7 @@ impl Extraction {
             Ok(settings) => settings,
             Err(err) => {
                 return Err(self
-                    .fail_settings(&runs, &checkpoints, &checkpoint, err.to_string())
+                    .fail_settings(&checkpoints, &checkpoint, err.to_string())
                     .await);
             }
         };
@@ -156,9 +144,7 @@ impl Extraction {
             let message = format!(
                 "the source_filter of integration {integration} (`{source_filter}`) is not a valid Sage People $filter: {problem}; fix it in the integration config and run again"
             );
-            return Err(self
-                .fail_settings(&runs, &checkpoints, &checkpoint, message)
-                .await);
+            return Err(self.fail_settings(&checkpoints, &checkpoint, message).await);
         }
         let client = match inner.sources.client(&settings.credentials) {
             Ok(client) => client,
@@ -167,9 +153,7 @@ impl Extraction {
                     "integration {integration} reads with credential set {:?}, which cannot be used: {problem}",
                     settings.credentials
                 );
-                return Err(self
-                    .fail_settings(&runs, &checkpoints, &checkpoint, message)
-                    .await);
+                return Err(self.fail_settings(&checkpoints, &checkpoint, message).await);
             }
         };
         let keys = self.sync_key_guard(&client, &settings.credentials).await?;
@@ -224,7 +208,6 @@ impl Extraction {
 
     async fn fail_settings(
         &self,
-        runs: &Runs,
         checkpoints: &Checkpoints,
         checkpoint: &Checkpoint,
         message: String,
@@ -237,7 +220,7 @@ impl Extraction {
             message: message.clone(),
         };
         if let Err(err) = self
-            .record_failure(runs, checkpoint, RunState::Failed, &message)
+            .record_failure(checkpoint, RunState::Failed, &message)
             .await
         {
             return err;
@@ -254,34 +237,14 @@ impl Extraction {
     /// runs subject.
     pub(super) async fn record_failure(
         &self,
-        runs: &Runs,
         checkpoint: &Checkpoint,
         state: RunState,
         message: &str,
     ) -> Result<(), RunError> {
-        let integration = self.inner.integration.as_str();
-        let now = chrono::Utc::now().to_rfc3339();
-        runs.update(integration, &checkpoint.run_id, |r| {
-            r.state = state;
-            r.published = checkpoint.published;
-            r.skipped = checkpoint.skipped;
-            r.error = Some(message.to_owned());
-            r.finished_at = Some(now.clone());
-            true
-        })
-        .await
-        .map_err(|e| self.bus_error(e))?;
-        let mut publisher = self.inner.bus.publisher(1);
-        publish_run_event(
-            &mut publisher,
-            integration,
-            checkpoint,
-            RunEventKind::Failed,
-            0,
-            Some(message),
-            true,
-        )
-        .await
-        .map_err(|e| self.bus_error(e))
+        self.inner
+            .journal
+            .fail(&checkpoint.run_id, state, counts(checkpoint), message)
+            .await
+            .map_err(|e| self.bus_error(e))
     }
 }
