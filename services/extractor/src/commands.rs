@@ -44,15 +44,17 @@ fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CommandError> {
     })
 }
 
-async fn respond<T: Serialize>(
+async fn respond<T: Serialize, E: Into<CommandError>>(
     client: &async_nats::Client,
     reply: Option<Subject>,
-    result: Result<T, CommandError>,
+    result: Result<T, E>,
 ) {
     let Some(reply) = reply else { return };
     let body = match result {
         Ok(value) => serde_json::to_vec(&Reply::Ok(value)),
-        Err(error) => serde_json::to_vec(&Reply::<T>::Err { error }),
+        Err(error) => serde_json::to_vec(&Reply::<T>::Err {
+            error: error.into(),
+        }),
     };
     let body = body.unwrap_or_else(|err| {
         format!(r#"{{"error":{{"code":"failed","message":"cannot encode the reply: {err}"}}}}"#)
@@ -106,14 +108,14 @@ pub async fn serve_any(
                 control::FETCH => {
                     let result = match parse::<WorkerRequest>(&message.payload) {
                         Ok(request) => single::fetch(extraction, request.id.trim()).await,
-                        Err(err) => Err(err),
+                        Err(err) => Err(err.into()),
                     };
                     respond(&client, message.reply, result).await;
                 }
                 control::WORKER => {
                     let result = match parse::<WorkerRequest>(&message.payload) {
                         Ok(request) => single::sync(extraction, request.id.trim()).await,
-                        Err(err) => Err(err),
+                        Err(err) => Err(err.into()),
                     };
                     respond(&client, message.reply, result).await;
                 }
@@ -177,7 +179,7 @@ pub async fn serve_leader(
                     "this extractor replica just stopped scheduling {integration}; send the command again"
                 ),
             };
-            respond::<()>(&client, message.reply, Err(error)).await;
+            respond::<(), CommandError>(&client, message.reply, Err(error)).await;
             continue;
         }
         match command {
@@ -206,7 +208,7 @@ pub async fn serve_leader(
                     Ok(request) => {
                         single::approve_removals(runner.extraction(), request.run_id.trim()).await
                     }
-                    Err(err) => Err(err),
+                    Err(err) => Err(err.into()),
                 };
                 respond(&client, message.reply, result).await;
             }
@@ -218,11 +220,11 @@ pub async fn serve_leader(
 /// credential must be fixed first (the control plane answers FAILED_PRECONDITION marked so, and
 /// `syncctl run` exits 7), `failed` otherwise.
 fn run_error_code(err: &crate::error::RunError) -> &'static str {
-    use crate::error::RunError;
+    use crate::error::Stop;
     use peoplesync_sage_people::ErrorKind;
-    match err {
-        RunError::Settings { .. } => "misconfigured",
-        RunError::Source { source, .. }
+    match err.stop() {
+        Stop::Settings(_) => "misconfigured",
+        Stop::Source(source)
             if matches!(
                 source.kind(),
                 ErrorKind::Configuration | ErrorKind::Authentication

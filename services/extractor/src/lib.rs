@@ -10,13 +10,14 @@
 //!   API quota guard), [`collisions`] (workers sharing a sync key are held back), [`ended`]
 //!   (workers who have left) and [`removals`]; the run's checkpoint, seen list, removal state
 //!   and shared sync keys are stores of the bus (`Bus::checkpoints`, `seen`, `removals`,
-//!   `sync_keys`).
+//!   `sync_keys`). [`journal`] writes every run's record and events (full runs, one-worker
+//!   syncs, approvals); [`error`] says why a run stopped early.
 //! - [`check`]: the Sage People side of `syncctl check`, also run at start and on config
 //!   changes for `/readyz`.
 //! - [`service`]: the long-running service: the bus's scheduler lease (one scheduling
-//!   replica), [`schedule`],
-//!   [`runner`] (one run at a time), [`retry`] (resuming a stopped run on a timer), [`commands`] (request/reply) and [`single`] (one-worker
-//!   commands, progress, approvals).
+//!   replica), [`schedule`], [`runner`] (one run at a time), [`retry`] (resuming a stopped run
+//!   on a timer), [`commands`] (request/reply) and [`single`] (one-worker commands, progress,
+//!   approvals).
 
 pub mod check;
 pub mod collisions;

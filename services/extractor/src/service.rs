@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::commands;
 use crate::config::{ExtractorConfig, SecretSource};
-use crate::error::RunError;
+use crate::error::{RunError, Stop};
 use crate::retry::Retrier;
 use crate::run::{Extraction, RunOptions, RunSummary};
 use crate::runner::Runner;
@@ -168,10 +168,11 @@ impl Service {
                 }
                 .map(|result| result.map_err(ServiceError::from))
                 .unwrap_or_else(|| {
-                    Err(ServiceError::Run(RunError::Interrupted {
-                        integration: integration.clone(),
-                        run_id: String::new(),
-                    }))
+                    Err(ServiceError::Run(RunError::new(
+                        &integration,
+                        Some(""),
+                        Stop::Interrupted,
+                    )))
                 })
             }
             false => Err(ServiceError::LeaseBusy {

@@ -108,7 +108,7 @@ impl Listing<'_> {
                         usage,
                         self.extraction.options().quota_share,
                     );
-                    break Err(Stop::Quota(usage, message));
+                    break Err(Stop::QuotaGuard { usage, message });
                 }
                 // The fetch task ended without a word: it was stopped.
                 None => break Err(Stop::Interrupted),

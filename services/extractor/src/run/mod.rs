@@ -1,6 +1,7 @@
 //! One full extraction run of one integration: page through Sage People, normalise and publish
 //! each record with its dedup id, checkpoint after every published page, settle removals at
-//! the end, and record the run's life cycle (KV run record and `RunEvent`s).
+//! the end, and record the run's life cycle (KV run record and `RunEvent`s, through
+//! [`crate::journal`]).
 //!
 //! Three stages overlap, so neither the network nor NATS waits for the other: a fetch task
 //! reads pages ahead (at most two, through a bounded channel); the run publishes one page while
@@ -34,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::collisions::SyncKeyGuard;
 use crate::config::RemovalPolicy;
-use crate::error::RunError;
+use crate::error::{RunError, Stop};
 use crate::event::EventBuilder;
 use crate::journal::{Counts, Journal};
 use crate::removals;
@@ -160,11 +161,9 @@ impl Extraction {
         &self.inner.removal_lock
     }
 
-    fn bus_error(&self, source: BusError) -> RunError {
-        RunError::Bus {
-            integration: self.inner.integration.clone(),
-            source,
-        }
+    /// The error of run `run_id` (when it has one yet) of this integration, stopped by `stop`.
+    fn error(&self, run_id: Option<&str>, stop: Stop) -> RunError {
+        RunError::new(&self.inner.integration, run_id, stop)
     }
 
     /// Runs a full extraction to its end, resuming an interrupted run if there is one.
@@ -207,20 +206,6 @@ enum Fetched {
     Failed(peoplesync_sage_people::Error),
     /// The quota guard stopped the listing.
     Quota(ApiUsage),
-}
-
-/// Why the listing stopped before its end.
-enum Stop {
-    Source(peoplesync_sage_people::Error),
-    Quota(ApiUsage, String),
-    Bus(BusError),
-    Interrupted,
-}
-
-impl From<BusError> for Stop {
-    fn from(err: BusError) -> Self {
-        Stop::Bus(err)
-    }
 }
 
 /// What the run of `checkpoint` has done so far, for its record and events.

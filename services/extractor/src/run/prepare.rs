@@ -18,13 +18,24 @@ impl Extraction {
         resend_all: bool,
     ) -> Result<PreparedRun, RunError> {
         let started = Instant::now();
+        let taken = self
+            .take_up(trigger, resend_all)
+            .await
+            .map_err(|stop| self.error(None, stop))?;
+        let run_id = taken.checkpoint.run_id.clone();
+        self.ready(taken, started)
+            .await
+            .map_err(|stop| self.error(Some(&run_id), stop))
+    }
+
+    /// Takes up the interrupted run, or starts a new one: a run record and a checkpoint.
+    async fn take_up(&self, trigger: &str, resend_all: bool) -> Result<TakenUp, Stop> {
         let inner = &*self.inner;
         let integration = inner.integration.as_str();
         inner
             .seen_ready
             .get_or_try_init(|| async { inner.bus.seen().ensure().await })
-            .await
-            .map_err(|e| self.bus_error(e))?;
+            .await?;
         let checkpoints = inner.bus.checkpoints();
         let journal = &inner.journal;
         let settings = settings::load(&inner.bus, integration).await;
@@ -33,32 +44,23 @@ impl Extraction {
         if let Err(err) = &settings
             && matches!(err, SettingsError::Unreadable { .. })
         {
-            return Err(self.bus_error(BusError::request(
+            return Err(Stop::Bus(BusError::request(
                 format!("starting a run of {integration}"),
                 err.to_string(),
             )));
         }
         let filter = settings.as_ref().ok().and_then(|s| s.source_filter.clone());
 
-        let mut existing = checkpoints
-            .load(integration)
-            .await
-            .map_err(|e| self.bus_error(e))?;
+        let mut existing = checkpoints.load(integration).await?;
         if let Some(checkpoint) = &existing {
-            let record = journal
-                .record(&checkpoint.run_id)
-                .await
-                .map_err(|e| self.bus_error(e))?;
+            let record = journal.record(&checkpoint.run_id).await?;
             let stale = match &record {
                 None => true,
                 Some(record) => record.state == RunState::Completed,
             };
             if stale {
                 tracing::info!(integration, run_id = %checkpoint.run_id, "dropping the checkpoint of a run that has ended");
-                checkpoints
-                    .clear(integration)
-                    .await
-                    .map_err(|e| self.bus_error(e))?;
+                checkpoints.clear(integration).await?;
                 existing = None;
             }
         }
@@ -74,10 +76,7 @@ impl Extraction {
             tracing::warn!(integration, run_id = %checkpoint.run_id, "{message}");
             self.record_failure(checkpoint, RunState::Failed, &message)
                 .await?;
-            checkpoints
-                .clear(integration)
-                .await
-                .map_err(|e| self.bus_error(e))?;
+            checkpoints.clear(integration).await?;
             existing = None;
         }
 
@@ -94,16 +93,9 @@ impl Extraction {
                         checkpoint.pages,
                         UNCOMMITTED_PAGES,
                     )
-                    .await
-                    .map_err(|e| self.bus_error(e))?;
-                journal
-                    .resume(&checkpoint.run_id)
-                    .await
-                    .map_err(|e| self.bus_error(e))?;
-                checkpoints
-                    .save(integration, &checkpoint)
-                    .await
-                    .map_err(|e| self.bus_error(e))?;
+                    .await?;
+                journal.resume(&checkpoint.run_id).await?;
+                checkpoints.save(integration, &checkpoint).await?;
                 tracing::info!(integration, run_id = %checkpoint.run_id, marker = ?checkpoint.marker,
                     published = checkpoint.published, trigger,
                     "resuming an interrupted run from its checkpoint");
@@ -117,19 +109,31 @@ impl Extraction {
                 };
                 // The checkpoint first: one without a record is dropped as stale by the next
                 // run, while a record without a checkpoint would be left running.
-                checkpoints
-                    .save(integration, &checkpoint)
-                    .await
-                    .map_err(|e| self.bus_error(e))?;
-                journal
-                    .start(&run_id, trigger, resend_all)
-                    .await
-                    .map_err(|e| self.bus_error(e))?;
+                checkpoints.save(integration, &checkpoint).await?;
+                journal.start(&run_id, trigger, resend_all).await?;
                 tracing::info!(integration, %run_id, trigger, "run started");
                 (checkpoint, false)
             }
         };
 
+        Ok(TakenUp {
+            checkpoint,
+            checkpoints,
+            resumed,
+            settings,
+        })
+    }
+
+    /// Checks the settings of a run taken up, and builds what its listing needs.
+    async fn ready(&self, taken: TakenUp, started: Instant) -> Result<PreparedRun, Stop> {
+        let inner = &*self.inner;
+        let integration = inner.integration.as_str();
+        let TakenUp {
+            checkpoint,
+            checkpoints,
+            resumed,
+            settings,
+        } = taken;
         let settings = match settings {
             Ok(settings) => settings,
             Err(err) => {
@@ -177,12 +181,12 @@ impl Extraction {
         &self,
         client: &SageClient,
         credentials: &str,
-    ) -> Result<Option<SyncKeyGuard>, RunError> {
+    ) -> Result<Option<SyncKeyGuard>, Stop> {
         let integration = self.inner.integration.as_str();
         let config = match settings::load_config(&self.inner.bus, integration).await {
             Ok(config) => config,
             Err(err) => {
-                return Err(self.bus_error(BusError::request(
+                return Err(Stop::Bus(BusError::request(
                     format!("reading the mapping of {integration}"),
                     err,
                 )));
@@ -200,37 +204,33 @@ impl Extraction {
             credentials: credentials.to_owned(),
             hostname: client.hostname(),
         };
-        SyncKeyGuard::load(&self.inner.bus, integration, mapping, tracking)
-            .await
-            .map(Some)
-            .map_err(|e| self.bus_error(e))
+        Ok(Some(
+            SyncKeyGuard::load(&self.inner.bus, integration, mapping, tracking).await?,
+        ))
     }
 
+    /// Records the run of `checkpoint` as failed by its settings (`message` says what to fix)
+    /// and drops its checkpoint.
     async fn fail_settings(
         &self,
         checkpoints: &Checkpoints,
         checkpoint: &Checkpoint,
         message: String,
-    ) -> RunError {
+    ) -> Stop {
         let integration = &self.inner.integration;
         tracing::error!(integration, run_id = %checkpoint.run_id, "{message}");
-        let error = RunError::Settings {
-            integration: integration.clone(),
-            run_id: checkpoint.run_id.clone(),
-            message: message.clone(),
-        };
         if let Err(err) = self
             .record_failure(checkpoint, RunState::Failed, &message)
             .await
         {
-            return err;
+            return err.into();
         }
         if let Err(err) = checkpoints.clear(integration).await {
-            return self.bus_error(err);
+            return err.into();
         }
         metrics::counter!(metric::EXTRACTOR_RUNS, "integration" => integration.clone(), "outcome" => "failed")
             .increment(1);
-        error
+        Stop::Settings(message)
     }
 
     /// Marks the run of `checkpoint` as stopped in `state` with `message`, and says so on the
@@ -240,11 +240,18 @@ impl Extraction {
         checkpoint: &Checkpoint,
         state: RunState,
         message: &str,
-    ) -> Result<(), RunError> {
+    ) -> Result<(), BusError> {
         self.inner
             .journal
             .fail(&checkpoint.run_id, state, counts(checkpoint), message)
             .await
-            .map_err(|e| self.bus_error(e))
     }
+}
+
+/// A run taken up (new or interrupted), before its settings are checked.
+struct TakenUp {
+    checkpoint: Checkpoint,
+    checkpoints: Checkpoints,
+    resumed: bool,
+    settings: Result<settings::IntegrationSettings, SettingsError>,
 }

@@ -136,7 +136,8 @@ async fn with_an_update_or_delete_policy_leavers_are_not_upserted() {
     // Syncing the leaver alone would undo the update: refused, saying why.
     let refused = peoplesync_extractor::single::sync(&extraction, &leaving)
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .0;
     assert_eq!(refused.code, "invalid");
     assert!(refused.message.contains("has left"), "{}", refused.message);
 
