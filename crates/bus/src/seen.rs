@@ -204,6 +204,16 @@ pub enum ReadError {
     },
 }
 
+impl From<ReadError> for BusError {
+    /// A list that cannot be read in order is reported as an undecodable seen list.
+    fn from(err: ReadError) -> Self {
+        match err {
+            ReadError::Bus(err) => err,
+            err => BusError::decode("seen list", err),
+        }
+    }
+}
+
 /// Reads one run's list in order, a chunk at a time.
 pub struct IdReader {
     messages: Option<consumer::pull::Ordered>,

@@ -170,29 +170,9 @@ pub async fn publish(
     let subject = names::workers_subject(integration);
     let observed = codec::now();
     let seen = bus.seen();
-    let mut diff = match diff(bus, integration, baseline, run_id).await {
-        Ok(diff) => diff,
-        Err(ReadError::Bus(err)) => return Err(err),
-        Err(err) => {
-            return Err(BusError::Decode {
-                what: "seen list",
-                source: err.into(),
-            });
-        }
-    };
+    let mut diff = diff(bus, integration, baseline, run_id).await?;
     let mut published = 0;
-    loop {
-        let id = match diff.next_removed().await {
-            Ok(Some(id)) => id,
-            Ok(None) => break,
-            Err(ReadError::Bus(err)) => return Err(err),
-            Err(err) => {
-                return Err(BusError::Decode {
-                    what: "seen list",
-                    source: err.into(),
-                });
-            }
-        };
+    while let Some(id) = diff.next_removed().await? {
         published += 1;
         // A worker still listed but gone has their upsert kept with the list: offboard them
         // with what was last known of them.
@@ -296,20 +276,11 @@ pub async fn held_leavers(
     let (Some(held), Some(baseline)) = (state.held, state.baseline) else {
         return Ok(peoplesync_bus::control::HeldLeavers::default());
     };
-    let unreadable = |err: ReadError| match err {
-        ReadError::Bus(err) => err,
-        err => BusError::Decode {
-            what: "seen list",
-            source: err.into(),
-        },
-    };
-    let mut diff = diff(bus, integration, &baseline, &held.run_id)
-        .await
-        .map_err(unreadable)?;
+    let mut diff = diff(bus, integration, &baseline, &held.run_id).await?;
     let seen = bus.seen();
     let mut leavers = Vec::new();
     while leavers.len() < limit {
-        let Some(id) = diff.next_removed().await.map_err(unreadable)? else {
+        let Some(id) = diff.next_removed().await? else {
             break;
         };
         let kept = seen.kept(integration, &held.run_id, &id).await?;
