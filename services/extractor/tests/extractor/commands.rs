@@ -4,21 +4,19 @@ use peoplesync_bus::control::{Progress, RunStarted, WorkerFetched, WorkerSynced}
 use peoplesync_bus::{RunState, control};
 use peoplesync_proto::v1::WorkerEventKind;
 use peoplesync_sims::generate;
-use peoplesync_sims::sage::{SageConfig, SageFaults};
+use peoplesync_sims::sage::SageFaults;
 use serde_json::json;
 
 use crate::harness::*;
+use crate::listing::setup_faulty;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trigger_during_a_run_answers_already_running_with_its_id() {
-    let s = setup(SageConfig {
-        faults: SageFaults {
-            latency_ms: 20,
-            ..SageFaults::default()
-        },
-        ..org(2000, 50, 50)
-    })
-    .await;
+    let faults = SageFaults {
+        latency_ms: 20,
+        ..SageFaults::default()
+    };
+    let s = setup_faulty(faults, org(2000, 50, 50)).await;
     let (config, secrets) = config(&s.sim, &[ID]);
     let service = serve(&s.bus, config, secrets, true).await;
 

@@ -9,6 +9,7 @@ use peoplesync_sims::sage::{SageConfig, SageFaults};
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::*;
+use crate::listing::{full_run_sending_each_once, setup_faulty};
 
 async fn failed_run(sim: SageConfig, filter: Option<&str>, secret: &str) -> (Setup, RunError) {
     let s = setup(sim).await;
@@ -267,20 +268,13 @@ async fn without_the_limit_header_the_guard_reads_the_limits_again_every_few_hun
 
 #[tokio::test]
 async fn the_concurrent_request_limit_backs_off_and_the_run_completes() {
-    let s = setup(SageConfig {
-        faults: SageFaults {
-            concurrent_limit_calls: 3,
-            ..SageFaults::default()
-        },
-        ..org(200, 50, 50)
-    })
-    .await;
-    let summary = s
-        .extraction(ID)
-        .run_full("test", CancellationToken::new())
-        .await
-        .expect("the run goes on after backing off");
+    let faults = SageFaults {
+        concurrent_limit_calls: 3,
+        ..SageFaults::default()
+    };
+    let s = setup_faulty(faults, org(200, 50, 50)).await;
+    // The run goes on after backing off.
+    let summary = full_run_sending_each_once(&s, 200).await;
     assert_eq!(summary.published, 200);
     assert_eq!(s.sim.stats().status_counts.get(&403), Some(&3));
-    assert_each_worker_once(&drain_workers(&s.bus, ID).await, 200, &summary.run_id);
 }

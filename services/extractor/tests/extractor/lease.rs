@@ -5,37 +5,24 @@ use std::time::{Duration, Instant};
 
 use peoplesync_bus::control::{self, RunStarted};
 use peoplesync_extractor::ExtractorConfig;
-use peoplesync_sims::sage::{SageConfig, SageFaults};
-use peoplesync_testkit::ChildService;
 use serde_json::json;
 
 use crate::harness::*;
+use crate::resume::{binary_env, slow_org};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_extractor_takes_over_within_the_lease_ttl_and_resumes_the_run() {
     let workers = 3000;
-    let s = setup(SageConfig {
-        faults: SageFaults {
-            latency_ms: 20,
-            ..SageFaults::default()
-        },
-        ..org(workers, 40, 60)
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("extractor.toml");
-    std::fs::write(&file, "lease_ttl_secs = 2\n").unwrap();
-    let url = s.sim.url();
-    let env = [
-        ("NATS_URL", s.nats.url()),
-        ("SAGE_PEOPLE_LOGIN_URL", url.as_str()),
-        ("SAGE_PEOPLE_CLIENT_ID", "sim-client"),
-        ("SAGE_PEOPLE_CLIENT_SECRET", "sim-secret"),
-        ("PEOPLESYNC_EXTRACTOR_CONFIG", file.to_str().unwrap()),
-        ("PEOPLESYNC_REPLICA", "replica-a"),
-        ("PEOPLESYNC_HTTP_LISTEN", "127.0.0.1:0"),
-    ];
-    let mut a = ChildService::spawn("sage-extractor", &[], &env);
+    let (s, dir) = slow_org(workers, 60).await;
+    let env = binary_env(
+        &s,
+        &dir,
+        &[
+            ("PEOPLESYNC_REPLICA", "replica-a"),
+            ("PEOPLESYNC_HTTP_LISTEN", "127.0.0.1:0"),
+        ],
+    );
+    let mut a = env.spawn(&[]);
     wait_for_holder(&s.bus, ID, "replica-a", Duration::from_secs(15)).await;
 
     let (config, secrets) = config(&s.sim, &[ID]);

@@ -2,13 +2,30 @@
 
 use peoplesync_bus::RunState;
 use peoplesync_core::IntegrationConfig;
-use peoplesync_extractor::Service;
 use peoplesync_extractor::config::{CredentialSet, Grant};
+use peoplesync_extractor::{RunSummary, Service};
 use peoplesync_proto::v1::{RunEventKind, WorkerEventKind};
 use peoplesync_sims::sage::{EndStyle, PageSize, SageConfig, SageFaults, SageSim};
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::*;
+
+/// An org shaped like `sim` whose Sage People misbehaves as `faults` say.
+pub async fn setup_faulty(faults: SageFaults, sim: SageConfig) -> Setup {
+    setup(SageConfig { faults, ..sim }).await
+}
+
+/// Runs a full extraction of `s`'s org to its end, and checks that it published each of the
+/// org's first `workers` workers exactly once.
+pub async fn full_run_sending_each_once(s: &Setup, workers: u64) -> RunSummary {
+    let summary = s
+        .extraction(ID)
+        .run_full("test", CancellationToken::new())
+        .await
+        .unwrap();
+    assert_each_worker_once(&drain_workers(&s.bus, ID).await, workers, &summary.run_id);
+    summary
+}
 
 #[tokio::test]
 async fn a_full_run_publishes_every_worker_once_across_variable_page_sizes() {
@@ -65,32 +82,19 @@ async fn an_empty_data_array_ends_the_listing_like_no_content() {
         ..SageConfig::default()
     })
     .await;
-    let summary = s
-        .extraction(ID)
-        .run_full("test", CancellationToken::new())
-        .await
-        .unwrap();
+    let summary = full_run_sending_each_once(&s, 450).await;
     assert_eq!((summary.published, summary.pages), (450, 5));
-    assert_each_worker_once(&drain_workers(&s.bus, ID).await, 450, &summary.run_id);
     assert_eq!(s.sim.stats().end_of_list, 1);
 }
 
 #[tokio::test]
 async fn an_expired_token_is_renewed_once_and_the_page_is_reread() {
-    let s = setup(SageConfig {
-        faults: SageFaults {
-            token_expiry_after: Some(3),
-            ..SageFaults::default()
-        },
-        ..org(1000, 40, 60)
-    })
-    .await;
-    let summary = s
-        .extraction(ID)
-        .run_full("test", CancellationToken::new())
-        .await
-        .unwrap();
-    assert_each_worker_once(&drain_workers(&s.bus, ID).await, 1000, &summary.run_id);
+    let faults = SageFaults {
+        token_expiry_after: Some(3),
+        ..SageFaults::default()
+    };
+    let s = setup_faulty(faults, org(1000, 40, 60)).await;
+    full_run_sending_each_once(&s, 1000).await;
     let stats = s.sim.stats();
     // Every third call is refused, then re-sent once with a new token.
     assert!(stats.unauthorized >= 5, "{stats:?}");
@@ -99,22 +103,14 @@ async fn an_expired_token_is_renewed_once_and_the_page_is_reread() {
 
 #[tokio::test]
 async fn bursts_of_503_and_cut_off_bodies_are_retried_until_the_run_completes() {
-    let s = setup(SageConfig {
-        faults: SageFaults {
-            transient_failure_rate: 0.25,
-            truncate_rate: 0.1,
-            outage_for_ms: Some(600),
-            ..SageFaults::default()
-        },
-        ..org(1000, 50, 150)
-    })
-    .await;
-    let summary = s
-        .extraction(ID)
-        .run_full("test", CancellationToken::new())
-        .await
-        .unwrap();
-    assert_each_worker_once(&drain_workers(&s.bus, ID).await, 1000, &summary.run_id);
+    let faults = SageFaults {
+        transient_failure_rate: 0.25,
+        truncate_rate: 0.1,
+        outage_for_ms: Some(600),
+        ..SageFaults::default()
+    };
+    let s = setup_faulty(faults, org(1000, 50, 150)).await;
+    full_run_sending_each_once(&s, 1000).await;
     let stats = s.sim.stats();
     assert!(
         stats.status_counts.get(&503).copied().unwrap_or(0) > 0,

@@ -3,35 +3,63 @@
 use std::time::Duration;
 
 use peoplesync_bus::RunState;
-use peoplesync_sims::sage::{SageConfig, SageFaults};
+use peoplesync_sims::sage::SageFaults;
 use peoplesync_testkit::{ChildService, wait_for};
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::*;
+use crate::listing::setup_faulty;
+
+/// An org of `workers` workers whose pages of 40 to `max` records each take 20 ms, and a
+/// directory holding an extractor config with a 2 s lease TTL.
+pub async fn slow_org(workers: u64, max: usize) -> (Setup, tempfile::TempDir) {
+    let faults = SageFaults {
+        latency_ms: 20,
+        ..SageFaults::default()
+    };
+    let s = setup_faulty(faults, org(workers, 40, max)).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("extractor.toml"), "lease_ttl_secs = 2\n").unwrap();
+    (s, dir)
+}
+
+/// The environment of an extractor binary serving `s`'s org with the config in `dir` (see
+/// [`slow_org`]), and `extra`.
+pub fn binary_env(s: &Setup, dir: &tempfile::TempDir, extra: &[(&'static str, &str)]) -> BinaryEnv {
+    let config = dir.path().join("extractor.toml");
+    let mut vars = vec![
+        ("NATS_URL", s.nats.url().to_owned()),
+        ("SAGE_PEOPLE_LOGIN_URL", s.sim.url()),
+        ("SAGE_PEOPLE_CLIENT_ID", "sim-client".to_owned()),
+        ("SAGE_PEOPLE_CLIENT_SECRET", "sim-secret".to_owned()),
+        (
+            "PEOPLESYNC_EXTRACTOR_CONFIG",
+            config.to_string_lossy().into_owned(),
+        ),
+    ];
+    vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    BinaryEnv { vars }
+}
+
+/// What an extractor binary started by a test is given.
+pub struct BinaryEnv {
+    vars: Vec<(&'static str, String)>,
+}
+
+impl BinaryEnv {
+    /// Starts `sage-extractor` with `args`.
+    pub fn spawn(&self, args: &[&str]) -> ChildService {
+        let env: Vec<(&str, &str)> = self.vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        ChildService::spawn("sage-extractor", args, &env)
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_extractor_resumes_its_run_without_losing_or_duplicating_workers() {
     let workers = 4000;
-    let s = setup(SageConfig {
-        faults: SageFaults {
-            latency_ms: 20,
-            ..SageFaults::default()
-        },
-        ..org(workers, 40, 80)
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("extractor.toml");
-    std::fs::write(&config, "lease_ttl_secs = 2\n").unwrap();
-    let url = s.sim.url();
-    let env = [
-        ("NATS_URL", s.nats.url()),
-        ("SAGE_PEOPLE_LOGIN_URL", url.as_str()),
-        ("SAGE_PEOPLE_CLIENT_ID", "sim-client"),
-        ("SAGE_PEOPLE_CLIENT_SECRET", "sim-secret"),
-        ("PEOPLESYNC_EXTRACTOR_CONFIG", config.to_str().unwrap()),
-    ];
-    let mut first = ChildService::spawn("sage-extractor", &["--once"], &env);
+    let (s, dir) = slow_org(workers, 80).await;
+    let env = binary_env(&s, &dir, &[]);
+    let mut first = env.spawn(&["--once"]);
     let before = wait_for_pages(&s.bus, ID, 8).await;
     first.kill();
     // What the dead extractor published after its last checkpoint is on the stream too.
@@ -40,7 +68,7 @@ async fn a_killed_extractor_resumes_its_run_without_losing_or_duplicating_worker
     assert_eq!(at_kill.run_id, before.run_id);
     assert!(at_kill.published < workers, "killed too late: {at_kill:?}");
 
-    let mut second = ChildService::spawn("sage-extractor", &["--once"], &env);
+    let mut second = env.spawn(&["--once"]);
     let status = tokio::task::spawn_blocking(move || second.wait())
         .await
         .unwrap()
@@ -54,14 +82,11 @@ async fn a_killed_extractor_resumes_its_run_without_losing_or_duplicating_worker
 
 #[tokio::test]
 async fn a_refused_checkpoint_marker_restarts_the_listing_and_publishes_nothing_twice() {
-    let s = setup(SageConfig {
-        faults: SageFaults {
-            latency_ms: 10,
-            ..SageFaults::default()
-        },
-        ..org(1000, 40, 60)
-    })
-    .await;
+    let faults = SageFaults {
+        latency_ms: 10,
+        ..SageFaults::default()
+    };
+    let s = setup_faulty(faults, org(1000, 40, 60)).await;
     let extraction = s.extraction(ID);
     let cancel = CancellationToken::new();
     let running = tokio::spawn({
