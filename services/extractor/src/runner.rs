@@ -73,10 +73,7 @@ impl Runner {
                 already_running: true,
             });
         }
-        let prepared = self
-            .extraction
-            .prepare_resending(trigger, resend_all)
-            .await?;
+        let prepared = self.extraction.prepare(trigger, resend_all).await?;
         let run_id = prepared.run_id().to_owned();
         let cancel = self.stop.child_token();
         let token = cancel.clone();

@@ -172,7 +172,7 @@ impl Extraction {
         trigger: &str,
         cancel: CancellationToken,
     ) -> Result<RunSummary, RunError> {
-        self.prepare(trigger).await?.execute(cancel).await
+        self.prepare(trigger, false).await?.execute(cancel).await
     }
 }
 

@@ -5,18 +5,10 @@ use super::*;
 
 impl Extraction {
     /// Starts a run (or takes up the interrupted one) up to the point where it has an id:
-    /// the run record exists, the checkpoint is stored, the settings are checked.
-    pub async fn prepare(&self, trigger: &str) -> Result<PreparedRun, RunError> {
-        self.prepare_resending(trigger, false).await
-    }
-
-    /// [`Extraction::prepare`], sending every record of the run even when unchanged when
-    /// `resend_all` (drift repair; an interrupted run taken up keeps resending if it did).
-    pub async fn prepare_resending(
-        &self,
-        trigger: &str,
-        resend_all: bool,
-    ) -> Result<PreparedRun, RunError> {
+    /// the run record exists, the checkpoint is stored, the settings are checked. With
+    /// `resend_all` the run sends every record even when unchanged (drift repair; an
+    /// interrupted run taken up keeps resending if it did).
+    pub async fn prepare(&self, trigger: &str, resend_all: bool) -> Result<PreparedRun, RunError> {
         let started = Instant::now();
         let taken = self
             .take_up(trigger, resend_all)
