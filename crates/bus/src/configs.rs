@@ -73,7 +73,7 @@ impl Bus {
 impl Configs {
     /// The stored config of `id`, if it has one.
     pub async fn get(&self, id: &str) -> Result<Option<StoredConfig>, BusError> {
-        let (text, revision) = document::read(&self.kv, names::CONFIG_BUCKET, id).await?;
+        let (text, revision) = document::read(&self.kv, id).await?;
         Ok(text.map(|text| StoredConfig {
             id: id.to_owned(),
             text,

@@ -1,5 +1,5 @@
-//! JSON documents in the KV buckets: how every typed store encodes, decodes and reads one,
-//! with errors that name what the document is and where it lives.
+//! JSON documents in the KV buckets: how every typed store encodes, decodes, reads and writes
+//! one, with errors that name what the document is, its bucket and its key.
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
@@ -20,21 +20,42 @@ pub(crate) fn decode<T: DeserializeOwned>(what: &'static str, value: &[u8]) -> R
     serde_json::from_slice(value).map_err(|e| BusError::decode(what, e))
 }
 
-/// The value under `key` in `kv` (the bucket `bucket`) — `None` when it was never written or
-/// has been deleted — and the revision it was read at (0 when the key never existed), so a
-/// reader can tell it from newer watch updates and write it back conditionally.
-pub(crate) async fn read(
-    kv: &kv::Store,
-    bucket: &str,
-    key: &str,
-) -> Result<(Option<Bytes>, u64), BusError> {
+/// The value under `key` in `kv` — `None` when it was never written or has been deleted — and
+/// the revision it was read at (0 when the key never existed), so a reader can tell it from
+/// newer watch updates and write it back conditionally.
+pub(crate) async fn read(kv: &kv::Store, key: &str) -> Result<(Option<Bytes>, u64), BusError> {
     let entry = kv
         .entry(key)
         .await
-        .map_err(|e| BusError::kv(bucket, "read", key, e))?;
+        .map_err(|e| BusError::kv(&kv.name, "read", key, e))?;
     Ok(match entry {
         Some(entry) if entry.operation == kv::Operation::Put => (Some(entry.value), entry.revision),
         Some(entry) => (None, entry.revision),
         None => (None, 0),
     })
+}
+
+/// The document of kind `what` under `key`, if there is one.
+pub(crate) async fn get<T: DeserializeOwned>(
+    kv: &kv::Store,
+    what: &'static str,
+    key: &str,
+) -> Result<Option<T>, BusError> {
+    let value = kv
+        .get(key)
+        .await
+        .map_err(|e| BusError::kv(&kv.name, "read", key, e))?;
+    value.map(|v| decode(what, &v)).transpose()
+}
+
+/// Stores `value` as the document of kind `what` under `key`; returns the new revision.
+pub(crate) async fn put<T: Serialize>(
+    kv: &kv::Store,
+    what: &'static str,
+    key: &str,
+    value: &T,
+) -> Result<u64, BusError> {
+    kv.put(key, encode(what, value)?)
+        .await
+        .map_err(|e| BusError::kv(&kv.name, "write", key, e))
 }

@@ -1,7 +1,27 @@
-//! The scheduler lease's key and value in the state bucket: the extractor holds and renews it
-//! (its `lease` module), the control plane reads who holds it.
+//! The scheduler lease: of several extractor replicas serving an integration, exactly one
+//! schedules and runs its full runs ([`Bus::lease`]). The lease is a key in KV
+//! `peoplesync_state` (`lease.extractor.<integration>`, [`key`]) whose holder renews it every
+//! third of the TTL with a compare-and-set on its revision; the control plane reads who holds
+//! it ([`Bus::lease_holder`]).
+//!
+//! A standby looks at the key every sixth of the TTL, timing its revision on its own monotonic
+//! clock: when the revision has not changed for two thirds of the TTL (two missed renewals),
+//! the holder is taken for dead and the standby takes the key over with a compare-and-set, so
+//! two standbys cannot both win. A standby therefore takes over at most one TTL after the
+//! holder's last renewal. A holder that cannot renew for half the TTL steps down first. No
+//! wall clock is compared across machines, and tokio's clock drives it all, so tests can
+//! shorten the TTL freely.
 
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Bus, BusError, document};
 
 /// The KV key of an integration's lease.
 pub fn key(integration: &str) -> String {
@@ -15,4 +35,185 @@ pub struct LeaseValue {
     pub holder: String,
     /// When it last renewed (RFC 3339), informative only.
     pub renewed_at: String,
+}
+
+impl Bus {
+    /// `holder`'s claim on the scheduler lease of `integration`, held for `ttl` per renewal.
+    pub fn lease(&self, integration: &str, holder: &str, ttl: Duration) -> Lease {
+        Lease::new(self.state.clone(), integration, holder, ttl)
+    }
+
+    /// What the lease of `integration` holds now (`None` when nobody holds it).
+    pub async fn lease_holder(&self, integration: &str) -> Result<Option<LeaseValue>, BusError> {
+        document::get(&self.state, "scheduler lease", &key(integration)).await
+    }
+}
+
+/// One replica's claim on one integration's lease.
+pub struct Lease {
+    kv: kv::Store,
+    key: String,
+    holder: String,
+    ttl: Duration,
+    held: Option<u64>,
+    last_renewed: Option<Instant>,
+    observed: Option<(u64, Instant)>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("key", &self.key)
+            .field("holder", &self.holder)
+            .field("held", &self.held.is_some())
+            .finish()
+    }
+}
+
+impl Lease {
+    fn new(state: kv::Store, integration: &str, holder: &str, ttl: Duration) -> Lease {
+        Lease {
+            kv: state,
+            key: key(integration),
+            holder: holder.to_owned(),
+            ttl,
+            held: None,
+            last_renewed: None,
+            observed: None,
+        }
+    }
+
+    /// Holds the lease whenever it can until `stop`, reporting on `leader` whether it does;
+    /// releases it on the way out so a standby takes over at once.
+    pub async fn run(mut self, leader: watch::Sender<bool>, stop: CancellationToken) {
+        loop {
+            let holding = self.step().await;
+            leader.send_if_modified(|current| {
+                let changed = *current != holding;
+                *current = holding;
+                changed
+            });
+            let pause = if holding { self.ttl / 3 } else { self.ttl / 6 };
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(pause.max(Duration::from_millis(50))) => {}
+            }
+        }
+        leader.send_replace(false);
+        self.release().await;
+    }
+
+    /// One look at the key: renew it, take it, or keep watching it. Returns whether this
+    /// replica holds the lease afterwards.
+    pub async fn step(&mut self) -> bool {
+        if let Some(revision) = self.held {
+            match self.kv.update(&self.key, self.value(), revision).await {
+                Ok(next) => {
+                    self.held = Some(next);
+                    self.last_renewed = Some(Instant::now());
+                    return true;
+                }
+                Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    tracing::warn!(key = %self.key, "the scheduler lease was taken over by another replica; standing by");
+                    self.held = None;
+                    return false;
+                }
+                Err(err) => {
+                    // NATS is unreachable or slow. Hold on while the lease cannot have expired
+                    // for the others; step down before it can.
+                    let fresh = self
+                        .last_renewed
+                        .is_some_and(|at| at.elapsed() < self.ttl / 2);
+                    tracing::warn!(key = %self.key, error = %err, still_holding = fresh,
+                        "cannot renew the scheduler lease");
+                    if !fresh {
+                        self.held = None;
+                    }
+                    return fresh;
+                }
+            }
+        }
+        let entry = match self.kv.entry(&self.key).await {
+            Ok(entry) => entry,
+            Err(err) => {
+                tracing::warn!(key = %self.key, error = %err, "cannot read the scheduler lease");
+                return false;
+            }
+        };
+        let revision = match entry {
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                let theirs: Option<LeaseValue> = serde_json::from_slice(&entry.value).ok();
+                let mine = theirs.as_ref().is_some_and(|v| v.holder == self.holder);
+                let expired = match self.observed {
+                    Some((seen, since)) if seen == entry.revision => {
+                        since.elapsed() >= self.ttl * 2 / 3
+                    }
+                    _ => {
+                        self.observed = Some((entry.revision, Instant::now()));
+                        false
+                    }
+                };
+                if !(mine || expired) {
+                    return false;
+                }
+                if expired {
+                    tracing::info!(key = %self.key,
+                        previous = theirs.map(|v| v.holder).unwrap_or_default(),
+                        "the scheduler lease was not renewed in time; taking over");
+                }
+                Some(entry.revision)
+            }
+            _ => None,
+        };
+        let taken = match revision {
+            Some(revision) => self
+                .kv
+                .update(&self.key, self.value(), revision)
+                .await
+                .map_err(|e| e.to_string()),
+            None => self
+                .kv
+                .create(&self.key, self.value())
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        match taken {
+            Ok(revision) => {
+                tracing::info!(key = %self.key, holder = %self.holder, "holding the scheduler lease");
+                self.held = Some(revision);
+                self.last_renewed = Some(Instant::now());
+                self.observed = None;
+                true
+            }
+            Err(err) => {
+                tracing::debug!(key = %self.key, error = %err, "another replica got the lease first");
+                false
+            }
+        }
+    }
+
+    /// Gives the lease up if held (a compare-and-delete, so a lease already taken over is left
+    /// alone).
+    pub async fn release(&mut self) {
+        if let Some(revision) = self.held.take() {
+            match self
+                .kv
+                .delete_expect_revision(&self.key, Some(revision))
+                .await
+            {
+                Ok(()) => tracing::info!(key = %self.key, "released the scheduler lease"),
+                Err(err) => {
+                    tracing::warn!(key = %self.key, error = %err, "could not release the scheduler lease; it expires after its TTL")
+                }
+            }
+        }
+    }
+
+    fn value(&self) -> Bytes {
+        let value = LeaseValue {
+            holder: self.holder.clone(),
+            renewed_at: chrono::Utc::now().to_rfc3339(),
+        };
+        Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+    }
 }

@@ -5,6 +5,7 @@
 //!
 //! Services hold one [`Bus`]; every other module takes what it needs from it.
 
+pub mod checkpoint;
 pub mod codec;
 pub mod configs;
 pub mod connect;
@@ -21,9 +22,12 @@ pub mod outcomes;
 pub mod pause;
 pub mod presence;
 pub mod publish;
+pub mod removals;
 pub mod runs;
+pub mod seen;
 pub mod setup;
 mod stores;
+pub mod sync_keys;
 
 pub use configs::{ConfigChange, ConfigWatch, Configs, StoredConfig, Written};
 pub use connect::{ConnectConfigError, ConnectSettings, NatsAuth, NatsServers, NatsTls};

@@ -32,6 +32,69 @@ pub const STATE_BUCKET: &str = "peoplesync_state";
 /// KV bucket of per-worker hashes of the record last written to Oomnitza.
 pub const APPLIED_BUCKET: &str = "peoplesync_applied";
 
+/// KV key (state bucket) of the extractor's checkpoint of `integration`.
+pub fn checkpoint_key(integration: &str) -> String {
+    format!("checkpoint.{integration}")
+}
+
+/// KV key (state bucket) of the removal state (baseline, held removals) of `integration`.
+pub fn removals_key(integration: &str) -> String {
+    format!("removals.{integration}")
+}
+
+/// KV key (state bucket) of the sync keys shared in the last full run of `integration`.
+pub fn sync_keys_key(integration: &str) -> String {
+    format!("synckeys.{integration}")
+}
+
+/// Stream of the worker ids each full extractor run listed (one chunk per page), and of the
+/// upserts of listed workers who have left; created by the extractor, its only user.
+pub const SEEN_STREAM: &str = "PEOPLESYNC_SEEN";
+/// The subjects of [`SEEN_STREAM`].
+pub const SEEN_SUBJECTS: &str = "peoplesync.*.seen.>";
+
+/// Subject of page `page` of the seen list of `run_id` of `integration`.
+pub fn seen_chunk_subject(integration: &str, run_id: &str, page: u64) -> String {
+    format!("peoplesync.{integration}.seen.{run_id}.{page}")
+}
+
+/// Filter matching every chunk of the seen list of `run_id`.
+pub fn seen_run_filter(integration: &str, run_id: &str) -> String {
+    format!("peoplesync.{integration}.seen.{run_id}.*")
+}
+
+/// The subject token of a worker id: the id itself when it is a safe token, else `x` and its
+/// hex (ids are Salesforce ids, so the second form is for bad data only).
+fn worker_token(worker_id: &str) -> String {
+    if !worker_id.is_empty()
+        && worker_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        worker_id.to_owned()
+    } else {
+        format!("x{}", hex::encode(worker_id))
+    }
+}
+
+/// The subject the kept upsert of `worker_id`, listed by `run_id` as having left, is stored on.
+pub fn seen_kept_subject(integration: &str, run_id: &str, worker_id: &str) -> String {
+    format!(
+        "peoplesync.{integration}.seen.{run_id}.ended.{}",
+        worker_token(worker_id)
+    )
+}
+
+/// The dedup id of the kept upsert of `worker_id` in `run_id`.
+pub fn seen_kept_msg_id(run_id: &str, worker_id: &str) -> String {
+    format!("{run_id}.ended.{}", worker_token(worker_id))
+}
+
+/// Filter matching every kept upsert of `run_id`.
+pub fn seen_kept_filter(integration: &str, run_id: &str) -> String {
+    format!("peoplesync.{integration}.seen.{run_id}.ended.*")
+}
+
 /// Subject of worker events of `integration`.
 pub fn workers_subject(integration: &str) -> String {
     format!("peoplesync.{integration}.workers")
@@ -152,6 +215,23 @@ mod tests {
         );
         assert_eq!(integration_of_subject("other.acme.workers"), None);
         assert_eq!(integration_of_subject("peoplesync"), None);
+    }
+
+    #[test]
+    fn worker_ids_become_safe_subject_tokens() {
+        assert_eq!(
+            seen_kept_subject("acme", "r1", "a2G7E000000LlIDUA0"),
+            "peoplesync.acme.seen.r1.ended.a2G7E000000LlIDUA0"
+        );
+        assert_eq!(worker_token("a.b"), "x612e62");
+        assert_eq!(worker_token(""), "x");
+    }
+
+    #[test]
+    fn seen_subjects_of_one_run_match_its_filter() {
+        let subject = seen_chunk_subject("acme", "r1", 12);
+        assert_eq!(subject, "peoplesync.acme.seen.r1.12");
+        assert_eq!(seen_run_filter("acme", "r1"), "peoplesync.acme.seen.r1.*");
     }
 
     #[test]

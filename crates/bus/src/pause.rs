@@ -95,8 +95,7 @@ impl Pauses {
         &self,
         integration: &str,
     ) -> Result<(Option<PauseFlag>, u64), BusError> {
-        let (value, revision) =
-            document::read(&self.kv, names::STATE_BUCKET, &key(integration)).await?;
+        let (value, revision) = document::read(&self.kv, &key(integration)).await?;
         Ok((value.map(|v| decode(&v)).transpose()?, revision))
     }
 

@@ -291,8 +291,7 @@ impl Runs {
         integration: &str,
         run_id: &str,
     ) -> Result<Option<(RunRecord, u64)>, BusError> {
-        let (value, revision) =
-            document::read(&self.kv, names::STATE_BUCKET, &key(integration, run_id)).await?;
+        let (value, revision) = document::read(&self.kv, &key(integration, run_id)).await?;
         value.map(|v| Ok((decode(&v)?, revision))).transpose()
     }
 

@@ -3,10 +3,9 @@
 
 use tokio_util::sync::CancellationToken;
 
-use crate::lease::{self, LeaseValue};
 use crate::outcomes::OutcomeRecorder;
 use crate::presence::{self, Announcement};
-use crate::{Bus, BusError, Pauses, Publisher, Runs, document, names};
+use crate::{Bus, BusError, Pauses, Publisher, Runs, names};
 
 /// The streams every peoplesync deployment has (the extractor's and the leavers' own streams
 /// are created by their services).
@@ -50,19 +49,6 @@ impl Bus {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<Announcement>, BusError> {
         presence::seen(&self.state, now).await
-    }
-
-    /// Who holds the extractor's scheduler lease of `integration`, if anyone has taken it.
-    pub async fn lease_holder(&self, integration: &str) -> Result<Option<LeaseValue>, BusError> {
-        let key = lease::key(integration);
-        let value = self
-            .state
-            .get(&key)
-            .await
-            .map_err(|e| BusError::kv(names::STATE_BUCKET, "read", &key, e))?;
-        value
-            .map(|v| document::decode("scheduler lease", &v))
-            .transpose()
     }
 
     /// The worker events of `integration` waiting for a loader, and those delivered but not yet

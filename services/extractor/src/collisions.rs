@@ -12,8 +12,8 @@
 //!
 //! Each held worker is counted as skipped and gets a dead letter (stage `extractor`) naming the
 //! key field and the other worker(s); it stays in the run's seen list, so it is not taken for a
-//! removal. Only digests of key values are kept (KV `peoplesync_state`, key
-//! `synckeys.<integration>`), never the values.
+//! removal. Only digests of key values are kept (the bus's `sync_keys` store), never the
+//! values.
 //!
 //! Memory: one 8-byte slot per listed worker (40 bits of the key's digest and the worker's
 //! position in the listing), sized from the previous run's count: about 10 MB for a million
@@ -25,20 +25,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use bytes::Bytes;
+use peoplesync_bus::sync_keys::{SharedKey, SharedKeys};
 use peoplesync_bus::{Bus, BusError, DeadLetter, names};
 use peoplesync_core::{Integration, RecordInput, Tracking, Worker};
 use peoplesync_sage_people::SageClient;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The stage of the dead letters of held workers (and of other workers the extractor could not
 /// publish).
 pub const STAGE: &str = peoplesync_bus::dlq::STAGE_EXTRACTOR;
-
-fn kv_key(integration: &str) -> String {
-    format!("synckeys.{integration}")
-}
 
 /// The digest of one key value of one field.
 fn digest(field: &str, value: &str) -> u64 {
@@ -50,29 +45,6 @@ fn digest(field: &str, value: &str) -> u64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&bytes[..8]);
     u64::from_le_bytes(first)
-}
-
-/// What the state bucket keeps between runs: the keys shared in the last full run.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct SharedKeys {
-    /// The run that found them.
-    pub run_id: String,
-    /// Workers that run listed (sizes the next run's table).
-    #[serde(default)]
-    pub listed: u64,
-    /// Each shared key.
-    pub shared: Vec<SharedKey>,
-}
-
-/// One key value several workers had.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SharedKey {
-    /// Hex digest of the field and value.
-    pub key: String,
-    /// The Oomnitza field.
-    pub field: String,
-    /// The workers that had it, in listing order.
-    pub workers: Vec<String>,
 }
 
 /// Positions a slot can hold (24 bits); past that many workers the check stops for the run.
@@ -248,15 +220,7 @@ impl SyncKeyGuard {
         mapping: Integration,
         tracking: Tracking,
     ) -> Result<SyncKeyGuard, BusError> {
-        let key = kv_key(integration);
-        let stored = bus
-            .state_kv()
-            .get(&key)
-            .await
-            .map_err(|e| BusError::kv(names::STATE_BUCKET, "read", &key, e))?;
-        let shared: SharedKeys = stored
-            .and_then(|value| serde_json::from_slice(&value).ok())
-            .unwrap_or_default();
+        let shared = bus.sync_keys().load(integration).await?;
         // Room for the previous run's workers and a fifth more, so the table seldom grows.
         let expected = usize::try_from(shared.listed).unwrap_or(0) / 4 * 5;
         let known = shared
@@ -407,8 +371,7 @@ impl SyncKeyGuard {
         for suspect in std::mem::take(&mut verdict.suspects) {
             let earlier = match self.locate(suspect.position) {
                 Some((page, offset)) => {
-                    match crate::seen::read_chunk(bus.jetstream(), integration, run_id, page).await
-                    {
+                    match bus.seen().read_chunk(integration, run_id, page).await {
                         Ok(ids) => ids.get(offset).cloned(),
                         Err(err) => {
                             tracing::warn!(integration, run_id, page, error = %err,
@@ -502,14 +465,7 @@ impl SyncKeyGuard {
             listed: u64::from(self.listed),
             shared,
         };
-        let key = kv_key(integration);
-        let value = serde_json::to_vec(&shared)
-            .map_err(|e| BusError::kv(names::STATE_BUCKET, "encode", &key, e))?;
-        bus.state_kv()
-            .put(&key, Bytes::from(value))
-            .await
-            .map_err(|e| BusError::kv(names::STATE_BUCKET, "write", &key, e))?;
-        Ok(())
+        bus.sync_keys().save(integration, &shared).await
     }
 }
 

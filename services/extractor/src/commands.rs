@@ -8,9 +8,9 @@
 
 use std::sync::Arc;
 
-use async_nats::Subject;
+use async_nats::{Message, Subject};
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use peoplesync_bus::BusError;
 use peoplesync_bus::control::{
     self, ApproveRemovals, CommandError, Reply, RunRequest, WorkerRequest,
@@ -30,10 +30,34 @@ pub const LEADER_GROUP: &str = "sage-extractor-leader";
 /// Requests handled at once per replica and integration.
 pub const IN_FLIGHT: usize = 16;
 
-fn subscribe_error(subject: &str, err: impl Into<peoplesync_bus::error::Source>) -> BusError {
-    BusError::Request {
-        what: format!("subscribing to {subject}"),
-        source: err.into(),
+/// The requests of `commands` for `integration`, each with its command, as one member of
+/// queue group `group`.
+async fn subscribe(
+    client: &async_nats::Client,
+    integration: &str,
+    commands: &[&'static str],
+    group: &str,
+) -> Result<impl Stream<Item = (&'static str, Message)> + Unpin + use<>, BusError> {
+    let mut subscriptions = Vec::new();
+    for &command in commands {
+        let subject = control::subject(integration, command);
+        let subscription = client
+            .queue_subscribe(subject.clone(), group.to_owned())
+            .await
+            .map_err(|e| BusError::request(format!("subscribing to {subject}"), e))?;
+        subscriptions.push(subscription.map(move |message| (command, message)));
+    }
+    Ok(futures::stream::select_all(subscriptions))
+}
+
+/// The next request, or `None` once `stop` is cancelled or the subscriptions end.
+async fn next_request(
+    requests: &mut (impl Stream<Item = (&'static str, Message)> + Unpin),
+    stop: &CancellationToken,
+) -> Option<(&'static str, Message)> {
+    tokio::select! {
+        () = stop.cancelled() => None,
+        next = requests.next() => next,
     }
 }
 
@@ -44,15 +68,17 @@ fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CommandError> {
     })
 }
 
-async fn respond<T: Serialize>(
+async fn respond<T: Serialize, E: Into<CommandError>>(
     client: &async_nats::Client,
     reply: Option<Subject>,
-    result: Result<T, CommandError>,
+    result: Result<T, E>,
 ) {
     let Some(reply) = reply else { return };
     let body = match result {
         Ok(value) => serde_json::to_vec(&Reply::Ok(value)),
-        Err(error) => serde_json::to_vec(&Reply::<T>::Err { error }),
+        Err(error) => serde_json::to_vec(&Reply::<T>::Err {
+            error: error.into(),
+        }),
     };
     let body = body.unwrap_or_else(|err| {
         format!(r#"{{"error":{{"code":"failed","message":"cannot encode the reply: {err}"}}}}"#)
@@ -70,30 +96,18 @@ pub async fn serve_any(
     stop: CancellationToken,
 ) -> Result<(), BusError> {
     let integration = runner.extraction().integration().to_owned();
-    let mut subscriptions = Vec::new();
-    for command in [
+    let commands = [
         control::FETCH,
         control::WORKER,
         control::PROGRESS,
         control::CHECK,
         control::HELD_LEAVERS,
-    ] {
-        let subject = control::subject(&integration, command);
-        let subscription = client
-            .queue_subscribe(subject.clone(), ANY_REPLICA_GROUP.to_owned())
-            .await
-            .map_err(|e| subscribe_error(&subject, e))?;
-        subscriptions.push(subscription.map(move |message| (command, message)));
-    }
-    let mut requests = futures::stream::select_all(subscriptions);
+    ];
+    let mut requests = subscribe(&client, &integration, &commands, ANY_REPLICA_GROUP).await?;
     let limit = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
-        let (command, message) = tokio::select! {
-            () = stop.cancelled() => return Ok(()),
-            next = requests.next() => match next {
-                Some(next) => next,
-                None => return Ok(()),
-            },
+        let Some((command, message)) = next_request(&mut requests, &stop).await else {
+            return Ok(());
         };
         let Ok(permit) = limit.clone().acquire_owned().await else {
             return Ok(());
@@ -106,14 +120,14 @@ pub async fn serve_any(
                 control::FETCH => {
                     let result = match parse::<WorkerRequest>(&message.payload) {
                         Ok(request) => single::fetch(extraction, request.id.trim()).await,
-                        Err(err) => Err(err),
+                        Err(err) => Err(err.into()),
                     };
                     respond(&client, message.reply, result).await;
                 }
                 control::WORKER => {
                     let result = match parse::<WorkerRequest>(&message.payload) {
                         Ok(request) => single::sync(extraction, request.id.trim()).await,
-                        Err(err) => Err(err),
+                        Err(err) => Err(err.into()),
                     };
                     respond(&client, message.reply, result).await;
                 }
@@ -152,23 +166,11 @@ pub async fn serve_leader(
     stop: CancellationToken,
 ) -> Result<(), BusError> {
     let integration = runner.extraction().integration().to_owned();
-    let mut subscriptions = Vec::new();
-    for command in [control::RUN, control::APPROVE_REMOVALS] {
-        let subject = control::subject(&integration, command);
-        let subscription = client
-            .queue_subscribe(subject.clone(), LEADER_GROUP.to_owned())
-            .await
-            .map_err(|e| subscribe_error(&subject, e))?;
-        subscriptions.push(subscription.map(move |message| (command, message)));
-    }
-    let mut requests = futures::stream::select_all(subscriptions);
+    let commands = [control::RUN, control::APPROVE_REMOVALS];
+    let mut requests = subscribe(&client, &integration, &commands, LEADER_GROUP).await?;
     loop {
-        let (command, message) = tokio::select! {
-            () = stop.cancelled() => return Ok(()),
-            next = requests.next() => match next {
-                Some(next) => next,
-                None => return Ok(()),
-            },
+        let Some((command, message)) = next_request(&mut requests, &stop).await else {
+            return Ok(());
         };
         if !*leader.borrow() {
             let error = CommandError {
@@ -177,7 +179,7 @@ pub async fn serve_leader(
                     "this extractor replica just stopped scheduling {integration}; send the command again"
                 ),
             };
-            respond::<()>(&client, message.reply, Err(error)).await;
+            respond::<(), CommandError>(&client, message.reply, Err(error)).await;
             continue;
         }
         match command {
@@ -206,7 +208,7 @@ pub async fn serve_leader(
                     Ok(request) => {
                         single::approve_removals(runner.extraction(), request.run_id.trim()).await
                     }
-                    Err(err) => Err(err),
+                    Err(err) => Err(err.into()),
                 };
                 respond(&client, message.reply, result).await;
             }
@@ -218,11 +220,11 @@ pub async fn serve_leader(
 /// credential must be fixed first (the control plane answers FAILED_PRECONDITION marked so, and
 /// `syncctl run` exits 7), `failed` otherwise.
 fn run_error_code(err: &crate::error::RunError) -> &'static str {
-    use crate::error::RunError;
+    use crate::error::Stop;
     use peoplesync_sage_people::ErrorKind;
-    match err {
-        RunError::Settings { .. } => "misconfigured",
-        RunError::Source { source, .. }
+    match err.stop() {
+        Stop::Settings(_) => "misconfigured",
+        Stop::Source(source)
             if matches!(
                 source.kind(),
                 ErrorKind::Configuration | ErrorKind::Authentication

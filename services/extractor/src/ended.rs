@@ -1,8 +1,9 @@
 //! Workers who are still listed but have left (employment inactive, or end date passed in the
 //! integration's time zone). Their upsert is published only with leaver action `none` (an
-//! upsert would otherwise undo the update or recreate the deleted user); it is kept in the run's seen list
-//! under `peoplesync.<integration>.seen.<run>.ended.<worker>`, and their id is left out of the
-//! list of workers the run saw. So the removal diff of the next settled run finds them like
+//! upsert would otherwise undo the update or recreate the deleted user); it is kept with the
+//! run's seen list (`peoplesync_bus::seen::keep`, under
+//! `peoplesync.<integration>.seen.<run>.ended.<worker>`), and their id is left out of the list
+//! of workers the run saw. So the removal diff of the next settled run finds them like
 //! any worker who disappeared — counted by the same accidental-deletion threshold, held and
 //! approved together — and [`crate::removals::publish`] sends an `ended` event carrying the
 //! worker as last listed instead of a bare `removed` one. A worker who has left is acted on
@@ -13,13 +14,8 @@
 //! `PEOPLESYNC_TEST_TODAY_FILE` names a file holding a `YYYY-MM-DD` date read at each run
 //! instead; a run that uses it says so in a warning.
 
-use async_nats::jetstream::{self, stream::LastRawMessageErrorKind};
-use bytes::Bytes;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
-use peoplesync_bus::{BusError, Publisher};
-
-use crate::seen::SEEN_STREAM;
 
 /// How a run judges end dates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,33 +40,6 @@ impl EndDates {
 /// The test-only override of today's date (a file holding `YYYY-MM-DD`).
 pub const TODAY_FILE_ENV: &str = "PEOPLESYNC_TEST_TODAY_FILE";
 
-/// The subject token of a worker id: the id itself when it is a safe token, else `x` and its
-/// hex (ids are Salesforce ids, so the second form is for bad data only).
-fn token(worker_id: &str) -> String {
-    if !worker_id.is_empty()
-        && worker_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        worker_id.to_owned()
-    } else {
-        format!("x{}", hex::encode(worker_id))
-    }
-}
-
-/// The subject the kept upsert of `worker_id`, listed by `run_id` as having left, is stored on.
-pub fn kept_subject(integration: &str, run_id: &str, worker_id: &str) -> String {
-    format!(
-        "peoplesync.{integration}.seen.{run_id}.ended.{}",
-        token(worker_id)
-    )
-}
-
-/// Filter matching every kept upsert of `run_id`.
-pub fn run_filter(integration: &str, run_id: &str) -> String {
-    format!("peoplesync.{integration}.seen.{run_id}.ended.*")
-}
-
 /// Today's date in `tz`, or the test override (see the module docs).
 pub fn today(integration: &str, tz: Tz) -> NaiveDate {
     if let Ok(path) = std::env::var(TODAY_FILE_ENV) {
@@ -89,62 +58,4 @@ pub fn today(integration: &str, tz: Tz) -> NaiveDate {
         }
     }
     peoplesync_core::leavers::today_in(tz, chrono::Utc::now())
-}
-
-/// Keeps the upsert `payload` of `worker_id`, who has left, with `run_id`'s list.
-pub async fn keep(
-    publisher: &mut Publisher,
-    integration: &str,
-    run_id: &str,
-    worker_id: &str,
-    payload: Bytes,
-) -> Result<(), BusError> {
-    publisher
-        .publish(
-            kept_subject(integration, run_id, worker_id),
-            format!("{run_id}.ended.{}", token(worker_id)),
-            payload,
-            None,
-        )
-        .await
-}
-
-/// The upsert kept for `worker_id` by `run_id`, if that run listed them as having left.
-pub async fn kept(
-    js: &jetstream::Context,
-    integration: &str,
-    run_id: &str,
-    worker_id: &str,
-) -> Result<Option<Bytes>, BusError> {
-    let subject = kept_subject(integration, run_id, worker_id);
-    let stream = js
-        .get_stream(SEEN_STREAM)
-        .await
-        .map_err(|e| BusError::Request {
-            what: format!("opening stream {SEEN_STREAM}"),
-            source: e.into(),
-        })?;
-    match stream.get_last_raw_message_by_subject(&subject).await {
-        Ok(message) => Ok(Some(message.payload)),
-        Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(err) => Err(BusError::Request {
-            what: format!("reading {subject} from {SEEN_STREAM}"),
-            source: err.into(),
-        }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn worker_ids_become_safe_subject_tokens() {
-        assert_eq!(
-            kept_subject("acme", "r1", "a2G7E000000LlIDUA0"),
-            "peoplesync.acme.seen.r1.ended.a2G7E000000LlIDUA0"
-        );
-        assert_eq!(token("a.b"), "x612e62");
-        assert_eq!(token(""), "x");
-    }
 }

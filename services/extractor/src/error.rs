@@ -1,75 +1,45 @@
 //! Why a run stopped early, typed so the caller knows what follows: a configuration problem
 //! the operator must fix, a quota stop the next run resumes, a NATS failure, or an interruption
 //! (shutdown, lost lease) another replica or the next start resumes.
+//!
+//! One error type, [`RunError`]: which run (integration and run id) and why it stopped
+//! ([`Stop`]). The run's code works with [`Stop`], which NATS and Sage People errors convert
+//! into with `?`; the run adds the integration and run id once, where it hands the error out.
 
 use peoplesync_bus::{BusError, RunState};
 use peoplesync_sage_people::{ApiUsage, ErrorKind};
 
-/// Why a run stopped early.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
+/// Why a run stopped early (see [`RunError`] for which run).
+#[derive(Debug)]
+pub enum Stop {
     /// Sage People refused or failed; its message says what to fix.
-    #[error("run {run_id} of {integration}: {source}")]
-    Source {
-        /// The integration.
-        integration: String,
-        /// The run.
-        run_id: String,
-        /// Sage People's error.
-        source: peoplesync_sage_people::Error,
-    },
+    Source(peoplesync_sage_people::Error),
     /// The quota guard stopped the run before the org's usage passed the configured share.
-    #[error("run {run_id} of {integration}: {message}")]
     QuotaGuard {
-        /// The integration.
-        integration: String,
-        /// The run.
-        run_id: String,
         /// The usage that stopped it.
         usage: ApiUsage,
         /// The explanation.
         message: String,
     },
-    /// The integration's settings cannot be used (credential set, filter, stored config).
-    #[error("run {run_id} of {integration}: {message}")]
-    Settings {
-        /// The integration.
-        integration: String,
-        /// The run recorded as failed.
-        run_id: String,
-        /// What to fix.
-        message: String,
-    },
+    /// The integration's settings cannot be used (credential set, filter, stored config); the
+    /// message says what to fix.
+    Settings(String),
     /// NATS failed; the run's checkpoint is kept.
-    #[error(
-        "run of {integration}: {source}; the run resumes from its checkpoint once NATS is reachable"
-    )]
-    Bus {
-        /// The integration.
-        integration: String,
-        /// The bus error.
-        source: BusError,
-    },
+    Bus(BusError),
     /// The run was stopped (shutdown, or this replica lost the scheduler lease) between pages;
     /// its checkpoint is kept.
-    #[error("run {run_id} of {integration} was interrupted; it resumes from its checkpoint")]
-    Interrupted {
-        /// The integration.
-        integration: String,
-        /// The run.
-        run_id: String,
-    },
+    Interrupted,
 }
 
-impl RunError {
+impl Stop {
     /// The state the run record is left in.
     pub fn state(&self) -> RunState {
         match self {
-            RunError::Source { source, .. } if source.kind() == ErrorKind::QuotaExhausted => {
+            Stop::Source(source) if source.kind() == ErrorKind::QuotaExhausted => {
                 RunState::QuotaExhausted
             }
-            RunError::QuotaGuard { .. } => RunState::QuotaExhausted,
-            RunError::Bus { .. } | RunError::Interrupted { .. } => RunState::Running,
+            Stop::QuotaGuard { .. } => RunState::QuotaExhausted,
+            Stop::Bus(_) | Stop::Interrupted => RunState::Running,
             _ => RunState::Failed,
         }
     }
@@ -77,15 +47,101 @@ impl RunError {
     /// Whether the next run resumes this one (its checkpoint is kept).
     pub fn resumable(&self) -> bool {
         match self {
-            RunError::Source { source, .. } => matches!(
+            Stop::Source(source) => matches!(
                 source.kind(),
                 ErrorKind::QuotaExhausted | ErrorKind::Transient
             ),
-            RunError::QuotaGuard { .. } | RunError::Bus { .. } | RunError::Interrupted { .. } => {
-                true
-            }
-            RunError::Settings { .. } => false,
+            Stop::QuotaGuard { .. } | Stop::Bus(_) | Stop::Interrupted => true,
+            Stop::Settings(_) => false,
         }
+    }
+}
+
+impl From<BusError> for Stop {
+    fn from(err: BusError) -> Self {
+        Stop::Bus(err)
+    }
+}
+
+impl From<peoplesync_sage_people::Error> for Stop {
+    fn from(err: peoplesync_sage_people::Error) -> Self {
+        Stop::Source(err)
+    }
+}
+
+/// A run that stopped early: which one, and why.
+#[derive(Debug)]
+pub struct RunError {
+    integration: String,
+    run_id: Option<String>,
+    /// Boxed: errors are rare, and results carrying one stay small.
+    stop: Box<Stop>,
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let integration = &self.integration;
+        let run_id = self.run_id.as_deref().unwrap_or_default();
+        match &*self.stop {
+            Stop::Source(source) => write!(f, "run {run_id} of {integration}: {source}"),
+            Stop::QuotaGuard { message, .. } | Stop::Settings(message) => {
+                write!(f, "run {run_id} of {integration}: {message}")
+            }
+            Stop::Bus(source) => write!(
+                f,
+                "run of {integration}: {source}; the run resumes from its checkpoint once NATS is reachable"
+            ),
+            Stop::Interrupted => write!(
+                f,
+                "run {run_id} of {integration} was interrupted; it resumes from its checkpoint"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RunError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &*self.stop {
+            Stop::Source(source) => Some(source),
+            Stop::Bus(source) => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl RunError {
+    /// Run `run_id` (when it has one yet) of `integration` stopped because of `stop`.
+    pub fn new(integration: &str, run_id: Option<&str>, stop: Stop) -> RunError {
+        RunError {
+            integration: integration.to_owned(),
+            run_id: run_id.map(str::to_owned),
+            stop: Box::new(stop),
+        }
+    }
+
+    /// Why the run stopped.
+    pub fn stop(&self) -> &Stop {
+        &self.stop
+    }
+
+    /// The integration.
+    pub fn integration(&self) -> &str {
+        &self.integration
+    }
+
+    /// Whether the run was interrupted between pages (shutdown, lost lease).
+    pub fn is_interrupted(&self) -> bool {
+        matches!(*self.stop, Stop::Interrupted)
+    }
+
+    /// The state the run record is left in.
+    pub fn state(&self) -> RunState {
+        self.stop.state()
+    }
+
+    /// Whether the next run resumes this one (its checkpoint is kept).
+    pub fn resumable(&self) -> bool {
+        self.stop.resumable()
     }
 
     /// The outcome label of the runs metric.
@@ -97,14 +153,12 @@ impl RunError {
         }
     }
 
-    /// The run, when one was recorded.
+    /// The run, when one was recorded (a NATS failure may come before there is one, so it
+    /// never names one).
     pub fn run_id(&self) -> Option<&str> {
-        match self {
-            RunError::Source { run_id, .. }
-            | RunError::QuotaGuard { run_id, .. }
-            | RunError::Settings { run_id, .. }
-            | RunError::Interrupted { run_id, .. } => Some(run_id),
-            RunError::Bus { .. } => None,
+        match *self.stop {
+            Stop::Bus(_) => None,
+            _ => self.run_id.as_deref(),
         }
     }
 }

@@ -7,17 +7,19 @@
 //!   schedule from KV, and the Sage People clients.
 //! - [`run`]: one full run (paging, publishing, checkpoints) built from [`event`] (records to
 //!   events), [`filter`] (`$filter` checks, shared with config validation), [`quota`] (the
-//!   API quota guard),
-//!   [`checkpoint`], [`seen`] (the ids each run listed), [`collisions`] (workers sharing a sync
-//!   key are held back) and [`removals`].
+//!   API quota guard), [`collisions`] (workers sharing a sync key are held back), [`ended`]
+//!   (workers who have left) and [`removals`]; the run's checkpoint, seen list, removal state
+//!   and shared sync keys are stores of the bus (`Bus::checkpoints`, `seen`, `removals`,
+//!   `sync_keys`). [`journal`] writes every run's record and events (full runs, one-worker
+//!   syncs, approvals); [`error`] says why a run stopped early.
 //! - [`check`]: the Sage People side of `syncctl check`, also run at start and on config
 //!   changes for `/readyz`.
-//! - [`service`]: the long-running service: [`lease`] (one scheduling replica), [`schedule`],
-//!   [`runner`] (one run at a time), [`retry`] (resuming a stopped run on a timer), [`commands`] (request/reply) and [`single`] (one-worker
-//!   commands, progress, approvals).
+//! - [`service`]: the long-running service: the bus's scheduler lease (one scheduling
+//!   replica), [`schedule`], [`runner`] (one run at a time), [`retry`] (resuming a stopped run
+//!   on a timer), [`commands`] (request/reply) and [`single`] (one-worker commands, progress,
+//!   approvals).
 
 pub mod check;
-pub mod checkpoint;
 pub mod collisions;
 pub mod commands;
 pub mod config;
@@ -25,7 +27,7 @@ pub mod ended;
 pub mod error;
 pub mod event;
 pub mod held;
-pub mod lease;
+pub mod journal;
 pub mod quota;
 pub use peoplesync_core::source_filter as filter;
 pub mod removals;
@@ -33,7 +35,6 @@ pub mod retry;
 pub mod run;
 pub mod runner;
 pub mod schedule;
-pub mod seen;
 pub mod service;
 pub mod settings;
 pub mod single;

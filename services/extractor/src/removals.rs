@@ -3,9 +3,9 @@
 //! there are too many of them (the accidental-deletion guard). Then none is published, the run
 //! is marked with `removals_held`, and an operator's approval releases them.
 //!
-//! Which run is the baseline, and which run's removals are held, is kept in KV
-//! `peoplesync_state` under `removals.<integration>`. Counting and publishing are streaming
-//! merges of two sorted id lists ([`crate::seen`]), so they take constant memory.
+//! Which run is the baseline, and which run's removals are held, is the bus's removal state
+//! (`Bus::removals`). Counting and publishing are streaming merges of two sorted id lists (the
+//! runs' seen lists, `Bus::seen`), so they take constant memory.
 //!
 //! Workers still listed who have left (see [`crate::ended`]) are left out of a run's list, so
 //! they count as removals here too, and are published as `ended` events carrying the worker.
@@ -14,93 +14,12 @@
 //! a run interrupted while publishing its removals publishes the same ones again when it is
 //! resumed (dedup ids drop the repeats) instead of deciding anew against a moved baseline.
 
-use async_nats::jetstream::kv;
-use bytes::Bytes;
-use peoplesync_bus::codec;
-use peoplesync_bus::{Bus, BusError, Publisher, names};
-use serde::{Deserialize, Serialize};
+use peoplesync_bus::removals::{Decision, HeldRemovals, RemovalState};
+use peoplesync_bus::seen::{IdReader, ReadError, Seen};
+use peoplesync_bus::{Bus, BusError, Publisher, codec, names};
 
 use crate::config::RemovalPolicy;
 use crate::event::EventBuilder;
-use crate::seen::{self, IdReader, ReadError};
-
-/// What a finished listing does about workers that disappeared.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "removals")]
-pub enum Decision {
-    /// No earlier full run to compare with: this run becomes the baseline.
-    FirstRun,
-    /// Publish these removals (possibly none) with the run.
-    Publish {
-        /// Workers no longer listed.
-        count: u64,
-    },
-    /// Too many: hold them for approval.
-    Held {
-        /// Workers no longer listed.
-        count: u64,
-        /// Workers the baseline listed.
-        baseline: u64,
-    },
-    /// The lists could not be compared (ids out of order); publish none, keep the baseline.
-    Skipped {
-        /// Why.
-        reason: String,
-    },
-}
-
-impl Decision {
-    /// Removals published with the run.
-    pub fn published(&self) -> u64 {
-        match self {
-            Decision::Publish { count } => *count,
-            _ => 0,
-        }
-    }
-
-    /// Removals held for approval.
-    pub fn held(&self) -> u64 {
-        match self {
-            Decision::Held { count, .. } => *count,
-            _ => 0,
-        }
-    }
-}
-
-/// Removals waiting for approval.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeldRemovals {
-    /// The run that found them (its list is the new state of the org).
-    pub run_id: String,
-    /// How many.
-    pub count: u64,
-    /// The run that publishes them once approved, chosen before it starts so a retried
-    /// approval reuses it.
-    #[serde(default)]
-    pub release_run: Option<String>,
-    /// The source filter the holding run listed with (`""` for none).
-    #[serde(default)]
-    pub filter: String,
-}
-
-/// Per integration: the baseline list and any held removals.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RemovalState {
-    /// The run whose list the next full run is compared with.
-    pub baseline: Option<String>,
-    /// Removals held for approval, if any.
-    pub held: Option<HeldRemovals>,
-    /// The source filter the baseline listed with (`""` for none; `None` when not recorded).
-    /// A run listing with another filter sees workers "disappear" that merely fall outside
-    /// the new filter, so its removals are always held for approval.
-    #[serde(default)]
-    pub baseline_filter: Option<String>,
-    /// The baseline left out workers who had left (see [`crate::ended`]). A baseline recorded
-    /// before leavers existed lists them: compared with a newer list, every worker who left
-    /// long ago would look removed, so workers the newer run kept as leavers are skipped.
-    #[serde(default)]
-    pub leavers_judged: bool,
-}
 
 /// Why removals could not be settled or released.
 #[derive(Debug, thiserror::Error)]
@@ -111,41 +30,6 @@ pub enum RemovalError {
     /// The approval names a run without held removals.
     #[error("{0}")]
     NotHeld(String),
-}
-
-fn state_key(integration: &str) -> String {
-    format!("removals.{integration}")
-}
-
-/// The removal state of `integration`.
-pub async fn load_state(state: &kv::Store, integration: &str) -> Result<RemovalState, BusError> {
-    let key = state_key(integration);
-    match state
-        .get(&key)
-        .await
-        .map_err(|e| BusError::kv(names::STATE_BUCKET, "read", &key, e))?
-    {
-        None => Ok(RemovalState::default()),
-        Some(value) => serde_json::from_slice(&value).map_err(|e| BusError::Decode {
-            what: "removal state",
-            source: e.into(),
-        }),
-    }
-}
-
-async fn save_state(
-    state: &kv::Store,
-    integration: &str,
-    value: &RemovalState,
-) -> Result<(), BusError> {
-    let key = state_key(integration);
-    let bytes = serde_json::to_vec(value)
-        .map_err(|e| BusError::kv(names::STATE_BUCKET, "encode", &key, e))?;
-    state
-        .put(&key, Bytes::from(bytes))
-        .await
-        .map_err(|e| BusError::kv(names::STATE_BUCKET, "write", &key, e))?;
-    Ok(())
 }
 
 /// Counts the workers `baseline` listed and `run` did not, and how many `baseline` listed.
@@ -175,21 +59,22 @@ struct Diff {
 
 /// What skipping leavers listed by a legacy baseline needs.
 struct Legacy {
-    js: async_nats::jetstream::Context,
+    seen: Seen,
     integration: String,
     run: String,
 }
 
 async fn diff(bus: &Bus, integration: &str, baseline: &str, run: &str) -> Result<Diff, ReadError> {
-    let state = load_state(bus.state_kv(), integration).await?;
+    let state = bus.removals().load(integration).await?;
+    let seen = bus.seen();
     let legacy = (!state.leavers_judged).then(|| Legacy {
-        js: bus.jetstream().clone(),
+        seen: seen.clone(),
         integration: integration.to_owned(),
         run: run.to_owned(),
     });
     Ok(Diff {
-        baseline: IdReader::open(bus.jetstream(), integration, baseline).await?,
-        current: IdReader::open(bus.jetstream(), integration, run).await?,
+        baseline: seen.reader(integration, baseline).await?,
+        current: seen.reader(integration, run).await?,
         head: None,
         started: false,
         legacy,
@@ -204,10 +89,7 @@ impl Diff {
                 return Ok(None);
             };
             match &self.legacy {
-                Some(l)
-                    if crate::ended::kept(&l.js, &l.integration, &l.run, &id)
-                        .await?
-                        .is_some() => {}
+                Some(l) if l.seen.kept(&l.integration, &l.run, &id).await?.is_some() => {}
                 _ => return Ok(Some(id)),
             }
         }
@@ -243,7 +125,7 @@ pub async fn decide(
     filter: Option<&str>,
     policy: &RemovalPolicy,
 ) -> Result<Decision, BusError> {
-    let state = load_state(bus.state_kv(), integration).await?;
+    let state = bus.removals().load(integration).await?;
     let filter_changed = state
         .baseline_filter
         .as_deref()
@@ -287,33 +169,14 @@ pub async fn publish(
 ) -> Result<u64, BusError> {
     let subject = names::workers_subject(integration);
     let observed = codec::now();
-    let mut diff = match diff(bus, integration, baseline, run_id).await {
-        Ok(diff) => diff,
-        Err(ReadError::Bus(err)) => return Err(err),
-        Err(err) => {
-            return Err(BusError::Decode {
-                what: "seen list",
-                source: err.into(),
-            });
-        }
-    };
+    let seen = bus.seen();
+    let mut diff = diff(bus, integration, baseline, run_id).await?;
     let mut published = 0;
-    loop {
-        let id = match diff.next_removed().await {
-            Ok(Some(id)) => id,
-            Ok(None) => break,
-            Err(ReadError::Bus(err)) => return Err(err),
-            Err(err) => {
-                return Err(BusError::Decode {
-                    what: "seen list",
-                    source: err.into(),
-                });
-            }
-        };
+    while let Some(id) = diff.next_removed().await? {
         published += 1;
         // A worker still listed but gone has their upsert kept with the list: offboard them
         // with what was last known of them.
-        let event = match crate::ended::kept(bus.jetstream(), integration, run_id, &id).await? {
+        let event = match seen.kept(integration, run_id, &id).await? {
             Some(kept) => events.ended(&kept, first_sequence + published, observed)?,
             None => events.removed(&id, first_sequence + published, observed),
         };
@@ -338,15 +201,15 @@ pub async fn settle(
     decision: &Decision,
     first_sequence: u64,
 ) -> Result<(), BusError> {
-    let js = bus.jetstream();
-    let mut state = load_state(bus.state_kv(), integration).await?;
+    let seen = bus.seen();
+    let mut state = bus.removals().load(integration).await?;
     match decision {
         Decision::Held { count, .. } => {
             if let Some(previous) = state.held.take()
                 && previous.run_id != run_id
                 && state.baseline.as_deref() != Some(previous.run_id.as_str())
             {
-                seen::purge_run(js, integration, &previous.run_id).await?;
+                seen.purge_run(integration, &previous.run_id).await?;
             }
             state.held = Some(HeldRemovals {
                 run_id: run_id.to_owned(),
@@ -363,7 +226,7 @@ pub async fn settle(
             if state.baseline.as_deref() != Some(run_id)
                 && state.held.as_ref().is_none_or(|h| h.run_id != run_id)
             {
-                seen::purge_run(js, integration, run_id).await?;
+                seen.purge_run(integration, run_id).await?;
             }
             return Ok(());
         }
@@ -391,14 +254,14 @@ pub async fn settle(
                 .flatten()
                 .filter(|old| old != run_id)
             {
-                seen::purge_run(js, integration, &old).await?;
+                seen.purge_run(integration, &old).await?;
             }
             state.baseline = Some(run_id.to_owned());
             state.baseline_filter = Some(filter.unwrap_or_default().to_owned());
             state.leavers_judged = true;
         }
     }
-    save_state(bus.state_kv(), integration, &state).await
+    bus.removals().save(integration, &state).await
 }
 
 /// The leavers `integration` holds for approval, at most `limit` of them listed: each held
@@ -409,26 +272,18 @@ pub async fn held_leavers(
     limit: usize,
 ) -> Result<peoplesync_bus::control::HeldLeavers, BusError> {
     use peoplesync_bus::leavers::LeaverEntry;
-    let state = load_state(bus.state_kv(), integration).await?;
+    let state = bus.removals().load(integration).await?;
     let (Some(held), Some(baseline)) = (state.held, state.baseline) else {
         return Ok(peoplesync_bus::control::HeldLeavers::default());
     };
-    let unreadable = |err: ReadError| match err {
-        ReadError::Bus(err) => err,
-        err => BusError::Decode {
-            what: "seen list",
-            source: err.into(),
-        },
-    };
-    let mut diff = diff(bus, integration, &baseline, &held.run_id)
-        .await
-        .map_err(unreadable)?;
+    let mut diff = diff(bus, integration, &baseline, &held.run_id).await?;
+    let seen = bus.seen();
     let mut leavers = Vec::new();
     while leavers.len() < limit {
-        let Some(id) = diff.next_removed().await.map_err(unreadable)? else {
+        let Some(id) = diff.next_removed().await? else {
             break;
         };
-        let kept = crate::ended::kept(bus.jetstream(), integration, &held.run_id, &id).await?;
+        let kept = seen.kept(integration, &held.run_id, &id).await?;
         let worker = kept
             .and_then(|payload| codec::decode_worker_event(&payload).ok())
             .and_then(|event| event.worker);
@@ -484,7 +339,7 @@ pub async fn begin_release(
     integration: &str,
     run_id: &str,
 ) -> Result<Release, RemovalError> {
-    let mut state = load_state(bus.state_kv(), integration).await?;
+    let mut state = bus.removals().load(integration).await?;
     let (Some(held), Some(baseline)) = (state.held.clone(), state.baseline.clone()) else {
         return Err(RemovalError::NotHeld(format!(
             "integration {integration} has no removals held for approval"
@@ -504,7 +359,7 @@ pub async fn begin_release(
                 release_run: Some(id.clone()),
                 ..held.clone()
             });
-            save_state(bus.state_kv(), integration, &state).await?;
+            bus.removals().save(integration, &state).await?;
             id
         }
     };
@@ -523,31 +378,12 @@ pub async fn finish_release(
     integration: &str,
     release: &Release,
 ) -> Result<(), BusError> {
-    seen::purge_run(bus.jetstream(), integration, &release.baseline).await?;
+    bus.seen().purge_run(integration, &release.baseline).await?;
     let state = RemovalState {
         baseline: Some(release.held_run.clone()),
         held: None,
         baseline_filter: Some(release.filter.clone()),
         leavers_judged: true,
     };
-    save_state(bus.state_kv(), integration, &state).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decisions_serialise_for_the_checkpoint() {
-        let decision = Decision::Held {
-            count: 60,
-            baseline: 1000,
-        };
-        let text = serde_json::to_string(&decision).unwrap();
-        assert_eq!(text, r#"{"removals":"held","count":60,"baseline":1000}"#);
-        assert_eq!(serde_json::from_str::<Decision>(&text).unwrap(), decision);
-        assert_eq!(decision.held(), 60);
-        assert_eq!(decision.published(), 0);
-        assert_eq!(Decision::Publish { count: 3 }.published(), 3);
-    }
+    bus.removals().save(integration, &state).await
 }

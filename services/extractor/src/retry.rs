@@ -11,8 +11,8 @@ use peoplesync_bus::{Bus, RunState};
 use peoplesync_runtime::Readiness;
 use tokio::time::Instant;
 
-use crate::checkpoint::Checkpoints;
 use crate::config::RunRetry;
+use crate::journal::Journal;
 use crate::runner::Runner;
 
 /// How often the lease holder looks for a run to resume.
@@ -32,13 +32,9 @@ pub struct Resumable {
 /// The run of `integration` that stopped part-way, if any. `None` too when NATS cannot be read
 /// (the next look tries again).
 pub async fn resumable_run(bus: &Bus, integration: &str) -> Option<Resumable> {
-    let checkpoint = Checkpoints::new(bus.state_kv().clone())
-        .load(integration)
-        .await
-        .ok()??;
-    let (record, _) = bus
-        .runs()
-        .get(integration, &checkpoint.run_id)
+    let checkpoint = bus.checkpoints().load(integration).await.ok()??;
+    let record = Journal::new(bus, integration, true)
+        .record(&checkpoint.run_id)
         .await
         .ok()??;
     matches!(record.state, RunState::Running | RunState::Failed).then(|| Resumable {

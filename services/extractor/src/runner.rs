@@ -73,10 +73,7 @@ impl Runner {
                 already_running: true,
             });
         }
-        let prepared = self
-            .extraction
-            .prepare_resending(trigger, resend_all)
-            .await?;
+        let prepared = self.extraction.prepare(trigger, resend_all).await?;
         let run_id = prepared.run_id().to_owned();
         let cancel = self.stop.child_token();
         let token = cancel.clone();
@@ -87,7 +84,8 @@ impl Runner {
             let result = prepared.execute(token).await;
             if let Ok(mut slot) = last_failure.lock() {
                 *slot = match &result {
-                    Err(RunError::Interrupted { .. }) | Ok(_) => None,
+                    Err(err) if err.is_interrupted() => None,
+                    Ok(_) => None,
                     Err(err) => Some((failed_run, err.to_string())),
                 };
             }
@@ -97,7 +95,7 @@ impl Runner {
                     removals_held = summary.removals_held,
                     elapsed_ms = u64::try_from(summary.elapsed.as_millis()).unwrap_or(u64::MAX),
                     "run ended"),
-                Err(err @ RunError::Interrupted { .. }) => tracing::info!(%integration, "{err}"),
+                Err(err) if err.is_interrupted() => tracing::info!(%integration, "{err}"),
                 Err(err) => tracing::error!(%integration, "{err}"),
             }
             result

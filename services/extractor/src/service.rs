@@ -17,8 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::commands;
 use crate::config::{ExtractorConfig, SecretSource};
-use crate::error::RunError;
-use crate::lease::{self, Lease, LeaseValue};
+use crate::error::{RunError, Stop};
 use crate::retry::Retrier;
 use crate::run::{Extraction, RunOptions, RunSummary};
 use crate::runner::Runner;
@@ -73,7 +72,7 @@ impl Service {
         bus: Bus,
         secrets: SecretSource,
     ) -> Result<Service, ServiceError> {
-        crate::seen::ensure(&bus).await?;
+        bus.seen().ensure().await?;
         let config = Arc::new(config);
         let sources = Arc::new(Sources::new(config.clone(), secrets));
         let options = RunOptions {
@@ -139,12 +138,7 @@ impl Service {
         let integration = runner.extraction().integration().to_owned();
         let (leader_tx, mut leader) = watch::channel(false);
         let lease_stop = CancellationToken::new();
-        let lease = Lease::new(
-            self.bus.state_kv().clone(),
-            &integration,
-            &self.replica,
-            self.ttl(),
-        );
+        let lease = self.bus.lease(&integration, &self.replica, self.ttl());
         let lease_task = tokio::spawn(lease.run(leader_tx, lease_stop.clone()));
         // A lease left by a crashed extractor expires after its TTL; one renewed by a live one
         // does not, and then this sync must not run beside it.
@@ -174,10 +168,11 @@ impl Service {
                 }
                 .map(|result| result.map_err(ServiceError::from))
                 .unwrap_or_else(|| {
-                    Err(ServiceError::Run(RunError::Interrupted {
-                        integration: integration.clone(),
-                        run_id: String::new(),
-                    }))
+                    Err(ServiceError::Run(RunError::new(
+                        &integration,
+                        Some(""),
+                        Stop::Interrupted,
+                    )))
                 })
             }
             false => Err(ServiceError::LeaseBusy {
@@ -191,10 +186,8 @@ impl Service {
     }
 
     async fn lease_holder(&self, integration: &str) -> String {
-        match self.bus.state_kv().get(lease::key(integration)).await {
-            Ok(Some(value)) => serde_json::from_slice::<LeaseValue>(&value)
-                .map(|v| v.holder)
-                .unwrap_or_else(|_| "unknown".into()),
+        match self.bus.lease_holder(integration).await {
+            Ok(Some(value)) => value.holder,
             _ => "unknown".into(),
         }
     }
@@ -242,7 +235,7 @@ async fn serve_integration(
     let integration = runner.extraction().integration().to_owned();
     let (leader_tx, mut leader) = watch::channel(false);
     let lease_stop = CancellationToken::new();
-    let lease = Lease::new(bus.state_kv().clone(), &integration, &replica, ttl);
+    let lease = bus.lease(&integration, &replica, ttl);
     let lease_task = tokio::spawn(lease.run(leader_tx, lease_stop.clone()));
     let any = tokio::spawn(commands::serve_any(
         bus.client().clone(),

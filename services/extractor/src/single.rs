@@ -6,15 +6,14 @@ use peoplesync_bus::codec;
 use peoplesync_bus::control::{
     CommandError, Progress, RemovalsReleased, WorkerFetched, WorkerSynced,
 };
-use peoplesync_bus::{RunRecord, RunState, names};
-use peoplesync_proto::v1::RunEventKind;
+use peoplesync_bus::{BusError, RunState, names};
 use peoplesync_sage_people::SageClient;
 
-use crate::checkpoint::{Checkpoint, Checkpoints};
 use crate::event::EventBuilder;
+use crate::journal::{Counts, Journal};
 use crate::removals::{self, RemovalError};
-use crate::run::{Extraction, publish_run_event};
-use crate::settings;
+use crate::run::Extraction;
+use crate::settings::{self, SettingsError};
 
 fn error(code: &str, message: impl Into<String>) -> CommandError {
     CommandError {
@@ -23,15 +22,53 @@ fn error(code: &str, message: impl Into<String>) -> CommandError {
     }
 }
 
-fn failed(err: impl std::fmt::Display) -> CommandError {
-    error("failed", err.to_string())
+/// Why a command of this module failed: the error reply it becomes. NATS, Sage People and
+/// settings failures convert into it with `?`, as code `failed` with their message.
+#[derive(Debug)]
+pub struct Failure(pub CommandError);
+
+impl From<CommandError> for Failure {
+    fn from(err: CommandError) -> Self {
+        Failure(err)
+    }
+}
+
+impl From<Failure> for CommandError {
+    fn from(failure: Failure) -> Self {
+        failure.0
+    }
+}
+
+impl From<BusError> for Failure {
+    fn from(err: BusError) -> Self {
+        Failure(error("failed", err.to_string()))
+    }
+}
+
+impl From<peoplesync_sage_people::Error> for Failure {
+    fn from(err: peoplesync_sage_people::Error) -> Self {
+        Failure(error("failed", err.to_string()))
+    }
+}
+
+impl From<SettingsError> for Failure {
+    fn from(err: SettingsError) -> Self {
+        Failure(error("failed", err.to_string()))
+    }
+}
+
+impl From<RemovalError> for Failure {
+    fn from(err: RemovalError) -> Self {
+        match err {
+            RemovalError::NotHeld(message) => Failure(error("not_found", message)),
+            RemovalError::Bus(err) => err.into(),
+        }
+    }
 }
 
 /// The client and credential set the integration reads with now.
-async fn client(extraction: &Extraction) -> Result<(SageClient, String), CommandError> {
-    let settings = settings::load(extraction.bus(), extraction.integration())
-        .await
-        .map_err(failed)?;
+async fn client(extraction: &Extraction) -> Result<(SageClient, String), Failure> {
+    let settings = settings::load(extraction.bus(), extraction.integration()).await?;
     let client = extraction
         .sources()
         .client(&settings.credentials)
@@ -63,10 +100,10 @@ fn check_id(id: &str) -> Result<(), CommandError> {
 }
 
 /// Reads worker `id` without publishing it.
-pub async fn fetch(extraction: &Extraction, id: &str) -> Result<WorkerFetched, CommandError> {
+pub async fn fetch(extraction: &Extraction, id: &str) -> Result<WorkerFetched, Failure> {
     check_id(id)?;
     let (client, credentials) = client(extraction).await?;
-    let raw = client.get_employee(id).await.map_err(failed)?;
+    let raw = client.get_employee(id).await?;
     Ok(WorkerFetched {
         found: raw.is_some(),
         raw,
@@ -76,11 +113,11 @@ pub async fn fetch(extraction: &Extraction, id: &str) -> Result<WorkerFetched, C
 }
 
 /// Reads worker `id` and publishes it as a single-worker run.
-pub async fn sync(extraction: &Extraction, id: &str) -> Result<WorkerSynced, CommandError> {
+pub async fn sync(extraction: &Extraction, id: &str) -> Result<WorkerSynced, Failure> {
     check_id(id)?;
     let integration = extraction.integration();
     let (client, credentials) = client(extraction).await?;
-    let Some(raw) = client.get_employee(id).await.map_err(failed)? else {
+    let Some(raw) = client.get_employee(id).await? else {
         return Ok(WorkerSynced {
             found: false,
             run_id: None,
@@ -89,7 +126,7 @@ pub async fn sync(extraction: &Extraction, id: &str) -> Result<WorkerSynced, Com
     let bus = extraction.bus();
     let run_id = uuid::Uuid::now_v7().to_string();
     // A single-worker sync always writes: it is how an operator puts one user right.
-    let settings = settings::load(bus, integration).await.map_err(failed)?;
+    let settings = settings::load(bus, integration).await?;
     let end_dates = crate::ended::EndDates::of(integration, &settings);
     let events = EventBuilder::new(integration, &run_id, &credentials, &client.hostname())
         .resending(true)
@@ -108,25 +145,12 @@ pub async fn sync(extraction: &Extraction, id: &str) -> Result<WorkerSynced, Com
                 "worker {id} has left (employment inactive, or end date passed); with leaver action \"{}\" their user is handled by the leaver policy, not written by a sync",
                 settings.leaver_action.as_str()
             ),
-        ));
+        )
+        .into());
     }
-    let runs = bus.runs();
-    runs.create(&RunRecord::start(integration, &run_id, false, "worker"))
-        .await
-        .map_err(failed)?;
-    let mut checkpoint = Checkpoint::start(&run_id, None);
+    let journal = Journal::new(bus, integration, false);
+    journal.start(&run_id, "worker", false).await?;
     let mut publisher = bus.publisher(4);
-    publish_run_event(
-        &mut publisher,
-        integration,
-        &checkpoint,
-        RunEventKind::Started,
-        0,
-        None,
-        false,
-    )
-    .await
-    .map_err(failed)?;
     publisher
         .publish(
             names::workers_subject(integration),
@@ -134,30 +158,13 @@ pub async fn sync(extraction: &Extraction, id: &str) -> Result<WorkerSynced, Com
             event.payload,
             None,
         )
-        .await
-        .map_err(failed)?;
-    publisher.flush().await.map_err(failed)?;
-    checkpoint.published = 1;
-    let now = chrono::Utc::now().to_rfc3339();
-    runs.update(integration, &run_id, |r| {
-        r.state = RunState::Completed;
-        r.published = 1;
-        r.finished_at = Some(now.clone());
-        true
-    })
-    .await
-    .map_err(failed)?;
-    publish_run_event(
-        &mut publisher,
-        integration,
-        &checkpoint,
-        RunEventKind::Completed,
-        0,
-        None,
-        false,
-    )
-    .await
-    .map_err(failed)?;
+        .await?;
+    publisher.flush().await?;
+    let counts = Counts {
+        published: 1,
+        ..Counts::default()
+    };
+    journal.complete(&run_id, counts).await?;
     tracing::info!(integration, %run_id, worker = id, "published a single-worker run");
     Ok(WorkerSynced {
         found: true,
@@ -166,22 +173,14 @@ pub async fn sync(extraction: &Extraction, id: &str) -> Result<WorkerSynced, Com
 }
 
 /// The progress of the integration's unfinished full run, as its checkpoint has it.
-pub async fn progress(extraction: &Extraction) -> Result<Progress, CommandError> {
+pub async fn progress(extraction: &Extraction) -> Result<Progress, Failure> {
     let bus = extraction.bus();
     let integration = extraction.integration();
-    let Some(checkpoint) = Checkpoints::new(bus.state_kv().clone())
-        .load(integration)
-        .await
-        .map_err(failed)?
-    else {
+    let Some(checkpoint) = bus.checkpoints().load(integration).await? else {
         return Ok(Progress::default());
     };
-    let record = bus
-        .runs()
-        .get(integration, &checkpoint.run_id)
-        .await
-        .map_err(failed)?;
-    let running = record.is_some_and(|(r, _)| r.state == RunState::Running);
+    let record = extraction.journal().record(&checkpoint.run_id).await?;
+    let running = record.is_some_and(|r| r.state == RunState::Running);
     Ok(Progress {
         running,
         run_id: Some(checkpoint.run_id),
@@ -194,46 +193,17 @@ pub async fn progress(extraction: &Extraction) -> Result<Progress, CommandError>
 pub async fn approve_removals(
     extraction: &Extraction,
     run_id: &str,
-) -> Result<RemovalsReleased, CommandError> {
+) -> Result<RemovalsReleased, Failure> {
     let integration = extraction.integration();
     let bus = extraction.bus();
     let _settling = extraction.removal_lock().lock().await;
-    let release = removals::begin_release(bus, integration, run_id)
-        .await
-        .map_err(|err| match err {
-            RemovalError::NotHeld(message) => error("not_found", message),
-            RemovalError::Bus(err) => failed(err),
-        })?;
+    let release = removals::begin_release(bus, integration, run_id).await?;
     let (client, credentials) = client(extraction).await?;
-    let runs = bus.runs();
-    let mut checkpoint = Checkpoint::start(&release.release_run, None);
+    let journal = Journal::new(bus, integration, false);
     let mut publisher = bus.publisher(extraction.options().publish_window);
-    if runs
-        .get(integration, &release.release_run)
-        .await
-        .map_err(failed)?
-        .is_none()
-    {
-        runs.create(&RunRecord::start(
-            integration,
-            &release.release_run,
-            false,
-            "approve-removals",
-        ))
-        .await
-        .map_err(failed)?;
-    }
-    publish_run_event(
-        &mut publisher,
-        integration,
-        &checkpoint,
-        RunEventKind::Started,
-        0,
-        None,
-        false,
-    )
-    .await
-    .map_err(failed)?;
+    journal
+        .start_or_reuse(&release.release_run, "approve-removals")
+        .await?;
     let events = EventBuilder::new(
         integration,
         &release.release_run,
@@ -249,38 +219,14 @@ pub async fn approve_removals(
         &release.held_run,
         0,
     )
-    .await
-    .map_err(failed)?;
-    let now = chrono::Utc::now().to_rfc3339();
-    runs.update(integration, &release.release_run, |r| {
-        r.state = RunState::Completed;
-        r.removed = released;
-        r.finished_at = Some(now.clone());
-        true
-    })
-    .await
-    .map_err(failed)?;
-    runs.update(integration, &release.held_run, |r| {
-        r.removals_held = 0;
-        true
-    })
-    .await
-    .map_err(failed)?;
-    checkpoint.published = 0;
-    publish_run_event(
-        &mut publisher,
-        integration,
-        &checkpoint,
-        RunEventKind::Completed,
-        released,
-        None,
-        false,
-    )
-    .await
-    .map_err(failed)?;
-    removals::finish_release(bus, integration, &release)
-        .await
-        .map_err(failed)?;
+    .await?;
+    let counts = Counts {
+        removed: released,
+        ..Counts::default()
+    };
+    journal.complete(&release.release_run, counts).await?;
+    journal.removals_released(&release.held_run).await?;
+    removals::finish_release(bus, integration, &release).await?;
     tracing::info!(integration, held_run = %release.held_run, release_run = %release.release_run,
         released, held = release.count, "released removals held for approval");
     Ok(RemovalsReleased { released })

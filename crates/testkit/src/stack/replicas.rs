@@ -158,8 +158,7 @@ impl Stack {
     /// Waits until at least `pages` pages of run `run_id` are published (its checkpoint).
     pub async fn pages_published(&self, run_id: &str, pages: u64) {
         let bus = &self.bus;
-        let checkpoints =
-            peoplesync_extractor::checkpoint::Checkpoints::new(bus.state_kv().clone());
+        let checkpoints = bus.checkpoints();
         wait_for(
             &format!("{pages} pages of run {run_id}"),
             Duration::from_secs(120),
@@ -344,12 +343,5 @@ impl Stack {
 
 /// The extractor replica holding the scheduler lease of `integration` now, if any.
 pub async fn lease_holder(bus: &Bus, integration: &str) -> Option<String> {
-    let value = bus
-        .state_kv()
-        .get(peoplesync_extractor::lease::key(integration))
-        .await
-        .ok()??;
-    serde_json::from_slice::<peoplesync_extractor::lease::LeaseValue>(&value)
-        .ok()
-        .map(|v| v.holder)
+    bus.lease_holder(integration).await.ok()?.map(|v| v.holder)
 }

@@ -20,7 +20,12 @@ impl PreparedRun {
         let integration = self.extraction.integration().to_owned();
         metrics::gauge!(metric::EXTRACTOR_RUN_IN_PROGRESS, "integration" => integration.clone())
             .set(1.0);
-        let result = self.execute_inner(cancel).await;
+        let run_id = self.checkpoint.run_id.clone();
+        let extraction = self.extraction.clone();
+        let result = self
+            .execute_inner(cancel)
+            .await
+            .map_err(|stop| extraction.error(Some(&run_id), stop));
         metrics::gauge!(metric::EXTRACTOR_RUN_IN_PROGRESS, "integration" => integration.clone())
             .set(0.0);
         let outcome = match &result {
@@ -32,7 +37,7 @@ impl PreparedRun {
         result
     }
 
-    async fn execute_inner(self, cancel: CancellationToken) -> Result<RunSummary, RunError> {
+    async fn execute_inner(self, cancel: CancellationToken) -> Result<RunSummary, Stop> {
         let PreparedRun {
             extraction,
             mut checkpoint,
@@ -46,8 +51,6 @@ impl PreparedRun {
         } = self;
         let inner = &*extraction.inner;
         let integration = inner.integration.as_str();
-        let bus_err = |e| extraction.bus_error(e);
-        let runs = inner.bus.runs();
         let mut publisher = inner.bus.publisher(inner.options.publish_window);
         let mut pages = 0;
 
@@ -55,7 +58,7 @@ impl PreparedRun {
             let mut listing = Listing {
                 extraction: &extraction,
                 checkpoints: &checkpoints,
-                runs: &runs,
+                journal: &inner.journal,
                 publisher: &mut publisher,
                 checkpoint: &mut checkpoint,
                 events: None,
@@ -75,13 +78,12 @@ impl PreparedRun {
                 (Ok(()), Ok(())) => {
                     if let Some(keys) = &keys {
                         keys.save(&inner.bus, integration, &checkpoint.run_id, resumed)
-                            .await
-                            .map_err(bus_err)?;
+                            .await?;
                     }
                 }
                 (Err(stop), _) | (Ok(()), Err(stop)) => {
                     return Err(extraction
-                        .stop(&runs, &checkpoints, &mut publisher, &checkpoint, stop)
+                        .stop(&checkpoints, &mut publisher, &checkpoint, stop)
                         .await);
                 }
             }
@@ -106,13 +108,9 @@ impl PreparedRun {
                         checkpoint.filter.as_deref(),
                         &inner.options.removals,
                     )
-                    .await
-                    .map_err(bus_err)?;
+                    .await?;
                     checkpoint.ending = Some(decision.clone());
-                    checkpoints
-                        .save(integration, &checkpoint)
-                        .await
-                        .map_err(bus_err)?;
+                    checkpoints.save(integration, &checkpoint).await?;
                     decision
                 }
             };
@@ -126,8 +124,7 @@ impl PreparedRun {
                 &decision,
                 checkpoint.published,
             )
-            .await
-            .map_err(bus_err)?;
+            .await?;
             decision
         };
         match &decision {
@@ -148,31 +145,13 @@ impl PreparedRun {
         }
         let removed = decision.published();
         let held = decision.held();
-        let now = chrono::Utc::now().to_rfc3339();
-        runs.update(integration, &checkpoint.run_id, |r| {
-            r.state = RunState::Completed;
-            r.published = checkpoint.published;
-            r.skipped = checkpoint.skipped;
-            r.removed = removed;
-            r.removals_held = held;
-            r.error = None;
-            r.finished_at = Some(now.clone());
-            true
-        })
-        .await
-        .map_err(bus_err)?;
-        publish_run_event(
-            &mut publisher,
-            integration,
-            &checkpoint,
-            RunEventKind::Completed,
+        let counts = Counts {
             removed,
-            None,
-            true,
-        )
-        .await
-        .map_err(bus_err)?;
-        checkpoints.clear(integration).await.map_err(bus_err)?;
+            removals_held: held,
+            ..counts(&checkpoint)
+        };
+        inner.journal.complete(&checkpoint.run_id, counts).await?;
+        checkpoints.clear(integration).await?;
         tracing::info!(integration, run_id = %checkpoint.run_id, published = checkpoint.published,
             removed, removals_held = held, skipped = checkpoint.skipped, pages, "run completed");
         Ok(RunSummary {
@@ -192,69 +171,44 @@ impl Extraction {
     /// Ends a listing that stopped early: records the state, and keeps or drops the checkpoint.
     async fn stop(
         &self,
-        runs: &Runs,
         checkpoints: &Checkpoints,
         publisher: &mut Publisher,
         checkpoint: &Checkpoint,
         stop: Stop,
-    ) -> RunError {
-        let integration = self.inner.integration.clone();
-        let run_id = checkpoint.run_id.clone();
-        let error = match stop {
-            Stop::Bus(source) => {
-                return RunError::Bus {
-                    integration,
-                    source,
-                };
-            }
+    ) -> Stop {
+        let integration = &self.inner.integration;
+        let run_id = &checkpoint.run_id;
+        let message = match &stop {
+            Stop::Bus(_) => return stop,
             Stop::Interrupted => {
                 // Keep the counts current for whoever resumes it; the state stays running.
                 let _ = publisher.flush().await;
-                let _ = runs
-                    .update(&integration, &run_id, |r| {
-                        r.published = checkpoint.published;
-                        r.skipped = checkpoint.skipped;
-                        true
-                    })
+                let _ = self
+                    .inner
+                    .journal
+                    .progress(run_id, counts(checkpoint))
                     .await;
                 tracing::info!(%integration, %run_id, published = checkpoint.published,
                     "run interrupted between pages; its checkpoint is kept");
-                return RunError::Interrupted {
-                    integration,
-                    run_id,
-                };
+                return stop;
             }
-            Stop::Source(source) => RunError::Source {
-                integration,
-                run_id,
-                source,
-            },
-            Stop::Quota(usage, message) => RunError::QuotaGuard {
-                integration,
-                run_id,
-                usage,
-                message,
-            },
+            Stop::Source(source) => source.to_string(),
+            Stop::QuotaGuard { message, .. } | Stop::Settings(message) => message.clone(),
         };
-        let message = match &error {
-            RunError::Source { source, .. } => source.to_string(),
-            RunError::QuotaGuard { message, .. } => message.clone(),
-            _ => error.to_string(),
-        };
-        let state = error.state();
+        let state = stop.state();
         if state == RunState::QuotaExhausted {
-            tracing::warn!(integration = %self.inner.integration, run_id = %checkpoint.run_id, "{message}");
+            tracing::warn!(%integration, %run_id, "{message}");
         } else {
-            tracing::error!(integration = %self.inner.integration, run_id = %checkpoint.run_id, "{message}");
+            tracing::error!(%integration, %run_id, "{message}");
         }
-        if let Err(err) = self.record_failure(runs, checkpoint, state, &message).await {
-            return err;
+        if let Err(err) = self.record_failure(checkpoint, state, &message).await {
+            return err.into();
         }
-        if !error.resumable()
-            && let Err(err) = checkpoints.clear(&self.inner.integration).await
+        if !stop.resumable()
+            && let Err(err) = checkpoints.clear(integration).await
         {
-            return self.bus_error(err);
+            return err.into();
         }
-        error
+        stop
     }
 }

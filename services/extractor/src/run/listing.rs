@@ -38,7 +38,7 @@ fn too_large(integration: &str, run_id: &str, worker: &str, size: usize, max: us
 pub(super) struct Listing<'a> {
     pub(super) extraction: &'a Extraction,
     pub(super) checkpoints: &'a Checkpoints,
-    pub(super) runs: &'a Runs,
+    pub(super) journal: &'a Journal,
     pub(super) publisher: &'a mut Publisher,
     pub(super) checkpoint: &'a mut Checkpoint,
     pub(super) events: Option<EventBuilder>,
@@ -108,7 +108,7 @@ impl Listing<'_> {
                         usage,
                         self.extraction.options().quota_share,
                     );
-                    break Err(Stop::Quota(usage, message));
+                    break Err(Stop::QuotaGuard { usage, message });
                 }
                 // The fetch task ended without a word: it was stopped.
                 None => break Err(Stop::Interrupted),
@@ -229,7 +229,7 @@ impl Listing<'_> {
                     // and their upsert kept for the `ended` event (see `crate::ended`).
                     let ended = event.ended;
                     if ended {
-                        crate::ended::keep(
+                        peoplesync_bus::seen::keep(
                             self.publisher,
                             integration,
                             &run_id,
@@ -263,9 +263,9 @@ impl Listing<'_> {
             let page = self.checkpoint.pages;
             self.publisher
                 .publish(
-                    seen::chunk_subject(integration, &run_id, page),
+                    names::seen_chunk_subject(integration, &run_id, page),
                     format!("{run_id}.seen.{page}.{}", self.checkpoint.resumes),
-                    seen::encode_chunk(ids.iter().copied()),
+                    peoplesync_bus::seen::encode_chunk(ids.iter().copied()),
                     None,
                 )
                 .await?;
@@ -317,21 +317,17 @@ impl Listing<'_> {
     async fn commit(&mut self, checkpoint: Checkpoint) -> Result<(), Stop> {
         self.settle_commit().await?;
         let checkpoints = self.checkpoints.clone();
-        let runs = self.runs.clone();
-        let integration = self.extraction.integration().to_owned();
+        let journal = self.journal.clone();
         let record = self.recorded_at.elapsed() >= RECORD_EVERY;
         if record {
             self.recorded_at = Instant::now();
         }
         self.pending = Some(tokio::spawn(async move {
-            checkpoints.save(&integration, &checkpoint).await?;
+            checkpoints.save(journal.integration(), &checkpoint).await?;
             if record {
-                runs.update(&integration, &checkpoint.run_id, |r| {
-                    r.published = checkpoint.published;
-                    r.skipped = checkpoint.skipped;
-                    true
-                })
-                .await?;
+                journal
+                    .progress(&checkpoint.run_id, counts(&checkpoint))
+                    .await?;
             }
             Ok(())
         }));

@@ -1,6 +1,7 @@
 //! One full extraction run of one integration: page through Sage People, normalise and publish
 //! each record with its dedup id, checkpoint after every published page, settle removals at
-//! the end, and record the run's life cycle (KV run record and `RunEvent`s).
+//! the end, and record the run's life cycle (KV run record and `RunEvent`s, through
+//! [`crate::journal`]).
 //!
 //! Three stages overlap, so neither the network nor NATS waits for the other: a fetch task
 //! reads pages ahead (at most two, through a bounded channel); the run publishes one page while
@@ -21,9 +22,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use peoplesync_bus::checkpoint::{Checkpoint, Checkpoints};
 use peoplesync_bus::codec;
-use peoplesync_bus::{Bus, BusError, DeadLetter, Publisher, RunRecord, RunState, Runs, dlq, names};
-use peoplesync_proto::v1::{RunEvent, RunEventKind};
+use peoplesync_bus::removals::Decision;
+use peoplesync_bus::{Bus, BusError, DeadLetter, Publisher, RunState, dlq, names};
 use peoplesync_runtime::metrics::names as metric;
 use peoplesync_sage_people::{ApiUsage, ErrorKind, SageClient};
 use serde_json::Value;
@@ -31,14 +33,14 @@ use tokio::sync::{Mutex, OnceCell, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{Checkpoint, Checkpoints};
 use crate::collisions::SyncKeyGuard;
 use crate::config::RemovalPolicy;
-use crate::error::RunError;
+use crate::error::{RunError, Stop};
 use crate::event::EventBuilder;
-use crate::removals::{self, Decision};
+use crate::journal::{Counts, Journal};
+use crate::removals;
 use crate::settings::{self, SettingsError, Sources};
-use crate::{filter, quota, seen};
+use crate::{filter, quota};
 
 /// Pages fetched ahead of the one being published.
 const PAGES_AHEAD: usize = 2;
@@ -95,6 +97,7 @@ struct Inner {
     integration: String,
     sources: Arc<Sources>,
     options: RunOptions,
+    journal: Journal,
     removal_lock: Mutex<()>,
     seen_ready: OnceCell<()>,
 }
@@ -117,6 +120,7 @@ impl Extraction {
     ) -> Extraction {
         Extraction {
             inner: Arc::new(Inner {
+                journal: Journal::new(&bus, integration, true),
                 bus,
                 integration: integration.to_owned(),
                 sources,
@@ -147,16 +151,19 @@ impl Extraction {
         &self.inner.options
     }
 
+    /// The journal of the integration's full runs.
+    pub(crate) fn journal(&self) -> &Journal {
+        &self.inner.journal
+    }
+
     /// Serialises the end of runs and approvals, which both move the removal baseline.
     pub(crate) fn removal_lock(&self) -> &Mutex<()> {
         &self.inner.removal_lock
     }
 
-    fn bus_error(&self, source: BusError) -> RunError {
-        RunError::Bus {
-            integration: self.inner.integration.clone(),
-            source,
-        }
+    /// The error of run `run_id` (when it has one yet) of this integration, stopped by `stop`.
+    fn error(&self, run_id: Option<&str>, stop: Stop) -> RunError {
+        RunError::new(&self.inner.integration, run_id, stop)
     }
 
     /// Runs a full extraction to its end, resuming an interrupted run if there is one.
@@ -165,7 +172,7 @@ impl Extraction {
         trigger: &str,
         cancel: CancellationToken,
     ) -> Result<RunSummary, RunError> {
-        self.prepare(trigger).await?.execute(cancel).await
+        self.prepare(trigger, false).await?.execute(cancel).await
     }
 }
 
@@ -201,57 +208,13 @@ enum Fetched {
     Quota(ApiUsage),
 }
 
-/// Why the listing stopped before its end.
-enum Stop {
-    Source(peoplesync_sage_people::Error),
-    Quota(ApiUsage, String),
-    Bus(BusError),
-    Interrupted,
-}
-
-impl From<BusError> for Stop {
-    fn from(err: BusError) -> Self {
-        Stop::Bus(err)
-    }
-}
-
-/// Publishes a `RunEvent` for the run of `checkpoint`.
-pub(crate) async fn publish_run_event(
-    publisher: &mut Publisher,
-    integration: &str,
-    checkpoint: &Checkpoint,
-    kind: RunEventKind,
-    removed: u64,
-    error: Option<&str>,
-    full: bool,
-) -> Result<(), BusError> {
-    let run_id = &checkpoint.run_id;
-    let event = RunEvent {
-        integration_id: integration.to_owned(),
-        run_id: run_id.clone(),
-        kind: kind.into(),
-        at: Some(codec::now()),
+/// What the run of `checkpoint` has done so far, for its record and events.
+fn counts(checkpoint: &Checkpoint) -> Counts {
+    Counts {
         published: checkpoint.published,
-        removed,
         skipped: checkpoint.skipped,
-        error: error.unwrap_or_default().to_owned(),
-        full,
-    };
-    let suffix = match kind {
-        RunEventKind::Started => "started",
-        RunEventKind::Completed => "completed",
-        _ => "failed",
-    };
-    publisher
-        .publish(
-            names::runs_subject(integration),
-            format!(
-                "{run_id}.{suffix}.{}.{}",
-                checkpoint.pages, checkpoint.resumes
-            ),
-            codec::encode_run_event(&event),
-            None,
-        )
-        .await?;
-    publisher.flush().await
+        pages: checkpoint.pages,
+        resumes: checkpoint.resumes,
+        ..Counts::default()
+    }
 }

@@ -5,60 +5,54 @@ use super::*;
 
 impl Extraction {
     /// Starts a run (or takes up the interrupted one) up to the point where it has an id:
-    /// the run record exists, the checkpoint is stored, the settings are checked.
-    pub async fn prepare(&self, trigger: &str) -> Result<PreparedRun, RunError> {
-        self.prepare_resending(trigger, false).await
+    /// the run record exists, the checkpoint is stored, the settings are checked. With
+    /// `resend_all` the run sends every record even when unchanged (drift repair; an
+    /// interrupted run taken up keeps resending if it did).
+    pub async fn prepare(&self, trigger: &str, resend_all: bool) -> Result<PreparedRun, RunError> {
+        let started = Instant::now();
+        let taken = self
+            .take_up(trigger, resend_all)
+            .await
+            .map_err(|stop| self.error(None, stop))?;
+        let run_id = taken.checkpoint.run_id.clone();
+        self.ready(taken, started)
+            .await
+            .map_err(|stop| self.error(Some(&run_id), stop))
     }
 
-    /// [`Extraction::prepare`], sending every record of the run even when unchanged when
-    /// `resend_all` (drift repair; an interrupted run taken up keeps resending if it did).
-    pub async fn prepare_resending(
-        &self,
-        trigger: &str,
-        resend_all: bool,
-    ) -> Result<PreparedRun, RunError> {
-        let started = Instant::now();
+    /// Takes up the interrupted run, or starts a new one: a run record and a checkpoint.
+    async fn take_up(&self, trigger: &str, resend_all: bool) -> Result<TakenUp, Stop> {
         let inner = &*self.inner;
         let integration = inner.integration.as_str();
         inner
             .seen_ready
-            .get_or_try_init(|| seen::ensure(&inner.bus))
-            .await
-            .map_err(|e| self.bus_error(e))?;
-        let checkpoints = Checkpoints::new(inner.bus.state_kv().clone());
-        let runs = inner.bus.runs();
+            .get_or_try_init(|| async { inner.bus.seen().ensure().await })
+            .await?;
+        let checkpoints = inner.bus.checkpoints();
+        let journal = &inner.journal;
         let settings = settings::load(&inner.bus, integration).await;
         // NATS not answering is no reason to give up an interrupted run: stop here, before any
         // run state changes, and let the next trigger resume it.
         if let Err(err) = &settings
             && matches!(err, SettingsError::Unreadable { .. })
         {
-            return Err(self.bus_error(BusError::request(
+            return Err(Stop::Bus(BusError::request(
                 format!("starting a run of {integration}"),
                 err.to_string(),
             )));
         }
         let filter = settings.as_ref().ok().and_then(|s| s.source_filter.clone());
 
-        let mut existing = checkpoints
-            .load(integration)
-            .await
-            .map_err(|e| self.bus_error(e))?;
+        let mut existing = checkpoints.load(integration).await?;
         if let Some(checkpoint) = &existing {
-            let record = runs
-                .get(integration, &checkpoint.run_id)
-                .await
-                .map_err(|e| self.bus_error(e))?;
+            let record = journal.record(&checkpoint.run_id).await?;
             let stale = match &record {
                 None => true,
-                Some((record, _)) => record.state == RunState::Completed,
+                Some(record) => record.state == RunState::Completed,
             };
             if stale {
                 tracing::info!(integration, run_id = %checkpoint.run_id, "dropping the checkpoint of a run that has ended");
-                checkpoints
-                    .clear(integration)
-                    .await
-                    .map_err(|e| self.bus_error(e))?;
+                checkpoints.clear(integration).await?;
                 existing = None;
             }
         }
@@ -72,12 +66,9 @@ impl Extraction {
                 checkpoint.filter, filter
             );
             tracing::warn!(integration, run_id = %checkpoint.run_id, "{message}");
-            self.record_failure(&runs, checkpoint, RunState::Failed, &message)
+            self.record_failure(checkpoint, RunState::Failed, &message)
                 .await?;
-            checkpoints
-                .clear(integration)
-                .await
-                .map_err(|e| self.bus_error(e))?;
+            checkpoints.clear(integration).await?;
             existing = None;
         }
 
@@ -85,26 +76,18 @@ impl Extraction {
             Some(mut checkpoint) => {
                 checkpoint.resumes += 1;
                 checkpoint.resend_all |= resend_all;
-                seen::purge_pages(
-                    inner.bus.jetstream(),
-                    integration,
-                    &checkpoint.run_id,
-                    checkpoint.pages,
-                    UNCOMMITTED_PAGES,
-                )
-                .await
-                .map_err(|e| self.bus_error(e))?;
-                runs.update(integration, &checkpoint.run_id, |r| {
-                    r.state = RunState::Running;
-                    r.error = None;
-                    true
-                })
-                .await
-                .map_err(|e| self.bus_error(e))?;
-                checkpoints
-                    .save(integration, &checkpoint)
-                    .await
-                    .map_err(|e| self.bus_error(e))?;
+                inner
+                    .bus
+                    .seen()
+                    .purge_pages(
+                        integration,
+                        &checkpoint.run_id,
+                        checkpoint.pages,
+                        UNCOMMITTED_PAGES,
+                    )
+                    .await?;
+                journal.resume(&checkpoint.run_id).await?;
+                checkpoints.save(integration, &checkpoint).await?;
                 tracing::info!(integration, run_id = %checkpoint.run_id, marker = ?checkpoint.marker,
                     published = checkpoint.published, trigger,
                     "resuming an interrupted run from its checkpoint");
@@ -116,37 +99,38 @@ impl Extraction {
                     resend_all,
                     ..Checkpoint::start(&run_id, filter.clone())
                 };
-                let record = RunRecord {
-                    resend_all,
-                    ..RunRecord::start(integration, &run_id, true, trigger)
-                };
-                runs.create(&record).await.map_err(|e| self.bus_error(e))?;
-                checkpoints
-                    .save(integration, &checkpoint)
-                    .await
-                    .map_err(|e| self.bus_error(e))?;
-                let mut publisher = inner.bus.publisher(1);
-                publish_run_event(
-                    &mut publisher,
-                    integration,
-                    &checkpoint,
-                    RunEventKind::Started,
-                    0,
-                    None,
-                    true,
-                )
-                .await
-                .map_err(|e| self.bus_error(e))?;
+                // The checkpoint first: one without a record is dropped as stale by the next
+                // run, while a record without a checkpoint would be left running.
+                checkpoints.save(integration, &checkpoint).await?;
+                journal.start(&run_id, trigger, resend_all).await?;
                 tracing::info!(integration, %run_id, trigger, "run started");
                 (checkpoint, false)
             }
         };
 
+        Ok(TakenUp {
+            checkpoint,
+            checkpoints,
+            resumed,
+            settings,
+        })
+    }
+
+    /// Checks the settings of a run taken up, and builds what its listing needs.
+    async fn ready(&self, taken: TakenUp, started: Instant) -> Result<PreparedRun, Stop> {
+        let inner = &*self.inner;
+        let integration = inner.integration.as_str();
+        let TakenUp {
+            checkpoint,
+            checkpoints,
+            resumed,
+            settings,
+        } = taken;
         let settings = match settings {
             Ok(settings) => settings,
             Err(err) => {
                 return Err(self
-                    .fail_settings(&runs, &checkpoints, &checkpoint, err.to_string())
+                    .fail_settings(&checkpoints, &checkpoint, err.to_string())
                     .await);
             }
         };
@@ -156,9 +140,7 @@ impl Extraction {
             let message = format!(
                 "the source_filter of integration {integration} (`{source_filter}`) is not a valid Sage People $filter: {problem}; fix it in the integration config and run again"
             );
-            return Err(self
-                .fail_settings(&runs, &checkpoints, &checkpoint, message)
-                .await);
+            return Err(self.fail_settings(&checkpoints, &checkpoint, message).await);
         }
         let client = match inner.sources.client(&settings.credentials) {
             Ok(client) => client,
@@ -167,9 +149,7 @@ impl Extraction {
                     "integration {integration} reads with credential set {:?}, which cannot be used: {problem}",
                     settings.credentials
                 );
-                return Err(self
-                    .fail_settings(&runs, &checkpoints, &checkpoint, message)
-                    .await);
+                return Err(self.fail_settings(&checkpoints, &checkpoint, message).await);
             }
         };
         let keys = self.sync_key_guard(&client, &settings.credentials).await?;
@@ -193,12 +173,12 @@ impl Extraction {
         &self,
         client: &SageClient,
         credentials: &str,
-    ) -> Result<Option<SyncKeyGuard>, RunError> {
+    ) -> Result<Option<SyncKeyGuard>, Stop> {
         let integration = self.inner.integration.as_str();
         let config = match settings::load_config(&self.inner.bus, integration).await {
             Ok(config) => config,
             Err(err) => {
-                return Err(self.bus_error(BusError::request(
+                return Err(Stop::Bus(BusError::request(
                     format!("reading the mapping of {integration}"),
                     err,
                 )));
@@ -216,72 +196,54 @@ impl Extraction {
             credentials: credentials.to_owned(),
             hostname: client.hostname(),
         };
-        SyncKeyGuard::load(&self.inner.bus, integration, mapping, tracking)
-            .await
-            .map(Some)
-            .map_err(|e| self.bus_error(e))
+        Ok(Some(
+            SyncKeyGuard::load(&self.inner.bus, integration, mapping, tracking).await?,
+        ))
     }
 
+    /// Records the run of `checkpoint` as failed by its settings (`message` says what to fix)
+    /// and drops its checkpoint.
     async fn fail_settings(
         &self,
-        runs: &Runs,
         checkpoints: &Checkpoints,
         checkpoint: &Checkpoint,
         message: String,
-    ) -> RunError {
+    ) -> Stop {
         let integration = &self.inner.integration;
         tracing::error!(integration, run_id = %checkpoint.run_id, "{message}");
-        let error = RunError::Settings {
-            integration: integration.clone(),
-            run_id: checkpoint.run_id.clone(),
-            message: message.clone(),
-        };
         if let Err(err) = self
-            .record_failure(runs, checkpoint, RunState::Failed, &message)
+            .record_failure(checkpoint, RunState::Failed, &message)
             .await
         {
-            return err;
+            return err.into();
         }
         if let Err(err) = checkpoints.clear(integration).await {
-            return self.bus_error(err);
+            return err.into();
         }
         metrics::counter!(metric::EXTRACTOR_RUNS, "integration" => integration.clone(), "outcome" => "failed")
             .increment(1);
-        error
+        Stop::Settings(message)
     }
 
     /// Marks the run of `checkpoint` as stopped in `state` with `message`, and says so on the
     /// runs subject.
     pub(super) async fn record_failure(
         &self,
-        runs: &Runs,
         checkpoint: &Checkpoint,
         state: RunState,
         message: &str,
-    ) -> Result<(), RunError> {
-        let integration = self.inner.integration.as_str();
-        let now = chrono::Utc::now().to_rfc3339();
-        runs.update(integration, &checkpoint.run_id, |r| {
-            r.state = state;
-            r.published = checkpoint.published;
-            r.skipped = checkpoint.skipped;
-            r.error = Some(message.to_owned());
-            r.finished_at = Some(now.clone());
-            true
-        })
-        .await
-        .map_err(|e| self.bus_error(e))?;
-        let mut publisher = self.inner.bus.publisher(1);
-        publish_run_event(
-            &mut publisher,
-            integration,
-            checkpoint,
-            RunEventKind::Failed,
-            0,
-            Some(message),
-            true,
-        )
-        .await
-        .map_err(|e| self.bus_error(e))
+    ) -> Result<(), BusError> {
+        self.inner
+            .journal
+            .fail(&checkpoint.run_id, state, counts(checkpoint), message)
+            .await
     }
+}
+
+/// A run taken up (new or interrupted), before its settings are checked.
+struct TakenUp {
+    checkpoint: Checkpoint,
+    checkpoints: Checkpoints,
+    resumed: bool,
+    settings: Result<settings::IntegrationSettings, SettingsError>,
 }

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use futures::StreamExt;
+use peoplesync_bus::checkpoint::Checkpoint;
 use peoplesync_bus::{Bus, RunRecord, codec, names};
 use peoplesync_core::IntegrationConfig;
-use peoplesync_extractor::checkpoint::{Checkpoint, Checkpoints};
 use peoplesync_extractor::config::{CredentialSet, ExtractorConfig, Grant};
 use peoplesync_extractor::settings::Sources;
 use peoplesync_extractor::{Extraction, RunOptions, RunSummary, SecretSource};
@@ -144,10 +144,7 @@ impl Setup {
     }
 
     pub async fn checkpoint(&self, integration: &str) -> Option<Checkpoint> {
-        Checkpoints::new(self.bus.state_kv().clone())
-            .load(integration)
-            .await
-            .unwrap()
+        self.bus.checkpoints().load(integration).await.unwrap()
     }
 }
 
@@ -271,7 +268,7 @@ pub fn assert_each_worker_once(events: &[WorkerEvent], workers: u64, run_id: &st
 
 /// Waits until the checkpoint of `integration` has at least `pages` pages.
 pub async fn wait_for_pages(bus: &Bus, integration: &str, pages: u64) -> Checkpoint {
-    let checkpoints = Checkpoints::new(bus.state_kv().clone());
+    let checkpoints = bus.checkpoints();
     wait_for(
         "the run to checkpoint pages",
         Duration::from_secs(30),

@@ -2,6 +2,7 @@
 //! are published as `ended` events through the removal diff: once, with the worker as last
 //! listed, counted by the same threshold as workers who disappeared.
 
+use peoplesync_bus::removals::RemovalState;
 use peoplesync_core::{IntegrationConfig, LeaverAction, MappingEntry, MappingSource};
 use peoplesync_proto::v1::WorkerEventKind;
 use peoplesync_sims::generate;
@@ -135,7 +136,8 @@ async fn with_an_update_or_delete_policy_leavers_are_not_upserted() {
     // Syncing the leaver alone would undo the update: refused, saying why.
     let refused = peoplesync_extractor::single::sync(&extraction, &leaving)
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .0;
     assert_eq!(refused.code, "invalid");
     assert!(refused.message.contains("has left"), "{}", refused.message);
 
@@ -155,27 +157,29 @@ async fn with_an_update_or_delete_policy_leavers_are_not_upserted() {
 async fn a_baseline_from_before_leavers_does_not_turn_old_leavers_into_removals() {
     let s = setup(org(200, 40, 90)).await;
     // A baseline as an extractor without leavers wrote it: every listed worker, left or not.
-    peoplesync_extractor::seen::ensure(&s.bus).await.unwrap();
+    s.bus.seen().ensure().await.unwrap();
     let mut all: Vec<String> = (0..200).map(generate::worker_id).collect();
     all.sort();
-    let js = s.bus.jetstream();
-    js.publish(
-        peoplesync_extractor::seen::chunk_subject(ID, "legacy", 0),
-        peoplesync_extractor::seen::encode_chunk(all.iter().map(String::as_str)),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
-    let state = json!({"baseline": "legacy", "held": null, "baseline_filter": ""});
-    s.bus
-        .state_kv()
-        .put(
-            format!("removals.{ID}"),
-            serde_json::to_vec(&state).unwrap().into(),
+    let mut publisher = s.bus.publisher(1);
+    publisher
+        .publish(
+            peoplesync_bus::names::seen_chunk_subject(ID, "legacy", 0),
+            "legacy.seen.0".into(),
+            peoplesync_bus::seen::encode_chunk(all.iter().map(String::as_str)),
+            None,
         )
         .await
         .unwrap();
+    publisher.flush().await.unwrap();
+    // The removal state as that extractor wrote it (it did not know `leavers_judged`; that a
+    // missing field reads as `false` is checked in the bus's removal-state tests).
+    let state = RemovalState {
+        baseline: Some("legacy".into()),
+        held: None,
+        baseline_filter: Some(String::new()),
+        leavers_judged: false,
+    };
+    s.bus.removals().save(ID, &state).await.unwrap();
     let left = all.iter().filter(|id| !employed(&s.sim, id)).count();
     assert!(left > 0, "the generated org has leavers");
 
@@ -192,8 +196,6 @@ async fn a_baseline_from_before_leavers_does_not_turn_old_leavers_into_removals(
     );
     let events = drain_workers(&s.bus, ID).await;
     assert_eq!(kinds(&events, &gone), [WorkerEventKind::Removed]);
-    let state = peoplesync_extractor::removals::load_state(s.bus.state_kv(), ID)
-        .await
-        .unwrap();
+    let state = s.bus.removals().load(ID).await.unwrap();
     assert!(state.leavers_judged, "the new baseline leaves leavers out");
 }

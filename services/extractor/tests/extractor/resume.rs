@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use peoplesync_bus::RunState;
-use peoplesync_extractor::checkpoint::Checkpoints;
+use peoplesync_bus::checkpoint::Checkpoint;
 use peoplesync_testkit::wait_for;
 use tokio_util::sync::CancellationToken;
 
@@ -18,11 +18,7 @@ async fn a_killed_extractor_resumes_its_run_without_losing_or_duplicating_worker
     first.kill();
     // What the dead extractor published after its last checkpoint is on the stream too.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let at_kill = Checkpoints::new(s.bus.state_kv().clone())
-        .load(ID)
-        .await
-        .unwrap()
-        .unwrap();
+    let at_kill = s.bus.checkpoints().load(ID).await.unwrap().unwrap();
     assert_eq!(at_kill.run_id, before.run_id);
     assert!(at_kill.published < workers, "killed too late: {at_kill:?}");
 
@@ -56,7 +52,7 @@ async fn a_refused_checkpoint_marker_restarts_the_listing_and_publishes_nothing_
     let published_before = s.checkpoint(ID).await.unwrap().published;
 
     // Sage People no longer accepts the stored marker (its worker is gone, say).
-    let checkpoints = Checkpoints::new(s.bus.state_kv().clone());
+    let checkpoints = s.bus.checkpoints();
     let mut checkpoint = checkpoints.load(ID).await.unwrap().unwrap();
     checkpoint.marker = Some("a2G7E00000000ZZZZZ".into());
     checkpoints.save(ID, &checkpoint).await.unwrap();
@@ -86,13 +82,13 @@ async fn a_refused_checkpoint_marker_restarts_the_listing_and_publishes_nothing_
 #[tokio::test]
 async fn a_replica_that_lost_the_run_cannot_move_its_checkpoint_back() {
     let s = setup(org(10, 5, 5)).await;
-    let old_leader = Checkpoints::new(s.bus.state_kv().clone());
-    let mut checkpoint = peoplesync_extractor::checkpoint::Checkpoint::start("run-1", None);
+    let old_leader = s.bus.checkpoints();
+    let mut checkpoint = Checkpoint::start("run-1", None);
     assert!(old_leader.load(ID).await.unwrap().is_none());
     old_leader.save(ID, &checkpoint).await.unwrap();
 
     // The standby takes over: it reads the checkpoint and moves the run on.
-    let new_leader = Checkpoints::new(s.bus.state_kv().clone());
+    let new_leader = s.bus.checkpoints();
     let mut resumed = new_leader.load(ID).await.unwrap().expect("a checkpoint");
     resumed.pages = 5;
     new_leader.save(ID, &resumed).await.unwrap();
@@ -105,11 +101,7 @@ async fn a_replica_that_lost_the_run_cannot_move_its_checkpoint_back() {
         .unwrap_err()
         .to_string();
     assert!(refused.contains("another extractor replica"), "{refused}");
-    let stored = Checkpoints::new(s.bus.state_kv().clone())
-        .load(ID)
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = s.bus.checkpoints().load(ID).await.unwrap().unwrap();
     assert_eq!(stored.pages, 5);
     // The new leader keeps writing.
     resumed.pages = 6;

@@ -1,5 +1,5 @@
 //! The extractor's checkpoint per integration (KV `peoplesync_state`, key
-//! `checkpoint.<integration>`): the run in progress and the marker after which the next page
+//! `checkpoint.<integration>`; [`Bus::checkpoints`]): the run in progress and the marker after which the next page
 //! starts. It is written only after a page is fully published, so a restarted extractor
 //! resumes the same run and re-publishes at most a page or two, which the stream's dedup
 //! window drops. Once the listing has ended it also keeps the run's removal decision, so a run
@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
-use peoplesync_bus::BusError;
 use serde::{Deserialize, Serialize};
+
+use crate::removals::Decision;
+use crate::{Bus, BusError, document, names};
 
 /// How long a checkpoint write is tried again while NATS does not answer.
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(120);
@@ -45,7 +47,7 @@ pub struct Checkpoint {
     pub restarts: u64,
     /// Set once the listing ended: what happens to removals.
     #[serde(default)]
-    pub ending: Option<crate::removals::Decision>,
+    pub ending: Option<Decision>,
     /// Every record is sent, even one identical to what was last written (drift repair).
     #[serde(default)]
     pub resend_all: bool,
@@ -88,13 +90,16 @@ impl std::fmt::Debug for Checkpoints {
     }
 }
 
-fn key(integration: &str) -> String {
-    format!("checkpoint.{integration}")
+impl Bus {
+    /// The extractor's checkpoints: a new writer, which fences itself off once another one
+    /// moved the checkpoint it read or wrote (see [`Checkpoints`]).
+    pub fn checkpoints(&self) -> Checkpoints {
+        Checkpoints::new(self.state.clone())
+    }
 }
 
 impl Checkpoints {
-    /// Checkpoints kept in `state`.
-    pub fn new(state: kv::Store) -> Checkpoints {
+    fn new(state: kv::Store) -> Checkpoints {
         Checkpoints {
             kv: state,
             revision: Arc::default(),
@@ -113,12 +118,12 @@ impl Checkpoints {
 
     /// The checkpoint of `integration`, if a run is unfinished.
     pub async fn load(&self, integration: &str) -> Result<Option<Checkpoint>, BusError> {
-        let key = key(integration);
+        let key = names::checkpoint_key(integration);
         let entry = self
             .kv
             .entry(&key)
             .await
-            .map_err(|e| BusError::kv(peoplesync_bus::names::STATE_BUCKET, "read", &key, e))?;
+            .map_err(|e| BusError::kv(names::STATE_BUCKET, "read", &key, e))?;
         let Some(entry) = entry else {
             self.set_revision(None);
             return Ok(None);
@@ -138,21 +143,19 @@ impl Checkpoints {
 
     /// Stores `checkpoint` for `integration`.
     pub async fn save(&self, integration: &str, checkpoint: &Checkpoint) -> Result<(), BusError> {
-        let key = key(integration);
-        let value =
-            Bytes::from(serde_json::to_vec(checkpoint).map_err(|e| {
-                BusError::kv(peoplesync_bus::names::STATE_BUCKET, "encode", &key, e)
-            })?);
-        let revision =
-            match self.known_revision() {
-                Some(known) => match self.kv.update(&key, value.clone(), known).await {
-                    Ok(revision) => revision,
-                    Err(err) => self.recover_write(&key, &value, known, err).await?,
-                },
-                None => self.kv.put(&key, value).await.map_err(|e| {
-                    BusError::kv(peoplesync_bus::names::STATE_BUCKET, "write", &key, e)
-                })?,
-            };
+        let key = names::checkpoint_key(integration);
+        let value = document::encode("checkpoint", checkpoint)?;
+        let revision = match self.known_revision() {
+            Some(known) => match self.kv.update(&key, value.clone(), known).await {
+                Ok(revision) => revision,
+                Err(err) => self.recover_write(&key, &value, known, err).await?,
+            },
+            None => self
+                .kv
+                .put(&key, value)
+                .await
+                .map_err(|e| BusError::kv(names::STATE_BUCKET, "write", &key, e))?,
+        };
         self.set_revision(Some(revision));
         Ok(())
     }
@@ -170,7 +173,7 @@ impl Checkpoints {
     ) -> Result<u64, BusError> {
         let fenced = || {
             BusError::kv(
-                peoplesync_bus::names::STATE_BUCKET,
+                names::STATE_BUCKET,
                 "write",
                 key,
                 "another extractor replica moved this run's checkpoint (it took over the \
@@ -195,7 +198,7 @@ impl Checkpoints {
             }
             if started.elapsed() >= WRITE_DEADLINE {
                 return Err(BusError::kv(
-                    peoplesync_bus::names::STATE_BUCKET,
+                    names::STATE_BUCKET,
                     "write",
                     key,
                     format!(
@@ -212,11 +215,11 @@ impl Checkpoints {
 
     /// Forgets the checkpoint of `integration` (the run ended).
     pub async fn clear(&self, integration: &str) -> Result<(), BusError> {
-        let key = key(integration);
+        let key = names::checkpoint_key(integration);
         self.kv
             .delete(&key)
             .await
-            .map_err(|e| BusError::kv(peoplesync_bus::names::STATE_BUCKET, "delete", &key, e))?;
+            .map_err(|e| BusError::kv(names::STATE_BUCKET, "delete", &key, e))?;
         self.set_revision(None);
         Ok(())
     }

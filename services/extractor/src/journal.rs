@@ -1,0 +1,215 @@
+//! The run journal: the one writer of the extractor's run records (KV) and run events
+//! (`RunEvent`s on the runs subject). Every kind of run — a full run, a one-worker sync, the
+//! release of held removals — starts, reports progress, completes or fails through it, so the
+//! record and the event always say the same thing.
+//!
+//! It takes a run id and [`Counts`], never a checkpoint: runs without one (a one-worker sync, an
+//! approval) report what they did directly.
+
+use peoplesync_bus::{Bus, BusError, RunRecord, RunState, Runs, codec, names};
+use peoplesync_proto::v1::{RunEvent, RunEventKind};
+
+/// What a run has done so far, as its record and its events report it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Upsert events published.
+    pub published: u64,
+    /// Records skipped.
+    pub skipped: u64,
+    /// Removals published with the run.
+    pub removed: u64,
+    /// Removals held for approval.
+    pub removals_held: u64,
+    /// Pages read, and times the run was resumed: they keep the dedup ids of the events of a
+    /// resumed run apart from those of its earlier attempts.
+    pub pages: u64,
+    /// See [`Counts::pages`].
+    pub resumes: u64,
+}
+
+/// The run journal of one integration, for full runs or for the other kinds.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    bus: Bus,
+    runs: Runs,
+    integration: String,
+    full: bool,
+}
+
+impl Journal {
+    /// The journal of `integration`'s full runs (`full`) or of its other runs.
+    pub fn new(bus: &Bus, integration: &str, full: bool) -> Journal {
+        Journal {
+            bus: bus.clone(),
+            runs: bus.runs(),
+            integration: integration.to_owned(),
+            full,
+        }
+    }
+
+    /// The integration.
+    pub fn integration(&self) -> &str {
+        &self.integration
+    }
+
+    /// The record of run `run_id`, if there is one.
+    pub async fn record(&self, run_id: &str) -> Result<Option<RunRecord>, BusError> {
+        Ok(self
+            .runs
+            .get(&self.integration, run_id)
+            .await?
+            .map(|(record, _)| record))
+    }
+
+    /// Records a new run `run_id` started by `trigger` (sending every record when
+    /// `resend_all`), and says so on the runs subject.
+    pub async fn start(
+        &self,
+        run_id: &str,
+        trigger: &str,
+        resend_all: bool,
+    ) -> Result<(), BusError> {
+        let record = RunRecord {
+            resend_all,
+            ..RunRecord::start(&self.integration, run_id, self.full, trigger)
+        };
+        self.runs.create(&record).await?;
+        self.event(run_id, RunEventKind::Started, Counts::default(), None)
+            .await
+    }
+
+    /// [`Journal::start`], keeping the record of `run_id` if an earlier attempt created it.
+    pub async fn start_or_reuse(&self, run_id: &str, trigger: &str) -> Result<(), BusError> {
+        if self.record(run_id).await?.is_none() {
+            self.runs
+                .create(&RunRecord::start(
+                    &self.integration,
+                    run_id,
+                    self.full,
+                    trigger,
+                ))
+                .await?;
+        }
+        self.event(run_id, RunEventKind::Started, Counts::default(), None)
+            .await
+    }
+
+    /// Marks the interrupted run `run_id` as running again (its error cleared).
+    pub async fn resume(&self, run_id: &str) -> Result<(), BusError> {
+        self.runs
+            .update(&self.integration, run_id, |r| {
+                r.state = RunState::Running;
+                r.error = None;
+                true
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Brings the counts in the record of `run_id` up to `counts` (published and skipped).
+    pub async fn progress(&self, run_id: &str, counts: Counts) -> Result<(), BusError> {
+        self.runs
+            .update(&self.integration, run_id, |r| {
+                r.published = counts.published;
+                r.skipped = counts.skipped;
+                true
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Records run `run_id` as completed with `counts`, and says so on the runs subject.
+    pub async fn complete(&self, run_id: &str, counts: Counts) -> Result<(), BusError> {
+        let now = chrono::Utc::now().to_rfc3339();
+        self.runs
+            .update(&self.integration, run_id, |r| {
+                r.state = RunState::Completed;
+                r.published = counts.published;
+                r.skipped = counts.skipped;
+                r.removed = counts.removed;
+                r.removals_held = counts.removals_held;
+                r.error = None;
+                r.finished_at = Some(now.clone());
+                true
+            })
+            .await?;
+        self.event(run_id, RunEventKind::Completed, counts, None)
+            .await
+    }
+
+    /// Records run `run_id` as stopped in `state` with `message` after `counts`, and says so on
+    /// the runs subject.
+    pub async fn fail(
+        &self,
+        run_id: &str,
+        state: RunState,
+        counts: Counts,
+        message: &str,
+    ) -> Result<(), BusError> {
+        let now = chrono::Utc::now().to_rfc3339();
+        self.runs
+            .update(&self.integration, run_id, |r| {
+                r.state = state;
+                r.published = counts.published;
+                r.skipped = counts.skipped;
+                r.error = Some(message.to_owned());
+                r.finished_at = Some(now.clone());
+                true
+            })
+            .await?;
+        let counts = Counts {
+            removed: 0,
+            ..counts
+        };
+        self.event(run_id, RunEventKind::Failed, counts, Some(message))
+            .await
+    }
+
+    /// Records that the removals run `run_id` held were released (by another run).
+    pub async fn removals_released(&self, run_id: &str) -> Result<(), BusError> {
+        self.runs
+            .update(&self.integration, run_id, |r| {
+                r.removals_held = 0;
+                true
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Publishes a `RunEvent` of `kind` for run `run_id` and waits for its ack.
+    async fn event(
+        &self,
+        run_id: &str,
+        kind: RunEventKind,
+        counts: Counts,
+        error: Option<&str>,
+    ) -> Result<(), BusError> {
+        let integration = self.integration.as_str();
+        let event = RunEvent {
+            integration_id: integration.to_owned(),
+            run_id: run_id.to_owned(),
+            kind: kind.into(),
+            at: Some(codec::now()),
+            published: counts.published,
+            removed: counts.removed,
+            skipped: counts.skipped,
+            error: error.unwrap_or_default().to_owned(),
+            full: self.full,
+        };
+        let suffix = match kind {
+            RunEventKind::Started => "started",
+            RunEventKind::Completed => "completed",
+            _ => "failed",
+        };
+        let mut publisher = self.bus.publisher(1);
+        publisher
+            .publish(
+                names::runs_subject(integration),
+                format!("{run_id}.{suffix}.{}.{}", counts.pages, counts.resumes),
+                codec::encode_run_event(&event),
+                None,
+            )
+            .await?;
+        publisher.flush().await
+    }
+}
