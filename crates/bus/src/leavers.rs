@@ -6,10 +6,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use async_nats::jetstream::{consumer, stream};
+use async_nats::jetstream::consumer;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use crate::setup::StreamSpec;
 use crate::{BusError, Publisher};
 
 /// The stream of leaver reports.
@@ -69,16 +70,15 @@ pub struct LeaverEntry {
 
 /// Creates the stream, or brings its limits in line; idempotent.
 pub async fn ensure(bus: &crate::Bus) -> Result<(), BusError> {
-    bus.ensure_stream(stream::Config {
-        name: LEAVERS_STREAM.into(),
-        description: Some("peoplesync leavers handled per run, with the assets they held".into()),
-        subjects: vec!["peoplesync.*.leavers.*".into()],
-        retention: stream::RetentionPolicy::Limits,
-        storage: stream::StorageType::File,
-        max_age: LEAVERS_MAX_AGE,
-        duplicate_window: Duration::from_secs(120),
-        ..Default::default()
-    })
+    bus.ensure_stream(StreamSpec::limits(
+        (
+            LEAVERS_STREAM,
+            "peoplesync leavers handled per run, with the assets they held",
+        ),
+        &["peoplesync.*.leavers.*"],
+        LEAVERS_MAX_AGE,
+        Duration::from_secs(120),
+    ))
     .await
 }
 

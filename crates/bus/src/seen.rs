@@ -19,11 +19,12 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{self, consumer};
 use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::names::{self, SEEN_STREAM};
+use crate::setup::StreamSpec;
 use crate::{Bus, BusError, Publisher};
 
 /// How long a list is kept at most when nothing supersedes it.
@@ -77,18 +78,15 @@ impl Seen {
     /// Creates the stream, or brings its limits in line; idempotent.
     pub async fn ensure(&self) -> Result<(), BusError> {
         self.bus
-            .ensure_stream(stream::Config {
-                name: SEEN_STREAM.into(),
-                description: Some(
-                    "worker ids listed by each full extractor run, for removals".into(),
+            .ensure_stream(StreamSpec::limits(
+                (
+                    SEEN_STREAM,
+                    "worker ids listed by each full extractor run, for removals",
                 ),
-                subjects: vec![names::SEEN_SUBJECTS.into()],
-                retention: stream::RetentionPolicy::Limits,
-                storage: stream::StorageType::File,
-                max_age: MAX_AGE,
-                duplicate_window: Duration::from_secs(120),
-                ..Default::default()
-            })
+                &[names::SEEN_SUBJECTS],
+                MAX_AGE,
+                Duration::from_secs(120),
+            ))
             .await
     }
 

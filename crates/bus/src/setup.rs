@@ -174,76 +174,56 @@ impl Bus {
     /// Sets the topology up on an existing client.
     pub async fn setup(client: async_nats::Client, settings: BusSettings) -> Result<Bus, BusError> {
         let js = jetstream::new(client.clone());
-        ensure_stream(
-            &js,
-            stream::Config {
-                name: names::WORKERS_STREAM.into(),
-                description: Some("peoplesync worker events, one per worker per run".into()),
-                subjects: vec!["peoplesync.*.workers".into()],
+        let (history, dedup) = (settings.history, settings.duplicate_window);
+        let streams = [
+            StreamSpec {
+                name: names::WORKERS_STREAM,
+                description: "peoplesync worker events, one per worker per run",
+                subjects: &["peoplesync.*.workers"],
                 retention: stream::RetentionPolicy::WorkQueue,
-                storage: stream::StorageType::File,
-                num_replicas: settings.replicas.max(1),
-                duplicate_window: settings.duplicate_window,
-                ..Default::default()
+                max_age: Duration::ZERO,
+                dedup,
             },
-        )
-        .await?;
-        ensure_stream(
-            &js,
-            history_stream(
-                names::RUNS_STREAM,
-                "peoplesync run events",
+            StreamSpec::limits(
+                (names::RUNS_STREAM, "peoplesync run events"),
                 &["peoplesync.*.runs"],
-                &settings,
+                history,
+                dedup,
             ),
-        )
-        .await?;
-        // One subject per letter across runs (`….dlq.<key>`), replaced by a roll-up when a
-        // later run refuses the worker again.
-        ensure_stream(
-            &js,
-            stream::Config {
-                allow_rollup: true,
-                ..history_stream(
-                    names::DLQ_STREAM,
-                    "peoplesync dead letters",
-                    &["peoplesync.*.dlq.*"],
-                    &settings,
-                )
-            },
-        )
-        .await?;
-        // Outcomes are only needed until the run is finalized (its counts are then kept in the
-        // run record and the run's subjects are purged); a week bounds what a stuck run leaves.
-        ensure_stream(
-            &js,
-            stream::Config {
-                name: names::OUTCOMES_STREAM.into(),
-                description: Some("peoplesync per-event outcomes, deduplicated by event".into()),
-                subjects: vec!["peoplesync.*.outcomes.>".into()],
-                retention: stream::RetentionPolicy::Limits,
-                storage: stream::StorageType::File,
-                num_replicas: settings.replicas.max(1),
-                max_age: Duration::from_secs(7 * 24 * 3600),
-                duplicate_window: settings.duplicate_window,
-                ..Default::default()
-            },
-        )
-        .await?;
-        ensure_stream(
-            &js,
-            stream::Config {
-                name: names::ADVISORIES_STREAM.into(),
-                description: Some("max-deliveries advisories of peoplesync worker events".into()),
-                subjects: vec![names::MAX_DELIVERIES_ADVISORIES.into()],
+            // One subject per letter across runs (`….dlq.<key>`), replaced by a roll-up when a
+            // later run refuses the worker again (roll-ups are allowed on this stream below).
+            StreamSpec::limits(
+                (names::DLQ_STREAM, "peoplesync dead letters"),
+                &["peoplesync.*.dlq.*"],
+                history,
+                dedup,
+            ),
+            // Outcomes are only needed until the run is finalized (its counts are then kept in
+            // the run record and the run's subjects are purged); a week bounds what a stuck run
+            // leaves.
+            StreamSpec::limits(
+                (
+                    names::OUTCOMES_STREAM,
+                    "peoplesync per-event outcomes, deduplicated by event",
+                ),
+                &["peoplesync.*.outcomes.>"],
+                Duration::from_secs(7 * 24 * 3600),
+                dedup,
+            ),
+            StreamSpec {
+                name: names::ADVISORIES_STREAM,
+                description: "max-deliveries advisories of peoplesync worker events",
+                subjects: &[names::MAX_DELIVERIES_ADVISORIES],
                 retention: stream::RetentionPolicy::WorkQueue,
-                storage: stream::StorageType::File,
-                num_replicas: settings.replicas.max(1),
-                max_age: settings.history,
-                ..Default::default()
+                max_age: history,
+                dedup: Duration::ZERO,
             },
-        )
-        .await?;
+        ];
+        for spec in streams {
+            let mut config = spec.config(settings.replicas);
+            config.allow_rollup = spec.name == names::DLQ_STREAM;
+            ensure_stream(&js, config).await?;
+        }
         let config = ensure_bucket(&js, names::CONFIG_BUCKET, 16, settings.replicas).await?;
         let state = ensure_bucket(&js, names::STATE_BUCKET, 1, settings.replicas).await?;
         let applied = ensure_bucket(&js, names::APPLIED_BUCKET, 1, settings.replicas).await?;
@@ -287,12 +267,11 @@ impl Bus {
         &self.settings
     }
 
-    /// Creates `config`'s stream, or brings an existing one in line with it, with this bus's
+    /// Creates `spec`'s stream, or brings an existing one in line with it, with this bus's
     /// replica count (never lowering an existing stream's). For streams outside the shared
-    /// topology, such as the extractor's own.
-    pub async fn ensure_stream(&self, mut config: stream::Config) -> Result<(), BusError> {
-        config.num_replicas = self.settings.replicas.max(1);
-        ensure_stream(&self.js, config).await
+    /// topology: the extractor's seen lists, the leavers report.
+    pub(crate) async fn ensure_stream(&self, spec: StreamSpec) -> Result<(), BusError> {
+        ensure_stream(&self.js, spec.config(self.settings.replicas)).await
     }
 
     /// The durable pull consumer of the max-deliveries advisories, shared by every replica.
@@ -323,23 +302,53 @@ impl Bus {
     }
 }
 
-/// A stream kept for `settings.history`, with dedup ids, on `subjects`.
-fn history_stream(
-    name: &str,
-    description: &str,
-    subjects: &[&str],
-    settings: &BusSettings,
-) -> stream::Config {
-    stream::Config {
-        name: name.into(),
-        description: Some(description.into()),
-        subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
-        retention: stream::RetentionPolicy::Limits,
-        storage: stream::StorageType::File,
-        num_replicas: settings.replicas.max(1),
-        max_age: settings.history,
-        duplicate_window: settings.duplicate_window,
-        ..Default::default()
+/// A file-backed stream as peoplesync creates it.
+pub(crate) struct StreamSpec {
+    /// The stream's name.
+    pub(crate) name: &'static str,
+    /// What it holds, for operators.
+    pub(crate) description: &'static str,
+    /// The subjects it captures.
+    pub(crate) subjects: &'static [&'static str],
+    /// Work queue (a message goes once acknowledged) or limits (kept until `max_age`).
+    pub(crate) retention: stream::RetentionPolicy,
+    /// How long a message is kept (`ZERO`: until removed).
+    pub(crate) max_age: Duration,
+    /// The deduplication window (`ZERO`: the server's default).
+    pub(crate) dedup: Duration,
+}
+
+impl StreamSpec {
+    /// A stream keeping its messages up to `max_age`.
+    pub(crate) fn limits(
+        (name, description): (&'static str, &'static str),
+        subjects: &'static [&'static str],
+        max_age: Duration,
+        dedup: Duration,
+    ) -> StreamSpec {
+        StreamSpec {
+            name,
+            description,
+            subjects,
+            retention: stream::RetentionPolicy::Limits,
+            max_age,
+            dedup,
+        }
+    }
+
+    /// The stream's configuration with `replicas` copies.
+    pub(crate) fn config(&self, replicas: usize) -> stream::Config {
+        stream::Config {
+            name: self.name.into(),
+            description: Some(self.description.into()),
+            subjects: self.subjects.iter().map(|s| (*s).to_owned()).collect(),
+            retention: self.retention,
+            storage: stream::StorageType::File,
+            num_replicas: replicas.max(1),
+            max_age: self.max_age,
+            duplicate_window: self.dedup,
+            ..Default::default()
+        }
     }
 }
 
