@@ -22,13 +22,14 @@ use peoplesync_oomnitza::{BulkRequest, Error, ErrorKind, OomnitzaClient};
 use serde_json::value::RawValue;
 
 use crate::ack::{RetryCause, Settlement};
-use crate::applied::{self, AppliedRecord, Fingerprint, Verdict};
+use crate::applied::{self, Fingerprint, Verdict};
 use crate::batcher::Batch;
 use crate::cancel::{PortionWatches, Step};
 use crate::config::RetrySettings;
 use crate::gates::{Failure, Gates};
 use crate::limiter::AdaptiveLimiter;
 use crate::pipeline::{Disposition, Item};
+use peoplesync_bus::applied::AppliedRecord;
 
 /// Posts batches for one replica.
 #[derive(Clone)]
@@ -271,7 +272,7 @@ impl Deliverer {
             };
             settled.push((item, settlement));
         }
-        applied::remember(&self.bus, &written).await;
+        self.bus.applied().remember(&written).await;
         settled
     }
 

@@ -439,7 +439,9 @@ impl Finalizer {
         let mut written = WrittenEvents::open(bus, integration, run_id, 1_000).await?;
         while let Some(events) = written.next_group().await? {
             for event in events {
-                verify::forget_applied(bus, &event.applied_key, run_id).await;
+                bus.applied()
+                    .forget_if_written_by(&event.applied_key, run_id)
+                    .await;
             }
         }
         counts.canceled += std::mem::take(&mut counts.written);

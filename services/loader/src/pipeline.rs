@@ -14,7 +14,6 @@ use peoplesync_proto::v1::WorkerEventKind;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::applied;
 use crate::leavers::LeaverTask;
 use crate::progress::Tracked;
 
@@ -39,7 +38,7 @@ pub struct BatchKey {
 pub struct Outgoing {
     /// The record as sent, in the bulk request's `records`.
     pub json: Box<RawValue>,
-    /// Its key in KV `peoplesync_applied` (see [`applied::key`]); `None` when the record has
+    /// Its key in the applied-record store (see [`peoplesync_bus::applied::key`]); `None` when the record has
     /// no value for its first sync field, so it cannot be tracked.
     pub applied_key: Option<String>,
     /// `peoplesync_core::record_hash` of the record, for change detection.
@@ -61,7 +60,7 @@ impl Outgoing {
             .and_then(|field| record.get(field))
             .and_then(Value::as_str)
             .filter(|v| !v.is_empty())
-            .map(|v| applied::key(integration_id, v));
+            .map(|v| peoplesync_bus::applied::key(integration_id, v));
         Ok(Outgoing {
             json,
             applied_key,

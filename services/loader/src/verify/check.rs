@@ -367,7 +367,10 @@ impl Verifier {
             dlq::record(&self.bus, &letter, record.into())
                 .await
                 .map_err(Stop::Bus)?;
-            forget_applied(&self.bus, &applied_key, run_id).await;
+            self.bus
+                .applied()
+                .forget_if_written_by(&applied_key, run_id)
+                .await;
         }
         Ok(())
     }
