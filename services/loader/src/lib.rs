@@ -10,10 +10,12 @@
 //! (adaptive rate limit), [`progress`] (progress acks for events held long) and
 //! [`advisories`] (events the server gave up on), [`rewatch`] (KV watches re-created when
 //! they end); [`startup`] checks the Oomnitza credentials
-//! before the first event. `main.rs` only wires them together through [`Loader`].
+//! before the first event. [`application`] builds and runs the parts; `main.rs` only parses
+//! flags and configuration and hands them to [`Application`].
 
 pub mod ack;
 pub mod advisories;
+pub mod application;
 pub mod applied;
 pub mod batcher;
 pub mod cancel;
@@ -33,5 +35,5 @@ pub mod startup;
 pub mod verify;
 pub mod webhook;
 
+pub use application::Application;
 pub use config::LoaderConfig;
-pub use consume::Loader;
