@@ -36,11 +36,6 @@ use crate::rewatch;
 use crate::verify::Verifier;
 use crate::{LoaderConfig, ack, advisories};
 
-/// How long in-flight deliveries may take to finish after SIGTERM.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
-/// How often new integrations (configs appearing in KV) are picked up.
-const DISCOVERY: Duration = Duration::from_secs(2);
-
 /// A loader replica, connected and ready to run.
 pub struct Application {
     config: LoaderConfig,
@@ -272,6 +267,11 @@ impl Application {
         Ok(())
     }
 }
+
+/// How long in-flight deliveries may take to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+/// How often new integrations (configs appearing in KV) are picked up.
+const DISCOVERY: Duration = Duration::from_secs(2);
 
 /// Resumes each integration that a loader paused because Oomnitza refused its records as a
 /// whole, once a newer config revision than the refused one is active: storing a fixed config

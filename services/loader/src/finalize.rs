@@ -452,24 +452,19 @@ impl Finalizer {
             canceled = counts.canceled,
             "the run's portion was canceled in Oomnitza; closed without finalizing"
         );
-        self.runs
-            .update(integration, run_id, |r| {
-                r.finalize = FinalizeState::Canceled {
-                    by: self.replica.clone(),
-                    at: at.clone(),
-                };
-                r.counts = Some(counts);
-                r.canceled.get_or_insert_with(|| CancelNote {
-                    noticed_by: self.replica.clone(),
-                    at: at.clone(),
-                });
-                true
-            })
-            .await?;
-        metrics::counter!(peoplesync_runtime::metrics::names::LOADER_RUNS_CHECKED,
-            "integration" => integration.to_owned(), "state" => "canceled")
-        .increment(1);
-        outcomes::purge(bus, integration, run_id).await
+        verify::close_check(bus, &self.runs, integration, run_id, "canceled", |r| {
+            r.finalize = FinalizeState::Canceled {
+                by: self.replica.clone(),
+                at: at.clone(),
+            };
+            r.counts = Some(counts);
+            r.canceled.get_or_insert_with(|| CancelNote {
+                noticed_by: self.replica.clone(),
+                at: at.clone(),
+            });
+            true
+        })
+        .await
     }
 }
 

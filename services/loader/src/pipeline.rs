@@ -272,18 +272,8 @@ pub fn prepare(
         ),
         (Some(_), WorkerEventKind::Removed | WorkerEventKind::Ended) => {
             let listed = kind == WorkerEventKind::Ended;
-            let raw = if listed {
-                serde_json::from_slice(&event.raw).unwrap_or(Value::Null)
-            } else {
-                Value::Null
-            };
-            let tracking = event
-                .tracking
-                .map(|t| Tracking {
-                    credentials: t.credentials,
-                    hostname: t.hostname,
-                })
-                .unwrap_or_default();
+            let raw = raw_record(&event.raw, listed);
+            let tracking = tracking_of(event.tracking);
             Disposition::Leaver(Box::new(LeaverTask {
                 worker: worker.clone(),
                 raw,
@@ -294,18 +284,8 @@ pub fn prepare(
         (Some((integration, _)), _) => {
             // Decoding the raw record costs more than mapping with the default config; only
             // configs whose templates or sources read it pay for it.
-            let raw: Value = if integration.reads_raw() {
-                serde_json::from_slice(&event.raw).unwrap_or(Value::Null)
-            } else {
-                Value::Null
-            };
-            let tracking = event
-                .tracking
-                .map(|t| Tracking {
-                    credentials: t.credentials,
-                    hostname: t.hostname,
-                })
-                .unwrap_or_default();
+            let raw = raw_record(&event.raw, integration.reads_raw());
+            let tracking = tracking_of(event.tracking);
             let input = RecordInput {
                 raw: &raw,
                 worker: &worker,
@@ -344,4 +324,24 @@ pub fn prepare(
         delivered,
         tracked: None,
     }
+}
+
+/// The raw Sage People record of an event, decoded only when `wanted` (`Null` otherwise, or
+/// when it does not decode).
+fn raw_record(raw: &[u8], wanted: bool) -> Value {
+    if wanted {
+        serde_json::from_slice(raw).unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    }
+}
+
+/// The tracking fields an event carries (empty when it has none).
+fn tracking_of(tracking: Option<peoplesync_proto::v1::Tracking>) -> Tracking {
+    tracking
+        .map(|t| Tracking {
+            credentials: t.credentials,
+            hostname: t.hostname,
+        })
+        .unwrap_or_default()
 }

@@ -354,6 +354,24 @@ pub fn expired(at: &str, expiry: Duration) -> bool {
         .unwrap_or(true)
 }
 
+/// Ends the check of a run: stores `change` on its record, counts the run as checked in
+/// `state` (`LOADER_RUNS_CHECKED`), and drops the run's per-event outcomes, which nothing reads
+/// any more.
+pub(crate) async fn close_check(
+    bus: &Bus,
+    runs: &Runs,
+    integration: &str,
+    run_id: &str,
+    state: &'static str,
+    change: impl FnMut(&mut RunRecord) -> bool,
+) -> Result<(), BusError> {
+    runs.update(integration, run_id, change).await?;
+    metrics::counter!(peoplesync_runtime::metrics::names::LOADER_RUNS_CHECKED,
+        "integration" => integration.to_owned(), "state" => state)
+    .increment(1);
+    outcomes::purge(bus, integration, run_id).await
+}
+
 /// Moves `not_applied` written records to dead-lettered and `skipped` to filtered.
 fn move_written(counts: &mut OutcomeCounts, not_applied: u64, skipped: u64) {
     let not_applied = not_applied.min(counts.written);
