@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::jetstream::{self, consumer::PullConsumer, consumer::pull};
 use futures::StreamExt;
 
@@ -44,6 +45,50 @@ async fn trim(js: &jetstream::Context, integration: &str) -> Result<u64, BusErro
         .await
         .map_err(|e| BusError::request("removing acknowledged events from the work stream", e))?;
     Ok(purged.purged)
+}
+
+/// An event as the work stream stores it, read by its stream sequence.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// The subject it was published to (`peoplesync.<integration>.workers`).
+    pub subject: String,
+    /// The encoded `WorkerEvent`.
+    pub payload: bytes::Bytes,
+}
+
+/// The work-stream event at `sequence`, or `None` when it is gone (acknowledged or removed).
+/// Used for an event the server gave up delivering, which only its sequence names.
+pub async fn stored_event(bus: &Bus, sequence: u64) -> Result<Option<StoredEvent>, BusError> {
+    let stream = work_stream(bus).await?;
+    match stream.get_raw_message(sequence).await {
+        Ok(message) => Ok(Some(StoredEvent {
+            subject: message.subject.to_string(),
+            payload: message.payload,
+        })),
+        Err(err) if matches!(err.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok(None),
+        Err(err) => Err(BusError::request(
+            format!("reading event {sequence} of the work stream"),
+            err,
+        )),
+    }
+}
+
+/// Removes the work-stream event at `sequence` (one the server gave up delivering, once it is
+/// dead-lettered).
+pub async fn remove_event(bus: &Bus, sequence: u64) -> Result<(), BusError> {
+    work_stream(bus)
+        .await?
+        .delete_message(sequence)
+        .await
+        .map(drop)
+        .map_err(|e| BusError::request(format!("removing abandoned event {sequence}"), e))
+}
+
+async fn work_stream(bus: &Bus) -> Result<jetstream::stream::Stream<()>, BusError> {
+    bus.js
+        .get_stream_no_info(names::WORKERS_STREAM)
+        .await
+        .map_err(|e| BusError::request("opening the work stream", e))
 }
 
 /// How long one fetch waits for messages before it is renewed.

@@ -5,6 +5,7 @@
 //!
 //! Services hold one [`Bus`]; every other module takes what it needs from it.
 
+pub mod applied;
 pub mod checkpoint;
 pub mod codec;
 pub mod configs;

@@ -7,9 +7,8 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use futures::StreamExt;
-use peoplesync_bus::{Bus, BusError, DeadLetter, Outcome, codec, dlq, names};
+use peoplesync_bus::{Bus, BusError, DeadLetter, Outcome, codec, consume, dlq, names};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -62,24 +61,12 @@ async fn capture_batch(bus: &Bus) -> Result<(), BusError> {
 }
 
 async fn dead_letter(bus: &Bus, info: MaxDeliveries) -> Result<(), BusError> {
-    let stream = bus
-        .jetstream()
-        .get_stream(names::WORKERS_STREAM)
-        .await
-        .map_err(|e| BusError::request("opening the worker stream", e))?;
-    let message = match stream.get_raw_message(info.stream_seq).await {
-        Ok(message) => message,
-        // Already acked or removed: nothing was abandoned after all.
-        Err(err) if matches!(err.kind(), LastRawMessageErrorKind::NoMessageFound) => return Ok(()),
-        // Anything else is retried: acking the advisory now would strand the event.
-        Err(err) => {
-            return Err(BusError::request(
-                format!("reading abandoned event {}", info.stream_seq),
-                err,
-            ));
-        }
+    // Already acked or removed: nothing was abandoned after all. Any read error is retried:
+    // acking the advisory now would strand the event.
+    let Some(message) = consume::stored_event(bus, info.stream_seq).await? else {
+        return Ok(());
     };
-    let subject = message.subject.to_string();
+    let subject = message.subject;
     let integration = names::integration_of_subject(&subject)
         .unwrap_or("unknown")
         .to_owned();
@@ -124,9 +111,7 @@ async fn dead_letter(bus: &Bus, info: MaxDeliveries) -> Result<(), BusError> {
         )
         .await?;
     outcomes.flush().await?;
-    stream.delete_message(info.stream_seq).await.map_err(|e| {
-        BusError::request(format!("removing abandoned event {}", info.stream_seq), e)
-    })?;
+    consume::remove_event(bus, info.stream_seq).await?;
     tracing::warn!(%integration, %run_id, %worker_id, deliveries = info.deliveries,
         "an event the server gave up on was dead-lettered");
     metrics::counter!(peoplesync_runtime::metrics::names::LOADER_EVENTS, "integration" => integration, "outcome" => "dead_lettered")

@@ -181,15 +181,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_portion_is_read_first_then_every_few_hundred_records_or_seconds() {
+    /// A portion read once (the read answering `canceled`), then 300 records posted past it.
+    fn read_then_300_posted(canceled: Option<bool>) -> (PortionWatches, Instant) {
         let watches = PortionWatches::default();
         let t0 = Instant::now();
         let issued = read(watches.step("p", 100, t0));
-        watches.read_done("p", issued, Some(false));
+        watches.read_done("p", issued, canceled);
         for _ in 0..3 {
             assert!(matches!(watches.step("p", 100, t0), Step::Post));
         }
+        (watches, t0)
+    }
+
+    #[test]
+    fn a_portion_is_read_first_then_every_few_hundred_records_or_seconds() {
+        let (watches, t0) = read_then_300_posted(Some(false));
         let issued = read(watches.step("p", 100, t0));
         assert_eq!(issued, 300, "after 300 records");
         watches.read_done("p", issued, Some(false));
@@ -200,13 +206,7 @@ mod tests {
 
     #[test]
     fn posting_waits_for_the_read_rather_than_run_far_past_it() {
-        let watches = PortionWatches::default();
-        let t0 = Instant::now();
-        let first = read(watches.step("p", 100, t0));
-        watches.read_done("p", first, Some(false));
-        for _ in 0..3 {
-            assert!(matches!(watches.step("p", 100, t0), Step::Post));
-        }
+        let (watches, t0) = read_then_300_posted(Some(false));
         let slow = read(watches.step("p", 100, t0));
         // While that read is in flight, at most MAX_UNCHECKED_RECORDS are posted past the
         // last confirmed read (at 0 records).
@@ -229,13 +229,7 @@ mod tests {
 
     #[test]
     fn a_failed_read_does_not_hold_posting_up() {
-        let watches = PortionWatches::default();
-        let t0 = Instant::now();
-        let issued = read(watches.step("p", 100, t0));
-        watches.read_done("p", issued, None);
-        for _ in 0..3 {
-            assert!(matches!(watches.step("p", 100, t0), Step::Post));
-        }
+        let (watches, t0) = read_then_300_posted(None);
         let issued = read(watches.step("p", 100, t0));
         for _ in 0..20 {
             if let Step::Wait(_) = watches.step("p", 100, t0) {

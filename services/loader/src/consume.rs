@@ -1,333 +1,73 @@
-//! The loader's main loop. One intake per integration pulls from that integration's shared
-//! consumer while its gate is open (not paused, credentials working), prepares each event and
-//! feeds the batcher; batches are delivered concurrently — at most `batch.in_flight` bulk requests at
-//! Oomnitza at once, and two more batches between intake and ack, so checking applied hashes
-//! and settling one batch overlap with another's request. The queue of prepared events holds two
-//! fetches and the queue of batches one: an event waits in a replica no longer than keeping the
-//! requests busy needs (a replica holds at most about
-//! `(in_flight + 5) × size + 2 × max(pull_batch, size)` events), so fewer events are held where
-//! they go cold, and more are left for other replicas. A fetch is asked for only when the
-//! prepared-event queue has a place for all it can bring, so every event the server hands over
-//! is tracked for progress acks at once. On shutdown the
-//! intakes stop pulling and hand in what their last fetch delivered, partial batches are
-//! flushed and in-flight deliveries finish (or their events are nak'ed) within the grace period.
+//! Consuming: one intake per integration pulls from that integration's shared consumer while
+//! its gate is open (not paused, credentials working), prepares each event
+//! ([`crate::pipeline`]) and feeds the batcher. A fetch is asked for only when the
+//! prepared-event queue has a place for all it can bring, so every event the server hands
+//! over is tracked for progress acks at once. On shutdown an intake stops pulling and hands in
+//! what its last fetch delivered.
 
-use crate::webhook::LeaversWebhook;
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::Context;
-use peoplesync_bus::{Bus, PauseFlag, WorkStream};
-use peoplesync_oomnitza::OomnitzaClient;
-use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinSet;
+use peoplesync_bus::{Bus, WorkStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::batcher::{self, Batch};
-use crate::deliver::Deliverer;
-use crate::finalize::{Finalizer, Poke};
 use crate::gates::Gates;
 use crate::integrations::Integrations;
-use crate::limiter::AdaptiveLimiter;
-use crate::pipeline::Item;
+use crate::pipeline::{self, Item};
 use crate::progress::InProgress;
-use crate::rewatch;
-use crate::verify::Verifier;
-use crate::{LoaderConfig, ack, advisories, pipeline};
 
-/// How long in-flight deliveries may take to finish after SIGTERM.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
-/// How often new integrations (configs appearing in KV) are picked up.
-const DISCOVERY: Duration = Duration::from_secs(2);
-
-/// A loader replica, connected and ready to run.
-pub struct Loader {
-    config: LoaderConfig,
-    bus: Bus,
-    client: OomnitzaClient,
-    integrations: Integrations,
-    gates: Gates,
-    replica: String,
+/// The intakes of a replica, one per integration.
+pub(crate) struct Intakes {
+    shared: IntakeShared,
+    running: HashMap<String, JoinHandle<()>>,
+    shutdown: CancellationToken,
 }
 
-impl Loader {
-    /// Connects to NATS (setting up the topology), builds the Oomnitza client, and loads the
-    /// configured integrations' configs, seeding them when absent (with `seed`, the text of an
-    /// `--integration` file, for its own id).
-    pub async fn build(config: LoaderConfig, seed: Option<String>) -> anyhow::Result<Loader> {
-        let oomnitza = config.oomnitza_config()?;
-        let client = OomnitzaClient::new(oomnitza).context("setting up the Oomnitza client")?;
-        let bus = Bus::connect_from_env(&config.nats_url, "oomnitza-loader", config.bus_settings())
-            .await
-            .context("connecting to NATS")?;
-        peoplesync_bus::leavers::ensure(&bus)
-            .await
-            .context("creating the leavers report stream")?;
-        let integrations = Integrations::default();
-        let seed_id = match &seed {
-            Some(text) => Some(
-                peoplesync_core::IntegrationConfig::from_toml(text)
-                    .map_err(|e| anyhow::anyhow!("--integration file: {e}"))?
-                    .id,
-            ),
-            None => None,
-        };
-        let mut ids = config.integrations.clone();
-        if let Some(id) = &seed_id
-            && !ids.contains(id)
-        {
-            ids.push(id.clone());
+impl Intakes {
+    /// Intakes working with `shared`, until `shutdown`.
+    pub(crate) fn new(shared: IntakeShared, shutdown: CancellationToken) -> Intakes {
+        Intakes {
+            shared,
+            running: HashMap::new(),
+            shutdown,
         }
-        for id in &ids {
-            let text = (seed_id.as_deref() == Some(id.as_str()))
-                .then_some(seed.as_deref())
-                .flatten();
-            integrations
-                .load_or_seed(&bus, id, text)
-                .await
-                .with_context(|| format!("loading the config of integration {id}"))?;
+    }
+
+    /// Starts an intake for each of `ids` that has none yet.
+    pub(crate) fn start_new(&mut self, ids: impl IntoIterator<Item = String>) {
+        for id in ids {
+            self.running.entry(id.clone()).or_insert_with(|| {
+                tokio::spawn(intake(self.shared.clone(), id, self.shutdown.clone()))
+            });
         }
-        let replica = config.replica_name();
-        Ok(Loader {
-            config,
-            bus,
-            client,
-            integrations,
-            gates: Gates::default(),
-            replica,
-        })
     }
 
-    /// Notes pauses and Oomnitza failures on `readiness`, so `/readyz` says why this replica
-    /// is not loading an integration.
-    pub fn note_on(mut self, readiness: peoplesync_runtime::Readiness) -> Loader {
-        self.gates = Gates::noting_on(readiness);
-        self
-    }
-
-    /// The bus connection (for the control plane and tests).
-    pub fn bus(&self) -> &Bus {
-        &self.bus
-    }
-
-    /// The Oomnitza client (for the control plane).
-    pub fn client(&self) -> &OomnitzaClient {
-        &self.client
-    }
-
-    /// The integration configs this replica loads with.
-    pub fn integrations(&self) -> &Integrations {
-        &self.integrations
-    }
-
-    /// The pause and credential gates (for the start-up checks).
-    pub fn gates(&self) -> &Gates {
-        &self.gates
-    }
-
-    /// Runs until `shutdown` is cancelled, then drains.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Loader {
-            config,
-            bus,
-            client,
-            integrations,
-            gates,
-            replica,
+    /// Waits for every intake to hand in its last fetch (they stop at the shutdown); the
+    /// queue of prepared events closes once the last one is done.
+    pub(crate) async fn finish(self) {
+        let Intakes {
+            shared, running, ..
         } = self;
-        tracing::info!(%replica, "loader running");
-        let background_stop = CancellationToken::new();
-        let mut background = JoinSet::new();
-        {
-            let (integrations, bus, stop) =
-                (integrations.clone(), bus.clone(), background_stop.clone());
-            background.spawn(rewatch::keep_watching(
-                "integration config",
-                stop,
-                rewatch::Backoff::default(),
-                move || {
-                    let (integrations, bus) = (integrations.clone(), bus.clone());
-                    async move { integrations.watch(&bus).await.map_err(|e| e.to_string()) }
-                },
-            ));
-        }
-        {
-            let (gates, bus, stop) = (gates.clone(), bus.clone(), background_stop.clone());
-            background.spawn(rewatch::keep_watching(
-                "pause flag",
-                stop.clone(),
-                rewatch::Backoff::default(),
-                move || {
-                    let (gates, bus, stop) = (gates.clone(), bus.clone(), stop.clone());
-                    async move {
-                        gates.watch_pauses(&bus, stop).await;
-                        Ok(())
-                    }
-                },
-            ));
-        }
-        {
-            let (gates, client, stop) = (gates.clone(), client.clone(), background_stop.clone());
-            let interval = Duration::from_secs(config.retry.credentials_retry_secs.max(1));
-            background.spawn(async move { gates.probe_oomnitza(client, interval, stop).await });
-        }
-        {
-            let (bus, stop) = (bus.clone(), background_stop.clone());
-            background.spawn(async move { advisories::capture(bus, stop).await });
-        }
-        let held = InProgress::default();
-        {
-            let (held, client, stop) =
-                (held.clone(), bus.client().clone(), background_stop.clone());
-            let ack_wait = bus.settings().ack_wait;
-            background.spawn(async move { held.keep_alive(client, ack_wait, stop).await });
-        }
-        let (poke_tx, poke_rx) = mpsc::channel::<Poke>(1024);
-        let verifier = Verifier::new(
-            bus.clone(),
-            client.clone(),
-            integrations.clone(),
-            replica.clone(),
-            config.verify.clone(),
-        );
-        let finalizer = Finalizer::new(
-            bus.clone(),
-            client.clone(),
-            replica.clone(),
-            config.run_retention(),
-            verifier,
-            LeaversWebhook::from_env()?,
-        );
-        let finalizer_task = tokio::spawn(finalizer.run(poke_rx, background_stop.clone()));
-
-        let batch = &config.batch;
-        // Room for two fetches (the next is asked for once one has been taken), and one
-        // finished batch waiting for the dispatcher.
-        let (item_tx, item_rx) = mpsc::channel::<Item>(batch.pull_batch.max(batch.size) * 2);
-        let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
-        let batcher_task = tokio::spawn(batcher::run(
-            item_rx,
-            batch_tx,
-            batch.size,
-            Duration::from_millis(batch.linger_ms),
-        ));
-        let r = &config.rate_limit;
-        let limiter = AdaptiveLimiter::new(r.min_per_second, r.max_per_second, r.recover_step);
-        let deliverer = Deliverer::new(
-            bus.clone(),
-            client,
-            config.retry.clone(),
-            limiter,
-            gates.clone(),
-            batch.in_flight,
-            replica.clone(),
-        );
-        let max_deliver = u64::try_from(bus.settings().max_deliver).unwrap_or(1);
-        let dispatcher = tokio::spawn(dispatch(
-            bus.clone(),
-            deliverer,
-            batch_rx,
-            batch.in_flight,
-            max_deliver,
-            poke_tx,
-        ));
-
-        // One intake per integration; new integrations are picked up as their configs appear.
-        let intake_stop = shutdown.clone();
-        let mut intakes: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
-        let mut discovery = tokio::time::interval(DISCOVERY);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                _ = discovery.tick() => {
-                    resume_refused(&bus, &integrations, &gates).await;
-                    for id in integrations.ids() {
-                        intakes.entry(id.clone()).or_insert_with(|| {
-                            let shared = IntakeShared {
-                                bus: bus.clone(),
-                                pull_batch: batch.pull_batch,
-                                integrations: integrations.clone(),
-                                gates: gates.clone(),
-                                held: held.clone(),
-                                items: item_tx.clone(),
-                            };
-                            tokio::spawn(intake(shared, id, intake_stop.clone()))
-                        });
-                    }
-                }
-            }
-        }
-
-        tracing::info!("stopped pulling; flushing batches and finishing deliveries");
-        drop(item_tx);
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            for (_, task) in intakes.drain() {
-                let _ = task.await;
-            }
-            let _ = batcher_task.await;
-            let _ = dispatcher.await;
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                "deliveries did not finish within the grace period; their events will be redelivered"
-            );
-        }
-        background_stop.cancel();
-        let _ = finalizer_task.await;
-        background.abort_all();
-        Ok(())
-    }
-}
-
-/// Resumes each integration that a loader paused because Oomnitza refused its records as a
-/// whole, once a newer config revision than the refused one is active: storing a fixed config
-/// (`syncctl integration put`) is how an operator answers a refusal.
-async fn resume_refused(bus: &Bus, integrations: &Integrations, gates: &Gates) {
-    for (id, refused) in gates.refusals() {
-        let Some(active) = integrations.revision(&id) else {
-            continue;
-        };
-        if active <= refused {
-            continue;
-        }
-        let pauses = bus.pauses();
-        // Only the refusal's own pause is lifted: an operator's pause set since then stays.
-        match pauses.get(&id).await {
-            Ok(Some(flag)) if flag.paused && flag.refused_config_revision == Some(refused) => {
-                let reason = format!(
-                    "config revision {active} was stored after Oomnitza refused revision {refused}"
-                );
-                let flag = PauseFlag::now(false, "oomnitza-loader (config updated)", Some(reason));
-                match pauses.set(&id, &flag).await {
-                    Ok(revision) => {
-                        tracing::info!(integration = %id, refused, active, "a new config was stored after a configuration refusal; resuming");
-                        gates.set_flag(&id, Some(&flag), revision);
-                    }
-                    Err(err) => {
-                        tracing::warn!(integration = %id, error = %err, "cannot resume after the config was fixed; will retry")
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(err) => {
-                tracing::warn!(integration = %id, error = %err, "cannot read the pause flag")
-            }
+        drop(shared);
+        for (_, task) in running {
+            let _ = task.await;
         }
     }
 }
 
 /// What every intake of a replica works with.
-struct IntakeShared {
-    bus: Bus,
-    pull_batch: usize,
-    integrations: Integrations,
-    gates: Gates,
+#[derive(Clone)]
+pub(crate) struct IntakeShared {
+    pub(crate) bus: Bus,
+    /// Events per fetch.
+    pub(crate) pull_batch: usize,
+    pub(crate) integrations: Integrations,
+    pub(crate) gates: Gates,
     /// Events held by this replica, kept alive with progress acks.
-    held: InProgress,
+    pub(crate) held: InProgress,
     /// Where prepared events go (the batcher).
-    items: mpsc::Sender<Item>,
+    pub(crate) items: mpsc::Sender<Item>,
 }
 
 /// Pulls one integration's events while its gate is open, until `shutdown`.
@@ -403,35 +143,4 @@ async fn intake(shared: IntakeShared, integration: String, shutdown: Cancellatio
             return;
         }
     }
-}
-
-/// Runs deliveries of batches — at most `in_flight + 2` batches at once (the deliverer itself
-/// keeps bulk requests to `in_flight`) — then settles each.
-async fn dispatch(
-    bus: Bus,
-    deliverer: Deliverer,
-    mut batches: mpsc::Receiver<Batch>,
-    in_flight: usize,
-    max_deliver: u64,
-    pokes: mpsc::Sender<Poke>,
-) {
-    let permits = Arc::new(Semaphore::new(in_flight.saturating_add(2)));
-    let mut deliveries = JoinSet::new();
-    while let Some(batch) = batches.recv().await {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
-        };
-        let (deliverer, bus, pokes) = (deliverer.clone(), bus.clone(), pokes.clone());
-        deliveries.spawn(async move {
-            let key = batch.key.clone();
-            let settled = deliverer.deliver(batch).await;
-            if let Err(err) = ack::settle(&bus, settled, max_deliver).await {
-                tracing::warn!(error = %err, "recording outcomes failed; the batch's events will be redelivered");
-            }
-            let _ = pokes.try_send((key.integration, key.run_id));
-            drop(permit);
-        });
-        while deliveries.try_join_next().is_some() {}
-    }
-    while deliveries.join_next().await.is_some() {}
 }

@@ -439,7 +439,9 @@ impl Finalizer {
         let mut written = WrittenEvents::open(bus, integration, run_id, 1_000).await?;
         while let Some(events) = written.next_group().await? {
             for event in events {
-                verify::forget_applied(bus, &event.applied_key, run_id).await;
+                bus.applied()
+                    .forget_if_written_by(&event.applied_key, run_id)
+                    .await;
             }
         }
         counts.canceled += std::mem::take(&mut counts.written);
@@ -450,24 +452,19 @@ impl Finalizer {
             canceled = counts.canceled,
             "the run's portion was canceled in Oomnitza; closed without finalizing"
         );
-        self.runs
-            .update(integration, run_id, |r| {
-                r.finalize = FinalizeState::Canceled {
-                    by: self.replica.clone(),
-                    at: at.clone(),
-                };
-                r.counts = Some(counts);
-                r.canceled.get_or_insert_with(|| CancelNote {
-                    noticed_by: self.replica.clone(),
-                    at: at.clone(),
-                });
-                true
-            })
-            .await?;
-        metrics::counter!(peoplesync_runtime::metrics::names::LOADER_RUNS_CHECKED,
-            "integration" => integration.to_owned(), "state" => "canceled")
-        .increment(1);
-        outcomes::purge(bus, integration, run_id).await
+        verify::close_check(bus, &self.runs, integration, run_id, "canceled", |r| {
+            r.finalize = FinalizeState::Canceled {
+                by: self.replica.clone(),
+                at: at.clone(),
+            };
+            r.counts = Some(counts);
+            r.canceled.get_or_insert_with(|| CancelNote {
+                noticed_by: self.replica.clone(),
+                at: at.clone(),
+            });
+            true
+        })
+        .await
     }
 }
 

@@ -350,8 +350,8 @@ async fn apply(
             .and_then(Value::as_str)
             .filter(|v| !v.is_empty())
     {
-        let key = crate::applied::key(&item.key.integration, value);
-        if let Err(err) = bus.applied_kv().purge(&key).await {
+        let key = peoplesync_bus::applied::key(&item.key.integration, value);
+        if let Err(err) = bus.applied().purge(&key).await {
             tracing::warn!(key, error = %err, "cannot drop the applied hash of a leaver; a rehire is written once their record changes");
         }
     }

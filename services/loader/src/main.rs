@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use peoplesync_loader::{Loader, LoaderConfig};
+use peoplesync_loader::{Application, LoaderConfig};
 
 // Every event allocates and frees small maps and strings (decode, map, hash, serialise);
 // mimalloc does that at a fraction of glibc malloc's cost, which profiling showed as a quarter
@@ -94,7 +94,7 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
     let (readiness, http_stop, http) = start_http(&integrations).await?;
     let control = control_plane()?;
     let replica = config.replica_name();
-    let loader = Loader::build(config, seed)
+    let loader = Application::build(config, seed)
         .await?
         .note_on(readiness.clone());
     mark_ready(&readiness, &loader, &integrations).await?;
@@ -149,7 +149,7 @@ async fn start_http(
 /// are bound.
 async fn mark_ready(
     readiness: &peoplesync_runtime::Readiness,
-    loader: &Loader,
+    loader: &Application,
     integrations: &[String],
 ) -> anyhow::Result<()> {
     let client = loader.bus().client().clone();
@@ -187,7 +187,7 @@ fn control_plane() -> anyhow::Result<Option<ControlPlane>> {
 /// until the same shutdown token.
 async fn serve_control(
     control: Option<ControlPlane>,
-    loader: &Loader,
+    loader: &Application,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<Result<(), peoplesync_control::ControlError>>>> {
     let Some(config) = control else {

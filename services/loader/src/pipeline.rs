@@ -14,7 +14,6 @@ use peoplesync_proto::v1::WorkerEventKind;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::applied;
 use crate::leavers::LeaverTask;
 use crate::progress::Tracked;
 
@@ -39,7 +38,7 @@ pub struct BatchKey {
 pub struct Outgoing {
     /// The record as sent, in the bulk request's `records`.
     pub json: Box<RawValue>,
-    /// Its key in KV `peoplesync_applied` (see [`applied::key`]); `None` when the record has
+    /// Its key in the applied-record store (see [`peoplesync_bus::applied::key`]); `None` when the record has
     /// no value for its first sync field, so it cannot be tracked.
     pub applied_key: Option<String>,
     /// `peoplesync_core::record_hash` of the record, for change detection.
@@ -61,7 +60,7 @@ impl Outgoing {
             .and_then(|field| record.get(field))
             .and_then(Value::as_str)
             .filter(|v| !v.is_empty())
-            .map(|v| applied::key(integration_id, v));
+            .map(|v| peoplesync_bus::applied::key(integration_id, v));
         Ok(Outgoing {
             json,
             applied_key,
@@ -273,18 +272,8 @@ pub fn prepare(
         ),
         (Some(_), WorkerEventKind::Removed | WorkerEventKind::Ended) => {
             let listed = kind == WorkerEventKind::Ended;
-            let raw = if listed {
-                serde_json::from_slice(&event.raw).unwrap_or(Value::Null)
-            } else {
-                Value::Null
-            };
-            let tracking = event
-                .tracking
-                .map(|t| Tracking {
-                    credentials: t.credentials,
-                    hostname: t.hostname,
-                })
-                .unwrap_or_default();
+            let raw = raw_record(&event.raw, listed);
+            let tracking = tracking_of(event.tracking);
             Disposition::Leaver(Box::new(LeaverTask {
                 worker: worker.clone(),
                 raw,
@@ -295,18 +284,8 @@ pub fn prepare(
         (Some((integration, _)), _) => {
             // Decoding the raw record costs more than mapping with the default config; only
             // configs whose templates or sources read it pay for it.
-            let raw: Value = if integration.reads_raw() {
-                serde_json::from_slice(&event.raw).unwrap_or(Value::Null)
-            } else {
-                Value::Null
-            };
-            let tracking = event
-                .tracking
-                .map(|t| Tracking {
-                    credentials: t.credentials,
-                    hostname: t.hostname,
-                })
-                .unwrap_or_default();
+            let raw = raw_record(&event.raw, integration.reads_raw());
+            let tracking = tracking_of(event.tracking);
             let input = RecordInput {
                 raw: &raw,
                 worker: &worker,
@@ -345,4 +324,24 @@ pub fn prepare(
         delivered,
         tracked: None,
     }
+}
+
+/// The raw Sage People record of an event, decoded only when `wanted` (`Null` otherwise, or
+/// when it does not decode).
+fn raw_record(raw: &[u8], wanted: bool) -> Value {
+    if wanted {
+        serde_json::from_slice(raw).unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    }
+}
+
+/// The tracking fields an event carries (empty when it has none).
+fn tracking_of(tracking: Option<peoplesync_proto::v1::Tracking>) -> Tracking {
+    tracking
+        .map(|t| Tracking {
+            credentials: t.credentials,
+            hostname: t.hostname,
+        })
+        .unwrap_or_default()
 }

@@ -28,9 +28,7 @@ pub struct InProgress {
 
 impl std::fmt::Debug for InProgress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InProgress")
-            .field("held", &self.len())
-            .finish()
+        write!(f, "InProgress {{ held: {} }}", self.len())
     }
 }
 

@@ -11,11 +11,11 @@
 use peoplesync_bus::PauseFlag;
 use peoplesync_oomnitza::{ErrorKind, FieldProbe};
 
-use crate::consume::Loader;
+use crate::application::Application;
 use crate::gates::Failure;
 
 /// Checks the Oomnitza credentials now; a refusal is recorded as [`Failure::Credentials`].
-pub async fn check_credentials(loader: &Loader) {
+pub async fn check_credentials(loader: &Application) {
     match loader.client().check_auth().await {
         Ok(()) => {
             tracing::info!(host = %loader.client().host(), "Oomnitza accepted the credentials")
@@ -36,7 +36,7 @@ pub async fn check_credentials(loader: &Loader) {
 /// Tries every integration's mapped field ids with Oomnitza; pauses an integration whose ids
 /// Oomnitza does not know (resumed, as after any configuration refusal, by storing a newer
 /// config revision or `syncctl resume`). Skipped while the credentials fail.
-pub async fn check_fields(loader: &Loader) {
+pub async fn check_fields(loader: &Application) {
     if loader.gates().failure().is_some() {
         return;
     }

@@ -367,7 +367,10 @@ impl Verifier {
             dlq::record(&self.bus, &letter, record.into())
                 .await
                 .map_err(Stop::Bus)?;
-            forget_applied(&self.bus, &applied_key, run_id).await;
+            self.bus
+                .applied()
+                .forget_if_written_by(&applied_key, run_id)
+                .await;
         }
         Ok(())
     }
@@ -382,22 +385,18 @@ impl Verifier {
     ) -> Result<(), BusError> {
         tracing::error!(integration, run_id, %reason, "cannot verify the run against Oomnitza");
         let at = chrono::Utc::now().to_rfc3339();
-        self.runs
-            .update(integration, run_id, |record| {
-                let Some(v) = record.verification.as_mut() else {
-                    return false;
-                };
-                v.state = VerifyState::Unverified {
-                    by: self.replica.clone(),
-                    at: at.clone(),
-                    reason: reason.clone(),
-                };
-                true
-            })
-            .await?;
-        metrics::counter!(peoplesync_runtime::metrics::names::LOADER_RUNS_CHECKED,
-            "integration" => integration.to_owned(), "state" => "unverified")
-        .increment(1);
-        outcomes::purge(&self.bus, integration, run_id).await
+        let (bus, runs) = (&self.bus, &self.runs);
+        close_check(bus, runs, integration, run_id, "unverified", |record| {
+            let Some(v) = record.verification.as_mut() else {
+                return false;
+            };
+            v.state = VerifyState::Unverified {
+                by: self.replica.clone(),
+                at: at.clone(),
+                reason: reason.clone(),
+            };
+            true
+        })
+        .await
     }
 }

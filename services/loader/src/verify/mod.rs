@@ -354,6 +354,24 @@ pub fn expired(at: &str, expiry: Duration) -> bool {
         .unwrap_or(true)
 }
 
+/// Ends the check of a run: stores `change` on its record, counts the run as checked in
+/// `state` (`LOADER_RUNS_CHECKED`), and drops the run's per-event outcomes, which nothing reads
+/// any more.
+pub(crate) async fn close_check(
+    bus: &Bus,
+    runs: &Runs,
+    integration: &str,
+    run_id: &str,
+    state: &'static str,
+    change: impl FnMut(&mut RunRecord) -> bool,
+) -> Result<(), BusError> {
+    runs.update(integration, run_id, change).await?;
+    metrics::counter!(peoplesync_runtime::metrics::names::LOADER_RUNS_CHECKED,
+        "integration" => integration.to_owned(), "state" => state)
+    .increment(1);
+    outcomes::purge(bus, integration, run_id).await
+}
+
 /// Moves `not_applied` written records to dead-lettered and `skipped` to filtered.
 fn move_written(counts: &mut OutcomeCounts, not_applied: u64, skipped: u64) {
     let not_applied = not_applied.min(counts.written);
@@ -362,34 +380,6 @@ fn move_written(counts: &mut OutcomeCounts, not_applied: u64, skipped: u64) {
     let skipped = skipped.min(counts.written);
     counts.written -= skipped;
     counts.filtered += skipped;
-}
-
-/// Drops the applied hash under `key` if `run_id` wrote it last, so the next run sends the
-/// record again. Failures are logged: the record then waits for a change in Sage People.
-pub async fn forget_applied(bus: &Bus, key: &str, run_id: &str) {
-    if key.is_empty() {
-        return;
-    }
-    let store = bus.applied_kv();
-    let entry = match store.entry(key).await {
-        Ok(Some(entry)) if entry.operation == async_nats::jetstream::kv::Operation::Put => entry,
-        Ok(_) => return,
-        Err(err) => {
-            tracing::warn!(key, error = %err, "cannot read an applied hash to drop it");
-            return;
-        }
-    };
-    let ours = serde_json::from_slice::<crate::applied::AppliedRecord>(&entry.value)
-        .is_ok_and(|applied| applied.run_id == run_id);
-    if !ours {
-        return;
-    }
-    if let Err(err) = store
-        .delete_expect_revision(key, Some(entry.revision))
-        .await
-    {
-        tracing::warn!(key, error = %err, "cannot drop an applied hash; the record is sent again only once it changes");
-    }
 }
 
 fn run_log_counts(log: &RunLog) -> RunLogCounts {
