@@ -56,6 +56,30 @@ pub struct StoredEvent {
     pub payload: bytes::Bytes,
 }
 
+/// Up to `max` max-deliveries advisories (the server's notices of worker events it gave up
+/// on), waiting at most `expires` for them; each is acknowledged by the caller once handled.
+pub async fn fetch_advisories(
+    bus: &Bus,
+    max: usize,
+    expires: Duration,
+) -> Result<Vec<jetstream::Message>, BusError> {
+    let consumer = bus.advisory_consumer().await?;
+    let mut batch = consumer
+        .fetch()
+        .max_messages(max)
+        .expires(expires)
+        .messages()
+        .await
+        .map_err(|e| BusError::request("fetching max-deliveries advisories", e))?;
+    let mut advisories = Vec::new();
+    while let Some(advisory) = batch.next().await {
+        if let Ok(advisory) = advisory {
+            advisories.push(advisory);
+        }
+    }
+    Ok(advisories)
+}
+
 /// The work-stream event at `sequence`, or `None` when it is gone (acknowledged or removed).
 /// Used for an event the server gave up delivering, which only its sequence names.
 pub async fn stored_event(bus: &Bus, sequence: u64) -> Result<Option<StoredEvent>, BusError> {

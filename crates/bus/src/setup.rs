@@ -242,22 +242,27 @@ impl Bus {
         &self.client
     }
 
-    /// The JetStream context.
+    /// The JetStream context, for tests that inspect NATS directly (feature `inspect`).
+    #[cfg(feature = "inspect")]
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.js
     }
 
-    /// The integration-config bucket.
+    /// The integration-config bucket, for tests (feature `inspect`).
+    #[cfg(feature = "inspect")]
     pub fn config_kv(&self) -> &kv::Store {
         &self.config
     }
 
-    /// The state bucket: checkpoints, run records, leases, flags.
+    /// The state bucket: checkpoints, run records, leases, flags; for tests (feature
+    /// `inspect`).
+    #[cfg(feature = "inspect")]
     pub fn state_kv(&self) -> &kv::Store {
         &self.state
     }
 
-    /// The applied-record bucket: per worker, the hash of what was last written.
+    /// The applied-record bucket, for tests (feature `inspect`).
+    #[cfg(feature = "inspect")]
     pub fn applied_kv(&self) -> &kv::Store {
         &self.applied
     }
@@ -275,7 +280,7 @@ impl Bus {
     }
 
     /// The durable pull consumer of the max-deliveries advisories, shared by every replica.
-    pub async fn advisory_consumer(&self) -> Result<consumer::PullConsumer, BusError> {
+    pub(crate) async fn advisory_consumer(&self) -> Result<consumer::PullConsumer, BusError> {
         let stream = self
             .js
             .get_stream(names::ADVISORIES_STREAM)
@@ -292,9 +297,15 @@ impl Bus {
             .map_err(|e| BusError::setup(format!("consumer {}", names::ADVISORY_CONSUMER), e))
     }
 
-    /// The durable pull consumer of `integration`'s worker events, shared by every loader
-    /// replica; created (or brought in line with the settings) on first use.
-    pub async fn loader_consumer(
+    /// Creates the durable pull consumer of `integration`'s worker events, shared by every
+    /// loader replica, or brings it in line with the settings.
+    pub async fn prepare_loader_consumer(&self, integration: &str) -> Result<(), BusError> {
+        self.loader_consumer(integration).await.map(drop)
+    }
+
+    /// The durable pull consumer of `integration`'s worker events (see
+    /// [`Bus::prepare_loader_consumer`]).
+    pub(crate) async fn loader_consumer(
         &self,
         integration: &str,
     ) -> Result<consumer::PullConsumer, BusError> {

@@ -47,9 +47,9 @@ async fn setup_is_idempotent_across_replicas() {
     let (a, b) = tokio::join!(bus(&nats), bus(&nats));
     drop((a, b));
     let again = bus(&nats).await;
-    assert!(again.loader_consumer("acme").await.is_ok());
+    assert!(again.prepare_loader_consumer("acme").await.is_ok());
     assert!(
-        again.loader_consumer("acme").await.is_ok(),
+        again.prepare_loader_consumer("acme").await.is_ok(),
         "binding twice is fine"
     );
 }

@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use peoplesync_bus::{Bus, BusError, DeadLetter, Outcome, codec, consume, dlq, names};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -37,16 +36,7 @@ pub async fn capture(bus: Bus, shutdown: CancellationToken) {
 }
 
 async fn capture_batch(bus: &Bus) -> Result<(), BusError> {
-    let consumer = bus.advisory_consumer().await?;
-    let mut batch = consumer
-        .fetch()
-        .max_messages(20)
-        .expires(Duration::from_secs(5))
-        .messages()
-        .await
-        .map_err(|e| BusError::request("fetching max-deliveries advisories", e))?;
-    while let Some(advisory) = batch.next().await {
-        let Ok(advisory) = advisory else { continue };
+    for advisory in consume::fetch_advisories(bus, 20, Duration::from_secs(5)).await? {
         match serde_json::from_slice::<MaxDeliveries>(&advisory.payload) {
             Ok(info) => dead_letter(bus, info).await?,
             Err(err) => {

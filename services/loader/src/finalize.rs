@@ -271,22 +271,13 @@ impl Finalizer {
         }
     }
 
-    /// Whether a failed run will be resumed: the extractor keeps a run's checkpoint
-    /// (`checkpoint.<integration>` in the state bucket) exactly while it means to resume it
-    /// (quota, transient failures) and clears it when the failure is final (configuration), so
-    /// a failed run without its checkpoint is over and its portion can be closed with what it
-    /// loaded.
+    /// Whether a failed run will be resumed: the extractor keeps a run's checkpoint exactly
+    /// while it means to resume it (quota, transient failures) and clears it when the failure
+    /// is final (configuration), so a failed run without its checkpoint is over and its portion
+    /// can be closed with what it loaded.
     async fn resumes(&self, integration: &str, run_id: &str) -> Result<bool, BusError> {
-        let key = format!("checkpoint.{integration}");
-        let value = self
-            .bus
-            .state_kv()
-            .get(&key)
-            .await
-            .map_err(|e| BusError::request(format!("reading {key}"), e))?;
-        Ok(value
-            .and_then(|v| serde_json::from_slice::<serde_json::Value>(&v).ok())
-            .is_some_and(|c| c.get("run_id").and_then(|r| r.as_str()) == Some(run_id)))
+        let checkpoint = self.bus.checkpoints().load(integration).await?;
+        Ok(checkpoint.is_some_and(|c| c.run_id == run_id))
     }
 
     /// Finalizes the run if every event is accounted for; returns the events not yet counted

@@ -159,7 +159,7 @@ async fn mark_ready(
     for integration in integrations {
         loader
             .bus()
-            .loader_consumer(integration)
+            .prepare_loader_consumer(integration)
             .await
             .with_context(|| format!("binding the worker consumer of {integration}"))?;
     }

@@ -59,7 +59,7 @@ async fn an_nkey_user_connects_with_its_seed_and_another_seed_is_refused() {
     let nats = NatsServer::start_with_config(&config);
     let nkey = |seed: String| with_auth(NatsAuth::NKey(SecretString::from(seed)));
     let bus = connect(nats.url(), &nkey(seed)).await.unwrap();
-    assert!(bus.loader_consumer("acme").await.is_ok());
+    assert!(bus.prepare_loader_consumer("acme").await.is_ok());
 
     let stranger = nkeys::KeyPair::new_user().seed().unwrap();
     assert_refused(
@@ -75,7 +75,7 @@ async fn user_and_password_right_connects_wrong_is_refused() {
     let bus = connect(nats.url(), &user("bob", "s3cret-pw"))
         .await
         .unwrap();
-    assert!(bus.loader_consumer("acme").await.is_ok());
+    assert!(bus.prepare_loader_consumer("acme").await.is_ok());
 
     assert_refused(
         connect(nats.url(), &user("bob", "wrong-pw")).await,
@@ -98,7 +98,7 @@ async fn a_user_of_an_account_with_jetstream_sets_the_topology_up() {
     let bus = connect(nats.url(), &user("peoplesync", "acct-pw"))
         .await
         .unwrap();
-    assert!(bus.loader_consumer("acme").await.is_ok());
+    assert!(bus.prepare_loader_consumer("acme").await.is_ok());
     assert_refused(
         connect(nats.url(), &user("peoplesync", "nope")).await,
         "NATS_USER/NATS_PASSWORD",
@@ -110,7 +110,7 @@ async fn a_user_of_an_account_with_jetstream_sets_the_topology_up() {
 async fn token_right_connects_wrong_is_refused() {
     let nats = NatsServer::start_with_config(TOKEN_CONFIG);
     let bus = connect(nats.url(), &token("t0ken-value")).await.unwrap();
-    assert!(bus.loader_consumer("acme").await.is_ok());
+    assert!(bus.prepare_loader_consumer("acme").await.is_ok());
     assert_refused(
         connect(nats.url(), &token("not-the-token")).await,
         "NATS_TOKEN",
@@ -125,7 +125,7 @@ async fn credentials_in_the_url_are_honoured() {
     let bus = connect(&with_credentials, &ConnectSettings::default())
         .await
         .unwrap();
-    assert!(bus.loader_consumer("acme").await.is_ok());
+    assert!(bus.prepare_loader_consumer("acme").await.is_ok());
 
     let wrong = nats.url().replace("nats://", "nats://bob:bad-pw@");
     assert_refused(
@@ -146,7 +146,7 @@ async fn a_dead_first_seed_url_falls_through_to_the_next() {
         .port();
     let seeds = format!("nats://127.0.0.1:{dead_port} , {}", nats.url());
     let bus = connect(&seeds, &token("t0ken-value")).await.unwrap();
-    assert!(bus.loader_consumer("acme").await.is_ok());
+    assert!(bus.prepare_loader_consumer("acme").await.is_ok());
 }
 
 #[tokio::test]

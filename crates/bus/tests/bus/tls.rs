@@ -94,7 +94,7 @@ async fn a_private_ca_is_trusted_once_named_and_a_verifying_server_takes_the_cli
         .await
         .expect("connects in time")
         .expect("the CA and the client certificate are accepted");
-    assert!(bus.loader_consumer("acme").await.is_ok());
+    assert!(bus.prepare_loader_consumer("acme").await.is_ok());
 
     // Without the CA the server's certificate is not trusted; without a client certificate the
     // server refuses the client: neither connects (the client reports each failed attempt and
