@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
-use async_nats::jetstream::{self, consumer::PullConsumer, consumer::pull};
+use async_nats::jetstream::{self, consumer, consumer::PullConsumer, consumer::pull};
 use futures::StreamExt;
 
 use crate::{Bus, BusError, names};
@@ -54,6 +54,37 @@ pub struct StoredEvent {
     pub subject: String,
     /// The encoded `WorkerEvent`.
     pub payload: bytes::Bytes,
+}
+
+/// Reads every message of `stream` under `filter` once, in order, through an ordered consumer:
+/// the messages (none when there are none) and how many there are. `what` names the read in
+/// errors.
+pub(crate) async fn read_ordered(
+    js: &jetstream::Context,
+    stream: &str,
+    filter: String,
+    what: &str,
+) -> Result<(Option<consumer::pull::Ordered>, u64), BusError> {
+    let stream = js
+        .get_stream_no_info(stream)
+        .await
+        .map_err(|e| BusError::request(what, e))?;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: filter,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| BusError::request(what, e))?;
+    let pending = consumer.cached_info().num_pending;
+    if pending == 0 {
+        return Ok((None, 0));
+    }
+    let messages = consumer
+        .messages()
+        .await
+        .map_err(|e| BusError::request(what, e))?;
+    Ok((Some(messages), pending))
 }
 
 /// Up to `max` max-deliveries advisories (the server's notices of worker events it gave up

@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use crate::consume::read_ordered;
 use crate::setup::StreamSpec;
 use crate::{BusError, Publisher};
 
@@ -114,26 +114,12 @@ pub async fn read(
 ) -> Result<Vec<LeaverEntry>, BusError> {
     let js = &bus.js;
     let what = format!("reading the leavers of run {run_id} of {integration}");
-    let stream = js
-        .get_stream_no_info(LEAVERS_STREAM)
-        .await
-        .map_err(|e| BusError::request(what.clone(), e))?;
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: subject(integration, run_id),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| BusError::request(what.clone(), e))?;
-    let mut remaining = consumer.cached_info().num_pending;
+    let (messages, mut remaining) =
+        read_ordered(js, LEAVERS_STREAM, subject(integration, run_id), &what).await?;
     let mut entries = BTreeMap::new();
-    if remaining == 0 {
+    let Some(mut messages) = messages else {
         return Ok(Vec::new());
-    }
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| BusError::request(what.clone(), e))?;
+    };
     while remaining > 0 {
         let message = match tokio::time::timeout(READ_IDLE, messages.next()).await {
             Ok(Some(Ok(message))) => message,

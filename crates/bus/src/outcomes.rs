@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
+use crate::consume::read_ordered;
 use crate::{BusError, Publisher, names};
 
 /// What became of one worker event.
@@ -443,28 +444,8 @@ impl FirstOutcomes {
         run_id: &str,
     ) -> Result<FirstOutcomes, BusError> {
         let what = format!("reading the outcomes of run {run_id} of {integration}");
-        let stream = js
-            .get_stream_no_info(names::OUTCOMES_STREAM)
-            .await
-            .map_err(|e| BusError::request(what.clone(), e))?;
-        let consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: names::outcomes_filter(integration, run_id),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| BusError::request(what.clone(), e))?;
-        let remaining = consumer.cached_info().num_pending;
-        let messages = if remaining == 0 {
-            None
-        } else {
-            Some(
-                consumer
-                    .messages()
-                    .await
-                    .map_err(|e| BusError::request(what.clone(), e))?,
-            )
-        };
+        let filter = names::outcomes_filter(integration, run_id);
+        let (messages, remaining) = read_ordered(js, names::OUTCOMES_STREAM, filter, &what).await?;
         Ok(FirstOutcomes {
             what,
             messages,

@@ -23,6 +23,7 @@ use async_nats::jetstream::{self, consumer};
 use bytes::Bytes;
 use futures::StreamExt;
 
+use crate::consume::read_ordered;
 use crate::names::{self, SEEN_STREAM};
 use crate::setup::StreamSpec;
 use crate::{Bus, BusError, Publisher};
@@ -239,28 +240,8 @@ impl IdReader {
         run_id: &str,
     ) -> Result<IdReader, BusError> {
         let what = format!("reading the seen list of run {run_id} of {integration}");
-        let stream = js
-            .get_stream(SEEN_STREAM)
-            .await
-            .map_err(|e| BusError::request(&what, e))?;
-        let consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: names::seen_run_filter(integration, run_id),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| BusError::request(&what, e))?;
-        let remaining = consumer.cached_info().num_pending;
-        let messages = if remaining == 0 {
-            None
-        } else {
-            Some(
-                consumer
-                    .messages()
-                    .await
-                    .map_err(|e| BusError::request(&what, e))?,
-            )
-        };
+        let filter = names::seen_run_filter(integration, run_id);
+        let (messages, remaining) = read_ordered(js, SEEN_STREAM, filter, &what).await?;
         Ok(IdReader {
             messages,
             remaining,
