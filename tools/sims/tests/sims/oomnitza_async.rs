@@ -13,7 +13,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::oomnitza::{TOKEN, api_get, batch, counts, finalize, post, record, run_log, spawn};
-use crate::http::{Admin, json};
+use crate::http::{Admin, header, json, send};
 
 /// Long enough that a client's next request comes before processing starts, even on a busy
 /// machine; the tests that use it wait for processing, they do not measure it.
@@ -279,27 +279,19 @@ async fn the_connectors_token_check_answers_200_401_and_403() {
     let (sim, client) = spawn(config(Duration::ZERO)).await;
     let url = sim.url();
     let check = |token: &'static str| {
-        client
-            .get(format!("{url}/api/v2/mappings?name=AuthTest"))
-            .header("Authorization2", token)
-            .send()
+        send(
+            client
+                .get(format!("{url}/api/v2/mappings?name=AuthTest"))
+                .header("Authorization2", token),
+        )
     };
-    assert_eq!(
-        check(TOKEN).await.expect("request").status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        check("nope").await.expect("request").status(),
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(check(TOKEN).await.status(), StatusCode::OK);
+    assert_eq!(check("nope").await.status(), StatusCode::UNAUTHORIZED);
     sim.set_faults(OomnitzaFaults {
         forbidden: true,
         ..OomnitzaFaults::default()
     });
-    assert_eq!(
-        check(TOKEN).await.expect("request").status(),
-        StatusCode::FORBIDDEN
-    );
+    assert_eq!(check(TOKEN).await.status(), StatusCode::FORBIDDEN);
     assert_eq!(sim.stats().user_reads, 0, "the check reads no users");
 }
 
@@ -307,16 +299,13 @@ async fn the_connectors_token_check_answers_200_401_and_403() {
 async fn a_password_session_gets_a_csrf_token_whose_echo_is_counted_and_may_be_required() {
     let (sim, client) = spawn(config(Duration::ZERO)).await;
     let url = sim.url();
-    let login = client
-        .post(format!("{url}/api/request_token"))
-        .form(&[("login", "admin"), ("password", "admin-password")])
-        .send()
-        .await
-        .expect("request");
-    let csrf = login
-        .headers()
-        .get("X-CSRF-Token")
-        .and_then(|v| v.to_str().ok())
+    let login = send(
+        client
+            .post(format!("{url}/api/request_token"))
+            .form(&[("login", "admin"), ("password", "admin-password")]),
+    )
+    .await;
+    let csrf = header(&login, "X-CSRF-Token")
         .expect("a CSRF token")
         .to_string();
     let token = json(login).await["token"]
@@ -330,17 +319,11 @@ async fn a_password_session_gets_a_csrf_token_whose_echo_is_counted_and_may_be_r
         if let Some(echo) = echo {
             request = request.header("X-CSRF-Token", echo);
         }
-        request.send()
+        send(request)
     };
-    assert_eq!(
-        get(Some(&csrf)).await.expect("request").status(),
-        StatusCode::OK
-    );
-    assert_eq!(get(None).await.expect("request").status(), StatusCode::OK);
-    assert_eq!(
-        get(Some("forged")).await.expect("request").status(),
-        StatusCode::OK
-    );
+    assert_eq!(get(Some(&csrf)).await.status(), StatusCode::OK);
+    assert_eq!(get(None).await.status(), StatusCode::OK);
+    assert_eq!(get(Some("forged")).await.status(), StatusCode::OK);
     let stats = sim.stats();
     assert_eq!((stats.csrf_echoed, stats.csrf_missing), (1, 2));
     api_get(&client, &url, "/api/v3/users").await;
@@ -351,14 +334,8 @@ async fn a_password_session_gets_a_csrf_token_whose_echo_is_counted_and_may_be_r
         ..sim.behavior()
     })
     .expect("valid behavior");
-    assert_eq!(
-        get(None).await.expect("request").status(),
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        get(Some(&csrf)).await.expect("request").status(),
-        StatusCode::OK
-    );
+    assert_eq!(get(None).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(get(Some(&csrf)).await.status(), StatusCode::OK);
 }
 
 #[tokio::test]
@@ -369,13 +346,13 @@ async fn custom_fields_can_be_read_under_their_exact_ids() {
     post(&client, &sim.url(), &batch("p", vec![record(1)])).await;
     sim.wait_idle().await;
     let filter = format!("{SAGE_USER_ID_FIELD} eq 'a2G7E0000000000001'");
-    let users = client
-        .get(format!("{}/api/v3/users", sim.url()))
-        .header("Authorization2", TOKEN)
-        .query(&[("filter", filter.as_str())])
-        .send()
-        .await
-        .expect("request");
+    let users = send(
+        client
+            .get(format!("{}/api/v3/users", sim.url()))
+            .header("Authorization2", TOKEN)
+            .query(&[("filter", filter.as_str())]),
+    )
+    .await;
     let users = json(users).await;
     assert_eq!(users[0][SAGE_USER_ID_FIELD], "a2G7E0000000000001");
     assert!(users[0].get(SAGE_USER_ID_FIELD.to_lowercase()).is_none());
@@ -404,13 +381,13 @@ async fn a_hundred_thousand_records_are_applied_and_read_back_by_pages_and_by_ke
     let mut seen = 0;
     let mut skip = 0;
     loop {
-        let page = client
-            .get(format!("{url}/api/v3/users"))
-            .header("Authorization2", TOKEN)
-            .query(&[("limit", "1000"), ("skip", &skip.to_string())])
-            .send()
-            .await
-            .expect("request");
+        let page = send(
+            client
+                .get(format!("{url}/api/v3/users"))
+                .header("Authorization2", TOKEN)
+                .query(&[("limit", "1000"), ("skip", &skip.to_string())]),
+        )
+        .await;
         let page = json(page).await;
         let page = page.as_array().expect("array");
         if page.is_empty() {
@@ -432,13 +409,13 @@ async fn a_hundred_thousand_records_are_applied_and_read_back_by_pages_and_by_ke
             .map(|n| format!("'user{n}@example.com'"))
             .collect();
         let filter = format!("email IN [{}]", keys.join(", "));
-        let response = client
-            .get(format!("{url}/api/v3/users"))
-            .header("Authorization2", TOKEN)
-            .query(&[("filter", filter.as_str()), ("limit", "1000")])
-            .send()
-            .await
-            .expect("request");
+        let response = send(
+            client
+                .get(format!("{url}/api/v3/users"))
+                .header("Authorization2", TOKEN)
+                .query(&[("filter", filter.as_str()), ("limit", "1000")]),
+        )
+        .await;
         assert_eq!(response.status(), StatusCode::OK);
         let users = json(response).await;
         assert_eq!(users.as_array().map(Vec::len), Some(keys.len()));

@@ -163,13 +163,13 @@ async fn envelope_errors_are_400_naming_the_problem() {
             "{message:?} should name {needle:?}"
         );
     }
-    let not_json = client
-        .post(format!("{}/api/v3/bulk", sim.url()))
-        .header("Authorization2", TOKEN)
-        .body("{not json")
-        .send()
-        .await
-        .expect("request");
+    let not_json = send(
+        client
+            .post(format!("{}/api/v3/bulk", sim.url()))
+            .header("Authorization2", TOKEN)
+            .body("{not json"),
+    )
+    .await;
     assert_eq!(not_json.status(), StatusCode::BAD_REQUEST);
     assert!(sim.users().is_empty());
     assert_eq!(

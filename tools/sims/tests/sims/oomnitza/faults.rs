@@ -18,13 +18,7 @@ async fn rate_limit_answers_429_with_retry_after() {
     for _ in 0..6 {
         let response = api_get(&client, &sim.url(), "/api/v3/users").await;
         if response.status() == StatusCode::TOO_MANY_REQUESTS {
-            assert_eq!(
-                response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok()),
-                Some("7")
-            );
+            assert_eq!(header(&response, "retry-after"), Some("7"));
         }
         statuses.push(response.status().as_u16());
     }
@@ -50,13 +44,7 @@ async fn retry_after_defaults_to_one_second() {
     .await;
     let response = api_get(&client, &sim.url(), "/api/v3/users").await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(
-        response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
-        Some("1")
-    );
+    assert_eq!(header(&response, "retry-after"), Some("1"));
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ mod users;
 
 use std::time::{Duration, Instant};
 
-use crate::http::{Admin, assert_stopped, json};
+use crate::http::{Admin, assert_stopped, header, json, send};
 use peoplesync_sims::oomnitza::{OomnitzaConfig, OomnitzaFaults, OomnitzaSim, SAGE_USER_ID_FIELD};
 use reqwest::Method;
 use reqwest::{Client, StatusCode};
@@ -67,12 +67,12 @@ pub(super) async fn finalize(client: &Client, url: &str, portion: &str) -> reqwe
 }
 
 pub(super) async fn api_get(client: &Client, url: &str, path: &str) -> reqwest::Response {
-    client
-        .get(format!("{url}{path}"))
-        .header("Authorization2", TOKEN)
-        .send()
-        .await
-        .expect("request")
+    send(
+        client
+            .get(format!("{url}{path}"))
+            .header("Authorization2", TOKEN),
+    )
+    .await
 }
 
 pub(super) async fn run_log(client: &Client, url: &str, portion: &str) -> Value {

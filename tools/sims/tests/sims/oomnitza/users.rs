@@ -13,13 +13,13 @@ async fn seeded_users() -> (OomnitzaSim, Client) {
 }
 
 async fn list(client: &Client, url: &str, query: &[(&str, &str)]) -> reqwest::Response {
-    client
-        .get(format!("{url}/api/v3/users"))
-        .header("Authorization2", TOKEN)
-        .query(query)
-        .send()
-        .await
-        .expect("request")
+    send(
+        client
+            .get(format!("{url}/api/v3/users"))
+            .header("Authorization2", TOKEN)
+            .query(query),
+    )
+    .await
 }
 
 async fn emails(response: reqwest::Response) -> Vec<String> {
@@ -42,13 +42,7 @@ async fn users_are_listed_with_lower_case_attribute_names() {
         &[("filter", "email eq 'user2@example.com'")],
     )
     .await;
-    assert_eq!(
-        response
-            .headers()
-            .get("x-total-count")
-            .and_then(|v| v.to_str().ok()),
-        Some("1")
-    );
+    assert_eq!(header(&response, "x-total-count"), Some("1"));
     let users = json(response).await;
     let u = &users[0];
     assert_eq!(u["username"], "user2@example.com");
@@ -105,12 +99,7 @@ async fn users_are_sorted_and_paged() {
         &[("sortby", "email desc"), ("skip", "1"), ("limit", "2")],
     )
     .await;
-    assert_eq!(
-        page.headers()
-            .get("x-total-count")
-            .and_then(|v| v.to_str().ok()),
-        Some("5")
-    );
+    assert_eq!(header(&page, "x-total-count"), Some("5"));
     assert_eq!(
         emails(page).await,
         ["user4@example.com", "user3@example.com"]
