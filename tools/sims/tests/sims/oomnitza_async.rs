@@ -12,7 +12,10 @@ use peoplesync_sims::oomnitza::{
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::oomnitza::{TOKEN, api_get, batch, counts, finalize, post, record, run_log, spawn};
+use super::oomnitza::{
+    TOKEN, api_get, batch, counts, finalize, list_users, post, record, request_token, run_log,
+    spawn,
+};
 use crate::http::{Admin, header, json, send};
 
 /// Long enough that a client's next request comes before processing starts, even on a busy
@@ -299,12 +302,7 @@ async fn the_connectors_token_check_answers_200_401_and_403() {
 async fn a_password_session_gets_a_csrf_token_whose_echo_is_counted_and_may_be_required() {
     let (sim, client) = spawn(config(Duration::ZERO)).await;
     let url = sim.url();
-    let login = send(
-        client
-            .post(format!("{url}/api/request_token"))
-            .form(&[("login", "admin"), ("password", "admin-password")]),
-    )
-    .await;
+    let login = request_token(&client, &url, "admin-password").await;
     let csrf = header(&login, "X-CSRF-Token")
         .expect("a CSRF token")
         .to_string();
@@ -346,13 +344,7 @@ async fn custom_fields_can_be_read_under_their_exact_ids() {
     post(&client, &sim.url(), &batch("p", vec![record(1)])).await;
     sim.wait_idle().await;
     let filter = format!("{SAGE_USER_ID_FIELD} eq 'a2G7E0000000000001'");
-    let users = send(
-        client
-            .get(format!("{}/api/v3/users", sim.url()))
-            .header("Authorization2", TOKEN)
-            .query(&[("filter", filter.as_str())]),
-    )
-    .await;
+    let users = list_users(&client, &sim.url(), &[("filter", filter.as_str())]).await;
     let users = json(users).await;
     assert_eq!(users[0][SAGE_USER_ID_FIELD], "a2G7E0000000000001");
     assert!(users[0].get(SAGE_USER_ID_FIELD.to_lowercase()).is_none());
@@ -381,13 +373,8 @@ async fn a_hundred_thousand_records_are_applied_and_read_back_by_pages_and_by_ke
     let mut seen = 0;
     let mut skip = 0;
     loop {
-        let page = send(
-            client
-                .get(format!("{url}/api/v3/users"))
-                .header("Authorization2", TOKEN)
-                .query(&[("limit", "1000"), ("skip", &skip.to_string())]),
-        )
-        .await;
+        let skip_text = skip.to_string();
+        let page = list_users(&client, &url, &[("limit", "1000"), ("skip", &skip_text)]).await;
         let page = json(page).await;
         let page = page.as_array().expect("array");
         if page.is_empty() {
@@ -409,13 +396,8 @@ async fn a_hundred_thousand_records_are_applied_and_read_back_by_pages_and_by_ke
             .map(|n| format!("'user{n}@example.com'"))
             .collect();
         let filter = format!("email IN [{}]", keys.join(", "));
-        let response = send(
-            client
-                .get(format!("{url}/api/v3/users"))
-                .header("Authorization2", TOKEN)
-                .query(&[("filter", filter.as_str()), ("limit", "1000")]),
-        )
-        .await;
+        let query = [("filter", filter.as_str()), ("limit", "1000")];
+        let response = list_users(&client, &url, &query).await;
         assert_eq!(response.status(), StatusCode::OK);
         let users = json(response).await;
         assert_eq!(users.as_array().map(Vec::len), Some(keys.len()));

@@ -28,12 +28,7 @@ async fn missing_or_wrong_authorization2_gives_401() {
 async fn request_token_with_login_and_password_issues_a_usable_token() {
     let (sim, client) = spawn_default().await;
     let url = sim.url();
-    let ok = send(
-        client
-            .post(format!("{url}/api/request_token"))
-            .form(&[("login", "admin"), ("password", "admin-password")]),
-    )
-    .await;
+    let ok = request_token(&client, &url, "admin-password").await;
     assert_eq!(ok.status(), StatusCode::OK);
     let token = json(ok).await["token"].as_str().expect("token").to_string();
     assert_ne!(token, TOKEN);
@@ -44,12 +39,7 @@ async fn request_token_with_login_and_password_issues_a_usable_token() {
     )
     .await;
     assert_eq!(users.status(), StatusCode::OK);
-    let bad = send(
-        client
-            .post(format!("{url}/api/request_token"))
-            .form(&[("login", "admin"), ("password", "wrong")]),
-    )
-    .await;
+    let bad = request_token(&client, &url, "wrong").await;
     assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -59,11 +49,7 @@ async fn forbidden_fault_gives_403_to_a_valid_token() {
         forbidden: true,
         ..OomnitzaFaults::default()
     };
-    let (sim, client) = spawn(OomnitzaConfig {
-        faults,
-        ..OomnitzaConfig::default()
-    })
-    .await;
+    let (sim, client) = spawn_faulty(faults).await;
     assert_eq!(
         api_get(&client, &sim.url(), "/api/v3/users").await.status(),
         StatusCode::FORBIDDEN

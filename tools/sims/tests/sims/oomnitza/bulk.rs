@@ -163,13 +163,8 @@ async fn envelope_errors_are_400_naming_the_problem() {
             "{message:?} should name {needle:?}"
         );
     }
-    let not_json = send(
-        client
-            .post(format!("{}/api/v3/bulk", sim.url()))
-            .header("Authorization2", TOKEN)
-            .body("{not json"),
-    )
-    .await;
+    let not_json =
+        send(api(&client, Method::POST, &sim.url(), "/api/v3/bulk").body("{not json")).await;
     assert_eq!(not_json.status(), StatusCode::BAD_REQUEST);
     assert!(sim.users().is_empty());
     assert_eq!(
@@ -230,11 +225,7 @@ async fn poison_emails_refuse_their_batch() {
         poison_emails: vec!["USER2@example.com".into()],
         ..OomnitzaFaults::default()
     };
-    let (sim, client) = spawn(OomnitzaConfig {
-        faults,
-        ..OomnitzaConfig::default()
-    })
-    .await;
+    let (sim, client) = spawn_faulty(faults).await;
     let response = post(&client, &sim.url(), &batch("p", vec![record(1), record(2)])).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(json(response).await["records"][0]["index"], 1);

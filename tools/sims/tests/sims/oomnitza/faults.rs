@@ -9,11 +9,7 @@ async fn rate_limit_answers_429_with_retry_after() {
         retry_after_secs: Some(7),
         ..OomnitzaFaults::default()
     };
-    let (sim, client) = spawn(OomnitzaConfig {
-        faults,
-        ..OomnitzaConfig::default()
-    })
-    .await;
+    let (sim, client) = spawn_faulty(faults).await;
     let mut statuses = Vec::new();
     for _ in 0..6 {
         let response = api_get(&client, &sim.url(), "/api/v3/users").await;
@@ -37,11 +33,7 @@ async fn retry_after_defaults_to_one_second() {
         rate_limit_per_sec: Some(0),
         ..OomnitzaFaults::default()
     };
-    let (sim, client) = spawn(OomnitzaConfig {
-        faults,
-        ..OomnitzaConfig::default()
-    })
-    .await;
+    let (sim, client) = spawn_faulty(faults).await;
     let response = api_get(&client, &sim.url(), "/api/v3/users").await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(header(&response, "retry-after"), Some("1"));
@@ -53,11 +45,7 @@ async fn transient_failures_and_outages_answer_503() {
         transient_failure_rate: 1.0,
         ..OomnitzaFaults::default()
     };
-    let (sim, client) = spawn(OomnitzaConfig {
-        faults,
-        ..OomnitzaConfig::default()
-    })
-    .await;
+    let (sim, client) = spawn_faulty(faults).await;
     let response = post(&client, &sim.url(), &batch("p", vec![record(1)])).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(sim.users().is_empty());
@@ -97,11 +85,7 @@ async fn latency_applies_and_concurrent_requests_are_tracked() {
         latency_ms: 200,
         ..OomnitzaFaults::default()
     };
-    let (sim, client) = spawn(OomnitzaConfig {
-        faults,
-        ..OomnitzaConfig::default()
-    })
-    .await;
+    let (sim, client) = spawn_faulty(faults).await;
     let started = Instant::now();
     let requests: Vec<_> = (0..5)
         .map(|_| {
