@@ -17,10 +17,7 @@ async fn missing_or_wrong_authorization2_gives_401() {
         StatusCode::UNAUTHORIZED,
         "the header is Authorization2"
     );
-    assert_eq!(
-        api_get(&client, &sim.url(), "/api/v3/users").await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(users_status(&client, &sim.url()).await, StatusCode::OK);
     assert_eq!(sim.stats().status_counts[&401], 3);
 }
 
@@ -51,7 +48,7 @@ async fn forbidden_fault_gives_403_to_a_valid_token() {
     };
     let (sim, client) = spawn_faulty(faults).await;
     assert_eq!(
-        api_get(&client, &sim.url(), "/api/v3/users").await.status(),
+        users_status(&client, &sim.url()).await,
         StatusCode::FORBIDDEN
     );
     let response = post(&client, &sim.url(), &batch("p", vec![record(1)])).await;

@@ -21,10 +21,7 @@ async fn rate_limit_answers_429_with_retry_after() {
     assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
     assert_eq!(sim.stats().requests_429, 3);
     tokio::time::sleep(Duration::from_millis(1_050)).await;
-    assert_eq!(
-        api_get(&client, &sim.url(), "/api/v3/users").await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(users_status(&client, &sim.url()).await, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -56,9 +53,7 @@ async fn transient_failures_and_outages_answer_503() {
     });
     let mut failures = 0;
     for _ in 0..200 {
-        if api_get(&client, &sim.url(), "/api/v3/users").await.status()
-            == StatusCode::SERVICE_UNAVAILABLE
-        {
+        if users_status(&client, &sim.url()).await == StatusCode::SERVICE_UNAVAILABLE {
             failures += 1;
         }
     }
@@ -69,14 +64,11 @@ async fn transient_failures_and_outages_answer_503() {
         ..OomnitzaFaults::default()
     });
     assert_eq!(
-        api_get(&client, &sim.url(), "/api/v3/users").await.status(),
+        users_status(&client, &sim.url()).await,
         StatusCode::SERVICE_UNAVAILABLE
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(
-        api_get(&client, &sim.url(), "/api/v3/users").await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(users_status(&client, &sim.url()).await, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -90,7 +82,7 @@ async fn latency_applies_and_concurrent_requests_are_tracked() {
     let requests: Vec<_> = (0..5)
         .map(|_| {
             let (client, url) = (client.clone(), sim.url());
-            tokio::spawn(async move { api_get(&client, &url, "/api/v3/users").await.status() })
+            tokio::spawn(async move { users_status(&client, &url).await })
         })
         .collect();
     for r in requests {

@@ -96,6 +96,11 @@ pub(super) async fn api_get(client: &Client, url: &str, path: &str) -> reqwest::
     send(api(client, Method::GET, url, path)).await
 }
 
+/// The status of `GET /api/v3/users` with the API token.
+pub(super) async fn users_status(client: &Client, url: &str) -> StatusCode {
+    api_get(client, url, "/api/v3/users").await.status()
+}
+
 pub(super) async fn run_log(client: &Client, url: &str, portion: &str) -> Value {
     json(
         api_get(

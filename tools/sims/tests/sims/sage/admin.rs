@@ -4,11 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn admin_endpoints_drive_the_sim_and_are_not_api_calls() {
-    let (sim, client) = spawn(SageConfig {
-        page_size: PageSize::Fixed(100),
-        ..config(10)
-    })
-    .await;
+    let (sim, client) = spawn(paged(10, PageSize::Fixed(100))).await;
     let url = sim.url();
     let admin = Admin::new(&client, &url);
     let t = token(&client, &url).await;

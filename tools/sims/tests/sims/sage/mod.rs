@@ -31,6 +31,14 @@ fn config(workers: u64) -> SageConfig {
     }
 }
 
+/// An org of `workers` workers served in pages of `page_size`.
+fn paged(workers: u64, page_size: PageSize) -> SageConfig {
+    SageConfig {
+        page_size,
+        ..config(workers)
+    }
+}
+
 async fn spawn(config: SageConfig) -> (SageSim, Client) {
     let sim = SageSim::spawn(config).await.expect("sim starts");
     (sim, Client::new())

@@ -4,11 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn paging_returns_every_worker_once_in_id_order_with_varying_pages() {
-    let (sim, client, t) = session(SageConfig {
-        page_size: PageSize::Varying { min: 10, max: 40 },
-        ..config(237)
-    })
-    .await;
+    let (sim, client, t) = session(paged(237, PageSize::Varying { min: 10, max: 40 })).await;
     let (ids, sizes) = walk(&client, &sim.url(), &t, None).await;
     let expected: Vec<String> = (0..237).map(worker_id).collect();
     assert_eq!(ids, expected);
@@ -40,9 +36,8 @@ async fn served_records_are_the_generated_ones() {
 #[tokio::test]
 async fn fixed_page_size_and_empty_data_end_style() {
     let (sim, client, t) = session(SageConfig {
-        page_size: PageSize::Fixed(4),
         end_style: EndStyle::EmptyData,
-        ..config(10)
+        ..paged(10, PageSize::Fixed(4))
     })
     .await;
     let (ids, sizes) = walk(&client, &sim.url(), &t, None).await;
@@ -65,11 +60,7 @@ async fn rereading_a_page_with_the_same_marker_gives_the_same_page() {
 
 #[tokio::test]
 async fn a_large_org_is_served_lazily_deep_into_the_list() {
-    let (sim, client, t) = session(SageConfig {
-        page_size: PageSize::Fixed(400),
-        ..config(1_000_000)
-    })
-    .await;
+    let (sim, client, t) = session(paged(1_000_000, PageSize::Fixed(400))).await;
     let first = json(get(&client, &sim.url(), &t, &[]).await).await;
     assert_eq!(first["data"].as_array().map(Vec::len), Some(400));
     let deep = json(get(&client, &sim.url(), &t, &[("marker", &worker_id(999_990))]).await).await;
@@ -120,11 +111,7 @@ async fn reject_markers_fault_refuses_every_marker_but_not_the_first_page() {
 
 #[tokio::test]
 async fn marker_of_a_removed_worker_still_continues_the_list() {
-    let (sim, client, t) = session(SageConfig {
-        page_size: PageSize::Fixed(3),
-        ..config(10)
-    })
-    .await;
+    let (sim, client, t) = session(paged(10, PageSize::Fixed(3))).await;
     sim.remove_worker(&worker_id(5));
     let page = json(get(&client, &sim.url(), &t, &[("marker", &worker_id(5))]).await).await;
     assert_eq!(page["data"][0]["id"], worker_id(6).as_str());
@@ -177,11 +164,7 @@ async fn one_employee_is_served_as_one_object_in_data_or_404() {
 
 #[tokio::test]
 async fn filter_selects_by_nested_fields_booleans_and_or() {
-    let (sim, client, t) = session(SageConfig {
-        page_size: PageSize::Fixed(25),
-        ..config(300)
-    })
-    .await;
+    let (sim, client, t) = session(paged(300, PageSize::Fixed(25))).await;
     let filter = "workAddress.country eq 'France' and currentEmployment.active eq true or hrDepartment eq 'R&D'";
     let (ids, _) = walk(&client, &sim.url(), &t, Some(filter)).await;
     let expected: Vec<String> = (0..300)
