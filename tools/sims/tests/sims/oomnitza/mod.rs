@@ -86,6 +86,11 @@ pub(super) async fn post(client: &Client, url: &str, body: &Value) -> reqwest::R
     api_post(client, url, "/api/v3/bulk", body).await
 }
 
+/// `POST /api/v3/bulk`, which the simulator must accept (`200`).
+pub(super) async fn post_accepted(client: &Client, url: &str, body: &Value) {
+    assert_eq!(post(client, url, body).await.status(), StatusCode::OK);
+}
+
 /// `POST /api/v3/bulk/{portion}/finalize`.
 pub(super) async fn finalize(client: &Client, url: &str, portion: &str) -> reqwest::Response {
     let path = format!("/api/v3/bulk/{portion}/finalize");
@@ -111,6 +116,11 @@ pub(super) async fn run_log(client: &Client, url: &str, portion: &str) -> Value 
         .await,
     )
     .await
+}
+
+/// The fields `keys` of `value`, in order, to compare at once.
+pub(super) fn fields<const N: usize>(value: &Value, keys: [&str; N]) -> [Value; N] {
+    keys.map(|key| value[key].clone())
 }
 
 /// The run log's counts, after waiting until nothing of the portion is processing.
