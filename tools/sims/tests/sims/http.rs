@@ -1,5 +1,6 @@
 //! What both simulators' tests share: a simulator's `/_admin` API over HTTP, sending a request
-//! that must be answered, reading a header, and reading a JSON body (a body that is not JSON fails the test, showing the text it was).
+//! that must be answered, reading a header, and reading a JSON body (a body that is not JSON
+//! fails the test, showing the text it was).
 
 use std::time::Duration;
 
