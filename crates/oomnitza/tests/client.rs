@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use peoplesync_oomnitza::{
     BulkRequest, ErrorKind, Finalize, OomnitzaAuth, OomnitzaClient, OomnitzaConfig, PortionStatus,
-    RetryPolicy,
+    RetryPolicy, RunCounts,
 };
 use peoplesync_sims::oomnitza::{
     OomnitzaBehavior, OomnitzaConfig as SimConfig, OomnitzaFaults, OomnitzaSim, SAGE_USER_ID_FIELD,
@@ -34,6 +34,13 @@ async fn spawn_with(behavior: OomnitzaBehavior) -> OomnitzaSim {
     })
     .await
     .expect("the simulator starts")
+}
+
+/// A simulator with `faults` on from its first request.
+async fn spawn_faulty(faults: OomnitzaFaults) -> OomnitzaSim {
+    let sim = spawn().await;
+    sim.set_faults(faults);
+    sim
 }
 
 /// A client that logs in with the simulator's login and password.
@@ -136,10 +143,8 @@ mod bulk {
         let sim = spawn().await;
         let client = client(&sim);
         let records = users(0..5);
-        let sync_field = sync_field();
-        let batch = request(PORTION, &sync_field, &records);
-        client.post_bulk(&batch).await.unwrap();
-        client.post_bulk(&batch).await.unwrap();
+        post(&client, &records).await.unwrap();
+        post(&client, &records).await.unwrap();
         sim.wait_idle().await;
         assert_eq!(sim.users().len(), 5);
         assert_eq!(sim.stats().records_unchanged, 5);
@@ -185,17 +190,13 @@ mod bulk {
 
     #[tokio::test]
     async fn a_poisoned_email_is_rejected() {
-        let sim = spawn().await;
-        sim.set_faults(OomnitzaFaults {
+        let sim = spawn_faulty(OomnitzaFaults {
             poison_emails: vec!["WORKER.1@example.com".into()],
             ..OomnitzaFaults::default()
-        });
+        })
+        .await;
         let records = users(0..3);
-        let sync_field = sync_field();
-        let error = client(&sim)
-            .post_bulk(&request(PORTION, &sync_field, &records))
-            .await
-            .unwrap_err();
+        let error = post(&client(&sim), &records).await.unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Rejected, "{error}");
         assert_eq!(error.status(), Some(422));
     }
@@ -236,12 +237,12 @@ mod bulk {
 
     #[tokio::test]
     async fn a_rate_limit_is_transient_with_retry_after() {
-        let sim = spawn().await;
-        sim.set_faults(OomnitzaFaults {
+        let sim = spawn_faulty(OomnitzaFaults {
             rate_limit_per_sec: Some(2),
             retry_after_secs: Some(7),
             ..OomnitzaFaults::default()
-        });
+        })
+        .await;
         let client = client(&sim);
         let records = users(0..1);
         let sync_field = sync_field();
@@ -261,17 +262,13 @@ mod bulk {
 
     #[tokio::test]
     async fn a_bulk_post_is_tried_once_only() {
-        let sim = spawn().await;
-        sim.set_faults(OomnitzaFaults {
+        let sim = spawn_faulty(OomnitzaFaults {
             outage_for_ms: Some(60_000),
             ..OomnitzaFaults::default()
-        });
+        })
+        .await;
         let records = users(0..1);
-        let sync_field = sync_field();
-        let error = client(&sim)
-            .post_bulk(&request(PORTION, &sync_field, &records))
-            .await
-            .unwrap_err();
+        let error = post(&client(&sim), &records).await.unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
         assert_eq!(error.status(), Some(503));
         assert_eq!(sim.stats().api_requests, 1);
@@ -346,18 +343,12 @@ mod portions {
     async fn the_run_log_counts_each_outcome() {
         let sim = spawn().await;
         let client = client(&sim);
-        let sync_field = sync_field();
-        client
-            .post_bulk(&request(PORTION, &sync_field, &users(0..4)))
-            .await
-            .unwrap();
+        post(&client, &users(0..4)).await.unwrap();
         let mut second = users(2..6);
         second[0].insert("FIRST_NAME".into(), json!("Renamed"));
-        client
-            .post_bulk(&request(PORTION, &sync_field, &second))
-            .await
-            .unwrap();
+        post(&client, &second).await.unwrap();
         let create_only = users(0..1);
+        let sync_field = sync_field();
         client
             .post_bulk(&BulkRequest {
                 insert_only: true,
@@ -367,20 +358,14 @@ mod portions {
             .unwrap();
         sim.wait_portion_idle(PORTION).await;
         let log = client.run_log(PORTION).await.unwrap();
-        let c = &log.counts;
-        assert_eq!(
-            (
-                c.added,
-                c.updated,
-                c.unchanged,
-                c.skipped,
-                c.failed,
-                c.canceled,
-                c.processing
-            ),
-            (6, 1, 1, 1, 0, 0, 0),
-            "{log:?}"
-        );
+        let expected = RunCounts {
+            added: 6,
+            updated: 1,
+            unchanged: 1,
+            skipped: 1,
+            ..RunCounts::default()
+        };
+        assert_eq!(log.counts, expected, "{log:?}");
         assert!(log.failed_messages().is_empty() && log.fatal_errors().is_empty());
         assert_eq!(
             log.other.get("connector"),
@@ -391,17 +376,13 @@ mod portions {
 
     #[tokio::test]
     async fn the_run_log_counts_records_still_processing() {
-        let sim = spawn().await;
-        sim.set_faults(OomnitzaFaults {
+        let sim = spawn_faulty(OomnitzaFaults {
             processing_paused: true,
             ..OomnitzaFaults::default()
-        });
+        })
+        .await;
         let client = client(&sim);
-        let sync_field = sync_field();
-        client
-            .post_bulk(&request(PORTION, &sync_field, &users(0..3)))
-            .await
-            .unwrap();
+        post(&client, &users(0..3)).await.unwrap();
         let log = client.run_log(PORTION).await.unwrap();
         assert_eq!((log.processing(), log.counts.added), (3, 0), "{log:?}");
         sim.set_faults(OomnitzaFaults::default());
@@ -426,11 +407,7 @@ mod reading {
     async fn seeded(records: &[Map<String, Value>]) -> (OomnitzaSim, OomnitzaClient) {
         let sim = spawn().await;
         let client = client(&sim);
-        let sync_field = sync_field();
-        client
-            .post_bulk(&request(PORTION, &sync_field, records))
-            .await
-            .expect("the batch is accepted");
+        post(&client, records).await.expect("the batch is accepted");
         sim.wait_idle().await;
         (sim, client)
     }
@@ -553,11 +530,11 @@ mod reading {
 
     #[tokio::test]
     async fn reads_give_up_after_the_policy_and_say_so() {
-        let sim = spawn().await;
-        sim.set_faults(OomnitzaFaults {
+        let sim = spawn_faulty(OomnitzaFaults {
             outage_for_ms: Some(60_000),
             ..OomnitzaFaults::default()
-        });
+        })
+        .await;
         let mut config = OomnitzaConfig::new(
             sim.url(),
             OomnitzaAuth::ApiToken(SecretString::from(SimConfig::default().api_token)),
@@ -578,23 +555,19 @@ mod reading {
 
     #[tokio::test]
     async fn a_slow_server_hits_the_request_timeout() {
-        let sim = spawn().await;
-        sim.set_faults(OomnitzaFaults {
+        let sim = spawn_faulty(OomnitzaFaults {
             latency_ms: 2_000,
             ..OomnitzaFaults::default()
-        });
+        })
+        .await;
         let mut config = OomnitzaConfig::new(
             sim.url(),
             OomnitzaAuth::ApiToken(SecretString::from(SimConfig::default().api_token)),
         );
         config.request_timeout = Duration::from_millis(100);
         let records = users(0..1);
-        let sync_field = sync_field();
-        let error = OomnitzaClient::new(config)
-            .unwrap()
-            .post_bulk(&request(PORTION, &sync_field, &records))
-            .await
-            .unwrap_err();
+        let client = OomnitzaClient::new(config).expect("a valid configuration");
+        let error = post(&client, &records).await.unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
         assert_eq!(error.status(), None);
         assert!(error.to_string().contains("timeout"), "{error}");
@@ -619,11 +592,11 @@ mod auth {
 
     #[tokio::test]
     async fn a_token_without_rights_is_unauthorized() {
-        let sim = spawn().await;
-        sim.set_faults(OomnitzaFaults {
+        let sim = spawn_faulty(OomnitzaFaults {
             forbidden: true,
             ..OomnitzaFaults::default()
-        });
+        })
+        .await;
         let client = client(&sim);
         let error = client.check_auth().await.unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Unauthorized, "{error}");

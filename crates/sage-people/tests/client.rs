@@ -21,6 +21,14 @@ async fn spawn(config: SimConfig) -> SageSim {
     SageSim::spawn(config).await.expect("the simulator starts")
 }
 
+/// The default org with `workers` workers.
+fn org(workers: u64) -> SimConfig {
+    SimConfig {
+        workers,
+        ..SimConfig::default()
+    }
+}
+
 /// The default org with `faults` on from the start.
 fn faulty(faults: SageFaults) -> SimConfig {
     SimConfig {
@@ -36,9 +44,15 @@ fn client_credentials(sim_config: &SimConfig) -> Credentials {
     }
 }
 
-fn client_with(sim: &SageSim, credentials: Credentials) -> SageClient {
-    let mut config = SageConfig::new(sim.url(), credentials);
+/// A configuration for `url` with the quick test retry policy.
+fn quick(url: impl Into<String>, credentials: Credentials) -> SageConfig {
+    let mut config = SageConfig::new(url, credentials);
     config.retry = RetryPolicy::QUICK;
+    config
+}
+
+fn client_with(sim: &SageSim, credentials: Credentials) -> SageClient {
+    let mut config = quick(sim.url(), credentials);
     config.request_timeout = Duration::from_secs(5);
     SageClient::new(config).expect("a valid configuration")
 }
@@ -77,6 +91,33 @@ fn assert_complete(records: &[Value], expected: usize) {
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ascending ids");
 }
 
+/// Lists every worker through a fresh client and checks each arrives exactly once, in order.
+async fn assert_lists_all(sim: &SageSim, expected: usize) {
+    let records = list_all(&client(sim), None).await.expect("the whole list");
+    assert_complete(&records, expected);
+}
+
+/// The error the first page of a fresh client ends with.
+async fn first_page_error(sim: &SageSim) -> Error {
+    first_error(&client(sim)).await
+}
+
+/// The error the first page of `client` ends with.
+async fn first_error(client: &SageClient) -> Error {
+    client
+        .list_page(None, None)
+        .await
+        .expect_err("the first page fails")
+}
+
+/// A configuration for `url` with the default client credentials and the quick retry policy
+/// cut to `max_attempts`.
+fn attempts(url: impl Into<String>, max_attempts: usize) -> SageConfig {
+    let mut config = quick(url, client_credentials(&SimConfig::default()));
+    config.retry.max_attempts = max_attempts;
+    config
+}
+
 fn tokens_requested(sim: &SageSim) -> u64 {
     sim.stats().token_requests.values().sum()
 }
@@ -87,28 +128,24 @@ mod paging {
     #[tokio::test]
     async fn varying_pages_ending_with_204_list_every_worker_once() {
         let sim = spawn(SimConfig {
-            workers: 1_000,
             page_size: PageSize::Varying { min: 1, max: 97 },
             end_style: EndStyle::NoContent,
-            ..SimConfig::default()
+            ..org(1_000)
         })
         .await;
-        let records = list_all(&client(&sim), None).await.unwrap();
-        assert_complete(&records, 1_000);
+        assert_lists_all(&sim, 1_000).await;
         assert_eq!(sim.stats().end_of_list, 1);
     }
 
     #[tokio::test]
     async fn fixed_pages_ending_with_empty_data_list_every_worker_once() {
         let sim = spawn(SimConfig {
-            workers: 1_000,
             page_size: PageSize::Fixed(100),
             end_style: EndStyle::EmptyData,
-            ..SimConfig::default()
+            ..org(1_000)
         })
         .await;
-        let records = list_all(&client(&sim), None).await.unwrap();
-        assert_complete(&records, 1_000);
+        assert_lists_all(&sim, 1_000).await;
         let stats = sim.stats();
         assert_eq!(stats.pages_served, 10);
         assert_eq!(stats.end_of_list, 1);
@@ -117,29 +154,20 @@ mod paging {
     #[tokio::test]
     async fn one_record_pages_and_an_empty_org_work() {
         let sim = spawn(SimConfig {
-            workers: 7,
             page_size: PageSize::Fixed(1),
-            ..SimConfig::default()
+            ..org(7)
         })
         .await;
-        assert_complete(&list_all(&client(&sim), None).await.unwrap(), 7);
+        assert_lists_all(&sim, 7).await;
 
-        let empty = spawn(SimConfig {
-            workers: 0,
-            ..SimConfig::default()
-        })
-        .await;
+        let empty = spawn(org(0)).await;
         let page = client(&empty).list_page(None, None).await.unwrap();
         assert!(page.is_end());
     }
 
     #[tokio::test]
     async fn the_filter_is_passed_through_encoded() {
-        let sim = spawn(SimConfig {
-            workers: 1_000,
-            ..SimConfig::default()
-        })
-        .await;
+        let sim = spawn(org(1_000)).await;
         let filter = "workAddress.country eq 'France'";
         let records = list_all(&client(&sim), Some(filter)).await.unwrap();
         assert!(!records.is_empty(), "some workers are in France");
@@ -152,10 +180,9 @@ mod paging {
     #[tokio::test]
     async fn every_page_reports_the_api_usage() {
         let sim = spawn(SimConfig {
-            workers: 300,
             page_size: PageSize::Fixed(100),
             api_quota: 5_000,
-            ..SimConfig::default()
+            ..org(300)
         })
         .await;
         let client = client(&sim);
@@ -173,10 +200,9 @@ mod paging {
     #[tokio::test]
     async fn without_the_header_the_usage_is_read_from_the_limits_resource() {
         let sim = spawn(SimConfig {
-            workers: 10,
             api_quota: 5_000,
             limit_info_header: false,
-            ..SimConfig::default()
+            ..org(10)
         })
         .await;
         sim.set_api_usage(1_200);
@@ -198,11 +224,7 @@ mod paging {
 
     #[tokio::test]
     async fn get_employee_finds_a_worker_and_returns_none_when_unknown() {
-        let sim = spawn(SimConfig {
-            workers: 50,
-            ..SimConfig::default()
-        })
-        .await;
+        let sim = spawn(org(50)).await;
         let client = client(&sim);
         let page = client.list_page(None, None).await.unwrap();
         let first = page.records[0].clone();
@@ -215,11 +237,7 @@ mod paging {
 
     #[tokio::test]
     async fn a_patched_worker_is_read_as_patched() {
-        let sim = spawn(SimConfig {
-            workers: 5,
-            ..SimConfig::default()
-        })
-        .await;
+        let sim = spawn(org(5)).await;
         let client = client(&sim);
         let id = ids(&client.list_page(None, None).await.unwrap().records)[2].clone();
         sim.patch_worker(&id, serde_json::json!({"hrDepartment": "Finance"}));
@@ -233,11 +251,7 @@ mod tokens {
 
     #[tokio::test]
     async fn one_token_serves_every_page_and_every_clone() {
-        let sim = spawn(SimConfig {
-            workers: 2_000,
-            ..SimConfig::default()
-        })
-        .await;
+        let sim = spawn(org(2_000)).await;
         let client = client(&sim);
         assert_eq!(tokens_requested(&sim), 0, "tokens are fetched lazily");
         let clone = client.clone();
@@ -259,8 +273,7 @@ mod tokens {
             })
         })
         .await;
-        let records = list_all(&client(&sim), None).await.unwrap();
-        assert_complete(&records, 1_000);
+        assert_lists_all(&sim, 1_000).await;
         let stats = sim.stats();
         // 11 calls (10 pages and the end), 3 per token: 4 tokens, each renewal after one 401.
         assert_eq!(stats.tokens_issued, 4);
@@ -269,11 +282,7 @@ mod tokens {
 
     #[tokio::test]
     async fn revoked_tokens_are_replaced_for_every_clone() {
-        let sim = spawn(SimConfig {
-            workers: 100,
-            ..SimConfig::default()
-        })
-        .await;
+        let sim = spawn(org(100)).await;
         let client = client(&sim);
         client.list_page(None, None).await.unwrap();
         sim.revoke_tokens();
@@ -294,7 +303,7 @@ mod tokens {
             ..SageFaults::default()
         }))
         .await;
-        let error = client(&sim).list_page(None, None).await.unwrap_err();
+        let error = first_page_error(&sim).await;
         assert_eq!(error.kind(), ErrorKind::Authentication, "{error}");
         assert_eq!(error.status(), Some(401));
         assert_eq!(error.code(), Some("INVALID_SESSION_ID"));
@@ -307,9 +316,8 @@ mod tokens {
     #[tokio::test]
     async fn the_jwt_bearer_grant_signs_an_accepted_assertion() {
         let sim = spawn(SimConfig {
-            workers: 120,
             jwt_public_key_pem: Some(TEST_PUBLIC_KEY.to_owned()),
-            ..SimConfig::default()
+            ..org(120)
         })
         .await;
         let defaults = SimConfig::default();
@@ -333,10 +341,7 @@ mod tokens {
             ["https://login.salesforce.com"]
         );
 
-        let error = client_with(&sim, jwt(OTHER_KEY))
-            .list_page(None, None)
-            .await
-            .unwrap_err();
+        let error = first_error(&client_with(&sim, jwt(OTHER_KEY))).await;
         assert_eq!(error.kind(), ErrorKind::Configuration, "{error}");
         assert_eq!(error.code(), Some("invalid_grant"));
         assert!(error.to_string().contains("certificate"), "{error}");
@@ -347,10 +352,9 @@ mod tokens {
     async fn a_configured_jwt_audience_is_sent_instead_of_the_default() {
         let site = "https://acme.my.site.com";
         let sim = spawn(SimConfig {
-            workers: 3,
             jwt_public_key_pem: Some(TEST_PUBLIC_KEY.to_owned()),
             jwt_extra_audiences: vec![site.to_owned()],
-            ..SimConfig::default()
+            ..org(3)
         })
         .await;
         let defaults = SimConfig::default();
@@ -401,11 +405,7 @@ mod tokens {
 
     #[tokio::test]
     async fn the_password_grant_gets_a_token() {
-        let sim = spawn(SimConfig {
-            workers: 80,
-            ..SimConfig::default()
-        })
-        .await;
+        let sim = spawn(org(80)).await;
         let defaults = SimConfig::default();
         let password = |password: &str| Credentials::Password {
             client_id: defaults.client_id.clone(),
@@ -417,10 +417,7 @@ mod tokens {
         assert_complete(&list_all(&client, None).await.unwrap(), 80);
         assert_eq!(sim.stats().token_requests.get("password"), Some(&1));
 
-        let error = client_with(&sim, password("wrong"))
-            .list_page(None, None)
-            .await
-            .unwrap_err();
+        let error = first_error(&client_with(&sim, password("wrong"))).await;
         assert_eq!(error.kind(), ErrorKind::Configuration, "{error}");
         assert_eq!(error.code(), Some("invalid_grant"));
         assert!(error.to_string().contains("security token"), "{error}");
@@ -436,7 +433,7 @@ mod tokens {
                 client_secret: SecretString::from("wrong"),
             },
         );
-        let error = client.list_page(None, None).await.unwrap_err();
+        let error = first_error(&client).await;
         assert_eq!(error.kind(), ErrorKind::Configuration, "{error}");
         assert_eq!(error.code(), Some("invalid_client"));
         let message = error.to_string();
@@ -465,10 +462,7 @@ mod errors {
             ..SageFaults::default()
         }))
         .await;
-        let error = client(&sim)
-            .list_page(None, None)
-            .await
-            .expect_err("the configuration error is reported");
+        let error = first_page_error(&sim).await;
         (sim, error)
     }
 
@@ -548,7 +542,7 @@ mod errors {
         .await;
         sim.set_api_usage(100);
         let client = client(&sim);
-        let error = client.list_page(None, None).await.unwrap_err();
+        let error = first_error(&client).await;
         assert_eq!(error.kind(), ErrorKind::QuotaExhausted, "{error}");
         assert_eq!(error.code(), Some("REQUEST_LIMIT_EXCEEDED"));
         assert!(error.to_string().contains("checkpoint"), "{error}");
@@ -577,33 +571,34 @@ mod errors {
         assert!(error.to_string().contains("restart"), "{error}");
     }
 
-    #[tokio::test]
-    async fn bursts_of_503_are_retried() {
+    /// An org of 2,000 workers with `faults` on is still listed whole.
+    async fn lists_all_despite(faults: SageFaults) -> SageSim {
         let sim = spawn(SimConfig {
             workers: 2_000,
-            ..faulty(SageFaults {
-                transient_failure_rate: 0.3,
-                ..SageFaults::default()
-            })
+            ..faulty(faults)
         })
         .await;
-        let records = list_all(&client(&sim), None).await.unwrap();
-        assert_complete(&records, 2_000);
+        assert_lists_all(&sim, 2_000).await;
+        sim
+    }
+
+    #[tokio::test]
+    async fn bursts_of_503_are_retried() {
+        let sim = lists_all_despite(SageFaults {
+            transient_failure_rate: 0.3,
+            ..SageFaults::default()
+        })
+        .await;
         assert!(sim.stats().status_counts.get(&503).copied().unwrap_or(0) > 0);
     }
 
     #[tokio::test]
     async fn truncated_bodies_are_retried() {
-        let sim = spawn(SimConfig {
-            workers: 2_000,
-            ..faulty(SageFaults {
-                truncate_rate: 0.3,
-                ..SageFaults::default()
-            })
+        lists_all_despite(SageFaults {
+            truncate_rate: 0.3,
+            ..SageFaults::default()
         })
         .await;
-        let records = list_all(&client(&sim), None).await.unwrap();
-        assert_complete(&records, 2_000);
     }
 
     #[tokio::test]
@@ -613,16 +608,9 @@ mod errors {
             ..SageFaults::default()
         }))
         .await;
-        let mut config = SageConfig::new(sim.url(), client_credentials(&SimConfig::default()));
-        config.retry = RetryPolicy {
-            max_attempts: 3,
-            ..RetryPolicy::QUICK
-        };
-        let error = SageClient::new(config)
-            .unwrap()
-            .list_page(None, None)
-            .await
-            .unwrap_err();
+        let error =
+            first_error(&SageClient::new(attempts(sim.url(), 3)).expect("a valid configuration"))
+                .await;
         assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
         assert_eq!(error.status(), Some(503));
         assert!(error.to_string().contains("3 attempts"), "{error}");
@@ -636,18 +624,10 @@ mod errors {
             ..SageFaults::default()
         }))
         .await;
-        let mut config = SageConfig::new(sim.url(), client_credentials(&SimConfig::default()));
+        let mut config = attempts(sim.url(), 2);
         config.request_timeout = Duration::from_millis(100);
-        config.retry = RetryPolicy {
-            max_attempts: 2,
-            ..RetryPolicy::QUICK
-        };
         let started = Instant::now();
-        let error = SageClient::new(config)
-            .unwrap()
-            .list_page(None, None)
-            .await
-            .unwrap_err();
+        let error = first_error(&SageClient::new(config).expect("a valid configuration")).await;
         assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
         assert!(error.to_string().contains("timeout"), "{error}");
         assert!(
@@ -661,16 +641,8 @@ mod errors {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         drop(listener);
-        let mut config = SageConfig::new(url, client_credentials(&SimConfig::default()));
-        config.retry = RetryPolicy {
-            max_attempts: 2,
-            ..RetryPolicy::QUICK
-        };
-        let error = SageClient::new(config)
-            .unwrap()
-            .list_page(None, None)
-            .await
-            .unwrap_err();
+        let error =
+            first_error(&SageClient::new(attempts(url, 2)).expect("a valid configuration")).await;
         assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
         assert!(error.to_string().contains("connect"), "{error}");
     }
@@ -729,12 +701,11 @@ mod secrets {
             },
         ];
         for credentials in all {
-            let mut config = SageConfig::new(sim.url(), credentials);
-            config.retry = RetryPolicy::QUICK;
+            let config = quick(sim.url(), credentials);
             assert_clean(&format!("{config:?}"));
             let client = SageClient::new(config).unwrap();
             assert_clean(&format!("{client:?}"));
-            let error = client.list_page(None, None).await.unwrap_err();
+            let error = first_error(&client).await;
             assert_clean(&format!("{error:?}"));
             assert_clean(&error.to_string());
             assert_clean(&format!("{client:?}"));
@@ -760,9 +731,8 @@ mod large_pages {
     #[tokio::test]
     async fn twenty_thousand_workers_in_pages_of_2000_arrive_complete() {
         let sim = spawn(SimConfig {
-            workers: 20_000,
             page_size: PageSize::Fixed(2_000),
-            ..SimConfig::default()
+            ..org(20_000)
         })
         .await;
         let client = client(&sim);

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::state::Shared;
-use crate::faults::wait_latency;
+use crate::faults::{pass, wait_latency};
 use crate::rng::mix;
 use crate::sync::lock;
 
@@ -35,15 +35,13 @@ pub(crate) async fn api_gate(
     request: Request,
     next: Next,
 ) -> Response {
-    let _flight = shared.flight.enter();
+    let mut csrf = None;
     lock(&shared.requests).api_requests += 1;
     let latency = lock(&shared.control).faults.latency_ms;
-    wait_latency(latency).await;
-    let mut csrf = None;
-    let response = match refusal(&shared, request.headers(), &mut csrf) {
-        None => next.run(request).await,
-        Some(refusal) => refusal,
-    };
+    let response = pass(&shared.flight, latency, request, next, |headers| {
+        refusal(&shared, headers, &mut csrf)
+    })
+    .await;
     let status = response.status();
     let mut requests = lock(&shared.requests);
     match csrf {

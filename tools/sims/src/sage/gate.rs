@@ -13,7 +13,7 @@ use axum::response::Response;
 
 use super::errors;
 use super::state::Shared;
-use crate::faults::wait_latency;
+use crate::faults::pass;
 use crate::sync::lock;
 
 /// Axum middleware wrapped around the Employees API routes.
@@ -22,14 +22,12 @@ pub(crate) async fn api_gate(
     request: Request,
     next: Next,
 ) -> Response {
-    let _flight = shared.flight.enter();
     lock(&shared.stats).api_requests += 1;
     let latency = lock(&shared.control).faults.latency_ms;
-    wait_latency(latency).await;
-    let mut response = match refusal(&shared, request.headers()) {
-        None => next.run(request).await,
-        Some(refusal) => refusal,
-    };
+    let mut response = pass(&shared.flight, latency, request, next, |headers| {
+        refusal(&shared, headers)
+    })
+    .await;
 
     if shared.config.limit_info_header {
         add_limit_info(&shared, &mut response);

@@ -3,9 +3,10 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+use crate::http::{Admin, header, json, send};
 
 type Stdout = BufReader<tokio::process::ChildStdout>;
 
@@ -60,27 +61,23 @@ async fn first_page(
     url: &str,
     secret: &str,
 ) -> (String, reqwest::Response) {
-    let token: Value = client
-        .post(format!("{url}/services/oauth2/token"))
-        .form(&[
+    let token = json(
+        send(client.post(format!("{url}/services/oauth2/token")).form(&[
             ("grant_type", "client_credentials"),
             ("client_id", "sim-client"),
             ("client_secret", secret),
-        ])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
+        ]))
+        .await,
+    )
+    .await;
     let t = token["access_token"].as_str().expect("token").to_owned();
-    let page = client
-        .get(format!("{url}/services/apexrest/spapi/v4/employees"))
-        .bearer_auth(&t)
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .expect("page");
+    let page = send(
+        client
+            .get(format!("{url}/services/apexrest/spapi/v4/employees"))
+            .bearer_auth(&t)
+            .header("Accept", "application/json"),
+    )
+    .await;
     (t, page)
 }
 
@@ -95,19 +92,19 @@ async fn sage_people_sim_can_leave_the_limit_header_off_and_serve_the_limits() {
     let client = reqwest::Client::new();
     let (token, page) = first_page(&client, &url, "sim-secret").await;
     assert_eq!(page.status(), reqwest::StatusCode::OK);
-    assert!(page.headers().get("sforce-limit-info").is_none());
-    let limits: Value = client
-        .get(format!("{url}/services/data/v60.0/limits"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("limits")
-        .json()
-        .await
-        .expect("json");
+    assert_eq!(header(&page, "sforce-limit-info"), None);
+    let limits = json(
+        send(
+            client
+                .get(format!("{url}/services/data/v60.0/limits"))
+                .bearer_auth(&token),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(
         limits["DailyApiRequests"],
-        json!({"Max": 50, "Remaining": 49})
+        serde_json::json!({"Max": 50, "Remaining": 49})
     );
     terminate(child, stdout).await;
 }
@@ -129,22 +126,10 @@ async fn sage_people_sim_serves_with_flags_and_env_and_stops_on_sigterm() {
     let (child, stdout, url) = start(command).await;
     let client = reqwest::Client::new();
     let (_, page) = first_page(&client, &url, "flag-secret").await;
-    assert_eq!(
-        page.headers()
-            .get("sforce-limit-info")
-            .and_then(|v| v.to_str().ok()),
-        Some("api-usage=11/50")
-    );
-    let body: Value = page.json().await.expect("json");
+    assert_eq!(header(&page, "sforce-limit-info"), Some("api-usage=11/50"));
+    let body = json(page).await;
     assert_eq!(body["data"].as_array().map(Vec::len), Some(2));
-    let stats: Value = client
-        .get(format!("{url}/_admin/stats"))
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("json");
+    let stats = Admin::new(&client, &url).get("stats").await;
     assert_eq!(stats["workers"], 3);
     terminate(child, stdout).await;
 }
@@ -164,30 +149,16 @@ async fn oomnitza_sim_serves_with_flags_and_stops_on_sigterm() {
         .env("OOMNITZA_SIM_CUSTOM_FIELD_NAMES", "id");
     let (child, stdout, url) = start(command).await;
     let client = reqwest::Client::new();
-    let forbidden = client
-        .get(format!("{url}/api/v3/users"))
-        .header("Authorization2", "flag-token")
-        .send()
-        .await
-        .expect("request");
+    let forbidden = send(
+        client
+            .get(format!("{url}/api/v3/users"))
+            .header("Authorization2", "flag-token"),
+    )
+    .await;
     assert_eq!(forbidden.status(), reqwest::StatusCode::FORBIDDEN);
-    let faults: Value = client
-        .get(format!("{url}/_admin/faults"))
-        .send()
-        .await
-        .expect("faults")
-        .json()
-        .await
-        .expect("json");
+    let faults = Admin::new(&client, &url).get("faults").await;
     assert_eq!(faults["forbidden"], true);
-    let behavior: Value = client
-        .get(format!("{url}/_admin/behavior"))
-        .send()
-        .await
-        .expect("behavior")
-        .json()
-        .await
-        .expect("json");
+    let behavior = Admin::new(&client, &url).get("behavior").await;
     assert_eq!(behavior["processing_delay_ms"], 0);
     assert_eq!(behavior["custom_field_names"], "id");
     let rules: Vec<(&str, &str, bool)> = behavior["validation_rules"]

@@ -1,9 +1,10 @@
-//! What both simulators' tests share: a simulator's `/_admin` API over HTTP, and reading a JSON
-//! body (a body that is not JSON fails the test, showing the text it was).
+//! What both simulators' tests share: a simulator's `/_admin` API over HTTP, sending a request
+//! that must be answered, reading a header, and reading a JSON body (a body that is not JSON
+//! fails the test, showing the text it was).
 
 use std::time::Duration;
 
-use reqwest::{Client, Method, Response};
+use reqwest::{Client, Method, RequestBuilder, Response};
 use serde_json::Value;
 
 /// A simulator's `/_admin` API (it takes no credentials).
@@ -36,6 +37,16 @@ impl Admin {
     pub async fn get(&self, path: &str) -> Value {
         json(self.send(Method::GET, path, None).await).await
     }
+}
+
+/// Sends `request`; a request that gets no answer fails the test.
+pub async fn send(request: RequestBuilder) -> Response {
+    request.send().await.expect("request")
+}
+
+/// The value of the response's header `name`, when it is there and is text.
+pub fn header<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
 /// The body as JSON.

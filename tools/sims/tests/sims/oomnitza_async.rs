@@ -12,8 +12,11 @@ use peoplesync_sims::oomnitza::{
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::oomnitza::{TOKEN, api_get, batch, counts, finalize, post, record, run_log, spawn};
-use crate::http::{Admin, json};
+use super::oomnitza::{
+    TOKEN, api_get, batch, counts, fields, finalize, list_users, post, post_accepted, record,
+    request_token, run_log, spawn,
+};
+use crate::http::{Admin, header, json, send};
 
 /// Long enough that a client's next request comes before processing starts, even on a busy
 /// machine; the tests that use it wait for processing, they do not measure it.
@@ -72,8 +75,8 @@ async fn a_200_only_accepts_and_records_are_applied_after_the_processing_delay()
     assert_eq!(sim.users().len(), 2);
     let objects = counts(&sim, &client, "p").await;
     assert_eq!(
-        (&objects["processing"], &objects["added"]),
-        (&json!(0), &json!(2))
+        fields(&objects, ["processing", "added"]),
+        [json!(0), json!(2)]
     );
     assert_eq!(sim.stats().records_processing, 0);
 }
@@ -85,16 +88,10 @@ async fn records_of_a_portion_are_applied_in_the_order_accepted() {
     for position in ["First", "Second", "Third"] {
         let mut r = record(1);
         r["POSITION"] = json!(position);
-        assert_eq!(
-            post(&client, &url, &batch("p", vec![r])).await.status(),
-            StatusCode::OK
-        );
+        post_accepted(&client, &url, &batch("p", vec![r])).await;
     }
     let objects = counts(&sim, &client, "p").await;
-    assert_eq!(
-        (&objects["added"], &objects["updated"]),
-        (&json!(1), &json!(2))
-    );
+    assert_eq!(fields(&objects, ["added", "updated"]), [json!(1), json!(2)]);
     assert_eq!(sim.users()[0]["POSITION"], "Third");
 }
 
@@ -108,10 +105,7 @@ async fn a_duplicate_unique_value_across_posts_fails_only_that_record() {
     let response = post(&client, &url, &batch("p", vec![clash, record(3)])).await;
     assert_eq!(response.status(), StatusCode::OK);
     let objects = counts(&sim, &client, "p").await;
-    assert_eq!(
-        (&objects["added"], &objects["failed"]),
-        (&json!(2), &json!(1))
-    );
+    assert_eq!(fields(&objects, ["added", "failed"]), [json!(2), json!(1)]);
     let failed = messages(&run_log(&client, &url, "p").await, "failed");
     assert_eq!(failed.len(), 1);
     assert!(
@@ -155,10 +149,7 @@ async fn tenant_validation_rules_fail_records_when_processed() {
     .expect("valid rule");
     post(&client, &url, &batch("q", vec![record(2), record(12)])).await;
     let objects = counts(&sim, &client, "q").await;
-    assert_eq!(
-        (&objects["added"], &objects["failed"]),
-        (&json!(1), &json!(1))
-    );
+    assert_eq!(fields(&objects, ["added", "failed"]), [json!(1), json!(1)]);
     assert!(
         sim.set_validation_rules(vec![ValidationRule {
             field: "EMAIL".into(),
@@ -239,8 +230,8 @@ async fn a_test_run_checks_records_as_processing_would_and_applies_nothing() {
     assert_eq!(post(&client, &url, &body).await.status(), StatusCode::OK);
     let objects = counts(&sim, &client, "test").await;
     assert_eq!(
-        (&objects["updated"], &objects["failed"], &objects["added"]),
-        (&json!(1), &json!(1), &json!(1))
+        fields(&objects, ["updated", "failed", "added"]),
+        [json!(1), json!(1), json!(1)]
     );
     let log = run_log(&client, &url, "test").await;
     assert_eq!(log["test_run"], true);
@@ -279,27 +270,19 @@ async fn the_connectors_token_check_answers_200_401_and_403() {
     let (sim, client) = spawn(config(Duration::ZERO)).await;
     let url = sim.url();
     let check = |token: &'static str| {
-        client
-            .get(format!("{url}/api/v2/mappings?name=AuthTest"))
-            .header("Authorization2", token)
-            .send()
+        send(
+            client
+                .get(format!("{url}/api/v2/mappings?name=AuthTest"))
+                .header("Authorization2", token),
+        )
     };
-    assert_eq!(
-        check(TOKEN).await.expect("request").status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        check("nope").await.expect("request").status(),
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(check(TOKEN).await.status(), StatusCode::OK);
+    assert_eq!(check("nope").await.status(), StatusCode::UNAUTHORIZED);
     sim.set_faults(OomnitzaFaults {
         forbidden: true,
         ..OomnitzaFaults::default()
     });
-    assert_eq!(
-        check(TOKEN).await.expect("request").status(),
-        StatusCode::FORBIDDEN
-    );
+    assert_eq!(check(TOKEN).await.status(), StatusCode::FORBIDDEN);
     assert_eq!(sim.stats().user_reads, 0, "the check reads no users");
 }
 
@@ -307,16 +290,8 @@ async fn the_connectors_token_check_answers_200_401_and_403() {
 async fn a_password_session_gets_a_csrf_token_whose_echo_is_counted_and_may_be_required() {
     let (sim, client) = spawn(config(Duration::ZERO)).await;
     let url = sim.url();
-    let login = client
-        .post(format!("{url}/api/request_token"))
-        .form(&[("login", "admin"), ("password", "admin-password")])
-        .send()
-        .await
-        .expect("request");
-    let csrf = login
-        .headers()
-        .get("X-CSRF-Token")
-        .and_then(|v| v.to_str().ok())
+    let login = request_token(&client, &url, "admin-password").await;
+    let csrf = header(&login, "X-CSRF-Token")
         .expect("a CSRF token")
         .to_string();
     let token = json(login).await["token"]
@@ -330,17 +305,11 @@ async fn a_password_session_gets_a_csrf_token_whose_echo_is_counted_and_may_be_r
         if let Some(echo) = echo {
             request = request.header("X-CSRF-Token", echo);
         }
-        request.send()
+        send(request)
     };
-    assert_eq!(
-        get(Some(&csrf)).await.expect("request").status(),
-        StatusCode::OK
-    );
-    assert_eq!(get(None).await.expect("request").status(), StatusCode::OK);
-    assert_eq!(
-        get(Some("forged")).await.expect("request").status(),
-        StatusCode::OK
-    );
+    assert_eq!(get(Some(&csrf)).await.status(), StatusCode::OK);
+    assert_eq!(get(None).await.status(), StatusCode::OK);
+    assert_eq!(get(Some("forged")).await.status(), StatusCode::OK);
     let stats = sim.stats();
     assert_eq!((stats.csrf_echoed, stats.csrf_missing), (1, 2));
     api_get(&client, &url, "/api/v3/users").await;
@@ -351,14 +320,8 @@ async fn a_password_session_gets_a_csrf_token_whose_echo_is_counted_and_may_be_r
         ..sim.behavior()
     })
     .expect("valid behavior");
-    assert_eq!(
-        get(None).await.expect("request").status(),
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        get(Some(&csrf)).await.expect("request").status(),
-        StatusCode::OK
-    );
+    assert_eq!(get(None).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(get(Some(&csrf)).await.status(), StatusCode::OK);
 }
 
 #[tokio::test]
@@ -369,13 +332,7 @@ async fn custom_fields_can_be_read_under_their_exact_ids() {
     post(&client, &sim.url(), &batch("p", vec![record(1)])).await;
     sim.wait_idle().await;
     let filter = format!("{SAGE_USER_ID_FIELD} eq 'a2G7E0000000000001'");
-    let users = client
-        .get(format!("{}/api/v3/users", sim.url()))
-        .header("Authorization2", TOKEN)
-        .query(&[("filter", filter.as_str())])
-        .send()
-        .await
-        .expect("request");
+    let users = list_users(&client, &sim.url(), &[("filter", filter.as_str())]).await;
     let users = json(users).await;
     assert_eq!(users[0][SAGE_USER_ID_FIELD], "a2G7E0000000000001");
     assert!(users[0].get(SAGE_USER_ID_FIELD.to_lowercase()).is_none());
@@ -390,27 +347,19 @@ async fn a_hundred_thousand_records_are_applied_and_read_back_by_pages_and_by_ke
     let url = sim.url();
     for chunk in 0..(USERS / 10_000) {
         let records = (chunk * 10_000..(chunk + 1) * 10_000).map(record).collect();
-        assert_eq!(
-            post(&client, &url, &batch("big", records)).await.status(),
-            StatusCode::OK
-        );
+        post_accepted(&client, &url, &batch("big", records)).await;
     }
     let objects = counts(&sim, &client, "big").await;
     assert_eq!(
-        (&objects["added"], &objects["processing"]),
-        (&json!(USERS), &json!(0))
+        fields(&objects, ["added", "processing"]),
+        [json!(USERS), json!(0)]
     );
 
     let mut seen = 0;
     let mut skip = 0;
     loop {
-        let page = client
-            .get(format!("{url}/api/v3/users"))
-            .header("Authorization2", TOKEN)
-            .query(&[("limit", "1000"), ("skip", &skip.to_string())])
-            .send()
-            .await
-            .expect("request");
+        let skip_text = skip.to_string();
+        let page = list_users(&client, &url, &[("limit", "1000"), ("skip", &skip_text)]).await;
         let page = json(page).await;
         let page = page.as_array().expect("array");
         if page.is_empty() {
@@ -432,13 +381,8 @@ async fn a_hundred_thousand_records_are_applied_and_read_back_by_pages_and_by_ke
             .map(|n| format!("'user{n}@example.com'"))
             .collect();
         let filter = format!("email IN [{}]", keys.join(", "));
-        let response = client
-            .get(format!("{url}/api/v3/users"))
-            .header("Authorization2", TOKEN)
-            .query(&[("filter", filter.as_str()), ("limit", "1000")])
-            .send()
-            .await
-            .expect("request");
+        let query = [("filter", filter.as_str()), ("limit", "1000")];
+        let response = list_users(&client, &url, &query).await;
         assert_eq!(response.status(), StatusCode::OK);
         let users = json(response).await;
         assert_eq!(users.as_array().map(Vec::len), Some(keys.len()));

@@ -29,12 +29,7 @@ async fn admin_endpoints_drive_the_sim_and_are_not_api_calls() {
             .status(),
         StatusCode::UNPROCESSABLE_ENTITY
     );
-    let bad = client
-        .put(format!("{url}/_admin/faults"))
-        .body("[]")
-        .send()
-        .await
-        .expect("request");
+    let bad = send(client.put(format!("{url}/_admin/faults")).body("[]")).await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     sim.set_faults(OomnitzaFaults::default());
 
@@ -52,8 +47,8 @@ async fn admin_endpoints_drive_the_sim_and_are_not_api_calls() {
 
     let portion = admin.get("portions/p").await;
     assert_eq!(
-        (&portion["added"], &portion["bulk_requests"]),
-        (&json!(1), &json!(2))
+        fields(&portion, ["added", "bulk_requests"]),
+        [json!(1), json!(2)]
     );
     let saas = admin.send(Method::GET, "saas_users", None).await;
     assert_eq!(json(saas).await, json!([]));

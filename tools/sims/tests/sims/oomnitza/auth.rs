@@ -6,31 +6,18 @@ use super::*;
 async fn missing_or_wrong_authorization2_gives_401() {
     let (sim, client) = spawn_default().await;
     let url = format!("{}/api/v3/users", sim.url());
-    let none = client.get(&url).send().await.expect("request");
+    let none = send(client.get(&url)).await;
     assert_eq!(none.status(), StatusCode::UNAUTHORIZED);
     assert!(json(none).await["message"].is_string());
-    let wrong = client
-        .get(&url)
-        .header("Authorization2", "nope")
-        .send()
-        .await
-        .expect("request");
+    let wrong = send(client.get(&url).header("Authorization2", "nope")).await;
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
-    let bearer = client
-        .get(&url)
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("request");
+    let bearer = send(client.get(&url).bearer_auth(TOKEN)).await;
     assert_eq!(
         bearer.status(),
         StatusCode::UNAUTHORIZED,
         "the header is Authorization2"
     );
-    assert_eq!(
-        api_get(&client, &sim.url(), "/api/v3/users").await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(users_status(&client, &sim.url()).await, StatusCode::OK);
     assert_eq!(sim.stats().status_counts[&401], 3);
 }
 
@@ -38,27 +25,18 @@ async fn missing_or_wrong_authorization2_gives_401() {
 async fn request_token_with_login_and_password_issues_a_usable_token() {
     let (sim, client) = spawn_default().await;
     let url = sim.url();
-    let ok = client
-        .post(format!("{url}/api/request_token"))
-        .form(&[("login", "admin"), ("password", "admin-password")])
-        .send()
-        .await
-        .expect("request");
+    let ok = request_token(&client, &url, "admin-password").await;
     assert_eq!(ok.status(), StatusCode::OK);
     let token = json(ok).await["token"].as_str().expect("token").to_string();
     assert_ne!(token, TOKEN);
-    let users = client
-        .get(format!("{url}/api/v3/users"))
-        .header("Authorization2", &token)
-        .send()
-        .await;
-    assert_eq!(users.expect("request").status(), StatusCode::OK);
-    let bad = client
-        .post(format!("{url}/api/request_token"))
-        .form(&[("login", "admin"), ("password", "wrong")])
-        .send()
-        .await
-        .expect("request");
+    let users = send(
+        client
+            .get(format!("{url}/api/v3/users"))
+            .header("Authorization2", &token),
+    )
+    .await;
+    assert_eq!(users.status(), StatusCode::OK);
+    let bad = request_token(&client, &url, "wrong").await;
     assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -68,13 +46,9 @@ async fn forbidden_fault_gives_403_to_a_valid_token() {
         forbidden: true,
         ..OomnitzaFaults::default()
     };
-    let (sim, client) = spawn(OomnitzaConfig {
-        faults,
-        ..OomnitzaConfig::default()
-    })
-    .await;
+    let (sim, client) = spawn_faulty(faults).await;
     assert_eq!(
-        api_get(&client, &sim.url(), "/api/v3/users").await.status(),
+        users_status(&client, &sim.url()).await,
         StatusCode::FORBIDDEN
     );
     let response = post(&client, &sim.url(), &batch("p", vec![record(1)])).await;

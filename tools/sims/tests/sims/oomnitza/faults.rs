@@ -9,32 +9,19 @@ async fn rate_limit_answers_429_with_retry_after() {
         retry_after_secs: Some(7),
         ..OomnitzaFaults::default()
     };
-    let (sim, client) = spawn(OomnitzaConfig {
-        faults,
-        ..OomnitzaConfig::default()
-    })
-    .await;
+    let (sim, client) = spawn_faulty(faults).await;
     let mut statuses = Vec::new();
     for _ in 0..6 {
         let response = api_get(&client, &sim.url(), "/api/v3/users").await;
         if response.status() == StatusCode::TOO_MANY_REQUESTS {
-            assert_eq!(
-                response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok()),
-                Some("7")
-            );
+            assert_eq!(header(&response, "retry-after"), Some("7"));
         }
         statuses.push(response.status().as_u16());
     }
     assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
     assert_eq!(sim.stats().requests_429, 3);
     tokio::time::sleep(Duration::from_millis(1_050)).await;
-    assert_eq!(
-        api_get(&client, &sim.url(), "/api/v3/users").await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(users_status(&client, &sim.url()).await, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -43,20 +30,10 @@ async fn retry_after_defaults_to_one_second() {
         rate_limit_per_sec: Some(0),
         ..OomnitzaFaults::default()
     };
-    let (sim, client) = spawn(OomnitzaConfig {
-        faults,
-        ..OomnitzaConfig::default()
-    })
-    .await;
+    let (sim, client) = spawn_faulty(faults).await;
     let response = api_get(&client, &sim.url(), "/api/v3/users").await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(
-        response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
-        Some("1")
-    );
+    assert_eq!(header(&response, "retry-after"), Some("1"));
 }
 
 #[tokio::test]
@@ -65,11 +42,7 @@ async fn transient_failures_and_outages_answer_503() {
         transient_failure_rate: 1.0,
         ..OomnitzaFaults::default()
     };
-    let (sim, client) = spawn(OomnitzaConfig {
-        faults,
-        ..OomnitzaConfig::default()
-    })
-    .await;
+    let (sim, client) = spawn_faulty(faults).await;
     let response = post(&client, &sim.url(), &batch("p", vec![record(1)])).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(sim.users().is_empty());
@@ -80,9 +53,7 @@ async fn transient_failures_and_outages_answer_503() {
     });
     let mut failures = 0;
     for _ in 0..200 {
-        if api_get(&client, &sim.url(), "/api/v3/users").await.status()
-            == StatusCode::SERVICE_UNAVAILABLE
-        {
+        if users_status(&client, &sim.url()).await == StatusCode::SERVICE_UNAVAILABLE {
             failures += 1;
         }
     }
@@ -93,14 +64,11 @@ async fn transient_failures_and_outages_answer_503() {
         ..OomnitzaFaults::default()
     });
     assert_eq!(
-        api_get(&client, &sim.url(), "/api/v3/users").await.status(),
+        users_status(&client, &sim.url()).await,
         StatusCode::SERVICE_UNAVAILABLE
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(
-        api_get(&client, &sim.url(), "/api/v3/users").await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(users_status(&client, &sim.url()).await, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -109,16 +77,12 @@ async fn latency_applies_and_concurrent_requests_are_tracked() {
         latency_ms: 200,
         ..OomnitzaFaults::default()
     };
-    let (sim, client) = spawn(OomnitzaConfig {
-        faults,
-        ..OomnitzaConfig::default()
-    })
-    .await;
+    let (sim, client) = spawn_faulty(faults).await;
     let started = Instant::now();
     let requests: Vec<_> = (0..5)
         .map(|_| {
             let (client, url) = (client.clone(), sim.url());
-            tokio::spawn(async move { api_get(&client, &url, "/api/v3/users").await.status() })
+            tokio::spawn(async move { users_status(&client, &url).await })
         })
         .collect();
     for r in requests {

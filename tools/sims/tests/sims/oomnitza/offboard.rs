@@ -41,7 +41,8 @@ async fn ada_holding_an_asset(sim: &OomnitzaSim, client: &Client) {
     assign(client, &sim.url(), asset).await;
 }
 
-async fn send(
+/// `method` on `url` with the API token, with `body` as JSON when given.
+async fn call(
     client: &Client,
     method: reqwest::Method,
     url: String,
@@ -95,7 +96,7 @@ async fn a_users_assets_are_listed_by_id_or_username() {
 async fn patch_sets_fields_and_the_user_reads_back_with_them() {
     let (sim, client) = spawn_default().await;
     sim.insert_user(ada());
-    let response = send(
+    let response = call(
         &client,
         reqwest::Method::PATCH,
         format!("{}/api/v3/users/u-ada", sim.url()),
@@ -131,7 +132,7 @@ async fn patch_sets_fields_and_the_user_reads_back_with_them() {
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
     ] {
-        let refused = send(
+        let refused = call(
             &client,
             reqwest::Method::PATCH,
             format!("{}/api/v3/users/u-ada", sim.url()),
@@ -162,9 +163,9 @@ async fn delete_removes_the_user_and_frees_their_assets_and_unique_values() {
         (SAGE_USER_ID_FIELD, "a2G2"),
     ]));
     let url = format!("{}/api/v3/users/u-ada", sim.url());
-    let deleted = send(&client, reqwest::Method::DELETE, url.clone(), None).await;
+    let deleted = call(&client, reqwest::Method::DELETE, url.clone(), None).await;
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
-    let again = send(&client, reqwest::Method::DELETE, url, None).await;
+    let again = call(&client, reqwest::Method::DELETE, url, None).await;
     assert_eq!(again.status(), StatusCode::NOT_FOUND);
     let users = sim.users();
     assert_eq!(users.len(), 1);
@@ -205,7 +206,7 @@ async fn deleting_a_user_holding_assets_can_be_refused() {
     .await;
     ada_holding_an_asset(&sim, &client).await;
     let url = format!("{}/api/v3/users/u-ada", sim.url());
-    let refused = send(&client, reqwest::Method::DELETE, url, None).await;
+    let refused = call(&client, reqwest::Method::DELETE, url, None).await;
     assert_eq!(refused.status(), StatusCode::CONFLICT);
     assert_eq!(sim.users().len(), 1);
 }

@@ -12,16 +12,6 @@ async fn seeded_users() -> (OomnitzaSim, Client) {
     (sim, client)
 }
 
-async fn list(client: &Client, url: &str, query: &[(&str, &str)]) -> reqwest::Response {
-    client
-        .get(format!("{url}/api/v3/users"))
-        .header("Authorization2", TOKEN)
-        .query(query)
-        .send()
-        .await
-        .expect("request")
-}
-
 async fn emails(response: reqwest::Response) -> Vec<String> {
     assert_eq!(response.status(), StatusCode::OK);
     json(response)
@@ -36,19 +26,13 @@ async fn emails(response: reqwest::Response) -> Vec<String> {
 #[tokio::test]
 async fn users_are_listed_with_lower_case_attribute_names() {
     let (sim, client) = seeded_users().await;
-    let response = list(
+    let response = list_users(
         &client,
         &sim.url(),
         &[("filter", "email eq 'user2@example.com'")],
     )
     .await;
-    assert_eq!(
-        response
-            .headers()
-            .get("x-total-count")
-            .and_then(|v| v.to_str().ok()),
-        Some("1")
-    );
+    assert_eq!(header(&response, "x-total-count"), Some("1"));
     let users = json(response).await;
     let u = &users[0];
     assert_eq!(u["username"], "user2@example.com");
@@ -88,7 +72,7 @@ async fn user_filters_support_in_like_is_null_and_or() {
     ];
     for (filter, expected) in cases {
         assert_eq!(
-            emails(list(&client, &url, &[("filter", filter)]).await).await,
+            emails(list_users(&client, &url, &[("filter", filter)]).await).await,
             expected,
             "{filter}"
         );
@@ -99,23 +83,18 @@ async fn user_filters_support_in_like_is_null_and_or() {
 async fn users_are_sorted_and_paged() {
     let (sim, client) = seeded_users().await;
     let url = sim.url();
-    let page = list(
+    let page = list_users(
         &client,
         &url,
         &[("sortby", "email desc"), ("skip", "1"), ("limit", "2")],
     )
     .await;
-    assert_eq!(
-        page.headers()
-            .get("x-total-count")
-            .and_then(|v| v.to_str().ok()),
-        Some("5")
-    );
+    assert_eq!(header(&page, "x-total-count"), Some("5"));
     assert_eq!(
         emails(page).await,
         ["user4@example.com", "user3@example.com"]
     );
-    let asc = list(&client, &url, &[("sortby", "email asc"), ("limit", "1")]).await;
+    let asc = list_users(&client, &url, &[("sortby", "email asc"), ("limit", "1")]).await;
     assert_eq!(emails(asc).await, ["user1@example.com"]);
 }
 
@@ -130,7 +109,7 @@ async fn bad_user_queries_are_400() {
         ("skip", "many"),
         ("sortby", "salary asc"),
     ] {
-        let response = list(&client, &sim.url(), &[query]).await;
+        let response = list_users(&client, &sim.url(), &[query]).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query:?}");
         assert!(json(response).await["message"].is_string());
     }

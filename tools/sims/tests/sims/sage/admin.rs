@@ -4,11 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn admin_endpoints_drive_the_sim_and_are_not_api_calls() {
-    let (sim, client) = spawn(SageConfig {
-        page_size: PageSize::Fixed(100),
-        ..config(10)
-    })
-    .await;
+    let (sim, client) = spawn(paged(10, PageSize::Fixed(100))).await;
     let url = sim.url();
     let admin = Admin::new(&client, &url);
     let t = token(&client, &url).await;
@@ -18,12 +14,7 @@ async fn admin_endpoints_drive_the_sim_and_are_not_api_calls() {
     let put = admin.send(Method::PUT, "faults", Some(&faults)).await;
     assert_eq!(put.status(), StatusCode::OK);
     assert_eq!(sim.faults().token_expiry_after, Some(100));
-    let bad = client
-        .put(format!("{url}/_admin/faults"))
-        .body("{nope")
-        .send()
-        .await
-        .expect("put");
+    let bad = send(client.put(format!("{url}/_admin/faults")).body("{nope")).await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     sim.set_faults(SageFaults::default());
 
@@ -63,7 +54,7 @@ async fn admin_endpoints_drive_the_sim_and_are_not_api_calls() {
     let revoke = admin.send(Method::POST, "tokens/revoke", None).await;
     assert_eq!(revoke.status(), StatusCode::NO_CONTENT);
     assert_eq!(
-        get(&client, &url, &t, &[]).await.status(),
+        status(&client, &url, &t, &[]).await,
         StatusCode::UNAUTHORIZED
     );
 

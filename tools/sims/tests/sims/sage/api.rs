@@ -6,22 +6,14 @@ use super::*;
 async fn missing_unknown_or_revoked_token_gives_invalid_session_id() {
     let (sim, client) = spawn(config(5)).await;
     let url = format!("{}{EMPLOYEES}", sim.url());
-    let no_auth = client
-        .get(&url)
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .expect("request");
+    let no_auth = send(client.get(&url).header("Accept", "application/json")).await;
     assert_eq!(no_auth.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(json(no_auth).await, invalid_session());
     let unknown = get(&client, &sim.url(), "00Dxx!made-up", &[]).await;
     assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(json(unknown).await, invalid_session());
     let t = token(&client, &sim.url()).await;
-    assert_eq!(
-        get(&client, &sim.url(), &t, &[]).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(status(&client, &sim.url(), &t, &[]).await, StatusCode::OK);
     sim.revoke_tokens();
     let revoked = get(&client, &sim.url(), &t, &[]).await;
     assert_eq!(revoked.status(), StatusCode::UNAUTHORIZED);
@@ -35,45 +27,37 @@ async fn missing_unknown_or_revoked_token_gives_invalid_session_id() {
 
 #[tokio::test]
 async fn expired_token_gives_invalid_session_id_and_a_new_token_works() {
-    let (sim, client) = spawn_faulty(
+    let (sim, client, t) = session(faulty(
         5,
         SageFaults {
             token_expiry_after: Some(2),
             ..SageFaults::default()
         },
-    )
+    ))
     .await;
-    let t = token(&client, &sim.url()).await;
-    assert_eq!(
-        get(&client, &sim.url(), &t, &[]).await.status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        get(&client, &sim.url(), &t, &[]).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(status(&client, &sim.url(), &t, &[]).await, StatusCode::OK);
+    assert_eq!(status(&client, &sim.url(), &t, &[]).await, StatusCode::OK);
     let expired = get(&client, &sim.url(), &t, &[]).await;
     assert_eq!(expired.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(json(expired).await, invalid_session());
     let fresh = token(&client, &sim.url()).await;
     assert_eq!(
-        get(&client, &sim.url(), &fresh, &[]).await.status(),
+        status(&client, &sim.url(), &fresh, &[]).await,
         StatusCode::OK
     );
 }
 
 #[tokio::test]
 async fn accept_header_without_json_gives_406_invalid_accept_header() {
-    let (sim, client) = spawn(config(5)).await;
-    let t = token(&client, &sim.url()).await;
+    let (sim, client, t) = session(config(5)).await;
     for accept in ["*/*", "application/xml", "text/html"] {
-        let response = client
-            .get(format!("{}{EMPLOYEES}", sim.url()))
-            .bearer_auth(&t)
-            .header("Accept", accept)
-            .send()
-            .await
-            .expect("request");
+        let response = send(
+            client
+                .get(format!("{}{EMPLOYEES}", sim.url()))
+                .bearer_auth(&t)
+                .header("Accept", accept),
+        )
+        .await;
         assert_eq!(response.status(), StatusCode::NOT_ACCEPTABLE, "{accept}");
         error_envelope("REQUEST_ERROR", "INVALID_ACCEPT_HEADER", "Accept")(&json(response).await);
     }
@@ -81,18 +65,12 @@ async fn accept_header_without_json_gives_406_invalid_accept_header() {
 
 #[tokio::test]
 async fn every_api_response_carries_sforce_limit_info_and_each_call_counts_once() {
-    let (sim, client) = spawn(SageConfig {
+    let (sim, client, t) = session(SageConfig {
         api_quota: 5000,
         ..config(5)
     })
     .await;
-    let t = token(&client, &sim.url()).await;
-    let limit = |r: &reqwest::Response| {
-        r.headers()
-            .get("sforce-limit-info")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
+    let limit = |r: &reqwest::Response| header(r, "sforce-limit-info").map(str::to_string);
     let first = get(&client, &sim.url(), &t, &[]).await;
     assert_eq!(limit(&first).as_deref(), Some("api-usage=1/5000"));
     let second = get(&client, &sim.url(), &t, &[("marker", "bad")]).await;
@@ -106,34 +84,21 @@ async fn every_api_response_carries_sforce_limit_info_and_each_call_counts_once(
 
 #[tokio::test]
 async fn exhausted_quota_gives_request_limit_exceeded() {
-    let (sim, client) = spawn(SageConfig {
+    let (sim, client, t) = session(SageConfig {
         api_quota: 3,
         ..config(5)
     })
     .await;
-    let t = token(&client, &sim.url()).await;
     for _ in 0..3 {
-        assert_eq!(
-            get(&client, &sim.url(), &t, &[]).await.status(),
-            StatusCode::OK
-        );
+        assert_eq!(status(&client, &sim.url(), &t, &[]).await, StatusCode::OK);
     }
     let refused = get(&client, &sim.url(), &t, &[]).await;
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
-    assert_eq!(
-        refused
-            .headers()
-            .get("sforce-limit-info")
-            .and_then(|v| v.to_str().ok()),
-        Some("api-usage=3/3")
-    );
+    assert_eq!(header(&refused, "sforce-limit-info"), Some("api-usage=3/3"));
     assert_eq!(
         json(refused).await,
         json!([{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}])
     );
     sim.set_api_usage(1);
-    assert_eq!(
-        get(&client, &sim.url(), &t, &[]).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(status(&client, &sim.url(), &t, &[]).await, StatusCode::OK);
 }

@@ -4,15 +4,14 @@ use super::*;
 
 #[tokio::test]
 async fn transient_failures_are_server_unavailable_at_the_configured_rate() {
-    let (sim, client) = spawn_faulty(
+    let (sim, client, t) = session(faulty(
         5,
         SageFaults {
             transient_failure_rate: 1.0,
             ..SageFaults::default()
         },
-    )
+    ))
     .await;
-    let t = token(&client, &sim.url()).await;
     let response = get(&client, &sim.url(), &t, &[]).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body = json(response).await;
@@ -25,7 +24,7 @@ async fn transient_failures_are_server_unavailable_at_the_configured_rate() {
     });
     let mut failures = 0;
     for _ in 0..200 {
-        if get(&client, &sim.url(), &t, &[]).await.status() == StatusCode::SERVICE_UNAVAILABLE {
+        if status(&client, &sim.url(), &t, &[]).await == StatusCode::SERVICE_UNAVAILABLE {
             failures += 1;
         }
     }
@@ -34,8 +33,7 @@ async fn transient_failures_are_server_unavailable_at_the_configured_rate() {
 
 #[tokio::test]
 async fn outage_answers_503_until_it_ends() {
-    let (sim, client) = spawn(config(5)).await;
-    let t = token(&client, &sim.url()).await;
+    let (sim, client, t) = session(config(5)).await;
     sim.set_faults(SageFaults {
         outage_for_ms: Some(300),
         ..SageFaults::default()
@@ -44,16 +42,12 @@ async fn outage_answers_503_until_it_ends() {
     assert_eq!(during.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(json(during).await[0]["errorCode"], "SERVER_UNAVAILABLE");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(
-        get(&client, &sim.url(), &t, &[]).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(status(&client, &sim.url(), &t, &[]).await, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn configuration_errors_use_the_sage_people_envelope_with_nested_codes() {
-    let (sim, client) = spawn(config(5)).await;
-    let t = token(&client, &sim.url()).await;
+    let (sim, client, t) = session(config(5)).await;
     for code in [
         "MISSING_API_PERMISSION",
         "INACCESSIBLE_FIELD",
@@ -98,8 +92,7 @@ async fn configuration_errors_use_the_sage_people_envelope_with_nested_codes() {
 
 #[tokio::test]
 async fn a_filter_the_parser_refuses_names_the_specific_code_under_invalid_filter() {
-    let (sim, client) = spawn(config(5)).await;
-    let t = token(&client, &sim.url()).await;
+    let (sim, client, t) = session(config(5)).await;
     let response = get(&client, &sim.url(), &t, &[("$filter", "city eq 'Paris")]).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let inner = &json(response).await["error"]["innererror"];
@@ -109,8 +102,7 @@ async fn a_filter_the_parser_refuses_names_the_specific_code_under_invalid_filte
 
 #[tokio::test]
 async fn the_concurrent_limit_refuses_the_set_number_of_calls_then_lets_them_through() {
-    let (sim, client) = spawn(config(5)).await;
-    let t = token(&client, &sim.url()).await;
+    let (sim, client, t) = session(config(5)).await;
     sim.set_faults(SageFaults {
         concurrent_limit_calls: 2,
         ..SageFaults::default()
@@ -126,10 +118,7 @@ async fn the_concurrent_limit_refuses_the_set_number_of_calls_then_lets_them_thr
                 .is_some_and(|m| m.contains("ConcurrentPerOrgLongTxn"))
         );
     }
-    assert_eq!(
-        get(&client, &sim.url(), &t, &[]).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(status(&client, &sim.url(), &t, &[]).await, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -149,14 +138,7 @@ async fn limits_report_daily_api_requests_and_the_header_can_be_left_off() {
         let client = client.clone();
         let url = format!("{}/services/data/{version}/limits", sim.url());
         let t = t.clone();
-        async move {
-            client
-                .get(url)
-                .bearer_auth(t)
-                .send()
-                .await
-                .expect("request")
-        }
+        async move { send(client.get(url).bearer_auth(t)).await }
     };
     let response = limits("v64.0").await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -167,26 +149,21 @@ async fn limits_report_daily_api_requests_and_the_header_can_be_left_off() {
         json!({"Max": 1_000, "Remaining": 749})
     );
     assert_eq!(limits("latest").await.status(), StatusCode::NOT_FOUND);
-    let anonymous = client
-        .get(format!("{}/services/data/v64.0/limits", sim.url()))
-        .send()
-        .await
-        .expect("request");
+    let anonymous = send(client.get(format!("{}/services/data/v64.0/limits", sim.url()))).await;
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(sim.stats().limits_requests, 2);
 }
 
 #[tokio::test]
 async fn truncated_bodies_are_cut_in_the_middle() {
-    let (sim, client) = spawn_faulty(
+    let (sim, client, t) = session(faulty(
         50,
         SageFaults {
             truncate_rate: 1.0,
             ..SageFaults::default()
         },
-    )
+    ))
     .await;
-    let t = token(&client, &sim.url()).await;
     let response = get(&client, &sim.url(), &t, &[]).await;
     assert_eq!(response.status(), StatusCode::OK);
     let text = response.text().await.expect("body");

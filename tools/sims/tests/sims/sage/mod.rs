@@ -11,7 +11,7 @@ mod paging;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use crate::http::{Admin, assert_stopped, json};
+use crate::http::{Admin, assert_stopped, header, json, send};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use peoplesync_sims::generate::{self, worker_id};
 use peoplesync_sims::sage::{EndStyle, PageSize, SageConfig, SageFaults, SageSim};
@@ -31,18 +31,37 @@ fn config(workers: u64) -> SageConfig {
     }
 }
 
+/// An org of `workers` workers served in pages of `page_size`.
+fn paged(workers: u64, page_size: PageSize) -> SageConfig {
+    SageConfig {
+        page_size,
+        ..config(workers)
+    }
+}
+
 async fn spawn(config: SageConfig) -> (SageSim, Client) {
     let sim = SageSim::spawn(config).await.expect("sim starts");
     (sim, Client::new())
 }
 
-/// A simulator of `workers` workers with `faults` on from the start, and a client.
-async fn spawn_faulty(workers: u64, faults: SageFaults) -> (SageSim, Client) {
-    spawn(SageConfig {
+/// An org of `workers` workers with `faults` on from the start.
+fn faulty(workers: u64, faults: SageFaults) -> SageConfig {
+    SageConfig {
         faults,
         ..config(workers)
-    })
-    .await
+    }
+}
+
+/// A simulator of `workers` workers with `faults` on from the start, and a client.
+async fn spawn_faulty(workers: u64, faults: SageFaults) -> (SageSim, Client) {
+    spawn(faulty(workers, faults)).await
+}
+
+/// A simulator of `config`, a client, and an access token of the default connected app.
+async fn session(config: SageConfig) -> (SageSim, Client, String) {
+    let (sim, client) = spawn(config).await;
+    let t = token(&client, &sim.url()).await;
+    (sim, client, t)
 }
 
 async fn token_response(client: &Client, url: &str, form: &[(&str, &str)]) -> reqwest::Response {
@@ -80,6 +99,11 @@ async fn get(client: &Client, url: &str, token: &str, query: &[(&str, &str)]) ->
         .send()
         .await
         .expect("employees request")
+}
+
+/// The status of a list request with `token` and `query`.
+async fn status(client: &Client, url: &str, token: &str, query: &[(&str, &str)]) -> StatusCode {
+    get(client, url, token, query).await.status()
 }
 
 /// Walks the whole list; returns the ids and the size of each page.

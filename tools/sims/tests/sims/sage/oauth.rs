@@ -177,7 +177,7 @@ async fn jwt_bearer_grant_accepts_the_login_and_test_audiences_only() {
             .expect("token")
             .to_string();
         assert_eq!(
-            get(&client, &sim.url(), &token, &[]).await.status(),
+            status(&client, &sim.url(), &token, &[]).await,
             StatusCode::OK
         );
     }

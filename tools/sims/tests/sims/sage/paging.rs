@@ -4,12 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn paging_returns_every_worker_once_in_id_order_with_varying_pages() {
-    let (sim, client) = spawn(SageConfig {
-        page_size: PageSize::Varying { min: 10, max: 40 },
-        ..config(237)
-    })
-    .await;
-    let t = token(&client, &sim.url()).await;
+    let (sim, client, t) = session(paged(237, PageSize::Varying { min: 10, max: 40 })).await;
     let (ids, sizes) = walk(&client, &sim.url(), &t, None).await;
     let expected: Vec<String> = (0..237).map(worker_id).collect();
     assert_eq!(ids, expected);
@@ -27,12 +22,11 @@ async fn paging_returns_every_worker_once_in_id_order_with_varying_pages() {
 
 #[tokio::test]
 async fn served_records_are_the_generated_ones() {
-    let (sim, client) = spawn(SageConfig {
+    let (sim, client, t) = session(SageConfig {
         seed: 7,
         ..config(20)
     })
     .await;
-    let t = token(&client, &sim.url()).await;
     let body = json(get(&client, &sim.url(), &t, &[]).await).await;
     assert_eq!(body["version"], "4.8");
     assert_eq!(body["data"][0], generate::worker(7, 0));
@@ -41,13 +35,11 @@ async fn served_records_are_the_generated_ones() {
 
 #[tokio::test]
 async fn fixed_page_size_and_empty_data_end_style() {
-    let (sim, client) = spawn(SageConfig {
-        page_size: PageSize::Fixed(4),
+    let (sim, client, t) = session(SageConfig {
         end_style: EndStyle::EmptyData,
-        ..config(10)
+        ..paged(10, PageSize::Fixed(4))
     })
     .await;
-    let t = token(&client, &sim.url()).await;
     let (ids, sizes) = walk(&client, &sim.url(), &t, None).await;
     assert_eq!(ids.len(), 10);
     assert_eq!(sizes, [4, 4, 2]);
@@ -58,8 +50,7 @@ async fn fixed_page_size_and_empty_data_end_style() {
 
 #[tokio::test]
 async fn rereading_a_page_with_the_same_marker_gives_the_same_page() {
-    let (sim, client) = spawn(config(500)).await;
-    let t = token(&client, &sim.url()).await;
+    let (sim, client, t) = session(config(500)).await;
     let marker = worker_id(123);
     let a = json(get(&client, &sim.url(), &t, &[("marker", &marker)]).await).await;
     let b = json(get(&client, &sim.url(), &t, &[("marker", &marker)]).await).await;
@@ -69,12 +60,7 @@ async fn rereading_a_page_with_the_same_marker_gives_the_same_page() {
 
 #[tokio::test]
 async fn a_large_org_is_served_lazily_deep_into_the_list() {
-    let (sim, client) = spawn(SageConfig {
-        page_size: PageSize::Fixed(400),
-        ..config(1_000_000)
-    })
-    .await;
-    let t = token(&client, &sim.url()).await;
+    let (sim, client, t) = session(paged(1_000_000, PageSize::Fixed(400))).await;
     let first = json(get(&client, &sim.url(), &t, &[]).await).await;
     assert_eq!(first["data"].as_array().map(Vec::len), Some(400));
     let deep = json(get(&client, &sim.url(), &t, &[("marker", &worker_id(999_990))]).await).await;
@@ -88,8 +74,7 @@ async fn a_large_org_is_served_lazily_deep_into_the_list() {
 
 #[tokio::test]
 async fn garbled_or_unknown_marker_gives_invalid_marker() {
-    let (sim, client) = spawn(config(10)).await;
-    let t = token(&client, &sim.url()).await;
+    let (sim, client, t) = session(config(10)).await;
     let check = error_envelope("REQUEST_ERROR", "INVALID_MARKER", "marker");
     for marker in [
         "nonsense".to_string(),
@@ -105,72 +90,60 @@ async fn garbled_or_unknown_marker_gives_invalid_marker() {
 
 #[tokio::test]
 async fn reject_markers_fault_refuses_every_marker_but_not_the_first_page() {
-    let (sim, client) = spawn_faulty(
+    let (sim, client, t) = session(faulty(
         10,
         SageFaults {
             reject_markers: true,
             ..SageFaults::default()
         },
-    )
+    ))
     .await;
-    let t = token(&client, &sim.url()).await;
-    assert_eq!(
-        get(&client, &sim.url(), &t, &[]).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(status(&client, &sim.url(), &t, &[]).await, StatusCode::OK);
     let response = get(&client, &sim.url(), &t, &[("marker", &worker_id(2))]).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     error_envelope("REQUEST_ERROR", "INVALID_MARKER", "marker")(&json(response).await);
     sim.set_faults(SageFaults::default());
     assert_eq!(
-        get(&client, &sim.url(), &t, &[("marker", &worker_id(2))])
-            .await
-            .status(),
+        status(&client, &sim.url(), &t, &[("marker", &worker_id(2))]).await,
         StatusCode::OK
     );
 }
 
 #[tokio::test]
 async fn marker_of_a_removed_worker_still_continues_the_list() {
-    let (sim, client) = spawn(SageConfig {
-        page_size: PageSize::Fixed(3),
-        ..config(10)
-    })
-    .await;
-    let t = token(&client, &sim.url()).await;
+    let (sim, client, t) = session(paged(10, PageSize::Fixed(3))).await;
     sim.remove_worker(&worker_id(5));
     let page = json(get(&client, &sim.url(), &t, &[("marker", &worker_id(5))]).await).await;
     assert_eq!(page["data"][0]["id"], worker_id(6).as_str());
     let (ids, _) = walk(&client, &sim.url(), &t, None).await;
     assert_eq!(ids.len(), 9);
     assert!(!ids.contains(&worker_id(5)));
-    let one = client
-        .get(format!("{}{EMPLOYEES}/{}", sim.url(), worker_id(5)))
-        .bearer_auth(&t)
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .expect("request");
+    let one = send(
+        client
+            .get(format!("{}{EMPLOYEES}/{}", sim.url(), worker_id(5)))
+            .bearer_auth(&t)
+            .header("Accept", "application/json"),
+    )
+    .await;
     assert_eq!(one.status(), StatusCode::NOT_FOUND);
     assert_eq!(sim.stats().workers, 9);
 }
 
 #[tokio::test]
 async fn one_employee_is_served_as_one_object_in_data_or_404() {
-    let (sim, client) = spawn(config(10)).await;
-    let t = token(&client, &sim.url()).await;
+    let (sim, client, t) = session(config(10)).await;
     let read = |id: String| {
         let client = client.clone();
         let url = format!("{}{EMPLOYEES}/{id}", sim.url());
         let t = t.clone();
         async move {
-            client
-                .get(url)
-                .bearer_auth(t)
-                .header("Accept", "application/json")
-                .send()
-                .await
-                .expect("request")
+            send(
+                client
+                    .get(url)
+                    .bearer_auth(t)
+                    .header("Accept", "application/json"),
+            )
+            .await
         }
     };
     let ok = read(worker_id(4)).await;
@@ -191,12 +164,7 @@ async fn one_employee_is_served_as_one_object_in_data_or_404() {
 
 #[tokio::test]
 async fn filter_selects_by_nested_fields_booleans_and_or() {
-    let (sim, client) = spawn(SageConfig {
-        page_size: PageSize::Fixed(25),
-        ..config(300)
-    })
-    .await;
-    let t = token(&client, &sim.url()).await;
+    let (sim, client, t) = session(paged(300, PageSize::Fixed(25))).await;
     let filter = "workAddress.country eq 'France' and currentEmployment.active eq true or hrDepartment eq 'R&D'";
     let (ids, _) = walk(&client, &sim.url(), &t, Some(filter)).await;
     let expected: Vec<String> = (0..300)
@@ -217,8 +185,7 @@ async fn filter_selects_by_nested_fields_booleans_and_or() {
 
 #[tokio::test]
 async fn unsupported_filter_gives_invalid_filter() {
-    let (sim, client) = spawn(config(10)).await;
-    let t = token(&client, &sim.url()).await;
+    let (sim, client, t) = session(config(10)).await;
     for filter in [
         "workAddress.country like 'F%'",
         "nonsense",
@@ -233,8 +200,7 @@ async fn unsupported_filter_gives_invalid_filter() {
 
 #[tokio::test]
 async fn patched_and_added_workers_are_served() {
-    let (sim, client) = spawn(config(10)).await;
-    let t = token(&client, &sim.url()).await;
+    let (sim, client, t) = session(config(10)).await;
     let id = worker_id(2);
     sim.patch_worker(
         &id,
