@@ -79,11 +79,6 @@ pub struct RemovalState {
     /// the new filter, so its removals are always held for approval.
     #[serde(default)]
     pub baseline_filter: Option<String>,
-    /// The baseline left out workers who had left (see the extractor's leavers). A baseline recorded
-    /// before leavers existed lists them: compared with a newer list, every worker who left
-    /// long ago would look removed, so workers the newer run kept as leavers are skipped.
-    #[serde(default)]
-    pub leavers_judged: bool,
 }
 
 /// The removal state of every integration.
@@ -138,13 +133,5 @@ mod tests {
         assert_eq!(decision.held(), 60);
         assert_eq!(decision.published(), 0);
         assert_eq!(Decision::Publish { count: 3 }.published(), 3);
-    }
-
-    #[test]
-    fn a_removal_state_from_before_leavers_reads_as_not_judging_them() {
-        let legacy = r#"{"baseline":"legacy","held":null,"baseline_filter":""}"#;
-        let state: RemovalState = serde_json::from_str(legacy).unwrap();
-        assert_eq!(state.baseline.as_deref(), Some("legacy"));
-        assert!(!state.leavers_judged);
     }
 }

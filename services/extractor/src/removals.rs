@@ -15,7 +15,7 @@
 //! resumed (dedup ids drop the repeats) instead of deciding anew against a moved baseline.
 
 use peoplesync_bus::removals::{Decision, HeldRemovals, RemovalState};
-use peoplesync_bus::seen::{IdReader, ReadError, Seen};
+use peoplesync_bus::seen::{IdReader, ReadError};
 use peoplesync_bus::{Bus, BusError, Publisher, codec, names};
 
 use crate::config::RemovalPolicy;
@@ -53,49 +53,21 @@ struct Diff {
     current: IdReader,
     head: Option<String>,
     started: bool,
-    /// With a baseline that listed leavers: skip the workers `current` kept as leavers.
-    legacy: Option<Legacy>,
-}
-
-/// What skipping leavers listed by a legacy baseline needs.
-struct Legacy {
-    seen: Seen,
-    integration: String,
-    run: String,
 }
 
 async fn diff(bus: &Bus, integration: &str, baseline: &str, run: &str) -> Result<Diff, ReadError> {
-    let state = bus.removals().load(integration).await?;
     let seen = bus.seen();
-    let legacy = (!state.leavers_judged).then(|| Legacy {
-        seen: seen.clone(),
-        integration: integration.to_owned(),
-        run: run.to_owned(),
-    });
     Ok(Diff {
         baseline: seen.reader(integration, baseline).await?,
         current: seen.reader(integration, run).await?,
         head: None,
         started: false,
-        legacy,
     })
 }
 
 impl Diff {
-    /// The next worker removed since the baseline.
+    /// The next worker removed since the baseline: listed in it, missing from the current list.
     async fn next_removed(&mut self) -> Result<Option<String>, ReadError> {
-        loop {
-            let Some(id) = self.next_missing().await? else {
-                return Ok(None);
-            };
-            match &self.legacy {
-                Some(l) if l.seen.kept(&l.integration, &l.run, &id).await?.is_some() => {}
-                _ => return Ok(Some(id)),
-            }
-        }
-    }
-
-    async fn next_missing(&mut self) -> Result<Option<String>, ReadError> {
         if !self.started {
             self.head = self.current.next().await?;
             self.started = true;
@@ -258,7 +230,6 @@ pub async fn settle(
             }
             state.baseline = Some(run_id.to_owned());
             state.baseline_filter = Some(filter.unwrap_or_default().to_owned());
-            state.leavers_judged = true;
         }
     }
     bus.removals().save(integration, &state).await
@@ -383,7 +354,6 @@ pub async fn finish_release(
         baseline: Some(release.held_run.clone()),
         held: None,
         baseline_filter: Some(release.filter.clone()),
-        leavers_judged: true,
     };
     bus.removals().save(integration, &state).await
 }

@@ -2,7 +2,6 @@
 //! are published as `ended` events through the removal diff: once, with the worker as last
 //! listed, counted by the same threshold as workers who disappeared.
 
-use peoplesync_bus::removals::RemovalState;
 use peoplesync_core::{IntegrationConfig, LeaverAction, MappingEntry, MappingSource};
 use peoplesync_proto::v1::WorkerEventKind;
 use peoplesync_sims::generate;
@@ -151,51 +150,4 @@ async fn with_an_update_or_delete_policy_leavers_are_not_upserted() {
         .await
         .unwrap();
     assert_eq!((third.published, third.removed), (first.published, 0));
-}
-
-#[tokio::test]
-async fn a_baseline_from_before_leavers_does_not_turn_old_leavers_into_removals() {
-    let s = setup(org(200, 40, 90)).await;
-    // A baseline as an extractor without leavers wrote it: every listed worker, left or not.
-    s.bus.seen().ensure().await.unwrap();
-    let mut all: Vec<String> = (0..200).map(generate::worker_id).collect();
-    all.sort();
-    let mut publisher = s.bus.publisher(1);
-    publisher
-        .publish(
-            peoplesync_bus::names::seen_chunk_subject(ID, "legacy", 0),
-            "legacy.seen.0".into(),
-            peoplesync_bus::seen::encode_chunk(all.iter().map(String::as_str)),
-            None,
-        )
-        .await
-        .unwrap();
-    publisher.flush().await.unwrap();
-    // The removal state as that extractor wrote it (it did not know `leavers_judged`; that a
-    // missing field reads as `false` is checked in the bus's removal-state tests).
-    let state = RemovalState {
-        baseline: Some("legacy".into()),
-        held: None,
-        baseline_filter: Some(String::new()),
-        leavers_judged: false,
-    };
-    s.bus.removals().save(ID, &state).await.unwrap();
-    let left = all.iter().filter(|id| !employed(&s.sim, id)).count();
-    assert!(left > 0, "the generated org has leavers");
-
-    let gone = employed_ids(&s, 50, 1).remove(0);
-    s.sim.remove_worker(&gone);
-    let extraction = s.extraction(ID);
-    let run = extraction
-        .run_full("test", CancellationToken::new())
-        .await
-        .unwrap();
-    assert_eq!(
-        run.removed, 1,
-        "only the worker who disappeared, not the {left} old leavers"
-    );
-    let events = drain_workers(&s.bus, ID).await;
-    assert_eq!(kinds(&events, &gone), [WorkerEventKind::Removed]);
-    let state = s.bus.removals().load(ID).await.unwrap();
-    assert!(state.leavers_judged, "the new baseline leaves leavers out");
 }
