@@ -105,22 +105,12 @@ impl Configs {
     /// now, so nothing changed between a read and the watch is missed.
     pub async fn watch(&self, id: Option<&str>) -> Result<ConfigWatch, BusError> {
         let key = id.unwrap_or(">");
-        let inner = self
-            .kv
-            .watch_with_history(key)
-            .await
-            .map_err(|e| BusError::kv(names::CONFIG_BUCKET, "watch", key, e))?;
-        Ok(ConfigWatch { inner })
+        ConfigWatch::of(self.kv.watch_with_history(key).await, key)
     }
 
     /// Follows the changes to the config of `id` made from now on (not what is stored now).
     pub async fn changes(&self, id: &str) -> Result<ConfigWatch, BusError> {
-        let inner = self
-            .kv
-            .watch(id)
-            .await
-            .map_err(|e| BusError::kv(names::CONFIG_BUCKET, "watch", id, e))?;
-        Ok(ConfigWatch { inner })
+        ConfigWatch::of(self.kv.watch(id).await, id)
     }
 }
 
@@ -136,6 +126,12 @@ impl std::fmt::Debug for ConfigWatch {
 }
 
 impl ConfigWatch {
+    fn of(watch: Result<kv::Watch, kv::WatchError>, key: &str) -> Result<ConfigWatch, BusError> {
+        watch
+            .map(|inner| ConfigWatch { inner })
+            .map_err(|e| BusError::kv(names::CONFIG_BUCKET, "watch", key, e))
+    }
+
     /// The next change; `None` once the watch has ended (the connection was lost for good or
     /// the bucket went away), after which the caller watches again.
     pub async fn next(&mut self) -> Option<Result<ConfigChange, BusError>> {

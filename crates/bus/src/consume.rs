@@ -114,7 +114,7 @@ pub async fn fetch_advisories(
 /// The work-stream event at `sequence`, or `None` when it is gone (acknowledged or removed).
 /// Used for an event the server gave up delivering, which only its sequence names.
 pub async fn stored_event(bus: &Bus, sequence: u64) -> Result<Option<StoredEvent>, BusError> {
-    let stream = work_stream(bus).await?;
+    let stream = bus.stream(names::WORKERS_STREAM).await?;
     match stream.get_raw_message(sequence).await {
         Ok(message) => Ok(Some(StoredEvent {
             subject: message.subject.to_string(),
@@ -131,19 +131,12 @@ pub async fn stored_event(bus: &Bus, sequence: u64) -> Result<Option<StoredEvent
 /// Removes the work-stream event at `sequence` (one the server gave up delivering, once it is
 /// dead-lettered).
 pub async fn remove_event(bus: &Bus, sequence: u64) -> Result<(), BusError> {
-    work_stream(bus)
+    bus.stream(names::WORKERS_STREAM)
         .await?
         .delete_message(sequence)
         .await
         .map(drop)
         .map_err(|e| BusError::request(format!("removing abandoned event {sequence}"), e))
-}
-
-async fn work_stream(bus: &Bus) -> Result<jetstream::stream::Stream<()>, BusError> {
-    bus.js
-        .get_stream_no_info(names::WORKERS_STREAM)
-        .await
-        .map_err(|e| BusError::request("opening the work stream", e))
 }
 
 /// How long one fetch waits for messages before it is renewed.

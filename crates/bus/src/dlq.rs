@@ -290,10 +290,7 @@ pub async fn record(
     let js = &bus.js;
     let subject = names::dlq_letter_subject(&letter.integration, &letter_key(letter));
     let id = names::event_msg_id(&letter.run_id, &letter.worker_id);
-    let stream = js
-        .get_stream_no_info(names::DLQ_STREAM)
-        .await
-        .map_err(|e| BusError::request("opening the DLQ stream", e))?;
+    let stream = bus.stream(names::DLQ_STREAM).await?;
     let mut last_error = String::new();
     for attempt in 1..=RECORD_ATTEMPTS {
         let previous = match stream.get_last_raw_message_by_subject(&subject).await {
@@ -387,11 +384,7 @@ pub async fn record(
 
 /// Reads the dead letter at `sequence`, or `None` if there is none (purged or never there).
 pub async fn get(bus: &crate::Bus, sequence: u64) -> Result<Option<DeadLetterRecord>, BusError> {
-    let js = &bus.js;
-    let stream = js
-        .get_stream(names::DLQ_STREAM)
-        .await
-        .map_err(|e| BusError::request("opening the DLQ stream", e))?;
+    let stream = bus.stream(names::DLQ_STREAM).await?;
     match stream.get_raw_message(sequence).await {
         Ok(raw) => Ok(Some(DeadLetterRecord::from_raw(raw))),
         Err(err) if matches!(err.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok(None),
@@ -427,11 +420,7 @@ pub async fn next(
     integration: &str,
     sequence: u64,
 ) -> Result<Option<DeadLetterRecord>, BusError> {
-    let js = &bus.js;
-    let stream = js
-        .get_stream_no_info(names::DLQ_STREAM)
-        .await
-        .map_err(|e| BusError::request("opening the DLQ stream", e))?;
+    let stream = bus.stream(names::DLQ_STREAM).await?;
     let subject = names::dlq_filter(integration);
     match stream
         .get_first_raw_message_by_subject(&subject, sequence.max(1))
@@ -448,11 +437,7 @@ pub async fn next(
 
 /// Deletes the dead letter at `sequence`; false when it was not there (already gone).
 pub async fn delete(bus: &crate::Bus, sequence: u64) -> Result<bool, BusError> {
-    let js = &bus.js;
-    let stream = js
-        .get_stream_no_info(names::DLQ_STREAM)
-        .await
-        .map_err(|e| BusError::request("opening the DLQ stream", e))?;
+    let stream = bus.stream(names::DLQ_STREAM).await?;
     match stream.delete_message(sequence).await {
         Ok(deleted) => Ok(deleted),
         // The server answers "no message found" for a sequence already deleted or purged.
@@ -480,12 +465,9 @@ fn one_line(text: &str, max: usize) -> String {
 /// Removes every dead letter of `integration`; returns how many.
 pub async fn purge_all(bus: &crate::Bus, integration: &str) -> Result<u64, BusError> {
     let subject = names::dlq_filter(integration);
-    let stream = bus
-        .js
-        .get_stream_no_info(names::DLQ_STREAM)
-        .await
-        .map_err(|e| BusError::request("opening the DLQ stream", e))?;
-    let purged = stream
+    let purged = bus
+        .stream(names::DLQ_STREAM)
+        .await?
         .purge()
         .filter(&subject)
         .await

@@ -315,13 +315,9 @@ pub async fn count(
     integration: &str,
     run_id: &str,
 ) -> Result<OutcomeCounts, BusError> {
-    let js = &bus.js;
     // A handle without the stream-info request `get_stream` makes: every replica counts its
     // busy runs several times a second, and the request below is all the count needs.
-    let stream = js
-        .get_stream_no_info(names::OUTCOMES_STREAM)
-        .await
-        .map_err(|e| BusError::request("opening the outcomes stream", e))?;
+    let stream = bus.stream(names::OUTCOMES_STREAM).await?;
     let filter = names::outcomes_filter(integration, run_id);
     let mut subjects = stream
         .info_with_subjects(&filter)
@@ -525,11 +521,7 @@ fn hash(id: &[u8]) -> u64 {
 
 /// Removes one run's outcome messages once its counts are kept elsewhere.
 pub async fn purge(bus: &crate::Bus, integration: &str, run_id: &str) -> Result<(), BusError> {
-    let js = &bus.js;
-    let stream = js
-        .get_stream_no_info(names::OUTCOMES_STREAM)
-        .await
-        .map_err(|e| BusError::request("opening the outcomes stream", e))?;
+    let stream = bus.stream(names::OUTCOMES_STREAM).await?;
     stream
         .purge()
         .filter(names::outcomes_filter(integration, run_id))

@@ -272,6 +272,14 @@ impl Bus {
         &self.settings
     }
 
+    /// A handle on stream `name`, without asking the server for its state.
+    pub(crate) async fn stream(&self, name: &str) -> Result<stream::Stream<()>, BusError> {
+        self.js
+            .get_stream_no_info(name)
+            .await
+            .map_err(|e| BusError::request(format!("opening stream {name}"), e))
+    }
+
     /// Creates `spec`'s stream, or brings an existing one in line with it, with this bus's
     /// replica count (never lowering an existing stream's). For streams outside the shared
     /// topology: the extractor's seen lists, the leavers report.

@@ -55,14 +55,9 @@ impl Bus {
     /// acknowledged, from its loaders' consumer.
     pub async fn backlog(&self, integration: &str) -> Result<(u64, u64), BusError> {
         let consumer = names::loader_consumer(integration);
-        let stream = self
-            .js
-            .get_stream_no_info(names::WORKERS_STREAM)
-            .await
-            .map_err(|e| {
-                BusError::request(format!("opening stream {}", names::WORKERS_STREAM), e)
-            })?;
-        let info = stream
+        let info = self
+            .stream(names::WORKERS_STREAM)
+            .await?
             .consumer_info(&consumer)
             .await
             .map_err(|e| BusError::request(format!("reading consumer {consumer}"), e))?;
@@ -87,16 +82,16 @@ impl Bus {
 
     /// How many worker events the work stream holds, and their total size in bytes.
     pub async fn work_stream_size(&self) -> Result<(u64, u64), BusError> {
+        let what = format!("reading stream {}", names::WORKERS_STREAM);
         let mut stream = self
             .js
             .get_stream(names::WORKERS_STREAM)
             .await
-            .map_err(|e| {
-                BusError::request(format!("opening stream {}", names::WORKERS_STREAM), e)
-            })?;
-        let info = stream.info().await.map_err(|e| {
-            BusError::request(format!("reading stream {}", names::WORKERS_STREAM), e)
-        })?;
+            .map_err(|e| BusError::request(&what, e))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| BusError::request(&what, e))?;
         Ok((info.state.messages, info.state.bytes))
     }
 }
