@@ -129,21 +129,17 @@ pub async fn run(bins: &Binaries, options: &Options) -> anyhow::Result<()> {
         )
     };
     let rate = |d: Duration| options.workers as f64 / d.as_secs_f64();
+    let (workers, latency) = (options.workers, options.latency_ms);
+    let (start, start_rate) = (timing.total.as_secs_f64(), rate(timing.total));
+    let (load, load_rate) = (timing.load.as_secs_f64(), rate(timing.load));
+    let check = timing.check.as_secs_f64();
     println!(
-        "{} workers, Oomnitza latency {} ms, {mode}: {:.2} s from start ({:.0} workers/s), {:.2} s from the first request ({:.0} workers/s)",
-        options.workers,
-        options.latency_ms,
-        timing.total.as_secs_f64(),
-        rate(timing.total),
-        timing.load.as_secs_f64(),
-        rate(timing.load),
+        "{workers} workers, Oomnitza latency {latency} ms, {mode}: {start:.2} s from start ({start_rate:.0} workers/s), {load:.2} s from the first request ({load_rate:.0} workers/s)"
     );
-    let loaded = timing.load.saturating_sub(timing.check);
+    let loaded = timing.load.saturating_sub(timing.check).as_secs_f64();
     println!(
-        "checking the run against Oomnitza took {:.2} s after finalize: {:.1}% of the {:.2} s to finalize",
-        timing.check.as_secs_f64(),
-        100.0 * timing.check.as_secs_f64() / loaded.as_secs_f64().max(f64::EPSILON),
-        loaded.as_secs_f64(),
+        "checking the run against Oomnitza took {check:.2} s after finalize: {:.1}% of the {loaded:.2} s to finalize",
+        100.0 * check / loaded.max(f64::EPSILON),
     );
     println!();
     println!(
@@ -151,14 +147,7 @@ pub async fn run(bins: &Binaries, options: &Options) -> anyhow::Result<()> {
     );
     println!("|---:|---:|---|---:|---:|---:|---:|---:|");
     println!(
-        "| {} | {} ms | {mode} | {:.2} s | {:.0} | {:.2} s | {:.0} | {:.2} s |",
-        options.workers,
-        options.latency_ms,
-        timing.total.as_secs_f64(),
-        rate(timing.total),
-        timing.load.as_secs_f64(),
-        rate(timing.load),
-        timing.check.as_secs_f64(),
+        "| {workers} | {latency} ms | {mode} | {start:.2} s | {start_rate:.0} | {load:.2} s | {load_rate:.0} | {check:.2} s |"
     );
     Ok(())
 }
