@@ -135,7 +135,7 @@ impl Checkpoints {
         match serde_json::from_slice(&entry.value) {
             Ok(checkpoint) => Ok(Some(checkpoint)),
             Err(err) => {
-                tracing::warn!(integration, error = %err, "ignoring an unreadable checkpoint; starting a new run");
+                tracing::warn!(integration, error = %err, "ignoring an unreadable checkpoint: the run it belonged to cannot be resumed, and the next run starts from the first page");
                 Ok(None)
             }
         }

@@ -88,27 +88,22 @@ pub(crate) async fn read_ordered(
 }
 
 /// Up to `max` max-deliveries advisories (the server's notices of worker events it gave up
-/// on), waiting at most `expires` for them; each is acknowledged by the caller once handled.
+/// on), each yielded as it arrives, the fetch ending after `expires`; each is acknowledged by
+/// the caller once handled.
 pub async fn fetch_advisories(
     bus: &Bus,
     max: usize,
     expires: Duration,
-) -> Result<Vec<jetstream::Message>, BusError> {
+) -> Result<impl futures::Stream<Item = jetstream::Message> + Unpin, BusError> {
     let consumer = bus.advisory_consumer().await?;
-    let mut batch = consumer
+    let batch = consumer
         .fetch()
         .max_messages(max)
         .expires(expires)
         .messages()
         .await
         .map_err(|e| BusError::request("fetching max-deliveries advisories", e))?;
-    let mut advisories = Vec::new();
-    while let Some(advisory) = batch.next().await {
-        if let Ok(advisory) = advisory {
-            advisories.push(advisory);
-        }
-    }
-    Ok(advisories)
+    Ok(batch.filter_map(|advisory| std::future::ready(advisory.ok())))
 }
 
 /// The work-stream event at `sequence`, or `None` when it is gone (acknowledged or removed).

@@ -91,21 +91,12 @@ impl Seen {
             .await
     }
 
-    async fn stream(&self, what: &str) -> Result<jetstream::stream::Stream, BusError> {
-        self.bus
-            .js
-            .get_stream(SEEN_STREAM)
-            .await
-            .map_err(|e| BusError::request(what, e))
-    }
-
     /// Deletes the chunks whose subjects match `filter` (a run's whole list, or pages written
     /// after its last checkpoint).
     async fn purge(&self, filter: String) -> Result<(), BusError> {
-        let stream = self
-            .stream(&format!("opening stream {SEEN_STREAM}"))
-            .await?;
-        stream
+        self.bus
+            .stream(SEEN_STREAM)
+            .await?
             .purge()
             .filter(filter.clone())
             .await
@@ -140,7 +131,7 @@ impl Seen {
     /// The last message on `subject`, if any.
     async fn last_on(&self, subject: &str) -> Result<Option<Bytes>, BusError> {
         let what = format!("reading {subject} from {SEEN_STREAM}");
-        let stream = self.stream(&what).await?;
+        let stream = self.bus.stream(SEEN_STREAM).await?;
         match stream.get_last_raw_message_by_subject(subject).await {
             Ok(message) => Ok(Some(message.payload)),
             Err(err)

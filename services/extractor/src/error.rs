@@ -124,11 +124,6 @@ impl RunError {
         &self.stop
     }
 
-    /// The integration.
-    pub fn integration(&self) -> &str {
-        &self.integration
-    }
-
     /// Whether the run was interrupted between pages (shutdown, lost lease).
     pub fn is_interrupted(&self) -> bool {
         matches!(*self.stop, Stop::Interrupted)

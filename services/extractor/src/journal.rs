@@ -157,10 +157,6 @@ impl Journal {
                 true
             })
             .await?;
-        let counts = Counts {
-            removed: 0,
-            ..counts
-        };
         self.event(run_id, RunEventKind::Failed, counts, Some(message))
             .await
     }

@@ -170,7 +170,7 @@ impl Service {
                 .unwrap_or_else(|| {
                     Err(ServiceError::Run(RunError::new(
                         &integration,
-                        Some(""),
+                        None,
                         Stop::Interrupted,
                     )))
                 })

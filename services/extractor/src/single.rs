@@ -224,8 +224,10 @@ pub async fn approve_removals(
         removed: released,
         ..Counts::default()
     };
-    journal.complete(&release.release_run, counts).await?;
+    // The held run gives its removals up before the release run is reported complete, so no
+    // one sees the release completed while the removals still show as held.
     journal.removals_released(&release.held_run).await?;
+    journal.complete(&release.release_run, counts).await?;
     removals::finish_release(bus, integration, &release).await?;
     tracing::info!(integration, held_run = %release.held_run, release_run = %release.release_run,
         released, held = release.count, "released removals held for approval");

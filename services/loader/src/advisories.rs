@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use peoplesync_bus::{Bus, BusError, DeadLetter, Outcome, codec, consume, dlq, names};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +37,8 @@ pub async fn capture(bus: Bus, shutdown: CancellationToken) {
 }
 
 async fn capture_batch(bus: &Bus) -> Result<(), BusError> {
-    for advisory in consume::fetch_advisories(bus, 20, Duration::from_secs(5)).await? {
+    let mut advisories = consume::fetch_advisories(bus, 20, Duration::from_secs(5)).await?;
+    while let Some(advisory) = advisories.next().await {
         match serde_json::from_slice::<MaxDeliveries>(&advisory.payload) {
             Ok(info) => dead_letter(bus, info).await?,
             Err(err) => {
