@@ -1,11 +1,12 @@
 //! What both simulators' `/_admin` APIs share: the counters and the faults over HTTP
 //! (`GET /_admin/stats`, `GET`/`PUT /_admin/faults`) for any simulator state that is
-//! [`Controlled`], and the answer to a refused admin request. Each simulator adds its own routes.
+//! [`Controlled`], an admin request's JSON body, and the answer to a refused admin request. Each
+//! simulator adds its own routes.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -41,6 +42,23 @@ pub(crate) fn routes<S: Controlled>() -> Router<Arc<S>> {
 /// `400` with `{"error": message}`.
 pub(crate) fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({"error": message}))).into_response()
+}
+
+/// An admin request's body as JSON of any kind; a body that is not JSON is refused with
+/// [`bad_request`] before the handler runs.
+pub(crate) struct JsonBody(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        serde_json::from_slice(&body)
+            .map(JsonBody)
+            .map_err(|e| bad_request(format!("the body is not JSON: {e}")))
+    }
 }
 
 async fn stats<S: Controlled>(State(shared): State<Arc<S>>) -> Response {

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -15,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::OomnitzaBehavior;
 use super::state::Shared;
-use crate::admin::bad_request;
+use crate::admin::{JsonBody, bad_request};
 use crate::sync::lock;
 
 /// Longest `GET /_admin/wait_idle` wait, and the default one.
@@ -39,14 +38,13 @@ async fn users(State(shared): State<Arc<Shared>>) -> Response {
     Json(shared.users()).into_response()
 }
 
-async fn insert_user(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(fields)) => {
+async fn insert_user(State(shared): State<Arc<Shared>>, JsonBody(user): JsonBody) -> Response {
+    match user {
+        Value::Object(fields) => {
             let id = shared.insert_user(fields);
             (StatusCode::CREATED, Json(json!({"_id": id}))).into_response()
         }
-        Ok(_) => bad_request("a user is a JSON object of field id → value".into()),
-        Err(e) => bad_request(format!("the body is not JSON: {e}")),
+        _ => bad_request("a user is a JSON object of field id → value".into()),
     }
 }
 
@@ -71,18 +69,13 @@ async fn cancel(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Re
 }
 
 /// Sets the body of a successful bulk post; JSON `null` restores the default.
-async fn bulk_response(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Null) => {
-            shared.set_bulk_response(None);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Ok(v) => {
-            shared.set_bulk_response(Some(v));
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(e) => bad_request(format!("the body is not JSON: {e}")),
-    }
+async fn bulk_response(State(shared): State<Arc<Shared>>, JsonBody(body): JsonBody) -> Response {
+    let custom = match body {
+        Value::Null => None,
+        body => Some(body),
+    };
+    shared.set_bulk_response(custom);
+    StatusCode::NO_CONTENT.into_response()
 }
 
 /// Ends every password session; see [`super::OomnitzaSim::revoke_sessions`].
@@ -96,11 +89,9 @@ async fn get_behavior(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 /// Merges the given members of [`OomnitzaBehavior`] into the current ones (others are kept).
-async fn put_behavior(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    let changes = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(changes)) => changes,
-        Ok(_) => return bad_request("behavior must be a JSON object of OomnitzaBehavior".into()),
-        Err(e) => return bad_request(format!("the body is not JSON: {e}")),
+async fn put_behavior(State(shared): State<Arc<Shared>>, JsonBody(changes): JsonBody) -> Response {
+    let Value::Object(changes) = changes else {
+        return bad_request("behavior must be a JSON object of OomnitzaBehavior".into());
     };
     let mut merged = match serde_json::to_value(shared.behavior()) {
         Ok(Value::Object(current)) => current,

@@ -11,10 +11,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::state::Shared;
-use crate::admin::bad_request;
+use crate::admin::{JsonBody, bad_request};
 
 /// The admin routes.
 pub(crate) fn routes() -> Router<Arc<Shared>> {
@@ -57,13 +57,11 @@ async fn remove_worker(State(shared): State<Arc<Shared>>, Path(id): Path<String>
 async fn patch_worker(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
-    body: Bytes,
+    JsonBody(patch): JsonBody,
 ) -> Response {
-    let patch: Value = match serde_json::from_slice(&body) {
-        Ok(Value::Object(map)) => Value::Object(map),
-        Ok(_) => return bad_request("a merge-patch must be a JSON object".into()),
-        Err(e) => return bad_request(format!("the body is not JSON: {e}")),
-    };
+    if !patch.is_object() {
+        return bad_request("a merge-patch must be a JSON object".into());
+    }
     match shared.patch_worker(&id, &patch) {
         Some(record) => Json(record).into_response(),
         None => not_found(&id),
@@ -73,12 +71,8 @@ async fn patch_worker(
 async fn replace_worker(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
-    body: Bytes,
+    JsonBody(raw): JsonBody,
 ) -> Response {
-    let raw: Value = match serde_json::from_slice(&body) {
-        Ok(raw) => raw,
-        Err(e) => return bad_request(format!("the body is not JSON: {e}")),
-    };
     if shared.replace_worker(&id, raw) {
         StatusCode::NO_CONTENT.into_response()
     } else {
