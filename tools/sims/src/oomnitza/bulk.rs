@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use tokio::time::{Duration, Instant};
 
-use super::gate::error;
+use super::gate::{bad_request, not_found};
 use super::state::Shared;
 use super::{MAX_PROCESSING_DELAY_MS, PortionState, validate};
 use crate::sync::lock;
@@ -33,11 +33,7 @@ pub(crate) async fn post(
         Ok(v) => v,
         Err(e) => {
             lock(&shared.store).counters.bulk_requests += 1;
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &format!("the body is not JSON: {e}"),
-            );
+            return bad_request(&format!("the body is not JSON: {e}"));
         }
     };
     let (poison, custom_response, delay_ms) = {
@@ -70,7 +66,7 @@ pub(crate) async fn post(
     }
     let env = match checked {
         Ok(env) => env,
-        Err(problem) => return error(StatusCode::BAD_REQUEST, "bad_request", &problem),
+        Err(problem) => return bad_request(&problem),
     };
     let portion = store.portion_mut(&env.portion);
     portion.bulk_requests += 1;
@@ -110,11 +106,7 @@ fn finalized(id: &str) -> Response {
 }
 
 fn unknown_portion(id: &str) -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        &format!("no portion {id}"),
-    )
+    not_found(&format!("no portion {id}"))
 }
 
 /// `{"portion", "canceled", "finalized"}`, or `404`.
@@ -146,11 +138,7 @@ pub(crate) async fn finalize(
     if !body.iter().all(u8::is_ascii_whitespace)
         && !matches!(serde_json::from_slice(&body), Ok(Value::Object(_)))
     {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "the finalize body must be a JSON object ({})",
-        );
+        return bad_request("the finalize body must be a JSON object ({})");
     }
     let portion = store.portion_mut(&id);
     if portion.finalized {

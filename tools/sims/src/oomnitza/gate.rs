@@ -29,6 +29,16 @@ pub(crate) fn error(status: StatusCode, kind: &str, message: &str) -> Response {
     (status, Json(json!({"error": kind, "message": message}))).into_response()
 }
 
+/// `400` `bad_request`: a request Oomnitza cannot read.
+pub(crate) fn bad_request(message: &str) -> Response {
+    error(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+/// `404` `not_found`: what the request names is not there.
+pub(crate) fn not_found(message: &str) -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", message)
+}
+
 /// Axum middleware wrapped around the `/api/v3` routes.
 pub(crate) async fn api_gate(
     State(shared): State<Arc<Shared>>,
@@ -184,11 +194,7 @@ pub(crate) async fn mappings(RawQuery(query): RawQuery) -> Response {
     let named = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .any(|(k, v)| k == "name" || (k == "connector_id" && !v.is_empty()));
     if !named {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "name (or connector_id) is required",
-        );
+        return bad_request("name (or connector_id) is required");
     }
     Json(json!({})).into_response()
 }

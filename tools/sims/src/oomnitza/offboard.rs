@@ -20,11 +20,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::gate::error;
+use super::gate::{bad_request, error, not_found};
 use super::state::Shared;
 use super::validate::{self, Checks};
+use crate::admin;
 use crate::sync::lock;
 
 /// One asset in the tenant, shown as Oomnitza's asset attributes.
@@ -48,12 +49,8 @@ pub(crate) fn admin_routes() -> Router<Arc<Shared>> {
     Router::new().route("/_admin/assets", get(list_assets).post(add_asset))
 }
 
-fn not_found(ident: &str) -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        &format!("no user with id or username {ident}"),
-    )
+fn unknown_user(ident: &str) -> Response {
+    not_found(&format!("no user with id or username {ident}"))
 }
 
 /// `PATCH /api/v3/users/{ident}`.
@@ -64,28 +61,18 @@ pub(crate) async fn patch(
 ) -> Response {
     let fields = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(fields)) => fields,
-        _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "the body must be a JSON object of field id → value",
-            );
-        }
+        _ => return bad_request("the body must be a JSON object of field id → value"),
     };
     if let Some(unknown) = fields
         .keys()
         .find(|f| !validate::is_known_field(f, &shared.config.custom_fields))
     {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            &format!("unknown field {unknown}"),
-        );
+        return bad_request(&format!("unknown field {unknown}"));
     }
     let rules = Arc::clone(&lock(&shared.control).rules);
     let mut store = lock(&shared.store);
     let Some(id) = store.resolve(&ident) else {
-        return not_found(&ident);
+        return unknown_user(&ident);
     };
     // The user as it would be: refused as a bulk record would be when processed.
     let mut merged = store.user(&id).unwrap_or_default();
@@ -111,7 +98,7 @@ pub(crate) async fn delete(
     let refuse = shared.behavior().refuse_delete_with_assets;
     let mut store = lock(&shared.store);
     let Some(id) = store.resolve(&ident) else {
-        return not_found(&ident);
+        return unknown_user(&ident);
     };
     let held = store
         .assets
@@ -141,7 +128,7 @@ pub(crate) async fn assets(
 ) -> Response {
     let store = lock(&shared.store);
     let Some(id) = store.resolve(&ident) else {
-        return not_found(&ident);
+        return unknown_user(&ident);
     };
     let held: Vec<&SimAsset> = store
         .assets
@@ -160,26 +147,16 @@ async fn list_assets(State(shared): State<Arc<Shared>>) -> Response {
 async fn add_asset(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let mut asset = match serde_json::from_slice::<SimAsset>(&body) {
         Ok(asset) if !asset.equipment_id.trim().is_empty() => asset,
-        Ok(_) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": "equipment_id is empty"})),
-            )
-                .into_response();
-        }
+        Ok(_) => return admin::bad_request("equipment_id is empty".into()),
         Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": format!("an asset is a JSON object of SimAsset: {e}")})),
-            )
-                .into_response();
+            return admin::bad_request(format!("an asset is a JSON object of SimAsset: {e}"));
         }
     };
     let mut store = lock(&shared.store);
     if let Some(ident) = asset.assigned_to.clone() {
         match store.resolve(&ident) {
             Some(id) => asset.assigned_to = Some(id),
-            None => return not_found(&ident),
+            None => return unknown_user(&ident),
         }
     }
     store

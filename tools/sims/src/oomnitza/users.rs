@@ -15,12 +15,12 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
 use super::filter;
-use super::gate::error;
+use super::gate::{bad_request, not_found};
 use super::state::Shared;
 use super::{CustomField, CustomFieldNames, OomnitzaBehavior, validate::scalar_text};
 use crate::sync::lock;
@@ -153,10 +153,6 @@ impl Naming {
         out.insert(ID.into(), Value::String(id.to_owned()));
         Value::Object(out)
     }
-}
-
-fn bad_request(message: &str) -> Response {
-    error(StatusCode::BAD_REQUEST, "bad_request", message)
 }
 
 /// Lists users matching `filter`, sorted by `sortby`, paged by `skip` and `limit`.
@@ -341,11 +337,7 @@ pub(crate) async fn one(State(shared): State<Arc<Shared>>, Path(id): Path<String
             count_read(&shared, 1);
             Json(user).into_response()
         }
-        None => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            &format!("no user with id {id}"),
-        ),
+        None => not_found(&format!("no user with id {id}")),
     }
 }
 
