@@ -65,11 +65,7 @@ async fn accept_header_without_json_gives_406_invalid_accept_header() {
 
 #[tokio::test]
 async fn every_api_response_carries_sforce_limit_info_and_each_call_counts_once() {
-    let (sim, client, t) = session(SageConfig {
-        api_quota: 5000,
-        ..config(5)
-    })
-    .await;
+    let (sim, client, t) = session(with_quota(5, 5000)).await;
     let limit = |r: &reqwest::Response| header(r, "sforce-limit-info").map(str::to_string);
     let first = get(&client, &sim.url(), &t, &[]).await;
     assert_eq!(limit(&first).as_deref(), Some("api-usage=1/5000"));
@@ -84,11 +80,7 @@ async fn every_api_response_carries_sforce_limit_info_and_each_call_counts_once(
 
 #[tokio::test]
 async fn exhausted_quota_gives_request_limit_exceeded() {
-    let (sim, client, t) = session(SageConfig {
-        api_quota: 3,
-        ..config(5)
-    })
-    .await;
+    let (sim, client, t) = session(with_quota(5, 3)).await;
     for _ in 0..3 {
         assert_eq!(status(&client, &sim.url(), &t, &[]).await, StatusCode::OK);
     }

@@ -23,6 +23,12 @@ const EMPLOYEES: &str = "/services/apexrest/spapi/v4/employees";
 const TEST_PUBLIC_KEY: &str = include_str!("../../../testdata/jwt-test-key.pub.pem");
 const TEST_PRIVATE_KEY: &[u8] = include_bytes!("../../../testdata/jwt-test-key.pem");
 const OTHER_PRIVATE_KEY: &[u8] = include_bytes!("../../../testdata/jwt-other-key.pem");
+/// The client-credentials grant of the default connected app.
+const CLIENT_CREDENTIALS: [(&str, &str); 3] = [
+    ("grant_type", "client_credentials"),
+    ("client_id", "sim-client"),
+    ("client_secret", "sim-secret"),
+];
 
 fn config(workers: u64) -> SageConfig {
     SageConfig {
@@ -42,6 +48,14 @@ fn paged(workers: u64, page_size: PageSize) -> SageConfig {
 async fn spawn(config: SageConfig) -> (SageSim, Client) {
     let sim = SageSim::spawn(config).await.expect("sim starts");
     (sim, Client::new())
+}
+
+/// An org of `workers` workers whose API quota is `api_quota` calls.
+fn with_quota(workers: u64, api_quota: u64) -> SageConfig {
+    SageConfig {
+        api_quota,
+        ..config(workers)
+    }
 }
 
 /// An org of `workers` workers with `faults` on from the start.
@@ -74,12 +88,7 @@ async fn token_response(client: &Client, url: &str, form: &[(&str, &str)]) -> re
 }
 
 async fn token(client: &Client, url: &str) -> String {
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("client_id", "sim-client"),
-        ("client_secret", "sim-secret"),
-    ];
-    let body: Value = token_response(client, url, &form)
+    let body: Value = token_response(client, url, &CLIENT_CREDENTIALS)
         .await
         .json()
         .await

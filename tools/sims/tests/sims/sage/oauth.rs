@@ -5,12 +5,7 @@ use super::*;
 #[tokio::test]
 async fn client_credentials_grant_issues_a_bearer_token_without_expiry() {
     let (sim, client) = spawn(config(5)).await;
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("client_id", "sim-client"),
-        ("client_secret", "sim-secret"),
-    ];
-    let response = token_response(&client, &sim.url(), &form).await;
+    let response = token_response(&client, &sim.url(), &CLIENT_CREDENTIALS).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.headers().get("sforce-limit-info").is_none());
     let body = json(response).await;
@@ -51,12 +46,7 @@ async fn a_public_url_is_announced_as_the_instance_url_for_clients_in_other_cont
     )
     .await
     .expect("sim starts");
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("client_id", "sim-client"),
-        ("client_secret", "sim-secret"),
-    ];
-    let body = json(token_response(&Client::new(), &sim.url(), &form).await).await;
+    let body = json(token_response(&Client::new(), &sim.url(), &CLIENT_CREDENTIALS).await).await;
     assert_eq!(body["instance_url"], "http://sage-people-sim:8080");
 }
 
