@@ -87,6 +87,68 @@ pub(crate) async fn read_ordered(
     Ok((Some(messages), pending))
 }
 
+/// The messages a stream holds under a filter when the read starts, each read once and in
+/// order. Messages that vanish while they are read (purged by another replica, aged out) end
+/// the read with an error instead of a wait for ever.
+pub(crate) struct Snapshot {
+    what: String,
+    messages: Option<consumer::pull::Ordered>,
+    remaining: u64,
+}
+
+impl Snapshot {
+    /// Starts reading `stream` under `filter`; `what` names the read in errors.
+    pub(crate) async fn open(
+        js: &jetstream::Context,
+        stream: &str,
+        filter: String,
+        what: String,
+    ) -> Result<Snapshot, BusError> {
+        let (messages, remaining) = read_ordered(js, stream, filter, &what).await?;
+        Ok(Snapshot {
+            what,
+            messages,
+            remaining,
+        })
+    }
+
+    /// What is read, as errors name it.
+    pub(crate) fn what(&self) -> &str {
+        &self.what
+    }
+
+    /// Whether every message is read.
+    pub(crate) fn is_done(&self) -> bool {
+        self.remaining == 0
+    }
+
+    /// The next message; `None` after the last. When none comes within `idle`, the read fails
+    /// with `missing` as the reason.
+    pub(crate) async fn next(
+        &mut self,
+        idle: Duration,
+        missing: &str,
+    ) -> Result<Option<jetstream::Message>, BusError> {
+        let Some(messages) = self.messages.as_mut() else {
+            return Ok(None);
+        };
+        if self.remaining == 0 {
+            return Ok(None);
+        }
+        let message = match tokio::time::timeout(idle, messages.next()).await {
+            Ok(Some(Ok(message))) => message,
+            Ok(Some(Err(err))) => return Err(BusError::request(&self.what, err)),
+            Ok(None) => return Err(BusError::request(&self.what, "the consumer ended early")),
+            Err(_) => return Err(BusError::request(&self.what, missing)),
+        };
+        self.remaining -= 1;
+        if message.info().is_ok_and(|info| info.pending == 0) {
+            self.remaining = 0;
+        }
+        Ok(Some(message))
+    }
+}
+
 /// Up to `max` max-deliveries advisories (the server's notices of worker events it gave up
 /// on), each yielded as it arrives, the fetch ending after `expires`; each is acknowledged by
 /// the caller once handled.

@@ -1,6 +1,8 @@
 //! JSON documents in the KV buckets: how every typed store encodes, decodes, reads and writes
 //! one, with errors that name what the document is, its bucket and its key.
 
+use std::marker::PhantomData;
+
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use serde::Serialize;
@@ -58,4 +60,38 @@ pub(crate) async fn put<T: Serialize>(
     kv.put(key, encode(what, value)?)
         .await
         .map_err(|e| BusError::kv(&kv.name, "write", key, e))
+}
+
+/// One kind of document kept per integration in a KV bucket: its name in errors and how an
+/// integration's key is built, stated once for every read and write of it.
+#[derive(Debug, Clone)]
+pub(crate) struct PerIntegration<T> {
+    kv: kv::Store,
+    what: &'static str,
+    key: fn(&str) -> String,
+    kind: PhantomData<fn() -> T>,
+}
+
+impl<T: Serialize + DeserializeOwned> PerIntegration<T> {
+    /// Documents of kind `what` in `kv`, an integration's under `key(integration)`.
+    pub(crate) fn new(kv: kv::Store, what: &'static str, key: fn(&str) -> String) -> Self {
+        PerIntegration {
+            kv,
+            what,
+            key,
+            kind: PhantomData,
+        }
+    }
+
+    /// The document of `integration`, if there is one.
+    pub(crate) async fn get(&self, integration: &str) -> Result<Option<T>, BusError> {
+        get(&self.kv, self.what, &(self.key)(integration)).await
+    }
+
+    /// Stores `value` as the document of `integration`.
+    pub(crate) async fn put(&self, integration: &str, value: &T) -> Result<(), BusError> {
+        put(&self.kv, self.what, &(self.key)(integration), value)
+            .await
+            .map(drop)
+    }
 }

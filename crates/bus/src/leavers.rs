@@ -6,10 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::consume::read_ordered;
+use crate::consume::Snapshot;
 use crate::setup::StreamSpec;
 use crate::{BusError, Publisher};
 
@@ -112,29 +111,12 @@ pub async fn read(
     integration: &str,
     run_id: &str,
 ) -> Result<Vec<LeaverEntry>, BusError> {
-    let js = &bus.js;
     let what = format!("reading the leavers of run {run_id} of {integration}");
-    let (messages, mut remaining) =
-        read_ordered(js, LEAVERS_STREAM, subject(integration, run_id), &what).await?;
+    let mut report =
+        Snapshot::open(&bus.js, LEAVERS_STREAM, subject(integration, run_id), what).await?;
     let mut entries = BTreeMap::new();
-    let Some(mut messages) = messages else {
-        return Ok(Vec::new());
-    };
-    while remaining > 0 {
-        let message = match tokio::time::timeout(READ_IDLE, messages.next()).await {
-            Ok(Some(Ok(message))) => message,
-            Ok(Some(Err(err))) => return Err(BusError::request(what, err)),
-            Ok(None) | Err(_) => {
-                return Err(BusError::request(
-                    what,
-                    "the report changed while it was read",
-                ));
-            }
-        };
-        remaining -= 1;
-        if message.info().is_ok_and(|info| info.pending == 0) {
-            remaining = 0;
-        }
+    let missing = "the report changed while it was read";
+    while let Some(message) = report.next(READ_IDLE, missing).await? {
         match serde_json::from_slice::<LeaverEntry>(&message.payload) {
             Ok(entry) => {
                 entries.insert(entry.worker_id.clone(), entry);

@@ -11,12 +11,12 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer};
+use async_nats::jetstream;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::consume::read_ordered;
+use crate::consume::Snapshot;
 use crate::{BusError, Publisher, names};
 
 /// What became of one worker event.
@@ -426,9 +426,7 @@ fn written_event(line: &[u8]) -> WrittenEvent {
 /// each event the first time its id is seen (for an ungrouped outcome from before grouping, the
 /// line is the event id alone).
 struct FirstOutcomes {
-    what: String,
-    messages: Option<consumer::pull::Ordered>,
-    remaining: u64,
+    read: Snapshot,
     seen: HashSet<u64>,
     started: tokio::time::Instant,
 }
@@ -441,11 +439,8 @@ impl FirstOutcomes {
     ) -> Result<FirstOutcomes, BusError> {
         let what = format!("reading the outcomes of run {run_id} of {integration}");
         let filter = names::outcomes_filter(integration, run_id);
-        let (messages, remaining) = read_ordered(js, names::OUTCOMES_STREAM, filter, &what).await?;
         Ok(FirstOutcomes {
-            what,
-            messages,
-            remaining,
+            read: Snapshot::open(js, names::OUTCOMES_STREAM, filter, what).await?,
             seen: HashSet::new(),
             started: tokio::time::Instant::now(),
         })
@@ -453,34 +448,19 @@ impl FirstOutcomes {
 
     /// The first-seen events of the next outcome message; `None` after the last.
     async fn next_message(&mut self) -> Result<Option<Vec<(Outcome, Vec<u8>)>>, BusError> {
-        let what = || self.what.clone();
-        let Some(messages) = self.messages.as_mut() else {
-            return Ok(None);
-        };
         loop {
-            if self.remaining == 0 {
+            if self.read.is_done() {
                 return Ok(None);
             }
             // The outcomes can vanish while they are read (another replica finalized the run
             // and purged them, or they aged out): an ordered consumer would then wait forever.
             if self.started.elapsed() > READ_LIMIT {
-                return Err(BusError::request(what(), "reading took too long"));
+                return Err(BusError::request(self.read.what(), "reading took too long"));
             }
-            let message = match tokio::time::timeout(READ_IDLE, messages.next()).await {
-                Ok(Some(Ok(message))) => message,
-                Ok(Some(Err(err))) => return Err(BusError::request(what(), err)),
-                Ok(None) => return Err(BusError::request(what(), "the consumer ended early")),
-                Err(_) => {
-                    return Err(BusError::request(
-                        what(),
-                        "no message within 5 s; the outcomes changed while they were read",
-                    ));
-                }
+            let missing = "no message within 5 s; the outcomes changed while they were read";
+            let Some(message) = self.read.next(READ_IDLE, missing).await? else {
+                return Ok(None);
             };
-            self.remaining -= 1;
-            if message.info().is_ok_and(|info| info.pending == 0) {
-                self.remaining = 0;
-            }
             let Some((outcome, n)) = parse_subject(message.subject.as_str()) else {
                 continue;
             };

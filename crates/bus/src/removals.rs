@@ -3,10 +3,10 @@
 //! full run is compared with, and which run's removals are held for approval. Also the
 //! [`Decision`] a run takes about removals, kept in its [`crate::checkpoint::Checkpoint`].
 
-use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
 
-use crate::{Bus, BusError, document, names};
+use crate::document::PerIntegration;
+use crate::{Bus, BusError, names};
 
 /// What a finished listing does about workers that disappeared.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,14 +84,14 @@ pub struct RemovalState {
 /// The removal state of every integration.
 #[derive(Debug, Clone)]
 pub struct Removals {
-    kv: kv::Store,
+    states: PerIntegration<RemovalState>,
 }
 
 impl Bus {
     /// The removal state of every integration.
     pub fn removals(&self) -> Removals {
         Removals {
-            kv: self.state.clone(),
+            states: PerIntegration::new(self.state.clone(), "removal state", names::removals_key),
         }
     }
 }
@@ -99,21 +99,12 @@ impl Bus {
 impl Removals {
     /// The removal state of `integration` (the default when none is stored).
     pub async fn load(&self, integration: &str) -> Result<RemovalState, BusError> {
-        let key = names::removals_key(integration);
-        let state = document::get(&self.kv, "removal state", &key).await?;
-        Ok(state.unwrap_or_default())
+        Ok(self.states.get(integration).await?.unwrap_or_default())
     }
 
     /// Stores `value` as the removal state of `integration`.
     pub async fn save(&self, integration: &str, value: &RemovalState) -> Result<(), BusError> {
-        document::put(
-            &self.kv,
-            "removal state",
-            &names::removals_key(integration),
-            value,
-        )
-        .await?;
-        Ok(())
+        self.states.put(integration, value).await
     }
 }
 

@@ -3,10 +3,10 @@
 //! such workers back until each has its own key; only digests of the key values are kept,
 //! never the values.
 
-use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
 
-use crate::{Bus, BusError, document, names};
+use crate::document::PerIntegration;
+use crate::{Bus, BusError, names};
 
 /// What the state bucket keeps between runs: the keys shared in the last full run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -34,14 +34,18 @@ pub struct SharedKey {
 /// The shared sync keys of every integration.
 #[derive(Debug, Clone)]
 pub struct SyncKeys {
-    kv: kv::Store,
+    tables: PerIntegration<SharedKeys>,
 }
 
 impl Bus {
     /// The sync keys shared in each integration's last full run.
     pub fn sync_keys(&self) -> SyncKeys {
         SyncKeys {
-            kv: self.state.clone(),
+            tables: PerIntegration::new(
+                self.state.clone(),
+                "shared sync keys",
+                names::sync_keys_key,
+            ),
         }
     }
 }
@@ -49,10 +53,8 @@ impl Bus {
 impl SyncKeys {
     /// The keys shared in `integration`'s last full run; none when nothing (readable) is stored.
     pub async fn load(&self, integration: &str) -> Result<SharedKeys, BusError> {
-        let key = names::sync_keys_key(integration);
         // An unreadable table is treated as empty: it is rebuilt by the next full run.
-        let stored = document::get::<SharedKeys>(&self.kv, "shared sync keys", &key).await;
-        match stored {
+        match self.tables.get(integration).await {
             Ok(shared) => Ok(shared.unwrap_or_default()),
             Err(BusError::Decode { .. }) => Ok(SharedKeys::default()),
             Err(err) => Err(err),
@@ -61,13 +63,6 @@ impl SyncKeys {
 
     /// Stores `shared` as the keys shared in `integration`'s last full run.
     pub async fn save(&self, integration: &str, shared: &SharedKeys) -> Result<(), BusError> {
-        document::put(
-            &self.kv,
-            "shared sync keys",
-            &names::sync_keys_key(integration),
-            shared,
-        )
-        .await?;
-        Ok(())
+        self.tables.put(integration, shared).await
     }
 }

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use peoplesync_bus::{
-    Bus, BusSettings, DeadLetter, FinalizeState, Outcome, RunRecord, RunState, WorkStream, dlq,
-    names, outcomes,
+    Bus, BusError, BusSettings, DeadLetter, FinalizeState, Outcome, RunRecord, RunState,
+    WorkStream, dlq, names, outcomes,
 };
 use peoplesync_testkit::{NatsServer, wait_for};
 
@@ -32,13 +32,32 @@ async fn bus(nats: &NatsServer) -> Bus {
         .expect("bus")
 }
 
-async fn workers_in_stream(bus: &Bus) -> u64 {
-    let mut stream = bus
-        .jetstream()
-        .get_stream(names::WORKERS_STREAM)
-        .await
-        .unwrap();
+/// A nats-server of the test's own and a bus connected to it; the bus works as long as the
+/// server is kept.
+async fn started() -> (NatsServer, Bus) {
+    let nats = NatsServer::start();
+    let bus = bus(&nats).await;
+    (nats, bus)
+}
+
+/// How many messages stream `name` holds.
+async fn messages_in(bus: &Bus, name: &str) -> u64 {
+    let mut stream = bus.jetstream().get_stream(name).await.unwrap();
     stream.info().await.unwrap().state.messages
+}
+
+/// Publishes one worker event of acme with dedup id `id` and waits until it is stored.
+async fn publish_one(bus: &Bus, id: &str, payload: &'static [u8]) -> Result<(), BusError> {
+    let mut publisher = bus.publisher(1);
+    publisher
+        .publish(
+            names::workers_subject("acme"),
+            id.to_owned(),
+            Bytes::from_static(payload),
+            None,
+        )
+        .await?;
+    publisher.flush().await
 }
 
 #[tokio::test]
@@ -56,8 +75,7 @@ async fn setup_is_idempotent_across_replicas() {
 
 #[tokio::test]
 async fn repeated_message_ids_are_stored_once() {
-    let nats = NatsServer::start();
-    let bus = bus(&nats).await;
+    let (_nats, bus) = started().await;
     let mut publisher = bus.publisher(16);
     for round in 0..2 {
         for i in 0..50 {
@@ -75,13 +93,12 @@ async fn repeated_message_ids_are_stored_once() {
     publisher.flush().await.unwrap();
     assert_eq!(publisher.stored(), 50);
     assert_eq!(publisher.duplicates(), 50);
-    assert_eq!(workers_in_stream(&bus).await, 50);
+    assert_eq!(messages_in(&bus, names::WORKERS_STREAM).await, 50);
 }
 
 #[tokio::test]
 async fn outcome_counts_stay_exact_when_an_event_is_recorded_twice() {
-    let nats = NatsServer::start();
-    let bus = bus(&nats).await;
+    let (_nats, bus) = started().await;
     let mut recorder = bus.outcome_recorder(32);
     let id = |i: usize| names::event_msg_id("run-2", &format!("w{i}"));
     for i in 0..10 {
@@ -120,8 +137,7 @@ async fn outcome_counts_stay_exact_when_an_event_is_recorded_twice() {
 
 #[tokio::test]
 async fn outcomes_are_grouped_per_run_and_kind() {
-    let nats = NatsServer::start();
-    let bus = bus(&nats).await;
+    let (_nats, bus) = started().await;
     let mut recorder = bus.outcome_recorder(4);
     // 2,500 events of one run: 2,000 written ones in two messages of 1,000 ids, 500 dead
     // letters in one; and one event of another run.
@@ -142,12 +158,7 @@ async fn outcomes_are_grouped_per_run_and_kind() {
         .await
         .unwrap();
     recorder.flush().await.unwrap();
-    let mut stream = bus
-        .jetstream()
-        .get_stream(names::OUTCOMES_STREAM)
-        .await
-        .unwrap();
-    assert_eq!(stream.info().await.unwrap().state.messages, 2 + 1 + 1);
+    assert_eq!(messages_in(&bus, names::OUTCOMES_STREAM).await, 2 + 1 + 1);
     for counts in [
         outcomes::count(&bus, "acme", "run-4").await.unwrap(),
         outcomes::exact_count(&bus, "acme", "run-4").await.unwrap(),
@@ -163,8 +174,7 @@ async fn outcomes_are_grouped_per_run_and_kind() {
 
 #[tokio::test]
 async fn concurrent_run_updates_are_never_lost() {
-    let nats = NatsServer::start();
-    let bus = bus(&nats).await;
+    let (_nats, bus) = started().await;
     let runs = bus.runs();
     runs.create(&RunRecord::start("acme", "run-4", true, "manual"))
         .await
@@ -228,8 +238,7 @@ async fn concurrent_run_updates_are_never_lost() {
 
 #[tokio::test]
 async fn dead_letters_keep_their_reason_and_payload() {
-    let nats = NatsServer::start();
-    let bus = bus(&nats).await;
+    let (_nats, bus) = started().await;
     let mut publisher = bus.publisher(4);
     let letter = DeadLetter {
         integration: "acme".into(),
@@ -287,35 +296,32 @@ async fn letters(bus: &Bus) -> Vec<peoplesync_bus::DeadLetterRecord> {
 
 const EMPTY_EMAIL: &str = "required field EMAIL is empty (mapped from source Email)";
 
+/// Records that worker w1 was refused in `run` for an empty e-mail, with event `payload`.
+async fn refuse_w1(bus: &Bus, run: &str, payload: &str) -> dlq::Recorded {
+    let letter = refusal(run, "w1", EMPTY_EMAIL);
+    dlq::record(bus, &letter, payload.to_owned().into())
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_worker_refused_for_the_same_reason_run_after_run_is_one_letter_counting_the_runs() {
-    let nats = NatsServer::start();
-    let bus = bus(&nats).await;
+    let (_nats, bus) = started().await;
     let js = &bus;
-    let first = dlq::record(js, &refusal("run-1", "w1", EMPTY_EMAIL), "e1".into())
-        .await
-        .unwrap();
+    let first = refuse_w1(&bus, "run-1", "e1").await;
     assert!(
         matches!(first, dlq::Recorded::Stored { runs: 1, .. }),
         "{first:?}"
     );
     let first_at = letters(&bus).await[0].at.clone();
     // The same event again (redelivered after a crash): the run is already counted.
-    let again = dlq::record(js, &refusal("run-1", "w1", EMPTY_EMAIL), "e1".into())
-        .await
-        .unwrap();
+    let again = refuse_w1(&bus, "run-1", "e1").await;
     assert!(
         matches!(again, dlq::Recorded::AlreadyCounted { runs: 1, .. }),
         "{again:?}"
     );
     for (run, payload) in [("run-2", "e2"), ("run-3", "e3")] {
-        dlq::record(
-            js,
-            &refusal(run, "w1", EMPTY_EMAIL),
-            payload.to_owned().into(),
-        )
-        .await
-        .unwrap();
+        refuse_w1(&bus, run, payload).await;
     }
 
     let held = letters(&bus).await;
@@ -342,8 +348,7 @@ async fn a_worker_refused_for_the_same_reason_run_after_run_is_one_letter_counti
 
 #[tokio::test]
 async fn another_reason_or_another_worker_is_another_letter() {
-    let nats = NatsServer::start();
-    let bus = bus(&nats).await;
+    let (_nats, bus) = started().await;
     let js = &bus;
     for letter in [
         refusal("run-1", "w1", EMPTY_EMAIL),
@@ -406,19 +411,14 @@ async fn replicas_recording_the_same_letter_at_once_count_every_run_once() {
 
 #[tokio::test]
 async fn a_removed_letter_starts_again_at_one_run() {
-    let nats = NatsServer::start();
-    let bus = bus(&nats).await;
+    let (_nats, bus) = started().await;
     let js = &bus;
     for run in ["run-1", "run-2"] {
-        dlq::record(js, &refusal(run, "w1", EMPTY_EMAIL), "e".into())
-            .await
-            .unwrap();
+        refuse_w1(&bus, run, "e").await;
     }
     let held = letters(&bus).await;
     assert!(dlq::delete(js, held[0].sequence).await.unwrap());
-    dlq::record(js, &refusal("run-3", "w1", EMPTY_EMAIL), "e".into())
-        .await
-        .unwrap();
+    refuse_w1(&bus, "run-3", "e").await;
     let held = letters(&bus).await;
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].seen.runs, 1);
@@ -427,19 +427,8 @@ async fn a_removed_letter_starts_again_at_one_run() {
 
 #[tokio::test]
 async fn consumption_survives_a_server_restart() {
-    let mut nats = NatsServer::start();
-    let bus = bus(&nats).await;
-    let mut publisher = bus.publisher(8);
-    publisher
-        .publish(
-            names::workers_subject("acme"),
-            "r.a".into(),
-            Bytes::from_static(b"a"),
-            None,
-        )
-        .await
-        .unwrap();
-    publisher.flush().await.unwrap();
+    let (mut nats, bus) = started().await;
+    publish_one(&bus, "r.a", b"a").await.unwrap();
     let mut work = WorkStream::new(bus.clone(), "acme", 10);
     let first = tokio::time::timeout(Duration::from_secs(10), work.next())
         .await
@@ -451,19 +440,7 @@ async fn consumption_survives_a_server_restart() {
     // The client reconnects by itself; publish once it has.
     wait_for("publish after restart", Duration::from_secs(20), || {
         let bus = bus.clone();
-        async move {
-            let mut publisher = bus.publisher(1);
-            publisher
-                .publish(
-                    names::workers_subject("acme"),
-                    "r.b".into(),
-                    Bytes::from_static(b"b"),
-                    None,
-                )
-                .await
-                .ok()?;
-            publisher.flush().await.ok()
-        }
+        async move { publish_one(&bus, "r.b", b"b").await.ok() }
     })
     .await;
     let second = tokio::time::timeout(Duration::from_secs(30), work.next())
@@ -474,8 +451,7 @@ async fn consumption_survives_a_server_restart() {
 
 #[tokio::test]
 async fn many_keys_are_read_at_once_in_order() {
-    let nats = NatsServer::start();
-    let bus = bus(&nats).await;
+    let (_nats, bus) = started().await;
     let store = bus.applied_kv();
     // More keys than one batched request holds, with absent, deleted and purged ones among them.
     let keys: Vec<String> = (0..600).map(|i| format!("acme.k{i}")).collect();
@@ -524,8 +500,7 @@ async fn many_keys_are_read_at_once_in_order() {
 
 #[tokio::test]
 async fn a_removed_run_record_is_gone_with_its_history() {
-    let nats = NatsServer::start();
-    let bus = bus(&nats).await;
+    let (_nats, bus) = started().await;
     let runs = bus.runs();
     for run in ["old", "kept"] {
         runs.create(&RunRecord::start("acme", run, true, "test"))
@@ -546,13 +521,8 @@ async fn a_removed_run_record_is_gone_with_its_history() {
         runs.keys().await.unwrap(),
         vec![peoplesync_bus::runs::key("acme", "kept")]
     );
-    let mut stream = bus
-        .jetstream()
-        .get_stream(format!("KV_{}", names::STATE_BUCKET))
-        .await
-        .unwrap();
     assert_eq!(
-        stream.info().await.unwrap().state.messages,
+        messages_in(&bus, &format!("KV_{}", names::STATE_BUCKET)).await,
         1,
         "no revision or delete marker of the removed record is left"
     );

@@ -78,15 +78,20 @@ fn url_credentials_are_taken_out_of_the_urls() {
     ));
 }
 
+/// The error reading `pairs` as the connection variables ends with, as shown.
+fn refusal(pairs: &[(&str, &str)]) -> String {
+    ConnectSettings::from_vars(vars(pairs))
+        .unwrap_err()
+        .to_string()
+}
+
 #[test]
 fn more_than_one_method_is_refused_naming_the_variables() {
-    let err = ConnectSettings::from_vars(vars(&[
+    let err = refusal(&[
         ("NATS_USER", "bob"),
         ("NATS_PASSWORD", "pw"),
         ("NATS_TOKEN", "t"),
-    ]))
-    .unwrap_err()
-    .to_string();
+    ]);
     assert!(err.contains("NATS_USER/NATS_PASSWORD, NATS_TOKEN"), "{err}");
 
     let settings = ConnectSettings::from_vars(vars(&[("NATS_TOKEN", "t")])).unwrap();
@@ -97,25 +102,18 @@ fn more_than_one_method_is_refused_naming_the_variables() {
 
 #[test]
 fn half_a_pair_and_a_bad_flag_are_refused() {
-    let err = ConnectSettings::from_vars(vars(&[("NATS_USER", "bob")]))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("NATS_USER is set but NATS_PASSWORD"), "{err}");
-    let err = ConnectSettings::from_vars(vars(&[("NATS_TLS_CERT_FILE", "/c.pem")]))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("NATS_TLS_KEY_FILE"), "{err}");
-    let err = ConnectSettings::from_vars(vars(&[("NATS_TLS_REQUIRED", "maybe")]))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("NATS_TLS_REQUIRED=maybe"), "{err}");
-    let err = ConnectSettings::from_vars(vars(&[("NATS_CREDS_FILE", "/nonexistent/x.creds")]))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("NATS_CREDS_FILE=/nonexistent/x.creds"),
-        "{err}"
-    );
+    for (pair, expected) in [
+        (("NATS_USER", "bob"), "NATS_USER is set but NATS_PASSWORD"),
+        (("NATS_TLS_CERT_FILE", "/c.pem"), "NATS_TLS_KEY_FILE"),
+        (("NATS_TLS_REQUIRED", "maybe"), "NATS_TLS_REQUIRED=maybe"),
+        (
+            ("NATS_CREDS_FILE", "/nonexistent/x.creds"),
+            "NATS_CREDS_FILE=/nonexistent/x.creds",
+        ),
+    ] {
+        let err = refusal(&[pair]);
+        assert!(err.contains(expected), "{pair:?}: {err}");
+    }
 }
 
 #[test]

@@ -38,6 +38,12 @@ async fn connect(url: &str, settings: &ConnectSettings) -> Result<Bus, BusError>
     .expect("connecting neither succeeded nor failed within 30 s")
 }
 
+/// Asserts `settings` connect to `url` and may set the topology up.
+async fn assert_connects(url: &str, settings: &ConnectSettings) {
+    let bus = connect(url, settings).await.unwrap();
+    assert!(bus.prepare_loader_consumer("acme").await.is_ok());
+}
+
 /// Asserts `result` is the refusal error naming `variables`, without leaking `secret`.
 fn assert_refused(result: Result<Bus, BusError>, variables: &str, secret: &str) {
     let err = result.expect_err("wrong credentials must not connect");
@@ -58,8 +64,7 @@ async fn an_nkey_user_connects_with_its_seed_and_another_seed_is_refused() {
     );
     let nats = NatsServer::start_with_config(&config);
     let nkey = |seed: String| with_auth(NatsAuth::NKey(SecretString::from(seed)));
-    let bus = connect(nats.url(), &nkey(seed)).await.unwrap();
-    assert!(bus.prepare_loader_consumer("acme").await.is_ok());
+    assert_connects(nats.url(), &nkey(seed)).await;
 
     let stranger = nkeys::KeyPair::new_user().seed().unwrap();
     assert_refused(
@@ -72,10 +77,7 @@ async fn an_nkey_user_connects_with_its_seed_and_another_seed_is_refused() {
 #[tokio::test]
 async fn user_and_password_right_connects_wrong_is_refused() {
     let nats = NatsServer::start_with_config(USER_CONFIG);
-    let bus = connect(nats.url(), &user("bob", "s3cret-pw"))
-        .await
-        .unwrap();
-    assert!(bus.prepare_loader_consumer("acme").await.is_ok());
+    assert_connects(nats.url(), &user("bob", "s3cret-pw")).await;
 
     assert_refused(
         connect(nats.url(), &user("bob", "wrong-pw")).await,
@@ -95,10 +97,7 @@ async fn a_user_of_an_account_with_jetstream_sets_the_topology_up() {
     let nats = NatsServer::start_with_config(
         "accounts { PEOPLESYNC { jetstream: enabled\n users = [ { user: peoplesync, password: \"acct-pw\" } ] } }\n",
     );
-    let bus = connect(nats.url(), &user("peoplesync", "acct-pw"))
-        .await
-        .unwrap();
-    assert!(bus.prepare_loader_consumer("acme").await.is_ok());
+    assert_connects(nats.url(), &user("peoplesync", "acct-pw")).await;
     assert_refused(
         connect(nats.url(), &user("peoplesync", "nope")).await,
         "NATS_USER/NATS_PASSWORD",
@@ -109,8 +108,7 @@ async fn a_user_of_an_account_with_jetstream_sets_the_topology_up() {
 #[tokio::test]
 async fn token_right_connects_wrong_is_refused() {
     let nats = NatsServer::start_with_config(TOKEN_CONFIG);
-    let bus = connect(nats.url(), &token("t0ken-value")).await.unwrap();
-    assert!(bus.prepare_loader_consumer("acme").await.is_ok());
+    assert_connects(nats.url(), &token("t0ken-value")).await;
     assert_refused(
         connect(nats.url(), &token("not-the-token")).await,
         "NATS_TOKEN",
@@ -122,10 +120,7 @@ async fn token_right_connects_wrong_is_refused() {
 async fn credentials_in_the_url_are_honoured() {
     let nats = NatsServer::start_with_config(USER_CONFIG);
     let with_credentials = nats.url().replace("nats://", "nats://bob:s3cret-pw@");
-    let bus = connect(&with_credentials, &ConnectSettings::default())
-        .await
-        .unwrap();
-    assert!(bus.prepare_loader_consumer("acme").await.is_ok());
+    assert_connects(&with_credentials, &ConnectSettings::default()).await;
 
     let wrong = nats.url().replace("nats://", "nats://bob:bad-pw@");
     assert_refused(
@@ -145,8 +140,7 @@ async fn a_dead_first_seed_url_falls_through_to_the_next() {
         .unwrap()
         .port();
     let seeds = format!("nats://127.0.0.1:{dead_port} , {}", nats.url());
-    let bus = connect(&seeds, &token("t0ken-value")).await.unwrap();
-    assert!(bus.prepare_loader_consumer("acme").await.is_ok());
+    assert_connects(&seeds, &token("t0ken-value")).await;
 }
 
 #[tokio::test]
