@@ -14,7 +14,9 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::config::OomnitzaAuth;
-use crate::error::{Error, ErrorKind, Operation};
+use crate::error::{
+    Error, ErrorKind, Operation, answer_error, excerpt, invalid_response, transport_error,
+};
 
 /// The header Oomnitza reads the token from.
 pub(crate) const AUTH_HEADER: &str = "Authorization2";
@@ -183,7 +185,7 @@ impl Authenticator {
             ])
             .send()
             .await
-            .map_err(|error| Error::transport(host, &what, NoAnswer::new(error, timeout)))?;
+            .map_err(|error| transport_error(host, &what, NoAnswer::new(error, timeout)))?;
         let status = response.status().as_u16();
         let retry_after = crate::client::retry_after_of(response.headers());
         let csrf = response
@@ -197,10 +199,10 @@ impl Authenticator {
         let body = response
             .bytes()
             .await
-            .map_err(|error| Error::transport(host, &what, NoAnswer::new(error, timeout)))?;
+            .map_err(|error| transport_error(host, &what, NoAnswer::new(error, timeout)))?;
         if !(200..300).contains(&status) {
             if crate::error::classify(status, Operation::Other) == ErrorKind::Transient {
-                return Err(Error::from_answer(
+                return Err(answer_error(
                     host,
                     &what,
                     Operation::Other,
@@ -220,10 +222,12 @@ impl Authenticator {
                      resume loading"
                 ),
             )
-            .with_answer(status, retry_after, &body));
+            .with_status(status)
+            .with_retry_after(retry_after)
+            .with_body_excerpt(excerpt(&body)));
         }
         let answer: TokenAnswer = serde_json::from_slice(&body)
-            .map_err(|error| Error::invalid_response(host, &what, &body, error))?;
+            .map_err(|error| invalid_response(host, &what, &body, error))?;
         Ok(Arc::new(Session {
             token: sensitive(&answer.token, host)?,
             csrf,
