@@ -110,23 +110,7 @@ impl Authenticator {
         host: &str,
         timeout: Duration,
     ) -> Result<Credential, Error> {
-        match self {
-            Authenticator::Static(credential) => Ok(credential.clone()),
-            Authenticator::Password {
-                current, renewal, ..
-            } => {
-                if let Some(credential) = read(current) {
-                    return Ok(credential);
-                }
-                let _renewal = renewal.lock().await;
-                if let Some(credential) = read(current) {
-                    return Ok(credential);
-                }
-                let credential = self.request_token(http, host, timeout).await?;
-                write(current, Some(credential.clone()));
-                Ok(credential)
-            }
-        }
+        self.cached_or_new(http, host, timeout, None).await
     }
 
     /// A credential other than `refused`: one another caller already obtained, or a new one.
@@ -137,15 +121,33 @@ impl Authenticator {
         timeout: Duration,
         refused: &Credential,
     ) -> Result<Credential, Error> {
+        self.cached_or_new(http, host, timeout, Some(refused)).await
+    }
+
+    /// The API token; or the cached password token unless it is `refused`, else a new one. The
+    /// renewal lock makes concurrent callers share one token request: each looks again once it
+    /// holds the lock, and a renewal clears the cache first so that nobody picks up the refused
+    /// token while the new one is requested.
+    async fn cached_or_new(
+        &self,
+        http: &reqwest::Client,
+        host: &str,
+        timeout: Duration,
+        refused: Option<&Credential>,
+    ) -> Result<Credential, Error> {
         match self {
             Authenticator::Static(credential) => Ok(credential.clone()),
             Authenticator::Password {
                 current, renewal, ..
             } => {
+                let usable = |credential: &Credential| {
+                    refused.is_none_or(|refused| !Arc::ptr_eq(credential, refused))
+                };
+                if let Some(credential) = read(current).filter(usable) {
+                    return Ok(credential);
+                }
                 let _renewal = renewal.lock().await;
-                if let Some(credential) = read(current)
-                    && !Arc::ptr_eq(&credential, refused)
-                {
+                if let Some(credential) = read(current).filter(usable) {
                     return Ok(credential);
                 }
                 write(current, None);
