@@ -14,7 +14,9 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::config::OomnitzaAuth;
-use crate::error::{Error, ErrorKind, Operation};
+use crate::error::{
+    Error, ErrorKind, Operation, answer_error, excerpt, invalid_response, transport_error,
+};
 
 /// The header Oomnitza reads the token from.
 pub(crate) const AUTH_HEADER: &str = "Authorization2";
@@ -108,23 +110,7 @@ impl Authenticator {
         host: &str,
         timeout: Duration,
     ) -> Result<Credential, Error> {
-        match self {
-            Authenticator::Static(credential) => Ok(credential.clone()),
-            Authenticator::Password {
-                current, renewal, ..
-            } => {
-                if let Some(credential) = read(current) {
-                    return Ok(credential);
-                }
-                let _renewal = renewal.lock().await;
-                if let Some(credential) = read(current) {
-                    return Ok(credential);
-                }
-                let credential = self.request_token(http, host, timeout).await?;
-                write(current, Some(credential.clone()));
-                Ok(credential)
-            }
-        }
+        self.cached_or_new(http, host, timeout, None).await
     }
 
     /// A credential other than `refused`: one another caller already obtained, or a new one.
@@ -135,15 +121,33 @@ impl Authenticator {
         timeout: Duration,
         refused: &Credential,
     ) -> Result<Credential, Error> {
+        self.cached_or_new(http, host, timeout, Some(refused)).await
+    }
+
+    /// The API token; or the cached password token unless it is `refused`, else a new one. The
+    /// renewal lock makes concurrent callers share one token request: each looks again once it
+    /// holds the lock, and a renewal clears the cache first so that nobody picks up the refused
+    /// token while the new one is requested.
+    async fn cached_or_new(
+        &self,
+        http: &reqwest::Client,
+        host: &str,
+        timeout: Duration,
+        refused: Option<&Credential>,
+    ) -> Result<Credential, Error> {
         match self {
             Authenticator::Static(credential) => Ok(credential.clone()),
             Authenticator::Password {
                 current, renewal, ..
             } => {
+                let usable = |credential: &Credential| {
+                    refused.is_none_or(|refused| !Arc::ptr_eq(credential, refused))
+                };
+                if let Some(credential) = read(current).filter(usable) {
+                    return Ok(credential);
+                }
                 let _renewal = renewal.lock().await;
-                if let Some(credential) = read(current)
-                    && !Arc::ptr_eq(&credential, refused)
-                {
+                if let Some(credential) = read(current).filter(usable) {
                     return Ok(credential);
                 }
                 write(current, None);
@@ -183,7 +187,7 @@ impl Authenticator {
             ])
             .send()
             .await
-            .map_err(|error| Error::transport(host, &what, NoAnswer::new(error, timeout)))?;
+            .map_err(|error| transport_error(host, &what, NoAnswer::new(error, timeout)))?;
         let status = response.status().as_u16();
         let retry_after = crate::client::retry_after_of(response.headers());
         let csrf = response
@@ -197,10 +201,10 @@ impl Authenticator {
         let body = response
             .bytes()
             .await
-            .map_err(|error| Error::transport(host, &what, NoAnswer::new(error, timeout)))?;
+            .map_err(|error| transport_error(host, &what, NoAnswer::new(error, timeout)))?;
         if !(200..300).contains(&status) {
             if crate::error::classify(status, Operation::Other) == ErrorKind::Transient {
-                return Err(Error::from_answer(
+                return Err(answer_error(
                     host,
                     &what,
                     Operation::Other,
@@ -220,10 +224,12 @@ impl Authenticator {
                      resume loading"
                 ),
             )
-            .with_answer(status, retry_after, &body));
+            .with_status(status)
+            .with_retry_after(retry_after)
+            .with_body_excerpt(excerpt(&body)));
         }
         let answer: TokenAnswer = serde_json::from_slice(&body)
-            .map_err(|error| Error::invalid_response(host, &what, &body, error))?;
+            .map_err(|error| invalid_response(host, &what, &body, error))?;
         Ok(Arc::new(Session {
             token: sensitive(&answer.token, host)?,
             csrf,

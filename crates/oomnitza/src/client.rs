@@ -15,7 +15,9 @@ use url::Url;
 
 use crate::auth::{AUTH_HEADER, Authenticator, CSRF_HEADER, Credential};
 use crate::config::{OomnitzaConfig, RetryPolicy};
-use crate::error::{Error, ErrorKind, Operation, parse_retry_after};
+use crate::error::{
+    Error, ErrorKind, Operation, answer_error, invalid_response, parse_retry_after, transport_error,
+};
 
 /// What a path segment or query component keeps as it is: RFC 3986's unreserved characters.
 /// Everything else is percent-encoded, so spaces become `%20` and quotes, `&`, `=`, `[` and `#`
@@ -172,7 +174,7 @@ impl OomnitzaClient {
         if (200..300).contains(&status) || answers.contains(&status) {
             return Ok(Reply { status, body });
         }
-        Err(Error::from_answer(
+        Err(answer_error(
             &inner.host,
             what,
             operation,
@@ -191,7 +193,7 @@ impl OomnitzaClient {
     ) -> Result<(u16, Option<Duration>, Bytes), Error> {
         let inner = &*self.inner;
         let transport =
-            |error| Error::transport(&inner.host, what, NoAnswer::new(error, inner.timeout));
+            |error| transport_error(&inner.host, what, NoAnswer::new(error, inner.timeout));
         let mut request = build(&inner.http).header(AUTH_HEADER, credential.token.clone());
         if let Some(csrf) = &credential.csrf {
             request = request.header(CSRF_HEADER, csrf.clone());
@@ -220,7 +222,7 @@ impl OomnitzaClient {
     /// Decodes a JSON body, or says that it is not the expected shape.
     pub(crate) fn decode<T: DeserializeOwned>(&self, what: &str, body: &[u8]) -> Result<T, Error> {
         serde_json::from_slice(body)
-            .map_err(|error| Error::invalid_response(&self.inner.host, what, body, error))
+            .map_err(|error| invalid_response(&self.inner.host, what, body, error))
     }
 }
 

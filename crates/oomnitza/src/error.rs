@@ -2,7 +2,9 @@
 //! (retry later, isolate bad records, stop sending to a portion, stop loading), the HTTP status,
 //! the server's `Retry-After` and an excerpt of the body, and an operator-facing message.
 //!
-//! Modelled on nats.rs's `Error<Kind>`. Classification is pure: status in, kind out.
+//! The struct is the one both API clients share (`peoplesync_retry::ApiError`, modelled on
+//! nats.rs's `Error<Kind>`); this module gives it Oomnitza's kinds and words. Classification is
+//! pure: status in, kind out.
 
 use std::fmt;
 use std::time::Duration;
@@ -93,168 +95,92 @@ pub(crate) fn excerpt(body: &[u8]) -> Option<String> {
     (!text.is_empty()).then(|| text.chars().take(BODY_EXCERPT_CHARS).collect())
 }
 
-/// The lower-level cause an error chains as its source.
-type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+/// A failed Oomnitza call: the clients' shared skeleton with this client's [`ErrorKind`]. Its
+/// `Display` is the operator-facing message; it never contains a token or password. It carries
+/// the HTTP status, the server's `Retry-After` and the first [`BODY_EXCERPT_CHARS`] characters
+/// of the answer, where there was one.
+pub type Error = peoplesync_retry::ApiError<ErrorKind>;
 
-/// A failed Oomnitza call. Its `Display` is the operator-facing message; it never contains a
-/// token or password.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct Error {
-    kind: ErrorKind,
-    message: String,
-    status: Option<u16>,
+/// An error answer from Oomnitza: `status` to `what` at `host`.
+pub(crate) fn answer_error(
+    host: &str,
+    what: &str,
+    operation: Operation,
+    status: u16,
     retry_after: Option<Duration>,
-    body_excerpt: Option<String>,
-    #[source]
-    source: Option<Cause>,
+    body: &[u8],
+    auth: &str,
+) -> Error {
+    let kind = classify(status, operation);
+    let body_excerpt = excerpt(body);
+    let said = match &body_excerpt {
+        Some(text) => format!("{status}: {text}"),
+        None => status.to_string(),
+    };
+    let message = match (kind, status) {
+        (ErrorKind::Transient, _) => {
+            let wait = match retry_after {
+                Some(delay) => format!(", asking to wait {} s", delay.as_secs()),
+                None => String::new(),
+            };
+            format!(
+                "Oomnitza at {host} is busy or failing: it answered {what} with {said}{wait}; the request can be sent again later"
+            )
+        }
+        (ErrorKind::Closed, _) => format!(
+            "Oomnitza at {host} refused {what} because the portion is closed ({said}); \
+             stop sending to this portion"
+        ),
+        (ErrorKind::Unauthorized, 403) => format!(
+            "Oomnitza at {host} forbade {what} to the user of the configured {auth} ({said}); \
+             give that user the rights to read and write users and run integrations, then \
+             resume loading"
+        ),
+        (ErrorKind::Unauthorized, _) if auth.starts_with("API token") => format!(
+            "Oomnitza at {host} refused the configured API token while {what} ({said}); \
+             create a new API token under Configuration > Security > API tokens, configure \
+             it, then resume loading"
+        ),
+        (ErrorKind::Unauthorized, _) => format!(
+            "Oomnitza at {host} refused the token obtained with the configured {auth} while \
+             {what} ({said}); check that login's account in Oomnitza, or configure an API \
+             token instead, then resume loading"
+        ),
+        (ErrorKind::Rejected, _) if operation == Operation::BulkPost => format!(
+            "Oomnitza at {host} refused {what} ({said}); this body will never be accepted as \
+             it is: isolate the bad records and dead-letter them"
+        ),
+        _ => format!("Oomnitza at {host} refused {what} ({said})"),
+    };
+    Error::new(kind, message)
+        .with_status(status)
+        .with_retry_after(retry_after)
+        .with_body_excerpt(body_excerpt)
 }
 
-impl Error {
-    /// An error of `kind` with an operator-facing `message`.
-    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error {
-            kind,
-            message: message.into(),
-            status: None,
-            retry_after: None,
-            body_excerpt: None,
-            source: None,
-        }
-    }
+/// A transport-level failure (connection refused or reset, timeout, body cut off).
+pub(crate) fn transport_error(host: &str, what: &str, failure: NoAnswer) -> Error {
+    let message =
+        format!("{what} at Oomnitza {host} failed: {failure}; the request can be sent again later");
+    Error::new(ErrorKind::Transient, message).with_source(failure.source)
+}
 
-    /// Chains the lower-level cause.
-    pub(crate) fn with_source(mut self, source: impl Into<Cause>) -> Self {
-        self.source = Some(source.into());
-        self
-    }
-
-    /// Records the answer behind an error built with [`Error::new`].
-    pub(crate) fn with_answer(
-        mut self,
-        status: u16,
-        retry_after: Option<Duration>,
-        body: &[u8],
-    ) -> Self {
-        self.status = Some(status);
-        self.retry_after = retry_after;
-        self.body_excerpt = excerpt(body);
-        self
-    }
-
-    /// An error answer from Oomnitza: `status` to `what` at `host`.
-    pub(crate) fn from_answer(
-        host: &str,
-        what: &str,
-        operation: Operation,
-        status: u16,
-        retry_after: Option<Duration>,
-        body: &[u8],
-        auth: &str,
-    ) -> Self {
-        let kind = classify(status, operation);
-        let body_excerpt = excerpt(body);
-        let said = match &body_excerpt {
-            Some(text) => format!("{status}: {text}"),
-            None => status.to_string(),
-        };
-        let message = match (kind, status) {
-            (ErrorKind::Transient, _) => {
-                let wait = match retry_after {
-                    Some(delay) => format!(", asking to wait {} s", delay.as_secs()),
-                    None => String::new(),
-                };
-                format!(
-                    "Oomnitza at {host} is busy or failing: it answered {what} with {said}{wait}; the request can be sent again later"
-                )
-            }
-            (ErrorKind::Closed, _) => format!(
-                "Oomnitza at {host} refused {what} because the portion is closed ({said}); \
-                 stop sending to this portion"
-            ),
-            (ErrorKind::Unauthorized, 403) => format!(
-                "Oomnitza at {host} forbade {what} to the user of the configured {auth} ({said}); \
-                 give that user the rights to read and write users and run integrations, then \
-                 resume loading"
-            ),
-            (ErrorKind::Unauthorized, _) if auth.starts_with("API token") => format!(
-                "Oomnitza at {host} refused the configured API token while {what} ({said}); \
-                 create a new API token under Configuration > Security > API tokens, configure \
-                 it, then resume loading"
-            ),
-            (ErrorKind::Unauthorized, _) => format!(
-                "Oomnitza at {host} refused the token obtained with the configured {auth} while \
-                 {what} ({said}); check that login's account in Oomnitza, or configure an API \
-                 token instead, then resume loading"
-            ),
-            (ErrorKind::Rejected, _) if operation == Operation::BulkPost => format!(
-                "Oomnitza at {host} refused {what} ({said}); this body will never be accepted as \
-                 it is: isolate the bad records and dead-letter them"
-            ),
-            _ => format!("Oomnitza at {host} refused {what} ({said})"),
-        };
-        Error {
-            kind,
-            message,
-            status: Some(status),
-            retry_after,
-            body_excerpt,
-            source: None,
-        }
-    }
-
-    /// A transport-level failure (connection refused or reset, timeout, body cut off).
-    pub(crate) fn transport(host: &str, what: &str, failure: NoAnswer) -> Self {
-        let message = format!(
-            "{what} at Oomnitza {host} failed: {failure}; the request can be sent again later"
-        );
-        Error::new(ErrorKind::Transient, message).with_source(failure.source)
-    }
-
-    /// A 2xx answer whose body is not the expected shape.
-    pub(crate) fn invalid_response(
-        host: &str,
-        what: &str,
-        body: &[u8],
-        error: serde_json::Error,
-    ) -> Self {
-        let mut this = Error::new(
-            ErrorKind::InvalidResponse,
-            format!(
-                "Oomnitza at {host} answered {what} with a body that is not the expected shape \
-                 ({error}); report it to the peoplesync maintainers with the Oomnitza version"
-            ),
-        )
-        .with_source(error);
-        this.body_excerpt = excerpt(body);
-        this
-    }
-
-    /// Replaces the operator-facing message, keeping the kind and the answer's details.
-    pub(crate) fn with_message(mut self, message: impl Into<String>) -> Self {
-        self.message = message.into();
-        self
-    }
-
-    /// What the caller should do about it.
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
-    }
-
-    /// The HTTP status of Oomnitza's answer, if there was an answer.
-    pub fn status(&self) -> Option<u16> {
-        self.status
-    }
-
-    /// How long Oomnitza asked the client to wait (`Retry-After`), if it said.
-    pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
-    }
-
-    /// The first ~500 characters of Oomnitza's answer, for dead letters and reports.
-    pub fn body_excerpt(&self) -> Option<&str> {
-        self.body_excerpt.as_deref()
-    }
+/// A 2xx answer whose body is not the expected shape.
+pub(crate) fn invalid_response(
+    host: &str,
+    what: &str,
+    body: &[u8],
+    error: serde_json::Error,
+) -> Error {
+    Error::new(
+        ErrorKind::InvalidResponse,
+        format!(
+            "Oomnitza at {host} answered {what} with a body that is not the expected shape \
+             ({error}); report it to the peoplesync maintainers with the Oomnitza version"
+        ),
+    )
+    .with_source(error)
+    .with_body_excerpt(excerpt(body))
 }
 
 #[cfg(test)]
@@ -328,7 +254,7 @@ mod tests {
 
     #[test]
     fn answers_keep_status_retry_after_and_excerpt() {
-        let error = Error::from_answer(
+        let error = answer_error(
             "acme.oomnitza.com",
             "posting 2 users to portion p",
             Operation::BulkPost,
@@ -343,7 +269,7 @@ mod tests {
         assert_eq!(error.body_excerpt(), Some("slow down"));
         assert!(error.to_string().contains("wait 7 s"), "{error}");
 
-        let error = Error::from_answer(
+        let error = answer_error(
             "h",
             "posting",
             Operation::BulkPost,
@@ -358,7 +284,7 @@ mod tests {
             "{error}"
         );
 
-        let error = Error::from_answer(
+        let error = answer_error(
             "h",
             "reading users",
             Operation::Other,

@@ -3,35 +3,27 @@
 //! read and control calls retry here; `post_bulk` does not: the loader owns its retries (with
 //! the same policy and this classification).
 
-use std::time::Duration;
+use peoplesync_retry::ApiErrorKind;
 
-use peoplesync_retry::{Spent, Transient};
+use crate::error::ErrorKind;
 
-use crate::error::{Error, ErrorKind};
-
-impl Transient for Error {
-    fn is_transient(&self) -> bool {
-        self.kind() == ErrorKind::Transient
-    }
-
-    fn retry_after(&self) -> Option<Duration> {
-        Error::retry_after(self)
-    }
-
-    fn exhausted(self, spent: Spent) -> Self {
-        let message = format!("{self} ({spent})");
-        self.with_message(message)
+/// Only [`ErrorKind::Transient`] is retried; its message already says the request can be sent
+/// again later, so an error that outlasts the retries only adds how hard the call tried.
+impl ApiErrorKind for ErrorKind {
+    fn is_transient(self) -> bool {
+        self == ErrorKind::Transient
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use peoplesync_retry::{RetryPolicy, retry_call};
 
     use super::*;
-    use crate::error::Operation;
+    use crate::error::{Error, Operation, answer_error};
 
     fn policy() -> RetryPolicy {
         RetryPolicy {
@@ -43,7 +35,7 @@ mod tests {
     }
 
     fn answer(status: u16, retry_after: Option<Duration>) -> Error {
-        Error::from_answer(
+        answer_error(
             "h",
             "reading",
             Operation::Other,

@@ -8,9 +8,13 @@
 //! clock, so tests can run it under `tokio::time::pause`. Callers say which of their errors are
 //! worth another attempt, and how an error reads once the retries are spent, by implementing
 //! [`Transient`]; the API clients call [`retry_call`], which hands back their own error type.
-//! [`transport`] says in words what went wrong when a request got no answer, for both clients.
+//! [`transport`] says in words what went wrong when a request got no answer, for both clients,
+//! and [`ApiError`] is the error skeleton both clients' `Error` types are made of.
 
+mod api_error;
 pub mod transport;
+
+pub use api_error::{ApiError, ApiErrorKind};
 
 use std::fmt::{self, Display};
 use std::future::Future;

@@ -14,7 +14,7 @@ use secrecy::ExposeSecret;
 use url::Url;
 
 use crate::config::{RetryPolicy, SageConfig};
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, transport_error};
 use crate::fault::{self, Fault, Request};
 use crate::limits::{ApiUsage, UsageRecorder};
 use crate::token::{Token, TokenSource};
@@ -219,7 +219,7 @@ impl SageClient {
             )
         })?;
         let transport =
-            |error| Error::transport(host, call.what, NoAnswer::new(error, inner.timeout));
+            |error| transport_error(host, call.what, NoAnswer::new(error, inner.timeout));
         let response = inner
             .http
             .get(url)

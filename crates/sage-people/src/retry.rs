@@ -2,30 +2,39 @@
 //! (`peoplesync_retry`), and how an error that outlasts it reads: it says how many attempts
 //! were made over how long, and that the run can be retried later.
 
-use peoplesync_retry::{Spent, Transient};
+use peoplesync_retry::ApiErrorKind;
 
-use crate::error::Error;
+use crate::error::ErrorKind;
 
-impl Transient for Error {
-    fn is_transient(&self) -> bool {
-        self.kind().is_retryable()
+/// A failure is worth another attempt within the same call when it is transient or the answer
+/// was not the documented shape; once the retries are spent, the run as a whole can be retried.
+impl ApiErrorKind for ErrorKind {
+    fn is_transient(self) -> bool {
+        matches!(self, ErrorKind::Transient | ErrorKind::InvalidResponse)
     }
 
-    fn exhausted(self, spent: Spent) -> Self {
-        let message = format!("{self} ({spent}; retry the run later, its checkpoint is kept)");
-        self.with_message(message)
-    }
+    const AFTER_RETRIES: Option<&'static str> = Some("retry the run later, its checkpoint is kept");
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use peoplesync_retry::{Backoff, RetryPolicy, retry_call};
+    use peoplesync_retry::{Backoff, RetryPolicy, Spent, Transient, retry_call};
 
     use super::*;
     use crate::config::default_retry_policy;
-    use crate::error::ErrorKind;
+    use crate::error::Error;
+
+    #[test]
+    fn only_transient_and_invalid_response_are_retried() {
+        use ErrorKind::*;
+        for kind in [Configuration, Authentication, QuotaExhausted, InvalidMarker] {
+            assert!(!kind.is_transient(), "{kind}");
+        }
+        assert!(Transient.is_transient());
+        assert!(InvalidResponse.is_transient());
+    }
 
     #[test]
     fn the_default_policy_keeps_retrying_for_its_two_minutes() {

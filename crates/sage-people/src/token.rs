@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::config::{Credentials, SageConfig};
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, transport_error};
 use crate::fault::{self, Fault};
 use crate::limits::UsageRecorder;
 use crate::paging::decode_error;
@@ -318,13 +318,13 @@ impl TokenSource {
             .form(&form)
             .send()
             .await
-            .map_err(|error| Error::transport(host, &what, NoAnswer::new(error, timeout)))?;
+            .map_err(|error| transport_error(host, &what, NoAnswer::new(error, timeout)))?;
         let status = response.status().as_u16();
         usage.record(response.headers());
         let body = response
             .bytes()
             .await
-            .map_err(|error| Error::transport(host, &what, NoAnswer::new(error, timeout)))?;
+            .map_err(|error| transport_error(host, &what, NoAnswer::new(error, timeout)))?;
         if !(200..300).contains(&status) {
             return Err(fault::classify_token(
                 status,

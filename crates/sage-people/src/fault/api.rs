@@ -131,6 +131,7 @@ pub(crate) fn classify_api(status: u16, fault: Fault, request: &Request<'_>) -> 
 mod tests {
     use super::*;
     use crate::fault::PUBLISHED_INNER_CODES;
+    use peoplesync_retry::ApiErrorKind;
 
     fn request() -> Request<'static> {
         Request {
@@ -243,7 +244,7 @@ mod tests {
                 assert_eq!(error.kind(), expected, "{code} with {status}");
                 assert_eq!(error.code(), Some(code));
                 if expected == Configuration {
-                    assert!(!error.kind().is_retryable(), "{code} with {status}");
+                    assert!(!error.kind().is_transient(), "{code} with {status}");
                     assert!(
                         error.to_string().contains("then run again")
                             || error.to_string().contains("report it")
