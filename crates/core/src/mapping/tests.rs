@@ -4,29 +4,9 @@ use serde_json::{Map, Value, json};
 
 use super::*;
 use crate::config::{FilterMode, IntegrationType, MappingEntry, SaasConfig};
-use crate::defaults::SAGE_USER_ID_FIELD;
+use crate::defaults::{FULL_ADDRESS_TEMPLATE, SAGE_USER_ID_FIELD};
+use crate::fixtures::{ada, tracking, with_template};
 use crate::preview::preview;
-
-fn ada() -> Value {
-    json!({
-        "id": "a2G7E000000LlIDUA0", "fullName": "Ada Lovelace", "firstName": "Ada",
-        "lastName": "Lovelace", "emailAddress": "Ada.Lovelace@Example.com",
-        "hrDepartment": "Engineering",
-        "currentEmployment": {"name": "2019.02 #35", "jobTitle": "Principal Engineer",
-            "startDate": "2019-02-04", "endDate": null, "active": true},
-        "workAddress": {"name": "London HQ", "line1": "1 Example Street", "line2": "Floor 2",
-            "line3": null, "city": "London", "region": "EMEA",
-            "postalCode": "EC1A 1AA", "country": "United Kingdom"},
-        "additionalFields": [{"name": "Cost Centre", "value": "CC-104", "source": "fHCM2__Cost_Centre__c"}]
-    })
-}
-
-fn tracking() -> Tracking {
-    Tracking {
-        credentials: "default".into(),
-        hostname: "acme.my.salesforce.com".into(),
-    }
-}
 
 fn evaluate(integration: &Integration, raw: &Value) -> Evaluation {
     let worker = Worker::from_raw(raw).unwrap();
@@ -50,6 +30,34 @@ fn record(evaluation: Evaluation) -> Map<String, Value> {
         Evaluation::Load { record } => record,
         other => panic!("not loaded: {other:?}"),
     }
+}
+
+/// The reason of an unloadable evaluation; panics on any other.
+fn unloadable_reason(evaluation: Evaluation) -> String {
+    match evaluation {
+        Evaluation::Unloadable { reason } => reason,
+        other => panic!("not unloadable: {other:?}"),
+    }
+}
+
+/// Asserts that `integration` loads `raw`.
+#[track_caller]
+fn assert_loads(integration: &Integration, raw: &Value) {
+    let evaluation = evaluate(integration, raw);
+    assert!(
+        matches!(evaluation, Evaluation::Load { .. }),
+        "not loaded: {evaluation:?}"
+    );
+}
+
+/// Asserts that `integration` filters `raw` out.
+#[track_caller]
+fn assert_filters(integration: &Integration, raw: &Value) {
+    let evaluation = evaluate(integration, raw);
+    assert!(
+        matches!(evaluation, Evaluation::Filtered { .. }),
+        "not filtered: {evaluation:?}"
+    );
 }
 
 fn with_condition(condition: &str) -> Integration {
@@ -121,19 +129,13 @@ fn non_ascii_values_are_kept() {
 
 #[test]
 fn always_filter_loads_every_worker() {
-    assert!(matches!(
-        evaluate(&default_integration(), &ada()),
-        Evaluation::Load { .. }
-    ));
+    assert_loads(&default_integration(), &ada());
 }
 
 #[test]
 fn true_condition_loads_the_worker() {
     let integration = with_condition("worker.employment_active and worker.region == 'EMEA'");
-    assert!(matches!(
-        evaluate(&integration, &ada()),
-        Evaluation::Load { .. }
-    ));
+    assert_loads(&integration, &ada());
 }
 
 #[test]
@@ -152,10 +154,7 @@ fn conditions_on_missing_values_are_false_not_errors() {
     let raw = json!({"id": "x1", "emailAddress": "x@example.com", "workAddress": null});
     let integration =
         with_condition("worker.region == 'EMEA' or response.workAddress.country == 'France'");
-    assert!(matches!(
-        evaluate(&integration, &raw),
-        Evaluation::Filtered { .. }
-    ));
+    assert_filters(&integration, &raw);
 }
 
 #[test]
@@ -163,23 +162,15 @@ fn conditions_can_use_response_and_connect() {
     let integration = with_condition(
         "response.hrDepartment in ['Engineering', 'IT'] and connect.credentials == 'default'",
     );
-    assert!(matches!(
-        evaluate(&integration, &ada()),
-        Evaluation::Load { .. }
-    ));
+    assert_loads(&integration, &ada());
     let integration = with_condition("'.example.com' in connect.hostname");
-    assert!(matches!(
-        evaluate(&integration, &ada()),
-        Evaluation::Filtered { .. }
-    ));
+    assert_filters(&integration, &ada());
 }
 
 #[test]
 fn a_condition_that_fails_at_run_time_makes_the_record_unloadable() {
     let integration = with_condition("worker.start_date | date_format('%H') == '00'");
-    let Evaluation::Unloadable { reason } = evaluate(&integration, &ada()) else {
-        panic!("expected unloadable");
-    };
+    let reason = unloadable_reason(evaluate(&integration, &ada()));
     assert!(
         reason.starts_with("filter condition `worker.start_date"),
         "{reason}"
@@ -190,10 +181,7 @@ fn a_condition_that_fails_at_run_time_makes_the_record_unloadable() {
 fn a_condition_kept_with_mode_always_does_not_filter() {
     let mut config = IntegrationConfig::default_for("sage-people");
     config.filter.condition = Some("false".into());
-    assert!(matches!(
-        evaluate(&compile(config), &ada()),
-        Evaluation::Load { .. }
-    ));
+    assert_loads(&compile(config), &ada());
 }
 
 #[test]
@@ -227,17 +215,12 @@ fn empty_required_fields_make_the_record_unloadable() {
 
 #[test]
 fn a_role_template_that_renders_empty_makes_the_record_unloadable() {
-    let mut config = IntegrationConfig::default_for("sage-people");
-    let role = config
-        .mapping
-        .iter_mut()
-        .find(|m| m.field == "PERMISSIONS_ID")
-        .unwrap();
-    role.source = MappingSource::Template("{{ response.role }}".into());
-    let reason = evaluate(&compile(config), &ada())
-        .reason()
-        .unwrap_or_default()
-        .to_owned();
+    let config = with_template(
+        IntegrationConfig::default_for("sage-people"),
+        "PERMISSIONS_ID",
+        "{{ response.role }}",
+    );
+    let reason = unloadable_reason(evaluate(&compile(config), &ada()));
     assert_eq!(
         reason,
         "required field PERMISSIONS_ID is empty (mapped from template `{{ response.role }}`)"
@@ -246,18 +229,13 @@ fn a_role_template_that_renders_empty_makes_the_record_unloadable() {
 
 #[test]
 fn when_every_sync_key_is_empty_the_record_is_unloadable() {
-    let mut config = IntegrationConfig::default_for("sage-people");
+    let mut config = with_template(
+        IntegrationConfig::default_for("sage-people"),
+        SAGE_USER_ID_FIELD,
+        "{{ response.nothing }}",
+    );
     config.sync_keys = vec![SAGE_USER_ID_FIELD.into()];
-    let sage = config
-        .mapping
-        .iter_mut()
-        .find(|m| m.field == SAGE_USER_ID_FIELD)
-        .unwrap();
-    sage.source = MappingSource::Template("{{ response.nothing }}".into());
-    let reason = evaluate(&compile(config), &ada())
-        .reason()
-        .unwrap_or_default()
-        .to_owned();
+    let reason = unloadable_reason(evaluate(&compile(config), &ada()));
     assert!(
         reason.starts_with("every sync key is empty: 6C1F"),
         "{reason}"
@@ -271,10 +249,7 @@ fn template_runtime_errors_make_the_record_unloadable() {
         "AAAA0000AAAA0000AAAA0000AAAA0000",
         MappingSource::Template("{{ response.fullName | date_format }}".into()),
     ));
-    let reason = evaluate(&compile(config), &ada())
-        .reason()
-        .unwrap_or_default()
-        .to_owned();
+    let reason = unloadable_reason(evaluate(&compile(config), &ada()));
     assert!(
         reason.starts_with("field AAAA0000AAAA0000AAAA0000AAAA0000: template `{{ response.fullName | date_format }}` failed:"),
         "{reason}"
@@ -492,26 +467,21 @@ fn preview_of_an_invalid_config_returns_its_problems() {
 #[test]
 fn the_default_mapping_builds_no_template_context() {
     assert!(!default_integration().needs_context());
-    let mut config = IntegrationConfig::default_for("x");
-    config
-        .mapping
-        .iter_mut()
-        .find(|m| m.field == "ADDRESS")
-        .unwrap()
-        .source = MappingSource::Template(crate::defaults::FULL_ADDRESS_TEMPLATE.into());
+    let config = with_template(
+        IntegrationConfig::default_for("x"),
+        "ADDRESS",
+        FULL_ADDRESS_TEMPLATE,
+    );
     assert!(compile(config).needs_context());
 }
 
 #[test]
 fn the_full_address_template_joins_the_lines_present() {
-    let mut config = IntegrationConfig::default_for("x");
-    config
-        .mapping
-        .iter_mut()
-        .find(|m| m.field == "ADDRESS")
-        .unwrap()
-        .source = MappingSource::Template(crate::defaults::FULL_ADDRESS_TEMPLATE.into());
-    let integration = compile(config);
+    let integration = compile(with_template(
+        IntegrationConfig::default_for("x"),
+        "ADDRESS",
+        FULL_ADDRESS_TEMPLATE,
+    ));
     assert_eq!(
         record(evaluate(&integration, &ada()))["ADDRESS"],
         "1 Example Street, Floor 2"

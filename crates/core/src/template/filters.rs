@@ -10,7 +10,7 @@ use minijinja::value::{Kwargs, Rest, Value};
 use minijinja::{Environment, Error, ErrorKind};
 
 /// Filters defined here, for "did you mean" on an unknown filter.
-pub(crate) const CUSTOM: [&str; 9] = [
+pub const CUSTOM: [&str; 9] = [
     "lower",
     "upper",
     "trim",

@@ -5,6 +5,8 @@
 
 mod filters;
 
+pub use filters::CUSTOM as CUSTOM_FILTERS;
+
 use std::collections::{BTreeSet, HashSet};
 
 use minijinja::value::Value as JinjaValue;

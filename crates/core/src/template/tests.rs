@@ -1,27 +1,16 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::fixtures::{self, tracking};
 
+/// The shared Ada with a middle name, blank second and third address lines and a `profile`.
 fn ada() -> Value {
-    json!({
-        "id": "a2G7E000000LlIDUA0", "fullName": "Ada King Lovelace", "firstName": "Ada",
-        "lastName": "Lovelace", "emailAddress": "Ada.Lovelace@Example.com",
-        "hrDepartment": "Engineering",
-        "currentEmployment": {"name": "2019.02 #35", "jobTitle": "Principal Engineer",
-            "startDate": "2019-02-04", "endDate": null, "active": true},
-        "workAddress": {"name": "London HQ", "line1": "1 Example Street", "line2": null,
-            "line3": "", "city": "London", "region": "EMEA",
-            "postalCode": "EC1A 1AA", "country": "United Kingdom"},
-        "profile": {"x": "from profile", "badge number": 42},
-        "additionalFields": [{"name": "Cost Centre", "value": "CC-104"}]
-    })
-}
-
-fn tracking() -> Tracking {
-    Tracking {
-        credentials: "default".into(),
-        hostname: "acme.my.salesforce.com".into(),
-    }
+    let mut raw = fixtures::ada();
+    raw["fullName"] = json!("Ada King Lovelace");
+    raw["workAddress"]["line2"] = Value::Null;
+    raw["workAddress"]["line3"] = json!("");
+    raw["profile"] = json!({"x": "from profile", "badge number": 42});
+    raw
 }
 
 /// Compiles `source` and renders it against `raw`.
