@@ -68,27 +68,24 @@ pub(crate) fn parse(text: &str) -> Result<Parsed, ValidationErrors> {
     let saas_table = r.table(&table, "saas");
     let leavers_table = r.table(&table, "leavers");
 
-    let integration_type = match r.string(&table, "type", "type").as_deref() {
-        None | Some("user") => IntegrationType::User,
-        Some("user_and_saas_user") => IntegrationType::UserAndSaasUser,
-        Some(other) => {
-            r.bad_choice("type", other, &["user", "user_and_saas_user"]);
-            IntegrationType::User
-        }
-    };
-    let preference = match r.string(&table, "preference", "preference").as_deref() {
-        None | Some("create_and_update") => Preference::CreateAndUpdate,
-        Some("create_only") => Preference::CreateOnly,
-        Some("update_only") => Preference::UpdateOnly,
-        Some(other) => {
-            r.bad_choice(
-                "preference",
-                other,
-                &["create_and_update", "create_only", "update_only"],
-            );
-            Preference::CreateAndUpdate
-        }
-    };
+    let integration_type = r.choice(
+        &table,
+        "type",
+        "type",
+        &[IntegrationType::User, IntegrationType::UserAndSaasUser],
+        IntegrationType::as_str,
+    );
+    let preference = r.choice(
+        &table,
+        "preference",
+        "preference",
+        &[
+            Preference::CreateAndUpdate,
+            Preference::CreateOnly,
+            Preference::UpdateOnly,
+        ],
+        Preference::as_str,
+    );
 
     let schedule = match schedule_table {
         Some(t) => {
@@ -106,16 +103,14 @@ pub(crate) fn parse(text: &str) -> Result<Parsed, ValidationErrors> {
     let filter = match filter_table {
         Some(t) => {
             r.unknown_keys(t, "filter.", &FILTER_KEYS);
-            let mode = match r.string(t, "mode", "filter.mode").as_deref() {
-                None | Some("always") => FilterMode::Always,
-                Some("if_conditions") => FilterMode::IfConditions,
-                Some(other) => {
-                    r.bad_choice("filter.mode", other, &["always", "if_conditions"]);
-                    FilterMode::Always
-                }
-            };
             FilterConfig {
-                mode,
+                mode: r.choice(
+                    t,
+                    "mode",
+                    "filter.mode",
+                    &[FilterMode::Always, FilterMode::IfConditions],
+                    FilterMode::as_str,
+                ),
                 condition: r.string(t, "condition", "filter.condition"),
                 restore_archived: r
                     .boolean(t, "restore_archived", "filter.restore_archived")
@@ -137,17 +132,18 @@ pub(crate) fn parse(text: &str) -> Result<Parsed, ValidationErrors> {
     let leavers = match leavers_table {
         Some(t) => {
             r.unknown_keys(t, "leavers.", &LEAVER_KEYS);
-            let action = match r.string(t, "action", "leavers.action").as_deref() {
-                None | Some("none") => LeaverAction::None,
-                Some("update") => LeaverAction::Update,
-                Some("delete") => LeaverAction::Delete,
-                Some(other) => {
-                    r.bad_choice("leavers.action", other, &["none", "update", "delete"]);
-                    LeaverAction::None
-                }
-            };
             LeaverConfig {
-                action,
+                action: r.choice(
+                    t,
+                    "action",
+                    "leavers.action",
+                    &[
+                        LeaverAction::None,
+                        LeaverAction::Update,
+                        LeaverAction::Delete,
+                    ],
+                    LeaverAction::as_str,
+                ),
                 allow_delete: r
                     .boolean(t, "allow_delete", "leavers.allow_delete")
                     .unwrap_or(false),
@@ -225,11 +221,26 @@ impl Reader {
         self.placeholders.push(location.to_owned());
     }
 
-    fn bad_choice(&mut self, location: &str, found: &str, choices: &[&str]) {
-        let hint = did_you_mean(found, choices.iter().copied());
+    /// The value at `key`, one of `choices` as `name` spells them. Absent, it is the default;
+    /// any other text is reported and read as the default.
+    fn choice<T: Copy + Default>(
+        &mut self,
+        table: &Table,
+        key: &str,
+        location: &str,
+        choices: &[T],
+        name: fn(T) -> &'static str,
+    ) -> T {
+        let Some(found) = self.string(table, key, location) else {
+            return T::default();
+        };
+        if let Some(&choice) = choices.iter().find(|&&c| name(c) == found) {
+            return choice;
+        }
+        let hint = did_you_mean(&found, choices.iter().map(|&c| name(c)));
         let list = choices
             .iter()
-            .map(|c| format!("\"{c}\""))
+            .map(|&c| format!("\"{}\"", name(c)))
             .collect::<Vec<_>>()
             .join(", ");
         self.error(
@@ -237,6 +248,7 @@ impl Reader {
             location,
             format!("\"{found}\" is not one of {list}{hint}"),
         );
+        T::default()
     }
 
     fn string(&mut self, table: &Table, key: &str, location: &str) -> Option<String> {
