@@ -208,14 +208,22 @@ mod tests {
             .with_timezone(&Utc)
     }
 
-    fn plan(every: Option<&str>, at_: Option<&str>, tz: Option<&str>, cron: Option<&str>) -> Plan {
-        Plan::from_config(&ScheduleConfig {
+    fn schedule(
+        every: Option<&str>,
+        at_: Option<&str>,
+        tz: Option<&str>,
+        cron: Option<&str>,
+    ) -> ScheduleConfig {
+        ScheduleConfig {
             every: every.map(Into::into),
             at: at_.map(Into::into),
             timezone: tz.map(Into::into),
             cron: cron.map(Into::into),
-        })
-        .unwrap()
+        }
+    }
+
+    fn plan(every: Option<&str>, at_: Option<&str>, tz: Option<&str>, cron: Option<&str>) -> Plan {
+        Plan::from_config(&schedule(every, at_, tz, cron)).unwrap()
     }
 
     fn starts(plan: &Plan, from: &str, n: usize) -> Vec<String> {
@@ -255,11 +263,7 @@ mod tests {
             ]
         );
         // Without `at`, intervals count from midnight.
-        let plan = Plan::from_config(&ScheduleConfig {
-            every: Some("7h".into()),
-            ..Default::default()
-        })
-        .unwrap();
+        let plan = Plan::from_config(&schedule(Some("7h"), None, None, None)).unwrap();
         assert_eq!(
             starts(&plan, "2025-03-01T22:00:00Z", 2),
             ["2025-03-02T00:00:00+00:00", "2025-03-02T07:00:00+00:00"]
@@ -308,49 +312,12 @@ mod tests {
     #[test]
     fn bad_schedules_name_their_key() {
         let bad = [
-            (
-                ScheduleConfig {
-                    timezone: Some("Mars/Olympus".into()),
-                    ..Default::default()
-                },
-                "timezone",
-            ),
-            (
-                ScheduleConfig {
-                    cron: Some("61 * * * *".into()),
-                    ..Default::default()
-                },
-                "cron",
-            ),
-            (
-                ScheduleConfig {
-                    every: Some("soon".into()),
-                    ..Default::default()
-                },
-                "every",
-            ),
-            (
-                ScheduleConfig {
-                    every: Some("10s".into()),
-                    ..Default::default()
-                },
-                "every",
-            ),
-            (
-                ScheduleConfig {
-                    at: Some("25:00".into()),
-                    ..Default::default()
-                },
-                "at",
-            ),
-            (
-                ScheduleConfig {
-                    cron: Some("0 2 * * *".into()),
-                    every: Some("1h".into()),
-                    ..Default::default()
-                },
-                "cron",
-            ),
+            (schedule(None, None, Some("Mars/Olympus"), None), "timezone"),
+            (schedule(None, None, None, Some("61 * * * *")), "cron"),
+            (schedule(Some("soon"), None, None, None), "every"),
+            (schedule(Some("10s"), None, None, None), "every"),
+            (schedule(None, Some("25:00"), None, None), "at"),
+            (schedule(Some("1h"), None, None, Some("0 2 * * *")), "cron"),
         ];
         for (config, key) in bad {
             let err = Plan::from_config(&config).unwrap_err();
