@@ -9,7 +9,8 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use minijinja::value::{Kwargs, Rest, Value};
 use minijinja::{Environment, Error, ErrorKind};
 
-/// Filters defined here, for "did you mean" on an unknown filter.
+/// The filters peoplesync defines or replaces; also the first "did you mean" candidates for
+/// an unknown filter.
 pub const CUSTOM: [&str; 9] = [
     "lower",
     "upper",
