@@ -9,29 +9,15 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use peoplesync_core::defaults::FULL_ADDRESS_TEMPLATE;
+use peoplesync_core::fixtures;
 use peoplesync_core::{
-    FilterMode, Integration, IntegrationConfig, MappingSource, RecordInput, Tracking, Worker,
-    record_hash, record_json,
+    FilterMode, Integration, IntegrationConfig, RecordInput, Worker, record_hash, record_json,
 };
-use serde_json::json;
 
 fn bench(c: &mut Criterion) {
-    let raw = json!({
-        "id": "a2G7E000000LlIDUA0", "fullName": "Ada Lovelace", "firstName": "Ada",
-        "lastName": "Lovelace", "emailAddress": "ada.lovelace@example.com",
-        "hrDepartment": "Engineering",
-        "currentEmployment": {"name": "2019.02 #35", "jobTitle": "Principal Engineer",
-            "startDate": "2019-02-04", "endDate": null, "active": true},
-        "workAddress": {"name": "London HQ", "line1": "1 Example Street", "line2": "Floor 2",
-            "line3": null, "city": "London", "region": "EMEA",
-            "postalCode": "EC1A 1AA", "country": "United Kingdom"},
-        "additionalFields": [{"name": "Cost Centre", "value": "CC-104", "source": "fHCM2__Cost_Centre__c"}]
-    });
+    let raw = fixtures::ada();
     let worker = Worker::from_raw(&raw).expect("bench record normalises");
-    let tracking = Tracking {
-        credentials: "default".into(),
-        hostname: "acme.my.salesforce.com".into(),
-    };
+    let tracking = fixtures::tracking();
     let input = RecordInput {
         raw: &raw,
         worker: &worker,
@@ -41,15 +27,9 @@ fn bench(c: &mut Criterion) {
         |config: IntegrationConfig| Integration::compile(config).expect("bench config is valid");
 
     let default = IntegrationConfig::default_for("bench");
-    let with_template = |field: &str, template: &str| {
-        let mut config = default.clone();
-        for m in config.mapping.iter_mut().filter(|m| m.field == field) {
-            m.source = MappingSource::Template(template.to_owned());
-        }
-        config
-    };
-    let full_address = with_template("ADDRESS", FULL_ADDRESS_TEMPLATE);
-    let custom_api = with_template(
+    let full_address = fixtures::with_template(default.clone(), "ADDRESS", FULL_ADDRESS_TEMPLATE);
+    let custom_api = fixtures::with_template(
+        default.clone(),
         "POSITION",
         "{{ response.currentEmployment.jobTitle | default('Unknown') }}",
     );

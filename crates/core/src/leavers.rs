@@ -291,26 +291,18 @@ mod tests {
 
     #[test]
     fn update_needs_fields_and_delete_needs_consent() {
-        let errors = with_leavers("[leavers]\naction = \"update\"").unwrap_err();
-        assert!(
-            errors.iter().any(|e| e.contains("leavers.set")),
-            "{errors:?}"
-        );
-        let errors = with_leavers("[leavers]\naction = \"delete\"").unwrap_err();
-        assert!(
-            errors.iter().any(|e| e.contains("allow_delete")),
-            "{errors:?}"
-        );
-        let errors = with_leavers("[leavers]\naction = \"retire\"").unwrap_err();
-        assert!(
-            errors.iter().any(|e| e.contains("leavers.action")),
-            "{errors:?}"
-        );
-        let errors = with_leavers("[leavers]\ntimezone = \"Mars/Olympus\"").unwrap_err();
-        assert!(
-            errors.iter().any(|e| e.contains("leavers.timezone")),
-            "{errors:?}"
-        );
+        for (table, complaint) in [
+            ("[leavers]\naction = \"update\"", "leavers.set"),
+            ("[leavers]\naction = \"delete\"", "allow_delete"),
+            ("[leavers]\naction = \"retire\"", "leavers.action"),
+            ("[leavers]\ntimezone = \"Mars/Olympus\"", "leavers.timezone"),
+        ] {
+            let errors = with_leavers(table).unwrap_err();
+            assert!(
+                errors.iter().any(|e| e.contains(complaint)),
+                "{table}: {errors:?}"
+            );
+        }
     }
 
     #[test]

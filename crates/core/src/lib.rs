@@ -10,6 +10,8 @@
 pub mod config;
 pub mod defaults;
 mod filter;
+#[doc(hidden)]
+pub mod fixtures;
 pub mod hash;
 pub mod leavers;
 pub mod mapping;

@@ -68,36 +68,31 @@ pub(crate) fn parse(text: &str) -> Result<Parsed, ValidationErrors> {
     let saas_table = r.table(&table, "saas");
     let leavers_table = r.table(&table, "leavers");
 
-    let integration_type = match r.string(&table, "type", "type").as_deref() {
-        None | Some("user") => IntegrationType::User,
-        Some("user_and_saas_user") => IntegrationType::UserAndSaasUser,
-        Some(other) => {
-            r.bad_choice("type", other, &["user", "user_and_saas_user"]);
-            IntegrationType::User
-        }
-    };
-    let preference = match r.string(&table, "preference", "preference").as_deref() {
-        None | Some("create_and_update") => Preference::CreateAndUpdate,
-        Some("create_only") => Preference::CreateOnly,
-        Some("update_only") => Preference::UpdateOnly,
-        Some(other) => {
-            r.bad_choice(
-                "preference",
-                other,
-                &["create_and_update", "create_only", "update_only"],
-            );
-            Preference::CreateAndUpdate
-        }
-    };
+    let integration_type = r.choice(
+        &table,
+        "type",
+        &[IntegrationType::User, IntegrationType::UserAndSaasUser],
+        IntegrationType::as_str,
+    );
+    let preference = r.choice(
+        &table,
+        "preference",
+        &[
+            Preference::CreateAndUpdate,
+            Preference::CreateOnly,
+            Preference::UpdateOnly,
+        ],
+        Preference::as_str,
+    );
 
     let schedule = match schedule_table {
         Some(t) => {
             r.unknown_keys(t, "schedule.", &SCHEDULE_KEYS);
             ScheduleConfig {
-                every: r.string(t, "every", "schedule.every"),
-                at: r.string(t, "at", "schedule.at"),
-                timezone: r.string(t, "timezone", "schedule.timezone"),
-                cron: r.string(t, "cron", "schedule.cron"),
+                every: r.string(t, "schedule.every"),
+                at: r.string(t, "schedule.at"),
+                timezone: r.string(t, "schedule.timezone"),
+                cron: r.string(t, "schedule.cron"),
             }
         }
         None => ScheduleConfig::default(),
@@ -106,20 +101,15 @@ pub(crate) fn parse(text: &str) -> Result<Parsed, ValidationErrors> {
     let filter = match filter_table {
         Some(t) => {
             r.unknown_keys(t, "filter.", &FILTER_KEYS);
-            let mode = match r.string(t, "mode", "filter.mode").as_deref() {
-                None | Some("always") => FilterMode::Always,
-                Some("if_conditions") => FilterMode::IfConditions,
-                Some(other) => {
-                    r.bad_choice("filter.mode", other, &["always", "if_conditions"]);
-                    FilterMode::Always
-                }
-            };
             FilterConfig {
-                mode,
-                condition: r.string(t, "condition", "filter.condition"),
-                restore_archived: r
-                    .boolean(t, "restore_archived", "filter.restore_archived")
-                    .unwrap_or(false),
+                mode: r.choice(
+                    t,
+                    "filter.mode",
+                    &[FilterMode::Always, FilterMode::IfConditions],
+                    FilterMode::as_str,
+                ),
+                condition: r.string(t, "filter.condition"),
+                restore_archived: r.boolean(t, "filter.restore_archived").unwrap_or(false),
             }
         }
         None => FilterConfig::default(),
@@ -128,56 +118,50 @@ pub(crate) fn parse(text: &str) -> Result<Parsed, ValidationErrors> {
     let saas = saas_table.map(|t| {
         r.unknown_keys(t, "saas.", &SAAS_KEYS);
         SaasConfig {
-            sync_key: r.string(t, "sync_key", "saas.sync_key"),
-            name: r.string(t, "name", "saas.name"),
-            selected_saas_id: r.string(t, "selected_saas_id", "saas.selected_saas_id"),
+            sync_key: r.string(t, "saas.sync_key"),
+            name: r.string(t, "saas.name"),
+            selected_saas_id: r.string(t, "saas.selected_saas_id"),
         }
     });
 
     let leavers = match leavers_table {
         Some(t) => {
             r.unknown_keys(t, "leavers.", &LEAVER_KEYS);
-            let action = match r.string(t, "action", "leavers.action").as_deref() {
-                None | Some("none") => LeaverAction::None,
-                Some("update") => LeaverAction::Update,
-                Some("delete") => LeaverAction::Delete,
-                Some(other) => {
-                    r.bad_choice("leavers.action", other, &["none", "update", "delete"]);
-                    LeaverAction::None
-                }
-            };
             LeaverConfig {
-                action,
-                allow_delete: r
-                    .boolean(t, "allow_delete", "leavers.allow_delete")
-                    .unwrap_or(false),
-                delete_with_assets: r
-                    .boolean(t, "delete_with_assets", "leavers.delete_with_assets")
-                    .unwrap_or(false),
-                timezone: r.string(t, "timezone", "leavers.timezone"),
-                set: r.entries(t, "set", "leavers.set", crate::leavers::set_location),
+                action: r.choice(
+                    t,
+                    "leavers.action",
+                    &[
+                        LeaverAction::None,
+                        LeaverAction::Update,
+                        LeaverAction::Delete,
+                    ],
+                    LeaverAction::as_str,
+                ),
+                allow_delete: r.boolean(t, "leavers.allow_delete").unwrap_or(false),
+                delete_with_assets: r.boolean(t, "leavers.delete_with_assets").unwrap_or(false),
+                timezone: r.string(t, "leavers.timezone"),
+                set: r.entries(t, "leavers.set", crate::leavers::set_location),
             }
         }
         None => LeaverConfig::default(),
     };
 
-    let mapping = r.entries(&table, "mapping", "mapping", entry_location);
+    let mapping = r.entries(&table, "mapping", entry_location);
 
     let config = IntegrationConfig {
-        id: r.string(&table, "id", "id").unwrap_or_default(),
+        id: r.string(&table, "id").unwrap_or_default(),
         integration_type,
         preference,
         sync_keys: r
-            .strings(&table, "sync_keys", "sync_keys")
+            .strings(&table, "sync_keys")
             .unwrap_or_else(|| vec!["EMAIL".to_owned()]),
-        default_role: r.string(&table, "default_role", "default_role"),
+        default_role: r.string(&table, "default_role"),
         credentials: r
-            .string(&table, "credentials", "credentials")
+            .string(&table, "credentials")
             .unwrap_or_else(|| "default".to_owned()),
-        source_filter: r.string(&table, "source_filter", "source_filter"),
-        additional_fields: r
-            .strings(&table, "additional_fields", "additional_fields")
-            .unwrap_or_default(),
+        source_filter: r.string(&table, "source_filter"),
+        additional_fields: r.strings(&table, "additional_fields").unwrap_or_default(),
         schedule,
         filter,
         saas,
@@ -191,6 +175,12 @@ pub(crate) fn parse(text: &str) -> Result<Parsed, ValidationErrors> {
     })
 }
 
+/// The key a dotted config location names in its own table: `filter.mode` → `mode`.
+fn key_of(location: &str) -> &str {
+    location.rsplit('.').next().unwrap_or(location)
+}
+
+/// Reads values by their location (`"filter.mode"`), reporting every problem there.
 #[derive(Default)]
 struct Reader {
     errors: Vec<ValidationError>,
@@ -225,11 +215,25 @@ impl Reader {
         self.placeholders.push(location.to_owned());
     }
 
-    fn bad_choice(&mut self, location: &str, found: &str, choices: &[&str]) {
-        let hint = did_you_mean(found, choices.iter().copied());
+    /// The value at `location`, one of `choices` as `name` spells them. Absent, it is the
+    /// default; any other text is reported and read as the default.
+    fn choice<T: Copy + Default>(
+        &mut self,
+        table: &Table,
+        location: &str,
+        choices: &[T],
+        name: fn(T) -> &'static str,
+    ) -> T {
+        let Some(found) = self.string(table, location) else {
+            return T::default();
+        };
+        if let Some(&choice) = choices.iter().find(|&&c| name(c) == found) {
+            return choice;
+        }
+        let hint = did_you_mean(&found, choices.iter().map(|&c| name(c)));
         let list = choices
             .iter()
-            .map(|c| format!("\"{c}\""))
+            .map(|&c| format!("\"{}\"", name(c)))
             .collect::<Vec<_>>()
             .join(", ");
         self.error(
@@ -237,10 +241,11 @@ impl Reader {
             location,
             format!("\"{found}\" is not one of {list}{hint}"),
         );
+        T::default()
     }
 
-    fn string(&mut self, table: &Table, key: &str, location: &str) -> Option<String> {
-        match table.get(key)? {
+    fn string(&mut self, table: &Table, location: &str) -> Option<String> {
+        match table.get(key_of(location))? {
             toml::Value::String(s) => Some(s.clone()),
             other => {
                 self.wrong_type(location, "a string", other);
@@ -249,8 +254,8 @@ impl Reader {
         }
     }
 
-    fn boolean(&mut self, table: &Table, key: &str, location: &str) -> Option<bool> {
-        match table.get(key)? {
+    fn boolean(&mut self, table: &Table, location: &str) -> Option<bool> {
+        match table.get(key_of(location))? {
             toml::Value::Boolean(b) => Some(*b),
             other => {
                 self.wrong_type(location, "true or false", other);
@@ -259,8 +264,8 @@ impl Reader {
         }
     }
 
-    fn strings(&mut self, table: &Table, key: &str, location: &str) -> Option<Vec<String>> {
-        match table.get(key)? {
+    fn strings(&mut self, table: &Table, location: &str) -> Option<Vec<String>> {
+        match table.get(key_of(location))? {
             toml::Value::Array(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for item in items {
@@ -291,16 +296,15 @@ impl Reader {
         }
     }
 
-    /// The entries of the array of tables `key` (`[[mapping]]`, `[[leavers.set]]`), each
+    /// The entries of the array of tables `name` (`[[mapping]]`, `[[leavers.set]]`), each
     /// located by `locate(index, field)`.
     fn entries(
         &mut self,
         table: &Table,
-        key: &str,
         name: &str,
         locate: fn(usize, &str) -> String,
     ) -> Vec<MappingEntry> {
-        let items = match table.get(key) {
+        let items = match table.get(key_of(name)) {
             None => return Vec::new(),
             Some(toml::Value::Array(items)) => items,
             Some(other) => {

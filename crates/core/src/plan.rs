@@ -208,14 +208,28 @@ mod tests {
             .with_timezone(&Utc)
     }
 
-    fn plan(every: Option<&str>, at_: Option<&str>, tz: Option<&str>, cron: Option<&str>) -> Plan {
-        Plan::from_config(&ScheduleConfig {
+    fn schedule(
+        every: Option<&str>,
+        at_: Option<&str>,
+        tz: Option<&str>,
+        cron: Option<&str>,
+    ) -> ScheduleConfig {
+        ScheduleConfig {
             every: every.map(Into::into),
             at: at_.map(Into::into),
             timezone: tz.map(Into::into),
             cron: cron.map(Into::into),
-        })
-        .unwrap()
+        }
+    }
+
+    fn plan(every: Option<&str>, at_: Option<&str>, tz: Option<&str>, cron: Option<&str>) -> Plan {
+        Plan::from_config(&schedule(every, at_, tz, cron)).unwrap()
+    }
+
+    /// Asserts the runs `plan` starts after `from`, as many as `expected` lists.
+    #[track_caller]
+    fn assert_starts(plan: &Plan, from: &str, expected: &[&str]) {
+        assert_eq!(starts(plan, from, expected.len()), expected, "after {from}");
     }
 
     fn starts(plan: &Plan, from: &str, n: usize) -> Vec<String> {
@@ -231,38 +245,38 @@ mod tests {
     #[test]
     fn the_default_is_daily_at_two_utc() {
         let plan = plan(None, None, None, None);
-        assert_eq!(
-            starts(&plan, "2025-03-01T01:00:00Z", 2),
-            ["2025-03-01T02:00:00+00:00", "2025-03-02T02:00:00+00:00"]
+        assert_starts(
+            &plan,
+            "2025-03-01T01:00:00Z",
+            &["2025-03-01T02:00:00+00:00", "2025-03-02T02:00:00+00:00"],
         );
-        assert_eq!(
-            starts(&plan, "2025-03-01T02:00:00Z", 1),
-            ["2025-03-02T02:00:00+00:00"]
+        assert_starts(
+            &plan,
+            "2025-03-01T02:00:00Z",
+            &["2025-03-02T02:00:00+00:00"],
         );
     }
 
     #[test]
     fn every_six_hours_from_a_time_of_day() {
         let plan = plan(Some("6h"), Some("02:00"), None, None);
-        assert_eq!(
-            starts(&plan, "2025-03-01T00:30:00Z", 5),
-            [
+        assert_starts(
+            &plan,
+            "2025-03-01T00:30:00Z",
+            &[
                 "2025-03-01T02:00:00+00:00",
                 "2025-03-01T08:00:00+00:00",
                 "2025-03-01T14:00:00+00:00",
                 "2025-03-01T20:00:00+00:00",
-                "2025-03-02T02:00:00+00:00"
-            ]
+                "2025-03-02T02:00:00+00:00",
+            ],
         );
         // Without `at`, intervals count from midnight.
-        let plan = Plan::from_config(&ScheduleConfig {
-            every: Some("7h".into()),
-            ..Default::default()
-        })
-        .unwrap();
-        assert_eq!(
-            starts(&plan, "2025-03-01T22:00:00Z", 2),
-            ["2025-03-02T00:00:00+00:00", "2025-03-02T07:00:00+00:00"]
+        let plan = Plan::from_config(&schedule(Some("7h"), None, None, None)).unwrap();
+        assert_starts(
+            &plan,
+            "2025-03-01T22:00:00Z",
+            &["2025-03-02T00:00:00+00:00", "2025-03-02T07:00:00+00:00"],
         );
     }
 
@@ -270,13 +284,15 @@ mod tests {
     fn a_time_of_day_follows_the_time_zone_across_daylight_saving() {
         let plan = plan(None, Some("02:30"), Some("Europe/London"), None);
         // 30 March 2025: clocks go from 01:00 to 02:00 GMT, so 02:30 BST is 01:30 UTC.
-        assert_eq!(
-            starts(&plan, "2025-03-29T12:00:00Z", 2),
-            ["2025-03-30T01:30:00+00:00", "2025-03-31T01:30:00+00:00"]
+        assert_starts(
+            &plan,
+            "2025-03-29T12:00:00Z",
+            &["2025-03-30T01:30:00+00:00", "2025-03-31T01:30:00+00:00"],
         );
-        assert_eq!(
-            starts(&plan, "2025-01-10T12:00:00Z", 1),
-            ["2025-01-11T02:30:00+00:00"]
+        assert_starts(
+            &plan,
+            "2025-01-10T12:00:00Z",
+            &["2025-01-11T02:30:00+00:00"],
         );
     }
 
@@ -289,9 +305,10 @@ mod tests {
             Some("0 6 * * MON-FRI"),
         );
         // Friday 7 March 2025, 12:00 UTC = 07:00 in New York: next is Monday 06:00 EDT.
-        assert_eq!(
-            starts(&plan, "2025-03-07T12:00:00Z", 1),
-            ["2025-03-10T10:00:00+00:00"]
+        assert_starts(
+            &plan,
+            "2025-03-07T12:00:00Z",
+            &["2025-03-10T10:00:00+00:00"],
         );
     }
 
@@ -308,49 +325,12 @@ mod tests {
     #[test]
     fn bad_schedules_name_their_key() {
         let bad = [
-            (
-                ScheduleConfig {
-                    timezone: Some("Mars/Olympus".into()),
-                    ..Default::default()
-                },
-                "timezone",
-            ),
-            (
-                ScheduleConfig {
-                    cron: Some("61 * * * *".into()),
-                    ..Default::default()
-                },
-                "cron",
-            ),
-            (
-                ScheduleConfig {
-                    every: Some("soon".into()),
-                    ..Default::default()
-                },
-                "every",
-            ),
-            (
-                ScheduleConfig {
-                    every: Some("10s".into()),
-                    ..Default::default()
-                },
-                "every",
-            ),
-            (
-                ScheduleConfig {
-                    at: Some("25:00".into()),
-                    ..Default::default()
-                },
-                "at",
-            ),
-            (
-                ScheduleConfig {
-                    cron: Some("0 2 * * *".into()),
-                    every: Some("1h".into()),
-                    ..Default::default()
-                },
-                "cron",
-            ),
+            (schedule(None, None, Some("Mars/Olympus"), None), "timezone"),
+            (schedule(None, None, None, Some("61 * * * *")), "cron"),
+            (schedule(Some("soon"), None, None, None), "every"),
+            (schedule(Some("10s"), None, None, None), "every"),
+            (schedule(None, Some("25:00"), None, None), "at"),
+            (schedule(Some("1h"), None, None, Some("0 2 * * *")), "cron"),
         ];
         for (config, key) in bad {
             let err = Plan::from_config(&config).unwrap_err();

@@ -202,30 +202,45 @@ impl IntegrationField {
 
     /// The field's value in `worker`, as JSON (`null` when absent).
     pub fn value(self, worker: &Worker) -> Value {
-        let text =
-            |v: &Option<String>| v.as_ref().map_or(Value::Null, |s| Value::String(s.clone()));
-        match self {
-            Self::Id => Value::String(worker.id.clone()),
-            Self::FullName => text(&worker.full_name),
-            Self::FirstName => text(&worker.first_name),
-            Self::LastName => text(&worker.last_name),
-            Self::Email => text(&worker.email),
-            Self::HrDepartment => text(&worker.hr_department),
-            Self::JobTitle => text(&worker.job_title),
-            Self::EmploymentName => text(&worker.employment_name),
-            Self::EmploymentActive => worker.employment_active.map_or(Value::Null, Value::Bool),
-            Self::StartDate => text(&worker.start_date),
-            Self::EndDate => text(&worker.end_date),
-            Self::WorkLocation => text(&worker.work_location),
-            Self::AddressLine1 => text(&worker.address_line1),
-            Self::AddressLine2 => text(&worker.address_line2),
-            Self::AddressLine3 => text(&worker.address_line3),
-            Self::City => text(&worker.city),
-            Self::Region => text(&worker.region),
-            Self::PostalCode => text(&worker.postal_code),
-            Self::Country => text(&worker.country),
+        match self.borrowed(worker) {
+            FieldRef::Text(text) => text.map_or(Value::Null, |s| Value::String(s.to_owned())),
+            FieldRef::Flag(flag) => flag.map_or(Value::Null, Value::Bool),
         }
     }
+
+    /// The field's value in `worker`, borrowed: each caller builds its own value type from it.
+    pub(crate) fn borrowed(self, worker: &Worker) -> FieldRef<'_> {
+        use FieldRef::{Flag, Text};
+        match self {
+            Self::Id => Text(Some(&worker.id)),
+            Self::FullName => Text(worker.full_name.as_deref()),
+            Self::FirstName => Text(worker.first_name.as_deref()),
+            Self::LastName => Text(worker.last_name.as_deref()),
+            Self::Email => Text(worker.email.as_deref()),
+            Self::HrDepartment => Text(worker.hr_department.as_deref()),
+            Self::JobTitle => Text(worker.job_title.as_deref()),
+            Self::EmploymentName => Text(worker.employment_name.as_deref()),
+            Self::EmploymentActive => Flag(worker.employment_active),
+            Self::StartDate => Text(worker.start_date.as_deref()),
+            Self::EndDate => Text(worker.end_date.as_deref()),
+            Self::WorkLocation => Text(worker.work_location.as_deref()),
+            Self::AddressLine1 => Text(worker.address_line1.as_deref()),
+            Self::AddressLine2 => Text(worker.address_line2.as_deref()),
+            Self::AddressLine3 => Text(worker.address_line3.as_deref()),
+            Self::City => Text(worker.city.as_deref()),
+            Self::Region => Text(worker.region.as_deref()),
+            Self::PostalCode => Text(worker.postal_code.as_deref()),
+            Self::Country => Text(worker.country.as_deref()),
+        }
+    }
+}
+
+/// One field's value in a worker, borrowed: every field is text but the employment flag.
+pub(crate) enum FieldRef<'a> {
+    /// A text field; `None` when absent.
+    Text(Option<&'a str>),
+    /// `currentEmployment.active`; `None` when absent.
+    Flag(Option<bool>),
 }
 
 impl Worker {
@@ -297,16 +312,10 @@ mod tests {
 
     #[test]
     fn full_record_maps_every_field() {
-        let raw = json!({
-            "id": "a2G7E000000LlIDUA0", "fullName": "Ada Lovelace", "firstName": "Ada",
-            "lastName": "Lovelace", "emailAddress": " Ada.Lovelace@Example.com ",
-            "hrDepartment": "Engineering",
-            "currentEmployment": {"name": "2019.02 #35", "jobTitle": "Principal Engineer",
-                "startDate": "2019-02-04", "endDate": null, "active": true},
-            "workAddress": {"name": "London HQ", "line1": "1 Example Street", "line2": null,
-                "line3": "", "city": "London", "region": "Greater London",
-                "postalCode": "EC1A 1AA", "country": "United Kingdom"}
-        });
+        // Ada, with padding around her address and a blank third line: both are tidied away.
+        let mut raw = crate::fixtures::ada();
+        raw["emailAddress"] = json!(" Ada.Lovelace@Example.com ");
+        raw["workAddress"]["line3"] = json!("");
         let w = Worker::from_raw(&raw).unwrap();
         assert_eq!(w.id, "a2G7E000000LlIDUA0");
         assert_eq!(w.email.as_deref(), Some("Ada.Lovelace@Example.com"));

@@ -1,9 +1,13 @@
 //! Property tests: whatever Sage People sends and whatever an operator types, the engine
 //! answers with a value or an error — it never panics.
 
+use std::collections::BTreeSet;
+
+use peoplesync_core::fixtures::{self, tracking};
+use peoplesync_core::template::CUSTOM_FILTERS;
 use peoplesync_core::{
     Evaluation, FilterMode, IntegrationConfig, IntegrationType, MappingEntry, MappingSource,
-    RecordInput, SaasConfig, Tracking, Worker, record_hash, record_json,
+    RecordInput, SaasConfig, Worker, record_hash, record_json,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
@@ -19,31 +23,7 @@ fn json_value() -> impl Strategy<Value = Value> {
         ".{0,12}".prop_map(Value::String),
         "[0-9]{4}-[0-9]{2}-[0-9]{2}".prop_map(Value::String),
     ];
-    let key = prop_oneof![
-        prop::sample::select(vec![
-            "id",
-            "fullName",
-            "firstName",
-            "lastName",
-            "emailAddress",
-            "hrDepartment",
-            "currentEmployment",
-            "workAddress",
-            "jobTitle",
-            "name",
-            "active",
-            "startDate",
-            "endDate",
-            "line1",
-            "line2",
-            "city",
-            "region",
-            "additionalFields",
-            "value",
-        ])
-        .prop_map(str::to_owned),
-        ".{0,6}",
-    ];
+    let key = prop_oneof![prop::sample::select(employee_keys()), ".{0,6}",];
     leaf.prop_recursive(4, 48, 8, move |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
@@ -51,6 +31,25 @@ fn json_value() -> impl Strategy<Value = Value> {
                 .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
+}
+
+/// Every object key of the sample employee record, nested ones included.
+fn employee_keys() -> Vec<String> {
+    fn collect(value: &Value, keys: &mut BTreeSet<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    keys.insert(key.clone());
+                    collect(child, keys);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| collect(item, keys)),
+            _ => {}
+        }
+    }
+    let mut keys = BTreeSet::new();
+    collect(&fixtures::ada(), &mut keys);
+    keys.into_iter().collect()
 }
 
 /// An employee-shaped record with arbitrary values in every field.
@@ -71,69 +70,56 @@ fn employee() -> impl Strategy<Value = Value> {
 
 /// Template-ish text: Jinja punctuation, roots, filters and arbitrary characters.
 fn template_text() -> impl Strategy<Value = String> {
+    let tokens: Vec<&str> = [
+        "{{",
+        "}}",
+        "{%",
+        "%}",
+        "{#",
+        "#}",
+        "(",
+        ")",
+        "[",
+        "]",
+        "|",
+        ".",
+        ",",
+        "'",
+        "\"",
+        "=",
+        "==",
+        " ",
+        "response",
+        "worker",
+        "connect",
+        "emailAddress",
+        "email",
+        "sep=",
+        "if",
+        "for",
+        "in",
+        "endif",
+        "endfor",
+        "set",
+        "range",
+        "none",
+        "true",
+        "~",
+        "*",
+        "9999999",
+        "'%d/%m/%Y'",
+        "'%Q'",
+        "-",
+        "+",
+    ]
+    .into_iter()
+    .chain(CUSTOM_FILTERS)
+    .collect();
     let token = prop_oneof![
-        prop::sample::select(vec![
-            "{{",
-            "}}",
-            "{%",
-            "%}",
-            "{#",
-            "#}",
-            "(",
-            ")",
-            "[",
-            "]",
-            "|",
-            ".",
-            ",",
-            "'",
-            "\"",
-            "=",
-            "==",
-            " ",
-            "response",
-            "worker",
-            "connect",
-            "emailAddress",
-            "email",
-            "lower",
-            "upper",
-            "trim",
-            "default",
-            "split_email",
-            "date_format",
-            "first_from_full",
-            "last_from_full",
-            "concat",
-            "sep=",
-            "if",
-            "for",
-            "in",
-            "endif",
-            "endfor",
-            "set",
-            "range",
-            "none",
-            "true",
-            "~",
-            "*",
-            "9999999",
-            "'%d/%m/%Y'",
-            "'%Q'",
-            "-",
-            "+",
-        ])
-        .prop_map(str::to_owned),
+        prop::sample::select(tokens).prop_map(str::to_owned),
         ".{0,3}",
     ];
     prop::collection::vec(token, 0..24).prop_map(|t| t.concat())
-}
-
-fn tracking() -> Tracking {
-    Tracking {
-        credentials: "default".into(),
-        hostname: "acme.my.salesforce.com".into(),
-    }
 }
 
 /// Evaluates and previews `raw` with `config`, when both are usable.

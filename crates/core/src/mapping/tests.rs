@@ -4,29 +4,9 @@ use serde_json::{Map, Value, json};
 
 use super::*;
 use crate::config::{FilterMode, IntegrationType, MappingEntry, SaasConfig};
-use crate::defaults::SAGE_USER_ID_FIELD;
+use crate::defaults::{FULL_ADDRESS_TEMPLATE, SAGE_USER_ID_FIELD};
+use crate::fixtures::{ada, tracking, with_template};
 use crate::preview::preview;
-
-fn ada() -> Value {
-    json!({
-        "id": "a2G7E000000LlIDUA0", "fullName": "Ada Lovelace", "firstName": "Ada",
-        "lastName": "Lovelace", "emailAddress": "Ada.Lovelace@Example.com",
-        "hrDepartment": "Engineering",
-        "currentEmployment": {"name": "2019.02 #35", "jobTitle": "Principal Engineer",
-            "startDate": "2019-02-04", "endDate": null, "active": true},
-        "workAddress": {"name": "London HQ", "line1": "1 Example Street", "line2": "Floor 2",
-            "line3": null, "city": "London", "region": "EMEA",
-            "postalCode": "EC1A 1AA", "country": "United Kingdom"},
-        "additionalFields": [{"name": "Cost Centre", "value": "CC-104", "source": "fHCM2__Cost_Centre__c"}]
-    })
-}
-
-fn tracking() -> Tracking {
-    Tracking {
-        credentials: "default".into(),
-        hostname: "acme.my.salesforce.com".into(),
-    }
-}
 
 fn evaluate(integration: &Integration, raw: &Value) -> Evaluation {
     let worker = Worker::from_raw(raw).unwrap();
@@ -50,6 +30,37 @@ fn record(evaluation: Evaluation) -> Map<String, Value> {
         Evaluation::Load { record } => record,
         other => panic!("not loaded: {other:?}"),
     }
+}
+
+/// Asserts that `evaluation` is unloadable for a reason starting with `prefix`; returns it.
+#[track_caller]
+fn assert_unloadable(evaluation: Evaluation, prefix: &str) -> String {
+    let Evaluation::Unloadable { reason } = evaluation else {
+        panic!("not unloadable: {evaluation:?}");
+    };
+    assert!(reason.starts_with(prefix), "{reason}");
+    reason
+}
+
+/// Whether `integration` loads `raw` (true) or filters it out (false); panics when the
+/// record is unloadable.
+fn loads(integration: &Integration, raw: &Value) -> bool {
+    match evaluate(integration, raw) {
+        Evaluation::Load { .. } => true,
+        Evaluation::Filtered { .. } => false,
+        unloadable => panic!("neither loaded nor filtered: {unloadable:?}"),
+    }
+}
+
+/// The default config plus field AAAA…, a template that fails on Ada: her full name is
+/// not a date.
+fn with_failing_template() -> IntegrationConfig {
+    let mut config = IntegrationConfig::default_for("sage-people");
+    config.mapping.push(MappingEntry::new(
+        "AAAA0000AAAA0000AAAA0000AAAA0000",
+        MappingSource::Template("{{ response.fullName | date_format }}".into()),
+    ));
+    config
 }
 
 fn with_condition(condition: &str) -> Integration {
@@ -121,19 +132,13 @@ fn non_ascii_values_are_kept() {
 
 #[test]
 fn always_filter_loads_every_worker() {
-    assert!(matches!(
-        evaluate(&default_integration(), &ada()),
-        Evaluation::Load { .. }
-    ));
+    assert!(loads(&default_integration(), &ada()));
 }
 
 #[test]
 fn true_condition_loads_the_worker() {
     let integration = with_condition("worker.employment_active and worker.region == 'EMEA'");
-    assert!(matches!(
-        evaluate(&integration, &ada()),
-        Evaluation::Load { .. }
-    ));
+    assert!(loads(&integration, &ada()));
 }
 
 #[test]
@@ -152,10 +157,7 @@ fn conditions_on_missing_values_are_false_not_errors() {
     let raw = json!({"id": "x1", "emailAddress": "x@example.com", "workAddress": null});
     let integration =
         with_condition("worker.region == 'EMEA' or response.workAddress.country == 'France'");
-    assert!(matches!(
-        evaluate(&integration, &raw),
-        Evaluation::Filtered { .. }
-    ));
+    assert!(!loads(&integration, &raw));
 }
 
 #[test]
@@ -163,26 +165,17 @@ fn conditions_can_use_response_and_connect() {
     let integration = with_condition(
         "response.hrDepartment in ['Engineering', 'IT'] and connect.credentials == 'default'",
     );
-    assert!(matches!(
-        evaluate(&integration, &ada()),
-        Evaluation::Load { .. }
-    ));
+    assert!(loads(&integration, &ada()));
     let integration = with_condition("'.example.com' in connect.hostname");
-    assert!(matches!(
-        evaluate(&integration, &ada()),
-        Evaluation::Filtered { .. }
-    ));
+    assert!(!loads(&integration, &ada()));
 }
 
 #[test]
 fn a_condition_that_fails_at_run_time_makes_the_record_unloadable() {
     let integration = with_condition("worker.start_date | date_format('%H') == '00'");
-    let Evaluation::Unloadable { reason } = evaluate(&integration, &ada()) else {
-        panic!("expected unloadable");
-    };
-    assert!(
-        reason.starts_with("filter condition `worker.start_date"),
-        "{reason}"
+    assert_unloadable(
+        evaluate(&integration, &ada()),
+        "filter condition `worker.start_date",
     );
 }
 
@@ -190,10 +183,7 @@ fn a_condition_that_fails_at_run_time_makes_the_record_unloadable() {
 fn a_condition_kept_with_mode_always_does_not_filter() {
     let mut config = IntegrationConfig::default_for("sage-people");
     config.filter.condition = Some("false".into());
-    assert!(matches!(
-        evaluate(&compile(config), &ada()),
-        Evaluation::Load { .. }
-    ));
+    assert!(loads(&compile(config), &ada()));
 }
 
 #[test]
@@ -227,17 +217,15 @@ fn empty_required_fields_make_the_record_unloadable() {
 
 #[test]
 fn a_role_template_that_renders_empty_makes_the_record_unloadable() {
-    let mut config = IntegrationConfig::default_for("sage-people");
-    let role = config
-        .mapping
-        .iter_mut()
-        .find(|m| m.field == "PERMISSIONS_ID")
-        .unwrap();
-    role.source = MappingSource::Template("{{ response.role }}".into());
-    let reason = evaluate(&compile(config), &ada())
-        .reason()
-        .unwrap_or_default()
-        .to_owned();
+    let config = with_template(
+        IntegrationConfig::default_for("sage-people"),
+        "PERMISSIONS_ID",
+        "{{ response.role }}",
+    );
+    let reason = assert_unloadable(
+        evaluate(&compile(config), &ada()),
+        "required field PERMISSIONS_ID",
+    );
     assert_eq!(
         reason,
         "required field PERMISSIONS_ID is empty (mapped from template `{{ response.role }}`)"
@@ -246,38 +234,23 @@ fn a_role_template_that_renders_empty_makes_the_record_unloadable() {
 
 #[test]
 fn when_every_sync_key_is_empty_the_record_is_unloadable() {
-    let mut config = IntegrationConfig::default_for("sage-people");
+    let mut config = with_template(
+        IntegrationConfig::default_for("sage-people"),
+        SAGE_USER_ID_FIELD,
+        "{{ response.nothing }}",
+    );
     config.sync_keys = vec![SAGE_USER_ID_FIELD.into()];
-    let sage = config
-        .mapping
-        .iter_mut()
-        .find(|m| m.field == SAGE_USER_ID_FIELD)
-        .unwrap();
-    sage.source = MappingSource::Template("{{ response.nothing }}".into());
-    let reason = evaluate(&compile(config), &ada())
-        .reason()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(
-        reason.starts_with("every sync key is empty: 6C1F"),
-        "{reason}"
+    assert_unloadable(
+        evaluate(&compile(config), &ada()),
+        "every sync key is empty: 6C1F",
     );
 }
 
 #[test]
 fn template_runtime_errors_make_the_record_unloadable() {
-    let mut config = IntegrationConfig::default_for("sage-people");
-    config.mapping.push(MappingEntry::new(
-        "AAAA0000AAAA0000AAAA0000AAAA0000",
-        MappingSource::Template("{{ response.fullName | date_format }}".into()),
-    ));
-    let reason = evaluate(&compile(config), &ada())
-        .reason()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(
-        reason.starts_with("field AAAA0000AAAA0000AAAA0000AAAA0000: template `{{ response.fullName | date_format }}` failed:"),
-        "{reason}"
+    let reason = assert_unloadable(
+        evaluate(&compile(with_failing_template()), &ada()),
+        "field AAAA0000AAAA0000AAAA0000AAAA0000: template `{{ response.fullName | date_format }}` failed:",
     );
     assert!(reason.contains("`Ada Lovelace` is not a date"), "{reason}");
 }
@@ -451,12 +424,7 @@ fn preview_says_which_required_field_is_empty() {
 
 #[test]
 fn preview_reports_template_errors_per_field() {
-    let mut config = IntegrationConfig::default_for("x");
-    config.mapping.push(MappingEntry::new(
-        "AAAA0000AAAA0000AAAA0000AAAA0000",
-        MappingSource::Template("{{ response.fullName | date_format }}".into()),
-    ));
-    let p = preview(&config, &ada(), &tracking()).unwrap();
+    let p = preview(&with_failing_template(), &ada(), &tracking()).unwrap();
     let field = p
         .fields
         .iter()
@@ -492,26 +460,21 @@ fn preview_of_an_invalid_config_returns_its_problems() {
 #[test]
 fn the_default_mapping_builds_no_template_context() {
     assert!(!default_integration().needs_context());
-    let mut config = IntegrationConfig::default_for("x");
-    config
-        .mapping
-        .iter_mut()
-        .find(|m| m.field == "ADDRESS")
-        .unwrap()
-        .source = MappingSource::Template(crate::defaults::FULL_ADDRESS_TEMPLATE.into());
+    let config = with_template(
+        IntegrationConfig::default_for("x"),
+        "ADDRESS",
+        FULL_ADDRESS_TEMPLATE,
+    );
     assert!(compile(config).needs_context());
 }
 
 #[test]
 fn the_full_address_template_joins_the_lines_present() {
-    let mut config = IntegrationConfig::default_for("x");
-    config
-        .mapping
-        .iter_mut()
-        .find(|m| m.field == "ADDRESS")
-        .unwrap()
-        .source = MappingSource::Template(crate::defaults::FULL_ADDRESS_TEMPLATE.into());
-    let integration = compile(config);
+    let integration = compile(with_template(
+        IntegrationConfig::default_for("x"),
+        "ADDRESS",
+        FULL_ADDRESS_TEMPLATE,
+    ));
     assert_eq!(
         record(evaluate(&integration, &ada()))["ADDRESS"],
         "1 Example Street, Floor 2"

@@ -9,8 +9,9 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use minijinja::value::{Kwargs, Rest, Value};
 use minijinja::{Environment, Error, ErrorKind};
 
-/// Filters defined here, for "did you mean" on an unknown filter.
-pub(crate) const CUSTOM: [&str; 9] = [
+/// The filters peoplesync defines or replaces; also the first "did you mean" candidates for
+/// an unknown filter.
+pub const CUSTOM: [&str; 9] = [
     "lower",
     "upper",
     "trim",

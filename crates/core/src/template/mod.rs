@@ -5,6 +5,8 @@
 
 mod filters;
 
+pub use filters::CUSTOM as CUSTOM_FILTERS;
+
 use std::collections::{BTreeSet, HashSet};
 
 use minijinja::value::Value as JinjaValue;
@@ -12,7 +14,7 @@ use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
 use serde_json::Value;
 
 use crate::names::did_you_mean;
-use crate::worker::{IntegrationField, Tracking, Worker};
+use crate::worker::{FieldRef, IntegrationField, Tracking, Worker};
 
 /// Longest template accepted, in characters (Oomnitza refuses longer paths).
 pub const MAX_TEMPLATE_CHARS: usize = 256;
@@ -529,32 +531,9 @@ pub(crate) fn context(
 
 /// One worker field as a template value, without going through JSON.
 fn worker_value(field: IntegrationField, worker: &Worker) -> JinjaValue {
-    let text = |v: &Option<String>| {
-        v.as_deref()
-            .map_or_else(|| JinjaValue::from(()), JinjaValue::from)
-    };
-    match field {
-        IntegrationField::Id => JinjaValue::from(worker.id.as_str()),
-        IntegrationField::FullName => text(&worker.full_name),
-        IntegrationField::FirstName => text(&worker.first_name),
-        IntegrationField::LastName => text(&worker.last_name),
-        IntegrationField::Email => text(&worker.email),
-        IntegrationField::HrDepartment => text(&worker.hr_department),
-        IntegrationField::JobTitle => text(&worker.job_title),
-        IntegrationField::EmploymentName => text(&worker.employment_name),
-        IntegrationField::EmploymentActive => worker
-            .employment_active
-            .map_or_else(|| JinjaValue::from(()), JinjaValue::from),
-        IntegrationField::StartDate => text(&worker.start_date),
-        IntegrationField::EndDate => text(&worker.end_date),
-        IntegrationField::WorkLocation => text(&worker.work_location),
-        IntegrationField::AddressLine1 => text(&worker.address_line1),
-        IntegrationField::AddressLine2 => text(&worker.address_line2),
-        IntegrationField::AddressLine3 => text(&worker.address_line3),
-        IntegrationField::City => text(&worker.city),
-        IntegrationField::Region => text(&worker.region),
-        IntegrationField::PostalCode => text(&worker.postal_code),
-        IntegrationField::Country => text(&worker.country),
+    match field.borrowed(worker) {
+        FieldRef::Text(text) => text.map_or_else(|| JinjaValue::from(()), JinjaValue::from),
+        FieldRef::Flag(flag) => flag.map_or_else(|| JinjaValue::from(()), JinjaValue::from),
     }
 }
 

@@ -1,27 +1,16 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::fixtures::{self, tracking};
 
+/// The shared Ada with a middle name, blank second and third address lines and a `profile`.
 fn ada() -> Value {
-    json!({
-        "id": "a2G7E000000LlIDUA0", "fullName": "Ada King Lovelace", "firstName": "Ada",
-        "lastName": "Lovelace", "emailAddress": "Ada.Lovelace@Example.com",
-        "hrDepartment": "Engineering",
-        "currentEmployment": {"name": "2019.02 #35", "jobTitle": "Principal Engineer",
-            "startDate": "2019-02-04", "endDate": null, "active": true},
-        "workAddress": {"name": "London HQ", "line1": "1 Example Street", "line2": null,
-            "line3": "", "city": "London", "region": "EMEA",
-            "postalCode": "EC1A 1AA", "country": "United Kingdom"},
-        "profile": {"x": "from profile", "badge number": 42},
-        "additionalFields": [{"name": "Cost Centre", "value": "CC-104"}]
-    })
-}
-
-fn tracking() -> Tracking {
-    Tracking {
-        credentials: "default".into(),
-        hostname: "acme.my.salesforce.com".into(),
-    }
+    let mut raw = fixtures::ada();
+    raw["fullName"] = json!("Ada King Lovelace");
+    raw["workAddress"]["line2"] = Value::Null;
+    raw["workAddress"]["line3"] = json!("");
+    raw["profile"] = json!({"x": "from profile", "badge number": 42});
+    raw
 }
 
 /// Compiles `source` and renders it against `raw`.
@@ -40,11 +29,23 @@ fn render(source: &str) -> Value {
     }
 }
 
-fn compile_error(source: &str) -> String {
-    match Engine::new().add_template("t", source) {
-        Ok(_) => panic!("{source} compiled"),
-        Err(e) => e,
+/// Asserts that rendering `source` against Ada fails with an error that mentions `part`.
+#[track_caller]
+fn assert_render_fails(source: &str, part: &str) {
+    match render_with(source, &ada()) {
+        Ok(value) => panic!("{source} rendered {value}"),
+        Err(err) => assert!(err.contains(part), "{source}: {err}"),
     }
+}
+
+/// Asserts that `source` does not compile and the error mentions `part`; returns the error.
+#[track_caller]
+fn assert_refused(source: &str, part: &str) -> String {
+    let Err(err) = Engine::new().add_template("t", source) else {
+        panic!("{source} compiled");
+    };
+    assert!(err.contains(part), "{source}: {err}");
+    err
 }
 
 #[test]
@@ -204,12 +205,15 @@ fn date_format_reformats_dates_and_refuses_non_dates() {
         render("{{ worker.end_date | date_format('%d/%m/%Y') }}"),
         Value::Null
     );
-    let err = render_with("{{ 'soon' | date_format }}", &ada()).unwrap_err();
-    assert!(err.contains("`soon` is not a date"), "{err}");
-    let err = render_with("{{ worker.start_date | date_format('%Q') }}", &ada()).unwrap_err();
-    assert!(err.contains("not a valid strftime format"), "{err}");
-    let err = render_with("{{ worker.start_date | date_format('%H:%M') }}", &ada()).unwrap_err();
-    assert!(err.contains("does not have"), "{err}");
+    assert_render_fails("{{ 'soon' | date_format }}", "`soon` is not a date");
+    assert_render_fails(
+        "{{ worker.start_date | date_format('%Q') }}",
+        "not a valid strftime format",
+    );
+    assert_render_fails(
+        "{{ worker.start_date | date_format('%H:%M') }}",
+        "does not have",
+    );
 }
 
 #[test]
@@ -243,34 +247,25 @@ fn concat_joins_present_parts_with_the_separator() {
         render("{{ worker.address_line2 | concat(worker.address_line3, sep=', ') }}"),
         Value::Null
     );
-    let err = render_with("{{ 'a' | concat('b', spe=', ') }}", &ada()).unwrap_err();
-    assert!(err.contains("spe"), "{err}");
+    assert_render_fails("{{ 'a' | concat('b', spe=', ') }}", "spe");
 }
 
 #[test]
 fn non_ascii_data_passes_through_and_case_maps() {
     let raw = json!({"id": "x1", "fullName": "Zoë Ångström-Łukasiewicz", "firstName": "Zoë",
         "emailAddress": "ZOË@EXAMPLE.DE", "workAddress": {"city": "Zürich", "region": "東京"}});
-    assert_eq!(
-        render_with("{{ response.firstName | upper }}", &raw),
-        Ok(json!("ZOË"))
-    );
-    assert_eq!(
-        render_with("{{ worker.email }}", &raw),
-        Ok(json!("ZOË@EXAMPLE.DE"))
-    );
-    assert_eq!(
-        render_with("{{ worker.city }} / {{ worker.region }}", &raw),
-        Ok(json!("Zürich / 東京"))
-    );
-    assert_eq!(
-        render_with("{{ response.fullName | last_from_full }}", &raw),
-        Ok(json!("Ångström-Łukasiewicz"))
-    );
-    assert_eq!(
-        render_with("{{ 'Straße' | lower }}", &raw),
-        Ok(json!("straße"))
-    );
+    for (source, expected) in [
+        ("{{ response.firstName | upper }}", "ZOË"),
+        ("{{ worker.email }}", "ZOË@EXAMPLE.DE"),
+        ("{{ worker.city }} / {{ worker.region }}", "Zürich / 東京"),
+        (
+            "{{ response.fullName | last_from_full }}",
+            "Ångström-Łukasiewicz",
+        ),
+        ("{{ 'Straße' | lower }}", "straße"),
+    ] {
+        assert_eq!(render_with(source, &raw), Ok(json!(expected)), "{source}");
+    }
 }
 
 #[test]
@@ -296,22 +291,19 @@ fn strings_containing_braces_are_still_one_expression() {
 
 #[test]
 fn syntax_errors_report_line_and_column() {
-    let err = compile_error("{{ response.email");
+    let err = assert_refused("{{ response.email", "line 1, column");
     assert!(
         err.starts_with("template syntax error at line 1, column"),
         "{err}"
     );
-    let err = compile_error("Name: {{ worker.first_name | }}");
-    assert!(err.contains("line 1, column 30"), "{err}");
-    let err = compile_error("a\n{% if x %}b");
-    assert!(err.contains("line 2"), "{err}");
+    assert_refused("Name: {{ worker.first_name | }}", "line 1, column 30");
+    assert_refused("a\n{% if x %}b", "line 2");
 }
 
 #[test]
 fn templates_over_256_characters_are_refused() {
     let long = format!("{{{{ response.{} }}}}", "a".repeat(260));
-    let err = compile_error(&long);
-    assert!(err.contains("Oomnitza refuses paths over 256"), "{err}");
+    assert_refused(&long, "Oomnitza refuses paths over 256");
     let exactly = format!("{{{{ response.{} }}}}", "a".repeat(256 - 15));
     assert_eq!(exactly.chars().count(), 256);
     assert!(Engine::new().add_template("t", &exactly).is_ok());
@@ -319,18 +311,16 @@ fn templates_over_256_characters_are_refused() {
 
 #[test]
 fn empty_templates_are_refused() {
-    assert!(compile_error("  ").contains("template is empty"));
+    assert_refused("  ", "template is empty");
 }
 
 #[test]
 fn unknown_roots_are_refused_with_a_suggestion() {
-    let err = compile_error("{{ responce.email }}");
-    assert!(
-        err.contains("unknown variable `responce`; did you mean \"response\"?"),
-        "{err}"
+    assert_refused(
+        "{{ responce.email }}",
+        "unknown variable `responce`; did you mean \"response\"?",
     );
-    let err = compile_error("{{ user.email }}");
-    assert!(err.contains("unknown variable `user`"), "{err}");
+    assert_refused("{{ user.email }}", "unknown variable `user`");
 }
 
 #[test]
@@ -347,8 +337,7 @@ fn loop_variables_and_globals_are_not_unknown_roots() {
 
 #[test]
 fn unknown_filters_are_refused_with_a_suggestion() {
-    let err = compile_error("{{ response.emailAddress | lowr }}");
-    assert!(err.contains("unknown filter"), "{err}");
+    let err = assert_refused("{{ response.emailAddress | lowr }}", "unknown filter");
     assert!(err.contains("did you mean \"lower\"?"), "{err}");
 }
 
@@ -411,12 +400,10 @@ fn partial_contexts_give_the_same_values_as_full_ones() {
 
 #[test]
 fn runaway_templates_run_out_of_fuel() {
-    let err = render_with(
+    assert_render_fails(
         "{% for a in range(1000) %}{% for b in range(1000) %}{% endfor %}{% endfor %}",
-        &ada(),
-    )
-    .unwrap_err();
-    assert!(err.contains("fuel"), "{err}");
+        "fuel",
+    );
 }
 
 #[test]
