@@ -10,7 +10,7 @@
 pub mod config;
 pub mod defaults;
 mod filter;
-#[doc(hidden)]
+#[cfg(feature = "fixtures")]
 pub mod fixtures;
 pub mod hash;
 pub mod leavers;
