@@ -222,7 +222,7 @@ impl Checker<'_> {
 }
 
 /// Asks Oomnitza whether it knows every field id the mapping of `config` writes (and its sync
-/// keys), with a one-record test run: nothing is applied. `CheckIntegration`, PutIntegration and
+/// keys), with a one-record test run: nothing is applied. `CheckIntegration`, `PutIntegration` and
 /// the loader's start-up check all ask this one question.
 pub async fn probe_mapped_fields(
     oomnitza: &OomnitzaClient,
