@@ -188,23 +188,14 @@ impl Checker<'_> {
                 "Oomnitza refused the credentials",
             );
         }
-        let fields: Vec<String> = config
-            .mapping
-            .iter()
-            .map(|entry| entry.field.trim().to_owned())
-            .collect();
-        match self
-            .oomnitza
-            .probe_field_ids(&config.sync_keys, &fields)
-            .await
-        {
+        match probe_mapped_fields(self.oomnitza, config).await {
             Ok(FieldProbe::Known { status }) => line(
                 NAME,
                 CheckState::Passed,
                 format!(
                     "Oomnitza knows the {} mapped field id(s) (a one-record test run, nothing \
                      applied, answered {status})",
-                    fields.len()
+                    config.mapping.len()
                 ),
             ),
             Ok(FieldProbe::Refused { unknown, message }) if !unknown.is_empty() => line(
@@ -230,6 +221,21 @@ impl Checker<'_> {
     }
 }
 
+/// Asks Oomnitza whether it knows every field id the mapping of `config` writes (and its sync
+/// keys), with a one-record test run: nothing is applied. `CheckIntegration`, `PutIntegration` and
+/// the loader's start-up check all ask this one question.
+pub async fn probe_mapped_fields(
+    oomnitza: &OomnitzaClient,
+    config: &IntegrationConfig,
+) -> Result<FieldProbe, peoplesync_oomnitza::Error> {
+    let fields: Vec<String> = config
+        .mapping
+        .iter()
+        .map(|entry| entry.field.trim().to_owned())
+        .collect();
+    oomnitza.probe_field_ids(&config.sync_keys, &fields).await
+}
+
 /// Refuses to store `toml` when Oomnitza says one of its mapped field ids does not exist (a
 /// one-record test run, nothing applied): every batch would be refused the same way. A config
 /// that does not parse is left to the validation that follows; when Oomnitza cannot be asked,
@@ -242,12 +248,7 @@ pub(crate) async fn refuse_unknown_fields(
     let Ok(config) = IntegrationConfig::from_toml(toml) else {
         return Ok(());
     };
-    let fields: Vec<String> = config
-        .mapping
-        .iter()
-        .map(|entry| entry.field.trim().to_owned())
-        .collect();
-    match oomnitza.probe_field_ids(&config.sync_keys, &fields).await {
+    match probe_mapped_fields(oomnitza, &config).await {
         Ok(FieldProbe::Refused { unknown, message }) if !unknown.is_empty() => {
             Err(Status::failed_precondition(format!(
                 "Oomnitza does not know field id(s) {} ({message}); create the custom field(s) in \

@@ -57,12 +57,7 @@ impl Configs {
     /// The stored config of `id`, or NOT_FOUND.
     pub(crate) async fn get(&self, id: &str) -> Result<pb::Integration, Status> {
         let (toml, revision) = self.stored(id).await?.ok_or_else(|| not_found(id))?;
-        let pause = self
-            .bus
-            .pauses()
-            .get(id)
-            .await
-            .map_err(|e| status::bus(&format!("reading the pause flag of {id}"), e))?;
+        let pause = pause::read(&self.bus, id).await?;
         Ok(pb::Integration {
             integration_id: id.to_owned(),
             toml,

@@ -28,11 +28,7 @@ pub(crate) async fn get(
     };
     let mut problems = Vec::new();
 
-    let flag = bus
-        .pauses()
-        .get(integration)
-        .await
-        .map_err(|e| status::bus("reading the pause flag", e))?;
+    let flag = pause::read(bus, integration).await?;
     out.pause = Some(pause::view(integration, flag.as_ref()));
     out.refused_config_revision = flag
         .as_ref()

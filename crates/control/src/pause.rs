@@ -36,6 +36,14 @@ pub(crate) async fn set(
     Ok(view(integration, Some(&flag)))
 }
 
+/// The pause flag of `integration` as stored (`None`: never paused).
+pub(crate) async fn read(bus: &Bus, integration: &str) -> Result<Option<PauseFlag>, Status> {
+    bus.pauses()
+        .get(integration)
+        .await
+        .map_err(|e| status::bus(&format!("reading the pause flag of {integration}"), e))
+}
+
 /// The API view of a pause flag (`None`: never paused).
 pub(crate) fn view(integration: &str, flag: Option<&PauseFlag>) -> pb::PauseState {
     match flag {

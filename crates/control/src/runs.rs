@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use peoplesync_bus::{
     Bus, FinalizeState, OutcomeCounts, RunRecord, RunState, Runs, Verification, VerifyState,
     outcomes,
 };
 use peoplesync_proto::v1 as pb;
+use peoplesync_runtime::watch::next_change;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -155,15 +155,6 @@ impl RunViews {
                 }
             }
         }
-    }
-}
-
-async fn next_change(
-    watch: &mut Option<async_nats::jetstream::kv::Watch>,
-) -> Option<Result<async_nats::jetstream::kv::Entry, async_nats::jetstream::kv::WatcherError>> {
-    match watch {
-        Some(watch) => watch.next().await,
-        None => std::future::pending().await,
     }
 }
 

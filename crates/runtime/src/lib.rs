@@ -2,7 +2,8 @@
 //! configuration (defaults, TOML file, environment), reading secrets from
 //! the environment or from files (`<NAME>_FILE`), setting up logs (`RUST_LOG`,
 //! `LOG_FORMAT=json`), turning SIGTERM/Ctrl-C into a cancellation token for a drain, and the
-//! operations endpoint (`/metrics`, `/healthz`, `/readyz`) with its readiness conditions.
+//! operations endpoint (`/metrics`, `/healthz`, `/readyz`) with its readiness conditions, and
+//! waiting on a KV watch that may have been lost.
 //!
 //! Kept apart from `peoplesync-core`, which stays free of I/O.
 
@@ -15,6 +16,7 @@ pub mod service_config;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+pub mod watch;
 
 pub use readiness::{Readiness, ReadinessStatus};
 pub use secrets::{SecretError, SecretSource, env_or_file, env_or_file_with, require};

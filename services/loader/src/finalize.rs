@@ -11,12 +11,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use peoplesync_bus::{
     Bus, BusError, CancelNote, FinalizeState, OutcomeCounts, RunRecord, RunState, Runs,
     Verification, WrittenEvents, outcomes,
 };
 use peoplesync_oomnitza::{ErrorKind, Finalize, OomnitzaClient};
+use peoplesync_runtime::watch::next_change;
 
 use crate::retention;
 use crate::verify::{self, Verifier, needs_verify};
@@ -145,7 +145,7 @@ impl Finalizer {
                         }
                     }
                 }
-                entry = next_entry(&mut watch) => {
+                entry = next_change(&mut watch) => {
                     match entry {
                         Some(Ok(entry)) => {
                             if let Ok(record) = peoplesync_bus::runs::decode(&entry.value) {
@@ -513,15 +513,6 @@ fn needs_finalize(record: &RunRecord) -> bool {
         FinalizeState::Finalized { .. }
         | FinalizeState::NothingToFinalize
         | FinalizeState::Canceled { .. } => false,
-    }
-}
-
-async fn next_entry(
-    watch: &mut Option<async_nats::jetstream::kv::Watch>,
-) -> Option<Result<async_nats::jetstream::kv::Entry, async_nats::jetstream::kv::WatcherError>> {
-    match watch {
-        Some(watch) => watch.next().await,
-        None => std::future::pending().await,
     }
 }
 

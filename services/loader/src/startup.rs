@@ -51,16 +51,7 @@ pub async fn check_fields(loader: &Application) {
             continue;
         }
         let config = integration.config();
-        let fields: Vec<String> = config
-            .mapping
-            .iter()
-            .map(|entry| entry.field.trim().to_owned())
-            .collect();
-        match loader
-            .client()
-            .probe_field_ids(&config.sync_keys, &fields)
-            .await
-        {
+        match peoplesync_control::probe_mapped_fields(loader.client(), config).await {
             Ok(FieldProbe::Refused { unknown, message }) if !unknown.is_empty() => {
                 let reason = format!(
                     "Oomnitza does not know the field id(s) {} mapped by integration {id} \

@@ -54,63 +54,42 @@ pub async fn run(bins: &Binaries, options: &Options) -> anyhow::Result<()> {
     println!("| operation | server CPU µs/op | client CPU µs/op | wall µs/op |");
     println!("|---|---:|---:|---:|");
 
-    measure(
+    measure_each(
         &nats,
         n,
         "JetStream publish with dedup id, ack awaited",
-        async {
-            fstream::iter(0..n)
-                .map(|i| {
-                    let js = js.clone();
-                    let payload = payload.clone();
-                    async move {
-                        js.send_publish(
-                            format!("cost.dedup.{}", i % 6),
-                            jetstream::message::PublishMessage::build()
-                                .payload(payload)
-                                .message_id(format!("id-{i}")),
-                        )
-                        .await?
-                        .await?;
-                        anyhow::Ok(())
-                    }
-                })
-                .buffer_unordered(CONCURRENCY)
-                .try_collect::<()>()
-                .await
+        |i| {
+            let (js, payload) = (js.clone(), payload.clone());
+            async move {
+                js.send_publish(
+                    format!("cost.dedup.{}", i % 6),
+                    jetstream::message::PublishMessage::build()
+                        .payload(payload)
+                        .message_id(format!("id-{i}")),
+                )
+                .await?
+                .await?;
+                anyhow::Ok(())
+            }
         },
     )
     .await?;
 
-    measure(&nats, n, "JetStream publish to a work queue", async {
-        fstream::iter(0..n)
-            .map(|i| {
-                let js = js.clone();
-                let payload = payload.clone();
-                async move {
-                    js.publish(format!("cost.work.{i}"), payload).await?.await?;
-                    anyhow::Ok(())
-                }
-            })
-            .buffer_unordered(CONCURRENCY)
-            .try_collect::<()>()
-            .await
+    measure_each(&nats, n, "JetStream publish to a work queue", |i| {
+        let (js, payload) = (js.clone(), payload.clone());
+        async move {
+            js.publish(format!("cost.work.{i}"), payload).await?.await?;
+            anyhow::Ok(())
+        }
     })
     .await?;
 
-    measure(&nats, n, "KV put", async {
-        fstream::iter(0..n)
-            .map(|i| {
-                let store = store.clone();
-                let payload = payload.clone();
-                async move {
-                    store.put(format!("k{i}"), payload).await?;
-                    anyhow::Ok(())
-                }
-            })
-            .buffer_unordered(CONCURRENCY)
-            .try_collect::<()>()
-            .await
+    measure_each(&nats, n, "KV put", |i| {
+        let (store, payload) = (store.clone(), payload.clone());
+        async move {
+            store.put(format!("k{i}"), payload).await?;
+            anyhow::Ok(())
+        }
     })
     .await?;
 
@@ -143,41 +122,34 @@ pub async fn run(bins: &Binaries, options: &Options) -> anyhow::Result<()> {
     })
     .await?;
 
-    measure(&nats, n, "KV get (direct get)", async {
-        fstream::iter(0..n)
-            .map(|i| {
-                let store = store.clone();
-                async move {
-                    store.get(format!("k{i}")).await?;
-                    anyhow::Ok(())
-                }
-            })
-            .buffer_unordered(CONCURRENCY)
-            .try_collect::<()>()
-            .await
+    measure_each(&nats, n, "KV get (direct get)", |i| {
+        let store = store.clone();
+        async move {
+            store.get(format!("k{i}")).await?;
+            anyhow::Ok(())
+        }
     })
     .await?;
 
-    measure(&nats, n, "KV get, 100 keys per batched direct get", async {
-        let per = 100;
-        fstream::iter((0..n).step_by(per))
-            .map(|start| {
-                let (client, store) = (client.clone(), store.clone());
-                async move {
-                    let keys: Vec<String> = (start..(start + per).min(n))
-                        .map(|i| format!("k{i}"))
-                        .collect();
-                    // The loader's own batched read (one request on nats-server >= 2.11).
-                    let values = peoplesync_bus::lookup::values(&client, &store, &keys).await?;
-                    let got = values.iter().flatten().count();
-                    anyhow::ensure!(got == keys.len(), "batched get returned {got}");
-                    anyhow::Ok(())
-                }
-            })
-            .buffer_unordered(CONCURRENCY / 100 + 1)
-            .try_collect::<()>()
-            .await
-    })
+    let per = 100;
+    measure(
+        &nats,
+        n,
+        "KV get, 100 keys per batched direct get",
+        pipelined((0..n).step_by(per), CONCURRENCY / per + 1, |start| {
+            let (client, store) = (client.clone(), store.clone());
+            async move {
+                let keys: Vec<String> = (start..(start + per).min(n))
+                    .map(|i| format!("k{i}"))
+                    .collect();
+                // The loader's own batched read (one request on nats-server >= 2.11).
+                let values = peoplesync_bus::lookup::values(&client, &store, &keys).await?;
+                let got = values.iter().flatten().count();
+                anyhow::ensure!(got == keys.len(), "batched get returned {got}");
+                anyhow::Ok(())
+            }
+        }),
+    )
     .await?;
 
     let consumer = js
@@ -236,6 +208,30 @@ async fn measure(
         per(wall)
     );
     Ok(())
+}
+
+/// Measures `op(i)` for each i in `0..n`, [`CONCURRENCY`] at a time.
+async fn measure_each<F, Fut>(nats: &Nats, n: usize, what: &str, op: F) -> anyhow::Result<()>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    measure(nats, n, what, pipelined(0..n, CONCURRENCY, op)).await
+}
+
+/// Runs `op` for each of `items`, at most `concurrency` at a time, as the loader pipelines its
+/// requests; stops at the first error.
+async fn pipelined<I, F, Fut>(items: I, concurrency: usize, op: F) -> anyhow::Result<()>
+where
+    I: IntoIterator<Item = usize>,
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    fstream::iter(items)
+        .map(op)
+        .buffer_unordered(concurrency)
+        .try_collect::<()>()
+        .await
 }
 
 fn own_cpu() -> Duration {

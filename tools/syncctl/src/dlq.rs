@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use peoplesync_proto::v1 as pb;
 
 use crate::client::{Client, Failure, exit, request};
-use crate::{Output, print, render, run_exit, status, table, watch};
+use crate::{Output, follow, print, render, run_exit, status, table};
 
 #[derive(Debug, Args)]
 pub(crate) struct Selector {
@@ -128,8 +128,7 @@ pub(crate) async fn dlq_command(
                         reply.replayed, reply.run_id
                     );
                 }
-                let done = watch::watch(client, integration, &reply.run_id, bars).await?;
-                print(output, &render::run(&done), || render::run_text(&done));
+                let done = follow(client, output, integration, &reply.run_id, bars).await?;
                 return Ok(if failed {
                     exit::FAILED
                 } else {

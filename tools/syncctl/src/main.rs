@@ -246,6 +246,31 @@ fn who(by: Option<String>) -> String {
         .unwrap_or_else(|| "syncctl".to_owned())
 }
 
+/// Prints a run's state.
+fn print_run(output: Output, run: &pb::Run) {
+    print(output, &render::run(run), || render::run_text(run));
+}
+
+/// Follows `run_id` until it is done and prints how it ended; returns the finished run.
+pub(crate) async fn follow(
+    client: &mut Client,
+    output: Output,
+    integration: &str,
+    run_id: &str,
+    bars: bool,
+) -> Result<pb::Run, Failure> {
+    let done = watch::watch(client, integration, run_id, bars).await?;
+    print_run(output, &done);
+    Ok(done)
+}
+
+/// Prints a pause flag as Pause and Resume answer it.
+fn print_pause(output: Output, state: &pb::PauseState) {
+    print(output, &render::pause(state), || {
+        format!("{}\n", render::pause_text(state))
+    });
+}
+
 /// The exit code a finished run gives.
 pub(crate) fn run_exit(run: &pb::Run, fail_on_dead_letters: bool) -> u8 {
     let dead = run.counts.as_ref().map_or(0, |c| c.dead_lettered);
@@ -324,8 +349,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                     started.run_id
                 );
             }
-            let done = watch::watch(&mut client, id, &started.run_id, bars).await?;
-            print(output, &render::run(&done), || render::run_text(&done));
+            let done = follow(&mut client, output, id, &started.run_id, bars).await?;
             Ok(run_exit(&done, args.fail_on_dead_letters))
         }
         Command::Runs(args) => match args.command {
@@ -365,8 +389,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Watch(args) => {
             let run_id = run_id::resolve(&mut client, id, &args.run_id).await?;
-            let done = watch::watch(&mut client, id, &run_id, bars).await?;
-            print(output, &render::run(&done), || render::run_text(&done));
+            let done = follow(&mut client, output, id, &run_id, bars).await?;
             Ok(run_exit(&done, args.fail_on_dead_letters))
         }
         Command::Integration { command } => {
@@ -460,8 +483,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 });
                 return Ok(exit::OK);
             }
-            let done = watch::watch(&mut client, id, &reply.run_id, bars).await?;
-            print(output, &render::run(&done), || render::run_text(&done));
+            let done = follow(&mut client, output, id, &reply.run_id, bars).await?;
             Ok(run_exit(&done, true))
         }
         Command::Pause { reason, by } => {
@@ -473,9 +495,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 }))
                 .await?
                 .into_inner();
-            print(output, &render::pause(&state), || {
-                format!("{}\n", render::pause_text(&state))
-            });
+            print_pause(output, &state);
             Ok(exit::OK)
         }
         Command::Resume { by } => {
@@ -486,9 +506,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 }))
                 .await?
                 .into_inner();
-            print(output, &render::pause(&state), || {
-                format!("{}\n", render::pause_text(&state))
-            });
+            print_pause(output, &state);
             Ok(exit::OK)
         }
         Command::ApproveRemovals { run_id } => {
@@ -524,7 +542,7 @@ async fn get_run(
         }))
         .await?
         .into_inner();
-    print(output, &render::run(&run), || render::run_text(&run));
+    print_run(output, &run);
     Ok(if run.done {
         run_exit(&run, fail_on_dead_letters)
     } else {
