@@ -296,13 +296,8 @@ async fn bad_credentials_stop_loading_without_dead_letters_until_they_work() {
         refused <= 12,
         "no retry storm: {refused} refused requests in 4s"
     );
-    assert!(
-        d.dead_letters()
-            .await
-            .iter()
-            .all(|l| l.letter.stage == "pipeline"),
-        "good records are not dead-lettered"
-    );
+    d.assert_only_pipeline_letters("good records are not dead-lettered")
+        .await;
     d.oomnitza.set_faults(OomnitzaFaults::default());
     d.assert_loaded(&run_id, Duration::from_secs(120)).await;
 }

@@ -14,7 +14,7 @@ use peoplesync_bus::{FinalizeState, VerifyState, dlq};
 use peoplesync_sims::oomnitza::{OomnitzaFaults, ValidationRule};
 use peoplesync_testkit::wait_for;
 
-use peoplesync_testkit::stack::{QUICK, assert_accounted, deployment};
+use peoplesync_testkit::stack::{Deployment, QUICK, assert_accounted, deployment};
 
 /// Waits (up to a minute) for the integration's pause flag to say paused; returns it.
 async fn paused(pauses: &Pauses, what: &str) -> peoplesync_bus::PauseFlag {
@@ -29,18 +29,27 @@ async fn paused(pauses: &Pauses, what: &str) -> peoplesync_bus::PauseFlag {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_failed_inside_oomnitza_are_dead_lettered_and_sent_again_once_fixed() {
-    let d = deployment(400).await;
-    // A tenant rule Oomnitza applies after accepting the batch: about a tenth of the e-mails.
+/// Makes Oomnitza fail, after accepting them, the records whose e-mail starts with a, b or c
+/// (about a tenth), with `message` as the reason when given.
+fn refuse_emails_a_to_c(d: &Deployment, message: Option<&str>) {
     d.oomnitza
         .set_validation_rules(vec![ValidationRule {
             field: "EMAIL".into(),
             pattern: "^[a-c]".into(),
             must_match: false,
-            message: Some("e-mails starting with a, b or c are refused by a tenant rule".into()),
+            message: message.map(str::to_owned),
         }])
         .expect("rule");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_failed_inside_oomnitza_are_dead_lettered_and_sent_again_once_fixed() {
+    let d = deployment(400).await;
+    // A tenant rule Oomnitza applies after accepting the batch: about a tenth of the e-mails.
+    refuse_emails_a_to_c(
+        &d,
+        Some("e-mails starting with a, b or c are refused by a tenant rule"),
+    );
     let _loader = d.loader_with("loader-1", QUICK);
     let first = d.run_to_end(Duration::from_secs(120)).await;
     let first_id = first.run_id.clone();
@@ -181,13 +190,8 @@ async fn an_unknown_field_id_pauses_the_integration_until_the_config_is_fixed() 
     tokio::time::sleep(Duration::from_secs(3)).await;
     let requests = d.oomnitza.stats().bulk_requests;
     assert!(requests <= 50, "no flood of requests: {requests}");
-    assert!(
-        d.dead_letters()
-            .await
-            .iter()
-            .all(|l| l.letter.stage == "pipeline"),
-        "no record is dead-lettered for the configuration"
-    );
+    d.assert_only_pipeline_letters("no record is dead-lettered for the configuration")
+        .await;
     assert!(d.oomnitza.users().is_empty());
     // The replica stays ready (its control plane must answer) and says why it is not loading.
     let readyz: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{http_port}/readyz"))
@@ -224,14 +228,7 @@ async fn an_unknown_field_id_pauses_the_integration_until_the_config_is_fixed() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_check_left_by_a_killed_replica_is_finished_by_another_once() {
     let d = deployment(300).await;
-    d.oomnitza
-        .set_validation_rules(vec![ValidationRule {
-            field: "EMAIL".into(),
-            pattern: "^[a-c]".into(),
-            must_match: false,
-            message: None,
-        }])
-        .expect("rule");
+    refuse_emails_a_to_c(&d, None);
     // Oomnitza holds the records unprocessed: the run is finalized and its check waits.
     d.oomnitza.set_faults(OomnitzaFaults {
         processing_paused: true,

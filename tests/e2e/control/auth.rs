@@ -90,13 +90,10 @@ async fn calls_without_the_right_token_are_unauthenticated_while_health_and_refl
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::Unavailable);
-    assert!(
-        status
-            .message()
-            .contains("no extractor is answering for integration sage-people"),
-        "{}",
-        status.message()
+    assert_refused(
+        &status,
+        Code::Unavailable,
+        "no extractor is answering for integration sage-people",
     );
     let status = client
         .trigger_sync(pb::TriggerSyncRequest {

@@ -5,10 +5,9 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
-    let workers = workers_with_missing_emails(3);
-    let stack = Stack::with_workers(workers).await;
+    let stack = Stack::with_workers(workers_with_missing_emails(3)).await;
     let mut client = stack.client().await;
-    let (with_email, without_email) = stack.workers_by_email(workers);
+    let (with_email, without_email) = stack.workers_by_email();
     assert_eq!(without_email.len(), 3);
 
     let run = trigger(&mut client).await;
@@ -31,6 +30,17 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
                     limit,
                     after_sequence: after,
                 })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let base = client.clone();
+    let purge = move |selector: Option<pb::DeadLetterSelector>, dry_run: bool| {
+        let mut client = base.clone();
+        async move {
+            client
+                .purge_dead_letters(pb::PurgeDeadLettersRequest { selector, dry_run })
                 .await
                 .unwrap()
                 .into_inner()
@@ -120,8 +130,7 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("`all`"), "{}", status.message());
+    assert_refused(&status, Code::InvalidArgument, "`all`");
 
     // Counted by reason; a dry run counts what a purge would take and takes nothing.
     let summary = client
@@ -143,14 +152,7 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
             .iter()
             .all(|r| r.stage == "pipeline" && !r.reason.is_empty())
     );
-    let dry = client
-        .purge_dead_letters(pb::PurgeDeadLettersRequest {
-            selector: selector(&|s| s.all = true),
-            dry_run: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let dry = purge(selector(&|s| s.all = true), true).await;
     assert_eq!(dry.purged, without_email.len() as u64);
     assert_eq!(
         list(selector(&|_| {}), 0, 0).await.letters.len(),
@@ -196,14 +198,11 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
 
     // Purge one letter by sequence.
     let purged_letter = all.letters[0].clone();
-    let purged = client
-        .purge_dead_letters(pb::PurgeDeadLettersRequest {
-            selector: selector(&|s| s.sequences = vec![purged_letter.sequence]),
-            dry_run: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let purged = purge(
+        selector(&|s| s.sequences = vec![purged_letter.sequence]),
+        false,
+    )
+    .await;
     assert_eq!(purged.purged, 1);
     assert_eq!(
         list(selector(&|_| {}), 0, 0).await.letters.len(),
@@ -243,13 +242,6 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
     );
 
     // Purge everything that is left: nothing.
-    let purged = client
-        .purge_dead_letters(pb::PurgeDeadLettersRequest {
-            selector: selector(&|s| s.all = true),
-            dry_run: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let purged = purge(selector(&|s| s.all = true), false).await;
     assert_eq!(purged.purged, 0);
 }

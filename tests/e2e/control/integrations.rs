@@ -69,12 +69,7 @@ async fn configs_are_validated_and_written_only_over_the_revision_read() {
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(
-        status.message().contains("\"other\""),
-        "{}",
-        status.message()
-    );
+    assert_refused(&status, Code::InvalidArgument, "\"other\"");
 
     // The revision read wins once; the same revision again is stale.
     let written = put_config(&mut client, fixed_toml(), stored.revision)
@@ -98,12 +93,7 @@ async fn configs_are_validated_and_written_only_over_the_revision_read() {
     let status = put_config(&mut client, default_toml(), 0)
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::FailedPrecondition);
-    assert!(
-        status.message().contains("already has a config"),
-        "{}",
-        status.message()
-    );
+    assert_refused(&status, Code::FailedPrecondition, "already has a config");
     let now = get_config(&mut client).await;
     assert_eq!(now.revision, written.revision);
     assert_eq!(now.toml, fixed_toml());
@@ -124,12 +114,7 @@ async fn configs_are_validated_and_written_only_over_the_revision_read() {
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::NotFound);
-    assert!(
-        status.message().contains("PutIntegration"),
-        "{}",
-        status.message()
-    );
+    assert_refused(&status, Code::NotFound, "PutIntegration");
 
     // Smart mapping: Email goes to Username and Email, ID to the unique Sage User ID field.
     let suggested = client

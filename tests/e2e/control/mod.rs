@@ -213,14 +213,23 @@ impl Stack {
         generate::worker(self.sage_config.seed, index)
     }
 
-    /// Indices of workers with and without an e-mail.
-    pub fn workers_by_email(&self, workers: u64) -> (Vec<u64>, Vec<u64>) {
-        (0..workers).partition(|i| {
+    /// Indices of the org's workers with and without an e-mail.
+    pub fn workers_by_email(&self) -> (Vec<u64>, Vec<u64>) {
+        (0..self.sage_config.workers).partition(|i| {
             self.worker(*i)
                 .get("emailAddress")
                 .and_then(Value::as_str)
                 .is_some_and(|e| !e.trim().is_empty())
         })
+    }
+
+    /// The e-mail worker `index` is loaded under (trimmed and lower-cased).
+    pub fn email_of(&self, index: u64) -> String {
+        self.worker(index)["emailAddress"]
+            .as_str()
+            .unwrap()
+            .trim()
+            .to_lowercase()
     }
 
     /// E-mails of the users the Oomnitza simulator holds.
@@ -271,6 +280,36 @@ pub async fn get_run(client: &mut Client, run_id: String) -> Result<pb::Run, Sta
         .map(tonic::Response::into_inner)
 }
 
+/// Syncs worker `worker_id` now, in a run of its own.
+pub async fn sync_worker(
+    client: &mut Client,
+    worker_id: String,
+) -> Result<pb::SyncWorkerResponse, Status> {
+    client
+        .sync_worker(pb::SyncWorkerRequest {
+            integration_id: INTEGRATION.into(),
+            worker_id,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The leavers reported for the integration's latest run, or, when `held`, those held for
+/// approval.
+async fn latest_leavers(
+    client: &mut Client,
+    held: bool,
+) -> Result<pb::ListLeaversResponse, Status> {
+    client
+        .list_leavers(pb::ListLeaversRequest {
+            integration_id: INTEGRATION.into(),
+            run_id: String::new(),
+            held,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 /// The integration's status.
 pub async fn status_of(client: &mut Client) -> pb::IntegrationStatus {
     client
@@ -280,6 +319,12 @@ pub async fn status_of(client: &mut Client) -> pb::IntegrationStatus {
         .await
         .unwrap()
         .into_inner()
+}
+
+/// Asserts that a call was refused with `code`, saying `said`.
+pub fn assert_refused(status: &Status, code: Code, said: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(status.message().contains(said), "{}", status.message());
 }
 
 /// Triggers a run, retrying while the extractor is still starting (no responder yet).

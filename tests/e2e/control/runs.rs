@@ -41,7 +41,7 @@ async fn a_triggered_run_is_watched_to_its_end_and_listed_with_its_counts() {
         workers,
         "published = written + unchanged + filtered + dead-lettered"
     );
-    let (with_email, without_email) = stack.workers_by_email(workers);
+    let (with_email, without_email) = stack.workers_by_email();
     assert_eq!(c.written, with_email.len() as u64);
     assert_eq!(c.dead_lettered, without_email.len() as u64);
     let expected_outcome = if without_email.is_empty() {
@@ -76,12 +76,7 @@ async fn a_triggered_run_is_watched_to_its_end_and_listed_with_its_counts() {
     let status = get_run(&mut client, "no-such-run".into())
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::NotFound);
-    assert!(
-        status.message().contains("no-such-run"),
-        "{}",
-        status.message()
-    );
+    assert_refused(&status, Code::NotFound, "no-such-run");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,14 +139,9 @@ async fn hand_edits_in_oomnitza_are_put_right_by_a_full_run_and_by_sync_worker()
                 .is_some_and(|e| e.trim().eq_ignore_ascii_case(&email))
         })
         .expect("the edited user's worker");
-    let synced = client
-        .sync_worker(pb::SyncWorkerRequest {
-            integration_id: INTEGRATION.into(),
-            worker_id: generate::worker_id(index),
-        })
+    let synced = sync_worker(&mut client, generate::worker_id(index))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     let run = watch_to_end(&mut client, &synced.run_id).await;
     assert_eq!(counts(run.last().unwrap()).written, 1);
     assert!(!edited(0), "sync-worker put the user right");

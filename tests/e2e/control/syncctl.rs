@@ -9,7 +9,7 @@ use super::*;
 async fn syncctl_triggers_and_watches_a_run_then_lists_and_replays_its_dead_letters() {
     let workers = workers_with_missing_emails(2);
     let stack = Stack::with_workers(workers).await;
-    let (with_email, without_email) = stack.workers_by_email(workers);
+    let (with_email, without_email) = stack.workers_by_email();
 
     // Scripts can tell failures apart by exit code.
     assert_eq!(syncctl_with(&stack, None, &["runs"]).code, 3);

@@ -7,14 +7,12 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preview_shows_the_verdict_the_record_and_how_it_differs_from_oomnitza() {
-    let workers = 20;
-    let stack = Stack::with_workers(workers).await;
+    let stack = Stack::with_workers(20).await;
     let mut client = stack.client().await;
-    let (with_email, without_email) = stack.workers_by_email(workers);
+    let (with_email, without_email) = stack.workers_by_email();
     let index = with_email[0];
-    let raw = stack.worker(index);
     let id = generate::worker_id(index);
-    let email = raw["emailAddress"].as_str().unwrap().trim().to_lowercase();
+    let email = stack.email_of(index);
 
     // Oomnitza already has the user, with another position and no first name.
     let mut user = serde_json::Map::new();
@@ -116,30 +114,20 @@ async fn one_worker_is_synced_now_and_pause_flags_and_held_removals_are_handled(
     let workers = 40;
     let stack = Stack::with_workers(workers).await;
     let mut client = stack.client().await;
-    let (with_email, _) = stack.workers_by_email(workers);
+    let (with_email, _) = stack.workers_by_email();
 
     // SyncWorker: one worker, its own run, loaded now.
     let index = with_email[1];
-    let email = stack.worker(index)["emailAddress"]
-        .as_str()
-        .unwrap()
-        .trim()
-        .to_lowercase();
+    let email = stack.email_of(index);
     let synced = wait_for(
         "the extractor to sync the worker",
         Duration::from_secs(30),
         || {
             let mut client = client.clone();
             async move {
-                match client
-                    .sync_worker(pb::SyncWorkerRequest {
-                        integration_id: INTEGRATION.into(),
-                        worker_id: generate::worker_id(index),
-                    })
-                    .await
-                {
+                match sync_worker(&mut client, generate::worker_id(index)).await {
                     Err(status) if status.code() == Code::Unavailable => None,
-                    other => Some(other.unwrap().into_inner()),
+                    other => Some(other.unwrap()),
                 }
             }
         },
@@ -151,11 +139,7 @@ async fn one_worker_is_synced_now_and_pause_flags_and_held_removals_are_handled(
     assert_eq!(last.published, 1);
     assert_eq!(counts(last).written, 1);
     assert_eq!(stack.stored_emails(), [email]);
-    let status = client
-        .sync_worker(pb::SyncWorkerRequest {
-            integration_id: INTEGRATION.into(),
-            worker_id: "a2G7E9999999999999".into(),
-        })
+    let status = sync_worker(&mut client, "a2G7E9999999999999".into())
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
@@ -216,15 +200,7 @@ async fn one_worker_is_synced_now_and_pause_flags_and_held_removals_are_handled(
     let status = status_of(&mut client).await;
     assert_eq!(status.removals_held, leaving.len() as u64);
     assert_eq!(status.runs_holding_removals, vec![second.run_id.clone()]);
-    let listed = client
-        .list_leavers(pb::ListLeaversRequest {
-            integration_id: INTEGRATION.into(),
-            run_id: String::new(),
-            held: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = latest_leavers(&mut client, true).await.unwrap();
     assert_eq!(listed.run_id, second.run_id);
     assert_eq!(listed.held_count, leaving.len() as u64);
     let mut held_ids: Vec<String> = listed.leavers.iter().map(|l| l.worker_id.clone()).collect();
@@ -266,15 +242,7 @@ async fn one_worker_is_synced_now_and_pause_flags_and_held_removals_are_handled(
             let mut client = client.clone();
             let count = leaving.len();
             async move {
-                let reply = client
-                    .list_leavers(pb::ListLeaversRequest {
-                        integration_id: INTEGRATION.into(),
-                        run_id: String::new(),
-                        held: false,
-                    })
-                    .await
-                    .ok()?
-                    .into_inner();
+                let reply = latest_leavers(&mut client, false).await.ok()?;
                 (reply.leavers.len() == count).then_some(reply)
             }
         },

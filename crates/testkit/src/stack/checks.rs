@@ -183,6 +183,16 @@ impl Deployment {
         letters
     }
 
+    /// Asserts that every dead letter held is one of the pipeline's (no record was
+    /// dead-lettered by delivery or by Oomnitza); `why` says what that shows.
+    pub async fn assert_only_pipeline_letters(&self, why: &str) {
+        let letters = self.dead_letters().await;
+        assert!(
+            letters.iter().all(|l| l.letter.stage == "pipeline"),
+            "{why}: {letters:?}"
+        );
+    }
+
     /// Waits until the run of `integration` is finalized and returns its record.
     pub async fn finalized_run(&self, integration: &str, timeout: Duration) -> RunRecord {
         let runs = self.bus().await.runs();

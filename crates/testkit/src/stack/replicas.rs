@@ -157,17 +157,13 @@ impl Stack {
 
     /// Waits until at least `pages` pages of run `run_id` are published (its checkpoint).
     pub async fn pages_published(&self, run_id: &str, pages: u64) {
-        let bus = &self.bus;
-        let checkpoints = bus.checkpoints();
+        let checkpoints = &self.bus.checkpoints();
         wait_for(
             &format!("{pages} pages of run {run_id}"),
             Duration::from_secs(120),
-            || {
-                let checkpoints = checkpoints.clone();
-                async move {
-                    let c = checkpoints.load("sage-people").await.ok()??;
-                    (c.run_id == run_id && c.pages >= pages).then_some(())
-                }
+            || async move {
+                let c = checkpoints.load("sage-people").await.ok()??;
+                (c.run_id == run_id && c.pages >= pages).then_some(())
             },
         )
         .await;
@@ -228,20 +224,17 @@ impl Stack {
         wait_for(
             &format!("a /readyz note {key}"),
             Duration::from_secs(60),
-            || {
-                let urls = urls.clone();
-                async move {
-                    for url in urls {
-                        let Ok(response) = reqwest::get(&url).await else {
-                            continue;
-                        };
-                        let body: serde_json::Value = response.json().await.ok()?;
-                        if let Some(note) = body["notes"][key].as_str() {
-                            return Some(note.to_owned());
-                        }
+            || async {
+                for url in &urls {
+                    let Ok(response) = reqwest::get(url).await else {
+                        continue;
+                    };
+                    let body: serde_json::Value = response.json().await.ok()?;
+                    if let Some(note) = body["notes"][key].as_str() {
+                        return Some(note.to_owned());
                     }
-                    None
                 }
+                None
             },
         )
         .await

@@ -42,11 +42,7 @@ async fn workers_sharing_an_email_are_held_and_the_next_run_sends_neither() {
         s.sim
             .patch_worker(&generate::worker_id(to), json!({"emailAddress": email}));
     }
-    let first = s
-        .extraction(ID)
-        .run_full("test", tokio_util::sync::CancellationToken::new())
-        .await
-        .unwrap();
+    let first = s.full_run().await;
     let events = drain_workers(&s.bus, ID).await;
     let sent: Vec<String> = events
         .iter()
@@ -84,11 +80,7 @@ async fn workers_sharing_an_email_are_held_and_the_next_run_sends_neither() {
     );
 
     // The next full run holds all four; nobody is taken for a removal.
-    let second = s
-        .extraction(ID)
-        .run_full("test", tokio_util::sync::CancellationToken::new())
-        .await
-        .unwrap();
+    let second = s.full_run().await;
     assert_eq!(
         (second.published, second.skipped, second.removed),
         (196, 4, 0)
@@ -114,19 +106,11 @@ async fn workers_sharing_an_email_are_held_and_the_next_run_sends_neither() {
         .patch_worker(&id(7), json!({"emailAddress": "seven@example.test"}));
     s.sim
         .patch_worker(&id(120), json!({"emailAddress": "one-twenty@example.test"}));
-    let third = s
-        .extraction(ID)
-        .run_full("test", tokio_util::sync::CancellationToken::new())
-        .await
-        .unwrap();
+    let third = s.full_run().await;
     // Workers 3 and 10 keep the keys that were shared last run: held once more. 7 and 120
     // have new ones and are sent.
     assert_eq!((third.published, third.skipped), (198, 2));
     drain_workers(&s.bus, ID).await;
-    let fourth = s
-        .extraction(ID)
-        .run_full("test", tokio_util::sync::CancellationToken::new())
-        .await
-        .unwrap();
+    let fourth = s.full_run().await;
     assert_eq!((fourth.published, fourth.skipped), (200, 0));
 }

@@ -3,7 +3,7 @@
 
 use peoplesync_bus::RunState;
 use peoplesync_core::IntegrationConfig;
-use peoplesync_extractor::{ExtractorConfig, RunError};
+use peoplesync_extractor::{Extraction, ExtractorConfig, RunError, RunSummary};
 use peoplesync_proto::v1::RunEventKind;
 use peoplesync_sims::sage::{SageConfig, SageFaults};
 use tokio_util::sync::CancellationToken;
@@ -160,18 +160,29 @@ async fn quota_exhaustion_stops_the_run_and_the_next_run_resumes_it() {
     let checkpoint = s.checkpoint(ID).await.expect("checkpoint kept");
     assert!(checkpoint.published >= 4 * 40 && checkpoint.published < 1000);
 
-    s.sim.set_api_usage(0);
-    let summary = extraction
-        .run_full("manual", CancellationToken::new())
-        .await
-        .unwrap();
-    assert!(summary.resumed);
+    let summary = resumed_once_the_quota_frees(&s, &extraction, "manual").await;
     assert_eq!(
         (summary.run_id.as_str(), summary.published),
         (run_id.as_str(), 1000)
     );
     assert_each_worker_once(&drain_workers(&s.bus, ID).await, 1000, &run_id);
     assert_eq!(s.run_record(ID, &run_id).await.state, RunState::Completed);
+}
+
+/// Frees the org's quota and runs `extraction` again as `trigger`: the run stopped by the
+/// quota must be resumed. Its summary.
+async fn resumed_once_the_quota_frees(
+    s: &Setup,
+    extraction: &Extraction,
+    trigger: &str,
+) -> RunSummary {
+    s.sim.set_api_usage(0);
+    let summary = extraction
+        .run_full(trigger, CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(summary.resumed);
+    summary
 }
 
 #[tokio::test]
@@ -196,17 +207,12 @@ async fn the_quota_guard_stops_before_the_share_is_passed_and_the_run_resumes_la
     let checkpoint = s.checkpoint(ID).await.expect("checkpoint kept");
     assert_eq!(checkpoint.published, 500);
 
-    s.sim.set_api_usage(0);
-    let summary = extraction
-        .run_full("schedule", CancellationToken::new())
-        .await
-        .unwrap();
-    assert!(summary.resumed);
+    let summary = resumed_once_the_quota_frees(&s, &extraction, "schedule").await;
     assert_each_worker_once(&drain_workers(&s.bus, ID).await, 1000, &summary.run_id);
 }
 
 /// An extraction of `s.sim` that stops at 80% of the org's quota.
-fn guarded(s: &Setup) -> peoplesync_extractor::Extraction {
+fn guarded(s: &Setup) -> Extraction {
     let (config, secrets) = config(&s.sim, &[ID]);
     extraction(
         &s.bus,
@@ -219,20 +225,31 @@ fn guarded(s: &Setup) -> peoplesync_extractor::Extraction {
     )
 }
 
-#[tokio::test]
-async fn without_the_limit_header_the_guard_reads_the_limits_before_the_run_and_stops_it() {
-    let s = setup(SageConfig {
-        api_quota: 1_000,
-        limit_info_header: false,
-        ..org(100, 10, 10)
-    })
-    .await;
-    s.sim.set_api_usage(850);
-    let err = guarded(&s)
+/// A run of [`guarded`] that the guard must stop as quota exhausted: its error.
+async fn stopped_by_the_guard(s: &Setup) -> RunError {
+    let err = guarded(s)
         .run_full("test", CancellationToken::new())
         .await
         .expect_err("stopped by the guard");
     assert_eq!(err.state(), RunState::QuotaExhausted, "{err}");
+    err
+}
+
+/// An org of `workers` in pages of `page`, with a quota of 1,000 requests and no
+/// `Sforce-Limit-Info` header: the guard has to read the limits itself.
+fn without_the_limit_header(workers: u64, page: usize) -> SageConfig {
+    SageConfig {
+        api_quota: 1_000,
+        limit_info_header: false,
+        ..org(workers, page, page)
+    }
+}
+
+#[tokio::test]
+async fn without_the_limit_header_the_guard_reads_the_limits_before_the_run_and_stops_it() {
+    let s = setup(without_the_limit_header(100, 10)).await;
+    s.sim.set_api_usage(850);
+    let err = stopped_by_the_guard(&s).await;
     assert!(err.to_string().contains("850 of 1000"), "{err}");
     let stats = s.sim.stats();
     assert_eq!(stats.limits_requests, 1);
@@ -242,19 +259,10 @@ async fn without_the_limit_header_the_guard_reads_the_limits_before_the_run_and_
 #[tokio::test]
 async fn without_the_limit_header_the_guard_reads_the_limits_again_every_few_hundred_pages() {
     let pages = peoplesync_extractor::quota::LIMITS_EVERY;
-    let s = setup(SageConfig {
-        api_quota: 1_000,
-        limit_info_header: false,
-        ..org(pages + 100, 1, 1)
-    })
-    .await;
+    let s = setup(without_the_limit_header(pages + 100, 1)).await;
     // 650 before the run: allowed; after LIMITS_EVERY one-record pages: 850, past 80%.
     s.sim.set_api_usage(650);
-    let err = guarded(&s)
-        .run_full("test", CancellationToken::new())
-        .await
-        .expect_err("stopped by the guard");
-    assert_eq!(err.state(), RunState::QuotaExhausted, "{err}");
+    stopped_by_the_guard(&s).await;
     let stats = s.sim.stats();
     assert_eq!(
         stats.limits_requests, 2,

@@ -143,6 +143,16 @@ impl Setup {
             .0
     }
 
+    /// Waits up to `timeout` until run `run_id` of [`ID`] is in `state` and returns its record.
+    pub async fn run_in_state(
+        &self,
+        run_id: &str,
+        state: peoplesync_bus::RunState,
+        timeout: Duration,
+    ) -> RunRecord {
+        in_state(&self.bus, ID, run_id, state, timeout).await
+    }
+
     pub async fn checkpoint(&self, integration: &str) -> Option<Checkpoint> {
         self.bus.checkpoints().load(integration).await.unwrap()
     }
@@ -171,14 +181,15 @@ pub async fn put_integration(bus: &Bus, config: &IntegrationConfig) {
         .unwrap();
 }
 
+/// The JetStream stream `name` (it must exist).
+async fn stream(bus: &Bus, name: &str) -> async_nats::jetstream::stream::Stream {
+    bus.jetstream().get_stream(name).await.unwrap()
+}
+
 /// Every worker event of `integration` published so far (consumed: a second call returns only
 /// newer ones).
 pub async fn drain_workers(bus: &Bus, integration: &str) -> Vec<WorkerEvent> {
-    let stream = bus
-        .jetstream()
-        .get_stream(names::WORKERS_STREAM)
-        .await
-        .unwrap();
+    let stream = stream(bus, names::WORKERS_STREAM).await;
     let name = format!("test-{integration}");
     let consumer = stream
         .get_or_create_consumer(
@@ -216,11 +227,7 @@ pub async fn drain_workers(bus: &Bus, integration: &str) -> Vec<WorkerEvent> {
 
 /// Every run event of `integration` so far.
 pub async fn run_events(bus: &Bus, integration: &str) -> Vec<RunEvent> {
-    let stream = bus
-        .jetstream()
-        .get_stream(names::RUNS_STREAM)
-        .await
-        .unwrap();
+    let stream = stream(bus, names::RUNS_STREAM).await;
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
             filter_subject: names::runs_subject(integration),

@@ -66,18 +66,26 @@ async fn an_empty_data_array_ends_the_listing_like_no_content() {
     assert_eq!(s.sim.stats().end_of_list, 1);
 }
 
+/// A full run of `sim` while Sage People shows `faults`, which must send each worker once;
+/// the setup, for the simulator's stats.
+async fn full_run_despite(faults: SageFaults, sim: SageConfig) -> Setup {
+    let workers = sim.workers;
+    let s = setup(SageConfig { faults, ..sim }).await;
+    let summary = s.full_run().await;
+    assert_each_worker_once(&drain_workers(&s.bus, ID).await, workers, &summary.run_id);
+    s
+}
+
 #[tokio::test]
 async fn an_expired_token_is_renewed_once_and_the_page_is_reread() {
-    let s = setup(SageConfig {
-        faults: SageFaults {
+    let s = full_run_despite(
+        SageFaults {
             token_expiry_after: Some(3),
             ..SageFaults::default()
         },
-        ..org(1000, 40, 60)
-    })
+        org(1000, 40, 60),
+    )
     .await;
-    let summary = s.full_run().await;
-    assert_each_worker_once(&drain_workers(&s.bus, ID).await, 1000, &summary.run_id);
     let stats = s.sim.stats();
     // Every third call is refused, then re-sent once with a new token.
     assert!(stats.unauthorized >= 5, "{stats:?}");
@@ -86,18 +94,16 @@ async fn an_expired_token_is_renewed_once_and_the_page_is_reread() {
 
 #[tokio::test]
 async fn bursts_of_503_and_cut_off_bodies_are_retried_until_the_run_completes() {
-    let s = setup(SageConfig {
-        faults: SageFaults {
+    let s = full_run_despite(
+        SageFaults {
             transient_failure_rate: 0.25,
             truncate_rate: 0.1,
             outage_for_ms: Some(600),
             ..SageFaults::default()
         },
-        ..org(1000, 50, 150)
-    })
+        org(1000, 50, 150),
+    )
     .await;
-    let summary = s.full_run().await;
-    assert_each_worker_once(&drain_workers(&s.bus, ID).await, 1000, &summary.run_id);
     let stats = s.sim.stats();
     assert!(
         stats.status_counts.get(&503).copied().unwrap_or(0) > 0,
@@ -172,44 +178,38 @@ async fn every_grant_authenticates_and_reuses_its_token() {
     }
 }
 
+/// An org of `workers` (generated from `seed`) whose app is `{name}-app` with the secret
+/// `{name}-secret`.
+async fn app_org(seed: u64, name: &str, workers: u64) -> SageSim {
+    SageSim::spawn(SageConfig {
+        seed,
+        client_id: format!("{name}-app"),
+        client_secret: format!("{name}-secret"),
+        ..org(workers, 30, 80)
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn two_integrations_run_side_by_side_with_their_own_credentials_and_subjects() {
     let nats = peoplesync_testkit::NatsServer::start();
     let bus = peoplesync_bus::Bus::connect(nats.url(), "t", Default::default())
         .await
         .unwrap();
-    let uk = SageSim::spawn(SageConfig {
-        seed: 1,
-        client_id: "uk-app".into(),
-        client_secret: "uk-secret".into(),
-        ..org(400, 30, 80)
-    })
-    .await
-    .unwrap();
-    let us = SageSim::spawn(SageConfig {
-        seed: 2,
-        client_id: "us-app".into(),
-        client_secret: "us-secret".into(),
-        ..org(700, 30, 80)
-    })
-    .await
-    .unwrap();
+    let uk = app_org(1, "uk", 400).await;
+    let us = app_org(2, "us", 700).await;
     let (mut config, _) = config(&uk, &["hr-uk", "hr-us"]);
     config.credentials.clear();
-    config.credentials.insert(
-        "uk-prod".into(),
-        CredentialSet {
-            client_id: "uk-app".into(),
-            ..credential_set(&uk)
-        },
-    );
-    config.credentials.insert(
-        "us-prod".into(),
-        CredentialSet {
-            client_id: "us-app".into(),
-            ..credential_set(&us)
-        },
-    );
+    for (set, app, sim) in [("uk-prod", "uk-app", &uk), ("us-prod", "us-app", &us)] {
+        config.credentials.insert(
+            set.into(),
+            CredentialSet {
+                client_id: app.into(),
+                ..credential_set(sim)
+            },
+        );
+    }
     let secrets = secrets(&[
         (secret_var("uk-prod", "CLIENT_SECRET"), "uk-secret"),
         (secret_var("us-prod", "CLIENT_SECRET"), "us-secret"),

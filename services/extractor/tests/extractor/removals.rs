@@ -1,8 +1,9 @@
 //! Workers no longer listed become `removed` events, unless there are too many: then they wait
 //! for an operator's approval.
 
+use peoplesync_bus::Bus;
 use peoplesync_bus::RunState;
-use peoplesync_bus::control::{self, RemovalsReleased, RunStarted};
+use peoplesync_bus::control::{self, CommandError, RemovalsReleased, RunStarted};
 use peoplesync_proto::v1::{RunEventKind, WorkerEventKind};
 use peoplesync_sims::generate;
 use serde_json::json;
@@ -79,6 +80,17 @@ async fn workers_no_longer_listed_are_published_as_removed_after_a_full_run() {
     assert_eq!(third.removed, 0, "removals are published once");
 }
 
+/// Asks the extractor to release the removals held by run `run_id`.
+async fn approve_removals(bus: &Bus, run_id: &str) -> Result<RemovalsReleased, CommandError> {
+    command(
+        bus,
+        ID,
+        control::APPROVE_REMOVALS,
+        json!({"run_id": run_id}),
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_removals_are_held_until_an_operator_approves_them() {
     let s = setup(org(1000, 50, 120)).await;
@@ -120,28 +132,14 @@ async fn too_many_removals_are_held_until_an_operator_approves_them() {
     assert_eq!((again.removed, again.removals_held), (0, 60));
     drain_workers(&s.bus, ID).await;
 
-    let wrong = command::<RemovalsReleased>(
-        &s.bus,
-        ID,
-        control::APPROVE_REMOVALS,
-        json!({"run_id": held.run_id}),
-    )
-    .await
-    .unwrap_err();
+    let wrong = approve_removals(&s.bus, &held.run_id).await.unwrap_err();
     assert_eq!(
         wrong.code, "not_found",
         "only the latest held run can be approved"
     );
     assert!(wrong.message.contains(&again.run_id), "{}", wrong.message);
 
-    let released: RemovalsReleased = command(
-        &s.bus,
-        ID,
-        control::APPROVE_REMOVALS,
-        json!({"run_id": again.run_id}),
-    )
-    .await
-    .unwrap();
+    let released = approve_removals(&s.bus, &again.run_id).await.unwrap();
     assert_eq!(released.released, 60);
     let events = drain_workers(&s.bus, ID).await;
     assert_eq!(events.len(), 60);

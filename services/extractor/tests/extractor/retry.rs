@@ -34,14 +34,9 @@ async fn a_run_failed_by_a_sage_outage_longer_than_the_budget_is_resumed_after_a
         ..SageFaults::default()
     });
     let started: RunStarted = command(&s.bus, ID, control::RUN, json!({})).await.unwrap();
-    let failed = in_state(
-        &s.bus,
-        ID,
-        &started.run_id,
-        RunState::Failed,
-        Duration::from_secs(30),
-    )
-    .await;
+    let failed = s
+        .run_in_state(&started.run_id, RunState::Failed, Duration::from_secs(30))
+        .await;
     assert!(
         failed.error.as_deref().unwrap_or_default().contains("503")
             || failed
@@ -86,14 +81,13 @@ async fn nats_restarts_mid_run_and_the_same_run_completes_without_a_trigger() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     s.nats.server().restart();
 
-    let record = in_state(
-        &s.bus,
-        ID,
-        &started.run_id,
-        RunState::Completed,
-        Duration::from_secs(120),
-    )
-    .await;
+    let record = s
+        .run_in_state(
+            &started.run_id,
+            RunState::Completed,
+            Duration::from_secs(120),
+        )
+        .await;
     assert_eq!(record.published, 20_000);
     let events = drain_workers(&s.bus, ID).await;
     assert_each_worker_once(&events, 20_000, &started.run_id);
