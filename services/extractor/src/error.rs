@@ -81,20 +81,21 @@ pub struct RunError {
 impl std::fmt::Display for RunError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let integration = &self.integration;
-        let run_id = self.run_id.as_deref().unwrap_or_default();
+        // A run stopped before it got an id is "the run of" its integration.
+        let run = match self.run_id.as_deref() {
+            Some(run_id) => format!("run {run_id} of {integration}"),
+            None => format!("run of {integration}"),
+        };
         match &*self.stop {
-            Stop::Source(source) => write!(f, "run {run_id} of {integration}: {source}"),
+            Stop::Source(source) => write!(f, "{run}: {source}"),
             Stop::QuotaGuard { message, .. } | Stop::Settings(message) => {
-                write!(f, "run {run_id} of {integration}: {message}")
+                write!(f, "{run}: {message}")
             }
             Stop::Bus(source) => write!(
                 f,
-                "run of {integration}: {source}; the run resumes from its checkpoint once NATS is reachable"
+                "{run}: {source}; the run resumes from its checkpoint once NATS is reachable"
             ),
-            Stop::Interrupted => write!(
-                f,
-                "run {run_id} of {integration} was interrupted; it resumes from its checkpoint"
-            ),
+            Stop::Interrupted => write!(f, "{run} was interrupted; it resumes from its checkpoint"),
         }
     }
 }

@@ -69,27 +69,29 @@ impl Journal {
         trigger: &str,
         resend_all: bool,
     ) -> Result<(), BusError> {
-        let record = RunRecord {
-            resend_all,
-            ..RunRecord::start(&self.integration, run_id, self.full, trigger)
-        };
-        self.runs.create(&record).await?;
-        self.event(run_id, RunEventKind::Started, Counts::default(), None)
-            .await
+        self.create(run_id, trigger, resend_all).await?;
+        self.started(run_id).await
     }
 
     /// [`Journal::start`], keeping the record of `run_id` if an earlier attempt created it.
     pub async fn start_or_reuse(&self, run_id: &str, trigger: &str) -> Result<(), BusError> {
         if self.record(run_id).await?.is_none() {
-            self.runs
-                .create(&RunRecord::start(
-                    &self.integration,
-                    run_id,
-                    self.full,
-                    trigger,
-                ))
-                .await?;
+            self.create(run_id, trigger, false).await?;
         }
+        self.started(run_id).await
+    }
+
+    /// Creates the record of a new run.
+    async fn create(&self, run_id: &str, trigger: &str, resend_all: bool) -> Result<(), BusError> {
+        let record = RunRecord {
+            resend_all,
+            ..RunRecord::start(&self.integration, run_id, self.full, trigger)
+        };
+        self.runs.create(&record).await
+    }
+
+    /// Says on the runs subject that run `run_id` started.
+    async fn started(&self, run_id: &str) -> Result<(), BusError> {
         self.event(run_id, RunEventKind::Started, Counts::default(), None)
             .await
     }

@@ -13,7 +13,7 @@ use crate::event::EventBuilder;
 use crate::journal::{Counts, Journal};
 use crate::removals::{self, RemovalError};
 use crate::run::Extraction;
-use crate::settings::{self, SettingsError};
+use crate::settings::{self, IntegrationSettings, SettingsError};
 
 fn error(code: &str, message: impl Into<String>) -> CommandError {
     CommandError {
@@ -66,8 +66,8 @@ impl From<RemovalError> for Failure {
     }
 }
 
-/// The client and credential set the integration reads with now.
-async fn client(extraction: &Extraction) -> Result<(SageClient, String), Failure> {
+/// The integration's settings now, and the client of the credential set they name.
+async fn client(extraction: &Extraction) -> Result<(SageClient, IntegrationSettings), Failure> {
     let settings = settings::load(extraction.bus(), extraction.integration()).await?;
     let client = extraction
         .sources()
@@ -82,7 +82,7 @@ async fn client(extraction: &Extraction) -> Result<(SageClient, String), Failure
                 ),
             )
         })?;
-    Ok((client, settings.credentials))
+    Ok((client, settings))
 }
 
 fn check_id(id: &str) -> Result<(), CommandError> {
@@ -102,12 +102,12 @@ fn check_id(id: &str) -> Result<(), CommandError> {
 /// Reads worker `id` without publishing it.
 pub async fn fetch(extraction: &Extraction, id: &str) -> Result<WorkerFetched, Failure> {
     check_id(id)?;
-    let (client, credentials) = client(extraction).await?;
+    let (client, settings) = client(extraction).await?;
     let raw = client.get_employee(id).await?;
     Ok(WorkerFetched {
         found: raw.is_some(),
         raw,
-        credentials,
+        credentials: settings.credentials,
         hostname: client.hostname(),
     })
 }
@@ -116,7 +116,7 @@ pub async fn fetch(extraction: &Extraction, id: &str) -> Result<WorkerFetched, F
 pub async fn sync(extraction: &Extraction, id: &str) -> Result<WorkerSynced, Failure> {
     check_id(id)?;
     let integration = extraction.integration();
-    let (client, credentials) = client(extraction).await?;
+    let (client, settings) = client(extraction).await?;
     let Some(raw) = client.get_employee(id).await? else {
         return Ok(WorkerSynced {
             found: false,
@@ -126,11 +126,15 @@ pub async fn sync(extraction: &Extraction, id: &str) -> Result<WorkerSynced, Fai
     let bus = extraction.bus();
     let run_id = uuid::Uuid::now_v7().to_string();
     // A single-worker sync always writes: it is how an operator puts one user right.
-    let settings = settings::load(bus, integration).await?;
     let end_dates = crate::ended::EndDates::of(integration, &settings);
-    let events = EventBuilder::new(integration, &run_id, &credentials, &client.hostname())
-        .resending(true)
-        .judging_end_dates(end_dates);
+    let events = EventBuilder::new(
+        integration,
+        &run_id,
+        &settings.credentials,
+        &client.hostname(),
+    )
+    .resending(true)
+    .judging_end_dates(end_dates);
     let event = events.upsert(&raw, 1, codec::now()).map_err(|err| {
         error(
             "failed",
@@ -198,7 +202,7 @@ pub async fn approve_removals(
     let bus = extraction.bus();
     let _settling = extraction.removal_lock().lock().await;
     let release = removals::begin_release(bus, integration, run_id).await?;
-    let (client, credentials) = client(extraction).await?;
+    let (client, settings) = client(extraction).await?;
     let journal = Journal::new(bus, integration, false);
     let mut publisher = bus.publisher(extraction.options().publish_window);
     journal
@@ -207,7 +211,7 @@ pub async fn approve_removals(
     let events = EventBuilder::new(
         integration,
         &release.release_run,
-        &credentials,
+        &settings.credentials,
         &client.hostname(),
     );
     let released = removals::publish(
