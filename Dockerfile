@@ -58,9 +58,13 @@ RUN groupadd --system --gid 10001 peoplesync \
       --shell /usr/sbin/nologin peoplesync
 # The operations endpoint must be reachable from outside the container for probes and
 # Prometheus; logs are JSON for log shippers. Both can be overridden per container.
+# The allocator (mimalloc) gives freed memory back after 10 ms instead of its default 1 s: a
+# run frees what it read page by page, and at a million workers the memory waiting out the
+# longer delay is a quarter of the extractor's peak.
 ENV PEOPLESYNC_HTTP_LISTEN=0.0.0.0:9090 \
     LOG_FORMAT=json \
-    RUST_LOG=info
+    RUST_LOG=info \
+    MIMALLOC_PURGE_DELAY=10
 USER 10001:10001
 
 # The simulators, for demos and the compose `demo` profile only.

@@ -45,7 +45,9 @@ pub const INTEGRATION_ENV: &str = "PEOPLESYNC_INTEGRATION";
 
 /// Every environment variable both services read besides their own and the NATS connection
 /// ones: the shared short names, [`INTEGRATION_ENV`], the operations endpoint, the outbound
-/// proxy and logging.
+/// proxy, logging, and the one allocator setting the image sets (`MIMALLOC_PURGE_DELAY`, read
+/// by the memory allocator, mimalloc, at start-up: how many milliseconds freed memory is kept
+/// before it is given back to the system).
 pub const SHARED_ENV_VARS: &[&str] = &[
     "NATS_URL",
     INTEGRATION_ENV,
@@ -57,6 +59,7 @@ pub const SHARED_ENV_VARS: &[&str] = &[
     "NO_PROXY",
     "RUST_LOG",
     "LOG_FORMAT",
+    "MIMALLOC_PURGE_DELAY",
 ];
 
 /// Lists of variable names joined into one at compile time:

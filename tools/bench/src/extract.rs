@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use peoplesync_bus::names;
 
-use crate::procs::{Binaries, Nats, Proc, mib};
+use crate::procs::{self, Binaries, Nats, Proc, mib};
 
 /// Options of `extract`.
 #[derive(Debug, clap::Args)]
@@ -98,17 +98,19 @@ async fn once(bins: &Binaries, options: &Options) -> anyhow::Result<Sample> {
         &dir.path().join("sage-people-sim.log"),
     )?;
     let sim_url = sim.listening_url()?;
+    let mut env = vec![
+        ("NATS_URL", nats.url()),
+        ("SAGE_PEOPLE_LOGIN_URL", &sim_url),
+        ("SAGE_PEOPLE_CLIENT_ID", "sim-client"),
+        ("SAGE_PEOPLE_CLIENT_SECRET", "sim-secret"),
+        ("RUST_LOG", "warn"),
+    ];
+    env.extend(procs::image_env());
     let extractor = Proc::spawn(
         "sage-extractor",
         &bins.path("sage-extractor")?,
         &["--once"],
-        &[
-            ("NATS_URL", nats.url()),
-            ("SAGE_PEOPLE_LOGIN_URL", &sim_url),
-            ("SAGE_PEOPLE_CLIENT_ID", "sim-client"),
-            ("SAGE_PEOPLE_CLIENT_SECRET", "sim-secret"),
-            ("RUST_LOG", "warn"),
-        ],
+        &env,
         &dir.path().join("sage-extractor.log"),
     )?;
     let measured = tokio::task::spawn_blocking(move || extractor.wait_measured()).await??;

@@ -15,7 +15,7 @@ use peoplesync_oomnitza::{BulkRequest, OomnitzaAuth, OomnitzaClient, OomnitzaCon
 use peoplesync_proto::v1::{WorkerEvent, WorkerEventKind};
 use peoplesync_sims::generate;
 
-use crate::procs::{Binaries, Nats, Proc};
+use crate::procs::{self, Binaries, Nats, Proc};
 
 const INTEGRATION: &str = "sage-people";
 const SEED: u64 = 42;
@@ -247,6 +247,7 @@ async fn loaders(
         if let Some(threads) = &threads {
             env.push(("TOKIO_WORKER_THREADS", threads.as_str()));
         }
+        env.extend(procs::image_env());
         let mut replica = Proc::spawn(
             &name,
             &program,

@@ -9,6 +9,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+/// The allocator setting the production image gives the services (`ENV MIMALLOC_PURGE_DELAY=10`
+/// in the Dockerfile), so that the figures are the image's. `None` when the bench's own
+/// environment sets the variable: the services then inherit that value (to measure another).
+pub fn image_env() -> Option<(&'static str, &'static str)> {
+    const PURGE_DELAY: (&str, &str) = ("MIMALLOC_PURGE_DELAY", "10");
+    std::env::var_os(PURGE_DELAY.0)
+        .is_none()
+        .then_some(PURGE_DELAY)
+}
+
 /// Where the binaries are.
 #[derive(Debug, Clone)]
 pub struct Binaries {
