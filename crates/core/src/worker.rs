@@ -312,7 +312,8 @@ mod tests {
 
     #[test]
     fn full_record_maps_every_field() {
-        // Ada, with padding around her address and a blank third line: both are tidied away.
+        // Ada, with padding around her e-mail address and a blank third address line: both are
+        // tidied away.
         let mut raw = crate::fixtures::ada();
         raw["emailAddress"] = json!(" Ada.Lovelace@Example.com ");
         raw["workAddress"]["line3"] = json!("");
