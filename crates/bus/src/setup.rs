@@ -174,52 +174,7 @@ impl Bus {
     /// Sets the topology up on an existing client.
     pub async fn setup(client: async_nats::Client, settings: BusSettings) -> Result<Bus, BusError> {
         let js = jetstream::new(client.clone());
-        let (history, dedup) = (settings.history, settings.duplicate_window);
-        let streams = [
-            StreamSpec {
-                name: names::WORKERS_STREAM,
-                description: "peoplesync worker events, one per worker per run",
-                subjects: &["peoplesync.*.workers"],
-                retention: stream::RetentionPolicy::WorkQueue,
-                max_age: Duration::ZERO,
-                dedup,
-            },
-            StreamSpec::limits(
-                (names::RUNS_STREAM, "peoplesync run events"),
-                &["peoplesync.*.runs"],
-                history,
-                dedup,
-            ),
-            // One subject per letter across runs (`….dlq.<key>`), replaced by a roll-up when a
-            // later run refuses the worker again (roll-ups are allowed on this stream below).
-            StreamSpec::limits(
-                (names::DLQ_STREAM, "peoplesync dead letters"),
-                &["peoplesync.*.dlq.*"],
-                history,
-                dedup,
-            ),
-            // Outcomes are only needed until the run is finalized (its counts are then kept in
-            // the run record and the run's subjects are purged); a week bounds what a stuck run
-            // leaves.
-            StreamSpec::limits(
-                (
-                    names::OUTCOMES_STREAM,
-                    "peoplesync per-event outcomes, deduplicated by event",
-                ),
-                &["peoplesync.*.outcomes.>"],
-                Duration::from_secs(7 * 24 * 3600),
-                dedup,
-            ),
-            StreamSpec {
-                name: names::ADVISORIES_STREAM,
-                description: "max-deliveries advisories of peoplesync worker events",
-                subjects: &[names::MAX_DELIVERIES_ADVISORIES],
-                retention: stream::RetentionPolicy::WorkQueue,
-                max_age: history,
-                dedup: Duration::ZERO,
-            },
-        ];
-        for spec in streams {
+        for spec in shared_streams(&settings) {
             let mut config = spec.config(settings.replicas);
             config.allow_rollup = spec.name == names::DLQ_STREAM;
             ensure_stream(&js, config).await?;
@@ -319,6 +274,57 @@ impl Bus {
     ) -> Result<consumer::PullConsumer, BusError> {
         ensure_loader_consumer(&self.js, &self.settings, integration).await
     }
+}
+
+/// The streams every peoplesync deployment shares, as [`Bus::setup`] creates them (the
+/// extractor's and the leavers' own streams are created by their services); the control
+/// plane's topology check reads the same list.
+pub(crate) fn shared_streams(settings: &BusSettings) -> [StreamSpec; 5] {
+    let (history, dedup) = (settings.history, settings.duplicate_window);
+    [
+        StreamSpec {
+            name: names::WORKERS_STREAM,
+            description: "peoplesync worker events, one per worker per run",
+            subjects: &["peoplesync.*.workers"],
+            retention: stream::RetentionPolicy::WorkQueue,
+            max_age: Duration::ZERO,
+            dedup,
+        },
+        StreamSpec::limits(
+            (names::RUNS_STREAM, "peoplesync run events"),
+            &["peoplesync.*.runs"],
+            history,
+            dedup,
+        ),
+        // One subject per letter across runs (`….dlq.<key>`), replaced by a roll-up when a
+        // later run refuses the worker again (roll-ups are allowed on this stream by `Bus::setup`).
+        StreamSpec::limits(
+            (names::DLQ_STREAM, "peoplesync dead letters"),
+            &["peoplesync.*.dlq.*"],
+            history,
+            dedup,
+        ),
+        // Outcomes are only needed until the run is finalized (its counts are then kept in
+        // the run record and the run's subjects are purged); a week bounds what a stuck run
+        // leaves.
+        StreamSpec::limits(
+            (
+                names::OUTCOMES_STREAM,
+                "peoplesync per-event outcomes, deduplicated by event",
+            ),
+            &["peoplesync.*.outcomes.>"],
+            Duration::from_secs(7 * 24 * 3600),
+            dedup,
+        ),
+        StreamSpec {
+            name: names::ADVISORIES_STREAM,
+            description: "max-deliveries advisories of peoplesync worker events",
+            subjects: &[names::MAX_DELIVERIES_ADVISORIES],
+            retention: stream::RetentionPolicy::WorkQueue,
+            max_age: history,
+            dedup: Duration::ZERO,
+        },
+    ]
 }
 
 /// A file-backed stream as peoplesync creates it.

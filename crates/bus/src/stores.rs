@@ -7,15 +7,6 @@ use crate::outcomes::OutcomeRecorder;
 use crate::presence::{self, Announcement};
 use crate::{Bus, BusError, Pauses, Publisher, Runs, names};
 
-/// The streams every peoplesync deployment has (the extractor's and the leavers' own streams
-/// are created by their services).
-const TOPOLOGY_STREAMS: [&str; 4] = [
-    names::WORKERS_STREAM,
-    names::RUNS_STREAM,
-    names::DLQ_STREAM,
-    names::OUTCOMES_STREAM,
-];
-
 impl Bus {
     /// The run records.
     pub fn runs(&self) -> Runs {
@@ -67,7 +58,7 @@ impl Bus {
     /// The shared streams that cannot be opened, each with the reason.
     pub async fn missing_streams(&self) -> Vec<String> {
         let mut missing = Vec::new();
-        for stream in TOPOLOGY_STREAMS {
+        for stream in self.topology_streams() {
             if let Err(err) = self.js.get_stream(stream).await {
                 missing.push(format!("{stream} ({err})"));
             }
@@ -76,8 +67,8 @@ impl Bus {
     }
 
     /// The names of the shared streams [`Bus::missing_streams`] checks.
-    pub fn topology_streams(&self) -> &'static [&'static str] {
-        &TOPOLOGY_STREAMS
+    pub fn topology_streams(&self) -> [&'static str; 5] {
+        crate::setup::shared_streams(self.settings()).map(|spec| spec.name)
     }
 
     /// How many worker events the work stream holds, and their total size in bytes.

@@ -74,6 +74,30 @@ async fn setup_is_idempotent_across_replicas() {
 }
 
 #[tokio::test]
+async fn the_topology_check_names_every_shared_stream_and_finds_one_deleted() {
+    let (_nats, bus) = started().await;
+    // The control plane checks the streams setup creates, the advisories stream included.
+    for stream in bus.topology_streams() {
+        assert!(
+            bus.jetstream().get_stream(stream).await.is_ok(),
+            "{stream} is created by setup"
+        );
+    }
+    assert!(bus.topology_streams().contains(&names::ADVISORIES_STREAM));
+    assert_eq!(bus.missing_streams().await, Vec::<String>::new());
+    bus.jetstream()
+        .delete_stream(names::ADVISORIES_STREAM)
+        .await
+        .unwrap();
+    let missing = bus.missing_streams().await;
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert!(
+        missing[0].starts_with(names::ADVISORIES_STREAM),
+        "{missing:?}"
+    );
+}
+
+#[tokio::test]
 async fn repeated_message_ids_are_stored_once() {
     let (_nats, bus) = started().await;
     let mut publisher = bus.publisher(16);
