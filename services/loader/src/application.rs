@@ -20,7 +20,7 @@ use anyhow::Context;
 use peoplesync_bus::{Bus, PauseFlag};
 use peoplesync_oomnitza::OomnitzaClient;
 use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::batcher::{self, Batch};
@@ -123,23 +123,66 @@ impl Application {
 
     /// Runs until `shutdown` is cancelled, then drains.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Application {
-            config,
-            bus,
-            client,
-            integrations,
-            gates,
-            replica,
-        } = self;
-        tracing::info!(%replica, "loader running");
+        tracing::info!(replica = %self.replica, "loader running");
         let background_stop = CancellationToken::new();
+        let held = InProgress::default();
+        let mut background = self.spawn_background(&held, &background_stop);
+        let (poke_tx, poke_rx) = mpsc::channel::<Poke>(1024);
+        let verifier = Verifier::new(
+            self.bus.clone(),
+            self.client.clone(),
+            self.integrations.clone(),
+            self.replica.clone(),
+            self.config.verify.clone(),
+        );
+        let finalizer = Finalizer::new(
+            self.bus.clone(),
+            self.client.clone(),
+            self.replica.clone(),
+            self.config.run_retention(),
+            verifier,
+            LeaversWebhook::from_env()?,
+        );
+        let finalizer_task = tokio::spawn(finalizer.run(poke_rx, background_stop.clone()));
+        let (items, delivery) = self.start_delivery(poke_tx);
+
+        // One intake per integration; new integrations are picked up as their configs appear.
+        let shared = IntakeShared {
+            bus: self.bus.clone(),
+            pull_batch: self.config.batch.pull_batch,
+            integrations: self.integrations.clone(),
+            gates: self.gates.clone(),
+            held,
+            items,
+        };
+        let mut intakes = Intakes::new(shared, shutdown.clone());
+        let mut discovery = tokio::time::interval(DISCOVERY);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = discovery.tick() => {
+                    resume_refused(&self.bus, &self.integrations, &self.gates).await;
+                    intakes.start_new(self.integrations.ids());
+                }
+            }
+        }
+
+        delivery.drain(intakes).await;
+        background_stop.cancel();
+        let _ = finalizer_task.await;
+        background.abort_all();
+        Ok(())
+    }
+
+    /// Starts what runs beside the intakes until `stop`: the config and pause watches, the
+    /// Oomnitza credential probe, the advisories and the progress acks of `held` events.
+    fn spawn_background(&self, held: &InProgress, stop: &CancellationToken) -> JoinSet<()> {
         let mut background = JoinSet::new();
         {
-            let (integrations, bus, stop) =
-                (integrations.clone(), bus.clone(), background_stop.clone());
+            let (integrations, bus) = (self.integrations.clone(), self.bus.clone());
             background.spawn(rewatch::keep_watching(
                 "integration config",
-                stop,
+                stop.clone(),
                 rewatch::Backoff::default(),
                 move || {
                     let (integrations, bus) = (integrations.clone(), bus.clone());
@@ -148,7 +191,7 @@ impl Application {
             ));
         }
         {
-            let (gates, bus, stop) = (gates.clone(), bus.clone(), background_stop.clone());
+            let (gates, bus, stop) = (self.gates.clone(), self.bus.clone(), stop.clone());
             background.spawn(rewatch::keep_watching(
                 "pause flag",
                 stop.clone(),
@@ -163,97 +206,82 @@ impl Application {
             ));
         }
         {
-            let (gates, client, stop) = (gates.clone(), client.clone(), background_stop.clone());
-            let interval = Duration::from_secs(config.retry.credentials_retry_secs.max(1));
+            let (gates, client, stop) = (self.gates.clone(), self.client.clone(), stop.clone());
+            let interval = Duration::from_secs(self.config.retry.credentials_retry_secs.max(1));
             background.spawn(async move { gates.probe_oomnitza(client, interval, stop).await });
         }
         {
-            let (bus, stop) = (bus.clone(), background_stop.clone());
+            let (bus, stop) = (self.bus.clone(), stop.clone());
             background.spawn(async move { advisories::capture(bus, stop).await });
         }
-        let held = InProgress::default();
         {
-            let (held, client, stop) =
-                (held.clone(), bus.client().clone(), background_stop.clone());
-            let ack_wait = bus.settings().ack_wait;
+            let (held, client, stop) = (held.clone(), self.bus.client().clone(), stop.clone());
+            let ack_wait = self.bus.settings().ack_wait;
             background.spawn(async move { held.keep_alive(client, ack_wait, stop).await });
         }
-        let (poke_tx, poke_rx) = mpsc::channel::<Poke>(1024);
-        let verifier = Verifier::new(
-            bus.clone(),
-            client.clone(),
-            integrations.clone(),
-            replica.clone(),
-            config.verify.clone(),
-        );
-        let finalizer = Finalizer::new(
-            bus.clone(),
-            client.clone(),
-            replica.clone(),
-            config.run_retention(),
-            verifier,
-            LeaversWebhook::from_env()?,
-        );
-        let finalizer_task = tokio::spawn(finalizer.run(poke_rx, background_stop.clone()));
+        background
+    }
 
-        let batch = &config.batch;
+    /// Starts the batcher and the dispatcher, which pokes the finalizer through `pokes` after
+    /// each batch it settles; returns the queue the intakes feed them through.
+    fn start_delivery(&self, pokes: mpsc::Sender<Poke>) -> (mpsc::Sender<Item>, Delivery) {
+        let batch = &self.config.batch;
         // Room for two fetches (the next is asked for once one has been taken), and one
         // finished batch waiting for the dispatcher.
-        let (item_tx, item_rx) = mpsc::channel::<Item>(batch.pull_batch.max(batch.size) * 2);
+        let (items, item_rx) = mpsc::channel::<Item>(batch.pull_batch.max(batch.size) * 2);
         let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
-        let batcher_task = tokio::spawn(batcher::run(
+        let batcher = tokio::spawn(batcher::run(
             item_rx,
             batch_tx,
             batch.size,
             Duration::from_millis(batch.linger_ms),
         ));
-        let r = &config.rate_limit;
+        let r = &self.config.rate_limit;
         let limiter = AdaptiveLimiter::new(r.min_per_second, r.max_per_second, r.recover_step);
         let deliverer = Deliverer::new(
-            bus.clone(),
-            client,
-            config.retry.clone(),
+            self.bus.clone(),
+            self.client.clone(),
+            self.config.retry.clone(),
             limiter,
-            gates.clone(),
+            self.gates.clone(),
             batch.in_flight,
-            replica.clone(),
+            self.replica.clone(),
         );
-        let max_deliver = u64::try_from(bus.settings().max_deliver).unwrap_or(1);
+        let max_deliver = u64::try_from(self.bus.settings().max_deliver).unwrap_or(1);
         let dispatcher = tokio::spawn(dispatch(
-            bus.clone(),
+            self.bus.clone(),
             deliverer,
             batch_rx,
             batch.in_flight,
             max_deliver,
-            poke_tx,
+            pokes,
         ));
+        (
+            items,
+            Delivery {
+                batcher,
+                dispatcher,
+            },
+        )
+    }
+}
 
-        // One intake per integration; new integrations are picked up as their configs appear.
-        let shared = IntakeShared {
-            bus: bus.clone(),
-            pull_batch: batch.pull_batch,
-            integrations: integrations.clone(),
-            gates: gates.clone(),
-            held,
-            items: item_tx,
-        };
-        let mut intakes = Intakes::new(shared, shutdown.clone());
-        let mut discovery = tokio::time::interval(DISCOVERY);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                _ = discovery.tick() => {
-                    resume_refused(&bus, &integrations, &gates).await;
-                    intakes.start_new(integrations.ids());
-                }
-            }
-        }
+/// The running batcher and dispatcher.
+struct Delivery {
+    batcher: JoinHandle<()>,
+    dispatcher: JoinHandle<()>,
+}
 
+impl Delivery {
+    /// Once the intakes are told to stop: lets them hand in what they hold (they own the item
+    /// queue's senders, so the batcher ends after them), flushes partial batches and waits for
+    /// deliveries in flight, within the grace period.
+    async fn drain(self, intakes: Intakes) {
         tracing::info!("stopped pulling; flushing batches and finishing deliveries");
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
             intakes.finish().await;
-            let _ = batcher_task.await;
-            let _ = dispatcher.await;
+            let _ = self.batcher.await;
+            let _ = self.dispatcher.await;
         })
         .await;
         if drained.is_err() {
@@ -261,10 +289,6 @@ impl Application {
                 "deliveries did not finish within the grace period; their events will be redelivered"
             );
         }
-        background_stop.cancel();
-        let _ = finalizer_task.await;
-        background.abort_all();
-        Ok(())
     }
 }
 
