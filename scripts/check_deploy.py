@@ -387,7 +387,12 @@ def check_references(docs: list[dict], context: str, secret_keys: set[str]) -> N
                     if item["key"] not in secret_keys:
                         problem(f"{name}: secret key {item['key']} is not in deploy/kubernetes/secret.example.yaml")
         for container in spec["containers"]:
-            # envFrom ConfigMaps are resolved by the settings check (6).
+            # What the referenced ConfigMaps set is checked against the programs in section 6;
+            # that they exist is checked here, for every container and without the programs.
+            for source in container.get("envFrom", []):
+                ref = source.get("configMapRef", {}).get("name")
+                if ref and ref not in config_maps:
+                    problem(f"{name}: envFrom ConfigMap {ref} is not in this rendering")
             ports = {p.get("name") for p in container.get("ports", [])} | {p["containerPort"] for p in container.get("ports", [])}
             for probe_name in ("startupProbe", "livenessProbe", "readinessProbe"):
                 probe = container.get(probe_name)

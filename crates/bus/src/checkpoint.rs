@@ -119,20 +119,13 @@ impl Checkpoints {
     /// The checkpoint of `integration`, if a run is unfinished.
     pub async fn load(&self, integration: &str) -> Result<Option<Checkpoint>, BusError> {
         let key = names::checkpoint_key(integration);
-        let entry = self
-            .kv
-            .entry(&key)
-            .await
-            .map_err(|e| BusError::kv(names::STATE_BUCKET, "read", &key, e))?;
-        let Some(entry) = entry else {
-            self.set_revision(None);
+        // A deleted checkpoint still has a revision to write the next one after.
+        let (value, revision) = document::read(&self.kv, &key).await?;
+        self.set_revision((revision != 0).then_some(revision));
+        let Some(value) = value else {
             return Ok(None);
         };
-        self.set_revision(Some(entry.revision));
-        if entry.operation != kv::Operation::Put {
-            return Ok(None);
-        }
-        match serde_json::from_slice(&entry.value) {
+        match serde_json::from_slice(&value) {
             Ok(checkpoint) => Ok(Some(checkpoint)),
             Err(err) => {
                 tracing::warn!(integration, error = %err, "ignoring an unreadable checkpoint: the run it belonged to cannot be resumed, and the next run starts from the first page");

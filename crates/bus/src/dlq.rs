@@ -494,7 +494,8 @@ pub async fn republish(
         .await
         .map_err(|e| BusError::publish(&subject, &id, e))?
         .await
-        .map_err(|e| BusError::publish(&subject, &id, e))?;
+        // Sent, but not confirmed: it may be stored already.
+        .map_err(|e| BusError::publish(&subject, &id, format!("not acknowledged: {e}")))?;
     Ok(!ack.duplicate)
 }
 

@@ -14,7 +14,7 @@ use crate::BusError;
 pub(crate) fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Bytes, BusError> {
     serde_json::to_vec(value)
         .map(Bytes::from)
-        .map_err(|e| BusError::decode(what, e))
+        .map_err(|e| BusError::request(format!("encoding the {what}"), e))
 }
 
 /// A stored document of kind `what`.

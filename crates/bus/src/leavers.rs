@@ -89,16 +89,13 @@ pub async fn record(
     entry: &LeaverEntry,
 ) -> Result<(), BusError> {
     let js = &bus.js;
-    let payload = serde_json::to_vec(entry).map_err(|e| BusError::Decode {
-        what: "leaver entry",
-        source: e.into(),
-    })?;
+    let payload = crate::document::encode("leaver entry", entry)?;
     let mut publisher = Publisher::new(js.clone(), 1);
     publisher
         .publish(
             subject(integration, run_id),
             format!("{run_id}.{}.leaver", entry.worker_id),
-            payload.into(),
+            payload,
             None,
         )
         .await?;

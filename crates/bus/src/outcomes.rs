@@ -423,8 +423,7 @@ fn written_event(line: &[u8]) -> WrittenEvent {
 }
 
 /// Reads every outcome message of a run and gives, message by message, the outcome and line of
-/// each event the first time its id is seen (for an ungrouped outcome from before grouping, the
-/// line is the event id alone).
+/// each event the first time its id is seen.
 struct FirstOutcomes {
     read: Snapshot,
     seen: HashSet<u64>,
@@ -461,31 +460,19 @@ impl FirstOutcomes {
             let Some(message) = self.read.next(READ_IDLE, missing).await? else {
                 return Ok(None);
             };
-            let Some((outcome, n)) = parse_subject(message.subject.as_str()) else {
+            let Some((outcome, _)) = parse_subject(message.subject.as_str()) else {
                 continue;
             };
+            // One line per event: its id, a tab, the worker id and its detail.
             let mut events = Vec::new();
-            if n == 1 && !message.payload.contains(&b'\t') {
-                // An ungrouped outcome: the event id is the message's dedup id.
-                let id = message
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-                    .map(|v| v.as_str().as_bytes().to_vec())
-                    .unwrap_or_else(|| message.payload.to_vec());
-                if self.seen.insert(hash(&id)) {
-                    events.push((outcome, id));
-                }
-            } else {
-                for line in message
-                    .payload
-                    .split(|b| *b == b'\n')
-                    .filter(|line| !line.is_empty())
-                {
-                    let id = line.split(|b| *b == b'\t').next().unwrap_or(line);
-                    if self.seen.insert(hash(id)) {
-                        events.push((outcome, line.to_vec()));
-                    }
+            for line in message
+                .payload
+                .split(|b| *b == b'\n')
+                .filter(|line| !line.is_empty())
+            {
+                let id = line.split(|b| *b == b'\t').next().unwrap_or(line);
+                if self.seen.insert(hash(id)) {
+                    events.push((outcome, line.to_vec()));
                 }
             }
             return Ok(Some(events));

@@ -175,9 +175,7 @@ impl Bus {
     pub async fn setup(client: async_nats::Client, settings: BusSettings) -> Result<Bus, BusError> {
         let js = jetstream::new(client.clone());
         for spec in shared_streams(&settings) {
-            let mut config = spec.config(settings.replicas);
-            config.allow_rollup = spec.name == names::DLQ_STREAM;
-            ensure_stream(&js, config).await?;
+            ensure_stream(&js, spec.config(settings.replicas)).await?;
         }
         let config = ensure_bucket(&js, names::CONFIG_BUCKET, 16, settings.replicas).await?;
         let state = ensure_bucket(&js, names::STATE_BUCKET, 1, settings.replicas).await?;
@@ -289,6 +287,7 @@ pub(crate) fn shared_streams(settings: &BusSettings) -> [StreamSpec; 5] {
             retention: stream::RetentionPolicy::WorkQueue,
             max_age: Duration::ZERO,
             dedup,
+            allow_rollup: false,
         },
         StreamSpec::limits(
             (names::RUNS_STREAM, "peoplesync run events"),
@@ -297,13 +296,16 @@ pub(crate) fn shared_streams(settings: &BusSettings) -> [StreamSpec; 5] {
             dedup,
         ),
         // One subject per letter across runs (`….dlq.<key>`), replaced by a roll-up when a
-        // later run refuses the worker again (roll-ups are allowed on this stream by `Bus::setup`).
-        StreamSpec::limits(
-            (names::DLQ_STREAM, "peoplesync dead letters"),
-            &["peoplesync.*.dlq.*"],
-            history,
-            dedup,
-        ),
+        // later run refuses the worker again.
+        StreamSpec {
+            allow_rollup: true,
+            ..StreamSpec::limits(
+                (names::DLQ_STREAM, "peoplesync dead letters"),
+                &["peoplesync.*.dlq.*"],
+                history,
+                dedup,
+            )
+        },
         // Outcomes are only needed until the run is finalized (its counts are then kept in
         // the run record and the run's subjects are purged); a week bounds what a stuck run
         // leaves.
@@ -323,6 +325,7 @@ pub(crate) fn shared_streams(settings: &BusSettings) -> [StreamSpec; 5] {
             retention: stream::RetentionPolicy::WorkQueue,
             max_age: history,
             dedup: Duration::ZERO,
+            allow_rollup: false,
         },
     ]
 }
@@ -341,6 +344,8 @@ pub(crate) struct StreamSpec {
     pub(crate) max_age: Duration,
     /// The deduplication window (`ZERO`: the server's default).
     pub(crate) dedup: Duration,
+    /// Whether a message may replace its subject's earlier ones (a roll-up).
+    pub(crate) allow_rollup: bool,
 }
 
 impl StreamSpec {
@@ -358,6 +363,7 @@ impl StreamSpec {
             retention: stream::RetentionPolicy::Limits,
             max_age,
             dedup,
+            allow_rollup: false,
         }
     }
 
@@ -372,6 +378,7 @@ impl StreamSpec {
             num_replicas: replicas.max(1),
             max_age: self.max_age,
             duplicate_window: self.dedup,
+            allow_rollup: self.allow_rollup,
             ..Default::default()
         }
     }

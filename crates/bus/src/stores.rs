@@ -74,15 +74,13 @@ impl Bus {
     /// How many worker events the work stream holds, and their total size in bytes.
     pub async fn work_stream_size(&self) -> Result<(u64, u64), BusError> {
         let what = format!("reading stream {}", names::WORKERS_STREAM);
-        let mut stream = self
+        // Opening the stream reads its info; that answer is all this needs.
+        let stream = self
             .js
             .get_stream(names::WORKERS_STREAM)
             .await
             .map_err(|e| BusError::request(&what, e))?;
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| BusError::request(&what, e))?;
-        Ok((info.state.messages, info.state.bytes))
+        let state = &stream.cached_info().state;
+        Ok((state.messages, state.bytes))
     }
 }

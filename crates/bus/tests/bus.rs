@@ -16,7 +16,6 @@ mod tls;
 #[path = "bus/publish.rs"]
 mod publish;
 
-/// Removing acknowledged events a work-queue stream kept.
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -263,7 +262,6 @@ async fn concurrent_run_updates_are_never_lost() {
 #[tokio::test]
 async fn dead_letters_keep_their_reason_and_payload() {
     let (_nats, bus) = started().await;
-    let mut publisher = bus.publisher(4);
     let letter = DeadLetter {
         integration: "acme".into(),
         run_id: "run-5".into(),
@@ -280,7 +278,6 @@ async fn dead_letters_keep_their_reason_and_payload() {
     dlq::record(&bus, &letter, Bytes::from_static(b"event"))
         .await
         .unwrap();
-    publisher.flush().await.unwrap();
     let (first, last, count) = dlq::sequence_range(&bus).await.unwrap();
     assert_eq!(
         (first, last, count),
@@ -331,7 +328,6 @@ async fn refuse_w1(bus: &Bus, run: &str, payload: &str) -> dlq::Recorded {
 #[tokio::test]
 async fn a_worker_refused_for_the_same_reason_run_after_run_is_one_letter_counting_the_runs() {
     let (_nats, bus) = started().await;
-    let js = &bus;
     let first = refuse_w1(&bus, "run-1", "e1").await;
     assert!(
         matches!(first, dlq::Recorded::Stored { runs: 1, .. }),
@@ -361,19 +357,18 @@ async fn a_worker_refused_for_the_same_reason_run_after_run_is_one_letter_counti
     );
     assert_eq!(letter.payload, Bytes::from_static(b"e3"));
     assert_ne!(letter.at, first_at);
-    let (_, _, count) = dlq::sequence_range(js).await.unwrap();
+    let (_, _, count) = dlq::sequence_range(&bus).await.unwrap();
     assert_eq!(
         count, 1,
         "the earlier runs' letters are gone from the stream"
     );
-    let by_sequence = dlq::get(js, letter.sequence).await.unwrap().unwrap();
+    let by_sequence = dlq::get(&bus, letter.sequence).await.unwrap().unwrap();
     assert_eq!(by_sequence.seen, letter.seen);
 }
 
 #[tokio::test]
 async fn another_reason_or_another_worker_is_another_letter() {
     let (_nats, bus) = started().await;
-    let js = &bus;
     for letter in [
         refusal("run-1", "w1", EMPTY_EMAIL),
         refusal("run-1", "w2", EMPTY_EMAIL),
@@ -385,7 +380,7 @@ async fn another_reason_or_another_worker_is_another_letter() {
             "field POSITION: template `{{ x }}` failed: boom",
         ),
     ] {
-        dlq::record(js, &letter, "e".into()).await.unwrap();
+        dlq::record(&bus, &letter, "e".into()).await.unwrap();
     }
     let held = letters(&bus).await;
     let summary: Vec<(&str, &str, u64)> = held
@@ -436,12 +431,11 @@ async fn replicas_recording_the_same_letter_at_once_count_every_run_once() {
 #[tokio::test]
 async fn a_removed_letter_starts_again_at_one_run() {
     let (_nats, bus) = started().await;
-    let js = &bus;
     for run in ["run-1", "run-2"] {
         refuse_w1(&bus, run, "e").await;
     }
     let held = letters(&bus).await;
-    assert!(dlq::delete(js, held[0].sequence).await.unwrap());
+    assert!(dlq::delete(&bus, held[0].sequence).await.unwrap());
     refuse_w1(&bus, "run-3", "e").await;
     let held = letters(&bus).await;
     assert_eq!(held.len(), 1);

@@ -19,7 +19,7 @@ use crate::integrations::Configs;
 /// How long the extractor may take for its Sage People checks (token, one page, retries).
 const SAGE_TIMEOUT: Duration = Duration::from_secs(45);
 
-/// The streams every integration needs.
+/// One line of a check's report.
 fn line(name: &str, state: CheckState, detail: impl Into<String>) -> CheckLine {
     CheckLine {
         name: name.to_owned(),

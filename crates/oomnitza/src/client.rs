@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use peoplesync_retry::retry_call;
+use peoplesync_retry::transport::URL_COMPONENT;
 use peoplesync_retry::transport::{self, NoAnswer};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::utf8_percent_encode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::de::DeserializeOwned;
 use url::Url;
@@ -18,15 +19,6 @@ use crate::config::{OomnitzaConfig, RetryPolicy};
 use crate::error::{
     Error, ErrorKind, Operation, answer_error, invalid_response, parse_retry_after, transport_error,
 };
-
-/// What a path segment or query component keeps as it is: RFC 3986's unreserved characters.
-/// Everything else is percent-encoded, so spaces become `%20` and quotes, `&`, `=`, `[` and `#`
-/// in filter values cannot break the query.
-const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 /// A client of one Oomnitza tenant.
 ///
@@ -236,9 +228,9 @@ fn join(base: &Url, segments: &[&str], query: &[(&str, &str)]) -> Url {
         if !encoded.is_empty() {
             encoded.push('&');
         }
-        encoded.extend(utf8_percent_encode(name, COMPONENT));
+        encoded.extend(utf8_percent_encode(name, URL_COMPONENT));
         encoded.push('=');
-        encoded.extend(utf8_percent_encode(value, COMPONENT));
+        encoded.extend(utf8_percent_encode(value, URL_COMPONENT));
     }
     url.set_query((!encoded.is_empty()).then_some(encoded.as_str()));
     url
@@ -246,7 +238,9 @@ fn join(base: &Url, segments: &[&str], query: &[(&str, &str)]) -> Url {
 
 /// The length of `value` once percent-encoded for a URL.
 pub(crate) fn encoded_len(value: &str) -> usize {
-    utf8_percent_encode(value, COMPONENT).map(str::len).sum()
+    utf8_percent_encode(value, URL_COMPONENT)
+        .map(str::len)
+        .sum()
 }
 
 #[cfg(test)]

@@ -1,10 +1,20 @@
 //! The HTTP plumbing both API clients share: how their connection pool is set up
-//! ([`client_builder`]), and what went wrong when a request got no complete answer (connection
+//! ([`client_builder`]), how a value goes into a URL path or query ([`URL_COMPONENT`]), and
+//! what went wrong when a request got no complete answer (connection
 //! refused or reset, timeout, body cut off), in words an operator can act on ([`NoAnswer`]).
 //! Every such failure is transient: both clients retry it under the one policy.
 
 use std::fmt;
 use std::time::Duration;
+
+/// What a URL path segment or query value keeps as it is: RFC 3986's unreserved characters.
+/// Everything else is percent-encoded, so spaces become `%20` (not `+`, which some servers read
+/// literally) and quotes, `&`, `=`, `[` and `#` in filter values cannot break the query.
+pub const URL_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Connection set-up gets at most this long, within the request timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use peoplesync_retry::retry_call;
+use peoplesync_retry::transport::URL_COMPONENT;
 use peoplesync_retry::transport::{self, NoAnswer};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::utf8_percent_encode;
 use reqwest::header::ACCEPT;
 use secrecy::ExposeSecret;
 use url::Url;
@@ -18,15 +19,6 @@ use crate::error::{Error, ErrorKind, transport_error};
 use crate::fault::{self, Fault, Request};
 use crate::limits::{ApiUsage, UsageRecorder};
 use crate::token::{Token, TokenSource};
-
-/// What a query value keeps as it is: RFC 3986's unreserved characters. Everything else is
-/// percent-encoded, so spaces become `%20` (not `+`, which some servers read literally) and
-/// quotes, `&`, `=` and `#` cannot break the query.
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 /// The other side, as the retry log names it.
 const SERVICE: &str = "Sage People";
@@ -267,7 +259,7 @@ fn api_url(instance_url: &Url, call: &Call<'_>) -> Option<Url> {
             }
             query.push_str(name);
             query.push('=');
-            query.extend(utf8_percent_encode(value, QUERY_VALUE));
+            query.extend(utf8_percent_encode(value, URL_COMPONENT));
         }
     }
     url.set_query((!query.is_empty()).then_some(query.as_str()));
@@ -290,7 +282,10 @@ mod tests {
 
     #[test]
     fn encodes_query_values_strictly() {
-        let out = utf8_percent_encode("workAddress.country eq 'Côte d'Ivoire' & x=1#", QUERY_VALUE);
+        let out = utf8_percent_encode(
+            "workAddress.country eq 'Côte d'Ivoire' & x=1#",
+            URL_COMPONENT,
+        );
         assert_eq!(
             out.to_string(),
             "workAddress.country%20eq%20%27C%C3%B4te%20d%27Ivoire%27%20%26%20x%3D1%23"

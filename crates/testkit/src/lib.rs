@@ -34,7 +34,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Some(value) = check().await {
+        // A check that hangs (a request to a server that never answers) is given up 30 s after
+        // the deadline, so the wait still ends; a merely slow one keeps its answer.
+        let attempt = tokio::time::timeout_at(deadline + Duration::from_secs(30), check()).await;
+        if let Ok(Some(value)) = attempt {
             return value;
         }
         if tokio::time::Instant::now() >= deadline {

@@ -54,7 +54,7 @@ const EXTRACTOR_ENV_VARS: &[&str] = &[
 
 /// The extractor's short environment names besides the shared ones, and the key each sets.
 const SHORT_NAMES: &[ShortName] = &[
-    ("PEOPLESYNC_HTTP_LISTEN", "http_listen"),
+    (peoplesync_runtime::http::LISTEN_ENV, "http_listen"),
     ("SAGE_PEOPLE_LOGIN_URL", "credentials.default.login_url"),
     ("SAGE_PEOPLE_CLIENT_ID", "credentials.default.client_id"),
     ("SAGE_PEOPLE_GRANT", "credentials.default.grant"),

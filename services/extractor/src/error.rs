@@ -149,8 +149,8 @@ impl RunError {
         }
     }
 
-    /// The run, when one was recorded (a NATS failure may come before there is one, so it
-    /// never names one).
+    /// The run, when its record can be relied on: never for a NATS failure, which may come
+    /// before the record was written (its message still names the run id when there is one).
     pub fn run_id(&self) -> Option<&str> {
         match *self.stop {
             Stop::Bus(_) => None,

@@ -44,6 +44,8 @@ pub struct Application {
     integrations: Integrations,
     gates: Gates,
     replica: String,
+    /// Read at start-up, so a wrong URL or secret stops the replica before it reports ready.
+    webhook: Option<LeaversWebhook>,
 }
 
 impl Application {
@@ -52,6 +54,7 @@ impl Application {
     /// `--integration` file, for its own id).
     pub async fn build(config: LoaderConfig, seed: Option<String>) -> anyhow::Result<Application> {
         let oomnitza = config.oomnitza_config()?;
+        let webhook = LeaversWebhook::from_env()?;
         let client = OomnitzaClient::new(oomnitza).context("setting up the Oomnitza client")?;
         let bus = Bus::connect_from_env(&config.nats_url, "oomnitza-loader", config.bus_settings())
             .await
@@ -91,6 +94,7 @@ impl Application {
             integrations,
             gates: Gates::default(),
             replica,
+            webhook,
         })
     }
 
@@ -141,7 +145,7 @@ impl Application {
             self.replica.clone(),
             self.config.run_retention(),
             verifier,
-            LeaversWebhook::from_env()?,
+            self.webhook.clone(),
         );
         let finalizer_task = tokio::spawn(finalizer.run(poke_rx, background_stop.clone()));
         let (items, delivery) = self.start_delivery(poke_tx);

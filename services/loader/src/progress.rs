@@ -28,7 +28,9 @@ pub struct InProgress {
 
 impl std::fmt::Debug for InProgress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "InProgress {{ held: {} }}", self.len())
+        f.debug_struct("InProgress")
+            .field("held", &self.len())
+            .finish()
     }
 }
 
