@@ -1,6 +1,6 @@
 //! Service binaries as child processes, for tests that must kill one for real (`kill -9`) or
 //! drive a CLI. The binaries are the workspace's own, built before the tests by
-//! `scripts/test` (`cargo build --bins`).
+//! `scripts/test` (`cargo build --workspace --bins --tests`).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -21,7 +21,7 @@ pub fn bin_path(name: &str) -> PathBuf {
     let path = profile_dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing: build it first (cargo build --bins)",
+        "{} is missing: build it first (cargo build --workspace --bins --tests)",
         path.display()
     );
     path

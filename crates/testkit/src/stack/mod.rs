@@ -6,7 +6,7 @@
 //! what a run left behind (every worker once in Oomnitza, every event accounted for) are in
 //! `checks`.
 //!
-//! The binaries are built beforehand (`cargo build --workspace --bins`); only the tests in the
+//! The binaries are built beforehand (`cargo build --workspace --bins --tests`); only the tests in the
 //! `tests/` package start them.
 
 mod checks;
