@@ -56,37 +56,6 @@ pub struct StoredEvent {
     pub payload: bytes::Bytes,
 }
 
-/// Reads every message of `stream` under `filter` once, in order, through an ordered consumer:
-/// the messages (none when there are none) and how many there are. `what` names the read in
-/// errors.
-pub(crate) async fn read_ordered(
-    js: &jetstream::Context,
-    stream: &str,
-    filter: String,
-    what: &str,
-) -> Result<(Option<consumer::pull::Ordered>, u64), BusError> {
-    let stream = js
-        .get_stream_no_info(stream)
-        .await
-        .map_err(|e| BusError::request(what, e))?;
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: filter,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| BusError::request(what, e))?;
-    let pending = consumer.cached_info().num_pending;
-    if pending == 0 {
-        return Ok((None, 0));
-    }
-    let messages = consumer
-        .messages()
-        .await
-        .map_err(|e| BusError::request(what, e))?;
-    Ok((Some(messages), pending))
-}
-
 /// The messages a stream holds under a filter when the read starts, each read once and in
 /// order. Messages that vanish while they are read (purged by another replica, aged out) end
 /// the read with an error instead of a wait for ever.
@@ -104,7 +73,25 @@ impl Snapshot {
         filter: String,
         what: String,
     ) -> Result<Snapshot, BusError> {
-        let (messages, remaining) = read_ordered(js, stream, filter, &what).await?;
+        let stream = js
+            .get_stream_no_info(stream)
+            .await
+            .map_err(|e| BusError::request(&what, e))?;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: filter,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| BusError::request(&what, e))?;
+        let remaining = consumer.cached_info().num_pending;
+        // The consumer asks for nothing until the first read, so an empty read costs no fetch.
+        let messages = if remaining == 0 {
+            None
+        } else {
+            let messages = consumer.messages().await;
+            Some(messages.map_err(|e| BusError::request(&what, e))?)
+        };
         Ok(Snapshot {
             what,
             messages,

@@ -19,11 +19,10 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer};
+use async_nats::jetstream;
 use bytes::Bytes;
-use futures::StreamExt;
 
-use crate::consume::read_ordered;
+use crate::consume::Snapshot;
 use crate::names::{self, SEEN_STREAM};
 use crate::setup::StreamSpec;
 use crate::{Bus, BusError, Publisher};
@@ -204,21 +203,26 @@ impl From<ReadError> for BusError {
     }
 }
 
-/// Reads one run's list in order, a chunk at a time.
+/// How long a reader waits for the next chunk of a list before it calls the list cut short.
+const CHUNK_IDLE: Duration = Duration::from_secs(30);
+
+/// Reads one run's list in order, a chunk at a time. The list is the chunks stored when the
+/// reader opened: a chunk that vanishes while it is read (the list purged by a newer run, aged
+/// out) or a consumer that ends early is an error, never the end of the list, because a list
+/// cut short would make every later worker look removed.
 pub struct IdReader {
-    messages: Option<consumer::pull::Ordered>,
-    remaining: u64,
+    chunks: Snapshot,
+    idle: Duration,
     chunk: Bytes,
     offset: usize,
     last: Option<String>,
     read: u64,
-    what: String,
 }
 
 impl std::fmt::Debug for IdReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdReader")
-            .field("what", &self.what)
+            .field("what", &self.chunks.what())
             .field("read", &self.read)
             .finish_non_exhaustive()
     }
@@ -232,16 +236,20 @@ impl IdReader {
     ) -> Result<IdReader, BusError> {
         let what = format!("reading the seen list of run {run_id} of {integration}");
         let filter = names::seen_run_filter(integration, run_id);
-        let (messages, remaining) = read_ordered(js, SEEN_STREAM, filter, &what).await?;
         Ok(IdReader {
-            messages,
-            remaining,
+            chunks: Snapshot::open(js, SEEN_STREAM, filter, what).await?,
+            idle: CHUNK_IDLE,
             chunk: Bytes::new(),
             offset: 0,
             last: None,
             read: 0,
-            what,
         })
+    }
+
+    /// Waits at most `idle` (30 s unless set) for a chunk before the list counts as cut short.
+    pub fn with_idle(mut self, idle: Duration) -> IdReader {
+        self.idle = idle;
+        self
     }
 
     /// Ids read so far.
@@ -250,7 +258,8 @@ impl IdReader {
     }
 
     /// The next id, in ascending order; `None` at the end of the list. Repeated ids (a chunk
-    /// stored twice) are skipped; a smaller id than the previous one is an error.
+    /// stored twice) are skipped; a smaller id than the previous one is an error, and so is a
+    /// list that ends before all its chunks are read.
     pub async fn next(&mut self) -> Result<Option<String>, ReadError> {
         loop {
             while self.offset < self.chunk.len() {
@@ -275,21 +284,13 @@ impl IdReader {
                 self.read += 1;
                 return Ok(Some(id));
             }
-            if self.remaining == 0 {
-                return Ok(None);
-            }
-            let Some(messages) = self.messages.as_mut() else {
+            let missing = format!(
+                "a chunk of the list did not arrive within {} s: the list was purged or cut short while it was read",
+                self.idle.as_secs_f64()
+            );
+            let Some(message) = self.chunks.next(self.idle, &missing).await? else {
                 return Ok(None);
             };
-            let message = tokio::time::timeout(Duration::from_secs(30), messages.next())
-                .await
-                .map_err(|_| BusError::request(&self.what, "no message within 30 s"))?;
-            let message = match message {
-                Some(Ok(message)) => message,
-                Some(Err(err)) => return Err(BusError::request(&self.what, err).into()),
-                None => return Ok(None),
-            };
-            self.remaining = message.info().map(|info| info.pending).unwrap_or(0);
             self.chunk = message.payload.clone();
             self.offset = 0;
         }
