@@ -9,6 +9,11 @@
 //! message that had been stored into a no-op), and sending again goes on with a growing pause
 //! until the acks come back or one deadline (two minutes unless set) has passed since the first
 //! lost ack.
+//!
+//! While the connection is down the client queues what is sent, and once its queue is full a
+//! send waits for the connection. A send that waits longer than [`SEND_WAIT`] counts as lost
+//! too, so a long outage is logged every round and ends in an error at the deadline, instead of
+//! a publisher that waits in silence for as long as NATS is away.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -26,6 +31,10 @@ pub const DEFAULT_ACK_DEADLINE: Duration = Duration::from_secs(120);
 
 /// The longest pause between two re-sends of the window.
 const MAX_PAUSE: Duration = Duration::from_secs(5);
+
+/// How long one send may wait for the client to take the message (its queue is full while the
+/// connection is down) before it counts as not sent.
+pub const SEND_WAIT: Duration = Duration::from_secs(10);
 
 struct InFlight {
     subject: String,
@@ -98,13 +107,24 @@ impl Publisher {
         while self.in_flight.len() >= self.window {
             self.settle_oldest().await?;
         }
-        let ack = send(&self.js, &subject, &id, &payload, headers.as_ref()).await?;
+        let ack = match send(&self.js, &subject, &id, &payload, headers.as_ref()).await {
+            Ok(ack) => Some(ack),
+            Err(err) => {
+                let since = *self.failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= self.deadline {
+                    return Err(self.gave_up(err.to_string()));
+                }
+                tracing::warn!(error = %err, in_flight = self.in_flight.len(),
+                    "cannot send to NATS; the message is sent again with the window");
+                None
+            }
+        };
         self.in_flight.push_back(InFlight {
             subject,
             id,
             payload,
             headers,
-            ack: Some(ack),
+            ack,
         });
         self.sent += 1;
         Ok(())
@@ -271,11 +291,20 @@ async fn send(
         message = message.headers(headers.clone());
     }
     let message = message.message_id(id);
-    js.send_publish(subject.to_owned(), message)
-        .await
-        .map_err(|err| BusError::Publish {
-            subject: subject.to_owned(),
-            id: id.to_owned(),
-            source: err.into(),
-        })
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| BusError::Publish {
+        subject: subject.to_owned(),
+        id: id.to_owned(),
+        source,
+    };
+    // Dropping a send that waits only drops the message: nothing half-sent is left behind.
+    match tokio::time::timeout(SEND_WAIT, js.send_publish(subject.to_owned(), message)).await {
+        Ok(sent) => sent.map_err(|err| failed(err.into())),
+        Err(_) => Err(failed(
+            format!(
+                "the NATS client took no message for {} s: the connection is down and its queue is full",
+                SEND_WAIT.as_secs()
+            )
+            .into(),
+        )),
+    }
 }

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use peoplesync_bus::{
-    Bus, BusError, BusSettings, DeadLetter, FinalizeState, Outcome, RunRecord, RunState,
-    WorkStream, dlq, names, outcomes,
+    Bus, BusError, BusSettings, DeadLetter, FinalizeState, Outcome, Publisher, RunRecord, RunState,
+    WorkStream, dlq, names, outcomes, seen,
 };
 use peoplesync_testkit::{NatsServer, wait_for};
 
@@ -43,6 +43,22 @@ async fn started() -> (NatsServer, Bus) {
 async fn messages_in(bus: &Bus, name: &str) -> u64 {
     let mut stream = bus.jetstream().get_stream(name).await.unwrap();
     stream.info().await.unwrap().state.messages
+}
+
+/// Publishes worker event `i` of run-1 of acme with `payload`.
+async fn publish_worker(
+    publisher: &mut Publisher,
+    i: u32,
+    payload: String,
+) -> Result<(), BusError> {
+    publisher
+        .publish(
+            names::workers_subject("acme"),
+            names::event_msg_id("run-1", &format!("w{i}")),
+            Bytes::from(payload),
+            None,
+        )
+        .await
 }
 
 /// Publishes one worker event of acme with dedup id `id` and waits until it is stored.
@@ -102,13 +118,7 @@ async fn repeated_message_ids_are_stored_once() {
     let mut publisher = bus.publisher(16);
     for round in 0..2 {
         for i in 0..50 {
-            publisher
-                .publish(
-                    names::workers_subject("acme"),
-                    names::event_msg_id("run-1", &format!("w{i}")),
-                    Bytes::from(format!("round {round}")),
-                    None,
-                )
+            publish_worker(&mut publisher, i, format!("round {round}"))
                 .await
                 .unwrap();
         }
@@ -543,5 +553,65 @@ async fn a_removed_run_record_is_gone_with_its_history() {
         messages_in(&bus, &format!("KV_{}", names::STATE_BUCKET)).await,
         1,
         "no revision or delete marker of the removed record is left"
+    );
+}
+
+/// Publishes `chunks` as pages 0.. of run `run`'s seen list of acme and waits until stored.
+async fn publish_seen(bus: &Bus, run: &str, chunks: &[&[&str]]) {
+    let mut publisher = bus.publisher(8);
+    for (page, ids) in chunks.iter().enumerate() {
+        publisher
+            .publish(
+                names::seen_chunk_subject("acme", run, page as u64),
+                format!("{run}.seen.{page}"),
+                seen::encode_chunk(ids.iter().copied()),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    publisher.flush().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_seen_list_reads_in_order_skipping_a_chunk_stored_twice() {
+    let (_nats, bus) = started().await;
+    bus.seen().ensure().await.unwrap();
+    publish_seen(&bus, "r1", &[&["a", "b"], &["b", "c"], &["d"]]).await;
+
+    let mut reader = bus.seen().reader("acme", "r1").await.unwrap();
+    let mut ids = Vec::new();
+    while let Some(id) = reader.next().await.unwrap() {
+        ids.push(id);
+    }
+    assert_eq!(ids, ["a", "b", "c", "d"]);
+    assert_eq!(reader.read(), 4);
+
+    let mut none = bus.seen().reader("acme", "r2").await.unwrap();
+    assert_eq!(none.next().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_seen_list_purged_while_it_is_read_is_an_error_not_its_end() {
+    let (_nats, bus) = started().await;
+    bus.seen().ensure().await.unwrap();
+    publish_seen(&bus, "r1", &[&["a", "b"], &["c"], &["d"]]).await;
+
+    // The reader counts three chunks when it opens; nothing is fetched before the first read.
+    let mut reader = bus
+        .seen()
+        .reader("acme", "r1")
+        .await
+        .unwrap()
+        .with_idle(Duration::from_millis(500));
+    bus.seen().purge_run("acme", "r1").await.unwrap();
+
+    let err = reader
+        .next()
+        .await
+        .expect_err("a cut list must not read as empty");
+    assert!(
+        err.to_string().contains("cut short"),
+        "the error says the list was cut short: {err}"
     );
 }

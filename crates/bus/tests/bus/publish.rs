@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use peoplesync_bus::{Bus, BusSettings, names};
-use peoplesync_testkit::NatsServer;
+use peoplesync_bus::{Bus, names};
 
 async fn stored_ids(bus: &Bus) -> std::collections::BTreeSet<String> {
     let stream = bus
@@ -31,12 +29,8 @@ async fn stored_ids(bus: &Bus) -> std::collections::BTreeSet<String> {
 
 #[tokio::test]
 async fn a_restart_mid_window_resends_the_window_once_and_loses_nothing() {
-    let mut nats = NatsServer::start();
-    let bus = Bus::connect(nats.url(), "publish-test", BusSettings::default())
-        .await
-        .expect("bus");
+    let (mut nats, bus) = super::started().await;
     let mut publisher = bus.publisher(512);
-    let subject = names::workers_subject("acme");
     let total = 1500u32;
     for i in 0..total {
         if i == 1000 {
@@ -45,13 +39,7 @@ async fn a_restart_mid_window_resends_the_window_once_and_loses_nothing() {
             tokio::time::sleep(Duration::from_secs(1)).await;
             nats.restart();
         }
-        publisher
-            .publish(
-                subject.clone(),
-                names::event_msg_id("run-1", &format!("w{i}")),
-                Bytes::from(format!("worker {i}")),
-                None,
-            )
+        super::publish_worker(&mut publisher, i, format!("worker {i}"))
             .await
             .expect("publishing goes on through a restart");
     }
@@ -67,5 +55,30 @@ async fn a_restart_mid_window_resends_the_window_once_and_loses_nothing() {
         ids.len(),
         total as usize,
         "every message stored exactly once"
+    );
+}
+
+#[tokio::test]
+async fn a_long_outage_ends_in_an_error_at_the_deadline_not_a_silent_wait() {
+    let (mut nats, bus) = super::started().await;
+    let mut publisher = bus.publisher(512).with_deadline(Duration::from_secs(2));
+    nats.kill();
+    // More messages than the client's queue holds while it is disconnected: without a bound on
+    // each send, publishing would wait for as long as NATS stays away.
+    let publishing = async {
+        for i in 0..10_000u32 {
+            super::publish_worker(&mut publisher, i, format!("worker {i}")).await?;
+        }
+        publisher.flush().await
+    };
+    // A guard for the test only: the publisher gives up on its own, long before this.
+    let outcome = tokio::time::timeout(Duration::from_secs(120), publishing)
+        .await
+        .expect("the publisher gave up instead of waiting for NATS");
+    let err = outcome.expect_err("nothing can be stored while NATS is away");
+    assert!(
+        err.to_string()
+            .contains("NATS has not acknowledged publishes"),
+        "the error says NATS is not answering: {err}"
     );
 }
