@@ -91,6 +91,12 @@ impl std::fmt::Display for RunError {
             Stop::QuotaGuard { message, .. } | Stop::Settings(message) => {
                 write!(f, "{run}: {message}")
             }
+            // Without an id the run stopped while it was being started or taken up: the next
+            // trigger starts one, or takes up the interrupted one, once NATS answers.
+            Stop::Bus(source) if self.run_id.is_none() => write!(
+                f,
+                "{run}: {source}; the next trigger starts the run, or resumes the interrupted one, once NATS is reachable"
+            ),
             Stop::Bus(source) => write!(
                 f,
                 "{run}: {source}; the run resumes from its checkpoint once NATS is reachable"

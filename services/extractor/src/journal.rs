@@ -96,8 +96,11 @@ impl Journal {
             .await
     }
 
-    /// Marks the interrupted run `run_id` as running again (its error cleared).
-    pub async fn resume(&self, run_id: &str) -> Result<(), BusError> {
+    /// Marks the interrupted run `run_id` as running again (its error cleared), and says on
+    /// the runs subject that it started again after `counts` (whose pages and resumes keep this
+    /// event apart from the earlier attempts'). An attempt that stopped between creating the
+    /// record and announcing it is announced here.
+    pub async fn resume(&self, run_id: &str, counts: Counts) -> Result<(), BusError> {
         self.runs
             .update(&self.integration, run_id, |r| {
                 r.state = RunState::Running;
@@ -105,7 +108,8 @@ impl Journal {
                 true
             })
             .await?;
-        Ok(())
+        self.event(run_id, RunEventKind::Started, counts, None)
+            .await
     }
 
     /// Brings the counts in the record of `run_id` up to `counts` (published and skipped).

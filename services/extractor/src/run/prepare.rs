@@ -86,8 +86,10 @@ impl Extraction {
                         UNCOMMITTED_PAGES,
                     )
                     .await?;
-                journal.resume(&checkpoint.run_id).await?;
                 checkpoints.save(integration, &checkpoint).await?;
+                journal
+                    .resume(&checkpoint.run_id, counts(&checkpoint))
+                    .await?;
                 tracing::info!(integration, run_id = %checkpoint.run_id, marker = ?checkpoint.marker,
                     published = checkpoint.published, trigger,
                     "resuming an interrupted run from its checkpoint");

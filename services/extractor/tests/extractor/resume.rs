@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use peoplesync_bus::RunState;
 use peoplesync_bus::checkpoint::Checkpoint;
+use peoplesync_proto::v1::RunEventKind;
 use peoplesync_testkit::wait_for;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +33,19 @@ async fn a_killed_extractor_resumes_its_run_without_losing_or_duplicating_worker
     assert_eq!(record.state, RunState::Completed);
     assert_eq!(record.published, workers);
     assert_each_worker_once(&drain_workers(&s.bus, ID).await, workers, &before.run_id);
+    // The run is announced when it starts and again when it is taken up, with what it had
+    // published by then, and completes once.
+    let events = run_events(&s.bus, ID).await;
+    let kinds: Vec<_> = events.iter().map(|e| e.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            RunEventKind::Started,
+            RunEventKind::Started,
+            RunEventKind::Completed
+        ]
+    );
+    assert_eq!(events[1].published, at_kill.published);
 }
 
 #[tokio::test]
