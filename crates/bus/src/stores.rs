@@ -1,6 +1,7 @@
 //! The typed stores a [`Bus`] hands out. Callers ask the bus for what they need — run
 //! records, pause flags, a publisher — and never learn which bucket or stream holds it.
 
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use tokio_util::sync::CancellationToken;
 
 use crate::outcomes::OutcomeRecorder;
@@ -43,16 +44,23 @@ impl Bus {
     }
 
     /// The worker events of `integration` waiting for a loader, and those delivered but not yet
-    /// acknowledged, from its loaders' consumer.
-    pub async fn backlog(&self, integration: &str) -> Result<(u64, u64), BusError> {
+    /// acknowledged, from its loaders' consumer; `None` while there is no such consumer (no
+    /// loader of the integration has started).
+    pub async fn backlog(&self, integration: &str) -> Result<Option<(u64, u64)>, BusError> {
         let consumer = names::loader_consumer(integration);
-        let info = self
+        match self
             .stream(names::WORKERS_STREAM)
             .await?
             .consumer_info(&consumer)
             .await
-            .map_err(|e| BusError::request(format!("reading consumer {consumer}"), e))?;
-        Ok((info.num_pending, info.num_ack_pending as u64))
+        {
+            Ok(info) => Ok(Some((info.num_pending, info.num_ack_pending as u64))),
+            Err(err) if err.kind() == ConsumerInfoErrorKind::NotFound => Ok(None),
+            Err(err) => Err(BusError::request(
+                format!("reading consumer {consumer}"),
+                err,
+            )),
+        }
     }
 
     /// The shared streams that cannot be opened, each with the reason.

@@ -81,12 +81,15 @@ pub(crate) async fn get(
         out.runs_holding_removals.push(record.run_id.clone());
     }
 
-    match consumer_backlog(bus, integration).await {
-        Ok((waiting, in_flight)) => {
+    match bus.backlog(integration).await {
+        Ok(Some((waiting, in_flight))) => {
             out.events_waiting = waiting;
             out.events_in_flight = in_flight;
         }
-        Err(err) => problems.push(err),
+        Ok(None) => problems.push(format!(
+            "no loader consumer of {integration} yet: no events can be counted until a loader of {integration} starts"
+        )),
+        Err(err) => problems.push(err.to_string()),
     }
 
     match bus.replicas_seen(Utc::now()).await {
@@ -115,11 +118,4 @@ pub(crate) async fn get(
     );
     out.problems = problems;
     Ok(out)
-}
-
-/// Events of the integration's consumer not yet delivered, and delivered but not acknowledged.
-async fn consumer_backlog(bus: &Bus, integration: &str) -> Result<(u64, u64), String> {
-    bus.backlog(integration)
-        .await
-        .map_err(|e| format!("{e} (has a loader of {integration} started?)"))
 }

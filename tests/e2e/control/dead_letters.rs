@@ -176,6 +176,22 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
         !now.pause.as_ref().unwrap().paused && now.problems.is_empty(),
         "{now:?}"
     );
+    // An integration no loader serves says so, instead of a bare "consumer not found".
+    let unserved = client
+        .get_status(pb::GetStatusRequest {
+            integration_id: "unserved".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        unserved
+            .problems
+            .iter()
+            .any(|p| p.starts_with("no loader consumer of unserved yet")),
+        "{:?}",
+        unserved.problems
+    );
     client
         .pause(pb::PauseRequest {
             integration_id: INTEGRATION.into(),
