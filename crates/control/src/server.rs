@@ -1,5 +1,5 @@
-//! Serving the control plane: binds the listen address (so a taken port fails the loader's
-//! start-up, not some later moment), loads TLS, and serves SyncControl behind the bearer-token
+//! Serving the control plane: binds the listen address and loads TLS (so a taken port or a bad
+//! certificate fails the loader's start-up, not some later moment), and serves SyncControl behind the bearer-token
 //! interceptor beside the unauthenticated health and reflection services, until shutdown.
 
 use std::net::SocketAddr;
@@ -28,6 +28,9 @@ const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 pub struct ControlServer {
     listener: TcpListener,
     config: ControlConfig,
+    /// The server with its limits and, when configured, its certificate and key (read and
+    /// checked at bind time).
+    builder: Server,
     service: ControlService,
 }
 
@@ -40,7 +43,8 @@ impl std::fmt::Debug for ControlServer {
 }
 
 impl ControlServer {
-    /// Binds `config.listen` for a control plane over `bus` and `oomnitza`.
+    /// Binds `config.listen` for a control plane over `bus` and `oomnitza`, and reads its TLS
+    /// certificate and key when it has them.
     pub async fn bind(
         config: ControlConfig,
         bus: Bus,
@@ -54,9 +58,30 @@ impl ControlServer {
                     addr: config.listen,
                     source,
                 })?;
+        let mut builder = Server::builder()
+            .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
+            .max_concurrent_streams(MAX_STREAMS)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .tcp_keepalive(Some(Duration::from_secs(60)));
+        if let Some(tls) = &config.tls {
+            let read = |path: &std::path::Path| {
+                std::fs::read(path).map_err(|e| ControlError::Tls {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })
+            };
+            let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+            builder = builder
+                .tls_config(ServerTlsConfig::new().identity(identity))
+                .map_err(|e| ControlError::Tls {
+                    path: format!("{} and {}", tls.cert.display(), tls.key.display()),
+                    message: e.to_string(),
+                })?;
+        }
         Ok(ControlServer {
             listener,
             service: ControlService::new(bus, oomnitza, shutdown),
+            builder,
             config,
         })
     }
@@ -78,28 +103,9 @@ impl ControlServer {
         let ControlServer {
             listener,
             config,
+            mut builder,
             service,
         } = self;
-        let mut builder = Server::builder()
-            .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
-            .max_concurrent_streams(MAX_STREAMS)
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .tcp_keepalive(Some(Duration::from_secs(60)));
-        if let Some(tls) = &config.tls {
-            let read = |path: &std::path::Path| {
-                std::fs::read(path).map_err(|e| ControlError::Tls {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                })
-            };
-            let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
-            builder = builder
-                .tls_config(ServerTlsConfig::new().identity(identity))
-                .map_err(|e| ControlError::Tls {
-                    path: format!("{} and {}", tls.cert.display(), tls.key.display()),
-                    message: e.to_string(),
-                })?;
-        }
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<SyncControlServer<ControlService>>()

@@ -161,10 +161,24 @@ impl Application {
         };
         let mut intakes = Intakes::new(shared, shutdown.clone());
         let mut discovery = tokio::time::interval(DISCOVERY);
+        let mut failed = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 _ = discovery.tick() => {
+                    // A task that should run until the shutdown and has ended (a panic, a bug)
+                    // leaves the replica looking ready while it loads nothing: stop it instead,
+                    // so the failure shows and the orchestrator starts a fresh one.
+                    if let Some(task) = delivery
+                        .ended()
+                        .or_else(|| finalizer_task.is_finished().then_some("the finalizer"))
+                        .or_else(|| background.try_join_next().map(|_| "a background task"))
+                    {
+                        tracing::error!(task, "{task} ended while the loader runs; stopping this replica");
+                        failed = Some(task);
+                        shutdown.cancel();
+                        break;
+                    }
                     resume_refused(&self.bus, &self.integrations, &self.gates).await;
                     intakes.start_new(self.integrations.ids());
                 }
@@ -175,7 +189,10 @@ impl Application {
         background_stop.cancel();
         let _ = finalizer_task.await;
         background.abort_all();
-        Ok(())
+        match failed {
+            Some(task) => anyhow::bail!("{task} ended while the loader was running"),
+            None => Ok(()),
+        }
     }
 
     /// Starts what runs beside the intakes until `stop`: the config and pause watches, the
@@ -277,6 +294,17 @@ struct Delivery {
 }
 
 impl Delivery {
+    /// Which of the two has ended, if one has: both run until the intakes stop.
+    fn ended(&self) -> Option<&'static str> {
+        if self.batcher.is_finished() {
+            Some("the batcher")
+        } else if self.dispatcher.is_finished() {
+            Some("the dispatcher")
+        } else {
+            None
+        }
+    }
+
     /// Once the intakes are told to stop: lets them hand in what they hold (they own the item
     /// queue's senders, so the batcher ends after them), flushes partial batches and waits for
     /// deliveries in flight, within the grace period.

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use futures::FutureExt;
 use peoplesync_bus::{Bus, WorkStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -34,9 +35,23 @@ impl Intakes {
         }
     }
 
-    /// Starts an intake for each of `ids` that has none yet.
+    /// Starts an intake for each of `ids` that has none running: new integrations, and one
+    /// whose intake ended while the replica runs (a panic on an event), which is said.
     pub(crate) fn start_new(&mut self, ids: impl IntoIterator<Item = String>) {
         for id in ids {
+            let ended = self.running.get(&id).is_some_and(JoinHandle::is_finished);
+            if ended && !self.shutdown.is_cancelled() {
+                let why = match self
+                    .running
+                    .remove(&id)
+                    .and_then(|task| task.now_or_never())
+                {
+                    Some(Err(err)) => err.to_string(),
+                    _ => "it returned".to_owned(),
+                };
+                tracing::error!(integration = %id, reason = %why,
+                    "the intake of {id} ended while the loader runs; starting it again");
+            }
             self.running.entry(id.clone()).or_insert_with(|| {
                 tokio::spawn(intake(self.shared.clone(), id, self.shutdown.clone()))
             });
@@ -114,7 +129,11 @@ async fn intake(shared: IntakeShared, integration: String, shutdown: Cancellatio
             () = shutdown.cancelled() => break,
             places = items.reserve_many(pull_batch) => match places {
                 Ok(places) => places,
-                Err(_) => return,
+                Err(_) => {
+                    tracing::error!(integration = %integration,
+                        "the batcher is gone; this intake stops pulling");
+                    return;
+                }
             },
         };
         loop {

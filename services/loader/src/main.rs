@@ -183,8 +183,9 @@ fn control_plane() -> anyhow::Result<Option<ControlPlane>> {
     Ok(Some(control))
 }
 
-/// Binds the control plane (a taken port fails the start-up) and serves it beside the loader
-/// until the same shutdown token.
+/// Binds the control plane (a taken port or an unreadable certificate fails the start-up) and
+/// serves it beside the loader until the same shutdown token; a control plane that fails while
+/// serving stops the loader.
 async fn serve_control(
     control: Option<ControlPlane>,
     loader: &Application,
@@ -201,5 +202,15 @@ async fn serve_control(
         shutdown.clone(),
     )
     .await?;
-    Ok(Some(tokio::spawn(server.serve(shutdown.clone()))))
+    let stop = shutdown.clone();
+    Ok(Some(tokio::spawn(async move {
+        let served = server.serve(stop.clone()).await;
+        // A loader whose control plane has stopped cannot be run or inspected: say so and stop
+        // the replica (its exit status says why), rather than load on without it in silence.
+        if let Err(err) = &served {
+            tracing::error!(error = %err, "the control plane stopped; stopping the loader");
+            stop.cancel();
+        }
+        served
+    })))
 }

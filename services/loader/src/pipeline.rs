@@ -237,7 +237,10 @@ pub fn prepare(
     let run_id = event.run_id.clone();
     let msg_id = names::msg_id_of(&run_id, &worker_id, kind == WorkerEventKind::Ended);
     let observed_at_ms = event.observed_at.map_or(0, |t| {
-        t.seconds.saturating_mul(1000) + i64::from(t.nanos / 1_000_000)
+        // Saturating throughout: a forged timestamp must not overflow.
+        t.seconds
+            .saturating_mul(1000)
+            .saturating_add(i64::from(t.nanos / 1_000_000))
     });
     let config = lookup(&integration_id);
     let revision = config.as_ref().map_or(0, |(_, r)| *r);

@@ -72,8 +72,9 @@ impl LeaversWebhook {
             anyhow::bail!("{URL_ENV} must be an http or https URL");
         }
         let secret = peoplesync_runtime::secrets::env_or_file(SECRET_ENV)?;
-        let http = reqwest::Client::builder()
-            .timeout(TIMEOUT)
+        // The clients' transport: a connect timeout within the whole, and peoplesync's
+        // user agent, so a receiver can tell the report from other traffic.
+        let http = peoplesync_retry::transport::client_builder(&[], TIMEOUT)
             .build()
             .map_err(|e| anyhow::anyhow!("setting up the leavers webhook client: {e}"))?;
         Ok(Some(LeaversWebhook { url, secret, http }))
