@@ -43,13 +43,21 @@ impl Asset {
     }
 }
 
-/// The `id` of a user as a user read shows it.
+/// The attributes a user read may identify the user by, in the order they are tried for the
+/// `{ident}` of the user calls: the published user schema's `user_id` (text) and `uid`
+/// (integer), an `id` some answers carry, and last the username. The schema does not say which
+/// one `{ident}` takes; the text id is the system object's id.
+const IDENT_ATTRIBUTES: [&str; 4] = ["user_id", "id", "uid", "username"];
+
+/// The id of a user as a user read shows it (see [`IDENT_ATTRIBUTES`]).
 pub fn user_ident(user: &Value) -> Option<String> {
-    match user.get("id")? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+    IDENT_ATTRIBUTES
+        .iter()
+        .find_map(|name| match user.get(*name)? {
+            Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
 }
 
 impl OomnitzaClient {
@@ -115,5 +123,24 @@ mod tests {
             Some("7".into())
         );
         assert_eq!(Asset::from_json(&json!({"model": "no id"})), None);
+    }
+
+    #[test]
+    fn a_user_is_identified_by_the_published_id_first() {
+        let ident = |user| user_ident(&user);
+        assert_eq!(
+            ident(json!({"user_id": "U-1", "uid": 7, "username": "ada"})),
+            Some("U-1".into())
+        );
+        assert_eq!(
+            ident(json!({"id": "x", "username": "ada"})),
+            Some("x".into())
+        );
+        assert_eq!(
+            ident(json!({"user_id": " ", "uid": 7, "username": "ada"})),
+            Some("7".into())
+        );
+        assert_eq!(ident(json!({"username": "ada"})), Some("ada".into()));
+        assert_eq!(ident(json!({"email": "ada@example.com"})), None);
     }
 }

@@ -68,8 +68,10 @@ fn decode_employee(
     ))
 }
 
-/// A `404` means "no such employee", unless Salesforce says the URL itself matches no Apex REST
-/// service, which means the Employees API is not installed in this org.
+/// A `404` means "no such employee", unless its envelope carries a published inner code that
+/// says the set-up is wrong (those are fatal whatever the status), or Salesforce says the URL
+/// itself matches no Apex REST service, which means the Employees API is not installed in this
+/// org.
 fn missing_or_misrouted(body: &[u8], host: &str, what: &str) -> Result<Option<Value>, Error> {
     let fault = Fault::parse(body);
     let no_service = fault.code.as_deref() == Some("NOT_FOUND")
@@ -77,7 +79,11 @@ fn missing_or_misrouted(body: &[u8], host: &str, what: &str) -> Result<Option<Va
             .message
             .as_deref()
             .is_some_and(|message| message.contains("Could not find a match for URL"));
-    if no_service {
+    let set_up_wrong = fault
+        .code
+        .as_deref()
+        .is_some_and(crate::fault::is_configuration_code);
+    if no_service || set_up_wrong {
         return Err(crate::fault::classify_api(
             404,
             fault,
@@ -130,5 +136,18 @@ mod tests {
         let body = br#"[{"errorCode":"NOT_FOUND","message":"Could not find a match for URL"}]"#;
         let error = missing_or_misrouted(body, "h", "reading").unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Configuration);
+    }
+
+    #[test]
+    fn a_404_with_a_published_set_up_code_is_configuration_not_a_missing_employee() {
+        let body = br#"{"error":{"code":"SAGE_PEOPLE_CONFIGURATION","message":"No access",
+            "innererror":{"code":"MISSING_API_PERMISSION"}}}"#;
+        let error = missing_or_misrouted(body, "h", "reading").unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Configuration);
+        assert!(error.to_string().contains("permission set"), "{error}");
+        // A code a retry may cure is not taken for a set-up error.
+        let body =
+            br#"{"error":{"code":"REQUEST_ERROR","innererror":{"code":"UNKNOWN_EXCEPTION"}}}"#;
+        assert_eq!(missing_or_misrouted(body, "h", "reading").unwrap(), None);
     }
 }

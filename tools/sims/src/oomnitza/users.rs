@@ -37,8 +37,9 @@ const SYSTEM_ATTRIBUTES: &[(&str, &str)] = &[
     ("ADDRESS", "address"),
 ];
 
-/// The attribute of the user's id.
-const ID: &str = "id";
+/// The attribute of the user's id: the published user schema's string `user_id` (it has no
+/// `id`).
+const ID: &str = "user_id";
 
 /// How field ids and attribute names correspond in this tenant.
 struct Naming {
@@ -358,7 +359,7 @@ mod tests {
         stored.insert("PERMISSIONS_ID".into(), json!("25"));
         stored.insert("ABCDEF".into(), json!("a2G"));
         let v = Naming::new(&custom, &OomnitzaBehavior::default()).view("u1", &stored);
-        assert_eq!(v["id"], "u1");
+        assert_eq!(v["user_id"], "u1");
         assert_eq!(v["username"], "ada");
         assert_eq!(v["role"], "25");
         assert_eq!(v["abcdef"], "a2G");

@@ -180,7 +180,7 @@ async fn delete_removes_the_user_and_frees_their_assets_and_unique_values() {
     )
     .await;
     assert_eq!(
-        bob[0]["id"], "u-bob",
+        bob[0]["user_id"], "u-bob",
         "indexes still find the users after it"
     );
     let assets = json(

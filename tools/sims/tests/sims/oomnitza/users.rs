@@ -43,7 +43,7 @@ async fn users_are_listed_with_lower_case_attribute_names() {
     assert_eq!(u[SAGE_USER_ID_FIELD.to_lowercase()], "a2G7E0000000000002");
     assert!(u["phone_number"].is_null() && u["address"].is_null());
     assert!(u.get("USER").is_none());
-    let id = u["id"].as_str().expect("id");
+    let id = u["user_id"].as_str().expect("user_id");
     let one = api_get(&client, &sim.url(), &format!("/api/v3/users/{id}")).await;
     assert_eq!(json(one).await, *u);
     let missing = api_get(&client, &sim.url(), "/api/v3/users/no-such-user").await;
