@@ -7,7 +7,8 @@
 //! final; and the text of a message is not specified: show it to an operator as Oomnitza's
 //! reason, but find out which records landed by reading the users back. Decoding is lenient:
 //! missing counts read as zero, missing lists as empty, and every member peoplesync does not
-//! know is kept. A log in the older flat shape (counts at the top level) is read too.
+//! know is kept. A log in the older flat shape (counts at the top level) is read too; a log with
+//! no counts at all is an invalid answer, never "nothing processing".
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,17 @@ use serde_json::{Map, Value};
 
 use crate::client::OomnitzaClient;
 use crate::error::Error;
+
+/// The record counts of a run log, by outcome.
+const COUNTS: [&str; 7] = [
+    "added",
+    "updated",
+    "unchanged",
+    "skipped",
+    "failed",
+    "canceled",
+    "processing",
+];
 
 /// The `logs` key of messages about failures that stopped a run.
 pub const FATAL_ERROR: &str = "Fatal Error";
@@ -129,18 +141,18 @@ impl TryFrom<Value> for RunLog {
             Some(Value::Object(objects)) => RunCounts::from(objects),
             // The older flat shape: the counts are members of the log itself.
             _ => {
-                let flat: Map<String, Value> = [
-                    "added",
-                    "updated",
-                    "unchanged",
-                    "skipped",
-                    "failed",
-                    "canceled",
-                    "processing",
-                ]
-                .into_iter()
-                .filter_map(|name| Some((name.to_owned(), body.remove(name)?)))
-                .collect();
+                let flat: Map<String, Value> = COUNTS
+                    .into_iter()
+                    .filter_map(|name| Some((name.to_owned(), body.remove(name)?)))
+                    .collect();
+                // A log with no counts at all (`{}`, an error object) would read as "nothing
+                // processing" and end the wait for records still being processed.
+                if flat.is_empty() {
+                    return Err(
+                        "a run log holds its record counts under `objects`; this one has none"
+                            .into(),
+                    );
+                }
                 RunCounts::from(flat)
             }
         };
@@ -236,9 +248,15 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_object_is_an_empty_log_and_a_list_is_refused() {
-        let log: RunLog = serde_json::from_value(json!({})).unwrap();
-        assert_eq!(log, RunLog::default());
-        assert!(serde_json::from_value::<RunLog>(json!([1])).is_err());
+    fn a_log_without_counts_or_a_list_is_refused() {
+        // Read as zeros, `{}` would say nothing is processing and end the wait too early.
+        for body in [json!({}), json!({"error": "busy"}), json!([1])] {
+            assert!(
+                serde_json::from_value::<RunLog>(body.clone()).is_err(),
+                "{body}"
+            );
+        }
+        let empty: RunLog = serde_json::from_value(json!({"objects": {}})).unwrap();
+        assert_eq!(empty.processing(), 0);
     }
 }

@@ -59,23 +59,44 @@ pub(crate) fn decode_error(error: serde_json::Error, host: &str, what: &str) -> 
     .with_source(error)
 }
 
-/// Decodes one page's body: the records, checked so that the listing can go on.
-fn decode_page(status: u16, body: &[u8], host: &str, what: &str) -> Result<Vec<Value>, Error> {
+/// Decodes one page's body: the records, checked so that the listing can go on — its last
+/// employee has a string `id`, and that id is past `marker` (records come in ascending `id`
+/// order, so a page that does not move on would be read again and again).
+fn decode_page(
+    status: u16,
+    body: &[u8],
+    marker: Option<&str>,
+    host: &str,
+    what: &str,
+) -> Result<Vec<Value>, Error> {
     if status == 204 {
         return Ok(Vec::new());
     }
     let envelope: Envelope =
         serde_json::from_slice(body).map_err(|error| decode_error(error, host, what))?;
     let records = envelope.data;
-    if let Some(last) = records.last()
-        && last.get("id").and_then(Value::as_str).is_none()
-    {
+    let Some(last) = records.last() else {
+        return Ok(records);
+    };
+    let Some(last) = last.get("id").and_then(Value::as_str) else {
         return Err(Error::new(
             ErrorKind::InvalidResponse,
             format!(
                 "the answer of Sage People at {host} to {what} ends with an employee without a \
                  string `id`, so the listing cannot continue; report it to the peoplesync \
                  maintainers with the Sage People version"
+            ),
+        ));
+    };
+    if let Some(marker) = marker
+        && last <= marker
+    {
+        return Err(Error::new(
+            ErrorKind::InvalidResponse,
+            format!(
+                "the answer of Sage People at {host} to {what} ends with employee {last}, which \
+                 is not past the marker, so the listing would not move on; report it to the \
+                 peoplesync maintainers with the Sage People version"
             ),
         ));
     }
@@ -106,7 +127,7 @@ impl SageClient {
         };
         self.call(&call, |reply| {
             Ok(Page {
-                records: decode_page(reply.status, &reply.body, &reply.host, &what)?,
+                records: decode_page(reply.status, &reply.body, marker, &reply.host, &what)?,
                 api_usage: reply.usage,
             })
         })
@@ -124,7 +145,7 @@ mod tests {
     fn decodes_records_and_ignores_other_members() {
         let body =
             br#"{"version":"4.8","data":[{"id":"a1","fullName":null},{"id":"a2"}],"extra":{}}"#;
-        let records = decode_page(200, body, "h", "listing").unwrap();
+        let records = decode_page(200, body, None, "h", "listing").unwrap();
         assert_eq!(
             records,
             [json!({"id":"a1","fullName":null}), json!({"id":"a2"})]
@@ -139,9 +160,13 @@ mod tests {
 
     #[test]
     fn both_endings_give_an_empty_page() {
-        assert!(decode_page(204, b"", "h", "listing").unwrap().is_empty());
         assert!(
-            decode_page(200, br#"{"data":[]}"#, "h", "listing")
+            decode_page(204, b"", None, "h", "listing")
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            decode_page(200, br#"{"data":[]}"#, None, "h", "listing")
                 .unwrap()
                 .is_empty()
         );
@@ -152,9 +177,9 @@ mod tests {
     #[test]
     fn a_cut_off_body_is_transient() {
         let error =
-            decode_page(200, br#"{"data":[{"id":"a1"},{"id":"#, "h", "listing").unwrap_err();
+            decode_page(200, br#"{"data":[{"id":"a1"},{"id":"#, None, "h", "listing").unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Transient);
-        let error = decode_page(200, b"", "h", "listing").unwrap_err();
+        let error = decode_page(200, b"", None, "h", "listing").unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Transient);
     }
 
@@ -166,13 +191,29 @@ mod tests {
             b"<html>",
             br#"{"data":[{"name":"x"}]}"#,
         ] {
-            let error = decode_page(200, body, "h", "listing").unwrap_err();
+            let error = decode_page(200, body, None, "h", "listing").unwrap_err();
             assert_eq!(
                 error.kind(),
                 ErrorKind::InvalidResponse,
                 "{}",
                 String::from_utf8_lossy(body)
             );
+        }
+    }
+
+    #[test]
+    fn a_page_that_does_not_move_past_its_marker_is_an_invalid_response() {
+        let body = br#"{"data":[{"id":"a1"},{"id":"a2"}]}"#;
+        assert_eq!(
+            decode_page(200, body, Some("a1"), "h", "listing")
+                .unwrap()
+                .len(),
+            2
+        );
+        for marker in ["a2", "a3"] {
+            let error = decode_page(200, body, Some(marker), "h", "listing").unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::InvalidResponse);
+            assert!(error.to_string().contains("not past the marker"), "{error}");
         }
     }
 }

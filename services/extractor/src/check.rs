@@ -197,6 +197,9 @@ fn fields(config: &IntegrationConfig, records: &[Value]) -> CheckLine {
 /// How often a failing credential is checked again while it fails.
 pub const RECHECK_EVERY: Duration = Duration::from_secs(60);
 
+/// The pause before the config is watched again after its watch ended.
+const REWATCH_PAUSE: Duration = Duration::from_secs(5);
+
 /// Readiness condition of an integration's Sage People credentials.
 pub fn readiness_name(integration: &str) -> String {
     format!("sage_people_credentials.{integration}")
@@ -225,14 +228,18 @@ async fn check_until_stopped(
     stop: CancellationToken,
 ) {
     let integration = extraction.integration().to_owned();
-    let mut changes = match extraction.bus().configs().changes(&integration).await {
-        Ok(watch) => Some(watch),
-        Err(err) => {
-            tracing::warn!(%integration, error = %err, "cannot watch the integration config; credentials are checked at start and every minute while failing");
-            None
-        }
-    };
+    let mut changes = None;
     loop {
+        // The config watch, (re)made when there is none: without it a changed credential set
+        // would go unchecked, so until it can be made the check is repeated every minute.
+        if changes.is_none() {
+            match extraction.bus().configs().changes(&integration).await {
+                Ok(watch) => changes = Some(watch),
+                Err(err) => {
+                    tracing::warn!(%integration, error = %err, "cannot watch the integration config; credentials are checked again every minute until it can");
+                }
+            }
+        }
         let report = sage(&extraction).await;
         let failing: Vec<&CheckLine> = report
             .checks
@@ -244,8 +251,9 @@ async fn check_until_stopped(
         }
         let credentials_fail = failing.iter().any(|c| c.name == TOKEN_CHECK);
         readiness.set(&name, !credentials_fail);
+        let watching = changes.is_some();
         let recheck = async {
-            if failing.is_empty() {
+            if failing.is_empty() && watching {
                 std::future::pending::<()>().await;
             } else {
                 tokio::time::sleep(RECHECK_EVERY).await;
@@ -262,7 +270,13 @@ async fn check_until_stopped(
             () = recheck => {}
             change = changed => {
                 if change.is_none() {
+                    tracing::warn!(%integration, "the integration config watch ended; watching again");
                     changes = None;
+                    // A watch that keeps ending must not spin the check against Sage People.
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(REWATCH_PAUSE) => {}
+                    }
                 }
             }
         }

@@ -49,7 +49,10 @@ pub async fn keep_gauge(bus: Bus, integrations: Vec<String>, stop: CancellationT
         };
         tokio::select! {
             () = stop.cancelled() => return,
-            alive = changed => if !alive { watch = None },
+            alive = changed => if !alive {
+                tracing::warn!("the run-record watch for held removals ended; watching again");
+                watch = None;
+            },
             () = tokio::time::sleep(REFRESH) => {}
         }
         tokio::select! {

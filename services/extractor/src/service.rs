@@ -402,7 +402,17 @@ async fn watch_plans(
                     () = stop.cancelled() => return,
                     entry = watch.next() => entry,
                 };
-                let Some(Ok(change)) = entry else { break };
+                let change = match entry {
+                    Some(Ok(change)) => change,
+                    Some(Err(err)) => {
+                        tracing::warn!(%integration, error = %err, "the schedule's config watch failed; watching again");
+                        break;
+                    }
+                    None => {
+                        tracing::warn!(%integration, "the schedule's config watch ended; watching again");
+                        break;
+                    }
+                };
                 let plan = match change {
                     ConfigChange::Stored(stored) => {
                         match settings::parse(&integration, &stored.text) {

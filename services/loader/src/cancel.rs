@@ -8,7 +8,7 @@
 //! records to the portion.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -149,6 +149,17 @@ impl PortionWatches {
         self.reads.send_modify(|n| *n += 1);
     }
 
+    /// A guard for the read of `portion` issued at `issued`: [`ReadReport::done`] records its
+    /// answer; dropped without one (the reading task panicked or was aborted), it records the
+    /// read as failed, so the batches waiting for it go on instead of waiting for ever.
+    pub fn report_read(self: &Arc<Self>, portion: &str, issued: u64) -> ReadReport {
+        ReadReport {
+            portions: Some(Arc::clone(self)),
+            portion: portion.to_owned(),
+            issued,
+        }
+    }
+
     /// Whether `portion` is known to be canceled.
     pub fn is_canceled(&self, portion: &str) -> bool {
         self.portions
@@ -167,6 +178,31 @@ impl PortionWatches {
         });
         self.reads.send_modify(|n| *n += 1);
         first
+    }
+}
+
+/// The pending report of one portion read (see [`PortionWatches::report_read`]).
+#[derive(Debug)]
+pub struct ReadReport {
+    portions: Option<Arc<PortionWatches>>,
+    portion: String,
+    issued: u64,
+}
+
+impl ReadReport {
+    /// Records the read's answer: `Some(canceled)` as read, `None` when it failed.
+    pub fn done(mut self, canceled: Option<bool>) {
+        if let Some(portions) = self.portions.take() {
+            portions.read_done(&self.portion, self.issued, canceled);
+        }
+    }
+}
+
+impl Drop for ReadReport {
+    fn drop(&mut self) {
+        if let Some(portions) = self.portions.take() {
+            portions.read_done(&self.portion, self.issued, None);
+        }
     }
 }
 
@@ -242,6 +278,37 @@ mod tests {
             Step::Post | Step::Read { .. }
         ));
         assert!(!watches.is_canceled("p"));
+    }
+
+    #[test]
+    fn a_read_whose_task_dies_without_an_answer_does_not_hold_posting_up() {
+        let watches = Arc::new(PortionWatches::default());
+        let t0 = Instant::now();
+        let first = watches.report_read("p", read(watches.step("p", 100, t0)));
+        first.done(Some(false));
+        for _ in 0..3 {
+            assert!(matches!(watches.step("p", 100, t0), Step::Post));
+        }
+        let issued = read(watches.step("p", 100, t0));
+        let report = watches.report_read("p", issued);
+        let mut reads = loop {
+            match watches.step("p", 100, t0) {
+                Step::Wait(reads) => break reads,
+                Step::Post => {}
+                other => panic!("{other:?}"),
+            }
+        };
+        // The reading task panics: its report is dropped unanswered.
+        drop(report);
+        assert!(
+            reads.has_changed().unwrap_or(false),
+            "the waiters are woken"
+        );
+        reads.mark_unchanged();
+        assert!(matches!(
+            watches.step("p", 100, t0),
+            Step::Post | Step::Read { .. }
+        ));
     }
 
     #[test]

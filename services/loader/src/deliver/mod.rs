@@ -215,15 +215,15 @@ impl Deliverer {
                     return true;
                 }
                 Step::Wait(mut reads) => {
-                    // Bounded: a read in flight ends (its request has a timeout).
+                    // Bounded: a read in flight ends (its request has a timeout), and its
+                    // report is made even if its task dies.
                     let _ = reads.changed().await;
                 }
                 Step::Read { issued } => {
-                    let (client, portions, gates) = (
-                        self.client.clone(),
-                        Arc::clone(&self.portions),
-                        self.gates.clone(),
-                    );
+                    let (client, gates) = (self.client.clone(), self.gates.clone());
+                    // Reports the read even if the task never ends well, so no batch waits
+                    // for it for ever.
+                    let report = self.portions.report_read(portion, issued);
                     let portion = portion.to_owned();
                     tokio::spawn(async move {
                         let canceled = match client.portion(&portion).await {
@@ -237,7 +237,7 @@ impl Deliverer {
                                 None
                             }
                         };
-                        portions.read_done(&portion, issued, canceled);
+                        report.done(canceled);
                     });
                 }
             }
