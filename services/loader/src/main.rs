@@ -105,8 +105,9 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
         bus.announce(replica, env!("CARGO_PKG_VERSION").to_owned(), stop)
             .await;
     });
-    peoplesync_loader::startup::check_credentials(&loader).await;
-    peoplesync_loader::startup::check_fields(&loader).await;
+    if peoplesync_loader::startup::check_credentials(&loader).await {
+        peoplesync_loader::startup::check_fields(&loader).await;
+    }
     let control = serve_control(control, &loader, &shutdown).await?;
     loader.run_until_stopped(shutdown).await?;
     // Removes this replica's announcement (the shutdown token is cancelled by now).

@@ -15,10 +15,12 @@ use crate::application::Application;
 use crate::gates::Failure;
 
 /// Checks the Oomnitza credentials now; a refusal is recorded as [`Failure::Credentials`].
-pub async fn check_credentials(loader: &Application) {
+/// Returns whether Oomnitza answered (accepting or refusing them).
+pub async fn check_credentials(loader: &Application) -> bool {
     match loader.client().check_auth().await {
         Ok(()) => {
-            tracing::info!(host = %loader.client().host(), "Oomnitza accepted the credentials")
+            tracing::info!(host = %loader.client().host(), "Oomnitza accepted the credentials");
+            true
         }
         Err(err) if err.kind() == ErrorKind::Unauthorized => {
             loader.gates().set_failure(
@@ -27,15 +29,22 @@ pub async fn check_credentials(loader: &Application) {
                     "{err}; set OOMNITZA_API_TOKEN (or OOMNITZA_API_TOKEN_FILE) to a valid token"
                 )),
             );
+            true
         }
-        Err(err) => tracing::warn!(error = %err,
-            "cannot check the Oomnitza credentials at start; Oomnitza may be unreachable"),
+        Err(err) => {
+            tracing::warn!(error = %err,
+                "cannot check the Oomnitza credentials at start; Oomnitza may be unreachable");
+            false
+        }
     }
 }
 
 /// Tries every integration's mapped field ids with Oomnitza; pauses an integration whose ids
 /// Oomnitza does not know (resumed, as after any configuration refusal, by storing a newer
-/// config revision or `syncctl resume`). Skipped while the credentials fail.
+/// config revision or `syncctl resume`). Skipped while the credentials fail. Called only when
+/// Oomnitza answered the credential check: against an unreachable Oomnitza each probe would
+/// wait out its timeouts, one integration after another, before the loader pulls anything (a
+/// refused field id still pauses the integration at its first batch).
 pub async fn check_fields(loader: &Application) {
     if loader.gates().failure().is_some() {
         return;

@@ -78,12 +78,15 @@ struct Args {
     /// Answer 200 (not 409) when a canceled portion is finalized.
     #[arg(long, env = "OOMNITZA_SIM_ALLOW_FINALIZE_AFTER_CANCEL")]
     allow_finalize_after_cancel: bool,
+    /// Process records posted to a canceled portion instead of discarding them.
+    #[arg(long, env = "OOMNITZA_SIM_APPLY_AFTER_CANCEL")]
+    apply_after_cancel: bool,
     /// How custom fields are named in user reads: `lower-case-id` or `id`.
     #[arg(long, env = "OOMNITZA_SIM_CUSTOM_FIELD_NAMES", default_value = "lower-case-id", value_parser = custom_field_names)]
     custom_field_names: CustomFieldNames,
-    /// Show `role` in user reads as a number when PERMISSIONS_ID is numeric (the published
-    /// schema's type).
-    #[arg(long, env = "OOMNITZA_SIM_ROLE_AS_NUMBER")]
+    /// Show `role` in user reads as a number when PERMISSIONS_ID is numeric, as the published
+    /// schema types it (`false`: as sent).
+    #[arg(long, env = "OOMNITZA_SIM_ROLE_AS_NUMBER", default_value_t = true, action = clap::ArgAction::Set)]
     role_as_number: bool,
     /// Answer 409 to deleting a user who still holds assets (unpublished behaviour).
     #[arg(long, env = "OOMNITZA_SIM_REFUSE_DELETE_WITH_ASSETS")]
@@ -101,7 +104,7 @@ struct Args {
     /// Fault: API requests admitted per second; the rest get 429.
     #[arg(long, env = "OOMNITZA_SIM_RATE_LIMIT_PER_SEC")]
     rate_limit_per_sec: Option<u32>,
-    /// Fault: Retry-After seconds sent with 429 (default 1).
+    /// Fault: Retry-After seconds sent with 429 (none sent when unset).
     #[arg(long, env = "OOMNITZA_SIM_RETRY_AFTER_SECS")]
     retry_after_secs: Option<u64>,
     /// Fault: every API request answers 503 for this long after start, in milliseconds.
@@ -203,6 +206,7 @@ impl Args {
                     .collect::<anyhow::Result<_>>()?,
                 require_csrf_echo: self.require_csrf_echo,
                 refuse_finalize_after_cancel: !self.allow_finalize_after_cancel,
+                apply_after_cancel: self.apply_after_cancel,
                 custom_field_names: self.custom_field_names,
                 role_as_number: self.role_as_number,
                 refuse_delete_with_assets: self.refuse_delete_with_assets,

@@ -36,12 +36,13 @@ pub(crate) async fn post(
             return bad_request(&format!("the body is not JSON: {e}"));
         }
     };
-    let (poison, custom_response, delay_ms) = {
+    let (poison, custom_response, delay_ms, apply_if_canceled) = {
         let control = lock(&shared.control);
         (
             control.faults.poison_emails.clone(),
             control.bulk_response.clone(),
             control.behavior.processing_delay_ms,
+            control.behavior.apply_after_cancel,
         )
     };
 
@@ -84,7 +85,7 @@ pub(crate) async fn post(
     }
     let portion_id = env.portion.clone();
     let due = Instant::now() + Duration::from_millis(delay_ms.min(MAX_PROCESSING_DELAY_MS));
-    let received = store.accept(env, due, &peer.ip().to_string());
+    let received = store.accept(env, due, &peer.ip().to_string(), apply_if_canceled);
     shared.publish_pending(&store);
     drop(store);
     shared.wake.notify_one();

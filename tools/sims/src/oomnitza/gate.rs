@@ -80,15 +80,17 @@ fn refusal(shared: &Shared, headers: &HeaderMap, csrf: &mut Option<bool>) -> Opt
         ));
     }
     if !control.admit_rate() {
-        let secs = control.faults.retry_after_secs.unwrap_or(1);
         let mut response = error(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_requests",
             "Too many requests, slow down",
         );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        // "Sometimes with Retry-After": only when the faults give one.
+        if let Some(secs) = control.faults.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         return Some(response);
     }
     let rate = control.faults.transient_failure_rate;

@@ -123,12 +123,15 @@ pub struct OomnitzaBehavior {
     /// Answer `409` to finalizing a canceled portion (unpublished; `false` answers `200` and
     /// leaves the portion canceled).
     pub refuse_finalize_after_cancel: bool,
+    /// Process records posted to a canceled portion as usual (unpublished; `false` takes them
+    /// and discards them, as the records queued when it was canceled are).
+    pub apply_after_cancel: bool,
     /// How custom fields are named in `GET /api/v3/users` (unpublished: the OpenAPI user schema
     /// lists system attributes only).
     pub custom_field_names: CustomFieldNames,
     /// Show `role` in user reads as a number (`25`) when the stored `PERMISSIONS_ID` is a
-    /// numeric string, as the published user schema types it (integer). Off by default: the
-    /// value reads back as it was sent (`"25"`), which peoplesync's readers compare as text.
+    /// numeric string, as the published user schema types it (integer). On by default; off,
+    /// the value reads back as it was sent (`"25"`). peoplesync's readers compare both as text.
     pub role_as_number: bool,
     /// Answer `409` to `DELETE /api/v3/users/{ident}` for a user who still holds assets
     /// (unpublished: the OpenAPI does not say; `false` deletes the user and leaves the assets
@@ -138,15 +141,17 @@ pub struct OomnitzaBehavior {
 
 impl Default for OomnitzaBehavior {
     /// A processing delay of [`DEFAULT_PROCESSING_DELAY_MS`], no rules, no CSRF enforcement,
-    /// `409` on finalize after cancel, custom fields read as their lower-case ids, `role` as sent.
+    /// `409` on finalize after cancel, custom fields read as their lower-case ids, a numeric
+    /// `role` as a number (the published schema's type).
     fn default() -> Self {
         Self {
             processing_delay_ms: DEFAULT_PROCESSING_DELAY_MS,
             validation_rules: Vec::new(),
             require_csrf_echo: false,
             refuse_finalize_after_cancel: true,
+            apply_after_cancel: false,
             custom_field_names: CustomFieldNames::default(),
-            role_as_number: false,
+            role_as_number: true,
             refuse_delete_with_assets: false,
         }
     }
@@ -214,7 +219,8 @@ pub struct OomnitzaFaults {
     pub transient_failure_rate: f64,
     /// API requests admitted per second (sliding window); the rest get `429`.
     pub rate_limit_per_sec: Option<u32>,
-    /// `Retry-After` seconds sent with `429` (default 1).
+    /// `Retry-After` seconds sent with `429`; none sent when unset (Oomnitza sends it only
+    /// sometimes).
     pub retry_after_secs: Option<u64>,
     /// Every API request answers `503` for this long, counted from when the faults were set.
     pub outage_for_ms: Option<u64>,

@@ -33,7 +33,6 @@ impl PortionState {
             Outcome::Unchanged => self.unchanged += 1,
             Outcome::Skipped => self.skipped += 1,
             Outcome::Failed(_) => self.failed += 1,
-            Outcome::Canceled => self.canceled_records += 1,
         }
     }
 }
@@ -68,10 +67,17 @@ pub(crate) fn failure_message(record: &Value, sync_field: &[String], reason: &st
 
 impl Store {
     /// Accepts a batch whose envelope is valid into its open portion; its records are processed
-    /// from `due` on. A canceled portion takes the batch and discards its records. Returns the
+    /// from `due` on. A canceled portion takes the batch and discards its records, or processes
+    /// them as usual with `apply_if_canceled` (Oomnitza does not publish which). Returns the
     /// number of records accepted (a client-reported failure without records counts as one).
     /// The portion must not be finalized.
-    pub(crate) fn accept(&mut self, mut env: Envelope, due: Instant, peer: &str) -> u64 {
+    pub(crate) fn accept(
+        &mut self,
+        mut env: Envelope,
+        due: Instant,
+        peer: &str,
+        apply_if_canceled: bool,
+    ) -> u64 {
         let mut records = std::mem::take(&mut env.records);
         if env.error.is_some() && records.is_empty() {
             records.push(Value::Null);
@@ -87,7 +93,7 @@ impl Store {
         }
         portion.ipv4_address = peer.to_owned();
         portion.test_run |= env.test_run;
-        if portion.canceled {
+        if portion.canceled && !apply_if_canceled {
             portion.canceled_records += n;
             portion.canceled_messages.push(format!(
                 "{n} records posted after the run was canceled were discarded"
@@ -101,7 +107,9 @@ impl Store {
     }
 
     /// Processes up to `max` due records from the front of the queue (all of one batch);
-    /// returns their outcomes, empty when nothing is due.
+    /// returns their outcomes, empty when nothing is due. A canceled portion has nothing queued
+    /// unless the tenant applies posts after a cancel: its queue is discarded when it is
+    /// canceled, and later posts are discarded when accepted.
     pub(crate) fn process_due(
         &mut self,
         now: Instant,
@@ -111,14 +119,9 @@ impl Store {
         let Some((env, records)) = self.queue.take_due(now, max) else {
             return Vec::new();
         };
-        let canceled = self.portions.get(&env.portion).is_some_and(|p| p.canceled);
         let mut outcomes = Vec::with_capacity(records.len());
         for record in records {
-            let outcome = if canceled {
-                Outcome::Canceled
-            } else {
-                self.process(&env, record, checks)
-            };
+            let outcome = self.process(&env, record, checks);
             let portion = self.portion_mut(&env.portion);
             portion.processing = portion.processing.saturating_sub(1);
             portion.count(&outcome);
@@ -130,7 +133,6 @@ impl Store {
                 Outcome::Unchanged => c.unchanged += 1,
                 Outcome::Skipped => c.skipped += 1,
                 Outcome::Failed(_) => c.failed += 1,
-                Outcome::Canceled => c.canceled += 1,
             }
             outcomes.push(outcome);
         }
@@ -238,7 +240,7 @@ impl Store {
             roles: &roles,
             rules: &[],
         };
-        self.accept(env, now, "127.0.0.1");
+        self.accept(env, now, "127.0.0.1", false);
         let mut outcomes = Vec::new();
         loop {
             let chunk = self.process_due(now, 2, checks);
@@ -278,7 +280,12 @@ mod tests {
         let mut s = Store::new(vec!["USER".into()]);
         let now = Instant::now();
         assert_eq!(
-            s.accept(env("p", vec![user(1), user(2), user(1)]), now, "peer"),
+            s.accept(
+                env("p", vec![user(1), user(2), user(1)]),
+                now,
+                "peer",
+                false
+            ),
             3
         );
         assert!(s.users().is_empty(), "nothing is applied when accepted");
@@ -348,12 +355,12 @@ mod tests {
     fn canceling_discards_what_is_queued_and_what_comes_after() {
         let mut s = Store::new(vec!["USER".into()]);
         let now = Instant::now();
-        s.accept(env("p", vec![user(1), user(2)]), now, "peer");
-        s.accept(env("q", vec![user(3)]), now, "peer");
+        s.accept(env("p", vec![user(1), user(2)]), now, "peer", false);
+        s.accept(env("q", vec![user(3)]), now, "peer", false);
         let canceled = s.cancel("p");
         assert_eq!((canceled.processing, canceled.canceled_records), (0, 2));
         assert!(canceled.ended_at_ms.is_some());
-        assert_eq!(s.accept(env("p", vec![user(4)]), now, "peer"), 1);
+        assert_eq!(s.accept(env("p", vec![user(4)]), now, "peer", false), 1);
         assert_eq!(s.portions["p"].canceled_records, 3);
         let roles = vec![];
         assert_eq!(s.process_due(now, 10, checks(&roles)), [Outcome::Added]);
@@ -362,10 +369,29 @@ mod tests {
     }
 
     #[test]
+    fn a_tenant_that_applies_posts_after_a_cancel_processes_them() {
+        let mut s = Store::new(vec!["USER".into()]);
+        let now = Instant::now();
+        s.accept(env("p", vec![user(1)]), now, "peer", true);
+        s.cancel("p");
+        assert_eq!(s.accept(env("p", vec![user(2)]), now, "peer", true), 1);
+        assert_eq!(
+            s.portions["p"].canceled_records, 1,
+            "only the queued record"
+        );
+        assert_eq!(s.process_due(now, 10, checks(&[])), [Outcome::Added]);
+        assert_eq!(
+            s.users().len(),
+            1,
+            "the record posted after the cancel is applied"
+        );
+    }
+
+    #[test]
     fn a_finalized_portion_finishes_when_nothing_is_processing() {
         let mut s = Store::new(vec!["USER".into()]);
         let now = Instant::now();
-        s.accept(env("p", vec![user(1)]), now, "peer");
+        s.accept(env("p", vec![user(1)]), now, "peer", false);
         s.finalize("p");
         assert!(s.portions["p"].ended_at_ms.is_none());
         s.process_due(now, 10, checks(&[]));

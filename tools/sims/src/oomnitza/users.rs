@@ -361,18 +361,22 @@ mod tests {
         let v = Naming::new(&custom, &OomnitzaBehavior::default()).view("u1", &stored);
         assert_eq!(v["user_id"], "u1");
         assert_eq!(v["username"], "ada");
-        assert_eq!(v["role"], "25");
+        assert_eq!(
+            v["role"],
+            json!(25),
+            "a number, as the published schema types it"
+        );
         assert_eq!(v["abcdef"], "a2G");
         assert!(v["email"].is_null() && v.get("phone_number").is_some());
         assert!(v.get("USER").is_none());
         let behavior = OomnitzaBehavior {
             custom_field_names: CustomFieldNames::Id,
-            role_as_number: true,
+            role_as_number: false,
             ..OomnitzaBehavior::default()
         };
         let v = Naming::new(&custom, &behavior).view("u1", &stored);
         assert_eq!((&v["ABCDEF"], v.get("abcdef")), (&json!("a2G"), None));
-        assert_eq!(v["role"], json!(25));
+        assert_eq!(v["role"], "25", "as sent");
     }
 
     #[test]

@@ -16,8 +16,6 @@ pub(crate) enum Outcome {
     Unchanged,
     Skipped,
     Failed(String),
-    /// Discarded because an administrator canceled the run.
-    Canceled,
 }
 
 impl Outcome {
@@ -29,7 +27,6 @@ impl Outcome {
             Outcome::Unchanged => "unchanged",
             Outcome::Skipped => "skipped",
             Outcome::Failed(_) => "failed",
-            Outcome::Canceled => "canceled",
         }
     }
 }

@@ -106,8 +106,8 @@ async fn patch_sets_fields_and_the_user_reads_back_with_them() {
     assert_eq!(response.status(), StatusCode::OK);
     let user = json(api_get(&client, &sim.url(), "/api/v3/users/u-ada").await).await;
     assert_eq!(
-        (user["role"].as_str(), user["position"].as_str()),
-        (Some("10"), Some("Left"))
+        (user["role"].as_u64(), user["position"].as_str()),
+        (Some(10), Some("Left"))
     );
     let found = json(
         api_get(
@@ -142,7 +142,7 @@ async fn patch_sets_fields_and_the_user_reads_back_with_them() {
         assert_eq!(refused.status(), status, "{patch}");
     }
     let user = json(api_get(&client, &sim.url(), "/api/v3/users/u-ada").await).await;
-    assert_eq!(user["role"], "10", "a refused patch changes nothing");
+    assert_eq!(user["role"], 10, "a refused patch changes nothing");
     let unauthenticated = client
         .patch(format!("{}/api/v3/users/u-ada", sim.url()))
         .json(&json!({"POSITION": "x"}))

@@ -39,7 +39,10 @@ async fn users_are_listed_with_lower_case_attribute_names() {
     assert_eq!(u["first_name"], "First2");
     assert_eq!(u["last_name"], "Last");
     assert_eq!(u["position"], "Engineer");
-    assert_eq!(u["role"], "25");
+    assert_eq!(
+        u["role"], 25,
+        "an integer, as the published user schema types it"
+    );
     assert_eq!(u[SAGE_USER_ID_FIELD.to_lowercase()], "a2G7E0000000000002");
     assert!(u["phone_number"].is_null() && u["address"].is_null());
     assert!(u.get("USER").is_none());
