@@ -129,8 +129,20 @@ impl Snapshot {
             Err(_) => return Err(BusError::request(&self.what, missing)),
         };
         self.remaining -= 1;
-        if message.info().is_ok_and(|info| info.pending == 0) {
-            self.remaining = 0;
+        if let Ok(info) = message.info() {
+            if info.pending < self.remaining {
+                // Fewer left than were counted: some vanished (purged, aged out) meanwhile.
+                return Err(BusError::request(
+                    &self.what,
+                    format!(
+                        "{} message(s) vanished while they were read",
+                        self.remaining - info.pending
+                    ),
+                ));
+            }
+            if info.pending == 0 {
+                self.remaining = 0;
+            }
         }
         Ok(Some(message))
     }

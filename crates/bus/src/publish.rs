@@ -10,10 +10,13 @@
 //! until the acks come back or one deadline (two minutes unless set) has passed since the first
 //! lost ack.
 //!
-//! While the connection is down the client queues what is sent, and once its queue is full a
-//! send waits for the connection. A send that waits longer than [`SEND_WAIT`] counts as lost
-//! too, so a long outage is logged every round and ends in an error at the deadline, instead of
-//! a publisher that waits in silence for as long as NATS is away.
+//! A send that fails for a reason that may pass (the client's queue full while the connection
+//! is down, which the client gives up on after its request timeout; an ack permit not free
+//! within [`SEND_WAIT`]) is treated like a lost ack: the message stays in the window without
+//! one, and nothing newer is sent until the window has been sent again in order, so messages
+//! are stored in the order they were published. A long outage is logged every round and ends
+//! in an error at the deadline. A send that can never succeed (too large, a bad subject) fails
+//! at once.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -32,8 +35,8 @@ pub const DEFAULT_ACK_DEADLINE: Duration = Duration::from_secs(120);
 /// The longest pause between two re-sends of the window.
 const MAX_PAUSE: Duration = Duration::from_secs(5);
 
-/// How long one send may wait for the client to take the message (its queue is full while the
-/// connection is down) before it counts as not sent.
+/// How long one send may wait in all (for an ack permit, and for the client to take the
+/// message) before it counts as not sent.
 pub const SEND_WAIT: Duration = Duration::from_secs(10);
 
 struct InFlight {
@@ -57,6 +60,9 @@ pub struct Publisher {
     deadline: Duration,
     /// When the first ack of the current streak of lost ones was found lost.
     failing_since: Option<Instant>,
+    /// Some message in the window has not been sent (its send failed); it goes out again, with
+    /// the window, before anything newer.
+    unsent: bool,
     resends: u64,
 }
 
@@ -81,6 +87,7 @@ impl Publisher {
             duplicates: 0,
             deadline: DEFAULT_ACK_DEADLINE,
             failing_since: None,
+            unsent: false,
             resends: 0,
         }
     }
@@ -104,20 +111,23 @@ impl Publisher {
         payload: Bytes,
         headers: Option<HeaderMap>,
     ) -> Result<(), BusError> {
-        while self.in_flight.len() >= self.window {
+        // A message not sent yet goes out again, in order, before anything newer.
+        while self.in_flight.len() >= self.window || self.unsent {
             self.settle_oldest().await?;
         }
         let ack = match send(&self.js, &subject, &id, &payload, headers.as_ref()).await {
             Ok(ack) => Some(ack),
-            Err(err) => {
+            Err(failed) if failed.may_pass => {
                 let since = *self.failing_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= self.deadline {
-                    return Err(self.gave_up(err.to_string()));
+                    return Err(self.gave_up(failed.error.to_string()));
                 }
-                tracing::warn!(error = %err, in_flight = self.in_flight.len(),
+                tracing::warn!(error = %failed.error, in_flight = self.in_flight.len(),
                     "cannot send to NATS; the message is sent again with the window");
+                self.unsent = true;
                 None
             }
+            Err(failed) => return Err(failed.error),
         };
         self.in_flight.push_back(InFlight {
             subject,
@@ -235,9 +245,10 @@ impl Publisher {
             .await
             {
                 Ok(ack) => self.in_flight[index].ack = Some(ack),
-                Err(err) => {
+                Err(failed) => {
+                    let err = failed.error;
                     let since = *self.failing_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= self.deadline {
+                    if !failed.may_pass || since.elapsed() >= self.deadline {
                         return Err(self.gave_up(err.to_string()));
                     }
                     tracing::warn!(error = %err, "cannot send to NATS; trying the window again");
@@ -245,10 +256,12 @@ impl Publisher {
                     for rest in self.in_flight.iter_mut().skip(index) {
                         rest.ack = None;
                     }
+                    self.unsent = true;
                     return Ok(());
                 }
             }
         }
+        self.unsent = false;
         Ok(())
     }
 
@@ -279,32 +292,49 @@ fn is_retryable(err: &jetstream::context::PublishError) -> bool {
     )
 }
 
+/// A send that failed, and whether sending again may succeed.
+struct SendFailed {
+    error: BusError,
+    may_pass: bool,
+}
+
 async fn send(
     js: &jetstream::Context,
     subject: &str,
     id: &str,
     payload: &Bytes,
     headers: Option<&HeaderMap>,
-) -> Result<PublishAckFuture, BusError> {
+) -> Result<PublishAckFuture, SendFailed> {
     let mut message = PublishMessage::build().payload(payload.clone());
     if let Some(headers) = headers {
         message = message.headers(headers.clone());
     }
     let message = message.message_id(id);
-    let failed = |source: Box<dyn std::error::Error + Send + Sync>| BusError::Publish {
-        subject: subject.to_owned(),
-        id: id.to_owned(),
-        source,
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>, may_pass| SendFailed {
+        error: BusError::Publish {
+            subject: subject.to_owned(),
+            id: id.to_owned(),
+            source,
+        },
+        may_pass,
     };
     // Dropping a send that waits only drops the message: nothing half-sent is left behind.
     match tokio::time::timeout(SEND_WAIT, js.send_publish(subject.to_owned(), message)).await {
-        Ok(sent) => sent.map_err(|err| failed(err.into())),
+        Ok(Ok(ack)) => Ok(ack),
+        Ok(Err(err)) => {
+            use jetstream::context::PublishErrorKind as K;
+            // Only a send the client could not hand over (its queue full, no ack permit) may
+            // pass; a message too large or a subject the client refuses never will.
+            let may_pass = matches!(err.kind(), K::TimedOut | K::MaxAckPending | K::BrokenPipe);
+            Err(failed(err.into(), may_pass))
+        }
         Err(_) => Err(failed(
             format!(
-                "the NATS client took no message for {} s: the connection is down and its queue is full",
+                "the NATS client took no message for {} s (no ack permit free, or the connection down)",
                 SEND_WAIT.as_secs()
             )
             .into(),
+            true,
         )),
     }
 }

@@ -85,7 +85,10 @@ impl Seen {
                 ),
                 &[names::SEEN_SUBJECTS],
                 MAX_AGE,
-                Duration::from_secs(120),
+                // The workers stream's window: a chunk sent again late in the publisher's
+                // retries (up to its deadline after the first lost ack) must still be dropped
+                // as a duplicate, or it would be stored after later chunks, out of order.
+                self.bus.settings().duplicate_window,
             ))
             .await
     }

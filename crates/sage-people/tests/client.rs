@@ -583,13 +583,17 @@ mod errors {
     }
 
     #[tokio::test]
-    async fn bursts_of_503_are_retried() {
-        let sim = lists_all_despite(SageFaults {
-            transient_failure_rate: 0.3,
-            ..SageFaults::default()
-        })
-        .await;
-        assert!(sim.stats().status_counts.get(&503).copied().unwrap_or(0) > 0);
+    async fn bursts_of_each_transient_status_are_retried() {
+        for status in peoplesync_sims::sage::TRANSIENT_STATUSES {
+            let sim = lists_all_despite(SageFaults {
+                transient_failure_rate: 0.3,
+                transient_status: Some(status),
+                ..SageFaults::default()
+            })
+            .await;
+            let seen = sim.stats().status_counts.get(&status).copied();
+            assert!(seen.unwrap_or(0) > 0, "{status}");
+        }
     }
 
     #[tokio::test]

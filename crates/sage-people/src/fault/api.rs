@@ -62,7 +62,9 @@ pub(crate) fn classify_api(status: u16, fault: Fault, request: &Request<'_>) -> 
                  integrations of the org are holding long requests)"
             ),
         ),
-        (_, Some("REQUEST_LIMIT_EXCEEDED")) => (
+        // The contract: a 403 with this code is the used-up quota; a 420 or 429 with it is a
+        // transient status like any other.
+        (403, Some("REQUEST_LIMIT_EXCEEDED")) => (
             ErrorKind::QuotaExhausted,
             format!(
                 "the Salesforce org at {host} has used up its API request limit while {what} \
@@ -278,6 +280,11 @@ mod tests {
         let body = br#"[{"message":"TotalRequests Limit exceeded.","errorCode":"REQUEST_LIMIT_EXCEEDED"}]"#;
         let daily = classify_api(403, Fault::parse(body), &request());
         assert_eq!(daily.kind(), ErrorKind::QuotaExhausted);
+        // 420 and 429 are transient statuses, whatever code they carry.
+        for status in [420, 429] {
+            let slow_down = classify_api(status, Fault::parse(body), &request());
+            assert_eq!(slow_down.kind(), ErrorKind::Transient, "{status}");
+        }
     }
 
     #[test]

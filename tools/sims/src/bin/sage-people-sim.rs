@@ -90,9 +90,13 @@ struct Args {
     /// Fault: delay added to every request, in milliseconds.
     #[arg(long, env = "SAGE_SIM_LATENCY_MS", default_value_t = 0)]
     latency_ms: u64,
-    /// Fault: share of API calls (0..1) answered 503 SERVER_UNAVAILABLE.
+    /// Fault: share of API calls (0..1) answered with a transient status (see
+    /// --transient-status).
     #[arg(long, env = "SAGE_SIM_TRANSIENT_FAILURE_RATE", default_value_t = 0.0)]
     transient_failure_rate: f64,
+    /// Fault: the status of those answers: 420, 429, 500, 502, 503 (SERVER_UNAVAILABLE) or 504.
+    #[arg(long, env = "SAGE_SIM_TRANSIENT_STATUS", default_value_t = 503)]
+    transient_status: u16,
     /// Fault: a token stops working after this many API calls.
     #[arg(long, env = "SAGE_SIM_TOKEN_EXPIRY_AFTER")]
     token_expiry_after: Option<u64>,
@@ -128,6 +132,12 @@ impl Args {
             ),
             None => None,
         };
+        anyhow::ensure!(
+            peoplesync_sims::sage::TRANSIENT_STATUSES.contains(&self.transient_status),
+            "--transient-status must be one of {:?}, not {}",
+            peoplesync_sims::sage::TRANSIENT_STATUSES,
+            self.transient_status
+        );
         for (name, rate) in [
             ("--transient-failure-rate", self.transient_failure_rate),
             ("--truncate-rate", self.truncate_rate),
@@ -162,6 +172,7 @@ impl Args {
             faults: SageFaults {
                 latency_ms: self.latency_ms,
                 transient_failure_rate: self.transient_failure_rate,
+                transient_status: Some(self.transient_status),
                 token_expiry_after: self.token_expiry_after,
                 outage_for_ms: self.outage_for_ms,
                 config_error: self.config_error.clone(),

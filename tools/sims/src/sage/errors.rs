@@ -35,12 +35,40 @@ pub(crate) fn invalid_session() -> Response {
 
 /// `503 SERVER_UNAVAILABLE`.
 pub(crate) fn unavailable() -> Response {
-    salesforce(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "SERVER_UNAVAILABLE",
-        "Server temporarily unavailable, please try again later.",
-    )
+    transient(StatusCode::SERVICE_UNAVAILABLE)
 }
+
+/// A transient failure with `status` (one of [`TRANSIENT_STATUSES`]; any other answers `503`),
+/// in the Salesforce error array.
+pub(crate) fn transient(status: StatusCode) -> Response {
+    let (status, code, message) = match status.as_u16() {
+        420 => (
+            status,
+            "REQUEST_LIMIT_EXCEEDED",
+            "Too many requests at once, please try again later.",
+        ),
+        429 => (
+            status,
+            "REQUEST_LIMIT_EXCEEDED",
+            "Too many requests, please slow down.",
+        ),
+        500 => (status, "UNKNOWN_EXCEPTION", "An unexpected error occurred."),
+        502 | 504 => (
+            status,
+            "SERVER_UNAVAILABLE",
+            "The gateway could not reach the server.",
+        ),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVER_UNAVAILABLE",
+            "Server temporarily unavailable, please try again later.",
+        ),
+    };
+    salesforce(status, code, message)
+}
+
+/// The statuses the published contract calls transient, which `transient_status` may be.
+pub const TRANSIENT_STATUSES: [u16; 6] = [420, 429, 500, 502, 503, 504];
 
 /// The Sage People error envelope with one inner code.
 pub(crate) fn envelope(

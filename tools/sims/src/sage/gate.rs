@@ -112,7 +112,10 @@ fn refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
 
     let rate = control.faults.transient_failure_rate;
     if control.rng.chance(rate) {
-        return Some(errors::unavailable());
+        let status = control.faults.transient_status.unwrap_or(503);
+        return Some(errors::transient(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+        ));
     }
     if !accepts_json(headers) {
         return Some(errors::envelope(

@@ -16,6 +16,8 @@ mod limits;
 mod state;
 mod token;
 
+pub use errors::TRANSIENT_STATUSES;
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -112,8 +114,12 @@ pub enum EndStyle {
 pub struct SageFaults {
     /// Delay added to every request (token and API), in milliseconds.
     pub latency_ms: u64,
-    /// Share of API calls (0..1) that fail with `503 SERVER_UNAVAILABLE`.
+    /// Share of API calls (0..1) that fail with a transient status (`503 SERVER_UNAVAILABLE`
+    /// unless `transient_status` says otherwise).
     pub transient_failure_rate: f64,
+    /// The status of those failures: one of 420, 429, 500, 502, 503 (the default), 504 — the
+    /// statuses the contract calls transient.
+    pub transient_status: Option<u16>,
     /// A token stops working after this many API calls made with it (`401 INVALID_SESSION_ID`).
     pub token_expiry_after: Option<u64>,
     /// Every API call answers `503` for this long, counted from when the faults were set.

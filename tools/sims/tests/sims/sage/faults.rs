@@ -29,6 +29,16 @@ async fn transient_failures_are_server_unavailable_at_the_configured_rate() {
         }
     }
     assert!((60..140).contains(&failures), "{failures} of 200");
+
+    for code in peoplesync_sims::sage::TRANSIENT_STATUSES {
+        sim.set_faults(SageFaults {
+            transient_failure_rate: 1.0,
+            transient_status: Some(code),
+            ..SageFaults::default()
+        });
+        let answered = status(&client, &sim.url(), &t, &[]).await;
+        assert_eq!(answered.as_u16(), code);
+    }
 }
 
 #[tokio::test]
