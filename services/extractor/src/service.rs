@@ -237,16 +237,27 @@ async fn serve_integration(
     let lease_stop = CancellationToken::new();
     let lease = bus.lease(&integration, &replica, ttl);
     let lease_task = tokio::spawn(lease.run(leader_tx, lease_stop.clone()));
-    let any = tokio::spawn(commands::serve_any(
-        bus.client().clone(),
-        runner.clone(),
-        stop.clone(),
-    ));
+    let any = {
+        let (client, runner, stop) = (bus.client().clone(), runner.clone(), stop.clone());
+        tokio::spawn(keep_answering(
+            "command responder",
+            integration.clone(),
+            stop.clone(),
+            move || commands::serve_any(client.clone(), runner.clone(), stop.clone()),
+        ))
+    };
     let plans = watch_plans(bus.clone(), &integration, stop.clone()).await;
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
-            elected = leader.wait_for(|held| *held) => if elected.is_err() { break },
+            elected = leader.wait_for(|held| *held) => if elected.is_err() {
+                // The lease task is gone (a panic): this replica can no longer take part in
+                // scheduling the integration. Say so and stop the replica, so it is restarted.
+                tracing::error!(%integration, %replica,
+                    "the scheduler lease task ended; stopping this replica");
+                stop.cancel();
+                break;
+            },
         }
         tracing::info!(%integration, %replica, "scheduling this integration");
         metrics::gauge!(metric::EXTRACTOR_SCHEDULER_LEADER, "integration" => integration.clone())
@@ -272,10 +283,38 @@ async fn serve_integration(
     runner.interrupt().await;
     lease_stop.cancel();
     let _ = lease_task.await;
-    match any.await {
-        Ok(Err(err)) => tracing::error!(%integration, error = %err, "command responder stopped"),
-        Err(err) => tracing::error!(%integration, error = %err, "command responder failed"),
-        Ok(Ok(())) => {}
+    if let Err(err) = any.await {
+        tracing::error!(%integration, error = %err, "command responder failed");
+    }
+}
+
+/// Runs the command responder `serve` makes until `stop`; one that ends before then (its
+/// subscription refused or ended) is logged and started again a second later, so commands
+/// never go unanswered in silence.
+async fn keep_answering<F, Fut>(
+    what: &'static str,
+    integration: String,
+    stop: CancellationToken,
+    serve: F,
+) where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), peoplesync_bus::BusError>>,
+{
+    loop {
+        let ended = serve().await;
+        if stop.is_cancelled() {
+            return;
+        }
+        match ended {
+            Err(err) => tracing::error!(%integration, error = %err,
+                "the {what} stopped; starting it again in 1 s"),
+            Ok(()) => tracing::error!(%integration,
+                "the {what}'s subscription ended; starting it again in 1 s"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
 }
 
@@ -305,12 +344,22 @@ async fn lead(
         ticks_tx,
         term.clone(),
     ));
-    let commands = tokio::spawn(commands::serve_leader(
-        bus.client().clone(),
-        runner.clone(),
-        leader.clone(),
-        term.clone(),
-    ));
+    let commands = {
+        let (client, runner, leader, term) = (
+            bus.client().clone(),
+            runner.clone(),
+            leader.clone(),
+            term.clone(),
+        );
+        tokio::spawn(keep_answering(
+            "leader command responder",
+            integration.clone(),
+            term.clone(),
+            move || {
+                commands::serve_leader(client.clone(), runner.clone(), leader.clone(), term.clone())
+            },
+        ))
+    };
     let mut retry_poll = tokio::time::interval(crate::retry::POLL);
     retry_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -335,8 +384,8 @@ async fn lead(
     }
     term.cancel();
     let _ = scheduler.await;
-    if let Ok(Err(err)) = commands.await {
-        tracing::error!(%integration, error = %err, "leader command responder stopped");
+    if let Err(err) = commands.await {
+        tracing::error!(%integration, error = %err, "leader command responder failed");
     }
 }
 
