@@ -11,8 +11,7 @@
 //! lost ack.
 //!
 //! A send that fails for a reason that may pass (the client's queue full while the connection
-//! is down, which the client gives up on after its request timeout; an ack permit not free
-//! within [`SEND_WAIT`]) is treated like a lost ack: the message stays in the window without
+//! is down, which the client gives up on after its request timeout) is treated like a lost ack: the message stays in the window without
 //! one, and nothing newer is sent until the window has been sent again in order, so messages
 //! are stored in the order they were published. A long outage is logged every round and ends
 //! in an error at the deadline. A send that can never succeed (too large, a bad subject) fails
@@ -34,10 +33,6 @@ pub const DEFAULT_ACK_DEADLINE: Duration = Duration::from_secs(120);
 
 /// The longest pause between two re-sends of the window.
 const MAX_PAUSE: Duration = Duration::from_secs(5);
-
-/// How long one send may wait in all (for an ack permit, and for the client to take the
-/// message) before it counts as not sent.
-pub const SEND_WAIT: Duration = Duration::from_secs(10);
 
 struct InFlight {
     subject: String,
@@ -318,23 +313,15 @@ async fn send(
         },
         may_pass,
     };
-    // Dropping a send that waits only drops the message: nothing half-sent is left behind.
-    match tokio::time::timeout(SEND_WAIT, js.send_publish(subject.to_owned(), message)).await {
-        Ok(Ok(ack)) => Ok(ack),
-        Ok(Err(err)) => {
+    // The client bounds the send itself (its request timeout while its queue is full).
+    match js.send_publish(subject.to_owned(), message).await {
+        Ok(ack) => Ok(ack),
+        Err(err) => {
             use jetstream::context::PublishErrorKind as K;
             // Only a send the client could not hand over (its queue full, no ack permit) may
             // pass; a message too large or a subject the client refuses never will.
             let may_pass = matches!(err.kind(), K::TimedOut | K::MaxAckPending | K::BrokenPipe);
             Err(failed(err.into(), may_pass))
         }
-        Err(_) => Err(failed(
-            format!(
-                "the NATS client took no message for {} s (no ack permit free, or the connection down)",
-                SEND_WAIT.as_secs()
-            )
-            .into(),
-            true,
-        )),
     }
 }
