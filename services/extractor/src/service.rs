@@ -43,6 +43,9 @@ pub enum ServiceError {
     /// NATS failed.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// A part the replica cannot serve without ended, and the replica stopped itself.
+    #[error("{0}; the replica stopped itself")]
+    Stopped(String),
 }
 
 /// The extractor service: every integration it serves, ready to run.
@@ -214,15 +217,28 @@ impl Service {
         tracing::info!(replica = %self.replica, integrations = ?self.config.integrations, "sage-extractor serving");
         shutdown.cancelled().await;
         self.runs_stop.cancel();
+        let mut failure = None;
         for task in tasks {
-            let _ = task.await;
+            match task.await {
+                Ok(Some(reason)) => {
+                    failure.get_or_insert(reason);
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    failure.get_or_insert(format!("serving an integration failed: {err}"));
+                }
+            }
         }
         tracing::info!(replica = %self.replica, "sage-extractor stopped");
-        Ok(())
+        match failure {
+            Some(reason) => Err(ServiceError::Stopped(reason)),
+            None => Ok(()),
+        }
     }
 }
 
-/// Everything this replica does for one integration, until `stop`.
+/// Everything this replica does for one integration, until `stop`; why it stopped the replica,
+/// if it did.
 async fn serve_integration(
     runner: Arc<Runner>,
     bus: Bus,
@@ -231,7 +247,7 @@ async fn serve_integration(
     clock: Arc<dyn Clock>,
     mut retrier: Retrier,
     stop: CancellationToken,
-) {
+) -> Option<String> {
     let integration = runner.extraction().integration().to_owned();
     let (leader_tx, mut leader) = watch::channel(false);
     let lease_stop = CancellationToken::new();
@@ -247,6 +263,7 @@ async fn serve_integration(
         ))
     };
     let plans = watch_plans(bus.clone(), &integration, stop.clone()).await;
+    let mut failure = None;
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
@@ -255,6 +272,7 @@ async fn serve_integration(
                 // scheduling the integration. Say so and stop the replica, so it is restarted.
                 tracing::error!(%integration, %replica,
                     "the scheduler lease task ended; stopping this replica");
+                failure = Some(format!("the scheduler lease task of {integration} ended"));
                 stop.cancel();
                 break;
             },
@@ -286,6 +304,7 @@ async fn serve_integration(
     if let Err(err) = any.await {
         tracing::error!(%integration, error = %err, "command responder failed");
     }
+    failure
 }
 
 /// Runs the command responder `serve` makes until `stop`; one that ends before then (its

@@ -175,11 +175,13 @@ impl Stack {
         endpoint.connect().await
     }
 
-    /// Waits until the loader's health service says SERVING (no token needed).
+    /// Waits until the loader's health service says SERVING (no token needed). The loader
+    /// serves after its start-up checks; on a busy 2-core runner, beside the chaos tests, that
+    /// has taken over 30 s, so the bound is generous (a loader that never serves still fails).
     async fn wait_until_serving(&self) {
         wait_for(
             "the control plane to serve",
-            Duration::from_secs(30),
+            Duration::from_secs(90),
             || async {
                 let channel = self.channel().await.ok()?;
                 let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
