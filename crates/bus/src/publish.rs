@@ -11,9 +11,11 @@
 //! lost ack.
 //!
 //! A send that fails for a reason that may pass (the client's queue full while the connection
-//! is down, which the client gives up on after its request timeout) is treated like a lost ack: the message stays in the window without
-//! one, and nothing newer is sent until the window has been sent again in order, so messages
-//! are stored in the order they were published. A long outage is logged every round and ends
+//! is down, which the client gives up on after its request timeout) is treated like a lost
+//! ack: the message stays in the window without one, and nothing newer is sent until the
+//! window has been sent again in order, so messages are stored in the order they were
+//! published. (The wait for an ack permit is unbounded in the client, so the bus gives each
+//! connection more permits than any window holds; see `setup`.) A long outage is logged every round and ends
 //! in an error at the deadline. A send that can never succeed (too large, a bad subject) fails
 //! at once.
 
@@ -55,9 +57,6 @@ pub struct Publisher {
     deadline: Duration,
     /// When the first ack of the current streak of lost ones was found lost.
     failing_since: Option<Instant>,
-    /// Some message in the window has not been sent (its send failed); it goes out again, with
-    /// the window, before anything newer.
-    unsent: bool,
     resends: u64,
 }
 
@@ -82,7 +81,6 @@ impl Publisher {
             duplicates: 0,
             deadline: DEFAULT_ACK_DEADLINE,
             failing_since: None,
-            unsent: false,
             resends: 0,
         }
     }
@@ -107,7 +105,7 @@ impl Publisher {
         headers: Option<HeaderMap>,
     ) -> Result<(), BusError> {
         // A message not sent yet goes out again, in order, before anything newer.
-        while self.in_flight.len() >= self.window || self.unsent {
+        while self.in_flight.len() >= self.window || self.has_unsent() {
             self.settle_oldest().await?;
         }
         let ack = match send(&self.js, &subject, &id, &payload, headers.as_ref()).await {
@@ -119,7 +117,6 @@ impl Publisher {
                 }
                 tracing::warn!(error = %failed.error, in_flight = self.in_flight.len(),
                     "cannot send to NATS; the message is sent again with the window");
-                self.unsent = true;
                 None
             }
             Err(failed) => return Err(failed.error),
@@ -133,6 +130,13 @@ impl Publisher {
         });
         self.sent += 1;
         Ok(())
+    }
+
+    /// Whether some message in the window has not been sent (its send failed): it goes out
+    /// again, with the window, before anything newer. Unsent messages are always the last of
+    /// the window (a failed send is the newest; a failed resend leaves the rest unsent).
+    fn has_unsent(&self) -> bool {
+        self.in_flight.back().is_some_and(|m| m.ack.is_none())
     }
 
     /// Messages handed to [`Publisher::publish`] so far.
@@ -240,10 +244,11 @@ impl Publisher {
             .await
             {
                 Ok(ack) => self.in_flight[index].ack = Some(ack),
+                Err(failed) if !failed.may_pass => return Err(failed.error),
                 Err(failed) => {
                     let err = failed.error;
                     let since = *self.failing_since.get_or_insert_with(Instant::now);
-                    if !failed.may_pass || since.elapsed() >= self.deadline {
+                    if since.elapsed() >= self.deadline {
                         return Err(self.gave_up(err.to_string()));
                     }
                     tracing::warn!(error = %err, "cannot send to NATS; trying the window again");
@@ -251,12 +256,10 @@ impl Publisher {
                     for rest in self.in_flight.iter_mut().skip(index) {
                         rest.ack = None;
                     }
-                    self.unsent = true;
                     return Ok(());
                 }
             }
         }
-        self.unsent = false;
         Ok(())
     }
 
@@ -313,7 +316,8 @@ async fn send(
         },
         may_pass,
     };
-    // The client bounds the send itself (its request timeout while its queue is full).
+    // The client bounds the hand-over itself (its request timeout while its queue is full);
+    // ack permits never run out, as the bus's context has more than the windows hold.
     match js.send_publish(subject.to_owned(), message).await {
         Ok(ack) => Ok(ack),
         Err(err) => {

@@ -10,6 +10,10 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 use crate::connect::{ConnectSettings, NatsServers};
 use crate::{BusError, names};
 
+/// Publish acks one connection may have outstanding: room for the largest publish window
+/// (65,536) several times over, so only the publishers' own windows bound them.
+const MAX_ACKS_IN_FLIGHT: usize = 4 * 65_536;
+
 /// Whether a client error reported while connecting means the server refused the credentials
 /// (`authorization violation`) or they could not be used (`failed signing nonce`: a bad NKey
 /// seed or creds file): retrying with them cannot succeed.
@@ -173,7 +177,13 @@ impl Bus {
 
     /// Sets the topology up on an existing client.
     pub async fn setup(client: async_nats::Client, settings: BusSettings) -> Result<Bus, BusError> {
-        let js = jetstream::new(client.clone());
+        // async-nats lets 5,000 acks be outstanding per context and makes a send wait for a
+        // free one. Publishers keep their acks in their own windows (up to 65,536 for the
+        // extractor's), so a window larger than that would wait on permits only it can free:
+        // the bound is the publishers' windows, not the context's.
+        let js = jetstream::ContextBuilder::new()
+            .max_ack_inflight(MAX_ACKS_IN_FLIGHT)
+            .build(client.clone());
         for spec in shared_streams(&settings) {
             ensure_stream(&js, spec.config(settings.replicas)).await?;
         }

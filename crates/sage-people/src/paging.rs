@@ -88,8 +88,12 @@ fn decode_page(
             ),
         ));
     };
+    // Going back is judged under both byte order and case-blind order (the reference says
+    // "by id, ascending" without naming the collation), so only a page that repeats its marker
+    // or goes back under both readings is refused.
     if let Some(marker) = marker
-        && last <= marker
+        && (last == marker
+            || (last < marker && last.to_ascii_lowercase() < marker.to_ascii_lowercase()))
     {
         return Err(Error::new(
             ErrorKind::InvalidResponse,
@@ -199,6 +203,13 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn a_page_past_its_marker_under_a_case_blind_order_is_accepted() {
+        // Byte order puts `Z` before `a`; a case-blind order puts it after.
+        let body = br#"{"data":[{"id":"a2GZ"}]}"#;
+        assert!(decode_page(200, body, Some("a2Ga"), "h", "listing").is_ok());
     }
 
     #[test]

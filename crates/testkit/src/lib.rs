@@ -41,7 +41,12 @@ where
             return value;
         }
         if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
+            let hung = if attempt.is_err() {
+                " (the last check did not answer within 30 s after the deadline)"
+            } else {
+                ""
+            };
+            panic!("timed out after {timeout:?} waiting for {what}{hung}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -259,6 +259,7 @@ async fn check_until_stopped(
                 tokio::time::sleep(RECHECK_EVERY).await;
             }
         };
+        // A `ConfigWatch` is not a `Stream`, so `watch::next_change` does not apply.
         let changed = async {
             match changes.as_mut() {
                 Some(watch) => watch.next().await.map(|_| ()),

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use peoplesync_bus::Bus;
 use peoplesync_runtime::metrics::names;
+use peoplesync_runtime::watch::next_change;
 use tokio_util::sync::CancellationToken;
 
 /// The longest the gauge goes without a fresh read (also the pause before a failed watch is
@@ -41,12 +41,7 @@ pub async fn keep_gauge(bus: Bus, integrations: Vec<String>, stop: CancellationT
                 }
             }
         }
-        let changed = async {
-            match watch.as_mut() {
-                Some(w) => w.next().await.is_some(),
-                None => std::future::pending::<bool>().await,
-            }
-        };
+        let changed = async { next_change(&mut watch).await.is_some() };
         tokio::select! {
             () = stop.cancelled() => return,
             alive = changed => if !alive {

@@ -62,29 +62,19 @@ async fn dead_letter(bus: &Bus, info: MaxDeliveries) -> Result<(), BusError> {
     let integration = names::integration_of_subject(&subject)
         .unwrap_or("unknown")
         .to_owned();
-    // Ids that cannot name a subject or key (as the pipeline checks them) are replaced, as an
-    // undecodable event's are, so recording the letter cannot fail on them again and again.
-    let unattributed = || {
-        (
-            names::INVALID_RUN.to_owned(),
-            format!("seq-{}", info.stream_seq),
-            false,
-        )
-    };
+    // An event the pipeline could not attribute is lettered under the same identity it gives
+    // such events, so recording the letter cannot fail on a bad id again and again.
     let (run_id, worker_id, ended) = match codec::decode_worker_event(&message.payload) {
-        Ok(event) => {
+        Ok(event) if crate::pipeline::check_ids(&event).is_ok() => {
             let ended = event.kind() == peoplesync_proto::v1::WorkerEventKind::Ended;
             let worker_id = event.worker.map(|w| w.id).unwrap_or_default();
-            let valid = names::validate_event_id("run id", &event.run_id)
-                .and_then(|()| names::validate_event_id("worker id", &worker_id))
-                .is_ok();
-            if valid {
-                (event.run_id, worker_id, ended)
-            } else {
-                unattributed()
-            }
+            (event.run_id, worker_id, ended)
         }
-        Err(_) => unattributed(),
+        _ => (
+            names::INVALID_RUN.to_owned(),
+            crate::pipeline::unattributed_worker(info.stream_seq),
+            false,
+        ),
     };
     let letter = DeadLetter {
         integration: integration.clone(),

@@ -169,12 +169,17 @@ impl Application {
                     // A task that should run until the shutdown and has ended (a panic, a bug)
                     // leaves the replica looking ready while it loads nothing: stop it instead,
                     // so the failure shows and the orchestrator starts a fresh one.
+                    let ended_background = background.try_join_next();
                     if let Some(task) = delivery
                         .ended()
                         .or_else(|| finalizer_task.is_finished().then_some("the finalizer"))
-                        .or_else(|| background.try_join_next().map(|_| "a background task"))
+                        .or_else(|| ended_background.as_ref().map(|_| "a background task"))
                     {
-                        tracing::error!(task, "{task} ended while the loader runs; stopping this replica");
+                        let cause = match &ended_background {
+                            Some(Err(err)) => err.to_string(),
+                            _ => "it returned".to_owned(),
+                        };
+                        tracing::error!(task, %cause, "{task} ended while the loader runs; stopping this replica");
                         failed = Some(task);
                         shutdown.cancel();
                         break;

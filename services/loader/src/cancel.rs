@@ -154,9 +154,10 @@ impl PortionWatches {
     /// read as failed, so the batches waiting for it go on instead of waiting for ever.
     pub fn report_read(self: &Arc<Self>, portion: &str, issued: u64) -> ReadReport {
         ReadReport {
-            portions: Some(Arc::clone(self)),
+            portions: Arc::clone(self),
             portion: portion.to_owned(),
             issued,
+            answer: None,
         }
     }
 
@@ -184,25 +185,25 @@ impl PortionWatches {
 /// The pending report of one portion read (see [`PortionWatches::report_read`]).
 #[derive(Debug)]
 pub struct ReadReport {
-    portions: Option<Arc<PortionWatches>>,
+    portions: Arc<PortionWatches>,
     portion: String,
     issued: u64,
+    /// What the read found; `None` (failed) unless [`ReadReport::done`] says otherwise.
+    answer: Option<bool>,
 }
 
 impl ReadReport {
     /// Records the read's answer: `Some(canceled)` as read, `None` when it failed.
     pub fn done(mut self, canceled: Option<bool>) {
-        if let Some(portions) = self.portions.take() {
-            portions.read_done(&self.portion, self.issued, canceled);
-        }
+        self.answer = canceled;
     }
 }
 
 impl Drop for ReadReport {
+    /// The report is made here, once, whether `done` was called or the task died.
     fn drop(&mut self) {
-        if let Some(portions) = self.portions.take() {
-            portions.read_done(&self.portion, self.issued, None);
-        }
+        self.portions
+            .read_done(&self.portion, self.issued, self.answer);
     }
 }
 

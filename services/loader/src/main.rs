@@ -109,7 +109,9 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
         peoplesync_loader::startup::check_fields(&loader).await;
     }
     let control = serve_control(control, &loader, &shutdown).await?;
-    loader.run_until_stopped(shutdown).await?;
+    // The clean-up below runs even when the loader stopped itself, so its announcement is
+    // removed and calls in progress finish before the error is returned.
+    let loaded = loader.run_until_stopped(shutdown).await;
     // Removes this replica's announcement (the shutdown token is cancelled by now).
     let _ = announced.await;
     tracing::info!("loader stopped");
@@ -120,7 +122,7 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
     http.stopped()
         .await
         .context("the /metrics endpoint failed")?;
-    Ok(())
+    loaded
 }
 
 /// Starts `/metrics`, `/healthz` and `/readyz` before connecting, so probes get an answer (and

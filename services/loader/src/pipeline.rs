@@ -10,7 +10,7 @@ use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use peoplesync_bus::{DeadLetter, Outcome, codec, names};
 use peoplesync_core::{Evaluation, Integration, RecordInput, Tracking};
-use peoplesync_proto::v1::WorkerEventKind;
+use peoplesync_proto::v1::{WorkerEvent, WorkerEventKind};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -139,6 +139,19 @@ pub struct Item {
     pub tracked: Option<Tracked>,
 }
 
+/// Checks that `event`'s run and worker ids can become subject tokens and keys.
+pub(crate) fn check_ids(event: &WorkerEvent) -> Result<(), String> {
+    let worker = event.worker.as_ref().map_or("", |w| w.id.as_str());
+    names::validate_event_id("run id", &event.run_id)
+        .and_then(|()| names::validate_event_id("worker id", worker))
+}
+
+/// The worker id an event that cannot be attributed is dead-lettered under (with run
+/// [`names::INVALID_RUN`]): its stream sequence, so two bad events never share a letter.
+pub(crate) fn unattributed_worker(stream_sequence: u64) -> String {
+    format!("seq-{stream_sequence}")
+}
+
 /// The item of an event that cannot be attributed to a run: dead-lettered under run
 /// [`names::INVALID_RUN`] and its own worker id.
 fn invalid_item(
@@ -205,7 +218,7 @@ pub fn prepare(
     // identity of its own (its stream sequence), so two bad events never share a letter or a
     // dedup id, and no bad id becomes a subject token or key.
     let invalid = |reason: String| {
-        let worker_id = format!("seq-{stream_sequence}");
+        let worker_id = unattributed_worker(stream_sequence);
         let letter = dead(names::INVALID_RUN, &worker_id, reason);
         (worker_id, Box::new(letter))
     };
@@ -218,10 +231,7 @@ pub fn prepare(
             return invalid_item(integration_id, worker_id, letter, delivered, message);
         }
     };
-    if let Err(problem) = names::validate_event_id("run id", &event.run_id).and_then(|()| {
-        let worker = event.worker.as_ref().map_or("", |w| w.id.as_str());
-        names::validate_event_id("worker id", worker)
-    }) {
+    if let Err(problem) = check_ids(&event) {
         let (worker_id, letter) = invalid(format!("the event cannot be loaded: {problem}"));
         return invalid_item(integration_id, worker_id, letter, delivered, message);
     }

@@ -33,7 +33,9 @@ pub async fn check_credentials(loader: &Application) -> bool {
         }
         Err(err) => {
             tracing::warn!(error = %err,
-                "cannot check the Oomnitza credentials at start; Oomnitza may be unreachable");
+                "cannot check the Oomnitza credentials at start; Oomnitza may be unreachable \
+                 (the mapped field ids are not tried now: an unknown one pauses the integration \
+                 at its first refused batch)");
             false
         }
     }

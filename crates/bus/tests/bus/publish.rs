@@ -82,3 +82,24 @@ async fn a_long_outage_ends_in_an_error_at_the_deadline_not_a_silent_wait() {
         "the error says NATS is not answering: {err}"
     );
 }
+
+#[tokio::test]
+async fn a_window_larger_than_the_clients_default_ack_permits_publishes_everything() {
+    // async-nats allows 5,000 outstanding acks per context by default and makes a send wait
+    // for a free one; a larger window (the extractor allows up to 65,536) must not wait on
+    // permits that only its own unawaited acks hold.
+    let (_nats, bus) = super::started().await;
+    let total = 6_000u32;
+    let mut publisher = bus.publisher(total as usize);
+    let publishing = async {
+        for i in 0..total {
+            super::publish_worker(&mut publisher, i, format!("worker {i}")).await?;
+        }
+        publisher.flush().await
+    };
+    tokio::time::timeout(Duration::from_secs(120), publishing)
+        .await
+        .expect("the publisher did not wait on ack permits")
+        .expect("every publish acknowledged");
+    assert_eq!(publisher.acknowledged(), u64::from(total));
+}

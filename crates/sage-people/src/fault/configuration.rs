@@ -33,10 +33,10 @@ pub const PUBLISHED_INNER_CODES: [&str; 27] = [
     "INVALID_PAYDETAILS_DOCUMENT",
 ];
 
-/// Whether `code` is a published inner code that says the request or the org's set-up is wrong
-/// (every one but `UNKNOWN_EXCEPTION`), so no retry, and no other reading of the answer, helps.
+/// Whether `code` says the request or the org's set-up is wrong — a code [`configuration_fix`]
+/// has a remedy for — so no retry, and no other reading of the answer, helps.
 pub(crate) fn is_configuration_code(code: &str) -> bool {
-    code != "UNKNOWN_EXCEPTION" && PUBLISHED_INNER_CODES.contains(&code)
+    configuration_fix(code, "", "", None).is_some()
 }
 
 /// What to fix for a code that means the request or the org's set-up is wrong, whatever the

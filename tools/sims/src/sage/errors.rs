@@ -35,26 +35,35 @@ pub(crate) fn invalid_session() -> Response {
 
 /// `503 SERVER_UNAVAILABLE`.
 pub(crate) fn unavailable() -> Response {
-    transient(StatusCode::SERVICE_UNAVAILABLE)
+    transient(None)
 }
 
-/// A transient failure with `status` (one of [`TRANSIENT_STATUSES`]; any other answers `503`),
-/// in the Salesforce error array.
-pub(crate) fn transient(status: StatusCode) -> Response {
-    let (status, code, message) = match status.as_u16() {
-        420 => (
-            status,
+/// A transient failure with `status` (one of [`TRANSIENT_STATUSES`]; none or any other answers
+/// `503`), in the Salesforce error array.
+pub(crate) fn transient(status: Option<u16>) -> Response {
+    let (status, code, message) = match status {
+        Some(420) => (
+            StatusCode::from_u16(420).unwrap_or(StatusCode::TOO_MANY_REQUESTS),
             "REQUEST_LIMIT_EXCEEDED",
             "Too many requests at once, please try again later.",
         ),
-        429 => (
-            status,
+        Some(429) => (
+            StatusCode::TOO_MANY_REQUESTS,
             "REQUEST_LIMIT_EXCEEDED",
             "Too many requests, please slow down.",
         ),
-        500 => (status, "UNKNOWN_EXCEPTION", "An unexpected error occurred."),
-        502 | 504 => (
-            status,
+        Some(500) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "UNKNOWN_EXCEPTION",
+            "An unexpected error occurred.",
+        ),
+        Some(502) => (
+            StatusCode::BAD_GATEWAY,
+            "SERVER_UNAVAILABLE",
+            "The gateway could not reach the server.",
+        ),
+        Some(504) => (
+            StatusCode::GATEWAY_TIMEOUT,
             "SERVER_UNAVAILABLE",
             "The gateway could not reach the server.",
         ),

@@ -112,10 +112,7 @@ fn refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
 
     let rate = control.faults.transient_failure_rate;
     if control.rng.chance(rate) {
-        let status = control.faults.transient_status.unwrap_or(503);
-        return Some(errors::transient(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
-        ));
+        return Some(errors::transient(control.faults.transient_status));
     }
     if !accepts_json(headers) {
         return Some(errors::envelope(

@@ -3,7 +3,7 @@
 use super::*;
 
 #[tokio::test]
-async fn transient_failures_are_server_unavailable_at_the_configured_rate() {
+async fn transient_failures_come_at_the_configured_rate_with_the_configured_status() {
     let (sim, client, t) = session(faulty(
         5,
         SageFaults {
