@@ -1,7 +1,8 @@
 //! What landed in Oomnitza, against a simulator that applies bulk records asynchronously as
 //! the published contract says: records accepted and then failed inside Oomnitza are
 //! dead-lettered with Oomnitza's reason and sent again once the cause is gone; an
-//! administrator's cancel stops the posts and the next run loads everything; a mapped field id
+//! administrator's cancel stops the posts and the next run loads everything; users read back
+//! in pages shorter than asked are all found; a mapped field id
 //! the tenant does not have pauses the integration instead of flooding Oomnitza. Every run
 //! checks the invariant published = written (confirmed) + unchanged + filtered + dead-lettered
 //! + canceled (+ stale).
@@ -109,6 +110,35 @@ async fn records_failed_inside_oomnitza_are_dead_lettered_and_sent_again_once_fi
         d.oomnitza.users().len() as u64,
         counts.written + refused,
         "every loadable worker is in Oomnitza now"
+    );
+    d.assert_users_match_sage();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_is_confirmed_when_oomnitza_pages_fewer_users_than_asked() {
+    let d = deployment(300).await;
+    // Oomnitza publishes no largest page of users; this tenant answers 40 at most, whatever
+    // `limit` asks for. A reader that took a short page for the end would miss users it wrote.
+    let mut behavior = d.oomnitza.behavior();
+    behavior.max_page_size = Some(40);
+    d.oomnitza.set_behavior(behavior).expect("behavior");
+    let _loader = d.loader_with("loader-1", QUICK);
+    let run = d.run_to_end(Duration::from_secs(120)).await;
+    assert_accounted(&run);
+    let verification = run.verification.clone().expect("the run was checked");
+    assert!(
+        matches!(verification.state, VerifyState::Verified { .. }),
+        "{verification:?}"
+    );
+    assert_eq!(verification.not_applied, 0, "{verification:?}");
+    let counts = run.counts.expect("counts");
+    assert_eq!(counts.written, d.oomnitza.users().len() as u64);
+    assert!(
+        d.dead_letters()
+            .await
+            .iter()
+            .all(|l| l.letter.stage != dlq::STAGE_VERIFICATION),
+        "no record was taken for not applied"
     );
     d.assert_users_match_sage();
 }

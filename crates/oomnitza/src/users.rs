@@ -106,28 +106,56 @@ impl OomnitzaClient {
     }
 
     /// Every user matching `filter` (empty for all), read `page_size` at a time (at least 1)
-    /// with `limit` and `skip` until a short page. Users created or removed while the pages are
+    /// with `limit` and `skip` until an empty page. Users created or removed while the pages are
     /// read may be missed or seen twice, as with any offset paging.
+    ///
+    /// A short page does not end the list: Oomnitza publishes no largest page, and a server
+    /// that answers fewer users than `limit` asks for would otherwise cut the list at its first
+    /// page. Ending on an empty page costs one request per list.
     pub async fn find_all_users(&self, filter: &str, page_size: u32) -> Result<Vec<Value>, Error> {
+        self.read_pages(filter, page_size, usize::MAX).await
+    }
+
+    /// The pages of users matching `filter`, until an empty page, or until a short page that
+    /// holds at least `enough` users (as many as the filter can match, when the caller knows).
+    async fn read_pages(
+        &self,
+        filter: &str,
+        page_size: u32,
+        enough: usize,
+    ) -> Result<Vec<Value>, Error> {
         let page_size = page_size.max(1);
-        let mut users = Vec::new();
+        let mut users: Vec<Value> = Vec::new();
+        let ignoring_skip = || {
+            Error::new(
+                ErrorKind::InvalidResponse,
+                format!(
+                    "Oomnitza at {} kept returning users after {MAX_PAGES} pages of {page_size}, \
+                     or the same page again; it may be ignoring `skip`: read with a narrower \
+                     filter",
+                    self.host()
+                ),
+            )
+        };
+        // The first user of the last page: a server that ignores `skip` shows it again.
+        let mut last_first: Option<Value> = None;
         for _ in 0..MAX_PAGES {
             let skip = u32::try_from(users.len()).unwrap_or(u32::MAX);
             let page = self.find_users(filter, page_size, skip).await?;
             let short = page.len() < page_size as usize;
+            let Some(first) = page.first() else {
+                return Ok(users);
+            };
+            if last_first.as_ref() == Some(first) {
+                return Err(ignoring_skip());
+            }
+            last_first = Some(first.clone());
             users.extend(page);
-            if short {
+            if short && users.len() >= enough {
                 return Ok(users);
             }
         }
-        Err(Error::new(
-            ErrorKind::InvalidResponse,
-            format!(
-                "Oomnitza at {} kept returning full pages of users after {MAX_PAGES} pages of \
-                 {page_size}; it may be ignoring `skip`: read with a narrower filter",
-                self.host()
-            ),
-        ))
+        Err(ignoring_skip())
     }
 
     /// Every user whose `attribute` (a lower-case attribute name such as `email`, or a custom
@@ -195,7 +223,9 @@ impl OomnitzaClient {
         Ok(users)
     }
 
-    /// Every user whose `attribute` is one of these quoted literals.
+    /// Every user whose `attribute` is one of these quoted literals. A short page that holds a
+    /// user for every literal ends the list; a shorter one may be a server's own page limit, so
+    /// the next page is read to tell (the usual case: every user is there, one request).
     async fn find_chunk(
         &self,
         attribute: &str,
@@ -203,7 +233,7 @@ impl OomnitzaClient {
         page_size: u32,
     ) -> Result<Vec<Value>, Error> {
         let filter = format!("{attribute} IN [{}]", literals.join(", "));
-        self.find_all_users(&filter, page_size).await
+        self.read_pages(&filter, page_size, literals.len()).await
     }
 
     /// Checks the credentials the way Oomnitza's own connector does, with

@@ -442,7 +442,11 @@ mod reading {
         let emails: Vec<&str> = all.iter().filter_map(|u| u["email"].as_str()).collect();
         let expected: Vec<String> = (0..50).map(|n| format!("worker.{n}@example.com")).collect();
         assert_eq!(emails, expected);
-        assert_eq!(sim.stats().user_reads, 8, "7 full pages and a short one");
+        assert_eq!(
+            sim.stats().user_reads,
+            9,
+            "7 full pages, a short one and the empty one that ends the list"
+        );
         let some = client
             .find_all_users("email LIKE 'worker.1%'", 4)
             .await
@@ -500,6 +504,37 @@ mod reading {
             .await
             .unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Rejected, "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_pages_fewer_users_than_asked_is_read_to_the_end() {
+        let (sim, client) = seeded(&users(0..20)).await;
+        sim.set_behavior(OomnitzaBehavior {
+            max_page_size: Some(3),
+            ..OomnitzaBehavior::default()
+        })
+        .expect("the behaviour is valid");
+        let all = client.find_all_users("", 10).await.unwrap();
+        assert_eq!(all.len(), 20, "short pages do not end the list");
+
+        let mut wanted: Vec<String> = (0..8).map(|n| format!("worker.{n}@example.com")).collect();
+        let before = sim.stats().user_reads;
+        let found = client.find_users_in("email", &wanted, 10).await.unwrap();
+        assert_eq!(found.len(), 8, "every user, three a page");
+        assert_eq!(
+            sim.stats().user_reads - before,
+            3,
+            "the third page holds the last of the eight: nothing more to ask"
+        );
+        wanted.push("nobody@example.com".into());
+        let before = sim.stats().user_reads;
+        let found = client.find_users_in("email", &wanted, 10).await.unwrap();
+        assert_eq!(found.len(), 8);
+        assert_eq!(
+            sim.stats().user_reads - before,
+            4,
+            "one user is missing: an empty page tells a short list from a page limit"
+        );
     }
 
     #[tokio::test]

@@ -91,6 +91,9 @@ struct Args {
     /// Answer 409 to deleting a user who still holds assets (unpublished behaviour).
     #[arg(long, env = "OOMNITZA_SIM_REFUSE_DELETE_WITH_ASSETS")]
     refuse_delete_with_assets: bool,
+    /// The most users a `GET /api/v3/users` page holds, whatever `limit` asks (unpublished).
+    #[arg(long, env = "OOMNITZA_SIM_MAX_PAGE_SIZE")]
+    max_page_size: Option<usize>,
     /// Fault: delay added to every request, in milliseconds.
     #[arg(long, env = "OOMNITZA_SIM_LATENCY_MS", default_value_t = 0)]
     latency_ms: u64,
@@ -210,6 +213,7 @@ impl Args {
                 custom_field_names: self.custom_field_names,
                 role_as_number: self.role_as_number,
                 refuse_delete_with_assets: self.refuse_delete_with_assets,
+                max_page_size: self.max_page_size,
             },
         })
     }

@@ -137,12 +137,15 @@ pub struct OomnitzaBehavior {
     /// (unpublished: the OpenAPI does not say; `false` deletes the user and leaves the assets
     /// unassigned).
     pub refuse_delete_with_assets: bool,
+    /// The most users one `GET /api/v3/users` page holds, whatever `limit` asks for
+    /// (unpublished: Oomnitza states no largest page; `None` honours `limit` as asked).
+    pub max_page_size: Option<usize>,
 }
 
 impl Default for OomnitzaBehavior {
     /// A processing delay of [`DEFAULT_PROCESSING_DELAY_MS`], no rules, no CSRF enforcement,
     /// `409` on finalize after cancel, custom fields read as their lower-case ids, a numeric
-    /// `role` as a number (the published schema's type).
+    /// `role` as a number (the published schema's type), pages as large as `limit` asks.
     fn default() -> Self {
         Self {
             processing_delay_ms: DEFAULT_PROCESSING_DELAY_MS,
@@ -153,6 +156,7 @@ impl Default for OomnitzaBehavior {
             custom_field_names: CustomFieldNames::default(),
             role_as_number: true,
             refuse_delete_with_assets: false,
+            max_page_size: None,
         }
     }
 }

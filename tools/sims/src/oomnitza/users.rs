@@ -162,7 +162,8 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>, RawQuery(query): Raw
         url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
             .into_owned()
             .collect();
-    let naming = Naming::new(&shared.config.custom_fields, &shared.behavior());
+    let behavior = shared.behavior();
+    let naming = Naming::new(&shared.config.custom_fields, &behavior);
 
     let filter = match params.get("filter") {
         None => None,
@@ -185,6 +186,11 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>, RawQuery(query): Raw
         (Ok(limit), Ok(skip)) => (limit.unwrap_or(usize::MAX), skip.unwrap_or(0)),
         (Err(problem), _) | (_, Err(problem)) => return bad_request(&problem),
     };
+    let limit = limit.min(
+        behavior
+            .max_page_size
+            .map_or(usize::MAX, |most| most.max(1)),
+    );
     let sort = match params.get("sortby").map(|s| parse_sort(s, &naming.names)) {
         None => None,
         Some(Ok(sort)) => Some(sort),
