@@ -99,14 +99,6 @@ fn role_of(d: &Deployment, worker: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-async fn put_config(d: &Deployment, config: &IntegrationConfig) {
-    let bus = d.bus().await;
-    bus.config_kv()
-        .put(ID, config.to_toml().into_bytes().into())
-        .await
-        .unwrap();
-}
-
 fn policy(action: LeaverAction) -> IntegrationConfig {
     let mut config = IntegrationConfig::default_for(ID);
     config.leavers.action = action;
@@ -180,7 +172,7 @@ async fn webhook_receiver() -> (String, Posts) {
 async fn leavers_are_updated_once_with_their_assets_reported_and_a_rehire_is_restored() {
     // Enough that 3 leavers stay under the default threshold (5% of those listed).
     let d = deployment(100).await;
-    put_config(&d, &policy(LeaverAction::Update)).await;
+    d.put_config(&policy(LeaverAction::Update)).await;
     let (hook, posts) = webhook_receiver().await;
     let _loader = d
         .loader("loader-1")
@@ -337,7 +329,7 @@ fn make_leavers(d: &Deployment, ids: &[String], (yesterday, tomorrow): (&str, &s
 async fn delete_spares_a_user_holding_assets_and_none_writes_nothing_but_counts_leavers() {
     // Enough that 3 leavers stay under the default threshold (5% of those listed).
     let d = deployment(100).await;
-    put_config(&d, &policy(LeaverAction::None)).await;
+    d.put_config(&policy(LeaverAction::None)).await;
     let _loader = d.loader("loader-1").spawn();
     let clock = Clock::new(&d, "2026-06-15");
     let ids = employed(&d, date("2026-06-15"), 8);
@@ -383,7 +375,7 @@ async fn delete_spares_a_user_holding_assets_and_none_writes_nothing_but_counts_
 
     // Action delete: leavers without assets are deleted; the one holding a laptop is kept
     // (and listed with it) until IT has it back.
-    put_config(&d, &policy(LeaverAction::Delete)).await;
+    d.put_config(&policy(LeaverAction::Delete)).await;
     make_leavers(&d, deleted_ids, ("2026-06-16", "2026-06-18"));
     let deleting = run(&d, &clock).await;
     assert_eq!(deleting.counts.unwrap().leavers, 3);
@@ -449,7 +441,7 @@ async fn command<T: serde::de::DeserializeOwned>(d: &Deployment, command: &str, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_leavers_are_held_until_approved_then_handled_once() {
     let d = deployment(400).await;
-    put_config(&d, &policy(LeaverAction::Update)).await;
+    d.put_config(&policy(LeaverAction::Update)).await;
     let _loader = d.loader_with("loader-1", QUICK);
     let clock = Clock::new(&d, "2026-06-15");
     let clock_env = clock.env();

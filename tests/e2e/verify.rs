@@ -12,8 +12,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use peoplesync_bus::pause::Pauses;
 use peoplesync_bus::{FinalizeState, VerifyState, dlq};
+use peoplesync_core::{IntegrationConfig, Preference};
 use peoplesync_sims::oomnitza::{OomnitzaFaults, ValidationRule};
 use peoplesync_testkit::wait_for;
+use serde_json::json;
 
 use peoplesync_testkit::stack::{Deployment, QUICK, assert_accounted, deployment};
 
@@ -41,6 +43,14 @@ fn refuse_emails_a_to_c(d: &Deployment, message: Option<&str>) {
             message: message.map(str::to_owned),
         }])
         .expect("rule");
+}
+
+/// Makes Oomnitza hold the records it accepts unprocessed until its faults are cleared.
+fn hold_processing(d: &Deployment) {
+    d.oomnitza.set_faults(OomnitzaFaults {
+        processing_paused: true,
+        ..OomnitzaFaults::default()
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,6 +149,81 @@ async fn every_record_is_confirmed_when_oomnitza_pages_fewer_users_than_asked() 
             .iter()
             .all(|l| l.letter.stage != dlq::STAGE_VERIFICATION),
         "no record was taken for not applied"
+    );
+    d.assert_users_match_sage();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_only_record_without_a_user_is_sent_again_once_the_user_exists() {
+    let d = deployment(30).await;
+    let mut config = IntegrationConfig::default_for("sage-people");
+    config.preference = Preference::UpdateOnly;
+    d.put_config(&config).await;
+    let _loader = d.loader_with("loader-1", QUICK);
+    let first = d.run_to_end(Duration::from_secs(120)).await;
+    assert_accounted(&first);
+    let verification = first.verification.clone().expect("the run was checked");
+    assert!(verification.accepted > 0, "{verification:?}");
+    assert_eq!(verification.not_applied, 0, "{verification:?}");
+    assert_eq!(
+        first.counts.expect("counts").written,
+        0,
+        "skipped by preference"
+    );
+    assert!(d.oomnitza.users().is_empty(), "update only creates nobody");
+
+    // Someone creates one of the workers in Oomnitza (single sign-on, say); nothing changes in
+    // Sage People. The next run updates that user with the worker's fields.
+    let (by_email, _) = d.expected();
+    let (email, raw) = by_email.iter().next().expect("a worker with an e-mail");
+    d.oomnitza.insert_user(
+        json!({"USER": email, "EMAIL": email, "FIRST_NAME": "Placeholder", "PERMISSIONS_ID": "25"})
+            .as_object()
+            .cloned()
+            .expect("an object"),
+    );
+    let second = d.run_to_end(Duration::from_secs(120)).await;
+    assert_accounted(&second);
+    assert_eq!(second.counts.expect("counts").written, 1, "{second:?}");
+    let users = d.oomnitza.users();
+    assert_eq!(users.len(), 1);
+    assert_eq!(
+        users[0].get("FIRST_NAME"),
+        raw.get("firstName"),
+        "the user now holds the worker's fields"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_cannot_be_verified_is_sent_again_by_the_next_run() {
+    let d = deployment(200).await;
+    // Oomnitza fails some of the run's records, and holds them longer than the loader waits.
+    refuse_emails_a_to_c(&d, None);
+    hold_processing(&d);
+    let _loader = d.loader_with(
+        "loader-1",
+        &format!("{QUICK}\n[verify]\nprocessing_timeout_secs = 1\n"),
+    );
+    let first = d.run_to_end(Duration::from_secs(120)).await;
+    let verification = first.verification.clone().expect("the run was checked");
+    assert!(
+        matches!(verification.state, VerifyState::Unverified { .. }),
+        "{verification:?}"
+    );
+    d.oomnitza.set_faults(OomnitzaFaults::default());
+    d.oomnitza.wait_idle().await;
+    let landed = d.oomnitza.users().len();
+    d.oomnitza.set_validation_rules(Vec::new()).expect("rules");
+
+    // Nothing changed in Sage People; the records that failed inside Oomnitza are not known
+    // to the loader (the run could not be checked), so the next run sends the run's records
+    // again, and everyone lands.
+    let second = d.run_to_end(Duration::from_secs(120)).await;
+    assert_accounted(&second);
+    let counts = second.counts.expect("counts");
+    assert!(
+        d.oomnitza.users().len() > landed,
+        "the records that failed landed: {landed} before, {counts:?}"
     );
     d.assert_users_match_sage();
 }
@@ -260,10 +345,7 @@ async fn a_check_left_by_a_killed_replica_is_finished_by_another_once() {
     let d = deployment(300).await;
     refuse_emails_a_to_c(&d, None);
     // Oomnitza holds the records unprocessed: the run is finalized and its check waits.
-    d.oomnitza.set_faults(OomnitzaFaults {
-        processing_paused: true,
-        ..Default::default()
-    });
+    hold_processing(&d);
     let mut first = d.loader_with("loader-1", QUICK);
     let run_id = d.extract_run();
     let bus = d.bus().await;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use peoplesync_bus::{
     Bus, BusError, CancelNote, FinalizeState, OutcomeCounts, RunRecord, RunState, Runs,
-    Verification, WrittenEvents, outcomes,
+    Verification, outcomes,
 };
 use peoplesync_oomnitza::{ErrorKind, Finalize, OomnitzaClient};
 use peoplesync_runtime::watch::next_change;
@@ -427,14 +427,7 @@ impl Finalizer {
         mut counts: OutcomeCounts,
     ) -> Result<(), BusError> {
         let bus = &self.bus;
-        let mut written = WrittenEvents::open(bus, integration, run_id, 1_000).await?;
-        while let Some(events) = written.next_group().await? {
-            for event in events {
-                bus.applied()
-                    .forget_if_written_by(&event.applied_key, run_id)
-                    .await;
-            }
-        }
+        verify::forget_written(bus, integration, run_id).await?;
         counts.canceled += std::mem::take(&mut counts.written);
         let at = chrono::Utc::now().to_rfc3339();
         tracing::warn!(

@@ -342,8 +342,8 @@ impl Verifier {
             .collect())
     }
 
-    /// Dead-letters the records Oomnitza did not apply and drops their applied hashes (where
-    /// this run still wrote the latest), so the next run sends them again.
+    /// Dead-letters the records Oomnitza did not apply (those with a letter) and drops their
+    /// applied hashes (where this run still wrote the latest), so the next run sends them again.
     async fn settle_not_applied(
         &self,
         claim: &Claim<'_>,
@@ -354,19 +354,21 @@ impl Verifier {
         }
         let (integration, run_id) = (claim.integration, claim.run_id);
         for NotApplied {
-            mut letter,
+            letter,
             applied_key,
             record,
         } in letters
         {
-            letter.integration = integration.to_owned();
-            letter.run_id = run_id.to_owned();
-            letter.original_subject = names::workers_subject(integration);
-            tracing::warn!(integration, run_id, worker = %letter.worker_id, reason = %letter.reason,
-                "Oomnitza accepted a record but did not apply it; dead-lettering it");
-            dlq::record(&self.bus, &letter, record.into())
-                .await
-                .map_err(Stop::Bus)?;
+            if let Some(mut letter) = letter {
+                letter.integration = integration.to_owned();
+                letter.run_id = run_id.to_owned();
+                letter.original_subject = names::workers_subject(integration);
+                tracing::warn!(integration, run_id, worker = %letter.worker_id, reason = %letter.reason,
+                    "Oomnitza accepted a record but did not apply it; dead-lettering it");
+                dlq::record(&self.bus, &letter, record.into())
+                    .await
+                    .map_err(Stop::Bus)?;
+            }
             self.bus
                 .applied()
                 .forget_if_written_by(&applied_key, run_id)
@@ -376,14 +378,18 @@ impl Verifier {
     }
 
     /// Ends a check that cannot be completed: the run keeps its accepted counts, marked
-    /// unverified with `reason`.
+    /// unverified with `reason`. What it wrote is sent again by the next run (Oomnitza counts
+    /// what did land as unchanged), so a record that failed inside Oomnitza is not left out
+    /// until its worker changes.
     async fn give_up(
         &self,
         integration: &str,
         run_id: &str,
         reason: String,
     ) -> Result<(), BusError> {
-        tracing::error!(integration, run_id, %reason, "cannot verify the run against Oomnitza");
+        tracing::error!(integration, run_id, %reason,
+            "cannot verify the run against Oomnitza; the next run sends its records again");
+        forget_written(&self.bus, integration, run_id).await?;
         let at = chrono::Utc::now().to_rfc3339();
         let (bus, runs) = (&self.bus, &self.runs);
         close_check(bus, runs, integration, run_id, "unverified", |record| {

@@ -189,8 +189,9 @@ impl Judge {
         Pending { event, lookup }
     }
 
-    /// Judges one record against its user (`None`: none found); returns its dead letter when
-    /// Oomnitza did not apply it.
+    /// Judges one record against its user (`None`: none found); returns what is left to settle
+    /// when Oomnitza did not apply it: a dead letter, or, for an update-only record that found
+    /// no user, only its applied hash to drop, so that it is sent again once the user exists.
     fn judge(
         &self,
         pending: Pending,
@@ -225,7 +226,13 @@ impl Judge {
             }
             Check::SkippedByPreference => {
                 tally.skipped += 1;
-                return None;
+                // Update only, and no user yet: nothing landed. The record is sent again by
+                // the next run (Oomnitza skips it again until someone creates the user).
+                return user.is_none().then_some(NotApplied {
+                    letter: None,
+                    applied_key: event.applied_key,
+                    record: event.record_json,
+                });
             }
             Check::NotApplied(difference) => difference,
         };
@@ -238,7 +245,7 @@ impl Judge {
             None => format!("not applied by Oomnitza: {difference}"),
         };
         Some(NotApplied {
-            letter: DeadLetter {
+            letter: Some(DeadLetter {
                 integration: self.integration.clone(),
                 run_id: String::new(),
                 worker_id: event.worker_id,
@@ -248,16 +255,17 @@ impl Judge {
                 body_excerpt: Some(difference),
                 attempts: 1,
                 original_subject: String::new(),
-            },
+            }),
             applied_key: event.applied_key,
             record: event.record_json,
         })
     }
 }
 
-/// A record Oomnitza did not apply: its dead letter, applied-hash key and the record as sent.
+/// A record Oomnitza did not apply: its dead letter (none when the integration's preference
+/// explains it), applied-hash key and the record as sent.
 struct NotApplied {
-    letter: DeadLetter,
+    letter: Option<DeadLetter>,
     applied_key: String,
     record: String,
 }
@@ -370,6 +378,24 @@ pub(crate) async fn close_check(
         "integration" => integration.to_owned(), "state" => state)
     .increment(1);
     outcomes::purge(bus, integration, run_id).await
+}
+
+/// Drops the applied hashes the run wrote (where it still wrote the latest), so the next run
+/// sends its records again: for a run whose records cannot all be known to have landed.
+pub(crate) async fn forget_written(
+    bus: &Bus,
+    integration: &str,
+    run_id: &str,
+) -> Result<(), BusError> {
+    let mut written = WrittenEvents::open(bus, integration, run_id, 1_000).await?;
+    while let Some(events) = written.next_group().await? {
+        for event in events {
+            bus.applied()
+                .forget_if_written_by(&event.applied_key, run_id)
+                .await;
+        }
+    }
+    Ok(())
 }
 
 /// Moves `not_applied` written records to dead-lettered and `skipped` to filtered.
