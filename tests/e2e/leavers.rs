@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use peoplesync_bus::leavers::{self, LeaverEntry};
-use peoplesync_bus::{RunRecord, control};
+use peoplesync_bus::{FinalizeState, RunRecord, control};
 use peoplesync_core::{
     IntegrationConfig, LeaverAction, MappingEntry, MappingSource, SAGE_USER_ID_FIELD, Worker,
 };
@@ -19,7 +19,9 @@ use peoplesync_sims::generate;
 use peoplesync_testkit::wait_for;
 use serde_json::{Map, Value, json};
 
-use peoplesync_testkit::stack::{Deployment, QUICK, assert_accounted, deployment};
+use peoplesync_testkit::stack::{
+    CONTROL_TOKEN, Deployment, QUICK, Syncctl, assert_accounted, deployment,
+};
 
 const ID: &str = "sage-people";
 const FINALIZED: Duration = Duration::from_secs(120);
@@ -414,6 +416,74 @@ async fn delete_spares_a_user_holding_assets_and_none_writes_nothing_but_counts_
         "not recreated"
     );
     assert!(user_of(&d, &deleted_ids[3]).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_canceled_in_oomnitza_deletes_nobody_and_its_leavers_are_replayed_later() {
+    let d = deployment(100).await;
+    d.put_config(&policy(LeaverAction::Delete)).await;
+    let control = peoplesync_testkit::free_port();
+    let loader = d.loader("loader-1").control(control).spawn();
+    let clock = Clock::new(&d, "2026-06-15");
+    let ids = employed(&d, date("2026-06-15"), 4);
+    run(&d, &clock).await;
+
+    // Three leavers (ended yesterday, inactive, removed; the fourth ends tomorrow), and an
+    // administrator cancels the run in Oomnitza before a loader gets to them.
+    make_leavers(&d, &ids, ("2026-06-14", "2026-06-16"));
+    drop(loader);
+    let env = clock.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run_id = d.extract_run_with(&env);
+    d.oomnitza.cancel_portion(&run_id);
+    let _loader = d.loader("loader-2").control(control).spawn();
+    let canceled = d.finalized(ID, &run_id, FINALIZED).await;
+    assert!(
+        matches!(canceled.finalize, FinalizeState::Canceled { .. }),
+        "{canceled:?}"
+    );
+    let leavers = [&ids[0], &ids[2], &ids[3]];
+    assert!(
+        leavers.iter().all(|id| user_of(&d, id).is_some()),
+        "a canceled run deletes nobody"
+    );
+    let letters = d.dead_letters().await;
+    let held: Vec<_> = letters
+        .iter()
+        .filter(|l| l.letter.stage == "leavers")
+        .collect();
+    assert_eq!(held.len(), 3, "{letters:?}");
+    assert!(
+        held.iter()
+            .all(|l| l.letter.reason.contains("canceled in Oomnitza")),
+        "{:?}",
+        held[0].letter.reason
+    );
+
+    // The leavers are not lost: replayed, they are handled in a run of their own.
+    let replay = Syncctl::new(&format!("http://127.0.0.1:{control}"))
+        .token(Some(CONTROL_TOKEN))
+        .run(&[
+            "dlq",
+            "replay",
+            "--run",
+            &run_id,
+            "--reason",
+            "canceled in Oomnitza",
+            "--watch",
+            "-o",
+            "json",
+        ]);
+    assert_eq!(replay.code, 0, "{}\n{}", replay.stdout, replay.stderr);
+    let replayed = replay.json();
+    assert_eq!(replayed["trigger"], json!("replay"), "{replayed}");
+    let replayed_id = replayed["run_id"].as_str().expect("the replay run's id");
+    let handled = d.finalized(ID, replayed_id, FINALIZED).await;
+    assert_eq!(handled.counts.expect("counts").leavers, 3);
+    assert!(
+        leavers.iter().all(|id| user_of(&d, id).is_none()),
+        "deleted once replayed"
+    );
 }
 
 /// Sends extractor command `command` until the extractor (starting up, taking its lease)

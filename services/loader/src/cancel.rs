@@ -97,6 +97,17 @@ impl Default for PortionWatches {
 impl PortionWatches {
     /// What a batch of `records` for `portion` must do at `now`.
     pub fn step(&self, portion: &str, records: u64, now: Instant) -> Step {
+        self.next_step(portion, records, now, false)
+    }
+
+    /// [`PortionWatches::step`] for actions that cannot be taken back (a leaver's delete or
+    /// update): they wait for a read in flight instead of going ahead beside it, so they never
+    /// follow a cancel that a read already under way would have shown.
+    pub fn step_irreversible(&self, portion: &str, records: u64, now: Instant) -> Step {
+        self.next_step(portion, records, now, true)
+    }
+
+    fn next_step(&self, portion: &str, records: u64, now: Instant, irreversible: bool) -> Step {
         let Ok(mut portions) = self.portions.lock() else {
             return Step::Post;
         };
@@ -125,7 +136,9 @@ impl PortionWatches {
             };
         }
         let unchecked = watch.posted - watch.confirmed;
-        if watch.reading && unchecked > 0 && unchecked + records > MAX_UNCHECKED_RECORDS {
+        if watch.reading
+            && (irreversible || (unchecked > 0 && unchecked + records > MAX_UNCHECKED_RECORDS))
+        {
             return Step::Wait(self.reads.subscribe());
         }
         watch.posted += records;
@@ -262,6 +275,26 @@ mod tests {
             Step::Canceled { first: true }
         ));
         assert!(watches.is_canceled("p"));
+    }
+
+    #[test]
+    fn an_irreversible_action_waits_for_the_read_in_flight_and_learns_of_the_cancel() {
+        let watches = PortionWatches::default();
+        let t0 = Instant::now();
+        let issued = read(watches.step_irreversible("p", 3, t0));
+        assert!(
+            matches!(watches.step("p", 100, t0), Step::Post),
+            "posts go on beside the first read"
+        );
+        assert!(
+            matches!(watches.step_irreversible("p", 3, t0), Step::Wait(_)),
+            "an irreversible action does not"
+        );
+        watches.read_done("p", issued, Some(true));
+        assert!(matches!(
+            watches.step_irreversible("p", 3, t0),
+            Step::Canceled { first: true }
+        ));
     }
 
     #[test]

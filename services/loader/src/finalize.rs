@@ -393,13 +393,9 @@ impl Finalizer {
             Err(err) => tracing::warn!(integration, error = %err,
                 "cannot remove acknowledged events from the work stream; they only take space"),
         }
-        let with_assets = crate::leavers::finalized(
-            &self.bus,
-            self.webhook.as_ref(),
-            (integration, run_id),
-            counts.leavers,
-        )
-        .await;
+        let with_assets = self
+            .report_leavers(integration, run_id, counts.leavers)
+            .await;
         self.runs
             .update(integration, run_id, |r| {
                 r.finalize = finalize.clone();
@@ -417,6 +413,18 @@ impl Finalizer {
         Ok(None)
     }
 
+    /// Posts the run's leavers report to the webhook (when it had `leavers`) and says how many
+    /// of them still held assets.
+    async fn report_leavers(&self, integration: &str, run_id: &str, leavers: u64) -> u64 {
+        crate::leavers::finalized(
+            &self.bus,
+            self.webhook.as_ref(),
+            (integration, run_id),
+            leavers,
+        )
+        .await
+    }
+
     /// Closes a run whose portion was canceled in Oomnitza, without finalizing it: every
     /// record it posted counts as canceled, and the applied hashes it wrote are dropped so the
     /// next run sends those records again.
@@ -429,6 +437,11 @@ impl Finalizer {
         let bus = &self.bus;
         verify::forget_written(bus, integration, run_id).await?;
         counts.canceled += std::mem::take(&mut counts.written);
+        // The leavers handled before the cancel are reported as usual: IT still has their
+        // assets to recover.
+        let with_assets = self
+            .report_leavers(integration, run_id, counts.leavers)
+            .await;
         let at = chrono::Utc::now().to_rfc3339();
         tracing::warn!(
             integration,
@@ -442,6 +455,7 @@ impl Finalizer {
                 at: at.clone(),
             };
             r.counts = Some(counts);
+            r.leavers_with_assets = with_assets;
             r.canceled.get_or_insert_with(|| CancelNote {
                 noticed_by: self.replica.clone(),
                 at: at.clone(),

@@ -129,22 +129,40 @@ pub async fn handle(
         Err(Failed::Dead(reason, status)) => {
             tracing::warn!(integration = %name, run_id = %item.key.run_id, worker = %item.worker_id,
                 %reason, "leaver cannot be handled; dead-lettered");
-            Settlement::Done(
-                Outcome::DeadLettered,
-                Some(Box::new(DeadLetter {
-                    integration: name.clone(),
-                    run_id: item.key.run_id.clone(),
-                    worker_id: item.worker_id.clone(),
-                    reason,
-                    stage: "leavers".into(),
-                    http_status: status,
-                    attempts: item.delivered,
-                    original_subject: item.message.subject.to_string(),
-                    ..Default::default()
-                })),
-            )
+            dead_letter(item, reason, status)
         }
     }
+}
+
+/// Settles the leaver of a run whose portion an administrator canceled in Oomnitza: nothing is
+/// done to the user (a cancel stops the run's changes, deletes included), and the event is
+/// dead-lettered so the leaver is not lost: a replay handles it in a new run.
+pub fn canceled(item: Item) -> (Item, Settlement) {
+    tracing::warn!(integration = %item.key.integration, run_id = %item.key.run_id,
+        worker = %item.worker_id, "the run was canceled in Oomnitza; leaver not handled, dead-lettered");
+    let reason = "the run was canceled in Oomnitza before this leaver was handled; nothing was \
+                  done to the user: `syncctl dlq replay` the letter to handle it in a new run"
+        .to_owned();
+    let settlement = dead_letter(&item, reason, None);
+    (item, settlement)
+}
+
+/// Dead-letters `item`'s leaver with `reason` (and Oomnitza's status, if it answered).
+fn dead_letter(item: &Item, reason: String, status: Option<u16>) -> Settlement {
+    Settlement::Done(
+        Outcome::DeadLettered,
+        Some(Box::new(DeadLetter {
+            integration: item.key.integration.clone(),
+            run_id: item.key.run_id.clone(),
+            worker_id: item.worker_id.clone(),
+            reason,
+            stage: "leavers".into(),
+            http_status: status,
+            attempts: item.delivered,
+            original_subject: item.message.subject.to_string(),
+            ..Default::default()
+        })),
+    )
 }
 
 async fn act(

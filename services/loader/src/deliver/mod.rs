@@ -138,10 +138,20 @@ impl Deliverer {
             }
             return settled;
         };
-        settled.extend(
-            crate::leavers::handle_all(&self.bus, &self.client, &integration, leavers).await,
-        );
         let portion = batch.key.run_id.clone();
+        // An administrator's cancel stops the run's leaver actions too (each may post into the
+        // portion or delete a user, which cannot be taken back).
+        if !leavers.is_empty()
+            && self
+                .admit(&batch.key.integration, &portion, leavers.len(), true)
+                .await
+        {
+            settled.extend(leavers.into_iter().map(crate::leavers::canceled));
+        } else {
+            settled.extend(
+                crate::leavers::handle_all(&self.bus, &self.client, &integration, leavers).await,
+            );
+        }
         let target = Target {
             integration: &integration,
             portion: &portion,
@@ -177,7 +187,7 @@ impl Deliverer {
         }
         if !sending.is_empty() {
             if self
-                .admit(&batch.key.integration, &portion, sending.len())
+                .admit(&batch.key.integration, &portion, sending.len(), false)
                 .await
             {
                 for record in &mut sending {
@@ -198,15 +208,27 @@ impl Deliverer {
 
     /// Whether `portion` was canceled in Oomnitza, before posting `records` records to it:
     /// starts a read of the portion's state when [`crate::cancel`] says it is due (waiting for
-    /// a read in flight only when too many records were posted past the last one). No read is
-    /// made while Oomnitza cannot take records.
-    async fn admit(&self, integration: &str, portion: &str, records: usize) -> bool {
+    /// a read in flight only when too many records were posted past the last one, or when what
+    /// follows cannot be taken back: `irreversible`). No read is made while Oomnitza cannot take
+    /// records.
+    async fn admit(
+        &self,
+        integration: &str,
+        portion: &str,
+        records: usize,
+        irreversible: bool,
+    ) -> bool {
         if self.gates.failure().is_some() {
             return self.portions.is_canceled(portion);
         }
         let records = u64::try_from(records).unwrap_or(u64::MAX);
         loop {
-            match self.portions.step(portion, records, Instant::now()) {
+            let now = Instant::now();
+            let step = match irreversible {
+                true => self.portions.step_irreversible(portion, records, now),
+                false => self.portions.step(portion, records, now),
+            };
+            match step {
                 Step::Post => return false,
                 Step::Canceled { first } => {
                     if first {
@@ -285,7 +307,9 @@ impl Deliverer {
     async fn report_refused(&self, target: &Target<'_>, items: &[Item]) {
         let integration = &target.integration.config().id;
         if self.gates.refusal(integration).is_some()
-            || self.admit(integration, target.portion, items.len()).await
+            || self
+                .admit(integration, target.portion, items.len(), false)
+                .await
         {
             return;
         }
