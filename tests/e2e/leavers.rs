@@ -16,6 +16,7 @@ use peoplesync_core::{
     IntegrationConfig, LeaverAction, MappingEntry, MappingSource, SAGE_USER_ID_FIELD, Worker,
 };
 use peoplesync_sims::generate;
+use peoplesync_sims::oomnitza::OomnitzaFaults;
 use peoplesync_testkit::wait_for;
 use serde_json::{Map, Value, json};
 
@@ -483,6 +484,52 @@ async fn a_run_canceled_in_oomnitza_deletes_nobody_and_its_leavers_are_replayed_
     assert!(
         leavers.iter().all(|id| user_of(&d, id).is_none()),
         "deleted once replayed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaver_update_waits_for_oomnitza_to_process_it_without_a_dead_letter() {
+    let d = deployment(100).await;
+    d.put_config(&policy(LeaverAction::Update)).await;
+    // Two deliveries before an event counts as failed, retried after a second.
+    let _loader = d
+        .loader("loader-1")
+        .config(
+            "[consumer]\nack_wait_secs = 4\nmax_deliver = 2\n\
+             [retry]\ninitial_delay_ms = 50\nmax_delay_ms = 1000\n",
+        )
+        .spawn();
+    let clock = Clock::new(&d, "2026-06-15");
+    let ids = employed(&d, date("2026-06-15"), 1);
+    let leaver = &ids[0];
+    run(&d, &clock).await;
+
+    // A leaver, at the end of a run whose records Oomnitza holds for a while: the update is
+    // accepted but not shown by reads, over more deliveries than `max_deliver`.
+    d.sage
+        .patch_worker(leaver, json!({"currentEmployment": {"active": false}}));
+    d.oomnitza.set_faults(OomnitzaFaults {
+        processing_paused: true,
+        ..OomnitzaFaults::default()
+    });
+    let posts = d.oomnitza.stats().bulk_requests;
+    let env = clock.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run_id = d.extract_run_with(&env);
+    wait_for(
+        "the leaver's update posted on three deliveries",
+        Duration::from_secs(60),
+        || async { (d.oomnitza.stats().bulk_requests >= posts + 4).then_some(()) },
+    )
+    .await;
+    d.oomnitza.set_faults(OomnitzaFaults::default());
+    let record = d.finalized(ID, &run_id, FINALIZED).await;
+    assert_eq!(record.counts.expect("counts").leavers, 1);
+    assert_eq!(role_of(&d, leaver).as_deref(), Some(DISABLED_ROLE));
+    let letters = d.dead_letters().await;
+    assert!(
+        letters.is_empty() || letters.iter().all(|l| l.letter.stage == "pipeline"),
+        "{letters:?}"
     );
 }
 

@@ -31,6 +31,17 @@ pub enum RetryCause {
     Transient,
     /// The loader cannot send anything (credentials, URL): requeue it at the limit.
     Configuration,
+    /// Oomnitza accepted what was posted and has not processed it yet (its run log shows
+    /// records processing): nothing failed, so requeue it at the limit.
+    Processing,
+}
+
+impl RetryCause {
+    /// Whether an event retried for this cause is published again as a fresh message at its
+    /// last delivery instead of being dead-lettered.
+    fn requeues(self) -> bool {
+        matches!(self, RetryCause::Configuration | RetryCause::Processing)
+    }
 }
 
 /// Settles `items`; returns the outcomes recorded. `max_deliver` is the consumer's limit.
@@ -41,12 +52,13 @@ pub async fn settle(
 ) -> Result<Vec<Outcome>, BusError> {
     let mut requeue = bus.publisher(64);
     for (item, settlement) in &items {
-        if let Settlement::Retry(_, reason, RetryCause::Configuration) = settlement
+        if let Settlement::Retry(_, reason, cause) = settlement
+            && cause.requeues()
             && item.delivered >= max_deliver
         {
             let sequence = item.message.stream_sequence;
-            tracing::warn!(msg_id = %item.msg_id, deliveries = item.delivered, %reason,
-                "the loader could not send the event on its last delivery (credentials or URL); requeuing it as a fresh message");
+            tracing::warn!(msg_id = %item.msg_id, deliveries = item.delivered, ?cause, %reason,
+                "the event could not be settled by its last delivery (the loader cannot send, or Oomnitza is still processing); requeuing it as a fresh message");
             requeue
                 .publish(
                     item.message.subject.to_string(),
@@ -62,7 +74,7 @@ pub async fn settle(
         .into_iter()
         .map(|(item, settlement)| match settlement {
             // The copy is stored; the original is done.
-            Settlement::Retry(_, _, RetryCause::Configuration) if item.delivered >= max_deliver => {
+            Settlement::Retry(_, _, cause) if cause.requeues() && item.delivered >= max_deliver => {
                 (item, Settlement::Requeued)
             }
             Settlement::Retry(_, reason, RetryCause::Transient)

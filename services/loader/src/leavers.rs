@@ -52,6 +52,8 @@ impl LeaverTask {
 enum Failed {
     /// Try again later.
     Retry(String),
+    /// Oomnitza has not processed the run's records yet: try again later, as long as it takes.
+    Processing(String),
     /// Dead-letter it with this reason.
     Dead(String, Option<u16>),
 }
@@ -75,17 +77,22 @@ const READ_BACK_WAITS: [std::time::Duration; 4] = [
 /// Leavers handled at once per batch: each takes a few sequential Oomnitza calls.
 const CONCURRENT_LEAVERS: usize = 4;
 
-/// Handles the leavers of a batch, a few at a time, and says how to settle each event.
+/// Handles the leavers of a batch, a few at a time, and says how to settle each event. A leaver
+/// whose update Oomnitza has not processed yet is tried again after `processing_retry` (its
+/// update is posted again, which is harmless).
 pub async fn handle_all(
     bus: &Bus,
     client: &OomnitzaClient,
     integration: &Integration,
     items: Vec<Item>,
+    processing_retry: std::time::Duration,
 ) -> Vec<(Item, Settlement)> {
     futures::stream::iter(items)
         .map(|item| async move {
             let settlement = match &item.disposition {
-                Disposition::Leaver(task) => handle(bus, client, integration, &item, task).await,
+                Disposition::Leaver(task) => {
+                    handle(bus, client, integration, &item, task, processing_retry).await
+                }
                 // Only leavers are handed over; anything else goes back to the stream.
                 _ => Settlement::Retry(
                     std::time::Duration::from_secs(5),
@@ -107,6 +114,7 @@ pub async fn handle(
     integration: &Integration,
     item: &Item,
     task: &LeaverTask,
+    processing_retry: std::time::Duration,
 ) -> Settlement {
     let name = &item.key.integration;
     match act(bus, client, integration, item, task).await {
@@ -126,6 +134,9 @@ pub async fn handle(
             reason,
             RetryCause::Transient,
         ),
+        Err(Failed::Processing(reason)) => {
+            Settlement::Retry(processing_retry, reason, RetryCause::Processing)
+        }
         Err(Failed::Dead(reason, status)) => {
             tracing::warn!(integration = %name, run_id = %item.key.run_id, worker = %item.worker_id,
                 %reason, "leaver cannot be handled; dead-lettered");
@@ -341,10 +352,20 @@ async fn apply(
                 }
             }
             if !missing.is_empty() {
-                return Err(Failed::Retry(format!(
+                let reason = format!(
                     "Oomnitza accepted the leaver update of user {ident}, but reading the user back does not show {} yet",
                     missing.join(", ")
-                )));
+                );
+                // At the end of a large run Oomnitza may hold thousands of records before this
+                // one: while its run log shows records processing, the leaver waits without
+                // counting towards a dead letter.
+                return Err(match client.run_log(&item.key.run_id).await {
+                    Ok(log) if log.counts.processing > 0 => Failed::Processing(format!(
+                        "{reason}; Oomnitza is still processing {} records of the run",
+                        log.counts.processing
+                    )),
+                    _ => Failed::Retry(reason),
+                });
             }
             entry.action = "updated".into();
         }
@@ -377,17 +398,24 @@ async fn apply(
 }
 
 /// The fields of `sent` that `user` (as read back) does not show with the value sent,
-/// compared as text.
+/// compared as text (an object, such as a role, by its `id`). A field whose attribute the read
+/// does not carry at all cannot be compared and is passed over, as the run's check does; with
+/// no user, every field is missing.
 fn not_shown(sent: &serde_json::Map<String, Value>, user: Option<&Value>) -> Vec<String> {
-    let text = |v: &Value| match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.trim().to_owned(),
-        other => other.to_string(),
-    };
+    fn text(v: &Value) -> String {
+        match v {
+            Value::Null => String::new(),
+            Value::String(s) => s.trim().to_owned(),
+            Value::Object(o) => o.get("id").map(text).unwrap_or_default(),
+            other => other.to_string(),
+        }
+    }
     sent.iter()
-        .filter(|(field, value)| {
-            let shown = user.and_then(|u| u.get(read_attribute(field)));
-            shown.map(text) != Some(text(value))
+        .filter(|(field, value)| match user {
+            None => true,
+            Some(user) => user
+                .get(read_attribute(field))
+                .is_some_and(|shown| text(shown) != text(value)),
         })
         .map(|(field, _)| field.clone())
         .collect()
@@ -409,5 +437,11 @@ mod tests {
         let stale = json!({"status_id": "Active", "role": "3"});
         assert_eq!(not_shown(&sent, Some(&stale)), vec!["STATUS_ID".to_owned()]);
         assert_eq!(not_shown(&sent, None).len(), 2);
+        let unread = json!({"role": {"id": 3, "name": "Disabled"}});
+        assert!(
+            not_shown(&sent, Some(&unread)).is_empty(),
+            "a role read as an object compares by its id; a field the read does not carry is \
+             passed over"
+        );
     }
 }

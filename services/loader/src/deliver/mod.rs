@@ -148,8 +148,16 @@ impl Deliverer {
         {
             settled.extend(leavers.into_iter().map(crate::leavers::canceled));
         } else {
+            let processing_retry = Duration::from_millis(self.retry.max_delay_ms);
             settled.extend(
-                crate::leavers::handle_all(&self.bus, &self.client, &integration, leavers).await,
+                crate::leavers::handle_all(
+                    &self.bus,
+                    &self.client,
+                    &integration,
+                    leavers,
+                    processing_retry,
+                )
+                .await,
             );
         }
         let target = Target {
