@@ -141,6 +141,10 @@ pub struct SageFaults {
     pub reject_markers: bool,
     /// Share of `200` employee responses (0..1) whose body is cut in the middle.
     pub truncate_rate: f64,
+    /// Share of Employees API calls (0..1) answered `200` with an HTML page instead of the API,
+    /// as a proxy or captive portal in front of the org might answer: the call never reaches
+    /// the org, so it costs no quota and carries no `Sforce-Limit-Info`.
+    pub html_page_rate: f64,
 }
 
 /// What the simulator has seen so far; `GET /_admin/stats` returns it as JSON.
