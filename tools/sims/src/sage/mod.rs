@@ -145,6 +145,10 @@ pub struct SageFaults {
     /// as a proxy or captive portal in front of the org might answer: the call never reaches
     /// the org, so it costs no quota and carries no `Sforce-Limit-Info`.
     pub html_page_rate: f64,
+    /// `/services/data/vXX.X/limits` answers `403` with this Salesforce `errorCode`, as for a
+    /// user without the "View Setup and Configuration" permission. What Salesforce answers
+    /// such a user is not published, so the code is the caller's choice.
+    pub limits_refused: Option<String>,
 }
 
 /// What the simulator has seen so far; `GET /_admin/stats` returns it as JSON.
