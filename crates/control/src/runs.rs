@@ -1,7 +1,9 @@
 //! Runs as the control plane shows them: the run record from KV plus the loaders' live
 //! outcome counts until the run is finalized (then the counts kept in the record), and
 //! `pending` = expected − accounted. WatchRun re-reads both whenever the record changes (KV
-//! watch) and every 250 ms for the counts, and sends an update only when something changed.
+//! watch) and every 250 ms for the counts, and sends an update only when something changed —
+//! or when a running run has stopped changing (its `warning`), or, when reading it keeps
+//! failing, ends with UNAVAILABLE, so a watcher is never left on a spinner in silence.
 
 use std::time::Duration;
 
@@ -22,6 +24,11 @@ pub(crate) const POLL: Duration = Duration::from_millis(250);
 /// How long WatchRun waits for a run record that does not exist yet (a trigger's reply can
 /// arrive before the record is visible).
 const APPEAR_WITHIN: Duration = Duration::from_secs(10);
+/// How long a running run may show no change (record or counts) before WatchRun says so; the
+/// extractor records progress every few seconds while it lists.
+pub(crate) const NO_PROGRESS_AFTER: Duration = Duration::from_secs(60);
+/// How long every read of a watched run may fail before WatchRun ends with UNAVAILABLE.
+const READS_FAILING_FOR: Duration = Duration::from_secs(15);
 /// Runs ListRuns returns by default, and at most.
 pub(crate) const DEFAULT_LIST: usize = 20;
 /// The largest ListRuns page.
@@ -110,7 +117,10 @@ impl RunViews {
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let appear_by = tokio::time::Instant::now() + APPEAR_WITHIN;
+        // The run as last read (without a warning), and since when it has looked like that.
+        let mut seen: Option<(pb::Run, tokio::time::Instant)> = None;
         let mut last: Option<pb::Run> = None;
+        let mut failing_since: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => {
@@ -127,9 +137,11 @@ impl RunViews {
                 }
                 _ = tick.tick() => {}
             }
-            let run = match self.find(&integration, &run_id).await {
+            let read = self.find(&integration, &run_id).await;
+            let now = tokio::time::Instant::now();
+            let run = match read {
                 Ok(Some(run)) => run,
-                Ok(None) if tokio::time::Instant::now() < appear_by => continue,
+                Ok(None) if now < appear_by => continue,
                 Ok(None) => {
                     let _ = tx
                         .send(Err(Status::not_found(format!(
@@ -139,10 +151,34 @@ impl RunViews {
                     return;
                 }
                 Err(status) => {
-                    // NATS hiccups are retried on the next tick; the watcher sees no update.
-                    tracing::debug!(%status, "reading run progress failed; retrying");
+                    // A NATS hiccup is retried on the next tick; a failure that lasts ends the
+                    // watch saying why, rather than leaving the watcher without updates.
+                    let since = *failing_since.get_or_insert(now);
+                    if since == now {
+                        tracing::warn!(%integration, %run_id, %status, "reading a watched run failed; retrying");
+                    }
+                    if now.duration_since(since) >= READS_FAILING_FOR {
+                        let _ = tx
+                            .send(Err(Status::unavailable(format!(
+                                "cannot follow run {run_id} of {integration}: reading it has failed for {} s ({}); watch it again once this loader replica reaches NATS",
+                                READS_FAILING_FOR.as_secs(),
+                                status.message()
+                            ))))
+                            .await;
+                        return;
+                    }
                     continue;
                 }
+            };
+            failing_since = None;
+            let changed_at = match &seen {
+                Some((before, at)) if *before == run => *at,
+                _ => now,
+            };
+            seen = Some((run.clone(), changed_at));
+            let run = pb::Run {
+                warning: no_progress(&run, now.duration_since(changed_at)),
+                ..run
             };
             if last.as_ref() != Some(&run) {
                 let done = run.done;
@@ -156,6 +192,18 @@ impl RunViews {
             }
         }
     }
+}
+
+/// What WatchRun says of a run that has shown no change for `unchanged_for`: nothing, unless
+/// it is running and that has lasted [`NO_PROGRESS_AFTER`] or more. The time is given in whole
+/// periods of it, so the warning changes (and is sent again) once a period, not every second.
+pub(crate) fn no_progress(run: &pb::Run, unchanged_for: Duration) -> String {
+    let period = NO_PROGRESS_AFTER.as_secs().max(1);
+    let secs = unchanged_for.as_secs() / period * period;
+    if run.state() != pb::RunState::Running || secs == 0 {
+        return String::new();
+    }
+    format!("no progress for {secs} s; is an extractor running? see syncctl status")
 }
 
 /// The API view of a run: the record, with `live` counts unless final counts are kept.
@@ -234,6 +282,7 @@ pub(crate) fn view(record: &RunRecord, live: OutcomeCounts) -> pb::Run {
         canceled_at: record.canceled.as_ref().and_then(|c| timestamp(&c.at)),
         resend_all: record.resend_all,
         removals_held: record.removals_held,
+        warning: String::new(),
     }
 }
 
@@ -291,6 +340,28 @@ mod tests {
         assert_eq!(run.pending, 6);
         assert_eq!(run.outcome(), pb::RunOutcome::Running);
         assert!(!run.done && !run.counts_final);
+    }
+
+    #[test]
+    fn a_running_run_unchanged_for_a_minute_is_called_out_once_a_minute() {
+        let running = view(
+            &RunRecord::start("acme", "r1", true, "grpc"),
+            OutcomeCounts::default(),
+        );
+        let secs = Duration::from_secs;
+        assert_eq!(no_progress(&running, secs(59)), "");
+        let warning = no_progress(&running, secs(60));
+        assert_eq!(
+            warning,
+            "no progress for 60 s; is an extractor running? see syncctl status"
+        );
+        assert_eq!(no_progress(&running, secs(119)), warning);
+        assert!(no_progress(&running, secs(125)).starts_with("no progress for 120 s"));
+
+        let mut completed = RunRecord::start("acme", "r1", true, "grpc");
+        completed.state = RunState::Completed;
+        let loading = view(&completed, OutcomeCounts::default());
+        assert_eq!(no_progress(&loading, secs(600)), "", "only a running run");
     }
 
     #[test]

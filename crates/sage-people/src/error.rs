@@ -29,7 +29,8 @@ pub enum ErrorKind {
     /// run later.
     Transient,
     /// A successful answer whose body is not the documented shape, even after retries: stop the
-    /// run and report it.
+    /// run, keep its checkpoint and retry it later (a proxy may be answering in the org's place);
+    /// report it if it persists.
     InvalidResponse,
 }
 

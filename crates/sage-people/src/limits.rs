@@ -143,12 +143,15 @@ impl SageClient {
                         (Some(status), None) => status.to_string(),
                         _ => "no answer".to_owned(),
                     };
+                    // Salesforce serves the limits resource only to users with this
+                    // permission (REST API Developer Guide, "Limits"); an API user that reads
+                    // the Employees API already has "API Enabled".
                     let message = format!(
                         "Salesforce at {host} refused reading the org's API usage from \
                          /services/data/{LIMITS_API_VERSION}/limits ({said}); peoplesync's quota \
                          guard needs it when Employees API answers carry no Sforce-Limit-Info \
-                         header: let the integration user use the REST API (\"API Enabled\" in \
-                         its profile or a permission set), then run again"
+                         header: give the integration user the \"View Setup and Configuration\" \
+                         user permission (in a permission set assigned to it), then run again"
                     );
                     error.with_message(message)
                 }

@@ -1,6 +1,6 @@
 //! The Sage People side of `syncctl check`: the integration's credential set gets a token,
-//! reads one page (with the integration's `source_filter`), and the page shows every
-//! additional field the config declares. Answered on the `check` command, run for every
+//! reads one page (with the integration's `source_filter`), the page shows every additional
+//! field the config declares, and the quota guard can learn the org's API usage. Answered on the `check` command, run for every
 //! integration when the extractor starts and again whenever its config is stored, so a failing
 //! credential shows on `/readyz` at once instead of at the first run.
 
@@ -9,7 +9,7 @@ use std::time::Duration;
 use peoplesync_bus::control::{CheckLine, CheckState, SageChecked};
 use peoplesync_core::IntegrationConfig;
 use peoplesync_runtime::Readiness;
-use peoplesync_sage_people::ErrorKind;
+use peoplesync_sage_people::{ApiUsage, ErrorKind, SageClient};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +22,8 @@ pub const TOKEN_CHECK: &str = "sage_people.token";
 pub const PAGE_CHECK: &str = "sage_people.page";
 /// The fields the config reads.
 pub const FIELDS_CHECK: &str = "sage_people.fields";
+/// The org's API usage, which the quota guard needs.
+pub const QUOTA_CHECK: &str = "sage_people.quota";
 
 /// Codes of a page refusal that are about field or object access.
 const ACCESS_CODES: [&str; 4] = [
@@ -56,7 +58,8 @@ pub async fn sage(extraction: &Extraction) -> SageChecked {
     let integration = extraction.integration();
     let mut checks = Vec::new();
     let skipped = |why: &str| {
-        [PAGE_CHECK, FIELDS_CHECK].map(|name| line(name, CheckState::NotCheckable, why))
+        [PAGE_CHECK, FIELDS_CHECK, QUOTA_CHECK]
+            .map(|name| line(name, CheckState::NotCheckable, why))
     };
     let config = match settings::load_config(extraction.bus(), integration).await {
         Ok(config) => config,
@@ -117,6 +120,7 @@ pub async fn sage(extraction: &Extraction) -> SageChecked {
                 ),
             ));
             checks.push(fields(&config, &page.records));
+            checks.push(quota(&client, page.api_usage).await);
         }
         Err(err) => {
             let state = state_of(&err);
@@ -127,9 +131,48 @@ pub async fn sage(extraction: &Extraction) -> SageChecked {
             } else {
                 line(FIELDS_CHECK, CheckState::NotCheckable, "no page was read")
             });
+            checks.push(line(
+                QUOTA_CHECK,
+                CheckState::NotCheckable,
+                "no page was read",
+            ));
         }
     }
     SageChecked { checks }
+}
+
+/// Whether the quota guard can learn the org's API usage: from the `Sforce-Limit-Info` header
+/// when the page carried one, else from the `limits` resource, which a run then reads before
+/// its first page and every few hundred pages (its refusal names the permission to grant).
+async fn quota(client: &SageClient, reported: Option<ApiUsage>) -> CheckLine {
+    let used = |usage: ApiUsage| {
+        format!(
+            "{} of {} API requests used in the last 24 hours",
+            usage.used, usage.allowed
+        )
+    };
+    if let Some(usage) = reported {
+        return line(
+            QUOTA_CHECK,
+            CheckState::Passed,
+            format!(
+                "the page carried Sforce-Limit-Info ({}): the quota guard reads the org's usage there",
+                used(usage)
+            ),
+        );
+    }
+    match client.read_limits().await {
+        Ok(usage) => line(
+            QUOTA_CHECK,
+            CheckState::Passed,
+            format!(
+                "the page carried no Sforce-Limit-Info; the quota guard reads the org's usage from \
+                 the limits resource ({})",
+                used(usage)
+            ),
+        ),
+        Err(err) => line(QUOTA_CHECK, state_of(&err), err.to_string()),
+    }
 }
 
 /// Whether the page shows every additional field the config declares. The Employees API

@@ -87,9 +87,9 @@ pub struct ExtractorConfig {
     pub publish_window: usize,
     /// Timeout of every Sage People request, in seconds.
     pub request_timeout_secs: u64,
-    /// How long a Sage People request failing transiently (5xx, timeouts, connection errors) is
-    /// retried before the run stops, resumable, in seconds (default 120). The run is then
-    /// resumed under `run_retry`.
+    /// How long a Sage People request failing transiently (5xx, timeouts, connection errors,
+    /// answers not of the documented shape) is retried before the run stops, resumable, in
+    /// seconds (default 120). The run is then resumed under `run_retry`.
     #[serde(default = "sage_retry_secs")]
     pub sage_retry_secs: u64,
     /// Share of the org's daily API quota (0 < share <= 1) past which a run stops, resumable,

@@ -44,12 +44,15 @@ impl Stop {
         }
     }
 
-    /// Whether the next run resumes this one (its checkpoint is kept).
+    /// Whether the next run resumes this one (its checkpoint is kept). A Sage People failure
+    /// is, unless it names something to fix: answers that were not the documented shape for
+    /// the whole retry budget (a proxy serving its own page, say) are retried like an outage,
+    /// and the automatic resume's own limits bound how often.
     pub fn resumable(&self) -> bool {
         match self {
             Stop::Source(source) => matches!(
                 source.kind(),
-                ErrorKind::QuotaExhausted | ErrorKind::Transient
+                ErrorKind::QuotaExhausted | ErrorKind::Transient | ErrorKind::InvalidResponse
             ),
             Stop::QuotaGuard { .. } | Stop::Bus(_) | Stop::Interrupted => true,
             Stop::Settings(_) => false,

@@ -167,12 +167,14 @@ impl Journal {
             .await
     }
 
-    /// Records that the removals run `run_id` held were released (by another run).
+    /// Records that run `run_id` holds no removals any more: another run released them, held
+    /// them again in its place, or dropped them.
     pub async fn removals_released(&self, run_id: &str) -> Result<(), BusError> {
         self.runs
             .update(&self.integration, run_id, |r| {
+                let held = r.removals_held > 0;
                 r.removals_held = 0;
-                true
+                held
             })
             .await?;
         Ok(())

@@ -20,6 +20,7 @@ use peoplesync_bus::{Bus, BusError, Publisher, codec, names};
 
 use crate::config::RemovalPolicy;
 use crate::event::EventBuilder;
+use crate::journal::Journal;
 
 /// Why removals could not be settled or released.
 #[derive(Debug, thiserror::Error)]
@@ -161,20 +162,31 @@ pub async fn publish(
 }
 
 /// Carries out a run's decision: publishes its removals (if any), then moves the baseline or
-/// records the held removals, purging lists nobody needs any more. Safe to repeat.
+/// records the held removals, purging lists nobody needs any more. An earlier run whose held
+/// removals this run supersedes (holding them again) or drops (publishing, or becoming the
+/// baseline) gives its count up in its run record, through `journal`, so that status and the
+/// removals-held gauge count each held removal once. Safe to repeat.
 #[allow(clippy::too_many_arguments)]
 pub async fn settle(
     bus: &Bus,
+    journal: &Journal,
     publisher: &mut Publisher,
     events: &EventBuilder,
-    integration: &str,
     run_id: &str,
     filter: Option<&str>,
     decision: &Decision,
     first_sequence: u64,
 ) -> Result<(), BusError> {
+    let integration = journal.integration();
     let seen = bus.seen();
     let mut state = bus.removals().load(integration).await?;
+    // Before the state is saved: a settle interrupted after it would no longer know the
+    // earlier run, and its record would keep counting removals nobody can approve.
+    if let Some(previous) = state.held.as_ref().filter(|h| h.run_id != run_id)
+        && !matches!(decision, Decision::Skipped { .. })
+    {
+        journal.removals_released(&previous.run_id).await?;
+    }
     match decision {
         Decision::Held { count, .. } => {
             if let Some(previous) = state.held.take()

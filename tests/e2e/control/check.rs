@@ -74,6 +74,7 @@ async fn check_passes_a_healthy_stack_line_by_line_and_exits_zero() {
         "sage_people.token",
         "sage_people.page",
         "sage_people.fields",
+        "sage_people.quota",
         "oomnitza.token",
         "oomnitza.fields",
     ] {

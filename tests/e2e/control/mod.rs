@@ -357,16 +357,21 @@ pub async fn trigger_resending(client: &mut Client, resend_all: bool) -> pb::Tri
     }
 }
 
-/// Follows a run to its end; returns every update.
-pub async fn watch_to_end(client: &mut Client, run_id: &str) -> Vec<pb::Run> {
-    let mut stream = client
+/// Opens a WatchRun stream of run `run_id`.
+pub async fn watch(client: &mut Client, run_id: &str) -> tonic::Streaming<pb::Run> {
+    client
         .watch_run(pb::WatchRunRequest {
             integration_id: INTEGRATION.into(),
             run_id: run_id.into(),
         })
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+}
+
+/// Follows a run to its end; returns every update.
+pub async fn watch_to_end(client: &mut Client, run_id: &str) -> Vec<pb::Run> {
+    let mut stream = watch(client, run_id).await;
     let mut updates = Vec::new();
     let collect = async {
         while let Some(update) = stream.next().await {

@@ -1,5 +1,8 @@
-//! Runs over the control plane: trigger, watch to the end, get and list with counts, and a
-//! full run (resend all) that puts hand edits in Oomnitza right.
+//! Runs over the control plane: trigger, watch to the end, get and list with counts, a full
+//! run (resend all) that puts hand edits in Oomnitza right, and a watch that says so when
+//! nothing moves the run or its record cannot be read.
+
+use peoplesync_bus::RunRecord;
 
 use super::*;
 
@@ -25,6 +28,10 @@ async fn a_triggered_run_is_watched_to_its_end_and_listed_with_its_counts() {
 
     let updates = watch_to_end(&mut client, &started.run_id).await;
     assert!(updates.len() >= 2, "progress was streamed: {updates:?}");
+    assert!(
+        updates.iter().all(|u| u.warning.is_empty()),
+        "a run making progress carries no warning: {updates:?}"
+    );
     for pair in updates.windows(2) {
         let (a, b) = (&pair[0], &pair[1]);
         assert!(b.published >= a.published, "published never goes back");
@@ -145,4 +152,62 @@ async fn hand_edits_in_oomnitza_are_put_right_by_a_full_run_and_by_sync_worker()
     let run = watch_to_end(&mut client, &synced.run_id).await;
     assert_eq!(counts(run.last().unwrap()).written, 1);
     assert!(!edited(0), "sync-worker put the user right");
+}
+
+/// Stores a running run record that nothing will advance (no extractor), and opens a watch on
+/// it; the first update is the run as stored.
+async fn watch_a_run_nobody_advances(
+    stack: &Stack,
+) -> (tonic::Streaming<pb::Run>, pb::Run, tokio::time::Instant) {
+    let record = RunRecord::start(INTEGRATION, "0196f1c2-stalled", true, "manual");
+    stack.bus().await.runs().create(&record).await.unwrap();
+    let mut stream = watch(&mut stack.client().await, &record.run_id).await;
+    let first = stream.next().await.expect("an update").unwrap();
+    (stream, first, tokio::time::Instant::now())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_run_that_makes_no_progress_for_a_minute_is_called_out() {
+    let stack = Stack::without_extractor().await;
+    let (mut stream, first, opened) = watch_a_run_nobody_advances(&stack).await;
+    assert_eq!(first.state(), pb::RunState::Running);
+    assert_eq!(first.warning, "");
+
+    let next = tokio::time::timeout(Duration::from_secs(90), stream.next())
+        .await
+        .expect("an update within 90 s")
+        .expect("the stream goes on")
+        .unwrap();
+    assert!(
+        opened.elapsed() >= Duration::from_secs(55),
+        "not before a minute: {:?}",
+        opened.elapsed()
+    );
+    assert_eq!(
+        next.warning,
+        "no progress for 60 s; is an extractor running? see syncctl status"
+    );
+    assert!(!next.done);
+    assert_eq!(
+        pb::Run {
+            warning: String::new(),
+            ..next
+        },
+        first
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_whose_run_cannot_be_read_ends_unavailable_saying_why() {
+    let mut stack = Stack::without_extractor().await;
+    let (mut stream, _, _) = watch_a_run_nobody_advances(&stack).await;
+    stack.d.nats.server().kill();
+
+    let ended = tokio::time::timeout(Duration::from_secs(90), stream.next())
+        .await
+        .expect("the watch ends within 90 s")
+        .expect("with a status");
+    let status = ended.expect_err("NATS is gone");
+    assert_refused(&status, Code::Unavailable, "reading it has failed for 15 s");
+    assert!(status.message().contains("0196f1c2-stalled"), "{status:?}");
 }

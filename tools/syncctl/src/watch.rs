@@ -1,6 +1,8 @@
 //! Following a run with WatchRun: two progress bars on stderr (events published by the
 //! extractor, and events the loaders have accounted for, with the counts so far), hidden when
-//! stderr is not a terminal; the last update is returned for the summary.
+//! stderr is not a terminal; the last update is returned for the summary. A warning the
+//! control plane sends with an update (a run that stopped making progress) is printed on
+//! stderr, above the bars, whether they are shown or not.
 
 use std::time::Duration;
 
@@ -35,6 +37,9 @@ pub async fn watch(
                 return Err(status.into());
             }
         };
+        if let Some(warning) = new_warning(&run, last.as_ref()) {
+            progress.warn(warning);
+        }
         progress.show(&run);
         let done = run.done;
         last = Some(run);
@@ -56,6 +61,12 @@ pub async fn watch(
             ))
         }
     }
+}
+
+/// The warning of `run` to print: one it carries that the update before did not.
+fn new_warning<'a>(run: &'a pb::Run, before: Option<&pb::Run>) -> Option<&'a str> {
+    let warning = run.warning.as_str();
+    (!warning.is_empty() && before.is_none_or(|b| b.warning != warning)).then_some(warning)
 }
 
 /// The load bar's position and length. While the extractor still publishes, the total is not
@@ -136,6 +147,15 @@ impl Progress {
         ));
     }
 
+    /// Prints `warning` on stderr, above the bars when they are shown.
+    fn warn(&self, warning: &str) {
+        let line = format!("syncctl: warning: {warning}");
+        // Hidden bars print nothing, not even lines above them.
+        if self.multi.is_hidden() || self.multi.println(&line).is_err() {
+            eprintln!("{line}");
+        }
+    }
+
     /// Leaves the final bars on screen above the summary.
     fn finish(&self) {
         self.published.finish();
@@ -152,6 +172,29 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_warning_is_printed_when_it_first_comes_and_when_it_changes() {
+        let quiet = pb::Run::default();
+        let stalled = |secs: u64| pb::Run {
+            warning: format!("no progress for {secs} s"),
+            ..Default::default()
+        };
+        assert_eq!(new_warning(&quiet, None), None);
+        assert_eq!(
+            new_warning(&stalled(60), Some(&quiet)),
+            Some("no progress for 60 s")
+        );
+        assert_eq!(new_warning(&stalled(60), Some(&stalled(60))), None);
+        assert_eq!(
+            new_warning(&stalled(120), Some(&stalled(60))),
+            Some("no progress for 120 s")
+        );
+        assert_eq!(
+            new_warning(&stalled(60), None),
+            Some("no progress for 60 s")
+        );
+    }
 
     #[test]
     fn the_bar_is_never_full_while_the_run_is_still_publishing() {

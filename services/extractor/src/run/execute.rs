@@ -116,9 +116,9 @@ impl PreparedRun {
             };
             removals::settle(
                 &inner.bus,
+                &inner.journal,
                 &mut publisher,
                 &events,
-                integration,
                 &checkpoint.run_id,
                 checkpoint.filter.as_deref(),
                 &decision,

@@ -26,9 +26,71 @@ fn state(report: &SageChecked, name: &str) -> CheckState {
 async fn a_healthy_org_passes_every_sage_people_check() {
     let s = setup(org(30, 10, 10)).await;
     let report = check::sage(&s.extraction(ID)).await;
-    for name in [check::TOKEN_CHECK, check::PAGE_CHECK, check::FIELDS_CHECK] {
+    for name in [
+        check::TOKEN_CHECK,
+        check::PAGE_CHECK,
+        check::FIELDS_CHECK,
+        check::QUOTA_CHECK,
+    ] {
         assert_eq!(state(&report, name), CheckState::Passed, "{report:?}");
     }
+}
+
+#[tokio::test]
+async fn the_quota_check_needs_the_limits_resource_only_when_pages_carry_no_usage() {
+    let refused = || peoplesync_sims::sage::SageFaults {
+        limits_refused: Some("INSUFFICIENT_ACCESS".into()),
+        ..Default::default()
+    };
+    let detail = |report: &SageChecked| {
+        report
+            .checks
+            .iter()
+            .find(|c| c.name == check::QUOTA_CHECK)
+            .map(|c| c.detail.clone())
+            .unwrap_or_default()
+    };
+
+    // Pages carry the usage: a refused limits resource does not matter to a run.
+    let s = setup(SageConfig {
+        faults: refused(),
+        ..org(30, 10, 10)
+    })
+    .await;
+    let report = check::sage(&s.extraction(ID)).await;
+    assert_eq!(state(&report, check::QUOTA_CHECK), CheckState::Passed);
+    assert_eq!(s.sim.stats().limits_requests, 0, "{report:?}");
+
+    // No usage on the pages: the limits resource is read instead.
+    let s = setup(SageConfig {
+        limit_info_header: false,
+        ..org(30, 10, 10)
+    })
+    .await;
+    let report = check::sage(&s.extraction(ID)).await;
+    assert_eq!(state(&report, check::QUOTA_CHECK), CheckState::Passed);
+    assert!(detail(&report).contains("limits resource"), "{report:?}");
+
+    // Neither: the user lacks the permission the limits resource needs, and is told which.
+    let s = setup(SageConfig {
+        limit_info_header: false,
+        faults: refused(),
+        ..org(30, 10, 10)
+    })
+    .await;
+    let report = check::sage(&s.extraction(ID)).await;
+    assert_eq!(state(&report, check::PAGE_CHECK), CheckState::Passed);
+    assert_eq!(
+        state(&report, check::QUOTA_CHECK),
+        CheckState::Misconfigured,
+        "{report:?}"
+    );
+    let detail = detail(&report);
+    assert!(
+        detail.contains("\"View Setup and Configuration\" user permission"),
+        "{detail}"
+    );
+    assert!(!detail.contains("API Enabled"), "{detail}");
 }
 
 #[tokio::test]

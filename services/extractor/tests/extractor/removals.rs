@@ -9,6 +9,7 @@ use peoplesync_sims::generate;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::harness::extraction as extraction_of;
 use crate::harness::*;
 
 /// Whether the simulator lists `id` as still employed today.
@@ -19,6 +20,21 @@ pub fn employed(sim: &peoplesync_sims::sage::SageSim, id: &str) -> bool {
     let worker = peoplesync_core::Worker::from_raw(&raw).unwrap();
     let today = peoplesync_core::leavers::today_in(chrono_tz::Tz::UTC, chrono::Utc::now());
     peoplesync_core::leavers::ended(&worker, today).is_none()
+}
+
+/// Removes `n` workers employed today (from index 100 on) from the org; returns their ids.
+/// Workers who had already left are not in a baseline (see `ended`): only employed ones can
+/// disappear.
+fn remove_employed(sim: &peoplesync_sims::sage::SageSim, n: usize) -> Vec<String> {
+    let leaving: Vec<String> = (100..)
+        .map(generate::worker_id)
+        .filter(|id| employed(sim, id))
+        .take(n)
+        .collect();
+    for id in &leaving {
+        sim.remove_worker(id);
+    }
+    leaving
 }
 
 /// An org of 1,000 workers, its extraction, and a first full run (the baseline, whose events
@@ -107,16 +123,7 @@ async fn too_many_removals_are_held_until_an_operator_approves_them() {
     };
     run("first").await;
     drain_workers(&s.bus, ID).await;
-    // Workers who had already left are not in the baseline (see `ended`): only employed ones
-    // can disappear.
-    let leaving: Vec<String> = (100..)
-        .map(generate::worker_id)
-        .filter(|id| employed(&s.sim, id))
-        .take(60)
-        .collect();
-    for id in &leaving {
-        s.sim.remove_worker(id);
-    }
+    let leaving = remove_employed(&s.sim, 60);
 
     let held = run("second").await;
     assert_eq!(held.state, RunState::Completed, "upserts are not held back");
@@ -131,6 +138,9 @@ async fn too_many_removals_are_held_until_an_operator_approves_them() {
     let again = run("third").await;
     assert_eq!((again.removed, again.removals_held), (0, 60));
     drain_workers(&s.bus, ID).await;
+    // The hold moved to the newer run: the earlier one counts none, so the 60 are held once.
+    assert_eq!(s.run_record(ID, &held.run_id).await.removals_held, 0);
+    assert_eq!(s.bus.runs().removals_held(ID).await.unwrap(), 60);
 
     let wrong = approve_removals(&s.bus, &held.run_id).await.unwrap_err();
     assert_eq!(
@@ -160,7 +170,31 @@ async fn too_many_removals_are_held_until_an_operator_approves_them() {
 
     let after = run("fourth").await;
     assert_eq!((after.removed, after.removals_held), (0, 0));
+    assert_eq!(s.bus.runs().removals_held(ID).await.unwrap(), 0);
     service.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_later_run_that_publishes_held_removals_leaves_none_counted_on_the_holding_run() {
+    let (s, extraction) = baseline().await;
+    remove_employed(&s.sim, 60);
+    let held = extraction
+        .run_full("test", CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!((held.removed, held.removals_held), (0, 60));
+
+    // A policy that lets 60 through: the next run publishes them and drops the hold.
+    let (mut config, secrets) = config(&s.sim, &[ID]);
+    config.removals.hold_above_count = 100;
+    config.removals.hold_above_share = 0.5;
+    let published = extraction_of(&s.bus, config, secrets, ID)
+        .run_full("test", CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!((published.removed, published.removals_held), (60, 0));
+    assert_eq!(s.run_record(ID, &held.run_id).await.removals_held, 0);
+    assert_eq!(s.bus.runs().removals_held(ID).await.unwrap(), 0);
 }
 
 #[tokio::test]

@@ -1,10 +1,11 @@
 //! Runs that stopped part-way are resumed by the scheduling replica on a timer: after a Sage
-//! People outage longer than the client's retry budget, and after NATS restarts mid-publish.
+//! People outage longer than the client's retry budget, after answers that were not the
+//! documented shape for as long, and after NATS restarts mid-publish.
 
 use std::time::Duration;
 
 use peoplesync_bus::control::RunStarted;
-use peoplesync_bus::{RunState, control};
+use peoplesync_bus::{RunRecord, RunState, control};
 use peoplesync_extractor::config::RunRetry;
 use peoplesync_sims::sage::SageFaults;
 use serde_json::json;
@@ -20,43 +21,68 @@ fn quick_retry() -> RunRetry {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_failed_by_a_sage_outage_longer_than_the_budget_is_resumed_after_a_pause() {
+/// An org of 600 workers read by an extractor that retries a request for 1 s and resumes
+/// stopped runs after a second or two; Sage People gets `faults`, then a run is triggered and
+/// must fail with its checkpoint kept. Returns the failed run's record.
+async fn a_run_failed_by(faults: SageFaults) -> (Setup, Running, RunRecord) {
     let s = setup(org(600, 50, 50)).await;
     let (mut config, secrets) = config(&s.sim, &[ID]);
     config.sage_retry_secs = 1;
     config.run_retry = quick_retry();
     let service = serve(&s.bus, config, secrets, true).await;
-
-    // Sage People goes away for longer than one request's retry budget.
-    s.sim.set_faults(SageFaults {
-        outage_for_ms: Some(4_000),
-        ..SageFaults::default()
-    });
+    s.sim.set_faults(faults);
     let started: RunStarted = command(&s.bus, ID, control::RUN, json!({})).await.unwrap();
     let failed = s
         .run_in_state(&started.run_id, RunState::Failed, Duration::from_secs(30))
         .await;
     assert!(
-        failed.error.as_deref().unwrap_or_default().contains("503")
-            || failed
-                .error
-                .as_deref()
-                .unwrap_or_default()
-                .contains("unavailable"),
-        "{failed:?}"
-    );
-    assert!(
         s.checkpoint(ID).await.is_some(),
-        "a transient failure keeps the checkpoint"
+        "the failed run keeps its checkpoint: {failed:?}"
     );
+    (s, service, failed)
+}
 
-    // Nobody triggers anything: the lease holder resumes the same run once Sage is back.
-    let record = completed(&s.bus, ID, &started.run_id).await;
+/// Waits until the lease holder, with nobody triggering anything, has resumed `failed` and
+/// completed it: every worker published once, in that run.
+async fn resumed_to_the_end(s: &Setup, failed: &RunRecord) {
+    let record = completed(&s.bus, ID, &failed.run_id).await;
     assert_eq!(record.published, 600);
     assert!(s.checkpoint(ID).await.is_none());
     let events = drain_workers(&s.bus, ID).await;
-    assert_each_worker_once(&events, 600, &started.run_id);
+    assert_each_worker_once(&events, 600, &failed.run_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_failed_by_a_sage_outage_longer_than_the_budget_is_resumed_after_a_pause() {
+    // Sage People goes away for longer than one request's retry budget.
+    let (s, service, failed) = a_run_failed_by(SageFaults {
+        outage_for_ms: Some(4_000),
+        ..SageFaults::default()
+    })
+    .await;
+    let error = failed.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("503") || error.contains("unavailable"),
+        "{failed:?}"
+    );
+    resumed_to_the_end(&s, &failed).await;
+    service.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_failed_by_answers_not_of_the_documented_shape_keeps_its_checkpoint_and_is_resumed() {
+    // Something in front of the org answers every call with its own page, past the budget.
+    let (s, service, failed) = a_run_failed_by(SageFaults {
+        html_page_rate: 1.0,
+        ..SageFaults::default()
+    })
+    .await;
+    let error = failed.error.clone().unwrap_or_default();
+    assert!(error.contains("not the documented shape"), "{error}");
+    assert!(error.contains("its checkpoint is kept"), "{error}");
+    // Once the org answers again, the lease holder resumes the same run.
+    s.sim.set_faults(SageFaults::default());
+    resumed_to_the_end(&s, &failed).await;
     service.shutdown().await;
 }
 

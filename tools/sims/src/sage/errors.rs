@@ -33,6 +33,18 @@ pub(crate) fn invalid_session() -> Response {
     )
 }
 
+/// `200` with an HTML page: not Salesforce's answer, but what a proxy or portal in front of
+/// the org might serve in its place.
+pub(crate) fn html_page() -> Response {
+    (
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        "<!DOCTYPE html><html><head><title>Access gateway</title></head>\
+         <body><p>Please sign in to continue.</p></body></html>",
+    )
+        .into_response()
+}
+
 /// `503 SERVER_UNAVAILABLE`.
 pub(crate) fn unavailable() -> Response {
     transient(None)

@@ -1,6 +1,6 @@
 //! The checks every Employees API call passes before its handler runs, in the platform's
-//! order: latency, outage, session, quota (then the call counts), transient failure, `Accept`,
-//! configuration errors. Every API response is counted, and leaves with `Sforce-Limit-Info`
+//! order: latency, then (in front of the platform) an HTML page in place of the API, outage,
+//! session, quota (then the call counts), transient failure, `Accept`, configuration errors. Every API response is counted, and leaves with `Sforce-Limit-Info`
 //! unless the simulator is set to omit it. [`session_gate`] guards the REST API
 //! (`/services/data`) routes with the session check alone.
 
@@ -23,13 +23,20 @@ pub(crate) async fn api_gate(
     next: Next,
 ) -> Response {
     lock(&shared.stats).api_requests += 1;
-    let latency = lock(&shared.control).faults.latency_ms;
+    let (latency, html_page) = {
+        let mut control = lock(&shared.control);
+        let rate = control.faults.html_page_rate;
+        (control.faults.latency_ms, control.rng.chance(rate))
+    };
     let mut response = pass(&shared.flight, latency, request, next, |headers| {
+        if html_page {
+            return Some(errors::html_page());
+        }
         refusal(&shared, headers)
     })
     .await;
 
-    if shared.config.limit_info_header {
+    if shared.config.limit_info_header && !html_page {
         add_limit_info(&shared, &mut response);
     }
     let status = response.status();

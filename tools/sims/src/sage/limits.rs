@@ -1,6 +1,7 @@
 //! `GET /services/data/vXX.X/limits`: the org's limits as Salesforce's REST API reports them.
 //! Only `DailyApiRequests` is modelled (from the simulator's quota and usage); clients read it
-//! when Employees API responses carry no `Sforce-Limit-Info`.
+//! when Employees API responses carry no `Sforce-Limit-Info`. The `limits_refused` fault
+//! refuses it.
 
 use std::sync::Arc;
 
@@ -25,6 +26,14 @@ pub(crate) async fn limits(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
             "The requested resource does not exist",
+        );
+    }
+    let refused = lock(&shared.control).faults.limits_refused.clone();
+    if let Some(code) = refused {
+        return errors::salesforce(
+            StatusCode::FORBIDDEN,
+            &code,
+            "The user may not read the organization's limits.",
         );
     }
     let max = shared.config.api_quota;

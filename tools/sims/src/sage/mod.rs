@@ -141,6 +141,14 @@ pub struct SageFaults {
     pub reject_markers: bool,
     /// Share of `200` employee responses (0..1) whose body is cut in the middle.
     pub truncate_rate: f64,
+    /// Share of Employees API calls (0..1) answered `200` with an HTML page instead of the API,
+    /// as a proxy or captive portal in front of the org might answer: the call never reaches
+    /// the org, so it costs no quota and carries no `Sforce-Limit-Info`.
+    pub html_page_rate: f64,
+    /// `/services/data/vXX.X/limits` answers `403` with this Salesforce `errorCode`, as for a
+    /// user without the "View Setup and Configuration" permission. What Salesforce answers
+    /// such a user is not published, so the code is the caller's choice.
+    pub limits_refused: Option<String>,
 }
 
 /// What the simulator has seen so far; `GET /_admin/stats` returns it as JSON.
