@@ -159,10 +159,7 @@ impl Checker<'_> {
             Err(err) if err.kind() == peoplesync_oomnitza::ErrorKind::Unauthorized => line(
                 "oomnitza.token",
                 CheckState::Misconfigured,
-                format!(
-                    "{err}; set OOMNITZA_API_TOKEN (or OOMNITZA_API_TOKEN_FILE) to a token of an \
-                     Oomnitza user allowed to read and write users, then restart the loaders"
-                ),
+                credentials_refused(self.oomnitza, &err),
             ),
             Err(err) => line("oomnitza.token", CheckState::Unreachable, err.to_string()),
         }
@@ -312,9 +309,52 @@ fn outcome(state: CheckState) -> pb::CheckOutcome {
     }
 }
 
+/// What to say when Oomnitza refuses the loader's credentials (`err`, a 401 or 403): Oomnitza's
+/// refusal, which says what to do, and for a refused credential (not missing rights) the
+/// settings that hold it, then that the loaders must be restarted to read them again.
+pub fn credentials_refused(client: &OomnitzaClient, err: &peoplesync_oomnitza::Error) -> String {
+    let settings = if err.status() == Some(403) {
+        None
+    } else if client.uses_api_token() {
+        Some("OOMNITZA_API_TOKEN (or OOMNITZA_API_TOKEN_FILE)")
+    } else {
+        Some("OOMNITZA_LOGIN and OOMNITZA_PASSWORD (or OOMNITZA_PASSWORD_FILE)")
+    };
+    match settings {
+        Some(settings) => {
+            format!("{err}; the loaders read {settings} at start: restart them after a change")
+        }
+        None => format!("{err}; the loaders pick up new rights on their own"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_credential_names_the_settings_in_use_and_missing_rights_name_none() {
+        use peoplesync_oomnitza::{Error, ErrorKind, OomnitzaAuth, OomnitzaConfig};
+        let client = |auth| {
+            OomnitzaClient::new(OomnitzaConfig::new("https://acme.oomnitza.com", auth))
+                .expect("a client")
+        };
+        let token = client(OomnitzaAuth::ApiToken("t".to_owned().into()));
+        let password = client(OomnitzaAuth::Password {
+            login: "sync".into(),
+            password: "p".to_owned().into(),
+        });
+        let refused = Error::new(ErrorKind::Unauthorized, "refused").with_status(401);
+        let forbidden = Error::new(ErrorKind::Unauthorized, "forbidden").with_status(403);
+        assert!(credentials_refused(&token, &refused).contains("OOMNITZA_API_TOKEN"));
+        let said = credentials_refused(&password, &refused);
+        assert!(
+            said.contains("OOMNITZA_LOGIN") && !said.contains("OOMNITZA_API_TOKEN"),
+            "{said}"
+        );
+        let said = credentials_refused(&token, &forbidden);
+        assert!(!said.contains("OOMNITZA_API_TOKEN"), "{said}");
+    }
 
     #[test]
     fn misconfigured_wins_over_unreachable_and_not_checkable_is_not_a_failure() {

@@ -25,7 +25,7 @@ mod service;
 mod status;
 
 pub use auth::Authenticator;
-pub use check::probe_mapped_fields;
+pub use check::{credentials_refused, probe_mapped_fields};
 pub use config::{Auth, ControlConfig, TlsFiles};
 pub use server::ControlServer;
 pub use service::ControlService;

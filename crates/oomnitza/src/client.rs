@@ -129,6 +129,11 @@ impl OomnitzaClient {
         &self.inner.host
     }
 
+    /// Whether the client authenticates with an API token (rather than a login and password).
+    pub fn uses_api_token(&self) -> bool {
+        self.inner.auth_description.starts_with("API token")
+    }
+
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
     }

@@ -25,8 +25,9 @@ pub async fn check_credentials(loader: &Application) -> bool {
         Err(err) if err.kind() == ErrorKind::Unauthorized => {
             loader.gates().set_failure(
                 Failure::Credentials,
-                Some(format!(
-                    "{err}; set OOMNITZA_API_TOKEN (or OOMNITZA_API_TOKEN_FILE) to a valid token"
+                Some(peoplesync_control::credentials_refused(
+                    loader.client(),
+                    &err,
                 )),
             );
             true
