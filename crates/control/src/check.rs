@@ -218,18 +218,21 @@ impl Checker<'_> {
     }
 }
 
-/// Asks Oomnitza whether it knows every field id the mapping of `config` writes (and its sync
-/// keys), with a one-record test run: nothing is applied. `CheckIntegration`, `PutIntegration` and
-/// the loader's start-up check all ask this one question.
+/// Asks Oomnitza whether it knows every field id the mapping of `config` writes, and its sync
+/// keys, and the fields `[[leavers.set]]` writes to leavers, with a one-record test run: nothing
+/// is applied. `CheckIntegration`, `PutIntegration` and the loader's start-up check all ask this
+/// one question.
 pub async fn probe_mapped_fields(
     oomnitza: &OomnitzaClient,
     config: &IntegrationConfig,
 ) -> Result<FieldProbe, peoplesync_oomnitza::Error> {
-    let fields: Vec<String> = config
-        .mapping
-        .iter()
-        .map(|entry| entry.field.trim().to_owned())
-        .collect();
+    let mut fields: Vec<String> = Vec::new();
+    for entry in config.mapping.iter().chain(&config.leavers.set) {
+        let field = entry.field.trim();
+        if !fields.iter().any(|f| f == field) {
+            fields.push(field.to_owned());
+        }
+    }
     oomnitza.probe_field_ids(&config.sync_keys, &fields).await
 }
 
@@ -249,8 +252,8 @@ pub(crate) async fn refuse_unknown_fields(
         Ok(FieldProbe::Refused { unknown, message }) if !unknown.is_empty() => {
             Err(Status::failed_precondition(format!(
                 "Oomnitza does not know field id(s) {} ({message}); create the custom field(s) in \
-                 Oomnitza (Configuration > Users > Fields) or correct `field` in the mapping; \
-                 the config was not stored",
+                 Oomnitza (Configuration > Users > Fields) or correct `field` in the mapping \
+                 or `[[leavers.set]]`; the config was not stored",
                 unknown.join(", ")
             )))
         }

@@ -197,6 +197,24 @@ async fn check_names_what_is_wrong_in_the_stored_config_and_how_to_fix_it() {
         "{}",
         stored.stderr
     );
+    // So is one that only `[[leavers.set]]` writes: leavers would be refused one by one.
+    let mut leavers = peoplesync_core::IntegrationConfig::default_for(INTEGRATION);
+    leavers.leavers.action = peoplesync_core::LeaverAction::Update;
+    leavers.leavers.set = vec![peoplesync_core::MappingEntry::new(
+        "CUSTOM_LEFT_FLAG",
+        peoplesync_core::MappingSource::Value(serde_json::json!("left")),
+    )];
+    let stored = syncctl_stdin(
+        &stack,
+        &["integration", "put", "-", "--force"],
+        &leavers.to_toml(),
+    );
+    assert_ne!(stored.code, 0, "{}", stored.stdout);
+    assert!(
+        stored.stderr.contains("CUSTOM_LEFT_FLAG") && stored.stderr.contains("not stored"),
+        "{}",
+        stored.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
