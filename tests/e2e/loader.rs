@@ -106,6 +106,32 @@ async fn a_ten_second_outage_delays_the_run_without_dead_letters() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_of_the_bulk_endpoint_alone_holds_loading_without_dead_letters() {
+    let d = deployment(500).await;
+    // The credential check answers throughout; only the bulk endpoint is down, for longer
+    // than two deliveries of an event take.
+    d.oomnitza.set_faults(OomnitzaFaults {
+        bulk_outage_for_ms: Some(20_000),
+        ..Default::default()
+    });
+    let _loader = d.loader_with(
+        "loader-1",
+        "[consumer]\nack_wait_secs = 4\nmax_deliver = 2\n\
+         [retry]\ninitial_delay_ms = 50\nmax_delay_ms = 200\nmax_elapsed_secs = 1\n\
+         credentials_retry_secs = 1\n",
+    );
+    let run = d.run_to_end(Duration::from_secs(120)).await;
+    assert_accounted(&run);
+    d.assert_users_match_sage();
+    let letters = d.dead_letters().await;
+    assert!(
+        letters.iter().all(|l| l.letter.stage == "pipeline"),
+        "only unloadable workers are dead-lettered: {:?}",
+        letters.iter().find(|l| l.letter.stage != "pipeline")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttling_oomnitza_slows_the_loader_down_and_the_run_completes() {
     let d = deployment(3_000).await;
     d.oomnitza.set_faults(OomnitzaFaults {

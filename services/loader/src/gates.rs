@@ -46,6 +46,9 @@ pub struct Gates {
     /// Integration → its pause flag as last read.
     paused: Arc<RwLock<HashMap<String, PauseState>>>,
     failure: Arc<RwLock<Option<(Failure, String)>>>,
+    /// The portion whose bulk posts outlasted their retries, while that failure stands: the
+    /// probe reads it, so that an outage of the bulk endpoint alone keeps the gate closed.
+    failed_portion: Arc<RwLock<Option<String>>>,
     changed: Arc<watch::Sender<u64>>,
     /// Where pauses and failures are noted for `/readyz`.
     readiness: peoplesync_runtime::Readiness,
@@ -56,6 +59,7 @@ impl Default for Gates {
         Gates {
             paused: Arc::default(),
             failure: Arc::default(),
+            failed_portion: Arc::default(),
             changed: Arc::new(watch::channel(0).0),
             readiness: peoplesync_runtime::Readiness::new(),
         }
@@ -217,9 +221,28 @@ impl Gates {
             );
             metrics::gauge!(peoplesync_runtime::metrics::names::LOADER_CREDENTIALS_FAILING)
                 .set(if credentials { 1.0 } else { 0.0 });
+            if reason.is_none()
+                && let Ok(mut portion) = self.failed_portion.write()
+            {
+                *portion = None;
+            }
             *slot = reason.map(|r| (kind, r));
         }
         self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Records that bulk posts to `portion` kept failing past their retries: Oomnitza cannot
+    /// take records until both the credential check and a read of that portion answer.
+    pub fn set_bulk_failure(&self, portion: &str, reason: String) {
+        if let Ok(mut failed) = self.failed_portion.write() {
+            *failed = Some(portion.to_owned());
+        }
+        self.set_failure(Failure::Unavailable, Some(reason));
+    }
+
+    /// The portion a bulk failure was recorded for, while it stands.
+    fn failed_portion(&self) -> Option<String> {
+        self.failed_portion.read().ok().and_then(|p| p.clone())
     }
 
     /// Follows the pause flags in KV until the watch ends or `shutdown`.
@@ -272,13 +295,27 @@ impl Gates {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}
             }
-            match client.check_auth().await {
+            // The credential check answers from another part of Oomnitza than the bulk
+            // endpoint: after bulk posts failed, the endpoint itself must answer too, or an
+            // outage of it alone would reopen the gate to fail each event again, cycle after
+            // cycle, until its deliveries run out.
+            let bulk = self
+                .failed_portion()
+                .filter(|_| kind == Failure::Unavailable);
+            let answered = match client.check_auth().await {
+                Ok(()) => match bulk {
+                    Some(portion) => client.portion(&portion).await.map(drop),
+                    None => Ok(()),
+                },
+                Err(err) => Err(err),
+            };
+            match answered {
                 Ok(()) => self.set_failure(kind, None),
                 Err(err) if err.kind() == peoplesync_oomnitza::ErrorKind::Unauthorized => {
                     self.set_failure(Failure::Credentials, Some(err.to_string()));
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, "Oomnitza still cannot be reached; will check again")
+                    tracing::warn!(error = %err, "Oomnitza still cannot take records; will check again")
                 }
             }
         }

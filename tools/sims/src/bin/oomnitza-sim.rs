@@ -113,6 +113,9 @@ struct Args {
     /// Fault: every API request answers 503 for this long after start, in milliseconds.
     #[arg(long, env = "OOMNITZA_SIM_OUTAGE_FOR_MS")]
     outage_for_ms: Option<u64>,
+    /// Fault: only /api/v3/bulk requests answer 503 for this long after start, in milliseconds.
+    #[arg(long, env = "OOMNITZA_SIM_BULK_OUTAGE_FOR_MS")]
+    bulk_outage_for_ms: Option<u64>,
     /// Fault: every authenticated request answers 403.
     #[arg(long, env = "OOMNITZA_SIM_FORBIDDEN")]
     forbidden: bool,
@@ -195,6 +198,7 @@ impl Args {
                 rate_limit_per_sec: self.rate_limit_per_sec,
                 retry_after_secs: self.retry_after_secs,
                 outage_for_ms: self.outage_for_ms,
+                bulk_outage_for_ms: self.bulk_outage_for_ms,
                 forbidden: self.forbidden,
                 poison_emails: self.poison_emails.clone(),
                 processing_paused: false,

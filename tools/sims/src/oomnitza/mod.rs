@@ -228,6 +228,9 @@ pub struct OomnitzaFaults {
     pub retry_after_secs: Option<u64>,
     /// Every API request answers `503` for this long, counted from when the faults were set.
     pub outage_for_ms: Option<u64>,
+    /// Only the bulk endpoint (`/api/v3/bulk…`) answers `503` for this long, counted from when
+    /// the faults were set; the rest of the API (the credential check, user reads) answers.
+    pub bulk_outage_for_ms: Option<u64>,
     /// Every authenticated request answers `403` (a token without rights).
     pub forbidden: bool,
     /// Processing stalls: accepted records stay `processing` until this is turned off again

@@ -38,6 +38,8 @@ pub(crate) struct Shared {
 pub(crate) struct Control {
     pub(crate) faults: OomnitzaFaults,
     pub(crate) outage_until: Option<Instant>,
+    /// When an outage of the bulk endpoint alone ends.
+    pub(crate) bulk_outage_until: Option<Instant>,
     pub(crate) rng: SplitMix,
     /// Admission times within the last second, for the rate limit.
     pub(crate) recent: VecDeque<Instant>,
@@ -62,10 +64,12 @@ pub(crate) struct RequestCounters {
 }
 
 impl Control {
-    /// True while an outage set by the faults lasts.
-    pub(crate) fn in_outage(&self) -> bool {
-        self.outage_until
-            .is_some_and(|until| Instant::now() < until)
+    /// True while an outage set by the faults lasts, for a request to the bulk endpoint when
+    /// `bulk` is set.
+    pub(crate) fn in_outage(&self, bulk: bool) -> bool {
+        let now = Instant::now();
+        let lasts = |until: Option<Instant>| until.is_some_and(|until| now < until);
+        lasts(self.outage_until) || (bulk && lasts(self.bulk_outage_until))
     }
 
     /// Admits one request under the rate limit, or says it must wait.
@@ -135,6 +139,7 @@ impl Controlled for Shared {
     fn set_faults(&self, faults: OomnitzaFaults) {
         let mut control = lock(&self.control);
         control.outage_until = outage_until(faults.outage_for_ms);
+        control.bulk_outage_until = outage_until(faults.bulk_outage_for_ms);
         control.recent.clear();
         control.faults = faults;
         drop(control);
@@ -156,6 +161,7 @@ impl Shared {
         );
         let control = Control {
             outage_until: outage_until(config.faults.outage_for_ms),
+            bulk_outage_until: outage_until(config.faults.bulk_outage_for_ms),
             faults: config.faults.clone(),
             rng: SplitMix::new(0x0047_11A7),
             recent: VecDeque::new(),
