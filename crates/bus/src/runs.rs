@@ -187,6 +187,11 @@ pub struct RunRecord {
     /// own and sets this back to 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub removals_held: u64,
+    /// Why this full run could not compute its removals (a seen list out of order), when it
+    /// could not: it published none, and the workers who left since the baseline wait for a
+    /// later run that computes them (the baseline and any held removals are kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removals_skipped: Option<String>,
     /// Every record is sent, even one identical to what was last written (`syncctl run --full`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub resend_all: bool,
@@ -224,6 +229,7 @@ impl RunRecord {
             finalize: FinalizeState::Pending,
             counts: None,
             removals_held: 0,
+            removals_skipped: None,
             resend_all: false,
             canceled: None,
             verification: None,

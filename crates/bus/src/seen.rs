@@ -187,8 +187,12 @@ pub enum ReadError {
     #[error(transparent)]
     Bus(#[from] BusError),
     /// The ids are not in ascending order, so no merge can be trusted.
-    #[error("worker ids are not in ascending order ({previous} came before {next})")]
+    #[error(
+        "the seen list of run {run_id} is not in ascending byte order ({previous} came before {next})"
+    )]
     Unordered {
+        /// The run whose list it is.
+        run_id: String,
         /// The earlier id.
         previous: String,
         /// The later, smaller id.
@@ -214,6 +218,7 @@ const CHUNK_IDLE: Duration = Duration::from_secs(30);
 /// out) or a consumer that ends early is an error, never the end of the list, because a list
 /// cut short would make every later worker look removed.
 pub struct IdReader {
+    run_id: String,
     chunks: Snapshot,
     idle: Duration,
     chunk: Bytes,
@@ -240,6 +245,7 @@ impl IdReader {
         let what = format!("reading the seen list of run {run_id} of {integration}");
         let filter = names::seen_run_filter(integration, run_id);
         Ok(IdReader {
+            run_id: run_id.to_owned(),
             chunks: Snapshot::open(js, SEEN_STREAM, filter, what).await?,
             idle: CHUNK_IDLE,
             chunk: Bytes::new(),
@@ -277,6 +283,7 @@ impl IdReader {
                     Some(last) if id.as_str() == last => continue,
                     Some(last) if id.as_str() < last => {
                         return Err(ReadError::Unordered {
+                            run_id: self.run_id.clone(),
                             previous: last.to_owned(),
                             next: id,
                         });

@@ -592,6 +592,28 @@ async fn a_seen_list_reads_in_order_skipping_a_chunk_stored_twice() {
 }
 
 #[tokio::test]
+async fn a_seen_list_out_of_order_names_its_run_and_the_two_ids() {
+    let (_nats, bus) = started().await;
+    bus.seen().ensure().await.unwrap();
+    publish_seen(&bus, "r1", &[&["a", "c"], &["b"]]).await;
+
+    let mut reader = bus.seen().reader("acme", "r1").await.unwrap();
+    assert_eq!(reader.next().await.unwrap().as_deref(), Some("a"));
+    assert_eq!(reader.next().await.unwrap().as_deref(), Some("c"));
+    match reader.next().await {
+        Err(seen::ReadError::Unordered {
+            run_id,
+            previous,
+            next,
+        }) => assert_eq!(
+            (run_id.as_str(), previous.as_str(), next.as_str()),
+            ("r1", "c", "b")
+        ),
+        other => panic!("an out-of-order list must be refused: {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn a_seen_list_purged_while_it_is_read_is_an_error_not_its_end() {
     let (_nats, bus) = started().await;
     bus.seen().ensure().await.unwrap();

@@ -282,6 +282,7 @@ pub(crate) fn view(record: &RunRecord, live: OutcomeCounts) -> pb::Run {
         canceled_at: record.canceled.as_ref().and_then(|c| timestamp(&c.at)),
         resend_all: record.resend_all,
         removals_held: record.removals_held,
+        removals_skipped: record.removals_skipped.clone().unwrap_or_default(),
         warning: String::new(),
     }
 }
@@ -340,6 +341,20 @@ mod tests {
         assert_eq!(run.pending, 6);
         assert_eq!(run.outcome(), pb::RunOutcome::Running);
         assert!(!run.done && !run.counts_final);
+    }
+
+    #[test]
+    fn a_run_that_could_not_compute_its_removals_says_why() {
+        let mut record = RunRecord::start("acme", "r2", true, "schedule");
+        record.state = RunState::Completed;
+        assert_eq!(view(&record, OutcomeCounts::default()).removals_skipped, "");
+        let reason = "the seen list of the baseline run r1 is not in ascending byte order \
+                      (a2G7e000000000008s came before a2G7E000000000008t), so this run's list \
+                      cannot be compared with it";
+        record.removals_skipped = Some(reason.to_owned());
+        let run = view(&record, OutcomeCounts::default());
+        assert_eq!(run.removals_skipped, reason);
+        assert_eq!(run.removed, 0);
     }
 
     #[test]

@@ -125,7 +125,13 @@ impl Journal {
     }
 
     /// Records run `run_id` as completed with `counts`, and says so on the runs subject.
-    pub async fn complete(&self, run_id: &str, counts: Counts) -> Result<(), BusError> {
+    /// `removals_skipped` is why a full run could not compute its removals, if it could not.
+    pub async fn complete(
+        &self,
+        run_id: &str,
+        counts: Counts,
+        removals_skipped: Option<&str>,
+    ) -> Result<(), BusError> {
         let now = chrono::Utc::now().to_rfc3339();
         self.runs
             .update(&self.integration, run_id, |r| {
@@ -134,6 +140,7 @@ impl Journal {
                 r.skipped = counts.skipped;
                 r.removed = counts.removed;
                 r.removals_held = counts.removals_held;
+                r.removals_skipped = removals_skipped.map(str::to_owned);
                 r.error = None;
                 r.finished_at = Some(now.clone());
                 true

@@ -113,10 +113,12 @@ async fn once(service: &Service) -> anyhow::Result<()> {
                     removed = summary.removed, skipped = summary.skipped,
                     elapsed_ms = u64::try_from(summary.elapsed.as_millis()).unwrap_or(u64::MAX),
                     "sync published");
-                let held = if summary.removals_held > 0 {
-                    format!(", {} removals held for approval", summary.removals_held)
-                } else {
-                    String::new()
+                let held = match &summary.removals_skipped {
+                    Some(reason) => format!(", removals NOT computed: {reason}"),
+                    None if summary.removals_held > 0 => {
+                        format!(", {} removals held for approval", summary.removals_held)
+                    }
+                    None => String::new(),
                 };
                 println!(
                     "{integration}: run {} published {} workers ({} skipped, {} removed{held}) in {:.2}s",

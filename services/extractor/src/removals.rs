@@ -123,9 +123,36 @@ pub async fn decide(
         }
         Ok((count, _)) => Ok(Decision::Publish { count }),
         Err(ReadError::Bus(err)) => Err(err),
-        Err(err @ ReadError::Unordered { .. }) => Ok(Decision::Skipped {
-            reason: err.to_string(),
+        Err(ReadError::Unordered {
+            run_id: listed_by,
+            previous,
+            next,
+        }) => Ok(Decision::Skipped {
+            reason: skipped_reason(&baseline, run_id, &listed_by, &previous, &next),
         }),
+    }
+}
+
+/// Why removals were not computed, for the run record, the log and `syncctl`: whose list (the
+/// baseline's or this run's) is out of order, and the two ids where the order breaks.
+fn skipped_reason(
+    baseline: &str,
+    run_id: &str,
+    listed_by: &str,
+    previous: &str,
+    next: &str,
+) -> String {
+    let order = format!("is not in ascending byte order ({previous} came before {next})");
+    if listed_by == baseline {
+        format!(
+            "the seen list of the baseline run {baseline} {order}, so this run's list cannot be compared with it"
+        )
+    } else if listed_by == run_id {
+        format!(
+            "the seen list of this run {run_id} {order}, so it cannot be compared with the baseline run {baseline}"
+        )
+    } else {
+        format!("the seen list of run {listed_by} {order}")
     }
 }
 
@@ -202,11 +229,10 @@ pub async fn settle(
                 filter: filter.unwrap_or_default().to_owned(),
             });
         }
-        Decision::Skipped { reason } => {
+        Decision::Skipped { .. } => {
             // The lists could not be compared: keep the baseline and any held removals (the
-            // next run compares again) and drop only this run's list, which nobody needs.
-            tracing::warn!(integration, run_id, %reason,
-                "removals could not be computed for this run; the baseline and any held removals are kept for the next run");
+            // next run compares again) and drop only this run's list, which nobody needs. The
+            // run's completion records and logs why (`removals_skipped`).
             if state.baseline.as_deref() != Some(run_id)
                 && state.held.as_ref().is_none_or(|h| h.run_id != run_id)
             {

@@ -168,7 +168,7 @@ pub async fn sync(extraction: &Extraction, id: &str) -> Result<WorkerSynced, Fai
         published: 1,
         ..Counts::default()
     };
-    journal.complete(&run_id, counts).await?;
+    journal.complete(&run_id, counts, None).await?;
     tracing::info!(integration, %run_id, worker = id, "published a single-worker run");
     Ok(WorkerSynced {
         found: true,
@@ -231,7 +231,7 @@ pub async fn approve_removals(
     // The held run gives its removals up before the release run is reported complete, so no
     // one sees the release completed while the removals still show as held.
     journal.removals_released(&release.held_run).await?;
-    journal.complete(&release.release_run, counts).await?;
+    journal.complete(&release.release_run, counts, None).await?;
     removals::finish_release(bus, integration, &release).await?;
     tracing::info!(integration, held_run = %release.held_run, release_run = %release.release_run,
         released, held = release.count, "released removals held for approval");

@@ -41,6 +41,7 @@ pub fn run(run: &pb::Run) -> Value {
         "published": run.published,
         "removed": run.removed,
         "removals_held": run.removals_held,
+        "removals_skipped": (!run.removals_skipped.is_empty()).then_some(&run.removals_skipped),
         "skipped": run.skipped,
         "counts": {
             "written": counts.written,
@@ -129,6 +130,13 @@ pub fn run_text(run: &pb::Run) -> String {
     for (name, value) in rows {
         out.push_str(&format!("  {name:<14} {value:>12}\n"));
     }
+    if !run.removals_skipped.is_empty() {
+        out.push_str(&format!(
+            "  {:<14} NOT COMPUTED: {}\n  {:<14} workers who left since the baseline were not announced; a later run\n  \
+             {:<14} that computes removals announces them (docs/operations.md, \"When removals are not computed\")\n",
+            "removals", run.removals_skipped, "", ""
+        ));
+    }
     let started = time(run.started_at.as_ref());
     if let Some(started) = started.as_str() {
         out.push_str(&format!("  {:<14} {started}\n", "started"));
@@ -183,15 +191,21 @@ pub fn runs_text(runs: &[pb::Run], width: u16, all_integrations: bool) -> String
     let mut table = crate::table::new(width);
     table.set_header(header);
     let now = chrono::Utc::now();
+    let mut not_computed = 0;
     for run in runs {
         let c = run.counts.unwrap_or_default();
+        // Words, so a narrow column wraps between them.
+        let mut outcome = enum_name(run.outcome().as_str_name(), "RUN_OUTCOME_").replace('_', " ");
+        if !run.removals_skipped.is_empty() {
+            not_computed += 1;
+            outcome.push_str(", removals not computed");
+        }
         let mut row = vec![
             crate::run_id::short(&run.run_id),
             crate::table::short_time(run.started_at.as_ref()),
             crate::table::took(run.started_at.as_ref(), run.finished_at.as_ref(), now),
             run.trigger.clone(),
-            // Words, so a narrow column wraps between them.
-            enum_name(run.outcome().as_str_name(), "RUN_OUTCOME_").replace('_', " "),
+            outcome,
         ];
         if all_integrations {
             row.insert(1, run.integration_id.clone());
@@ -208,7 +222,14 @@ pub fn runs_text(runs: &[pb::Run], width: u16, all_integrations: bool) -> String
     let outcome = if all_integrations { 5 } else { 4 };
     crate::table::right_align_from(&mut table, outcome + 1);
     crate::table::only_wrap(&mut table, outcome);
-    format!("{table}\n")
+    let mut out = format!("{table}\n");
+    if not_computed > 0 {
+        out.push_str(&format!(
+            "{not_computed} run(s) could not compute removals: workers who left since the baseline were not\n\
+             announced by them. `syncctl runs get RUN` says why; a run that computes removals announces them.\n"
+        ));
+    }
+    out
 }
 
 /// A pause state.
@@ -558,6 +579,28 @@ mod tests {
         assert_eq!(value["counts"]["written"], 7);
         assert_eq!(value["started_at"], "2023-11-14T22:13:20+00:00");
         assert!(run_text(&run).contains("written"));
+    }
+
+    #[test]
+    fn a_run_that_could_not_compute_removals_says_so_and_why() {
+        let reason = "the seen list of the baseline run r1 is not in ascending byte order \
+                      (a2G7e000000000008s came before a2G7E000000000008t), so this run's list \
+                      cannot be compared with it";
+        let run = pb::Run {
+            run_id: "r2".into(),
+            full: true,
+            removals_skipped: reason.into(),
+            ..Default::default()
+        };
+        assert_eq!(super::run(&run)["removals_skipped"], reason);
+        let text = run_text(&run);
+        assert!(
+            text.contains(&format!("removals       NOT COMPUTED: {reason}")),
+            "{text}"
+        );
+        let computed = pb::Run::default();
+        assert!(super::run(&computed)["removals_skipped"].is_null());
+        assert!(!run_text(&computed).contains("NOT COMPUTED"));
     }
 
     #[test]

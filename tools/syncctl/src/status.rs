@@ -151,6 +151,16 @@ pub fn text(status: &pb::IntegrationStatus, width: u16) -> String {
                     run.pending
                 ),
             );
+            if !run.removals_skipped.is_empty() {
+                line(
+                    &mut out,
+                    "",
+                    format!(
+                        "removals NOT computed (leavers since the baseline not announced): {}",
+                        run.removals_skipped
+                    ),
+                );
+            }
         }
         None => line(&mut out, "last run", "none yet".to_owned()),
     }
@@ -206,4 +216,37 @@ pub fn text(status: &pb::IntegrationStatus, width: u16) -> String {
         line(&mut out, "problem", problem.clone());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_last_run_that_could_not_compute_removals_is_called_out() {
+        let reason = "the seen list of the baseline run r1 is not in ascending byte order \
+                      (a2G7e000000000008s came before a2G7E000000000008t), so this run's list \
+                      cannot be compared with it";
+        let mut status = pb::IntegrationStatus {
+            integration_id: "acme".into(),
+            last_run: Some(pb::Run {
+                run_id: "r2".into(),
+                full: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(!text(&status, 100).contains("NOT computed"));
+        if let Some(run) = status.last_run.as_mut() {
+            run.removals_skipped = reason.into();
+        }
+        let shown = text(&status, 100);
+        assert!(
+            shown.contains(&format!(
+                "removals NOT computed (leavers since the baseline not announced): {reason}"
+            )),
+            "{shown}"
+        );
+        assert_eq!(json(&status)["last_run"]["removals_skipped"], reason);
+    }
 }

@@ -132,8 +132,14 @@ mod tests {
             }),
             ..Default::default()
         };
+        let skipped = pb::Run {
+            removals_skipped: "the seen list of the baseline run … is not in ascending byte order"
+                .into(),
+            ..run.clone()
+        };
         for all in [false, true] {
-            let text = crate::render::runs_text(&[run.clone(), run.clone()], DEFAULT_WIDTH, all);
+            let text =
+                crate::render::runs_text(&[run.clone(), skipped.clone()], DEFAULT_WIDTH, all);
             for line in text.lines() {
                 assert!(
                     line.chars().count() <= usize::from(DEFAULT_WIDTH),
@@ -147,6 +153,15 @@ mod tests {
                 "the run id's tail, unwrapped: {text}"
             );
             assert!(text.contains("schedule"), "{text}");
+            let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(
+                words.contains("letters, removals not computed"),
+                "the outcome cell wraps between words: {text}"
+            );
+            assert!(
+                text.contains("1 run(s) could not compute removals"),
+                "{text}"
+            );
         }
     }
 }

@@ -248,6 +248,12 @@ pub const EXTRACTOR: &[Metric] = &[
         "Removals found by full runs and held for an operator's approval",
         BY_INTEGRATION,
     ),
+    metric(
+        EXTRACTOR_REMOVALS_SKIPPED,
+        Counter,
+        "Full runs that could not compute their removals (a seen list out of order)",
+        BY_INTEGRATION,
+    ),
 ];
 
 /// Installs the recorder if need be, describes `service`'s metrics and the process metrics,

@@ -33,6 +33,14 @@ impl PreparedRun {
             Ok(_) => "completed",
             Err(err) => err.outcome(),
         };
+        if let Ok(RunSummary {
+            removals_skipped: Some(_),
+            ..
+        }) = &result
+        {
+            metrics::counter!(metric::EXTRACTOR_REMOVALS_SKIPPED, "integration" => integration.clone())
+                .increment(1);
+        }
         metrics::counter!(metric::EXTRACTOR_RUNS, "integration" => integration, "outcome" => outcome).increment(1);
         result
     }
@@ -134,8 +142,11 @@ impl PreparedRun {
                 "removals held for approval: more workers disappeared than the removal policy allows; approve them with the approve-removals command (syncctl) if they are real")
             }
             Decision::Skipped { reason } => {
-                tracing::warn!(integration, run_id = %checkpoint.run_id,
-                reason, "removals not computed this run; this run's list is the new baseline")
+                tracing::warn!(integration, run_id = %checkpoint.run_id, reason,
+                "removals not computed: this run announces none of the workers who left since the baseline run. \
+                The baseline and any held removals are kept, so the first later full run that computes removals announces \
+                them; if the list out of order is the baseline's, every later run stops here too. \
+                See docs/operations.md, \"When removals are not computed\"")
             }
             Decision::Publish { count } if *count > 0 => {
                 tracing::info!(integration, run_id = %checkpoint.run_id,
@@ -145,12 +156,19 @@ impl PreparedRun {
         }
         let removed = decision.published();
         let held = decision.held();
+        let removals_skipped = match decision {
+            Decision::Skipped { reason } => Some(reason),
+            _ => None,
+        };
         let counts = Counts {
             removed,
             removals_held: held,
             ..counts(&checkpoint)
         };
-        inner.journal.complete(&checkpoint.run_id, counts).await?;
+        inner
+            .journal
+            .complete(&checkpoint.run_id, counts, removals_skipped.as_deref())
+            .await?;
         checkpoints.clear(integration).await?;
         tracing::info!(integration, run_id = %checkpoint.run_id, published = checkpoint.published,
             removed, removals_held = held, skipped = checkpoint.skipped, pages, "run completed");
@@ -159,6 +177,7 @@ impl PreparedRun {
             published: checkpoint.published,
             removed,
             removals_held: held,
+            removals_skipped,
             skipped: checkpoint.skipped,
             pages,
             resumed,

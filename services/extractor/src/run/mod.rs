@@ -65,6 +65,9 @@ pub struct RunSummary {
     pub removed: u64,
     /// Removals held for approval.
     pub removals_held: u64,
+    /// Why removals could not be computed, when they could not (none was published; the
+    /// workers who left since the baseline wait for a run that computes them).
+    pub removals_skipped: Option<String>,
     /// Records skipped because they could not be normalised.
     pub skipped: u64,
     /// Pages read in this invocation.

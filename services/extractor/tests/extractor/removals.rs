@@ -4,8 +4,10 @@
 use peoplesync_bus::Bus;
 use peoplesync_bus::RunState;
 use peoplesync_bus::control::{self, CommandError, RemovalsReleased, RunStarted};
+use peoplesync_extractor::{Extraction, RunSummary};
 use peoplesync_proto::v1::{RunEventKind, WorkerEventKind};
 use peoplesync_sims::generate;
+use peoplesync_sims::sage::SageConfig;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -37,17 +39,23 @@ fn remove_employed(sim: &peoplesync_sims::sage::SageSim, n: usize) -> Vec<String
     leaving
 }
 
-/// An org of 1,000 workers, its extraction, and a first full run (the baseline, whose events
-/// are drained): it publishes no removals, having nothing to compare with.
-async fn baseline() -> (Setup, peoplesync_extractor::Extraction) {
-    let s = setup(org(1000, 50, 120)).await;
-    let extraction = s.extraction(ID);
+/// The org `sim`, the extraction of `integration`, and a first full run (the baseline, whose
+/// events are drained): it publishes no removals, having nothing to compare with.
+async fn baseline_of(integration: &str, sim: SageConfig) -> (Setup, Extraction, RunSummary) {
+    let s = setup(sim).await;
+    let extraction = s.extraction(integration);
     let first = extraction
         .run_full("test", CancellationToken::new())
         .await
         .unwrap();
     assert_eq!(first.removed, 0, "nothing to compare the first run with");
-    drain_workers(&s.bus, ID).await;
+    drain_workers(&s.bus, integration).await;
+    (s, extraction, first)
+}
+
+/// [`baseline_of`] an org of 1,000 workers, for [`ID`].
+async fn baseline() -> (Setup, Extraction) {
+    let (s, extraction, _) = baseline_of(ID, org(1000, 50, 120)).await;
     (s, extraction)
 }
 
@@ -221,4 +229,90 @@ async fn removals_after_a_source_filter_change_are_held_however_few() {
             .iter()
             .all(|e| e.kind() != WorkerEventKind::Removed)
     );
+}
+
+/// The value of counter `name` for `integration` in this process's Prometheus recorder
+/// (installed on first use, so increments after it are counted).
+fn counter(name: &str, integration: &str) -> u64 {
+    let handle = peoplesync_runtime::metrics::install().unwrap();
+    let series = format!("{name}{{integration=\"{integration}\"}} ");
+    handle
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .map_or(0, |value| value.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_run_whose_list_is_out_of_order_records_why_its_removals_were_not_computed() {
+    use peoplesync_runtime::metrics::names::EXTRACTOR_REMOVALS_SKIPPED;
+    // An integration of its own: the metrics recorder is shared by every test of the binary.
+    const UNORDERED: &str = "unordered-ids";
+    counter(EXTRACTOR_REMOVALS_SKIPPED, UNORDERED);
+    let (s, extraction, first) = baseline_of(UNORDERED, org(1000, 100, 100)).await;
+    let leaving = remove_employed(&s.sim, 3);
+
+    // Sage People lists one worker by a case-blind order, not byte order: the id it serves
+    // differs in case from its neighbours' prefix, so it sorts after every one of them in bytes.
+    // Mid-page, so the paging client accepts it (only a page's last id is checked).
+    let index = (550..)
+        .find(|i| employed(&s.sim, &generate::worker_id(*i)))
+        .unwrap();
+    let id = generate::worker_id(index);
+    let original = s.sim.worker(&id).unwrap();
+    let case_blind = id.replacen("a2G7E", "a2G7e", 1);
+    let mut moved = original.clone();
+    moved["id"] = json!(case_blind);
+    s.sim.replace_worker(&id, moved);
+    let next = (index + 1..)
+        .map(generate::worker_id)
+        .find(|id| employed(&s.sim, id))
+        .unwrap();
+
+    let second = extraction
+        .run_full("test", CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!((second.removed, second.removals_held), (0, 0));
+    let record = s.run_record(UNORDERED, &second.run_id).await;
+    assert_eq!(record.state, RunState::Completed, "the upserts still count");
+    let reason = record
+        .removals_skipped
+        .expect("the run record says removals were not computed");
+    assert_eq!(second.removals_skipped.as_deref(), Some(reason.as_str()));
+    assert!(
+        reason.contains(&format!("the seen list of this run {}", second.run_id))
+            && reason.contains(&format!("the baseline run {}", first.run_id))
+            && reason.contains(&format!("({case_blind} came before {next})")),
+        "the reason names the list and the two ids: {reason}"
+    );
+    assert_eq!(counter(EXTRACTOR_REMOVALS_SKIPPED, UNORDERED), 1);
+    let state = s.bus.removals().load(UNORDERED).await.unwrap();
+    assert_eq!(state.baseline.as_deref(), Some(first.run_id.as_str()));
+
+    // Once the list is in order again, the next run compares with the same baseline: the
+    // workers who left are announced late, not lost.
+    s.sim.replace_worker(&id, original);
+    let third = extraction
+        .run_full("test", CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(third.removed, 3);
+    assert_eq!(
+        s.run_record(UNORDERED, &third.run_id)
+            .await
+            .removals_skipped,
+        None
+    );
+    let mut removed: Vec<String> = drain_workers(&s.bus, UNORDERED)
+        .await
+        .into_iter()
+        .filter(|e| e.kind() == WorkerEventKind::Removed)
+        .map(|e| e.worker.unwrap_or_default().id)
+        .collect();
+    removed.sort();
+    let mut leaving = leaving;
+    leaving.sort();
+    assert_eq!(removed, leaving);
+    assert_eq!(counter(EXTRACTOR_REMOVALS_SKIPPED, UNORDERED), 1);
 }
