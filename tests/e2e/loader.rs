@@ -285,8 +285,12 @@ async fn a_canceled_portion_stops_sends_and_counts_the_rest_canceled() {
     assert!(run.canceled.is_some(), "the cancel is noted on the run");
     assert_eq!(
         d.oomnitza.stats().finalize_calls.get(&run_id),
-        None,
-        "a canceled portion is not finalized"
+        Some(&1),
+        "a canceled portion is finalized once, as Oomnitza's connector does"
+    );
+    assert!(
+        d.oomnitza.portion(&run_id).is_some_and(|p| p.canceled),
+        "and stays canceled"
     );
     // The next run loads every worker, including those the canceled run had posted.
     d.oomnitza.set_faults(OomnitzaFaults::default());

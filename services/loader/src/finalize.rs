@@ -336,6 +336,15 @@ impl Finalizer {
         let status = self.client.portion(run_id).await.ok().flatten();
         let canceled = record.canceled.is_some() || status.as_ref().is_some_and(|s| s.canceled);
         if canceled {
+            // Oomnitza's own connector finalizes a canceled portion too (it stops sending, then
+            // finalizes as at the end of any run), so this does as well; a tenant that answers
+            // `409` to it, or any failure, changes nothing: the run ends canceled either way.
+            if !status.as_ref().is_some_and(|s| s.finalized)
+                && let Err(err) = self.client.finalize(run_id).await
+            {
+                tracing::info!(integration, run_id, error = %err,
+                    "finalizing the canceled portion failed; it stays canceled");
+            }
             self.close_canceled(integration, run_id, counts).await?;
             return Ok(None);
         }
@@ -425,8 +434,8 @@ impl Finalizer {
         .await
     }
 
-    /// Closes a run whose portion was canceled in Oomnitza, without finalizing it: every
-    /// record it posted counts as canceled, and the applied hashes it wrote are dropped so the
+    /// Closes a run whose portion was canceled in Oomnitza: every record it posted counts as
+    /// canceled, and the applied hashes it wrote are dropped so the
     /// next run sends those records again.
     async fn close_canceled(
         &self,
@@ -447,7 +456,7 @@ impl Finalizer {
             integration,
             run_id,
             canceled = counts.canceled,
-            "the run's portion was canceled in Oomnitza; closed without finalizing"
+            "the run's portion was canceled in Oomnitza; the run is closed as canceled"
         );
         verify::close_check(bus, &self.runs, integration, run_id, "canceled", |r| {
             r.finalize = FinalizeState::Canceled {
