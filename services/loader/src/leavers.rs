@@ -74,6 +74,10 @@ const READ_BACK_WAITS: [std::time::Duration; 4] = [
     std::time::Duration::from_millis(1000),
 ];
 
+/// How long after the worker was read a leaver's update may wait for Oomnitza to process the
+/// run's records without counting towards a dead letter; then it is retried as any failure.
+const PROCESSING_PATIENCE: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
 /// Leavers handled at once per batch: each takes a few sequential Oomnitza calls.
 const CONCURRENT_LEAVERS: usize = 4;
 
@@ -358,9 +362,13 @@ async fn apply(
                 );
                 // At the end of a large run Oomnitza may hold thousands of records before this
                 // one: while its run log shows records processing, the leaver waits without
-                // counting towards a dead letter.
+                // counting towards a dead letter — for at most PROCESSING_PATIENCE after the
+                // worker was read, so an Oomnitza that never finishes cannot keep it forever.
+                let waited = chrono::Utc::now().timestamp_millis() - item.observed_at_ms;
+                let patient = u64::try_from(waited)
+                    .is_ok_and(|ms| ms < PROCESSING_PATIENCE.as_millis() as u64);
                 return Err(match client.run_log(&item.key.run_id).await {
-                    Ok(log) if log.counts.processing > 0 => Failed::Processing(format!(
+                    Ok(log) if patient && log.counts.processing > 0 => Failed::Processing(format!(
                         "{reason}; Oomnitza is still processing {} records of the run",
                         log.counts.processing
                     )),
