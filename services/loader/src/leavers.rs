@@ -328,52 +328,10 @@ async fn apply(
                     .entry("USER".to_owned())
                     .or_insert_with(|| username.clone());
             }
-            let sync_field = [found.field.to_owned()];
-            client
-                .post_bulk(&BulkRequest {
-                    portion: &item.key.run_id,
-                    sync_field: &sync_field,
-                    insert_only: false,
-                    update_only: true,
-                    records: std::slice::from_ref(&record),
-                    error: None,
-                })
-                .await
-                .map_err(|e| from_oomnitza(&e))?;
-            // Oomnitza applies bulk records afterwards: the update counts once a read of the
-            // user shows it. Until then the event comes back and the same record is posted
-            // again, which is harmless.
-            let mut missing = Vec::new();
-            for wait in READ_BACK_WAITS {
-                tokio::time::sleep(wait).await;
-                let back = client
-                    .find_user_by(found.attribute, &task.worker.id)
-                    .await
-                    .map_err(|e| from_oomnitza(&e))?;
-                missing = not_shown(&fields, back.first());
-                if missing.is_empty() {
-                    break;
-                }
-            }
-            if !missing.is_empty() {
-                let reason = format!(
-                    "Oomnitza accepted the leaver update of user {ident}, but reading the user back does not show {} yet",
-                    missing.join(", ")
-                );
-                // At the end of a large run Oomnitza may hold thousands of records before this
-                // one: while its run log shows records processing, the leaver waits without
-                // counting towards a dead letter — for at most PROCESSING_PATIENCE after the
-                // worker was read, so an Oomnitza that never finishes cannot keep it forever.
-                let waited = chrono::Utc::now().timestamp_millis() - item.observed_at_ms;
-                let patient = u64::try_from(waited)
-                    .is_ok_and(|ms| ms < PROCESSING_PATIENCE.as_millis() as u64);
-                return Err(match client.run_log(&item.key.run_id).await {
-                    Ok(log) if patient && log.counts.processing > 0 => Failed::Processing(format!(
-                        "{reason}; Oomnitza is still processing {} records of the run",
-                        log.counts.processing
-                    )),
-                    _ => Failed::Retry(reason),
-                });
+            // Already shown in full (a redelivery after the update landed): nothing to post.
+            if !shows_all(&fields, user) {
+                let who = (task.worker.id.as_str(), ident.as_str());
+                post_update(client, item, found, who, &record, &fields).await?;
             }
             entry.action = "updated".into();
         }
@@ -405,28 +363,114 @@ async fn apply(
     Ok(())
 }
 
+/// Posts a leaver's update `record` into the run's portion and waits for a read of the user to
+/// show `fields`. Oomnitza applies bulk records afterwards; until a read shows the update the
+/// event comes back. A redelivery does not post again while the run log shows records of the
+/// run processing (its earlier post may be among them, and each new post would keep the count
+/// up): it waits for them, for at most [`PROCESSING_PATIENCE`] after the worker was read.
+async fn post_update(
+    client: &OomnitzaClient,
+    item: &Item,
+    found: &Found<'_>,
+    (worker_id, ident): (&str, &str),
+    record: &serde_json::Map<String, Value>,
+    fields: &serde_json::Map<String, Value>,
+) -> Result<(), Failed> {
+    if item.delivered > 1
+        && let Some(processing) = still_processing(client, item).await
+    {
+        return Err(Failed::Processing(format!(
+            "the leaver update of user {ident} does not show yet, and Oomnitza is still \
+             processing {processing} records of the run; not posting it again meanwhile"
+        )));
+    }
+    let sync_field = [found.field.to_owned()];
+    client
+        .post_bulk(&BulkRequest {
+            portion: &item.key.run_id,
+            sync_field: &sync_field,
+            insert_only: false,
+            update_only: true,
+            records: std::slice::from_ref(record),
+            error: None,
+        })
+        .await
+        .map_err(|e| from_oomnitza(&e))?;
+    let mut missing = Vec::new();
+    for wait in READ_BACK_WAITS {
+        tokio::time::sleep(wait).await;
+        let back = client
+            .find_user_by(found.attribute, worker_id)
+            .await
+            .map_err(|e| from_oomnitza(&e))?;
+        missing = not_shown(fields, back.first());
+        if missing.is_empty() {
+            return Ok(());
+        }
+    }
+    let reason = format!(
+        "Oomnitza accepted the leaver update of user {ident}, but reading the user back does not show {} yet",
+        missing.join(", ")
+    );
+    // At the end of a large run Oomnitza may hold thousands of records before this one: while
+    // its run log shows records processing, the leaver waits without counting towards a dead
+    // letter.
+    Err(match still_processing(client, item).await {
+        Some(processing) => Failed::Processing(format!(
+            "{reason}; Oomnitza is still processing {processing} records of the run"
+        )),
+        None => Failed::Retry(reason),
+    })
+}
+
+/// How many records of `item`'s run Oomnitza's run log shows processing, when there are any
+/// and the leaver may still wait for them ([`PROCESSING_PATIENCE`] after its worker was read).
+async fn still_processing(client: &OomnitzaClient, item: &Item) -> Option<u64> {
+    let waited = chrono::Utc::now().timestamp_millis() - item.observed_at_ms;
+    let patient = u64::try_from(waited).is_ok_and(|ms| ms < PROCESSING_PATIENCE.as_millis() as u64);
+    if !patient {
+        return None;
+    }
+    match client.run_log(&item.key.run_id).await {
+        Ok(log) if log.counts.processing > 0 => Some(log.counts.processing),
+        _ => None,
+    }
+}
+
+/// Whether `user` (as read) shows every field of `sent` with the value sent; a field the read
+/// does not carry is not shown.
+fn shows_all(sent: &serde_json::Map<String, Value>, user: &Value) -> bool {
+    sent.iter().all(|(field, value)| {
+        user.get(read_attribute(field))
+            .is_some_and(|shown| as_text(shown) == as_text(value))
+    })
+}
+
 /// The fields of `sent` that `user` (as read back) does not show with the value sent,
 /// compared as text (an object, such as a role, by its `id`). A field whose attribute the read
 /// does not carry at all cannot be compared and is passed over, as the run's check does; with
 /// no user, every field is missing.
 fn not_shown(sent: &serde_json::Map<String, Value>, user: Option<&Value>) -> Vec<String> {
-    fn text(v: &Value) -> String {
-        match v {
-            Value::Null => String::new(),
-            Value::String(s) => s.trim().to_owned(),
-            Value::Object(o) => o.get("id").map(text).unwrap_or_default(),
-            other => other.to_string(),
-        }
-    }
     sent.iter()
         .filter(|(field, value)| match user {
             None => true,
             Some(user) => user
                 .get(read_attribute(field))
-                .is_some_and(|shown| text(shown) != text(value)),
+                .is_some_and(|shown| as_text(shown) != as_text(value)),
         })
         .map(|(field, _)| field.clone())
         .collect()
+}
+
+/// A value as text for comparing what was sent with what a read shows: strings trimmed, null
+/// as empty, an object (a role read as one) by its `id`, anything else as JSON.
+fn as_text(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.trim().to_owned(),
+        Value::Object(o) => o.get("id").map(as_text).unwrap_or_default(),
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -446,6 +490,8 @@ mod tests {
         assert_eq!(not_shown(&sent, Some(&stale)), vec!["STATUS_ID".to_owned()]);
         assert_eq!(not_shown(&sent, None).len(), 2);
         let unread = json!({"role": {"id": 3, "name": "Disabled"}});
+        assert!(!shows_all(&sent, &unread), "a field not read is not shown");
+        assert!(shows_all(&sent, &shown));
         assert!(
             not_shown(&sent, Some(&unread)).is_empty(),
             "a role read as an object compares by its id; a field the read does not carry is \
