@@ -444,7 +444,7 @@ impl Finalizer {
         mut counts: OutcomeCounts,
     ) -> Result<(), BusError> {
         let bus = &self.bus;
-        verify::forget_written(bus, integration, run_id).await?;
+        verify::forget_written(bus, integration, run_id, None).await?;
         counts.canceled += std::mem::take(&mut counts.written);
         // The leavers handled before the cancel are reported as usual: IT still has their
         // assets to recover.

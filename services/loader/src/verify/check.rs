@@ -62,7 +62,7 @@ impl Verifier {
         };
         let log = match self.wait_processed(&mut claim).await {
             Ok(log) => log,
-            Err(reason) => return self.give_up(integration, run_id, reason).await,
+            Err(reason) => return self.give_up(&mut claim, reason).await,
         };
         let failures: Vec<String> = log
             .failed_messages()
@@ -85,7 +85,7 @@ impl Verifier {
             Ok(()) => {}
             Err(Stop::Bus(err)) => return Err(err),
             Err(Stop::Unreadable(reason)) => {
-                return self.give_up(integration, run_id, reason).await;
+                return self.give_up(&mut claim, reason).await;
             }
         }
         let at = chrono::Utc::now().to_rfc3339();
@@ -381,21 +381,21 @@ impl Verifier {
     /// unverified with `reason`. What it wrote is sent again by the next run (Oomnitza counts
     /// what did land as unchanged), so a record that failed inside Oomnitza is not left out
     /// until its worker changes.
-    async fn give_up(
-        &self,
-        integration: &str,
-        run_id: &str,
-        reason: String,
-    ) -> Result<(), BusError> {
+    async fn give_up(&self, claim: &mut Claim<'_>, reason: String) -> Result<(), BusError> {
+        let (integration, run_id) = (claim.integration, claim.run_id);
         tracing::error!(integration, run_id, %reason,
             "cannot verify the run against Oomnitza; the next run sends its records again");
-        forget_written(&self.bus, integration, run_id).await?;
+        forget_written(&self.bus, integration, run_id, Some(claim)).await?;
         let at = chrono::Utc::now().to_rfc3339();
         let (bus, runs) = (&self.bus, &self.runs);
         close_check(bus, runs, integration, run_id, "unverified", |record| {
             let Some(v) = record.verification.as_mut() else {
                 return false;
             };
+            // Only while the check is still this replica's: one that took it over decides.
+            if !matches!(&v.state, VerifyState::Claimed { by, .. } if *by == self.replica) {
+                return false;
+            }
             v.state = VerifyState::Unverified {
                 by: self.replica.clone(),
                 at: at.clone(),

@@ -297,7 +297,7 @@ impl Tally {
 }
 
 /// A check's claim on the run record, renewed while it works.
-struct Claim<'a> {
+pub(crate) struct Claim<'a> {
     verifier: &'a Verifier,
     integration: &'a str,
     run_id: &'a str,
@@ -364,16 +364,25 @@ pub fn expired(at: &str, expiry: Duration) -> bool {
 
 /// Ends the check of a run: stores `change` on its record, counts the run as checked in
 /// `state` (`LOADER_RUNS_CHECKED`), and drops the run's per-event outcomes, which nothing reads
-/// any more.
+/// any more. When `change` leaves the record as it is (the check is another replica's now),
+/// nothing else is done either.
 pub(crate) async fn close_check(
     bus: &Bus,
     runs: &Runs,
     integration: &str,
     run_id: &str,
     state: &'static str,
-    change: impl FnMut(&mut RunRecord) -> bool,
+    mut change: impl FnMut(&mut RunRecord) -> bool,
 ) -> Result<(), BusError> {
-    runs.update(integration, run_id, change).await?;
+    let mut changed = false;
+    runs.update(integration, run_id, |record| {
+        changed = change(record);
+        changed
+    })
+    .await?;
+    if !changed {
+        return Ok(());
+    }
     metrics::counter!(peoplesync_runtime::metrics::names::LOADER_RUNS_CHECKED,
         "integration" => integration.to_owned(), "state" => state)
     .increment(1);
@@ -381,14 +390,19 @@ pub(crate) async fn close_check(
 }
 
 /// Drops the applied hashes the run wrote (where it still wrote the latest), so the next run
-/// sends its records again: for a run whose records cannot all be known to have landed.
+/// sends its records again: for a run whose records cannot all be known to have landed. A
+/// check's `claim`, when given, is renewed as it goes (two KV round trips per record).
 pub(crate) async fn forget_written(
     bus: &Bus,
     integration: &str,
     run_id: &str,
+    mut claim: Option<&mut Claim<'_>>,
 ) -> Result<(), BusError> {
     let mut written = WrittenEvents::open(bus, integration, run_id, 1_000).await?;
     while let Some(events) = written.next_group().await? {
+        if let Some(claim) = claim.as_deref_mut() {
+            claim.renew().await;
+        }
         for event in events {
             bus.applied()
                 .forget_if_written_by(&event.applied_key, run_id)
