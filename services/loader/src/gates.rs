@@ -6,6 +6,7 @@
 //! neither a retry storm nor dead-lettered good data.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -46,9 +47,9 @@ pub struct Gates {
     /// Integration → its pause flag as last read.
     paused: Arc<RwLock<HashMap<String, PauseState>>>,
     failure: Arc<RwLock<Option<(Failure, String)>>>,
-    /// The portion whose bulk posts outlasted their retries, while that failure stands: the
-    /// probe reads it, so that an outage of the bulk endpoint alone keeps the gate closed.
-    failed_portion: Arc<RwLock<Option<String>>>,
+    /// Set while the failure stands because bulk posts outlasted their retries: the probe then
+    /// asks the bulk endpoint too, so that an outage of it alone keeps the gate closed.
+    bulk_failed: Arc<AtomicBool>,
     changed: Arc<watch::Sender<u64>>,
     /// Where pauses and failures are noted for `/readyz`.
     readiness: peoplesync_runtime::Readiness,
@@ -59,7 +60,7 @@ impl Default for Gates {
         Gates {
             paused: Arc::default(),
             failure: Arc::default(),
-            failed_portion: Arc::default(),
+            bulk_failed: Arc::default(),
             changed: Arc::new(watch::channel(0).0),
             readiness: peoplesync_runtime::Readiness::new(),
         }
@@ -221,28 +222,19 @@ impl Gates {
             );
             metrics::gauge!(peoplesync_runtime::metrics::names::LOADER_CREDENTIALS_FAILING)
                 .set(if credentials { 1.0 } else { 0.0 });
-            if reason.is_none()
-                && let Ok(mut portion) = self.failed_portion.write()
-            {
-                *portion = None;
+            if reason.is_none() {
+                self.bulk_failed.store(false, Ordering::Relaxed);
             }
             *slot = reason.map(|r| (kind, r));
         }
         self.changed.send_modify(|v| *v += 1);
     }
 
-    /// Records that bulk posts to `portion` kept failing past their retries: Oomnitza cannot
-    /// take records until both the credential check and a read of that portion answer.
-    pub fn set_bulk_failure(&self, portion: &str, reason: String) {
-        if let Ok(mut failed) = self.failed_portion.write() {
-            *failed = Some(portion.to_owned());
-        }
+    /// Records that bulk posts kept failing past their retries: Oomnitza cannot take records
+    /// until both the credential check and the bulk endpoint answer.
+    pub fn set_bulk_failure(&self, reason: String) {
+        self.bulk_failed.store(true, Ordering::Relaxed);
         self.set_failure(Failure::Unavailable, Some(reason));
-    }
-
-    /// The portion a bulk failure was recorded for, while it stands.
-    fn failed_portion(&self) -> Option<String> {
-        self.failed_portion.read().ok().and_then(|p| p.clone())
     }
 
     /// Follows the pause flags in KV until the watch ends or `shutdown`.
@@ -298,16 +290,16 @@ impl Gates {
             // The credential check answers from another part of Oomnitza than the bulk
             // endpoint: after bulk posts failed, the endpoint itself must answer too, or an
             // outage of it alone would reopen the gate to fail each event again, cycle after
-            // cycle, until its deliveries run out.
-            let bulk = self
-                .failed_portion()
-                .filter(|_| kind == Failure::Unavailable);
+            // cycle, until its deliveries run out. It is asked for a portion nobody posted to
+            // (a fresh id): any answer but a transient failure (`404` is the usual one) means
+            // it is up, whatever state one portion is in.
+            let bulk = kind == Failure::Unavailable && self.bulk_failed.load(Ordering::Relaxed);
             let answered = match client.check_auth().await {
-                Ok(()) => match bulk {
-                    Some(portion) => client.portion(&portion).await.map(drop),
-                    None => Ok(()),
+                Ok(()) if bulk => match client.portion(&uuid::Uuid::new_v4().to_string()).await {
+                    Err(err) if err.kind() == peoplesync_oomnitza::ErrorKind::Transient => Err(err),
+                    _ => Ok(()),
                 },
-                Err(err) => Err(err),
+                other => other,
             };
             match answered {
                 Ok(()) => self.set_failure(kind, None),

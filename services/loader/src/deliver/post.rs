@@ -189,7 +189,7 @@ impl Deliverer {
                     redelivery_delay(records.first().map_or(1, |r| r.item.delivered))
                 });
                 tracing::warn!(portion, error = %err, ?delay, "bulk request kept failing; events go back to the stream");
-                self.gates.set_bulk_failure(portion, err.to_string());
+                self.gates.set_bulk_failure(err.to_string());
                 let retry = Delivered::Retry(delay, err.to_string(), RetryCause::Transient);
                 set_all(records, &retry);
             }
