@@ -113,16 +113,17 @@ impl OomnitzaClient {
     /// that answers fewer users than `limit` asks for would otherwise cut the list at its first
     /// page. Ending on an empty page costs one request per list.
     pub async fn find_all_users(&self, filter: &str, page_size: u32) -> Result<Vec<Value>, Error> {
-        self.read_pages(filter, page_size, usize::MAX).await
+        self.read_pages(filter, page_size, None).await
     }
 
-    /// The pages of users matching `filter`, until an empty page, or until a short page that
-    /// holds at least `enough` users (as many as the filter can match, when the caller knows).
+    /// The pages of users matching `filter`, until an empty page, or — for a filter on the keys
+    /// of `all_found`, `(attribute, how many keys)` — until a short page once users with that
+    /// many different values of the attribute were read (each key is then found).
     async fn read_pages(
         &self,
         filter: &str,
         page_size: u32,
-        enough: usize,
+        all_found: Option<(&str, usize)>,
     ) -> Result<Vec<Value>, Error> {
         let page_size = page_size.max(1);
         let mut users: Vec<Value> = Vec::new();
@@ -151,7 +152,10 @@ impl OomnitzaClient {
             }
             last_first = Some(first.clone());
             users.extend(page);
-            if short && users.len() >= enough {
+            if short
+                && let Some((attribute, keys)) = all_found
+                && distinct_values(&users, attribute) >= keys
+            {
                 return Ok(users);
             }
         }
@@ -233,7 +237,8 @@ impl OomnitzaClient {
         page_size: u32,
     ) -> Result<Vec<Value>, Error> {
         let filter = format!("{attribute} IN [{}]", literals.join(", "));
-        self.read_pages(&filter, page_size, literals.len()).await
+        self.read_pages(&filter, page_size, Some((attribute, literals.len())))
+            .await
     }
 
     /// Checks the credentials the way Oomnitza's own connector does, with
@@ -257,6 +262,19 @@ fn abbreviate(text: &str) -> String {
         Some((end, _)) => format!("{}…", &text[..end]),
         None => text.to_owned(),
     }
+}
+
+/// How many different values (as text, ignoring case) `users` show for `attribute`.
+fn distinct_values(users: &[Value], attribute: &str) -> usize {
+    users
+        .iter()
+        .filter_map(|user| match user.get(attribute)? {
+            Value::String(text) => Some(text.to_lowercase()),
+            Value::Null => None,
+            other => Some(other.to_string()),
+        })
+        .collect::<std::collections::HashSet<_>>()
+        .len()
 }
 
 #[cfg(test)]

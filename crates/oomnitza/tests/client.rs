@@ -538,6 +538,29 @@ mod reading {
     }
 
     #[tokio::test]
+    async fn keys_matching_several_users_do_not_end_a_capped_read_early() {
+        // Two more users share worker.0's e-mail, created right after it: the first page of
+        // three holds three users but only one of the three keys.
+        let (sim, client) = seeded(&users(0..1)).await;
+        for dup in 1..=2 {
+            let mut twin = user(0);
+            twin.insert("USER".into(), json!(format!("twin.{dup}@example.com")));
+            twin.insert(SAGE_USER_ID_FIELD.into(), json!(format!("twin{dup}")));
+            sim.insert_user(twin);
+        }
+        post(&client, &users(1..3)).await.expect("accepted");
+        sim.wait_idle().await;
+        sim.set_behavior(OomnitzaBehavior {
+            max_page_size: Some(3),
+            ..OomnitzaBehavior::default()
+        })
+        .expect("the behaviour is valid");
+        let wanted: Vec<String> = (0..3).map(|n| format!("worker.{n}@example.com")).collect();
+        let found = client.find_users_in("email", &wanted, 10).await.unwrap();
+        assert_eq!(found.len(), 5, "every user of every key: {found:?}");
+    }
+
+    #[tokio::test]
     async fn a_bad_filter_is_rejected() {
         let sim = spawn().await;
         let error = client(&sim)
