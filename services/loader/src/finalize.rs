@@ -3,9 +3,9 @@
 //! claim on the run record, calls finalize, and records the final counts. A claim left by a
 //! replica that died is taken over after [`CLAIM_EXPIRY`]. A finalized run is then checked
 //! against what Oomnitza holds ([`crate::verify`]). A run whose portion an administrator
-//! canceled in Oomnitza is not finalized: it is closed as canceled, whatever it had posted
-//! counts as canceled, and the applied hashes it wrote are dropped so the next run sends those
-//! records again.
+//! canceled in Oomnitza is finalized too (best effort, as Oomnitza's connector does) but not
+//! checked: it is closed as canceled, whatever it had posted counts as canceled, and the
+//! applied hashes it wrote are dropped so the next run sends those records again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
