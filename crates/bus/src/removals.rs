@@ -31,9 +31,23 @@ pub enum Decision {
         /// Why.
         reason: String,
     },
+    /// The baseline's list is gone (older than the seen stream keeps, or cut by a crash), so
+    /// who left since it cannot be known: publish none, and this run becomes the baseline.
+    Rebased {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Decision {
+    /// Why removals were not computed, for a decision that did not compute them.
+    pub fn not_computed(&self) -> Option<&str> {
+        match self {
+            Decision::Skipped { reason } | Decision::Rebased { reason } => Some(reason),
+            _ => None,
+        }
+    }
+
     /// Removals published with the run.
     pub fn published(&self) -> u64 {
         match self {

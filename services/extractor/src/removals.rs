@@ -121,6 +121,26 @@ pub async fn decide(
                 baseline: listed,
             })
         }
+        Ok((0, 0)) => {
+            // Nobody listed by the baseline: an empty org then, or a list that is gone. Gone,
+            // it would read as "nobody left" for ever after; say so, and start again from here.
+            let listed_then = bus
+                .runs()
+                .get(integration, &baseline)
+                .await?
+                .map(|(record, _)| record.published);
+            if listed_then == Some(0) {
+                Ok(Decision::Publish { count: 0 })
+            } else {
+                Ok(Decision::Rebased {
+                    reason: format!(
+                        "the seen list of the baseline run {baseline} is gone (lists are kept 90 \
+                         days; a crash while settling can also cut one), so who left since that \
+                         run is not known; this run is the new baseline"
+                    ),
+                })
+            }
+        }
         Ok((count, _)) => Ok(Decision::Publish { count }),
         Err(ReadError::Bus(err)) => Err(err),
         Err(ReadError::Unordered {

@@ -148,6 +148,11 @@ impl PreparedRun {
                 them; if the list out of order is the baseline's, every later run stops here too. \
                 See docs/operations.md, \"When removals are not computed\"")
             }
+            Decision::Rebased { reason } => {
+                tracing::warn!(integration, run_id = %checkpoint.run_id, reason,
+                "removals not computed: workers who left since the baseline run are not announced, and this run is the \
+                new baseline. See docs/operations.md, \"When removals are not computed\"")
+            }
             Decision::Publish { count } if *count > 0 => {
                 tracing::info!(integration, run_id = %checkpoint.run_id,
                 removed = count, "published removals")
@@ -156,10 +161,7 @@ impl PreparedRun {
         }
         let removed = decision.published();
         let held = decision.held();
-        let removals_skipped = match decision {
-            Decision::Skipped { reason } => Some(reason),
-            _ => None,
-        };
+        let removals_skipped = decision.not_computed().map(str::to_owned);
         let counts = Counts {
             removed,
             removals_held: held,

@@ -316,3 +316,46 @@ async fn a_run_whose_list_is_out_of_order_records_why_its_removals_were_not_comp
     assert_eq!(removed, leaving);
     assert_eq!(counter(EXTRACTOR_REMOVALS_SKIPPED, UNORDERED), 1);
 }
+
+#[tokio::test]
+async fn a_baseline_whose_list_is_gone_is_replaced_and_the_run_says_why() {
+    use peoplesync_runtime::metrics::names::EXTRACTOR_REMOVALS_SKIPPED;
+    const GONE: &str = "gone-baseline";
+    counter(EXTRACTOR_REMOVALS_SKIPPED, GONE);
+    let (s, extraction, first) = baseline_of(GONE, org(1000, 100, 100)).await;
+    // The baseline's list ages out of the seen stream (months without a full run), and
+    // meanwhile some workers leave.
+    s.bus.seen().purge_run(GONE, &first.run_id).await.unwrap();
+    remove_employed(&s.sim, 3);
+
+    let second = extraction
+        .run_full("test", CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!((second.removed, second.removals_held), (0, 0));
+    let reason = s
+        .run_record(GONE, &second.run_id)
+        .await
+        .removals_skipped
+        .expect("the run record says removals were not computed");
+    assert!(
+        reason.contains(&format!("baseline run {} is gone", first.run_id)),
+        "{reason}"
+    );
+    assert_eq!(counter(EXTRACTOR_REMOVALS_SKIPPED, GONE), 1);
+    let state = s.bus.removals().load(GONE).await.unwrap();
+    assert_eq!(
+        state.baseline.as_deref(),
+        Some(second.run_id.as_str()),
+        "this run is the new baseline, so later leavers are announced"
+    );
+    drain_workers(&s.bus, GONE).await;
+
+    let leaving = remove_employed(&s.sim, 2);
+    let third = extraction
+        .run_full("test", CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(third.removed, 2, "{leaving:?}");
+    assert_eq!(s.run_record(GONE, &third.run_id).await.removals_skipped, None);
+}
