@@ -2,8 +2,8 @@
 //! outcome counts until the run is finalized (then the counts kept in the record), and
 //! `pending` = expected − accounted. WatchRun re-reads both whenever the record changes (KV
 //! watch) and every 250 ms for the counts, and sends an update only when something changed —
-//! or when a running run has stopped changing (its `warning`), or, when reading it keeps
-//! failing, ends with UNAVAILABLE, so a watcher is never left on a spinner in silence.
+//! or when a running or loading run has stopped changing (its `warning`), or, when reading it
+//! keeps failing, ends with UNAVAILABLE, so a watcher is never left on a spinner in silence.
 
 use std::time::Duration;
 
@@ -24,8 +24,9 @@ pub(crate) const POLL: Duration = Duration::from_millis(250);
 /// How long WatchRun waits for a run record that does not exist yet (a trigger's reply can
 /// arrive before the record is visible).
 const APPEAR_WITHIN: Duration = Duration::from_secs(10);
-/// How long a running run may show no change (record or counts) before WatchRun says so; the
-/// extractor records progress every few seconds while it lists.
+/// How long a run not done may show no change (record or counts) before WatchRun says so: a
+/// running run, whose extractor records progress every few seconds while it lists, or one
+/// whose loading has events pending, which the loaders count as they apply them.
 pub(crate) const NO_PROGRESS_AFTER: Duration = Duration::from_secs(60);
 /// How long every read of a watched run may fail before WatchRun ends with UNAVAILABLE.
 const READS_FAILING_FOR: Duration = Duration::from_secs(15);
@@ -194,16 +195,27 @@ impl RunViews {
     }
 }
 
-/// What WatchRun says of a run that has shown no change for `unchanged_for`: nothing, unless
-/// it is running and that has lasted [`NO_PROGRESS_AFTER`] or more. The time is given in whole
-/// periods of it, so the warning changes (and is sent again) once a period, not every second.
+/// What WatchRun says of a run that has shown no change for `unchanged_for`, once that has
+/// lasted [`NO_PROGRESS_AFTER`] or more: a running run waits for an extractor; a run not done
+/// whose extraction has ended but whose events are still `pending` waits for the loaders
+/// (none running, or stuck). Nothing otherwise: a done run, or one with nothing pending,
+/// which finalize and verification move on with their own timeouts and notes. The time is
+/// given in whole periods, so the warning changes (and is sent again) once a period, not
+/// every second.
 pub(crate) fn no_progress(run: &pb::Run, unchanged_for: Duration) -> String {
     let period = NO_PROGRESS_AFTER.as_secs().max(1);
     let secs = unchanged_for.as_secs() / period * period;
-    if run.state() != pb::RunState::Running || secs == 0 {
+    if run.done || secs == 0 {
         return String::new();
     }
-    format!("no progress for {secs} s; is an extractor running? see syncctl status")
+    let question = if run.state() == pb::RunState::Running {
+        "is an extractor running?"
+    } else if run.pending > 0 {
+        "are loaders running?"
+    } else {
+        return String::new();
+    };
+    format!("no progress for {secs} s; {question} see syncctl status")
 }
 
 /// The API view of a run: the record, with `live` counts unless final counts are kept.
@@ -357,26 +369,67 @@ mod tests {
         assert_eq!(run.removed, 0);
     }
 
+    /// Checks that `run` gets no warning before a minute without change, then `warning` from
+    /// the first minute on, changing only with each further whole minute.
+    fn called_out_once_a_minute(run: &pb::Run, warning: &str) {
+        let secs = Duration::from_secs;
+        assert_eq!(no_progress(run, secs(59)), "");
+        assert_eq!(no_progress(run, secs(60)), warning);
+        assert_eq!(no_progress(run, secs(119)), warning);
+        assert_eq!(
+            no_progress(run, secs(125)),
+            warning.replacen("60 s", "120 s", 1)
+        );
+    }
+
     #[test]
     fn a_running_run_unchanged_for_a_minute_is_called_out_once_a_minute() {
         let running = view(
             &RunRecord::start("acme", "r1", true, "grpc"),
             OutcomeCounts::default(),
         );
-        let secs = Duration::from_secs;
-        assert_eq!(no_progress(&running, secs(59)), "");
-        let warning = no_progress(&running, secs(60));
-        assert_eq!(
-            warning,
-            "no progress for 60 s; is an extractor running? see syncctl status"
+        called_out_once_a_minute(
+            &running,
+            "no progress for 60 s; is an extractor running? see syncctl status",
         );
-        assert_eq!(no_progress(&running, secs(119)), warning);
-        assert!(no_progress(&running, secs(125)).starts_with("no progress for 120 s"));
 
+        let secs = Duration::from_secs;
         let mut completed = RunRecord::start("acme", "r1", true, "grpc");
         completed.state = RunState::Completed;
-        let loading = view(&completed, OutcomeCounts::default());
-        assert_eq!(no_progress(&loading, secs(600)), "", "only a running run");
+        let loaded = view(&completed, OutcomeCounts::default());
+        assert_eq!(loaded.pending, 0);
+        assert_eq!(
+            no_progress(&loaded, secs(600)),
+            "",
+            "finalize and verification have their own timeouts"
+        );
+    }
+
+    #[test]
+    fn a_loading_run_with_events_pending_unchanged_for_a_minute_asks_for_loaders_once_a_minute() {
+        let mut record = RunRecord::start("acme", "r1", true, "grpc");
+        record.state = RunState::Completed;
+        record.published = 10;
+        let live = OutcomeCounts {
+            written: 4,
+            ..Default::default()
+        };
+        let loading = view(&record, live);
+        assert_eq!(loading.outcome(), pb::RunOutcome::Loading);
+        assert_eq!((loading.pending, loading.done), (6, false));
+        called_out_once_a_minute(
+            &loading,
+            "no progress for 60 s; are loaders running? see syncctl status",
+        );
+
+        // A run that is done says nothing, whatever is left pending.
+        let secs = Duration::from_secs;
+        for state in [RunState::Failed, RunState::QuotaExhausted] {
+            record.state = state;
+            let ended = view(&record, live);
+            assert!(ended.done && ended.pending > 0, "{state:?}");
+            assert_eq!(no_progress(&ended, secs(600)), "", "{state:?}");
+        }
     }
 
     #[test]

@@ -16,10 +16,13 @@ pub trait ApiErrorKind: Copy {
     /// Whether a call failing this way may succeed if it is made again.
     fn is_transient(self) -> bool;
 
-    /// What to do about a failure that outlasted the retries, said after how hard the call
-    /// tried (`gave up after 6 attempts over 12.3 s; retry the run later`); `None` when the
-    /// message already says it.
-    const AFTER_RETRIES: Option<&'static str> = None;
+    /// What to do about a failure of this kind that outlasted the retries, said after how hard
+    /// the call tried (`gave up after 6 attempts over 12.3 s; retry the run later`); `None`
+    /// when the message already says it. Per kind, because what follows a spent budget can
+    /// differ: an outage is resumed later, an answer that breaks the contract is not.
+    fn after_retries(self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// A failed API call. Its `Display` is the operator-facing message; the clients never put a
@@ -128,7 +131,7 @@ impl<K: ApiErrorKind> Transient for ApiError<K> {
     }
 
     fn exhausted(self, spent: Spent) -> Self {
-        let message = match K::AFTER_RETRIES {
+        let message = match self.kind.after_retries() {
             Some(advice) => format!("{self} ({spent}; {advice})"),
             None => format!("{self} ({spent})"),
         };
@@ -162,7 +165,9 @@ mod tests {
             true
         }
 
-        const AFTER_RETRIES: Option<&'static str> = Some("try again tomorrow");
+        fn after_retries(self) -> Option<&'static str> {
+            Some("try again tomorrow")
+        }
     }
 
     const SPENT: Spent = Spent {

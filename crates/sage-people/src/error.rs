@@ -28,9 +28,16 @@ pub enum ErrorKind {
     /// Retries ran out on 5xx, 420, 429, connection errors, timeouts or cut-off bodies: retry the
     /// run later.
     Transient,
-    /// A successful answer whose body is not the documented shape, even after retries: stop the
-    /// run, keep its checkpoint and retry it later (a proxy may be answering in the org's place);
-    /// report it if it persists.
+    /// A successful answer whose body could not be decoded as the documented JSON (an HTML
+    /// page, JSON of another structure), even after retries: something may be answering in
+    /// the org's place (a proxy or portal serving its own page), which passes when it does.
+    /// Stop the run, keep its checkpoint and retry it later; report it if it persists.
+    Undecodable,
+    /// A successful answer that decoded but breaks what the client relies on (a page whose last
+    /// employee has no string `id`, a page not past its marker, an unusable `instance_url`, a
+    /// status the API does not use), even after retries. It fails the same way every time, so
+    /// resuming at the same place cannot help: fail the run (the next one starts afresh) and
+    /// report it.
     InvalidResponse,
 }
 
@@ -42,6 +49,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::QuotaExhausted => "quota exhausted",
             ErrorKind::InvalidMarker => "invalid marker",
             ErrorKind::Transient => "transient",
+            ErrorKind::Undecodable => "undecodable response",
             ErrorKind::InvalidResponse => "invalid response",
         })
     }

@@ -41,13 +41,15 @@ struct Envelope {
 }
 
 /// Maps a body that would not decode: a body that ends early was cut off in transit
-/// ([`ErrorKind::Transient`]); anything else is not the documented shape
-/// ([`ErrorKind::InvalidResponse`]). Both are retried.
+/// ([`ErrorKind::Transient`]); anything else is not the documented shape, as a proxy's own
+/// page is not ([`ErrorKind::Undecodable`]). Both are retried, and both leave a run resumable.
+/// A body that decodes but breaks the listing's contract is an [`ErrorKind::InvalidResponse`]
+/// instead.
 pub(crate) fn decode_error(error: serde_json::Error, host: &str, what: &str) -> Error {
     let (kind, detail) = if error.is_eof() {
         (ErrorKind::Transient, "was cut off")
     } else {
-        (ErrorKind::InvalidResponse, "is not the documented shape")
+        (ErrorKind::Undecodable, "is not the documented shape")
     };
     Error::new(
         kind,
@@ -188,12 +190,29 @@ mod tests {
     }
 
     #[test]
-    fn a_wrong_shape_is_an_invalid_response() {
+    fn a_body_that_is_not_the_documented_json_is_undecodable() {
         for body in [
             &br#"{"records":[]}"#[..],
             br#"{"data":{}}"#,
             b"<html>",
-            br#"{"data":[{"name":"x"}]}"#,
+            b"<!DOCTYPE html><html><body>Please sign in</body></html>",
+        ] {
+            let error = decode_page(200, body, None, "h", "listing").unwrap_err();
+            assert_eq!(
+                error.kind(),
+                ErrorKind::Undecodable,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            assert!(error.to_string().contains("not the documented shape"));
+        }
+    }
+
+    #[test]
+    fn a_page_ending_with_an_employee_without_a_string_id_is_an_invalid_response() {
+        for body in [
+            &br#"{"data":[{"name":"x"}]}"#[..],
+            br#"{"data":[{"id":"a1"},{"id":7}]}"#,
         ] {
             let error = decode_page(200, body, None, "h", "listing").unwrap_err();
             assert_eq!(
@@ -202,6 +221,7 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(body)
             );
+            assert!(error.to_string().contains("without a string `id`"));
         }
     }
 

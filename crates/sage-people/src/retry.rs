@@ -1,19 +1,32 @@
 //! Which Sage People failures are retried under the shared policy of every outbound call
 //! (`peoplesync_retry`), and how an error that outlasts it reads: it says how many attempts
-//! were made over how long, and that the run can be retried later.
+//! were made over how long, and, for the failures that pass, that the run can be retried later.
 
 use peoplesync_retry::ApiErrorKind;
 
 use crate::error::ErrorKind;
 
 /// A failure is worth another attempt within the same call when it is transient or the answer
-/// was not the documented shape; once the retries are spent, the run as a whole can be retried.
+/// was not the documented shape or contract (the org's own answers were always retried, so
+/// these are too). Once the retries are spent, the run as a whole can be retried after a
+/// transient failure or an undecodable answer; an answer that broke the contract fails the
+/// same way again, and its message already says to report it.
 impl ApiErrorKind for ErrorKind {
     fn is_transient(self) -> bool {
-        matches!(self, ErrorKind::Transient | ErrorKind::InvalidResponse)
+        matches!(
+            self,
+            ErrorKind::Transient | ErrorKind::Undecodable | ErrorKind::InvalidResponse
+        )
     }
 
-    const AFTER_RETRIES: Option<&'static str> = Some("retry the run later, its checkpoint is kept");
+    fn after_retries(self) -> Option<&'static str> {
+        match self {
+            ErrorKind::Transient | ErrorKind::Undecodable => {
+                Some("retry the run later, its checkpoint is kept")
+            }
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -27,13 +40,36 @@ mod tests {
     use crate::error::Error;
 
     #[test]
-    fn only_transient_and_invalid_response_are_retried() {
+    fn only_transient_and_unusable_answers_are_retried() {
         use ErrorKind::*;
         for kind in [Configuration, Authentication, QuotaExhausted, InvalidMarker] {
             assert!(!kind.is_transient(), "{kind}");
         }
-        assert!(Transient.is_transient());
-        assert!(InvalidResponse.is_transient());
+        for kind in [Transient, Undecodable, InvalidResponse] {
+            assert!(kind.is_transient(), "{kind}");
+        }
+    }
+
+    #[test]
+    fn only_failures_that_pass_say_the_checkpoint_is_kept_once_the_budget_is_spent() {
+        let spent = Spent {
+            attempts: 4,
+            elapsed: Duration::from_millis(1_200),
+        };
+        for kind in [ErrorKind::Transient, ErrorKind::Undecodable] {
+            let message = Error::new(kind, "m").exhausted(spent).to_string();
+            assert!(
+                message.ends_with("its checkpoint is kept)"),
+                "{kind}: {message}"
+            );
+        }
+        let message = Error::new(ErrorKind::InvalidResponse, "m; report it")
+            .exhausted(spent)
+            .to_string();
+        assert_eq!(
+            message,
+            "m; report it (gave up after 4 attempts over 1.2 s)"
+        );
     }
 
     #[test]

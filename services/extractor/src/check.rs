@@ -47,9 +47,10 @@ fn state_of(error: &peoplesync_sage_people::Error) -> CheckState {
         ErrorKind::Configuration | ErrorKind::Authentication | ErrorKind::InvalidMarker => {
             CheckState::Misconfigured
         }
-        ErrorKind::QuotaExhausted | ErrorKind::Transient | ErrorKind::InvalidResponse => {
-            CheckState::Unreachable
-        }
+        ErrorKind::QuotaExhausted
+        | ErrorKind::Transient
+        | ErrorKind::Undecodable
+        | ErrorKind::InvalidResponse => CheckState::Unreachable,
     }
 }
 

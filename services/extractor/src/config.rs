@@ -88,8 +88,9 @@ pub struct ExtractorConfig {
     /// Timeout of every Sage People request, in seconds.
     pub request_timeout_secs: u64,
     /// How long a Sage People request failing transiently (5xx, timeouts, connection errors,
-    /// answers not of the documented shape) is retried before the run stops, resumable, in
-    /// seconds (default 120). The run is then resumed under `run_retry`.
+    /// answers not of the documented shape) is retried before the run stops, in seconds
+    /// (default 120). The run is then resumed under `run_retry`, unless the answers decoded but
+    /// broke the listing's contract: those fail the same way again, so the run is not resumed.
     #[serde(default = "sage_retry_secs")]
     pub sage_retry_secs: u64,
     /// Share of the org's daily API quota (0 < share <= 1) past which a run stops, resumable,

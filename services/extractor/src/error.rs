@@ -45,14 +45,17 @@ impl Stop {
     }
 
     /// Whether the next run resumes this one (its checkpoint is kept). A Sage People failure
-    /// is, unless it names something to fix: answers that were not the documented shape for
-    /// the whole retry budget (a proxy serving its own page, say) are retried like an outage,
-    /// and the automatic resume's own limits bound how often.
+    /// is when it may pass: an exhausted quota, an outage, or answers that could not be decoded
+    /// for the whole retry budget (a proxy serving its own page, say), which are resumed like
+    /// an outage within the automatic resume's own limits. An answer that decoded but broke
+    /// the listing's contract ([`ErrorKind::InvalidResponse`]) is not: it would fail the same
+    /// way at the same page on every resume, and no run would ever complete, so the next run
+    /// starts afresh and loads the pages before it.
     pub fn resumable(&self) -> bool {
         match self {
             Stop::Source(source) => matches!(
                 source.kind(),
-                ErrorKind::QuotaExhausted | ErrorKind::Transient | ErrorKind::InvalidResponse
+                ErrorKind::QuotaExhausted | ErrorKind::Transient | ErrorKind::Undecodable
             ),
             Stop::QuotaGuard { .. } | Stop::Bus(_) | Stop::Interrupted => true,
             Stop::Settings(_) => false,
@@ -164,6 +167,31 @@ impl RunError {
         match *self.stop {
             Stop::Bus(_) => None,
             _ => self.run_id.as_deref(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(kind: ErrorKind) -> Stop {
+        Stop::Source(peoplesync_sage_people::Error::new(kind, "m"))
+    }
+
+    #[test]
+    fn only_sage_failures_that_may_pass_keep_the_checkpoint() {
+        use ErrorKind::*;
+        for kind in [QuotaExhausted, Transient, Undecodable] {
+            assert!(source(kind).resumable(), "{kind}");
+        }
+        for kind in [
+            Configuration,
+            Authentication,
+            InvalidMarker,
+            InvalidResponse,
+        ] {
+            assert!(!source(kind).resumable(), "{kind}");
         }
     }
 }

@@ -1,13 +1,15 @@
 //! Runs that stopped part-way are resumed by the scheduling replica on a timer: after a Sage
 //! People outage longer than the client's retry budget, after answers that were not the
-//! documented shape for as long, and after NATS restarts mid-publish.
+//! documented shape for as long, and after NATS restarts mid-publish. A run stopped by an
+//! answer that breaks the listing's contract is not: the next run starts afresh.
 
 use std::time::Duration;
 
 use peoplesync_bus::control::RunStarted;
 use peoplesync_bus::{RunRecord, RunState, control};
 use peoplesync_extractor::config::RunRetry;
-use peoplesync_sims::sage::SageFaults;
+use peoplesync_sims::generate;
+use peoplesync_sims::sage::{SageFaults, SageSim};
 use serde_json::json;
 
 use crate::harness::*;
@@ -22,19 +24,25 @@ fn quick_retry() -> RunRetry {
 }
 
 /// An org of 600 workers read by an extractor that retries a request for 1 s and resumes
-/// stopped runs after a second or two; Sage People gets `faults`, then a run is triggered and
-/// must fail with its checkpoint kept. Returns the failed run's record.
-async fn a_run_failed_by(faults: SageFaults) -> (Setup, Running, RunRecord) {
+/// stopped runs after a second or two; `prepare` sets Sage People up to fail, then a run is
+/// triggered and must fail. Returns the failed run's record.
+async fn a_failed_run(prepare: impl FnOnce(&SageSim)) -> (Setup, Running, RunRecord) {
     let s = setup(org(600, 50, 50)).await;
     let (mut config, secrets) = config(&s.sim, &[ID]);
     config.sage_retry_secs = 1;
     config.run_retry = quick_retry();
     let service = serve(&s.bus, config, secrets, true).await;
-    s.sim.set_faults(faults);
+    prepare(&s.sim);
     let started: RunStarted = command(&s.bus, ID, control::RUN, json!({})).await.unwrap();
     let failed = s
         .run_in_state(&started.run_id, RunState::Failed, Duration::from_secs(30))
         .await;
+    (s, service, failed)
+}
+
+/// [`a_failed_run`] with Sage People given `faults`; the run must keep its checkpoint.
+async fn a_run_failed_by(faults: SageFaults) -> (Setup, Running, RunRecord) {
+    let (s, service, failed) = a_failed_run(|sim| sim.set_faults(faults)).await;
     assert!(
         s.checkpoint(ID).await.is_some(),
         "the failed run keeps its checkpoint: {failed:?}"
@@ -83,6 +91,40 @@ async fn a_run_failed_by_answers_not_of_the_documented_shape_keeps_its_checkpoin
     // Once the org answers again, the lease holder resumes the same run.
     s.sim.set_faults(SageFaults::default());
     resumed_to_the_end(&s, &failed).await;
+    service.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_failed_by_a_page_breaking_the_contract_drops_its_checkpoint_and_the_next_run_starts_afresh()
+ {
+    // The third page ends with an employee without an id: every read of it fails the same way.
+    let last_of_page_3 = generate::worker_id(149);
+    let mut original = None;
+    let (s, service, failed) = a_failed_run(|sim| {
+        original = sim.worker(&last_of_page_3);
+        sim.replace_worker(&last_of_page_3, json!({"fullName": "No Id"}));
+    })
+    .await;
+    let error = failed.error.clone().unwrap_or_default();
+    assert!(error.contains("without a string `id`"), "{error}");
+    assert!(!error.contains("checkpoint is kept"), "{error}");
+    assert!(
+        s.checkpoint(ID).await.is_none(),
+        "resuming would fail at the same page forever: {failed:?}"
+    );
+    let events = drain_workers(&s.bus, ID).await;
+    assert_each_worker_once(&events, 100, &failed.run_id);
+
+    // The next run is a new one that reads from the first page, and completes once the org
+    // serves the employee whole again.
+    s.sim
+        .replace_worker(&last_of_page_3, original.expect("worker 149 exists"));
+    let started: RunStarted = command(&s.bus, ID, control::RUN, json!({})).await.unwrap();
+    assert_ne!(started.run_id, failed.run_id);
+    let record = completed(&s.bus, ID, &started.run_id).await;
+    assert_eq!(record.published, 600);
+    let events = drain_workers(&s.bus, ID).await;
+    assert_each_worker_once(&events, 600, &started.run_id);
     service.shutdown().await;
 }
 
