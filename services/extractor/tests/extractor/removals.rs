@@ -357,5 +357,8 @@ async fn a_baseline_whose_list_is_gone_is_replaced_and_the_run_says_why() {
         .await
         .unwrap();
     assert_eq!(third.removed, 2, "{leaving:?}");
-    assert_eq!(s.run_record(GONE, &third.run_id).await.removals_skipped, None);
+    assert_eq!(
+        s.run_record(GONE, &third.run_id).await.removals_skipped,
+        None
+    );
 }
