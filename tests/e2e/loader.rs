@@ -123,12 +123,8 @@ async fn an_outage_of_the_bulk_endpoint_alone_holds_loading_without_dead_letters
     let run = d.run_to_end(Duration::from_secs(120)).await;
     assert_accounted(&run);
     d.assert_users_match_sage();
-    let letters = d.dead_letters().await;
-    assert!(
-        letters.iter().all(|l| l.letter.stage == "pipeline"),
-        "only unloadable workers are dead-lettered: {:?}",
-        letters.iter().find(|l| l.letter.stage != "pipeline")
-    );
+    d.assert_only_pipeline_letters("only unloadable workers are dead-lettered")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -187,9 +187,10 @@ pub struct RunRecord {
     /// own and sets this back to 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub removals_held: u64,
-    /// Why this full run could not compute its removals (a seen list out of order), when it
-    /// could not: it published none, and the workers who left since the baseline wait for a
-    /// later run that computes them (the baseline and any held removals are kept).
+    /// Why this full run could not compute its removals, when it could not: it published none.
+    /// With a seen list out of order the baseline and any held removals are kept, and the
+    /// workers who left wait for a later run that computes them; with the baseline's list gone
+    /// this run became the baseline, and they are not announced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removals_skipped: Option<String>,
     /// Every record is sent, even one identical to what was last written (`syncctl run --full`).

@@ -28,7 +28,7 @@ use crate::setup::StreamSpec;
 use crate::{Bus, BusError, Publisher};
 
 /// How long a list is kept at most when nothing supersedes it.
-const MAX_AGE: Duration = Duration::from_secs(90 * 24 * 3600);
+pub const MAX_AGE: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// One page's ids as a chunk.
 pub fn encode_chunk<'a>(ids: impl IntoIterator<Item = &'a str>) -> Bytes {

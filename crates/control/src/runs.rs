@@ -172,11 +172,15 @@ impl RunViews {
                 }
             };
             failing_since = None;
+            // The run as first read in its current form, and since when: replaced only when it
+            // changes, not copied on every tick.
             let changed_at = match &seen {
                 Some((before, at)) if *before == run => *at,
-                _ => now,
+                _ => {
+                    seen = Some((run.clone(), now));
+                    now
+                }
             };
-            seen = Some((run.clone(), changed_at));
             let run = pb::Run {
                 warning: no_progress(&run, now.duration_since(changed_at)),
                 ..run

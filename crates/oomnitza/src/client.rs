@@ -131,7 +131,7 @@ impl OomnitzaClient {
 
     /// Whether the client authenticates with an API token (rather than a login and password).
     pub fn uses_api_token(&self) -> bool {
-        self.inner.auth_description.starts_with("API token")
+        matches!(self.inner.auth, crate::auth::Authenticator::Static(_))
     }
 
     pub(crate) fn inner(&self) -> &Inner {

@@ -10,7 +10,7 @@ use rand::Rng;
 use serde_json::{Map, Value, json};
 
 use crate::client::OomnitzaClient;
-use crate::error::{Error, excerpt};
+use crate::error::{Error, ErrorKind, excerpt};
 
 /// What a field-id probe found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,7 +95,19 @@ fn names(message: &str, id: &str) -> bool {
     })
 }
 
-/// A random version-4 UUID for a portion that is never finalized.
+impl OomnitzaClient {
+    /// Whether the bulk endpoint answers: a read of a portion nobody posted to. Any answer but a
+    /// transient failure counts (`404`, the usual one, included), whatever state one portion is
+    /// in. For telling an outage of the bulk endpoint alone from one of the whole API.
+    pub async fn bulk_answers(&self) -> Result<(), Error> {
+        match self.portion(&throwaway_portion()).await {
+            Err(err) if err.kind() == ErrorKind::Transient => Err(err),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A random version-4 UUID for a portion that is never finalized (or posted to).
 fn throwaway_portion() -> String {
     let mut rng = rand::rng();
     let a: u32 = rng.random();

@@ -103,8 +103,8 @@ pub mod names {
     /// approval (`syncctl approve-removals`), over every run not yet approved.
     pub const EXTRACTOR_REMOVALS_HELD: &str = "peoplesync_extractor_removals_held";
     /// Counter, label `integration`: full runs that completed without computing their removals
-    /// (a seen list out of order): none of the workers who left since the baseline was
-    /// announced by them.
+    /// (a seen list out of order, or the baseline's list gone): none of the workers who left
+    /// since the baseline was announced by them.
     pub const EXTRACTOR_REMOVALS_SKIPPED: &str = "peoplesync_extractor_removals_skipped_total";
     /// Gauge, always 1, labels `service` and `version`: which build is running.
     pub const BUILD_INFO: &str = "peoplesync_build_info";

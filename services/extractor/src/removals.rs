@@ -134,9 +134,10 @@ pub async fn decide(
             } else {
                 Ok(Decision::Rebased {
                     reason: format!(
-                        "the seen list of the baseline run {baseline} is gone (lists are kept 90 \
+                        "the seen list of the baseline run {baseline} is gone (lists are kept {} \
                          days; a crash while settling can also cut one), so who left since that \
-                         run is not known; this run is the new baseline"
+                         run is not known; this run is the new baseline",
+                        peoplesync_bus::seen::MAX_AGE.as_secs() / 86_400
                     ),
                 })
             }
@@ -167,12 +168,11 @@ fn skipped_reason(
         format!(
             "the seen list of the baseline run {baseline} {order}, so this run's list cannot be compared with it"
         )
-    } else if listed_by == run_id {
+    } else {
+        // The only other list the comparison reads is this run's.
         format!(
             "the seen list of this run {run_id} {order}, so it cannot be compared with the baseline run {baseline}"
         )
-    } else {
-        format!("the seen list of run {listed_by} {order}")
     }
 }
 
@@ -278,7 +278,7 @@ pub async fn settle(
                 .await?;
             }
             // Purge before moving the baseline: a crash in between leaves a baseline whose list
-            // is gone, which compares as "nobody was listed" (no removals), never as too many.
+            // is gone, which the next run reports and replaces (`Rebased`), never as too many.
             for old in [state.baseline.take(), state.held.take().map(|h| h.run_id)]
                 .into_iter()
                 .flatten()

@@ -6,7 +6,6 @@
 //! neither a retry storm nor dead-lettered good data.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -25,7 +24,8 @@ pub enum Failure {
     Credentials,
     /// 404 for the bulk endpoint: `OOMNITZA_URL` is wrong.
     Misconfigured,
-    /// Transient failures outlasted the retries.
+    /// Bulk posts kept failing transiently past their retries: the probe asks the bulk
+    /// endpoint too, so that an outage of it alone keeps the intake closed.
     Unavailable,
 }
 
@@ -47,9 +47,6 @@ pub struct Gates {
     /// Integration → its pause flag as last read.
     paused: Arc<RwLock<HashMap<String, PauseState>>>,
     failure: Arc<RwLock<Option<(Failure, String)>>>,
-    /// Set while the failure stands because bulk posts outlasted their retries: the probe then
-    /// asks the bulk endpoint too, so that an outage of it alone keeps the gate closed.
-    bulk_failed: Arc<AtomicBool>,
     changed: Arc<watch::Sender<u64>>,
     /// Where pauses and failures are noted for `/readyz`.
     readiness: peoplesync_runtime::Readiness,
@@ -60,7 +57,6 @@ impl Default for Gates {
         Gates {
             paused: Arc::default(),
             failure: Arc::default(),
-            bulk_failed: Arc::default(),
             changed: Arc::new(watch::channel(0).0),
             readiness: peoplesync_runtime::Readiness::new(),
         }
@@ -222,19 +218,20 @@ impl Gates {
             );
             metrics::gauge!(peoplesync_runtime::metrics::names::LOADER_CREDENTIALS_FAILING)
                 .set(if credentials { 1.0 } else { 0.0 });
-            if reason.is_none() {
-                self.bulk_failed.store(false, Ordering::Relaxed);
-            }
             *slot = reason.map(|r| (kind, r));
         }
         self.changed.send_modify(|v| *v += 1);
     }
 
-    /// Records that bulk posts kept failing past their retries: Oomnitza cannot take records
-    /// until both the credential check and the bulk endpoint answer.
-    pub fn set_bulk_failure(&self, reason: String) {
-        self.bulk_failed.store(true, Ordering::Relaxed);
-        self.set_failure(Failure::Unavailable, Some(reason));
+    /// Records that Oomnitza refused `client`'s credentials (`err`, a 401 or 403), naming the
+    /// settings that hold them.
+    pub fn set_refused_credentials(
+        &self,
+        client: &OomnitzaClient,
+        err: &peoplesync_oomnitza::Error,
+    ) {
+        let reason = peoplesync_control::credentials_refused(client, err);
+        self.set_failure(Failure::Credentials, Some(reason));
     }
 
     /// Follows the pause flags in KV until the watch ends or `shutdown`.
@@ -290,21 +287,15 @@ impl Gates {
             // The credential check answers from another part of Oomnitza than the bulk
             // endpoint: after bulk posts failed, the endpoint itself must answer too, or an
             // outage of it alone would reopen the gate to fail each event again, cycle after
-            // cycle, until its deliveries run out. It is asked for a portion nobody posted to
-            // (a fresh id): any answer but a transient failure (`404` is the usual one) means
-            // it is up, whatever state one portion is in.
-            let bulk = kind == Failure::Unavailable && self.bulk_failed.load(Ordering::Relaxed);
+            // cycle, until its deliveries run out.
             let answered = match client.check_auth().await {
-                Ok(()) if bulk => match client.portion(&uuid::Uuid::new_v4().to_string()).await {
-                    Err(err) if err.kind() == peoplesync_oomnitza::ErrorKind::Transient => Err(err),
-                    _ => Ok(()),
-                },
+                Ok(()) if kind == Failure::Unavailable => client.bulk_answers().await,
                 other => other,
             };
             match answered {
                 Ok(()) => self.set_failure(kind, None),
                 Err(err) if err.kind() == peoplesync_oomnitza::ErrorKind::Unauthorized => {
-                    self.set_failure(Failure::Credentials, Some(err.to_string()));
+                    self.set_refused_credentials(&client, &err);
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "Oomnitza still cannot take records; will check again")

@@ -367,7 +367,8 @@ async fn apply(
 /// show `fields`. Oomnitza applies bulk records afterwards; until a read shows the update the
 /// event comes back. A redelivery does not post again while the run log shows records of the
 /// run processing (its earlier post may be among them, and each new post would keep the count
-/// up): it waits for them, for at most [`PROCESSING_PATIENCE`] after the worker was read.
+/// up): it waits for them, for at most [`PROCESSING_PATIENCE`] after the worker was read. The
+/// copy requeued after `max_deliver` deliveries counts as a first delivery and posts once.
 async fn post_update(
     client: &OomnitzaClient,
     item: &Item,

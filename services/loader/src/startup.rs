@@ -12,7 +12,6 @@ use peoplesync_bus::PauseFlag;
 use peoplesync_oomnitza::{ErrorKind, FieldProbe};
 
 use crate::application::Application;
-use crate::gates::Failure;
 
 /// Checks the Oomnitza credentials now; a refusal is recorded as [`Failure::Credentials`].
 /// Returns whether Oomnitza answered (accepting or refusing them).
@@ -23,13 +22,9 @@ pub async fn check_credentials(loader: &Application) -> bool {
             true
         }
         Err(err) if err.kind() == ErrorKind::Unauthorized => {
-            loader.gates().set_failure(
-                Failure::Credentials,
-                Some(peoplesync_control::credentials_refused(
-                    loader.client(),
-                    &err,
-                )),
-            );
+            loader
+                .gates()
+                .set_refused_credentials(loader.client(), &err);
             true
         }
         Err(err) => {

@@ -251,7 +251,7 @@ pub const EXTRACTOR: &[Metric] = &[
     metric(
         EXTRACTOR_REMOVALS_SKIPPED,
         Counter,
-        "Full runs that could not compute their removals (a seen list out of order)",
+        "Full runs that could not compute their removals (a seen list out of order, or the baseline's gone)",
         BY_INTEGRATION,
     ),
 ];

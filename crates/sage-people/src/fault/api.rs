@@ -121,7 +121,10 @@ pub(crate) fn classify_api(status: u16, fault: Fault, request: &Request<'_>) -> 
         ),
         _ => (
             ErrorKind::InvalidResponse,
-            format!("Sage People at {host} gave an unexpected answer while {what} ({said})"),
+            format!(
+                "Sage People at {host} gave an unexpected answer while {what} ({said}); report \
+                 it to the peoplesync maintainers with the Sage People version"
+            ),
         ),
     };
     Error::new(kind, message)

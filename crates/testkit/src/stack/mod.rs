@@ -194,28 +194,14 @@ impl Deployment {
         self.nats.bus("e2e").await
     }
 
-    /// Stores `config` as its integration's config, over whatever is stored (a loader may be
-    /// seeding the default meanwhile); the services watching the config take it up.
+    /// Stores `config` as its integration's config, over whatever is stored; the services
+    /// watching the config take it up.
     pub async fn put_config(&self, config: &peoplesync_core::IntegrationConfig) {
-        let configs = self.bus().await.configs();
-        let text = config.to_toml();
-        for _ in 0..10 {
-            let revision = configs
-                .get(&config.id)
-                .await
-                .expect("reading the stored config")
-                .map_or(0, |stored| stored.revision);
-            let written = configs
-                .put(&config.id, text.clone().into_bytes().into(), revision)
-                .await
-                .expect("storing the config");
-            if matches!(written, peoplesync_bus::Written::Stored(_)) {
-                return;
-            }
-        }
-        panic!(
-            "the config of {} kept changing while it was stored",
-            config.id
-        );
+        self.bus()
+            .await
+            .config_kv()
+            .put(&config.id, config.to_toml().into_bytes().into())
+            .await
+            .expect("storing the config");
     }
 }

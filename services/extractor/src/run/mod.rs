@@ -65,8 +65,8 @@ pub struct RunSummary {
     pub removed: u64,
     /// Removals held for approval.
     pub removals_held: u64,
-    /// Why removals could not be computed, when they could not (none was published; the
-    /// workers who left since the baseline wait for a run that computes them).
+    /// Why removals could not be computed, when they could not (none was published; see
+    /// `RunRecord::removals_skipped` for what follows).
     pub removals_skipped: Option<String>,
     /// Records skipped because they could not be normalised.
     pub skipped: u64,

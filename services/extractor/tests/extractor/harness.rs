@@ -127,10 +127,7 @@ impl Setup {
 
     /// A full run of [`ID`] that must complete: its summary.
     pub async fn full_run(&self) -> RunSummary {
-        self.extraction(ID)
-            .run_full("test", tokio_util::sync::CancellationToken::new())
-            .await
-            .unwrap()
+        run_to_completion(&self.extraction(ID)).await
     }
 
     pub async fn run_record(&self, integration: &str, run_id: &str) -> RunRecord {
@@ -156,6 +153,14 @@ impl Setup {
     pub async fn checkpoint(&self, integration: &str) -> Option<Checkpoint> {
         self.bus.checkpoints().load(integration).await.unwrap()
     }
+}
+
+/// A full run of `extraction` that must complete: its summary.
+pub async fn run_to_completion(extraction: &Extraction) -> RunSummary {
+    extraction
+        .run_full("test", tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap()
 }
 
 pub fn extraction(

@@ -9,7 +9,6 @@ use peoplesync_proto::v1::{RunEventKind, WorkerEventKind};
 use peoplesync_sims::generate;
 use peoplesync_sims::sage::SageConfig;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 use crate::harness::extraction as extraction_of;
 use crate::harness::*;
@@ -44,10 +43,7 @@ fn remove_employed(sim: &peoplesync_sims::sage::SageSim, n: usize) -> Vec<String
 async fn baseline_of(integration: &str, sim: SageConfig) -> (Setup, Extraction, RunSummary) {
     let s = setup(sim).await;
     let extraction = s.extraction(integration);
-    let first = extraction
-        .run_full("test", CancellationToken::new())
-        .await
-        .unwrap();
+    let first = run_to_completion(&extraction).await;
     assert_eq!(first.removed, 0, "nothing to compare the first run with");
     drain_workers(&s.bus, integration).await;
     (s, extraction, first)
@@ -71,10 +67,7 @@ async fn workers_no_longer_listed_are_published_as_removed_after_a_full_run() {
         s.sim.remove_worker(id);
     }
     s.sim.add_workers(2);
-    let second = extraction
-        .run_full("test", CancellationToken::new())
-        .await
-        .unwrap();
+    let second = run_to_completion(&extraction).await;
     assert_eq!((second.published, second.removed), (999, 3));
     let events = drain_workers(&s.bus, ID).await;
     let mut removed: Vec<String> = events
@@ -97,10 +90,7 @@ async fn workers_no_longer_listed_are_published_as_removed_after_a_full_run() {
         .unwrap();
     assert_eq!((completed.published, completed.removed), (999, 3));
 
-    let third = extraction
-        .run_full("test", CancellationToken::new())
-        .await
-        .unwrap();
+    let third = run_to_completion(&extraction).await;
     assert_eq!(third.removed, 0, "removals are published once");
 }
 
@@ -186,20 +176,14 @@ async fn too_many_removals_are_held_until_an_operator_approves_them() {
 async fn a_later_run_that_publishes_held_removals_leaves_none_counted_on_the_holding_run() {
     let (s, extraction) = baseline().await;
     remove_employed(&s.sim, 60);
-    let held = extraction
-        .run_full("test", CancellationToken::new())
-        .await
-        .unwrap();
+    let held = run_to_completion(&extraction).await;
     assert_eq!((held.removed, held.removals_held), (0, 60));
 
     // A policy that lets 60 through: the next run publishes them and drops the hold.
     let (mut config, secrets) = config(&s.sim, &[ID]);
     config.removals.hold_above_count = 100;
     config.removals.hold_above_share = 0.5;
-    let published = extraction_of(&s.bus, config, secrets, ID)
-        .run_full("test", CancellationToken::new())
-        .await
-        .unwrap();
+    let published = run_to_completion(&extraction_of(&s.bus, config, secrets, ID)).await;
     assert_eq!((published.removed, published.removals_held), (60, 0));
     assert_eq!(s.run_record(ID, &held.run_id).await.removals_held, 0);
     assert_eq!(s.bus.runs().removals_held(ID).await.unwrap(), 0);
@@ -213,10 +197,7 @@ async fn removals_after_a_source_filter_change_are_held_however_few() {
     let mut config = peoplesync_core::IntegrationConfig::default_for(ID);
     config.source_filter = Some(format!("id ne '{}'", generate::worker_id(3)));
     put_integration(&s.bus, &config).await;
-    let second = extraction
-        .run_full("test", CancellationToken::new())
-        .await
-        .unwrap();
+    let second = run_to_completion(&extraction).await;
     assert_eq!(second.removed, 0, "nothing is published on a filter change");
     let record = s.run_record(ID, &second.run_id).await;
     assert_eq!(
@@ -269,10 +250,7 @@ async fn a_run_whose_list_is_out_of_order_records_why_its_removals_were_not_comp
         .find(|id| employed(&s.sim, id))
         .unwrap();
 
-    let second = extraction
-        .run_full("test", CancellationToken::new())
-        .await
-        .unwrap();
+    let second = run_to_completion(&extraction).await;
     assert_eq!((second.removed, second.removals_held), (0, 0));
     let record = s.run_record(UNORDERED, &second.run_id).await;
     assert_eq!(record.state, RunState::Completed, "the upserts still count");
@@ -293,10 +271,7 @@ async fn a_run_whose_list_is_out_of_order_records_why_its_removals_were_not_comp
     // Once the list is in order again, the next run compares with the same baseline: the
     // workers who left are announced late, not lost.
     s.sim.replace_worker(&id, original);
-    let third = extraction
-        .run_full("test", CancellationToken::new())
-        .await
-        .unwrap();
+    let third = run_to_completion(&extraction).await;
     assert_eq!(third.removed, 3);
     assert_eq!(
         s.run_record(UNORDERED, &third.run_id)
@@ -328,10 +303,7 @@ async fn a_baseline_whose_list_is_gone_is_replaced_and_the_run_says_why() {
     s.bus.seen().purge_run(GONE, &first.run_id).await.unwrap();
     remove_employed(&s.sim, 3);
 
-    let second = extraction
-        .run_full("test", CancellationToken::new())
-        .await
-        .unwrap();
+    let second = run_to_completion(&extraction).await;
     assert_eq!((second.removed, second.removals_held), (0, 0));
     let reason = s
         .run_record(GONE, &second.run_id)
@@ -352,10 +324,7 @@ async fn a_baseline_whose_list_is_gone_is_replaced_and_the_run_says_why() {
     drain_workers(&s.bus, GONE).await;
 
     let leaving = remove_employed(&s.sim, 2);
-    let third = extraction
-        .run_full("test", CancellationToken::new())
-        .await
-        .unwrap();
+    let third = run_to_completion(&extraction).await;
     assert_eq!(third.removed, 2, "{leaving:?}");
     assert_eq!(
         s.run_record(GONE, &third.run_id).await.removals_skipped,

@@ -25,7 +25,7 @@ use crate::ack::{RetryCause, Settlement};
 use crate::batcher::Batch;
 use crate::cancel::{PortionWatches, Step};
 use crate::config::RetrySettings;
-use crate::gates::{Failure, Gates};
+use crate::gates::Gates;
 use crate::limiter::AdaptiveLimiter;
 use crate::pipeline::{Disposition, Item};
 use detect::Verdict;
@@ -259,7 +259,7 @@ impl Deliverer {
                         let canceled = match client.portion(&portion).await {
                             Ok(status) => Some(status.is_some_and(|s| s.canceled)),
                             Err(err) if err.kind() == ErrorKind::Unauthorized => {
-                                gates.set_failure(Failure::Credentials, Some(err.to_string()));
+                                gates.set_refused_credentials(&client, &err);
                                 None
                             }
                             Err(err) => {

@@ -172,8 +172,7 @@ impl Deliverer {
             Err(err) if err.kind() == ErrorKind::Unauthorized => {
                 // The gate stops pulling until the credentials work again, so the events can
                 // come back soon: they are not delivered while the gate is closed.
-                self.gates
-                    .set_failure(Failure::Credentials, Some(err.to_string()));
+                self.gates.set_refused_credentials(&self.client, &err);
                 let retry = Delivered::Retry(
                     Duration::from_secs(2),
                     err.to_string(),
@@ -189,7 +188,8 @@ impl Deliverer {
                     redelivery_delay(records.first().map_or(1, |r| r.item.delivered))
                 });
                 tracing::warn!(portion, error = %err, ?delay, "bulk request kept failing; events go back to the stream");
-                self.gates.set_bulk_failure(err.to_string());
+                self.gates
+                    .set_failure(Failure::Unavailable, Some(err.to_string()));
                 let retry = Delivered::Retry(delay, err.to_string(), RetryCause::Transient);
                 set_all(records, &retry);
             }

@@ -91,14 +91,17 @@ impl Verifier {
         let at = chrono::Utc::now().to_rfc3339();
         let unverifiable: Vec<String> = tally.unverifiable.iter().cloned().collect();
         let run_log = Some(run_log_counts(&log));
+        let mut ours = false;
         self.runs
             .update(integration, run_id, |record| {
+                ours = false;
                 let Some(v) = record.verification.as_mut() else {
                     return false;
                 };
                 if !matches!(&v.state, VerifyState::Claimed { by, .. } if *by == self.replica) {
                     return false;
                 }
+                ours = true;
                 v.state = VerifyState::Verified {
                     by: self.replica.clone(),
                     at: at.clone(),
@@ -112,6 +115,11 @@ impl Verifier {
                 true
             })
             .await?;
+        if !ours {
+            // Another replica took the check over; its outcomes and counts are its own.
+            tracing::info!(integration, run_id, "the check was taken over; leaving it");
+            return Ok(());
+        }
         outcomes::purge(&self.bus, integration, run_id).await?;
         let label = |result: &'static str, n: u64| {
             metrics::counter!(peoplesync_runtime::metrics::names::LOADER_RECORDS_VERIFIED,
