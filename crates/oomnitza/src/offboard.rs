@@ -6,7 +6,7 @@
 //! Each call is idempotent, so transient failures are retried like any read.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::client::OomnitzaClient;
 use crate::error::Error;
@@ -77,15 +77,6 @@ impl OomnitzaClient {
             .await?;
         let list: Vec<Value> = self.decode(&what, &reply.body)?;
         Ok(list.iter().filter_map(Asset::from_json).collect())
-    }
-
-    /// Sets `fields` (field id → value, as in a bulk record) on user `ident`.
-    pub async fn patch_user(&self, ident: &str, fields: &Map<String, Value>) -> Result<(), Error> {
-        let what = format!("updating user {ident}");
-        let url = self.url(&["api", "v3", "users", ident], &[]);
-        self.send_retrying(&what, &[], |http| http.patch(url.clone()).json(fields))
-            .await?;
-        Ok(())
     }
 
     /// Deletes user `ident`; `false` when Oomnitza no longer has it (`404`), so a repeated
