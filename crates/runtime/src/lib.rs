@@ -2,8 +2,9 @@
 //! configuration (defaults, TOML file, environment), reading secrets from
 //! the environment or from files (`<NAME>_FILE`), setting up logs (`RUST_LOG`,
 //! `LOG_FORMAT=json`), turning SIGTERM/Ctrl-C into a cancellation token for a drain, and the
-//! operations endpoint (`/metrics`, `/healthz`, `/readyz`) with its readiness conditions, and
-//! waiting on a KV watch that may have been lost.
+//! operations endpoint (`/metrics`, `/healthz`, `/readyz`) with its readiness conditions,
+//! waiting on a KV watch that may have been lost, and starting a lost watch or subscription
+//! again.
 //!
 //! Kept apart from `peoplesync-core`, which stays free of I/O.
 
@@ -11,6 +12,7 @@ pub mod env_config;
 pub mod http;
 pub mod metrics;
 pub mod readiness;
+pub mod restart;
 pub mod secrets;
 pub mod service_config;
 pub mod shutdown;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use peoplesync_bus::{Bus, BusError, ConfigChange, RunState};
 use peoplesync_runtime::Readiness;
 use peoplesync_runtime::metrics::names as metric;
+use peoplesync_runtime::restart::{RestartDelays, keep_running};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -255,10 +256,10 @@ async fn serve_integration(
     let lease_task = tokio::spawn(lease.run(leader_tx, lease_stop.clone()));
     let any = {
         let (client, runner, stop) = (bus.client().clone(), runner.clone(), stop.clone());
-        tokio::spawn(keep_answering(
-            "command responder",
-            integration.clone(),
+        tokio::spawn(keep_running(
+            format!("command responder of {integration}"),
             stop.clone(),
+            RestartDelays::default(),
             move || commands::serve_any(client.clone(), runner.clone(), stop.clone()),
         ))
     };
@@ -307,36 +308,6 @@ async fn serve_integration(
     failure
 }
 
-/// Runs the command responder `serve` makes until `stop`; one that ends before then (its
-/// subscription refused or ended) is logged and started again a second later, so commands
-/// never go unanswered in silence.
-async fn keep_answering<F, Fut>(
-    what: &'static str,
-    integration: String,
-    stop: CancellationToken,
-    serve: F,
-) where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<(), peoplesync_bus::BusError>>,
-{
-    loop {
-        let ended = serve().await;
-        if stop.is_cancelled() {
-            return;
-        }
-        match ended {
-            Err(err) => tracing::error!(%integration, error = %err,
-                "the {what} stopped; starting it again in 1 s"),
-            Ok(()) => tracing::error!(%integration,
-                "the {what}'s subscription ended; starting it again in 1 s"),
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
-}
-
 /// The lease holder's duties, until it loses the lease or `term`.
 async fn lead(
     runner: &Arc<Runner>,
@@ -370,10 +341,10 @@ async fn lead(
             leader.clone(),
             term.clone(),
         );
-        tokio::spawn(keep_answering(
-            "leader command responder",
-            integration.clone(),
+        tokio::spawn(keep_running(
+            format!("leader command responder of {integration}"),
             term.clone(),
+            RestartDelays::default(),
             move || {
                 commands::serve_leader(client.clone(), runner.clone(), leader.clone(), term.clone())
             },

@@ -19,6 +19,7 @@ use std::time::Duration;
 use anyhow::Context;
 use peoplesync_bus::{Bus, PauseFlag};
 use peoplesync_oomnitza::OomnitzaClient;
+use peoplesync_runtime::restart::{RestartDelays, keep_running};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -32,7 +33,7 @@ use crate::integrations::Integrations;
 use crate::limiter::AdaptiveLimiter;
 use crate::pipeline::Item;
 use crate::progress::InProgress;
-use crate::rewatch;
+
 use crate::verify::Verifier;
 use crate::{LoaderConfig, ack, advisories};
 
@@ -206,27 +207,27 @@ impl Application {
         let mut background = JoinSet::new();
         {
             let (integrations, bus) = (self.integrations.clone(), self.bus.clone());
-            background.spawn(rewatch::keep_watching(
-                "integration config",
+            background.spawn(keep_running(
+                "integration config watch".to_owned(),
                 stop.clone(),
-                rewatch::Backoff::default(),
+                RestartDelays::default(),
                 move || {
                     let (integrations, bus) = (integrations.clone(), bus.clone());
-                    async move { integrations.watch(&bus).await.map_err(|e| e.to_string()) }
+                    async move { integrations.watch(&bus).await }
                 },
             ));
         }
         {
             let (gates, bus, stop) = (self.gates.clone(), self.bus.clone(), stop.clone());
-            background.spawn(rewatch::keep_watching(
-                "pause flag",
+            background.spawn(keep_running(
+                "pause flag watch".to_owned(),
                 stop.clone(),
-                rewatch::Backoff::default(),
+                RestartDelays::default(),
                 move || {
                     let (gates, bus, stop) = (gates.clone(), bus.clone(), stop.clone());
                     async move {
                         gates.watch_pauses(&bus, stop).await;
-                        Ok(())
+                        Ok::<(), std::convert::Infallible>(())
                     }
                 },
             ));

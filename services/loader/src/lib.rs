@@ -8,8 +8,7 @@
 //! [`verify`] (what Oomnitza applied), [`leavers`] and [`webhook`] (offboarding and its
 //! report), [`cancel`] (an administrator's cancel), [`gates`] (pause and credential state),
 //! [`limiter`] (adaptive rate limit), [`progress`] (progress acks for events held long) and
-//! [`advisories`] (events the server gave up on), [`rewatch`] (KV watches re-created when they
-//! end); [`startup`] checks the Oomnitza credentials before the first event. [`application`]
+//! [`advisories`] (events the server gave up on); [`startup`] checks the Oomnitza credentials before the first event. [`application`]
 //! builds and runs the parts; `main.rs` only parses flags and configuration and hands them to
 //! [`Application`].
 
@@ -29,7 +28,6 @@ pub mod limiter;
 pub mod pipeline;
 pub mod progress;
 pub mod retention;
-pub mod rewatch;
 pub mod startup;
 pub mod verify;
 pub mod webhook;
