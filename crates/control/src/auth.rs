@@ -11,17 +11,9 @@ use tonic::{Request, Status};
 use crate::config::Auth;
 
 /// The interceptor in front of the SyncControl service.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Authenticator {
     token: Option<Arc<SecretString>>,
-}
-
-impl std::fmt::Debug for Authenticator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator")
-            .field("required", &self.token.is_some())
-            .finish()
-    }
 }
 
 impl Authenticator {

@@ -25,6 +25,7 @@ const MAX_STREAMS: u32 = 256;
 const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 
 /// A bound, not yet serving, control plane.
+#[derive(Debug)]
 pub struct ControlServer {
     listener: TcpListener,
     config: ControlConfig,
@@ -32,14 +33,6 @@ pub struct ControlServer {
     /// checked at bind time).
     builder: Server,
     service: ControlService,
-}
-
-impl std::fmt::Debug for ControlServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControlServer")
-            .field("listen", &self.config.listen)
-            .finish_non_exhaustive()
-    }
 }
 
 impl ControlServer {

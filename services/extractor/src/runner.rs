@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::RunError;
 use crate::run::{Extraction, RunSummary};
 
+#[derive(Debug)]
 struct Current {
     run_id: String,
     cancel: CancellationToken,
@@ -18,20 +19,13 @@ struct Current {
 }
 
 /// Starts full runs of one integration, never two at once.
+#[derive(Debug)]
 pub struct Runner {
     extraction: Extraction,
     current: Mutex<Option<Current>>,
     stop: CancellationToken,
     /// The run that last stopped with an error, and the error.
     last_failure: Arc<std::sync::Mutex<Option<(String, String)>>>,
-}
-
-impl std::fmt::Debug for Runner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runner")
-            .field("integration", &self.extraction.integration())
-            .finish_non_exhaustive()
-    }
 }
 
 impl Runner {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 /// An adaptive rate limit shared by one replica's deliveries.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct AdaptiveLimiter {
     inner: Arc<Mutex<State>>,
     min: f64,
@@ -18,17 +18,10 @@ pub struct AdaptiveLimiter {
     step: f64,
 }
 
+#[derive(Debug)]
 struct State {
     rate: f64,
     limiter: Arc<DefaultDirectRateLimiter>,
-}
-
-impl std::fmt::Debug for AdaptiveLimiter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdaptiveLimiter")
-            .field("rate", &self.rate())
-            .finish()
-    }
 }
 
 fn limiter(rate: f64) -> Arc<DefaultDirectRateLimiter> {

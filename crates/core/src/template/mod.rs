@@ -102,6 +102,50 @@ impl Roots {
     }
 }
 
+/// One kind of source (template or condition): its name and its size limit, for the checks
+/// both kinds make before compiling.
+struct Kind {
+    /// Names the source in messages.
+    name: &'static str,
+    /// Longest source accepted, in characters.
+    max_chars: usize,
+    /// Why the limit, in the too-long message (followed by the limit).
+    over: &'static str,
+    /// Ends the empty message: what to write instead, if anything.
+    empty_hint: &'static str,
+}
+
+const TEMPLATE: Kind = Kind {
+    name: "template",
+    max_chars: MAX_TEMPLATE_CHARS,
+    over: "Oomnitza refuses paths over",
+    empty_hint: "; write e.g. {{ response.emailAddress }}",
+};
+
+const CONDITION: Kind = Kind {
+    name: "condition",
+    max_chars: MAX_CONDITION_CHARS,
+    over: "use at most",
+    empty_hint: "",
+};
+
+impl Kind {
+    /// Refuses a source longer than the limit, or blank.
+    fn check_size(&self, source: &str) -> Result<(), String> {
+        let chars = source.chars().count();
+        if chars > self.max_chars {
+            return Err(format!(
+                "{} is {chars} characters long; {} {}",
+                self.name, self.over, self.max_chars
+            ));
+        }
+        if source.trim().is_empty() {
+            return Err(format!("{} is empty{}", self.name, self.empty_hint));
+        }
+        Ok(())
+    }
+}
+
 /// A compiled template or condition: its name in one of the two environments.
 #[derive(Debug, Clone)]
 pub(crate) struct Compiled {
@@ -161,15 +205,7 @@ impl Engine {
         name: &str,
         source: &str,
     ) -> Result<(Compiled, Roots), String> {
-        let chars = source.chars().count();
-        if chars > MAX_TEMPLATE_CHARS {
-            return Err(format!(
-                "template is {chars} characters long; Oomnitza refuses paths over {MAX_TEMPLATE_CHARS}"
-            ));
-        }
-        if source.trim().is_empty() {
-            return Err("template is empty; write e.g. {{ response.emailAddress }}".to_owned());
-        }
+        TEMPLATE.check_size(source)?;
         let typed = single_expression(source).is_some_and(|inner| {
             stray_variable_end(inner).is_none()
                 && guard(|| {
@@ -200,15 +236,7 @@ impl Engine {
         name: &str,
         source: &str,
     ) -> Result<(Compiled, Roots), String> {
-        let chars = source.chars().count();
-        if chars > MAX_CONDITION_CHARS {
-            return Err(format!(
-                "condition is {chars} characters long; use at most {MAX_CONDITION_CHARS}"
-            ));
-        }
-        if source.trim().is_empty() {
-            return Err("condition is empty".to_owned());
-        }
+        CONDITION.check_size(source)?;
         if let Some(at) = stray_variable_end(source) {
             return Err(format!(
                 "condition syntax error{}: `}}}}` cannot appear in a condition",
