@@ -1,72 +1,20 @@
 //! The operations endpoint of running services: `/healthz`, `/readyz` and `/metrics` of the
 //! `oomnitza-loader` and `sage-extractor` binaries, readiness following NATS, and refused
-//! credentials showing from the start. (The deployment files themselves are checked by
-//! `scripts/check-deploy`.)
+//! credentials showing from the start. The services start from the stack harness on an HTTP
+//! port of their own choosing, found in their logs ([`Launch::spawn_serving`]). (The deployment
+//! files themselves are checked by `scripts/check-deploy`.)
+//!
+//! [`Launch::spawn_serving`]: peoplesync_testkit::stack::Launch::spawn_serving
 
-use std::io::BufRead;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// A service binary whose stderr (JSON logs) is read for its `http listening on ADDR` line;
-/// killed on drop.
-pub(crate) struct Running {
-    child: std::process::Child,
-    http: std::net::SocketAddr,
-}
+use peoplesync_sims::oomnitza::OomnitzaConfig;
+use peoplesync_sims::sage::SageConfig;
+use peoplesync_testkit::stack::{Deployment, Serving};
 
-impl Running {
-    pub(crate) fn start(program: &str, envs: &[(&str, &str)]) -> Running {
-        let mut child = Command::new(peoplesync_testkit::bin_path(program))
-            .envs(envs.iter().copied())
-            .env("PEOPLESYNC_HTTP_LISTEN", "127.0.0.1:0")
-            .env("LOG_FORMAT", "json")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let show = std::env::var_os("PEOPLESYNC_TEST_LOGS").is_some();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if show {
-                    eprintln!("{line}");
-                }
-                let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    continue;
-                };
-                if let Some(addr) = entry["message"]
-                    .as_str()
-                    .and_then(|m| m.strip_prefix("http listening on "))
-                    .and_then(|a| a.parse().ok())
-                {
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let http = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("{program} did not log `http listening on ADDR` within 30s");
-            }
-        };
-        Running { child, http }
-    }
-
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// NATS and both simulators as they start by default (no custom fields in Oomnitza).
+pub(crate) async fn default_deployment() -> Deployment {
+    Deployment::start(SageConfig::default(), OomnitzaConfig::default()).await
 }
 
 pub(crate) async fn get(url: &str) -> Option<(u16, String, String)> {
@@ -81,7 +29,7 @@ pub(crate) async fn get(url: &str) -> Option<(u16, String, String)> {
     Some((status, content_type, response.text().await.ok()?))
 }
 
-async fn wait_for_readyz(service: &Running, status: u16, what: &str) -> serde_json::Value {
+async fn wait_for_readyz(service: &Serving, status: u16, what: &str) -> serde_json::Value {
     let url = service.url("/readyz");
     peoplesync_testkit::wait_for(what, Duration::from_secs(30), || {
         let url = url.clone();
@@ -97,7 +45,7 @@ async fn wait_for_readyz(service: &Running, status: u16, what: &str) -> serde_js
 
 /// `/healthz` answers 200 and `/metrics` serves every metric of `kind`, zero-initialised.
 async fn assert_serves_health_and_metrics(
-    service: &Running,
+    service: &Serving,
     kind: peoplesync_runtime::metrics::Service,
 ) {
     let (status, _, _) = get(&service.url("/healthz"))
@@ -112,53 +60,23 @@ async fn assert_serves_health_and_metrics(
     crate::operator::assert_zero_initialised(kind, &text);
 }
 
-/// NATS, an Oomnitza simulator and a loader writing to it with the simulator's token, or with
-/// `token`; `extra` variables besides.
-async fn loader_writing_to_a_sim(
-    token: Option<&str>,
-    extra: &[(&str, &str)],
-) -> (
-    peoplesync_testkit::NatsServer,
-    peoplesync_sims::oomnitza::OomnitzaSim,
-    Running,
-) {
-    let nats = peoplesync_testkit::NatsServer::start();
-    let oomnitza_config = peoplesync_sims::oomnitza::OomnitzaConfig::default();
-    let oomnitza = peoplesync_sims::oomnitza::OomnitzaSim::spawn(oomnitza_config.clone())
-        .await
-        .expect("oomnitza sim");
-    let oomnitza_url = oomnitza.url();
-    let mut envs = vec![
-        ("NATS_URL", nats.url()),
-        ("OOMNITZA_URL", &oomnitza_url),
-        (
-            "OOMNITZA_API_TOKEN",
-            token.unwrap_or(&oomnitza_config.api_token),
-        ),
-        ("RUST_LOG", "info"),
-    ];
-    envs.extend_from_slice(extra);
-    let loader = Running::start("oomnitza-loader", &envs);
-    (nats, oomnitza, loader)
-}
-
 #[tokio::test]
 async fn loader_serves_health_readiness_and_metrics_and_readiness_follows_nats() {
-    let (mut nats, _oomnitza, loader) = loader_writing_to_a_sim(
-        None,
-        &[
+    let mut d = default_deployment().await;
+    let loader = d
+        .loader("loader-1")
+        .envs(&[
             ("CONTROL_LISTEN", "127.0.0.1:0"),
             ("CONTROL_TOKEN", "deploy-test-control-token-0123456789"),
-        ],
-    )
-    .await;
+        ])
+        .spawn_serving();
 
     let ready = wait_for_readyz(&loader, 200, "the loader to be ready").await;
     assert_eq!(ready["checks"]["nats"], true, "{ready}");
     assert_eq!(ready["checks"]["consumer"], true, "{ready}");
     assert_serves_health_and_metrics(&loader, peoplesync_runtime::metrics::Service::Loader).await;
 
-    nats.kill();
+    d.nats.server().kill();
     let not_ready = wait_for_readyz(&loader, 503, "the loader to report NATS as not ready").await;
     assert_eq!(
         not_ready["not_ready"],
@@ -173,7 +91,7 @@ async fn loader_serves_health_readiness_and_metrics_and_readiness_follows_nats()
         "alive while NATS is away, so Kubernetes does not restart it"
     );
 
-    nats.restart();
+    d.nats.server().restart();
     wait_for_readyz(
         &loader,
         200,
@@ -182,40 +100,10 @@ async fn loader_serves_health_readiness_and_metrics_and_readiness_follows_nats()
     .await;
 }
 
-/// NATS, a Sage People simulator and an extractor reading it with the simulator's client
-/// secret, or with `secret`.
-async fn extractor_reading_a_sim(
-    secret: Option<&str>,
-) -> (
-    peoplesync_testkit::NatsServer,
-    peoplesync_sims::sage::SageSim,
-    Running,
-) {
-    let nats = peoplesync_testkit::NatsServer::start();
-    let sage_config = peoplesync_sims::sage::SageConfig::default();
-    let sage = peoplesync_sims::sage::SageSim::spawn(sage_config.clone())
-        .await
-        .expect("sage sim");
-    let sage_url = sage.url();
-    let extractor = Running::start(
-        "sage-extractor",
-        &[
-            ("NATS_URL", nats.url()),
-            ("SAGE_PEOPLE_LOGIN_URL", &sage_url),
-            ("SAGE_PEOPLE_CLIENT_ID", &sage_config.client_id),
-            (
-                "SAGE_PEOPLE_CLIENT_SECRET",
-                secret.unwrap_or(&sage_config.client_secret),
-            ),
-            ("RUST_LOG", "info"),
-        ],
-    );
-    (nats, sage, extractor)
-}
-
 #[tokio::test]
 async fn extractor_serves_health_readiness_and_metrics_while_it_waits_for_its_schedule() {
-    let (_nats, _sage, extractor) = extractor_reading_a_sim(None).await;
+    let d = default_deployment().await;
+    let extractor = d.extractor().spawn_serving();
 
     let ready = wait_for_readyz(&extractor, 200, "the extractor to be ready").await;
     assert_eq!(ready["checks"]["nats"], true, "{ready}");
@@ -225,7 +113,7 @@ async fn extractor_serves_health_readiness_and_metrics_while_it_waits_for_its_sc
 
 /// Waits until `/readyz` answers 503 naming exactly `conditions` (NATS and the consumer come
 /// up first; the credential check follows).
-async fn wait_for_not_ready(service: &Running, conditions: &[&str]) {
+async fn wait_for_not_ready(service: &Serving, conditions: &[&str]) {
     let url = service.url("/readyz");
     let expected = serde_json::json!(conditions);
     peoplesync_testkit::wait_for(
@@ -247,7 +135,11 @@ async fn wait_for_not_ready(service: &Running, conditions: &[&str]) {
 #[tokio::test]
 async fn a_refused_oomnitza_token_sets_credentials_failing_from_the_start_and_the_loader_stays_ready()
  {
-    let (_nats, _oomnitza, loader) = loader_writing_to_a_sim(Some("not-the-token"), &[]).await;
+    let d = default_deployment().await;
+    let loader = d
+        .loader("loader-1")
+        .env("OOMNITZA_API_TOKEN", "not-the-token")
+        .spawn_serving();
     let metrics = loader.url("/metrics");
     peoplesync_testkit::wait_for(
         "credentials_failing to be set before any run",
@@ -271,17 +163,21 @@ async fn a_refused_oomnitza_token_sets_credentials_failing_from_the_start_and_th
 
 #[tokio::test]
 async fn a_refused_sage_people_secret_shows_on_the_extractors_readyz_from_the_start() {
-    let (_nats, sage, extractor) = extractor_reading_a_sim(Some("not-the-secret")).await;
+    let d = default_deployment().await;
+    let extractor = d
+        .extractor()
+        .env("SAGE_PEOPLE_CLIENT_SECRET", "not-the-secret")
+        .spawn_serving();
     // The condition is registered (not ready) before the check runs: wait for the check.
     peoplesync_testkit::wait_for(
         "the start-up check to ask for a token",
         Duration::from_secs(30),
-        || async { (sage.stats().token_failures > 0).then_some(()) },
+        || async { (d.sage.stats().token_failures > 0).then_some(()) },
     )
     .await;
     wait_for_not_ready(&extractor, &["sage_people_credentials.sage-people"]).await;
     assert_eq!(
-        sage.stats().token_failures,
+        d.sage.stats().token_failures,
         1,
         "one check, not a retry loop"
     );

@@ -113,14 +113,11 @@ async fn the_loader_reaches_oomnitza_through_the_proxy_the_environment_names() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    let nats = peoplesync_testkit::NatsServer::start();
-    let sim_config = peoplesync_sims::oomnitza::OomnitzaConfig::default();
-    let oomnitza = peoplesync_sims::oomnitza::OomnitzaSim::spawn(sim_config.clone())
-        .await
-        .expect("oomnitza sim");
+    let d = crate::operations::default_deployment().await;
     // The proxy: every connection is relayed to the simulator, which serves the proxy's
     // absolute-form requests by their path.
-    let backend = oomnitza
+    let backend = d
+        .oomnitza
         .url()
         .trim_start_matches("http://")
         .trim_end_matches('/')
@@ -144,21 +141,17 @@ async fn the_loader_reaches_oomnitza_through_the_proxy_the_environment_names() {
     });
 
     // A host name that resolves nowhere: only the proxy can reach it.
-    let _loader = crate::operations::Running::start(
-        "oomnitza-loader",
-        &[
-            ("NATS_URL", nats.url()),
-            ("OOMNITZA_URL", "http://oomnitza.proxied.invalid"),
-            ("OOMNITZA_API_TOKEN", &sim_config.api_token),
-            ("HTTP_PROXY", &proxy),
-            ("RUST_LOG", "info"),
-        ],
-    );
+    let _loader = d
+        .loader("loader-1")
+        .env("OOMNITZA_URL", "http://oomnitza.proxied.invalid")
+        .env("HTTP_PROXY", &proxy)
+        .spawn_serving();
     peoplesync_testkit::wait_for(
         "the loader's start-up calls to reach Oomnitza through the proxy",
         std::time::Duration::from_secs(30),
         || async {
-            (relayed.load(Ordering::SeqCst) > 0 && oomnitza.stats().api_requests > 0).then_some(())
+            (relayed.load(Ordering::SeqCst) > 0 && d.oomnitza.stats().api_requests > 0)
+                .then_some(())
         },
     )
     .await;
@@ -168,35 +161,14 @@ async fn the_loader_reaches_oomnitza_through_the_proxy_the_environment_names() {
 async fn the_removals_held_gauge_follows_the_run_records() {
     use peoplesync_bus::runs::{RunRecord, RunState};
 
-    let nats = peoplesync_testkit::NatsServer::start();
-    let bus = peoplesync_bus::Bus::connect(
-        nats.url(),
-        "operator-test",
-        peoplesync_bus::BusSettings::default(),
-    )
-    .await
-    .expect("bus");
-    let runs = bus.runs();
+    let d = crate::operations::default_deployment().await;
+    let runs = d.bus().await.runs();
     let mut record = RunRecord::start("sage-people", "run-holding-removals", true, "schedule");
     record.state = RunState::Completed;
     record.removals_held = 7;
     runs.create(&record).await.expect("run record");
 
-    let sage_config = peoplesync_sims::sage::SageConfig::default();
-    let sage = peoplesync_sims::sage::SageSim::spawn(sage_config.clone())
-        .await
-        .expect("sage sim");
-    let sage_url = sage.url();
-    let extractor = crate::operations::Running::start(
-        "sage-extractor",
-        &[
-            ("NATS_URL", nats.url()),
-            ("SAGE_PEOPLE_LOGIN_URL", &sage_url),
-            ("SAGE_PEOPLE_CLIENT_ID", &sage_config.client_id),
-            ("SAGE_PEOPLE_CLIENT_SECRET", &sage_config.client_secret),
-            ("RUST_LOG", "info"),
-        ],
-    );
+    let extractor = d.extractor().spawn_serving();
     let metrics = extractor.url("/metrics");
     let gauge_reads = |value: &'static str| {
         let metrics = metrics.clone();

@@ -69,6 +69,20 @@ fn client(sim: &OomnitzaSim) -> OomnitzaClient {
     )
 }
 
+/// A simulator and a client of it with the API token.
+async fn sim_and_client() -> (OomnitzaSim, OomnitzaClient) {
+    let sim = spawn().await;
+    let client = client(&sim);
+    (sim, client)
+}
+
+/// A simulator with `faults` on from its first request, and a client of it with the API token.
+async fn faulty_sim_and_client(faults: OomnitzaFaults) -> (OomnitzaSim, OomnitzaClient) {
+    let sim = spawn_faulty(faults).await;
+    let client = client(&sim);
+    (sim, client)
+}
+
 fn user(n: usize) -> Map<String, Value> {
     let email = format!("worker.{n}@example.com");
     let record = json!({
@@ -123,8 +137,7 @@ mod bulk {
 
     #[tokio::test]
     async fn an_accepted_batch_creates_the_users() {
-        let sim = spawn().await;
-        let client = client(&sim);
+        let (sim, client) = sim_and_client().await;
         let records = users(0..3);
         post(&client, &records).await.unwrap();
         sim.wait_idle().await;
@@ -140,8 +153,7 @@ mod bulk {
 
     #[tokio::test]
     async fn the_same_batch_twice_is_unchanged_the_second_time() {
-        let sim = spawn().await;
-        let client = client(&sim);
+        let (sim, client) = sim_and_client().await;
         let records = users(0..5);
         post(&client, &records).await.unwrap();
         post(&client, &records).await.unwrap();
@@ -171,8 +183,7 @@ mod bulk {
 
     #[tokio::test]
     async fn a_bad_record_is_accepted_and_fails_alone_in_the_run_log() {
-        let sim = spawn().await;
-        let client = client(&sim);
+        let (sim, client) = sim_and_client().await;
         let mut records = users(0..3);
         records[1].insert("PERMISSIONS_ID".into(), json!("999"));
         post(&client, &records).await.unwrap();
@@ -203,8 +214,7 @@ mod bulk {
 
     #[tokio::test]
     async fn posting_after_finalize_is_closed() {
-        let sim = spawn().await;
-        let client = client(&sim);
+        let (_sim, client) = sim_and_client().await;
         let records = users(0..2);
         post(&client, &records).await.unwrap();
         assert_eq!(client.finalize(PORTION).await.unwrap(), Finalize::Finalized);
@@ -216,8 +226,7 @@ mod bulk {
 
     #[tokio::test]
     async fn posting_to_a_canceled_portion_is_accepted_and_discarded() {
-        let sim = spawn().await;
-        let client = client(&sim);
+        let (sim, client) = sim_and_client().await;
         sim.cancel_portion(PORTION);
         let records = users(0..2);
         post(&client, &records).await.unwrap();
@@ -237,13 +246,12 @@ mod bulk {
 
     #[tokio::test]
     async fn a_rate_limit_is_transient_with_retry_after() {
-        let sim = spawn_faulty(OomnitzaFaults {
+        let (_sim, client) = faulty_sim_and_client(OomnitzaFaults {
             rate_limit_per_sec: Some(2),
             retry_after_secs: Some(7),
             ..OomnitzaFaults::default()
         })
         .await;
-        let client = client(&sim);
         let records = users(0..1);
         let sync_field = sync_field();
         let batch = request(PORTION, &sync_field, &records);
@@ -276,8 +284,7 @@ mod bulk {
 
     #[tokio::test]
     async fn records_the_client_could_not_build_are_reported_as_failed() {
-        let sim = spawn().await;
-        let client = client(&sim);
+        let (sim, client) = sim_and_client().await;
         let records = vec![
             json!({"id": "a2G000000000000009", "emailAddress": null})
                 .as_object()
@@ -306,8 +313,7 @@ mod portions {
 
     #[tokio::test]
     async fn an_unknown_portion_is_none_and_a_used_one_is_open() {
-        let sim = spawn().await;
-        let client = client(&sim);
+        let (_sim, client) = sim_and_client().await;
         assert_eq!(client.portion(PORTION).await.unwrap(), None);
         let records = users(0..1);
         post(&client, &records).await.unwrap();
@@ -319,8 +325,7 @@ mod portions {
 
     #[tokio::test]
     async fn finalizing_twice_is_harmless() {
-        let sim = spawn().await;
-        let client = client(&sim);
+        let (sim, client) = sim_and_client().await;
         let records = users(0..1);
         post(&client, &records).await.unwrap();
         assert_eq!(client.finalize(PORTION).await.unwrap(), Finalize::Finalized);
@@ -341,8 +346,7 @@ mod portions {
 
     #[tokio::test]
     async fn the_run_log_counts_each_outcome() {
-        let sim = spawn().await;
-        let client = client(&sim);
+        let (sim, client) = sim_and_client().await;
         post(&client, &users(0..4)).await.unwrap();
         let mut second = users(2..6);
         second[0].insert("FIRST_NAME".into(), json!("Renamed"));
@@ -376,12 +380,11 @@ mod portions {
 
     #[tokio::test]
     async fn the_run_log_counts_records_still_processing() {
-        let sim = spawn_faulty(OomnitzaFaults {
+        let (sim, client) = faulty_sim_and_client(OomnitzaFaults {
             processing_paused: true,
             ..OomnitzaFaults::default()
         })
         .await;
-        let client = client(&sim);
         post(&client, &users(0..3)).await.unwrap();
         let log = client.run_log(PORTION).await.unwrap();
         assert_eq!((log.processing(), log.counts.added), (3, 0), "{log:?}");
@@ -405,8 +408,7 @@ mod reading {
 
     /// A simulator holding `records`, all processed, and a client of it.
     async fn seeded(records: &[Map<String, Value>]) -> (OomnitzaSim, OomnitzaClient) {
-        let sim = spawn().await;
-        let client = client(&sim);
+        let (sim, client) = sim_and_client().await;
         post(&client, records).await.expect("the batch is accepted");
         sim.wait_idle().await;
         (sim, client)
@@ -574,8 +576,7 @@ mod reading {
 
     #[tokio::test]
     async fn reads_retry_transient_failures() {
-        let sim = spawn().await;
-        let client = client(&sim);
+        let (sim, client) = sim_and_client().await;
         sim.set_faults(OomnitzaFaults {
             transient_failure_rate: 0.5,
             ..OomnitzaFaults::default()
@@ -650,12 +651,11 @@ mod auth {
 
     #[tokio::test]
     async fn a_token_without_rights_is_unauthorized() {
-        let sim = spawn_faulty(OomnitzaFaults {
+        let (_sim, client) = faulty_sim_and_client(OomnitzaFaults {
             forbidden: true,
             ..OomnitzaFaults::default()
         })
         .await;
-        let client = client(&sim);
         let error = client.check_auth().await.unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Unauthorized, "{error}");
         assert_eq!(error.status(), Some(403));

@@ -52,6 +52,11 @@ impl ChildService {
             .stderr(output())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        ChildService::adopt(name, child)
+    }
+
+    /// A service started by other means (with its output piped, say), killed on drop as any.
+    pub(crate) fn adopt(name: &str, child: Child) -> ChildService {
         ChildService {
             child: Some(child),
             name: name.to_owned(),

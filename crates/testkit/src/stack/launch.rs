@@ -2,7 +2,11 @@
 //! that the environment a service gets (NATS, the simulator's URL and credentials, a port-0
 //! HTTP listener, the replica name, the configuration file, the control plane) is written once.
 
-use std::process::{Command, ExitStatus, Stdio};
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::process::{ChildStderr, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use super::{CONTROL_TOKEN, Deployment, tls_dir};
 use crate::{ChildService, bin_path};
@@ -34,6 +38,20 @@ pub(crate) struct Spec {
     control: Option<u16>,
     tls: bool,
     env: Vec<(String, String)>,
+}
+
+/// A service started by [`Launch::spawn_serving`]: the process (killed when dropped) and the
+/// address of its `/healthz`, `/readyz` and `/metrics`.
+pub struct Serving {
+    _service: ChildService,
+    http: SocketAddr,
+}
+
+impl Serving {
+    /// The URL of `path` (`/readyz`, say) on the service's HTTP endpoint.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
 }
 
 /// A service binary about to be started against a deployment; see [`Deployment::loader`] and
@@ -170,6 +188,34 @@ impl<'a> Launch<'a> {
         ChildService::spawn(self.spec.program.binary(), &args, &env)
     }
 
+    /// Starts the service with JSON logs and its HTTP endpoint on port 0, and waits (30 s at
+    /// most) for the address it logs as `http listening on ADDR`, as an operator reading the
+    /// logs would find it. Its logs show on stderr when `PEOPLESYNC_TEST_LOGS` is set.
+    pub fn spawn_serving(self) -> Serving {
+        assert!(
+            self.spec.http.is_none(),
+            "spawn_serving learns the port from the log: set none"
+        );
+        let program = self.spec.program.binary();
+        let mut child = self
+            .env("LOG_FORMAT", "json")
+            .command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        let logged = logged_http_address(child.stderr.take().expect("piped stderr"));
+        let service = ChildService::adopt(program, child);
+        match logged.recv_timeout(Duration::from_secs(30)) {
+            Ok(http) => Serving {
+                _service: service,
+                http,
+            },
+            // Dropping the service kills it.
+            Err(_) => panic!("{program} did not log `http listening on ADDR` within 30s"),
+        }
+    }
+
     /// Starts the service as a [`super::Replica`] that can be started again the same way.
     pub(crate) fn spawn_replica(self) -> (ChildService, Spec) {
         let spec = self.spec.clone();
@@ -266,4 +312,32 @@ impl<'a> Launch<'a> {
         env.extend(spec.env.iter().cloned());
         (args, env)
     }
+}
+
+/// Reads a service's JSON log lines from `stderr` on a thread of their own (echoing them when
+/// `PEOPLESYNC_TEST_LOGS` is set) and sends the address of each `http listening on ADDR`.
+fn logged_http_address(stderr: ChildStderr) -> mpsc::Receiver<SocketAddr> {
+    let (tx, rx) = mpsc::channel();
+    let show = std::env::var_os("PEOPLESYNC_TEST_LOGS").is_some();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if show {
+                eprintln!("{line}");
+            }
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if let Some(addr) = entry["message"]
+                .as_str()
+                .and_then(|m| m.strip_prefix("http listening on "))
+                .and_then(|a| a.parse().ok())
+            {
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    rx
 }

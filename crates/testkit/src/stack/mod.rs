@@ -15,7 +15,7 @@ mod replicas;
 mod syncctl;
 
 pub use checks::{assert_accounted, text};
-pub use launch::Launch;
+pub use launch::{Launch, Serving};
 pub use replicas::{Replica, Stack, lease_holder};
 pub use syncctl::{Ran, Syncctl};
 
