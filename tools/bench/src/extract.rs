@@ -83,9 +83,9 @@ async fn once(bins: &Binaries, options: &Options) -> anyhow::Result<Sample> {
         options.page_size_min.to_string(),
         options.page_size_max.to_string(),
     );
-    let mut sim = Proc::spawn(
+    let (sim, sim_url) = Proc::simulator(
+        bins,
         "sage-people-sim",
-        &bins.path("sage-people-sim")?,
         &[
             "--workers",
             &workers,
@@ -94,10 +94,8 @@ async fn once(bins: &Binaries, options: &Options) -> anyhow::Result<Sample> {
             "--page-size-max",
             &max,
         ],
-        &[("RUST_LOG", "warn")],
-        &dir.path().join("sage-people-sim.log"),
+        dir.path(),
     )?;
-    let sim_url = sim.listening_url()?;
     let mut env = vec![
         ("NATS_URL", nats.url()),
         ("SAGE_PEOPLE_LOGIN_URL", &sim_url),

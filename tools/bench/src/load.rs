@@ -71,10 +71,10 @@ fn oomnitza_sim(
 ) -> anyhow::Result<(Proc, String)> {
     let latency = latency_ms.to_string();
     let fields = custom_fields();
-    let mut sim = Proc::spawn(
+    // Records are applied as soon as the simulator's worker gets to them.
+    Proc::simulator(
+        bins,
         "oomnitza-sim",
-        &bins.path("oomnitza-sim")?,
-        // Records are applied as soon as the simulator's worker gets to them.
         &[
             "--latency-ms",
             &latency,
@@ -83,11 +83,8 @@ fn oomnitza_sim(
             "--processing-delay-ms",
             "0",
         ],
-        &[("RUST_LOG", "warn")],
-        &dir.join("oomnitza-sim.log"),
-    )?;
-    let url = sim.listening_url()?;
-    Ok((sim, url))
+        dir,
+    )
 }
 
 /// How long a load took.

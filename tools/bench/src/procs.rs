@@ -96,6 +96,25 @@ impl Proc {
         })
     }
 
+    /// Starts the simulator binary `name` with `args` (warnings only, its log in
+    /// `dir/<name>.log`) and returns it with the URL it announces.
+    pub fn simulator(
+        bins: &Binaries,
+        name: &str,
+        args: &[&str],
+        dir: &Path,
+    ) -> anyhow::Result<(Proc, String)> {
+        let mut sim = Proc::spawn(
+            name,
+            &bins.path(name)?,
+            args,
+            &[("RUST_LOG", "warn")],
+            &dir.join(format!("{name}.log")),
+        )?;
+        let url = sim.listening_url()?;
+        Ok((sim, url))
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
