@@ -151,21 +151,13 @@ async fn scan(
     }
 }
 
-/// The number of letters a request asks for: `default` for 0, at most [`MAX_BATCH`].
-fn batch_limit(requested: u32, default: usize) -> usize {
-    match requested {
-        0 => default,
-        n => usize::try_from(n).unwrap_or(MAX_BATCH).min(MAX_BATCH),
-    }
-}
-
 /// ListDeadLetters.
 pub(crate) async fn list(
     bus: &Bus,
     request: pb::ListDeadLettersRequest,
 ) -> Result<pb::ListDeadLettersResponse, Status> {
     let selection = Selection::from_request(request.selector, false)?;
-    let limit = batch_limit(request.limit, DEFAULT_LIST);
+    let limit = status::limit(request.limit, DEFAULT_LIST, MAX_BATCH);
     let (letters, next) = scan(
         bus,
         &selection,
@@ -235,7 +227,7 @@ pub(crate) async fn replay(
     request: pb::ReplayDeadLettersRequest,
 ) -> Result<pb::ReplayDeadLettersResponse, Status> {
     let selection = Selection::from_request(request.selector, true)?;
-    let limit = batch_limit(request.limit, MAX_BATCH);
+    let limit = status::limit(request.limit, MAX_BATCH, MAX_BATCH);
     let (letters, next) = scan(bus, &selection, 0, limit, MAX_SCAN).await?;
     if letters.is_empty() {
         return Ok(pb::ReplayDeadLettersResponse {

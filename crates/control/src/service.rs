@@ -122,12 +122,7 @@ impl SyncControl for ControlService {
         } else {
             Some(status::integration_id(&request.integration_id)?)
         };
-        let limit = match request.limit {
-            0 => runs::DEFAULT_LIST,
-            n => usize::try_from(n)
-                .unwrap_or(runs::MAX_LIST)
-                .min(runs::MAX_LIST),
-        };
+        let limit = status::limit(request.limit, runs::DEFAULT_LIST, runs::MAX_LIST);
         Ok(Response::new(pb::ListRunsResponse {
             runs: self.runs.list(integration, limit).await?,
         }))

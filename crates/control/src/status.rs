@@ -21,6 +21,14 @@ pub(crate) fn nats(what: &str, err: impl std::fmt::Display) -> Status {
     ))
 }
 
+/// How many items a listing request asks for: `default` for 0 (unset), never more than `max`.
+pub(crate) fn limit(requested: u32, default: usize, max: usize) -> usize {
+    match requested {
+        0 => default,
+        n => usize::try_from(n).unwrap_or(max).min(max),
+    }
+}
+
 /// Checks an integration id from a request.
 pub(crate) fn integration_id(id: &str) -> Result<&str, Status> {
     let id = id.trim();
@@ -77,4 +85,17 @@ pub(crate) fn misconfigured(message: String) -> Status {
         tonic::metadata::MetadataValue::from_static(error_kind::MISCONFIGURED),
     );
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unset_limit_is_the_default_and_none_passes_the_maximum() {
+        assert_eq!(limit(0, 100, 1_000), 100);
+        assert_eq!(limit(7, 100, 1_000), 7);
+        assert_eq!(limit(5_000, 100, 1_000), 1_000);
+        assert_eq!(limit(u32::MAX, 100, 1_000), 1_000);
+    }
 }
