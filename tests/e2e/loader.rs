@@ -121,6 +121,10 @@ async fn an_outage_of_the_bulk_endpoint_alone_holds_loading_without_dead_letters
          credentials_retry_secs = 1\n",
     );
     let run = d.run_to_end(Duration::from_secs(120)).await;
+    // The outage is timed from before the loader started: it must still have met it, or this
+    // test would show nothing.
+    let refused = d.oomnitza.stats().status_counts.get(&503).copied();
+    assert!(refused.is_some_and(|n| n > 0), "the loader met the outage");
     assert_accounted(&run);
     d.assert_users_match_sage();
     d.assert_only_pipeline_letters("only unloadable workers are dead-lettered")

@@ -145,19 +145,27 @@ impl OomnitzaClient {
     /// twice is harmless: the second call returns [`Finalize::AlreadyFinalized`].
     pub async fn finalize(&self, portion: &str) -> Result<Finalize, Error> {
         let what = format!("finalizing portion {portion}");
-        let url = self.url(&["api", "v3", "bulk", portion, "finalize"], &[]);
         let reply = self
-            .send_retrying(&what, &[409], |http| {
-                http.post(url.clone())
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body("{}")
-            })
+            .send_retrying(&what, &[409], self.finalize_request(portion))
             .await?;
         Ok(if reply.status == 409 {
             Finalize::AlreadyFinalized
         } else {
             Finalize::Finalized
         })
+    }
+
+    /// The request that finalizes `portion` (`POST /api/v3/bulk/{portion}/finalize`, body `{}`).
+    pub(crate) fn finalize_request(
+        &self,
+        portion: &str,
+    ) -> impl Fn(&reqwest::Client) -> reqwest::RequestBuilder + use<> {
+        let url = self.url(&["api", "v3", "bulk", portion, "finalize"], &[]);
+        move |http| {
+            http.post(url.clone())
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body("{}")
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! Inspecting a tenant before the first run, for `syncctl check`: whether the field ids a
 //! mapping writes are known to Oomnitza, asked with a one-record `test_run` bulk post to a
 //! throwaway portion. A test run validates and applies nothing; Oomnitza refuses an envelope
-//! that names an unknown field id with a `400` naming it, before any record is looked at.
+//! that names an unknown field id with a `400` naming it, before any record is looked at. A
+//! portion Oomnitza took is finalized afterwards, as Oomnitza's own connector ends every run,
+//! test runs included, so the check leaves no run open in Oomnitza's run log.
 //!
 //! The published External API has no read of user roles (only SaaS roles), so a role id
 //! cannot be checked here; an unknown role shows when the first batch is refused.
@@ -10,7 +12,7 @@ use rand::Rng;
 use serde_json::{Map, Value, json};
 
 use crate::client::OomnitzaClient;
-use crate::error::{Error, ErrorKind, excerpt};
+use crate::error::{Error, ErrorKind, Operation, excerpt};
 
 /// What a field-id probe found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +69,7 @@ impl OomnitzaClient {
             })
             .await?;
         if reply.status != 400 {
+            self.close_test_run(&portion).await;
             return Ok(FieldProbe::Known {
                 status: reply.status,
             });
@@ -107,7 +110,26 @@ impl OomnitzaClient {
     }
 }
 
-/// A random version-4 UUID for a portion that is never finalized (or posted to).
+impl OomnitzaClient {
+    /// Finalizes the test run `portion`, once and without retries: the check's answer does not
+    /// depend on it, so a failure is only logged (the run stays open in Oomnitza's log).
+    async fn close_test_run(&self, portion: &str) {
+        let what = format!("finalizing the test run {portion}");
+        let sent = self
+            .send(
+                &what,
+                Operation::Other,
+                &[404, 409],
+                self.finalize_request(portion),
+            )
+            .await;
+        if let Err(err) = sent {
+            tracing::info!(portion, error = %err, "the field check's test run stays open in Oomnitza");
+        }
+    }
+}
+
+/// A random version-4 UUID for a portion of its own.
 fn throwaway_portion() -> String {
     let mut rng = rand::rng();
     let a: u32 = rng.random();

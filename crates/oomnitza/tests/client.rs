@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use peoplesync_oomnitza::{
-    BulkRequest, ErrorKind, Finalize, OomnitzaAuth, OomnitzaClient, OomnitzaConfig, PortionStatus,
-    RetryPolicy, RunCounts,
+    BulkRequest, ErrorKind, FieldProbe, Finalize, OomnitzaAuth, OomnitzaClient, OomnitzaConfig,
+    PortionStatus, RetryPolicy, RunCounts,
 };
 use peoplesync_sims::oomnitza::{
     OomnitzaBehavior, OomnitzaConfig as SimConfig, OomnitzaFaults, OomnitzaSim, SAGE_USER_ID_FIELD,
@@ -321,6 +321,25 @@ mod portions {
             client.portion(PORTION).await.unwrap(),
             Some(PortionStatus::default())
         );
+    }
+
+    #[tokio::test]
+    async fn the_field_check_finalizes_its_test_run_and_applies_nothing() {
+        let (sim, client) = sim_and_client().await;
+        let keys = ["EMAIL".to_owned()];
+        let fields = ["USER", "EMAIL", "FIRST_NAME"].map(str::to_owned);
+        let known = client.probe_field_ids(&keys, &fields).await.unwrap();
+        assert!(matches!(known, FieldProbe::Known { .. }), "{known:?}");
+        let finalized: Vec<String> = sim.stats().finalize_calls.into_keys().collect();
+        assert_eq!(finalized.len(), 1, "{finalized:?}");
+        let test_run = sim.portion(&finalized[0]).expect("the check's portion");
+        assert!(test_run.test_run && test_run.finalized, "{test_run:?}");
+        assert!(sim.users().is_empty());
+        // An envelope Oomnitza refuses opens no run: there is nothing to finalize.
+        let unknown = ["NO_SUCH_FIELD".to_owned()];
+        let refused = client.probe_field_ids(&keys, &unknown).await.unwrap();
+        assert!(matches!(refused, FieldProbe::Refused { .. }), "{refused:?}");
+        assert_eq!(sim.stats().finalize_calls.len(), 1);
     }
 
     #[tokio::test]
