@@ -490,27 +490,35 @@ async fn a_run_canceled_in_oomnitza_deletes_nobody_and_its_leavers_are_replayed_
     );
 }
 
+/// A deployment of 100 workers under leaver `action` with a loader of `config`, after a
+/// baseline run on 2026-06-15, with one of the employed workers made inactive for the next
+/// run; returns it, the loader, the clock and that leaver's id.
+async fn one_leaver_after_a_baseline(
+    action: LeaverAction,
+    config: &str,
+) -> (Deployment, impl Sized, Clock, String) {
+    let d = deployment(100).await;
+    d.put_config(&policy(action)).await;
+    let loader = d.loader("loader-1").config(config).spawn();
+    let clock = Clock::new(&d, "2026-06-15");
+    let leaver = employed(&d, date("2026-06-15"), 1).remove(0);
+    run(&d, &clock).await;
+    d.sage
+        .patch_worker(&leaver, json!({"currentEmployment": {"active": false}}));
+    (d, loader, clock, leaver)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaver_update_waits_for_oomnitza_to_process_it_without_a_dead_letter() {
-    let d = deployment(100).await;
-    d.put_config(&policy(LeaverAction::Update)).await;
     // Two deliveries before an event counts as failed, retried after a second.
-    let _loader = d
-        .loader("loader-1")
-        .config(
-            "[consumer]\nack_wait_secs = 4\nmax_deliver = 2\n\
-             [retry]\ninitial_delay_ms = 50\nmax_delay_ms = 1000\n",
-        )
-        .spawn();
-    let clock = Clock::new(&d, "2026-06-15");
-    let ids = employed(&d, date("2026-06-15"), 1);
-    let leaver = &ids[0];
-    run(&d, &clock).await;
-
+    let (d, _loader, clock, leaver) = one_leaver_after_a_baseline(
+        LeaverAction::Update,
+        "[consumer]\nack_wait_secs = 4\nmax_deliver = 2\n\
+         [retry]\ninitial_delay_ms = 50\nmax_delay_ms = 1000\n",
+    )
+    .await;
     // A leaver, at the end of a run whose records Oomnitza holds for a while: the update is
     // accepted but not shown by reads, over more deliveries than `max_deliver`.
-    d.sage
-        .patch_worker(leaver, json!({"currentEmployment": {"active": false}}));
     d.oomnitza.set_faults(OomnitzaFaults {
         processing_paused: true,
         ..OomnitzaFaults::default()
@@ -529,8 +537,32 @@ async fn a_leaver_update_waits_for_oomnitza_to_process_it_without_a_dead_letter(
     d.oomnitza.set_faults(OomnitzaFaults::default());
     let record = d.finalized(ID, &run_id, FINALIZED).await;
     assert_eq!(record.counts.expect("counts").leavers, 1);
-    assert_eq!(role_of(&d, leaver).as_deref(), Some(DISABLED_ROLE));
+    assert_eq!(role_of(&d, &leaver).as_deref(), Some(DISABLED_ROLE));
     d.assert_only_pipeline_letters("the waiting leaver was not dead-lettered")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oomnitza_outage_met_by_a_leaver_holds_it_without_a_dead_letter() {
+    // Two deliveries before an event counts as failed, Oomnitza retried for a second.
+    let (d, _loader, clock, _leaver) = one_leaver_after_a_baseline(
+        LeaverAction::None,
+        "[consumer]\nack_wait_secs = 4\nmax_deliver = 2\n\
+         [retry]\ninitial_delay_ms = 50\nmax_delay_ms = 200\nmax_elapsed_secs = 1\n\
+         credentials_retry_secs = 1\n",
+    )
+    .await;
+    // Oomnitza's users endpoints, which only leavers need, are down for longer than the
+    // leaver's two deliveries take; bulk posts and the credential check still answer.
+    d.oomnitza.set_faults(OomnitzaFaults {
+        users_outage_for_ms: Some(25_000),
+        ..OomnitzaFaults::default()
+    });
+    let record = run(&d, &clock).await;
+    let refused = d.oomnitza.stats().status_counts.get(&503).copied();
+    assert!(refused.is_some_and(|n| n > 0), "the loader met the outage");
+    assert_eq!(record.counts.expect("counts").leavers, 1);
+    d.assert_only_pipeline_letters("the leaver waited out the outage")
         .await;
 }
 

@@ -108,6 +108,16 @@ impl OomnitzaClient {
             _ => Ok(()),
         }
     }
+
+    /// Whether the users endpoints answer: a read of one user. Any answer but a transient
+    /// failure counts. For telling an outage of the users endpoints alone (which leavers need)
+    /// from one of the whole API.
+    pub async fn users_answer(&self) -> Result<(), Error> {
+        match self.find_users_json("", 1, 0).await {
+            Err(err) if err.kind() == ErrorKind::Transient => Err(err),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl OomnitzaClient {

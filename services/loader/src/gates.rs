@@ -24,8 +24,9 @@ pub enum Failure {
     Credentials,
     /// 404 for the bulk endpoint: `OOMNITZA_URL` is wrong.
     Misconfigured,
-    /// Bulk posts kept failing transiently past their retries: the probe asks the bulk
-    /// endpoint too, so that an outage of it alone keeps the intake closed.
+    /// Bulk posts, or a leaver's calls, kept failing transiently past their retries: the probe
+    /// asks the bulk and users endpoints too, so that an outage of one of them alone keeps the
+    /// intake closed.
     Unavailable,
 }
 
@@ -284,12 +285,15 @@ impl Gates {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}
             }
-            // The credential check answers from another part of Oomnitza than the bulk
-            // endpoint: after bulk posts failed, the endpoint itself must answer too, or an
-            // outage of it alone would reopen the gate to fail each event again, cycle after
-            // cycle, until its deliveries run out.
+            // The credential check answers from another part of Oomnitza than the bulk and
+            // users endpoints: after posts or a leaver's calls failed, those endpoints must
+            // answer too, or an outage of one alone would reopen the gate to fail each event
+            // again, cycle after cycle, until its deliveries run out.
             let answered = match client.check_auth().await {
-                Ok(()) if kind == Failure::Unavailable => client.bulk_answers().await,
+                Ok(()) if kind == Failure::Unavailable => match client.bulk_answers().await {
+                    Ok(()) => client.users_answer().await,
+                    failed => failed,
+                },
                 other => other,
             };
             match answered {

@@ -19,6 +19,7 @@ use peoplesync_runtime::metrics::names as metric;
 use serde_json::Value;
 
 use crate::ack::{RetryCause, Settlement};
+use crate::gates::{Failure, Gates};
 use crate::pipeline::{Disposition, Item};
 use crate::webhook::LeaversWebhook;
 
@@ -52,15 +53,19 @@ impl LeaverTask {
 enum Failed {
     /// Try again later.
     Retry(String),
+    /// Oomnitza refused the credentials or kept failing past the client's retries: close the
+    /// intake as a failing bulk post does, so the leaver is not delivered again (and does not
+    /// run out of deliveries) until Oomnitza answers.
+    Unavailable(Error),
     /// Oomnitza has not processed the run's records yet: try again later, as long as it takes.
     Processing(String),
     /// Dead-letter it with this reason.
     Dead(String, Option<u16>),
 }
 
-fn from_oomnitza(err: &Error) -> Failed {
+fn from_oomnitza(err: Error) -> Failed {
     match err.kind() {
-        ErrorKind::Transient | ErrorKind::Unauthorized => Failed::Retry(err.to_string()),
+        ErrorKind::Transient | ErrorKind::Unauthorized => Failed::Unavailable(err),
         _ => Failed::Dead(err.to_string(), err.status()),
     }
 }
@@ -87,6 +92,7 @@ const CONCURRENT_LEAVERS: usize = 4;
 pub async fn handle_all(
     bus: &Bus,
     client: &OomnitzaClient,
+    gates: &Gates,
     integration: &Integration,
     items: Vec<Item>,
     processing_retry: std::time::Duration,
@@ -95,7 +101,16 @@ pub async fn handle_all(
         .map(|item| async move {
             let settlement = match &item.disposition {
                 Disposition::Leaver(task) => {
-                    handle(bus, client, integration, &item, task, processing_retry).await
+                    handle(
+                        bus,
+                        client,
+                        gates,
+                        integration,
+                        &item,
+                        task,
+                        processing_retry,
+                    )
+                    .await
                 }
                 // Only leavers are handed over; anything else goes back to the stream.
                 _ => Settlement::Retry(
@@ -115,6 +130,7 @@ pub async fn handle_all(
 pub async fn handle(
     bus: &Bus,
     client: &OomnitzaClient,
+    gates: &Gates,
     integration: &Integration,
     item: &Item,
     task: &LeaverTask,
@@ -138,6 +154,24 @@ pub async fn handle(
             reason,
             RetryCause::Transient,
         ),
+        Err(Failed::Unavailable(err)) if err.kind() == ErrorKind::Unauthorized => {
+            gates.set_refused_credentials(client, &err);
+            Settlement::Retry(
+                std::time::Duration::from_secs(2),
+                err.to_string(),
+                RetryCause::Configuration,
+            )
+        }
+        Err(Failed::Unavailable(err)) => {
+            tracing::warn!(integration = %name, run_id = %item.key.run_id, worker = %item.worker_id,
+                error = %err, "Oomnitza kept failing while handling a leaver; the event goes back to the stream");
+            gates.set_failure(Failure::Unavailable, Some(err.to_string()));
+            Settlement::Retry(
+                std::time::Duration::from_secs(10),
+                err.to_string(),
+                RetryCause::Transient,
+            )
+        }
         Err(Failed::Processing(reason)) => {
             Settlement::Retry(processing_retry, reason, RetryCause::Processing)
         }
@@ -212,7 +246,7 @@ async fn act(
         let users = client
             .find_user_by(&attribute, &task.worker.id)
             .await
-            .map_err(|e| from_oomnitza(&e))?;
+            .map_err(from_oomnitza)?;
         match users.as_slice() {
             [] => entry.action = "not_found".into(),
             [user] => {
@@ -295,7 +329,7 @@ async fn apply(
     entry.assets = client
         .user_assets(&ident)
         .await
-        .map_err(|e| from_oomnitza(&e))?
+        .map_err(from_oomnitza)?
         .into_iter()
         .map(|a| HeldAsset {
             id: a.id,
@@ -339,10 +373,7 @@ async fn apply(
             entry.action = "kept_holding_assets".into();
         }
         LeaverAction::Delete => {
-            client
-                .delete_user(&ident)
-                .await
-                .map_err(|e| from_oomnitza(&e))?;
+            client.delete_user(&ident).await.map_err(from_oomnitza)?;
             entry.action = "deleted".into();
         }
     }
@@ -396,14 +427,14 @@ async fn post_update(
             error: None,
         })
         .await
-        .map_err(|e| from_oomnitza(&e))?;
+        .map_err(from_oomnitza)?;
     let mut missing = Vec::new();
     for wait in READ_BACK_WAITS {
         tokio::time::sleep(wait).await;
         let back = client
             .find_user_by(found.attribute, worker_id)
             .await
-            .map_err(|e| from_oomnitza(&e))?;
+            .map_err(from_oomnitza)?;
         missing = not_shown(fields, back.first());
         if missing.is_empty() {
             return Ok(());

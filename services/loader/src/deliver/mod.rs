@@ -153,6 +153,7 @@ impl Deliverer {
                 crate::leavers::handle_all(
                     &self.bus,
                     &self.client,
+                    &self.gates,
                     &integration,
                     leavers,
                     processing_retry,

@@ -116,6 +116,9 @@ struct Args {
     /// Fault: only /api/v3/bulk requests answer 503 for this long after start, in milliseconds.
     #[arg(long, env = "OOMNITZA_SIM_BULK_OUTAGE_FOR_MS")]
     bulk_outage_for_ms: Option<u64>,
+    /// Fault: only /api/v3/users requests answer 503 for this long after start, in milliseconds.
+    #[arg(long, env = "OOMNITZA_SIM_USERS_OUTAGE_FOR_MS")]
+    users_outage_for_ms: Option<u64>,
     /// Fault: every authenticated request answers 403.
     #[arg(long, env = "OOMNITZA_SIM_FORBIDDEN")]
     forbidden: bool,
@@ -199,6 +202,7 @@ impl Args {
                 retry_after_secs: self.retry_after_secs,
                 outage_for_ms: self.outage_for_ms,
                 bulk_outage_for_ms: self.bulk_outage_for_ms,
+                users_outage_for_ms: self.users_outage_for_ms,
                 forbidden: self.forbidden,
                 poison_emails: self.poison_emails.clone(),
                 processing_paused: false,

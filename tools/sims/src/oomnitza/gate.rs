@@ -48,9 +48,9 @@ pub(crate) async fn api_gate(
     let mut csrf = None;
     lock(&shared.requests).api_requests += 1;
     let latency = lock(&shared.control).faults.latency_ms;
-    let bulk = request.uri().path().starts_with("/api/v3/bulk");
+    let path = request.uri().path().to_owned();
     let response = pass(&shared.flight, latency, request, next, |headers| {
-        refusal(&shared, headers, bulk, &mut csrf)
+        refusal(&shared, headers, &path, &mut csrf)
     })
     .await;
     let status = response.status();
@@ -69,17 +69,16 @@ pub(crate) async fn api_gate(
     response
 }
 
-/// The answer that refuses this request (`bulk`: one to the bulk endpoint), or `None` to let it
-/// through. `csrf` is set for a password-session token: whether the request echoed the
+/// The answer that refuses this request (to `path`), or `None` to let it through. `csrf` is set for a password-session token: whether the request echoed the
 /// session's `X-CSRF-Token`.
 fn refusal(
     shared: &Shared,
     headers: &HeaderMap,
-    bulk: bool,
+    path: &str,
     csrf: &mut Option<bool>,
 ) -> Option<Response> {
     let mut control = lock(&shared.control);
-    if control.in_outage(bulk) {
+    if control.in_outage(path) {
         return Some(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",

@@ -231,6 +231,10 @@ pub struct OomnitzaFaults {
     /// Only the bulk endpoint (`/api/v3/bulk…`) answers `503` for this long, counted from when
     /// the faults were set; the rest of the API (the credential check, user reads) answers.
     pub bulk_outage_for_ms: Option<u64>,
+    /// Only the users endpoints (`/api/v3/users…`: user reads, edits, deletes, a user's
+    /// assets) answer `503` for this long, counted from when the faults were set; the bulk
+    /// endpoint and the credential check answer.
+    pub users_outage_for_ms: Option<u64>,
     /// Every authenticated request answers `403` (a token without rights).
     pub forbidden: bool,
     /// Processing stalls: accepted records stay `processing` until this is turned off again

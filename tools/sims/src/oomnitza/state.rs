@@ -40,6 +40,8 @@ pub(crate) struct Control {
     pub(crate) outage_until: Option<Instant>,
     /// When an outage of the bulk endpoint alone ends.
     pub(crate) bulk_outage_until: Option<Instant>,
+    /// When an outage of the users endpoints alone ends.
+    pub(crate) users_outage_until: Option<Instant>,
     pub(crate) rng: SplitMix,
     /// Admission times within the last second, for the rate limit.
     pub(crate) recent: VecDeque<Instant>,
@@ -64,12 +66,13 @@ pub(crate) struct RequestCounters {
 }
 
 impl Control {
-    /// True while an outage set by the faults lasts, for a request to the bulk endpoint when
-    /// `bulk` is set.
-    pub(crate) fn in_outage(&self, bulk: bool) -> bool {
+    /// True while an outage set by the faults lasts for a request to `path`.
+    pub(crate) fn in_outage(&self, path: &str) -> bool {
         let now = Instant::now();
         let lasts = |until: Option<Instant>| until.is_some_and(|until| now < until);
-        lasts(self.outage_until) || (bulk && lasts(self.bulk_outage_until))
+        lasts(self.outage_until)
+            || (path.starts_with("/api/v3/bulk") && lasts(self.bulk_outage_until))
+            || (path.starts_with("/api/v3/users") && lasts(self.users_outage_until))
     }
 
     /// Admits one request under the rate limit, or says it must wait.
@@ -140,6 +143,7 @@ impl Controlled for Shared {
         let mut control = lock(&self.control);
         control.outage_until = outage_until(faults.outage_for_ms);
         control.bulk_outage_until = outage_until(faults.bulk_outage_for_ms);
+        control.users_outage_until = outage_until(faults.users_outage_for_ms);
         control.recent.clear();
         control.faults = faults;
         drop(control);
@@ -162,6 +166,7 @@ impl Shared {
         let control = Control {
             outage_until: outage_until(config.faults.outage_for_ms),
             bulk_outage_until: outage_until(config.faults.bulk_outage_for_ms),
+            users_outage_until: outage_until(config.faults.users_outage_for_ms),
             faults: config.faults.clone(),
             rng: SplitMix::new(0x0047_11A7),
             recent: VecDeque::new(),
