@@ -624,3 +624,45 @@ async fn garbage_on_the_worker_subject_is_dead_lettered_once_each_and_never_loop
     assert_eq!(d.oomnitza.stats().bulk_records, 0);
     assert!(d.oomnitza.users().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finalize_refused_for_the_credentials_closes_the_credential_gate_until_they_work() {
+    let d = deployment(200).await;
+    // Every worker loadable, so that no run reports refused records to Oomnitza.
+    for id in d.expected().1 {
+        d.sage.patch_worker(
+            &id,
+            serde_json::json!({"emailAddress": format!("{id}@example.com")}),
+        );
+    }
+    let loader = d.loader("loader-1").config(QUICK).spawn_serving();
+    assert_accounted(&d.run_to_end(Duration::from_secs(120)).await);
+    // The next run changes nothing, so it sends nothing, but its portion is still finalized:
+    // the finalize is the only call that meets Oomnitza refusing the token.
+    d.oomnitza.set_faults(OomnitzaFaults {
+        forbidden: true,
+        ..Default::default()
+    });
+    let run_id = d.extract_run();
+    let readyz = loader.url("/readyz");
+    let note = wait_for(
+        "the refused finalize to be noted on /readyz",
+        Duration::from_secs(60),
+        || async {
+            let (_, _, body) = crate::operations::get(&readyz).await?;
+            let ready: serde_json::Value = serde_json::from_str(&body).ok()?;
+            ready["notes"]["oomnitza"].as_str().map(str::to_owned)
+        },
+    )
+    .await;
+    assert!(note.starts_with("Credentials"), "{note}");
+    d.oomnitza.set_faults(OomnitzaFaults::default());
+    let run = d
+        .finalized("sage-people", &run_id, Duration::from_secs(60))
+        .await;
+    assert!(
+        matches!(run.finalize, FinalizeState::Finalized { .. }),
+        "{:?}",
+        run.finalize
+    );
+}

@@ -202,8 +202,10 @@ impl RunViews {
 /// What WatchRun says of a run that has shown no change for `unchanged_for`, once that has
 /// lasted [`NO_PROGRESS_AFTER`] or more: a running run waits for an extractor; a run not done
 /// whose extraction has ended but whose events are still `pending` waits for the loaders
-/// (none running, or stuck). Nothing otherwise: a done run, or one with nothing pending,
-/// which finalize and verification move on with their own timeouts and notes. The time is
+/// (none running, or stuck); one with nothing pending whose portion is still not finalized
+/// waits for a loader to finalize it (none running, or Oomnitza refusing the finalize, which a
+/// loader retries every few seconds). Nothing otherwise: a done run, or one being verified,
+/// which verification moves on with its own timeout and notes. The time is
 /// given in whole periods, so the warning changes (and is sent again) once a period, not
 /// every second.
 pub(crate) fn no_progress(run: &pb::Run, unchanged_for: Duration) -> String {
@@ -216,6 +218,13 @@ pub(crate) fn no_progress(run: &pb::Run, unchanged_for: Duration) -> String {
         "is an extractor running?"
     } else if run.pending > 0 {
         "are loaders running?"
+    } else if run.finalize.as_ref().is_some_and(|f| {
+        matches!(
+            f.state(),
+            pb::FinalizeState::Pending | pb::FinalizeState::Claimed
+        )
+    }) {
+        "the run's portion is not finalized yet: are loaders running, and does Oomnitza accept the finalize (the loaders' logs say)?"
     } else {
         return String::new();
     };
@@ -402,10 +411,22 @@ mod tests {
         completed.state = RunState::Completed;
         let loaded = view(&completed, OutcomeCounts::default());
         assert_eq!(loaded.pending, 0);
+        called_out_once_a_minute(
+            &loaded,
+            "no progress for 60 s; the run's portion is not finalized yet: are loaders running, \
+             and does Oomnitza accept the finalize (the loaders' logs say)? see syncctl status",
+        );
+        completed.finalize = FinalizeState::Finalized {
+            by: "loader-1".into(),
+            at: "2026-12-07T00:00:00Z".into(),
+        };
+        completed.verification = Some(Verification::pending(0));
+        let checking = view(&completed, OutcomeCounts::default());
+        assert!(!checking.done);
         assert_eq!(
-            no_progress(&loaded, secs(600)),
+            no_progress(&checking, secs(600)),
             "",
-            "finalize and verification have their own timeouts"
+            "verification has its own timeout"
         );
     }
 

@@ -147,6 +147,7 @@ impl Application {
             self.config.run_retention(),
             verifier,
             self.webhook.clone(),
+            self.gates.clone(),
         );
         let finalizer_task = tokio::spawn(finalizer.run(poke_rx, background_stop.clone()));
         let (items, delivery) = self.start_delivery(poke_tx);

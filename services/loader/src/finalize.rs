@@ -18,6 +18,7 @@ use peoplesync_bus::{
 use peoplesync_oomnitza::{ErrorKind, Finalize, OomnitzaClient};
 use peoplesync_runtime::watch::next_change;
 
+use crate::gates::Gates;
 use crate::retention;
 use crate::verify::{self, Verifier, needs_verify};
 use crate::webhook::LeaversWebhook;
@@ -56,6 +57,8 @@ pub struct Finalizer {
     verifier: Verifier,
     /// Where the leavers report of each finalized run is posted.
     webhook: Option<LeaversWebhook>,
+    /// Closed when Oomnitza refuses the token on a finalize, as on a post.
+    gates: Gates,
 }
 
 /// A request to look at one run now: (integration, run id).
@@ -63,7 +66,8 @@ pub type Poke = (String, String);
 
 impl Finalizer {
     /// A finalizer acting as `replica`, removing settled run records `retention` after they
-    /// finished (never with `None`), posting leavers reports to `webhook`.
+    /// finished (never with `None`), posting leavers reports to `webhook`, and closing `gates`
+    /// when Oomnitza refuses its credentials.
     pub fn new(
         bus: Bus,
         client: OomnitzaClient,
@@ -71,6 +75,7 @@ impl Finalizer {
         retention: Option<Duration>,
         verifier: Verifier,
         webhook: Option<LeaversWebhook>,
+        gates: Gates,
     ) -> Finalizer {
         let runs = bus.runs();
         Finalizer {
@@ -82,6 +87,7 @@ impl Finalizer {
             exact_reads: Mutex::default(),
             verifier,
             webhook,
+            gates,
         }
     }
 
@@ -365,6 +371,11 @@ impl Finalizer {
                 FinalizeState::NothingToFinalize
             }
             Err(err) => {
+                // A refused token stops the loaders pulling and shows on `/readyz` and in the
+                // credentials alert, as on a post; the finalize is tried again meanwhile.
+                if err.kind() == ErrorKind::Unauthorized {
+                    self.gates.set_refused_credentials(&self.client, &err);
+                }
                 tracing::warn!(integration, run_id, error = %err, "finalizing the portion failed; releasing the claim to retry");
                 self.runs
                     .update(integration, run_id, |r| {
