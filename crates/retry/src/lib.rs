@@ -27,7 +27,9 @@ use tokio::time::Instant;
 /// How one call is retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Attempts in all, the first one included. `0` is treated as `1`.
+    /// Attempts in all, the first one included. `0` is treated as `1`;
+    /// [`RetryPolicy::UNCOUNTED`] leaves the count open, so `max_elapsed` alone ends the
+    /// retries.
     pub max_attempts: usize,
     /// Delay before the first retry; each later delay doubles.
     pub initial_delay: Duration,
@@ -39,6 +41,22 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// A `max_attempts` that sets no count: the elapsed budget alone ends the retries. For a
+    /// budget an operator sets in time (`sage_retry_secs`), which a count would cut short.
+    pub const UNCOUNTED: usize = usize::MAX;
+
+    /// How long a call that always fails at once keeps retrying: the sum of the delays with
+    /// the jitter at `unit` (`0.0` for the shortest delays, as in [`Backoff::next_delay`]). It
+    /// shows which bound ends the retries, the count or the elapsed budget.
+    pub fn span(&self, unit: f64) -> Duration {
+        let mut backoff = Backoff::new(self);
+        let mut elapsed = Duration::ZERO;
+        while let Some(delay) = backoff.next_delay(elapsed, None, unit) {
+            elapsed += delay;
+        }
+        elapsed
+    }
+
     /// Ten attempts, 2 ms doubling to at most 20 ms apart, within 20 s: for tests against the
     /// simulators, which should see a client retry without waiting for it.
     pub const QUICK: RetryPolicy = RetryPolicy {
@@ -60,13 +78,16 @@ pub struct Backoff {
 impl Backoff {
     /// A fresh schedule for one call.
     pub fn new(policy: &RetryPolicy) -> Backoff {
+        let builder = ExponentialBuilder::default()
+            .with_min_delay(policy.initial_delay)
+            .with_max_delay(policy.max_delay)
+            .with_factor(2.0);
+        let builder = match policy.max_attempts {
+            RetryPolicy::UNCOUNTED => builder.without_max_times(),
+            attempts => builder.with_max_times(attempts.saturating_sub(1)),
+        };
         Backoff {
-            schedule: ExponentialBuilder::default()
-                .with_min_delay(policy.initial_delay)
-                .with_max_delay(policy.max_delay)
-                .with_factor(2.0)
-                .with_max_times(policy.max_attempts.saturating_sub(1))
-                .build(),
+            schedule: builder.build(),
             max_delay: policy.max_delay,
             max_elapsed: policy.max_elapsed,
         }
@@ -343,6 +364,30 @@ mod tests {
         let at = Duration::from_millis(4_700);
         assert!(backoff.next_delay(at, None, 1.0).is_some());
         assert!(backoff.next_delay(at, None, 1.0).is_none());
+    }
+
+    #[test]
+    fn an_uncounted_policy_retries_until_the_elapsed_budget_is_spent() {
+        let budget = Duration::from_secs(1_800);
+        let uncounted = RetryPolicy {
+            max_attempts: RetryPolicy::UNCOUNTED,
+            max_elapsed: budget,
+            ..policy()
+        };
+        let spent = uncounted.span(0.0);
+        assert!(
+            spent > budget - uncounted.max_delay && spent <= budget,
+            "{spent:?}"
+        );
+        let counted = RetryPolicy {
+            max_elapsed: budget,
+            ..policy()
+        };
+        let counted = counted.span(1.0);
+        assert!(
+            counted < Duration::from_secs(4),
+            "the count ends these: {counted:?}"
+        );
     }
 
     #[test]
