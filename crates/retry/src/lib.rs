@@ -27,7 +27,9 @@ use tokio::time::Instant;
 /// How one call is retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Attempts in all, the first one included. `0` is treated as `1`.
+    /// Attempts in all, the first one included. `0` is treated as `1`;
+    /// [`RetryPolicy::UNCOUNTED`] leaves the count open, so `max_elapsed` alone ends the
+    /// retries.
     pub max_attempts: usize,
     /// Delay before the first retry; each later delay doubles.
     pub initial_delay: Duration,
@@ -39,6 +41,22 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// A `max_attempts` that sets no count: the elapsed budget alone ends the retries. For a
+    /// budget an operator sets in time (`sage_retry_secs`), which a count would cut short.
+    pub const UNCOUNTED: usize = usize::MAX;
+
+    /// How long a call that always fails at once keeps retrying: the sum of the delays with
+    /// the jitter at `unit` (`0.0` for the shortest delays, as in [`Backoff::next_delay`]). It
+    /// shows which bound ends the retries, the count or the elapsed budget.
+    pub fn span(&self, unit: f64) -> Duration {
+        let mut backoff = Backoff::new(self);
+        let mut elapsed = Duration::ZERO;
+        while let Some(delay) = backoff.next_delay(elapsed, None, unit) {
+            elapsed += delay;
+        }
+        elapsed
+    }
+
     /// Ten attempts, 2 ms doubling to at most 20 ms apart, within 20 s: for tests against the
     /// simulators, which should see a client retry without waiting for it.
     pub const QUICK: RetryPolicy = RetryPolicy {
@@ -60,13 +78,16 @@ pub struct Backoff {
 impl Backoff {
     /// A fresh schedule for one call.
     pub fn new(policy: &RetryPolicy) -> Backoff {
+        let builder = ExponentialBuilder::default()
+            .with_min_delay(policy.initial_delay)
+            .with_max_delay(policy.max_delay)
+            .with_factor(2.0);
+        let builder = match policy.max_attempts {
+            RetryPolicy::UNCOUNTED => builder.without_max_times(),
+            attempts => builder.with_max_times(attempts.saturating_sub(1)),
+        };
         Backoff {
-            schedule: ExponentialBuilder::default()
-                .with_min_delay(policy.initial_delay)
-                .with_max_delay(policy.max_delay)
-                .with_factor(2.0)
-                .with_max_times(policy.max_attempts.saturating_sub(1))
-                .build(),
+            schedule: builder.build(),
             max_delay: policy.max_delay,
             max_elapsed: policy.max_elapsed,
         }
@@ -86,6 +107,32 @@ impl Backoff {
         let jittered = base.mul_f64(0.5 + unit.clamp(0.0, 1.0) / 2.0);
         let delay = jittered.max(retry_after.unwrap_or(Duration::ZERO));
         (elapsed + delay <= self.max_elapsed).then_some(delay)
+    }
+}
+
+/// How often a call that keeps failing is logged at `warn`: its first retry, then at most one
+/// retry in this long; the others are logged at `debug`.
+pub const RETRY_WARN_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Which retries of one call are logged at `warn`, so that at the default log level an operator
+/// sees within a minute why a call does not progress without a line per attempt: the first
+/// retry, then at most one per [`RETRY_WARN_INTERVAL`].
+#[derive(Debug, Default)]
+struct RetryVoice {
+    last_warned: Option<Duration>,
+}
+
+impl RetryVoice {
+    /// Whether the retry about to start `elapsed` after the call's first attempt is logged at
+    /// `warn`; a `true` counts as the latest warning.
+    fn warn_now(&mut self, elapsed: Duration) -> bool {
+        let due = self
+            .last_warned
+            .is_none_or(|last| elapsed.saturating_sub(last) >= RETRY_WARN_INTERVAL);
+        if due {
+            self.last_warned = Some(elapsed);
+        }
+        due
     }
 }
 
@@ -164,7 +211,9 @@ impl<E: Transient> GaveUp<E> {
 }
 
 /// Runs `operation` until it succeeds, fails with an error that is not [`Transient`], or the
-/// policy's attempts or time are spent. `service` names the other side in the debug log.
+/// policy's attempts or time are spent. `service` names the other side in the log: each call's
+/// first retry is logged at `warn` with the error (what was being done, the status) and the
+/// delay, later ones at most once per [`RETRY_WARN_INTERVAL`] at `warn`, the others at `debug`.
 pub async fn retry<T, E, F, Fut>(
     policy: &RetryPolicy,
     service: &str,
@@ -177,6 +226,7 @@ where
 {
     let started = Instant::now();
     let mut backoff = Backoff::new(policy);
+    let mut voice = RetryVoice::default();
     let mut attempts = 0usize;
     loop {
         attempts += 1;
@@ -194,9 +244,14 @@ where
             return Err(gave_up(error, false));
         }
         let unit = rand::rng().random::<f64>();
-        match backoff.next_delay(started.elapsed(), error.retry_after(), unit) {
+        let elapsed = started.elapsed();
+        match backoff.next_delay(elapsed, error.retry_after(), unit) {
             Some(delay) => {
-                tracing::debug!(attempt = attempts, ?delay, error = %error, "retrying {service} call");
+                if voice.warn_now(elapsed) {
+                    tracing::warn!(attempt = attempts, ?delay, error = %error, "{service} call failed; retrying in {delay:.1?}");
+                } else {
+                    tracing::debug!(attempt = attempts, ?delay, error = %error, "retrying {service} call");
+                }
                 tokio::time::sleep(delay).await;
             }
             None => return Err(gave_up(error, true)),
@@ -206,7 +261,7 @@ where
 
 /// Runs `operation` as [`retry`] does and returns the caller's own error: rewritten by
 /// [`Transient::exhausted`] when the attempts or the time ran out, as it came otherwise. This is
-/// the form the API clients use; `service` names the other side in the debug log.
+/// the form the API clients use; `service` names the other side in the log, as in [`retry`].
 pub async fn retry_call<T, E, F, Fut>(
     policy: &RetryPolicy,
     service: &str,
@@ -309,6 +364,30 @@ mod tests {
         let at = Duration::from_millis(4_700);
         assert!(backoff.next_delay(at, None, 1.0).is_some());
         assert!(backoff.next_delay(at, None, 1.0).is_none());
+    }
+
+    #[test]
+    fn an_uncounted_policy_retries_until_the_elapsed_budget_is_spent() {
+        let budget = Duration::from_secs(1_800);
+        let uncounted = RetryPolicy {
+            max_attempts: RetryPolicy::UNCOUNTED,
+            max_elapsed: budget,
+            ..policy()
+        };
+        let spent = uncounted.span(0.0);
+        assert!(
+            spent > budget - uncounted.max_delay && spent <= budget,
+            "{spent:?}"
+        );
+        let counted = RetryPolicy {
+            max_elapsed: budget,
+            ..policy()
+        };
+        let counted = counted.span(1.0);
+        assert!(
+            counted < Duration::from_secs(4),
+            "the count ends these: {counted:?}"
+        );
     }
 
     #[test]
@@ -429,19 +508,99 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn success_after_failures_is_returned() {
-        let calls = AtomicUsize::new(0);
-        let value = retry(&policy(), "test", || async {
-            if calls.fetch_add(1, Ordering::SeqCst) < 2 {
-                Err(DOWN)
-            } else {
-                Ok(7)
+    #[test]
+    fn the_first_retry_and_then_one_per_interval_are_loud() {
+        let mut voice = RetryVoice::default();
+        let loud: Vec<u64> = [0, 1, 3, 29, 30, 31, 59, 61, 62, 200]
+            .into_iter()
+            .filter(|&secs| voice.warn_now(Duration::from_secs(secs)))
+            .collect();
+        assert_eq!(loud, [0, 30, 61, 200]);
+    }
+
+    /// The lines a test subscriber printed at `warn` and above while `run` ran.
+    async fn warnings<F: Future>(run: F) -> Vec<String> {
+        use std::sync::{Arc, Mutex};
+
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("not poisoned").extend_from_slice(buf);
+                Ok(buf.len())
             }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .without_time()
+            .with_writer(move || writer.clone())
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        run.await;
+        drop(guard);
+        let text = String::from_utf8(lines.0.lock().expect("not poisoned").clone())
+            .expect("the log is text");
+        text.lines().map(str::to_owned).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_call_warns_at_once_and_then_every_half_minute() {
+        let calls = AtomicUsize::new(0);
+        let slow = RetryPolicy {
+            max_attempts: 1_000,
+            initial_delay: Duration::from_secs(10),
+            max_delay: Duration::from_secs(10),
+            max_elapsed: Duration::from_secs(120),
+        };
+        let lines = warnings(async {
+            let result: Result<(), _> = retry(&slow, "Test API", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(DOWN)
+            })
+            .await;
+            assert!(result.is_err());
         })
         .await;
-        assert_eq!(value.ok(), Some(7));
+        let retries = calls.load(Ordering::SeqCst) - 1;
+        // Retries 5 to 10 s apart over two minutes: the first is loud, then one in 30 s.
+        assert!(
+            (3..=5).contains(&lines.len()) && lines.len() < retries,
+            "{retries} retries, warnings: {lines:#?}"
+        );
+        let first = &lines[0];
+        assert!(
+            first.contains("WARN")
+                && first.contains("Test API call failed; retrying in")
+                && first.contains("error=failure")
+                && first.contains("attempt=1"),
+            "{first}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn success_after_failures_is_returned_with_one_warning() {
+        let calls = AtomicUsize::new(0);
+        let lines = warnings(async {
+            let value = retry(&policy(), "test", || async {
+                if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                    Err(DOWN)
+                } else {
+                    Ok(7)
+                }
+            })
+            .await;
+            assert_eq!(value.ok(), Some(7));
+        })
+        .await;
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(lines.len(), 1, "the first retry only: {lines:#?}");
     }
 
     #[tokio::test(start_paused = true)]

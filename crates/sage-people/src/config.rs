@@ -104,13 +104,13 @@ impl Credentials {
 /// retried: the shared policy of every outbound call.
 pub use peoplesync_retry::RetryPolicy;
 
-/// The Sage People default: 30 attempts (enough that the time, not the count, ends them),
-/// 200 ms doubling to at most 10 s apart, for up to two minutes. Six attempts took 3–6 s, so a
-/// Sage People outage of a few seconds failed the run although the documented budget is two
-/// minutes: the elapsed time bounds it now.
+/// The Sage People default: 200 ms doubling to at most 10 s apart, for up to two minutes, with
+/// no count of attempts ([`RetryPolicy::UNCOUNTED`]): the elapsed time alone ends them, so a
+/// longer budget an operator sets (`sage_retry_secs`, up to an hour) is spent in full. A count
+/// cut it short: 30 attempts at most 10 s apart ended after 2–4 minutes whatever the budget.
 pub fn default_retry_policy() -> RetryPolicy {
     RetryPolicy {
-        max_attempts: 30,
+        max_attempts: RetryPolicy::UNCOUNTED,
         initial_delay: Duration::from_millis(200),
         max_delay: Duration::from_secs(10),
         max_elapsed: Duration::from_secs(120),

@@ -223,7 +223,7 @@ fn run_error_code(err: &crate::error::RunError) -> &'static str {
     use crate::error::Stop;
     use peoplesync_sage_people::ErrorKind;
     match err.stop() {
-        Stop::Settings(_) => "misconfigured",
+        Stop::Settings { .. } => "misconfigured",
         Stop::Source(source)
             if matches!(
                 source.kind(),

@@ -23,7 +23,13 @@ pub enum Stop {
     },
     /// The integration's settings cannot be used (credential set, filter, stored config); the
     /// message says what to fix.
-    Settings(String),
+    Settings {
+        /// What to fix.
+        message: String,
+        /// The run was taken up from its checkpoint, which it keeps: the pages it read are not
+        /// read again once the settings are fixed. A new run has nothing worth keeping.
+        checkpoint_kept: bool,
+    },
     /// NATS failed; the run's checkpoint is kept.
     Bus(BusError),
     /// The run was stopped (shutdown, or this replica lost the scheduler lease) between pages;
@@ -50,7 +56,8 @@ impl Stop {
     /// an outage within the automatic resume's own limits. An answer that decoded but broke
     /// the listing's contract ([`ErrorKind::InvalidResponse`]) is not: it would fail the same
     /// way at the same page on every resume, and no run would ever complete, so the next run
-    /// starts afresh and loads the pages before it.
+    /// starts afresh and loads the pages before it. A settings problem is when it stopped a run
+    /// taken up from its checkpoint: fixing the settings lets it go on where it was.
     pub fn resumable(&self) -> bool {
         match self {
             Stop::Source(source) => matches!(
@@ -58,7 +65,9 @@ impl Stop {
                 ErrorKind::QuotaExhausted | ErrorKind::Transient | ErrorKind::Undecodable
             ),
             Stop::QuotaGuard { .. } | Stop::Bus(_) | Stop::Interrupted => true,
-            Stop::Settings(_) => false,
+            Stop::Settings {
+                checkpoint_kept, ..
+            } => *checkpoint_kept,
         }
     }
 }
@@ -94,7 +103,7 @@ impl std::fmt::Display for RunError {
         };
         match &*self.stop {
             Stop::Source(source) => write!(f, "{run}: {source}"),
-            Stop::QuotaGuard { message, .. } | Stop::Settings(message) => {
+            Stop::QuotaGuard { message, .. } | Stop::Settings { message, .. } => {
                 write!(f, "{run}: {message}")
             }
             // Without an id the run stopped while it was being started or taken up: the next

@@ -4,7 +4,9 @@
 //!
 //! The org's usage comes from `Sforce-Limit-Info` when answers carry it (not published for the
 //! Employees API) and otherwise from the REST API's `limits` resource, read before the run and
-//! every [`LIMITS_EVERY`] pages ([`UsageWatch`]), so the guard is never silently off.
+//! every [`LIMITS_EVERY`] pages ([`UsageWatch`]), so the guard is never silently off. Between
+//! two readings the run's own calls are counted on top of the last one, and the `limits` are
+//! read again before a stop that rests on that count.
 
 use peoplesync_sage_people::ApiUsage;
 
@@ -15,43 +17,68 @@ pub const LIMITS_EVERY: u64 = 200;
 /// The org's usage as a run knows it, and whether it is time to read the `limits` resource.
 #[derive(Debug, Clone)]
 pub struct UsageWatch {
-    usage: Option<ApiUsage>,
-    pages_since_reading: u64,
+    /// The latest reading: the `limits` resource or a page's header.
+    reading: Option<ApiUsage>,
+    /// API calls this run made since that reading, which it does not include.
+    calls_since_reading: u64,
     every: u64,
+    share: f64,
 }
 
 impl UsageWatch {
-    /// A watch that knows nothing yet (so it asks for a reading before the first page), and
-    /// asks again after `every` pages without a header.
-    pub fn new(every: u64) -> UsageWatch {
+    /// A watch that knows nothing yet (so it asks for a reading before the first page), asks
+    /// again after `every` pages without a header, and lets calls through while the org's
+    /// usage stays within `share` (0 < share <= 1) of its quota.
+    pub fn new(every: u64, share: f64) -> UsageWatch {
         UsageWatch {
-            usage: None,
-            pages_since_reading: 0,
+            reading: None,
+            calls_since_reading: 0,
             every: every.max(1),
+            share,
         }
     }
 
-    /// The latest usage known in this run.
+    /// The org's usage as this run knows it: the latest reading plus the calls the run made
+    /// since, so that a run between two readings of the `limits` resource cannot pass the
+    /// share unnoticed. Calls of the org's other users since the reading are not known.
     pub fn usage(&self) -> Option<ApiUsage> {
-        self.usage
+        self.reading.map(|usage| ApiUsage {
+            used: usage.used.saturating_add(self.calls_since_reading),
+            ..usage
+        })
     }
 
-    /// Whether the `limits` resource should be read before the next page.
+    /// Whether the next call keeps the org within the share, as far as this run knows; `true`
+    /// while no usage is known (the first reading was refused and no header came yet).
+    pub fn allows_next(&self) -> bool {
+        self.usage().is_none_or(|usage| allows(usage, self.share))
+    }
+
+    /// Whether the `limits` resource should be read before the next page: before the first
+    /// page, every `every` pages without a header, and before the run stops on its own count
+    /// of calls (the reading is the org's word; the count may be off, e.g. after retries).
     pub fn needs_reading(&self) -> bool {
-        self.usage.is_none() || self.pages_since_reading >= self.every
+        match self.reading {
+            None => true,
+            Some(_) => {
+                self.calls_since_reading >= self.every
+                    || (self.calls_since_reading > 0 && !self.allows_next())
+            }
+        }
     }
 
     /// A reading of the `limits` resource.
     pub fn record_reading(&mut self, usage: ApiUsage) {
-        self.usage = Some(usage);
-        self.pages_since_reading = 0;
+        self.reading = Some(usage);
+        self.calls_since_reading = 0;
     }
 
-    /// A page was read; `reported` is the usage its header gave, if any.
+    /// A page was requested, whether it came or not; `reported` is the usage its header gave,
+    /// if any (which includes the request).
     pub fn page_read(&mut self, reported: Option<ApiUsage>) {
         match reported {
             Some(usage) => self.record_reading(usage),
-            None => self.pages_since_reading += 1,
+            None => self.calls_since_reading += 1,
         }
     }
 }
@@ -95,7 +122,7 @@ mod tests {
 
     #[test]
     fn without_headers_the_limits_are_read_before_the_run_and_every_few_hundred_pages() {
-        let mut watch = UsageWatch::new(3);
+        let mut watch = UsageWatch::new(3, 0.8);
         assert!(watch.needs_reading(), "before the first page");
         watch.record_reading(usage(10, 100));
         for _ in 0..3 {
@@ -112,13 +139,38 @@ mod tests {
     }
 
     #[test]
-    fn a_header_on_each_page_makes_readings_unneeded() {
-        let mut watch = UsageWatch::new(2);
-        for used in 1..10 {
-            watch.page_read(Some(usage(used, 100)));
-            assert!(!watch.needs_reading());
+    fn the_runs_own_calls_count_on_top_of_the_reading_up_to_the_share() {
+        let mut watch = UsageWatch::new(200, 0.8);
+        watch.record_reading(usage(70, 100));
+        for _ in 0..9 {
+            watch.page_read(None);
         }
-        assert_eq!(watch.usage(), Some(usage(9, 100)));
+        assert_eq!(watch.usage(), Some(usage(79, 100)));
+        assert!(watch.allows_next() && !watch.needs_reading());
+        watch.page_read(None);
+        assert_eq!(watch.usage(), Some(usage(80, 100)));
+        assert!(!watch.allows_next(), "the next call would pass 80%");
+        assert!(
+            watch.needs_reading(),
+            "the limits are read again before the run stops on its own count"
+        );
+        watch.record_reading(usage(75, 100));
+        assert!(
+            watch.allows_next() && !watch.needs_reading(),
+            "the reading decides"
+        );
+        watch.record_reading(usage(80, 100));
+        assert!(!watch.allows_next());
+        assert!(!watch.needs_reading(), "a fresh reading is not read again");
+    }
+
+    #[test]
+    fn nothing_known_lets_the_first_page_through() {
+        let mut watch = UsageWatch::new(200, 0.8);
+        assert!(watch.allows_next());
+        watch.page_read(None);
+        assert_eq!(watch.usage(), None);
+        assert!(watch.needs_reading());
     }
 
     #[test]

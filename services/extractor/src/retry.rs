@@ -3,7 +3,8 @@
 //! outlasted the client's retry budget (`failed`, its checkpoint kept) is resumed from its
 //! checkpoint after a growing pause ([`RunRetry`]), so nobody has to type `syncctl run` after an
 //! outage. Every wait and every attempt is logged, and shown on `/readyz` as a note
-//! `run_retry.<integration>`.
+//! `run_retry.<integration>`. A resume refused by the integration's settings is not tried
+//! again: the run keeps its checkpoint for the next scheduled or manual run.
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use peoplesync_runtime::Readiness;
 use tokio::time::Instant;
 
 use crate::config::RunRetry;
+use crate::error::Stop;
 use crate::journal::Journal;
 use crate::runner::Runner;
 
@@ -148,6 +150,17 @@ impl Retrier {
                     "run {run_id} stopped ({why}); resumed it (retry {attempt} of {})",
                     self.policy.max_attempts
                 )));
+            }
+            // Settings do not mend with time: the run waits, with its checkpoint, for the next
+            // scheduled or manual run after the operator fixed them.
+            Err(err) if matches!(err.stop(), Stop::Settings { .. }) => {
+                pending.gave_up = true;
+                pending.attempts = self.policy.max_attempts;
+                let text = format!(
+                    "run {run_id} cannot resume until its settings are fixed ({err}); the next scheduled or manual run resumes it"
+                );
+                tracing::error!(%integration, "{text}");
+                self.note(Some(text));
             }
             Err(err) => {
                 tracing::warn!(%integration, %run_id, attempt, "the retry could not start: {err}")

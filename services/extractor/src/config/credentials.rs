@@ -154,6 +154,18 @@ mod tests {
         config
     }
 
+    /// A config with one client-credentials set `name` on a My Domain host.
+    fn my_domain_set(name: &str) -> ExtractorConfig {
+        with_set(
+            name,
+            CredentialSet {
+                login_url: format!("https://{name}.my.salesforce.com"),
+                client_id: "id".into(),
+                ..Default::default()
+            },
+        )
+    }
+
     /// Why `config` is refused (it must be).
     fn refusal(config: &ExtractorConfig) -> String {
         match config.validate() {
@@ -206,14 +218,7 @@ mod tests {
 
     #[test]
     fn secrets_come_from_the_chosen_source() {
-        let config = with_set(
-            "emea",
-            CredentialSet {
-                login_url: "https://emea.my.salesforce.com".into(),
-                client_id: "id".into(),
-                ..Default::default()
-            },
-        );
+        let config = my_domain_set("emea");
         let missing = config
             .sage_config_with("emea", &SecretSource::fixed([]))
             .unwrap_err()
@@ -226,5 +231,21 @@ mod tests {
         let sage = config.sage_config_with("emea", &secrets).unwrap();
         assert!(!format!("{secrets:?}").contains("hunter2"));
         assert!(!format!("{sage:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_long_sage_retry_budget_is_spent_in_full() {
+        let mut config = my_domain_set("default");
+        config.sage_retry_secs = 1_800;
+        let secrets = SecretSource::fixed([("SAGE_PEOPLE_CLIENT_SECRET", "s")]);
+        let policy = config.sage_config_with("default", &secrets).unwrap().retry;
+        let budget = Duration::from_secs(1_800);
+        assert_eq!(policy.max_elapsed, budget);
+        // The shortest delays the jitter allows: the budget, not a count, still ends them.
+        let elapsed = policy.span(0.0);
+        assert!(
+            elapsed > budget - policy.max_delay && elapsed <= budget,
+            "retries span {elapsed:?} of a {budget:?} budget"
+        );
     }
 }

@@ -214,7 +214,7 @@ impl Extraction {
                 return stop;
             }
             Stop::Source(source) => source.to_string(),
-            Stop::QuotaGuard { message, .. } | Stop::Settings(message) => message.clone(),
+            Stop::QuotaGuard { message, .. } | Stop::Settings { message, .. } => message.clone(),
         };
         let state = stop.state();
         if state == RunState::QuotaExhausted {

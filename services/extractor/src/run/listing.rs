@@ -364,7 +364,7 @@ async fn fetch(
     stop: CancellationToken,
 ) {
     // Only usage read during this run counts: the client's last reading may be hours old.
-    let mut watch = quota::UsageWatch::new(quota::LIMITS_EVERY);
+    let mut watch = quota::UsageWatch::new(quota::LIMITS_EVERY, quota_share);
     // Some orgs may not let the API user read the `limits` resource although their answers
     // carry the header: a refused first reading waits for the first page's header.
     let mut first_reading_refused = false;
@@ -389,8 +389,8 @@ async fn fetch(
                 }
             }
         }
-        if let Some(usage) = watch.usage()
-            && !quota::allows(usage, quota_share)
+        if !watch.allows_next()
+            && let Some(usage) = watch.usage()
         {
             let _ = pages.send(Fetched::Quota(usage)).await;
             return;
@@ -399,9 +399,8 @@ async fn fetch(
             () = stop.cancelled() => return,
             page = client.list_page(marker.as_deref(), filter.as_deref()) => page,
         };
-        if let Ok(page) = &page {
-            watch.page_read(page.api_usage);
-        }
+        // A refused page was a call too (a refused marker is followed by more pages).
+        watch.page_read(page.as_ref().ok().and_then(|page| page.api_usage));
         let fetched = match page {
             Ok(page) => match page.next_marker() {
                 Some(next) => {

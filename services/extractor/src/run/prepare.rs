@@ -132,7 +132,7 @@ impl Extraction {
             Ok(settings) => settings,
             Err(err) => {
                 return Err(self
-                    .fail_settings(&checkpoints, &checkpoint, err.to_string())
+                    .fail_settings(&checkpoints, &checkpoint, resumed, err.to_string())
                     .await);
             }
         };
@@ -142,7 +142,9 @@ impl Extraction {
             let message = format!(
                 "the source_filter of integration {integration} (`{source_filter}`) is not a valid Sage People $filter: {problem}; fix it in the integration config and run again"
             );
-            return Err(self.fail_settings(&checkpoints, &checkpoint, message).await);
+            return Err(self
+                .fail_settings(&checkpoints, &checkpoint, resumed, message)
+                .await);
         }
         let client = match inner.sources.client(&settings.credentials) {
             Ok(client) => client,
@@ -151,7 +153,9 @@ impl Extraction {
                     "integration {integration} reads with credential set {:?}, which cannot be used: {problem}",
                     settings.credentials
                 );
-                return Err(self.fail_settings(&checkpoints, &checkpoint, message).await);
+                return Err(self
+                    .fail_settings(&checkpoints, &checkpoint, resumed, message)
+                    .await);
             }
         };
         let keys = self.sync_key_guard(&client, &settings.credentials).await?;
@@ -203,15 +207,24 @@ impl Extraction {
         ))
     }
 
-    /// Records the run of `checkpoint` as failed by its settings (`message` says what to fix)
-    /// and drops its checkpoint.
+    /// Records the run of `checkpoint` as failed by its settings (`message` says what to fix).
+    /// A new run drops its checkpoint: it is over. A run taken up from its checkpoint keeps
+    /// it (`resumed`), so once the settings are fixed it goes on from its marker instead of
+    /// reading, and spending API quota on, its pages again.
     async fn fail_settings(
         &self,
         checkpoints: &Checkpoints,
         checkpoint: &Checkpoint,
+        resumed: bool,
         message: String,
     ) -> Stop {
         let integration = &self.inner.integration;
+        let message = match resumed {
+            true => format!(
+                "{message} (the run keeps its checkpoint: once this is fixed, the next scheduled or manual run resumes it)"
+            ),
+            false => message,
+        };
         tracing::error!(integration, run_id = %checkpoint.run_id, "{message}");
         if let Err(err) = self
             .record_failure(checkpoint, RunState::Failed, &message)
@@ -219,12 +232,15 @@ impl Extraction {
         {
             return err.into();
         }
-        if let Err(err) = checkpoints.clear(integration).await {
+        if !resumed && let Err(err) = checkpoints.clear(integration).await {
             return err.into();
         }
         metrics::counter!(metric::EXTRACTOR_RUNS, "integration" => integration.clone(), "outcome" => "failed")
             .increment(1);
-        Stop::Settings(message)
+        Stop::Settings {
+            message,
+            checkpoint_kept: resumed,
+        }
     }
 
     /// Marks the run of `checkpoint` as stopped in `state` with `message`, and says so on the

@@ -257,20 +257,37 @@ async fn without_the_limit_header_the_guard_reads_the_limits_before_the_run_and_
 }
 
 #[tokio::test]
-async fn without_the_limit_header_the_guard_reads_the_limits_again_every_few_hundred_pages() {
-    let pages = peoplesync_extractor::quota::LIMITS_EVERY;
-    let s = setup(without_the_limit_header(pages + 100, 1)).await;
-    // 650 before the run: allowed; after LIMITS_EVERY one-record pages: 850, past 80%.
+async fn without_the_limit_header_the_guard_counts_its_own_calls_and_stops_at_the_share() {
+    let s = setup(without_the_limit_header(300, 1)).await;
+    // 650 before the run: allowed; 150 one-record pages later the run's own count is at 80%:
+    // the limits are read again, confirm it, and the run stops before passing the share.
     s.sim.set_api_usage(650);
-    stopped_by_the_guard(&s).await;
+    let err = stopped_by_the_guard(&s).await;
+    assert!(err.to_string().contains("800 of 1000"), "{err}");
     let stats = s.sim.stats();
     assert_eq!(
         stats.limits_requests, 2,
-        "before the run, then after the pages"
+        "before the run, then when its own calls reached the share"
     );
-    assert_eq!(stats.records_served, pages);
-    assert_eq!(stats.api_usage, 650 + pages);
+    assert_eq!(stats.records_served, 150);
+    assert_eq!(stats.api_usage, 800, "not past 80%");
     assert!(s.checkpoint(ID).await.is_some(), "checkpoint kept");
+}
+
+#[tokio::test]
+async fn without_the_limit_header_the_guard_reads_the_limits_again_every_few_hundred_pages() {
+    let pages = peoplesync_extractor::quota::LIMITS_EVERY;
+    let s = setup(without_the_limit_header(2 * pages, 1)).await;
+    // Read before the run, after LIMITS_EVERY pages, and when the count reaches 80%.
+    s.sim.set_api_usage(800 - pages - pages / 2);
+    stopped_by_the_guard(&s).await;
+    let stats = s.sim.stats();
+    assert_eq!(
+        stats.limits_requests, 3,
+        "before, every LIMITS_EVERY pages, at the share"
+    );
+    assert_eq!(stats.records_served, pages + pages / 2);
+    assert_eq!(stats.api_usage, 800);
 }
 
 #[tokio::test]

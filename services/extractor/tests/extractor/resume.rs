@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use peoplesync_bus::RunState;
 use peoplesync_bus::checkpoint::Checkpoint;
+use peoplesync_core::IntegrationConfig;
+use peoplesync_extractor::Extraction;
+use peoplesync_extractor::error::Stop;
 use peoplesync_proto::v1::RunEventKind;
 use peoplesync_testkit::wait_for;
 use tokio_util::sync::CancellationToken;
@@ -48,8 +51,8 @@ async fn a_killed_extractor_resumes_its_run_without_losing_or_duplicating_worker
     assert_eq!(events[1].published, at_kill.published);
 }
 
-#[tokio::test]
-async fn a_refused_checkpoint_marker_restarts_the_listing_and_publishes_nothing_twice() {
+/// An org of 1,000 workers, and a run of it interrupted after five pages: its id.
+async fn an_interrupted_run() -> (Setup, Extraction, String) {
     let s = setup(slow_org(1000, 40, 60, 10)).await;
     let extraction = s.extraction(ID);
     let cancel = CancellationToken::new();
@@ -63,6 +66,12 @@ async fn a_refused_checkpoint_marker_restarts_the_listing_and_publishes_nothing_
     let err = running.await.unwrap().expect_err("interrupted");
     assert_eq!(err.state(), RunState::Running, "{err}");
     let run_id = err.run_id().unwrap().to_owned();
+    (s, extraction, run_id)
+}
+
+#[tokio::test]
+async fn a_refused_checkpoint_marker_restarts_the_listing_and_publishes_nothing_twice() {
+    let (s, extraction, run_id) = an_interrupted_run().await;
     let published_before = s.checkpoint(ID).await.unwrap().published;
 
     // Sage People no longer accepts the stored marker (its worker is gone, say).
@@ -91,6 +100,41 @@ async fn a_refused_checkpoint_marker_restarts_the_listing_and_publishes_nothing_
         (s.run_record(ID, &run_id).await.published == 1000).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_run_taken_up_under_unusable_settings_keeps_its_checkpoint_and_resumes_once_fixed() {
+    let (s, extraction, run_id) = an_interrupted_run().await;
+    let interrupted = s.checkpoint(ID).await.unwrap();
+    let served_before = s.sim.stats().records_served;
+
+    // The integration now names a credential set this extractor does not have.
+    let mut integration = IntegrationConfig::default_for(ID);
+    integration.credentials = "apac".into();
+    put_integration(&s.bus, &integration).await;
+    let err = extraction
+        .run_full("test", CancellationToken::new())
+        .await
+        .expect_err("unusable settings");
+    assert!(matches!(err.stop(), Stop::Settings { .. }), "{err}");
+    assert!(err.to_string().contains("[credentials.apac]"), "{err}");
+    assert!(err.resumable(), "{err}");
+    assert_eq!(s.run_record(ID, &run_id).await.state, RunState::Failed);
+    let kept = s.checkpoint(ID).await.expect("the checkpoint is kept");
+    assert_eq!(
+        (kept.run_id.as_str(), &kept.marker, kept.published),
+        (run_id.as_str(), &interrupted.marker, interrupted.published)
+    );
+    assert_eq!(s.sim.stats().records_served, served_before, "no call");
+
+    // Fixed: the same run goes on from its marker, not from the first page.
+    put_integration(&s.bus, &IntegrationConfig::default_for(ID)).await;
+    let summary = run_to_completion(&extraction).await;
+    assert!(summary.resumed);
+    assert_eq!(summary.run_id, run_id);
+    assert_each_worker_once(&drain_workers(&s.bus, ID).await, 1000, &run_id);
+    let served = s.sim.stats().records_served;
+    assert!(served < 1000 + served_before, "pages read again: {served}");
 }
 
 #[tokio::test]

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use peoplesync_bus::control::RunStarted;
 use peoplesync_bus::{RunRecord, RunState, control};
+use peoplesync_core::IntegrationConfig;
 use peoplesync_extractor::config::RunRetry;
 use peoplesync_sims::generate;
 use peoplesync_sims::sage::{SageFaults, SageSim};
+use peoplesync_testkit::wait_for;
 use serde_json::json;
 
 use crate::harness::*;
@@ -50,6 +52,15 @@ async fn a_run_failed_by(faults: SageFaults) -> (Setup, Running, RunRecord) {
     (s, service, failed)
 }
 
+/// [`a_run_failed_by`] something in front of the org answering every call with its own page.
+async fn a_run_failed_by_foreign_pages() -> (Setup, Running, RunRecord) {
+    a_run_failed_by(SageFaults {
+        html_page_rate: 1.0,
+        ..SageFaults::default()
+    })
+    .await
+}
+
 /// Waits until the lease holder, with nobody triggering anything, has resumed `failed` and
 /// completed it: every worker published once, in that run.
 async fn resumed_to_the_end(s: &Setup, failed: &RunRecord) {
@@ -80,11 +91,7 @@ async fn a_run_failed_by_a_sage_outage_longer_than_the_budget_is_resumed_after_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_failed_by_answers_not_of_the_documented_shape_keeps_its_checkpoint_and_is_resumed() {
     // Something in front of the org answers every call with its own page, past the budget.
-    let (s, service, failed) = a_run_failed_by(SageFaults {
-        html_page_rate: 1.0,
-        ..SageFaults::default()
-    })
-    .await;
+    let (s, service, failed) = a_run_failed_by_foreign_pages().await;
     let error = failed.error.clone().unwrap_or_default();
     assert!(error.contains("not the documented shape"), "{error}");
     assert!(error.contains("its checkpoint is kept"), "{error}");
@@ -125,6 +132,46 @@ async fn a_run_failed_by_a_page_breaking_the_contract_drops_its_checkpoint_and_t
     assert_eq!(record.published, 600);
     let events = drain_workers(&s.bus, ID).await;
     assert_each_worker_once(&events, 600, &started.run_id);
+    service.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_refused_by_the_settings_is_not_retried_and_the_run_waits_with_its_checkpoint() {
+    let (s, service, failed) = a_run_failed_by_foreign_pages().await;
+    // The integration now names a credential set this extractor does not have.
+    let mut integration = IntegrationConfig::default_for(ID);
+    integration.credentials = "apac".into();
+    put_integration(&s.bus, &integration).await;
+    s.sim.set_faults(SageFaults::default());
+    let refused = |record: &RunRecord| {
+        record.state == RunState::Failed
+            && record
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("[credentials.apac]"))
+    };
+    wait_for(
+        "a resume refused by the settings",
+        Duration::from_secs(30),
+        || async { refused(&s.run_record(ID, &failed.run_id).await).then_some(()) },
+    )
+    .await;
+    let attempts = run_events(&s.bus, ID).await.len();
+    // Resumes were a second or two apart: a few more would have come by now.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        run_events(&s.bus, ID).await.len(),
+        attempts,
+        "settings do not mend with time: no further resume"
+    );
+    assert!(refused(&s.run_record(ID, &failed.run_id).await));
+    assert!(s.checkpoint(ID).await.is_some(), "the checkpoint is kept");
+
+    // Fixed: a manual run resumes the same run.
+    put_integration(&s.bus, &IntegrationConfig::default_for(ID)).await;
+    let started: RunStarted = command(&s.bus, ID, control::RUN, json!({})).await.unwrap();
+    assert_eq!(started.run_id, failed.run_id);
+    resumed_to_the_end(&s, &failed).await;
     service.shutdown().await;
 }
 
