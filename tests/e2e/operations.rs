@@ -182,3 +182,63 @@ async fn a_refused_sage_people_secret_shows_on_the_extractors_readyz_from_the_st
         "one check, not a retry loop"
     );
 }
+
+/// The `/readyz` note on `subject` once `wanted` holds for it (`None`: no note).
+async fn wait_for_note(
+    service: &Serving,
+    subject: &str,
+    what: &str,
+    wanted: impl Fn(Option<&str>) -> bool,
+) -> Option<String> {
+    let url = service.url("/readyz");
+    peoplesync_testkit::wait_for(what, Duration::from_secs(30), || {
+        let url = url.clone();
+        let wanted = &wanted;
+        async move {
+            let (_, _, body) = get(&url).await?;
+            let ready: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let note = ready["notes"][subject].as_str();
+            wanted(note).then(|| note.map(str::to_owned))
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_stored_config_the_loader_cannot_use_shows_on_readyz_until_a_valid_one_is_stored() {
+    let d = default_deployment().await;
+    // A config with a key this loader does not know, as after a rollback to an older version.
+    let unusable = "id = \"sage-people\"\nkey_of_a_newer_version = 1\n";
+    d.bus()
+        .await
+        .config_kv()
+        .put("sage-people", unusable.as_bytes().to_vec().into())
+        .await
+        .expect("storing the config");
+    let loader = d.loader("loader-1").spawn_serving();
+    let note = wait_for_note(
+        &loader,
+        "config sage-people",
+        "the refused config to be noted",
+        |note| note.is_some(),
+    )
+    .await
+    .unwrap_or_default();
+    assert!(
+        note.contains("key_of_a_newer_version")
+            && note.contains("none of its events are loaded")
+            && note.contains("syncctl integration put"),
+        "{note}"
+    );
+    d.put_config(&peoplesync_core::IntegrationConfig::default_for(
+        "sage-people",
+    ))
+    .await;
+    wait_for_note(
+        &loader,
+        "config sage-people",
+        "the note to go once a valid config is stored",
+        |note| note.is_none(),
+    )
+    .await;
+}

@@ -102,6 +102,7 @@ impl Application {
     /// Notes pauses and Oomnitza failures on `readiness`, so `/readyz` says why this replica
     /// is not loading an integration.
     pub fn note_on(mut self, readiness: peoplesync_runtime::Readiness) -> Application {
+        self.integrations.note_on(readiness.clone());
         self.gates = Gates::noting_on(readiness);
         self
     }

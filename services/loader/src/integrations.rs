@@ -1,10 +1,12 @@
 //! The compiled integration configs this replica maps with, kept in step with KV
 //! `peoplesync_config` (key = integration id, value = the TOML). A new revision applies to the
 //! next event without a restart; a revision that fails validation is refused with a log line
-//! naming every problem, and the previous config stays active.
+//! naming every problem, and the previous config stays active. A refusal is also noted on
+//! `/readyz` (subject `config <id>`) until a valid revision is active: with no config active at
+//! all, nothing of that integration is loaded, and the replica must say why.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
 use peoplesync_bus::{Bus, BusError, ConfigChange, Written};
@@ -14,6 +16,16 @@ use peoplesync_core::{Integration, IntegrationConfig};
 #[derive(Clone, Default)]
 pub struct Integrations {
     active: Arc<RwLock<HashMap<String, Active>>>,
+    refusals: Arc<Mutex<Refusals>>,
+}
+
+/// Why each integration's latest config was refused, and where that is noted.
+#[derive(Default)]
+struct Refusals {
+    /// Integration → why its latest revision was refused (and what is active instead).
+    by_id: HashMap<String, String>,
+    /// `/readyz`, once the operations endpoint is set up.
+    readiness: Option<peoplesync_runtime::Readiness>,
 }
 
 #[derive(Clone)]
@@ -26,6 +38,11 @@ impl std::fmt::Debug for Integrations {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Integrations").finish_non_exhaustive()
     }
+}
+
+/// The `/readyz` note subject of `id`'s refused config.
+fn note_subject(id: &str) -> String {
+    format!("config {id}")
 }
 
 /// Why a config could not be stored.
@@ -69,6 +86,44 @@ impl Integrations {
             .and_then(|map| map.get(id).map(|a| a.revision))
     }
 
+    /// Notes the refusals on `readiness` (shown by `/readyz`), those made so far included.
+    pub fn note_on(&self, readiness: peoplesync_runtime::Readiness) {
+        let mut refusals = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        for (id, note) in &refusals.by_id {
+            readiness.note(&note_subject(id), Some(note.clone()));
+        }
+        refusals.readiness = Some(readiness);
+    }
+
+    /// Sets (`Some`) or clears (`None`) why `id`'s latest config was refused.
+    fn note_refusal(&self, id: &str, note: Option<String>) {
+        let mut refusals = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(readiness) = &refusals.readiness {
+            readiness.note(&note_subject(id), note.clone());
+        }
+        match note {
+            Some(note) => refusals.by_id.insert(id.to_owned(), note),
+            None => refusals.by_id.remove(id),
+        };
+    }
+
+    /// Notes that revision `revision` of `id` was refused for `problem`, unless a newer one is
+    /// already active.
+    fn refused(&self, id: &str, revision: u64, problem: &str) {
+        let note = match self.revision(id) {
+            Some(active) if active >= revision => return,
+            Some(active) => format!(
+                "config revision {revision} refused ({problem}); revision {active} stays active: \
+                 store a valid config with `syncctl integration put`"
+            ),
+            None => format!(
+                "config revision {revision} refused ({problem}); no config of {id} is active, so \
+                 none of its events are loaded: store a valid config with `syncctl integration put`"
+            ),
+        };
+        self.note_refusal(id, Some(note));
+    }
+
     /// Makes `config` (KV revision `revision`) active for its integration.
     fn activate(&self, id: &str, integration: Integration, revision: u64) {
         if let Ok(mut map) = self.active.write() {
@@ -99,19 +154,29 @@ impl Integrations {
                     tracing::warn!(integration = id, revision, "{deprecated}");
                 }
                 self.activate(id, integration, revision);
+                if self.revision(id) == Some(revision) {
+                    self.note_refusal(id, None);
+                }
             }
-            Ok(integration) => tracing::error!(
-                integration = id,
-                revision,
-                config_id = %integration.config().id,
-                "refusing integration config: its id does not match its KV key; keeping the previous config"
-            ),
-            Err(message) => tracing::error!(
-                integration = id,
-                revision,
-                %message,
-                "refusing an invalid integration config; keeping the previous config"
-            ),
+            Ok(integration) => {
+                tracing::error!(
+                    integration = id,
+                    revision,
+                    config_id = %integration.config().id,
+                    "refusing integration config: its id does not match its KV key; keeping the previous config"
+                );
+                let problem = format!("its id is {:?}", integration.config().id);
+                self.refused(id, revision, &problem);
+            }
+            Err(message) => {
+                tracing::error!(
+                    integration = id,
+                    revision,
+                    %message,
+                    "refusing an invalid integration config; keeping the previous config"
+                );
+                self.refused(id, revision, &message);
+            }
         }
     }
 
