@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use peoplesync_bus::pause::Pauses;
-use peoplesync_bus::{FinalizeState, VerifyState, dlq};
+use peoplesync_bus::{FinalizeState, Runs, VerifyState, dlq};
 use peoplesync_core::{IntegrationConfig, Preference};
 use peoplesync_sims::oomnitza::{OomnitzaFaults, ValidationRule};
 use peoplesync_testkit::wait_for;
@@ -30,6 +30,23 @@ async fn paused(pauses: &Pauses, what: &str) -> peoplesync_bus::PauseFlag {
             .filter(|f| f.paused)
     })
     .await
+}
+
+/// Waits (up to a minute) until `replica` has claimed the check of run `run_id`.
+async fn claimed_by(runs: &Runs, run_id: &str, replica: &str) {
+    wait_for(
+        &format!("{replica} to claim the check"),
+        Duration::from_secs(60),
+        || async {
+            let (record, _) = runs.get("sage-people", run_id).await.ok()??;
+            matches!(
+                record.verification?.state,
+                VerifyState::Claimed { by, .. } if by == replica
+            )
+            .then_some(())
+        },
+    )
+    .await;
 }
 
 /// Makes Oomnitza fail, after accepting them, the records whose e-mail starts with a, b or c
@@ -207,8 +224,9 @@ async fn a_run_that_cannot_be_verified_is_sent_again_by_the_next_run() {
     let first = d.run_to_end(Duration::from_secs(120)).await;
     let verification = first.verification.clone().expect("the run was checked");
     assert!(
-        matches!(verification.state, VerifyState::Unverified { .. }),
-        "{verification:?}"
+        matches!(&verification.state, VerifyState::Unverified { reason, .. }
+            if reason.contains("`verify.processing_timeout_secs`")),
+        "the reason names the setting to raise: {verification:?}"
     );
     d.oomnitza.set_faults(OomnitzaFaults::default());
     d.oomnitza.wait_idle().await;
@@ -226,6 +244,39 @@ async fn a_run_that_cannot_be_verified_is_sent_again_by_the_next_run() {
         "the records that failed landed: {landed} before, {counts:?}"
     );
     d.assert_users_match_sage();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_log_oomnitza_refuses_to_show_ends_the_wait_at_once() {
+    let d = deployment(100).await;
+    hold_processing(&d);
+    // A timeout far longer than the test waits: only giving up early ends the check in time.
+    let _loader = d.loader_with(
+        "loader-1",
+        &format!("{QUICK}\n[verify]\nprocessing_timeout_secs = 3600\n"),
+    );
+    let run_id = d.extract_run();
+    let bus = d.bus().await;
+    let runs = bus.runs();
+    claimed_by(&runs, &run_id, "loader-1").await;
+    // The loader's user loses its rights: every read of the run log is refused (403).
+    d.oomnitza.set_faults(OomnitzaFaults {
+        forbidden: true,
+        processing_paused: true,
+        ..OomnitzaFaults::default()
+    });
+    let reason = wait_for("the check to give up", Duration::from_secs(60), || async {
+        let (record, _) = runs.get("sage-people", &run_id).await.ok()??;
+        match record.verification?.state {
+            VerifyState::Unverified { reason, .. } => Some(reason),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(
+        reason.contains("does not pass by waiting") && reason.contains("403"),
+        "{reason}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,19 +405,7 @@ async fn a_check_left_by_a_killed_replica_is_finished_by_another_once() {
     let run_id = d.extract_run();
     let bus = d.bus().await;
     let runs = bus.runs();
-    wait_for(
-        "loader-1 to claim the check",
-        Duration::from_secs(60),
-        || async {
-            let (record, _) = runs.get("sage-people", &run_id).await.ok()??;
-            matches!(
-                record.verification?.state,
-                VerifyState::Claimed { by, .. } if by == "loader-1"
-            )
-            .then_some(())
-        },
-    )
-    .await;
+    claimed_by(&runs, &run_id, "loader-1").await;
     first.kill();
     // As if the claim had run out: another replica takes the check over.
     let long_ago = (chrono::Utc::now() - chrono::Duration::minutes(3)).to_rfc3339();

@@ -271,8 +271,10 @@ fn role(config: Option<&IntegrationConfig>) -> CheckLine {
     let detail = match role {
         Some(role) => format!(
             "default_role {role} cannot be checked: Oomnitza's External API publishes no read of \
-             user roles; an unknown role refuses the first batch, which names it (check it in \
-             Oomnitza under Configuration > Roles)"
+             user roles; Oomnitza accepts a batch whatever its roles, and a record whose role \
+             does not exist fails afterwards, while Oomnitza processes it: the run's \
+             verification dead-letters those workers (stage verification) with Oomnitza's \
+             message (check the role in Oomnitza under Configuration > Roles)"
         ),
         None => "no default_role is set".to_owned(),
     };
@@ -334,6 +336,23 @@ pub fn credentials_refused(client: &OomnitzaClient, err: &peoplesync_oomnitza::E
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_role_line_says_an_unknown_role_fails_after_its_batch_was_accepted() {
+        let config = IntegrationConfig {
+            default_role: Some("25".into()),
+            ..IntegrationConfig::default_for("acme")
+        };
+        let line = role(Some(&config));
+        assert_eq!(line.state, CheckState::NotCheckable);
+        assert!(
+            line.detail.contains("accepts a batch whatever its roles")
+                && line.detail.contains("dead-letters")
+                && !line.detail.contains("refuses"),
+            "{}",
+            line.detail
+        );
+    }
 
     #[test]
     fn a_refused_credential_names_the_settings_in_use_and_missing_rights_name_none() {

@@ -7,14 +7,16 @@
 //! A replay publishes the letters' events again in a new run (trigger `replay`) rather than
 //! under their original run: the original run's Oomnitza portion is usually finalized by
 //! then and takes no more records, and a fresh run gives the replay its own portion, exact
-//! counts, a finalize, and a run id that WatchRun can follow.
+//! counts, a finalize, and a run id that WatchRun can follow. Only letters holding a readable
+//! worker event are published: anything else could never be counted in the replay run, which
+//! would then wait for it forever.
 
 use std::collections::BTreeMap;
 
 use peoplesync_bus::dlq::{self, DeadLetterRecord};
-use peoplesync_bus::{Bus, RunRecord, RunState, codec};
+use peoplesync_bus::{Bus, RunRecord, RunState, codec, names};
 use peoplesync_proto::v1 as pb;
-use peoplesync_proto::v1::WorkerEventKind;
+use peoplesync_proto::v1::{WorkerEvent, WorkerEventKind};
 use tonic::Status;
 
 use crate::{runs, status};
@@ -38,6 +40,8 @@ pub(crate) struct Selection {
     reason: Option<String>,
     worker_id: Option<String>,
     all: bool,
+    /// Leave out letters that hold no event (see [`holds_event`]), counting them instead.
+    events_only: bool,
 }
 
 impl Selection {
@@ -69,6 +73,7 @@ impl Selection {
             reason: text(selector.reason_contains).map(|r| r.to_lowercase()),
             worker_id: text(selector.worker_id),
             all: selector.all,
+            events_only: false,
         };
         if destructive && !selection.all && !selection.filtered() {
             return Err(Status::invalid_argument(format!(
@@ -78,6 +83,16 @@ impl Selection {
             )));
         }
         Ok(selection)
+    }
+
+    /// The same selection, leaving out the letters replay cannot publish: they would count
+    /// against every call's limit, fail each time and stay, so a replay could never get past
+    /// them.
+    fn events_only(self) -> Selection {
+        Selection {
+            events_only: true,
+            ..self
+        }
     }
 
     fn filtered(&self) -> bool {
@@ -106,29 +121,63 @@ impl Selection {
     }
 }
 
-/// Matching letters after `after`, at most `limit`, reading at most `max_scan`; with the
-/// sequence to continue after when the scan stopped early (`None`: nothing more).
+/// Whether a letter holds a worker event replay can publish. A letter of stage `extractor`
+/// holds the start of a Sage People record (the extractor published no event); one of stage
+/// `verification` holds the record as sent to Oomnitza, whose applied hash was dropped so the
+/// next run sends it again.
+fn holds_event(record: &DeadLetterRecord) -> bool {
+    let stage = record.letter.stage.as_str();
+    stage != dlq::STAGE_EXTRACTOR && stage != dlq::STAGE_VERIFICATION
+}
+
+/// What a scan found.
+#[derive(Default)]
+struct Scanned {
+    /// Matching letters, at most the limit.
+    letters: Vec<DeadLetterRecord>,
+    /// The sequence to continue after when the scan stopped early (`None`: nothing more).
+    next: Option<u64>,
+    /// Matching letters left out because they hold no event (only with `events_only`).
+    without_event: u64,
+}
+
+impl Scanned {
+    /// Counts `record` in if it matches `selection`.
+    fn take(&mut self, selection: &Selection, record: DeadLetterRecord) {
+        if !selection.matches(&record) {
+            return;
+        }
+        if selection.events_only && !holds_event(&record) {
+            self.without_event += 1;
+        } else {
+            self.letters.push(record);
+        }
+    }
+}
+
+/// Matching letters after `after`, at most `limit`, reading at most `max_scan`.
 async fn scan(
     bus: &Bus,
     selection: &Selection,
     after: u64,
     limit: usize,
     max_scan: usize,
-) -> Result<(Vec<DeadLetterRecord>, Option<u64>), Status> {
-    let mut found = Vec::new();
+) -> Result<Scanned, Status> {
+    let mut found = Scanned::default();
     if !selection.sequences.is_empty() {
         for &sequence in selection.sequences.iter().filter(|s| **s > after) {
-            if found.len() == limit {
-                return Ok((found, Some(sequence - 1)));
+            if found.letters.len() == limit {
+                found.next = Some(sequence - 1);
+                break;
             }
             let record = dlq::get(bus, sequence)
                 .await
                 .map_err(|e| status::bus(&format!("reading dead letter {sequence}"), e))?;
-            if let Some(record) = record.filter(|r| selection.matches(r)) {
-                found.push(record);
+            if let Some(record) = record {
+                found.take(selection, record);
             }
         }
-        return Ok((found, None));
+        return Ok(found);
     }
     let mut next = after.saturating_add(1);
     let mut scanned = 0;
@@ -137,17 +186,16 @@ async fn scan(
             .await
             .map_err(|e| status::bus("reading dead letters", e))?
         else {
-            return Ok((found, None));
+            return Ok(found);
         };
-        if found.len() == limit || scanned == max_scan {
+        if found.letters.len() == limit || scanned == max_scan {
             // There is at least one more letter; continue before it.
-            return Ok((found, Some(record.sequence - 1)));
+            found.next = Some(record.sequence - 1);
+            return Ok(found);
         }
         scanned += 1;
         next = record.sequence + 1;
-        if selection.matches(&record) {
-            found.push(record);
-        }
+        found.take(selection, record);
     }
 }
 
@@ -158,7 +206,7 @@ pub(crate) async fn list(
 ) -> Result<pb::ListDeadLettersResponse, Status> {
     let selection = Selection::from_request(request.selector, false)?;
     let limit = status::limit(request.limit, DEFAULT_LIST, MAX_BATCH);
-    let (letters, next) = scan(
+    let Scanned { letters, next, .. } = scan(
         bus,
         &selection,
         request.after_sequence,
@@ -226,15 +274,18 @@ pub(crate) async fn replay(
     bus: &Bus,
     request: pb::ReplayDeadLettersRequest,
 ) -> Result<pb::ReplayDeadLettersResponse, Status> {
-    let selection = Selection::from_request(request.selector, true)?;
+    let selection = Selection::from_request(request.selector, true)?.events_only();
     let limit = status::limit(request.limit, MAX_BATCH, MAX_BATCH);
-    let (letters, next) = scan(bus, &selection, 0, limit, MAX_SCAN).await?;
-    if letters.is_empty() {
-        return Ok(pb::ReplayDeadLettersResponse {
-            more: next.is_some(),
-            ..Default::default()
-        });
-    }
+    let Scanned {
+        letters,
+        next,
+        without_event,
+    } = scan(bus, &selection, 0, limit, MAX_SCAN).await?;
+    let mut reply = pb::ReplayDeadLettersResponse {
+        more: next.is_some(),
+        without_event,
+        ..Default::default()
+    };
     // One event per worker: an older letter of the same worker would undo the newer one.
     let mut newest: BTreeMap<String, DeadLetterRecord> = BTreeMap::new();
     let mut superseded = Vec::new();
@@ -254,6 +305,22 @@ pub(crate) async fn replay(
             }
         }
     }
+    let mut chosen: Vec<DeadLetterRecord> = newest.into_values().collect();
+    chosen.sort_by_key(|r| r.sequence);
+    // Read every event before the run starts: a run is only started for something to publish.
+    let mut events = Vec::new();
+    for record in chosen {
+        match replayable_event(&record) {
+            Ok(event) => events.push((record, event)),
+            Err(error) => reply.failures.push(pb::ReplayFailure {
+                sequence: record.sequence,
+                error,
+            }),
+        }
+    }
+    if events.is_empty() {
+        return Ok(reply);
+    }
     let integration = selection.integration.as_str();
     let run_id = uuid::Uuid::now_v7().to_string();
     let runs = bus.runs();
@@ -261,13 +328,10 @@ pub(crate) async fn replay(
         .await
         .map_err(|e| status::bus("creating the replay run", e))?;
 
-    let mut chosen: Vec<DeadLetterRecord> = newest.into_values().collect();
-    chosen.sort_by_key(|r| r.sequence);
     let (mut upserts, mut removals) = (0u64, 0u64);
     let mut replayed_workers = Vec::new();
-    let mut failures = Vec::new();
-    for record in &chosen {
-        match republish(bus, integration, &run_id, record).await {
+    for (record, event) in events {
+        match republish(bus, integration, &run_id, event).await {
             Ok(kind) => {
                 if kind == WorkerEventKind::Removed {
                     removals += 1;
@@ -277,7 +341,7 @@ pub(crate) async fn replay(
                 replayed_workers.push(record.letter.worker_id.clone());
                 forget(bus, record.sequence).await;
             }
-            Err(error) => failures.push(pb::ReplayFailure {
+            Err(error) => reply.failures.push(pb::ReplayFailure {
                 sequence: record.sequence,
                 error,
             }),
@@ -308,59 +372,45 @@ pub(crate) async fn replay(
         integration,
         %run_id,
         replayed,
-        failed = failures.len(),
+        failed = reply.failures.len(),
+        without_event,
         "dead letters replayed through the control plane"
     );
-    Ok(pb::ReplayDeadLettersResponse {
-        run_id,
-        replayed,
-        failures,
-        more: next.is_some(),
-    })
+    reply.run_id = run_id;
+    reply.replayed = replayed;
+    Ok(reply)
 }
 
-/// Publishes a letter's event in replay run `run_id`; returns its kind.
+/// The event a letter holds, ready to publish again, or why there is none. An event the
+/// loader cannot attribute to a run and worker (it does not decode, or its worker id cannot be
+/// a subject token) would be dead-lettered under run `invalid` again and never counted in the
+/// replay run, which would then wait for it forever.
+fn replayable_event(record: &DeadLetterRecord) -> Result<WorkerEvent, String> {
+    let unreadable = |why: String| {
+        format!("nothing to replay: the letter's event cannot be read ({why}); purge it")
+    };
+    let event = codec::decode_worker_event(&record.payload)
+        .map_err(|e| unreadable(format!("it does not decode: {e}")))?;
+    let worker = event.worker.as_ref().map_or("", |w| w.id.as_str());
+    names::validate_event_id("worker id", worker).map_err(unreadable)?;
+    Ok(event)
+}
+
+/// Publishes `event` again in replay run `run_id`; returns its kind.
 async fn republish(
     bus: &Bus,
     integration: &str,
     run_id: &str,
-    record: &DeadLetterRecord,
+    mut event: WorkerEvent,
 ) -> Result<WorkerEventKind, String> {
-    let worker_id = if record.letter.worker_id.is_empty() {
-        format!("dlq-{}", record.sequence)
-    } else {
-        record.letter.worker_id.clone()
-    };
-    // A record Oomnitza accepted but did not apply keeps the record as sent, not the event:
-    // there is nothing to publish again, and nothing needs to be — its applied hash was
-    // dropped, so the next run sends it.
-    // A worker the extractor did not publish has no event: what it needs is a fix in Sage
-    // People, after which the next run publishes it.
-    if record.letter.stage == dlq::STAGE_EXTRACTOR {
-        return Err(format!(
-            "the extractor did not publish worker {worker_id} ({}); fix it in Sage People and \
-             the next run sends it (or `syncctl sync-worker {worker_id}` after the fix); then \
-             purge this letter",
-            record.letter.reason
-        ));
-    }
-    if record.letter.stage == dlq::STAGE_VERIFICATION {
-        return Err(format!(
-            "Oomnitza accepted but did not apply this record; once the cause is fixed in \
-             Oomnitza, the next run sends it again (or `syncctl sync-worker {worker_id}` now); \
-             then purge this letter"
-        ));
-    }
-    // An event that cannot be decoded goes back as it was: the loader dead-letters it again
-    // (under the replay run, which it reads from the message id), with the reason.
-    let (payload, kind) = match codec::decode_worker_event(&record.payload) {
-        Ok(mut event) => {
-            event.run_id = run_id.to_owned();
-            let kind = event.kind();
-            (codec::encode_worker_event(&event), kind)
-        }
-        Err(_) => (record.payload.clone(), WorkerEventKind::Upsert),
-    };
+    event.run_id = run_id.to_owned();
+    let kind = event.kind();
+    let worker_id = event
+        .worker
+        .as_ref()
+        .map(|w| w.id.clone())
+        .unwrap_or_default();
+    let payload = codec::encode_worker_event(&event);
     let stored = dlq::republish(bus, integration, run_id, &worker_id, payload)
         .await
         .map_err(|e| e.to_string())?;
@@ -384,7 +434,7 @@ pub(crate) async fn purge(
 ) -> Result<pb::PurgeDeadLettersResponse, Status> {
     let selection = Selection::from_request(request.selector, true)?;
     if request.dry_run {
-        let (letters, _) = scan(bus, &selection, 0, MAX_SCAN, MAX_SCAN).await?;
+        let letters = scan(bus, &selection, 0, MAX_SCAN, MAX_SCAN).await?.letters;
         return Ok(pb::PurgeDeadLettersResponse {
             purged: letters.len() as u64,
         });
@@ -396,7 +446,7 @@ pub(crate) async fn purge(
         tracing::info!(integration = %selection.integration, purged, "dead letters purged through the control plane");
         return Ok(pb::PurgeDeadLettersResponse { purged });
     }
-    let (letters, _) = scan(bus, &selection, 0, MAX_SCAN, MAX_SCAN).await?;
+    let letters = scan(bus, &selection, 0, MAX_SCAN, MAX_SCAN).await?.letters;
     let mut purged = 0;
     for record in letters {
         if dlq::delete(bus, record.sequence)
@@ -417,10 +467,10 @@ pub(crate) async fn summarize(
     selector: Option<pb::DeadLetterSelector>,
 ) -> Result<pb::DeadLetterSummary, Status> {
     let selection = Selection::from_request(selector, false)?;
-    let (letters, more) = scan(bus, &selection, 0, MAX_SCAN, MAX_SCAN).await?;
+    let Scanned { letters, next, .. } = scan(bus, &selection, 0, MAX_SCAN, MAX_SCAN).await?;
     Ok(count_reasons(
         letters.iter().map(|r| (&r.letter.reason, &r.letter.stage)),
-        more.is_some(),
+        next.is_some(),
     ))
 }
 
@@ -558,6 +608,52 @@ mod tests {
         let first = v.first_seen.unwrap();
         let last = v.at.unwrap();
         assert_eq!(last.seconds - first.seconds, 2 * 86_400);
+    }
+
+    #[test]
+    fn a_replay_leaves_out_letters_without_an_event_and_counts_them() {
+        let mut extractor = record(1, "r1", "w1", "too large");
+        extractor.letter.stage = dlq::STAGE_EXTRACTOR.into();
+        let mut verification = record(2, "r1", "w2", "not applied by Oomnitza");
+        verification.letter.stage = dlq::STAGE_VERIFICATION.into();
+        let pipeline = record(3, "r1", "w3", "required field EMAIL is empty");
+        let selection = Selection::from_request(selector(|s| s.all = true), true).unwrap();
+        let take = |selection: &Selection| {
+            let mut found = Scanned::default();
+            for r in [&extractor, &verification, &pipeline] {
+                found.take(selection, r.clone());
+            }
+            (found.letters.len(), found.without_event)
+        };
+        assert_eq!(take(&selection), (3, 0), "a purge or list takes them all");
+        assert_eq!(take(&selection.events_only()), (1, 2));
+    }
+
+    #[test]
+    fn an_event_that_cannot_be_read_is_not_replayed() {
+        let mut garbage = record(1, names::INVALID_RUN, "seq-7", "cannot be decoded");
+        garbage.payload = bytes::Bytes::from_static(b"\xff\xff not protobuf");
+        let error = replayable_event(&garbage).unwrap_err();
+        assert!(
+            error.starts_with("nothing to replay: the letter's event cannot be read")
+                && error.ends_with("purge it"),
+            "{error}"
+        );
+        let event = |worker: &str| WorkerEvent {
+            run_id: "r1".into(),
+            worker: Some(peoplesync_proto::v1::Worker {
+                id: worker.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut bad_id = record(2, names::INVALID_RUN, "seq-8", "worker id");
+        bad_id.payload = codec::encode_worker_event(&event("a worker.with dots"));
+        let error = replayable_event(&bad_id).unwrap_err();
+        assert!(error.contains("worker id"), "{error}");
+        let mut good = record(3, "r1", "a2G1", "required field EMAIL is empty");
+        good.payload = codec::encode_worker_event(&event("a2G1"));
+        assert_eq!(replayable_event(&good).unwrap().worker.unwrap().id, "a2G1");
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! test runs included, so the check leaves no run open in Oomnitza's run log.
 //!
 //! The published External API has no read of user roles (only SaaS roles), so a role id
-//! cannot be checked here; an unknown role shows when the first batch is refused.
+//! cannot be checked here. Oomnitza accepts a batch whatever its roles; a record whose role
+//! does not exist fails afterwards, while Oomnitza processes it, and shows in the run's
+//! verification.
 
 use rand::Rng;
 use serde_json::{Map, Value, json};

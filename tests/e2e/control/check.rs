@@ -84,7 +84,7 @@ async fn check_passes_a_healthy_stack_line_by_line_and_exits_zero() {
         &report,
         "oomnitza.role",
         "not_checkable",
-        &["publishes no read of user roles"],
+        &["publishes no read of user roles", "dead-letters"],
     );
     assert_eq!(
         stack.oomnitza.users().len(),

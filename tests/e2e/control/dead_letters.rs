@@ -1,7 +1,204 @@
 //! Dead letters over the control plane: listed and filtered, summarized, purged, and replayed
-//! after a fix; the integration's status at a glance.
+//! after a fix; the integration's status at a glance. A replay publishes only letters holding
+//! a readable worker event, so its run always ends.
+
+use bytes::Bytes;
+use peoplesync_bus::dlq::{self, DeadLetter, DeadLetterRecord};
+use peoplesync_bus::names::INVALID_RUN;
 
 use super::*;
+
+/// Files a letter of `stage` for `worker` directly in the DLQ, as the stage would.
+async fn file_letter(
+    stack: &Stack,
+    run_id: &str,
+    worker: &str,
+    stage: &str,
+    reason: &str,
+    payload: Bytes,
+) -> u64 {
+    let letter = DeadLetter {
+        integration: INTEGRATION.into(),
+        run_id: run_id.into(),
+        worker_id: worker.into(),
+        reason: reason.into(),
+        stage: stage.into(),
+        attempts: 1,
+        ..Default::default()
+    };
+    match dlq::record(&stack.bus().await, &letter, payload)
+        .await
+        .unwrap()
+    {
+        dlq::Recorded::Stored { sequence, .. } => sequence,
+        other => panic!("the letter was not stored: {other:?}"),
+    }
+}
+
+/// Every dead letter of the integration, read straight from the DLQ stream.
+async fn letters_held(stack: &Stack) -> Vec<DeadLetterRecord> {
+    let bus = stack.bus().await;
+    let mut letters = Vec::new();
+    let mut next = 1;
+    while let Some(record) = dlq::next(&bus, INTEGRATION, next).await.unwrap() {
+        next = record.sequence + 1;
+        letters.push(record);
+    }
+    letters
+}
+
+/// Replays every dead letter of the integration, at most `limit` per call.
+async fn replay_all(client: &mut Client, limit: u32) -> pb::ReplayDeadLettersResponse {
+    client
+        .replay_dead_letters(pb::ReplayDeadLettersRequest {
+            selector: Some(pb::DeadLetterSelector {
+                integration_id: INTEGRATION.into(),
+                all: true,
+                ..Default::default()
+            }),
+            limit,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Runs a sync that dead-letters the workers without an e-mail, then fixes the config so a
+/// replay can load them.
+async fn run_then_fix(client: &mut Client) {
+    let run = trigger(client).await;
+    watch_to_end(client, &run.run_id).await;
+    let stored = get_config(client).await;
+    put_config(client, fixed_toml(), stored.revision)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_letter_whose_event_cannot_be_read_is_reported_and_the_replay_run_still_ends() {
+    let stack = Stack::with_workers(workers_with_missing_emails(1)).await;
+    let mut client = stack.client().await;
+    run_then_fix(&mut client).await;
+    // What the loader files for a message on the worker subject that is not a worker event,
+    // and for an event whose worker id cannot be a subject token.
+    let undecodable = file_letter(
+        &stack,
+        INVALID_RUN,
+        "seq-9001",
+        "pipeline",
+        "the event cannot be decoded",
+        Bytes::from_static(b"\xff\xff\xff not protobuf"),
+    )
+    .await;
+    let event = pb::WorkerEvent {
+        run_id: "0196f1c2-0000-7000-8000-000000000000".into(),
+        integration_id: INTEGRATION.into(),
+        kind: pb::WorkerEventKind::Upsert.into(),
+        worker: Some(pb::Worker {
+            id: "a worker.with dots".into(),
+            email: Some("dots@example.com".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let bad_id = file_letter(
+        &stack,
+        INVALID_RUN,
+        "seq-9002",
+        "pipeline",
+        "the event cannot be loaded: worker id",
+        peoplesync_bus::codec::encode_worker_event(&event),
+    )
+    .await;
+
+    let replay = replay_all(&mut client, 0).await;
+    assert_eq!(replay.replayed, 1, "only the readable letter: {replay:?}");
+    let mut failed: Vec<u64> = replay.failures.iter().map(|f| f.sequence).collect();
+    failed.sort();
+    assert_eq!(failed, vec![undecodable, bad_id], "{replay:?}");
+    for failure in &replay.failures {
+        assert!(
+            failure
+                .error
+                .starts_with("nothing to replay: the letter's event cannot be read")
+                && failure.error.ends_with("purge it"),
+            "{failure:?}"
+        );
+    }
+    // The replay run counts only what it published, so it ends.
+    let replayed = watch_to_end(&mut client, &replay.run_id).await;
+    let last = replayed.last().unwrap();
+    assert_eq!(last.published, 1);
+    assert_eq!(counts(last).written, 1);
+    assert_eq!(last.outcome(), pb::RunOutcome::Succeeded, "{last:?}");
+    let mut left: Vec<u64> = letters_held(&stack)
+        .await
+        .iter()
+        .map(|l| l.sequence)
+        .collect();
+    left.sort();
+    assert_eq!(left, vec![undecodable, bad_id], "kept until purged");
+    // Nothing else to publish: no replay run is started for them.
+    let again = replay_all(&mut client, 0).await;
+    assert!(again.run_id.is_empty() && again.replayed == 0, "{again:?}");
+    assert_eq!(again.failures.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_gets_past_letters_without_an_event_and_counts_them() {
+    let stack = Stack::with_workers(workers_with_missing_emails(2)).await;
+    let mut client = stack.client().await;
+    // Letters holding no event, older than the run's: more of them than one replay takes.
+    let mut without_event = Vec::new();
+    for (worker, stage) in [
+        ("a2G-verification-1", dlq::STAGE_VERIFICATION),
+        ("a2G-verification-2", dlq::STAGE_VERIFICATION),
+        ("a2G-extractor-1", dlq::STAGE_EXTRACTOR),
+    ] {
+        let record = Bytes::from_static(br#"{"EMAIL": "held@example.com"}"#);
+        without_event
+            .push(file_letter(&stack, "an-earlier-run", worker, stage, "held back", record).await);
+    }
+    run_then_fix(&mut client).await;
+    let with_event = letters_held(&stack).await.len() - without_event.len();
+    assert!(with_event >= 2, "the run dead-lettered workers");
+
+    // A replay taking as many letters as hold an event gets them all in one call.
+    let replay = replay_all(&mut client, with_event as u32).await;
+    assert_eq!(
+        (replay.replayed, replay.without_event, replay.more),
+        (with_event as u64, 3, false),
+        "{replay:?}"
+    );
+    assert!(replay.failures.is_empty(), "{replay:?}");
+    let replayed = watch_to_end(&mut client, &replay.run_id).await;
+    assert_eq!(
+        replayed.last().unwrap().outcome(),
+        pb::RunOutcome::Succeeded
+    );
+    // Again: nothing to publish, so no run, and the same letters counted.
+    let again = replay_all(&mut client, with_event as u32).await;
+    assert!(
+        again.run_id.is_empty() && again.failures.is_empty() && !again.more,
+        "{again:?}"
+    );
+    assert_eq!(again.without_event, 3);
+    let text = syncctl(&stack, &["dlq", "replay", "--all"]);
+    assert_eq!(text.code, 0, "{text:?}");
+    assert!(
+        text.stdout.starts_with("nothing replayed\n")
+            && text
+                .stdout
+                .contains("3 selected dead letters hold no event to replay"),
+        "{text:?}"
+    );
+    let left: Vec<u64> = letters_held(&stack)
+        .await
+        .iter()
+        .map(|l| l.sequence)
+        .collect();
+    assert_eq!(left, without_event, "they stay until purged");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {

@@ -123,9 +123,11 @@ pub(crate) async fn dlq_command(
             let failed = !reply.failures.is_empty();
             if watch && !reply.run_id.is_empty() {
                 if output == Output::Text {
-                    eprintln!(
-                        "{} dead letters replayed in run {}",
-                        reply.replayed, reply.run_id
+                    eprint!(
+                        "{} dead letters replayed in run {}\n{}",
+                        reply.replayed,
+                        reply.run_id,
+                        replay_notes(&reply)
                     );
                 }
                 let done = follow(client, output, integration, &reply.run_id, bars).await?;
@@ -136,21 +138,17 @@ pub(crate) async fn dlq_command(
                 });
             }
             print(output, &render::replay(&reply), || {
-                let mut text = if reply.run_id.is_empty() {
-                    "no dead letter matched\n".to_owned()
-                } else {
+                let head = if !reply.run_id.is_empty() {
                     format!(
                         "{} dead letters replayed in run {} (follow it: syncctl watch {})\n",
                         reply.replayed, reply.run_id, reply.run_id
                     )
+                } else if reply.failures.is_empty() && reply.without_event == 0 {
+                    "no dead letter matched\n".to_owned()
+                } else {
+                    "nothing replayed\n".to_owned()
                 };
-                for f in &reply.failures {
-                    text.push_str(&format!("not replayed: {}: {}\n", f.sequence, f.error));
-                }
-                if reply.more {
-                    text.push_str("more dead letters match; run the replay again\n");
-                }
-                text
+                head + &replay_notes(&reply)
             });
             Ok(if failed { exit::FAILED } else { exit::OK })
         }
@@ -209,6 +207,27 @@ pub(crate) async fn dlq_command(
             Ok(exit::OK)
         }
     }
+}
+
+/// What a replay left behind, a line each: the letters not replayed and why, the letters
+/// without an event, and whether more letters match.
+fn replay_notes(reply: &pb::ReplayDeadLettersResponse) -> String {
+    let mut text = String::new();
+    for f in &reply.failures {
+        text.push_str(&format!("not replayed: {}: {}\n", f.sequence, f.error));
+    }
+    if reply.without_event > 0 {
+        text.push_str(&format!(
+            "{} selected dead letters hold no event to replay (stage verification or extractor) \
+             and were left out: the next run sends those workers again once the cause is fixed; \
+             purge the letters afterwards (syncctl dlq list shows them)\n",
+            reply.without_event
+        ));
+    }
+    if reply.more {
+        text.push_str("more dead letters match; run the replay again\n");
+    }
+    text
 }
 
 /// Asks `question` on the terminal; true on `y` or `yes`.

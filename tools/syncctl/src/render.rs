@@ -467,6 +467,7 @@ pub fn replay(reply: &pb::ReplayDeadLettersResponse) -> Value {
         "replayed": reply.replayed,
         "failures": reply.failures.iter().map(|f| json!({"sequence": f.sequence, "error": f.error})).collect::<Vec<_>>(),
         "more": reply.more,
+        "without_event": reply.without_event,
     })
 }
 

@@ -1,6 +1,7 @@
 //! The check of one finalized run: the claim, the run log until nothing is processing, the
 //! users read back (all pages, or by key) and judged, and the run record updated once.
 
+use super::processing::{self, Waited};
 use super::*;
 
 impl Verifier {
@@ -148,17 +149,18 @@ impl Verifier {
     }
 
     /// Reads the run log until nothing is processing, renewing the claim, for at most
-    /// `verify.processing_timeout_secs`.
+    /// `verify.processing_timeout_secs`; gives up early on a read that waiting cannot mend.
     async fn wait_processed(&self, claim: &mut Claim<'_>) -> Result<RunLog, String> {
         let limit = Duration::from_secs(self.settings.processing_timeout_secs);
         let started = Instant::now();
         let mut said = started;
         let mut wait = Duration::from_millis(20);
         loop {
-            let last = match self.client.run_log(claim.run_id).await {
-                Ok(log) if log.processing() == 0 => return Ok(log),
-                Ok(log) => format!("{} record(s) still processing", log.processing()),
-                Err(err) => format!("cannot read the run log: {err}"),
+            let read = self.client.run_log(claim.run_id).await;
+            let last = match processing::after_read(read, started.elapsed(), limit) {
+                Waited::Processed(log) => return Ok(log),
+                Waited::GiveUp(reason) => return Err(reason),
+                Waited::Waiting(last) => last,
             };
             // Waiting is said, at most once a minute, never in silence.
             if said.elapsed() >= PROGRESS_EVERY {
@@ -166,13 +168,6 @@ impl Verifier {
                 tracing::warn!(integration = claim.integration, run_id = claim.run_id,
                     waited_s = started.elapsed().as_secs(), limit_s = limit.as_secs(), %last,
                     "still waiting for Oomnitza to finish processing the run before checking it");
-            }
-            if started.elapsed() >= limit {
-                return Err(format!(
-                    "Oomnitza did not finish processing the portion within {} s ({last}); the \
-                     run's written count holds records accepted, not confirmed",
-                    limit.as_secs()
-                ));
             }
             claim.renew().await;
             tokio::time::sleep(wait).await;

@@ -34,6 +34,7 @@ use crate::integrations::Integrations;
 
 mod check;
 mod compare;
+mod processing;
 
 pub use compare::{Fields, compare, fields, read_name};
 use compare::{compare_named, lookup_of, lower, text};
