@@ -239,7 +239,8 @@ pub async fn probe_mapped_fields(
 /// Refuses to store `toml` when Oomnitza says one of its mapped field ids does not exist (a
 /// one-record test run, nothing applied): every batch would be refused the same way. A config
 /// that does not parse is left to the validation that follows; when Oomnitza cannot be asked,
-/// the config is stored and the reason logged (`syncctl check` tells it later).
+/// or refuses the test run without naming a mapped field, the config is stored and the reason
+/// logged (`syncctl check` tells it later).
 pub(crate) async fn refuse_unknown_fields(
     oomnitza: &OomnitzaClient,
     integration: &str,
@@ -257,7 +258,14 @@ pub(crate) async fn refuse_unknown_fields(
                 unknown.join(", ")
             )))
         }
-        Ok(_) => Ok(()),
+        Ok(FieldProbe::Refused { message, .. }) => {
+            // Not about a field id this config names: stored, and said (`syncctl check` shows
+            // the refusal as `oomnitza.fields`).
+            tracing::warn!(integration, %message,
+                "storing the config although Oomnitza refused its test run without naming a mapped field; check sync_keys and the mapped field ids (syncctl check)");
+            Ok(())
+        }
+        Ok(FieldProbe::Known { .. }) => Ok(()),
         Err(err) => {
             tracing::warn!(integration, error = %err, "storing the config without checking its field ids with Oomnitza");
             Ok(())

@@ -82,10 +82,8 @@ impl Backoff {
             .with_min_delay(policy.initial_delay)
             .with_max_delay(policy.max_delay)
             .with_factor(2.0);
-        let builder = match policy.max_attempts {
-            RetryPolicy::UNCOUNTED => builder.without_max_times(),
-            attempts => builder.with_max_times(attempts.saturating_sub(1)),
-        };
+        // `UNCOUNTED` (`usize::MAX`) leaves a limit no call reaches: time alone ends it.
+        let builder = builder.with_max_times(policy.max_attempts.saturating_sub(1));
         Backoff {
             schedule: builder.build(),
             max_delay: policy.max_delay,
@@ -120,6 +118,31 @@ pub const RETRY_WARN_INTERVAL: Duration = Duration::from_secs(30);
 #[derive(Debug, Default)]
 struct RetryVoice {
     last_warned: Option<Duration>,
+}
+
+/// When a call of each service last had its first retry logged at `warn`: many calls failing
+/// at once (bulk posts throttled by `429`, each retried on its own) give one such line per
+/// service and [`RETRY_WARN_INTERVAL`], not one per call.
+static FIRST_WARNED: std::sync::Mutex<Vec<(String, std::time::Instant)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Whether the first retry of a call to `service` is logged at `warn` now (none was in the last
+/// [`RETRY_WARN_INTERVAL`]); a `true` counts as the latest.
+fn first_warning_due(service: &str, now: std::time::Instant) -> bool {
+    let mut warned = FIRST_WARNED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match warned.iter_mut().find(|(name, _)| name == service) {
+        Some((_, last)) if now.duration_since(*last) < RETRY_WARN_INTERVAL => false,
+        Some((_, last)) => {
+            *last = now;
+            true
+        }
+        None => {
+            warned.push((service.to_owned(), now));
+            true
+        }
+    }
 }
 
 impl RetryVoice {
@@ -247,7 +270,12 @@ where
         let elapsed = started.elapsed();
         match backoff.next_delay(elapsed, error.retry_after(), unit) {
             Some(delay) => {
-                if voice.warn_now(elapsed) {
+                // The call's first retry is loud only when no other call to the service was
+                // just as loud; its later ones follow the call's own interval.
+                let first = voice.last_warned.is_none();
+                let loud = voice.warn_now(elapsed)
+                    && (!first || first_warning_due(service, std::time::Instant::now()));
+                if loud {
                     tracing::warn!(attempt = attempts, ?delay, error = %error, "{service} call failed; retrying in {delay:.1?}");
                 } else {
                     tracing::debug!(attempt = attempts, ?delay, error = %error, "retrying {service} call");
@@ -588,7 +616,7 @@ mod tests {
     async fn success_after_failures_is_returned_with_one_warning() {
         let calls = AtomicUsize::new(0);
         let lines = warnings(async {
-            let value = retry(&policy(), "test", || async {
+            let value = retry(&policy(), "one-warning test", || async {
                 if calls.fetch_add(1, Ordering::SeqCst) < 2 {
                     Err(DOWN)
                 } else {
@@ -601,6 +629,20 @@ mod tests {
         .await;
         assert_eq!(calls.load(Ordering::SeqCst), 3);
         assert_eq!(lines.len(), 1, "the first retry only: {lines:#?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_failing_together_give_one_first_warning_per_service() {
+        let lines = warnings(async {
+            let failing = || async {
+                let result: Result<(), _> =
+                    retry(&policy(), "throttled test", || async { Err(DOWN) }).await;
+                assert!(result.is_err());
+            };
+            tokio::join!(failing(), failing(), failing());
+        })
+        .await;
+        assert_eq!(lines.len(), 1, "one line for three calls: {lines:#?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -156,9 +156,8 @@ impl Retrier {
             Err(err) if matches!(err.stop(), Stop::Settings { .. }) => {
                 pending.gave_up = true;
                 pending.attempts = self.policy.max_attempts;
-                let text = format!(
-                    "run {run_id} cannot resume until its settings are fixed ({err}); the next scheduled or manual run resumes it"
-                );
+                let text =
+                    format!("run {run_id} cannot resume until its settings are fixed ({err})");
                 tracing::error!(%integration, "{text}");
                 self.note(Some(text));
             }

@@ -274,17 +274,21 @@ impl Gates {
     ) {
         let mut changes = self.changed.subscribe();
         loop {
-            let Some((kind, _)) = self.failure() else {
+            if self.failure().is_none() {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     changed = changes.changed() => if changed.is_err() { return },
                 }
                 continue;
-            };
+            }
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}
             }
+            // Posts, leavers and finalize set failures too: probe for the one set now.
+            let Some((kind, _)) = self.failure() else {
+                continue;
+            };
             // The credential check answers from another part of Oomnitza than the bulk and
             // users endpoints: after posts or a leaver's calls failed, those endpoints must
             // answer too, or an outage of one alone would reopen the gate to fail each event

@@ -53,10 +53,11 @@ impl LeaverTask {
 enum Failed {
     /// Try again later.
     Retry(String),
-    /// Oomnitza refused the credentials or kept failing past the client's retries: close the
-    /// intake as a failing bulk post does, so the leaver is not delivered again (and does not
-    /// run out of deliveries) until Oomnitza answers.
-    Unavailable(Error),
+    /// Oomnitza refused the credentials or kept failing past the client's retries: try again
+    /// later, and when Oomnitza as a whole is down (or refuses the token everywhere), close
+    /// the intake as a failing bulk post does, so the leaver is not delivered again (and does
+    /// not run out of deliveries) until Oomnitza answers.
+    Oomnitza(Error),
     /// Oomnitza has not processed the run's records yet: try again later, as long as it takes.
     Processing(String),
     /// Dead-letter it with this reason.
@@ -65,7 +66,7 @@ enum Failed {
 
 fn from_oomnitza(err: Error) -> Failed {
     match err.kind() {
-        ErrorKind::Transient | ErrorKind::Unauthorized => Failed::Unavailable(err),
+        ErrorKind::Transient | ErrorKind::Unauthorized => Failed::Oomnitza(err),
         _ => Failed::Dead(err.to_string(), err.status()),
     }
 }
@@ -154,18 +155,16 @@ pub async fn handle(
             reason,
             RetryCause::Transient,
         ),
-        Err(Failed::Unavailable(err)) if err.kind() == ErrorKind::Unauthorized => {
-            gates.set_refused_credentials(client, &err);
-            Settlement::Retry(
-                std::time::Duration::from_secs(2),
-                err.to_string(),
-                RetryCause::Configuration,
-            )
-        }
-        Err(Failed::Unavailable(err)) => {
+        Err(Failed::Oomnitza(err)) => {
             tracing::warn!(integration = %name, run_id = %item.key.run_id, worker = %item.worker_id,
-                error = %err, "Oomnitza kept failing while handling a leaver; the event goes back to the stream");
-            gates.set_failure(Failure::Unavailable, Some(err.to_string()));
+                error = %err, "Oomnitza failed while handling a leaver; the event goes back to the stream");
+            if let Some(cause) = close_gate_if_down(client, gates, &err).await {
+                return Settlement::Retry(
+                    std::time::Duration::from_secs(2),
+                    err.to_string(),
+                    cause,
+                );
+            }
             Settlement::Retry(
                 std::time::Duration::from_secs(10),
                 err.to_string(),
@@ -180,6 +179,36 @@ pub async fn handle(
                 %reason, "leaver cannot be handled; dead-lettered");
             dead_letter(item, reason, status)
         }
+    }
+}
+
+/// After a leaver's call failed with `err`, closes the intake when the failure is Oomnitza's
+/// as a whole, and says how to retry the leaver then (`None`: the failure is this leaver's
+/// alone, retried on its own). A refused token is asked again with the credential check: only
+/// when that is refused too is the credential gate closed (its probe is that check, so a
+/// token that merely lacks a right a leaver needs does not close and reopen it in a loop). A
+/// transient failure closes the outage gate only when a read of one user fails too (its probe
+/// reads one user as well), not for a failure of one user's record.
+async fn close_gate_if_down(
+    client: &OomnitzaClient,
+    gates: &Gates,
+    err: &Error,
+) -> Option<RetryCause> {
+    if err.kind() == ErrorKind::Unauthorized {
+        return match client.check_auth().await {
+            Err(refused) if refused.kind() == ErrorKind::Unauthorized => {
+                gates.set_refused_credentials(client, &refused);
+                Some(RetryCause::Configuration)
+            }
+            _ => None,
+        };
+    }
+    match client.users_answer().await {
+        Err(down) => {
+            gates.set_failure(Failure::Unavailable, Some(down.to_string()));
+            Some(RetryCause::Transient)
+        }
+        Ok(()) => None,
     }
 }
 

@@ -380,7 +380,11 @@ async fn fetch(
             match reading {
                 Ok(usage) => watch.record_reading(usage),
                 Err(err) if !first_reading_refused && err.kind() != ErrorKind::QuotaExhausted => {
-                    tracing::warn!(error = %err, "cannot read the org's API limits; relying on the Sforce-Limit-Info header of the first page");
+                    if watch.usage().is_some() {
+                        tracing::warn!(error = %err, "cannot read the org's API limits again; going on with the last reading plus the run's own requests");
+                    } else {
+                        tracing::warn!(error = %err, "cannot read the org's API limits; relying on the Sforce-Limit-Info header of the first page");
+                    }
                     first_reading_refused = true;
                 }
                 Err(err) => {

@@ -24,10 +24,12 @@ pub(super) fn after_read(read: Result<RunLog, Error>, waited: Duration, limit: D
     let last = match read {
         Ok(log) if log.processing() == 0 => return Waited::Processed(log),
         Ok(log) => format!("{} record(s) still processing", log.processing()),
-        Err(err) if err.kind() == ErrorKind::Transient => {
+        // A run log not found yet (`404`) is waited for as a busy answer is: when Oomnitza
+        // creates it after a finalize is not published.
+        Err(err) if err.kind() == ErrorKind::Transient || err.status() == Some(404) => {
             format!("cannot read the run log: {err}")
         }
-        // A refusal (401, 403, 404, ...) or an answer of the wrong shape is the same on every
+        // A refusal (401, 403, 400, ...) or an answer of the wrong shape is the same on every
         // read: waiting it out would only hold the check for the whole timeout.
         Err(err) => {
             return Waited::GiveUp(format!(
@@ -97,8 +99,8 @@ mod tests {
     }
 
     #[test]
-    fn a_read_refused_for_good_stops_the_wait_at_once_and_a_busy_one_does_not() {
-        for (kind, status) in [(ErrorKind::Rejected, 404), (ErrorKind::Unauthorized, 403)] {
+    fn a_read_refused_for_good_stops_the_wait_at_once_and_a_busy_or_missing_one_does_not() {
+        for (kind, status) in [(ErrorKind::Rejected, 400), (ErrorKind::Unauthorized, 403)] {
             let refused = Error::new(
                 kind,
                 format!("Oomnitza refused reading the run log ({status})"),
@@ -112,10 +114,10 @@ mod tests {
             );
         }
         let busy = Error::new(ErrorKind::Transient, "Oomnitza is busy (503)").with_status(503);
-        let waited = after_read(Err(busy), Duration::ZERO, LIMIT);
-        assert!(
-            matches!(&waited, Waited::Waiting(w) if w.contains("503")),
-            "{waited:?}"
-        );
+        let missing = Error::new(ErrorKind::Rejected, "no run log yet (404)").with_status(404);
+        for error in [busy, missing] {
+            let waited = after_read(Err(error), Duration::ZERO, LIMIT);
+            assert!(matches!(&waited, Waited::Waiting(_)), "{waited:?}");
+        }
     }
 }
