@@ -52,8 +52,13 @@ pub struct Application {
 impl Application {
     /// Connects to NATS (setting up the topology), builds the Oomnitza client, and loads the
     /// configured integrations' configs, seeding them when absent (with `seed`, the text of an
-    /// `--integration` file, for its own id).
-    pub async fn build(config: LoaderConfig, seed: Option<String>) -> anyhow::Result<Application> {
+    /// `--integration` file, for its own id). Pauses, Oomnitza failures and refused configs are
+    /// noted on `readiness`, so `/readyz` says why this replica is not loading an integration.
+    pub async fn build(
+        config: LoaderConfig,
+        seed: Option<String>,
+        readiness: peoplesync_runtime::Readiness,
+    ) -> anyhow::Result<Application> {
         let oomnitza = config.oomnitza_config()?;
         let webhook = LeaversWebhook::from_env()?;
         let client = OomnitzaClient::new(oomnitza).context("setting up the Oomnitza client")?;
@@ -63,7 +68,7 @@ impl Application {
         peoplesync_bus::leavers::ensure(&bus)
             .await
             .context("creating the leavers report stream")?;
-        let integrations = Integrations::default();
+        let integrations = Integrations::noting_on(readiness.clone());
         let seed_id = match &seed {
             Some(text) => Some(
                 peoplesync_core::IntegrationConfig::from_toml(text)
@@ -93,18 +98,10 @@ impl Application {
             bus,
             client,
             integrations,
-            gates: Gates::default(),
+            gates: Gates::noting_on(readiness),
             replica,
             webhook,
         })
-    }
-
-    /// Notes pauses and Oomnitza failures on `readiness`, so `/readyz` says why this replica
-    /// is not loading an integration.
-    pub fn note_on(mut self, readiness: peoplesync_runtime::Readiness) -> Application {
-        self.integrations.note_on(readiness.clone());
-        self.gates = Gates::noting_on(readiness);
-        self
     }
 
     /// The bus connection (for the control plane and tests).

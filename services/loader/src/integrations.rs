@@ -6,7 +6,7 @@
 //! all, nothing of that integration is loaded, and the replica must say why.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use peoplesync_bus::{Bus, BusError, ConfigChange, Written};
@@ -16,16 +16,8 @@ use peoplesync_core::{Integration, IntegrationConfig};
 #[derive(Clone, Default)]
 pub struct Integrations {
     active: Arc<RwLock<HashMap<String, Active>>>,
-    refusals: Arc<Mutex<Refusals>>,
-}
-
-/// Why each integration's latest config was refused, and where that is noted.
-#[derive(Default)]
-struct Refusals {
-    /// Integration → why its latest revision was refused (and what is active instead).
-    by_id: HashMap<String, String>,
-    /// `/readyz`, once the operations endpoint is set up.
-    readiness: Option<peoplesync_runtime::Readiness>,
+    /// Where refused configs are noted (shown by `/readyz`).
+    readiness: peoplesync_runtime::Readiness,
 }
 
 #[derive(Clone)]
@@ -38,11 +30,6 @@ impl std::fmt::Debug for Integrations {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Integrations").finish_non_exhaustive()
     }
-}
-
-/// The `/readyz` note subject of `id`'s refused config.
-fn note_subject(id: &str) -> String {
-    format!("config {id}")
 }
 
 /// Why a config could not be stored.
@@ -86,25 +73,17 @@ impl Integrations {
             .and_then(|map| map.get(id).map(|a| a.revision))
     }
 
-    /// Notes the refusals on `readiness` (shown by `/readyz`), those made so far included.
-    pub fn note_on(&self, readiness: peoplesync_runtime::Readiness) {
-        let mut refusals = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
-        for (id, note) in &refusals.by_id {
-            readiness.note(&note_subject(id), Some(note.clone()));
+    /// No config yet; refusals are noted on `readiness` (shown by `/readyz`).
+    pub fn noting_on(readiness: peoplesync_runtime::Readiness) -> Integrations {
+        Integrations {
+            active: Arc::default(),
+            readiness,
         }
-        refusals.readiness = Some(readiness);
     }
 
     /// Sets (`Some`) or clears (`None`) why `id`'s latest config was refused.
     fn note_refusal(&self, id: &str, note: Option<String>) {
-        let mut refusals = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(readiness) = &refusals.readiness {
-            readiness.note(&note_subject(id), note.clone());
-        }
-        match note {
-            Some(note) => refusals.by_id.insert(id.to_owned(), note),
-            None => refusals.by_id.remove(id),
-        };
+        self.readiness.note(&format!("config {id}"), note);
     }
 
     /// Notes that revision `revision` of `id` was refused for `problem`, unless a newer one is

@@ -94,9 +94,7 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
     let (readiness, http_stop, http) = start_http(&integrations).await?;
     let control = control_plane()?;
     let replica = config.replica_name();
-    let loader = Application::build(config, seed)
-        .await?
-        .note_on(readiness.clone());
+    let loader = Application::build(config, seed, readiness.clone()).await?;
     mark_ready(&readiness, &loader, &integrations).await?;
     // Announced for the control plane's status (loader replicas seen).
     let bus = loader.bus().clone();
