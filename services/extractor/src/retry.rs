@@ -58,6 +58,8 @@ pub struct Retrier {
 #[derive(Debug)]
 struct Pending {
     run_id: String,
+    /// Why the run stopped when this count began.
+    why: String,
     attempts: u32,
     next_at: Instant,
     gave_up: bool,
@@ -101,13 +103,20 @@ impl Retrier {
             .or(stopped.error.clone())
             .unwrap_or_else(|| "it stopped part-way".into());
         let pending = match &mut self.current {
-            Some(pending) if pending.run_id == stopped.run_id => pending,
+            // A run these retries gave up on that stopped again for another reason (taken up
+            // by the schedule or an operator meanwhile) gets a fresh count.
+            Some(pending)
+                if pending.run_id == stopped.run_id && !(pending.gave_up && pending.why != why) =>
+            {
+                pending
+            }
             _ => {
                 let delay = self.policy.delay(0);
                 tracing::warn!(%integration, run_id = %stopped.run_id, reason = %why,
                     delay_secs = delay.as_secs(), "the run stopped part-way; resuming it from its checkpoint after a pause");
                 self.current.insert(Pending {
                     run_id: stopped.run_id.clone(),
+                    why: why.clone(),
                     attempts: 0,
                     next_at: Instant::now() + delay,
                     gave_up: false,

@@ -167,10 +167,30 @@ async fn a_resume_refused_by_the_settings_is_not_retried_and_the_run_waits_with_
     assert!(refused(&s.run_record(ID, &failed.run_id).await));
     assert!(s.checkpoint(ID).await.is_some(), "the checkpoint is kept");
 
-    // Fixed: a manual run resumes the same run.
+    // Fixed: a manual run resumes the same run. Should it stop again, part-way, it is resumed
+    // on its own, as any run is: giving up on the refusal does not hold for the run for good.
     put_integration(&s.bus, &IntegrationConfig::default_for(ID)).await;
+    s.sim.set_faults(SageFaults {
+        html_page_rate: 1.0,
+        ..SageFaults::default()
+    });
     let started: RunStarted = command(&s.bus, ID, control::RUN, json!({})).await.unwrap();
     assert_eq!(started.run_id, failed.run_id);
+    wait_for(
+        "the resumed run to stop part-way again",
+        Duration::from_secs(60),
+        || async {
+            let record = s.run_record(ID, &failed.run_id).await;
+            let stopped = record.state == RunState::Failed
+                && record
+                    .error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("not the documented shape"));
+            stopped.then_some(())
+        },
+    )
+    .await;
+    s.sim.set_faults(SageFaults::default());
     resumed_to_the_end(&s, &failed).await;
     service.shutdown().await;
 }
