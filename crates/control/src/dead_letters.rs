@@ -139,6 +139,10 @@ struct Scanned {
     next: Option<u64>,
     /// Matching letters left out because they hold no event (only with `events_only`).
     without_event: u64,
+    /// Matching letters left out because their event cannot be read, with why (only with
+    /// `events_only`; at most [`MAX_BATCH`] listed). Like those without an event, they do not
+    /// count against the limit, so no number of them blocks the letters behind them.
+    unreadable: Vec<pb::ReplayFailure>,
 }
 
 impl Scanned {
@@ -147,8 +151,17 @@ impl Scanned {
         if !selection.matches(&record) {
             return;
         }
-        if selection.events_only && !holds_event(&record) {
+        if !selection.events_only {
+            self.letters.push(record);
+        } else if !holds_event(&record) {
             self.without_event += 1;
+        } else if let Err(error) = replayable_event(&record) {
+            if self.unreadable.len() < MAX_BATCH {
+                self.unreadable.push(pb::ReplayFailure {
+                    sequence: record.sequence,
+                    error,
+                });
+            }
         } else {
             self.letters.push(record);
         }
@@ -280,10 +293,12 @@ pub(crate) async fn replay(
         letters,
         next,
         without_event,
+        unreadable,
     } = scan(bus, &selection, 0, limit, MAX_SCAN).await?;
     let mut reply = pb::ReplayDeadLettersResponse {
         more: next.is_some(),
         without_event,
+        failures: unreadable,
         ..Default::default()
     };
     // One event per worker: an older letter of the same worker would undo the newer one.
@@ -616,17 +631,33 @@ mod tests {
         extractor.letter.stage = dlq::STAGE_EXTRACTOR.into();
         let mut verification = record(2, "r1", "w2", "not applied by Oomnitza");
         verification.letter.stage = dlq::STAGE_VERIFICATION.into();
-        let pipeline = record(3, "r1", "w3", "required field EMAIL is empty");
+        let mut pipeline = record(3, "r1", "w3", "required field EMAIL is empty");
+        pipeline.payload = codec::encode_worker_event(&WorkerEvent {
+            run_id: "r1".into(),
+            worker: Some(peoplesync_proto::v1::Worker {
+                id: "w3".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let mut garbage = record(4, names::INVALID_RUN, "seq-7", "cannot be decoded");
+        garbage.payload = bytes::Bytes::from_static(b"\xff\xff not protobuf");
         let selection = Selection::from_request(selector(|s| s.all = true), true).unwrap();
         let take = |selection: &Selection| {
             let mut found = Scanned::default();
-            for r in [&extractor, &verification, &pipeline] {
+            for r in [&extractor, &verification, &pipeline, &garbage] {
                 found.take(selection, r.clone());
             }
-            (found.letters.len(), found.without_event)
+            let unreadable: Vec<u64> = found.unreadable.iter().map(|f| f.sequence).collect();
+            (found.letters.len(), found.without_event, unreadable)
         };
-        assert_eq!(take(&selection), (3, 0), "a purge or list takes them all");
-        assert_eq!(take(&selection.events_only()), (1, 2));
+        assert_eq!(
+            take(&selection),
+            (4, 0, vec![]),
+            "a purge or list takes them all"
+        );
+        // A replay takes only the readable event; the others do not count against its limit.
+        assert_eq!(take(&selection.events_only()), (1, 2, vec![4]));
     }
 
     #[test]
