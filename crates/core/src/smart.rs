@@ -2,7 +2,8 @@
 //! tracking fields and additional fields seen) to a target catalog (Oomnitza's system user
 //! fields plus the tenant's custom fields), with a confidence per entry. Matching is by
 //! normalised-name similarity plus a synonym table; the role comes from `default_role`, and
-//! ID goes to the unique "Sage User ID" custom field the seed recommends.
+//! ID goes to the unique "Sage User ID" custom field Oomnitza's own Sage People integration
+//! recommends.
 
 use crate::config::{MappingEntry, MappingSource};
 use crate::names::{normalise, similarity};
@@ -10,7 +11,7 @@ use crate::source::{CONNECT_CREDENTIALS, CONNECT_HOSTNAME};
 use crate::validate::ROLE_FIELD;
 use crate::worker::IntegrationField;
 
-/// The label of the custom field the seed recommends for ID.
+/// The label of the custom field Oomnitza's own Sage People integration recommends for ID.
 pub const SAGE_USER_ID_LABEL: &str = "Sage User ID";
 /// Below this, a name similarity is not proposed.
 const MIN_SIMILARITY: f64 = 0.75;
@@ -219,7 +220,7 @@ pub fn suggest_mapping(additional_fields: &[String], targets: &[TargetField]) ->
                     .with_label(SAGE_USER_ID_LABEL)
                     .unique(),
                 confidence: 1.0,
-                reason: "the seed recommends a unique custom field \"Sage User ID\" for ID; create it in Oomnitza and use its id".to_owned(),
+                reason: "Oomnitza's own Sage People integration recommends a unique custom field \"Sage User ID\" for ID; create it in Oomnitza and use its id".to_owned(),
                 creates_field: true,
             },
         );

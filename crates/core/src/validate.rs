@@ -11,11 +11,11 @@ use crate::config::{FilterMode, IntegrationConfig, IntegrationType, MappingEntry
 use crate::names::did_you_mean;
 use crate::source::SourceRef;
 
-/// The Oomnitza username field, required by the seed integration.
+/// The Oomnitza username field, required by Oomnitza's own Sage People integration.
 pub const USER_FIELD: &str = "USER";
-/// The Oomnitza e-mail field, required by the seed integration.
+/// The Oomnitza e-mail field, required by Oomnitza's own Sage People integration.
 pub const EMAIL_FIELD: &str = "EMAIL";
-/// The Oomnitza role field, required by the seed integration.
+/// The Oomnitza role field, required by Oomnitza's own Sage People integration.
 pub const ROLE_FIELD: &str = "PERMISSIONS_ID";
 /// The record key of the SaaS-user block.
 pub const SAAS_KEY: &str = "SAAS";
@@ -48,7 +48,7 @@ pub enum ValidationKind {
     UnknownSource,
     /// A template or condition that does not compile.
     Template,
-    /// One of the seed integration's requirements is not met.
+    /// One of the requirements of Oomnitza's own Sage People integration is not met.
     Required,
     /// A key still accepted that no longer has an effect; never makes a config invalid
     /// (reported by [`crate::IntegrationConfig::deprecations`], not by validation).
@@ -429,7 +429,7 @@ fn check_required(config: &IntegrationConfig, p: &mut Problems) {
         p.add(
             Required,
             "mapping",
-            "no entry is marked `unique = true`; the seed recommends a unique custom field \"Sage User ID\" mapped from source ID",
+            "no entry is marked `unique = true`; Oomnitza's own Sage People integration recommends a unique custom field \"Sage User ID\" mapped from source ID",
         );
     }
 }

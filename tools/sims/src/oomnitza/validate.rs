@@ -58,8 +58,8 @@ pub(crate) struct Refusal {
     pub(crate) reason: String,
 }
 
-/// The record-level flag of the seed integration's "restore archived records" option; not a
-/// field id, so it is accepted beside them.
+/// The record-level flag of the "restore archived records" option of Oomnitza's own Sage
+/// People integration; not a field id, so it is accepted beside them.
 pub(crate) const RESTORE_ARCHIVED: &str = "restore_archived";
 
 /// The field ids the tenant knows: system ids and configured custom ids.
