@@ -58,11 +58,10 @@ pub struct Retrier {
 #[derive(Debug)]
 struct Pending {
     run_id: String,
-    /// Why the run stopped when this count began.
-    why: String,
     attempts: u32,
     next_at: Instant,
-    gave_up: bool,
+    /// Set when these retries gave up on the run: the runner's count of runs started then.
+    gave_up_at: Option<u64>,
 }
 
 impl Retrier {
@@ -102,30 +101,32 @@ impl Retrier {
             .last_failure(&stopped.run_id)
             .or(stopped.error.clone())
             .unwrap_or_else(|| "it stopped part-way".into());
-        let pending = match &mut self.current {
-            // A run these retries gave up on that stopped again for another reason (taken up
-            // by the schedule or an operator meanwhile) gets a fresh count.
-            Some(pending)
-                if pending.run_id == stopped.run_id && !(pending.gave_up && pending.why != why) =>
-            {
-                pending
+        // A run these retries gave up on that was taken up again since (by the schedule or an
+        // operator) and stopped again gets a fresh count.
+        let started = runner.runs_started();
+        let fresh = match &self.current {
+            Some(pending) if pending.run_id == stopped.run_id => {
+                pending.gave_up_at.is_some_and(|then| started > then)
             }
-            _ => {
-                let delay = self.policy.delay(0);
-                tracing::warn!(%integration, run_id = %stopped.run_id, reason = %why,
-                    delay_secs = delay.as_secs(), "the run stopped part-way; resuming it from its checkpoint after a pause");
-                self.current.insert(Pending {
-                    run_id: stopped.run_id.clone(),
-                    why: why.clone(),
-                    attempts: 0,
-                    next_at: Instant::now() + delay,
-                    gave_up: false,
-                })
-            }
+            _ => true,
+        };
+        if fresh {
+            let delay = self.policy.delay(0);
+            tracing::warn!(%integration, run_id = %stopped.run_id, reason = %why,
+                delay_secs = delay.as_secs(), "the run stopped part-way; resuming it from its checkpoint after a pause");
+            self.current = Some(Pending {
+                run_id: stopped.run_id.clone(),
+                attempts: 0,
+                next_at: Instant::now() + delay,
+                gave_up_at: None,
+            });
+        }
+        let Some(pending) = self.current.as_mut() else {
+            return;
         };
         if pending.attempts >= self.policy.max_attempts {
-            if !pending.gave_up {
-                pending.gave_up = true;
+            if pending.gave_up_at.is_none() {
+                pending.gave_up_at = Some(started);
                 let text = format!(
                     "run {} stopped ({why}) and failed {} retries; the next scheduled or manual run resumes it",
                     stopped.run_id, pending.attempts
@@ -163,7 +164,7 @@ impl Retrier {
             // Settings do not mend with time: the run waits, with its checkpoint, for the next
             // scheduled or manual run after the operator fixed them.
             Err(err) if matches!(err.stop(), Stop::Settings { .. }) => {
-                pending.gave_up = true;
+                pending.gave_up_at = Some(runner.runs_started());
                 pending.attempts = self.policy.max_attempts;
                 let text =
                     format!("run {run_id} cannot resume until its settings are fixed ({err})");

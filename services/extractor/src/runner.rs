@@ -26,6 +26,8 @@ pub struct Runner {
     stop: CancellationToken,
     /// The run that last stopped with an error, and the error.
     last_failure: Arc<std::sync::Mutex<Option<(String, String)>>>,
+    /// Runs started (past their preparation) by this runner.
+    started: std::sync::atomic::AtomicU64,
 }
 
 impl Runner {
@@ -36,7 +38,14 @@ impl Runner {
             current: Mutex::new(None),
             stop,
             last_failure: Arc::default(),
+            started: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How many runs this runner started (past their preparation), resumed ones included: a
+    /// change tells that a run was taken up again.
+    pub fn runs_started(&self) -> u64 {
+        self.started.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The integration's runs.
@@ -68,6 +77,8 @@ impl Runner {
             });
         }
         let prepared = self.extraction.prepare(trigger, resend_all).await?;
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let run_id = prepared.run_id().to_owned();
         let cancel = self.stop.child_token();
         let token = cancel.clone();
