@@ -374,7 +374,9 @@ impl Finalizer {
                 // A refused token stops the loaders pulling and shows on `/readyz` and in the
                 // credentials alert, as on a post; the finalize is tried again meanwhile.
                 if err.kind() == ErrorKind::Unauthorized {
-                    self.gates.set_refused_credentials(&self.client, &err);
+                    self.gates
+                        .refuse_if_the_token_is_refused(&self.client)
+                        .await;
                 }
                 tracing::warn!(integration, run_id, error = %err, "finalizing the portion failed; releasing the claim to retry");
                 self.runs

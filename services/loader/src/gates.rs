@@ -235,6 +235,21 @@ impl Gates {
         self.set_failure(Failure::Credentials, Some(reason));
     }
 
+    /// After a call other than a post was refused for the credentials, asks the credential
+    /// check: only when that is refused too is the credential gate closed (`true`). Its probe
+    /// is that check, so a token that only lacks a right one call needs (reading a user's
+    /// assets, deleting a user, finalizing) must not close the gate, or it would reopen at
+    /// the next probe and close again at the next call, in a loop.
+    pub async fn refuse_if_the_token_is_refused(&self, client: &OomnitzaClient) -> bool {
+        match client.check_auth().await {
+            Err(refused) if refused.kind() == peoplesync_oomnitza::ErrorKind::Unauthorized => {
+                self.set_refused_credentials(client, &refused);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Follows the pause flags in KV until the watch ends or `shutdown`.
     pub async fn watch_pauses(&self, bus: &Bus, shutdown: CancellationToken) {
         let mut watch = match bus.pauses().watch().await {

@@ -184,10 +184,9 @@ pub async fn handle(
 
 /// After a leaver's call failed with `err`, closes the intake when the failure is Oomnitza's
 /// as a whole, and says how to retry the leaver then (`None`: the failure is this leaver's
-/// alone, retried on its own). A refused token is asked again with the credential check: only
-/// when that is refused too is the credential gate closed (its probe is that check, so a
-/// token that merely lacks a right a leaver needs does not close and reopen it in a loop). A
-/// transient failure closes the outage gate only when a read of one user fails too (its probe
+/// alone, retried on its own). A refused token closes the credential gate only when the
+/// credential check is refused too ([`Gates::refuse_if_the_token_is_refused`]). A transient
+/// failure closes the outage gate only when a read of one user fails too (its probe
 /// reads one user as well), not for a failure of one user's record.
 async fn close_gate_if_down(
     client: &OomnitzaClient,
@@ -195,13 +194,8 @@ async fn close_gate_if_down(
     err: &Error,
 ) -> Option<RetryCause> {
     if err.kind() == ErrorKind::Unauthorized {
-        return match client.check_auth().await {
-            Err(refused) if refused.kind() == ErrorKind::Unauthorized => {
-                gates.set_refused_credentials(client, &refused);
-                Some(RetryCause::Configuration)
-            }
-            _ => None,
-        };
+        let refused = gates.refuse_if_the_token_is_refused(client).await;
+        return refused.then_some(RetryCause::Configuration);
     }
     match client.users_answer().await {
         Err(down) => {
