@@ -78,14 +78,14 @@ pub struct Backoff {
 impl Backoff {
     /// A fresh schedule for one call.
     pub fn new(policy: &RetryPolicy) -> Backoff {
-        let builder = ExponentialBuilder::default()
-            .with_min_delay(policy.initial_delay)
-            .with_max_delay(policy.max_delay)
-            .with_factor(2.0);
-        // `UNCOUNTED` (`usize::MAX`) leaves a limit no call reaches: time alone ends it.
-        let builder = builder.with_max_times(policy.max_attempts.saturating_sub(1));
         Backoff {
-            schedule: builder.build(),
+            // `UNCOUNTED` (`usize::MAX`) leaves a limit no call reaches: time alone ends it.
+            schedule: ExponentialBuilder::default()
+                .with_min_delay(policy.initial_delay)
+                .with_max_delay(policy.max_delay)
+                .with_factor(2.0)
+                .with_max_times(policy.max_attempts.saturating_sub(1))
+                .build(),
             max_delay: policy.max_delay,
             max_elapsed: policy.max_elapsed,
         }
@@ -234,9 +234,11 @@ impl<E: Transient> GaveUp<E> {
 }
 
 /// Runs `operation` until it succeeds, fails with an error that is not [`Transient`], or the
-/// policy's attempts or time are spent. `service` names the other side in the log: each call's
+/// policy's attempts or time are spent. `service` names the other side in the log: a call's
 /// first retry is logged at `warn` with the error (what was being done, the status) and the
-/// delay, later ones at most once per [`RETRY_WARN_INTERVAL`] at `warn`, the others at `debug`.
+/// delay, unless another call to `service` had its first retry logged so in the last
+/// [`RETRY_WARN_INTERVAL`]; later ones at most once per interval at `warn`; the others at
+/// `debug`.
 pub async fn retry<T, E, F, Fut>(
     policy: &RetryPolicy,
     service: &str,
