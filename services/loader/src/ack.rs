@@ -34,13 +34,19 @@ pub enum RetryCause {
     /// Oomnitza accepted what was posted and has not processed it yet (its run log shows
     /// records processing): nothing failed, so requeue it at the limit.
     Processing,
+    /// Not tried: the intake closed (Oomnitza down, or refusing the token) before its turn
+    /// came, so nothing failed for it: requeue it at the limit.
+    Held,
 }
 
 impl RetryCause {
     /// Whether an event retried for this cause is published again as a fresh message at its
     /// last delivery instead of being dead-lettered.
     fn requeues(self) -> bool {
-        matches!(self, RetryCause::Configuration | RetryCause::Processing)
+        matches!(
+            self,
+            RetryCause::Configuration | RetryCause::Processing | RetryCause::Held
+        )
     }
 }
 

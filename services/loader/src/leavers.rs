@@ -87,9 +87,23 @@ const PROCESSING_PATIENCE: std::time::Duration = std::time::Duration::from_secs(
 /// Leavers handled at once per batch: each takes a few sequential Oomnitza calls.
 const CONCURRENT_LEAVERS: usize = 4;
 
+/// How long a leaver whose calls failed waits before it is delivered again, unless Oomnitza
+/// asked for longer with `Retry-After` (then that, up to [`MAX_RETRY`]).
+const RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The longest wait a `Retry-After` can set for a leaver's next delivery.
+const MAX_RETRY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// How soon a leaver goes back to the stream when the intake is closed: it is not delivered
+/// again while the intake stays closed, so this only says how soon after it reopens.
+const HELD_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Handles the leavers of a batch, a few at a time, and says how to settle each event. A leaver
 /// whose update Oomnitza has not processed yet is tried again after `processing_retry` (its
-/// update is posted again, which is harmless).
+/// update is posted again, which is harmless). Once the intake closes (Oomnitza down, or
+/// refusing the token), the leavers whose turn has not come are not tried: each would only
+/// meet the same failure after the client's retries. They go back to the stream untried
+/// ([`held`]) and wait there until the intake opens.
 pub async fn handle_all(
     bus: &Bus,
     client: &OomnitzaClient,
@@ -101,6 +115,7 @@ pub async fn handle_all(
     futures::stream::iter(items)
         .map(|item| async move {
             let settlement = match &item.disposition {
+                Disposition::Leaver(_) if let Some((_, reason)) = gates.failure() => held(reason),
                 Disposition::Leaver(task) => {
                     handle(
                         bus,
@@ -127,6 +142,23 @@ pub async fn handle_all(
         .await
 }
 
+/// How to settle a leaver not tried because the intake is closed for `reason`: back to the
+/// stream, and requeued rather than dead-lettered at its last delivery (nothing failed for it).
+fn held(reason: String) -> Settlement {
+    Settlement::Retry(
+        HELD_RETRY,
+        format!("not tried while Oomnitza cannot take records: {reason}"),
+        RetryCause::Held,
+    )
+}
+
+/// How long a leaver whose call failed with `err` waits for its next delivery: [`RETRY`], or
+/// longer when Oomnitza asked for it with `Retry-After` (at most [`MAX_RETRY`]).
+fn retry_delay(err: &Error) -> std::time::Duration {
+    err.retry_after()
+        .map_or(RETRY, |asked| asked.clamp(RETRY, MAX_RETRY))
+}
+
 /// Handles `item`'s leaver with `integration`'s policy and says how to settle the event.
 pub async fn handle(
     bus: &Bus,
@@ -150,26 +182,14 @@ pub async fn handle(
                 action = %entry.action, assets = entry.assets.len(), "leaver handled");
             Settlement::Done(Outcome::Leaver, None)
         }
-        Err(Failed::Retry(reason)) => Settlement::Retry(
-            std::time::Duration::from_secs(10),
-            reason,
-            RetryCause::Transient,
-        ),
+        Err(Failed::Retry(reason)) => Settlement::Retry(RETRY, reason, RetryCause::Transient),
         Err(Failed::Oomnitza(err)) => {
             tracing::warn!(integration = %name, run_id = %item.key.run_id, worker = %item.worker_id,
                 error = %err, "Oomnitza failed while handling a leaver; the event goes back to the stream");
             if let Some(cause) = close_gate_if_down(client, gates, &err).await {
-                return Settlement::Retry(
-                    std::time::Duration::from_secs(2),
-                    err.to_string(),
-                    cause,
-                );
+                return Settlement::Retry(HELD_RETRY, err.to_string(), cause);
             }
-            Settlement::Retry(
-                std::time::Duration::from_secs(10),
-                err.to_string(),
-                RetryCause::Transient,
-            )
+            Settlement::Retry(retry_delay(&err), err.to_string(), RetryCause::Transient)
         }
         Err(Failed::Processing(reason)) => {
             Settlement::Retry(processing_retry, reason, RetryCause::Processing)
@@ -532,6 +552,112 @@ fn as_text(value: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A batch of `n` leavers (workers no longer listed) of run `r1`.
+    fn leavers(integration: &std::sync::Arc<Integration>, n: usize) -> Vec<Item> {
+        (0..n)
+            .map(|i| Item {
+                message: crate::pipeline::Delivery {
+                    subject: format!("test.{i}").into(),
+                    reply: None,
+                    payload: bytes::Bytes::new(),
+                    stream_sequence: 0,
+                },
+                key: crate::pipeline::BatchKey {
+                    integration: "sage-people".into(),
+                    run_id: "r1".into(),
+                    revision: 1,
+                },
+                integration: Some(std::sync::Arc::clone(integration)),
+                worker_id: format!("w{i}"),
+                msg_id: format!("r1.w{i}"),
+                observed_at_ms: 0,
+                resend: false,
+                disposition: Disposition::Leaver(Box::new(LeaverTask {
+                    worker: Worker {
+                        id: format!("w{i}"),
+                        ..Worker::default()
+                    },
+                    raw: Value::Null,
+                    tracking: Tracking::default(),
+                    listed: false,
+                })),
+                delivered: 1,
+                tracked: None,
+            })
+            .collect()
+    }
+
+    /// Handles `n` leavers against a simulated Oomnitza with `gates`; returns how each is
+    /// settled and how many API requests the simulator answered.
+    async fn handle_leavers(gates: &Gates, n: usize) -> (Vec<Settlement>, u64) {
+        let nats = peoplesync_testkit::NatsServer::start();
+        let bus = Bus::connect(
+            nats.url(),
+            "leavers-test",
+            peoplesync_bus::BusSettings::default(),
+        )
+        .await
+        .unwrap();
+        leavers::ensure(&bus).await.unwrap();
+        let sim = peoplesync_sims::oomnitza::OomnitzaSim::spawn(Default::default())
+            .await
+            .unwrap();
+        let token = secrecy::SecretString::from("sim-oomnitza-token");
+        let client = OomnitzaClient::new(peoplesync_oomnitza::OomnitzaConfig::new(
+            sim.url(),
+            peoplesync_oomnitza::OomnitzaAuth::ApiToken(token),
+        ))
+        .unwrap();
+        let config = peoplesync_core::IntegrationConfig::default_for("sage-people");
+        let integration = std::sync::Arc::new(Integration::compile(config).unwrap());
+        let items = leavers(&integration, n);
+        let wait = std::time::Duration::from_secs(1);
+        let settled = handle_all(&bus, &client, gates, &integration, items, wait).await;
+        let settlements = settled.into_iter().map(|(_, s)| s).collect();
+        (settlements, sim.stats().api_requests)
+    }
+
+    #[tokio::test]
+    async fn leavers_are_looked_up_while_the_intake_is_open() {
+        let (settled, requests) = handle_leavers(&Gates::default(), 3).await;
+        assert!(requests >= 3, "each leaver's user is looked up: {requests}");
+        assert!(
+            settled
+                .iter()
+                .all(|s| matches!(s, Settlement::Done(Outcome::Leaver, None))),
+            "{settled:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn leavers_are_not_tried_once_the_intake_is_closed() {
+        let gates = Gates::default();
+        gates.set_failure(Failure::Unavailable, Some("Oomnitza answers 503".into()));
+        let (settled, requests) = handle_leavers(&gates, 6).await;
+        assert_eq!(requests, 0, "no leaver meets the outage again");
+        for settlement in &settled {
+            let Settlement::Retry(delay, reason, cause) = settlement else {
+                panic!("{settlement:?}");
+            };
+            assert_eq!((*delay, *cause), (HELD_RETRY, RetryCause::Held));
+            assert!(reason.contains("Oomnitza answers 503"), "{reason}");
+        }
+        assert_eq!(settled.len(), 6);
+    }
+
+    #[test]
+    fn a_failed_leaver_waits_as_long_as_oomnitza_asks_within_bounds() {
+        let failed = |asked: Option<u64>| {
+            Error::new(ErrorKind::Transient, "busy")
+                .with_retry_after(asked.map(std::time::Duration::from_secs))
+        };
+        let secs = |asked| retry_delay(&failed(asked)).as_secs();
+        assert_eq!(secs(None), 10);
+        assert_eq!(secs(Some(2)), 10, "never sooner than its own pause");
+        assert_eq!(secs(Some(60)), 60);
+        assert_eq!(secs(Some(86_400)), 300, "at most five minutes");
+    }
 
     #[test]
     fn an_update_counts_once_the_user_shows_it() {
