@@ -64,7 +64,7 @@ pub async fn settle(
         {
             let sequence = item.message.stream_sequence;
             tracing::warn!(msg_id = %item.msg_id, deliveries = item.delivered, ?cause, %reason,
-                "the event could not be settled by its last delivery (the loader cannot send, or Oomnitza is still processing); requeuing it as a fresh message");
+                "the event could not be settled by its last delivery (the loader cannot send, Oomnitza is still processing, or the intake closed before its turn); requeuing it as a fresh message");
             requeue
                 .publish(
                     item.message.subject.to_string(),
