@@ -1,8 +1,9 @@
 //! Authenticating to Oomnitza: a configured API token, or a token obtained from a login and
 //! password at `POST /api/request_token`, cached and shared by every clone of the client and
 //! requested again (once per call) when Oomnitza refuses it. A password session may come with
-//! an `X-CSRF-Token` header; like Oomnitza's own connector, the client echoes it on every
-//! later request of that session, and a renewed session brings its own.
+//! an `X-CSRF-Token` header, and so may the credential check's answer for an API token; like
+//! Oomnitza's own connector, the client echoes it on every later request of that session, and
+//! a renewed password session brings its own.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -21,12 +22,12 @@ use crate::error::{
 /// The header Oomnitza reads the token from.
 pub(crate) const AUTH_HEADER: &str = "Authorization2";
 
-/// The header of a session's anti-CSRF token, in `request_token`'s answer and in later
-/// requests.
+/// The header of a session's anti-CSRF token, in `request_token`'s answer (or the credential
+/// check's, for an API token) and in later requests.
 pub(crate) const CSRF_HEADER: &str = "X-CSRF-Token";
 
-/// What authenticates a request: the `Authorization2` value and, for a password session that
-/// got one, the `X-CSRF-Token` to echo; both marked sensitive so that they are never logged.
+/// What authenticates a request: the `Authorization2` value and, for a session that got one,
+/// the `X-CSRF-Token` to echo; both marked sensitive so that they are never logged.
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) token: HeaderValue,
@@ -45,8 +46,9 @@ struct TokenAnswer {
 /// Where the client's `Authorization2` value comes from.
 #[derive(Debug)]
 pub(crate) enum Authenticator {
-    /// A configured API token, used as it is.
-    Static(Credential),
+    /// A configured API token, used as it is, with the `X-CSRF-Token` of the last credential
+    /// check that brought one.
+    Static(RwLock<Credential>),
     /// A login and password, exchanged for a token on first use.
     Password {
         login: String,
@@ -76,10 +78,12 @@ impl Authenticator {
     /// Prepares the credential; a malformed API token fails here, at start-up.
     pub(crate) fn new(auth: &OomnitzaAuth, base: &Url, host: &str) -> Result<Self, Error> {
         match auth {
-            OomnitzaAuth::ApiToken(token) => Ok(Authenticator::Static(Arc::new(Session {
-                token: sensitive(token.expose_secret(), host)?,
-                csrf: None,
-            }))),
+            OomnitzaAuth::ApiToken(token) => {
+                Ok(Authenticator::Static(RwLock::new(Arc::new(Session {
+                    token: sensitive(token.expose_secret(), host)?,
+                    csrf: None,
+                }))))
+            }
             OomnitzaAuth::Password { login, password } => {
                 let url = base.join("api/request_token").map_err(|error| {
                     Error::new(
@@ -95,6 +99,25 @@ impl Authenticator {
                     renewal: tokio::sync::Mutex::new(()),
                 })
             }
+        }
+    }
+
+    /// Echoes `csrf` from now on, when the credential check's answer brought it for the API
+    /// token, as Oomnitza's connector does (a password session keeps the one its token request
+    /// brought).
+    pub(crate) fn adopt_csrf(&self, csrf: HeaderValue) {
+        let Authenticator::Static(lock) = self else {
+            return;
+        };
+        let current = read(lock);
+        if current.csrf.as_ref() != Some(&csrf) {
+            let mut csrf = csrf;
+            csrf.set_sensitive(true);
+            let session = Session {
+                token: current.token.clone(),
+                csrf: Some(csrf),
+            };
+            write(lock, Arc::new(session));
         }
     }
 
@@ -136,7 +159,7 @@ impl Authenticator {
         refused: Option<&Credential>,
     ) -> Result<Credential, Error> {
         match self {
-            Authenticator::Static(credential) => Ok(credential.clone()),
+            Authenticator::Static(credential) => Ok(read(credential)),
             Authenticator::Password {
                 current, renewal, ..
             } => {
@@ -237,13 +260,13 @@ impl Authenticator {
     }
 }
 
-fn read(lock: &RwLock<Option<Credential>>) -> Option<Credential> {
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
     lock.read()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .clone()
 }
 
-fn write(lock: &RwLock<Option<Credential>>, value: Option<Credential>) {
+fn write<T>(lock: &RwLock<T>, value: T) {
     *lock
         .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner()) = value;

@@ -10,7 +10,7 @@ use peoplesync_retry::retry_call;
 use peoplesync_retry::transport::URL_COMPONENT;
 use peoplesync_retry::transport::{self, NoAnswer};
 use percent_encoding::utf8_percent_encode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use serde::de::DeserializeOwned;
 use url::Url;
 
@@ -52,12 +52,20 @@ impl std::fmt::Debug for OomnitzaClient {
     }
 }
 
+/// An answer as it came, before it is classified.
+struct Answer {
+    reply: Reply,
+    retry_after: Option<Duration>,
+}
+
 /// An answer that is a success, or an expected status of the call.
 pub(crate) struct Reply {
     /// The HTTP status.
     pub status: u16,
     /// The whole body.
     pub body: Bytes,
+    /// The answer's `X-CSRF-Token`, if it carried one.
+    pub csrf: Option<HeaderValue>,
 }
 
 /// Reads a `Retry-After` header, if any.
@@ -134,6 +142,11 @@ impl OomnitzaClient {
         matches!(self.inner.auth, crate::auth::Authenticator::Static(_))
     }
 
+    /// Echoes `csrf` on the API token's later requests (see [`Authenticator::adopt_csrf`]).
+    pub(crate) fn adopt_csrf(&self, csrf: HeaderValue) {
+        self.inner.auth.adopt_csrf(csrf);
+    }
+
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
     }
@@ -157,27 +170,26 @@ impl OomnitzaClient {
             .auth
             .credential(&inner.http, &inner.host, inner.timeout)
             .await?;
-        let (status, retry_after, body) = self.send_with(&credential, what, &build).await?;
-        let (status, retry_after, body) = if status == 401 && inner.auth.renewable() {
+        let mut answer = self.send_with(&credential, what, &build).await?;
+        if answer.reply.status == 401 && inner.auth.renewable() {
             tracing::info!(host = %inner.host, "Oomnitza refused the token; requesting a new one");
             let fresh = inner
                 .auth
                 .renew(&inner.http, &inner.host, inner.timeout, &credential)
                 .await?;
-            self.send_with(&fresh, what, &build).await?
-        } else {
-            (status, retry_after, body)
-        };
-        if (200..300).contains(&status) || answers.contains(&status) {
-            return Ok(Reply { status, body });
+            answer = self.send_with(&fresh, what, &build).await?;
+        }
+        let Answer { reply, retry_after } = answer;
+        if (200..300).contains(&reply.status) || answers.contains(&reply.status) {
+            return Ok(reply);
         }
         Err(answer_error(
             &inner.host,
             what,
             operation,
-            status,
+            reply.status,
             retry_after,
-            &body,
+            &reply.body,
             &inner.auth_description,
         ))
     }
@@ -187,7 +199,7 @@ impl OomnitzaClient {
         credential: &Credential,
         what: &str,
         build: &impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
-    ) -> Result<(u16, Option<Duration>, Bytes), Error> {
+    ) -> Result<Answer, Error> {
         let inner = &*self.inner;
         let transport =
             |error| transport_error(&inner.host, what, NoAnswer::new(error, inner.timeout));
@@ -198,8 +210,12 @@ impl OomnitzaClient {
         let response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
         let retry_after = retry_after_of(response.headers());
+        let csrf = response.headers().get(CSRF_HEADER).cloned();
         let body = response.bytes().await.map_err(transport)?;
-        Ok((status, retry_after, body))
+        Ok(Answer {
+            reply: Reply { status, body, csrf },
+            retry_after,
+        })
     }
 
     /// [`send`](Self::send) with bounded retries of transient failures, for read and control

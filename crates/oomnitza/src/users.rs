@@ -245,12 +245,18 @@ impl OomnitzaClient {
     /// `GET /api/v2/mappings?name=AuthTest`, which needs no right to read users. A bad token
     /// gives [`Unauthorized`](crate::ErrorKind::Unauthorized), with status 401 for bad
     /// credentials and 403 for a token without rights.
+    /// An `X-CSRF-Token` in the answer is echoed on the API token's later requests, as
+    /// Oomnitza's connector does.
     pub async fn check_auth(&self) -> Result<(), Error> {
         let url = self.url(&["api", "v2", "mappings"], &[("name", "AuthTest")]);
-        self.send_retrying("checking the credentials", &[], |http| {
-            http.get(url.clone())
-        })
-        .await?;
+        let reply = self
+            .send_retrying("checking the credentials", &[], |http| {
+                http.get(url.clone())
+            })
+            .await?;
+        if let Some(csrf) = reply.csrf {
+            self.adopt_csrf(csrf);
+        }
         Ok(())
     }
 }

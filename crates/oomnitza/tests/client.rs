@@ -740,6 +740,26 @@ mod auth {
     }
 
     #[tokio::test]
+    async fn an_api_token_echoes_the_csrf_token_its_credential_check_brought() {
+        let sim = spawn_with(OomnitzaBehavior {
+            require_csrf_echo: true,
+            csrf_for_api_token: true,
+            ..OomnitzaBehavior::default()
+        })
+        .await;
+        // A tenant that expects the token refuses a request made before any credential check.
+        let error = client(&sim).find_users("", 10, 0).await.unwrap_err();
+        assert_eq!(error.status(), Some(403), "{error}");
+
+        let client = client(&sim);
+        client.check_auth().await.unwrap();
+        post(&client, &users(0..2)).await.unwrap();
+        client.clone().find_users("", 10, 0).await.unwrap();
+        let stats = sim.stats();
+        assert_eq!((stats.csrf_echoed, stats.csrf_missing), (2, 1));
+    }
+
+    #[tokio::test]
     async fn a_wrong_password_is_unauthorized_naming_the_login() {
         let sim = spawn().await;
         let client = client_with(

@@ -75,6 +75,9 @@ struct Args {
     /// Refuse (403) password-session requests that do not echo the session's X-CSRF-Token.
     #[arg(long, env = "OOMNITZA_SIM_REQUIRE_CSRF_ECHO")]
     require_csrf_echo: bool,
+    /// Give the API token an X-CSRF-Token in the credential check's answer, to be echoed.
+    #[arg(long, env = "OOMNITZA_SIM_CSRF_FOR_API_TOKEN")]
+    csrf_for_api_token: bool,
     /// Answer 200 (not 409) when a canceled portion is finalized.
     #[arg(long, env = "OOMNITZA_SIM_ALLOW_FINALIZE_AFTER_CANCEL")]
     allow_finalize_after_cancel: bool,
@@ -216,6 +219,7 @@ impl Args {
                     .chain(self.require.iter().map(|s| rule(s, true)))
                     .collect::<anyhow::Result<_>>()?,
                 require_csrf_echo: self.require_csrf_echo,
+                csrf_for_api_token: self.csrf_for_api_token,
                 refuse_finalize_after_cancel: !self.allow_finalize_after_cancel,
                 apply_after_cancel: self.apply_after_cancel,
                 custom_field_names: self.custom_field_names,

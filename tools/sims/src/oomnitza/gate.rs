@@ -4,7 +4,8 @@
 //! [`super::OomnitzaBehavior::require_csrf_echo`]), rights (`403`). Also
 //! `POST /api/request_token` (a password session, answered with an `X-CSRF-Token` header, as
 //! Oomnitza's connector expects) and the connector's token check
-//! `GET /api/v2/mappings?name=AuthTest`.
+//! `GET /api/v2/mappings?name=AuthTest` (which gives the API token an `X-CSRF-Token` with
+//! [`super::OomnitzaBehavior::csrf_for_api_token`]).
 
 use std::sync::Arc;
 
@@ -21,7 +22,7 @@ use crate::faults::{pass, wait_latency};
 use crate::rng::mix;
 use crate::sync::lock;
 
-/// The header a password session's anti-CSRF token travels in, both ways.
+/// The header a session's anti-CSRF token travels in, both ways.
 pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 
 /// An Oomnitza-style JSON error: `{"error": <kind>, "message": <text>}`.
@@ -69,8 +70,12 @@ pub(crate) async fn api_gate(
     response
 }
 
-/// The answer that refuses this request (to `path`), or `None` to let it through. `csrf` is set for a password-session token: whether the request echoed the
-/// session's `X-CSRF-Token`.
+/// The path of the credential check, which is how an API token gets its `X-CSRF-Token`, so it
+/// need not echo one.
+const CREDENTIAL_CHECK: &str = "/api/v2/mappings";
+
+/// The answer that refuses this request (to `path`), or `None` to let it through. `csrf` is
+/// set where a token is expected: whether the request echoed the session's `X-CSRF-Token`.
 fn refusal(
     shared: &Shared,
     headers: &HeaderMap,
@@ -119,20 +124,28 @@ fn refusal(
                 "The Authorization2 header is missing",
             ));
         }
-        Some(t) if t == shared.config.api_token => {}
-        Some(t) => match control.sessions.get(t) {
-            None => {
-                return Some(error(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "The API token is not valid",
-                ));
-            }
-            Some(expected) => {
+        Some(t) => {
+            let expected = if t == shared.config.api_token {
+                let expects = control.behavior.csrf_for_api_token && path != CREDENTIAL_CHECK;
+                // Before any credential check nothing was issued: nothing can be echoed.
+                expects.then(|| control.api_token_csrf.clone().unwrap_or_default())
+            } else {
+                match control.sessions.get(t) {
+                    Some(expected) => Some(expected.clone()),
+                    None => {
+                        return Some(error(
+                            StatusCode::UNAUTHORIZED,
+                            "unauthorized",
+                            "The API token is not valid",
+                        ));
+                    }
+                }
+            };
+            if let Some(expected) = expected {
                 let echoed = headers
                     .get(CSRF_HEADER)
                     .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v == expected);
+                    .is_some_and(|v| !expected.is_empty() && v == expected);
                 *csrf = Some(echoed);
                 if !echoed && control.behavior.require_csrf_echo {
                     return Some(error(
@@ -142,7 +155,7 @@ fn refusal(
                     ));
                 }
             }
-        },
+        }
     }
     if control.faults.forbidden {
         return Some(error(
@@ -181,15 +194,24 @@ pub(crate) async fn request_token(State(shared): State<Arc<Shared>>, body: Bytes
     let n = control.sessions.len() as u64 + 1;
     let salt = chrono::Utc::now().timestamp_micros() as u64;
     let token = format!("{:016x}{:016x}", mix(n), mix(n ^ salt));
-    let csrf = format!(
+    let csrf = new_csrf(n, salt);
+    control.sessions.insert(token.clone(), csrf.clone());
+    drop(control);
+    with_csrf(Json(json!({"token": token})).into_response(), &csrf)
+}
+
+/// An anti-CSRF token made of `n` and `salt`.
+fn new_csrf(n: u64, salt: u64) -> String {
+    format!(
         "{:016x}{:016x}",
         mix(!n ^ salt),
         mix(n.rotate_left(17) ^ salt)
-    );
-    control.sessions.insert(token.clone(), csrf.clone());
-    drop(control);
-    let mut response = Json(json!({"token": token})).into_response();
-    if let Ok(value) = HeaderValue::from_str(&csrf) {
+    )
+}
+
+/// `response` with an `X-CSRF-Token` header of `csrf`.
+fn with_csrf(mut response: Response, csrf: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(csrf) {
         response.headers_mut().insert(CSRF_HEADER, value);
     }
     response
@@ -197,12 +219,33 @@ pub(crate) async fn request_token(State(shared): State<Arc<Shared>>, body: Bytes
 
 /// `GET /api/v2/mappings?name=...`: the integration field mappings stored under that name.
 /// Oomnitza's connector reads `name=AuthTest` to check a token (the gate has answered `401` or
-/// `403` by then); this tenant stores no mappings, so every name answers an empty object.
-pub(crate) async fn mappings(RawQuery(query): RawQuery) -> Response {
+/// `403` by then); this tenant stores no mappings, so every name answers an empty object. With
+/// [`super::OomnitzaBehavior::csrf_for_api_token`], the API token's answer carries the
+/// `X-CSRF-Token` its later requests echo (issued once, then the same).
+pub(crate) async fn mappings(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     let named = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .any(|(k, v)| k == "name" || (k == "connector_id" && !v.is_empty()));
     if !named {
         return bad_request("name (or connector_id) is required");
     }
-    Json(json!({})).into_response()
+    let answer = Json(json!({})).into_response();
+    let api_token = headers
+        .get("authorization2")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.trim() == shared.config.api_token);
+    let mut control = lock(&shared.control);
+    if !(api_token && control.behavior.csrf_for_api_token) {
+        return answer;
+    }
+    let salt = chrono::Utc::now().timestamp_micros() as u64;
+    let csrf = control
+        .api_token_csrf
+        .get_or_insert_with(|| new_csrf(0, salt))
+        .clone();
+    drop(control);
+    with_csrf(answer, &csrf)
 }

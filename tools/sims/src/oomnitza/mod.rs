@@ -117,9 +117,15 @@ pub struct OomnitzaBehavior {
     /// Tenant validation rules checked when a record is processed; a refused record fails.
     pub validation_rules: Vec<ValidationRule>,
     /// Refuse (`403`) a request made with a password-session token that does not echo the
-    /// session's `X-CSRF-Token`. Oomnitza's connector always echoes it, but no source says a
-    /// request without it is refused, so this is off by default.
+    /// session's `X-CSRF-Token` (or, with [`Self::csrf_for_api_token`], an API-token request
+    /// that does not echo the token the credential check gave). Oomnitza's connector always
+    /// echoes it, but no source says a request without it is refused, so this is off by default.
     pub require_csrf_echo: bool,
+    /// Answer the credential check (`GET /api/v2/mappings`) of an API token with an
+    /// `X-CSRF-Token` header, which later API-token requests are expected to echo (counted;
+    /// refused only with [`Self::require_csrf_echo`]). Oomnitza's connector takes the header
+    /// from that answer, but no source says Oomnitza sends it, so this is off by default.
+    pub csrf_for_api_token: bool,
     /// Answer `409` to finalizing a canceled portion (unpublished; `false` answers `200` and
     /// leaves the portion canceled).
     pub refuse_finalize_after_cancel: bool,
@@ -151,6 +157,7 @@ impl Default for OomnitzaBehavior {
             processing_delay_ms: DEFAULT_PROCESSING_DELAY_MS,
             validation_rules: Vec::new(),
             require_csrf_echo: false,
+            csrf_for_api_token: false,
             refuse_finalize_after_cancel: true,
             apply_after_cancel: false,
             custom_field_names: CustomFieldNames::default(),

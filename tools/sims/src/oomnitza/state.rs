@@ -47,6 +47,9 @@ pub(crate) struct Control {
     pub(crate) recent: VecDeque<Instant>,
     /// Password-session token → the `X-CSRF-Token` issued with it.
     pub(crate) sessions: HashMap<String, String>,
+    /// The `X-CSRF-Token` the credential check gave the API token
+    /// ([`super::OomnitzaBehavior::csrf_for_api_token`]).
+    pub(crate) api_token_csrf: Option<String>,
     pub(crate) bulk_response: Option<Value>,
     pub(crate) behavior: OomnitzaBehavior,
     /// `behavior.validation_rules`, compiled.
@@ -171,6 +174,7 @@ impl Shared {
             rng: SplitMix::new(0x0047_11A7),
             recent: VecDeque::new(),
             sessions: HashMap::new(),
+            api_token_csrf: None,
             bulk_response: None,
             behavior: config.behavior.clone(),
             rules: Arc::new(rules),
