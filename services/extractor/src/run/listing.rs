@@ -101,7 +101,7 @@ impl Listing<'_> {
                         "Sage People refused the paging marker; restarting the listing from the first page (workers already published in this run are read again but not published again)");
                 }
                 Some(Fetched::End) => break Ok(()),
-                Some(Fetched::Failed(source)) => break Err(Stop::Source(source)),
+                Some(Fetched::Failed(source)) => break Err(source.into()),
                 Some(Fetched::Quota(usage)) => {
                     let message = quota::explain(
                         &self.client.hostname(),

@@ -68,6 +68,37 @@ async fn each_configuration_error_fails_the_run_at_once_saying_what_to_fix() {
 }
 
 #[tokio::test]
+async fn a_configuration_error_part_way_through_a_new_run_ends_it_and_drops_its_checkpoint() {
+    let s = setup(slow_org(1000, 40, 60, 15)).await;
+    let extraction = s.extraction(ID);
+    let running = tokio::spawn({
+        let extraction = extraction.clone();
+        async move { extraction.run_full("test", CancellationToken::new()).await }
+    });
+    wait_for_pages(&s.bus, ID, 4).await;
+    // The API user loses its permission set part-way: the run is over, so the loaders finalize
+    // what it loaded instead of waiting for an operator (only a run taken up from its
+    // checkpoint keeps it, see the retry tests).
+    s.sim.set_faults(SageFaults {
+        config_error: Some("MISSING_API_PERMISSION".into()),
+        ..SageFaults::default()
+    });
+    let err = running.await.unwrap().expect_err("the run must fail");
+    assert!(!err.resumable(), "{err}");
+    assert!(!err.to_string().contains("checkpoint"), "{err}");
+    let run_id = err.run_id().unwrap().to_owned();
+    let record = s.run_record(ID, &run_id).await;
+    assert_eq!(record.state, RunState::Failed);
+    assert!(record.published > 0, "{record:?}");
+    assert!(s.checkpoint(ID).await.is_none(), "checkpoint cleared");
+
+    s.sim.set_faults(SageFaults::default());
+    let summary = run_to_completion(&extraction).await;
+    assert!(!summary.resumed);
+    assert_ne!(summary.run_id, run_id);
+}
+
+#[tokio::test]
 async fn refused_credentials_fail_the_run_naming_the_app_and_host() {
     let (s, err) = failed_run(org(100, 50, 50), None, "wrong-secret").await;
     let message = err.to_string();
