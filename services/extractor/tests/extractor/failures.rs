@@ -306,6 +306,28 @@ async fn without_the_limit_header_the_guard_counts_its_own_calls_and_stops_at_th
 }
 
 #[tokio::test]
+async fn without_the_limit_header_the_guard_counts_every_attempt_of_a_page() {
+    let mut sim = without_the_limit_header(300, 1);
+    // The first page takes four attempts: the org says three are too many long requests at
+    // once (which it does not count against the quota).
+    sim.faults.concurrent_limit_calls = 3;
+    let s = setup(sim).await;
+    s.sim.set_api_usage(650);
+    let err = stopped_by_the_guard(&s).await;
+    assert!(err.to_string().contains("800 of 1000"), "{err}");
+    let stats = s.sim.stats();
+    assert_eq!(stats.status_counts.get(&403), Some(&3), "{stats:?}");
+    // With the retries, the run's own count reaches 80% three pages early: the limits are read
+    // then (the org says 797), and again three pages later, at the share.
+    assert_eq!(
+        stats.limits_requests, 3,
+        "before the run, when the count with the retries reached the share, at the share"
+    );
+    assert_eq!(stats.records_served, 150);
+    assert_eq!(stats.api_usage, 800, "not past 80%");
+}
+
+#[tokio::test]
 async fn without_the_limit_header_the_guard_reads_the_limits_again_every_few_hundred_pages() {
     let pages = peoplesync_extractor::quota::LIMITS_EVERY;
     let s = setup(without_the_limit_header(2 * pages, 1)).await;
