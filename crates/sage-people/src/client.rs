@@ -3,6 +3,7 @@
 //! the answer, retry transient failures.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,7 +26,8 @@ const SERVICE: &str = "Sage People";
 
 /// A client of one org's Sage People Employees API.
 ///
-/// Cheap to clone: clones share the connection pool, the access token and the latest API usage.
+/// Cheap to clone: clones share the connection pool, the access token, the latest API usage and
+/// the count of API requests.
 #[derive(Clone)]
 pub struct SageClient {
     inner: Arc<Inner>,
@@ -37,6 +39,8 @@ struct Inner {
     usage: UsageRecorder,
     retry: RetryPolicy,
     timeout: Duration,
+    /// API requests sent, retries included: see [`SageClient::api_requests`].
+    requests: AtomicU64,
 }
 
 impl std::fmt::Debug for SageClient {
@@ -98,6 +102,7 @@ impl SageClient {
                 usage: UsageRecorder::default(),
                 retry: config.retry,
                 timeout: config.request_timeout,
+                requests: AtomicU64::new(0),
             }),
         })
     }
@@ -115,6 +120,15 @@ impl SageClient {
     /// errors included.
     pub fn last_api_usage(&self) -> Option<ApiUsage> {
         self.inner.usage.latest()
+    }
+
+    /// The HTTP requests this client and its clones sent to the org's APIs (the Employees API
+    /// and the `limits` resource) so far: every attempt of a call, retries and the resend after
+    /// a renewed token included, whether it was answered or not, since the org may count each
+    /// against its daily API quota. Token requests to the OAuth endpoint are not API calls and
+    /// are not counted. A caller learns what a call cost from the count before and after it.
+    pub fn api_requests(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
     }
 
     /// Gets an access token (the cached one, or a new one with the configured grant, retrying
@@ -212,6 +226,7 @@ impl SageClient {
         })?;
         let transport =
             |error| transport_error(host, call.what, NoAnswer::new(error, inner.timeout));
+        inner.requests.fetch_add(1, Ordering::Relaxed);
         let response = inner
             .http
             .get(url)

@@ -504,21 +504,47 @@ mod errors {
         assert_eq!(sim.stats().api_requests, 1, "not retried");
     }
 
-    #[tokio::test]
-    async fn the_concurrent_request_limit_backs_off_and_the_page_arrives() {
-        let sim = spawn(SimConfig {
+    /// A small org that answers the first three calls with the concurrent long-request limit.
+    fn too_many_long_requests() -> SimConfig {
+        SimConfig {
             workers: 5,
             ..faulty(SageFaults {
                 concurrent_limit_calls: 3,
                 ..SageFaults::default()
             })
-        })
-        .await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_concurrent_request_limit_backs_off_and_the_page_arrives() {
+        let sim = spawn(too_many_long_requests()).await;
         let page = client(&sim).list_page(None, None).await.unwrap();
         assert!(!page.records.is_empty());
         let stats = sim.stats();
         assert_eq!(stats.status_counts.get(&403), Some(&3));
         assert_eq!(stats.api_requests, 4);
+    }
+
+    #[tokio::test]
+    async fn every_api_request_is_counted_retries_included_and_token_requests_not() {
+        let sim = spawn(too_many_long_requests()).await;
+        let client = client(&sim);
+        assert_eq!(client.api_requests(), 0);
+        // Three refusals, then the page.
+        client.list_page(None, None).await.unwrap();
+        assert_eq!(client.api_requests(), 4);
+        // A refused token, a new one, the page again: two API requests.
+        sim.revoke_tokens();
+        client.list_page(None, None).await.unwrap();
+        assert_eq!(client.api_requests(), 6);
+        client.read_limits().await.unwrap();
+        let stats = sim.stats();
+        assert_eq!(
+            client.clone().api_requests(),
+            stats.api_requests + stats.limits_requests,
+            "clones share the count"
+        );
+        assert_eq!(tokens_requested(&sim), 2, "not counted");
     }
 
     #[tokio::test]

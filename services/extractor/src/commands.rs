@@ -220,18 +220,8 @@ pub async fn serve_leader(
 /// credential must be fixed first (the control plane answers FAILED_PRECONDITION marked so, and
 /// `syncctl run` exits 7), `failed` otherwise.
 fn run_error_code(err: &crate::error::RunError) -> &'static str {
-    use crate::error::Stop;
-    use peoplesync_sage_people::ErrorKind;
-    match err.stop() {
-        Stop::Settings { .. } => "misconfigured",
-        Stop::Source(source)
-            if matches!(
-                source.kind(),
-                ErrorKind::Configuration | ErrorKind::Authentication
-            ) =>
-        {
-            "misconfigured"
-        }
-        _ => "failed",
+    match err.stop().awaits_operator() {
+        true => "misconfigured",
+        false => "failed",
     }
 }

@@ -13,7 +13,15 @@ use peoplesync_sage_people::{ApiUsage, ErrorKind};
 #[derive(Debug)]
 pub enum Stop {
     /// Sage People refused or failed; its message says what to fix.
-    Source(peoplesync_sage_people::Error),
+    Source {
+        /// What Sage People answered.
+        error: peoplesync_sage_people::Error,
+        /// Sage People refused the integration's configuration or credentials to a run taken
+        /// up from its checkpoint: the run keeps it, so once an operator fixes the cause the
+        /// pages it read are not read again. Never set for the other kinds, whose rule is
+        /// fixed.
+        checkpoint_kept: bool,
+    },
     /// The quota guard stopped the run before the org's usage passed the configured share.
     QuotaGuard {
         /// The usage that stopped it.
@@ -41,7 +49,7 @@ impl Stop {
     /// The state the run record is left in.
     pub fn state(&self) -> RunState {
         match self {
-            Stop::Source(source) if source.kind() == ErrorKind::QuotaExhausted => {
+            Stop::Source { error, .. } if error.kind() == ErrorKind::QuotaExhausted => {
                 RunState::QuotaExhausted
             }
             Stop::QuotaGuard { .. } => RunState::QuotaExhausted,
@@ -56,19 +64,79 @@ impl Stop {
     /// an outage within the automatic resume's own limits. An answer that decoded but broke
     /// the listing's contract ([`ErrorKind::InvalidResponse`]) is not: it would fail the same
     /// way at the same page on every resume, and no run would ever complete, so the next run
-    /// starts afresh and loads the pages before it. A settings problem is when it stopped a run
-    /// taken up from its checkpoint: fixing the settings lets it go on where it was.
+    /// starts afresh and loads the pages before it. A settings problem, or Sage People refusing
+    /// the configuration or credentials, is when it stopped a run taken up from its checkpoint:
+    /// fixing the cause lets it go on where it was.
     pub fn resumable(&self) -> bool {
         match self {
-            Stop::Source(source) => matches!(
-                source.kind(),
-                ErrorKind::QuotaExhausted | ErrorKind::Transient | ErrorKind::Undecodable
-            ),
+            Stop::Source {
+                error,
+                checkpoint_kept,
+            } => match error.kind() {
+                ErrorKind::QuotaExhausted | ErrorKind::Transient | ErrorKind::Undecodable => true,
+                ErrorKind::Configuration | ErrorKind::Authentication => *checkpoint_kept,
+                ErrorKind::InvalidMarker | ErrorKind::InvalidResponse => false,
+            },
             Stop::QuotaGuard { .. } | Stop::Bus(_) | Stop::Interrupted => true,
             Stop::Settings {
                 checkpoint_kept, ..
             } => *checkpoint_kept,
         }
+    }
+
+    /// Whether only an operator can clear what stopped the run: the integration's settings, or
+    /// Sage People refusing its configuration or credentials. Trying again unchanged fails the
+    /// same way, so the automatic resume does not.
+    pub fn awaits_operator(&self) -> bool {
+        match self {
+            Stop::Settings { .. } => true,
+            Stop::Source { error, .. } => refused_setup(error.kind()),
+            _ => false,
+        }
+    }
+
+    /// This stop of a run taken up from its checkpoint (`resumed`): where Sage People refused
+    /// the configuration or credentials, the run keeps its checkpoint.
+    pub(crate) fn of_run(self, resumed: bool) -> Stop {
+        match self {
+            Stop::Source { error, .. } if refused_setup(error.kind()) => Stop::Source {
+                error,
+                checkpoint_kept: resumed,
+            },
+            stop => stop,
+        }
+    }
+
+    /// What the run record and the log say about a stop that ends the run's attempt (not a
+    /// NATS failure or an interruption, whose messages are built where they are reported).
+    pub(crate) fn message(&self) -> Option<String> {
+        match self {
+            Stop::Source {
+                error,
+                checkpoint_kept,
+            } => Some(until_fixed(error.to_string(), *checkpoint_kept)),
+            Stop::QuotaGuard { message, .. } | Stop::Settings { message, .. } => {
+                Some(message.clone())
+            }
+            Stop::Bus(_) | Stop::Interrupted => None,
+        }
+    }
+}
+
+/// Whether Sage People refused the integration's configuration or credentials: only an
+/// operator can fix that.
+fn refused_setup(kind: ErrorKind) -> bool {
+    matches!(kind, ErrorKind::Configuration | ErrorKind::Authentication)
+}
+
+/// `message` about what an operator must fix, saying so when the run keeps its checkpoint
+/// (`kept`) until then.
+pub(crate) fn until_fixed(message: String, kept: bool) -> String {
+    match kept {
+        true => format!(
+            "{message} (the run keeps its checkpoint: once this is fixed, the next scheduled or manual run resumes it)"
+        ),
+        false => message,
     }
 }
 
@@ -80,7 +148,10 @@ impl From<BusError> for Stop {
 
 impl From<peoplesync_sage_people::Error> for Stop {
     fn from(err: peoplesync_sage_people::Error) -> Self {
-        Stop::Source(err)
+        Stop::Source {
+            error: err,
+            checkpoint_kept: false,
+        }
     }
 }
 
@@ -102,10 +173,6 @@ impl std::fmt::Display for RunError {
             None => format!("run of {integration}"),
         };
         match &*self.stop {
-            Stop::Source(source) => write!(f, "{run}: {source}"),
-            Stop::QuotaGuard { message, .. } | Stop::Settings { message, .. } => {
-                write!(f, "{run}: {message}")
-            }
             // Without an id the run stopped while it was being started or taken up: the next
             // trigger starts one, or takes up the interrupted one, once NATS answers.
             Stop::Bus(source) if self.run_id.is_none() => write!(
@@ -117,6 +184,7 @@ impl std::fmt::Display for RunError {
                 "{run}: {source}; the run resumes from its checkpoint once NATS is reachable"
             ),
             Stop::Interrupted => write!(f, "{run} was interrupted; it resumes from its checkpoint"),
+            stop => write!(f, "{run}: {}", stop.message().unwrap_or_default()),
         }
     }
 }
@@ -124,7 +192,7 @@ impl std::fmt::Display for RunError {
 impl std::error::Error for RunError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &*self.stop {
-            Stop::Source(source) => Some(source),
+            Stop::Source { error, .. } => Some(error),
             Stop::Bus(source) => Some(source),
             _ => None,
         }
@@ -184,23 +252,44 @@ impl RunError {
 mod tests {
     use super::*;
 
-    fn source(kind: ErrorKind) -> Stop {
-        Stop::Source(peoplesync_sage_people::Error::new(kind, "m"))
+    fn source(kind: ErrorKind, checkpoint_kept: bool) -> Stop {
+        Stop::Source {
+            error: peoplesync_sage_people::Error::new(kind, "m"),
+            checkpoint_kept,
+        }
     }
 
     #[test]
-    fn only_sage_failures_that_may_pass_keep_the_checkpoint() {
+    fn sage_failures_that_may_pass_or_that_an_operator_fixes_keep_the_checkpoint() {
         use ErrorKind::*;
         for kind in [QuotaExhausted, Transient, Undecodable] {
-            assert!(source(kind).resumable(), "{kind}");
+            assert!(source(kind, false).resumable(), "{kind}");
+            assert!(!source(kind, false).awaits_operator(), "{kind}");
         }
-        for kind in [
-            Configuration,
-            Authentication,
-            InvalidMarker,
-            InvalidResponse,
-        ] {
-            assert!(!source(kind).resumable(), "{kind}");
+        // A refused configuration or credential keeps the checkpoint only of a run taken up
+        // from it, and waits for an operator either way.
+        for kind in [Configuration, Authentication] {
+            assert!(!source(kind, false).resumable(), "{kind}");
+            assert!(source(kind, true).resumable(), "{kind}");
+            assert!(source(kind, false).awaits_operator(), "{kind}");
         }
+        for kind in [InvalidMarker, InvalidResponse] {
+            for kept in [false, true] {
+                assert!(!source(kind, kept).resumable(), "{kind}");
+                assert!(!source(kind, kept).awaits_operator(), "{kind}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_refusal_that_keeps_the_checkpoint_says_so() {
+        let kept = RunError::new("acme", Some("r1"), source(ErrorKind::Authentication, true));
+        assert!(
+            kept.to_string()
+                .ends_with("m (the run keeps its checkpoint: once this is fixed, the next scheduled or manual run resumes it)"),
+            "{kept}"
+        );
+        let dropped = RunError::new("acme", Some("r1"), source(ErrorKind::Authentication, false));
+        assert_eq!(dropped.to_string(), "run r1 of acme: m");
     }
 }

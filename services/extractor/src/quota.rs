@@ -4,13 +4,15 @@
 //!
 //! The org's usage comes from `Sforce-Limit-Info` when answers carry it (not published for the
 //! Employees API) and otherwise from the REST API's `limits` resource, read before the run and
-//! every [`LIMITS_EVERY`] pages ([`UsageWatch`]), so the guard is never silently off. Between
-//! two readings the run's own calls are counted on top of the last one, and the `limits` are
-//! read again before a stop that rests on that count.
+//! every [`LIMITS_EVERY`] requests ([`UsageWatch`]), so the guard is never silently off.
+//! Between two readings the run's own requests (every attempt of a page, as the client counts
+//! them) are counted on top of the last one, and the `limits` are read again before a stop that
+//! rests on that count. The guard acts between pages: the retries of one page are counted once
+//! the page came or its retries ran out.
 
 use peoplesync_sage_people::ApiUsage;
 
-/// Page requests between two readings of the `limits` resource when answers carry no
+/// API requests between two readings of the `limits` resource when answers carry no
 /// `Sforce-Limit-Info`: a few hundred, so reading it costs well under 1% of a run's calls.
 pub const LIMITS_EVERY: u64 = 200;
 
@@ -27,7 +29,7 @@ pub struct UsageWatch {
 
 impl UsageWatch {
     /// A watch that knows nothing yet (so it asks for a reading before the first page), asks
-    /// again after `every` pages without a header, and lets calls through while the org's
+    /// again after `every` requests without a header, and lets calls through while the org's
     /// usage stays within `share` (0 < share <= 1) of its quota.
     pub fn new(every: u64, share: f64) -> UsageWatch {
         UsageWatch {
@@ -55,8 +57,9 @@ impl UsageWatch {
     }
 
     /// Whether the `limits` resource should be read before the next page: before the first
-    /// page, every `every` pages without a header, and before the run stops on its own count
-    /// of calls (the reading is the org's word; the count may be off, e.g. after retries).
+    /// page, every `every` requests without a header, and before the run stops on its own
+    /// count of calls (the reading is the org's word; the count may be high, as it counts
+    /// requests the org may not have, such as those that never reached it).
     pub fn needs_reading(&self) -> bool {
         match self.reading {
             None => true,
@@ -73,12 +76,15 @@ impl UsageWatch {
         self.calls_since_reading = 0;
     }
 
-    /// A page was requested, whether it came or not; `reported` is the usage its header gave,
-    /// if any (which includes the request).
-    pub fn page_read(&mut self, reported: Option<ApiUsage>) {
+    /// A page was requested, whether it came or not, with `requests` HTTP requests (its
+    /// retries included: whether the org counts failed ones is not published, so they count);
+    /// `reported` is the usage its header gave, if any (which includes them).
+    pub fn page_read(&mut self, reported: Option<ApiUsage>, requests: u64) {
         match reported {
             Some(usage) => self.record_reading(usage),
-            None => self.calls_since_reading += 1,
+            None => {
+                self.calls_since_reading = self.calls_since_reading.saturating_add(requests);
+            }
         }
     }
 }
@@ -127,7 +133,7 @@ mod tests {
         watch.record_reading(usage(10, 100));
         for _ in 0..3 {
             assert!(!watch.needs_reading());
-            watch.page_read(None);
+            watch.page_read(None, 1);
         }
         assert!(
             watch.needs_reading(),
@@ -143,11 +149,11 @@ mod tests {
         let mut watch = UsageWatch::new(200, 0.8);
         watch.record_reading(usage(70, 100));
         for _ in 0..9 {
-            watch.page_read(None);
+            watch.page_read(None, 1);
         }
         assert_eq!(watch.usage(), Some(usage(79, 100)));
         assert!(watch.allows_next() && !watch.needs_reading());
-        watch.page_read(None);
+        watch.page_read(None, 1);
         assert_eq!(watch.usage(), Some(usage(80, 100)));
         assert!(!watch.allows_next(), "the next call would pass 80%");
         assert!(
@@ -165,10 +171,28 @@ mod tests {
     }
 
     #[test]
+    fn every_request_of_a_page_counts_and_a_header_replaces_the_count() {
+        let mut watch = UsageWatch::new(200, 0.8);
+        watch.record_reading(usage(70, 100));
+        // One page that took five attempts, then one that took one.
+        watch.page_read(None, 5);
+        watch.page_read(None, 1);
+        assert_eq!(watch.usage(), Some(usage(76, 100)));
+        // A page whose requests all failed before reaching the API (a refused token).
+        watch.page_read(None, 0);
+        assert_eq!(watch.usage(), Some(usage(76, 100)));
+        watch.page_read(None, 4);
+        assert!(!watch.allows_next(), "the retries take it to 80%");
+        // The org's own figure already includes every attempt.
+        watch.page_read(Some(usage(78, 100)), 3);
+        assert_eq!(watch.usage(), Some(usage(78, 100)));
+    }
+
+    #[test]
     fn nothing_known_lets_the_first_page_through() {
         let mut watch = UsageWatch::new(200, 0.8);
         assert!(watch.allows_next());
-        watch.page_read(None);
+        watch.page_read(None, 1);
         assert_eq!(watch.usage(), None);
         assert!(watch.needs_reading());
     }

@@ -3,8 +3,9 @@
 //! outlasted the client's retry budget (`failed`, its checkpoint kept) is resumed from its
 //! checkpoint after a growing pause ([`RunRetry`]), so nobody has to type `syncctl run` after an
 //! outage. Every wait and every attempt is logged, and shown on `/readyz` as a note
-//! `run_retry.<integration>`. A resume refused by the integration's settings is not tried
-//! again: the run keeps its checkpoint for the next scheduled or manual run.
+//! `run_retry.<integration>`. A run stopped by what only an operator can fix (the integration's
+//! settings, or Sage People refusing its configuration or credentials) is not tried again: it
+//! keeps its checkpoint for the next scheduled or manual run.
 
 use std::time::Duration;
 
@@ -13,7 +14,6 @@ use peoplesync_runtime::Readiness;
 use tokio::time::Instant;
 
 use crate::config::RunRetry;
-use crate::error::Stop;
 use crate::journal::Journal;
 use crate::runner::Runner;
 
@@ -85,6 +85,19 @@ impl Retrier {
         }
     }
 
+    /// Gives up on `run_id` until a run is started again (the runner's count is `started` now),
+    /// saying why in `text`.
+    fn wait_for_fix(&mut self, run_id: &str, started: u64, text: String) {
+        self.current = Some(Pending {
+            run_id: run_id.to_owned(),
+            attempts: self.policy.max_attempts,
+            next_at: Instant::now(),
+            gave_up_at: Some(started),
+        });
+        tracing::error!(integration = %self.integration, "{text}");
+        self.note(Some(text));
+    }
+
     /// One look: resumes the stopped run when its pause is over.
     pub async fn step(&mut self, runner: &Runner, bus: &Bus) {
         if !self.policy.enabled || runner.running().await.is_some() {
@@ -97,13 +110,30 @@ impl Retrier {
             }
             return;
         };
-        let why = runner
-            .last_failure(&stopped.run_id)
+        let failure = runner.last_failure(&stopped.run_id);
+        let why = failure
+            .as_ref()
+            .map(|failure| failure.message.clone())
             .or(stopped.error.clone())
             .unwrap_or_else(|| "it stopped part-way".into());
+        let started = runner.runs_started();
+        // Resuming it would fail the same way until an operator fixed the cause; a run this
+        // replica did not see stop is found out by one resume, as a settings refusal is.
+        if failure.is_some_and(|failure| failure.awaits_operator) {
+            let waiting = self.current.as_ref().is_some_and(|pending| {
+                pending.run_id == stopped.run_id && pending.gave_up_at == Some(started)
+            });
+            if !waiting {
+                let text = format!(
+                    "run {} cannot resume until what Sage People refused is fixed ({why})",
+                    stopped.run_id
+                );
+                self.wait_for_fix(&stopped.run_id, started, text);
+            }
+            return;
+        }
         // A run these retries gave up on that was taken up again since (by the schedule or an
         // operator) and stopped again gets a fresh count.
-        let started = runner.runs_started();
         let fresh = match &self.current {
             Some(pending) if pending.run_id == stopped.run_id => {
                 pending.gave_up_at.is_some_and(|then| started > then)
@@ -163,13 +193,10 @@ impl Retrier {
             }
             // Settings do not mend with time: the run waits, with its checkpoint, for the next
             // scheduled or manual run after the operator fixed them.
-            Err(err) if matches!(err.stop(), Stop::Settings { .. }) => {
-                pending.gave_up_at = Some(runner.runs_started());
-                pending.attempts = self.policy.max_attempts;
+            Err(err) if err.stop().awaits_operator() => {
                 let text =
                     format!("run {run_id} cannot resume until its settings are fixed ({err})");
-                tracing::error!(%integration, "{text}");
-                self.note(Some(text));
+                self.wait_for_fix(&run_id, runner.runs_started(), text);
             }
             Err(err) => {
                 tracing::warn!(%integration, %run_id, attempt, "the retry could not start: {err}")

@@ -18,14 +18,24 @@ struct Current {
     handle: Option<JoinHandle<Result<RunSummary, RunError>>>,
 }
 
+/// How a run stopped with an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The error, as the run record has it.
+    pub message: String,
+    /// Only an operator can clear it ([`crate::error::Stop::awaits_operator`]): resuming the
+    /// run unchanged fails the same way.
+    pub awaits_operator: bool,
+}
+
 /// Starts full runs of one integration, never two at once.
 #[derive(Debug)]
 pub struct Runner {
     extraction: Extraction,
     current: Mutex<Option<Current>>,
     stop: CancellationToken,
-    /// The run that last stopped with an error, and the error.
-    last_failure: Arc<std::sync::Mutex<Option<(String, String)>>>,
+    /// The run that last stopped with an error, and how.
+    last_failure: Arc<std::sync::Mutex<Option<(String, Failure)>>>,
     /// Runs started (past their preparation) by this runner.
     started: std::sync::atomic::AtomicU64,
 }
@@ -91,7 +101,13 @@ impl Runner {
                 *slot = match &result {
                     Err(err) if err.is_interrupted() => None,
                     Ok(_) => None,
-                    Err(err) => Some((failed_run, err.to_string())),
+                    Err(err) => Some((
+                        failed_run,
+                        Failure {
+                            message: err.to_string(),
+                            awaits_operator: err.stop().awaits_operator(),
+                        },
+                    )),
                 };
             }
             match &result {
@@ -129,12 +145,12 @@ impl Runner {
         }
     }
 
-    /// Why run `run_id` last stopped with an error, if this replica ran it.
-    pub fn last_failure(&self, run_id: &str) -> Option<String> {
+    /// How run `run_id` last stopped with an error, if this replica ran it.
+    pub fn last_failure(&self, run_id: &str) -> Option<Failure> {
         let slot = self.last_failure.lock().ok()?;
         slot.as_ref()
             .filter(|(id, _)| id == run_id)
-            .map(|(_, why)| why.clone())
+            .map(|(_, failure)| failure.clone())
     }
 
     /// The run going, if any.

@@ -91,7 +91,7 @@ impl PreparedRun {
                 }
                 (Err(stop), _) | (Ok(()), Err(stop)) => {
                     return Err(extraction
-                        .stop(&checkpoints, &mut publisher, &checkpoint, stop)
+                        .stop(&checkpoints, &mut publisher, &checkpoint, resumed, stop)
                         .await);
                 }
             }
@@ -190,15 +190,22 @@ impl PreparedRun {
 
 impl Extraction {
     /// Ends a listing that stopped early: records the state, and keeps or drops the checkpoint.
+    /// Sage People refusing the configuration or credentials of a run taken up from its
+    /// checkpoint (`resumed`) keeps it, as [`Extraction::fail_settings`] does: once an operator
+    /// fixed the cause, the next run goes on from the marker instead of reading, and spending
+    /// API quota on, those pages again. A new run refused so is over, like one refused its
+    /// settings: the loaders finalize what it loaded instead of waiting for the fix.
     async fn stop(
         &self,
         checkpoints: &Checkpoints,
         publisher: &mut Publisher,
         checkpoint: &Checkpoint,
+        resumed: bool,
         stop: Stop,
     ) -> Stop {
         let integration = &self.inner.integration;
         let run_id = &checkpoint.run_id;
+        let stop = stop.of_run(resumed);
         let message = match &stop {
             Stop::Bus(_) => return stop,
             Stop::Interrupted => {
@@ -213,8 +220,7 @@ impl Extraction {
                     "run interrupted between pages; its checkpoint is kept");
                 return stop;
             }
-            Stop::Source(source) => source.to_string(),
-            Stop::QuotaGuard { message, .. } | Stop::Settings { message, .. } => message.clone(),
+            stop => stop.message().unwrap_or_default(),
         };
         let state = stop.state();
         if state == RunState::QuotaExhausted {

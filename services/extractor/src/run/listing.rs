@@ -101,7 +101,7 @@ impl Listing<'_> {
                         "Sage People refused the paging marker; restarting the listing from the first page (workers already published in this run are read again but not published again)");
                 }
                 Some(Fetched::End) => break Ok(()),
-                Some(Fetched::Failed(source)) => break Err(Stop::Source(source)),
+                Some(Fetched::Failed(source)) => break Err(source.into()),
                 Some(Fetched::Quota(usage)) => {
                     let message = quota::explain(
                         &self.client.hostname(),
@@ -399,12 +399,15 @@ async fn fetch(
             let _ = pages.send(Fetched::Quota(usage)).await;
             return;
         }
+        let before = client.api_requests();
         let page = tokio::select! {
             () = stop.cancelled() => return,
             page = client.list_page(marker.as_deref(), filter.as_deref()) => page,
         };
-        // A refused page was a call too (a refused marker is followed by more pages).
-        watch.page_read(page.as_ref().ok().and_then(|page| page.api_usage));
+        // Every attempt counts, a refused page's too (a refused marker is followed by more
+        // pages). Another caller of the same client in between makes the count high, not low.
+        let requests = client.api_requests().saturating_sub(before);
+        watch.page_read(page.as_ref().ok().and_then(|page| page.api_usage), requests);
         let fetched = match page {
             Ok(page) => match page.next_marker() {
                 Some(next) => {

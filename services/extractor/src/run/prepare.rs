@@ -219,12 +219,7 @@ impl Extraction {
         message: String,
     ) -> Stop {
         let integration = &self.inner.integration;
-        let message = match resumed {
-            true => format!(
-                "{message} (the run keeps its checkpoint: once this is fixed, the next scheduled or manual run resumes it)"
-            ),
-            false => message,
-        };
+        let message = crate::error::until_fixed(message, resumed);
         tracing::error!(integration, run_id = %checkpoint.run_id, "{message}");
         if let Err(err) = self
             .record_failure(checkpoint, RunState::Failed, &message)

@@ -68,6 +68,37 @@ async fn each_configuration_error_fails_the_run_at_once_saying_what_to_fix() {
 }
 
 #[tokio::test]
+async fn a_configuration_error_part_way_through_a_new_run_ends_it_and_drops_its_checkpoint() {
+    let s = setup(slow_org(1000, 40, 60, 15)).await;
+    let extraction = s.extraction(ID);
+    let running = tokio::spawn({
+        let extraction = extraction.clone();
+        async move { extraction.run_full("test", CancellationToken::new()).await }
+    });
+    wait_for_pages(&s.bus, ID, 4).await;
+    // The API user loses its permission set part-way: the run is over, so the loaders finalize
+    // what it loaded instead of waiting for an operator (only a run taken up from its
+    // checkpoint keeps it, see the retry tests).
+    s.sim.set_faults(SageFaults {
+        config_error: Some("MISSING_API_PERMISSION".into()),
+        ..SageFaults::default()
+    });
+    let err = running.await.unwrap().expect_err("the run must fail");
+    assert!(!err.resumable(), "{err}");
+    assert!(!err.to_string().contains("checkpoint"), "{err}");
+    let run_id = err.run_id().unwrap().to_owned();
+    let record = s.run_record(ID, &run_id).await;
+    assert_eq!(record.state, RunState::Failed);
+    assert!(record.published > 0, "{record:?}");
+    assert!(s.checkpoint(ID).await.is_none(), "checkpoint cleared");
+
+    s.sim.set_faults(SageFaults::default());
+    let summary = run_to_completion(&extraction).await;
+    assert!(!summary.resumed);
+    assert_ne!(summary.run_id, run_id);
+}
+
+#[tokio::test]
 async fn refused_credentials_fail_the_run_naming_the_app_and_host() {
     let (s, err) = failed_run(org(100, 50, 50), None, "wrong-secret").await;
     let message = err.to_string();
@@ -272,6 +303,28 @@ async fn without_the_limit_header_the_guard_counts_its_own_calls_and_stops_at_th
     assert_eq!(stats.records_served, 150);
     assert_eq!(stats.api_usage, 800, "not past 80%");
     assert!(s.checkpoint(ID).await.is_some(), "checkpoint kept");
+}
+
+#[tokio::test]
+async fn without_the_limit_header_the_guard_counts_every_attempt_of_a_page() {
+    let mut sim = without_the_limit_header(300, 1);
+    // The first page takes four attempts: the org says three are too many long requests at
+    // once (which it does not count against the quota).
+    sim.faults.concurrent_limit_calls = 3;
+    let s = setup(sim).await;
+    s.sim.set_api_usage(650);
+    let err = stopped_by_the_guard(&s).await;
+    assert!(err.to_string().contains("800 of 1000"), "{err}");
+    let stats = s.sim.stats();
+    assert_eq!(stats.status_counts.get(&403), Some(&3), "{stats:?}");
+    // With the retries, the run's own count reaches 80% three pages early: the limits are read
+    // then (the org says 797), and again three pages later, at the share.
+    assert_eq!(
+        stats.limits_requests, 3,
+        "before the run, when the count with the retries reached the share, at the share"
+    );
+    assert_eq!(stats.records_served, 150);
+    assert_eq!(stats.api_usage, 800, "not past 80%");
 }
 
 #[tokio::test]

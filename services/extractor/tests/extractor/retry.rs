@@ -1,7 +1,9 @@
 //! Runs that stopped part-way are resumed by the scheduling replica on a timer: after a Sage
 //! People outage longer than the client's retry budget, after answers that were not the
 //! documented shape for as long, and after NATS restarts mid-publish. A run stopped by an
-//! answer that breaks the listing's contract is not: the next run starts afresh.
+//! answer that breaks the listing's contract is not: the next run starts afresh. Nor is a run
+//! whose resume Sage People refused for its configuration: it waits, with its checkpoint, for
+//! the operator.
 
 use std::time::Duration;
 
@@ -135,6 +137,30 @@ async fn a_run_failed_by_a_page_breaking_the_contract_drops_its_checkpoint_and_t
     service.shutdown().await;
 }
 
+/// Waits until run `run_id` failed with an error `refused` accepts (a resume refused by what
+/// only an operator can fix), then checks that it is not resumed again: no run event and no
+/// Sage People call come after, and the refusal stands.
+async fn refused_and_not_resumed_again(s: &Setup, run_id: &str, refused: impl Fn(&str) -> bool) {
+    let refused = |record: &RunRecord| {
+        record.state == RunState::Failed && record.error.as_deref().is_some_and(&refused)
+    };
+    wait_for("a refused resume", Duration::from_secs(30), || async {
+        refused(&s.run_record(ID, run_id).await).then_some(())
+    })
+    .await;
+    let attempts = run_events(&s.bus, ID).await.len();
+    let calls = s.sim.stats().api_requests;
+    // Resumes were a second or two apart: a few more would have come by now.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        run_events(&s.bus, ID).await.len(),
+        attempts,
+        "what only an operator can fix does not mend with time: no further resume"
+    );
+    assert_eq!(s.sim.stats().api_requests, calls, "no further call");
+    assert!(refused(&s.run_record(ID, run_id).await));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_refused_by_the_settings_is_not_retried_and_the_run_waits_with_its_checkpoint() {
     let (s, service, failed) = a_run_failed_by_foreign_pages().await;
@@ -143,28 +169,7 @@ async fn a_resume_refused_by_the_settings_is_not_retried_and_the_run_waits_with_
     integration.credentials = "apac".into();
     put_integration(&s.bus, &integration).await;
     s.sim.set_faults(SageFaults::default());
-    let refused = |record: &RunRecord| {
-        record.state == RunState::Failed
-            && record
-                .error
-                .as_deref()
-                .is_some_and(|e| e.contains("[credentials.apac]"))
-    };
-    wait_for(
-        "a resume refused by the settings",
-        Duration::from_secs(30),
-        || async { refused(&s.run_record(ID, &failed.run_id).await).then_some(()) },
-    )
-    .await;
-    let attempts = run_events(&s.bus, ID).await.len();
-    // Resumes were a second or two apart: a few more would have come by now.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(
-        run_events(&s.bus, ID).await.len(),
-        attempts,
-        "settings do not mend with time: no further resume"
-    );
-    assert!(refused(&s.run_record(ID, &failed.run_id).await));
+    refused_and_not_resumed_again(&s, &failed.run_id, |e| e.contains("[credentials.apac]")).await;
     assert!(s.checkpoint(ID).await.is_some(), "the checkpoint is kept");
 
     // Fixed: a manual run resumes the same run. Should it stop again, part-way, it is resumed
@@ -226,5 +231,60 @@ async fn nats_restarts_mid_run_and_the_same_run_completes_without_a_trigger() {
     assert_eq!(record.published, 20_000);
     let events = drain_workers(&s.bus, ID).await;
     assert_each_worker_once(&events, 20_000, &started.run_id);
+    service.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_refused_by_sage_people_keeps_its_checkpoint_is_not_retried_and_goes_on_from_its_marker_once_fixed()
+ {
+    let workers = 1000;
+    let s = setup(slow_org(workers, 40, 60, 20)).await;
+    let (mut config, secrets) = config(&s.sim, &[ID]);
+    config.sage_retry_secs = 1;
+    config.run_retry = quick_retry();
+    let service = serve(&s.bus, config, secrets, true).await;
+    let started: RunStarted = command(&s.bus, ID, control::RUN, json!({})).await.unwrap();
+    wait_for_pages(&s.bus, ID, 5).await;
+    // An outage stops the run part-way; while it lasts, the org's setup changes, so the
+    // automatic resume is refused (whichever resume comes after the change).
+    s.sim.set_faults(SageFaults {
+        outage_for_ms: Some(60_000),
+        ..SageFaults::default()
+    });
+    s.run_in_state(&started.run_id, RunState::Failed, Duration::from_secs(30))
+        .await;
+    let stopped = s
+        .checkpoint(ID)
+        .await
+        .expect("the outage keeps the checkpoint");
+    s.sim.set_faults(SageFaults {
+        config_error: Some("MISSING_API_PERMISSION".into()),
+        ..SageFaults::default()
+    });
+    refused_and_not_resumed_again(&s, &started.run_id, |e| {
+        e.contains("\"Employees API\" permission set")
+            && e.contains("the run keeps its checkpoint: once this is fixed")
+    })
+    .await;
+    let kept = s.checkpoint(ID).await.expect("the checkpoint is kept");
+    assert_eq!(
+        (kept.run_id.as_str(), &kept.marker, kept.published),
+        (started.run_id.as_str(), &stopped.marker, stopped.published)
+    );
+    assert!(kept.published > 0 && kept.published < workers, "{kept:?}");
+
+    // Fixed: a manual run goes on with the same run from its marker; no page is read twice.
+    s.sim.set_faults(SageFaults::default());
+    let served_before = s.sim.stats().records_served;
+    let resumed: RunStarted = command(&s.bus, ID, control::RUN, json!({})).await.unwrap();
+    assert_eq!(resumed.run_id, started.run_id);
+    let record = completed(&s.bus, ID, &started.run_id).await;
+    assert_eq!(record.published, workers);
+    assert_eq!(
+        s.sim.stats().records_served - served_before,
+        workers - kept.published,
+        "only the workers past the marker are read"
+    );
+    assert_each_worker_once(&drain_workers(&s.bus, ID).await, workers, &started.run_id);
     service.shutdown().await;
 }
