@@ -94,7 +94,9 @@ impl Stack {
             let replica = Replica::start(launch, name, http, control);
             stack.loaders.push(replica);
         }
-        stack.lease_holder(Duration::from_secs(60)).await;
+        // Generous: a three-node cluster on a loaded two-core machine may take a while to
+        // elect the leaders of the lease bucket.
+        stack.lease_holder(Duration::from_secs(120)).await;
         stack
     }
 
@@ -104,14 +106,21 @@ impl Stack {
     }
 
     /// The extractor replica holding the scheduler lease once it is not `old`, waiting up to
-    /// `timeout`.
+    /// `timeout`. A timeout first prints what every replica's `/readyz` says, so that the
+    /// failure shows why no extractor took the lease.
     pub async fn lease_holder_other_than(&self, old: &str, timeout: Duration) -> String {
-        wait_for("an extractor to hold the lease", timeout, || async {
-            lease_holder(&self.bus, "sage-people")
-                .await
-                .filter(|holder| holder != old)
-        })
-        .await
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let holder = lease_holder(&self.bus, "sage-people").await;
+            if let Some(holder) = holder.filter(|holder| holder != old) {
+                return holder;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                self.observe("no extractor took the lease").await;
+                panic!("timed out after {timeout:?} waiting for an extractor to hold the lease");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Kills loader `index` (`kill -9`) and starts it again under the same name.
