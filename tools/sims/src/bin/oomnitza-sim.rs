@@ -206,6 +206,7 @@ impl Args {
                 forbidden: self.forbidden,
                 poison_emails: self.poison_emails.clone(),
                 processing_paused: false,
+                portion_reads_failing: false,
             },
             behavior: OomnitzaBehavior {
                 processing_delay_ms: self.processing_delay_ms,

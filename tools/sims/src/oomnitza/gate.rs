@@ -1,6 +1,7 @@
 //! Authentication and the checks every `/api/v2` and `/api/v3` request passes before its
-//! handler runs: latency, outage (`503`), rate limit (`429` + `Retry-After`), transient failure
-//! (`503`), `Authorization2` (`401`), the session's `X-CSRF-Token` (counted; `403` only if
+//! handler runs: latency, outage (`503`: the whole API, the bulk or users endpoints alone, or
+//! portion reads alone), rate limit (`429` + `Retry-After`), transient failure (`503`),
+//! `Authorization2` (`401`), the session's `X-CSRF-Token` (counted; `403` only if
 //! [`super::OomnitzaBehavior::require_csrf_echo`]), rights (`403`). Also
 //! `POST /api/request_token` (a password session, answered with an `X-CSRF-Token` header, as
 //! Oomnitza's connector expects) and the connector's token check
@@ -49,8 +50,9 @@ pub(crate) async fn api_gate(
     lock(&shared.requests).api_requests += 1;
     let latency = lock(&shared.control).faults.latency_ms;
     let path = request.uri().path().to_owned();
+    let portion_read = request.method() == axum::http::Method::GET && is_portion(&path);
     let response = pass(&shared.flight, latency, request, next, |headers| {
-        refusal(&shared, headers, &path, &mut csrf)
+        refusal(&shared, headers, &path, portion_read, &mut csrf)
     })
     .await;
     let status = response.status();
@@ -69,16 +71,24 @@ pub(crate) async fn api_gate(
     response
 }
 
-/// The answer that refuses this request (to `path`), or `None` to let it through. `csrf` is set for a password-session token: whether the request echoed the
-/// session's `X-CSRF-Token`.
+/// Whether `path` names one portion (`/api/v3/bulk/{portion}`), not its finalize.
+fn is_portion(path: &str) -> bool {
+    path.strip_prefix("/api/v3/bulk/")
+        .is_some_and(|portion| !portion.is_empty() && !portion.contains('/'))
+}
+
+/// The answer that refuses this request (to `path`; `portion_read`: a read of a portion's
+/// state), or `None` to let it through. `csrf` is set for a password-session token: whether
+/// the request echoed the session's `X-CSRF-Token`.
 fn refusal(
     shared: &Shared,
     headers: &HeaderMap,
     path: &str,
+    portion_read: bool,
     csrf: &mut Option<bool>,
 ) -> Option<Response> {
     let mut control = lock(&shared.control);
-    if control.in_outage(path) {
+    if control.in_outage(path) || (portion_read && control.faults.portion_reads_failing) {
         return Some(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",

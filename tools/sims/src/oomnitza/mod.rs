@@ -237,6 +237,10 @@ pub struct OomnitzaFaults {
     pub users_outage_for_ms: Option<u64>,
     /// Every authenticated request answers `403` (a token without rights).
     pub forbidden: bool,
+    /// Reads of a portion's state (`GET /api/v3/bulk/{portion}`) answer `503` until this is
+    /// turned off again; posts, finalize, the run log and the rest of the API answer. Lets a
+    /// test show what a client does when it cannot learn whether a portion was canceled.
+    pub portion_reads_failing: bool,
     /// Processing stalls: accepted records stay `processing` until this is turned off again
     /// (Oomnitza under load; also lets a test look at a portion before anything is applied).
     pub processing_paused: bool,
