@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use peoplesync_bus::pause::PauseFlag;
 use peoplesync_bus::{FinalizeState, OutcomeCounts, RunRecord};
-use peoplesync_sims::oomnitza::OomnitzaFaults;
+use peoplesync_sims::oomnitza::{OomnitzaBehavior, OomnitzaFaults};
 use peoplesync_sims::sage::SageConfig;
 use peoplesync_testkit::wait_for;
 
@@ -302,6 +302,103 @@ async fn a_canceled_portion_stops_sends_and_counts_the_rest_canceled() {
         "no record is skipped because the canceled run posted it"
     );
     assert_eq!(d.oomnitza.users().len() as u64, counts.written);
+}
+
+/// [`QUICK`] with three attempts per Oomnitza call, so that a call that keeps failing gives up
+/// within a second.
+const FEW_ATTEMPTS: &str = r#"
+[consumer]
+ack_wait_secs = 4
+[retry]
+max_attempts = 3
+initial_delay_ms = 50
+max_delay_ms = 200
+credentials_retry_secs = 1
+"#;
+
+/// Run `run_id`'s record of `sage-people` once `done` says it is there, waiting up to `timeout`.
+async fn run_record_when(
+    d: &Deployment,
+    run_id: &str,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&RunRecord) -> bool,
+) -> RunRecord {
+    let runs = d.bus().await.runs();
+    wait_for(what, timeout, || {
+        let runs = runs.clone();
+        let done = &done;
+        async move {
+            let (record, _) = runs.get("sage-people", run_id).await.ok()??;
+            done(&record).then_some(record)
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_the_loader_cannot_read_leaves_the_finalize_pending_until_it_can() {
+    let d = deployment(300).await;
+    // The run waits in the stream while Oomnitza stops answering reads of a portion's state
+    // and an administrator cancels the portion. This tenant still applies what is posted to
+    // it, so Oomnitza ends as if the cancel came after the last batch; either way the loader
+    // cannot see the cancel, and the finalize is answered 409.
+    let run_id = d.extract_run();
+    d.oomnitza.set_faults(OomnitzaFaults {
+        portion_reads_failing: true,
+        ..Default::default()
+    });
+    d.oomnitza
+        .set_behavior(OomnitzaBehavior {
+            apply_after_cancel: true,
+            ..d.oomnitza.behavior()
+        })
+        .expect("behaviour");
+    d.oomnitza.cancel_portion(&run_id);
+    let _loader = d.loader_with("loader-1", FEW_ATTEMPTS);
+    let finalize_calls = || {
+        let calls = d.oomnitza.stats().finalize_calls;
+        calls.get(&run_id).copied().unwrap_or(0)
+    };
+    wait_for("the finalize", Duration::from_secs(60), || async {
+        (finalize_calls() >= 1).then_some(())
+    })
+    .await;
+    let released = run_record_when(
+        &d,
+        &run_id,
+        Duration::from_secs(30),
+        "the finalize claim to be released or recorded",
+        |r| !matches!(r.finalize, FinalizeState::Claimed { .. }),
+    )
+    .await;
+    assert!(
+        matches!(released.finalize, FinalizeState::Pending),
+        "a 409 that may mean canceled is not recorded as finalized: {:?}",
+        released.finalize
+    );
+    assert!(released.counts.is_none(), "{:?}", released.counts);
+    wait_for(
+        "the finalize to be tried again",
+        Duration::from_secs(30),
+        || async { (finalize_calls() >= 2).then_some(()) },
+    )
+    .await;
+    d.oomnitza.set_faults(OomnitzaFaults::default());
+    let run = d
+        .finalized("sage-people", &run_id, Duration::from_secs(60))
+        .await;
+    assert_accounted(&run);
+    assert!(
+        matches!(run.finalize, FinalizeState::Canceled { .. }),
+        "{:?}",
+        run.finalize
+    );
+    assert!(run.canceled.is_some(), "the cancel is noted on the run");
+    let counts = run.counts.expect("counts");
+    assert_eq!(counts.written, 0, "{counts:?}");
+    assert!(counts.canceled > 0, "{counts:?}");
+    assert!(run.verification.is_none(), "a canceled run is not checked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

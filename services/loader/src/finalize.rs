@@ -338,7 +338,8 @@ impl Finalizer {
             return Ok(None);
         }
         // An administrator's cancel: noticed while loading, or read now (it can come after the
-        // last batch). A portion that cannot be read is finalized as usual.
+        // last batch). A portion that cannot be read is finalized as usual, and a `409` to
+        // that finalize is told apart by reading the portion again (see below).
         let status = self.client.portion(run_id).await.ok().flatten();
         let canceled = record.canceled.is_some() || status.as_ref().is_some_and(|s| s.canceled);
         if canceled {
@@ -362,10 +363,39 @@ impl Finalizer {
             true => Ok(Finalize::AlreadyFinalized),
             false => self.client.finalize(run_id).await,
         };
+        let finalized = || FinalizeState::Finalized {
+            by: self.replica.clone(),
+            at: chrono::Utc::now().to_rfc3339(),
+        };
         let finalize = match called {
-            Ok(Finalize::Finalized | Finalize::AlreadyFinalized) => FinalizeState::Finalized {
-                by: self.replica.clone(),
-                at: chrono::Utc::now().to_rfc3339(),
+            Ok(Finalize::Finalized) => finalized(),
+            Ok(Finalize::AlreadyFinalized) if already => finalized(),
+            // Oomnitza answers `409` to a portion finalized before *or canceled*. The read above
+            // failed (or the portion changed since): only reading its state again tells which,
+            // and until it does, nothing is recorded.
+            Ok(Finalize::AlreadyFinalized) => match self.client.portion(run_id).await {
+                Ok(Some(status)) if status.canceled => {
+                    self.close_canceled(integration, run_id, counts).await?;
+                    return Ok(None);
+                }
+                Ok(Some(status)) if status.finalized => finalized(),
+                read => {
+                    let why = match read {
+                        Err(err) => format!("reading the portion's state failed: {err}"),
+                        Ok(None) => "Oomnitza does not know the portion".to_owned(),
+                        Ok(Some(_)) => {
+                            "the portion reads neither finalized nor canceled".to_owned()
+                        }
+                    };
+                    tracing::warn!(
+                        integration,
+                        run_id,
+                        why,
+                        "Oomnitza answered 409 to the finalize (a portion finalized or canceled) and which one cannot be told yet; releasing the claim to retry"
+                    );
+                    self.release_claim(integration, run_id).await?;
+                    return Ok(None);
+                }
             },
             Err(err) if err.kind() == ErrorKind::Rejected && err.status() == Some(404) => {
                 FinalizeState::NothingToFinalize
@@ -379,12 +409,7 @@ impl Finalizer {
                         .await;
                 }
                 tracing::warn!(integration, run_id, error = %err, "finalizing the portion failed; releasing the claim to retry");
-                self.runs
-                    .update(integration, run_id, |r| {
-                        r.finalize = FinalizeState::Pending;
-                        true
-                    })
-                    .await?;
+                self.release_claim(integration, run_id).await?;
                 return Ok(None);
             }
         };
@@ -433,6 +458,18 @@ impl Finalizer {
             outcomes::purge(&self.bus, integration, run_id).await?;
         }
         Ok(None)
+    }
+
+    /// Gives up this replica's claim on the run's finalize, so that the next check (on this
+    /// replica or another) tries it again.
+    async fn release_claim(&self, integration: &str, run_id: &str) -> Result<(), BusError> {
+        self.runs
+            .update(integration, run_id, |r| {
+                r.finalize = FinalizeState::Pending;
+                true
+            })
+            .await?;
+        Ok(())
     }
 
     /// Posts the run's leavers report to the webhook (when it had `leavers`) and says how many
