@@ -2,7 +2,8 @@
 //! handler runs: latency, outage (`503`: the whole API, the bulk or users endpoints alone, or
 //! portion reads alone), rate limit (`429` + `Retry-After`), transient failure (`503`),
 //! `Authorization2` (`401`), the session's `X-CSRF-Token` (counted; `403` only if
-//! [`super::OomnitzaBehavior::require_csrf_echo`]), rights (`403`). Also
+//! [`super::OomnitzaBehavior::require_csrf_echo`]), rights (`403`: every request, or those
+//! to the paths listed in `forbidden_paths`). Also
 //! `POST /api/request_token` (a password session, answered with an `X-CSRF-Token` header, as
 //! Oomnitza's connector expects) and the connector's token check
 //! `GET /api/v2/mappings?name=AuthTest`.
@@ -154,7 +155,13 @@ fn refusal(
             }
         },
     }
-    if control.faults.forbidden {
+    let faults = &control.faults;
+    if faults.forbidden
+        || faults
+            .forbidden_paths
+            .iter()
+            .any(|p| path.starts_with(p.as_str()))
+    {
         return Some(error(
             StatusCode::FORBIDDEN,
             "forbidden",
