@@ -1,7 +1,8 @@
 //! Leavers end to end: workers ending yesterday, ending tomorrow (acted on once the clock
 //! passes their end date), set inactive, and removed from the listing reach Oomnitza under each
 //! leaver action; a leaver's assets are reported; a rehire is restored; a rerun sends nothing
-//! for leavers already handled; and a mass of leavers is held until an operator approves.
+//! for leavers already handled; a leaver whose calls the token may not make is dead-lettered
+//! without closing the intake; and a mass of leavers is held until an operator approves.
 //!
 //! "Today" comes from the extractor's test-only `PEOPLESYNC_TEST_TODAY_FILE`, so the clock is
 //! moved by rewriting a file between runs.
@@ -21,7 +22,7 @@ use peoplesync_testkit::wait_for;
 use serde_json::{Map, Value, json};
 
 use peoplesync_testkit::stack::{
-    CONTROL_TOKEN, Deployment, QUICK, Syncctl, assert_accounted, deployment,
+    CONTROL_TOKEN, Deployment, QUICK, Serving, Syncctl, assert_accounted, deployment,
 };
 
 const ID: &str = "sage-people";
@@ -496,10 +497,10 @@ async fn a_run_canceled_in_oomnitza_deletes_nobody_and_its_leavers_are_replayed_
 async fn one_leaver_after_a_baseline(
     action: LeaverAction,
     config: &str,
-) -> (Deployment, impl Sized, Clock, String) {
+) -> (Deployment, Serving, Clock, String) {
     let d = deployment(100).await;
     d.put_config(&policy(action)).await;
-    let loader = d.loader("loader-1").config(config).spawn();
+    let loader = d.loader("loader-1").config(config).spawn_serving();
     let clock = Clock::new(&d, "2026-06-15");
     let leaver = employed(&d, date("2026-06-15"), 1).remove(0);
     run(&d, &clock).await;
@@ -542,16 +543,16 @@ async fn a_leaver_update_waits_for_oomnitza_to_process_it_without_a_dead_letter(
         .await;
 }
 
+/// Loader settings under which an event counts as failed after two deliveries, and Oomnitza
+/// is retried for a second.
+const TWO_DELIVERIES: &str = "[consumer]\nack_wait_secs = 4\nmax_deliver = 2\n\
+     [retry]\ninitial_delay_ms = 50\nmax_delay_ms = 200\nmax_elapsed_secs = 1\n\
+     credentials_retry_secs = 1\n";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oomnitza_outage_met_by_a_leaver_holds_it_without_a_dead_letter() {
-    // Two deliveries before an event counts as failed, Oomnitza retried for a second.
-    let (d, _loader, clock, _leaver) = one_leaver_after_a_baseline(
-        LeaverAction::None,
-        "[consumer]\nack_wait_secs = 4\nmax_deliver = 2\n\
-         [retry]\ninitial_delay_ms = 50\nmax_delay_ms = 200\nmax_elapsed_secs = 1\n\
-         credentials_retry_secs = 1\n",
-    )
-    .await;
+    let (d, _loader, clock, _leaver) =
+        one_leaver_after_a_baseline(LeaverAction::None, TWO_DELIVERIES).await;
     // Oomnitza's users endpoints, which only leavers need, are down for longer than the
     // leaver's two deliveries take; bulk posts and the credential check still answer.
     d.oomnitza.set_faults(OomnitzaFaults {
@@ -564,6 +565,46 @@ async fn an_oomnitza_outage_met_by_a_leaver_holds_it_without_a_dead_letter() {
     assert_eq!(record.counts.expect("counts").leavers, 1);
     d.assert_only_pipeline_letters("the leaver waited out the outage")
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaver_whose_user_calls_the_token_may_not_make_is_retried_then_dead_lettered() {
+    let (d, loader, clock, leaver) =
+        one_leaver_after_a_baseline(LeaverAction::Delete, TWO_DELIVERIES).await;
+    // The token may find users but not read one user's assets or delete them, which only a
+    // leaver needs; bulk posts and the credential check are allowed.
+    d.oomnitza.set_faults(OomnitzaFaults {
+        forbidden_paths: vec!["/api/v3/users/".into()],
+        ..OomnitzaFaults::default()
+    });
+    let record = run(&d, &clock).await;
+    let counts = record.counts.expect("counts");
+    assert_eq!(counts.leavers, 0, "{counts:?}");
+    assert!(user_of(&d, &leaver).is_some(), "nobody is deleted");
+    let letters: Vec<_> = d
+        .dead_letters()
+        .await
+        .into_iter()
+        .filter(|l| l.letter.run_id == record.run_id && l.letter.stage != "pipeline")
+        .collect();
+    let [letter] = letters.as_slice() else {
+        panic!("one dead letter: {letters:?}");
+    };
+    let letter = &letter.letter;
+    assert_eq!(letter.worker_id, leaver);
+    assert_eq!((letter.stage.as_str(), letter.attempts), ("delivery", 2));
+    assert!(
+        letter.reason.starts_with("gave up after 2 deliveries")
+            && letter.reason.contains("forbade")
+            && letter.reason.contains("403"),
+        "{}",
+        letter.reason
+    );
+    let (status, _, body) = crate::operations::get(&loader.url("/readyz"))
+        .await
+        .expect("/readyz");
+    assert_eq!(status, 200, "{body}");
+    crate::loader::assert_never_stopped_pulling(&loader);
 }
 
 /// Sends extractor command `command` until the extractor (starting up, taking its lease)

@@ -1,18 +1,21 @@
 //! The loader under failure, with exact final state checked against what the Oomnitza
 //! simulator stored: replicas sharing work, a replica killed mid-run, an outage, throttling,
-//! poisoned records, unchanged re-runs, a canceled portion, bad credentials, pause/resume and
-//! a SIGTERM drain, the in-flight bound and run-record retention. Every test of a run also
+//! poisoned records, unchanged re-runs, a canceled portion (also one the loader cannot read),
+//! bad credentials and a token that may not finalize, pause/resume and a SIGTERM drain, the
+//! in-flight bound and run-record retention. Every test of a run also
 //! checks the run invariant: published = sum of outcomes.
 
 use std::time::{Duration, Instant};
 
 use peoplesync_bus::pause::PauseFlag;
 use peoplesync_bus::{FinalizeState, OutcomeCounts, RunRecord};
-use peoplesync_sims::oomnitza::OomnitzaFaults;
+use peoplesync_sims::oomnitza::{OomnitzaBehavior, OomnitzaFaults};
 use peoplesync_sims::sage::SageConfig;
 use peoplesync_testkit::wait_for;
 
-use peoplesync_testkit::stack::{Deployment, QUICK, assert_accounted, deployment, oomnitza_config};
+use peoplesync_testkit::stack::{
+    Deployment, QUICK, Serving, assert_accounted, deployment, oomnitza_config,
+};
 
 /// One full run of `workers` through a single replica with the `[batch]` settings `batch`,
 /// against an Oomnitza answering every request after `latency_ms`; returns the deployment and
@@ -302,6 +305,110 @@ async fn a_canceled_portion_stops_sends_and_counts_the_rest_canceled() {
         "no record is skipped because the canceled run posted it"
     );
     assert_eq!(d.oomnitza.users().len() as u64, counts.written);
+}
+
+/// [`QUICK`] with three attempts per Oomnitza call, so that a call that keeps failing gives up
+/// within a second.
+const FEW_ATTEMPTS: &str = r#"
+[consumer]
+ack_wait_secs = 4
+[retry]
+max_attempts = 3
+initial_delay_ms = 50
+max_delay_ms = 200
+credentials_retry_secs = 1
+"#;
+
+/// Run `run_id`'s record of `sage-people` once `done` says it is there, waiting up to `timeout`.
+async fn run_record_when(
+    d: &Deployment,
+    run_id: &str,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&RunRecord) -> bool,
+) -> RunRecord {
+    let runs = d.bus().await.runs();
+    wait_for(what, timeout, || {
+        let runs = runs.clone();
+        let done = &done;
+        async move {
+            let (record, _) = runs.get("sage-people", run_id).await.ok()??;
+            done(&record).then_some(record)
+        }
+    })
+    .await
+}
+
+/// Clears Oomnitza's faults, then waits for run `run_id` of `sage-people` to be settled and
+/// checks that it accounts for every event.
+async fn finalized_once_faults_clear(d: &Deployment, run_id: &str) -> RunRecord {
+    d.oomnitza.set_faults(OomnitzaFaults::default());
+    let run = d
+        .finalized("sage-people", run_id, Duration::from_secs(60))
+        .await;
+    assert_accounted(&run);
+    run
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_the_loader_cannot_read_leaves_the_finalize_pending_until_it_can() {
+    let d = deployment(300).await;
+    // The run waits in the stream while Oomnitza stops answering reads of a portion's state
+    // and an administrator cancels the portion. This tenant still applies what is posted to
+    // it, so Oomnitza ends as if the cancel came after the last batch; either way the loader
+    // cannot see the cancel, and the finalize is answered 409.
+    let run_id = d.extract_run();
+    d.oomnitza.set_faults(OomnitzaFaults {
+        portion_reads_failing: true,
+        ..Default::default()
+    });
+    d.oomnitza
+        .set_behavior(OomnitzaBehavior {
+            apply_after_cancel: true,
+            ..d.oomnitza.behavior()
+        })
+        .expect("behaviour");
+    d.oomnitza.cancel_portion(&run_id);
+    let _loader = d.loader_with("loader-1", FEW_ATTEMPTS);
+    let finalize_calls = || {
+        let calls = d.oomnitza.stats().finalize_calls;
+        calls.get(&run_id).copied().unwrap_or(0)
+    };
+    wait_for("the finalize", Duration::from_secs(60), || async {
+        (finalize_calls() >= 1).then_some(())
+    })
+    .await;
+    let released = run_record_when(
+        &d,
+        &run_id,
+        Duration::from_secs(30),
+        "the finalize claim to be released or recorded",
+        |r| !matches!(r.finalize, FinalizeState::Claimed { .. }),
+    )
+    .await;
+    assert!(
+        matches!(released.finalize, FinalizeState::Pending),
+        "a 409 that may mean canceled is not recorded as finalized: {:?}",
+        released.finalize
+    );
+    assert!(released.counts.is_none(), "{:?}", released.counts);
+    wait_for(
+        "the finalize to be tried again",
+        Duration::from_secs(30),
+        || async { (finalize_calls() >= 2).then_some(()) },
+    )
+    .await;
+    let run = finalized_once_faults_clear(&d, &run_id).await;
+    assert!(
+        matches!(run.finalize, FinalizeState::Canceled { .. }),
+        "{:?}",
+        run.finalize
+    );
+    assert!(run.canceled.is_some(), "the cancel is noted on the run");
+    let counts = run.counts.expect("counts");
+    assert_eq!(counts.written, 0, "{counts:?}");
+    assert!(counts.canceled > 0, "{counts:?}");
+    assert!(run.verification.is_none(), "a canceled run is not checked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -660,6 +767,81 @@ async fn a_finalize_refused_for_the_credentials_closes_the_credential_gate_until
     let run = d
         .finalized("sage-people", &run_id, Duration::from_secs(60))
         .await;
+    assert!(
+        matches!(run.finalize, FinalizeState::Finalized { .. }),
+        "{:?}",
+        run.finalize
+    );
+}
+
+/// Asserts that `loader` never stopped pulling because Oomnitza could not take records (it
+/// logs an error each time it does), so its gate stayed open throughout.
+pub(crate) fn assert_never_stopped_pulling(loader: &Serving) {
+    let closed = loader.warnings().into_iter().find(|w| {
+        w["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Oomnitza cannot take records"))
+    });
+    assert_eq!(closed, None, "the gate stayed open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_may_not_finalize_leaves_the_gate_open_and_the_finalize_pending_until_it_may()
+{
+    let d = deployment(200).await;
+    // The run waits in the stream while Oomnitza forbids finalizing its portion alone: the
+    // token passes the credential check, and posts are allowed.
+    let run_id = d.extract_run();
+    d.oomnitza.set_faults(OomnitzaFaults {
+        forbidden_paths: vec![format!("/api/v3/bulk/{run_id}/finalize")],
+        ..Default::default()
+    });
+    let loader = d.loader("loader-1").config(FEW_ATTEMPTS).spawn_serving();
+    let refused = run_record_when(
+        &d,
+        &run_id,
+        Duration::from_secs(60),
+        "the refused finalize to release its claim",
+        // The simulator counts a 403 for the finalize only: nothing else is forbidden.
+        |r| {
+            matches!(r.finalize, FinalizeState::Pending)
+                && d.oomnitza.stats().status_counts.contains_key(&403)
+        },
+    )
+    .await;
+    assert!(refused.counts.is_none(), "{:?}", refused.counts);
+    let warned = loader.warnings().into_iter().any(|w| {
+        w["run_id"] == run_id.as_str()
+            && w["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("finalizing the portion failed"))
+    });
+    assert!(warned, "{:#?}", loader.warnings());
+    let readyz = loader.url("/readyz");
+    let (status, _, body) = crate::operations::get(&readyz).await.expect("/readyz");
+    assert_eq!(status, 200, "the credential gate stays open: {body}");
+    // Other records still load: a change made meanwhile goes out in a run of its own, which
+    // is finalized while the first still waits.
+    let changed = d.expected().1.into_iter().next().expect("a worker");
+    d.sage.patch_worker(
+        &changed,
+        serde_json::json!({"emailAddress": format!("{changed}@example.com")}),
+    );
+    let next = d.run_to_end(Duration::from_secs(60)).await;
+    assert_accounted(&next);
+    assert_eq!(next.counts.expect("counts").written, 1);
+    assert!(matches!(next.finalize, FinalizeState::Finalized { .. }));
+    let runs = d.bus().await.runs();
+    let (first, _) = runs.get("sage-people", &run_id).await.unwrap().unwrap();
+    assert!(
+        !matches!(first.finalize, FinalizeState::Finalized { .. }),
+        "{:?}",
+        first.finalize
+    );
+    let (status, _, body) = crate::operations::get(&readyz).await.expect("/readyz");
+    assert_eq!(status, 200, "{body}");
+    assert_never_stopped_pulling(&loader);
+    let run = finalized_once_faults_clear(&d, &run_id).await;
     assert!(
         matches!(run.finalize, FinalizeState::Finalized { .. }),
         "{:?}",

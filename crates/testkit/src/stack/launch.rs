@@ -5,7 +5,7 @@
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::process::{ChildStderr, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use super::{CONTROL_TOKEN, Deployment, tls_dir};
@@ -40,17 +40,27 @@ pub(crate) struct Spec {
     env: Vec<(String, String)>,
 }
 
-/// A service started by [`Launch::spawn_serving`]: the process (killed when dropped) and the
-/// address of its `/healthz`, `/readyz` and `/metrics`.
+/// A service started by [`Launch::spawn_serving`]: the process (killed when dropped), the
+/// address of its `/healthz`, `/readyz` and `/metrics`, and the warnings it logged.
 pub struct Serving {
     _service: ChildService,
     http: SocketAddr,
+    warnings: Warnings,
 }
+
+/// The `WARN` and `ERROR` entries of a service's JSON log, as read so far.
+type Warnings = Arc<Mutex<Vec<serde_json::Value>>>;
 
 impl Serving {
     /// The URL of `path` (`/readyz`, say) on the service's HTTP endpoint.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
+    }
+
+    /// The warnings and errors the service has logged so far, as JSON log entries (`level`,
+    /// `message` and the event's fields), oldest first.
+    pub fn warnings(&self) -> Vec<serde_json::Value> {
+        self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
     }
 }
 
@@ -204,12 +214,17 @@ impl<'a> Launch<'a> {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-        let logged = logged_http_address(child.stderr.take().expect("piped stderr"));
+        let warnings = Warnings::default();
+        let logged = read_log(
+            child.stderr.take().expect("piped stderr"),
+            Arc::clone(&warnings),
+        );
         let service = ChildService::adopt(program, child);
         match logged.recv_timeout(Duration::from_secs(30)) {
             Ok(http) => Serving {
                 _service: service,
                 http,
+                warnings,
             },
             // Dropping the service kills it.
             Err(_) => panic!("{program} did not log `http listening on ADDR` within 30s"),
@@ -315,8 +330,9 @@ impl<'a> Launch<'a> {
 }
 
 /// Reads a service's JSON log lines from `stderr` on a thread of their own (echoing them when
-/// `PEOPLESYNC_TEST_LOGS` is set) and sends the address of each `http listening on ADDR`.
-fn logged_http_address(stderr: ChildStderr) -> mpsc::Receiver<SocketAddr> {
+/// `PEOPLESYNC_TEST_LOGS` is set), keeps its warnings and errors in `warnings`, and sends the
+/// address of each `http listening on ADDR`.
+fn read_log(stderr: ChildStderr, warnings: Warnings) -> mpsc::Receiver<SocketAddr> {
     let (tx, rx) = mpsc::channel();
     let show = std::env::var_os("PEOPLESYNC_TEST_LOGS").is_some();
     std::thread::spawn(move || {
@@ -330,6 +346,12 @@ fn logged_http_address(stderr: ChildStderr) -> mpsc::Receiver<SocketAddr> {
             let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
+            if matches!(entry["level"].as_str(), Some("WARN" | "ERROR")) {
+                if let Ok(mut kept) = warnings.lock() {
+                    kept.push(entry);
+                }
+                continue;
+            }
             if let Some(addr) = entry["message"]
                 .as_str()
                 .and_then(|m| m.strip_prefix("http listening on "))

@@ -125,6 +125,14 @@ struct Args {
     /// Fault: every authenticated request answers 403.
     #[arg(long, env = "OOMNITZA_SIM_FORBIDDEN")]
     forbidden: bool,
+    /// Fault: authenticated requests whose path starts with this prefix answer 403 (repeatable
+    /// or comma-separated), as for a token lacking one right.
+    #[arg(
+        long = "forbidden-path",
+        env = "OOMNITZA_SIM_FORBIDDEN_PATHS",
+        value_delimiter = ','
+    )]
+    forbidden_paths: Vec<String>,
     /// Fault: records with this e-mail make their batch 422 (repeatable or comma-separated).
     #[arg(
         long = "poison-email",
@@ -207,8 +215,10 @@ impl Args {
                 bulk_outage_for_ms: self.bulk_outage_for_ms,
                 users_outage_for_ms: self.users_outage_for_ms,
                 forbidden: self.forbidden,
+                forbidden_paths: self.forbidden_paths.clone(),
                 poison_emails: self.poison_emails.clone(),
                 processing_paused: false,
+                portion_reads_failing: false,
             },
             behavior: OomnitzaBehavior {
                 processing_delay_ms: self.processing_delay_ms,

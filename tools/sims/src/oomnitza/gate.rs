@@ -1,7 +1,9 @@
 //! Authentication and the checks every `/api/v2` and `/api/v3` request passes before its
-//! handler runs: latency, outage (`503`), rate limit (`429` + `Retry-After`), transient failure
-//! (`503`), `Authorization2` (`401`), the session's `X-CSRF-Token` (counted; `403` only if
-//! [`super::OomnitzaBehavior::require_csrf_echo`]), rights (`403`). Also
+//! handler runs: latency, outage (`503`: the whole API, the bulk or users endpoints alone, or
+//! portion reads alone), rate limit (`429` + `Retry-After`), transient failure (`503`),
+//! `Authorization2` (`401`), the session's `X-CSRF-Token` (counted; `403` only if
+//! [`super::OomnitzaBehavior::require_csrf_echo`]), rights (`403`: every request, or those
+//! to the paths listed in `forbidden_paths`). Also
 //! `POST /api/request_token` (a password session, answered with an `X-CSRF-Token` header, as
 //! Oomnitza's connector expects) and the connector's token check
 //! `GET /api/v2/mappings?name=AuthTest` (which gives the API token an `X-CSRF-Token` with
@@ -50,8 +52,9 @@ pub(crate) async fn api_gate(
     lock(&shared.requests).api_requests += 1;
     let latency = lock(&shared.control).faults.latency_ms;
     let path = request.uri().path().to_owned();
+    let portion_read = request.method() == axum::http::Method::GET && is_portion(&path);
     let response = pass(&shared.flight, latency, request, next, |headers| {
-        refusal(&shared, headers, &path, &mut csrf)
+        refusal(&shared, headers, &path, portion_read, &mut csrf)
     })
     .await;
     let status = response.status();
@@ -70,20 +73,28 @@ pub(crate) async fn api_gate(
     response
 }
 
+/// Whether `path` names one portion (`/api/v3/bulk/{portion}`), not its finalize.
+fn is_portion(path: &str) -> bool {
+    path.strip_prefix("/api/v3/bulk/")
+        .is_some_and(|portion| !portion.is_empty() && !portion.contains('/'))
+}
+
 /// The path of the credential check, which is how an API token gets its `X-CSRF-Token`, so it
 /// need not echo one.
 const CREDENTIAL_CHECK: &str = "/api/v2/mappings";
 
-/// The answer that refuses this request (to `path`), or `None` to let it through. `csrf` is
-/// set where a token is expected: whether the request echoed the session's `X-CSRF-Token`.
+/// The answer that refuses this request (to `path`; `portion_read`: a read of a portion's
+/// state), or `None` to let it through. `csrf` is set where a token is expected: whether the
+/// request echoed the session's `X-CSRF-Token`.
 fn refusal(
     shared: &Shared,
     headers: &HeaderMap,
     path: &str,
+    portion_read: bool,
     csrf: &mut Option<bool>,
 ) -> Option<Response> {
     let mut control = lock(&shared.control);
-    if control.in_outage(path) {
+    if control.in_outage(path) || (portion_read && control.faults.portion_reads_failing) {
         return Some(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -157,7 +168,13 @@ fn refusal(
             }
         }
     }
-    if control.faults.forbidden {
+    let faults = &control.faults;
+    if faults.forbidden
+        || faults
+            .forbidden_paths
+            .iter()
+            .any(|p| path.starts_with(p.as_str()))
+    {
         return Some(error(
             StatusCode::FORBIDDEN,
             "forbidden",

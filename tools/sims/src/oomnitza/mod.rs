@@ -244,6 +244,15 @@ pub struct OomnitzaFaults {
     pub users_outage_for_ms: Option<u64>,
     /// Every authenticated request answers `403` (a token without rights).
     pub forbidden: bool,
+    /// Authenticated requests whose path starts with one of these prefixes answer `403` (a
+    /// token lacking one right: say `/api/v3/users/` for a leaver's user calls, or
+    /// `/api/v3/bulk/{portion}/finalize`); the rest of the API, the credential check
+    /// (`/api/v2/mappings`) included unless listed, answers as usual.
+    pub forbidden_paths: Vec<String>,
+    /// Reads of a portion's state (`GET /api/v3/bulk/{portion}`) answer `503` until this is
+    /// turned off again; posts, finalize, the run log and the rest of the API answer. Lets a
+    /// test show what a client does when it cannot learn whether a portion was canceled.
+    pub portion_reads_failing: bool,
     /// Processing stalls: accepted records stay `processing` until this is turned off again
     /// (Oomnitza under load; also lets a test look at a portion before anything is applied).
     pub processing_paused: bool,

@@ -55,3 +55,39 @@ async fn forbidden_fault_gives_403_to_a_valid_token() {
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert!(sim.users().is_empty());
 }
+
+#[tokio::test]
+async fn forbidden_paths_give_403_to_those_paths_alone() {
+    let faults = OomnitzaFaults {
+        forbidden_paths: vec!["/api/v3/bulk/p/finalize".into(), "/api/v3/users/".into()],
+        ..OomnitzaFaults::default()
+    };
+    let (sim, client) = spawn_faulty(faults).await;
+    let url = sim.url();
+    post_accepted(&client, &url, &batch("p", vec![record(1)])).await;
+    assert_eq!(
+        finalize(&client, &url, "p").await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(finalize(&client, &url, "q").await.status(), StatusCode::OK);
+    let one = api_get(&client, &url, "/api/v3/users/user1@example.com").await;
+    assert_eq!(one.status(), StatusCode::FORBIDDEN);
+    assert_eq!(users_status(&client, &url).await, StatusCode::OK);
+    let check = "/api/v2/mappings?name=AuthTest";
+    assert_eq!(
+        api_get(&client, &url, check).await.status(),
+        StatusCode::OK,
+        "the credential check answers"
+    );
+    let unauthenticated = send(client.get(format!("{url}/api/v3/users/x"))).await;
+    assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
+    sim.set_faults(OomnitzaFaults {
+        forbidden_paths: vec!["/api/v2/mappings".into()],
+        ..OomnitzaFaults::default()
+    });
+    assert_eq!(
+        api_get(&client, &url, check).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(finalize(&client, &url, "p").await.status(), StatusCode::OK);
+}

@@ -100,3 +100,26 @@ async fn latency_applies_and_concurrent_requests_are_tracked() {
         sim.stats().max_in_flight
     );
 }
+
+#[tokio::test]
+async fn failing_portion_reads_answer_503_and_nothing_else_does() {
+    let faults = OomnitzaFaults {
+        portion_reads_failing: true,
+        ..OomnitzaFaults::default()
+    };
+    let (sim, client) = spawn_faulty(faults).await;
+    let url = sim.url();
+    post_accepted(&client, &url, &batch("p", vec![record(1)])).await;
+    let read = api_get(&client, &url, "/api/v3/bulk/p").await;
+    assert_eq!(read.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(users_status(&client, &url).await, StatusCode::OK);
+    assert_eq!(
+        counts(&sim, &client, "p").await["added"],
+        1,
+        "the run log answers"
+    );
+    assert_eq!(finalize(&client, &url, "p").await.status(), StatusCode::OK);
+    sim.set_faults(OomnitzaFaults::default());
+    let read = json(api_get(&client, &url, "/api/v3/bulk/p").await).await;
+    assert_eq!(read["finalized"], true);
+}

@@ -18,6 +18,10 @@ use peoplesync_bus::{
 use peoplesync_oomnitza::{ErrorKind, Finalize, OomnitzaClient};
 use peoplesync_runtime::watch::next_change;
 
+mod exact_reads;
+
+use exact_reads::ExactReads;
+
 use crate::gates::Gates;
 use crate::retention;
 use crate::verify::{self, Verifier, needs_verify};
@@ -37,12 +41,6 @@ const POKE_INTERVAL: Duration = Duration::from_millis(100);
 /// the next [`POKE_INTERVAL`], so it is finalized as soon as its last batch settles. Each
 /// replica settles at most this many events' batches in that mode per run.
 const NEAR_END_EVENTS: u64 = 5_000;
-/// How soon a run's outcomes may be read in full again while its live counts overstate it;
-/// the wait doubles with each read that falls short, up to [`EXACT_READ_MAX_INTERVAL`].
-const EXACT_READ_INTERVAL: Duration = Duration::from_secs(2);
-/// The longest wait between two full reads of a run's outcomes.
-const EXACT_READ_MAX_INTERVAL: Duration = Duration::from_secs(60);
-
 /// Finalizes portions for one replica.
 pub struct Finalizer {
     bus: Bus,
@@ -338,7 +336,8 @@ impl Finalizer {
             return Ok(None);
         }
         // An administrator's cancel: noticed while loading, or read now (it can come after the
-        // last batch). A portion that cannot be read is finalized as usual.
+        // last batch). A portion that cannot be read is finalized as usual, and a `409` to
+        // that finalize is told apart by reading the portion again (see below).
         let status = self.client.portion(run_id).await.ok().flatten();
         let canceled = record.canceled.is_some() || status.as_ref().is_some_and(|s| s.canceled);
         if canceled {
@@ -362,10 +361,39 @@ impl Finalizer {
             true => Ok(Finalize::AlreadyFinalized),
             false => self.client.finalize(run_id).await,
         };
+        let finalized = || FinalizeState::Finalized {
+            by: self.replica.clone(),
+            at: chrono::Utc::now().to_rfc3339(),
+        };
         let finalize = match called {
-            Ok(Finalize::Finalized | Finalize::AlreadyFinalized) => FinalizeState::Finalized {
-                by: self.replica.clone(),
-                at: chrono::Utc::now().to_rfc3339(),
+            Ok(Finalize::Finalized) => finalized(),
+            Ok(Finalize::AlreadyFinalized) if already => finalized(),
+            // Oomnitza answers `409` to a portion finalized before *or canceled*. The read above
+            // failed (or the portion changed since): only reading its state again tells which,
+            // and until it does, nothing is recorded.
+            Ok(Finalize::AlreadyFinalized) => match self.client.portion(run_id).await {
+                Ok(Some(status)) if status.canceled => {
+                    self.close_canceled(integration, run_id, counts).await?;
+                    return Ok(None);
+                }
+                Ok(Some(status)) if status.finalized => finalized(),
+                read => {
+                    let why = match read {
+                        Err(err) => format!("reading the portion's state failed: {err}"),
+                        Ok(None) => "Oomnitza does not know the portion".to_owned(),
+                        Ok(Some(_)) => {
+                            "the portion reads neither finalized nor canceled".to_owned()
+                        }
+                    };
+                    tracing::warn!(
+                        integration,
+                        run_id,
+                        why,
+                        "Oomnitza answered 409 to the finalize (a portion finalized or canceled) and which one cannot be told yet; releasing the claim to retry"
+                    );
+                    self.release_claim(integration, run_id).await?;
+                    return Ok(None);
+                }
             },
             Err(err) if err.kind() == ErrorKind::Rejected && err.status() == Some(404) => {
                 FinalizeState::NothingToFinalize
@@ -379,12 +407,7 @@ impl Finalizer {
                         .await;
                 }
                 tracing::warn!(integration, run_id, error = %err, "finalizing the portion failed; releasing the claim to retry");
-                self.runs
-                    .update(integration, run_id, |r| {
-                        r.finalize = FinalizeState::Pending;
-                        true
-                    })
-                    .await?;
+                self.release_claim(integration, run_id).await?;
                 return Ok(None);
             }
         };
@@ -433,6 +456,18 @@ impl Finalizer {
             outcomes::purge(&self.bus, integration, run_id).await?;
         }
         Ok(None)
+    }
+
+    /// Gives up this replica's claim on the run's finalize, so that the next check (on this
+    /// replica or another) tries it again.
+    async fn release_claim(&self, integration: &str, run_id: &str) -> Result<(), BusError> {
+        self.runs
+            .update(integration, run_id, |r| {
+                r.finalize = FinalizeState::Pending;
+                true
+            })
+            .await?;
+        Ok(())
     }
 
     /// Posts the run's leavers report to the webhook (when it had `leavers`) and says how many
@@ -488,39 +523,6 @@ impl Finalizer {
     }
 }
 
-/// When each run's outcomes may next be read in full. The first read is due at once; while
-/// reads fall short (events counted twice in the live counts while others are outstanding,
-/// which can last as long as redeliveries back off), each next read waits twice as long as the
-/// last, from [`EXACT_READ_INTERVAL`] up to [`EXACT_READ_MAX_INTERVAL`]: a run stuck that way
-/// is not read in full on every poke and sweep by every replica.
-#[derive(Debug, Default)]
-struct ExactReads {
-    /// Run id → (last read, wait before the next).
-    runs: HashMap<String, (Instant, Duration)>,
-}
-
-impl ExactReads {
-    fn due(&mut self, run_id: &str, now: Instant) -> bool {
-        // Forget runs not read for a long while (finalized, or gone).
-        self.runs.retain(|_, (last, _)| {
-            now.saturating_duration_since(*last) < EXACT_READ_MAX_INTERVAL * 4
-        });
-        match self.runs.get_mut(run_id) {
-            None => {
-                self.runs
-                    .insert(run_id.to_owned(), (now, EXACT_READ_INTERVAL));
-                true
-            }
-            Some((last, wait)) if now.saturating_duration_since(*last) >= *wait => {
-                *last = now;
-                *wait = (*wait * 2).min(EXACT_READ_MAX_INTERVAL);
-                true
-            }
-            Some(_) => false,
-        }
-    }
-}
-
 /// What the sweep knows of settled runs.
 #[derive(Default)]
 struct Settled {
@@ -542,35 +544,5 @@ fn needs_finalize(record: &RunRecord) -> bool {
         FinalizeState::Finalized { .. }
         | FinalizeState::NothingToFinalize
         | FinalizeState::Canceled { .. } => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn full_reads_of_a_run_that_falls_short_back_off() {
-        let mut reads = ExactReads::default();
-        let start = Instant::now();
-        let at = |secs: u64| start + Duration::from_secs(secs);
-        assert!(reads.due("r1", at(0)), "the first read is at once");
-        assert!(!reads.due("r1", at(1)));
-        assert!(reads.due("r1", at(2)));
-        assert!(!reads.due("r1", at(5)), "then after 4 s");
-        assert!(reads.due("r1", at(6)));
-        assert!(reads.due("r2", at(6)), "each run on its own");
-        let mut now = 6;
-        for _ in 0..10 {
-            while !reads.due("r1", at(now)) {
-                now += 1;
-            }
-        }
-        let before = now;
-        now += 1;
-        while !reads.due("r1", at(now)) {
-            now += 1;
-        }
-        assert_eq!(now - before, 60, "at most a minute apart");
     }
 }
