@@ -568,7 +568,7 @@ async fn an_oomnitza_outage_met_by_a_leaver_holds_it_without_a_dead_letter() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leaver_whose_user_calls_the_token_may_not_make_is_retried_then_dead_lettered() {
+async fn a_leaver_whose_user_calls_the_token_may_not_make_is_dead_lettered_saying_so() {
     let (d, loader, clock, leaver) =
         one_leaver_after_a_baseline(LeaverAction::Delete, TWO_DELIVERIES).await;
     // The token may find users but not read one user's assets or delete them, which only a
@@ -592,11 +592,13 @@ async fn a_leaver_whose_user_calls_the_token_may_not_make_is_retried_then_dead_l
     };
     let letter = &letter.letter;
     assert_eq!(letter.worker_id, leaver);
-    assert_eq!((letter.stage.as_str(), letter.attempts), ("delivery", 2));
+    // At its first delivery: no retry gives the token the right.
+    assert_eq!((letter.stage.as_str(), letter.attempts), ("leavers", 1));
+    assert_eq!(letter.http_status, Some(403));
     assert!(
-        letter.reason.starts_with("gave up after 2 deliveries")
-            && letter.reason.contains("forbade")
-            && letter.reason.contains("403"),
+        letter.reason.contains("forbade")
+            && letter.reason.contains("lacks a right")
+            && letter.reason.contains("syncctl dlq replay"),
         "{}",
         letter.reason
     );

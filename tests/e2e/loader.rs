@@ -786,6 +786,46 @@ pub(crate) fn assert_never_stopped_pulling(loader: &Serving) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_may_not_read_portions_leaves_the_gate_open_while_loading() {
+    let d = deployment(200).await;
+    // The run waits in the stream while Oomnitza forbids reading its portion's state (and
+    // finalizing it): the token passes the credential check, and posts are allowed.
+    let run_id = d.extract_run();
+    d.oomnitza.set_faults(OomnitzaFaults {
+        forbidden_paths: vec![format!("/api/v3/bulk/{run_id}")],
+        ..Default::default()
+    });
+    let loader = d.loader("loader-1").config(FEW_ATTEMPTS).spawn_serving();
+    run_record_when(
+        &d,
+        &run_id,
+        Duration::from_secs(60),
+        "every record loaded, the finalize refused",
+        // Refused: the first batch's read of the portion, and the finalize's read and call.
+        |r| {
+            let stats = d.oomnitza.stats();
+            matches!(r.finalize, FinalizeState::Pending)
+                && stats.bulk_records >= 200
+                && stats.status_counts.get(&403).is_some_and(|n| *n >= 3)
+        },
+    )
+    .await;
+    let warned = loader.warnings().into_iter().any(|w| {
+        w["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("a read of the portion's state"))
+    });
+    assert!(warned, "{:#?}", loader.warnings());
+    assert_never_stopped_pulling(&loader);
+    let run = finalized_once_faults_clear(&d, &run_id).await;
+    assert!(
+        matches!(run.finalize, FinalizeState::Finalized { .. }),
+        "{:?}",
+        run.finalize
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_that_may_not_finalize_leaves_the_gate_open_and_the_finalize_pending_until_it_may()
 {
     let d = deployment(200).await;

@@ -56,7 +56,8 @@ enum Failed {
     /// Oomnitza refused the credentials or kept failing past the client's retries: try again
     /// later, and when Oomnitza as a whole is down (or refuses the token everywhere), close
     /// the intake as a failing bulk post does, so the leaver is not delivered again (and does
-    /// not run out of deliveries) until Oomnitza answers.
+    /// not run out of deliveries) until Oomnitza answers. A token refused here but not by the
+    /// credential check lacks a right: the leaver is dead-lettered at once, saying so.
     Oomnitza(Error),
     /// Oomnitza has not processed the run's records yet: try again later, as long as it takes.
     Processing(String),
@@ -188,6 +189,15 @@ pub async fn handle(
                 error = %err, "Oomnitza failed while handling a leaver; the event goes back to the stream");
             if let Some(cause) = close_gate_if_down(client, gates, &err).await {
                 return Settlement::Retry(HELD_RETRY, err.to_string(), cause);
+            }
+            if err.kind() == ErrorKind::Unauthorized {
+                // The credential check passes: the token lacks a right this leaver's calls
+                // need, which no retry gives it.
+                let reason = format!(
+                    "{err}; the token passes the credential check, so it lacks a right this \
+                     leaver's calls need: grant it, then `syncctl dlq replay` this letter"
+                );
+                return dead_letter(item, reason, err.status());
             }
             Settlement::Retry(retry_delay(&err), err.to_string(), RetryCause::Transient)
         }

@@ -259,8 +259,14 @@ impl Deliverer {
                     tokio::spawn(async move {
                         let canceled = match client.portion(&portion).await {
                             Ok(status) => Some(status.is_some_and(|s| s.canceled)),
+                            // A token refused everywhere closes the credential gate; one
+                            // that only may not read portions must not, or the gate would
+                            // reopen at its probe and close again at the next read.
                             Err(err) if err.kind() == ErrorKind::Unauthorized => {
-                                gates.set_refused_credentials(&client, &err);
+                                if !gates.refuse_if_the_token_is_refused(&client).await {
+                                    tracing::warn!(portion, error = %err,
+                                        "Oomnitza refuses the token a read of the portion's state, though the credential check passes: a cancel is noticed only at finalize; give the token the right to read bulk portions");
+                                }
                                 None
                             }
                             Err(err) => {
