@@ -785,17 +785,27 @@ pub(crate) fn assert_never_stopped_pulling(loader: &Serving) {
     assert_eq!(closed, None, "the gate stayed open");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_that_may_not_read_portions_leaves_the_gate_open_while_loading() {
+/// A run of 200 workers waiting in the stream, and a loader started while Oomnitza forbids the
+/// token the path `forbidden` gives for the run's id (the token passes the credential check,
+/// and posts are allowed).
+async fn loading_with_forbidden(
+    forbidden: impl Fn(&str) -> String,
+) -> (Deployment, String, Serving) {
     let d = deployment(200).await;
-    // The run waits in the stream while Oomnitza forbids reading its portion's state (and
-    // finalizing it): the token passes the credential check, and posts are allowed.
     let run_id = d.extract_run();
     d.oomnitza.set_faults(OomnitzaFaults {
-        forbidden_paths: vec![format!("/api/v3/bulk/{run_id}")],
+        forbidden_paths: vec![forbidden(&run_id)],
         ..Default::default()
     });
     let loader = d.loader("loader-1").config(FEW_ATTEMPTS).spawn_serving();
+    (d, run_id, loader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_may_not_read_portions_leaves_the_gate_open_while_loading() {
+    // Reading the portion's state (and finalizing it) is forbidden.
+    let (d, run_id, loader) =
+        loading_with_forbidden(|run_id| format!("/api/v3/bulk/{run_id}")).await;
     run_record_when(
         &d,
         &run_id,
@@ -828,15 +838,9 @@ async fn a_token_that_may_not_read_portions_leaves_the_gate_open_while_loading()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_that_may_not_finalize_leaves_the_gate_open_and_the_finalize_pending_until_it_may()
 {
-    let d = deployment(200).await;
-    // The run waits in the stream while Oomnitza forbids finalizing its portion alone: the
-    // token passes the credential check, and posts are allowed.
-    let run_id = d.extract_run();
-    d.oomnitza.set_faults(OomnitzaFaults {
-        forbidden_paths: vec![format!("/api/v3/bulk/{run_id}/finalize")],
-        ..Default::default()
-    });
-    let loader = d.loader("loader-1").config(FEW_ATTEMPTS).spawn_serving();
+    // Finalizing the portion alone is forbidden.
+    let (d, run_id, loader) =
+        loading_with_forbidden(|run_id| format!("/api/v3/bulk/{run_id}/finalize")).await;
     let refused = run_record_when(
         &d,
         &run_id,
