@@ -27,17 +27,18 @@ const SERVICE: &str = "Sage People";
 /// A client of one org's Sage People Employees API.
 ///
 /// Cheap to clone: clones share the connection pool, the access token, the latest API usage and
-/// the count of API requests.
+/// the count of API requests. Each holds its own retry policy, so a caller that must answer
+/// within a deadline can take a clone that gives up sooner ([`SageClient::with_retry_budget`]).
 #[derive(Clone)]
 pub struct SageClient {
     inner: Arc<Inner>,
+    retry: RetryPolicy,
 }
 
 struct Inner {
     http: reqwest::Client,
     tokens: TokenSource,
     usage: UsageRecorder,
-    retry: RetryPolicy,
     timeout: Duration,
     /// API requests sent, retries included: see [`SageClient::api_requests`].
     requests: AtomicU64,
@@ -49,7 +50,7 @@ impl std::fmt::Debug for SageClient {
             .field("host", &self.hostname())
             .field("grant", &self.inner.tokens.grant_name())
             .field("has_token", &self.inner.tokens.cached().is_some())
-            .field("retry", &self.inner.retry)
+            .field("retry", &self.retry)
             .field("timeout", &self.inner.timeout)
             .finish()
     }
@@ -100,11 +101,25 @@ impl SageClient {
                 http,
                 tokens,
                 usage: UsageRecorder::default(),
-                retry: config.retry,
                 timeout: config.request_timeout,
                 requests: AtomicU64::new(0),
             }),
+            retry: config.retry,
         })
+    }
+
+    /// A clone whose calls stop retrying once `budget` has passed since their first attempt, or
+    /// sooner where this client's own policy ends them sooner; it shares the connection pool,
+    /// the access token, the API usage and the request count with this client, whose own
+    /// policy is unchanged. For a caller that must answer within a deadline, such as
+    /// `syncctl check`, while runs keep the full budget an operator set.
+    pub fn with_retry_budget(&self, budget: Duration) -> SageClient {
+        let mut retry = self.retry;
+        retry.max_elapsed = retry.max_elapsed.min(budget);
+        SageClient {
+            inner: Arc::clone(&self.inner),
+            retry,
+        }
     }
 
     /// The Sage People host: that of the `instance_url` once a token was fetched, else that of
@@ -136,7 +151,7 @@ impl SageClient {
     /// reading any data.
     pub async fn authenticate(&self) -> Result<String, Error> {
         let inner = &*self.inner;
-        let token = retry_call(&inner.retry, SERVICE, || {
+        let token = retry_call(&self.retry, SERVICE, || {
             inner.tokens.get(&inner.http, &inner.usage)
         })
         .await?;
@@ -161,7 +176,7 @@ impl SageClient {
         call: &Call<'_>,
         decode: impl Fn(Reply) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        retry_call(&self.inner.retry, SERVICE, || async {
+        retry_call(&self.retry, SERVICE, || async {
             decode(self.attempt(call).await?)
         })
         .await

@@ -648,6 +648,38 @@ mod errors {
     }
 
     #[tokio::test]
+    async fn a_clone_with_a_shorter_retry_budget_gives_up_sooner_and_leaves_the_original_as_it_was()
+    {
+        let sim = spawn(faulty(SageFaults {
+            outage_for_ms: Some(60_000),
+            ..SageFaults::default()
+        }))
+        .await;
+        let original = SageClient::new(attempts(sim.url(), 4)).expect("a valid configuration");
+        let attempts_of = |client: SageClient| {
+            let sim = &sim;
+            async move {
+                let before = sim.stats().api_requests;
+                let error = first_error(&client).await;
+                assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
+                assert_eq!(error.status(), Some(503), "{error}");
+                (sim.stats().api_requests - before, error.to_string())
+            }
+        };
+
+        // No time to retry: the one attempt's 503 comes back, saying so.
+        let (made, message) = attempts_of(original.with_retry_budget(Duration::ZERO)).await;
+        assert_eq!(made, 1, "{message}");
+        assert!(message.contains("after 1 attempt "), "{message}");
+        // The original keeps its own policy, and a longer budget does not lift it.
+        assert_eq!(attempts_of(original.clone()).await.0, 4);
+        let longer = original.with_retry_budget(Duration::from_secs(3_600));
+        assert_eq!(attempts_of(longer).await.0, 4);
+        // The clones share the original's access token.
+        assert_eq!(tokens_requested(&sim), 1);
+    }
+
+    #[tokio::test]
     async fn a_slow_server_hits_the_request_timeout() {
         let sim = spawn(faulty(SageFaults {
             latency_ms: 2_000,

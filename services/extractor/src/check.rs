@@ -1,16 +1,18 @@
-//! The Sage People side of `syncctl check`: the integration's credential set gets a token,
-//! reads one page (with the integration's `source_filter`), the page shows every additional
-//! field the config declares, and the quota guard can learn the org's API usage. Answered on the `check` command, run for every
-//! integration when the extractor starts and again whenever its config is stored, so a failing
-//! credential shows on `/readyz` at once instead of at the first run.
+//! The Sage People side of `syncctl check`: a token, one page (with the `source_filter`), the
+//! config's additional fields on it, and the org's API usage for the quota guard. Answered on
+//! the `check` command, and run at extractor start and whenever the config is stored, so a
+//! failing credential shows on `/readyz` before the first run. Its calls share a short retry
+//! budget ([`CHECK_RETRY_BUDGET`]) to answer even while Sage People is down; runs keep theirs.
 
+use std::future::Future;
 use std::time::Duration;
 
 use peoplesync_bus::control::{CheckLine, CheckState, SageChecked};
 use peoplesync_core::IntegrationConfig;
 use peoplesync_runtime::Readiness;
-use peoplesync_sage_people::{ApiUsage, ErrorKind, SageClient};
+use peoplesync_sage_people::{ApiUsage, Error, ErrorKind, SageClient};
 use serde_json::Value;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::run::Extraction;
@@ -32,6 +34,66 @@ const ACCESS_CODES: [&str; 4] = [
     "OBJECT_NOT_ACCESSIBLE",
     "INVALID_RELATIONSHIP",
 ];
+
+/// How long the check's Sage People calls (token, page, `limits` resource) may spend retrying,
+/// together. The control plane waits 45 s for the extractor's answer to `check` (its
+/// `SAGE_TIMEOUT`), and past that shows one line saying the extractor did not answer; with
+/// the client's own budget (`sage_retry_secs`, two minutes by default) a Sage People outage
+/// would outlast that wait. Well below it, so that a failing call reports Sage People's own
+/// answer, and the lines after it show as not checkable.
+pub const CHECK_RETRY_BUDGET: Duration = Duration::from_secs(30);
+
+/// When the check stops waiting for a call, counted from its start: a request Sage People
+/// leaves unanswered is ended only by the request timeout (`request_timeout_secs`, 30 s by
+/// default), and one may start just before [`CHECK_RETRY_BUDGET`] runs out. Still short of
+/// the control plane's 45 s, so that the reply, with its lines, reaches it.
+pub const CHECK_DEADLINE: Duration = Duration::from_secs(40);
+
+/// The time one check's Sage People calls share.
+struct Budget {
+    /// No retry starts after this.
+    retries_end: Instant,
+    /// A call still waiting is abandoned then.
+    deadline: Instant,
+}
+
+impl Budget {
+    fn start() -> Budget {
+        let now = Instant::now();
+        Budget {
+            retries_end: now + CHECK_RETRY_BUDGET,
+            deadline: now + CHECK_DEADLINE,
+        }
+    }
+
+    /// Runs `call` (`what` it does, for the message) with a clone of `client` that retries
+    /// only for what is left of the budget, and gives up on it at the deadline.
+    async fn call<T, Fut>(
+        &self,
+        client: &SageClient,
+        what: &str,
+        call: impl FnOnce(SageClient) -> Fut,
+    ) -> Result<T, Error>
+    where
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let left = self.retries_end.saturating_duration_since(Instant::now());
+        let client = client.with_retry_budget(left);
+        match tokio::time::timeout_at(self.deadline, call(client.clone())).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::new(
+                ErrorKind::Transient,
+                format!(
+                    "Sage People at {} did not answer {what} within the check's {} s: check the \
+                     network path to the org (proxy, firewall, HTTPS_PROXY) and the Salesforce \
+                     status page, then check again",
+                    client.hostname(),
+                    CHECK_DEADLINE.as_secs()
+                ),
+            )),
+        }
+    }
+}
 
 fn line(name: &str, state: CheckState, detail: impl Into<String>) -> CheckLine {
     CheckLine {
@@ -55,7 +117,11 @@ fn state_of(error: &peoplesync_sage_people::Error) -> CheckState {
 }
 
 /// Runs the Sage People checks of the extraction's integration.
+///
+/// The checks' calls share [`CHECK_RETRY_BUDGET`] and end by [`CHECK_DEADLINE`], whatever
+/// `sage_retry_secs` says, so that the answer comes within the control plane's wait.
 pub async fn sage(extraction: &Extraction) -> SageChecked {
+    let budget = Budget::start();
     let integration = extraction.integration();
     let mut checks = Vec::new();
     let skipped = |why: &str| {
@@ -87,7 +153,14 @@ pub async fn sage(extraction: &Extraction) -> SageChecked {
             return SageChecked { checks };
         }
     };
-    match client.authenticate().await {
+    let token = budget
+        .call(
+            &client,
+            "the request for an access token",
+            |client| async move { client.authenticate().await },
+        )
+        .await;
+    match token {
         Ok(host) => checks.push(line(
             TOKEN_CHECK,
             CheckState::Passed,
@@ -106,7 +179,14 @@ pub async fn sage(extraction: &Extraction) -> SageChecked {
         .source_filter
         .as_deref()
         .filter(|f| !f.trim().is_empty());
-    match client.list_page(None, filter).await {
+    let page = budget
+        .call(
+            &client,
+            "the request for the first page of employees",
+            |client| async move { client.list_page(None, filter).await },
+        )
+        .await;
+    match page {
         Ok(page) => {
             let described = match filter {
                 Some(filter) => format!(" with source_filter `{filter}`"),
@@ -121,7 +201,7 @@ pub async fn sage(extraction: &Extraction) -> SageChecked {
                 ),
             ));
             checks.push(fields(&config, &page.records));
-            checks.push(quota(&client, page.api_usage).await);
+            checks.push(quota(&budget, &client, page.api_usage).await);
         }
         Err(err) => {
             let state = state_of(&err);
@@ -145,7 +225,7 @@ pub async fn sage(extraction: &Extraction) -> SageChecked {
 /// Whether the quota guard can learn the org's API usage: from the `Sforce-Limit-Info` header
 /// when the page carried one, else from the `limits` resource, which a run then reads before
 /// its first page and every few hundred pages (its refusal names the permission to grant).
-async fn quota(client: &SageClient, reported: Option<ApiUsage>) -> CheckLine {
+async fn quota(budget: &Budget, client: &SageClient, reported: Option<ApiUsage>) -> CheckLine {
     let used = |usage: ApiUsage| {
         format!(
             "{} of {} API requests used in the last 24 hours",
@@ -162,7 +242,14 @@ async fn quota(client: &SageClient, reported: Option<ApiUsage>) -> CheckLine {
             ),
         );
     }
-    match client.read_limits().await {
+    let limits = budget
+        .call(
+            client,
+            "the request for the limits resource",
+            |client| async move { client.read_limits().await },
+        )
+        .await;
+    match limits {
         Ok(usage) => line(
             QUOTA_CHECK,
             CheckState::Passed,
@@ -325,5 +412,45 @@ async fn check_until_stopped(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use peoplesync_sage_people::{Credentials, SageConfig};
+
+    use super::*;
+
+    fn client() -> SageClient {
+        SageClient::new(SageConfig::new(
+            "https://acme.my.salesforce.com",
+            Credentials::ClientCredentials {
+                client_id: "3MVG9".into(),
+                client_secret: "secret".into(),
+            },
+        ))
+        .expect("a valid configuration")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_still_unanswered_at_the_deadline_is_unreachable_and_says_where_to_look() {
+        let budget = Budget::start();
+        let outcome: Result<(), Error> = budget
+            .call(&client(), "the request for an access token", |_| {
+                std::future::pending()
+            })
+            .await;
+        let error = outcome.expect_err("abandoned at the deadline");
+        assert_eq!(Instant::now(), budget.deadline);
+        assert_eq!(state_of(&error), CheckState::Unreachable);
+        let message = error.to_string();
+        assert!(
+            message.starts_with(
+                "Sage People at acme.my.salesforce.com did not answer the request for an access \
+                 token within the check's 40 s"
+            ),
+            "{message}"
+        );
+        assert!(message.contains("network path"), "{message}");
     }
 }

@@ -36,6 +36,53 @@ async fn a_healthy_org_passes_every_sage_people_check() {
     }
 }
 
+/// How long the control plane waits for the extractor's answer to `check` (its `SAGE_TIMEOUT`):
+/// an answer later than this is never shown, whatever its lines say.
+const CONTROL_PLANE_WAIT: Duration = Duration::from_secs(45);
+
+#[tokio::test]
+async fn a_sage_people_outage_is_reported_line_by_line_within_the_control_planes_wait() {
+    let s = setup(SageConfig {
+        faults: peoplesync_sims::sage::SageFaults {
+            outage_for_ms: Some(600_000),
+            ..Default::default()
+        },
+        ..org(30, 10, 10)
+    })
+    .await;
+    let (config, secrets) = config(&s.sim, &[ID]);
+    assert_eq!(
+        config.sage_retry_secs, 120,
+        "runs keep the default budget, longer than the control plane waits"
+    );
+    let extraction = extraction(&s.bus, config, secrets, ID);
+    let report = tokio::time::timeout(CONTROL_PLANE_WAIT, check::sage(&extraction))
+        .await
+        .expect("the check answers while the control plane still waits for it");
+    let names: Vec<&str> = report.checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            check::TOKEN_CHECK,
+            check::PAGE_CHECK,
+            check::FIELDS_CHECK,
+            check::QUOTA_CHECK
+        ],
+        "{report:?}"
+    );
+    // The outage is of the Employees API; the token endpoint still answers.
+    assert_eq!(state(&report, check::TOKEN_CHECK), CheckState::Passed);
+    let page = &report.checks[1];
+    assert_eq!(page.state, CheckState::Unreachable, "{report:?}");
+    assert!(page.detail.contains("503"), "{}", page.detail);
+    assert!(page.detail.contains("attempts"), "{}", page.detail);
+    assert_eq!(
+        state(&report, check::FIELDS_CHECK),
+        CheckState::NotCheckable
+    );
+    assert_eq!(state(&report, check::QUOTA_CHECK), CheckState::NotCheckable);
+}
+
 #[tokio::test]
 async fn the_quota_check_needs_the_limits_resource_only_when_pages_carry_no_usage() {
     let refused = || peoplesync_sims::sage::SageFaults {
