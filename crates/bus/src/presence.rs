@@ -1,13 +1,17 @@
 //! Loader replicas announcing themselves: each replica writes `presence.loader.<replica>` in the
-//! state bucket every [`BEAT`], and the control plane's status lists those seen within
-//! [`SEEN_WITHIN`]. The keys of stopped replicas are removed on a clean stop and otherwise
-//! just age out of the list.
+//! state bucket every [`BEAT`], and at once when what its `/readyz` says changes (checked every
+//! [`LOOK`]), and the control plane's status lists those seen within [`SEEN_WITHIN`], with what
+//! their `/readyz` says: why a replica takes no records (Oomnitza down, credentials refused, an
+//! unusable config) shows in `syncctl status` within seconds. The keys of stopped replicas are
+//! removed on a clean stop and otherwise just age out of the list.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures::TryStreamExt;
+use peoplesync_runtime::Readiness;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +22,8 @@ use crate::names;
 pub const BEAT: Duration = Duration::from_secs(15);
 /// A replica whose key is older than this is not listed.
 pub const SEEN_WITHIN: Duration = Duration::from_secs(60);
+/// How often a replica looks whether what its `/readyz` says has changed.
+pub const LOOK: Duration = Duration::from_secs(1);
 
 const PREFIX: &str = "presence.loader.";
 
@@ -30,6 +36,12 @@ pub struct Announcement {
     pub version: String,
     /// When it wrote this (RFC 3339).
     pub at: String,
+    /// Its readiness conditions that do not hold (empty: ready).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_ready: Vec<String>,
+    /// Its `/readyz` notes: why it makes no progress with something, by subject.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub notes: BTreeMap<String, String>,
 }
 
 /// The key of `replica` (characters KV keys do not allow become `_`).
@@ -47,27 +59,44 @@ pub fn key(replica: &str) -> String {
     format!("{PREFIX}{safe}")
 }
 
-/// Writes `replica`'s key every [`BEAT`] until `stop` is cancelled, then removes it.
+/// Writes `replica`'s key, with what `readiness` says, every [`BEAT`] and whenever that
+/// changes, until `stop` is cancelled; then removes it.
 pub(crate) async fn announce(
     state: kv::Store,
     replica: String,
     version: String,
+    readiness: Readiness,
     stop: CancellationToken,
 ) {
     let key = key(&replica);
+    let mut said: Option<(Vec<String>, BTreeMap<String, String>)> = None;
+    let mut written = tokio::time::Instant::now();
     loop {
-        let value = Announcement {
-            replica: replica.clone(),
-            version: version.clone(),
-            at: chrono::Utc::now().to_rfc3339(),
-        };
-        let bytes = serde_json::to_vec(&value).unwrap_or_default();
-        if let Err(err) = state.put(&key, Bytes::from(bytes)).await {
-            tracing::debug!(key, error = %err, "cannot announce this loader replica");
+        let status = readiness.status();
+        let now = (
+            status.not_ready().into_iter().map(str::to_owned).collect(),
+            status.notes,
+        );
+        if said.as_ref() != Some(&now) || written.elapsed() >= BEAT {
+            let value = Announcement {
+                replica: replica.clone(),
+                version: version.clone(),
+                at: chrono::Utc::now().to_rfc3339(),
+                not_ready: now.0.clone(),
+                notes: now.1.clone(),
+            };
+            let bytes = serde_json::to_vec(&value).unwrap_or_default();
+            match state.put(&key, Bytes::from(bytes)).await {
+                Ok(_) => said = Some(now),
+                Err(err) => {
+                    tracing::debug!(key, error = %err, "cannot announce this loader replica");
+                }
+            }
+            written = tokio::time::Instant::now();
         }
         tokio::select! {
             () = stop.cancelled() => break,
-            () = tokio::time::sleep(BEAT) => {}
+            () = tokio::time::sleep(LOOK) => {}
         }
     }
     let _ = state.delete(&key).await;

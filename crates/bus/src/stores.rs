@@ -29,10 +29,16 @@ impl Bus {
         OutcomeRecorder::new(self.js.clone(), window)
     }
 
-    /// Announces this replica (name and version) until `stop` is cancelled, then withdraws it;
-    /// see [`presence`].
-    pub async fn announce(&self, replica: String, version: String, stop: CancellationToken) {
-        presence::announce(self.state.clone(), replica, version, stop).await;
+    /// Announces this replica (name, version, and what `readiness` says) until `stop` is
+    /// cancelled, then withdraws it; see [`presence`].
+    pub async fn announce(
+        &self,
+        replica: String,
+        version: String,
+        readiness: peoplesync_runtime::Readiness,
+        stop: CancellationToken,
+    ) {
+        presence::announce(self.state.clone(), replica, version, readiness, stop).await;
     }
 
     /// The replicas that announced themselves recently, as of `now`.

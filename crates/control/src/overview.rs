@@ -100,6 +100,8 @@ pub(crate) async fn get(
                     seen_at: runs::timestamp(&a.at),
                     name: a.replica,
                     version: a.version,
+                    not_ready: a.not_ready,
+                    notes: a.notes.into_iter().collect(),
                 })
                 .collect();
         }

@@ -96,11 +96,13 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
     let replica = config.replica_name();
     let loader = Application::build(config, seed, readiness.clone()).await?;
     mark_ready(&readiness, &loader, &integrations).await?;
-    // Announced for the control plane's status (loader replicas seen).
+    // Announced for the control plane's status (loader replicas seen, and what their /readyz
+    // says).
     let bus = loader.bus().clone();
     let stop = shutdown.clone();
+    let noted = readiness.clone();
     let announced = tokio::spawn(async move {
-        bus.announce(replica, env!("CARGO_PKG_VERSION").to_owned(), stop)
+        bus.announce(replica, env!("CARGO_PKG_VERSION").to_owned(), noted, stop)
             .await;
     });
     if peoplesync_loader::startup::check_credentials(&loader).await {

@@ -277,6 +277,42 @@ async fn check_names_a_wrong_oomnitza_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_says_why_a_loader_takes_no_records() {
+    let stack = Stack::start(Options {
+        oomnitza_token: Some("not-the-token".into()),
+        ..Options::default()
+    })
+    .await;
+    let client = stack.client().await;
+    // The loader's start-up check meets the refused token and closes its credential gate; its
+    // announcement carries the /readyz note within seconds.
+    let note = wait_for(
+        "the loader's note in the status",
+        Duration::from_secs(30),
+        || {
+            let mut client = client.clone();
+            async move {
+                let status = status_of(&mut client).await;
+                let replica = status.loaders.iter().find(|l| l.name == "loader-1")?;
+                replica.notes.get("oomnitza").cloned()
+            }
+        },
+    )
+    .await;
+    assert!(
+        note.starts_with("Credentials") && note.contains("OOMNITZA_API_TOKEN"),
+        "{note}"
+    );
+    let ran = syncctl(&stack, &["status"]);
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert!(
+        ran.stdout.contains("loader-1 (") && ran.stdout.contains("oomnitza: Credentials"),
+        "{}",
+        ran.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_without_an_extractor_is_unreachable_not_misconfigured() {
     let stack = Stack::without_extractor().await;
     let ran = syncctl(&stack, &["check", "--output", "json"]);

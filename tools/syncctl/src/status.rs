@@ -25,6 +25,7 @@ pub fn json(status: &pb::IntegrationStatus) -> Value {
         "events_in_flight": status.events_in_flight,
         "loaders": status.loaders.iter().map(|l| json!({
             "name": l.name, "version": l.version, "seen_at": time(l.seen_at.as_ref()),
+            "not_ready": l.not_ready, "notes": l.notes,
         })).collect::<Vec<_>>(),
         "removals_held": status.removals_held,
         "runs_holding_removals": status.runs_holding_removals,
@@ -181,9 +182,9 @@ pub fn text(status: &pb::IntegrationStatus, width: u16) -> String {
             status
                 .loaders
                 .iter()
-                .map(|l| format!("{} ({})", l.name, l.version))
+                .map(loader)
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join("; ")
         },
     );
     line(
@@ -218,9 +219,53 @@ pub fn text(status: &pb::IntegrationStatus, width: u16) -> String {
     out
 }
 
+/// One loader replica as `syncctl status` prints it: name and version, then what its
+/// `/readyz` says when it is not ready or notes something (Oomnitza down, credentials refused).
+fn loader(replica: &pb::LoaderReplica) -> String {
+    let mut said: Vec<String> = Vec::new();
+    if !replica.not_ready.is_empty() {
+        said.push(format!("not ready: {}", replica.not_ready.join(", ")));
+    }
+    let mut notes: Vec<(&String, &String)> = replica.notes.iter().collect();
+    notes.sort();
+    said.extend(
+        notes
+            .into_iter()
+            .map(|(subject, note)| format!("{subject}: {note}")),
+    );
+    match said.is_empty() {
+        true => format!("{} ({})", replica.name, replica.version),
+        false => format!(
+            "{} ({}) — {}",
+            replica.name,
+            replica.version,
+            said.join("; ")
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_loader_says_why_it_takes_no_records() {
+        let mut replica = pb::LoaderReplica {
+            name: "loader-1".into(),
+            version: "0.1.0".into(),
+            ..Default::default()
+        };
+        assert_eq!(loader(&replica), "loader-1 (0.1.0)");
+        replica.not_ready = vec!["nats".into()];
+        replica
+            .notes
+            .insert("oomnitza".into(), "Credentials: refused".into());
+        replica.notes.insert("config acme".into(), "invalid".into());
+        assert_eq!(
+            loader(&replica),
+            "loader-1 (0.1.0) — not ready: nats; config acme: invalid; oomnitza: Credentials: refused"
+        );
+    }
 
     #[test]
     fn a_last_run_that_could_not_compute_removals_is_called_out() {
