@@ -512,7 +512,7 @@ async fn one_leaver_after_a_baseline(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaver_update_waits_for_oomnitza_to_process_it_without_a_dead_letter() {
     // Two deliveries before an event counts as failed, retried after a second.
-    let (d, _loader, clock, leaver) = one_leaver_after_a_baseline(
+    let (d, loader, clock, leaver) = one_leaver_after_a_baseline(
         LeaverAction::Update,
         "[consumer]\nack_wait_secs = 4\nmax_deliver = 2\n\
          [retry]\ninitial_delay_ms = 50\nmax_delay_ms = 1000\n",
@@ -535,8 +535,30 @@ async fn a_leaver_update_waits_for_oomnitza_to_process_it_without_a_dead_letter(
         || async { (d.oomnitza.stats().bulk_requests >= posts + 3).then_some(()) },
     )
     .await;
+    // The wait shows on the loader's /readyz (and so in `syncctl status`), and ends with it.
+    let note = || async {
+        let (_, _, body) = crate::operations::get(&loader.url("/readyz")).await?;
+        let readyz: Value = serde_json::from_str(&body).ok()?;
+        Some(
+            readyz["notes"][format!("leavers {ID}")]
+                .as_str()?
+                .to_owned(),
+        )
+    };
+    let waiting = note().await.unwrap_or_default();
+    assert!(
+        waiting.contains(&format!(
+            "waiting for Oomnitza to process the records of run {run_id}"
+        )),
+        "{waiting:?}"
+    );
     d.oomnitza.set_faults(OomnitzaFaults::default());
     let record = d.finalized(ID, &run_id, FINALIZED).await;
+    assert_eq!(
+        note().await,
+        None,
+        "the note is cleared once the leaver is handled"
+    );
     assert_eq!(record.counts.expect("counts").leavers, 1);
     assert_eq!(role_of(&d, &leaver).as_deref(), Some(DISABLED_ROLE));
     d.assert_only_pipeline_letters("the waiting leaver was not dead-lettered")

@@ -217,7 +217,7 @@ pub(crate) fn no_progress(run: &pb::Run, unchanged_for: Duration) -> String {
     let question = if run.state() == pb::RunState::Running {
         "is an extractor running?"
     } else if run.pending > 0 {
-        "are loaders running?"
+        "are loaders running, and taking records?"
     } else if run.finalize.as_ref().is_some_and(|f| {
         matches!(
             f.state(),
@@ -444,7 +444,7 @@ mod tests {
         assert_eq!((loading.pending, loading.done), (6, false));
         called_out_once_a_minute(
             &loading,
-            "no progress for 60 s; are loaders running? see syncctl status",
+            "no progress for 60 s; are loaders running, and taking records? see syncctl status",
         );
 
         // A run that is done says nothing, whatever is left pending.

@@ -201,6 +201,13 @@ impl Gates {
         self.changed.send_modify(|v| *v += 1);
     }
 
+    /// Notes on `/readyz` (and so in `syncctl status`) that leavers of `integration` wait for
+    /// Oomnitza to process their run's records (`Some`: what they wait for), or that a leaver
+    /// of it was settled since (`None`).
+    pub fn note_leavers_waiting(&self, integration: &str, note: Option<String>) {
+        self.readiness.note(&format!("leavers {integration}"), note);
+    }
+
     /// Records that Oomnitza cannot take records (`Some(reason)`) or can again (`None`).
     pub fn set_failure(&self, kind: Failure, reason: Option<String>) {
         if let Ok(mut slot) = self.failure.write() {

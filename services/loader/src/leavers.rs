@@ -171,7 +171,21 @@ pub async fn handle(
     processing_retry: std::time::Duration,
 ) -> Settlement {
     let name = &item.key.integration;
-    match act(bus, client, integration, item, task).await {
+    let outcome = act(bus, client, integration, item, task).await;
+    match &outcome {
+        Err(Failed::Processing(reason)) => gates.note_leavers_waiting(
+            name,
+            Some(format!(
+                "waiting for Oomnitza to process the records of run {}, for up to {} h after \
+                 the worker was read: {reason}",
+                item.key.run_id,
+                PROCESSING_PATIENCE.as_secs() / 3600
+            )),
+        ),
+        Ok(_) | Err(Failed::Dead(..)) => gates.note_leavers_waiting(name, None),
+        Err(_) => {}
+    }
+    match outcome {
         Ok(entry) => {
             metrics::counter!(metric::LOADER_LEAVERS, "integration" => name.clone(), "action" => entry.action.clone())
                 .increment(1);
