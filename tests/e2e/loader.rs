@@ -350,6 +350,16 @@ async fn finalized_once_faults_clear(d: &Deployment, run_id: &str) -> RunRecord 
     run
 }
 
+/// [`finalized_once_faults_clear`], for a run whose portion must end finalized.
+async fn finalizes_once_faults_clear(d: &Deployment, run_id: &str) {
+    let run = finalized_once_faults_clear(d, run_id).await;
+    assert!(
+        matches!(run.finalize, FinalizeState::Finalized { .. }),
+        "{:?}",
+        run.finalize
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_the_loader_cannot_read_leaves_the_finalize_pending_until_it_can() {
     let d = deployment(300).await;
@@ -763,15 +773,7 @@ async fn a_finalize_refused_for_the_credentials_closes_the_credential_gate_until
     )
     .await;
     assert!(note.starts_with("Credentials"), "{note}");
-    d.oomnitza.set_faults(OomnitzaFaults::default());
-    let run = d
-        .finalized("sage-people", &run_id, Duration::from_secs(60))
-        .await;
-    assert!(
-        matches!(run.finalize, FinalizeState::Finalized { .. }),
-        "{:?}",
-        run.finalize
-    );
+    finalizes_once_faults_clear(&d, &run_id).await;
 }
 
 /// Asserts that `loader` never stopped pulling because Oomnitza could not take records (it
@@ -827,12 +829,7 @@ async fn a_token_that_may_not_read_portions_leaves_the_gate_open_while_loading()
     });
     assert!(warned, "{:#?}", loader.warnings());
     assert_never_stopped_pulling(&loader);
-    let run = finalized_once_faults_clear(&d, &run_id).await;
-    assert!(
-        matches!(run.finalize, FinalizeState::Finalized { .. }),
-        "{:?}",
-        run.finalize
-    );
+    finalizes_once_faults_clear(&d, &run_id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -885,10 +882,5 @@ async fn a_token_that_may_not_finalize_leaves_the_gate_open_and_the_finalize_pen
     let (status, _, body) = crate::operations::get(&readyz).await.expect("/readyz");
     assert_eq!(status, 200, "{body}");
     assert_never_stopped_pulling(&loader);
-    let run = finalized_once_faults_clear(&d, &run_id).await;
-    assert!(
-        matches!(run.finalize, FinalizeState::Finalized { .. }),
-        "{:?}",
-        run.finalize
-    );
+    finalizes_once_faults_clear(&d, &run_id).await;
 }

@@ -122,6 +122,36 @@ fn template_text() -> impl Strategy<Value = String> {
     prop::collection::vec(token, 0..24).prop_map(|t| t.concat())
 }
 
+/// The words a missing value must never be written as.
+const MISSING_WORDS: [&str; 3] = ["None", "none", "undefined"];
+
+/// Whether `template` writes one of [`MISSING_WORDS`] as literal text (outside `{{ }}` and
+/// `{% %}`): then a record may rightly hold it.
+fn writes_a_missing_word(template: &str) -> bool {
+    let mut literal = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find(['{']) {
+        literal.push_str(&rest[..start]);
+        let after = &rest[start..];
+        let close = match after.get(..2) {
+            Some("{{") => "}}",
+            Some("{%") => "%}",
+            Some("{#") => "#}",
+            _ => {
+                literal.push('{');
+                rest = &after[1..];
+                continue;
+            }
+        };
+        match after.find(close) {
+            Some(end) => rest = &after[end + 2..],
+            None => return true,
+        }
+    }
+    literal.push_str(rest);
+    MISSING_WORDS.iter().any(|word| literal.contains(word))
+}
+
 /// Evaluates and previews `raw` with `config`, when both are usable.
 fn exercise(config: &IntegrationConfig, raw: &Value) {
     let Ok(integration) = peoplesync_core::Integration::compile(config.clone()) else {
@@ -137,10 +167,16 @@ fn exercise(config: &IntegrationConfig, raw: &Value) {
         let preview = integration.preview(&input);
         assert_eq!(evaluation, preview.evaluation);
         if let Evaluation::Load { record } = &evaluation {
-            for value in record.values() {
-                assert_ne!(value, "None");
-                assert_ne!(value, "none");
-                assert_ne!(value, "undefined");
+            for (field, value) in record {
+                let literal = config.mapping.iter().any(|entry| {
+                    entry.field == *field
+                        && matches!(&entry.source, MappingSource::Template(t) if writes_a_missing_word(t))
+                });
+                if !literal {
+                    for word in MISSING_WORDS {
+                        assert_ne!(value, word, "{field}");
+                    }
+                }
             }
             let _ = record_hash(record);
         }
@@ -170,6 +206,18 @@ fn templated_config() -> IntegrationConfig {
     config.filter.condition =
         Some("response.id and (worker.region != 'X' or response.currentEmployment.active)".into());
     config
+}
+
+#[test]
+fn a_missing_word_written_as_literal_text_is_told_from_one_in_an_expression() {
+    for word in MISSING_WORDS {
+        assert!(writes_a_missing_word(word));
+        assert!(writes_a_missing_word(&format!("x {word} {{{{ y }}}}")));
+        assert!(!writes_a_missing_word(&format!("{{{{ {word} }}}}")));
+        assert!(!writes_a_missing_word(&format!(
+            "{{% if {word} %}}a{{% endif %}}"
+        )));
+    }
 }
 
 proptest! {
