@@ -125,8 +125,9 @@ fn template_text() -> impl Strategy<Value = String> {
 /// The words a missing value must never be written as.
 const MISSING_WORDS: [&str; 3] = ["None", "none", "undefined"];
 
-/// Whether `template` writes one of [`MISSING_WORDS`] as literal text (outside `{{ }}` and
-/// `{% %}`): then a record may rightly hold it.
+/// Whether `template` may write one of [`MISSING_WORDS`] on purpose: as literal text (outside
+/// `{{ }}` and `{% %}`), or through a string literal in a tag (`{{ 'none' }}`, `'NO' | lower`,
+/// `default('none')`). Then a record may rightly hold it.
 fn writes_a_missing_word(template: &str) -> bool {
     let mut literal = String::new();
     let mut rest = template;
@@ -144,6 +145,7 @@ fn writes_a_missing_word(template: &str) -> bool {
             }
         };
         match after.find(close) {
+            Some(end) if after[..end].contains(['\'', '"']) => return true,
             Some(end) => rest = &after[end + 2..],
             None => return true,
         }
@@ -214,6 +216,8 @@ fn a_missing_word_written_as_literal_text_is_told_from_one_in_an_expression() {
         assert!(writes_a_missing_word(word));
         assert!(writes_a_missing_word(&format!("x {word} {{{{ y }}}}")));
         assert!(!writes_a_missing_word(&format!("{{{{ {word} }}}}")));
+        assert!(writes_a_missing_word(&format!("{{{{ '{word}' }}}}")));
+        assert!(writes_a_missing_word("{{ 'NONE' | lower }}"));
         assert!(!writes_a_missing_word(&format!(
             "{{% if {word} %}}a{{% endif %}}"
         )));

@@ -27,10 +27,27 @@ pub fn free_port() -> u16 {
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics with `what` after `timeout`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
+{
+    wait_for_or(what, timeout, check, || async {}).await
+}
+
+/// [`wait_for`], running `before_panic` (to print what a failure needs explained, say) when
+/// the wait times out.
+pub async fn wait_for_or<T, F, Fut, P, PFut>(
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+    before_panic: P,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+    P: FnOnce() -> PFut,
+    PFut: std::future::Future<Output = ()>,
 {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -46,6 +63,7 @@ where
             } else {
                 ""
             };
+            before_panic().await;
             panic!("timed out after {timeout:?} waiting for {what}{hung}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -162,3 +162,20 @@ pub async fn settle(
     }
     Ok(recorded)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_transient_failure_is_dead_lettered_at_the_last_delivery() {
+        assert!(!RetryCause::Transient.requeues());
+        for nothing_failed in [
+            RetryCause::Configuration,
+            RetryCause::Processing,
+            RetryCause::Held,
+        ] {
+            assert!(nothing_failed.requeues(), "{nothing_failed:?}");
+        }
+    }
+}

@@ -42,6 +42,31 @@ struct PauseState {
     reason: Option<String>,
 }
 
+/// What the credential check said of the token, after another call was refused for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenCheck {
+    /// Refused too (401/403): the credential gate is closed.
+    Refused,
+    /// Passed now: the token lacks a right the refused call needs.
+    Passes,
+    /// Passed within the last [`CHECK_KEPT`], so not asked again.
+    PassedRecently,
+    /// No answer (Oomnitza failing, a timeout): nothing is known of the token.
+    Unanswered,
+}
+
+impl TokenCheck {
+    /// Whether the token is known to pass the credential check.
+    pub fn passes(self) -> bool {
+        matches!(self, TokenCheck::Passes | TokenCheck::PassedRecently)
+    }
+}
+
+/// How long a passed credential check is taken as the answer for calls refused meanwhile, so
+/// that a token lacking one right (refused on every read of a portion, say) does not make a
+/// credential check of every refused call.
+pub const CHECK_KEPT: Duration = Duration::from_secs(30);
+
 /// The open/closed state of every integration's intake, shared by the replica's tasks.
 #[derive(Clone)]
 pub struct Gates {
@@ -51,6 +76,11 @@ pub struct Gates {
     changed: Arc<watch::Sender<u64>>,
     /// Where pauses and failures are noted for `/readyz`.
     readiness: peoplesync_runtime::Readiness,
+    /// When the credential check last passed after another call was refused.
+    token_passed: Arc<RwLock<Option<std::time::Instant>>>,
+    /// Integration → how many times its "leavers waiting" note was set, so that a note not
+    /// set again in time is cleared by the last one set.
+    leavers_waiting: Arc<RwLock<HashMap<String, u64>>>,
 }
 
 impl Default for Gates {
@@ -60,6 +90,8 @@ impl Default for Gates {
             failure: Arc::default(),
             changed: Arc::new(watch::channel(0).0),
             readiness: peoplesync_runtime::Readiness::new(),
+            token_passed: Arc::default(),
+            leavers_waiting: Arc::default(),
         }
     }
 }
@@ -202,10 +234,39 @@ impl Gates {
     }
 
     /// Notes on `/readyz` (and so in `syncctl status`) that leavers of `integration` wait for
-    /// Oomnitza to process their run's records (`Some`: what they wait for), or that a leaver
-    /// of it was settled since (`None`).
-    pub fn note_leavers_waiting(&self, integration: &str, note: Option<String>) {
-        self.readiness.note(&format!("leavers {integration}"), note);
+    /// Oomnitza to process their run's records (`note`: what they wait for). The note goes
+    /// once a leaver of it settles here ([`Gates::clear_leavers_waiting`]), or when it is not
+    /// set again within `lasting`: the waiting leaver may come back to another replica.
+    pub fn note_leavers_waiting(&self, integration: &str, note: String, lasting: Duration) {
+        let Ok(mut waiting) = self.leavers_waiting.write() else {
+            return;
+        };
+        let set = waiting.entry(integration.to_owned()).or_default();
+        *set += 1;
+        let this = *set;
+        drop(waiting);
+        self.readiness
+            .note(&format!("leavers {integration}"), Some(note));
+        let (gates, integration) = (self.clone(), integration.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(lasting).await;
+            let last = gates
+                .leavers_waiting
+                .read()
+                .ok()
+                .and_then(|w| w.get(&integration).copied());
+            if last == Some(this) {
+                gates.clear_leavers_waiting(&integration);
+            }
+        });
+    }
+
+    /// Clears `integration`'s "leavers waiting" note: a leaver of it settled.
+    pub fn clear_leavers_waiting(&self, integration: &str) {
+        if let Ok(mut waiting) = self.leavers_waiting.write() {
+            waiting.remove(integration);
+        }
+        self.readiness.note(&format!("leavers {integration}"), None);
     }
 
     /// Records that Oomnitza cannot take records (`Some(reason)`) or can again (`None`).
@@ -243,17 +304,38 @@ impl Gates {
     }
 
     /// After a call other than a post was refused for the credentials, asks the credential
-    /// check: only when that is refused too is the credential gate closed (`true`). Its probe
-    /// is that check, so a token that only lacks a right one call needs (reading a user's
-    /// assets, deleting a user, finalizing) must not close the gate, or it would reopen at
-    /// the next probe and close again at the next call, in a loop.
-    pub async fn refuse_if_the_token_is_refused(&self, client: &OomnitzaClient) -> bool {
+    /// check: only when that is refused too is the credential gate closed
+    /// ([`TokenCheck::Refused`]). Its probe is that check, so a token that only lacks a right
+    /// one call needs (reading a portion or a user's assets, deleting a user, finalizing) must
+    /// not close the gate, or it would reopen at the next probe and close again at the next
+    /// call, in a loop. After a `403` (a right refused, rather than the token), a check that
+    /// passed within [`CHECK_KEPT`] is not made again.
+    pub async fn refuse_if_the_token_is_refused(
+        &self,
+        client: &OomnitzaClient,
+        refused: &peoplesync_oomnitza::Error,
+    ) -> TokenCheck {
+        let recent = self
+            .token_passed
+            .read()
+            .ok()
+            .and_then(|at| *at)
+            .is_some_and(|at| at.elapsed() < CHECK_KEPT);
+        if recent && refused.status() == Some(403) {
+            return TokenCheck::PassedRecently;
+        }
         match client.check_auth().await {
+            Ok(()) => {
+                if let Ok(mut at) = self.token_passed.write() {
+                    *at = Some(std::time::Instant::now());
+                }
+                TokenCheck::Passes
+            }
             Err(refused) if refused.kind() == peoplesync_oomnitza::ErrorKind::Unauthorized => {
                 self.set_refused_credentials(client, &refused);
-                true
+                TokenCheck::Refused
             }
-            _ => false,
+            Err(_) => TokenCheck::Unanswered,
         }
     }
 
@@ -338,6 +420,83 @@ impl Gates {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use peoplesync_sims::oomnitza::{OomnitzaFaults, OomnitzaSim};
+
+    fn client(sim: &OomnitzaSim) -> OomnitzaClient {
+        let token = secrecy::SecretString::from("sim-oomnitza-token");
+        OomnitzaClient::new(peoplesync_oomnitza::OomnitzaConfig::new(
+            sim.url(),
+            peoplesync_oomnitza::OomnitzaAuth::ApiToken(token),
+        ))
+        .unwrap()
+    }
+
+    fn refused(status: u16) -> peoplesync_oomnitza::Error {
+        peoplesync_oomnitza::Error::new(peoplesync_oomnitza::ErrorKind::Unauthorized, "refused")
+            .with_status(status)
+    }
+
+    #[tokio::test]
+    async fn the_credential_check_after_a_refused_call_says_refused_passes_or_unanswered() {
+        let sim = OomnitzaSim::spawn(Default::default()).await.unwrap();
+        let (client, gates) = (client(&sim), Gates::default());
+        let check = gates
+            .refuse_if_the_token_is_refused(&client, &refused(403))
+            .await;
+        assert_eq!(check, TokenCheck::Passes);
+        assert!(
+            gates.failure().is_none(),
+            "a token lacking one right keeps the gate open"
+        );
+        // Another call refused a right soon after: the check is not made again.
+        let asked = sim.stats().api_requests;
+        let check = gates
+            .refuse_if_the_token_is_refused(&client, &refused(403))
+            .await;
+        assert_eq!(
+            (check, sim.stats().api_requests),
+            (TokenCheck::PassedRecently, asked)
+        );
+        // A refused token (401) is always checked again.
+        let check = gates
+            .refuse_if_the_token_is_refused(&client, &refused(401))
+            .await;
+        assert_eq!(
+            (check, sim.stats().api_requests),
+            (TokenCheck::Passes, asked + 1)
+        );
+
+        let gates = Gates::default();
+        sim.set_faults(OomnitzaFaults {
+            outage_for_ms: Some(60_000),
+            ..OomnitzaFaults::default()
+        });
+        let mut unanswered = peoplesync_oomnitza::OomnitzaConfig::new(
+            sim.url(),
+            peoplesync_oomnitza::OomnitzaAuth::ApiToken("sim-oomnitza-token".into()),
+        );
+        unanswered.retry.max_attempts = 1;
+        let client = OomnitzaClient::new(unanswered).unwrap();
+        let check = gates
+            .refuse_if_the_token_is_refused(&client, &refused(403))
+            .await;
+        assert_eq!(
+            check,
+            TokenCheck::Unanswered,
+            "nothing is known of the token"
+        );
+        assert!(gates.failure().is_none());
+
+        sim.set_faults(OomnitzaFaults {
+            forbidden: true,
+            ..OomnitzaFaults::default()
+        });
+        let check = gates
+            .refuse_if_the_token_is_refused(&client, &refused(403))
+            .await;
+        assert_eq!(check, TokenCheck::Refused);
+        assert!(matches!(gates.failure(), Some((Failure::Credentials, _))));
+    }
 
     #[test]
     fn an_older_read_of_a_pause_flag_never_undoes_a_newer_one() {

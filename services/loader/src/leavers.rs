@@ -19,7 +19,7 @@ use peoplesync_runtime::metrics::names as metric;
 use serde_json::Value;
 
 use crate::ack::{RetryCause, Settlement};
-use crate::gates::{Failure, Gates};
+use crate::gates::{Failure, Gates, TokenCheck};
 use crate::pipeline::{Disposition, Item};
 use crate::webhook::LeaversWebhook;
 
@@ -160,7 +160,9 @@ fn retry_delay(err: &Error) -> std::time::Duration {
         .map_or(RETRY, |asked| asked.clamp(RETRY, MAX_RETRY))
 }
 
-/// Handles `item`'s leaver with `integration`'s policy and says how to settle the event.
+/// Handles `item`'s leaver with `integration`'s policy and says how to settle the event. A
+/// leaver waiting for Oomnitza to process its run's records is noted on `/readyz` (and so in
+/// `syncctl status`) until a leaver of the integration settles, or for three waits at most.
 pub async fn handle(
     bus: &Bus,
     client: &OomnitzaClient,
@@ -170,22 +172,46 @@ pub async fn handle(
     task: &LeaverTask,
     processing_retry: std::time::Duration,
 ) -> Settlement {
+    let settlement = settle(
+        bus,
+        client,
+        gates,
+        integration,
+        item,
+        task,
+        processing_retry,
+    )
+    .await;
     let name = &item.key.integration;
-    let outcome = act(bus, client, integration, item, task).await;
-    match &outcome {
-        Err(Failed::Processing(reason)) => gates.note_leavers_waiting(
+    match &settlement {
+        Settlement::Retry(_, reason, RetryCause::Processing) => gates.note_leavers_waiting(
             name,
-            Some(format!(
+            format!(
                 "waiting for Oomnitza to process the records of run {}, for up to {} h after \
                  the worker was read: {reason}",
                 item.key.run_id,
                 PROCESSING_PATIENCE.as_secs() / 3600
-            )),
+            ),
+            (processing_retry * 3).max(std::time::Duration::from_secs(60)),
         ),
-        Ok(_) | Err(Failed::Dead(..)) => gates.note_leavers_waiting(name, None),
-        Err(_) => {}
+        Settlement::Done(..) => gates.clear_leavers_waiting(name),
+        _ => {}
     }
-    match outcome {
+    settlement
+}
+
+/// How to settle `item`'s leaver once its policy was tried.
+async fn settle(
+    bus: &Bus,
+    client: &OomnitzaClient,
+    gates: &Gates,
+    integration: &Integration,
+    item: &Item,
+    task: &LeaverTask,
+    processing_retry: std::time::Duration,
+) -> Settlement {
+    let name = &item.key.integration;
+    match act(bus, client, integration, item, task).await {
         Ok(entry) => {
             metrics::counter!(metric::LOADER_LEAVERS, "integration" => name.clone(), "action" => entry.action.clone())
                 .increment(1);
@@ -201,19 +227,7 @@ pub async fn handle(
         Err(Failed::Oomnitza(err)) => {
             tracing::warn!(integration = %name, run_id = %item.key.run_id, worker = %item.worker_id,
                 error = %err, "Oomnitza failed while handling a leaver; the event goes back to the stream");
-            if let Some(cause) = close_gate_if_down(client, gates, &err).await {
-                return Settlement::Retry(HELD_RETRY, err.to_string(), cause);
-            }
-            if err.kind() == ErrorKind::Unauthorized {
-                // The credential check passes: the token lacks a right this leaver's calls
-                // need, which no retry gives it.
-                let reason = format!(
-                    "{err}; the token passes the credential check, so it lacks a right this \
-                     leaver's calls need: grant it, then `syncctl dlq replay` this letter"
-                );
-                return dead_letter(item, reason, err.status());
-            }
-            Settlement::Retry(retry_delay(&err), err.to_string(), RetryCause::Transient)
+            oomnitza_failed(client, gates, item, &err).await
         }
         Err(Failed::Processing(reason)) => {
             Settlement::Retry(processing_retry, reason, RetryCause::Processing)
@@ -226,27 +240,42 @@ pub async fn handle(
     }
 }
 
-/// After a leaver's call failed with `err`, closes the intake when the failure is Oomnitza's
-/// as a whole, and says how to retry the leaver then (`None`: the failure is this leaver's
-/// alone, retried on its own). A refused token closes the credential gate only when the
-/// credential check is refused too ([`Gates::refuse_if_the_token_is_refused`]). A transient
-/// failure closes the outage gate only when a read of one user fails too (its probe
-/// reads one user as well), not for a failure of one user's record.
-async fn close_gate_if_down(
+/// How to settle a leaver whose call failed with `err` after the client's retries. A refused
+/// token closes the credential gate only when the credential check is refused too
+/// ([`Gates::refuse_if_the_token_is_refused`]); when the check passes, the token lacks a right
+/// this leaver's calls need, which no retry gives it: the leaver is dead-lettered saying so.
+/// A transient failure closes the outage gate only when a read of one user fails too (its
+/// probe reads one user as well), not for a failure of one user's record, which is retried
+/// on its own.
+async fn oomnitza_failed(
     client: &OomnitzaClient,
     gates: &Gates,
+    item: &Item,
     err: &Error,
-) -> Option<RetryCause> {
+) -> Settlement {
+    let retry = || Settlement::Retry(retry_delay(err), err.to_string(), RetryCause::Transient);
     if err.kind() == ErrorKind::Unauthorized {
-        let refused = gates.refuse_if_the_token_is_refused(client).await;
-        return refused.then_some(RetryCause::Configuration);
+        return match gates.refuse_if_the_token_is_refused(client, err).await {
+            TokenCheck::Refused => {
+                Settlement::Retry(HELD_RETRY, err.to_string(), RetryCause::Configuration)
+            }
+            check if check.passes() => {
+                let reason = format!(
+                    "{err}; the token passes the credential check, so it lacks a right this \
+                     leaver's calls need: grant it, then `syncctl dlq replay` this letter"
+                );
+                dead_letter(item, reason, err.status())
+            }
+            // Nothing is known of the token: try again as for any failure.
+            _ => retry(),
+        };
     }
     match client.users_answer().await {
         Err(down) => {
             gates.set_failure(Failure::Unavailable, Some(down.to_string()));
-            Some(RetryCause::Transient)
+            Settlement::Retry(HELD_RETRY, err.to_string(), RetryCause::Transient)
         }
-        Ok(()) => None,
+        Ok(()) => retry(),
     }
 }
 

@@ -10,7 +10,7 @@ use peoplesync_bus::{Bus, FinalizeState, RunRecord, RunState, control, names};
 
 use super::launch::{Launch, Spec};
 use super::{CONTROL_TOKEN, Deployment, Syncctl};
-use crate::{ChildService, free_port, wait_for};
+use crate::{ChildService, free_port, wait_for, wait_for_or};
 
 /// A running service and the port of its `/metrics` and `/readyz`.
 pub struct Replica {
@@ -109,18 +109,17 @@ impl Stack {
     /// `timeout`. A timeout first prints what every replica's `/readyz` says, so that the
     /// failure shows why no extractor took the lease.
     pub async fn lease_holder_other_than(&self, old: &str, timeout: Duration) -> String {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let holder = lease_holder(&self.bus, "sage-people").await;
-            if let Some(holder) = holder.filter(|holder| holder != old) {
-                return holder;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                self.observe("no extractor took the lease").await;
-                panic!("timed out after {timeout:?} waiting for an extractor to hold the lease");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_or(
+            "an extractor to hold the lease",
+            timeout,
+            || async {
+                lease_holder(&self.bus, "sage-people")
+                    .await
+                    .filter(|holder| holder != old)
+            },
+            || self.observe("no extractor took the lease"),
+        )
+        .await
     }
 
     /// Kills loader `index` (`kill -9`) and starts it again under the same name.

@@ -25,7 +25,7 @@ use crate::ack::{RetryCause, Settlement};
 use crate::batcher::Batch;
 use crate::cancel::{PortionWatches, Step};
 use crate::config::RetrySettings;
-use crate::gates::Gates;
+use crate::gates::{Gates, TokenCheck};
 use crate::limiter::AdaptiveLimiter;
 use crate::pipeline::{Disposition, Item};
 use detect::Verdict;
@@ -262,10 +262,13 @@ impl Deliverer {
                             // A token refused everywhere closes the credential gate; one
                             // that only may not read portions must not, or the gate would
                             // reopen at its probe and close again at the next read.
+                            // Warned once per passed check (at most every 30 s), not per read.
                             Err(err) if err.kind() == ErrorKind::Unauthorized => {
-                                if !gates.refuse_if_the_token_is_refused(&client).await {
+                                let check =
+                                    gates.refuse_if_the_token_is_refused(&client, &err).await;
+                                if check == TokenCheck::Passes {
                                     tracing::warn!(portion, error = %err,
-                                        "Oomnitza refuses the token a read of the portion's state, though the credential check passes: a cancel is noticed only at finalize; give the token the right to read bulk portions");
+                                        "Oomnitza refuses the token a read of the portion's state, though the credential check passes: an administrator's cancel is not noticed while loading; give the token the right to read bulk portions");
                                 }
                                 None
                             }

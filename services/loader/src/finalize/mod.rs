@@ -356,21 +356,21 @@ impl Finalizer {
         // A replica killed between Oomnitza's finalize and recording it leaves the claim to
         // expire; whoever takes it over finds the portion finalized and only records it (a
         // second call would be answered 409, harmless, but is not made).
-        let already = status.as_ref().is_some_and(|s| s.finalized);
-        let called = match already {
-            true => Ok(Finalize::AlreadyFinalized),
-            false => self.client.finalize(run_id).await,
-        };
         let finalized = || FinalizeState::Finalized {
             by: self.replica.clone(),
             at: chrono::Utc::now().to_rfc3339(),
         };
-        let finalize = match called {
+        if status.as_ref().is_some_and(|s| s.finalized) {
+            return self
+                .record_finalized(integration, run_id, counts, finalized())
+                .await;
+        }
+        let finalize = match self.client.finalize(run_id).await {
             Ok(Finalize::Finalized) => finalized(),
-            Ok(Finalize::AlreadyFinalized) if already => finalized(),
-            // Oomnitza answers `409` to a portion finalized before *or canceled*. The read above
-            // failed (or the portion changed since): only reading its state again tells which,
-            // and until it does, nothing is recorded.
+            // Oomnitza answers `409` to a portion finalized before, and may to a canceled one
+            // (not published; Oomnitza's connector treats a `409` as nothing to do). The read
+            // above failed, or the portion changed since: only reading its state again tells
+            // which, and until it does, nothing is recorded.
             Ok(Finalize::AlreadyFinalized) => match self.client.portion(run_id).await {
                 Ok(Some(status)) if status.canceled => {
                     self.close_canceled(integration, run_id, counts).await?;
@@ -403,7 +403,7 @@ impl Finalizer {
                 // credentials alert, as on a post; the finalize is tried again meanwhile.
                 if err.kind() == ErrorKind::Unauthorized {
                     self.gates
-                        .refuse_if_the_token_is_refused(&self.client)
+                        .refuse_if_the_token_is_refused(&self.client, &err)
                         .await;
                 }
                 tracing::warn!(integration, run_id, error = %err, "finalizing the portion failed; releasing the claim to retry");
@@ -411,6 +411,20 @@ impl Finalizer {
                 return Ok(None);
             }
         };
+        self.record_finalized(integration, run_id, counts, finalize)
+            .await
+    }
+
+    /// Records run `run_id`'s portion as `finalize`d (or as having nothing to finalize) with its
+    /// final `counts`: trims the work stream, reports the leavers, and checks what Oomnitza
+    /// applied when records were written.
+    async fn record_finalized(
+        &self,
+        integration: &str,
+        run_id: &str,
+        counts: OutcomeCounts,
+        finalize: FinalizeState,
+    ) -> Result<Option<u64>, BusError> {
         // Records Oomnitza accepted are checked against what it holds; the outcomes (which
         // keep what was sent) stay until then.
         let verify = self.verifier.enabled()
