@@ -99,48 +99,115 @@ const MAX_RETRY: std::time::Duration = std::time::Duration::from_secs(300);
 /// again while the intake stays closed, so this only says how soon after it reopens.
 const HELD_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Handles the leavers of a batch, a few at a time, and says how to settle each event. A leaver
-/// whose update Oomnitza has not processed yet is tried again after `processing_retry` (its
-/// update is posted again, which is harmless). Once the intake closes (Oomnitza down, or
-/// refusing the token), the leavers whose turn has not come are not tried: each would only
-/// meet the same failure after the client's retries. They go back to the stream untried
-/// ([`held`]) and wait there until the intake opens.
-pub async fn handle_all(
-    bus: &Bus,
-    client: &OomnitzaClient,
-    gates: &Gates,
-    integration: &Integration,
-    items: Vec<Item>,
-    processing_retry: std::time::Duration,
-) -> Vec<(Item, Settlement)> {
-    futures::stream::iter(items)
-        .map(|item| async move {
-            let settlement = match &item.disposition {
-                Disposition::Leaver(_) if let Some((_, reason)) = gates.failure() => held(reason),
-                Disposition::Leaver(task) => {
-                    handle(
-                        bus,
-                        client,
-                        gates,
-                        integration,
-                        &item,
-                        task,
-                        processing_retry,
-                    )
-                    .await
-                }
-                // Only leavers are handed over; anything else goes back to the stream.
-                _ => Settlement::Retry(
-                    std::time::Duration::from_secs(5),
-                    "not a leaver".into(),
-                    RetryCause::Transient,
+/// What handling the leavers of one integration's batch needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Leavers<'a> {
+    /// Where leavers reports and applied hashes are kept.
+    pub bus: &'a Bus,
+    /// Oomnitza.
+    pub client: &'a OomnitzaClient,
+    /// The replica's intake, closed when Oomnitza fails as a whole.
+    pub gates: &'a Gates,
+    /// The integration's config, with its leaver policy.
+    pub integration: &'a Integration,
+    /// How soon a leaver whose update Oomnitza has not processed yet is tried again (its
+    /// update is posted again, which is harmless).
+    pub processing_retry: std::time::Duration,
+}
+
+impl Leavers<'_> {
+    /// Handles the leavers of a batch, a few at a time, and says how to settle each event. Once
+    /// the intake closes (Oomnitza down, or refusing the token), the leavers whose turn has not
+    /// come are not tried: each would only meet the same failure after the client's retries.
+    /// They go back to the stream untried ([`held`]) and wait there until the intake opens.
+    pub async fn handle_all(&self, items: Vec<Item>) -> Vec<(Item, Settlement)> {
+        futures::stream::iter(items)
+            .map(|item| async move {
+                let settlement = match &item.disposition {
+                    Disposition::Leaver(_) if let Some((_, reason)) = self.gates.failure() => {
+                        held(reason)
+                    }
+                    Disposition::Leaver(task) => self.handle(&item, task).await,
+                    // Only leavers are handed over; anything else goes back to the stream.
+                    _ => Settlement::Retry(
+                        std::time::Duration::from_secs(5),
+                        "not a leaver".into(),
+                        RetryCause::Transient,
+                    ),
+                };
+                (item, settlement)
+            })
+            .buffer_unordered(CONCURRENT_LEAVERS)
+            .collect()
+            .await
+    }
+
+    /// Handles `item`'s leaver with the integration's policy and says how to settle the event. A
+    /// leaver waiting for Oomnitza to process its run's records is noted on `/readyz` (and so in
+    /// `syncctl status`) until a leaver of the integration settles, or for three waits at most.
+    pub async fn handle(&self, item: &Item, task: &LeaverTask) -> Settlement {
+        let Leavers {
+            gates,
+            processing_retry,
+            ..
+        } = *self;
+        let settlement = self.settle(item, task).await;
+        let name = &item.key.integration;
+        match &settlement {
+            Settlement::Retry(_, reason, RetryCause::Processing) => gates.note_leavers_waiting(
+                name,
+                format!(
+                    "waiting for Oomnitza to process the records of run {}, for up to {} h after \
+                 the worker was read: {reason}",
+                    item.key.run_id,
+                    PROCESSING_PATIENCE.as_secs() / 3600
                 ),
-            };
-            (item, settlement)
-        })
-        .buffer_unordered(CONCURRENT_LEAVERS)
-        .collect()
-        .await
+                (processing_retry * 3).max(std::time::Duration::from_secs(60)),
+            ),
+            Settlement::Done(..) => gates.clear_leavers_waiting(name),
+            _ => {}
+        }
+        settlement
+    }
+
+    /// How to settle `item`'s leaver once its policy was tried.
+    async fn settle(&self, item: &Item, task: &LeaverTask) -> Settlement {
+        let Leavers {
+            bus,
+            client,
+            gates,
+            integration,
+            processing_retry,
+        } = *self;
+        let name = &item.key.integration;
+        match act(bus, client, integration, item, task).await {
+            Ok(entry) => {
+                metrics::counter!(metric::LOADER_LEAVERS, "integration" => name.clone(), "action" => entry.action.clone())
+                .increment(1);
+                if !entry.assets.is_empty() {
+                    metrics::counter!(metric::LOADER_LEAVERS_WITH_ASSETS, "integration" => name.clone())
+                    .increment(1);
+                }
+                tracing::info!(integration = %name, run_id = %item.key.run_id, worker = %item.worker_id,
+                action = %entry.action, assets = entry.assets.len(), "leaver handled");
+                Settlement::Done(Outcome::Leaver, None)
+            }
+            Err(Failed::Retry(reason)) => Settlement::Retry(RETRY, reason, RetryCause::Transient),
+            Err(Failed::Oomnitza(err)) => {
+                tracing::warn!(integration = %name, run_id = %item.key.run_id, worker = %item.worker_id,
+                error = %err, "Oomnitza failed while handling a leaver; the event goes back to the stream");
+                oomnitza_failed(client, gates, item, &err).await
+            }
+            Err(Failed::Processing(reason)) => {
+                Settlement::Retry(processing_retry, reason, RetryCause::Processing)
+            }
+            Err(Failed::Dead(reason, status)) => {
+                tracing::warn!(integration = %name, run_id = %item.key.run_id, worker = %item.worker_id,
+                %reason, "leaver cannot be handled; dead-lettered");
+                dead_letter(item, reason, status)
+            }
+        }
+    }
 }
 
 /// How to settle a leaver not tried because the intake is closed for `reason`: back to the
@@ -158,86 +225,6 @@ fn held(reason: String) -> Settlement {
 fn retry_delay(err: &Error) -> std::time::Duration {
     err.retry_after()
         .map_or(RETRY, |asked| asked.clamp(RETRY, MAX_RETRY))
-}
-
-/// Handles `item`'s leaver with `integration`'s policy and says how to settle the event. A
-/// leaver waiting for Oomnitza to process its run's records is noted on `/readyz` (and so in
-/// `syncctl status`) until a leaver of the integration settles, or for three waits at most.
-pub async fn handle(
-    bus: &Bus,
-    client: &OomnitzaClient,
-    gates: &Gates,
-    integration: &Integration,
-    item: &Item,
-    task: &LeaverTask,
-    processing_retry: std::time::Duration,
-) -> Settlement {
-    let settlement = settle(
-        bus,
-        client,
-        gates,
-        integration,
-        item,
-        task,
-        processing_retry,
-    )
-    .await;
-    let name = &item.key.integration;
-    match &settlement {
-        Settlement::Retry(_, reason, RetryCause::Processing) => gates.note_leavers_waiting(
-            name,
-            format!(
-                "waiting for Oomnitza to process the records of run {}, for up to {} h after \
-                 the worker was read: {reason}",
-                item.key.run_id,
-                PROCESSING_PATIENCE.as_secs() / 3600
-            ),
-            (processing_retry * 3).max(std::time::Duration::from_secs(60)),
-        ),
-        Settlement::Done(..) => gates.clear_leavers_waiting(name),
-        _ => {}
-    }
-    settlement
-}
-
-/// How to settle `item`'s leaver once its policy was tried.
-async fn settle(
-    bus: &Bus,
-    client: &OomnitzaClient,
-    gates: &Gates,
-    integration: &Integration,
-    item: &Item,
-    task: &LeaverTask,
-    processing_retry: std::time::Duration,
-) -> Settlement {
-    let name = &item.key.integration;
-    match act(bus, client, integration, item, task).await {
-        Ok(entry) => {
-            metrics::counter!(metric::LOADER_LEAVERS, "integration" => name.clone(), "action" => entry.action.clone())
-                .increment(1);
-            if !entry.assets.is_empty() {
-                metrics::counter!(metric::LOADER_LEAVERS_WITH_ASSETS, "integration" => name.clone())
-                    .increment(1);
-            }
-            tracing::info!(integration = %name, run_id = %item.key.run_id, worker = %item.worker_id,
-                action = %entry.action, assets = entry.assets.len(), "leaver handled");
-            Settlement::Done(Outcome::Leaver, None)
-        }
-        Err(Failed::Retry(reason)) => Settlement::Retry(RETRY, reason, RetryCause::Transient),
-        Err(Failed::Oomnitza(err)) => {
-            tracing::warn!(integration = %name, run_id = %item.key.run_id, worker = %item.worker_id,
-                error = %err, "Oomnitza failed while handling a leaver; the event goes back to the stream");
-            oomnitza_failed(client, gates, item, &err).await
-        }
-        Err(Failed::Processing(reason)) => {
-            Settlement::Retry(processing_retry, reason, RetryCause::Processing)
-        }
-        Err(Failed::Dead(reason, status)) => {
-            tracing::warn!(integration = %name, run_id = %item.key.run_id, worker = %item.worker_id,
-                %reason, "leaver cannot be handled; dead-lettered");
-            dead_letter(item, reason, status)
-        }
-    }
 }
 
 /// How to settle a leaver whose call failed with `err` after the client's retries. A refused
@@ -666,7 +653,14 @@ mod tests {
         let integration = std::sync::Arc::new(Integration::compile(config).unwrap());
         let items = leavers(&integration, n);
         let wait = std::time::Duration::from_secs(1);
-        let settled = handle_all(&bus, &client, gates, &integration, items, wait).await;
+        let leavers = Leavers {
+            bus: &bus,
+            client: &client,
+            gates,
+            integration: &integration,
+            processing_retry: wait,
+        };
+        let settled = leavers.handle_all(items).await;
         let settlements = settled.into_iter().map(|(_, s)| s).collect();
         (settlements, sim.stats().api_requests)
     }

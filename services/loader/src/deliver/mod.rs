@@ -149,17 +149,14 @@ impl Deliverer {
             settled.extend(leavers.into_iter().map(crate::leavers::canceled));
         } else {
             let processing_retry = Duration::from_millis(self.retry.max_delay_ms);
-            settled.extend(
-                crate::leavers::handle_all(
-                    &self.bus,
-                    &self.client,
-                    &self.gates,
-                    &integration,
-                    leavers,
-                    processing_retry,
-                )
-                .await,
-            );
+            let handling = crate::leavers::Leavers {
+                bus: &self.bus,
+                client: &self.client,
+                gates: &self.gates,
+                integration: &integration,
+                processing_retry,
+            };
+            settled.extend(handling.handle_all(leavers).await);
         }
         let target = Target {
             integration: &integration,
