@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use peoplesync_bus::control::{CheckLine, CheckState, SageChecked};
+use peoplesync_bus::control::{CHECK_WAIT, CheckLine, CheckState, SageChecked};
 use peoplesync_core::IntegrationConfig;
 use peoplesync_runtime::Readiness;
 use peoplesync_sage_people::{ApiUsage, Error, ErrorKind, SageClient};
@@ -35,19 +35,28 @@ const ACCESS_CODES: [&str; 4] = [
     "INVALID_RELATIONSHIP",
 ];
 
-/// How long the check's Sage People calls (token, page, `limits` resource) may spend retrying,
-/// together. The control plane waits 45 s for the extractor's answer to `check` (its
-/// `SAGE_TIMEOUT`), and past that shows one line saying the extractor did not answer; with
-/// the client's own budget (`sage_retry_secs`, two minutes by default) a Sage People outage
-/// would outlast that wait. Well below it, so that a failing call reports Sage People's own
-/// answer, and the lines after it show as not checkable.
-pub const CHECK_RETRY_BUDGET: Duration = Duration::from_secs(30);
+/// When the check stops waiting for a call, counted from its start: [`CHECK_WAIT`] (how long
+/// the control plane waits for the answer; past it, it shows one line saying the extractor did
+/// not answer) less [`REPLY_MARGIN`], so that the reply, with its lines, reaches it in time.
+pub const CHECK_DEADLINE: Duration = CHECK_WAIT.saturating_sub(REPLY_MARGIN);
 
-/// When the check stops waiting for a call, counted from its start: a request Sage People
-/// leaves unanswered is ended only by the request timeout (`request_timeout_secs`, 30 s by
-/// default), and one may start just before [`CHECK_RETRY_BUDGET`] runs out. Still short of
-/// the control plane's 45 s, so that the reply, with its lines, reaches it.
-pub const CHECK_DEADLINE: Duration = Duration::from_secs(40);
+/// How long the check's Sage People calls (token, page, `limits` resource) may spend retrying,
+/// together: [`CHECK_DEADLINE`] less [`LAST_CALL_MARGIN`]. With the client's own budget
+/// (`sage_retry_secs`, two minutes by default) a Sage People outage would outlast the control
+/// plane's wait; within this one a failing call reports Sage People's own answer, and the lines
+/// after it show as not checkable.
+pub const CHECK_RETRY_BUDGET: Duration = CHECK_DEADLINE.saturating_sub(LAST_CALL_MARGIN);
+
+/// Time kept between the deadline and the end of the control plane's wait, for the reply.
+const REPLY_MARGIN: Duration = Duration::from_secs(5);
+
+/// Time kept between the end of the retries and the deadline, for a call started just before
+/// the retries end: an unanswered request is otherwise ended only by the request timeout
+/// (`request_timeout_secs`, 30 s by default).
+const LAST_CALL_MARGIN: Duration = Duration::from_secs(10);
+
+// A wait too short for both margins would leave the check no time to retry at all.
+const _: () = assert!(!CHECK_RETRY_BUDGET.is_zero());
 
 /// The time one check's Sage People calls share.
 struct Budget {
