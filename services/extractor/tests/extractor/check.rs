@@ -38,19 +38,7 @@ async fn a_healthy_org_passes_every_sage_people_check() {
 
 #[tokio::test]
 async fn a_sage_people_outage_is_reported_line_by_line_within_the_control_planes_wait() {
-    let s = setup(SageConfig {
-        faults: peoplesync_sims::sage::SageFaults {
-            outage_for_ms: Some(600_000),
-            ..Default::default()
-        },
-        ..org(30, 10, 10)
-    })
-    .await;
-    let (config, secrets) = config(&s.sim, &[ID]);
-    assert_eq!(
-        config.sage_retry_secs, 120,
-        "runs keep the default budget, longer than the control plane waits"
-    );
+    let (s, config, secrets) = sage_people_down().await;
     let extraction = extraction(&s.bus, config, secrets, ID);
     // An answer later than the control plane's wait is never shown, whatever its lines say.
     let report = tokio::time::timeout(control::CHECK_WAIT, check::sage(&extraction))
