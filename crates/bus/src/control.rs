@@ -3,6 +3,8 @@
 //! `peoplesync.control.extractor.<integration>.<command>`; bodies are JSON. Every reply is
 //! either the command's reply type or a [`CommandError`].
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::names;
@@ -15,6 +17,10 @@ pub const WORKER: &str = "worker";
 /// Command: read one worker from Sage People without publishing it (for previews).
 /// Request: [`WorkerRequest`]; reply: [`WorkerFetched`].
 pub const FETCH: &str = "fetch";
+/// How long the control plane waits for the extractor's answer to [`WORKER`] or [`FETCH`]
+/// (reading one worker from Sage People: token, request, retries). The extractor fits its Sage
+/// People calls for these commands inside it, so that its answer is Sage People's own.
+pub const WORKER_WAIT: Duration = Duration::from_secs(60);
 /// Command: report the current run's progress. Reply: [`Progress`].
 pub const PROGRESS: &str = "progress";
 /// Command: release removals held for approval. Request: [`ApproveRemovals`]; reply:
@@ -42,6 +48,10 @@ pub struct HeldLeavers {
 /// Command: check the integration's Sage People side (token, one page, field access) and
 /// report one line per check. Reply: [`SageChecked`].
 pub const CHECK: &str = "check";
+/// How long the control plane waits for the extractor's answer to [`CHECK`]; past it, the Sage
+/// People checks show as one line saying the extractor did not answer. The extractor fits its
+/// Sage People calls for a check inside it.
+pub const CHECK_WAIT: Duration = Duration::from_secs(45);
 
 /// The subject of `command` for `integration`.
 pub fn subject(integration: &str, command: &str) -> String {

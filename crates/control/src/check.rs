@@ -4,8 +4,6 @@
 //! field access), and the Oomnitza side with the loader's client (token, field ids). Nothing is
 //! written: the Oomnitza field probe is a `test_run`.
 
-use std::time::Duration;
-
 use peoplesync_bus::Bus;
 use peoplesync_bus::control::{self, CheckLine, CheckState, SageChecked};
 use peoplesync_core::{Integration, IntegrationConfig};
@@ -15,9 +13,6 @@ use tonic::Status;
 
 use crate::extractor::Extractor;
 use crate::integrations::Configs;
-
-/// How long the extractor may take for its Sage People checks (token, one page, retries).
-const SAGE_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// One line of a check's report.
 fn line(name: &str, state: CheckState, detail: impl Into<String>) -> CheckLine {
@@ -136,7 +131,7 @@ impl Checker<'_> {
     async fn sage(&self, integration: &str) -> Vec<CheckLine> {
         let reply: Result<SageChecked, tonic::Status> = self
             .extractor
-            .request(integration, control::CHECK, &(), SAGE_TIMEOUT)
+            .request(integration, control::CHECK, &(), control::CHECK_WAIT)
             .await;
         match reply {
             Ok(report) => report.checks,

@@ -2,19 +2,18 @@
 //! config's additional fields on it, and the org's API usage for the quota guard. Answered on
 //! the `check` command, and run at extractor start and whenever the config is stored, so a
 //! failing credential shows on `/readyz` before the first run. Its calls share a short retry
-//! budget ([`CHECK_RETRY_BUDGET`]) to answer even while Sage People is down; runs keep theirs.
+//! budget ([`CHECK_TIME`]) to answer even while Sage People is down; runs keep theirs.
 
-use std::future::Future;
 use std::time::Duration;
 
-use peoplesync_bus::control::{CheckLine, CheckState, SageChecked};
+use peoplesync_bus::control::{CHECK_WAIT, CheckLine, CheckState, SageChecked};
 use peoplesync_core::IntegrationConfig;
 use peoplesync_runtime::Readiness;
-use peoplesync_sage_people::{ApiUsage, Error, ErrorKind, SageClient};
+use peoplesync_sage_people::{ApiUsage, ErrorKind, SageClient};
 use serde_json::Value;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::deadline::{Budget, CommandTime};
 use crate::run::Extraction;
 use crate::settings;
 
@@ -35,65 +34,19 @@ const ACCESS_CODES: [&str; 4] = [
     "INVALID_RELATIONSHIP",
 ];
 
-/// How long the check's Sage People calls (token, page, `limits` resource) may spend retrying,
-/// together. The control plane waits 45 s for the extractor's answer to `check` (its
-/// `SAGE_TIMEOUT`), and past that shows one line saying the extractor did not answer; with
-/// the client's own budget (`sage_retry_secs`, two minutes by default) a Sage People outage
-/// would outlast that wait. Well below it, so that a failing call reports Sage People's own
-/// answer, and the lines after it show as not checkable.
-pub const CHECK_RETRY_BUDGET: Duration = Duration::from_secs(30);
+/// How long the check's Sage People calls (token, page, `limits` resource) may take, together:
+/// derived from [`CHECK_WAIT`], how long the control plane waits for the answer (past it, it
+/// shows one line saying the extractor did not answer). With the client's own budget
+/// (`sage_retry_secs`, two minutes by default) a Sage People outage would outlast that wait;
+/// within this one a failing call reports Sage People's own answer, and the lines after it show
+/// as not checkable.
+pub const CHECK_TIME: CommandTime = CommandTime::within(CHECK_WAIT, "the check");
 
-/// When the check stops waiting for a call, counted from its start: a request Sage People
-/// leaves unanswered is ended only by the request timeout (`request_timeout_secs`, 30 s by
-/// default), and one may start just before [`CHECK_RETRY_BUDGET`] runs out. Still short of
-/// the control plane's 45 s, so that the reply, with its lines, reaches it.
-pub const CHECK_DEADLINE: Duration = Duration::from_secs(40);
+/// How long the check's calls may spend retrying (30 s).
+pub const CHECK_RETRY_BUDGET: Duration = CHECK_TIME.retry_budget;
 
-/// The time one check's Sage People calls share.
-struct Budget {
-    /// No retry starts after this.
-    retries_end: Instant,
-    /// A call still waiting is abandoned then.
-    deadline: Instant,
-}
-
-impl Budget {
-    fn start() -> Budget {
-        let now = Instant::now();
-        Budget {
-            retries_end: now + CHECK_RETRY_BUDGET,
-            deadline: now + CHECK_DEADLINE,
-        }
-    }
-
-    /// Runs `call` (`what` it does, for the message) with a clone of `client` that retries
-    /// only for what is left of the budget, and gives up on it at the deadline.
-    async fn call<T, Fut>(
-        &self,
-        client: &SageClient,
-        what: &str,
-        call: impl FnOnce(SageClient) -> Fut,
-    ) -> Result<T, Error>
-    where
-        Fut: Future<Output = Result<T, Error>>,
-    {
-        let left = self.retries_end.saturating_duration_since(Instant::now());
-        let client = client.with_retry_budget(left);
-        match tokio::time::timeout_at(self.deadline, call(client.clone())).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::new(
-                ErrorKind::Transient,
-                format!(
-                    "Sage People at {} did not answer {what} within the check's {} s: check the \
-                     network path to the org (proxy, firewall, HTTPS_PROXY) and the Salesforce \
-                     status page, then check again",
-                    client.hostname(),
-                    CHECK_DEADLINE.as_secs()
-                ),
-            )),
-        }
-    }
-}
+/// When the check stops waiting for a call, counted from its start (40 s).
+pub const CHECK_DEADLINE: Duration = CHECK_TIME.deadline;
 
 fn line(name: &str, state: CheckState, detail: impl Into<String>) -> CheckLine {
     CheckLine {
@@ -121,7 +74,7 @@ fn state_of(error: &peoplesync_sage_people::Error) -> CheckState {
 /// The checks' calls share [`CHECK_RETRY_BUDGET`] and end by [`CHECK_DEADLINE`], whatever
 /// `sage_retry_secs` says, so that the answer comes within the control plane's wait.
 pub async fn sage(extraction: &Extraction) -> SageChecked {
-    let budget = Budget::start();
+    let budget = Budget::start(CHECK_TIME);
     let integration = extraction.integration();
     let mut checks = Vec::new();
     let skipped = |why: &str| {
@@ -417,7 +370,8 @@ async fn check_until_stopped(
 
 #[cfg(test)]
 mod tests {
-    use peoplesync_sage_people::{Credentials, SageConfig};
+    use peoplesync_sage_people::{Credentials, Error, SageConfig};
+    use tokio::time::Instant;
 
     use super::*;
 
@@ -432,16 +386,23 @@ mod tests {
         .expect("a valid configuration")
     }
 
+    #[test]
+    fn the_check_keeps_its_30_s_of_retries_and_40_s_deadline_within_the_45_s_wait() {
+        assert_eq!(CHECK_WAIT, Duration::from_secs(45));
+        assert_eq!(CHECK_DEADLINE, Duration::from_secs(40));
+        assert_eq!(CHECK_RETRY_BUDGET, Duration::from_secs(30));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_call_still_unanswered_at_the_deadline_is_unreachable_and_says_where_to_look() {
-        let budget = Budget::start();
+        let budget = Budget::start(CHECK_TIME);
         let outcome: Result<(), Error> = budget
             .call(&client(), "the request for an access token", |_| {
                 std::future::pending()
             })
             .await;
         let error = outcome.expect_err("abandoned at the deadline");
-        assert_eq!(Instant::now(), budget.deadline);
+        assert_eq!(Instant::now(), budget.deadline());
         assert_eq!(state_of(&error), CheckState::Unreachable);
         let message = error.to_string();
         assert!(

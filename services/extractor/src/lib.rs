@@ -13,7 +13,8 @@
 //!   `sync_keys`). [`journal`] writes every run's record and events (full runs, one-worker
 //!   syncs, approvals); [`error`] says why a run stopped early.
 //! - [`check`]: the Sage People side of `syncctl check`, also run at start and on config
-//!   changes for `/readyz`.
+//!   changes for `/readyz`; [`deadline`]: the time a command's Sage People calls may take while
+//!   the control plane waits for its answer.
 //! - [`service`]: the long-running service: the bus's scheduler lease (one scheduling
 //!   replica), [`schedule`], [`runner`] (one run at a time), [`retry`] (resuming a stopped run
 //!   on a timer), [`commands`] (request/reply) and [`single`] (one-worker commands, progress,
@@ -23,6 +24,7 @@ pub mod check;
 pub mod collisions;
 pub mod commands;
 pub mod config;
+pub mod deadline;
 pub mod ended;
 pub mod error;
 pub mod event;

@@ -1,14 +1,18 @@
 //! Commands about one worker and about run state: read one worker from Sage People (for
 //! previews), publish one worker as a single-worker run (the loader finalizes it like any run),
-//! report the current run's progress, and release held removals in a run of their own.
+//! report the current run's progress, and release held removals in a run of their own. The
+//! worker's read fits inside the control plane's wait ([`WORKER_TIME`]), whatever
+//! `sage_retry_secs` says, so that a Sage People failure reaches the operator in its own words.
 
 use peoplesync_bus::codec;
 use peoplesync_bus::control::{
-    CommandError, Progress, RemovalsReleased, WorkerFetched, WorkerSynced,
+    CommandError, Progress, RemovalsReleased, WORKER_WAIT, WorkerFetched, WorkerSynced,
 };
 use peoplesync_bus::{BusError, RunState, names};
 use peoplesync_sage_people::SageClient;
+use serde_json::Value;
 
+use crate::deadline::{Budget, CommandTime};
 use crate::event::EventBuilder;
 use crate::journal::{Counts, Journal};
 use crate::removals::{self, RemovalError};
@@ -99,11 +103,29 @@ fn check_id(id: &str) -> Result<(), CommandError> {
     }
 }
 
-/// Reads worker `id` without publishing it.
+/// How long the read of one worker (`fetch`, `worker`: token and request, with retries) may
+/// take: derived from [`WORKER_WAIT`], how long the control plane waits for the answer. With
+/// the client's own budget (`sage_retry_secs`, up to an hour) a Sage People outage would
+/// outlast that wait, and the operator would see only that the extractor did not answer.
+pub const WORKER_TIME: CommandTime = CommandTime::within(WORKER_WAIT, "the worker command");
+
+/// Reads employee `id` with `client` within `budget`.
+async fn read(budget: &Budget, client: &SageClient, id: &str) -> Result<Option<Value>, Failure> {
+    let what = format!("the request for employee {id}");
+    let raw = budget
+        .call(client, &what, |client| async move {
+            client.get_employee(id).await
+        })
+        .await?;
+    Ok(raw)
+}
+
+/// Reads worker `id` without publishing it, within [`WORKER_TIME`].
 pub async fn fetch(extraction: &Extraction, id: &str) -> Result<WorkerFetched, Failure> {
+    let budget = Budget::start(WORKER_TIME);
     check_id(id)?;
     let (client, settings) = client(extraction).await?;
-    let raw = client.get_employee(id).await?;
+    let raw = read(&budget, &client, id).await?;
     Ok(WorkerFetched {
         found: raw.is_some(),
         raw,
@@ -112,12 +134,17 @@ pub async fn fetch(extraction: &Extraction, id: &str) -> Result<WorkerFetched, F
     })
 }
 
-/// Reads worker `id` and publishes it as a single-worker run.
+/// Reads worker `id` within [`WORKER_TIME`] and publishes it as a single-worker run.
+///
+/// Only the read is bounded: the run is journaled once the worker is read, and its start,
+/// event and completion are then written whatever the time, because a sync abandoned between
+/// them would leave a run that shows as running and never ends. A read given up starts no run.
 pub async fn sync(extraction: &Extraction, id: &str) -> Result<WorkerSynced, Failure> {
+    let budget = Budget::start(WORKER_TIME);
     check_id(id)?;
     let integration = extraction.integration();
     let (client, settings) = client(extraction).await?;
-    let Some(raw) = client.get_employee(id).await? else {
+    let Some(raw) = read(&budget, &client, id).await? else {
         return Ok(WorkerSynced {
             found: false,
             run_id: None,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use peoplesync_bus::control::{CheckState, SageChecked};
+use peoplesync_bus::control::{self, CheckState, SageChecked};
 use peoplesync_core::IntegrationConfig;
 use peoplesync_extractor::check;
 use peoplesync_runtime::Readiness;
@@ -36,27 +36,12 @@ async fn a_healthy_org_passes_every_sage_people_check() {
     }
 }
 
-/// How long the control plane waits for the extractor's answer to `check` (its `SAGE_TIMEOUT`):
-/// an answer later than this is never shown, whatever its lines say.
-const CONTROL_PLANE_WAIT: Duration = Duration::from_secs(45);
-
 #[tokio::test]
 async fn a_sage_people_outage_is_reported_line_by_line_within_the_control_planes_wait() {
-    let s = setup(SageConfig {
-        faults: peoplesync_sims::sage::SageFaults {
-            outage_for_ms: Some(600_000),
-            ..Default::default()
-        },
-        ..org(30, 10, 10)
-    })
-    .await;
-    let (config, secrets) = config(&s.sim, &[ID]);
-    assert_eq!(
-        config.sage_retry_secs, 120,
-        "runs keep the default budget, longer than the control plane waits"
-    );
+    let (s, config, secrets) = sage_people_down().await;
     let extraction = extraction(&s.bus, config, secrets, ID);
-    let report = tokio::time::timeout(CONTROL_PLANE_WAIT, check::sage(&extraction))
+    // An answer later than the control plane's wait is never shown, whatever its lines say.
+    let report = tokio::time::timeout(control::CHECK_WAIT, check::sage(&extraction))
         .await
         .expect("the check answers while the control plane still waits for it");
     let names: Vec<&str> = report.checks.iter().map(|c| c.name.as_str()).collect();

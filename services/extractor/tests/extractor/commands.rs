@@ -101,3 +101,50 @@ async fn the_worker_command_publishes_a_single_worker_run_and_fetch_only_reads()
     assert_eq!(malformed.code, "invalid");
     service.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sage_people_outage_reaches_fetch_and_worker_within_the_control_planes_wait() {
+    let (s, config, secrets) = sage_people_down().await;
+    let service = serve(&s.bus, config, secrets, false).await;
+    let id = generate::worker_id(7);
+
+    // Both at once: each must answer within the wait the control plane gives it.
+    let (fetched, synced) = tokio::join!(
+        command_within::<WorkerFetched>(
+            &s.bus,
+            ID,
+            control::FETCH,
+            json!({"id": id}),
+            control::WORKER_WAIT
+        ),
+        command_within::<WorkerSynced>(
+            &s.bus,
+            ID,
+            control::WORKER,
+            json!({"id": id}),
+            control::WORKER_WAIT
+        ),
+    );
+    for (command, error) in [
+        ("fetch", fetched.expect_err("Sage People is down")),
+        ("worker", synced.expect_err("Sage People is down")),
+    ] {
+        assert_eq!(error.code, "failed", "{command}: {error:?}");
+        // Sage People's own answer, not "did not answer": the 503 and how often it was asked.
+        assert!(
+            error.message.contains("503"),
+            "{command}: {}",
+            error.message
+        );
+        assert!(
+            error.message.contains("attempts"),
+            "{command}: {}",
+            error.message
+        );
+    }
+    // The sync gave up before its run began: nothing is left running, nothing was published.
+    let runs = s.bus.runs().list(Some(ID)).await.unwrap();
+    assert!(runs.is_empty(), "{runs:?}");
+    assert!(drain_workers(&s.bus, ID).await.is_empty());
+    service.shutdown().await;
+}

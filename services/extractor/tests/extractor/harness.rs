@@ -83,6 +83,26 @@ pub fn secret_var(name: &str, what: &str) -> String {
     )
 }
 
+/// A setup whose Employees API answers 503 for ten minutes (its token endpoint still answers),
+/// and a config reading it with `sage_retry_secs` at its default: longer than the control plane
+/// waits for any command's answer.
+pub async fn sage_people_down() -> (Setup, ExtractorConfig, SecretSource) {
+    let s = setup(SageConfig {
+        faults: peoplesync_sims::sage::SageFaults {
+            outage_for_ms: Some(600_000),
+            ..Default::default()
+        },
+        ..org(30, 10, 10)
+    })
+    .await;
+    let (config, secrets) = config(&s.sim, &[ID]);
+    assert_eq!(
+        config.sage_retry_secs, 120,
+        "runs keep the default budget, longer than the control plane waits"
+    );
+    (s, config, secrets)
+}
+
 /// An extractor config serving `integrations` with the `default` set reading `sim`.
 pub fn config(sim: &SageSim, integrations: &[&str]) -> (ExtractorConfig, SecretSource) {
     let mut config = ExtractorConfig {
@@ -352,26 +372,39 @@ pub async fn wait_for_holder(bus: &Bus, integration: &str, replica: &str, timeou
     .await;
 }
 
-/// Sends `command` for `integration` and decodes the reply.
+/// Sends `command` for `integration` and decodes the reply, which must come within 10 s.
 pub async fn command<T: serde::de::DeserializeOwned>(
     bus: &Bus,
     integration: &str,
     name: &str,
     body: serde_json::Value,
 ) -> Result<T, peoplesync_bus::control::CommandError> {
+    command_within(bus, integration, name, body, Duration::from_secs(10)).await
+}
+
+/// Sends `command` for `integration` and decodes the reply, which must come within `wait`
+/// (for a command the control plane waits on, its wait: a later answer is never shown).
+pub async fn command_within<T: serde::de::DeserializeOwned>(
+    bus: &Bus,
+    integration: &str,
+    name: &str,
+    body: serde_json::Value,
+    wait: Duration,
+) -> Result<T, peoplesync_bus::control::CommandError> {
     let subject = peoplesync_bus::control::subject(integration, name);
     // A replica that just took the lease subscribes a moment later: retry "no responders".
     let mut attempts = 0;
     let reply = loop {
-        let sent = tokio::time::timeout(
-            Duration::from_secs(10),
-            bus.client()
-                .request(subject.clone(), body.to_string().into()),
-        )
-        .await
-        .expect("reply within 10 s");
-        match sent {
+        // The request's own timeout is the wait, as the control plane sets it: the client's
+        // default (10 s) would end a longer command early.
+        let request = async_nats::Request::new()
+            .payload(body.to_string().into())
+            .timeout(Some(wait));
+        match bus.client().send_request(subject.clone(), request).await {
             Ok(reply) => break reply,
+            Err(err) if err.kind() == async_nats::RequestErrorKind::TimedOut => {
+                panic!("no reply to {subject} within {wait:?}")
+            }
             Err(err) if attempts < 50 => {
                 attempts += 1;
                 let _ = err;
