@@ -16,9 +16,6 @@ use crate::status;
 
 /// How long a run trigger may take to be acknowledged (the run itself goes on after).
 pub(crate) const RUN_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long reading one worker from Sage People may take (token, request, retries): the
-/// protocol's [`control::WORKER_WAIT`], which the extractor's answer fits inside.
-pub(crate) const WORKER_TIMEOUT: Duration = control::WORKER_WAIT;
 /// How long releasing held removals may take.
 pub(crate) const APPROVE_TIMEOUT: Duration = Duration::from_secs(60);
 

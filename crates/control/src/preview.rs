@@ -10,7 +10,7 @@ use peoplesync_proto::v1 as pb;
 use serde_json::Value;
 use tonic::Status;
 
-use crate::extractor::{self, Extractor};
+use crate::extractor::Extractor;
 use crate::integrations::Configs;
 
 /// What a preview needs.
@@ -36,7 +36,7 @@ impl Previewer<'_> {
                 &WorkerRequest {
                     id: worker_id.to_owned(),
                 },
-                extractor::WORKER_TIMEOUT,
+                control::WORKER_WAIT,
             )
             .await?;
         let raw = match (fetched.found, fetched.raw) {

@@ -243,7 +243,7 @@ impl SyncControl for ControlService {
                 &WorkerRequest {
                     id: worker_id.to_owned(),
                 },
-                extractor::WORKER_TIMEOUT,
+                control::WORKER_WAIT,
             )
             .await?;
         match (synced.found, synced.run_id) {

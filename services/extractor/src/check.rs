@@ -42,12 +42,6 @@ const ACCESS_CODES: [&str; 4] = [
 /// as not checkable.
 pub const CHECK_TIME: CommandTime = CommandTime::within(CHECK_WAIT, "the check");
 
-/// How long the check's calls may spend retrying (30 s).
-pub const CHECK_RETRY_BUDGET: Duration = CHECK_TIME.retry_budget;
-
-/// When the check stops waiting for a call, counted from its start (40 s).
-pub const CHECK_DEADLINE: Duration = CHECK_TIME.deadline;
-
 fn line(name: &str, state: CheckState, detail: impl Into<String>) -> CheckLine {
     CheckLine {
         name: name.to_owned(),
@@ -71,7 +65,7 @@ fn state_of(error: &peoplesync_sage_people::Error) -> CheckState {
 
 /// Runs the Sage People checks of the extraction's integration.
 ///
-/// The checks' calls share [`CHECK_RETRY_BUDGET`] and end by [`CHECK_DEADLINE`], whatever
+/// The checks' calls share [`CHECK_TIME`]'s retry budget and end by its deadline, whatever
 /// `sage_retry_secs` says, so that the answer comes within the control plane's wait.
 pub async fn sage(extraction: &Extraction) -> SageChecked {
     let budget = Budget::start(CHECK_TIME);
@@ -389,8 +383,8 @@ mod tests {
     #[test]
     fn the_check_keeps_its_30_s_of_retries_and_40_s_deadline_within_the_45_s_wait() {
         assert_eq!(CHECK_WAIT, Duration::from_secs(45));
-        assert_eq!(CHECK_DEADLINE, Duration::from_secs(40));
-        assert_eq!(CHECK_RETRY_BUDGET, Duration::from_secs(30));
+        assert_eq!(CHECK_TIME.deadline, Duration::from_secs(40));
+        assert_eq!(CHECK_TIME.retry_budget, Duration::from_secs(30));
     }
 
     #[tokio::test(start_paused = true)]
@@ -408,7 +402,7 @@ mod tests {
         assert!(
             message.starts_with(
                 "Sage People at acme.my.salesforce.com did not answer the request for an access \
-                 token within the check's 40 s"
+                 token within the 40 s the check may take"
             ),
             "{message}"
         );

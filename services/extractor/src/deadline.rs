@@ -22,7 +22,8 @@ const LAST_CALL_MARGIN: Duration = Duration::from_secs(10);
 /// How long one command's Sage People calls may take, together, counted from its start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommandTime {
-    /// The command, as the message of a call given up names it ("the check").
+    /// What the command does, as the message of a call given up names it ("the check",
+    /// "reading one worker": "… within the 40 s the check may take").
     pub command: &'static str,
     /// No retry starts after this.
     pub retry_budget: Duration,
@@ -93,12 +94,12 @@ impl Budget {
             Err(_) => Err(Error::new(
                 ErrorKind::Transient,
                 format!(
-                    "Sage People at {} did not answer {what} within {}'s {} s: check the network \
-                     path to the org (proxy, firewall, HTTPS_PROXY) and the Salesforce status \
-                     page, then try again",
+                    "Sage People at {} did not answer {what} within the {} s {} may take: check \
+                     the network path to the org (proxy, firewall, HTTPS_PROXY) and the \
+                     Salesforce status page, then try again",
                     client.hostname(),
-                    self.time.command,
-                    self.time.deadline.as_secs()
+                    self.time.deadline.as_secs(),
+                    self.time.command
                 ),
             )),
         }

@@ -107,7 +107,7 @@ fn check_id(id: &str) -> Result<(), CommandError> {
 /// take: derived from [`WORKER_WAIT`], how long the control plane waits for the answer. With
 /// the client's own budget (`sage_retry_secs`, up to an hour) a Sage People outage would
 /// outlast that wait, and the operator would see only that the extractor did not answer.
-pub const WORKER_TIME: CommandTime = CommandTime::within(WORKER_WAIT, "the worker command");
+pub const WORKER_TIME: CommandTime = CommandTime::within(WORKER_WAIT, "reading one worker");
 
 /// Reads employee `id` with `client` within `budget`.
 async fn read(budget: &Budget, client: &SageClient, id: &str) -> Result<Option<Value>, Failure> {

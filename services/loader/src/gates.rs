@@ -62,9 +62,9 @@ impl TokenCheck {
     }
 }
 
-/// How long a passed credential check is taken as the answer for calls refused meanwhile, so
-/// that a token lacking one right (refused on every read of a portion, say) does not make a
-/// credential check of every refused call.
+/// How long a passed credential check is taken as the answer for frequent calls refused
+/// meanwhile, so that a token lacking one right (refused on every read of a portion) does not
+/// make a credential check of every refused read.
 pub const CHECK_KEPT: Duration = Duration::from_secs(30);
 
 /// The open/closed state of every integration's intake, shared by the replica's tasks.
@@ -78,9 +78,8 @@ pub struct Gates {
     readiness: peoplesync_runtime::Readiness,
     /// When the credential check last passed after another call was refused.
     token_passed: Arc<RwLock<Option<std::time::Instant>>>,
-    /// Integration → how many times its "leavers waiting" note was set, so that a note not
-    /// set again in time is cleared by the last one set.
-    leavers_waiting: Arc<RwLock<HashMap<String, u64>>>,
+    /// Integration → until when its "leavers waiting" note stands unless set again.
+    leavers_waiting: Arc<std::sync::Mutex<HashMap<String, tokio::time::Instant>>>,
 }
 
 impl Default for Gates {
@@ -238,35 +237,50 @@ impl Gates {
     /// once a leaver of it settles here ([`Gates::clear_leavers_waiting`]), or when it is not
     /// set again within `lasting`: the waiting leaver may come back to another replica.
     pub fn note_leavers_waiting(&self, integration: &str, note: String, lasting: Duration) {
-        let Ok(mut waiting) = self.leavers_waiting.write() else {
+        let until = tokio::time::Instant::now() + lasting;
+        // The note is set and cleared under the lock, so that a clear and a set cannot cross.
+        let Ok(mut waiting) = self.leavers_waiting.lock() else {
             return;
         };
-        let set = waiting.entry(integration.to_owned()).or_default();
-        *set += 1;
-        let this = *set;
-        drop(waiting);
+        let new = waiting.insert(integration.to_owned(), until).is_none();
         self.readiness
             .note(&format!("leavers {integration}"), Some(note));
+        drop(waiting);
+        if !new {
+            // The task that expires it is already waiting.
+            return;
+        }
         let (gates, integration) = (self.clone(), integration.to_owned());
         tokio::spawn(async move {
-            tokio::time::sleep(lasting).await;
-            let last = gates
-                .leavers_waiting
-                .read()
-                .ok()
-                .and_then(|w| w.get(&integration).copied());
-            if last == Some(this) {
-                gates.clear_leavers_waiting(&integration);
+            let mut until = until;
+            loop {
+                tokio::time::sleep_until(until).await;
+                let Ok(mut waiting) = gates.leavers_waiting.lock() else {
+                    return;
+                };
+                match waiting.get(&integration).copied() {
+                    // Set again meanwhile: it stands until then.
+                    Some(later) if later > until => until = later,
+                    Some(_) => {
+                        waiting.remove(&integration);
+                        gates
+                            .readiness
+                            .note(&format!("leavers {integration}"), None);
+                        return;
+                    }
+                    // Cleared by a settled leaver (a later note has a task of its own).
+                    None => return,
+                }
             }
         });
     }
 
     /// Clears `integration`'s "leavers waiting" note: a leaver of it settled.
     pub fn clear_leavers_waiting(&self, integration: &str) {
-        if let Ok(mut waiting) = self.leavers_waiting.write() {
+        if let Ok(mut waiting) = self.leavers_waiting.lock() {
             waiting.remove(integration);
+            self.readiness.note(&format!("leavers {integration}"), None);
         }
-        self.readiness.note(&format!("leavers {integration}"), None);
     }
 
     /// Records that Oomnitza cannot take records (`Some(reason)`) or can again (`None`).
@@ -308,12 +322,15 @@ impl Gates {
     /// ([`TokenCheck::Refused`]). Its probe is that check, so a token that only lacks a right
     /// one call needs (reading a portion or a user's assets, deleting a user, finalizing) must
     /// not close the gate, or it would reopen at the next probe and close again at the next
-    /// call, in a loop. After a `403` (a right refused, rather than the token), a check that
-    /// passed within [`CHECK_KEPT`] is not made again.
+    /// call, in a loop. With `reuse_a_recent_pass`, after a `403` (a right refused, rather
+    /// than the token), a check that passed within [`CHECK_KEPT`] is not made again: for a
+    /// call made often, such as a read of a portion's state, whose refusal only warns. A
+    /// caller that acts on the answer (a leaver dead-lettered as lacking a right) asks afresh.
     pub async fn refuse_if_the_token_is_refused(
         &self,
         client: &OomnitzaClient,
         refused: &peoplesync_oomnitza::Error,
+        reuse_a_recent_pass: bool,
     ) -> TokenCheck {
         let recent = self
             .token_passed
@@ -321,7 +338,7 @@ impl Gates {
             .ok()
             .and_then(|at| *at)
             .is_some_and(|at| at.elapsed() < CHECK_KEPT);
-        if recent && refused.status() == Some(403) {
+        if reuse_a_recent_pass && recent && refused.status() == Some(403) {
             return TokenCheck::PassedRecently;
         }
         match client.check_auth().await {
@@ -436,12 +453,37 @@ mod tests {
             .with_status(status)
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_leavers_note_stands_while_it_is_set_again_and_goes_after_its_time() {
+        let readiness = peoplesync_runtime::Readiness::new();
+        let gates = Gates::noting_on(readiness.clone());
+        let note = || readiness.status().notes.get("leavers acme").cloned();
+        let (minute, secs) = (Duration::from_secs(60), Duration::from_secs);
+        gates.note_leavers_waiting("acme", "waiting".into(), minute);
+        tokio::time::sleep(secs(40)).await;
+        gates.note_leavers_waiting("acme", "still".into(), minute);
+        tokio::time::sleep(secs(30)).await;
+        assert_eq!(note().as_deref(), Some("still"), "set again, it stands");
+        tokio::time::sleep(secs(31)).await;
+        assert_eq!(note(), None, "gone a minute after it was last set");
+        // Cleared by a settled leaver, then set again: the new note gets its whole time.
+        gates.note_leavers_waiting("acme", "again".into(), minute);
+        tokio::time::sleep(secs(30)).await;
+        gates.clear_leavers_waiting("acme");
+        assert_eq!(note(), None);
+        gates.note_leavers_waiting("acme", "third".into(), minute);
+        tokio::time::sleep(secs(59)).await;
+        assert_eq!(note().as_deref(), Some("third"));
+        tokio::time::sleep(secs(2)).await;
+        assert_eq!(note(), None);
+    }
+
     #[tokio::test]
     async fn the_credential_check_after_a_refused_call_says_refused_passes_or_unanswered() {
         let sim = OomnitzaSim::spawn(Default::default()).await.unwrap();
         let (client, gates) = (client(&sim), Gates::default());
         let check = gates
-            .refuse_if_the_token_is_refused(&client, &refused(403))
+            .refuse_if_the_token_is_refused(&client, &refused(403), true)
             .await;
         assert_eq!(check, TokenCheck::Passes);
         assert!(
@@ -451,19 +493,26 @@ mod tests {
         // Another call refused a right soon after: the check is not made again.
         let asked = sim.stats().api_requests;
         let check = gates
-            .refuse_if_the_token_is_refused(&client, &refused(403))
+            .refuse_if_the_token_is_refused(&client, &refused(403), true)
             .await;
         assert_eq!(
             (check, sim.stats().api_requests),
             (TokenCheck::PassedRecently, asked)
         );
-        // A refused token (401) is always checked again.
+        // A caller acting on the answer asks afresh; so does any caller after a 401.
         let check = gates
-            .refuse_if_the_token_is_refused(&client, &refused(401))
+            .refuse_if_the_token_is_refused(&client, &refused(403), false)
             .await;
         assert_eq!(
             (check, sim.stats().api_requests),
             (TokenCheck::Passes, asked + 1)
+        );
+        let check = gates
+            .refuse_if_the_token_is_refused(&client, &refused(401), true)
+            .await;
+        assert_eq!(
+            (check, sim.stats().api_requests),
+            (TokenCheck::Passes, asked + 2)
         );
 
         let gates = Gates::default();
@@ -478,7 +527,7 @@ mod tests {
         unanswered.retry.max_attempts = 1;
         let client = OomnitzaClient::new(unanswered).unwrap();
         let check = gates
-            .refuse_if_the_token_is_refused(&client, &refused(403))
+            .refuse_if_the_token_is_refused(&client, &refused(403), false)
             .await;
         assert_eq!(
             check,
@@ -492,7 +541,7 @@ mod tests {
             ..OomnitzaFaults::default()
         });
         let check = gates
-            .refuse_if_the_token_is_refused(&client, &refused(403))
+            .refuse_if_the_token_is_refused(&client, &refused(403), false)
             .await;
         assert_eq!(check, TokenCheck::Refused);
         assert!(matches!(gates.failure(), Some((Failure::Credentials, _))));

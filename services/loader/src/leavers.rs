@@ -242,7 +242,10 @@ async fn oomnitza_failed(
 ) -> Settlement {
     let retry = || Settlement::Retry(retry_delay(err), err.to_string(), RetryCause::Transient);
     if err.kind() == ErrorKind::Unauthorized {
-        return match gates.refuse_if_the_token_is_refused(client, err).await {
+        return match gates
+            .refuse_if_the_token_is_refused(client, err, false)
+            .await
+        {
             TokenCheck::Refused => {
                 Settlement::Retry(HELD_RETRY, err.to_string(), RetryCause::Configuration)
             }

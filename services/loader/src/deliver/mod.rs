@@ -261,8 +261,9 @@ impl Deliverer {
                             // reopen at its probe and close again at the next read.
                             // Warned once per passed check (at most every 30 s), not per read.
                             Err(err) if err.kind() == ErrorKind::Unauthorized => {
-                                let check =
-                                    gates.refuse_if_the_token_is_refused(&client, &err).await;
+                                let check = gates
+                                    .refuse_if_the_token_is_refused(&client, &err, true)
+                                    .await;
                                 if check == TokenCheck::Passes {
                                     tracing::warn!(portion, error = %err,
                                         "Oomnitza refuses the token a read of the portion's state, though the credential check passes: an administrator's cancel is not noticed while loading; give the token the right to read bulk portions");

@@ -403,7 +403,7 @@ impl Finalizer {
                 // credentials alert, as on a post; the finalize is tried again meanwhile.
                 if err.kind() == ErrorKind::Unauthorized {
                     self.gates
-                        .refuse_if_the_token_is_refused(&self.client, &err)
+                        .refuse_if_the_token_is_refused(&self.client, &err, false)
                         .await;
                 }
                 tracing::warn!(integration, run_id, error = %err, "finalizing the portion failed; releasing the claim to retry");
