@@ -490,30 +490,20 @@ mod tests {
             gates.failure().is_none(),
             "a token lacking one right keeps the gate open"
         );
-        // Another call refused a right soon after: the check is not made again.
+        // Soon after: a frequent call refused a right is not checked again; a caller acting on
+        // the answer asks afresh, and so does any caller after a 401.
         let asked = sim.stats().api_requests;
-        let check = gates
-            .refuse_if_the_token_is_refused(&client, &refused(403), true)
-            .await;
-        assert_eq!(
-            (check, sim.stats().api_requests),
-            (TokenCheck::PassedRecently, asked)
-        );
-        // A caller acting on the answer asks afresh; so does any caller after a 401.
-        let check = gates
-            .refuse_if_the_token_is_refused(&client, &refused(403), false)
-            .await;
-        assert_eq!(
-            (check, sim.stats().api_requests),
-            (TokenCheck::Passes, asked + 1)
-        );
-        let check = gates
-            .refuse_if_the_token_is_refused(&client, &refused(401), true)
-            .await;
-        assert_eq!(
-            (check, sim.stats().api_requests),
-            (TokenCheck::Passes, asked + 2)
-        );
+        for (status, reuse, said, requests) in [
+            (403, true, TokenCheck::PassedRecently, asked),
+            (403, false, TokenCheck::Passes, asked + 1),
+            (401, true, TokenCheck::Passes, asked + 2),
+        ] {
+            let check = gates
+                .refuse_if_the_token_is_refused(&client, &refused(status), reuse)
+                .await;
+            let made = sim.stats().api_requests;
+            assert_eq!((check, made), (said, requests), "{status}, reuse {reuse}");
+        }
 
         let gates = Gates::default();
         sim.set_faults(OomnitzaFaults {
