@@ -177,6 +177,27 @@ impl Stack {
         .await;
     }
 
+    /// Waits (up to two minutes) until the Oomnitza simulator has accepted at least `records`
+    /// records in bulk posts (a record sent again counts again), so that a test can act at a
+    /// point of the load whatever the machine's speed. False if run `run_id` settled first.
+    pub async fn records_accepted_before_settling(&self, run_id: &str, records: u64) -> bool {
+        wait_for_or(
+            &format!("Oomnitza to accept {records} records of run {run_id}"),
+            Duration::from_secs(120),
+            || async {
+                if self.d.oomnitza.stats().bulk_records >= records {
+                    Some(true)
+                } else if self.is_settled(run_id).await {
+                    Some(false)
+                } else {
+                    None
+                }
+            },
+            || self.observe("the load did not reach its mark"),
+        )
+        .await
+    }
+
     /// Prints what an operator would look at during a fault, under `label` (shown with
     /// `--nocapture`): every service's `/readyz` and `peoplesync_` metrics, and `syncctl runs`.
     pub async fn observe(&self, label: &str) {
