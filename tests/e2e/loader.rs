@@ -379,7 +379,7 @@ async fn a_cancel_the_loader_cannot_read_leaves_the_finalize_pending_until_it_ca
         })
         .expect("behaviour");
     d.oomnitza.cancel_portion(&run_id);
-    let _loader = d.loader_with("loader-1", FEW_ATTEMPTS);
+    let loader = d.loader("loader-1").config(FEW_ATTEMPTS).spawn_serving();
     let finalize_calls = || {
         let calls = d.oomnitza.stats().finalize_calls;
         calls.get(&run_id).copied().unwrap_or(0)
@@ -408,12 +408,19 @@ async fn a_cancel_the_loader_cannot_read_leaves_the_finalize_pending_until_it_ca
         || async { (finalize_calls() >= 2).then_some(()) },
     )
     .await;
+    let note = crate::operations::wait_for_note(&loader, "finalize sage-people", "the note", |n| {
+        n.is_some_and(|n| n.contains(&run_id) && n.contains("409"))
+    })
+    .await;
+    assert!(note.is_some_and(|n| n.contains("reading the portion's state failed")));
     let run = finalized_once_faults_clear(&d, &run_id).await;
     assert!(
         matches!(run.finalize, FinalizeState::Canceled { .. }),
         "{:?}",
         run.finalize
     );
+    crate::operations::wait_for_note(&loader, "finalize sage-people", "no note", |n| n.is_none())
+        .await;
     assert!(run.canceled.is_some(), "the cancel is noted on the run");
     let counts = run.counts.expect("counts");
     assert_eq!(counts.written, 0, "{counts:?}");
@@ -861,6 +868,17 @@ async fn a_token_that_may_not_finalize_leaves_the_gate_open_and_the_finalize_pen
     let readyz = loader.url("/readyz");
     let (status, _, body) = crate::operations::get(&readyz).await.expect("/readyz");
     assert_eq!(status, 200, "the credential gate stays open: {body}");
+    // The failing finalize is said on /readyz (and so in `syncctl status`), and by a gauge.
+    let failing =
+        |note: Option<&str>| note.is_some_and(|n| n.contains(&run_id) && n.contains("403"));
+    crate::operations::wait_for_note(&loader, "finalize sage-people", "the note", failing).await;
+    let (_, _, metrics) = crate::operations::get(&loader.url("/metrics"))
+        .await
+        .expect("/metrics");
+    assert!(
+        metrics.contains("peoplesync_loader_finalize_failing{integration=\"sage-people\"} 1"),
+        "{metrics}"
+    );
     // Other records still load: a change made meanwhile goes out in a run of its own, which
     // is finalized while the first still waits.
     let changed = d.expected().1.into_iter().next().expect("a worker");
@@ -882,5 +900,9 @@ async fn a_token_that_may_not_finalize_leaves_the_gate_open_and_the_finalize_pen
     let (status, _, body) = crate::operations::get(&readyz).await.expect("/readyz");
     assert_eq!(status, 200, "{body}");
     assert_never_stopped_pulling(&loader);
+    // Another run's finalize leaves the note of the first standing; the first's clears it.
+    crate::operations::wait_for_note(&loader, "finalize sage-people", "the note", failing).await;
     finalizes_once_faults_clear(&d, &run_id).await;
+    crate::operations::wait_for_note(&loader, "finalize sage-people", "no note", |n| n.is_none())
+        .await;
 }

@@ -184,7 +184,7 @@ async fn a_refused_sage_people_secret_shows_on_the_extractors_readyz_from_the_st
 }
 
 /// The `/readyz` note on `subject` once `wanted` holds for it (`None`: no note).
-async fn wait_for_note(
+pub(crate) async fn wait_for_note(
     service: &Serving,
     subject: &str,
     what: &str,

@@ -224,7 +224,7 @@ pub(crate) fn no_progress(run: &pb::Run, unchanged_for: Duration) -> String {
             pb::FinalizeState::Pending | pb::FinalizeState::Claimed
         )
     }) {
-        "the run's portion is not finalized yet: are loaders running, and does Oomnitza accept the finalize (the loaders' logs say)?"
+        "the run's portion is not finalized yet: are loaders running, and does Oomnitza accept the finalize?"
     } else {
         return String::new();
     };
@@ -414,7 +414,7 @@ mod tests {
         called_out_once_a_minute(
             &loaded,
             "no progress for 60 s; the run's portion is not finalized yet: are loaders running, \
-             and does Oomnitza accept the finalize (the loaders' logs say)? see syncctl status",
+             and does Oomnitza accept the finalize? see syncctl status",
         );
         completed.finalize = FinalizeState::Finalized {
             by: "loader-1".into(),

@@ -75,6 +75,9 @@ pub mod names {
     /// Gauge 0/1, label `integration`: the loaders paused the integration because Oomnitza
     /// refused its records as a whole (a configuration error such as an unknown field id).
     pub const LOADER_CONFIGURATION_REFUSED: &str = "peoplesync_loader_configuration_refused";
+    /// Gauge 0/1, label `integration`: finalizing a run's portion failed on this replica and
+    /// is tried again (the `/readyz` note `finalize <integration>` says why).
+    pub const LOADER_FINALIZE_FAILING: &str = "peoplesync_loader_finalize_failing";
     /// Counter, labels `integration` and `result` (`confirmed`, `not_applied`): records of
     /// finalized runs checked against what Oomnitza holds.
     pub const LOADER_RECORDS_VERIFIED: &str = "peoplesync_loader_records_verified_total";

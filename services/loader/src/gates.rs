@@ -102,6 +102,11 @@ impl std::fmt::Debug for Gates {
 }
 
 impl Gates {
+    /// Where the replica's `/readyz` conditions and notes are kept.
+    pub fn readiness(&self) -> &peoplesync_runtime::Readiness {
+        &self.readiness
+    }
+
     /// Gates that note pauses and failures on `readiness` (shown by `/readyz`).
     pub fn noting_on(readiness: peoplesync_runtime::Readiness) -> Gates {
         Gates {

@@ -155,6 +155,12 @@ pub const LOADER: &[Metric] = &[
         BY_INTEGRATION,
     ),
     metric(
+        LOADER_FINALIZE_FAILING,
+        Gauge,
+        "1 while finalizing a run's portion fails on this replica (the finalize is retried)",
+        BY_INTEGRATION,
+    ),
+    metric(
         LOADER_RECORDS_VERIFIED,
         Counter,
         "Records of finalized runs read back from Oomnitza, by result (confirmed, not_applied)",

@@ -19,8 +19,10 @@ use peoplesync_oomnitza::{ErrorKind, Finalize, OomnitzaClient};
 use peoplesync_runtime::watch::next_change;
 
 mod exact_reads;
+mod failing;
 
 use exact_reads::ExactReads;
+use failing::FailingFinalizes;
 
 use crate::gates::Gates;
 use crate::retention;
@@ -57,6 +59,8 @@ pub struct Finalizer {
     webhook: Option<LeaversWebhook>,
     /// Closed when Oomnitza refuses the token on a finalize, as on a post.
     gates: Gates,
+    /// Finalizes failing on this replica, on `/readyz`.
+    failing: FailingFinalizes,
 }
 
 /// A request to look at one run now: (integration, run id).
@@ -76,6 +80,7 @@ impl Finalizer {
         gates: Gates,
     ) -> Finalizer {
         let runs = bus.runs();
+        let failing = FailingFinalizes::new(gates.readiness().clone());
         Finalizer {
             bus,
             runs,
@@ -86,6 +91,7 @@ impl Finalizer {
             verifier,
             webhook,
             gates,
+            failing,
         }
     }
 
@@ -203,15 +209,18 @@ impl Finalizer {
                 Ok(Some(record)) if needs_finalize(&record) => {
                     self.check(&record.integration, &record.run_id).await;
                 }
-                Ok(Some(record)) if needs_verify(&record) => {
-                    self.spawn_verify(&record.integration, &record.run_id);
+                Ok(Some(record)) => {
+                    // Finalized or closed, here or by another replica.
+                    self.failing.done(&record.integration, &record.run_id);
+                    if needs_verify(&record) {
+                        self.spawn_verify(&record.integration, &record.run_id);
+                    } else if record.is_settled() {
+                        settled
+                            .finished
+                            .insert(key, retention::finished_at(&record));
+                    }
                 }
-                Ok(Some(record)) if record.is_settled() => {
-                    settled
-                        .finished
-                        .insert(key, retention::finished_at(&record));
-                }
-                Ok(_) => {}
+                Ok(None) => {}
                 Err(err) => tracing::debug!(key, error = %err, "skipping an unreadable run record"),
             }
         }
@@ -391,6 +400,11 @@ impl Finalizer {
                         why,
                         "Oomnitza answered 409 to the finalize (a portion finalized or canceled) and which one cannot be told yet; releasing the claim to retry"
                     );
+                    self.failing.failed(
+                        integration,
+                        run_id,
+                        &format!("Oomnitza answered 409 to the finalize (a portion finalized or canceled) and {why}"),
+                    );
                     self.release_claim(integration, run_id).await?;
                     return Ok(None);
                 }
@@ -407,6 +421,11 @@ impl Finalizer {
                         .await;
                 }
                 tracing::warn!(integration, run_id, error = %err, "finalizing the portion failed; releasing the claim to retry");
+                self.failing.failed(
+                    integration,
+                    run_id,
+                    &format!("finalizing the portion failed: {err}"),
+                );
                 self.release_claim(integration, run_id).await?;
                 return Ok(None);
             }
@@ -464,6 +483,7 @@ impl Finalizer {
                 true
             })
             .await?;
+        self.failing.done(integration, run_id);
         if verify {
             self.spawn_verify(integration, run_id);
         } else {
@@ -533,7 +553,9 @@ impl Finalizer {
             });
             true
         })
-        .await
+        .await?;
+        self.failing.done(integration, run_id);
+        Ok(())
     }
 }
 
