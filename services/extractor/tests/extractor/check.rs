@@ -153,6 +153,7 @@ async fn a_wrong_secret_makes_the_credentials_not_ready_until_a_stored_config_po
         readiness.status().not_ready().contains(&name.as_str()),
         "not ready before the first check"
     );
+    let refused_before = s.sim.stats().token_failures;
     let task = tokio::spawn(checking);
     let not_ready = || {
         let readiness = readiness.clone();
@@ -164,8 +165,14 @@ async fn a_wrong_secret_makes_the_credentials_not_ready_until_a_stored_config_po
         is_not_ready().then_some(())
     })
     .await;
-    // Give the watch time to start, then store a config that reads with the good set.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The task's first check asks for a token only once its config watch is made; once that
+    // token is refused, a config stored now is seen. It reads with the good set.
+    wait_for(
+        "the task's first token request",
+        Duration::from_secs(10),
+        || async { (s.sim.stats().token_failures > refused_before).then_some(()) },
+    )
+    .await;
     let mut fixed = IntegrationConfig::default_for(ID);
     fixed.credentials = "good".into();
     put_integration(&s.bus, &fixed).await;

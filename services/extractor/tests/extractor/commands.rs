@@ -10,7 +10,7 @@ use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trigger_during_a_run_answers_already_running_with_its_id() {
-    let s = setup(slow_org(2000, 50, 50, 20)).await;
+    let s = setup(slow_org(2000, 50, 50, 40)).await;
     let (config, secrets) = config(&s.sim, &[ID]);
     let service = serve(&s.bus, config, secrets, true).await;
 

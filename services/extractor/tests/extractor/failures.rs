@@ -69,7 +69,7 @@ async fn each_configuration_error_fails_the_run_at_once_saying_what_to_fix() {
 
 #[tokio::test]
 async fn a_configuration_error_part_way_through_a_new_run_ends_it_and_drops_its_checkpoint() {
-    let s = setup(slow_org(1000, 40, 60, 15)).await;
+    let s = setup(slow_org(1000, 40, 60, 50)).await;
     let extraction = s.extraction(ID);
     let running = tokio::spawn({
         let extraction = extraction.clone();
@@ -169,7 +169,7 @@ async fn quota_exhaustion_stops_the_run_and_the_next_run_resumes_it() {
     let s = setup(SageConfig {
         api_quota: 10_000,
         faults: SageFaults {
-            latency_ms: 15,
+            latency_ms: 50,
             ..SageFaults::default()
         },
         ..org(1000, 40, 60)

@@ -16,7 +16,7 @@ use crate::harness::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_extractor_resumes_its_run_without_losing_or_duplicating_workers() {
     let workers = 4000;
-    let s = setup(slow_org(workers, 40, 80, 20)).await;
+    let s = setup(slow_org(workers, 40, 80, 40)).await;
     let mut first = s.spawn_binary(&["--once"], None);
     let before = wait_for_pages(&s.bus, ID, 8).await;
     first.kill();
@@ -53,7 +53,7 @@ async fn a_killed_extractor_resumes_its_run_without_losing_or_duplicating_worker
 
 /// An org of 1,000 workers, and a run of it interrupted after five pages: its id.
 async fn an_interrupted_run() -> (Setup, Extraction, String) {
-    let s = setup(slow_org(1000, 40, 60, 10)).await;
+    let s = setup(slow_org(1000, 40, 60, 50)).await;
     let extraction = s.extraction(ID);
     let cancel = CancellationToken::new();
     let running = tokio::spawn({

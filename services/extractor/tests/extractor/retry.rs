@@ -11,6 +11,7 @@ use peoplesync_bus::control::RunStarted;
 use peoplesync_bus::{RunRecord, RunState, control};
 use peoplesync_core::IntegrationConfig;
 use peoplesync_extractor::config::RunRetry;
+use peoplesync_proto::v1::RunEventKind;
 use peoplesync_sims::generate;
 use peoplesync_sims::sage::{SageFaults, SageSim};
 use peoplesync_testkit::wait_for;
@@ -141,6 +142,7 @@ async fn a_run_failed_by_a_page_breaking_the_contract_drops_its_checkpoint_and_t
 /// only an operator can fix), then checks that it is not resumed again: no run event and no
 /// Sage People call come after, and the refusal stands.
 async fn refused_and_not_resumed_again(s: &Setup, run_id: &str, refused: impl Fn(&str) -> bool) {
+    let refused_event = &refused;
     let refused = |record: &RunRecord| {
         record.state == RunState::Failed && record.error.as_deref().is_some_and(&refused)
     };
@@ -148,7 +150,18 @@ async fn refused_and_not_resumed_again(s: &Setup, run_id: &str, refused: impl Fn
         refused(&s.run_record(ID, run_id).await).then_some(())
     })
     .await;
-    let attempts = run_events(&s.bus, ID).await.len();
+    // The record is written before the failed event is published: counted after that event.
+    let attempts = wait_for(
+        "the refusal's run event",
+        Duration::from_secs(10),
+        || async {
+            let events = run_events(&s.bus, ID).await;
+            let last = events.last()?;
+            (last.kind() == RunEventKind::Failed && refused_event(&last.error))
+                .then_some(events.len())
+        },
+    )
+    .await;
     let calls = s.sim.stats().api_requests;
     // Resumes were a second or two apart: a few more would have come by now.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -238,7 +251,7 @@ async fn nats_restarts_mid_run_and_the_same_run_completes_without_a_trigger() {
 async fn a_resume_refused_by_sage_people_keeps_its_checkpoint_is_not_retried_and_goes_on_from_its_marker_once_fixed()
  {
     let workers = 1000;
-    let s = setup(slow_org(workers, 40, 60, 20)).await;
+    let s = setup(slow_org(workers, 40, 60, 50)).await;
     let (mut config, secrets) = config(&s.sim, &[ID]);
     config.sage_retry_secs = 1;
     config.run_retry = quick_retry();
