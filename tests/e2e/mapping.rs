@@ -18,7 +18,9 @@ async fn a_mapping_changed_in_kv_mid_run_applies_to_later_records_and_a_bad_one_
     let d = Deployment::start(sage, oomnitza_config()).await;
     d.oomnitza_latency(100);
     let _loader = d.loader_with("loader-1", "[batch]\nsize = 50\nin_flight = 1\n");
-    let run_id = d.extract_run();
+    // Read in the background, so that the mapping changes while the first records load,
+    // however long the extraction takes.
+    let extraction = d.extract_run_in_background();
     wait_for("the first writes", Duration::from_secs(30), || async {
         (d.oomnitza.stats().bulk_requests >= 2).then_some(())
     })
@@ -51,6 +53,7 @@ async fn a_mapping_changed_in_kv_mid_run_applies_to_later_records_and_a_bad_one_
         .await
         .unwrap();
 
+    let run_id = extraction.await.expect("the extraction");
     d.finalized("sage-people", &run_id, Duration::from_secs(120))
         .await;
     d.assert_each_user_stored_once();

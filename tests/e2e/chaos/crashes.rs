@@ -39,7 +39,8 @@ async fn loaders_killed_again_and_again_during_a_run_lose_nothing_and_write_noth
 async fn an_extractor_killed_mid_run_is_replaced_by_its_standby_and_the_run_completes_once() {
     let scale = Scale::from_env();
     let (workers, kills) = scale.pick((6_000, 1), (40_000, 4));
-    let d = Deployment::start(org(workers, 200, 40), oomnitza_config()).await;
+    // Pages of 100 ms: the listing lasts seconds past each kill's mark.
+    let d = Deployment::start(org(workers, 200, 100), oomnitza_config()).await;
     let mut stack = Stack::start(d, 2, EXTRACTOR, 2, &loader_config()).await;
     let run_id = stack.trigger().await;
     let pages = workers / 200;

@@ -133,6 +133,17 @@ impl Stack {
             tls: options.tls,
         };
         stack.wait_until_serving().await;
+        if options.extractor {
+            // Until an extractor holds the lease, nothing answers its commands; start-up can
+            // take long on a loaded machine, and the tests' own waits are shorter.
+            let bus = stack.d.bus().await;
+            wait_for(
+                "an extractor to hold the lease",
+                Duration::from_secs(90),
+                || peoplesync_testkit::stack::lease_holder(&bus, INTEGRATION),
+            )
+            .await;
+        }
         stack
     }
 

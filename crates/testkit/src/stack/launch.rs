@@ -100,17 +100,17 @@ impl Deployment {
     /// [`Deployment::extract_run`] with `extra` environment variables.
     pub fn extract_run_with(&self, extra: &[(&str, &str)]) -> String {
         let (status, stdout) = self.extractor().envs(extra).once();
-        assert!(status.success(), "sage-extractor --once failed: {status}");
-        stdout
-            .lines()
-            .find_map(|l| {
-                l.split(" run ")
-                    .nth(1)?
-                    .split_whitespace()
-                    .next()
-                    .map(str::to_owned)
-            })
-            .unwrap_or_else(|| panic!("no run id in {stdout:?}"))
+        run_id_of(status, &stdout)
+    }
+
+    /// [`Deployment::extract_run`] in the background: the task gives the run's id once the
+    /// extraction has ended, and a test can act on the loaders while the run is being read.
+    pub fn extract_run_in_background(&self) -> tokio::task::JoinHandle<String> {
+        let mut command = self.extractor_command().expect("the extractor's command");
+        tokio::task::spawn_blocking(move || {
+            let output = command.output().expect("run the extractor once");
+            run_id_of(output.status, &String::from_utf8_lossy(&output.stdout))
+        })
     }
 
     /// `sage-extractor --once` with this deployment's environment, not started yet.
@@ -119,6 +119,21 @@ impl Deployment {
         command.stderr(Stdio::null());
         Ok(command)
     }
+}
+
+/// The run id `sage-extractor --once` printed, having ended with `status`.
+fn run_id_of(status: ExitStatus, stdout: &str) -> String {
+    assert!(status.success(), "sage-extractor --once failed: {status}");
+    stdout
+        .lines()
+        .find_map(|l| {
+            l.split(" run ")
+                .nth(1)?
+                .split_whitespace()
+                .next()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("no run id in {stdout:?}"))
 }
 
 impl<'a> Launch<'a> {

@@ -164,14 +164,25 @@ impl Stack {
     }
 
     /// Waits until at least `pages` pages of run `run_id` are published (its checkpoint).
+    /// Fails at once if the run completes first: a fault meant for the middle of the listing
+    /// would come too late.
     pub async fn pages_published(&self, run_id: &str, pages: u64) {
-        let checkpoints = &self.bus.checkpoints();
+        let (checkpoints, runs) = (&self.bus.checkpoints(), &self.bus.runs());
         wait_for(
             &format!("{pages} pages of run {run_id}"),
             Duration::from_secs(120),
             || async move {
-                let c = checkpoints.load("sage-people").await.ok()??;
-                (c.run_id == run_id && c.pages >= pages).then_some(())
+                if let Ok(Some(c)) = checkpoints.load("sage-people").await {
+                    return (c.run_id == run_id && c.pages >= pages).then_some(());
+                }
+                if let Ok(Some((run, _))) = runs.get("sage-people", run_id).await {
+                    assert_ne!(
+                        run.state,
+                        RunState::Completed,
+                        "run {run_id} completed before {pages} pages were published"
+                    );
+                }
+                None
             },
         )
         .await;
