@@ -17,7 +17,7 @@ use peoplesync_core::{
     IntegrationConfig, LeaverAction, MappingEntry, MappingSource, SAGE_USER_ID_FIELD, Worker,
 };
 use peoplesync_sims::generate;
-use peoplesync_sims::oomnitza::OomnitzaFaults;
+use peoplesync_sims::oomnitza::{OomnitzaBehavior, OomnitzaFaults};
 use peoplesync_testkit::wait_for;
 use serde_json::{Map, Value, json};
 
@@ -603,32 +603,81 @@ async fn a_leaver_whose_user_calls_the_token_may_not_make_is_dead_lettered_sayin
     let counts = record.counts.expect("counts");
     assert_eq!(counts.leavers, 0, "{counts:?}");
     assert!(user_of(&d, &leaver).is_some(), "nobody is deleted");
-    let letters: Vec<_> = d
-        .dead_letters()
-        .await
-        .into_iter()
-        .filter(|l| l.letter.run_id == record.run_id && l.letter.stage != "pipeline")
-        .collect();
-    let [letter] = letters.as_slice() else {
-        panic!("one dead letter: {letters:?}");
-    };
-    let letter = &letter.letter;
-    assert_eq!(letter.worker_id, leaver);
+    let letter = the_leaver_letter(
+        &d,
+        &record,
+        &leaver,
+        &["forbade", "lacks a right", "syncctl dlq replay"],
+    )
+    .await;
     // At its first delivery: no retry gives the token the right.
-    assert_eq!((letter.stage.as_str(), letter.attempts), ("leavers", 1));
+    assert_eq!(letter.attempts, 1);
     assert_eq!(letter.http_status, Some(403));
-    assert!(
-        letter.reason.contains("forbade")
-            && letter.reason.contains("lacks a right")
-            && letter.reason.contains("syncctl dlq replay"),
-        "{}",
-        letter.reason
-    );
     let (status, _, body) = crate::operations::get(&loader.url("/readyz"))
         .await
         .expect("/readyz");
     assert_eq!(status, 200, "{body}");
     crate::loader::assert_never_stopped_pulling(&loader);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaver_update_oomnitza_fails_is_dead_lettered_with_its_reason() {
+    let (d, _loader, clock, leaver) =
+        one_leaver_after_a_baseline(LeaverAction::Update, TWO_DELIVERIES).await;
+    // The leaver update sets a role this tenant does not have: Oomnitza accepts the post and
+    // fails the record when it processes it, later than the loader's reads back look (each
+    // post again would show in the run log as processing).
+    let mut config = policy(LeaverAction::Update);
+    config.leavers.set[0] = MappingEntry::new("PERMISSIONS_ID", MappingSource::Value(json!("3")));
+    d.put_config(&config).await;
+    d.oomnitza
+        .set_behavior(OomnitzaBehavior {
+            processing_delay_ms: 3_000,
+            ..d.oomnitza.behavior()
+        })
+        .expect("behaviour");
+    let record = run(&d, &clock).await;
+    assert_eq!(record.counts.expect("counts").leavers, 0);
+    the_leaver_letter(
+        &d,
+        &record,
+        &leaver,
+        &[
+            "did not apply the leaver update",
+            "is not a role",
+            "syncctl dlq replay",
+        ],
+    )
+    .await;
+    assert_ne!(role_of(&d, &leaver).as_deref(), Some("3"));
+}
+
+/// The one dead letter of `record`'s run besides the pipeline's: `leaver`'s, at stage
+/// `leavers`, its reason saying each of `says`.
+async fn the_leaver_letter(
+    d: &Deployment,
+    record: &RunRecord,
+    leaver: &str,
+    says: &[&str],
+) -> peoplesync_bus::DeadLetter {
+    let mut letters: Vec<_> = d
+        .dead_letters()
+        .await
+        .into_iter()
+        .filter(|l| l.letter.run_id == record.run_id && l.letter.stage != "pipeline")
+        .collect();
+    assert_eq!(letters.len(), 1, "one dead letter: {letters:?}");
+    let letter = letters.remove(0).letter;
+    assert_eq!(
+        (letter.stage.as_str(), letter.worker_id.as_str()),
+        ("leavers", leaver)
+    );
+    assert!(
+        says.iter().all(|s| letter.reason.contains(s)),
+        "{}",
+        letter.reason
+    );
+    letter
 }
 
 /// Sends extractor command `command` until the extractor (starting up, taking its lease)

@@ -81,6 +81,17 @@ impl RunLog {
         self.messages("failed")
     }
 
+    /// The first message about a failed record that names `value` (any case) as a whole, not
+    /// inside a longer name, address or id: Oomnitza's reason for that record, as far as its
+    /// free text can be matched.
+    pub fn failure_naming(&self, value: &str) -> Option<&str> {
+        let value = value.to_lowercase();
+        self.failed_messages()
+            .iter()
+            .find(|message| message_names(&message.to_lowercase(), &value))
+            .map(String::as_str)
+    }
+
     /// The messages about failures that stopped the run.
     pub fn fatal_errors(&self) -> &[String] {
         self.messages(FATAL_ERROR)
@@ -90,6 +101,23 @@ impl RunLog {
     pub fn messages(&self, outcome: &str) -> &[String] {
         self.logs.get(outcome).map_or(&[], Vec::as_slice)
     }
+}
+
+/// Whether run-log `message` names `value` (both lower-cased) as a whole: `ann@example.com`
+/// names neither `jo` in `joann@example.com` nor `ann@example.co`. A full stop after it ends a
+/// sentence, not the name.
+pub fn message_names(message: &str, value: &str) -> bool {
+    let part_of_a_name = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '@' | '+' | '.');
+    !value.is_empty()
+        && message.match_indices(value).any(|(at, _)| {
+            let before = message[..at].chars().next_back();
+            let mut rest = message[at + value.len()..].chars();
+            let after = match rest.next() {
+                Some('.') => rest.next().filter(|c| c.is_alphanumeric()),
+                after => after,
+            };
+            !before.is_some_and(part_of_a_name) && !after.is_some_and(part_of_a_name)
+        })
 }
 
 /// A count that may be missing, `null`, a number or a numeric string.
@@ -200,6 +228,42 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_failure_is_found_by_a_value_it_names_as_a_whole() {
+        let log: RunLog = serde_json::from_value(json!({
+            "objects": {"failed": 2},
+            "logs": {"failed": [
+                "USER 'joann@example.com': bad role",
+                "USER 'Ann@Example.com', a0B000000000000010: PERMISSIONS_ID \"3\" is not a role.",
+            ]}
+        }))
+        .unwrap();
+        let second = Some(log.failed_messages()[1].as_str());
+        assert_eq!(log.failure_naming("ann@example.com"), second);
+        assert_eq!(log.failure_naming("A0B000000000000010"), second);
+        assert_eq!(
+            log.failure_naming("a0B00000000000001"),
+            None,
+            "part of an id"
+        );
+        assert_eq!(
+            log.failure_naming("ann@example.co"),
+            None,
+            "part of an address"
+        );
+        assert_eq!(
+            log.failure_naming("example.com"),
+            None,
+            "part of an address"
+        );
+        assert_eq!(log.failure_naming(""), None);
+        assert!(
+            message_names("user ann: a role.", "role"),
+            "a full stop ends the name"
+        );
+        assert!(!message_names("user ann: a role.x", "role"));
+    }
 
     #[test]
     fn reads_the_published_shape_and_keeps_the_rest() {

@@ -192,7 +192,11 @@ impl Leavers<'_> {
                 action = %entry.action, assets = entry.assets.len(), "leaver handled");
                 Settlement::Done(Outcome::Leaver, None)
             }
-            Err(Failed::Retry(reason)) => Settlement::Retry(RETRY, reason, RetryCause::Transient),
+            Err(Failed::Retry(reason)) => {
+                tracing::warn!(integration = %name, run_id = %item.key.run_id, worker = %item.worker_id,
+                    %reason, delivery = item.delivered, "leaver not handled yet; it is tried again");
+                Settlement::Retry(RETRY, reason, RetryCause::Transient)
+            }
             Err(Failed::Oomnitza(err)) => {
                 tracing::warn!(integration = %name, run_id = %item.key.run_id, worker = %item.worker_id,
                 error = %err, "Oomnitza failed while handling a leaver; the event goes back to the stream");
@@ -494,13 +498,18 @@ async fn post_update(
     record: &serde_json::Map<String, Value>,
     fields: &serde_json::Map<String, Value>,
 ) -> Result<(), Failed> {
-    if item.delivered > 1
-        && let Some(processing) = still_processing(client, item).await
-    {
-        return Err(Failed::Processing(format!(
-            "the leaver update of user {ident} does not show yet, and Oomnitza is still \
-             processing {processing} records of the run; not posting it again meanwhile"
-        )));
+    let who = [Some(worker_id), record.get("USER").and_then(Value::as_str)];
+    if item.delivered > 1 {
+        match after_the_post(client, item, ident, &who).await {
+            Some(Failed::Processing(_)) => {
+                return Err(Failed::Processing(format!(
+                    "the leaver update of user {ident} does not show yet, and Oomnitza is \
+                     still processing records of the run; not posting it again meanwhile"
+                )));
+            }
+            Some(refused @ Failed::Dead(..)) => return Err(refused),
+            _ => {}
+        }
     }
     let sync_field = [found.field.to_owned()];
     client
@@ -530,29 +539,45 @@ async fn post_update(
         "Oomnitza accepted the leaver update of user {ident}, but reading the user back does not show {} yet",
         missing.join(", ")
     );
-    // At the end of a large run Oomnitza may hold thousands of records before this one: while
-    // its run log shows records processing, the leaver waits without counting towards a dead
-    // letter.
-    Err(match still_processing(client, item).await {
-        Some(processing) => Failed::Processing(format!(
-            "{reason}; Oomnitza is still processing {processing} records of the run"
-        )),
+    Err(match after_the_post(client, item, ident, &who).await {
+        Some(Failed::Processing(processing)) => {
+            Failed::Processing(format!("{reason}; {processing}"))
+        }
+        Some(refused) => refused,
         None => Failed::Retry(reason),
     })
 }
 
-/// How many records of `item`'s run Oomnitza's run log shows processing, when there are any
-/// and the leaver may still wait for them ([`PROCESSING_PATIENCE`] after its worker was read).
-async fn still_processing(client: &OomnitzaClient, item: &Item) -> Option<u64> {
+/// What the run log of `item`'s run says of a leaver update posted earlier that a read does
+/// not show: Oomnitza failed it, naming the user by one of `who` (dead-lettered with its
+/// reason: posting it again would fail the same way, each post making the run log show it
+/// processing again); or it shows records processing, which at the end of a large run may be
+/// thousands before this one (the leaver waits without counting towards a dead letter, for at
+/// most [`PROCESSING_PATIENCE`] after its worker was read); or neither (`None`).
+async fn after_the_post(
+    client: &OomnitzaClient,
+    item: &Item,
+    ident: &str,
+    who: &[Option<&str>],
+) -> Option<Failed> {
+    let log = client.run_log(&item.key.run_id).await.ok()?;
+    if let Some(message) = who.iter().flatten().find_map(|v| log.failure_naming(v)) {
+        return Some(Failed::Dead(
+            format!(
+                "Oomnitza did not apply the leaver update of user {ident}: {message}; fix the \
+                 leavers.set values (or the tenant), then `syncctl dlq replay` this letter"
+            ),
+            None,
+        ));
+    }
     let waited = chrono::Utc::now().timestamp_millis() - item.observed_at_ms;
     let patient = u64::try_from(waited).is_ok_and(|ms| ms < PROCESSING_PATIENCE.as_millis() as u64);
-    if !patient {
-        return None;
-    }
-    match client.run_log(&item.key.run_id).await {
-        Ok(log) if log.counts.processing > 0 => Some(log.counts.processing),
-        _ => None,
-    }
+    (patient && log.counts.processing > 0).then(|| {
+        Failed::Processing(format!(
+            "Oomnitza is still processing {} records of the run",
+            log.counts.processing
+        ))
+    })
 }
 
 /// Whether `user` (as read) shows every field of `sent` with the value sent; a field the read

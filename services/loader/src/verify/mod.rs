@@ -239,8 +239,12 @@ impl Judge {
         };
         tally.not_applied += 1;
         let needle = lookup.as_ref().map(|(_, v)| v.to_lowercase());
-        let message =
-            needle.and_then(|needle| self.failures.iter().find(|m| m.contains(&needle)).cloned());
+        let message = needle.and_then(|needle| {
+            self.failures
+                .iter()
+                .find(|m| peoplesync_oomnitza::message_names(m, &needle))
+                .cloned()
+        });
         let reason = match &message {
             Some(message) => format!("Oomnitza did not apply the record: {message}"),
             None => format!("not applied by Oomnitza: {difference}"),
