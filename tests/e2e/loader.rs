@@ -490,6 +490,47 @@ async fn a_paused_integration_is_not_loaded_until_resumed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_holds_back_the_batches_already_pulled() {
+    let d = deployment(2_000).await;
+    // One slow request at a time: most of a pull's events are still waiting to be posted.
+    d.oomnitza_latency(200);
+    let config = format!("{QUICK}[batch]\nsize = 50\nin_flight = 1\n");
+    let loader = d.loader("loader-1").config(&config).spawn_serving();
+    let extraction = d.extract_run_in_background();
+    wait_for("the first write", Duration::from_secs(30), || async {
+        (d.oomnitza.stats().bulk_requests >= 1).then_some(())
+    })
+    .await;
+    let pauses = d.bus().await.pauses();
+    pauses
+        .set("sage-people", &PauseFlag::now(true, "test", None))
+        .await
+        .unwrap();
+    crate::operations::wait_for_note(&loader, "integration sage-people", "the pause", |n| {
+        n.is_some_and(|n| n.starts_with("paused by test"))
+    })
+    .await;
+    // The request in flight when the pause came finishes; nothing else is posted.
+    let at_pause = d.oomnitza.stats().bulk_requests;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = d.oomnitza.stats().bulk_requests;
+    assert!(
+        after <= at_pause + 1,
+        "{at_pause} requests at the pause, {after} after"
+    );
+    assert!(
+        d.oomnitza.stats().bulk_records < 2_000,
+        "the pause came mid-load"
+    );
+    pauses
+        .set("sage-people", &PauseFlag::now(false, "test", None))
+        .await
+        .unwrap();
+    let run_id = extraction.await.expect("the extraction");
+    d.assert_loaded(&run_id, Duration::from_secs(120)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_batches_and_exits_within_the_grace_period() {
     let d = deployment(3_000).await;
     d.oomnitza_latency(200);

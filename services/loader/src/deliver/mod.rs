@@ -138,6 +138,17 @@ impl Deliverer {
             }
             return settled;
         };
+        // Paused by an operator while this batch was on its way (pulling stops between
+        // fetches): nothing of it goes to Oomnitza, and its events wait on the stream, not
+        // counted as failed, until the integration is resumed.
+        if self.paused_by_an_operator(&batch.key.integration) {
+            for item in to_send.into_iter().chain(refused).chain(leavers) {
+                let reason = post::PAUSED.to_owned();
+                let settlement = Settlement::Retry(post::PAUSED_RETRY, reason, RetryCause::Held);
+                settled.push((item, settlement));
+            }
+            return settled;
+        }
         let portion = batch.key.run_id.clone();
         // An administrator's cancel stops the run's leaver actions too (each may post into the
         // portion or delete a user, which cannot be taken back).
@@ -210,6 +221,12 @@ impl Deliverer {
         }
         self.bus.applied().remember(&written).await;
         settled
+    }
+
+    /// Whether an operator paused `integration` (a pause for a configuration refusal holds
+    /// only its sends, see [`Deliverer::deliver`]).
+    fn paused_by_an_operator(&self, integration: &str) -> bool {
+        self.gates.is_paused(integration) && self.gates.refusal(integration).is_none()
     }
 
     /// Whether `portion` was canceled in Oomnitza, before posting `records` records to it:

@@ -44,6 +44,27 @@ pub(super) enum Delivered {
     Retry(Duration, String, RetryCause),
 }
 
+/// What came of a bulk request that did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Posted {
+    /// Oomnitza accepted it.
+    Accepted,
+    /// Not sent: an operator paused the integration while the request waited for its turn.
+    Paused,
+}
+
+/// The result of records held back by a pause: back to the stream, not counted as failed;
+/// they are not pulled again while the pause lasts.
+pub(super) fn paused() -> Delivered {
+    Delivered::Retry(PAUSED_RETRY, PAUSED.to_owned(), RetryCause::Held)
+}
+
+/// How soon events held back by a pause go back to the stream.
+pub(super) const PAUSED_RETRY: Duration = Duration::from_secs(2);
+
+/// Why events held back by a pause wait.
+pub(super) const PAUSED: &str = "the integration is paused";
+
 /// Where a batch goes: its integration's config (and that config's KV revision) and portion.
 pub(super) struct Target<'a> {
     pub(super) integration: &'a Integration,
@@ -93,7 +114,8 @@ impl Deliverer {
             self.post_with_retry(target, &jsons, None).await
         };
         match outcome {
-            Ok(()) => set_all(records, &Delivered::Written),
+            Ok(Posted::Accepted) => set_all(records, &Delivered::Written),
+            Ok(Posted::Paused) => set_all(records, &paused()),
             // A 404 for the bulk endpoint itself, or a redirect, means OOMNITZA_URL points at the
             // wrong place: no record is to blame, so nothing is split or dead-lettered.
             Err(err)
@@ -119,9 +141,13 @@ impl Deliverer {
                 let confirmed = match records.split_first_mut() {
                     Some((first, rest)) if !rest.is_empty() => {
                         match self.post_with_retry(target, &[first.json()], None).await {
-                            Ok(()) => {
+                            Ok(Posted::Accepted) => {
                                 first.result = Some(Delivered::Written);
                                 Box::pin(self.post_isolating(target, rest)).await;
+                                return;
+                            }
+                            Ok(Posted::Paused) => {
+                                set_all(records, &paused());
                                 return;
                             }
                             Err(again) => is_envelope_refusal(&again),
@@ -196,13 +222,14 @@ impl Deliverer {
         }
     }
 
-    /// One bulk request, retried while Oomnitza answers transiently.
+    /// One bulk request, retried while Oomnitza answers transiently; not sent when an
+    /// operator pauses the integration before its turn comes.
     pub(super) async fn post_with_retry(
         &self,
         target: &Target<'_>,
         records: &[&RawValue],
         error: Option<&str>,
-    ) -> Result<(), Error> {
+    ) -> Result<Posted, Error> {
         let (integration, portion) = (target.integration, target.portion);
         let config = integration.config();
         let request = BulkRequest {
@@ -225,6 +252,9 @@ impl Deliverer {
             // backoff between attempts waits without one.
             let slot = self.requests.acquire().await.ok();
             self.limiter.acquire().await;
+            if self.paused_by_an_operator(&config.id) {
+                return Ok(Posted::Paused);
+            }
             let started = Instant::now();
             metrics::gauge!(peoplesync_runtime::metrics::names::LOADER_IN_FLIGHT).increment(1.0);
             let result = self.client.post_bulk(request).await;
@@ -248,7 +278,7 @@ impl Deliverer {
                 }
                 Err(_) => {}
             }
-            result
+            result.map(|()| Posted::Accepted)
         })
         .await
         .map_err(|gave_up| gave_up.error)
