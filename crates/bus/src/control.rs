@@ -160,10 +160,14 @@ pub struct CheckLine {
 }
 
 /// Reply of [`CHECK`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SageChecked {
     /// One line per check, in the order they ran.
     pub checks: Vec<CheckLine>,
+    /// The extractor replica that ran them (`PEOPLESYNC_REPLICA`): any replica may answer, and
+    /// each checks with its own secrets. Empty from an extractor that does not say.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub replica: String,
 }
 
 /// A command that could not be carried out.

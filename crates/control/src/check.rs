@@ -4,8 +4,8 @@
 //! field access), and the Oomnitza side with the loader's client (token, field ids). Nothing is
 //! written: the Oomnitza field probe is a `test_run`.
 
-use peoplesync_bus::Bus;
 use peoplesync_bus::control::{self, CheckLine, CheckState, SageChecked};
+use peoplesync_bus::{Bus, PauseFlag};
 use peoplesync_core::{Integration, IntegrationConfig};
 use peoplesync_oomnitza::{FieldProbe, OomnitzaClient};
 use peoplesync_proto::v1 as pb;
@@ -39,11 +39,26 @@ impl Checker<'_> {
         checks.push(config_line);
         checks.extend(self.sage(integration).await);
         let token = self.oomnitza_token().await;
-        let token_ok = token.state == CheckState::Passed;
+        let token_state = token.state;
         checks.push(token);
         checks.push(role(config.as_ref()));
-        checks.push(self.oomnitza_fields(config.as_ref(), token_ok).await);
+        checks.push(self.oomnitza_fields(config.as_ref(), token_state).await);
+        checks.extend(self.pause(integration).await);
         report(integration, checks)
+    }
+
+    /// A line when loading is paused: runs would wait for `syncctl resume` whatever the other
+    /// lines say. Not a failure: a pause is a decision (or, set by the loaders, the effect of a
+    /// refusal that the `oomnitza.fields` line explains). An unreadable flag is left to the
+    /// `nats` line.
+    async fn pause(&self, integration: &str) -> Option<CheckLine> {
+        match self.bus.pauses().get(integration).await {
+            Ok(flag) => flag.filter(|f| f.paused).map(|f| paused_line(&f)),
+            Err(err) => {
+                tracing::warn!(integration, error = %err, "cannot read the pause flag for the check");
+                None
+            }
+        }
     }
 
     async fn nats(&self) -> CheckLine {
@@ -134,7 +149,26 @@ impl Checker<'_> {
             .request(integration, control::CHECK, &(), control::CHECK_WAIT)
             .await;
         match reply {
-            Ok(report) => report.checks,
+            Ok(report) => {
+                // Any replica may answer, each with its own secrets: say which one did, and
+                // whether it is the one whose secrets runs use.
+                let holder = match self.bus.lease_holder(integration).await {
+                    Ok(lease) => lease.map(|l| l.holder),
+                    Err(err) => {
+                        tracing::warn!(integration, error = %err, "cannot read the scheduler lease for the check");
+                        None
+                    }
+                };
+                let note = replica_note(&report.replica, holder.as_deref());
+                report
+                    .checks
+                    .into_iter()
+                    .map(|mut check| {
+                        check.detail = format!("{} {note}", check.detail);
+                        check
+                    })
+                    .collect()
+            }
             Err(status) => vec![line(
                 "sage_people",
                 CheckState::Unreachable,
@@ -163,26 +197,21 @@ impl Checker<'_> {
     async fn oomnitza_fields(
         &self,
         config: Option<&IntegrationConfig>,
-        token_ok: bool,
+        token: CheckState,
     ) -> CheckLine {
-        const NAME: &str = "oomnitza.fields";
         let Some(config) = config else {
             return line(
-                NAME,
+                FIELDS,
                 CheckState::NotCheckable,
                 "the integration config cannot be used",
             );
         };
-        if !token_ok {
-            return line(
-                NAME,
-                CheckState::NotCheckable,
-                "Oomnitza refused the credentials",
-            );
+        if let Some(unchecked) = fields_unchecked(token) {
+            return unchecked;
         }
         match probe_mapped_fields(self.oomnitza, config).await {
             Ok(FieldProbe::Known { status }) => line(
-                NAME,
+                FIELDS,
                 CheckState::Passed,
                 format!(
                     "Oomnitza knows the {} mapped field id(s) (a one-record test run, nothing \
@@ -191,7 +220,7 @@ impl Checker<'_> {
                 ),
             ),
             Ok(FieldProbe::Refused { unknown, message }) if !unknown.is_empty() => line(
-                NAME,
+                FIELDS,
                 CheckState::Misconfigured,
                 format!(
                     "Oomnitza does not know field id(s) {} ({message}); create the custom \
@@ -201,17 +230,91 @@ impl Checker<'_> {
                 ),
             ),
             Ok(FieldProbe::Refused { message, .. }) => line(
-                NAME,
+                FIELDS,
                 CheckState::Misconfigured,
                 format!(
                     "Oomnitza refused a test run of the mapping's fields ({message}); check \
                      sync_keys and the mapped field ids"
                 ),
             ),
-            Err(err) => line(NAME, CheckState::Unreachable, err.to_string()),
+            Err(err) => line(FIELDS, CheckState::Unreachable, err.to_string()),
         }
     }
 }
+
+/// Which extractor replica answered the Sage People checks (`answered`, empty from one that
+/// does not say) and how it stands to the scheduler lease (`holder`), whose replica runs the
+/// integration with its own secrets.
+fn replica_note(answered: &str, holder: Option<&str>) -> String {
+    let standby = |holder: &str| {
+        format!(
+            "a standby: runs use the secrets of {holder}, which holds the scheduler lease; each \
+             replica checks its own (its /readyz)"
+        )
+    };
+    match (answered, holder) {
+        ("", Some(holder)) => {
+            format!("[an extractor replica answered; {holder} holds the scheduler lease and runs]")
+        }
+        ("", None) => "[an extractor replica answered; none holds the scheduler lease]".to_owned(),
+        (answered, Some(holder)) if answered == holder => {
+            format!("[extractor replica {answered}, which holds the scheduler lease and runs]")
+        }
+        (answered, Some(holder)) => format!("[extractor replica {answered}, {}]", standby(holder)),
+        (answered, None) => {
+            format!("[extractor replica {answered}; no replica holds the scheduler lease now]")
+        }
+    }
+}
+
+/// The name of the Oomnitza field-id check.
+const FIELDS: &str = "oomnitza.fields";
+
+/// The field-id line when the credential check (`token`) did not pass, saying why the ids were
+/// not tried: Oomnitza refused the credentials, or did not answer at all; `None` when it passed.
+fn fields_unchecked(token: CheckState) -> Option<CheckLine> {
+    let why = match token {
+        CheckState::Passed => return None,
+        CheckState::Misconfigured => {
+            "not checked: Oomnitza refused the credentials (see oomnitza.token); check again once \
+             it accepts them"
+        }
+        CheckState::Unreachable | CheckState::NotCheckable => {
+            "not checked: Oomnitza did not answer the credential check (see oomnitza.token); \
+             check again once it answers"
+        }
+    };
+    Some(line(FIELDS, CheckState::NotCheckable, why))
+}
+
+/// The line of a set pause `flag`: who paused loading, when and why, and what ends it. A pause
+/// the loaders set because Oomnitza refused the config is named as the cause to fix.
+fn paused_line(flag: &PauseFlag) -> CheckLine {
+    let reason = flag
+        .reason
+        .as_deref()
+        .map(|r| format!(": {r}"))
+        .unwrap_or_default();
+    let detail = match flag.refused_config_revision {
+        Some(revision) => format!(
+            "loading is paused since {} by {}, because Oomnitza refused config revision \
+             {revision} as a whole{reason}. This is the cause to fix: correct the config and \
+             store it with `syncctl integration put` (a loader resumes on the new revision), or, \
+             if the fix was made in Oomnitza, `syncctl resume`; until then runs' events wait on \
+             the stream and nothing reaches Oomnitza",
+            flag.at, flag.by
+        ),
+        None => format!(
+            "loading is paused since {} by {}{reason}: runs still read Sage People, but their \
+             events wait on the stream and nothing reaches Oomnitza until `syncctl resume`",
+            flag.at, flag.by
+        ),
+    };
+    line(PAUSED, CheckState::NotCheckable, detail)
+}
+
+/// The name of the line shown while loading is paused.
+const PAUSED: &str = "paused";
 
 /// Asks Oomnitza whether it knows every field id the mapping of `config` writes, and its sync
 /// keys, and the fields `[[leavers.set]]` writes to leavers, with a one-record test run: nothing
@@ -379,6 +482,72 @@ mod tests {
         );
         let said = credentials_refused(&token, &forbidden);
         assert!(!said.contains("OOMNITZA_API_TOKEN"), "{said}");
+    }
+
+    #[test]
+    fn the_sage_people_lines_name_the_answering_replica_and_the_lease_holder() {
+        let note = replica_note("extractor-b", Some("extractor-a"));
+        assert!(
+            note.contains("extractor-b")
+                && note.contains("standby")
+                && note.contains("extractor-a"),
+            "{note}"
+        );
+        let note = replica_note("extractor-a", Some("extractor-a"));
+        assert!(
+            note.contains("extractor-a") && note.contains("holds the scheduler lease"),
+            "{note}"
+        );
+        assert!(!note.contains("standby"), "{note}");
+        assert!(replica_note("extractor-a", None).contains("no replica holds"));
+    }
+
+    #[test]
+    fn unchecked_field_ids_say_whether_oomnitza_refused_or_did_not_answer() {
+        assert_eq!(fields_unchecked(CheckState::Passed), None);
+        let refused = fields_unchecked(CheckState::Misconfigured).expect("a line");
+        assert_eq!(refused.state, CheckState::NotCheckable);
+        assert!(
+            refused.detail.contains("refused the credentials"),
+            "{}",
+            refused.detail
+        );
+        let down = fields_unchecked(CheckState::Unreachable).expect("a line");
+        assert_eq!(down.state, CheckState::NotCheckable);
+        assert!(
+            down.detail.contains("did not answer") && !down.detail.contains("refused"),
+            "{}",
+            down.detail
+        );
+    }
+
+    #[test]
+    fn a_pause_is_named_with_who_and_why_and_a_refused_config_as_the_cause_to_fix() {
+        let operator = PauseFlag::now(true, "ops@host", Some("Oomnitza maintenance".into()));
+        let said = paused_line(&operator);
+        assert_eq!(
+            said.state,
+            CheckState::NotCheckable,
+            "a pause is not a failure"
+        );
+        assert!(
+            said.detail.contains("ops@host")
+                && said.detail.contains("Oomnitza maintenance")
+                && said.detail.contains("syncctl resume")
+                && !said.detail.contains("cause to fix"),
+            "{}",
+            said.detail
+        );
+        let refused = PauseFlag::refused(4, "unknown field id 'X'".into());
+        let said = paused_line(&refused);
+        assert!(
+            said.detail.contains("config revision 4")
+                && said.detail.contains("unknown field id 'X'")
+                && said.detail.contains("cause to fix")
+                && said.detail.contains("syncctl integration put"),
+            "{}",
+            said.detail
+        );
     }
 
     #[test]

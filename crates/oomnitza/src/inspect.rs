@@ -38,11 +38,76 @@ impl OomnitzaClient {
     /// Posts one record holding every id of `field_ids` (each `null`) as a `test_run` to a new
     /// throwaway portion, and reports whether Oomnitza knows the ids. `sync_field` is sent as
     /// the integration sends it (its ids are checked too).
+    ///
+    /// How many unknown ids one refusal names is not published (a refusal may name only the
+    /// first). So the test run is repeated without the ids the one before named, until
+    /// Oomnitza takes it, names none of the ids left, or none is left: every unknown id is
+    /// found, in at most one request more than there are ids (a test run applies nothing).
     pub async fn probe_field_ids(
         &self,
         sync_field: &[String],
         field_ids: &[String],
     ) -> Result<FieldProbe, Error> {
+        let mut left: Vec<String> = field_ids.to_vec();
+        let mut unknown: Vec<String> = Vec::new();
+        let mut first_message: Option<String> = None;
+        let mut runs = 0usize;
+        loop {
+            runs += 1;
+            let answer = self.test_run(sync_field, &left).await?;
+            let message = match answer {
+                TestRun::Taken(status) if unknown.is_empty() => {
+                    return Ok(FieldProbe::Known { status });
+                }
+                TestRun::Taken(_) => None,
+                TestRun::Refused(message) => Some(message),
+            };
+            let named: Vec<String> = match &message {
+                Some(message) => left
+                    .iter()
+                    .chain(sync_field)
+                    .filter(|id| names(message, id))
+                    .cloned()
+                    .collect(),
+                None => Vec::new(),
+            };
+            let sync_key_named = named.iter().any(|id| sync_field.contains(id));
+            for id in &named {
+                if !unknown.contains(id) {
+                    unknown.push(id.clone());
+                }
+            }
+            left.retain(|id| !named.contains(id));
+            let first = first_message.get_or_insert_with(|| message.clone().unwrap_or_default());
+            // Done when the run was taken, when it names none of the ids left (another
+            // problem), when it names a sync key (sent on every run, so named again), or when
+            // no id is left to try.
+            if named.is_empty() || sync_key_named || left.is_empty() {
+                let mut said = first.clone();
+                if runs > 1 {
+                    said.push_str(&format!(
+                        "; {runs} test runs in all, each without the ids named before"
+                    ));
+                    if let Some(last) = message.filter(|_| named.is_empty()) {
+                        said.push_str(&format!(", the last refused with: {last}"));
+                    }
+                }
+                unknown.sort();
+                return Ok(FieldProbe::Refused {
+                    unknown,
+                    message: said,
+                });
+            }
+        }
+    }
+
+    /// One `test_run` post of a record holding `field_ids`; a portion Oomnitza took is
+    /// finalized.
+    async fn test_run(
+        &self,
+        sync_field: &[String],
+        field_ids: &[String],
+    ) -> Result<TestRun, Error> {
         let inner = self.inner();
         let portion = throwaway_portion();
         let record: Map<String, Value> = field_ids
@@ -72,21 +137,20 @@ impl OomnitzaClient {
             .await?;
         if reply.status != 400 {
             self.close_test_run(&portion).await;
-            return Ok(FieldProbe::Known {
-                status: reply.status,
-            });
+            return Ok(TestRun::Taken(reply.status));
         }
-        let message = excerpt(&reply.body).unwrap_or_else(|| "400 without a body".to_owned());
-        let unknown = field_ids
-            .iter()
-            .chain(sync_field)
-            .filter(|id| names(&message, id))
-            .cloned()
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        Ok(FieldProbe::Refused { unknown, message })
+        Ok(TestRun::Refused(
+            excerpt(&reply.body).unwrap_or_else(|| "400 without a body".to_owned()),
+        ))
     }
+}
+
+/// Oomnitza's answer to one test run.
+enum TestRun {
+    /// Taken, with this status (`2xx`, or `422` when only the placeholder record was refused).
+    Taken(u16),
+    /// Refused (`400`), with what Oomnitza said.
+    Refused(String),
 }
 
 /// Whether `message` names field `id` as a whole word (so `EMAIL` is not found in

@@ -343,6 +343,33 @@ mod portions {
     }
 
     #[tokio::test]
+    async fn the_field_check_names_every_unknown_id_however_many_a_refusal_names() {
+        for every in [false, true] {
+            let sim = spawn_with(OomnitzaBehavior {
+                name_every_unknown_field: every,
+                ..OomnitzaBehavior::default()
+            })
+            .await;
+            let client = client(&sim);
+            let keys = ["EMAIL".to_owned()];
+            let fields =
+                ["USER", "NOPE_C", "EMAIL", "NOPE_A", "FIRST_NAME", "NOPE_B"].map(str::to_owned);
+            let probe = client.probe_field_ids(&keys, &fields).await.unwrap();
+            let FieldProbe::Refused { unknown, message } = probe else {
+                panic!("unknown ids are refused: {probe:?}");
+            };
+            assert_eq!(
+                unknown,
+                ["NOPE_A", "NOPE_B", "NOPE_C"],
+                "every={every}: {message}"
+            );
+            // The last test run, without the unknown ids, was taken: and closed.
+            assert_eq!(sim.stats().finalize_calls.len(), 1, "every={every}");
+            assert!(sim.users().is_empty());
+        }
+    }
+
+    #[tokio::test]
     async fn finalizing_twice_is_harmless() {
         let (sim, client) = sim_and_client().await;
         let records = users(0..1);

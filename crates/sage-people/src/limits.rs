@@ -128,6 +128,10 @@ impl SageClient {
             filter: None,
             answers: &[],
         };
+        // The token first, so that a refusal of the credentials (a 400 `invalid_client`, say)
+        // keeps its own message naming them; the permission advice below is only for a
+        // refusal of the resource itself. A cached token costs no request.
+        self.authenticate().await?;
         let usage = self
             .call(&call, |reply| {
                 let limits: Limits = serde_json::from_slice(&reply.body)

@@ -444,6 +444,30 @@ mod tokens {
     }
 
     #[tokio::test]
+    async fn a_limits_read_with_a_wrong_secret_blames_the_credentials_not_a_permission() {
+        let sim = spawn(SimConfig {
+            limit_info_header: false,
+            ..SimConfig::default()
+        })
+        .await;
+        let client = client_with(
+            &sim,
+            Credentials::ClientCredentials {
+                client_id: "sim-client".into(),
+                client_secret: SecretString::from("wrong"),
+            },
+        );
+        let error = client
+            .read_limits()
+            .await
+            .expect_err("the token is refused");
+        assert_eq!(error.code(), Some("invalid_client"));
+        let message = error.to_string();
+        assert!(message.contains("consumer secret"), "{message}");
+        assert!(!message.contains("View Setup"), "{message}");
+    }
+
+    #[tokio::test]
     async fn the_hostname_is_the_login_host_then_the_instance_host() {
         let sim = spawn(SimConfig::default()).await;
         let client = client(&sim);

@@ -84,7 +84,10 @@ pub async fn sage(extraction: &Extraction) -> SageChecked {
             };
             checks.push(line(TOKEN_CHECK, state, err.to_string()));
             checks.extend(skipped("the integration config cannot be read"));
-            return SageChecked { checks };
+            return SageChecked {
+                checks,
+                ..SageChecked::default()
+            };
         }
     };
     let set = config.credentials.as_str();
@@ -97,7 +100,10 @@ pub async fn sage(extraction: &Extraction) -> SageChecked {
                 format!("integration {integration} reads with credential set {set:?}, which cannot be used: {problem}"),
             ));
             checks.extend(skipped("the credential set cannot be used"));
-            return SageChecked { checks };
+            return SageChecked {
+                checks,
+                ..SageChecked::default()
+            };
         }
     };
     let token = budget
@@ -119,7 +125,10 @@ pub async fn sage(extraction: &Extraction) -> SageChecked {
         Err(err) => {
             checks.push(line(TOKEN_CHECK, state_of(&err), err.to_string()));
             checks.extend(skipped("no access token"));
-            return SageChecked { checks };
+            return SageChecked {
+                checks,
+                ..SageChecked::default()
+            };
         }
     }
     let filter = config
@@ -166,7 +175,10 @@ pub async fn sage(extraction: &Extraction) -> SageChecked {
             ));
         }
     }
-    SageChecked { checks }
+    SageChecked {
+        checks,
+        ..SageChecked::default()
+    }
 }
 
 /// Whether the quota guard can learn the org's API usage: from the `Sforce-Limit-Info` header

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use peoplesync_bus::BusError;
 use peoplesync_bus::control::{
-    self, ApproveRemovals, CommandError, Reply, RunRequest, WorkerRequest,
+    self, ApproveRemovals, CommandError, Reply, RunRequest, SageChecked, WorkerRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -93,6 +93,7 @@ async fn respond<T: Serialize, E: Into<CommandError>>(
 pub async fn serve_any(
     client: async_nats::Client,
     runner: Arc<Runner>,
+    replica: Arc<str>,
     stop: CancellationToken,
 ) -> Result<(), BusError> {
     let integration = runner.extraction().integration().to_owned();
@@ -114,6 +115,7 @@ pub async fn serve_any(
         };
         let client = client.clone();
         let runner = runner.clone();
+        let replica = replica.clone();
         tokio::spawn(async move {
             let extraction = runner.extraction();
             match command {
@@ -132,7 +134,11 @@ pub async fn serve_any(
                     respond(&client, message.reply, result).await;
                 }
                 control::CHECK => {
-                    let report: Result<_, CommandError> = Ok(crate::check::sage(extraction).await);
+                    let report = SageChecked {
+                        replica: replica.to_string(),
+                        ..crate::check::sage(extraction).await
+                    };
+                    let report: Result<_, CommandError> = Ok(report);
                     respond(&client, message.reply, report).await;
                 }
                 control::HELD_LEAVERS => {

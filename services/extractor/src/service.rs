@@ -256,11 +256,19 @@ async fn serve_integration(
     let lease_task = tokio::spawn(lease.run(leader_tx, lease_stop.clone()));
     let any = {
         let (client, runner, stop) = (bus.client().clone(), runner.clone(), stop.clone());
+        let replica: Arc<str> = Arc::from(replica.as_str());
         tokio::spawn(keep_running(
             format!("command responder of {integration}"),
             stop.clone(),
             RestartDelays::default(),
-            move || commands::serve_any(client.clone(), runner.clone(), stop.clone()),
+            move || {
+                commands::serve_any(
+                    client.clone(),
+                    runner.clone(),
+                    replica.clone(),
+                    stop.clone(),
+                )
+            },
         ))
     };
     let plans = watch_plans(bus.clone(), &integration, stop.clone()).await;

@@ -218,6 +218,100 @@ async fn check_names_what_is_wrong_in_the_stored_config_and_how_to_fix_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_and_put_name_every_field_id_oomnitza_does_not_know_at_once() {
+    // The simulator names one unknown id per refusal, as the published contract allows.
+    let stack = Stack::start(Options::default()).await;
+    let missing = ["CUSTOM_BADGE_NUMBER", "CUSTOM_COST_CENTRE", "CUSTOM_DESK"];
+    let mut text = default_toml();
+    for field in missing {
+        text.push_str(&format!(
+            "\n[[mapping]]\nfield = \"{field}\"\nsource = \"ID\"\n"
+        ));
+    }
+    store_raw_config(&stack, &text).await;
+    let (ran, report) = check(&stack).await;
+    assert_eq!(ran.code, 7, "{report:#}");
+    assert_check(&report, "oomnitza.fields", "misconfigured", &missing);
+    let stored = syncctl_stdin(&stack, &["integration", "put", "-", "--force"], &text);
+    assert_ne!(stored.code, 0, "{}", stored.stdout);
+    for field in missing {
+        assert!(stored.stderr.contains(field), "{field}: {}", stored.stderr);
+    }
+    assert_eq!(stack.oomnitza.users().len(), 0, "test runs apply nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_says_loading_is_paused_by_whom_and_why_without_failing() {
+    let stack = Stack::start(Options::default()).await;
+    let paused = syncctl(
+        &stack,
+        &["pause", "--reason", "Oomnitza maintenance window"],
+    );
+    assert_eq!(paused.code, 0, "{}", paused.stderr);
+    let (ran, report) = check(&stack).await;
+    assert_eq!(ran.code, 0, "a pause is not a failure: {report:#}");
+    assert_check(
+        &report,
+        "paused",
+        "not_checkable",
+        &[
+            "loading is paused",
+            "Oomnitza maintenance window",
+            "syncctl resume",
+        ],
+    );
+    let resumed = syncctl(&stack, &["resume"]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let (_, report) = check(&stack).await;
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .map(|checks| checks.iter().filter_map(|c| c["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(!names.contains(&"paused"), "{report:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_the_extractor_replica_that_answered_and_the_one_that_runs() {
+    let stack = Stack::start(Options::default()).await;
+    let bus = stack.bus().await;
+    let holder = peoplesync_testkit::stack::lease_holder(&bus, INTEGRATION)
+        .await
+        .expect("the first extractor holds the lease");
+    let standby = "standby-with-a-wrong-secret";
+    let _standby = stack
+        .extractor()
+        .named(standby)
+        .env("SAGE_PEOPLE_CLIENT_SECRET", "not-the-secret")
+        .spawn();
+    // Either replica may answer a check: ask until the standby has, saying each time who did.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let mut answers = (0, 0);
+    while answers.1 == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the standby never answered a check ({answers:?})"
+        );
+        let (_, report) = check(&stack).await;
+        let token = check_line(&report, "sage_people.token");
+        let detail = token["detail"].as_str().unwrap_or_default();
+        if token["outcome"] == "misconfigured" {
+            assert!(
+                detail.contains(standby) && detail.contains("standby") && detail.contains(&holder),
+                "{detail}"
+            );
+            answers.1 += 1;
+        } else {
+            assert_eq!(token["outcome"], "passed", "{report:#}");
+            assert!(
+                detail.contains(&holder) && detail.contains("holds the scheduler lease"),
+                "{detail}"
+            );
+            answers.0 += 1;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_names_a_wrong_sage_people_secret() {
     let report = misconfigured(Options {
         sage_secret: Some("not-the-secret".into()),

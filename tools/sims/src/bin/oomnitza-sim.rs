@@ -97,6 +97,10 @@ struct Args {
     /// The most users a `GET /api/v3/users` page holds, whatever `limit` asks (unpublished).
     #[arg(long, env = "OOMNITZA_SIM_MAX_PAGE_SIZE")]
     max_page_size: Option<usize>,
+    /// Name every unknown field id of a bulk body in its 400, not only the first
+    /// (unpublished behaviour).
+    #[arg(long, env = "OOMNITZA_SIM_NAME_EVERY_UNKNOWN_FIELD")]
+    name_every_unknown_field: bool,
     /// Fault: delay added to every request, in milliseconds.
     #[arg(long, env = "OOMNITZA_SIM_LATENCY_MS", default_value_t = 0)]
     latency_ms: u64,
@@ -236,6 +240,7 @@ impl Args {
                 role_as_number: self.role_as_number,
                 refuse_delete_with_assets: self.refuse_delete_with_assets,
                 max_page_size: self.max_page_size,
+                name_every_unknown_field: self.name_every_unknown_field,
             },
         })
     }

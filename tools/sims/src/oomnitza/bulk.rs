@@ -36,19 +36,20 @@ pub(crate) async fn post(
             return bad_request(&format!("the body is not JSON: {e}"));
         }
     };
-    let (poison, custom_response, delay_ms, apply_if_canceled) = {
+    let (poison, custom_response, delay_ms, apply_if_canceled, every_unknown) = {
         let control = lock(&shared.control);
         (
             control.faults.poison_emails.clone(),
             control.bulk_response.clone(),
             control.behavior.processing_delay_ms,
             control.behavior.apply_after_cancel,
+            control.behavior.name_every_unknown_field,
         )
     };
 
     // The checks that need no stored data run before the store is locked, so concurrent
     // posts only queue for the part that does; their answers keep the documented order.
-    let checked = validate::envelope(body, &shared.config.custom_fields);
+    let checked = validate::envelope(body, &shared.config.custom_fields, every_unknown);
     let refusals = match &checked {
         Ok(env) if env.error.is_none() => validate::poisoned(&env.records, &poison),
         _ => Vec::new(),

@@ -146,12 +146,17 @@ pub struct OomnitzaBehavior {
     /// The most users one `GET /api/v3/users` page holds, whatever `limit` asks for
     /// (unpublished: Oomnitza states no largest page; `None` honours `limit` as asked).
     pub max_page_size: Option<usize>,
+    /// Name every unknown field id of a bulk body in its `400` (unpublished: the published
+    /// contract says the answer names "a field id Oomnitza does not know"; `false` names the
+    /// first one only).
+    pub name_every_unknown_field: bool,
 }
 
 impl Default for OomnitzaBehavior {
     /// A processing delay of [`DEFAULT_PROCESSING_DELAY_MS`], no rules, no CSRF enforcement,
     /// `409` on finalize after cancel, custom fields read as their lower-case ids, a numeric
-    /// `role` as a number (the published schema's type), pages as large as `limit` asks.
+    /// `role` as a number (the published schema's type), pages as large as `limit` asks, the
+    /// first unknown field id named.
     fn default() -> Self {
         Self {
             processing_delay_ms: DEFAULT_PROCESSING_DELAY_MS,
@@ -164,6 +169,7 @@ impl Default for OomnitzaBehavior {
             role_as_number: true,
             refuse_delete_with_assets: false,
             max_page_size: None,
+            name_every_unknown_field: false,
         }
     }
 }

@@ -67,8 +67,13 @@ pub(crate) fn is_known_field(id: &str, custom: &[CustomField]) -> bool {
     id == RESTORE_ARCHIVED || SYSTEM_FIELDS.contains(&id) || custom.iter().any(|f| f.id == id)
 }
 
+/// Whether `id` has the shape of a field id (no `.`, `-` or space).
+fn is_allowed_id(id: &str) -> bool {
+    !id.contains(['.', '-', ' '])
+}
+
 fn check_field_id(id: &str, custom: &[CustomField]) -> Result<(), String> {
-    if id.contains(['.', '-', ' ']) {
+    if !is_allowed_id(id) {
         return Err(format!(
             "field id '{id}' is not allowed: ids cannot contain '.', '-' or spaces"
         ));
@@ -87,8 +92,13 @@ fn flag(body: &Map<String, Value>, name: &str) -> Result<bool, String> {
     }
 }
 
-/// Checks the envelope of a bulk body; the error is the message of the `400`.
-pub(crate) fn envelope(body: Value, custom: &[CustomField]) -> Result<Envelope, String> {
+/// Checks the envelope of a bulk body; the error is the message of the `400`. It names the
+/// first unknown field id of the records, or, with `every_unknown`, each of them.
+pub(crate) fn envelope(
+    body: Value,
+    custom: &[CustomField],
+    every_unknown: bool,
+) -> Result<Envelope, String> {
     let Value::Object(mut body) = body else {
         return Err("the body must be a JSON object".into());
     };
@@ -158,14 +168,30 @@ pub(crate) fn envelope(body: Value, custom: &[CustomField]) -> Result<Envelope, 
             .chain(custom.iter().map(|f| f.id.as_str()))
             .filter(|id| check_field_id(id, custom).is_ok())
             .collect();
+        let mut unknown: Vec<&str> = Vec::new();
         for (i, record) in records.iter().enumerate() {
             if let Value::Object(fields) = record {
                 for id in fields.keys() {
-                    if !accepted.contains(id.as_str()) {
-                        check_field_id(id, custom).map_err(|e| format!("records[{i}]: {e}"))?;
+                    if accepted.contains(id.as_str()) {
+                        continue;
+                    }
+                    match check_field_id(id, custom) {
+                        Err(_) if every_unknown && is_allowed_id(id) => {
+                            if !unknown.contains(&id.as_str()) {
+                                unknown.push(id);
+                            }
+                        }
+                        checked => checked.map_err(|e| format!("records[{i}]: {e}"))?,
                     }
                 }
             }
+        }
+        if !unknown.is_empty() {
+            let quoted: Vec<String> = unknown.iter().map(|id| format!("'{id}'")).collect();
+            return Err(format!(
+                "records: field ids {} are not known to Oomnitza",
+                quoted.join(", ")
+            ));
         }
     }
     Ok(Envelope {
@@ -375,7 +401,7 @@ mod tests {
 
     #[test]
     fn a_valid_envelope_parses() {
-        let env = envelope(body(), &config().custom_fields).expect("valid");
+        let env = envelope(body(), &config().custom_fields, false).expect("valid");
         assert_eq!(env.portion, "p1");
         assert_eq!(env.sync_field, ["EMAIL"]);
         assert_eq!(env.records.len(), 1);
@@ -416,7 +442,7 @@ mod tests {
             (json!([1]), "JSON object"),
         ];
         for (body, expected) in cases {
-            let err = envelope(body, &custom).expect_err(expected);
+            let err = envelope(body, &custom, false).expect_err(expected);
             assert!(
                 err.contains(expected),
                 "{err:?} should mention {expected:?}"
@@ -425,7 +451,23 @@ mod tests {
         let mut both = body();
         both["insert_only"] = json!(true);
         both["update_only"] = json!(true);
-        assert!(envelope(both, &custom).is_err());
+        assert!(envelope(both, &custom, false).is_err());
+    }
+
+    #[test]
+    fn unknown_field_ids_are_named_first_only_or_each_as_the_tenant_behaves() {
+        let custom = config().custom_fields;
+        let two = || with("records", json!([{"USER": "u", "NOPE_A": 1, "NOPE_B": 2}]));
+        let first = envelope(two(), &custom, false).expect_err("unknown ids");
+        assert!(
+            first.contains("NOPE_A") != first.contains("NOPE_B"),
+            "{first}"
+        );
+        let every = envelope(two(), &custom, true).expect_err("unknown ids");
+        assert!(
+            every.contains("'NOPE_A'") && every.contains("'NOPE_B'"),
+            "{every}"
+        );
     }
 
     #[test]
@@ -435,7 +477,7 @@ mod tests {
             json!([{"emailAddress": "x", "workAddress.city": "y"}]),
         );
         b["error"] = json!("could not map the record");
-        let env = envelope(b, &config().custom_fields).expect("accepted");
+        let env = envelope(b, &config().custom_fields, false).expect("accepted");
         assert_eq!(env.error.as_deref(), Some("could not map the record"));
     }
 
