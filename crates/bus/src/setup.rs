@@ -80,6 +80,10 @@ impl std::fmt::Debug for Bus {
     }
 }
 
+/// How long a server that cannot be reached is waited for before a warning says so (and every
+/// 30 s after).
+const UNREACHABLE_WARNING: Duration = Duration::from_secs(5);
+
 impl Bus {
     /// Connects to `url` (as client `name`) with no credentials besides any in `url`, and sets
     /// the topology up.
@@ -101,7 +105,7 @@ impl Bus {
     /// client `name`, authenticating and using TLS as `connect` says, and sets the topology
     /// up. A server refusing the credentials ends this with [`BusError::Auth`], and a failed
     /// TLS handshake with [`BusError::Tls`], instead of retrying for ever; an unreachable server
-    /// is retried.
+    /// is retried for as long as it takes, with a warning after 5 s and every 30 s.
     pub async fn connect_with(
         url: &str,
         name: &str,
@@ -118,6 +122,8 @@ impl Bus {
             "connecting to NATS"
         );
         let (refused_tx, mut refused_rx) = tokio::sync::watch::channel(None::<String>);
+        // The last connection event, for the warning while the server cannot be reached.
+        let (event_tx, event_rx) = tokio::sync::watch::channel(String::new());
         // Every connection event names the servers (without credentials), so a "disconnected"
         // or "connection refused" line says which NATS it is about.
         let servers_shown = shown.clone();
@@ -132,6 +138,7 @@ impl Bus {
             .event_callback(move |event| {
                 let refused_tx = refused_tx.clone();
                 let servers = servers_shown.clone();
+                event_tx.send_replace(event.to_string());
                 async move {
                     if let async_nats::Event::ClientError(async_nats::ClientError::Other(message)) =
                         &event
@@ -158,19 +165,37 @@ impl Bus {
                 url: shown.clone(),
                 source,
             })?;
+        let refusal = |message: String| match is_tls_failure(&message) {
+            true => BusError::Tls { url: shown.clone() },
+            false => BusError::Auth {
+                url: shown.clone(),
+                method: auth.method(),
+                variables: auth.variables(),
+                message,
+            },
+        };
+        // An unreachable server is waited for (the client retries in the background), and
+        // said so; the topology is set up once it answers.
+        let started = tokio::time::Instant::now();
+        let mut warn_at = started + UNREACHABLE_WARNING;
+        while client.connection_state() != async_nats::connection::State::Connected {
+            tokio::select! {
+                Ok(()) = refused_rx.changed() => {
+                    return Err(refusal(refused_rx.borrow().clone().unwrap_or_default()));
+                }
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            if tokio::time::Instant::now() >= warn_at {
+                warn_at += Duration::from_secs(30);
+                let last = event_rx.borrow().clone();
+                tracing::warn!(servers = %shown, waited_secs = started.elapsed().as_secs(), last_event = %last,
+                    "cannot reach NATS at {shown} yet; still trying: check NATS_URL and that the server runs and is reachable from here");
+            }
+        }
         tokio::select! {
             bus = Bus::setup(client, settings) => bus,
             Ok(()) = refused_rx.changed() => {
-                let message = refused_rx.borrow().clone().unwrap_or_default();
-                Err(match is_tls_failure(&message) {
-                    true => BusError::Tls { url: shown },
-                    false => BusError::Auth {
-                        url: shown,
-                        method: auth.method(),
-                        variables: auth.variables(),
-                        message,
-                    },
-                })
+                Err(refusal(refused_rx.borrow().clone().unwrap_or_default()))
             }
         }
     }

@@ -158,3 +158,33 @@ async fn a_bad_url_or_two_methods_are_refused_before_connecting() {
         .to_string();
     assert!(err.contains("credentials in NATS_URL, NATS_TOKEN"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_not_up_yet_is_waited_for_past_the_request_timeouts() {
+    let mut server = NatsServer::start();
+    let url = server.url().to_owned();
+    server.kill();
+    let connecting = tokio::spawn({
+        let url = url.clone();
+        async move {
+            Bus::connect_with(
+                &url,
+                "connect-test",
+                BusSettings::default(),
+                &ConnectSettings::default(),
+            )
+            .await
+        }
+    });
+    // Longer than setting the topology up takes to fail against a server that does not
+    // answer (its requests time out): it must not have begun.
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    assert!(!connecting.is_finished(), "still waiting for the server");
+    server.restart();
+    let bus = tokio::time::timeout(Duration::from_secs(30), connecting)
+        .await
+        .expect("connected once the server is up")
+        .unwrap()
+        .expect("the topology is set up");
+    assert!(bus.prepare_loader_consumer("acme").await.is_ok());
+}
