@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use peoplesync_proto::v1 as pb;
 
 use crate::client::{Client, Failure, exit, request};
-use crate::{Output, follow, print, render, run_exit, status, table};
+use crate::{Output, follow, output, print, render, run_exit, status, table};
 
 #[derive(Debug, Args)]
 pub(crate) struct Selector {
@@ -105,7 +105,7 @@ pub(crate) async fn dlq_command(
                 .into_inner();
             print(output, &render::dead_letters(&reply), || {
                 render::dead_letters_text(&reply)
-            });
+            })?;
             Ok(exit::OK)
         }
         DlqCommand::Replay {
@@ -123,12 +123,12 @@ pub(crate) async fn dlq_command(
             let failed = !reply.failures.is_empty();
             if watch && !reply.run_id.is_empty() {
                 if output == Output::Text {
-                    eprint!(
+                    output::stderr(&format!(
                         "{} dead letters replayed in run {}\n{}",
                         reply.replayed,
                         reply.run_id,
                         replay_notes(&reply)
-                    );
+                    ));
                 }
                 let done = follow(client, output, integration, &reply.run_id, bars).await?;
                 return Ok(if failed {
@@ -149,7 +149,7 @@ pub(crate) async fn dlq_command(
                     "nothing replayed\n".to_owned()
                 };
                 head + &replay_notes(&reply)
-            });
+            })?;
             Ok(if failed { exit::FAILED } else { exit::OK })
         }
         DlqCommand::Summary { selector } => {
@@ -161,7 +161,7 @@ pub(crate) async fn dlq_command(
                 .into_inner();
             print(output, &status::summary_json(&reply), || {
                 status::summary_text(&reply, table::width())
-            });
+            })?;
             Ok(exit::OK)
         }
         DlqCommand::Purge {
@@ -181,14 +181,14 @@ pub(crate) async fn dlq_command(
             if ask {
                 let count = client.purge_dead_letters(purge(true)).await?.into_inner();
                 if count.purged == 0 {
-                    println!("no dead letter matches; nothing purged");
+                    output::stdout("no dead letter matches; nothing purged\n")?;
                     return Ok(exit::OK);
                 }
                 if !confirm(&format!(
                     "purge {} dead letter(s) of {integration}? they cannot be replayed afterwards [y/N] ",
                     count.purged
                 )) {
-                    eprintln!("nothing purged");
+                    output::stderr("nothing purged\n");
                     return Ok(exit::FAILED);
                 }
             }
@@ -203,7 +203,7 @@ pub(crate) async fn dlq_command(
                 } else {
                     format!("{} dead letters purged\n", reply.purged)
                 }
-            });
+            })?;
             Ok(exit::OK)
         }
     }
@@ -232,9 +232,7 @@ fn replay_notes(reply: &pb::ReplayDeadLettersResponse) -> String {
 
 /// Asks `question` on the terminal; true on `y` or `yes`.
 fn confirm(question: &str) -> bool {
-    use std::io::Write;
-    eprint!("{question}");
-    let _ = std::io::stderr().flush();
+    output::stderr(question);
     let mut answer = String::new();
     if std::io::stdin().read_line(&mut answer).is_err() {
         return false;

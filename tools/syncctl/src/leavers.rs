@@ -37,7 +37,7 @@ pub async fn command(
         .into_inner();
     crate::print(output, &to_json(&reply, args.held), || {
         to_text(&reply, args.held)
-    });
+    })?;
     Ok(exit::OK)
 }
 
