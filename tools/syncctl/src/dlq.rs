@@ -6,14 +6,15 @@ use clap::{Args, Subcommand};
 use peoplesync_proto::v1 as pb;
 
 use crate::client::{Client, Failure, exit, request};
-use crate::{Output, follow, output, print, render, run_exit, status, table};
+use crate::{Output, follow, output, print, render, run_exit, run_id, status, table};
 
 #[derive(Debug, Args)]
 pub(crate) struct Selector {
     /// Exactly these DLQ sequences (repeatable).
     #[arg(long = "seq", value_name = "SEQUENCE")]
     sequences: Vec<u64>,
-    /// Only letters of this run.
+    /// Only letters of this run (the full id, or its last characters as `syncctl runs` shows
+    /// them).
     #[arg(long)]
     run: Option<String>,
     /// Only letters whose reason contains this text (case-insensitive).
@@ -25,15 +26,22 @@ pub(crate) struct Selector {
 }
 
 impl Selector {
-    fn to_proto(&self, integration: &str, all: bool) -> pb::DeadLetterSelector {
-        pb::DeadLetterSelector {
+    /// The selector to send, with `--run` resolved to a full run id.
+    async fn resolve(
+        &self,
+        client: &mut Client,
+        integration: &str,
+        all: bool,
+    ) -> Result<pb::DeadLetterSelector, Failure> {
+        let run_id = run_id::resolve_given(client, integration, self.run.as_deref()).await?;
+        Ok(pb::DeadLetterSelector {
             integration_id: integration.to_owned(),
             sequences: self.sequences.clone(),
-            run_id: self.run.clone().unwrap_or_default(),
+            run_id: run_id.unwrap_or_default(),
             reason_contains: self.reason.clone().unwrap_or_default(),
             worker_id: self.worker.clone().unwrap_or_default(),
             all,
-        }
+        })
     }
 }
 
@@ -95,9 +103,10 @@ pub(crate) async fn dlq_command(
             limit,
             after,
         } => {
+            let selector = selector.resolve(client, integration, false).await?;
             let reply = client
                 .list_dead_letters(request(pb::ListDeadLettersRequest {
-                    selector: Some(selector.to_proto(integration, false)),
+                    selector: Some(selector),
                     limit,
                     after_sequence: after,
                 }))
@@ -113,9 +122,10 @@ pub(crate) async fn dlq_command(
             all,
             watch,
         } => {
+            let selector = selector.resolve(client, integration, all).await?;
             let reply = client
                 .replay_dead_letters(request(pb::ReplayDeadLettersRequest {
-                    selector: Some(selector.to_proto(integration, all)),
+                    selector: Some(selector),
                     limit: 0,
                 }))
                 .await?
@@ -153,9 +163,10 @@ pub(crate) async fn dlq_command(
             Ok(if failed { exit::FAILED } else { exit::OK })
         }
         DlqCommand::Summary { selector } => {
+            let selector = selector.resolve(client, integration, false).await?;
             let reply = client
                 .summarize_dead_letters(request(pb::SummarizeDeadLettersRequest {
-                    selector: Some(selector.to_proto(integration, false)),
+                    selector: Some(selector),
                 }))
                 .await?
                 .into_inner();
@@ -170,7 +181,7 @@ pub(crate) async fn dlq_command(
             dry_run,
             yes,
         } => {
-            let selector = selector.to_proto(integration, all);
+            let selector = selector.resolve(client, integration, all).await?;
             let purge = |dry_run| {
                 request(pb::PurgeDeadLettersRequest {
                     selector: Some(selector.clone()),

@@ -80,7 +80,7 @@ enum Command {
     /// One run with its counts (GetRun); same as `runs get`.
     #[command(name = "run-status")]
     RunStatus {
-        /// The run id.
+        /// The run id, or its last characters as `syncctl runs` shows them.
         run_id: String,
         /// Exit 1 when the run has dead-lettered events.
         #[arg(long)]
@@ -126,7 +126,8 @@ enum Command {
     },
     /// Publish the removals a run held back for approval (ApproveRemovals).
     ApproveRemovals {
-        /// The run whose removals to release.
+        /// The run whose removals to release: the full id, or its last characters as `syncctl
+        /// runs` shows them.
         run_id: String,
     },
     /// The leavers of a run with their end date, the action taken and the assets they still
@@ -186,7 +187,7 @@ enum RunsCommand {
 
 #[derive(Debug, Args)]
 struct WatchArgs {
-    /// The run id.
+    /// The run id, or its last characters as `syncctl runs` shows them.
     run_id: String,
     /// Exit 1 when events were dead-lettered.
     #[arg(long)]
@@ -513,6 +514,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(exit::OK)
         }
         Command::ApproveRemovals { run_id } => {
+            let run_id = run_id::resolve(&mut client, id, &run_id).await?;
             let reply = client
                 .approve_removals(request(pb::ApproveRemovalsRequest {
                     integration_id: id.to_owned(),
