@@ -55,8 +55,8 @@ impl Authenticator {
             Ok(request)
         } else {
             Err(Status::unauthenticated(
-                "the bearer token is not the control plane's token (CONTROL_TOKEN of the loader); \
-                 check PEOPLESYNC_CONTROL_TOKEN",
+                "the bearer token is not the control plane's token (PEOPLESYNC_CONTROL_TOKEN of \
+                 the loader); give syncctl the same PEOPLESYNC_CONTROL_TOKEN",
             ))
         }
     }
@@ -124,6 +124,21 @@ mod tests {
             let status = auth.check(request(bad)).unwrap_err();
             assert_eq!(status.code(), tonic::Code::Unauthenticated, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_wrong_token_is_told_the_current_variable_name() {
+        let auth = Authenticator::new(&Auth::Token(SecretString::from("s3cret-s3cret-s3cret")));
+        let status = auth.check(request(Some("Bearer nope"))).unwrap_err();
+        let message = status.message();
+        assert!(
+            message.contains("(PEOPLESYNC_CONTROL_TOKEN of the loader)"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("(CONTROL_TOKEN"),
+            "the deprecated name: {message}"
+        );
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //! `peoplesync_bus::dlq`); replaying or purging it ends that history, and a later refusal
 //! starts a new letter.
 //!
+//! A run filter naming a run that has no record and no selected letter is NOT_FOUND, so a
+//! typo is not answered with an empty list. Letters can outlive their run's record (run
+//! records expire after `run_retention_days`), so a run whose letters are still held selects
+//! them after its record has gone.
+//!
 //! A replay publishes the letters' events again in a new run (trigger `replay`) rather than
 //! under their original run: the original run's Oomnitza portion is usually finalized by
 //! then and takes no more records, and a fresh run gives the replay its own portion, exact
@@ -121,6 +126,31 @@ impl Selection {
     }
 }
 
+/// Refuses `selection`'s run filter when nothing `matched` it and the integration has no
+/// record of that run: the run id is unknown, not merely without letters.
+async fn known_run(bus: &Bus, selection: &Selection, matched: bool) -> Result<(), Status> {
+    let Some(run_id) = selection.run_id.as_deref() else {
+        return Ok(());
+    };
+    if matched {
+        return Ok(());
+    }
+    let integration = selection.integration.as_str();
+    let record = bus
+        .runs()
+        .get(integration, run_id)
+        .await
+        .map_err(|e| status::bus(&format!("reading run {run_id}"), e))?;
+    if record.is_some() {
+        return Ok(());
+    }
+    Err(Status::not_found(format!(
+        "integration {integration} has no run {run_id} and no selected dead letter was seen in \
+         it; list runs with ListRuns (syncctl runs) and the runs of the letters with \
+         ListDeadLetters (syncctl dlq list)"
+    )))
+}
+
 /// Whether a letter holds a worker event replay can publish. A letter of stage `extractor`
 /// holds the start of a Sage People record (the extractor published no event); one of stage
 /// `verification` holds the record as sent to Oomnitza, whose applied hash was dropped so the
@@ -227,6 +257,9 @@ pub(crate) async fn list(
         MAX_LIST_SCAN,
     )
     .await?;
+    // A later page may be empty for a run whose letters came before it.
+    let matched = !letters.is_empty() || next.is_some() || request.after_sequence > 0;
+    known_run(bus, &selection, matched).await?;
     let (_, _, held) = dlq::sequence_range(bus)
         .await
         .map_err(|e| status::bus("reading the DLQ stream", e))?;
@@ -295,6 +328,9 @@ pub(crate) async fn replay(
         without_event,
         unreadable,
     } = scan(bus, &selection, 0, limit, MAX_SCAN).await?;
+    let matched =
+        !letters.is_empty() || next.is_some() || without_event > 0 || !unreadable.is_empty();
+    known_run(bus, &selection, matched).await?;
     let mut reply = pb::ReplayDeadLettersResponse {
         more: next.is_some(),
         without_event,
@@ -450,6 +486,7 @@ pub(crate) async fn purge(
     let selection = Selection::from_request(request.selector, true)?;
     if request.dry_run {
         let letters = scan(bus, &selection, 0, MAX_SCAN, MAX_SCAN).await?.letters;
+        known_run(bus, &selection, !letters.is_empty()).await?;
         return Ok(pb::PurgeDeadLettersResponse {
             purged: letters.len() as u64,
         });
@@ -462,6 +499,7 @@ pub(crate) async fn purge(
         return Ok(pb::PurgeDeadLettersResponse { purged });
     }
     let letters = scan(bus, &selection, 0, MAX_SCAN, MAX_SCAN).await?.letters;
+    known_run(bus, &selection, !letters.is_empty()).await?;
     let mut purged = 0;
     for record in letters {
         if dlq::delete(bus, record.sequence)
@@ -483,6 +521,7 @@ pub(crate) async fn summarize(
 ) -> Result<pb::DeadLetterSummary, Status> {
     let selection = Selection::from_request(selector, false)?;
     let Scanned { letters, next, .. } = scan(bus, &selection, 0, MAX_SCAN, MAX_SCAN).await?;
+    known_run(bus, &selection, !letters.is_empty() || next.is_some()).await?;
     Ok(count_reasons(
         letters.iter().map(|r| (&r.letter.reason, &r.letter.stage)),
         next.is_some(),

@@ -1,6 +1,8 @@
 //! ListLeavers: a run's leavers report (who left, the action taken in Oomnitza, the assets
 //! each still held), read from the stream the loaders record it in. Without a run, the latest
-//! run of the integration that handled leavers.
+//! run of the integration that handled leavers. A run with neither a report nor a record is
+//! NOT_FOUND; a report outlives its run's record, so it is still shown after the record
+//! expired.
 
 use std::time::Duration;
 
@@ -59,7 +61,8 @@ pub(crate) async fn held(
 }
 
 /// The leavers of `run_id` of `integration` (when empty, the latest of the last
-/// [`RECENT_RUNS`] runs that had leavers).
+/// [`RECENT_RUNS`] runs that had leavers); NOT_FOUND for a run with neither leavers nor a
+/// record.
 pub(crate) async fn list(
     bus: &Bus,
     runs: &RunViews,
@@ -83,6 +86,10 @@ pub(crate) async fn list(
     let entries = leavers::read(bus, integration, &run_id)
         .await
         .map_err(|e| status::bus(&format!("reading the leavers of run {run_id}"), e))?;
+    if entries.is_empty() {
+        // An empty report is an answer only for a run that exists.
+        runs.get(integration, &run_id).await?;
+    }
     let leavers: Vec<pb::Leaver> = entries.into_iter().map(to_proto).collect();
     let with_assets = leavers.iter().filter(|l| !l.assets.is_empty()).count() as u64;
     Ok(pb::ListLeaversResponse {

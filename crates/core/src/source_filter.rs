@@ -275,6 +275,44 @@ mod tests {
     }
 
     #[test]
+    fn the_mapping_page_lists_what_this_parser_says() {
+        let page = include_str!("../../../docs/mapping.md");
+        assert!(
+            !page.contains("balanced quotes and parentheses only"),
+            "docs/mapping.md still says the filter is only checked for balance"
+        );
+        let long = format!("a eq '{}'", "x".repeat(MAX_FILTER_CHARS));
+        let deep = format!("{}a eq 1{}", "(".repeat(40), ")".repeat(40));
+        let cases = [
+            ("  ", "the source filter is empty"),
+            (long.as_str(), "is longer than 2000 characters"),
+            ("workAddress.country eq 'France", "is not closed with `'`"),
+            (
+                "workAddress.country equals 'France'",
+                "expected a comparison (eq, ne, gt, ge, lt, le) after `workAddress.country`",
+            ),
+            ("workAddress.country equals 'France'", "found `equals`"),
+            ("hrDepartment eq (", "must be followed by a value"),
+            ("hrDepartment eq", "needs a value after it"),
+            ("eq 'x'", "needs a field before it"),
+            ("(hrDepartment eq 'x'", "is not closed"),
+            ("country = 'France'", "quote text values with single quotes"),
+            ("a eq 1 b eq 2", "join conditions with `and` or `or`"),
+            ("a eq 1 and", "ends where a condition was expected"),
+            ("a..b eq 1", "is malformed"),
+            (deep.as_str(), "nests parentheses more than 32 deep"),
+        ];
+        for (filter, said) in cases {
+            let err = validate(filter).expect_err(filter);
+            assert!(err.contains(said), "{filter}: {err}");
+            assert!(
+                page.contains(said),
+                "docs/mapping.md does not list {said:?}"
+            );
+        }
+    }
+
+    #[test]
     fn nesting_is_bounded() {
         let filter = format!("{}a eq 1{}", "(".repeat(40), ")".repeat(40));
         assert!(validate(&filter).unwrap_err().contains("32 deep"));

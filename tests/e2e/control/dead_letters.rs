@@ -9,7 +9,7 @@ use peoplesync_bus::names::INVALID_RUN;
 use super::*;
 
 /// Files a letter of `stage` for `worker` directly in the DLQ, as the stage would.
-async fn file_letter(
+pub(super) async fn file_letter(
     stack: &Stack,
     run_id: &str,
     worker: &str,
@@ -307,12 +307,15 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
         .letters
         .is_empty()
     );
-    assert!(
-        list(selector(&|s| s.run_id = "other-run".into()), 0, 0)
-            .await
-            .letters
-            .is_empty()
-    );
+    let unknown = client
+        .list_dead_letters(pb::ListDeadLettersRequest {
+            selector: selector(&|s| s.run_id = "other-run".into()),
+            limit: 0,
+            after_sequence: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_refused(&unknown, Code::NotFound, "no run other-run");
     let page = list(selector(&|_| {}), 1, 0).await;
     assert_eq!(page.letters.len(), 1);
     assert_eq!(page.next_after_sequence, page.letters[0].sequence);

@@ -150,3 +150,41 @@ async fn configs_are_validated_and_written_only_over_the_revision_read() {
             .any(|s| s.field == "PERMISSIONS_ID" && s.source == "default_role")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_naming_a_field_oomnitza_does_not_know_exits_6_as_the_exit_table_says() {
+    let stack = Stack::without_extractor().await;
+    let mut client = stack.client().await;
+    let stored = get_config(&mut client).await;
+    let typo = stored
+        .toml
+        .replace("field = \"POSITION\"", "field = \"POSITON\"");
+    assert_ne!(typo, stored.toml, "the default config maps POSITION");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("typo.toml");
+    std::fs::write(&file, typo).unwrap();
+    let revision = stored.revision.to_string();
+    let put = syncctl(
+        &stack,
+        &[
+            "integration",
+            "put",
+            file.to_str().unwrap(),
+            "--revision",
+            &revision,
+        ],
+    );
+    assert_eq!(put.code, 6, "{}", put.stderr);
+    assert!(put.stderr.contains("POSITON"), "{}", put.stderr);
+    assert_eq!(get_config(&mut client).await.revision, stored.revision);
+
+    let page = include_str!("../../../docs/control-plane.md");
+    let row = page
+        .lines()
+        .find(|l| l.starts_with("| 6 |"))
+        .expect("the exit table has a row for 6");
+    assert!(
+        row.contains("`integration put` of a config naming a field id Oomnitza does not know"),
+        "{row}"
+    );
+}

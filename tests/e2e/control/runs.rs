@@ -1,8 +1,11 @@
 //! Runs over the control plane: trigger, watch to the end, get and list with counts, a full
 //! run (resend all) that puts hand edits in Oomnitza right, and a watch that says so when
-//! nothing moves the run or its record cannot be read.
+//! nothing moves the run or its record cannot be read; and every command that names a run
+//! taking its tail and refusing a run no one has.
 
+use bytes::Bytes;
 use peoplesync_bus::RunRecord;
+use peoplesync_bus::leavers::{self, LeaverEntry};
 
 use super::*;
 
@@ -210,4 +213,130 @@ async fn a_watch_whose_run_cannot_be_read_ends_unavailable_saying_why() {
     let status = ended.expect_err("NATS is gone");
     assert_refused(&status, Code::Unavailable, "reading it has failed for 15 s");
     assert!(status.message().contains("0196f1c2-stalled"), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_run_selector_takes_a_tail_and_refuses_a_run_no_one_has() {
+    // A run with a record, a letter and a leaver; one whose record has expired but whose
+    // letter and leaver are still held; one with a record and nothing else; and one unknown.
+    const KNOWN: &str = "01970000-0000-7000-8000-00000000a001";
+    const EXPIRED: &str = "01970000-0000-7000-8000-00000000a002";
+    const EMPTY: &str = "01970000-0000-7000-8000-00000000a003";
+    const UNKNOWN: &str = "01970000-0000-7000-8000-00000000a004";
+    let tail = |id: &str| id[id.len() - 12..].to_owned();
+    let stack = Stack::without_extractor().await;
+    let bus = stack.bus().await;
+    for run in [KNOWN, EMPTY] {
+        bus.runs()
+            .create(&RunRecord::start(INTEGRATION, run, false, "schedule"))
+            .await
+            .unwrap();
+    }
+    leavers::ensure(&bus).await.unwrap();
+    for (run, worker) in [(KNOWN, "w-known"), (EXPIRED, "w-expired")] {
+        super::dead_letters::file_letter(
+            &stack,
+            run,
+            worker,
+            "pipeline",
+            "EMAIL is EMPTY",
+            Bytes::new(),
+        )
+        .await;
+        let leaver = LeaverEntry {
+            worker_id: worker.into(),
+            reason: "removed".into(),
+            action: "none".into(),
+            at: "2026-12-01T00:00:00Z".into(),
+            ..Default::default()
+        };
+        leavers::record(&bus, INTEGRATION, run, &leaver)
+            .await
+            .unwrap();
+    }
+    let found = |args: &[&str]| {
+        let ran = syncctl(&stack, args);
+        assert_eq!(ran.code, 0, "syncctl {args:?}: {}", ran.stderr);
+        ran.json()
+    };
+
+    // The tail `syncctl runs` shows works wherever a run is named.
+    let known = tail(KNOWN);
+    let letters = found(&["dlq", "list", "--run", &known, "-o", "json"]);
+    assert_eq!(letters["letters"][0]["run_id"], KNOWN, "{letters}");
+    let summary = found(&["dlq", "summary", "--run", &known, "-o", "json"]);
+    assert_eq!(summary["total"], 1, "{summary}");
+    let report = found(&["leavers", "--run", &known, "-o", "json"]);
+    assert_eq!(report["run_id"], KNOWN, "{report}");
+    assert_eq!(report["count"], 1, "{report}");
+    let dry = found(&["dlq", "purge", "--run", &known, "--dry-run", "-o", "json"]);
+    assert_eq!(dry["purged"], 1, "{dry}");
+
+    // A run with a record but no letters or leavers is an empty answer, not an error.
+    let none = found(&["dlq", "list", "--run", EMPTY, "-o", "json"]);
+    assert_eq!(none["letters"].as_array().unwrap().len(), 0, "{none}");
+    let report = found(&["leavers", "--run", &tail(EMPTY), "-o", "json"]);
+    assert_eq!(report["run_id"], EMPTY, "{report}");
+    assert_eq!(report["count"], 0, "{report}");
+
+    // Letters and leavers outlive their run's record: the full id still selects them.
+    let letters = found(&["dlq", "list", "--run", EXPIRED, "-o", "json"]);
+    assert_eq!(letters["letters"][0]["worker_id"], "w-expired", "{letters}");
+    let report = found(&["leavers", "--run", EXPIRED, "-o", "json"]);
+    assert_eq!(report["count"], 1, "{report}");
+
+    // A run no one has is NOT_FOUND (exit 4), named, whether typed as a tail or in full.
+    let tail_of_expired = tail(EXPIRED);
+    for (args, named) in [
+        (vec!["leavers", "--run", "nonsense-run"], "nonsense-run"),
+        (vec!["leavers", "--run", UNKNOWN], UNKNOWN),
+        (vec!["dlq", "list", "--run", "nonsense-run"], "nonsense-run"),
+        (vec!["dlq", "list", "--run", UNKNOWN], UNKNOWN),
+        (vec!["dlq", "summary", "--run", UNKNOWN], UNKNOWN),
+        (vec!["dlq", "replay", "--run", UNKNOWN], UNKNOWN),
+        (vec!["dlq", "purge", "--run", UNKNOWN, "--yes"], UNKNOWN),
+        (vec!["dlq", "purge", "--run", UNKNOWN, "--dry-run"], UNKNOWN),
+        (
+            vec!["dlq", "list", "--run", tail_of_expired.as_str()],
+            "give the full id",
+        ),
+        (vec!["approve-removals", "nonsense-run"], "nonsense-run"),
+        (vec!["runs", "get", "nonsense-run"], "nonsense-run"),
+    ] {
+        let ran = syncctl(&stack, &args);
+        assert_eq!(
+            ran.code, 4,
+            "syncctl {args:?}: {}{}",
+            ran.stdout, ran.stderr
+        );
+        assert!(
+            ran.stderr.contains(named),
+            "syncctl {args:?}: {}",
+            ran.stderr
+        );
+    }
+    assert_eq!(
+        letters_of(&stack).await,
+        2,
+        "nothing was purged or replayed by a refused selector"
+    );
+}
+
+/// How many dead letters the DLQ holds.
+async fn letters_of(stack: &Stack) -> usize {
+    let mut client = stack.client().await;
+    client
+        .list_dead_letters(pb::ListDeadLettersRequest {
+            selector: Some(pb::DeadLetterSelector {
+                integration_id: INTEGRATION.into(),
+                ..Default::default()
+            }),
+            limit: 0,
+            after_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .letters
+        .len()
 }

@@ -1,5 +1,5 @@
 //! `syncctl` as a process: exit codes scripts can tell apart, a run triggered and watched,
-//! dead letters listed and replayed after a config fix.
+//! dead letters listed and replayed after a config fix, output cut short by its reader.
 
 use serde_json::json;
 
@@ -111,4 +111,32 @@ async fn syncctl_triggers_and_watches_a_run_then_lists_and_replays_its_dead_lett
     let completions = syncctl_with(&stack, None, &["completions", "bash"]);
     assert_eq!(completions.code, 0);
     assert!(completions.stdout.contains("syncctl"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syncctl_stops_quietly_when_the_reader_of_its_output_goes_away() {
+    let stack = Stack::without_extractor().await;
+    let closed = |args: &[&str]| {
+        Syncctl::new(&stack.url())
+            .token(Some(TOKEN))
+            .run_with_stdout_closed(args)
+    };
+    for args in [
+        &["completions", "bash"][..],
+        &["dlq", "list", "--limit", "1000"],
+        &["dlq", "summary", "-o", "json"],
+        &["runs"],
+        &["status"],
+        &["integration", "get"],
+        &["leavers", "-o", "json"],
+        &["pause", "--reason", "pipe test"],
+    ] {
+        let ran = closed(args);
+        assert_eq!(ran.code, 0, "syncctl {args:?}: {}", ran.stderr);
+        assert!(
+            !ran.stderr.contains("panicked"),
+            "syncctl {args:?}: {}",
+            ran.stderr
+        );
+    }
 }

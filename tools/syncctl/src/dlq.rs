@@ -6,14 +6,15 @@ use clap::{Args, Subcommand};
 use peoplesync_proto::v1 as pb;
 
 use crate::client::{Client, Failure, exit, request};
-use crate::{Output, follow, print, render, run_exit, status, table};
+use crate::{Output, follow, output, print, render, run_exit, run_id, status, table};
 
 #[derive(Debug, Args)]
 pub(crate) struct Selector {
     /// Exactly these DLQ sequences (repeatable).
     #[arg(long = "seq", value_name = "SEQUENCE")]
     sequences: Vec<u64>,
-    /// Only letters of this run.
+    /// Only letters of this run (the full id, or its last characters as `syncctl runs` shows
+    /// them).
     #[arg(long)]
     run: Option<String>,
     /// Only letters whose reason contains this text (case-insensitive).
@@ -25,15 +26,22 @@ pub(crate) struct Selector {
 }
 
 impl Selector {
-    fn to_proto(&self, integration: &str, all: bool) -> pb::DeadLetterSelector {
-        pb::DeadLetterSelector {
+    /// The selector to send, with `--run` resolved to a full run id.
+    async fn resolve(
+        &self,
+        client: &mut Client,
+        integration: &str,
+        all: bool,
+    ) -> Result<pb::DeadLetterSelector, Failure> {
+        let run_id = run_id::resolve_given(client, integration, self.run.as_deref()).await?;
+        Ok(pb::DeadLetterSelector {
             integration_id: integration.to_owned(),
             sequences: self.sequences.clone(),
-            run_id: self.run.clone().unwrap_or_default(),
+            run_id: run_id.unwrap_or_default(),
             reason_contains: self.reason.clone().unwrap_or_default(),
             worker_id: self.worker.clone().unwrap_or_default(),
             all,
-        }
+        })
     }
 }
 
@@ -95,9 +103,10 @@ pub(crate) async fn dlq_command(
             limit,
             after,
         } => {
+            let selector = selector.resolve(client, integration, false).await?;
             let reply = client
                 .list_dead_letters(request(pb::ListDeadLettersRequest {
-                    selector: Some(selector.to_proto(integration, false)),
+                    selector: Some(selector),
                     limit,
                     after_sequence: after,
                 }))
@@ -105,7 +114,7 @@ pub(crate) async fn dlq_command(
                 .into_inner();
             print(output, &render::dead_letters(&reply), || {
                 render::dead_letters_text(&reply)
-            });
+            })?;
             Ok(exit::OK)
         }
         DlqCommand::Replay {
@@ -113,9 +122,10 @@ pub(crate) async fn dlq_command(
             all,
             watch,
         } => {
+            let selector = selector.resolve(client, integration, all).await?;
             let reply = client
                 .replay_dead_letters(request(pb::ReplayDeadLettersRequest {
-                    selector: Some(selector.to_proto(integration, all)),
+                    selector: Some(selector),
                     limit: 0,
                 }))
                 .await?
@@ -123,12 +133,12 @@ pub(crate) async fn dlq_command(
             let failed = !reply.failures.is_empty();
             if watch && !reply.run_id.is_empty() {
                 if output == Output::Text {
-                    eprint!(
+                    output::stderr(&format!(
                         "{} dead letters replayed in run {}\n{}",
                         reply.replayed,
                         reply.run_id,
                         replay_notes(&reply)
-                    );
+                    ));
                 }
                 let done = follow(client, output, integration, &reply.run_id, bars).await?;
                 return Ok(if failed {
@@ -149,19 +159,20 @@ pub(crate) async fn dlq_command(
                     "nothing replayed\n".to_owned()
                 };
                 head + &replay_notes(&reply)
-            });
+            })?;
             Ok(if failed { exit::FAILED } else { exit::OK })
         }
         DlqCommand::Summary { selector } => {
+            let selector = selector.resolve(client, integration, false).await?;
             let reply = client
                 .summarize_dead_letters(request(pb::SummarizeDeadLettersRequest {
-                    selector: Some(selector.to_proto(integration, false)),
+                    selector: Some(selector),
                 }))
                 .await?
                 .into_inner();
             print(output, &status::summary_json(&reply), || {
                 status::summary_text(&reply, table::width())
-            });
+            })?;
             Ok(exit::OK)
         }
         DlqCommand::Purge {
@@ -170,7 +181,7 @@ pub(crate) async fn dlq_command(
             dry_run,
             yes,
         } => {
-            let selector = selector.to_proto(integration, all);
+            let selector = selector.resolve(client, integration, all).await?;
             let purge = |dry_run| {
                 request(pb::PurgeDeadLettersRequest {
                     selector: Some(selector.clone()),
@@ -181,14 +192,14 @@ pub(crate) async fn dlq_command(
             if ask {
                 let count = client.purge_dead_letters(purge(true)).await?.into_inner();
                 if count.purged == 0 {
-                    println!("no dead letter matches; nothing purged");
+                    output::stdout("no dead letter matches; nothing purged\n")?;
                     return Ok(exit::OK);
                 }
                 if !confirm(&format!(
                     "purge {} dead letter(s) of {integration}? they cannot be replayed afterwards [y/N] ",
                     count.purged
                 )) {
-                    eprintln!("nothing purged");
+                    output::stderr("nothing purged\n");
                     return Ok(exit::FAILED);
                 }
             }
@@ -203,7 +214,7 @@ pub(crate) async fn dlq_command(
                 } else {
                     format!("{} dead letters purged\n", reply.purged)
                 }
-            });
+            })?;
             Ok(exit::OK)
         }
     }
@@ -232,9 +243,7 @@ fn replay_notes(reply: &pb::ReplayDeadLettersResponse) -> String {
 
 /// Asks `question` on the terminal; true on `y` or `yes`.
 fn confirm(question: &str) -> bool {
-    use std::io::Write;
-    eprint!("{question}");
-    let _ = std::io::stderr().flush();
+    output::stderr(question);
     let mut answer = String::new();
     if std::io::stdin().read_line(&mut answer).is_err() {
         return false;

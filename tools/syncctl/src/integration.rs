@@ -61,8 +61,8 @@ pub(crate) async fn integration_command(
                 .await?
                 .into_inner();
             if output == Output::Text {
-                eprintln!(
-                    "# integration {} at revision {}{}",
+                crate::output::stderr(&format!(
+                    "# integration {} at revision {}{}\n",
                     config.integration_id,
                     config.revision,
                     if config.pause.as_ref().is_some_and(|p| p.paused) {
@@ -70,11 +70,11 @@ pub(crate) async fn integration_command(
                     } else {
                         ""
                     }
-                );
+                ));
             }
             print(output, &render::integration(&config), || {
                 config.toml.clone()
-            });
+            })?;
             Ok(exit::OK)
         }
         IntegrationCommand::Put {
@@ -121,7 +121,7 @@ pub(crate) async fn integration_command(
                     "integration {integration} stored at revision {}; the loaders apply it to their next batch\n",
                     reply.revision
                 )
-            });
+            })?;
             Ok(exit::OK)
         }
         IntegrationCommand::Validate { file } => {
@@ -147,7 +147,7 @@ pub(crate) async fn integration_command(
                     }
                     text
                 }
-            });
+            })?;
             Ok(if reply.valid { exit::OK } else { exit::USAGE })
         }
     }

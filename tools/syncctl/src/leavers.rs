@@ -12,7 +12,8 @@ use crate::client::{Client, Failure, exit, request};
 /// Arguments of `syncctl leavers`.
 #[derive(Debug, Args)]
 pub struct LeaversArgs {
-    /// The run (default: the latest run that handled leavers).
+    /// The run: the full id, or its last characters as `syncctl runs` shows them (default: the
+    /// latest run that handled leavers).
     #[arg(long = "run", value_name = "RUN")]
     run_id: Option<String>,
     /// List the leavers held for approval instead (release them with approve-removals).
@@ -27,17 +28,18 @@ pub async fn command(
     integration: &str,
     args: &LeaversArgs,
 ) -> Result<u8, Failure> {
+    let run_id = crate::run_id::resolve_given(client, integration, args.run_id.as_deref()).await?;
     let reply = client
         .list_leavers(request(pb::ListLeaversRequest {
             integration_id: integration.to_owned(),
-            run_id: args.run_id.clone().unwrap_or_default(),
+            run_id: run_id.unwrap_or_default(),
             held: args.held,
         }))
         .await?
         .into_inner();
     crate::print(output, &to_json(&reply, args.held), || {
         to_text(&reply, args.held)
-    });
+    })?;
     Ok(exit::OK)
 }
 

@@ -7,6 +7,7 @@ mod client;
 mod dlq;
 mod integration;
 mod leavers;
+mod output;
 mod render;
 mod run_id;
 mod status;
@@ -79,7 +80,7 @@ enum Command {
     /// One run with its counts (GetRun); same as `runs get`.
     #[command(name = "run-status")]
     RunStatus {
-        /// The run id.
+        /// The run id, or its last characters as `syncctl runs` shows them.
         run_id: String,
         /// Exit 1 when the run has dead-lettered events.
         #[arg(long)]
@@ -125,7 +126,8 @@ enum Command {
     },
     /// Publish the removals a run held back for approval (ApproveRemovals).
     ApproveRemovals {
-        /// The run whose removals to release.
+        /// The run whose removals to release: the full id, or its last characters as `syncctl
+        /// runs` shows them.
         run_id: String,
     },
     /// The leavers of a run with their end date, the action taken and the assets they still
@@ -185,7 +187,7 @@ enum RunsCommand {
 
 #[derive(Debug, Args)]
 struct WatchArgs {
-    /// The run id.
+    /// The run id, or its last characters as `syncctl runs` shows them.
     run_id: String,
     /// Exit 1 when events were dead-lettered.
     #[arg(long)]
@@ -216,27 +218,31 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("syncctl: cannot start: {err}");
+            output::stderr(&format!("syncctl: cannot start: {err}\n"));
             return ExitCode::from(exit::FAILED);
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
-            eprintln!("syncctl: {}", failure.message);
+            output::stderr(&format!("syncctl: {}\n", failure.message));
             ExitCode::from(failure.code)
         }
     }
 }
 
-/// Prints `value` as JSON or `text` for people.
-pub(crate) fn print(output: Output, value: &Value, text: impl FnOnce() -> String) {
+/// Prints `value` as JSON or `text` for people (see [`output`] for a closed stdout).
+pub(crate) fn print(
+    output: Output,
+    value: &Value,
+    text: impl FnOnce() -> String,
+) -> Result<(), Failure> {
     match output {
-        Output::Json => println!(
-            "{}",
+        Output::Json => output::stdout(&format!(
+            "{}\n",
             serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
-        ),
-        Output::Text => print!("{}", text()),
+        )),
+        Output::Text => output::stdout(&text()),
     }
 }
 
@@ -247,8 +253,8 @@ fn who(by: Option<String>) -> String {
 }
 
 /// Prints a run's state.
-fn print_run(output: Output, run: &pb::Run) {
-    print(output, &render::run(run), || render::run_text(run));
+fn print_run(output: Output, run: &pb::Run) -> Result<(), Failure> {
+    print(output, &render::run(run), || render::run_text(run))
 }
 
 /// Follows `run_id` until it is done and prints how it ended; returns the finished run.
@@ -260,15 +266,15 @@ pub(crate) async fn follow(
     bars: bool,
 ) -> Result<pb::Run, Failure> {
     let done = watch::watch(client, integration, run_id, bars).await?;
-    print_run(output, &done);
+    print_run(output, &done)?;
     Ok(done)
 }
 
 /// Prints a pause flag as Pause and Resume answer it.
-fn print_pause(output: Output, state: &pb::PauseState) {
+fn print_pause(output: Output, state: &pb::PauseState) -> Result<(), Failure> {
     print(output, &render::pause(state), || {
         format!("{}\n", render::pause_text(state))
-    });
+    })
 }
 
 /// The exit code a finished run gives.
@@ -292,12 +298,10 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         command,
     } = cli;
     if let Command::Completions { shell } = command {
-        clap_complete::generate(
-            shell,
-            &mut Cli::command(),
-            "syncctl",
-            &mut std::io::stdout(),
-        );
+        // Into memory first: clap_complete panics when a write fails.
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "syncctl", &mut script);
+        output::stdout(&String::from_utf8_lossy(&script))?;
         return Ok(exit::OK);
     }
     let mut client = client::connect(&url, ca_file.as_deref()).await?;
@@ -314,7 +318,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 .into_inner();
             print(output, &status::json(&reply), || {
                 status::text(&reply, table::width())
-            });
+            })?;
             Ok(exit::OK)
         }
         Command::Run(args) => {
@@ -335,19 +339,19 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                     } else {
                         format!("run {} started\n", started.run_id)
                     }
-                });
+                })?;
                 return Ok(exit::OK);
             }
             if output == Output::Text {
-                eprintln!(
-                    "{} run {}",
+                output::stderr(&format!(
+                    "{} run {}\n",
                     if started.already_running {
                         "watching the run already going:"
                     } else {
                         "started"
                     },
                     started.run_id
-                );
+                ));
             }
             let done = follow(&mut client, output, id, &started.run_id, bars).await?;
             Ok(run_exit(&done, args.fail_on_dead_letters))
@@ -376,7 +380,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 let value = Value::Array(runs.iter().map(render::run).collect());
                 print(output, &value, || {
                     render::runs_text(&runs, table::width(), args.all_integrations)
-                });
+                })?;
                 Ok(exit::OK)
             }
         },
@@ -436,7 +440,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 .into_inner();
             print(output, &render::suggestions(&reply), || {
                 render::suggestions_text(&reply)
-            });
+            })?;
             Ok(exit::OK)
         }
         Command::Check => {
@@ -448,7 +452,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 .into_inner();
             print(output, &render::check(&reply), || {
                 render::check_text(&reply)
-            });
+            })?;
             Ok(match reply.verdict() {
                 pb::CheckVerdict::Ready => exit::OK,
                 pb::CheckVerdict::Misconfigured => exit::MISCONFIGURED,
@@ -465,7 +469,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 .into_inner();
             print(output, &render::preview(&reply), || {
                 render::preview_text(&reply)
-            });
+            })?;
             Ok(exit::OK)
         }
         Command::SyncWorker { worker_id, watch } => {
@@ -480,7 +484,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 let value = serde_json::json!({"run_id": reply.run_id});
                 print(output, &value, || {
                     format!("worker {worker_id} published in run {}\n", reply.run_id)
-                });
+                })?;
                 return Ok(exit::OK);
             }
             let done = follow(&mut client, output, id, &reply.run_id, bars).await?;
@@ -495,7 +499,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 }))
                 .await?
                 .into_inner();
-            print_pause(output, &state);
+            print_pause(output, &state)?;
             Ok(exit::OK)
         }
         Command::Resume { by } => {
@@ -506,10 +510,11 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 }))
                 .await?
                 .into_inner();
-            print_pause(output, &state);
+            print_pause(output, &state)?;
             Ok(exit::OK)
         }
         Command::ApproveRemovals { run_id } => {
+            let run_id = run_id::resolve(&mut client, id, &run_id).await?;
             let reply = client
                 .approve_removals(request(pb::ApproveRemovalsRequest {
                     integration_id: id.to_owned(),
@@ -520,7 +525,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let value = serde_json::json!({"run_id": run_id, "released": reply.released});
             print(output, &value, || {
                 format!("{} removals of run {run_id} released\n", reply.released)
-            });
+            })?;
             Ok(exit::OK)
         }
         Command::Dlq { command } => dlq::dlq_command(&mut client, output, id, bars, command).await,
@@ -542,7 +547,7 @@ async fn get_run(
         }))
         .await?
         .into_inner();
-    print_run(output, &run);
+    print_run(output, &run)?;
     Ok(if run.done {
         run_exit(&run, fail_on_dead_letters)
     } else {

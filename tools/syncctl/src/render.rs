@@ -25,6 +25,25 @@ fn embedded(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
 }
 
+/// When `run` settled: the latest of the times it records (extraction end, finalize,
+/// verification, cancellation) once it is done; `None` while it is not. The extraction end
+/// alone would make a run still loading look finished.
+pub fn settled_at(run: &pb::Run) -> Option<Timestamp> {
+    if !run.done {
+        return None;
+    }
+    [
+        run.finished_at.as_ref(),
+        run.finalize.as_ref().and_then(|f| f.at.as_ref()),
+        run.verification.as_ref().and_then(|v| v.at.as_ref()),
+        run.canceled_at.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .max_by_key(|t| (t.seconds, t.nanos))
+    .copied()
+}
+
 /// A run.
 pub fn run(run: &pb::Run) -> Value {
     let counts = run.counts.unwrap_or_default();
@@ -38,6 +57,8 @@ pub fn run(run: &pb::Run) -> Value {
         "outcome": enum_name(run.outcome().as_str_name(), "RUN_OUTCOME_"),
         "started_at": time(run.started_at.as_ref()),
         "finished_at": time(run.finished_at.as_ref()),
+        "settled_at": time(settled_at(run).as_ref()),
+        "took_seconds": crate::table::took_seconds(run, chrono::Utc::now()),
         "published": run.published,
         "removed": run.removed,
         "removals_held": run.removals_held,
@@ -144,6 +165,14 @@ pub fn run_text(run: &pb::Run) -> String {
     if let Some(finished) = time(run.finished_at.as_ref()).as_str() {
         out.push_str(&format!("  {:<14} {finished}\n", "finished"));
     }
+    if let Some(settled) = time(settled_at(run).as_ref()).as_str() {
+        out.push_str(&format!("  {:<14} {settled}\n", "settled"));
+    }
+    if run.started_at.is_some() {
+        let took = crate::table::took(run, chrono::Utc::now());
+        let so_far = if run.done { "" } else { " so far" };
+        out.push_str(&format!("  {:<14} {took}{so_far}\n", "took"));
+    }
     if let Some(v) = &run.verification {
         let state = enum_name(v.state().as_str_name(), "VERIFICATION_STATE_");
         out.push_str(&format!(
@@ -203,7 +232,7 @@ pub fn runs_text(runs: &[pb::Run], width: u16, all_integrations: bool) -> String
         let mut row = vec![
             crate::run_id::short(&run.run_id),
             crate::table::short_time(run.started_at.as_ref()),
-            crate::table::took(run.started_at.as_ref(), run.finished_at.as_ref(), now),
+            crate::table::took(run, now),
             run.trigger.clone(),
             outcome,
         ];

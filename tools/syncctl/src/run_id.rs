@@ -1,6 +1,9 @@
 //! Run ids as people type them: the full id, or its last characters as `syncctl runs` shows
 //! them (`…21ea282df718`). A run id is a UUIDv7, whose first characters are a timestamp shared
 //! by runs close in time and whose last twelve are random, so the tail is what tells runs apart.
+//! Every command that names a run (`runs get`, `watch`, `leavers --run`, `dlq … --run`,
+//! `approve-removals`) resolves it here, so a tail works everywhere and a run no one has is
+//! NOT_FOUND (exit 4) rather than an empty answer.
 
 use peoplesync_proto::v1 as pb;
 
@@ -60,7 +63,8 @@ pub async fn resolve(
         [] => Err(Failure::new(
             exit::NOT_FOUND,
             format!(
-                "no run of {integration} ends with {typed:?} (among the newest {SEARCHED}); list runs with `syncctl runs`"
+                "no run of {integration} ends with {typed:?} (among the newest {SEARCHED}); list runs with \
+                 `syncctl runs`, or give the full id of a run no longer listed"
             ),
         )),
         several => Err(Failure::usage(format!(
@@ -68,6 +72,18 @@ pub async fn resolve(
             several.len(),
             several.join(", ")
         ))),
+    }
+}
+
+/// The full id of an optional `--run`: [`resolve`] when one is given.
+pub async fn resolve_given(
+    client: &mut Client,
+    integration: &str,
+    typed: Option<&str>,
+) -> Result<Option<String>, Failure> {
+    match typed {
+        Some(typed) => resolve(client, integration, typed).await.map(Some),
+        None => Ok(None),
     }
 }
 

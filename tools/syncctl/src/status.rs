@@ -136,7 +136,7 @@ pub fn text(status: &pb::IntegrationStatus, width: u16) -> String {
                     run.run_id,
                     enum_name(run.outcome().as_str_name(), "RUN_OUTCOME_"),
                     table::ago(run.started_at.as_ref(), now),
-                    table::took(run.started_at.as_ref(), run.finished_at.as_ref(), now),
+                    table::took(run, now),
                 ),
             );
             line(

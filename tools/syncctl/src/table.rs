@@ -4,6 +4,7 @@
 
 use comfy_table::{CellAlignment, ColumnConstraint, ContentArrangement, Table, presets};
 use peoplesync_proto::Timestamp;
+use peoplesync_proto::v1 as pb;
 
 /// The width tables fit when stdout is not a terminal.
 pub const DEFAULT_WIDTH: u16 = 100;
@@ -63,17 +64,17 @@ pub fn short_time(ts: Option<&Timestamp>) -> String {
     datetime(ts).map_or_else(|| "-".to_owned(), |t| t.format("%m-%d %H:%M").to_string())
 }
 
-/// How long from `started` to `finished` (or to `now` while running): `45s`, `3m12s`, `2h05m`.
-pub fn took(
-    started: Option<&Timestamp>,
-    finished: Option<&Timestamp>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> String {
-    let Some(start) = datetime(started) else {
-        return "-".to_owned();
-    };
-    let end = datetime(finished).unwrap_or(now);
-    duration((end - start).num_seconds().max(0).unsigned_abs())
+/// Seconds from the run's start until it settled (finalized and verified, canceled, failed or
+/// interrupted), or until `now` while it has not; `None` without a start.
+pub fn took_seconds(run: &pb::Run, now: chrono::DateTime<chrono::Utc>) -> Option<u64> {
+    let start = datetime(run.started_at.as_ref())?;
+    let end = datetime(crate::render::settled_at(run).as_ref()).unwrap_or(now);
+    Some((end - start).num_seconds().max(0).unsigned_abs())
+}
+
+/// [`took_seconds`] for people: `45s`, `3m12s`, `2h05m`, or `-`.
+pub fn took(run: &pb::Run, now: chrono::DateTime<chrono::Utc>) -> String {
+    took_seconds(run, now).map_or_else(|| "-".to_owned(), duration)
 }
 
 /// A duration in seconds, compactly.
@@ -98,13 +99,75 @@ pub fn ago(ts: Option<&Timestamp>, now: chrono::DateTime<chrono::Utc>) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use peoplesync_proto::v1 as pb;
 
     #[test]
     fn durations_are_compact() {
         assert_eq!(duration(45), "45s");
         assert_eq!(duration(192), "3m12s");
         assert_eq!(duration(7500), "2h05m");
+    }
+
+    fn at(seconds: i64) -> Option<Timestamp> {
+        Some(Timestamp { seconds, nanos: 0 })
+    }
+
+    #[test]
+    fn a_run_took_until_it_settled_or_until_now_while_it_has_not() {
+        let start = 1_780_000_000;
+        let now = chrono::DateTime::from_timestamp(start + 600, 0).unwrap();
+        // Extracted in 4 s, still loading ten minutes later.
+        let mut run = pb::Run {
+            outcome: pb::RunOutcome::Loading.into(),
+            started_at: at(start),
+            finished_at: at(start + 4),
+            ..Default::default()
+        };
+        assert_eq!(took(&run, now), "10m00s");
+        assert_eq!(crate::render::settled_at(&run), None);
+        // Finalized at 5 min, verified at 6 min: settled when verified.
+        run.outcome = pb::RunOutcome::Succeeded.into();
+        run.done = true;
+        run.finalize = Some(pb::FinalizeStatus {
+            state: pb::FinalizeState::Finalized.into(),
+            at: at(start + 300),
+            ..Default::default()
+        });
+        run.verification = Some(pb::RunVerification {
+            state: pb::VerificationState::Verified.into(),
+            at: at(start + 360),
+            ..Default::default()
+        });
+        assert_eq!(took(&run, now), "6m00s");
+        assert_eq!(took_seconds(&run, now), Some(360));
+        let value = crate::render::run(&run);
+        assert_eq!(value["took_seconds"], 360, "{value}");
+        assert_eq!(value["settled_at"], "2026-05-28T20:32:40+00:00", "{value}");
+        let text = crate::render::run_text(&run);
+        assert!(text.contains("took           6m00s\n"), "{text}");
+        // Canceled in Oomnitza at 2 min.
+        let canceled = pb::Run {
+            outcome: pb::RunOutcome::Canceled.into(),
+            done: true,
+            started_at: at(start),
+            finished_at: at(start + 4),
+            finalize: Some(pb::FinalizeStatus {
+                state: pb::FinalizeState::Canceled.into(),
+                at: at(start + 120),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(took(&canceled, now), "2m00s");
+        // A failed run settled when its extraction ended.
+        let failed = pb::Run {
+            outcome: pb::RunOutcome::Failed.into(),
+            done: true,
+            started_at: at(start),
+            finished_at: at(start + 4),
+            ..Default::default()
+        };
+        assert_eq!(took(&failed, now), "4s");
+        assert!(crate::render::run_text(&pb::Run { done: false, ..run }).contains("so far"));
     }
 
     #[test]
@@ -123,6 +186,7 @@ mod tests {
                 seconds: started.seconds + 754,
                 nanos: 0,
             }),
+            done: true,
             published: 1_234_567,
             removals_held: 75,
             counts: Some(pb::RunCounts {

@@ -152,7 +152,7 @@ impl Progress {
         let line = format!("syncctl: warning: {warning}");
         // Hidden bars print nothing, not even lines above them.
         if self.multi.is_hidden() || self.multi.println(&line).is_err() {
-            eprintln!("{line}");
+            crate::output::stderr(&format!("{line}\n"));
         }
     }
 

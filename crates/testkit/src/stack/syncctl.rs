@@ -92,4 +92,19 @@ impl Syncctl {
         }
         Ran::from(child.wait_with_output().expect("syncctl ends"))
     }
+
+    /// Runs syncctl with `args` writing into a pipe whose reader has already gone, as under
+    /// `syncctl … | head -1` once `head` has its line: every write to stdout fails with a
+    /// broken pipe. Only stderr is captured.
+    pub fn run_with_stdout_closed(&self, args: &[&str]) -> Ran {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let output = self
+            .command(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run syncctl");
+        Ran::from(output)
+    }
 }
