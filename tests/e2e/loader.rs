@@ -489,16 +489,36 @@ async fn a_paused_integration_is_not_loaded_until_resumed() {
     d.assert_loaded(&run_id, Duration::from_secs(60)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pause_holds_back_the_batches_already_pulled() {
-    let d = deployment(2_000).await;
-    // One slow request at a time: most of a pull's events are still waiting to be posted.
-    d.oomnitza_latency(200);
-    let config = format!("{QUICK}[batch]\nsize = 50\nin_flight = 1\n");
-    let loader = d.loader("loader-1").config(&config).spawn_serving();
+/// Loader settings of one slow request at a time (batches of 50), and `batch` (more lines of
+/// the `[batch]` section): most of what a replica pulled waits to be posted.
+fn one_request_at_a_time(batch: &str) -> String {
+    format!("{QUICK}[batch]\nsize = 50\nin_flight = 1\n{batch}")
+}
+
+/// A deployment of `workers` whose Oomnitza answers `latency_ms` late, a loader that `start`
+/// starts with [`one_request_at_a_time`]`(batch)`, and a run read in the background (whatever
+/// the extraction takes, a test acts while records load), once its first write is made.
+async fn loading_slowly<L>(
+    workers: u64,
+    latency_ms: u64,
+    batch: &str,
+    start: impl FnOnce(&Deployment, &str) -> L,
+) -> (Deployment, L, tokio::task::JoinHandle<String>) {
+    let d = deployment(workers).await;
+    d.oomnitza_latency(latency_ms);
+    let loader = start(&d, &one_request_at_a_time(batch));
     let extraction = d.extract_run_in_background();
     wait_for("the first write", Duration::from_secs(30), || async {
         (d.oomnitza.stats().bulk_requests >= 1).then_some(())
+    })
+    .await;
+    (d, loader, extraction)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_holds_back_the_batches_already_pulled() {
+    let (d, loader, extraction) = loading_slowly(2_000, 200, "", |d, config| {
+        d.loader("loader-1").config(config).spawn_serving()
     })
     .await;
     let pauses = d.bus().await.pauses();
@@ -531,15 +551,54 @@ async fn a_pause_holds_back_the_batches_already_pulled() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_frozen_past_the_ack_wait_does_not_dead_letter_what_others_wrote() {
+    // The frozen replica holds batches it has not posted yet.
+    let (d, first, extraction) = loading_slowly(1_000, 300, "pull_batch = 500\n", |d, config| {
+        d.loader_with("loader-1", config)
+    })
+    .await;
+    first.freeze();
+    // Another replica takes the frozen one's events once their ack wait ran out, loads them
+    // and finalizes the run.
+    let _second = d.loader_with("loader-2", &one_request_at_a_time(""));
+    let run_id = extraction.await.expect("the extraction");
+    let run = d
+        .finalized("sage-people", &run_id, Duration::from_secs(120))
+        .await;
+    assert_accounted(&run);
+    let before = d.oomnitza.stats().bulk_requests;
+    first.thaw();
+    // The thawed replica posts what it held, into the finalized portion: wait until it is
+    // done (no new request for 2 s).
+    let requests = || d.oomnitza.stats().bulk_requests;
+    wait_for(
+        "the thawed replica to post and stop",
+        Duration::from_secs(60),
+        || async {
+            let start = requests();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let end = requests();
+            (end > before && end == start).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let late: Vec<_> = d
+        .dead_letters()
+        .await
+        .into_iter()
+        .filter(|l| l.letter.run_id == run_id && l.letter.stage == "oomnitza")
+        .collect();
+    assert!(
+        late.is_empty(),
+        "records written by the other replica: {late:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_batches_and_exits_within_the_grace_period() {
-    let d = deployment(3_000).await;
-    d.oomnitza_latency(200);
-    let mut first = d.loader_with("loader-1", QUICK);
-    // Read in the background, so that SIGTERM comes while batches are in flight however long
-    // the extraction takes.
-    let extraction = d.extract_run_in_background();
-    wait_for("the first write", Duration::from_secs(30), || async {
-        (d.oomnitza.stats().bulk_requests >= 1).then_some(())
+    let (d, mut first, extraction) = loading_slowly(3_000, 200, "", |d, config| {
+        d.loader_with("loader-1", config)
     })
     .await;
     let accepted_at_sigterm = d.oomnitza.stats().bulk_records;

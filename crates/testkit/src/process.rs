@@ -78,13 +78,35 @@ impl ChildService {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let child = self.child.as_mut()?;
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let status = child.wait().ok();
+        self.signal("-TERM");
+        let status = self.child.as_mut()?.wait().ok();
         self.child = None;
         status
+    }
+
+    /// Stops the process where it is (SIGSTOP), as a stalled host or a long GC pause would;
+    /// [`ChildService::thaw`] lets it go on.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen process go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    /// Sends `signal` (as `kill` names it) to the process.
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let sent = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
+            assert!(
+                sent.is_ok_and(|s| s.success()),
+                "kill {signal} {}",
+                self.name
+            );
+        }
     }
 
     /// Waits for the process to exit by itself.

@@ -44,6 +44,13 @@ pub struct Fingerprint<'a> {
 pub(super) async fn check(bus: &Bus, portion: &str, items: Vec<Item>) -> Vec<Record> {
     // The key and hash move out of the item (which keeps only the JSON it sends) into the record.
     let mut records: Vec<Record> = items.into_iter().map(Record::new).collect();
+    judge(bus, portion, &mut records).await;
+    records
+}
+
+/// Sets the verdict of each of `records` of `portion` against what the applied store holds
+/// now; leaves them as they are when it cannot be read.
+pub(super) async fn judge(bus: &Bus, portion: &str, records: &mut [Record]) {
     let keys: Vec<String> = records.iter().filter_map(|r| r.key.clone()).collect();
     match bus.applied().lookup(&keys).await {
         Ok(entries) => {
@@ -59,9 +66,8 @@ pub(super) async fn check(bus: &Bus, portion: &str, items: Vec<Item>) -> Vec<Rec
             }
         }
         Err(err) => tracing::warn!(error = %err,
-            "cannot read applied hashes; sending the batch's records as changed"),
+            "cannot read applied hashes; taking the batch's records as changed"),
     }
-    records
 }
 
 impl Record {

@@ -213,9 +213,20 @@ impl Deliverer {
             } else {
                 self.post_isolating(&target, &mut sending).await;
             }
+            // Posted after the portion was finalized: by a replica that stalled past the ack
+            // wait, say, after the events' redelivery elsewhere was written and the run
+            // finalized with it. What the applied store holds now tells those (settled as
+            // written before) from records never loaded, which alone are dead-lettered.
+            let (mut late, on_time): (Vec<Record>, Vec<Record>) = sending
+                .into_iter()
+                .partition(|r| matches!(r.result, Some(Delivered::Finalized)));
+            if !late.is_empty() {
+                detect::judge(&self.bus, &portion, &mut late).await;
+            }
             settled.extend(
-                sending
+                on_time
                     .into_iter()
+                    .chain(late)
                     .map(|record| settle::settle(record, &portion, &mut written)),
             );
         }
