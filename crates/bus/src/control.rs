@@ -146,6 +146,8 @@ pub enum CheckState {
     Unreachable,
     /// The check cannot be made; the detail says why.
     NotCheckable,
+    /// Nothing is wrong, but runs wait (loading is paused); the detail says what ends it.
+    Waiting,
 }
 
 /// One line of a check report.

@@ -274,7 +274,8 @@ const FIELDS: &str = "oomnitza.fields";
 /// not tried: Oomnitza refused the credentials, or did not answer at all; `None` when it passed.
 fn fields_unchecked(token: CheckState) -> Option<CheckLine> {
     let why = match token {
-        CheckState::Passed => return None,
+        // The credential check never waits: nothing for it to hold.
+        CheckState::Passed | CheckState::Waiting => return None,
         CheckState::Misconfigured => {
             "not checked: Oomnitza refused the credentials (see oomnitza.token); check again once \
              it accepts them"
@@ -310,7 +311,12 @@ fn paused_line(flag: &PauseFlag) -> CheckLine {
             flag.at, flag.by
         ),
     };
-    line(PAUSED, CheckState::NotCheckable, detail)
+    // A pause for a refused config is the cause to fix; an operator's only holds loading.
+    let state = match flag.refused_config_revision {
+        Some(_) => CheckState::Misconfigured,
+        None => CheckState::Waiting,
+    };
+    line(PAUSED, state, detail)
 }
 
 /// The name of the line shown while loading is paused.
@@ -417,6 +423,7 @@ fn outcome(state: CheckState) -> pb::CheckOutcome {
         CheckState::Misconfigured => pb::CheckOutcome::Misconfigured,
         CheckState::Unreachable => pb::CheckOutcome::Unreachable,
         CheckState::NotCheckable => pb::CheckOutcome::NotCheckable,
+        CheckState::Waiting => pb::CheckOutcome::Waiting,
     }
 }
 
@@ -525,11 +532,7 @@ mod tests {
     fn a_pause_is_named_with_who_and_why_and_a_refused_config_as_the_cause_to_fix() {
         let operator = PauseFlag::now(true, "ops@host", Some("Oomnitza maintenance".into()));
         let said = paused_line(&operator);
-        assert_eq!(
-            said.state,
-            CheckState::NotCheckable,
-            "a pause is not a failure"
-        );
+        assert_eq!(said.state, CheckState::Waiting, "a pause is not a failure");
         assert!(
             said.detail.contains("ops@host")
                 && said.detail.contains("Oomnitza maintenance")
@@ -548,6 +551,7 @@ mod tests {
             "{}",
             said.detail
         );
+        assert_eq!(said.state, CheckState::Misconfigured, "the cause to fix");
     }
 
     #[test]

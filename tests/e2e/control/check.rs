@@ -253,12 +253,18 @@ async fn check_says_loading_is_paused_by_whom_and_why_without_failing() {
     assert_check(
         &report,
         "paused",
-        "not_checkable",
+        "waiting",
         &[
             "loading is paused",
             "Oomnitza maintenance window",
             "syncctl resume",
         ],
+    );
+    let text = syncctl(&stack, &["check"]);
+    assert!(
+        text.stdout.contains("WAIT paused") && text.stdout.contains("its loading waits"),
+        "{}",
+        text.stdout
     );
     let resumed = syncctl(&stack, &["resume"]);
     assert_eq!(resumed.code, 0, "{}", resumed.stderr);

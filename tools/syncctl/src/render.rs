@@ -521,11 +521,21 @@ pub fn check_text(reply: &pb::CheckIntegrationResponse) -> String {
             pb::CheckOutcome::Passed => "ok  ",
             pb::CheckOutcome::Misconfigured => "FIX ",
             pb::CheckOutcome::Unreachable => "DOWN",
+            pb::CheckOutcome::Waiting => "WAIT",
             pb::CheckOutcome::NotCheckable | pb::CheckOutcome::Unspecified => "--  ",
         };
         out.push_str(&format!("{mark} {:<20} {}\n", c.name, c.detail));
     }
     let verdict = match reply.verdict() {
+        pb::CheckVerdict::Ready
+            if reply
+                .checks
+                .iter()
+                .any(|c| c.outcome() == pb::CheckOutcome::Waiting) =>
+        {
+            "ready: the integration can run, but its loading waits (the lines marked WAIT)"
+                .to_owned()
+        }
         pb::CheckVerdict::Ready => "ready: the integration can run".to_owned(),
         pb::CheckVerdict::Misconfigured => {
             "misconfigured: fix the lines marked FIX, then check again".to_owned()
