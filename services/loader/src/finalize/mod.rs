@@ -394,19 +394,11 @@ impl Finalizer {
                             "the portion reads neither finalized nor canceled".to_owned()
                         }
                     };
-                    tracing::warn!(
-                        integration,
-                        run_id,
-                        why,
-                        "Oomnitza answered 409 to the finalize (a portion finalized or canceled) and which one cannot be told yet; releasing the claim to retry"
+                    let why = format!(
+                        "Oomnitza answered 409 to the finalize (a portion finalized or \
+                         canceled) and {why}, so which one cannot be told yet"
                     );
-                    self.failing.failed(
-                        integration,
-                        run_id,
-                        &format!("Oomnitza answered 409 to the finalize (a portion finalized or canceled) and {why}"),
-                    );
-                    self.release_claim(integration, run_id).await?;
-                    return Ok(None);
+                    return self.retry_later(integration, run_id, &why).await;
                 }
             },
             Err(err) if err.kind() == ErrorKind::Rejected && err.status() == Some(404) => {
@@ -420,14 +412,8 @@ impl Finalizer {
                         .refuse_if_the_token_is_refused(&self.client, &err, false)
                         .await;
                 }
-                tracing::warn!(integration, run_id, error = %err, "finalizing the portion failed; releasing the claim to retry");
-                self.failing.failed(
-                    integration,
-                    run_id,
-                    &format!("finalizing the portion failed: {err}"),
-                );
-                self.release_claim(integration, run_id).await?;
-                return Ok(None);
+                let why = format!("finalizing the portion failed: {err}");
+                return self.retry_later(integration, run_id, &why).await;
             }
         };
         self.record_finalized(integration, run_id, counts, finalize)
@@ -489,6 +475,20 @@ impl Finalizer {
         } else {
             outcomes::purge(&self.bus, integration, run_id).await?;
         }
+        Ok(None)
+    }
+
+    /// A finalize that failed for `why`: logged, noted on `/readyz` ([`FailingFinalizes`]),
+    /// and its claim released so that the next check (on this replica or another) tries again.
+    async fn retry_later(
+        &self,
+        integration: &str,
+        run_id: &str,
+        why: &str,
+    ) -> Result<Option<u64>, BusError> {
+        tracing::warn!(integration, run_id, "{why}; releasing the claim to retry");
+        self.failing.failed(integration, run_id, why);
+        self.release_claim(integration, run_id).await?;
         Ok(None)
     }
 
