@@ -94,9 +94,11 @@ impl Stack {
             let replica = Replica::start(launch, name, http, control);
             stack.loaders.push(replica);
         }
-        // Generous: a three-node cluster on a loaded two-core machine may take a while to
-        // elect the leaders of the lease bucket.
-        stack.lease_holder(Duration::from_secs(120)).await;
+        // Generous: on a fresh three-node cluster the services' first stream and bucket
+        // set-up sometimes takes long (the whole cluster test took 14 to 153 s in four runs
+        // alone on this machine; why is not found yet), and a loaded two-core machine adds to
+        // it. Fast when it is fast.
+        stack.lease_holder(Duration::from_secs(300)).await;
         stack
     }
 
