@@ -156,12 +156,7 @@ enum TestRun {
 /// Whether `message` names field `id` as a whole word (so `EMAIL` is not found in
 /// `EMAIL_2`).
 fn names(message: &str, id: &str) -> bool {
-    let is_id_char = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    message.match_indices(id).any(|(at, _)| {
-        let before = message[..at].chars().next_back();
-        let after = message[at + id.len()..].chars().next();
-        !before.is_some_and(is_id_char) && !after.is_some_and(is_id_char)
-    })
+    crate::run_log::names_whole(message, id, |c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 impl OomnitzaClient {

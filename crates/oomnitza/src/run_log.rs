@@ -107,16 +107,27 @@ impl RunLog {
 /// names neither `jo` in `joann@example.com` nor `ann@example.co`. A full stop after it ends a
 /// sentence, not the name.
 pub fn message_names(message: &str, value: &str) -> bool {
-    let part_of_a_name = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '@' | '+' | '.');
+    names_whole(message, value, |c| {
+        c.is_alphanumeric() || matches!(c, '_' | '-' | '@' | '+' | '.')
+    })
+}
+
+/// Whether `message` holds `value` with no character `part_of_a_name` accepts on either side
+/// (a full stop that one accepts still ends a sentence when no letter or digit follows it).
+pub(crate) fn names_whole(
+    message: &str,
+    value: &str,
+    part_of_a_name: impl Fn(char) -> bool,
+) -> bool {
     !value.is_empty()
         && message.match_indices(value).any(|(at, _)| {
             let before = message[..at].chars().next_back();
             let mut rest = message[at + value.len()..].chars();
             let after = match rest.next() {
-                Some('.') => rest.next().filter(|c| c.is_alphanumeric()),
+                Some('.') if part_of_a_name('.') => rest.next().filter(|c| c.is_alphanumeric()),
                 after => after,
             };
-            !before.is_some_and(part_of_a_name) && !after.is_some_and(part_of_a_name)
+            !before.is_some_and(&part_of_a_name) && !after.is_some_and(&part_of_a_name)
         })
 }
 
