@@ -95,6 +95,26 @@ pub enum BusError {
 }
 
 impl BusError {
+    /// Whether NATS has not answered yet, as opposed to refusing: a JetStream request timed
+    /// out, JetStream had no responder, or it said it is temporarily unavailable or cannot
+    /// place the replicas now. That is what a cluster electing its leaders, or a node that is
+    /// starting or was just lost, answers; asking again later can succeed.
+    pub fn is_unanswered(&self) -> bool {
+        let mut next: Option<&(dyn std::error::Error + 'static)> = match self {
+            BusError::Setup { source, .. }
+            | BusError::Kv { source, .. }
+            | BusError::Request { source, .. } => Some(source.as_ref()),
+            _ => None,
+        };
+        while let Some(error) = next {
+            if unanswered(error) {
+                return true;
+            }
+            next = error.source();
+        }
+        false
+    }
+
     pub(crate) fn setup(what: impl Into<String>, err: impl Into<Source>) -> Self {
         BusError::Setup {
             what: what.into(),
@@ -138,6 +158,114 @@ impl BusError {
             subject: subject.into(),
             id: id.into(),
             source: err.into(),
+        }
+    }
+}
+
+/// Whether `error` itself (not its sources) is one of the client's "no answer yet" errors.
+fn unanswered(error: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::context::{
+        AccountError, AccountErrorKind, CreateKeyValueError, CreateKeyValueErrorKind,
+        CreateStreamError, CreateStreamErrorKind, RequestError, RequestErrorKind,
+    };
+    use async_nats::jetstream::stream::{ConsumerError, ConsumerErrorKind};
+    if let Some(e) = error.downcast_ref::<CreateStreamError>() {
+        return match e.kind() {
+            CreateStreamErrorKind::TimedOut | CreateStreamErrorKind::JetStreamUnavailable => true,
+            CreateStreamErrorKind::JetStream(e) => not_available(&e),
+            _ => false,
+        };
+    }
+    if let Some(e) = error.downcast_ref::<ConsumerError>() {
+        return match e.kind() {
+            ConsumerErrorKind::TimedOut => true,
+            ConsumerErrorKind::JetStream(e) => not_available(&e),
+            _ => false,
+        };
+    }
+    if let Some(e) = error.downcast_ref::<AccountError>() {
+        return match e.kind() {
+            AccountErrorKind::TimedOut | AccountErrorKind::JetStreamUnavailable => true,
+            AccountErrorKind::JetStream(e) => not_available(&e),
+            AccountErrorKind::Other => false,
+        };
+    }
+    if let Some(e) = error.downcast_ref::<CreateKeyValueError>() {
+        return e.kind() == CreateKeyValueErrorKind::TimedOut;
+    }
+    if let Some(e) = error.downcast_ref::<RequestError>() {
+        return matches!(
+            e.kind(),
+            RequestErrorKind::TimedOut | RequestErrorKind::NoResponders
+        );
+    }
+    if let Some(e) = error.downcast_ref::<async_nats::RequestError>() {
+        return matches!(
+            e.kind(),
+            async_nats::RequestErrorKind::TimedOut | async_nats::RequestErrorKind::NoResponders
+        );
+    }
+    error
+        .downcast_ref::<async_nats::jetstream::Error>()
+        .is_some_and(not_available)
+}
+
+/// JetStream's own "not now" answers: temporarily unavailable (no meta leader yet), and no
+/// suitable peers for the replicas (a cluster node is down).
+fn not_available(error: &async_nats::jetstream::Error) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    matches!(
+        error.error_code(),
+        ErrorCode::CLUSTER_NOT_AVAILABLE | ErrorCode::CLUSTER_NO_PEERS
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use async_nats::jetstream::context::{
+        CreateKeyValueError, CreateKeyValueErrorKind, CreateStreamError, CreateStreamErrorKind,
+    };
+
+    use super::*;
+
+    fn jetstream_error(err_code: u64) -> async_nats::jetstream::Error {
+        serde_json::from_value(serde_json::json!({
+            "code": 503, "err_code": err_code, "description": "from the server"
+        }))
+        .unwrap()
+    }
+
+    fn stream_error(kind: CreateStreamErrorKind) -> BusError {
+        BusError::setup("stream S", CreateStreamError::new(kind))
+    }
+
+    #[test]
+    fn no_answer_yet_is_told_from_a_refusal() {
+        for unanswered in [
+            stream_error(CreateStreamErrorKind::TimedOut),
+            stream_error(CreateStreamErrorKind::JetStreamUnavailable),
+            // JetStream system temporarily unavailable; no suitable peers for placement.
+            stream_error(CreateStreamErrorKind::JetStream(jetstream_error(10008))),
+            stream_error(CreateStreamErrorKind::JetStream(jetstream_error(10005))),
+            // Found behind another error of the client's, as a bucket's creation keeps it.
+            BusError::setup(
+                "bucket B",
+                CreateKeyValueError::with_source(
+                    CreateKeyValueErrorKind::BucketCreate,
+                    CreateStreamError::new(CreateStreamErrorKind::TimedOut),
+                ),
+            ),
+        ] {
+            assert!(unanswered.is_unanswered(), "{unanswered}");
+        }
+        for refused in [
+            // Subjects overlap with an existing stream; insufficient resources.
+            stream_error(CreateStreamErrorKind::JetStream(jetstream_error(10065))),
+            stream_error(CreateStreamErrorKind::JetStream(jetstream_error(10023))),
+            stream_error(CreateStreamErrorKind::InvalidStreamName),
+            BusError::decode("a run record", "not JSON"),
+        ] {
+            assert!(!refused.is_unanswered(), "{refused}");
         }
     }
 }

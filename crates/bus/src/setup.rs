@@ -295,8 +295,14 @@ impl Bus {
 
     /// Creates the durable pull consumer of `integration`'s worker events, shared by every
     /// loader replica, or brings it in line with the settings.
+    /// Waits while NATS does not answer, as the topology's set-up does.
     pub async fn prepare_loader_consumer(&self, integration: &str) -> Result<(), BusError> {
-        self.loader_consumer(integration).await.map(drop)
+        let what = format!("consumer {}", names::loader_consumer(integration));
+        patiently(&what, self.settings.replicas, || {
+            self.loader_consumer(integration)
+        })
+        .await
+        .map(drop)
     }
 
     /// The durable pull consumer of `integration`'s worker events (see
@@ -419,7 +425,52 @@ impl StreamSpec {
     }
 }
 
-async fn ensure_stream(
+/// How often a set-up step NATS does not answer is said again after the first warning.
+const STILL_UNANSWERED_EVERY: Duration = Duration::from_secs(30);
+
+/// Runs set-up step `what` again while NATS has not answered it ([`BusError::is_unanswered`])
+/// until it succeeds or is refused: a JetStream cluster electing its leaders, or a node that
+/// is starting or was just lost, answers again within seconds, and a service that exited
+/// instead would restart into the same wait. Said after 5 s and every 30 s after, with the
+/// last error and what to check.
+async fn patiently<T, Fut>(
+    what: &str,
+    replicas: usize,
+    mut step: impl FnMut() -> Fut,
+) -> Result<T, BusError>
+where
+    Fut: std::future::Future<Output = Result<T, BusError>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut warn_at = started + UNREACHABLE_WARNING;
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let error = match step().await {
+            Err(error) if error.is_unanswered() => error,
+            done => return done,
+        };
+        let now = tokio::time::Instant::now();
+        if now >= warn_at {
+            warn_at = now + STILL_UNANSWERED_EVERY;
+            tracing::warn!(%error, waited_secs = started.elapsed().as_secs(),
+                "NATS has not answered the set-up of {what} yet; still trying: check that the \
+                 servers run with JetStream enabled, and that at least {replicas} JetStream \
+                 node(s) of the cluster are up (PEOPLESYNC_STREAM_REPLICAS={replicas})");
+        } else {
+            tracing::debug!(%error, "NATS has not answered the set-up of {what} yet; trying again");
+        }
+        tokio::time::sleep(pause).await;
+        pause = pause.saturating_mul(2).min(Duration::from_secs(5));
+    }
+}
+
+async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> Result<(), BusError> {
+    let what = format!("stream {}", config.name);
+    let replicas = config.num_replicas;
+    patiently(&what, replicas, || ensure_stream_once(js, config.clone())).await
+}
+
+async fn ensure_stream_once(
     js: &jetstream::Context,
     mut config: stream::Config,
 ) -> Result<(), BusError> {
@@ -487,6 +538,18 @@ pub fn redelivery_backoff(ack_wait: Duration, max_deliver: i64) -> Vec<Duration>
 }
 
 async fn ensure_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    history: i64,
+    replicas: usize,
+) -> Result<kv::Store, BusError> {
+    patiently(&format!("bucket {bucket}"), replicas, || {
+        ensure_bucket_once(js, bucket, history, replicas)
+    })
+    .await
+}
+
+async fn ensure_bucket_once(
     js: &jetstream::Context,
     bucket: &str,
     history: i64,

@@ -1,6 +1,6 @@
-//! A `nats-server` child process per test: JetStream on, a random port, a temporary store.
-//! The binary is `$NATS_SERVER_BIN`, else the one `scripts/install-nats` put in `.tools/`,
-//! else `nats-server` on `PATH`.
+//! A `nats-server` child process per test: JetStream on (or off, to test waiting for it), a
+//! random port, a temporary store. The binary is `$NATS_SERVER_BIN`, else the one
+//! `scripts/install-nats` put in `.tools/`, else `nats-server` on `PATH`.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -15,35 +15,44 @@ pub struct NatsServer {
     port: u16,
     url: String,
     config: Option<PathBuf>,
+    jetstream: bool,
 }
 
 impl NatsServer {
     /// Starts a server on a random free port and waits until it accepts connections.
     pub fn start() -> NatsServer {
-        NatsServer::start_inner(None)
+        NatsServer::start_inner(None, true)
     }
 
     /// Like [`NatsServer::start`], with `config` (nats-server configuration syntax, e.g. an
     /// `authorization { user: a, password: b }` block) given as its configuration file. The
     /// port, JetStream and store still come from the command line.
     pub fn start_with_config(config: &str) -> NatsServer {
-        NatsServer::start_inner(Some(config))
+        NatsServer::start_inner(Some(config), true)
     }
 
-    fn start_inner(config: Option<&str>) -> NatsServer {
+    /// Like [`NatsServer::start`] with JetStream off, as a server started without `-js` (or a
+    /// node whose JetStream has not started yet) answers: clients connect, and JetStream
+    /// requests find no responder. [`NatsServer::restart_with_jetstream`] turns it on.
+    pub fn start_without_jetstream() -> NatsServer {
+        NatsServer::start_inner(None, false)
+    }
+
+    fn start_inner(config: Option<&str>, jetstream: bool) -> NatsServer {
         let dir = tempfile::tempdir().expect("temp dir for nats-server");
         let config = config.map(|text| {
             let path = dir.path().join("nats-server.conf");
             std::fs::write(&path, text).expect("writing the nats-server configuration");
             path
         });
-        let (child, port) = spawn(&dir, None, config.as_deref());
+        let (child, port) = spawn(&dir, None, config.as_deref(), jetstream);
         NatsServer {
             child: Some(child),
             url: format!("nats://127.0.0.1:{port}"),
             dir,
             port,
             config,
+            jetstream,
         }
     }
 
@@ -63,8 +72,19 @@ impl NatsServer {
     /// Starts the server again on the same port with the same store.
     pub fn restart(&mut self) {
         self.kill();
-        let (child, _) = spawn(&self.dir, Some(self.port), self.config.as_deref());
+        let (child, _) = spawn(
+            &self.dir,
+            Some(self.port),
+            self.config.as_deref(),
+            self.jetstream,
+        );
         self.child = Some(child);
+    }
+
+    /// Starts the server again on the same port and store with JetStream on.
+    pub fn restart_with_jetstream(&mut self) {
+        self.jetstream = true;
+        self.restart();
     }
 }
 
@@ -92,6 +112,7 @@ fn spawn(
     dir: &tempfile::TempDir,
     port: Option<u16>,
     config: Option<&std::path::Path>,
+    jetstream: bool,
 ) -> (Child, u16) {
     let ports_dir = dir.path().join(format!("ports-{}", port.unwrap_or(0)));
     let _ = std::fs::remove_dir_all(&ports_dir);
@@ -101,8 +122,12 @@ fn spawn(
     if let Some(config) = config {
         command.arg("-c").arg(config);
     }
+    command.args(["-a", "127.0.0.1", "-p", &port_arg]);
+    if jetstream {
+        command.arg("-js");
+    }
     let mut child = command
-        .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
+        .arg("-sd")
         .arg(dir.path().join("store"))
         .arg("--ports_file_dir")
         .arg(&ports_dir)

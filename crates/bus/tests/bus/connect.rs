@@ -1,6 +1,7 @@
 //! Connecting to a real nats-server: user/password and token authorization (right ones work,
 //! wrong ones end with a clear error instead of retrying for ever), credentials embedded in
-//! `NATS_URL`, an NKey user, and several seed URLs of which the first is dead.
+//! `NATS_URL`, an NKey user, and several seed URLs of which the first is dead; a server
+//! not up yet, and one whose JetStream does not answer yet, are waited for.
 
 use std::time::Duration;
 
@@ -159,13 +160,11 @@ async fn a_bad_url_or_two_methods_are_refused_before_connecting() {
     assert!(err.contains("credentials in NATS_URL, NATS_TOKEN"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_not_up_yet_is_waited_for_past_the_request_timeouts() {
-    let mut server = NatsServer::start();
-    let url = server.url().to_owned();
-    server.kill();
+/// Connects to `url` in the background; after `wait` the attempt must still be going on, and
+/// once `answer` has made the server answer, the topology must be set up within 30 s.
+async fn waits_for_the_server(url: &str, wait: Duration, answer: impl FnOnce()) {
     let connecting = tokio::spawn({
-        let url = url.clone();
+        let url = url.to_owned();
         async move {
             Bus::connect_with(
                 &url,
@@ -176,15 +175,39 @@ async fn a_server_not_up_yet_is_waited_for_past_the_request_timeouts() {
             .await
         }
     });
-    // Longer than setting the topology up takes to fail against a server that does not
-    // answer (its requests time out): it must not have begun.
-    tokio::time::sleep(Duration::from_secs(35)).await;
-    assert!(!connecting.is_finished(), "still waiting for the server");
-    server.restart();
+    tokio::time::sleep(wait).await;
+    assert!(
+        !connecting.is_finished(),
+        "connecting ended before the server answered: {:?}",
+        connecting.await.unwrap().err()
+    );
+    answer();
     let bus = tokio::time::timeout(Duration::from_secs(30), connecting)
         .await
-        .expect("connected once the server is up")
+        .expect("the set-up completed once the server answered")
         .unwrap()
         .expect("the topology is set up");
     assert!(bus.prepare_loader_consumer("acme").await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_not_up_yet_is_waited_for_past_the_request_timeouts() {
+    let mut server = NatsServer::start();
+    let url = server.url().to_owned();
+    server.kill();
+    // Longer than two JetStream request timeouts (5 s each), after which setting the topology
+    // up against a server that does not answer used to fail.
+    waits_for_the_server(&url, Duration::from_secs(12), || server.restart()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_not_answering_yet_is_waited_for_and_the_set_up_completes() {
+    // A server whose JetStream does not answer (as a cluster electing its leaders, or a node
+    // still starting, answers): the connection is made, and the set-up must wait, not fail.
+    let mut server = NatsServer::start_without_jetstream();
+    let url = server.url().to_owned();
+    waits_for_the_server(&url, Duration::from_secs(2), || {
+        server.restart_with_jetstream();
+    })
+    .await;
 }

@@ -26,7 +26,7 @@ use failing::FailingFinalizes;
 
 use crate::gates::Gates;
 use crate::retention;
-use crate::verify::{self, Verifier, needs_verify};
+use crate::verify::{self, HAND_BACK_AFTER, Verifier, needs_verify};
 use crate::webhook::LeaversWebhook;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -96,13 +96,26 @@ impl Finalizer {
     }
 
     /// Checks the finalized run `run_id` against Oomnitza in a task of its own (it waits for
-    /// Oomnitza to finish processing); the claim on the run record keeps it to one replica.
+    /// Oomnitza to finish processing); the claim on the run record keeps it to one replica. A
+    /// check NATS stopped answering is handed back after [`HAND_BACK_AFTER`], for a sweep to
+    /// take up again; another failure leaves the claim to expire.
     fn spawn_verify(&self, integration: &str, run_id: &str) {
         let verifier = self.verifier.clone();
         let (integration, run_id) = (integration.to_owned(), run_id.to_owned());
         tokio::spawn(async move {
-            if let Err(err) = verifier.verify(&integration, &run_id).await {
+            let Err(err) = verifier.verify(&integration, &run_id).await else {
+                return;
+            };
+            if !err.is_unanswered() {
                 tracing::warn!(integration, run_id, error = %err, "checking the run against Oomnitza failed; another sweep retries after the claim expires");
+                return;
+            }
+            tracing::warn!(integration, run_id, error = %err,
+                "checking the run against Oomnitza stopped: NATS did not answer; the check is taken up again in {} s",
+                HAND_BACK_AFTER.as_secs());
+            tokio::time::sleep(HAND_BACK_AFTER).await;
+            if let Err(err) = verifier.hand_back(&integration, &run_id).await {
+                tracing::warn!(integration, run_id, error = %err, "cannot hand the check back; another sweep retries after the claim expires");
             }
         });
     }

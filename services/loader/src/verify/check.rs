@@ -380,6 +380,26 @@ impl Verifier {
         Ok(())
     }
 
+    /// Hands this replica's claim on `run_id`'s check back (to pending), so that the next sweep
+    /// of any replica takes the check up again instead of waiting [`CLAIM_EXPIRY`] for the
+    /// claim to lapse: for a check NATS stopped answering midway, as during a cluster's
+    /// leader election. A claim another replica holds, or a check that ended, is left alone.
+    pub async fn hand_back(&self, integration: &str, run_id: &str) -> Result<(), BusError> {
+        self.runs
+            .update(integration, run_id, |record| {
+                let Some(v) = record.verification.as_mut() else {
+                    return false;
+                };
+                if !matches!(&v.state, VerifyState::Claimed { by, .. } if *by == self.replica) {
+                    return false;
+                }
+                v.state = VerifyState::Pending;
+                true
+            })
+            .await
+            .map(drop)
+    }
+
     /// Ends a check that cannot be completed: the run keeps its accepted counts, marked
     /// unverified with `reason`. What it wrote is sent again by the next run (Oomnitza counts
     /// what did land as unchanged), so a record that failed inside Oomnitza is not left out
@@ -407,5 +427,63 @@ impl Verifier {
             true
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use peoplesync_bus::{BusSettings, Verification};
+
+    use super::*;
+
+    fn claimed_by(by: &str) -> Verification {
+        Verification {
+            state: VerifyState::Claimed {
+                by: by.to_owned(),
+                at: chrono::Utc::now().to_rfc3339(),
+            },
+            accepted: 10,
+            confirmed: 0,
+            not_applied: 0,
+            unverifiable_fields: Vec::new(),
+            run_log: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_check_handed_back_is_taken_up_by_the_next_sweep_and_anothers_is_left_alone() {
+        let nats = peoplesync_testkit::NatsServer::start();
+        let bus = Bus::connect(nats.url(), "hand-back-test", BusSettings::default())
+            .await
+            .unwrap();
+        let client = OomnitzaClient::new(peoplesync_oomnitza::OomnitzaConfig::new(
+            "http://127.0.0.1:9",
+            peoplesync_oomnitza::OomnitzaAuth::ApiToken("unused".to_owned().into()),
+        ))
+        .unwrap();
+        let settings = crate::LoaderConfig::default().verify;
+        let verifier = Verifier::new(
+            bus.clone(),
+            client,
+            Integrations::default(),
+            "loader-1".to_owned(),
+            settings,
+        );
+        let runs = bus.runs();
+        for (run_id, holder) in [("ours", "loader-1"), ("theirs", "loader-2")] {
+            let mut record = RunRecord::start("acme", run_id, true, "test");
+            record.finalize = FinalizeState::Finalized {
+                by: holder.to_owned(),
+                at: chrono::Utc::now().to_rfc3339(),
+            };
+            record.verification = Some(claimed_by(holder));
+            runs.create(&record).await.unwrap();
+            assert!(!needs_verify(&record), "a fresh claim is not taken up");
+            verifier.hand_back("acme", run_id).await.unwrap();
+        }
+        let (ours, _) = runs.get("acme", "ours").await.unwrap().unwrap();
+        assert!(needs_verify(&ours), "{:?}", ours.verification);
+        let (theirs, _) = runs.get("acme", "theirs").await.unwrap().unwrap();
+        assert!(!needs_verify(&theirs), "another replica's claim stands");
     }
 }

@@ -42,6 +42,10 @@ use compare::{compare_named, lookup_of, lower, text};
 /// How long a verification claim holds without being renewed before another replica may take
 /// it over.
 pub const CLAIM_EXPIRY: Duration = Duration::from_secs(120);
+/// How long after NATS stopped answering midway a check is handed back for a sweep to take
+/// up again (see [`Verifier::hand_back`]): long enough that a cluster electing its leaders has
+/// one, short next to [`CLAIM_EXPIRY`].
+pub const HAND_BACK_AFTER: Duration = Duration::from_secs(15);
 /// How often a replica renews its claim while it checks.
 const RENEW: Duration = Duration::from_secs(30);
 /// How often a check still waiting for Oomnitza says so.
