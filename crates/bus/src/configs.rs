@@ -7,6 +7,7 @@ use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures::StreamExt;
 
+use crate::error::lost_to_another_writer;
 use crate::{Bus, BusError, document, names};
 
 /// One integration's stored config.
@@ -87,15 +88,13 @@ impl Configs {
         if revision == 0 {
             match self.kv.create(id, text).await {
                 Ok(revision) => Ok(Written::Stored(revision)),
-                Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => Ok(Written::Stale),
+                Err(err) if lost_to_another_writer(&err) => Ok(Written::Stale),
                 Err(err) => Err(BusError::kv(names::CONFIG_BUCKET, "create", id, err)),
             }
         } else {
             match self.kv.update(id, text, revision).await {
                 Ok(revision) => Ok(Written::Stored(revision)),
-                Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    Ok(Written::Stale)
-                }
+                Err(err) if lost_to_another_writer(&err) => Ok(Written::Stale),
                 Err(err) => Err(BusError::kv(names::CONFIG_BUCKET, "update", id, err)),
             }
         }

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::error::lost_to_another_writer;
 use crate::{BusError, names};
 
 /// Header: why the event was dead-lettered.
@@ -351,12 +352,11 @@ pub async fn record(
             // Another replica wrote this letter since it was read, or the ack was lost: read
             // again and decide afresh (a letter stored by a lost ack is then already counted).
             Err(err)
-                if matches!(
-                    err.kind(),
-                    PublishErrorKind::WrongLastSequence
-                        | PublishErrorKind::TimedOut
-                        | PublishErrorKind::BrokenPipe
-                ) =>
+                if lost_to_another_writer(&err)
+                    || matches!(
+                        err.kind(),
+                        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
+                    ) =>
             {
                 last_error = err.to_string();
                 let ceiling = 10 * u64::from(attempt.min(10));

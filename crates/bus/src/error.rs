@@ -162,6 +162,43 @@ impl BusError {
     }
 }
 
+/// Whether a compare-and-set write (a KV update or create, a publish expecting a subject's
+/// last sequence) lost to another writer, so reading again and deciding afresh is right. The
+/// client gives this its own kind only for the code a single server answers (10071); a
+/// clustered server answers "wrong last sequence" with 10164, and "duplicate message id is in
+/// process" (10158) while another writer's message with the same id is being stored, which
+/// the client reports as another kind of error with the server's answer as its source.
+pub(crate) fn lost_to_another_writer(error: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+    use async_nats::jetstream::kv::{CreateError, CreateErrorKind, UpdateError, UpdateErrorKind};
+    use async_nats::jetstream::{Error, ErrorCode};
+    let mut next = Some(error);
+    while let Some(error) = next {
+        let lost = error
+            .downcast_ref::<UpdateError>()
+            .is_some_and(|e| e.kind() == UpdateErrorKind::WrongLastRevision)
+            || error
+                .downcast_ref::<CreateError>()
+                .is_some_and(|e| e.kind() == CreateErrorKind::AlreadyExists)
+            || error
+                .downcast_ref::<PublishError>()
+                .is_some_and(|e| e.kind() == PublishErrorKind::WrongLastSequence)
+            || error.downcast_ref::<Error>().is_some_and(|e| {
+                matches!(
+                    e.error_code(),
+                    ErrorCode::STREAM_WRONG_LAST_SEQUENCE
+                        | ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
+                        | ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT
+                )
+            });
+        if lost {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
 /// Whether `error` itself (not its sources) is one of the client's "no answer yet" errors.
 fn unanswered(error: &(dyn std::error::Error + 'static)) -> bool {
     use async_nats::jetstream::context::{

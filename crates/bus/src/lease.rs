@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::lost_to_another_writer;
 use crate::{Bus, BusError, document};
 
 /// The KV key of an integration's lease.
@@ -113,7 +114,7 @@ impl Lease {
                     self.last_renewed = Some(Instant::now());
                     return true;
                 }
-                Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                Err(err) if lost_to_another_writer(&err) => {
                     tracing::warn!(key = %self.key, "the scheduler lease was taken over by another replica; standing by");
                     self.held = None;
                     return false;

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Source;
+use crate::error::{Source, lost_to_another_writer};
 use crate::{BusError, OutcomeCounts, document, names};
 
 /// Where a run is in its life.
@@ -324,7 +324,7 @@ impl Runs {
             }
             match self.kv.update(&key, encode(&record)?, revision).await {
                 Ok(_) => return Ok(Some(record)),
-                Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                Err(err) if lost_to_another_writer(&err) => continue,
                 Err(err) => return Err(BusError::kv(names::STATE_BUCKET, "update", &key, err)),
             }
         }

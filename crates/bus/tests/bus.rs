@@ -16,6 +16,10 @@ mod tls;
 #[path = "bus/publish.rs"]
 mod publish;
 
+/// Compare-and-set writes on a three-node cluster.
+#[path = "bus/cluster.rs"]
+mod cluster;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -413,6 +417,12 @@ async fn another_reason_or_another_worker_is_another_letter() {
 async fn replicas_recording_the_same_letter_at_once_count_every_run_once() {
     let nats = NatsServer::start();
     let (a, b) = tokio::join!(bus(&nats), bus(&nats));
+    record_the_same_letter_at_once(a, b).await;
+}
+
+/// Twelve runs refuse one worker, recorded by replicas `a` and `b` at once: each run is
+/// written once, into one letter counting twelve runs.
+async fn record_the_same_letter_at_once(a: Bus, b: Bus) {
     let mut tasks = Vec::new();
     // Twelve runs refuse the worker; each run's event reaches both replicas (a redelivery
     // racing the first delivery), all at the same time.
