@@ -1,8 +1,9 @@
 //! The operations endpoint of running services: `/healthz`, `/readyz` and `/metrics` of the
-//! `oomnitza-loader` and `sage-extractor` binaries, readiness following NATS, and refused
-//! credentials showing from the start. The services start from the stack harness on an HTTP
-//! port of their own choosing, found in their logs ([`Launch::spawn_serving`]). (The deployment
-//! files themselves are checked by `scripts/check-deploy`.)
+//! `oomnitza-loader` and `sage-extractor` binaries, readiness following NATS, refused
+//! credentials showing from the start, and `--once` giving up on a NATS that does not answer.
+//! The services start from the stack harness on an HTTP port of their own choosing, found in
+//! their logs ([`Launch::spawn_serving`]). (The deployment files themselves are checked by
+//! `scripts/check-deploy`.)
 //!
 //! [`Launch::spawn_serving`]: peoplesync_testkit::stack::Launch::spawn_serving
 
@@ -180,6 +181,43 @@ async fn a_refused_sage_people_secret_shows_on_the_extractors_readyz_from_the_st
         d.sage.stats().token_failures,
         1,
         "one check, not a retry loop"
+    );
+}
+
+#[tokio::test]
+async fn once_gives_up_on_nats_that_does_not_answer_within_its_wait() {
+    // A cron job's sync must end, failed, when NATS stays away; the service waits instead.
+    let d = default_deployment().await;
+    let nobody = format!("nats://127.0.0.1:{}", peoplesync_testkit::free_port());
+    let mut command = d
+        .extractor()
+        .env("NATS_URL", &nobody)
+        .env("PEOPLESYNC_ONCE_NATS_WAIT_SECS", "3")
+        .args(&["--once"])
+        .command();
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sage-extractor --once");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("the extractor's status") {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("sage-extractor --once still waits for NATS after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let stderr = std::io::read_to_string(child.stderr.take().expect("stderr")).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "NATS did not answer within 3 s (--nats-wait, PEOPLESYNC_ONCE_NATS_WAIT_SECS)"
+        ),
+        "{stderr}"
     );
 }
 

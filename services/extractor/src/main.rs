@@ -26,6 +26,16 @@ struct Cli {
     /// Run one full sync of every configured integration, then exit.
     #[arg(long)]
     once: bool,
+    /// With `--once`: how long to wait for NATS to answer (connection and set-up) before giving
+    /// up with exit 1, so that the scheduler that started the sync sees it fail. The service
+    /// itself waits for as long as it takes.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "PEOPLESYNC_ONCE_NATS_WAIT_SECS",
+        default_value_t = 300
+    )]
+    nats_wait: u64,
     /// Print the full configuration file with every key, its default and a comment, and exit.
     #[arg(long)]
     print_default_config: bool,
@@ -51,9 +61,22 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = ExtractorConfig::load(cli.config.as_deref())?;
-    let bus = Bus::connect_from_env(&config.nats_url, "sage-extractor", config.bus_settings())
-        .await
-        .context("connecting to NATS")?;
+    let connecting =
+        Bus::connect_from_env(&config.nats_url, "sage-extractor", config.bus_settings());
+    let bus = if cli.once {
+        let wait = std::time::Duration::from_secs(cli.nats_wait);
+        tokio::time::timeout(wait, connecting).await.map_err(|_| {
+            anyhow::anyhow!(
+                "NATS did not answer within {} s (--nats-wait, PEOPLESYNC_ONCE_NATS_WAIT_SECS); \
+                 the warnings above say what was tried: check NATS_URL and that the servers run \
+                 with JetStream",
+                cli.nats_wait
+            )
+        })?
+    } else {
+        connecting.await
+    }
+    .context("connecting to NATS")?;
     let service = Service::build(config.clone(), bus.clone(), SecretSource::Environment)
         .await
         .context("setting up the extractor")?;
