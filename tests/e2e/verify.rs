@@ -328,7 +328,7 @@ async fn an_administrator_cancel_stops_the_posts_and_the_next_run_loads_everyone
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_field_id_pauses_the_integration_until_the_config_is_fixed() {
+async fn unknown_field_ids_pause_the_integration_naming_each_until_the_config_is_fixed() {
     let d = deployment(2_000).await;
     let http_port = peoplesync_testkit::free_port();
     let _loader = d.loader("loader-1").config(QUICK).http(http_port).spawn();
@@ -340,8 +340,13 @@ async fn an_unknown_field_id_pauses_the_integration_until_the_config_is_fixed() 
     })
     .await;
     let text = String::from_utf8(current.value.to_vec()).unwrap();
+    // Two ids the tenant lacks; the simulated tenant names only the first in a refusal.
     let unknown = "ABCDEF0123456789ABCDEF0123456789";
-    let broken = format!("{text}\n[[mapping]]\nfield = \"{unknown}\"\nsource = \"City\"\n");
+    let also_unknown = "FEDCBA9876543210FEDCBA9876543210";
+    let broken = format!(
+        "{text}\n[[mapping]]\nfield = \"{unknown}\"\nsource = \"City\"\n\
+         [[mapping]]\nfield = \"{also_unknown}\"\nsource = \"Country\"\n"
+    );
     let revision = store
         .update("sage-people", Bytes::from(broken), current.revision)
         .await
@@ -353,8 +358,8 @@ async fn an_unknown_field_id_pauses_the_integration_until_the_config_is_fixed() 
     let flag = paused(&pauses, "the refusal pause").await;
     let reason = flag.reason.clone().unwrap_or_default();
     assert!(
-        reason.contains(unknown),
-        "the reason names the field: {reason}"
+        reason.contains(unknown) && reason.contains(also_unknown),
+        "the reason names both fields, so one fix is enough: {reason}"
     );
     assert_eq!(flag.refused_config_revision, Some(revision));
     tokio::time::sleep(Duration::from_secs(3)).await;

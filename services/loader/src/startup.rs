@@ -88,9 +88,10 @@ pub async fn check_fields(loader: &Application) {
     }
 }
 
-/// What the start-up probe of integration `id`'s field ids means.
+/// What the probe of integration `id`'s field ids means (at start-up, and after a refusal
+/// during a run).
 #[derive(Debug, PartialEq, Eq)]
-enum Finding {
+pub(crate) enum Finding {
     /// Oomnitza knows every mapped field id.
     Known,
     /// Oomnitza does not know some of them: pause the integration, with this reason.
@@ -100,8 +101,8 @@ enum Finding {
     Refused(String),
 }
 
-/// Reads the answer of the start-up probe of integration `id`.
-fn finding(id: &str, probe: FieldProbe) -> Finding {
+/// Reads the answer of the probe of integration `id`'s field ids.
+pub(crate) fn finding(id: &str, probe: FieldProbe) -> Finding {
     match probe {
         FieldProbe::Known { .. } => Finding::Known,
         FieldProbe::Refused { unknown, message } if !unknown.is_empty() => {

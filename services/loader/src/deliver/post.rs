@@ -90,6 +90,9 @@ impl Deliverer {
         if self.gates.refusal(integration).is_some() {
             return reason;
         }
+        let reason = self
+            .naming_every_unknown_field(target.integration, reason)
+            .await;
         tracing::error!(integration, portion = target.portion, config_revision = target.revision, %reason,
             "pausing the integration: Oomnitza refused its records as a whole");
         let flag = PauseFlag::refused(target.revision, reason.clone());
@@ -103,6 +106,29 @@ impl Deliverer {
             }
         }
         reason
+    }
+
+    /// The reason to pause with: a refusal may name only the first field id Oomnitza does not
+    /// know (how many it names is unpublished), so the probe `syncctl check` and the start-up
+    /// check make (repeated test runs, nothing applied) names every one, and one fix of the
+    /// config is enough. When the probe names none, or cannot be made, `answered` stands.
+    async fn naming_every_unknown_field(
+        &self,
+        integration: &Integration,
+        answered: String,
+    ) -> String {
+        let config = integration.config();
+        match peoplesync_control::probe_mapped_fields(&self.client, config).await {
+            Ok(probe) => match crate::startup::finding(&config.id, probe) {
+                crate::startup::Finding::Unknown(reason) => reason,
+                _ => answered,
+            },
+            Err(err) => {
+                tracing::warn!(integration = %config.id, error = %err,
+                    "cannot ask Oomnitza which mapped field ids it does not know; pausing with its refusal");
+                answered
+            }
+        }
     }
 
     /// Posts `records`; on a refusal, halves and recurses until the refused records stand
