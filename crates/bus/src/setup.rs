@@ -543,37 +543,28 @@ async fn ensure_bucket(
     history: i64,
     replicas: usize,
 ) -> Result<kv::Store, BusError> {
-    patiently(&format!("bucket {bucket}"), replicas, || {
-        ensure_bucket_once(js, bucket, history, replicas)
+    patiently(&format!("bucket {bucket}"), replicas, || async {
+        if let Ok(store) = js.get_key_value(bucket).await {
+            return Ok(store);
+        }
+        let created = js
+            .create_key_value(kv::Config {
+                bucket: bucket.into(),
+                history,
+                storage: stream::StorageType::File,
+                num_replicas: replicas.max(1),
+                ..Default::default()
+            })
+            .await;
+        match created {
+            Ok(store) => Ok(store),
+            Err(err) => js
+                .get_key_value(bucket)
+                .await
+                .map_err(|_| BusError::setup(format!("bucket {bucket}"), err)),
+        }
     })
     .await
-}
-
-async fn ensure_bucket_once(
-    js: &jetstream::Context,
-    bucket: &str,
-    history: i64,
-    replicas: usize,
-) -> Result<kv::Store, BusError> {
-    if let Ok(store) = js.get_key_value(bucket).await {
-        return Ok(store);
-    }
-    let created = js
-        .create_key_value(kv::Config {
-            bucket: bucket.into(),
-            history,
-            storage: stream::StorageType::File,
-            num_replicas: replicas.max(1),
-            ..Default::default()
-        })
-        .await;
-    match created {
-        Ok(store) => Ok(store),
-        Err(err) => js
-            .get_key_value(bucket)
-            .await
-            .map_err(|_| BusError::setup(format!("bucket {bucket}"), err)),
-    }
 }
 
 #[cfg(test)]
