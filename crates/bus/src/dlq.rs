@@ -8,8 +8,6 @@
 //! it was seen in and the first run and time. Several loader replicas and crashes are safe:
 //! the guard makes concurrent writers re-read, and a run already counted is not counted again.
 
-use std::time::Duration;
-
 use async_nats::HeaderMap;
 use async_nats::jetstream::{
     self,
@@ -21,7 +19,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::error::lost_to_another_writer;
+use crate::error::{lost_to_another_writer, race_pause};
 use crate::{BusError, names};
 
 /// Header: why the event was dead-lettered.
@@ -359,9 +357,7 @@ pub async fn record(
                     ) =>
             {
                 last_error = err.to_string();
-                let ceiling = 10 * u64::from(attempt.min(10));
-                let jitter = (uuid::Uuid::new_v4().as_u128() % u128::from(ceiling)) as u64;
-                tokio::time::sleep(Duration::from_millis(1 + jitter)).await;
+                tokio::time::sleep(race_pause(attempt)).await;
             }
             Err(err) => {
                 return Err(BusError::Publish {

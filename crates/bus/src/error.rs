@@ -199,13 +199,26 @@ pub(crate) fn lost_to_another_writer(error: &(dyn std::error::Error + 'static)) 
     false
 }
 
+/// How long to wait before reading again after the `attempt`-th lost race: a few
+/// milliseconds, jittered, longer with each attempt (at most 100 ms), so that writers racing
+/// for one key, or a read served by a server a little behind, do not spin against NATS.
+pub(crate) fn race_pause(attempt: u32) -> std::time::Duration {
+    let ceiling = 10 * u64::from(attempt.clamp(1, 10));
+    let jitter = (uuid::Uuid::new_v4().as_u128() % u128::from(ceiling)) as u64;
+    std::time::Duration::from_millis(1 + jitter)
+}
+
 /// Whether `error` itself (not its sources) is one of the client's "no answer yet" errors.
 fn unanswered(error: &(dyn std::error::Error + 'static)) -> bool {
     use async_nats::jetstream::context::{
         AccountError, AccountErrorKind, CreateKeyValueError, CreateKeyValueErrorKind,
-        CreateStreamError, CreateStreamErrorKind, RequestError, RequestErrorKind,
+        CreateStreamError, CreateStreamErrorKind, GetStreamError, GetStreamErrorKind, PublishError,
+        PublishErrorKind, RequestError, RequestErrorKind,
     };
-    use async_nats::jetstream::stream::{ConsumerError, ConsumerErrorKind};
+    use async_nats::jetstream::kv;
+    use async_nats::jetstream::stream::{
+        ConsumerError, ConsumerErrorKind, DirectGetError, DirectGetErrorKind,
+    };
     if let Some(e) = error.downcast_ref::<CreateStreamError>() {
         return match e.kind() {
             CreateStreamErrorKind::TimedOut | CreateStreamErrorKind::JetStreamUnavailable => true,
@@ -229,6 +242,26 @@ fn unanswered(error: &(dyn std::error::Error + 'static)) -> bool {
     }
     if let Some(e) = error.downcast_ref::<CreateKeyValueError>() {
         return e.kind() == CreateKeyValueErrorKind::TimedOut;
+    }
+    if let Some(e) = error.downcast_ref::<GetStreamError>() {
+        // A request that failed keeps its cause as the source, looked at next.
+        return matches!(e.kind(), GetStreamErrorKind::JetStream(e) if not_available(&e));
+    }
+    // Timeouts of KV reads, writes and watches, and of publishes, carry no source.
+    if let Some(e) = error.downcast_ref::<kv::EntryError>() {
+        return e.kind() == kv::EntryErrorKind::TimedOut;
+    }
+    if let Some(e) = error.downcast_ref::<kv::UpdateError>() {
+        return e.kind() == kv::UpdateErrorKind::TimedOut;
+    }
+    if let Some(e) = error.downcast_ref::<kv::WatchError>() {
+        return e.kind() == kv::WatchErrorKind::TimedOut;
+    }
+    if let Some(e) = error.downcast_ref::<PublishError>() {
+        return e.kind() == PublishErrorKind::TimedOut;
+    }
+    if let Some(e) = error.downcast_ref::<DirectGetError>() {
+        return e.kind() == DirectGetErrorKind::TimedOut;
     }
     if let Some(e) = error.downcast_ref::<RequestError>() {
         return matches!(
@@ -277,6 +310,32 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_race_is_told_as_one_server_and_as_a_cluster_answers_it() {
+        use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+        use async_nats::jetstream::kv::{CreateError, UpdateError, UpdateErrorKind};
+        // A KV write refused by the server, as the client builds it: the server's answer is
+        // the source of the publish error, itself the source of the update error.
+        let refused = |code| {
+            UpdateError::from(PublishError::with_source(
+                PublishErrorKind::Other,
+                jetstream_error(code),
+            ))
+        };
+        // Wrong last sequence (one server, a cluster); duplicate message id in process.
+        for code in [10071, 10164, 10158] {
+            assert!(lost_to_another_writer(&refused(code)), "{code}");
+            assert!(lost_to_another_writer(&CreateError::from(refused(code))));
+        }
+        let wrong_last_revision = UpdateError::new(UpdateErrorKind::WrongLastRevision);
+        assert!(lost_to_another_writer(&wrong_last_revision));
+        // Insufficient resources; a timeout.
+        assert!(!lost_to_another_writer(&refused(10023)));
+        assert!(!lost_to_another_writer(&UpdateError::new(
+            UpdateErrorKind::TimedOut
+        )));
+    }
+
+    #[test]
     fn no_answer_yet_is_told_from_a_refusal() {
         for unanswered in [
             stream_error(CreateStreamErrorKind::TimedOut),
@@ -284,6 +343,15 @@ mod tests {
             // JetStream system temporarily unavailable; no suitable peers for placement.
             stream_error(CreateStreamErrorKind::JetStream(jetstream_error(10008))),
             stream_error(CreateStreamErrorKind::JetStream(jetstream_error(10005))),
+            // A KV read's timeout carries no source.
+            BusError::kv(
+                "B",
+                "read",
+                "k",
+                async_nats::jetstream::kv::EntryError::new(
+                    async_nats::jetstream::kv::EntryErrorKind::TimedOut,
+                ),
+            ),
             // Found behind another error of the client's, as a bucket's creation keeps it.
             BusError::setup(
                 "bucket B",

@@ -8,9 +8,11 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Source, lost_to_another_writer};
+use crate::error::{Source, lost_to_another_writer, race_pause};
 use crate::{BusError, OutcomeCounts, document, names};
 
+/// How many writes a run-record update may lose to other writers before it fails.
+pub const UPDATE_RACES: u32 = 50;
 /// Where a run is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -302,7 +304,8 @@ impl Runs {
         value.map(|v| Ok((decode(&v)?, revision))).transpose()
     }
 
-    /// Applies `change` with compare-and-set, retrying on a concurrent write. `change` returns
+    /// Applies `change` with compare-and-set, reading again after a concurrent write (up to
+    /// [`UPDATE_RACES`] times, each after a short jittered pause). `change` returns
     /// false to leave the record as it is. Returns the record as stored afterwards, or `None`
     /// when there is no such run.
     pub async fn update<F>(
@@ -315,6 +318,7 @@ impl Runs {
         F: FnMut(&mut RunRecord) -> bool,
     {
         let key = key(integration, run_id);
+        let mut lost = 0;
         loop {
             let Some((mut record, revision)) = self.get(integration, run_id).await? else {
                 return Ok(None);
@@ -324,7 +328,11 @@ impl Runs {
             }
             match self.kv.update(&key, encode(&record)?, revision).await {
                 Ok(_) => return Ok(Some(record)),
-                Err(err) if lost_to_another_writer(&err) => continue,
+                // Another writer was first, or the read came from a server a little behind.
+                Err(err) if lost_to_another_writer(&err) && lost < UPDATE_RACES => {
+                    lost += 1;
+                    tokio::time::sleep(race_pause(lost)).await;
+                }
                 Err(err) => return Err(BusError::kv(names::STATE_BUCKET, "update", &key, err)),
             }
         }

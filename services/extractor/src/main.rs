@@ -61,25 +61,30 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = ExtractorConfig::load(cli.config.as_deref())?;
-    let connecting =
-        Bus::connect_from_env(&config.nats_url, "sage-extractor", config.bus_settings());
-    let bus = if cli.once {
+    let setting_up = async {
+        let bus = Bus::connect_from_env(&config.nats_url, "sage-extractor", config.bus_settings())
+            .await
+            .context("connecting to NATS")?;
+        let service = Service::build(config.clone(), bus.clone(), SecretSource::Environment)
+            .await
+            .context("setting up the extractor")?;
+        anyhow::Ok((bus, service))
+    };
+    // The service waits for NATS as long as it takes; a one-off sync gives up, so that the
+    // scheduler that started it sees it fail.
+    let (bus, service) = if cli.once {
         let wait = std::time::Duration::from_secs(cli.nats_wait);
-        tokio::time::timeout(wait, connecting).await.map_err(|_| {
+        tokio::time::timeout(wait, setting_up).await.map_err(|_| {
             anyhow::anyhow!(
                 "NATS did not answer within {} s (--nats-wait, PEOPLESYNC_ONCE_NATS_WAIT_SECS); \
                  the warnings above say what was tried: check NATS_URL and that the servers run \
                  with JetStream",
                 cli.nats_wait
             )
-        })?
+        })??
     } else {
-        connecting.await
-    }
-    .context("connecting to NATS")?;
-    let service = Service::build(config.clone(), bus.clone(), SecretSource::Environment)
-        .await
-        .context("setting up the extractor")?;
+        setting_up.await?
+    };
     if cli.once {
         return once(&service).await;
     }

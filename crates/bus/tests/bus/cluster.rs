@@ -70,7 +70,8 @@ async fn writes_that_lose_a_race_on_a_cluster_are_read_again_or_reported_stale()
         .await
         .expect("the update is read again, not failed")
         .unwrap();
-    assert_eq!(reads, 2);
+    // At least once more; a read served by a server a little behind may add another.
+    assert!(reads >= 2, "{reads}");
     assert_eq!((updated.published, updated.removed), (7, 2));
 
     // Two replicas recording the same dead letter at once.

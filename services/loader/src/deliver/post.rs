@@ -90,6 +90,9 @@ impl Deliverer {
         if self.gates.refusal(integration).is_some() {
             return reason;
         }
+        // Paused here at once, so this replica's other batches wait instead of each probing.
+        let answered = PauseFlag::refused(target.revision, reason.clone());
+        self.gates.set_flag_locally(integration, &answered);
         let reason = self
             .naming_every_unknown_field(target.integration, reason)
             .await;

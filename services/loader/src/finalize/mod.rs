@@ -113,8 +113,10 @@ impl Finalizer {
             tracing::warn!(integration, run_id, error = %err,
                 "checking the run against Oomnitza stopped: NATS did not answer; the check is taken up again in {} s",
                 HAND_BACK_AFTER.as_secs());
-            tokio::time::sleep(HAND_BACK_AFTER).await;
-            if let Err(err) = verifier.hand_back(&integration, &run_id).await {
+            if let Err(err) = verifier
+                .hand_back(&integration, &run_id, HAND_BACK_AFTER)
+                .await
+            {
                 tracing::warn!(integration, run_id, error = %err, "cannot hand the check back; another sweep retries after the claim expires");
             }
         });

@@ -21,6 +21,7 @@ impl Verifier {
             integrations,
             replica,
             settings,
+            handing_back: Arc::default(),
         }
     }
 
@@ -32,6 +33,9 @@ impl Verifier {
     /// Checks the run if it waits for a check (or its checker's claim expired) and this
     /// replica wins the claim; otherwise does nothing.
     pub async fn verify(&self, integration: &str, run_id: &str) -> Result<(), BusError> {
+        if self.is_handing_back(run_id) {
+            return Ok(());
+        }
         let now = chrono::Utc::now().to_rfc3339();
         let mut won = false;
         let claimed = self
@@ -380,11 +384,41 @@ impl Verifier {
         Ok(())
     }
 
-    /// Hands this replica's claim on `run_id`'s check back (to pending), so that the next sweep
-    /// of any replica takes the check up again instead of waiting [`CLAIM_EXPIRY`] for the
-    /// claim to lapse: for a check NATS stopped answering midway, as during a cluster's
-    /// leader election. A claim another replica holds, or a check that ended, is left alone.
-    pub async fn hand_back(&self, integration: &str, run_id: &str) -> Result<(), BusError> {
+    /// Hands this replica's claim on `run_id`'s check back (to pending) after `wait`, so that
+    /// the next sweep of any replica takes the check up again instead of waiting
+    /// [`CLAIM_EXPIRY`] for the claim to lapse: for a check NATS stopped answering midway, as
+    /// during a cluster's leader election. Meanwhile this replica does not claim the check
+    /// again; a claim another replica took, or a check that ended, is left alone.
+    pub async fn hand_back(
+        &self,
+        integration: &str,
+        run_id: &str,
+        wait: Duration,
+    ) -> Result<(), BusError> {
+        self.set_handing_back(run_id, true);
+        tokio::time::sleep(wait).await;
+        let handed = self.hand_back_now(integration, run_id).await;
+        self.set_handing_back(run_id, false);
+        handed
+    }
+
+    fn is_handing_back(&self, run_id: &str) -> bool {
+        self.handing_back
+            .lock()
+            .is_ok_and(|runs| runs.contains(run_id))
+    }
+
+    fn set_handing_back(&self, run_id: &str, on: bool) {
+        if let Ok(mut runs) = self.handing_back.lock() {
+            if on {
+                runs.insert(run_id.to_owned());
+            } else {
+                runs.remove(run_id);
+            }
+        }
+    }
+
+    async fn hand_back_now(&self, integration: &str, run_id: &str) -> Result<(), BusError> {
         self.runs
             .update(integration, run_id, |record| {
                 let Some(v) = record.verification.as_mut() else {
@@ -479,7 +513,10 @@ mod tests {
             record.verification = Some(claimed_by(holder));
             runs.create(&record).await.unwrap();
             assert!(!needs_verify(&record), "a fresh claim is not taken up");
-            verifier.hand_back("acme", run_id).await.unwrap();
+            verifier
+                .hand_back("acme", run_id, Duration::from_millis(10))
+                .await
+                .unwrap();
         }
         let (ours, _) = runs.get("acme", "ours").await.unwrap().unwrap();
         assert!(needs_verify(&ours), "{:?}", ours.verification);

@@ -74,6 +74,10 @@ pub struct Verifier {
     integrations: Integrations,
     replica: String,
     settings: VerifySettings,
+    /// Runs whose check this replica is about to hand back ([`Verifier::hand_back`]): not
+    /// claimed again by this replica meanwhile, so the hand-back cannot reset a newer claim of
+    /// its own.
+    handing_back: Arc<std::sync::Mutex<BTreeSet<String>>>,
 }
 
 /// What the check of one record found.
