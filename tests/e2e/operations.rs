@@ -1,5 +1,6 @@
 //! The operations endpoint of running services: `/healthz`, `/readyz` and `/metrics` of the
-//! `oomnitza-loader` and `sage-extractor` binaries, readiness following NATS, refused
+//! `oomnitza-loader` and `sage-extractor` binaries, served (saying why they are not ready)
+//! while NATS is out of reach at start, readiness following NATS, refused
 //! credentials showing from the start, and `--once` giving up on a NATS that does not answer.
 //! The services start from the stack harness on an HTTP port of their own choosing, found in
 //! their logs ([`Launch::spawn_serving`]). (The deployment files themselves are checked by
@@ -110,6 +111,31 @@ async fn extractor_serves_health_readiness_and_metrics_while_it_waits_for_its_sc
     assert_eq!(ready["checks"]["nats"], true, "{ready}");
     assert_serves_health_and_metrics(&extractor, peoplesync_runtime::metrics::Service::Extractor)
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_services_answer_probes_and_say_why_while_nats_is_out_of_reach_at_start() {
+    let mut d = default_deployment().await;
+    d.nats.server().kill();
+    let extractor = d.extractor().spawn_serving();
+    let loader = d.loader("loader-1").spawn_serving();
+    for service in [&extractor, &loader] {
+        let waiting = wait_for_readyz(service, 503, "/readyz to say NATS is not ready").await;
+        let not_ready = waiting["not_ready"].as_array().cloned().unwrap_or_default();
+        assert!(not_ready.contains(&serde_json::json!("nats")), "{waiting}");
+        let note = waiting["notes"]["nats"].as_str().unwrap_or_default();
+        assert!(
+            note.contains("connecting to NATS and setting up"),
+            "{waiting}"
+        );
+        let (status, _, _) = get(&service.url("/healthz")).await.expect("/healthz");
+        assert_eq!(status, 200, "alive while it waits for NATS");
+    }
+    d.nats.server().restart();
+    for service in [&extractor, &loader] {
+        let ready = wait_for_readyz(service, 200, "ready once NATS answers").await;
+        assert!(ready["notes"]["nats"].is_null(), "{ready}");
+    }
 }
 
 /// Waits until `/readyz` answers 503 naming exactly `conditions` (NATS and the consumer come

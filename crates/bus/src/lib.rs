@@ -20,6 +20,7 @@ pub mod leavers;
 pub mod lookup;
 pub mod names;
 pub mod outcomes;
+mod patience;
 pub mod pause;
 pub mod presence;
 pub mod publish;

@@ -5,9 +5,11 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::{self, consumer, kv, stream};
 
 use crate::connect::{ConnectSettings, NatsServers};
+use crate::patience::patiently;
 use crate::{BusError, names};
 
 /// Publish acks one connection may have outstanding: room for the largest publish window
@@ -82,7 +84,7 @@ impl std::fmt::Debug for Bus {
 
 /// How long a server that cannot be reached is waited for before a warning says so (and every
 /// 30 s after).
-const UNREACHABLE_WARNING: Duration = Duration::from_secs(5);
+pub(crate) const UNREACHABLE_WARNING: Duration = Duration::from_secs(5);
 
 impl Bus {
     /// Connects to `url` (as client `name`) with no credentials besides any in `url`, and sets
@@ -425,44 +427,11 @@ impl StreamSpec {
     }
 }
 
-/// How often a set-up step NATS does not answer is said again after the first warning.
-const STILL_UNANSWERED_EVERY: Duration = Duration::from_secs(30);
-
-/// Runs set-up step `what` again while NATS has not answered it ([`BusError::is_unanswered`])
-/// until it succeeds or is refused: a JetStream cluster electing its leaders, or a node that
-/// is starting or was just lost, answers again within seconds, and a service that exited
-/// instead would restart into the same wait. Said after 5 s and every 30 s after, with the
-/// last error and what to check.
-async fn patiently<T, Fut>(
-    what: &str,
-    replicas: usize,
-    mut step: impl FnMut() -> Fut,
-) -> Result<T, BusError>
-where
-    Fut: std::future::Future<Output = Result<T, BusError>>,
-{
-    let started = tokio::time::Instant::now();
-    let mut warn_at = started + UNREACHABLE_WARNING;
-    let mut pause = Duration::from_millis(200);
-    loop {
-        let error = match step().await {
-            Err(error) if error.is_unanswered() => error,
-            done => return done,
-        };
-        let now = tokio::time::Instant::now();
-        if now >= warn_at {
-            warn_at = now + STILL_UNANSWERED_EVERY;
-            tracing::warn!(%error, waited_secs = started.elapsed().as_secs(),
-                "NATS has not answered the set-up of {what} yet; still trying: check that the \
-                 servers run with JetStream enabled, and that at least {replicas} JetStream \
-                 node(s) of the cluster are up (PEOPLESYNC_STREAM_REPLICAS={replicas})");
-        } else {
-            tracing::debug!(%error, "NATS has not answered the set-up of {what} yet; trying again");
-        }
-        tokio::time::sleep(pause).await;
-        pause = pause.saturating_mul(2).min(Duration::from_secs(5));
-    }
-}
+/// The `/readyz` note (on `nats`) of a service while it connects to NATS and sets its
+/// streams, buckets and consumers up: what it waits for is in its log.
+pub const SETTING_UP: &str = "connecting to NATS and setting up its streams, buckets and \
+     consumers; the log says what it waits for (\"cannot reach NATS\", \"NATS has not answered \
+     the set-up\")";
 
 async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> Result<(), BusError> {
     let what = format!("stream {}", config.name);
@@ -476,14 +445,21 @@ async fn ensure_stream_once(
 ) -> Result<(), BusError> {
     let name = config.name.clone();
     match js.get_stream(&name).await {
-        Ok(mut existing) => {
-            if let Ok(info) = existing.info().await {
-                config.num_replicas = config.num_replicas.max(info.config.num_replicas);
-            }
+        Ok(existing) => {
+            // The look-up's own answer: never lower an existing stream's replicas.
+            let replicas = existing.cached_info().config.num_replicas;
+            config.num_replicas = config.num_replicas.max(replicas);
             // Bring limits in line with this version (retention policy cannot change).
             js.update_stream(&config)
                 .await
                 .map_err(|e| BusError::setup(format!("stream {name}"), e))?;
+        }
+        // Not a "no such stream" (a timeout, JetStream not answering): say so, not create.
+        Err(err)
+            if !matches!(err.kind(), GetStreamErrorKind::JetStream(e)
+                if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            return Err(BusError::setup(format!("stream {name}"), err));
         }
         Err(_) => {
             if let Err(create) = js.create_stream(config.clone()).await {

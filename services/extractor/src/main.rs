@@ -61,50 +61,58 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = ExtractorConfig::load(cli.config.as_deref())?;
-    let setting_up = async {
-        let bus = Bus::connect_from_env(&config.nats_url, "sage-extractor", config.bus_settings())
-            .await
-            .context("connecting to NATS")?;
-        let service = Service::build(config.clone(), bus.clone(), SecretSource::Environment)
-            .await
-            .context("setting up the extractor")?;
-        anyhow::Ok((bus, service))
-    };
-    // The service waits for NATS as long as it takes; a one-off sync gives up, so that the
-    // scheduler that started it sees it fail.
-    let (bus, service) = if cli.once {
-        let wait = std::time::Duration::from_secs(cli.nats_wait);
-        tokio::time::timeout(wait, setting_up).await.map_err(|_| {
-            anyhow::anyhow!(
-                "NATS did not answer within {} s (--nats-wait, PEOPLESYNC_ONCE_NATS_WAIT_SECS); \
-                 the warnings above say what was tried: check NATS_URL and that the servers run \
-                 with JetStream",
-                cli.nats_wait
-            )
-        })??
-    } else {
-        setting_up.await?
-    };
     if cli.once {
+        // The service waits for NATS as long as it takes; a one-off sync gives up, so that
+        // the scheduler that started it sees it fail.
+        let wait = std::time::Duration::from_secs(cli.nats_wait);
+        let (_bus, service) = tokio::time::timeout(wait, set_up(&config))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "NATS did not answer within {} s (--nats-wait, PEOPLESYNC_ONCE_NATS_WAIT_SECS); \
+                     the warnings above say what was tried: check NATS_URL and that the servers \
+                     run with JetStream",
+                    cli.nats_wait
+                )
+            })??;
         return once(&service).await;
     }
 
+    // Probes get an answer, and `/readyz` says what is missing, while NATS is out of reach.
     peoplesync_runtime::metrics::register(
         peoplesync_runtime::metrics::Service::Extractor,
         &config.integrations,
     );
     let readiness = peoplesync_runtime::Readiness::new();
-    let service = service.with_readiness(readiness.clone());
-    let client = bus.client().clone();
-    readiness.set_check("nats", move || {
-        client.connection_state() == async_nats::connection::State::Connected
-    });
+    readiness.register("nats");
+    readiness.note("nats", Some(peoplesync_bus::setup::SETTING_UP.to_owned()));
     let http_stop = tokio_util::sync::CancellationToken::new();
     let listen = config
         .http_listen
         .parse()
         .context("PEOPLESYNC_HTTP_LISTEN")?;
+    let http = peoplesync_runtime::http::serve(listen, readiness.clone(), http_stop.clone())
+        .await
+        .context("starting the /metrics, /healthz and /readyz endpoint")?;
     let shutdown = peoplesync_runtime::shutdown_token();
+    let set = tokio::select! {
+        set = set_up(&config) => Some(set),
+        () = shutdown.cancelled() => None,
+    };
+    let (bus, service) = match set {
+        Some(Ok(set)) => set,
+        stopped => {
+            http_stop.cancel();
+            let _ = http.stopped().await;
+            return stopped.transpose().map(drop);
+        }
+    };
+    readiness.note("nats", None);
+    let service = service.with_readiness(readiness.clone());
+    let client = bus.client().clone();
+    readiness.set_check("nats", move || {
+        client.connection_state() == async_nats::connection::State::Connected
+    });
     for integration in &config.integrations {
         if let Some(runner) = service.runner(integration) {
             tokio::spawn(peoplesync_extractor::check::keep_checking(
@@ -119,10 +127,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         config.integrations.clone(),
         shutdown.clone(),
     ));
-    let http = peoplesync_runtime::http::serve(listen, readiness, http_stop.clone())
-        .await
-        .context("starting the /metrics, /healthz and /readyz endpoint")?;
-
     let served = service.run(shutdown).await;
     http_stop.cancel();
     if let Err(err) = http.stopped().await {
@@ -130,6 +134,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     served.context("serving")?;
     Ok(())
+}
+
+/// Connects to NATS (waiting while it does not answer) and builds the service.
+async fn set_up(config: &ExtractorConfig) -> anyhow::Result<(Bus, Service)> {
+    let bus = Bus::connect_from_env(&config.nats_url, "sage-extractor", config.bus_settings())
+        .await
+        .context("connecting to NATS")?;
+    let service = Service::build(config.clone(), bus.clone(), SecretSource::Environment)
+        .await
+        .context("setting up the extractor")?;
+    Ok((bus, service))
 }
 
 async fn once(service: &Service) -> anyhow::Result<()> {

@@ -94,8 +94,21 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
     let (readiness, http_stop, http) = start_http(&integrations).await?;
     let control = control_plane()?;
     let replica = config.replica_name();
-    let loader = Application::build(config, seed, readiness.clone()).await?;
-    mark_ready(&readiness, &loader, &integrations).await?;
+    readiness.note("nats", Some(peoplesync_bus::setup::SETTING_UP.to_owned()));
+    let set_up = async {
+        let loader = Application::build(config, seed, readiness.clone()).await?;
+        mark_ready(&readiness, &loader, &integrations).await?;
+        anyhow::Ok(loader)
+    };
+    let loader = tokio::select! {
+        loader = set_up => loader,
+        // SIGTERM while NATS does not answer: nothing to drain yet.
+        () = shutdown.cancelled() => {
+            http_stop.cancel();
+            return http.stopped().await.context("the /metrics endpoint failed");
+        }
+    }?;
+    readiness.note("nats", None);
     // Announced for the control plane's status (loader replicas seen, and what their /readyz
     // says).
     let bus = loader.bus().clone();
