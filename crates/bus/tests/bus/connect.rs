@@ -1,7 +1,8 @@
 //! Connecting to a real nats-server: user/password and token authorization (right ones work,
 //! wrong ones end with a clear error instead of retrying for ever), credentials embedded in
-//! `NATS_URL`, an NKey user, and several seed URLs of which the first is dead; a server
-//! not up yet, and one whose JetStream does not answer yet, are waited for.
+//! `NATS_URL`, an NKey user, a `.creds` file on a server in operator mode, and several seed
+//! URLs of which the first is dead; a server not up yet, and one whose JetStream does not
+//! answer yet, are waited for.
 
 use std::time::Duration;
 
@@ -210,4 +211,95 @@ async fn jetstream_not_answering_yet_is_waited_for_and_the_set_up_completes() {
         server.restart_with_jetstream();
     })
     .await;
+}
+
+/// A JWT as `nsc` writes them: a header, the claims (`nats` holds the kind's own) and an
+/// Ed25519 signature by `issuer`, each base64url without padding.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, nats: serde_json::Value) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = serde_json::json!({
+        "jti": uuid::Uuid::new_v4().simple().to_string().to_uppercase(),
+        "iat": chrono::Utc::now().timestamp(),
+        "iss": issuer.public_key(),
+        "name": subject,
+        "sub": subject,
+        "nats": nats,
+    });
+    let signed = format!("{header}.{}", b64.encode(claims.to_string()));
+    let signature = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", b64.encode(signature))
+}
+
+/// An account of `operator` whose users may use JetStream (`jetstream`) or not.
+fn account_jwt(operator: &nkeys::KeyPair, account: &nkeys::KeyPair, jetstream: bool) -> String {
+    let storage = if jetstream { -1 } else { 0 };
+    let limits = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1,
+        "mem_storage": storage, "disk_storage": storage, "streams": storage, "consumer": storage,
+    });
+    let nats = serde_json::json!({"limits": limits, "type": "account", "version": 2});
+    jwt(operator, &account.public_key(), nats)
+}
+
+/// A `.creds` file of `user`, a user of `account`, as `nsc generate creds` writes it.
+fn creds(account: &nkeys::KeyPair, user: &nkeys::KeyPair) -> String {
+    let nats = serde_json::json!({
+        "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+        "type": "user", "version": 2,
+    });
+    let token = jwt(account, &user.public_key(), nats);
+    format!(
+        "-----BEGIN NATS USER JWT-----\n{token}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+        user.seed().unwrap()
+    )
+}
+
+#[tokio::test]
+async fn a_creds_file_of_an_operator_signed_account_connects_and_another_is_refused() {
+    // A server in operator mode (as Synadia Cloud and `nsc`-managed servers run): accounts
+    // are JWTs the operator signed, users authenticate with a `.creds` file.
+    let operator = nkeys::KeyPair::new_operator();
+    let (account, system) = (nkeys::KeyPair::new_account(), nkeys::KeyPair::new_account());
+    let config = format!(
+        "operator: {}\nsystem_account: {}\nresolver: MEMORY\nresolver_preload: {{\n  {}: {}\n  {}: {}\n}}\n",
+        jwt(
+            &operator,
+            &operator.public_key(),
+            serde_json::json!({"type": "operator", "version": 2})
+        ),
+        system.public_key(),
+        account.public_key(),
+        account_jwt(&operator, &account, true),
+        system.public_key(),
+        account_jwt(&operator, &system, false),
+    );
+    let nats = NatsServer::start_with_config(&config);
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        with_auth(NatsAuth::CredsFile(path))
+    };
+    let user = nkeys::KeyPair::new_user();
+    assert_connects(nats.url(), &file("loader.creds", creds(&account, &user))).await;
+
+    // A user of an account the operator never signed.
+    let stranger = nkeys::KeyPair::new_account();
+    let result = connect(
+        nats.url(),
+        &file(
+            "stranger.creds",
+            creds(&stranger, &nkeys::KeyPair::new_user()),
+        ),
+    )
+    .await;
+    let err = result.expect_err("an unknown account's user must not connect");
+    assert!(matches!(err, BusError::Auth { .. }), "{err:?}");
+    assert!(err.to_string().contains("NATS_CREDS_FILE"), "{err}");
 }
