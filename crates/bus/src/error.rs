@@ -280,13 +280,17 @@ fn unanswered(error: &(dyn std::error::Error + 'static)) -> bool {
         .is_some_and(not_available)
 }
 
-/// JetStream's own "not now" answers: temporarily unavailable (no meta leader yet), and no
-/// suitable peers for the replicas (a cluster node is down).
+/// JetStream's own "not now" answers: temporarily unavailable (no meta leader yet), no
+/// suitable peers for the replicas (a cluster node is down), the cluster cannot handle the
+/// request (a leader is changing), and the stream is offline (its replicas have no quorum).
 fn not_available(error: &async_nats::jetstream::Error) -> bool {
     use async_nats::jetstream::ErrorCode;
     matches!(
         error.error_code(),
-        ErrorCode::CLUSTER_NOT_AVAILABLE | ErrorCode::CLUSTER_NO_PEERS
+        ErrorCode::CLUSTER_NOT_AVAILABLE
+            | ErrorCode::CLUSTER_NO_PEERS
+            | ErrorCode::CLUSTER_NOT_LEADER
+            | ErrorCode::STREAM_OFFLINE
     )
 }
 
@@ -340,9 +344,12 @@ mod tests {
         for unanswered in [
             stream_error(CreateStreamErrorKind::TimedOut),
             stream_error(CreateStreamErrorKind::JetStreamUnavailable),
-            // JetStream system temporarily unavailable; no suitable peers for placement.
+            // JetStream system temporarily unavailable; no suitable peers for placement; the
+            // cluster cannot handle the request; the stream is offline.
             stream_error(CreateStreamErrorKind::JetStream(jetstream_error(10008))),
             stream_error(CreateStreamErrorKind::JetStream(jetstream_error(10005))),
+            stream_error(CreateStreamErrorKind::JetStream(jetstream_error(10009))),
+            stream_error(CreateStreamErrorKind::JetStream(jetstream_error(10118))),
             // A KV read's timeout carries no source.
             BusError::kv(
                 "B",
@@ -364,9 +371,12 @@ mod tests {
             assert!(unanswered.is_unanswered(), "{unanswered}");
         }
         for refused in [
-            // Subjects overlap with an existing stream; insufficient resources.
+            // Subjects overlap with an existing stream; insufficient resources; JetStream not
+            // enabled for the account; replicas > 1 on a server without clustering.
             stream_error(CreateStreamErrorKind::JetStream(jetstream_error(10065))),
             stream_error(CreateStreamErrorKind::JetStream(jetstream_error(10023))),
+            stream_error(CreateStreamErrorKind::JetStream(jetstream_error(10039))),
+            stream_error(CreateStreamErrorKind::JetStream(jetstream_error(10074))),
             stream_error(CreateStreamErrorKind::InvalidStreamName),
             BusError::decode("a run record", "not JSON"),
         ] {
