@@ -37,6 +37,7 @@ pub use consume::WorkStream;
 pub use dlq::{DeadLetter, DeadLetterRecord};
 pub use error::BusError;
 pub use outcomes::{Outcome, OutcomeCounts, OutcomeRecorder, WrittenEvent, WrittenEvents};
+pub use patience::patiently;
 pub use pause::{PauseFlag, Pauses};
 pub use publish::Publisher;
 pub use runs::{

@@ -1,6 +1,7 @@
 //! Set-up steps NATS has not answered yet, asked again: a JetStream cluster electing its
 //! leaders, or a node starting or just lost, answers within seconds, and a service that exited
-//! instead would restart into the same wait.
+//! instead would restart into the same wait. The bus's own set-up uses it, and services use it
+//! for their start-up reads (the loader's integration configs).
 
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ const STILL_UNANSWERED_EVERY: Duration = Duration::from_secs(30);
 /// is starting or was just lost, answers again within seconds, and a service that exited
 /// instead would restart into the same wait. Said after 5 s and every 30 s after, with the
 /// last error and what to check.
-pub(crate) async fn patiently<T, Fut>(
+pub async fn patiently<T, Fut>(
     what: &str,
     replicas: usize,
     mut step: impl FnMut() -> Fut,

@@ -29,7 +29,7 @@ use crate::consume::{IntakeShared, Intakes};
 use crate::deliver::Deliverer;
 use crate::finalize::{Finalizer, Poke};
 use crate::gates::Gates;
-use crate::integrations::Integrations;
+use crate::integrations::{Integrations, SeedError};
 use crate::limiter::AdaptiveLimiter;
 use crate::pipeline::Item;
 use crate::progress::InProgress;
@@ -87,9 +87,18 @@ impl Application {
             let text = (seed_id.as_deref() == Some(id.as_str()))
                 .then_some(seed.as_deref())
                 .flatten();
-            integrations
-                .load_or_seed(&bus, id, text)
-                .await
+            // Read just after the set-up, so asked again as patiently while NATS does not answer.
+            let what = format!("the config of integration {id}");
+            let loaded = peoplesync_bus::patiently(&what, bus.settings().replicas, || async {
+                match integrations.load_or_seed(&bus, id, text).await {
+                    Err(SeedError::Bus(err)) => Err(err),
+                    other => Ok(other),
+                }
+            })
+            .await;
+            loaded
+                .map_err(SeedError::Bus)
+                .and_then(|seeded| seeded)
                 .with_context(|| format!("loading the config of integration {id}"))?;
         }
         let replica = config.replica_name();
