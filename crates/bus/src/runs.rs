@@ -13,6 +13,7 @@ use crate::{BusError, OutcomeCounts, document, names};
 
 /// How many writes a run-record update may lose to other writers before it fails.
 pub const UPDATE_RACES: u32 = 50;
+
 /// Where a run is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -296,8 +296,8 @@ impl Bus {
     }
 
     /// Creates the durable pull consumer of `integration`'s worker events, shared by every
-    /// loader replica, or brings it in line with the settings.
-    /// Waits while NATS does not answer, as the topology's set-up does.
+    /// loader replica, or brings it in line with the settings; waits while NATS does not
+    /// answer, as the topology's set-up does.
     pub async fn prepare_loader_consumer(&self, integration: &str) -> Result<(), BusError> {
         let what = format!("consumer {}", names::loader_consumer(integration));
         patiently(&what, self.settings.replicas, || {
