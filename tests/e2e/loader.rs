@@ -619,6 +619,37 @@ async fn sigterm_drains_in_flight_batches_and_exits_within_the_grace_period() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loader_stopped_while_nats_is_gone_exits_within_its_grace_period() {
+    // NATS goes away mid-load, then the loader is told to stop: its deliveries cannot settle,
+    // and its finalizer and announcement wait on a client that holds requests while it
+    // reconnects. The stop still ends within shutdown_grace_secs + 5 s (it took minutes).
+    let (mut d, mut loader, extraction) = loading_slowly(3_000, 200, "", |d, config| {
+        d.loader_with("loader-1", &format!("shutdown_grace_secs = 3\n{config}"))
+    })
+    .await;
+    d.nats.server().kill();
+    // Long enough for the progress acks of the events it holds to fill the client's queue:
+    // from then on every NATS call waits for the reconnection, whatever its timeout.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let asked = Instant::now();
+    let status = tokio::task::block_in_place(|| loader.terminate_within(Duration::from_secs(12)));
+    assert!(
+        status.is_some(),
+        "the loader still ran {:?} after SIGTERM (grace 3 s + 5 s)",
+        asked.elapsed()
+    );
+    assert!(
+        d.oomnitza.stats().bulk_records < 3_000,
+        "NATS went away while records were loading"
+    );
+    // Nothing was lost: with NATS back, the run completes and another replica loads the rest.
+    d.nats.server().restart();
+    let run_id = extraction.await.expect("the extraction");
+    let _second = d.loader_with("loader-2", QUICK);
+    d.assert_loaded(&run_id, Duration::from_secs(120)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_fails_for_good_is_finalized_with_what_it_loaded() {
     let sage = SageConfig {
         workers: 5_000,

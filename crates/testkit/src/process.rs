@@ -84,6 +84,28 @@ impl ChildService {
         status
     }
 
+    /// Sends SIGTERM and waits at most `limit` for the exit status: `None` if the process
+    /// was still running then (it is killed when this handle drops).
+    pub fn terminate_within(
+        &mut self,
+        limit: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        self.signal("-TERM");
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            match self.child.as_mut()?.try_wait() {
+                Ok(Some(status)) => {
+                    self.child = None;
+                    return Some(status);
+                }
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                _ => return None,
+            }
+        }
+    }
+
     /// Stops the process where it is (SIGSTOP), as a stalled host or a long GC pause would;
     /// [`ChildService::thaw`] lets it go on.
     pub fn freeze(&self) {

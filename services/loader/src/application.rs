@@ -199,9 +199,22 @@ impl Application {
             }
         }
 
-        delivery.drain(intakes).await;
+        delivery.drain(intakes, self.config.shutdown_grace()).await;
         background_stop.cancel();
-        let _ = finalizer_task.await;
+        // The finalizer stops between two checks; a check waiting on NATS that does not
+        // answer (the client holds requests while it reconnects) is dropped instead: it is
+        // repeated by another replica or at the next start, as after a crash.
+        let mut finalizer_task = finalizer_task;
+        if tokio::time::timeout(FINALIZER_STOP, &mut finalizer_task)
+            .await
+            .is_err()
+        {
+            finalizer_task.abort();
+            tracing::warn!(
+                "the finalizer's check did not end within {} s of the stop (NATS not answering?); dropped it, to be checked again",
+                FINALIZER_STOP.as_secs()
+            );
+        }
         background.abort_all();
         match failed {
             Some(task) => anyhow::bail!("{task} ended while the loader was running"),
@@ -322,9 +335,9 @@ impl Delivery {
     /// Once the intakes are told to stop: lets them hand in what they hold (they own the item
     /// queue's senders, so the batcher ends after them), flushes partial batches and waits for
     /// deliveries in flight, within the grace period.
-    async fn drain(self, intakes: Intakes) {
+    async fn drain(self, intakes: Intakes, grace: Duration) {
         tracing::info!("stopped pulling; flushing batches and finishing deliveries");
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let drained = tokio::time::timeout(grace, async {
             intakes.finish().await;
             let _ = self.batcher.await;
             let _ = self.dispatcher.await;
@@ -338,8 +351,9 @@ impl Delivery {
     }
 }
 
-/// How long in-flight deliveries may take to finish after SIGTERM.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+/// How long the finalizer's check in progress may take to end once deliveries are drained
+/// (part of [`crate::config::STOP_MARGIN`]).
+const FINALIZER_STOP: Duration = Duration::from_secs(2);
 /// How often new integrations (configs appearing in KV) are picked up.
 const DISCOVERY: Duration = Duration::from_secs(2);
 

@@ -92,7 +92,16 @@ pub struct LoaderConfig {
     pub run_retention_days: u64,
     /// Checking finalized runs against what Oomnitza holds.
     pub verify: VerifySettings,
+    /// After SIGTERM, how long deliveries in flight may take to finish, in seconds. The whole
+    /// stop takes at most [`STOP_MARGIN`] longer: then the replica exits with status 1 (its
+    /// unacknowledged events are redelivered). Keep it [`STOP_MARGIN`] under the orchestrator's
+    /// grace period.
+    pub shutdown_grace_secs: u64,
 }
+
+/// What a stop may take beyond `shutdown_grace_secs`: the finalizer's last check, removing the
+/// replica's announcement, the control plane's and `/metrics`' own stops.
+pub const STOP_MARGIN: Duration = Duration::from_secs(5);
 
 /// How finalized runs are checked against what Oomnitza holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -211,6 +220,7 @@ impl Default for LoaderConfig {
             stream_replicas: 1,
             worker_threads: 1,
             run_retention_days: 90,
+            shutdown_grace_secs: 25,
             verify: VerifySettings {
                 enabled: true,
                 processing_timeout_secs: 600,
@@ -246,6 +256,11 @@ impl LoaderConfig {
     pub fn run_retention(&self) -> Option<std::time::Duration> {
         (self.run_retention_days > 0)
             .then(|| std::time::Duration::from_secs(self.run_retention_days.saturating_mul(86_400)))
+    }
+
+    /// How long deliveries in flight may take to finish after SIGTERM.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
     }
 
     /// Checks what can be checked without the network.
@@ -294,6 +309,12 @@ impl LoaderConfig {
             return Err(ConfigError(
                 "consumer.ack_wait_secs, consumer.max_deliver and consumer.max_ack_pending must be at least 1".into(),
             ));
+        }
+        if !(1..=600).contains(&self.shutdown_grace_secs) {
+            return Err(ConfigError(format!(
+                "shutdown_grace_secs = {}: between 1 and 600",
+                self.shutdown_grace_secs
+            )));
         }
         if self.retry.max_attempts == 0 {
             return Err(ConfigError("retry.max_attempts must be at least 1".into()));
@@ -426,6 +447,20 @@ mod tests {
         config.oomnitza.url = "http://x".into();
         config.batch.size = 0;
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn a_shutdown_grace_outside_one_to_six_hundred_seconds_is_refused_naming_it() {
+        let mut config = LoaderConfig::default();
+        config.oomnitza.url = "http://x".into();
+        assert_eq!(config.shutdown_grace(), Duration::from_secs(25));
+        for secs in [0, 601] {
+            config.shutdown_grace_secs = secs;
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("shutdown_grace_secs"), "{err}");
+        }
+        config.shutdown_grace_secs = 600;
+        assert!(config.validate().is_ok());
     }
 
     #[test]

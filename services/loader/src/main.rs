@@ -3,10 +3,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use peoplesync_loader::config::STOP_MARGIN;
 use peoplesync_loader::{Application, LoaderConfig};
+use tokio_util::sync::CancellationToken;
 
 // Every event allocates and frees small maps and strings (decode, map, hash, serialise);
 // mimalloc does that at a fraction of glibc malloc's cost, which profiling showed as a quarter
@@ -71,6 +74,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// Ends the process `limit` after the shutdown request if it has not ended by then: a stop
+/// must end within the orchestrator's grace period even when a step waits on NATS that does
+/// not answer (the NATS client holds requests while it reconnects, whatever their timeouts).
+/// Unacknowledged events are redelivered, as after any crash.
+fn stop_within(shutdown: &CancellationToken, limit: Duration) {
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        tokio::time::sleep(limit).await;
+        tracing::error!(
+            limit_secs = limit.as_secs(),
+            "the loader did not stop within {} s of the shutdown request (shutdown_grace_secs + {} s; NATS not answering?); exiting now, its unacknowledged events will be redelivered",
+            limit.as_secs(),
+            STOP_MARGIN.as_secs()
+        );
+        std::process::exit(1);
+    });
+}
+
 fn print_default_integration(id: &str) -> anyhow::Result<()> {
     peoplesync_bus::names::validate_integration_id(id).map_err(anyhow::Error::msg)?;
     print!(
@@ -90,6 +112,7 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
         None => None,
     };
     let shutdown = peoplesync_runtime::shutdown_token();
+    stop_within(&shutdown, config.shutdown_grace() + STOP_MARGIN);
     let integrations = config.integrations.clone();
     let (readiness, http_stop, http) = start_http(&integrations).await?;
     let control = control_plane()?;
@@ -125,8 +148,16 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
     // The clean-up below runs even when the loader stopped itself, so its announcement is
     // removed and calls in progress finish before the error is returned.
     let loaded = loader.run_until_stopped(shutdown).await;
-    // Removes this replica's announcement (the shutdown token is cancelled by now).
-    let _ = announced.await;
+    // Removes this replica's announcement (the shutdown token is cancelled by now); while NATS
+    // does not answer it is left to expire.
+    if tokio::time::timeout(Duration::from_secs(2), announced)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "could not remove this replica's announcement (NATS not answering?); it expires by itself"
+        );
+    }
     tracing::info!("loader stopped");
     if let Some(control) = control {
         control.await.context("the control plane task failed")??;
