@@ -1,6 +1,8 @@
 //! SIGTERM (what Docker and Kubernetes send) and Ctrl-C become one cancellation token, so
 //! every part of a service can stop taking work and drain instead of being dropped mid-batch.
 
+use std::time::Duration;
+
 use tokio_util::sync::CancellationToken;
 
 /// A token cancelled on the first SIGTERM or SIGINT.
@@ -13,6 +15,30 @@ pub fn shutdown_token() -> CancellationToken {
         trigger.cancel();
     });
     token
+}
+
+/// Ends the process with status 1 if it is still running `limit` after `shutdown` was
+/// cancelled, logging why. A stop must end within the orchestrator's grace period even when a
+/// step waits on NATS that does not answer: the NATS client holds every request while it
+/// reconnects, whatever the request's timeout. `setting` names what sets `limit`; `then` says
+/// what becomes of the work left (it is what a crash would leave).
+pub fn exit_unless_stopped_within(
+    shutdown: &CancellationToken,
+    limit: Duration,
+    setting: &'static str,
+    then: &'static str,
+) {
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        tokio::time::sleep(limit).await;
+        tracing::error!(
+            limit_secs = limit.as_secs(),
+            "did not stop within {} s of the shutdown request ({setting}; NATS not answering?); exiting now: {then}",
+            limit.as_secs()
+        );
+        std::process::exit(1);
+    });
 }
 
 #[cfg(unix)]

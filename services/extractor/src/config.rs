@@ -99,6 +99,10 @@ pub struct ExtractorConfig {
     /// Time to live of the scheduler lease, in seconds: a standby replica takes over this long
     /// after the scheduling replica stopped renewing it.
     pub lease_ttl_secs: u64,
+    /// After SIGTERM, how long the service may take to stop, in seconds: the run in progress
+    /// stops between two pages and records its checkpoint. Past it (NATS not answering), the
+    /// process exits with status 1 and the run resumes from its last recorded checkpoint.
+    pub shutdown_grace_secs: u64,
     /// This replica's name in leases and logs (`PEOPLESYNC_REPLICA`; default: host name + pid).
     pub replica: Option<String>,
     /// Address of the `/metrics`, `/healthz` and `/readyz` endpoint (`PEOPLESYNC_HTTP_LISTEN`).
@@ -128,6 +132,7 @@ impl Default for ExtractorConfig {
             sage_retry_secs: sage_retry_secs(),
             quota_share: 0.8,
             lease_ttl_secs: 15,
+            shutdown_grace_secs: 30,
             replica: None,
             http_listen: "127.0.0.1:9090".into(),
             ca_file: None,
@@ -178,6 +183,12 @@ impl ExtractorConfig {
             return Err(ConfigError(format!(
                 "removals.hold_above_share is {}; it must be between 0 and 1 (0.05 holds removals of more than 5% of the workers)",
                 self.removals.hold_above_share
+            )));
+        }
+        if !(1..=600).contains(&self.shutdown_grace_secs) {
+            return Err(ConfigError(format!(
+                "shutdown_grace_secs = {}: between 1 and 600",
+                self.shutdown_grace_secs
             )));
         }
         if self.lease_ttl_secs == 0 || self.lease_ttl_secs > 3600 {
@@ -252,6 +263,23 @@ mod tests {
             let err = config.validate().unwrap_err().to_string();
             assert!(err.contains("quota_share"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_shutdown_grace_outside_one_to_six_hundred_seconds_is_refused_naming_it() {
+        for secs in [0, 601] {
+            let config = ExtractorConfig {
+                shutdown_grace_secs: secs,
+                ..Default::default()
+            };
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("shutdown_grace_secs"), "{err}");
+        }
+        let config = ExtractorConfig {
+            shutdown_grace_secs: 600,
+            ..Default::default()
+        };
+        assert!(config.validate().is_ok());
     }
 
     #[test]

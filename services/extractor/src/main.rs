@@ -95,6 +95,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .await
         .context("starting the /metrics, /healthz and /readyz endpoint")?;
     let shutdown = peoplesync_runtime::shutdown_token();
+    peoplesync_runtime::shutdown::exit_unless_stopped_within(
+        &shutdown,
+        std::time::Duration::from_secs(config.shutdown_grace_secs),
+        "shutdown_grace_secs",
+        "a run in progress resumes from its last recorded checkpoint",
+    );
     let set = tokio::select! {
         set = set_up(&config) => Some(set),
         () = shutdown.cancelled() => None,

@@ -9,7 +9,6 @@ use anyhow::Context;
 use clap::Parser;
 use peoplesync_loader::config::STOP_MARGIN;
 use peoplesync_loader::{Application, LoaderConfig};
-use tokio_util::sync::CancellationToken;
 
 // Every event allocates and frees small maps and strings (decode, map, hash, serialise);
 // mimalloc does that at a fraction of glibc malloc's cost, which profiling showed as a quarter
@@ -74,25 +73,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Ends the process `limit` after the shutdown request if it has not ended by then: a stop
-/// must end within the orchestrator's grace period even when a step waits on NATS that does
-/// not answer (the NATS client holds requests while it reconnects, whatever their timeouts).
-/// Unacknowledged events are redelivered, as after any crash.
-fn stop_within(shutdown: &CancellationToken, limit: Duration) {
-    let shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        shutdown.cancelled().await;
-        tokio::time::sleep(limit).await;
-        tracing::error!(
-            limit_secs = limit.as_secs(),
-            "the loader did not stop within {} s of the shutdown request (shutdown_grace_secs + {} s; NATS not answering?); exiting now, its unacknowledged events will be redelivered",
-            limit.as_secs(),
-            STOP_MARGIN.as_secs()
-        );
-        std::process::exit(1);
-    });
-}
-
 fn print_default_integration(id: &str) -> anyhow::Result<()> {
     peoplesync_bus::names::validate_integration_id(id).map_err(anyhow::Error::msg)?;
     print!(
@@ -112,7 +92,12 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
         None => None,
     };
     let shutdown = peoplesync_runtime::shutdown_token();
-    stop_within(&shutdown, config.shutdown_grace() + STOP_MARGIN);
+    peoplesync_runtime::shutdown::exit_unless_stopped_within(
+        &shutdown,
+        config.shutdown_grace() + STOP_MARGIN,
+        "shutdown_grace_secs + 5 s",
+        "its unacknowledged events will be redelivered",
+    );
     let integrations = config.integrations.clone();
     let (readiness, http_stop, http) = start_http(&integrations).await?;
     let control = control_plane()?;

@@ -1,6 +1,7 @@
-//! NATS faults: the server restarted for 1 s and for 15 s while the extractor publishes, and a
-//! three-node JetStream cluster (streams and buckets with three replicas, seed URLs given
-//! comma-separated in `NATS_URL`) losing the node the extractor is connected to.
+//! NATS faults: the server restarted for 1 s and for 15 s while the extractor publishes, the
+//! extractor stopped while the server is gone, and a three-node JetStream cluster (streams and
+//! buckets with three replicas, seed URLs given comma-separated in `NATS_URL`) losing the node
+//! the extractor is connected to.
 
 use std::time::Duration;
 
@@ -32,6 +33,34 @@ async fn nats_restarted_for_one_and_for_fifteen_seconds_mid_publish_loses_and_re
         eprintln!("[chaos] NATS was down for {secs} s");
     }
     let run = stack.settled(&run_id, Duration::from_secs(600)).await;
+    stack.assert_exact(&run).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extractor_stopped_while_nats_is_gone_exits_within_its_grace_period_and_the_run_resumes()
+{
+    // NATS goes away mid-publish, then the scheduling extractor is told to stop: the page in
+    // flight can never be acknowledged, and its window would be sent again for two minutes.
+    // The stop ends within shutdown_grace_secs (3 s here); NATS back, the replica started
+    // again resumes the run from its checkpoint and every worker lands once.
+    let d = Deployment::start(org(15_000, 500, 0), oomnitza_config()).await;
+    let extractor = format!("shutdown_grace_secs = 3\n{EXTRACTOR}");
+    let mut stack = Stack::start(d, 1, &extractor, 1, &loader_config()).await;
+    let run_id = stack.trigger().await;
+    stack.pages_published(&run_id, 5).await;
+    stack.d.nats.server().kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let asked = std::time::Instant::now();
+    let child = &mut stack.extractors[0].child;
+    let status = tokio::task::block_in_place(|| child.terminate_within(Duration::from_secs(10)));
+    assert!(
+        status.is_some(),
+        "the extractor still ran {:?} after SIGTERM (grace 3 s)",
+        asked.elapsed()
+    );
+    stack.d.nats.server().restart();
+    stack.restart_extractor(0);
+    let run = stack.settled(&run_id, Duration::from_secs(300)).await;
     stack.assert_exact(&run).await;
 }
 
