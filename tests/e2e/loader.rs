@@ -633,11 +633,15 @@ async fn a_loader_stopped_while_nats_is_gone_exits_within_its_grace_period() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let asked = Instant::now();
     let status = tokio::task::block_in_place(|| loader.terminate_within(Duration::from_secs(12)));
-    assert!(
-        status.is_some(),
-        "the loader still ran {:?} after SIGTERM (grace 3 s + 5 s)",
-        asked.elapsed()
-    );
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "the loader still ran {:?} after SIGTERM (grace 3 s + 5 s)",
+            asked.elapsed()
+        )
+    });
+    // A clean stop (the finalizer's check and the announcement dropped after 2 s each), or
+    // the watchdog's exit 1 if those took longer on a busy machine: never a signal's death.
+    assert!(status.success() || status.code() == Some(1), "{status}");
     assert!(
         d.oomnitza.stats().bulk_records < 3_000,
         "NATS went away while records were loading"

@@ -18,10 +18,12 @@ pub fn shutdown_token() -> CancellationToken {
 }
 
 /// Ends the process with status 1 if it is still running `limit` after `shutdown` was
-/// cancelled, logging why. A stop must end within the orchestrator's grace period even when a
-/// step waits on NATS that does not answer: the NATS client holds every request while it
-/// reconnects, whatever the request's timeout. `setting` names what sets `limit`; `then` says
-/// what becomes of the work left (it is what a crash would leave).
+/// cancelled (by SIGTERM, or by the service stopping itself), logging why. A stop must end
+/// within the orchestrator's grace period even when a step waits on NATS that does not
+/// answer: the NATS client holds every request while it reconnects, whatever the request's
+/// timeout. `setting` names what sets `limit`; `then` says what becomes of the work left (it
+/// is what a crash would leave). The wait runs on a thread of its own, so a runtime thread
+/// that is blocked cannot hold it up.
 pub fn exit_unless_stopped_within(
     shutdown: &CancellationToken,
     limit: Duration,
@@ -31,13 +33,15 @@ pub fn exit_unless_stopped_within(
     let shutdown = shutdown.clone();
     tokio::spawn(async move {
         shutdown.cancelled().await;
-        tokio::time::sleep(limit).await;
-        tracing::error!(
-            limit_secs = limit.as_secs(),
-            "did not stop within {} s of the shutdown request ({setting}; NATS not answering?); exiting now: {then}",
-            limit.as_secs()
-        );
-        std::process::exit(1);
+        std::thread::spawn(move || {
+            std::thread::sleep(limit);
+            tracing::error!(
+                limit_secs = limit.as_secs(),
+                "did not stop within {} s of being told to stop ({setting}; still waiting on NATS?); exiting now: {then}",
+                limit.as_secs()
+            );
+            std::process::exit(1);
+        });
     });
 }
 

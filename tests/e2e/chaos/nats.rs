@@ -43,20 +43,32 @@ async fn an_extractor_stopped_while_nats_is_gone_exits_within_its_grace_period_a
     // flight can never be acknowledged, and its window would be sent again for two minutes.
     // The stop ends within shutdown_grace_secs (3 s here); NATS back, the replica started
     // again resumes the run from its checkpoint and every worker lands once.
-    let d = Deployment::start(org(15_000, 500, 0), oomnitza_config()).await;
+    // Pages of 100 ms: the listing is far from its end when NATS goes.
+    let d = Deployment::start(org(15_000, 500, 100), oomnitza_config()).await;
     let extractor = format!("shutdown_grace_secs = 3\n{EXTRACTOR}");
     let mut stack = Stack::start(d, 1, &extractor, 1, &loader_config()).await;
     let run_id = stack.trigger().await;
     stack.pages_published(&run_id, 5).await;
     stack.d.nats.server().kill();
+    let served = stack.d.sage.stats().records_served;
+    assert!(
+        served < 15_000,
+        "the listing was still going: {served} read"
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let asked = std::time::Instant::now();
     let child = &mut stack.extractors[0].child;
     let status = tokio::task::block_in_place(|| child.terminate_within(Duration::from_secs(10)));
-    assert!(
-        status.is_some(),
-        "the extractor still ran {:?} after SIGTERM (grace 3 s)",
-        asked.elapsed()
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "the extractor still ran {:?} after SIGTERM (grace 3 s)",
+            asked.elapsed()
+        )
+    });
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "ended by its watchdog: the page in flight could not be acknowledged"
     );
     stack.d.nats.server().restart();
     stack.restart_extractor(0);
