@@ -75,12 +75,30 @@ fn caller<T>(request: &Request<T>, by: &str) -> String {
 
 type RunStream = Pin<Box<dyn Stream<Item = Result<pb::Run, Status>> + Send + 'static>>;
 
+impl ControlService {
+    /// Refuses at once a call that needs NATS while this replica is not connected to it. The
+    /// NATS client holds requests while it reconnects, and with its queue full a call would
+    /// wait for the caller's deadline and end without saying why (`syncctl dlq list` ended
+    /// with `Cancelled: Timeout expired` after 90 s).
+    fn connected(&self) -> Result<(), Status> {
+        let state = self.bus.client().connection_state();
+        if state == async_nats::connection::State::Connected {
+            return Ok(());
+        }
+        Err(Status::unavailable(format!(
+            "this loader replica is not connected to NATS (its connection is {state:?}); check \
+             that nats-server is up and reachable from the loader (NATS_URL), then retry"
+        )))
+    }
+}
+
 #[tonic::async_trait]
 impl SyncControl for ControlService {
     async fn trigger_sync(
         &self,
         request: Request<pb::TriggerSyncRequest>,
     ) -> Result<Response<pb::TriggerSyncResponse>, Status> {
+        self.connected()?;
         let request = request.into_inner();
         let integration = status::integration_id(&request.integration_id)?;
         let started: RunStarted = self
@@ -106,6 +124,7 @@ impl SyncControl for ControlService {
         &self,
         request: Request<pb::GetRunRequest>,
     ) -> Result<Response<pb::Run>, Status> {
+        self.connected()?;
         let request = request.into_inner();
         let integration = status::integration_id(&request.integration_id)?;
         let run_id = status::required("run_id", &request.run_id)?;
@@ -116,6 +135,7 @@ impl SyncControl for ControlService {
         &self,
         request: Request<pb::ListRunsRequest>,
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        self.connected()?;
         let request = request.into_inner();
         let integration = if request.integration_id.trim().is_empty() {
             None
@@ -134,6 +154,7 @@ impl SyncControl for ControlService {
         &self,
         request: Request<pb::WatchRunRequest>,
     ) -> Result<Response<Self::WatchRunStream>, Status> {
+        self.connected()?;
         let request = request.into_inner();
         let integration = status::integration_id(&request.integration_id)?.to_owned();
         let run_id = status::required("run_id", &request.run_id)?.to_owned();
@@ -157,6 +178,7 @@ impl SyncControl for ControlService {
         &self,
         request: Request<pb::GetIntegrationRequest>,
     ) -> Result<Response<pb::Integration>, Status> {
+        self.connected()?;
         let request = request.into_inner();
         let integration = status::integration_id(&request.integration_id)?;
         Ok(Response::new(self.configs.get(integration).await?))
@@ -166,6 +188,7 @@ impl SyncControl for ControlService {
         &self,
         request: Request<pb::PutIntegrationRequest>,
     ) -> Result<Response<pb::PutIntegrationResponse>, Status> {
+        self.connected()?;
         let request = request.into_inner();
         let integration = status::integration_id(&request.integration_id)?;
         crate::check::refuse_unknown_fields(&self.oomnitza, integration, &request.toml).await?;
@@ -189,6 +212,7 @@ impl SyncControl for ControlService {
         &self,
         request: Request<pb::SuggestMappingRequest>,
     ) -> Result<Response<pb::SuggestMappingResponse>, Status> {
+        self.connected()?;
         Ok(Response::new(
             self.configs.suggest(request.into_inner()).await?,
         ))
@@ -215,6 +239,7 @@ impl SyncControl for ControlService {
         &self,
         request: Request<pb::PreviewWorkerRequest>,
     ) -> Result<Response<pb::PreviewWorkerResponse>, Status> {
+        self.connected()?;
         let request = request.into_inner();
         let integration = status::integration_id(&request.integration_id)?;
         let worker_id = status::required("worker_id", &request.worker_id)?;
@@ -232,6 +257,7 @@ impl SyncControl for ControlService {
         &self,
         request: Request<pb::SyncWorkerRequest>,
     ) -> Result<Response<pb::SyncWorkerResponse>, Status> {
+        self.connected()?;
         let request = request.into_inner();
         let integration = status::integration_id(&request.integration_id)?;
         let worker_id = status::required("worker_id", &request.worker_id)?;
@@ -261,6 +287,7 @@ impl SyncControl for ControlService {
         &self,
         request: Request<pb::PauseRequest>,
     ) -> Result<Response<pb::PauseState>, Status> {
+        self.connected()?;
         let by = caller(&request, &request.get_ref().by);
         let request = request.into_inner();
         let integration = status::integration_id(&request.integration_id)?;
@@ -274,6 +301,7 @@ impl SyncControl for ControlService {
         &self,
         request: Request<pb::ResumeRequest>,
     ) -> Result<Response<pb::PauseState>, Status> {
+        self.connected()?;
         let by = caller(&request, &request.get_ref().by);
         let request = request.into_inner();
         let integration = status::integration_id(&request.integration_id)?;
@@ -286,6 +314,7 @@ impl SyncControl for ControlService {
         &self,
         request: Request<pb::ListLeaversRequest>,
     ) -> Result<Response<pb::ListLeaversResponse>, Status> {
+        self.connected()?;
         let request = request.into_inner();
         let integration = status::integration_id(&request.integration_id)?;
         let list = if request.held {
@@ -300,6 +329,7 @@ impl SyncControl for ControlService {
         &self,
         request: Request<pb::ApproveRemovalsRequest>,
     ) -> Result<Response<pb::ApproveRemovalsResponse>, Status> {
+        self.connected()?;
         let request = request.into_inner();
         let integration = status::integration_id(&request.integration_id)?;
         let run_id = status::required("run_id", &request.run_id)?;
@@ -329,6 +359,7 @@ impl SyncControl for ControlService {
         &self,
         request: Request<pb::ListDeadLettersRequest>,
     ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
+        self.connected()?;
         Ok(Response::new(
             dead_letters::list(&self.bus, request.into_inner()).await?,
         ))
@@ -338,6 +369,7 @@ impl SyncControl for ControlService {
         &self,
         request: Request<pb::ReplayDeadLettersRequest>,
     ) -> Result<Response<pb::ReplayDeadLettersResponse>, Status> {
+        self.connected()?;
         // A replay creates a run, republishes events and then completes the run; a client that
         // hangs up (or hits its deadline) must not stop it half-way and leave the run
         // `running`, so it runs in its own task and the handler only waits for it.
@@ -354,6 +386,7 @@ impl SyncControl for ControlService {
         &self,
         request: Request<pb::PurgeDeadLettersRequest>,
     ) -> Result<Response<pb::PurgeDeadLettersResponse>, Status> {
+        self.connected()?;
         Ok(Response::new(
             dead_letters::purge(&self.bus, request.into_inner()).await?,
         ))
@@ -363,6 +396,7 @@ impl SyncControl for ControlService {
         &self,
         request: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::IntegrationStatus>, Status> {
+        self.connected()?;
         let request = request.into_inner();
         let integration = status::integration_id(&request.integration_id)?;
         Ok(Response::new(
@@ -374,6 +408,7 @@ impl SyncControl for ControlService {
         &self,
         request: Request<pb::SummarizeDeadLettersRequest>,
     ) -> Result<Response<pb::DeadLetterSummary>, Status> {
+        self.connected()?;
         Ok(Response::new(
             dead_letters::summarize(&self.bus, request.into_inner().selector).await?,
         ))

@@ -51,11 +51,7 @@ async fn letters_held(stack: &Stack) -> Vec<DeadLetterRecord> {
 async fn replay_all(client: &mut Client, limit: u32) -> pb::ReplayDeadLettersResponse {
     client
         .replay_dead_letters(pb::ReplayDeadLettersRequest {
-            selector: Some(pb::DeadLetterSelector {
-                integration_id: INTEGRATION.into(),
-                all: true,
-                ..Default::default()
-            }),
+            selector: every_letter(),
             limit,
         })
         .await

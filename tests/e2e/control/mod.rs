@@ -335,6 +335,15 @@ pub async fn status_of(client: &mut Client) -> pb::IntegrationStatus {
 }
 
 /// Asserts that a call was refused with `code`, saying `said`.
+/// The selector of every dead letter of the integration.
+pub fn every_letter() -> Option<pb::DeadLetterSelector> {
+    Some(pb::DeadLetterSelector {
+        integration_id: INTEGRATION.into(),
+        all: true,
+        ..Default::default()
+    })
+}
+
 pub fn assert_refused(status: &Status, code: Code, said: &str) {
     assert_eq!(status.code(), code, "{status:?}");
     assert!(status.message().contains(said), "{}", status.message());

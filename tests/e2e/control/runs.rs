@@ -216,6 +216,62 @@ async fn a_watch_whose_run_cannot_be_read_ends_unavailable_saying_why() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_that_need_nats_are_refused_at_once_while_the_loader_is_not_connected() {
+    let mut stack = Stack::without_extractor().await;
+    let mut client = stack.client().await;
+    stack.d.nats.server().kill();
+    let said = "this loader replica is not connected to NATS";
+    let status_request = || pb::GetStatusRequest {
+        integration_id: INTEGRATION.into(),
+    };
+    // The loader's client sees the connection go within a few seconds.
+    peoplesync_testkit::wait_for(
+        "the loader to see NATS gone",
+        Duration::from_secs(30),
+        || {
+            let mut client = client.clone();
+            async move {
+                let refused = client.get_status(status_request()).await.err()?;
+                refused.message().contains(said).then_some(())
+            }
+        },
+    )
+    .await;
+    let started = tokio::time::Instant::now();
+    let refusals = [
+        client.get_status(status_request()).await.map(drop),
+        client
+            .list_runs(pb::ListRunsRequest::default())
+            .await
+            .map(drop),
+        client
+            .list_dead_letters(pb::ListDeadLettersRequest {
+                selector: every_letter(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        client
+            .pause(pb::PauseRequest {
+                integration_id: INTEGRATION.into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+    ];
+    for refused in refusals {
+        let status = refused.expect_err("NATS is gone");
+        assert_refused(&status, Code::Unavailable, said);
+        assert!(status.message().contains("NATS_URL"), "{status:?}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused at once, not at the NATS client's timeouts: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_run_selector_takes_a_tail_and_refuses_a_run_no_one_has() {
     // A run with a record, a letter and a leaver; one whose record has expired but whose
     // letter and leaver are still held; one with a record and nothing else; and one unknown.
