@@ -12,9 +12,7 @@ use futures::StreamExt;
 use peoplesync_bus::leavers::{self, HeldAsset, LeaverEntry};
 use peoplesync_bus::{Bus, DeadLetter, Outcome};
 use peoplesync_core::{Integration, LeaverAction, RecordInput, Tracking, Worker};
-use peoplesync_oomnitza::{
-    BulkRequest, Error, ErrorKind, OomnitzaClient, read_attribute, user_ident,
-};
+use peoplesync_oomnitza::{Error, ErrorKind, OomnitzaClient, read_attribute, user_ident};
 use peoplesync_runtime::metrics::names as metric;
 use serde_json::Value;
 
@@ -22,6 +20,10 @@ use crate::ack::{RetryCause, Settlement};
 use crate::gates::{Failure, Gates, TokenCheck};
 use crate::pipeline::{Disposition, Item};
 use crate::webhook::LeaversWebhook;
+
+mod update;
+
+use update::{post_update, shows_all};
 
 /// What the pipeline knows of a leaver.
 #[derive(Debug)]
@@ -71,19 +73,6 @@ fn from_oomnitza(err: Error) -> Failed {
         _ => Failed::Dead(err.to_string(), err.status()),
     }
 }
-
-/// Pauses before each read of a leaver's user after its update was posted (Oomnitza applies bulk
-/// records asynchronously, usually within a second).
-const READ_BACK_WAITS: [std::time::Duration; 4] = [
-    std::time::Duration::from_millis(100),
-    std::time::Duration::from_millis(300),
-    std::time::Duration::from_millis(600),
-    std::time::Duration::from_millis(1000),
-];
-
-/// How long after the worker was read a leaver's update may wait for Oomnitza to process the
-/// run's records without counting towards a dead letter; then it is retried as any failure.
-const PROCESSING_PATIENCE: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 
 /// Leavers handled at once per batch: each takes a few sequential Oomnitza calls.
 const CONCURRENT_LEAVERS: usize = 4;
@@ -160,7 +149,7 @@ impl Leavers<'_> {
                     "waiting for Oomnitza to process the records of run {}, for up to {} h after \
                  the worker was read: {reason}",
                     item.key.run_id,
-                    PROCESSING_PATIENCE.as_secs() / 3600
+                    update::PROCESSING_PATIENCE.as_secs() / 3600
                 ),
                 (processing_retry * 3).max(std::time::Duration::from_secs(60)),
             ),
@@ -484,140 +473,9 @@ async fn apply(
     Ok(())
 }
 
-/// Posts a leaver's update `record` into the run's portion and waits for a read of the user to
-/// show `fields`. Oomnitza applies bulk records afterwards; until a read shows the update the
-/// event comes back. A redelivery does not post again while the run log shows records of the
-/// run processing (its earlier post may be among them, and each new post would keep the count
-/// up): it waits for them, for at most [`PROCESSING_PATIENCE`] after the worker was read. The
-/// copy requeued after `max_deliver` deliveries counts as a first delivery and posts once.
-async fn post_update(
-    client: &OomnitzaClient,
-    item: &Item,
-    found: &Found<'_>,
-    (worker_id, ident): (&str, &str),
-    record: &serde_json::Map<String, Value>,
-    fields: &serde_json::Map<String, Value>,
-) -> Result<(), Failed> {
-    let who = [Some(worker_id), record.get("USER").and_then(Value::as_str)];
-    if item.delivered > 1 {
-        match after_the_post(client, item, ident, &who).await {
-            Some(Failed::Processing(_)) => {
-                return Err(Failed::Processing(format!(
-                    "the leaver update of user {ident} does not show yet, and Oomnitza is \
-                     still processing records of the run; not posting it again meanwhile"
-                )));
-            }
-            Some(refused @ Failed::Dead(..)) => return Err(refused),
-            _ => {}
-        }
-    }
-    let sync_field = [found.field.to_owned()];
-    client
-        .post_bulk(&BulkRequest {
-            portion: &item.key.run_id,
-            sync_field: &sync_field,
-            insert_only: false,
-            update_only: true,
-            records: std::slice::from_ref(record),
-            error: None,
-        })
-        .await
-        .map_err(from_oomnitza)?;
-    let mut missing = Vec::new();
-    for wait in READ_BACK_WAITS {
-        tokio::time::sleep(wait).await;
-        let back = client
-            .find_user_by(found.attribute, worker_id)
-            .await
-            .map_err(from_oomnitza)?;
-        missing = not_shown(fields, back.first());
-        if missing.is_empty() {
-            return Ok(());
-        }
-    }
-    let reason = format!(
-        "Oomnitza accepted the leaver update of user {ident}, but reading the user back does not show {} yet",
-        missing.join(", ")
-    );
-    Err(match after_the_post(client, item, ident, &who).await {
-        Some(Failed::Processing(processing)) => {
-            Failed::Processing(format!("{reason}; {processing}"))
-        }
-        Some(refused) => refused,
-        None => Failed::Retry(reason),
-    })
-}
-
-/// What the run log of `item`'s run says of a leaver update posted earlier that a read does
-/// not show: Oomnitza failed it, naming the user by one of `who` (dead-lettered with its
-/// reason: posting it again would fail the same way, each post making the run log show it
-/// processing again); or it shows records processing, which at the end of a large run may be
-/// thousands before this one (the leaver waits without counting towards a dead letter, for at
-/// most [`PROCESSING_PATIENCE`] after its worker was read); or neither (`None`).
-async fn after_the_post(
-    client: &OomnitzaClient,
-    item: &Item,
-    ident: &str,
-    who: &[Option<&str>],
-) -> Option<Failed> {
-    let log = client.run_log(&item.key.run_id).await.ok()?;
-    if let Some(message) = who.iter().flatten().find_map(|v| log.failure_naming(v)) {
-        return Some(Failed::Dead(
-            format!(
-                "Oomnitza did not apply the leaver update of user {ident}: {message}; fix the \
-                 leavers.set values (or the tenant), then `syncctl dlq replay` this letter"
-            ),
-            None,
-        ));
-    }
-    let waited = chrono::Utc::now().timestamp_millis() - item.observed_at_ms;
-    let patient = u64::try_from(waited).is_ok_and(|ms| ms < PROCESSING_PATIENCE.as_millis() as u64);
-    (patient && log.counts.processing > 0).then(|| {
-        Failed::Processing(format!(
-            "Oomnitza is still processing {} records of the run",
-            log.counts.processing
-        ))
-    })
-}
-
-/// Whether `user` (as read) shows every field of `sent` with the value sent; a field the read
-/// does not carry is not shown.
-fn shows_all(sent: &serde_json::Map<String, Value>, user: &Value) -> bool {
-    sent.iter().all(|(field, value)| {
-        user.get(read_attribute(field))
-            .is_some_and(|shown| as_text(shown) == as_text(value))
-    })
-}
-
-/// The fields of `sent` that `user` (as read back) does not show with the value sent,
-/// compared as text (an object, such as a role, by its `id`). A field whose attribute the read
-/// does not carry at all cannot be compared and is passed over, as the run's check does; with
-/// no user, every field is missing.
-fn not_shown(sent: &serde_json::Map<String, Value>, user: Option<&Value>) -> Vec<String> {
-    sent.iter()
-        .filter(|(field, value)| match user {
-            None => true,
-            Some(user) => user
-                .get(read_attribute(field))
-                .is_some_and(|shown| as_text(shown) != as_text(value)),
-        })
-        .map(|(field, _)| field.clone())
-        .collect()
-}
-
-/// A value as text for comparing what was sent with what a read shows: strings trimmed, null
-/// as empty, an object (a role read as one) by its `id`, anything else as JSON.
-fn as_text(value: &Value) -> String {
-    match value {
-        Value::Null => String::new(),
-        Value::String(s) => s.trim().to_owned(),
-        Value::Object(o) => o.get("id").map(as_text).unwrap_or_default(),
-        other => other.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::update::not_shown;
     use super::*;
     use serde_json::json;
 
