@@ -232,6 +232,16 @@ impl Bus {
         &self.client
     }
 
+    /// Whether the connection to NATS is up now; otherwise its state, for messages. While it
+    /// is not, the client holds requests until it reconnects, whatever their timeouts: what
+    /// must answer in time (probes, control-plane calls) asks this first.
+    pub fn connected(&self) -> Result<(), async_nats::connection::State> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(state),
+        }
+    }
+
     /// The JetStream context, for tests that inspect NATS directly (feature `inspect`).
     #[cfg(feature = "inspect")]
     pub fn jetstream(&self) -> &jetstream::Context {

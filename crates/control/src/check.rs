@@ -62,8 +62,7 @@ impl Checker<'_> {
     }
 
     async fn nats(&self) -> CheckLine {
-        let state = self.bus.client().connection_state();
-        if state != async_nats::connection::State::Connected {
+        if let Err(state) = self.bus.connected() {
             return line(
                 "nats",
                 CheckState::Unreachable,

@@ -81,14 +81,12 @@ impl ControlService {
     /// wait for the caller's deadline and end without saying why (`syncctl dlq list` ended
     /// with `Cancelled: Timeout expired` after 90 s).
     fn connected(&self) -> Result<(), Status> {
-        let state = self.bus.client().connection_state();
-        if state == async_nats::connection::State::Connected {
-            return Ok(());
-        }
-        Err(Status::unavailable(format!(
-            "this loader replica is not connected to NATS (its connection is {state:?}); check \
-             that nats-server is up and reachable from the loader (NATS_URL), then retry"
-        )))
+        self.bus.connected().map_err(|state| {
+            Status::unavailable(format!(
+                "this loader replica is not connected to NATS (its connection is {state:?}); \
+                 check that nats-server is up and reachable from the loader (NATS_URL), then retry"
+            ))
+        })
     }
 }
 

@@ -115,10 +115,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     readiness.note("nats", None);
     let service = service.with_readiness(readiness.clone());
-    let client = bus.client().clone();
-    readiness.set_check("nats", move || {
-        client.connection_state() == async_nats::connection::State::Connected
-    });
+    let connection = bus.clone();
+    readiness.set_check("nats", move || connection.connected().is_ok());
     for integration in &config.integrations {
         if let Some(runner) = service.runner(integration) {
             tokio::spawn(peoplesync_extractor::check::keep_checking(

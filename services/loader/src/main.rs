@@ -73,6 +73,10 @@ fn main() -> ExitCode {
     }
 }
 
+/// How long removing this replica's announcement may take once it has stopped loading (part of
+/// [`STOP_MARGIN`], with the finalizer's last check).
+const ANNOUNCEMENT_STOP: Duration = Duration::from_secs(2);
+
 fn print_default_integration(id: &str) -> anyhow::Result<()> {
     peoplesync_bus::names::validate_integration_id(id).map_err(anyhow::Error::msg)?;
     print!(
@@ -135,7 +139,7 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
     let loaded = loader.run_until_stopped(shutdown).await;
     // Removes this replica's announcement (the shutdown token is cancelled by now); while NATS
     // does not answer it is left to expire.
-    if tokio::time::timeout(Duration::from_secs(2), announced)
+    if tokio::time::timeout(ANNOUNCEMENT_STOP, announced)
         .await
         .is_err()
     {
@@ -184,10 +188,8 @@ async fn mark_ready(
     loader: &Application,
     integrations: &[String],
 ) -> anyhow::Result<()> {
-    let client = loader.bus().client().clone();
-    readiness.set_check("nats", move || {
-        client.connection_state() == async_nats::connection::State::Connected
-    });
+    let bus = loader.bus().clone();
+    readiness.set_check("nats", move || bus.connected().is_ok());
     for integration in integrations {
         loader
             .bus()
