@@ -3,7 +3,8 @@
 //! dead-lettered with Oomnitza's reason and sent again once the cause is gone; an
 //! administrator's cancel stops the posts and the next run loads everything; users read back
 //! in pages shorter than asked are all found; a mapped field id
-//! the tenant does not have pauses the integration instead of flooding Oomnitza. Every run
+//! the tenant does not have pauses the integration instead of flooding Oomnitza; users a tenant
+//! stores with lower-case e-mails are confirmed. Every run
 //! checks the invariant published = written (confirmed) + unchanged + filtered + dead-lettered
 //! + canceled (+ stale).
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use peoplesync_bus::pause::Pauses;
-use peoplesync_bus::{FinalizeState, Runs, VerifyState, dlq};
+use peoplesync_bus::{FinalizeState, RunRecord, Runs, VerifyState, dlq};
 use peoplesync_core::{IntegrationConfig, Preference};
 use peoplesync_sims::oomnitza::{OomnitzaFaults, ValidationRule};
 use peoplesync_testkit::wait_for;
@@ -141,6 +142,23 @@ async fn records_failed_inside_oomnitza_are_dead_lettered_and_sent_again_once_fi
     d.assert_users_match_sage();
 }
 
+/// Asserts that `run` was verified with every record confirmed and no verification letter.
+async fn assert_every_record_confirmed(d: &Deployment, run: &RunRecord) {
+    let verification = run.verification.clone().expect("the run was checked");
+    assert!(
+        matches!(verification.state, VerifyState::Verified { .. }),
+        "{verification:?}"
+    );
+    assert_eq!(verification.not_applied, 0, "{verification:?}");
+    assert!(
+        d.dead_letters()
+            .await
+            .iter()
+            .all(|l| l.letter.stage != dlq::STAGE_VERIFICATION),
+        "no record was taken for not applied"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_is_confirmed_when_oomnitza_pages_fewer_users_than_asked() {
     let d = deployment(300).await;
@@ -152,22 +170,38 @@ async fn every_record_is_confirmed_when_oomnitza_pages_fewer_users_than_asked() 
     let _loader = d.loader_with("loader-1", QUICK);
     let run = d.run_to_end(Duration::from_secs(120)).await;
     assert_accounted(&run);
-    let verification = run.verification.clone().expect("the run was checked");
-    assert!(
-        matches!(verification.state, VerifyState::Verified { .. }),
-        "{verification:?}"
-    );
-    assert_eq!(verification.not_applied, 0, "{verification:?}");
+    assert_every_record_confirmed(&d, &run).await;
     let counts = run.counts.expect("counts");
     assert_eq!(counts.written, d.oomnitza.users().len() as u64);
-    assert!(
-        d.dead_letters()
-            .await
-            .iter()
-            .all(|l| l.letter.stage != dlq::STAGE_VERIFICATION),
-        "no record was taken for not applied"
-    );
     d.assert_users_match_sage();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_stored_with_a_lower_case_email_are_confirmed_and_not_sent_again() {
+    let d = deployment(40).await;
+    // Oomnitza publishes neither whether it keeps the case of usernames and e-mails nor whether
+    // its filters ignore case. This tenant stores them in lower case and filters exactly, so a
+    // user written for `Ada@Example.com` is found only as `ada@example.com`.
+    let mut behavior = d.oomnitza.behavior();
+    behavior.lower_case_identities = true;
+    d.oomnitza.set_behavior(behavior).expect("behavior");
+    let (by_email, _) = d.expected();
+    assert!(
+        by_email.keys().any(|e| e.chars().any(char::is_uppercase)),
+        "the org has e-mails with capitals"
+    );
+    let _loader = d.loader_with("loader-1", QUICK);
+    let first = d.run_to_end(Duration::from_secs(120)).await;
+    assert_accounted(&first);
+    assert_every_record_confirmed(&d, &first).await;
+    let second = d.run_to_end(Duration::from_secs(120)).await;
+    assert_accounted(&second);
+    assert_eq!(
+        second.counts.expect("counts").written,
+        0,
+        "nothing is sent again: {second:?}"
+    );
+    assert_eq!(d.oomnitza.users().len(), by_email.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -230,6 +230,8 @@ impl OomnitzaClient {
     /// Every user whose `attribute` is one of these quoted literals. A short page that holds a
     /// user for every literal ends the list; a shorter one may be a server's own page limit, so
     /// the next page is read to tell (the usual case: every user is there, one request).
+    /// Literals that differ in letter case only count once, as users' values are counted
+    /// ignoring case: a caller may ask for a value in two spellings, and one user answers both.
     async fn find_chunk(
         &self,
         attribute: &str,
@@ -237,7 +239,12 @@ impl OomnitzaClient {
         page_size: u32,
     ) -> Result<Vec<Value>, Error> {
         let filter = format!("{attribute} IN [{}]", literals.join(", "));
-        self.read_pages(&filter, page_size, Some((attribute, literals.len())))
+        let keys = literals
+            .iter()
+            .map(|l| l.to_lowercase())
+            .collect::<std::collections::HashSet<_>>()
+            .len();
+        self.read_pages(&filter, page_size, Some((attribute, keys)))
             .await
     }
 

@@ -583,6 +583,20 @@ mod reading {
             4,
             "one user is missing: an empty page tells a short list from a page limit"
         );
+        // A key asked for in two spellings is one key: the page holding its one user ends the
+        // read, as when every key is found.
+        let two_spellings = ["worker.0@example.com", "Worker.0@Example.com"];
+        let before = sim.stats().user_reads;
+        let found = client
+            .find_users_in("email", &two_spellings, 10)
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            sim.stats().user_reads - before,
+            1,
+            "one user answers both spellings"
+        );
     }
 
     #[tokio::test]

@@ -329,15 +329,26 @@ impl Verifier {
         Ok(letters)
     }
 
-    /// Users whose `attribute` is one of `values`, a few hundred per request.
+    /// Users whose `attribute` is one of `values`, a few hundred per request. A value with
+    /// capitals is asked for in lower case too: Oomnitza publishes neither whether it keeps the
+    /// case of what it stores nor whether its filters ignore case, and a user stored as
+    /// `ada@example.com` for `Ada@Example.com` is the record applied (users are matched to
+    /// records ignoring case).
     async fn read_users(
         &self,
         attribute: &str,
         values: &[String],
     ) -> Result<Vec<Map<String, Value>>, Stop> {
+        let mut asked: Vec<Cow<'_, str>> = Vec::with_capacity(values.len());
+        for value in values {
+            asked.push(Cow::Borrowed(value));
+            if let lowered @ Cow::Owned(_) = lower(value) {
+                asked.push(lowered);
+            }
+        }
         let users = self
             .client
-            .find_users_in(attribute, values, READ_PAGE)
+            .find_users_in(attribute, &asked, READ_PAGE)
             .await
             .map_err(|err| Stop::Unreadable(format!("cannot read the users back: {err}")))?;
         Ok(users

@@ -101,6 +101,9 @@ struct Args {
     /// (unpublished behaviour).
     #[arg(long, env = "OOMNITZA_SIM_NAME_EVERY_UNKNOWN_FIELD")]
     name_every_unknown_field: bool,
+    /// Store USER and EMAIL in lower case whatever case was sent (unpublished behaviour).
+    #[arg(long, env = "OOMNITZA_SIM_LOWER_CASE_IDENTITIES")]
+    lower_case_identities: bool,
     /// Fault: delay added to every request, in milliseconds.
     #[arg(long, env = "OOMNITZA_SIM_LATENCY_MS", default_value_t = 0)]
     latency_ms: u64,
@@ -241,6 +244,7 @@ impl Args {
                 refuse_delete_with_assets: self.refuse_delete_with_assets,
                 max_page_size: self.max_page_size,
                 name_every_unknown_field: self.name_every_unknown_field,
+                lower_case_identities: self.lower_case_identities,
             },
         })
     }

@@ -150,13 +150,18 @@ pub struct OomnitzaBehavior {
     /// contract says the answer names "a field id Oomnitza does not know"; `false` names the
     /// first one only).
     pub name_every_unknown_field: bool,
+    /// Store `USER` and `EMAIL` in lower case when a record is processed or a user edited, so
+    /// they read back in lower case whatever case was sent (unpublished: Oomnitza does not say
+    /// whether it keeps their case; `false` keeps them as sent). Matching still finds the user,
+    /// as a sent value is taken in lower case before it is compared.
+    pub lower_case_identities: bool,
 }
 
 impl Default for OomnitzaBehavior {
     /// A processing delay of [`DEFAULT_PROCESSING_DELAY_MS`], no rules, no CSRF enforcement,
     /// `409` on finalize after cancel, custom fields read as their lower-case ids, a numeric
     /// `role` as a number (the published schema's type), pages as large as `limit` asks, the
-    /// first unknown field id named.
+    /// first unknown field id named, usernames and e-mails kept in the case sent.
     fn default() -> Self {
         Self {
             processing_delay_ms: DEFAULT_PROCESSING_DELAY_MS,
@@ -170,6 +175,7 @@ impl Default for OomnitzaBehavior {
             refuse_delete_with_assets: false,
             max_page_size: None,
             name_every_unknown_field: false,
+            lower_case_identities: false,
         }
     }
 }

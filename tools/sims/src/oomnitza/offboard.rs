@@ -69,7 +69,13 @@ pub(crate) async fn patch(
     {
         return bad_request(&format!("unknown field {unknown}"));
     }
-    let rules = Arc::clone(&lock(&shared.control).rules);
+    let (rules, lower_case_identities) = {
+        let control = lock(&shared.control);
+        (
+            Arc::clone(&control.rules),
+            control.behavior.lower_case_identities,
+        )
+    };
     let mut store = lock(&shared.store);
     let Some(id) = store.resolve(&ident) else {
         return unknown_user(&ident);
@@ -81,10 +87,13 @@ pub(crate) async fn patch(
     let checks = Checks {
         roles: &shared.config.roles,
         rules: &rules,
+        lower_case_identities,
     };
     if let Err(reason) = validate::record(&merged, checks) {
         return error(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", &reason);
     }
+    let mut fields = fields;
+    checks.stored(&mut fields);
     store.patch_user(&id, fields);
     let user = store.user(&id);
     Json(user.map(Value::Object).unwrap_or(Value::Null)).into_response()

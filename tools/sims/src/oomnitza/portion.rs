@@ -171,7 +171,7 @@ impl Store {
         record: Value,
         checks: Checks<'_>,
     ) -> Result<Outcome, (String, Value)> {
-        let fields = match (&env.error, record) {
+        let mut fields = match (&env.error, record) {
             (Some(reason), record) => return Err((reason.clone(), record)),
             (None, Value::Object(fields)) => fields,
             (None, other) => return Err(("the record is not a JSON object".into(), other)),
@@ -179,6 +179,7 @@ impl Store {
         if let Err(reason) = validate::record(&fields, checks) {
             return Err((reason, Value::Object(fields)));
         }
+        checks.stored(&mut fields);
         // Only a test run reports the record it checked; a real one need not copy it.
         let reported = env.test_run.then(|| Value::Object(fields.clone()));
         let plan = self
@@ -239,6 +240,7 @@ impl Store {
         let checks = Checks {
             roles: &roles,
             rules: &[],
+            lower_case_identities: false,
         };
         self.accept(env, now, "127.0.0.1", false);
         let mut outcomes = Vec::new();
@@ -272,7 +274,11 @@ mod tests {
     }
 
     fn checks(roles: &[String]) -> Checks<'_> {
-        Checks { roles, rules: &[] }
+        Checks {
+            roles,
+            rules: &[],
+            lower_case_identities: false,
+        }
     }
 
     #[test]

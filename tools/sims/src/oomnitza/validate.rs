@@ -268,11 +268,28 @@ pub(crate) fn compile(rules: &[ValidationRule]) -> Result<Vec<Rule>, String> {
         .collect()
 }
 
-/// What a tenant knows when it processes a record: its roles and its validation rules.
+/// What a tenant knows when it processes a record: its roles, its validation rules and
+/// whether it stores usernames and e-mails in lower case.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Checks<'a> {
     pub(crate) roles: &'a [String],
     pub(crate) rules: &'a [Rule],
+    pub(crate) lower_case_identities: bool,
+}
+
+impl Checks<'_> {
+    /// `fields` as the tenant stores them: `USER` and `EMAIL` in lower case when it keeps
+    /// them so.
+    pub(crate) fn stored(self, fields: &mut Map<String, Value>) {
+        if !self.lower_case_identities {
+            return;
+        }
+        for field in ["USER", "EMAIL"] {
+            if let Some(Value::String(text)) = fields.get_mut(field) {
+                *text = text.to_lowercase();
+            }
+        }
+    }
 }
 
 /// Why Oomnitza would refuse this record when processing it, all reasons joined; `Ok` if none.
@@ -482,7 +499,11 @@ mod tests {
     }
 
     fn checks_with<'a>(roles: &'a [String], rules: &'a [Rule]) -> Checks<'a> {
-        Checks { roles, rules }
+        Checks {
+            roles,
+            rules,
+            lower_case_identities: false,
+        }
     }
 
     #[test]

@@ -46,10 +46,17 @@ async fn run(shared: Arc<Shared>) {
                 shared.wake.notified().await;
             }
             Some(_) => {
-                let rules = Arc::clone(&lock(&shared.control).rules);
+                let (rules, lower_case_identities) = {
+                    let control = lock(&shared.control);
+                    (
+                        Arc::clone(&control.rules),
+                        control.behavior.lower_case_identities,
+                    )
+                };
                 let checks = Checks {
                     roles: &shared.config.roles,
                     rules: &rules,
+                    lower_case_identities,
                 };
                 {
                     let mut store = lock(&shared.store);

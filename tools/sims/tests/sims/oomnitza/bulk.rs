@@ -419,3 +419,38 @@ async fn a_batch_above_two_megabytes_is_accepted() {
     sim.wait_idle().await;
     assert_eq!(sim.users().len(), 3_000);
 }
+
+#[tokio::test]
+async fn a_tenant_can_store_usernames_and_emails_in_lower_case() {
+    let (sim, client) = spawn(OomnitzaConfig {
+        behavior: peoplesync_sims::oomnitza::OomnitzaBehavior {
+            lower_case_identities: true,
+            ..Default::default()
+        },
+        ..OomnitzaConfig::default()
+    })
+    .await;
+    let mut ada = record(1);
+    ada["USER"] = json!("Ada.Lovelace@Example.com");
+    ada["EMAIL"] = json!("Ada.Lovelace@Example.com");
+    post_accepted(&client, &sim.url(), &batch("p1", vec![ada.clone()])).await;
+    // The same person sent again in other letters is the same user, updated.
+    ada["EMAIL"] = json!("ADA.LOVELACE@EXAMPLE.COM");
+    ada["FIRST_NAME"] = json!("Augusta");
+    post_accepted(&client, &sim.url(), &batch("p1", vec![ada])).await;
+    let log = counts(&sim, &client, "p1").await;
+    assert_eq!(fields(&log, ["added", "updated"]), [json!(1), json!(1)]);
+    let users = sim.users();
+    assert_eq!(users.len(), 1);
+    assert_eq!(
+        fields(
+            &Value::Object(users[0].clone()),
+            ["USER", "EMAIL", "FIRST_NAME"]
+        ),
+        [
+            json!("ada.lovelace@example.com"),
+            json!("ada.lovelace@example.com"),
+            json!("Augusta")
+        ]
+    );
+}
