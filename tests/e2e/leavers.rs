@@ -320,6 +320,41 @@ async fn leavers_are_updated_once_with_their_assets_reported_and_a_rehire_is_res
     assert_eq!(role_of(&d, inactive).as_deref(), Some("25"), "restored");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rehire_is_restored_when_oomnitza_shows_their_email_in_other_letters() {
+    // 40 workers: one leaver stays under the default threshold (5% of those listed).
+    let d = deployment(40).await;
+    d.oomnitza
+        .set_behavior(OomnitzaBehavior {
+            lower_case_identities: true,
+            ..d.oomnitza.behavior()
+        })
+        .expect("behaviour");
+    d.put_config(&policy(LeaverAction::Update)).await;
+    let _loader = d.loader("loader-1").spawn();
+    let clock = Clock::new(&d, "2026-06-15");
+    let worker = employed(&d, date("2026-06-15"), 1).remove(0);
+    d.sage
+        .patch_worker(&worker, json!({"emailAddress": "Rehire.Case@Example.com"}));
+
+    run(&d, &clock).await;
+    let loaded = user_of(&d, &worker).expect("loaded");
+    assert_eq!(loaded["EMAIL"], "rehire.case@example.com", "{loaded:?}");
+    assert_eq!(role_of(&d, &worker).as_deref(), Some("25"));
+
+    d.sage.remove_worker(&worker);
+    assert_eq!(run(&d, &clock).await.counts.unwrap().leavers, 1);
+    assert_eq!(role_of(&d, &worker).as_deref(), Some(DISABLED_ROLE));
+
+    // Rehired under the same id with the record they had before they left: the loader last
+    // wrote exactly this record, so only dropping its hash when they left makes it send the
+    // record again. The hash was stored under the address as sent and dropped under the
+    // address as Oomnitza shows it.
+    d.sage.restore_worker(&worker);
+    assert_eq!(run(&d, &clock).await.counts.unwrap().leavers, 0);
+    assert_eq!(role_of(&d, &worker).as_deref(), Some("25"), "restored");
+}
+
 /// Makes the four kinds of leaver of `ids`: ending `yesterday`, ending `tomorrow`, set
 /// inactive, and removed from the listing.
 fn make_leavers(d: &Deployment, ids: &[String], (yesterday, tomorrow): (&str, &str)) {

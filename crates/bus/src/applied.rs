@@ -26,9 +26,25 @@ pub struct AppliedRecord {
 
 /// The key of a worker's entry: the integration and a digest of its sync key value (values
 /// such as e-mail addresses contain characters KV keys cannot hold).
+///
+/// The value is trimmed and taken in lower case, as the extractor's collision check takes
+/// sync keys (two workers whose values differ in letter case only are held, so no two
+/// workers share a key). The loader computes the key from the record it sends, and a
+/// leaver's purge from the user as Oomnitza shows it, which may hold the address in other
+/// letters (`Ada@Example.com` sent, `ada@example.com` shown; Oomnitza does not publish
+/// whether it keeps the case): both must name one entry.
 pub fn key(integration: &str, sync_value: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(sync_value.as_bytes());
+    let value = sync_value.trim();
+    // Most values are lower-case ASCII already; only the others pay for a copy.
+    let digest = if value
+        .bytes()
+        .any(|b| b.is_ascii_uppercase() || !b.is_ascii())
+    {
+        Sha256::digest(value.to_lowercase().as_bytes())
+    } else {
+        Sha256::digest(value.as_bytes())
+    };
     // Built for every record; written directly rather than through `format!` and `hex`.
     let mut key = String::with_capacity(integration.len() + 41);
     key.push_str(integration);
@@ -157,6 +173,7 @@ mod tests {
                 .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
         );
         assert_ne!(k, key("acme", "zoe@example.com"));
+        assert_ne!(key("acme", "a@example.com"), key("other", "a@example.com"));
         // Keys already stored must still be found: the spelling never changes.
         assert_eq!(
             key("acme", "zoe@example.com"),
@@ -165,5 +182,13 @@ mod tests {
                 hex::encode(&Sha256::digest(b"zoe@example.com")[..20])
             )
         );
+    }
+
+    #[test]
+    fn a_value_in_other_letters_or_with_spaces_names_the_same_entry() {
+        let sent = key("acme", "Zoë.OBrien@Example.com");
+        assert_eq!(sent, key("acme", "zoë.obrien@example.com"));
+        assert_eq!(sent, key("acme", " ZOË.OBRIEN@EXAMPLE.COM "));
+        assert_ne!(sent, key("acme", "zoe.obrien@example.com"));
     }
 }

@@ -27,6 +27,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
                 .delete(remove_worker)
                 .patch(patch_worker),
         )
+        .route("/_admin/workers/{id}/restore", post(restore_worker))
         .route("/_admin/api_usage", put(set_api_usage))
         .route("/_admin/tokens/revoke", post(revoke_tokens))
 }
@@ -51,6 +52,18 @@ async fn remove_worker(State(shared): State<Arc<Shared>>, Path(id): Path<String>
         StatusCode::NO_CONTENT.into_response()
     } else {
         not_found(&id)
+    }
+}
+
+async fn restore_worker(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    if shared.restore_worker(&id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no removed worker with id '{id}'")})),
+        )
+            .into_response()
     }
 }
 

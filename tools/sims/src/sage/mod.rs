@@ -251,6 +251,12 @@ impl SageSim {
         self.shared.remove_worker(id);
     }
 
+    /// Lists a removed worker again with the record it had when removed (a rehire under the same
+    /// id). Ids of workers not removed are ignored.
+    pub fn restore_worker(&self, id: &str) {
+        self.shared.restore_worker(id);
+    }
+
     /// Applies a JSON merge-patch (RFC 7386) to a worker's current record, except that `null`
     /// sets a field to `null` rather than removing it (the API serves every field). The id
     /// cannot change. Unknown ids and non-object patches are ignored.

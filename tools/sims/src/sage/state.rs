@@ -166,17 +166,24 @@ impl Shared {
         })
     }
 
-    /// Removes a worker; false if there was no such worker.
+    /// Removes a worker; false if there was no such worker. Its record is kept for
+    /// [`Shared::restore_worker`].
     pub(crate) fn remove_worker(&self, id: &str) -> bool {
         let mut org = write(&self.org);
         match generate::index_of(id) {
             Some(i) if org.record(i).is_some() => {
                 org.removed.insert(i);
-                org.patched.remove(&i);
                 true
             }
             _ => false,
         }
+    }
+
+    /// Lists a removed worker again with the record it had when removed (a rehire under the
+    /// same id); false if the worker was not removed.
+    pub(crate) fn restore_worker(&self, id: &str) -> bool {
+        let mut org = write(&self.org);
+        generate::index_of(id).is_some_and(|i| org.removed.remove(&i))
     }
 
     /// Merge-patches a worker; the patched record, or `None` if there is no such worker or the
@@ -295,6 +302,19 @@ mod tests {
         assert!(org.record(3).is_none());
         assert!(org.ever_existed(3));
         assert!(!org.ever_existed(10));
+    }
+
+    #[test]
+    fn a_restored_worker_is_back_with_the_record_it_had() {
+        let s = shared(10);
+        let id = generate::worker_id(3);
+        assert!(!s.restore_worker(&id), "not removed");
+        let patched = s.patch_worker(&id, &json!({"emailAddress": "Back@Example.com"}));
+        assert!(s.remove_worker(&id));
+        assert_eq!(s.worker(&id), None);
+        assert!(s.restore_worker(&id));
+        assert_eq!(s.worker(&id), patched);
+        assert!(!s.restore_worker(&id));
     }
 
     #[test]

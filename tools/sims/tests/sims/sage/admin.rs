@@ -35,6 +35,20 @@ async fn admin_endpoints_drive_the_sim_and_are_not_api_calls() {
             .await;
         assert_eq!(deleted.status(), expected);
     }
+    // Restoring it once brings it back; it is removed again for the listing below.
+    let restore = format!("workers/{id3}/restore");
+    for expected in [StatusCode::NO_CONTENT, StatusCode::NOT_FOUND] {
+        let restored = admin.send(Method::POST, &restore, None).await;
+        assert_eq!(restored.status(), expected);
+    }
+    assert_eq!(
+        admin.get(&format!("workers/{id3}")).await["id"],
+        id3.as_str()
+    );
+    let removed = admin
+        .send(Method::DELETE, &format!("workers/{id3}"), None)
+        .await;
+    assert_eq!(removed.status(), StatusCode::NO_CONTENT);
     let added = admin
         .send(Method::POST, "workers", Some(&json!({"count": 2})))
         .await;
