@@ -1,7 +1,8 @@
 //! The operations endpoint of running services: `/healthz`, `/readyz` and `/metrics` of the
 //! `oomnitza-loader` and `sage-extractor` binaries, served (saying why they are not ready)
 //! while NATS is out of reach at start, readiness following NATS, refused
-//! credentials showing from the start, and `--once` giving up on a NATS that does not answer.
+//! credentials showing from the start, and `--once` giving up on a NATS that does not answer
+//! and stopping on SIGTERM with its checkpoint kept and its lease given back.
 //! The services start from the stack harness on an HTTP port of their own choosing, found in
 //! their logs ([`Launch::spawn_serving`]). (The deployment files themselves are checked by
 //! `scripts/check-deploy`.)
@@ -10,9 +11,10 @@
 
 use std::time::Duration;
 
+use peoplesync_bus::RunState;
 use peoplesync_sims::oomnitza::OomnitzaConfig;
-use peoplesync_sims::sage::SageConfig;
-use peoplesync_testkit::stack::{Deployment, Serving};
+use peoplesync_sims::sage::{SageConfig, SageFaults};
+use peoplesync_testkit::stack::{Deployment, Serving, deployment, lease_holder};
 
 /// NATS and both simulators as they start by default (no custom fields in Oomnitza).
 pub(crate) async fn default_deployment() -> Deployment {
@@ -226,17 +228,7 @@ async fn once_gives_up_on_nats_that_does_not_answer_within_its_wait() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start sage-extractor --once");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("the extractor's status") {
-            break status;
-        }
-        if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("sage-extractor --once still waits for NATS after 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = wait_for_exit(&mut child, Duration::from_secs(60), "waiting for NATS").await;
     let stderr = std::io::read_to_string(child.stderr.take().expect("stderr")).unwrap();
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
@@ -245,6 +237,86 @@ async fn once_gives_up_on_nats_that_does_not_answer_within_its_wait() {
         ),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_stopped_by_sigterm_keeps_its_checkpoint_gives_its_lease_back_and_is_resumed() {
+    // A CronJob's pod evicted mid-sync: the run stops between two pages and records its
+    // checkpoint, the scheduler lease is given back instead of left to expire, and the process
+    // exits 1 saying so. The next `--once` resumes the same run and every worker lands.
+    let d = deployment(4_000).await;
+    let _loader = d.loader("loader-1").spawn();
+    d.sage.set_faults(SageFaults {
+        latency_ms: 300,
+        ..SageFaults::default()
+    });
+    let log = d.dir.path().join("once.log");
+    let mut child = d
+        .extractor()
+        .args(&["--once"])
+        .command()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("the log file"))
+        .spawn()
+        .expect("start sage-extractor --once");
+    peoplesync_testkit::wait_for("three pages read", Duration::from_secs(60), || async {
+        (d.sage.stats().pages_served >= 3).then_some(())
+    })
+    .await;
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(term.success());
+    let status = wait_for_exit(&mut child, Duration::from_secs(30), "after SIGTERM").await;
+    let stderr = std::fs::read_to_string(&log).expect("the log");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("was interrupted; it resumes from its checkpoint"),
+        "{stderr}"
+    );
+    let bus = d.bus().await;
+    assert_eq!(
+        lease_holder(&bus, "sage-people").await,
+        None,
+        "the lease is given back"
+    );
+    let runs = bus
+        .runs()
+        .list(Some("sage-people"))
+        .await
+        .expect("the runs");
+    let [run] = runs.as_slice() else {
+        panic!("one run: {runs:?}")
+    };
+    assert_eq!(run.state, RunState::Running, "{run:?}");
+    assert!(
+        d.sage.stats().records_served < 4_000,
+        "stopped before the end of the listing"
+    );
+
+    d.sage.set_faults(SageFaults::default());
+    assert_eq!(d.extract_run(), run.run_id, "the same run is resumed");
+    d.assert_loaded(&run.run_id, Duration::from_secs(120)).await;
+}
+
+/// Waits at most `limit` for `child` to exit; kills it and fails the test otherwise.
+async fn wait_for_exit(
+    child: &mut std::process::Child,
+    limit: Duration,
+    when: &str,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("the process's status") {
+            return status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("the process still ran {limit:?} {when}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The `/readyz` note on `subject` once `wanted` holds for it (`None`: no note).

@@ -1,7 +1,8 @@
 //! The `sage-extractor` binary: parses flags, loads configuration, connects to NATS, serves
 //! `/metrics`, `/healthz` and `/readyz`, and runs the service until SIGTERM — or, with
 //! `--once`, one full sync of each integration, exiting 0 when all of them completed and
-//! non-zero with the reason otherwise.
+//! non-zero with the reason otherwise (SIGTERM stops it between two pages, keeping the
+//! checkpoint).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use anyhow::Context;
 use clap::Parser;
 use peoplesync_bus::Bus;
 use peoplesync_extractor::{ExtractorConfig, SecretSource, Service};
+use tokio_util::sync::CancellationToken;
 
 // Runs allocate and free millions of small JSON values; mimalloc does that at a fraction of
 // the system allocator's cost (docs/benchmarks.md).
@@ -61,21 +63,32 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = ExtractorConfig::load(cli.config.as_deref())?;
+    let shutdown = peoplesync_runtime::shutdown_token();
+    peoplesync_runtime::shutdown::exit_unless_stopped_within(
+        &shutdown,
+        std::time::Duration::from_secs(config.shutdown_grace_secs),
+        "shutdown_grace_secs",
+        "a run in progress resumes from its last recorded checkpoint",
+    );
     if cli.once {
         // The service waits for NATS as long as it takes; a one-off sync gives up, so that
         // the scheduler that started it sees it fail.
         let wait = std::time::Duration::from_secs(cli.nats_wait);
-        let (_bus, service) = tokio::time::timeout(wait, set_up(&config))
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "NATS did not answer within {} s (--nats-wait, PEOPLESYNC_ONCE_NATS_WAIT_SECS); \
-                     the warnings above say what was tried: check NATS_URL and that the servers \
-                     run with JetStream",
-                    cli.nats_wait
-                )
-            })??;
-        return once(&service).await;
+        let set = tokio::select! {
+            set = tokio::time::timeout(wait, set_up(&config)) => set,
+            () = shutdown.cancelled() => {
+                anyhow::bail!("stopped (SIGTERM) before NATS answered; nothing was synced")
+            }
+        };
+        let (_bus, service) = set.map_err(|_| {
+            anyhow::anyhow!(
+                "NATS did not answer within {} s (--nats-wait, PEOPLESYNC_ONCE_NATS_WAIT_SECS); \
+                 the warnings above say what was tried: check NATS_URL and that the servers \
+                 run with JetStream",
+                cli.nats_wait
+            )
+        })??;
+        return once(&service, &shutdown).await;
     }
 
     // Probes get an answer, and `/readyz` says what is missing, while NATS is out of reach.
@@ -94,13 +107,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let http = peoplesync_runtime::http::serve(listen, readiness.clone(), http_stop.clone())
         .await
         .context("starting the /metrics, /healthz and /readyz endpoint")?;
-    let shutdown = peoplesync_runtime::shutdown_token();
-    peoplesync_runtime::shutdown::exit_unless_stopped_within(
-        &shutdown,
-        std::time::Duration::from_secs(config.shutdown_grace_secs),
-        "shutdown_grace_secs",
-        "a run in progress resumes from its last recorded checkpoint",
-    );
     let set = tokio::select! {
         set = set_up(&config) => Some(set),
         () = shutdown.cancelled() => None,
@@ -151,9 +157,11 @@ async fn set_up(config: &ExtractorConfig) -> anyhow::Result<(Bus, Service)> {
     Ok((bus, service))
 }
 
-async fn once(service: &Service) -> anyhow::Result<()> {
+/// `--once`: one full sync of each integration; SIGTERM (`shutdown`) stops it between two
+/// pages, keeping the checkpoint and giving the lease back, and it exits 1 saying so.
+async fn once(service: &Service, shutdown: &CancellationToken) -> anyhow::Result<()> {
     let mut failures = Vec::new();
-    for (integration, outcome) in service.run_once().await {
+    for (integration, outcome) in service.run_once(shutdown).await {
         match outcome {
             Ok(summary) => {
                 tracing::info!(integration, run_id = %summary.run_id, published = summary.published,

@@ -128,17 +128,35 @@ impl Service {
     }
 
     /// One full sync of every integration, one after the other, each under its scheduler lease.
-    pub async fn run_once(&self) -> Vec<(String, Result<RunSummary, ServiceError>)> {
+    /// `stop` (SIGTERM) ends the run in progress between two pages, keeping its checkpoint,
+    /// gives its lease back at once and leaves the integrations after it unsynced; each of
+    /// those reports [`Stop::Interrupted`].
+    pub async fn run_once(
+        &self,
+        stop: &CancellationToken,
+    ) -> Vec<(String, Result<RunSummary, ServiceError>)> {
         let mut outcomes = Vec::new();
         for runner in &self.runners {
             let integration = runner.extraction().integration().to_owned();
-            let outcome = self.once(runner).await;
+            let outcome = if stop.is_cancelled() {
+                Err(ServiceError::Run(RunError::new(
+                    &integration,
+                    None,
+                    Stop::Interrupted,
+                )))
+            } else {
+                self.once(runner, stop).await
+            };
             outcomes.push((integration, outcome));
         }
         outcomes
     }
 
-    async fn once(&self, runner: &Arc<Runner>) -> Result<RunSummary, ServiceError> {
+    async fn once(
+        &self,
+        runner: &Arc<Runner>,
+        stop: &CancellationToken,
+    ) -> Result<RunSummary, ServiceError> {
         let integration = runner.extraction().integration().to_owned();
         let (leader_tx, mut leader) = watch::channel(false);
         let lease_stop = CancellationToken::new();
@@ -147,14 +165,19 @@ impl Service {
         // A lease left by a crashed extractor expires after its TTL; one renewed by a live one
         // does not, and then this sync must not run beside it.
         let wait = self.ttl() * 2 + Duration::from_secs(2);
-        let elected = matches!(
-            tokio::time::timeout(wait, leader.wait_for(|held| *held))
-                .await
-                .map(|held| held.is_ok()),
-            Ok(true)
-        );
+        let elected = tokio::select! {
+            elected = tokio::time::timeout(wait, leader.wait_for(|held| *held)) => {
+                Some(matches!(elected.map(|held| held.is_ok()), Ok(true)))
+            }
+            () = stop.cancelled() => None,
+        };
         let outcome = match elected {
-            true => {
+            None => Err(ServiceError::Run(RunError::new(
+                &integration,
+                None,
+                Stop::Interrupted,
+            ))),
+            Some(true) => {
                 match runner.start("once").await {
                     Ok(_) => {}
                     Err(err) => {
@@ -169,6 +192,11 @@ impl Service {
                         runner.interrupt().await;
                         runner.wait().await
                     }
+                    () = stop.cancelled() => {
+                        tracing::info!(integration, "stopping the run between two pages; its checkpoint is kept");
+                        runner.interrupt().await;
+                        runner.wait().await
+                    }
                 }
                 .map(|result| result.map_err(ServiceError::from))
                 .unwrap_or_else(|| {
@@ -179,7 +207,7 @@ impl Service {
                     )))
                 })
             }
-            false => Err(ServiceError::LeaseBusy {
+            Some(false) => Err(ServiceError::LeaseBusy {
                 holder: self.lease_holder(&integration).await,
                 integration: integration.clone(),
             }),

@@ -6,6 +6,7 @@ use peoplesync_extractor::Service;
 use peoplesync_extractor::config::{CredentialSet, Grant};
 use peoplesync_proto::v1::{RunEventKind, WorkerEventKind};
 use peoplesync_sims::sage::{EndStyle, PageSize, SageConfig, SageFaults, SageSim};
+use tokio_util::sync::CancellationToken;
 
 use crate::harness::*;
 
@@ -161,7 +162,7 @@ async fn every_grant_authenticates_and_reuses_its_token() {
         put_integration(&bus, &integration_config).await;
     }
     let service = Service::build(config, bus.clone(), secrets).await.unwrap();
-    for (integration, outcome) in service.run_once().await {
+    for (integration, outcome) in service.run_once(&CancellationToken::new()).await {
         let summary = outcome.unwrap_or_else(|e| panic!("{integration}: {e}"));
         assert_eq!(summary.published, 300, "{integration}");
         let events = drain_workers(&bus, &integration).await;
@@ -220,7 +221,7 @@ async fn two_integrations_run_side_by_side_with_their_own_credentials_and_subjec
         put_integration(&bus, &integration_config).await;
     }
     let service = Service::build(config, bus.clone(), secrets).await.unwrap();
-    let outcomes = service.run_once().await;
+    let outcomes = service.run_once(&CancellationToken::new()).await;
     assert_eq!(outcomes.len(), 2);
     for ((integration, outcome), (workers, set)) in outcomes
         .into_iter()
