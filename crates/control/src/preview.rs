@@ -1,7 +1,9 @@
 //! PreviewWorker: a dry run for one worker. The extractor reads the worker from Sage People
 //! (`fetch`, nothing published); the integration's stored config evaluates it exactly as a
 //! loader would (`peoplesync_core::preview`); Oomnitza is asked for the user with the first
-//! sync key's value (`GET /api/v3/users?filter=`), and each mapped field is compared with it.
+//! sync key's value (`GET /api/v3/users?filter=`; a username or e-mail with capitals also in
+//! lower case, as Oomnitza publishes neither whether it keeps their case nor whether its
+//! filters ignore it), and each mapped field is compared with it (those two ignoring case).
 
 use peoplesync_bus::control::{self, WorkerFetched, WorkerRequest};
 use peoplesync_core::{Evaluation, Tracking};
@@ -99,13 +101,22 @@ impl Previewer<'_> {
         if let Some((key, value)) = &sync {
             response.sync_key = key.clone();
             response.sync_key_value = value.clone();
-            let filter = format!(
-                "{} eq {}",
-                attribute(key),
-                peoplesync_oomnitza::filter_literal(value)
-            );
-            match self.oomnitza.find_users(&filter, 2, 0).await {
-                Ok(users) => current = users.into_iter().next(),
+            let attribute = attribute(key);
+            let mut spellings = vec![value.clone()];
+            let lower = value.to_lowercase();
+            if lower != *value
+                && peoplesync_oomnitza::CASELESS_ATTRIBUTES.contains(&attribute.as_str())
+            {
+                spellings.push(lower);
+            }
+            match self.oomnitza.find_users_in(&attribute, &spellings, 2).await {
+                Ok(users) => {
+                    // The user holding the value as sent, if Oomnitza holds both spellings.
+                    let exact = users.iter().position(|u| {
+                        u.get(&attribute).and_then(Value::as_str) == Some(value.as_str())
+                    });
+                    current = users.into_iter().nth(exact.unwrap_or(0));
+                }
                 Err(err) => {
                     response.oomnitza_error = format!(
                         "reading the user from Oomnitza failed: {err}; the diff assumes no user"
@@ -131,7 +142,12 @@ impl Previewer<'_> {
                     label: f.label.clone().unwrap_or_default(),
                     current_json: now.to_string(),
                     proposed_json: proposed.to_string(),
-                    change: change(&now, proposed).into(),
+                    change: change(
+                        &now,
+                        proposed,
+                        peoplesync_oomnitza::CASELESS_ATTRIBUTES.contains(&attribute.as_str()),
+                    )
+                    .into(),
                     attribute,
                 })
             })
@@ -164,11 +180,15 @@ fn is_blank(value: &Value) -> bool {
 }
 
 /// How a field changes from `now` to `proposed`. Oomnitza may keep numbers and booleans as
-/// text, so values that read the same as text are the same.
-fn change(now: &Value, proposed: &Value) -> pb::Change {
-    let text = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+/// text, so values that read the same as text are the same; `caseless` values that differ in
+/// letter case only are the same too.
+fn change(now: &Value, proposed: &Value, caseless: bool) -> pb::Change {
+    let text = |v: &Value| {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        if caseless { text.to_lowercase() } else { text }
     };
     match (is_blank(now), is_blank(proposed)) {
         (true, true) => pb::Change::Unchanged,
@@ -196,17 +216,32 @@ mod tests {
 
     #[test]
     fn changes_compare_values_as_oomnitza_keeps_them() {
-        assert_eq!(change(&json!("25"), &json!(25)), pb::Change::Unchanged);
-        assert_eq!(change(&json!(null), &json!("")), pb::Change::Unchanged);
-        assert_eq!(change(&json!(null), &json!("Engineer")), pb::Change::Added);
         assert_eq!(
-            change(&json!("Engineer"), &json!(null)),
+            change(&json!("25"), &json!(25), false),
+            pb::Change::Unchanged
+        );
+        assert_eq!(
+            change(&json!(null), &json!(""), false),
+            pb::Change::Unchanged
+        );
+        assert_eq!(
+            change(&json!(null), &json!("Engineer"), false),
+            pb::Change::Added
+        );
+        assert_eq!(
+            change(&json!("Engineer"), &json!(null), false),
             pb::Change::Cleared
         );
         assert_eq!(
-            change(&json!("Engineer"), &json!("Director")),
+            change(&json!("Engineer"), &json!("Director"), false),
             pb::Change::Modified
         );
-        assert_eq!(change(&json!("true"), &json!(true)), pb::Change::Unchanged);
+        assert_eq!(
+            change(&json!("true"), &json!(true), false),
+            pb::Change::Unchanged
+        );
+        let (stored, sent) = (json!("ada@example.com"), json!("Ada@Example.com"));
+        assert_eq!(change(&stored, &sent, true), pb::Change::Unchanged);
+        assert_eq!(change(&stored, &sent, false), pb::Change::Modified);
     }
 }

@@ -55,5 +55,6 @@ pub use inspect::FieldProbe;
 pub use offboard::{Asset, user_ident};
 pub use run_log::{FATAL_ERROR, RunCounts, RunLog, message_names};
 pub use users::{
-    MAX_URL_CHARS, SYSTEM_ATTRIBUTES, filter_literal, is_system_field, read_attribute,
+    CASELESS_ATTRIBUTES, MAX_URL_CHARS, SYSTEM_ATTRIBUTES, filter_literal, is_system_field,
+    read_attribute,
 };

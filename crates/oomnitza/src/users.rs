@@ -31,6 +31,11 @@ pub const SYSTEM_ATTRIBUTES: &[(&str, &str)] = &[
     ("ADDRESS", "address"),
 ];
 
+/// The user attributes read back ignoring letter case: Oomnitza publishes neither whether it
+/// stores usernames and e-mails as sent nor whether its filters ignore case, so a user holding
+/// `ada@example.com` is taken to hold `Ada@Example.com`.
+pub const CASELESS_ATTRIBUTES: [&str; 2] = ["username", "email"];
+
 /// The attribute a user read shows bulk field `field` as: a system field's documented name,
 /// otherwise the id in lower case (how custom fields are read; not published).
 pub fn read_attribute(field: &str) -> String {

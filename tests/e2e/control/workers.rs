@@ -79,6 +79,25 @@ async fn preview_shows_the_verdict_the_record_and_how_it_differs_from_oomnitza()
         "a preview writes nothing"
     );
 
+    // Oomnitza holds another worker's address in lower case (it does not publish whether it
+    // keeps the case) where Sage People has capitals: the user is found, and the address is
+    // not shown as a change.
+    let other = generate::worker_id(with_email[1]);
+    stack
+        .sage
+        .patch_worker(&other, json!({"emailAddress": "Preview.Case@Example.com"}));
+    let mut lower = serde_json::Map::new();
+    lower.insert("USER".into(), json!("preview.case@example.com"));
+    lower.insert("EMAIL".into(), json!("preview.case@example.com"));
+    stack.oomnitza.insert_user(lower);
+    let cased = preview(other).await.unwrap();
+    assert_eq!(cased.sync_key_value, "Preview.Case@Example.com");
+    assert!(cased.user_exists, "{}", cased.oomnitza_error);
+    for field in ["USER", "EMAIL"] {
+        let diff = cased.diff.iter().find(|d| d.field == field).unwrap();
+        assert_eq!(diff.change(), pb::Change::Unchanged, "{diff:?}");
+    }
+
     // A worker without an e-mail would be dead-lettered, and the preview says why.
     if let Some(&index) = without_email.first() {
         let shown = preview(generate::worker_id(index)).await.unwrap();

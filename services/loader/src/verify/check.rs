@@ -329,20 +329,22 @@ impl Verifier {
         Ok(letters)
     }
 
-    /// Users whose `attribute` is one of `values`, a few hundred per request. A value with
-    /// capitals is asked for in lower case too: Oomnitza publishes neither whether it keeps the
-    /// case of what it stores nor whether its filters ignore case, and a user stored as
-    /// `ada@example.com` for `Ada@Example.com` is the record applied (users are matched to
-    /// records ignoring case).
+    /// Users whose `attribute` is one of `values`, a few hundred per request. A username or
+    /// e-mail with capitals is asked for in lower case too
+    /// ([`peoplesync_oomnitza::CASELESS_ATTRIBUTES`]): a user stored as `ada@example.com` for
+    /// `Ada@Example.com` is the record applied (users are matched to records ignoring case).
     async fn read_users(
         &self,
         attribute: &str,
         values: &[String],
     ) -> Result<Vec<Map<String, Value>>, Stop> {
+        let caseless = peoplesync_oomnitza::CASELESS_ATTRIBUTES.contains(&attribute);
         let mut asked: Vec<Cow<'_, str>> = Vec::with_capacity(values.len());
         for value in values {
             asked.push(Cow::Borrowed(value));
-            if let lowered @ Cow::Owned(_) = lower(value) {
+            if let lowered @ Cow::Owned(_) = lower(value)
+                && caseless
+            {
                 asked.push(lowered);
             }
         }

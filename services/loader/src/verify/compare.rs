@@ -67,7 +67,9 @@ pub(super) fn compare_named<'n>(
             unverifiable.push((*field).to_owned());
             continue;
         };
-        let caseless = name.as_deref().is_some_and(|n| CASELESS.contains(&n));
+        let caseless = name
+            .as_deref()
+            .is_some_and(|n| peoplesync_oomnitza::CASELESS_ATTRIBUTES.contains(&n));
         if !same(value, held, caseless) {
             differences.push(format!(
                 "{field} holds {}, sent {}",

@@ -62,9 +62,6 @@ const PAGE_ALL_FROM: u64 = 5_000;
 /// at a time, in bounded memory.
 const PAGE_ALL_UP_TO: u64 = 250_000;
 
-/// Attributes whose values Oomnitza matches without regard to case.
-const CASELESS: &[&str] = &["username", "email"];
-
 /// Checks finalized runs for one replica.
 #[derive(Clone)]
 pub struct Verifier {
