@@ -17,29 +17,44 @@ pub fn shutdown_token() -> CancellationToken {
     token
 }
 
+/// What a service's stop watchdog ([`exit_unless_stopped_within`]) says when it ends the
+/// process.
+#[derive(Debug, Clone, Copy)]
+pub struct Overdue {
+    /// What sets the limit: the configuration key, as an operator would look for it.
+    pub setting: &'static str,
+    /// What a stop that long may still be waiting for.
+    pub waits_on: &'static str,
+    /// What becomes of the work left (it is what a crash would leave).
+    pub then: &'static str,
+}
+
+impl Overdue {
+    /// The log message when a stop has taken `limit`.
+    fn message(&self, limit: Duration) -> String {
+        format!(
+            "did not stop within {} s of being told to stop ({}; still waiting on {}?); exiting now: {}",
+            limit.as_secs(),
+            self.setting,
+            self.waits_on,
+            self.then
+        )
+    }
+}
+
 /// Ends the process with status 1 if it is still running `limit` after `shutdown` was
-/// cancelled (by SIGTERM, or by the service stopping itself), logging why. A stop must end
-/// within the orchestrator's grace period even when a step waits on NATS that does not
-/// answer: the NATS client holds every request while it reconnects, whatever the request's
-/// timeout. `setting` names what sets `limit`; `then` says what becomes of the work left (it
-/// is what a crash would leave). The wait runs on a thread of its own, so a runtime thread
-/// that is blocked cannot hold it up.
-pub fn exit_unless_stopped_within(
-    shutdown: &CancellationToken,
-    limit: Duration,
-    setting: &'static str,
-    then: &'static str,
-) {
+/// cancelled (by SIGTERM, or by the service stopping itself), logging why ([`Overdue`]). A
+/// stop must end within the orchestrator's grace period even when a step waits on NATS that
+/// does not answer: the NATS client holds every request while it reconnects, whatever the
+/// request's timeout. The wait runs on a thread of its own, so a runtime thread that is
+/// blocked cannot hold it up.
+pub fn exit_unless_stopped_within(shutdown: &CancellationToken, limit: Duration, overdue: Overdue) {
     let shutdown = shutdown.clone();
     tokio::spawn(async move {
         shutdown.cancelled().await;
         std::thread::spawn(move || {
             std::thread::sleep(limit);
-            tracing::error!(
-                limit_secs = limit.as_secs(),
-                "did not stop within {} s of being told to stop ({setting}; still waiting on NATS?); exiting now: {then}",
-                limit.as_secs()
-            );
+            tracing::error!(limit_secs = limit.as_secs(), "{}", overdue.message(limit));
             std::process::exit(1);
         });
     });
@@ -65,4 +80,23 @@ async fn wait_for_signal() {
 #[cfg(not(unix))]
 async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_overdue_message_names_the_setting_what_it_waits_on_and_what_is_left() {
+        let overdue = Overdue {
+            setting: "shutdown_grace_secs",
+            waits_on: "NATS",
+            then: "its events are redelivered",
+        };
+        assert_eq!(
+            overdue.message(Duration::from_secs(30)),
+            "did not stop within 30 s of being told to stop (shutdown_grace_secs; still waiting \
+             on NATS?); exiting now: its events are redelivered"
+        );
+    }
 }

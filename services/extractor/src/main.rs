@@ -67,8 +67,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     peoplesync_runtime::shutdown::exit_unless_stopped_within(
         &shutdown,
         std::time::Duration::from_secs(config.shutdown_grace_secs),
-        "shutdown_grace_secs",
-        "a run in progress resumes from its last recorded checkpoint",
+        peoplesync_runtime::shutdown::Overdue {
+            setting: "shutdown_grace_secs",
+            waits_on: "NATS, or on Sage People for the sync-key check of the page in progress",
+            then: "a run in progress resumes from its last recorded checkpoint",
+        },
     );
     if cli.once {
         // The service waits for NATS as long as it takes; a one-off sync gives up, so that

@@ -99,8 +99,11 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
     peoplesync_runtime::shutdown::exit_unless_stopped_within(
         &shutdown,
         config.shutdown_grace() + STOP_MARGIN,
-        "shutdown_grace_secs + 5 s",
-        "its unacknowledged events will be redelivered",
+        peoplesync_runtime::shutdown::Overdue {
+            setting: "shutdown_grace_secs + 5 s",
+            waits_on: "NATS",
+            then: "its unacknowledged events will be redelivered",
+        },
     );
     let integrations = config.integrations.clone();
     let (readiness, http_stop, http) = start_http(&integrations).await?;
