@@ -291,6 +291,13 @@ async fn once_stopped_by_sigterm_keeps_its_checkpoint_gives_its_lease_back_and_i
     };
     assert_eq!(run.state, RunState::Running, "{run:?}");
     assert!(
+        stderr.contains(&format!(
+            "run {} of sage-people was interrupted; it resumes from its checkpoint",
+            run.run_id
+        )),
+        "the run's own end, with its id: {stderr}"
+    );
+    assert!(
         d.sage.stats().records_served < 4_000,
         "stopped before the end of the listing"
     );

@@ -162,6 +162,14 @@ impl Runner {
             .map(|run| run.run_id.clone())
     }
 
+    /// Asks the run going to stop between pages (keeping its checkpoint), without waiting: a
+    /// caller of [`Runner::wait`] then gets how it ended.
+    pub async fn cancel(&self) {
+        if let Some(run) = self.current.lock().await.as_ref() {
+            run.cancel.cancel();
+        }
+    }
+
     /// Stops the run going (between pages, keeping its checkpoint) and waits for it.
     pub async fn interrupt(&self) {
         let handle = {

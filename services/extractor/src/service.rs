@@ -171,41 +171,45 @@ impl Service {
             }
             () = stop.cancelled() => None,
         };
-        let outcome = match elected {
-            None => Err(ServiceError::Run(RunError::new(
+        let interrupted = || {
+            Err(ServiceError::Run(RunError::new(
                 &integration,
                 None,
                 Stop::Interrupted,
-            ))),
+            )))
+        };
+        let outcome = match elected {
+            None => interrupted(),
             Some(true) => {
-                match runner.start("once").await {
-                    Ok(_) => {}
-                    Err(err) => {
-                        lease_stop.cancel();
-                        let _ = lease_task.await;
-                        return Err(err.into());
+                // Preparing may read Sage People (the sync-key baseline); a stop then leaves
+                // what a crash at that point would, which the next run resumes.
+                let started = tokio::select! {
+                    started = runner.start("once") => Some(started),
+                    () = stop.cancelled() => None,
+                };
+                match started {
+                    None => interrupted(),
+                    Some(Err(err)) => Err(err.into()),
+                    Some(Ok(_)) => {
+                        // The run is only asked to stop: waiting on goes on, so its own result
+                        // (finished, failed, or interrupted with its id) is the one reported.
+                        let ended = runner.wait();
+                        tokio::pin!(ended);
+                        tokio::select! {
+                            result = &mut ended => result,
+                            _ = leader.wait_for(|held| !*held) => {
+                                runner.cancel().await;
+                                ended.await
+                            }
+                            () = stop.cancelled() => {
+                                tracing::info!(integration, "stopping the run between two pages; its checkpoint is kept");
+                                runner.cancel().await;
+                                ended.await
+                            }
+                        }
+                        .map_or_else(interrupted, |result| result.map_err(ServiceError::from))
                     }
                 }
-                tokio::select! {
-                    result = runner.wait() => result,
-                    _ = leader.wait_for(|held| !*held) => {
-                        runner.interrupt().await;
-                        runner.wait().await
-                    }
-                    () = stop.cancelled() => {
-                        tracing::info!(integration, "stopping the run between two pages; its checkpoint is kept");
-                        runner.interrupt().await;
-                        runner.wait().await
-                    }
-                }
-                .map(|result| result.map_err(ServiceError::from))
-                .unwrap_or_else(|| {
-                    Err(ServiceError::Run(RunError::new(
-                        &integration,
-                        None,
-                        Stop::Interrupted,
-                    )))
-                })
             }
             Some(false) => Err(ServiceError::LeaseBusy {
                 holder: self.lease_holder(&integration).await,
