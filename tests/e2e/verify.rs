@@ -205,6 +205,35 @@ async fn users_stored_with_a_lower_case_email_are_confirmed_and_not_sent_again()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_user_holding_the_address_in_lower_case_does_not_hide_the_user_written() {
+    // A tenant that matches exactly holds users an older version created with lower-cased
+    // addresses; this run writes users with the addresses as Sage People holds them. Each
+    // record is checked against the user holding its value as sent, not the stale one.
+    let d = deployment(40).await;
+    let (by_email, _) = d.expected();
+    let mut stale = 0;
+    for email in by_email
+        .keys()
+        .filter(|e| e.chars().any(char::is_uppercase))
+    {
+        let lower = email.to_lowercase();
+        d.oomnitza.insert_user(
+            json!({"USER": lower, "EMAIL": lower, "FIRST_NAME": "Stale", "PERMISSIONS_ID": "25"})
+                .as_object()
+                .cloned()
+                .expect("an object"),
+        );
+        stale += 1;
+    }
+    assert!(stale > 0, "the org has e-mails with capitals");
+    let _loader = d.loader_with("loader-1", QUICK);
+    let run = d.run_to_end(Duration::from_secs(120)).await;
+    assert_accounted(&run);
+    assert_every_record_confirmed(&d, &run).await;
+    assert_eq!(d.oomnitza.users().len(), by_email.len() + stale);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_only_record_without_a_user_is_sent_again_once_the_user_exists() {
     let d = deployment(30).await;
     let mut config = IntegrationConfig::default_for("sage-people");

@@ -102,14 +102,14 @@ impl Previewer<'_> {
             response.sync_key = key.clone();
             response.sync_key_value = value.clone();
             let attribute = attribute(key);
-            let mut spellings = vec![value.clone()];
-            let lower = value.to_lowercase();
-            if lower != *value
-                && peoplesync_oomnitza::CASELESS_ATTRIBUTES.contains(&attribute.as_str())
-            {
-                spellings.push(lower);
+            let mut literals = vec![peoplesync_oomnitza::filter_literal(value)];
+            if let Some(lower) = peoplesync_oomnitza::lower_spelling(&attribute, value) {
+                literals.push(peoplesync_oomnitza::filter_literal(&lower));
             }
-            match self.oomnitza.find_users_in(&attribute, &spellings, 2).await {
+            let filter = format!("{attribute} IN [{}]", literals.join(", "));
+            // One request: the value as sent and in lower case, each held by one user at most
+            // when the key identifies a user.
+            match self.oomnitza.find_users(&filter, 3, 0).await {
                 Ok(users) => {
                     // The user holding the value as sent, if Oomnitza holds both spellings.
                     let exact = users.iter().position(|u| {

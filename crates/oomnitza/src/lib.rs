@@ -56,5 +56,5 @@ pub use offboard::{Asset, user_ident};
 pub use run_log::{FATAL_ERROR, RunCounts, RunLog, message_names};
 pub use users::{
     CASELESS_ATTRIBUTES, MAX_URL_CHARS, SYSTEM_ATTRIBUTES, filter_literal, is_system_field,
-    read_attribute,
+    lower_spelling, read_attribute,
 };

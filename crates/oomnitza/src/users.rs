@@ -36,6 +36,13 @@ pub const SYSTEM_ATTRIBUTES: &[(&str, &str)] = &[
 /// `ada@example.com` is taken to hold `Ada@Example.com`.
 pub const CASELESS_ATTRIBUTES: [&str; 2] = ["username", "email"];
 
+/// `value` in lower case when `attribute` is one of [`CASELESS_ATTRIBUTES`] and `value` has
+/// capitals: the other spelling to ask for when reading users by `value`.
+pub fn lower_spelling(attribute: &str, value: &str) -> Option<String> {
+    (CASELESS_ATTRIBUTES.contains(&attribute) && value.chars().any(char::is_uppercase))
+        .then(|| value.to_lowercase())
+}
+
 /// The attribute a user read shows bulk field `field` as: a system field's documented name,
 /// otherwise the id in lower case (how custom fields are read; not published).
 pub fn read_attribute(field: &str) -> String {
@@ -235,8 +242,9 @@ impl OomnitzaClient {
     /// Every user whose `attribute` is one of these quoted literals. A short page that holds a
     /// user for every literal ends the list; a shorter one may be a server's own page limit, so
     /// the next page is read to tell (the usual case: every user is there, one request).
-    /// Literals that differ in letter case only count once, as users' values are counted
-    /// ignoring case: a caller may ask for a value in two spellings, and one user answers both.
+    /// For a [caseless](CASELESS_ATTRIBUTES) attribute, literals that differ in letter case
+    /// only count once: a caller may ask for a value in two spellings, and one user answers
+    /// both.
     async fn find_chunk(
         &self,
         attribute: &str,
@@ -244,11 +252,15 @@ impl OomnitzaClient {
         page_size: u32,
     ) -> Result<Vec<Value>, Error> {
         let filter = format!("{attribute} IN [{}]", literals.join(", "));
-        let keys = literals
-            .iter()
-            .map(|l| l.to_lowercase())
-            .collect::<std::collections::HashSet<_>>()
-            .len();
+        let keys = if CASELESS_ATTRIBUTES.contains(&attribute) {
+            literals
+                .iter()
+                .map(|l| l.to_lowercase())
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        } else {
+            literals.len()
+        };
         self.read_pages(&filter, page_size, Some((attribute, keys)))
             .await
     }
@@ -298,6 +310,16 @@ fn distinct_values(users: &[Value], attribute: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_username_or_email_with_capitals_has_a_lower_spelling() {
+        assert_eq!(
+            lower_spelling("email", "Ada@Example.com").as_deref(),
+            Some("ada@example.com")
+        );
+        assert_eq!(lower_spelling("username", "ada@example.com"), None);
+        assert_eq!(lower_spelling("6c1f0a2b", "a2G7E0000000000001"), None);
+    }
 
     #[test]
     fn literals_double_their_quotes() {

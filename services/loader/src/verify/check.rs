@@ -298,8 +298,12 @@ impl Verifier {
         for (attribute, value) in pending.iter().filter_map(|p| p.lookup.as_ref()) {
             wanted.entry(attribute).or_default().push(value.clone());
         }
-        // Users by (attribute, lower-cased value), as JSON text.
-        let mut found: HashMap<(String, String), String> = HashMap::new();
+        // Users as JSON text, found by (attribute, value) as held and ignoring case: a tenant
+        // that matches case-sensitively can hold both `ada@example.com` and `Ada@Example.com`,
+        // and the user holding the value as sent is the record's.
+        let mut users: Vec<String> = Vec::new();
+        let mut exact: HashMap<(String, String), usize> = HashMap::new();
+        let mut caseless: HashMap<(String, String), usize> = HashMap::new();
         for (attribute, values) in &wanted {
             for user in self.read_users(attribute, values).await? {
                 let Ok(json) = serde_json::to_string(&user) else {
@@ -308,12 +312,17 @@ impl Verifier {
                 let value = fields(&json).and_then(|user| {
                     user.get(*attribute)
                         .and_then(|v| text(v))
-                        .map(|t| t.to_lowercase())
+                        .map(Cow::into_owned)
                 });
                 if let Some(value) = value {
-                    found
+                    let index = users.len();
+                    caseless
+                        .entry(((*attribute).to_owned(), value.to_lowercase()))
+                        .or_insert(index);
+                    exact
                         .entry(((*attribute).to_owned(), value))
-                        .or_insert(json);
+                        .or_insert(index);
+                    users.push(json);
                 }
             }
         }
@@ -322,8 +331,12 @@ impl Verifier {
             let user = pending
                 .lookup
                 .as_ref()
-                .and_then(|(a, v)| found.get(&(a.clone(), v.to_lowercase())))
-                .and_then(|text| fields(text));
+                .and_then(|(a, v)| {
+                    exact
+                        .get(&(a.clone(), v.clone()))
+                        .or_else(|| caseless.get(&(a.clone(), v.to_lowercase())))
+                })
+                .and_then(|&index| fields(&users[index]));
             letters.extend(judge.judge(pending, user.as_ref(), tally));
         }
         Ok(letters)
@@ -338,14 +351,11 @@ impl Verifier {
         attribute: &str,
         values: &[String],
     ) -> Result<Vec<Map<String, Value>>, Stop> {
-        let caseless = peoplesync_oomnitza::CASELESS_ATTRIBUTES.contains(&attribute);
         let mut asked: Vec<Cow<'_, str>> = Vec::with_capacity(values.len());
         for value in values {
             asked.push(Cow::Borrowed(value));
-            if let lowered @ Cow::Owned(_) = lower(value)
-                && caseless
-            {
-                asked.push(lowered);
+            if let Some(lower) = peoplesync_oomnitza::lower_spelling(attribute, value) {
+                asked.push(Cow::Owned(lower));
             }
         }
         let users = self

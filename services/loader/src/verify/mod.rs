@@ -132,9 +132,36 @@ impl PageState {
                     let Some(value) = user.get(attribute.as_str()).and_then(|v| text(v)) else {
                         continue;
                     };
-                    if let Some(pending) = records.remove(lower(&value).as_ref()) {
-                        self.letters
-                            .extend(self.judge.judge(pending, Some(user), &mut self.tally));
+                    let key = lower(&value);
+                    let Some(pending) = records.get(key.as_ref()) else {
+                        continue;
+                    };
+                    let exact = pending
+                        .lookup
+                        .as_ref()
+                        .is_some_and(|(_, sent)| *sent == *value);
+                    if exact {
+                        if let Some(pending) = records.remove(key.as_ref()) {
+                            self.letters.extend(self.judge.judge(
+                                pending,
+                                Some(user),
+                                &mut self.tally,
+                            ));
+                        }
+                        continue;
+                    }
+                    // The value in other letters: taken if that user holds the record. If not,
+                    // a user holding the value as sent may still come (a tenant that matches
+                    // case-sensitively can hold both); the record waits for it, and is read
+                    // by key after the pages if none does.
+                    let mut tally = Tally::default();
+                    if self
+                        .judge
+                        .judge(pending.clone(), Some(user), &mut tally)
+                        .is_none()
+                    {
+                        records.remove(key.as_ref());
+                        self.tally.add(tally);
                     }
                 }
             }
@@ -441,5 +468,81 @@ fn run_log_counts(log: &RunLog) -> RunLogCounts {
         skipped: counts.skipped,
         failed: counts.failed,
         canceled: counts.canceled,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Page state waiting for one record written for `Ada@Example.com`.
+    fn waiting_for_ada() -> PageState {
+        let judge = Arc::new(Judge::new(None, Vec::new()));
+        let record =
+            json!({"USER": "Ada@Example.com", "EMAIL": "Ada@Example.com", "FIRST_NAME": "Ada"});
+        let pending = judge.pending(WrittenEvent {
+            msg_id: "m1".into(),
+            worker_id: "w1".into(),
+            applied_key: "k1".into(),
+            record_json: record.to_string(),
+        });
+        let (attribute, value) = pending.lookup.clone().expect("looked up by e-mail");
+        let mut waiting: HashMap<String, HashMap<String, Pending>> = HashMap::new();
+        waiting
+            .entry(attribute)
+            .or_default()
+            .insert(value.to_lowercase(), pending);
+        PageState {
+            judge,
+            waiting,
+            tally: Tally::default(),
+            letters: Vec::new(),
+        }
+    }
+
+    fn page(users: Value) -> Bytes {
+        Bytes::from(users.to_string())
+    }
+
+    fn user(address: &str, first_name: &str) -> Value {
+        json!({"username": address, "email": address, "first_name": first_name})
+    }
+
+    fn waiting(state: &PageState) -> usize {
+        state.waiting.values().map(HashMap::len).sum()
+    }
+
+    #[test]
+    fn on_pages_the_user_holding_the_value_as_sent_wins_over_a_stale_one_in_other_letters() {
+        let mut state = waiting_for_ada();
+        let stale = user("ada@example.com", "Augusta");
+        let current = user("Ada@Example.com", "Ada");
+        assert!(state.judge_pages(&[page(json!([stale, current]))]).is_ok());
+        assert_eq!((state.tally.confirmed, state.tally.not_applied), (1, 0));
+        assert!(state.letters.is_empty());
+        assert_eq!(waiting(&state), 0);
+    }
+
+    #[test]
+    fn on_pages_a_user_in_other_letters_holding_the_record_is_taken_and_one_that_does_not_waits() {
+        let mut state = waiting_for_ada();
+        assert!(
+            state
+                .judge_pages(&[page(json!([user("ada@example.com", "Augusta")]))])
+                .is_ok()
+        );
+        assert_eq!(
+            (state.tally.confirmed, waiting(&state)),
+            (0, 1),
+            "left for a user holding the value as sent, or for the read by key"
+        );
+        assert!(
+            state
+                .judge_pages(&[page(json!([user("ada@example.com", "Ada")]))])
+                .is_ok()
+        );
+        assert_eq!((state.tally.confirmed, waiting(&state)), (1, 0));
+        assert!(state.letters.is_empty());
     }
 }
