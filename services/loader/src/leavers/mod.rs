@@ -611,5 +611,18 @@ mod tests {
             "a role read as an object compares by its id; a field the read does not carry is \
              passed over"
         );
+        // A username or e-mail a tenant stores in lower case is shown; other fields keep case.
+        let sent = json!({"EMAIL": "Gone@Example.com", "STATUS_ID": "Terminated"})
+            .as_object()
+            .unwrap()
+            .clone();
+        let lowered = json!({"email": "gone@example.com", "status_id": "Terminated"});
+        assert!(shows_all(&sent, &lowered));
+        assert!(not_shown(&sent, Some(&lowered)).is_empty());
+        let other_case = json!({"email": "gone@example.com", "status_id": "terminated"});
+        assert_eq!(
+            not_shown(&sent, Some(&other_case)),
+            vec!["STATUS_ID".to_owned()]
+        );
     }
 }

@@ -123,9 +123,21 @@ async fn after_the_post(
 /// does not carry is not shown.
 pub(super) fn shows_all(sent: &serde_json::Map<String, Value>, user: &Value) -> bool {
     sent.iter().all(|(field, value)| {
-        user.get(read_attribute(field))
-            .is_some_and(|shown| as_text(shown) == as_text(value))
+        let attribute = read_attribute(field);
+        user.get(&attribute)
+            .is_some_and(|shown| same(&attribute, shown, value))
     })
+}
+
+/// Whether a read's `shown` value of `attribute` is `sent`, compared as text; usernames and
+/// e-mails ignoring case ([`peoplesync_oomnitza::CASELESS_ATTRIBUTES`]).
+fn same(attribute: &str, shown: &Value, sent: &Value) -> bool {
+    let (shown, sent) = (as_text(shown), as_text(sent));
+    if peoplesync_oomnitza::CASELESS_ATTRIBUTES.contains(&attribute) {
+        shown.to_lowercase() == sent.to_lowercase()
+    } else {
+        shown == sent
+    }
 }
 
 /// The fields of `sent` that `user` (as read back) does not show with the value sent,
@@ -139,9 +151,11 @@ pub(super) fn not_shown(
     sent.iter()
         .filter(|(field, value)| match user {
             None => true,
-            Some(user) => user
-                .get(read_attribute(field))
-                .is_some_and(|shown| as_text(shown) != as_text(value)),
+            Some(user) => {
+                let attribute = read_attribute(field);
+                user.get(&attribute)
+                    .is_some_and(|shown| !same(&attribute, shown, value))
+            }
         })
         .map(|(field, _)| field.clone())
         .collect()
