@@ -244,8 +244,9 @@ impl Integration {
         self.finish(entries.into_iter().collect())
     }
 
-    /// The values that identify this worker's Oomnitza user — each sync key with a value, as
-    /// Oomnitza compares them (trimmed, case-insensitive: lower-cased) — or `None` when the
+    /// The values that identify this worker's Oomnitza user — each sync key with a value,
+    /// trimmed and lower-cased (Oomnitza does not publish whether it compares them ignoring
+    /// case, so two values that differ in case only are taken as one) — or `None` when the
     /// worker is not loaded at all (filtered out, or a sync key's template fails). Evaluates
     /// only the filter and the sync key fields, so it is cheap enough to run on every worker
     /// of a listing (the extractor uses it to find workers that would land on one user).

@@ -1,5 +1,6 @@
 //! Workers that would land on one Oomnitza user. Oomnitza finds the user a bulk record updates
-//! by the integration's sync keys (e-mail by default, compared without regard to case), so two
+//! by the integration's sync keys (e-mail by default; whether it compares them without regard
+//! to case is not published, so they are compared so here), so two
 //! Sage People workers with the same key would be merged into one user, the last one sent
 //! winning on every run. A full run therefore computes each listed worker's sync keys (the
 //! mapping's filter and sync key fields only) and holds back workers that share one:

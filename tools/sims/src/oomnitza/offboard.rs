@@ -69,13 +69,7 @@ pub(crate) async fn patch(
     {
         return bad_request(&format!("unknown field {unknown}"));
     }
-    let (rules, lower_case_identities) = {
-        let control = lock(&shared.control);
-        (
-            Arc::clone(&control.rules),
-            control.behavior.lower_case_identities,
-        )
-    };
+    let (rules, lower_case_identities) = shared.processing();
     let mut store = lock(&shared.store);
     let Some(id) = store.resolve(&ident) else {
         return unknown_user(&ident);

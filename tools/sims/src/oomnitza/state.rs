@@ -219,6 +219,16 @@ impl Shared {
         lock(&self.control).behavior.clone()
     }
 
+    /// What processing a record takes from the current behaviour: the compiled validation
+    /// rules, and whether usernames and e-mails are stored in lower case.
+    pub(crate) fn processing(&self) -> (Arc<Vec<Rule>>, bool) {
+        let control = lock(&self.control);
+        (
+            Arc::clone(&control.rules),
+            control.behavior.lower_case_identities,
+        )
+    }
+
     pub(crate) fn set_behavior(&self, behavior: OomnitzaBehavior) -> Result<(), InvalidRule> {
         let rules = validate::compile(&behavior.validation_rules).map_err(InvalidRule)?;
         let mut control = lock(&self.control);

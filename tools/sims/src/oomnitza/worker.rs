@@ -46,13 +46,7 @@ async fn run(shared: Arc<Shared>) {
                 shared.wake.notified().await;
             }
             Some(_) => {
-                let (rules, lower_case_identities) = {
-                    let control = lock(&shared.control);
-                    (
-                        Arc::clone(&control.rules),
-                        control.behavior.lower_case_identities,
-                    )
-                };
+                let (rules, lower_case_identities) = shared.processing();
                 let checks = Checks {
                     roles: &shared.config.roles,
                     rules: &rules,
