@@ -36,7 +36,9 @@ pub struct AppliedRecord {
 pub fn key(integration: &str, sync_value: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let value = sync_value.trim();
-    // Most values are lower-case ASCII already; only the others pay for a copy.
+    // A value without capitals or non-ASCII letters is digested as it is; only the others
+    // (common: Sage People keeps addresses as entered) pay for a lower-case copy, tens of
+    // nanoseconds beside the digest.
     let digest = if value
         .bytes()
         .any(|b| b.is_ascii_uppercase() || !b.is_ascii())
