@@ -36,11 +36,14 @@ pub const SYSTEM_ATTRIBUTES: &[(&str, &str)] = &[
 /// `ada@example.com` is taken to hold `Ada@Example.com`.
 pub const CASELESS_ATTRIBUTES: [&str; 2] = ["username", "email"];
 
-/// `value` in lower case when `attribute` is one of [`CASELESS_ATTRIBUTES`] and `value` has
-/// capitals: the other spelling to ask for when reading users by `value`.
+/// `value` in lower case when `attribute` is one of [`CASELESS_ATTRIBUTES`] and that changes
+/// it: the other spelling to ask for when reading users by `value`.
 pub fn lower_spelling(attribute: &str, value: &str) -> Option<String> {
-    (CASELESS_ATTRIBUTES.contains(&attribute) && value.chars().any(char::is_uppercase))
-        .then(|| value.to_lowercase())
+    if !CASELESS_ATTRIBUTES.contains(&attribute) {
+        return None;
+    }
+    let lower = value.to_lowercase();
+    (lower != value).then_some(lower)
 }
 
 /// The attribute a user read shows bulk field `field` as: a system field's documented name,
@@ -128,14 +131,14 @@ impl OomnitzaClient {
         self.read_pages(filter, page_size, None).await
     }
 
-    /// The pages of users matching `filter`, until an empty page, or — for a filter on the keys
-    /// of `all_found`, `(attribute, how many keys)` — until a short page once users with that
-    /// many different values of the attribute were read (each key is then found).
+    /// The pages of users matching `filter`, until an empty page, or — for a filter on the
+    /// values of `all_found`, `(attribute, values)` — until a short page once every value was
+    /// read as given.
     async fn read_pages(
         &self,
         filter: &str,
         page_size: u32,
-        all_found: Option<(&str, usize)>,
+        all_found: Option<(&str, &[&str])>,
     ) -> Result<Vec<Value>, Error> {
         let page_size = page_size.max(1);
         let mut users: Vec<Value> = Vec::new();
@@ -165,8 +168,8 @@ impl OomnitzaClient {
             last_first = Some(first.clone());
             users.extend(page);
             if short
-                && let Some((attribute, keys)) = all_found
-                && distinct_values(&users, attribute) >= keys
+                && let Some((attribute, values)) = all_found
+                && all_read(&users, attribute, values)
             {
                 return Ok(users);
             }
@@ -177,7 +180,10 @@ impl OomnitzaClient {
     /// Every user whose `attribute` (a lower-case attribute name such as `email`, or a custom
     /// field's) has one of `values`: `attribute IN ['a', 'b', ...]`, with the values quoted,
     /// duplicates dropped, split so that each request's URL stays under [`MAX_URL_CHARS`], and
-    /// each part paged `page_size` at a time. A value too long to fit in a request is
+    /// each part paged `page_size` at a time. For a [caseless](CASELESS_ATTRIBUTES) attribute a
+    /// value with capitals is also asked for in lower case ([`lower_spelling`]): Oomnitza
+    /// publishes neither whether it keeps their case nor whether its filters ignore it, so the
+    /// users read may hold either spelling. A value too long to fit in a request is
     /// [`Rejected`](ErrorKind::Rejected).
     pub async fn find_users_in<S: AsRef<str>>(
         &self,
@@ -186,11 +192,18 @@ impl OomnitzaClient {
         page_size: u32,
     ) -> Result<Vec<Value>, Error> {
         let mut seen = std::collections::HashSet::new();
-        let literals: Vec<String> = values
+        // Each value with the literals it is asked by, kept in one request together.
+        let asked: Vec<(&str, Vec<String>)> = values
             .iter()
             .map(AsRef::as_ref)
             .filter(|v| seen.insert(*v))
-            .map(filter_literal)
+            .map(|value| {
+                let mut literals = vec![filter_literal(value)];
+                if let Some(lower) = lower_spelling(attribute, value) {
+                    literals.push(filter_literal(&lower));
+                }
+                (value, literals)
+            })
             .collect();
         // The URL without any value: base, path, the empty list, and the widest paging.
         let empty = self
@@ -206,17 +219,19 @@ impl OomnitzaClient {
             .len();
         let separator = encoded_len(", ");
         let mut users = Vec::new();
-        let mut chunk: Vec<&str> = Vec::new();
+        let mut chunk: Vec<&(&str, Vec<String>)> = Vec::new();
         let mut length = empty;
-        for literal in &literals {
-            let size = encoded_len(literal);
+        for entry in &asked {
+            let (value, literals) = entry;
+            let size = literals.iter().map(|l| encoded_len(l)).sum::<usize>()
+                + separator * (literals.len() - 1);
             if empty + size > MAX_URL_CHARS {
                 return Err(Error::new(
                     ErrorKind::Rejected,
                     format!(
                         "cannot read users by {attribute}: the value {} is too long for one \
                          request to Oomnitza at {}",
-                        abbreviate(literal),
+                        abbreviate(value),
                         self.host()
                     ),
                 ));
@@ -231,7 +246,7 @@ impl OomnitzaClient {
             } else {
                 separator + size
             };
-            chunk.push(literal);
+            chunk.push(entry);
         }
         if !chunk.is_empty() {
             users.extend(self.find_chunk(attribute, &chunk, page_size).await?);
@@ -239,29 +254,24 @@ impl OomnitzaClient {
         Ok(users)
     }
 
-    /// Every user whose `attribute` is one of these quoted literals. A short page that holds a
-    /// user for every literal ends the list; a shorter one may be a server's own page limit, so
-    /// the next page is read to tell (the usual case: every user is there, one request).
-    /// For a [caseless](CASELESS_ATTRIBUTES) attribute, literals that differ in letter case
-    /// only count once: a caller may ask for a value in two spellings, and one user answers
-    /// both.
+    /// Every user whose `attribute` is one of these values, asked by their literals. A short
+    /// page ends the list once every value was read as given; a shorter one may be a server's
+    /// own page limit, so the next page is read to tell (the usual case: every user is there,
+    /// one request). A value read only in another spelling does not end it early: the user
+    /// holding it as given may be on a later page.
     async fn find_chunk(
         &self,
         attribute: &str,
-        literals: &[&str],
+        chunk: &[&(&str, Vec<String>)],
         page_size: u32,
     ) -> Result<Vec<Value>, Error> {
+        let literals: Vec<&str> = chunk
+            .iter()
+            .flat_map(|(_, literals)| literals.iter().map(String::as_str))
+            .collect();
+        let values: Vec<&str> = chunk.iter().map(|(value, _)| *value).collect();
         let filter = format!("{attribute} IN [{}]", literals.join(", "));
-        let keys = if CASELESS_ATTRIBUTES.contains(&attribute) {
-            literals
-                .iter()
-                .map(|l| l.to_lowercase())
-                .collect::<std::collections::HashSet<_>>()
-                .len()
-        } else {
-            literals.len()
-        };
-        self.read_pages(&filter, page_size, Some((attribute, keys)))
+        self.read_pages(&filter, page_size, Some((attribute, &values)))
             .await
     }
 
@@ -294,17 +304,18 @@ fn abbreviate(text: &str) -> String {
     }
 }
 
-/// How many different values (as text, ignoring case) `users` show for `attribute`.
-fn distinct_values(users: &[Value], attribute: &str) -> usize {
-    users
+/// Whether `users` show every one of `values` for `attribute`, as given (a number or boolean
+/// as its text).
+fn all_read(users: &[Value], attribute: &str, values: &[&str]) -> bool {
+    let shown: std::collections::HashSet<std::borrow::Cow<'_, str>> = users
         .iter()
         .filter_map(|user| match user.get(attribute)? {
-            Value::String(text) => Some(text.to_lowercase()),
+            Value::String(text) => Some(std::borrow::Cow::Borrowed(text.as_str())),
             Value::Null => None,
-            other => Some(other.to_string()),
+            other => Some(std::borrow::Cow::Owned(other.to_string())),
         })
-        .collect::<std::collections::HashSet<_>>()
-        .len()
+        .collect();
+    values.iter().all(|value| shown.contains(*value))
 }
 
 #[cfg(test)]

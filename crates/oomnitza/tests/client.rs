@@ -583,20 +583,35 @@ mod reading {
             4,
             "one user is missing: an empty page tells a short list from a page limit"
         );
-        // A key asked for in two spellings is one key: the page holding its one user ends the
-        // read, as when every key is found.
-        let two_spellings = ["worker.0@example.com", "Worker.0@Example.com"];
+        // An e-mail with capitals is asked for in lower case too: the user holding it so is
+        // found. Not held as given, it does not end the read early: an empty page does.
         let before = sim.stats().user_reads;
         let found = client
-            .find_users_in("email", &two_spellings, 10)
+            .find_users_in("email", &["Worker.0@Example.com"], 10)
             .await
             .unwrap();
         assert_eq!(found.len(), 1);
-        assert_eq!(
-            sim.stats().user_reads - before,
-            1,
-            "one user answers both spellings"
-        );
+        assert_eq!(found[0]["email"], "worker.0@example.com");
+        assert_eq!(sim.stats().user_reads - before, 2);
+
+        // A user holding it in lower case first, on a page of its own, and one holding it as
+        // given later: the read goes on until the one as given is read.
+        let mut exact = user(0);
+        exact.insert("EMAIL".into(), json!("Worker.0@Example.com"));
+        exact.insert("USER".into(), json!("Worker.0@Example.com"));
+        exact.insert(SAGE_USER_ID_FIELD.into(), json!("exact0"));
+        sim.insert_user(exact);
+        sim.set_behavior(OomnitzaBehavior {
+            max_page_size: Some(1),
+            ..OomnitzaBehavior::default()
+        })
+        .expect("the behaviour is valid");
+        let found = client
+            .find_users_in("email", &["Worker.0@Example.com"], 10)
+            .await
+            .unwrap();
+        let emails: Vec<&str> = found.iter().filter_map(|u| u["email"].as_str()).collect();
+        assert_eq!(emails, ["worker.0@example.com", "Worker.0@Example.com"]);
     }
 
     #[tokio::test]

@@ -342,25 +342,18 @@ impl Verifier {
         Ok(letters)
     }
 
-    /// Users whose `attribute` is one of `values`, a few hundred per request. A username or
-    /// e-mail with capitals is asked for in lower case too
-    /// ([`peoplesync_oomnitza::CASELESS_ATTRIBUTES`]): a user stored as `ada@example.com` for
-    /// `Ada@Example.com` is the record applied (users are matched to records ignoring case).
+    /// Users whose `attribute` is one of `values`, a few hundred per request; a username or
+    /// e-mail with capitals is asked for in lower case too (see
+    /// [`OomnitzaClient::find_users_in`]), as a user stored as `ada@example.com` for
+    /// `Ada@Example.com` holds the record.
     async fn read_users(
         &self,
         attribute: &str,
         values: &[String],
     ) -> Result<Vec<Map<String, Value>>, Stop> {
-        let mut asked: Vec<Cow<'_, str>> = Vec::with_capacity(values.len());
-        for value in values {
-            asked.push(Cow::Borrowed(value));
-            if let Some(lower) = peoplesync_oomnitza::lower_spelling(attribute, value) {
-                asked.push(Cow::Owned(lower));
-            }
-        }
         let users = self
             .client
-            .find_users_in(attribute, &asked, READ_PAGE)
+            .find_users_in(attribute, values, READ_PAGE)
             .await
             .map_err(|err| Stop::Unreadable(format!("cannot read the users back: {err}")))?;
         Ok(users

@@ -154,14 +154,11 @@ impl PageState {
                     // a user holding the value as sent may still come (a tenant that matches
                     // case-sensitively can hold both); the record waits for it, and is read
                     // by key after the pages if none does.
-                    let mut tally = Tally::default();
-                    if self
-                        .judge
-                        .judge(pending.clone(), Some(user), &mut tally)
-                        .is_none()
+                    if self.judge.confirms(pending, user)
+                        && let Some(pending) = records.remove(key.as_ref())
                     {
-                        records.remove(key.as_ref());
-                        self.tally.add(tally);
+                        self.letters
+                            .extend(self.judge.judge(pending, Some(user), &mut self.tally));
                     }
                 }
             }
@@ -222,6 +219,28 @@ impl Judge {
         Pending { event, lookup }
     }
 
+    /// `record` (as sent) against `user` (as read), under the integration's preference.
+    fn compare(&self, record: &Fields<'_>, user: Option<&Fields<'_>>) -> Comparison {
+        compare_named(
+            record,
+            user,
+            self.insert_only,
+            self.update_only,
+            |field| match self.read_names.get(field) {
+                Some(name) => name.as_deref().map(Cow::Borrowed),
+                None => read_name(field).map(Cow::Owned),
+            },
+        )
+    }
+
+    /// Whether `user` holds `pending`'s record as sent, field for field (not merely a user the
+    /// preference excuses).
+    fn confirms(&self, pending: &Pending, user: &Fields<'_>) -> bool {
+        fields(&pending.event.record_json).is_some_and(|record| {
+            matches!(self.compare(&record, Some(user)).check, Check::Confirmed)
+        })
+    }
+
     /// Judges one record against its user (`None`: none found); returns what is left to settle
     /// when Oomnitza did not apply it: a dead letter, or, for an update-only record that found
     /// no user, only its applied hash to drop, so that it is sent again once the user exists.
@@ -240,16 +259,7 @@ impl Judge {
                 .insert("(record too large to keep)".to_owned());
             return None;
         };
-        let comparison = compare_named(
-            &record,
-            user,
-            self.insert_only,
-            self.update_only,
-            |field| match self.read_names.get(field) {
-                Some(name) => name.as_deref().map(Cow::Borrowed),
-                None => read_name(field).map(Cow::Owned),
-            },
-        );
+        let comparison = self.compare(&record, user);
         drop(record);
         tally.unverifiable.extend(comparison.unverifiable);
         let difference = match comparison.check {
@@ -478,7 +488,12 @@ mod tests {
 
     /// Page state waiting for one record written for `Ada@Example.com`.
     fn waiting_for_ada() -> PageState {
-        let judge = Arc::new(Judge::new(None, Vec::new()));
+        waiting_for_ada_under(Judge::new(None, Vec::new()))
+    }
+
+    /// [`waiting_for_ada`] judged by `judge`.
+    fn waiting_for_ada_under(judge: Judge) -> PageState {
+        let judge = Arc::new(judge);
         let record =
             json!({"USER": "Ada@Example.com", "EMAIL": "Ada@Example.com", "FIRST_NAME": "Ada"});
         let pending = judge.pending(WrittenEvent {
@@ -544,5 +559,22 @@ mod tests {
         );
         assert_eq!((state.tally.confirmed, waiting(&state)), (1, 0));
         assert!(state.letters.is_empty());
+    }
+
+    #[test]
+    fn on_pages_a_user_in_other_letters_that_only_the_preference_excuses_is_not_taken() {
+        // Insert only: any user found makes the record "skipped by preference", so a stale user
+        // in other letters would have hidden the user holding the value as sent.
+        let mut insert_only = Judge::new(None, Vec::new());
+        insert_only.insert_only = true;
+        let mut state = waiting_for_ada_under(insert_only);
+        let stale = user("ada@example.com", "Augusta");
+        let current = user("Ada@Example.com", "Ada");
+        assert!(state.judge_pages(&[page(json!([stale, current]))]).is_ok());
+        assert_eq!(
+            (state.tally.confirmed, state.tally.skipped),
+            (1, 0),
+            "confirmed by the user holding the value as sent"
+        );
     }
 }
