@@ -93,6 +93,11 @@ pub struct RemovalState {
     /// the new filter, so its removals are always held for approval.
     #[serde(default)]
     pub baseline_filter: Option<String>,
+    /// Upsert events the baseline run published (`None` when not recorded): zero tells an
+    /// empty org from a baseline whose list is gone, even after the run's record has been
+    /// removed at the end of its retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_published: Option<u64>,
 }
 
 /// The removal state of every integration.

@@ -124,11 +124,16 @@ pub async fn decide(
         Ok((0, 0)) => {
             // Nobody listed by the baseline: an empty org then, or a list that is gone. Gone,
             // it would read as "nobody left" for ever after; say so, and start again from here.
-            let listed_then = bus
-                .runs()
-                .get(integration, &baseline)
-                .await?
-                .map(|(record, _)| record.published);
+            // What the baseline published is kept with it; a state from before that was kept
+            // is answered by the baseline's run record while it lasts.
+            let listed_then = match state.baseline_published {
+                Some(published) => Some(published),
+                None => bus
+                    .runs()
+                    .get(integration, &baseline)
+                    .await?
+                    .map(|(record, _)| record.published),
+            };
             if listed_then == Some(0) {
                 Ok(Decision::Publish { count: 0 })
             } else {
@@ -212,7 +217,8 @@ pub async fn publish(
 /// records the held removals, purging lists nobody needs any more. An earlier run whose held
 /// removals this run supersedes (holding them again) or drops (publishing, or becoming the
 /// baseline) gives its count up in its run record, through `journal`, so that status and the
-/// removals-held gauge count each held removal once. Safe to repeat.
+/// removals-held gauge count each held removal once. `upserts` is how many upsert events the
+/// run published (its removal events are numbered after them). Safe to repeat.
 #[allow(clippy::too_many_arguments)]
 pub async fn settle(
     bus: &Bus,
@@ -222,7 +228,7 @@ pub async fn settle(
     run_id: &str,
     filter: Option<&str>,
     decision: &Decision,
-    first_sequence: u64,
+    upserts: u64,
 ) -> Result<(), BusError> {
     let integration = journal.integration();
     let seen = bus.seen();
@@ -273,7 +279,7 @@ pub async fn settle(
                     integration,
                     baseline,
                     run_id,
-                    first_sequence,
+                    upserts,
                 )
                 .await?;
             }
@@ -288,6 +294,7 @@ pub async fn settle(
             }
             state.baseline = Some(run_id.to_owned());
             state.baseline_filter = Some(filter.unwrap_or_default().to_owned());
+            state.baseline_published = Some(upserts);
         }
     }
     bus.removals().save(integration, &state).await
@@ -412,6 +419,8 @@ pub async fn finish_release(
         baseline: Some(release.held_run.clone()),
         held: None,
         baseline_filter: Some(release.filter.clone()),
+        // Not known here: the held run's record answers while it lasts.
+        baseline_published: None,
     };
     bus.removals().save(integration, &state).await
 }

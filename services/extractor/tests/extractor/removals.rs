@@ -293,6 +293,31 @@ async fn a_run_whose_list_is_out_of_order_records_why_its_removals_were_not_comp
 }
 
 #[tokio::test]
+async fn an_empty_baseline_whose_run_record_was_removed_is_not_taken_for_a_gone_list() {
+    use peoplesync_runtime::metrics::names::EXTRACTOR_REMOVALS_SKIPPED;
+    const EMPTY: &str = "empty-baseline";
+    counter(EXTRACTOR_REMOVALS_SKIPPED, EMPTY);
+    // The org (or the source filter) listed nobody, and months later the baseline's run
+    // record reaches the end of its retention: an empty list is still an empty org.
+    let (s, extraction, first) = baseline_of(EMPTY, org(0, 100, 100)).await;
+    assert_eq!(first.published, 0);
+    let key = peoplesync_bus::runs::key(EMPTY, &first.run_id);
+    s.bus.runs().remove(&key).await.unwrap();
+    assert!(
+        s.bus
+            .runs()
+            .get(EMPTY, &first.run_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let second = run_to_completion(&extraction).await;
+    assert_eq!(second.removals_skipped, None, "no false alarm");
+    assert_eq!(counter(EXTRACTOR_REMOVALS_SKIPPED, EMPTY), 0);
+}
+
+#[tokio::test]
 async fn a_baseline_whose_list_is_gone_is_replaced_and_the_run_says_why() {
     use peoplesync_runtime::metrics::names::EXTRACTOR_REMOVALS_SKIPPED;
     const GONE: &str = "gone-baseline";
