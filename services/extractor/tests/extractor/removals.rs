@@ -6,6 +6,7 @@ use peoplesync_bus::RunState;
 use peoplesync_bus::control::{self, CommandError, RemovalsReleased, RunStarted};
 use peoplesync_extractor::{Extraction, RunSummary};
 use peoplesync_proto::v1::{RunEventKind, WorkerEventKind};
+use peoplesync_runtime::metrics::names::EXTRACTOR_REMOVALS_SKIPPED;
 use peoplesync_sims::generate;
 use peoplesync_sims::sage::SageConfig;
 use serde_json::json;
@@ -212,11 +213,13 @@ async fn removals_after_a_source_filter_change_are_held_however_few() {
     );
 }
 
-/// The value of counter `name` for `integration` in this process's Prometheus recorder
-/// (installed on first use, so increments after it are counted).
-fn counter(name: &str, integration: &str) -> u64 {
+/// How many runs of `integration` could not compute their removals, from this process's
+/// Prometheus recorder (installed on first use, so increments after it are counted). The
+/// recorder is shared by every test of the binary: each such test has an integration of its
+/// own.
+fn removals_skipped(integration: &str) -> u64 {
     let handle = peoplesync_runtime::metrics::install().unwrap();
-    let series = format!("{name}{{integration=\"{integration}\"}} ");
+    let series = format!("{EXTRACTOR_REMOVALS_SKIPPED}{{integration=\"{integration}\"}} ");
     handle
         .render()
         .lines()
@@ -224,13 +227,17 @@ fn counter(name: &str, integration: &str) -> u64 {
         .map_or(0, |value| value.trim().parse().unwrap())
 }
 
+/// [`baseline_of`], with the metrics recorder installed first so [`removals_skipped`] counts
+/// the runs after it.
+async fn counted_baseline(integration: &str, sim: SageConfig) -> (Setup, Extraction, RunSummary) {
+    removals_skipped(integration);
+    baseline_of(integration, sim).await
+}
+
 #[tokio::test]
 async fn a_run_whose_list_is_out_of_order_records_why_its_removals_were_not_computed() {
-    use peoplesync_runtime::metrics::names::EXTRACTOR_REMOVALS_SKIPPED;
-    // An integration of its own: the metrics recorder is shared by every test of the binary.
     const UNORDERED: &str = "unordered-ids";
-    counter(EXTRACTOR_REMOVALS_SKIPPED, UNORDERED);
-    let (s, extraction, first) = baseline_of(UNORDERED, org(1000, 100, 100)).await;
+    let (s, extraction, first) = counted_baseline(UNORDERED, org(1000, 100, 100)).await;
     let leaving = remove_employed(&s.sim, 3);
 
     // Sage People lists one worker by a case-blind order, not byte order: the id it serves
@@ -264,7 +271,7 @@ async fn a_run_whose_list_is_out_of_order_records_why_its_removals_were_not_comp
             && reason.contains(&format!("({case_blind} came before {next})")),
         "the reason names the list and the two ids: {reason}"
     );
-    assert_eq!(counter(EXTRACTOR_REMOVALS_SKIPPED, UNORDERED), 1);
+    assert_eq!(removals_skipped(UNORDERED), 1);
     let state = s.bus.removals().load(UNORDERED).await.unwrap();
     assert_eq!(state.baseline.as_deref(), Some(first.run_id.as_str()));
 
@@ -289,17 +296,15 @@ async fn a_run_whose_list_is_out_of_order_records_why_its_removals_were_not_comp
     let mut leaving = leaving;
     leaving.sort();
     assert_eq!(removed, leaving);
-    assert_eq!(counter(EXTRACTOR_REMOVALS_SKIPPED, UNORDERED), 1);
+    assert_eq!(removals_skipped(UNORDERED), 1);
 }
 
 #[tokio::test]
 async fn an_empty_baseline_whose_run_record_was_removed_is_not_taken_for_a_gone_list() {
-    use peoplesync_runtime::metrics::names::EXTRACTOR_REMOVALS_SKIPPED;
     const EMPTY: &str = "empty-baseline";
-    counter(EXTRACTOR_REMOVALS_SKIPPED, EMPTY);
     // The org (or the source filter) listed nobody, and months later the baseline's run
     // record reaches the end of its retention: an empty list is still an empty org.
-    let (s, extraction, first) = baseline_of(EMPTY, org(0, 100, 100)).await;
+    let (s, extraction, first) = counted_baseline(EMPTY, org(0, 100, 100)).await;
     assert_eq!(first.published, 0);
     let key = peoplesync_bus::runs::key(EMPTY, &first.run_id);
     s.bus.runs().remove(&key).await.unwrap();
@@ -314,15 +319,13 @@ async fn an_empty_baseline_whose_run_record_was_removed_is_not_taken_for_a_gone_
 
     let second = run_to_completion(&extraction).await;
     assert_eq!(second.removals_skipped, None, "no false alarm");
-    assert_eq!(counter(EXTRACTOR_REMOVALS_SKIPPED, EMPTY), 0);
+    assert_eq!(removals_skipped(EMPTY), 0);
 }
 
 #[tokio::test]
 async fn a_baseline_whose_list_is_gone_is_replaced_and_the_run_says_why() {
-    use peoplesync_runtime::metrics::names::EXTRACTOR_REMOVALS_SKIPPED;
     const GONE: &str = "gone-baseline";
-    counter(EXTRACTOR_REMOVALS_SKIPPED, GONE);
-    let (s, extraction, first) = baseline_of(GONE, org(1000, 100, 100)).await;
+    let (s, extraction, first) = counted_baseline(GONE, org(1000, 100, 100)).await;
     // The baseline's list ages out of the seen stream (months without a full run), and
     // meanwhile some workers leave.
     s.bus.seen().purge_run(GONE, &first.run_id).await.unwrap();
@@ -339,7 +342,7 @@ async fn a_baseline_whose_list_is_gone_is_replaced_and_the_run_says_why() {
         reason.contains(&format!("baseline run {} is gone", first.run_id)),
         "{reason}"
     );
-    assert_eq!(counter(EXTRACTOR_REMOVALS_SKIPPED, GONE), 1);
+    assert_eq!(removals_skipped(GONE), 1);
     let state = s.bus.removals().load(GONE).await.unwrap();
     assert_eq!(
         state.baseline.as_deref(),
