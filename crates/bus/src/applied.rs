@@ -27,26 +27,15 @@ pub struct AppliedRecord {
 /// The key of a worker's entry: the integration and a digest of its sync key value (values
 /// such as e-mail addresses contain characters KV keys cannot hold).
 ///
-/// The value is trimmed and taken in lower case, as the extractor's collision check takes
-/// sync keys (two workers whose values differ in letter case only are held, so no two
-/// workers share a key). The loader computes the key from the record it sends, and a
+/// The value is taken as sync keys are compared ([`peoplesync_core::sync_key_text`]: trimmed,
+/// in lower case), as the extractor's collision check takes them (two workers whose values
+/// differ in letter case only are held, so no two workers share a key). The loader computes the key from the record it sends, and a
 /// leaver's purge from the user as Oomnitza shows it, which may hold the address in other
 /// letters (`Ada@Example.com` sent, `ada@example.com` shown; Oomnitza does not publish
 /// whether it keeps the case): both must name one entry.
 pub fn key(integration: &str, sync_value: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let value = sync_value.trim();
-    // A value without capitals or non-ASCII letters is digested as it is; only the others
-    // (common: Sage People keeps addresses as entered) pay for a lower-case copy, tens of
-    // nanoseconds beside the digest.
-    let digest = if value
-        .bytes()
-        .any(|b| b.is_ascii_uppercase() || !b.is_ascii())
-    {
-        Sha256::digest(value.to_lowercase().as_bytes())
-    } else {
-        Sha256::digest(value.as_bytes())
-    };
+    let digest = Sha256::digest(peoplesync_core::sync_key_text(sync_value).as_bytes());
     // Built for every record; written directly rather than through `format!` and `hex`.
     let mut key = String::with_capacity(integration.len() + 41);
     key.push_str(integration);

@@ -101,22 +101,14 @@ impl Previewer<'_> {
         if let Some((key, value)) = &sync {
             response.sync_key = key.clone();
             response.sync_key_value = value.clone();
-            let attribute = attribute(key);
-            let mut literals = vec![peoplesync_oomnitza::filter_literal(value)];
-            if let Some(lower) = peoplesync_oomnitza::lower_spelling(&attribute, value) {
-                literals.push(peoplesync_oomnitza::filter_literal(&lower));
-            }
-            let filter = format!("{attribute} IN [{}]", literals.join(", "));
-            // One request: the value as sent and in lower case, each held by one user at most
-            // when the key identifies a user.
-            match self.oomnitza.find_users(&filter, 3, 0).await {
-                Ok(users) => {
-                    // The user holding the value as sent, if Oomnitza holds both spellings.
-                    let exact = users.iter().position(|u| {
-                        u.get(&attribute).and_then(Value::as_str) == Some(value.as_str())
-                    });
-                    current = users.into_iter().nth(exact.unwrap_or(0));
-                }
+            // The value as sent and in lower case, each held by one user at most when the key
+            // identifies a user; the one holding it as sent first.
+            match self
+                .oomnitza
+                .find_users_holding(&attribute(key), value, 3)
+                .await
+            {
+                Ok(users) => current = users.into_iter().next(),
                 Err(err) => {
                     response.oomnitza_error = format!(
                         "reading the user from Oomnitza failed: {err}; the diff assumes no user"

@@ -35,7 +35,7 @@ pub use config::{
 pub use defaults::{DEFAULT_CUSTOM_FIELDS, SAGE_USER_ID_FIELD, default_custom_fields};
 pub use hash::{record_hash, record_json};
 pub use leavers::{LeaverAction, LeaverConfig};
-pub use mapping::{Evaluation, Integration, RecordInput};
+pub use mapping::{Evaluation, Integration, RecordInput, sync_key_text};
 pub use preview::{FieldPreview, Preview, preview};
 pub use smart::{Suggestion, TargetField, suggest_mapping};
 pub use validate::SAAS_KEY;

@@ -104,6 +104,23 @@ enum FieldValue {
     Constant(Value),
 }
 
+/// A sync key's text value as sync keys are compared: trimmed and in lower case (Oomnitza
+/// does not publish whether it compares them ignoring case, so two values that differ in
+/// case only are taken as one); borrowed when it has no capital or non-ASCII letter. The
+/// extractor's collision check and the loader's applied-record keys both take values through
+/// here, so the two agree.
+pub fn sync_key_text(value: &str) -> std::borrow::Cow<'_, str> {
+    let value = value.trim();
+    if value
+        .bytes()
+        .any(|b| b.is_ascii_uppercase() || !b.is_ascii())
+    {
+        std::borrow::Cow::Owned(value.to_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(value)
+    }
+}
+
 impl Integration {
     /// Validates and compiles `config`; every problem is reported.
     pub fn compile(config: IntegrationConfig) -> Result<Integration, ValidationErrors> {
@@ -263,7 +280,7 @@ impl Integration {
             let field = &self.fields[i];
             let value = without_hidden_controls(self.value_of(field, input, &mut ctx).ok()?);
             let text = match &value {
-                Value::String(text) => text.trim().to_lowercase(),
+                Value::String(text) => sync_key_text(text).into_owned(),
                 Value::Number(number) => number.to_string(),
                 Value::Bool(flag) => flag.to_string(),
                 _ => continue,

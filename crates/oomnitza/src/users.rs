@@ -254,6 +254,26 @@ impl OomnitzaClient {
         Ok(users)
     }
 
+    /// The users holding `value` in `attribute`, read in one request of at most `limit` users:
+    /// for a [caseless](CASELESS_ATTRIBUTES) attribute also in lower case ([`lower_spelling`]),
+    /// with the users holding `value` as given first.
+    pub async fn find_users_holding(
+        &self,
+        attribute: &str,
+        value: &str,
+        limit: u32,
+    ) -> Result<Vec<Value>, Error> {
+        let mut literals = vec![filter_literal(value)];
+        if let Some(lower) = lower_spelling(attribute, value) {
+            literals.push(filter_literal(&lower));
+        }
+        let filter = format!("{attribute} IN [{}]", literals.join(", "));
+        let mut users = self.find_users(&filter, limit, 0).await?;
+        // A stable sort: the users as Oomnitza listed them, those holding `value` as given first.
+        users.sort_by_key(|user| user.get(attribute).and_then(Value::as_str) != Some(value));
+        Ok(users)
+    }
+
     /// Every user whose `attribute` is one of these values, asked by their literals. A short
     /// page ends the list once every value was read as given; a shorter one may be a server's
     /// own page limit, so the next page is read to tell (the usual case: every user is there,

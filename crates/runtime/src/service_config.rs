@@ -126,12 +126,31 @@ where
 
 /// Checks `stream_replicas`, the copies of each stream and KV bucket, as both services do.
 pub fn check_stream_replicas(replicas: usize) -> Result<(), ConfigError> {
-    if (1..=5).contains(&replicas) {
+    within(&(1..=5), replicas, || {
+        format!(
+            "stream_replicas = {replicas} (PEOPLESYNC_STREAM_REPLICAS): JetStream allows 1 to 5 replicas"
+        )
+    })
+}
+
+/// Checks `shutdown_grace_secs`, how long a service may take to stop after SIGTERM, as both
+/// services do.
+pub fn check_shutdown_grace(secs: u64) -> Result<(), ConfigError> {
+    within(&(1..=600), secs, || {
+        format!("shutdown_grace_secs = {secs}: between 1 and 600")
+    })
+}
+
+/// `Ok` when `value` is in `range`, else the error `message` says.
+fn within<T: PartialOrd>(
+    range: &std::ops::RangeInclusive<T>,
+    value: T,
+    message: impl FnOnce() -> String,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
         Ok(())
     } else {
-        Err(ConfigError(format!(
-            "stream_replicas = {replicas} (PEOPLESYNC_STREAM_REPLICAS): JetStream allows 1 to 5 replicas"
-        )))
+        Err(ConfigError(message()))
     }
 }
 

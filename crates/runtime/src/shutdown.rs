@@ -19,10 +19,10 @@ pub fn shutdown_token() -> CancellationToken {
 
 /// What a service's stop watchdog ([`exit_unless_stopped_within`]) says when it ends the
 /// process.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Overdue {
     /// What sets the limit: the configuration key, as an operator would look for it.
-    pub setting: &'static str,
+    pub setting: String,
     /// What a stop that long may still be waiting for.
     pub waits_on: &'static str,
     /// What becomes of the work left (it is what a crash would leave).
@@ -89,7 +89,7 @@ mod tests {
     #[test]
     fn the_overdue_message_names_the_setting_what_it_waits_on_and_what_is_left() {
         let overdue = Overdue {
-            setting: "shutdown_grace_secs",
+            setting: "shutdown_grace_secs".into(),
             waits_on: "NATS",
             then: "its events are redelivered",
         };

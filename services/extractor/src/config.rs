@@ -185,12 +185,7 @@ impl ExtractorConfig {
                 self.removals.hold_above_share
             )));
         }
-        if !(1..=600).contains(&self.shutdown_grace_secs) {
-            return Err(ConfigError(format!(
-                "shutdown_grace_secs = {}: between 1 and 600",
-                self.shutdown_grace_secs
-            )));
-        }
+        service_config::check_shutdown_grace(self.shutdown_grace_secs)?;
         if self.lease_ttl_secs == 0 || self.lease_ttl_secs > 3600 {
             return Err(ConfigError(
                 "lease_ttl_secs must be between 1 and 3600".into(),

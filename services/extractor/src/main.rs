@@ -68,7 +68,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         &shutdown,
         std::time::Duration::from_secs(config.shutdown_grace_secs),
         peoplesync_runtime::shutdown::Overdue {
-            setting: "shutdown_grace_secs",
+            setting: "shutdown_grace_secs".into(),
             waits_on: "NATS, or on Sage People for the sync-key check of the page in progress",
             then: "a run in progress resumes from its last recorded checkpoint",
         },

@@ -172,14 +172,7 @@ impl Runner {
 
     /// Stops the run going (between pages, keeping its checkpoint) and waits for it.
     pub async fn interrupt(&self) {
-        let handle = {
-            let mut current = self.current.lock().await;
-            let Some(run) = current.as_mut() else { return };
-            run.cancel.cancel();
-            run.handle.take()
-        };
-        if let Some(handle) = handle {
-            let _ = handle.await;
-        }
+        self.cancel().await;
+        let _ = self.wait().await;
     }
 }

@@ -310,12 +310,7 @@ impl LoaderConfig {
                 "consumer.ack_wait_secs, consumer.max_deliver and consumer.max_ack_pending must be at least 1".into(),
             ));
         }
-        if !(1..=600).contains(&self.shutdown_grace_secs) {
-            return Err(ConfigError(format!(
-                "shutdown_grace_secs = {}: between 1 and 600",
-                self.shutdown_grace_secs
-            )));
-        }
+        service_config::check_shutdown_grace(self.shutdown_grace_secs)?;
         if self.retry.max_attempts == 0 {
             return Err(ConfigError("retry.max_attempts must be at least 1".into()));
         }

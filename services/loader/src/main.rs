@@ -100,7 +100,7 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
         &shutdown,
         config.shutdown_grace() + STOP_MARGIN,
         peoplesync_runtime::shutdown::Overdue {
-            setting: "shutdown_grace_secs + 5 s",
+            setting: format!("shutdown_grace_secs + {} s", STOP_MARGIN.as_secs()),
             waits_on: "NATS",
             then: "its unacknowledged events will be redelivered",
         },
