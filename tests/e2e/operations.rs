@@ -1,6 +1,7 @@
 //! The operations endpoint of running services: `/healthz`, `/readyz` and `/metrics` of the
 //! `oomnitza-loader` and `sage-extractor` binaries, served (saying why they are not ready)
-//! while NATS is out of reach at start, readiness following NATS, refused
+//! while NATS is out of reach at start (the loader's control plane too: bound at once, answering
+//! health and telling calls it is still starting), readiness following NATS, refused
 //! credentials showing from the start, and `--once` giving up on a NATS that does not answer
 //! and stopping on SIGTERM with its checkpoint kept and its lease given back.
 //! The services start from the stack harness on an HTTP port of their own choosing, found in
@@ -140,6 +141,102 @@ async fn both_services_answer_probes_and_say_why_while_nats_is_out_of_reach_at_s
     }
 }
 
+/// The gRPC health status of `service` (`""`: the server) on the control plane at `port`.
+async fn health_of(port: u16, service: &str) -> Option<i32> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    let reply = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .ok()?;
+    Some(reply.into_inner().status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_answers_from_the_start_and_serves_calls_once_nats_does() {
+    use peoplesync_proto::v1::sync_control_client::SyncControlClient;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    const CONTROL: &str = "peoplesync.v1.SyncControl";
+
+    let mut d = default_deployment().await;
+    d.nats.server().kill();
+    // A taken control address stops the loader at once, not once NATS answers.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port to take");
+    let port = taken.local_addr().expect("its address").port();
+    let command = d.loader("loader-taken").control(port).command();
+    let (code, stderr) = run_to_exit(command, Duration::from_secs(30), "with NATS away").await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("control plane cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    drop(taken);
+
+    // While NATS is away: alive for a liveness probe, not serving SyncControl, and a call is
+    // told why instead of finding nobody listening.
+    let port = peoplesync_testkit::free_port();
+    let loader = d.loader("loader-1").control(port).spawn_serving();
+    peoplesync_testkit::wait_for(
+        "the control plane to answer health checks",
+        Duration::from_secs(30),
+        || async {
+            health_of(port, "")
+                .await
+                .filter(|s| *s == ServingStatus::Serving as i32)
+        },
+    )
+    .await;
+    assert_eq!(
+        health_of(port, CONTROL).await,
+        Some(ServingStatus::NotServing as i32)
+    );
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("the URL")
+        .connect()
+        .await
+        .expect("a channel");
+    let token: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {}", peoplesync_testkit::stack::CONTROL_TOKEN)
+            .parse()
+            .expect("the header");
+    let mut client =
+        SyncControlClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+            Ok(request)
+        });
+    let status_request = || peoplesync_proto::v1::GetStatusRequest {
+        integration_id: "sage-people".to_owned(),
+    };
+    let early = client
+        .get_status(status_request())
+        .await
+        .expect_err("no status before NATS answers");
+    assert_eq!(early.code(), tonic::Code::Unavailable, "{early:?}");
+    assert!(early.message().contains("still starting"), "{early:?}");
+
+    d.nats.server().restart();
+    wait_for_readyz(&loader, 200, "ready once NATS answers").await;
+    peoplesync_testkit::wait_for("SyncControl to serve", Duration::from_secs(60), || async {
+        health_of(port, CONTROL)
+            .await
+            .filter(|s| *s == ServingStatus::Serving as i32)
+    })
+    .await;
+    let reply = client
+        .get_status(status_request())
+        .await
+        .expect("the status once connected")
+        .into_inner();
+    assert_eq!(reply.integration_id, "sage-people");
+}
+
 /// Waits until `/readyz` answers 503 naming exactly `conditions` (NATS and the consumer come
 /// up first; the credential check follows).
 async fn wait_for_not_ready(service: &Serving, conditions: &[&str]) {
@@ -217,20 +314,14 @@ async fn once_gives_up_on_nats_that_does_not_answer_within_its_wait() {
     // A cron job's sync must end, failed, when NATS stays away; the service waits instead.
     let d = default_deployment().await;
     let nobody = format!("nats://127.0.0.1:{}", peoplesync_testkit::free_port());
-    let mut command = d
+    let command = d
         .extractor()
         .env("NATS_URL", &nobody)
         .env("PEOPLESYNC_ONCE_NATS_WAIT_SECS", "3")
         .args(&["--once"])
         .command();
-    let mut child = command
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start sage-extractor --once");
-    let status = wait_for_exit(&mut child, Duration::from_secs(60), "waiting for NATS").await;
-    let stderr = std::io::read_to_string(child.stderr.take().expect("stderr")).unwrap();
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    let (code, stderr) = run_to_exit(command, Duration::from_secs(60), "waiting for NATS").await;
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(
             "NATS did not answer within 3 s (--nats-wait, PEOPLESYNC_ONCE_NATS_WAIT_SECS)"
@@ -308,6 +399,23 @@ async fn once_stopped_by_sigterm_keeps_its_checkpoint_gives_its_lease_back_and_i
 }
 
 /// Waits at most `limit` for `child` to exit; kills it and fails the test otherwise.
+/// Runs `command` to its end within `limit` (`when`: what it waited for, in the panic), and
+/// returns its exit code and standard error.
+async fn run_to_exit(
+    mut command: std::process::Command,
+    limit: Duration,
+    when: &str,
+) -> (Option<i32>, String) {
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the service");
+    let status = wait_for_exit(&mut child, limit, when).await;
+    let stderr = std::io::read_to_string(child.stderr.take().expect("stderr")).unwrap();
+    (status.code(), stderr)
+}
+
 async fn wait_for_exit(
     child: &mut std::process::Child,
     limit: Duration,

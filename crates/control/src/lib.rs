@@ -27,7 +27,7 @@ mod status;
 pub use auth::Authenticator;
 pub use check::{credentials_refused, probe_mapped_fields};
 pub use config::{Auth, ControlConfig, TlsFiles};
-pub use server::ControlServer;
+pub use server::{ControlGate, ControlServer};
 pub use service::ControlService;
 
 /// Why the control plane could not start or stopped.

@@ -1,15 +1,25 @@
 //! Serving the control plane: binds the listen address and loads TLS (so a taken port or a bad
-//! certificate fails the loader's start-up, not some later moment), and serves SyncControl behind the bearer-token
-//! interceptor beside the unauthenticated health and reflection services, until shutdown.
+//! certificate fails the loader's start-up, before it connects to NATS), and serves SyncControl
+//! behind the bearer-token interceptor beside the unauthenticated health and reflection services,
+//! until shutdown. It serves from start-up on: until the loader has connected and hands its
+//! service over ([`ControlGate::open`]), health answers SERVING for the server (`""`, what a
+//! liveness probe asks) and NOT_SERVING for `peoplesync.v1.SyncControl`, and every SyncControl
+//! call answers UNAVAILABLE saying the replica is still starting.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use peoplesync_bus::Bus;
 use peoplesync_oomnitza::OomnitzaClient;
 use peoplesync_proto::v1::sync_control_server::SyncControlServer;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tonic::codegen::{BoxFuture, Service, StdError, http};
+use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
@@ -24,6 +34,10 @@ const MAX_STREAMS: u32 = 256;
 /// Largest request or reply message.
 const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 
+/// What a SyncControl call is told before the loader has connected.
+const STARTING: &str = "this loader replica is still starting: it serves calls once it has \
+     connected to NATS and checked Oomnitza; its /readyz says what it waits for; retry in a moment";
+
 /// A bound, not yet serving, control plane.
 #[derive(Debug)]
 pub struct ControlServer {
@@ -32,18 +46,70 @@ pub struct ControlServer {
     /// The server with its limits and, when configured, its certificate and key (read and
     /// checked at bind time).
     builder: Server,
-    service: ControlService,
+}
+
+/// Hands the control service to a serving control plane once the loader has connected to NATS:
+/// until then its calls answer UNAVAILABLE. Clones share the one service.
+#[derive(Debug, Clone)]
+pub struct ControlGate(Arc<watch::Sender<Option<SyncControlServer<ControlService>>>>);
+
+impl Default for ControlGate {
+    fn default() -> ControlGate {
+        ControlGate(Arc::new(watch::Sender::new(None)))
+    }
+}
+
+impl ControlGate {
+    /// A closed gate.
+    pub fn new() -> ControlGate {
+        ControlGate::default()
+    }
+
+    /// Serves SyncControl over `bus` (the loader's connection) and `oomnitza` from now on; its
+    /// WatchRun streams end when `shutdown` is cancelled.
+    pub fn open(&self, bus: Bus, oomnitza: OomnitzaClient, shutdown: CancellationToken) {
+        let control = SyncControlServer::new(ControlService::new(bus, oomnitza, shutdown))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        self.0.send_replace(Some(control));
+    }
+}
+
+/// SyncControl behind a [`ControlGate`]: the service once it is open, UNAVAILABLE before.
+#[derive(Debug, Clone)]
+struct Gated(watch::Receiver<Option<SyncControlServer<ControlService>>>);
+
+impl NamedService for Gated {
+    const NAME: &'static str = <SyncControlServer<ControlService> as NamedService>::NAME;
+}
+
+impl<B> Service<http::Request<B>> for Gated
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let control = self.0.borrow().clone();
+        match control {
+            Some(mut control) => control.call(request),
+            None => Box::pin(std::future::ready(Ok(
+                tonic::Status::unavailable(STARTING).into_http()
+            ))),
+        }
+    }
 }
 
 impl ControlServer {
-    /// Binds `config.listen` for a control plane over `bus` and `oomnitza`, and reads its TLS
-    /// certificate and key when it has them.
-    pub async fn bind(
-        config: ControlConfig,
-        bus: Bus,
-        oomnitza: OomnitzaClient,
-        shutdown: CancellationToken,
-    ) -> Result<ControlServer, ControlError> {
+    /// Binds `config.listen` and reads the TLS certificate and key when it has them.
+    pub async fn bind(config: ControlConfig) -> Result<ControlServer, ControlError> {
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -73,7 +139,6 @@ impl ControlServer {
         }
         Ok(ControlServer {
             listener,
-            service: ControlService::new(bus, oomnitza, shutdown),
             builder,
             config,
         })
@@ -90,29 +155,40 @@ impl ControlServer {
     }
 
     /// Serves until `shutdown` is cancelled, then lets calls in progress finish (WatchRun
-    /// streams end with UNAVAILABLE so clients move to another replica).
-    pub async fn serve(self, shutdown: CancellationToken) -> Result<(), ControlError> {
+    /// streams end with UNAVAILABLE so clients move to another replica). SyncControl answers
+    /// once `gate` is open.
+    pub async fn serve(
+        self,
+        gate: ControlGate,
+        shutdown: CancellationToken,
+    ) -> Result<(), ControlError> {
         let addr = self.local_addr()?;
         let ControlServer {
             listener,
             config,
             mut builder,
-            service,
         } = self;
         let (health_reporter, health) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<SyncControlServer<ControlService>>()
-            .await;
+        health_reporter.set_not_serving::<Gated>().await;
+        let mut opened = gate.0.subscribe();
+        let reporter = health_reporter.clone();
+        let stopped = shutdown.clone();
+        let serving = tokio::spawn(async move {
+            let open = tokio::select! {
+                open = opened.wait_for(Option::is_some) => open.is_ok(),
+                () = stopped.cancelled() => false,
+            };
+            if open {
+                reporter.set_serving::<Gated>().await;
+            }
+        });
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(peoplesync_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| ControlError::Serve(format!("setting up reflection: {e}")))?;
-        let control = SyncControlServer::new(service)
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
         let authenticated = tonic::service::interceptor::InterceptedService::new(
-            control,
+            Gated(gate.0.subscribe()),
             Authenticator::new(&config.auth),
         );
         match config.auth {
@@ -129,18 +205,17 @@ impl ControlServer {
             ),
         }
         let stopping = shutdown.clone();
-        builder
+        let served = builder
             .add_service(health)
             .add_service(reflection)
             .add_service(authenticated)
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
                 stopping.cancelled().await;
-                health_reporter
-                    .set_not_serving::<SyncControlServer<ControlService>>()
-                    .await;
+                health_reporter.set_not_serving::<Gated>().await;
             })
-            .await
-            .map_err(|e| ControlError::Serve(e.to_string()))?;
+            .await;
+        serving.abort();
+        served.map_err(|e| ControlError::Serve(e.to_string()))?;
         tracing::info!("control plane stopped");
         Ok(())
     }

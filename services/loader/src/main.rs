@@ -107,7 +107,7 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
     );
     let integrations = config.integrations.clone();
     let (readiness, http_stop, http) = start_http(&integrations).await?;
-    let control = control_plane()?;
+    let control = serve_control(&shutdown).await?;
     let replica = config.replica_name();
     readiness.note("nats", Some(peoplesync_bus::setup::SETTING_UP.to_owned()));
     let set_up = async {
@@ -117,10 +117,12 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
     };
     let loader = tokio::select! {
         loader = set_up => loader,
-        // SIGTERM while NATS does not answer: nothing to drain yet.
+        // SIGTERM (or a failed control plane) while NATS does not answer: nothing to drain yet.
         () = shutdown.cancelled() => {
+            let control = stop_control(control).await;
             http_stop.cancel();
-            return http.stopped().await.context("the /metrics endpoint failed");
+            let http = http.stopped().await.context("the /metrics endpoint failed");
+            return control.and(http);
         }
     }?;
     readiness.note("nats", None);
@@ -136,7 +138,14 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
     if peoplesync_loader::startup::check_credentials(&loader).await {
         peoplesync_loader::startup::check_fields(&loader).await;
     }
-    let control = serve_control(control, &loader, &shutdown).await?;
+    if let Some(control) = &control {
+        // The loader's own client: one connection pool and one password-token session.
+        control.gate.open(
+            loader.bus().clone(),
+            loader.client().clone(),
+            shutdown.clone(),
+        );
+    }
     // The clean-up below runs even when the loader stopped itself, so its announcement is
     // removed and calls in progress finish before the error is returned.
     let loaded = loader.run_until_stopped(shutdown).await;
@@ -151,9 +160,7 @@ async fn run(cli: Cli, config: LoaderConfig) -> anyhow::Result<()> {
         );
     }
     tracing::info!("loader stopped");
-    if let Some(control) = control {
-        control.await.context("the control plane task failed")??;
-    }
+    stop_control(control).await?;
     http_stop.cancel();
     http.stopped()
         .await
@@ -204,44 +211,32 @@ async fn mark_ready(
     Ok(())
 }
 
-/// The control plane's settings.
-type ControlPlane = peoplesync_control::ControlConfig;
+/// The control plane served beside the loader; its calls wait behind `gate` until the loader
+/// has connected.
+struct Control {
+    gate: peoplesync_control::ControlGate,
+    served: tokio::task::JoinHandle<Result<(), peoplesync_control::ControlError>>,
+}
 
-/// The gRPC control plane's settings (docs/control-plane.md), read before connecting so a wrong
-/// setting stops the start-up; `None` (logged) when no token is set.
-fn control_plane() -> anyhow::Result<Option<ControlPlane>> {
-    let Some(control) = peoplesync_control::ControlConfig::from_env()? else {
+/// Binds the control plane before the loader connects to NATS (a taken port or an unreadable
+/// certificate fails the start-up at once) and serves it until the shutdown token: health
+/// answers from now on, SyncControl calls once the gate is opened. A control plane that fails
+/// while serving stops the loader. `None` when no token is set.
+async fn serve_control(
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Option<Control>> {
+    let Some(config) = peoplesync_control::ControlConfig::from_env()? else {
         tracing::warn!(
             "control plane off: PEOPLESYNC_CONTROL_TOKEN is not set; set PEOPLESYNC_CONTROL_TOKEN or PEOPLESYNC_CONTROL_TOKEN_FILE \
              (or CONTROL_INSECURE_NO_AUTH=true on a trusted network) to serve gRPC on CONTROL_LISTEN"
         );
         return Ok(None);
     };
-    Ok(Some(control))
-}
-
-/// Binds the control plane (a taken port or an unreadable certificate fails the start-up) and
-/// serves it beside the loader until the same shutdown token; a control plane that fails while
-/// serving stops the loader.
-async fn serve_control(
-    control: Option<ControlPlane>,
-    loader: &Application,
-    shutdown: &tokio_util::sync::CancellationToken,
-) -> anyhow::Result<Option<tokio::task::JoinHandle<Result<(), peoplesync_control::ControlError>>>> {
-    let Some(config) = control else {
-        return Ok(None);
-    };
-    // The loader's own client: one connection pool and one password-token session.
-    let server = peoplesync_control::ControlServer::bind(
-        config,
-        loader.bus().clone(),
-        loader.client().clone(),
-        shutdown.clone(),
-    )
-    .await?;
-    let stop = shutdown.clone();
-    Ok(Some(tokio::spawn(async move {
-        let served = server.serve(stop.clone()).await;
+    let server = peoplesync_control::ControlServer::bind(config).await?;
+    let gate = peoplesync_control::ControlGate::new();
+    let (opened, stop) = (gate.clone(), shutdown.clone());
+    let served = tokio::spawn(async move {
+        let served = server.serve(opened, stop.clone()).await;
         // A loader whose control plane has stopped cannot be run or inspected: say so and stop
         // the replica (its exit status says why), rather than load on without it in silence.
         if let Err(err) = &served {
@@ -249,5 +244,17 @@ async fn serve_control(
             stop.cancel();
         }
         served
-    })))
+    });
+    Ok(Some(Control { gate, served }))
+}
+
+/// Waits for the control plane to stop (the shutdown token is cancelled by now), with its error.
+async fn stop_control(control: Option<Control>) -> anyhow::Result<()> {
+    if let Some(control) = control {
+        control
+            .served
+            .await
+            .context("the control plane task failed")??;
+    }
+    Ok(())
 }

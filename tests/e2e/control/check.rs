@@ -266,6 +266,13 @@ async fn check_says_loading_is_paused_by_whom_and_why_without_failing() {
         "{}",
         text.stdout
     );
+    // `integration get` says it too, beside the config (on stderr: stdout stays the TOML).
+    let got = syncctl(&stack, &["integration", "get"]);
+    assert!(
+        got.stderr.contains("(paused by ") && got.stderr.contains(": Oomnitza maintenance window)"),
+        "{}",
+        got.stderr
+    );
     let resumed = syncctl(&stack, &["resume"]);
     assert_eq!(resumed.code, 0, "{}", resumed.stderr);
     let (_, report) = check(&stack).await;

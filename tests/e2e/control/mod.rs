@@ -31,6 +31,9 @@ pub use peoplesync_testkit::stack::CONTROL_TOKEN as TOKEN;
 /// The integration every control-plane test drives.
 pub const INTEGRATION: &str = "sage-people";
 
+/// The control service's name in the gRPC health service.
+pub const CONTROL_SERVICE: &str = "peoplesync.v1.SyncControl";
+
 /// A control-plane client adding a bearer token to each call.
 pub type Client = SyncControlClient<InterceptedService<Channel, Bearer>>;
 
@@ -186,9 +189,10 @@ impl Stack {
         endpoint.connect().await
     }
 
-    /// Waits until the loader's health service says SERVING (no token needed). The loader
-    /// serves after its start-up checks; on a busy 2-core runner, beside the chaos tests, that
-    /// has taken over 30 s, so the bound is generous (a loader that never serves still fails).
+    /// Waits until the loader's health service says SyncControl is SERVING (no token needed).
+    /// The loader serves it after its start-up checks; on a busy 2-core runner, beside the chaos
+    /// tests, that has taken over 30 s, so the bound is generous (a loader that never serves
+    /// still fails).
     async fn wait_until_serving(&self) {
         wait_for(
             "the control plane to serve",
@@ -197,7 +201,9 @@ impl Stack {
                 let channel = self.channel().await.ok()?;
                 let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
                 let reply = health
-                    .check(tonic_health::pb::HealthCheckRequest::default())
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: CONTROL_SERVICE.to_owned(),
+                    })
                     .await
                     .ok()?;
                 (reply.into_inner().status

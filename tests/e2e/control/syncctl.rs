@@ -31,6 +31,20 @@ async fn syncctl_triggers_and_watches_a_run_then_lists_and_replays_its_dead_lett
         .output()
         .unwrap();
     assert_eq!(unreachable.status.code(), Some(5));
+    // Inside a service's container PEOPLESYNC_INTEGRATION may list several integrations.
+    let several: Ran = std::process::Command::new(peoplesync_testkit::bin_path("syncctl"))
+        .args(["--url", &stack.url(), "runs"])
+        .env("PEOPLESYNC_CONTROL_TOKEN", TOKEN)
+        .env("PEOPLESYNC_INTEGRATION", "hr-uk,hr-us")
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(several.code, 2, "{}", several.stderr);
+    assert!(
+        several.stderr.contains("names several") && several.stderr.contains("-i/--integration"),
+        "{}",
+        several.stderr
+    );
 
     // Trigger and watch to completion (retried while the extractor is starting).
     let ran = wait_for("syncctl run --watch", Duration::from_secs(60), || async {

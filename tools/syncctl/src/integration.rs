@@ -65,11 +65,7 @@ pub(crate) async fn integration_command(
                     "# integration {} at revision {}{}\n",
                     config.integration_id,
                     config.revision,
-                    if config.pause.as_ref().is_some_and(|p| p.paused) {
-                        " (paused)"
-                    } else {
-                        ""
-                    }
+                    config.pause.as_ref().map_or_else(String::new, paused_by)
                 ));
             }
             print(output, &render::integration(&config), || {
@@ -150,5 +146,17 @@ pub(crate) async fn integration_command(
             })?;
             Ok(if reply.valid { exit::OK } else { exit::USAGE })
         }
+    }
+}
+
+/// ` (paused by WHO: WHY)` for a paused integration, else nothing.
+fn paused_by(pause: &pb::PauseState) -> String {
+    if !pause.paused {
+        return String::new();
+    }
+    let by = if pause.by.is_empty() { "?" } else { &pause.by };
+    match pause.reason.as_str() {
+        "" => format!(" (paused by {by})"),
+        reason => format!(" (paused by {by}: {reason})"),
     }
 }

@@ -304,6 +304,14 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         output::stdout(&String::from_utf8_lossy(&script))?;
         return Ok(exit::OK);
     }
+    // The services read PEOPLESYNC_INTEGRATION as a list; inside their containers it may name
+    // several integrations, and each command acts on one.
+    if integration.contains(',') {
+        return Err(Failure::usage(format!(
+            "the integration `{integration}` names several (PEOPLESYNC_INTEGRATION is a list for \
+             the services): name the one to act on with -i/--integration"
+        )));
+    }
     let mut client = client::connect(&url, ca_file.as_deref()).await?;
     let bars = output == Output::Text && std::io::stderr().is_terminal();
     let id = integration.as_str();
