@@ -692,6 +692,47 @@ async fn a_leaver_update_oomnitza_fails_is_dead_lettered_with_its_reason() {
     assert_ne!(role_of(&d, &leaver).as_deref(), Some("3"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaver_update_naming_a_field_oomnitza_does_not_know_pauses_the_integration_until_fixed()
+{
+    let (d, _loader, clock, leaver) =
+        one_leaver_after_a_baseline(LeaverAction::Update, TWO_DELIVERIES).await;
+    // The leavers' end-date field was deleted in Oomnitza after the loader's start-up check
+    // (here: the config now names a field id the tenant never had). Regular records do not
+    // carry it and load; the leaver update's envelope is refused with a 400.
+    let unknown = "ABCDEF0123456789ABCDEF0123456789";
+    let mut config = policy(LeaverAction::Update);
+    config.leavers.set[1] = MappingEntry::new(
+        unknown,
+        MappingSource::Template("{{ worker.end_date }}".into()),
+    );
+    d.put_config(&config).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let run_id = extract(&d, &clock);
+    let pauses = d.bus().await.pauses();
+    let flag = wait_for("the refusal pause", Duration::from_secs(60), || async {
+        pauses.get(ID).await.ok().flatten().filter(|f| f.paused)
+    })
+    .await;
+    let reason = flag.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains(unknown) && flag.refused_config_revision.is_some(),
+        "paused as a configuration refusal naming the field: {flag:?}"
+    );
+    // Not dead-lettered: it waits on the stream for the fix (two deliveries would have
+    // dead-lettered a failing leaver by now).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    d.assert_only_pipeline_letters("the leaver is not dead-lettered for the configuration")
+        .await;
+
+    // The operator fixes the config: a newer revision resumes loading and the leaver is handled.
+    d.put_config(&policy(LeaverAction::Update)).await;
+    let record = d.finalized(ID, &run_id, FINALIZED).await;
+    assert_accounted(&record);
+    assert_eq!(record.counts.expect("counts").leavers, 1);
+    assert_eq!(role_of(&d, &leaver).as_deref(), Some(DISABLED_ROLE));
+}
+
 /// The one dead letter of `record`'s run besides the pipeline's: `leaver`'s, at stage
 /// `leavers`, its reason saying each of `says`.
 async fn the_leaver_letter(

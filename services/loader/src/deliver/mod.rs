@@ -29,7 +29,8 @@ use crate::gates::{Gates, TokenCheck};
 use crate::limiter::AdaptiveLimiter;
 use crate::pipeline::{Disposition, Item};
 use detect::Verdict;
-use post::{Delivered, REFUSED_RETRY, Target};
+use post::Delivered;
+pub(crate) use post::{REFUSED_RETRY, Target, is_envelope_refusal, refuse_as_a_whole};
 
 /// Posts batches for one replica.
 #[derive(Clone)]

@@ -4,22 +4,23 @@
 //! in halves until the refused ones stand alone; those are dead-lettered and the rest are
 //! loaded. A `400` is Oomnitza's answer to the envelope as a whole (an unknown field id, for
 //! one): once one record posted alone confirms it, the integration is paused with the reason
-//! ([`Deliverer::refuse`]) and its events stay on the stream — every batch of the run would be
-//! refused the same way. Each record's result is kept on the record itself.
+//! ([`refuse_as_a_whole`], which a leaver update refused the same way uses too) and its events
+//! stay on the stream — every batch of the run would be refused the same way. Each record's
+//! result is kept on the record itself.
 
 use std::time::{Duration, Instant};
 
-use peoplesync_bus::PauseFlag;
+use peoplesync_bus::{Bus, PauseFlag};
 use peoplesync_core::Integration;
-use peoplesync_oomnitza::{BulkRequest, Error, ErrorKind};
+use peoplesync_oomnitza::{BulkRequest, Error, ErrorKind, OomnitzaClient};
 use serde_json::value::RawValue;
 
 use super::{Deliverer, Record};
 use crate::ack::RetryCause;
-use crate::gates::Failure;
+use crate::gates::{Failure, Gates};
 
 /// How long events wait on the stream after a configuration refusal paused their integration.
-pub(super) const REFUSED_RETRY: Duration = Duration::from_secs(30);
+pub(crate) const REFUSED_RETRY: Duration = Duration::from_secs(30);
 
 /// Oomnitza's answer to a refused record, as kept in its dead letter.
 #[derive(Debug, Clone)]
@@ -66,74 +67,78 @@ pub(super) const PAUSED_RETRY: Duration = Duration::from_secs(2);
 pub(super) const PAUSED: &str = "the integration is paused";
 
 /// Where a batch goes: its integration's config (and that config's KV revision) and portion.
-pub(super) struct Target<'a> {
-    pub(super) integration: &'a Integration,
-    pub(super) portion: &'a str,
-    pub(super) revision: u64,
+pub(crate) struct Target<'a> {
+    pub(crate) integration: &'a Integration,
+    pub(crate) portion: &'a str,
+    pub(crate) revision: u64,
+}
+
+/// Pauses `target`'s integration because Oomnitza refused its records as a whole with `err` (a
+/// `400`: the envelope, such as a field id the tenant does not have), and returns the reason
+/// given to operators. Every replica stops loading it (the pause flag in KV) until a newer config
+/// is stored or an operator resumes it. Used for bulk posts and leaver updates alike.
+pub(crate) async fn refuse_as_a_whole(
+    bus: &Bus,
+    client: &OomnitzaClient,
+    gates: &Gates,
+    target: &Target<'_>,
+    err: &Error,
+) -> String {
+    let integration = &target.integration.config().id;
+    let reason = format!(
+        "Oomnitza refused the records of integration {integration} as a whole ({}): this is a \
+         configuration error, not a bad record. Fix the integration config (for example a \
+         mapped field id that the tenant does not have) and store it with `syncctl \
+         integration put`, which resumes loading; or fix it in Oomnitza and run `syncctl \
+         resume {integration}`",
+        refusal_summary(err)
+    );
+    if gates.refusal(integration).is_some() {
+        return reason;
+    }
+    // Paused here at once, so this replica's other batches wait instead of each probing.
+    let answered = PauseFlag::refused(target.revision, reason.clone());
+    gates.set_flag_locally(integration, &answered);
+    let reason = naming_every_unknown_field(client, target.integration, reason).await;
+    tracing::error!(integration, portion = target.portion, config_revision = target.revision, %reason,
+        "pausing the integration: Oomnitza refused its records as a whole");
+    let flag = PauseFlag::refused(target.revision, reason.clone());
+    match bus.pauses().set(integration, &flag).await {
+        Ok(revision) => gates.set_flag(integration, Some(&flag), revision),
+        Err(bus) => {
+            // The next flag the watch delivers (an operator's resume, say) still applies;
+            // a batch refused again pauses this replica again.
+            tracing::error!(integration, error = %bus, "cannot store the pause flag; pausing this replica only");
+            gates.set_flag_locally(integration, &flag);
+        }
+    }
+    reason
+}
+
+/// The reason to pause with: a refusal may name only the first field id Oomnitza does not
+/// know (how many it names is unpublished), so the probe `syncctl check` and the start-up
+/// check make (repeated test runs, nothing applied) names every one, and one fix of the
+/// config is enough. When the probe names none, or cannot be made, `answered` stands.
+async fn naming_every_unknown_field(
+    client: &OomnitzaClient,
+    integration: &Integration,
+    answered: String,
+) -> String {
+    let config = integration.config();
+    match peoplesync_control::probe_mapped_fields(client, config).await {
+        Ok(probe) => match crate::startup::finding(&config.id, probe) {
+            crate::startup::Finding::Unknown(reason) => reason,
+            _ => answered,
+        },
+        Err(err) => {
+            tracing::warn!(integration = %config.id, error = %err,
+                "cannot ask Oomnitza which mapped field ids it does not know; pausing with its refusal");
+            answered
+        }
+    }
 }
 
 impl Deliverer {
-    /// Pauses `target`'s integration because Oomnitza refused its records as a whole with
-    /// `err` (a `400`: the envelope, such as a field id the tenant does not have), and returns
-    /// the reason given to operators. Every replica stops loading it (the pause flag in KV) until
-    /// a newer config is stored or an operator resumes it.
-    pub(super) async fn refuse(&self, target: &Target<'_>, err: &Error) -> String {
-        let integration = &target.integration.config().id;
-        let reason = format!(
-            "Oomnitza refused the records of integration {integration} as a whole ({}): this is a \
-             configuration error, not a bad record. Fix the integration config (for example a \
-             mapped field id that the tenant does not have) and store it with `syncctl \
-             integration put`, which resumes loading; or fix it in Oomnitza and run `syncctl \
-             resume {integration}`",
-            refusal_summary(err)
-        );
-        if self.gates.refusal(integration).is_some() {
-            return reason;
-        }
-        // Paused here at once, so this replica's other batches wait instead of each probing.
-        let answered = PauseFlag::refused(target.revision, reason.clone());
-        self.gates.set_flag_locally(integration, &answered);
-        let reason = self
-            .naming_every_unknown_field(target.integration, reason)
-            .await;
-        tracing::error!(integration, portion = target.portion, config_revision = target.revision, %reason,
-            "pausing the integration: Oomnitza refused its records as a whole");
-        let flag = PauseFlag::refused(target.revision, reason.clone());
-        match self.bus.pauses().set(integration, &flag).await {
-            Ok(revision) => self.gates.set_flag(integration, Some(&flag), revision),
-            Err(bus) => {
-                // The next flag the watch delivers (an operator's resume, say) still applies;
-                // a batch refused again pauses this replica again.
-                tracing::error!(integration, error = %bus, "cannot store the pause flag; pausing this replica only");
-                self.gates.set_flag_locally(integration, &flag);
-            }
-        }
-        reason
-    }
-
-    /// The reason to pause with: a refusal may name only the first field id Oomnitza does not
-    /// know (how many it names is unpublished), so the probe `syncctl check` and the start-up
-    /// check make (repeated test runs, nothing applied) names every one, and one fix of the
-    /// config is enough. When the probe names none, or cannot be made, `answered` stands.
-    async fn naming_every_unknown_field(
-        &self,
-        integration: &Integration,
-        answered: String,
-    ) -> String {
-        let config = integration.config();
-        match peoplesync_control::probe_mapped_fields(&self.client, config).await {
-            Ok(probe) => match crate::startup::finding(&config.id, probe) {
-                crate::startup::Finding::Unknown(reason) => reason,
-                _ => answered,
-            },
-            Err(err) => {
-                tracing::warn!(integration = %config.id, error = %err,
-                    "cannot ask Oomnitza which mapped field ids it does not know; pausing with its refusal");
-                answered
-            }
-        }
-    }
-
     /// Posts `records`; on a refusal, halves and recurses until the refused records stand
     /// alone. Each record's result is set on it.
     pub(super) async fn post_isolating(&self, target: &Target<'_>, records: &mut [Record]) {
@@ -185,7 +190,9 @@ impl Deliverer {
                     _ => true,
                 };
                 let (reason, cause) = if confirmed {
-                    (self.refuse(target, &err).await, RetryCause::Configuration)
+                    let reason =
+                        refuse_as_a_whole(&self.bus, &self.client, &self.gates, target, &err).await;
+                    (reason, RetryCause::Configuration)
                 } else {
                     (err.to_string(), RetryCause::Transient)
                 };
@@ -316,7 +323,7 @@ impl Deliverer {
 
 /// Whether Oomnitza refused the request as a whole: a `400` is its answer to the envelope
 /// (reference: missing portion, unknown data type, an unknown field id), not to one record.
-fn is_envelope_refusal(err: &Error) -> bool {
+pub(crate) fn is_envelope_refusal(err: &Error) -> bool {
     err.kind() == ErrorKind::Rejected && err.status() == Some(400)
 }
 

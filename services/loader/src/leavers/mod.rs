@@ -65,6 +65,10 @@ enum Failed {
     Processing(String),
     /// Dead-letter it with this reason.
     Dead(String, Option<u16>),
+    /// Oomnitza refused the update's envelope as a whole (a `400`, such as a `[[leavers.set]]`
+    /// field id the tenant does not have): a configuration error, which pauses the integration
+    /// as a refused bulk post does; the leaver waits on the stream for the fix.
+    Refused(Error),
 }
 
 fn from_oomnitza(err: Error) -> Failed {
@@ -115,6 +119,12 @@ impl Leavers<'_> {
                 let settlement = match &item.disposition {
                     Disposition::Leaver(_) if let Some((_, reason)) = self.gates.failure() => {
                         held(reason)
+                    }
+                    // Paused since the batch was pulled because Oomnitza refused the config.
+                    Disposition::Leaver(_)
+                        if let Some((_, reason)) = self.gates.refusal(&item.key.integration) =>
+                    {
+                        refused(reason)
                     }
                     Disposition::Leaver(task) => self.handle(&item, task).await,
                     // Only leavers are handed over; anything else goes back to the stream.
@@ -199,8 +209,26 @@ impl Leavers<'_> {
                 %reason, "leaver cannot be handled; dead-lettered");
                 dead_letter(item, reason, status)
             }
+            Err(Failed::Refused(err)) => {
+                let target = crate::deliver::Target {
+                    integration,
+                    portion: &item.key.run_id,
+                    revision: item.key.revision,
+                };
+                refused(crate::deliver::refuse_as_a_whole(bus, client, gates, &target, &err).await)
+            }
         }
     }
+}
+
+/// How to settle a leaver whose integration is paused because Oomnitza refused its config for
+/// `reason`: back to the stream until the config is fixed, never dead-lettered for it.
+fn refused(reason: String) -> Settlement {
+    Settlement::Retry(
+        crate::deliver::REFUSED_RETRY,
+        reason,
+        RetryCause::Configuration,
+    )
 }
 
 /// How to settle a leaver not tried because the intake is closed for `reason`: back to the

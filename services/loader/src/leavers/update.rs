@@ -61,7 +61,10 @@ pub(super) async fn post_update(
             error: None,
         })
         .await
-        .map_err(from_oomnitza)?;
+        .map_err(|err| match crate::deliver::is_envelope_refusal(&err) {
+            true => Failed::Refused(err),
+            false => from_oomnitza(err),
+        })?;
     let mut missing = Vec::new();
     for wait in READ_BACK_WAITS {
         tokio::time::sleep(wait).await;
