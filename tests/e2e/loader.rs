@@ -953,14 +953,41 @@ pub(crate) fn assert_never_stopped_pulling(loader: &Serving) {
 async fn loading_with_forbidden(
     forbidden: impl Fn(&str) -> String,
 ) -> (Deployment, String, Serving) {
+    loading_with(|run_id| OomnitzaFaults {
+        forbidden_paths: vec![forbidden(run_id)],
+        ..Default::default()
+    })
+    .await
+}
+
+/// A run of 200 workers waiting in the stream, and a loader started while Oomnitza has the
+/// `faults` made for the run's id.
+async fn loading_with(faults: impl Fn(&str) -> OomnitzaFaults) -> (Deployment, String, Serving) {
     let d = deployment(200).await;
     let run_id = d.extract_run();
-    d.oomnitza.set_faults(OomnitzaFaults {
-        forbidden_paths: vec![forbidden(&run_id)],
-        ..Default::default()
-    });
+    d.oomnitza.set_faults(faults(&run_id));
     let loader = d.loader("loader-1").config(FEW_ATTEMPTS).spawn_serving();
     (d, run_id, loader)
+}
+
+/// Waits until every record of `run_id` (of 200) is loaded, Oomnitza has answered `status` at
+/// least `times`, and the finalize is still pending.
+async fn loaded_with_the_finalize_pending(
+    d: &Deployment,
+    run_id: &str,
+    (status, times): (u16, u64),
+    what: &str,
+) {
+    run_record_when(d, run_id, Duration::from_secs(60), what, |r| {
+        let stats = d.oomnitza.stats();
+        matches!(r.finalize, FinalizeState::Pending)
+            && stats.bulk_records >= 200
+            && stats
+                .status_counts
+                .get(&status)
+                .is_some_and(|n| *n >= times)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -968,20 +995,9 @@ async fn a_token_that_may_not_read_portions_leaves_the_gate_open_while_loading()
     // Reading the portion's state (and finalizing it) is forbidden.
     let (d, run_id, loader) =
         loading_with_forbidden(|run_id| format!("/api/v3/bulk/{run_id}")).await;
-    run_record_when(
-        &d,
-        &run_id,
-        Duration::from_secs(60),
-        "every record loaded, the finalize refused",
-        // Refused: the first batch's read of the portion, and the finalize's read and call.
-        |r| {
-            let stats = d.oomnitza.stats();
-            matches!(r.finalize, FinalizeState::Pending)
-                && stats.bulk_records >= 200
-                && stats.status_counts.get(&403).is_some_and(|n| *n >= 3)
-        },
-    )
-    .await;
+    // Refused: the first batch's read of the portion, and the finalize's read and call.
+    let refused = (403, 3);
+    loaded_with_the_finalize_pending(&d, &run_id, refused, "the finalize refused").await;
     let warned = loader.warnings().into_iter().any(|w| {
         w["message"]
             .as_str()
@@ -989,6 +1005,36 @@ async fn a_token_that_may_not_read_portions_leaves_the_gate_open_while_loading()
     });
     assert!(warned, "{:#?}", loader.warnings());
     assert_never_stopped_pulling(&loader);
+    finalizes_once_faults_clear(&d, &run_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finalize_answered_404_after_records_were_written_waits_instead_of_closing_the_run() {
+    // Something answers 404 for the finalize of a portion the run wrote into (a proxy, or a
+    // changed base URL): the run is not taken for one with nothing to finalize.
+    let (d, run_id, loader) = loading_with(|run_id| OomnitzaFaults {
+        missing_paths: vec![format!("/api/v3/bulk/{run_id}/finalize")],
+        ..Default::default()
+    })
+    .await;
+    loaded_with_the_finalize_pending(&d, &run_id, (404, 1), "the finalize answered 404").await;
+    let said = |note: Option<&str>| {
+        note.is_some_and(|n| n.contains(&run_id) && n.contains("OOMNITZA_URL"))
+    };
+    crate::operations::wait_for_note(&loader, "finalize sage-people", "the note", said).await;
+    let (record, _) = d
+        .bus()
+        .await
+        .runs()
+        .get("sage-people", &run_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(record.finalize, FinalizeState::Pending),
+        "{:?}",
+        record.finalize
+    );
     finalizes_once_faults_clear(&d, &run_id).await;
 }
 

@@ -416,8 +416,24 @@ impl Finalizer {
                     return self.retry_later(integration, run_id, &why).await;
                 }
             },
-            Err(err) if err.kind() == ErrorKind::Rejected && err.status() == Some(404) => {
+            // A portion never posted to is unknown to Oomnitza: nothing to finalize. One the
+            // run wrote records into is not: a changed OOMNITZA_URL or a proxy answering for
+            // the tenant, and closing the run would drop the check of what was written.
+            Err(err)
+                if err.kind() == ErrorKind::Rejected
+                    && err.status() == Some(404)
+                    && counts.written == 0 =>
+            {
                 FinalizeState::NothingToFinalize
+            }
+            Err(err) if err.status() == Some(404) => {
+                let why = format!(
+                    "Oomnitza does not know the portion the run wrote {} record(s) into ({err}); \
+                     check OOMNITZA_URL (it must be the tenant's base URL, the one the records \
+                     were posted to)",
+                    counts.written
+                );
+                return self.retry_later(integration, run_id, &why).await;
             }
             Err(err) => {
                 // A refused token stops the loaders pulling and shows on `/readyz` and in the

@@ -223,6 +223,7 @@ impl Args {
                 users_outage_for_ms: self.users_outage_for_ms,
                 forbidden: self.forbidden,
                 forbidden_paths: self.forbidden_paths.clone(),
+                missing_paths: Vec::new(),
                 poison_emails: self.poison_emails.clone(),
                 processing_paused: false,
                 portion_reads_failing: false,

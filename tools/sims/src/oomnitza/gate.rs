@@ -181,6 +181,13 @@ fn refusal(
             "The API token has no rights for this request",
         ));
     }
+    if faults
+        .missing_paths
+        .iter()
+        .any(|p| path.starts_with(p.as_str()))
+    {
+        return Some(error(StatusCode::NOT_FOUND, "not_found", "Not found"));
+    }
     None
 }
 

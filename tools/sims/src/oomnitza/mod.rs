@@ -261,6 +261,10 @@ pub struct OomnitzaFaults {
     /// `/api/v3/bulk/{portion}/finalize`); the rest of the API, the credential check
     /// (`/api/v2/mappings`) included unless listed, answers as usual.
     pub forbidden_paths: Vec<String>,
+    /// Authenticated requests whose path starts with one of these prefixes answer `404` (a
+    /// proxy, or a base URL that changed, answering for the tenant; say
+    /// `/api/v3/bulk/{portion}/finalize`).
+    pub missing_paths: Vec<String>,
     /// Reads of a portion's state (`GET /api/v3/bulk/{portion}`) answer `503` until this is
     /// turned off again; posts, finalize, the run log and the rest of the API answer. Lets a
     /// test show what a client does when it cannot learn whether a portion was canceled.
