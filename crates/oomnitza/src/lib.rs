@@ -52,7 +52,7 @@ pub use config::{
 };
 pub use error::{BODY_EXCERPT_CHARS, Error, ErrorKind};
 pub use inspect::FieldProbe;
-pub use offboard::{Asset, user_ident};
+pub use offboard::{Asset, NO_ASSET_ID, user_ident};
 pub use run_log::{FATAL_ERROR, RunCounts, RunLog, message_names};
 pub use users::{
     CASELESS_ATTRIBUTES, MAX_URL_CHARS, SYSTEM_ATTRIBUTES, filter_literal, is_system_field,

@@ -15,7 +15,7 @@ use crate::users::filter_literal;
 /// One asset a user holds, reduced to what IT needs to recover it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Asset {
-    /// The asset's id (`equipment_id`, or `id`).
+    /// The asset's id (`equipment_id`, `id` or `uid`; [`NO_ASSET_ID`] when it shows none).
     pub id: String,
     /// Its name or model, when shown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -25,9 +25,15 @@ pub struct Asset {
     pub serial: Option<String>,
 }
 
+/// The id of an asset whose entry shows none of the fields an id is read from: it is still an
+/// asset the user holds (a delete must spare them), to be found in Oomnitza by name or serial.
+pub const NO_ASSET_ID: &str = "(no id shown)";
+
 impl Asset {
-    /// The asset an entry of the assets list describes; `None` when it names no id.
+    /// The asset an entry of the assets list describes (its id from `equipment_id`, `id` or
+    /// `uid`, else [`NO_ASSET_ID`]); `None` only for an entry that is not an object.
     pub fn from_json(value: &Value) -> Option<Asset> {
+        value.as_object()?;
         let text = |keys: &[&str]| {
             keys.iter().find_map(|k| match value.get(*k)? {
                 Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
@@ -36,7 +42,7 @@ impl Asset {
             })
         };
         Some(Asset {
-            id: text(&["equipment_id", "id"])?,
+            id: text(&["equipment_id", "id", "uid"]).unwrap_or_else(|| NO_ASSET_ID.to_owned()),
             name: text(&["name", "model"]),
             serial: text(&["serial_number", "serial"]),
         })
@@ -68,7 +74,9 @@ impl OomnitzaClient {
         self.find_users(&filter, 2, 0).await
     }
 
-    /// The assets user `ident` holds. Entries without an id are skipped.
+    /// The assets user `ident` holds: every object of the list, one that shows no id included
+    /// (with [`NO_ASSET_ID`]), so a user holding only such assets is not taken for one holding
+    /// none.
     pub async fn user_assets(&self, ident: &str) -> Result<Vec<Asset>, Error> {
         let what = format!("reading the assets of user {ident}");
         let url = self.url(&["api", "v3", "users", ident, "assets"], &[]);
@@ -113,7 +121,20 @@ mod tests {
             Asset::from_json(&json!({"id": 7})).map(|a| a.id),
             Some("7".into())
         );
-        assert_eq!(Asset::from_json(&json!({"model": "no id"})), None);
+        assert_eq!(
+            Asset::from_json(&json!({"uid": 12})).map(|a| a.id),
+            Some("12".into())
+        );
+        // Still an asset the user holds: a delete must spare them.
+        assert_eq!(
+            Asset::from_json(&json!({"model": "no id"})),
+            Some(Asset {
+                id: NO_ASSET_ID.into(),
+                name: Some("no id".into()),
+                serial: None
+            })
+        );
+        assert_eq!(Asset::from_json(&json!(null)), None);
     }
 
     #[test]
