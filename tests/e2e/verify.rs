@@ -2,7 +2,8 @@
 //! the published contract says: records accepted and then failed inside Oomnitza are
 //! dead-lettered with Oomnitza's reason and sent again once the cause is gone; an
 //! administrator's cancel stops the posts and the next run loads everything; users read back
-//! in pages shorter than asked are all found; a mapped field id
+//! in pages shorter than asked are all found, and by key when Oomnitza ignores `skip`; a mapped
+//! field id
 //! the tenant does not have pauses the integration instead of flooding Oomnitza; users a tenant
 //! stores with lower-case e-mails are confirmed. Every run
 //! checks the invariant published = written (confirmed) + unchanged + filtered + dead-lettered
@@ -174,6 +175,30 @@ async fn every_record_is_confirmed_when_oomnitza_pages_fewer_users_than_asked() 
     let counts = run.counts.expect("counts");
     assert_eq!(counts.written, d.oomnitza.users().len() as u64);
     d.assert_users_match_sage();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_run_is_confirmed_when_oomnitza_ignores_skip() {
+    // Over 5,000 records written: the check reads the whole tenant page by page. A gateway
+    // before this tenant drops `skip`, so every page is the first one; the check must notice,
+    // not read for ever, and confirm the records by key instead.
+    let d = deployment(6_000).await;
+    d.oomnitza.set_faults(OomnitzaFaults {
+        users_skip_ignored: true,
+        ..OomnitzaFaults::default()
+    });
+    let loader = d.loader("loader-1").config(QUICK).spawn_serving();
+    let run = d.run_to_end(Duration::from_secs(180)).await;
+    assert_accounted(&run);
+    let counts = run.counts.expect("counts");
+    assert!(counts.written > 5_000, "{counts:?}");
+    assert_every_record_confirmed(&d, &run).await;
+    let warned = loader.warnings().into_iter().any(|w| {
+        w["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("ignoring `skip`"))
+    });
+    assert!(warned, "{:#?}", loader.warnings());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

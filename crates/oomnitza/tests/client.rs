@@ -555,6 +555,24 @@ mod reading {
     }
 
     #[tokio::test]
+    async fn a_server_that_ignores_skip_ends_the_read_with_an_error() {
+        let (sim, client) = seeded(&users(0..20)).await;
+        sim.set_behavior(OomnitzaBehavior {
+            max_page_size: Some(3),
+            ..OomnitzaBehavior::default()
+        })
+        .expect("the behaviour is valid");
+        sim.set_faults(OomnitzaFaults {
+            users_skip_ignored: true,
+            ..OomnitzaFaults::default()
+        });
+        let error = client.find_all_users("", 10).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::InvalidResponse, "{error}");
+        assert!(error.to_string().contains("ignoring `skip`"), "{error}");
+        assert_eq!(sim.stats().user_reads, 2, "the same page twice is enough");
+    }
+
+    #[tokio::test]
     async fn a_server_that_pages_fewer_users_than_asked_is_read_to_the_end() {
         let (sim, client) = seeded(&users(0..20)).await;
         sim.set_behavior(OomnitzaBehavior {

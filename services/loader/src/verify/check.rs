@@ -236,10 +236,20 @@ impl Verifier {
         let paging = Instant::now();
         let mut skip = 0u32;
         let mut bodies = self.read_two_pages(skip).await;
+        // The first page read last time: a server (or a gateway before it) that ignores `skip`
+        // answers it again, and would keep this loop reading for ever.
+        let mut last_first: Option<Bytes> = None;
         loop {
             claim.renew().await;
             let (first, second) = bodies;
             let pages = [first?, second?];
+            if last_first.as_ref() == Some(&pages[0]) {
+                tracing::warn!(host = %self.client.host(), skip,
+                    "Oomnitza answered the same page of users for a later skip (it may be \
+                     ignoring `skip`); the records not met yet are read by key instead");
+                break;
+            }
+            last_first = Some(pages[0].clone());
             skip = skip.saturating_add(2 * READ_PAGE);
             let judging = tokio::task::spawn_blocking(move || {
                 let last = state.judge_pages(&pages);

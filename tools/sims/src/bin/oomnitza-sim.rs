@@ -224,6 +224,7 @@ impl Args {
                 forbidden: self.forbidden,
                 forbidden_paths: self.forbidden_paths.clone(),
                 missing_paths: Vec::new(),
+                users_skip_ignored: false,
                 poison_emails: self.poison_emails.clone(),
                 processing_paused: false,
                 portion_reads_failing: false,

@@ -261,6 +261,9 @@ pub struct OomnitzaFaults {
     /// `/api/v3/bulk/{portion}/finalize`); the rest of the API, the credential check
     /// (`/api/v2/mappings`) included unless listed, answers as usual.
     pub forbidden_paths: Vec<String>,
+    /// `GET /api/v3/users` ignores `skip` and always answers from the first user (a proxy or
+    /// gateway that drops the parameter): a reader paging through users sees the same page again.
+    pub users_skip_ignored: bool,
     /// Authenticated requests whose path starts with one of these prefixes answer `404` (a
     /// proxy, or a base URL that changed, answering for the tenant; say
     /// `/api/v3/bulk/{portion}/finalize`).

@@ -186,6 +186,11 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>, RawQuery(query): Raw
         (Ok(limit), Ok(skip)) => (limit.unwrap_or(usize::MAX), skip.unwrap_or(0)),
         (Err(problem), _) | (_, Err(problem)) => return bad_request(&problem),
     };
+    let skip = if lock(&shared.control).faults.users_skip_ignored {
+        0
+    } else {
+        skip
+    };
     let limit = limit.min(
         behavior
             .max_page_size
