@@ -554,14 +554,20 @@ mod reading {
         assert_eq!(error.kind(), ErrorKind::Rejected, "{error}");
     }
 
-    #[tokio::test]
-    async fn a_server_that_ignores_skip_ends_the_read_with_an_error() {
+    /// Twenty users, on a server that pages three at most whatever `limit` asks.
+    async fn twenty_users_three_a_page() -> (OomnitzaSim, OomnitzaClient) {
         let (sim, client) = seeded(&users(0..20)).await;
         sim.set_behavior(OomnitzaBehavior {
             max_page_size: Some(3),
             ..OomnitzaBehavior::default()
         })
         .expect("the behaviour is valid");
+        (sim, client)
+    }
+
+    #[tokio::test]
+    async fn a_server_that_ignores_skip_ends_the_read_with_an_error() {
+        let (sim, client) = twenty_users_three_a_page().await;
         sim.set_faults(OomnitzaFaults {
             users_skip_ignored: true,
             ..OomnitzaFaults::default()
@@ -574,12 +580,7 @@ mod reading {
 
     #[tokio::test]
     async fn a_server_that_pages_fewer_users_than_asked_is_read_to_the_end() {
-        let (sim, client) = seeded(&users(0..20)).await;
-        sim.set_behavior(OomnitzaBehavior {
-            max_page_size: Some(3),
-            ..OomnitzaBehavior::default()
-        })
-        .expect("the behaviour is valid");
+        let (sim, client) = twenty_users_three_a_page().await;
         let all = client.find_all_users("", 10).await.unwrap();
         assert_eq!(all.len(), 20, "short pages do not end the list");
 
