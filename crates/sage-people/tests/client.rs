@@ -550,6 +550,25 @@ mod errors {
     }
 
     #[tokio::test]
+    async fn every_concurrent_limit_salesforce_names_backs_off_too() {
+        use peoplesync_sims::sage::ConcurrentLimit;
+        for limit in [ConcurrentLimit::Requests, ConcurrentLimit::Apex] {
+            let sim = spawn(SimConfig {
+                workers: 5,
+                ..faulty(SageFaults {
+                    concurrent_limit_calls: 2,
+                    concurrent_limit: limit,
+                    ..SageFaults::default()
+                })
+            })
+            .await;
+            let page = client(&sim).list_page(None, None).await;
+            assert!(page.is_ok_and(|p| !p.records.is_empty()), "{limit:?}");
+            assert_eq!(sim.stats().status_counts.get(&403), Some(&2), "{limit:?}");
+        }
+    }
+
+    #[tokio::test]
     async fn every_api_request_is_counted_retries_included_and_token_requests_not() {
         let sim = spawn(too_many_long_requests()).await;
         let client = client(&sim);
