@@ -12,7 +12,7 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 
 use crate::client::{Call, SageClient};
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, answer_of};
 use crate::paging::decode_error;
 
 /// The REST API version whose `limits` resource is read (available since Spring '24 in every
@@ -147,11 +147,7 @@ impl SageClient {
             .map_err(|error| match error.kind() {
                 ErrorKind::Configuration => {
                     let host = self.hostname();
-                    let said = match (error.status(), error.code()) {
-                        (Some(status), Some(code)) => format!("{status} {code}"),
-                        (Some(status), None) => status.to_string(),
-                        _ => "no answer".to_owned(),
-                    };
+                    let said = answer_of(&error);
                     // Salesforce serves the limits resource only to users with this
                     // permission (REST API Developer Guide, "Limits"); an API user that reads
                     // the Employees API already has "API Enabled".

@@ -764,6 +764,49 @@ mod errors {
     }
 }
 
+/// Asking Sage People whether one employee passes a filter.
+mod filters {
+    use super::*;
+    use peoplesync_sims::generate::worker_id;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn sage_people_itself_says_whether_an_employee_passes_the_filter() {
+        let sim = spawn(org(20)).await;
+        let (inside, outside) = (worker_id(3), worker_id(4));
+        sim.patch_worker(&inside, json!({"workAddress": {"country": "France"}}));
+        sim.patch_worker(&outside, json!({"workAddress": {"country": "Spain"}}));
+        let client = client(&sim);
+        let filter = "workAddress.country eq 'France' or workAddress.country eq 'Italy'";
+        assert!(client.passes_filter(&inside, filter).await.unwrap());
+        assert!(!client.passes_filter(&outside, filter).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_org_that_refuses_id_in_filters_is_told_apart_from_a_worker_outside_it() {
+        let sim = spawn(faulty(SageFaults {
+            filter_refuses_id: true,
+            ..SageFaults::default()
+        }))
+        .await;
+        let error = client(&sim)
+            .passes_filter(&worker_id(3), "workAddress.country eq 'France'")
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Configuration, "{error}");
+        assert_eq!(error.code(), Some("UNKNOWN_IDENTIFIER"));
+        let message = error.to_string();
+        for said in [
+            "do not accept `id`",
+            "cannot be told",
+            "syncctl check",
+            "400 UNKNOWN_IDENTIFIER",
+        ] {
+            assert!(message.contains(said), "{said:?}: {message}");
+        }
+    }
+}
+
 mod secrets {
     use super::*;
 

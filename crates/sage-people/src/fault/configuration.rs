@@ -33,6 +33,30 @@ pub const PUBLISHED_INNER_CODES: [&str; 27] = [
     "INVALID_PAYDETAILS_DOCUMENT",
 ];
 
+/// Whether `code` refuses a `$filter` for what it says: Sage People's filter codes and
+/// Salesforce's query codes.
+fn is_filter_code(code: &str) -> bool {
+    matches!(
+        code,
+        "INVALID_FILTER"
+            | "SYNTAX_ERROR"
+            | "UNEXPECTED_TOKEN"
+            | "UNTERMINATED_LITERAL"
+            | "GROUPING_TOO_DEEP"
+            | "DATA_TYPE_MISMATCH"
+            | "UNKNOWN_IDENTIFIER"
+            | "INVALID_OPERATION"
+            | "CANNOT_DETERMINE_OPERATOR_PRECEDENCE"
+            | "MALFORMED_QUERY"
+            | "INVALID_FIELD"
+    )
+}
+
+/// Whether `code`, answered to a request that carried a `$filter`, says the filter was refused.
+pub(crate) fn refuses_filter(code: &str) -> bool {
+    is_filter_code(code) || matches!(code, "INVALID_QUERY_STRING" | "INVALID_PARAMETER")
+}
+
 /// Whether `code` says the request or the org's set-up is wrong — a code [`configuration_fix`]
 /// has a remedy for — so no retry, and no other reading of the answer, helps.
 pub(crate) fn is_configuration_code(code: &str) -> bool {
@@ -76,17 +100,7 @@ pub(super) fn configuration_fix(
             "the API user cannot read an object; give the integration user's permission set \
              Read and View All on {object}, then run again"
         ),
-        "INVALID_FILTER"
-        | "SYNTAX_ERROR"
-        | "UNEXPECTED_TOKEN"
-        | "UNTERMINATED_LITERAL"
-        | "GROUPING_TOO_DEEP"
-        | "DATA_TYPE_MISMATCH"
-        | "UNKNOWN_IDENTIFIER"
-        | "INVALID_OPERATION"
-        | "CANNOT_DETERMINE_OPERATOR_PRECEDENCE"
-        | "MALFORMED_QUERY"
-        | "INVALID_FIELD" => filter_fix(),
+        code if is_filter_code(code) => filter_fix(),
         "INVALID_QUERY_STRING" | "INVALID_PARAMETER" => match filter {
             Some(_) => filter_fix(),
             None => "a query parameter was refused although peoplesync sends only `marker` and \

@@ -77,17 +77,21 @@ pub(crate) fn inner_code(problem: &str) -> &'static str {
     }
 }
 
-/// Parses a `$filter` value; the error says what is wrong with it.
-pub(crate) fn parse(input: &str) -> Result<Filter, String> {
-    expr::parse(input, Lexicon::PLAIN, LIMITS, comparison)
+/// Parses a `$filter` value; the error says what is wrong with it. With `id_allowed` false, a
+/// condition on `id` is refused as an unknown field (Sage People does not publish whether its
+/// filters accept `id`; the simulator accepts it unless told otherwise).
+pub(crate) fn parse(input: &str, id_allowed: bool) -> Result<Filter, String> {
+    expr::parse(input, Lexicon::PLAIN, LIMITS, |cursor| {
+        comparison(cursor, id_allowed)
+    })
 }
 
 /// `path op literal`.
-fn comparison(cursor: &mut Cursor) -> Result<Compare, String> {
+fn comparison(cursor: &mut Cursor, id_allowed: bool) -> Result<Compare, String> {
     let Some(Token::Word(path)) = cursor.next() else {
         return Err("a condition must start with a field".into());
     };
-    if !PATHS.contains(&path.as_str()) {
+    if !PATHS.contains(&path.as_str()) || (path == "id" && !id_allowed) {
         return Err(format!("'{path}' is not a field of the employee"));
     }
     let op = match cursor.next() {
@@ -183,7 +187,7 @@ mod tests {
     }
 
     fn check(filter: &str) -> bool {
-        parse(filter)
+        parse(filter, true)
             .map(|f| matches(&f, &employee()))
             .unwrap_or_else(|e| panic!("{filter}: {e}"))
     }
@@ -216,6 +220,17 @@ mod tests {
     }
 
     #[test]
+    fn id_is_a_field_unless_the_org_is_set_to_refuse_it() {
+        assert!(check(
+            "id eq 'a2G7E0000000000001' and workAddress.country eq 'France'"
+        ));
+        assert!(!check("id eq 'a2G7E0000000000002'"));
+        let refused = parse("id eq 'a2G7E0000000000001'", false).expect_err("id refused");
+        assert_eq!(inner_code(&refused), "UNKNOWN_IDENTIFIER");
+        assert!(parse("workAddress.country eq 'France'", false).is_ok());
+    }
+
+    #[test]
     fn malformed_filters_are_refused() {
         for bad in [
             "",
@@ -232,17 +247,17 @@ mod tests {
             "id eq 'a' ; drop",
             "workAddress.country eq 'F' xor id eq 'a'",
         ] {
-            assert!(parse(bad).is_err(), "{bad:?} should be refused");
+            assert!(parse(bad, true).is_err(), "{bad:?} should be refused");
         }
     }
 
     #[test]
     fn absurdly_nested_or_long_filters_are_refused_without_crashing() {
         let nested = format!("{}id eq 'x'{}", "(".repeat(10_000), ")".repeat(10_000));
-        assert!(parse(&nested).is_err());
+        assert!(parse(&nested, true).is_err());
         let long = vec!["id eq 'x'"; 5_000].join(" and ");
-        assert!(parse(&long).is_err());
+        assert!(parse(&long, true).is_err());
         let fine = format!("{}id eq 'x'{}", "(".repeat(16), ")".repeat(16));
-        assert!(parse(&fine).is_ok());
+        assert!(parse(&fine, true).is_ok());
     }
 }

@@ -139,6 +139,10 @@ pub struct SageFaults {
     pub concurrent_limit_calls: u64,
     /// Which concurrent limit those refusals name; Salesforce has several.
     pub concurrent_limit: ConcurrentLimit,
+    /// A `$filter` naming `id` is refused as `400 INVALID_FILTER / UNKNOWN_IDENTIFIER`, as if
+    /// `id` were not a field. Sage People does not publish whether its filters accept `id`, so
+    /// both are possible; by default the simulator accepts it.
+    pub filter_refuses_id: bool,
     /// Every marker is refused with `400 INVALID_MARKER`.
     pub reject_markers: bool,
     /// Share of `200` employee responses (0..1) whose body is cut in the middle.
