@@ -73,9 +73,10 @@ pub(super) fn configuration_fix(
 ) -> Option<String> {
     let filter_fix = || match filter {
         Some(filter) => format!(
-            "fix the integration's source_filter `{filter}` (operators eq, ne, gt, lt, and, or; \
-             nested fields with dots; text in single quotes, e.g. workAddress.country eq \
-             'France'), then run again"
+            "fix the integration's source_filter `{filter}` (comparisons eq, ne, gt, ge, lt, \
+             le joined by and / or, negated with not; nested fields with dots; text in single \
+             quotes, dates bare as 2024-01-31, e.g. workAddress.country eq 'France'), then run \
+             again"
         ),
         None => "peoplesync sent no filter, so something between peoplesync and Sage People \
                  rewrites requests, or the login URL is not a Sage People org; check both, then \

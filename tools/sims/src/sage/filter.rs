@@ -1,7 +1,9 @@
-//! The `$filter` expressions the Employees API accepts (Microsoft REST guidelines syntax):
-//! `path op literal` with `eq`, `ne`, `gt`, `lt`, `ge`, `le`, joined with `and` / `or`, grouped
-//! with parentheses. Paths are the employee's fields, nested with dots
-//! (`workAddress.country eq 'France'`). Anything else is an `INVALID_FILTER` error.
+//! The `$filter` expressions the Employees API accepts (Microsoft REST guidelines syntax, as
+//! Sage People's API filtering guide describes it): `path op literal` with `eq`, `ne`, `gt`,
+//! `lt`, `ge`, `le`, joined with `and` / `or`, negated with `not`, grouped with parentheses.
+//! Paths are the employee's fields, nested with dots (`workAddress.country eq 'France'`);
+//! literals are text in single quotes, numbers, `true`, `false`, `null` and dates written bare
+//! (`2020-01-01`). Anything else is an `INVALID_FILTER` error.
 
 use serde_json::Value;
 
@@ -53,7 +55,9 @@ const PATHS: &[&str] = &[
 ];
 
 /// Longest accepted filter, in tokens, and deepest parenthesis nesting: filters are parsed
-/// and evaluated recursively, so request data must not be able to exhaust the stack.
+/// and evaluated recursively, so request data must not be able to exhaust the stack. Sage
+/// People does not publish its nesting limit; 16 is the depth peoplesync's own check allows
+/// (`peoplesync_core::source_filter::MAX_NESTING`), so the two refuse the same filters.
 const LIMITS: Limits = Limits {
     max_tokens: 400,
     max_conditions: 400,
@@ -123,10 +127,15 @@ fn literal(word: &str) -> Result<Value, String> {
         "true" => Ok(Value::Bool(true)),
         "false" => Ok(Value::Bool(false)),
         "null" => Ok(Value::Null),
+        // A date as the filtering guide writes it: compared with a date field's
+        // `YYYY-MM-DD` text, which sorts as the dates do.
+        _ if word.len() == 10 && chrono::NaiveDate::parse_from_str(word, "%Y-%m-%d").is_ok() => {
+            Ok(Value::String(word.to_owned()))
+        }
         _ => match word.parse::<f64>() {
             Ok(n) if n.is_finite() => Ok(serde_json::json!(n)),
             _ => Err(format!(
-                "'{word}' is not a value (strings go in single quotes)"
+                "'{word}' is not a value (strings go in single quotes, dates as 2020-01-01)"
             )),
         },
     }
@@ -217,6 +226,27 @@ mod tests {
         ));
         assert!(check("currentEmployment.startDate le '2019-02-04'"));
         assert!(!check("currentEmployment.startDate lt '2019-02-04'"));
+    }
+
+    #[test]
+    fn not_and_bare_dates_are_taken_as_the_filtering_guide_writes_them() {
+        assert!(check("not workAddress.country eq 'Spain'"));
+        assert!(!check(
+            "not (workAddress.country eq 'France' and currentEmployment.active eq true)"
+        ));
+        assert!(check("currentEmployment.startDate gt 2019-01-01"));
+        assert!(check("currentEmployment.startDate eq 2019-02-04"));
+        assert!(!check("currentEmployment.startDate lt 2019-02-04"));
+        assert!(check(
+            "currentEmployment.endDate eq null and not currentEmployment.startDate ge 2020-01-01"
+        ));
+        for bad in [
+            "currentEmployment.startDate gt 2019-02-30",
+            "currentEmployment.startDate gt 2019-2-4",
+            "not",
+        ] {
+            assert!(parse(bad, true).is_err(), "{bad:?} should be refused");
+        }
     }
 
     #[test]
