@@ -1,7 +1,9 @@
 //! Checking an integration's `source_filter` before it is sent to Sage People as `$filter`.
 //!
-//! The Employees API takes Microsoft REST-guidelines filters: comparisons of a (dotted) field
-//! path with a literal, joined by `and` / `or`, negated with `not`, grouped with parentheses.
+//! The Employees API takes Microsoft REST-guidelines filters (Sage People's API filtering
+//! guide): comparisons of a (dotted) field path with a literal, joined by `and` / `or`, negated
+//! with `not`, grouped with parentheses. Literals are text in single quotes, numbers, `true`,
+//! `false`, `null`, and dates written bare as `YYYY-MM-DD`, as that guide writes them.
 //! A typo found here is refused when the integration config is stored (naming
 //! `source_filter`) and fails a run at once with the position of the problem, instead of
 //! spending an API call on a `400 INVALID_FILTER`. Sage People still has the last word: a
@@ -10,6 +12,10 @@
 
 /// Longest filter accepted; the filter travels in the URL of every page request.
 pub const MAX_FILTER_CHARS: usize = 2_000;
+
+/// Deepest nesting of parentheses accepted. Sage People has a limit (its `GROUPING_TOO_DEEP`)
+/// but does not publish it; the simulator refuses deeper filters at the same depth.
+pub const MAX_NESTING: usize = 16;
 
 const OPERATORS: [&str; 6] = ["eq", "ne", "gt", "ge", "lt", "le"];
 
@@ -96,10 +102,13 @@ fn tokenize(text: &str) -> Result<Vec<(Token, usize)>, String> {
             {
                 i += 1;
             }
-            let number: String = chars[start..i].iter().collect();
-            // Numbers, and dates or times written bare (2024-01-31).
-            if !number.chars().skip(1).any(|c| c.is_ascii_digit()) && number.starts_with('-') {
-                return Err(format!("`{number}` at character {at} is not a number"));
+            let word: String = chars[start..i].iter().collect();
+            if !is_number(&word) && !is_date(&word) {
+                return Err(format!(
+                    "`{word}` at character {at} cannot stand unquoted in a source_filter: \
+                     Sage People's filters take numbers (100, -5, 100.00) and dates written \
+                     YYYY-MM-DD (2024-01-31) without quotes; put text in single quotes"
+                ));
             }
             tokens.push((Token::Literal, at));
         } else if c.is_alphabetic() || c == '_' {
@@ -126,6 +135,28 @@ fn tokenize(text: &str) -> Result<Vec<(Token, usize)>, String> {
     Ok(tokens)
 }
 
+/// An integer or a decimal with `.`, optionally negative: `100`, `-5`, `100.00`.
+fn is_number(word: &str) -> bool {
+    let digits = word.strip_prefix('-').unwrap_or(word);
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, "0"));
+    [whole, fraction]
+        .iter()
+        .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A calendar date written `YYYY-MM-DD`.
+fn is_date(word: &str) -> bool {
+    word.len() == 10
+        && word.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        })
+        && chrono::NaiveDate::parse_from_str(word, "%Y-%m-%d").is_ok()
+}
+
 struct Parser {
     tokens: Vec<(Token, usize)>,
     pos: usize,
@@ -146,8 +177,10 @@ impl Parser {
 
     /// `or`-joined `and`-joined terms; `depth` bounds nesting.
     fn expression(&mut self, depth: usize) -> Result<(), String> {
-        if depth > 32 {
-            return Err("the source filter nests parentheses more than 32 deep".into());
+        if depth > MAX_NESTING {
+            return Err(format!(
+                "the source filter nests parentheses more than {MAX_NESTING} deep"
+            ));
         }
         loop {
             self.term(depth)?;
@@ -239,6 +272,8 @@ mod tests {
             "hrDepartment eq 'Engineering' and currentEmployment.active eq true",
             "(workAddress.country eq 'France' or workAddress.country eq 'Côte d''Ivoire') and not hrDepartment eq null",
             "currentEmployment.startDate ge 2024-01-01",
+            "currentEmployment.endDate lt 2024-02-29 or currentEmployment.endDate eq null",
+            "amount gt 100.00 and amount lt -5",
             "id gt 'a2G7E0000000000' and id lt 'a2G7EZZZZZZZZZZ'",
         ] {
             assert_eq!(validate(filter), Ok(()), "{filter}");
@@ -267,6 +302,13 @@ mod tests {
                 "hrDepartment eq 'x' and",
                 "ends where a condition was expected",
             ),
+            ("a ge 2024-01-31T10:00:00", "cannot stand unquoted"),
+            ("a ge 2024-1-5", "cannot stand unquoted"),
+            ("a ge 2023-02-29", "cannot stand unquoted"),
+            ("a eq 12abc", "cannot stand unquoted"),
+            ("a eq 1.2.3", "cannot stand unquoted"),
+            ("a eq 1.", "cannot stand unquoted"),
+            ("a eq -", "cannot stand unquoted"),
         ];
         for (filter, expected) in cases {
             let err = validate(filter).expect_err(filter);
@@ -282,7 +324,7 @@ mod tests {
             "docs/mapping.md still says the filter is only checked for balance"
         );
         let long = format!("a eq '{}'", "x".repeat(MAX_FILTER_CHARS));
-        let deep = format!("{}a eq 1{}", "(".repeat(40), ")".repeat(40));
+        let deep = format!("{}a eq 1{}", "(".repeat(17), ")".repeat(17));
         let cases = [
             ("  ", "the source filter is empty"),
             (long.as_str(), "is longer than 2000 characters"),
@@ -300,7 +342,11 @@ mod tests {
             ("a eq 1 b eq 2", "join conditions with `and` or `or`"),
             ("a eq 1 and", "ends where a condition was expected"),
             ("a..b eq 1", "is malformed"),
-            (deep.as_str(), "nests parentheses more than 32 deep"),
+            (deep.as_str(), "nests parentheses more than 16 deep"),
+            (
+                "a ge 2024-01-31T10:00",
+                "cannot stand unquoted in a source_filter",
+            ),
         ];
         for (filter, said) in cases {
             let err = validate(filter).expect_err(filter);
@@ -314,7 +360,9 @@ mod tests {
 
     #[test]
     fn nesting_is_bounded() {
-        let filter = format!("{}a eq 1{}", "(".repeat(40), ")".repeat(40));
-        assert!(validate(&filter).unwrap_err().contains("32 deep"));
+        let nested = |depth: usize| format!("{}a eq 1{}", "(".repeat(depth), ")".repeat(depth));
+        assert_eq!(validate(&nested(MAX_NESTING)), Ok(()));
+        let too_deep = validate(&nested(MAX_NESTING + 1)).expect_err("too deep");
+        assert!(too_deep.contains("16 deep"), "{too_deep}");
     }
 }

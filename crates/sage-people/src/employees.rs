@@ -1,12 +1,13 @@
-//! Reading one employee by id, for syncing a single worker on demand. The answer is the
-//! OpenAPI's `EmployeeResponse`: `data` holds one employee object, not a list.
+//! Reading one employee by id, for syncing a single worker on demand, and asking Sage People
+//! whether that employee passes a filter. The answer to a read is the OpenAPI's
+//! `EmployeeResponse`: `data` holds one employee object, not a list.
 
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::client::{Call, SageClient};
-use crate::error::{Error, ErrorKind};
-use crate::fault::Fault;
+use crate::error::{Error, ErrorKind, answer_of};
+use crate::fault::{Fault, refuses_filter};
 use crate::paging::decode_error;
 
 /// The single-employee envelope; `version` and other members are skipped.
@@ -36,6 +37,44 @@ impl SageClient {
             decode_employee(reply.status, &reply.body, &reply.host, &what)
         })
         .await
+    }
+
+    /// Whether employee `id` passes `filter`, as Sage People itself judges it: the first page
+    /// of the listing with `$filter=id eq '<id>' and (<filter>)` holds the employee or not.
+    /// The org's own comparison rules (letter case, dates, nulls) apply, as in a full run with
+    /// `filter`. Pass the id as Sage People names the employee (the `id` of the record read).
+    ///
+    /// Sage People does not publish whether its filters accept `id`. If it refuses the combined
+    /// filter, the error (kind [`ErrorKind::Configuration`]) says that either `id` or `filter`
+    /// itself was refused, and that whether the employee passes cannot be told.
+    pub async fn passes_filter(&self, id: &str, filter: &str) -> Result<bool, Error> {
+        // A quote inside a literal is written twice ('O''Brien').
+        let combined = format!("id eq '{}' and ({filter})", id.replace('\'', "''"));
+        let page = self
+            .list_page(None, Some(&combined))
+            .await
+            .map_err(|error| {
+                let refused = error.kind() == ErrorKind::Configuration
+                    && error.code().is_some_and(refuses_filter);
+                if !refused {
+                    return error;
+                }
+                let message = format!(
+                    "Sage People at {} refused the filter `{combined}` that asks whether \
+                     employee {id} passes the integration's source_filter ({}): either its \
+                     filters do not accept `id` (Sage People does not publish whether they do) \
+                     or it refuses the source_filter itself (`syncctl check` reads a page with \
+                     the source_filter alone and tells which); so whether employee {id} is \
+                     inside the source_filter cannot be told",
+                    self.hostname(),
+                    answer_of(&error)
+                );
+                error.with_message(message)
+            })?;
+        Ok(page
+            .records
+            .iter()
+            .any(|record| record.get("id").and_then(Value::as_str) == Some(id)))
     }
 }
 

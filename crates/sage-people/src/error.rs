@@ -67,3 +67,13 @@ pub(crate) fn transport_error(host: &str, what: &str, failure: NoAnswer) -> Erro
     let message = format!("{what} at {host} failed: {failure}");
     Error::new(ErrorKind::Transient, message).with_source(failure.source)
 }
+
+/// What the other side answered to a failed call, for a message that replaces the error's
+/// own: `400 INVALID_FILTER`, `403`, or `no answer`.
+pub(crate) fn answer_of(error: &Error) -> String {
+    match (error.status(), error.code()) {
+        (Some(status), Some(code)) => format!("{status} {code}"),
+        (Some(status), None) => status.to_string(),
+        _ => "no answer".to_owned(),
+    }
+}

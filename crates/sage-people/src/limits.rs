@@ -12,7 +12,7 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 
 use crate::client::{Call, SageClient};
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, answer_of};
 use crate::paging::decode_error;
 
 /// The REST API version whose `limits` resource is read (available since Spring '24 in every
@@ -97,19 +97,24 @@ struct Limits {
     daily: DailyApiRequests,
 }
 
+/// Both signed: Salesforce's limits are soft, so an org past its quota reports `Remaining`
+/// below zero, and that must read as a used-up quota, not as an answer that cannot be decoded.
 #[derive(Deserialize)]
 struct DailyApiRequests {
     #[serde(rename = "Max")]
-    max: u64,
+    max: i64,
     #[serde(rename = "Remaining")]
-    remaining: u64,
+    remaining: i64,
 }
 
 impl Limits {
+    /// `Remaining <= 0` gives a usage at or past the allowance, so the quota guard stops.
     fn usage(&self) -> ApiUsage {
+        let allowed = self.daily.max.max(0);
+        let used = i128::from(allowed) - i128::from(self.daily.remaining);
         ApiUsage {
-            used: self.daily.max.saturating_sub(self.daily.remaining),
-            allowed: self.daily.max,
+            used: u64::try_from(used.max(0)).unwrap_or(u64::MAX),
+            allowed: allowed.unsigned_abs(),
         }
     }
 }
@@ -142,11 +147,7 @@ impl SageClient {
             .map_err(|error| match error.kind() {
                 ErrorKind::Configuration => {
                     let host = self.hostname();
-                    let said = match (error.status(), error.code()) {
-                        (Some(status), Some(code)) => format!("{status} {code}"),
-                        (Some(status), None) => status.to_string(),
-                        _ => "no answer".to_owned(),
-                    };
+                    let said = answer_of(&error);
                     // Salesforce serves the limits resource only to users with this
                     // permission (REST API Developer Guide, "Limits"); an API user that reads
                     // the Employees API already has "API Enabled".
@@ -246,6 +247,45 @@ mod tests {
                 allowed: 100
             })
         );
+    }
+
+    fn usage_from_limits(body: &str) -> ApiUsage {
+        let limits: Limits = serde_json::from_str(body).expect("a limits answer");
+        limits.usage()
+    }
+
+    #[test]
+    fn the_limits_resource_gives_used_as_max_minus_remaining() {
+        let usage =
+            usage_from_limits(r#"{"DailyApiRequests": {"Max": 15000, "Remaining": 14000}}"#);
+        assert_eq!(
+            usage,
+            ApiUsage {
+                used: 1000,
+                allowed: 15000
+            }
+        );
+    }
+
+    #[test]
+    fn an_org_past_its_soft_quota_reads_as_used_up() {
+        for (remaining, used) in [(0, 15000), (-250, 15250)] {
+            let body =
+                format!(r#"{{"DailyApiRequests": {{"Max": 15000, "Remaining": {remaining}}}}}"#);
+            let usage = usage_from_limits(&body);
+            assert_eq!(
+                usage,
+                ApiUsage {
+                    used,
+                    allowed: 15000
+                },
+                "{remaining}"
+            );
+            assert!(usage.share() >= 1.0, "{remaining}: {usage:?}");
+        }
+        // A nonsensical negative allowance is no allowance at all.
+        let usage = usage_from_limits(r#"{"DailyApiRequests": {"Max": -1, "Remaining": -1}}"#);
+        assert!(usage.share() >= 1.0, "{usage:?}");
     }
 
     #[test]

@@ -550,6 +550,25 @@ mod errors {
     }
 
     #[tokio::test]
+    async fn every_concurrent_limit_salesforce_names_backs_off_too() {
+        use peoplesync_sims::sage::ConcurrentLimit;
+        for limit in [ConcurrentLimit::Requests, ConcurrentLimit::Apex] {
+            let sim = spawn(SimConfig {
+                workers: 5,
+                ..faulty(SageFaults {
+                    concurrent_limit_calls: 2,
+                    concurrent_limit: limit,
+                    ..SageFaults::default()
+                })
+            })
+            .await;
+            let page = client(&sim).list_page(None, None).await;
+            assert!(page.is_ok_and(|p| !p.records.is_empty()), "{limit:?}");
+            assert_eq!(sim.stats().status_counts.get(&403), Some(&2), "{limit:?}");
+        }
+    }
+
+    #[tokio::test]
     async fn every_api_request_is_counted_retries_included_and_token_requests_not() {
         let sim = spawn(too_many_long_requests()).await;
         let client = client(&sim);
@@ -742,6 +761,49 @@ mod errors {
         let error = SageClient::new(config).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Configuration);
         assert!(error.to_string().contains("login URL"), "{error}");
+    }
+}
+
+/// Asking Sage People whether one employee passes a filter.
+mod filters {
+    use super::*;
+    use peoplesync_sims::generate::worker_id;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn sage_people_itself_says_whether_an_employee_passes_the_filter() {
+        let sim = spawn(org(20)).await;
+        let (inside, outside) = (worker_id(3), worker_id(4));
+        sim.patch_worker(&inside, json!({"workAddress": {"country": "France"}}));
+        sim.patch_worker(&outside, json!({"workAddress": {"country": "Spain"}}));
+        let client = client(&sim);
+        let filter = "workAddress.country eq 'France' or workAddress.country eq 'Italy'";
+        assert!(client.passes_filter(&inside, filter).await.unwrap());
+        assert!(!client.passes_filter(&outside, filter).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_org_that_refuses_id_in_filters_is_told_apart_from_a_worker_outside_it() {
+        let sim = spawn(faulty(SageFaults {
+            filter_refuses_id: true,
+            ..SageFaults::default()
+        }))
+        .await;
+        let error = client(&sim)
+            .passes_filter(&worker_id(3), "workAddress.country eq 'France'")
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Configuration, "{error}");
+        assert_eq!(error.code(), Some("UNKNOWN_IDENTIFIER"));
+        let message = error.to_string();
+        for said in [
+            "do not accept `id`",
+            "cannot be told",
+            "syncctl check",
+            "400 UNKNOWN_IDENTIFIER",
+        ] {
+            assert!(message.contains(said), "{said:?}: {message}");
+        }
     }
 }
 

@@ -3,13 +3,15 @@
 //! report the current run's progress, and release held removals in a run of their own. The
 //! worker's read fits inside the control plane's wait ([`WORKER_TIME`]), whatever
 //! `sage_retry_secs` says, so that a Sage People failure reaches the operator in its own words.
+//! Both worker commands keep to the integration's `source_filter`, as a full run does: a
+//! worker outside it is neither previewed nor synced, since no full run would list them.
 
 use peoplesync_bus::codec;
 use peoplesync_bus::control::{
     CommandError, Progress, RemovalsReleased, WORKER_WAIT, WorkerFetched, WorkerSynced,
 };
 use peoplesync_bus::{BusError, RunState, names};
-use peoplesync_sage_people::SageClient;
+use peoplesync_sage_people::{ErrorKind, SageClient};
 use serde_json::Value;
 
 use crate::deadline::{Budget, CommandTime};
@@ -120,12 +122,67 @@ async fn read(budget: &Budget, client: &SageClient, id: &str) -> Result<Option<V
     Ok(raw)
 }
 
-/// Reads worker `id` without publishing it, within [`WORKER_TIME`].
+/// Refuses worker `raw` (read as `id`) when the integration has a `source_filter` that Sage
+/// People says the worker does not pass: `doing` is what would not happen, for the message.
+///
+/// Sage People is asked rather than the filter evaluated here, so its own comparison rules
+/// decide, as in a full run. A worker outside the filter is never listed by a full run: synced,
+/// they would become a user no run's removals ever cover (never handled as a leaver), or
+/// overwrite the user of another integration whose filter does include them.
+async fn keep_to_filter(
+    budget: &Budget,
+    client: &SageClient,
+    settings: &IntegrationSettings,
+    raw: &Value,
+    id: &str,
+    doing: &str,
+) -> Result<(), Failure> {
+    let Some(filter) = settings.source_filter.as_deref() else {
+        return Ok(());
+    };
+    // The id as Sage People names the worker, which the listing compares with.
+    let named = raw.get("id").and_then(Value::as_str).unwrap_or(id);
+    let what = format!("the filter check of employee {named}");
+    let passes = budget
+        .call(client, &what, |client| async move {
+            client.passes_filter(named, filter).await
+        })
+        .await
+        .map_err(|err| match err.kind() {
+            ErrorKind::Configuration => Failure(error(
+                "misconfigured",
+                format!(
+                    "{err}; the integration has a source_filter, so worker {id} is not {doing} \
+                     (a full run keeps to the filter; remove source_filter to act on workers \
+                     one by one without it)"
+                ),
+            )),
+            _ => err.into(),
+        })?;
+    if passes {
+        return Ok(());
+    }
+    Err(error(
+        "invalid",
+        format!(
+            "worker {id} is outside the integration's source_filter `{filter}` (Sage People's \
+             own answer to it), so it would not be loaded: a full run does not list it. Not \
+             {doing}; change the source_filter if this worker belongs to the integration"
+        ),
+    )
+    .into())
+}
+
+/// Reads worker `id` without publishing it, within [`WORKER_TIME`]; a worker outside the
+/// integration's `source_filter` is refused, saying that it would not be loaded.
 pub async fn fetch(extraction: &Extraction, id: &str) -> Result<WorkerFetched, Failure> {
     let budget = Budget::start(WORKER_TIME);
     check_id(id)?;
     let (client, settings) = client(extraction).await?;
     let raw = read(&budget, &client, id).await?;
+    if let Some(raw) = &raw {
+        keep_to_filter(&budget, &client, &settings, raw, id, "previewed").await?;
+    }
     Ok(WorkerFetched {
         found: raw.is_some(),
         raw,
@@ -134,7 +191,8 @@ pub async fn fetch(extraction: &Extraction, id: &str) -> Result<WorkerFetched, F
     })
 }
 
-/// Reads worker `id` within [`WORKER_TIME`] and publishes it as a single-worker run.
+/// Reads worker `id` within [`WORKER_TIME`] and publishes it as a single-worker run; a worker
+/// outside the integration's `source_filter` is refused before any run starts.
 ///
 /// Only the read is bounded: the run is journaled once the worker is read, and its start,
 /// event and completion are then written whatever the time, because a sync abandoned between
@@ -150,6 +208,7 @@ pub async fn sync(extraction: &Extraction, id: &str) -> Result<WorkerSynced, Fai
             run_id: None,
         });
     };
+    keep_to_filter(&budget, &client, &settings, &raw, id, "synced").await?;
     let bus = extraction.bus();
     let run_id = uuid::Uuid::now_v7().to_string();
     // A single-worker sync always writes: it is how an operator puts one user right.

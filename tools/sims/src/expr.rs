@@ -18,25 +18,29 @@ pub(crate) enum Token {
 }
 
 /// What a language's tokens look like beyond words, strings in single quotes (`''` escapes a
-/// quote) and parentheses.
+/// quote) and parentheses, and whether it has `not` besides `and` and `or`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Lexicon {
     /// Strings may also be in double quotes, and `\` escapes the next character.
     pub double_quotes_and_backslash: bool,
     /// `[`, `]` and `,` are tokens (lists).
     pub lists: bool,
+    /// `not` before a condition or a parenthesised group negates it.
+    pub negation: bool,
 }
 
 impl Lexicon {
-    /// Strings in single quotes only; no lists.
+    /// Strings in single quotes only; no lists; `not` negates.
     pub(crate) const PLAIN: Lexicon = Lexicon {
         double_quotes_and_backslash: false,
         lists: false,
+        negation: true,
     };
-    /// Strings in single or double quotes (`\` escapes), and `[a, b]` lists.
+    /// Strings in single or double quotes (`\` escapes), and `[a, b]` lists; no `not`.
     pub(crate) const WITH_LISTS: Lexicon = Lexicon {
         double_quotes_and_backslash: true,
         lists: true,
+        negation: false,
     };
 }
 
@@ -56,6 +60,7 @@ pub(crate) struct Limits {
 pub(crate) enum Expr<L> {
     Or(Box<Expr<L>>, Box<Expr<L>>),
     And(Box<Expr<L>>, Box<Expr<L>>),
+    Not(Box<Expr<L>>),
     Leaf(L),
 }
 
@@ -65,6 +70,7 @@ impl<L> Expr<L> {
         match self {
             Expr::Or(a, b) => a.eval(leaf) || b.eval(leaf),
             Expr::And(a, b) => a.eval(leaf) && b.eval(leaf),
+            Expr::Not(a) => !a.eval(leaf),
             Expr::Leaf(condition) => leaf(condition),
         }
     }
@@ -172,6 +178,7 @@ pub(crate) fn parse<L>(
     }
     let mut parser = Parser {
         cursor: Cursor { tokens, pos: 0 },
+        negation: lexicon.negation,
         limits,
         depth: 0,
         conditions: 0,
@@ -186,6 +193,7 @@ pub(crate) fn parse<L>(
 
 struct Parser<F> {
     cursor: Cursor,
+    negation: bool,
     limits: Limits,
     depth: usize,
     conditions: usize,
@@ -210,6 +218,10 @@ impl<L, F: FnMut(&mut Cursor) -> Result<L, String>> Parser<F> {
     }
 
     fn primary(&mut self) -> Result<Expr<L>, String> {
+        // Each `not` is a token, so the token limit bounds how deep negations recurse.
+        if self.negation && self.cursor.keyword("not") {
+            return Ok(Expr::Not(Box::new(self.primary()?)));
+        }
         match self.cursor.tokens.get(self.cursor.pos) {
             Some(Token::Open) => {
                 self.cursor.pos += 1;
@@ -256,7 +268,11 @@ mod tests {
 
     /// Conditions `name` alone, true when the name starts with `t`.
     fn parse_names(input: &str) -> Result<Expr<String>, String> {
-        parse(input, PLAIN, LIMITS, |cursor| match cursor.next() {
+        parse_names_in(input, PLAIN)
+    }
+
+    fn parse_names_in(input: &str, lexicon: Lexicon) -> Result<Expr<String>, String> {
+        parse(input, lexicon, LIMITS, |cursor| match cursor.next() {
             Some(Token::Word(w)) => Ok(w),
             other => Err(format!("expected a name, found {other:?}")),
         })
@@ -273,6 +289,18 @@ mod tests {
         assert!(holds("t1 or f1 and f2"));
         assert!(!holds("(t1 or f1) and f2"));
         assert!(holds("t1 AND (f1 OR t2)"));
+    }
+
+    #[test]
+    fn not_negates_the_condition_or_group_after_it_where_the_language_has_it() {
+        assert!(holds("not f1"));
+        assert!(!holds("not t1 or f1"));
+        assert!(holds("not (t1 and f1)"));
+        assert!(holds("NOT not t1"));
+        assert!(parse_names("not").is_err());
+        // Without negation, `not` is just a name.
+        let lists = parse_names_in("not", Lexicon::WITH_LISTS);
+        assert_eq!(lists, Ok(Expr::Leaf("not".to_owned())));
     }
 
     #[test]

@@ -57,9 +57,9 @@ pub(crate) fn classify_api(status: u16, fault: Fault, request: &Request<'_>) -> 
         (_, Some("REQUEST_LIMIT_EXCEEDED")) if fault.is_concurrent_limit() => (
             ErrorKind::Transient,
             format!(
-                "the Salesforce org at {host} has too many long-running requests at once while \
-                 {what} ({said}); backing off and trying again (if this persists, other \
-                 integrations of the org are holding long requests)"
+                "the Salesforce org at {host} has too many requests at once while {what} \
+                 ({said}); backing off and trying again (if this persists, other integrations \
+                 of the org are holding requests open)"
             ),
         ),
         // The contract: a 403 with this code is the used-up quota; a 420 or 429 with it is a
@@ -274,15 +274,36 @@ mod tests {
         assert!(error.to_string().contains("source_filter"), "{error}");
     }
 
+    fn limit_exceeded(status: u16, message: &str) -> Error {
+        let body = serde_json::json!([{"message": message, "errorCode": "REQUEST_LIMIT_EXCEEDED"}]);
+        classify_api(
+            status,
+            Fault::parse(body.to_string().as_bytes()),
+            &request(),
+        )
+    }
+
     #[test]
-    fn the_concurrent_request_limit_is_transient_and_the_daily_quota_is_not() {
-        let body = br#"[{"message":"ConcurrentPerOrgLongTxn Limit exceeded.","errorCode":"REQUEST_LIMIT_EXCEEDED"}]"#;
-        let concurrent = classify_api(403, Fault::parse(body), &request());
-        assert_eq!(concurrent.kind(), ErrorKind::Transient);
-        assert!(concurrent.to_string().contains("backing off"));
+    fn every_concurrent_limit_is_transient_and_the_daily_quota_is_not() {
+        for message in [
+            "ConcurrentPerOrgLongTxn Limit exceeded.",
+            "ConcurrentRequests (Concurrent API Requests) Limit exceeded.",
+            "ConcurrentPerOrgApex Limit exceeded",
+        ] {
+            let concurrent = limit_exceeded(403, message);
+            assert_eq!(concurrent.kind(), ErrorKind::Transient, "{message}");
+            assert!(concurrent.to_string().contains("backing off"), "{message}");
+        }
+        // The daily quota, and a limit this client does not know, stop the run.
+        for message in [
+            "TotalRequests Limit exceeded.",
+            "SomeNewLimit Limit exceeded.",
+            "",
+        ] {
+            let stop = limit_exceeded(403, message);
+            assert_eq!(stop.kind(), ErrorKind::QuotaExhausted, "{message:?}");
+        }
         let body = br#"[{"message":"TotalRequests Limit exceeded.","errorCode":"REQUEST_LIMIT_EXCEEDED"}]"#;
-        let daily = classify_api(403, Fault::parse(body), &request());
-        assert_eq!(daily.kind(), ErrorKind::QuotaExhausted);
         // 420 and 429 are transient statuses, whatever code they carry.
         for status in [420, 429] {
             let slow_down = classify_api(status, Fault::parse(body), &request());

@@ -9,9 +9,11 @@ const EXCERPT_CHARS: usize = 200;
 /// How deep an `innererror` chain is followed; deeper levels are ignored.
 const MAX_INNER_DEPTH: usize = 16;
 
-/// The limit named in a `REQUEST_LIMIT_EXCEEDED` that asks to back off for seconds rather than
-/// to stop the run: too many long-running requests at once in the org.
-const CONCURRENT_LIMIT: &str = "ConcurrentPerOrgLongTxn";
+/// The word every concurrent limit of a `REQUEST_LIMIT_EXCEEDED` carries in its name
+/// (`ConcurrentPerOrgLongTxn`, `ConcurrentRequests`, `ConcurrentPerOrgApex`): too many requests
+/// at once in the org, which asks to back off for seconds rather than to stop the run. The daily
+/// quota (`TotalRequests`) and any limit Salesforce may name later do not, and stop the run.
+const CONCURRENT_LIMIT: &str = "concurrent";
 
 /// The code of the deepest `innererror` that has one: the hierarchy goes from general to
 /// specific, so the last code is the one that says most.
@@ -107,12 +109,12 @@ impl Fault {
         }
     }
 
-    /// Whether Salesforce's message says the concurrent long-running request limit, not the
-    /// daily quota, was hit.
+    /// Whether Salesforce's message names one of the org's concurrent-request limits, not the
+    /// daily quota, as the limit that was hit.
     pub(super) fn is_concurrent_limit(&self) -> bool {
         self.message
             .as_deref()
-            .is_some_and(|m| m.contains(CONCURRENT_LIMIT))
+            .is_some_and(|m| m.to_ascii_lowercase().contains(CONCURRENT_LIMIT))
     }
 
     fn excerpt(body: &[u8]) -> Fault {

@@ -33,6 +33,30 @@ pub const PUBLISHED_INNER_CODES: [&str; 27] = [
     "INVALID_PAYDETAILS_DOCUMENT",
 ];
 
+/// Whether `code` refuses a `$filter` for what it says: Sage People's filter codes and
+/// Salesforce's query codes.
+fn is_filter_code(code: &str) -> bool {
+    matches!(
+        code,
+        "INVALID_FILTER"
+            | "SYNTAX_ERROR"
+            | "UNEXPECTED_TOKEN"
+            | "UNTERMINATED_LITERAL"
+            | "GROUPING_TOO_DEEP"
+            | "DATA_TYPE_MISMATCH"
+            | "UNKNOWN_IDENTIFIER"
+            | "INVALID_OPERATION"
+            | "CANNOT_DETERMINE_OPERATOR_PRECEDENCE"
+            | "MALFORMED_QUERY"
+            | "INVALID_FIELD"
+    )
+}
+
+/// Whether `code`, answered to a request that carried a `$filter`, says the filter was refused.
+pub(crate) fn refuses_filter(code: &str) -> bool {
+    is_filter_code(code) || matches!(code, "INVALID_QUERY_STRING" | "INVALID_PARAMETER")
+}
+
 /// Whether `code` says the request or the org's set-up is wrong — a code [`configuration_fix`]
 /// has a remedy for — so no retry, and no other reading of the answer, helps.
 pub(crate) fn is_configuration_code(code: &str) -> bool {
@@ -49,9 +73,10 @@ pub(super) fn configuration_fix(
 ) -> Option<String> {
     let filter_fix = || match filter {
         Some(filter) => format!(
-            "fix the integration's source_filter `{filter}` (operators eq, ne, gt, lt, and, or; \
-             nested fields with dots; text in single quotes, e.g. workAddress.country eq \
-             'France'), then run again"
+            "fix the integration's source_filter `{filter}` (comparisons eq, ne, gt, ge, lt, \
+             le joined by and / or, negated with not; nested fields with dots; text in single \
+             quotes, dates bare as 2024-01-31, e.g. workAddress.country eq 'France'), then run \
+             again"
         ),
         None => "peoplesync sent no filter, so something between peoplesync and Sage People \
                  rewrites requests, or the login URL is not a Sage People org; check both, then \
@@ -76,17 +101,7 @@ pub(super) fn configuration_fix(
             "the API user cannot read an object; give the integration user's permission set \
              Read and View All on {object}, then run again"
         ),
-        "INVALID_FILTER"
-        | "SYNTAX_ERROR"
-        | "UNEXPECTED_TOKEN"
-        | "UNTERMINATED_LITERAL"
-        | "GROUPING_TOO_DEEP"
-        | "DATA_TYPE_MISMATCH"
-        | "UNKNOWN_IDENTIFIER"
-        | "INVALID_OPERATION"
-        | "CANNOT_DETERMINE_OPERATOR_PRECEDENCE"
-        | "MALFORMED_QUERY"
-        | "INVALID_FIELD" => filter_fix(),
+        code if is_filter_code(code) => filter_fix(),
         "INVALID_QUERY_STRING" | "INVALID_PARAMETER" => match filter {
             Some(_) => filter_fix(),
             None => "a query parameter was refused although peoplesync sends only `marker` and \

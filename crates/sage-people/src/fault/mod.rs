@@ -18,5 +18,5 @@ mod token_endpoint;
 pub(crate) use api::{Request, classify_api};
 pub(crate) use body::Fault;
 pub use configuration::PUBLISHED_INNER_CODES;
-pub(crate) use configuration::is_configuration_code;
+pub(crate) use configuration::{is_configuration_code, refuses_filter};
 pub(crate) use token_endpoint::classify_token;

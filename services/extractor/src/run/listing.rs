@@ -3,6 +3,9 @@
 
 use super::*;
 
+use peoplesync_core::NormaliseError;
+use sha2::{Digest, Sha256};
+
 /// Headroom left below NATS's payload limit for an event's headers.
 const HEADER_ROOM: usize = 4 * 1024;
 
@@ -16,23 +19,69 @@ fn max_event_bytes(bus: &Bus) -> usize {
     }
 }
 
-/// The dead letter of a worker whose event is too large to publish.
-fn too_large(integration: &str, run_id: &str, worker: &str, size: usize, max: usize) -> DeadLetter {
+/// How much of a skipped record its dead letter holds.
+const LETTER_EXCERPT_CHARS: usize = 64 * 1024;
+
+/// A dead letter of the extractor about `worker`, which was skipped for `reason`.
+fn skipped(integration: &str, run_id: &str, worker: &str, reason: String) -> DeadLetter {
     DeadLetter {
         integration: integration.to_owned(),
         run_id: run_id.to_owned(),
         worker_id: worker.to_owned(),
-        reason: format!(
-            "worker {worker}'s event is {size} bytes, more than NATS accepts in one message \
-             ({max} bytes): the worker was skipped. Shorten its largest field in Sage People (or \
-             raise max_payload on the NATS servers), then run again; the letter holds the start \
-             of the record, not an event to replay"
-        ),
+        reason,
         stage: dlq::STAGE_EXTRACTOR.into(),
         attempts: 1,
         original_subject: names::workers_subject(integration),
         ..DeadLetter::default()
     }
+}
+
+/// The dead letter of a worker whose event is too large to publish.
+fn too_large(integration: &str, run_id: &str, worker: &str, size: usize, max: usize) -> DeadLetter {
+    let reason = format!(
+        "worker {worker}'s event is {size} bytes, more than NATS accepts in one message \
+         ({max} bytes): the worker was skipped. Shorten its largest field in Sage People (or \
+         raise max_payload on the NATS servers), then run again; the letter holds the start \
+         of the record, not an event to replay"
+    );
+    skipped(integration, run_id, worker, reason)
+}
+
+/// The dead letter of a listed record that cannot be normalised into a worker (no usable `id`,
+/// or not an object): it cannot be published, nor matched to a user when it is gone.
+fn unusable(integration: &str, run_id: &str, raw: &Value, problem: &NormaliseError) -> DeadLetter {
+    let worker = record_label(raw);
+    let reason = format!(
+        "Sage People listed a record that cannot be read as a worker ({problem}): it was \
+         skipped, and no user is created, updated or removed for it. Find the worker in Sage \
+         People by the record at the start of this letter and correct it (or report the record \
+         to Sage People support), then run again; nothing to replay"
+    );
+    skipped(integration, run_id, &worker, reason)
+}
+
+/// The name a dead letter gives a record without a usable id: the id itself when it is text
+/// (on one line, cut to 128 characters), else `no-id-` and a digest of the record, so that one
+/// record keeps one letter across runs and two records never share one.
+fn record_label(raw: &Value) -> String {
+    match raw.get("id").and_then(Value::as_str) {
+        Some(id) if !id.trim().is_empty() => id
+            .chars()
+            .take(128)
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect(),
+        _ => {
+            let digest = Sha256::digest(raw.to_string().as_bytes());
+            format!("no-id-{}", hex::encode(&digest[..8]))
+        }
+    }
+}
+
+/// Files `letter` with the start of the record it is about.
+async fn file_letter(bus: &Bus, letter: &DeadLetter, raw: &Value) -> Result<(), BusError> {
+    let excerpt: String = raw.to_string().chars().take(LETTER_EXCERPT_CHARS).collect();
+    dlq::record(bus, letter, excerpt.into()).await?;
+    Ok(())
 }
 
 pub(super) struct Listing<'a> {
@@ -182,8 +231,7 @@ impl Listing<'_> {
                 let letter = hold.letter(integration, &run_id, worker);
                 tracing::warn!(integration, run_id = %run_id, worker, field = %hold.field,
                     others = ?hold.others, "holding back a worker whose sync key another worker shares");
-                let excerpt: String = raw.to_string().chars().take(64 * 1024).collect();
-                dlq::record(self.extraction.bus(), &letter, excerpt.into()).await?;
+                file_letter(self.extraction.bus(), &letter, raw).await?;
                 if let Some(id) = id {
                     ids.push(id);
                 }
@@ -210,8 +258,7 @@ impl Listing<'_> {
                     );
                     tracing::error!(integration, run_id = %run_id, worker, size = event.payload.len(),
                         max_payload, "skipping a worker whose event is larger than NATS accepts");
-                    let excerpt: String = raw.to_string().chars().take(64 * 1024).collect();
-                    dlq::record(self.extraction.bus(), &letter, excerpt.into()).await?;
+                    file_letter(self.extraction.bus(), &letter, raw).await?;
                     if let Some(id) = id {
                         ids.push(id);
                     }
@@ -252,10 +299,14 @@ impl Listing<'_> {
                     }
                 }
                 Err(err) => {
+                    // Not in the seen list either: without an id it cannot be matched to a
+                    // user, so the letter is what tells the operator about it.
                     self.checkpoint.skipped += 1;
+                    let letter = unusable(integration, &run_id, raw, &err);
                     let excerpt: String = raw.to_string().chars().take(200).collect();
                     tracing::warn!(integration, run_id = %run_id, error = %err, record = %excerpt,
-                        "skipping a Sage People record that cannot be normalised");
+                        worker = %letter.worker_id, "skipping a Sage People record that cannot be normalised, with a dead letter");
+                    file_letter(self.extraction.bus(), &letter, raw).await?;
                 }
             }
         }

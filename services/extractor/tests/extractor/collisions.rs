@@ -2,24 +2,11 @@
 //! with a dead letter naming the other worker, kept in the seen list, and remembered so the next
 //! run sends neither.
 
-use std::collections::BTreeMap;
-
-use peoplesync_bus::{DeadLetterRecord, dlq};
+use peoplesync_bus::dlq;
 use peoplesync_sims::generate;
 use serde_json::json;
 
 use crate::harness::*;
-
-/// The latest letter of each worker.
-async fn letters(bus: &peoplesync_bus::Bus) -> BTreeMap<String, DeadLetterRecord> {
-    let mut letters = BTreeMap::new();
-    let mut sequence = 1;
-    while let Some(record) = dlq::next(bus, ID, sequence).await.unwrap() {
-        sequence = record.sequence + 1;
-        letters.insert(record.letter.worker_id.clone(), record);
-    }
-    letters
-}
 
 fn email_of(s: &Setup, index: u64) -> String {
     s.sim

@@ -2,8 +2,10 @@
 
 use peoplesync_bus::control::{Progress, RunStarted, WorkerFetched, WorkerSynced};
 use peoplesync_bus::{RunState, control};
+use peoplesync_core::IntegrationConfig;
 use peoplesync_proto::v1::WorkerEventKind;
 use peoplesync_sims::generate;
+use peoplesync_sims::sage::{SageConfig, SageFaults};
 use serde_json::json;
 
 use crate::harness::*;
@@ -99,6 +101,98 @@ async fn the_worker_command_publishes_a_single_worker_run_and_fetch_only_reads()
         .await
         .unwrap_err();
     assert_eq!(malformed.code, "invalid");
+    service.shutdown().await;
+}
+
+/// An org of 50 whose workers 7 and 8 work in France and Spain, an integration reading France
+/// only, and a service answering commands.
+async fn france_only(faults: SageFaults) -> (Setup, Running, String, String) {
+    let s = setup(SageConfig {
+        faults,
+        ..org(50, 10, 10)
+    })
+    .await;
+    let (inside, outside) = (generate::worker_id(7), generate::worker_id(8));
+    s.sim
+        .patch_worker(&inside, json!({"workAddress": {"country": "France"}}));
+    s.sim
+        .patch_worker(&outside, json!({"workAddress": {"country": "Spain"}}));
+    let mut integration = IntegrationConfig::default_for(ID);
+    integration.source_filter = Some("workAddress.country eq 'France'".into());
+    put_integration(&s.bus, &integration).await;
+    let (config, secrets) = config(&s.sim, &[ID]);
+    let service = serve(&s.bus, config, secrets, true).await;
+    (s, service, inside, outside)
+}
+
+#[tokio::test]
+async fn a_worker_outside_the_source_filter_is_neither_synced_nor_previewed() {
+    let (s, service, inside, outside) = france_only(SageFaults::default()).await;
+
+    let refused = command::<WorkerSynced>(&s.bus, ID, control::WORKER, json!({"id": outside}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, "invalid");
+    for said in [
+        "outside the integration's source_filter `workAddress.country eq 'France'`",
+        "Not synced",
+    ] {
+        assert!(refused.message.contains(said), "{said:?}: {refused:?}");
+    }
+    assert!(
+        drain_workers(&s.bus, ID).await.is_empty(),
+        "nothing published"
+    );
+    assert!(
+        s.bus.runs().list(Some(ID)).await.unwrap().is_empty(),
+        "no run record, so none left running"
+    );
+    let preview = command::<WorkerFetched>(&s.bus, ID, control::FETCH, json!({"id": outside}))
+        .await
+        .unwrap_err();
+    assert_eq!(preview.code, "invalid");
+    assert!(
+        preview.message.contains("would not be loaded")
+            && preview.message.contains("source_filter"),
+        "{preview:?}"
+    );
+
+    // A worker inside the filter is synced and previewed as before.
+    let synced: WorkerSynced = command(&s.bus, ID, control::WORKER, json!({"id": inside}))
+        .await
+        .unwrap();
+    let record = s.run_record(ID, &synced.run_id.expect("a run")).await;
+    assert_eq!((record.state, record.published), (RunState::Completed, 1));
+    let fetched: WorkerFetched = command(&s.bus, ID, control::FETCH, json!({"id": inside}))
+        .await
+        .unwrap();
+    assert!(fetched.found);
+    service.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_org_that_refuses_id_in_filters_refuses_the_worker_commands_saying_so() {
+    let (s, service, inside, _) = france_only(SageFaults {
+        filter_refuses_id: true,
+        ..SageFaults::default()
+    })
+    .await;
+    let refused = command::<WorkerSynced>(&s.bus, ID, control::WORKER, json!({"id": inside}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, "misconfigured");
+    for said in ["do not accept `id`", "is not synced", "source_filter"] {
+        assert!(refused.message.contains(said), "{said:?}: {refused:?}");
+    }
+    assert!(
+        drain_workers(&s.bus, ID).await.is_empty(),
+        "nothing published"
+    );
+    assert!(s.bus.runs().list(Some(ID)).await.unwrap().is_empty());
+    let preview = command::<WorkerFetched>(&s.bus, ID, control::FETCH, json!({"id": inside}))
+        .await
+        .unwrap_err();
+    assert_eq!(preview.code, "misconfigured", "{preview:?}");
     service.shutdown().await;
 }
 

@@ -131,6 +131,53 @@ async fn a_token_refused_twice_in_a_row_fails_the_run_naming_grant_and_host() {
     );
 }
 
+/// The extractor's own check of a `source_filter` and the simulated org take and refuse the
+/// same filters: `not`, dates written bare, and nesting up to one limit.
+#[tokio::test]
+async fn the_filter_check_and_the_simulated_org_agree_on_the_syntax() {
+    use peoplesync_extractor::filter::{self, MAX_NESTING};
+    use peoplesync_sage_people::{Credentials, RetryPolicy, SageClient};
+    let sim = peoplesync_sims::sage::SageSim::spawn(org(20, 50, 50))
+        .await
+        .unwrap();
+    let mut config = peoplesync_sage_people::SageConfig::new(
+        sim.url(),
+        Credentials::ClientCredentials {
+            client_id: "sim-client".into(),
+            client_secret: "sim-secret".into(),
+        },
+    );
+    config.retry = RetryPolicy::QUICK;
+    let client = SageClient::new(config).unwrap();
+    let nested = |depth: usize| {
+        format!(
+            "{}hrDepartment eq 'People'{}",
+            "(".repeat(depth),
+            ")".repeat(depth)
+        )
+    };
+    let cases = [
+        (nested(MAX_NESTING), true),
+        (nested(MAX_NESTING + 1), false),
+        ("not hrDepartment eq 'People'".to_owned(), true),
+        ("currentEmployment.startDate gt 2019-01-01".to_owned(), true),
+        (
+            "currentEmployment.startDate gt 2019-02-30".to_owned(),
+            false,
+        ),
+        (
+            "currentEmployment.startDate gt 2019-01-01T10:00".to_owned(),
+            false,
+        ),
+    ];
+    for (source_filter, accepted) in cases {
+        let checked = filter::validate(&source_filter);
+        assert_eq!(checked.is_ok(), accepted, "{source_filter}: {checked:?}");
+        let page = client.list_page(None, Some(&source_filter)).await;
+        assert_eq!(page.is_ok(), accepted, "{source_filter}: {page:?}");
+    }
+}
+
 #[tokio::test]
 async fn an_invalid_source_filter_is_refused_before_any_call() {
     let (s, err) = failed_run(

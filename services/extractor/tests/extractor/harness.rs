@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use futures::StreamExt;
 use peoplesync_bus::checkpoint::Checkpoint;
-use peoplesync_bus::{Bus, RunRecord, codec, names};
+use peoplesync_bus::{Bus, DeadLetterRecord, RunRecord, codec, dlq, names};
 use peoplesync_core::IntegrationConfig;
 use peoplesync_extractor::config::{CredentialSet, ExtractorConfig, Grant};
 use peoplesync_extractor::settings::Sources;
@@ -276,6 +276,17 @@ pub async fn run_events(bus: &Bus, integration: &str) -> Vec<RunEvent> {
 
 /// Checks that `events` hold each of the org's first `workers` workers exactly once, as upserts
 /// of `run_id`.
+/// The latest dead letter of each worker of the default integration.
+pub async fn letters(bus: &Bus) -> BTreeMap<String, DeadLetterRecord> {
+    let mut letters = BTreeMap::new();
+    let mut sequence = 1;
+    while let Some(record) = dlq::next(bus, ID, sequence).await.unwrap() {
+        sequence = record.sequence + 1;
+        letters.insert(record.letter.worker_id.clone(), record);
+    }
+    letters
+}
+
 pub fn assert_each_worker_once(events: &[WorkerEvent], workers: u64, run_id: &str) {
     let ids: Vec<&str> = events
         .iter()

@@ -53,6 +53,50 @@ async fn a_full_run_publishes_every_worker_once_across_variable_page_sizes() {
 }
 
 #[tokio::test]
+async fn a_listed_record_without_a_usable_id_is_dead_lettered_with_its_start() {
+    use peoplesync_bus::dlq;
+    use peoplesync_sims::generate::worker_id;
+    use serde_json::json;
+    let s = setup(org(200, 50, 50)).await;
+    // None of them last on its page (49, 99, ...), whose id is the next marker.
+    s.sim
+        .replace_worker(&worker_id(10), json!({"fullName": "Missing Id"}));
+    s.sim
+        .replace_worker(&worker_id(60), json!({"id": null, "fullName": "Null Id"}));
+    s.sim.replace_worker(
+        &worker_id(110),
+        json!({"id": ["a2G7E"], "fullName": "List Id"}),
+    );
+    let summary = s.full_run().await;
+    assert_eq!((summary.published, summary.skipped), (197, 3));
+
+    let first = letters(&s.bus).await;
+    assert_eq!(first.len(), 3, "one letter each: {:?}", first.keys());
+    for name in ["Missing Id", "Null Id", "List Id"] {
+        let record = first
+            .values()
+            .find(|r| String::from_utf8_lossy(&r.payload).contains(name))
+            .unwrap_or_else(|| panic!("no letter holds {name}: {first:?}"));
+        let letter = &record.letter;
+        assert_eq!(letter.stage, dlq::STAGE_EXTRACTOR);
+        assert_eq!(letter.run_id, summary.run_id);
+        assert!(letter.worker_id.starts_with("no-id-"), "{letter:?}");
+        assert!(letter.reason.contains("has no `id`"), "{letter:?}");
+        assert!(letter.reason.contains("correct it"), "{letter:?}");
+    }
+
+    // The next run files the same letters again, counted for its run, not new ones.
+    let again = s.full_run().await;
+    assert_eq!(again.skipped, 3);
+    let after = letters(&s.bus).await;
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        first.keys().collect::<Vec<_>>()
+    );
+    assert!(after.values().all(|r| r.seen.runs == 2), "{after:?}");
+}
+
+#[tokio::test]
 async fn an_empty_data_array_ends_the_listing_like_no_content() {
     let s = setup(SageConfig {
         workers: 450,

@@ -29,7 +29,8 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>, RawQuery(query): Raw
             .into_owned()
             .collect();
 
-    let filter = match params.get("$filter").map(|f| filter::parse(f)) {
+    let id_allowed = !lock(&shared.control).faults.filter_refuses_id;
+    let filter = match params.get("$filter").map(|f| filter::parse(f, id_allowed)) {
         None => None,
         Some(Ok(f)) => Some(f),
         Some(Err(problem)) => {

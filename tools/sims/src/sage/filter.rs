@@ -1,7 +1,9 @@
-//! The `$filter` expressions the Employees API accepts (Microsoft REST guidelines syntax):
-//! `path op literal` with `eq`, `ne`, `gt`, `lt`, `ge`, `le`, joined with `and` / `or`, grouped
-//! with parentheses. Paths are the employee's fields, nested with dots
-//! (`workAddress.country eq 'France'`). Anything else is an `INVALID_FILTER` error.
+//! The `$filter` expressions the Employees API accepts (Microsoft REST guidelines syntax, as
+//! Sage People's API filtering guide describes it): `path op literal` with `eq`, `ne`, `gt`,
+//! `lt`, `ge`, `le`, joined with `and` / `or`, negated with `not`, grouped with parentheses.
+//! Paths are the employee's fields, nested with dots (`workAddress.country eq 'France'`);
+//! literals are text in single quotes, numbers, `true`, `false`, `null` and dates written bare
+//! (`2020-01-01`). Anything else is an `INVALID_FILTER` error.
 
 use serde_json::Value;
 
@@ -53,7 +55,9 @@ const PATHS: &[&str] = &[
 ];
 
 /// Longest accepted filter, in tokens, and deepest parenthesis nesting: filters are parsed
-/// and evaluated recursively, so request data must not be able to exhaust the stack.
+/// and evaluated recursively, so request data must not be able to exhaust the stack. Sage
+/// People does not publish its nesting limit; 16 is the depth peoplesync's own check allows
+/// (`peoplesync_core::source_filter::MAX_NESTING`), so the two refuse the same filters.
 const LIMITS: Limits = Limits {
     max_tokens: 400,
     max_conditions: 400,
@@ -77,17 +81,21 @@ pub(crate) fn inner_code(problem: &str) -> &'static str {
     }
 }
 
-/// Parses a `$filter` value; the error says what is wrong with it.
-pub(crate) fn parse(input: &str) -> Result<Filter, String> {
-    expr::parse(input, Lexicon::PLAIN, LIMITS, comparison)
+/// Parses a `$filter` value; the error says what is wrong with it. With `id_allowed` false, a
+/// condition on `id` is refused as an unknown field (Sage People does not publish whether its
+/// filters accept `id`; the simulator accepts it unless told otherwise).
+pub(crate) fn parse(input: &str, id_allowed: bool) -> Result<Filter, String> {
+    expr::parse(input, Lexicon::PLAIN, LIMITS, |cursor| {
+        comparison(cursor, id_allowed)
+    })
 }
 
 /// `path op literal`.
-fn comparison(cursor: &mut Cursor) -> Result<Compare, String> {
+fn comparison(cursor: &mut Cursor, id_allowed: bool) -> Result<Compare, String> {
     let Some(Token::Word(path)) = cursor.next() else {
         return Err("a condition must start with a field".into());
     };
-    if !PATHS.contains(&path.as_str()) {
+    if !PATHS.contains(&path.as_str()) || (path == "id" && !id_allowed) {
         return Err(format!("'{path}' is not a field of the employee"));
     }
     let op = match cursor.next() {
@@ -119,10 +127,15 @@ fn literal(word: &str) -> Result<Value, String> {
         "true" => Ok(Value::Bool(true)),
         "false" => Ok(Value::Bool(false)),
         "null" => Ok(Value::Null),
+        // A date as the filtering guide writes it: compared with a date field's
+        // `YYYY-MM-DD` text, which sorts as the dates do.
+        _ if word.len() == 10 && chrono::NaiveDate::parse_from_str(word, "%Y-%m-%d").is_ok() => {
+            Ok(Value::String(word.to_owned()))
+        }
         _ => match word.parse::<f64>() {
             Ok(n) if n.is_finite() => Ok(serde_json::json!(n)),
             _ => Err(format!(
-                "'{word}' is not a value (strings go in single quotes)"
+                "'{word}' is not a value (strings go in single quotes, dates as 2020-01-01)"
             )),
         },
     }
@@ -183,7 +196,7 @@ mod tests {
     }
 
     fn check(filter: &str) -> bool {
-        parse(filter)
+        parse(filter, true)
             .map(|f| matches(&f, &employee()))
             .unwrap_or_else(|e| panic!("{filter}: {e}"))
     }
@@ -216,6 +229,38 @@ mod tests {
     }
 
     #[test]
+    fn not_and_bare_dates_are_taken_as_the_filtering_guide_writes_them() {
+        assert!(check("not workAddress.country eq 'Spain'"));
+        assert!(!check(
+            "not (workAddress.country eq 'France' and currentEmployment.active eq true)"
+        ));
+        assert!(check("currentEmployment.startDate gt 2019-01-01"));
+        assert!(check("currentEmployment.startDate eq 2019-02-04"));
+        assert!(!check("currentEmployment.startDate lt 2019-02-04"));
+        assert!(check(
+            "currentEmployment.endDate eq null and not currentEmployment.startDate ge 2020-01-01"
+        ));
+        for bad in [
+            "currentEmployment.startDate gt 2019-02-30",
+            "currentEmployment.startDate gt 2019-2-4",
+            "not",
+        ] {
+            assert!(parse(bad, true).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn id_is_a_field_unless_the_org_is_set_to_refuse_it() {
+        assert!(check(
+            "id eq 'a2G7E0000000000001' and workAddress.country eq 'France'"
+        ));
+        assert!(!check("id eq 'a2G7E0000000000002'"));
+        let refused = parse("id eq 'a2G7E0000000000001'", false).expect_err("id refused");
+        assert_eq!(inner_code(&refused), "UNKNOWN_IDENTIFIER");
+        assert!(parse("workAddress.country eq 'France'", false).is_ok());
+    }
+
+    #[test]
     fn malformed_filters_are_refused() {
         for bad in [
             "",
@@ -232,17 +277,17 @@ mod tests {
             "id eq 'a' ; drop",
             "workAddress.country eq 'F' xor id eq 'a'",
         ] {
-            assert!(parse(bad).is_err(), "{bad:?} should be refused");
+            assert!(parse(bad, true).is_err(), "{bad:?} should be refused");
         }
     }
 
     #[test]
     fn absurdly_nested_or_long_filters_are_refused_without_crashing() {
         let nested = format!("{}id eq 'x'{}", "(".repeat(10_000), ")".repeat(10_000));
-        assert!(parse(&nested).is_err());
+        assert!(parse(&nested, true).is_err());
         let long = vec!["id eq 'x'"; 5_000].join(" and ");
-        assert!(parse(&long).is_err());
+        assert!(parse(&long, true).is_err());
         let fine = format!("{}id eq 'x'{}", "(".repeat(16), ")".repeat(16));
-        assert!(parse(&fine).is_ok());
+        assert!(parse(&fine, true).is_ok());
     }
 }

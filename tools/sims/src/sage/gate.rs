@@ -104,7 +104,7 @@ fn refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
         return Some(errors::salesforce(
             StatusCode::FORBIDDEN,
             "REQUEST_LIMIT_EXCEEDED",
-            "ConcurrentPerOrgLongTxn Limit exceeded.",
+            control.faults.concurrent_limit.message(),
         ));
     }
     if control.api_usage >= shared.config.api_quota {

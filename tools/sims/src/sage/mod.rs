@@ -134,9 +134,15 @@ pub struct SageFaults {
     pub config_error_status: Option<u16>,
     /// The envelope's `target` of `config_error` (e.g. the field an `INACCESSIBLE_FIELD` names).
     pub config_error_target: Option<String>,
-    /// The next this-many API calls answer `403 REQUEST_LIMIT_EXCEEDED` with
-    /// `ConcurrentPerOrgLongTxn Limit exceeded` (too many long requests at once); counts down.
+    /// The next this-many API calls answer `403 REQUEST_LIMIT_EXCEEDED` naming the concurrent
+    /// limit `concurrent_limit` (too many requests at once); counts down.
     pub concurrent_limit_calls: u64,
+    /// Which concurrent limit those refusals name; Salesforce has several.
+    pub concurrent_limit: ConcurrentLimit,
+    /// A `$filter` naming `id` is refused as `400 INVALID_FILTER / UNKNOWN_IDENTIFIER`, as if
+    /// `id` were not a field. Sage People does not publish whether its filters accept `id`, so
+    /// both are possible; by default the simulator accepts it.
+    pub filter_refuses_id: bool,
     /// Every marker is refused with `400 INVALID_MARKER`.
     pub reject_markers: bool,
     /// Share of `200` employee responses (0..1) whose body is cut in the middle.
@@ -149,6 +155,33 @@ pub struct SageFaults {
     /// user without the "View Setup and Configuration" permission. What Salesforce answers
     /// such a user is not published, so the code is the caller's choice.
     pub limits_refused: Option<String>,
+}
+
+/// A Salesforce concurrent-request limit, as named in the message of a `403
+/// REQUEST_LIMIT_EXCEEDED`. Each means "too many at once, back off"; none is the daily quota.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConcurrentLimit {
+    /// Long-running requests (20 seconds and more) at once: `ConcurrentPerOrgLongTxn`.
+    #[default]
+    LongTxn,
+    /// API requests at once: `ConcurrentRequests (Concurrent API Requests)`.
+    Requests,
+    /// Long-running Apex at once, as older orgs name it: `ConcurrentPerOrgApex`.
+    Apex,
+}
+
+impl ConcurrentLimit {
+    /// The message Salesforce sends with the refusal.
+    pub fn message(self) -> &'static str {
+        match self {
+            ConcurrentLimit::LongTxn => "ConcurrentPerOrgLongTxn Limit exceeded.",
+            ConcurrentLimit::Requests => {
+                "ConcurrentRequests (Concurrent API Requests) Limit exceeded."
+            }
+            ConcurrentLimit::Apex => "ConcurrentPerOrgApex Limit exceeded.",
+        }
+    }
 }
 
 /// What the simulator has seen so far; `GET /_admin/stats` returns it as JSON.

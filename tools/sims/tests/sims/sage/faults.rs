@@ -132,6 +132,42 @@ async fn the_concurrent_limit_refuses_the_set_number_of_calls_then_lets_them_thr
 }
 
 #[tokio::test]
+async fn the_concurrent_limit_names_the_limit_it_is_set_to() {
+    use peoplesync_sims::sage::ConcurrentLimit;
+    let (sim, client, t) = session(config(5)).await;
+    for (limit, named) in [
+        (
+            ConcurrentLimit::LongTxn,
+            "ConcurrentPerOrgLongTxn Limit exceeded.",
+        ),
+        (
+            ConcurrentLimit::Requests,
+            "ConcurrentRequests (Concurrent API Requests) Limit exceeded.",
+        ),
+        (
+            ConcurrentLimit::Apex,
+            "ConcurrentPerOrgApex Limit exceeded.",
+        ),
+    ] {
+        sim.set_faults(SageFaults {
+            concurrent_limit_calls: 1,
+            concurrent_limit: limit,
+            ..SageFaults::default()
+        });
+        let response = get(&client, &sim.url(), &t, &[]).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{limit:?}");
+        let body = json(response).await;
+        assert_eq!(body[0]["errorCode"], "REQUEST_LIMIT_EXCEEDED");
+        assert_eq!(body[0]["message"], named);
+    }
+    // Through the admin endpoint, by its snake_case name.
+    let faults: SageFaults =
+        serde_json::from_value(serde_json::json!({"concurrent_limit": "requests"}))
+            .expect("the faults JSON");
+    assert_eq!(faults.concurrent_limit, ConcurrentLimit::Requests);
+}
+
+#[tokio::test]
 async fn limits_report_daily_api_requests_and_the_header_can_be_left_off() {
     let (sim, client) = spawn(SageConfig {
         api_quota: 1_000,
