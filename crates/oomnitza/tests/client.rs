@@ -484,6 +484,21 @@ mod reading {
     }
 
     #[tokio::test]
+    async fn values_with_quotes_and_backslashes_are_found_as_they_are() {
+        // Filters are SQL-like as published: a quote is doubled, a backslash is itself.
+        let (sim, client) = seeded(&users(0..1)).await;
+        for name in [r"ACME\ada", r"ends with\", "o'brien"] {
+            let mut user = user(0);
+            user.insert("USER".into(), json!(name));
+            user.insert(SAGE_USER_ID_FIELD.into(), json!(name));
+            sim.insert_user(user);
+            let found = client.find_user_by("username", name).await.unwrap();
+            assert_eq!(found.len(), 1, "{name}: {found:?}");
+            assert_eq!(found[0]["username"], name);
+        }
+    }
+
+    #[tokio::test]
     async fn every_page_of_users_is_read() {
         let (sim, client) = seeded(&users(0..50)).await;
         let all = client.find_all_users("", 7).await.unwrap();

@@ -21,8 +21,10 @@ pub(crate) enum Token {
 /// quote) and parentheses, and whether it has `not` besides `and` and `or`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Lexicon {
-    /// Strings may also be in double quotes, and `\` escapes the next character.
-    pub double_quotes_and_backslash: bool,
+    /// Strings may also be in double quotes, inside which `\` escapes the next character.
+    pub double_quotes: bool,
+    /// `\` escapes the next character inside single quotes too (SQL keeps it as it is).
+    pub backslash_in_single_quotes: bool,
     /// `[`, `]` and `,` are tokens (lists).
     pub lists: bool,
     /// `not` before a condition or a parenthesised group negates it.
@@ -32,13 +34,16 @@ pub(crate) struct Lexicon {
 impl Lexicon {
     /// Strings in single quotes only; no lists; `not` negates.
     pub(crate) const PLAIN: Lexicon = Lexicon {
-        double_quotes_and_backslash: false,
+        double_quotes: false,
+        backslash_in_single_quotes: false,
         lists: false,
         negation: true,
     };
-    /// Strings in single or double quotes (`\` escapes), and `[a, b]` lists; no `not`.
+    /// Strings in single quotes (as in SQL, `\` is itself) or double quotes (`\` escapes), and
+    /// `[a, b]` lists; no `not`.
     pub(crate) const WITH_LISTS: Lexicon = Lexicon {
-        double_quotes_and_backslash: true,
+        double_quotes: true,
+        backslash_in_single_quotes: false,
         lists: true,
         negation: false,
     };
@@ -93,7 +98,8 @@ fn tokenize(input: &str, lexicon: Lexicon) -> Result<Vec<Token>, String> {
             tokens.push(token);
         } else if c.is_whitespace() {
             chars.next();
-        } else if c == '\'' || (c == '"' && lexicon.double_quotes_and_backslash) {
+        } else if c == '\'' || (c == '"' && lexicon.double_quotes) {
+            let escapes = c == '"' || lexicon.backslash_in_single_quotes;
             chars.next();
             let mut text = String::new();
             loop {
@@ -104,7 +110,7 @@ fn tokenize(input: &str, lexicon: Lexicon) -> Result<Vec<Token>, String> {
                         text.push(c);
                     }
                     Some(q) if q == c => break,
-                    Some('\\') if lexicon.double_quotes_and_backslash => match chars.next() {
+                    Some('\\') if escapes => match chars.next() {
                         Some(escaped) => text.push(escaped),
                         None => return Err("unterminated string literal".into()),
                     },
@@ -329,6 +335,20 @@ mod tests {
             ]
         );
         assert!(tokenize("\"x\"", PLAIN).is_err());
+        // As in SQL, a backslash in single quotes is itself, unless the lexicon says otherwise.
+        assert_eq!(
+            tokenize(r"'ACME\ada' 'end\'", lists).unwrap(),
+            [Token::Str(r"ACME\ada".into()), Token::Str(r"end\".into())]
+        );
+        let escaping = Lexicon {
+            backslash_in_single_quotes: true,
+            ..lists
+        };
+        assert_eq!(
+            tokenize(r"'ACME\ada'", escaping).unwrap(),
+            [Token::Str("ACMEada".into())]
+        );
+        assert!(tokenize(r"'end\'", escaping).is_err());
         assert!(tokenize("[x]", PLAIN).is_err());
         assert!(tokenize("'open", PLAIN).is_err());
     }

@@ -247,6 +247,7 @@ impl Args {
                 max_page_size: self.max_page_size,
                 name_every_unknown_field: self.name_every_unknown_field,
                 lower_case_identities: self.lower_case_identities,
+                filter_backslash_escapes: false,
             },
         })
     }

@@ -62,10 +62,16 @@ const LIMITS: Limits = Limits {
 };
 
 /// Parses a filter over the given field names; the error says what is wrong.
-pub(crate) fn parse(input: &str, fields: &[String]) -> Result<Filter, String> {
-    expr::parse(input, Lexicon::WITH_LISTS, LIMITS, |cursor| {
-        condition(cursor, fields)
-    })
+pub(crate) fn parse(
+    input: &str,
+    fields: &[String],
+    backslash_escapes: bool,
+) -> Result<Filter, String> {
+    let lexicon = Lexicon {
+        backslash_in_single_quotes: backslash_escapes,
+        ..Lexicon::WITH_LISTS
+    };
+    expr::parse(input, lexicon, LIMITS, |cursor| condition(cursor, fields))
 }
 
 /// `field op ...`.
@@ -231,7 +237,7 @@ mod tests {
     fn check(filter: &str) -> bool {
         let user =
             json!({"email": "ada@example.com", "username": "ada", "role": "25", "position": null});
-        parse(filter, &fields())
+        parse(filter, &fields(), false)
             .map(|f| matches(&f, &user))
             .unwrap_or_else(|e| panic!("{filter}: {e}"))
     }
@@ -288,7 +294,10 @@ mod tests {
             "email eq x",
             "email eq 'x' role eq 'y'",
         ] {
-            assert!(parse(bad, &fields()).is_err(), "{bad:?} should be refused");
+            assert!(
+                parse(bad, &fields(), false).is_err(),
+                "{bad:?} should be refused"
+            );
         }
     }
 
@@ -305,32 +314,39 @@ mod tests {
     #[test]
     fn absurdly_nested_or_long_filters_are_refused_without_crashing() {
         let nested = format!("{}email eq 'x'{}", "(".repeat(10_000), ")".repeat(10_000));
-        assert!(parse(&nested, &fields()).is_err());
+        assert!(parse(&nested, &fields(), false).is_err());
         let long = vec!["email eq 'x'"; 5_000].join(" or ");
-        assert!(parse(&long, &fields()).is_err());
+        assert!(parse(&long, &fields(), false).is_err());
         let flat = vec!["email eq 'x'"; 300].join(" or ");
-        assert!(parse(&flat, &fields()).is_err(), "too many conditions");
+        assert!(
+            parse(&flat, &fields(), false).is_err(),
+            "too many conditions"
+        );
         let huge = format!("email IN [{}]", vec!["'x'"; 20_000].join(", "));
-        assert!(parse(&huge, &fields()).is_err(), "too many tokens");
+        assert!(parse(&huge, &fields(), false).is_err(), "too many tokens");
     }
 
     #[test]
     fn a_long_in_list_is_one_condition_and_narrows_the_read() {
         let values: Vec<String> = (0..500).map(|n| format!("'u{n}@example.com'")).collect();
-        let filter = parse(&format!("email IN [{}]", values.join(", ")), &fields())
-            .expect("500 values are accepted");
+        let filter = parse(
+            &format!("email IN [{}]", values.join(", ")),
+            &fields(),
+            false,
+        )
+        .expect("500 values are accepted");
         assert!(matches(&filter, &json!({"email": "u499@example.com"})));
         assert!(!matches(&filter, &json!({"email": "u500@example.com"})));
         let (field, texts) = narrowing(&filter).expect("narrows");
         assert_eq!((field, texts.len()), ("email", 500));
-        let and = parse("position IS NULL and role eq 25", &fields()).expect("valid");
+        let and = parse("position IS NULL and role eq 25", &fields(), false).expect("valid");
         assert_eq!(narrowing(&and), Some(("role", vec!["25".to_string()])));
         for wide in [
             "email eq 'a' or role eq '1'",
             "email IN ['a', null]",
             "email eq ''",
         ] {
-            let f = parse(wide, &fields()).expect("valid");
+            let f = parse(wide, &fields(), false).expect("valid");
             assert_eq!(narrowing(&f), None, "{wide}");
         }
     }

@@ -155,6 +155,10 @@ pub struct OomnitzaBehavior {
     /// whether it keeps their case; `false` keeps them as sent). Matching still finds the user,
     /// as a sent value is taken in lower case before it is compared.
     pub lower_case_identities: bool,
+    /// In a `filter`, `\` inside single quotes escapes the next character (unpublished: the
+    /// published contract calls filters SQL-like, where `'ACME\ada'` is those nine characters,
+    /// as `false` reads it; a doubled quote is a quote either way).
+    pub filter_backslash_escapes: bool,
 }
 
 impl Default for OomnitzaBehavior {
@@ -176,6 +180,7 @@ impl Default for OomnitzaBehavior {
             max_page_size: None,
             name_every_unknown_field: false,
             lower_case_identities: false,
+            filter_backslash_escapes: false,
         }
     }
 }

@@ -167,7 +167,7 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>, RawQuery(query): Raw
 
     let filter = match params.get("filter") {
         None => None,
-        Some(f) => match filter::parse(f, &naming.names) {
+        Some(f) => match filter::parse(f, &naming.names, behavior.filter_backslash_escapes) {
             Ok(f) => Some(f),
             Err(problem) => return bad_request(&format!("invalid filter: {problem}")),
         },
