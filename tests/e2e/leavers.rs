@@ -178,6 +178,53 @@ async fn webhook_receiver() -> (String, Posts) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leavers_report_the_loader_stops_while_posting_is_named_in_its_log() {
+    let (d, first, clock, _leaver) = one_leaver_after_a_baseline(LeaverAction::Update, "").await;
+    drop(first);
+    // A receiver that takes the report and never answers: the post is still being retried
+    // when the loader is stopped.
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = received.clone();
+    let app = axum::Router::new().route(
+        "/hooks/leavers",
+        axum::routing::post(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::pending::<axum::http::StatusCode>()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hooks/leavers", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut loader = d
+        .loader("loader-2")
+        .env("PEOPLESYNC_LEAVERS_WEBHOOK_URL", &hook)
+        .spawn_serving();
+    let record = run(&d, &clock).await;
+    assert_eq!(record.counts.expect("counts").leavers, 1);
+    wait_for(
+        "the report to be posted",
+        Duration::from_secs(30),
+        || async { (received.load(std::sync::atomic::Ordering::SeqCst) > 0).then_some(()) },
+    )
+    .await;
+    loader.terminate();
+    let named = wait_for("the warning", Duration::from_secs(10), || async {
+        loader.warnings().into_iter().find(|w| {
+            w["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("was not posted") && m.contains(&record.run_id))
+        })
+    })
+    .await;
+    assert!(
+        named["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("syncctl leavers --run")),
+        "{named}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leavers_are_updated_once_with_their_assets_reported_and_a_rehire_is_restored() {
     // Enough that 3 leavers stay under the default threshold (5% of those listed).
     let d = deployment(100).await;

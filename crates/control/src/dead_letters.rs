@@ -405,17 +405,23 @@ pub(crate) async fn replay(
     }
     let replayed = upserts + removals;
     let finished = chrono::Utc::now().to_rfc3339();
-    runs.update(integration, &run_id, |r| {
-        r.published = upserts;
-        r.removed = removals;
-        r.finished_at = Some(finished.clone());
-        if replayed == 0 {
-            r.state = RunState::Failed;
-            r.error = Some("no dead letter could be published again".to_owned());
-        } else {
-            r.state = RunState::Completed;
-        }
-        true
+    // The letters are gone and their events published: a run left `running` would never be
+    // finalized, so its completion is asked again while NATS does not answer (a leader
+    // election, a node lost) rather than given up after one try.
+    let what = format!("the completion of replay run {run_id}");
+    peoplesync_bus::patiently(&what, bus.settings().replicas, || {
+        runs.update(integration, &run_id, |r| {
+            r.published = upserts;
+            r.removed = removals;
+            r.finished_at = Some(finished.clone());
+            if replayed == 0 {
+                r.state = RunState::Failed;
+                r.error = Some("no dead letter could be published again".to_owned());
+            } else {
+                r.state = RunState::Completed;
+            }
+            true
+        })
     })
     .await
     .map_err(|e| status::bus(&format!("completing replay run {run_id}"), e))?;

@@ -204,6 +204,7 @@ impl Application {
         // The finalizer stops between two checks; a check waiting on NATS that does not
         // answer (the client holds requests while it reconnects) is dropped instead: it is
         // repeated by another replica or at the next start, as after a crash.
+        let stopping = std::time::Instant::now();
         let mut finalizer_task = finalizer_task;
         if tokio::time::timeout(FINALIZER_STOP, &mut finalizer_task)
             .await
@@ -214,6 +215,12 @@ impl Application {
                 "the finalizer's check did not end within {} s of the stop (NATS not answering?); dropped it, to be checked again",
                 FINALIZER_STOP.as_secs()
             );
+        }
+        // Within the same part of the stop margin: leavers reports still being posted.
+        if let Some(webhook) = &self.webhook {
+            webhook
+                .stop(FINALIZER_STOP.saturating_sub(stopping.elapsed()))
+                .await;
         }
         background.abort_all();
         match failed {

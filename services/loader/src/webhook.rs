@@ -48,6 +48,10 @@ pub struct LeaversWebhook {
     url: url::Url,
     secret: Option<SecretString>,
     http: reqwest::Client,
+    /// The posts in progress, which a stop waits for a moment and then names.
+    posts: tokio_util::task::TaskTracker,
+    /// The runs (`integration/run`) whose report is being posted.
+    posting: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for LeaversWebhook {
@@ -77,7 +81,17 @@ impl LeaversWebhook {
         let http = peoplesync_retry::transport::client_builder(&[], TIMEOUT)
             .build()
             .map_err(|e| anyhow::anyhow!("setting up the leavers webhook client: {e}"))?;
-        Ok(Some(LeaversWebhook { url, secret, http }))
+        Ok(Some(LeaversWebhook::new(url, secret, http)))
+    }
+
+    fn new(url: url::Url, secret: Option<SecretString>, http: reqwest::Client) -> LeaversWebhook {
+        LeaversWebhook {
+            url,
+            secret,
+            http,
+            posts: tokio_util::task::TaskTracker::new(),
+            posting: std::sync::Arc::default(),
+        }
     }
 
     /// The URL's host, the only part of it that is logged.
@@ -85,11 +99,42 @@ impl LeaversWebhook {
         self.url.host_str().unwrap_or("?").to_owned()
     }
 
-    /// Posts `run_id`'s report `entries` in a task of its own.
+    /// Posts `run_id`'s report `entries` in a task of its own, which [`LeaversWebhook::stop`]
+    /// waits for.
     pub fn spawn_post(&self, integration: &str, run_id: &str, entries: Vec<LeaverEntry>) {
         let webhook = self.clone();
         let (integration, run_id) = (integration.to_owned(), run_id.to_owned());
-        tokio::spawn(async move { webhook.post_run(&integration, &run_id, &entries).await });
+        let name = format!("{integration}/{run_id}");
+        self.posting_set().insert(name.clone());
+        self.posts.spawn(async move {
+            webhook.post_run(&integration, &run_id, &entries).await;
+            webhook.posting_set().remove(&name);
+        });
+    }
+
+    fn posting_set(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.posting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// At the loader's stop: waits up to `within` for the posts in progress (each may still be
+    /// retrying for minutes), then names, in a warning each, the reports it leaves unposted, so
+    /// none is lost without a word: `syncctl leavers --run <run>` lists what it held.
+    pub async fn stop(&self, within: std::time::Duration) {
+        self.posts.close();
+        if tokio::time::timeout(within, self.posts.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        for name in self.posting_set().iter() {
+            let (integration, run_id) = name.split_once('/').unwrap_or(("?", name));
+            tracing::warn!(integration, run_id, host = %self.host(),
+                "the leavers report of run {run_id} was not posted: the loader stopped while \
+                 posting it; `syncctl leavers --run {run_id}` lists it");
+        }
     }
 
     /// Posts `run_id`'s report `entries`; logs what happened (never fails the run).
@@ -215,12 +260,12 @@ mod tests {
 
     #[test]
     fn neither_the_secret_nor_the_urls_path_is_shown() {
-        let webhook = LeaversWebhook {
-            url: url::Url::parse("https://hooks.example.com/services/T0/B0/PATHTOKEN?key=QUERYKEY")
+        let webhook = LeaversWebhook::new(
+            url::Url::parse("https://hooks.example.com/services/T0/B0/PATHTOKEN?key=QUERYKEY")
                 .unwrap(),
-            secret: Some(SecretString::from("s3cret-value")),
-            http: reqwest::Client::new(),
-        };
+            Some(SecretString::from("s3cret-value")),
+            reqwest::Client::new(),
+        );
         let shown = format!("{webhook:?}");
         assert!(shown.contains("hooks.example.com"), "{shown}");
         for hidden in ["PATHTOKEN", "QUERYKEY", "s3cret-value"] {

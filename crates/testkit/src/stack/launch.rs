@@ -62,6 +62,12 @@ impl Serving {
     pub fn warnings(&self) -> Vec<serde_json::Value> {
         self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
     }
+
+    /// Sends SIGTERM and waits for the exit status; the warnings it logs while stopping are
+    /// read on after it.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        self._service.terminate()
+    }
 }
 
 /// A service binary about to be started against a deployment; see [`Deployment::loader`] and

@@ -28,6 +28,7 @@ use crate::gates::Gates;
 use crate::retention;
 use crate::verify::{self, HAND_BACK_AFTER, Verifier, needs_verify};
 use crate::webhook::LeaversWebhook;
+use peoplesync_bus::leavers::LeaverEntry;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -488,7 +489,7 @@ impl Finalizer {
             Err(err) => tracing::warn!(integration, error = %err,
                 "cannot remove acknowledged events from the work stream; they only take space"),
         }
-        let with_assets = self
+        let (with_assets, report) = self
             .report_leavers(integration, run_id, counts.leavers)
             .await;
         self.runs
@@ -501,6 +502,7 @@ impl Finalizer {
             })
             .await?;
         self.failing.done(integration, run_id);
+        self.post_leavers(integration, run_id, report);
         if verify {
             self.spawn_verify(integration, run_id);
         } else {
@@ -535,16 +537,15 @@ impl Finalizer {
         Ok(())
     }
 
-    /// Posts the run's leavers report to the webhook (when it had `leavers`) and says how many
-    /// of them still held assets.
-    async fn report_leavers(&self, integration: &str, run_id: &str, leavers: u64) -> u64 {
-        crate::leavers::finalized(
-            &self.bus,
-            self.webhook.as_ref(),
-            (integration, run_id),
-            leavers,
-        )
-        .await
+    /// The run's leavers report (when it had `leavers`), for the webhook, and how many of them
+    /// still held assets.
+    async fn report_leavers(
+        &self,
+        integration: &str,
+        run_id: &str,
+        leavers: u64,
+    ) -> (u64, Vec<LeaverEntry>) {
+        crate::leavers::finalized(&self.bus, (integration, run_id), leavers).await
     }
 
     /// Closes a run whose portion was canceled in Oomnitza: every record it posted counts as
@@ -561,7 +562,7 @@ impl Finalizer {
         counts.canceled += std::mem::take(&mut counts.written);
         // The leavers handled before the cancel are reported as usual: IT still has their
         // assets to recover.
-        let with_assets = self
+        let (with_assets, report) = self
             .report_leavers(integration, run_id, counts.leavers)
             .await;
         let at = chrono::Utc::now().to_rfc3339();
@@ -586,7 +587,16 @@ impl Finalizer {
         })
         .await?;
         self.failing.done(integration, run_id);
+        self.post_leavers(integration, run_id, report);
         Ok(())
+    }
+
+    /// Posts run `run_id`'s leavers `report` to the webhook, if one is configured, once the
+    /// run is recorded finalized or closed.
+    fn post_leavers(&self, integration: &str, run_id: &str, report: Vec<LeaverEntry>) {
+        if let Some(webhook) = self.webhook.as_ref().filter(|_| !report.is_empty()) {
+            webhook.spawn_post(integration, run_id, report);
+        }
     }
 }
 

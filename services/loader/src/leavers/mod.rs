@@ -19,7 +19,6 @@ use serde_json::Value;
 use crate::ack::{RetryCause, Settlement};
 use crate::gates::{Failure, Gates, TokenCheck};
 use crate::pipeline::{Disposition, Item};
-use crate::webhook::LeaversWebhook;
 
 mod update;
 
@@ -381,29 +380,26 @@ async fn act(
     Ok(entry)
 }
 
-/// At finalize of a run with `leavers`: posts its report to `webhook` (in a task of its own) and
-/// says how many of them still held assets (0 when the report cannot be read; a warning says so).
+/// At finalize of a run with `leavers`: its report, and how many of them still held assets
+/// (none and 0 when the report cannot be read; a warning says so). The report goes to the
+/// webhook once the run is recorded finalized, so a finalize tried again does not post twice.
 pub async fn finalized(
     bus: &Bus,
-    webhook: Option<&LeaversWebhook>,
     (integration, run_id): (&str, &str),
     leavers: u64,
-) -> u64 {
+) -> (u64, Vec<LeaverEntry>) {
     if leavers == 0 {
-        return 0;
+        return (0, Vec::new());
     }
     match leavers::read(bus, integration, run_id).await {
         Ok(entries) => {
             let holding = entries.iter().filter(|e| !e.assets.is_empty()).count() as u64;
-            if let Some(webhook) = webhook {
-                webhook.spawn_post(integration, run_id, entries);
-            }
-            holding
+            (holding, entries)
         }
         Err(err) => {
             tracing::warn!(integration, run_id, error = %err,
                 "cannot read the leavers report; not posted, and the run's count of leavers holding assets stays 0");
-            0
+            (0, Vec::new())
         }
     }
 }
