@@ -109,7 +109,7 @@ async fn intake(shared: IntakeShared, integration: String, shutdown: Cancellatio
     if let Err(err) = work.bind().await {
         tracing::warn!(%integration, error = %err, "cannot bind the consumer yet; will keep trying");
     }
-    let lookup = |id: &str| integrations.get(id).zip(integrations.revision(id));
+    let lookup = |id: &str| integrations.get_with_revision(id);
     let prepare = |message: async_nats::jetstream::Message| {
         let mut item = pipeline::prepare(message, lookup);
         item.tracked = held.track(item.message.reply.as_ref());

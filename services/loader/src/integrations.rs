@@ -73,6 +73,15 @@ impl Integrations {
             .and_then(|map| map.get(id).map(|a| a.revision))
     }
 
+    /// The active config of `id` with its KV revision, read together: two reads could straddle
+    /// a config change and stamp an event mapped by one revision with the next one's number.
+    pub fn get_with_revision(&self, id: &str) -> Option<(Arc<Integration>, u64)> {
+        self.active
+            .read()
+            .ok()
+            .and_then(|map| map.get(id).map(|a| (a.integration.clone(), a.revision)))
+    }
+
     /// No config yet; refusals are noted on `readiness` (shown by `/readyz`).
     pub fn noting_on(readiness: peoplesync_runtime::Readiness) -> Integrations {
         Integrations {
