@@ -460,14 +460,25 @@ fn one_line(text: &str, max: usize) -> String {
 
 /// Removes every dead letter of `integration`; returns how many.
 pub async fn purge_all(bus: &crate::Bus, integration: &str) -> Result<u64, BusError> {
+    purge_all_through(bus, integration, None).await
+}
+
+/// Removes `integration`'s dead letters up to DLQ sequence `through` (every one when `None`),
+/// and returns how many.
+pub async fn purge_all_through(
+    bus: &crate::Bus,
+    integration: &str,
+    through: Option<u64>,
+) -> Result<u64, BusError> {
     let subject = names::dlq_filter(integration);
-    let purged = bus
-        .stream(names::DLQ_STREAM)
-        .await?
-        .purge()
-        .filter(&subject)
-        .await
-        .map_err(|e| BusError::request(format!("purging {subject}"), e))?;
+    let stream = bus.stream(names::DLQ_STREAM).await?;
+    let purge = stream.purge().filter(&subject);
+    let purged = match through {
+        // `sequence` keeps that sequence and those after it.
+        Some(through) => purge.sequence(through.saturating_add(1)).await,
+        None => purge.await,
+    }
+    .map_err(|e| BusError::request(format!("purging {subject}"), e))?;
     Ok(purged.purged)
 }
 

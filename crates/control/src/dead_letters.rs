@@ -490,22 +490,32 @@ pub(crate) async fn purge(
     request: pb::PurgeDeadLettersRequest,
 ) -> Result<pb::PurgeDeadLettersResponse, Status> {
     let selection = Selection::from_request(request.selector, true)?;
+    // Letters filed after what the operator was shown (a dry run's count) are not purged.
+    let through = (request.through_sequence > 0).then_some(request.through_sequence);
+    let within = |record: &DeadLetterRecord| through.is_none_or(|last| record.sequence <= last);
     if request.dry_run {
         let letters = scan(bus, &selection, 0, MAX_SCAN, MAX_SCAN).await?.letters;
+        let letters: Vec<_> = letters.into_iter().filter(within).collect();
         known_run(bus, &selection, !letters.is_empty()).await?;
         return Ok(pb::PurgeDeadLettersResponse {
             purged: letters.len() as u64,
+            through_sequence: letters.last().map_or(0, |r| r.sequence),
         });
     }
     if selection.all && !selection.filtered() {
-        let purged = dlq::purge_all(bus, &selection.integration)
+        let purged = dlq::purge_all_through(bus, &selection.integration, through)
             .await
             .map_err(|e| status::bus("purging the dead letters", e))?;
         tracing::info!(integration = %selection.integration, purged, "dead letters purged through the control plane");
-        return Ok(pb::PurgeDeadLettersResponse { purged });
+        return Ok(pb::PurgeDeadLettersResponse {
+            purged,
+            through_sequence: through.unwrap_or(0),
+        });
     }
     let letters = scan(bus, &selection, 0, MAX_SCAN, MAX_SCAN).await?.letters;
+    let letters: Vec<_> = letters.into_iter().filter(within).collect();
     known_run(bus, &selection, !letters.is_empty()).await?;
+    let through_sequence = letters.last().map_or(0, |r| r.sequence);
     let mut purged = 0;
     for record in letters {
         if dlq::delete(bus, record.sequence)
@@ -516,7 +526,10 @@ pub(crate) async fn purge(
         }
     }
     tracing::info!(integration = %selection.integration, purged, "dead letters purged through the control plane");
-    Ok(pb::PurgeDeadLettersResponse { purged })
+    Ok(pb::PurgeDeadLettersResponse {
+        purged,
+        through_sequence,
+    })
 }
 
 /// SummarizeDeadLetters: the selected letters counted by reason and stage, most frequent

@@ -229,11 +229,15 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
         }
     };
     let base = client.clone();
-    let purge = move |selector: Option<pb::DeadLetterSelector>, dry_run: bool| {
+    let purge = move |selector: Option<pb::DeadLetterSelector>, dry_run: bool, through: u64| {
         let mut client = base.clone();
         async move {
             client
-                .purge_dead_letters(pb::PurgeDeadLettersRequest { selector, dry_run })
+                .purge_dead_letters(pb::PurgeDeadLettersRequest {
+                    selector,
+                    dry_run,
+                    through_sequence: through,
+                })
                 .await
                 .unwrap()
                 .into_inner()
@@ -348,8 +352,13 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
             .iter()
             .all(|r| r.stage == "pipeline" && !r.reason.is_empty())
     );
-    let dry = purge(selector(&|s| s.all = true), true).await;
+    let dry = purge(selector(&|s| s.all = true), true, 0).await;
     assert_eq!(dry.purged, without_email.len() as u64);
+    assert_eq!(
+        Some(dry.through_sequence),
+        all.letters.iter().map(|l| l.sequence).max(),
+        "a dry run says how far what it counted reaches"
+    );
     assert_eq!(
         list(selector(&|_| {}), 0, 0).await.letters.len(),
         without_email.len(),
@@ -408,13 +417,13 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
         .await
         .unwrap();
 
-    // Purge one letter by sequence.
+    // Purge one letter by sequence; bounded below it (as by a dry run counted before it was
+    // filed), the purge takes nothing.
     let purged_letter = all.letters[0].clone();
-    let purged = purge(
-        selector(&|s| s.sequences = vec![purged_letter.sequence]),
-        false,
-    )
-    .await;
+    let one = || selector(&|s| s.sequences = vec![purged_letter.sequence]);
+    let bounded = purge(one(), false, purged_letter.sequence - 1).await;
+    assert_eq!(bounded.purged, 0, "a letter filed after the count is kept");
+    let purged = purge(one(), false, 0).await;
     assert_eq!(purged.purged, 1);
     assert_eq!(
         list(selector(&|_| {}), 0, 0).await.letters.len(),
@@ -454,6 +463,6 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
     );
 
     // Purge everything that is left: nothing.
-    let purged = purge(selector(&|s| s.all = true), false).await;
+    let purged = purge(selector(&|s| s.all = true), false, 0).await;
     assert_eq!(purged.purged, 0);
 }

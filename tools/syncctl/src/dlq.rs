@@ -182,15 +182,21 @@ pub(crate) async fn dlq_command(
             yes,
         } => {
             let selector = selector.resolve(client, integration, all).await?;
-            let purge = |dry_run| {
+            let purge = |dry_run, through_sequence| {
                 request(pb::PurgeDeadLettersRequest {
                     selector: Some(selector.clone()),
                     dry_run,
+                    through_sequence,
                 })
             };
             let ask = !dry_run && !yes && std::io::stdin().is_terminal();
+            // What the operator confirms is what is purged: not letters filed meanwhile.
+            let mut through = 0;
             if ask {
-                let count = client.purge_dead_letters(purge(true)).await?.into_inner();
+                let count = client
+                    .purge_dead_letters(purge(true, 0))
+                    .await?
+                    .into_inner();
                 if count.purged == 0 {
                     output::stdout("no dead letter matches; nothing purged\n")?;
                     return Ok(exit::OK);
@@ -202,9 +208,10 @@ pub(crate) async fn dlq_command(
                     output::stderr("nothing purged\n");
                     return Ok(exit::FAILED);
                 }
+                through = count.through_sequence;
             }
             let reply = client
-                .purge_dead_letters(purge(dry_run))
+                .purge_dead_letters(purge(dry_run, through))
                 .await?
                 .into_inner();
             let value = serde_json::json!({"purged": reply.purged, "dry_run": dry_run});
