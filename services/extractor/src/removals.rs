@@ -209,7 +209,9 @@ pub async fn decide(
                     integration,
                     run_id,
                     count,
-                    "the source filter changed since the baseline run; holding its removals for approval"
+                    "the source filter changed since the baseline run; holding its removals for approval \
+                     (approving publishes only those Sage People says left; approve-removals \
+                     --rebaseline accepts this run's list as the baseline with no leaver action)"
                 );
             }
             Ok(Decision::Held {
