@@ -125,6 +125,10 @@ pub struct Progress {
 pub struct ApproveRemovals {
     /// The run whose held removals to publish.
     pub run_id: String,
+    /// Publish none of them: only make the held run's list the baseline, so that nobody
+    /// missing from it is acted on (after a deliberate `source_filter` change, say).
+    #[serde(default)]
+    pub without_leaver_actions: bool,
 }
 
 /// Reply of [`APPROVE_REMOVALS`].

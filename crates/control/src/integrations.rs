@@ -98,6 +98,9 @@ impl Configs {
         for deprecation in integration.config().deprecations() {
             tracing::warn!(integration = id, %deprecation, "the config being stored uses a deprecated key");
         }
+        for warning in peoplesync_core::leavers::warnings(integration.config()) {
+            tracing::warn!(integration = id, %warning, "the config being stored has a leavers setting that may not do all that is meant");
+        }
         let written = self
             .bus
             .configs()
@@ -272,6 +275,7 @@ fn kind_name(kind: ValidationKind) -> &'static str {
         ValidationKind::Template => "template",
         ValidationKind::Required => "required",
         ValidationKind::Deprecated => "deprecated",
+        ValidationKind::Warning => "warning",
     }
 }
 

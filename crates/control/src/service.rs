@@ -331,6 +331,7 @@ impl SyncControl for ControlService {
         let request = request.into_inner();
         let integration = status::integration_id(&request.integration_id)?;
         let run_id = status::required("run_id", &request.run_id)?;
+        let rebaseline = request.without_leaver_actions;
         let released: RemovalsReleased = self
             .extractor
             .request(
@@ -338,16 +339,25 @@ impl SyncControl for ControlService {
                 control::APPROVE_REMOVALS,
                 &ApproveRemovals {
                     run_id: run_id.to_owned(),
+                    without_leaver_actions: rebaseline,
                 },
                 extractor::APPROVE_TIMEOUT,
             )
             .await?;
-        tracing::info!(
-            integration,
-            run_id,
-            released = released.released,
-            "removals approved through the control plane"
-        );
+        if rebaseline {
+            tracing::warn!(
+                integration,
+                run_id,
+                "held removals dropped without leaver actions through the control plane; the run's list is the new baseline"
+            );
+        } else {
+            tracing::info!(
+                integration,
+                run_id,
+                released = released.released,
+                "removals approved through the control plane"
+            );
+        }
         Ok(Response::new(pb::ApproveRemovalsResponse {
             released: released.released,
         }))

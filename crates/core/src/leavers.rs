@@ -145,6 +145,36 @@ pub(crate) fn set_location(index: usize, field: &str) -> String {
     }
 }
 
+/// What in the `[leavers]` table is valid but probably does not do all that is meant: a
+/// `[[leavers.set]]` field the `[[mapping]]` does not write keeps the leaver's value when the
+/// worker is rehired, since a rehire writes the mapped fields only. Never makes a config
+/// invalid; the control plane logs these (warning level) when a config is stored.
+pub fn warnings(config: &IntegrationConfig) -> Vec<ValidationError> {
+    if config.leavers.action != LeaverAction::Update {
+        return Vec::new();
+    }
+    let mapped = |field: &str| config.mapping.iter().any(|m| m.field.trim() == field);
+    config
+        .leavers
+        .set
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| (i, entry.field.trim()))
+        .filter(|(_, field)| !field.is_empty() && !mapped(field))
+        .map(|(i, field)| {
+            ValidationError::new(
+                ValidationKind::Warning,
+                set_location(i, field),
+                format!(
+                    "field {field} is set on leavers but not written by the [[mapping]], so a \
+                     rehired worker's user keeps the leaver's value (a rehire writes the mapped \
+                     fields only); map {field} as well, or put it right by hand on a rehire"
+                ),
+            )
+        })
+        .collect()
+}
+
 /// Checks the `[leavers]` table (templates in `set` are checked when compiled).
 pub(crate) fn check(config: &IntegrationConfig, errors: &mut Vec<ValidationError>) {
     let leavers = &config.leavers;
@@ -331,6 +361,27 @@ mod tests {
         let fields = integration.leaver_fields(&input).unwrap();
         assert_eq!(fields["STATUS"], "Terminated");
         assert_eq!(fields["NOTE"], "left 2026-12-05");
+    }
+
+    #[test]
+    fn a_leavers_set_field_the_mapping_does_not_write_is_a_warning_naming_it() {
+        let table = "[leavers]\naction = \"update\"\n\n\
+             [[leavers.set]]\nfield = \"PERMISSIONS_ID\"\nvalue = \"3\"\n\n\
+             [[leavers.set]]\nfield = \" STATUS \"\nvalue = \"Terminated\"";
+        let config = with_leavers(table).expect("a warning never makes a config invalid");
+        let found = warnings(&config);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].kind, ValidationKind::Warning);
+        assert_eq!(found[0].location, "leavers.set #2 (STATUS)");
+        assert!(
+            found[0].message.contains("STATUS") && found[0].message.contains("rehired"),
+            "{}",
+            found[0].message
+        );
+        // The role is mapped (the default config maps it): a rehire writes it back.
+        let mut all_mapped = config.clone();
+        all_mapped.leavers.set.truncate(1);
+        assert!(warnings(&all_mapped).is_empty());
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub enum ValidationKind {
     /// A key still accepted that no longer has an effect; never makes a config invalid
     /// (reported by [`crate::IntegrationConfig::deprecations`], not by validation).
     Deprecated,
+    /// A valid setting that probably does not do all that is meant; never makes a config
+    /// invalid (reported by [`crate::leavers::warnings`], not by validation).
+    Warning,
 }
 
 /// One problem in a config, located by key or mapping entry.

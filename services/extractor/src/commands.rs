@@ -212,7 +212,12 @@ pub async fn serve_leader(
                 // Approvals are rare and move the removal baseline: one at a time, in order.
                 let result = match parse::<ApproveRemovals>(&message.payload) {
                     Ok(request) => {
-                        single::approve_removals(runner.extraction(), request.run_id.trim()).await
+                        single::approve_removals(
+                            runner.extraction(),
+                            request.run_id.trim(),
+                            request.without_leaver_actions,
+                        )
+                        .await
                     }
                     Err(err) => Err(err.into()),
                 };

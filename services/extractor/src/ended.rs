@@ -35,6 +35,13 @@ impl EndDates {
             upsert_leavers: settings.leaver_action == peoplesync_core::LeaverAction::None,
         }
     }
+
+    /// Whether `worker` has left (employment inactive, or end date before [`EndDates::today`]):
+    /// the rule for a worker a run lists, and for one it no longer lists but Sage People
+    /// still has (see [`crate::removals`]).
+    pub fn has_left(&self, worker: &peoplesync_core::Worker) -> bool {
+        peoplesync_core::leavers::ended(worker, self.today).is_some()
+    }
 }
 
 /// The test-only override of today's date (a file holding `YYYY-MM-DD`).

@@ -122,8 +122,7 @@ impl EventBuilder {
     /// Whether `worker` has left (inactive, or end date passed) by the end dates this builder
     /// judges with.
     pub fn has_left(&self, worker: &Worker) -> bool {
-        self.end_dates
-            .is_some_and(|d| peoplesync_core::leavers::ended(worker, d.today).is_some())
+        self.end_dates.is_some_and(|d| d.has_left(worker))
     }
 
     /// The event saying that a worker has left, from the upsert kept for them when their run

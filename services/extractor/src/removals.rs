@@ -10,17 +10,34 @@
 //! Workers still listed who have left (see [`crate::ended`]) are left out of a run's list, so
 //! they count as removals here too, and are published as `ended` events carrying the worker.
 //!
+//! With a `source_filter`, a worker no longer listed may only have moved out of the filter
+//! (a transfer to another country, say). Before one is published as `removed`, Sage People is
+//! asked for them by id ([`LeaverCheck`]): one who is gone, or who has left by the listing's
+//! own rule, is published; one still employed is not a leaver and is logged instead. One API
+//! call per such worker, so at most what the hold thresholds let through per run.
+//!
 //! The decision is taken once and kept in the run's checkpoint before anything is published:
 //! a run interrupted while publishing its removals publishes the same ones again when it is
 //! resumed (dedup ids drop the repeats) instead of deciding anew against a moved baseline.
 
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use peoplesync_bus::removals::{Decision, HeldRemovals, RemovalState};
 use peoplesync_bus::seen::{IdReader, ReadError};
 use peoplesync_bus::{Bus, BusError, Publisher, codec, names};
+use peoplesync_sage_people::SageClient;
 
 use crate::config::RemovalPolicy;
+use crate::ended::EndDates;
+use crate::error::Stop;
 use crate::event::EventBuilder;
 use crate::journal::Journal;
+
+/// Workers no longer listed whose ids are taken from the lists at a time, to be checked with
+/// Sage People together ([`LeaverCheck`]); the lists are not read while they are.
+const CHECK_BATCH: usize = 64;
+/// Of those, how many are read from Sage People at once.
+const READS_AT_ONCE: usize = 4;
 
 /// Why removals could not be settled or released.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +48,85 @@ pub enum RemovalError {
     /// The approval names a run without held removals.
     #[error("{0}")]
     NotHeld(String),
+    /// A rebaseline of removals an approval has begun publishing.
+    #[error("{0}")]
+    Started(String),
+}
+
+/// Why removals could not be published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// NATS failed.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// Sage People failed to say whether a worker no longer listed has left; nothing after
+    /// that worker is published (publishing again publishes the same ones, deduplicated).
+    #[error(transparent)]
+    Source(#[from] peoplesync_sage_people::Error),
+}
+
+impl From<ReadError> for PublishError {
+    fn from(err: ReadError) -> Self {
+        PublishError::Bus(err.into())
+    }
+}
+
+impl From<PublishError> for Stop {
+    fn from(err: PublishError) -> Self {
+        match err {
+            PublishError::Bus(err) => err.into(),
+            PublishError::Source(err) => err.into(),
+        }
+    }
+}
+
+/// How a worker no longer listed by a run with a `source_filter` is told apart from one who
+/// only moved out of the filter: read by id from Sage People, and judged by the rule a
+/// listing applies to the workers it lists ([`EndDates::has_left`]).
+#[derive(Debug, Clone, Copy)]
+pub struct LeaverCheck<'a> {
+    /// Reads the worker.
+    pub client: &'a SageClient,
+    /// How end dates are judged.
+    pub end_dates: EndDates,
+}
+
+impl LeaverCheck<'_> {
+    /// This check, for lists read with `filter`; none without a filter, where a worker no
+    /// longer listed is no longer in Sage People's list at all.
+    pub fn for_filter(self, filter: Option<&str>) -> Option<Self> {
+        filter.is_some_and(|f| !f.trim().is_empty()).then_some(self)
+    }
+
+    /// Whether worker `id`, no longer listed by run `run_id`, has left: Sage People no longer
+    /// has them (`404`), or their record says they have. A record that cannot be normalised
+    /// cannot be judged, and counts as a leaver, as it would without the filter.
+    async fn has_left(
+        &self,
+        integration: &str,
+        run_id: &str,
+        id: &str,
+    ) -> Result<bool, peoplesync_sage_people::Error> {
+        let raw = self.client.get_employee(id).await.map_err(|err| {
+            let message = format!(
+                "{err} (while checking whether worker {id}, no longer listed by run {run_id} \
+                 of {integration}, left or only moved out of its source_filter; the run's \
+                 removals are published once Sage People answers)"
+            );
+            err.with_message(message)
+        })?;
+        let Some(raw) = raw else {
+            return Ok(true);
+        };
+        match peoplesync_core::Worker::from_raw(&raw) {
+            Ok(worker) => Ok(self.end_dates.has_left(&worker)),
+            Err(err) => {
+                tracing::warn!(integration, run_id, worker = id, error = %err,
+                    "Sage People's record of a worker no longer listed cannot be normalised, so whether they left cannot be told; publishing them as removed");
+                Ok(true)
+            }
+        }
+    }
 }
 
 /// Counts the workers `baseline` listed and `run` did not, and how many `baseline` listed.
@@ -113,7 +209,9 @@ pub async fn decide(
                     integration,
                     run_id,
                     count,
-                    "the source filter changed since the baseline run; holding its removals for approval"
+                    "the source filter changed since the baseline run; holding its removals for approval \
+                     (approving publishes only those Sage People says left; approve-removals \
+                     --rebaseline accepts this run's list as the baseline with no leaver action)"
                 );
             }
             Ok(Decision::Held {
@@ -182,7 +280,10 @@ fn skipped_reason(
 }
 
 /// Publishes the removals between `baseline` and `run_id` as events of run `publish_in`,
-/// numbered after `first_sequence`; returns how many.
+/// numbered after `first_sequence`; returns how many. With `check` (lists read with a
+/// `source_filter`), a worker no longer listed is published only once Sage People says they
+/// left; one still employed is logged and skipped.
+#[allow(clippy::too_many_arguments)]
 pub async fn publish(
     bus: &Bus,
     publisher: &mut Publisher,
@@ -191,25 +292,74 @@ pub async fn publish(
     baseline: &str,
     run_id: &str,
     first_sequence: u64,
-) -> Result<u64, BusError> {
+    check: Option<LeaverCheck<'_>>,
+) -> Result<u64, PublishError> {
     let subject = names::workers_subject(integration);
     let observed = codec::now();
     let seen = bus.seen();
     let mut diff = diff(bus, integration, baseline, run_id).await?;
     let mut published = 0;
-    while let Some(id) = diff.next_removed().await? {
-        published += 1;
+    let mut employed = 0;
+    loop {
         // A worker still listed but gone has their upsert kept with the list: offboard them
-        // with what was last known of them.
-        let event = match seen.kept(integration, run_id, &id).await? {
-            Some(kept) => events.ended(&kept, first_sequence + published, observed)?,
-            None => events.removed(&id, first_sequence + published, observed),
+        // with what was last known of them (no need to ask Sage People).
+        let mut batch: Vec<(String, Option<Bytes>)> = Vec::with_capacity(CHECK_BATCH);
+        while batch.len() < CHECK_BATCH {
+            let Some(id) = diff.next_removed().await? else {
+                break;
+            };
+            let kept = seen.kept(integration, run_id, &id).await?;
+            batch.push((id, kept));
+        }
+        if batch.is_empty() {
+            break;
+        }
+        let left: Vec<bool> = match check {
+            Some(check) => {
+                // Owned ids: futures borrowing the batch would not be `Send` for every lifetime.
+                let unknown = batch
+                    .iter()
+                    .map(|(id, kept)| kept.is_none().then(|| id.clone()));
+                futures::stream::iter(unknown.collect::<Vec<_>>())
+                    .map(|unknown| async move {
+                        match unknown {
+                            Some(id) => check.has_left(integration, run_id, &id).await,
+                            None => Ok(true),
+                        }
+                    })
+                    .buffered(READS_AT_ONCE)
+                    .try_collect()
+                    .await?
+            }
+            None => vec![true; batch.len()],
         };
-        publisher
-            .publish(subject.clone(), event.msg_id, event.payload, None)
-            .await?;
+        for ((id, kept), left) in batch.into_iter().zip(left) {
+            if !left {
+                employed += 1;
+                tracing::info!(integration, run_id, worker = %id,
+                    "a worker no longer listed is still employed in Sage People: they moved out of the source_filter, they did not leave; not published as a leaver");
+                continue;
+            }
+            published += 1;
+            let event = match kept {
+                Some(kept) => events.ended(&kept, first_sequence + published, observed)?,
+                None => events.removed(&id, first_sequence + published, observed),
+            };
+            publisher
+                .publish(subject.clone(), event.msg_id, event.payload, None)
+                .await?;
+        }
     }
     publisher.flush().await?;
+    if employed > 0 {
+        tracing::warn!(
+            integration,
+            run_id,
+            employed,
+            published,
+            "workers no longer listed are still employed in Sage People (moved out of the source_filter, not leavers); they are not published as leavers, and the baseline moves past them"
+        );
+    }
     Ok(published)
 }
 
@@ -218,7 +368,10 @@ pub async fn publish(
 /// removals this run supersedes (holding them again) or drops (publishing, or becoming the
 /// baseline) gives its count up in its run record, through `journal`, so that status and the
 /// removals-held gauge count each held removal once. `upserts` is how many upsert events the
-/// run published (its removal events are numbered after them). Safe to repeat.
+/// run published (its removal events are numbered after them); `check` tells, when the run
+/// listed with a `source_filter`, who left from who moved out of it. Returns how many
+/// removals were published, which the run records (the decision's count less the workers
+/// still employed). Safe to repeat.
 #[allow(clippy::too_many_arguments)]
 pub async fn settle(
     bus: &Bus,
@@ -229,9 +382,11 @@ pub async fn settle(
     filter: Option<&str>,
     decision: &Decision,
     upserts: u64,
-) -> Result<(), BusError> {
+    check: LeaverCheck<'_>,
+) -> Result<u64, PublishError> {
     let integration = journal.integration();
     let seen = bus.seen();
+    let mut published = 0;
     let mut state = bus.removals().load(integration).await?;
     // Before the state is saved: a settle interrupted after it would no longer know the
     // earlier run, and its record would keep counting removals nobody can approve.
@@ -264,7 +419,7 @@ pub async fn settle(
             {
                 seen.purge_run(integration, run_id).await?;
             }
-            return Ok(());
+            return Ok(0);
         }
         _ => {
             if let (Decision::Publish { count }, Some(baseline)) =
@@ -272,7 +427,7 @@ pub async fn settle(
                 && *count > 0
                 && baseline != run_id
             {
-                publish(
+                published = publish(
                     bus,
                     publisher,
                     events,
@@ -280,6 +435,7 @@ pub async fn settle(
                     baseline,
                     run_id,
                     upserts,
+                    check.for_filter(filter),
                 )
                 .await?;
             }
@@ -297,7 +453,8 @@ pub async fn settle(
             state.baseline_published = Some(upserts);
         }
     }
-    bus.removals().save(integration, &state).await
+    bus.removals().save(integration, &state).await?;
+    Ok(published)
 }
 
 /// The leavers `integration` holds for approval, at most `limit` of them listed: each held
@@ -368,14 +525,14 @@ pub struct Release {
     pub filter: String,
 }
 
-/// Starts releasing `run_id`'s held removals: checks they are held and fixes the id of the run
-/// that will publish them (reused if an earlier approval was interrupted).
-pub async fn begin_release(
+/// The removal state of `integration`, its held removals and its baseline, when the held
+/// removals are `run_id`'s.
+async fn held_by(
     bus: &Bus,
     integration: &str,
     run_id: &str,
-) -> Result<Release, RemovalError> {
-    let mut state = bus.removals().load(integration).await?;
+) -> Result<(RemovalState, HeldRemovals, String), RemovalError> {
+    let state = bus.removals().load(integration).await?;
     let (Some(held), Some(baseline)) = (state.held.clone(), state.baseline.clone()) else {
         return Err(RemovalError::NotHeld(format!(
             "integration {integration} has no removals held for approval"
@@ -387,6 +544,17 @@ pub async fn begin_release(
             held.run_id, held.count
         )));
     }
+    Ok((state, held, baseline))
+}
+
+/// Starts releasing `run_id`'s held removals: checks they are held and fixes the id of the run
+/// that will publish them (reused if an earlier approval was interrupted).
+pub async fn begin_release(
+    bus: &Bus,
+    integration: &str,
+    run_id: &str,
+) -> Result<Release, RemovalError> {
+    let (mut state, held, baseline) = held_by(bus, integration, run_id).await?;
     let release_run = match &held.release_run {
         Some(id) => id.clone(),
         None => {
@@ -408,17 +576,54 @@ pub async fn begin_release(
     })
 }
 
+/// Makes `run_id`'s list the baseline without publishing its held removals, so that none of
+/// them is acted on (after a deliberate change of the `source_filter`, say, when the workers
+/// missing did not leave); returns how many were held. Refused once an approval has begun
+/// publishing them: only finishing that approval completes its run.
+pub async fn rebaseline(bus: &Bus, journal: &Journal, run_id: &str) -> Result<u64, RemovalError> {
+    let integration = journal.integration();
+    let (_, held, baseline) = held_by(bus, integration, run_id).await?;
+    if let Some(release_run) = held.release_run {
+        return Err(RemovalError::Started(format!(
+            "an approval of run {run_id}'s held removals already began publishing them in run \
+             {release_run}; approve them again without rebaselining to finish it"
+        )));
+    }
+    // The held run gives its removals up before the baseline moves, as in a release.
+    journal.removals_released(run_id).await?;
+    make_baseline(bus, integration, &baseline, run_id, &held.filter).await?;
+    Ok(held.count)
+}
+
 /// Finishes a release: the held run's list becomes the baseline.
 pub async fn finish_release(
     bus: &Bus,
     integration: &str,
     release: &Release,
 ) -> Result<(), BusError> {
-    bus.seen().purge_run(integration, &release.baseline).await?;
+    make_baseline(
+        bus,
+        integration,
+        &release.baseline,
+        &release.held_run,
+        &release.filter,
+    )
+    .await
+}
+
+/// Replaces `baseline` with `held_run` (listed with `filter`), dropping the held removals.
+async fn make_baseline(
+    bus: &Bus,
+    integration: &str,
+    baseline: &str,
+    held_run: &str,
+    filter: &str,
+) -> Result<(), BusError> {
+    bus.seen().purge_run(integration, baseline).await?;
     let state = RemovalState {
-        baseline: Some(release.held_run.clone()),
+        baseline: Some(held_run.to_owned()),
         held: None,
-        baseline_filter: Some(release.filter.clone()),
+        baseline_filter: Some(filter.to_owned()),
         // Not known here: the held run's record answers while it lasts.
         baseline_published: None,
     };

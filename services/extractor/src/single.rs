@@ -63,10 +63,20 @@ impl From<SettingsError> for Failure {
     }
 }
 
+impl From<removals::PublishError> for Failure {
+    fn from(err: removals::PublishError) -> Self {
+        match err {
+            removals::PublishError::Bus(err) => err.into(),
+            removals::PublishError::Source(err) => err.into(),
+        }
+    }
+}
+
 impl From<RemovalError> for Failure {
     fn from(err: RemovalError) -> Self {
         match err {
             RemovalError::NotHeld(message) => Failure(error("not_found", message)),
+            RemovalError::Started(message) => Failure(error("invalid", message)),
             RemovalError::Bus(err) => err.into(),
         }
     }
@@ -279,14 +289,28 @@ pub async fn progress(extraction: &Extraction) -> Result<Progress, Failure> {
     })
 }
 
-/// Publishes the removals held by run `run_id` in a run of their own.
+/// Publishes the removals held by run `run_id` in a run of their own; with `rebaseline`,
+/// publishes none and only makes the held run's list the baseline (after a deliberate change
+/// of the `source_filter`, say, when the workers missing did not leave).
 pub async fn approve_removals(
     extraction: &Extraction,
     run_id: &str,
+    rebaseline: bool,
 ) -> Result<RemovalsReleased, Failure> {
     let integration = extraction.integration();
     let bus = extraction.bus();
     let _settling = extraction.removal_lock().lock().await;
+    if rebaseline {
+        let journal = Journal::new(bus, integration, false);
+        let held = removals::rebaseline(bus, &journal, run_id).await?;
+        tracing::warn!(
+            integration,
+            held_run = run_id,
+            held,
+            "the held run's list is the new baseline: its held removals were dropped without any leaver action"
+        );
+        return Ok(RemovalsReleased { released: 0 });
+    }
     let release = removals::begin_release(bus, integration, run_id).await?;
     let (client, settings) = client(extraction).await?;
     let journal = Journal::new(bus, integration, false);
@@ -300,6 +324,11 @@ pub async fn approve_removals(
         &settings.credentials,
         &client.hostname(),
     );
+    // The held run's filter decides whether its missing workers are checked with Sage People.
+    let check = removals::LeaverCheck {
+        client: &client,
+        end_dates: crate::ended::EndDates::of(integration, &settings),
+    };
     let released = removals::publish(
         bus,
         &mut publisher,
@@ -308,6 +337,7 @@ pub async fn approve_removals(
         &release.baseline,
         &release.held_run,
         0,
+        check.for_filter(Some(&release.filter)),
     )
     .await?;
     let counts = Counts {

@@ -243,6 +243,7 @@ async fn one_worker_is_synced_now_and_pause_flags_and_held_removals_are_handled(
         .approve_removals(pb::ApproveRemovalsRequest {
             integration_id: INTEGRATION.into(),
             run_id: second.run_id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -284,6 +285,7 @@ async fn one_worker_is_synced_now_and_pause_flags_and_held_removals_are_handled(
         .approve_removals(pb::ApproveRemovalsRequest {
             integration_id: INTEGRATION.into(),
             run_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -129,6 +129,10 @@ enum Command {
         /// The run whose removals to release: the full id, or its last characters as `syncctl
         /// runs` shows them.
         run_id: String,
+        /// Publish none of them: accept the run's list as the baseline, with no leaver action
+        /// for anyone it no longer lists (after a deliberate source_filter change).
+        #[arg(long)]
+        rebaseline: bool,
     },
     /// The leavers of a run with their end date, the action taken and the assets they still
     /// hold, or those held for approval (ListLeavers).
@@ -521,18 +525,26 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             print_pause(output, &state)?;
             Ok(exit::OK)
         }
-        Command::ApproveRemovals { run_id } => {
+        Command::ApproveRemovals { run_id, rebaseline } => {
             let run_id = run_id::resolve(&mut client, id, &run_id).await?;
             let reply = client
                 .approve_removals(request(pb::ApproveRemovalsRequest {
                     integration_id: id.to_owned(),
                     run_id: run_id.clone(),
+                    without_leaver_actions: rebaseline,
                 }))
                 .await?
                 .into_inner();
-            let value = serde_json::json!({"run_id": run_id, "released": reply.released});
-            print(output, &value, || {
-                format!("{} removals of run {run_id} released\n", reply.released)
+            let value = serde_json::json!({
+                "run_id": run_id,
+                "released": reply.released,
+                "rebaselined": rebaseline,
+            });
+            print(output, &value, || match rebaseline {
+                true => format!(
+                    "run {run_id} is the new baseline; its held removals were dropped, no leaver action taken\n"
+                ),
+                false => format!("{} removals of run {run_id} released\n", reply.released),
             })?;
             Ok(exit::OK)
         }

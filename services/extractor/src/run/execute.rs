@@ -104,7 +104,7 @@ impl PreparedRun {
             &client.hostname(),
         )
         .resending(checkpoint.resend_all);
-        let decision = {
+        let (decision, removed) = {
             let _settling = extraction.removal_lock().lock().await;
             let decision = match checkpoint.ending.clone() {
                 Some(decision) => decision,
@@ -122,7 +122,11 @@ impl PreparedRun {
                     decision
                 }
             };
-            removals::settle(
+            let check = removals::LeaverCheck {
+                client: &client,
+                end_dates,
+            };
+            let settled = removals::settle(
                 &inner.bus,
                 &inner.journal,
                 &mut publisher,
@@ -131,9 +135,25 @@ impl PreparedRun {
                 checkpoint.filter.as_deref(),
                 &decision,
                 checkpoint.published,
+                check,
             )
-            .await?;
-            decision
+            .await;
+            match settled {
+                Ok(removed) => (decision, removed),
+                // Sage People could not say who left: the run keeps its checkpoint (and its
+                // decision) where the failure is one to resume, and settles again then.
+                Err(err) => {
+                    return Err(extraction
+                        .stop(
+                            &checkpoints,
+                            &mut publisher,
+                            &checkpoint,
+                            resumed,
+                            err.into(),
+                        )
+                        .await);
+                }
+            }
         };
         match &decision {
             Decision::Held { count, baseline } => {
@@ -155,11 +175,10 @@ impl PreparedRun {
             }
             Decision::Publish { count } if *count > 0 => {
                 tracing::info!(integration, run_id = %checkpoint.run_id,
-                removed = count, "published removals")
+                removed, no_longer_listed = count, "published removals")
             }
             _ => {}
         }
-        let removed = decision.published();
         let held = decision.held();
         let removals_skipped = decision.not_computed().map(str::to_owned);
         let counts = Counts {

@@ -106,20 +106,21 @@ async fn approve_removals(bus: &Bus, run_id: &str) -> Result<RemovalsReleased, C
     .await
 }
 
+/// Has the extractor service start a full run of [`ID`] with `trigger`; its record once
+/// completed.
+async fn served_run(bus: &Bus, trigger: &str) -> peoplesync_bus::RunRecord {
+    let started: RunStarted = command(bus, ID, control::RUN, json!({"trigger": trigger}))
+        .await
+        .unwrap();
+    completed(bus, ID, &started.run_id).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_removals_are_held_until_an_operator_approves_them() {
     let s = setup(org(1000, 50, 120)).await;
     let (config, secrets) = config(&s.sim, &[ID]);
     let service = serve(&s.bus, config, secrets, true).await;
-    let run = |trigger: &'static str| {
-        let bus = s.bus.clone();
-        async move {
-            let started: RunStarted = command(&bus, ID, control::RUN, json!({"trigger": trigger}))
-                .await
-                .unwrap();
-            completed(&bus, ID, &started.run_id).await
-        }
-    };
+    let run = |trigger| served_run(&s.bus, trigger);
     run("first").await;
     drain_workers(&s.bus, ID).await;
     let leaving = remove_employed(&s.sim, 60);
@@ -358,4 +359,161 @@ async fn a_baseline_whose_list_is_gone_is_replaced_and_the_run_says_why() {
         s.run_record(GONE, &third.run_id).await.removals_skipped,
         None
     );
+}
+
+/// The filter of an integration that reads the workers of France only.
+const FRANCE: &str = "workAddress.country eq 'France'";
+
+/// Stores [`ID`]'s config with `source_filter` (none for `None`).
+async fn filter_with(bus: &Bus, source_filter: Option<&str>) {
+    let mut config = peoplesync_core::IntegrationConfig::default_for(ID);
+    config.source_filter = source_filter.map(str::to_owned);
+    put_integration(bus, &config).await;
+}
+
+/// `n` workers of France employed today.
+fn employed_in_france(sim: &peoplesync_sims::sage::SageSim, n: usize) -> Vec<String> {
+    let ids: Vec<String> = (0..sim.stats().workers)
+        .map(generate::worker_id)
+        .filter(|id| employed(sim, id))
+        .filter(|id| sim.worker(id).unwrap()["workAddress"]["country"] == "France")
+        .take(n)
+        .collect();
+    assert_eq!(ids.len(), n, "the org has {n} employees in France");
+    ids
+}
+
+/// The ids of the `removed` events among `events`, sorted.
+fn removed_ids(events: &[peoplesync_proto::v1::WorkerEvent]) -> Vec<String> {
+    let mut ids: Vec<String> = events
+        .iter()
+        .filter(|e| e.kind() == WorkerEventKind::Removed)
+        .map(|e| e.worker.clone().unwrap_or_default().id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn a_worker_who_moves_out_of_the_source_filter_is_not_published_as_a_leaver() {
+    let s = setup(org(300, 40, 90)).await;
+    filter_with(&s.bus, Some(FRANCE)).await;
+    // France is a fraction of the org: a policy that lets three removals through.
+    let (mut config, secrets) = config(&s.sim, &[ID]);
+    config.removals.hold_above_share = 0.5;
+    let extraction = extraction_of(&s.bus, config, secrets, ID);
+    run_to_completion(&extraction).await;
+    drain_workers(&s.bus, ID).await;
+
+    // One transfers to Germany (still employed), one is gone from Sage People, one transfers
+    // and has left: the last two are leavers, the first is not.
+    let french = employed_in_france(&s.sim, 3);
+    let (moved, gone, moved_and_left) = (&french[0], &french[1], &french[2]);
+    s.sim
+        .patch_worker(moved, json!({"workAddress": {"country": "Germany"}}));
+    s.sim.remove_worker(gone);
+    s.sim.patch_worker(
+        moved_and_left,
+        json!({"workAddress": {"country": "Germany"}, "currentEmployment": {"active": false}}),
+    );
+    let second = run_to_completion(&extraction).await;
+    let mut leavers = vec![gone.clone(), moved_and_left.clone()];
+    leavers.sort();
+    assert_eq!(removed_ids(&drain_workers(&s.bus, ID).await), leavers);
+    assert_eq!(second.removed, 2);
+    let record = s.run_record(ID, &second.run_id).await;
+    assert_eq!(
+        (record.removed, record.removals_held),
+        (2, 0),
+        "the record counts the events published, which the loaders wait for"
+    );
+
+    // The baseline moved past the worker who moved: no later run announces them.
+    let third = run_to_completion(&extraction).await;
+    assert_eq!(third.removed, 0);
+    assert!(removed_ids(&drain_workers(&s.bus, ID).await).is_empty());
+}
+
+/// Asks the extractor to make run `run_id`'s list the baseline without publishing its held
+/// removals.
+async fn rebaseline(bus: &Bus, run_id: &str) -> Result<RemovalsReleased, CommandError> {
+    command(
+        bus,
+        ID,
+        control::APPROVE_REMOVALS,
+        json!({"run_id": run_id, "without_leaver_actions": true}),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_narrowing_the_source_filter_the_held_run_becomes_the_baseline_without_leaver_actions()
+ {
+    let s = setup(org(200, 40, 90)).await;
+    let (config, secrets) = config(&s.sim, &[ID]);
+    let service = serve(&s.bus, config, secrets, true).await;
+    let first = served_run(&s.bus, "first").await;
+    drain_workers(&s.bus, ID).await;
+
+    filter_with(&s.bus, Some(FRANCE)).await;
+    let held = served_run(&s.bus, "narrowed").await;
+    assert!(held.removals_held > 0, "everyone outside France is held");
+    assert_eq!(held.removed, 0);
+    drain_workers(&s.bus, ID).await;
+
+    let released = rebaseline(&s.bus, &held.run_id).await.unwrap();
+    assert_eq!(released.released, 0);
+    assert!(
+        drain_workers(&s.bus, ID).await.is_empty(),
+        "no leaver action: nothing is published"
+    );
+    assert_eq!(s.run_record(ID, &held.run_id).await.removals_held, 0);
+    assert_eq!(s.bus.runs().removals_held(ID).await.unwrap(), 0);
+    let state = s.bus.removals().load(ID).await.unwrap();
+    assert_eq!(state.baseline.as_deref(), Some(held.run_id.as_str()));
+    assert_eq!(state.held, None);
+    assert_ne!(held.run_id, first.run_id);
+    let again = rebaseline(&s.bus, &held.run_id).await.unwrap_err();
+    assert_eq!(again.code, "not_found", "nothing is held any more");
+
+    // Later runs compare with the narrowed list: only who leaves from now on is a leaver.
+    let gone = employed_in_france(&s.sim, 1);
+    s.sim.remove_worker(&gone[0]);
+    let next = served_run(&s.bus, "after").await;
+    assert_eq!((next.removed, next.removals_held), (1, 0));
+    assert_eq!(removed_ids(&drain_workers(&s.bus, ID).await), gone);
+    service.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approving_removals_held_by_a_filtered_run_publishes_only_the_workers_who_left() {
+    let s = setup(org(200, 40, 90)).await;
+    let (config, secrets) = config(&s.sim, &[ID]);
+    let service = serve(&s.bus, config, secrets, true).await;
+    served_run(&s.bus, "first").await;
+    drain_workers(&s.bus, ID).await;
+
+    // Narrowed to France: the rest are held, though only one of them left.
+    filter_with(&s.bus, Some(FRANCE)).await;
+    let outside = (0..200)
+        .map(generate::worker_id)
+        .find(|id| {
+            employed(&s.sim, id) && s.sim.worker(id).unwrap()["workAddress"]["country"] != "France"
+        })
+        .unwrap();
+    s.sim.remove_worker(&outside);
+    let held = served_run(&s.bus, "narrowed").await;
+    assert!(held.removals_held > 1);
+    drain_workers(&s.bus, ID).await;
+
+    let released = approve_removals(&s.bus, &held.run_id).await.unwrap();
+    assert_eq!(released.released, 1);
+    let events = drain_workers(&s.bus, ID).await;
+    assert_eq!(removed_ids(&events), [outside]);
+    let record = s.run_record(ID, &events[0].run_id).await;
+    assert_eq!(
+        (record.trigger.as_str(), record.removed),
+        ("approve-removals", 1)
+    );
+    service.shutdown().await;
 }
