@@ -58,7 +58,8 @@ impl Default for Plan {
 }
 
 impl Plan {
-    /// The plan of an integration's `[schedule]`; all keys unset means the default.
+    /// The plan of an integration's `[schedule]`; all keys unset means the default. A cron
+    /// expression with no time from now on is refused: it would never start a run.
     pub fn from_config(config: &ScheduleConfig) -> Result<Plan, ScheduleError> {
         let tz = match config.timezone.as_deref().map(str::trim) {
             None | Some("") => Tz::UTC,
@@ -86,11 +87,25 @@ impl Plan {
                         "`{text}` is not a cron expression ({err}); write 5 fields (minute hour day month weekday), e.g. \"0 2 * * *\""
                     ),
                 })?;
-            return Ok(Plan::Cron {
+            let plan = Plan::Cron {
                 cron: Box::new(cron),
                 text: text.trim().to_owned(),
                 tz,
-            });
+            };
+            // croner parses values no date has (30 February) and only finds out when asked
+            // for a time: such a schedule would never start a run.
+            if plan.next_after(Utc::now()).is_none() {
+                return Err(ScheduleError {
+                    key: "cron",
+                    message: format!(
+                        "`{}` never matches a time from now on (a day the month does not have, \
+                         such as 30 February?), so no run would ever start; write one that does, \
+                         e.g. \"0 2 * * *\"",
+                        text.trim()
+                    ),
+                });
+            }
+            return Ok(plan);
         }
         let every = match &config.every {
             None => Duration::from_secs(86_400),
@@ -320,6 +335,15 @@ mod tests {
         assert!(got[0].ends_with("T03:00:00+00:00"));
         let gap = at(&got[1]) - at(&got[0]);
         assert_eq!(gap, chrono::Duration::days(2));
+    }
+
+    #[test]
+    fn a_cron_expression_that_never_matches_is_refused() {
+        let err = Plan::from_config(&schedule(None, None, None, Some("0 2 30 2 *"))).unwrap_err();
+        assert_eq!(err.key, "cron");
+        assert!(err.message.contains("never matches"), "{err}");
+        // 29 February comes round.
+        assert!(Plan::from_config(&schedule(None, None, None, Some("0 2 29 2 *"))).is_ok());
     }
 
     #[test]
