@@ -185,6 +185,8 @@ impl Lease {
         let revision = match entry {
             Some(entry) if entry.operation == kv::Operation::Put => {
                 let theirs: Option<LeaseValue> = serde_json::from_slice(&entry.value).ok();
+                // A replica restarted under its name takes its lease back at once; a holder
+                // that must never do so (`--once`) has a name of its own.
                 let mine = theirs.as_ref().is_some_and(|v| v.holder == self.holder);
                 let expired = match self.observed {
                     Some((seen, since)) if seen == entry.revision => {

@@ -4,8 +4,8 @@
 //! takes over within about one lease TTL when it dies, resuming its interrupted run and making
 //! up for a scheduled start that fell while nobody scheduled the integration.
 //!
-//! `--once` ([`Service::run_once`]) takes the same lease, runs one full sync of each integration
-//! and gives the lease back.
+//! `--once` ([`Service::run_once`]) takes the same lease under a holder name of its own
+//! (`<replica>-once-<pid>`), runs one full sync of each integration and gives the lease back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -163,7 +163,11 @@ impl Service {
         let integration = runner.extraction().integration().to_owned();
         let (leader_tx, mut leader) = watch::channel(false);
         let lease_stop = CancellationToken::new();
-        let lease = self.bus.lease(&integration, &self.replica, self.ttl());
+        // A name of its own: run in a service's pod (`kubectl exec`), `--once` inherits the
+        // service's replica name, and under that name it would take the service's lease as its
+        // own at once; the two would then fence each other's runs.
+        let holder = format!("{}-once-{}", self.replica, std::process::id());
+        let lease = self.bus.lease(&integration, &holder, self.ttl());
         let lease_task = tokio::spawn(lease.run(leader_tx, lease_stop.clone()));
         // A lease left by a crashed extractor expires after its TTL; one renewed by a live one
         // does not, and then this sync must not run beside it.

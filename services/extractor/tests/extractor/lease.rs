@@ -7,7 +7,9 @@ use chrono::DurationRound;
 use peoplesync_bus::control::{self, RunStarted};
 use peoplesync_bus::lease::ScheduleMark;
 use peoplesync_core::IntegrationConfig;
+use peoplesync_extractor::{Service, ServiceError};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use crate::harness::*;
 
@@ -100,4 +102,24 @@ async fn a_scheduled_run_missed_while_no_replica_held_the_lease_is_started_once_
         .collect();
     assert_eq!(triggers, ["manual", "schedule"]);
     b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_under_the_services_replica_name_waits_and_refuses_instead_of_taking_the_lease() {
+    let s = setup(org(30, 10, 10)).await;
+    let (config, secrets) = config(&s.sim, &[ID]);
+    let config = as_replica(config, "replica-a");
+    let service = serve(&s.bus, config.clone(), secrets.clone(), true).await;
+    // `kubectl exec … sage-extractor --once` inherits the pod's PEOPLESYNC_REPLICA.
+    let once = Service::build(config, s.bus.clone(), secrets)
+        .await
+        .unwrap();
+    let outcomes = once.run_once(&CancellationToken::new()).await;
+    match &outcomes[..] {
+        [(_, Err(ServiceError::LeaseBusy { holder, .. }))] => assert_eq!(holder, "replica-a"),
+        other => panic!("expected the lease to be busy: {other:?}"),
+    }
+    assert_eq!(lease_holder(&s.bus, ID).await.as_deref(), Some("replica-a"));
+    assert!(s.bus.runs().list(Some(ID)).await.unwrap().is_empty());
+    service.shutdown().await;
 }
