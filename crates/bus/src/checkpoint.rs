@@ -39,6 +39,14 @@ pub struct Checkpoint {
     /// The `$filter` the run lists with; a run is not resumed under another filter.
     #[serde(default)]
     pub filter: Option<String>,
+    /// The credential set the run reads with, and the host of its login URL: the Sage People
+    /// org it lists. A run is not resumed against another org ([`Checkpoint::org_change`]).
+    /// `None` in a checkpoint of an older version: not known.
+    #[serde(default)]
+    pub credentials: Option<String>,
+    /// See [`Checkpoint::credentials`].
+    #[serde(default)]
+    pub login_host: Option<String>,
     /// Times the run was resumed (part of the seen-list chunk ids).
     #[serde(default)]
     pub resumes: u64,
@@ -64,10 +72,37 @@ impl Checkpoint {
             pages: 0,
             done_through: None,
             filter,
+            credentials: None,
+            login_host: None,
             resumes: 0,
             restarts: 0,
             ending: None,
             resend_all: false,
+        }
+    }
+}
+
+impl Checkpoint {
+    /// How the org the run would now read — credential set `credentials`, whose login URL's
+    /// host is `login_host` — differs from the one it started on, if it does: its marker and
+    /// seen list belong to that org. What is not known (a checkpoint of an older version, a
+    /// set not configured) is no change.
+    pub fn org_change(&self, credentials: &str, login_host: Option<&str>) -> Option<String> {
+        // A set not configured fails the run on its settings, which keeps the checkpoint for
+        // when the integration names a usable set again.
+        let now = login_host?;
+        if let Some(was) = &self.credentials
+            && was != credentials
+        {
+            return Some(format!(
+                "the integration's credential set changed from {was:?} to {credentials:?}"
+            ));
+        }
+        match &self.login_host {
+            Some(was) if !was.eq_ignore_ascii_case(now) => Some(format!(
+                "the login host of credential set {credentials:?} changed from {was} to {now}"
+            )),
+            _ => None,
         }
     }
 }
@@ -215,5 +250,51 @@ impl Checkpoints {
             .map_err(|e| BusError::kv(names::STATE_BUCKET, "delete", &key, e))?;
         self.set_revision(None);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(credentials: &str, login_host: &str) -> Checkpoint {
+        Checkpoint {
+            credentials: Some(credentials.to_owned()),
+            login_host: Some(login_host.to_owned()),
+            ..Checkpoint::start("r1", None)
+        }
+    }
+
+    #[test]
+    fn another_credential_set_or_login_host_is_another_org() {
+        let sandbox = reading("sandbox", "acme--uat.sandbox.my.salesforce.com");
+        let set = sandbox
+            .org_change("production", Some("acme--uat.sandbox.my.salesforce.com"))
+            .expect("a change");
+        assert!(set.contains("\"sandbox\" to \"production\""), "{set}");
+        let host = sandbox
+            .org_change("sandbox", Some("acme.my.salesforce.com"))
+            .expect("a change");
+        assert!(host.contains("to acme.my.salesforce.com"), "{host}");
+        assert_eq!(
+            sandbox.org_change("sandbox", Some("ACME--uat.sandbox.my.salesforce.com")),
+            None
+        );
+    }
+
+    #[test]
+    fn what_is_not_known_is_no_change() {
+        // Written by an older version.
+        let old: Checkpoint = serde_json::from_str(
+            r#"{"run_id":"r1","marker":null,"published":0,"skipped":0,"pages":0}"#,
+        )
+        .expect("an old checkpoint");
+        assert_eq!(
+            old.org_change("production", Some("acme.my.salesforce.com")),
+            None
+        );
+        // The set named now is not configured: the run fails on its settings, keeping this.
+        let sandbox = reading("sandbox", "acme--uat.sandbox.my.salesforce.com");
+        assert_eq!(sandbox.org_change("apac", None), None);
     }
 }

@@ -11,18 +11,23 @@
 //! holder's last renewal. A holder that cannot renew for half the TTL steps down first. No
 //! wall clock is compared across machines, and tokio's clock drives it all, so tests can
 //! shorten the TTL freely.
+//!
+//! Beside the lease, the holder records the planned start of each scheduled run it fired
+//! ([`Bus::record_scheduled`], key `schedule.<integration>`), so that a replica taking the lease
+//! over can tell a start that fell while nobody scheduled the integration.
 
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::lost_to_another_writer;
-use crate::{Bus, BusError, document};
+use crate::{Bus, BusError, document, names};
 
 /// The KV key of an integration's lease.
 pub fn key(integration: &str) -> String {
@@ -38,7 +43,43 @@ pub struct LeaseValue {
     pub renewed_at: String,
 }
 
+/// The scheduled start of an integration that a lease holder fired last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleMark {
+    /// The planned start time (not when its run began).
+    pub planned: DateTime<Utc>,
+}
+
 impl Bus {
+    /// The scheduled start of `integration` fired last (`None` before the first one).
+    pub async fn last_scheduled(
+        &self,
+        integration: &str,
+    ) -> Result<Option<ScheduleMark>, BusError> {
+        document::get(
+            &self.state,
+            "schedule mark",
+            &names::schedule_key(integration),
+        )
+        .await
+    }
+
+    /// Records that the scheduled start `mark` of `integration` fired.
+    pub async fn record_scheduled(
+        &self,
+        integration: &str,
+        mark: &ScheduleMark,
+    ) -> Result<(), BusError> {
+        document::put(
+            &self.state,
+            "schedule mark",
+            &names::schedule_key(integration),
+            mark,
+        )
+        .await
+        .map(drop)
+    }
+
     /// `holder`'s claim on the scheduler lease of `integration`, held for `ttl` per renewal.
     pub fn lease(&self, integration: &str, holder: &str, ttl: Duration) -> Lease {
         Lease::new(self.state.clone(), integration, holder, ttl)
@@ -144,6 +185,8 @@ impl Lease {
         let revision = match entry {
             Some(entry) if entry.operation == kv::Operation::Put => {
                 let theirs: Option<LeaseValue> = serde_json::from_slice(&entry.value).ok();
+                // A replica restarted under its name takes its lease back at once; a holder
+                // that must never do so (`--once`) has a name of its own.
                 let mine = theirs.as_ref().is_some_and(|v| v.holder == self.holder);
                 let expired = match self.observed {
                     Some((seen, since)) if seen == entry.revision => {

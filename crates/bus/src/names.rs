@@ -37,6 +37,12 @@ pub fn checkpoint_key(integration: &str) -> String {
     format!("checkpoint.{integration}")
 }
 
+/// KV key (state bucket) of the planned start of `integration`'s schedule that the scheduler
+/// lease holder last fired.
+pub fn schedule_key(integration: &str) -> String {
+    format!("schedule.{integration}")
+}
+
 /// KV key (state bucket) of the removal state (baseline, held removals) of `integration`.
 pub fn removals_key(integration: &str) -> String {
     format!("removals.{integration}")

@@ -2,9 +2,10 @@
 //! configuration refusal set it), the stored config's schedule and next start, the scheduler
 //! lease's holder, the newest run, the consumer's backlog, the loader replicas that announced
 //! themselves, removals held for approval and dead letters by reason. A part that cannot be
-//! read is named in `problems` and the rest is still answered.
+//! read, and a schedule with no next start, is named in `problems` and the rest is still
+//! answered.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use peoplesync_bus::Bus;
 use peoplesync_core::IntegrationConfig;
 use peoplesync_core::plan::Plan;
@@ -39,15 +40,10 @@ pub(crate) async fn get(
     match configs.stored(integration).await? {
         Some((text, revision)) => {
             out.config_revision = revision;
-            match IntegrationConfig::from_toml(&text)
-                .map_err(|e| e.to_string())
-                .and_then(|c| Plan::from_config(&c.schedule).map_err(|e| e.to_string()))
-            {
-                Ok(plan) => {
-                    out.schedule = plan.describe();
-                    out.next_run_at = plan
-                        .next_after(Utc::now())
-                        .and_then(|at| runs::timestamp(&at.to_rfc3339()));
+            match schedule(&text, Utc::now()) {
+                Ok((described, next)) => {
+                    out.schedule = described;
+                    out.next_run_at = runs::timestamp(&next.to_rfc3339());
                 }
                 Err(err) => problems.push(format!(
                     "the stored config (revision {revision}) has no usable schedule: {err}"
@@ -120,4 +116,67 @@ pub(crate) async fn get(
     );
     out.problems = problems;
     Ok(out)
+}
+
+/// The schedule of the stored config `text` in words, and its next start after `now`; why no
+/// run will start on it otherwise (a config stored before such schedules were refused).
+fn schedule(text: &str, now: DateTime<Utc>) -> Result<(String, DateTime<Utc>), String> {
+    let config = IntegrationConfig::from_toml(text).map_err(|e| e.to_string())?;
+    let plan = Plan::from_config(&config.schedule).map_err(|e| e.to_string())?;
+    match plan.next_after(now) {
+        Some(next) => Ok((plan.describe(), next)),
+        None => Err(format!(
+            "{} has no start after {now}, so no scheduled run will start; fix [schedule] in the integration config",
+            plan.describe()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(schedule: peoplesync_core::ScheduleConfig) -> String {
+        let mut config = IntegrationConfig::default_for("acme");
+        config.schedule = schedule;
+        config.to_toml()
+    }
+
+    #[test]
+    fn the_schedule_and_its_next_start_are_reported() {
+        let now = DateTime::parse_from_rfc3339("2025-06-01T12:00:00Z")
+            .expect("a time")
+            .with_timezone(&Utc);
+        let (described, next) = schedule(
+            &stored(peoplesync_core::ScheduleConfig {
+                at: Some("05:30".into()),
+                ..Default::default()
+            }),
+            now,
+        )
+        .expect("a schedule");
+        assert_eq!(described, "every 1d from 05:30 UTC");
+        assert_eq!(next.to_rfc3339(), "2025-06-02T05:30:00+00:00");
+    }
+
+    #[test]
+    fn a_schedule_that_never_starts_a_run_is_a_problem() {
+        let problem = schedule(
+            &stored(peoplesync_core::ScheduleConfig {
+                cron: Some("0 2 30 2 *".into()),
+                ..Default::default()
+            }),
+            Utc::now(),
+        )
+        .unwrap_err();
+        assert!(problem.contains("schedule.cron"), "{problem}");
+        // A plan read without error that still has no next start (past the last date chrono
+        // can count to) is reported too, not shown without a next run.
+        let problem = schedule(
+            &stored(peoplesync_core::ScheduleConfig::default()),
+            DateTime::<Utc>::MAX_UTC,
+        )
+        .unwrap_err();
+        assert!(problem.contains("no scheduled run will start"), "{problem}");
+    }
 }

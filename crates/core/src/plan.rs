@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Days, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono::{
+    DateTime, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, TimeZone, Utc,
+};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
@@ -25,8 +27,9 @@ pub struct ScheduleError {
 /// When runs start.
 #[derive(Debug, Clone)]
 pub enum Plan {
-    /// At `at` (local time in `tz`) and every `every` after it. Intervals of a day or less
-    /// start again at `at` each day; longer ones count from 1 January 1970 at `at`.
+    /// At `at` (local time in `tz`) and every `every` after it, on the local clock. Intervals
+    /// of a day or less start again at `at` each day; longer ones count from 1 January 1970 at
+    /// `at`.
     Interval {
         /// Time between runs.
         every: Duration,
@@ -58,7 +61,8 @@ impl Default for Plan {
 }
 
 impl Plan {
-    /// The plan of an integration's `[schedule]`; all keys unset means the default.
+    /// The plan of an integration's `[schedule]`; all keys unset means the default. A cron
+    /// expression with no time from now on is refused: it would never start a run.
     pub fn from_config(config: &ScheduleConfig) -> Result<Plan, ScheduleError> {
         let tz = match config.timezone.as_deref().map(str::trim) {
             None | Some("") => Tz::UTC,
@@ -86,11 +90,25 @@ impl Plan {
                         "`{text}` is not a cron expression ({err}); write 5 fields (minute hour day month weekday), e.g. \"0 2 * * *\""
                     ),
                 })?;
-            return Ok(Plan::Cron {
+            let plan = Plan::Cron {
                 cron: Box::new(cron),
                 text: text.trim().to_owned(),
                 tz,
-            });
+            };
+            // croner parses values no date has (30 February) and only finds out when asked
+            // for a time: such a schedule would never start a run.
+            if plan.next_after(Utc::now()).is_none() {
+                return Err(ScheduleError {
+                    key: "cron",
+                    message: format!(
+                        "`{}` never matches a time from now on (a day the month does not have, \
+                         such as 30 February?), so no run would ever start; write one that does, \
+                         e.g. \"0 2 * * *\"",
+                        text.trim()
+                    ),
+                });
+            }
+            return Ok(plan);
         }
         let every = match &config.every {
             None => Duration::from_secs(86_400),
@@ -128,31 +146,38 @@ impl Plan {
                 .ok()
                 .map(|next| next.with_timezone(&Utc)),
             Plan::Interval { every, at, tz } => {
-                let every = chrono::Duration::from_std(*every).ok()?;
-                let local = now.with_timezone(tz).date_naive();
-                if every > chrono::Duration::days(1) {
-                    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)?;
-                    let origin = local_instant(tz, epoch, *at)?;
-                    let elapsed = now.signed_duration_since(origin);
-                    let periods = elapsed.num_seconds().div_euclid(every.num_seconds()) + 1;
-                    return origin.checked_add_signed(every * i32::try_from(periods).ok()?);
+                // Starts are local times, stepped on the local clock and converted one by one,
+                // so they keep their time of day across daylight saving changes.
+                let step = i64::try_from(every.as_secs()).ok()?;
+                let at = NaiveTime::from_hms_opt(u32::from(at.0), u32::from(at.1), 0)?;
+                let local_now = now.with_timezone(tz).naive_local();
+                let after = |naive: NaiveDateTime| local_instant(tz, naive).filter(|t| *t > now);
+                if step > DAY_SECS {
+                    let origin = NaiveDate::from_ymd_opt(1970, 1, 1)?.and_time(at);
+                    let periods = (local_now - origin).num_seconds().div_euclid(step);
+                    // The local clock is at most hours away from the steps counted here.
+                    return (periods - 1..=periods + 2)
+                        .filter_map(|n| {
+                            origin.checked_add_signed(TimeDelta::seconds(n.checked_mul(step)?))
+                        })
+                        .find_map(after);
                 }
-                // The day's sequence starts at `at` and runs until the next day's `at`; the
-                // previous day's sequence may reach past midnight.
-                let yesterday = local.checked_sub_days(Days::new(1))?;
-                for day in [yesterday, local, local.checked_add_days(Days::new(1))?] {
-                    let start = local_instant(tz, day, *at)?;
-                    let next_day = day.checked_add_days(Days::new(1))?;
-                    let end = local_instant(tz, next_day, *at)?;
-                    let mut candidate = start;
-                    while candidate < end {
-                        if candidate > now {
-                            return Some(candidate);
-                        }
-                        candidate = candidate.checked_add_signed(every)?;
-                    }
-                }
-                None
+                // Each day's sequence starts at `at` and runs until the next day's `at`; the
+                // previous day's may reach past midnight.
+                let today = local_now.date();
+                [today.pred_opt()?, today, today.succ_opt()?]
+                    .into_iter()
+                    .filter_map(|day| {
+                        let start = day.and_time(at);
+                        (0..)
+                            .map(|n| n * step)
+                            .take_while(|offset| *offset < DAY_SECS)
+                            .filter_map(|offset| {
+                                start.checked_add_signed(TimeDelta::seconds(offset))
+                            })
+                            .find_map(after)
+                    })
+                    .min()
             }
         }
     }
@@ -184,11 +209,11 @@ fn humanize(every: Duration) -> String {
     }
 }
 
-/// `day` at `at` in `tz`, as an instant: the earlier one when the clock goes back, the first
-/// minute after the gap when it jumps forward.
-fn local_instant(tz: &Tz, day: NaiveDate, at: (u8, u8)) -> Option<DateTime<Utc>> {
-    let time = NaiveTime::from_hms_opt(u32::from(at.0), u32::from(at.1), 0)?;
-    let naive = NaiveDateTime::new(day, time);
+const DAY_SECS: i64 = 86_400;
+
+/// The local time `naive` in `tz`, as an instant: the earlier one when the clock goes back (so
+/// a time that occurs twice runs once), a time just after the gap when it jumps forward.
+fn local_instant(tz: &Tz, naive: NaiveDateTime) -> Option<DateTime<Utc>> {
     match tz.from_local_datetime(&naive) {
         LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Some(t.with_timezone(&Utc)),
         LocalResult::None => (1..=4)
@@ -297,6 +322,59 @@ mod tests {
     }
 
     #[test]
+    fn a_time_of_day_runs_once_on_the_day_the_clocks_go_back() {
+        // 26 October 2025: clocks go from 02:00 BST back to 01:00 GMT, a 25-hour day.
+        let daily = plan(None, Some("02:30"), Some("Europe/London"), None);
+        assert_starts(
+            &daily,
+            "2025-10-25T12:00:00Z",
+            &["2025-10-26T02:30:00+00:00", "2025-10-27T02:30:00+00:00"],
+        );
+        // 01:30 comes twice that night: the run is at the first.
+        let twice = plan(None, Some("01:30"), Some("Europe/London"), None);
+        assert_starts(
+            &twice,
+            "2025-10-25T12:00:00Z",
+            &["2025-10-26T00:30:00+00:00", "2025-10-27T01:30:00+00:00"],
+        );
+    }
+
+    #[test]
+    fn intervals_keep_their_local_times_across_daylight_saving() {
+        let plan = plan(Some("6h"), Some("02:00"), Some("Europe/London"), None);
+        assert_starts(
+            &plan,
+            "2025-10-25T22:00:00Z",
+            &[
+                // 02:00, 08:00, 14:00, 20:00 GMT after the change, none extra.
+                "2025-10-26T02:00:00+00:00",
+                "2025-10-26T08:00:00+00:00",
+                "2025-10-26T14:00:00+00:00",
+                "2025-10-26T20:00:00+00:00",
+                "2025-10-27T02:00:00+00:00",
+            ],
+        );
+    }
+
+    #[test]
+    fn intervals_over_a_day_keep_their_local_time_in_winter_and_summer() {
+        let plan = plan(Some("2d"), Some("03:00"), Some("Europe/London"), None);
+        // 03:00 GMT in winter, 03:00 BST in summer.
+        for (from, utc_time) in [
+            ("2025-01-10T12:00:00Z", "T03:00:00+00:00"),
+            ("2025-07-10T12:00:00Z", "T02:00:00+00:00"),
+        ] {
+            for start in starts(&plan, from, 3) {
+                assert!(start.ends_with(utc_time), "{start} after {from}");
+            }
+        }
+        // Across the change the local gap stays two days: 49 hours of elapsed time.
+        let got = starts(&plan, "2025-10-24T12:00:00Z", 3);
+        let gaps: Vec<_> = got.windows(2).map(|w| at(&w[1]) - at(&w[0])).collect();
+        assert!(gaps.contains(&chrono::Duration::hours(49)), "{got:?}");
+    }
+
+    #[test]
     fn cron_expressions_run_in_their_time_zone() {
         let plan = plan(
             None,
@@ -320,6 +398,15 @@ mod tests {
         assert!(got[0].ends_with("T03:00:00+00:00"));
         let gap = at(&got[1]) - at(&got[0]);
         assert_eq!(gap, chrono::Duration::days(2));
+    }
+
+    #[test]
+    fn a_cron_expression_that_never_matches_is_refused() {
+        let err = Plan::from_config(&schedule(None, None, None, Some("0 2 30 2 *"))).unwrap_err();
+        assert_eq!(err.key, "cron");
+        assert!(err.message.contains("never matches"), "{err}");
+        // 29 February comes round.
+        assert!(Plan::from_config(&schedule(None, None, None, Some("0 2 29 2 *"))).is_ok());
     }
 
     #[test]

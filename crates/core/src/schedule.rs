@@ -94,7 +94,8 @@ pub fn cron_shape_problem(text: &str) -> Option<String> {
 
 /// Every problem in `schedule`, located at `schedule.<key>`: the shape checks above, then the
 /// extractor's own reading of the schedule ([`crate::plan::Plan::from_config`]: time zone
-/// names, cron values, intervals under a minute), so what passes here the extractor runs.
+/// names, cron values and expressions that never match, intervals under a minute), so what
+/// passes here the extractor runs.
 pub(crate) fn check(schedule: &ScheduleConfig, errors: &mut Vec<ValidationError>) {
     let before = errors.len();
     check_shapes(schedule, errors);
@@ -207,6 +208,23 @@ mod tests {
         assert!(cron_shape_problem("0 2 * * * * *").is_some_and(|m| m.contains("has 7 fields")));
         assert!(cron_shape_problem("0 2 * * $").is_some_and(|m| m.contains("contains `$`")));
         assert!(cron_shape_problem("@sometimes").is_some_and(|m| m.contains("unknown cron alias")));
+    }
+
+    #[test]
+    fn a_cron_expression_no_date_has_is_refused_at_schedule_cron() {
+        let schedule = ScheduleConfig {
+            cron: Some("0 2 30 2 *".into()),
+            ..ScheduleConfig::default()
+        };
+        let mut errors = Vec::new();
+        check(&schedule, &mut errors);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].location, "schedule.cron");
+        assert!(
+            errors[0].message.contains("never matches"),
+            "{}",
+            errors[0].message
+        );
     }
 
     #[test]

@@ -24,6 +24,37 @@ pub struct Encoded {
     pub ended: bool,
 }
 
+/// Headroom left below NATS's payload limit for an event's headers.
+const HEADER_ROOM: usize = 4 * 1024;
+
+/// The largest event payload a NATS server whose `max_payload` is that accepts (less room for
+/// headers); 0, not known yet (no server info), sets no limit: NATS answers.
+pub fn max_event_bytes(max_payload: usize) -> usize {
+    match max_payload {
+        0 => usize::MAX,
+        max => max.saturating_sub(HEADER_ROOM),
+    }
+}
+
+/// What an operator does about an event too large to publish.
+pub const TOO_LARGE_FIX: &str =
+    "Shorten its largest field in Sage People (or raise max_payload on the NATS servers)";
+
+impl Encoded {
+    /// Why this event cannot be published where events may be `max` bytes
+    /// ([`max_event_bytes`]), if it cannot.
+    pub fn too_large(&self, max: usize) -> Option<String> {
+        let size = self.payload.len();
+        (size > max).then(|| {
+            format!(
+                "worker {}'s event is {size} bytes, more than NATS accepts in one message \
+                 ({max} bytes)",
+                self.worker_id
+            )
+        })
+    }
+}
+
 /// Builds the events of one run.
 #[derive(Debug, Clone)]
 pub struct EventBuilder {

@@ -4,6 +4,9 @@
 //! The plan lives in `peoplesync_core::plan` (pure, `next_after(now)`, shared with config
 //! validation); the loop reads wall-clock time through a [`Clock`], so tests drive it with
 //! `tokio::time::pause()` and a clock that advances with tokio's.
+//!
+//! The loop only looks forward; a start that fell while no replica scheduled the integration
+//! (a restart, a lease handover) is found by [`missed_start`] when a replica takes the lease.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +19,38 @@ use tokio_util::sync::CancellationToken;
 /// The longest the loop sleeps before looking at the clock again, so a wall-clock step (NTP,
 /// a suspended VM) delays a run by at most this much.
 const MAX_SLEEP: Duration = Duration::from_secs(600);
+
+/// How late a missed scheduled start may still be made up for.
+pub const CATCH_UP_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+/// The scheduled start a replica that just took the lease makes up for: the latest start of
+/// `plan` after `last_fired` (the start fired last) and at or before `now`, if it is less than
+/// [`CATCH_UP_WINDOW`] old. Only the latest counts, so however many starts were missed, one run
+/// makes up for them. With nothing fired yet (`None`) there is nothing to make up for: a new
+/// integration waits for its first start.
+pub fn missed_start(
+    plan: &Plan,
+    last_fired: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let floor = last_fired?.max(now - CATCH_UP_WINDOW);
+    // Look back from `now` a doubling span at a time, so a frequent schedule costs a few steps
+    // and a daily one no more than a dozen.
+    let mut back = chrono::TimeDelta::minutes(1);
+    loop {
+        let from = (now - back).max(floor);
+        if let Some(mut start) = plan.next_after(from).filter(|start| *start <= now) {
+            while let Some(next) = plan.next_after(start).filter(|next| *next <= now) {
+                start = next;
+            }
+            return Some(start);
+        }
+        if from == floor {
+            return None;
+        }
+        back = back * 2;
+    }
+}
 
 /// Wall-clock time for the scheduler.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -105,6 +140,69 @@ mod tests {
     use peoplesync_core::ScheduleConfig;
 
     use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .expect("a time")
+            .with_timezone(&Utc)
+    }
+
+    fn every(every: &str) -> Plan {
+        Plan::from_config(&ScheduleConfig {
+            every: Some(every.into()),
+            ..ScheduleConfig::default()
+        })
+        .expect("a plan")
+    }
+
+    #[test]
+    fn the_latest_start_missed_since_the_last_one_fired_is_made_up_for() {
+        let daily = Plan::default();
+        let yesterday = Some(at("2025-06-01T02:00:00Z"));
+        // A restart across 02:00, and a standby taking over just after it.
+        for now in [
+            "2025-06-02T02:00:00Z",
+            "2025-06-02T02:00:08Z",
+            "2025-06-02T13:00:00Z",
+        ] {
+            assert_eq!(
+                missed_start(&daily, yesterday, at(now)),
+                Some(at("2025-06-02T02:00:00Z")),
+                "{now}"
+            );
+        }
+        // Several starts missed: only the latest is made up for.
+        let hourly = every("1h");
+        assert_eq!(
+            missed_start(&hourly, yesterday, at("2025-06-01T07:30:00Z")),
+            Some(at("2025-06-01T07:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn nothing_is_made_up_for_when_the_last_start_fired_or_is_too_old_or_unknown() {
+        let daily = Plan::default();
+        let fired = Some(at("2025-06-02T02:00:00Z"));
+        assert_eq!(
+            missed_start(&daily, fired, at("2025-06-02T01:59:59Z")),
+            None
+        );
+        assert_eq!(
+            missed_start(&daily, fired, at("2025-06-02T09:00:00Z")),
+            None
+        );
+        // Down for more than a day: the next start comes soon enough.
+        let weekly = every("1w");
+        assert_eq!(
+            missed_start(
+                &weekly,
+                Some(at("2025-05-01T00:00:00Z")),
+                at("2025-06-07T00:00:00Z")
+            ),
+            None
+        );
+        assert_eq!(missed_start(&daily, None, at("2025-06-02T03:00:00Z")), None);
+    }
 
     #[test]
     fn the_plan_is_the_one_config_validation_uses() {

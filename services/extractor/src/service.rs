@@ -1,14 +1,17 @@
 //! The long-running extractor: for every integration it serves, a claim on the scheduler lease,
 //! the command responders, and — while it holds the lease — the scheduler and the full runs.
 //! Several replicas may run side by side; exactly one schedules each integration, and a standby
-//! takes over within about one lease TTL when it dies, resuming its interrupted run.
+//! takes over within about one lease TTL when it dies, resuming its interrupted run and making
+//! up for a scheduled start that fell while nobody scheduled the integration.
 //!
-//! `--once` ([`Service::run_once`]) takes the same lease, runs one full sync of each integration
-//! and gives the lease back.
+//! `--once` ([`Service::run_once`]) takes the same lease under a holder name of its own
+//! (`<replica>-once-<pid>`), runs one full sync of each integration and gives the lease back.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use peoplesync_bus::lease::ScheduleMark;
 use peoplesync_bus::{Bus, BusError, ConfigChange, RunState};
 use peoplesync_runtime::Readiness;
 use peoplesync_runtime::metrics::names as metric;
@@ -160,7 +163,11 @@ impl Service {
         let integration = runner.extraction().integration().to_owned();
         let (leader_tx, mut leader) = watch::channel(false);
         let lease_stop = CancellationToken::new();
-        let lease = self.bus.lease(&integration, &self.replica, self.ttl());
+        // A name of its own: run in a service's pod (`kubectl exec`), `--once` inherits the
+        // service's replica name, and under that name it would take the service's lease as its
+        // own at once; the two would then fence each other's runs.
+        let holder = format!("{}-once-{}", self.replica, std::process::id());
+        let lease = self.bus.lease(&integration, &holder, self.ttl());
         let lease_task = tokio::spawn(lease.run(leader_tx, lease_stop.clone()));
         // A lease left by a crashed extractor expires after its TTL; one renewed by a live one
         // does not, and then this sync must not run beside it.
@@ -367,6 +374,8 @@ async fn lead(
             Err(err) => tracing::error!(%integration, "{err}"),
         }
     }
+    let plan = plans.borrow().clone();
+    catch_up(runner, bus, &plan, clock.now()).await;
     let (ticks_tx, mut ticks) = mpsc::channel(1);
     let scheduler = tokio::spawn(schedule::run_scheduler(
         plans,
@@ -403,12 +412,7 @@ async fn lead(
             }
             tick = ticks.recv() => {
                 let Some(at) = tick else { break };
-                match runner.start("schedule").await {
-                    Ok(started) if started.already_running => tracing::info!(%integration, %at,
-                        run_id = %started.run_id, "scheduled run skipped: the previous run is still going"),
-                    Ok(started) => tracing::info!(%integration, %at, run_id = %started.run_id, "scheduled run started"),
-                    Err(err) => tracing::error!(%integration, "{err}"),
-                }
+                fire(runner, bus, at, false).await;
             }
         }
     }
@@ -417,6 +421,71 @@ async fn lead(
     if let Err(err) = commands.await {
         tracing::error!(%integration, error = %err, "leader command responder failed");
     }
+}
+
+/// Starts the run of the scheduled start `at` (`catching_up` when it was missed), and records
+/// that it fired. The run starts first: should the record then fail, the run's own record
+/// tells the next lease holder that the start was not missed.
+async fn fire(runner: &Runner, bus: &Bus, at: DateTime<Utc>, catching_up: bool) {
+    let integration = runner.extraction().integration();
+    let kind = if catching_up {
+        "scheduled run missed while no replica scheduled the integration (restart or lease handover)"
+    } else {
+        "scheduled run"
+    };
+    match runner.start("schedule").await {
+        Ok(started) if started.already_running => tracing::info!(integration, %at,
+            run_id = %started.run_id, "{kind} skipped: the previous run is still going"),
+        Ok(started) if catching_up => tracing::warn!(integration, missed = %at,
+            run_id = %started.run_id, "{kind} started now, to catch up"),
+        Ok(started) => tracing::info!(integration, %at, run_id = %started.run_id, "{kind} started"),
+        Err(err) => tracing::error!(integration, "{err}"),
+    }
+    if let Err(err) = bus
+        .record_scheduled(integration, &ScheduleMark { planned: at })
+        .await
+    {
+        tracing::warn!(integration, %at, error = %err,
+            "cannot record that the scheduled run started; the run's own record stands for it");
+    }
+}
+
+/// On taking the lease: starts one run for the latest scheduled start that fell while no replica
+/// scheduled the integration ([`schedule::missed_start`]), unless a full run started after it.
+async fn catch_up(runner: &Runner, bus: &Bus, plan: &Plan, now: DateTime<Utc>) {
+    let integration = runner.extraction().integration();
+    let last_fired = match bus.last_scheduled(integration).await {
+        Ok(mark) => mark.map(|mark| mark.planned),
+        Err(err) => {
+            tracing::warn!(integration, error = %err,
+                "cannot read which scheduled run started last, so a run missed during a restart or lease handover is not made up for");
+            return;
+        }
+    };
+    let Some(missed) = schedule::missed_start(plan, last_fired, now) else {
+        return;
+    };
+    match bus.runs().list(Some(integration)).await {
+        Ok(records) => {
+            let latest = records
+                .iter()
+                .find(|record| record.full)
+                .and_then(|record| {
+                    DateTime::parse_from_rfc3339(&record.started_at)
+                        .ok()
+                        .map(|t| t.with_timezone(&Utc))
+                });
+            if latest.is_some_and(|started| started >= missed) {
+                return;
+            }
+        }
+        Err(err) => {
+            tracing::warn!(integration, %missed, error = %err,
+                "cannot read the run records, so the scheduled run missed during a restart or lease handover is not made up for");
+            return;
+        }
+    }
+    fire(runner, bus, missed, true).await;
 }
 
 /// Whether the integration has a run that was interrupted mid-listing (not one stopped by the

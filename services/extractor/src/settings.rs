@@ -131,6 +131,12 @@ impl Sources {
         }
     }
 
+    /// The login host of credential set `name` ([`crate::config::CredentialSet::login_host`]),
+    /// if it is configured.
+    pub fn login_host(&self, name: &str) -> Option<String> {
+        self.config.credentials.get(name)?.login_host()
+    }
+
     /// The client of credential set `name`; the error says what to configure.
     pub fn client(&self, name: &str) -> Result<SageClient, String> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());

@@ -15,7 +15,7 @@ use peoplesync_sage_people::{ErrorKind, SageClient};
 use serde_json::Value;
 
 use crate::deadline::{Budget, CommandTime};
-use crate::event::EventBuilder;
+use crate::event::{EventBuilder, TOO_LARGE_FIX, max_event_bytes};
 use crate::journal::{Counts, Journal};
 use crate::removals::{self, RemovalError};
 use crate::run::Extraction;
@@ -206,7 +206,9 @@ pub async fn fetch(extraction: &Extraction, id: &str) -> Result<WorkerFetched, F
 ///
 /// Only the read is bounded: the run is journaled once the worker is read, and its start,
 /// event and completion are then written whatever the time, because a sync abandoned between
-/// them would leave a run that shows as running and never ends. A read given up starts no run.
+/// them would leave a run that shows as running and never ends; should one of them fail, the
+/// run is recorded as failed. A read given up, or an event larger than NATS accepts, starts no
+/// run.
 pub async fn sync(extraction: &Extraction, id: &str) -> Result<WorkerSynced, Failure> {
     let budget = Budget::start(WORKER_TIME);
     check_id(id)?;
@@ -248,23 +250,45 @@ pub async fn sync(extraction: &Extraction, id: &str) -> Result<WorkerSynced, Fai
         )
         .into());
     }
-    let journal = Journal::new(bus, integration, false);
-    journal.start(&run_id, "worker", false).await?;
-    let mut publisher = bus.publisher(4);
-    publisher
-        .publish(
-            names::workers_subject(integration),
-            event.msg_id,
-            event.payload,
-            None,
+    // NATS refuses it at once; a full run dead-letters such a worker.
+    let max = max_event_bytes(bus.client().server_info().max_payload);
+    if let Some(problem) = event.too_large(max) {
+        return Err(error(
+            "invalid",
+            format!("{problem}: not synced, and no run was started. {TOO_LARGE_FIX}, then sync the worker again"),
         )
-        .await?;
-    publisher.flush().await?;
-    let counts = Counts {
-        published: 1,
-        ..Counts::default()
+        .into());
+    }
+    let journal = Journal::new(bus, integration, false);
+    let published = async {
+        journal.start(&run_id, "worker", false).await?;
+        let mut publisher = bus.publisher(4);
+        publisher
+            .publish(
+                names::workers_subject(integration),
+                event.msg_id,
+                event.payload,
+                None,
+            )
+            .await?;
+        publisher.flush().await?;
+        let counts = Counts {
+            published: 1,
+            ..Counts::default()
+        };
+        journal.complete(&run_id, counts, None).await
     };
-    journal.complete(&run_id, counts, None).await?;
+    if let Err(err) = published.await {
+        // Whatever failed once the run was recorded, it must not show as running for ever.
+        let message = format!("the single-worker sync of {id} failed: {err}");
+        if let Err(also) = journal
+            .fail(&run_id, RunState::Failed, Counts::default(), &message)
+            .await
+        {
+            tracing::warn!(integration, %run_id, error = %also, "cannot record that the single-worker run failed");
+        }
+        return Err(err.into());
+    }
     tracing::info!(integration, %run_id, worker = id, "published a single-worker run");
     Ok(WorkerSynced {
         found: true,

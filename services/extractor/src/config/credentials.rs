@@ -48,6 +48,14 @@ pub enum Grant {
 }
 
 impl CredentialSet {
+    /// The host of the login URL, in lower case: with the set's name, it tells which Sage
+    /// People org a run reads (a sandbox's login host is not production's). `None` when the
+    /// URL cannot be read (the client refuses it).
+    pub fn login_host(&self) -> Option<String> {
+        let url = url::Url::parse(self.login_url.trim().trim_end_matches('/')).ok()?;
+        url.host_str().map(str::to_ascii_lowercase)
+    }
+
     /// Checks set `name` without the network; the message names its key.
     pub(super) fn validate(&self, name: &str) -> Result<(), ConfigError> {
         if self.login_url.trim().is_empty() {

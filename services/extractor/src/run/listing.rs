@@ -4,20 +4,9 @@
 use super::*;
 
 use peoplesync_core::NormaliseError;
+
+use crate::event::{TOO_LARGE_FIX, max_event_bytes};
 use sha2::{Digest, Sha256};
-
-/// Headroom left below NATS's payload limit for an event's headers.
-const HEADER_ROOM: usize = 4 * 1024;
-
-/// The largest event payload the connected NATS server accepts (its `max_payload`, less room
-/// for headers).
-fn max_event_bytes(bus: &Bus) -> usize {
-    match bus.client().server_info().max_payload {
-        // Not known (no server info yet): publish, and let NATS answer.
-        0 => usize::MAX,
-        max => max.saturating_sub(HEADER_ROOM),
-    }
-}
 
 /// How much of a skipped record its dead letter holds.
 const LETTER_EXCERPT_CHARS: usize = 64 * 1024;
@@ -37,12 +26,10 @@ fn skipped(integration: &str, run_id: &str, worker: &str, reason: String) -> Dea
 }
 
 /// The dead letter of a worker whose event is too large to publish.
-fn too_large(integration: &str, run_id: &str, worker: &str, size: usize, max: usize) -> DeadLetter {
+fn too_large(integration: &str, run_id: &str, worker: &str, problem: &str) -> DeadLetter {
     let reason = format!(
-        "worker {worker}'s event is {size} bytes, more than NATS accepts in one message \
-         ({max} bytes): the worker was skipped. Shorten its largest field in Sage People (or \
-         raise max_payload on the NATS servers), then run again; the letter holds the start \
-         of the record, not an event to replay"
+        "{problem}: the worker was skipped. {TOO_LARGE_FIX}, then run again; the letter holds \
+         the start of the record, not an event to replay"
     );
     skipped(integration, run_id, worker, reason)
 }
@@ -185,7 +172,7 @@ impl Listing<'_> {
         });
         let subject = names::workers_subject(integration);
         let observed = codec::now();
-        let max_payload = max_event_bytes(self.extraction.bus());
+        let max_payload = max_event_bytes(self.extraction.bus().client().server_info().max_payload);
         let mut ids: Vec<&str> = Vec::with_capacity(records.len());
         let mut published = 0;
         let already = |raw: &Value| {
@@ -243,19 +230,13 @@ impl Listing<'_> {
                 None => events.upsert(raw, sequence, observed),
             };
             match built {
-                Ok(event) if event.payload.len() > max_payload => {
+                Ok(event) if let Some(problem) = event.too_large(max_payload) => {
                     // NATS refuses a message this large, and retrying it would stop the run
                     // for good: the worker is skipped with a dead letter that says so. It
                     // stays in the seen list, so it is not taken for a removal.
                     self.checkpoint.skipped += 1;
                     let worker = id.unwrap_or("(no id)");
-                    let letter = too_large(
-                        integration,
-                        &run_id,
-                        worker,
-                        event.payload.len(),
-                        max_payload,
-                    );
+                    let letter = too_large(integration, &run_id, worker, &problem);
                     tracing::error!(integration, run_id = %run_id, worker, size = event.payload.len(),
                         max_payload, "skipping a worker whose event is larger than NATS accepts");
                     file_letter(self.extraction.bus(), &letter, raw).await?;

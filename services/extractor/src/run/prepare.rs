@@ -42,6 +42,13 @@ impl Extraction {
             )));
         }
         let filter = settings.as_ref().ok().and_then(|s| s.source_filter.clone());
+        // The org the run reads: the credential set, and its login host if it is configured.
+        let org = settings.as_ref().ok().map(|s| {
+            (
+                s.credentials.clone(),
+                inner.sources.login_host(&s.credentials),
+            )
+        });
 
         let mut existing = checkpoints.load(integration).await?;
         if let Some(checkpoint) = &existing {
@@ -56,15 +63,28 @@ impl Extraction {
                 existing = None;
             }
         }
+        // A run whose marker and seen list belong to another filter or another org is not
+        // resumed: it is closed, and the listing starts again in a new run.
+        let changed = existing
+            .as_ref()
+            .zip(org.as_ref())
+            .filter(|(checkpoint, _)| checkpoint.ending.is_none())
+            .and_then(|(checkpoint, (credentials, login_host))| {
+                if checkpoint.filter != filter {
+                    Some(format!(
+                        "the integration's source_filter changed from {:?} to {:?}",
+                        checkpoint.filter, filter
+                    ))
+                } else {
+                    checkpoint
+                        .org_change(credentials, login_host.as_deref())
+                        .map(|change| format!("{change}: it may read another Sage People org"))
+                }
+            });
         if let Some(checkpoint) = &existing
-            && settings.is_ok()
-            && checkpoint.ending.is_none()
-            && checkpoint.filter != filter
+            && let Some(change) = changed
         {
-            let message = format!(
-                "superseded: the integration's source_filter changed from {:?} to {:?}, so the listing starts again in a new run",
-                checkpoint.filter, filter
-            );
+            let message = format!("superseded: {change}, so the listing starts again in a new run");
             tracing::warn!(integration, run_id = %checkpoint.run_id, "{message}");
             self.record_failure(checkpoint, RunState::Failed, &message)
                 .await?;
@@ -75,6 +95,13 @@ impl Extraction {
         let (checkpoint, resumed) = match existing {
             Some(mut checkpoint) => {
                 checkpoint.resumes += 1;
+                // A checkpoint of an older version learns its org from the run that takes it up.
+                if let Some((credentials, Some(login_host))) = &org
+                    && checkpoint.credentials.is_none()
+                {
+                    checkpoint.credentials = Some(credentials.clone());
+                    checkpoint.login_host = Some(login_host.clone());
+                }
                 checkpoint.resend_all |= resend_all;
                 inner
                     .bus
@@ -97,8 +124,11 @@ impl Extraction {
             }
             None => {
                 let run_id = uuid::Uuid::now_v7().to_string();
+                let (credentials, login_host) = org.unzip();
                 let checkpoint = Checkpoint {
                     resend_all,
+                    credentials,
+                    login_host: login_host.flatten(),
                     ..Checkpoint::start(&run_id, filter.clone())
                 };
                 // The checkpoint first: one without a record is dropped as stale by the next

@@ -104,6 +104,32 @@ async fn the_worker_command_publishes_a_single_worker_run_and_fetch_only_reads()
     service.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_worker_too_large_for_nats_is_refused_and_no_run_is_left_behind() {
+    let s = setup(org(20, 10, 10)).await;
+    let (config, secrets) = config(&s.sim, &[ID]);
+    let service = serve(&s.bus, config, secrets, true).await;
+    let id = generate::worker_id(7);
+    // A 1.2 MB field: the event exceeds NATS's default 1 MiB payload.
+    s.sim
+        .patch_worker(&id, json!({"hrDepartment": "x".repeat(1_200_000)}));
+
+    let refused = command::<WorkerSynced>(&s.bus, ID, control::WORKER, json!({"id": id}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, "invalid", "{}", refused.message);
+    assert!(
+        refused.message.contains("more than NATS accepts")
+            && refused.message.contains("no run was started")
+            && refused.message.contains("max_payload"),
+        "{}",
+        refused.message
+    );
+    assert!(s.bus.runs().list(Some(ID)).await.unwrap().is_empty());
+    assert!(drain_workers(&s.bus, ID).await.is_empty());
+    service.shutdown().await;
+}
+
 /// An org of 50 whose workers 7 and 8 work in France and Spain, an integration reading France
 /// only, and a service answering commands.
 async fn france_only(faults: SageFaults) -> (Setup, Running, String, String) {

@@ -340,6 +340,14 @@ pub fn secrets(pairs: &[(String, &str)]) -> SecretSource {
     )
 }
 
+/// `config` for replica `name`.
+pub fn as_replica(config: ExtractorConfig, name: &str) -> ExtractorConfig {
+    ExtractorConfig {
+        replica: Some(name.into()),
+        ..config
+    }
+}
+
 /// A running extractor service (in-process) for `config`, and what stops it.
 pub struct Running {
     pub stop: tokio_util::sync::CancellationToken,

@@ -138,6 +138,36 @@ async fn a_run_taken_up_under_unusable_settings_keeps_its_checkpoint_and_resumes
 }
 
 #[tokio::test]
+async fn a_run_interrupted_on_one_org_is_not_resumed_on_another() {
+    let (s, _, run_id) = an_interrupted_run().await;
+    let interrupted = s.checkpoint(ID).await.unwrap();
+    assert_eq!(
+        (
+            interrupted.credentials.as_deref(),
+            interrupted.login_host.as_deref()
+        ),
+        (Some("default"), Some("127.0.0.1"))
+    );
+
+    // The set now logs in elsewhere (from a sandbox to production, say).
+    let (mut config, secrets) = config(&s.sim, &[ID]);
+    let set = config.credentials.get_mut("default").unwrap();
+    set.login_url = set.login_url.replace("127.0.0.1", "localhost");
+    let elsewhere = extraction(&s.bus, config, secrets, ID);
+    let summary = run_to_completion(&elsewhere).await;
+    assert!(!summary.resumed);
+    assert_ne!(summary.run_id, run_id);
+    assert_eq!(summary.published, 1000, "listed from the first page");
+    let closed = s.run_record(ID, &run_id).await;
+    assert_eq!(closed.state, RunState::Failed);
+    let error = closed.error.unwrap_or_default();
+    assert!(
+        error.starts_with("superseded: the login host") && error.contains("to localhost"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn a_replica_that_lost_the_run_cannot_move_its_checkpoint_back() {
     let s = setup(org(10, 5, 5)).await;
     let old_leader = s.bus.checkpoints();
