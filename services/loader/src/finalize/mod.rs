@@ -15,9 +15,10 @@ use peoplesync_bus::{
     Bus, BusError, CancelNote, FinalizeState, OutcomeCounts, RunRecord, RunState, Runs,
     Verification, outcomes,
 };
-use peoplesync_oomnitza::{ErrorKind, Finalize, OomnitzaClient};
+use peoplesync_oomnitza::OomnitzaClient;
 use peoplesync_runtime::watch::next_change;
 
+mod answer;
 mod exact_reads;
 mod failing;
 
@@ -378,78 +379,20 @@ impl Finalizer {
             self.close_canceled(integration, run_id, counts).await?;
             return Ok(None);
         }
-        // A replica killed between Oomnitza's finalize and recording it leaves the claim to
-        // expire; whoever takes it over finds the portion finalized and only records it (a
-        // second call would be answered 409, harmless, but is not made).
-        let finalized = || FinalizeState::Finalized {
-            by: self.replica.clone(),
-            at: chrono::Utc::now().to_rfc3339(),
-        };
-        if status.as_ref().is_some_and(|s| s.finalized) {
-            return self
-                .record_finalized(integration, run_id, counts, finalized())
-                .await;
-        }
-        let finalize = match self.client.finalize(run_id).await {
-            Ok(Finalize::Finalized) => finalized(),
-            // Oomnitza answers `409` to a portion finalized before, and may to a canceled one
-            // (not published; Oomnitza's connector treats a `409` as nothing to do). The read
-            // above failed, or the portion changed since: only reading its state again tells
-            // which, and until it does, nothing is recorded.
-            Ok(Finalize::AlreadyFinalized) => match self.client.portion(run_id).await {
-                Ok(Some(status)) if status.canceled => {
-                    self.close_canceled(integration, run_id, counts).await?;
-                    return Ok(None);
-                }
-                Ok(Some(status)) if status.finalized => finalized(),
-                read => {
-                    let why = match read {
-                        Err(err) => format!("reading the portion's state failed: {err}"),
-                        Ok(None) => "Oomnitza does not know the portion".to_owned(),
-                        Ok(Some(_)) => {
-                            "the portion reads neither finalized nor canceled".to_owned()
-                        }
-                    };
-                    let why = format!(
-                        "Oomnitza answered 409 to the finalize (a portion finalized or \
-                         canceled) and {why}, so which one cannot be told yet"
-                    );
-                    return self.retry_later(integration, run_id, &why).await;
-                }
-            },
-            // A portion never posted to is unknown to Oomnitza: nothing to finalize. One the
-            // run wrote records into is not: a changed OOMNITZA_URL or a proxy answering for
-            // the tenant, and closing the run would drop the check of what was written.
-            Err(err)
-                if err.kind() == ErrorKind::Rejected
-                    && err.status() == Some(404)
-                    && counts.written == 0 =>
-            {
-                FinalizeState::NothingToFinalize
-            }
-            Err(err) if err.status() == Some(404) => {
-                let why = format!(
-                    "Oomnitza does not know the portion the run wrote {} record(s) into ({err}); \
-                     check OOMNITZA_URL (it must be the tenant's base URL, the one the records \
-                     were posted to)",
-                    counts.written
-                );
-                return self.retry_later(integration, run_id, &why).await;
-            }
-            Err(err) => {
-                // A refused token stops the loaders pulling and shows on `/readyz` and in the
-                // credentials alert, as on a post; the finalize is tried again meanwhile.
-                if err.kind() == ErrorKind::Unauthorized {
-                    self.gates
-                        .refuse_if_the_token_is_refused(&self.client, &err, false)
-                        .await;
-                }
-                let why = format!("finalizing the portion failed: {err}");
-                return self.retry_later(integration, run_id, &why).await;
-            }
-        };
-        self.record_finalized(integration, run_id, counts, finalize)
+        match self
+            .finalize_portion(run_id, status.as_ref(), counts.written)
             .await
+        {
+            answer::Next::Record(finalize) => {
+                self.record_finalized(integration, run_id, counts, finalize)
+                    .await
+            }
+            answer::Next::CloseCanceled => {
+                self.close_canceled(integration, run_id, counts).await?;
+                Ok(None)
+            }
+            answer::Next::RetryLater(why) => self.retry_later(integration, run_id, &why).await,
+        }
     }
 
     /// Records run `run_id`'s portion as `finalize`d (or as having nothing to finalize) with its
