@@ -181,7 +181,9 @@ impl std::fmt::Display for RunError {
             ),
             Stop::Bus(source) => write!(
                 f,
-                "{run}: {source}; the run resumes from its checkpoint once NATS is reachable"
+                "{run}: {source}; its checkpoint is kept, and once NATS is reachable it resumes \
+                 from there (the lease holder's automatic resume, or the next scheduled, manual \
+                 or --once run)"
             ),
             Stop::Interrupted => write!(f, "{run} was interrupted; it resumes from its checkpoint"),
             stop => write!(f, "{run}: {}", stop.message().unwrap_or_default()),

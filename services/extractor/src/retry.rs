@@ -98,6 +98,13 @@ impl Retrier {
         self.note(Some(text));
     }
 
+    /// This replica stopped scheduling the integration (it lost the lease): its retries and
+    /// their `/readyz` note go, since the new lease holder keeps its own.
+    pub fn stand_down(&mut self) {
+        self.current = None;
+        self.note(None);
+    }
+
     /// One look: resumes the stopped run when its pause is over.
     pub async fn step(&mut self, runner: &Runner, bus: &Bus) {
         if !self.policy.enabled || runner.running().await.is_some() {
@@ -202,5 +209,21 @@ impl Retrier {
                 tracing::warn!(%integration, %run_id, attempt, "the retry could not start: {err}")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standing_down_drops_the_note_of_a_run_it_no_longer_resumes() {
+        let readiness = Readiness::new();
+        let mut retrier = Retrier::new(RunRetry::default(), "acme", Some(readiness.clone()));
+        retrier.wait_for_fix("r1", 1, "run r1 cannot resume until …".to_owned());
+        assert!(readiness.status().notes.contains_key("run_retry.acme"));
+        retrier.stand_down();
+        assert!(readiness.status().notes.is_empty());
+        assert!(retrier.current.is_none());
     }
 }

@@ -340,6 +340,7 @@ async fn serve_integration(
         .await;
         metrics::gauge!(metric::EXTRACTOR_SCHEDULER_LEADER, "integration" => integration.clone())
             .set(0.0);
+        retrier.stand_down();
         runner.interrupt().await;
         if stop.is_cancelled() {
             break;
