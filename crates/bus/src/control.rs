@@ -26,6 +26,12 @@ pub const PROGRESS: &str = "progress";
 /// Command: release removals held for approval. Request: [`ApproveRemovals`]; reply:
 /// [`RemovalsReleased`].
 pub const APPROVE_REMOVALS: &str = "approve-removals";
+/// Command: make the run holding removals the baseline without publishing any of them (after a
+/// deliberate `source_filter` change). Request: [`ApproveRemovals`]; reply:
+/// [`RemovalsReleased`] (0 released). A subject of its own, not a flag on
+/// [`APPROVE_REMOVALS`]: an extractor older than the command does not answer it, where it would
+/// take a flag it does not know for an approval and publish every held removal.
+pub const REBASELINE_REMOVALS: &str = "rebaseline-removals";
 
 /// Command: list the leavers held for approval (removed and ended workers of the held run).
 /// Reply: [`HeldLeavers`].
@@ -120,15 +126,12 @@ pub struct Progress {
     pub pages: u64,
 }
 
-/// Request of [`APPROVE_REMOVALS`].
+/// Request of [`APPROVE_REMOVALS`] and [`REBASELINE_REMOVALS`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApproveRemovals {
-    /// The run whose held removals to publish.
+    /// The run whose held removals to publish (or, rebaselining, whose list becomes the
+    /// baseline).
     pub run_id: String,
-    /// Publish none of them: only make the held run's list the baseline, so that nobody
-    /// missing from it is acted on (after a deliberate `source_filter` change, say).
-    #[serde(default)]
-    pub without_leaver_actions: bool,
 }
 
 /// Reply of [`APPROVE_REMOVALS`].

@@ -458,11 +458,6 @@ fn one_line(text: &str, max: usize) -> String {
         .collect()
 }
 
-/// Removes every dead letter of `integration`; returns how many.
-pub async fn purge_all(bus: &crate::Bus, integration: &str) -> Result<u64, BusError> {
-    purge_all_through(bus, integration, None).await
-}
-
 /// Removes `integration`'s dead letters up to DLQ sequence `through` (every one when `None`),
 /// and returns how many.
 pub async fn purge_all_through(

@@ -48,14 +48,6 @@ impl Decision {
         }
     }
 
-    /// Removals published with the run.
-    pub fn published(&self) -> u64 {
-        match self {
-            Decision::Publish { count } => *count,
-            _ => 0,
-        }
-    }
-
     /// Removals held for approval.
     pub fn held(&self) -> u64 {
         match self {
@@ -141,7 +133,5 @@ mod tests {
         assert_eq!(text, r#"{"removals":"held","count":60,"baseline":1000}"#);
         assert_eq!(serde_json::from_str::<Decision>(&text).unwrap(), decision);
         assert_eq!(decision.held(), 60);
-        assert_eq!(decision.published(), 0);
-        assert_eq!(Decision::Publish { count: 3 }.published(), 3);
     }
 }

@@ -315,6 +315,9 @@ fn at(text: &str) -> Option<peoplesync_proto::Timestamp> {
     ))
 }
 
+/// How long a replay waits for NATS to answer its run's completion.
+const COMPLETION_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// ReplayDeadLetters.
 pub(crate) async fn replay(
     bus: &Bus,
@@ -407,9 +410,10 @@ pub(crate) async fn replay(
     let finished = chrono::Utc::now().to_rfc3339();
     // The letters are gone and their events published: a run left `running` would never be
     // finalized, so its completion is asked again while NATS does not answer (a leader
-    // election, a node lost) rather than given up after one try.
+    // election, a node lost) rather than given up after one try — for a bounded time, since a
+    // caller waits for this answer.
     let what = format!("the completion of replay run {run_id}");
-    peoplesync_bus::patiently(&what, bus.settings().replicas, || {
+    let completing = peoplesync_bus::patiently(&what, bus.settings().replicas, || {
         runs.update(integration, &run_id, |r| {
             r.published = upserts;
             r.removed = removals;
@@ -422,9 +426,18 @@ pub(crate) async fn replay(
             }
             true
         })
-    })
-    .await
-    .map_err(|e| status::bus(&format!("completing replay run {run_id}"), e))?;
+    });
+    tokio::time::timeout(COMPLETION_PATIENCE, completing)
+        .await
+        .map_err(|_| {
+            Status::unavailable(format!(
+                "replay run {run_id} published {replayed} event(s) but NATS did not answer its \
+                 completion within {} s; the run stays `running` until it is completed: check \
+                 NATS, then see `syncctl runs get {run_id}`",
+                COMPLETION_PATIENCE.as_secs()
+            ))
+        })?
+        .map_err(|e| status::bus(&format!("completing replay run {run_id}"), e))?;
     tracing::info!(
         integration,
         %run_id,

@@ -336,10 +336,15 @@ impl SyncControl for ControlService {
             .extractor
             .request(
                 integration,
-                control::APPROVE_REMOVALS,
+                // An extractor too old for a rebaseline does not answer its subject (UNAVAILABLE),
+                // rather than publish every held removal as an approval.
+                if rebaseline {
+                    control::REBASELINE_REMOVALS
+                } else {
+                    control::APPROVE_REMOVALS
+                },
                 &ApproveRemovals {
                     run_id: run_id.to_owned(),
-                    without_leaver_actions: rebaseline,
                 },
                 extractor::APPROVE_TIMEOUT,
             )

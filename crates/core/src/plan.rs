@@ -60,6 +60,10 @@ impl Default for Plan {
     }
 }
 
+/// The longest interval between scheduled runs: a longer one is a typo, not a schedule (and
+/// far longer ones overflow date arithmetic).
+const MAX_EVERY: Duration = Duration::from_secs(366 * 86_400);
+
 impl Plan {
     /// The plan of an integration's `[schedule]`; all keys unset means the default. A cron
     /// expression with no time from now on is refused: it would never start a run.
@@ -125,6 +129,12 @@ impl Plan {
                 message: "runs cannot start more often than once a minute".into(),
             });
         }
+        if every > MAX_EVERY {
+            return Err(ScheduleError {
+                key: "every",
+                message: "runs must start at least once a year (at most \"366d\")".into(),
+            });
+        }
         let at = match &config.at {
             None if config.every.is_some() => (0, 0),
             None => (2, 0),
@@ -158,7 +168,7 @@ impl Plan {
                     // The local clock is at most hours away from the steps counted here.
                     return (periods - 1..=periods + 2)
                         .filter_map(|n| {
-                            origin.checked_add_signed(TimeDelta::seconds(n.checked_mul(step)?))
+                            origin.checked_add_signed(TimeDelta::try_seconds(n.checked_mul(step)?)?)
                         })
                         .find_map(after);
                 }
@@ -173,7 +183,7 @@ impl Plan {
                             .map(|n| n * step)
                             .take_while(|offset| *offset < DAY_SECS)
                             .filter_map(|offset| {
-                                start.checked_add_signed(TimeDelta::seconds(offset))
+                                start.checked_add_signed(TimeDelta::try_seconds(offset)?)
                             })
                             .find_map(after)
                     })
@@ -416,6 +426,8 @@ mod tests {
             (schedule(None, None, None, Some("61 * * * *")), "cron"),
             (schedule(Some("soon"), None, None, None), "every"),
             (schedule(Some("10s"), None, None, None), "every"),
+            (schedule(Some("367d"), None, None, None), "every"),
+            (schedule(Some("8000000000w"), None, None, None), "every"),
             (schedule(None, Some("25:00"), None, None), "at"),
             (schedule(Some("1h"), None, None, Some("0 2 * * *")), "cron"),
         ];

@@ -247,7 +247,7 @@ impl Parser {
                         Ok(())
                     }
                     Some((token, value_at)) => Err(format!(
-                        "`{field} {op}` must be followed by a value ('text', a number, true, false or null) at character {value_at}, found {}",
+                        "`{field} {op}` must be followed by a value ('text', a number, a YYYY-MM-DD date, true, false or null) at character {value_at}, found {}",
                         describe(token)
                     )),
                     None => Err(format!("`{field} {op}` needs a value after it")),

@@ -172,7 +172,11 @@ pub async fn serve_leader(
     stop: CancellationToken,
 ) -> Result<(), BusError> {
     let integration = runner.extraction().integration().to_owned();
-    let commands = [control::RUN, control::APPROVE_REMOVALS];
+    let commands = [
+        control::RUN,
+        control::APPROVE_REMOVALS,
+        control::REBASELINE_REMOVALS,
+    ];
     let mut requests = subscribe(&client, &integration, &commands, LEADER_GROUP).await?;
     loop {
         let Some((command, message)) = next_request(&mut requests, &stop).await else {
@@ -215,7 +219,7 @@ pub async fn serve_leader(
                         single::approve_removals(
                             runner.extraction(),
                             request.run_id.trim(),
-                            request.without_leaver_actions,
+                            command == control::REBASELINE_REMOVALS,
                         )
                         .await
                     }

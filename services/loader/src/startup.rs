@@ -49,10 +49,7 @@ pub async fn check_fields(loader: &Application) {
         return;
     }
     for id in loader.integrations().ids() {
-        let (Some(integration), Some(revision)) = (
-            loader.integrations().get(&id),
-            loader.integrations().revision(&id),
-        ) else {
+        let Some((integration, revision)) = loader.integrations().get_with_revision(&id) else {
             continue;
         };
         if loader.gates().is_paused(&id) {

@@ -440,8 +440,8 @@ async fn rebaseline(bus: &Bus, run_id: &str) -> Result<RemovalsReleased, Command
     command(
         bus,
         ID,
-        control::APPROVE_REMOVALS,
-        json!({"run_id": run_id, "without_leaver_actions": true}),
+        control::REBASELINE_REMOVALS,
+        json!({"run_id": run_id}),
     )
     .await
 }
