@@ -97,13 +97,16 @@ async fn workers_no_longer_listed_are_published_as_removed_after_a_full_run() {
 
 /// Asks the extractor to release the removals held by run `run_id`.
 async fn approve_removals(bus: &Bus, run_id: &str) -> Result<RemovalsReleased, CommandError> {
-    command(
-        bus,
-        ID,
-        control::APPROVE_REMOVALS,
-        json!({"run_id": run_id}),
-    )
-    .await
+    release(bus, control::APPROVE_REMOVALS, run_id).await
+}
+
+/// Sends `command` (an approval or a rebaseline) for the removals held by run `run_id`.
+async fn release(
+    bus: &Bus,
+    command_name: &str,
+    run_id: &str,
+) -> Result<RemovalsReleased, CommandError> {
+    command(bus, ID, command_name, json!({"run_id": run_id})).await
 }
 
 /// Has the extractor service start a full run of [`ID`] with `trigger`; its record once
@@ -437,13 +440,7 @@ async fn a_worker_who_moves_out_of_the_source_filter_is_not_published_as_a_leave
 /// Asks the extractor to make run `run_id`'s list the baseline without publishing its held
 /// removals.
 async fn rebaseline(bus: &Bus, run_id: &str) -> Result<RemovalsReleased, CommandError> {
-    command(
-        bus,
-        ID,
-        control::REBASELINE_REMOVALS,
-        json!({"run_id": run_id}),
-    )
-    .await
+    release(bus, control::REBASELINE_REMOVALS, run_id).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
