@@ -553,19 +553,7 @@ async fn a_run_canceled_in_oomnitza_deletes_nobody_and_its_leavers_are_replayed_
     );
 
     // The leavers are not lost: replayed, they are handled in a run of their own.
-    let replay = Syncctl::new(&format!("http://127.0.0.1:{control}"))
-        .token(Some(CONTROL_TOKEN))
-        .run(&[
-            "dlq",
-            "replay",
-            "--run",
-            &run_id,
-            "--reason",
-            "canceled in Oomnitza",
-            "--watch",
-            "-o",
-            "json",
-        ]);
+    let replay = replay_letters(control, &run_id, "canceled in Oomnitza", &["--watch"]);
     assert_eq!(replay.code, 0, "{}\n{}", replay.stdout, replay.stderr);
     let replayed = replay.json();
     assert_eq!(replayed["trigger"], json!("replay"), "{replayed}");
@@ -576,6 +564,23 @@ async fn a_run_canceled_in_oomnitza_deletes_nobody_and_its_leavers_are_replayed_
         leavers.iter().all(|id| user_of(&d, id).is_none()),
         "deleted once replayed"
     );
+}
+
+/// `syncctl dlq replay` of run `run_id`'s letters whose reason holds `reason`, through the
+/// control plane on port `control`, with `more` arguments, as JSON.
+fn replay_letters(
+    control: u16,
+    run_id: &str,
+    reason: &str,
+    more: &[&str],
+) -> peoplesync_testkit::stack::Ran {
+    let mut args = vec![
+        "dlq", "replay", "--run", run_id, "--reason", reason, "-o", "json",
+    ];
+    args.extend_from_slice(more);
+    Syncctl::new(&format!("http://127.0.0.1:{control}"))
+        .token(Some(CONTROL_TOKEN))
+        .run(&args)
 }
 
 /// A deployment of 100 workers under leaver `action` with a loader of `config`, after a
@@ -674,6 +679,44 @@ async fn an_oomnitza_outage_met_by_a_leaver_holds_it_without_a_dead_letter() {
     assert_eq!(record.counts.expect("counts").leavers, 1);
     d.assert_only_pipeline_letters("the leaver waited out the outage")
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaver_letter_is_not_replayed_once_the_worker_is_employed_again() {
+    let (d, first, clock, leaver) =
+        one_leaver_after_a_baseline(LeaverAction::Delete, TWO_DELIVERIES).await;
+    drop(first);
+    let control = peoplesync_testkit::free_port();
+    let _loader = d
+        .loader("loader-2")
+        .config(TWO_DELIVERIES)
+        .control(control)
+        .spawn();
+    // The leaver's delete is refused (a token lacking a right): dead-lettered.
+    d.oomnitza.set_faults(OomnitzaFaults {
+        forbidden_paths: vec!["/api/v3/users/".into()],
+        ..OomnitzaFaults::default()
+    });
+    let record = run(&d, &clock).await;
+    the_leaver_letter(&d, &record, &leaver, &["forbade"]).await;
+    // HR corrects the record and the token gets its right; the next run lists the worker as
+    // employed again and becomes the baseline.
+    d.oomnitza.set_faults(OomnitzaFaults::default());
+    d.sage
+        .patch_worker(&leaver, json!({"currentEmployment": {"active": true}}));
+    let next = run(&d, &clock).await;
+    assert_eq!(next.counts.expect("counts").leavers, 0);
+
+    // Replaying the letter now would delete an employed user: it is refused, saying why.
+    let replay = replay_letters(control, &record.run_id, "forbade", &[]);
+    let replayed = replay.json();
+    assert_eq!(replayed["replayed"], json!(0), "{replayed}");
+    let failures = replayed["failures"].to_string();
+    assert!(
+        failures.contains("lists them as employed again") && failures.contains(&next.run_id),
+        "{replayed}"
+    );
+    assert!(user_of(&d, &leaver).is_some(), "nobody is deleted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
