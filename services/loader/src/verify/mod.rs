@@ -259,6 +259,14 @@ impl Judge {
                 .insert("(record too large to keep)".to_owned());
             return None;
         };
+        // Every record sent carries a value of a sync key of the config it was mapped with. One
+        // carrying none of today's was sent under another config (the sync keys changed before
+        // the check): no user can be looked up for it, which says nothing of whether it landed.
+        if lookup.is_none() {
+            tally.confirmed += 1;
+            tally.unverifiable.insert(NO_SYNC_VALUE.to_owned());
+            return None;
+        }
         let comparison = self.compare(&record, user);
         drop(record);
         tally.unverifiable.extend(comparison.unverifiable);
@@ -308,6 +316,10 @@ impl Judge {
         })
     }
 }
+
+/// How a record sent under other sync keys than today's is listed among the unverifiable.
+const NO_SYNC_VALUE: &str =
+    "(records without a value of today's sync keys: the sync keys changed after they were sent)";
 
 /// A record Oomnitza did not apply: its dead letter (none when the integration's preference
 /// explains it), applied-hash key and the record as sent.
@@ -514,6 +526,26 @@ mod tests {
             tally: Tally::default(),
             letters: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_record_sent_under_other_sync_keys_is_unverifiable_not_dead_lettered() {
+        let judge = Judge {
+            sync_fields: vec!["6C1F".to_owned()],
+            ..Judge::new(None, Vec::new())
+        };
+        let record = json!({"USER": "ada@example.com", "EMAIL": "ada@example.com"});
+        let pending = judge.pending(WrittenEvent {
+            msg_id: "m1".into(),
+            worker_id: "w1".into(),
+            applied_key: "k1".into(),
+            record_json: record.to_string(),
+        });
+        assert!(pending.lookup.is_none());
+        let mut tally = Tally::default();
+        assert!(judge.judge(pending, None, &mut tally).is_none());
+        assert_eq!((tally.confirmed, tally.not_applied), (1, 0));
+        assert!(tally.unverifiable.contains(NO_SYNC_VALUE));
     }
 
     fn page(users: Value) -> Bytes {
