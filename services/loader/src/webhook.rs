@@ -50,8 +50,8 @@ pub struct LeaversWebhook {
     http: reqwest::Client,
     /// The posts in progress, which a stop waits for a moment and then names.
     posts: tokio_util::task::TaskTracker,
-    /// The runs (`integration/run`) whose report is being posted.
-    posting: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// The runs (integration, run id) whose report is being posted.
+    posting: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<(String, String)>>>,
 }
 
 impl std::fmt::Debug for LeaversWebhook {
@@ -103,16 +103,17 @@ impl LeaversWebhook {
     /// waits for.
     pub fn spawn_post(&self, integration: &str, run_id: &str, entries: Vec<LeaverEntry>) {
         let webhook = self.clone();
-        let (integration, run_id) = (integration.to_owned(), run_id.to_owned());
-        let name = format!("{integration}/{run_id}");
+        let name = (integration.to_owned(), run_id.to_owned());
         self.posting_set().insert(name.clone());
         self.posts.spawn(async move {
-            webhook.post_run(&integration, &run_id, &entries).await;
+            webhook.post_run(&name.0, &name.1, &entries).await;
             webhook.posting_set().remove(&name);
         });
     }
 
-    fn posting_set(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+    fn posting_set(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<(String, String)>> {
         self.posting
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -129,8 +130,7 @@ impl LeaversWebhook {
         {
             return;
         }
-        for name in self.posting_set().iter() {
-            let (integration, run_id) = name.split_once('/').unwrap_or(("?", name));
+        for (integration, run_id) in self.posting_set().iter() {
             tracing::warn!(integration, run_id, host = %self.host(),
                 "the leavers report of run {run_id} was not posted: the loader stopped while \
                  posting it; `syncctl leavers --run {run_id}` lists it");
