@@ -2,8 +2,9 @@
 //! `oomnitza-loader` and `sage-extractor` binaries, served (saying why they are not ready)
 //! while NATS is out of reach at start (the loader's control plane too: bound at once, answering
 //! health and telling calls it is still starting), readiness following NATS, refused
-//! credentials showing from the start, and `--once` giving up on a NATS that does not answer
-//! and stopping on SIGTERM with its checkpoint kept and its lease given back.
+//! credentials showing from the start, and `--once` giving up on a NATS that does not answer,
+//! stopping on SIGTERM with its checkpoint kept and its lease given back, and ending, its
+//! checkpoint kept, when NATS goes away mid-run.
 //! The services start from the stack harness on an HTTP port of their own choosing, found in
 //! their logs ([`Launch::spawn_serving`]). (The deployment files themselves are checked by
 //! `scripts/check-deploy`.)
@@ -335,67 +336,137 @@ async fn once_stopped_by_sigterm_keeps_its_checkpoint_gives_its_lease_back_and_i
     // A CronJob's pod evicted mid-sync: the run stops between two pages and records its
     // checkpoint, the scheduler lease is given back instead of left to expire, and the process
     // exits 1 saying so. The next `--once` resumes the same run and every worker lands.
-    let d = deployment(4_000).await;
-    let _loader = d.loader("loader-1").spawn();
-    d.sage.set_faults(SageFaults {
-        latency_ms: 300,
-        ..SageFaults::default()
-    });
-    let log = d.dir.path().join("once.log");
-    let mut child = d
-        .extractor()
-        .args(&["--once"])
-        .command()
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("the log file"))
-        .spawn()
-        .expect("start sage-extractor --once");
-    peoplesync_testkit::wait_for("three pages read", Duration::from_secs(60), || async {
-        (d.sage.stats().pages_served >= 3).then_some(())
-    })
-    .await;
+    let mut once = OnceReadingSlowly::start("").await;
     let term = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &once.child.id().to_string()])
         .status()
         .expect("kill -TERM");
     assert!(term.success());
-    let status = wait_for_exit(&mut child, Duration::from_secs(30), "after SIGTERM").await;
-    let stderr = std::fs::read_to_string(&log).expect("the log");
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    let stderr = once.exit_1(Duration::from_secs(30), "after SIGTERM").await;
     assert!(
         stderr.contains("was interrupted; it resumes from its checkpoint"),
         "{stderr}"
     );
-    let bus = d.bus().await;
+    let d = &once.d;
     assert_eq!(
-        lease_holder(&bus, "sage-people").await,
+        lease_holder(&d.bus().await, "sage-people").await,
         None,
         "the lease is given back"
     );
-    let runs = bus
-        .runs()
-        .list(Some("sage-people"))
-        .await
-        .expect("the runs");
-    let [run] = runs.as_slice() else {
-        panic!("one run: {runs:?}")
-    };
-    assert_eq!(run.state, RunState::Running, "{run:?}");
+    let run = once.the_run_left_running().await;
     assert!(
         stderr.contains(&format!(
-            "run {} of sage-people was interrupted; it resumes from its checkpoint",
-            run.run_id
+            "run {run} of sage-people was interrupted; it resumes from its checkpoint"
         )),
         "the run's own end, with its id: {stderr}"
     );
-    assert!(
-        d.sage.stats().records_served < 4_000,
-        "stopped before the end of the listing"
-    );
+    once.is_resumed_by_the_next_once(&run).await;
+}
 
-    d.sage.set_faults(SageFaults::default());
-    assert_eq!(d.extract_run(), run.run_id, "the same run is resumed");
-    d.assert_loaded(&run.run_id, Duration::from_secs(120)).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_losing_nats_mid_run_exits_1_saying_so_and_the_next_run_resumes_it() {
+    // A cron job's sync whose NATS goes away for good mid-listing must end, failed and saying
+    // why, rather than wait on NATS for ever (it did: the scheduler that started it never
+    // learnt of it). It cannot renew its lease, so it stops within about three quarters of the
+    // TTL plus shutdown_grace_secs. The run keeps its checkpoint: the next `--once` resumes it.
+    let mut once = OnceReadingSlowly::start("shutdown_grace_secs = 10\n").await;
+    once.d.nats.server().kill();
+    // 15 s of TTL: a quarter of it for each renewal, a step-down at half of it, 10 s of grace.
+    let stderr = once
+        .exit_1(Duration::from_secs(60), "after NATS went")
+        .await;
+    assert!(
+        stderr.contains("cannot renew the scheduler lease"),
+        "{stderr}"
+    );
+    once.d.nats.server().restart();
+    let run = once.the_run_left_running().await;
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains(&format!("run {run} of sage-people")) && last.contains("resumes from"),
+        "the last line names the run and what follows: {stderr}"
+    );
+    once.is_resumed_by_the_next_once(&run).await;
+}
+
+/// `sage-extractor --once` reading a deployment of 4,000 workers whose Sage People answers
+/// each page 300 ms late, beside a loader, with its log in a file; started by
+/// [`OnceReadingSlowly::start`], which returns once three pages were read.
+struct OnceReadingSlowly {
+    d: Deployment,
+    _loader: peoplesync_testkit::ChildService,
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl OnceReadingSlowly {
+    /// Starts it with `config` as the extractor's configuration file.
+    async fn start(config: &str) -> OnceReadingSlowly {
+        let d = deployment(4_000).await;
+        let loader = d.loader("loader-1").spawn();
+        d.sage.set_faults(SageFaults {
+            latency_ms: 300,
+            ..SageFaults::default()
+        });
+        let log = d.dir.path().join("once.log");
+        let child = d
+            .extractor()
+            .config(config)
+            .args(&["--once"])
+            .command()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("the log file"))
+            .spawn()
+            .expect("start sage-extractor --once");
+        peoplesync_testkit::wait_for("three pages read", Duration::from_secs(60), || async {
+            (d.sage.stats().pages_served >= 3).then_some(())
+        })
+        .await;
+        OnceReadingSlowly {
+            d,
+            _loader: loader,
+            child,
+            log,
+        }
+    }
+
+    /// Waits at most `limit` (`when`: what it waits after) for the process to exit 1, before
+    /// the end of the listing, and returns its log.
+    async fn exit_1(&mut self, limit: Duration, when: &str) -> String {
+        let status = wait_for_exit(&mut self.child, limit, when).await;
+        let stderr = std::fs::read_to_string(&self.log).expect("the log");
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        assert!(
+            self.d.sage.stats().records_served < 4_000,
+            "stopped before the end of the listing"
+        );
+        stderr
+    }
+
+    /// The id of the one run recorded, which is left running.
+    async fn the_run_left_running(&self) -> String {
+        let runs = self
+            .d
+            .bus()
+            .await
+            .runs()
+            .list(Some("sage-people"))
+            .await
+            .expect("the runs");
+        let [run] = runs.as_slice() else {
+            panic!("one run: {runs:?}")
+        };
+        assert_eq!(run.state, RunState::Running, "{run:?}");
+        run.run_id.clone()
+    }
+
+    /// With Sage People answering at once, the next `--once` resumes run `run` and every worker
+    /// lands.
+    async fn is_resumed_by_the_next_once(&self, run: &str) {
+        self.d.sage.set_faults(SageFaults::default());
+        assert_eq!(self.d.extract_run(), run, "the same run is resumed");
+        self.d.assert_loaded(run, Duration::from_secs(120)).await;
+    }
 }
 
 /// Waits at most `limit` for `child` to exit; kills it and fails the test otherwise.

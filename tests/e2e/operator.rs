@@ -6,6 +6,7 @@
 use std::process::Command;
 
 use peoplesync_runtime::metrics::catalog::{self, Kind, Service};
+use peoplesync_testkit::{PROCESS_LIMIT, output_within};
 
 /// Every counter and gauge of `service`'s catalog, for integration `sage-people`, as the
 /// series lines a scrape must contain.
@@ -57,13 +58,14 @@ pub(crate) fn assert_zero_initialised(service: Service, text: &str) {
 fn logs_written_to_a_file_carry_no_colour_codes() {
     // Started without OOMNITZA_URL, the loader logs an error and exits: text logs, stderr not
     // a terminal.
-    let output = Command::new(peoplesync_testkit::bin_path("oomnitza-loader"))
-        .env_remove("LOG_FORMAT")
-        .env_remove("OOMNITZA_URL")
-        .env_remove("NO_COLOR")
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("the loader runs");
+    let output = output_within(
+        Command::new(peoplesync_testkit::bin_path("oomnitza-loader"))
+            .env_remove("LOG_FORMAT")
+            .env_remove("OOMNITZA_URL")
+            .env_remove("NO_COLOR")
+            .env("RUST_LOG", "info"),
+        PROCESS_LIMIT,
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("OOMNITZA_URL"), "{stderr}");
@@ -83,10 +85,10 @@ fn each_service_prints_its_full_configuration_file_and_it_loads() {
         ("oomnitza-loader", "PEOPLESYNC_LOADER__"),
         ("sage-extractor", "PEOPLESYNC_EXTRACTOR__"),
     ] {
-        let output = Command::new(peoplesync_testkit::bin_path(program))
-            .arg("--print-default-config")
-            .output()
-            .expect("the service runs");
+        let output = output_within(
+            Command::new(peoplesync_testkit::bin_path(program)).arg("--print-default-config"),
+            PROCESS_LIMIT,
+        );
         assert!(output.status.success(), "{program}");
         let text = String::from_utf8(output.stdout).expect("UTF-8");
         assert!(

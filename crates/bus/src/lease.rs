@@ -129,7 +129,16 @@ impl Lease {
     /// releases it on the way out so a standby takes over at once.
     pub async fn run(mut self, leader: watch::Sender<bool>, stop: CancellationToken) {
         loop {
-            let holding = self.step().await;
+            // Each look is bounded: while the client's queue is full (NATS gone for a while) a
+            // request waits to be handed over without end, and a holder that never hears back
+            // must still step down before a standby may take over.
+            let holding = match tokio::time::timeout(self.step_limit(), self.step()).await {
+                Ok(holding) => holding,
+                Err(_) => self.unanswered(&format!(
+                    "NATS did not answer within {} ms",
+                    self.step_limit().as_millis()
+                )),
+            };
             leader.send_if_modified(|current| {
                 let changed = *current != holding;
                 *current = holding;
@@ -160,19 +169,7 @@ impl Lease {
                     self.held = None;
                     return false;
                 }
-                Err(err) => {
-                    // NATS is unreachable or slow. Hold on while the lease cannot have expired
-                    // for the others; step down before it can.
-                    let fresh = self
-                        .last_renewed
-                        .is_some_and(|at| at.elapsed() < self.ttl / 2);
-                    tracing::warn!(key = %self.key, error = %err, still_holding = fresh,
-                        "cannot renew the scheduler lease");
-                    if !fresh {
-                        self.held = None;
-                    }
-                    return fresh;
-                }
+                Err(err) => return self.unanswered(&err.to_string()),
             }
         }
         let entry = match self.kv.entry(&self.key).await {
@@ -236,18 +233,49 @@ impl Lease {
         }
     }
 
+    /// How long one look at the key ([`Lease::step`]) or the release may take: a quarter of
+    /// the TTL, so that a holder whose requests go unanswered still steps down within about
+    /// three quarters of it, before a standby may take over.
+    fn step_limit(&self) -> Duration {
+        (self.ttl / 4).max(Duration::from_millis(50))
+    }
+
+    /// A renewal (or a look at the key) NATS did not answer (`error`, or no answer in time):
+    /// a holder holds on while the lease cannot have expired for the others and steps down
+    /// before it can. Returns whether it still holds the lease.
+    fn unanswered(&mut self, error: &str) -> bool {
+        if self.held.is_none() {
+            tracing::warn!(key = %self.key, error, "cannot read the scheduler lease");
+            return false;
+        }
+        let fresh = self
+            .last_renewed
+            .is_some_and(|at| at.elapsed() < self.ttl / 2);
+        tracing::warn!(key = %self.key, error, still_holding = fresh,
+            "cannot renew the scheduler lease");
+        if !fresh {
+            self.held = None;
+        }
+        fresh
+    }
+
     /// Gives the lease up if held (a compare-and-delete, so a lease already taken over is left
-    /// alone).
+    /// alone). A NATS that does not answer within a quarter of the TTL is not waited for: the
+    /// lease then expires after its TTL.
     pub async fn release(&mut self) {
         if let Some(revision) = self.held.take() {
-            match self
-                .kv
-                .delete_expect_revision(&self.key, Some(revision))
-                .await
-            {
-                Ok(()) => tracing::info!(key = %self.key, "released the scheduler lease"),
-                Err(err) => {
+            let released = tokio::time::timeout(
+                self.step_limit(),
+                self.kv.delete_expect_revision(&self.key, Some(revision)),
+            )
+            .await;
+            match released {
+                Ok(Ok(())) => tracing::info!(key = %self.key, "released the scheduler lease"),
+                Ok(Err(err)) => {
                     tracing::warn!(key = %self.key, error = %err, "could not release the scheduler lease; it expires after its TTL")
+                }
+                Err(_) => {
+                    tracing::warn!(key = %self.key, "NATS did not answer the release of the scheduler lease; it expires after its TTL")
                 }
             }
         }

@@ -14,7 +14,7 @@ pub mod stack;
 
 pub use cluster::NatsCluster;
 pub use nats::NatsServer;
-pub use process::{ChildService, bin_path, workspace_root};
+pub use process::{ChildService, PROCESS_LIMIT, bin_path, output_within, workspace_root};
 
 use std::time::Duration;
 

@@ -2,8 +2,16 @@
 //! drive a CLI. The binaries are the workspace's own, built before the tests by
 //! `scripts/test` (`cargo build --workspace --bins --tests`).
 
+use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a process a test runs to its end (`sage-extractor --once`, syncctl) may take, and
+/// how long a service told to stop may keep running, before the test gives up on it: the
+/// process is killed and the test fails saying so, rather than the suite hanging.
+pub const PROCESS_LIMIT: Duration = Duration::from_secs(300);
 
 /// The workspace root (where `Cargo.toml` with `[workspace]` is).
 pub fn workspace_root() -> PathBuf {
@@ -76,11 +84,18 @@ impl ChildService {
         }
     }
 
-    /// Sends SIGTERM and waits for the exit status.
+    /// Sends SIGTERM and waits for the exit status; a process still running
+    /// [`PROCESS_LIMIT`] later is killed and the test fails.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        self.signal("-TERM");
-        let status = self.child.as_mut()?.wait().ok();
-        self.child = None;
+        self.child.as_ref()?;
+        let status = self.terminate_within(PROCESS_LIMIT);
+        if status.is_none() {
+            self.kill();
+            panic!(
+                "{} still ran {PROCESS_LIMIT:?} after SIGTERM; killed",
+                self.name
+            );
+        }
         status
     }
 
@@ -131,11 +146,26 @@ impl ChildService {
         }
     }
 
-    /// Waits for the process to exit by itself.
+    /// Waits for the process to exit by itself; one still running after [`PROCESS_LIMIT`] is
+    /// killed and the test fails.
     pub fn wait(&mut self) -> Option<std::process::ExitStatus> {
-        let status = self.child.as_mut()?.wait().ok();
-        self.child = None;
-        status
+        let deadline = Instant::now() + PROCESS_LIMIT;
+        loop {
+            match self.child.as_mut()?.try_wait() {
+                Ok(Some(status)) => {
+                    self.child = None;
+                    return Some(status);
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Ok(None) => {
+                    self.kill();
+                    panic!("{} still ran after {PROCESS_LIMIT:?}; killed", self.name);
+                }
+                Err(_) => return None,
+            }
+        }
     }
 
     /// The service name.
@@ -148,4 +178,91 @@ impl Drop for ChildService {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Runs `command` to its end, as [`Command::output`] does (stdin empty, stdout and stderr
+/// captured), but gives up after `limit`: the process is then killed and the test fails,
+/// showing the end of what it wrote to stderr.
+pub fn output_within(command: &mut Command, limit: Duration) -> Output {
+    let what = program_of(command);
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    finish_within(child, limit, &what)
+}
+
+/// [`output_within`] for a process already started: waits for `child` to end and collects
+/// what it wrote to the pipes it was given; after `limit` it is killed and the test fails.
+pub(crate) fn finish_within(child: Child, limit: Duration, what: &str) -> Output {
+    finish_unless(child, limit, what, &AtomicBool::new(false)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The name of the program `command` runs, for messages.
+pub(crate) fn program_of(command: &Command) -> String {
+    std::path::Path::new(command.get_program())
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+}
+
+/// Waits for `child` to end and collects what it wrote to the pipes it was given. Gives up
+/// after `limit`, or as soon as `abandon` is set (the test that waits is ending): the process
+/// is killed, and the error says so with the end of its stderr.
+pub(crate) fn finish_unless(
+    mut child: Child,
+    limit: Duration,
+    what: &str,
+    abandon: &AtomicBool,
+) -> Result<Output, String> {
+    // Read in threads of their own: a process writing more than a pipe holds would otherwise
+    // block on its write and never end.
+    let stdout = child.stdout.take().map(read_all);
+    let stderr = child.stderr.take().map(read_all);
+    let deadline = Instant::now() + limit;
+    let ended = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if abandon.load(Ordering::Relaxed) => break Err("its test ended"),
+            Ok(None) if Instant::now() >= deadline => break Err("it ran too long"),
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("waiting for {what}: {e}"),
+        }
+    };
+    if ended.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let collect = |pipe: Option<std::thread::JoinHandle<Vec<u8>>>| {
+        pipe.and_then(|reader| reader.join().ok())
+            .unwrap_or_default()
+    };
+    let (stdout, stderr) = (collect(stdout), collect(stderr));
+    match ended {
+        Ok(status) => Ok(Output {
+            status,
+            stdout,
+            stderr,
+        }),
+        Err(why) => Err(format!(
+            "{what} was killed after {limit:?} or less ({why}); the end of its stderr:\n{}",
+            tail(&String::from_utf8_lossy(&stderr), 40)
+        )),
+    }
+}
+
+fn read_all(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
+/// The last `lines` lines of `text`.
+pub(crate) fn tail(text: &str, lines: usize) -> String {
+    let mut last: Vec<&str> = text.lines().rev().take(lines).collect();
+    last.reverse();
+    last.join("\n")
 }

@@ -56,7 +56,11 @@ async fn main() -> ExitCode {
         Err(err) => {
             tracing::error!("{err:#}");
             eprintln!("sage-extractor: {err:#}");
-            ExitCode::FAILURE
+            // Exit here, the reason being the last line: unwinding the runtime would drop the
+            // tasks still waiting on NATS, and the client logs a warning for each publish it
+            // never saw acknowledged (hundreds, after a run that lost NATS). Nothing is left
+            // to write: a run keeps the checkpoint it last recorded.
+            std::process::exit(1)
         }
     }
 }

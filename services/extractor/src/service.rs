@@ -197,16 +197,35 @@ impl Service {
                 match started {
                     None => interrupted(),
                     Some(Err(err)) => Err(err.into()),
-                    Some(Ok(_)) => {
+                    Some(Ok(started)) => {
                         // The run is only asked to stop: waiting on goes on, so its own result
                         // (finished, failed, or interrupted with its id) is the one reported.
                         let ended = runner.wait();
                         tokio::pin!(ended);
                         tokio::select! {
                             result = &mut ended => result,
-                            _ = leader.wait_for(|held| !*held) => {
+                            () = lost(&mut leader) => {
+                                // NATS stopped answering for half the lease's TTL: a standby
+                                // may take the integration over, so the run stops. Between
+                                // two pages if it gets there; a page whose publishing waits
+                                // on NATS is not waited for past the grace period (the run
+                                // resumes from its last recorded checkpoint, as after a crash).
                                 runner.cancel().await;
-                                ended.await
+                                let grace = Duration::from_secs(self.config.shutdown_grace_secs);
+                                match tokio::time::timeout(grace, &mut ended).await {
+                                    Ok(result) => result,
+                                    Err(_) => Some(Err(RunError::new(
+                                        &integration,
+                                        Some(&started.run_id),
+                                        Stop::Bus(BusError::request(
+                                            "keeping the scheduler lease",
+                                            format!(
+                                                "NATS stopped answering, so the lease could not be renewed, and the page in progress was still unacknowledged {} s later (shutdown_grace_secs)",
+                                                grace.as_secs()
+                                            ),
+                                        )),
+                                    ))),
+                                }
                             }
                             () = stop.cancelled() => {
                                 tracing::info!(integration, "stopping the run between two pages; its checkpoint is kept");
@@ -224,7 +243,9 @@ impl Service {
             }),
         };
         lease_stop.cancel();
-        let _ = lease_task.await;
+        // The release is bounded by the lease itself; the task is not waited for longer in
+        // case NATS holds it elsewhere.
+        let _ = tokio::time::timeout(self.ttl(), lease_task).await;
         outcome
     }
 
@@ -275,6 +296,13 @@ impl Service {
             None => Ok(()),
         }
     }
+}
+
+/// Returns once the lease `leader` reports is no longer held (or its task is gone). The
+/// watch's value is read and let go at once: a reference to it kept across an await would
+/// block the lease task's next report, and with it the thread that runs it.
+async fn lost(leader: &mut watch::Receiver<bool>) {
+    let _ = leader.wait_for(|held| !*held).await;
 }
 
 /// Everything this replica does for one integration, until `stop`; why it stopped the replica,

@@ -1,6 +1,7 @@
 //! `syncctl` as a process: exit codes scripts can tell apart, a run triggered and watched,
 //! dead letters listed and replayed after a config fix, output cut short by its reader.
 
+use peoplesync_testkit::{PROCESS_LIMIT, output_within};
 use serde_json::json;
 
 use super::*;
@@ -21,24 +22,26 @@ async fn syncctl_triggers_and_watches_a_run_then_lists_and_replays_its_dead_lett
     assert_eq!(missing.code, 4, "{}", missing.stderr);
     assert!(missing.stderr.contains("no-such-run"), "{}", missing.stderr);
     assert_eq!(syncctl(&stack, &["run", "--fail-on-dead-letters"]).code, 2);
-    let unreachable = std::process::Command::new(peoplesync_testkit::bin_path("syncctl"))
-        .args([
-            "--url",
-            &format!("http://127.0.0.1:{}", peoplesync_testkit::free_port()),
-            "runs",
-        ])
-        .env("PEOPLESYNC_CONTROL_TOKEN", TOKEN)
-        .output()
-        .unwrap();
+    let unreachable = output_within(
+        std::process::Command::new(peoplesync_testkit::bin_path("syncctl"))
+            .args([
+                "--url",
+                &format!("http://127.0.0.1:{}", peoplesync_testkit::free_port()),
+                "runs",
+            ])
+            .env("PEOPLESYNC_CONTROL_TOKEN", TOKEN),
+        PROCESS_LIMIT,
+    );
     assert_eq!(unreachable.status.code(), Some(5));
     // Inside a service's container PEOPLESYNC_INTEGRATION may list several integrations.
-    let several: Ran = std::process::Command::new(peoplesync_testkit::bin_path("syncctl"))
-        .args(["--url", &stack.url(), "runs"])
-        .env("PEOPLESYNC_CONTROL_TOKEN", TOKEN)
-        .env("PEOPLESYNC_INTEGRATION", "hr-uk,hr-us")
-        .output()
-        .unwrap()
-        .into();
+    let several: Ran = output_within(
+        std::process::Command::new(peoplesync_testkit::bin_path("syncctl"))
+            .args(["--url", &stack.url(), "runs"])
+            .env("PEOPLESYNC_CONTROL_TOKEN", TOKEN)
+            .env("PEOPLESYNC_INTEGRATION", "hr-uk,hr-us"),
+        PROCESS_LIMIT,
+    )
+    .into();
     assert_eq!(several.code, 2, "{}", several.stderr);
     assert!(
         several.stderr.contains("names several") && several.stderr.contains("-i/--integration"),

@@ -4,12 +4,14 @@
 
 use std::io::BufRead;
 use std::net::SocketAddr;
-use std::process::{ChildStderr, Command, ExitStatus, Stdio};
+use std::process::{ChildStderr, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use super::{CONTROL_TOKEN, Deployment, tls_dir};
-use crate::{ChildService, bin_path};
+use crate::process::{finish_unless, tail};
+use crate::{ChildService, PROCESS_LIMIT, bin_path, output_within};
 
 /// Which service binary a [`Launch`] starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,31 +107,57 @@ impl Deployment {
 
     /// [`Deployment::extract_run`] with `extra` environment variables.
     pub fn extract_run_with(&self, extra: &[(&str, &str)]) -> String {
-        let (status, stdout) = self.extractor().envs(extra).once();
-        run_id_of(status, &stdout)
+        run_id_of(&self.extractor().envs(extra).once_output())
     }
 
     /// [`Deployment::extract_run`] in the background: the task gives the run's id once the
     /// extraction has ended, and a test can act on the loaders while the run is being read.
     pub fn extract_run_in_background(&self) -> tokio::task::JoinHandle<String> {
-        let mut command = self.extractor_command().expect("the extractor's command");
-        tokio::task::spawn_blocking(move || {
-            let output = command.output().expect("run the extractor once");
-            run_id_of(output.status, &String::from_utf8_lossy(&output.stdout))
-        })
+        let extraction = self.extract_in_background();
+        tokio::spawn(async move { run_id_of(&extraction.await.expect("the extraction")) })
     }
 
-    /// `sage-extractor --once` with this deployment's environment, not started yet.
-    pub fn extractor_command(&self) -> std::io::Result<Command> {
+    /// `sage-extractor --once` in the background, whatever its outcome: the task gives its
+    /// exit status and output. Like every process a test runs to its end, it is killed after
+    /// [`PROCESS_LIMIT`], and at once when the deployment is dropped (a test failing while it
+    /// runs must neither leave it behind nor hang on it).
+    pub fn extract_in_background(&self) -> tokio::task::JoinHandle<Output> {
         let mut command = self.extractor().args(&["--once"]).command();
-        command.stderr(Stdio::null());
-        Ok(command)
+        let abandon = Arc::clone(&self.background.0);
+        tokio::task::spawn_blocking(move || {
+            let child = command
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start sage-extractor --once");
+            finish_unless(child, PROCESS_LIMIT, "sage-extractor --once", &abandon)
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
     }
 }
 
-/// The run id `sage-extractor --once` printed, having ended with `status`.
-fn run_id_of(status: ExitStatus, stdout: &str) -> String {
-    assert!(status.success(), "sage-extractor --once failed: {status}");
+/// Set when a [`Deployment`] is dropped: the processes it runs in the background are then
+/// killed (see [`Deployment::extract_in_background`]).
+#[derive(Debug, Default)]
+pub(crate) struct Background(Arc<AtomicBool>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The run id `sage-extractor --once` printed, having ended with success; a failure shows
+/// the end of what it logged.
+fn run_id_of(output: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "sage-extractor --once failed: {}; the end of its log:\n{}",
+        output.status,
+        tail(&String::from_utf8_lossy(&output.stderr), 40)
+    );
     stdout
         .lines()
         .find_map(|l| {
@@ -266,19 +294,19 @@ impl<'a> Launch<'a> {
         command
     }
 
-    /// Runs the service with `--once` to completion (its stderr discarded): the exit status and
-    /// what it printed.
+    /// Runs the service with `--once` to completion: the exit status and what it printed.
     pub fn once(self) -> (ExitStatus, String) {
-        let output = self
-            .args(&["--once"])
-            .command()
-            .stderr(Stdio::null())
-            .output()
-            .expect("run the service once");
+        let output = self.once_output();
         (
             output.status,
             String::from_utf8_lossy(&output.stdout).into_owned(),
         )
+    }
+
+    /// Runs the service with `--once` to completion (killed, failing the test, after
+    /// [`PROCESS_LIMIT`]): its exit status and both outputs.
+    fn once_output(self) -> Output {
+        output_within(&mut self.args(&["--once"]).command(), PROCESS_LIMIT)
     }
 
     /// The arguments and environment of the service; writes its configuration file.

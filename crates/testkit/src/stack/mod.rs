@@ -153,6 +153,8 @@ pub struct Deployment {
     pub sage_config: SageConfig,
     /// What the Oomnitza simulator was started with.
     pub oomnitza_config: OomnitzaConfig,
+    /// Tells the processes the test runs in the background to stop when it is dropped.
+    background: launch::Background,
 }
 
 impl Deployment {
@@ -178,6 +180,7 @@ impl Deployment {
             oomnitza,
             sage_config,
             oomnitza_config,
+            background: launch::Background::default(),
         }
     }
 

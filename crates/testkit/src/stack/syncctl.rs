@@ -3,7 +3,8 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use crate::bin_path;
+use crate::process::finish_within;
+use crate::{PROCESS_LIMIT, bin_path, output_within};
 
 /// What a syncctl run printed and how it exited.
 #[derive(Debug)]
@@ -73,7 +74,7 @@ impl Syncctl {
 
     /// Runs syncctl with `args` to its end.
     pub fn run(&self, args: &[&str]) -> Ran {
-        Ran::from(self.command(args).output().expect("run syncctl"))
+        Ran::from(output_within(&mut self.command(args), PROCESS_LIMIT))
     }
 
     /// Runs syncctl with `args` and `text` on its standard input.
@@ -90,7 +91,7 @@ impl Syncctl {
                 .write_all(text.as_bytes())
                 .expect("write syncctl's input");
         }
-        Ran::from(child.wait_with_output().expect("syncctl ends"))
+        Ran::from(finish_within(child, PROCESS_LIMIT, "syncctl"))
     }
 
     /// Runs syncctl with `args` writing into a pipe whose reader has already gone, as under
@@ -99,12 +100,13 @@ impl Syncctl {
     pub fn run_with_stdout_closed(&self, args: &[&str]) -> Ran {
         let (reader, writer) = std::io::pipe().expect("a pipe");
         drop(reader);
-        let output = self
+        let child = self
             .command(args)
+            .stdin(Stdio::null())
             .stdout(writer)
             .stderr(Stdio::piped())
-            .output()
+            .spawn()
             .expect("run syncctl");
-        Ran::from(output)
+        Ran::from(finish_within(child, PROCESS_LIMIT, "syncctl"))
     }
 }
