@@ -369,7 +369,11 @@ async fn once_losing_nats_mid_run_exits_1_saying_so_and_the_next_run_resumes_it(
     // why, rather than wait on NATS for ever (it did: the scheduler that started it never
     // learnt of it). It cannot renew its lease, so it stops within about three quarters of the
     // TTL plus shutdown_grace_secs. The run keeps its checkpoint: the next `--once` resumes it.
-    let mut once = OnceReadingSlowly::start("shutdown_grace_secs = 10\n").await;
+    // A second integration is not tried (it would wait on NATS in turn: it did, for ever).
+    let mut once = OnceReadingSlowly::start(
+        "shutdown_grace_secs = 10\nintegrations = [\"sage-people\", \"hr-us\"]\n",
+    )
+    .await;
     once.d.nats.server().kill();
     // 15 s of TTL: a quarter of it for each renewal, a step-down at half of it, 10 s of grace.
     let stderr = once
@@ -386,6 +390,12 @@ async fn once_losing_nats_mid_run_exits_1_saying_so_and_the_next_run_resumes_it(
         last.contains(&format!("run {run} of sage-people")) && last.contains("resumes from"),
         "the last line names the run and what follows: {stderr}"
     );
+    assert!(
+        last.contains(
+            "hr-us: run of hr-us: starting a run of hr-us: not tried: NATS stopped answering during the sync of sage-people"
+        ),
+        "{stderr}"
+    );
     once.is_resumed_by_the_next_once(&run).await;
 }
 
@@ -397,6 +407,16 @@ struct OnceReadingSlowly {
     _loader: peoplesync_testkit::ChildService,
     child: std::process::Child,
     log: std::path::PathBuf,
+}
+
+impl Drop for OnceReadingSlowly {
+    /// A test failing before the process ended does not leave it behind.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 impl OnceReadingSlowly {
@@ -469,24 +489,25 @@ impl OnceReadingSlowly {
     }
 }
 
-/// Waits at most `limit` for `child` to exit; kills it and fails the test otherwise.
-/// Runs `command` to its end within `limit` (`when`: what it waited for, in the panic), and
-/// returns its exit code and standard error.
+/// Runs `command` to its end within `limit` (`when`: what it waited for, in the panic, which
+/// shows the end of its log), and returns its exit code and standard error. Read as it is
+/// written, so a talkative process cannot fill the pipe and block.
 async fn run_to_exit(
     mut command: std::process::Command,
     limit: Duration,
     when: &str,
 ) -> (Option<i32>, String) {
-    let mut child = command
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the service");
-    let status = wait_for_exit(&mut child, limit, when).await;
-    let stderr = std::io::read_to_string(child.stderr.take().expect("stderr")).unwrap();
-    (status.code(), stderr)
+    let ran =
+        tokio::task::spawn_blocking(move || peoplesync_testkit::output_within(&mut command, limit))
+            .await
+            .unwrap_or_else(|e| panic!("the process did not end {when}: {e}"));
+    (
+        ran.status.code(),
+        String::from_utf8_lossy(&ran.stderr).into_owned(),
+    )
 }
 
+/// Waits at most `limit` for `child` to exit; kills it and fails the test otherwise.
 async fn wait_for_exit(
     child: &mut std::process::Child,
     limit: Duration,

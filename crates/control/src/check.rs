@@ -14,6 +14,15 @@ use tonic::Status;
 use crate::extractor::Extractor;
 use crate::integrations::Configs;
 
+/// The line of a check that reads NATS, not made while the loader is not connected to it.
+fn needs_nats(name: &str) -> CheckLine {
+    line(
+        name,
+        CheckState::NotCheckable,
+        "not checked: it is read through NATS, which the loader cannot reach (see the nats line)",
+    )
+}
+
 /// One line of a check's report.
 fn line(name: &str, state: CheckState, detail: impl Into<String>) -> CheckLine {
     CheckLine {
@@ -34,16 +43,35 @@ pub(crate) struct Checker<'a> {
 impl Checker<'_> {
     /// The report of `integration`.
     pub(crate) async fn check(&self, integration: &str) -> pb::CheckIntegrationResponse {
-        let mut checks = vec![self.nats().await];
-        let (config_line, config) = self.config(integration).await;
-        checks.push(config_line);
-        checks.extend(self.sage(integration).await);
+        let nats = self.nats().await;
+        // Without NATS the config, the Sage People side (asked of the extractor over NATS) and
+        // the pause flag cannot be read; asking anyway would cost each its timeout, or wait
+        // without end once the client's queue is full, and the call would never answer. The
+        // Oomnitza token is still checked.
+        let connected = nats.state != CheckState::Unreachable;
+        let mut checks = vec![nats];
+        let config = if connected {
+            let (config_line, config) = self.config(integration).await;
+            checks.push(config_line);
+            checks.extend(self.sage(integration).await);
+            config
+        } else {
+            checks.push(needs_nats("config"));
+            checks.push(needs_nats("sage_people"));
+            None
+        };
         let token = self.oomnitza_token().await;
         let token_state = token.state;
         checks.push(token);
-        checks.push(role(config.as_ref()));
-        checks.push(self.oomnitza_fields(config.as_ref(), token_state).await);
-        checks.extend(self.pause(integration).await);
+        if connected {
+            checks.push(role(config.as_ref()));
+            checks.push(self.oomnitza_fields(config.as_ref(), token_state).await);
+            checks.extend(self.pause(integration).await);
+        } else {
+            // Both are the stored config's.
+            checks.push(needs_nats("oomnitza.role"));
+            checks.push(needs_nats(FIELDS));
+        }
         report(integration, checks)
     }
 

@@ -30,6 +30,9 @@ const APPEAR_WITHIN: Duration = Duration::from_secs(10);
 pub(crate) const NO_PROGRESS_AFTER: Duration = Duration::from_secs(60);
 /// How long every read of a watched run may fail before WatchRun ends with UNAVAILABLE.
 const READS_FAILING_FOR: Duration = Duration::from_secs(15);
+
+/// How long one read of a watched run may take; one that takes longer counts as failed.
+const READ_LIMIT: Duration = Duration::from_secs(5);
 /// Runs ListRuns returns by default, and at most.
 pub(crate) const DEFAULT_LIST: usize = 20;
 /// The largest ListRuns page.
@@ -138,7 +141,16 @@ impl RunViews {
                 }
                 _ = tick.tick() => {}
             }
-            let read = self.find(&integration, &run_id).await;
+            // Bounded: while NATS is gone long enough for the client's queue to fill, a read
+            // waits to be sent for as long as the outage lasts, and the watch would go silent.
+            let read = tokio::time::timeout(READ_LIMIT, self.find(&integration, &run_id))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Status::unavailable(format!(
+                        "NATS did not answer within {} s",
+                        READ_LIMIT.as_secs()
+                    )))
+                });
             let now = tokio::time::Instant::now();
             let run = match read {
                 Ok(Some(run)) => run,

@@ -133,12 +133,15 @@ impl Service {
     /// One full sync of every integration, one after the other, each under its scheduler lease.
     /// `stop` (SIGTERM) ends the run in progress between two pages, keeping its checkpoint,
     /// gives its lease back at once and leaves the integrations after it unsynced; each of
-    /// those reports [`Stop::Interrupted`].
+    /// those reports [`Stop::Interrupted`]. An integration whose sync NATS failed, NATS still
+    /// gone, leaves the ones after it unsynced too (each would wait on NATS in turn): they
+    /// report the NATS failure, without a run.
     pub async fn run_once(
         &self,
         stop: &CancellationToken,
     ) -> Vec<(String, Result<RunSummary, ServiceError>)> {
         let mut outcomes = Vec::new();
+        let mut nats_lost: Option<String> = None;
         for runner in &self.runners {
             let integration = runner.extraction().integration().to_owned();
             let outcome = if stop.is_cancelled() {
@@ -147,9 +150,21 @@ impl Service {
                     None,
                     Stop::Interrupted,
                 )))
+            } else if let Some(during) = &nats_lost {
+                Err(ServiceError::Run(RunError::new(
+                    &integration,
+                    None,
+                    Stop::Bus(BusError::request(
+                        format!("starting a run of {integration}"),
+                        format!("not tried: NATS stopped answering during the sync of {during}"),
+                    )),
+                )))
             } else {
                 self.once(runner, stop).await
             };
+            if nats_lost.is_none() && outcome.is_err() && self.bus.connected().is_err() {
+                nats_lost = Some(integration.clone());
+            }
             outcomes.push((integration, outcome));
         }
         outcomes
@@ -237,6 +252,15 @@ impl Service {
                     }
                 }
             }
+            // Not elected because NATS does not answer: not another extractor's doing.
+            Some(false) if self.bus.connected().is_err() => Err(ServiceError::Run(RunError::new(
+                &integration,
+                None,
+                Stop::Bus(BusError::request(
+                    format!("taking the scheduler lease of {integration}"),
+                    "NATS is not connected",
+                )),
+            ))),
             Some(false) => Err(ServiceError::LeaseBusy {
                 holder: self.lease_holder(&integration).await,
                 integration: integration.clone(),
@@ -249,9 +273,11 @@ impl Service {
         outcome
     }
 
+    /// Who holds the lease of `integration`, as far as NATS answers within a quarter of the
+    /// TTL (a request can otherwise wait without end while NATS is gone).
     async fn lease_holder(&self, integration: &str) -> String {
-        match self.bus.lease_holder(integration).await {
-            Ok(Some(value)) => value.holder,
+        match tokio::time::timeout(self.ttl() / 4, self.bus.lease_holder(integration)).await {
+            Ok(Ok(Some(value))) => value.holder,
             _ => "unknown".into(),
         }
     }

@@ -1,5 +1,6 @@
 //! `syncctl check`: a healthy stack passes line by line; each misconfiguration is named with
-//! how to fix it; no extractor is unreachable, not misconfigured.
+//! how to fix it; no extractor is unreachable, not misconfigured; without NATS it checks what
+//! it can reach and says what it did not check.
 
 use super::*;
 
@@ -432,4 +433,30 @@ async fn check_without_an_extractor_is_unreachable_not_misconfigured() {
         "unreachable",
         &["no extractor is answering"],
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_without_nats_checks_oomnitza_alone_and_says_what_it_did_not_check() {
+    // What is read through NATS (the config, the Sage People side asked of the extractor, the
+    // pause flag) is not asked for: each would cost its timeout, or wait without end once the
+    // loader's client has queued more than it holds, and the check would never answer.
+    let mut stack = Stack::without_extractor().await;
+    stack.d.nats.server().kill();
+    let report = peoplesync_testkit::wait_for(
+        "the loader to see NATS gone",
+        Duration::from_secs(30),
+        || async {
+            let ran = syncctl(&stack, &["check", "--output", "json"]);
+            let report = ran.json();
+            (check_line(&report, "nats")["outcome"] == "unreachable").then_some((ran, report))
+        },
+    )
+    .await;
+    let (ran, report) = report;
+    assert_eq!(ran.code, 5, "{report:#}");
+    assert_eq!(report["verdict"], "unreachable");
+    for name in ["config", "sage_people", "oomnitza.role", "oomnitza.fields"] {
+        assert_check(&report, name, "not_checkable", &["read through NATS"]);
+    }
+    assert_eq!(check_line(&report, "oomnitza.token")["outcome"], "passed");
 }
