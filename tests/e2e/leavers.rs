@@ -2,7 +2,8 @@
 //! passes their end date), set inactive, and removed from the listing reach Oomnitza under each
 //! leaver action; a leaver's assets are reported; a rehire is restored; a rerun sends nothing
 //! for leavers already handled; a leaver whose calls the token may not make is dead-lettered
-//! without closing the intake; and a mass of leavers is held until an operator approves.
+//! without closing the intake; a delete whose answer is lost is still reported with the assets
+//! the user held; and a mass of leavers is held until an operator approves.
 //!
 //! "Today" comes from the extractor's test-only `PEOPLESYNC_TEST_TODAY_FILE`, so the clock is
 //! moved by rewriting a file between runs.
@@ -510,6 +511,57 @@ async fn delete_spares_a_user_holding_assets_and_none_writes_nothing_but_counts_
         "not recreated"
     );
     assert!(user_of(&d, &deleted_ids[3]).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaver_deleted_whose_answer_was_lost_is_reported_deleted_with_what_they_held() {
+    // Oomnitza deletes a user, but no answer reaches the loader for the four attempts its
+    // client makes of a call (a gateway giving up on Oomnitza's answers): the leaver's next
+    // delivery finds no user. The report still says `deleted`, with the laptop IT must
+    // recover, from the note written before the delete; before, it said `not_found` and the
+    // list of assets was lost.
+    let d = deployment(100).await;
+    let mut config = policy(LeaverAction::Delete);
+    config.leavers.delete_with_assets = true;
+    d.put_config(&config).await;
+    let _loader = d.loader("loader-1").spawn();
+    let clock = Clock::new(&d, "2026-06-15");
+    let ids = employed(&d, date("2026-06-15"), 4);
+    run(&d, &clock).await;
+    // Ended yesterday, inactive, removed (the second ends tomorrow): each holds a laptop, so
+    // whichever is deleted first, its answer lost, held one.
+    let leavers = [&ids[0], &ids[2], &ids[3]];
+    for (n, id) in leavers.iter().enumerate() {
+        let user = user_of(&d, id).expect("loaded");
+        let user = user["_id"].as_str().expect("an id").to_owned();
+        assign_asset(&d, &user, &format!("EQ-{n}"), &format!("SN-{n}")).await;
+    }
+    // Three leavers, four attempts each: every attempt of the first deliveries is unanswered.
+    d.oomnitza.set_faults(OomnitzaFaults {
+        deletes_answer_lost: 12,
+        ..OomnitzaFaults::default()
+    });
+    make_leavers(&d, &ids, ("2026-06-14", "2026-06-16"));
+    let deleting = run(&d, &clock).await;
+    assert_eq!(
+        d.oomnitza.faults().deletes_answer_lost,
+        0,
+        "an answer was lost"
+    );
+    assert_eq!(deleting.counts.unwrap().leavers, 3);
+    let listed = report(&d, &deleting.run_id).await;
+    for (n, id) in leavers.iter().enumerate() {
+        assert!(user_of(&d, id).is_none(), "{id} deleted");
+        let entry = entry(&listed, id);
+        assert_eq!(entry.action, "deleted", "{listed:?}");
+        let serials: Vec<_> = entry.assets.iter().map(|a| a.serial.clone()).collect();
+        assert_eq!(serials, [Some(format!("SN-{n}"))], "{listed:?}");
+    }
+    let letters = d.dead_letters().await;
+    assert!(
+        letters.iter().all(|l| l.letter.stage != "leavers"),
+        "retried, not dead-lettered: {letters:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! The leavers report: one JSON entry per leaver a loader handled, on stream
 //! `PEOPLESYNC_LEAVERS`, subject `peoplesync.<integration>.leavers.<run>`, deduplicated by
-//! `<run>.<worker>.leaver`. It says who left, when, what was done in Oomnitza, and which assets
+//! `<run>.<worker>.leaver` (and `<run>.<worker>.leaver.deleting` for the note written before a
+//! delete, [`note_deleting`]). It says who left, when, what was done in Oomnitza, and which assets
 //! they still held — what `syncctl leavers` lists and the leavers webhook posts. Kept 90 days.
 
 use std::collections::BTreeMap;
@@ -55,7 +56,8 @@ pub struct LeaverEntry {
     /// Their end date (`YYYY-MM-DD`), when Sage People gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_date: Option<String>,
-    /// What was done: `none`, `updated`, `deleted`, `kept_holding_assets`, `not_found`.
+    /// What was done: `none`, `updated`, `deleted`, `kept_holding_assets`, `not_found`; or
+    /// [`DELETING`], a delete sent whose outcome is not recorded.
     pub action: String,
     /// The Oomnitza user, when found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,6 +83,11 @@ pub async fn ensure(bus: &crate::Bus) -> Result<(), BusError> {
     .await
 }
 
+/// The action of the note recorded just before a leaver's user is deleted
+/// ([`note_deleting`]). The report shows it only while no later entry for the worker follows:
+/// the delete was sent, and its outcome is not recorded (yet).
+pub const DELETING: &str = "deleting";
+
 /// Records `entry` in `run_id`'s report and waits for the server to store it.
 pub async fn record(
     bus: &crate::Bus,
@@ -88,16 +95,40 @@ pub async fn record(
     run_id: &str,
     entry: &LeaverEntry,
 ) -> Result<(), BusError> {
-    let js = &bus.js;
+    let id = format!("{run_id}.{}.leaver", entry.worker_id);
+    publish(bus, integration, run_id, entry, id).await
+}
+
+/// Records, just before a leaver's user is deleted, the entry the report is to carry, as a
+/// note (action [`DELETING`]). When the delete happens but its answer, or the report's entry
+/// after it, is lost, the leaver's next attempt finds no user: it takes the user and the
+/// assets they held from this note ([`noted`]) instead of reporting `not_found` and losing the
+/// list of equipment to recover.
+pub async fn note_deleting(
+    bus: &crate::Bus,
+    integration: &str,
+    run_id: &str,
+    entry: &LeaverEntry,
+) -> Result<(), BusError> {
+    let note = LeaverEntry {
+        action: DELETING.to_owned(),
+        ..entry.clone()
+    };
+    let id = format!("{run_id}.{}.leaver.{DELETING}", entry.worker_id);
+    publish(bus, integration, run_id, &note, id).await
+}
+
+async fn publish(
+    bus: &crate::Bus,
+    integration: &str,
+    run_id: &str,
+    entry: &LeaverEntry,
+    id: String,
+) -> Result<(), BusError> {
     let payload = crate::document::encode("leaver entry", entry)?;
-    let mut publisher = Publisher::new(js.clone(), 1);
+    let mut publisher = Publisher::new(bus.js.clone(), 1);
     publisher
-        .publish(
-            subject(integration, run_id),
-            format!("{run_id}.{}.leaver", entry.worker_id),
-            payload,
-            None,
-        )
+        .publish(subject(integration, run_id), id, payload, None)
         .await?;
     publisher.flush().await
 }
@@ -108,6 +139,28 @@ pub async fn read(
     integration: &str,
     run_id: &str,
 ) -> Result<Vec<LeaverEntry>, BusError> {
+    Ok(entries(bus, integration, run_id)
+        .await?
+        .into_values()
+        .collect())
+}
+
+/// The last entry recorded for `worker_id` in `run_id`'s report, a [`DELETING`] note included.
+pub async fn noted(
+    bus: &crate::Bus,
+    integration: &str,
+    run_id: &str,
+    worker_id: &str,
+) -> Result<Option<LeaverEntry>, BusError> {
+    Ok(entries(bus, integration, run_id).await?.remove(worker_id))
+}
+
+/// The last entry of each worker in `run_id`'s report, by worker id.
+async fn entries(
+    bus: &crate::Bus,
+    integration: &str,
+    run_id: &str,
+) -> Result<BTreeMap<String, LeaverEntry>, BusError> {
     let what = format!("reading the leavers of run {run_id} of {integration}");
     let mut report =
         Snapshot::open(&bus.js, LEAVERS_STREAM, subject(integration, run_id), what).await?;
@@ -122,7 +175,7 @@ pub async fn read(
                 "skipping a leaver entry that cannot be read"),
         }
     }
-    Ok(entries.into_values().collect())
+    Ok(entries)
 }
 
 #[cfg(test)]

@@ -354,7 +354,16 @@ async fn act(
             .await
             .map_err(from_oomnitza)?;
         match users.as_slice() {
-            [] => entry.action = "not_found".into(),
+            [] => match deleted_before(bus, item, &task.worker.id).await? {
+                // This leaver's delete went through on an earlier attempt whose answer, or
+                // whose report entry, was lost: report it with what the note kept.
+                Some(noted) => {
+                    entry.action = "deleted".into();
+                    entry.oomnitza_user = noted.oomnitza_user;
+                    entry.assets = noted.assets;
+                }
+                None => entry.action = "not_found".into(),
+            },
             [user] => {
                 let found = Found {
                     field,
@@ -378,6 +387,22 @@ async fn act(
         .await
         .map_err(|e| Failed::Retry(format!("recording the leaver: {e}")))?;
     Ok(entry)
+}
+
+/// On a leaver's redelivery that finds no user: the note of a delete an earlier attempt sent
+/// ([`leavers::note_deleting`]), if there is one. A first delivery has none to look for.
+async fn deleted_before(
+    bus: &Bus,
+    item: &Item,
+    worker_id: &str,
+) -> Result<Option<LeaverEntry>, Failed> {
+    if item.delivered <= 1 {
+        return Ok(None);
+    }
+    let last = leavers::noted(bus, &item.key.integration, &item.key.run_id, worker_id)
+        .await
+        .map_err(|e| Failed::Retry(format!("reading the leavers report: {e}")))?;
+    Ok(last.filter(|e| e.action == leavers::DELETING || e.action == "deleted"))
 }
 
 /// At finalize of a run with `leavers`: its report, and how many of them still held assets
@@ -476,6 +501,11 @@ async fn apply(
             entry.action = "kept_holding_assets".into();
         }
         LeaverAction::Delete => {
+            // Noted first: a delete whose answer is lost is found undone on the next attempt
+            // (no user), and the note keeps who it was and what they held.
+            leavers::note_deleting(bus, &item.key.integration, &item.key.run_id, entry)
+                .await
+                .map_err(|e| Failed::Retry(format!("noting the leaver's delete: {e}")))?;
             client.delete_user(&ident).await.map_err(from_oomnitza)?;
             entry.action = "deleted".into();
         }

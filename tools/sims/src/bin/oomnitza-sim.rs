@@ -228,6 +228,7 @@ impl Args {
                 poison_emails: self.poison_emails.clone(),
                 processing_paused: false,
                 portion_reads_failing: false,
+                deletes_answer_lost: 0,
             },
             behavior: OomnitzaBehavior {
                 processing_delay_ms: self.processing_delay_ms,

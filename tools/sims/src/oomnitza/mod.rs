@@ -283,6 +283,11 @@ pub struct OomnitzaFaults {
     /// Records with one of these e-mails (any case) make their whole batch `422` when posted
     /// (a refusal at post time, unlike Oomnitza's own, which come when records are processed).
     pub poison_emails: Vec<String>,
+    /// The next this many user deletes (`DELETE /api/v3/users/{ident}`) are answered `503`
+    /// whatever they did: the first deletes the user, later ones find it gone. As when a
+    /// gateway gives up on Oomnitza's answers for a while: the client cannot tell that its
+    /// delete happened. Counts down with each.
+    pub deletes_answer_lost: u32,
 }
 
 /// What the simulator has seen so far; `GET /_admin/stats` returns it as JSON.

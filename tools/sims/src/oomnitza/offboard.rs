@@ -99,9 +99,20 @@ pub(crate) async fn delete(
     Path(ident): Path<String>,
 ) -> Response {
     let refuse = shared.behavior().refuse_delete_with_assets;
+    let answer_lost = {
+        let mut control = lock(&shared.control);
+        let lost = control.faults.deletes_answer_lost > 0;
+        if lost {
+            control.faults.deletes_answer_lost -= 1;
+        }
+        lost
+    };
     let mut store = lock(&shared.store);
     let Some(id) = store.resolve(&ident) else {
-        return unknown_user(&ident);
+        return match answer_lost {
+            true => answer_lost_response(),
+            false => unknown_user(&ident),
+        };
     };
     let held = store
         .assets
@@ -121,7 +132,20 @@ pub(crate) async fn delete(
             asset.assigned_to = None;
         }
     }
-    StatusCode::NO_CONTENT.into_response()
+    match answer_lost {
+        true => answer_lost_response(),
+        false => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+/// The `503` a gateway answers in place of an answer it gave up on
+/// ([`super::OomnitzaFaults::deletes_answer_lost`]).
+fn answer_lost_response() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+        "the gateway gave up on Oomnitza's answer (simulated; the delete, if the user existed, was applied)",
+    )
 }
 
 /// `GET /api/v3/users/{ident}/assets`.
