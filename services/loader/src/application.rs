@@ -193,7 +193,13 @@ impl Application {
                         shutdown.cancel();
                         break;
                     }
-                    resume_refused(&self.bus, &self.integrations, &self.gates).await;
+                    // Bounded: with NATS gone long enough for the client's queue to fill, a KV
+                    // call waits to be sent for as long as the outage lasts, and this loop
+                    // would no longer see the shutdown nor a task that ended.
+                    let resumed = resume_refused(&self.bus, &self.integrations, &self.gates);
+                    if tokio::time::timeout(DISCOVERY, resumed).await.is_err() {
+                        tracing::warn!("NATS did not answer the check of refused configs within {} s; trying again", DISCOVERY.as_secs());
+                    }
                     intakes.start_new(self.integrations.ids());
                 }
             }
