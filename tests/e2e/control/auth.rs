@@ -56,7 +56,11 @@ async fn calls_without_the_right_token_are_unauthenticated_while_health_and_refl
         .await
         .unwrap()
         .into_inner();
-    let reply = replies.next().await.unwrap().unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(60), replies.next())
+        .await
+        .expect("a reflection reply within 60 s")
+        .unwrap()
+        .unwrap();
     let Some(
         tonic_reflection::pb::v1::server_reflection_response::MessageResponse::ListServicesResponse(
             list,

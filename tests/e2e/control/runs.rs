@@ -165,7 +165,11 @@ async fn watch_a_run_nobody_advances(
     let record = RunRecord::start(INTEGRATION, "0196f1c2-stalled", true, "manual");
     stack.bus().await.runs().create(&record).await.unwrap();
     let mut stream = watch(&mut stack.client().await, &record.run_id).await;
-    let first = stream.next().await.expect("an update").unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(60), stream.next())
+        .await
+        .expect("the first update within 60 s")
+        .expect("an update")
+        .unwrap();
     (stream, first, tokio::time::Instant::now())
 }
 

@@ -83,7 +83,9 @@ async fn a_configuration_error_part_way_through_a_new_run_ends_it_and_drops_its_
         config_error: Some("MISSING_API_PERMISSION".into()),
         ..SageFaults::default()
     });
-    let err = running.await.unwrap().expect_err("the run must fail");
+    let err = ended(running, "the run")
+        .await
+        .expect_err("the run must fail");
     assert!(!err.resumable(), "{err}");
     assert!(!err.to_string().contains("checkpoint"), "{err}");
     let run_id = err.run_id().unwrap().to_owned();
@@ -229,7 +231,9 @@ async fn quota_exhaustion_stops_the_run_and_the_next_run_resumes_it() {
     });
     wait_for_pages(&s.bus, ID, 4).await;
     s.sim.set_api_usage(10_000);
-    let err = running.await.unwrap().expect_err("quota exhausted");
+    let err = ended(running, "the run")
+        .await
+        .expect_err("quota exhausted");
     assert_eq!(err.state(), RunState::QuotaExhausted, "{err}");
     assert!(err.to_string().contains("API request limit"), "{err}");
     let run_id = err.run_id().unwrap().to_owned();

@@ -357,8 +357,17 @@ pub struct Running {
 impl Running {
     pub async fn shutdown(self) {
         self.stop.cancel();
-        self.task.await.unwrap();
+        ended(self.task, "the service told to stop").await;
     }
+}
+
+/// Waits for `task` (`what`, for the failure) to end: at most five minutes, so that a test
+/// whose service or run does not end fails instead of holding the suite.
+pub async fn ended<T>(task: tokio::task::JoinHandle<T>, what: &str) -> T {
+    tokio::time::timeout(Duration::from_secs(300), task)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not end within 300 s"))
+        .unwrap_or_else(|e| panic!("{what} failed: {e}"))
 }
 
 /// Starts the service of `config` and waits until it schedules `integration` when `leader`.

@@ -63,7 +63,7 @@ async fn an_interrupted_run() -> (Setup, Extraction, String) {
     });
     wait_for_pages(&s.bus, ID, 5).await;
     cancel.cancel();
-    let err = running.await.unwrap().expect_err("interrupted");
+    let err = ended(running, "the run").await.expect_err("interrupted");
     assert_eq!(err.state(), RunState::Running, "{err}");
     let run_id = err.run_id().unwrap().to_owned();
     (s, extraction, run_id)
