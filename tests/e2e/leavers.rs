@@ -520,48 +520,110 @@ async fn a_leaver_deleted_whose_answer_was_lost_is_reported_deleted_with_what_th
     // delivery finds no user. The report still says `deleted`, with the laptop IT must
     // recover, from the note written before the delete; before, it said `not_found` and the
     // list of assets was lost.
-    let d = deployment(100).await;
-    let mut config = policy(LeaverAction::Delete);
-    config.leavers.delete_with_assets = true;
-    d.put_config(&config).await;
-    let _loader = d.loader("loader-1").spawn();
-    let clock = Clock::new(&d, "2026-06-15");
-    let ids = employed(&d, date("2026-06-15"), 4);
-    run(&d, &clock).await;
-    // Ended yesterday, inactive, removed (the second ends tomorrow): each holds a laptop, so
-    // whichever is deleted first, its answer lost, held one.
-    let leavers = [&ids[0], &ids[2], &ids[3]];
-    for (n, id) in leavers.iter().enumerate() {
-        let user = user_of(&d, id).expect("loaded");
-        let user = user["_id"].as_str().expect("an id").to_owned();
-        assign_asset(&d, &user, &format!("EQ-{n}"), &format!("SN-{n}")).await;
-    }
+    let laptops = LeaversWithLaptops::start().await;
+    let d = &laptops.d;
     // Three leavers, four attempts each: every attempt of the first deliveries is unanswered.
     d.oomnitza.set_faults(OomnitzaFaults {
         deletes_answer_lost: 12,
         ..OomnitzaFaults::default()
     });
-    make_leavers(&d, &ids, ("2026-06-14", "2026-06-16"));
-    let deleting = run(&d, &clock).await;
+    let listed = laptops.leave().await;
     assert_eq!(
         d.oomnitza.faults().deletes_answer_lost,
         0,
-        "an answer was lost"
+        "every first attempt went unanswered"
     );
-    assert_eq!(deleting.counts.unwrap().leavers, 3);
-    let listed = report(&d, &deleting.run_id).await;
-    for (n, id) in leavers.iter().enumerate() {
-        assert!(user_of(&d, id).is_none(), "{id} deleted");
-        let entry = entry(&listed, id);
-        assert_eq!(entry.action, "deleted", "{listed:?}");
-        let serials: Vec<_> = entry.assets.iter().map(|a| a.serial.clone()).collect();
-        assert_eq!(serials, [Some(format!("SN-{n}"))], "{listed:?}");
+    for id in laptops.leavers() {
+        assert!(user_of(d, id).is_none(), "{id} deleted");
     }
+    laptops.assert_reported(&listed, "deleted");
     let letters = d.dead_letters().await;
     assert!(
         letters.iter().all(|l| l.letter.stage != "leavers"),
         "retried, not dead-lettered: {letters:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaver_delete_oomnitza_refuses_is_reported_delete_failed_and_dead_lettered() {
+    // The note written before a delete does not outlive a refusal: the report says the delete
+    // failed, with the laptop still to recover, and the dead letter says why.
+    let laptops = LeaversWithLaptops::start().await;
+    let d = &laptops.d;
+    d.oomnitza
+        .set_behavior(OomnitzaBehavior {
+            refuse_delete_with_assets: true,
+            ..d.oomnitza.behavior()
+        })
+        .expect("behaviour");
+    let listed = laptops.leave().await;
+    for id in laptops.leavers() {
+        assert!(user_of(d, id).is_some(), "{id} kept");
+    }
+    laptops.assert_reported(&listed, "delete_failed");
+    let letters = d.dead_letters().await;
+    let refused = letters
+        .iter()
+        .filter(|l| l.letter.stage == "leavers" && l.letter.http_status == Some(409))
+        .count();
+    assert_eq!(refused, 3, "{letters:?}");
+}
+
+/// A deployment of 100 workers under the `delete` action with `delete_with_assets`, its first
+/// run loaded, and three workers who are about to leave (ended yesterday, inactive, removed;
+/// a fourth ends tomorrow) each holding a laptop `SN-<n>`.
+struct LeaversWithLaptops {
+    d: Deployment,
+    _loader: peoplesync_testkit::ChildService,
+    clock: Clock,
+    ids: Vec<String>,
+}
+
+impl LeaversWithLaptops {
+    async fn start() -> LeaversWithLaptops {
+        let d = deployment(100).await;
+        let mut config = policy(LeaverAction::Delete);
+        config.leavers.delete_with_assets = true;
+        d.put_config(&config).await;
+        let loader = d.loader("loader-1").spawn();
+        let clock = Clock::new(&d, "2026-06-15");
+        let ids = employed(&d, date("2026-06-15"), 4);
+        run(&d, &clock).await;
+        let laptops = LeaversWithLaptops {
+            d,
+            _loader: loader,
+            clock,
+            ids,
+        };
+        for (n, id) in laptops.leavers().enumerate() {
+            let user = user_of(&laptops.d, id).expect("loaded");
+            let user = user["_id"].as_str().expect("an id").to_owned();
+            assign_asset(&laptops.d, &user, &format!("EQ-{n}"), &format!("SN-{n}")).await;
+        }
+        laptops
+    }
+
+    /// The three who leave.
+    fn leavers(&self) -> impl Iterator<Item = &String> {
+        [&self.ids[0], &self.ids[2], &self.ids[3]].into_iter()
+    }
+
+    /// They leave, and a run handles them: its leavers report.
+    async fn leave(&self) -> Vec<LeaverEntry> {
+        make_leavers(&self.d, &self.ids, ("2026-06-14", "2026-06-16"));
+        let record = run(&self.d, &self.clock).await;
+        report(&self.d, &record.run_id).await
+    }
+
+    /// Each of the three is in `listed` with `action` and their laptop.
+    fn assert_reported(&self, listed: &[LeaverEntry], action: &str) {
+        for (n, id) in self.leavers().enumerate() {
+            let entry = entry(listed, id);
+            assert_eq!(entry.action, action, "{listed:?}");
+            let serials: Vec<_> = entry.assets.iter().map(|a| a.serial.clone()).collect();
+            assert_eq!(serials, [Some(format!("SN-{n}"))], "{listed:?}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

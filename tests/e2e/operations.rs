@@ -385,10 +385,13 @@ async fn once_losing_nats_mid_run_exits_1_saying_so_and_the_next_run_resumes_it(
     );
     once.d.nats.server().restart();
     let run = once.the_run_left_running().await;
-    let last = stderr.lines().last().unwrap_or_default();
+    let last = stderr
+        .lines()
+        .rfind(|l| l.starts_with("sage-extractor: "))
+        .unwrap_or_default();
     assert!(
         last.contains(&format!("run {run} of sage-people")) && last.contains("resumes from"),
-        "the last line names the run and what follows: {stderr}"
+        "the error names the run and what follows: {stderr}"
     );
     assert!(
         last.contains(

@@ -132,11 +132,12 @@ impl Lease {
             // Each look is bounded: while the client's queue is full (NATS gone for a while) a
             // request waits to be handed over without end, and a holder that never hears back
             // must still step down before a standby may take over.
-            let holding = match tokio::time::timeout(self.step_limit(), self.step()).await {
+            let limit = self.step_limit();
+            let holding = match tokio::time::timeout(limit, self.step()).await {
                 Ok(holding) => holding,
                 Err(_) => self.unanswered(&format!(
                     "NATS did not answer within {} ms",
-                    self.step_limit().as_millis()
+                    limit.as_millis()
                 )),
             };
             leader.send_if_modified(|current| {
@@ -233,11 +234,19 @@ impl Lease {
         }
     }
 
-    /// How long one look at the key ([`Lease::step`]) or the release may take: a quarter of
-    /// the TTL, so that a holder whose requests go unanswered still steps down within about
-    /// three quarters of it, before a standby may take over.
+    /// How long one look at the key ([`Lease::step`]) or the release may take. A holder's
+    /// renewal may take until two thirds of the TTL after its last one, when a standby may
+    /// take over (a renewal landing before then keeps the lease, slow as it was); other looks
+    /// and the release a quarter of the TTL. Either way a holder whose requests go unanswered
+    /// steps down before a standby may take over.
     fn step_limit(&self) -> Duration {
-        (self.ttl / 4).max(Duration::from_millis(50))
+        let renewal = match (self.held, self.last_renewed) {
+            (Some(_), Some(at)) => (self.ttl * 2 / 3).checked_sub(at.elapsed()),
+            _ => None,
+        };
+        renewal
+            .unwrap_or(self.ttl / 4)
+            .max(Duration::from_millis(50))
     }
 
     /// A renewal (or a look at the key) NATS did not answer (`error`, or no answer in time):
@@ -265,7 +274,7 @@ impl Lease {
     pub async fn release(&mut self) {
         if let Some(revision) = self.held.take() {
             let released = tokio::time::timeout(
-                self.step_limit(),
+                (self.ttl / 4).max(Duration::from_millis(50)),
                 self.kv.delete_expect_revision(&self.key, Some(revision)),
             )
             .await;

@@ -56,8 +56,9 @@ pub struct LeaverEntry {
     /// Their end date (`YYYY-MM-DD`), when Sage People gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_date: Option<String>,
-    /// What was done: `none`, `updated`, `deleted`, `kept_holding_assets`, `not_found`; or
-    /// [`DELETING`], a delete sent whose outcome is not recorded.
+    /// What was done: `none`, `updated`, `deleted`, `kept_holding_assets`, `not_found`,
+    /// `delete_failed` (Oomnitza refused the delete); or [`DELETING`], a delete sent whose
+    /// outcome is not recorded.
     pub action: String,
     /// The Oomnitza user, when found.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -48,7 +48,7 @@ impl Checker<'_> {
         // the pause flag cannot be read; asking anyway would cost each its timeout, or wait
         // without end once the client's queue is full, and the call would never answer. The
         // Oomnitza token is still checked.
-        let connected = nats.state != CheckState::Unreachable;
+        let connected = self.bus.connected().is_ok();
         let mut checks = vec![nats];
         let config = if connected {
             let (config_line, config) = self.config(integration).await;

@@ -150,7 +150,9 @@ impl Service {
                     None,
                     Stop::Interrupted,
                 )))
-            } else if let Some(during) = &nats_lost {
+            } else if let Some(during) = &nats_lost
+                && self.bus.connected().is_err()
+            {
                 Err(ServiceError::Run(RunError::new(
                     &integration,
                     None,

@@ -354,7 +354,7 @@ async fn act(
             .await
             .map_err(from_oomnitza)?;
         match users.as_slice() {
-            [] => match deleted_before(bus, item, &task.worker.id).await? {
+            [] => match deleted_before(bus, integration, item, &task.worker.id).await? {
                 // This leaver's delete went through on an earlier attempt whose answer, or
                 // whose report entry, was lost: report it with what the note kept.
                 Some(noted) => {
@@ -389,14 +389,20 @@ async fn act(
     Ok(entry)
 }
 
-/// On a leaver's redelivery that finds no user: the note of a delete an earlier attempt sent
-/// ([`leavers::note_deleting`]), if there is one. A first delivery has none to look for.
+/// The report's action for a leaver whose delete Oomnitza refused for good.
+const DELETE_FAILED: &str = "delete_failed";
+
+/// For a leaver whose user is not found under the `delete` action: the note of a delete an
+/// earlier attempt sent ([`leavers::note_deleting`]), if there is one. Every attempt under
+/// that action looks (a leaver requeued after a long outage starts its deliveries again); under
+/// the others no delete is ever sent.
 async fn deleted_before(
     bus: &Bus,
+    integration: &Integration,
     item: &Item,
     worker_id: &str,
 ) -> Result<Option<LeaverEntry>, Failed> {
-    if item.delivered <= 1 {
+    if integration.config().leavers.action != LeaverAction::Delete {
         return Ok(None);
     }
     let last = leavers::noted(bus, &item.key.integration, &item.key.run_id, worker_id)
@@ -506,7 +512,21 @@ async fn apply(
             leavers::note_deleting(bus, &item.key.integration, &item.key.run_id, entry)
                 .await
                 .map_err(|e| Failed::Retry(format!("noting the leaver's delete: {e}")))?;
-            client.delete_user(&ident).await.map_err(from_oomnitza)?;
+            if let Err(err) = client.delete_user(&ident).await {
+                let failed = from_oomnitza(err);
+                // Refused for good: nothing was deleted, and the report says so instead of
+                // keeping the note (the dead letter says why).
+                if matches!(failed, Failed::Dead(..)) {
+                    entry.action = DELETE_FAILED.into();
+                    if let Err(err) =
+                        leavers::record(bus, &item.key.integration, &item.key.run_id, entry).await
+                    {
+                        tracing::warn!(worker = %task.worker.id, error = %err,
+                            "cannot record the refused delete in the leavers report; it shows `deleting`");
+                    }
+                }
+                return Err(failed);
+            }
             entry.action = "deleted".into();
         }
     }

@@ -99,17 +99,9 @@ pub(crate) async fn delete(
     Path(ident): Path<String>,
 ) -> Response {
     let refuse = shared.behavior().refuse_delete_with_assets;
-    let answer_lost = {
-        let mut control = lock(&shared.control);
-        let lost = control.faults.deletes_answer_lost > 0;
-        if lost {
-            control.faults.deletes_answer_lost -= 1;
-        }
-        lost
-    };
     let mut store = lock(&shared.store);
     let Some(id) = store.resolve(&ident) else {
-        return match answer_lost {
+        return match answer_lost(&shared) {
             true => answer_lost_response(),
             false => unknown_user(&ident),
         };
@@ -132,10 +124,22 @@ pub(crate) async fn delete(
             asset.assigned_to = None;
         }
     }
-    match answer_lost {
+    drop(store);
+    match answer_lost(&shared) {
         true => answer_lost_response(),
         false => StatusCode::NO_CONTENT.into_response(),
     }
+}
+
+/// Whether this delete's answer is lost ([`super::OomnitzaFaults::deletes_answer_lost`]),
+/// counting it down.
+fn answer_lost(shared: &Shared) -> bool {
+    let mut control = lock(&shared.control);
+    let lost = control.faults.deletes_answer_lost > 0;
+    if lost {
+        control.faults.deletes_answer_lost -= 1;
+    }
+    lost
 }
 
 /// The `503` a gateway answers in place of an answer it gave up on
