@@ -244,9 +244,16 @@ impl Lease {
             (Some(_), Some(at)) => (self.ttl * 2 / 3).checked_sub(at.elapsed()),
             _ => None,
         };
-        renewal
-            .unwrap_or(self.ttl / 4)
-            .max(Duration::from_millis(50))
+        renewal.map_or_else(
+            || self.quarter(),
+            |left| left.max(Duration::from_millis(50)),
+        )
+    }
+
+    /// A quarter of the TTL (at least 50 ms): how long a look at the key or the release may
+    /// take.
+    fn quarter(&self) -> Duration {
+        (self.ttl / 4).max(Duration::from_millis(50))
     }
 
     /// A renewal (or a look at the key) NATS did not answer (`error`, or no answer in time):
@@ -274,7 +281,7 @@ impl Lease {
     pub async fn release(&mut self) {
         if let Some(revision) = self.held.take() {
             let released = tokio::time::timeout(
-                (self.ttl / 4).max(Duration::from_millis(50)),
+                self.quarter(),
                 self.kv.delete_expect_revision(&self.key, Some(revision)),
             )
             .await;

@@ -106,15 +106,21 @@ impl ChildService {
         limit: std::time::Duration,
     ) -> Option<std::process::ExitStatus> {
         self.signal("-TERM");
-        let deadline = std::time::Instant::now() + limit;
+        self.exit_within(limit)
+    }
+
+    /// Waits at most `limit` for the process to exit: its status, or `None` if it was still
+    /// running then (or its status could not be read).
+    fn exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
         loop {
             match self.child.as_mut()?.try_wait() {
                 Ok(Some(status)) => {
                     self.child = None;
                     return Some(status);
                 }
-                Ok(None) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
                 }
                 _ => return None,
             }
@@ -149,23 +155,13 @@ impl ChildService {
     /// Waits for the process to exit by itself; one still running after [`PROCESS_LIMIT`] is
     /// killed and the test fails.
     pub fn wait(&mut self) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + PROCESS_LIMIT;
-        loop {
-            match self.child.as_mut()?.try_wait() {
-                Ok(Some(status)) => {
-                    self.child = None;
-                    return Some(status);
-                }
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Ok(None) => {
-                    self.kill();
-                    panic!("{} still ran after {PROCESS_LIMIT:?}; killed", self.name);
-                }
-                Err(_) => return None,
-            }
+        self.child.as_ref()?;
+        let status = self.exit_within(PROCESS_LIMIT);
+        if status.is_none() {
+            self.kill();
+            panic!("{} still ran after {PROCESS_LIMIT:?}; killed", self.name);
         }
+        status
     }
 
     /// The service name.
@@ -201,7 +197,7 @@ pub(crate) fn finish_within(child: Child, limit: Duration, what: &str) -> Output
 }
 
 /// The name of the program `command` runs, for messages.
-pub(crate) fn program_of(command: &Command) -> String {
+fn program_of(command: &Command) -> String {
     std::path::Path::new(command.get_program())
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned())

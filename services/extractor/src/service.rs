@@ -133,9 +133,9 @@ impl Service {
     /// One full sync of every integration, one after the other, each under its scheduler lease.
     /// `stop` (SIGTERM) ends the run in progress between two pages, keeping its checkpoint,
     /// gives its lease back at once and leaves the integrations after it unsynced; each of
-    /// those reports [`Stop::Interrupted`]. An integration whose sync NATS failed, NATS still
-    /// gone, leaves the ones after it unsynced too (each would wait on NATS in turn): they
-    /// report the NATS failure, without a run.
+    /// those reports [`Stop::Interrupted`]. A sync that failed while NATS is gone leaves the
+    /// integrations after it unsynced for as long as NATS stays away (each would wait on NATS
+    /// in turn): they report the NATS failure, without a run.
     pub async fn run_once(
         &self,
         stop: &CancellationToken,
@@ -222,7 +222,7 @@ impl Service {
                         tokio::select! {
                             result = &mut ended => result,
                             () = lost(&mut leader) => {
-                                // NATS stopped answering for half the lease's TTL: a standby
+                                // NATS stopped answering for over half the lease's TTL: a standby
                                 // may take the integration over, so the run stops. Between
                                 // two pages if it gets there; a page whose publishing waits
                                 // on NATS is not waited for past the grace period (the run
