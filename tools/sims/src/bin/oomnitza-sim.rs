@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 
-use anyhow::Context;
 use clap::Parser;
 use peoplesync_sims::oomnitza::{
     CustomField, CustomFieldNames, DEFAULT_PROCESSING_DELAY_MS, OomnitzaBehavior, OomnitzaConfig,
@@ -193,11 +192,7 @@ fn rule(spec: &str, must_match: bool) -> anyhow::Result<ValidationRule> {
 
 impl Args {
     fn config(&self) -> anyhow::Result<OomnitzaConfig> {
-        anyhow::ensure!(
-            (0.0..=1.0).contains(&self.transient_failure_rate),
-            "--transient-failure-rate must be between 0 and 1, not {}",
-            self.transient_failure_rate
-        );
+        process::ensure_rate("--transient-failure-rate", self.transient_failure_rate)?;
         let defaults = OomnitzaConfig::default();
         let custom_fields = if self.custom_fields.is_empty() {
             defaults.custom_fields
@@ -223,12 +218,8 @@ impl Args {
                 users_outage_for_ms: self.users_outage_for_ms,
                 forbidden: self.forbidden,
                 forbidden_paths: self.forbidden_paths.clone(),
-                missing_paths: Vec::new(),
-                users_skip_ignored: false,
                 poison_emails: self.poison_emails.clone(),
-                processing_paused: false,
-                portion_reads_failing: false,
-                deletes_answer_lost: 0,
+                ..OomnitzaFaults::default()
             },
             behavior: OomnitzaBehavior {
                 processing_delay_ms: self.processing_delay_ms,
@@ -248,7 +239,7 @@ impl Args {
                 max_page_size: self.max_page_size,
                 name_every_unknown_field: self.name_every_unknown_field,
                 lower_case_identities: self.lower_case_identities,
-                filter_backslash_escapes: false,
+                ..OomnitzaBehavior::default()
             },
         })
     }
@@ -257,12 +248,9 @@ impl Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    process::init_tracing();
     let config = args.config()?;
-    let listener = process::bind(args.listen).await?;
-    let sim = OomnitzaSim::spawn_on(config, listener)
-        .await
-        .context("starting the Oomnitza simulator")?;
-    process::serve_until_stopped(&sim.url()).await?;
-    sim.shutdown().await.context("shutting the server down")
+    process::run(args.listen, "the Oomnitza simulator", |listener| {
+        OomnitzaSim::spawn_on(config, listener)
+    })
+    .await
 }

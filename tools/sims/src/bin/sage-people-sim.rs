@@ -138,15 +138,8 @@ impl Args {
             peoplesync_sims::sage::TRANSIENT_STATUSES,
             self.transient_status
         );
-        for (name, rate) in [
-            ("--transient-failure-rate", self.transient_failure_rate),
-            ("--truncate-rate", self.truncate_rate),
-        ] {
-            anyhow::ensure!(
-                (0.0..=1.0).contains(&rate),
-                "{name} must be between 0 and 1, not {rate}"
-            );
-        }
+        process::ensure_rate("--transient-failure-rate", self.transient_failure_rate)?;
+        process::ensure_rate("--truncate-rate", self.truncate_rate)?;
         Ok(SageConfig {
             workers: self.workers,
             seed: self.seed,
@@ -187,13 +180,16 @@ impl Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    process::init_tracing();
     let config = args.config()?;
-    let listener = process::bind(args.listen).await?;
-    let sim = SageSim::spawn_advertising(config, listener, args.public_url.clone())
-        .await
-        .context("starting the Sage People simulator")?;
-    sim.set_api_usage(args.api_usage);
-    process::serve_until_stopped(&sim.url()).await?;
-    sim.shutdown().await.context("shutting the server down")
+    let (public_url, api_usage) = (args.public_url, args.api_usage);
+    process::run(
+        args.listen,
+        "the Sage People simulator",
+        |listener| async move {
+            let sim = SageSim::spawn_advertising(config, listener, public_url).await?;
+            sim.set_api_usage(api_usage);
+            Ok(sim)
+        },
+    )
+    .await
 }
