@@ -261,6 +261,18 @@ impl<L, F: FnMut(&mut Cursor) -> Result<L, String>> Parser<F> {
     }
 }
 
+/// Asserts that `check` (does a filter match a test record?) is true for every filter of
+/// `holds` and false for every filter of `fails`, naming the filter that is not.
+#[cfg(test)]
+pub(crate) fn assert_verdicts(check: impl Fn(&str) -> bool, holds: &[&str], fails: &[&str]) {
+    for filter in holds {
+        assert!(check(filter), "{filter} should match");
+    }
+    for filter in fails {
+        assert!(!check(filter), "{filter} should not match");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,17 +304,20 @@ mod tests {
 
     #[test]
     fn and_binds_tighter_than_or_and_parentheses_group() {
-        assert!(holds("t1 or f1 and f2"));
-        assert!(!holds("(t1 or f1) and f2"));
-        assert!(holds("t1 AND (f1 OR t2)"));
+        assert_verdicts(
+            holds,
+            &["t1 or f1 and f2", "t1 AND (f1 OR t2)"],
+            &["(t1 or f1) and f2"],
+        );
     }
 
     #[test]
     fn not_negates_the_condition_or_group_after_it_where_the_language_has_it() {
-        assert!(holds("not f1"));
-        assert!(!holds("not t1 or f1"));
-        assert!(holds("not (t1 and f1)"));
-        assert!(holds("NOT not t1"));
+        assert_verdicts(
+            holds,
+            &["not f1", "not (t1 and f1)", "NOT not t1"],
+            &["not t1 or f1"],
+        );
         assert!(parse_names("not").is_err());
         // Without negation, `not` is just a name.
         let lists = parse_names_in("not", Lexicon::WITH_LISTS);

@@ -185,6 +185,7 @@ fn compare(field: &Value, op: Op, value: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::expr::assert_verdicts;
     use serde_json::json;
 
     fn employee() -> Value {
@@ -203,43 +204,54 @@ mod tests {
 
     #[test]
     fn equality_on_nested_fields_booleans_and_escaped_quotes() {
-        assert!(check("workAddress.country eq 'France'"));
-        assert!(!check("workAddress.country eq 'Germany'"));
-        assert!(check("currentEmployment.active eq true"));
-        assert!(!check("currentEmployment.active eq false"));
-        assert!(check("lastName eq 'O''Brien'"));
-        assert!(check("hrDepartment eq 'R&D'"));
-        assert!(check("firstName eq null"));
-        assert!(check("workAddress.region eq null"));
+        assert_verdicts(
+            check,
+            &[
+                "workAddress.country eq 'France'",
+                "currentEmployment.active eq true",
+                "lastName eq 'O''Brien'",
+                "hrDepartment eq 'R&D'",
+                "firstName eq null",
+                "workAddress.region eq null",
+            ],
+            &[
+                "workAddress.country eq 'Germany'",
+                "currentEmployment.active eq false",
+            ],
+        );
     }
 
     #[test]
     fn and_binds_tighter_than_or_and_parentheses_group() {
-        assert!(check(
-            "workAddress.country eq 'Spain' or workAddress.city eq 'Paris' and currentEmployment.active eq true"
-        ));
-        assert!(!check(
-            "(workAddress.country eq 'Spain' or workAddress.city eq 'Paris') and currentEmployment.active eq false"
-        ));
-        assert!(check(
-            "workAddress.country ne 'Spain' AND currentEmployment.startDate gt '2019-01-01'"
-        ));
-        assert!(check("currentEmployment.startDate le '2019-02-04'"));
-        assert!(!check("currentEmployment.startDate lt '2019-02-04'"));
+        assert_verdicts(
+            check,
+            &[
+                "workAddress.country eq 'Spain' or workAddress.city eq 'Paris' and currentEmployment.active eq true",
+                "workAddress.country ne 'Spain' AND currentEmployment.startDate gt '2019-01-01'",
+                "currentEmployment.startDate le '2019-02-04'",
+            ],
+            &[
+                "(workAddress.country eq 'Spain' or workAddress.city eq 'Paris') and currentEmployment.active eq false",
+                "currentEmployment.startDate lt '2019-02-04'",
+            ],
+        );
     }
 
     #[test]
     fn not_and_bare_dates_are_taken_as_the_filtering_guide_writes_them() {
-        assert!(check("not workAddress.country eq 'Spain'"));
-        assert!(!check(
-            "not (workAddress.country eq 'France' and currentEmployment.active eq true)"
-        ));
-        assert!(check("currentEmployment.startDate gt 2019-01-01"));
-        assert!(check("currentEmployment.startDate eq 2019-02-04"));
-        assert!(!check("currentEmployment.startDate lt 2019-02-04"));
-        assert!(check(
-            "currentEmployment.endDate eq null and not currentEmployment.startDate ge 2020-01-01"
-        ));
+        assert_verdicts(
+            check,
+            &[
+                "not workAddress.country eq 'Spain'",
+                "currentEmployment.startDate gt 2019-01-01",
+                "currentEmployment.startDate eq 2019-02-04",
+                "currentEmployment.endDate eq null and not currentEmployment.startDate ge 2020-01-01",
+            ],
+            &[
+                "not (workAddress.country eq 'France' and currentEmployment.active eq true)",
+                "currentEmployment.startDate lt 2019-02-04",
+            ],
+        );
         for bad in [
             "currentEmployment.startDate gt 2019-02-30",
             "currentEmployment.startDate gt 2019-2-4",
