@@ -273,9 +273,15 @@ mod tests {
         json!({"USER": email, "EMAIL": email})
     }
 
-    fn checks(roles: &[String]) -> Checks<'_> {
+    /// A store in which `USER` is unique.
+    fn store() -> Store {
+        Store::new(vec!["USER".into()])
+    }
+
+    /// No roles (the test records carry none), no rules.
+    fn checks() -> Checks<'static> {
         Checks {
-            roles,
+            roles: &[],
             rules: &[],
             lower_case_identities: false,
         }
@@ -283,7 +289,7 @@ mod tests {
 
     #[test]
     fn accepted_records_are_processing_until_processed_in_order() {
-        let mut s = Store::new(vec!["USER".into()]);
+        let mut s = store();
         let now = Instant::now();
         assert_eq!(
             s.accept(
@@ -296,18 +302,17 @@ mod tests {
         );
         assert!(s.users().is_empty(), "nothing is applied when accepted");
         assert_eq!(s.portions["p"].processing, 3);
-        let roles = vec![];
-        let first = s.process_due(now, 2, checks(&roles));
+        let first = s.process_due(now, 2, checks());
         assert_eq!(first, [Outcome::Added, Outcome::Added]);
         assert_eq!(s.portions["p"].processing, 1);
-        assert_eq!(s.process_due(now, 2, checks(&roles)), [Outcome::Unchanged]);
+        assert_eq!(s.process_due(now, 2, checks()), [Outcome::Unchanged]);
         assert_eq!((s.portions["p"].processing, s.queue.len()), (0, 0));
         assert_eq!(s.portions["p"].ipv4_address, "peer");
     }
 
     #[test]
     fn failures_are_found_when_processing_and_logged_with_who_and_why() {
-        let mut s = Store::new(vec!["USER".into()]);
+        let mut s = store();
         let mut bad_role = user(2);
         bad_role["PERMISSIONS_ID"] = json!("999");
         let out = s.apply(env(
@@ -331,7 +336,7 @@ mod tests {
 
     #[test]
     fn a_test_run_reports_what_processing_would_do_and_applies_nothing() {
-        let mut s = Store::new(vec!["USER".into()]);
+        let mut s = store();
         s.apply(env("p0", vec![user(1)]));
         let mut changed = user(1);
         changed["POSITION"] = json!("CTO");
@@ -359,7 +364,7 @@ mod tests {
 
     #[test]
     fn canceling_discards_what_is_queued_and_what_comes_after() {
-        let mut s = Store::new(vec!["USER".into()]);
+        let mut s = store();
         let now = Instant::now();
         s.accept(env("p", vec![user(1), user(2)]), now, "peer", false);
         s.accept(env("q", vec![user(3)]), now, "peer", false);
@@ -368,15 +373,14 @@ mod tests {
         assert!(canceled.ended_at_ms.is_some());
         assert_eq!(s.accept(env("p", vec![user(4)]), now, "peer", false), 1);
         assert_eq!(s.portions["p"].canceled_records, 3);
-        let roles = vec![];
-        assert_eq!(s.process_due(now, 10, checks(&roles)), [Outcome::Added]);
+        assert_eq!(s.process_due(now, 10, checks()), [Outcome::Added]);
         assert_eq!(s.users().len(), 1, "only q's record is applied");
         assert_eq!(s.counters.canceled, 3);
     }
 
     #[test]
     fn a_tenant_that_applies_posts_after_a_cancel_processes_them() {
-        let mut s = Store::new(vec!["USER".into()]);
+        let mut s = store();
         let now = Instant::now();
         s.accept(env("p", vec![user(1)]), now, "peer", true);
         s.cancel("p");
@@ -385,7 +389,7 @@ mod tests {
             s.portions["p"].canceled_records, 1,
             "only the queued record"
         );
-        assert_eq!(s.process_due(now, 10, checks(&[])), [Outcome::Added]);
+        assert_eq!(s.process_due(now, 10, checks()), [Outcome::Added]);
         assert_eq!(
             s.users().len(),
             1,
@@ -395,18 +399,18 @@ mod tests {
 
     #[test]
     fn a_finalized_portion_finishes_when_nothing_is_processing() {
-        let mut s = Store::new(vec!["USER".into()]);
+        let mut s = store();
         let now = Instant::now();
         s.accept(env("p", vec![user(1)]), now, "peer", false);
         s.finalize("p");
         assert!(s.portions["p"].ended_at_ms.is_none());
-        s.process_due(now, 10, checks(&[]));
+        s.process_due(now, 10, checks());
         assert!(s.portions["p"].ended_at_ms.is_some());
     }
 
     #[test]
     fn a_fatal_client_reported_failure_is_logged_as_fatal() {
-        let mut s = Store::new(vec!["USER".into()]);
+        let mut s = store();
         let mut e = env("p", vec![]);
         e.error = Some("Sage People refused the credentials".into());
         e.fatal = true;
