@@ -285,23 +285,28 @@ mod tests {
 
     #[test]
     fn every_concurrent_limit_is_transient_and_the_daily_quota_is_not() {
-        for message in [
-            "ConcurrentPerOrgLongTxn Limit exceeded.",
-            "ConcurrentRequests (Concurrent API Requests) Limit exceeded.",
-            "ConcurrentPerOrgApex Limit exceeded",
-        ] {
-            let concurrent = limit_exceeded(403, message);
-            assert_eq!(concurrent.kind(), ErrorKind::Transient, "{message}");
-            assert!(concurrent.to_string().contains("backing off"), "{message}");
-        }
-        // The daily quota, and a limit this client does not know, stop the run.
-        for message in [
-            "TotalRequests Limit exceeded.",
-            "SomeNewLimit Limit exceeded.",
-            "",
-        ] {
-            let stop = limit_exceeded(403, message);
-            assert_eq!(stop.kind(), ErrorKind::QuotaExhausted, "{message:?}");
+        // Every concurrent limit backs off; the daily quota, and a limit this client does not
+        // know, stop the run.
+        let cases = [
+            (
+                "ConcurrentPerOrgLongTxn Limit exceeded.",
+                ErrorKind::Transient,
+            ),
+            (
+                "ConcurrentRequests (Concurrent API Requests) Limit exceeded.",
+                ErrorKind::Transient,
+            ),
+            ("ConcurrentPerOrgApex Limit exceeded", ErrorKind::Transient),
+            ("TotalRequests Limit exceeded.", ErrorKind::QuotaExhausted),
+            ("SomeNewLimit Limit exceeded.", ErrorKind::QuotaExhausted),
+            ("", ErrorKind::QuotaExhausted),
+        ];
+        for (message, kind) in cases {
+            let error = limit_exceeded(403, message);
+            assert_eq!(error.kind(), kind, "{message:?}");
+            if kind == ErrorKind::Transient {
+                assert!(error.to_string().contains("backing off"), "{message:?}");
+            }
         }
         let body = br#"[{"message":"TotalRequests Limit exceeded.","errorCode":"REQUEST_LIMIT_EXCEEDED"}]"#;
         // 420 and 429 are transient statuses, whatever code they carry.
