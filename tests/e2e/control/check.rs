@@ -51,6 +51,13 @@ async fn misconfigured(options: Options) -> Value {
     report
 }
 
+/// `syncctl integration put - --force` of `text`, which must be refused; returns its stderr.
+fn put_refused(stack: &Stack, text: &str) -> String {
+    let stored = syncctl_stdin(stack, &["integration", "put", "-", "--force"], text);
+    assert_ne!(stored.code, 0, "{}", stored.stdout);
+    stored.stderr
+}
+
 /// Stores `text` as the integration config without validation, as an older peoplesync (or a
 /// hand edit in KV) could have.
 async fn store_raw_config(stack: &Stack, text: &str) {
@@ -181,22 +188,15 @@ async fn check_names_what_is_wrong_in_the_stored_config_and_how_to_fix_it() {
         "{}",
         validated.stdout
     );
-    let stored = syncctl_stdin(&stack, &["integration", "put", "-", "--force"], &bad_cron);
-    assert_ne!(stored.code, 0, "{}", stored.stdout);
-    assert!(stored.stderr.contains("schedule.cron"), "{}", stored.stderr);
+    let refusal = put_refused(&stack, &bad_cron);
+    assert!(refusal.contains("schedule.cron"), "{refusal}");
     // A field id Oomnitza does not know is refused when stored, naming it.
     let unknown_field =
         format!("{base}\n[[mapping]]\nfield = \"CUSTOM_BADGE_NUMBER\"\nsource = \"ID\"\n");
-    let stored = syncctl_stdin(
-        &stack,
-        &["integration", "put", "-", "--force"],
-        &unknown_field,
-    );
-    assert_ne!(stored.code, 0, "{}", stored.stdout);
+    let refusal = put_refused(&stack, &unknown_field);
     assert!(
-        stored.stderr.contains("CUSTOM_BADGE_NUMBER") && stored.stderr.contains("not stored"),
-        "{}",
-        stored.stderr
+        refusal.contains("CUSTOM_BADGE_NUMBER") && refusal.contains("not stored"),
+        "{refusal}"
     );
     // So is one that only `[[leavers.set]]` writes: leavers would be refused one by one.
     let mut leavers = peoplesync_core::IntegrationConfig::default_for(INTEGRATION);
@@ -205,16 +205,10 @@ async fn check_names_what_is_wrong_in_the_stored_config_and_how_to_fix_it() {
         "CUSTOM_LEFT_FLAG",
         peoplesync_core::MappingSource::Value(serde_json::json!("left")),
     )];
-    let stored = syncctl_stdin(
-        &stack,
-        &["integration", "put", "-", "--force"],
-        &leavers.to_toml(),
-    );
-    assert_ne!(stored.code, 0, "{}", stored.stdout);
+    let refusal = put_refused(&stack, &leavers.to_toml());
     assert!(
-        stored.stderr.contains("CUSTOM_LEFT_FLAG") && stored.stderr.contains("not stored"),
-        "{}",
-        stored.stderr
+        refusal.contains("CUSTOM_LEFT_FLAG") && refusal.contains("not stored"),
+        "{refusal}"
     );
 }
 
@@ -233,10 +227,9 @@ async fn check_and_put_name_every_field_id_oomnitza_does_not_know_at_once() {
     let (ran, report) = check(&stack).await;
     assert_eq!(ran.code, 7, "{report:#}");
     assert_check(&report, "oomnitza.fields", "misconfigured", &missing);
-    let stored = syncctl_stdin(&stack, &["integration", "put", "-", "--force"], &text);
-    assert_ne!(stored.code, 0, "{}", stored.stdout);
+    let refusal = put_refused(&stack, &text);
     for field in missing {
-        assert!(stored.stderr.contains(field), "{field}: {}", stored.stderr);
+        assert!(refusal.contains(field), "{field}: {refusal}");
     }
     assert_eq!(stack.oomnitza.users().len(), 0, "test runs apply nothing");
 }
