@@ -49,14 +49,7 @@ async fn letters_held(stack: &Stack) -> Vec<DeadLetterRecord> {
 
 /// Replays every dead letter of the integration, at most `limit` per call.
 async fn replay_all(client: &mut Client, limit: u32) -> pb::ReplayDeadLettersResponse {
-    client
-        .replay_dead_letters(pb::ReplayDeadLettersRequest {
-            selector: every_letter(),
-            limit,
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    replay_letters(client, every_letter(), limit).await.unwrap()
 }
 
 /// Runs a sync that dead-letters the workers without an e-mail, then fixes the config so a
@@ -213,38 +206,7 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
         f(&mut s);
         Some(s)
     };
-    let base = client.clone();
-    let list = move |selector: Option<pb::DeadLetterSelector>, limit: u32, after: u64| {
-        let mut client = base.clone();
-        async move {
-            client
-                .list_dead_letters(pb::ListDeadLettersRequest {
-                    selector,
-                    limit,
-                    after_sequence: after,
-                })
-                .await
-                .unwrap()
-                .into_inner()
-        }
-    };
-    let base = client.clone();
-    let purge = move |selector: Option<pb::DeadLetterSelector>, dry_run: bool, through: u64| {
-        let mut client = base.clone();
-        async move {
-            client
-                .purge_dead_letters(pb::PurgeDeadLettersRequest {
-                    selector,
-                    dry_run,
-                    through_sequence: through,
-                })
-                .await
-                .unwrap()
-                .into_inner()
-        }
-    };
-
-    let all = list(selector(&|_| {}), 0, 0).await;
+    let all = list_letters(&mut client, selector(&|_| {})).await.unwrap();
     assert_eq!(all.letters.len(), without_email.len());
     assert_eq!(all.held, without_email.len() as u64);
     assert_eq!(all.next_after_sequence, 0);
@@ -269,7 +231,7 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
     // now seen in two runs, with the second run's details.
     let second = trigger(&mut client).await;
     watch_to_end(&mut client, &second.run_id).await;
-    let again = list(selector(&|_| {}), 0, 0).await;
+    let again = list_letters(&mut client, selector(&|_| {})).await.unwrap();
     assert_eq!(
         again.letters.len(),
         without_email.len(),
@@ -289,45 +251,47 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
         assert!(letter.sequence > before.sequence);
     }
     let all = again;
-    let by_run = list(selector(&|s| s.run_id = run.run_id.clone()), 0, 0).await;
+    let by_run = list_letters(&mut client, selector(&|s| s.run_id = run.run_id.clone()))
+        .await
+        .unwrap();
     assert_eq!(by_run.letters.len(), without_email.len());
-    let by_reason = list(selector(&|s| s.reason_contains = "is EMPTY".into()), 0, 0).await;
+    let by_reason = list_letters(
+        &mut client,
+        selector(&|s| s.reason_contains = "is EMPTY".into()),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         by_reason.letters.len(),
         without_email.len(),
         "reasons match case-insensitively"
     );
     assert!(
-        list(
-            selector(&|s| s.reason_contains = "no such reason".into()),
-            0,
-            0
+        list_letters(
+            &mut client,
+            selector(&|s| s.reason_contains = "no such reason".into())
         )
         .await
+        .unwrap()
         .letters
         .is_empty()
     );
-    let unknown = client
-        .list_dead_letters(pb::ListDeadLettersRequest {
-            selector: selector(&|s| s.run_id = "other-run".into()),
-            limit: 0,
-            after_sequence: 0,
-        })
+    let unknown = list_letters(&mut client, selector(&|s| s.run_id = "other-run".into()))
         .await
         .unwrap_err();
     assert_refused(&unknown, Code::NotFound, "no run other-run");
-    let page = list(selector(&|_| {}), 1, 0).await;
+    let page = list_letters_page(&mut client, selector(&|_| {}), 1, 0)
+        .await
+        .unwrap();
     assert_eq!(page.letters.len(), 1);
     assert_eq!(page.next_after_sequence, page.letters[0].sequence);
-    let next = list(selector(&|_| {}), 1, page.next_after_sequence).await;
+    let next = list_letters_page(&mut client, selector(&|_| {}), 1, page.next_after_sequence)
+        .await
+        .unwrap();
     assert_eq!(next.letters[0].sequence, all.letters[1].sequence);
 
     // Destructive calls need a selection.
-    let status = client
-        .replay_dead_letters(pb::ReplayDeadLettersRequest {
-            selector: selector(&|_| {}),
-            limit: 0,
-        })
+    let status = replay_letters(&mut client, selector(&|_| {}), 0)
         .await
         .unwrap_err();
     assert_refused(&status, Code::InvalidArgument, "`all`");
@@ -352,7 +316,9 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
             .iter()
             .all(|r| r.stage == "pipeline" && !r.reason.is_empty())
     );
-    let dry = purge(selector(&|s| s.all = true), true, 0).await;
+    let dry = purge_letters(&mut client, selector(&|s| s.all = true), true, 0)
+        .await
+        .unwrap();
     assert_eq!(dry.purged, without_email.len() as u64);
     assert_eq!(
         Some(dry.through_sequence),
@@ -362,14 +328,13 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
     // Purging the whole queue up to a sequence before every letter (as after a dry run that
     // counted none of them) keeps them all.
     let first = all.letters.iter().map(|l| l.sequence).min().unwrap_or(1);
-    let bounded = purge(selector(&|s| s.all = true), false, first - 1).await;
+    let bounded = purge_letters(&mut client, selector(&|s| s.all = true), false, first - 1)
+        .await
+        .unwrap();
     assert_eq!(bounded.purged, 0, "letters past the bound are kept");
+    assert_eq!(letters_listed(&mut client).await, without_email.len());
     assert_eq!(
-        list(selector(&|_| {}), 0, 0).await.letters.len(),
-        without_email.len()
-    );
-    assert_eq!(
-        list(selector(&|_| {}), 0, 0).await.letters.len(),
+        letters_listed(&mut client).await,
         without_email.len(),
         "a dry run purges nothing"
     );
@@ -430,28 +395,22 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
     // filed), the purge takes nothing.
     let purged_letter = all.letters[0].clone();
     let one = || selector(&|s| s.sequences = vec![purged_letter.sequence]);
-    let bounded = purge(one(), false, purged_letter.sequence - 1).await;
+    let bounded = purge_letters(&mut client, one(), false, purged_letter.sequence - 1)
+        .await
+        .unwrap();
     assert_eq!(bounded.purged, 0, "a letter filed after the count is kept");
-    let purged = purge(one(), false, 0).await;
+    let purged = purge_letters(&mut client, one(), false, 0).await.unwrap();
     assert_eq!(purged.purged, 1);
-    assert_eq!(
-        list(selector(&|_| {}), 0, 0).await.letters.len(),
-        without_email.len() - 1
-    );
+    assert_eq!(letters_listed(&mut client).await, without_email.len() - 1);
 
     // Fix the config, then replay the rest of the run's letters: they load in a replay run.
     let stored = get_config(&mut client).await;
     put_config(&mut client, fixed_toml(), stored.revision)
         .await
         .unwrap();
-    let replay = client
-        .replay_dead_letters(pb::ReplayDeadLettersRequest {
-            selector: selector(&|s| s.run_id = run.run_id.clone()),
-            limit: 0,
-        })
+    let replay = replay_letters(&mut client, selector(&|s| s.run_id = run.run_id.clone()), 0)
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(replay.replayed, without_email.len() as u64 - 1);
     assert!(replay.failures.is_empty() && !replay.more);
     assert_ne!(replay.run_id, run.run_id);
@@ -461,7 +420,7 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
     assert_eq!(last.published, replay.replayed);
     assert_eq!(counts(last).written, replay.replayed);
     assert_eq!(last.outcome(), pb::RunOutcome::Succeeded);
-    assert!(list(selector(&|_| {}), 0, 0).await.letters.is_empty());
+    assert_eq!(letters_listed(&mut client).await, 0);
     let stored = stack.stored_emails();
     assert_eq!(stored.len(), with_email.len() + without_email.len() - 1);
     assert!(
@@ -472,6 +431,8 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
     );
 
     // Purge everything that is left: nothing.
-    let purged = purge(selector(&|s| s.all = true), false, 0).await;
+    let purged = purge_letters(&mut client, selector(&|s| s.all = true), false, 0)
+        .await
+        .unwrap();
     assert_eq!(purged.purged, 0);
 }

@@ -340,7 +340,6 @@ pub async fn status_of(client: &mut Client) -> pb::IntegrationStatus {
         .into_inner()
 }
 
-/// Asserts that a call was refused with `code`, saying `said`.
 /// The selector of every dead letter of the integration.
 pub fn every_letter() -> Option<pb::DeadLetterSelector> {
     Some(pb::DeadLetterSelector {
@@ -350,6 +349,72 @@ pub fn every_letter() -> Option<pb::DeadLetterSelector> {
     })
 }
 
+/// The dead letters of `selector` (the server's first page).
+pub async fn list_letters(
+    client: &mut Client,
+    selector: Option<pb::DeadLetterSelector>,
+) -> Result<pb::ListDeadLettersResponse, Status> {
+    list_letters_page(client, selector, 0, 0).await
+}
+
+/// How many dead letters of the integration the control plane lists (its first page).
+pub async fn letters_listed(client: &mut Client) -> usize {
+    let selector = Some(pb::DeadLetterSelector {
+        integration_id: INTEGRATION.into(),
+        ..Default::default()
+    });
+    list_letters(client, selector).await.unwrap().letters.len()
+}
+
+/// The dead letters of `selector` after sequence `after_sequence`, at most `limit` (0: the
+/// server's page).
+pub async fn list_letters_page(
+    client: &mut Client,
+    selector: Option<pb::DeadLetterSelector>,
+    limit: u32,
+    after_sequence: u64,
+) -> Result<pb::ListDeadLettersResponse, Status> {
+    client
+        .list_dead_letters(pb::ListDeadLettersRequest {
+            selector,
+            limit,
+            after_sequence,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Replays the dead letters of `selector`, at most `limit` (0: no limit).
+pub async fn replay_letters(
+    client: &mut Client,
+    selector: Option<pb::DeadLetterSelector>,
+    limit: u32,
+) -> Result<pb::ReplayDeadLettersResponse, Status> {
+    client
+        .replay_dead_letters(pb::ReplayDeadLettersRequest { selector, limit })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Purges the dead letters of `selector` up to sequence `through_sequence` (0: no bound), or
+/// only counts them when `dry_run`.
+pub async fn purge_letters(
+    client: &mut Client,
+    selector: Option<pb::DeadLetterSelector>,
+    dry_run: bool,
+    through_sequence: u64,
+) -> Result<pb::PurgeDeadLettersResponse, Status> {
+    client
+        .purge_dead_letters(pb::PurgeDeadLettersRequest {
+            selector,
+            dry_run,
+            through_sequence,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Asserts that a call was refused with `code`, saying `said`.
 pub fn assert_refused(status: &Status, code: Code, said: &str) {
     assert_eq!(status.code(), code, "{status:?}");
     assert!(status.message().contains(said), "{}", status.message());
