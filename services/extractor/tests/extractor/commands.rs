@@ -13,8 +13,7 @@ use crate::harness::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trigger_during_a_run_answers_already_running_with_its_id() {
     let s = setup(slow_org(2000, 50, 50, 40)).await;
-    let (config, secrets) = config(&s.sim, &[ID]);
-    let service = serve(&s.bus, config, secrets, true).await;
+    let service = s.serve().await;
 
     let first: RunStarted = command(&s.bus, ID, control::RUN, json!({"trigger": "grpc"}))
         .await
@@ -50,8 +49,7 @@ async fn a_trigger_during_a_run_answers_already_running_with_its_id() {
 #[tokio::test]
 async fn the_worker_command_publishes_a_single_worker_run_and_fetch_only_reads() {
     let s = setup(org(50, 10, 10)).await;
-    let (config, secrets) = config(&s.sim, &[ID]);
-    let service = serve(&s.bus, config, secrets, true).await;
+    let service = s.serve().await;
     let id = generate::worker_id(7);
 
     let fetched: WorkerFetched = command(&s.bus, ID, control::FETCH, json!({"id": id}))
@@ -107,8 +105,7 @@ async fn the_worker_command_publishes_a_single_worker_run_and_fetch_only_reads()
 #[tokio::test]
 async fn a_worker_too_large_for_nats_is_refused_and_no_run_is_left_behind() {
     let s = setup(org(20, 10, 10)).await;
-    let (config, secrets) = config(&s.sim, &[ID]);
-    let service = serve(&s.bus, config, secrets, true).await;
+    let service = s.serve().await;
     let id = generate::worker_id(7);
     // A 1.2 MB field: the event exceeds NATS's default 1 MiB payload.
     s.sim
@@ -146,8 +143,7 @@ async fn france_only(faults: SageFaults) -> (Setup, Running, String, String) {
     let mut integration = IntegrationConfig::default_for(ID);
     integration.source_filter = Some("workAddress.country eq 'France'".into());
     put_integration(&s.bus, &integration).await;
-    let (config, secrets) = config(&s.sim, &[ID]);
-    let service = serve(&s.bus, config, secrets, true).await;
+    let service = s.serve().await;
     (s, service, inside, outside)
 }
 

@@ -307,14 +307,17 @@ fn guarded(s: &Setup) -> Extraction {
     )
 }
 
-/// A run of [`guarded`] that the guard must stop as quota exhausted: its error.
-async fn stopped_by_the_guard(s: &Setup) -> RunError {
-    let err = guarded(s)
+/// Sets `sim` up with `used` requests of its quota already used, then a run of [`guarded`] that
+/// the guard must stop as quota exhausted: the set-up, and the run's error.
+async fn stopped_by_the_guard(sim: SageConfig, used: u64) -> (Setup, RunError) {
+    let s = setup(sim).await;
+    s.sim.set_api_usage(used);
+    let err = guarded(&s)
         .run_full("test", CancellationToken::new())
         .await
         .expect_err("stopped by the guard");
     assert_eq!(err.state(), RunState::QuotaExhausted, "{err}");
-    err
+    (s, err)
 }
 
 /// An org of `workers` in pages of `page`, with a quota of 1,000 requests and no
@@ -329,9 +332,7 @@ fn without_the_limit_header(workers: u64, page: usize) -> SageConfig {
 
 #[tokio::test]
 async fn without_the_limit_header_the_guard_reads_the_limits_before_the_run_and_stops_it() {
-    let s = setup(without_the_limit_header(100, 10)).await;
-    s.sim.set_api_usage(850);
-    let err = stopped_by_the_guard(&s).await;
+    let (s, err) = stopped_by_the_guard(without_the_limit_header(100, 10), 850).await;
     assert!(err.to_string().contains("850 of 1000"), "{err}");
     let stats = s.sim.stats();
     assert_eq!(stats.limits_requests, 1);
@@ -340,11 +341,9 @@ async fn without_the_limit_header_the_guard_reads_the_limits_before_the_run_and_
 
 #[tokio::test]
 async fn without_the_limit_header_the_guard_counts_its_own_calls_and_stops_at_the_share() {
-    let s = setup(without_the_limit_header(300, 1)).await;
     // 650 before the run: allowed; 150 one-record pages later the run's own count is at 80%:
     // the limits are read again, confirm it, and the run stops before passing the share.
-    s.sim.set_api_usage(650);
-    let err = stopped_by_the_guard(&s).await;
+    let (s, err) = stopped_by_the_guard(without_the_limit_header(300, 1), 650).await;
     assert!(err.to_string().contains("800 of 1000"), "{err}");
     let stats = s.sim.stats();
     assert_eq!(
@@ -362,9 +361,7 @@ async fn without_the_limit_header_the_guard_counts_every_attempt_of_a_page() {
     // The first page takes four attempts: the org says three are too many long requests at
     // once (which it does not count against the quota).
     sim.faults.concurrent_limit_calls = 3;
-    let s = setup(sim).await;
-    s.sim.set_api_usage(650);
-    let err = stopped_by_the_guard(&s).await;
+    let (s, err) = stopped_by_the_guard(sim, 650).await;
     assert!(err.to_string().contains("800 of 1000"), "{err}");
     let stats = s.sim.stats();
     assert_eq!(stats.status_counts.get(&403), Some(&3), "{stats:?}");
@@ -381,10 +378,12 @@ async fn without_the_limit_header_the_guard_counts_every_attempt_of_a_page() {
 #[tokio::test]
 async fn without_the_limit_header_the_guard_reads_the_limits_again_every_few_hundred_pages() {
     let pages = peoplesync_extractor::quota::LIMITS_EVERY;
-    let s = setup(without_the_limit_header(2 * pages, 1)).await;
     // Read before the run, after LIMITS_EVERY pages, and when the count reaches 80%.
-    s.sim.set_api_usage(800 - pages - pages / 2);
-    stopped_by_the_guard(&s).await;
+    let (s, _) = stopped_by_the_guard(
+        without_the_limit_header(2 * pages, 1),
+        800 - pages - pages / 2,
+    )
+    .await;
     let stats = s.sim.stats();
     assert_eq!(
         stats.limits_requests, 3,

@@ -145,6 +145,13 @@ impl Setup {
         extraction(&self.bus, config, secrets, integration)
     }
 
+    /// The extractor service serving [`ID`] from `self.sim` with the default [`config`], once
+    /// it holds the scheduler lease.
+    pub async fn serve(&self) -> Running {
+        let (config, secrets) = config(&self.sim, &[ID]);
+        serve(&self.bus, config, secrets, true).await
+    }
+
     /// A full run of [`ID`] that must complete: its summary.
     pub async fn full_run(&self) -> RunSummary {
         run_to_completion(&self.extraction(ID)).await

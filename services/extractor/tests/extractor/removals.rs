@@ -121,8 +121,7 @@ async fn served_run(bus: &Bus, trigger: &str) -> peoplesync_bus::RunRecord {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_removals_are_held_until_an_operator_approves_them() {
     let s = setup(org(1000, 50, 120)).await;
-    let (config, secrets) = config(&s.sim, &[ID]);
-    let service = serve(&s.bus, config, secrets, true).await;
+    let service = s.serve().await;
     let run = |trigger| served_run(&s.bus, trigger);
     run("first").await;
     drain_workers(&s.bus, ID).await;
@@ -447,8 +446,7 @@ async fn rebaseline(bus: &Bus, run_id: &str) -> Result<RemovalsReleased, Command
 async fn after_narrowing_the_source_filter_the_held_run_becomes_the_baseline_without_leaver_actions()
  {
     let s = setup(org(200, 40, 90)).await;
-    let (config, secrets) = config(&s.sim, &[ID]);
-    let service = serve(&s.bus, config, secrets, true).await;
+    let service = s.serve().await;
     let first = served_run(&s.bus, "first").await;
     drain_workers(&s.bus, ID).await;
 
@@ -485,8 +483,7 @@ async fn after_narrowing_the_source_filter_the_held_run_becomes_the_baseline_wit
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approving_removals_held_by_a_filtered_run_publishes_only_the_workers_who_left() {
     let s = setup(org(200, 40, 90)).await;
-    let (config, secrets) = config(&s.sim, &[ID]);
-    let service = serve(&s.bus, config, secrets, true).await;
+    let service = s.serve().await;
     served_run(&s.bus, "first").await;
     drain_workers(&s.bus, ID).await;
 
