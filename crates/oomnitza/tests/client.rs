@@ -62,11 +62,13 @@ fn client_with(sim: &OomnitzaSim, auth: OomnitzaAuth) -> OomnitzaClient {
     OomnitzaClient::new(config).expect("a valid configuration")
 }
 
+/// The simulator's API token.
+fn api_token() -> OomnitzaAuth {
+    OomnitzaAuth::ApiToken(SecretString::from(SimConfig::default().api_token))
+}
+
 fn client(sim: &OomnitzaSim) -> OomnitzaClient {
-    client_with(
-        sim,
-        OomnitzaAuth::ApiToken(SecretString::from(SimConfig::default().api_token)),
-    )
+    client_with(sim, api_token())
 }
 
 /// A simulator and a client of it with the API token.
@@ -105,6 +107,12 @@ fn users(range: std::ops::Range<usize>) -> Vec<Map<String, Value>> {
 
 fn sync_field() -> Vec<String> {
     vec![SAGE_USER_ID_FIELD.to_owned(), "EMAIL".to_owned()]
+}
+
+/// Asserts that `error` is of `kind`, from an answer of HTTP `status` (`None`: no answer).
+fn assert_error(error: &peoplesync_oomnitza::Error, kind: ErrorKind, status: Option<u16>) {
+    assert_eq!(error.kind(), kind, "{error}");
+    assert_eq!(error.status(), status, "{error}");
 }
 
 /// Posts `records` to [`PORTION`] with the default sync fields.
@@ -173,8 +181,7 @@ mod bulk {
             ..request(PORTION, &sync_field, &records)
         };
         let error = client(&sim).post_bulk(&both).await.unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::Rejected, "{error}");
-        assert_eq!(error.status(), Some(400));
+        assert_error(&error, ErrorKind::Rejected, Some(400));
         let excerpt = error.body_excerpt().expect("the body is kept");
         assert!(excerpt.contains("insert_only"), "{excerpt}");
         assert!(error.to_string().contains("insert_only"), "{error}");
@@ -208,8 +215,7 @@ mod bulk {
         .await;
         let records = users(0..3);
         let error = post(&client(&sim), &records).await.unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::Rejected, "{error}");
-        assert_eq!(error.status(), Some(422));
+        assert_error(&error, ErrorKind::Rejected, Some(422));
     }
 
     #[tokio::test]
@@ -219,8 +225,7 @@ mod bulk {
         post(&client, &records).await.unwrap();
         assert_eq!(client.finalize(PORTION).await.unwrap(), Finalize::Finalized);
         let error = post(&client, &records).await.unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::Closed, "{error}");
-        assert_eq!(error.status(), Some(409));
+        assert_error(&error, ErrorKind::Closed, Some(409));
         assert!(error.to_string().contains("stop sending"), "{error}");
     }
 
@@ -263,8 +268,7 @@ mod bulk {
             }
         }
         let error = limited.expect("the rate limit bites");
-        assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
-        assert_eq!(error.status(), Some(429));
+        assert_error(&error, ErrorKind::Transient, Some(429));
         assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
     }
 
@@ -277,8 +281,7 @@ mod bulk {
         .await;
         let records = users(0..1);
         let error = post(&client(&sim), &records).await.unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
-        assert_eq!(error.status(), Some(503));
+        assert_error(&error, ErrorKind::Transient, Some(503));
         assert_eq!(sim.stats().api_requests, 1);
     }
 
@@ -444,8 +447,7 @@ mod portions {
     async fn the_run_log_of_an_unknown_portion_is_rejected() {
         let sim = spawn().await;
         let error = client(&sim).run_log("nope").await.unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::Rejected, "{error}");
-        assert_eq!(error.status(), Some(404));
+        assert_error(&error, ErrorKind::Rejected, Some(404));
     }
 }
 
@@ -678,8 +680,7 @@ mod reading {
             .find_users("no_such_attribute eq 1", 10, 0)
             .await
             .unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::Rejected, "{error}");
-        assert_eq!(error.status(), Some(400));
+        assert_error(&error, ErrorKind::Rejected, Some(400));
         assert!(error.body_excerpt().is_some());
     }
 
@@ -703,10 +704,7 @@ mod reading {
             ..OomnitzaFaults::default()
         })
         .await;
-        let mut config = OomnitzaConfig::new(
-            sim.url(),
-            OomnitzaAuth::ApiToken(SecretString::from(SimConfig::default().api_token)),
-        );
+        let mut config = OomnitzaConfig::new(sim.url(), api_token());
         config.retry = RetryPolicy {
             max_attempts: 3,
             ..RetryPolicy::QUICK
@@ -728,16 +726,12 @@ mod reading {
             ..OomnitzaFaults::default()
         })
         .await;
-        let mut config = OomnitzaConfig::new(
-            sim.url(),
-            OomnitzaAuth::ApiToken(SecretString::from(SimConfig::default().api_token)),
-        );
+        let mut config = OomnitzaConfig::new(sim.url(), api_token());
         config.request_timeout = Duration::from_millis(100);
         let records = users(0..1);
         let client = OomnitzaClient::new(config).expect("a valid configuration");
         let error = post(&client, &records).await.unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
-        assert_eq!(error.status(), None);
+        assert_error(&error, ErrorKind::Transient, None);
         assert!(error.to_string().contains("timeout"), "{error}");
     }
 }
@@ -750,8 +744,7 @@ mod auth {
         let sim = spawn().await;
         let client = client_with(&sim, OomnitzaAuth::ApiToken(SecretString::from("wrong")));
         let error = client.check_auth().await.unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::Unauthorized, "{error}");
-        assert_eq!(error.status(), Some(401));
+        assert_error(&error, ErrorKind::Unauthorized, Some(401));
         assert!(error.to_string().contains("API token"), "{error}");
         let records = users(0..1);
         let error = post(&client, &records).await.unwrap_err();
@@ -766,13 +759,11 @@ mod auth {
         })
         .await;
         let error = client.check_auth().await.unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::Unauthorized, "{error}");
-        assert_eq!(error.status(), Some(403));
+        assert_error(&error, ErrorKind::Unauthorized, Some(403));
         assert!(error.to_string().contains("rights"), "{error}");
         let records = users(0..1);
         let error = post(&client, &records).await.unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::Unauthorized, "{error}");
-        assert_eq!(error.status(), Some(403));
+        assert_error(&error, ErrorKind::Unauthorized, Some(403));
     }
 
     #[tokio::test]
@@ -860,8 +851,7 @@ mod auth {
             },
         );
         let error = client.check_auth().await.unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::Unauthorized, "{error}");
-        assert_eq!(error.status(), Some(401));
+        assert_error(&error, ErrorKind::Unauthorized, Some(401));
         assert!(error.to_string().contains("admin"), "{error}");
         assert_eq!(sim.stats().api_requests, 0);
     }
@@ -1005,10 +995,7 @@ mod private_ca {
     }
 
     fn tls_client(url: &str, roots: Vec<reqwest::Certificate>) -> OomnitzaClient {
-        let mut config = OomnitzaConfig::new(
-            url,
-            OomnitzaAuth::ApiToken(SecretString::from(SimConfig::default().api_token)),
-        );
+        let mut config = OomnitzaConfig::new(url, api_token());
         config.retry = RetryPolicy {
             max_attempts: 1,
             ..RetryPolicy::QUICK
