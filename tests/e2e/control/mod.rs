@@ -299,6 +299,20 @@ pub async fn get_run(client: &mut Client, run_id: String) -> Result<pb::Run, Sta
         .map(tonic::Response::into_inner)
 }
 
+/// What a run would do with worker `worker_id` now.
+pub async fn preview_worker(
+    client: &mut Client,
+    worker_id: String,
+) -> Result<pb::PreviewWorkerResponse, Status> {
+    client
+        .preview_worker(pb::PreviewWorkerRequest {
+            integration_id: INTEGRATION.into(),
+            worker_id,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 /// Syncs worker `worker_id` now, in a run of its own.
 pub async fn sync_worker(
     client: &mut Client,
@@ -428,24 +442,36 @@ pub async fn trigger(client: &mut Client) -> pb::TriggerSyncResponse {
 /// Triggers a run (sending every record when `resend_all`), retrying while the extractor is
 /// still starting.
 pub async fn trigger_resending(client: &mut Client, resend_all: bool) -> pb::TriggerSyncResponse {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match client
+    once_the_extractor_answers(client, |mut client| async move {
+        client
             .trigger_sync(pb::TriggerSyncRequest {
                 integration_id: INTEGRATION.into(),
                 resend_all,
             })
             .await
-        {
-            Ok(reply) => return reply.into_inner(),
-            Err(status)
-                if status.code() == Code::Unavailable && tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            .map(tonic::Response::into_inner)
+    })
+    .await
+    .unwrap_or_else(|status| panic!("TriggerSync failed: {status:?}"))
+}
+
+/// Makes `call` with a fresh clone of `client` until it is not refused as UNAVAILABLE (no
+/// extractor answering the loader yet, as while one starts), for up to 30 s: its answer.
+pub async fn once_the_extractor_answers<T, F, Fut>(client: &Client, call: F) -> Result<T, Status>
+where
+    F: Fn(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
+    wait_for("the extractor to answer", Duration::from_secs(30), || {
+        let answer = call(client.clone());
+        async move {
+            match answer.await {
+                Err(status) if status.code() == Code::Unavailable => None,
+                other => Some(other),
             }
-            Err(status) => panic!("TriggerSync failed: {status:?}"),
         }
-    }
+    })
+    .await
 }
 
 /// Opens a WatchRun stream of run `run_id`.

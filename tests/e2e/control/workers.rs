@@ -25,22 +25,9 @@ async fn preview_shows_the_verdict_the_record_and_how_it_differs_from_oomnitza()
     let preview = move |worker_id: String| {
         let client = base.clone();
         async move {
-            // Retried while the extractor is still starting.
-            wait_for("the extractor to answer", Duration::from_secs(30), || {
-                let mut client = client.clone();
+            once_the_extractor_answers(&client, |mut client| {
                 let worker_id = worker_id.clone();
-                async move {
-                    match client
-                        .preview_worker(pb::PreviewWorkerRequest {
-                            integration_id: INTEGRATION.into(),
-                            worker_id,
-                        })
-                        .await
-                    {
-                        Err(status) if status.code() == Code::Unavailable => None,
-                        other => Some(other.map(|r| r.into_inner())),
-                    }
-                }
+                async move { preview_worker(&mut client, worker_id).await }
             })
             .await
         }
@@ -138,20 +125,11 @@ async fn one_worker_is_synced_now_and_pause_flags_and_held_removals_are_handled(
     // SyncWorker: one worker, its own run, loaded now.
     let index = with_email[1];
     let email = stack.email_of(index);
-    let synced = wait_for(
-        "the extractor to sync the worker",
-        Duration::from_secs(30),
-        || {
-            let mut client = client.clone();
-            async move {
-                match sync_worker(&mut client, generate::worker_id(index)).await {
-                    Err(status) if status.code() == Code::Unavailable => None,
-                    other => Some(other.unwrap()),
-                }
-            }
-        },
-    )
-    .await;
+    let synced = once_the_extractor_answers(&client, |mut client| async move {
+        sync_worker(&mut client, generate::worker_id(index)).await
+    })
+    .await
+    .unwrap();
     let run = watch_to_end(&mut client, &synced.run_id).await;
     let last = run.last().unwrap();
     assert!(!last.full);
