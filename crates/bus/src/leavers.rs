@@ -1,5 +1,5 @@
 //! The leavers report: one JSON entry per leaver a loader handled, on stream
-//! `PEOPLESYNC_LEAVERS`, subject `peoplesync.<integration>.leavers.<run>`, deduplicated by
+//! `PEOPLESYNC_LEAVERS`, subject `peoplesync.<integration>.leavers.<run>.<worker>`, deduplicated by
 //! `<run>.<worker>.leaver` (and `<run>.<worker>.leaver.deleting` for the note written before a
 //! delete, [`note_deleting`]). It says who left, when, what was done in Oomnitza, and which assets
 //! they still held — what `syncctl leavers` lists and the leavers webhook posts. Kept 90 days.
@@ -11,21 +11,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::consume::Snapshot;
 use crate::setup::StreamSpec;
-use crate::{BusError, Publisher};
+use crate::{BusError, Publisher, names};
 
-/// The stream of leaver reports.
-pub const LEAVERS_STREAM: &str = "PEOPLESYNC_LEAVERS";
+pub use crate::names::LEAVERS_STREAM;
 
 /// How long reports are kept.
 pub const LEAVERS_MAX_AGE: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// How long reading a run's report waits for the next entry.
 const READ_IDLE: Duration = Duration::from_secs(5);
-
-/// Subject of `run_id`'s report.
-pub fn subject(integration: &str, run_id: &str) -> String {
-    format!("peoplesync.{integration}.leavers.{run_id}")
-}
 
 /// One asset a leaver still held.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,7 +71,7 @@ pub async fn ensure(bus: &crate::Bus) -> Result<(), BusError> {
             LEAVERS_STREAM,
             "peoplesync leavers handled per run, with the assets they held",
         ),
-        &["peoplesync.*.leavers.*"],
+        &[names::LEAVERS_SUBJECTS],
         LEAVERS_MAX_AGE,
         Duration::from_secs(120),
     ))
@@ -129,7 +123,12 @@ async fn publish(
     let payload = crate::document::encode("leaver entry", entry)?;
     let mut publisher = Publisher::new(bus.js.clone(), 1);
     publisher
-        .publish(subject(integration, run_id), id, payload, None)
+        .publish(
+            names::leaver_subject(integration, run_id, &entry.worker_id),
+            id,
+            payload,
+            None,
+        )
         .await?;
     publisher.flush().await
 }
@@ -146,14 +145,21 @@ pub async fn read(
         .collect())
 }
 
-/// The last entry recorded for `worker_id` in `run_id`'s report, a [`DELETING`] note included.
+/// The last entry recorded for `worker_id` in `run_id`'s report, a [`DELETING`] note included:
+/// one direct read of the worker's own subject, however long the report.
 pub async fn noted(
     bus: &crate::Bus,
     integration: &str,
     run_id: &str,
     worker_id: &str,
 ) -> Result<Option<LeaverEntry>, BusError> {
-    Ok(entries(bus, integration, run_id).await?.remove(worker_id))
+    let subject = names::leaver_subject(integration, run_id, worker_id);
+    let Some(payload) = bus.last_on(LEAVERS_STREAM, &subject).await? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&payload)
+        .map(Some)
+        .map_err(|e| BusError::request(format!("reading the leaver entry on {subject}"), e))
 }
 
 /// The last entry of each worker in `run_id`'s report, by worker id.
@@ -163,8 +169,13 @@ async fn entries(
     run_id: &str,
 ) -> Result<BTreeMap<String, LeaverEntry>, BusError> {
     let what = format!("reading the leavers of run {run_id} of {integration}");
-    let mut report =
-        Snapshot::open(&bus.js, LEAVERS_STREAM, subject(integration, run_id), what).await?;
+    let mut report = Snapshot::open(
+        &bus.js,
+        LEAVERS_STREAM,
+        names::leavers_run_filter(integration, run_id),
+        what,
+    )
+    .await?;
     let mut entries = BTreeMap::new();
     let missing = "the report changed while it was read";
     while let Some(message) = report.next(READ_IDLE, missing).await? {

@@ -101,6 +101,25 @@ pub fn seen_kept_filter(integration: &str, run_id: &str) -> String {
     format!("peoplesync.{integration}.seen.{run_id}.ended.*")
 }
 
+/// Stream of the leavers reports: one entry per leaver a loader handled, kept 90 days.
+pub const LEAVERS_STREAM: &str = "PEOPLESYNC_LEAVERS";
+/// The subjects of [`LEAVERS_STREAM`].
+pub const LEAVERS_SUBJECTS: &str = "peoplesync.*.leavers.>";
+
+/// Subject of the entries of `worker_id` in the leavers report of `run_id`: one subject per
+/// worker, so that a worker's last entry is one direct read.
+pub fn leaver_subject(integration: &str, run_id: &str, worker_id: &str) -> String {
+    format!(
+        "peoplesync.{integration}.leavers.{run_id}.{}",
+        worker_token(worker_id)
+    )
+}
+
+/// Filter matching every entry of the leavers report of `run_id`.
+pub fn leavers_run_filter(integration: &str, run_id: &str) -> String {
+    format!("peoplesync.{integration}.leavers.{run_id}.*")
+}
+
 /// Subject of worker events of `integration`.
 pub fn workers_subject(integration: &str) -> String {
     format!("peoplesync.{integration}.workers")

@@ -132,17 +132,7 @@ impl Seen {
 
     /// The last message on `subject`, if any.
     async fn last_on(&self, subject: &str) -> Result<Option<Bytes>, BusError> {
-        let what = format!("reading {subject} from {SEEN_STREAM}");
-        let stream = self.bus.stream(SEEN_STREAM).await?;
-        match stream.get_last_raw_message_by_subject(subject).await {
-            Ok(message) => Ok(Some(message.payload)),
-            Err(err)
-                if err.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
-            {
-                Ok(None)
-            }
-            Err(err) => Err(BusError::request(what, err)),
-        }
+        self.bus.last_on(SEEN_STREAM, subject).await
     }
 
     /// The ids of page `page` of `run`'s list, in order (empty when the page has none).

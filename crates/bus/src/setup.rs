@@ -280,6 +280,27 @@ impl Bus {
             .map_err(|e| BusError::request(format!("opening stream {name}"), e))
     }
 
+    /// The last message stream `name` holds on `subject`, if any: one direct read.
+    pub(crate) async fn last_on(
+        &self,
+        name: &str,
+        subject: &str,
+    ) -> Result<Option<bytes::Bytes>, BusError> {
+        let found = self
+            .stream(name)
+            .await?
+            .get_last_raw_message_by_subject(subject)
+            .await;
+        match found {
+            Ok(message) => Ok(Some(message.payload)),
+            Err(err) if err.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(err) => Err(BusError::request(
+                format!("reading {subject} from {name}"),
+                err,
+            )),
+        }
+    }
+
     /// Creates `spec`'s stream, or brings an existing one in line with it, with this bus's
     /// replica count (never lowering an existing stream's). For streams outside the shared
     /// topology: the extractor's seen lists, the leavers report.

@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use peoplesync_bus::{
     Bus, BusError, BusSettings, DeadLetter, FinalizeState, Outcome, Publisher, RunRecord, RunState,
-    WorkStream, dlq, names, outcomes, seen,
+    WorkStream, dlq, leavers, names, outcomes, seen,
 };
 use peoplesync_testkit::{NatsServer, wait_for};
 
@@ -645,5 +645,90 @@ async fn a_seen_list_purged_while_it_is_read_is_an_error_not_its_end() {
     assert!(
         err.to_string().contains("cut short"),
         "the error says the list was cut short: {err}"
+    );
+}
+
+/// A leaver entry of acme's report for `worker` with `action`.
+fn leaver(worker: &str, action: &str) -> leavers::LeaverEntry {
+    leavers::LeaverEntry {
+        worker_id: worker.into(),
+        reason: "removed".into(),
+        action: action.into(),
+        at: "2026-12-08T00:00:00Z".into(),
+        ..leavers::LeaverEntry::default()
+    }
+}
+
+#[tokio::test]
+async fn a_leavers_report_keeps_each_workers_last_entry_on_a_subject_of_its_own() {
+    let (_nats, bus) = started().await;
+    leavers::ensure(&bus).await.unwrap();
+    // (run, worker, action, noted before a delete rather than recorded), in this order. The
+    // last one is another run whose id starts with the first's: not part of its report.
+    let written = [
+        ("r1", "a1", "updated", false),
+        ("r1", "b2", "deleted", true),
+        ("r1", "c3", "not_found", false),
+        ("r1", "b2", "deleted", false),
+        ("r1", "d4", "deleted", true),
+        ("r10", "a1", "none", false),
+    ];
+    for (run, worker, action, note) in written {
+        let entry = leaver(worker, action);
+        if note {
+            leavers::note_deleting(&bus, "acme", run, &entry).await
+        } else {
+            leavers::record(&bus, "acme", run, &entry).await
+        }
+        .unwrap();
+    }
+
+    let action = |entry: Option<leavers::LeaverEntry>| entry.map(|e| e.action);
+    let noted = |worker: &'static str, run: &'static str| {
+        let bus = bus.clone();
+        async move { leavers::noted(&bus, "acme", run, worker).await.unwrap() }
+    };
+    assert_eq!(action(noted("b2", "r1").await).as_deref(), Some("deleted"));
+    assert_eq!(
+        action(noted("d4", "r1").await).as_deref(),
+        Some(leavers::DELETING)
+    );
+    assert_eq!(action(noted("a1", "r1").await).as_deref(), Some("updated"));
+    assert_eq!(action(noted("a1", "r10").await).as_deref(), Some("none"));
+    assert_eq!(noted("zz", "r1").await, None);
+    assert_eq!(noted("c3", "r2").await, None);
+
+    // Each worker's entries are on a subject of their own, so the last one is one direct read.
+    let stream = bus
+        .jetstream()
+        .get_stream(leavers::LEAVERS_STREAM)
+        .await
+        .unwrap();
+    let last = stream
+        .get_last_raw_message_by_subject(&names::leaver_subject("acme", "r1", "b2"))
+        .await
+        .unwrap();
+    let entry: leavers::LeaverEntry = serde_json::from_slice(&last.payload).unwrap();
+    assert_eq!(
+        (entry.worker_id.as_str(), entry.action.as_str()),
+        ("b2", "deleted")
+    );
+
+    let mut report: Vec<(String, String)> = leavers::read(&bus, "acme", "r1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.worker_id, e.action))
+        .collect();
+    report.sort();
+    let expected = [
+        ("a1", "updated"),
+        ("b2", "deleted"),
+        ("c3", "not_found"),
+        ("d4", leavers::DELETING),
+    ];
+    assert_eq!(
+        report,
+        expected.map(|(w, a)| (w.to_owned(), a.to_owned())).to_vec()
     );
 }
