@@ -19,6 +19,7 @@ use peoplesync_core::{
 };
 use peoplesync_sims::generate;
 use peoplesync_sims::oomnitza::{OomnitzaBehavior, OomnitzaFaults};
+use peoplesync_sims::sage::SageFaults;
 use peoplesync_testkit::wait_for;
 use serde_json::{Map, Value, json};
 
@@ -968,6 +969,17 @@ async fn the_leaver_letter(
 /// Sends extractor command `command` until the extractor (starting up, taking its lease)
 /// answers.
 async fn command<T: serde::de::DeserializeOwned>(d: &Deployment, command: &str, body: Value) -> T {
+    answered(d, command, body, Result::ok).await
+}
+
+/// Sends extractor command `command` until the extractor answers it with an answer `pick`
+/// takes, and returns what it took.
+async fn answered<T: serde::de::DeserializeOwned, R>(
+    d: &Deployment,
+    command: &str,
+    body: Value,
+    pick: fn(Result<T, control::CommandError>) -> Option<R>,
+) -> R {
     let bus = d.bus().await;
     let subject = control::subject(ID, command);
     let payload = serde_json::to_vec(&body).unwrap();
@@ -980,7 +992,7 @@ async fn command<T: serde::de::DeserializeOwned>(d: &Deployment, command: &str, 
             async move {
                 let reply = client.request(subject, payload.into()).await.ok()?;
                 let reply: control::Reply<T> = serde_json::from_slice(&reply.payload).ok()?;
-                reply.into_result().ok()
+                pick(reply.into_result())
             }
         },
     )
@@ -1068,4 +1080,99 @@ async fn sixty_leavers_are_held_until_approved_then_handled_once() {
         0,
         "a rerun sends nothing for them"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_refused_part_way_keeps_its_portion_open_until_approving_again_finishes_it() {
+    let d = deployment(300).await;
+    let mut config = policy(LeaverAction::Update);
+    d.put_config(&config).await;
+    let _loader = d.loader_with("loader-1", QUICK);
+    let _extractor = d.extractor().spawn();
+    let full_run = |trigger: &'static str| {
+        let d = &d;
+        async move {
+            let started: control::RunStarted =
+                command(d, control::RUN, json!({"trigger": trigger})).await;
+            d.finalized(ID, &started.run_id, FINALIZED).await
+        }
+    };
+    full_run("first").await;
+
+    // Narrowed to France: everyone else is held (however few after a filter change), and one
+    // of them has left Sage People. Releasing them asks Sage People about each.
+    config.source_filter = Some("workAddress.country eq 'France'".into());
+    d.put_config(&config).await;
+    let synced_in = |france: bool| {
+        (0..d.sage_config.workers)
+            .map(generate::worker_id)
+            .find(|id| {
+                let in_france = d
+                    .sage
+                    .worker(id)
+                    .is_some_and(|w| w["workAddress"]["country"] == "France");
+                in_france == france && user_of(&d, id).is_some()
+            })
+            .expect("a worker synced in Oomnitza")
+    };
+    let (gone, french) = (synced_in(false), synced_in(true));
+    d.sage.remove_worker(&gone);
+    let held = full_run("narrowed").await;
+    assert!(held.removals_held > 1, "{held:?}");
+
+    d.sage.set_faults(SageFaults {
+        config_error: Some("MISSING_API_PERMISSION".into()),
+        ..SageFaults::default()
+    });
+    let approve = json!({"run_id": held.run_id});
+    let refusal = answered::<control::RemovalsReleased, _>(
+        &d,
+        control::APPROVE_REMOVALS,
+        approve.clone(),
+        Result::err,
+    )
+    .await;
+    let bus = d.bus().await;
+    let release_run = bus
+        .removals()
+        .load(ID)
+        .await
+        .unwrap()
+        .held
+        .and_then(|h| h.release_run)
+        .expect("the approval fixed the id of its run");
+    let record = |run: String| {
+        let bus = bus.clone();
+        async move { bus.runs().get(ID, &run).await.unwrap().unwrap().0 }
+    };
+    let failed = record(release_run.clone()).await;
+    assert_eq!(failed.state, peoplesync_bus::RunState::Failed, "{failed:?}");
+    let error = failed.error.unwrap_or_default();
+    assert!(error.contains(&refusal.message), "{error}");
+    assert!(
+        error.contains("held removals again to finish this run"),
+        "{error}"
+    );
+
+    // A run the loader finalizes after it has seen the failed one: the failed approval's
+    // portion stays open, since approving again publishes into it.
+    d.sage.set_faults(SageFaults::default());
+    let synced: control::WorkerSynced = command(&d, control::WORKER, json!({"id": french})).await;
+    let later = synced.run_id.expect("the worker is in Sage People");
+    d.finalized(ID, &later, FINALIZED).await;
+    assert_eq!(
+        record(release_run.clone()).await.finalize,
+        FinalizeState::Pending,
+        "a failed approval that approving again finishes is not finalized"
+    );
+
+    let released: control::RemovalsReleased = command(&d, control::APPROVE_REMOVALS, approve).await;
+    assert_eq!(released.released, 1);
+    let finished = d.finalized(ID, &release_run, FINALIZED).await;
+    assert_accounted(&finished);
+    assert_eq!(
+        (finished.removed, finished.counts.map(|c| c.leavers)),
+        (1, Some(1))
+    );
+    assert_eq!(role_of(&d, &gone).as_deref(), Some(DISABLED_ROLE));
 }

@@ -73,12 +73,13 @@ impl Journal {
         self.started(run_id).await
     }
 
-    /// [`Journal::start`], keeping the record of `run_id` if an earlier attempt created it.
+    /// [`Journal::start`], or — when an earlier attempt created the record of `run_id` — marks
+    /// that run running again ([`Journal::resume`]).
     pub async fn start_or_reuse(&self, run_id: &str, trigger: &str) -> Result<(), BusError> {
         if self.record(run_id).await?.is_none() {
-            self.create(run_id, trigger, false).await?;
+            return self.start(run_id, trigger, false).await;
         }
-        self.started(run_id).await
+        self.resume(run_id, Counts::default()).await
     }
 
     /// Creates the record of a new run.
@@ -105,6 +106,7 @@ impl Journal {
             .update(&self.integration, run_id, |r| {
                 r.state = RunState::Running;
                 r.error = None;
+                r.finished_at = None;
                 true
             })
             .await?;

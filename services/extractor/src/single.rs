@@ -338,10 +338,52 @@ pub async fn approve_removals(
     let release = removals::begin_release(bus, integration, run_id).await?;
     let (client, settings) = client(extraction).await?;
     let journal = Journal::new(bus, integration, false);
-    let mut publisher = bus.publisher(extraction.options().publish_window);
     journal
         .start_or_reuse(&release.release_run, "approve-removals")
         .await?;
+    let released = match release_held(extraction, &journal, &release, &client, &settings).await {
+        Ok(released) => released,
+        Err(failure) => {
+            // The release run must not stay `running` with nothing behind it: it fails,
+            // saying how to finish it. Approving again reuses it and publishes the removals
+            // again (deduplicated), from the first.
+            let message = format!(
+                "{}; approve run {}'s held removals again to finish this run",
+                failure.0.message, release.held_run
+            );
+            if let Err(err) = journal
+                .fail(
+                    &release.release_run,
+                    RunState::Failed,
+                    Counts::default(),
+                    &message,
+                )
+                .await
+            {
+                tracing::warn!(integration, release_run = %release.release_run, error = %err,
+                    "cannot record that the approval failed; its run shows running until the removals are approved again");
+            }
+            return Err(failure);
+        }
+    };
+    removals::finish_release(bus, integration, &release).await?;
+    tracing::info!(integration, held_run = %release.held_run, release_run = %release.release_run,
+        released, held = release.count, "released removals held for approval");
+    Ok(RemovalsReleased { released })
+}
+
+/// Publishes `release`'s held removals in its run and completes that run; how many were
+/// published.
+async fn release_held(
+    extraction: &Extraction,
+    journal: &Journal,
+    release: &removals::Release,
+    client: &SageClient,
+    settings: &IntegrationSettings,
+) -> Result<u64, Failure> {
+    let integration = extraction.integration();
+    let bus = extraction.bus();
+    let mut publisher = bus.publisher(extraction.options().publish_window);
     let events = EventBuilder::new(
         integration,
         &release.release_run,
@@ -350,8 +392,8 @@ pub async fn approve_removals(
     );
     // The held run's filter decides whether its missing workers are checked with Sage People.
     let check = removals::LeaverCheck {
-        client: &client,
-        end_dates: crate::ended::EndDates::of(integration, &settings),
+        client,
+        end_dates: crate::ended::EndDates::of(integration, settings),
     };
     let released = removals::publish(
         bus,
@@ -372,8 +414,5 @@ pub async fn approve_removals(
     // one sees the release completed while the removals still show as held.
     journal.removals_released(&release.held_run).await?;
     journal.complete(&release.release_run, counts, None).await?;
-    removals::finish_release(bus, integration, &release).await?;
-    tracing::info!(integration, held_run = %release.held_run, release_run = %release.release_run,
-        released, held = release.count, "released removals held for approval");
-    Ok(RemovalsReleased { released })
+    Ok(released)
 }

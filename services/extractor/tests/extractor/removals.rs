@@ -2,13 +2,13 @@
 //! for an operator's approval.
 
 use peoplesync_bus::Bus;
-use peoplesync_bus::RunState;
 use peoplesync_bus::control::{self, CommandError, RemovalsReleased, RunStarted};
+use peoplesync_bus::{RunRecord, RunState};
 use peoplesync_extractor::{Extraction, RunSummary};
 use peoplesync_proto::v1::{RunEventKind, WorkerEventKind};
 use peoplesync_runtime::metrics::names::EXTRACTOR_REMOVALS_SKIPPED;
 use peoplesync_sims::generate;
-use peoplesync_sims::sage::SageConfig;
+use peoplesync_sims::sage::{SageConfig, SageFaults};
 use serde_json::json;
 
 use crate::harness::extraction as extraction_of;
@@ -111,7 +111,7 @@ async fn release(
 
 /// Has the extractor service start a full run of [`ID`] with `trigger`; its record once
 /// completed.
-async fn served_run(bus: &Bus, trigger: &str) -> peoplesync_bus::RunRecord {
+async fn served_run(bus: &Bus, trigger: &str) -> RunRecord {
     let started: RunStarted = command(bus, ID, control::RUN, json!({"trigger": trigger}))
         .await
         .unwrap();
@@ -480,25 +480,33 @@ async fn after_narrowing_the_source_filter_the_held_run_becomes_the_baseline_wit
     service.shutdown().await;
 }
 
+/// A full run of the whole org, then — `leaving` gone from Sage People — one narrowed to
+/// France, which holds the removal of everyone else; its record. Both runs' events are drained.
+async fn held_after_narrowing_to_france(s: &Setup, leaving: Option<&str>) -> RunRecord {
+    served_run(&s.bus, "first").await;
+    drain_workers(&s.bus, ID).await;
+    filter_with(&s.bus, Some(FRANCE)).await;
+    if let Some(id) = leaving {
+        s.sim.remove_worker(id);
+    }
+    let held = served_run(&s.bus, "narrowed").await;
+    assert!(held.removals_held > 1, "{held:?}");
+    drain_workers(&s.bus, ID).await;
+    held
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approving_removals_held_by_a_filtered_run_publishes_only_the_workers_who_left() {
     let s = setup(org(200, 40, 90)).await;
     let service = s.serve().await;
-    served_run(&s.bus, "first").await;
-    drain_workers(&s.bus, ID).await;
-
     // Narrowed to France: the rest are held, though only one of them left.
-    filter_with(&s.bus, Some(FRANCE)).await;
     let outside = (0..200)
         .map(generate::worker_id)
         .find(|id| {
             employed(&s.sim, id) && s.sim.worker(id).unwrap()["workAddress"]["country"] != "France"
         })
         .unwrap();
-    s.sim.remove_worker(&outside);
-    let held = served_run(&s.bus, "narrowed").await;
-    assert!(held.removals_held > 1);
-    drain_workers(&s.bus, ID).await;
+    let held = held_after_narrowing_to_france(&s, Some(&outside)).await;
 
     let released = approve_removals(&s.bus, &held.run_id).await.unwrap();
     assert_eq!(released.released, 1);
@@ -509,5 +517,49 @@ async fn approving_removals_held_by_a_filtered_run_publishes_only_the_workers_wh
         (record.trigger.as_str(), record.removed),
         ("approve-removals", 1)
     );
+    service.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_that_fails_part_way_fails_its_run_and_approving_again_finishes_that_run() {
+    let s = setup(org(200, 40, 90)).await;
+    let service = s.serve().await;
+    // Narrowed to France: the rest are held, and the release asks Sage People about each.
+    let held = held_after_narrowing_to_france(&s, None).await;
+
+    // Sage People refuses every call while the approval checks who left.
+    s.sim.set_faults(SageFaults {
+        config_error: Some("MISSING_API_PERMISSION".into()),
+        ..SageFaults::default()
+    });
+    let refused = approve_removals(&s.bus, &held.run_id).await.unwrap_err();
+    let state = s.bus.removals().load(ID).await.unwrap();
+    let release_run = state
+        .held
+        .and_then(|h| h.release_run)
+        .expect("the approval fixed the id of its run");
+    let failed = s.run_record(ID, &release_run).await;
+    assert_eq!(failed.state, RunState::Failed, "{failed:?}");
+    let error = failed.error.unwrap_or_default();
+    assert!(error.contains(&refused.message), "{error}");
+    assert!(
+        error.contains(&format!(
+            "approve run {}'s held removals again",
+            held.run_id
+        )),
+        "{error}"
+    );
+    assert!(failed.finished_at.is_some());
+
+    // Approving again reuses that run and completes it.
+    s.sim.set_faults(SageFaults::default());
+    let released = approve_removals(&s.bus, &held.run_id).await.unwrap();
+    assert_eq!(released.released, 0, "nobody outside France left");
+    let record = s.run_record(ID, &release_run).await;
+    assert_eq!(
+        (record.state, record.error, record.trigger.as_str()),
+        (RunState::Completed, None, "approve-removals")
+    );
+    assert_eq!(s.bus.runs().removals_held(ID).await.unwrap(), 0);
     service.shutdown().await;
 }

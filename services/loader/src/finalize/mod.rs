@@ -304,10 +304,17 @@ impl Finalizer {
     /// Whether a failed run will be resumed: the extractor keeps a run's checkpoint exactly
     /// while it means to resume it (quota, transient failures) and clears it when the failure
     /// is final (configuration), so a failed run without its checkpoint is over and its portion
-    /// can be closed with what it loaded.
+    /// can be closed with what it loaded. Likewise a failed approval's run while the removals
+    /// it was releasing are still held for it: approving them again finishes that run.
     async fn resumes(&self, integration: &str, run_id: &str) -> Result<bool, BusError> {
         let checkpoint = self.bus.checkpoints().load(integration).await?;
-        Ok(checkpoint.is_some_and(|c| c.run_id == run_id))
+        if checkpoint.is_some_and(|c| c.run_id == run_id) {
+            return Ok(true);
+        }
+        let removals = self.bus.removals().load(integration).await?;
+        Ok(removals
+            .held
+            .is_some_and(|held| held.release_run.as_deref() == Some(run_id)))
     }
 
     /// Finalizes the run if every event is accounted for; returns the events not yet counted
