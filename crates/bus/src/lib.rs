@@ -17,6 +17,7 @@ mod document;
 pub mod error;
 pub mod lease;
 pub mod leavers;
+pub mod locks;
 pub mod lookup;
 pub mod names;
 pub mod outcomes;
@@ -36,6 +37,7 @@ pub use connect::{ConnectConfigError, ConnectSettings, NatsAuth, NatsServers, Na
 pub use consume::WorkStream;
 pub use dlq::{DeadLetter, DeadLetterRecord};
 pub use error::BusError;
+pub use locks::{LockHolder, Locks};
 pub use outcomes::{Outcome, OutcomeCounts, OutcomeRecorder, WrittenEvent, WrittenEvents};
 pub use patience::patiently;
 pub use pause::{PauseFlag, Pauses};

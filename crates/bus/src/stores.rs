@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::outcomes::OutcomeRecorder;
 use crate::presence::{self, Announcement};
-use crate::{Bus, BusError, Pauses, Publisher, Runs, names};
+use crate::{Bus, BusError, Locks, Pauses, Publisher, Runs, names};
 
 impl Bus {
     /// The run records.
@@ -17,6 +17,11 @@ impl Bus {
     /// The integrations' pause flags.
     pub fn pauses(&self) -> Pauses {
         Pauses::new(self.state.clone())
+    }
+
+    /// Locks held across replicas for the length of one operation.
+    pub fn locks(&self) -> Locks {
+        Locks::new(self.state.clone())
     }
 
     /// A publisher keeping up to `window` acknowledgements in flight.

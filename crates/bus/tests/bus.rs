@@ -732,3 +732,38 @@ async fn a_leavers_report_keeps_each_workers_last_entry_on_a_subject_of_its_own(
         expected.map(|(w, a)| (w.to_owned(), a.to_owned())).to_vec()
     );
 }
+
+#[tokio::test]
+async fn a_lock_is_held_by_one_taker_until_given_back_or_stale() {
+    let (_nats, bus) = started().await;
+    let (a, b) = (bus.locks(), bus.locks());
+    let minute = Duration::from_secs(60);
+    let taken = a.take("replay.acme", "r1", minute).await.unwrap().unwrap();
+    let refused = b
+        .take("replay.acme", "r2", minute)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(refused.by, "r1");
+    // Another name is another lock.
+    let other = b
+        .take("replay.globex", "r2", minute)
+        .await
+        .unwrap()
+        .unwrap();
+    b.release(other).await.unwrap();
+
+    a.release(taken).await.unwrap();
+    assert_eq!(a.holder("replay.acme").await.unwrap(), None);
+    let again = b.take("replay.acme", "r2", minute).await.unwrap().unwrap();
+    // r2 died without giving it back: once older than the taker's limit, it is taken over,
+    // and r2's late release does not free r3's lock.
+    let over = a
+        .take("replay.acme", "r3", Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(b.release(again).await.is_err());
+    assert_eq!(a.holder("replay.acme").await.unwrap().unwrap().by, "r3");
+    a.release(over).await.unwrap();
+}

@@ -436,3 +436,59 @@ async fn dead_letters_are_listed_purged_and_replayed_after_a_fix() {
         .unwrap();
     assert_eq!(purged.purged, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_of_one_integration_run_one_at_a_time_across_replicas() {
+    let stack = Stack::with_workers(workers_with_missing_emails(20)).await;
+    let mut client = stack.client().await;
+    run_then_fix(&mut client).await;
+    let filed: Vec<u64> = letters_held(&stack)
+        .await
+        .iter()
+        .map(|l| l.sequence)
+        .collect();
+    assert_eq!(filed.len(), 20);
+
+    // Another replica's replay holds the integration's lock: this one is refused, naming it.
+    let locks = stack.bus().await.locks();
+    let minute = std::time::Duration::from_secs(60);
+    let lock = format!("replay.{INTEGRATION}");
+    let held = locks
+        .take(&lock, "loader-2", minute)
+        .await
+        .unwrap()
+        .unwrap();
+    let refused = replay_letters(&mut client, every_letter(), 0)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Aborted, "{refused:?}");
+    assert!(
+        refused.message().contains("another replay") && refused.message().contains("loader-2"),
+        "{refused:?}"
+    );
+    assert_eq!(letters_held(&stack).await.len(), 20, "nothing replayed");
+    locks.release(held).await.unwrap();
+
+    // Two at once: every letter is replayed once, by one of them or split between them.
+    let mut other = stack.client().await;
+    let (first, second) = tokio::join!(
+        replay_letters(&mut client, every_letter(), 0),
+        replay_letters(&mut other, every_letter(), 0)
+    );
+    let replayed: u64 = [first, second]
+        .into_iter()
+        .map(|reply| match reply {
+            Ok(reply) => reply.replayed,
+            Err(status) if status.code() == tonic::Code::Aborted => 0,
+            Err(status) => panic!("{status:?}"),
+        })
+        .sum();
+    assert_eq!(replayed, 20);
+    // (The replay run's own records may be filed again later, as new letters.)
+    let left = letters_held(&stack).await;
+    assert!(
+        left.iter().all(|l| !filed.contains(&l.sequence)),
+        "{left:?}"
+    );
+    assert_eq!(locks.holder(&lock).await.unwrap(), None, "given back");
+}

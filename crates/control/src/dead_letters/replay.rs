@@ -16,8 +16,46 @@ use crate::status;
 /// How long a replay waits for NATS to answer its run's completion.
 const COMPLETION_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// ReplayDeadLetters.
+/// How old a replay's lock must be before another replay takes it over: longer than a replay
+/// lasts (a scan of at most [`MAX_SCAN`] letters, [`MAX_BATCH`] events published, the
+/// completion's patience), so only the lock of a replica that died is taken over.
+const REPLAY_LOCK_STALE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// ReplayDeadLetters, one at a time per integration across the loader replicas: two at once
+/// would both publish the letters they both selected, each in its own run.
 pub(crate) async fn replay(
+    bus: &Bus,
+    request: pb::ReplayDeadLettersRequest,
+) -> Result<pb::ReplayDeadLettersResponse, Status> {
+    let selection = Selection::from_request(request.selector.clone(), true)?;
+    let integration = selection.integration.as_str();
+    let lock = format!("replay.{integration}");
+    let holder = format!(
+        "the control plane of {}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "a loader replica".into())
+    );
+    let locks = bus.locks();
+    let taken = match locks.take(&lock, &holder, REPLAY_LOCK_STALE).await {
+        Ok(Ok(taken)) => taken,
+        Ok(Err(other)) => {
+            return Err(Status::aborted(format!(
+                "another replay of {integration}'s dead letters is going ({}, since {}); \
+                 replay again once it has ended",
+                other.by, other.at
+            )));
+        }
+        Err(err) => return Err(status::bus("taking the replay lock", err)),
+    };
+    let replayed = replay_locked(bus, request).await;
+    if let Err(err) = locks.release(taken).await {
+        tracing::warn!(integration, error = %err,
+            "cannot give the replay lock back; the next replay of this integration waits until it is stale");
+    }
+    replayed
+}
+
+/// ReplayDeadLetters, under the integration's replay lock.
+async fn replay_locked(
     bus: &Bus,
     request: pb::ReplayDeadLettersRequest,
 ) -> Result<pb::ReplayDeadLettersResponse, Status> {
