@@ -180,6 +180,17 @@ impl Setup {
     pub async fn checkpoint(&self, integration: &str) -> Option<Checkpoint> {
         self.bus.checkpoints().load(integration).await.unwrap()
     }
+
+    /// Waits until `integration` has no checkpoint (`what` names the wait in its failure). A
+    /// run that ends without one to resume records its state, and says so on the runs subject,
+    /// before it drops the checkpoint: a test that saw the record change, while the service's
+    /// run still ends, waits for the checkpoint to go rather than reading it once.
+    pub async fn checkpoint_dropped(&self, integration: &str, what: &str) {
+        wait_for(what, Duration::from_secs(10), || async {
+            self.checkpoint(integration).await.is_none().then_some(())
+        })
+        .await;
+    }
 }
 
 /// A full run of `extraction` that must complete: its summary.
