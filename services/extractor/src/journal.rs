@@ -114,10 +114,15 @@ impl Journal {
             .await
     }
 
-    /// Brings the counts in the record of `run_id` up to `counts` (published and skipped).
+    /// Brings the counts in the record of `run_id` up to `counts` (published and skipped),
+    /// while the run is going: a progress note that lands after the run ended (a page's
+    /// bookkeeping left behind when the run stopped) must not rewrite its final counts.
     pub async fn progress(&self, run_id: &str, counts: Counts) -> Result<(), BusError> {
         self.runs
             .update(&self.integration, run_id, |r| {
+                if r.state != RunState::Running {
+                    return false;
+                }
                 r.published = counts.published;
                 r.skipped = counts.skipped;
                 true

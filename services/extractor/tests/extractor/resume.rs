@@ -195,3 +195,21 @@ async fn a_replica_that_lost_the_run_cannot_move_its_checkpoint_back() {
     resumed.pages = 6;
     new_leader.save(ID, &resumed).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_progress_note_landing_after_the_run_ended_leaves_its_final_counts() {
+    let s = setup(org(10, 0, 0)).await;
+    let journal = peoplesync_extractor::journal::Journal::new(&s.bus, ID, true);
+    let counts = |published| peoplesync_extractor::journal::Counts {
+        published,
+        ..Default::default()
+    };
+    journal.start("r-late", "manual", false).await.unwrap();
+    journal.progress("r-late", counts(4)).await.unwrap();
+    assert_eq!(s.run_record(ID, "r-late").await.published, 4);
+    journal.complete("r-late", counts(10), None).await.unwrap();
+    // The bookkeeping of a page the run left behind when it stopped, landing late.
+    journal.progress("r-late", counts(7)).await.unwrap();
+    let record = s.run_record(ID, "r-late").await;
+    assert_eq!((record.state, record.published), (RunState::Completed, 10));
+}
