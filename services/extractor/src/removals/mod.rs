@@ -408,6 +408,46 @@ pub async fn begin_release(
     })
 }
 
+/// When this replica takes the integration's lease: an approval whose release run is still
+/// `running` was stopped part-way (its extractor died, or lost the lease, while publishing),
+/// since approvals run only on the lease holder. Its run is recorded failed, saying to approve
+/// again, which finishes it; the loaders keep its portion open while the removals are held for
+/// it. Returns the run, if there was one.
+pub async fn fail_stopped_release(
+    bus: &Bus,
+    journal: &Journal,
+) -> Result<Option<String>, BusError> {
+    let state = bus.removals().load(journal.integration()).await?;
+    let Some(HeldRemovals {
+        run_id: held_run,
+        release_run: Some(release_run),
+        ..
+    }) = state.held
+    else {
+        return Ok(None);
+    };
+    let running = journal
+        .record(&release_run)
+        .await?
+        .is_some_and(|r| r.state == peoplesync_bus::RunState::Running);
+    if !running {
+        return Ok(None);
+    }
+    let message = format!(
+        "the extractor stopped while this approval was publishing; approve run {held_run}'s \
+         held removals again to finish this run"
+    );
+    journal
+        .fail(
+            &release_run,
+            peoplesync_bus::RunState::Failed,
+            crate::journal::Counts::default(),
+            &message,
+        )
+        .await?;
+    Ok(Some(release_run))
+}
+
 /// Makes `run_id`'s list the baseline without publishing its held removals, so that none of
 /// them is acted on (after a deliberate change of the `source_filter`, say, when the workers
 /// missing did not leave); returns how many were held. Refused once an approval has begun

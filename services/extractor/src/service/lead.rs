@@ -117,6 +117,14 @@ async fn lead(
             Err(err) => tracing::error!(%integration, "{err}"),
         }
     }
+    let journal = crate::journal::Journal::new(bus, &integration, false);
+    match crate::removals::fail_stopped_release(bus, &journal).await {
+        Ok(Some(run_id)) => tracing::warn!(%integration, %run_id,
+            "an approval of held removals was stopped part-way; its run is recorded failed until they are approved again"),
+        Ok(None) => {}
+        Err(err) => tracing::warn!(%integration, error = %err,
+            "cannot check for an approval stopped part-way"),
+    }
     let plan = plans.borrow().clone();
     catch_up(runner, bus, &plan, clock.now()).await;
     let (ticks_tx, mut ticks) = mpsc::channel(1);

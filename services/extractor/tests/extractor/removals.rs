@@ -1,6 +1,8 @@
 //! Workers no longer listed become `removed` events, unless there are too many: then they wait
 //! for an operator's approval.
 
+use std::time::Duration;
+
 use peoplesync_bus::Bus;
 use peoplesync_bus::control::{self, CommandError, RemovalsReleased, RunStarted};
 use peoplesync_bus::{RunRecord, RunState};
@@ -9,6 +11,7 @@ use peoplesync_proto::v1::{RunEventKind, WorkerEventKind};
 use peoplesync_runtime::metrics::names::EXTRACTOR_REMOVALS_SKIPPED;
 use peoplesync_sims::generate;
 use peoplesync_sims::sage::{SageConfig, SageFaults};
+use peoplesync_testkit::wait_for;
 use serde_json::json;
 
 use crate::harness::extraction as extraction_of;
@@ -561,5 +564,46 @@ async fn an_approval_that_fails_part_way_fails_its_run_and_approving_again_finis
         (RunState::Completed, None, "approve-removals")
     );
     assert_eq!(s.bus.runs().removals_held(ID).await.unwrap(), 0);
+    service.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_stopped_by_its_extractors_death_is_failed_by_the_next_lease_holder() {
+    let s = setup(org(200, 40, 90)).await;
+    let service = s.serve().await;
+    let held = held_after_narrowing_to_france(&s, None).await;
+    service.shutdown().await;
+    // What an extractor killed while approving leaves: the release run fixed and running.
+    let release_run = "01a00000-0000-7000-8000-00000000dead";
+    let mut state = s.bus.removals().load(ID).await.unwrap();
+    state.held.as_mut().unwrap().release_run = Some(release_run.into());
+    s.bus.removals().save(ID, &state).await.unwrap();
+    peoplesync_extractor::journal::Journal::new(&s.bus, ID, false)
+        .start(release_run, "approve-removals", false)
+        .await
+        .unwrap();
+
+    let service = s.serve().await;
+    let failed = wait_for(
+        "the next lease holder to fail the stopped approval's run",
+        Duration::from_secs(60),
+        || async {
+            let record = s.run_record(ID, release_run).await;
+            (record.state == RunState::Failed).then_some(record)
+        },
+    )
+    .await;
+    let error = failed.error.unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "approve run {}'s held removals again",
+            held.run_id
+        )),
+        "{error}"
+    );
+    let released = approve_removals(&s.bus, &held.run_id).await.unwrap();
+    assert_eq!(released.released, 0, "nobody outside France left");
+    let record = s.run_record(ID, release_run).await;
+    assert_eq!((record.state, record.error), (RunState::Completed, None));
     service.shutdown().await;
 }
