@@ -196,6 +196,12 @@ pub struct RunRecord {
     /// this run became the baseline, and they are not announced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removals_skipped: Option<String>,
+    /// Workers this run found no longer listed but still employed in Sage People: they moved
+    /// out of the integration's `source_filter` and are not leavers, so no leaver event was
+    /// published for them (a full run, or the approval that released a filtered run's held
+    /// removals).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub moved_out: u64,
     /// Every record is sent, even one identical to what was last written (`syncctl run --full`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub resend_all: bool,
@@ -234,6 +240,7 @@ impl RunRecord {
             counts: None,
             removals_held: 0,
             removals_skipped: None,
+            moved_out: 0,
             resend_all: false,
             canceled: None,
             verification: None,

@@ -320,6 +320,7 @@ pub(crate) fn view(record: &RunRecord, live: OutcomeCounts) -> pb::Run {
         resend_all: record.resend_all,
         removals_held: record.removals_held,
         removals_skipped: record.removals_skipped.clone().unwrap_or_default(),
+        moved_out: record.moved_out,
         warning: String::new(),
     }
 }
@@ -392,6 +393,13 @@ mod tests {
         let run = view(&record, OutcomeCounts::default());
         assert_eq!(run.removals_skipped, reason);
         assert_eq!(run.removed, 0);
+    }
+
+    #[test]
+    fn a_run_shows_the_workers_who_moved_out_of_its_filter() {
+        let mut record = RunRecord::start("acme", "r3", true, "schedule");
+        record.moved_out = 4;
+        assert_eq!(view(&record, OutcomeCounts::default()).moved_out, 4);
     }
 
     /// Checks that `run` gets no warning before a minute without change, then `warning` from

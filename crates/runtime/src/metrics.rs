@@ -109,6 +109,9 @@ pub mod names {
     /// (a seen list out of order, or the baseline's list gone): none of the workers who left
     /// since the baseline was announced by them.
     pub const EXTRACTOR_REMOVALS_SKIPPED: &str = "peoplesync_extractor_removals_skipped_total";
+    /// Counter, label `integration`: workers no longer listed by a run with a `source_filter`
+    /// who are still employed in Sage People (they moved out of the filter): not leavers.
+    pub const EXTRACTOR_MOVED_OUT: &str = "peoplesync_extractor_moved_out_total";
     /// Gauge, always 1, labels `service` and `version`: which build is running.
     pub const BUILD_INFO: &str = "peoplesync_build_info";
 }

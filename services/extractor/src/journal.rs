@@ -181,6 +181,19 @@ impl Journal {
             .await
     }
 
+    /// Records how many workers run `run_id` found no longer listed but still employed (moved
+    /// out of the `source_filter`): set, not added, so a settle done again counts them once.
+    pub async fn moved_out(&self, run_id: &str, workers: u64) -> Result<(), BusError> {
+        self.runs
+            .update(&self.integration, run_id, |r| {
+                let changed = r.moved_out != workers;
+                r.moved_out = workers;
+                changed
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Records that run `run_id` holds no removals any more: another run released them, held
     /// them again in its place, or dropped them.
     pub async fn removals_released(&self, run_id: &str) -> Result<(), BusError> {

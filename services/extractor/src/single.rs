@@ -395,7 +395,7 @@ async fn release_held(
         client,
         end_dates: crate::ended::EndDates::of(integration, settings),
     };
-    let released = removals::publish(
+    let done = removals::publish(
         bus,
         &mut publisher,
         &events,
@@ -406,6 +406,10 @@ async fn release_held(
         check.for_filter(Some(&release.filter)),
     )
     .await?;
+    let released = done.leavers;
+    journal
+        .moved_out(&release.release_run, done.moved_out)
+        .await?;
     let counts = Counts {
         removed: released,
         ..Counts::default()

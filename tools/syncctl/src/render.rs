@@ -63,6 +63,7 @@ pub fn run(run: &pb::Run) -> Value {
         "removed": run.removed,
         "removals_held": run.removals_held,
         "removals_skipped": (!run.removals_skipped.is_empty()).then_some(&run.removals_skipped),
+        "moved_out": run.moved_out,
         "skipped": run.skipped,
         "counts": {
             "written": counts.written,
@@ -150,6 +151,12 @@ pub fn run_text(run: &pb::Run) -> String {
     ];
     for (name, value) in rows {
         out.push_str(&format!("  {name:<14} {value:>12}\n"));
+    }
+    if run.moved_out > 0 {
+        out.push_str(&format!(
+            "  {:<14} {:>12}   no longer listed, still employed: outside the source_filter, not leavers\n",
+            "moved out", run.moved_out
+        ));
     }
     if !run.removals_skipped.is_empty() {
         out.push_str(&format!(
@@ -641,6 +648,24 @@ mod tests {
         let computed = pb::Run::default();
         assert!(super::run(&computed)["removals_skipped"].is_null());
         assert!(!run_text(&computed).contains("NOT COMPUTED"));
+    }
+
+    #[test]
+    fn workers_who_moved_out_of_the_filter_are_counted_apart_from_leavers() {
+        let run = pb::Run {
+            run_id: "r3".into(),
+            full: true,
+            removed: 2,
+            moved_out: 5,
+            ..Default::default()
+        };
+        assert_eq!(super::run(&run)["moved_out"], 5);
+        let text = run_text(&run);
+        assert!(
+            text.contains("moved out") && text.contains("5   no longer listed, still employed"),
+            "{text}"
+        );
+        assert!(!run_text(&pb::Run::default()).contains("moved out"));
     }
 
     #[test]

@@ -260,6 +260,12 @@ pub const EXTRACTOR: &[Metric] = &[
         "Full runs that could not compute their removals (a seen list out of order, or the baseline's gone)",
         BY_INTEGRATION,
     ),
+    metric(
+        EXTRACTOR_MOVED_OUT,
+        Counter,
+        "Workers no longer listed who are still employed (moved out of the source_filter): not leavers",
+        BY_INTEGRATION,
+    ),
 ];
 
 /// Installs the recorder if need be, describes `service`'s metrics and the process metrics,

@@ -29,7 +29,7 @@ use peoplesync_bus::{Bus, BusError, Publisher, codec};
 use crate::config::RemovalPolicy;
 use crate::event::EventBuilder;
 use crate::journal::Journal;
-pub use publish::{LeaverCheck, PublishError, publish};
+pub use publish::{LeaverCheck, PublishError, Published, publish};
 
 /// Why removals could not be settled or released.
 #[derive(Debug, thiserror::Error)]
@@ -259,7 +259,7 @@ pub async fn settle(
                 && *count > 0
                 && baseline != run_id
             {
-                published = publish(
+                let done = publish(
                     bus,
                     publisher,
                     events,
@@ -270,6 +270,8 @@ pub async fn settle(
                     check.for_filter(filter),
                 )
                 .await?;
+                journal.moved_out(run_id, done.moved_out).await?;
+                published = done.leavers;
             }
             // Purge before moving the baseline: a crash in between leaves a baseline whose list
             // is gone, which the next run reports and replaces (`Rebased`), never as too many.

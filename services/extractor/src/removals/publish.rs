@@ -94,8 +94,19 @@ impl LeaverCheck<'_> {
     }
 }
 
+/// What [`publish`] did: the leaver events published, and the workers no longer listed who
+/// are still employed (moved out of the filter), for whom none was.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Published {
+    /// `removed` and `ended` events published.
+    pub leavers: u64,
+    /// Workers no longer listed but still employed in Sage People.
+    pub moved_out: u64,
+}
+
 /// Publishes the removals between `baseline` and `run_id` as events of run `publish_in`,
-/// numbered after `first_sequence`; returns how many. With `check` (lists read with a
+/// numbered after `first_sequence`; returns how many, and how many were skipped as moved out
+/// of the filter. With `check` (lists read with a
 /// `source_filter`), a worker no longer listed is published only once Sage People says they
 /// left; one still employed is logged and skipped.
 #[allow(clippy::too_many_arguments)]
@@ -108,7 +119,7 @@ pub async fn publish(
     run_id: &str,
     first_sequence: u64,
     check: Option<LeaverCheck<'_>>,
-) -> Result<u64, PublishError> {
+) -> Result<Published, PublishError> {
     let subject = names::workers_subject(integration);
     let observed = codec::now();
     let seen = bus.seen();
@@ -167,6 +178,9 @@ pub async fn publish(
     }
     publisher.flush().await?;
     if employed > 0 {
+        metrics::counter!(peoplesync_runtime::metrics::names::EXTRACTOR_MOVED_OUT,
+            "integration" => integration.to_owned())
+        .increment(employed);
         tracing::warn!(
             integration,
             run_id,
@@ -175,5 +189,8 @@ pub async fn publish(
             "workers no longer listed are still employed in Sage People (moved out of the source_filter, not leavers); they are not published as leavers, and the baseline moves past them"
         );
     }
-    Ok(published)
+    Ok(Published {
+        leavers: published,
+        moved_out: employed,
+    })
 }

@@ -428,9 +428,9 @@ async fn a_worker_who_moves_out_of_the_source_filter_is_not_published_as_a_leave
     assert_eq!(second.removed, 2);
     let record = s.run_record(ID, &second.run_id).await;
     assert_eq!(
-        (record.removed, record.removals_held),
-        (2, 0),
-        "the record counts the events published, which the loaders wait for"
+        (record.removed, record.removals_held, record.moved_out),
+        (2, 0, 1),
+        "the record counts the events published, which the loaders wait for, and who moved"
     );
 
     // The baseline moved past the worker who moved: no later run announces them.
@@ -517,8 +517,8 @@ async fn approving_removals_held_by_a_filtered_run_publishes_only_the_workers_wh
     assert_eq!(removed_ids(&events), [outside]);
     let record = s.run_record(ID, &events[0].run_id).await;
     assert_eq!(
-        (record.trigger.as_str(), record.removed),
-        ("approve-removals", 1)
+        (record.trigger.as_str(), record.removed, record.moved_out),
+        ("approve-removals", 1, held.removals_held - 1)
     );
     service.shutdown().await;
 }
