@@ -387,7 +387,7 @@ mod tests {
         record.state = RunState::Completed;
         assert_eq!(view(&record, OutcomeCounts::default()).removals_skipped, "");
         let reason = "the seen list of the baseline run r1 is not in ascending byte order \
-                      (a2G7e000000000008s came before a2G7E000000000008t), so this run's list \
+                      (a2G7e000000008sEAA came before a2G7E000000008tUAA), so this run's list \
                       cannot be compared with it";
         record.removals_skipped = Some(reason.to_owned());
         let run = view(&record, OutcomeCounts::default());

@@ -111,7 +111,7 @@ async fn preview_shows_the_verdict_the_record_and_how_it_differs_from_oomnitza()
     assert!(shown.reason.contains("Atlantis"), "{}", shown.reason);
     assert!(shown.record_json.is_empty());
 
-    let status = preview("a2G7E9999999999999".into()).await.unwrap_err();
+    let status = preview(generate::worker_id(999_999)).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
 }
 
@@ -136,7 +136,7 @@ async fn one_worker_is_synced_now_and_pause_flags_and_held_removals_are_handled(
     assert_eq!(last.published, 1);
     assert_eq!(counts(last).written, 1);
     assert_eq!(stack.stored_emails(), [email]);
-    let status = sync_worker(&mut client, "a2G7E9999999999999".into())
+    let status = sync_worker(&mut client, generate::worker_id(999_999))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "{status:?}");

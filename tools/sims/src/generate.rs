@@ -10,10 +10,15 @@ use crate::rng::SplitMix;
 
 /// Prefix of every generated worker id: a Salesforce key prefix plus org-specific characters.
 const ID_PREFIX: &str = "a2G7E";
-/// Number of base62 digits after the prefix (5 + 13 = 18, the length of a Salesforce id).
-const ID_DIGITS: usize = 13;
+/// Number of base62 digits after the prefix (5 + 10 = 15, the length of a case-sensitive
+/// Salesforce id).
+const ID_DIGITS: usize = 10;
+/// Length of a case-sensitive Salesforce id, before the case suffix.
+const ID15_LEN: usize = 15;
 /// Base62 digits in ASCII order, so that ids sort byte-wise in index order.
 const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+/// The characters of the case suffix, indexed by a group's 5-bit upper-case mask.
+const SUFFIX_ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
 
 /// Salts that give each concern of a record its own random stream.
 const IDENTITY_SALT: u64 = 0x1D3A_7C00_0000_0001;
@@ -70,8 +75,12 @@ pub fn worker(seed: u64, index: u64) -> Value {
     })
 }
 
-/// The 18-char Salesforce-style id of worker `index`: `a2G7E` and 13 zero-padded base62 digits
-/// (alphabet `0-9A-Za-z`), so that ids sort byte-wise in index order.
+/// The 18-char Salesforce-style id of worker `index`.
+///
+/// The first 15 characters are the case-sensitive id: `a2G7E` and 10 zero-padded base62 digits
+/// of the index (alphabet `0-9A-Za-z`), so that ids sort byte-wise in index order. The last 3
+/// are Salesforce's case suffix ([`with_case_suffix`]), so that, as with real 18-char ids, no two
+/// ids differ only in letter case. Indexes from 62^10 on do not fit and wrap around.
 pub fn worker_id(index: u64) -> String {
     let mut digits = [b'0'; ID_DIGITS];
     let mut n = index;
@@ -79,18 +88,56 @@ pub fn worker_id(index: u64) -> String {
         *slot = ALPHABET[(n % 62) as usize];
         n /= 62;
     }
-    let mut id = String::with_capacity(ID_PREFIX.len() + ID_DIGITS);
+    let mut id = String::with_capacity(ID15_LEN + 3);
     id.push_str(ID_PREFIX);
     id.extend(digits.iter().map(|&b| char::from(b)));
+    let suffix = case_suffix(id.as_bytes());
+    id.extend(suffix.iter().map(|&b| char::from(b)));
     id
 }
 
-/// The index of a worker id made by [`worker_id`], or `None` for anything else.
-pub fn index_of(id: &str) -> Option<u64> {
-    let digits = id.strip_prefix(ID_PREFIX)?;
-    if digits.len() != ID_DIGITS {
+/// The 18-char form of a 15-char case-sensitive Salesforce id: `id15` followed by 3 characters
+/// that encode which of its characters are upper-case letters, or `None` unless `id15` is 15
+/// ASCII letters and digits.
+///
+/// Each character of the suffix stands for a group of 5 characters of `id15`: bit `i` of the
+/// group's number is set when its `i`-th character is `A`–`Z`, and the number (0–31) picks from
+/// `A`–`Z` then `0`–`5`.
+pub fn with_case_suffix(id15: &str) -> Option<String> {
+    if id15.len() != ID15_LEN || !id15.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return None;
     }
+    let mut id = String::with_capacity(ID15_LEN + 3);
+    id.push_str(id15);
+    id.extend(case_suffix(id15.as_bytes()).iter().map(|&b| char::from(b)));
+    Some(id)
+}
+
+/// The 3-character case suffix of the 15 bytes `id15`.
+fn case_suffix(id15: &[u8]) -> [u8; 3] {
+    let mut suffix = [b'A'; 3];
+    for (slot, group) in suffix.iter_mut().zip(id15.chunks(5)) {
+        let mask = group
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.is_ascii_uppercase())
+            .fold(0usize, |mask, (bit, _)| mask | 1 << bit);
+        *slot = SUFFIX_ALPHABET[mask];
+    }
+    suffix
+}
+
+/// The index of a worker id made by [`worker_id`], or `None` for anything else: it must be
+/// `a2G7E`, 10 base62 digits and the case suffix of those 15 characters, exactly.
+pub fn index_of(id: &str) -> Option<u64> {
+    if id.len() != ID15_LEN + 3 || !id.is_ascii() {
+        return None;
+    }
+    let (id15, suffix) = id.split_at(ID15_LEN);
+    if suffix.as_bytes() != case_suffix(id15.as_bytes()) {
+        return None;
+    }
+    let digits = id15.strip_prefix(ID_PREFIX)?;
     digits.bytes().try_fold(0u64, |n, b| {
         let d = match b {
             b'0'..=b'9' => b - b'0',
@@ -307,37 +354,117 @@ mod tests {
         records.iter().filter(|r| pred(r)).count() as f64 / records.len() as f64
     }
 
+    /// The first index whose 15-char id does not fit in 10 base62 digits.
+    const ID_SPACE: u64 = 62u64.pow(10);
+
     #[test]
-    fn ids_round_trip_and_sort_in_index_order() {
-        let indices = [0, 1, 61, 62, 3_843, 1_000_000, u64::MAX / 3, u64::MAX];
-        for i in indices {
+    fn the_case_suffix_matches_published_conversions() {
+        // Examples published with Salesforce id converters (the `salesforce_id_converter` PyPI
+        // package and the `salesforce_id_formatter` gem).
+        let published = [
+            ("00558000001N0Ke", "00558000001N0KeAAK"),
+            ("70130000001tcyI", "70130000001tcyIAAQ"),
+        ];
+        for (id15, id18) in published {
+            assert_eq!(with_case_suffix(id15).as_deref(), Some(id18), "{id15}");
+        }
+        // Worked by hand: group `a2G7E` has upper-case G (bit 2) and E (bit 4): 20 is `U`; group
+        // `ABCDE` is all upper-case: 31 is `5`; group `zZ00Q` has Z (bit 1) and Q (bit 4): 18.
+        assert_eq!(
+            with_case_suffix("a2G7EABCDEzZ00Q").as_deref(),
+            Some("a2G7EABCDEzZ00QU5S")
+        );
+        assert_eq!(
+            with_case_suffix("abcdefghijklmno").as_deref(),
+            Some("abcdefghijklmnoAAA")
+        );
+        for bad in [
+            "",
+            "a2G7E00000000",
+            "a2G7E00000000000",
+            "a2G7E0000000-00",
+            "a2G7E000000000é",
+        ] {
+            assert_eq!(with_case_suffix(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_are_an_18_char_id_with_its_case_suffix() {
+        assert_eq!(worker_id(0), "a2G7E0000000000UAA");
+        assert_eq!(worker_id(63), "a2G7E0000000011UAA");
+        // Indexes 16 and 42 were ids that differed only in case before the suffix.
+        assert_eq!(worker_id(16), "a2G7E000000000GUAQ");
+        assert_eq!(worker_id(42), "a2G7E000000000gUAA");
+        for i in [0, 1, 16, 42, 61, 62, 3_843, 1_000_000, ID_SPACE - 1] {
             let id = worker_id(i);
             assert_eq!(id.len(), 18, "{id}");
-            assert_eq!(index_of(&id), Some(i));
+            assert_eq!(with_case_suffix(&id[..15]).as_deref(), Some(id.as_str()));
         }
+    }
+
+    #[test]
+    fn ids_round_trip() {
+        let indices = (0..20_000).chain([
+            238_327, // 62^3 - 1
+            238_328,
+            1_000_000,
+            ID_SPACE / 3,
+            ID_SPACE - 1,
+        ]);
+        for i in indices {
+            assert_eq!(index_of(&worker_id(i)), Some(i), "{i}");
+        }
+    }
+
+    #[test]
+    fn ids_sort_byte_wise_in_index_order() {
+        let indices: Vec<u64> = (0..20_000)
+            .chain((1..60).map(|k| k * (ID_SPACE / 60))) // spread over the id space
+            .chain([ID_SPACE - 1])
+            .collect();
         let ids: Vec<String> = indices.iter().map(|&i| worker_id(i)).collect();
-        let mut sorted = ids.clone();
-        sorted.sort();
-        assert_eq!(ids, sorted);
-        assert_eq!(worker_id(0), "a2G7E0000000000000");
-        assert_eq!(worker_id(63), "a2G7E0000000000011");
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "ids in index order are strictly ascending in bytes"
+        );
+    }
+
+    #[test]
+    fn ids_are_unique_without_regard_to_case() {
+        let ids: Vec<String> = (0..100_000)
+            .chain((1..1_000).map(|k| k * (ID_SPACE / 1_000)))
+            .map(|i| worker_id(i).to_lowercase())
+            .collect();
+        let unique: HashSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
     }
 
     #[test]
     fn index_of_refuses_foreign_and_garbled_ids() {
+        let good = worker_id(16);
         for bad in [
             "",
             "a2G7E",
-            "a2G7E000000000000",
-            "a2G7E00000000000000",
-            "b2G7E0000000000000",
-            "a2G7E000000000000!",
-            "a2G7E00000000000é0",
-            "zzzzzzzzzzzzzzzzzz",
-            "a2G7Ezzzzzzzzzzzzz",
+            "a2G7E000000000G",     // no suffix
+            "a2G7E000000000GUA",   // short suffix
+            "a2G7E000000000GUAQA", // long suffix
+            "a2G7E000000000GUAA",  // wrong suffix
+            "a2G7E000000000guaq",  // the right id, lower-cased
+            "A2G7E000000000GUAQ",  // the right id, upper-cased
+            "a2G7E000000000gUAQ",  // a digit in another case: suffix no longer matches
+            "b2G7E000000000GUAQ",
+            "a2G7e000000000GEAQ", // a well-formed 18-char id, but not of this org's prefix
+            "a2G7E00000000!0UAA",
+            "a2G7E0000000é0UAA",
+            "a2G7E0000000000000", // the old 13-digit shape of index 0
+            "a2G7E000000000005G", // the old 13-digit shape of index 16
+            "zzzzzzzzzzzzzzzAAA",
         ] {
+            assert_ne!(bad, good);
             assert_eq!(index_of(bad), None, "{bad}");
         }
+        assert_eq!(index_of(&good), Some(16));
     }
 
     #[test]

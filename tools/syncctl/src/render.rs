@@ -631,7 +631,7 @@ mod tests {
     #[test]
     fn a_run_that_could_not_compute_removals_says_so_and_why() {
         let reason = "the seen list of the baseline run r1 is not in ascending byte order \
-                      (a2G7e000000000008s came before a2G7E000000000008t), so this run's list \
+                      (a2G7e000000008sEAA came before a2G7E000000008tUAA), so this run's list \
                       cannot be compared with it";
         let run = pb::Run {
             run_id: "r2".into(),

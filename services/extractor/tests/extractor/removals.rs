@@ -254,7 +254,8 @@ async fn a_run_whose_list_is_out_of_order_records_why_its_removals_were_not_comp
         .unwrap();
     let id = generate::worker_id(index);
     let original = s.sim.worker(&id).unwrap();
-    let case_blind = id.replacen("a2G7E", "a2G7e", 1);
+    let case_blind =
+        generate::with_case_suffix(&id[..15].replacen("a2G7E", "a2G7e", 1)).expect("a 15-char id");
     let mut moved = original.clone();
     moved["id"] = json!(case_blind);
     s.sim.replace_worker(&id, moved);

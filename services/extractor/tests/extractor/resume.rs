@@ -74,10 +74,11 @@ async fn a_refused_checkpoint_marker_restarts_the_listing_and_publishes_nothing_
     let (s, extraction, run_id) = an_interrupted_run().await;
     let published_before = s.checkpoint(ID).await.unwrap().published;
 
-    // Sage People no longer accepts the stored marker (its worker is gone, say).
+    // Sage People no longer accepts the stored marker (its worker is gone, say): a well-formed
+    // id of a worker the org never had.
     let checkpoints = s.bus.checkpoints();
     let mut checkpoint = checkpoints.load(ID).await.unwrap().unwrap();
-    checkpoint.marker = Some("a2G7E00000000ZZZZZ".into());
+    checkpoint.marker = Some(peoplesync_sims::generate::worker_id(1_000_000));
     checkpoints.save(ID, &checkpoint).await.unwrap();
 
     let summary = extraction

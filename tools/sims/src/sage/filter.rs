@@ -186,11 +186,12 @@ fn compare(field: &Value, op: Op, value: &Value) -> bool {
 mod tests {
     use super::*;
     use crate::expr::assert_verdicts;
+    use crate::generate;
     use serde_json::json;
 
     fn employee() -> Value {
         json!({
-            "id": "a2G7E0000000000001", "lastName": "O'Brien", "hrDepartment": "R&D",
+            "id": generate::worker_id(1), "lastName": "O'Brien", "hrDepartment": "R&D",
             "currentEmployment": {"active": true, "startDate": "2019-02-04"},
             "workAddress": {"country": "France", "city": "Paris"},
         })
@@ -263,11 +264,12 @@ mod tests {
 
     #[test]
     fn id_is_a_field_unless_the_org_is_set_to_refuse_it() {
-        assert!(check(
-            "id eq 'a2G7E0000000000001' and workAddress.country eq 'France'"
-        ));
-        assert!(!check("id eq 'a2G7E0000000000002'"));
-        let refused = parse("id eq 'a2G7E0000000000001'", false).expect_err("id refused");
+        let (one, two) = (generate::worker_id(1), generate::worker_id(2));
+        assert!(check(&format!(
+            "id eq '{one}' and workAddress.country eq 'France'"
+        )));
+        assert!(!check(&format!("id eq '{two}'")));
+        let refused = parse(&format!("id eq '{one}'"), false).expect_err("id refused");
         assert_eq!(inner_code(&refused), "UNKNOWN_IDENTIFIER");
         assert!(parse("workAddress.country eq 'France'", false).is_ok());
     }

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use peoplesync_sims::generate::worker_id;
 use peoplesync_sims::oomnitza::{
     CustomFieldNames, OomnitzaBehavior, OomnitzaConfig, OomnitzaFaults, OomnitzaSim,
     SAGE_USER_ID_FIELD, ValidationRule,
@@ -331,10 +332,10 @@ async fn custom_fields_can_be_read_under_their_exact_ids() {
     let (sim, client) = spawn(config).await;
     post(&client, &sim.url(), &batch("p", vec![record(1)])).await;
     sim.wait_idle().await;
-    let filter = format!("{SAGE_USER_ID_FIELD} eq 'a2G7E0000000000001'");
+    let filter = format!("{SAGE_USER_ID_FIELD} eq '{}'", worker_id(1));
     let users = list_users(&client, &sim.url(), &[("filter", filter.as_str())]).await;
     let users = json(users).await;
-    assert_eq!(users[0][SAGE_USER_ID_FIELD], "a2G7E0000000000001");
+    assert_eq!(users[0][SAGE_USER_ID_FIELD], worker_id(1).as_str());
     assert!(users[0].get(SAGE_USER_ID_FIELD.to_lowercase()).is_none());
 }
 

@@ -17,7 +17,7 @@ async fn bulk_creates_users_and_the_run_log_counts_them() {
     let users = sim.users();
     assert_eq!(users.len(), 3);
     assert_eq!(users[0]["EMAIL"], "user1@example.com");
-    assert_eq!(users[0][SAGE_USER_ID_FIELD], "a2G7E0000000000001");
+    assert_eq!(users[0][SAGE_USER_ID_FIELD], worker_id(1).as_str());
     assert!(users[0]["_id"].is_string());
 
     let log = run_log(&client, &sim.url(), "p1").await;
@@ -67,7 +67,7 @@ async fn changed_fields_update_the_user_matched_by_the_first_sync_field_with_a_h
     let mut pre = Map::new();
     pre.insert("USER".into(), json!("old@example.com"));
     pre.insert("EMAIL".into(), json!("old@example.com"));
-    pre.insert(SAGE_USER_ID_FIELD.into(), json!("a2G7E0000000000001"));
+    pre.insert(SAGE_USER_ID_FIELD.into(), json!(worker_id(1)));
     sim.insert_user(pre);
     let mut moved = record(1);
     moved["USER"] = json!("old@example.com");

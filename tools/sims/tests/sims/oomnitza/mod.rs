@@ -11,6 +11,7 @@ mod users;
 use std::time::{Duration, Instant};
 
 use crate::http::{Admin, assert_stopped, header, json, send};
+use peoplesync_sims::generate::worker_id;
 use peoplesync_sims::oomnitza::{OomnitzaConfig, OomnitzaFaults, OomnitzaSim, SAGE_USER_ID_FIELD};
 use reqwest::Method;
 use reqwest::{Client, RequestBuilder, StatusCode};
@@ -42,7 +43,7 @@ pub(super) fn record(n: u32) -> Value {
     let email = format!("user{n}@example.com");
     json!({
         "USER": email, "EMAIL": email, "FIRST_NAME": format!("First{n}"), "LAST_NAME": "Last",
-        "PERMISSIONS_ID": "25", SAGE_USER_ID_FIELD: format!("a2G7E{n:013}"),
+        "PERMISSIONS_ID": "25", SAGE_USER_ID_FIELD: worker_id(u64::from(n)),
     })
 }
 

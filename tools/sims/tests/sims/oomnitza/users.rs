@@ -43,7 +43,7 @@ async fn users_are_listed_with_lower_case_attribute_names() {
         u["role"], 25,
         "an integer, as the published user schema types it"
     );
-    assert_eq!(u[SAGE_USER_ID_FIELD.to_lowercase()], "a2G7E0000000000002");
+    assert_eq!(u[SAGE_USER_ID_FIELD.to_lowercase()], worker_id(2).as_str());
     assert!(u["phone_number"].is_null() && u["address"].is_null());
     assert!(u.get("USER").is_none());
     let id = u["user_id"].as_str().expect("user_id");
