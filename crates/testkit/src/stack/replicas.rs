@@ -337,7 +337,30 @@ impl Stack {
             .map(|l| l.letter.worker_id.clone())
             .collect();
         lettered.sort();
-        assert_eq!(counts.dead_lettered, lettered.len() as u64);
+        if counts.dead_lettered != lettered.len() as u64 {
+            // Say enough for the cause to be told: letters of other runs, or none held at all.
+            let range = peoplesync_bus::dlq::sequence_range(&d.bus().await).await;
+            let sample: Vec<(u64, &str, &str, &str)> = letters
+                .iter()
+                .take(5)
+                .map(|l| {
+                    let letter = &l.letter;
+                    (
+                        l.sequence,
+                        letter.run_id.as_str(),
+                        letter.worker_id.as_str(),
+                        letter.stage.as_str(),
+                    )
+                })
+                .collect();
+            panic!(
+                "the run counts {} dead-lettered events but {} letters carry its id; the DLQ \
+                 holds {} letters (first, last, count: {range:?}); the first: {sample:?}",
+                counts.dead_lettered,
+                lettered.len(),
+                letters.len()
+            );
+        }
         let mut expected = without_email;
         expected.sort();
         assert_eq!(
